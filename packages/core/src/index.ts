@@ -1,0 +1,2 @@
+/** @packageDocumentation @nemotron-ts/core (in progress). */
+export {};

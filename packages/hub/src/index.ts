@@ -1,0 +1,2 @@
+/** @packageDocumentation @nemotron-ts/hub (in progress). */
+export {};

@@ -1,0 +1,89 @@
+/** `backward()`: runs the recorded rules in reverse topological order and accumulates gradients. */
+import { add } from '../ops/elementwise/elementwise';
+import { onesLike } from '../creation';
+import { keep, tidy } from '../runtime/scope';
+import { formatShape, shapesEqual } from '../shape';
+import type { Tensor } from '../tensor';
+import { noGrad, releaseNode, topoOrder, type GradNode } from './graph';
+
+export interface BackwardOptions {
+  /** Upstream gradient; defaults to one for a one-element `output`. */
+  grad?: Tensor;
+}
+
+/**
+ * Computes gradients of `output` with respect to every leaf that requires them, accumulating into
+ * `leaf.grad` (always f32). Saved tensors are released node by node; the graph can be walked once.
+ */
+export function backward(output: Tensor, options: BackwardOptions = {}): void {
+  if (!output.requiresGrad) throw new Error(`backward(): ${output} does not require grad (no input of its graph requires grad)`);
+  let seed: Tensor;
+  if (options.grad) {
+    if (!shapesEqual(options.grad.shape, output.shape)) {
+      throw new Error(`backward(): grad ${formatShape(options.grad.shape)} does not match output ${formatShape(output.shape)}`);
+    }
+    seed = keep(options.grad.share());
+  } else {
+    if (output.size !== 1) throw new Error(`backward(): ${output} is not a scalar; pass { grad } with the upstream gradient`);
+    seed = keep(onesLike(output, 'f32'));
+  }
+  noGrad(() => run(output, seed));
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  if (leaf.grad) {
+    const sum = keep(add(leaf.grad, g));
+    leaf.grad.dispose();
+    g.dispose();
+    leaf.grad = sum;
+  } else leaf.grad = g;
+}
+
+function run(output: Tensor, seed: Tensor): void {
+  if (!output.gradFn) {
+    accumulateLeaf(output, seed);
+    return;
+  }
+  const pending = new Map<GradNode, Tensor>([[output.gradFn, seed]]);
+  const accumulateNode = (node: GradNode, g: Tensor) => {
+    const prev = pending.get(node);
+    if (!prev) return void pending.set(node, g);
+    pending.set(node, keep(add(prev, g)));
+    prev.dispose();
+    g.dispose();
+  };
+  for (const node of topoOrder(output.gradFn)) {
+    const g = pending.get(node);
+    pending.delete(node);
+    if (!g) {
+      releaseNode(node);
+      continue;
+    }
+    const rule = node.backward;
+    if (!rule) throw new Error(`backward(): the graph through '${node.name}' was already freed (backward runs once per forward)`);
+    const grads = tidy(() => rule(g, node.saved));
+    // A rule may pass its input gradient through or return one tensor for several inputs: give each
+    // consumer its own handle so every handle is disposed exactly once.
+    const seen = new Set<Tensor>([g, ...node.saved]);
+    const owned = grads.map((gi) => {
+      if (!gi) return null;
+      const h = keep(seen.has(gi) ? gi.share() : gi);
+      seen.add(gi);
+      return h;
+    });
+    g.dispose();
+    releaseNode(node);
+    node.inputs.forEach((input, i) => {
+      const gi = owned[i];
+      if (!gi) return;
+      if (!input.requiresGrad) return gi.dispose();
+      if (!shapesEqual(gi.shape, input.shape)) {
+        throw new Error(`backward of '${node.name}': gradient ${formatShape(gi.shape)} for input ${i} does not match its shape ${formatShape(input.shape)}`);
+      }
+      if (input.gradFn) accumulateNode(input.gradFn, gi);
+      else accumulateLeaf(input, gi);
+    });
+    for (let i = node.inputs.length; i < owned.length; i++) owned[i]?.dispose();
+  }
+  for (const g of pending.values()) g.dispose();
+}

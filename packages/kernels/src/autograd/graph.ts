@@ -1,0 +1,95 @@
+/**
+ * Reverse-mode autograd: each op that reads a tensor requiring gradients records a node holding
+ * its backward rule and the tensors it saved. `backward()` walks the nodes in reverse topological
+ * order, accumulates gradients, and releases every saved tensor as soon as its node has run.
+ */
+import { keep } from '../runtime/scope';
+import type { Tensor } from '../tensor';
+
+/** Gradient of one input, or null when that input gets none. */
+export type InputGrad = Tensor | null;
+
+/** Backward rule: receives the output gradient and the saved tensors, returns one gradient per input. */
+export type BackwardRule = (grad: Tensor, saved: readonly Tensor[]) => readonly InputGrad[];
+
+export interface GradNode {
+  readonly name: string;
+  readonly inputs: readonly Tensor[];
+  readonly outputShape: readonly number[];
+  saved: Tensor[];
+  backward: BackwardRule | null;
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording autograd nodes (inference, optimizer steps). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Runs `fn` with recording switched on even inside {@link noGrad}. */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** True when an op on `inputs` should record a node. */
+export function needsGrad(inputs: readonly (Tensor | null | undefined)[]): boolean {
+  return gradEnabled && inputs.some((t) => t?.requiresGrad === true);
+}
+
+/**
+ * Records the op that produced `output` from `inputs`. `saved` tensors stay alive (own references)
+ * until the node's backward has run, even if the caller disposes them.
+ */
+export function record(name: string, output: Tensor, inputs: readonly Tensor[], backward: BackwardRule, saved: readonly Tensor[] = []): void {
+  if (!needsGrad(inputs)) return;
+  output.requiresGrad = true;
+  output.gradFn = { name, inputs: [...inputs], outputShape: [...output.shape], saved: saved.map((t) => keep(t.share())), backward };
+}
+
+export function releaseNode(node: GradNode): void {
+  for (const t of node.saved) t.dispose();
+  node.saved = [];
+  node.backward = null;
+}
+
+/** Topological order of the nodes reachable from `root` (iterative: model graphs are deep). */
+export function topoOrder(root: GradNode): GradNode[] {
+  const order: GradNode[] = [];
+  const state = new Map<GradNode, 1 | 2>();
+  const stack: [GradNode, number][] = [[root, 0]];
+  state.set(root, 1);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const [node, i] = top;
+    if (i < node.inputs.length) {
+      top[1] = i + 1;
+      const child = node.inputs[i]!.gradFn;
+      if (child && !state.has(child)) {
+        state.set(child, 1);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      state.set(node, 2);
+      order.push(node);
+    }
+  }
+  return order.reverse();
+}

@@ -1,0 +1,41 @@
+/** The CPU backend: plain TypeScript over typed arrays. It is also the reference every kernel is checked against. */
+import { bytesPerElement, type DType } from '../dtype';
+import type { MemoryStats } from '../runtime/pool';
+import { Storage, type StorageOwner } from '../runtime/storage';
+
+export class CpuDevice implements StorageOwner {
+  readonly kind = 'cpu' as const;
+  readonly name = 'cpu';
+  /** When set, fresh allocations are filled with NaN / all-ones bits so tests catch unwritten outputs. */
+  poisonAllocations = false;
+  private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
+
+  allocate(dtype: DType, length: number): Storage {
+    const bytes = Math.ceil((length * bytesPerElement(dtype)) / 4) * 4;
+    const buffer = new ArrayBuffer(bytes);
+    if (this.poisonAllocations) new Uint32Array(buffer).fill(0xffffffff);
+    this.stats.liveBytes += bytes;
+    this.stats.liveBuffers++;
+    this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
+    return new Storage(this, dtype, length, null, buffer);
+  }
+
+  freeStorage(storage: Storage): void {
+    this.stats.liveBytes -= storage.cpu!.byteLength;
+    this.stats.liveBuffers--;
+  }
+
+  memoryStats(): MemoryStats {
+    return { ...this.stats };
+  }
+
+  resetPeak(): void {
+    this.stats.peakLiveBytes = this.stats.liveBytes;
+  }
+
+  async sync(): Promise<void> {}
+
+  describe(): string {
+    return 'CPU (plain TypeScript reference backend)';
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * Sets an environment variable for native code in this process. Under Node `process.env` writes
+ * through to the C environment; under Bun it does not, so EGL (inside Dawn) would never see it —
+ * there we call libc's setenv through bun:ffi.
+ */
+export async function setNativeEnv(name: string, value: string): Promise<void> {
+  process.env[name] = value;
+  if (!process.versions.bun || process.platform !== 'linux') return;
+  const { dlopen, FFIType } = await import('bun:ffi');
+  const libc = dlopen('libc.so.6', {
+    setenv: { args: [FFIType.cstring, FFIType.cstring, FFIType.i32], returns: FFIType.i32 },
+  });
+  try {
+    libc.symbols.setenv(Buffer.from(`${name}\0`), Buffer.from(`${value}\0`), 1);
+  } finally {
+    libc.close();
+  }
+}

@@ -1,0 +1,109 @@
+import { describe, expect, test } from 'bun:test';
+import { getCpuDevice, type Device } from '../../device/device';
+import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { tensor } from '../../creation';
+import { BINARY, UNARY, type BinaryOp, type UnaryOp } from './definitions';
+import { binary, clamp, unary, where } from './elementwise';
+import { transpose, narrow } from '../layout/layout';
+
+const gpu = await testGpu();
+const cpu = getCpuDevice();
+
+/** Inputs in each op's domain. */
+function unaryInput(op: UnaryOp, shape: number[], seed: number, dtype: 'f32' | 'bf16'): Float32Array {
+  const positive = op === 'log' || op === 'sqrt' || op === 'rsqrt' || op === 'pow_scalar';
+  return randomData(shape, seed, { dtype, scale: op === 'exp' ? 3 : 4, positive });
+}
+
+const shape = [7, 13, 3];
+
+describe('unary ops: WebGPU vs CPU reference', () => {
+  for (const op of Object.keys(UNARY) as UnaryOp[]) {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      test.if(gpu !== null)(`${op} ${dtype}`, async () => {
+        const values = unaryInput(op, shape, 11, dtype);
+        const p = op === 'clamp' ? [-0.7, 1.3] : op === 'pow_scalar' ? [1.7, 0] : [0, 0];
+        const ref = await unary(op, onDevice(values, shape, cpu, dtype), p[0], p[1]).data();
+        const got = await poisoned(gpu!, () => unary(op, onDevice(values, shape, gpu!, dtype), p[0], p[1])).data();
+        expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-6, what: op });
+      });
+    }
+  }
+});
+
+describe('binary ops with broadcasting and scalars: WebGPU vs CPU reference', () => {
+  const cases: [number[], number[]][] = [
+    [[5, 9, 11], [5, 9, 11]],
+    [[5, 9, 11], [11]],
+    [[5, 1, 11], [9, 1]],
+    [[1], [3, 7]],
+  ];
+  for (const op of Object.keys(BINARY) as BinaryOp[]) {
+    test.if(gpu !== null)(op, async () => {
+      for (const [sa, sb] of cases) {
+        const positive = op === 'pow';
+        const a = randomData(sa, 3, { positive });
+        // Comparisons need ties: round to a coarse grid.
+        const b = randomData(sb, 4, { positive }).map((v, i) => (op === 'eq' || op === 'ne' ? Math.round(v) : v) + (i % 3 === 0 && op === 'eq' ? 0 : 0));
+        const aa = op === 'eq' || op === 'ne' ? a.map(Math.round) : a;
+        for (const [ta, tb] of [
+          [true, true],
+          [true, false],
+          [false, true],
+        ]) {
+          const run = (d: Device) => binary(op, ta ? onDevice(aa, sa, d) : 1.5, tb ? onDevice(b, sb, d) : 0.75);
+          const ref = await run(cpu).data();
+          const got = await poisoned(gpu!, () => run(gpu!)).data();
+          expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-6, what: `${op} ${sa}×${sb}` });
+        }
+      }
+    });
+  }
+
+  test.if(gpu !== null)('integer ops keep i32 and are exact', async () => {
+    const a = tensor(Int32Array.from([5, -7, 100000001, 3]), [4], { device: gpu! });
+    const b = tensor(Int32Array.from([2, 3, 1, -9]), [4], { device: gpu! });
+    const s = binary('add', a, b);
+    expect(s.dtype).toBe('i32');
+    expect(Array.from(await s.data())).toEqual([7, -4, 100000002, -6]);
+    expect(Array.from(await binary('mul', a, 3).data())).toEqual([15, -21, 300000003, 9]);
+  });
+});
+
+describe('CPU reference sanity', () => {
+  test('hand-computed values', async () => {
+    const x = tensor([-30, -7, 0, 1, 25], [5], { device: cpu });
+    expectClose(await unary('softplus', x).data() as Float32Array, [Math.log1p(Math.exp(-30)), Math.log1p(Math.exp(-7)), Math.LN2, Math.log1p(Math.E), 25], { rtol: 1e-7 });
+    expectClose(await unary('silu', x).data() as Float32Array, [-30 / (1 + Math.exp(30)), -7 / (1 + Math.exp(7)), 0, 1 / (1 + Math.exp(-1)), 25], { rtol: 1e-7 });
+    expectClose(await unary('relu2', x).data() as Float32Array, [0, 0, 0, 1, 625]);
+    expectClose(await clamp(x, -1, 2).data() as Float32Array, [-1, -1, 0, 1, 2]);
+  });
+});
+
+test.if(gpu !== null)('strided and offset operands (views) read the right elements', async () => {
+  const shape2 = [9, 14];
+  const values = randomData(shape2, 5);
+  const run = (d: Device) => {
+    const x = onDevice(values, shape2, d);
+    const t = narrow(transpose(x), 0, 3, 9); // [9 of 14, 9] strided view with an offset
+    return binary('mul', t, unary('exp', t));
+  };
+  expectClose(await run(gpu!).data() as Float32Array, await run(cpu).data() as Float32Array, { rtol: 2e-6 });
+});
+
+test.if(gpu !== null)('where with broadcast condition and scalar branch', async () => {
+  const c = Float32Array.from([1, 0, 0, 1, 1]);
+  const a = randomData([3, 5], 8);
+  const run = (d: Device) => where(onDevice(c, [5], d), onDevice(a, [3, 5], d), -2.5);
+  expectClose(await run(gpu!).data() as Float32Array, await run(cpu).data() as Float32Array);
+});
+
+test.if(gpu !== null)('large element counts spill the grid into y', async () => {
+  const n = 65535 * 256 + 777;
+  const values = new Float32Array(n);
+  for (let i = 0; i < n; i += 1) values[i] = (i % 1013) * 0.25;
+  const out = await binary('add', onDevice(values, [n], gpu!), 1).data() as Float32Array;
+  expect(out[0]).toBe(1);
+  expect(out[n - 1]).toBe(values[n - 1]! + 1);
+  expect(out[65535 * 256 + 5]).toBe(values[65535 * 256 + 5]! + 1);
+});

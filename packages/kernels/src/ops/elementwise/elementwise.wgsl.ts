@@ -1,0 +1,150 @@
+/**
+ * One WGSL generator for every elementwise op: N operands (strided tensors, broadcast through
+ * zero strides, or scalars from the uniform), one output (contiguous or a strided view),
+ * rank-specialised index math. bf16 outputs are written a 32-bit word (two elements) per
+ * invocation, rounded to nearest even, so no two invocations share a word.
+ */
+import type { DType } from '../../dtype';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BufferRange } from '../../runtime/batch';
+import { Params } from '../../runtime/params';
+import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
+import { ELEMENTWISE_PRELUDE } from './definitions';
+import type { ElementwiseOperand } from './elementwise.cpu';
+
+const WG = 256;
+const MAX_RANK = 8;
+
+export interface ElementwiseLaunch {
+  name: string;
+  expr: string;
+  names: readonly string[];
+  operands: readonly ElementwiseOperand[];
+  scalars: readonly number[];
+  out: Tensor;
+  /** Collapsed iteration shape. */
+  shape: readonly number[];
+  /** Strides of the output followed by those of each tensor operand, over `shape`. */
+  strides: readonly (readonly number[])[];
+}
+
+export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void {
+  const { name, out, shape } = l;
+  const rank = shape.length;
+  if (rank > MAX_RANK) throw new Error(`${name}: rank ${rank} above ${MAX_RANK} after collapsing dimensions`);
+  const integerMode = out.dtype === 'i32' || out.dtype === 'u32';
+  const computeType = out.dtype === 'i32' ? 'i32' : out.dtype === 'u32' ? 'u32' : 'f32';
+  const [outStrides, ...operandStrides] = l.strides;
+  const denseOut = out.isContiguous;
+  if (out.dtype === 'bf16' && !denseOut) throw new Error(`${name}: a bf16 output must be contiguous`);
+
+  const p = new Params().u32('n', out.size).f32('p0', l.scalars[0] ?? 0).f32('p1', l.scalars[1] ?? 0);
+  const decls: string[] = [];
+  const loads: string[] = [];
+  const bindings: BufferRange[] = [];
+  let binding = 1;
+  let tensorIndex = 0;
+  l.operands.forEach((op, k) => {
+    const v = l.names[k]!;
+    if (typeof op === 'number') {
+      // A scalar operand lives in the uniform, typed like the computation.
+      if (computeType === 'f32') p.f32(`s${k}`, op);
+      else p.i32(`s${k}`, op);
+      loads.push(`let ${v} = ${computeType === 'f32' ? `P.s${k}` : `${computeType}(P.s${k})`};`);
+      return;
+    }
+    const bound = device.bind(op.storage, op.offset, extent(op), `${name} operand ${k}`);
+    bindings.push(bound.range);
+    const buf = `in${k}`;
+    decls.push(declareStorage(binding++, buf, op.dtype, 'read'));
+    if (op.dtype === 'bf16') decls.push(loaderF32(buf, 'bf16'));
+    p.u32(`off${k}`, bound.elementOffset);
+    p.u32Array(`st${k}`, operandStrides[tensorIndex++]!, MAX_RANK);
+    loads.push(`let ${v} = ${loadExpr(buf, op.dtype, indexExpr(`P.off${k}`, `P.st${k}`, rank), computeType)};`);
+  });
+  p.u32Array('shape', shape, MAX_RANK);
+  const outBound = device.bind(out.storage, out.offset, extent(out), `${name} output`);
+  p.u32('outOff', outBound.elementOffset);
+  if (!denseOut) p.u32Array('ost', outStrides!, MAX_RANK);
+  bindings.push(outBound.range);
+  decls.push(declareStorage(binding, 'out', out.dtype, 'read_write'));
+
+  const header = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${decls.join('\n')}
+${integerMode ? '' : ELEMENTWISE_PRELUDE}
+${out.dtype === 'bf16' ? F32_TO_BF16 : ''}
+fn dim(a: array<vec4<u32>, 2>, d: u32) -> u32 { return a[d / 4u][d % 4u]; }
+fn value_at(i: u32) -> ${computeType} {
+  ${coordCode(rank)}
+  ${loads.join('\n  ')}
+  ${l.expr.includes('p0') || l.expr.includes('p1') ? 'let p0 = P.p0; let p1 = P.p1;' : ''}
+  return ${computeType}(${l.expr});
+}`;
+  let body: string;
+  let invocations = out.size;
+  if (out.dtype === 'bf16') {
+    if (outBound.elementOffset % 2 !== 0) throw new Error(`${name}: bf16 output must start on a 32-bit word`);
+    invocations = Math.ceil(out.size / 2);
+    body = `
+  let w = ${flatIndex(WG)};
+  let i = 2u * w;
+  if (i >= P.n) { return; }
+  let lo = f32_to_bf16(value_at(i));
+  var hi = 0u;
+  if (i + 1u < P.n) { hi = f32_to_bf16(value_at(i + 1u)); }
+  out[P.outOff / 2u + w] = lo | (hi << 16u);`;
+  } else if (denseOut) {
+    body = `
+  let i = ${flatIndex(WG)};
+  if (i >= P.n) { return; }
+  out[P.outOff + i] = value_at(i);`;
+  } else {
+    body = `
+  let i = ${flatIndex(WG)};
+  if (i >= P.n) { return; }
+  ${coordCode(rank)}
+  out[${indexExpr('P.outOff', 'P.ost', rank)}] = value_at(i);`;
+  }
+  const source = `${header}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {${body}
+}`;
+  device.run({
+    name,
+    source,
+    params: p,
+    bindings,
+    workgroups: device.grid(invocations, WG),
+    detail: `[${shape.join(',')}] ${l.operands.map((o) => (typeof o === 'number' ? 'scalar' : o.dtype)).join(',')}→${out.dtype}`,
+  });
+}
+
+/** Elements spanned by a strided view, from its offset to its last element. */
+function extent(t: Tensor): number {
+  let last = 0;
+  t.shape.forEach((d, i) => (last += (d - 1) * t.strides[i]!));
+  return t.size === 0 ? 1 : last + 1;
+}
+
+/** Decomposes the flat index `i` into coordinates c0..c(rank-1). */
+function coordCode(rank: number): string {
+  if (rank === 1) return 'let c0 = i;';
+  const lines = ['var rem = i;'];
+  for (let d = rank - 1; d >= 1; d--) lines.push(`let c${d} = rem % dim(P.shape, ${d}u); rem = rem / dim(P.shape, ${d}u);`);
+  lines.push('let c0 = rem;');
+  return lines.join('\n  ');
+}
+
+function indexExpr(offset: string, strides: string, rank: number): string {
+  const terms = [offset];
+  for (let d = 0; d < rank; d++) terms.push(`c${d} * dim(${strides}, ${d}u)`);
+  return terms.join(' + ');
+}
+
+function loadExpr(buf: string, dtype: DType, idx: string, as: string): string {
+  if (dtype === 'bf16') return as === 'f32' ? `load_${buf}(${idx})` : `${as}(load_${buf}(${idx}))`;
+  if (dtype === 'f32' && as === 'f32') return `${buf}[${idx}]`;
+  return `${as}(${buf}[${idx}])`;
+}

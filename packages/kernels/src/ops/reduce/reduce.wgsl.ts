@@ -1,0 +1,51 @@
+/**
+ * Row reductions on the GPU: one invocation per (row, chunk) — llvmpipe runs plain loops faster
+ * than workgroup tree reductions (barriers are expensive there). Long rows are cut into chunks
+ * whose partial results are reduced again, which also keeps f32 sums pairwise-accurate.
+ */
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { Params } from '../../runtime/params';
+import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
+import type { ReduceOp } from './reduce.cpu';
+
+const WG = 64;
+
+function combine(op: ReduceOp): string {
+  if (op === 'sum') return 'acc = acc + v;';
+  // NaN propagates like the CPU reference (max/min would drop it).
+  const pick = op === 'max' ? 'max(acc, v)' : 'min(acc, v)';
+  return `if (v != v || acc != acc) { acc = v + acc; } else { acc = ${pick}; }`;
+}
+
+/**
+ * Reduces each row of a dense [rows, cols] view of `x` over chunks of `chunk` columns into
+ * `out` [rows, ceil(cols / chunk)] (f32).
+ */
+export function reduceRowsGpu(device: WebGpuDevice, op: ReduceOp, x: Tensor, rows: number, cols: number, chunk: number, out: Tensor): void {
+  const chunks = Math.ceil(cols / chunk);
+  const inp = device.bind(x.storage, x.offset, rows * cols, `${op} input`);
+  const dst = device.bind(out.storage, out.offset, rows * chunks, `${op} output`);
+  const p = new Params().u32('rows', rows).u32('cols', cols).u32('chunk', chunk).u32('chunks', chunks).u32('inOff', inp.elementOffset).u32('outOff', dst.elementOffset);
+  const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'x', x.dtype, 'read')}
+${loaderF32('x', x.dtype)}
+${declareStorage(2, 'out', 'f32', 'read_write')}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let t = ${flatIndex(WG)};
+  if (t >= P.rows * P.chunks) { return; }
+  let row = t / P.chunks;
+  let c0 = (t % P.chunks) * P.chunk;
+  let c1 = min(c0 + P.chunk, P.cols);
+  let base = P.inOff + row * P.cols;
+  ${op === 'sum' ? 'var acc: f32 = 0.0; var c = c0;' : 'var acc: f32 = load_x(base + c0); var c = c0 + 1u;'}
+  for (; c < c1; c++) {
+    let v = load_x(base + c);
+    ${combine(op)}
+  }
+  out[P.outOff + t] = acc;
+}`;
+  device.run({ name: `reduce_${op}`, source, params: p, bindings: [inp.range, dst.range], workgroups: device.grid(rows * chunks, WG), detail: `[${rows},${cols}] ${x.dtype}` });
+}

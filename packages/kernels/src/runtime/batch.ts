@@ -1,0 +1,136 @@
+/**
+ * Batched command recording: many dispatches share one encoder and one compute pass; their
+ * parameters go into one uniform arena written right before the submit. A batch is submitted when
+ * it is full, when the arena is full, or when someone needs the results (readback, upload).
+ */
+import type { CachedPipeline } from './pipelines';
+
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+export interface Dispatch {
+  pipeline: CachedPipeline;
+  /** Packed uniform parameters (binding 0), or null when the kernel takes none. */
+  params: Uint8Array | null;
+  /** Storage bindings 1..n in declaration order. */
+  buffers: readonly BufferRange[];
+  workgroups: readonly [number, number, number];
+  /** Kernel name and shapes; becomes the bind group label so Dawn's messages name it. */
+  label: string;
+}
+
+const ARENA_BYTES = 1 << 20;
+const MAX_DISPATCHES_PER_BATCH = 512;
+
+export class CommandBatch {
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private readonly arenaCpu = new Uint8Array(ARENA_BYTES);
+  private readonly arenas: GPUBuffer[] = [];
+  private arenaIndex = 0;
+  private arenaUsed = 0;
+  private count = 0;
+  /** Labels of the dispatches of the batch being recorded and of the last submitted one. */
+  private labels: string[] = [];
+  lastSubmittedLabels: string[] = [];
+  /** Total dispatches recorded since creation (for benchmarks and tests). */
+  dispatchCount = 0;
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly uniformAlign: number,
+  ) {}
+
+  private arena(): GPUBuffer {
+    while (this.arenas.length <= this.arenaIndex) {
+      this.arenas.push(this.device.createBuffer({ size: ARENA_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'param-arena' }));
+    }
+    return this.arenas[this.arenaIndex]!;
+  }
+
+  private ensurePass(): GPUComputePassEncoder {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'batch' });
+    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    return this.pass;
+  }
+
+  get pending(): number {
+    return this.count;
+  }
+
+  dispatch(d: Dispatch): void {
+    const [x, y, z] = d.workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    let paramSlot = -1;
+    if (d.params) {
+      const size = Math.ceil(d.params.byteLength / this.uniformAlign) * this.uniformAlign;
+      if (this.arenaUsed + size > ARENA_BYTES) this.flush();
+      paramSlot = this.arenaUsed;
+      this.arenaCpu.set(d.params, paramSlot);
+      this.arenaUsed += size;
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    if (d.params) entries.push({ binding: 0, resource: { buffer: this.arena(), offset: paramSlot, size: d.params.byteLength } });
+    d.buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: b.offset, size: b.size } }));
+    const bindGroup = this.device.createBindGroup({ layout: d.pipeline.layout, entries, label: d.label });
+    const pass = this.ensurePass();
+    pass.setPipeline(d.pipeline.pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    this.labels.push(d.label);
+    this.count++;
+    this.dispatchCount++;
+    if (this.count >= MAX_DISPATCHES_PER_BATCH) this.flush();
+  }
+
+  /** Records a buffer-to-buffer copy (ends the current compute pass). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    if (size === 0) return;
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'batch' });
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+    this.labels.push('copy');
+    this.count++;
+  }
+
+  /** Records a zero fill of a byte range (ends the current compute pass). */
+  clear(buffer: GPUBuffer, offset: number, size: number): void {
+    if (size === 0) return;
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'batch' });
+    this.encoder.clearBuffer(buffer, offset, size);
+    this.labels.push('clear');
+    this.count++;
+  }
+
+  /** Submits everything recorded so far. */
+  flush(): void {
+    if (!this.encoder) return;
+    if (this.pass) this.pass.end();
+    if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena(), 0, this.arenaCpu, 0, this.arenaUsed);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.pass = null;
+    this.arenaUsed = 0;
+    // Rotate arenas so the next batch's parameters never wait on this one.
+    this.arenaIndex = (this.arenaIndex + 1) % 4;
+    this.lastSubmittedLabels = this.labels;
+    this.labels = [];
+    this.count = 0;
+  }
+
+  /** Labels of the recent dispatches, for error messages. */
+  recentLabels(max = 8): string[] {
+    const all = [...this.lastSubmittedLabels, ...this.labels];
+    return all.slice(-max);
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Test support shared by every package: the devices to run on, seeded odd-sized data, poisoned
+ * outputs, and comparisons relative to the largest expected magnitude.
+ *
+ * `NEMOTRON_TEST_DEVICES` (comma list of `cpu`, `webgpu`; default both) picks the devices. A
+ * missing WebGPU adapter is an error unless the list excludes it.
+ */
+import { expect } from 'bun:test';
+import { getCpuDevice, getWebGpuDevice, type Device } from './device/device';
+import { tensor } from './creation';
+import { fromBf16, toBf16, type DType } from './dtype';
+import { Generator } from './random';
+import { sizeOf } from './shape';
+import type { Tensor } from './tensor';
+
+export async function testDevices(): Promise<Device[]> {
+  const wanted = (process.env.NEMOTRON_TEST_DEVICES ?? 'cpu,webgpu').split(',').map((s) => s.trim());
+  const out: Device[] = [];
+  if (wanted.includes('cpu')) out.push(getCpuDevice());
+  if (wanted.includes('webgpu')) out.push(await getWebGpuDevice());
+  return out;
+}
+
+/** The WebGPU device, or null when the test run excludes it. */
+export async function testGpu(): Promise<Device | null> {
+  const wanted = (process.env.NEMOTRON_TEST_DEVICES ?? 'cpu,webgpu').split(',');
+  return wanted.includes('webgpu') ? getWebGpuDevice() : null;
+}
+
+/** Seeded normal data; bf16 data is pre-rounded so both backends see identical values. */
+export function randomData(shape: readonly number[], seed: number, options: { dtype?: DType; scale?: number; positive?: boolean } = {}): Float32Array {
+  const g = new Generator(seed);
+  const n = sizeOf(shape);
+  const values = new Float32Array(n);
+  const scale = options.scale ?? 1;
+  for (let i = 0; i < n; i++) {
+    const v = g.normal() * scale;
+    values[i] = options.positive ? Math.abs(v) + 1e-3 : v;
+  }
+  return options.dtype === 'bf16' ? fromBf16(toBf16(values)) : values;
+}
+
+/** The same host values as a tensor on `device` in `dtype`. */
+export function onDevice(values: Float32Array | Int32Array, shape: readonly number[], device: Device, dtype: DType = values instanceof Int32Array ? 'i32' : 'f32'): Tensor {
+  return tensor(values, shape, { dtype, device });
+}
+
+/** Runs `fn` with fresh allocations poisoned (NaN / all-ones), so elements a kernel forgot to write fail the comparison. */
+export function poisoned<T>(device: Device, fn: () => T): T {
+  const prev = device.poisonAllocations;
+  device.poisonAllocations = true;
+  try {
+    return fn();
+  } finally {
+    device.poisonAllocations = prev;
+  }
+}
+
+export interface CloseOptions {
+  /** Allowed error relative to max |expected| (default 1e-5). */
+  rtol?: number;
+  /** Absolute floor added to the bound (default 0). */
+  atol?: number;
+  what?: string;
+}
+
+/**
+ * Asserts max |actual − expected| ≤ rtol · max |expected| + atol, and that no NaN appears where a
+ * number is expected (a NaN from a poisoned, unwritten output fails).
+ */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, options: CloseOptions = {}): number {
+  const what = options.what ?? 'values';
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) if (Number.isFinite(expected[i]!)) maxRef = Math.max(maxRef, Math.abs(expected[i]!));
+  const bound = (options.rtol ?? 1e-5) * maxRef + (options.atol ?? 0);
+  let worst = 0;
+  let worstAt = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i]!;
+    const e = expected[i]!;
+    if (Number.isNaN(e) ? !Number.isNaN(a) : Number.isNaN(a)) {
+      throw new Error(`${what}: element ${i} is ${a}, expected ${e}`);
+    }
+    if (!Number.isFinite(e)) {
+      if (a !== e) throw new Error(`${what}: element ${i} is ${a}, expected ${e}`);
+      continue;
+    }
+    const d = Math.abs(a - e);
+    if (d > worst) {
+      worst = d;
+      worstAt = i;
+    }
+  }
+  if (worst > bound) {
+    throw new Error(`${what}: max |diff| ${worst.toExponential(3)} at ${worstAt} (got ${actual[worstAt]}, expected ${expected[worstAt]}) exceeds ${bound.toExponential(3)}`);
+  }
+  return worst;
+}
+
+/** Reads a tensor back as f32 (bf16 widened). */
+export async function hostF32(t: Tensor): Promise<Float32Array> {
+  return t.toFloat32();
+}
+
+export interface GradcheckOptions {
+  /** Central-difference step (default 1e-3). */
+  eps?: number;
+  /** Allowed error relative to max |numeric gradient| (default 2e-3). */
+  rtol?: number;
+  /** Elements checked per input (default: all, up to 64 spread evenly). */
+  maxElements?: number;
+  seed?: number;
+}
+
+/**
+ * Finite-difference gradient check on the CPU backend. The scalar checked is L = Σ w·f(x) with
+ * fixed random weights w, accumulated in f64 on the host so f32 rounding of a reduction does not
+ * swamp the differences. Inputs are f32 host arrays; `f` builds its graph from the given tensors.
+ */
+export async function gradcheck(
+  f: (...inputs: Tensor[]) => Tensor,
+  inputs: { values: Float32Array; shape: readonly number[] }[],
+  options: GradcheckOptions = {},
+): Promise<void> {
+  const { backward } = await import('./autograd/backward');
+  const device = getCpuDevice();
+  const eps = options.eps ?? 1e-3;
+  const make = (vals: Float32Array[], grad: boolean) => vals.map((v, i) => {
+    const t = tensor(v, inputs[i]!.shape, { device });
+    return grad ? t.requiresGrad_() : t;
+  });
+  const base = inputs.map((i) => Float32Array.from(i.values));
+  const ts = make(base, true);
+  const out = f(...ts);
+  const g = new Generator(options.seed ?? 99);
+  const w = new Float32Array(out.size);
+  for (let i = 0; i < w.length; i++) w[i] = g.normal();
+  const lossOf = async (vals: Float32Array[]): Promise<number> => {
+    const y = await f(...make(vals, false)).toFloat32();
+    let s = 0;
+    for (let i = 0; i < y.length; i++) s += w[i]! * y[i]!;
+    return s;
+  };
+  backward(out, { grad: tensor(w, out.shape, { device }) });
+  for (let k = 0; k < inputs.length; k++) {
+    const analytic = ts[k]!.grad ? await ts[k]!.grad!.toFloat32() : new Float32Array(base[k]!.length);
+    const n = base[k]!.length;
+    const count = Math.min(n, options.maxElements ?? 64);
+    const idx = Array.from({ length: count }, (_, j) => Math.floor((j * n) / count));
+    const numeric: number[] = [];
+    const got: number[] = [];
+    for (const i of idx) {
+      const plus = base.map((v) => Float32Array.from(v));
+      const minus = base.map((v) => Float32Array.from(v));
+      const h = eps * Math.max(1, Math.abs(base[k]![i]!));
+      plus[k]![i]! += h;
+      minus[k]![i]! -= h;
+      const hp = plus[k]![i]! - base[k]![i]!;
+      const hm = base[k]![i]! - minus[k]![i]!;
+      numeric.push(((await lossOf(plus)) - (await lossOf(minus))) / (hp + hm));
+      got.push(analytic[i]!);
+    }
+    expectClose(got, numeric, { rtol: options.rtol ?? 2e-3, atol: 1e-6, what: `gradient of input ${k}` });
+  }
+}

@@ -1,0 +1,2 @@
+/** @packageDocumentation @nemotron-ts/parallel (in progress). */
+export {};
