@@ -61,7 +61,8 @@ export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void
     if (op.dtype === 'bf16') decls.push(loaderF32(buf, 'bf16'));
     p.u32(`off${k}`, bound.elementOffset);
     p.u32Array(`st${k}`, operandStrides[tensorIndex++]!, MAX_RANK);
-    loads.push(`let ${v} = ${loadExpr(buf, op.dtype, indexExpr(`P.off${k}`, `P.st${k}`, rank), computeType)};`);
+    const st = operandStrides[tensorIndex - 1]!;
+    loads.push(`let ${v} = ${loadExpr(buf, op.dtype, indexExpr(`P.off${k}`, `P.st${k}`, st), computeType)};`);
   });
   p.u32Array('shape', shape, MAX_RANK);
   const outBound = device.bind(out.storage, out.offset, extent(out), `${name} output`);
@@ -75,7 +76,6 @@ export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void
 ${decls.join('\n')}
 ${integerMode ? '' : ELEMENTWISE_PRELUDE}
 ${out.dtype === 'bf16' ? F32_TO_BF16 : ''}
-fn dim(a: array<vec4<u32>, 2>, d: u32) -> u32 { return a[d / 4u][d % 4u]; }
 fn value_at(i: u32) -> ${computeType} {
   ${coordCode(rank)}
   ${loads.join('\n  ')}
@@ -105,7 +105,7 @@ fn value_at(i: u32) -> ${computeType} {
   let i = ${flatIndex(WG)};
   if (i >= P.n) { return; }
   ${coordCode(rank)}
-  out[${indexExpr('P.outOff', 'P.ost', rank)}] = value_at(i);`;
+  out[${indexExpr('P.outOff', 'P.ost', outStrides!)}] = value_at(i);`;
   }
   const source = `${header}
 @compute @workgroup_size(${WG})
@@ -128,18 +128,30 @@ function extent(t: Tensor): number {
   return t.size === 0 ? 1 : last + 1;
 }
 
+/** Element d of a `array<vec4<u32>, 2>` uniform field, with a constant index. */
+function at(field: string, d: number): string {
+  return `${field}[${d >> 2}][${d & 3}]`;
+}
+
 /** Decomposes the flat index `i` into coordinates c0..c(rank-1). */
 function coordCode(rank: number): string {
   if (rank === 1) return 'let c0 = i;';
   const lines = ['var rem = i;'];
-  for (let d = rank - 1; d >= 1; d--) lines.push(`let c${d} = rem % dim(P.shape, ${d}u); rem = rem / dim(P.shape, ${d}u);`);
+  for (let d = rank - 1; d >= 1; d--) lines.push(`let c${d} = rem % ${at('P.shape', d)}; rem = rem / ${at('P.shape', d)};`);
   lines.push('let c0 = rem;');
   return lines.join('\n  ');
 }
 
-function indexExpr(offset: string, strides: string, rank: number): string {
+/**
+ * Flat index of an operand. Strides of 0 (broadcast) and 1 (dense) are baked into the source —
+ * the common cases compile to plain indexing; other strides come from the uniform.
+ */
+function indexExpr(offset: string, field: string, strides: readonly number[]): string {
   const terms = [offset];
-  for (let d = 0; d < rank; d++) terms.push(`c${d} * dim(${strides}, ${d}u)`);
+  strides.forEach((s, d) => {
+    if (s === 0) return;
+    terms.push(s === 1 ? `c${d}` : `c${d} * ${at(field, d)}`);
+  });
   return terms.join(' + ');
 }
 
