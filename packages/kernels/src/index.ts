@@ -8,19 +8,25 @@ export * from './dtype';
 export * from './shape';
 export * from './creation';
 export { Generator, manualSeed, defaultGenerator } from './random';
-export { tidy, keep, dispose } from './runtime/scope';
-export type { MemoryStats } from './runtime/pool';
+export { tidy, keep, dispose, type Disposable } from './runtime/scope';
+export { BufferPool, bucketSize, type MemoryStats, type PoolBackend } from './runtime/pool';
+export { CommandBatch, type BufferRange, type Dispatch } from './runtime/batch';
+export { PipelineCache, type CachedPipeline } from './runtime/pipelines';
+export { Storage, type StorageOwner } from './runtime/storage';
 export { Params } from './runtime/params';
 
 export * from './device/device';
 export * from './device/errors';
 export { CpuDevice } from './device/cpu-device';
 export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, BindingTooLargeError } from './device/webgpu-device';
-export { isSoftwareAdapter, type BackendName, type AdapterRequest } from './device/dawn';
+export { isSoftwareAdapter, openDawn, type BackendName, type AdapterRequest, type DawnHandles } from './device/dawn';
 
 export { noGrad, enableGrad, isGradEnabled, record, needsGrad, type GradNode, type BackwardRule, type InputGrad } from './autograd/graph';
 export { backward, type BackwardOptions } from './autograd/backward';
 
 export * from './ops/elementwise/elementwise';
+export type { ElementwiseDef } from './ops/elementwise/definitions';
+export type { ElementwiseOperand } from './ops/elementwise/elementwise.cpu';
 export * from './ops/layout/layout';
 export * from './ops/reduce/reduce';
+export type { ReduceOp } from './ops/reduce/reduce.cpu';
