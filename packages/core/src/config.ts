@@ -358,40 +358,21 @@ function readJson(json: Record<string, unknown>, source: string): ReadResult {
     }
   }
 
-  // Layer pattern: a list (current HF) wins over the string only if they disagree, which is an error.
-  const list = pickAliased(json, 'layers_block_type', ['layer_types'], source);
-  const patternFromList = list ? layerListToPattern(list.value, list.key, source) : undefined;
-  const patternString = json.hybrid_override_pattern;
-  if (patternString !== undefined && typeof patternString !== 'string') {
-    throw new ConfigError(source, 'hybrid_override_pattern', `expected a string, got ${describe(patternString)}`);
-  }
-  if (patternFromList !== undefined && patternString !== undefined && patternFromList !== patternString) {
-    throw new ConfigError(source, list!.key, `describes pattern "${patternFromList}" but hybrid_override_pattern is "${patternString}"`);
-  }
-  const pattern = patternFromList ?? patternString;
-  if (pattern === undefined) {
+  // Layer patterns: a block-type list (current HF) or a pattern string; both present must agree.
+  const pattern = readPattern(json, 'layers_block_type', ['layer_types'], 'hybrid_override_pattern', source);
+  if (!pattern) {
     throw new ConfigError(source, 'hybrid_override_pattern', 'missing: a config needs hybrid_override_pattern or layers_block_type (HF versions disagree on a default)');
   }
-  init.pattern = pattern;
-  keys.set('pattern', list ? list.key : 'hybrid_override_pattern');
+  init.pattern = pattern.value;
+  keys.set('pattern', pattern.key);
   if (json.num_hidden_layers !== undefined && json.num_hidden_layers !== null) {
     init.numHiddenLayers = json.num_hidden_layers;
     keys.set('numHiddenLayers', 'num_hidden_layers');
   }
-
-  const mtpList = json.mtp_layers_block_type;
-  const mtpFromList = mtpList === undefined || mtpList === null ? undefined : layerListToPattern(mtpList, 'mtp_layers_block_type', source);
-  const mtpString = json.mtp_hybrid_override_pattern;
-  if (mtpString !== undefined && mtpString !== null && typeof mtpString !== 'string') {
-    throw new ConfigError(source, 'mtp_hybrid_override_pattern', `expected a string, got ${describe(mtpString)}`);
-  }
-  if (mtpFromList !== undefined && typeof mtpString === 'string' && mtpFromList !== mtpString) {
-    throw new ConfigError(source, 'mtp_layers_block_type', `describes pattern "${mtpFromList}" but mtp_hybrid_override_pattern is "${mtpString}"`);
-  }
-  const mtpPattern = mtpFromList ?? (typeof mtpString === 'string' ? mtpString : undefined);
-  if (mtpPattern !== undefined) {
-    init.mtpPattern = mtpPattern;
-    keys.set('mtpPattern', mtpFromList !== undefined ? 'mtp_layers_block_type' : 'mtp_hybrid_override_pattern');
+  const mtpPattern = readPattern(json, 'mtp_layers_block_type', [], 'mtp_hybrid_override_pattern', source);
+  if (mtpPattern) {
+    init.mtpPattern = mtpPattern.value;
+    keys.set('mtpPattern', mtpPattern.key);
   }
 
   const headDim = pickAliased(json, 'head_dim', ['attention_head_dim'], source);
@@ -436,6 +417,18 @@ function jsonNumbers(_key: string, v: unknown): unknown {
   const tagged = decodeTaggedFloat(v);
   const n = tagged ?? v;
   return typeof n === 'number' && !Number.isFinite(n) ? String(n) : n;
+}
+
+/** A pattern from a block-type list (under `listKey` or an alias) or a pattern string; null counts as absent. */
+function readPattern(json: Record<string, unknown>, listKey: string, listAliases: readonly string[], stringKey: string, source: string): { key: string; value: string } | undefined {
+  const list = pickAliased(json, listKey, listAliases, source);
+  const fromList = list && list.value !== null ? { key: list.key, value: layerListToPattern(list.value, list.key, source) } : undefined;
+  const text = json[stringKey] ?? undefined;
+  if (text !== undefined && typeof text !== 'string') throw new ConfigError(source, stringKey, `expected a string, got ${describe(text)}`);
+  if (fromList && text !== undefined && fromList.value !== text) {
+    throw new ConfigError(source, fromList.key, `describes pattern "${fromList.value}" but ${stringKey} is "${text}"`);
+  }
+  return fromList ?? (text === undefined ? undefined : { key: stringKey, value: text });
 }
 
 function layerListToPattern(value: unknown, key: string, source: string): string {

@@ -184,6 +184,8 @@ describe('aliases and list forms', () => {
     expect(current.layerKinds).toEqual(['mamba', 'attention', 'mlp', 'moe']);
     expect(current.toJSON().hybrid_override_pattern).toBe('M*-E');
     expect(NemotronHConfig.fromJSON({ ...base(), n_routed_experts: undefined as never, num_local_experts: 16 }).nRoutedExperts).toBe(16);
+    // null lists count as absent.
+    expect(NemotronHConfig.fromJSON({ ...base(), layers_block_type: null }).pattern).toBe('M*-E');
     // Without num_hidden_layers the list decides the count.
     delete json.num_hidden_layers;
     expect(NemotronHConfig.fromJSON({ ...json, layers_block_type: ['mamba', 'mlp'] }).numHiddenLayers).toBe(2);
@@ -287,6 +289,7 @@ describe('validation errors name the field', () => {
   });
 
   test('MTP', () => {
+    expectConfigError({ ...base(), mtp_hybrid_override_pattern: '*E', mtp_layers_block_type: ['moe'] }, 'mtp_layers_block_type', /pattern "E" but mtp_hybrid_override_pattern is "\*E"/);
     expectConfigError({ ...base(), num_nextn_predict_layers: 1 }, 'mtp_hybrid_override_pattern', /missing: num_nextn_predict_layers is 1/);
     expectConfigError({ ...base(), num_nextn_predict_layers: 1, mtp_hybrid_override_pattern: '*Q' }, 'mtp_hybrid_override_pattern', /unknown layer character "Q"/);
     expectConfigError({ ...base(), num_nextn_predict_layers: -1, mtp_hybrid_override_pattern: '*E' }, 'num_nextn_predict_layers', /non-negative integer/);

@@ -270,7 +270,13 @@ describe('expert stacking on each device', () => {
         const source = NemotronHForCausalLM.fromConfig(config, { device: cpu, seed: 3 });
         const saved = await exportToMap(source, 'hf');
         const model = new NemotronHForCausalLM(config, { device, dtype: 'bf16' });
-        await loadCheckpoint(model, shapesOfMap(saved), mapLoader(saved));
+        const targets = new Set<string>();
+        await loadCheckpoint(model, shapesOfMap(saved), (key, target) => {
+          targets.add(`${/\.(A_log|dt_bias|D|e_score_correction_bias)$/.test(key)} ${target.device.kind} ${target.dtype}`);
+          return saved.get(key)!.share();
+        });
+        // The loader is told where each tensor goes: the slot's device and dtype.
+        expect([...targets].sort()).toEqual([`false ${device.kind} bf16`, `true ${device.kind} f32`]);
         const up = model.getTensor('model.layers.1.mixer.experts.up_proj');
         expect([up.device.kind, up.dtype]).toEqual([device.kind, 'bf16']);
         for (const [name, t] of source.stateDict()) {

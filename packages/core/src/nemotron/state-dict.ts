@@ -16,7 +16,7 @@
  * MTP model; a model without MTP reports them as ignored, as HF does. With `tie_word_embeddings`
  * and no `lm_head.weight`, the head is loaded from the embedding matrix (an independent copy).
  */
-import { contiguous, copyInto, empty, narrow, noGrad, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { contiguous, copyInto, empty, narrow, noGrad, reshape, tidy, type Device, type DType, type Tensor } from '@nemotron-ts/kernels';
 import { formatShape, shapesEqual } from '@nemotron-ts/kernels';
 import { type Module, type ShapeMismatch, transfer } from '../nn/module';
 
@@ -144,11 +144,18 @@ function checkpointName(ours: string, prefix: string): string {
   return ours.startsWith('model.') ? prefix + ours.slice('model.'.length) : ours;
 }
 
+/** Where a loaded tensor will end up: a loader may create it there directly (it need not). */
+export interface LoadTarget {
+  readonly device: Device;
+  readonly dtype: DType;
+}
+
 /**
- * Produces the checkpoint tensor stored under `key`, on any device and in any float dtype. The
- * loader owns what it returns: the adapter disposes each tensor once it is copied into the model.
+ * Produces the checkpoint tensor stored under `key`, on any device and in any float dtype (the
+ * adapter moves and casts it; creating it on `target.device` saves a round trip through the host).
+ * The adapter owns what the loader returns and disposes it once it is copied into the model.
  */
-export type TensorLoader = (key: string) => Tensor | Promise<Tensor>;
+export type TensorLoader = (key: string, target: LoadTarget) => Tensor | Promise<Tensor>;
 
 export interface LoadCheckpointOptions extends PlanOptions {
   /** Throw, before loading anything, when a key is missing or unexpected or a shape mismatches. Default true. */
@@ -216,7 +223,7 @@ async function loadStacked(entry: LoadEntry, target: Tensor, load: TensorLoader)
 }
 
 async function fetchSource(key: string, shape: readonly number[], target: Tensor, load: TensorLoader): Promise<Tensor> {
-  const t = await load(key);
+  const t = await load(key, { device: target.device, dtype: target.dtype });
   if (!shapesEqual(t.shape, shape)) {
     t.dispose();
     throw new Error(`loadCheckpoint: the loader returned ${formatShape(t.shape)} for '${key}', whose header says ${formatShape(shape)}`);
