@@ -16,9 +16,8 @@
  * MTP model; a model without MTP reports them as ignored, as HF does. With `tie_word_embeddings`
  * and no `lm_head.weight`, the head is loaded from the embedding matrix (an independent copy).
  */
-import { contiguous, copyInto, empty, narrow, noGrad, reshape, tidy, type Device, type DType, type Tensor } from '@nemotron-ts/kernels';
-import { formatShape, shapesEqual } from '@nemotron-ts/kernels';
-import { type Module, type ShapeMismatch, transfer } from '../nn/module';
+import { contiguous, copyInto, empty, formatShape, narrow, noGrad, reshape, shapesEqual, tidy, type Device, type DType, type Tensor } from '@nemotron-ts/kernels';
+import { previewNames, transfer, type Module, type ShapeMismatch } from '../nn/module';
 
 export type CheckpointFormat = 'hf' | 'hf-v5';
 
@@ -165,7 +164,8 @@ export interface LoadCheckpointOptions extends PlanOptions {
 /**
  * Loads a checkpoint into `model` one tensor at a time: plans from the key → shape map, then asks
  * `load` for each source, reshapes (conv) or stacks experts on the model's device, and installs the
- * result (cast to the slot's dtype). Returns the plan's report.
+ * result (cast to the slot's dtype). Returns the plan's report. A loader error stops the load with
+ * the tensors before it already installed.
  */
 export async function loadCheckpoint(
   model: Module,
@@ -286,11 +286,10 @@ export async function exportCheckpoint(model: Module, format: CheckpointFormat, 
 /** A one-line summary of a checkpoint report. */
 export function formatCheckpointReport(report: CheckpointReport): string {
   const parts: string[] = [];
-  const list = (names: readonly string[]) => (names.length <= 5 ? names.join(', ') : `${names.slice(0, 5).join(', ')}, … ${names.length - 5} more`);
-  if (report.missing.length) parts.push(`missing ${report.missing.length} (${list(report.missing)})`);
-  if (report.unexpected.length) parts.push(`unexpected ${report.unexpected.length} (${list(report.unexpected)})`);
+  if (report.missing.length) parts.push(`missing ${report.missing.length} (${previewNames(report.missing)})`);
+  if (report.unexpected.length) parts.push(`unexpected ${report.unexpected.length} (${previewNames(report.unexpected)})`);
   if (report.mismatched.length) {
-    parts.push(`mis-shaped ${report.mismatched.length} (${list(report.mismatched.map((m) => `${m.name}: model needs ${formatShape(m.expected)}, checkpoint has ${formatShape(m.actual)}`))})`);
+    parts.push(`mis-shaped ${report.mismatched.length} (${previewNames(report.mismatched.map((m) => `${m.name}: model needs ${formatShape(m.expected)}, checkpoint has ${formatShape(m.actual)}`))})`);
   }
   if (report.ignored.length) parts.push(`ignored ${report.ignored.length} MTP tensors (the model has no MTP head)`);
   return parts.length ? parts.join('; ') : 'all tensors matched';

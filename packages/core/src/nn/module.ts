@@ -7,8 +7,7 @@
  * slot (a bf16 copy has new storage), so subclasses expose them through getters that read the slot.
  * A module owns its tensors: `dispose()` releases them all.
  */
-import { cast, empty, isFloat, noGrad, tensor, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
-import { formatShape, shapesEqual } from '@nemotron-ts/kernels';
+import { cast, empty, formatShape, isFloat, noGrad, shapesEqual, tensor, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 
 /** A trainable tensor: a leaf `Tensor` with `requiresGrad` set (unless frozen). */
 export type Parameter = Tensor;
@@ -319,15 +318,16 @@ export class ModuleList<M extends Module> extends Module implements Iterable<M> 
 /** A one-line summary of a load report. */
 export function formatLoadReport(report: LoadReport): string {
   const parts: string[] = [];
-  if (report.missing.length) parts.push(`missing ${report.missing.length} (${preview(report.missing)})`);
-  if (report.unexpected.length) parts.push(`unexpected ${report.unexpected.length} (${preview(report.unexpected)})`);
+  if (report.missing.length) parts.push(`missing ${report.missing.length} (${previewNames(report.missing)})`);
+  if (report.unexpected.length) parts.push(`unexpected ${report.unexpected.length} (${previewNames(report.unexpected)})`);
   if (report.mismatched.length) {
-    parts.push(`mis-shaped ${report.mismatched.length} (${preview(report.mismatched.map((m) => `${m.name}: expected ${formatShape(m.expected)}, got ${formatShape(m.actual)}`))})`);
+    parts.push(`mis-shaped ${report.mismatched.length} (${previewNames(report.mismatched.map((m) => `${m.name}: expected ${formatShape(m.expected)}, got ${formatShape(m.actual)}`))})`);
   }
   return parts.length ? parts.join('; ') : 'all tensors matched';
 }
 
-function preview(names: readonly string[], max = 5): string {
+/** The first few names of a list, for error messages. */
+export function previewNames(names: readonly string[], max = 5): string {
   return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')}, … ${names.length - max} more`;
 }
 
