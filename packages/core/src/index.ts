@@ -1,2 +1,24 @@
-/** @packageDocumentation @nemotron-ts/core (in progress). */
-export {};
+/**
+ * @packageDocumentation
+ * @nemotron-ts/core: the Nemotron-H / NemotronV3 model — config, module system, module tree,
+ * checkpoint (state-dict) adapter and weight initialisation.
+ */
+export * from './config';
+export { parsePythonJson, stringifyPythonJson, decodeTaggedFloat, type JsonValue, type JsonObject } from './python-json';
+
+export * from './nn/module';
+export * from './nn/linear';
+export * from './nn/embedding';
+export * from './nn/conv1d';
+
+export * from './nemotron/rms-norm';
+export * from './nemotron/mamba2';
+export * from './nemotron/attention';
+export * from './nemotron/mlp';
+export * from './nemotron/moe';
+export * from './nemotron/block';
+export * from './nemotron/model';
+export * from './nemotron/mtp';
+export * from './nemotron/causal-lm';
+export * from './nemotron/init';
+export * from './nemotron/state-dict';

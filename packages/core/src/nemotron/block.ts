@@ -1,0 +1,41 @@
+/**
+ * A decoder block (spec §2.2): `h + mixer(norm(h))`, one pre-norm and exactly one mixer, whose type
+ * comes from the layer pattern.
+ */
+import type { LayerKind, NemotronHConfig } from '../config';
+import { Module, type Placement } from '../nn/module';
+import { Attention } from './attention';
+import { Mamba2Mixer } from './mamba2';
+import { MLP } from './mlp';
+import { MoE } from './moe';
+import { RMSNorm } from './rms-norm';
+
+export type Mixer = Mamba2Mixer | Attention | MLP | MoE;
+
+export function createMixer(kind: LayerKind, config: NemotronHConfig, placement: Placement = {}): Mixer {
+  switch (kind) {
+    case 'mamba':
+      return new Mamba2Mixer(config, placement);
+    case 'attention':
+      return new Attention(config, placement);
+    case 'mlp':
+      return new MLP(config, config.intermediateSize, placement);
+    case 'moe':
+      return new MoE(config, placement);
+  }
+}
+
+export class NemotronHBlock extends Module {
+  readonly norm: RMSNorm;
+  readonly mixer: Mixer;
+
+  constructor(
+    readonly config: NemotronHConfig,
+    readonly kind: LayerKind,
+    placement: Placement = {},
+  ) {
+    super();
+    this.norm = this.registerModule('norm', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));
+    this.mixer = this.registerModule('mixer', createMixer(kind, config, placement));
+  }
+}

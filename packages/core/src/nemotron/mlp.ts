@@ -1,0 +1,24 @@
+/**
+ * Dense ReLU² MLP parameters (spec §2.5): `down(relu(up x)²)`, no gate projection, biases when
+ * `mlp_bias`. Also the MoE's shared expert (with `moe_shared_expert_intermediate_size`).
+ */
+import type { NemotronHConfig } from '../config';
+import { Linear } from '../nn/linear';
+import { Module, type Placement } from '../nn/module';
+
+export class MLP extends Module {
+  readonly kind = 'mlp' as const;
+  readonly upProj: Linear;
+  readonly downProj: Linear;
+
+  constructor(
+    readonly config: NemotronHConfig,
+    readonly intermediateSize: number = config.intermediateSize,
+    placement: Placement = {},
+  ) {
+    super();
+    const H = config.hiddenSize;
+    this.upProj = this.registerModule('up_proj', new Linear(H, intermediateSize, { ...placement, bias: config.mlpBias }));
+    this.downProj = this.registerModule('down_proj', new Linear(intermediateSize, H, { ...placement, bias: config.mlpBias }));
+  }
+}
