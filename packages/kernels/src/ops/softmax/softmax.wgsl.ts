@@ -58,12 +58,12 @@ function chunkPrologue(): string {
 
 /**
  * Per-(row, chunk) (max, Σ exp) partials of a dense [rows, cols] `x` into `part` [rows, chunks, 2]
- * (f32). Shared with cross-entropy.
+ * (f32). Shared with cross-entropy. `what` names x in errors.
  */
-export function maxSumPartialsGpu(device: WebGpuDevice, x: Tensor, rows: number, cols: number, part: Tensor, op: string): void {
+export function maxSumPartialsGpu(device: WebGpuDevice, x: Tensor, rows: number, cols: number, part: Tensor, what: string): void {
   const chunks = chunksOf(cols);
-  const xs: RowOperand = { tensor: x, perRow: cols, what: `${op} input` };
-  const ps: RowOperand = { tensor: part, perRow: 2 * chunks, what: `${op} partials` };
+  const xs: RowOperand = { tensor: x, perRow: cols, what };
+  const ps: RowOperand = { tensor: part, perRow: 2 * chunks, what: `${what} partials` };
   for (const block of rowBlocks(device, rows, [xs, ps])) {
     const bx = bindRows(device, xs, block);
     const bp = bindRows(device, ps, block);
@@ -92,7 +92,7 @@ export function softmaxGpu(device: WebGpuDevice, kind: SoftmaxKind, x: Tensor, r
   let part: Tensor | null = null;
   if (!fused) {
     part = empty([rows, chunks, 2], { device });
-    maxSumPartialsGpu(device, x, rows, cols, part, kind);
+    maxSumPartialsGpu(device, x, rows, cols, part, `${kind} input`);
   }
   const xs: RowOperand = { tensor: x, perRow: cols, what: `${kind} input` };
   const os: RowOperand = { tensor: out, perRow: cols, what: `${kind} output` };
