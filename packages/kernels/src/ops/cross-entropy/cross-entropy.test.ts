@@ -130,6 +130,10 @@ describe('crossEntropy CPU reference and gradient', () => {
     expectClose(await crossEntropy(x, labels, { reduction: 'none' }).toFloat32(), [Math.log(1.5), Math.log(3)], { rtol: 1e-7 });
     expect(await crossEntropy(x, labels).item()).toBeCloseTo((Math.log(1.5) + Math.log(3)) / 2, 6);
     expect(await crossEntropy(x, tensor(Int32Array.from([1, 7]), [2], { device: cpu }), { ignoreIndex: 7 }).item()).toBeCloseTo(Math.log(1.5), 6);
+    // Leading dims: logits [1, 2, V] with labels [1, 2].
+    const perToken = crossEntropy(tensor([0, Math.LN2, 0, Math.LN2], [1, 2, 2], { device: cpu }), tensor(Int32Array.from([1, 0]), [1, 2], { device: cpu }), { reduction: 'none' });
+    expect(perToken.shape).toEqual([1, 2]);
+    expectClose(await perToken.toFloat32(), [Math.log(1.5), Math.log(3)], { rtol: 1e-7 });
   });
 
   test('errors name the op and shapes', () => {

@@ -24,7 +24,7 @@ export function topkSortGpu(device: WebGpuDevice, x: Tensor, rows: number, cols:
     mergePass(device, src, dst, rows, cols, run);
     [src, dst] = [dst, src];
   }
-  firstKPass(device, src, rows, cols, k, values, indices);
+  firstKGpu(device, src, rows, cols, k, values, indices);
   src.dispose();
   dst.dispose();
 }
@@ -101,8 +101,8 @@ fn main(${GRID_ARGS}) {
   }
 }
 
-/** The first k sorted entries of each row as values and indices. */
-function firstKPass(device: WebGpuDevice, sorted: Tensor, rows: number, cols: number, k: number, values: Tensor, indices: Tensor): void {
+/** The first k entries of each row of sorted (key, index) pairs [rows, cols, 2] as values and indices. */
+export function firstKGpu(device: WebGpuDevice, sorted: Tensor, rows: number, cols: number, k: number, values: Tensor, indices: Tensor): void {
   const ss = pairs(sorted, cols, 'topk sort buffer');
   const vs: RowOperand = { tensor: values, perRow: k, what: 'topk values' };
   const is: RowOperand = { tensor: indices, perRow: k, what: 'topk indices' };

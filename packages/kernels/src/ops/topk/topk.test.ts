@@ -45,21 +45,23 @@ function tied(shape: number[], seed: number): Float32Array {
 }
 
 describe('topk: WebGPU vs CPU reference', () => {
+  // Each k > 16 rounds up to a 32- or 64-slot kernel that is slow to compile on llvmpipe: the cases
+  // cover every kernel kind (exact and rounded lists, candidates, merges, sort) without repeats.
   for (const dtype of ['f32', 'bf16'] as const) {
     test.if(gpu !== null)(`odd sizes, small and large k, ${dtype}`, async () => {
       for (const cols of [1, 13, 129, 5000]) {
         for (const rows of [1, 7, 37]) {
           const shape = [rows, cols];
           const v = randomData(shape, rows * 31 + cols, { dtype });
-          // 65 and up sort whole rows; up to 64 select.
-          await expectSameTopk(v, shape, [...new Set([1, 5, 22, 64, 65, cols].filter((k) => k <= cols))], dtype);
+          const ks = dtype === 'f32' ? [1, 5, 22, cols === 129 ? 64 : 65, cols] : [1, 5, 65, cols];
+          await expectSameTopk(v, shape, [...new Set(ks.filter((k) => k <= cols))], dtype);
         }
       }
     });
   }
 
   test.if(gpu !== null)('ties go to the lower index (selection, candidate merging and sort paths)', async () => {
-    for (const [shape, ks] of [[[7, 129], [3, 64, 129]], [[3, 5000], [1, 22, 64, 300]], [[37, 512], [22]]] as const) {
+    for (const [shape, ks] of [[[7, 129], [3, 64, 129]], [[3, 5000], [1, 22, 300]], [[37, 512], [22]]] as const) {
       await expectSameTopk(tied([...shape], 3), shape, ks, 'f32');
     }
   });
@@ -67,7 +69,7 @@ describe('topk: WebGPU vs CPU reference', () => {
   test.if(gpu !== null)('vocabulary-sized rows', async () => {
     const shape = [2, 131072];
     const v = randomData(shape, 4, { scale: 5 });
-    await expectSameTopk(v, shape, [1, 50, 64, 200], 'f32');
+    await expectSameTopk(v, shape, [1, 50, 200], 'f32');
   });
 
   test.if(gpu !== null)('NaN ranks above +∞, −∞ last, −0 ties with +0', async () => {

@@ -1,10 +1,14 @@
 /**
  * Top-k selection over the last axis for small k (≤ {@link SELECT_MAX_K}): each invocation keeps a
  * sorted list of the best k of a chunk of {@link SELECT_CHUNK} entries, inserting only entries
- * that beat its current last one (one comparison for most entries). Rows longer than a chunk
- * produce k candidates per chunk, and the candidate rows are selected again until one chunk is
- * left — a 131072-entry vocabulary with k ≤ 64 takes at most three dispatches. Also the gradient
- * scatter of the selected values.
+ * that beat its current last one (one comparison for most entries). k is baked into the kernel and
+ * the insertion is unrolled into branch-free selects with constant indices, so the list lives in
+ * registers (a dynamically indexed private array is several times slower on llvmpipe). Lists
+ * longer than {@link EXACT_MAX_K} round up to 32 or 64 slots (keeping more than k is still exact):
+ * the unrolled code of a 64-slot list takes about a second to compile, so fewer variants. Rows
+ * longer than a chunk produce k candidates per chunk, and the candidate rows are selected again
+ * until one chunk is left — a 131072-entry vocabulary with k ≤ 64 takes at most three selection dispatches, then one
+ * that unpacks the final pairs. Also the gradient scatter of the selected values.
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
@@ -13,23 +17,21 @@ import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
 import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { ORDER_WGSL, SENTINEL_WGSL } from './order';
+import { firstKGpu } from './topk-sort.wgsl';
 
 const WG = 64;
 
 /** Largest k the selection kernel handles; larger k sort whole rows (topk-sort.wgsl.ts). */
 export const SELECT_MAX_K = 64;
 
+/** Largest k whose list has exactly k slots. */
+export const EXACT_MAX_K = 16;
+
 /** Entries one invocation scans. */
 export const SELECT_CHUNK = 1024;
 
-/** Where the entries of a selection pass come from. */
-type Source =
-  | { kind: 'values'; tensor: Tensor }
-  /** (key, index) u32 pairs written by an earlier pass. */
-  | { kind: 'pairs'; tensor: Tensor };
-
-/** Where a pass writes: k candidate pairs per chunk, or (with one chunk per row) the result. */
-type Sink = { kind: 'pairs'; tensor: Tensor } | { kind: 'result'; values: Tensor; indices: Tensor };
+/** (key, index) u32 pairs, or values whose index is their column. */
+type Source = { kind: 'values' | 'pairs'; tensor: Tensor };
 
 /** Values [rows, k] (f32) and indices [rows, k] (i32) of the k largest entries of each row of dense `x`. */
 export function topkSelectGpu(device: WebGpuDevice, x: Tensor, rows: number, cols: number, k: number, values: Tensor, indices: Tensor): void {
@@ -37,34 +39,27 @@ export function topkSelectGpu(device: WebGpuDevice, x: Tensor, rows: number, col
   let length = cols;
   for (;;) {
     const chunks = Math.ceil(length / SELECT_CHUNK);
-    if (chunks === 1) {
-      selectPass(device, from, rows, length, k, { kind: 'result', values, indices });
-      break;
-    }
     const candidates = empty([rows, chunks * k, 2], { dtype: 'u32', device });
-    selectPass(device, from, rows, length, k, { kind: 'pairs', tensor: candidates });
+    selectPass(device, from, rows, length, k, candidates);
     if (from.tensor !== x) from.tensor.dispose();
     from = { kind: 'pairs', tensor: candidates };
     length = chunks * k;
+    if (chunks === 1) break;
   }
-  if (from.tensor !== x) from.tensor.dispose();
+  // One chunk per row left: its k candidates, sorted, are the result.
+  firstKGpu(device, from.tensor, rows, k, k, values, indices);
+  from.tensor.dispose();
 }
 
-function selectPass(device: WebGpuDevice, from: Source, rows: number, length: number, k: number, to: Sink): void {
+/** Writes the best k (key, index) pairs of each chunk of each row, sorted, into `out` [rows, chunks, k, 2]. */
+function selectPass(device: WebGpuDevice, from: Source, rows: number, length: number, k: number, out: Tensor): void {
   const chunks = Math.ceil(length / SELECT_CHUNK);
-  // Private arrays need a constant size: a power of two ≥ k keeps the number of distinct kernels small.
-  const capacity = Math.max(1, 2 ** Math.ceil(Math.log2(k)));
+  const capacity = k <= EXACT_MAX_K ? k : 2 ** Math.ceil(Math.log2(k));
   const input: RowOperand =
     from.kind === 'values'
       ? { tensor: from.tensor, perRow: length, what: 'topk input' }
       : { tensor: from.tensor, perRow: 2 * length, what: 'topk candidates' };
-  const outputs: RowOperand[] =
-    to.kind === 'pairs'
-      ? [{ tensor: to.tensor, perRow: 2 * chunks * k, what: 'topk candidates' }]
-      : [
-          { tensor: to.values, perRow: k, what: 'topk values' },
-          { tensor: to.indices, perRow: k, what: 'topk indices' },
-        ];
+  const output: RowOperand = { tensor: out, perRow: 2 * chunks * k, what: 'topk candidates' };
   const inputDecl =
     from.kind === 'values'
       ? `${declareStorage(1, 'x', from.tensor.dtype, 'read')}\n${loaderF32('x', from.tensor.dtype)}`
@@ -73,30 +68,30 @@ function selectPass(device: WebGpuDevice, from: Source, rows: number, length: nu
     from.kind === 'values'
       ? 'let key = order_key(load_x(P.xOff + row * P.len + c)); let idx = c;'
       : 'let e = P.xOff + 2u * (row * P.len + c); let key = x[e]; let idx = x[e + 1u];';
-  const outputDecl =
-    to.kind === 'pairs'
-      ? declareStorage(2, 'cand', 'u32', 'read_write')
-      : `${declareStorage(2, 'values', 'f32', 'read_write')}\n${declareStorage(3, 'indices', 'i32', 'read_write')}`;
-  const write =
-    to.kind === 'pairs'
-      ? `let o = P.o0 + 2u * t * P.k;
-  for (var j = 0u; j < P.k; j++) {
-    cand[o + 2u * j] = select(${SENTINEL_WGSL.key}, kv[j], j < n);
-    cand[o + 2u * j + 1u] = select(${SENTINEL_WGSL.index}, ki[j], j < n);
-  }`
-      : `for (var j = 0u; j < P.k; j++) {
-    values[P.o0 + row * P.k + j] = key_value(kv[j]);
-    indices[P.o1 + row * P.k + j] = i32(ki[j]);
-  }`;
-  for (const block of rowBlocks(device, rows, [input, ...outputs])) {
+  const slots = Array.from({ length: capacity }, (_, j) => j);
+  // Slots past k (a rounded-up list) are not written.
+  const write = slots.map((j) => {
+    const code = `cand[o + ${2 * j}u] = kv[${j}]; cand[o + ${2 * j + 1}u] = ki[${j}];`;
+    return j < Math.min(k, EXACT_MAX_K) ? code : `if (${j}u < P.k) { ${code} }`;
+  });
+  // b_j: the new entry beats slot j. Slots are sorted, so the b_j are false then true; walking up
+  // from the last slot, each slot it beats takes the one above it (or the new entry, at the top).
+  const insert = [
+    ...slots.map((j) => `let b${j} = beats(key, idx, kv[${j}], ki[${j}]);`),
+    ...slots
+      .slice(1)
+      .reverse()
+      .map((j) => `kv[${j}] = select(kv[${j}], select(key, kv[${j - 1}], b${j - 1}), b${j}); ki[${j}] = select(ki[${j}], select(idx, ki[${j - 1}], b${j - 1}), b${j});`),
+    'kv[0] = select(kv[0], key, b0); ki[0] = select(ki[0], idx, b0);',
+  ];
+  for (const block of rowBlocks(device, rows, [input, output])) {
     const bin = bindRows(device, input, block);
-    const bout = outputs.map((o) => bindRows(device, o, block));
-    const p = new Params().u32('rows', block.count).u32('len', length).u32('chunks', chunks).u32('k', k).u32('xOff', bin.elementOffset);
-    bout.forEach((b, i) => p.u32(`o${i}`, b.elementOffset));
+    const bout = bindRows(device, output, block);
+    const p = new Params().u32('rows', block.count).u32('len', length).u32('chunks', chunks).u32('k', k).u32('xOff', bin.elementOffset).u32('oOff', bout.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${inputDecl}
-${outputDecl}
+${declareStorage(2, 'cand', 'u32', 'read_write')}
 ${ORDER_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -105,35 +100,23 @@ fn main(${GRID_ARGS}) {
   let row = t / P.chunks;
   let c0 = (t % P.chunks) * ${SELECT_CHUNK}u;
   let c1 = min(c0 + ${SELECT_CHUNK}u, P.len);
+  // Empty slots hold the sentinel, which every real entry beats (chunks shorter than k keep some).
   var kv: array<u32, ${capacity}>;
   var ki: array<u32, ${capacity}>;
-  var n = 0u;
+  ${slots.map((j) => `kv[${j}] = ${SENTINEL_WGSL.key}; ki[${j}] = ${SENTINEL_WGSL.index};`).join('\n  ')}
   for (var c = c0; c < c1; c++) {
     ${readEntry}
-    if (n == P.k) {
-      if (!beats(key, idx, kv[n - 1u], ki[n - 1u])) { continue; }
-    } else {
-      n++;
-    }
-    // Insertion: shift the entries this one beats down by one (the last one drops out when full).
-    var j = n - 1u;
-    loop {
-      if (j == 0u) { break; }
-      if (!beats(key, idx, kv[j - 1u], ki[j - 1u])) { break; }
-      kv[j] = kv[j - 1u];
-      ki[j] = ki[j - 1u];
-      j--;
-    }
-    kv[j] = key;
-    ki[j] = idx;
+    if (!beats(key, idx, kv[${capacity - 1}], ki[${capacity - 1}])) { continue; }
+    ${insert.join('\n    ')}
   }
-  ${write}
+  let o = P.oOff + 2u * t * P.k;
+  ${write.join('\n  ')}
 }`;
     device.run({
-      name: to.kind === 'pairs' ? 'topk_candidates' : 'topk_select',
+      name: 'topk_select',
       source,
       params: p,
-      bindings: [bin.range, ...bout.map((b) => b.range)],
+      bindings: [bin.range, bout.range],
       workgroups: device.grid(block.count * chunks, WG),
       detail: `[${rows},${length}] k=${k}`,
     });
