@@ -30,3 +30,8 @@ export type { ElementwiseOperand } from './ops/elementwise/elementwise.cpu';
 export * from './ops/layout/layout';
 export * from './ops/reduce/reduce';
 export type { ReduceOp } from './ops/reduce/reduce.cpu';
+export * from './ops/softmax/softmax';
+export * from './ops/norm/norm';
+export * from './ops/cumsum/cumsum';
+export * from './ops/topk/topk';
+export * from './ops/cross-entropy/cross-entropy';

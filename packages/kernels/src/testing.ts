@@ -83,7 +83,7 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
       throw new Error(`${what}: element ${i} is ${a}, expected ${e}`);
     }
     if (!Number.isFinite(e)) {
-      if (a !== e) throw new Error(`${what}: element ${i} is ${a}, expected ${e}`);
+      if (a !== e && !Number.isNaN(e)) throw new Error(`${what}: element ${i} is ${a}, expected ${e}`);
       continue;
     }
     const d = Math.abs(a - e);

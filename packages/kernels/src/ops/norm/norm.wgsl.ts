@@ -1,0 +1,232 @@
+/**
+ * RMSNorm and the grouped, gated RMSNorm of Nemotron-H's Mamba mixer as one kernel family: the
+ * last dim of x is cut into `groups` contiguous blocks normalised separately (plain RMSNorm is one
+ * group); the gated form first multiplies by silu(z). One invocation per (row, group) with plain
+ * loops — statistic, normalisation and weight multiply in f32, fused in one dispatch.
+ */
+import { empty } from '../../creation';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { Params } from '../../runtime/params';
+import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
+
+const WG = 64;
+
+/** Rows summed per invocation of the weight-gradient kernel (partials are then reduced over blocks). */
+export const WEIGHT_GRAD_ROWS = 64;
+
+/** The shape of one normalisation: `rows` rows of `d` channels in `groups` blocks of d / groups. */
+export interface NormLayout {
+  rows: number;
+  d: number;
+  groups: number;
+  eps: number;
+}
+
+/** WGSL: the overflow-free logistic function and v = y · silu(z). */
+const GATE_WGSL = `
+fn sigmoid_f32(z: f32) -> f32 {
+  if (z >= 0.0) { return 1.0 / (1.0 + exp(-z)); }
+  let e = exp(z);
+  return e / (1.0 + e);
+}
+fn gated(y: f32, z: f32) -> f32 { return y * (z * sigmoid_f32(z)); }`;
+
+/** WGSL expression of the normalised quantity v at element index expression `i` (z shares x's layout). */
+function valueAt(gated: boolean, xi: string, zi: string): string {
+  return gated ? `gated(load_x(${xi}), load_z(${zi}))` : `load_x(${xi})`;
+}
+
+function inputDecl(binding: number, name: string, t: Tensor): string {
+  return `${declareStorage(binding, name, t.dtype, 'read')}\n${loaderF32(name, t.dtype)}`;
+}
+
+/** out = w ⊙ v / sqrt(mean over the group of v² + eps), v = x or x · silu(z); `out` is f32. */
+export function normGpu(device: WebGpuDevice, x: Tensor, z: Tensor | null, w: Tensor, l: NormLayout, out: Tensor, op: string): void {
+  const gsize = l.d / l.groups;
+  const xs: RowOperand = { tensor: x, perRow: l.d, what: `${op} input` };
+  const os: RowOperand = { tensor: out, perRow: l.d, what: `${op} output` };
+  const zs: RowOperand | null = z ? { tensor: z, perRow: l.d, what: `${op} gate` } : null;
+  const bw = device.bind(w.storage, w.offset, l.d, `${op} weight`);
+  const operands = zs ? [xs, os, zs] : [xs, os];
+  for (const block of rowBlocks(device, l.rows, operands)) {
+    const [bx, bo, bz] = operands.map((o) => bindRows(device, o, block));
+    const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', gsize).f32('eps', l.eps);
+    p.u32('xOff', bx!.elementOffset).u32('outOff', bo!.elementOffset).u32('wOff', bw.elementOffset);
+    if (bz) p.u32('zOff', bz.elementOffset);
+    const v = valueAt(z !== null, 'xb + j', 'zb + j');
+    const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${inputDecl(1, 'x', x)}
+${inputDecl(2, 'w', w)}
+${declareStorage(3, 'out', 'f32', 'read_write')}
+${z ? `${inputDecl(4, 'z', z)}\n${GATE_WGSL}` : ''}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let t = ${flatIndex(WG)};
+  if (t >= P.rows * P.groups) { return; }
+  let start = (t / P.groups) * P.d + (t % P.groups) * P.gsize;
+  let xb = P.xOff + start;
+  ${z ? 'let zb = P.zOff + start;' : ''}
+  let wb = P.wOff + (t % P.groups) * P.gsize;
+  let ob = P.outOff + start;
+  var ss = 0.0;
+  for (var j = 0u; j < P.gsize; j++) { let v = ${v}; ss += v * v; }
+  let r = 1.0 / sqrt(ss / f32(P.gsize) + P.eps);
+  for (var j = 0u; j < P.gsize; j++) { out[ob + j] = load_w(wb + j) * (${v} * r); }
+}`;
+    const bindings = [bx!.range, bw.range, bo!.range, ...(bz ? [bz.range] : [])];
+    device.run({ name: op, source, params: p, bindings, workgroups: device.grid(block.count * l.groups, WG), detail: `[${l.rows},${l.d}]/${l.groups} ${x.dtype}` });
+  }
+}
+
+/**
+ * Input gradients of the (gated) group RMSNorm from upstream `g`: writes dx (and dz when gated),
+ * both f32, and each (row, group)'s 1/rms into `rstd` [rows, groups] for {@link normWeightGradGpu}.
+ */
+export function normGradGpu(
+  device: WebGpuDevice,
+  x: Tensor,
+  z: Tensor | null,
+  w: Tensor,
+  g: Tensor,
+  l: NormLayout,
+  dx: Tensor,
+  dz: Tensor | null,
+  rstd: Tensor,
+  op: string,
+): void {
+  const gsize = l.d / l.groups;
+  const row = (tensor: Tensor, what: string): RowOperand => ({ tensor, perRow: l.d, what: `${op} ${what}` });
+  const operands = [row(x, 'input'), row(g, 'gradient'), row(dx, 'input gradient'), { tensor: rstd, perRow: l.groups, what: `${op} rstd` }];
+  if (z && dz) operands.push(row(z, 'gate'), row(dz, 'gate gradient'));
+  const bw = device.bind(w.storage, w.offset, l.d, `${op} weight`);
+  const v = valueAt(z !== null, 'xb + j', 'zb + j');
+  // dv = r·(g⊙w) − v·r³·Σ(g⊙w⊙v)/n; through the gate: dy = dv·silu(z), dz = dv·y·σ(z)(1 + z(1 − σ(z))).
+  const write = z
+    ? `let y = load_x(xb + j);
+    let zv = load_z(zb + j);
+    let s = sigmoid_f32(zv);
+    let dv = r * load_g(gb + j) * load_w(wb + j) - gated(y, zv) * c;
+    dx[db + j] = dv * (zv * s);
+    dz[P.dzOff + start + j] = dv * y * s * (1.0 + zv * (1.0 - s));`
+    : `dx[db + j] = r * load_g(gb + j) * load_w(wb + j) - load_x(xb + j) * c;`;
+  for (const block of rowBlocks(device, l.rows, operands)) {
+    const [bx, bg, bd, br, bz, bdz] = operands.map((o) => bindRows(device, o, block));
+    const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', gsize).f32('eps', l.eps);
+    p.u32('xOff', bx!.elementOffset).u32('gOff', bg!.elementOffset).u32('dxOff', bd!.elementOffset).u32('rOff', br!.elementOffset).u32('wOff', bw.elementOffset);
+    if (bz && bdz) p.u32('zOff', bz.elementOffset).u32('dzOff', bdz.elementOffset);
+    const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${inputDecl(1, 'x', x)}
+${inputDecl(2, 'w', w)}
+${inputDecl(3, 'g', g)}
+${declareStorage(4, 'dx', 'f32', 'read_write')}
+${declareStorage(5, 'rstd', 'f32', 'read_write')}
+${z ? `${inputDecl(6, 'z', z)}\n${declareStorage(7, 'dz', 'f32', 'read_write')}\n${GATE_WGSL}` : ''}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let t = ${flatIndex(WG)};
+  if (t >= P.rows * P.groups) { return; }
+  let start = (t / P.groups) * P.d + (t % P.groups) * P.gsize;
+  let xb = P.xOff + start;
+  let gb = P.gOff + start;
+  let db = P.dxOff + start;
+  ${z ? 'let zb = P.zOff + start;' : ''}
+  let wb = P.wOff + (t % P.groups) * P.gsize;
+  var ss = 0.0;
+  var sgv = 0.0;
+  for (var j = 0u; j < P.gsize; j++) {
+    let v = ${v};
+    ss += v * v;
+    sgv += load_g(gb + j) * load_w(wb + j) * v;
+  }
+  let n = f32(P.gsize);
+  let r = 1.0 / sqrt(ss / n + P.eps);
+  let c = r * r * r * sgv / n;
+  for (var j = 0u; j < P.gsize; j++) {
+    ${write}
+  }
+  rstd[P.rOff + t] = r;
+}`;
+    const bindings = [bx!.range, bw.range, bg!.range, bd!.range, br!.range, ...(bz && bdz ? [bz.range, bdz.range] : [])];
+    device.run({ name: `${op}_grad`, source, params: p, bindings, workgroups: device.grid(block.count * l.groups, WG), detail: `[${l.rows},${l.d}]/${l.groups}` });
+  }
+}
+
+/**
+ * Partial weight gradients Σ g ⊙ v · rstd over runs of {@link WEIGHT_GRAD_ROWS} rows, one
+ * invocation per (run, channel); returns the partials [runs, d] for the caller to sum.
+ */
+export function normWeightGradGpu(device: WebGpuDevice, x: Tensor, z: Tensor | null, g: Tensor, rstd: Tensor, l: NormLayout, op: string): Tensor {
+  const row = (tensor: Tensor, what: string): RowOperand => ({ tensor, perRow: l.d, what: `${op} ${what}` });
+  const operands = [row(x, 'input'), row(g, 'gradient'), { tensor: rstd, perRow: l.groups, what: `${op} rstd` }];
+  if (z) operands.push(row(z, 'gate'));
+  const blocks = rowBlocks(device, l.rows, operands);
+  const runs = blocks.reduce((n, b) => n + Math.ceil(b.count / WEIGHT_GRAD_ROWS), 0);
+  const partial = empty([runs, l.d], { device });
+  let firstRun = 0;
+  for (const block of blocks) {
+    const [bx, bg, br, bz] = operands.map((o) => bindRows(device, o, block));
+    const blockRuns = Math.ceil(block.count / WEIGHT_GRAD_ROWS);
+    const bp = device.bind(partial.storage, partial.offset + firstRun * l.d, blockRuns * l.d, `${op} weight-gradient partials`);
+    firstRun += blockRuns;
+    const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', l.d / l.groups).u32('runs', blockRuns);
+    p.u32('xOff', bx!.elementOffset).u32('gOff', bg!.elementOffset).u32('rOff', br!.elementOffset).u32('pOff', bp.elementOffset);
+    if (bz) p.u32('zOff', bz.elementOffset);
+    const v = valueAt(z !== null, 'P.xOff + e', 'P.zOff + e');
+    const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${inputDecl(1, 'x', x)}
+${inputDecl(2, 'g', g)}
+${declareStorage(3, 'rstd', 'f32', 'read')}
+${declareStorage(4, 'partial', 'f32', 'read_write')}
+${z ? `${inputDecl(5, 'z', z)}\n${GATE_WGSL}` : ''}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let t = ${flatIndex(WG)};
+  if (t >= P.runs * P.d) { return; }
+  let col = t % P.d;
+  let r0 = (t / P.d) * ${WEIGHT_GRAD_ROWS}u;
+  let r1 = min(r0 + ${WEIGHT_GRAD_ROWS}u, P.rows);
+  let grp = col / P.gsize;
+  var acc = 0.0;
+  for (var r = r0; r < r1; r++) {
+    let e = r * P.d + col;
+    acc += load_g(P.gOff + e) * ${v} * rstd[P.rOff + r * P.groups + grp];
+  }
+  partial[P.pOff + t] = acc;
+}`;
+    const bindings = [bx!.range, bg!.range, br!.range, bp.range, ...(bz ? [bz.range] : [])];
+    device.run({ name: `${op}_weight_grad`, source, params: p, bindings, workgroups: device.grid(blockRuns * l.d, WG), detail: `[${l.rows},${l.d}]/${l.groups}` });
+  }
+  return partial;
+}
+
+/**
+ * dw[c] = Σ over runs of partial[run, c]: one invocation per channel, over blocks of runs that fit
+ * a binding (each block after the first adds to what dw holds).
+ */
+export function sumRunsGpu(device: WebGpuDevice, partial: Tensor, d: number, dw: Tensor, op: string): void {
+  const ps: RowOperand = { tensor: partial, perRow: d, what: `${op} weight-gradient partials` };
+  const bw = device.bind(dw.storage, dw.offset, d, `${op} weight gradient`);
+  for (const block of rowBlocks(device, partial.shape[0]!, [ps])) {
+    const bp = bindRows(device, ps, block);
+    const p = new Params().u32('runs', block.count).u32('d', d).u32('pOff', bp.elementOffset).u32('wOff', bw.elementOffset);
+    const accumulate = block.start > 0;
+    const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'partial', 'f32', 'read')}
+${declareStorage(2, 'dw', 'f32', 'read_write')}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let col = ${flatIndex(WG)};
+  if (col >= P.d) { return; }
+  var acc = ${accumulate ? 'dw[P.wOff + col]' : '0.0'};
+  for (var k = 0u; k < P.runs; k++) { acc += partial[P.pOff + k * P.d + col]; }
+  dw[P.wOff + col] = acc;
+}`;
+    device.run({ name: `${op}_weight_grad_sum`, source, params: p, bindings: [bp.range, bw.range], workgroups: device.grid(d, WG), detail: `[${partial.shape[0]},${d}]` });
+  }
+}
