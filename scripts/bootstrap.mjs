@@ -80,7 +80,7 @@ function ensureDevice(bun) {
 
 function runTests(bun, extra) {
   return new Promise((resolve) => {
-    const child = spawn(bun, ['test', ...extra], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(bun, ['test', '--timeout', '300000', ...extra], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
     const relay = (stream, sink) =>
       stream.on('data', (chunk) => {
