@@ -1,2 +1,19 @@
-/** @packageDocumentation @nemotron-ts/hub (in progress). */
-export {};
+/**
+ * @packageDocumentation
+ * Hugging Face checkpoints for nemotron-ts, independent of any model: safetensors files (lazy,
+ * validated reads straight to device tensors; atomic, sharded writes), config.json, the HF cache and
+ * downloads, tokenizers and chat templates.
+ */
+export { CheckpointFormatError, HubError } from './errors';
+export { parseByteSize } from './byte-size';
+export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
+
+export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';
+export { f16ToF32, type HostArray } from './safetensors/convert';
+export { MAX_HEADER_BYTES, parseHeader, readHeaderLength, encodeHeader, type SafetensorsHeader, type TensorEntry } from './safetensors/header';
+export { fileSource, memorySource, type ByteSource } from './safetensors/byte-source';
+export { SafetensorsReader, type LoadOptions, type HostTensor } from './safetensors/read';
+export { saveSafetensors, DEFAULT_METADATA, type SaveSafetensorsOptions } from './safetensors/write';
+export { saveWeights, type TensorSource, type SaveWeightsOptions, type SavedWeights } from './safetensors/sharded-write';
+export { SINGLE_FILE, INDEX_FILE, parseShardIndex, encodeShardIndex, type ShardIndex } from './safetensors/shard-index';
+export { Checkpoint, type CheckpointEntry } from './checkpoint';
