@@ -41,3 +41,9 @@ export {
   type EncodeOptions,
   type DecodeOptions,
 } from './tokenizer';
+export { RepoCache, defaultHubCacheDir, normalizeEtag } from './cache';
+export { hubSettings, type HubSettings, type HubSettingsOptions } from './hub-settings';
+export { ProgressBar, formatBytes, formatDuration, type DownloadProgress, type ProgressStream } from './progress';
+export { globToRegExp, matchesAny } from './glob';
+export { isRepoId } from './repo-id';
+export { resolveCheckpoint, cachedSnapshot, DEFAULT_ALLOW_PATTERNS, type ResolveOptions } from './resolve';
