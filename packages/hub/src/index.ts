@@ -47,3 +47,4 @@ export { ProgressBar, formatBytes, formatDuration, type DownloadProgress, type P
 export { globToRegExp, matchesAny } from './glob';
 export { isRepoId } from './repo-id';
 export { resolveCheckpoint, cachedSnapshot, DEFAULT_ALLOW_PATTERNS, type ResolveOptions } from './resolve';
+export { savePretrainedFiles, TOKENIZER_FILES, type SavePretrainedOptions, type SavedPretrained } from './save-pretrained';
