@@ -6,7 +6,7 @@ import { describe, expect, test } from 'bun:test';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { testDevices } from '@nemotron-ts/kernels/testing';
-import type { Tensor } from '@nemotron-ts/kernels';
+import { narrow, tensor, transpose, type Tensor } from '@nemotron-ts/kernels';
 import { Checkpoint, INDEX_FILE, SafetensorsReader, saveSafetensors, saveWeights } from '../src';
 import { fixtureCases, fixturePath } from './support/fixtures';
 import { expectReferenceLayout, readRaw, type RawFile } from './support/reference-safetensors';
@@ -124,4 +124,38 @@ test('a streamed (async iterable) source gives the same shards as a map', async 
   expect(readdirSync(streamed).sort()).toEqual(mapFiles);
   for (const file of mapFiles) expect(readFileSync(join(streamed, file)).equals(readFileSync(join(fromMap, file)))).toBe(true);
   expect(saved.files.length).toBeGreaterThan(1);
+});
+
+describe('views are saved densely', () => {
+  for (const device of devices) {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      test(`${device.kind} ${dtype}: transposed, narrowed and offset views`, async () => {
+        const values = Float32Array.from({ length: 15 }, (_, i) => i - 7.5);
+        const t = tensor(values, [3, 5], { device, dtype });
+        const views = new Map<string, Tensor>([
+          ['transposed', transpose(t)],
+          ['columns', narrow(t, 1, 1, 3)],
+          ['row', narrow(t, 0, 1, 1)],
+        ]);
+        const out = join(tempDir('views'), 'views.safetensors');
+        await saveSafetensors(out, views, { chunkBytes: 6 });
+        const reader = await SafetensorsReader.open(out);
+        const at = (r: number, c: number) => values[r * 5 + c]!;
+        const expected: Record<string, number[]> = {
+          transposed: Array.from({ length: 15 }, (_, i) => at(i % 3, Math.floor(i / 3))),
+          columns: Array.from({ length: 9 }, (_, i) => at(Math.floor(i / 3), 1 + (i % 3))),
+          row: Array.from({ length: 5 }, (_, c) => at(1, c)),
+        };
+        for (const [name, view] of views) {
+          const loaded = await reader.load(name, { device });
+          expect(loaded.shape).toEqual(view.shape);
+          expect(loaded.dtype).toBe(dtype);
+          expect([...(await loaded.toFloat32())]).toEqual(expected[name]!);
+          loaded.dispose();
+          view.dispose();
+        }
+        t.dispose();
+      });
+    }
+  }
 });
