@@ -13,7 +13,8 @@ export interface JsonObject {
 
 const MAX_DEPTH = 512;
 const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-const SPECIAL_FLOATS: Record<string, number> = { Infinity: Infinity, '-Infinity': -Infinity, NaN: NaN };
+/** Values a `{"__float__": ...}` object may name (Python's repr spellings included). */
+const SPECIAL_FLOATS: Record<string, number> = { Infinity: Infinity, '-Infinity': -Infinity, NaN: NaN, inf: Infinity, '-inf': -Infinity, nan: NaN };
 
 /** Parses HF-style JSON; `file` names the source in errors. */
 export function parseHfJson(text: string, file: string): JsonValue {

@@ -17,11 +17,12 @@ import { tempDir } from './support/temp-dir';
 
 describe('HF JSON', () => {
   test('bare Infinity, -Infinity and NaN, and {"__float__": ...}', () => {
-    const v = parseHfJson('{"time_step_limit": [0.0, Infinity], "lo": -Infinity, "n": NaN, "t": {"__float__": "Infinity"}, "s": "Infinity"}', 'c.json') as JsonObject;
+    const v = parseHfJson('{"time_step_limit": [0.0, Infinity], "lo": -Infinity, "n": NaN, "t": {"__float__": "Infinity"}, "u": {"__float__": "-inf"}, "s": "Infinity"}', 'c.json') as JsonObject;
     expect(v.time_step_limit).toEqual([0, Infinity]);
     expect(v.lo).toBe(-Infinity);
     expect(Number.isNaN(v.n)).toBe(true);
     expect(v.t).toBe(Infinity);
+    expect(v.u).toBe(-Infinity);
     expect(v.s).toBe('Infinity');
   });
 

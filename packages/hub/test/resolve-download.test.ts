@@ -149,9 +149,16 @@ describe('first download and reuse', () => {
     process.env.HF_ENDPOINT = hub.url;
     process.env.HF_HUB_CACHE = cacheDir;
     process.env.HF_TOKEN = TOKEN;
-    const folder = await resolveCheckpoint(PRIVATE, { progressBar: false, allowPatterns: ['*.json'] });
+    const before = hub.requests.length;
+    const folder = await resolveCheckpoint(PRIVATE, { progressBar: false });
     expect(folder).toBe(join(cacheDir, 'models--tiny-org--private-model', 'snapshots', COMMIT));
-    expect(hub.requests.at(-1)!.authorization).toBe(`Bearer ${TOKEN}`);
+    await expectWeights(folder);
+    // The token goes to the Hub, never to the CDN the weights are redirected to.
+    const requests = hub.requests.slice(before);
+    expect(requests.filter((r) => r.path.startsWith('/api/')).every((r) => r.authorization === `Bearer ${TOKEN}`)).toBe(true);
+    const cdn = requests.filter((r) => r.path.startsWith('/cdn/'));
+    expect(cdn.length).toBeGreaterThan(0);
+    expect(cdn.every((r) => r.authorization === undefined && r.status !== 400)).toBe(true);
   });
 });
 

@@ -2,7 +2,9 @@
  * A Hugging Face Hub stand-in on 127.0.0.1 (an ephemeral port), serving the routes @huggingface/hub
  * and our downloader call: model info (`/api/models/<id>/revision/<rev>`), the file tree
  * (`/api/models/<id>/tree/<rev>`), and `/<id>/resolve/<rev>/<path>` with ETag, X-Repo-Commit and
- * Range. It can require a token, cut a connection once after N bytes, or corrupt a file.
+ * Range. As on the real Hub, LFS files redirect to a CDN on another origin, which refuses requests
+ * that carry the Hub token. It can require a token, cut a connection once after N bytes, or corrupt
+ * a file.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -22,6 +24,7 @@ export interface RecordedRequest {
   path: string;
   range: string | undefined;
   authorization: string | undefined;
+  status: number;
 }
 
 export function gitBlobSha1(content: Uint8Array): string {
@@ -38,17 +41,31 @@ export class FakeHub {
   private corrupt = new Set<string>();
 
   private constructor(
-    private readonly server: Server,
+    private readonly servers: readonly Server[],
     readonly url: string,
+    /** The CDN's origin, where LFS downloads are redirected. */
+    readonly cdnUrl: string,
     private readonly repos: ReadonlyMap<string, FakeRepo>,
     private readonly token: string,
   ) {}
 
   static async start(repos: Record<string, FakeRepo>, token = 'hf_valid_token'): Promise<FakeHub> {
     let hub: FakeHub | undefined;
-    const server = createServer((req, res) => hub!.handle(req, res));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    hub = new FakeHub(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, new Map(Object.entries(repos)), token);
+    const listen = async (handler: (req: IncomingMessage, res: ServerResponse) => void) => {
+      const server = createServer((req, res) => {
+        const record: RecordedRequest = { method: req.method!, path: decodeURIComponent(new URL(req.url!, 'http://x').pathname), range: req.headers.range, authorization: req.headers.authorization, status: 0 };
+        hub!.requests.push(record);
+        res.on('finish', () => (record.status = res.statusCode));
+        res.on('close', () => (record.status ||= res.statusCode));
+        handler(req, res);
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return server;
+    };
+    const api = await listen((req, res) => hub!.handle(req, res));
+    const cdn = await listen((req, res) => hub!.handleCdn(req, res));
+    const origin = (s: Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    hub = new FakeHub([api, cdn], origin(api), origin(cdn), new Map(Object.entries(repos)), token);
     return hub;
   }
 
@@ -62,20 +79,32 @@ export class FakeHub {
     this.corrupt.add(path);
   }
 
-  /** Requests for file contents (not API calls, not the 1-byte probes). */
+  /** Requests that transferred file contents (not API calls, redirects or the 1-byte probes). */
   downloads(path?: string): RecordedRequest[] {
-    return this.requests.filter((r) => r.path.includes('/resolve/') && r.range !== 'bytes=0-0' && (path === undefined || r.path.endsWith(`/${path}`)));
+    return this.requests.filter(
+      (r) => /\/(resolve|cdn)\//.test(r.path) && r.status !== 302 && r.range !== 'bytes=0-0' && (path === undefined || r.path.endsWith(`/${path}`)),
+    );
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
+    for (const server of this.servers) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }
+
+  private handleCdn(req: IncomingMessage, res: ServerResponse): void {
+    const m = /^\/cdn\/(.+?)\/--\/(.+)$/.exec(decodeURIComponent(new URL(req.url!, this.cdnUrl).pathname));
+    const repo = m ? this.repos.get(m[1]!) : undefined;
+    if (!m || !repo) return json(res, 404, { error: 'no such object' });
+    // Signed CDN URLs carry their own authorization; a second mechanism is an error (as on S3).
+    if (req.headers.authorization) return json(res, 400, { error: 'Only one auth mechanism allowed' });
+    this.serveFile(req, res, repo, m[2]!);
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url!, this.url);
     const path = decodeURIComponent(url.pathname);
-    this.requests.push({ method: req.method!, path, range: req.headers.range, authorization: req.headers.authorization });
     const api = /^\/api\/models\/(.+)\/(revision|tree)\/([^/]+)$/.exec(path);
     const resolve = /^\/(.+?)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     const [repoId, rev] = api ? [api[1]!, api[3]!] : resolve ? [resolve[1]!, resolve[2]!] : ['', ''];
@@ -94,6 +123,16 @@ export class FakeHub {
         ...(repo.lfs.has(p) ? { lfs: { oid: sha256(content), size: content.byteLength, pointerSize: 134 } } : {}),
       }));
       return json(res, 200, entries);
+    }
+    if (resolve && repo.lfs.has(resolve[3]!) && repo.files.has(resolve[3]!)) {
+      const content = repo.files.get(resolve[3]!)!;
+      res.writeHead(302, {
+        Location: `${this.cdnUrl}/cdn/${repoId}/--/${resolve[3]}`,
+        'X-Repo-Commit': repo.commit,
+        'X-Linked-Etag': `"${sha256(content)}"`,
+        'X-Linked-Size': String(content.byteLength),
+      });
+      return void res.end();
     }
     if (resolve) return this.serveFile(req, res, repo, resolve[3]!);
     json(res, 404, { error: 'no such route' });
