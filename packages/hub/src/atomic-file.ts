@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
+/** A file being written under a temporary name, renamed into place when complete. */
 export class AtomicFile {
   private written = 0;
   private closed = false;

@@ -12,6 +12,7 @@ export interface ChatMessage {
   [key: string]: unknown;
 }
 
+/** Options of {@link ChatTemplates.render} and `HfTokenizer.applyChatTemplate`. */
 export interface ChatTemplateOptions {
   /** Ends the prompt with the opening of an assistant turn (default false). */
   addGenerationPrompt?: boolean;

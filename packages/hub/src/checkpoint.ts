@@ -19,6 +19,7 @@ export interface CheckpointEntry {
   readonly shape: readonly number[];
 }
 
+/** The weights of one checkpoint folder, opened lazily: headers in memory, data read per tensor. */
 export class Checkpoint {
   private constructor(
     readonly folder: string,

@@ -8,6 +8,7 @@ import { writeFileAtomically } from './atomic-file';
 import { CheckpointFormatError } from './errors';
 import { parseHfJson, stringifyHfJson, type JsonObject, type JsonValue } from './hf-json';
 
+/** A JSON value kind a field may take. */
 export type FieldKind =
   | 'string'
   | 'boolean'
@@ -28,6 +29,7 @@ export interface FieldRule {
   readonly required?: boolean;
 }
 
+/** Rules by field name. */
 export type FieldRules = Readonly<Record<string, FieldRule>>;
 
 const tokenId: FieldRule = { kinds: ['non-negative-integer', 'integer[]', 'null'] };

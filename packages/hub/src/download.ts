@@ -11,6 +11,7 @@ import { hubErrorFrom } from './hub-errors';
 /** How the etag relates to the content: sha256 of it (LFS), git's blob sha1, or neither (xet hash). */
 export type EtagKind = 'sha256' | 'git-sha1' | 'opaque';
 
+/** One file to fetch into the blob store. */
 export interface BlobDownload {
   repoId: string;
   /** The file's path in the repository. */
@@ -36,6 +37,7 @@ const MAX_ATTEMPTS = 100;
 /** A failure worth retrying (network cut, server error), as opposed to a definite answer. */
 class TransientError extends Error {}
 
+/** Fetches one file into `blobPath`, resuming a partial download and verifying the content where the etag allows. */
 export async function downloadBlob(d: BlobDownload): Promise<void> {
   const incomplete = `${d.blobPath}.incomplete`;
   const where = `${d.repoId}/${d.path}`;

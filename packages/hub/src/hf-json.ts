@@ -6,7 +6,9 @@
 import { CheckpointFormatError } from './errors';
 import { compareCodePoints } from './code-point-order';
 
+/** A parsed JSON value (numbers may be ±Infinity or NaN). */
 export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
+/** A parsed JSON object. */
 export interface JsonObject {
   [key: string]: JsonValue;
 }

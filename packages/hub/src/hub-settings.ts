@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { HUB_URL } from '@huggingface/hub';
 import { defaultHubCacheDir } from './cache';
 
+/** Explicit settings; each overrides its environment variable. */
 export interface HubSettingsOptions {
   endpoint?: string;
   token?: string;
@@ -17,6 +18,7 @@ export interface HubSettingsOptions {
   progressBar?: boolean;
 }
 
+/** The settings in effect for one call. */
 export interface HubSettings {
   readonly endpoint: string;
   readonly token: string | undefined;
@@ -30,6 +32,7 @@ export function envFlag(name: string): boolean {
   return ['1', 'true', 'yes', 'on'].includes((process.env[name] ?? '').trim().toLowerCase());
 }
 
+/** Options merged over the environment (read at call time). */
 export function hubSettings(options: HubSettingsOptions = {}): HubSettings {
   return {
     endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? HUB_URL).replace(/\/+$/, ''),

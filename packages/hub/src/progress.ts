@@ -21,6 +21,7 @@ export interface ProgressStream {
 /** Redraws at most every this many milliseconds. */
 const REDRAW_MS = 100;
 
+/** The terminal bar; fed {@link DownloadProgress} events. */
 export class ProgressBar {
   private drawn = false;
   private lastDraw = -Infinity;

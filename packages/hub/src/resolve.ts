@@ -20,6 +20,7 @@ import { INDEX_FILE, parseShardIndex } from './safetensors/shard-index';
 /** What a checkpoint needs by default: configs, tokenizer files, weights and chat templates. */
 export const DEFAULT_ALLOW_PATTERNS: readonly string[] = ['*.json', '*.safetensors', '*.jinja'];
 
+/** Options of {@link resolveCheckpoint}; each defaults to its environment variable where there is one. */
 export interface ResolveOptions {
   /** Branch, tag or commit (default "main"). */
   revision?: string;

@@ -22,6 +22,7 @@ export const TOKENIZER_FILES: readonly string[] = [
   'merges.txt',
 ];
 
+/** What {@link savePretrainedFiles} writes; weight options as for {@link saveWeights}. */
 export interface SavePretrainedOptions extends SaveWeightsOptions {
   /** The weights by their checkpoint names (see {@link TensorSource}). */
   tensors: TensorSource;
@@ -33,6 +34,7 @@ export interface SavePretrainedOptions extends SaveWeightsOptions {
   copyFrom?: string;
 }
 
+/** What {@link savePretrainedFiles} wrote. */
 export interface SavedPretrained {
   readonly weights: SavedWeights;
   /** Every file written, relative to the folder. */

@@ -13,9 +13,13 @@ import { ChatTemplates, type ChatMessage, type ChatTemplateOptions, type Templat
 import { CheckpointFormatError } from './errors';
 import { parseHfJson, type JsonObject } from './hf-json';
 
+/** The tokenizer itself (vocabulary, merges, pre-/post-processing), run by `@huggingface/tokenizers`. */
 export const TOKENIZER_FILE = 'tokenizer.json';
+/** Special tokens, BOS/EOS flags and the chat template. */
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+/** Older home of the special tokens; tokenizer_config.json wins. */
 export const SPECIAL_TOKENS_MAP_FILE = 'special_tokens_map.json';
+/** The chat template as its own file (newer transformers); wins over tokenizer_config.json. */
 export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
 
 const SPECIAL_ROLES = ['bos_token', 'eos_token', 'unk_token', 'pad_token'] as const;
@@ -27,16 +31,19 @@ export interface SpecialToken {
   readonly id: number;
 }
 
+/** Options of {@link HfTokenizer.encode}. */
 export interface EncodeOptions {
   /** Add BOS/EOS (or the post-processor's tokens) as the tokenizer config says (default true). */
   addSpecialTokens?: boolean;
 }
 
+/** Options of {@link HfTokenizer.decode}. */
 export interface DecodeOptions {
   /** Leave out special tokens (default false). */
   skipSpecialTokens?: boolean;
 }
 
+/** A loaded HF tokenizer: encode, decode, special tokens and chat templates. */
 export class HfTokenizer {
   private readonly tokenizer: Tokenizer;
   private readonly special: Readonly<Record<SpecialRole, SpecialToken | null>>;

@@ -5,6 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { CheckpointFormatError } from '../errors';
 
+/** Random access to the bytes of a safetensors file. */
 export interface ByteSource {
   /** Shown in error messages (the file path). */
   readonly name: string;

@@ -24,19 +24,23 @@ export const SAFETENSORS_DTYPES = {
   F64: 8,
 } as const;
 
+/** A dtype name as safetensors headers spell it. */
 export type SafetensorsDType = keyof typeof SAFETENSORS_DTYPES;
 
 /** The stored float types a device tensor can be loaded from (F16 is converted on load). */
 export type StoredFloatDType = 'F32' | 'BF16' | 'F16';
 
+/** Whether `value` is a dtype name this package understands. */
 export function isSafetensorsDType(value: unknown): value is SafetensorsDType {
   return typeof value === 'string' && Object.hasOwn(SAFETENSORS_DTYPES, value);
 }
 
+/** Bytes per element of a stored dtype. */
 export function safetensorsBytesPerElement(dtype: SafetensorsDType): number {
   return SAFETENSORS_DTYPES[dtype];
 }
 
+/** Whether the stored dtype loads as a float device tensor. */
 export function isStoredFloat(dtype: SafetensorsDType): dtype is StoredFloatDType {
   return dtype === 'F32' || dtype === 'BF16' || dtype === 'F16';
 }

@@ -20,6 +20,7 @@ export interface TensorEntry {
   readonly end: number;
 }
 
+/** A validated header. */
 export interface SafetensorsHeader {
   /** Entries in header order. */
   readonly tensors: ReadonlyMap<string, TensorEntry>;

@@ -9,9 +9,12 @@ import { CheckpointFormatError } from '../errors';
 import { parseHfJson, stringifyHfJson, type JsonObject } from '../hf-json';
 import { unsafeRelativePath } from '../relative-path';
 
+/** The weights of an unsharded checkpoint. */
 export const SINGLE_FILE = 'model.safetensors';
+/** The shard index of a sharded checkpoint. */
 export const INDEX_FILE = 'model.safetensors.index.json';
 
+/** A validated shard index. */
 export interface ShardIndex {
   /** Tensor name → shard file name (relative to the checkpoint folder). */
   readonly weightMap: ReadonlyMap<string, string>;

@@ -26,6 +26,7 @@ export type TensorSource =
   | Iterable<readonly [string, Tensor]>
   | AsyncIterable<readonly [string, Tensor]>;
 
+/** Options of {@link saveWeights}. */
 export interface SaveWeightsOptions {
   /** Largest shard in bytes, or a string like "5GB" / "500MiB" (default "5GB", as HF). */
   maxShardSize?: number | string;
@@ -35,6 +36,7 @@ export interface SaveWeightsOptions {
   chunkBytes?: number;
 }
 
+/** What {@link saveWeights} wrote. */
 export interface SavedWeights {
   /** Weight file names written, relative to the folder. */
   readonly files: readonly string[];

@@ -31,6 +31,7 @@ export function tensorItem(name: string, t: Tensor, chunkBytes = DEFAULT_CHUNK_B
   return { name, dtype: safetensorsDTypeOf(t.dtype), shape: t.shape, chunks: () => tensorBytes(t, chunkBytes) };
 }
 
+/** Bytes the item occupies in the data area. */
 export function itemByteLength(item: Pick<WriteItem, 'dtype' | 'shape'>): number {
   return sizeOf(item.shape) * safetensorsBytesPerElement(item.dtype);
 }
@@ -83,6 +84,7 @@ export async function writeSafetensorsTo(
   }
 }
 
+/** Options of {@link saveSafetensors}. */
 export interface SaveSafetensorsOptions {
   /** `__metadata__` of the file (default `{"format": "pt"}`). */
   metadata?: Readonly<Record<string, string>>;
