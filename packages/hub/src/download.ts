@@ -1,0 +1,187 @@
+/**
+ * Downloading one file of a repository into the cache's blob store: resumable (ranged requests
+ * append to `<blob>.incomplete`, across retries and across runs), atomic (the blob appears under
+ * its final name only when complete and, where the etag is a content hash, verified).
+ */
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { downloadFile, fileDownloadInfo, type FileDownloadInfoOutput } from '@huggingface/hub';
+import { HubError } from './errors';
+import { hubErrorFrom } from './hub-errors';
+
+/** How the etag relates to the content: sha256 of it (LFS), git's blob sha1, or neither (xet hash). */
+export type EtagKind = 'sha256' | 'git-sha1' | 'opaque';
+
+/** One file to fetch into the blob store. */
+export interface BlobDownload {
+  repoId: string;
+  /** The file's path in the repository. */
+  path: string;
+  commit: string;
+  hubUrl: string;
+  accessToken?: string;
+  fetch: typeof fetch;
+  /** Final blob path (…/blobs/<etag>); bytes accumulate in `<blobPath>.incomplete`. */
+  blobPath: string;
+  size: number;
+  etag: string;
+  etagKind: EtagKind;
+  /** Called with the bytes the blob holds so far. */
+  onBytes?: (bytes: number) => void;
+}
+
+/** Consecutive attempts that may fail without receiving a byte before the download gives up. */
+const MAX_STALLED_ATTEMPTS = 5;
+/** An absolute bound on attempts for one file, whatever the progress. */
+const MAX_ATTEMPTS = 100;
+
+/** A failure worth retrying (network cut, server error), as opposed to a definite answer. */
+class TransientError extends Error {}
+
+/** Fetches one file into `blobPath`, resuming a partial download and verifying the content where the etag allows. */
+export async function downloadBlob(d: BlobDownload): Promise<void> {
+  const incomplete = `${d.blobPath}.incomplete`;
+  const where = `${d.repoId}/${d.path}`;
+  const info = await fileDownloadInfo({ repo: { type: 'model', name: d.repoId }, path: d.path, revision: d.commit, hubUrl: d.hubUrl, accessToken: d.accessToken, fetch: d.fetch }).catch(
+    (e: unknown) => {
+      throw hubErrorFrom(e, where, d.accessToken, d.hubUrl);
+    },
+  );
+  if (!info) throw new HubError(`${where}: the file is listed at commit ${d.commit} but the Hub has no such entry`, 404);
+  if (info.size !== d.size) throw new HubError(`${where}: the Hub reports ${info.size} bytes, the file listing ${d.size}`);
+
+  const handle = await open(incomplete, 'a+');
+  try {
+    let offset = (await handle.stat()).size;
+    if (offset > d.size) {
+      await handle.truncate(0);
+      offset = 0;
+    }
+    const hash = contentHash(d);
+    if (hash && offset > 0) await hashPrefix(incomplete, offset, hash.update);
+    d.onBytes?.(offset);
+    let stalled = 0;
+    for (let attempt = 0; offset < d.size; attempt++) {
+      if (attempt >= MAX_ATTEMPTS) throw new HubError(`${where}: gave up after ${MAX_ATTEMPTS} attempts (${offset} of ${d.size} bytes)`);
+      const before = offset;
+      try {
+        offset = await transfer(d, info, handle, offset, hash);
+      } catch (e) {
+        if (!(e instanceof TransientError)) throw e;
+        offset = (await handle.stat()).size;
+        stalled = offset > before ? 0 : stalled + 1;
+        if (stalled >= MAX_STALLED_ATTEMPTS) throw new HubError(`${where}: download failed ${stalled} times in a row at byte ${offset} of ${d.size}: ${e.message}`);
+        await Bun.sleep(Math.min(3200, 100 * 2 ** stalled));
+      }
+    }
+    await handle.sync();
+    if (hash && !hash.matches()) {
+      await handle.close();
+      await rm(incomplete, { force: true });
+      throw new HubError(`${where}: the downloaded bytes do not match the file's ${d.etagKind} ${d.etag} (corrupted transfer or a changed file); the partial file was deleted, try again`);
+    }
+  } finally {
+    await handle.close().catch(() => {});
+  }
+  await rename(incomplete, d.blobPath);
+}
+
+/** One request from `offset` to the end; returns the new offset. Throws TransientError when worth retrying. */
+async function transfer(d: BlobDownload, info: FileDownloadInfoOutput, handle: FileHandle, offset: number, hash: ContentHash | null): Promise<number> {
+  const body = info.xet ? xetStream(d, info, offset) : await rangedBody(d, info.url, offset);
+  if (body.restart) {
+    await handle.truncate(0);
+    hash?.reset();
+    offset = 0;
+  }
+  try {
+    for await (const chunk of body.stream) {
+      if (offset + chunk.byteLength > d.size) throw new HubError(`${d.repoId}/${d.path}: the server sent more than the ${d.size} bytes listed (file changed?)`);
+      await writeAll(handle, chunk);
+      hash?.update(chunk);
+      offset += chunk.byteLength;
+      d.onBytes?.(offset);
+    }
+  } catch (e) {
+    if (e instanceof HubError) throw e;
+    throw new TransientError(e instanceof Error ? e.message : String(e));
+  }
+  if (offset < d.size) throw new TransientError(`the connection closed after ${offset} of ${d.size} bytes`);
+  return offset;
+}
+
+interface Body {
+  stream: AsyncIterable<Uint8Array>;
+  /** The body starts at byte 0 although a later range was asked for. */
+  restart: boolean;
+}
+
+async function rangedBody(d: BlobDownload, url: string, offset: number): Promise<Body> {
+  const sameOrigin = new URL(url).origin === new URL(d.hubUrl).origin;
+  let res: Response;
+  try {
+    res = await d.fetch(url, { headers: { Range: `bytes=${offset}-`, ...(d.accessToken && sameOrigin ? { Authorization: `Bearer ${d.accessToken}` } : {}) } });
+  } catch (e) {
+    throw new TransientError((e as Error).message);
+  }
+  if (res.status === 206) {
+    const start = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1];
+    if (Number(start) !== offset) {
+      await res.body?.cancel();
+      throw new TransientError(`asked for bytes from ${offset}, the server answered with range ${res.headers.get('content-range')}`);
+    }
+    return { stream: res.body!, restart: false };
+  }
+  if (res.status === 200) return { stream: res.body!, restart: offset > 0 };
+  await res.body?.cancel();
+  if (res.status === 408 || res.status === 429 || res.status >= 500) throw new TransientError(`the server answered ${res.status}`);
+  throw hubErrorFrom(new HubError(`HTTP ${res.status}`, res.status), `${d.repoId}/${d.path}`, d.accessToken, d.hubUrl);
+}
+
+function xetStream(d: BlobDownload, info: FileDownloadInfoOutput, offset: number): Body {
+  const stream = (async function* () {
+    const blob = await downloadFile({ repo: { type: 'model', name: d.repoId }, path: d.path, revision: d.commit, hubUrl: d.hubUrl, accessToken: d.accessToken, fetch: d.fetch, downloadInfo: info });
+    if (!blob) throw new HubError(`${d.repoId}/${d.path}: the Hub has no such entry`, 404);
+    const reader = blob.slice(offset).stream().getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      yield value as Uint8Array;
+    }
+  })();
+  return { stream, restart: false };
+}
+
+async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.byteLength) done += (await handle.write(bytes, done, bytes.byteLength - done)).bytesWritten;
+}
+
+interface ContentHash {
+  update(bytes: Uint8Array): void;
+  reset(): void;
+  matches(): boolean;
+}
+
+/** A running hash of the content when the etag is one (sha256 for LFS, git's sha1 of "blob <size>\0" + content). */
+function contentHash(d: BlobDownload): ContentHash | null {
+  if (d.etagKind === 'opaque') return null;
+  const algorithm = d.etagKind === 'sha256' ? 'sha256' : 'sha1';
+  const start = () => {
+    const h = new Bun.CryptoHasher(algorithm);
+    if (d.etagKind === 'git-sha1') h.update(`blob ${d.size}\0`);
+    return h;
+  };
+  let hasher = start();
+  return {
+    update: (bytes) => void hasher.update(bytes),
+    reset: () => void (hasher = start()),
+    matches: () => hasher.digest('hex') === d.etag.toLowerCase(),
+  };
+}
+
+/** Feeds the first `length` bytes already on disk to the hash (a resumed download). */
+async function hashPrefix(path: string, length: number, update: (bytes: Uint8Array) => void): Promise<void> {
+  const size = (await stat(path)).size;
+  const file = Bun.file(path).slice(0, Math.min(size, length));
+  for await (const chunk of file.stream()) update(chunk);
+}
