@@ -36,3 +36,4 @@ export * from './ops/cumsum/cumsum';
 export * from './ops/topk/topk';
 export * from './ops/cross-entropy/cross-entropy';
 export * from './ops/conv/conv';
+export * from './ops/scan/scan';

@@ -2,19 +2,8 @@
  * CPU reference for the depthwise causal conv1d of the Mamba2 mixer: f64 loops over dense tensors,
  * written to read like the definition (one output at a time, every tap spelled out).
  */
-import { bf16BitsToF32 } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
-
-/** The values of a dense float or integer tensor, widened to f64. */
-function host(t: Tensor): Float64Array {
-  const src = cpuView(t);
-  const out = new Float64Array(t.size);
-  for (let i = 0; i < out.length; i++) {
-    const v = src[t.offset + i]!;
-    out[i] = t.dtype === 'bf16' ? bf16BitsToF32(v) : v;
-  }
-  return out;
-}
+import { valuesF64 as host } from '../cpu-values';
 
 function silu(v: number): number {
   return v / (1 + Math.exp(-v));
