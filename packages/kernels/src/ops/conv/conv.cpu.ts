@@ -14,7 +14,7 @@ function silu(v: number): number {
  * from its predecessor's, or -Infinity while the row is still in its first document (which owns the
  * initial state). A tap at position s reaches position t only when s >= runStart[t].
  */
-export function documentStarts(seqIdx: Float64Array | null, row: number, length: number): number[] {
+function documentStarts(seqIdx: Float64Array | null, row: number, length: number): number[] {
   const starts = new Array<number>(length);
   let start = -Infinity;
   for (let t = 0; t < length; t++) {

@@ -67,6 +67,7 @@ describe('causalConv1d: WebGPU vs CPU reference', () => {
   const cases: [string, Case][] = [
     ['odd sizes, silu', { B: 2, L: 37, C: 13, K: 4 }],
     ['bf16 weights, initial state', { B: 2, L: 37, C: 13, K: 4, wDtype: 'bf16', init: true }],
+    ['C a multiple of 4 (four channels per invocation), initial state', { B: 2, L: 37, C: 12, K: 4, wDtype: 'bf16', init: true }],
     ['no bias, no activation, K=3', { B: 1, L: 21, C: 9, K: 3, bias: false, activation: null }],
     ['L = 1 with initial state', { B: 2, L: 1, C: 7, K: 4, init: true }],
     ['L < K without initial state', { B: 3, L: 2, C: 5, K: 4 }],
@@ -122,7 +123,7 @@ describe('causalConv1d: CPU reference', () => {
 describe('causalConv1d: chunked prefill and decode', () => {
   for (const d of devices) {
     test(`${d.kind}: pieces 5,1,7,2,13,9 chained through finalState equal one call`, async () => {
-      const c: Case = { B: 2, L: 37, C: 11, K: 4, init: true, seq: [[11, 1, 17, 3, 5], [37]] };
+      const c: Case = { B: 2, L: 37, C: 12, K: 4, init: true, seq: [[11, 1, 17, 3, 5], [37]] };
       const v = inputs(c, 5);
       const whole = run(d, c, v);
       const pieces = [5, 1, 7, 2, 13, 9];

@@ -55,31 +55,48 @@ export function causalConv1dGpu(device: WebGpuDevice, a: CausalConv1dLaunch): vo
   if (a.seqIdx) optional.push({ name: 'seq', tensor: a.seqIdx });
   const seq = a.seqIdx !== null;
 
-  // Outputs: window registers v0..v(K-2) hold positions t-K+1 .. t-1, `cur` is position t.
+  // Outputs. Four channels per invocation (vec4 loads and stores) when C allows it and x is dense
+  // f32; window registers v0..v(K-2) hold positions t-K+1 .. t-1, `cur` is position t.
+  const V = channels % 4 === 0 && a.x.dtype === 'f32' && a.x.offset % 4 === 0 ? 4 : 1;
+  const vt = V === 4 ? 'vec4<f32>' : 'f32';
   const tiles = Math.ceil(length / TILE);
-  const total = batch * tiles * channels;
+  const total = batch * tiles * (channels / V);
   const p = new Params().u32('L', length).u32('C', channels).u32('tiles', tiles).u32('total', total);
-  const list: NamedBinding[] = [{ name: 'x', tensor: a.x }, { name: 'w', tensor: a.weight }, ...optional, { name: 'y', tensor: a.y, writable: true }];
+  const list: NamedBinding[] = [
+    { name: 'x', tensor: a.x, vec4: V === 4 },
+    { name: 'w', tensor: a.weight },
+    ...optional,
+    { name: 'y', tensor: a.y, writable: true, vec4: V === 4 },
+  ];
   if (a.bias) list.splice(2, 0, { name: 'bias', tensor: a.bias });
   const bound = bindTensors(device, 'causalConv1d', list, p);
-  const tap = (k: number, v: string) => (seq ? `select(0.0, ${v}, t - ${K - 1 - k} >= run_start)` : v);
+  // Channel c..c+V-1 of a per-channel array with `stride` elements between channels.
+  const gather = (load: string, index: (q: number) => string) => (V === 4 ? `vec4<f32>(${range(4).map((q) => `${load}(${index(q)})`).join(', ')})` : `${load}(${index(0)})`);
+  const zero = `${vt}(0.0)`;
+  const tap = (k: number, v: string) => (seq ? `select(${zero}, ${v}, t - ${K - 1 - k} >= run_start)` : v);
   const terms = range(K).map((k) => `w${k} * ${tap(k, k === K - 1 ? 'cur' : `v${k}`)}`);
   const shift = [...range(K - 2).map((k) => `v${k} = v${k + 1};`), K > 1 ? `v${K - 2} = cur;` : ''].join(' ');
+  const xAt = (t: string) => (V === 4 ? `x[P.xOff + ((b * P.L + u32(${t})) * P.C + c) / 4u]` : `load_x(P.xOff + (b * P.L + u32(${t})) * P.C + c)`);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${bound.decls}
-${SILU}
-${inputFn(K, a.initialState !== null)}
+fn silu(v: ${vt}) -> ${vt} { return v / (1.0 + exp(-v)); }
+// Input at position s (i32) of row b, channels c..; s < 0 reads the initial state.
+fn input(b: u32, c: u32, s: i32) -> ${vt} {
+  if (s >= 0) { return ${xAt('s')}; }
+  return ${a.initialState ? gather('load_init', (q) => `P.initOff + (b * P.C + c + ${q}u) * ${K}u + u32(${K} + s)`) : zero};
+}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
   if (idx >= P.total) { return; }
-  let c = idx % P.C;
-  let rest = idx / P.C;
+  let groups = P.C / ${V}u;
+  let c = (idx % groups) * ${V}u;
+  let rest = idx / groups;
   let t0 = i32((rest % P.tiles) * ${TILE}u);
   let b = rest / P.tiles;
-  ${range(K).map((k) => `let w${k} = load_w(P.wOff + c * ${K}u + ${k}u);`).join('\n  ')}
-  let bias = ${a.bias ? 'load_bias(P.biasOff + c)' : '0.0'};
+  ${range(K).map((k) => `let w${k} = ${gather('load_w', (q) => `P.wOff + (c + ${q}u) * ${K}u + ${k}u`)};`).join('\n  ')}
+  let bias = ${a.bias ? gather('load_bias', (q) => `P.biasOff + c + ${q}u`) : zero};
   ${range(K - 1).map((k) => `var v${k} = input(b, c, t0 - ${K - 1 - k});`).join('\n  ')}
   ${
     seq
@@ -95,7 +112,8 @@ fn main(${GRID_ARGS}) {
     ${seq ? 'if (t > 0 && seq[row + u32(t)] != seq[row + u32(t - 1)]) { run_start = t; }' : ''}
     let cur = input(b, c, t);
     let acc = bias + ${terms.join(' + ')};
-    y[P.yOff + (b * P.L + u32(t)) * P.C + c] = ${a.silu ? 'silu(acc)' : 'acc'};
+    let out = (b * P.L + u32(t)) * P.C + c;
+    y[P.yOff + ${V === 4 ? 'out / 4u' : 'out'}] = ${a.silu ? 'silu(acc)' : 'acc'};
     ${shift}
   }
 }`;

@@ -255,24 +255,31 @@ describe('ssdScan: chunked prefill and decode', () => {
     });
   }
 
-  test.if(gpu !== null)('selectiveStateUpdate: WebGPU vs CPU, bf16 B and C, no D', async () => {
-    const d = { B: 3, H: 6, P: 5, G: 2, N: 9 };
-    const state = randomData([d.B, d.H, d.P, d.N], 51);
-    const x = randomData([d.B, d.H, d.P], 52);
-    const dt = uniform(d.B * d.H, 53, 1e-3, 0.1);
-    const A = uniform(d.H, 54, -16, -1);
-    const Bm = randomData([d.B, d.G, d.N], 55, { dtype: 'bf16' });
-    const Cm = randomData([d.B, d.G, d.N], 56, { dtype: 'bf16' });
-    const go = (dev: Device) => {
-      const s = onDevice(state, [d.B, d.H, d.P, d.N], dev);
-      const y = selectiveStateUpdate(s, onDevice(x, [d.B, d.H, d.P], dev), onDevice(dt, [d.B, d.H], dev), onDevice(A, [d.H], dev), onDevice(Bm, [d.B, d.G, d.N], dev, 'bf16'), onDevice(Cm, [d.B, d.G, d.N], dev, 'bf16'));
-      return { s, y };
-    };
-    const ref = go(cpu);
-    const got = poisoned(gpu!, () => go(gpu!));
-    expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: 'y' });
-    expectClose(await got.s.toFloat32(), await ref.s.toFloat32(), { rtol: 1e-6, what: 'state' });
-  });
+  const steps: [string, number, DType, boolean][] = [
+    ['N = 9, bf16 B and C, no D', 9, 'bf16', false],
+    ['N = 8 (four state entries at a time), D', 8, 'f32', true],
+  ];
+  for (const [name, N, dtype, withD] of steps) {
+    test.if(gpu !== null)(`selectiveStateUpdate: WebGPU vs CPU, ${name}`, async () => {
+      const d = { B: 3, H: 6, P: 5, G: 2, N };
+      const state = randomData([d.B, d.H, d.P, d.N], 51);
+      const x = randomData([d.B, d.H, d.P], 52);
+      const dt = uniform(d.B * d.H, 53, 1e-3, 0.1);
+      const A = uniform(d.H, 54, -16, -1);
+      const Bm = randomData([d.B, d.G, d.N], 55, { dtype });
+      const Cm = randomData([d.B, d.G, d.N], 56, { dtype });
+      const D = randomData([d.H], 57);
+      const go = (dev: Device) => {
+        const s = onDevice(state, [d.B, d.H, d.P, d.N], dev);
+        const y = selectiveStateUpdate(s, onDevice(x, [d.B, d.H, d.P], dev), onDevice(dt, [d.B, d.H], dev), onDevice(A, [d.H], dev), onDevice(Bm, [d.B, d.G, d.N], dev, dtype), onDevice(Cm, [d.B, d.G, d.N], dev, dtype), withD ? onDevice(D, [d.H], dev) : null);
+        return { s, y };
+      };
+      const ref = go(cpu);
+      const got = poisoned(gpu!, () => go(gpu!));
+      expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: 'y' });
+      expectClose(await got.s.toFloat32(), await ref.s.toFloat32(), { rtol: 1e-6, what: 'state' });
+    });
+  }
 });
 
 describe('ssdScan: argument errors', () => {

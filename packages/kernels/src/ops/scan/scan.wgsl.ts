@@ -95,14 +95,15 @@ function dimValues(d: Dims): [string, number][] {
 }
 
 /**
- * Records one kernel over a (ceil(inner / WG), chunks, batch) grid: the body sees `i` (the index
- * inside a (chunk, row) slice, < inner), `c` (chunk) and `b` (row) and the uniforms P.L and P.NC.
+ * Records one kernel over a (ceil(inner / WG), chunks, batch) grid. The body sees `i` (its index
+ * inside one (chunk, row) slice, < inner), `c` (the chunk), `b` (the batch row), the dimensions of
+ * `dimValues` by name, and P.L, P.NC (chunk count) and P.carryIn.
  */
 function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly NamedBinding[], inner: number, chunks: number, body: string): void {
   const p = new Params().u32('L', d.length).u32('NC', d.chunks).u32('inner', inner).u32('carryIn', d.carryIn ? 1 : 0);
-  for (const [k, v] of dimValues(d)) p.u32(k, v);
-  const bound = bindTensors(device, name, list, p);
   const dims = dimValues(d);
+  for (const [k, v] of dims) p.u32(k, v);
+  const bound = bindTensors(device, name, list, p);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${bound.decls}

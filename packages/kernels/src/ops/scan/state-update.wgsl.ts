@@ -1,6 +1,7 @@
 /**
  * One decode step of the Mamba2 SSM (spec §3.3) as one kernel: an invocation per (row, head, p)
- * walks its N state entries, decays and updates them in place and contracts them with C.
+ * walks its N state entries, decays and updates them in place and contracts them with C — four
+ * at a time (vec4) when N is a multiple of 4 and B, C are f32.
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
@@ -26,13 +27,15 @@ export function selectiveStateUpdateGpu(device: WebGpuDevice, a: StateUpdateLaun
   const groups = a.B.shape[1]!;
   const total = batch * heads * headDim;
   const p = new Params().u32('H', heads).u32('HD', headDim).u32('G', groups).u32('N', stateDim).u32('HPG', heads / groups).u32('total', total);
+  const aligned = (t: Tensor) => t.dtype === 'f32' && t.offset % 4 === 0;
+  const vec = stateDim % 4 === 0 && aligned(a.state) && aligned(a.B) && aligned(a.C);
   const list: NamedBinding[] = [
-    { name: 'state', tensor: a.state, writable: true },
+    { name: 'state', tensor: a.state, writable: true, vec4: vec },
     { name: 'x', tensor: a.x },
     { name: 'dt', tensor: a.dt },
     { name: 'A', tensor: a.A },
-    { name: 'B', tensor: a.B },
-    { name: 'C', tensor: a.C },
+    { name: 'B', tensor: a.B, vec4: vec },
+    { name: 'C', tensor: a.C, vec4: vec },
     { name: 'y', tensor: a.y, writable: true },
   ];
   if (a.D) list.push({ name: 'D', tensor: a.D });
@@ -52,14 +55,25 @@ fn main(${GRID_ARGS}) {
   let decay = exp(step * load_A(P.AOff + h));
   let xv = load_x(P.xOff + idx);
   let sx = step * xv;
-  let row = P.stateOff + idx * P.N;
-  var acc = 0.0;
+  ${
+    vec
+      ? `let row = P.stateOff + idx * P.N / 4u;
+  var acc = vec4<f32>(0.0);
+  for (var n4 = 0u; n4 < P.N / 4u; n4++) {
+    let s = decay * state[row + n4] + sx * B[P.BOff + bc / 4u + n4];
+    state[row + n4] = s;
+    acc += s * C[P.COff + bc / 4u + n4];
+  }
+  let total = acc.x + acc.y + acc.z + acc.w;`
+      : `let row = P.stateOff + idx * P.N;
+  var total = 0.0;
   for (var n = 0u; n < P.N; n++) {
     let s = decay * state[row + n] + sx * load_B(P.BOff + bc + n);
     state[row + n] = s;
-    acc += s * load_C(P.COff + bc + n);
+    total += s * load_C(P.COff + bc + n);
+  }`
   }
-  y[P.yOff + idx] = acc${a.D ? ' + load_D(P.DOff + h) * xv' : ''};
+  y[P.yOff + idx] = total${a.D ? ' + load_D(P.DOff + h) * xv' : ''};
 }`;
   device.run({
     name: 'selective_state_update',
