@@ -262,8 +262,8 @@ function cumsum(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, acs: Tensor, se
 }
 
 /**
- * cb[b,g,c,i,j] = C_i · B_j for the 8×8 blocks with j-block ≤ i-block (the others are never read):
- * invocation k of a group enumerates the lower triangle row by row.
+ * cb[b,g,c,i,j] = C_i · B_j for the 8×8 blocks with j-block ≤ i-block inside the sequence (the
+ * others are never read): invocation k of a group enumerates the lower triangle row by row.
  */
 function chunkCB(device: WebGpuDevice, d: Dims, bp: Tensor, cp: Tensor, cb: Tensor): void {
   const tiles = d.QP / T;
@@ -278,6 +278,8 @@ function chunkCB(device: WebGpuDevice, d: Dims, bp: Tensor, cp: Tensor, cb: Tens
   if ((it + 1u) * (it + 2u) / 2u <= k) { it++; }
   if (it * (it + 1u) / 2u > k) { it--; }
   let jt = k - it * (it + 1u) / 2u;
+  // Rows past the end of the sequence are never read (their output tiles return early).
+  if (c * Q + it * 8u >= P.L) { return; }
   let rows = ((b * G + g) * P.NC + c) * QP;
   let ci = P.cpOff + (rows + it * 8u) * NP4;
   let bj = P.bpOff + (rows + jt * 8u) * NP4;
