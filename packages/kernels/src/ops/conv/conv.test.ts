@@ -1,4 +1,4 @@
-import { describe, expect, setDefaultTimeout, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import type { DType } from '../../dtype';
@@ -10,8 +10,6 @@ import { causalConv1d, causalConv1dUpdate, type ConvActivation } from './conv';
 const gpu = await testGpu();
 const cpu = getCpuDevice();
 const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
-// A test's first launches compile its shaders: seconds on llvmpipe when the machine is busy.
-setDefaultTimeout(60_000);
 
 interface Case {
   B: number;

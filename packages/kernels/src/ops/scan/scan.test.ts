@@ -1,4 +1,4 @@
-import { describe, expect, setDefaultTimeout, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import type { DType } from '../../dtype';
@@ -12,8 +12,6 @@ import { selectiveStateUpdate, ssdScan } from './scan';
 const gpu = await testGpu();
 const cpu = getCpuDevice();
 const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
-// A test's first launches compile its shaders: seconds on llvmpipe when the machine is busy.
-setDefaultTimeout(60_000);
 
 interface Dims {
   B: number;
