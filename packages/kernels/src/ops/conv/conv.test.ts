@@ -12,6 +12,7 @@ const cpu = getCpuDevice();
 const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
 
 interface Case {
+  xDtype?: DType;
   B: number;
   L: number;
   C: number;
@@ -26,7 +27,7 @@ interface Case {
 /** Host inputs of a case (seeded), bf16-rounded where the case stores bf16. */
 function inputs(c: Case, seed: number) {
   return {
-    x: randomData([c.B, c.L, c.C], seed),
+    x: randomData([c.B, c.L, c.C], seed, { dtype: c.xDtype }),
     w: randomData([c.C, c.K], seed + 1, { dtype: c.wDtype, scale: 0.5 }),
     bias: c.bias === false ? null : randomData([c.C], seed + 2, { dtype: c.wDtype }),
     init: c.init ? randomData([c.B, c.C, c.K], seed + 3) : null,
@@ -50,7 +51,7 @@ function seqIdsOf(lengths: number[][], L: number): Int32Array {
 type Inputs = ReturnType<typeof inputs>;
 
 function run(d: Device, c: Case, v: Inputs) {
-  return causalConv1d(onDevice(v.x, [c.B, c.L, c.C], d), onDevice(v.w, [c.C, c.K], d, c.wDtype ?? 'f32'), v.bias ? onDevice(v.bias, [c.C], d, c.wDtype ?? 'f32') : null, {
+  return causalConv1d(onDevice(v.x, [c.B, c.L, c.C], d, c.xDtype ?? 'f32'), onDevice(v.w, [c.C, c.K], d, c.wDtype ?? 'f32'), v.bias ? onDevice(v.bias, [c.C], d, c.wDtype ?? 'f32') : null, {
     activation: c.activation,
     initialState: v.init ? onDevice(v.init, [c.B, c.C, c.K], d) : undefined,
     seqIdx: v.seq ? onDevice(v.seq, [c.B, c.L], d) : undefined,
@@ -67,6 +68,7 @@ describe('causalConv1d: WebGPU vs CPU reference', () => {
     ['bf16 weights, initial state', { B: 2, L: 37, C: 13, K: 4, wDtype: 'bf16', init: true }],
     ['C a multiple of 4 (four channels per invocation), initial state', { B: 2, L: 37, C: 12, K: 4, wDtype: 'bf16', init: true }],
     ['no bias, no activation, K=3', { B: 1, L: 21, C: 9, K: 3, bias: false, activation: null }],
+    ['bf16 x and weights', { B: 2, L: 19, C: 12, K: 4, xDtype: 'bf16', wDtype: 'bf16', init: true }],
     ['L = 1 with initial state', { B: 2, L: 1, C: 7, K: 4, init: true }],
     ['L < K without initial state', { B: 3, L: 2, C: 5, K: 4 }],
     ['K = 1', { B: 1, L: 5, C: 3, K: 1, init: true }],
