@@ -35,3 +35,5 @@ export * from './ops/norm/norm';
 export * from './ops/cumsum/cumsum';
 export * from './ops/topk/topk';
 export * from './ops/cross-entropy/cross-entropy';
+export * from './ops/conv/conv';
+export * from './ops/scan/scan';

@@ -1,0 +1,189 @@
+import { describe, expect, test } from 'bun:test';
+import { getCpuDevice, type Device } from '../../device/device';
+import { tensor } from '../../creation';
+import type { DType } from '../../dtype';
+import type { Tensor } from '../../tensor';
+import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { narrow } from '../layout/layout';
+import { causalConv1d, causalConv1dUpdate, type ConvActivation } from './conv';
+
+const gpu = await testGpu();
+const cpu = getCpuDevice();
+const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
+
+interface Case {
+  xDtype?: DType;
+  B: number;
+  L: number;
+  C: number;
+  K: number;
+  wDtype?: DType;
+  bias?: boolean;
+  init?: boolean;
+  seq?: number[][]; // document lengths per row
+  activation?: ConvActivation;
+}
+
+/** Host inputs of a case (seeded), bf16-rounded where the case stores bf16. */
+function inputs(c: Case, seed: number) {
+  return {
+    x: randomData([c.B, c.L, c.C], seed, { dtype: c.xDtype }),
+    w: randomData([c.C, c.K], seed + 1, { dtype: c.wDtype, scale: 0.5 }),
+    bias: c.bias === false ? null : randomData([c.C], seed + 2, { dtype: c.wDtype }),
+    init: c.init ? randomData([c.B, c.C, c.K], seed + 3) : null,
+    seq: c.seq ? seqIdsOf(c.seq, c.L) : null,
+  };
+}
+
+/** seqIdx rows from document lengths (each row's lengths sum to L). */
+function seqIdsOf(lengths: number[][], L: number): Int32Array {
+  const out = new Int32Array(lengths.length * L);
+  lengths.forEach((row, b) => {
+    expect(row.reduce((s, n) => s + n, 0)).toBe(L);
+    let t = 0;
+    row.forEach((n, doc) => {
+      for (let i = 0; i < n; i++) out[b * L + t++] = doc + 3;
+    });
+  });
+  return out;
+}
+
+type Inputs = ReturnType<typeof inputs>;
+
+function run(d: Device, c: Case, v: Inputs) {
+  return causalConv1d(onDevice(v.x, [c.B, c.L, c.C], d, c.xDtype ?? 'f32'), onDevice(v.w, [c.C, c.K], d, c.wDtype ?? 'f32'), v.bias ? onDevice(v.bias, [c.C], d, c.wDtype ?? 'f32') : null, {
+    activation: c.activation,
+    initialState: v.init ? onDevice(v.init, [c.B, c.C, c.K], d) : undefined,
+    seqIdx: v.seq ? onDevice(v.seq, [c.B, c.L], d) : undefined,
+  });
+}
+
+async function host(t: Tensor): Promise<Float32Array> {
+  return t.toFloat32();
+}
+
+describe('causalConv1d: WebGPU vs CPU reference', () => {
+  const cases: [string, Case][] = [
+    ['odd sizes, silu', { B: 2, L: 37, C: 13, K: 4 }],
+    ['bf16 weights, initial state', { B: 2, L: 37, C: 13, K: 4, wDtype: 'bf16', init: true }],
+    ['C a multiple of 4 (four channels per invocation), initial state', { B: 2, L: 37, C: 12, K: 4, wDtype: 'bf16', init: true }],
+    ['no bias, no activation, K=3', { B: 1, L: 21, C: 9, K: 3, bias: false, activation: null }],
+    ['bf16 x and weights', { B: 2, L: 19, C: 12, K: 4, xDtype: 'bf16', wDtype: 'bf16', init: true }],
+    ['L = 1 with initial state', { B: 2, L: 1, C: 7, K: 4, init: true }],
+    ['L < K without initial state', { B: 3, L: 2, C: 5, K: 4 }],
+    ['K = 1', { B: 1, L: 5, C: 3, K: 1, init: true }],
+    ['seqIdx 11,1,17,3,13 with initial state', { B: 2, L: 45, C: 6, K: 4, init: true, seq: [[11, 1, 17, 3, 13], [45]] }],
+    ['seqIdx with a one-token last document', { B: 1, L: 9, C: 4, K: 4, init: true, seq: [[4, 4, 1]] }],
+  ];
+  for (const [name, c] of cases) {
+    test.if(gpu !== null)(name, async () => {
+      const v = inputs(c, 7);
+      const ref = run(cpu, c, v);
+      const got = poisoned(gpu!, () => run(gpu!, c, v));
+      expect(got.y.shape).toEqual([c.B, c.L, c.C]);
+      expect(got.finalState.shape).toEqual([c.B, c.C, c.K]);
+      expectClose(await host(got.y), await host(ref.y), { rtol: 2e-6, what: `${name}: y` });
+      expectClose(await host(got.finalState), await host(ref.finalState), { rtol: 0, what: `${name}: finalState` });
+    });
+  }
+});
+
+describe('causalConv1d: CPU reference', () => {
+  test('hand-computed case', async () => {
+    // C = 2 channels, K = 2 taps: y[t] = w0·x[t-1] + w1·x[t] + bias, x[-1] from the initial state's last column.
+    const x = tensor([1, 10, 2, 20, 3, 30], [1, 3, 2], { device: cpu });
+    const w = tensor([0.5, 2, -1, 1], [2, 2], { device: cpu });
+    const bias = tensor([0.25, 0], [2], { device: cpu });
+    const init = tensor([9, 4, 9, 5], [1, 2, 2], { device: cpu });
+    const { y, finalState } = causalConv1d(x, w, bias, { activation: null, initialState: init });
+    // channel 0: 0.5·4+2·1+.25, 0.5·1+2·2+.25, 0.5·2+2·3+.25; channel 1: -5+10, -10+20, -20+30
+    expect(Array.from(await y.data())).toEqual([4.25, 5, 4.75, 10, 7.25, 10]);
+    expect(Array.from(await finalState.data())).toEqual([2, 3, 20, 30]);
+    const silu = causalConv1d(x, w, bias, { initialState: init });
+    const s = (v: number) => v / (1 + Math.exp(-v));
+    expectClose(await silu.y.data(), [4.25, 5, 4.75, 10, 7.25, 10].map(s), { rtol: 1e-7 });
+  });
+
+  test('seqIdx equals running each document on its own (only the first sees the initial state)', async () => {
+    const c: Case = { B: 1, L: 45, C: 5, K: 4, init: true, seq: [[11, 1, 17, 3, 13]] };
+    const v = inputs(c, 3);
+    const packed = run(cpu, c, v);
+    const y = await host(packed.y);
+    let start = 0;
+    for (const [doc, n] of [11, 1, 17, 3, 13].entries()) {
+      const one: Case = { B: 1, L: n, C: c.C, K: c.K, init: doc === 0 };
+      const part = run(cpu, one, { ...v, x: v.x.slice(start * c.C, (start + n) * c.C), init: doc === 0 ? v.init : null, seq: null });
+      expectClose(y.slice(start * c.C, (start + n) * c.C), await host(part.y), { rtol: 1e-7, what: `document ${doc}` });
+      if (doc === 4) expectClose(await host(packed.finalState), await host(part.finalState), { rtol: 0, what: 'final state' });
+      start += n;
+    }
+  });
+});
+
+describe('causalConv1d: chunked prefill and decode', () => {
+  for (const d of devices) {
+    test(`${d.kind}: pieces 5,1,7,2,13,9 chained through finalState equal one call`, async () => {
+      const c: Case = { B: 2, L: 37, C: 12, K: 4, init: true, seq: [[11, 1, 17, 3, 5], [37]] };
+      const v = inputs(c, 5);
+      const whole = run(d, c, v);
+      const pieces = [5, 1, 7, 2, 13, 9];
+      let state = onDevice(v.init!, [c.B, c.C, c.K], d);
+      let start = 0;
+      const wholeY = await host(whole.y);
+      for (const n of pieces) {
+        const x = narrow(onDevice(v.x, [c.B, c.L, c.C], d), 1, start, n);
+        const seq = narrow(onDevice(v.seq!, [c.B, c.L], d), 1, start, n);
+        const part = causalConv1d(x, onDevice(v.w, [c.C, c.K], d), onDevice(v.bias!, [c.C], d), { initialState: state, seqIdx: seq });
+        const py = await host(part.y);
+        for (let b = 0; b < c.B; b++) {
+          const ref = wholeY.slice((b * c.L + start) * c.C, (b * c.L + start + n) * c.C);
+          expectClose(py.slice(b * n * c.C, (b + 1) * n * c.C), ref, { rtol: 1e-6, what: `piece at ${start}, row ${b}` });
+        }
+        state = part.finalState;
+        start += n;
+      }
+      expectClose(await host(state), await host(whole.finalState), { rtol: 0, what: 'final state' });
+    });
+
+    test(`${d.kind}: causalConv1dUpdate equals the last position of a prefill`, async () => {
+      const c: Case = { B: 2, L: 9, C: 7, K: 4, wDtype: 'bf16', init: true };
+      const v = inputs(c, 9);
+      const whole = run(d, c, v);
+      const wholeY = await host(whole.y);
+      // Prefill the first L-2 tokens, then decode the last two.
+      const pre = run(d, { ...c, L: c.L - 2 }, { ...v, x: prefixRows(v.x, c, c.L - 2) });
+      const state = pre.finalState;
+      const w = onDevice(v.w, [c.C, c.K], d, 'bf16');
+      const bias = onDevice(v.bias!, [c.C], d, 'bf16');
+      for (const t of [c.L - 2, c.L - 1]) {
+        const xt = new Float32Array(c.B * c.C);
+        for (let b = 0; b < c.B; b++) xt.set(v.x.subarray((b * c.L + t) * c.C, (b * c.L + t + 1) * c.C), b * c.C);
+        const yt = await host(poisoned(d, () => causalConv1dUpdate(state, onDevice(xt, [c.B, c.C], d), w, bias)));
+        const ref = new Float32Array(c.B * c.C);
+        for (let b = 0; b < c.B; b++) ref.set(wholeY.subarray((b * c.L + t) * c.C, (b * c.L + t + 1) * c.C), b * c.C);
+        expectClose(yt, ref, { rtol: 1e-6, what: `decode position ${t}` });
+      }
+      expectClose(await host(state), await host(whole.finalState), { rtol: 0, what: 'state after decode' });
+    });
+  }
+});
+
+function prefixRows(x: Float32Array, c: Case, n: number): Float32Array {
+  const out = new Float32Array(c.B * n * c.C);
+  for (let b = 0; b < c.B; b++) out.set(x.subarray(b * c.L * c.C, (b * c.L + n) * c.C), b * n * c.C);
+  return out;
+}
+
+describe('causalConv1d: argument errors', () => {
+  test('bad shapes, dtypes and gradients are rejected with the tensor named', () => {
+    const x = tensor(new Float32Array(2 * 5 * 3), [2, 5, 3], { device: cpu });
+    const w = tensor(new Float32Array(3 * 4), [3, 4], { device: cpu });
+    expect(() => causalConv1d(x, tensor(new Float32Array(12), [3, 1, 4], { device: cpu }), null)).toThrow(/weight must be \[C=3, K\]/);
+    expect(() => causalConv1d(x, w, null, { initialState: tensor(new Float32Array(24), [2, 3, 4], { device: cpu }), seqIdx: tensor(new Float32Array(10), [2, 5], { device: cpu }) })).toThrow(/seqIdx must be i32/);
+    expect(() => causalConv1d(x, w, tensor(new Float32Array(4), [4], { device: cpu }))).toThrow(/bias must be \[3\]/);
+    const state = tensor(new Float32Array(24), [2, 3, 4], { device: cpu });
+    expect(() => causalConv1dUpdate(state, tensor(new Float32Array(6), [2, 3], { device: cpu }), tensor(new Float32Array(9), [3, 3], { device: cpu }), null)).toThrow(/K=3 taps/);
+    w.requiresGrad_();
+    expect(() => causalConv1d(x, w, null)).toThrow(/causalConv1d backward is not implemented yet/);
+  });
+});

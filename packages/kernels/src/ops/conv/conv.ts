@@ -1,0 +1,124 @@
+/**
+ * Depthwise causal conv1d of the Mamba2 mixer (spec §2.3.2, §3.2, §3.3, §4): the prefill form over a
+ * whole sequence, which also returns the decode cache (the last K pre-conv inputs), and the
+ * single-token update that rolls that cache in place.
+ *
+ *   y[b,t,c] = act(bias[c] + Σ_k W[c,k] · x[b, t-(K-1)+k, c])     (tap K-1 is the current token)
+ *
+ * Positions before the sequence read the initial state's last K-1 columns (zeros without one).
+ * With `seqIdx` a document is a maximal run of equal ids: taps from an earlier document read zero,
+ * and only the first document sees the initial state. The final state is zeroed where its columns
+ * belong to an earlier document than the last token's, so chunked prefill of packed rows continues
+ * the last document correctly.
+ *
+ * Forward only for now: inputs that require gradients are rejected rather than silently detached.
+ */
+import { empty } from '../../creation';
+import { formatShape } from '../../shape';
+import type { Tensor } from '../../tensor';
+import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
+import { causalConv1dCpu, causalConv1dUpdateCpu } from './conv.cpu';
+import { causalConv1dGpu, causalConv1dUpdateGpu } from './conv.wgsl';
+
+export type ConvActivation = 'silu' | null;
+
+export interface CausalConv1dOptions {
+  /** Applied to every output channel (default 'silu'); null for the plain conv. */
+  activation?: ConvActivation;
+  /** [B, C, K]: the last K pre-conv inputs of a previous call, oldest first (f32 or bf16). */
+  initialState?: Tensor;
+  /** i32 [B, L]: document ids of packed rows. */
+  seqIdx?: Tensor;
+}
+
+export interface CausalConv1dResult {
+  /** [B, L, C] f32. */
+  y: Tensor;
+  /** [B, C, K] f32: the last K pre-conv inputs (the decode cache). */
+  finalState: Tensor;
+}
+
+function checkWeights(op: string, weight: Tensor, bias: Tensor | null, channels: number): number {
+  if (weight.rank !== 2 || weight.shape[0] !== channels || weight.shape[1]! < 1) {
+    throw new Error(`${op}: weight must be [C=${channels}, K] (reshape a [C, 1, K] conv weight), got ${formatShape(weight.shape)}`);
+  }
+  expectFloat(op, 'weight', weight);
+  if (bias) {
+    expectShape(op, 'bias', bias, [channels]);
+    expectFloat(op, 'bias', bias);
+  }
+  return weight.shape[1]!;
+}
+
+function checkActivation(op: string, activation: unknown): boolean {
+  if (activation !== 'silu' && activation !== null) throw new Error(`${op}: activation must be 'silu' or null, got ${String(activation)}`);
+  return activation === 'silu';
+}
+
+/** Depthwise causal conv over x [B, L, C] with weight [C, K] (f32 or bf16) and optional bias [C]. */
+export function causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, options: CausalConv1dOptions = {}): CausalConv1dResult {
+  const op = 'causalConv1d';
+  const { initialState, seqIdx } = options;
+  const device = checkInputs(op, { x, weight, bias, initialState, seqIdx }, { differentiable: false });
+  expectRank(op, 'x', x, ['B', 'L', 'C']);
+  expectFloat(op, 'x', x);
+  const [batch, length, channels] = x.shape as [number, number, number];
+  if (length < 1 || channels < 1 || batch < 1) throw new Error(`${op}: x ${formatShape(x.shape)} must not be empty`);
+  const taps = checkWeights(op, weight, bias, channels);
+  if (initialState) {
+    expectShape(op, 'initialState', initialState, [batch, channels, taps]);
+    expectFloat(op, 'initialState', initialState);
+  }
+  if (seqIdx) {
+    expectShape(op, 'seqIdx', seqIdx, [batch, length]);
+    if (seqIdx.dtype !== 'i32') throw new Error(`${op}: seqIdx must be i32, got ${seqIdx.dtype}`);
+  }
+  const silu = checkActivation(op, options.activation === undefined ? 'silu' : options.activation);
+
+  const dense = new DenseInputs();
+  const args = {
+    x: dense.of(x),
+    weight: dense.of(weight),
+    bias: dense.maybe(bias),
+    initialState: dense.maybe(initialState),
+    seqIdx: dense.maybe(seqIdx),
+    silu,
+  };
+  const y = empty([batch, length, channels], { device });
+  const finalState = empty([batch, channels, taps], { device });
+  try {
+    if (device.kind === 'cpu') causalConv1dCpu(args, y, finalState);
+    else causalConv1dGpu(device, { ...args, y, finalState });
+  } finally {
+    dense.dispose();
+  }
+  return { y, finalState };
+}
+
+/**
+ * One decode step (spec §3.3): rolls `state` [B, C, K] (f32, dense, updated in place) left by one,
+ * puts x [B, C] in column K-1, and returns the conv output for this token [B, C] (f32).
+ */
+export function causalConv1dUpdate(state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, options: { activation?: ConvActivation } = {}): Tensor {
+  const op = 'causalConv1dUpdate';
+  const device = checkInputs(op, { state, x, weight, bias }, { differentiable: false });
+  expectRank(op, 'state', state, ['B', 'C', 'K']);
+  if (state.dtype !== 'f32' || !state.isContiguous) throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
+  const [batch, channels, taps] = state.shape as [number, number, number];
+  expectShape(op, 'x', x, [batch, channels]);
+  expectFloat(op, 'x', x);
+  const k = checkWeights(op, weight, bias, channels);
+  if (k !== taps) throw new Error(`${op}: weight has K=${k} taps but the state ${formatShape(state.shape)} holds ${taps}`);
+  const silu = checkActivation(op, options.activation === undefined ? 'silu' : options.activation);
+
+  const dense = new DenseInputs();
+  const [dx, dw, db] = [dense.of(x), dense.of(weight), dense.maybe(bias)];
+  const out = empty([batch, channels], { device });
+  try {
+    if (device.kind === 'cpu') causalConv1dUpdateCpu(state, dx, dw, db, silu, out);
+    else causalConv1dUpdateGpu(device, state, dx, dw, db, silu, out);
+  } finally {
+    dense.dispose();
+  }
+  return out;
+}

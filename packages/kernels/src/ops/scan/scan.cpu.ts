@@ -1,0 +1,105 @@
+/**
+ * CPU reference for the Mamba2 SSM scan: the plain sequential recurrence of spec §2.3.4 in f64, one
+ * token at a time (no chunking), so it checks the chunked GPU form rather than mirroring it.
+ *
+ *   S_t = exp(dt_t·A_h)·S_{t-1} + dt_t · x_t ⊗ B_t[g(h)],   y_t = S_t · C_t[g(h)] + D_h · x_t
+ *
+ * With seqIdx the state restarts from zero wherever the id changes (spec §4).
+ */
+import { cpuView, type Tensor } from '../../tensor';
+import { valuesF64 as host } from '../cpu-values';
+
+export interface SsdScanCpuArgs {
+  x: Tensor; // [B, L, H, P]
+  dt: Tensor; // [B, L, H]
+  A: Tensor; // [H]
+  B: Tensor; // [B, L, G, N]
+  C: Tensor; // [B, L, G, N]
+  D: Tensor | null; // [H]
+  initialState: Tensor | null; // [B, H, P, N]
+  seqIdx: Tensor | null; // i32 [B, L]
+}
+
+/** Writes y [B, L, H, P] and finalState [B, H, P, N] (dense f32 on the CPU). */
+export function ssdScanCpu(a: SsdScanCpuArgs, y: Tensor, finalState: Tensor): void {
+  const [batch, length, heads, headDim] = a.x.shape as [number, number, number, number];
+  const [, , groups, stateDim] = a.B.shape as [number, number, number, number];
+  const headsPerGroup = heads / groups;
+  const x = host(a.x);
+  const dt = host(a.dt);
+  const A = host(a.A);
+  const Bm = host(a.B);
+  const Cm = host(a.C);
+  const D = a.D ? host(a.D) : null;
+  const init = a.initialState ? host(a.initialState) : null;
+  const seq = a.seqIdx ? host(a.seqIdx) : null;
+  const out = cpuView(y) as Float32Array;
+  const fin = cpuView(finalState) as Float32Array;
+  const stateSize = heads * headDim * stateDim;
+  const S = new Float64Array(stateSize);
+  for (let b = 0; b < batch; b++) {
+    if (init) S.set(init.subarray(b * stateSize, (b + 1) * stateSize));
+    else S.fill(0);
+    for (let t = 0; t < length; t++) {
+      if (seq && t > 0 && seq[b * length + t] !== seq[b * length + t - 1]) S.fill(0);
+      for (let h = 0; h < heads; h++) {
+        const g = Math.floor(h / headsPerGroup);
+        const step = dt[(b * length + t) * heads + h]!;
+        const decay = Math.exp(step * A[h]!);
+        const bc = ((b * length + t) * groups + g) * stateDim;
+        for (let p = 0; p < headDim; p++) {
+          const xi = (((b * length + t) * heads + h) * headDim) + p;
+          const xv = x[xi]!;
+          const row = (h * headDim + p) * stateDim;
+          let acc = 0;
+          for (let n = 0; n < stateDim; n++) {
+            const s = decay * S[row + n]! + step * xv * Bm[bc + n]!;
+            S[row + n] = s;
+            acc += s * Cm[bc + n]!;
+          }
+          out[y.offset + xi] = acc + (D ? D[h]! * xv : 0);
+        }
+      }
+    }
+    for (let i = 0; i < stateSize; i++) fin[finalState.offset + b * stateSize + i] = S[i]!;
+  }
+}
+
+/**
+ * One decode step (spec §3.3) on `state` [B, H, P, N] (f32, updated in place): returns y [B, H, P]
+ * into `y`, with x [B, H, P], dt [B, H], B and C [B, G, N].
+ */
+export function selectiveStateUpdateCpu(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, Dt: Tensor | null, y: Tensor): void {
+  const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
+  const groups = Bt.shape[1]!;
+  const headsPerGroup = heads / groups;
+  const xs = host(x);
+  const dts = host(dt);
+  const As = host(A);
+  const Bs = host(Bt);
+  const Cs = host(Ct);
+  const Ds = Dt ? host(Dt) : null;
+  const st = cpuView(state) as Float32Array;
+  const out = cpuView(y) as Float32Array;
+  for (let b = 0; b < batch; b++) {
+    for (let h = 0; h < heads; h++) {
+      const g = Math.floor(h / headsPerGroup);
+      const step = dts[b * heads + h]!;
+      const decay = Math.exp(step * As[h]!);
+      const bc = (b * groups + g) * stateDim;
+      for (let p = 0; p < headDim; p++) {
+        const xi = (b * heads + h) * headDim + p;
+        const xv = xs[xi]!;
+        const row = state.offset + xi * stateDim;
+        let acc = 0;
+        for (let n = 0; n < stateDim; n++) {
+          const s = decay * st[row + n]! + step * xv * Bs[bc + n]!;
+          st[row + n] = s;
+          // The state is stored in f32; the output uses the stored value, as the GPU kernel does.
+          acc += st[row + n]! * Cs[bc + n]!;
+        }
+        out[y.offset + xi] = acc + (Ds ? Ds[h]! * xv : 0);
+      }
+    }
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The Mamba2 SSM scan (spec §2.3.4–2.3.5, §3.3, §4): `ssdScan` over a whole sequence (prefill,
+ * training forward) and `selectiveStateUpdate` for one decode step.
+ *
+ *   S_t = exp(dt_t·A_h)·S_{t-1} + dt_t · x_t ⊗ B_t[g(h)],   y_t = S_t · C_t[g(h)] + D_h · x_t
+ *
+ * Head h reads group g(h) = floor(h / (H/G)) of B and C. dt arrives already softplus'd and clamped
+ * (≥ 0) and A = −exp(A_log) (< 0), so every decay is in (0, 1]. With seqIdx, a document is a
+ * maximal run of equal ids and the state restarts from zero at each new one (only the first
+ * document continues the initial state); finalState is the state of the last document.
+ *
+ * On WebGPU the scan is the chunked SSD form (`scan.wgsl.ts`); on the CPU it is the sequential
+ * reference. Forward only for now: inputs that require gradients are rejected.
+ */
+import { empty } from '../../creation';
+import { formatShape } from '../../shape';
+import type { Tensor } from '../../tensor';
+import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
+import { selectiveStateUpdateCpu, ssdScanCpu } from './scan.cpu';
+import { ssdScanGpu } from './scan.wgsl';
+import { selectiveStateUpdateGpu } from './state-update.wgsl';
+
+export interface SsdScanOptions {
+  /** Chunk length Q of the chunked form (the config's chunk_size; any positive integer). */
+  chunkSize: number;
+  /** [H] skip coefficient. */
+  D?: Tensor | null;
+  /** [B, H, P, N]: the state to continue from (chunked prefill, continuing after a cache). */
+  initialState?: Tensor | null;
+  /** i32 [B, L]: document ids of packed rows. */
+  seqIdx?: Tensor | null;
+}
+
+export interface SsdScanResult {
+  /** [B, L, H, P] f32. */
+  y: Tensor;
+  /** [B, H, P, N] f32: the state after the last position (the decode cache). */
+  finalState: Tensor;
+}
+
+function checkHeads(op: string, A: Tensor, D: Tensor | null | undefined, heads: number, groups: number): void {
+  expectShape(op, 'A', A, [heads]);
+  expectFloat(op, 'A', A);
+  if (D) {
+    expectShape(op, 'D', D, [heads]);
+    expectFloat(op, 'D', D);
+  }
+  if (groups < 1 || heads % groups !== 0) throw new Error(`${op}: H=${heads} heads must be a multiple of G=${groups} groups`);
+}
+
+/**
+ * Prefill scan: x [B, L, H, P], dt [B, L, H], A [H], B and C [B, L, G, N] (float inputs may be
+ * f32 or bf16; math in f32 on the GPU, f64 in the CPU reference).
+ */
+export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, options: SsdScanOptions): SsdScanResult {
+  const op = 'ssdScan';
+  const { D, initialState, seqIdx, chunkSize } = options;
+  const device = checkInputs(op, { x, dt, A, B, C, D, initialState, seqIdx }, { differentiable: false });
+  expectRank(op, 'x', x, ['B', 'L', 'H', 'P']);
+  const [batch, length, heads, headDim] = x.shape as [number, number, number, number];
+  if (x.size === 0) throw new Error(`${op}: x ${formatShape(x.shape)} must not be empty`);
+  expectRank(op, 'B', B, ['B', 'L', 'G', 'N']);
+  const [, , groups, stateDim] = B.shape as [number, number, number, number];
+  expectShape(op, 'B', B, [batch, length, groups, stateDim]);
+  if (stateDim < 1) throw new Error(`${op}: B ${formatShape(B.shape)} has an empty state dimension`);
+  expectShape(op, 'C', C, [batch, length, groups, stateDim]);
+  expectShape(op, 'dt', dt, [batch, length, heads]);
+  checkHeads(op, A, D, heads, groups);
+  for (const [what, t] of [['x', x], ['dt', dt], ['B', B], ['C', C]] as const) expectFloat(op, what, t);
+  if (initialState) {
+    expectShape(op, 'initialState', initialState, [batch, heads, headDim, stateDim]);
+    expectFloat(op, 'initialState', initialState);
+  }
+  if (seqIdx) {
+    expectShape(op, 'seqIdx', seqIdx, [batch, length]);
+    if (seqIdx.dtype !== 'i32') throw new Error(`${op}: seqIdx must be i32, got ${seqIdx.dtype}`);
+  }
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new Error(`${op}: chunkSize must be a positive integer, got ${chunkSize}`);
+
+  const dense = new DenseInputs();
+  const args = {
+    x: dense.of(x),
+    dt: dense.of(dt),
+    A: dense.of(A),
+    B: dense.of(B),
+    C: dense.of(C),
+    D: dense.maybe(D),
+    initialState: dense.maybe(initialState),
+    seqIdx: dense.maybe(seqIdx),
+  };
+  const y = empty([batch, length, heads, headDim], { device });
+  const finalState = empty([batch, heads, headDim, stateDim], { device });
+  try {
+    if (device.kind === 'cpu') ssdScanCpu(args, y, finalState);
+    else ssdScanGpu(device, { ...args, chunkSize, y, finalState });
+  } finally {
+    dense.dispose();
+  }
+  return { y, finalState };
+}
+
+/**
+ * One decode step on `state` [B, H, P, N] (dense f32, updated in place) with x [B, H, P],
+ * dt [B, H], A [H], B and C [B, G, N] and optional D [H]. Returns y [B, H, P] (f32).
+ */
+export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D?: Tensor | null): Tensor {
+  const op = 'selectiveStateUpdate';
+  const device = checkInputs(op, { state, x, dt, A, B, C, D }, { differentiable: false });
+  expectRank(op, 'state', state, ['B', 'H', 'P', 'N']);
+  if (state.dtype !== 'f32' || !state.isContiguous) throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
+  const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
+  expectRank(op, 'B', B, ['B', 'G', 'N']);
+  const groups = B.shape[1]!;
+  expectShape(op, 'B', B, [batch, groups, stateDim]);
+  expectShape(op, 'C', C, [batch, groups, stateDim]);
+  expectShape(op, 'x', x, [batch, heads, headDim]);
+  expectShape(op, 'dt', dt, [batch, heads]);
+  checkHeads(op, A, D, heads, groups);
+  for (const [what, t] of [['x', x], ['dt', dt], ['B', B], ['C', C]] as const) expectFloat(op, what, t);
+
+  const dense = new DenseInputs();
+  const args = { state, x: dense.of(x), dt: dense.of(dt), A: dense.of(A), B: dense.of(B), C: dense.of(C), D: dense.maybe(D) };
+  const y = empty([batch, heads, headDim], { device });
+  try {
+    if (device.kind === 'cpu') selectiveStateUpdateCpu(args.state, args.x, args.dt, args.A, args.B, args.C, args.D, y);
+    else selectiveStateUpdateGpu(device, { ...args, y });
+  } finally {
+    dense.dispose();
+  }
+  return y;
+}

@@ -1,0 +1,86 @@
+/**
+ * One decode step of the Mamba2 SSM (spec §3.3) as one kernel: an invocation per (row, head, p)
+ * walks its N state entries, decays and updates them in place and contracts them with C — four
+ * at a time (vec4) when N is a multiple of 4 and B, C are f32.
+ */
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
+import { Params } from '../../runtime/params';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
+
+const WG = 64;
+
+export interface StateUpdateLaunch {
+  state: Tensor; // [B, H, P, N] f32, in place
+  x: Tensor; // [B, H, P]
+  dt: Tensor; // [B, H]
+  A: Tensor; // [H]
+  B: Tensor; // [B, G, N]
+  C: Tensor; // [B, G, N]
+  D: Tensor | null; // [H]
+  y: Tensor; // [B, H, P] f32
+}
+
+export function selectiveStateUpdateGpu(device: WebGpuDevice, a: StateUpdateLaunch): void {
+  const [batch, heads, headDim, stateDim] = a.state.shape as [number, number, number, number];
+  const groups = a.B.shape[1]!;
+  const total = batch * heads * headDim;
+  const p = new Params().u32('H', heads).u32('HD', headDim).u32('G', groups).u32('N', stateDim).u32('HPG', heads / groups).u32('total', total);
+  const aligned = (t: Tensor) => t.dtype === 'f32' && t.offset % 4 === 0;
+  const vec = stateDim % 4 === 0 && aligned(a.state) && aligned(a.B) && aligned(a.C);
+  const list: NamedBinding[] = [
+    { name: 'state', tensor: a.state, writable: true, vec4: vec },
+    { name: 'x', tensor: a.x },
+    { name: 'dt', tensor: a.dt },
+    { name: 'A', tensor: a.A },
+    { name: 'B', tensor: a.B, vec4: vec },
+    { name: 'C', tensor: a.C, vec4: vec },
+    { name: 'y', tensor: a.y, writable: true },
+  ];
+  if (a.D) list.push({ name: 'D', tensor: a.D });
+  const bound = bindTensors(device, 'selectiveStateUpdate', list, p);
+  const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${bound.decls}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let idx = ${flatIndex(WG)};
+  if (idx >= P.total) { return; }
+  let bh = idx / P.HD;
+  let h = bh % P.H;
+  let b = bh / P.H;
+  let bc = (b * P.G + h / P.HPG) * P.N;
+  let step = load_dt(P.dtOff + bh);
+  let decay = exp(step * load_A(P.AOff + h));
+  let xv = load_x(P.xOff + idx);
+  let sx = step * xv;
+  ${
+    vec
+      ? `let row = P.stateOff + idx * P.N / 4u;
+  var acc = vec4<f32>(0.0);
+  for (var n4 = 0u; n4 < P.N / 4u; n4++) {
+    let s = decay * state[row + n4] + sx * B[P.BOff + bc / 4u + n4];
+    state[row + n4] = s;
+    acc += s * C[P.COff + bc / 4u + n4];
+  }
+  let total = acc.x + acc.y + acc.z + acc.w;`
+      : `let row = P.stateOff + idx * P.N;
+  var total = 0.0;
+  for (var n = 0u; n < P.N; n++) {
+    let s = decay * state[row + n] + sx * load_B(P.BOff + bc + n);
+    state[row + n] = s;
+    total += s * load_C(P.COff + bc + n);
+  }`
+  }
+  y[P.yOff + idx] = total${a.D ? ' + load_D(P.DOff + h) * xv' : ''};
+}`;
+  device.run({
+    name: 'selective_state_update',
+    source,
+    params: p,
+    bindings: bound.ranges,
+    workgroups: device.grid(total, WG),
+    detail: `state [${a.state.shape.join(',')}], G=${groups}`,
+  });
+}

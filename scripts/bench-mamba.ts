@@ -1,0 +1,85 @@
+// Mamba2 kernel timings on the default WebGPU device: one JSON line per kernel and shape.
+// Shapes are bench-small's Mamba layer (H=16 heads of P=64, G=8 groups, N=128, chunk 128, K=4);
+// `BENCH_REPS` sets the repetitions (default 5, after one warm-up run that also compiles). `ms` is
+// wall time per call; `cpuMs` the process CPU time per call (llvmpipe's threads included), which
+// is steadier than wall time on a machine shared with other work.
+import {
+  causalConv1d,
+  causalConv1dUpdate,
+  dispose,
+  Generator,
+  getWebGpuDevice,
+  noGrad,
+  selectiveStateUpdate,
+  ssdScan,
+  tensor,
+  tidy,
+  type Tensor,
+  type WebGpuDevice,
+} from '@nemotron-ts/kernels';
+
+const device = await getWebGpuDevice();
+const reps = Number(process.env.BENCH_REPS ?? 5);
+const gen = new Generator(1);
+
+function random(shape: number[], low: number, high: number): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = low + (high - low) * gen.uniform();
+  return tensor(v, shape, { device });
+}
+
+async function time(d: WebGpuDevice, fn: () => void): Promise<{ ms: number; cpuMs: number }> {
+  noGrad(() => tidy(fn));
+  await d.sync();
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  for (let i = 0; i < reps; i++) noGrad(() => tidy(fn));
+  await d.sync();
+  const cpu = process.cpuUsage(c0);
+  const round = (v: number) => +v.toFixed(3);
+  return { ms: round((performance.now() - t0) / reps), cpuMs: round((cpu.user + cpu.system) / 1000 / reps) };
+}
+
+const H = 16;
+const P = 64;
+const G = 8;
+const N = 128;
+const chunk = 128;
+const K = 4;
+const channels = H * P + 2 * G * N;
+
+for (const L of [512, 2048]) {
+  const x = random([1, L, H, P], -1, 1);
+  const dt = random([1, L, H], 1e-3, 0.1);
+  const A = random([H], -16, -1);
+  const B = random([1, L, G, N], -1, 1);
+  const C = random([1, L, G, N], -1, 1);
+  const D = random([H], -1, 1);
+  const scan = await time(device, () => void ssdScan(x, dt, A, B, C, { chunkSize: chunk, D }));
+  console.log(JSON.stringify({ bench: 'ssd_scan', L, H, P, G, N, chunk, ...scan }));
+
+  const xc = random([1, L, channels], -1, 1);
+  const w = random([channels, K], -0.5, 0.5);
+  const bias = random([channels], -0.5, 0.5);
+  const conv = await time(device, () => void causalConv1d(xc, w, bias));
+  console.log(JSON.stringify({ bench: 'causal_conv1d', L, C: channels, K, ...conv }));
+  dispose([x, dt, A, B, C, D, xc, w, bias]);
+}
+
+{
+  const state = random([1, H, P, N], -1, 1);
+  const x = random([1, H, P], -1, 1);
+  const dt = random([1, H], 1e-3, 0.1);
+  const A = random([H], -16, -1);
+  const B = random([1, G, N], -1, 1);
+  const C = random([1, G, N], -1, 1);
+  const step = await time(device, () => void selectiveStateUpdate(state, x, dt, A, B, C));
+  console.log(JSON.stringify({ bench: 'selective_state_update', B: 1, H, P, G, N, ...step }));
+  const convState = random([1, channels, K], -1, 1);
+  const xc = random([1, channels], -1, 1);
+  const w = random([channels, K], -0.5, 0.5);
+  const convStep = await time(device, () => void causalConv1dUpdate(convState, xc, w, null));
+  console.log(JSON.stringify({ bench: 'causal_conv1d_update', B: 1, C: channels, K, ...convStep }));
+}
+process.exit(0);
