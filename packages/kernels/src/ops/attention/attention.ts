@@ -12,7 +12,7 @@
  * A query row that can see no key at all (e.g. a left-padding position) gets zeros, and its lse is
  * +Infinity (so exp(score − lse) is 0 for every key, which a backward rule can use as is).
  */
-import { isGradEnabled, needsGrad } from '../../autograd/graph';
+import { needsGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { isFloat } from '../../dtype';
 import { formatShape } from '../../shape';
@@ -105,12 +105,12 @@ export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, options: Att
 }
 
 function run(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, withLse: boolean): { out: Tensor; lse: Tensor | null } {
-  if (isGradEnabled() && needsGrad([q, k, v])) {
+  if (needsGrad([q, k, v])) {
     throw new Error('attention backward is not implemented yet: call attention inside noGrad(), or on tensors that do not require grad');
   }
   const copies: Tensor[] = [];
   try {
-    const problem = describe(q, k, v, options, copies);
+    const problem = toProblem(q, k, v, options, copies);
     const device = q.device;
     const out = empty([problem.batch, problem.queries, problem.qHeads, problem.valueDim], { device });
     const lse = withLse ? empty([problem.batch, problem.queries, problem.qHeads], { device }) : null;
@@ -129,7 +129,7 @@ function fail(message: string): never {
 }
 
 /** Validates the call and normalises it into an {@link AttentionProblem}; dense copies go to `copies`. */
-function describe(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, copies: Tensor[]): AttentionProblem {
+function toProblem(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, copies: Tensor[]): AttentionProblem {
   const named = { q, k, v };
   for (const [name, t] of Object.entries(named)) {
     t.assertAlive(`attention ${name}`);
