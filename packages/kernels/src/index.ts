@@ -37,3 +37,4 @@ export * from './ops/topk/topk';
 export * from './ops/cross-entropy/cross-entropy';
 export * from './ops/conv/conv';
 export * from './ops/scan/scan';
+export * from './ops/attention/attention';

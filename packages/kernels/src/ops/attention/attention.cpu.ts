@@ -1,0 +1,71 @@
+/**
+ * CPU reference for attention: for each (batch, query, head) row, the visible keys' scores
+ * scale·q·k in f64, a direct softmax, and the weighted sum of values. Rows with no visible key get
+ * zeros and lse = +Infinity.
+ */
+import { bf16BitsToF32 } from '../../dtype';
+import { cpuView, type Tensor } from '../../tensor';
+import type { AttentionProblem, HeadView, KeyRowView } from './attention';
+
+function reader(t: Tensor): (i: number) => number {
+  const data = cpuView(t);
+  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[i]!) : (i) => data[i]!;
+}
+
+function keyReader(view: KeyRowView | null): ((b: number, j: number) => number) | null {
+  if (!view) return null;
+  const read = reader(view.tensor);
+  return (b, j) => read(view.tensor.offset + b * view.batchStride + j * view.keyStride);
+}
+
+/** Element index of [b, s, h, 0] in a head view. */
+function base(view: HeadView, b: number, s: number, h: number): number {
+  return view.tensor.offset + b * view.strides.batch + s * view.strides.seq + h * view.strides.head;
+}
+
+export function attentionCpu(p: AttentionProblem, out: Tensor, lse: Tensor | null): void {
+  const { batch, queries, qHeads, kvHeads, headDim, valueDim, keys } = p;
+  const readQ = reader(p.q.tensor);
+  const readK = reader(p.k.tensor);
+  const readV = reader(p.v.tensor);
+  const mask = keyReader(p.keyMask);
+  const seq = keyReader(p.seqIds);
+  const dst = cpuView(out) as Float32Array;
+  const lseDst = lse ? (cpuView(lse) as Float32Array) : null;
+  const group = qHeads / kvHeads;
+  const scores = new Float64Array(keys);
+  const visible = new Uint8Array(keys);
+  const acc = new Float64Array(valueDim);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < queries; i++) {
+      const position = p.queryOffset + i;
+      const ownSeq = seq ? seq(b, position) : 0;
+      for (let h = 0; h < qHeads; h++) {
+        const g = Math.floor(h / group);
+        const qb = base(p.q, b, i, h);
+        let max = -Infinity;
+        for (let j = 0; j < keys; j++) {
+          visible[j] = Number((!p.causal || j <= position) && (!mask || mask(b, j) !== 0) && (!seq || seq(b, j) === ownSeq));
+          if (!visible[j]) continue;
+          const kb = base(p.k, b, j, g);
+          let dot = 0;
+          for (let d = 0; d < headDim; d++) dot += readQ(qb + d) * readK(kb + d);
+          scores[j] = dot * p.scale;
+          max = Math.max(max, scores[j]!);
+        }
+        acc.fill(0);
+        let sum = 0;
+        for (let j = 0; j < keys; j++) {
+          if (!visible[j]) continue;
+          const w = Math.exp(scores[j]! - max);
+          sum += w;
+          const vb = base(p.v, b, j, g);
+          for (let d = 0; d < valueDim; d++) acc[d]! += w * readV(vb + d);
+        }
+        const row = (b * queries + i) * qHeads + h;
+        for (let d = 0; d < valueDim; d++) dst[out.offset + row * valueDim + d] = sum > 0 ? acc[d]! / sum : 0;
+        if (lseDst) lseDst[lse!.offset + row] = sum > 0 ? max + Math.log(sum) : Infinity;
+      }
+    }
+  }
+}
