@@ -6,7 +6,7 @@
 import { record } from '../../autograd/graph';
 import { empty, zeros } from '../../creation';
 import type { DType } from '../../dtype';
-import { broadcastShapes, formatShape, normalizeAxis, resolveReshape, shapesEqual, sizeOf } from '../../shape';
+import { broadcastShapes, contiguousStrides, formatShape, normalizeAxis, resolveReshape, shapesEqual, sizeOf } from '../../shape';
 import { Tensor } from '../../tensor';
 import { elementwise } from '../elementwise/elementwise';
 import type { ElementwiseDef } from '../elementwise/definitions';
@@ -45,21 +45,11 @@ export function copyInto(dst: Tensor, src: Tensor): void {
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const target = resolveReshape(x.shape, shape);
   const dense = x.isContiguous ? x : contiguous(x);
-  const out = view(dense, target, defaultStrides(target), dense.offset);
+  const out = view(dense, target, contiguousStrides(target), dense.offset);
   if (dense !== x) dense.dispose();
   const from = [...x.shape];
   record('reshape', out, [x], (g) => [reshape(g, from)]);
   return out;
-}
-
-function defaultStrides(shape: readonly number[]): number[] {
-  const strides = new Array<number>(shape.length);
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    strides[i] = s;
-    s *= shape[i]!;
-  }
-  return strides;
 }
 
 /** Flattens dimensions [start, end] into one. */
