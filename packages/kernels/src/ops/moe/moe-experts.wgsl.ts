@@ -12,12 +12,12 @@ import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { MoeExpertOperands } from './moe-experts';
-import { groupedGemm } from './moe-gemm.wgsl';
+import { ALIGN_SLACK, groupedGemm } from './moe-gemm.wgsl';
 import { NO_ROW, disposeGrouping, groupByExpert, groupingBindingBytes, rowCapacity, rowTileFor, type ExpertGrouping } from './moe-grouping.wgsl';
 
 const WG = 64;
-/** Bytes kept free in a binding for its 256-byte aligned start. */
-const ALIGN_SLACK = 256;
+/** Output columns per combine invocation. */
+const COMBINE_COLS = 4;
 
 export function moeExpertsGpu(device: WebGpuDevice, o: MoeExpertOperands, out: Tensor): void {
   const [tokens, hin] = o.x.shape as [number, number];
@@ -95,20 +95,27 @@ function tokensPerPass(device: WebGpuDevice, tokens: number, slots: number, expe
   return lo;
 }
 
-/** out[t, n] = Σ_s weights[t, s] · rows[pairRows[t·k + s], n], summed in slot order; NaN for an out-of-range expert index. */
+/**
+ * out[t, n] = Σ_s weights[t, s] · rows[pairRows[t·k + s], n], summed in slot order; NaN for an
+ * out-of-range expert index. Each invocation takes COMBINE_COLS columns of one token, so the
+ * token's row indices and weights are loaded once for all of them.
+ */
 function combine(device: WebGpuDevice, g: ExpertGrouping, rows: Tensor, weights: Tensor, t0: number, count: number, slots: number, hout: number, out: Tensor): void {
   const pairRows = device.bind(g.pairRows.storage, 0, g.pairs, 'moeExperts pair rows');
   const rowsB = device.bind(rows.storage, rows.offset, g.rowCapacity * hout, 'moeExperts expert outputs');
   const w = device.bind(weights.storage, weights.offset + t0 * slots, count * slots, 'moeExperts weights');
   const dst = device.bind(out.storage, out.offset + t0 * hout, count * hout, 'moeExperts output');
+  const groups = Math.ceil(hout / COMBINE_COLS);
   const p = new Params()
     .u32('tokens', count)
     .u32('n', hout)
+    .u32('groups', groups)
     .u32('rowsOff', rowsB.elementOffset)
     .u32('wOff', w.elementOffset)
     .u32('outOff', dst.elementOffset)
     // NaN cannot be a WGSL constant; it comes in as bits.
     .u32('nanBits', 0x7fc00000);
+  const cols = Array.from({ length: COMBINE_COLS }, (_, c) => c);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'pair_rows', 'u32', 'read')}
@@ -118,23 +125,31 @@ ${declareStorage(4, 'out', 'f32', 'read_write')}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
-  if (i >= P.tokens * P.n) { return; }
-  let t = i / P.n;
-  let col = i % P.n;
-  var acc = 0.0;
+  if (i >= P.tokens * P.groups) { return; }
+  let t = i / P.groups;
+  let col0 = (i % P.groups) * ${COMBINE_COLS}u;
+  // Columns past the end read the row's last column and are not stored.
+  ${cols.map((c) => `let c${c} = min(col0 + ${c}u, P.n - 1u);`).join('\n  ')}
+  ${cols.map((c) => `var acc${c} = 0.0;`).join('\n  ')}
   for (var s = 0u; s < ${slots}u; s++) {
     let r = pair_rows[t * ${slots}u + s];
-    if (r == ${NO_ROW}u) { acc = bitcast<f32>(P.nanBits); break; }
-    acc += load_weights(P.wOff + t * ${slots}u + s) * rows[P.rowsOff + r * P.n + col];
+    if (r == ${NO_ROW}u) {
+      ${cols.map((c) => `acc${c} = bitcast<f32>(P.nanBits);`).join(' ')}
+      break;
+    }
+    let ws = load_weights(P.wOff + t * ${slots}u + s);
+    let base = P.rowsOff + r * P.n;
+    ${cols.map((c) => `acc${c} += ws * rows[base + c${c}];`).join('\n    ')}
   }
-  out[P.outOff + i] = acc;
+  let o = P.outOff + t * P.n;
+  ${cols.map((c) => (c === 0 ? `out[o + c0] = acc0;` : `if (col0 + ${c}u < P.n) { out[o + c${c}] = acc${c}; }`)).join('\n  ')}
 }`;
   device.run({
     name: 'moe_combine',
     source,
     params: p,
     bindings: [pairRows.range, rowsB.range, w.range, dst.range],
-    workgroups: device.grid(count * hout, WG),
+    workgroups: device.grid(count * groups, WG),
     detail: `[${count},${hout}] k=${slots}`,
   });
 }

@@ -21,7 +21,7 @@ import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
 /** Output columns per invocation. */
 const COLS = 8;
 /** Bytes kept free in a binding for its 256-byte aligned start. */
-const ALIGN_SLACK = 256;
+export const ALIGN_SLACK = 256;
 
 export interface GroupedGemm {
   name: string;
