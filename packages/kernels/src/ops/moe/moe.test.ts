@@ -157,10 +157,11 @@ async function compareExperts(c: ExpertCase, seed = 7): Promise<void> {
 }
 
 describe('moeExperts: WebGPU vs CPU reference', () => {
+  // Cases share kernel variants where they can: llvmpipe compiles each GEMM variant for ~1 s.
   const cases: ExpertCase[] = [
     { tokens: 37, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
-    { tokens: 37, experts: 8, slots: 2, hin: 29, inter: 13, hout: 29, weightDtype: 'bf16' },
-    { tokens: 37, experts: 8, slots: 1, hin: 29, inter: 13, hout: 17, weightDtype: 'bf16', xDtype: 'bf16', biases: true },
+    { tokens: 37, experts: 8, slots: 2, hin: 29, inter: 13, hout: 29, weightDtype: 'bf16', xDtype: 'bf16', biases: true },
+    { tokens: 37, experts: 12, slots: 1, hin: 29, inter: 13, hout: 17, weightDtype: 'f32', biases: true },
     // K a multiple of 8: the vector-load path, f32 and bf16.
     { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'f32', biases: true },
     { tokens: 37, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' },
@@ -180,7 +181,10 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     const v = expertInputs({ tokens, experts, slots: 3, hin, inter, hout, weightDtype: 'f32' }, 33);
     const layer = (d: Device) => {
       const r = moeRoute(onDevice(logits, [tokens, experts], d), null, o);
-      return moeExperts(onDevice(v.x, [tokens, hin], d), r.indices, r.weights, onDevice(v.up, [experts, inter, hin], d), onDevice(v.down, [experts, hout, inter], d));
+      return moeExperts(onDevice(v.x, [tokens, hin], d), r.indices, r.weights, onDevice(v.up, [experts, inter, hin], d), onDevice(v.down, [experts, hout, inter], d), {
+        upBias: onDevice(v.upBias, [experts, inter], d),
+        downBias: onDevice(v.downBias, [experts, hout], d),
+      });
     };
     const ref = layer(cpu);
     const got = poisoned(gpu!, () => layer(gpu!));
@@ -190,7 +194,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   test.if(gpu !== null)('weights split across bindings and tokens across passes', async () => {
     const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
     const saved = limits.maxStorageBufferBindingSize;
-    const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', biases: true };
+    const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
     // 8 KiB: 4 experts' up weights (1920 bytes each) per binding and 3 tokens per pass (their
     // grouped activations need up to 72 of the 82 rows that fit); 16 KiB: 8 experts, 28 tokens.
     for (const limit of [8192, 16384]) {
@@ -209,7 +213,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
 
   test.if(gpu !== null)("a token's output reads only its own experts", async () => {
     // Unchosen experts hold NaN weights: any read of them would reach the output.
-    const c: ExpertCase = { tokens: 3, experts: 8, slots: 2, hin: 40, inter: 24, hout: 16, weightDtype: 'bf16' };
+    const c: ExpertCase = { tokens: 3, experts: 8, slots: 2, hin: 40, inter: 24, hout: 16, weightDtype: 'bf16', xDtype: 'bf16' };
     const v = expertInputs(c, 21);
     const r = { indices: Int32Array.from([3, 5, 5, 3, 3, 5]), weights: Float32Array.from([0.5, 1.5, 1, 2, 0.25, 0.75]) };
     for (let e = 0; e < c.experts; e++) {
@@ -223,7 +227,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   });
 
   test.if(gpu !== null)('an out-of-range expert index makes only that token NaN on the GPU', async () => {
-    const c: ExpertCase = { tokens: 3, experts: 4, slots: 2, hin: 5, inter: 3, hout: 2, weightDtype: 'f32' };
+    const c: ExpertCase = { tokens: 3, experts: 4, slots: 2, hin: 5, inter: 3, hout: 2, weightDtype: 'f32', biases: true };
     const v = expertInputs(c, 5);
     const r = { indices: Int32Array.from([0, 1, 2, 9, 3, -1]), weights: Float32Array.from([1, 1, 1, 1, 1, 1]) };
     const out = await runExperts(gpu!, c, v, r).data();
