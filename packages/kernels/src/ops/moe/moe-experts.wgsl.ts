@@ -6,13 +6,13 @@
  * intermediate fits one storage binding.
  */
 import { empty } from '../../creation';
-import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
 import { bytesPerElement } from '../../dtype';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { MoeExpertOperands } from './moe-experts';
-import { ALIGN_SLACK, groupedGemm } from './moe-gemm.wgsl';
+import { bindingBudget, expertsPerBinding, groupedGemm } from './moe-gemm.wgsl';
 import { NO_ROW, disposeGrouping, groupByExpert, groupingBindingBytes, rowCapacity, rowTileFor, type ExpertGrouping } from './moe-grouping.wgsl';
 
 const WG = 64;
@@ -25,6 +25,9 @@ export function moeExpertsGpu(device: WebGpuDevice, o: MoeExpertOperands, out: T
   const [experts, inter] = o.upProj.shape as [number, number];
   const hout = o.downProj.shape[1]!;
   const perPass = tokensPerPass(device, tokens, slots, experts, hin * bytesPerElement(o.x.dtype), inter, hout);
+  // Checked before anything is recorded, so a failure leaves no half-built pass behind.
+  expertsPerBinding(device, o.upProj, 'moe_up');
+  expertsPerBinding(device, o.downProj, 'moe_down');
   for (let t0 = 0; t0 < tokens; t0 += perPass) {
     const count = Math.min(perPass, tokens - t0);
     const grouping = groupByExpert(device, o.indices, t0 * slots, count * slots, experts);
@@ -66,7 +69,7 @@ export function moeExpertsGpu(device: WebGpuDevice, o: MoeExpertOperands, out: T
  * tables) stays within maxStorageBufferBindingSize and the GEMM grid within the workgroup limit.
  */
 function tokensPerPass(device: WebGpuDevice, tokens: number, slots: number, experts: number, xRowBytes: number, inter: number, hout: number): number {
-  const budget = device.limits.maxStorageBufferBindingSize - ALIGN_SLACK;
+  const budget = bindingBudget(device);
   const fits = (t: number): boolean => {
     const pairs = t * slots;
     const tile = rowTileFor(pairs, experts);
@@ -81,7 +84,7 @@ function tokensPerPass(device: WebGpuDevice, tokens: number, slots: number, expe
     );
   };
   if (!fits(1)) {
-    throw new Error(
+    throw new BindingTooLargeError(
       `moeExperts: one token's grouped activations (k=${slots}, I=${inter}, Hout=${hout}, E=${experts}) exceed maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`,
     );
   }

@@ -10,8 +10,8 @@
  * elements so both dtypes share one inner product. Experts whose weights do not fit one binding
  * are launched in expert ranges, one dispatch each.
  */
-import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { DType } from '../../dtype';
+import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import { bytesPerElement, type DType } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { declareStorage, inputF32 } from '../../runtime/wgsl';
@@ -20,8 +20,13 @@ import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
 
 /** Output columns per invocation. */
 const COLS = 8;
-/** Bytes kept free in a binding for its 256-byte aligned start. */
-export const ALIGN_SLACK = 256;
+/**
+ * Bytes of data one binding can hold wherever it starts: `bind` begins up to one offset alignment
+ * below the first element and pads the end to 4 bytes.
+ */
+export function bindingBudget(device: WebGpuDevice): number {
+  return device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment - 4;
+}
 
 export interface GroupedGemm {
   name: string;
@@ -48,15 +53,22 @@ function lanesFor(device: WebGpuDevice): number {
   return device.isSoftware ? 16 : 64;
 }
 
-export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
-  const [experts, n, k] = g.weight.shape as [number, number, number];
-  const weightBytes = n * k * (g.weight.dtype === 'bf16' ? 2 : 4);
-  const perBinding = Math.floor((device.limits.maxStorageBufferBindingSize - ALIGN_SLACK) / weightBytes);
+/** How many experts of a stacked [E, N, K] weight one binding holds; throws when not even one fits. */
+export function expertsPerBinding(device: WebGpuDevice, weight: Tensor, name: string): number {
+  const [, n, k] = weight.shape as [number, number, number];
+  const weightBytes = n * k * bytesPerElement(weight.dtype);
+  const perBinding = Math.floor(bindingBudget(device) / weightBytes);
   if (perBinding < 1) {
-    throw new Error(
-      `${g.name}: one expert's weight [${n}, ${k}] ${g.weight.dtype} (${weightBytes} bytes) exceeds maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`,
+    throw new BindingTooLargeError(
+      `${name}: one expert's weight [${n}, ${k}] ${weight.dtype} (${weightBytes} bytes) exceeds maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`,
     );
   }
+  return perBinding;
+}
+
+export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
+  const [experts, n, k] = g.weight.shape as [number, number, number];
+  const perBinding = expertsPerBinding(device, g.weight, g.name);
   const lanes = lanesFor(device);
   const vector = k % 8 === 0 && (g.a.offset + g.aFirst) % 8 === 0 && g.weight.offset % 8 === 0;
   const source = gemmSource(g, lanes, vector);

@@ -206,8 +206,17 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
         limits.maxStorageBufferBindingSize = saved;
       }
       // Unsplit, a call is 4 grouping + 2 GEMM + 1 combine dispatches (plus uploads' fills when poisoned).
-      const up = Math.ceil(12 / Math.floor((limit - 256) / (24 * 40 * 2)));
+      const up = Math.ceil(12 / Math.floor((limit - 260) / (24 * 40 * 2)));
       expect(gpu!.batch.dispatchCount - before).toBeGreaterThanOrEqual(4 + 2 * up + 1);
+    }
+    // One expert's up weight alone (1920 bytes) above the limit: a clear error, not a bad binding.
+    limits.maxStorageBufferBindingSize = 2048;
+    try {
+      const v = expertInputs(c, 11);
+      const r = routingFor(c, 21, 0, 1);
+      expect(() => runExperts(gpu!, c, v, r)).toThrow("moe_up: one expert's weight [24, 40] bf16 (1920 bytes) exceeds maxStorageBufferBindingSize (2048)");
+    } finally {
+      limits.maxStorageBufferBindingSize = saved;
     }
   });
 
@@ -224,6 +233,24 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     const ref = await runExperts(cpu, c, v, r).data();
     const got = await poisoned(gpu!, () => runExperts(gpu!, c, v, r)).data();
     expectClose(got as Float32Array, ref as Float32Array, { rtol: 1e-5 });
+  });
+
+  test.if(gpu !== null)('intermediates are released: only the output stays allocated', async () => {
+    const c: ExpertCase = { tokens: 37, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
+    const v = expertInputs(c, 3);
+    const r = routingFor(c, 4, 0, 1);
+    const inputs = [
+      onDevice(v.x, [c.tokens, c.hin], gpu!, 'bf16'),
+      onDevice(r.indices, [c.tokens, c.slots], gpu!),
+      onDevice(r.weights, [c.tokens, c.slots], gpu!),
+      onDevice(v.up, [c.experts, c.inter, c.hin], gpu!, 'bf16'),
+      onDevice(v.down, [c.experts, c.hout, c.inter], gpu!, 'bf16'),
+    ] as const;
+    const live = gpu!.memoryStats().liveBuffers;
+    const out = moeExperts(...inputs);
+    expect(gpu!.memoryStats().liveBuffers).toBe(live + 1);
+    out.dispose();
+    for (const t of inputs) t.dispose();
   });
 
   test.if(gpu !== null)('an out-of-range expert index makes only that token NaN on the GPU', async () => {
