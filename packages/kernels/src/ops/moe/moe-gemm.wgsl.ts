@@ -3,7 +3,7 @@
  * optionally followed by relu². W is stacked [E, N, K] (HF's layout: K contiguous).
  *
  * Each workgroup takes rowTile rows of one expert segment (segments are padded, so rows never
- * straddle experts) and lanes × COLS columns; each invocation keeps a rowTile × COLS register tile.
+ * straddle experts) and lanes × cols columns; each invocation keeps a rowTile × cols register tile.
  * The grid covers the worst case of the routing and workgroups past the used rows exit at once, so
  * launch sizes never depend on the routing. When K and the offsets allow, A and W are read 8
  * elements per load (two vec4<f32>, or one vec4<u32> of packed bf16), split into even and odd
@@ -18,8 +18,13 @@ import { declareStorage, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
 
-/** Output columns per invocation. */
-const COLS = 8;
+/**
+ * Output columns per invocation: 8 beside 8 rows; with one-row tiles (decode) 16, so the row's
+ * input loads are shared by more weight rows.
+ */
+function colsFor(rows: number): number {
+  return rows === 1 ? 16 : 8;
+}
 /**
  * Bytes of data one binding can hold wherever it starts: `bind` begins up to one offset alignment
  * below the first element and pads the end to 4 bytes.
@@ -106,7 +111,7 @@ export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
       source,
       params: p,
       bindings,
-      workgroups: [Math.ceil(rows / tile), Math.ceil(n / (lanes * COLS)), 1],
+      workgroups: [Math.ceil(rows / tile), Math.ceil(n / (lanes * colsFor(tile))), 1],
       detail: `experts ${e0}..${e1 - 1} of ${experts} [${n},${k}] ${g.a.dtype}·${g.weight.dtype}${vector ? ' vec8' : ''}`,
     });
   }
@@ -127,6 +132,7 @@ function load8(name: string, dtype: DType, v: string, base: string): string {
 
 function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
   const rows = g.grouping.rowTile;
+  const cols = colsFor(rows);
   const aType = g.a.dtype;
   const wType = g.weight.dtype;
   const p = new Params().u32('e0', 0).u32('e1', 0).u32('n', 0).u32('k', 0).u32('slots', 0).u32('aOff', 0).u32('wOff', 0).u32('outOff', 0);
@@ -151,9 +157,9 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
     }
   }
   const colSetup: string[] = [];
-  for (let c = 0; c < COLS; c++) colSetup.push(`let w${c} = P.wOff + (expert_base + min(col0 + ${c}u, P.n - 1u)) * P.k;`);
+  for (let c = 0; c < cols; c++) colSetup.push(`let w${c} = P.wOff + (expert_base + min(col0 + ${c}u, P.n - 1u)) * P.k;`);
   const accs: string[] = [];
-  for (let r = 0; r < rows; r++) for (let c = 0; c < COLS; c++) accs.push(`var acc${r}_${c} = 0.0;`);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) accs.push(`var acc${r}_${c} = 0.0;`);
 
   let loop: string;
   if (vector) {
@@ -161,7 +167,7 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
     const wDiv = wType === 'bf16' ? 8 : 4;
     const body: string[] = [];
     for (let r = 0; r < rows; r++) body.push(load8('A', aType, `x${r}`, `a${r} / ${aDiv}u`));
-    for (let c = 0; c < COLS; c++) {
+    for (let c = 0; c < cols; c++) {
       body.push(load8('W', wType, `y${c}`, `w${c} / ${wDiv}u`));
       for (let r = 0; r < rows; r++) body.push(`acc${r}_${c} += dot(x${r}e, y${c}e) + dot(x${r}o, y${c}o);`);
     }
@@ -169,7 +175,7 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
   } else {
     const body: string[] = [];
     for (let r = 0; r < rows; r++) body.push(`let x${r} = load_A(a${r} + j);`);
-    for (let c = 0; c < COLS; c++) {
+    for (let c = 0; c < cols; c++) {
       body.push(`let y${c} = load_W(w${c} + j);`);
       for (let r = 0; r < rows; r++) body.push(`acc${r}_${c} += x${r} * y${c};`);
     }
@@ -177,7 +183,7 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
   }
 
   const store: string[] = [];
-  for (let c = 0; c < COLS; c++) {
+  for (let c = 0; c < cols; c++) {
     const stores: string[] = [];
     if (g.bias) stores.push(`let b${c} = load_bias(P.bOff + (expert_base + col0 + ${c}u));`);
     for (let r = 0; r < rows; r++) {
@@ -209,7 +215,7 @@ fn expert_of(row: u32) -> u32 {
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let row0 = starts[P.e0] + wid.x * ${rows}u;
   if (row0 >= starts[P.e1]) { return; }
-  let col0 = (wid.y * ${lanes}u + lid.x) * ${COLS}u;
+  let col0 = (wid.y * ${lanes}u + lid.x) * ${cols}u;
   if (col0 >= P.n) { return; }
   let expert_base = (expert_of(row0) - P.e0) * P.n;
   ${rowSetup.join('\n  ')}

@@ -1,12 +1,13 @@
 /**
  * Groups the (token, slot) pairs of a routing by expert, on the device and without a readback:
  * per-chunk expert histograms, a per-expert exclusive scan over chunks, padded segment starts, and
- * a stable scatter. Each expert owns a segment of rows padded to the GEMM's row tile so a
- * workgroup's rows never straddle two experts; within a segment, pairs keep their (token, slot)
- * order, so the grouping (and everything computed from it) is deterministic.
+ * a stable scatter (one invocation does all of it when the pairs fit one chunk). Each expert owns
+ * a segment of rows padded to the GEMM's row tile so a workgroup's rows never straddle two
+ * experts; within a segment, pairs keep their (token, slot) order, so the grouping (and
+ * everything computed from it) is deterministic.
  */
 import { empty } from '../../creation';
-import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BoundRange, WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
@@ -86,14 +87,18 @@ export function groupByExpert(device: WebGpuDevice, indices: Tensor, first: numb
     rowPairs: empty([capacity], { dtype: 'u32', device }),
     pairRows: empty([pairs], { dtype: 'u32', device }),
   };
-  const hist = empty([chunks * experts], { dtype: 'u32', device });
   const idx = device.bind(indices.storage, indices.offset + first, pairs, 'moeExperts indices');
-  const histB = device.bind(hist.storage, 0, chunks * experts, 'moeExperts histogram');
   const starts = device.bind(grouping.segmentStarts.storage, 0, experts + 1, 'moeExperts segment starts');
   const counts = device.bind(grouping.counts.storage, 0, experts, 'moeExperts counts');
   const rowPairs = device.bind(grouping.rowPairs.storage, 0, capacity, 'moeExperts row pairs');
   const pairRows = device.bind(grouping.pairRows.storage, 0, pairs, 'moeExperts pair rows');
   const detail = `pairs=${pairs} experts=${experts}`;
+  if (chunks === 1) {
+    groupOneChunk(device, { idx, starts, counts, rowPairs, pairRows }, pairs, experts, rowTile, detail);
+    return grouping;
+  }
+  const hist = empty([chunks * experts], { dtype: 'u32', device });
+  const histB = device.bind(hist.storage, 0, chunks * experts, 'moeExperts histogram');
   // Loop bounds come from the uniform so the compiler does not unroll E-long loops; only the private
   // array sizes are baked into the sources.
   const chunkParams = () => new Params().u32('pairs', pairs).u32('chunks', chunks).u32('idxOff', idx.elementOffset).u32('experts', experts);
@@ -211,4 +216,64 @@ fn main(${GRID_ARGS}) {${chunkRange}
   });
   hist.dispose();
   return grouping;
+}
+
+interface GroupingBindings {
+  idx: BoundRange;
+  starts: BoundRange;
+  counts: BoundRange;
+  rowPairs: BoundRange;
+  pairRows: BoundRange;
+}
+
+/**
+ * The whole grouping in one invocation, for calls whose pairs fit one chunk (decode): the four
+ * dispatches of the general path would cost more than their work on software adapters.
+ */
+function groupOneChunk(device: WebGpuDevice, b: GroupingBindings, pairs: number, experts: number, rowTile: number, detail: string): void {
+  const p = new Params().u32('pairs', pairs).u32('idxOff', b.idx.elementOffset).u32('experts', experts).u32('rowTile', rowTile);
+  device.run({
+    name: 'moe_group_small',
+    source: `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'idx', 'i32', 'read')}
+${declareStorage(2, 'starts', 'u32', 'read_write')}
+${declareStorage(3, 'counts', 'u32', 'read_write')}
+${declareStorage(4, 'row_pairs', 'u32', 'read_write')}
+${declareStorage(5, 'pair_rows', 'u32', 'read_write')}
+@compute @workgroup_size(1)
+fn main() {
+  var next: array<u32, ${experts}>;
+  for (var q = 0u; q < P.pairs; q++) {
+    let e = u32(idx[P.idxOff + q]);
+    if (e < P.experts) { next[e] += 1u; }
+  }
+  var start = 0u;
+  for (var e = 0u; e < P.experts; e++) {
+    let n = next[e];
+    let used = start + n;
+    counts[e] = n;
+    starts[e] = start;
+    next[e] = start;
+    start += (n + P.rowTile - 1u) / P.rowTile * P.rowTile;
+    for (var r = used; r < start; r++) { row_pairs[r] = ${NO_ROW}u; }
+  }
+  starts[P.experts] = start;
+  for (var q = 0u; q < P.pairs; q++) {
+    let e = u32(idx[P.idxOff + q]);
+    if (e < P.experts) {
+      let r = next[e];
+      next[e] = r + 1u;
+      row_pairs[r] = q;
+      pair_rows[q] = r;
+    } else {
+      pair_rows[q] = ${NO_ROW}u;
+    }
+  }
+}`,
+    params: p,
+    bindings: [b.idx.range, b.starts.range, b.counts.range, b.rowPairs.range, b.pairRows.range],
+    workgroups: [1, 1, 1],
+    detail,
+  });
 }

@@ -162,8 +162,8 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     { tokens: 37, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
     { tokens: 37, experts: 8, slots: 2, hin: 29, inter: 13, hout: 29, weightDtype: 'bf16', xDtype: 'bf16', biases: true },
     { tokens: 37, experts: 12, slots: 1, hin: 29, inter: 13, hout: 17, weightDtype: 'f32', biases: true },
-    // K a multiple of 8: the vector-load path, f32 and bf16.
-    { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'f32', biases: true },
+    // K a multiple of 8: the vector-load path, f32 and bf16; 291 pairs span two grouping chunks.
+    { tokens: 97, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'f32', biases: true },
     { tokens: 37, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' },
     // Fewer pairs than experts (decode): one-row tiles.
     { tokens: 3, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
