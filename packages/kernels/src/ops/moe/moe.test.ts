@@ -63,6 +63,15 @@ describe('moeRoute: hand-checked', () => {
       expectClose(r.weights, expectedWeights([0.3, 0.25, 0.6], o), { rtol: 1e-6 });
     });
 
+    test(`${device.kind}: a NaN score ranks first and shows in its weight`, async () => {
+      const logits = tensor([0.5, -1, 2, NaN, 1, 0, 0.25, 3], [1, 8], { device });
+      const r = moeRoute(logits, null, route({ topK: 2, normTopkProb: false, routedScalingFactor: 1 }));
+      expect(Array.from(await r.indices.data())).toEqual([3, 7]);
+      const w = await r.weights.data();
+      expect(Number.isNaN(w[0]!)).toBe(true);
+      expectClose([w[1]!], [1 / (1 + Math.exp(-3))], { rtol: 1e-6 });
+    });
+
     test(`${device.kind}: ties go to the lower index, for groups and experts`, async () => {
       const even = [[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]];
       const grouped = route({ topK: 3, nGroup: 4, topkGroup: 2, normTopkProb: false, routedScalingFactor: 1 });
