@@ -7,6 +7,7 @@ import type { DType } from '../../dtype';
 import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testDevices, testGpu } from '../../testing';
+import { narrow } from '../layout/layout';
 import { moeExperts } from './moe-experts';
 import { moeRoute, type MoeRouteOptions } from './moe-route';
 
@@ -242,6 +243,27 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     const ref = await runExperts(cpu, c, v, r).data();
     const got = await poisoned(gpu!, () => runExperts(gpu!, c, v, r)).data();
     expectClose(got as Float32Array, ref as Float32Array, { rtol: 1e-5 });
+  });
+
+  test.if(gpu !== null)('views: x and weights starting inside their storage', async () => {
+    // Row 1 onwards of a larger x, and experts 1.. of a larger stack: offsets of 40 / 29 elements
+    // keep (and lose) the vector path's alignment.
+    for (const hin of [40, 29]) {
+      const c: ExpertCase = { tokens: 37, experts: 8, slots: 2, hin, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
+      const v = expertInputs({ ...c, tokens: c.tokens + 1, experts: c.experts + 1 }, 9);
+      const r = routingFor(c, 19, 2, 5);
+      const run = (d: Device) =>
+        moeExperts(
+          narrow(onDevice(v.x, [c.tokens + 1, hin], d, 'bf16'), 0, 1, c.tokens),
+          onDevice(r.indices, [c.tokens, c.slots], d),
+          onDevice(r.weights, [c.tokens, c.slots], d),
+          narrow(onDevice(v.up, [c.experts + 1, c.inter, hin], d, 'bf16'), 0, 1, c.experts),
+          narrow(onDevice(v.down, [c.experts + 1, c.hout, c.inter], d, 'bf16'), 0, 1, c.experts),
+        );
+      const ref = run(cpu);
+      const got = poisoned(gpu!, () => run(gpu!));
+      expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 1e-5, what: `Hin=${hin}` });
+    }
   });
 
   test.if(gpu !== null)('intermediates are released: only the output stays allocated', async () => {
