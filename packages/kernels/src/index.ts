@@ -38,3 +38,5 @@ export * from './ops/cross-entropy/cross-entropy';
 export * from './ops/conv/conv';
 export * from './ops/scan/scan';
 export * from './ops/attention/attention';
+export * from './ops/moe/moe-route';
+export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';

@@ -1,0 +1,51 @@
+/** CPU reference for grouped experts: each token's k slots computed directly, in f64. */
+import { bf16BitsToF32 } from '../../dtype';
+import { cpuView, type Tensor } from '../../tensor';
+import type { MoeExpertOperands } from './moe-experts';
+
+function reader(t: Tensor): (i: number) => number {
+  const data = cpuView(t);
+  const base = t.offset;
+  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[base + i]!) : (i) => data[base + i]!;
+}
+
+/** Σ_s w[t,s] · (relu(x_t·up_eᵀ + b_up)² · down_eᵀ + b_down), e = indices[t,s]; operands are contiguous. */
+export function moeExpertsCpu(o: MoeExpertOperands, out: Tensor): void {
+  const [tokens, hin] = o.x.shape as [number, number];
+  const slots = o.indices.shape[1]!;
+  const [experts, inter] = o.upProj.shape as [number, number];
+  const hout = o.downProj.shape[1]!;
+  const x = reader(o.x);
+  const weight = reader(o.weights);
+  const up = reader(o.upProj);
+  const down = reader(o.downProj);
+  const upBias = o.upBias ? reader(o.upBias) : () => 0;
+  const downBias = o.downBias ? reader(o.downBias) : () => 0;
+  const indices = cpuView(o.indices) as Int32Array;
+  const dst = cpuView(out) as Float32Array;
+  const hidden = new Float64Array(inter);
+  const acc = new Float64Array(hout);
+  for (let t = 0; t < tokens; t++) {
+    acc.fill(0);
+    for (let s = 0; s < slots; s++) {
+      const e = indices[o.indices.offset + t * slots + s]!;
+      if (e < 0 || e >= experts) {
+        throw new Error(`moeExperts: token ${t} slot ${s} routes to expert ${e}, outside [0, ${experts})`);
+      }
+      for (let i = 0; i < inter; i++) {
+        let h = upBias(e * inter + i);
+        const w = (e * inter + i) * hin;
+        for (let j = 0; j < hin; j++) h += x(t * hin + j) * up(w + j);
+        hidden[i] = h > 0 ? h * h : 0;
+      }
+      const ws = weight(t * slots + s);
+      for (let n = 0; n < hout; n++) {
+        let y = downBias(e * hout + n);
+        const w = (e * hout + n) * inter;
+        for (let i = 0; i < inter; i++) y += hidden[i]! * down(w + i);
+        acc[n]! += ws * y;
+      }
+    }
+    for (let n = 0; n < hout; n++) dst[out.offset + t * hout + n] = acc[n]!;
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * Routed experts of a Nemotron-H MoE layer (spec §2.6): non-gated ReLU² experts, executed grouped
+ * by expert. Forward only for now; the grouping (permutation, per-expert hidden rows) is built so a
+ * backward can reuse it.
+ */
+import { needsGrad } from '../../autograd/graph';
+import { empty } from '../../creation';
+import { isFloat } from '../../dtype';
+import { formatShape } from '../../shape';
+import type { Tensor } from '../../tensor';
+import { contiguous } from '../layout/layout';
+import { moeExpertsCpu } from './moe-experts.cpu';
+import { moeExpertsGpu } from './moe-experts.wgsl';
+import { MOE_MAX_EXPERTS } from './moe-route';
+
+export interface MoeExpertsOptions {
+  /** [E, I] bias of each expert's up projection. */
+  upBias?: Tensor;
+  /** [E, Hout] bias of each expert's down projection. */
+  downBias?: Tensor;
+}
+
+/** The operands of one call, contiguous, as the backends take them. */
+export interface MoeExpertOperands {
+  /** [T, Hin] */
+  x: Tensor;
+  /** [T, k] i32 */
+  indices: Tensor;
+  /** [T, k] */
+  weights: Tensor;
+  /** [E, I, Hin] */
+  upProj: Tensor;
+  /** [E, Hout, I] */
+  downProj: Tensor;
+  /** [E, I] */
+  upBias: Tensor | null;
+  /** [E, Hout] */
+  downBias: Tensor | null;
+}
+
+/**
+ * out[t] = Σ_s weights[t,s] · (relu(x_t·up_eᵀ + b_up)² · down_eᵀ + b_down), e = indices[t,s]
+ * (HF semantics: each expert output times its fp32 weight, accumulated in f32, in slot order).
+ *
+ * Weights are stacked like HF's in-memory layout: `upProj` [E, I, Hin], `downProj` [E, Hout, I],
+ * f32 or bf16; expert tensors larger than one storage binding are split into expert ranges. On the
+ * GPU nothing is read back and launch sizes do not depend on the routing; a decode step (T = 1)
+ * reads only the k chosen experts' weights. An expert index outside [0, E) throws on the CPU and
+ * makes that token's output NaN on the GPU (it cannot be checked there without a readback).
+ *
+ * @returns [T, Hout] f32.
+ */
+export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: Tensor, downProj: Tensor, options: MoeExpertsOptions = {}): Tensor {
+  const named: [string, Tensor | undefined][] = [
+    ['x', x],
+    ['indices', indices],
+    ['weights', weights],
+    ['upProj', upProj],
+    ['downProj', downProj],
+    ['upBias', options.upBias],
+    ['downBias', options.downBias],
+  ];
+  for (const [name, t] of named) t?.assertAlive(`moeExperts ${name}`);
+  const shape = (t: Tensor) => `${formatShape(t.shape)} ${t.dtype}`;
+  const fail = (msg: string): never => {
+    throw new Error(`moeExperts: ${msg} (x ${shape(x)}, indices ${shape(indices)}, weights ${shape(weights)}, upProj ${shape(upProj)}, downProj ${shape(downProj)})`);
+  };
+  if (x.rank !== 2 || !isFloat(x.dtype)) fail('x must be a [tokens, hidden] float tensor');
+  if (upProj.rank !== 3 || !isFloat(upProj.dtype)) fail('upProj must be a [experts, intermediate, hidden] float tensor');
+  if (downProj.rank !== 3 || !isFloat(downProj.dtype)) fail('downProj must be a [experts, outHidden, intermediate] float tensor');
+  const [tokens, hin] = x.shape as [number, number];
+  const [experts, inter] = upProj.shape as [number, number];
+  const hout = downProj.shape[1]!;
+  if (upProj.shape[2] !== hin) fail(`upProj's last dimension must match x's hidden size ${hin}`);
+  if (downProj.shape[0] !== experts || downProj.shape[2] !== inter) fail(`downProj must be [${experts}, outHidden, ${inter}]`);
+  if (experts > MOE_MAX_EXPERTS) fail(`${experts} experts; at most ${MOE_MAX_EXPERTS} are supported`);
+  if (indices.rank !== 2 || indices.dtype !== 'i32' || indices.shape[0] !== tokens) fail(`indices must be a [${tokens}, k] i32 tensor`);
+  const slots = indices.shape[1]!;
+  if (slots < 1) fail('indices must have at least one slot per token');
+  if (weights.rank !== 2 || !isFloat(weights.dtype) || weights.shape[0] !== tokens || weights.shape[1] !== slots) fail(`weights must be a [${tokens}, ${slots}] float tensor`);
+  const { upBias, downBias } = options;
+  if (upBias && (upBias.rank !== 2 || upBias.shape[0] !== experts || upBias.shape[1] !== inter || !isFloat(upBias.dtype))) {
+    fail(`upBias must be a [${experts}, ${inter}] float tensor, got ${shape(upBias)}`);
+  }
+  if (downBias && (downBias.rank !== 2 || downBias.shape[0] !== experts || downBias.shape[1] !== hout || !isFloat(downBias.dtype))) {
+    fail(`downBias must be a [${experts}, ${hout}] float tensor, got ${shape(downBias)}`);
+  }
+  const device = x.device;
+  for (const [name, t] of named) if (t && t.device !== device) fail(`${name} is on another device than x`);
+  if (needsGrad([x, weights, upProj, downProj, upBias, downBias])) {
+    throw new Error('moeExperts backward is not implemented yet (an input requires grad); run it under noGrad()');
+  }
+
+  const out = empty([tokens, hout], { device });
+  if (tokens === 0 || hout === 0) return out;
+  const dense = (t: Tensor | undefined) => (t ? contiguous(t) : null);
+  const operands: MoeExpertOperands = {
+    x: contiguous(x),
+    indices: contiguous(indices),
+    weights: contiguous(weights),
+    upProj: contiguous(upProj),
+    downProj: contiguous(downProj),
+    upBias: dense(upBias),
+    downBias: dense(downBias),
+  };
+  try {
+    if (device.kind === 'cpu') moeExpertsCpu(operands, out);
+    else moeExpertsGpu(device, operands, out);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  } finally {
+    for (const t of Object.values(operands)) t?.dispose();
+  }
+  return out;
+}
