@@ -115,12 +115,15 @@ export class CommandBatch {
   }
 
   /**
-   * Records a copy of `width × height` texels from a buffer (rows `bytesPerRow` apart, a multiple
-   * of 256 when `height > 1`) into a 2-D texture at texel (`x`, `y`) (ends the current compute pass).
+   * Records a copy of `width × height` texels from a buffer into a 2-D texture at texel (`x`, `y`)
+   * (ends the current compute pass). Rows are `bytesPerRow` apart (a multiple of 256); a single row
+   * may pass undefined.
    */
-  copyToTexture(src: GPUBuffer, srcOffset: number, bytesPerRow: number, texture: GPUTexture, x: number, y: number, width: number, height: number): void {
+  copyToTexture(src: GPUBuffer, srcOffset: number, bytesPerRow: number | undefined, texture: GPUTexture, x: number, y: number, width: number, height: number): void {
     if (width === 0 || height === 0) return;
-    this.copyEncoder().copyBufferToTexture({ buffer: src, offset: srcOffset, bytesPerRow, rowsPerImage: height }, { texture, origin: [x, y] }, [width, height]);
+    const layout: GPUTexelCopyBufferInfo = { buffer: src, offset: srcOffset };
+    if (bytesPerRow !== undefined) layout.bytesPerRow = bytesPerRow;
+    this.copyEncoder().copyBufferToTexture(layout, { texture, origin: [x, y] }, [width, height]);
     this.labels.push('copy-to-texture');
     this.count++;
   }

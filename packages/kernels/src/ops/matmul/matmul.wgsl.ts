@@ -1,23 +1,35 @@
 /**
  * Kernel choice for matmul on a WebGPU device, by device class and shape:
  *
- * - software rasterizers (llvmpipe): texture kernels (operands read with `textureLoad`, which
- *   llvmpipe vectorizes, unlike its storage-buffer loads) with large register tiles — for decode
- *   shapes against a cached, K-major copy of a frozen weight, and for products big enough to pay
- *   for re-laying out B;
+ * - software rasterizers (llvmpipe): the texture kernel (operands read with `textureLoad`, which
+ *   llvmpipe vectorizes, unlike its storage-buffer loads) — against a cached, K-major texture of a
+ *   frozen weight at any M (each weight texel read once for M ≤ 8), and for products with enough
+ *   rows to pay for packing B on every call;
  * - otherwise, and on real GPUs: the storage-buffer kernels, GEMV for M ≤ 8, tiled above.
  *
- * `setMatmulPath` forces one path (tests run every path against the CPU reference; benchmarks).
+ * `setMatmulPath` forces a path (tests check every path against the CPU reference; benchmarks).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { Tensor } from '../../tensor';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
+import {
+  acquireTexture,
+  cachedTexture,
+  flatCapacity,
+  layoutTexels,
+  packedLayout,
+  releaseTexture,
+  uploadMatrix,
+  type FlatTexture,
+  type TexelFormat,
+} from './packed-texture';
 import type { MatmulProblem } from './problem';
+import { textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
 export type MatmulPath = 'tiled' | 'gemv' | 'texture';
 
 export interface MatmulPathOverride {
-  /** Kernel to use (GEMV only applies up to 8 rows; others fall back to tiled). */
+  /** Kernel to use. GEMV takes at most 8 rows per dispatch (more rows run as several). */
   path?: MatmulPath;
   /** Parametrize the buffer kernels as for a software (true) or hardware (false) device. */
   software?: boolean;
@@ -25,7 +37,7 @@ export interface MatmulPathOverride {
 
 let forced: MatmulPathOverride = {};
 
-/** Forces a kernel path for every following matmul on WebGPU (pass `{}` to restore automatic choice). */
+/** Forces a kernel path for every following matmul on WebGPU (pass `{}` to restore the automatic choice). */
 export function setMatmulPath(override: MatmulPathOverride): void {
   forced = { ...override };
 }
@@ -35,9 +47,39 @@ export interface MatmulHints {
   frozenB: boolean;
 }
 
-export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, _hints: MatmulHints): void {
+/** Rows from which packing B for the texture kernel on every call pays off on a software device. */
+const PACK_MIN_ROWS = 32;
+
+export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, hints: MatmulHints): void {
   const software = forced.software ?? device.isSoftware;
-  const path = forced.path ?? (p.m <= GEMV_MAX_ROWS ? 'gemv' : 'tiled');
-  if (path === 'gemv' && p.m <= GEMV_MAX_ROWS) bufferMatmul(device, p, out, { kind: 'gemv', shape: gemvShape(software) });
-  else bufferMatmul(device, p, out, { kind: 'tiled' });
+  const path = forced.path;
+  if (path === 'texture' || (path === undefined && software)) {
+    const alwaysPack = path === 'texture';
+    if (runTextures(device, p, out, hints.frozenB, alwaysPack)) return;
+  }
+  const gemv = path === 'gemv' || (path === undefined && p.m <= GEMV_MAX_ROWS);
+  bufferMatmul(device, p, out, gemv ? { kind: 'gemv', shape: gemvShape(software) } : { kind: 'tiled' });
+}
+
+/** Runs the texture kernel when the operands fit textures and it pays off; false to fall back to buffers. */
+function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
+  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
+  const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k);
+  const bLayout = packedLayout(device, p.b, bFormat, p.b.batchStride === 0 ? 1 : p.batch, p.k, p.n);
+  const capacity = flatCapacity(device);
+  if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
+  const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;
+  if (!cached && !alwaysPack && p.m < PACK_MIN_ROWS) return false;
+  const transient: FlatTexture[] = [];
+  const upload = (view: MatmulProblem['a'], layout: typeof aLayout): PackedOperand => {
+    const texture = acquireTexture(device, layout.format, layoutTexels(layout));
+    transient.push(texture);
+    uploadMatrix(device, view, layout, texture);
+    return { texture, layout };
+  };
+  const b = cached ?? upload(p.b, bLayout);
+  const a = upload(p.a, aLayout);
+  textureMatmul(device, p, out, a, b, textureTile(p.m, bFormat));
+  for (const t of transient) releaseTexture(device, t);
+  return true;
 }

@@ -1,0 +1,360 @@
+/**
+ * Matrices packed into 2-D textures for the software-rasterizer matmul kernels (llvmpipe vectorizes
+ * `textureLoad` but turns each storage-buffer load into a per-lane loop).
+ *
+ * A texture is used as a flat array of 16-byte texels: texel i sits at (i mod W, i div W) with W a
+ * power of two, so any dense byte stream can be copied in with at most three copies and kernels
+ * address texels with a mask and a shift. A texel holds 4 f32 (`rgba32float`) or 8 bf16
+ * (`rgba32uint`) consecutive columns of a row. A matrix of [layers, rows, cols] is laid out per
+ * layer in panels of at most `panelTexels` texel columns, each panel [rows][width] — panels exist so
+ * that the part of a huge weight packed by one dispatch fits one storage binding.
+ *
+ * Creating a texture is slow on llvmpipe (its memory is faulted in at a few ms per MiB), so
+ * transient textures are pooled by size bucket, and frozen weights keep theirs, attached to the
+ * weight's storage as a derived resource (released with it, dropped when it is written).
+ */
+import { bytesPerElement } from '../../dtype';
+import { empty } from '../../creation';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { Params } from '../../runtime/params';
+import type { DerivedResource } from '../../runtime/storage';
+import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import type { MatrixView } from './problem';
+
+export type TexelFormat = 'rgba32float' | 'rgba32uint';
+
+const TEXEL_BYTES = 16;
+
+/** Matrix elements per texel. */
+export function elementsPerTexel(format: TexelFormat): number {
+  return format === 'rgba32uint' ? 8 : 4;
+}
+
+/** A texture addressed as a flat array of texels. */
+export interface FlatTexture {
+  readonly texture: GPUTexture;
+  readonly view: GPUTextureView;
+  readonly format: TexelFormat;
+  /** Texels per texture row (a power of two). */
+  readonly width: number;
+  /** log2(width). */
+  readonly shift: number;
+  readonly capacity: number;
+  readonly bytes: number;
+}
+
+/** Where the texels of a logical [layers, rows, cols] matrix live in a flat texture. */
+export interface PackedLayout {
+  format: TexelFormat;
+  layers: number;
+  rows: number;
+  cols: number;
+  /** Texels per matrix row: ceil(cols / elements per texel). */
+  rowTexels: number;
+  /** Texel columns per panel. */
+  panelTexels: number;
+}
+
+export function layoutTexels(l: PackedLayout): number {
+  return l.layers * l.rows * l.rowTexels;
+}
+
+export function panelCount(l: PackedLayout): number {
+  return Math.ceil(l.rowTexels / l.panelTexels);
+}
+
+export function panelWidth(l: PackedLayout, panel: number): number {
+  return Math.min(l.panelTexels, l.rowTexels - panel * l.panelTexels);
+}
+
+/** First texel of `panel` in layer 0 (layers follow each other every rows × rowTexels texels). */
+export function panelBase(l: PackedLayout, panel: number): number {
+  return panel * l.panelTexels * l.rows;
+}
+
+/**
+ * Layout for `view` read as [layers, rows, cols], with panels narrow enough that one matrix row of
+ * a panel fits a storage binding (only matters when columns are far apart, as in a transposed
+ * [N, K] weight read as [K, N]).
+ */
+export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number): PackedLayout {
+  const cpt = elementsPerTexel(format);
+  const rowTexels = Math.ceil(cols / cpt);
+  const limitElements = Math.floor((device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment) / bytesPerElement(view.tensor.dtype));
+  const maxCols = view.colStride === 0 ? cols : Math.floor((limitElements - 1) / view.colStride) + 1;
+  const panelTexels = Math.max(1, Math.min(rowTexels, Math.floor(maxCols / cpt)));
+  return { format, layers, rows, cols, rowTexels, panelTexels };
+}
+
+/** Largest texture side this device allows, as a power of two. */
+function maxWidth(device: WebGpuDevice): number {
+  return 2 ** Math.floor(Math.log2(device.gpu.limits.maxTextureDimension2D));
+}
+
+/** Most texels a flat texture can hold on this device. */
+export function flatCapacity(device: WebGpuDevice): number {
+  return maxWidth(device) * device.gpu.limits.maxTextureDimension2D;
+}
+
+function textureShape(device: WebGpuDevice, texels: number, bucketed: boolean): { width: number; height: number } {
+  const wMax = maxWidth(device);
+  if (texels <= wMax) return { width: Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(texels, 1)))), height: 1 };
+  let height = Math.ceil(texels / wMax);
+  // Pooled textures come in height buckets at most 25 % apart, so shapes that vary a little share them.
+  if (bucketed && height > 16) {
+    const step = 2 ** (Math.floor(Math.log2(height)) - 2);
+    height = Math.min(device.gpu.limits.maxTextureDimension2D, Math.ceil(height / step) * step);
+  }
+  return { width: wMax, height };
+}
+
+function createFlat(device: WebGpuDevice, format: TexelFormat, width: number, height: number, label: string): FlatTexture {
+  const texture = device.gpu.createTexture({ size: [width, height], format, usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST, label });
+  return { texture, view: texture.createView(), format, width, shift: Math.log2(width), capacity: width * height, bytes: width * height * TEXEL_BYTES };
+}
+
+/** Destroys a texture after submitting the commands recorded so far (which may still use it). */
+function destroyFlat(device: WebGpuDevice, t: FlatTexture): void {
+  device.batch.flush();
+  t.texture.destroy();
+}
+
+export interface TextureMemoryStats {
+  /** Bytes of weight textures kept for frozen weights. */
+  cachedWeightBytes: number;
+  cachedWeights: number;
+  /** Bytes of transient textures kept for reuse. */
+  pooledBytes: number;
+}
+
+class TextureState {
+  private readonly free = new Map<string, FlatTexture[]>();
+  pooledBytes = 0;
+  cachedWeightBytes = 0;
+  cachedWeights = 0;
+  /** Cached weights in least-recently-used order (Map keeps insertion order; a hit re-inserts). */
+  readonly weights = new Map<WeightEntry, true>();
+
+  constructor(
+    private readonly device: WebGpuDevice,
+    readonly maxPooledBytes: number,
+    readonly maxCachedBytes: number,
+  ) {}
+
+  /** A transient texture holding at least `texels`; give it back with `release` once its uses are recorded. */
+  acquire(format: TexelFormat, texels: number): FlatTexture {
+    const { width, height } = textureShape(this.device, texels, true);
+    const key = `${format}:${width}x${height}`;
+    const hit = this.free.get(key)?.pop();
+    if (hit) {
+      this.pooledBytes -= hit.bytes;
+      return hit;
+    }
+    return createFlat(this.device, format, width, height, 'matmul-scratch');
+  }
+
+  /** Returns a transient texture; commands already recorded keep their order before any reuse. */
+  release(t: FlatTexture): void {
+    if (this.pooledBytes + t.bytes > this.maxPooledBytes) return destroyFlat(this.device, t);
+    const key = `${t.format}:${t.width}x${t.capacity / t.width}`;
+    let list = this.free.get(key);
+    if (!list) this.free.set(key, (list = []));
+    list.push(t);
+    this.pooledBytes += t.bytes;
+  }
+}
+
+const states = new WeakMap<WebGpuDevice, TextureState>();
+
+function state(device: WebGpuDevice): TextureState {
+  let s = states.get(device);
+  if (!s) {
+    const cacheLimit = Number(process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES ?? 8 * 1024 ** 3);
+    s = new TextureState(device, 512 * 1024 ** 2, cacheLimit);
+    states.set(device, s);
+  }
+  return s;
+}
+
+export function textureMemoryStats(device: WebGpuDevice): TextureMemoryStats {
+  const s = state(device);
+  return { cachedWeightBytes: s.cachedWeightBytes, cachedWeights: s.cachedWeights, pooledBytes: s.pooledBytes };
+}
+
+export function acquireTexture(device: WebGpuDevice, format: TexelFormat, texels: number): FlatTexture {
+  return state(device).acquire(format, texels);
+}
+
+export function releaseTexture(device: WebGpuDevice, t: FlatTexture): void {
+  state(device).release(t);
+}
+
+/** A frozen weight's packed texture, owned by the weight's storage. */
+class WeightEntry implements DerivedResource {
+  private released = false;
+
+  constructor(
+    private readonly device: WebGpuDevice,
+    readonly texture: FlatTexture,
+    readonly layout: PackedLayout,
+    readonly evict: () => void,
+  ) {}
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    const s = state(this.device);
+    s.weights.delete(this);
+    s.cachedWeightBytes -= this.texture.bytes;
+    s.cachedWeights--;
+    destroyFlat(this.device, this.texture);
+  }
+}
+
+/**
+ * The packed texture of a frozen operand, made on first use and kept with its storage, or null when
+ * it would not fit the cache budget (`NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES`, default 8 GiB; least
+ * recently used weights are evicted to make room).
+ */
+export function cachedTexture(device: WebGpuDevice, view: MatrixView, layout: PackedLayout): { texture: FlatTexture; layout: PackedLayout } | null {
+  const s = state(device);
+  const storage = view.tensor.storage;
+  const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.rows}x${layout.cols}:${layout.panelTexels}`;
+  const hit = storage.getDerived(key);
+  if (hit instanceof WeightEntry) {
+    s.weights.delete(hit);
+    s.weights.set(hit, true);
+    return hit;
+  }
+  const { width, height } = textureShape(device, layoutTexels(layout), false);
+  const bytes = width * height * TEXEL_BYTES;
+  if (bytes > s.maxCachedBytes) return null;
+  for (const old of s.weights.keys()) {
+    if (s.cachedWeightBytes + bytes <= s.maxCachedBytes) break;
+    old.evict();
+  }
+  const texture = createFlat(device, layout.format, width, height, 'matmul-weight');
+  uploadMatrix(device, view, layout, texture);
+  const entry = new WeightEntry(device, texture, layout, () => storage.deleteDerived(key));
+  storage.setDerived(key, entry);
+  s.weights.set(entry, true);
+  s.cachedWeightBytes += bytes;
+  s.cachedWeights++;
+  return entry;
+}
+
+/** Copies texels [start, start + count) of `texture` from a dense byte stream at `byteOffset` of `buffer`. */
+function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, texture: FlatTexture, start: number, count: number): void {
+  const w = texture.width;
+  let t = start;
+  let src = byteOffset;
+  const end = start + count;
+  const piece = (width: number, height: number) => {
+    device.batch.copyToTexture(buffer, src, height > 1 ? w * TEXEL_BYTES : undefined, texture.texture, t % w, Math.floor(t / w), width, height);
+    t += width * height;
+    src += width * height * TEXEL_BYTES;
+  };
+  if (t % w !== 0) piece(Math.min(end - t, w - (t % w)), 1);
+  if (end - t >= w) piece(w, Math.floor((end - t) / w));
+  if (end > t) piece(end - t, 1);
+}
+
+/** True when the view's bytes already are the packed texel stream (dense rows of whole texels, one panel). */
+function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
+  const dtype = view.tensor.dtype;
+  const cpt = elementsPerTexel(l.format);
+  if ((l.format === 'rgba32float') !== (dtype === 'f32')) return false;
+  if (l.cols % cpt !== 0 || l.panelTexels < l.rowTexels) return false;
+  if (view.colStride !== 1 && l.cols > 1) return false;
+  if (l.rows > 1 && view.rowStride !== l.cols) return false;
+  if (l.layers > 1 && view.batchStride !== l.rows * l.cols) return false;
+  return (view.offset * bytesPerElement(dtype)) % TEXEL_BYTES === 0;
+}
+
+/** Writes the matrix `view` (read as [layers, rows, cols]) into `texture` with `layout`. */
+export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: PackedLayout, texture: FlatTexture): void {
+  const bpe = bytesPerElement(view.tensor.dtype);
+  if (directlyCopyable(view, layout)) {
+    copyFlat(device, view.tensor.storage.gpu!, view.offset * bpe, texture, 0, layoutTexels(layout));
+    return;
+  }
+  const cpt = elementsPerTexel(layout.format);
+  const limit = device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment;
+  for (let z = 0; z < layout.layers; z++) {
+    for (let p = 0; p < panelCount(layout); p++) {
+      const w = panelWidth(layout, p);
+      const col0 = p * layout.panelTexels * cpt;
+      const cols = Math.min(w * cpt, layout.cols - col0);
+      // Rows per dispatch: the source rows and the staging texels must each fit one binding.
+      const rowSpan = (cols - 1) * view.colStride + 1;
+      const bySource = view.rowStride === 0 ? layout.rows : Math.floor((Math.floor(limit / bpe) - rowSpan) / view.rowStride) + 1;
+      const slab = Math.max(1, Math.min(layout.rows, bySource, Math.floor(limit / (w * TEXEL_BYTES))));
+      for (let r0 = 0; r0 < layout.rows; r0 += slab) {
+        const rows = Math.min(slab, layout.rows - r0);
+        const start = z * layout.rows * layout.rowTexels + panelBase(layout, p) + r0 * w;
+        const srcStart = view.offset + z * view.batchStride + r0 * view.rowStride + col0 * view.colStride;
+        packRows(device, view, srcStart, (rows - 1) * view.rowStride + rowSpan, { rows, w, cols, format: layout.format }, texture, start);
+      }
+    }
+  }
+}
+
+interface PackRegion {
+  rows: number;
+  /** Texels per row. */
+  w: number;
+  /** Valid columns (the rest of the last texel is zero). */
+  cols: number;
+  format: TexelFormat;
+}
+
+/** Packs `rows × w` texels read from `view` at element `srcStart` into a staging buffer, then copies them to texel `start`. */
+function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcCount: number, r: PackRegion, texture: FlatTexture, start: number): void {
+  const count = r.rows * r.w;
+  const staging = empty([count * 4], { dtype: 'u32', device });
+  const src = device.bind(view.tensor.storage, srcStart, srcCount, 'matmul pack source');
+  const dst = device.bind(staging.storage, 0, count * 4, 'matmul pack staging');
+  const params = new Params()
+    .u32('count', count)
+    .u32('w', r.w)
+    .u32('cols', r.cols)
+    .u32('srcOff', src.elementOffset)
+    .u32('rowStride', view.rowStride)
+    .u32('colStride', view.colStride);
+  device.run({
+    name: 'matmul_pack',
+    source: packSource(params, view.tensor.dtype, r.format),
+    params,
+    bindings: [src.range, dst.range],
+    workgroups: device.grid(count, 64),
+    detail: `${r.rows}×${r.cols} ${view.tensor.dtype}→${r.format}`,
+  });
+  copyFlat(device, staging.storage.gpu!, 0, texture, start, count);
+  staging.dispose();
+}
+
+function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: TexelFormat): string {
+  const cpt = elementsPerTexel(format);
+  const loads: string[] = [];
+  for (let e = 0; e < cpt; e++) loads.push(`var e${e} = 0.0; if (c0 + ${e}u < P.cols) { e${e} = load_src(base + (c0 + ${e}u) * P.colStride); }`);
+  const words =
+    format === 'rgba32float'
+      ? [0, 1, 2, 3].map((e) => `dst[4u * i + ${e}u] = bitcast<u32>(e${e});`)
+      : [0, 1, 2, 3].map((j) => `dst[4u * i + ${j}u] = f32_to_bf16(e${2 * j}) | (f32_to_bf16(e${2 * j + 1}) << 16u);`);
+  return `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'src', dtype, 'read')}
+${loaderF32('src', dtype)}
+${declareStorage(2, 'dst', 'u32', 'read_write')}
+${format === 'rgba32uint' ? F32_TO_BF16 : ''}
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let i = ${flatIndex(64)};
+  if (i >= P.count) { return; }
+  let r = i / P.w;
+  let c0 = (i - r * P.w) * ${cpt}u;
+  let base = P.srcOff + r * P.rowStride;
+  ${loads.join('\n  ')}
+  ${words.join('\n  ')}
+}`;
+}

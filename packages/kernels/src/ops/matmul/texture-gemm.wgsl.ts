@@ -1,0 +1,185 @@
+/**
+ * The software-rasterizer matmul kernel: A and B read from packed textures (see packed-texture.ts),
+ * no workgroup memory. Each invocation owns a register tile of `rows` output rows × `texelsPerLane`
+ * B texels (32 columns); the 8 lanes of a workgroup take interleaved texels, so one `textureLoad`
+ * brings adjacent columns to adjacent lanes. On llvmpipe every load costs far more than the FMAs it
+ * feeds, so the tile is as large as the registers (spilled to L1) allow: 16 rows × 32 columns for
+ * prefill; for decode (M ≤ 8) the tile holds all M rows, so each weight texel is read once.
+ *
+ * K runs in steps of 4 (one A texel per row); a last partial step masks the missing rows of B and
+ * components of A, so textures need no zero padding and may hold stale data past the matrix.
+ */
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { KernelBinding } from '../../runtime/batch';
+import { Params } from '../../runtime/params';
+import { declareStorage, loaderF32 } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
+import { GEMV_MAX_ROWS } from './gemm.wgsl';
+import { elementsPerTexel, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import type { MatmulProblem } from './problem';
+
+/** Lanes per workgroup (llvmpipe's SIMD width for 32-bit values). */
+const LANES = 8;
+
+export interface TextureTile {
+  rows: number;
+  texelsPerLane: number;
+}
+
+/** The register tile for `m` rows: all rows for decode shapes, 16 rows × 32 columns otherwise. */
+export function textureTile(m: number, bFormat: TexelFormat): TextureTile {
+  const texelsPerLane = 32 / elementsPerTexel(bFormat);
+  return { rows: m <= GEMV_MAX_ROWS ? m : 16, texelsPerLane };
+}
+
+export interface PackedOperand {
+  texture: FlatTexture;
+  layout: PackedLayout;
+}
+
+/** Runs `p` from packed A ([layers, M, K]) and B ([layers, K, N]) into the dense f32 `out`. */
+export function textureMatmul(device: WebGpuDevice, p: MatmulProblem, out: Tensor, a: PackedOperand, b: PackedOperand, tile: TextureTile): void {
+  const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
+  const limit = device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment;
+  const layerElements = p.m * p.n;
+  // Output chunks (batch entries, then rows) whose binding fits.
+  let zChunk = Math.min(p.batch, maxWg, Math.max(1, Math.floor(limit / 4 / Math.max(layerElements, 1))));
+  let mChunk = p.m;
+  if (zChunk === 1 && layerElements * 4 > limit) mChunk = Math.max(1, Math.floor(limit / 4 / p.n));
+  mChunk = Math.min(mChunk, maxWg * tile.rows);
+  if (mChunk < p.m) zChunk = 1;
+  const cpt = elementsPerTexel(b.layout.format);
+  for (let z0 = 0; z0 < p.batch; z0 += zChunk) {
+    const zc = Math.min(zChunk, p.batch - z0);
+    for (let m0 = 0; m0 < p.m; m0 += mChunk) {
+      const mc = Math.min(mChunk, p.m - m0);
+      const outBound = device.bind(out.storage, out.offset + z0 * layerElements + m0 * p.n, (zc - 1) * layerElements + (mc - 1) * p.n + p.n, 'matmul output');
+      for (let panel = 0; panel < panelCount(b.layout); panel++) {
+        const w = panelWidth(b.layout, panel);
+        const col0 = panel * b.layout.panelTexels * cpt;
+        const nCols = Math.min(w * cpt, p.n - col0);
+        const aLayerTexels = a.layout.layers > 1 ? p.m * a.layout.rowTexels : 0;
+        const bLayerTexels = b.layout.layers > 1 ? p.k * b.layout.rowTexels : 0;
+        const params = new Params()
+          .u32('m', mc)
+          .u32('k', p.k)
+          .u32('kFull', p.k - (p.k % 4))
+          .u32('nCols', nCols)
+          .u32('aBase', z0 * aLayerTexels + m0 * a.layout.rowTexels)
+          .u32('aLayer', aLayerTexels)
+          .u32('aRow', a.layout.rowTexels)
+          .u32('aMask', a.texture.width - 1)
+          .u32('aShift', a.texture.shift)
+          .u32('bBase', z0 * bLayerTexels + panelBase(b.layout, panel))
+          .u32('bLayer', bLayerTexels)
+          .u32('bRow', w)
+          .u32('bMask', b.texture.width - 1)
+          .u32('bShift', b.texture.shift)
+          .u32('outOff', outBound.elementOffset + col0)
+          .u32('outLayer', layerElements)
+          .u32('outRow', p.n);
+        const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }];
+        if (p.bias) {
+          const bias = p.bias;
+          const bound = device.bind(bias.tensor.storage, bias.offset + col0 * bias.stride, (nCols - 1) * bias.stride + 1, 'matmul bias');
+          params.u32('biasOff', bound.elementOffset).u32('biasStride', bias.stride);
+          bindings.push(bound.range);
+        }
+        bindings.push(outBound.range);
+        device.run({
+          name: 'matmul_texture',
+          source: textureSource(params, tile, b.layout.format, p.bias?.tensor.dtype ?? null),
+          params,
+          bindings,
+          workgroups: [Math.ceil(w / (LANES * tile.texelsPerLane)), Math.ceil(mc / tile.rows), zc],
+          detail: `[${zc}×${mc}×${p.k}]·[${p.k}×${nCols}] tile ${tile.rows}×${tile.texelsPerLane * cpt} ${b.layout.format}`,
+        });
+      }
+    }
+  }
+}
+
+function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, biasDtype: Tensor['dtype'] | null): string {
+  const R = tile.rows;
+  const CT = tile.texelsPerLane;
+  const packed = bFormat === 'rgba32uint';
+  const perTexel = packed ? 2 : 1; // vec4 column groups per B texel
+  const V = CT * perTexel;
+  const rows = [...Array(R).keys()];
+  const vecs = [...Array(V).keys()];
+
+  /** Loads B rows k + 0..3 as vec4 column groups b{kk}_{v}; masked rows past K read as zero. */
+  const loadB = (masked: boolean): string[] => {
+    const lines: string[] = [];
+    for (let kk = 0; kk < 4; kk++) {
+      for (let j = 0; j < CT; j++) {
+        const fetch = `tb(bCol0 + (k + ${kk}u) * P.bRow + ${j * LANES}u)`;
+        const guarded = masked ? `select(${packed ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)'}, ${fetch}, k + ${kk}u < P.k)` : fetch;
+        if (packed) {
+          lines.push(`let w${kk}_${j} = ${guarded};`);
+          lines.push(`let b${kk}_${2 * j} = vec4<f32>(lo(w${kk}_${j}.x), hi(w${kk}_${j}.x), lo(w${kk}_${j}.y), hi(w${kk}_${j}.y));`);
+          lines.push(`let b${kk}_${2 * j + 1} = vec4<f32>(lo(w${kk}_${j}.z), hi(w${kk}_${j}.z), lo(w${kk}_${j}.w), hi(w${kk}_${j}.w));`);
+        } else lines.push(`let b${kk}_${j} = ${guarded};`);
+      }
+    }
+    return lines;
+  };
+  const fmaRows = (masked: boolean): string[] => {
+    const lines: string[] = [];
+    for (const r of rows) {
+      const fetch = `ta(aRow0 + ${r}u * P.aRow + q)`;
+      lines.push(`{ let a = ${masked ? `select(vec4<f32>(0.0), ${fetch}, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(P.k))` : fetch};`);
+      for (const v of vecs) lines.push(`  c${r}_${v} = c${r}_${v} + a.x * b0_${v} + a.y * b1_${v} + a.z * b2_${v} + a.w * b3_${v};`);
+      lines.push('}');
+    }
+    return lines;
+  };
+  const store: string[] = [];
+  for (const r of rows) {
+    const cols: string[] = [];
+    for (const v of vecs) {
+      const j = Math.floor(v / perTexel);
+      const part = v % perTexel;
+      cols.push(`{ let c = (t0 + ${j * LANES}u) * ${perTexel * 4}u + ${part * 4}u;
+      ${[0, 1, 2, 3].map((e) => `if (c + ${e}u < P.nCols) { out[o + c + ${e}u] = c${r}_${v}.${'xyzw'[e]} + bias_at(c + ${e}u); }`).join('\n      ')} }`);
+    }
+    store.push(`if (m0 + ${r}u < P.m) {
+    let o = outBase + (m0 + ${r}u) * P.outRow;
+    ${cols.join('\n    ')}
+  }`);
+  }
+  const biasDecl = biasDtype
+    ? `${declareStorage(3, 'bias', biasDtype, 'read')}\n${loaderF32('bias', biasDtype)}\nfn bias_at(c: u32) -> f32 { return load_bias(P.biasOff + c * P.biasStride); }`
+    : 'fn bias_at(c: u32) -> f32 { return 0.0; }';
+  return `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var A: texture_2d<f32>;
+@group(0) @binding(2) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
+${biasDecl}
+${declareStorage(biasDtype ? 4 : 3, 'out', 'f32', 'read_write')}
+fn ta(i: u32) -> vec4<f32> { return textureLoad(A, vec2<u32>(i & P.aMask, i >> P.aShift), 0); }
+fn tb(i: u32) -> vec4<${packed ? 'u32' : 'f32'}> { return textureLoad(B, vec2<u32>(i & P.bMask, i >> P.bShift), 0); }
+${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
+@compute @workgroup_size(${LANES})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+  let z = wg.z;
+  let t0 = wg.x * ${LANES * CT}u + lane;
+  let m0 = wg.y * ${R}u;
+  let aRow0 = P.aBase + z * P.aLayer + m0 * P.aRow;
+  let bCol0 = P.bBase + z * P.bLayer + t0;
+  ${rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' ')}
+  var k = 0u;
+  for (; k < P.kFull; k = k + 4u) {
+    let q = k >> 2u;
+    ${loadB(false).join('\n    ')}
+    ${fmaRows(false).join('\n    ')}
+  }
+  if (k < P.k) {
+    let q = k >> 2u;
+    ${loadB(true).join('\n    ')}
+    ${fmaRows(true).join('\n    ')}
+  }
+  let outBase = P.outOff + z * P.outLayer;
+  ${store.join('\n  ')}
+}`;
+}
