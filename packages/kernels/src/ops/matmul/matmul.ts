@@ -102,7 +102,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     (g, [sx, sw]) => {
       const g2 = reshape(g, [-1, outFeatures]);
       const grads: (Tensor | null)[] = [
-        wants[0] ? matmul(g, sw!) : null,
+        wants[0] ? reshape(matmul(g2, sw!), sx!.shape) : null,
         wants[1] ? matmul(g2, reshape(sx!, [-1, inFeatures]), { transA: true }) : null,
       ];
       if (bias) grads.push(wants[2] ? sum(g2, 0) : null);

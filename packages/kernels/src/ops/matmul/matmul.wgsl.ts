@@ -10,7 +10,9 @@
  * `setMatmulPath` forces a path (tests check every path against the CPU reference; benchmarks).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { Tensor } from '../../tensor';
+import { empty } from '../../creation';
+import { Tensor } from '../../tensor';
+import { cast, contiguous } from '../layout/layout';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
 import {
   acquireTexture,
@@ -79,7 +81,19 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
   };
   const b = cached ?? upload(p.b, bLayout);
   const a = upload(p.a, aLayout);
-  textureMatmul(device, p, out, a, b, textureTile(p.m, bFormat));
+  const bias = denseBias(device, p);
+  textureMatmul(device, p, out, a, b, bias, textureTile(p.m, bFormat));
   for (const t of transient) releaseTexture(device, t);
+  bias.tensor.dispose();
   return true;
+}
+
+/** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */
+function denseBias(device: WebGpuDevice, p: MatmulProblem): { tensor: Tensor; present: boolean } {
+  if (!p.bias) return { tensor: empty([1], { device }), present: false };
+  const view = new Tensor(p.bias.tensor.storage, [p.n], [p.bias.stride], p.bias.offset);
+  p.bias.tensor.storage.retain();
+  const dense = view.dtype === 'f32' ? contiguous(view) : cast(view, 'f32');
+  view.dispose();
+  return { tensor: dense, present: true };
 }

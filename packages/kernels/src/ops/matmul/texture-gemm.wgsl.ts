@@ -12,7 +12,7 @@
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage, loaderF32 } from '../../runtime/wgsl';
+import { declareStorage } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { elementsPerTexel, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
@@ -26,10 +26,13 @@ export interface TextureTile {
   texelsPerLane: number;
 }
 
-/** The register tile for `m` rows: all rows for decode shapes, 16 rows × 32 columns otherwise. */
+/**
+ * The register tile for `m` rows × 32 columns: for decode shapes all rows (rounded up to 1, 2, 4
+ * or 8 to bound the number of shader variants), 16 rows otherwise.
+ */
 export function textureTile(m: number, bFormat: TexelFormat): TextureTile {
   const texelsPerLane = 32 / elementsPerTexel(bFormat);
-  return { rows: m <= GEMV_MAX_ROWS ? m : 16, texelsPerLane };
+  return { rows: m <= GEMV_MAX_ROWS ? 2 ** Math.ceil(Math.log2(m)) : 16, texelsPerLane };
 }
 
 export interface PackedOperand {
@@ -37,8 +40,19 @@ export interface PackedOperand {
   layout: PackedLayout;
 }
 
-/** Runs `p` from packed A ([layers, M, K]) and B ([layers, K, N]) into the dense f32 `out`. */
-export function textureMatmul(device: WebGpuDevice, p: MatmulProblem, out: Tensor, a: PackedOperand, b: PackedOperand, tile: TextureTile): void {
+/**
+ * Runs `p` from packed A ([layers, M, K]) and B ([layers, K, N]) into the dense f32 `out`. The bias
+ * is always bound (one shader for both cases): a dense f32 [N], or a one-element placeholder.
+ */
+export function textureMatmul(
+  device: WebGpuDevice,
+  p: MatmulProblem,
+  out: Tensor,
+  a: PackedOperand,
+  b: PackedOperand,
+  bias: { tensor: Tensor; present: boolean },
+  tile: TextureTile,
+): void {
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
   const limit = device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment;
   const layerElements = p.m * p.n;
@@ -78,17 +92,14 @@ export function textureMatmul(device: WebGpuDevice, p: MatmulProblem, out: Tenso
           .u32('outOff', outBound.elementOffset + col0)
           .u32('outLayer', layerElements)
           .u32('outRow', p.n);
-        const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }];
-        if (p.bias) {
-          const bias = p.bias;
-          const bound = device.bind(bias.tensor.storage, bias.offset + col0 * bias.stride, (nCols - 1) * bias.stride + 1, 'matmul bias');
-          params.u32('biasOff', bound.elementOffset).u32('biasStride', bias.stride);
-          bindings.push(bound.range);
-        }
-        bindings.push(outBound.range);
+        const biasBound = bias.present
+          ? device.bind(bias.tensor.storage, bias.tensor.offset + col0, nCols, 'matmul bias')
+          : device.bind(bias.tensor.storage, bias.tensor.offset, 1, 'matmul bias placeholder');
+        params.u32('biasOff', biasBound.elementOffset).u32('hasBias', bias.present ? 1 : 0);
+        const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }, biasBound.range, outBound.range];
         device.run({
           name: 'matmul_texture',
-          source: textureSource(params, tile, b.layout.format, p.bias?.tensor.dtype ?? null),
+          source: textureSource(params, tile, b.layout.format),
           params,
           bindings,
           workgroups: [Math.ceil(w / (LANES * tile.texelsPerLane)), Math.ceil(mc / tile.rows), zc],
@@ -99,7 +110,7 @@ export function textureMatmul(device: WebGpuDevice, p: MatmulProblem, out: Tenso
   }
 }
 
-function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, biasDtype: Tensor['dtype'] | null): string {
+function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
   const R = tile.rows;
   const CT = tile.texelsPerLane;
   const packed = bFormat === 'rgba32uint';
@@ -148,15 +159,13 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, biasD
     ${cols.join('\n    ')}
   }`);
   }
-  const biasDecl = biasDtype
-    ? `${declareStorage(3, 'bias', biasDtype, 'read')}\n${loaderF32('bias', biasDtype)}\nfn bias_at(c: u32) -> f32 { return load_bias(P.biasOff + c * P.biasStride); }`
-    : 'fn bias_at(c: u32) -> f32 { return 0.0; }';
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var A: texture_2d<f32>;
 @group(0) @binding(2) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
-${biasDecl}
-${declareStorage(biasDtype ? 4 : 3, 'out', 'f32', 'read_write')}
+${declareStorage(3, 'bias', 'f32', 'read')}
+${declareStorage(4, 'out', 'f32', 'read_write')}
+fn bias_at(c: u32) -> f32 { return select(0.0, bias[P.biasOff + c], P.hasBias != 0u); }
 fn ta(i: u32) -> vec4<f32> { return textureLoad(A, vec2<u32>(i & P.aMask, i >> P.aShift), 0); }
 fn tb(i: u32) -> vec4<${packed ? 'u32' : 'f32'}> { return textureLoad(B, vec2<u32>(i & P.bMask, i >> P.bShift), 0); }
 ${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}

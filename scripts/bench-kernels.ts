@@ -1,0 +1,141 @@
+// Kernel benchmark: one JSON object per line on stdout (progress notes on stderr).
+//   bun run bench:kernels            all sections (a few minutes on 2 cores with llvmpipe)
+//   bun run bench:kernels -- --quick  skips the Nemotron-H-8B shapes
+// Times are wall clock around `device.sync()` after a warm-up run; reported values are medians.
+import { add, full, initDevice, linear, matmul, randn, type Device, type Tensor } from '@nemotron-ts/kernels';
+
+const quick = process.argv.includes('--quick');
+const device: Device = await initDevice();
+const note = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+const emit = (record: Record<string, string | number>) => console.log(JSON.stringify(record));
+
+if (device.kind !== 'webgpu') {
+  emit({ bench: 'skipped', reason: `the default device is ${device.describe()}; kernel benchmarks need WebGPU` });
+  process.exit(0);
+}
+note(`device: ${device.describe()}`);
+
+/** Median wall-clock ms of `run` (which returns tensors to dispose), after one warm-up; more runs for fast cases. */
+async function measure(run: () => Tensor | Tensor[]): Promise<{ ms: number; firstMs: number }> {
+  const once = async () => {
+    const t0 = performance.now();
+    const out = run();
+    await device.sync();
+    const ms = performance.now() - t0;
+    for (const t of [out].flat()) t.dispose();
+    return ms;
+  };
+  const firstMs = await once();
+  const times = [await once()];
+  const reps = Math.max(2, Math.min(15, Math.floor(1500 / times[0]!)));
+  for (let i = 0; i < reps; i++) times.push(await once());
+  times.sort((x, y) => x - y);
+  return { ms: times[Math.floor(times.length / 2)]!, firstMs };
+}
+
+const round = (x: number, digits = 1) => Number(x.toFixed(digits));
+
+// --- matmul f32 1024³: plain matmul(a, b), b [K, N] (re-laid out on every call where needed)
+{
+  const a = randn([1024, 1024], { device });
+  const b = randn([1024, 1024], { device });
+  const { ms } = await measure(() => matmul(a, b));
+  emit({ bench: 'matmul', m: 1024, n: 1024, k: 1024, dtype: 'f32', gflops: round((2 * 1024 ** 3) / ms / 1e6) });
+  a.dispose();
+  b.dispose();
+}
+
+/** x [M, K] · weightᵀ with a frozen bf16 weight [N, K] (what model layers run). */
+async function linearCase(fields: Record<string, string | number>, weight: Tensor, m: number): Promise<void> {
+  const [n, k] = weight.shape as [number, number];
+  const x = randn([m, k], { device });
+  const { ms, firstMs } = await measure(() => linear(x, weight));
+  x.dispose();
+  const weightBytes = n * k * (weight.dtype === 'bf16' ? 2 : 4);
+  emit({
+    bench: 'matmul',
+    ...fields,
+    m,
+    n,
+    k,
+    dtype: weight.dtype,
+    gflops: round((2 * m * n * k) / ms / 1e6),
+    gbps: round(weightBytes / ms / 1e6),
+    ms: round(ms, 3),
+    first_ms: round(firstMs, 1),
+  });
+}
+
+// --- the issue's prefill shape and decode GEMV
+{
+  const w = full([4096, 1024], 0.01, { dtype: 'bf16', device });
+  await linearCase({ shape: 'prefill' }, w, 512);
+  w.dispose();
+  for (const dtype of ['bf16', 'f32'] as const) {
+    const g = full([4096, 4096], 0.01, { dtype, device });
+    const x = randn([1, 4096], { device });
+    const { ms } = await measure(() => linear(x, g));
+    emit({ bench: 'gemv', n: 4096, k: 4096, dtype, gbps: round((4096 * 4096 * (dtype === 'bf16' ? 2 : 4)) / ms / 1e6), us: round(ms * 1000, 0) });
+    x.dispose();
+    g.dispose();
+  }
+}
+
+// --- LLM shapes: bench-small (/work/shared/bench/small.config.json) and Nemotron-H-8B, M = 1, 8, 512
+const models: { model: string; layers: [string, number, number][] }[] = [
+  {
+    model: 'bench-small',
+    layers: [
+      ['in_proj', 2320, 512],
+      ['mlp_up', 2048, 512],
+      ['mlp_down', 512, 2048],
+      ['attn_q', 512, 512],
+      ['attn_kv', 128, 512],
+      ['lm_head', 16384, 512],
+    ],
+  },
+  {
+    model: 'nemotron-h-8b',
+    layers: [
+      ['in_proj', 18560, 4096],
+      ['mlp_up', 21504, 4096],
+      ['mlp_down', 4096, 21504],
+      ['lm_head', 131072, 4096],
+    ],
+  },
+];
+for (const { model, layers } of models) {
+  if (quick && model !== 'bench-small') continue;
+  for (const [layer, n, k] of layers) {
+    note(`${model} ${layer} ${k}→${n}`);
+    // Speed does not depend on the values: a fill kernel makes even the 1 GiB lm_head instantly.
+    const w = full([n, k], 0.01, { dtype: 'bf16', device });
+    for (const m of [1, 8, 512]) await linearCase({ model, layer }, w, m);
+    w.dispose();
+  }
+}
+
+// --- elementwise add, 16 Mi f32 elements (bytes moved: two reads and a write)
+{
+  const elements = 16 * 1024 * 1024;
+  const a = randn([elements], { device });
+  const b = randn([elements], { device });
+  const { ms } = await measure(() => add(a, b));
+  emit({ bench: 'elementwise', op: 'add', elements, gbps: round((3 * 4 * elements) / ms / 1e6) });
+  a.dispose();
+  b.dispose();
+}
+
+// --- per-dispatch overhead: many tiny kernels recorded into the batched encoder, one sync
+{
+  const x = randn([64], { device });
+  const count = 2000;
+  const { ms } = await measure(() => {
+    const outs: Tensor[] = [];
+    for (let i = 0; i < count; i++) outs.push(add(x, 1));
+    return outs;
+  });
+  emit({ bench: 'dispatch', us: round((ms * 1000) / count, 1), dispatches: count });
+  x.dispose();
+}
+process.exit(0);
