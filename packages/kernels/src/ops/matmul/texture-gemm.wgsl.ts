@@ -97,9 +97,11 @@ export function textureMatmul(
           : device.bind(bias.tensor.storage, bias.tensor.offset, 1, 'matmul bias placeholder');
         params.u32('biasOff', biasBound.elementOffset).u32('hasBias', bias.present ? 1 : 0);
         const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }, biasBound.range, outBound.range];
+        // Whole vec4 stores when every output row starts on a vec4 (N and the offsets multiples of 4).
+        const vec4Out = p.n % 4 === 0 && (outBound.elementOffset + col0) % 4 === 0;
         device.run({
           name: 'matmul_texture',
-          source: textureSource(params, tile, b.layout.format),
+          source: textureSource(params, tile, b.layout.format, vec4Out),
           params,
           bindings,
           workgroups: [Math.ceil(w / (LANES * tile.texelsPerLane)), Math.ceil(mc / tile.rows), zc],
@@ -110,7 +112,7 @@ export function textureMatmul(
   }
 }
 
-function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
+function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, vec4Out: boolean): string {
   const R = tile.rows;
   const CT = tile.texelsPerLane;
   const packed = bFormat === 'rgba32uint';
@@ -124,8 +126,8 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
     const lines: string[] = [];
     for (let kk = 0; kk < 4; kk++) {
       for (let j = 0; j < CT; j++) {
-        const fetch = `tb(bCol0 + (k + ${kk}u) * P.bRow + ${j * LANES}u)`;
-        const guarded = masked ? `select(${packed ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)'}, ${fetch}, k + ${kk}u < P.k)` : fetch;
+        const fetch = `textureLoad(B, at(bCol0 + (k + ${kk}u) * bRow + ${j * LANES}u, bMask, bShift), 0)`;
+        const guarded = masked ? `select(${packed ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)'}, ${fetch}, k + ${kk}u < kEnd)` : fetch;
         if (packed) {
           lines.push(`let w${kk}_${j} = ${guarded};`);
           lines.push(`let b${kk}_${2 * j} = vec4<f32>(lo(w${kk}_${j}.x), hi(w${kk}_${j}.x), lo(w${kk}_${j}.y), hi(w${kk}_${j}.y));`);
@@ -138,57 +140,77 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
   const fmaRows = (masked: boolean): string[] => {
     const lines: string[] = [];
     for (const r of rows) {
-      const fetch = `ta(aRow0 + ${r}u * P.aRow + q)`;
-      lines.push(`{ let a = ${masked ? `select(vec4<f32>(0.0), ${fetch}, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(P.k))` : fetch};`);
+      const fetch = `textureLoad(A, at(aRow0 + ${r}u * aRow + q, aMask, aShift), 0)`;
+      lines.push(`{ let a = ${masked ? `select(vec4<f32>(0.0), ${fetch}, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(kEnd))` : fetch};`);
       for (const v of vecs) lines.push(`  c${r}_${v} = c${r}_${v} + a.x * b0_${v} + a.y * b1_${v} + a.z * b2_${v} + a.w * b3_${v};`);
       lines.push('}');
     }
     return lines;
   };
-  const store: string[] = [];
-  for (const r of rows) {
-    const cols: string[] = [];
-    for (const v of vecs) {
-      const j = Math.floor(v / perTexel);
-      const part = v % perTexel;
-      cols.push(`{ let c = (t0 + ${j * LANES}u) * ${perTexel * 4}u + ${part * 4}u;
-      ${[0, 1, 2, 3].map((e) => `if (c + ${e}u < P.nCols) { out[o + c + ${e}u] = c${r}_${v}.${'xyzw'[e]} + bias_at(c + ${e}u); }`).join('\n      ')} }`);
-    }
-    store.push(`if (m0 + ${r}u < P.m) {
+  // Epilogue: column indices and bias once per column group, then one store per row and group.
+  const columns = vecs.map((v) => {
+    const j = Math.floor(v / perTexel);
+    return `let col${v} = (t0 + ${j * LANES}u) * ${perTexel * 4}u + ${(v % perTexel) * 4}u;`;
+  });
+  const biases = vecs.map((v) => `bias${v} = vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.biasOff + min(col${v} + ${e}u, nCols - 1u)]`).join(', ')});`);
+  const store = rows.map(
+    (r) => `if (m0 + ${r}u < P.m) {
     let o = outBase + (m0 + ${r}u) * P.outRow;
-    ${cols.join('\n    ')}
-  }`);
-  }
+    ${vecs.map((v) => `put(o, col${v}, c${r}_${v} + bias${v}, nCols);`).join('\n    ')}
+  }`,
+  );
+  const put = vec4Out
+    ? `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) { if (c < nCols) { out[(o + c) >> 2u] = v; } }`
+    : `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) {
+  if (c < nCols) { out[o + c] = v.x; }
+  if (c + 1u < nCols) { out[o + c + 1u] = v.y; }
+  if (c + 2u < nCols) { out[o + c + 2u] = v.z; }
+  if (c + 3u < nCols) { out[o + c + 3u] = v.w; }
+}`;
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var A: texture_2d<f32>;
 @group(0) @binding(2) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
 ${declareStorage(3, 'bias', 'f32', 'read')}
-${declareStorage(4, 'out', 'f32', 'read_write')}
-fn bias_at(c: u32) -> f32 { return select(0.0, bias[P.biasOff + c], P.hasBias != 0u); }
-fn ta(i: u32) -> vec4<f32> { return textureLoad(A, vec2<u32>(i & P.aMask, i >> P.aShift), 0); }
-fn tb(i: u32) -> vec4<${packed ? 'u32' : 'f32'}> { return textureLoad(B, vec2<u32>(i & P.bMask, i >> P.bShift), 0); }
+@group(0) @binding(4) var<storage, read_write> out: array<${vec4Out ? 'vec4<f32>' : 'f32'}>;
+${put}
+fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
 ${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let z = wg.z;
   let t0 = wg.x * ${LANES * CT}u + lane;
   let m0 = wg.y * ${R}u;
-  let aRow0 = P.aBase + z * P.aLayer + m0 * P.aRow;
+  // Uniforms copied to locals once: the loop below must not reload them.
+  let aRow = P.aRow;
+  let bRow = P.bRow;
+  let aMask = P.aMask;
+  let aShift = P.aShift;
+  let bMask = P.bMask;
+  let bShift = P.bShift;
+  let kEnd = P.k;
+  let kFull = P.kFull;
+  let aRow0 = P.aBase + z * P.aLayer + m0 * aRow;
   let bCol0 = P.bBase + z * P.bLayer + t0;
   ${rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' ')}
   var k = 0u;
-  for (; k < P.kFull; k = k + 4u) {
+  for (; k < kFull; k = k + 4u) {
     let q = k >> 2u;
     ${loadB(false).join('\n    ')}
     ${fmaRows(false).join('\n    ')}
   }
-  if (k < P.k) {
+  if (k < kEnd) {
     let q = k >> 2u;
     ${loadB(true).join('\n    ')}
     ${fmaRows(true).join('\n    ')}
   }
   let outBase = P.outOff + z * P.outLayer;
+  let nCols = P.nCols;
+  ${columns.join('\n  ')}
+  ${vecs.map((v) => `var bias${v} = vec4<f32>(0.0);`).join(' ')}
+  if (P.hasBias != 0u) {
+    ${biases.join('\n    ')}
+  }
   ${store.join('\n  ')}
 }`;
 }
