@@ -17,6 +17,7 @@ import { Params } from '../../runtime/params';
 import { declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { viewExtent, type MatmulProblem, type MatrixView } from './problem';
+import { cachedSource } from './sources';
 import { planChunks, type MatmulChunk } from './split';
 
 /** Most rows the GEMV kernel takes. */
@@ -112,11 +113,13 @@ function launchChunk(device: WebGpuDevice, p: MatmulProblem, out: Tensor, kernel
   const dtypes = { a: p.a.tensor.dtype, b: p.b.tensor.dtype, bias: bias?.tensor.dtype ?? null };
   const detail = `[${batch}×${m}×${k}]·[${k}×${n}] ${dtypes.a}·${dtypes.b}${bias ? '+bias' : ''}${accumulate ? ' (accumulate)' : ''}`;
   if (kernel.kind === 'tiled') {
-    const source = tiledSource(params, dtypes, { aKContiguous: a.colStride === 1, bNContiguous: b.colStride === 1 });
+    const layout = { aKContiguous: a.colStride === 1, bNContiguous: b.colStride === 1 };
+    const source = cachedSource(`tiled|${params.wgsl()}|${JSON.stringify(dtypes)}|${JSON.stringify(layout)}`, () => tiledSource(params, dtypes, layout));
     device.run({ name: 'matmul_tiled', source, params, bindings, workgroups: [Math.ceil(n / TILE), Math.ceil(m / TILE), batch], detail });
   } else {
     const layout = gemvLayout(b, kernel.shape);
-    const source = gemvSource(params, dtypes, { rows: m, workgroup: kernel.shape.workgroup, ...layout });
+    const shape = { rows: m, workgroup: kernel.shape.workgroup, ...layout };
+    const source = cachedSource(`gemv|${params.wgsl()}|${JSON.stringify(dtypes)}|${JSON.stringify(shape)}`, () => gemvSource(params, dtypes, shape));
     device.run({ name: 'matmul_gemv', source, params, bindings, workgroups: [Math.ceil(n / layout.cols), 1, batch], detail });
   }
 }

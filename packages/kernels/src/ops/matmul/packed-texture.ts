@@ -20,6 +20,7 @@ import { Params } from '../../runtime/params';
 import type { DerivedResource } from '../../runtime/storage';
 import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { MatrixView } from './problem';
+import { cachedSource } from './sources';
 
 export type TexelFormat = 'rgba32float' | 'rgba32uint';
 
@@ -323,7 +324,7 @@ function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcC
     .u32('colStride', view.colStride);
   device.run({
     name: 'matmul_pack',
-    source: packSource(params, view.tensor.dtype, r.format),
+    source: cachedSource(`pack|${view.tensor.dtype}|${r.format}`, () => packSource(params, view.tensor.dtype, r.format)),
     params,
     bindings: [src.range, dst.range],
     workgroups: device.grid(count, 64),

@@ -17,6 +17,7 @@ import type { Tensor } from '../../tensor';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { elementsPerTexel, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
 import type { MatmulProblem } from './problem';
+import { cachedSource } from './sources';
 
 /** Lanes per workgroup (llvmpipe's SIMD width for 32-bit values). */
 const LANES = 8;
@@ -101,7 +102,9 @@ export function textureMatmul(
         const vec4Out = p.n % 4 === 0 && (outBound.elementOffset + col0) % 4 === 0;
         device.run({
           name: 'matmul_texture',
-          source: textureSource(params, tile, b.layout.format, vec4Out),
+          source: cachedSource(`texture|${params.wgsl()}|${tile.rows}|${tile.texelsPerLane}|${b.layout.format}|${vec4Out}`, () =>
+            textureSource(params, tile, b.layout.format, vec4Out),
+          ),
           params,
           bindings,
           workgroups: [Math.ceil(w / (LANES * tile.texelsPerLane)), Math.ceil(mc / tile.rows), zc],
