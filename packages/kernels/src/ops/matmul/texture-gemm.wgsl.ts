@@ -29,11 +29,13 @@ export interface TextureTile {
 
 /**
  * The register tile for `m` rows × 32 columns: for decode shapes all rows (rounded up to 1, 2, 4
- * or 8 to bound the number of shader variants), 16 rows otherwise.
+ * or 8 to bound the number of shader variants); otherwise 16 rows, or 32 rows for f32 B (which
+ * needs twice the B fetches per FMA of bf16; measured ~15 % faster on llvmpipe when M fills it).
  */
 export function textureTile(m: number, bFormat: TexelFormat): TextureTile {
   const texelsPerLane = 32 / elementsPerTexel(bFormat);
-  return { rows: m <= GEMV_MAX_ROWS ? 2 ** Math.ceil(Math.log2(m)) : 16, texelsPerLane };
+  if (m <= GEMV_MAX_ROWS) return { rows: 2 ** Math.ceil(Math.log2(m)), texelsPerLane };
+  return { rows: bFormat === 'rgba32float' && m >= 32 ? 32 : 16, texelsPerLane };
 }
 
 export interface PackedOperand {
