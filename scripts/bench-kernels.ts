@@ -2,17 +2,17 @@
 //   bun run bench:kernels            all sections (a few minutes on 2 cores with llvmpipe)
 //   bun run bench:kernels -- --quick  skips the Nemotron-H-8B shapes
 // Times are wall clock around `device.sync()` after a warm-up run; reported values are medians.
-import { add, full, initDevice, linear, matmul, randn, type Device, type Tensor } from '@nemotron-ts/kernels';
+import { Params, add, full, initDevice, linear, matmul, randn, type Tensor } from '@nemotron-ts/kernels';
 
 const quick = process.argv.includes('--quick');
-const device: Device = await initDevice();
 const note = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 const emit = (record: Record<string, string | number>) => console.log(JSON.stringify(record));
-
-if (device.kind !== 'webgpu') {
-  emit({ bench: 'skipped', reason: `the default device is ${device.describe()}; kernel benchmarks need WebGPU` });
+const initial = await initDevice();
+if (initial.kind !== 'webgpu') {
+  emit({ bench: 'skipped', reason: `the default device is ${initial.describe()}; kernel benchmarks need WebGPU` });
   process.exit(0);
 }
+const device = initial;
 note(`device: ${device.describe()}`);
 
 /** Median wall-clock ms of `run` (which returns tensors to dispose), after one warm-up; more runs for fast cases. */
@@ -126,16 +126,47 @@ for (const { model, layers } of models) {
   b.dispose();
 }
 
-// --- per-dispatch overhead: many tiny kernels recorded into the batched encoder, one sync
+// --- per-dispatch overhead of the batched encoder: a trivial kernel recorded many times, one sync;
+// then the same through a full op (`add`: shape checks, allocation, kernel choice on top).
 {
   const x = randn([64], { device });
+  const y = randn([64], { device });
+  const source = `${new Params().u32('n', 64).wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) { if (g.x < P.n) { y[g.x] = x[g.x] + 1.0; } }`;
+  const bindings = [device.bind(x.storage, 0, 64).range, device.bind(y.storage, 0, 64).range];
   const count = 2000;
-  const { ms } = await measure(() => {
+  const raw = await measure(() => {
+    for (let i = 0; i < count; i++) device.run({ name: 'bench_dispatch', source, params: new Params().u32('n', 64), bindings, workgroups: [1, 1, 1] });
+    return [];
+  });
+  emit({ bench: 'dispatch', us: round((raw.ms * 1000) / count, 1), dispatches: count });
+  const op = await measure(() => {
     const outs: Tensor[] = [];
     for (let i = 0; i < count; i++) outs.push(add(x, 1));
     return outs;
   });
-  emit({ bench: 'dispatch', us: round((ms * 1000) / count, 1), dispatches: count });
+  emit({ bench: 'dispatch', op: 'add', us: round((op.ms * 1000) / count, 1), dispatches: count });
   x.dispose();
+  y.dispose();
+}
+
+// --- the host on its own, to tell a busy machine from a slow kernel: a plain JS loop adding 16 Mi f32
+{
+  const n = 16 * 1024 * 1024;
+  const a = new Float32Array(n).fill(1);
+  const b = new Float32Array(n).fill(2);
+  const c = new Float32Array(n);
+  const times: number[] = [];
+  for (let rep = 0; rep < 5; rep++) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) c[i] = a[i]! + b[i]!;
+    times.push(performance.now() - t0);
+  }
+  times.sort((x, y) => x - y);
+  emit({ bench: 'host', op: 'js-add', elements: n, gbps: round((3 * 4 * n) / times[2]! / 1e6) });
 }
 process.exit(0);

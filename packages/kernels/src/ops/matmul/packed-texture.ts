@@ -92,21 +92,38 @@ function maxWidth(device: WebGpuDevice): number {
   return 2 ** Math.floor(Math.log2(device.gpu.limits.maxTextureDimension2D));
 }
 
-/** Most texels a flat texture can hold on this device. */
-export function flatCapacity(device: WebGpuDevice): number {
-  return maxWidth(device) * device.gpu.limits.maxTextureDimension2D;
+/** Tallest texture used: the largest height that is not a power of two (see `textureShape`). */
+function maxHeight(device: WebGpuDevice): number {
+  const h = device.gpu.limits.maxTextureDimension2D;
+  return isPowerOfTwo(h) ? h - 1 : h;
 }
 
+/** Most texels a flat texture can hold on this device. */
+export function flatCapacity(device: WebGpuDevice): number {
+  return maxWidth(device) * maxHeight(device);
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return (n & (n - 1)) === 0;
+}
+
+/**
+ * Width a power of two, height never one: llvmpipe compiles a shader variant per combination of
+ * power-of-two-ness of its textures' sides (seconds for the large tiles), so every texture has the
+ * same kind of shape.
+ */
 function textureShape(device: WebGpuDevice, texels: number, bucketed: boolean): { width: number; height: number } {
   const wMax = maxWidth(device);
-  if (texels <= wMax) return { width: Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(texels, 1)))), height: 1 };
-  let height = Math.ceil(texels / wMax);
+  let width = wMax;
+  if (texels <= wMax * 3) width = Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(Math.ceil(texels / 3), 1))));
+  let height = Math.max(3, Math.ceil(texels / width));
   // Pooled textures come in height buckets at most 25 % apart, so shapes that vary a little share them.
   if (bucketed && height > 16) {
     const step = 2 ** (Math.floor(Math.log2(height)) - 2);
-    height = Math.min(device.gpu.limits.maxTextureDimension2D, Math.ceil(height / step) * step);
+    height = Math.ceil(height / step) * step;
   }
-  return { width: wMax, height };
+  if (isPowerOfTwo(height)) height++;
+  return { width, height: Math.min(height, maxHeight(device)) };
 }
 
 function createFlat(device: WebGpuDevice, format: TexelFormat, width: number, height: number, label: string): FlatTexture {
