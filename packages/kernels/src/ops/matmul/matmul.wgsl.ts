@@ -67,7 +67,7 @@ export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, h
 function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
   const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
   const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k);
-  const bLayout = packedLayout(device, p.b, bFormat, p.b.batchStride === 0 ? 1 : p.batch, p.k, p.n);
+  const bLayout = packedLayout(device, p.b, bFormat, p.b.batchStride === 0 ? 1 : p.batch, p.k, p.n, 4);
   const capacity = flatCapacity(device);
   if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
   const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;

@@ -14,11 +14,12 @@
  * weight's storage as a derived resource (released with it, dropped when it is written).
  */
 import { bytesPerElement } from '../../dtype';
-import { empty } from '../../creation';
+import { empty, zeros } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
 import type { DerivedResource } from '../../runtime/storage';
 import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
 import type { MatrixView } from './problem';
 import { cachedSource } from './sources';
 
@@ -49,6 +50,8 @@ export interface PackedLayout {
   format: TexelFormat;
   layers: number;
   rows: number;
+  /** Rows stored per panel: `rows` and then zero rows (so kernels can run K in whole steps). */
+  paddedRows: number;
   cols: number;
   /** Texels per matrix row: ceil(cols / elements per texel). */
   rowTexels: number;
@@ -57,7 +60,12 @@ export interface PackedLayout {
 }
 
 export function layoutTexels(l: PackedLayout): number {
-  return l.layers * l.rows * l.rowTexels;
+  return l.layers * layerTexels(l);
+}
+
+/** Texels between consecutive layers. */
+export function layerTexels(l: PackedLayout): number {
+  return l.paddedRows * l.rowTexels;
 }
 
 export function panelCount(l: PackedLayout): number {
@@ -68,23 +76,23 @@ export function panelWidth(l: PackedLayout, panel: number): number {
   return Math.min(l.panelTexels, l.rowTexels - panel * l.panelTexels);
 }
 
-/** First texel of `panel` in layer 0 (layers follow each other every rows × rowTexels texels). */
+/** First texel of `panel` in layer 0. */
 export function panelBase(l: PackedLayout, panel: number): number {
-  return panel * l.panelTexels * l.rows;
+  return panel * l.panelTexels * l.paddedRows;
 }
 
 /**
- * Layout for `view` read as [layers, rows, cols], with panels narrow enough that one matrix row of
- * a panel fits a storage binding (only matters when columns are far apart, as in a transposed
- * [N, K] weight read as [K, N]).
+ * Layout for `view` read as [layers, rows, cols], rows padded with zeros to a multiple of `rowStep`,
+ * with panels narrow enough that one matrix row of a panel fits a storage binding (only matters
+ * when columns are far apart, as in a transposed [N, K] weight read as [K, N]).
  */
-export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number): PackedLayout {
+export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep = 1): PackedLayout {
   const cpt = elementsPerTexel(format);
   const rowTexels = Math.ceil(cols / cpt);
   const limitElements = Math.floor((device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment) / bytesPerElement(view.tensor.dtype));
   const maxCols = view.colStride === 0 ? cols : Math.floor((limitElements - 1) / view.colStride) + 1;
   const panelTexels = Math.max(1, Math.min(rowTexels, Math.floor(maxCols / cpt)));
-  return { format, layers, rows, cols, rowTexels, panelTexels };
+  return { format, layers, rows, paddedRows: Math.ceil(rows / rowStep) * rowStep, cols, rowTexels, panelTexels };
 }
 
 /** Largest texture side this device allows, as a power of two. */
@@ -237,7 +245,7 @@ class WeightEntry implements DerivedResource {
 export function cachedTexture(device: WebGpuDevice, view: MatrixView, layout: PackedLayout): { texture: FlatTexture; layout: PackedLayout } | null {
   const s = state(device);
   const storage = view.tensor.storage;
-  const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.rows}x${layout.cols}:${layout.panelTexels}`;
+  const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.paddedRows}x${layout.cols}:${layout.panelTexels}`;
   const hit = storage.getDerived(key);
   if (hit instanceof WeightEntry) {
     s.weights.delete(hit);
@@ -261,6 +269,11 @@ export function cachedTexture(device: WebGpuDevice, view: MatrixView, layout: Pa
   return entry;
 }
 
+/** A zero-filled staging buffer of `texels` texels. */
+function zerosTensor(device: WebGpuDevice, texels: number): Tensor {
+  return zeros([texels * 4], { dtype: 'u32', device });
+}
+
 /** Copies texels [start, start + count) of `texture` from a dense byte stream at `byteOffset` of `buffer`. */
 function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, texture: FlatTexture, start: number, count: number): void {
   const w = texture.width;
@@ -277,7 +290,7 @@ function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, t
   if (end > t) piece(end - t, 1);
 }
 
-/** True when the view's bytes already are the packed texel stream (dense rows of whole texels, one panel). */
+/** True when the view's bytes already are the texel stream of each layer (dense rows of whole texels, one panel). */
 function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
   const dtype = view.tensor.dtype;
   const cpt = elementsPerTexel(l.format);
@@ -285,15 +298,23 @@ function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
   if (l.cols % cpt !== 0 || l.panelTexels < l.rowTexels) return false;
   if (view.colStride !== 1 && l.cols > 1) return false;
   if (l.rows > 1 && view.rowStride !== l.cols) return false;
-  if (l.layers > 1 && view.batchStride !== l.rows * l.cols) return false;
-  return (view.offset * bytesPerElement(dtype)) % TEXEL_BYTES === 0;
+  const bpe = bytesPerElement(dtype);
+  if (l.layers > 1 && (view.batchStride * bpe) % TEXEL_BYTES !== 0) return false;
+  return (view.offset * bpe) % TEXEL_BYTES === 0;
 }
 
 /** Writes the matrix `view` (read as [layers, rows, cols]) into `texture` with `layout`. */
 export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: PackedLayout, texture: FlatTexture): void {
   const bpe = bytesPerElement(view.tensor.dtype);
   if (directlyCopyable(view, layout)) {
-    copyFlat(device, view.tensor.storage.gpu!, view.offset * bpe, texture, 0, layoutTexels(layout));
+    const padTexels = (layout.paddedRows - layout.rows) * layout.rowTexels;
+    const zeros = padTexels > 0 ? zerosTensor(device, padTexels) : null;
+    for (let z = 0; z < layout.layers; z++) {
+      const start = z * layerTexels(layout);
+      copyFlat(device, view.tensor.storage.gpu!, (view.offset + z * view.batchStride) * bpe, texture, start, layout.rows * layout.rowTexels);
+      if (zeros) copyFlat(device, zeros.storage.gpu!, 0, texture, start + layout.rows * layout.rowTexels, padTexels);
+    }
+    zeros?.dispose();
     return;
   }
   const cpt = elementsPerTexel(layout.format);
@@ -306,12 +327,14 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
       // Rows per dispatch: the source rows and the staging texels must each fit one binding.
       const rowSpan = (cols - 1) * view.colStride + 1;
       const bySource = view.rowStride === 0 ? layout.rows : Math.floor((Math.floor(limit / bpe) - rowSpan) / view.rowStride) + 1;
-      const slab = Math.max(1, Math.min(layout.rows, bySource, Math.floor(limit / (w * TEXEL_BYTES))));
-      for (let r0 = 0; r0 < layout.rows; r0 += slab) {
-        const rows = Math.min(slab, layout.rows - r0);
-        const start = z * layout.rows * layout.rowTexels + panelBase(layout, p) + r0 * w;
-        const srcStart = view.offset + z * view.batchStride + r0 * view.rowStride + col0 * view.colStride;
-        packRows(device, view, srcStart, (rows - 1) * view.rowStride + rowSpan, { rows, w, cols, format: layout.format }, texture, start);
+      const slab = Math.max(1, Math.min(layout.paddedRows, bySource, Math.floor(limit / (w * TEXEL_BYTES))));
+      for (let r0 = 0; r0 < layout.paddedRows; r0 += slab) {
+        const rows = Math.min(slab, layout.paddedRows - r0);
+        const validRows = Math.max(0, Math.min(rows, layout.rows - r0));
+        const start = z * layerTexels(layout) + panelBase(layout, p) + r0 * w;
+        const srcStart = view.offset + z * view.batchStride + Math.min(r0, layout.rows - 1) * view.rowStride + col0 * view.colStride;
+        const srcCount = validRows > 0 ? (validRows - 1) * view.rowStride + rowSpan : 1;
+        packRows(device, view, srcStart, srcCount, { rows, validRows, w, cols, format: layout.format }, texture, start);
       }
     }
   }
@@ -319,6 +342,8 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
 
 interface PackRegion {
   rows: number;
+  /** Rows read from the source; the rest are zeros. */
+  validRows: number;
   /** Texels per row. */
   w: number;
   /** Valid columns (the rest of the last texel is zero). */
@@ -335,6 +360,7 @@ function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcC
   const params = new Params()
     .u32('count', count)
     .u32('w', r.w)
+    .u32('validRows', r.validRows)
     .u32('cols', r.cols)
     .u32('srcOff', src.elementOffset)
     .u32('rowStride', view.rowStride)
@@ -354,7 +380,7 @@ function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcC
 function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: TexelFormat): string {
   const cpt = elementsPerTexel(format);
   const loads: string[] = [];
-  for (let e = 0; e < cpt; e++) loads.push(`var e${e} = 0.0; if (c0 + ${e}u < P.cols) { e${e} = load_src(base + (c0 + ${e}u) * P.colStride); }`);
+  for (let e = 0; e < cpt; e++) loads.push(`var e${e} = 0.0; if (r < P.validRows && c0 + ${e}u < P.cols) { e${e} = load_src(base + (c0 + ${e}u) * P.colStride); }`);
   const words =
     format === 'rgba32float'
       ? [0, 1, 2, 3].map((e) => `dst[4u * i + ${e}u] = bitcast<u32>(e${e});`)

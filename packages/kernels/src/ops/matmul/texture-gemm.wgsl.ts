@@ -6,8 +6,8 @@
  * feeds, so the tile is as large as the registers (spilled to L1) allow: 16 rows × 32 columns for
  * prefill; for decode (M ≤ 8) the tile holds all M rows, so each weight texel is read once.
  *
- * K runs in steps of 4 (one A texel per row); a last partial step masks the missing rows of B and
- * components of A, so textures need no zero padding and may hold stale data past the matrix.
+ * K runs in whole steps of 4 (one A texel per row): the packed A rows end in zeros and B has zero
+ * rows up to a multiple of 4, so there is no tail to mask (and half the code to compile).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
@@ -15,7 +15,7 @@ import { Params } from '../../runtime/params';
 import { declareStorage } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
-import { elementsPerTexel, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { elementsPerTexel, layerTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
 import type { MatmulProblem } from './problem';
 import { cachedSource } from './sources';
 
@@ -75,12 +75,11 @@ export function textureMatmul(
         const w = panelWidth(b.layout, panel);
         const col0 = panel * b.layout.panelTexels * cpt;
         const nCols = Math.min(w * cpt, p.n - col0);
-        const aLayerTexels = a.layout.layers > 1 ? p.m * a.layout.rowTexels : 0;
-        const bLayerTexels = b.layout.layers > 1 ? p.k * b.layout.rowTexels : 0;
+        const aLayerTexels = a.layout.layers > 1 ? layerTexels(a.layout) : 0;
+        const bLayerTexels = b.layout.layers > 1 ? layerTexels(b.layout) : 0;
         const params = new Params()
           .u32('m', mc)
-          .u32('k', p.k)
-          .u32('kFull', p.k - (p.k % 4))
+          .u32('kPad', b.layout.paddedRows)
           .u32('nCols', nCols)
           .u32('aBase', z0 * aLayerTexels + m0 * a.layout.rowTexels)
           .u32('aLayer', aLayerTexels)
@@ -126,27 +125,25 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, vec4O
   const rows = [...Array(R).keys()];
   const vecs = [...Array(V).keys()];
 
-  /** Loads B rows k + 0..3 as vec4 column groups b{kk}_{v}; masked rows past K read as zero. */
-  const loadB = (masked: boolean): string[] => {
+  /** Loads B rows k + 0..3 as vec4 column groups b{kk}_{v}. */
+  const loadB = (): string[] => {
     const lines: string[] = [];
     for (let kk = 0; kk < 4; kk++) {
       for (let j = 0; j < CT; j++) {
         const fetch = `textureLoad(B, at(bCol0 + (k + ${kk}u) * bRow + ${j * LANES}u, bMask, bShift), 0)`;
-        const guarded = masked ? `select(${packed ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)'}, ${fetch}, k + ${kk}u < kEnd)` : fetch;
         if (packed) {
-          lines.push(`let w${kk}_${j} = ${guarded};`);
+          lines.push(`let w${kk}_${j} = ${fetch};`);
           lines.push(`let b${kk}_${2 * j} = vec4<f32>(lo(w${kk}_${j}.x), hi(w${kk}_${j}.x), lo(w${kk}_${j}.y), hi(w${kk}_${j}.y));`);
           lines.push(`let b${kk}_${2 * j + 1} = vec4<f32>(lo(w${kk}_${j}.z), hi(w${kk}_${j}.z), lo(w${kk}_${j}.w), hi(w${kk}_${j}.w));`);
-        } else lines.push(`let b${kk}_${j} = ${guarded};`);
+        } else lines.push(`let b${kk}_${j} = ${fetch};`);
       }
     }
     return lines;
   };
-  const fmaRows = (masked: boolean): string[] => {
+  const fmaRows = (): string[] => {
     const lines: string[] = [];
     for (const r of rows) {
-      const fetch = `textureLoad(A, at(aRow0 + ${r}u * aRow + q, aMask, aShift), 0)`;
-      lines.push(`{ let a = ${masked ? `select(vec4<f32>(0.0), ${fetch}, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(kEnd))` : fetch};`);
+      lines.push(`{ let a = textureLoad(A, at(aRow0 + ${r}u * aRow + q, aMask, aShift), 0);`);
       for (const v of vecs) lines.push(`  c${r}_${v} = c${r}_${v} + a.x * b0_${v} + a.y * b1_${v} + a.z * b2_${v} + a.w * b3_${v};`);
       lines.push('}');
     }
@@ -193,21 +190,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let aShift = P.aShift;
   let bMask = P.bMask;
   let bShift = P.bShift;
-  let kEnd = P.k;
-  let kFull = P.kFull;
+  let kPad = P.kPad;
   let aRow0 = P.aBase + z * P.aLayer + m0 * aRow;
   let bCol0 = P.bBase + z * P.bLayer + t0;
   ${rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' ')}
-  var k = 0u;
-  for (; k < kFull; k = k + 4u) {
+  for (var k = 0u; k < kPad; k = k + 4u) {
     let q = k >> 2u;
-    ${loadB(false).join('\n    ')}
-    ${fmaRows(false).join('\n    ')}
-  }
-  if (k < kEnd) {
-    let q = k >> 2u;
-    ${loadB(true).join('\n    ')}
-    ${fmaRows(true).join('\n    ')}
+    ${loadB().join('\n    ')}
+    ${fmaRows().join('\n    ')}
   }
   let outBase = P.outOff + z * P.outLayer;
   let nCols = P.nCols;
