@@ -51,7 +51,7 @@ const matmulOf = (c: Case) => (d: Device) => {
 /** Shapes for the tiled and texture kernels: odd sizes straddling 16/32/64 tile edges and the K step of 4. */
 const GEMM_CASES: Case[] = [
   { name: 'odd 37×45×29', a: [37, 29], b: [29, 45] },
-  { name: 'tile edges 65×33×17', a: [65, 17], b: [17, 33] },
+  { name: 'tile edges 65×33×17 (32-row tile)', a: [65, 17], b: [17, 33] },
   { name: 'transA', a: [29, 37], b: [29, 45], transA: true },
   { name: 'transB', a: [37, 29], b: [45, 29], transB: true },
   { name: 'transA transB', a: [29, 37], b: [45, 29], transA: true, transB: true },
@@ -59,17 +59,20 @@ const GEMM_CASES: Case[] = [
   { name: 'bf16 B [K, N] with bf16 bias', a: [19, 64], b: [64, 40], bType: 'bf16', bias: 'bf16' },
   { name: 'batched', a: [3, 19, 13], b: [3, 13, 21] },
   { name: 'batch broadcast: 2-D B', a: [2, 3, 7, 13], b: [13, 21], bias: 'f32' },
-  { name: 'batch broadcast: 2-D A', a: [7, 13], b: [4, 13, 21], transB: false },
+  { name: 'batch broadcast: 2-D A', a: [7, 13], b: [4, 13, 21] },
   { name: 'batch broadcast both ways', a: [2, 1, 7, 13], b: [1, 3, 13, 21] },
   { name: 'K = 1', a: [17, 1], b: [1, 9] },
 ];
 
-/** Decode shapes for the GEMV kernels. */
+/** Decode shapes for the GEMV kernels (and each decode tile of the texture kernel: 1, 2, 4, 8 rows × f32, bf16). */
 const GEMV_CASES: Case[] = [
-  { name: 'M=1 weight [N, K]', a: [1, 29], b: [45, 29], transB: true, bType: 'bf16' },
+  { name: 'M=1 bf16 weight [N, K]', a: [1, 29], b: [45, 29], transB: true, bType: 'bf16' },
+  { name: 'M=1 f32 B [K, N]', a: [1, 29], b: [29, 45] },
+  { name: 'M=2 batched', a: [3, 2, 29], b: [3, 29, 45] },
+  { name: 'M=2 bf16', a: [2, 64], b: [64, 33], bType: 'bf16' },
   { name: 'M=3 B [K, N]', a: [3, 29], b: [29, 45] },
+  { name: 'M=4 bf16 weight, bf16 bias', a: [4, 30], b: [50, 30], transB: true, bType: 'bf16', bias: 'bf16' },
   { name: 'M=8 bias', a: [8, 64], b: [100, 64], transB: true, bias: 'f32' },
-  { name: 'M=2 batched', a: [3, 2, 29], b: [3, 29, 45], transA: false },
   { name: 'M=5 transA', a: [29, 5], b: [29, 45], transA: true, bType: 'bf16' },
 ];
 
@@ -214,7 +217,7 @@ describe('gradients', () => {
     await gradcheck((a, b) => matmul(a!, b!), [A, b3]);
     const a4 = { values: randomData([2, 1, 4, 5], 18), shape: [2, 1, 4, 5] };
     const b4 = { values: randomData([3, 5, 3], 19), shape: [3, 5, 3] };
-    await gradcheck((a, b) => matmul(a!, b!, { transA: false }), [a4, b4]);
+    await gradcheck((a, b) => matmul(a!, b!), [a4, b4]);
   });
 
   test('linear: x, weight and bias', async () => {

@@ -29,13 +29,14 @@ export interface TextureTile {
 
 /**
  * The register tile for `m` rows × 32 columns: for decode shapes all rows (rounded up to 1, 2, 4
- * or 8 to bound the number of shader variants); otherwise 16 rows, or 32 rows for f32 B (which
- * needs twice the B fetches per FMA of bf16; measured ~15 % faster on llvmpipe when M fills it).
+ * or 8 to bound the number of shader variants); otherwise 16 rows, or 32 rows for f32 B with
+ * M ≥ 64 (f32 needs twice the B fetches per FMA of bf16; the taller tile measured ~15 % faster on
+ * llvmpipe, but takes several times longer to compile, so only large products use it).
  */
 export function textureTile(m: number, bFormat: TexelFormat): TextureTile {
   const texelsPerLane = 32 / elementsPerTexel(bFormat);
   if (m <= GEMV_MAX_ROWS) return { rows: 2 ** Math.ceil(Math.log2(m)), texelsPerLane };
-  return { rows: bFormat === 'rgba32float' && m >= 32 ? 32 : 16, texelsPerLane };
+  return { rows: bFormat === 'rgba32float' && m >= 64 ? 32 : 16, texelsPerLane };
 }
 
 export interface PackedOperand {
@@ -99,13 +100,9 @@ export function textureMatmul(
           : device.bind(bias.tensor.storage, bias.tensor.offset, 1, 'matmul bias placeholder');
         params.u32('biasOff', biasBound.elementOffset).u32('hasBias', bias.present ? 1 : 0);
         const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }, biasBound.range, outBound.range];
-        // Whole vec4 stores when every output row starts on a vec4 (N and the offsets multiples of 4).
-        const vec4Out = p.n % 4 === 0 && (outBound.elementOffset + col0) % 4 === 0;
         device.run({
           name: 'matmul_texture',
-          source: cachedSource(`texture|${params.wgsl()}|${tile.rows}|${tile.texelsPerLane}|${b.layout.format}|${vec4Out}`, () =>
-            textureSource(params, tile, b.layout.format, vec4Out),
-          ),
+          source: cachedSource(`texture|${params.wgsl()}|${tile.rows}|${tile.texelsPerLane}|${b.layout.format}`, () => textureSource(params, tile, b.layout.format)),
           params,
           bindings,
           workgroups: [Math.ceil(w / (LANES * tile.texelsPerLane)), Math.ceil(mc / tile.rows), zc],
@@ -116,7 +113,7 @@ export function textureMatmul(
   }
 }
 
-function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, vec4Out: boolean): string {
+function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
   const R = tile.rows;
   const CT = tile.texelsPerLane;
   const packed = bFormat === 'rgba32uint';
@@ -161,9 +158,8 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, vec4O
     ${vecs.map((v) => `put(o, col${v}, c${r}_${v} + bias${v}, nCols);`).join('\n    ')}
   }`,
   );
-  const put = vec4Out
-    ? `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) { if (c < nCols) { out[(o + c) >> 2u] = v; } }`
-    : `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) {
+  // Scalar stores (any N, any offset): measured no slower than vec4 stores, which would need a second shader variant.
+  const put = `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) {
   if (c < nCols) { out[o + c] = v.x; }
   if (c + 1u < nCols) { out[o + c + 1u] = v.y; }
   if (c + 2u < nCols) { out[o + c + 2u] = v.z; }
@@ -174,7 +170,7 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat, vec4O
 @group(0) @binding(1) var A: texture_2d<f32>;
 @group(0) @binding(2) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
 ${declareStorage(3, 'bias', 'f32', 'read')}
-@group(0) @binding(4) var<storage, read_write> out: array<${vec4Out ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
 ${put}
 fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
 ${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
