@@ -1,7 +1,8 @@
 // Kernel benchmark: one JSON object per line on stdout (progress notes on stderr).
 //   bun run bench:kernels            all sections (a few minutes on 2 cores with llvmpipe)
 //   bun run bench:kernels -- --quick  skips the Nemotron-H-8B shapes
-// Times are wall clock around `device.sync()` after a warm-up run; reported values are medians.
+// Times are wall clock around `device.sync()` after a warm-up run; reported values are medians
+// (per call; fast cases record several calls per sync, see `measure`).
 import { Params, add, full, initDevice, linear, matmul, randn, type Tensor } from '@nemotron-ts/kernels';
 
 const quick = process.argv.includes('--quick');
@@ -15,20 +16,27 @@ if (initial.kind !== 'webgpu') {
 const device = initial;
 note(`device: ${device.describe()}`);
 
-/** Median wall-clock ms of `run` (which returns tensors to dispose), after one warm-up; more runs for fast cases. */
+/**
+ * Median wall-clock ms per call of `run` (which returns tensors to dispose), after a warm-up call.
+ * Fast cases record several calls per `sync()` so the wait for the device does not dominate (as
+ * in a model, where many kernels share one submit); slow cases take at least three samples.
+ */
 async function measure(run: () => Tensor | Tensor[]): Promise<{ ms: number; firstMs: number }> {
-  const once = async () => {
+  const batch = async (calls: number) => {
     const t0 = performance.now();
-    const out = run();
+    const outs: Tensor[] = [];
+    for (let i = 0; i < calls; i++) outs.push(...[run()].flat());
     await device.sync();
-    const ms = performance.now() - t0;
-    for (const t of [out].flat()) t.dispose();
+    const ms = (performance.now() - t0) / calls;
+    for (const t of outs) t.dispose();
     return ms;
   };
-  const firstMs = await once();
-  const times = [await once()];
-  const reps = Math.max(2, Math.min(15, Math.floor(1500 / times[0]!)));
-  for (let i = 0; i < reps; i++) times.push(await once());
+  const firstMs = await batch(1);
+  const probe = await batch(1);
+  const calls = Math.max(1, Math.min(64, Math.floor(20 / probe)));
+  const times = [probe];
+  const samples = Math.max(3, Math.min(15, Math.floor(1500 / (probe * calls))));
+  for (let i = 0; i < samples; i++) times.push(await batch(calls));
   times.sort((x, y) => x - y);
   return { ms: times[Math.floor(times.length / 2)]!, firstMs };
 }
