@@ -122,6 +122,20 @@ describe('matmul: WebGPU kernels vs CPU reference', () => {
   }, COMPILE_TIMEOUT);
 });
 
+test.if(gpu !== null)('weights read transposed: aligned row pitch with a ragged K, both dtypes, batched', async () => {
+  setMatmulPath({ path: 'texture' });
+  for (const dtype of ['f32', 'bf16'] as const) {
+    const w = randomData([2, 37, 64], 30, { dtype });
+    const x = randomData([2, 19, 61], 31);
+    const run = (d: Device) => {
+      // b = w[..., :61] read as [K=61, N=37]: rows 64 apart, K not a multiple of a texel.
+      const b = narrow(onDevice(w, [2, 37, 64], d, dtype), 2, 0, 61);
+      return matmul(onDevice(x, [2, 19, 61], d), b, { transB: true });
+    };
+    await compare({ name: `transposed ${dtype}`, a: [2, 19, 61], b: [2, 37, 61] }, run);
+  }
+}, COMPILE_TIMEOUT);
+
 describe('linear', () => {
   test.if(gpu !== null)('frozen bf16 weight: decode and prefill shapes, cached texture reused and released', async () => {
     const before = textureMemoryStats(gpu!).cachedWeights;

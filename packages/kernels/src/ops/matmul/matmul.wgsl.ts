@@ -3,8 +3,8 @@
  *
  * - software rasterizers (llvmpipe): the texture kernel (operands read with `textureLoad`, which
  *   llvmpipe vectorizes, unlike its storage-buffer loads) — against a cached, K-major texture of a
- *   frozen weight at any M (each weight texel read once for M ≤ 8), and for products with enough
- *   rows to pay for packing B on every call;
+ *   frozen weight at any M (each weight texel read once for M ≤ 8), and otherwise whenever
+ *   packing B on every call pays off (see `runTextures`);
  * - otherwise, and on real GPUs: the storage-buffer kernels, GEMV for M ≤ 8, tiled above.
  *
  * `setMatmulPath` forces a path (tests check every path against the CPU reference; benchmarks).
@@ -17,6 +17,7 @@ import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
 import {
   acquireTexture,
   cachedTexture,
+  directlyCopyable,
   flatCapacity,
   layoutTexels,
   packedLayout,
@@ -49,8 +50,11 @@ export interface MatmulHints {
   frozenB: boolean;
 }
 
-/** Rows from which packing B for the texture kernel on every call pays off on a software device. */
-const PACK_MIN_ROWS = 32;
+/**
+ * Products below this many multiply-adds run the storage-buffer GEMV on a software device rather
+ * than copying B into a texture (the copy's fixed cost dominates there).
+ */
+const COPY_MIN_MACS = 1 << 16;
 
 export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, hints: MatmulHints): void {
   const software = forced.software ?? device.isSoftware;
@@ -71,7 +75,10 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
   const capacity = flatCapacity(device);
   if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
   const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;
-  if (!cached && !alwaysPack && p.m < PACK_MIN_ROWS) return false;
+  // Without a cached B: above 8 rows the texture kernel wins even after packing B (llvmpipe runs the
+  // workgroup-memory GEMM an order of magnitude slower); for decode rows, only when B copies in
+  // directly — packing a transposed B costs more than the storage-buffer GEMV reading it once.
+  if (!cached && !alwaysPack && p.m <= GEMV_MAX_ROWS && !(directlyCopyable(p.b, bLayout) && p.m * p.n * p.k >= COPY_MIN_MACS)) return false;
   const transient: FlatTexture[] = [];
   const upload = (view: MatmulProblem['a'], layout: typeof aLayout): PackedOperand => {
     const texture = acquireTexture(device, layout.format, layoutTexels(layout));

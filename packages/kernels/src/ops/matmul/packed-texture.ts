@@ -291,7 +291,7 @@ function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, t
 }
 
 /** True when the view's bytes already are the texel stream of each layer (dense rows of whole texels, one panel). */
-function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
+export function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
   const dtype = view.tensor.dtype;
   const cpt = elementsPerTexel(l.format);
   if ((l.format === 'rgba32float') !== (dtype === 'f32')) return false;
@@ -319,6 +319,7 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
   }
   const cpt = elementsPerTexel(layout.format);
   const limit = device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment;
+  const transposed = transposedBlocks(view, layout);
   for (let z = 0; z < layout.layers; z++) {
     for (let p = 0; p < panelCount(layout); p++) {
       const w = panelWidth(layout, p);
@@ -327,14 +328,18 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
       // Rows per dispatch: the source rows and the staging texels must each fit one binding.
       const rowSpan = (cols - 1) * view.colStride + 1;
       const bySource = view.rowStride === 0 ? layout.rows : Math.floor((Math.floor(limit / bpe) - rowSpan) / view.rowStride) + 1;
-      const slab = Math.max(1, Math.min(layout.paddedRows, bySource, Math.floor(limit / (w * TEXEL_BYTES))));
+      let slab = Math.max(1, Math.min(layout.paddedRows, bySource, Math.floor(limit / (w * TEXEL_BYTES))));
+      // The transposing kernel writes blocks of `cpt` rows.
+      if (transposed && slab < layout.paddedRows) slab = Math.max(cpt, slab - (slab % cpt));
       for (let r0 = 0; r0 < layout.paddedRows; r0 += slab) {
         const rows = Math.min(slab, layout.paddedRows - r0);
         const validRows = Math.max(0, Math.min(rows, layout.rows - r0));
         const start = z * layerTexels(layout) + panelBase(layout, p) + r0 * w;
         const srcStart = view.offset + z * view.batchStride + Math.min(r0, layout.rows - 1) * view.rowStride + col0 * view.colStride;
         const srcCount = validRows > 0 ? (validRows - 1) * view.rowStride + rowSpan : 1;
-        packRows(device, view, srcStart, srcCount, { rows, validRows, w, cols, format: layout.format }, texture, start);
+        const region = { rows, validRows, w, cols, format: layout.format };
+        if (transposed) packTransposed(device, view, srcStart, srcCount, region, texture, start);
+        else packRows(device, view, srcStart, srcCount, region, texture, start);
       }
     }
   }
@@ -375,6 +380,81 @@ function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcC
   });
   copyFlat(device, staging.storage.gpu!, 0, texture, start, count);
   staging.dispose();
+}
+
+/**
+ * True when the view is a transposed dense matrix (rows contiguous, e.g. an [N, K] weight read as
+ * [K, N]) aligned so that one 16-byte load brings a texel's worth of consecutive rows of a column:
+ * the transposing pack then needs one load per texel instead of one per element.
+ */
+function transposedBlocks(view: MatrixView, l: PackedLayout): boolean {
+  const cpt = elementsPerTexel(l.format);
+  if ((l.format === 'rgba32float') !== (view.tensor.dtype === 'f32')) return false;
+  if (view.rowStride !== 1 || view.colStride < l.rows || view.colStride % cpt !== 0 || view.offset % cpt !== 0) return false;
+  if (l.layers > 1 && view.batchStride % cpt !== 0) return false;
+  // Whole 16-byte loads at the end of the last column must stay inside the buffer.
+  const last = view.offset + (l.layers - 1) * view.batchStride + (l.cols - 1) * view.colStride + Math.ceil(l.rows / cpt) * cpt;
+  return last * bytesPerElement(view.tensor.dtype) <= view.tensor.storage.gpu!.size;
+}
+
+/**
+ * Packs a region of a transposed view (see {@link transposedBlocks}): each invocation loads `cpt`
+ * consecutive rows of `cpt` columns (one 16-byte load per column) and writes the `cpt` texels they
+ * transpose into.
+ */
+function packTransposed(device: WebGpuDevice, view: MatrixView, srcStart: number, srcCount: number, r: PackRegion, texture: FlatTexture, start: number): void {
+  const cpt = elementsPerTexel(r.format);
+  const count = r.rows * r.w;
+  const blocks = Math.ceil(r.rows / cpt) * r.w;
+  const staging = empty([count * 4], { dtype: 'u32', device });
+  const src = device.bind(view.tensor.storage, srcStart, Math.ceil(srcCount / cpt) * cpt, 'matmul pack source');
+  const dst = device.bind(staging.storage, 0, count * 4, 'matmul pack staging');
+  const params = new Params()
+    .u32('blocks', blocks)
+    .u32('w', r.w)
+    .u32('rows', r.rows)
+    .u32('validRows', r.validRows)
+    .u32('cols', r.cols)
+    .u32('srcOff', src.elementOffset / cpt)
+    .u32('colStride', view.colStride / cpt);
+  device.run({
+    name: 'matmul_pack_transposed',
+    source: cachedSource(`pack-t|${r.format}`, () => packTransposedSource(params, r.format)),
+    params,
+    bindings: [src.range, dst.range],
+    workgroups: device.grid(blocks, 64),
+    detail: `${r.rows}×${r.cols} ${view.tensor.dtype}ᵀ→${r.format}`,
+  });
+  copyFlat(device, staging.storage.gpu!, 0, texture, start, count);
+  staging.dispose();
+}
+
+function packTransposedSource(p: Params, format: TexelFormat): string {
+  const cpt = elementsPerTexel(format);
+  const cols = [...Array(cpt).keys()];
+  const loads = cols.map((e) => `var v${e} = vec4<u32>(0u); if (c0 + ${e}u < P.cols) { v${e} = src[base + ${e}u * P.colStride]; }`);
+  const texels = cols.map((j) => {
+    // Element (column e, row r + j): f32 bits are word j of v_e; bf16 bits are half j % 2 of word j / 2.
+    const bits = (e: number) => (format === 'rgba32float' ? `v${e}[${j}]` : `((v${e}[${j >> 1}] >> ${16 * (j & 1)}u) & 0xffffu)`);
+    const words = format === 'rgba32float' ? [0, 1, 2, 3].map((q) => bits(q)) : [0, 1, 2, 3].map((q) => `${bits(2 * q)} | (${bits(2 * q + 1)} << 16u)`);
+    return `if (r + ${j}u < P.rows) { dst[(r + ${j}u) * P.w + t] = select(vec4<u32>(0u), vec4<u32>(${words.join(', ')}), r + ${j}u < P.validRows); }`;
+  });
+  return `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let i = ${flatIndex(64)};
+  if (i >= P.blocks) { return; }
+  let rb = i / P.w;
+  let t = i - rb * P.w;
+  let r = rb * ${cpt}u;
+  let c0 = t * ${cpt}u;
+  let base = P.srcOff + c0 * P.colStride + rb;
+  ${loads.join('\n  ')}
+  ${texels.join('\n  ')}
+}`;
 }
 
 function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: TexelFormat): string {
