@@ -18,7 +18,7 @@ import { declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { viewExtent, type MatmulProblem, type MatrixView } from './problem';
 import { cachedSource } from './sources';
-import { planChunks, type MatmulChunk } from './split';
+import { bindingBudget, planChunks, type MatmulChunk } from './split';
 
 /** Most rows the GEMV kernel takes. */
 export const GEMV_MAX_ROWS = 8;
@@ -45,8 +45,7 @@ export function bufferMatmul(device: WebGpuDevice, p: MatmulProblem, out: Tensor
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
   const cols = kernel.kind === 'tiled' ? TILE : gemvLayout(p.b, kernel.shape).cols;
   const chunks = planChunks(p, {
-    bindingBytes: device.limits.maxStorageBufferBindingSize,
-    alignment: device.limits.minStorageBufferOffsetAlignment,
+    budget: bindingBudget(device),
     maxBatch: maxWg,
     maxRows: kernel.kind === 'tiled' ? maxWg * TILE : GEMV_MAX_ROWS,
     maxCols: maxWg * cols,

@@ -22,6 +22,7 @@ import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '..
 import type { Tensor } from '../../tensor';
 import type { MatrixView } from './problem';
 import { cachedSource } from './sources';
+import { bindingBudget } from './split';
 
 export type TexelFormat = 'rgba32float' | 'rgba32uint';
 
@@ -89,7 +90,7 @@ export function panelBase(l: PackedLayout, panel: number): number {
 export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep = 1): PackedLayout {
   const cpt = elementsPerTexel(format);
   const rowTexels = Math.ceil(cols / cpt);
-  const limitElements = Math.floor((device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment) / bytesPerElement(view.tensor.dtype));
+  const limitElements = Math.floor(bindingBudget(device) / bytesPerElement(view.tensor.dtype));
   const maxCols = view.colStride === 0 ? cols : Math.floor((limitElements - 1) / view.colStride) + 1;
   const panelTexels = Math.max(1, Math.min(rowTexels, Math.floor(maxCols / cpt)));
   return { format, layers, rows, paddedRows: Math.ceil(rows / rowStep) * rowStep, cols, rowTexels, panelTexels };
@@ -318,7 +319,7 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
     return;
   }
   const cpt = elementsPerTexel(layout.format);
-  const limit = device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment;
+  const limit = bindingBudget(device);
   const transposed = transposedBlocks(view, layout);
   for (let z = 0; z < layout.layers; z++) {
     for (let p = 0; p < panelCount(layout); p++) {

@@ -3,6 +3,7 @@
  * (e.g. an lm_head weight of 1 GiB against 128 MiB bindings) and whose grids fit the per-dimension
  * workgroup limit. Chunks along K accumulate into the output.
  */
+import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bytesPerElement } from '../../dtype';
 import { viewExtent, type MatmulProblem, type MatrixView } from './problem';
 
@@ -17,11 +18,17 @@ export interface MatmulChunk {
   k1: number;
 }
 
+/**
+ * Bytes of data one storage binding holds wherever the data starts: `device.bind` starts a binding
+ * up to one offset alignment below the first element and pads its end to 4 bytes.
+ */
+export function bindingBudget(device: WebGpuDevice): number {
+  return device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment - 4;
+}
+
 export interface ChunkLimits {
-  /** Largest binding in bytes. */
-  bindingBytes: number;
-  /** Slack for the aligned-down start of a binding. */
-  alignment: number;
+  /** Bytes each binding may span ({@link bindingBudget}). */
+  budget: number;
   maxBatch: number;
   maxRows: number;
   maxCols: number;
@@ -69,7 +76,7 @@ export function planChunks(p: MatmulProblem, limits: ChunkLimits): MatmulChunk[]
     const bpe = bytesPerElement(bias.tensor.dtype);
     bindings.push({ bytes: (s) => ((s.n - 1) * bias.stride + 1) * bpe, dims: [['n', bias.stride]] });
   }
-  const limit = limits.bindingBytes - limits.alignment;
+  const limit = limits.budget;
   for (;;) {
     let worst: Binding | null = null;
     let worstBytes = limit;
@@ -91,7 +98,7 @@ export function planChunks(p: MatmulProblem, limits: ChunkLimits): MatmulChunk[]
         span = s;
       }
     }
-    if (!pick) throw new Error(`matmul: a single element does not fit a ${limits.bindingBytes}-byte binding`);
+    if (!pick) throw new Error(`matmul: a single element does not fit a binding of ${limits.budget} bytes`);
     size[pick] = Math.ceil(size[pick] / 2);
   }
   const chunks: MatmulChunk[] = [];

@@ -18,6 +18,7 @@ import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { elementsPerTexel, layerTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
 import type { MatmulProblem } from './problem';
 import { cachedSource } from './sources';
+import { bindingBudget } from './split';
 
 /** Lanes per workgroup (llvmpipe's SIMD width for 32-bit values). */
 const LANES = 8;
@@ -58,7 +59,7 @@ export function textureMatmul(
   tile: TextureTile,
 ): void {
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
-  const limit = device.limits.maxStorageBufferBindingSize - device.limits.minStorageBufferOffsetAlignment;
+  const limit = bindingBudget(device);
   const layerElements = p.m * p.n;
   // Output chunks (batch entries, then rows) whose binding fits.
   let zChunk = Math.min(p.batch, maxWg, Math.max(1, Math.floor(limit / 4 / Math.max(layerElements, 1))));
