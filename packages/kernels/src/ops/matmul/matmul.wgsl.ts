@@ -11,7 +11,8 @@
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
-import { Tensor } from '../../tensor';
+import { noGrad } from '../../autograd/graph';
+import type { Tensor } from '../../tensor';
 import { cast, contiguous } from '../layout/layout';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
 import {
@@ -24,9 +25,10 @@ import {
   releaseTexture,
   uploadMatrix,
   type FlatTexture,
+  type PackedLayout,
   type TexelFormat,
 } from './packed-texture';
-import type { MatmulProblem } from './problem';
+import type { MatmulProblem, MatrixView } from './problem';
 import { textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
 export type MatmulPath = 'tiled' | 'gemv' | 'texture';
@@ -80,7 +82,7 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
   // directly — packing a transposed B costs more than the storage-buffer GEMV reading it once.
   if (!cached && !alwaysPack && p.m <= GEMV_MAX_ROWS && !(directlyCopyable(p.b, bLayout) && p.m * p.n * p.k >= COPY_MIN_MACS)) return false;
   const transient: FlatTexture[] = [];
-  const upload = (view: MatmulProblem['a'], layout: typeof aLayout): PackedOperand => {
+  const upload = (view: MatrixView, layout: PackedLayout): PackedOperand => {
     const texture = acquireTexture(device, layout.format, layoutTexels(layout));
     transient.push(texture);
     uploadMatrix(device, view, layout, texture);
@@ -98,9 +100,6 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
 /** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */
 function denseBias(device: WebGpuDevice, p: MatmulProblem): { tensor: Tensor; present: boolean } {
   if (!p.bias) return { tensor: empty([1], { device }), present: false };
-  const view = new Tensor(p.bias.tensor.storage, [p.n], [p.bias.stride], p.bias.offset);
-  p.bias.tensor.storage.retain();
-  const dense = view.dtype === 'f32' ? contiguous(view) : cast(view, 'f32');
-  view.dispose();
-  return { tensor: dense, present: true };
+  const bias = p.bias.tensor;
+  return { tensor: noGrad(() => (bias.dtype === 'f32' ? contiguous(bias) : cast(bias, 'f32'))), present: true };
 }
