@@ -117,9 +117,9 @@ function isPowerOfTwo(n: number): boolean {
 }
 
 /**
- * Width a power of two, height never one: llvmpipe compiles a shader variant per combination of
- * power-of-two-ness of its textures' sides (seconds for the large tiles), so every texture has the
- * same kind of shape.
+ * Width a power of two, height never a power of two: llvmpipe compiles a shader variant per
+ * combination of power-of-two-ness of its textures' sides (seconds for the large tiles), so every
+ * texture has the same kind of shape.
  */
 function textureShape(device: WebGpuDevice, texels: number, bucketed: boolean): { width: number; height: number } {
   const wMax = maxWidth(device);
