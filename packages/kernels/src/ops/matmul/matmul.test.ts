@@ -62,6 +62,7 @@ const GEMM_CASES: Case[] = [
   { name: 'batch broadcast: 2-D A', a: [7, 13], b: [4, 13, 21] },
   { name: 'batch broadcast both ways', a: [2, 1, 7, 13], b: [1, 3, 13, 21] },
   { name: 'K = 1', a: [17, 1], b: [1, 9] },
+  { name: 'weight [N, K] over two workgroup strips', a: [19, 40], b: [300, 40], transB: true },
 ];
 
 /** Decode shapes for the GEMV kernels (and each decode tile of the texture kernel: 1, 2, 4, 8 rows × f32, bf16). */
@@ -188,6 +189,7 @@ describe('operands larger than one storage binding', () => {
         { name: 'bf16 weight, decode', a: [1, 37], b: [301, 37], transB: true, bType: 'bf16' },
         { name: 'B [K, N] bigger than a binding', a: [19, 70], b: [70, 53] },
         { name: 'batched output bigger than a binding', a: [3, 41, 9], b: [3, 9, 33] },
+        { name: 'strips of a wide weight packed a few at a time', a: [5, 3], b: [600, 3], transB: true, bType: 'bf16' },
       ];
       for (const path of ['tiled', 'gemv', 'texture'] as const) {
         setMatmulPath({ path });

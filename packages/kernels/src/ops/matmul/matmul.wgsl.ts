@@ -23,13 +23,14 @@ import {
   layoutTexels,
   packedLayout,
   releaseTexture,
+  stripLayout,
   uploadMatrix,
   type FlatTexture,
   type PackedLayout,
   type TexelFormat,
 } from './packed-texture';
 import type { MatmulProblem, MatrixView } from './problem';
-import { textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
+import { stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
 export type MatmulPath = 'tiled' | 'gemv' | 'texture';
 
@@ -73,7 +74,10 @@ export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, h
 function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
   const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
   const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k);
-  const bLayout = packedLayout(device, p.b, bFormat, p.b.batchStride === 0 ? 1 : p.batch, p.k, p.n, 4);
+  // B rows padded to whole K steps; one contiguous strip per workgroup unless B copies in as it is.
+  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
+  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4);
+  const bLayout = directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4, stripTexels(bFormat)) ?? wide);
   const capacity = flatCapacity(device);
   if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
   const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;

@@ -6,8 +6,11 @@
  * power of two, so any dense byte stream can be copied in with at most three copies and kernels
  * address texels with a mask and a shift. A texel holds 4 f32 (`rgba32float`) or 8 bf16
  * (`rgba32uint`) consecutive columns of a row. A matrix of [layers, rows, cols] is laid out per
- * layer in panels of at most `panelTexels` texel columns, each panel [rows][width] — panels exist so
- * that the part of a huge weight packed by one dispatch fits one storage binding.
+ * layer either in panels of at most `panelTexels` texel columns, each panel [rows][width] (panels
+ * exist so that the part of a huge weight packed by one dispatch fits one storage binding), or in
+ * strips of `strip` texel columns, each strip [rows][width] — one strip per workgroup of the
+ * kernel, which then streams through contiguous memory (measured 15–35 % faster for decode than
+ * rows thousands of texels apart, most for weights of a GiB, where page walks dominate).
  *
  * Creating a texture is slow on llvmpipe (its memory is faulted in at a few ms per MiB), so
  * transient textures are pooled by size bucket, and frozen weights keep theirs, attached to the
@@ -56,8 +59,10 @@ export interface PackedLayout {
   cols: number;
   /** Texels per matrix row: ceil(cols / elements per texel). */
   rowTexels: number;
-  /** Texel columns per panel. */
+  /** Texel columns per panel (all of them in a strip layout). */
   panelTexels: number;
+  /** Texel columns per strip, or 0 for row-major panels. */
+  strip: number;
 }
 
 export function layoutTexels(l: PackedLayout): number {
@@ -67,6 +72,10 @@ export function layoutTexels(l: PackedLayout): number {
 /** Texels between consecutive layers. */
 export function layerTexels(l: PackedLayout): number {
   return l.paddedRows * l.rowTexels;
+}
+
+export function stripCount(l: PackedLayout): number {
+  return Math.ceil(l.rowTexels / l.strip);
 }
 
 export function panelCount(l: PackedLayout): number {
@@ -93,7 +102,39 @@ export function packedLayout(device: WebGpuDevice, view: MatrixView, format: Tex
   const limitElements = Math.floor(bindingBudget(device) / bytesPerElement(view.tensor.dtype));
   const maxCols = view.colStride === 0 ? cols : Math.floor((limitElements - 1) / view.colStride) + 1;
   const panelTexels = Math.max(1, Math.min(rowTexels, Math.floor(maxCols / cpt)));
-  return { format, layers, rows, paddedRows: Math.ceil(rows / rowStep) * rowStep, cols, rowTexels, panelTexels };
+  return { format, layers, rows, paddedRows: Math.ceil(rows / rowStep) * rowStep, cols, rowTexels, panelTexels, strip: 0 };
+}
+
+/**
+ * The strip layout of `view` ([layers, rows, cols], rows padded to `rowStep`) with strips of
+ * `strip` texels, or null when the source of one strip (all rows) would not fit a storage binding.
+ */
+export function stripLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep: number, strip: number): PackedLayout | null {
+  const rowTexels = Math.ceil(cols / elementsPerTexel(format));
+  const layout: PackedLayout = { format, layers, rows, paddedRows: Math.ceil(rows / rowStep) * rowStep, cols, rowTexels, panelTexels: rowTexels, strip };
+  return stripsPerPack(device, view, layout) > 0 ? layout : null;
+}
+
+/** Strips whose source and staging each fit one binding (0 when not even one does). */
+function stripsPerPack(device: WebGpuDevice, view: MatrixView, l: PackedLayout): number {
+  const budget = bindingBudget(device);
+  const cpt = elementsPerTexel(l.format);
+  const bpe = bytesPerElement(view.tensor.dtype);
+  const fits = (strips: number) => {
+    const cols = Math.min(strips * l.strip * cpt, l.cols);
+    const source = ((l.rows - 1) * view.rowStride + (cols - 1) * view.colStride + 1) * bpe;
+    return source <= budget && strips * l.strip * l.paddedRows * TEXEL_BYTES <= budget;
+  };
+  const total = stripCount(l);
+  if (!fits(1)) return 0;
+  let lo = 1;
+  let hi = total;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 /** Largest texture side this device allows, as a power of two. */
@@ -246,7 +287,7 @@ class WeightEntry implements DerivedResource {
 export function cachedTexture(device: WebGpuDevice, view: MatrixView, layout: PackedLayout): { texture: FlatTexture; layout: PackedLayout } | null {
   const s = state(device);
   const storage = view.tensor.storage;
-  const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.paddedRows}x${layout.cols}:${layout.panelTexels}`;
+  const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.paddedRows}x${layout.cols}:${layout.panelTexels}:${layout.strip}`;
   const hit = storage.getDerived(key);
   if (hit instanceof WeightEntry) {
     s.weights.delete(hit);
@@ -296,7 +337,7 @@ export function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
   const dtype = view.tensor.dtype;
   const cpt = elementsPerTexel(l.format);
   if ((l.format === 'rgba32float') !== (dtype === 'f32')) return false;
-  if (l.cols % cpt !== 0 || l.panelTexels < l.rowTexels) return false;
+  if (l.cols % cpt !== 0 || l.panelTexels < l.rowTexels || l.strip > 0) return false;
   if (view.colStride !== 1 && l.cols > 1) return false;
   if (l.rows > 1 && view.rowStride !== l.cols) return false;
   const bpe = bytesPerElement(dtype);
@@ -321,6 +362,25 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
   const cpt = elementsPerTexel(layout.format);
   const limit = bindingBudget(device);
   const transposed = transposedBlocks(view, layout);
+  if (layout.strip > 0) {
+    // Groups of whole strips (all rows): each group is one contiguous range of texels.
+    const group = stripsPerPack(device, view, layout);
+    const strips = stripCount(layout);
+    for (let z = 0; z < layout.layers; z++) {
+      for (let s0 = 0; s0 < strips; s0 += group) {
+        const w = Math.min(group * layout.strip, layout.rowTexels - s0 * layout.strip);
+        const col0 = s0 * layout.strip * cpt;
+        const cols = Math.min(w * cpt, layout.cols - col0);
+        const start = z * layerTexels(layout) + s0 * layout.strip * layout.paddedRows;
+        const srcStart = view.offset + z * view.batchStride + col0 * view.colStride;
+        const srcCount = (layout.rows - 1) * view.rowStride + (cols - 1) * view.colStride + 1;
+        const region = { rows: layout.paddedRows, validRows: layout.rows, w, cols, strip: layout.strip, format: layout.format };
+        if (transposed) packTransposed(device, view, srcStart, srcCount, region, texture, start);
+        else packRows(device, view, srcStart, srcCount, region, texture, start);
+      }
+    }
+    return;
+  }
   for (let z = 0; z < layout.layers; z++) {
     for (let p = 0; p < panelCount(layout); p++) {
       const w = panelWidth(layout, p);
@@ -338,7 +398,7 @@ export function uploadMatrix(device: WebGpuDevice, view: MatrixView, layout: Pac
         const start = z * layerTexels(layout) + panelBase(layout, p) + r0 * w;
         const srcStart = view.offset + z * view.batchStride + Math.min(r0, layout.rows - 1) * view.rowStride + col0 * view.colStride;
         const srcCount = validRows > 0 ? (validRows - 1) * view.rowStride + rowSpan : 1;
-        const region = { rows, validRows, w, cols, format: layout.format };
+        const region = { rows, validRows, w, cols, strip: 0, format: layout.format };
         if (transposed) packTransposed(device, view, srcStart, srcCount, region, texture, start);
         else packRows(device, view, srcStart, srcCount, region, texture, start);
       }
@@ -354,10 +414,20 @@ interface PackRegion {
   w: number;
   /** Valid columns (the rest of the last texel is zero). */
   cols: number;
+  /** Texels per strip when the region is stored strip by strip (each [rows][width]), 0 for row-major. */
+  strip: number;
   format: TexelFormat;
 }
 
-/** Packs `rows × w` texels read from `view` at element `srcStart` into a staging buffer, then copies them to texel `start`. */
+/** `fn dest(r, t)`: where texel (row r, texel column t) of a pack region goes in its staging buffer. */
+const PACK_DEST = `fn dest(r: u32, t: u32) -> u32 {
+  if (P.strip == 0u) { return r * P.w + t; }
+  let s = t / P.strip;
+  let ws = min(P.strip, P.w - s * P.strip);
+  return s * P.strip * P.rows + r * ws + (t - s * P.strip);
+}`;
+
+/** Packs a region of `rows × w` texels read from `view` at element `srcStart` into a staging buffer, then copies it to texel `start`. */
 function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcCount: number, r: PackRegion, texture: FlatTexture, start: number): void {
   const count = r.rows * r.w;
   const staging = empty([count * 4], { dtype: 'u32', device });
@@ -366,6 +436,8 @@ function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcC
   const params = new Params()
     .u32('count', count)
     .u32('w', r.w)
+    .u32('rows', r.rows)
+    .u32('strip', r.strip)
     .u32('validRows', r.validRows)
     .u32('cols', r.cols)
     .u32('srcOff', src.elementOffset)
@@ -414,6 +486,7 @@ function packTransposed(device: WebGpuDevice, view: MatrixView, srcStart: number
     .u32('blocks', blocks)
     .u32('w', r.w)
     .u32('rows', r.rows)
+    .u32('strip', r.strip)
     .u32('validRows', r.validRows)
     .u32('cols', r.cols)
     .u32('srcOff', src.elementOffset / cpt)
@@ -438,12 +511,13 @@ function packTransposedSource(p: Params, format: TexelFormat): string {
     // Element (column e, row r + j): f32 bits are word j of v_e; bf16 bits are half j % 2 of word j / 2.
     const bits = (e: number) => (format === 'rgba32float' ? `v${e}[${j}]` : `((v${e}[${j >> 1}] >> ${16 * (j & 1)}u) & 0xffffu)`);
     const words = format === 'rgba32float' ? [0, 1, 2, 3].map((q) => bits(q)) : [0, 1, 2, 3].map((q) => `${bits(2 * q)} | (${bits(2 * q + 1)} << 16u)`);
-    return `if (r + ${j}u < P.rows) { dst[(r + ${j}u) * P.w + t] = select(vec4<u32>(0u), vec4<u32>(${words.join(', ')}), r + ${j}u < P.validRows); }`;
+    return `if (r + ${j}u < P.rows) { dst[dest(r + ${j}u, t)] = select(vec4<u32>(0u), vec4<u32>(${words.join(', ')}), r + ${j}u < P.validRows); }`;
   });
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+${PACK_DEST}
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(64)};
@@ -464,20 +538,23 @@ function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: Tex
   for (let e = 0; e < cpt; e++) loads.push(`var e${e} = 0.0; if (r < P.validRows && c0 + ${e}u < P.cols) { e${e} = load_src(base + (c0 + ${e}u) * P.colStride); }`);
   const words =
     format === 'rgba32float'
-      ? [0, 1, 2, 3].map((e) => `dst[4u * i + ${e}u] = bitcast<u32>(e${e});`)
-      : [0, 1, 2, 3].map((j) => `dst[4u * i + ${j}u] = f32_to_bf16(e${2 * j}) | (f32_to_bf16(e${2 * j + 1}) << 16u);`);
+      ? [0, 1, 2, 3].map((e) => `dst[4u * d + ${e}u] = bitcast<u32>(e${e});`)
+      : [0, 1, 2, 3].map((j) => `dst[4u * d + ${j}u] = f32_to_bf16(e${2 * j}) | (f32_to_bf16(e${2 * j + 1}) << 16u);`);
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'src', dtype, 'read')}
 ${loaderF32('src', dtype)}
 ${declareStorage(2, 'dst', 'u32', 'read_write')}
 ${format === 'rgba32uint' ? F32_TO_BF16 : ''}
+${PACK_DEST}
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(64)};
   if (i >= P.count) { return; }
   let r = i / P.w;
-  let c0 = (i - r * P.w) * ${cpt}u;
+  let t = i - r * P.w;
+  let c0 = t * ${cpt}u;
+  let d = dest(r, t);
   let base = P.srcOff + r * P.rowStride;
   ${loads.join('\n  ')}
   ${words.join('\n  ')}

@@ -40,6 +40,11 @@ export function textureTile(m: number, bFormat: TexelFormat): TextureTile {
   return { rows: bFormat === 'rgba32float' && m >= 64 ? 32 : 16, texelsPerLane };
 }
 
+/** Texel columns of B one workgroup covers (its strip): 256 columns. */
+export function stripTexels(bFormat: TexelFormat): number {
+  return LANES * (32 / elementsPerTexel(bFormat));
+}
+
 export interface PackedOperand {
   texture: FlatTexture;
   layout: PackedLayout;
@@ -68,6 +73,7 @@ export function textureMatmul(
   mChunk = Math.min(mChunk, maxWg * tile.rows);
   if (mChunk < p.m) zChunk = 1;
   const cpt = elementsPerTexel(b.layout.format);
+  const wgTexels = LANES * tile.texelsPerLane;
   for (let z0 = 0; z0 < p.batch; z0 += zChunk) {
     const zc = Math.min(zChunk, p.batch - z0);
     for (let m0 = 0; m0 < p.m; m0 += mChunk) {
@@ -76,6 +82,10 @@ export function textureMatmul(
       for (let panel = 0; panel < panelCount(b.layout); panel++) {
         const w = panelWidth(b.layout, panel);
         const col0 = panel * b.layout.panelTexels * cpt;
+        // Workgroup x reads its strip of B: a column range of the panel's rows, or its own block.
+        const strips = b.layout.strip > 0;
+        if (strips && b.layout.strip !== wgTexels) throw new Error(`matmul: B strips of ${b.layout.strip} texels do not match the ${wgTexels}-texel tile`);
+        const stripCount = Math.ceil(w / wgTexels);
         const nCols = Math.min(w * cpt, p.n - col0);
         const aLayerTexels = a.layout.layers > 1 ? layerTexels(a.layout) : 0;
         const bLayerTexels = b.layout.layers > 1 ? layerTexels(b.layout) : 0;
@@ -90,7 +100,10 @@ export function textureMatmul(
           .u32('aShift', a.texture.shift)
           .u32('bBase', z0 * bLayerTexels + panelBase(b.layout, panel))
           .u32('bLayer', bLayerTexels)
-          .u32('bRow', w)
+          .u32('bStrip', strips ? wgTexels * b.layout.paddedRows : wgTexels)
+          .u32('bRow', strips ? wgTexels : w)
+          .u32('bRowLast', strips ? w - (stripCount - 1) * wgTexels : w)
+          .u32('lastStrip', stripCount - 1)
           .u32('bMask', b.texture.width - 1)
           .u32('bShift', b.texture.shift)
           .u32('outOff', outBound.elementOffset + col0)
@@ -106,7 +119,7 @@ export function textureMatmul(
           source: cachedSource(`texture|${params.wgsl()}|${tile.rows}|${tile.texelsPerLane}|${b.layout.format}`, () => textureSource(params, tile, b.layout.format)),
           params,
           bindings,
-          workgroups: [Math.ceil(w / (LANES * tile.texelsPerLane)), Math.ceil(mc / tile.rows), zc],
+          workgroups: [stripCount, Math.ceil(mc / tile.rows), zc],
           detail: `[${zc}×${mc}×${p.k}]·[${p.k}×${nCols}] tile ${tile.rows}×${tile.texelsPerLane * cpt} ${b.layout.format}`,
         });
       }
@@ -182,14 +195,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let m0 = wg.y * ${R}u;
   // Uniforms copied to locals once: the loop below must not reload them.
   let aRow = P.aRow;
-  let bRow = P.bRow;
+  let bRow = select(P.bRow, P.bRowLast, wg.x == P.lastStrip);
   let aMask = P.aMask;
   let aShift = P.aShift;
   let bMask = P.bMask;
   let bShift = P.bShift;
   let kPad = P.kPad;
   let aRow0 = P.aBase + z * P.aLayer + m0 * aRow;
-  let bCol0 = P.bBase + z * P.bLayer + t0;
+  let bCol0 = P.bBase + z * P.bLayer + wg.x * P.bStrip + lane;
   ${rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' ')}
   for (var k = 0u; k < kPad; k = k + 4u) {
     let q = k >> 2u;
