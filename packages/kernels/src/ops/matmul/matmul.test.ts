@@ -163,6 +163,25 @@ describe('linear', () => {
     expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
   }, COMPILE_TIMEOUT);
 
+  test.if(gpu !== null)('a weight beyond the texture cache budget is not cached and still right', async () => {
+    const saved = process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES;
+    process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES = '0';
+    try {
+      const before = textureMemoryStats(gpu!).cachedWeights;
+      const w = randomData([45, 29], 12, { dtype: 'bf16' });
+      for (const m of [1, 20]) {
+        const x = randomData([m, 29], 13);
+        const ref = await linear(onDevice(x, [m, 29], cpu), onDevice(w, [45, 29], cpu, 'bf16')).data();
+        const got = await poisoned(gpu!, () => linear(onDevice(x, [m, 29], gpu!), onDevice(w, [45, 29], gpu!, 'bf16'))).data();
+        expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: `uncached M=${m}` });
+      }
+      expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
+    } finally {
+      if (saved === undefined) delete process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES;
+      else process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES = saved;
+    }
+  }, COMPILE_TIMEOUT);
+
   test.if(gpu !== null)('3-D input, 1-D input and bias', async () => {
     const w = randomData([21, 13], 1);
     const bias = randomData([21], 2);

@@ -200,13 +200,10 @@ class TextureState {
   pooledBytes = 0;
   cachedWeightBytes = 0;
   cachedWeights = 0;
-  /** Cached weights in least-recently-used order (Map keeps insertion order; a hit re-inserts). */
-  readonly weights = new Map<WeightEntry, true>();
 
   constructor(
     private readonly device: WebGpuDevice,
     readonly maxPooledBytes: number,
-    readonly maxCachedBytes: number,
   ) {}
 
   /** A transient texture holding at least `texels`; give it back with `release` once its uses are recorded. */
@@ -237,8 +234,7 @@ const states = new WeakMap<WebGpuDevice, TextureState>();
 function state(device: WebGpuDevice): TextureState {
   let s = states.get(device);
   if (!s) {
-    const cacheLimit = Number(process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES ?? 8 * 1024 ** 3);
-    s = new TextureState(device, 512 * 1024 ** 2, cacheLimit);
+    s = new TextureState(device, 512 * 1024 ** 2);
     states.set(device, s);
   }
   return s;
@@ -265,14 +261,12 @@ class WeightEntry implements DerivedResource {
     private readonly device: WebGpuDevice,
     readonly texture: FlatTexture,
     readonly layout: PackedLayout,
-    readonly evict: () => void,
   ) {}
 
   release(): void {
     if (this.released) return;
     this.released = true;
     const s = state(this.device);
-    s.weights.delete(this);
     s.cachedWeightBytes -= this.texture.bytes;
     s.cachedWeights--;
     destroyFlat(this.device, this.texture);
@@ -281,31 +275,24 @@ class WeightEntry implements DerivedResource {
 
 /**
  * The packed texture of a frozen operand, made on first use and kept with its storage, or null when
- * it would not fit the cache budget (`NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES`, default 8 GiB; least
- * recently used weights are evicted to make room).
+ * it would exceed the cache budget (`NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES`, default 8 GiB). Nothing
+ * is evicted: a model that cycles through more weights than fit would re-pack every one of them on
+ * every pass, slower than the storage-buffer kernels the rest fall back to.
  */
 export function cachedTexture(device: WebGpuDevice, view: MatrixView, layout: PackedLayout): { texture: FlatTexture; layout: PackedLayout } | null {
   const s = state(device);
   const storage = view.tensor.storage;
   const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.paddedRows}x${layout.cols}:${layout.panelTexels}:${layout.strip}`;
   const hit = storage.getDerived(key);
-  if (hit instanceof WeightEntry) {
-    s.weights.delete(hit);
-    s.weights.set(hit, true);
-    return hit;
-  }
+  if (hit instanceof WeightEntry) return hit;
   const { width, height } = textureShape(device, layoutTexels(layout), false);
   const bytes = width * height * TEXEL_BYTES;
-  if (bytes > s.maxCachedBytes) return null;
-  for (const old of s.weights.keys()) {
-    if (s.cachedWeightBytes + bytes <= s.maxCachedBytes) break;
-    old.evict();
-  }
+  const budget = Number(process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES ?? 8 * 1024 ** 3);
+  if (s.cachedWeightBytes + bytes > budget) return null;
   const texture = createFlat(device, layout.format, width, height, 'matmul-weight');
   uploadMatrix(device, view, layout, texture);
-  const entry = new WeightEntry(device, texture, layout, () => storage.deleteDerived(key));
+  const entry = new WeightEntry(device, texture, layout);
   storage.setDerived(key, entry);
-  s.weights.set(entry, true);
   s.cachedWeightBytes += bytes;
   s.cachedWeights++;
   return entry;
