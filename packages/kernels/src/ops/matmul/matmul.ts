@@ -1,8 +1,9 @@
 /**
  * Matrix products: `matmul` (batched, NumPy-broadcast batch dimensions, optional transposes and
  * bias) and `linear` (x · weightᵀ + bias, the PyTorch nn.Linear layout every model layer uses).
- * Inputs are f32 or bf16 (storage only), math and results are f32. Transposed views are read
- * through their strides, never copied.
+ * Inputs are f32 or bf16 (storage only), math and results are f32. Transposed and broadcast views
+ * are read through their strides: no contiguous copy is made (the software-rasterizer path packs
+ * operands into textures, and a transposed view is packed as cheaply as a dense one).
  */
 import { record } from '../../autograd/graph';
 import { empty } from '../../creation';
