@@ -40,3 +40,5 @@ export * from './ops/scan/scan';
 export * from './ops/attention/attention';
 export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';
+export * from './ops/matmul/matmul';
+export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';

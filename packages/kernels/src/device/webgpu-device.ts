@@ -3,7 +3,7 @@
  * pipeline cache) and the error plumbing that turns Dawn's asynchronous errors into thrown ones.
  */
 import { bytesPerElement, type DType } from '../dtype';
-import { CommandBatch, type BufferRange } from '../runtime/batch';
+import { CommandBatch, type BufferRange, type KernelBinding } from '../runtime/batch';
 import { Params } from '../runtime/params';
 import { PipelineCache } from '../runtime/pipelines';
 import { BufferPool, type MemoryStats } from '../runtime/pool';
@@ -30,7 +30,8 @@ export interface KernelLaunch {
   /** Full WGSL source; binding 0 is the `Params` uniform when `params` is given, storage bindings follow. */
   source: string;
   params?: Params;
-  bindings: readonly BufferRange[];
+  /** Storage buffer ranges and sampled textures, in binding order. */
+  bindings: readonly KernelBinding[];
   workgroups: readonly [number, number, number];
   /** Shapes / dtypes involved, for error messages. */
   detail?: string;
@@ -237,6 +238,7 @@ export class WebGpuDevice implements StorageOwner {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
     this.gpu.queue.writeBuffer(storage.gpu!, byteOffset, padded);
+    storage.invalidateDerived();
   }
 
   /** Reads `byteLength` bytes at `byteOffset`; the only path by which data leaves the GPU. */

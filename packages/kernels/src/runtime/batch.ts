@@ -11,12 +11,20 @@ export interface BufferRange {
   size: number;
 }
 
+/** A sampled texture bound to a kernel (read with `textureLoad`). */
+export interface TextureBinding {
+  texture: GPUTextureView;
+}
+
+/** What a kernel binding (after the uniform) refers to. */
+export type KernelBinding = BufferRange | TextureBinding;
+
 export interface Dispatch {
   pipeline: CachedPipeline;
   /** Packed uniform parameters (binding 0), or null when the kernel takes none. */
   params: Uint8Array | null;
-  /** Storage bindings 1..n in declaration order. */
-  buffers: readonly BufferRange[];
+  /** Storage buffer and texture bindings 1..n in declaration order. */
+  buffers: readonly KernelBinding[];
   workgroups: readonly [number, number, number];
   /** Kernel name and shapes; becomes the bind group label so Dawn's messages name it. */
   label: string;
@@ -74,7 +82,9 @@ export class CommandBatch {
     }
     const entries: GPUBindGroupEntry[] = [];
     if (d.params) entries.push({ binding: 0, resource: { buffer: this.arena(), offset: paramSlot, size: d.params.byteLength } });
-    d.buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: b.offset, size: b.size } }));
+    d.buffers.forEach((b, i) =>
+      entries.push({ binding: i + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }),
+    );
     const bindGroup = this.device.createBindGroup({ layout: d.pipeline.layout, entries, label: d.label });
     const pass = this.ensurePass();
     pass.setPipeline(d.pipeline.pipeline);
@@ -86,28 +96,42 @@ export class CommandBatch {
     if (this.count >= MAX_DISPATCHES_PER_BATCH) this.flush();
   }
 
-  /** Records a buffer-to-buffer copy (ends the current compute pass). */
-  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
-    if (size === 0) return;
+  /** The encoder outside any compute pass, for copies and clears (ends the current pass). */
+  private copyEncoder(): GPUCommandEncoder {
     if (this.pass) {
       this.pass.end();
       this.pass = null;
     }
     if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'batch' });
-    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+    return this.encoder;
+  }
+
+  /** Records a buffer-to-buffer copy (ends the current compute pass). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    if (size === 0) return;
+    this.copyEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
     this.labels.push('copy');
+    this.count++;
+  }
+
+  /**
+   * Records a copy of `width × height` texels from a buffer into a 2-D texture at texel (`x`, `y`)
+   * (ends the current compute pass). Rows are `bytesPerRow` apart (a multiple of 256); a single row
+   * may pass undefined.
+   */
+  copyToTexture(src: GPUBuffer, srcOffset: number, bytesPerRow: number | undefined, texture: GPUTexture, x: number, y: number, width: number, height: number): void {
+    if (width === 0 || height === 0) return;
+    const layout: GPUTexelCopyBufferInfo = { buffer: src, offset: srcOffset };
+    if (bytesPerRow !== undefined) layout.bytesPerRow = bytesPerRow;
+    this.copyEncoder().copyBufferToTexture(layout, { texture, origin: [x, y] }, [width, height]);
+    this.labels.push('copy-to-texture');
     this.count++;
   }
 
   /** Records a zero fill of a byte range (ends the current compute pass). */
   clear(buffer: GPUBuffer, offset: number, size: number): void {
     if (size === 0) return;
-    if (this.pass) {
-      this.pass.end();
-      this.pass = null;
-    }
-    if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'batch' });
-    this.encoder.clearBuffer(buffer, offset, size);
+    this.copyEncoder().clearBuffer(buffer, offset, size);
     this.labels.push('clear');
     this.count++;
   }

@@ -53,6 +53,8 @@ export function elementwise(
       throw new Error(`${name}: result ${formatShape(outShape)} does not fit destination ${formatShape(out.shape)}`);
     }
     outShape = [...out.shape];
+    // Copies derived from the old contents (e.g. matmul's weight textures) are stale now.
+    out.storage.invalidateDerived();
   } else out = empty(outShape, { dtype: options.dtype ?? resultDType(def, tensors, operands), device });
   if (out.size === 0) return out;
   const collapsed = collapseDims(outShape, [out.strides, ...tensors.map((t) => broadcastStrides(t.shape, t.strides, outShape))]);

@@ -1,0 +1,115 @@
+/**
+ * Matrix products: `matmul` (batched, NumPy-broadcast batch dimensions, optional transposes and
+ * bias) and `linear` (x · weightᵀ + bias, the PyTorch nn.Linear layout every model layer uses).
+ * Inputs are f32 or bf16 (storage only), math and results are f32. Transposed and broadcast views
+ * are read through their strides: no contiguous copy is made (the software-rasterizer path packs
+ * operands into textures, and a transposed view is packed as cheaply as a dense one).
+ */
+import { record } from '../../autograd/graph';
+import { empty } from '../../creation';
+import { formatShape } from '../../shape';
+import type { Tensor } from '../../tensor';
+import { sum, sumTo } from '../reduce/reduce';
+import { reshape } from '../layout/layout';
+import { matmulCpu } from './matmul.cpu';
+import { matmulGpu } from './matmul.wgsl';
+import { normalizeMatmul, type MatmulOptions } from './problem';
+
+export type { MatmulOptions } from './problem';
+
+/** Runs the product without recording autograd. `frozenB` lets the GPU keep a re-laid-out copy of b. */
+function product(op: string, a: Tensor, b: Tensor, options: MatmulOptions, frozenB: boolean): Tensor {
+  const { problem, outShape, temporaries } = normalizeMatmul(op, a, b, options);
+  const device = a.device;
+  const out = empty(outShape, { device });
+  if (out.size > 0) {
+    if (device.kind === 'cpu') matmulCpu(problem, out);
+    else matmulGpu(device, problem, out, { frozenB });
+  }
+  for (const t of temporaries) t.dispose();
+  return out;
+}
+
+/**
+ * `a · b` over the last two dimensions: a [..., M, K] ([..., K, M] with `transA`), b [..., K, N]
+ * ([..., N, K] with `transB`); batch dimensions broadcast; `bias` [N] is added to every row.
+ * Returns f32 [...batch, M, N].
+ */
+export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  const out = product('matmul', a, b, options, false);
+  const transA = options.transA ?? false;
+  const transB = options.transB ?? false;
+  const bias = options.bias;
+  const aShape = [...a.shape];
+  const bShape = [...b.shape];
+  const wants = [a.requiresGrad, b.requiresGrad, bias?.requiresGrad ?? false];
+  record(
+    'matmul',
+    out,
+    bias ? [a, b, bias] : [a, b],
+    (g, [sa, sb]) => {
+      const grads: (Tensor | null)[] = [
+        wants[0] ? sumTo(gradA(g, sb!, transA, transB), aShape) : null,
+        wants[1] ? gradB(g, sa!, bShape, transA, transB) : null,
+      ];
+      if (bias) grads.push(wants[2] ? sumTo(g, [bias.shape[0]!]) : null);
+      return grads;
+    },
+    [a, b],
+  );
+  return out;
+}
+
+/** ∂L/∂op(A) = G · op(B)ᵀ, returned in A's own orientation. */
+function gradA(g: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  return transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+}
+
+/** ∂L/∂op(B) = op(A)ᵀ · G in B's orientation, summed over the batch entries B was broadcast to. */
+function gradB(g: Tensor, a: Tensor, bShape: number[], transA: boolean, transB: boolean): Tensor {
+  // A 2-D B shared by a batched, untransposed A: fold the batch into rows (one product, no batch sum).
+  if (bShape.length === 2 && a.rank > 2 && !transA) {
+    const rows = reshape(a, [-1, a.shape[a.rank - 1]!]);
+    const grads = reshape(g, [-1, g.shape[g.rank - 1]!]);
+    return transB ? matmul(grads, rows, { transA: true }) : matmul(rows, grads, { transA: true });
+  }
+  const full = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
+  return sumTo(full, bShape);
+}
+
+/**
+ * `x · weightᵀ (+ bias)`: x [..., in], weight [out, in] (PyTorch nn.Linear layout, f32 or bf16),
+ * bias [out]. Returns f32 [..., out]. On software devices a weight that does not require gradients
+ * is kept re-laid out for the fast kernels (released with the weight's storage).
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+  x.assertAlive('linear: x');
+  weight.assertAlive('linear: weight');
+  if (weight.rank !== 2) throw new Error(`linear: weight ${formatShape(weight.shape)} must be [out, in]`);
+  const [outFeatures, inFeatures] = weight.shape as [number, number];
+  if (x.rank < 1 || x.shape[x.rank - 1] !== inFeatures) {
+    throw new Error(`linear: x ${formatShape(x.shape)} must end in in_features=${inFeatures} to match weight ${formatShape(weight.shape)}`);
+  }
+  const x2 = x.rank === 1 ? reshape(x, [1, inFeatures]) : x;
+  const y = product('linear', x2, weight, { transB: true, bias }, !weight.requiresGrad);
+  const out = x.rank === 1 ? reshape(y, [outFeatures]) : y;
+  if (out !== y) y.dispose();
+  if (x2 !== x) x2.dispose();
+  const wants = [x.requiresGrad, weight.requiresGrad, bias?.requiresGrad ?? false];
+  record(
+    'linear',
+    out,
+    bias ? [x, weight, bias] : [x, weight],
+    (g, [sx, sw]) => {
+      const g2 = reshape(g, [-1, outFeatures]);
+      const grads: (Tensor | null)[] = [
+        wants[0] ? reshape(matmul(g2, sw!), sx!.shape) : null,
+        wants[1] ? matmul(g2, reshape(sx!, [-1, inFeatures]), { transA: true }) : null,
+      ];
+      if (bias) grads.push(wants[2] ? sum(g2, 0) : null);
+      return grads;
+    },
+    [x, weight],
+  );
+  return out;
+}

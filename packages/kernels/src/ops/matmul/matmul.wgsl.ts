@@ -1,0 +1,109 @@
+/**
+ * Kernel choice for matmul on a WebGPU device, by device class and shape:
+ *
+ * - software rasterizers (llvmpipe): the texture kernel (operands read with `textureLoad`, which
+ *   llvmpipe vectorizes, unlike its storage-buffer loads) — against a cached, K-major texture of a
+ *   frozen weight at any M (each weight texel read once for M ≤ 8), and otherwise whenever
+ *   packing B on every call pays off (see `runTextures`);
+ * - otherwise, and on real GPUs: the storage-buffer kernels, GEMV for M ≤ 8, tiled above.
+ *
+ * `setMatmulPath` forces a path (tests check every path against the CPU reference; benchmarks).
+ */
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { empty } from '../../creation';
+import { noGrad } from '../../autograd/graph';
+import type { Tensor } from '../../tensor';
+import { cast, contiguous } from '../layout/layout';
+import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
+import {
+  acquireTexture,
+  cachedTexture,
+  directlyCopyable,
+  flatCapacity,
+  layoutTexels,
+  packedLayout,
+  releaseTexture,
+  stripLayout,
+  uploadMatrix,
+  type FlatTexture,
+  type PackedLayout,
+  type TexelFormat,
+} from './packed-texture';
+import type { MatmulProblem, MatrixView } from './problem';
+import { stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
+
+export type MatmulPath = 'tiled' | 'gemv' | 'texture';
+
+export interface MatmulPathOverride {
+  /** Kernel to use. GEMV takes at most 8 rows per dispatch (more rows run as several). */
+  path?: MatmulPath;
+  /** Parametrize the buffer kernels as for a software (true) or hardware (false) device. */
+  software?: boolean;
+}
+
+let forced: MatmulPathOverride = {};
+
+/** Forces a kernel path for every following matmul on WebGPU (pass `{}` to restore the automatic choice). */
+export function setMatmulPath(override: MatmulPathOverride): void {
+  forced = { ...override };
+}
+
+export interface MatmulHints {
+  /** B is a weight that does not change between calls: it may be kept re-laid out. */
+  frozenB: boolean;
+}
+
+/**
+ * Products below this many multiply-adds run the storage-buffer GEMV on a software device rather
+ * than copying B into a texture (the copy's fixed cost dominates there).
+ */
+const COPY_MIN_MACS = 1 << 16;
+
+export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, hints: MatmulHints): void {
+  const software = forced.software ?? device.isSoftware;
+  const path = forced.path;
+  if (path === 'texture' || (path === undefined && software)) {
+    const alwaysPack = path === 'texture';
+    if (runTextures(device, p, out, hints.frozenB, alwaysPack)) return;
+  }
+  const gemv = path === 'gemv' || (path === undefined && p.m <= GEMV_MAX_ROWS);
+  bufferMatmul(device, p, out, gemv ? { kind: 'gemv', shape: gemvShape(software) } : { kind: 'tiled' });
+}
+
+/** Runs the texture kernel when the operands fit textures and it pays off; false to fall back to buffers. */
+function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
+  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
+  const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k);
+  // B rows padded to whole K steps; one contiguous strip per workgroup unless B copies in as it is.
+  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
+  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4);
+  const bLayout = directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4, stripTexels(bFormat)) ?? wide);
+  const capacity = flatCapacity(device);
+  if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
+  const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;
+  // Without a cached B: above 8 rows the texture kernel wins even after packing B (llvmpipe runs the
+  // workgroup-memory GEMM an order of magnitude slower); for decode rows, only when B copies in
+  // directly — packing a transposed B costs more than the storage-buffer GEMV reading it once.
+  if (!cached && !alwaysPack && p.m <= GEMV_MAX_ROWS && !(directlyCopyable(p.b, bLayout) && p.m * p.n * p.k >= COPY_MIN_MACS)) return false;
+  const transient: FlatTexture[] = [];
+  const upload = (view: MatrixView, layout: PackedLayout): PackedOperand => {
+    const texture = acquireTexture(device, layout.format, layoutTexels(layout));
+    transient.push(texture);
+    uploadMatrix(device, view, layout, texture);
+    return { texture, layout };
+  };
+  const b = cached ?? upload(p.b, bLayout);
+  const a = upload(p.a, aLayout);
+  const bias = denseBias(device, p);
+  textureMatmul(device, p, out, a, b, bias, textureTile(p.m, bFormat));
+  for (const t of transient) releaseTexture(device, t);
+  bias.tensor.dispose();
+  return true;
+}
+
+/** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */
+function denseBias(device: WebGpuDevice, p: MatmulProblem): { tensor: Tensor; present: boolean } {
+  if (!p.bias) return { tensor: empty([1], { device }), present: false };
+  const bias = p.bias.tensor;
+  return { tensor: noGrad(() => (bias.dtype === 'f32' ? contiguous(bias) : cast(bias, 'f32'))), present: true };
+}
