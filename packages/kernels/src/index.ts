@@ -42,3 +42,5 @@ export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';
 export * from './ops/matmul/matmul';
 export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';
+export { embedding, indexSelect, gather } from './ops/index/gather';
+export { indexAdd, scatterAdd } from './ops/index/scatter';
