@@ -44,3 +44,6 @@ export * from './ops/matmul/matmul';
 export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';
 export { embedding, indexSelect, gather } from './ops/index/gather';
 export { indexAdd, scatterAdd } from './ops/index/scatter';
+export { detach, zeroGrad } from './autograd/detach';
+export { defineFunction, type FunctionContext, type FunctionDefinition } from './autograd/function';
+export { checkpoint } from './autograd/checkpoint';
