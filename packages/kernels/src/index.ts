@@ -47,3 +47,9 @@ export { indexAdd, scatterAdd } from './ops/index/scatter';
 export { detach, zeroGrad } from './autograd/detach';
 export { defineFunction, type FunctionContext, type FunctionDefinition } from './autograd/function';
 export { checkpoint } from './autograd/checkpoint';
+
+export { Optimizer, decayGroups, disposeStateDict, type ParamState, type ParamGroup, type ParamGroupInput, type OptimizerStateDict, type StepOptions } from './optim/optimizer';
+export { AdamW, ADAMW_DEFAULTS, type AdamWOptions } from './optim/adamw';
+export { SGD, SGD_DEFAULTS, type SgdOptions } from './optim/sgd';
+export { clipGradNorm, type ClipOptions } from './optim/clip';
+export { constantSchedule, warmupCosineSchedule, warmupLinearSchedule, type LrSchedule, type WarmupDecayOptions } from './optim/schedule';

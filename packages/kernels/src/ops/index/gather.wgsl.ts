@@ -10,7 +10,7 @@ import { bytesPerElement } from '../../dtype';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
-import { bindingWindows } from './binding-windows';
+import { bindingWindows } from '../../runtime/binding-windows';
 import { extentOf, type IndexMap } from './index-map';
 import { DIM_FN, MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
 

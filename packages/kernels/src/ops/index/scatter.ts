@@ -13,7 +13,7 @@ import { tidy } from '../../runtime/scope';
 import { formatShape, normalizeAxis, shapesEqual } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, reshape } from '../layout/layout';
-import { bindingWindows } from './binding-windows';
+import { bindingWindows } from '../../runtime/binding-windows';
 import { checkFloat, checkIndex, checkSameDevice } from './checks';
 import { checkElementIndex, gatherRaw } from './gather';
 import { contiguousOf, elementMap, takeMap, type IndexMap } from './index-map';

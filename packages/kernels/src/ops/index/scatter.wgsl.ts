@@ -14,7 +14,7 @@ import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import { sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
-import { bindingWindows } from './binding-windows';
+import { bindingWindows } from '../../runtime/binding-windows';
 import { extentOf, splitForScatter, type IndexMap } from './index-map';
 import { DIM_FN, MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
 import { sortPairsGpu } from './sort.wgsl';

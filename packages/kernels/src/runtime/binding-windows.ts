@@ -1,9 +1,9 @@
 /**
- * Ranges of a large operand that each fit one storage binding. Gathers from (and scatters into)
- * tables above `maxStorageBufferBindingSize` run one dispatch per range; every dispatch handles
- * only the elements whose table position falls inside its own range.
+ * Ranges of a large operand that each fit one storage binding. Ops over tensors above
+ * `maxStorageBufferBindingSize` (gathers from huge tables, optimizer steps on huge parameters) run
+ * one dispatch per range, each binding only its own range.
  */
-import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../device/webgpu-device';
 
 export interface BindingWindow {
   /** First element of the window, relative to the tensor's offset. */
