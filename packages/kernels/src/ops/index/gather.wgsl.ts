@@ -12,7 +12,7 @@ import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/w
 import type { Tensor } from '../../tensor';
 import { bindingWindows } from '../../runtime/binding-windows';
 import { extentOf, type IndexMap } from './index-map';
-import { DIM_FN, MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
+import { MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
 
 const WG = 256;
 const ALL_ONES = 0xffffffff;
@@ -51,7 +51,6 @@ ${declareStorage(1, 'table', table.dtype, 'read')}
 ${float ? loaderF32('table', table.dtype) : ''}
 ${declareStorage(2, 'ids', 'i32', 'read')}
 ${declareStorage(3, 'out', out.dtype, 'read_write')}
-${DIM_FN}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
@@ -59,8 +58,8 @@ fn main(${GRID_ARGS}) {
   var at = P.indexOff;
   var pos = 0u;
   ${accumulateCoords('i', 'P.shape', rank, [
-    { variable: 'at', strides: 'P.ist' },
-    { variable: 'pos', strides: 'P.tst' },
+    { variable: 'at', field: 'P.ist', strides: map.indexStrides },
+    { variable: 'pos', field: 'P.tst', strides: map.tableStrides },
   ])}
   let id = ids[at];
   if (id < 0 || u32(id) >= P.axisSize) {

@@ -15,8 +15,8 @@ import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/w
 import { sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { bindingWindows } from '../../runtime/binding-windows';
-import { extentOf, splitForScatter, type IndexMap } from './index-map';
-import { DIM_FN, MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
+import { extentOf, splitForScatter, type IndexMap, type ScatterSplit } from './index-map';
+import { MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
 import { sortPairsGpu } from './sort.wgsl';
 
 const WG = 256;
@@ -48,7 +48,7 @@ export function scatterAddGpu(device: WebGpuDevice, op: string, out: Tensor, ind
       .u32Array('dst', keyed.denseStrides, MAX_INDEX_RANK);
     device.run({
       name: `${op}_keys`,
-      source: keysSource(kp, keyed.shape.length),
+      source: keysSource(kp, keyed),
       params: kp,
       bindings: [ids.range, pairRange.range],
       workgroups: device.grid(slots, WG),
@@ -72,7 +72,7 @@ export function scatterAddGpu(device: WebGpuDevice, op: string, out: Tensor, ind
         .u32Array('dst', free.denseStrides, MAX_INDEX_RANK);
       device.run({
         name: `${op}_sum`,
-        source: sumSource(sp, free.shape.length, source),
+        source: sumSource(sp, free, source),
         params: sp,
         bindings: [pairRange.range, src.range, dst.range],
         workgroups: device.grid(entries * freeSize, WG),
@@ -84,12 +84,11 @@ export function scatterAddGpu(device: WebGpuDevice, op: string, out: Tensor, ind
   }
 }
 
-function keysSource(p: Params, rank: number): string {
+function keysSource(p: Params, keyed: ScatterSplit['keyed']): string {
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'ids', 'i32', 'read')}
 @group(0) @binding(2) var<storage, read_write> pairs: array<vec2<u32>>;
-${DIM_FN}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let e = ${flatIndex(WG)};
@@ -98,10 +97,10 @@ fn main(${GRID_ARGS}) {
   var at = P.indexOff;
   var dest = 0u;
   var origin = 0u;
-  ${accumulateCoords('e', 'P.shape', rank, [
-    { variable: 'at', strides: 'P.ist' },
-    { variable: 'dest', strides: 'P.tst' },
-    { variable: 'origin', strides: 'P.dst' },
+  ${accumulateCoords('e', 'P.shape', keyed.shape.length, [
+    { variable: 'at', field: 'P.ist', strides: keyed.indexStrides },
+    { variable: 'dest', field: 'P.tst', strides: keyed.tableStrides },
+    { variable: 'origin', field: 'P.dst', strides: keyed.denseStrides },
   ])}
   let id = ids[at];
   if (id < 0 || u32(id) >= P.axisSize) { pairs[e] = vec2<u32>(${INVALID}u, origin); return; }
@@ -109,14 +108,13 @@ fn main(${GRID_ARGS}) {
 }`;
 }
 
-function sumSource(p: Params, rank: number, source: Tensor): string {
+function sumSource(p: Params, free: ScatterSplit['free'], source: Tensor): string {
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> pairs: array<vec2<u32>>;
 ${declareStorage(2, 'src', source.dtype, 'read')}
 ${loaderF32('src', source.dtype)}
 ${declareStorage(3, 'out', 'f32', 'read_write')}
-${DIM_FN}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};
@@ -127,9 +125,9 @@ fn main(${GRID_ARGS}) {
   if (head.x == ${INVALID}u || (e > 0u && pairs[e - 1u].x == head.x)) { return; }
   var dest = head.x;
   var offset = 0u;
-  ${accumulateCoords('t % P.free', 'P.shape', rank, [
-    { variable: 'dest', strides: 'P.tst' },
-    { variable: 'offset', strides: 'P.dst' },
+  ${accumulateCoords('t % P.free', 'P.shape', free.shape.length, [
+    { variable: 'dest', field: 'P.tst', strides: free.tableStrides },
+    { variable: 'offset', field: 'P.dst', strides: free.denseStrides },
   ])}
   if (dest < P.winStart || dest - P.winStart >= P.winLen) { return; }
   var acc = 0.0;
