@@ -1,6 +1,6 @@
 /**
  * Gradient checkpointing: trade compute for memory. The forward pass of `fn` runs without
- * recording, so none of its intermediates are kept — only its inputs. When backward reaches the
+ * recording, and its intermediates are disposed as soon as it returns: only the inputs are kept. When backward reaches the
  * result, `fn` runs again with recording on and its gradient is propagated through that fresh
  * graph, which is released as it goes.
  *
@@ -8,7 +8,8 @@
  * while the forward runs). A tensor that requires grad but was computed outside `fn` must be passed
  * as an input. `fn` must compute the same thing twice (no hidden randomness or mutable state).
  */
-import { Tensor } from '../tensor';
+import { tidy } from '../runtime/scope';
+import type { Tensor } from '../tensor';
 import { backward } from './backward';
 import { detach } from './detach';
 import { enableGrad, isGradEnabled, noGrad, observeUnrecordedInputs, record } from './graph';
@@ -20,7 +21,7 @@ export function checkpoint<Args extends Tensor[]>(fn: (...inputs: Args) => Tenso
     (t) => {
       if (!inputs.includes(t)) leaves.add(t);
     },
-    () => noGrad(() => fn(...inputs)),
+    () => tidy(() => noGrad(() => fn(...inputs))),
   );
   for (const t of leaves) {
     if (t.gradFn) throw new Error(`checkpoint: fn reads ${t}, which requires grad and was computed outside fn; pass it as an input`);
