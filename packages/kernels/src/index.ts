@@ -42,3 +42,14 @@ export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';
 export * from './ops/matmul/matmul';
 export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';
+export { embedding, indexSelect, gather } from './ops/index/gather';
+export { indexAdd, scatterAdd } from './ops/index/scatter';
+export { detach, zeroGrad } from './autograd/detach';
+export { defineFunction, type FunctionContext, type FunctionDefinition } from './autograd/function';
+export { checkpoint } from './autograd/checkpoint';
+
+export { Optimizer, decayGroups, disposeStateDict, type ParamState, type ParamGroup, type ParamGroupInput, type OptimizerStateDict, type StepOptions } from './optim/optimizer';
+export { AdamW, ADAMW_DEFAULTS, type AdamWOptions } from './optim/adamw';
+export { SGD, SGD_DEFAULTS, type SgdOptions } from './optim/sgd';
+export { clipGradNorm, type ClipOptions } from './optim/clip';
+export { constantSchedule, warmupCosineSchedule, warmupLinearSchedule, type LrSchedule, type WarmupDecayOptions } from './optim/schedule';

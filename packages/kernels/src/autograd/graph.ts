@@ -48,9 +48,30 @@ export function enableGrad<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Called with each tensor that requires grad and is read by an op while recording is off. Lets
+ * `checkpoint` find the leaves (parameters) its function uses without recording anything.
+ */
+let unrecordedInputObserver: ((t: Tensor) => void) | null = null;
+
+/** Runs `fn`, reporting to `observer` every tensor requiring grad that an op reads under {@link noGrad}. */
+export function observeUnrecordedInputs<T>(observer: (t: Tensor) => void, fn: () => T): T {
+  const prev = unrecordedInputObserver;
+  unrecordedInputObserver = observer;
+  try {
+    return fn();
+  } finally {
+    unrecordedInputObserver = prev;
+  }
+}
+
 /** True when an op on `inputs` should record a node. */
 export function needsGrad(inputs: readonly (Tensor | null | undefined)[]): boolean {
-  return gradEnabled && inputs.some((t) => t?.requiresGrad === true);
+  if (!gradEnabled) {
+    if (unrecordedInputObserver) for (const t of inputs) if (t?.requiresGrad) unrecordedInputObserver(t);
+    return false;
+  }
+  return inputs.some((t) => t?.requiresGrad === true);
 }
 
 /**

@@ -174,7 +174,7 @@ export class WebGpuDevice implements StorageOwner {
 
   /** Fills `count` 32-bit words from `wordOffset` with `value`, in queue order. */
   fillWords(buffer: GPUBuffer, wordOffset: number, count: number, value: number): void {
-    if (value === 0) return this.batch.clear(buffer, wordOffset * 4, count * 4);
+    // Zeros too go through the kernel: Dawn's GL backend clears buffers ~10× slower (131 MB: 850 ms vs 70 ms on llvmpipe).
     // One binding per chunk keeps large buffers under maxStorageBufferBindingSize.
     const chunkWords = Math.floor(this.limits.maxStorageBufferBindingSize / 4 / 64) * 64;
     for (let start = 0; start < count; start += chunkWords) {

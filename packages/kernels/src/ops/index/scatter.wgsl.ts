@@ -1,0 +1,145 @@
+/**
+ * Deterministic scatter-add without float atomics. Three steps:
+ *   1. one invocation per keyed element writes (target, source offset) — the target position its
+ *      free elements start from, or 0xffffffff for an id outside [0, axisSize);
+ *   2. the pairs are sorted (bitonic), so equal targets form runs ordered by source position;
+ *   3. one invocation per (run start, free element) sums its run in that order and adds the sum to
+ *      its target element: every output element has exactly one writer, and the summation order
+ *      depends only on the inputs — results are bitwise reproducible.
+ * Tables above one storage binding get step 3 once per binding window.
+ */
+import { empty } from '../../creation';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { Params } from '../../runtime/params';
+import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { sizeOf } from '../../shape';
+import type { Tensor } from '../../tensor';
+import { bindingWindows } from '../../runtime/binding-windows';
+import { extentOf, splitForScatter, type IndexMap, type ScatterSplit } from './index-map';
+import { MAX_INDEX_RANK, accumulateCoords } from './index-wgsl';
+import { sortPairsGpu } from './sort.wgsl';
+
+const WG = 256;
+/** Key of an entry whose id is out of range (sorts last and is skipped). */
+const INVALID = 0xffffffff;
+
+/** Adds `source` into the dense f32 `out` (the table side of `map`). */
+export function scatterAddGpu(device: WebGpuDevice, op: string, out: Tensor, index: Tensor, source: Tensor, map: IndexMap): void {
+  if (sizeOf(map.shape) === 0) return;
+  if (out.size >= INVALID) throw new Error(`${op}: target of ${out.size} elements is too large to index with u32 keys`);
+  const { keyed, free } = splitForScatter(map);
+  if (keyed.shape.length > MAX_INDEX_RANK || free.shape.length > MAX_INDEX_RANK) throw new Error(`${op}: index space of rank ${map.shape.length} is too high`);
+  const entries = sizeOf(keyed.shape);
+  const freeSize = sizeOf(free.shape);
+  const slots = 2 ** Math.ceil(Math.log2(entries));
+  const pairs = empty([2 * slots], { dtype: 'u32', device });
+  try {
+    const ids = device.bind(index.storage, index.offset, extentOf(index), `${op} index`);
+    const pairRange = device.bind(pairs.storage, 0, 2 * slots, `${op} sort pairs`);
+    const kp = new Params()
+      .u32('slots', slots)
+      .u32('entries', entries)
+      .u32('axisSize', map.axisSize)
+      .u32('axisStride', map.axisStride)
+      .u32('indexOff', ids.elementOffset)
+      .u32Array('shape', keyed.shape, MAX_INDEX_RANK)
+      .u32Array('ist', keyed.indexStrides, MAX_INDEX_RANK)
+      .u32Array('tst', keyed.tableStrides, MAX_INDEX_RANK)
+      .u32Array('dst', keyed.denseStrides, MAX_INDEX_RANK);
+    device.run({
+      name: `${op}_keys`,
+      source: keysSource(kp, keyed),
+      params: kp,
+      bindings: [ids.range, pairRange.range],
+      workgroups: device.grid(slots, WG),
+      detail: `${entries} entries`,
+    });
+    sortPairsGpu(device, pairs, slots);
+
+    const src = device.bind(source.storage, source.offset, extentOf(source), `${op} source`);
+    const windows = bindingWindows(device, out.size, 4);
+    windows.forEach((w, k) => {
+      const dst = device.bind(out.storage, out.offset + w.start, w.length, `${op} output window`);
+      const sp = new Params()
+        .u32('entries', entries)
+        .u32('free', freeSize)
+        .u32('winStart', w.start)
+        .u32('winLen', w.length)
+        .u32('sourceOff', src.elementOffset)
+        .u32('outOff', dst.elementOffset)
+        .u32Array('shape', free.shape, MAX_INDEX_RANK)
+        .u32Array('tst', free.tableStrides, MAX_INDEX_RANK)
+        .u32Array('dst', free.denseStrides, MAX_INDEX_RANK);
+      device.run({
+        name: `${op}_sum`,
+        source: sumSource(sp, free, source),
+        params: sp,
+        bindings: [pairRange.range, src.range, dst.range],
+        workgroups: device.grid(entries * freeSize, WG),
+        detail: `${entries}×${freeSize} ${source.dtype}${windows.length > 1 ? ` window ${k + 1}/${windows.length}` : ''}`,
+      });
+    });
+  } finally {
+    pairs.dispose();
+  }
+}
+
+function keysSource(p: Params, keyed: ScatterSplit['keyed']): string {
+  return `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'ids', 'i32', 'read')}
+@group(0) @binding(2) var<storage, read_write> pairs: array<vec2<u32>>;
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let e = ${flatIndex(WG)};
+  if (e >= P.slots) { return; }
+  if (e >= P.entries) { pairs[e] = vec2<u32>(${INVALID}u, ${INVALID}u); return; }
+  var at = P.indexOff;
+  var dest = 0u;
+  var origin = 0u;
+  ${accumulateCoords('e', 'P.shape', keyed.shape.length, [
+    { variable: 'at', field: 'P.ist', strides: keyed.indexStrides },
+    { variable: 'dest', field: 'P.tst', strides: keyed.tableStrides },
+    { variable: 'origin', field: 'P.dst', strides: keyed.denseStrides },
+  ])}
+  let id = ids[at];
+  if (id < 0 || u32(id) >= P.axisSize) { pairs[e] = vec2<u32>(${INVALID}u, origin); return; }
+  pairs[e] = vec2<u32>(dest + u32(id) * P.axisStride, origin);
+}`;
+}
+
+function sumSource(p: Params, free: ScatterSplit['free'], source: Tensor): string {
+  return `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> pairs: array<vec2<u32>>;
+${declareStorage(2, 'src', source.dtype, 'read')}
+${loaderF32('src', source.dtype)}
+${declareStorage(3, 'out', 'f32', 'read_write')}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let t = ${flatIndex(WG)};
+  if (t >= P.entries * P.free) { return; }
+  let e = t / P.free;
+  let head = pairs[e];
+  // Only the first entry of a run of equal targets works; invalid ids sort last and are skipped.
+  if (head.x == ${INVALID}u || (e > 0u && pairs[e - 1u].x == head.x)) { return; }
+  var dest = head.x;
+  var offset = 0u;
+  ${accumulateCoords('t % P.free', 'P.shape', free.shape.length, [
+    { variable: 'dest', field: 'P.tst', strides: free.tableStrides },
+    { variable: 'offset', field: 'P.dst', strides: free.denseStrides },
+  ])}
+  if (dest < P.winStart || dest - P.winStart >= P.winLen) { return; }
+  var acc = 0.0;
+  var q = e;
+  loop {
+    if (q >= P.entries) { break; }
+    let entry = pairs[q];
+    if (entry.x != head.x) { break; }
+    acc += load_src(P.sourceOff + entry.y + offset);
+    q++;
+  }
+  let o = P.outOff + dest - P.winStart;
+  out[o] = out[o] + acc;
+}`;
+}
