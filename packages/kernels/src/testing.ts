@@ -164,3 +164,36 @@ export async function gradcheck(
     expectClose(got, numeric, { rtol: options.rtol ?? 2e-3, atol: 1e-6, what: `gradient of input ${k}` });
   }
 }
+
+/**
+ * Runs `f` forward and backward on the CPU reference and on `gpu` with identical inputs and a
+ * fixed random upstream gradient, and checks outputs and every input gradient agree.
+ */
+export async function expectBackwardMatches(
+  gpu: Device,
+  f: (...inputs: Tensor[]) => Tensor,
+  inputs: { values: Float32Array; shape: readonly number[] }[],
+  options: CloseOptions & { seed?: number } = {},
+): Promise<void> {
+  const { backward } = await import('./autograd/backward');
+  const run = async (device: Device) => {
+    const ts = inputs.map((i) => tensor(i.values, i.shape, { device }).requiresGrad_());
+    const out = poisoned(device, () => f(...ts));
+    const g = randomData(out.shape, options.seed ?? 77);
+    poisoned(device, () => backward(out, { grad: tensor(g, out.shape, { device }) }));
+    const grads = await Promise.all(ts.map((t) => (t.grad ? t.grad.toFloat32() : Promise.resolve(null))));
+    return { out: await out.toFloat32(), grads };
+  };
+  const ref = await run(getCpuDevice());
+  const got = await run(gpu);
+  const tol = { rtol: options.rtol ?? 1e-5, atol: options.atol ?? 0 };
+  expectClose(got.out, ref.out, { ...tol, what: `${options.what ?? 'op'} output` });
+  ref.grads.forEach((r, k) => {
+    const gk = got.grads[k];
+    if (!r || !gk) {
+      expect(gk === null, `${options.what ?? 'op'}: gradient ${k} present on one device only`).toBe(r === null);
+      return;
+    }
+    expectClose(gk, r, { ...tol, what: `${options.what ?? 'op'} gradient of input ${k}` });
+  });
+}

@@ -128,14 +128,6 @@ export class CommandBatch {
     this.count++;
   }
 
-  /** Records a zero fill of a byte range (ends the current compute pass). */
-  clear(buffer: GPUBuffer, offset: number, size: number): void {
-    if (size === 0) return;
-    this.copyEncoder().clearBuffer(buffer, offset, size);
-    this.labels.push('clear');
-    this.count++;
-  }
-
   /** Submits everything recorded so far. */
   flush(): void {
     if (!this.encoder) return;
