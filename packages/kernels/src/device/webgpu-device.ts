@@ -88,7 +88,10 @@ export class WebGpuDevice implements StorageOwner {
     this.pool = new BufferPool<GPUBuffer>(
       {
         create: (size) => this.createBuffer(size),
-        destroy: (b) => b.destroy(),
+        destroy: (b) => {
+          this.batch.invalidateBindGroups();
+          b.destroy();
+        },
       },
       this.limits.maxBufferSize,
       poolLimit,

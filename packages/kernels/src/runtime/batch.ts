@@ -32,6 +32,9 @@ export interface Dispatch {
 
 const ARENA_BYTES = 1 << 20;
 const MAX_DISPATCHES_PER_BATCH = 512;
+/** Bind groups kept for reuse; decode steps rebind the same pooled buffers token after token. */
+const MAX_CACHED_BIND_GROUPS = 4096;
+const ARENA_COUNT = 4;
 
 export class CommandBatch {
   private encoder: GPUCommandEncoder | null = null;
@@ -46,6 +49,9 @@ export class CommandBatch {
   lastSubmittedLabels: string[] = [];
   /** Total dispatches recorded since creation (for benchmarks and tests). */
   dispatchCount = 0;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly resourceIds = new WeakMap<object, number>();
+  private nextResourceId = 1;
 
   constructor(
     private readonly device: GPUDevice,
@@ -80,20 +86,44 @@ export class CommandBatch {
       this.arenaCpu.set(d.params, paramSlot);
       this.arenaUsed += size;
     }
-    const entries: GPUBindGroupEntry[] = [];
-    if (d.params) entries.push({ binding: 0, resource: { buffer: this.arena(), offset: paramSlot, size: d.params.byteLength } });
-    d.buffers.forEach((b, i) =>
-      entries.push({ binding: i + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }),
-    );
-    const bindGroup = this.device.createBindGroup({ layout: d.pipeline.layout, entries, label: d.label });
+    const bindGroup = this.bindGroup(d);
     const pass = this.ensurePass();
     pass.setPipeline(d.pipeline.pipeline);
-    pass.setBindGroup(0, bindGroup);
+    if (d.params) pass.setBindGroup(0, bindGroup, [paramSlot]);
+    else pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
     this.labels.push(d.label);
     this.count++;
     this.dispatchCount++;
     if (this.count >= MAX_DISPATCHES_PER_BATCH) this.flush();
+  }
+
+  private idOf(resource: object): number {
+    let id = this.resourceIds.get(resource);
+    if (id === undefined) this.resourceIds.set(resource, (id = this.nextResourceId++));
+    return id;
+  }
+
+  /** The bind group for a dispatch's resources; the parameter slot is a dynamic offset, not part of it. */
+  private bindGroup(d: Dispatch): GPUBindGroup {
+    let key = `${d.pipeline.id}|${d.params ? `${this.arenaIndex}:${d.params.byteLength}` : '-'}`;
+    for (const b of d.buffers) key += 'texture' in b ? `|t${this.idOf(b.texture)}` : `|${this.idOf(b.buffer)}:${b.offset}:${b.size}`;
+    const hit = this.bindGroups.get(key);
+    if (hit) return hit;
+    const entries: GPUBindGroupEntry[] = [];
+    if (d.params) entries.push({ binding: 0, resource: { buffer: this.arena(), offset: 0, size: d.params.byteLength } });
+    d.buffers.forEach((b, i) =>
+      entries.push({ binding: i + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }),
+    );
+    const group = this.device.createBindGroup({ layout: d.pipeline.layout, entries, label: d.label });
+    if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.delete(this.bindGroups.keys().next().value!);
+    this.bindGroups.set(key, group);
+    return group;
+  }
+
+  /** Forgets cached bind groups: call before destroying a buffer or texture they may reference. */
+  invalidateBindGroups(): void {
+    this.bindGroups.clear();
   }
 
   /** The encoder outside any compute pass, for copies and clears (ends the current pass). */
@@ -138,7 +168,7 @@ export class CommandBatch {
     this.pass = null;
     this.arenaUsed = 0;
     // Rotate arenas so the next batch's parameters never wait on this one.
-    this.arenaIndex = (this.arenaIndex + 1) % 4;
+    this.arenaIndex = (this.arenaIndex + 1) % ARENA_COUNT;
     this.lastSubmittedLabels = this.labels;
     this.labels = [];
     this.count = 0;

@@ -184,6 +184,7 @@ function createFlat(device: WebGpuDevice, format: TexelFormat, width: number, he
 /** Destroys a texture after submitting the commands recorded so far (which may still use it). */
 function destroyFlat(device: WebGpuDevice, t: FlatTexture): void {
   device.batch.flush();
+  device.batch.invalidateBindGroups();
   t.texture.destroy();
 }
 
