@@ -11,6 +11,8 @@ export * from './nn/linear';
 export * from './nn/embedding';
 export * from './nn/conv1d';
 
+export * from './nemotron/sequence';
+export * from './nemotron/inputs';
 export * from './nemotron/rms-norm';
 export * from './nemotron/mamba2';
 export * from './nemotron/attention';

@@ -1,16 +1,17 @@
 /**
- * Mamba2 mixer parameters (spec §2.3). Names and shapes follow HF's `NemotronHMamba2Mixer`, except
+ * The Mamba2 mixer (spec §2.3). Names and shapes follow HF's `NemotronHMamba2Mixer`, except
  * that the depthwise conv weight is [conv_dim, K] (HF: [conv_dim, 1, K]).
  *
  * `A_log`, `dt_bias` and `D` are kept in f32 whatever dtype the model is cast to: NeMo / Megatron /
  * mamba_ssm semantics (spec §2.3, §10 item 4). HF rounds them to bf16 when it loads in bf16; we do not.
  */
-import type { Tensor } from '@nemotron-ts/kernels';
+import { add, causalConv1d, clamp, exp, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { DepthwiseConv1d } from '../nn/conv1d';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
 import { GatedRMSNorm } from './rms-norm';
+import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 
 export class Mamba2Mixer extends Module {
   readonly kind = 'mamba' as const;
@@ -51,5 +52,39 @@ export class Mamba2Mixer extends Module {
   /** [nh] f32: per-head skip coefficient. */
   get d(): Tensor {
     return this.slotTensor('D');
+  }
+
+  /**
+   * x [B, L, H] → f32 [B, L, H]. in_proj splits into z | xBC | dt; the depthwise causal conv + SiLU
+   * runs over x | B | C together; dt = softplus(dt_raw + dt_bias), clamped only when
+   * time_step_limit is not (0, ∞); A = −exp(A_log); the SSD scan adds D·x; the gated norm gates
+   * first, then normalises per group; out_proj.
+   */
+  forward(x: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES): Tensor {
+    return tidy(() => {
+      const { dInner, convDim, mambaNumHeads: nh, mambaHeadDim: p, nGroups: g, ssmStateSize: n, chunkSize, clampsDt, timeStepLimit } = this.config;
+      const [batch, length] = x.shape as [number, number, number];
+      const mask = sequences.paddingMask ? reshape(sequences.paddingMask, [batch, length, 1]) : null;
+      // Padding, before in_proj: HF and NeMo agree.
+      const zxbcdt = this.inProj.forward(mask ? mul(x, mask) : x);
+      const z = narrow(zxbcdt, -1, 0, dInner);
+      const xBC = narrow(zxbcdt, -1, dInner, convDim);
+      const dtRaw = narrow(zxbcdt, -1, dInner + convDim, nh);
+
+      const conv = causalConv1d(xBC, this.conv1d.weight, this.conv1d.bias, { activation: 'silu', seqIdx: sequences.seqIdx ?? undefined });
+      // Padding, after the conv + SiLU: HF only (NeMo masks before in_proj alone). The fixtures follow
+      // HF, so a pad contributes nothing to the SSM state even though silu(conv bias) ≠ 0 there.
+      const xBCc = mask ? mul(conv.y, mask) : conv.y;
+      const xs = reshape(narrow(xBCc, -1, 0, dInner), [batch, length, nh, p]);
+      const B = reshape(narrow(xBCc, -1, dInner, g * n), [batch, length, g, n]);
+      const C = reshape(narrow(xBCc, -1, dInner + g * n, g * n), [batch, length, g, n]);
+
+      const dtSoft = softplus(add(dtRaw, this.dtBias));
+      const dt = clampsDt ? clamp(dtSoft, timeStepLimit[0], timeStepLimit[1]) : dtSoft;
+      const A = neg(exp(this.aLog));
+      const scan = ssdScan(xs, dt, A, B, C, { chunkSize, D: this.d, seqIdx: sequences.seqIdx });
+      const y = reshape(scan.y, [batch, length, dInner]);
+      return this.outProj.forward(this.norm.forward(y, z));
+    });
   }
 }
