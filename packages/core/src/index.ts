@@ -4,7 +4,6 @@
  * checkpoint (state-dict) adapter and weight initialisation.
  */
 export * from './config';
-export { parsePythonJson, stringifyPythonJson, decodeTaggedFloat, type JsonValue, type JsonObject } from './python-json';
 
 export * from './nn/module';
 export * from './nn/linear';
