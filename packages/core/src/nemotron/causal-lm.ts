@@ -73,10 +73,17 @@ export class NemotronHForCausalLM extends Module {
     });
   }
 
-  /** A freshly initialised model (NeMo's initialisation, spec §7), deterministic for a seed. */
-  static fromConfig(config: NemotronHConfig, options: FromConfigOptions = {}): NemotronHForCausalLM {
+  /**
+   * A freshly initialised model (NeMo's initialisation, spec §7), deterministic for a seed. Called
+   * on a subclass, it builds that subclass.
+   */
+  static fromConfig<M extends NemotronHForCausalLM>(
+    this: new (config: NemotronHConfig, placement?: Placement) => M,
+    config: NemotronHConfig,
+    options: FromConfigOptions = {},
+  ): M {
     const { seed = 0, ...placement } = options;
-    const model = new NemotronHForCausalLM(config, placement);
+    const model = new this(config, placement);
     try {
       initializeWeights(model, { seed });
     } catch (e) {
