@@ -10,7 +10,7 @@ const USAGE = `usage: nemotron <command> [flags]
 
 commands:
   info      the WebGPU adapter, backend, feature level, key limits
-  demo      the main job on the default device (device report, kernel self-check, benchmark)
+  demo      the main job: the dense_f32 fixture through fromPretrained and forward (loss vs expected, prefill speed)
   forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in
             FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
 
