@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
 import { Checkpoint, readConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type SavedPretrained } from '@nemotron-ts/hub';
-import { isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
+import { getDefaultDevice, hasDefaultDevice, initDevice, isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
 
 export interface FromPretrainedOptions {
   /** Branch, tag or commit of a Hub repository (default "main"). */
@@ -17,7 +17,7 @@ export interface FromPretrainedOptions {
    * correction bias stay f32 whatever is chosen.
    */
   dtype?: FloatDType | 'auto';
-  /** Where the weights live (default: the default device). */
+  /** Where the weights live (default: the default device, opened with `initDevice()` if there is none yet). */
   device?: Device;
   /** The HF hub cache folder (default HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub). */
   cacheDir?: string;
@@ -62,7 +62,8 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
     const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
     const checkpoint = await Checkpoint.open(folder);
     const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
-    const model = new NemotronHForCausalLM(config, { dtype, device: options.device });
+    const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
+    const model = new NemotronHForCausalLM(config, { dtype, device });
     try {
       const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
       model.loadReport = await loadCheckpoint(
