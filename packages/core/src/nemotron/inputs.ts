@@ -50,7 +50,7 @@ export function prepareInputs(config: NemotronHConfig, device: Device, inputs: M
   let batch: number;
   let length: number;
   if (inputIds !== undefined) {
-    if (isTensor(inputIds)) {
+    if (inputIds instanceof Tensor) {
       expectTensor('inputIds', inputIds, device, 2, 'i32');
       [batch, length] = inputIds.shape as [number, number];
       ids = inputIds;
@@ -81,7 +81,7 @@ export function prepareInputs(config: NemotronHConfig, device: Device, inputs: M
 
 /** Labels as i32 [B, L] on `device`, checked against the batch shape (-100 = ignored). */
 export function prepareLabels(labels: Tensor | Rows, config: NemotronHConfig, batch: number, length: number, device: Device): Tensor {
-  if (isTensor(labels)) {
+  if (labels instanceof Tensor) {
     expectTensor('labels', labels, device, 2, 'i32');
     expectShape('labels', labels.shape, [batch, length]);
     return labels;
@@ -93,7 +93,7 @@ export function prepareLabels(labels: Tensor | Rows, config: NemotronHConfig, ba
 
 /** The mask as f32 [B, L], or null when array rows say every position is a token. */
 function paddingMask(mask: Tensor | Rows, batch: number, length: number, device: Device): Tensor | null {
-  if (isTensor(mask)) {
+  if (mask instanceof Tensor) {
     expectTensor('attentionMask', mask, device, 2);
     expectShape('attentionMask', mask.shape, [batch, length]);
     return mask.dtype === 'f32' ? mask : cast(mask, 'f32');
@@ -110,7 +110,7 @@ function paddingMask(mask: Tensor | Rows, batch: number, length: number, device:
  */
 function seqIdxOf(cuSeqlens: Tensor | readonly number[], batch: number, length: number, device: Device): Tensor {
   if (batch !== 1) throw new Error(`forward: cuSeqlens describes one packed row, but the batch has ${batch} rows`);
-  if (isTensor(cuSeqlens)) {
+  if (cuSeqlens instanceof Tensor) {
     expectTensor('cuSeqlens', cuSeqlens, device, 1, 'i32');
     const bounds = cuSeqlens.shape[0]!;
     if (bounds < 2) throw new Error(`forward: cuSeqlens ${formatShape(cuSeqlens.shape)} needs at least two boundaries`);
@@ -175,10 +175,6 @@ function checkIntegerRows(value: unknown, name: string, problem: (v: number) => 
   });
   if (width === 0) throw new Error(`${name}: rows are empty`);
   return value as number[][];
-}
-
-function isTensor(value: unknown): value is Tensor {
-  return value instanceof Tensor;
 }
 
 function expectTensor(name: string, t: Tensor, device: Device, rank: number, dtype?: string): void {
