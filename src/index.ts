@@ -1,6 +1,13 @@
 /**
  * @packageDocumentation
- * nemotron-ts: Nemotron-H hybrid language models in TypeScript on WebGPU. The root package
- * re-exports the workspace packages; the model factory lands with the forward pass.
+ * nemotron-ts: Nemotron-H hybrid language models in TypeScript on WebGPU. The entry point is
+ * {@link NemotronHForCausalLM} (`fromPretrained`, `fromConfig`, `forward`, `savePretrained`); the
+ * workspace packages are re-exported as namespaces.
  */
+export { NemotronHForCausalLM, type FromPretrainedOptions, type SavePretrainedOptions } from './pretrained';
+/** NeMo's name for a model module's entry class. */
+export { NemotronHForCausalLM as ModelClass } from './pretrained';
+export { NemotronHConfig, type CausalLMInputs, type CausalLMOutput } from '@nemotron-ts/core';
 export * as kernels from '@nemotron-ts/kernels';
+export * as core from '@nemotron-ts/core';
+export * as hub from '@nemotron-ts/hub';

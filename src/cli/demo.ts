@@ -1,33 +1,32 @@
 /**
- * The main job until the model lands: a device report, a kernel self-check against the CPU
- * reference, and a small benchmark.
+ * The main job until generation lands: load the `dense_f32` golden fixture with fromPretrained, run
+ * a forward pass on its inputs, and print the loss against the fixture's and the prefill speed.
  */
-import { getCpuDevice, randn, tensor, silu, mul, sum, manualSeed, type Device } from '@nemotron-ts/kernels';
-import { printInfo } from './info';
+import { join } from 'node:path';
+import { noGrad, type Device } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../pretrained';
+import { deviceReport } from './info';
+
+const FIXTURE = join(import.meta.dir, '..', '..', 'test', 'fixtures', 'dense_f32');
 
 export async function runDemo(device: Device): Promise<void> {
-  printInfo(device, false);
-  manualSeed(1);
-  const x = randn([257, 129], { device });
-  const host = await x.data();
-  const ref = tensor(host as Float32Array, [257, 129], { device: getCpuDevice() });
-  const a = await sum(mul(silu(x), x), -1).data();
-  const b = await sum(mul(silu(ref), ref), -1).data();
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  console.log(`self-check: silu·x row sums vs CPU reference, max |diff| ${worst.toExponential(2)}`);
-  const n = 1 << 22;
-  const big = randn([n], { device });
-  await big.data();
-  const t0 = performance.now();
-  const reps = 10;
-  let y = mul(big, 1.0001);
-  for (let i = 1; i < reps; i++) {
-    const next = mul(y, 1.0001);
-    y.dispose();
-    y = next;
-  }
-  await device.sync();
-  const ms = performance.now() - t0;
-  console.log(JSON.stringify({ bench: 'elementwise', elements: n, gbps: +((reps * n * 8) / (ms * 1e6)).toFixed(2) }));
+  const report = deviceReport(device);
+  console.log(`device: ${device.kind === 'cpu' ? report.description : `${report.adapter} (${report.backend})`}`);
+  const inputs = (await Bun.file(join(FIXTURE, 'inputs.json')).json()) as { input_ids: number[][]; labels: number[][] };
+  const expected = ((await Bun.file(join(FIXTURE, 'manifest.json')).json()) as { scalars: { loss: number } }).scalars.loss;
+  const model = await NemotronHForCausalLM.fromPretrained(FIXTURE, { device, localFilesOnly: true });
+  const run = async () => {
+    const t0 = performance.now();
+    const { logits, loss } = noGrad(() => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }));
+    const value = (await loss!.data())[0]!;
+    logits.dispose();
+    loss!.dispose();
+    return { value, ms: performance.now() - t0 };
+  };
+  const first = await run(); // compiles the kernels
+  const { ms } = await run();
+  const tokens = inputs.input_ids.length * inputs.input_ids[0]!.length;
+  console.log(`dense_f32 fixture (${model.config.pattern}, ${model.numParameters()} parameters): loss ${first.value.toFixed(6)}, expected ${expected.toFixed(6)}, |diff| ${Math.abs(first.value - expected).toExponential(2)}`);
+  console.log(JSON.stringify({ bench: 'prefill', model: 'dense_f32', tokens, ms: +ms.toFixed(1), tokens_per_s: Math.round((tokens * 1000) / ms) }));
+  model.dispose();
 }

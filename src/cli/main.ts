@@ -4,12 +4,15 @@ import { parseArgs, checkFlags, UsageError } from './args';
 import { DEVICE_FLAGS, openDeviceFromFlags } from './device-flags';
 import { printInfo } from './info';
 import { runDemo } from './demo';
+import { FORWARD_FLAGS, runForward } from './forward';
 
 const USAGE = `usage: nemotron <command> [flags]
 
 commands:
   info      the WebGPU adapter, backend, feature level, key limits
-  demo      the main job on the default device (device report, kernel self-check, benchmark)
+  demo      the main job: the dense_f32 fixture through fromPretrained and forward (loss vs expected, prefill speed)
+  forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in
+            FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
 
 device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
 
@@ -30,6 +33,12 @@ async function main(argv: string[]): Promise<number> {
       const args = parseArgs(rest);
       checkFlags(args, [...DEVICE_FLAGS]);
       await runDemo(await openDeviceFromFlags(args));
+      return 0;
+    }
+    case 'forward': {
+      const args = parseArgs(rest);
+      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
+      await runForward(args, () => openDeviceFromFlags(args));
       return 0;
     }
     default:

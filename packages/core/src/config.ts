@@ -24,7 +24,10 @@
  * - `expand`: kept for round trips, never used to size anything (d_inner = heads · head_dim).
  * - `n_shared_experts`: must be 1 (NeMo hard-codes one shared expert; HF's width ignores the count).
  */
-import { decodeTaggedFloat, parsePythonJson, stringifyPythonJson, type JsonObject, type JsonValue } from './python-json';
+
+/** A parsed JSON value; numbers may be ±Infinity or NaN (Python's json writes them as bare tokens). */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
 
 /** The four block types. Names follow NeMo / legacy HF (`mamba`, `attention`, `mlp`, `moe`). */
 export type LayerKind = 'mamba' | 'attention' | 'mlp' | 'moe';
@@ -271,7 +274,10 @@ export class NemotronHConfig {
     return new NemotronHConfig(validate(resolve(fields, source, new Map()), source, new Map()), extra);
   }
 
-  /** Parses a config.json object (already decoded from JSON). */
+  /**
+   * A config from a parsed config.json object. Read files with a parser that accepts Python's bare
+   * `Infinity` (the hub package's `readConfigJson`); `{"__float__": "Infinity"}` values are accepted too.
+   */
   static fromJSON(json: unknown, options: ConfigSourceOptions = {}): NemotronHConfig {
     const source = options.source ?? 'config.json';
     if (typeof json !== 'object' || json === null || Array.isArray(json)) {
@@ -279,12 +285,6 @@ export class NemotronHConfig {
     }
     const { init, keys, extra } = readJson(json as Record<string, unknown>, source);
     return new NemotronHConfig(validate(resolve(init, source, keys), source, keys), extra);
-  }
-
-  /** Parses config.json text, including Python's bare `Infinity` / `NaN` tokens. */
-  static parse(text: string, options: ConfigSourceOptions = {}): NemotronHConfig {
-    const source = options.source ?? 'config.json';
-    return NemotronHConfig.fromJSON(parsePythonJson(text, source), { source });
   }
 
   /** Block type of backbone layer `i`. */
@@ -297,8 +297,9 @@ export class NemotronHConfig {
   /**
    * An HF-compatible config.json object (`model_type: nemotron_h`, canonical field names, the
    * pattern as `hybrid_override_pattern`, which every HF version reads). `time_step_limit` is left
-   * out when it is the default (0, ∞); an infinite bound is the number `Infinity`, which only
-   * {@link toJSONText} writes faithfully (`JSON.stringify` would turn it into `null`).
+   * out when it is the default (0, ∞); an infinite bound is the number `Infinity`, so write it with
+   * a serializer that emits Python's bare `Infinity` (the hub package's `writeConfigJson`), not
+   * `JSON.stringify`, which would turn it into `null`.
    */
   toJSON(): JsonObject {
     const out: JsonObject = { ...this.extra, model_type: 'nemotron_h' };
@@ -320,11 +321,6 @@ export class NemotronHConfig {
       out.mtp_loss_scaling_factor = this.mtpLossScalingFactor;
     }
     return out;
-  }
-
-  /** config.json text as Python's json writes it (bare `Infinity` for an infinite dt limit). */
-  toJSONText(): string {
-    return stringifyPythonJson(this.toJSON());
   }
 }
 
@@ -414,7 +410,7 @@ function sameJson(a: unknown, b: unknown): boolean {
 }
 
 function jsonNumbers(_key: string, v: unknown): unknown {
-  const tagged = decodeTaggedFloat(v);
+  const tagged = taggedFloat(v);
   const n = tagged ?? v;
   return typeof n === 'number' && !Number.isFinite(n) ? String(n) : n;
 }
@@ -551,7 +547,7 @@ function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: string, k
     case 'positiveNumber':
     case 'nonNegativeNumber':
     case 'probability': {
-      const n = typeof raw === 'number' ? raw : decodeTaggedFloat(raw);
+      const n = typeof raw === 'number' ? raw : taggedFloat(raw);
       const ok = n !== undefined && Number.isFinite(n) && (kind === 'positiveNumber' ? n > 0 : n >= 0) && (kind !== 'probability' || n <= 1);
       return (ok ? n : fail(kind === 'positiveNumber' ? 'a positive finite number' : kind === 'probability' ? 'a number in [0, 1]' : 'a non-negative finite number')) as KindType[K];
     }
@@ -561,7 +557,7 @@ function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: string, k
 
 /** `[lo, hi]`: numbers, or `{"__float__": "Infinity"}` for an infinite bound; 0 ≤ lo ≤ hi. */
 function checkLimit(raw: unknown, source: string, key: string): readonly [number, number] {
-  const bounds = Array.isArray(raw) ? raw.map((b) => (typeof b === 'number' ? b : decodeTaggedFloat(b))) : [];
+  const bounds = Array.isArray(raw) ? raw.map((b) => (typeof b === 'number' ? b : taggedFloat(b))) : [];
   const [lo, hi] = bounds;
   if (bounds.length !== 2 || lo === undefined || hi === undefined || Number.isNaN(lo) || Number.isNaN(hi)) {
     throw new ConfigError(source, key, `expected [lo, hi] with numbers (or {"__float__": "Infinity"}), got ${describe(raw)}`);
@@ -579,8 +575,20 @@ function checkEos(raw: unknown, source: string): number | readonly number[] | nu
 
 function describe(value: unknown): string {
   if (value === undefined) return 'nothing';
-  const tagged = decodeTaggedFloat(value);
+  const tagged = taggedFloat(value);
   if (tagged !== undefined) return String(tagged);
   if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
   return JSON.stringify(value);
 }
+
+/** The number a `{"__float__": "Infinity"}` object stands for (the fixtures' manifest form), else undefined. */
+function taggedFloat(value: unknown): number | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const keys = Object.keys(value);
+  const tag = (value as { __float__?: unknown }).__float__;
+  if (keys.length !== 1 || keys[0] !== '__float__') return undefined;
+  if (typeof tag === 'number') return tag;
+  return typeof tag === 'string' && Object.hasOwn(NON_FINITE, tag) ? NON_FINITE[tag] : undefined;
+}
+
+const NON_FINITE: Readonly<Record<string, number>> = { Infinity: Infinity, '-Infinity': -Infinity, inf: Infinity, '-inf': -Infinity, NaN: NaN, nan: NaN };

@@ -4,13 +4,14 @@
  * checkpoint (state-dict) adapter and weight initialisation.
  */
 export * from './config';
-export { parsePythonJson, stringifyPythonJson, decodeTaggedFloat, type JsonValue, type JsonObject } from './python-json';
 
 export * from './nn/module';
 export * from './nn/linear';
 export * from './nn/embedding';
 export * from './nn/conv1d';
 
+export * from './nemotron/sequence';
+export * from './nemotron/inputs';
 export * from './nemotron/rms-norm';
 export * from './nemotron/mamba2';
 export * from './nemotron/attention';

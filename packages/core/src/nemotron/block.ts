@@ -2,6 +2,7 @@
  * A decoder block (spec §2.2): `h + mixer(norm(h))`, one pre-norm and exactly one mixer, whose type
  * comes from the layer pattern.
  */
+import { add, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { LayerKind, NemotronHConfig } from '../config';
 import { Module, type Placement } from '../nn/module';
 import { Attention } from './attention';
@@ -9,6 +10,7 @@ import { Mamba2Mixer } from './mamba2';
 import { MLP } from './mlp';
 import { MoE } from './moe';
 import { RMSNorm } from './rms-norm';
+import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 
 export type Mixer = Mamba2Mixer | Attention | MLP | MoE;
 
@@ -37,5 +39,15 @@ export class NemotronHBlock extends Module {
     super();
     this.norm = this.registerModule('norm', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));
     this.mixer = this.registerModule('mixer', createMixer(kind, config, placement));
+  }
+
+  /** h [B, L, H] → f32 `h + mixer(norm(h))` (the residual stays f32: residual_in_fp32 needs nothing). */
+  forward(h: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES): Tensor {
+    return tidy(() => {
+      const x = this.norm.forward(h);
+      const mixer = this.mixer;
+      const y = mixer.kind === 'mamba' || mixer.kind === 'attention' ? mixer.forward(x, sequences) : mixer.forward(x);
+      return add(h, y);
+    });
   }
 }

@@ -1,16 +1,17 @@
 /**
- * Mamba2 mixer parameters (spec §2.3). Names and shapes follow HF's `NemotronHMamba2Mixer`, except
+ * The Mamba2 mixer (spec §2.3). Names and shapes follow HF's `NemotronHMamba2Mixer`, except
  * that the depthwise conv weight is [conv_dim, K] (HF: [conv_dim, 1, K]).
  *
  * `A_log`, `dt_bias` and `D` are kept in f32 whatever dtype the model is cast to: NeMo / Megatron /
  * mamba_ssm semantics (spec §2.3, §10 item 4). HF rounds them to bf16 when it loads in bf16; we do not.
  */
-import type { Tensor } from '@nemotron-ts/kernels';
+import { add, causalConv1d, clamp, exp, linear, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { DepthwiseConv1d } from '../nn/conv1d';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
 import { GatedRMSNorm } from './rms-norm';
+import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 
 export class Mamba2Mixer extends Module {
   readonly kind = 'mamba' as const;
@@ -51,5 +52,48 @@ export class Mamba2Mixer extends Module {
   /** [nh] f32: per-head skip coefficient. */
   get d(): Tensor {
     return this.slotTensor('D');
+  }
+
+  /**
+   * x [B, L, H] → f32 [B, L, H]. in_proj splits into z | xBC | dt; the depthwise causal conv + SiLU
+   * runs over x | B | C; dt = softplus(dt_raw + dt_bias), clamped only when time_step_limit is not
+   * (0, ∞); A = −exp(A_log); the SSD scan adds D·x; the gated norm gates first, then normalises per
+   * group; out_proj.
+   *
+   * in_proj and the conv run per part (z, x, B, C, dt) on row slices of their weights: the same
+   * math as one projection split afterwards (the conv is depthwise), but every part comes out dense,
+   * so no strided copy is needed before the conv, the scan or the gated norm.
+   */
+  forward(x: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES): Tensor {
+    return tidy(() => {
+      const { dInner, convDim, mambaNumHeads: nh, mambaHeadDim: p, nGroups: g, ssmStateSize: n, chunkSize, clampsDt, timeStepLimit } = this.config;
+      const [batch, length] = x.shape as [number, number, number];
+      const mask = sequences.paddingMask ? reshape(sequences.paddingMask, [batch, length, 1]) : null;
+      // Padding, before in_proj: HF and NeMo agree.
+      const u = mask ? mul(x, mask) : x;
+      const { weight: inW, bias: inB } = this.inProj;
+      const project = (start: number, size: number) => linear(u, narrow(inW, 0, start, size), inB ? narrow(inB, 0, start, size) : undefined);
+      const { weight: convW, bias: convB } = this.conv1d;
+      const convolve = (start: number, size: number) => {
+        const { y } = causalConv1d(project(dInner + start, size), narrow(convW, 0, start, size), convB ? narrow(convB, 0, start, size) : null, {
+          activation: 'silu',
+          seqIdx: sequences.seqIdx ?? undefined,
+        });
+        // Padding, after the conv + SiLU: HF only (NeMo masks before in_proj alone). The fixtures
+        // follow HF, so a pad adds nothing to the SSM state although silu(conv bias) ≠ 0 there.
+        return mask ? mul(y, mask) : y;
+      };
+      const z = project(0, dInner);
+      const xs = reshape(convolve(0, dInner), [batch, length, nh, p]);
+      const B = reshape(convolve(dInner, g * n), [batch, length, g, n]);
+      const C = reshape(convolve(dInner + g * n, g * n), [batch, length, g, n]);
+
+      const dtSoft = softplus(add(project(dInner + convDim, nh), this.dtBias));
+      const dt = clampsDt ? clamp(dtSoft, timeStepLimit[0], timeStepLimit[1]) : dtSoft;
+      const A = neg(exp(this.aLog));
+      const scan = ssdScan(xs, dt, A, B, C, { chunkSize, D: this.d, seqIdx: sequences.seqIdx });
+      const y = reshape(scan.y, [batch, length, dInner]);
+      return this.outProj.forward(this.norm.forward(y, z));
+    });
   }
 }

@@ -1,7 +1,8 @@
 /**
- * Dense ReLU² MLP parameters (spec §2.5): `down(relu(up x)²)`, no gate projection, biases when
+ * Dense ReLU² MLP (spec §2.5): `down(relu(up x)²)`, no gate projection, biases when
  * `mlp_bias`. Also the MoE's shared expert (with `moe_shared_expert_intermediate_size`).
  */
+import { relu2, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -20,5 +21,10 @@ export class MLP extends Module {
     const H = config.hiddenSize;
     this.upProj = this.registerModule('up_proj', new Linear(H, intermediateSize, { ...placement, bias: config.mlpBias }));
     this.downProj = this.registerModule('down_proj', new Linear(intermediateSize, H, { ...placement, bias: config.mlpBias }));
+  }
+
+  /** x [..., H] → f32 [..., H]: `down(relu(up x)²)`. */
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.downProj.forward(relu2(this.upProj.forward(x))));
   }
 }

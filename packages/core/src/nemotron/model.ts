@@ -1,9 +1,22 @@
 /** The backbone (spec §2.0): embeddings, the pattern's blocks, and the final norm `norm_f`. */
+import { tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Embedding } from '../nn/embedding';
 import { Module, ModuleList, type Placement } from '../nn/module';
 import { NemotronHBlock } from './block';
+import { prepareInputs, type ModelInputs, type PreparedInputs } from './inputs';
 import { RMSNorm } from './rms-norm';
+
+export interface BackboneOutput {
+  /** f32 [B, L, H]: the last block's output after `norm_f` (HF's last_hidden_state). */
+  readonly lastHiddenState: Tensor;
+  /**
+   * With `outputHiddenStates`: L + 1 tensors [B, L, H], HF's order — the embeddings, the output of
+   * blocks 0 … L−2, and last the final state after `norm_f` (the same values as lastHiddenState, in
+   * a handle of its own). Otherwise null.
+   */
+  readonly hiddenStates: Tensor[] | null;
+}
 
 export class NemotronV3Model extends Module {
   readonly embeddings: Embedding;
@@ -18,5 +31,29 @@ export class NemotronV3Model extends Module {
     this.embeddings = this.registerModule('embeddings', new Embedding(config.vocabSize, config.hiddenSize, placement));
     this.layers = this.registerModule('layers', new ModuleList(config.layerKinds.map((kind) => new NemotronHBlock(config, kind, placement))));
     this.normF = this.registerModule('norm_f', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));
+  }
+
+  /** Runs the backbone; the caller owns the returned tensors (nothing else is left allocated). */
+  forward(inputs: ModelInputs): BackboneOutput {
+    return tidy(() => this.forwardPrepared(prepareInputs(this.config, this.embeddings.weight.device, inputs), inputs.outputHiddenStates ?? false));
+  }
+
+  /** The backbone on inputs already checked and converted by {@link prepareInputs}. */
+  forwardPrepared(inputs: PreparedInputs, outputHiddenStates: boolean): BackboneOutput {
+    return tidy(() => {
+      // A handle of our own, so the caller's embeddings are never disposed here.
+      let h = inputs.inputIds ? this.embeddings.forward(inputs.inputIds) : inputs.inputsEmbeds!.share();
+      const hiddenStates = outputHiddenStates ? [h] : null;
+      for (const layer of this.layers) {
+        const next = layer.forward(h, inputs.sequences);
+        // Free each block's input as soon as it is consumed, unless it is returned.
+        if (!hiddenStates) h.dispose();
+        else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);
+        h = next;
+      }
+      const lastHiddenState = this.normF.forward(h);
+      if (hiddenStates) hiddenStates.push(lastHiddenState.share());
+      return { lastHiddenState, hiddenStates };
+    });
   }
 }

@@ -1,5 +1,5 @@
 /**
- * MoE parameters (spec §2.6): a sigmoid top-k router with a selection-only correction bias, routed
+ * The MoE mixer (spec §2.6): a sigmoid top-k router with a selection-only correction bias, routed
  * ReLU² experts stacked per layer, one shared expert, and optional latent projections.
  *
  * Routed experts are stored stacked like HF's in-memory layout: `experts.up_proj` [E, I, Hx] and
@@ -7,7 +7,7 @@
  * `down[e] @ relu(up[e] @ x)²`. They never have biases (HF; only NeMo honours `mlp_bias` there).
  * The correction bias is an f32 buffer (NeMo and HF both keep it f32: small bf16 errors flip routing).
  */
-import type { Tensor } from '@nemotron-ts/kernels';
+import { add, linear, moeExperts, moeRoute, reshape, tidy, type MoeRouting, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -33,6 +33,23 @@ export class TopkRouter extends Module {
   get eScoreCorrectionBias(): Tensor {
     return this.slotTensor('e_score_correction_bias');
   }
+
+  /**
+   * x [T, H] → the top-k experts of each token and their weights. The router logits are computed in
+   * f32 (a bf16 weight is exact in f32, so this is HF's and NeMo's f32 gate on an f32 copy).
+   */
+  forward(x: Tensor): MoeRouting {
+    const c = this.config;
+    return tidy(() =>
+      moeRoute(linear(x, this.weight), this.eScoreCorrectionBias, {
+        topK: c.numExpertsPerTok,
+        nGroup: c.nGroup,
+        topkGroup: c.topkGroup,
+        normTopkProb: c.normTopkProb,
+        routedScalingFactor: c.routedScalingFactor,
+      }),
+    );
+  }
 }
 
 /** The routed experts of one layer, stacked. */
@@ -55,6 +72,11 @@ export class RoutedExperts extends Module {
   /** [E, Hx, I] */
   get downProj(): Tensor {
     return this.slotTensor('down_proj');
+  }
+
+  /** x [T, Hx] → f32 [T, Hx]: Σ over each token's experts of weight · down_e(relu(up_e x)²). */
+  forward(x: Tensor, routing: MoeRouting): Tensor {
+    return moeExperts(x, routing.indices, routing.weights, this.upProj, this.downProj);
   }
 }
 
@@ -80,5 +102,22 @@ export class MoE extends Module {
     const bias = config.mlpBias;
     this.fc1LatentProj = latent === null ? null : this.registerModule('fc1_latent_proj', new Linear(config.hiddenSize, latent, { ...placement, bias }));
     this.fc2LatentProj = latent === null ? null : this.registerModule('fc2_latent_proj', new Linear(latent, config.hiddenSize, { ...placement, bias }));
+  }
+
+  /**
+   * x [..., H] → f32 [..., H]: routed experts (in the latent space when `moe_latent_size` is set:
+   * on fc1_latent(x), their weighted sum through fc2_latent) plus the shared expert, always on.
+   * Every token is routed, padding included (no mask reaches the MoE, as in HF and NeMo).
+   */
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const H = this.config.hiddenSize;
+      const tokens = reshape(x, [-1, H]);
+      const routing = this.gate.forward(tokens);
+      const routedIn = this.fc1LatentProj ? this.fc1LatentProj.forward(tokens) : tokens;
+      const routed = this.experts.forward(routedIn, routing);
+      const routedOut = this.fc2LatentProj ? this.fc2LatentProj.forward(routed) : routed;
+      return reshape(add(routedOut, this.sharedExperts.forward(tokens)), x.shape);
+    });
   }
 }

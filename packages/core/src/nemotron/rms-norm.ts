@@ -1,8 +1,8 @@
 /**
- * RMSNorm parameters. Nemotron-H's norms are `w ⊙ x / sqrt(mean(x²) + eps)` with weight init 1, no
+ * RMSNorm. Nemotron-H's norms are `w ⊙ x / sqrt(mean(x²) + eps)` with weight init 1, no
  * bias and no "+1" offset; eps is `layer_norm_epsilon` everywhere (spec §2.1, §2.3.6).
  */
-import type { Tensor } from '@nemotron-ts/kernels';
+import { groupedGatedRmsNorm, rmsNorm, type Tensor } from '@nemotron-ts/kernels';
 import { Module, type Placement } from '../nn/module';
 
 export class RMSNorm extends Module {
@@ -18,6 +18,14 @@ export class RMSNorm extends Module {
   /** [size] */
   get weight(): Tensor {
     return this.slotTensor('weight');
+  }
+
+  /**
+   * x [..., size] → f32. The statistic and the weight multiply are in f32 with one rounding (NeMo's
+   * and the kernels' order; HF multiplies after rounding, which only differs in bf16 activations).
+   */
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.weight, this.eps);
   }
 }
 
@@ -40,5 +48,10 @@ export class GatedRMSNorm extends Module {
   /** [size] */
   get weight(): Tensor {
     return this.slotTensor('weight');
+  }
+
+  /** y, z [..., size] → f32 `norm(y · silu(z)) · weight`, each group of `groupSize` channels on its own. */
+  forward(y: Tensor, z: Tensor): Tensor {
+    return groupedGatedRmsNorm(y, z, this.weight, { groups: this.size / this.groupSize, eps: this.eps });
   }
 }

@@ -16,7 +16,7 @@
  * MTP model; a model without MTP reports them as ignored, as HF does. With `tie_word_embeddings`
  * and no `lm_head.weight`, the head is loaded from the embedding matrix (an independent copy).
  */
-import { contiguous, copyInto, empty, formatShape, narrow, noGrad, reshape, shapesEqual, tidy, type Device, type DType, type Tensor } from '@nemotron-ts/kernels';
+import { cast, copyInto, empty, formatShape, isFloat, narrow, noGrad, reshape, shapesEqual, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { previewNames, transfer, type Module, type ShapeMismatch } from '../nn/module';
 
 export type CheckpointFormat = 'hf' | 'hf-v5';
@@ -260,27 +260,49 @@ export function planCheckpointExport(tensors: readonly TensorInfo[], format: Che
   return out;
 }
 
+export interface CheckpointTensorsOptions {
+  /** Floating tensors are converted to this dtype, except keep-f32 ones (default: as in the model). */
+  dtype?: FloatDType;
+}
+
 /**
- * Hands every checkpoint tensor of `model` in `format` to `sink`, one at a time, in the model's dtypes
- * (keep-f32 tensors stay f32). Each is a contiguous handle (possibly sharing the model's storage: do
- * not write to it) that the exporter disposes once the sink's promise settles.
+ * Every checkpoint tensor of `model` in `format`, one `[key, tensor]` pair at a time, in the model's
+ * dtypes or `options.dtype` (keep-f32 tensors — A_log, dt_bias, D, the correction bias — stay f32,
+ * as NeMo exports them). Each tensor is a contiguous handle (possibly sharing the model's storage:
+ * do not write to it) that is disposed when the next pair is requested or the iteration ends.
  */
-export async function exportCheckpoint(model: Module, format: CheckpointFormat, sink: (key: string, tensor: Tensor) => void | Promise<void>): Promise<void> {
+export function* checkpointTensors(model: Module, format: CheckpointFormat, options: CheckpointTensorsOptions = {}): Generator<[string, Tensor]> {
+  const named = model.namedTensors();
+  const keepF32 = new Set(named.filter((t) => t.keepF32).map((t) => t.name));
   const entries = planCheckpointExport(
-    model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
+    named.map((t) => ({ name: t.name, shape: t.tensor.shape })),
     format,
   );
   for (const entry of entries) {
     const source = model.getTensor(entry.source);
+    const dtype = options.dtype && isFloat(source.dtype) && !keepF32.has(entry.source) ? options.dtype : source.dtype;
     const out = noGrad(() =>
-      tidy(() => contiguous(reshape(entry.expert === undefined ? source : narrow(source, 0, entry.expert, 1), entry.shape))),
+      tidy(() => cast(reshape(entry.expert === undefined ? source : narrow(source, 0, entry.expert, 1), entry.shape), dtype)),
     );
     try {
-      await sink(entry.key, out);
+      yield [entry.key, out];
     } finally {
       out.dispose();
     }
   }
+}
+
+/**
+ * Hands every checkpoint tensor of `model` in `format` to `sink`, one at a time (see
+ * {@link checkpointTensors}); each is disposed once the sink's promise settles.
+ */
+export async function exportCheckpoint(
+  model: Module,
+  format: CheckpointFormat,
+  sink: (key: string, tensor: Tensor) => void | Promise<void>,
+  options: CheckpointTensorsOptions = {},
+): Promise<void> {
+  for (const [key, tensor] of checkpointTensors(model, format, options)) await sink(key, tensor);
 }
 
 /** A one-line summary of a checkpoint report. */

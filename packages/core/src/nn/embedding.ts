@@ -1,5 +1,5 @@
-/** Parameters of a token embedding table (a plain lookup, no scaling). */
-import type { Tensor } from '@nemotron-ts/kernels';
+/** A token embedding table (a plain lookup, no scaling). */
+import { embedding, type Tensor } from '@nemotron-ts/kernels';
 import { Module, type Placement } from './module';
 
 export class Embedding extends Module {
@@ -15,5 +15,10 @@ export class Embedding extends Module {
   /** [numEmbeddings, embeddingDim] */
   get weight(): Tensor {
     return this.slotTensor('weight');
+  }
+
+  /** ids i32 [...] → f32 [..., embeddingDim]. */
+  forward(ids: Tensor): Tensor {
+    return embedding(this.weight, ids);
   }
 }

@@ -1,5 +1,5 @@
-/** Parameters of a linear layer `y = x @ weight.T (+ bias)`, PyTorch's `nn.Linear` layout. */
-import type { Tensor } from '@nemotron-ts/kernels';
+/** A linear layer `y = x @ weight.T (+ bias)`, PyTorch's `nn.Linear` layout. */
+import { linear, type Tensor } from '@nemotron-ts/kernels';
 import { Module, type Placement } from './module';
 
 export interface LinearOptions extends Placement {
@@ -29,5 +29,10 @@ export class Linear extends Module {
   /** [outFeatures], or null without bias. */
   get bias(): Tensor | null {
     return this.hasBias ? this.slotTensor('bias') : null;
+  }
+
+  /** x [..., in] → f32 [..., out]. */
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias ?? undefined);
   }
 }

@@ -1,0 +1,73 @@
+// Prefill throughput of the whole model on the default device: bench-small (and bench-moe) with
+// random weights (the project's init), f32 and bf16 weights, one 512-token prompt, batch 1, logits
+// for the last position only (what generation asks for). One JSON line per case after a warm-up
+// run (which also compiles every kernel): the median of BENCH_REPS runs (default 3) — wall time,
+// process CPU time (llvmpipe's threads included; steadier on a shared machine), tokens/s, and the
+// best run's tokens/s — then a line with the wall time per layer kind from one more run
+// synchronised after every block.
+// Usage: bun scripts/bench-forward.ts [--small-only]
+import { join } from 'node:path';
+import { NemotronHConfig } from '@nemotron-ts/core';
+import { readConfigJson } from '@nemotron-ts/hub';
+import { Generator, initDevice, narrow, noGrad, tensor, tidy, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../src';
+
+const device = await initDevice();
+const reps = Number(process.env.BENCH_REPS ?? 3);
+const tokens = 512;
+const models = process.argv.includes('--small-only') ? ['small'] : ['small', 'moe'];
+
+for (const name of models) {
+  const path = join(import.meta.dir, '..', 'bench', `${name}.config.json`);
+  const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
+  for (const dtype of ['f32', 'bf16'] as FloatDType[]) {
+    // Frozen weights: inference, and the matmul keeps re-laid-out copies of weights that cannot change.
+    const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
+    const gen = new Generator(1);
+    const ids = tensor(Int32Array.from({ length: tokens }, () => Math.floor(gen.uniform() * config.vocabSize)), [1, tokens], { device });
+    const prefill = async (): Promise<{ ms: number; cpuMs: number }> => {
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      const { logits } = noGrad(() => model.forward({ inputIds: ids, logitsToKeep: 1 }));
+      await logits.data();
+      logits.dispose();
+      const cpu = process.cpuUsage(c0);
+      return { ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000 };
+    };
+    await prefill();
+    const runs: { ms: number; cpuMs: number }[] = [];
+    for (let i = 0; i < reps; i++) runs.push(await prefill());
+    const { ms, cpuMs } = runs.sort((a, b) => a.ms - b.ms)[Math.floor(runs.length / 2)]!;
+    const bench = `bench-${name}`;
+    console.log(JSON.stringify({ bench: 'prefill', model: bench, dtype, tokens, ms: round(ms), cpu_ms: round(cpuMs), tokens_per_s: Math.round((tokens * 1000) / ms), best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms) }));
+    console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, tokens, ms: await breakdown(model, ids) }));
+    ids.dispose();
+    model.dispose();
+  }
+}
+
+/** Milliseconds per layer kind (summed over layers), the embedding lookup and the head. */
+async function breakdown(model: NemotronHForCausalLM, ids: Tensor): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  const timed = async (what: string, fn: () => Tensor): Promise<Tensor> => {
+    const t0 = performance.now();
+    const t = noGrad(fn);
+    await device.sync();
+    out[what] = round((out[what] ?? 0) + performance.now() - t0);
+    return t;
+  };
+  let h = await timed('embedding', () => model.model.embeddings.forward(ids));
+  for (const layer of model.model.layers) {
+    const next = await timed(layer.kind, () => layer.forward(h));
+    h.dispose();
+    h = next;
+  }
+  const logits = await timed('norm_f+lm_head', () => tidy(() => model.lmHead.forward(narrow(model.model.normF.forward(h), 1, tokens - 1, 1))));
+  h.dispose();
+  logits.dispose();
+  return out;
+}
+
+function round(v: number): number {
+  return +v.toFixed(1);
+}

@@ -1,0 +1,101 @@
+/**
+ * The model entry point (NeMo's `ModelClass`, HF's `AutoModelForCausalLM` in one class): core's
+ * `NemotronHForCausalLM` plus loading from and saving to Hugging Face checkpoint folders or Hub
+ * repositories through the hub package. Core knows nothing of files; this is where the two meet.
+ */
+import { join } from 'node:path';
+import { NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
+import { Checkpoint, readConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type SavedPretrained } from '@nemotron-ts/hub';
+import { getDefaultDevice, hasDefaultDevice, initDevice, isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
+
+export interface FromPretrainedOptions {
+  /** Branch, tag or commit of a Hub repository (default "main"). */
+  revision?: string;
+  /**
+   * dtype of the weights in memory (activations are always f32). 'auto' (the default) takes the
+   * config's `torch_dtype` (bfloat16 → bf16), else f32. A_log, dt_bias, D and the router's
+   * correction bias stay f32 whatever is chosen.
+   */
+  dtype?: FloatDType | 'auto';
+  /** Where the weights live (default: the default device, opened with `initDevice()` if there is none yet). */
+  device?: Device;
+  /** The HF hub cache folder (default HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub). */
+  cacheDir?: string;
+  /** Hub access token (default HF_TOKEN or the saved login). */
+  token?: string;
+  /** Never use the network, only a local folder or the cache (default: HF_HUB_OFFLINE=1). */
+  localFilesOnly?: boolean;
+  /** Download progress, as bytes arrive. */
+  onProgress?: (event: DownloadProgress) => void;
+  /** Throw when the checkpoint lacks a tensor or has one the model does not use (default true). */
+  strict?: boolean;
+}
+
+export interface SavePretrainedOptions {
+  /** Largest weight file, bytes or a string like "5GB" (default "5GB", as HF). */
+  maxShardSize?: number | string;
+  /** dtype of the saved weights (default: as in memory); keep-f32 tensors are always saved as F32. */
+  dtype?: FloatDType;
+}
+
+const TORCH_DTYPE: Readonly<Record<FloatDType, string>> = { f32: 'float32', bf16: 'bfloat16' };
+
+export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
+  /** What the last {@link fromPretrained} load found (e.g. MTP tensors ignored by a model without MTP). */
+  loadReport: CheckpointReport | null = null;
+
+  /**
+   * Loads a checkpoint: a local folder, or a Hub repository id (`org/name`) resolved through the HF
+   * cache (downloading what is missing). Reads config.json, builds the model, and streams the
+   * weights in one tensor at a time (per-expert matrices are stacked on the device). The model is
+   * returned in eval mode.
+   */
+  static async fromPretrained(pathOrRepoId: string, options: FromPretrainedOptions = {}): Promise<NemotronHForCausalLM> {
+    const folder = await resolveCheckpoint(pathOrRepoId, {
+      revision: options.revision,
+      cacheDir: options.cacheDir,
+      token: options.token,
+      localFilesOnly: options.localFilesOnly,
+      onProgress: options.onProgress,
+    });
+    const configPath = join(folder, 'config.json');
+    const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
+    const checkpoint = await Checkpoint.open(folder);
+    const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
+    const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
+    const model = new NemotronHForCausalLM(config, { dtype, device });
+    try {
+      const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
+      model.loadReport = await loadCheckpoint(
+        model,
+        shapes,
+        (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined }),
+        { strict: options.strict ?? true, tieWordEmbeddings: config.tieWordEmbeddings },
+      );
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model.eval();
+  }
+
+  /**
+   * Writes config.json and the weights (HF's on-disk names, sharded past `maxShardSize`) into
+   * `folder`, loadable by transformers and by {@link fromPretrained}.
+   */
+  async savePretrained(folder: string, options: SavePretrainedOptions = {}): Promise<SavedPretrained> {
+    const dtype = options.dtype ?? (this.lmHead.weight.dtype as FloatDType);
+    const config = { ...this.config.toJSON(), torch_dtype: TORCH_DTYPE[dtype] };
+    return savePretrainedFiles(folder, {
+      tensors: checkpointTensors(this, 'hf', { dtype }),
+      config,
+      maxShardSize: options.maxShardSize,
+    });
+  }
+}
+
+/** The weight dtype a config.json asks for (`torch_dtype`, or newer HF's `dtype`); f32 when absent. */
+function configDtype(config: NemotronHConfig): FloatDType {
+  const named = config.extra.torch_dtype ?? config.extra.dtype;
+  return named === 'bfloat16' ? 'bf16' : 'f32';
+}
