@@ -1,12 +1,13 @@
 /**
  * One decode step of the Mamba2 SSM (spec §3.3) as one kernel: an invocation per (row, head, p)
  * walks its N state entries, decays and updates them in place and contracts them with C — four
- * at a time (vec4) when N is a multiple of 4 and B, C are f32.
+ * at a time (vec4) when N is a multiple of 4 and B, C are f32. The raw time step's bias, softplus
+ * and clamp are applied in the kernel when asked for (the same f32 math as the elementwise ops).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
+import { GRID_ARGS, MATH_F32, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 
 const WG = 64;
@@ -19,7 +20,15 @@ export interface StateUpdateLaunch {
   B: Tensor; // [B, G, N]
   C: Tensor; // [B, G, N]
   D: Tensor | null; // [H]
+  dtBias: Tensor | null; // [H]
+  softplus: boolean;
+  limit: readonly [number, number] | null;
   y: Tensor; // [B, H, P] f32
+}
+
+/** Shader compilers may assume finite math: an infinite clamp bound becomes the largest f32. */
+function finiteBound(v: number): number {
+  return Math.max(-3.4028234663852886e38, Math.min(3.4028234663852886e38, v));
 }
 
 export function selectiveStateUpdateGpu(device: WebGpuDevice, a: StateUpdateLaunch): void {
@@ -39,10 +48,16 @@ export function selectiveStateUpdateGpu(device: WebGpuDevice, a: StateUpdateLaun
     { name: 'y', tensor: a.y, writable: true },
   ];
   if (a.D) list.push({ name: 'D', tensor: a.D });
+  if (a.dtBias) list.push({ name: 'dtBias', tensor: a.dtBias });
+  if (a.limit) p.f32('dtLo', finiteBound(a.limit[0])).f32('dtHi', finiteBound(a.limit[1]));
   const bound = bindTensors(device, 'selectiveStateUpdate', list, p);
+  const stepLines = [`var step = load_dt(P.dtOff + bh)${a.dtBias ? ' + load_dtBias(P.dtBiasOff + h)' : ''};`];
+  if (a.softplus) stepLines.push('step = softplus_f32(step);');
+  if (a.limit) stepLines.push('step = min(max(step, P.dtLo), P.dtHi);');
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${bound.decls}
+${a.softplus ? MATH_F32 : ''}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
@@ -51,7 +66,7 @@ fn main(${GRID_ARGS}) {
   let h = bh % P.H;
   let b = bh / P.H;
   let bc = (b * P.G + h / P.HPG) * P.N;
-  let step = load_dt(P.dtOff + bh);
+  ${stepLines.join('\n  ')}
   let decay = exp(step * load_A(P.AOff + h));
   let xv = load_x(P.xOff + idx);
   let sx = step * xv;
