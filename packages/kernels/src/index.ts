@@ -14,11 +14,12 @@ export { CommandBatch, type BufferRange, type Dispatch } from './runtime/batch';
 export { PipelineCache, type CachedPipeline } from './runtime/pipelines';
 export { Storage, type StorageOwner } from './runtime/storage';
 export { Params } from './runtime/params';
+export { StepProgram } from './step-program';
 
 export * from './device/device';
 export * from './device/errors';
 export { CpuDevice } from './device/cpu-device';
-export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, BindingTooLargeError } from './device/webgpu-device';
+export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, type DeviceRecording, BindingTooLargeError } from './device/webgpu-device';
 export { isSoftwareAdapter, openDawn, type BackendName, type AdapterRequest, type DawnHandles } from './device/dawn';
 
 export { noGrad, enableGrad, isGradEnabled, record, needsGrad, type GradNode, type BackwardRule, type InputGrad } from './autograd/graph';
@@ -44,6 +45,9 @@ export * from './ops/matmul/matmul';
 export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';
 export { embedding, indexSelect, gather } from './ops/index/gather';
 export { indexAdd, scatterAdd } from './ops/index/scatter';
+export { copyIntoAt } from './ops/index/write-at';
+export { sampleTokens, recordTokens, type SamplingOptions, type RecordTokensOptions } from './ops/sampling/sampling';
+export { uniformHash } from './ops/sampling/counter-random';
 export { detach, zeroGrad } from './autograd/detach';
 export { defineFunction, type FunctionContext, type FunctionDefinition } from './autograd/function';
 export { checkpoint } from './autograd/checkpoint';
