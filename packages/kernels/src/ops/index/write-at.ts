@@ -16,14 +16,15 @@ export interface WriteAtProblem {
   src: Tensor;
   axis: number;
   start: Tensor;
+  offset: number;
 }
 
 /**
- * dst[..., start[0] + i, ...] = src[..., i, ...] along `axis` for i in [0, src.shape[axis]);
+ * dst[..., start[0] + offset + i, ...] = src[..., i, ...] along `axis` for i in [0, src.shape[axis]);
  * every other dimension of src equals dst's. `dst` is f32 or i32 (any strides); `src` matches it
  * (f32 or bf16 for an f32 dst); `start` is i32 with one element.
  */
-export function copyIntoAt(dst: Tensor, src: Tensor, axis: number, start: Tensor): void {
+export function copyIntoAt(dst: Tensor, src: Tensor, axis: number, start: Tensor, offset = 0): void {
   const op = 'copyIntoAt';
   dst.assertAlive(`${op}: dst`);
   src.assertAlive(`${op}: src`);
@@ -36,9 +37,10 @@ export function copyIntoAt(dst: Tensor, src: Tensor, axis: number, start: Tensor
   if (dst.dtype !== 'f32' && dst.dtype !== 'i32') throw new Error(`${op}: dst must be f32 or i32, got ${dst.dtype}`);
   if (dst.dtype === 'f32' ? !isFloat(src.dtype) : src.dtype !== 'i32') throw new Error(`${op}: src (${src.dtype}) does not match dst (${dst.dtype})`);
   if (start.dtype !== 'i32' || start.size !== 1) throw new Error(`${op}: start must be i32 with one element, got ${start.dtype} ${formatShape(start.shape)}`);
+  if (!Number.isInteger(offset)) throw new Error(`${op}: offset must be an integer, got ${offset}`);
   if (src.size === 0) return;
   dst.storage.invalidateDerived();
-  const problem = { dst, src, axis: a, start };
+  const problem = { dst, src, axis: a, start, offset };
   if (dst.device.kind === 'cpu') writeAtCpu(problem);
   else writeAtGpu(dst.device, problem);
 }

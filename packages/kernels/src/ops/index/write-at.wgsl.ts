@@ -18,7 +18,7 @@ function extent(t: Tensor): number {
   return t.shape.reduce((last, d, i) => last + (d - 1) * t.strides[i]!, 0) + 1;
 }
 
-export function writeAtGpu(device: WebGpuDevice, { dst, src, axis, start }: WriteAtProblem): void {
+export function writeAtGpu(device: WebGpuDevice, { dst, src, axis, start, offset }: WriteAtProblem): void {
   const dims = src.shape.map((_, d) => d).filter((d) => d === axis || src.shape[d] !== 1);
   if (dims.length > MAX_INDEX_RANK) throw new Error(`copyIntoAt: rank ${dims.length} above ${MAX_INDEX_RANK}`);
   const shape = dims.map((d) => src.shape[d]!);
@@ -38,6 +38,7 @@ export function writeAtGpu(device: WebGpuDevice, { dst, src, axis, start }: Writ
     .u32('srcOff', s.elementOffset)
     .u32('dstOff', t.elementOffset)
     .u32('startOff', p0.elementOffset)
+    .i32('offset', offset)
     .u32Array('shape', shape, MAX_INDEX_RANK)
     .u32Array('sst', srcStrides, MAX_INDEX_RANK)
     .u32Array('dst', dstStrides, MAX_INDEX_RANK);
@@ -52,7 +53,7 @@ ${declareStorage(3, 'first', 'i32', 'read')}
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
   if (i >= P.n) { return; }
-  let pos = i32((i / P.inner) % P.length) + first[P.startOff];
+  let pos = i32((i / P.inner) % P.length) + first[P.startOff] + P.offset;
   if (pos < 0 || u32(pos) >= P.axisSize) { return; }
   var at = P.srcOff;
   var to = P.dstOff + u32(pos) * P.axisStride;

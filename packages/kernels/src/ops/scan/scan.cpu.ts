@@ -86,7 +86,7 @@ function softplus(v: number): number {
  * One decode step (spec §3.3) on `state` [B, H, P, N] (f32, updated in place): returns y [B, H, P]
  * into `y`, with x [B, H, P], dt [B, H] (transformed: bias, softplus, clamp), B and C [B, G, N].
  */
-export function selectiveStateUpdateCpu(a: StateUpdateArgs, transform: { softplus: boolean; limit: readonly [number, number] | null }, y: Tensor): void {
+export function selectiveStateUpdateCpu(a: StateUpdateArgs, transform: { softplus: boolean; limit: readonly [number, number] | null; aIsLog: boolean }, y: Tensor): void {
   const { state } = a;
   const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
   const groups = a.B.shape[1]!;
@@ -111,7 +111,8 @@ export function selectiveStateUpdateCpu(a: StateUpdateArgs, transform: { softplu
     for (let h = 0; h < heads; h++) {
       const g = Math.floor(h / headsPerGroup);
       const step = stepOf(dts[b * heads + h]!, h);
-      const decay = Math.exp(step * As[h]!);
+      // A = −exp(A_log) rounded to f32, as neg(exp(A_log)) gives it.
+      const decay = Math.exp(step * (transform.aIsLog ? -Math.fround(Math.exp(As[h]!)) : As[h]!));
       const bc = (b * groups + g) * stateDim;
       for (let p = 0; p < headDim; p++) {
         const xi = (b * heads + h) * headDim + p;

@@ -6,7 +6,7 @@ import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { causalConv1d, causalConv1dUpdate } from '../conv/conv';
-import { add, clamp, softplus } from '../elementwise/elementwise';
+import { add, clamp, exp, neg, softplus } from '../elementwise/elementwise';
 import { narrow, reshape } from '../layout/layout';
 import { selectiveStateUpdate, ssdScan } from './scan';
 
@@ -192,7 +192,7 @@ describe('ssdScan: chunked prefill and decode', () => {
       expectClose(await state.toFloat32(), await whole.finalState.toFloat32(), { rtol: 1e-5, what: 'final state' });
     });
 
-    test(`${dev.kind}: selectiveStateUpdate transforms a raw dt in the kernel (bias, softplus, clamp) as the elementwise ops do`, async () => {
+    test(`${dev.kind}: selectiveStateUpdate transforms a raw dt (bias, softplus, clamp) and A_log in the kernel as the elementwise ops do`, async () => {
       const d: Dims = { B: 2, L: 1, H: 6, P: 5, G: 3, N: 8 };
       const v = inputs(d, 51);
       // Raw time steps on both sides of softplus's threshold and of the clamp bounds.
@@ -204,9 +204,11 @@ describe('ssdScan: chunked prefill and decode', () => {
           const dtRaw = onDevice(raw, [d.B, d.H], dev);
           const biasT = onDevice(bias, [d.H], dev);
           const args = [onDevice(v.x, [d.B, d.H, d.P], dev), onDevice(v.A, [d.H], dev), onDevice(v.Bm, [d.B, d.G, d.N], dev), onDevice(v.Cm, [d.B, d.G, d.N], dev)] as const;
+          // The fused call gets A_log = log(−A).
+          const aLog = onDevice(v.A.map((a) => Math.log(-a)), [d.H], dev);
           const y = transformed
-            ? poisoned(dev, () => selectiveStateUpdate(state, args[0], dtRaw, args[1], args[2], args[3], onDevice(v.D, [d.H], dev), { dtBias: biasT, dtSoftplus: true, dtLimit: limit }))
-            : selectiveStateUpdate(state, args[0], limit ? clamp(softplus(add(dtRaw, biasT)), limit[0], limit[1]) : softplus(add(dtRaw, biasT)), args[1], args[2], args[3], onDevice(v.D, [d.H], dev));
+            ? poisoned(dev, () => selectiveStateUpdate(state, args[0], dtRaw, aLog, args[2], args[3], onDevice(v.D, [d.H], dev), { dtBias: biasT, dtSoftplus: true, dtLimit: limit, aIsLog: true }))
+            : selectiveStateUpdate(state, args[0], limit ? clamp(softplus(add(dtRaw, biasT)), limit[0], limit[1]) : softplus(add(dtRaw, biasT)), neg(exp(aLog)), args[2], args[3], onDevice(v.D, [d.H], dev));
           return { y, state };
         };
         const fused = run(true);

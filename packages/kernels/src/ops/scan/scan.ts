@@ -113,12 +113,18 @@ export interface DtTransform {
   dtLimit?: readonly [number, number] | null;
 }
 
+export interface StateUpdateOptions extends DtTransform {
+  /** A is given as A_log: the kernel uses A = −exp(A_log) (default false). */
+  aIsLog?: boolean;
+}
+
 /**
  * One decode step on `state` [B, H, P, N] (dense f32, updated in place) with x [B, H, P],
  * dt [B, H], A [H], B and C [B, G, N] and optional D [H]. Returns y [B, H, P] (f32). With
- * `options`, dt is the raw time step and is transformed in the kernel (see {@link DtTransform}).
+ * `options`, dt is the raw time step and is transformed in the kernel (see {@link DtTransform}),
+ * and A may be given as A_log.
  */
-export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D?: Tensor | null, options: DtTransform = {}): Tensor {
+export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D?: Tensor | null, options: StateUpdateOptions = {}): Tensor {
   const op = 'selectiveStateUpdate';
   const dtBias = options.dtBias ?? null;
   const device = checkInputs(op, { state, x, dt, A, B, C, D, dtBias }, { differentiable: false });
@@ -139,7 +145,7 @@ export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Te
   }
   const limit = options.dtLimit ?? null;
   if (limit && !(limit[0] <= limit[1])) throw new Error(`${op}: dtLimit [${limit[0]}, ${limit[1]}] is not a range`);
-  const transform = { softplus: options.dtSoftplus ?? false, limit };
+  const transform = { softplus: options.dtSoftplus ?? false, limit, aIsLog: options.aIsLog ?? false };
 
   const dense = new DenseInputs();
   const args = { state, x: dense.of(x), dt: dense.of(dt), A: dense.of(A), B: dense.of(B), C: dense.of(C), D: dense.maybe(D), dtBias: dense.maybe(dtBias) };

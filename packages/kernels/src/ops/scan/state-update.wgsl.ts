@@ -23,6 +23,7 @@ export interface StateUpdateLaunch {
   dtBias: Tensor | null; // [H]
   softplus: boolean;
   limit: readonly [number, number] | null;
+  aIsLog: boolean;
   y: Tensor; // [B, H, P] f32
 }
 
@@ -67,7 +68,7 @@ fn main(${GRID_ARGS}) {
   let b = bh / P.H;
   let bc = (b * P.G + h / P.HPG) * P.N;
   ${stepLines.join('\n  ')}
-  let decay = exp(step * load_A(P.AOff + h));
+  let decay = exp(step * ${a.aIsLog ? '-exp(load_A(P.AOff + h))' : 'load_A(P.AOff + h)'});
   let xv = load_x(P.xOff + idx);
   let sx = step * xv;
   ${
