@@ -8,6 +8,8 @@ import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
 import type { NemotronHybridCache } from './cache';
+import type { GenerationConfig } from '../generation/generation-config';
+import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
 import { IGNORE_INDEX, prepareInputs, prepareLabels, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
@@ -50,6 +52,8 @@ export class NemotronHForCausalLM extends Module {
   readonly lmHead: Linear;
   /** The MTP head, or null when the config has none. */
   readonly mtp: MultiTokenPrediction | null;
+  /** Decoding defaults (a checkpoint's generation_config.json); null: HF's defaults. */
+  generationConfig: GenerationConfig | null = null;
 
   /** Allocates every tensor uninitialised; use {@link fromConfig} or a checkpoint loader to fill them. */
   constructor(
@@ -148,6 +152,20 @@ export class NemotronHForCausalLM extends Module {
       const h = this.model.embeddings.forward(reshape(ids, [batch, 1]));
       return this.headLogits(this.model.decodeBlocks(h, cache));
     });
+  }
+
+  /**
+   * Generates up to `maxNewTokens` tokens per prompt row, greedy or sampled on the device (see
+   * `generation/generate.ts`). Run with weights that do not require gradients (`requiresGrad_(false)`)
+   * or not: generation records no autograd.
+   */
+  generate(options: GenerateOptions): Promise<GenerateResult> {
+    return generate(this, options);
+  }
+
+  /** {@link generate} as an async iterator of per-step events; its return value is the result. */
+  generateStream(options: GenerateOptions): AsyncGenerator<GenerationEvent, GenerateResult> {
+    return generateStream(this, options);
   }
 
   /**

@@ -60,7 +60,7 @@ export function keptTokens(p: Pick<SamplingProblem, 'topK' | 'topP' | 'minP'>, s
 
 export function sampleTokensCpu(p: SamplingProblem, out: Tensor): void {
   const dst = cpuView(out) as Int32Array;
-  const counter = p.counter ? (cpuView(p.counter) as Int32Array)[p.counter.offset]! : 0;
+  const counter = (p.counter ? (cpuView(p.counter) as Int32Array)[p.counter.offset]! : 0) + p.counterOffset;
   for (let b = 0; b < p.rows; b++) {
     const s = scores(p, b);
     if (!p.doSample) {

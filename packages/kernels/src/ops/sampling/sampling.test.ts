@@ -112,6 +112,8 @@ describe('sampleTokens', () => {
       expect([await draw(7, 0), await draw(7, 1), await draw(7, 2)]).toEqual(a);
       expect([await draw(8, 0), await draw(8, 1), await draw(8, 2)]).not.toEqual(a);
       expect(a[1]).not.toEqual(a[0]);
+      // The offset is added to the counter.
+      expect(await choose(d, x, shape, { doSample: true, seed: 7, counterValue: 12, counterOffset: -10 })).toEqual(a[2]!);
     }
   });
 

@@ -18,7 +18,7 @@
  *   dropped together, where HF's order among ties is unspecified);
  * - min-p: keep a token whose probability is at least minP times the largest;
  * - sampling: the first token (in vocabulary order) whose cumulative weight exceeds u · total, with u
- *   uniform from (seed, row, counter) (see counter-random.ts).
+ *   uniform from (seed, row, counter + counterOffset) (see counter-random.ts).
  * Greedy takes the lowest index among the largest values.
  */
 import { empty } from '../../creation';
@@ -44,6 +44,8 @@ export interface SamplingOptions {
   seed?: number;
   /** i32 [1]: the random counter, read on the device (e.g. a position that advances each step). */
   counter?: Tensor;
+  /** Added to the counter (e.g. minus the prompt length, so the counter is the step). */
+  counterOffset?: number;
   /** [B, V] i32: nonzero where the row has seen the token (the repetition penalty's set). */
   seen?: Tensor;
 }
@@ -61,6 +63,7 @@ export interface SamplingProblem {
   penalty: number;
   seed: number;
   counter: Tensor | null;
+  counterOffset: number;
   seen: Tensor | null;
 }
 
@@ -88,6 +91,8 @@ export function sampleTokens(logits: Tensor, options: SamplingOptions = {}): Ten
   if (!(penalty > 0) || !Number.isFinite(penalty)) fail(`repetitionPenalty must be a positive number, got ${penalty}`);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) fail(`seed must be a u32, got ${seed}`);
   const { counter, seen } = options;
+  const counterOffset = options.counterOffset ?? 0;
+  if (!Number.isInteger(counterOffset) || Math.abs(counterOffset) > 0x7fffffff) fail(`counterOffset must be an i32, got ${counterOffset}`);
   for (const [name, t] of [['counter', counter], ['seen', seen]] as const) {
     if (!t) continue;
     t.assertAlive(`sampleTokens ${name}`);
@@ -111,6 +116,7 @@ export function sampleTokens(logits: Tensor, options: SamplingOptions = {}): Ten
     penalty,
     seed,
     counter: counter ?? null,
+    counterOffset,
     seen: penalty !== 1 ? seen! : null,
   };
   const out = empty([rows], { dtype: 'i32', device: logits.device });

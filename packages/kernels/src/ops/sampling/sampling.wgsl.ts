@@ -27,6 +27,7 @@ export function sampleTokensGpu(device: WebGpuDevice, p: SamplingProblem, out: T
     .u32('chunk', chunk)
     .u32('topK', p.topK)
     .u32('seed', p.seed)
+    .i32('counterOffset', p.counterOffset)
     .f32('invTemperature', 1 / p.temperature)
     .f32('temperature', p.temperature)
     .f32('topP', p.topP)
@@ -150,7 +151,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (lane == 0u) {
     var total = 0.0;
     for (var l = 0u; l < ${WG}u; l++) { total += sharedF[l]; }
-    let goal = uniform_hash(P.seed, row, ${p.counter ? 'u32(counter[P.counterOff])' : '0u'}) * total;
+    let goal = uniform_hash(P.seed, row, ${p.counter ? 'u32(counter[P.counterOff] + P.counterOffset)' : 'u32(P.counterOffset)'}) * total;
     var before = 0.0;
     var owner = 0xffffffffu;
     var rest = 0.0;
