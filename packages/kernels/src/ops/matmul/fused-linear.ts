@@ -15,7 +15,9 @@ import { tidy } from '../../runtime/scope';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { add, relu2 } from '../elementwise/elementwise';
+import { reshape } from '../layout/layout';
 import { rmsNorm } from '../norm/norm';
+import { fusedGemvGpu } from './fused-linear.wgsl';
 import { linear } from './matmul';
 
 export type FusedActivation = 'relu2';
@@ -55,6 +57,11 @@ export function fusedLinear(x: Tensor, weight: Tensor, options: FusedLinearOptio
     throw new Error(`${op} is inference only: run it under noGrad()`);
   }
   return tidy(() => {
+    if (x.device.kind === 'webgpu') {
+      const rows = x.size / inFeatures;
+      const fused = fusedGemvGpu(x.device, reshape(x, [rows, inFeatures]), weight, { ...options, residual: residual ? reshape(residual, [rows, outFeatures]) : null });
+      if (fused) return reshape(fused, outShape);
+    }
     const normed = norm ? rmsNorm(x, norm.weight, norm.eps) : x;
     const product = linear(normed, weight, bias ?? undefined);
     const activated = activation === 'relu2' ? relu2(product) : product;
