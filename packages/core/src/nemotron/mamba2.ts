@@ -5,7 +5,7 @@
  * `A_log`, `dt_bias` and `D` are kept in f32 whatever dtype the model is cast to: NeMo / Megatron /
  * mamba_ssm semantics (spec §2.3, §10 item 4). HF rounds them to bf16 when it loads in bf16; we do not.
  */
-import { add, causalConv1d, causalConv1dUpdate, clamp, copyInto, exp, fusedLinear, linear, mul, narrow, neg, reshape, selectiveStateUpdate, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { add, causalConv1d, clamp, copyInto, exp, fusedLinear, linear, mambaDecodeStep, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { DepthwiseConv1d } from '../nn/conv1d';
 import { Linear } from '../nn/linear';
@@ -110,33 +110,30 @@ export class Mamba2Mixer extends Module {
 
   /**
    * One decode step of the block around this mixer (spec §3.3): h [B, 1, H] → f32
-   * `h + mamba(norm(h))`. in_proj carries the block's norm; the conv rolls the cached window;
-   * the state update applies dt_bias, softplus and the time_step_limit clamp and A = −exp(A_log) in
-   * its kernel; out_proj adds the residual. NeMo's decode kernel (selective_state_update) never
-   * clamps dt; we clamp exactly as the prefill does, so decoding equals recomputing (the two differ
-   * only for a finite time_step_limit).
+   * `h + mamba(norm(h))`, in three kernels: in_proj with the block's norm fused in; the mixer's
+   * core (`mambaDecodeStep`: conv update, dt_bias + softplus + time_step_limit clamp,
+   * A = −exp(A_log), state update, gate, grouped norm); out_proj adding the residual. NeMo's decode
+   * kernel (selective_state_update) never clamps dt; we clamp exactly as the prefill does, so
+   * decoding equals recomputing (the two differ only for a finite time_step_limit).
    */
   decode(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
     return tidy(() => {
-      const { hiddenSize: H, dInner, convDim, mambaNumHeads: nh, mambaHeadDim: p, nGroups: g, ssmStateSize: n, clampsDt, timeStepLimit } = this.config;
+      const { hiddenSize: H, nGroups: g, clampsDt, timeStepLimit } = this.config;
       const batch = h.shape[0]!;
       const entry = cached.entry as MambaLayerCache;
       const hs = reshape(h, [batch, H]);
       const zxbcdt = fusedLinear(hs, this.inProj.weight, { bias: this.inProj.bias, norm: { weight: norm.weight, eps: norm.eps } });
-      const { weight: convW, bias: convB } = this.conv1d;
-      const xBC = causalConv1dUpdate(entry.conv, narrow(zxbcdt, 1, dInner, convDim), convW, convB, { activation: 'silu' });
-      const part = (start: number, size: number, shape: number[]) => reshape(narrow(xBC, 1, start, size), shape);
-      const y = selectiveStateUpdate(
-        entry.ssm,
-        part(0, dInner, [batch, nh, p]),
-        narrow(zxbcdt, 1, dInner + convDim, nh),
-        this.aLog,
-        part(dInner, g * n, [batch, g, n]),
-        part(dInner + g * n, g * n, [batch, g, n]),
-        this.d,
-        { dtBias: this.dtBias, dtSoftplus: true, dtLimit: clampsDt ? timeStepLimit : null, aIsLog: true },
-      );
-      const gated = this.norm.forward(reshape(y, [batch, dInner]), narrow(zxbcdt, 1, 0, dInner));
+      const gated = mambaDecodeStep(zxbcdt, entry.conv, entry.ssm, {
+        convWeight: this.conv1d.weight,
+        convBias: this.conv1d.bias,
+        dtBias: this.dtBias,
+        aLog: this.aLog,
+        D: this.d,
+        normWeight: this.norm.weight,
+        groups: g,
+        eps: this.norm.eps,
+        dtLimit: clampsDt ? timeStepLimit : null,
+      });
       return reshape(fusedLinear(gated, this.outProj.weight, { bias: this.outProj.bias, residual: hs }), [batch, 1, H]);
     });
   }
