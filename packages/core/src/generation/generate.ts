@@ -71,6 +71,8 @@ export interface GenerationStats {
 export interface GenerateResult {
   /** The generated tokens per row (pad after a row finished), one per step. */
   readonly tokens: number[][];
+  /** Per row, the tokens up to and including the one that finished it (all of them for 'length'). */
+  readonly lengths: number[];
   readonly finishReasons: FinishReason[];
   /** With a tokenizer: each row's generated text up to where it finished (special tokens skipped). */
   readonly text: string[] | null;
@@ -226,6 +228,7 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
     const decodeMs = lastKnown - firstKnown;
     return {
       tokens,
+      lengths: tokens.map((row, b) => (ends[b]! < 0 ? row.length : ends[b]!)),
       finishReasons: reasons,
       text,
       stepLogits,
