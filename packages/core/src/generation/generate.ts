@@ -121,7 +121,11 @@ function allocate(model: NemotronHForCausalLM, g: ResolvedGeneration, prompt: { 
   if (g.repetitionPenalty !== 1) {
     // HF penalises every token of input_ids; padding is left out so a row equals its prompt alone.
     const marks = new Int32Array(batch * vocab);
-    prompt.ids.forEach((row, b) => row.forEach((id, t) => prompt.mask?.[b]![t] === 0 || (marks[b * vocab + id] = 1)));
+    prompt.ids.forEach((row, b) =>
+      row.forEach((id, t) => {
+        if (prompt.mask?.[b]![t] !== 0) marks[b * vocab + id] = 1;
+      }),
+    );
     seen = tensor(marks, [batch, vocab], { device });
   }
   return {

@@ -9,7 +9,7 @@
  *   and its rsqrt(mean + eps) scales the row's results at the end;
  * - epilogue: bias, relu², residual, in that order.
  *
- * Returns false when the fused kernel does not apply (then the caller composes the separate ops).
+ * `fusedGemvGpu` returns null when the kernel does not apply (the caller then composes the ops).
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
