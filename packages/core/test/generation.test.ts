@@ -284,6 +284,17 @@ describe('generate', () => {
     m.dispose();
   });
 
+  test.if(gpu !== null)('webgpu: 9 rows (beyond the fused decode GEMV) generate the CPU backend\'s tokens', async () => {
+    const inputIds = ids(9, 4, 14);
+    const run = async (device: Device) => {
+      const m = model(device, plain);
+      const { tokens } = await m.generate({ inputIds, maxNewTokens: 4, eosTokenId: null });
+      m.dispose();
+      return tokens;
+    };
+    expect(await run(gpu!)).toEqual(await run(cpu));
+  });
+
   test('clear errors', async () => {
     const m = model(cpu, plain);
     await expect(m.generate({ inputIds: [[1, 2]], stopStrings: ['x'] })).rejects.toThrow(/stopStrings need a tokenizer/);

@@ -15,6 +15,7 @@ export { PipelineCache, type CachedPipeline } from './runtime/pipelines';
 export { Storage, type StorageOwner } from './runtime/storage';
 export { Params } from './runtime/params';
 export { StepProgram } from './step-program';
+export { RecordingRefusedError } from './runtime/recording';
 
 export * from './device/device';
 export * from './device/errors';

@@ -7,7 +7,7 @@ import { CommandBatch, type BufferRange, type KernelBinding } from '../runtime/b
 import { Params } from '../runtime/params';
 import { PipelineCache } from '../runtime/pipelines';
 import { BufferPool, type MemoryStats } from '../runtime/pool';
-import { DispatchRecorder, prepareDispatches, type PreparedDispatch } from '../runtime/recording';
+import { DispatchRecorder, RecordingRefusedError, prepareDispatches, type PreparedDispatch } from '../runtime/recording';
 import { Storage, type StorageOwner } from '../runtime/storage';
 import type { DawnHandles } from './dawn';
 import { isSoftwareAdapter } from './dawn';
@@ -296,7 +296,7 @@ export class WebGpuDevice implements StorageOwner {
   /** Writes bytes into a storage at a byte offset (4-byte aligned). */
   write(storage: Storage, byteOffset: number, data: ArrayBufferView): void {
     this.checkAlive();
-    if (this.recorder) throw new Error('an upload while recording a step: a recorded step must read changing values from device tensors');
+    if (this.recorder) throw new RecordingRefusedError('an upload while recording a step: a recorded step must read changing values from device tensors');
     // queue.writeBuffer runs before commands still being recorded: submit them first so a reused
     // pool buffer is not overwritten under a pending kernel.
     this.batch.flush();
@@ -309,7 +309,7 @@ export class WebGpuDevice implements StorageOwner {
   /** Reads `byteLength` bytes at `byteOffset`; the only path by which data leaves the GPU. */
   async read(storage: Storage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     this.checkAlive();
-    if (this.recorder) throw new Error('a readback while recording a step');
+    if (this.recorder) throw new RecordingRefusedError('a readback while recording a step');
     const start = Math.floor(byteOffset / 4) * 4;
     const end = Math.ceil((byteOffset + byteLength) / 4) * 4;
     const size = Math.max(4, end - start);

@@ -4,7 +4,7 @@
  * it is full, when the arena is full, or when someone needs the results (readback, upload).
  */
 import type { CachedPipeline } from './pipelines';
-import type { PreparedDispatch } from './recording';
+import { RecordingRefusedError, type PreparedDispatch } from './recording';
 
 export interface BufferRange {
   buffer: GPUBuffer;
@@ -160,7 +160,7 @@ export class CommandBatch {
   }
 
   private refuseWhileRecording(what: string): void {
-    if (this.recording) throw new Error(`${what} while recording a step: a recorded step may only dispatch kernels (run it once unrecorded first, so cached resources exist)`);
+    if (this.recording) throw new RecordingRefusedError(`${what} while recording a step: a recorded step may only dispatch kernels (run it once unrecorded first, so cached resources exist)`);
   }
 
   /** Records a buffer-to-buffer copy (ends the current compute pass). */

@@ -17,6 +17,11 @@ import type { KernelBinding } from './batch';
 import type { CachedPipeline } from './pipelines';
 import type { Storage } from './storage';
 
+/** Thrown when a step does something a recording cannot replay (an upload, a readback, a copy). */
+export class RecordingRefusedError extends Error {
+  override name = 'RecordingRefusedError';
+}
+
 /** One dispatch as recorded. */
 export interface RecordedDispatch {
   readonly pipeline: CachedPipeline;
