@@ -12,12 +12,12 @@
  * - `length` is the number of cached positions on the host; `position` (i32 [1]) holds the same
  *   number on the device, for recorded decode steps that read it (K/V slot, attention length).
  *
- * The cache owns its tensors (created outside any `tidy` scope's reach). Every tensor is allocated
- * up front (no MLP/MoE entries). Prefill writes into the existing tensors,
- * so their buffers change only on growth, `select`/`reorder` and the first padded prompt; `version`
- * counts those changes, so a recorded decode step knows when it must be recorded again.
+ * The cache owns its tensors (kept out of any enclosing `tidy` scope); MLP and MoE layers have no
+ * entry. Prefill and decode write into the existing tensors, so their buffers change only on growth,
+ * `select`/`reorder` and the first padded prompt; `version` counts those changes, so a recorded
+ * decode step knows when it must be recorded again.
  */
-import { bytesPerElement, copyInto, full, incrementInPlace, getDefaultDevice, indexSelect, keep, narrow, noGrad, tensor, tidy, zeros, type Device, type Tensor } from '@nemotron-ts/kernels';
+import { bytesPerElement, copyInto, full, getDefaultDevice, incrementInPlace, indexSelect, keep, narrow, noGrad, tensor, tidy, zeros, type Device, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 
 export interface AttentionLayerCache {
