@@ -16,7 +16,7 @@ export async function runDemo(device: Device): Promise<void> {
   const report = deviceReport(device);
   console.log(`device: ${device.kind === 'cpu' ? report.description : `${report.adapter} (${report.backend})`}`);
   const folder = await ensureTinyModel();
-  const model = await NemotronHForCausalLM.fromPretrained(folder, { device, localFilesOnly: true });
+  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, localFilesOnly: true })).requiresGrad_(false);
   const tokenizer = await loadTokenizer(folder);
   try {
     console.log(`model: ${folder} (${model.config.pattern}, ${model.numParameters()} parameters, byte-level tokenizer)`);

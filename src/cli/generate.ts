@@ -139,7 +139,8 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
   }
 
   const device = await openDevice();
-  const model = await NemotronHForCausalLM.fromPretrained(folder, { device, dtype });
+  // Frozen weights: the decode kernels keep packed copies of them.
+  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, dtype })).requiresGrad_(false);
   try {
     const stream = !json && ids.length === 1 && tokenizer !== null;
     const result = await model.generate({
@@ -175,7 +176,7 @@ export async function runChat(args: ParsedArgs, openDevice: () => Promise<Device
   if (!tokenizer) throw new Error(`${folder} has no tokenizer.json: chat needs one`);
   if (!tokenizer.chatTemplates) throw new Error(`${folder} has no chat template (tokenizer_config.json chat_template or chat_template.jinja)`);
   const device = await openDevice();
-  const model = await NemotronHForCausalLM.fromPretrained(folder, { device, dtype });
+  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, dtype })).requiresGrad_(false);
   const history: ChatMessage[] = [];
   const interactive = process.stdin.isTTY === true;
   try {
