@@ -83,7 +83,10 @@ export class NemotronHForCausalLM extends Module {
       const outputHidden = inputs.outputHiddenStates ?? false;
       const cache = inputs.cache;
       if (cache) this.checkCache(cache, prepared, inputs);
-      if (cache && length === 1 && cache.length > 0) return { ...this.decodeForward(prepared, cache, outputHidden), loss: null };
+      if (cache && length === 1 && cache.length > 0) {
+        const step = this.decodeForward(prepared, cache, outputHidden);
+        return { ...step, loss: labels ? causalLmLoss(step.logits, labels) : null };
+      }
       if (cache) {
         cache.reserve(length);
         cache.writeKeyMask(prepared.sequences.paddingMask, length);
