@@ -7,7 +7,17 @@
 export { NemotronHForCausalLM, type FromPretrainedOptions, type SavePretrainedOptions } from './pretrained';
 /** NeMo's name for a model module's entry class. */
 export { NemotronHForCausalLM as ModelClass } from './pretrained';
-export { NemotronHConfig, type CausalLMInputs, type CausalLMOutput } from '@nemotron-ts/core';
+export {
+  NemotronHConfig,
+  NemotronHybridCache,
+  GenerationConfig,
+  type CausalLMInputs,
+  type CausalLMOutput,
+  type GenerateOptions,
+  type GenerateResult,
+  type GenerationEvent,
+  type HybridCacheOptions,
+} from '@nemotron-ts/core';
 export * as kernels from '@nemotron-ts/kernels';
 export * as core from '@nemotron-ts/core';
 export * as hub from '@nemotron-ts/hub';

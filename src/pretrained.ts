@@ -3,9 +3,10 @@
  * `NemotronHForCausalLM` plus loading from and saving to Hugging Face checkpoint folders or Hub
  * repositories through the hub package. Core knows nothing of files; this is where the two meet.
  */
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
-import { Checkpoint, readConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type SavedPretrained } from '@nemotron-ts/hub';
+import { GenerationConfig, NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
+import { Checkpoint, readConfigJson, readGenerationConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type JsonObject, type SavedPretrained } from '@nemotron-ts/hub';
 import { getDefaultDevice, hasDefaultDevice, initDevice, isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
 
 export interface FromPretrainedOptions {
@@ -36,6 +37,8 @@ export interface SavePretrainedOptions {
   maxShardSize?: number | string;
   /** dtype of the saved weights (default: as in memory); keep-f32 tensors are always saved as F32. */
   dtype?: FloatDType;
+  /** A folder whose tokenizer files are copied along (tokenizer.json, tokenizer_config.json, ...). */
+  copyTokenizerFrom?: string;
 }
 
 const TORCH_DTYPE: Readonly<Record<FloatDType, string>> = { f32: 'float32', bf16: 'bfloat16' };
@@ -46,9 +49,9 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
 
   /**
    * Loads a checkpoint: a local folder, or a Hub repository id (`org/name`) resolved through the HF
-   * cache (downloading what is missing). Reads config.json, builds the model, and streams the
-   * weights in one tensor at a time (per-expert matrices are stacked on the device). The model is
-   * returned in eval mode.
+   * cache (downloading what is missing). Reads config.json (and generation_config.json, when
+   * present, into `generationConfig`), builds the model, and streams the weights in one tensor at a
+   * time (per-expert matrices are stacked on the device). The model is returned in eval mode.
    */
   static async fromPretrained(pathOrRepoId: string, options: FromPretrainedOptions = {}): Promise<NemotronHForCausalLM> {
     const folder = await resolveCheckpoint(pathOrRepoId, {
@@ -60,10 +63,15 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
     });
     const configPath = join(folder, 'config.json');
     const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
+    const generationPath = join(folder, 'generation_config.json');
+    const generationConfig = (await stat(generationPath).then((s) => s.isFile(), () => false))
+      ? GenerationConfig.fromJSON(await readGenerationConfigJson(generationPath), generationPath)
+      : null;
     const checkpoint = await Checkpoint.open(folder);
     const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
     const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
     const model = new NemotronHForCausalLM(config, { dtype, device });
+    model.generationConfig = generationConfig;
     try {
       const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
       model.loadReport = await loadCheckpoint(
@@ -80,8 +88,9 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
   }
 
   /**
-   * Writes config.json and the weights (HF's on-disk names, sharded past `maxShardSize`) into
-   * `folder`, loadable by transformers and by {@link fromPretrained}.
+   * Writes config.json, generation_config.json (when the model has a generation config) and the
+   * weights (HF's on-disk names, sharded past `maxShardSize`) into `folder`, loadable by
+   * transformers and by {@link fromPretrained}.
    */
   async savePretrained(folder: string, options: SavePretrainedOptions = {}): Promise<SavedPretrained> {
     const dtype = options.dtype ?? (this.lmHead.weight.dtype as FloatDType);
@@ -89,7 +98,9 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
     return savePretrainedFiles(folder, {
       tensors: checkpointTensors(this, 'hf', { dtype }),
       config,
+      generationConfig: this.generationConfig ? (this.generationConfig.toJSON() as JsonObject) : undefined,
       maxShardSize: options.maxShardSize,
+      copyFrom: options.copyTokenizerFrom,
     });
   }
 }

@@ -1,32 +1,34 @@
 /**
- * The main job until generation lands: load the `dense_f32` golden fixture with fromPretrained, run
- * a forward pass on its inputs, and print the loss against the fixture's and the prefill speed.
+ * The main job (`npm start`): generation on the default device with a tiny Nemotron-H the project
+ * builds itself (src/tiny-model.ts, cached in .cache/tiny-nemotron): the prompt goes through
+ * fromPretrained's model and tokenizer, the generated text streams as it is produced, then the
+ * prompt and generation speed.
  */
-import { join } from 'node:path';
-import { noGrad, type Device } from '@nemotron-ts/kernels';
+import { loadTokenizer } from '@nemotron-ts/hub';
+import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
+import { ensureTinyModel } from '../tiny-model';
 import { deviceReport } from './info';
 
-const FIXTURE = join(import.meta.dir, '..', '..', 'test', 'fixtures', 'dense_f32');
+const PROMPT = 'Nemotron-H ';
 
 export async function runDemo(device: Device): Promise<void> {
   const report = deviceReport(device);
   console.log(`device: ${device.kind === 'cpu' ? report.description : `${report.adapter} (${report.backend})`}`);
-  const inputs = (await Bun.file(join(FIXTURE, 'inputs.json')).json()) as { input_ids: number[][]; labels: number[][] };
-  const expected = ((await Bun.file(join(FIXTURE, 'manifest.json')).json()) as { scalars: { loss: number } }).scalars.loss;
-  const model = await NemotronHForCausalLM.fromPretrained(FIXTURE, { device, localFilesOnly: true });
-  const run = async () => {
-    const t0 = performance.now();
-    const { logits, loss } = noGrad(() => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }));
-    const value = (await loss!.data())[0]!;
-    logits.dispose();
-    loss!.dispose();
-    return { value, ms: performance.now() - t0 };
-  };
-  const first = await run(); // compiles the kernels
-  const { ms } = await run();
-  const tokens = inputs.input_ids.length * inputs.input_ids[0]!.length;
-  console.log(`dense_f32 fixture (${model.config.pattern}, ${model.numParameters()} parameters): loss ${first.value.toFixed(6)}, expected ${expected.toFixed(6)}, |diff| ${Math.abs(first.value - expected).toExponential(2)}`);
-  console.log(JSON.stringify({ bench: 'prefill', model: 'dense_f32', tokens, ms: +ms.toFixed(1), tokens_per_s: Math.round((tokens * 1000) / ms) }));
-  model.dispose();
+  const folder = await ensureTinyModel();
+  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, localFilesOnly: true })).requiresGrad_(false);
+  const tokenizer = await loadTokenizer(folder);
+  try {
+    console.log(`model: ${folder} (${model.config.pattern}, ${model.numParameters()} parameters, byte-level tokenizer)`);
+    const inputIds = [tokenizer.encode(PROMPT)];
+    // A few tokens first: compiles the kernels (seconds on a cold llvmpipe), so the speeds below are the steady ones.
+    await model.generate({ inputIds, maxNewTokens: 4 });
+    process.stdout.write(`\n${PROMPT}`);
+    const result = await model.generate({ inputIds, tokenizer, seed: 1, onToken: (e) => process.stdout.write(e.text![0]!) });
+    const s = result.stats;
+    console.log(`\n\nprompt ${s.promptTokens} tokens: ${s.promptTokensPerS.toFixed(0)} tokens/s · generation ${s.steps} tokens: ${s.decodeTokensPerS.toFixed(0)} tokens/s`);
+    console.log(JSON.stringify({ bench: 'generate', model: 'tiny-nemotron', prompt_tokens: s.promptTokens, new_tokens: s.steps, prompt_tokens_per_s: Math.round(s.promptTokensPerS), decode_tokens_per_s: Math.round(s.decodeTokensPerS) }));
+  } finally {
+    model.dispose();
+  }
 }

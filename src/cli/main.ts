@@ -5,12 +5,19 @@ import { DEVICE_FLAGS, openDeviceFromFlags } from './device-flags';
 import { printInfo } from './info';
 import { runDemo } from './demo';
 import { FORWARD_FLAGS, runForward } from './forward';
+import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
 
 const USAGE = `usage: nemotron <command> [flags]
 
 commands:
   info      the WebGPU adapter, backend, feature level, key limits
-  demo      the main job: the dense_f32 fixture through fromPretrained and forward (loss vs expected, prefill speed)
+  demo      the main job: text from a tiny Nemotron-H the project builds (.cache/tiny-nemotron), streamed, with tokens/s
+  generate  --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
+            [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R] [--seed S]
+            [--ignore-eos] [--dtype f32|bf16] [--json]: streams the generated text (tokens/s on stderr);
+            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (ragged rows are left-padded);
+            --json prints {"ids": [[...]], "prompt_tokens_per_s": …, "decode_tokens_per_s": …}
+  chat      --model DIR|REPO_ID [sampling flags]: a conversation over stdin through the chat template
   forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in
             FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
 
@@ -33,6 +40,18 @@ async function main(argv: string[]): Promise<number> {
       const args = parseArgs(rest);
       checkFlags(args, [...DEVICE_FLAGS]);
       await runDemo(await openDeviceFromFlags(args));
+      return 0;
+    }
+    case 'generate': {
+      const args = parseArgs(rest, GENERATE_BOOLEAN_FLAGS);
+      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS]);
+      await runGenerate(args, () => openDeviceFromFlags(args));
+      return 0;
+    }
+    case 'chat': {
+      const args = parseArgs(rest, GENERATE_BOOLEAN_FLAGS);
+      checkFlags(args, [...DEVICE_FLAGS, ...CHAT_FLAGS]);
+      await runChat(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'forward': {

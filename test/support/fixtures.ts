@@ -21,7 +21,8 @@ export interface FixtureInputs {
   input_ids: number[][];
   labels: number[][];
   packed: { input_ids: number[]; cu_seqlens: number[]; labels: number[] };
-  padded_generate?: { input_ids: number[][]; attention_mask: number[][] };
+  generate: { prompt: number[]; max_new_tokens: number };
+  padded_generate?: { input_ids: number[][]; attention_mask: number[][]; max_new_tokens: number };
 }
 
 export async function fixtureNames(): Promise<string[]> {
@@ -45,6 +46,12 @@ export async function openFixture(name: string): Promise<FixtureCase> {
 export async function expectedArray(fixture: FixtureCase, name: string): Promise<Float32Array> {
   const t = await fixture.expected.readHost(name);
   return Float32Array.from(t.data as ArrayLike<number>);
+}
+
+/** Host values of an expected int32 array. */
+export async function expectedInts(fixture: FixtureCase, name: string): Promise<Int32Array> {
+  const t = await fixture.expected.readHost(name);
+  return Int32Array.from(t.data as ArrayLike<number>);
 }
 
 /** max |got − want| / max |want| (NaN anywhere in got counts as infinitely wrong). */

@@ -11,6 +11,7 @@ export * from './nn/embedding';
 export * from './nn/conv1d';
 
 export * from './nemotron/sequence';
+export * from './nemotron/cache';
 export * from './nemotron/inputs';
 export * from './nemotron/rms-norm';
 export * from './nemotron/mamba2';
@@ -23,3 +24,7 @@ export * from './nemotron/mtp';
 export * from './nemotron/causal-lm';
 export * from './nemotron/init';
 export * from './nemotron/state-dict';
+
+export * from './generation/generation-config';
+export * from './generation/text-stream';
+export * from './generation/generate';

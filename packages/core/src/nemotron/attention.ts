@@ -3,10 +3,12 @@
  * biases, whatever `attention_bias` says: HF's attention ignores the flag and the golden fixtures
  * follow HF (NeMo alone would add biases).
  */
-import { attention, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { attention, copyInto, copyIntoAt, fusedLinear, narrow, permute, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
+import type { AttentionLayerCache, CachedDecode, CachedPrefill } from './cache';
+import type { RMSNorm } from './rms-norm';
 import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 
 export class Attention extends Module {
@@ -31,21 +33,59 @@ export class Attention extends Module {
   /**
    * x [B, L, H] → f32 [B, L, H]: causal attention with scale head_dim^-0.5, query head i reading kv
    * head i / (nq / nkv); padded keys are never attended to and packed documents only see themselves.
+   * With a cache, k and v go into their slots [past, past + L) and the queries attend over every
+   * cached key (the cache's key mask holds the padding).
    */
-  forward(x: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES): Tensor {
+  forward(x: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES, cached?: CachedPrefill): Tensor {
     return tidy(() => {
       const { numAttentionHeads: nq, numKeyValueHeads: nkv, headDim: d } = this.config;
       const [batch, length] = x.shape as [number, number, number];
       const q = reshape(this.qProj.forward(x), [batch, length, nq, d]);
       const k = reshape(this.kProj.forward(x), [batch, length, nkv, d]);
       const v = reshape(this.vProj.forward(x), [batch, length, nkv, d]);
-      const o = attention(q, k, v, {
-        causal: true,
-        scale: d ** -0.5,
-        keyMask: sequences.paddingMask ?? undefined,
-        seqIds: sequences.seqIdx ?? undefined,
-      });
+      let o: Tensor;
+      if (cached) {
+        const entry = cached.entry as AttentionLayerCache;
+        copyInto(narrow(entry.k, 2, cached.past, length), permute(k, [0, 2, 1, 3]));
+        copyInto(narrow(entry.v, 2, cached.past, length), permute(v, [0, 2, 1, 3]));
+        o = attention(q, entry.k, entry.v, {
+          causal: true,
+          scale: d ** -0.5,
+          kvLayout: 'bhsd',
+          kvLength: cached.past + length,
+          queryOffset: cached.past,
+          keyMask: cached.keyMask ?? undefined,
+        });
+      } else {
+        o = attention(q, k, v, {
+          causal: true,
+          scale: d ** -0.5,
+          keyMask: sequences.paddingMask ?? undefined,
+          seqIds: sequences.seqIdx ?? undefined,
+        });
+      }
       return this.oProj.forward(reshape(o, [batch, length, nq * d]));
+    });
+  }
+
+  /**
+   * One decode step of the block around this mixer: h [B, 1, H] → f32 `h + attention(norm(h))`. The
+   * new k and v go into slot position − 1 and the query attends over `position` keys, both read on
+   * the device; the norm is fused into the projections and the residual into o_proj.
+   */
+  decode(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
+    return tidy(() => {
+      const { hiddenSize: H, numAttentionHeads: nq, numKeyValueHeads: nkv, headDim: d } = this.config;
+      const batch = h.shape[0]!;
+      const entry = cached.entry as AttentionLayerCache;
+      const hs = reshape(h, [batch, H]);
+      const normed = { norm: { weight: norm.weight, eps: norm.eps } };
+      const q = reshape(fusedLinear(hs, this.qProj.weight, normed), [batch, 1, nq, d]);
+      // [B, nkv·d] is [B, nkv, 1, d] in memory: the slot's layout in the cache.
+      copyIntoAt(entry.k, reshape(fusedLinear(hs, this.kProj.weight, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
+      copyIntoAt(entry.v, reshape(fusedLinear(hs, this.vProj.weight, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
+      const o = attention(q, entry.k, entry.v, { causal: true, scale: d ** -0.5, kvLayout: 'bhsd', kvLength: cached.position, keyMask: cached.keyMask ?? undefined });
+      return reshape(fusedLinear(reshape(o, [batch, nq * d]), this.oProj.weight, { residual: hs }), [batch, 1, H]);
     });
   }
 }

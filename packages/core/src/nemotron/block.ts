@@ -3,6 +3,7 @@
  * comes from the layer pattern.
  */
 import { add, tidy, type Tensor } from '@nemotron-ts/kernels';
+import type { CachedDecode, CachedPrefill } from './cache';
 import type { LayerKind, NemotronHConfig } from '../config';
 import { Module, type Placement } from '../nn/module';
 import { Attention } from './attention';
@@ -41,13 +42,34 @@ export class NemotronHBlock extends Module {
     this.mixer = this.registerModule('mixer', createMixer(kind, config, placement));
   }
 
-  /** h [B, L, H] → f32 `h + mixer(norm(h))` (the residual stays f32: residual_in_fp32 needs nothing). */
-  forward(h: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES): Tensor {
+  /**
+   * h [B, L, H] → f32 `h + mixer(norm(h))` (the residual stays f32: residual_in_fp32 needs nothing).
+   * `cached`: this layer's cache entry for a prefill (Mamba and attention layers).
+   */
+  forward(h: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES, cached?: CachedPrefill): Tensor {
     return tidy(() => {
       const x = this.norm.forward(h);
       const mixer = this.mixer;
-      const y = mixer.kind === 'mamba' || mixer.kind === 'attention' ? mixer.forward(x, sequences) : mixer.forward(x);
+      const y = mixer.kind === 'mamba' || mixer.kind === 'attention' ? mixer.forward(x, sequences, cached) : mixer.forward(x);
       return add(h, y);
     });
+  }
+
+  /**
+   * One decode step, h [B, 1, H] → f32 `h + mixer(norm(h))`, with the norm and the residual fused
+   * into the mixer's projections where it has them. `cached` is required for Mamba and attention.
+   */
+  decode(h: Tensor, cached: CachedDecode | null): Tensor {
+    const mixer = this.mixer;
+    switch (mixer.kind) {
+      case 'mamba':
+      case 'attention':
+        if (!cached) throw new Error(`NemotronHBlock.decode: a ${mixer.kind} layer needs its cache entry`);
+        return mixer.decode(h, this.norm, cached);
+      case 'mlp':
+        return mixer.decode(h, this.norm);
+      case 'moe':
+        return tidy(() => add(h, mixer.forward(this.norm.forward(h))));
+    }
   }
 }

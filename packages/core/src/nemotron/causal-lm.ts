@@ -3,12 +3,15 @@
  * the MTP head when the config enables it. Module names match HF's in-memory (v5) layout:
  * `model.embeddings`, `model.layers.{i}`, `model.norm_f`, `lm_head`, plus `mtp.layers.{j}`.
  */
-import { crossEntropy, narrow, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { crossEntropy, fusedLinear, narrow, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
+import type { NemotronHybridCache } from './cache';
+import type { GenerationConfig } from '../generation/generation-config';
+import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
-import { IGNORE_INDEX, prepareInputs, prepareLabels, type ModelInputs, type Rows } from './inputs';
+import { IGNORE_INDEX, prepareInputs, prepareLabels, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
 import { MultiTokenPrediction } from './mtp';
 
@@ -25,6 +28,14 @@ export interface CausalLMInputs extends ModelInputs {
   labels?: Tensor | Rows;
   /** n > 0: logits only for the last n positions (the loss then needs all, so no labels). 0 = all (default). */
   logitsToKeep?: number;
+  /**
+   * Continue from and update this cache (NeMo's `prepare_inputs_for_generation`: the prompt goes in
+   * once, possibly in pieces, then one new token per row). The inputs are the new positions only,
+   * and `attentionMask` covers just those (left padding belongs in the first piece). One token per
+   * row after cached positions is a decode step: conv and state updates, one query over the
+   * cached keys. Not with `cuSeqlens`.
+   */
+  cache?: NemotronHybridCache;
 }
 
 export interface CausalLMOutput {
@@ -41,6 +52,8 @@ export class NemotronHForCausalLM extends Module {
   readonly lmHead: Linear;
   /** The MTP head, or null when the config has none. */
   readonly mtp: MultiTokenPrediction | null;
+  /** Decoding defaults (a checkpoint's generation_config.json); null: HF's defaults. */
+  generationConfig: GenerationConfig | null = null;
 
   /** Allocates every tensor uninitialised; use {@link fromConfig} or a checkpoint loader to fill them. */
   constructor(
@@ -67,10 +80,95 @@ export class NemotronHForCausalLM extends Module {
       if (!Number.isInteger(keep) || keep < 0 || keep > length) throw new Error(`forward: logitsToKeep must be an integer in [0, ${length}] (0 = all), got ${keep}`);
       if (keep > 0 && keep < length && inputs.labels !== undefined) throw new Error(`forward: labels need the logits of every position; drop logitsToKeep (${keep}) or the labels`);
       const labels = inputs.labels === undefined ? null : prepareLabels(inputs.labels, this.config, batch, length, device);
-      const { lastHiddenState, hiddenStates } = this.model.forwardPrepared(prepared, inputs.outputHiddenStates ?? false);
+      const outputHidden = inputs.outputHiddenStates ?? false;
+      const cache = inputs.cache;
+      if (cache) this.checkCache(cache, prepared, inputs);
+      if (cache && length === 1 && cache.length > 0) {
+        const step = this.decodeForward(prepared, cache, outputHidden);
+        return { ...step, loss: labels ? causalLmLoss(step.logits, labels) : null };
+      }
+      if (cache) {
+        cache.reserve(length);
+        cache.writeKeyMask(prepared.sequences.paddingMask, length);
+      }
+      const { lastHiddenState, hiddenStates } = this.model.forwardPrepared(prepared, outputHidden, cache);
+      if (cache) {
+        cache.advanceDevice(length);
+        cache.advanceHost(length);
+      }
       const logits = this.lmHead.forward(keep > 0 ? narrow(lastHiddenState, 1, length - keep, keep) : lastHiddenState);
       return { logits, loss: labels ? causalLmLoss(logits, labels) : null, hiddenStates };
     });
+  }
+
+  private checkCache(cache: NemotronHybridCache, prepared: PreparedInputs, inputs: CausalLMInputs): void {
+    if (cache.isDisposed) throw new Error('forward: the cache was disposed');
+    const c = cache.config;
+    if (c !== this.config && (c.pattern !== this.config.pattern || c.hiddenSize !== this.config.hiddenSize || c.convDim !== this.config.convDim || c.headDim !== this.config.headDim)) {
+      throw new Error(`forward: the cache was made for another model (pattern ${c.pattern}, this model ${this.config.pattern})`);
+    }
+    if (cache.device !== this.lmHead.weight.device) throw new Error(`forward: the cache is on ${cache.device.kind}, the model on ${this.lmHead.weight.device.kind}`);
+    if (cache.batch !== prepared.batch) throw new Error(`forward: the cache holds ${cache.batch} rows, the inputs ${prepared.batch}`);
+    if (inputs.cuSeqlens !== undefined) throw new Error('forward: packed rows (cuSeqlens) cannot use a cache');
+    if (prepared.length === 1 && cache.length > 0 && prepared.sequences.paddingMask) {
+      throw new Error('forward: a decode step (one token per row after cached positions) takes no attention mask: its tokens are never padding');
+    }
+  }
+
+  /** A decode step through `forward`: the device step plus the host bookkeeping. */
+  private decodeForward(prepared: PreparedInputs, cache: NemotronHybridCache, outputHidden: boolean): { logits: Tensor; hiddenStates: Tensor[] | null } {
+    const { batch } = prepared;
+    cache.reserve(1);
+    cache.advanceDevice(1);
+    const h = prepared.inputIds ? this.model.embeddings.forward(prepared.inputIds) : prepared.inputsEmbeds!.share();
+    const hiddenStates = outputHidden ? [h] : null;
+    const last = this.model.decodeBlocks(h, cache, hiddenStates);
+    let logits: Tensor;
+    if (hiddenStates) {
+      const final = this.model.normF.forward(last);
+      hiddenStates.push(final);
+      logits = this.lmHead.forward(final);
+    } else logits = reshape(this.headLogits(last), [batch, 1, this.config.vocabSize]);
+    cache.advanceHost(1);
+    return { logits, hiddenStates };
+  }
+
+  /** norm_f and lm_head as one fused projection: h [B, 1, H] → f32 [B, V]. */
+  private headLogits(h: Tensor): Tensor {
+    const normF = this.model.normF;
+    return fusedLinear(reshape(h, [h.shape[0]!, this.config.hiddenSize]), this.lmHead.weight, { norm: { weight: normF.weight, eps: normF.eps } });
+  }
+
+  /**
+   * The device half of a decode step, for recorded generation loops: embeds `ids` (i32 [B], one new
+   * token per row), advances the cache's device position, runs every block's decode path and
+   * returns the logits f32 [B, V]. It reads and writes only device tensors, so it can be recorded
+   * (`StepProgram`). The caller reserves room first (`cache.reserve(1)`) and advances the host
+   * length after (`cache.advanceHost(1)`).
+   */
+  decodeStep(ids: Tensor, cache: NemotronHybridCache): Tensor {
+    return tidy(() => {
+      const batch = cache.batch;
+      if (ids.dtype !== 'i32' || ids.size !== batch) throw new Error(`decodeStep: ids must be i32 with one token per row (${batch}), got ${ids.dtype} [${ids.shape.join(', ')}]`);
+      if (cache.length + 1 > cache.capacity) throw new Error(`decodeStep: the cache is full (${cache.capacity} positions): reserve(1) first`);
+      cache.advanceDevice(1);
+      const h = this.model.embeddings.forward(reshape(ids, [batch, 1]));
+      return this.headLogits(this.model.decodeBlocks(h, cache));
+    });
+  }
+
+  /**
+   * Generates up to `maxNewTokens` tokens per prompt row, greedy or sampled on the device (see
+   * `generation/generate.ts`). Run with weights that do not require gradients (`requiresGrad_(false)`)
+   * or not: generation records no autograd.
+   */
+  generate(options: GenerateOptions): Promise<GenerateResult> {
+    return generate(this, options);
+  }
+
+  /** {@link generate} as an async iterator of per-step events; its return value is the result. */
+  generateStream(options: GenerateOptions): AsyncGenerator<GenerationEvent, GenerateResult> {
+    return generateStream(this, options);
   }
 
   /**

@@ -5,12 +5,13 @@
  * `A_log`, `dt_bias` and `D` are kept in f32 whatever dtype the model is cast to: NeMo / Megatron /
  * mamba_ssm semantics (spec §2.3, §10 item 4). HF rounds them to bf16 when it loads in bf16; we do not.
  */
-import { add, causalConv1d, clamp, exp, linear, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { add, causalConv1d, clamp, copyInto, exp, fusedLinear, linear, mambaDecodeStep, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { DepthwiseConv1d } from '../nn/conv1d';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
-import { GatedRMSNorm } from './rms-norm';
+import type { CachedDecode, CachedPrefill, MambaLayerCache } from './cache';
+import { GatedRMSNorm, type RMSNorm } from './rms-norm';
 import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 
 export class Mamba2Mixer extends Module {
@@ -63,8 +64,12 @@ export class Mamba2Mixer extends Module {
    * in_proj and the conv run per part (z, x, B, C, dt) on row slices of their weights: the same
    * math as one projection split afterwards (the conv is depthwise), but every part comes out dense,
    * so no strided copy is needed before the conv, the scan or the gated norm.
+   *
+   * With a cache, the conv and the scan continue from the cached window and state (when positions
+   * are cached already) and leave theirs in it, so a prompt prefilled in pieces gives the result of
+   * one call.
    */
-  forward(x: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES): Tensor {
+  forward(x: Tensor, sequences: SequenceInfo = PLAIN_SEQUENCES, cached?: CachedPrefill): Tensor {
     return tidy(() => {
       const { dInner, convDim, mambaNumHeads: nh, mambaHeadDim: p, nGroups: g, ssmStateSize: n, chunkSize, clampsDt, timeStepLimit } = this.config;
       const [batch, length] = x.shape as [number, number, number];
@@ -74,11 +79,16 @@ export class Mamba2Mixer extends Module {
       const { weight: inW, bias: inB } = this.inProj;
       const project = (start: number, size: number) => linear(u, narrow(inW, 0, start, size), inB ? narrow(inB, 0, start, size) : undefined);
       const { weight: convW, bias: convB } = this.conv1d;
+      const entry = cached?.entry as MambaLayerCache | undefined;
+      // A fresh cache holds zeros: equal to no initial state, which the kernels take for free.
+      const continues = entry !== undefined && cached!.past > 0;
       const convolve = (start: number, size: number) => {
-        const { y } = causalConv1d(project(dInner + start, size), narrow(convW, 0, start, size), convB ? narrow(convB, 0, start, size) : null, {
+        const { y, finalState } = causalConv1d(project(dInner + start, size), narrow(convW, 0, start, size), convB ? narrow(convB, 0, start, size) : null, {
           activation: 'silu',
           seqIdx: sequences.seqIdx ?? undefined,
+          initialState: continues ? narrow(entry.conv, 1, start, size) : undefined,
         });
+        if (entry) copyInto(narrow(entry.conv, 1, start, size), finalState);
         // Padding, after the conv + SiLU: HF only (NeMo masks before in_proj alone). The fixtures
         // follow HF, so a pad adds nothing to the SSM state although silu(conv bias) ≠ 0 there.
         return mask ? mul(y, mask) : y;
@@ -91,9 +101,40 @@ export class Mamba2Mixer extends Module {
       const dtSoft = softplus(add(project(dInner + convDim, nh), this.dtBias));
       const dt = clampsDt ? clamp(dtSoft, timeStepLimit[0], timeStepLimit[1]) : dtSoft;
       const A = neg(exp(this.aLog));
-      const scan = ssdScan(xs, dt, A, B, C, { chunkSize, D: this.d, seqIdx: sequences.seqIdx });
+      const scan = ssdScan(xs, dt, A, B, C, { chunkSize, D: this.d, seqIdx: sequences.seqIdx, initialState: continues ? entry.ssm : null });
+      if (entry) copyInto(entry.ssm, scan.finalState);
       const y = reshape(scan.y, [batch, length, dInner]);
       return this.outProj.forward(this.norm.forward(y, z));
+    });
+  }
+
+  /**
+   * One decode step of the block around this mixer (spec §3.3): h [B, 1, H] → f32
+   * `h + mamba(norm(h))`, in three kernels: in_proj with the block's norm fused in; the mixer's
+   * core (`mambaDecodeStep`: conv update, dt_bias + softplus + time_step_limit clamp,
+   * A = −exp(A_log), state update, gate, grouped norm); out_proj adding the residual. NeMo's decode
+   * kernel (selective_state_update) never clamps dt; we clamp exactly as the prefill does, so
+   * decoding equals recomputing (the two differ only for a finite time_step_limit).
+   */
+  decode(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
+    return tidy(() => {
+      const { hiddenSize: H, nGroups: g, clampsDt, timeStepLimit } = this.config;
+      const batch = h.shape[0]!;
+      const entry = cached.entry as MambaLayerCache;
+      const hs = reshape(h, [batch, H]);
+      const zxbcdt = fusedLinear(hs, this.inProj.weight, { bias: this.inProj.bias, norm: { weight: norm.weight, eps: norm.eps } });
+      const gated = mambaDecodeStep(zxbcdt, entry.conv, entry.ssm, {
+        convWeight: this.conv1d.weight,
+        convBias: this.conv1d.bias,
+        dtBias: this.dtBias,
+        aLog: this.aLog,
+        D: this.d,
+        normWeight: this.norm.weight,
+        groups: g,
+        eps: this.norm.eps,
+        dtLimit: clampsDt ? timeStepLimit : null,
+      });
+      return reshape(fusedLinear(gated, this.outProj.weight, { bias: this.outProj.bias, residual: hs }), [batch, 1, H]);
     });
   }
 }

@@ -2,10 +2,11 @@
  * Dense ReLU² MLP (spec §2.5): `down(relu(up x)²)`, no gate projection, biases when
  * `mlp_bias`. Also the MoE's shared expert (with `moe_shared_expert_intermediate_size`).
  */
-import { relu2, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { fusedLinear, relu2, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
+import type { RMSNorm } from './rms-norm';
 
 export class MLP extends Module {
   readonly kind = 'mlp' as const;
@@ -26,5 +27,15 @@ export class MLP extends Module {
   /** x [..., H] → f32 [..., H]: `down(relu(up x)²)`. */
   forward(x: Tensor): Tensor {
     return tidy(() => this.downProj.forward(relu2(this.upProj.forward(x))));
+  }
+
+  /** The block around this mixer for h [..., H]: f32 `h + mlp(norm(h))`, as two fused projections. */
+  decode(h: Tensor, norm: RMSNorm): Tensor {
+    return tidy(() => {
+      const H = this.config.hiddenSize;
+      const hs = reshape(h, [-1, H]);
+      const up = fusedLinear(hs, this.upProj.weight, { bias: this.upProj.bias, norm: { weight: norm.weight, eps: norm.eps }, activation: 'relu2' });
+      return reshape(fusedLinear(up, this.downProj.weight, { bias: this.downProj.bias, residual: hs }), h.shape);
+    });
   }
 }

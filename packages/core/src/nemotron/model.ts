@@ -1,6 +1,7 @@
 /** The backbone (spec §2.0): embeddings, the pattern's blocks, and the final norm `norm_f`. */
 import { tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
+import type { NemotronHybridCache } from './cache';
 import { Embedding } from '../nn/embedding';
 import { Module, ModuleList, type Placement } from '../nn/module';
 import { NemotronHBlock } from './block';
@@ -38,14 +39,19 @@ export class NemotronV3Model extends Module {
     return tidy(() => this.forwardPrepared(prepareInputs(this.config, this.embeddings.weight.device, inputs), inputs.outputHiddenStates ?? false));
   }
 
-  /** The backbone on inputs already checked and converted by {@link prepareInputs}. */
-  forwardPrepared(inputs: PreparedInputs, outputHiddenStates: boolean): BackboneOutput {
+  /**
+   * The backbone on inputs already checked and converted by {@link prepareInputs}. With a cache this
+   * is a prefill of the new positions (see `NemotronHForCausalLM.forward`): the caller reserved
+   * room and wrote the key mask; the cache's length is advanced by the caller.
+   */
+  forwardPrepared(inputs: PreparedInputs, outputHiddenStates: boolean, cache?: NemotronHybridCache): BackboneOutput {
     return tidy(() => {
       // A handle of our own, so the caller's embeddings are never disposed here.
       let h = inputs.inputIds ? this.embeddings.forward(inputs.inputIds) : inputs.inputsEmbeds!.share();
       const hiddenStates = outputHiddenStates ? [h] : null;
-      for (const layer of this.layers) {
-        const next = layer.forward(h, inputs.sequences);
+      for (const [i, layer] of [...this.layers].entries()) {
+        const entry = cache?.layer(i) ?? null;
+        const next = layer.forward(h, inputs.sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
         // Free each block's input as soon as it is consumed, unless it is returned.
         if (!hiddenStates) h.dispose();
         else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);
@@ -54,6 +60,25 @@ export class NemotronV3Model extends Module {
       const lastHiddenState = this.normF.forward(h);
       if (hiddenStates) hiddenStates.push(lastHiddenState.share());
       return { lastHiddenState, hiddenStates };
+    });
+  }
+
+  /**
+   * One decode step through the blocks, device work only: h [B, 1, H] (the new tokens' embeddings)
+   * → the last block's output (before norm_f), with every block's output in `hiddenStates` when
+   * given. The cache's device position must already count the new token.
+   */
+  decodeBlocks(h: Tensor, cache: NemotronHybridCache, hiddenStates: Tensor[] | null = null): Tensor {
+    return tidy(() => {
+      let x = h.share();
+      for (const [i, layer] of [...this.layers].entries()) {
+        const entry = cache.layer(i);
+        const next = layer.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
+        if (!hiddenStates) x.dispose();
+        else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);
+        x = next;
+      }
+      return x;
     });
   }
 }

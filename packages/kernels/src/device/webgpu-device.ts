@@ -7,6 +7,7 @@ import { CommandBatch, type BufferRange, type KernelBinding } from '../runtime/b
 import { Params } from '../runtime/params';
 import { PipelineCache } from '../runtime/pipelines';
 import { BufferPool, type MemoryStats } from '../runtime/pool';
+import { DispatchRecorder, RecordingRefusedError, prepareDispatches, type PreparedDispatch } from '../runtime/recording';
 import { Storage, type StorageOwner } from '../runtime/storage';
 import type { DawnHandles } from './dawn';
 import { isSoftwareAdapter } from './dawn';
@@ -67,6 +68,7 @@ export class WebGpuDevice implements StorageOwner {
   private readonly pool: BufferPool<GPUBuffer>;
   private errors: Error[] = [];
   private lostReason: string | null = null;
+  private recorder: DispatchRecorder | null = null;
   /** When set, fresh allocations are filled with all-ones bits (NaN as f32) so tests catch unwritten outputs. */
   poisonAllocations = false;
 
@@ -154,12 +156,64 @@ export class WebGpuDevice implements StorageOwner {
     }
     const buffer = this.pool.acquire(bytes);
     const storage = new Storage(this, dtype, length, buffer, null);
+    this.recorder?.allocate(storage);
     if (this.poisonAllocations) this.fillWords(buffer, 0, buffer.size / 4, 0xffffffff);
     return storage;
   }
 
   freeStorage(storage: Storage): void {
-    this.pool.release(storage.gpu!);
+    // A recording owns what is freed while it is made: its replays write that memory.
+    if (this.recorder) this.recorder.release(storage);
+    else this.pool.release(storage.gpu!);
+  }
+
+  /**
+   * Records the kernels `fn` dispatches instead of running them (see runtime/recording.ts). `fn`
+   * must not upload, read back or copy, and must free every tensor it creates. The result replays
+   * them with {@link replay}; {@link releaseRecording} frees the buffers it owns.
+   */
+  record(fn: () => void): DeviceRecording {
+    if (this.recorder) throw new Error('record: already recording (recordings do not nest)');
+    this.checkAlive();
+    const recorder = new DispatchRecorder();
+    this.recorder = recorder;
+    this.batch.recording = true;
+    try {
+      fn();
+    } catch (e) {
+      this.endRecording(recorder);
+      throw e;
+    } finally {
+      this.recorder = null;
+      this.batch.recording = false;
+    }
+    const leaked = recorder.leaked();
+    if (leaked.length > 0) {
+      this.endRecording(recorder);
+      throw new Error(`record: the step kept ${leaked.length} tensor${leaked.length === 1 ? '' : 's'} it created alive (${leaked.map((s) => `${s.dtype}[${s.length}]`).join(', ')}); a recorded step must communicate through tensors created before it`);
+    }
+    const { uniforms, prepared } = prepareDispatches(this.gpu, recorder.dispatches, this.limits.minUniformBufferOffsetAlignment);
+    return { prepared, uniforms, owned: recorder.released };
+  }
+
+  /** Encodes a recording's dispatches after the work recorded so far. */
+  replay(recording: DeviceRecording): void {
+    this.checkAlive();
+    if (this.recorder) throw new Error('replay: cannot replay while recording');
+    this.batch.replay(recording.prepared);
+  }
+
+  /** Frees the buffers a recording owns (its replays must all have been encoded before). */
+  releaseRecording(recording: DeviceRecording): void {
+    this.endRecording({ released: recording.owned });
+    if (recording.uniforms) {
+      this.batch.flush();
+      recording.uniforms.destroy();
+    }
+  }
+
+  private endRecording(r: { released: readonly Storage[] }): void {
+    for (const s of r.released) this.pool.release(s.gpu!);
   }
 
   memoryStats(): MemoryStats {
@@ -223,6 +277,13 @@ export class WebGpuDevice implements StorageOwner {
   run(k: KernelLaunch): void {
     this.checkAlive();
     const pipeline = this.pipelines.get(k.name, k.source);
+    if (this.recorder) {
+      const [x, y, z] = k.workgroups;
+      if (x > 0 && y > 0 && z > 0) {
+        this.recorder.dispatches.push({ pipeline, params: k.params ? k.params.bytes() : null, buffers: [...k.bindings], workgroups: k.workgroups, label: k.detail ? `${k.name} ${k.detail}` : k.name });
+      }
+      return;
+    }
     this.batch.dispatch({
       pipeline,
       params: k.params ? k.params.bytes() : null,
@@ -235,6 +296,7 @@ export class WebGpuDevice implements StorageOwner {
   /** Writes bytes into a storage at a byte offset (4-byte aligned). */
   write(storage: Storage, byteOffset: number, data: ArrayBufferView): void {
     this.checkAlive();
+    if (this.recorder) throw new RecordingRefusedError('an upload while recording a step: a recorded step must read changing values from device tensors');
     // queue.writeBuffer runs before commands still being recorded: submit them first so a reused
     // pool buffer is not overwritten under a pending kernel.
     this.batch.flush();
@@ -247,6 +309,7 @@ export class WebGpuDevice implements StorageOwner {
   /** Reads `byteLength` bytes at `byteOffset`; the only path by which data leaves the GPU. */
   async read(storage: Storage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     this.checkAlive();
+    if (this.recorder) throw new RecordingRefusedError('a readback while recording a step');
     const start = Math.floor(byteOffset / 4) * 4;
     const end = Math.ceil((byteOffset + byteLength) / 4) * 4;
     const size = Math.max(4, end - start);
@@ -273,6 +336,14 @@ export class WebGpuDevice implements StorageOwner {
     await this.gpu.queue.onSubmittedWorkDone();
     this.throwPendingErrors();
   }
+}
+
+/** A recorded step (see {@link WebGpuDevice.record}). */
+export interface DeviceRecording {
+  readonly prepared: readonly PreparedDispatch[];
+  readonly uniforms: GPUBuffer | null;
+  /** Buffers freed during the recording, which its replays write. */
+  readonly owned: readonly Storage[];
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array {

@@ -3,7 +3,9 @@ import { tensor } from '../creation';
 import { getCpuDevice, type Device } from '../device/device';
 import type { WebGpuDevice } from '../device/webgpu-device';
 import type { Tensor } from '../tensor';
+import { noGrad } from '../autograd/graph';
 import { transpose } from '../ops/layout/layout';
+import { linear } from '../ops/matmul/matmul';
 import { expectClose, randomData, testDevices } from '../testing';
 import { AdamW } from './adamw';
 import { clipGradNorm } from './clip';
@@ -164,6 +166,29 @@ describe('SGD', () => {
     expect(Object.keys(opt.stateOf(p)!.buffers)).toEqual([]);
     expect(() => new SGD([p], { lr: 0.1, nesterov: true })).toThrow(/nesterov needs momentum > 0/);
   });
+});
+
+describe('in-place updates', () => {
+  for (const device of devices) {
+    test(`${device.kind}: a step drops copies kept for the parameter (a frozen weight's packed matmul texture)`, async () => {
+      const w = tensor(randomData([300, 40], 7), [300, 40], { device });
+      const x = tensor(randomData([1, 40], 8), [1, 40], { device });
+      const product = async () => {
+        w.requiresGrad_(false); // frozen: matmul keeps a packed copy of it
+        const y = (await noGrad(() => linear(x, w)).data()) as Float32Array;
+        w.requiresGrad_(true);
+        return y;
+      };
+      await product();
+      const sgd = new SGD([w], { lr: 0.5 });
+      w.grad = tensor(randomData([300, 40], 9), [300, 40], { device });
+      sgd.step();
+      const after = await product();
+      const [wHost, xHost] = [await w.data(), await x.data()];
+      const expected = (await noGrad(() => linear(tensor(wHost, [300, 40], { device: cpu }), tensor(xHost, [1, 40], { device: cpu }))).data()) as Float32Array;
+      expectClose(after, expected, { rtol: 1e-5, what: 'after the step' });
+    });
+  }
 });
 
 describe('clipGradNorm', () => {

@@ -109,6 +109,8 @@ export abstract class Optimizer<H extends object> {
           const dense = grad.isContiguous ? grad : contiguous(grad);
           try {
             this.update(p, dense, state, group, lrScale);
+            // Written in place: copies kept for it (e.g. a frozen weight's packed matmul texture) are stale.
+            p.storage.invalidateDerived();
           } finally {
             if (dense !== grad) dense.dispose();
           }

@@ -4,6 +4,7 @@
  * it is full, when the arena is full, or when someone needs the results (readback, upload).
  */
 import type { CachedPipeline } from './pipelines';
+import { RecordingRefusedError, type PreparedDispatch } from './recording';
 
 export interface BufferRange {
   buffer: GPUBuffer;
@@ -52,6 +53,8 @@ export class CommandBatch {
   private readonly bindGroups = new Map<string, GPUBindGroup>();
   private readonly resourceIds = new WeakMap<object, number>();
   private nextResourceId = 1;
+  /** Set while a device records a step: copies would run once at record time, not on replay, so they are refused. */
+  recording = false;
 
   constructor(
     private readonly device: GPUDevice,
@@ -136,9 +139,34 @@ export class CommandBatch {
     return this.encoder;
   }
 
+  /** Encodes prepared (recorded) dispatches into the current pass, in order. */
+  replay(list: readonly PreparedDispatch[]): void {
+    if (this.count + list.length > MAX_DISPATCHES_PER_BATCH) this.flush();
+    const pass = this.ensurePass();
+    const offset = [0];
+    for (const d of list) {
+      pass.setPipeline(d.pipeline);
+      if (d.paramOffset === null) pass.setBindGroup(0, d.bindGroup);
+      else {
+        offset[0] = d.paramOffset;
+        pass.setBindGroup(0, d.bindGroup, offset);
+      }
+      const [x, y, z] = d.workgroups;
+      pass.dispatchWorkgroups(x, y, z);
+      this.labels.push(d.label);
+    }
+    this.count += list.length;
+    this.dispatchCount += list.length;
+  }
+
+  private refuseWhileRecording(what: string): void {
+    if (this.recording) throw new RecordingRefusedError(`${what} while recording a step: a recorded step may only dispatch kernels (run it once unrecorded first, so cached resources exist)`);
+  }
+
   /** Records a buffer-to-buffer copy (ends the current compute pass). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     if (size === 0) return;
+    this.refuseWhileRecording('a buffer copy');
     this.copyEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
     this.labels.push('copy');
     this.count++;
@@ -151,6 +179,7 @@ export class CommandBatch {
    */
   copyToTexture(src: GPUBuffer, srcOffset: number, bytesPerRow: number | undefined, texture: GPUTexture, x: number, y: number, width: number, height: number): void {
     if (width === 0 || height === 0) return;
+    this.refuseWhileRecording('a copy into a texture');
     const layout: GPUTexelCopyBufferInfo = { buffer: src, offset: srcOffset };
     if (bytesPerRow !== undefined) layout.bytesPerRow = bytesPerRow;
     this.copyEncoder().copyBufferToTexture(layout, { texture, origin: [x, y] }, [width, height]);

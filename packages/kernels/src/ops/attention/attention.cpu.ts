@@ -24,7 +24,10 @@ function base(view: HeadView, b: number, s: number, h: number): number {
 }
 
 export function attentionCpu(p: AttentionProblem, out: Tensor, lse: Tensor | null): void {
-  const { batch, queries, qHeads, kvHeads, headDim, valueDim, keys } = p;
+  const { batch, queries, qHeads, kvHeads, headDim, valueDim } = p;
+  // A key count read "on the device": clamped to the capacity, queries at the last valid keys.
+  const keys = p.keysOnDevice ? Math.max(0, Math.min(p.keys, cpuView(p.keysOnDevice)[p.keysOnDevice.offset]!)) : p.keys;
+  const queryOffset = p.keysOnDevice ? Math.max(0, keys - queries) : p.queryOffset;
   const readQ = reader(p.q.tensor);
   const readK = reader(p.k.tensor);
   const readV = reader(p.v.tensor);
@@ -38,7 +41,7 @@ export function attentionCpu(p: AttentionProblem, out: Tensor, lse: Tensor | nul
   const acc = new Float64Array(valueDim);
   for (let b = 0; b < batch; b++) {
     for (let i = 0; i < queries; i++) {
-      const position = p.queryOffset + i;
+      const position = queryOffset + i;
       const ownSeq = seq ? seq(b, position) : 0;
       for (let h = 0; h < qHeads; h++) {
         const g = Math.floor(h / group);

@@ -207,6 +207,43 @@ describe('attention: decode', () => {
   });
 });
 
+describe('attention: key count on the device', () => {
+  test.if(gpu !== null)('a kvLength tensor equals the number, for every length, with one kernel source', async () => {
+    const capacity = 300;
+    const c: Case = { batch: 2, queries: 1, keys: capacity, qHeads: 6, kvHeads: 2, headDim: 16, valueDim: 12 };
+    const x = inputs(c, 41);
+    const mask = Float32Array.from({ length: 2 * capacity }, (_, i) => (i % capacity < 3 * (i < capacity ? 1 : 0) ? 0 : 1));
+    for (const [name, tuning] of Object.entries(TUNINGS)) {
+      let pipelines = -1;
+      for (const keys of [1, 7, 150, 299, 300]) {
+        const options = (n: number | Tensor, d: Device): AttentionOptions => ({ kvLength: n, keyMask: onDevice(mask, [2, capacity], d) });
+        const ref = (await attention(...onDev(c, x, cpu), options(keys, cpu)).data()) as Float32Array;
+        for (const d of [cpu, gpu!]) {
+          const n = onDevice(Int32Array.of(keys), [1], d);
+          const got = (await withAttentionTuning(tuning, () => poisoned(d, () => attention(...onDev(c, x, d), options(n, d)))).data()) as Float32Array;
+          expectClose(got, ref, { rtol: 2e-5, what: `${name} launch, ${keys} keys on ${d.kind}` });
+        }
+        const size = (gpu as WebGpuDevice).pipelines.size;
+        if (pipelines >= 0) expect(size).toBe(pipelines);
+        pipelines = size;
+      }
+    }
+  });
+
+  test.if(gpu !== null)('several causal queries at the end of a device-counted cache', async () => {
+    const c: Case = { batch: 2, queries: 3, keys: 90, qHeads: 4, kvHeads: 2, headDim: 8, valueDim: 8 };
+    const x = inputs(c, 43);
+    const ref = (await attention(...onDev(c, x, cpu), { kvLength: 61 }).data()) as Float32Array;
+    for (const d of [cpu, gpu!]) {
+      const got = (await attention(...onDev(c, x, d), { kvLength: onDevice(Int32Array.of(61), [1], d) }).data()) as Float32Array;
+      expectClose(got, ref, { rtol: 2e-5, what: `on ${d.kind}` });
+    }
+    const [q, k, v] = onDev(c, x, cpu);
+    expect(() => attention(q, k, v, { kvLength: onDevice(Int32Array.of(1), [1], cpu), queryOffset: 0 })).toThrow(/queryOffset cannot be combined/);
+    expect(() => attention(q, k, v, { kvLength: onDevice(Float32Array.of(1), [1], cpu) })).toThrow(/i32 with one element/);
+  });
+});
+
 describe('attention: inputs', () => {
   test.if(gpu !== null)('strided views: q and k sliced from fused projections, a permuted v', async () => {
     const c: Case = { ...odd, queries: 13, keys: 13 };

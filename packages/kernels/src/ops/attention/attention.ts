@@ -8,6 +8,8 @@
  * - k / v, `kvLayout: 'bshd'` (default): `[B, Lk, Hkv, D]` / `[B, Lk, Hkv, Dv]`, e.g. projections.
  * - k / v, `kvLayout: 'bhsd'`: `[B, Hkv, capacity, D]` / `[B, Hkv, capacity, Dv]`, the generation
  *   KV cache; only the first `kvLength` positions are read, so decode never copies the cache.
+ *   `kvLength` may be an i32 tensor read on the device, so a recorded decode step (see
+ *   `StepProgram`) attends over a cache that grows between replays.
  *
  * A query row that can see no key at all (e.g. a left-padding position) gets zeros, and its lse is
  * +Infinity (so exp(score − lse) is 0 for every key, which a backward rule can use as is).
@@ -42,8 +44,12 @@ export interface AttentionOptions {
   seqIds?: Tensor;
   /** How k and v are laid out (see the file header); default 'bshd'. */
   kvLayout?: KvLayout;
-  /** Number of valid keys (≤ the sequence/capacity dimension of k and v); default all of them. */
-  kvLength?: number;
+  /**
+   * Number of valid keys (≤ the sequence/capacity dimension of k and v); default all of them. An
+   * i32 tensor of one element is read on the device (values above the capacity count as the
+   * capacity); queries then sit at the last Lq valid keys (queryOffset must be left out).
+   */
+  kvLength?: number | Tensor;
 }
 
 /** Element strides of a `[batch, seq, head, dim]` view (dim is dense). */
@@ -73,8 +79,10 @@ export interface AttentionProblem {
   kvHeads: number;
   headDim: number;
   valueDim: number;
-  /** Valid keys (kvLength). */
+  /** Valid keys (kvLength); with `keysOnDevice`, the capacity (an upper bound). */
   keys: number;
+  /** i32 [1]: the valid key count, read on the device; null when `keys` is exact. */
+  keysOnDevice: Tensor | null;
   causal: boolean;
   scale: number;
   /** Key position of query 0; 0 when neither causal nor seqIds use it. */
@@ -151,7 +159,14 @@ function toProblem(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, c
   if (kvHeads === 0 || qHeads % kvHeads !== 0) fail(`q heads (${qHeads}) must be a multiple of kv heads (${kvHeads}): ${shapes}`);
   if (headDim === 0 || valueDim === 0) fail(`head dims must be nonzero: ${shapes}`);
 
-  const keys = options.kvLength ?? kSeq;
+  const keysOnDevice = typeof options.kvLength === 'object' ? options.kvLength : null;
+  if (keysOnDevice) {
+    keysOnDevice.assertAlive('attention kvLength');
+    if (keysOnDevice.dtype !== 'i32' || keysOnDevice.size !== 1) fail(`a kvLength tensor must be i32 with one element, got ${keysOnDevice.dtype} ${formatShape(keysOnDevice.shape)}`);
+    if (keysOnDevice.device !== q.device) fail(`kvLength is on ${keysOnDevice.device.kind}, q on ${q.device.kind}`);
+    if (options.queryOffset !== undefined) fail('queryOffset cannot be combined with a kvLength tensor (queries sit at the last valid keys)');
+  }
+  const keys = keysOnDevice ? kSeq : ((options.kvLength as number | undefined) ?? kSeq);
   if (!Number.isInteger(keys) || keys < 1 || keys > kSeq) fail(`kvLength ${keys} must be an integer in [1, ${kSeq}] for ${shapes}`);
   const causal = options.causal ?? true;
   const scale = options.scale ?? 1 / Math.sqrt(headDim);
@@ -187,6 +202,7 @@ function toProblem(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, c
     headDim,
     valueDim,
     keys,
+    keysOnDevice,
     causal,
     scale,
     queryOffset: positional ? offset : 0,

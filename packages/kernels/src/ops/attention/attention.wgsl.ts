@@ -89,6 +89,8 @@ interface KernelSpec {
   mask: DType | null;
   seq: boolean;
   lse: boolean;
+  /** The key count is read from a buffer (and the key range of each split derived from it). */
+  deviceKeys: boolean;
 }
 
 export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Tensor, lse: Tensor | null): void {
@@ -99,7 +101,9 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
   const chunks = Math.ceil(pairs / R);
   const baseLanes = chunks * p.batch * p.kvHeads;
   // The most keys any row can see.
-  const reach = p.causal ? Math.min(p.keys, p.queryOffset + p.queries) : p.keys;
+  // With the key count on the device, the capacity bounds it: the split count is fixed by the
+  // capacity and each split's share is derived in the kernel from the actual count.
+  const reach = p.causal && !p.keysOnDevice ? Math.min(p.keys, p.queryOffset + p.queries) : p.keys;
   let splitKeys = p.keys;
   let splits = 1;
   if (baseLanes < tuning.targetLanes) {
@@ -124,6 +128,7 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
     .u32('keys', p.keys)
     .u32('queryOffset', p.queryOffset)
     .u32('splitKeys', splitKeys)
+    .u32('splits', splits)
     .u32('rows', rows)
     .f32('scale', p.scale * LOG2E);
   const bindings: BufferRange[] = [];
@@ -148,6 +153,12 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
   const vAccess = bindHead('v', p.v, p.valueDim);
   if (p.keyMask) bindKeyRow('m', p.keyMask);
   if (p.seqIds) bindKeyRow('s', p.seqIds);
+  if (p.keysOnDevice) {
+    const n = p.keysOnDevice;
+    const bound = device.bind(n.storage, n.offset, 1, 'attention kvLength');
+    bindings.push(bound.range);
+    params.u32('nOff', bound.elementOffset);
+  }
 
   const split = splits > 1;
   // With split keys the flash kernel writes unnormalised partials (and running max/sum) for the combine.
@@ -182,6 +193,7 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
       mask: p.keyMask ? p.keyMask.tensor.dtype : null,
       seq: p.seqIds !== null,
       lse: lse !== null && !split,
+      deviceKeys: p.keysOnDevice !== null,
     };
     const detail = `q[${p.batch},${p.queries},${p.qHeads},${p.headDim}] kv[${p.keys},${p.kvHeads},${p.valueDim}] ${p.q.tensor.dtype}/${p.k.tensor.dtype}${split ? ` ${splits} splits` : ''}`;
     const name = split ? 'attention_split' : 'attention';
@@ -272,6 +284,7 @@ function buildFlashSource(s: KernelSpec, params: Params): string {
   let binding = 4;
   if (s.mask) decls.push(`${declareStorage(binding++, 'maskb', s.mask, 'read')}\n${loaderF32('maskb', s.mask)}`);
   if (s.seq) decls.push(declareStorage(binding++, 'seqb', 'i32', 'read'));
+  if (s.deviceKeys) decls.push(declareStorage(binding++, 'keysb', 'i32', 'read'));
   decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> outb: array<${s.out === 'vec4' ? 'vec4<f32>' : 'f32'}>;`);
   if (s.split) decls.push(declareStorage(binding++, 'statsb', 'f32', 'read_write'));
   else if (s.lse) decls.push(declareStorage(binding++, 'lseb', 'u32', 'read_write'));
@@ -287,21 +300,31 @@ function buildFlashSource(s: KernelSpec, params: Params): string {
   emit('let b = bg / P.kvHeads;');
   emit('let g = bg % P.kvHeads;');
   emit(`let first = chunk * ${R}u;`);
+  if (s.deviceKeys) {
+    // The valid key count from the device (at most the capacity P.keys); queries sit at the last keys.
+    emit('let keys = min(u32(max(keysb[P.nOff], 0)), P.keys);');
+    emit('let queryOffset = max(keys, P.queries) - P.queries;');
+    emit(`let splitKeys = ((keys + P.splits - 1u) / P.splits + ${KB - 1}u) / ${KB}u * ${KB}u;`);
+  } else {
+    emit('let keys = P.keys;');
+    emit('let queryOffset = P.queryOffset;');
+    emit('let splitKeys = P.splitKeys;');
+  }
   for (const r of range(R)) {
     // Rows past the last one repeat it (loads stay in range) and write nothing.
     emit(`let f${r} = min(first + ${r}u, P.pairs - 1u);`);
     emit(`let i${r} = f${r} / P.group;`);
     emit(`let h${r} = g * P.group + f${r} % P.group;`);
-    if (s.causal) emit(`let qpos${r} = P.queryOffset + i${r};`);
+    if (s.causal) emit(`let qpos${r} = queryOffset + i${r};`);
   }
-  emit('var kEnd = P.keys;');
+  emit('var kEnd = keys;');
   if (s.causal) emit(`kEnd = min(kEnd, qpos${R - 1} + 1u);`);
-  emit('let k0 = split * P.splitKeys;');
-  emit('let k1 = min(k0 + P.splitKeys, kEnd);');
+  emit('let k0 = split * splitKeys;');
+  emit('let k1 = min(k0 + splitKeys, kEnd);');
   if (s.mask) emit('let mBase = P.mOff + b * P.msB;');
   if (s.seq) emit('let sBase = P.sOff + b * P.ssB;');
   for (const r of range(R)) {
-    if (s.seq) emit(`let qseq${r} = seqb[sBase + (P.queryOffset + i${r}) * P.ssJ];`);
+    if (s.seq) emit(`let qseq${r} = seqb[sBase + (queryOffset + i${r}) * P.ssJ];`);
     for (const line of loadHead('qb', s.q, `(P.qOff + b * P.qsB + i${r} * P.qsS + h${r} * P.qsH)`, s.headDim, `q${r}_`)) emit(line);
     for (const c of range(qChunks)) emit(`let qs${r}_${c} = q${r}_${c} * P.scale;`);
     emit(`var m${r} = ${NEG};`);

@@ -14,6 +14,7 @@ import { empty } from '../../creation';
 import { noGrad } from '../../autograd/graph';
 import type { Tensor } from '../../tensor';
 import { cast, contiguous } from '../layout/layout';
+import { launchFusedGemv } from './fused-linear.wgsl';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
 import {
   acquireTexture,
@@ -72,15 +73,17 @@ export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, h
 
 /** Runs the texture kernel when the operands fit textures and it pays off; false to fall back to buffers. */
 function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
-  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
   const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k);
-  // B rows padded to whole K steps; one contiguous strip per workgroup unless B copies in as it is.
-  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
-  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4);
-  const bLayout = directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4, stripTexels(bFormat)) ?? wide);
+  const bLayout = bTextureLayout(device, p);
+  const bFormat = bLayout.format;
   const capacity = flatCapacity(device);
   if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
   const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;
+  // Decode rows against a cached weight read x straight from its buffer (no per-call packing).
+  if (cached && gemvRows(p)) {
+    launchFusedGemv(device, { x: { tensor: p.a.tensor, offset: p.a.offset }, m: p.m, n: p.n, k: p.k, b: cached, options: { bias: p.bias?.tensor ?? null }, out });
+    return true;
+  }
   // Without a cached B: above 8 rows the texture kernel wins even after packing B (llvmpipe runs the
   // workgroup-memory GEMM an order of magnitude slower); for decode rows, only when B copies in
   // directly — packing a transposed B costs more than the storage-buffer GEMV reading it once.
@@ -99,6 +102,22 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
   for (const t of transient) releaseTexture(device, t);
   bias.tensor.dispose();
   return true;
+}
+
+/** A single dense f32 [M ≤ 8, K] A and a unit-stride (or no) bias: the fused GEMV's operands. */
+function gemvRows(p: MatmulProblem): boolean {
+  const a = p.a;
+  const denseA = a.tensor.dtype === 'f32' && a.colStride === 1 && (p.m === 1 || a.rowStride === p.k);
+  const bias = p.bias === null || (p.bias.stride === 1 && p.bias.offset === p.bias.tensor.offset && p.bias.tensor.size === p.n);
+  return p.batch === 1 && p.m <= GEMV_MAX_ROWS && denseA && bias;
+}
+
+/** How B is packed for the texture kernel: rows padded to whole K steps; one contiguous strip per workgroup unless B copies in as it is. */
+export function bTextureLayout(device: WebGpuDevice, p: MatmulProblem): PackedLayout {
+  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
+  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
+  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4);
+  return directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4, stripTexels(bFormat)) ?? wide);
 }
 
 /** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */

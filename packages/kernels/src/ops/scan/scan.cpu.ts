@@ -65,27 +65,54 @@ export function ssdScanCpu(a: SsdScanCpuArgs, y: Tensor, finalState: Tensor): vo
   }
 }
 
+/** The tensors of a decode step (see `selectiveStateUpdate`); dtBias is null when not given. */
+export interface StateUpdateArgs {
+  state: Tensor;
+  x: Tensor;
+  dt: Tensor;
+  A: Tensor;
+  B: Tensor;
+  C: Tensor;
+  D: Tensor | null;
+  dtBias: Tensor | null;
+}
+
+/** f32 softplus with PyTorch's threshold, in f64 then rounded like the elementwise reference. */
+function softplus(v: number): number {
+  return v > 20 ? v : Math.log1p(Math.exp(v));
+}
+
 /**
  * One decode step (spec §3.3) on `state` [B, H, P, N] (f32, updated in place): returns y [B, H, P]
- * into `y`, with x [B, H, P], dt [B, H], B and C [B, G, N].
+ * into `y`, with x [B, H, P], dt [B, H] (transformed: bias, softplus, clamp), B and C [B, G, N].
  */
-export function selectiveStateUpdateCpu(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, Dt: Tensor | null, y: Tensor): void {
+export function selectiveStateUpdateCpu(a: StateUpdateArgs, transform: { softplus: boolean; limit: readonly [number, number] | null; aIsLog: boolean }, y: Tensor): void {
+  const { state } = a;
   const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
-  const groups = Bt.shape[1]!;
+  const groups = a.B.shape[1]!;
   const headsPerGroup = heads / groups;
-  const xs = host(x);
-  const dts = host(dt);
-  const As = host(A);
-  const Bs = host(Bt);
-  const Cs = host(Ct);
-  const Ds = Dt ? host(Dt) : null;
+  const xs = host(a.x);
+  const dts = host(a.dt);
+  const As = host(a.A);
+  const Bs = host(a.B);
+  const Cs = host(a.C);
+  const Ds = a.D ? host(a.D) : null;
+  const bias = a.dtBias ? host(a.dtBias) : null;
   const st = cpuView(state) as Float32Array;
   const out = cpuView(y) as Float32Array;
+  // dt as the prefill's elementwise ops compute it: each step rounded to f32.
+  const stepOf = (raw: number, h: number): number => {
+    let v = bias ? Math.fround(raw + bias[h]!) : raw;
+    if (transform.softplus) v = Math.fround(softplus(v));
+    if (transform.limit) v = Math.min(Math.max(v, transform.limit[0]), transform.limit[1]);
+    return v;
+  };
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       const g = Math.floor(h / headsPerGroup);
-      const step = dts[b * heads + h]!;
-      const decay = Math.exp(step * As[h]!);
+      const step = stepOf(dts[b * heads + h]!, h);
+      // A = −exp(A_log) rounded to f32, as neg(exp(A_log)) gives it.
+      const decay = Math.exp(step * (transform.aIsLog ? -Math.fround(Math.exp(As[h]!)) : As[h]!));
       const bc = (b * groups + g) * stateDim;
       for (let p = 0; p < headDim; p++) {
         const xi = (b * heads + h) * headDim + p;

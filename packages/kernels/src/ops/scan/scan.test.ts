@@ -6,6 +6,7 @@ import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { causalConv1d, causalConv1dUpdate } from '../conv/conv';
+import { add, clamp, exp, neg, softplus } from '../elementwise/elementwise';
 import { narrow, reshape } from '../layout/layout';
 import { selectiveStateUpdate, ssdScan } from './scan';
 
@@ -189,6 +190,36 @@ describe('ssdScan: chunked prefill and decode', () => {
         start += n;
       }
       expectClose(await state.toFloat32(), await whole.finalState.toFloat32(), { rtol: 1e-5, what: 'final state' });
+    });
+
+    test(`${dev.kind}: selectiveStateUpdate transforms a raw dt (bias, softplus, clamp) and A_log in the kernel as the elementwise ops do`, async () => {
+      const d: Dims = { B: 2, L: 1, H: 6, P: 5, G: 3, N: 8 };
+      const v = inputs(d, 51);
+      // Raw time steps on both sides of softplus's threshold and of the clamp bounds.
+      const raw = Float32Array.from({ length: d.B * d.H }, (_, i) => [-6, -2.5, -0.3, 0.4, 3, 25][i % 6]! + 0.01 * i);
+      const bias = Float32Array.from({ length: d.H }, (_, h) => 0.1 * h - 0.2);
+      for (const limit of [null, [0.05, 2] as const, [0, Infinity] as const]) {
+        const run = (transformed: boolean) => {
+          const state = onDevice(v.init, [d.B, d.H, d.P, d.N], dev);
+          const dtRaw = onDevice(raw, [d.B, d.H], dev);
+          const biasT = onDevice(bias, [d.H], dev);
+          const args = [onDevice(v.x, [d.B, d.H, d.P], dev), onDevice(v.A, [d.H], dev), onDevice(v.Bm, [d.B, d.G, d.N], dev), onDevice(v.Cm, [d.B, d.G, d.N], dev)] as const;
+          // The fused call gets A_log = log(−A).
+          const aLog = onDevice(v.A.map((a) => Math.log(-a)), [d.H], dev);
+          const y = transformed
+            ? poisoned(dev, () => selectiveStateUpdate(state, args[0], dtRaw, aLog, args[2], args[3], onDevice(v.D, [d.H], dev), { dtBias: biasT, dtSoftplus: true, dtLimit: limit, aIsLog: true }))
+            : selectiveStateUpdate(state, args[0], limit ? clamp(softplus(add(dtRaw, biasT)), limit[0], limit[1]) : softplus(add(dtRaw, biasT)), neg(exp(aLog)), args[2], args[3], onDevice(v.D, [d.H], dev));
+          return { y, state };
+        };
+        const fused = run(true);
+        const ops = run(false);
+        expectClose(await fused.y.toFloat32(), await ops.y.toFloat32(), { rtol: 1e-6, what: `y, limit ${limit}` });
+        expectClose(await fused.state.toFloat32(), await ops.state.toFloat32(), { rtol: 1e-6, what: `state, limit ${limit}` });
+      }
+      const s = onDevice(v.init, [d.B, d.H, d.P, d.N], dev);
+      const one = (shape: number[]) => onDevice(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, dev);
+      expect(() => selectiveStateUpdate(s, one([2, 6, 5]), one([2, 6]), one([6]), one([2, 3, 8]), one([2, 3, 8]), null, { dtBias: one([5]) })).toThrow(/dtBias must be \[6\]/);
+      expect(() => selectiveStateUpdate(s, one([2, 6, 5]), one([2, 6]), one([6]), one([2, 3, 8]), one([2, 3, 8]), null, { dtLimit: [1, 0] })).toThrow(/not a range/);
     });
 
     test(`${dev.kind}: selectiveStateUpdate steps equal the last positions of a prefill`, async () => {

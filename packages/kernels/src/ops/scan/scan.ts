@@ -100,12 +100,34 @@ export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
 }
 
 /**
- * One decode step on `state` [B, H, P, N] (dense f32, updated in place) with x [B, H, P],
- * dt [B, H], A [H], B and C [B, G, N] and optional D [H]. Returns y [B, H, P] (f32).
+ * How a decode step turns the raw time step into dt (mamba_ssm's `dt_bias` / `dt_softplus`, plus
+ * the `time_step_limit` clamp): dt = clamp(softplus(dt_raw + dtBias), lo, hi), each part optional,
+ * applied in that order, with the same f32 math as the elementwise ops a prefill uses.
  */
-export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D?: Tensor | null): Tensor {
+export interface DtTransform {
+  /** [H] added to the raw time step. */
+  dtBias?: Tensor | null;
+  /** Apply softplus (threshold 20) after the bias (default false: dt arrives ready). */
+  dtSoftplus?: boolean;
+  /** [lo, hi]: clamp after softplus (Nemotron-H clamps in decode as in prefill; null: no clamp). */
+  dtLimit?: readonly [number, number] | null;
+}
+
+export interface StateUpdateOptions extends DtTransform {
+  /** A is given as A_log: the kernel uses A = −exp(A_log) (default false). */
+  aIsLog?: boolean;
+}
+
+/**
+ * One decode step on `state` [B, H, P, N] (dense f32, updated in place) with x [B, H, P],
+ * dt [B, H], A [H], B and C [B, G, N] and optional D [H]. Returns y [B, H, P] (f32). With
+ * `options`, dt is the raw time step and is transformed in the kernel (see {@link DtTransform}),
+ * and A may be given as A_log.
+ */
+export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D?: Tensor | null, options: StateUpdateOptions = {}): Tensor {
   const op = 'selectiveStateUpdate';
-  const device = checkInputs(op, { state, x, dt, A, B, C, D }, { differentiable: false });
+  const dtBias = options.dtBias ?? null;
+  const device = checkInputs(op, { state, x, dt, A, B, C, D, dtBias }, { differentiable: false });
   expectRank(op, 'state', state, ['B', 'H', 'P', 'N']);
   if (state.dtype !== 'f32' || !state.isContiguous) throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
   const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
@@ -117,13 +139,20 @@ export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Te
   expectShape(op, 'dt', dt, [batch, heads]);
   checkHeads(op, A, D, heads, groups);
   for (const [what, t] of [['x', x], ['dt', dt], ['B', B], ['C', C]] as const) expectFloat(op, what, t);
+  if (dtBias) {
+    expectShape(op, 'dtBias', dtBias, [heads]);
+    expectFloat(op, 'dtBias', dtBias);
+  }
+  const limit = options.dtLimit ?? null;
+  if (limit && !(limit[0] <= limit[1])) throw new Error(`${op}: dtLimit [${limit[0]}, ${limit[1]}] is not a range`);
+  const transform = { softplus: options.dtSoftplus ?? false, limit, aIsLog: options.aIsLog ?? false };
 
   const dense = new DenseInputs();
-  const args = { state, x: dense.of(x), dt: dense.of(dt), A: dense.of(A), B: dense.of(B), C: dense.of(C), D: dense.maybe(D) };
+  const args = { state, x: dense.of(x), dt: dense.of(dt), A: dense.of(A), B: dense.of(B), C: dense.of(C), D: dense.maybe(D), dtBias: dense.maybe(dtBias) };
   const y = empty([batch, heads, headDim], { device });
   try {
-    if (device.kind === 'cpu') selectiveStateUpdateCpu(args.state, args.x, args.dt, args.A, args.B, args.C, args.D, y);
-    else selectiveStateUpdateGpu(device, { ...args, y });
+    if (device.kind === 'cpu') selectiveStateUpdateCpu(args, transform, y);
+    else selectiveStateUpdateGpu(device, { ...args, ...transform, y });
   } finally {
     dense.dispose();
   }

@@ -1,0 +1,269 @@
+/**
+ * Generation (`NemotronHForCausalLM.generate` / `generateStream`): prefill the prompt into a
+ * `NemotronHybridCache`, then one token per row per step until every row finished or
+ * `maxNewTokens` were made.
+ *
+ * Everything a step needs stays on the device: the sampled ids are written straight into the
+ * tensor the next step embeds, the step counter is the cache's device position, and finished rows,
+ * EOS, the history and the repetition-penalty set are kept by `recordTokens`. So the decode step is
+ * a `StepProgram`: recorded once, replayed for every token, and the host never waits for a token
+ * before recording the next step — ids are read back one step behind, for streaming, EOS and stop
+ * strings. Logits are never read back (unless `outputStepLogits` asks for them, at the end).
+ *
+ * Left-padded batches: the prompt's padding goes into the cache's key mask and Mamba ignores pads
+ * (see `forward`), so every row generates what its prompt alone would (greedy; draws also depend
+ * on the row's index).
+ */
+import { StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
+import { checkAttentionMask, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
+import { NemotronHybridCache } from '../nemotron/cache';
+import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
+import { resolveGeneration, type DecodingOptions, type GenerationConfig, type ResolvedGeneration } from './generation-config';
+import { TextStream, type TokenDecoder } from './text-stream';
+
+export interface GenerateOptions extends DecodingOptions {
+  /** i32 [B, T] or rows: the prompts (left-padded when their lengths differ). */
+  inputIds: Tensor | Rows;
+  /** [B, T] or rows, 1 = token, 0 = padding (HF's attention_mask). */
+  attentionMask?: Tensor | Rows;
+  /** A row finishes once its generated text contains one of these (needs `tokenizer`). */
+  stopStrings?: readonly string[];
+  /** Decodes ids for stop strings and for the streamed text of each event. */
+  tokenizer?: TokenDecoder;
+  /** Overrides the model's generation config (generation_config.json). */
+  generationConfig?: GenerationConfig;
+  /** Called with every step's tokens (and text, with a tokenizer), as they are known. */
+  onToken?: (event: GenerationEvent) => void;
+  /** Also return the logits each token was chosen from (read back once, at the end). */
+  outputStepLogits?: boolean;
+}
+
+/** One generated position of every row. */
+export interface GenerationEvent {
+  /** 0 for the first generated token. */
+  readonly step: number;
+  /** One token per row (the pad id for rows that finished earlier). */
+  readonly tokens: readonly number[];
+  /** Which rows have finished, this step included. */
+  readonly finished: readonly boolean[];
+  /** With a tokenizer: the new text of each row ('' while a character is incomplete). */
+  readonly text: readonly string[] | null;
+}
+
+export type FinishReason = 'eos' | 'stop_string' | 'length';
+
+export interface GenerationStats {
+  readonly batch: number;
+  /** Prompt positions per row (padding included). */
+  readonly promptTokens: number;
+  /** Steps run (tokens per row). */
+  readonly steps: number;
+  /** From the call until the first tokens were known: prefill and the first choice. */
+  readonly prefillMs: number;
+  /** From the first tokens until the last. */
+  readonly decodeMs: number;
+  /** Prompt positions (all rows) per second of prefill. */
+  readonly promptTokensPerS: number;
+  /** Decode steps per second (tokens per row per second). */
+  readonly decodeTokensPerS: number;
+}
+
+export interface GenerateResult {
+  /** The generated tokens per row (pad after a row finished), one per step. */
+  readonly tokens: number[][];
+  /** Per row, the tokens up to and including the one that finished it (all of them for 'length'). */
+  readonly lengths: number[];
+  readonly finishReasons: FinishReason[];
+  /** With a tokenizer: each row's generated text up to where it finished (special tokens skipped). */
+  readonly text: string[] | null;
+  /** With `outputStepLogits`: per row, [steps × V] logits each token was chosen from. */
+  readonly stepLogits: Float32Array[] | null;
+  readonly stats: GenerationStats;
+}
+
+/** Host copies of the prompt, checked (tensors are read back once). */
+async function promptRows(options: GenerateOptions, vocab: number): Promise<{ ids: Rows; mask: Rows | null }> {
+  const rowsOf = async (t: Tensor): Promise<number[][]> => {
+    if (t.rank !== 2) throw new Error(`generate: prompt tensors must be [B, T], got [${t.shape.join(', ')}]`);
+    const flat = Array.from(await t.toFloat32());
+    const [b, l] = t.shape as [number, number];
+    return Array.from({ length: b }, (_, r) => flat.slice(r * l, (r + 1) * l));
+  };
+  const ids = checkTokenIds(options.inputIds instanceof Tensor ? await rowsOf(options.inputIds) : options.inputIds, 'generate: inputIds', vocab);
+  const maskValue = options.attentionMask;
+  const mask = maskValue === undefined ? null : checkAttentionMask(maskValue instanceof Tensor ? await rowsOf(maskValue) : maskValue, 'generate: attentionMask');
+  if (mask) {
+    const [b, l] = rowsShape(ids);
+    const [mb, ml] = rowsShape(mask);
+    if (mb !== b || ml !== l) throw new Error(`generate: attentionMask [${mb}, ${ml}] does not match inputIds [${b}, ${l}]`);
+    mask.forEach((row, r) => {
+      if (!row.includes(1)) throw new Error(`generate: row ${r} of the prompt is all padding`);
+    });
+  }
+  return { ids, mask };
+}
+
+/** The device tensors a generation keeps between steps. */
+interface StepTensors {
+  ids: Tensor;
+  finished: Tensor;
+  history: Tensor;
+  eos: Tensor | null;
+  seen: Tensor | null;
+  logits: Tensor | null;
+}
+
+function allocate(model: NemotronHForCausalLM, g: ResolvedGeneration, prompt: { ids: Rows; mask: Rows | null }, withLogits: boolean): StepTensors {
+  const device = model.lmHead.weight.device;
+  const [batch] = rowsShape(prompt.ids);
+  const vocab = model.config.vocabSize;
+  let seen: Tensor | null = null;
+  if (g.repetitionPenalty !== 1) {
+    // HF penalises every token of input_ids; padding is left out so a row equals its prompt alone.
+    const marks = new Int32Array(batch * vocab);
+    prompt.ids.forEach((row, b) =>
+      row.forEach((id, t) => {
+        if (prompt.mask?.[b]![t] !== 0) marks[b * vocab + id] = 1;
+      }),
+    );
+    seen = tensor(marks, [batch, vocab], { device });
+  }
+  return {
+    ids: zeros([batch], { dtype: 'i32', device }),
+    finished: zeros([batch], { dtype: 'i32', device }),
+    history: zeros([batch, g.maxNewTokens], { dtype: 'i32', device }),
+    eos: g.eosTokenIds.length > 0 ? tensor(Int32Array.from(g.eosTokenIds), [g.eosTokenIds.length], { device }) : null,
+    seen,
+    logits: withLogits ? zeros([batch, g.maxNewTokens, vocab], { device }) : null,
+  };
+}
+
+/**
+ * Streams generation: yields one event per step, returns the result. See the file header and
+ * {@link GenerateOptions}.
+ */
+export async function* generateStream(model: NemotronHForCausalLM, options: GenerateOptions): AsyncGenerator<GenerationEvent, GenerateResult> {
+  const config = model.config;
+  const vocab = config.vocabSize;
+  const device = model.lmHead.weight.device;
+  const start = performance.now();
+  const prompt = await promptRows(options, vocab);
+  const [batch, promptLength] = rowsShape(prompt.ids);
+  const g = resolveGeneration(options, options.generationConfig ?? model.generationConfig, config, promptLength);
+  const stopStrings = options.stopStrings ?? [];
+  if (stopStrings.length > 0 && !options.tokenizer) throw new Error('generate: stopStrings need a tokenizer');
+  if (stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw new Error('generate: stop strings must be non-empty strings');
+
+  const cache = new NemotronHybridCache(config, { batch, device, capacity: promptLength + g.maxNewTokens });
+  const t = allocate(model, g, prompt, options.outputStepLogits ?? false);
+  const sampling: SamplingOptions = {
+    doSample: g.doSample,
+    temperature: g.temperature,
+    topK: g.topK,
+    topP: g.topP,
+    minP: g.minP,
+    repetitionPenalty: g.repetitionPenalty,
+    seed: g.seed,
+    // The draw of step s uses counter s: the device position minus the prompt length.
+    counter: cache.position,
+    counterOffset: -promptLength,
+    seen: t.seen ?? undefined,
+  };
+  /** Chooses every row's next token from logits [B, V] and records it (device work only). */
+  const choose = (logits: Tensor) => {
+    const sampled = sampleTokens(logits, sampling);
+    recordTokens(sampled, { ids: t.ids, finished: t.finished, padId: g.padTokenId, eos: t.eos, history: t.history, position: cache.position, base: promptLength, seen: t.seen });
+    if (t.logits) copyIntoAt(t.logits, reshape(logits, [batch, 1, vocab]), 1, cache.position, -promptLength);
+  };
+  const program = new StepProgram(device, () => choose(model.decodeStep(t.ids, cache)));
+
+  const tokens: number[][] = Array.from({ length: batch }, () => []);
+  const finished = new Array<boolean>(batch).fill(false);
+  const reasons: FinishReason[] = new Array<FinishReason>(batch).fill('length');
+  /** Tokens up to and including the one that finished each row (-1 while running). */
+  const ends = new Array<number>(batch).fill(-1);
+  const streams = options.tokenizer ? Array.from({ length: batch }, () => new TextStream(options.tokenizer!)) : null;
+  const eos = new Set(g.eosTokenIds);
+  let firstKnown = 0;
+  let lastKnown = 0;
+  let steps = 0;
+  try {
+    noGrad(() =>
+      tidy(() => {
+        const { logits } = model.forward({ inputIds: options.inputIds, attentionMask: options.attentionMask, cache, logitsToKeep: 1 });
+        choose(reshape(logits, [batch, vocab]));
+      }),
+    );
+    let pending: Promise<Int32Array> | null = t.ids.data<'i32'>();
+    for (let step = 0; pending; step++) {
+      // Record the next step before waiting for this one's tokens.
+      let next: Promise<Int32Array> | null = null;
+      if (step + 1 < g.maxNewTokens) {
+        noGrad(() => program.run());
+        cache.advanceHost(1);
+        next = t.ids.data<'i32'>();
+      }
+      const got = await pending;
+      const now = performance.now();
+      if (step === 0) firstKnown = now;
+      lastKnown = now;
+      steps = step + 1;
+      const stepTokens = Array.from(got, (id, b) => (finished[b] ? g.padTokenId : id));
+      const text = streams ? stepTokens.map((id, b) => (finished[b] ? '' : streams[b]!.push(id))) : null;
+      stepTokens.forEach((id, b) => {
+        const running = !finished[b];
+        tokens[b]!.push(id);
+        if (!running) return;
+        const reason: FinishReason | null = eos.has(id) ? 'eos' : stopStrings.length > 0 && stopStrings.some((s) => streams![b]!.text.includes(s)) ? 'stop_string' : null;
+        if (!reason) return;
+        finished[b] = true;
+        reasons[b] = reason;
+        ends[b] = tokens[b]!.length;
+      });
+      const event: GenerationEvent = { step, tokens: stepTokens, finished: [...finished], text };
+      options.onToken?.(event);
+      yield event;
+      if (finished.every(Boolean)) break;
+      pending = next;
+    }
+    const stepLogits = t.logits ? await stepLogitsOf(t.logits, batch, steps, g.maxNewTokens, vocab) : null;
+    const text = options.tokenizer ? tokens.map((row, b) => options.tokenizer!.decode(row.slice(0, ends[b]! < 0 ? row.length : ends[b]), { skipSpecialTokens: true })) : null;
+    const prefillMs = firstKnown - start;
+    const decodeMs = lastKnown - firstKnown;
+    return {
+      tokens,
+      lengths: tokens.map((row, b) => (ends[b]! < 0 ? row.length : ends[b]!)),
+      finishReasons: reasons,
+      text,
+      stepLogits,
+      stats: {
+        batch,
+        promptTokens: promptLength,
+        steps,
+        prefillMs,
+        decodeMs,
+        promptTokensPerS: (batch * promptLength * 1000) / prefillMs,
+        decodeTokensPerS: steps > 1 ? ((steps - 1) * 1000) / decodeMs : 0,
+      },
+    };
+  } finally {
+    program.dispose();
+    for (const x of Object.values(t)) (x as Tensor | null)?.dispose();
+    cache.dispose();
+  }
+}
+
+/** Per row, the first `steps` rows of the [B, maxNew, V] logits history. */
+async function stepLogitsOf(history: Tensor, batch: number, steps: number, maxNew: number, vocab: number): Promise<Float32Array[]> {
+  const all = (await history.data()) as Float32Array;
+  return Array.from({ length: batch }, (_, b) => all.slice(b * maxNew * vocab, (b * maxNew + steps) * vocab));
+}
+
+/** Runs {@link generateStream} to the end. */
+export async function generate(model: NemotronHForCausalLM, options: GenerateOptions): Promise<GenerateResult> {
+  const stream = generateStream(model, options);
+  for (;;) {
+    const next = await stream.next();
+    if (next.done) return next.value;
+  }
+}

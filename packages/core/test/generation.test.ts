@@ -1,0 +1,307 @@
+/**
+ * Incremental decoding and generation on random models (odd sizes, every layer kind, biases, a
+ * time_step_limit that clamps): decode steps equal recomputing the whole sequence, a prompt
+ * prefilled in pieces equals one call, the cache's select/reorder/reset/growth/memory, padded rows
+ * equal their prompts alone, and generate's sampling, EOS, stop strings and streaming.
+ */
+import { describe, expect, test } from 'bun:test';
+import { Generator, getCpuDevice, narrow, noGrad, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
+import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
+import { NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
+
+const cpu = getCpuDevice();
+const gpu = await testGpu();
+const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
+
+const INIT: NemotronHConfigInit = {
+  pattern: 'M*-EM*',
+  vocabSize: 97,
+  hiddenSize: 40,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 12,
+  mambaNumHeads: 6,
+  mambaHeadDim: 8,
+  nGroups: 2,
+  ssmStateSize: 8,
+  convKernel: 4,
+  chunkSize: 4,
+  intermediateSize: 72,
+  nRoutedExperts: 6,
+  numExpertsPerTok: 2,
+  moeIntermediateSize: 24,
+  moeSharedExpertIntermediateSize: 40,
+  useBias: true,
+  mlpBias: true,
+  // Clamps a good share of the heads' dt (init draws dt in [0.001, 0.1]).
+  timeStepLimit: [0.004, 0.05],
+};
+const config = NemotronHConfig.create(INIT);
+
+function model(device: Device, init: Partial<NemotronHConfigInit> = {}, seed = 3): NemotronHForCausalLM {
+  return NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, ...init }), { seed, device }).requiresGrad_(false);
+}
+
+function ids(rows: number, length: number, seed: number): number[][] {
+  const g = new Generator(seed);
+  return Array.from({ length: rows }, () => Array.from({ length }, () => Math.floor(g.uniform() * config.vocabSize)));
+}
+
+async function logitsOf(m: NemotronHForCausalLM, inputIds: number[][], cache?: NemotronHybridCache, attentionMask?: number[][]): Promise<Float32Array> {
+  const { logits } = noGrad(() => m.forward({ inputIds, cache, attentionMask }));
+  const values = (await logits.data()) as Float32Array;
+  logits.dispose();
+  return values;
+}
+
+/** Row b, position t of [B, L, V] logits. */
+function at(logits: Float32Array, length: number, b: number, t: number): Float32Array {
+  const V = config.vocabSize;
+  return logits.subarray((b * length + t) * V, (b * length + t + 1) * V);
+}
+
+describe('decode equals recompute', () => {
+  for (const device of devices) {
+    test(`${device.kind}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
+      const m = model(device);
+      const prompt = ids(2, 9, 1);
+      const next = ids(2, 10, 2);
+      const cache = new NemotronHybridCache(config, { batch: 2, device, blockSize: 4 });
+      await logitsOf(m, prompt, cache);
+      const versions = new Set([cache.version]);
+      for (let t = 0; t < next[0]!.length; t++) {
+        const step = await logitsOf(m, next.map((row) => [row[t]!]), cache);
+        versions.add(cache.version);
+        const seen = prompt.map((row, b) => [...row, ...next[b]!.slice(0, t + 1)]);
+        const full = await logitsOf(m, seen);
+        for (let b = 0; b < 2; b++) expectClose(at(step, 1, b, 0), at(full, seen[0]!.length, b, seen[0]!.length - 1), { rtol: 1e-5, what: `step ${t} row ${b}` });
+      }
+      expect(cache.length).toBe(19);
+      expect(cache.capacity).toBe(20);
+      expect(versions.size).toBe(3); // grew at 13 and 17 positions
+      cache.dispose();
+      m.dispose();
+    });
+  }
+
+  test('the finite time_step_limit matters (the test above would see a missing clamp)', async () => {
+    const clamped = model(cpu);
+    const free = model(cpu, { timeStepLimit: [0, Infinity] });
+    const prompt = ids(1, 12, 4);
+    const a = await logitsOf(clamped, prompt);
+    const b = await logitsOf(free, prompt);
+    let diff = 0;
+    for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    expect(diff).toBeGreaterThan(1e-3);
+    clamped.dispose();
+    free.dispose();
+  });
+});
+
+describe('chunked prefill', () => {
+  for (const device of devices) {
+    test(`${device.kind}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
+      const m = model(device);
+      const prompt = ids(2, 13, 5);
+      const whole = new NemotronHybridCache(config, { batch: 2, device });
+      const all = await logitsOf(m, prompt, whole);
+      const pieces = new NemotronHybridCache(config, { batch: 2, device, blockSize: 8 });
+      let start = 0;
+      for (const n of [5, 1, 7]) {
+        const part = await logitsOf(m, prompt.map((row) => row.slice(start, start + n)), pieces);
+        for (let b = 0; b < 2; b++) for (let t = 0; t < n; t++) expectClose(at(part, n, b, t), at(all, 13, b, start + t), { rtol: 1e-5, what: `position ${start + t} row ${b}` });
+        start += n;
+      }
+      for (let i = 0; i < config.numHiddenLayers; i++) {
+        const [a, b] = [whole.layer(i), pieces.layer(i)];
+        if (a?.kind === 'mamba' && b?.kind === 'mamba') {
+          expectClose(await b.conv.toFloat32(), await a.conv.toFloat32(), { rtol: 1e-6, what: `conv state ${i}` });
+          expectClose(await b.ssm.toFloat32(), await a.ssm.toFloat32(), { rtol: 1e-5, what: `ssm state ${i}` });
+        } else if (a?.kind === 'attention' && b?.kind === 'attention') {
+          for (const key of ['k', 'v'] as const) {
+            const head = async (t: Tensor) => tidy(() => narrow(t, 2, 0, 13)).toFloat32();
+            expectClose(await head(b[key]), await head(a[key]), { rtol: 1e-6, what: `${key} cache ${i}` });
+          }
+        }
+      }
+      const token = [[7], [8]];
+      expectClose(await logitsOf(m, token, pieces), await logitsOf(m, token, whole), { rtol: 1e-5, what: 'decode after the pieces' });
+      whole.dispose();
+      pieces.dispose();
+      m.dispose();
+    });
+  }
+});
+
+describe('NemotronHybridCache', () => {
+  for (const device of devices) {
+    test(`${device.kind}: select and reorder keep the chosen rows' states`, async () => {
+      const m = model(device);
+      const prompt = ids(3, 7, 6);
+      const cache = new NemotronHybridCache(config, { batch: 3, device });
+      await logitsOf(m, prompt, cache);
+      cache.reorder([2, 0, 1]);
+      cache.select([0, 1]); // rows 2 and 0 of the prompt
+      const direct = new NemotronHybridCache(config, { batch: 2, device });
+      await logitsOf(m, [prompt[2]!, prompt[0]!], direct);
+      for (const token of [[[3], [4]], [[5], [6]]]) {
+        expectClose(await logitsOf(m, token, cache), await logitsOf(m, token, direct), { rtol: 1e-6, what: 'after select' });
+      }
+      expect(cache.batch).toBe(2);
+      expect(() => cache.reorder([0])).toThrow(/use select/);
+      expect(() => cache.select([2])).toThrow(/outside \[0, 2\)/);
+      cache.dispose();
+      direct.dispose();
+      m.dispose();
+    });
+  }
+
+  test('reset forgets everything; memory stats count the tensors; dispose frees them', async () => {
+    const device = gpu ?? cpu;
+    const m = model(device);
+    const before = device.memoryStats().liveBytes;
+    const cache = new NemotronHybridCache(config, { batch: 2, device, blockSize: 16 });
+    const stats = cache.memoryStats();
+    const attention = 2 * 2 * (2 * config.numKeyValueHeads * 16 * config.headDim * 4);
+    const mamba = 2 * (2 * config.convDim * config.convKernel * 4 + 2 * config.mambaNumHeads * config.mambaHeadDim * config.ssmStateSize * 4);
+    expect(stats).toEqual({ attentionBytes: attention, mambaBytes: mamba, maskBytes: 4, totalBytes: attention + mamba + 4, batch: 2, length: 0, capacity: 16 });
+    const prompt = ids(2, 6, 7);
+    const fresh = await logitsOf(m, prompt, cache);
+    await logitsOf(m, [[1], [2]], cache);
+    cache.reset();
+    expect(cache.length).toBe(0);
+    expectClose(await logitsOf(m, prompt, cache), fresh, { rtol: 0, what: 'after reset' });
+    // Padding allocates the key mask.
+    cache.reset();
+    await logitsOf(m, prompt, cache, [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]);
+    expect(cache.keyMask?.shape).toEqual([2, 16]);
+    cache.dispose();
+    expect(cache.isDisposed).toBe(true);
+    expect(device.memoryStats().liveBytes).toBe(before);
+    expect(() => cache.layer(0)).toThrow(/disposed/);
+    m.dispose();
+  });
+
+  test('clear errors', async () => {
+    const m = model(cpu);
+    const cache = new NemotronHybridCache(config, { batch: 2, device: cpu });
+    expect(() => m.forward({ inputIds: [[1, 2]], cache })).toThrow(/cache holds 2 rows, the inputs 1/);
+    expect(() => m.forward({ inputIds: [[1, 2, 3]], cuSeqlens: [0, 1, 3], cache: new NemotronHybridCache(config, { batch: 1, device: cpu }) })).toThrow(/cuSeqlens/);
+    await logitsOf(m, [[1, 2], [3, 4]], cache);
+    expect(() => m.forward({ inputIds: [[1], [2]], attentionMask: [[0], [1]], cache })).toThrow(/takes no attention mask/);
+    const other = NemotronHConfig.create({ ...INIT, pattern: 'M-' });
+    expect(() => m.forward({ inputIds: [[1], [2]], cache: new NemotronHybridCache(other, { batch: 2, device: cpu }) })).toThrow(/another model/);
+    expect(() => new NemotronHybridCache(config, { batch: 0, device: cpu })).toThrow(/batch must be a positive integer/);
+    cache.dispose();
+    m.dispose();
+  });
+});
+
+describe('generate', () => {
+  const plain = { useBias: false }; // HF's padding semantics assume no in_proj bias
+
+  for (const device of devices) {
+    test(`${device.kind}: a left-padded batch generates what each prompt alone would`, async () => {
+      const m = model(device, plain);
+      const prompts = [ids(1, 3, 8)[0]!, ids(1, 9, 9)[0]!, ids(1, 6, 10)[0]!];
+      const alone = await Promise.all(prompts.map(async (p) => (await m.generate({ inputIds: [p], maxNewTokens: 7, eosTokenId: null, outputStepLogits: true }))));
+      const width = 9;
+      const padded = prompts.map((p) => [...new Array(width - p.length).fill(0), ...p]);
+      const mask = prompts.map((p) => [...new Array(width - p.length).fill(0), ...new Array(p.length).fill(1)]);
+      const batch = await m.generate({ inputIds: padded, attentionMask: mask, maxNewTokens: 7, eosTokenId: null, outputStepLogits: true });
+      prompts.forEach((_, b) => {
+        expect(batch.tokens[b]).toEqual(alone[b]!.tokens[0]!);
+        expectClose(batch.stepLogits![b]!, alone[b]!.stepLogits![0]!, { rtol: 1e-5, what: `row ${b}` });
+      });
+      m.dispose();
+    });
+
+    test(`${device.kind}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
+      const m = model(device, plain);
+      const inputIds = ids(2, 5, 11);
+      const run = (o: object) => m.generate({ inputIds, maxNewTokens: 8, eosTokenId: null, ...o }).then((r) => r.tokens);
+      const greedy = await run({});
+      const sampled = await run({ doSample: true, seed: 5, topK: 0, temperature: 1.5 });
+      expect(await run({ doSample: true, seed: 5, topK: 0, temperature: 1.5 })).toEqual(sampled);
+      expect(await run({ doSample: true, seed: 6, topK: 0, temperature: 1.5 })).not.toEqual(sampled);
+      expect(sampled).not.toEqual(greedy);
+      expect(await run({ doSample: true, seed: 5, topK: 1 })).toEqual(greedy);
+      expect(await run({ doSample: true, seed: 5, temperature: 1e-5 })).toEqual(greedy);
+      // Processors on the device: a strong repetition penalty changes the greedy tokens.
+      expect(await run({ repetitionPenalty: 50 })).not.toEqual(greedy);
+      m.dispose();
+    });
+  }
+
+  test('EOS finishes a row (pad after it), stop strings finish a row, events stream, the loop stops when all are done', async () => {
+    const device = gpu ?? cpu;
+    const m = model(device, plain);
+    const inputIds = ids(2, 5, 12);
+    const greedy = (await m.generate({ inputIds, maxNewTokens: 10, eosTokenId: null })).tokens;
+    const eos = greedy[0]![2]!;
+    const withEos = await m.generate({ inputIds, maxNewTokens: 10, eosTokenId: [eos], padTokenId: 96 });
+    const firstEos = (row: number[]) => row.indexOf(eos);
+    expect(withEos.finishReasons[0]).toBe('eos');
+    expect(withEos.tokens[0]!.slice(0, 3)).toEqual(greedy[0]!.slice(0, 3));
+    expect(withEos.tokens[0]!.slice(3).every((t) => t === 96)).toBe(true);
+    const row1End = firstEos(greedy[1]!);
+    expect(withEos.tokens[1]!.slice(0, row1End < 0 ? 10 : row1End + 1)).toEqual(greedy[1]!.slice(0, row1End < 0 ? 10 : row1End + 1));
+
+    // A tokenizer that spells each id as a letter; the stop string is row 1's tokens 1..2.
+    const tokenizer = { decode: (xs: readonly number[]) => xs.map((x) => String.fromCharCode(97 + (x % 26))).join('') };
+    const stop = tokenizer.decode(greedy[1]!.slice(1, 3));
+    const events: { step: number; tokens: readonly number[]; text: readonly string[] | null }[] = [];
+    const stream = m.generateStream({ inputIds, maxNewTokens: 10, eosTokenId: null, stopStrings: [stop], tokenizer, onToken: (e) => events.push(e) });
+    let yielded = 0;
+    let result;
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) {
+        result = next.value;
+        break;
+      }
+      expect(next.value.step).toBe(yielded++);
+    }
+    expect(events.length).toBe(yielded);
+    expect(result.finishReasons[1]).toBe('stop_string');
+    expect(result.text![1]!.endsWith(stop)).toBe(true);
+    expect(events.map((e) => e.text![0]).join('')).toBe(tokenizer.decode(result.tokens[0]!));
+    // Row 0 may stop on the same string; if not, it runs to the length limit.
+    expect(result.stats.steps).toBe(result.finishReasons[0] === 'length' ? 10 : Math.max(...result.finishReasons.map((_, b) => result.tokens[b]!.length)));
+    m.dispose();
+  });
+
+  test.if(gpu !== null)('webgpu: the decode step is recorded once; no kernel is compiled as the cache grows', async () => {
+    const device = gpu as WebGpuDevice;
+    const m = model(device, plain);
+    const cache = new NemotronHybridCache(config, { batch: 1, device, blockSize: 4 });
+    await logitsOf(m, ids(1, 5, 13), cache);
+    for (let t = 0; t < 3; t++) await logitsOf(m, [[t]], cache);
+    const compiled = device.pipelines.size;
+    for (let t = 0; t < 20; t++) await logitsOf(m, [[t]], cache);
+    expect(device.pipelines.size).toBe(compiled);
+    cache.dispose();
+    m.dispose();
+  });
+
+  test.if(gpu !== null)('webgpu: 9 rows (beyond the fused decode GEMV) generate the CPU backend\'s tokens', async () => {
+    const inputIds = ids(9, 4, 14);
+    const run = async (device: Device) => {
+      const m = model(device, plain);
+      const { tokens } = await m.generate({ inputIds, maxNewTokens: 4, eosTokenId: null });
+      m.dispose();
+      return tokens;
+    };
+    expect(await run(gpu!)).toEqual(await run(cpu));
+  });
+
+  test('clear errors', async () => {
+    const m = model(cpu, plain);
+    await expect(m.generate({ inputIds: [[1, 2]], stopStrings: ['x'] })).rejects.toThrow(/stopStrings need a tokenizer/);
+    await expect(m.generate({ inputIds: [[1, 2]], maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens must be a positive integer/);
+    await expect(m.generate({ inputIds: [[1, 2]], eosTokenId: 500 })).rejects.toThrow(/outside the vocabulary/);
+    await expect(m.generate({ inputIds: [[1, 2]], attentionMask: [[0, 0]] })).rejects.toThrow(/all padding/);
+    await expect(m.generate({ inputIds: [[1, 2]], doSample: true, temperature: 0 })).rejects.toThrow(/temperature must be a positive number/);
+    m.dispose();
+  });
+});

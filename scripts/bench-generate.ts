@@ -1,0 +1,83 @@
+// Generation throughput on the default device: bench-small (bench/small.config.json, the project's
+// random init) with f32 and bf16 weights, batch 1, greedy. One JSON line per measurement:
+//   {"bench":"prefill","model":"bench-small","dtype":…,"depth":512,"tokens_per_s":…,"peak_bytes":…}
+//   {"bench":"decode", "model":"bench-small","dtype":…,"depth":N,  "tokens_per_s":…,"peak_bytes":…}
+// prefill: a 512-token prompt through the cache (logits of the last position, first token chosen),
+// best of BENCH_REPS (default 3) runs after a warm-up. decode: steady-state steps per second with N
+// positions already cached (N = 128, 512, 2048), timed from the 4th to the last of 64 generated
+// tokens (the first steps compile, run unrecorded and record); depths interleaved, best of
+// BENCH_REPS each, so contention on a shared machine hits every depth alike. Also wall and process CPU ms per token (llvmpipe's
+// threads included) and the device pool's peak bytes (weights, cache, temporaries) plus the cached
+// weight textures.
+// Usage: bun scripts/bench-generate.ts [--dtype f32|bf16] [--depth N]
+import { join } from 'node:path';
+import { NemotronHConfig } from '@nemotron-ts/core';
+import { readConfigJson } from '@nemotron-ts/hub';
+import { Generator, initDevice, matmulTextureMemoryStats, type FloatDType } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../src';
+
+const device = await initDevice();
+const arg = (name: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const dtypes = (arg('dtype') ? [arg('dtype')] : ['f32', 'bf16']) as FloatDType[];
+const depths = arg('depth') ? [Number(arg('depth'))] : [128, 512, 2048];
+const reps = Number(process.env.BENCH_REPS ?? 3);
+const DECODE_TOKENS = 64;
+const SKIP = 3;
+
+const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
+const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
+const gen = new Generator(1);
+const prompt = (n: number) => [Array.from({ length: n }, () => Math.floor(gen.uniform() * config.vocabSize))];
+const textureBytes = () => (device.kind === 'webgpu' ? matmulTextureMemoryStats(device).cachedWeightBytes : 0);
+const round = (v: number) => +v.toFixed(2);
+
+for (const dtype of dtypes) {
+  const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
+  const common = { model: 'bench-small', dtype };
+
+  // Prefill: the prompt and the first token.
+  const prefillPrompt = prompt(512);
+  await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 });
+  let best = Infinity;
+  device.resetPeak();
+  for (let i = 0; i < reps; i++) best = Math.min(best, (await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 })).stats.prefillMs);
+  console.log(JSON.stringify({ bench: 'prefill', ...common, depth: 512, tokens_per_s: Math.round((512 * 1000) / best), ms: round(best), peak_bytes: device.memoryStats().peakLiveBytes, texture_bytes: textureBytes() }));
+
+  // Depths interleaved, best of BENCH_REPS runs each: contention on a shared machine hits them alike.
+  const prompts = new Map(depths.map((depth) => [depth, prompt(depth)]));
+  const decode = async (depth: number) => {
+    const times: number[] = [];
+    const cpu: number[] = [];
+    const r = await model.generate({
+      inputIds: prompts.get(depth)!,
+      maxNewTokens: DECODE_TOKENS,
+      eosTokenId: null,
+      onToken: () => {
+        times.push(performance.now());
+        const u = process.cpuUsage();
+        cpu.push((u.user + u.system) / 1000);
+      },
+    });
+    const steps = r.stats.steps - 1 - SKIP;
+    return { ms: (times.at(-1)! - times[SKIP]!) / steps, cpuMs: (cpu.at(-1)! - cpu[SKIP]!) / steps };
+  };
+  for (const depth of depths) await decode(depth); // compiles, warms the caches
+  const fastest = new Map<number, { ms: number; cpuMs: number }>();
+  const peaks = new Map<number, number>();
+  for (let i = 0; i < reps; i++) {
+    for (const depth of depths) {
+      device.resetPeak();
+      const run = await decode(depth);
+      peaks.set(depth, device.memoryStats().peakLiveBytes);
+      if (run.ms < (fastest.get(depth)?.ms ?? Infinity)) fastest.set(depth, run);
+    }
+  }
+  for (const depth of depths) {
+    const { ms, cpuMs } = fastest.get(depth)!;
+    console.log(JSON.stringify({ bench: 'decode', ...common, depth, tokens_per_s: round(1000 / ms), ms_per_token: round(ms), cpu_ms_per_token: round(cpuMs), peak_bytes: peaks.get(depth), texture_bytes: textureBytes() }));
+  }
+  model.dispose();
+}
