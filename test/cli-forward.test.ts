@@ -17,7 +17,7 @@ afterAll(() => rm(scratch, { recursive: true, force: true }));
 const gpu = await testGpu();
 
 function nemotron(...args: string[]): { code: number; stderr: string } {
-  const r = Bun.spawnSync(['bun', join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
   return { code: r.exitCode, stderr: r.stderr.toString() };
 }
 

@@ -19,7 +19,7 @@ const gpu = await testGpu();
 const tiny = await ensureTinyModel(join(scratch, 'tiny'));
 
 function nemotron(args: string[], stdin?: string): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync(['bun', join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', stdin: stdin === undefined ? 'ignore' : Buffer.from(stdin) });
+  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', stdin: stdin === undefined ? 'ignore' : Buffer.from(stdin) });
   return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
