@@ -101,6 +101,8 @@ function runTests(bun, extra) {
 async function main() {
   const [task = 'start', ...rest] = process.argv.slice(2);
   const bun = findBun();
+  // Child processes (tests spawning the CLI, `bun run` scripts) find the same bun.
+  if (bun !== 'bun') env.PATH = `${dirname(bun)}:${env.PATH ?? ''}`;
   if (!run(bun, ['install', '--frozen-lockfile'], { stdio: ['ignore', 'ignore', 'inherit'] })) throw new Error('bun install failed');
   ensureDevice(bun);
   if (task === 'test') process.exit(await runTests(bun, rest));
