@@ -48,10 +48,16 @@ const matmulOf = (c: Case) => (d: Device) => {
   return matmul(a, b, { transA: c.transA, transB: c.transB, bias });
 };
 
-/** Shapes for the tiled and texture kernels: odd sizes straddling 16/32/64 tile edges and the K step of 4. */
+/**
+ * Shapes for the tiled and texture kernels: odd sizes straddling 16/32/64 tile edges and the K
+ * steps of 4 and 8; N a multiple of 4 or not (the vec4-store texture tile writes padded rows then).
+ */
 const GEMM_CASES: Case[] = [
   { name: 'odd 37×45×29', a: [37, 29], b: [29, 45] },
-  { name: 'tile edges 65×33×17 (32-row tile)', a: [65, 17], b: [17, 33] },
+  { name: 'tile edges 65×33×17', a: [65, 17], b: [17, 33] },
+  { name: 'K a multiple of 4, not of 8; N a multiple of 4', a: [21, 36], b: [36, 44], bias: 'f32' },
+  { name: 'bf16 weight, K a multiple of 8, N a multiple of 4', a: [23, 48], b: [52, 48], transB: true, bType: 'bf16', bias: 'bf16' },
+  { name: 'batched, N a multiple of 4', a: [3, 19, 24], b: [3, 24, 40] },
   { name: 'transA', a: [29, 37], b: [29, 45], transA: true },
   { name: 'transB', a: [37, 29], b: [45, 29], transB: true },
   { name: 'transA transB', a: [29, 37], b: [45, 29], transA: true, transB: true },
@@ -82,6 +88,7 @@ const PATHS: [string, MatmulPathOverride, Case[]][] = [
   ['gemv (hardware shapes)', { path: 'gemv', software: false }, GEMV_CASES],
   ['gemv (software shapes)', { path: 'gemv', software: true }, GEMV_CASES],
   ['texture', { path: 'texture' }, [...GEMM_CASES, ...GEMV_CASES]],
+  ['texture, sampled reads (devices without storage-texture reads)', { path: 'texture', storageReads: false }, GEMM_CASES],
 ];
 
 /** The first use of a large-tile texture shader compiles it (seconds on llvmpipe without Mesa's shader cache). */
