@@ -19,6 +19,7 @@ import type { Tensor } from '../../tensor';
 import { copyInto, narrow, reshape } from '../layout/layout';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { elementsPerTexel, layerTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { narrowApplies, narrowMatmul } from './narrow-gemm.wgsl';
 import type { MatmulProblem } from './problem';
 import { cachedSource } from './sources';
 import { bindingBudget } from './split';
@@ -80,6 +81,7 @@ export function textureMatmul(
   bias: { tensor: Tensor; present: boolean },
   tile: TextureTile,
 ): void {
+  if (tile.storage && narrowApplies(p, a.layout, b.layout)) return narrowMatmul(device, p, out, a, b, bias);
   if (!tile.vecStores || (p.n % 4 === 0 && out.offset % 4 === 0)) return dispatchTiles(device, p, out, p.n, a, b, bias, tile);
   // Vec4 stores need rows of whole vec4s: write padded rows, then copy the N columns out, in blocks
   // of rows whose bindings fit.
