@@ -334,6 +334,14 @@ function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, t
   if (end > t) piece(end - t, 1);
 }
 
+/** Copies the dense f32 `tensor` (its first element on a 16-byte boundary) into `texture` from texel 0. */
+export function copyDenseToFlat(device: WebGpuDevice, tensor: Tensor, texture: FlatTexture): void {
+  if (tensor.dtype !== 'f32' || !tensor.isContiguous || tensor.offset % 4 !== 0 || tensor.size % 4 !== 0) {
+    throw new Error(`copyDenseToFlat: needs a dense f32 tensor of whole texels at a 16-byte offset (got ${tensor.dtype}, offset ${tensor.offset}, ${tensor.size} elements)`);
+  }
+  copyFlat(device, tensor.storage.gpu!, tensor.offset * 4, texture, 0, tensor.size / 4);
+}
+
 /** True when the view's bytes already are the texel stream of each layer (dense rows of whole texels, one panel). */
 export function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
   const dtype = view.tensor.dtype;

@@ -29,9 +29,11 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { KernelBinding } from '../../runtime/batch';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
 
 const WG = 64;
 /** Register tile edge: 8 rows × 8 columns (two vec4) per invocation. */
@@ -95,18 +97,80 @@ function dimValues(d: Dims): [string, number][] {
 }
 
 /**
+ * A read-only vec4 operand of the heavy kernels, read as `<name>_at(i)` (i in vec4 units, offset
+ * included): from its storage buffer, or from a flat texture copy of it (offset 0).
+ */
+interface VecOperand {
+  name: string;
+  tensor: Tensor;
+  texture: FlatTexture | null;
+}
+
+let forcedReads: 'textures' | 'buffers' | null = null;
+
+/** Forces how the heavy kernels read their operands (tests cover both); null restores the automatic choice. */
+export function setSsdOperandReads(reads: 'textures' | 'buffers' | null): void {
+  forcedReads = reads;
+}
+
+/** The flat texture copies of the heavy kernels' operands, or none (storage buffers). */
+class OperandTextures {
+  private readonly textures: FlatTexture[] = [];
+
+  constructor(
+    private readonly device: WebGpuDevice,
+    /** Read through textures (software rasterizers, where every storage-buffer load is a per-lane loop). */
+    readonly enabled: boolean,
+  ) {}
+
+  /** `tensor` as a vec4 operand: copied into a texture now (in queue order) when textures are enabled. */
+  of(name: string, tensor: Tensor): VecOperand {
+    if (!this.enabled) return { name, tensor, texture: null };
+    const texture = acquireTexture(this.device, 'rgba32float', tensor.size / 4);
+    copyDenseToFlat(this.device, tensor, texture);
+    this.textures.push(texture);
+    return { name, tensor, texture };
+  }
+
+  release(): void {
+    for (const t of this.textures) releaseTexture(this.device, t);
+  }
+}
+
+/**
  * Records one kernel over a (ceil(inner / WG), chunks, batch) grid. The body sees `i` (its index
  * inside one (chunk, row) slice, < inner), `c` (the chunk), `b` (the batch row), the dimensions of
- * `dimValues` by name, and P.L, P.NC (chunk count) and P.carryIn.
+ * `dimValues` by name, P.L, P.NC (chunk count) and P.carryIn, and `<name>_at(i)` for each vec4
+ * operand in `reads`.
  */
-function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly NamedBinding[], inner: number, chunks: number, body: string): void {
+function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly NamedBinding[], inner: number, chunks: number, body: string, reads: readonly VecOperand[] = []): void {
   const p = new Params().u32('L', d.length).u32('NC', d.chunks).u32('inner', inner).u32('carryIn', d.carryIn ? 1 : 0);
   const dims = dimValues(d);
   for (const [k, v] of dims) p.u32(k, v);
-  const bound = bindTensors(device, name, list, p);
-  const source = `${p.wgsl()}
+  const buffers = reads.filter((r) => r.texture === null).map((r): NamedBinding => ({ name: r.name, tensor: r.tensor, vec4: true }));
+  const bound = bindTensors(device, name, [...list, ...buffers], p);
+  const bindings: KernelBinding[] = [...bound.ranges];
+  const decls = [bound.decls];
+  const storage = storageReads(device);
+  for (const r of reads) {
+    if (r.texture === null) {
+      decls.push(`fn ${r.name}_at(i: u32) -> vec4<f32> { return ${r.name}[i]; }`);
+      continue;
+    }
+    // Offset 0: the copy starts at the tensor's first element.
+    p.u32(`${r.name}Off`, 0).u32(`${r.name}Mask`, r.texture.width - 1).u32(`${r.name}Shift`, r.texture.shift);
+    bindings.push({ texture: r.texture.view });
+    const at = `vec2<u32>(i & P.${r.name}Mask, i >> P.${r.name}Shift)`;
+    decls.push(
+      storage
+        ? `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_storage_2d<rgba32float, read>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}); }`
+        : `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_2d<f32>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}, 0); }`,
+    );
+  }
+  const textures = reads.some((r) => r.texture !== null);
+  const source = `${textures && storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${bound.decls}
+${decls.join('\n')}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = wid.x * ${WG}u + lid;
@@ -125,7 +189,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name,
     source,
     params: p,
-    bindings: bound.ranges,
+    bindings,
     workgroups: [groups, chunks, d.batch],
     detail: `B=${d.batch} L=${d.length} H=${d.heads} P=${d.headDim} G=${d.groups} N=${d.stateDim} Q=${d.chunk}`,
   });
@@ -157,15 +221,22 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const seg = a.seqIdx ? empty([batch, NC, QP], { device, dtype: 'i32' }) : null;
   const cb = empty([batch, groups, NC, QP, QP], { device });
   const st = empty([batch, heads, NC, NP, PP], { device });
+  // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
+  const fits = [xdt, bp, cp, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
+  const textures = new OperandTextures(device, fits && (forcedReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures');
   try {
     prepX(device, d, a, xdt);
     prepBC(device, d, a, bp, cp);
     cumsum(device, d, a, acs, seg);
-    chunkCB(device, d, bp, cp, cb);
-    chunkState(device, d, xdt, bp, acs, seg, st);
+    const xdtIn = textures.of('xdt', xdt);
+    const bpIn = textures.of('bp', bp);
+    const cpIn = textures.of('cp', cp);
+    chunkCB(device, d, bpIn, cpIn, cb);
+    chunkState(device, d, xdtIn, bpIn, acs, seg, st);
     statePass(device, d, a.initialState, acs, seg, st, a.finalState);
-    output(device, d, a, xdt, cp, acs, seg, cb, st);
+    output(device, d, a, xdtIn, cpIn, acs, seg, textures.of('cb', cb), textures.of('st', st));
   } finally {
+    textures.release();
     for (const t of [xdt, bp, cp, acs, seg, cb, st]) t?.dispose();
   }
 }
@@ -265,7 +336,7 @@ function cumsum(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, acs: Tensor, se
  * cb[b,g,c,i,j] = C_i · B_j for the 8×8 blocks with j-block ≤ i-block inside the sequence (the
  * others are never read): invocation k of a group enumerates the lower triangle row by row.
  */
-function chunkCB(device: WebGpuDevice, d: Dims, bp: Tensor, cp: Tensor, cb: Tensor): void {
+function chunkCB(device: WebGpuDevice, d: Dims, bp: VecOperand, cp: VecOperand, cb: Tensor): void {
   const tiles = d.QP / T;
   const tri = (tiles * (tiles + 1)) / 2;
   const body = `
@@ -285,25 +356,19 @@ function chunkCB(device: WebGpuDevice, d: Dims, bp: Tensor, cp: Tensor, cb: Tens
   let bj = P.bpOff + (rows + jt * 8u) * NP4;
   ${R(T, (r) => `var acc${r}a = vec4<f32>(0.0); var acc${r}b = vec4<f32>(0.0);`)}
   for (var n4 = 0u; n4 < NP4; n4++) {
-    ${R(T, (k) => `let b${k} = bp[bj + ${k}u * NP4 + n4];`, '\n    ')}
-    ${R(T, (r) => `{ let cr = cp[ci + ${r}u * NP4 + n4]; acc${r}a += vec4<f32>(dot(cr, b0), dot(cr, b1), dot(cr, b2), dot(cr, b3)); acc${r}b += vec4<f32>(dot(cr, b4), dot(cr, b5), dot(cr, b6), dot(cr, b7)); }`, '\n    ')}
+    ${R(T, (k) => `let b${k} = bp_at(bj + ${k}u * NP4 + n4);`, '\n    ')}
+    ${R(T, (r) => `{ let cr = cp_at(ci + ${r}u * NP4 + n4); acc${r}a += vec4<f32>(dot(cr, b0), dot(cr, b1), dot(cr, b2), dot(cr, b3)); acc${r}b += vec4<f32>(dot(cr, b4), dot(cr, b5), dot(cr, b6), dot(cr, b7)); }`, '\n    ')}
   }
   let out = P.cbOff + (rows + it * 8u) * QP4 + jt * 2u;
   ${R(T, (r) => `cb[out + ${r}u * QP4] = acc${r}a; cb[out + ${r}u * QP4 + 1u] = acc${r}b;`)}`;
-  launch(device, 'ssd_cb', d, [
-    { name: 'bp', tensor: bp, vec4: true },
-    { name: 'cp', tensor: cp, vec4: true },
-    { name: 'cb', tensor: cb, writable: true, vec4: true },
-  ], d.groups * tri, d.chunks, body);
+  launch(device, 'ssd_cb', d, [{ name: 'cb', tensor: cb, writable: true, vec4: true }], d.groups * tri, d.chunks, body, [bp, cp]);
 }
 
 /** st[b,h,c,n,p] = Σ_j exp(acs_last − acs_j) · B_j[n] · xdt_j[p] over the chunk (its last document only). */
-function chunkState(device: WebGpuDevice, d: Dims, xdt: Tensor, bp: Tensor, acs: Tensor, seg: Tensor | null, st: Tensor): void {
+function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOperand, acs: Tensor, seg: Tensor | null, st: Tensor): void {
   const pt = d.PP / T;
   const nt = d.NP / T;
   const list: NamedBinding[] = [
-    { name: 'xdt', tensor: xdt, vec4: true },
-    { name: 'bp', tensor: bp, vec4: true },
     { name: 'acs', tensor: acs, vec4: true },
     { name: 'st', tensor: st, writable: true, vec4: true },
   ];
@@ -329,16 +394,16 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: Tensor, bp: Tensor, acs:
     ${seg ? R(4, (q) => `w[${q}] = select(0.0, w[${q}], seg[srow + j4 * 4u + ${q}u] == seg_last);`, '\n    ') : ''}
     ${R(4, (q) => `{
       let j = j4 * 4u + ${q}u;
-      let b_lo = bp[brow + j * NP4] * w[${q}];
-      let b_hi = bp[brow + j * NP4 + 1u] * w[${q}];
-      let xa = xdt[xrow + j * PP4];
-      let xb = xdt[xrow + j * PP4 + 1u];
+      let b_lo = bp_at(brow + j * NP4) * w[${q}];
+      let b_hi = bp_at(brow + j * NP4 + 1u) * w[${q}];
+      let xa = xdt_at(xrow + j * PP4);
+      let xb = xdt_at(xrow + j * PP4 + 1u);
       ${R(T, (r) => `acc${r}a += ${r < 4 ? 'b_lo' : 'b_hi'}[${r % 4}] * xa; acc${r}b += ${r < 4 ? 'b_lo' : 'b_hi'}[${r % 4}] * xb;`, '\n      ')}
     }`, '\n    ')}
   }
   let out = P.stOff + (bhc * NP + n0) * PP4 + p0 / 4u;
   ${R(T, (r) => `st[out + ${r}u * PP4] = acc${r}a; st[out + ${r}u * PP4 + 1u] = acc${r}b;`)}`;
-  launch(device, 'ssd_chunk_state', d, list, d.heads * nt * pt, d.chunks, body);
+  launch(device, 'ssd_chunk_state', d, list, d.heads * nt * pt, d.chunks, body, [xdt, bp]);
 }
 
 /**
@@ -376,18 +441,14 @@ function statePass(device: WebGpuDevice, d: Dims, init: Tensor | null, acs: Tens
 }
 
 /** y = exp(acs_i)·C_i·S_c (inter-chunk) + causal CB-weighted sum over the chunk (intra-chunk) + D·x. */
-function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp: Tensor, acs: Tensor, seg: Tensor | null, cb: Tensor, st: Tensor): void {
+function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand, cp: VecOperand, acs: Tensor, seg: Tensor | null, cb: VecOperand, st: VecOperand): void {
   const pt = d.PP / T;
   const tiles = d.QP / T;
   // Whole vec4 rows of y (and of x for the D term) when P is a multiple of 8 and x is dense f32.
   const vecRows = d.headDim % T === 0;
   const vecX = vecRows && a.x.dtype === 'f32' && a.x.offset % 4 === 0;
   const list: NamedBinding[] = [
-    { name: 'xdt', tensor: xdt, vec4: true },
-    { name: 'cp', tensor: cp, vec4: true },
     { name: 'acs', tensor: acs, vec4: true },
-    { name: 'cb', tensor: cb, vec4: true },
-    { name: 'st', tensor: st, vec4: true },
     { name: 'y', tensor: a.y, writable: true, vec4: vecRows },
   ];
   if (a.D) list.push({ name: 'x', tensor: a.x, vec4: vecX }, { name: 'D', tensor: a.D });
@@ -438,8 +499,8 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
   if (c > 0u || P.carryIn != 0u) {
     let srow_st = P.stOff + bhc * NP * PP4 + p0 / 4u;
     for (var n4 = 0u; n4 < NP4; n4++) {
-      ${R(4, (q) => `let s${q}a = st[srow_st + (n4 * 4u + ${q}u) * PP4]; let s${q}b = st[srow_st + (n4 * 4u + ${q}u) * PP4 + 1u];`, '\n      ')}
-      ${R(T, (r) => `{ let cr = cp[crow + ${r}u * NP4 + n4]; ${R(4, (q) => fma(r, `cr[${q}]`, `s${q}a`, `s${q}b`), ' ')} }`, '\n      ')}
+      ${R(4, (q) => `let s${q}a = st_at(srow_st + (n4 * 4u + ${q}u) * PP4); let s${q}b = st_at(srow_st + (n4 * 4u + ${q}u) * PP4 + 1u);`, '\n      ')}
+      ${R(T, (r) => `{ let cr = cp_at(crow + ${r}u * NP4 + n4); ${R(4, (q) => fma(r, `cr[${q}]`, `s${q}a`, `s${q}b`), ' ')} }`, '\n      ')}
     }
     let carried = ${seg ? 'select(0.0, exp(a_i0), seg_i0 == 0)' : 'exp(a_i0)'};
     ${R(T, (r) => `acc${r}a *= carried; acc${r}b *= carried;`, '\n    ')}
@@ -449,8 +510,8 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
   for (var j4 = 0u; j4 < it * 2u; j4++) {
     var e = exp(vec4<f32>(a_i0) - acs[arow + j4]);
     ${seg ? R(4, (q) => `e[${q}] = select(0.0, e[${q}], seg[srow + j4 * 4u + ${q}u] == seg_i0);`, '\n    ') : ''}
-    ${R(4, (q) => `let x${q}a = xdt[xrow + (j4 * 4u + ${q}u) * PP4]; let x${q}b = xdt[xrow + (j4 * 4u + ${q}u) * PP4 + 1u];`, '\n    ')}
-    ${R(T, (r) => `{ let w = cb[cbrow + ${r}u * QP4 + j4] * e; ${R(4, (q) => fma(r, `w[${q}]`, `x${q}a`, `x${q}b`), ' ')} }`, '\n    ')}
+    ${R(4, (q) => `let x${q}a = xdt_at(xrow + (j4 * 4u + ${q}u) * PP4); let x${q}b = xdt_at(xrow + (j4 * 4u + ${q}u) * PP4 + 1u);`, '\n    ')}
+    ${R(T, (r) => `{ let w = cb_at(cbrow + ${r}u * QP4 + j4) * e; ${R(4, (q) => fma(r, `w[${q}]`, `x${q}a`, `x${q}b`), ' ')} }`, '\n    ')}
   }
   let ai_lo = acs[arow + it * 2u];
   let ai_hi = acs[arow + it * 2u + 1u];
@@ -467,16 +528,16 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
   for (var k = 0u; k < 8u; k++) {
     let ak = acs[arow + it * 2u + k / 4u][k % 4u];
     ${seg ? 'let sk = seg[srow + i0 + k];' : ''}
-    let xa = xdt[xrow + (i0 + k) * PP4];
-    let xb = xdt[xrow + (i0 + k) * PP4 + 1u];
+    let xa = xdt_at(xrow + (i0 + k) * PP4);
+    let xb = xdt_at(xrow + (i0 + k) * PP4 + 1u);
     ${R(T, (r) => {
       const keep = seg ? `${r}u >= k && sr${r} == sk` : `${r}u >= k`;
-      return `{ let w = select(0.0, cb[cbrow + ${r}u * QP4 + it * 2u + k / 4u][k % 4u] * exp(min(ar${r} - ak, 0.0)), ${keep}); ${fma(r, 'w', 'xa', 'xb')} }`;
+      return `{ let w = select(0.0, cb_at(cbrow + ${r}u * QP4 + it * 2u + k / 4u)[k % 4u] * exp(min(ar${r} - ak, 0.0)), ${keep}); ${fma(r, 'w', 'xa', 'xb')} }`;
     }, '\n    ')}
   }
 
   // y = acc + D·x for the rows inside the sequence and the columns inside P.
   ${a.D ? 'let skip = load_D(P.DOff + h);' : ''}
   ${R(T, store)}`;
-  launch(device, 'ssd_output', d, list, d.heads * tiles * pt, d.chunks, body);
+  launch(device, 'ssd_output', d, list, d.heads * tiles * pt, d.chunks, body, [xdt, cp, cb, st]);
 }
