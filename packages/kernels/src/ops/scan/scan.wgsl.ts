@@ -151,7 +151,8 @@ function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly Name
   const bound = bindTensors(device, name, [...list, ...buffers], p);
   const bindings: KernelBinding[] = [...bound.ranges];
   const decls = [bound.decls];
-  const storage = storageReads(device);
+  const textureCount = reads.filter((r) => r.texture !== null).length;
+  const storage = storageReads(device) && textureCount <= device.gpu.limits.maxStorageTexturesPerShaderStage;
   for (const r of reads) {
     if (r.texture === null) {
       decls.push(`fn ${r.name}_at(i: u32) -> vec4<f32> { return ${r.name}[i]; }`);
@@ -167,8 +168,7 @@ function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly Name
         : `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_2d<f32>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}, 0); }`,
     );
   }
-  const textures = reads.some((r) => r.texture !== null);
-  const source = `${textures && storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
+  const source = `${textureCount > 0 && storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
 @compute @workgroup_size(${WG})
@@ -222,7 +222,7 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const cb = empty([batch, groups, NC, QP, QP], { device });
   const st = empty([batch, heads, NC, NP, PP], { device });
   // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
-  const fits = [xdt, bp, cp, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
+  const fits = [xdt, bp, cp, acs, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
   const textures = new OperandTextures(device, fits && (forcedReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures');
   try {
     prepX(device, d, a, xdt);
@@ -232,9 +232,10 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
     const bpIn = textures.of('bp', bp);
     const cpIn = textures.of('cp', cp);
     chunkCB(device, d, bpIn, cpIn, cb);
-    chunkState(device, d, xdtIn, bpIn, acs, seg, st);
+    const acsIn = textures.of('acs', acs);
+    chunkState(device, d, xdtIn, bpIn, acsIn, seg, st);
     statePass(device, d, a.initialState, acs, seg, st, a.finalState);
-    output(device, d, a, xdtIn, cpIn, acs, seg, textures.of('cb', cb), textures.of('st', st));
+    output(device, d, a, xdtIn, cpIn, acsIn, seg, textures.of('cb', cb), textures.of('st', st));
   } finally {
     textures.release();
     for (const t of [xdt, bp, cp, acs, seg, cb, st]) t?.dispose();
@@ -365,11 +366,10 @@ function chunkCB(device: WebGpuDevice, d: Dims, bp: VecOperand, cp: VecOperand, 
 }
 
 /** st[b,h,c,n,p] = Σ_j exp(acs_last − acs_j) · B_j[n] · xdt_j[p] over the chunk (its last document only). */
-function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOperand, acs: Tensor, seg: Tensor | null, st: Tensor): void {
+function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOperand, acs: VecOperand, seg: Tensor | null, st: Tensor): void {
   const pt = d.PP / T;
   const nt = d.NP / T;
   const list: NamedBinding[] = [
-    { name: 'acs', tensor: acs, vec4: true },
     { name: 'st', tensor: st, writable: true, vec4: true },
   ];
   if (seg) list.push({ name: 'seg', tensor: seg });
@@ -382,7 +382,7 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOpera
   let g = h / HPG;
   let bhc = (b * H + h) * P.NC + c;
   let arow = P.acsOff + bhc * QP4;
-  let a_last = acs[arow + QP4 - 1u][3];
+  let a_last = acs_at(arow + QP4 - 1u)[3];
   ${seg ? 'let srow = P.segOff + (b * P.NC + c) * QP;\n  let seg_last = seg[srow + QP - 1u];' : ''}
   let brow = P.bpOff + ((b * G + g) * P.NC + c) * QP * NP4 + n0 / 4u;
   let xrow = P.xdtOff + bhc * QP * PP4 + p0 / 4u;
@@ -390,7 +390,7 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOpera
   // Rows past the end of the sequence are zero padding: stop at the last group of 4 holding data.
   let j4max = (min(Q, P.L - c * Q) + 3u) / 4u;
   for (var j4 = 0u; j4 < j4max; j4++) {
-    var w = exp(vec4<f32>(a_last) - acs[arow + j4]);
+    var w = exp(vec4<f32>(a_last) - acs_at(arow + j4));
     ${seg ? R(4, (q) => `w[${q}] = select(0.0, w[${q}], seg[srow + j4 * 4u + ${q}u] == seg_last);`, '\n    ') : ''}
     ${R(4, (q) => `{
       let j = j4 * 4u + ${q}u;
@@ -403,7 +403,7 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOpera
   }
   let out = P.stOff + (bhc * NP + n0) * PP4 + p0 / 4u;
   ${R(T, (r) => `st[out + ${r}u * PP4] = acc${r}a; st[out + ${r}u * PP4 + 1u] = acc${r}b;`)}`;
-  launch(device, 'ssd_chunk_state', d, list, d.heads * nt * pt, d.chunks, body, [xdt, bp]);
+  launch(device, 'ssd_chunk_state', d, list, d.heads * nt * pt, d.chunks, body, [xdt, bp, acs]);
 }
 
 /**
@@ -441,14 +441,13 @@ function statePass(device: WebGpuDevice, d: Dims, init: Tensor | null, acs: Tens
 }
 
 /** y = exp(acs_i)·C_i·S_c (inter-chunk) + causal CB-weighted sum over the chunk (intra-chunk) + D·x. */
-function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand, cp: VecOperand, acs: Tensor, seg: Tensor | null, cb: VecOperand, st: VecOperand): void {
+function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand, cp: VecOperand, acs: VecOperand, seg: Tensor | null, cb: VecOperand, st: VecOperand): void {
   const pt = d.PP / T;
   const tiles = d.QP / T;
   // Whole vec4 rows of y (and of x for the D term) when P is a multiple of 8 and x is dense f32.
   const vecRows = d.headDim % T === 0;
   const vecX = vecRows && a.x.dtype === 'f32' && a.x.offset % 4 === 0;
   const list: NamedBinding[] = [
-    { name: 'acs', tensor: acs, vec4: true },
     { name: 'y', tensor: a.y, writable: true, vec4: vecRows },
   ];
   if (a.D) list.push({ name: 'x', tensor: a.x, vec4: vecX }, { name: 'D', tensor: a.D });
@@ -487,7 +486,7 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand
   let bhc = (b * H + h) * P.NC + c;
   let gc = (b * G + g) * P.NC + c;
   let arow = P.acsOff + bhc * QP4;
-  let a_i0 = acs[arow + it * 2u][0];
+  let a_i0 = acs_at(arow + it * 2u)[0];
   ${seg ? 'let srow = P.segOff + (b * P.NC + c) * QP;\n  let seg_i0 = seg[srow + i0];' : ''}
   let crow = P.cpOff + (gc * QP + i0) * NP4;
   let cbrow = P.cbOff + (gc * QP + i0) * QP4;
@@ -508,13 +507,13 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand
 
   // Intra-chunk, earlier 8-row blocks (j < i0): weights CB_ij · exp(acs_i0 − acs_j), rescaled per row below.
   for (var j4 = 0u; j4 < it * 2u; j4++) {
-    var e = exp(vec4<f32>(a_i0) - acs[arow + j4]);
+    var e = exp(vec4<f32>(a_i0) - acs_at(arow + j4));
     ${seg ? R(4, (q) => `e[${q}] = select(0.0, e[${q}], seg[srow + j4 * 4u + ${q}u] == seg_i0);`, '\n    ') : ''}
     ${R(4, (q) => `let x${q}a = xdt_at(xrow + (j4 * 4u + ${q}u) * PP4); let x${q}b = xdt_at(xrow + (j4 * 4u + ${q}u) * PP4 + 1u);`, '\n    ')}
     ${R(T, (r) => `{ let w = cb_at(cbrow + ${r}u * QP4 + j4) * e; ${R(4, (q) => fma(r, `w[${q}]`, `x${q}a`, `x${q}b`), ' ')} }`, '\n    ')}
   }
-  let ai_lo = acs[arow + it * 2u];
-  let ai_hi = acs[arow + it * 2u + 1u];
+  let ai_lo = acs_at(arow + it * 2u);
+  let ai_hi = acs_at(arow + it * 2u + 1u);
   ${R(T, (r) => `let ar${r} = ai_${r < 4 ? 'lo' : 'hi'}[${r % 4}];`)}
   ${seg ? R(T, (r) => `let sr${r} = seg[srow + i0 + ${r}u];`) : ''}
   ${R(T - 1, (m) => {
@@ -526,7 +525,7 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand
   // The diagonal block, j = i0 + k ≤ i: the decay difference is taken directly, and pairs above the
   // diagonal are dropped before exp (min) and after it (select).
   for (var k = 0u; k < 8u; k++) {
-    let ak = acs[arow + it * 2u + k / 4u][k % 4u];
+    let ak = acs_at(arow + it * 2u + k / 4u)[k % 4u];
     ${seg ? 'let sk = seg[srow + i0 + k];' : ''}
     let xa = xdt_at(xrow + (i0 + k) * PP4);
     let xb = xdt_at(xrow + (i0 + k) * PP4 + 1u);
@@ -539,5 +538,5 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand
   // y = acc + D·x for the rows inside the sequence and the columns inside P.
   ${a.D ? 'let skip = load_D(P.DOff + h);' : ''}
   ${R(T, store)}`;
-  launch(device, 'ssd_output', d, list, d.heads * tiles * pt, d.chunks, body, [xdt, cp, cb, st]);
+  launch(device, 'ssd_output', d, list, d.heads * tiles * pt, d.chunks, body, [xdt, cp, acs, cb, st]);
 }
