@@ -244,6 +244,8 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
 
 /** xdt[b,h,c,i,p] = dt·x at position c·Q+i, zero on padding. One padded row of P per invocation. */
 function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): void {
+  // Whole vec4s of x when its rows allow (a quarter of the loads, each a per-lane loop on llvmpipe).
+  const vec = d.headDim % 4 === 0 && a.x.dtype === 'f32' && a.x.offset % 4 === 0;
   const body = `
   let h = i / QP;
   let row = i % QP;
@@ -251,17 +253,17 @@ function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): vo
   let valid = row < Q && t < P.L;
   let tc = min(t, P.L - 1u);
   let step = select(0.0, load_dt(P.dtOff + (b * P.L + tc) * H + h), valid);
-  let src = P.xOff + ((b * P.L + tc) * H + h) * HD;
+  let src = P.xOff + ((b * P.L + tc) * H + h) * HD${vec ? ' / 4u' : ''};
   let dst = P.xdtOff + (((b * H + h) * P.NC + c) * QP + row) * PP4;
   for (var p4 = 0u; p4 < PP4; p4++) {
     var v = vec4<f32>(0.0);
     if (valid) {
-      ${R(4, (q) => `if (p4 * 4u + ${q}u < HD) { v[${q}] = step * load_x(src + p4 * 4u + ${q}u); }`, '\n      ')}
+      ${vec ? 'if (p4 * 4u < HD) { v = step * x[src + p4]; }' : R(4, (q) => `if (p4 * 4u + ${q}u < HD) { v[${q}] = step * load_x(src + p4 * 4u + ${q}u); }`, '\n      ')}
     }
     xdt[dst + p4] = v;
   }`;
   launch(device, 'ssd_prep_x', d, [
-    { name: 'x', tensor: a.x },
+    { name: 'x', tensor: a.x, vec4: vec },
     { name: 'dt', tensor: a.dt },
     { name: 'xdt', tensor: xdt, writable: true, vec4: true },
   ], d.heads * d.QP, d.chunks, body);
@@ -269,25 +271,30 @@ function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): vo
 
 /** bp / cp[b,g,c,i,n] = B / C at position c·Q+i, zero on padding. One padded row of N per invocation. */
 function prepBC(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, bp: Tensor, cp: Tensor): void {
+  const vec = d.stateDim % 4 === 0 && [a.B, a.C].every((t) => t.dtype === 'f32' && t.offset % 4 === 0);
   const body = `
   let g = i / QP;
   let row = i % QP;
   let t = c * Q + row;
   let valid = row < Q && t < P.L;
-  let src = ((b * P.L + min(t, P.L - 1u)) * G + g) * N;
+  let src = ((b * P.L + min(t, P.L - 1u)) * G + g) * N${vec ? ' / 4u' : ''};
   let dst = (((b * G + g) * P.NC + c) * QP + row) * NP4;
   for (var n4 = 0u; n4 < NP4; n4++) {
     var vb = vec4<f32>(0.0);
     var vc = vec4<f32>(0.0);
     if (valid) {
-      ${R(4, (q) => `if (n4 * 4u + ${q}u < N) { vb[${q}] = load_B(P.BOff + src + n4 * 4u + ${q}u); vc[${q}] = load_C(P.COff + src + n4 * 4u + ${q}u); }`, '\n      ')}
+      ${
+        vec
+          ? 'if (n4 * 4u < N) { vb = B[P.BOff + src + n4]; vc = C[P.COff + src + n4]; }'
+          : R(4, (q) => `if (n4 * 4u + ${q}u < N) { vb[${q}] = load_B(P.BOff + src + n4 * 4u + ${q}u); vc[${q}] = load_C(P.COff + src + n4 * 4u + ${q}u); }`, '\n      ')
+      }
     }
     bp[P.bpOff + dst + n4] = vb;
     cp[P.cpOff + dst + n4] = vc;
   }`;
   launch(device, 'ssd_prep_bc', d, [
-    { name: 'B', tensor: a.B },
-    { name: 'C', tensor: a.C },
+    { name: 'B', tensor: a.B, vec4: vec },
+    { name: 'C', tensor: a.C, vec4: vec },
     { name: 'bp', tensor: bp, writable: true, vec4: true },
     { name: 'cp', tensor: cp, writable: true, vec4: true },
   ], d.groups * d.QP, d.chunks, body);
