@@ -178,7 +178,28 @@ function dispatchTiles(
   }
 }
 
-function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
+/** The WGSL of a register tile's main loop, shared by the kernels built on this tile. */
+export interface TileCode {
+  /** `at` (flat texel index → coordinates), and `lo` / `hi` (bf16 halves) for packed B. */
+  helpers: string;
+  /** `var c{r}_{v}`: the accumulators, row r, column group v (vec4). */
+  accumulators: string;
+  /**
+   * The K loop. Expects locals kPad, aMask, aShift, bMask, bShift, bRow (texels between B rows) and
+   * bCol0 (the lane's first B texel), plus whatever `aRowStart` refers to.
+   */
+  loop: string;
+  /** `let col{v}`: the first output column of group v (needs t0, the lane's first texel column). */
+  columns: string;
+  /** Column groups per row. */
+  groups: number;
+}
+
+/**
+ * The tile loop of `tile` over B texels of `bFormat`; `aRowStart(r)` is the WGSL expression of
+ * row r's first A texel (q, the step's texel offset, is added to it).
+ */
+export function tileCode(tile: TextureTile, bFormat: TexelFormat, aRowStart: (r: number) => string): TileCode {
   const R = tile.rows;
   const CT = tile.texelsPerLane;
   const K = tile.kStep;
@@ -210,7 +231,7 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
   const fmaRows = (): string[] => {
     const lines: string[] = [];
     for (const r of rows) {
-      lines.push(`{ ${aTexels.map((t) => `let a${t} = ${load('A', `at(aRow0 + ${r}u * aRow + q${t === '' || t === '0' ? '' : ` + ${t}u`}, aMask, aShift)`)};`).join(' ')}`);
+      lines.push(`{ ${aTexels.map((t) => `let a${t} = ${load('A', `at(${aRowStart(r)} + q${t === '' || t === '0' ? '' : ` + ${t}u`}, aMask, aShift)`)};`).join(' ')}`);
       for (const v of vecs) {
         const terms = aTexels.flatMap((t, ti) => ['x', 'y', 'z', 'w'].map((c, e) => `a${t}.${c} * b${4 * ti + e}_${v}`));
         lines.push(`  c${r}_${v} = c${r}_${v} + ${terms.join(' + ')};`);
@@ -219,11 +240,32 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
     }
     return lines;
   };
-  // Epilogue: column indices and bias once per column group, then one store per row and group.
   const columns = vecs.map((v) => {
     const j = Math.floor(v / perTexel);
     return `let col${v} = (t0 + ${j * LANES}u) * ${perTexel * 4}u + ${(v % perTexel) * 4}u;`;
   });
+  return {
+    helpers: `fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
+${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}`,
+    accumulators: rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' '),
+    loop: `for (var k = 0u; k < kPad; k = k + ${K}u) {
+    let q = k >> 2u;
+    ${loadB().join('\n    ')}
+    ${fmaRows().join('\n    ')}
+  }`,
+    columns: columns.join('\n  '),
+    groups: V,
+  };
+}
+
+function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
+  const R = tile.rows;
+  const CT = tile.texelsPerLane;
+  const packed = bFormat === 'rgba32uint';
+  const rows = [...Array(R).keys()];
+  const code = tileCode(tile, bFormat, (r) => `aRow0 + ${r}u * aRow`);
+  const vecs = [...Array(code.groups).keys()];
+  // Epilogue: column indices and bias once per column group, then one store per row and group.
   const biases = vecs.map((v) => `bias${v} = vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.biasOff + min(col${v} + ${e}u, nCols - 1u)]`).join(', ')});`);
   const store = rows.map(
     (r) => `if (m0 + ${r}u < P.m) {
@@ -251,8 +293,7 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
 ${declareStorage(3, 'bias', 'f32', 'read')}
 @group(0) @binding(4) var<storage, read_write> out: array<${tile.vecStores ? 'vec4<f32>' : 'f32'}>;
 ${put}
-fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
-${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
+${code.helpers}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let z = wg.z;
@@ -268,15 +309,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let kPad = P.kPad;
   let aRow0 = P.aBase + z * P.aLayer + m0 * aRow;
   let bCol0 = P.bBase + z * P.bLayer + wg.x * P.bStrip + lane;
-  ${rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' ')}
-  for (var k = 0u; k < kPad; k = k + ${K}u) {
-    let q = k >> 2u;
-    ${loadB().join('\n    ')}
-    ${fmaRows().join('\n    ')}
-  }
+  ${code.accumulators}
+  ${code.loop}
   let outBase = P.outOff + z * P.outLayer;
   let nCols = P.nCols;
-  ${columns.join('\n  ')}
+  ${code.columns}
   ${vecs.map((v) => `var bias${v} = vec4<f32>(0.0);`).join(' ')}
   if (P.hasBias != 0u) {
     ${biases.join('\n    ')}
