@@ -11,7 +11,11 @@
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage, inputF32 } from '../../runtime/wgsl';
+import { declareStorage } from '../../runtime/wgsl';
+import { noGrad } from '../../autograd/graph';
+import { empty } from '../../creation';
+import { cast, contiguous } from '../layout/layout';
+import { cachedSource } from '../matmul/sources';
 import {
   acquireTexture,
   cachedTexture,
@@ -42,7 +46,7 @@ const LANES = 8;
 export function textureGroupedGemm(device: WebGpuDevice, g: GroupedGemm): boolean {
   const [experts, n, k] = g.weight.shape as [number, number, number];
   const format: TexelFormat = g.weight.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
-  const tile: TextureTile = { rows: g.grouping.rowTile, texelsPerLane: 32 / elementsPerTexel(format), kStep: 8, storage: true, vecStores: n % 4 === 0 };
+  const tile: TextureTile = { rows: g.grouping.rowTile, texelsPerLane: 32 / elementsPerTexel(format), kStep: 8, storage: true, vecStores: false };
   // W[e] read as B [K, N]: K contiguous, columns K apart.
   const wView: MatrixView = { tensor: g.weight, offset: g.weight.offset, batchStride: n * k, rowStride: 1, colStride: k };
   const wLayout = stripLayout(device, wView, format, experts, k, n, B_ROW_STEP, stripTexels(format));
@@ -79,77 +83,72 @@ export function textureGroupedGemm(device: WebGpuDevice, g: GroupedGemm): boolea
     .u32('lastStrip', strips - 1)
     .u32('bMask', w.width - 1)
     .u32('bShift', w.shift);
-  const bindings: KernelBinding[] = [device.bind(g.grouping.segmentStarts.storage, 0, experts + 1, `${g.name} segment starts`).range];
-  if (g.gather) bindings.push(device.bind(g.grouping.rowPairs.storage, 0, g.grouping.rowCapacity, `${g.name} row pairs`).range);
-  bindings.push({ texture: a.view }, { texture: w.view });
-  if (g.bias) {
-    const b = device.bind(g.bias.storage, g.bias.offset, experts * n, `${g.name} bias`);
-    p.u32('bOff', b.elementOffset);
-    bindings.push(b.range);
-  }
+  // Gathering, the bias and relu² are uniform flags, so the up and down GEMMs share one shader per
+  // weight dtype (each variant takes llvmpipe seconds to compile). The bias is bound as f32 [E, N],
+  // or a one-element placeholder.
+  const bias = g.bias ? noGrad(() => (g.bias!.dtype === 'f32' ? contiguous(g.bias!) : cast(g.bias!, 'f32'))) : empty([1], { device });
+  const b = device.bind(bias.storage, bias.offset, g.bias ? experts * n : 1, `${g.name} bias`);
+  p.u32('gather', g.gather ? 1 : 0).u32('relu2', g.relu2 ? 1 : 0).u32('hasBias', g.bias ? 1 : 0).u32('bOff', b.elementOffset);
   const out = device.bind(g.out.storage, g.out.offset, g.grouping.rowCapacity * n, `${g.name} output`);
-  if (tile.vecStores && out.elementOffset % 4 !== 0) throw new Error(`${g.name}: the output must start on a 16-byte boundary`);
   p.u32('outOff', out.elementOffset);
-  bindings.push(out.range);
+  const bindings: KernelBinding[] = [
+    device.bind(g.grouping.segmentStarts.storage, 0, experts + 1, `${g.name} segment starts`).range,
+    device.bind(g.grouping.rowPairs.storage, 0, g.grouping.rowCapacity, `${g.name} row pairs`).range,
+    { texture: a.view },
+    { texture: w.view },
+    b.range,
+    out.range,
+  ];
   device.run({
     name: g.name,
-    source: source(g, p, tile, format),
+    source: cachedSource(`moe-texture|${p.wgsl()}|${JSON.stringify(tile)}|${format}`, () => source(p, tile, format)),
     params: p,
     bindings,
     workgroups: [strips, Math.ceil(g.grouping.rowCapacity / tile.rows), 1],
     detail: `${experts} experts [${n},${k}] ${g.a.dtype}·${g.weight.dtype} texture tile ${tile.rows}×32`,
   });
   for (const t of transient) releaseTexture(device, t);
+  bias.dispose();
   return true;
 }
 
-function source(g: GroupedGemm, p: Params, tile: TextureTile, format: TexelFormat): string {
+function source(p: Params, tile: TextureTile, format: TexelFormat): string {
   const rows = [...Array(tile.rows).keys()];
   const code = tileCode(tile, format, (r) => `aStart${r}`);
   const vecs = [...Array(code.groups).keys()];
-  let binding = 1;
-  const decls = [declareStorage(binding++, 'starts', 'u32', 'read')];
-  if (g.gather) decls.push(declareStorage(binding++, 'row_pairs', 'u32', 'read'));
-  decls.push(`@group(0) @binding(${binding++}) var A: texture_storage_2d<rgba32float, read>;`);
-  decls.push(`@group(0) @binding(${binding++}) var B: texture_storage_2d<${format}, read>;`);
-  if (g.bias) decls.push(inputF32(binding++, 'bias', g.bias.dtype));
-  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> out: array<${tile.vecStores ? 'vec4<f32>' : 'f32'}>;`);
   // Row r's first A texel: its token's row when gathered (a padding row reads row 0 and stores zeros).
-  const rowSetup = rows.map((r) =>
-    g.gather
-      ? `let pair${r} = row_pairs[row0 + ${r}u]; let valid${r} = pair${r} != ${NO_ROW}u; let aStart${r} = select(0u, pair${r} / P.slots, valid${r}) * aRow;`
-      : `let aStart${r} = (row0 + ${r}u) * aRow;`,
+  const rowSetup = rows.map(
+    (r) =>
+      `let pair${r} = select(0u, row_pairs[row0 + ${r}u], P.gather != 0u); let valid${r} = P.gather == 0u || pair${r} != ${NO_ROW}u; let aStart${r} = select(row0 + ${r}u, select(0u, pair${r} / P.slots, valid${r}), P.gather != 0u) * aRow;`,
   );
-  const bias = (v: number) =>
-    g.bias ? ` + vec4<f32>(${[0, 1, 2, 3].map((e) => `load_bias(P.bOff + e * P.n + min(col${v} + ${e}u, P.n - 1u))`).join(', ')})` : '';
-  const value = (r: number, v: number) => {
-    let x = `c${r}_${v}${g.bias ? ` + bias${v}` : ''}`;
-    if (g.relu2) x = `relu2(${x})`;
-    return g.gather ? `select(vec4<f32>(0.0), ${x}, valid${r})` : x;
-  };
+  const biases = vecs.map((v) => `let bias${v} = select(vec4<f32>(0.0), vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.bOff + min(e * P.n + col${v} + ${e}u, last)]`).join(', ')}), P.hasBias != 0u);`);
   const store = rows.map(
     (r) => `{
     let o = P.outOff + (row0 + ${r}u) * P.n;
-    ${vecs.map((v) => `put(o, col${v}, ${value(r, v)});`).join('\n    ')}
+    ${vecs.map((v) => `put(o, col${v}, finish(c${r}_${v} + bias${v}, valid${r}));`).join('\n    ')}
   }`,
   );
-  const put = tile.vecStores
-    ? `fn put(o: u32, c: u32, v: vec4<f32>) {
-  if (c < P.n) { out[(o + c) / 4u] = v; }
-}`
-    : `fn put(o: u32, c: u32, v: vec4<f32>) {
+  return `requires readonly_and_readwrite_storage_textures;
+${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'starts', 'u32', 'read')}
+${declareStorage(2, 'row_pairs', 'u32', 'read')}
+@group(0) @binding(3) var A: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(4) var B: texture_storage_2d<${format}, read>;
+${declareStorage(5, 'bias', 'f32', 'read')}
+${declareStorage(6, 'out', 'f32', 'read_write')}
+fn put(o: u32, c: u32, v: vec4<f32>) {
   if (c < P.n) { out[o + c] = v.x; }
   if (c + 1u < P.n) { out[o + c + 1u] = v.y; }
   if (c + 2u < P.n) { out[o + c + 2u] = v.z; }
   if (c + 3u < P.n) { out[o + c + 3u] = v.w; }
-}`;
-  return `requires readonly_and_readwrite_storage_textures;
-${p.wgsl()}
-@group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
-${put}
+}
 ${code.helpers}
-fn relu2(v: vec4<f32>) -> vec4<f32> { let r = max(v, vec4<f32>(0.0)); return r * r; }
+// relu² when asked; a padding row of a gathered operand stores zeros.
+fn finish(v: vec4<f32>, valid: bool) -> vec4<f32> {
+  let r = max(v, vec4<f32>(0.0));
+  return select(vec4<f32>(0.0), select(v, r * r, P.relu2 != 0u), valid);
+}
 // The expert whose segment holds row: the last e with starts[e] <= row (empty segments share their start with the next one).
 fn expert_of(row: u32) -> u32 {
   var lo = 0u;
@@ -178,7 +177,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   ${code.accumulators}
   ${code.loop}
   ${code.columns}
-  ${g.bias ? vecs.map((v) => `let bias${v} = vec4<f32>(0.0)${bias(v)};`).join('\n  ') : ''}
+  // Bias columns past N read the expert's last one and are not stored; the placeholder has one element.
+  let last = select(0u, (e + 1u) * P.n - 1u, P.hasBias != 0u);
+  ${biases.join('\n  ')}
   ${store.join('\n  ')}
 }`;
 }
