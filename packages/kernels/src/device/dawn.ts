@@ -94,6 +94,7 @@ const REQUESTED_LIMITS = [
   'maxUniformBufferBindingSize',
   'maxBindGroups',
   'maxTextureDimension2D',
+  'maxStorageTexturesPerShaderStage',
 ] as const;
 
 /** Opens a Dawn device, trying backends in order. Throws {@link NoAdapterError} when none fits. */

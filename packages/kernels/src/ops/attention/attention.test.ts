@@ -13,9 +13,12 @@ import { withAttentionTuning, type AttentionTuning } from './attention.wgsl';
 const gpu = await testGpu();
 const cpu = getCpuDevice();
 
-/** The launch shapes of the other device class, so both code paths run on whichever adapter tests use. */
-const WIDE: Partial<AttentionTuning> = { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 4096, minSplitKeys: 64 };
-const NARROW: Partial<AttentionTuning> = { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 64, minSplitKeys: 64 };
+/**
+ * The launch shapes of the other device class, so both code paths run on whichever adapter tests
+ * use; the narrow one reads dense f32 keys and values through textures (where storage-texture reads exist).
+ */
+const WIDE: Partial<AttentionTuning> = { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 4096, minSplitKeys: 64, kvTextures: false };
+const NARROW: Partial<AttentionTuning> = { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 64, minSplitKeys: 64, kvTextures: true };
 const TUNINGS = { narrow: NARROW, wide: WIDE };
 
 interface Case {
@@ -174,6 +177,15 @@ describe('attention: decode', () => {
       const last = (gpu as WebGpuDevice).batch.recentLabels(1)[0]!;
       expect(last.startsWith('attention_combine')).toBe(keys >= 300);
     }
+  });
+
+  test.if(gpu !== null)('split keys with keys and values read through textures (prefill-sized, narrow launch)', async () => {
+    const c: Case = { batch: 1, queries: 9, keys: 333, qHeads: 4, kvHeads: 2, headDim: 16, valueDim: 12 };
+    const tuning = { ...NARROW, targetLanes: 512 };
+    const x = inputs(c, 29);
+    await compare(c, x, () => ({}), tuning, 'split + textures');
+    withAttentionTuning(tuning, () => attention(...onDev(c, x, gpu!)));
+    expect((gpu as WebGpuDevice).batch.recentLabels(1)[0]!.startsWith('attention_combine')).toBe(true);
   });
 
   test.if(gpu !== null)('a few queries over a long cache, with mask, odd value dim, wide launch', async () => {

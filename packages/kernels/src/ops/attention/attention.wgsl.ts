@@ -17,11 +17,12 @@
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
-import type { BufferRange } from '../../runtime/batch';
+import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
 
 /** Launch shape choices; the defaults depend on whether the adapter is a software rasteriser. */
 export interface AttentionTuning {
@@ -35,6 +36,11 @@ export interface AttentionTuning {
   targetLanes: number;
   /** Fewest keys per split. */
   minSplitKeys: number;
+  /**
+   * Read dense f32 keys and values from flat texture copies (read-only storage textures) instead of
+   * storage buffers: llvmpipe turns every storage-buffer load into a per-lane loop.
+   */
+  kvTextures: boolean;
 }
 
 /**
@@ -47,9 +53,9 @@ export interface AttentionTuning {
 function defaultTuning(device: WebGpuDevice): AttentionTuning {
   if (device.isSoftware) {
     const cores = typeof navigator !== 'undefined' ? navigator.hardwareConcurrency || 2 : 2;
-    return { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 32 * cores, minSplitKeys: 64 };
+    return { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 32 * cores, minSplitKeys: 64, kvTextures: true };
   }
-  return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64 };
+  return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures: false };
 }
 
 let tuningOverride: Partial<AttentionTuning> | null = null;
@@ -65,14 +71,16 @@ export function withAttentionTuning<T>(tuning: Partial<AttentionTuning>, fn: () 
   }
 }
 
+/** Calls with more queries than this are prefill-sized (they may copy keys and values to textures). */
+const PREFILL_MIN_QUERIES = 8;
 const LOG2E = Math.LOG2E;
 /** A finite "minus infinity" (shader compilers may assume finite math): below any real score. */
 const NEG = '-3.0e38';
 /** lse is stored as bits: +Infinity cannot be written as an f32 expression in WGSL. */
 const INF_BITS = '0x7f800000u';
 
-/** How a kernel reads one head-vector operand: f32 vec4s, bf16 packed 8 per vec4<u32>, or per element. */
-type Access = 'vec4' | 'bf16x8' | DType;
+/** How a kernel reads one head-vector operand: f32 vec4s (from a buffer or a flat texture), bf16 packed 8 per vec4<u32>, or per element. */
+type Access = 'vec4' | 'texture' | 'bf16x8' | DType;
 
 interface KernelSpec {
   split: boolean;
@@ -131,12 +139,33 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
     .u32('splits', splits)
     .u32('rows', rows)
     .f32('scale', p.scale * LOG2E);
-  const bindings: BufferRange[] = [];
-  const bindHead = (name: string, view: HeadView, dim: number): Access => {
+  const bindings: KernelBinding[] = [];
+  const textures: FlatTexture[] = [];
+  // Keys and values through texture copies when both are dense f32 of whole vec4s, for prefill-sized
+  // calls (a decode step would copy its whole cache to read it once).
+  const denseVec4 = (view: HeadView, dim: number) => view.tensor.dtype === 'f32' && view.tensor.isContiguous && view.tensor.offset % 4 === 0 && dim % 4 === 0;
+  const kvTextures =
+    tuning.kvTextures &&
+    p.queries > PREFILL_MIN_QUERIES &&
+    storageReads(device) &&
+    denseVec4(p.k, p.headDim) &&
+    denseVec4(p.v, p.valueDim) &&
+    [p.k, p.v].every((view) => view.tensor.size / 4 <= flatCapacity(device));
+  const bindHead = (name: string, view: HeadView, dim: number, texture: boolean): Access => {
     const t = view.tensor;
+    params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
+    if (texture) {
+      // The copy starts at the tensor's first element: offset 0.
+      const flat = acquireTexture(device, 'rgba32float', t.size / 4);
+      copyDenseToFlat(device, t, flat);
+      textures.push(flat);
+      bindings.push({ texture: flat.view });
+      params.u32(`${name}Off`, 0).u32(`${name}Mask`, flat.width - 1).u32(`${name}Shift`, flat.shift);
+      return 'texture';
+    }
     const bound = device.bind(t.storage, t.offset, extent(t), `attention ${name}`);
     bindings.push(bound.range);
-    params.u32(`${name}Off`, bound.elementOffset).u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
+    params.u32(`${name}Off`, bound.elementOffset);
     const starts = [bound.elementOffset, view.strides.batch, view.strides.seq, view.strides.head];
     if (t.dtype === 'f32' && dim % 4 === 0 && starts.every((x) => x % 4 === 0)) return 'vec4';
     if (t.dtype === 'bf16' && dim % 8 === 0 && starts.every((x) => x % 8 === 0)) return 'bf16x8';
@@ -148,9 +177,9 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
     bindings.push(bound.range);
     params.u32(`${name}Off`, bound.elementOffset).u32(`${name}sB`, view.batchStride).u32(`${name}sJ`, view.keyStride);
   };
-  const qAccess = bindHead('q', p.q, p.headDim);
-  const kAccess = bindHead('k', p.k, p.headDim);
-  const vAccess = bindHead('v', p.v, p.valueDim);
+  const qAccess = bindHead('q', p.q, p.headDim, false);
+  const kAccess = bindHead('k', p.k, p.headDim, kvTextures);
+  const vAccess = bindHead('v', p.v, p.valueDim, kvTextures);
   if (p.keyMask) bindKeyRow('m', p.keyMask);
   if (p.seqIds) bindKeyRow('s', p.seqIds);
   if (p.keysOnDevice) {
@@ -202,6 +231,7 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
       combineSplits(device, { splits, rows, valueDim: p.valueDim, workgroupSize: tuning.workgroupSize, partialOut, partialStats, out, lse, detail });
     }
   } finally {
+    for (const t of textures) releaseTexture(device, t);
     partialOut?.dispose();
     partialStats?.dispose();
   }
@@ -216,6 +246,12 @@ function extent(t: Tensor): number {
 
 function declareHead(binding: number, name: string, access: Access): string {
   if (access === 'vec4') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<f32>>;`;
+  if (access === 'texture') {
+    // P.<x>Mask / P.<x>Shift of the flat texture: params are named after the operand (q, k, v).
+    const p = name.slice(0, 1);
+    return `@group(0) @binding(${binding}) var ${name}: texture_storage_2d<rgba32float, read>;
+fn ${name}_at(i: u32) -> vec4<f32> { return textureLoad(${name}, vec2<u32>(i & P.${p}Mask, i >> P.${p}Shift)); }`;
+  }
   if (access === 'bf16x8') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<u32>>;`;
   return `${declareStorage(binding, name, access, 'read')}\n${loaderF32(name, access)}`;
 }
@@ -227,6 +263,7 @@ function declareHead(binding: number, name: string, access: Access): string {
 function loadHead(name: string, access: Access, base: string, dim: number, out: string): string[] {
   const chunks = Math.ceil(dim / 4);
   if (access === 'vec4') return range(chunks).map((c) => `let ${out}${c} = ${name}[(${base} >> 2u) + ${c}u];`);
+  if (access === 'texture') return range(chunks).map((c) => `let ${out}${c} = ${name}_at((${base} >> 2u) + ${c}u);`);
   if (access === 'bf16x8') {
     const lines: string[] = [];
     for (const u of range(chunks / 2)) {
@@ -390,7 +427,8 @@ function buildFlashSource(s: KernelSpec, params: Params): string {
     }
     emit('}');
   }
-  return `${params.wgsl()}
+  const textures = s.k === 'texture' || s.v === 'texture';
+  return `${textures ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
 ${s.lse ? MATH_F32 : ''}

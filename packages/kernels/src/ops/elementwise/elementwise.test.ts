@@ -4,7 +4,8 @@ import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../test
 import { tensor } from '../../creation';
 import { BINARY, UNARY, type BinaryOp, type UnaryOp } from './definitions';
 import { binary, clamp, unary, where } from './elementwise';
-import { transpose, narrow } from '../layout/layout';
+import { copyInto, transpose, narrow } from '../layout/layout';
+import type { Tensor } from '../../tensor';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
@@ -107,3 +108,50 @@ test.if(gpu !== null)('large element counts spill the grid into y', async () => 
   expect(out[n - 1]).toBe(values[n - 1]! + 1);
   expect(out[65535 * 256 + 5]).toBe(values[65535 * 256 + 5]! + 1);
 });
+
+describe('vec4 fast path (dense f32 operands, counts and offsets multiples of 4) and its fallbacks', () => {
+  const vecShape = [6, 10, 2];
+  /** Runs `run` on both devices, compares, and checks whether the last WebGPU kernel took the vec4 path. */
+  async function check(what: string, run: (d: Device) => Tensor, vec4: boolean): Promise<void> {
+    const ref = await run(cpu).data();
+    const out = poisoned(gpu!, () => run(gpu!));
+    expect(gpu!.kind === 'webgpu' && gpu!.batch.recentLabels(1)[0]!.endsWith(' vec4')).toBe(vec4);
+    expectClose((await out.data()) as Float32Array, ref as Float32Array, { rtol: 2e-6, what });
+  }
+
+  test.if(gpu !== null)('every unary op', async () => {
+    for (const op of Object.keys(UNARY) as UnaryOp[]) {
+      const values = unaryInput(op, vecShape, 21, 'f32');
+      const p = op === 'clamp' ? [-0.7, 1.3] : op === 'pow_scalar' ? [1.7, 0] : [0, 0];
+      await check(op, (d) => unary(op, onDevice(values, vecShape, d), p[0], p[1]), true);
+    }
+  });
+
+  test.if(gpu !== null)('every binary op, tensor and scalar operands', async () => {
+    for (const op of Object.keys(BINARY) as BinaryOp[]) {
+      const positive = op === 'pow';
+      const a = randomData(vecShape, 22, { positive }).map((v) => (op === 'eq' || op === 'ne' ? Math.round(v) : v));
+      const b = randomData(vecShape, 23, { positive }).map((v) => (op === 'eq' || op === 'ne' ? Math.round(v) : v));
+      await check(`${op} tensors`, (d) => binary(op, onDevice(a, vecShape, d), onDevice(b, vecShape, d)), true);
+      await check(`${op} scalar`, (d) => binary(op, 1.5, onDevice(b, vecShape, d)), true);
+    }
+  });
+
+  test.if(gpu !== null)('views at offsets that are multiples of 4 take it; other offsets, odd counts, broadcasts and bf16 fall back', async () => {
+    const base = randomData([131], 24);
+    const other = randomData([120], 25);
+    const at = (d: Device, start: number) => narrow(onDevice(base, [131], d), 0, start, 120);
+    await check('offset 8', (d) => binary('mul', at(d, 8), onDevice(other, [120], d)), true);
+    await check('offset 3', (d) => binary('mul', at(d, 3), onDevice(other, [120], d)), false);
+    await check('output at offset 2', (d) => {
+      const dst = narrow(onDevice(base, [131], d), 0, 2, 120);
+      copyInto(dst, onDevice(other, [120], d));
+      return dst;
+    }, false);
+    await check('odd count', (d) => unary('exp', narrow(onDevice(base, [131], d), 0, 8, 119)), false);
+    await check('broadcast row', (d) => binary('add', onDevice(other, [12, 10], d), onDevice(other.subarray(0, 10), [10], d)), false);
+    const bf = randomData([120], 26, { dtype: 'bf16' });
+    await check('bf16 operand', (d) => binary('add', onDevice(bf, [120], d, 'bf16'), onDevice(other, [120], d)), false);
+  });
+});
+

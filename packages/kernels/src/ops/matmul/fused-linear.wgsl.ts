@@ -86,7 +86,8 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
     const params = new Params()
       .u32('m', l.m)
       .u32('k', l.k)
-      .u32('kPad', b.layout.paddedRows)
+      // K steps of 4 (B's layout may pad rows further for the prefill tiles; those stay unread).
+      .u32('kPad', Math.ceil(l.k / 4) * 4)
       .u32('n', l.n)
       .u32('nCols', nCols)
       .u32('col0', col0)

@@ -48,10 +48,19 @@ const matmulOf = (c: Case) => (d: Device) => {
   return matmul(a, b, { transA: c.transA, transB: c.transB, bias });
 };
 
-/** Shapes for the tiled and texture kernels: odd sizes straddling 16/32/64 tile edges and the K step of 4. */
+/**
+ * Shapes for the tiled and texture kernels: odd sizes straddling 16/32/64 tile edges and the K
+ * steps of 4 and 8; N a multiple of 4 or not (the vec4-store texture tile writes padded rows then).
+ */
 const GEMM_CASES: Case[] = [
   { name: 'odd 37×45×29', a: [37, 29], b: [29, 45] },
-  { name: 'tile edges 65×33×17 (32-row tile)', a: [65, 17], b: [17, 33] },
+  { name: 'tile edges 65×33×17', a: [65, 17], b: [17, 33] },
+  { name: 'K a multiple of 4, not of 8; N a multiple of 4', a: [21, 36], b: [36, 44], bias: 'f32' },
+  { name: 'bf16 weight, K a multiple of 8, N a multiple of 4', a: [23, 48], b: [52, 48], transB: true, bType: 'bf16', bias: 'bf16' },
+  { name: 'batched, N a multiple of 4', a: [3, 19, 24], b: [3, 24, 40] },
+  { name: 'narrow N=16: bf16 weight with bias (the Mamba dt projection)', a: [45, 40], b: [16, 40], transB: true, bType: 'bf16', bias: 'f32' },
+  { name: 'narrow N=3, batched B', a: [2, 37, 24], b: [2, 24, 3] },
+  { name: 'narrow N=32, f32 weight', a: [70, 33], b: [32, 33], transB: true },
   { name: 'transA', a: [29, 37], b: [29, 45], transA: true },
   { name: 'transB', a: [37, 29], b: [45, 29], transB: true },
   { name: 'transA transB', a: [29, 37], b: [45, 29], transA: true, transB: true },
@@ -82,6 +91,7 @@ const PATHS: [string, MatmulPathOverride, Case[]][] = [
   ['gemv (hardware shapes)', { path: 'gemv', software: false }, GEMV_CASES],
   ['gemv (software shapes)', { path: 'gemv', software: true }, GEMV_CASES],
   ['texture', { path: 'texture' }, [...GEMM_CASES, ...GEMV_CASES]],
+  ['texture, sampled reads (devices without storage-texture reads)', { path: 'texture', storageReads: false }, GEMM_CASES],
 ];
 
 /** The first use of a large-tile texture shader compiles it (seconds on llvmpipe without Mesa's shader cache). */
@@ -209,6 +219,7 @@ describe('operands larger than one storage binding', () => {
         { name: 'B [K, N] bigger than a binding', a: [19, 70], b: [70, 53] },
         { name: 'batched output bigger than a binding', a: [3, 41, 9], b: [3, 9, 33] },
         { name: 'strips of a wide weight packed a few at a time', a: [5, 3], b: [600, 3], transB: true, bType: 'bf16' },
+        { name: 'narrow output bigger than a binding', a: [70, 9], b: [9, 20], bias: 'f32' },
       ];
       for (const path of ['tiled', 'gemv', 'texture'] as const) {
         setMatmulPath({ path });

@@ -24,6 +24,7 @@ import {
   layoutTexels,
   packedLayout,
   releaseTexture,
+  storageReads,
   stripLayout,
   uploadMatrix,
   type FlatTexture,
@@ -31,7 +32,7 @@ import {
   type TexelFormat,
 } from './packed-texture';
 import type { MatmulProblem, MatrixView } from './problem';
-import { stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
+import { B_ROW_STEP, stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
 export type MatmulPath = 'tiled' | 'gemv' | 'texture';
 
@@ -40,6 +41,8 @@ export interface MatmulPathOverride {
   path?: MatmulPath;
   /** Parametrize the buffer kernels as for a software (true) or hardware (false) device. */
   software?: boolean;
+  /** Let the texture kernel read storage textures where the device supports them (default true). */
+  storageReads?: boolean;
 }
 
 let forced: MatmulPathOverride = {};
@@ -73,9 +76,11 @@ export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, h
 
 /** Runs the texture kernel when the operands fit textures and it pays off; false to fall back to buffers. */
 function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
-  const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k);
   const bLayout = bTextureLayout(device, p);
   const bFormat = bLayout.format;
+  const tile = textureTile(p.m, bFormat, (forced.storageReads ?? true) && storageReads(device));
+  // A rows padded to whole K steps of the tile (B's layout pads to those of every tile).
+  const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k, 1, tile.kStep / 4);
   const capacity = flatCapacity(device);
   if (layoutTexels(aLayout) > capacity || layoutTexels(bLayout) > capacity || p.k === 0) return false;
   const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;
@@ -98,7 +103,7 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
   const b = cached ?? upload(p.b, bLayout);
   const a = upload(p.a, aLayout);
   const bias = denseBias(device, p);
-  textureMatmul(device, p, out, a, b, bias, textureTile(p.m, bFormat));
+  textureMatmul(device, p, out, a, b, bias, tile);
   for (const t of transient) releaseTexture(device, t);
   bias.tensor.dispose();
   return true;
@@ -112,12 +117,15 @@ function gemvRows(p: MatmulProblem): boolean {
   return p.batch === 1 && p.m <= GEMV_MAX_ROWS && denseA && bias;
 }
 
-/** How B is packed for the texture kernel: rows padded to whole K steps; one contiguous strip per workgroup unless B copies in as it is. */
+/**
+ * How B is packed for the texture kernels: rows padded to whole K steps of every tile (one cached
+ * layout serves them all); one contiguous strip per workgroup unless B copies in as it is.
+ */
 export function bTextureLayout(device: WebGpuDevice, p: MatmulProblem): PackedLayout {
   const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
   const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
-  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4);
-  return directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, 4, stripTexels(bFormat)) ?? wide);
+  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP);
+  return directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP, stripTexels(bFormat)) ?? wide);
 }
 
 /** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */

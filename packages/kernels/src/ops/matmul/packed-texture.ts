@@ -92,13 +92,14 @@ export function panelBase(l: PackedLayout, panel: number): number {
 }
 
 /**
- * Layout for `view` read as [layers, rows, cols], rows padded with zeros to a multiple of `rowStep`,
- * with panels narrow enough that one matrix row of a panel fits a storage binding (only matters
- * when columns are far apart, as in a transposed [N, K] weight read as [K, N]).
+ * Layout for `view` read as [layers, rows, cols], rows padded with zeros to a multiple of `rowStep`
+ * and to a multiple of `texelStep` texels, with panels narrow enough that one matrix row of a panel
+ * fits a storage binding (only matters when columns are far apart, as in a transposed [N, K] weight
+ * read as [K, N]).
  */
-export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep = 1): PackedLayout {
+export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep = 1, texelStep = 1): PackedLayout {
   const cpt = elementsPerTexel(format);
-  const rowTexels = Math.ceil(cols / cpt);
+  const rowTexels = Math.ceil(cols / cpt / texelStep) * texelStep;
   const limitElements = Math.floor(bindingBudget(device) / bytesPerElement(view.tensor.dtype));
   const maxCols = view.colStride === 0 ? cols : Math.floor((limitElements - 1) / view.colStride) + 1;
   const panelTexels = Math.max(1, Math.min(rowTexels, Math.floor(maxCols / cpt)));
@@ -176,8 +177,18 @@ function textureShape(device: WebGpuDevice, texels: number, bucketed: boolean): 
   return { width, height: Math.min(height, maxHeight(device)) };
 }
 
+/**
+ * Whether kernels can read the packed textures as read-only storage textures. llvmpipe compiles
+ * those loads inline, while every `textureLoad` of a sampled 32-bit-channel texture becomes a call
+ * into a generic fetch function (mip level, size and bounds recomputed lane by lane).
+ */
+export function storageReads(device: WebGpuDevice): boolean {
+  return state(device).storageReads;
+}
+
 function createFlat(device: WebGpuDevice, format: TexelFormat, width: number, height: number, label: string): FlatTexture {
-  const texture = device.gpu.createTexture({ size: [width, height], format, usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST, label });
+  const usage = GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST | (storageReads(device) ? GPUTextureUsage.STORAGE_BINDING : 0);
+  const texture = device.gpu.createTexture({ size: [width, height], format, usage, label });
   return { texture, view: texture.createView(), format, width, shift: Math.log2(width), capacity: width * height, bytes: width * height * TEXEL_BYTES };
 }
 
@@ -201,11 +212,14 @@ class TextureState {
   pooledBytes = 0;
   cachedWeightBytes = 0;
   cachedWeights = 0;
+  readonly storageReads: boolean;
 
   constructor(
     private readonly device: WebGpuDevice,
     readonly maxPooledBytes: number,
-  ) {}
+  ) {
+    this.storageReads = device.handles.gpu.wgslLanguageFeatures?.has('readonly_and_readwrite_storage_textures') ?? false;
+  }
 
   /** A transient texture holding at least `texels`; give it back with `release` once its uses are recorded. */
   acquire(format: TexelFormat, texels: number): FlatTexture {
@@ -320,12 +334,20 @@ function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, t
   if (end > t) piece(end - t, 1);
 }
 
+/** Copies the dense f32 `tensor` (its first element on a 16-byte boundary) into `texture` from texel 0. */
+export function copyDenseToFlat(device: WebGpuDevice, tensor: Tensor, texture: FlatTexture): void {
+  if (tensor.dtype !== 'f32' || !tensor.isContiguous || tensor.offset % 4 !== 0 || tensor.size % 4 !== 0) {
+    throw new Error(`copyDenseToFlat: needs a dense f32 tensor of whole texels at a 16-byte offset (got ${tensor.dtype}, offset ${tensor.offset}, ${tensor.size} elements)`);
+  }
+  copyFlat(device, tensor.storage.gpu!, tensor.offset * 4, texture, 0, tensor.size / 4);
+}
+
 /** True when the view's bytes already are the texel stream of each layer (dense rows of whole texels, one panel). */
 export function directlyCopyable(view: MatrixView, l: PackedLayout): boolean {
   const dtype = view.tensor.dtype;
   const cpt = elementsPerTexel(l.format);
   if ((l.format === 'rgba32float') !== (dtype === 'f32')) return false;
-  if (l.cols % cpt !== 0 || l.panelTexels < l.rowTexels || l.strip > 0) return false;
+  if (l.rowTexels * cpt !== l.cols || l.panelTexels < l.rowTexels || l.strip > 0) return false;
   if (view.colStride !== 1 && l.cols > 1) return false;
   if (l.rows > 1 && view.rowStride !== l.cols) return false;
   const bpe = bytesPerElement(dtype);

@@ -6,16 +6,20 @@
  * feeds, so the tile is as large as the registers (spilled to L1) allow: 16 rows × 32 columns for
  * prefill; for decode (M ≤ 8) the tile holds all M rows, so each weight texel is read once.
  *
- * K runs in whole steps of 4 (one A texel per row): the packed A rows end in zeros and B has zero
- * rows up to a multiple of 4, so there is no tail to mask (and half the code to compile).
+ * K runs in whole steps of 4 or 8 (one or two A texels per row): the packed A rows end in zeros
+ * up to a whole step and B has zero rows up to a multiple of 8, so there is no tail to mask (and
+ * half the code to compile).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { declareStorage } from '../../runtime/wgsl';
+import { empty } from '../../creation';
 import type { Tensor } from '../../tensor';
+import { copyInto, narrow, reshape } from '../layout/layout';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { elementsPerTexel, layerTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { narrowApplies, narrowMatmul } from './narrow-gemm.wgsl';
 import type { MatmulProblem } from './problem';
 import { cachedSource } from './sources';
 import { bindingBudget } from './split';
@@ -26,19 +30,33 @@ const LANES = 8;
 export interface TextureTile {
   rows: number;
   texelsPerLane: number;
+  /** K values per loop step: 4 (one A texel per row) or 8 (two). */
+  kStep: 4 | 8;
+  /** Operands bound as read-only storage textures rather than sampled ones (see `storageReads`). */
+  storage: boolean;
+  /**
+   * Whole vec4 stores (~15 % less time than scalar ones at K = 512 on llvmpipe): the output row
+   * stride, its offset and each panel's first column must be multiples of 4.
+   */
+  vecStores: boolean;
 }
 
 /**
- * The register tile for `m` rows × 32 columns: for decode shapes all rows (rounded up to 1, 2, 4
- * or 8 to bound the number of shader variants); otherwise 16 rows, or 32 rows for f32 B with
- * M ≥ 64 (f32 needs twice the B fetches per FMA of bf16; the taller tile measured ~15 % faster on
- * llvmpipe, but takes several times longer to compile, so only large products use it).
+ * The register tile for `m` rows × 32 columns. Decode shapes: all rows (rounded up to 1, 2, 4 or
+ * 8 to bound the number of shader variants), 4 K values per step, sampled textures. Otherwise 16
+ * rows (taller tiles spill more than they save, and take several times longer to compile); with
+ * storage reads, 8 K values per step (llvmpipe loads, masks and stores every accumulator once per
+ * step, so longer steps halve that work: ~15 % faster with storage reads, slower with sampled
+ * ones) and vec4 stores.
  */
-export function textureTile(m: number, bFormat: TexelFormat): TextureTile {
+export function textureTile(m: number, bFormat: TexelFormat, storage: boolean): TextureTile {
   const texelsPerLane = 32 / elementsPerTexel(bFormat);
-  if (m <= GEMV_MAX_ROWS) return { rows: 2 ** Math.ceil(Math.log2(m)), texelsPerLane };
-  return { rows: bFormat === 'rgba32float' && m >= 64 ? 32 : 16, texelsPerLane };
+  if (m <= GEMV_MAX_ROWS) return { rows: 2 ** Math.ceil(Math.log2(m)), texelsPerLane, kStep: 4, storage: false, vecStores: false };
+  return { rows: 16, texelsPerLane, kStep: storage ? 8 : 4, storage, vecStores: storage };
 }
+
+/** B rows are padded to this multiple (the longest K step), so every tile reads whole steps. */
+export const B_ROW_STEP = 8;
 
 /** Texel columns of B one workgroup covers (its strip): 256 columns. */
 export function stripTexels(bFormat: TexelFormat): number {
@@ -63,13 +81,46 @@ export function textureMatmul(
   bias: { tensor: Tensor; present: boolean },
   tile: TextureTile,
 ): void {
+  if (tile.storage && narrowApplies(p, a.layout, b.layout)) return narrowMatmul(device, p, out, a, b, bias);
+  if (!tile.vecStores || (p.n % 4 === 0 && out.offset % 4 === 0)) return dispatchTiles(device, p, out, p.n, a, b, bias, tile);
+  // Vec4 stores need rows of whole vec4s: write padded rows, then copy the N columns out, in blocks
+  // of rows whose bindings fit.
+  const rowPad = Math.ceil(p.n / 4) * 4;
+  const rows = p.batch * p.m;
+  const padded = empty([rows, rowPad], { device });
+  dispatchTiles(device, p, padded, rowPad, a, b, bias, tile);
+  const dst = reshape(out, [rows, p.n]);
+  const block = Math.max(1, Math.floor(bindingBudget(device) / 4 / rowPad));
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const count = Math.min(block, rows - r0);
+    const from = narrow(narrow(padded, 0, r0, count), 1, 0, p.n);
+    const to = narrow(dst, 0, r0, count);
+    copyInto(to, from);
+    from.dispose();
+    to.dispose();
+  }
+  dst.dispose();
+  padded.dispose();
+}
+
+/** The kernel launches: `out` is dense f32 [batch, M, outRow], outRow ≥ N (vec4 stores may write junk past N). */
+function dispatchTiles(
+  device: WebGpuDevice,
+  p: MatmulProblem,
+  out: Tensor,
+  outRow: number,
+  a: PackedOperand,
+  b: PackedOperand,
+  bias: { tensor: Tensor; present: boolean },
+  tile: TextureTile,
+): void {
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
   const limit = bindingBudget(device);
-  const layerElements = p.m * p.n;
+  const layerElements = p.m * outRow;
   // Output chunks (batch entries, then rows) whose binding fits.
   let zChunk = Math.min(p.batch, maxWg, Math.max(1, Math.floor(limit / 4 / Math.max(layerElements, 1))));
   let mChunk = p.m;
-  if (zChunk === 1 && layerElements * 4 > limit) mChunk = Math.max(1, Math.floor(limit / 4 / p.n));
+  if (zChunk === 1 && layerElements * 4 > limit) mChunk = Math.max(1, Math.floor(limit / 4 / outRow));
   mChunk = Math.min(mChunk, maxWg * tile.rows);
   if (mChunk < p.m) zChunk = 1;
   const cpt = elementsPerTexel(b.layout.format);
@@ -78,7 +129,7 @@ export function textureMatmul(
     const zc = Math.min(zChunk, p.batch - z0);
     for (let m0 = 0; m0 < p.m; m0 += mChunk) {
       const mc = Math.min(mChunk, p.m - m0);
-      const outBound = device.bind(out.storage, out.offset + z0 * layerElements + m0 * p.n, (zc - 1) * layerElements + (mc - 1) * p.n + p.n, 'matmul output');
+      const outBound = device.bind(out.storage, out.offset + z0 * layerElements + m0 * outRow, (zc - 1) * layerElements + mc * outRow, 'matmul output');
       for (let panel = 0; panel < panelCount(b.layout); panel++) {
         const w = panelWidth(b.layout, panel);
         const col0 = panel * b.layout.panelTexels * cpt;
@@ -108,7 +159,7 @@ export function textureMatmul(
           .u32('bShift', b.texture.shift)
           .u32('outOff', outBound.elementOffset + col0)
           .u32('outLayer', layerElements)
-          .u32('outRow', p.n);
+          .u32('outRow', outRow);
         const biasBound = bias.present
           ? device.bind(bias.tensor.storage, bias.tensor.offset + col0, nCols, 'matmul bias')
           : device.bind(bias.tensor.storage, bias.tensor.offset, 1, 'matmul bias placeholder');
@@ -116,32 +167,56 @@ export function textureMatmul(
         const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }, biasBound.range, outBound.range];
         device.run({
           name: 'matmul_texture',
-          source: cachedSource(`texture|${params.wgsl()}|${tile.rows}|${tile.texelsPerLane}|${b.layout.format}`, () => textureSource(params, tile, b.layout.format)),
+          source: cachedSource(`texture|${params.wgsl()}|${JSON.stringify(tile)}|${b.layout.format}`, () => textureSource(params, tile, b.layout.format)),
           params,
           bindings,
           workgroups: [stripCount, Math.ceil(mc / tile.rows), zc],
-          detail: `[${zc}×${mc}×${p.k}]·[${p.k}×${nCols}] tile ${tile.rows}×${tile.texelsPerLane * cpt} ${b.layout.format}`,
+          detail: `[${zc}×${mc}×${p.k}]·[${p.k}×${nCols}] tile ${tile.rows}×${tile.texelsPerLane * cpt}×${tile.kStep}${tile.storage ? ' storage' : ''} ${b.layout.format}`,
         });
       }
     }
   }
 }
 
-function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
+/** The WGSL of a register tile's main loop, shared by the kernels built on this tile. */
+export interface TileCode {
+  /** `at` (flat texel index → coordinates), and `lo` / `hi` (bf16 halves) for packed B. */
+  helpers: string;
+  /** `var c{r}_{v}`: the accumulators, row r, column group v (vec4). */
+  accumulators: string;
+  /**
+   * The K loop. Expects locals kPad, aMask, aShift, bMask, bShift, bRow (texels between B rows) and
+   * bCol0 (the lane's first B texel), plus whatever `aRowStart` refers to.
+   */
+  loop: string;
+  /** `let col{v}`: the first output column of group v (needs t0, the lane's first texel column). */
+  columns: string;
+  /** Column groups per row. */
+  groups: number;
+}
+
+/**
+ * The tile loop of `tile` over B texels of `bFormat`; `aRowStart(r)` is the WGSL expression of
+ * row r's first A texel (q, the step's texel offset, is added to it).
+ */
+export function tileCode(tile: TextureTile, bFormat: TexelFormat, aRowStart: (r: number) => string): TileCode {
   const R = tile.rows;
   const CT = tile.texelsPerLane;
+  const K = tile.kStep;
   const packed = bFormat === 'rgba32uint';
   const perTexel = packed ? 2 : 1; // vec4 column groups per B texel
   const V = CT * perTexel;
   const rows = [...Array(R).keys()];
   const vecs = [...Array(V).keys()];
+  // Storage textures have a single level: no level argument.
+  const load = (texture: string, coords: string) => (tile.storage ? `textureLoad(${texture}, ${coords})` : `textureLoad(${texture}, ${coords}, 0)`);
 
-  /** Loads B rows k + 0..3 as vec4 column groups b{kk}_{v}. */
+  /** Loads B rows k + 0..K-1 as vec4 column groups b{kk}_{v}. */
   const loadB = (): string[] => {
     const lines: string[] = [];
-    for (let kk = 0; kk < 4; kk++) {
+    for (let kk = 0; kk < K; kk++) {
       for (let j = 0; j < CT; j++) {
-        const fetch = `textureLoad(B, at(bCol0 + (k + ${kk}u) * bRow + ${j * LANES}u, bMask, bShift), 0)`;
+        const fetch = load('B', `at(bCol0 + (k + ${kk}u) * bRow + ${j * LANES}u, bMask, bShift)`);
         if (packed) {
           lines.push(`let w${kk}_${j} = ${fetch};`);
           lines.push(`let b${kk}_${2 * j} = vec4<f32>(lo(w${kk}_${j}.x), hi(w${kk}_${j}.x), lo(w${kk}_${j}.y), hi(w${kk}_${j}.y));`);
@@ -151,20 +226,46 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
     }
     return lines;
   };
+  // A row's K values of one step: texel a (k..k+3), or a0 and a1 (k..k+7) for 8-wide steps.
+  const aTexels = K === 4 ? [''] : ['0', '1'];
   const fmaRows = (): string[] => {
     const lines: string[] = [];
     for (const r of rows) {
-      lines.push(`{ let a = textureLoad(A, at(aRow0 + ${r}u * aRow + q, aMask, aShift), 0);`);
-      for (const v of vecs) lines.push(`  c${r}_${v} = c${r}_${v} + a.x * b0_${v} + a.y * b1_${v} + a.z * b2_${v} + a.w * b3_${v};`);
+      lines.push(`{ ${aTexels.map((t) => `let a${t} = ${load('A', `at(${aRowStart(r)} + q${t === '' || t === '0' ? '' : ` + ${t}u`}, aMask, aShift)`)};`).join(' ')}`);
+      for (const v of vecs) {
+        const terms = aTexels.flatMap((t, ti) => ['x', 'y', 'z', 'w'].map((c, e) => `a${t}.${c} * b${4 * ti + e}_${v}`));
+        lines.push(`  c${r}_${v} = c${r}_${v} + ${terms.join(' + ')};`);
+      }
       lines.push('}');
     }
     return lines;
   };
-  // Epilogue: column indices and bias once per column group, then one store per row and group.
   const columns = vecs.map((v) => {
     const j = Math.floor(v / perTexel);
     return `let col${v} = (t0 + ${j * LANES}u) * ${perTexel * 4}u + ${(v % perTexel) * 4}u;`;
   });
+  return {
+    helpers: `fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
+${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}`,
+    accumulators: rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' '),
+    loop: `for (var k = 0u; k < kPad; k = k + ${K}u) {
+    let q = k >> 2u;
+    ${loadB().join('\n    ')}
+    ${fmaRows().join('\n    ')}
+  }`,
+    columns: columns.join('\n  '),
+    groups: V,
+  };
+}
+
+function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
+  const R = tile.rows;
+  const CT = tile.texelsPerLane;
+  const packed = bFormat === 'rgba32uint';
+  const rows = [...Array(R).keys()];
+  const code = tileCode(tile, bFormat, (r) => `aRow0 + ${r}u * aRow`);
+  const vecs = [...Array(code.groups).keys()];
+  // Epilogue: column indices and bias once per column group, then one store per row and group.
   const biases = vecs.map((v) => `bias${v} = vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.biasOff + min(col${v} + ${e}u, nCols - 1u)]`).join(', ')});`);
   const store = rows.map(
     (r) => `if (m0 + ${r}u < P.m) {
@@ -172,22 +273,27 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
     ${vecs.map((v) => `put(o, col${v}, c${r}_${v} + bias${v}, nCols);`).join('\n    ')}
   }`,
   );
-  // Scalar stores (any N, any offset): measured no slower than vec4 stores, which would need a second shader variant.
-  const put = `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) {
+  // Vec4 stores write the whole group holding the last column; scalar stores take any N and offset.
+  const put = tile.vecStores
+    ? `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) {
+  if (c < nCols) { out[(o + c) / 4u] = v; }
+}`
+    : `fn put(o: u32, c: u32, v: vec4<f32>, nCols: u32) {
   if (c < nCols) { out[o + c] = v.x; }
   if (c + 1u < nCols) { out[o + c + 1u] = v.y; }
   if (c + 2u < nCols) { out[o + c + 2u] = v.z; }
   if (c + 3u < nCols) { out[o + c + 3u] = v.w; }
 }`;
-  return `${p.wgsl()}
+  const aType = tile.storage ? 'texture_storage_2d<rgba32float, read>' : 'texture_2d<f32>';
+  const bType = tile.storage ? `texture_storage_2d<${bFormat}, read>` : `texture_2d<${packed ? 'u32' : 'f32'}>`;
+  return `${tile.storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var A: texture_2d<f32>;
-@group(0) @binding(2) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
+@group(0) @binding(1) var A: ${aType};
+@group(0) @binding(2) var B: ${bType};
 ${declareStorage(3, 'bias', 'f32', 'read')}
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<${tile.vecStores ? 'vec4<f32>' : 'f32'}>;
 ${put}
-fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
-${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
+${code.helpers}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let z = wg.z;
@@ -203,15 +309,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let kPad = P.kPad;
   let aRow0 = P.aBase + z * P.aLayer + m0 * aRow;
   let bCol0 = P.bBase + z * P.bLayer + wg.x * P.bStrip + lane;
-  ${rows.flatMap((r) => vecs.map((v) => `var c${r}_${v} = vec4<f32>(0.0);`)).join(' ')}
-  for (var k = 0u; k < kPad; k = k + 4u) {
-    let q = k >> 2u;
-    ${loadB().join('\n    ')}
-    ${fmaRows().join('\n    ')}
-  }
+  ${code.accumulators}
+  ${code.loop}
   let outBase = P.outOff + z * P.outLayer;
   let nCols = P.nCols;
-  ${columns.join('\n  ')}
+  ${code.columns}
   ${vecs.map((v) => `var bias${v} = vec4<f32>(0.0);`).join(' ')}
   if (P.hasBias != 0u) {
     ${biases.join('\n    ')}

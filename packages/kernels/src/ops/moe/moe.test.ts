@@ -9,6 +9,7 @@ import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testDevices, testGpu } from '../../testing';
 import { narrow } from '../layout/layout';
 import { moeExperts } from './moe-experts';
+import { setGroupedGemmPath } from './moe-gemm.wgsl';
 import { moeRoute, type MoeRouteOptions } from './moe-route';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
@@ -179,9 +180,19 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     { tokens: 3, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
     { tokens: 1, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' },
   ];
-  for (const c of cases) {
-    const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''}`;
-    test.if(gpu !== null)(name, () => compareExperts(c));
+  // Prefill-sized calls run the texture tile on software rasterizers, the storage-buffer kernel elsewhere: both, everywhere.
+  for (const path of ['textures', 'buffers'] as const) {
+    for (const c of cases) {
+      const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''} (${path})`;
+      test.if(gpu !== null)(name, async () => {
+        setGroupedGemmPath(path);
+        try {
+          await compareExperts(c);
+        } finally {
+          setGroupedGemmPath(null);
+        }
+      });
+    }
   }
 
   test.if(gpu !== null)('routed end to end: grouped routing feeds the experts', async () => {
@@ -204,6 +215,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   test.if(gpu !== null)('weights split across bindings and tokens across passes', async () => {
     const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
     const saved = limits.maxStorageBufferBindingSize;
+    setGroupedGemmPath('buffers');
     const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
     // 8 KiB: 4 experts' up weights (1920 bytes each) per binding and 3 tokens per pass (their
     // grouped activations need up to 72 of the 82 rows that fit); 16 KiB: 8 experts, 28 tokens.
@@ -227,6 +239,20 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
       expect(() => runExperts(gpu!, c, v, r)).toThrow("moe_up: one expert's weight [24, 40] bf16 (1920 bytes) exceeds maxStorageBufferBindingSize (2048)");
     } finally {
       limits.maxStorageBufferBindingSize = saved;
+      setGroupedGemmPath(null);
+    }
+  });
+
+  test.if(gpu !== null)('texture tile: tokens across passes under a small binding limit', async () => {
+    const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
+    const saved = limits.maxStorageBufferBindingSize;
+    setGroupedGemmPath('textures');
+    limits.maxStorageBufferBindingSize = 16384;
+    try {
+      await compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11);
+    } finally {
+      limits.maxStorageBufferBindingSize = saved;
+      setGroupedGemmPath(null);
     }
   });
 

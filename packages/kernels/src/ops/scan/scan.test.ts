@@ -1,4 +1,4 @@
-import { describe, expect, test } from 'bun:test';
+import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import type { DType } from '../../dtype';
@@ -9,6 +9,7 @@ import { causalConv1d, causalConv1dUpdate } from '../conv/conv';
 import { add, clamp, exp, neg, softplus } from '../elementwise/elementwise';
 import { narrow, reshape } from '../layout/layout';
 import { selectiveStateUpdate, ssdScan } from './scan';
+import { setSsdOperandReads } from './scan.wgsl';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
@@ -84,7 +85,9 @@ function rowsSlice(values: Float32Array | Int32Array, rows: number, L: number, i
 
 const odd: Dims = { B: 2, L: 37, H: 6, P: 5, G: 3, N: 7 };
 
-describe('ssdScan: WebGPU (chunked SSD) vs CPU (sequential recurrence)', () => {
+for (const reads of ['textures', 'buffers'] as const) describe(`ssdScan: WebGPU (chunked SSD, operands read from ${reads}) vs CPU (sequential recurrence)`, () => {
+  beforeEach(() => setSsdOperandReads(reads));
+  afterEach(() => setSsdOperandReads(null));
   const cases: [string, Dims, RunOptions][] = [
     ['odd sizes, chunk 8', odd, { chunk: 8 }],
     ['odd sizes, chunk 16, initial state', odd, { chunk: 16, init: inputs(odd, 1).init }],

@@ -29,9 +29,11 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { KernelBinding } from '../../runtime/batch';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
 
 const WG = 64;
 /** Register tile edge: 8 rows × 8 columns (two vec4) per invocation. */
@@ -95,18 +97,80 @@ function dimValues(d: Dims): [string, number][] {
 }
 
 /**
+ * A read-only vec4 operand of the heavy kernels, read as `<name>_at(i)` (i in vec4 units, offset
+ * included): from its storage buffer, or from a flat texture copy of it (offset 0).
+ */
+interface VecOperand {
+  name: string;
+  tensor: Tensor;
+  texture: FlatTexture | null;
+}
+
+let forcedReads: 'textures' | 'buffers' | null = null;
+
+/** Forces how the heavy kernels read their operands (tests cover both); null restores the automatic choice. */
+export function setSsdOperandReads(reads: 'textures' | 'buffers' | null): void {
+  forcedReads = reads;
+}
+
+/** The flat texture copies of the heavy kernels' operands, or none (storage buffers). */
+class OperandTextures {
+  private readonly textures: FlatTexture[] = [];
+
+  constructor(
+    private readonly device: WebGpuDevice,
+    /** Read through textures (software rasterizers, where every storage-buffer load is a per-lane loop). */
+    readonly enabled: boolean,
+  ) {}
+
+  /** `tensor` as a vec4 operand: copied into a texture now (in queue order) when textures are enabled. */
+  of(name: string, tensor: Tensor): VecOperand {
+    if (!this.enabled) return { name, tensor, texture: null };
+    const texture = acquireTexture(this.device, 'rgba32float', tensor.size / 4);
+    copyDenseToFlat(this.device, tensor, texture);
+    this.textures.push(texture);
+    return { name, tensor, texture };
+  }
+
+  release(): void {
+    for (const t of this.textures) releaseTexture(this.device, t);
+  }
+}
+
+/**
  * Records one kernel over a (ceil(inner / WG), chunks, batch) grid. The body sees `i` (its index
  * inside one (chunk, row) slice, < inner), `c` (the chunk), `b` (the batch row), the dimensions of
- * `dimValues` by name, and P.L, P.NC (chunk count) and P.carryIn.
+ * `dimValues` by name, P.L, P.NC (chunk count) and P.carryIn, and `<name>_at(i)` for each vec4
+ * operand in `reads`.
  */
-function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly NamedBinding[], inner: number, chunks: number, body: string): void {
+function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly NamedBinding[], inner: number, chunks: number, body: string, reads: readonly VecOperand[] = []): void {
   const p = new Params().u32('L', d.length).u32('NC', d.chunks).u32('inner', inner).u32('carryIn', d.carryIn ? 1 : 0);
   const dims = dimValues(d);
   for (const [k, v] of dims) p.u32(k, v);
-  const bound = bindTensors(device, name, list, p);
-  const source = `${p.wgsl()}
+  const buffers = reads.filter((r) => r.texture === null).map((r): NamedBinding => ({ name: r.name, tensor: r.tensor, vec4: true }));
+  const bound = bindTensors(device, name, [...list, ...buffers], p);
+  const bindings: KernelBinding[] = [...bound.ranges];
+  const decls = [bound.decls];
+  const textureCount = reads.filter((r) => r.texture !== null).length;
+  const storage = storageReads(device) && textureCount <= device.gpu.limits.maxStorageTexturesPerShaderStage;
+  for (const r of reads) {
+    if (r.texture === null) {
+      decls.push(`fn ${r.name}_at(i: u32) -> vec4<f32> { return ${r.name}[i]; }`);
+      continue;
+    }
+    // Offset 0: the copy starts at the tensor's first element.
+    p.u32(`${r.name}Off`, 0).u32(`${r.name}Mask`, r.texture.width - 1).u32(`${r.name}Shift`, r.texture.shift);
+    bindings.push({ texture: r.texture.view });
+    const at = `vec2<u32>(i & P.${r.name}Mask, i >> P.${r.name}Shift)`;
+    decls.push(
+      storage
+        ? `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_storage_2d<rgba32float, read>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}); }`
+        : `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_2d<f32>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}, 0); }`,
+    );
+  }
+  const source = `${textureCount > 0 && storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${bound.decls}
+${decls.join('\n')}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = wid.x * ${WG}u + lid;
@@ -125,7 +189,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name,
     source,
     params: p,
-    bindings: bound.ranges,
+    bindings,
     workgroups: [groups, chunks, d.batch],
     detail: `B=${d.batch} L=${d.length} H=${d.heads} P=${d.headDim} G=${d.groups} N=${d.stateDim} Q=${d.chunk}`,
   });
@@ -157,21 +221,31 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const seg = a.seqIdx ? empty([batch, NC, QP], { device, dtype: 'i32' }) : null;
   const cb = empty([batch, groups, NC, QP, QP], { device });
   const st = empty([batch, heads, NC, NP, PP], { device });
+  // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
+  const fits = [xdt, bp, cp, acs, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
+  const textures = new OperandTextures(device, fits && (forcedReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures');
   try {
     prepX(device, d, a, xdt);
     prepBC(device, d, a, bp, cp);
     cumsum(device, d, a, acs, seg);
-    chunkCB(device, d, bp, cp, cb);
-    chunkState(device, d, xdt, bp, acs, seg, st);
+    const xdtIn = textures.of('xdt', xdt);
+    const bpIn = textures.of('bp', bp);
+    const cpIn = textures.of('cp', cp);
+    chunkCB(device, d, bpIn, cpIn, cb);
+    const acsIn = textures.of('acs', acs);
+    chunkState(device, d, xdtIn, bpIn, acsIn, seg, st);
     statePass(device, d, a.initialState, acs, seg, st, a.finalState);
-    output(device, d, a, xdt, cp, acs, seg, cb, st);
+    output(device, d, a, xdtIn, cpIn, acsIn, seg, textures.of('cb', cb), textures.of('st', st));
   } finally {
+    textures.release();
     for (const t of [xdt, bp, cp, acs, seg, cb, st]) t?.dispose();
   }
 }
 
 /** xdt[b,h,c,i,p] = dt·x at position c·Q+i, zero on padding. One padded row of P per invocation. */
 function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): void {
+  // Whole vec4s of x when its rows allow (a quarter of the loads, each a per-lane loop on llvmpipe).
+  const vec = d.headDim % 4 === 0 && a.x.dtype === 'f32' && a.x.offset % 4 === 0;
   const body = `
   let h = i / QP;
   let row = i % QP;
@@ -179,17 +253,17 @@ function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): vo
   let valid = row < Q && t < P.L;
   let tc = min(t, P.L - 1u);
   let step = select(0.0, load_dt(P.dtOff + (b * P.L + tc) * H + h), valid);
-  let src = P.xOff + ((b * P.L + tc) * H + h) * HD;
+  let src = P.xOff + ((b * P.L + tc) * H + h) * HD${vec ? ' / 4u' : ''};
   let dst = P.xdtOff + (((b * H + h) * P.NC + c) * QP + row) * PP4;
   for (var p4 = 0u; p4 < PP4; p4++) {
     var v = vec4<f32>(0.0);
     if (valid) {
-      ${R(4, (q) => `if (p4 * 4u + ${q}u < HD) { v[${q}] = step * load_x(src + p4 * 4u + ${q}u); }`, '\n      ')}
+      ${vec ? 'if (p4 * 4u < HD) { v = step * x[src + p4]; }' : R(4, (q) => `if (p4 * 4u + ${q}u < HD) { v[${q}] = step * load_x(src + p4 * 4u + ${q}u); }`, '\n      ')}
     }
     xdt[dst + p4] = v;
   }`;
   launch(device, 'ssd_prep_x', d, [
-    { name: 'x', tensor: a.x },
+    { name: 'x', tensor: a.x, vec4: vec },
     { name: 'dt', tensor: a.dt },
     { name: 'xdt', tensor: xdt, writable: true, vec4: true },
   ], d.heads * d.QP, d.chunks, body);
@@ -197,25 +271,30 @@ function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): vo
 
 /** bp / cp[b,g,c,i,n] = B / C at position c·Q+i, zero on padding. One padded row of N per invocation. */
 function prepBC(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, bp: Tensor, cp: Tensor): void {
+  const vec = d.stateDim % 4 === 0 && [a.B, a.C].every((t) => t.dtype === 'f32' && t.offset % 4 === 0);
   const body = `
   let g = i / QP;
   let row = i % QP;
   let t = c * Q + row;
   let valid = row < Q && t < P.L;
-  let src = ((b * P.L + min(t, P.L - 1u)) * G + g) * N;
+  let src = ((b * P.L + min(t, P.L - 1u)) * G + g) * N${vec ? ' / 4u' : ''};
   let dst = (((b * G + g) * P.NC + c) * QP + row) * NP4;
   for (var n4 = 0u; n4 < NP4; n4++) {
     var vb = vec4<f32>(0.0);
     var vc = vec4<f32>(0.0);
     if (valid) {
-      ${R(4, (q) => `if (n4 * 4u + ${q}u < N) { vb[${q}] = load_B(P.BOff + src + n4 * 4u + ${q}u); vc[${q}] = load_C(P.COff + src + n4 * 4u + ${q}u); }`, '\n      ')}
+      ${
+        vec
+          ? 'if (n4 * 4u < N) { vb = B[P.BOff + src + n4]; vc = C[P.COff + src + n4]; }'
+          : R(4, (q) => `if (n4 * 4u + ${q}u < N) { vb[${q}] = load_B(P.BOff + src + n4 * 4u + ${q}u); vc[${q}] = load_C(P.COff + src + n4 * 4u + ${q}u); }`, '\n      ')
+      }
     }
     bp[P.bpOff + dst + n4] = vb;
     cp[P.cpOff + dst + n4] = vc;
   }`;
   launch(device, 'ssd_prep_bc', d, [
-    { name: 'B', tensor: a.B },
-    { name: 'C', tensor: a.C },
+    { name: 'B', tensor: a.B, vec4: vec },
+    { name: 'C', tensor: a.C, vec4: vec },
     { name: 'bp', tensor: bp, writable: true, vec4: true },
     { name: 'cp', tensor: cp, writable: true, vec4: true },
   ], d.groups * d.QP, d.chunks, body);
@@ -265,7 +344,7 @@ function cumsum(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, acs: Tensor, se
  * cb[b,g,c,i,j] = C_i · B_j for the 8×8 blocks with j-block ≤ i-block inside the sequence (the
  * others are never read): invocation k of a group enumerates the lower triangle row by row.
  */
-function chunkCB(device: WebGpuDevice, d: Dims, bp: Tensor, cp: Tensor, cb: Tensor): void {
+function chunkCB(device: WebGpuDevice, d: Dims, bp: VecOperand, cp: VecOperand, cb: Tensor): void {
   const tiles = d.QP / T;
   const tri = (tiles * (tiles + 1)) / 2;
   const body = `
@@ -285,26 +364,19 @@ function chunkCB(device: WebGpuDevice, d: Dims, bp: Tensor, cp: Tensor, cb: Tens
   let bj = P.bpOff + (rows + jt * 8u) * NP4;
   ${R(T, (r) => `var acc${r}a = vec4<f32>(0.0); var acc${r}b = vec4<f32>(0.0);`)}
   for (var n4 = 0u; n4 < NP4; n4++) {
-    ${R(T, (k) => `let b${k} = bp[bj + ${k}u * NP4 + n4];`, '\n    ')}
-    ${R(T, (r) => `{ let cr = cp[ci + ${r}u * NP4 + n4]; acc${r}a += vec4<f32>(dot(cr, b0), dot(cr, b1), dot(cr, b2), dot(cr, b3)); acc${r}b += vec4<f32>(dot(cr, b4), dot(cr, b5), dot(cr, b6), dot(cr, b7)); }`, '\n    ')}
+    ${R(T, (k) => `let b${k} = bp_at(bj + ${k}u * NP4 + n4);`, '\n    ')}
+    ${R(T, (r) => `{ let cr = cp_at(ci + ${r}u * NP4 + n4); acc${r}a += vec4<f32>(dot(cr, b0), dot(cr, b1), dot(cr, b2), dot(cr, b3)); acc${r}b += vec4<f32>(dot(cr, b4), dot(cr, b5), dot(cr, b6), dot(cr, b7)); }`, '\n    ')}
   }
   let out = P.cbOff + (rows + it * 8u) * QP4 + jt * 2u;
   ${R(T, (r) => `cb[out + ${r}u * QP4] = acc${r}a; cb[out + ${r}u * QP4 + 1u] = acc${r}b;`)}`;
-  launch(device, 'ssd_cb', d, [
-    { name: 'bp', tensor: bp, vec4: true },
-    { name: 'cp', tensor: cp, vec4: true },
-    { name: 'cb', tensor: cb, writable: true, vec4: true },
-  ], d.groups * tri, d.chunks, body);
+  launch(device, 'ssd_cb', d, [{ name: 'cb', tensor: cb, writable: true, vec4: true }], d.groups * tri, d.chunks, body, [bp, cp]);
 }
 
 /** st[b,h,c,n,p] = Σ_j exp(acs_last − acs_j) · B_j[n] · xdt_j[p] over the chunk (its last document only). */
-function chunkState(device: WebGpuDevice, d: Dims, xdt: Tensor, bp: Tensor, acs: Tensor, seg: Tensor | null, st: Tensor): void {
+function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOperand, acs: VecOperand, seg: Tensor | null, st: Tensor): void {
   const pt = d.PP / T;
   const nt = d.NP / T;
   const list: NamedBinding[] = [
-    { name: 'xdt', tensor: xdt, vec4: true },
-    { name: 'bp', tensor: bp, vec4: true },
-    { name: 'acs', tensor: acs, vec4: true },
     { name: 'st', tensor: st, writable: true, vec4: true },
   ];
   if (seg) list.push({ name: 'seg', tensor: seg });
@@ -317,7 +389,7 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: Tensor, bp: Tensor, acs:
   let g = h / HPG;
   let bhc = (b * H + h) * P.NC + c;
   let arow = P.acsOff + bhc * QP4;
-  let a_last = acs[arow + QP4 - 1u][3];
+  let a_last = acs_at(arow + QP4 - 1u)[3];
   ${seg ? 'let srow = P.segOff + (b * P.NC + c) * QP;\n  let seg_last = seg[srow + QP - 1u];' : ''}
   let brow = P.bpOff + ((b * G + g) * P.NC + c) * QP * NP4 + n0 / 4u;
   let xrow = P.xdtOff + bhc * QP * PP4 + p0 / 4u;
@@ -325,20 +397,20 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: Tensor, bp: Tensor, acs:
   // Rows past the end of the sequence are zero padding: stop at the last group of 4 holding data.
   let j4max = (min(Q, P.L - c * Q) + 3u) / 4u;
   for (var j4 = 0u; j4 < j4max; j4++) {
-    var w = exp(vec4<f32>(a_last) - acs[arow + j4]);
+    var w = exp(vec4<f32>(a_last) - acs_at(arow + j4));
     ${seg ? R(4, (q) => `w[${q}] = select(0.0, w[${q}], seg[srow + j4 * 4u + ${q}u] == seg_last);`, '\n    ') : ''}
     ${R(4, (q) => `{
       let j = j4 * 4u + ${q}u;
-      let b_lo = bp[brow + j * NP4] * w[${q}];
-      let b_hi = bp[brow + j * NP4 + 1u] * w[${q}];
-      let xa = xdt[xrow + j * PP4];
-      let xb = xdt[xrow + j * PP4 + 1u];
+      let b_lo = bp_at(brow + j * NP4) * w[${q}];
+      let b_hi = bp_at(brow + j * NP4 + 1u) * w[${q}];
+      let xa = xdt_at(xrow + j * PP4);
+      let xb = xdt_at(xrow + j * PP4 + 1u);
       ${R(T, (r) => `acc${r}a += ${r < 4 ? 'b_lo' : 'b_hi'}[${r % 4}] * xa; acc${r}b += ${r < 4 ? 'b_lo' : 'b_hi'}[${r % 4}] * xb;`, '\n      ')}
     }`, '\n    ')}
   }
   let out = P.stOff + (bhc * NP + n0) * PP4 + p0 / 4u;
   ${R(T, (r) => `st[out + ${r}u * PP4] = acc${r}a; st[out + ${r}u * PP4 + 1u] = acc${r}b;`)}`;
-  launch(device, 'ssd_chunk_state', d, list, d.heads * nt * pt, d.chunks, body);
+  launch(device, 'ssd_chunk_state', d, list, d.heads * nt * pt, d.chunks, body, [xdt, bp, acs]);
 }
 
 /**
@@ -376,18 +448,13 @@ function statePass(device: WebGpuDevice, d: Dims, init: Tensor | null, acs: Tens
 }
 
 /** y = exp(acs_i)·C_i·S_c (inter-chunk) + causal CB-weighted sum over the chunk (intra-chunk) + D·x. */
-function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp: Tensor, acs: Tensor, seg: Tensor | null, cb: Tensor, st: Tensor): void {
+function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand, cp: VecOperand, acs: VecOperand, seg: Tensor | null, cb: VecOperand, st: VecOperand): void {
   const pt = d.PP / T;
   const tiles = d.QP / T;
   // Whole vec4 rows of y (and of x for the D term) when P is a multiple of 8 and x is dense f32.
   const vecRows = d.headDim % T === 0;
   const vecX = vecRows && a.x.dtype === 'f32' && a.x.offset % 4 === 0;
   const list: NamedBinding[] = [
-    { name: 'xdt', tensor: xdt, vec4: true },
-    { name: 'cp', tensor: cp, vec4: true },
-    { name: 'acs', tensor: acs, vec4: true },
-    { name: 'cb', tensor: cb, vec4: true },
-    { name: 'st', tensor: st, vec4: true },
     { name: 'y', tensor: a.y, writable: true, vec4: vecRows },
   ];
   if (a.D) list.push({ name: 'x', tensor: a.x, vec4: vecX }, { name: 'D', tensor: a.D });
@@ -426,7 +493,7 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
   let bhc = (b * H + h) * P.NC + c;
   let gc = (b * G + g) * P.NC + c;
   let arow = P.acsOff + bhc * QP4;
-  let a_i0 = acs[arow + it * 2u][0];
+  let a_i0 = acs_at(arow + it * 2u)[0];
   ${seg ? 'let srow = P.segOff + (b * P.NC + c) * QP;\n  let seg_i0 = seg[srow + i0];' : ''}
   let crow = P.cpOff + (gc * QP + i0) * NP4;
   let cbrow = P.cbOff + (gc * QP + i0) * QP4;
@@ -438,8 +505,8 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
   if (c > 0u || P.carryIn != 0u) {
     let srow_st = P.stOff + bhc * NP * PP4 + p0 / 4u;
     for (var n4 = 0u; n4 < NP4; n4++) {
-      ${R(4, (q) => `let s${q}a = st[srow_st + (n4 * 4u + ${q}u) * PP4]; let s${q}b = st[srow_st + (n4 * 4u + ${q}u) * PP4 + 1u];`, '\n      ')}
-      ${R(T, (r) => `{ let cr = cp[crow + ${r}u * NP4 + n4]; ${R(4, (q) => fma(r, `cr[${q}]`, `s${q}a`, `s${q}b`), ' ')} }`, '\n      ')}
+      ${R(4, (q) => `let s${q}a = st_at(srow_st + (n4 * 4u + ${q}u) * PP4); let s${q}b = st_at(srow_st + (n4 * 4u + ${q}u) * PP4 + 1u);`, '\n      ')}
+      ${R(T, (r) => `{ let cr = cp_at(crow + ${r}u * NP4 + n4); ${R(4, (q) => fma(r, `cr[${q}]`, `s${q}a`, `s${q}b`), ' ')} }`, '\n      ')}
     }
     let carried = ${seg ? 'select(0.0, exp(a_i0), seg_i0 == 0)' : 'exp(a_i0)'};
     ${R(T, (r) => `acc${r}a *= carried; acc${r}b *= carried;`, '\n    ')}
@@ -447,13 +514,13 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
 
   // Intra-chunk, earlier 8-row blocks (j < i0): weights CB_ij · exp(acs_i0 − acs_j), rescaled per row below.
   for (var j4 = 0u; j4 < it * 2u; j4++) {
-    var e = exp(vec4<f32>(a_i0) - acs[arow + j4]);
+    var e = exp(vec4<f32>(a_i0) - acs_at(arow + j4));
     ${seg ? R(4, (q) => `e[${q}] = select(0.0, e[${q}], seg[srow + j4 * 4u + ${q}u] == seg_i0);`, '\n    ') : ''}
-    ${R(4, (q) => `let x${q}a = xdt[xrow + (j4 * 4u + ${q}u) * PP4]; let x${q}b = xdt[xrow + (j4 * 4u + ${q}u) * PP4 + 1u];`, '\n    ')}
-    ${R(T, (r) => `{ let w = cb[cbrow + ${r}u * QP4 + j4] * e; ${R(4, (q) => fma(r, `w[${q}]`, `x${q}a`, `x${q}b`), ' ')} }`, '\n    ')}
+    ${R(4, (q) => `let x${q}a = xdt_at(xrow + (j4 * 4u + ${q}u) * PP4); let x${q}b = xdt_at(xrow + (j4 * 4u + ${q}u) * PP4 + 1u);`, '\n    ')}
+    ${R(T, (r) => `{ let w = cb_at(cbrow + ${r}u * QP4 + j4) * e; ${R(4, (q) => fma(r, `w[${q}]`, `x${q}a`, `x${q}b`), ' ')} }`, '\n    ')}
   }
-  let ai_lo = acs[arow + it * 2u];
-  let ai_hi = acs[arow + it * 2u + 1u];
+  let ai_lo = acs_at(arow + it * 2u);
+  let ai_hi = acs_at(arow + it * 2u + 1u);
   ${R(T, (r) => `let ar${r} = ai_${r < 4 ? 'lo' : 'hi'}[${r % 4}];`)}
   ${seg ? R(T, (r) => `let sr${r} = seg[srow + i0 + ${r}u];`) : ''}
   ${R(T - 1, (m) => {
@@ -465,18 +532,18 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor, cp
   // The diagonal block, j = i0 + k ≤ i: the decay difference is taken directly, and pairs above the
   // diagonal are dropped before exp (min) and after it (select).
   for (var k = 0u; k < 8u; k++) {
-    let ak = acs[arow + it * 2u + k / 4u][k % 4u];
+    let ak = acs_at(arow + it * 2u + k / 4u)[k % 4u];
     ${seg ? 'let sk = seg[srow + i0 + k];' : ''}
-    let xa = xdt[xrow + (i0 + k) * PP4];
-    let xb = xdt[xrow + (i0 + k) * PP4 + 1u];
+    let xa = xdt_at(xrow + (i0 + k) * PP4);
+    let xb = xdt_at(xrow + (i0 + k) * PP4 + 1u);
     ${R(T, (r) => {
       const keep = seg ? `${r}u >= k && sr${r} == sk` : `${r}u >= k`;
-      return `{ let w = select(0.0, cb[cbrow + ${r}u * QP4 + it * 2u + k / 4u][k % 4u] * exp(min(ar${r} - ak, 0.0)), ${keep}); ${fma(r, 'w', 'xa', 'xb')} }`;
+      return `{ let w = select(0.0, cb_at(cbrow + ${r}u * QP4 + it * 2u + k / 4u)[k % 4u] * exp(min(ar${r} - ak, 0.0)), ${keep}); ${fma(r, 'w', 'xa', 'xb')} }`;
     }, '\n    ')}
   }
 
   // y = acc + D·x for the rows inside the sequence and the columns inside P.
   ${a.D ? 'let skip = load_D(P.DOff + h);' : ''}
   ${R(T, store)}`;
-  launch(device, 'ssd_output', d, list, d.heads * tiles * pt, d.chunks, body);
+  launch(device, 'ssd_output', d, list, d.heads * tiles * pt, d.chunks, body, [xdt, cp, acs, cb, st]);
 }
