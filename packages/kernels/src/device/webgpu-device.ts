@@ -22,6 +22,7 @@ export interface GpuLimits {
   maxStorageBuffersPerShaderStage: number;
   minStorageBufferOffsetAlignment: number;
   minUniformBufferOffsetAlignment: number;
+  maxUniformBufferBindingSize: number;
 }
 
 /** A kernel launch as op code describes it. */
@@ -69,6 +70,8 @@ export class WebGpuDevice implements StorageOwner {
   private errors: Error[] = [];
   private lostReason: string | null = null;
   private recorder: DispatchRecorder | null = null;
+  /** Usage of every pooled buffer (uniform too on software devices, see the constructor). */
+  private readonly bufferUsage: GPUBufferUsageFlags;
   /** When set, fresh allocations are filled with all-ones bits (NaN as f32) so tests catch unwritten outputs. */
   poisonAllocations = false;
 
@@ -85,7 +88,11 @@ export class WebGpuDevice implements StorageOwner {
       // Kernels work with the portable 256-byte alignment even where the adapter allows less.
       minStorageBufferOffsetAlignment: Math.max(256, l.minStorageBufferOffsetAlignment),
       minUniformBufferOffsetAlignment: Math.max(256, l.minUniformBufferOffsetAlignment),
+      maxUniformBufferBindingSize: l.maxUniformBufferBindingSize,
     };
+    // llvmpipe reads uniform buffers with vector gathers but storage buffers one lane at a time:
+    // kernels for software devices may bind small tensors (a decode step's activations) as uniforms.
+    this.bufferUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | (this.isSoftware ? GPUBufferUsage.UNIFORM : 0);
     const poolLimit = Number(process.env.NEMOTRON_POOL_LIMIT_BYTES ?? 4 * 1024 ** 3);
     this.pool = new BufferPool<GPUBuffer>(
       {
@@ -126,7 +133,7 @@ export class WebGpuDevice implements StorageOwner {
 
   private createBuffer(size: number): GPUBuffer {
     this.checkAlive();
-    return this.gpu.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    return this.gpu.createBuffer({ size, usage: this.bufferUsage });
   }
 
   checkAlive(): void {

@@ -4,7 +4,8 @@
  *
  * Layouts are explicit, read off the source's `@group(0)` declarations, so the parameter uniform
  * (binding 0) can take a dynamic offset: a bind group then depends only on the buffers bound, and
- * the batch reuses it across dispatches instead of creating one per dispatch.
+ * the batch reuses it across dispatches instead of creating one per dispatch. Uniforms at other
+ * bindings are tensors bound like storage buffers (no dynamic offset).
  */
 
 export interface CachedPipeline {
@@ -19,7 +20,8 @@ export interface CachedPipeline {
 function layoutEntry(binding: number, space: string | undefined, type: string, source: string): GPUBindGroupLayoutEntry {
   const visibility = GPUShaderStage.COMPUTE;
   const addr = (space ?? '').replace(/\s+/g, '');
-  if (addr === 'uniform') return { binding, visibility, buffer: { type: 'uniform', hasDynamicOffset: true } };
+  // Binding 0 is the parameter block, at a dynamic offset of the batch's arena; other uniforms are tensors.
+  if (addr === 'uniform') return { binding, visibility, buffer: { type: 'uniform', hasDynamicOffset: binding === 0 } };
   if (addr === 'storage' || addr === 'storage,read') return { binding, visibility, buffer: { type: 'read-only-storage' } };
   if (addr === 'storage,read_write') return { binding, visibility, buffer: { type: 'storage' } };
   const texture = /^texture_2d<(f32|u32|i32)>$/.exec(type.replace(/\s+/g, ''));

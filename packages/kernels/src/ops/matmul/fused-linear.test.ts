@@ -43,6 +43,8 @@ describe('fusedLinear', () => {
     { m: 8, k: 64, n: 9, dtype: 'bf16', bias: 'bf16', residual: true },
     { m: 2, k: 41, n: 263, dtype: 'f32', norm: 'f32', bias: 'bf16', relu2: true, residual: true },
     { m: 1, k: 512, n: 1030, dtype: 'bf16', norm: 'bf16' },
+    // x a uniform, the bf16 norm weight (K not a multiple of 8) from storage.
+    { m: 2, k: 44, n: 75, dtype: 'f32', norm: 'bf16', residual: true },
   ];
   for (const c of cases) {
     test.if(gpu !== null)(`WebGPU fused GEMV = CPU composition: ${JSON.stringify(c)}`, async () => {

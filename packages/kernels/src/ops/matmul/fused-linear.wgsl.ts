@@ -12,7 +12,7 @@
  * `fusedGemvGpu` returns null when the kernel does not apply (the caller then composes the ops).
  */
 import { empty } from '../../creation';
-import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BoundRange, WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { declareStorage, loaderF32 } from '../../runtime/wgsl';
@@ -77,6 +77,15 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
   const residual = options.residual ?? null;
   const xBound = device.bind(l.x.tensor.storage, l.x.offset, l.m * l.k, 'fusedLinear x');
   const xVec = l.k % 4 === 0 && xBound.elementOffset % 4 === 0;
+  // x as a uniform (whole vec4s, within one uniform binding): every lane reads the same x, which
+  // llvmpipe loads with one gather instead of a per-lane loop of scalar storage loads.
+  const xUniform = xVec && uniformFits(device, xBound.range.size) ? xBound.range.size / 16 : null;
+  const nwBound = norm ? device.bind(norm.weight.storage, norm.weight.offset, l.k, 'fusedLinear norm weight') : null;
+  const nwPerVec = norm?.weight.dtype === 'bf16' ? 8 : 4;
+  const nwUniform =
+    norm && nwBound && xUniform !== null && (norm.weight.dtype === 'f32' || norm.weight.dtype === 'bf16') && nwBound.elementOffset % nwPerVec === 0 && (nwBound.elementOffset + l.k) % nwPerVec === 0 && uniformFits(device, nwBound.range.size)
+      ? nwBound.range.size / 16
+      : null;
   const outBound = device.bind(l.out.storage, l.out.offset, l.out.size, 'fusedLinear output');
   for (let panel = 0; panel < panelCount(b.layout); panel++) {
     const w = panelWidth(b.layout, panel);
@@ -103,21 +112,23 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
       .f32('eps', norm?.eps ?? 0)
       .f32('invK', 1 / l.k);
     const bindings: KernelBinding[] = [{ texture: b.texture.view }, xBound.range, outBound.range];
-    const extra: { name: string; tensor: Tensor }[] = [];
-    if (norm) extra.push({ name: 'nw', tensor: norm.weight });
+    const extra: { name: string; tensor: Tensor; bound?: BoundRange }[] = [];
+    if (norm) extra.push({ name: 'nw', tensor: norm.weight, bound: nwBound! });
     if (bias) extra.push({ name: 'bias', tensor: bias });
     if (residual) extra.push({ name: 'res', tensor: residual });
     for (const e of extra) {
-      const bound = device.bind(e.tensor.storage, e.tensor.offset, e.tensor.size, `fusedLinear ${e.name}`);
+      const bound = e.bound ?? device.bind(e.tensor.storage, e.tensor.offset, e.tensor.size, `fusedLinear ${e.name}`);
       bindings.push(bound.range);
-      params.u32(`${e.name}Off`, bound.elementOffset);
+      params.u32(`${e.name}Off`, e.name === 'nw' && nwUniform !== null ? bound.elementOffset / nwPerVec : bound.elementOffset);
     }
     const spec: SourceSpec = {
       rows,
       texelsPerLane,
       format,
       xVec,
+      xUniform,
       norm: norm ? norm.weight.dtype : null,
+      nwUniform,
       bias: bias ? bias.dtype : null,
       residual: residual !== null,
       relu2: options.activation === 'relu2',
@@ -133,13 +144,22 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
   }
 }
 
+/** True when a binding of `bytes` (whole vec4s) can be a uniform buffer on this device. */
+function uniformFits(device: WebGpuDevice, bytes: number): boolean {
+  return device.isSoftware && bytes % 16 === 0 && bytes <= device.limits.maxUniformBufferBindingSize;
+}
+
 interface SourceSpec {
   rows: number;
   texelsPerLane: number;
   format: TexelFormat;
   /** x rows are whole, aligned vec4s (K a multiple of 4). */
   xVec: boolean;
+  /** x is a uniform array of this many vec4s (else a storage buffer). */
+  xUniform: number | null;
   norm: Tensor['dtype'] | null;
+  /** The norm weight is a uniform array of this many vec4s (f32) or vec4<u32>s (bf16). */
+  nwUniform: number | null;
   bias: Tensor['dtype'] | null;
   residual: boolean;
   relu2: boolean;
@@ -155,7 +175,10 @@ function gemvSource(p: Params, s: SourceSpec): string {
   const vecs = [...Array(V).keys()];
   let binding = 3;
   const decls: string[] = [];
-  if (s.norm) decls.push(`${declareStorage(++binding, 'nw', s.norm, 'read')}\n${loaderF32('nw', s.norm)}`);
+  if (s.norm) {
+    if (s.nwUniform !== null) decls.push(`@group(0) @binding(${++binding}) var<uniform> NW: array<vec4<${s.norm === 'bf16' ? 'u32' : 'f32'}>, ${s.nwUniform}>;`);
+    else decls.push(`${declareStorage(++binding, 'nw', s.norm, 'read')}\n${loaderF32('nw', s.norm)}`);
+  }
   if (s.bias) decls.push(`${declareStorage(++binding, 'bias', s.bias, 'read')}\n${loaderF32('bias', s.bias)}`);
   if (s.residual) decls.push(declareStorage(++binding, 'res', 'f32', 'read'));
 
@@ -173,16 +196,25 @@ function gemvSource(p: Params, s: SourceSpec): string {
   // Rows past M repeat row M-1 (loads stay in range) and are not stored.
   const xRow = (r: number) => `min(${r}u, P.m - 1u)`;
   const loadX = (r: number) =>
-    s.xVec
-      ? `X[P.xOff + ${xRow(r)} * (P.k >> 2u) + q]`
-      : `vec4<f32>(${[0, 1, 2, 3].map((e) => `xs(${xRow(r)} * P.k + k + ${e}u, k + ${e}u)`).join(', ')})`;
+    s.xUniform !== null
+      ? `XU[P.xOff + ${xRow(r)} * (P.k >> 2u) + q]`
+      : s.xVec
+        ? `X[P.xOff + ${xRow(r)} * (P.k >> 2u) + q]`
+        : `vec4<f32>(${[0, 1, 2, 3].map((e) => `xs(${xRow(r)} * P.k + k + ${e}u, k + ${e}u)`).join(', ')})`;
   const fma: string[] = [];
-  if (s.norm) fma.push(`let g = vec4<f32>(${[0, 1, 2, 3].map((e) => `nws(k + ${e}u)`).join(', ')});`);
+  if (s.norm) {
+    if (s.nwUniform !== null && s.norm === 'bf16') {
+      fma.push('let nwq = NW[P.nwOff + (k >> 3u)];');
+      fma.push('let nwp = select(nwq.xy, nwq.zw, (k & 4u) != 0u);');
+      fma.push('let g = vec4<f32>(lo(nwp.x), hi(nwp.x), lo(nwp.y), hi(nwp.y));');
+    } else if (s.nwUniform !== null) fma.push('let g = NW[P.nwOff + q];');
+    else fma.push(`let g = vec4<f32>(${[0, 1, 2, 3].map((e) => `nws(k + ${e}u)`).join(', ')});`);
+  }
   for (const r of rows) {
     fma.push(`{ let raw = ${loadX(r)};`);
     if (s.norm) fma.push(`  ss${r} = fma(raw.x, raw.x, fma(raw.y, raw.y, fma(raw.z, raw.z, fma(raw.w, raw.w, ss${r}))));`);
     fma.push(`  let a = raw${s.norm ? ' * g' : ''};`);
-    for (const v of vecs) fma.push(`  c${r}_${v} = c${r}_${v} + a.x * b0_${v} + a.y * b1_${v} + a.z * b2_${v} + a.w * b3_${v};`);
+    for (const v of vecs) fma.push(`  c${r}_${v} = fma(vec4<f32>(a.w), b3_${v}, fma(vec4<f32>(a.z), b2_${v}, fma(vec4<f32>(a.y), b1_${v}, fma(vec4<f32>(a.x), b0_${v}, c${r}_${v}))));`);
     fma.push('}');
   }
   const columns = vecs.map((v) => {
@@ -208,17 +240,22 @@ function gemvSource(p: Params, s: SourceSpec): string {
   const put = `fn put(o: u32, r: u32, c: u32, v: vec4<f32>, nCols: u32) {
   ${[0, 1, 2, 3].map((e) => `if (c + ${e}u < nCols) { out[o + c + ${e}u] = v[${e}]${s.residual ? ` + res[P.resOff + r + c + ${e}u]` : ''}; }`).join('\n  ')}
 }`;
+  const xDecl =
+    s.xUniform !== null
+      ? `@group(0) @binding(2) var<uniform> XU: array<vec4<f32>, ${s.xUniform}>;`
+      : `@group(0) @binding(2) var<storage, read> X: array<${s.xVec ? 'vec4<f32>' : 'f32'}>;`;
+  const unpack = packed || (s.norm === 'bf16' && s.nwUniform !== null);
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
-@group(0) @binding(2) var<storage, read> X: array<${s.xVec ? 'vec4<f32>' : 'f32'}>;
+${xDecl}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 ${decls.join('\n')}
 ${put}
 fn at(i: u32) -> vec2<u32> { return vec2<u32>(i & P.bMask, i >> P.bShift); }
-${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
+${unpack ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
 ${s.xVec ? '' : '// Element i of x (column kc), zero past K.\nfn xs(i: u32, kc: u32) -> f32 { return select(0.0, X[P.xOff + min(i, P.m * P.k - 1u)], kc < P.k); }'}
-${s.norm ? 'fn nws(i: u32) -> f32 { return select(0.0, load_nw(P.nwOff + min(i, P.k - 1u)), i < P.k); }' : ''}
+${s.norm && s.nwUniform === null ? 'fn nws(i: u32) -> f32 { return select(0.0, load_nw(P.nwOff + min(i, P.k - 1u)), i < P.k); }' : ''}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let t0 = wg.x * ${LANES * CT}u + lane;

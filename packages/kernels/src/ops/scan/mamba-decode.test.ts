@@ -53,7 +53,8 @@ describe('mambaDecodeStep', () => {
   const cases: [string, Case][] = [
     ['odd P, vec4 state, bias, D, clamp', base],
     ['N = 7 (scalar state), no bias, no D, no clamp, bf16 weights', { ...base, N: 7, bias: false, D: false, limit: null, dtype: 'bf16' }],
-    ['P = 64 with 2 heads per group (lanes loop), K = 3', { ...base, B: 1, H: 4, P: 64, G: 2, N: 16, K: 3 }],
+    ['P = 64 with 2 heads per group (4 rows per lane), K = 3', { ...base, B: 1, H: 4, P: 64, G: 2, N: 16, K: 3 }],
+    ['74 rows per group (3 rows per lane, the last lanes idle), scalar state', { ...base, H: 4, P: 37, G: 2, N: 6 }],
   ];
   for (const [name, c] of cases) {
     test.if(gpu !== null)(`WebGPU fused kernel = CPU composition of the separate ops: ${name}`, async () => {
