@@ -155,10 +155,11 @@ const SCALARS = {
 } as const satisfies Record<string, ScalarSpec>;
 
 type ScalarName = keyof typeof SCALARS;
-type ScalarFields = { readonly [K in ScalarName]: KindType[(typeof SCALARS)[K]['kind']] };
+/** The plain scalar fields of a config, in camelCase (their JSON names are in `SCALARS`). */
+export type NemotronHScalarFields = { readonly [K in ScalarName]: KindType[(typeof SCALARS)[K]['kind']] };
 
 /** The fields that are not plain scalars. */
-interface StructuredFields {
+export interface NemotronHStructuredFields {
   /** One character per backbone layer: `M` Mamba2, `*` attention, `-` MLP, `E` MoE. */
   readonly pattern: string;
   /** One character per MTP sublayer of a depth (empty when the config has none). */
@@ -172,11 +173,11 @@ interface StructuredFields {
   readonly eosTokenId: number | readonly number[] | null;
 }
 
-type FieldValues = ScalarFields & StructuredFields;
+type FieldValues = NemotronHScalarFields & NemotronHStructuredFields;
 
 /** What {@link NemotronHConfig.create} takes: a pattern, and any fields that differ from HF's defaults. */
-export type NemotronHConfigInit = Partial<ScalarFields> &
-  Partial<Omit<StructuredFields, 'pattern' | 'headDim' | 'numKeyValueHeads'>> & {
+export type NemotronHConfigInit = Partial<NemotronHScalarFields> &
+  Partial<Omit<NemotronHStructuredFields, 'pattern' | 'headDim' | 'numKeyValueHeads'>> & {
     pattern: string;
     headDim?: number;
     numKeyValueHeads?: number | null;

@@ -5,9 +5,7 @@
  * repetition penalty, max_length 20 (prompt included) when neither max_new_tokens nor max_length
  * is given; EOS and pad ids fall back to the model config's.
  */
-import type { NemotronHConfig } from '../config';
-
-type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json };
+import type { JsonValue, NemotronHConfig } from '../config';
 
 export interface GenerationConfigFields {
   doSample?: boolean;
@@ -59,7 +57,7 @@ export class GenerationConfig implements Readonly<GenerationConfigFields> {
    * From a parsed generation_config.json (fields HF knows but generation here does not use are
    * ignored). `source` names the file in errors.
    */
-  static fromJSON(json: { readonly [key: string]: Json | undefined }, source = 'generation_config.json'): GenerationConfig {
+  static fromJSON(json: { readonly [key: string]: JsonValue | undefined }, source = 'generation_config.json'): GenerationConfig {
     const fields: Record<string, unknown> = {};
     const bad = (name: string, want: string) => new Error(`${source}: ${name} must be ${want}, got ${JSON.stringify(json[name])}`);
     for (const [key, name] of Object.entries(JSON_NAMES) as [keyof GenerationConfigFields, string][]) {
@@ -87,11 +85,11 @@ export class GenerationConfig implements Readonly<GenerationConfigFields> {
   }
 
   /** HF's generation_config.json object (set fields only). */
-  toJSON(): Record<string, Json> {
-    const out: Record<string, Json> = {};
+  toJSON(): Record<string, JsonValue> {
+    const out: Record<string, JsonValue> = {};
     for (const [key, name] of Object.entries(JSON_NAMES) as [keyof GenerationConfigFields, string][]) {
       const v = this[key];
-      if (v !== undefined) out[name] = Array.isArray(v) ? [...v] : (v as Json);
+      if (v !== undefined) out[name] = Array.isArray(v) ? [...v] : (v as JsonValue);
     }
     return out;
   }

@@ -25,7 +25,7 @@ export type ConvActivation = 'silu' | null;
 export interface CausalConv1dOptions {
   /** Applied to every output channel (default 'silu'); null for the plain conv. */
   activation?: ConvActivation;
-  /** [B, C, K]: the last K pre-conv inputs of a previous call, oldest first (f32 or bf16). */
+  /** The last K pre-conv inputs of a previous call, [B, C, K], oldest first (f32 or bf16). */
   initialState?: Tensor;
   /** i32 [B, L]: document ids of packed rows. */
   seqIdx?: Tensor;

@@ -25,7 +25,7 @@ export interface SsdScanOptions {
   chunkSize: number;
   /** [H] skip coefficient. */
   D?: Tensor | null;
-  /** [B, H, P, N]: the state to continue from (chunked prefill, continuing after a cache). */
+  /** The state to continue from, [B, H, P, N] (chunked prefill, continuing after a cache). */
   initialState?: Tensor | null;
   /** i32 [B, L]: document ids of packed rows. */
   seqIdx?: Tensor | null;
@@ -109,7 +109,7 @@ export interface DtTransform {
   dtBias?: Tensor | null;
   /** Apply softplus (threshold 20) after the bias (default false: dt arrives ready). */
   dtSoftplus?: boolean;
-  /** [lo, hi]: clamp after softplus (Nemotron-H clamps in decode as in prefill; null: no clamp). */
+  /** Clamp range `[lo, hi]` after softplus (Nemotron-H clamps in decode as in prefill; null: no clamp). */
   dtLimit?: readonly [number, number] | null;
 }
 
