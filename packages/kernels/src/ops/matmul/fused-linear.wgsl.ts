@@ -21,7 +21,7 @@ import type { FusedLinearOptions } from './fused-linear';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { bTextureLayout } from './matmul.wgsl';
 import { cachedTexture, elementsPerTexel, flatCapacity, layoutTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
-import { normalizeMatmul } from './problem';
+import { frozenWeight, normalizeMatmul } from './problem';
 import { cachedSource } from './sources';
 
 /** Lanes per workgroup (as the texture kernel: llvmpipe's SIMD width). */
@@ -33,7 +33,7 @@ const LANES = 8;
  * residual (if any) is a dense f32 [M, N]. Returns null when it does not apply.
  */
 export function fusedGemvGpu(device: WebGpuDevice, x: Tensor, weight: Tensor, options: FusedLinearOptions): Tensor | null {
-  if (!device.isSoftware || weight.requiresGrad) return null;
+  if (!device.isSoftware || !frozenWeight(weight)) return null;
   const [m, k] = x.shape as [number, number];
   const n = weight.shape[0]!;
   if (m > GEMV_MAX_ROWS || x.dtype !== 'f32' || !x.isContiguous || k === 0) return null;

@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, test } from 'bun:test';
 import { backward } from '../../autograd/backward';
+import { noGrad } from '../../autograd/graph';
+import { SGD } from '../../optim/sgd';
+import { sumAll } from '../reduce/reduce';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { tensor } from '../../creation';
@@ -170,6 +173,30 @@ describe('linear', () => {
     const ref = await linear(onDevice(x, [1, 29], cpu), onDevice(w2, [45, 29], cpu, 'bf16')).data();
     expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: 'after an in-place write' });
     weight.dispose();
+    expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
+  }, COMPILE_TIMEOUT);
+
+  test.if(gpu !== null)('a trainable f32 weight under noGrad reuses a cached copy that an optimizer step drops', async () => {
+    const before = textureMemoryStats(gpu!).cachedWeights;
+    const wValues = randomData([23, 41], 21);
+    const weight = onDevice(wValues, [23, 41], gpu!).requiresGrad_();
+    const x = randomData([1, 41], 22);
+    const infer = async () => (await noGrad(() => linear(onDevice(x, [1, 41], gpu!), weight)).data()) as Float32Array;
+    const ref = (await linear(onDevice(x, [1, 41], cpu), onDevice(wValues, [23, 41], cpu)).data()) as Float32Array;
+    expectClose(await infer(), ref, { rtol: 2e-5, what: 'noGrad on a trainable weight' });
+    if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
+    // With grad recording on, the product must not read the cached copy (the weight may change).
+    const step = new SGD([weight], { lr: 0.5 });
+    const loss = sumAll(linear(onDevice(x, [1, 41], gpu!), weight));
+    backward(loss);
+    step.step();
+    expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
+    const updated = (await weight.data()) as Float32Array;
+    const ref2 = (await linear(onDevice(x, [1, 41], cpu), onDevice(updated, [23, 41], cpu)).data()) as Float32Array;
+    expectClose(await infer(), ref2, { rtol: 2e-5, what: 'noGrad after an optimizer step' });
+    expect(Math.max(...ref2.map((v, i) => Math.abs(v - ref[i]!)))).toBeGreaterThan(1e-3);
+    weight.dispose();
+    loss.dispose();
     expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
   }, COMPILE_TIMEOUT);
 

@@ -13,7 +13,7 @@ import { sum, sumTo } from '../reduce/reduce';
 import { reshape } from '../layout/layout';
 import { matmulCpu } from './matmul.cpu';
 import { matmulGpu } from './matmul.wgsl';
-import { normalizeMatmul, type MatmulOptions } from './problem';
+import { frozenWeight, normalizeMatmul, type MatmulOptions } from './problem';
 
 export type { MatmulOptions } from './problem';
 
@@ -91,7 +91,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     throw new Error(`linear: x ${formatShape(x.shape)} must end in in_features=${inFeatures} to match weight ${formatShape(weight.shape)}`);
   }
   const x2 = x.rank === 1 ? reshape(x, [1, inFeatures]) : x;
-  const y = product('linear', x2, weight, { transB: true, bias }, !weight.requiresGrad);
+  const y = product('linear', x2, weight, { transB: true, bias }, frozenWeight(weight));
   const out = x.rank === 1 ? reshape(y, [outFeatures]) : y;
   if (out !== y) y.dispose();
   if (x2 !== x) x2.dispose();

@@ -3,6 +3,7 @@
  * one batch index z, with A a [M, K] and B a [K, N] matrix read through element strides (so
  * transposed and broadcast views need no copy), and a dense f32 output [batch, M, N].
  */
+import { isGradEnabled } from '../../autograd/graph';
 import { formatShape, broadcastShapes, broadcastStrides, collapseDims, sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { contiguous, expand } from '../layout/layout';
@@ -169,4 +170,13 @@ export function viewExtent(v: MatrixView, z0: number, z1: number, r0: number, r1
   const start = v.offset + z0 * v.batchStride + r0 * v.rowStride + c0 * v.colStride;
   const last = start + (z1 - z0 - 1) * v.batchStride + (r1 - r0 - 1) * v.rowStride + (c1 - c0 - 1) * v.colStride;
   return { start, count: last - start + 1 };
+}
+
+/**
+ * Whether a weight can keep a re-laid-out device copy for this call: it takes no gradient, or no
+ * gradient is being recorded (inference under `noGrad` on a trainable model). The copy stays valid
+ * because every in-place write (optimizer steps, uploads, `into` writes) invalidates it.
+ */
+export function frozenWeight(weight: Tensor): boolean {
+  return !weight.requiresGrad || !isGradEnabled();
 }

@@ -31,7 +31,7 @@ import {
   type PackedLayout,
   type TexelFormat,
 } from '../matmul/packed-texture';
-import type { MatrixView } from '../matmul/problem';
+import { frozenWeight, type MatrixView } from '../matmul/problem';
 import { bindingBudget } from '../matmul/split';
 import { B_ROW_STEP, stripTexels, tileCode, type TextureTile } from '../matmul/texture-gemm.wgsl';
 import type { GroupedGemm } from './moe-gemm.wgsl';
@@ -63,7 +63,7 @@ export function textureGroupedGemm(device: WebGpuDevice, g: GroupedGemm): boolea
     transient.push(texture);
     return texture;
   };
-  const w = (!g.weight.requiresGrad ? cachedTexture(device, wView, wLayout)?.texture : null) ?? upload(wView, wLayout);
+  const w = (frozenWeight(g.weight) ? cachedTexture(device, wView, wLayout)?.texture : null) ?? upload(wView, wLayout);
   const a = upload(aView, aLayout);
 
   const stripWidth = stripTexels(format);
