@@ -5,6 +5,7 @@
  * repetition penalty, max_length 20 (prompt included) when neither max_new_tokens nor max_length
  * is given; EOS and pad ids fall back to the model config's.
  */
+import type { SamplingOptions } from '@nemotron-ts/kernels';
 import type { JsonValue, NemotronHConfig } from '../config';
 
 export interface GenerationConfigFields {
@@ -99,17 +100,13 @@ function isTokenId(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-/** The options a generation call takes for decoding (each overrides the generation config). */
-export interface DecodingOptions {
+/**
+ * The options a generation call takes for decoding (each overrides the generation config); the
+ * sampling ones mean what they mean for `sampleTokens`. The seed defaults to 0.
+ */
+export interface DecodingOptions
+  extends Pick<SamplingOptions, 'doSample' | 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'seed'> {
   maxNewTokens?: number;
-  doSample?: boolean;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repetitionPenalty?: number;
-  /** Seed of the draws (a u32; default 0). */
-  seed?: number;
   /** One or more end-of-sequence ids; null or [] for none. */
   eosTokenId?: number | readonly number[] | null;
   /** What finished rows produce (default: the configs' pad id, else the first EOS id, else 0). */

@@ -9,6 +9,7 @@ import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { contiguousStrides } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { ELEMENTWISE_PRELUDE } from './definitions';
 import type { ElementwiseOperand } from './elementwise.cpu';
@@ -198,15 +199,6 @@ fn main(${GRID_ARGS}) {
   });
 }
 
-function contiguousStrides(shape: readonly number[]): number[] {
-  const strides = new Array<number>(shape.length);
-  let s = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    strides[d] = s;
-    s *= shape[d]!;
-  }
-  return strides;
-}
 
 /** Elements spanned by a strided view, from its offset to its last element. */
 function extent(t: Tensor): number {

@@ -10,12 +10,12 @@
 import { record } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { isFloat } from '../../dtype';
-import { formatShape, normalizeAxis } from '../../shape';
+import { contiguousStrides, formatShape, normalizeAxis } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { checkIndex } from './checks';
 import { gatherCpu } from './gather.cpu';
 import { gatherGpu } from './gather.wgsl';
-import { contiguousOf, elementMap, takeMap, type IndexMap } from './index-map';
+import { elementMap, takeMap, type IndexMap } from './index-map';
 import { scatterIntoZeros } from './scatter';
 
 /** Gathers `table` through `map` into a new dense tensor of `shape` (not recorded). */
@@ -43,7 +43,7 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   const out = gatherRaw('embedding', table, ids, takeMap(table, 0, ids), [...ids.shape, hidden]);
   record('embedding', out, [table], (g, [savedIds]) => {
     const shape = [vocab, hidden];
-    return [scatterIntoZeros('embedding_grad', shape, savedIds!, g, takeMap({ shape, strides: contiguousOf(shape) }, 0, savedIds!, g.strides))];
+    return [scatterIntoZeros('embedding_grad', shape, savedIds!, g, takeMap({ shape, strides: contiguousStrides(shape) }, 0, savedIds!, g.strides))];
   }, [ids]);
   return out;
 }
@@ -59,7 +59,7 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   if (isFloat(x.dtype)) {
     const inShape = [...x.shape];
     record('indexSelect', out, [x], (g, [idx]) => [
-      scatterIntoZeros('indexSelect_grad', inShape, idx!, g, takeMap({ shape: inShape, strides: contiguousOf(inShape) }, a, idx!, g.strides)),
+      scatterIntoZeros('indexSelect_grad', inShape, idx!, g, takeMap({ shape: inShape, strides: contiguousStrides(inShape) }, a, idx!, g.strides)),
     ], [index]);
   }
   return out;
@@ -78,7 +78,7 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   if (isFloat(x.dtype)) {
     const inShape = [...x.shape];
     record('gather', out, [x], (g, [idx]) => [
-      scatterIntoZeros('gather_grad', inShape, idx!, g, elementMap({ shape: inShape, strides: contiguousOf(inShape) }, a, idx!, g.strides)),
+      scatterIntoZeros('gather_grad', inShape, idx!, g, elementMap({ shape: inShape, strides: contiguousStrides(inShape) }, a, idx!, g.strides)),
     ], [index]);
   }
   return out;

@@ -7,7 +7,7 @@
  * Gathers read the table and write the dense side; scatters read the dense side and add into the
  * table. All offsets are relative to each tensor's own `offset`.
  */
-import { collapseDims, formatShape, sizeOf } from '../../shape';
+import { collapseDims, contiguousStrides, formatShape, sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
 
 export interface IndexMap {
@@ -38,7 +38,7 @@ export function takeMap(table: TableLayout, axis: number, index: Tensor, denseSt
     shape,
     indexStrides: [...zeros(before.length), ...index.strides, ...zeros(after.length)],
     tableStrides: [...table.strides.slice(0, axis), ...zeros(index.rank), ...table.strides.slice(axis + 1)],
-    denseStrides: denseStrides ? [...denseStrides] : contiguousOf(shape),
+    denseStrides: denseStrides ? [...denseStrides] : contiguousStrides(shape),
     axisStride: table.strides[axis]!,
     axisSize: table.shape[axis]!,
   });
@@ -54,7 +54,7 @@ export function elementMap(table: TableLayout, axis: number, index: Tensor, dens
     shape,
     indexStrides: [...index.strides],
     tableStrides: table.strides.map((s, d) => (d === axis ? 0 : s)),
-    denseStrides: denseStrides ? [...denseStrides] : contiguousOf(shape),
+    denseStrides: denseStrides ? [...denseStrides] : contiguousStrides(shape),
     axisStride: table.strides[axis]!,
     axisSize: table.shape[axis]!,
   });
@@ -67,15 +67,6 @@ function collapse(m: IndexMap): IndexMap {
   return { ...m, shape: c.shape, indexStrides: c.strides[0]!, tableStrides: c.strides[1]!, denseStrides: c.strides[2]! };
 }
 
-export function contiguousOf(shape: readonly number[]): number[] {
-  const strides = new Array<number>(shape.length);
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    strides[i] = s;
-    s *= shape[i]!;
-  }
-  return strides;
-}
 
 /** Elements a strided view spans from its offset to its last element (1 for an empty view). */
 export function extentOf(t: { shape: readonly number[]; strides: readonly number[] }): number {

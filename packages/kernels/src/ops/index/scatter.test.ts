@@ -5,7 +5,8 @@ import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Generator } from '../../random';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { expand, transpose } from '../layout/layout';
-import { contiguousOf, takeMap } from './index-map';
+import { contiguousStrides } from '../../shape';
+import { takeMap } from './index-map';
 import { indexAdd, scatterAdd } from './scatter';
 import { scatterAddCpu } from './scatter.cpu';
 
@@ -116,7 +117,7 @@ describe('ids outside the target', () => {
     const idv = Int32Array.from([1, -4, 3, 1]);
     const ref = onDevice(target, [3, 2], cpu);
     const cpuIds = onDevice(idv, [4], cpu);
-    scatterAddCpu(ref, cpuIds, onDevice(source, [4, 2], cpu), takeMap({ shape: [3, 2], strides: contiguousOf([3, 2]) }, 0, cpuIds, [2, 1]));
+    scatterAddCpu(ref, cpuIds, onDevice(source, [4, 2], cpu), takeMap({ shape: [3, 2], strides: contiguousStrides([3, 2]) }, 0, cpuIds, [2, 1]));
     const got = await indexAdd(onDevice(target, [3, 2], gpu!), 0, onDevice(idv, [4], gpu!), onDevice(source, [4, 2], gpu!)).data() as Float32Array;
     expectClose(got, await ref.data() as Float32Array, { rtol: 1e-7 });
     expect(got[0]).toBe(target[0]!);

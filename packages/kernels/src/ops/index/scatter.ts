@@ -10,13 +10,13 @@ import { noGrad, record } from '../../autograd/graph';
 import { empty, zeros } from '../../creation';
 import type { Device } from '../../device/device';
 import { tidy } from '../../runtime/scope';
-import { formatShape, normalizeAxis, shapesEqual } from '../../shape';
+import { contiguousStrides, formatShape, normalizeAxis, shapesEqual } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, reshape } from '../layout/layout';
 import { bindingWindows } from '../../runtime/binding-windows';
 import { checkFloat, checkIndex, checkSameDevice } from './checks';
 import { checkElementIndex, gatherRaw } from './gather';
-import { contiguousOf, elementMap, takeMap, type IndexMap } from './index-map';
+import { elementMap, takeMap, type IndexMap } from './index-map';
 import { scatterAddCpu } from './scatter.cpu';
 import { scatterAddGpu } from './scatter.wgsl';
 
@@ -94,7 +94,7 @@ export function scatterAdd(target: Tensor, axis: number, index: Tensor, source: 
   checkElementIndex(op, target.shape, a, index);
   checkIndex(op, index, target, target.shape[a]!);
   const out = denseF32Copy(target);
-  scatterAddRaw(op, out, index, source, elementMap({ shape: out.shape, strides: contiguousOf(out.shape) }, a, index, source.strides));
+  scatterAddRaw(op, out, index, source, elementMap({ shape: out.shape, strides: contiguousStrides(out.shape) }, a, index, source.strides));
   const sourceShape = [...source.shape];
   record(op, out, [target, source], (g, [idx]) => [g, gatherRaw('scatterAdd_grad', g, idx!, elementMap(g, a, idx!), sourceShape)], [index]);
   return out;

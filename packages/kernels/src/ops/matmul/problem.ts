@@ -4,7 +4,7 @@
  * transposed and broadcast views need no copy), and a dense f32 output [batch, M, N].
  */
 import { isGradEnabled } from '../../autograd/graph';
-import { formatShape, broadcastShapes, broadcastStrides, collapseDims, sizeOf } from '../../shape';
+import { formatShape, broadcastShapes, broadcastStrides, collapseDims, contiguousStrides, sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { contiguous, expand } from '../layout/layout';
 
@@ -93,7 +93,7 @@ export function normalizeMatmul(op: string, a: Tensor, b: Tensor, options: Matmu
 
   // Collapse the batch dimensions of the output and both operands into one index when their strides
   // allow it; otherwise materialize the operands at the full batch shape (rare: mixed broadcasting).
-  const outBatchStrides = contiguousBatchStrides(batchShape);
+  const outBatchStrides = contiguousStrides(batchShape);
   let aStrides = broadcastStrides(aBatch, a.strides.slice(0, -2), batchShape);
   let bStrides = broadcastStrides(bBatch, b.strides.slice(0, -2), batchShape);
   let collapsed = collapseDims(batchShape, [outBatchStrides, aStrides, bStrides]);
@@ -135,15 +135,6 @@ export function normalizeMatmul(op: string, a: Tensor, b: Tensor, options: Matmu
   return { problem: foldBatchIntoRows(problem), outShape, temporaries };
 }
 
-function contiguousBatchStrides(batchShape: readonly number[]): number[] {
-  const strides = new Array<number>(batchShape.length);
-  let s = 1;
-  for (let i = batchShape.length - 1; i >= 0; i--) {
-    strides[i] = s;
-    s *= batchShape[i]!;
-  }
-  return strides;
-}
 
 function materialize(t: Tensor, shape: number[], temporaries: Tensor[]): Tensor {
   const e = expand(t, shape);
