@@ -4,10 +4,11 @@
  * naming the file, field or flag, and a non-zero exit code.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SafetensorsReader } from '@nemotron-ts/hub';
+import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
+import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { testGpu } from '@nemotron-ts/kernels/testing';
 import { expectedArray, expectLoss, expectRel, FIXTURES_DIR, openFixture } from './support/fixtures';
 
@@ -62,6 +63,30 @@ describe('nemotron forward', () => {
     const got = await outputs(out);
     expect(got.shape).toEqual([1, 3, 256]);
     expect(got.loss).toBeNull();
+  });
+
+  test('NaN logits fail naming the tensor and the first position, and write nothing', async () => {
+    // The dense fixture with token 5's embedding row turned to NaN.
+    const dir = join(scratch, 'nan-model');
+    await mkdir(dir, { recursive: true });
+    await copyFile(join(FIXTURES_DIR, 'dense_f32', 'config.json'), join(dir, 'config.json'));
+    const reader = await SafetensorsReader.open(join(FIXTURES_DIR, 'dense_f32', 'model.safetensors'));
+    const cpu = getCpuDevice();
+    const tensors: Record<string, Tensor> = {};
+    for (const name of reader.names()) {
+      const t = await reader.readHost(name);
+      const values = Float32Array.from(t.data as Float32Array);
+      if (name.endsWith('embeddings.weight')) values.fill(NaN, 5 * t.shape[1]!, 6 * t.shape[1]!);
+      tensors[name] = tensor(values, t.shape, { device: cpu });
+    }
+    await saveSafetensors(join(dir, 'model.safetensors'), tensors);
+    const input = join(scratch, 'nan-input.json');
+    await Bun.write(input, JSON.stringify({ input_ids: [[1, 2, 3], [4, 5, 6]] }));
+    const out = join(scratch, 'nan.safetensors');
+    const r = nemotron('forward', '--model', dir, '--input', input, '--out', out, '--device', 'cpu');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/logits holds \d+ NaN or infinite values \(the first at \[1, 1, 0\] of \[2, 3, 256\]\); nothing written/);
+    expect(await Bun.file(out).exists()).toBe(false);
   });
 
   test('bad inputs and flags fail naming the file, field or flag', async () => {

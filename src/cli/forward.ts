@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson, resolveCheckpoint, saveSafetensors } from '@nemotron-ts/hub';
-import { noGrad, reshape, tidy, type Device, type Tensor } from '@nemotron-ts/kernels';
+import { getCpuDevice, noGrad, reshape, tensor, tidy, type Device, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { readForwardInputs } from './forward-inputs';
@@ -37,12 +37,33 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
         return tensors;
       }),
     );
+    // Read back once: checked here, then written from the host copies.
+    const host: Record<string, Tensor> = {};
     try {
-      await saveSafetensors(outPath, outputs);
+      for (const [name, t] of Object.entries(outputs)) {
+        const values = (await t.data()) as Float32Array;
+        const bad = values.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) {
+          const count = values.reduce((n, v) => n + (Number.isFinite(v) ? 0 : 1), 0);
+          throw new Error(`forward: ${name} holds ${count} NaN or infinite values (the first at [${unravel(bad, t.shape).join(', ')}] of [${t.shape.join(', ')}]); nothing written to ${outPath}`);
+        }
+        host[name] = tensor(values, t.shape, { device: getCpuDevice() });
+      }
+      await saveSafetensors(outPath, host);
     } finally {
-      for (const t of Object.values(outputs)) t.dispose();
+      for (const t of [...Object.values(outputs), ...Object.values(host)]) t.dispose();
     }
   } finally {
     model.dispose();
   }
+}
+
+/** The coordinates of flat index `i` in a row-major `shape`. */
+function unravel(i: number, shape: readonly number[]): number[] {
+  const at = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    at[d] = i % shape[d]!;
+    i = Math.floor(i / shape[d]!);
+  }
+  return at;
 }

@@ -5,7 +5,7 @@
  * equal their prompts alone, and generate's sampling, EOS, stop strings and streaming.
  */
 import { describe, expect, test } from 'bun:test';
-import { Generator, getCpuDevice, narrow, noGrad, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
+import { Generator, getCpuDevice, narrow, noGrad, tensor, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
 import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
 
@@ -294,6 +294,19 @@ describe('generate', () => {
     };
     expect(await run(gpu!)).toEqual(await run(cpu));
   });
+
+  for (const device of devices) {
+    test(`${device.kind}: non-finite logits stop generation with an error naming the row and step`, async () => {
+      const m = model(device, plain);
+      // Token 7's embedding holds a NaN: only the row that contains it goes wrong.
+      const table = (await m.getTensor('model.embeddings.weight').data()) as Float32Array;
+      table[7 * config.hiddenSize + 3] = NaN;
+      m.setTensor('model.embeddings.weight', tensor(table, [config.vocabSize, config.hiddenSize], { device }));
+      await expect(m.generate({ inputIds: [[1, 2, 3], [4, 7, 5]], maxNewTokens: 4, eosTokenId: null })).rejects.toThrow(/logits of row 1 at step 0 hold NaN or infinite values/);
+      expect((await m.generate({ inputIds: [[1, 2, 3]], maxNewTokens: 3, eosTokenId: null })).tokens[0]!.length).toBe(3);
+      m.dispose();
+    });
+  }
 
   test('clear errors', async () => {
     const m = model(cpu, plain);

@@ -50,7 +50,7 @@ export { embedding, indexSelect, gather } from './ops/index/gather';
 export { indexAdd, scatterAdd } from './ops/index/scatter';
 export { copyIntoAt } from './ops/index/write-at';
 export { incrementInPlace } from './ops/index/increment';
-export { sampleTokens, recordTokens, type SamplingOptions, type RecordTokensOptions } from './ops/sampling/sampling';
+export { sampleTokens, recordTokens, NON_FINITE_TOKEN, type SamplingOptions, type RecordTokensOptions } from './ops/sampling/sampling';
 export { uniformHash } from './ops/sampling/counter-random';
 export { detach, zeroGrad } from './autograd/detach';
 export { defineFunction, type FunctionContext, type FunctionDefinition } from './autograd/function';

@@ -14,7 +14,7 @@
  * (see `forward`), so every row generates what its prompt alone would (greedy; draws also depend
  * on the row's index).
  */
-import { StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
+import { NON_FINITE_TOKEN, StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
 import { checkAttentionMask, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
 import { NemotronHybridCache } from '../nemotron/cache';
 import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
@@ -195,19 +195,30 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
       }),
     );
     let pending: Promise<Int32Array> | null = t.ids.data<'i32'>();
+    // On WebGPU the next step is recorded before waiting for this one's tokens, so the device never
+    // idles; the CPU backend runs a step as it is recorded, so there it waits first (nothing to
+    // overlap, and a non-finite row is reported before the next step embeds it).
+    const overlap = device.kind !== 'cpu';
     for (let step = 0; pending; step++) {
-      // Record the next step before waiting for this one's tokens.
-      let next: Promise<Int32Array> | null = null;
-      if (step + 1 < g.maxNewTokens) {
+      const recordNext = (): Promise<Int32Array> | null => {
+        if (step + 1 >= g.maxNewTokens) return null;
         noGrad(() => program.run());
         cache.advanceHost(1);
-        next = t.ids.data<'i32'>();
-      }
+        return t.ids.data<'i32'>();
+      };
+      let next = overlap ? recordNext() : null;
       const got = await pending;
       const now = performance.now();
       if (step === 0) firstKnown = now;
       lastKnown = now;
       steps = step + 1;
+      const broken = got.findIndex((id, b) => !finished[b] && id === NON_FINITE_TOKEN);
+      if (broken >= 0) {
+        throw new Error(
+          `generate: the logits of row ${broken} at step ${step} hold NaN or infinite values (non-finite weights in the checkpoint, or activations that overflowed)`,
+        );
+      }
+      if (!overlap) next = recordNext();
       const stepTokens = Array.from(got, (id, b) => (finished[b] ? g.padTokenId : id));
       const text = streams ? stepTokens.map((id, b) => (finished[b] ? '' : streams[b]!.push(id))) : null;
       stepTokens.forEach((id, b) => {

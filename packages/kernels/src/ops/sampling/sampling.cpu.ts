@@ -5,6 +5,7 @@
 import { bf16BitsToF32 } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
 import { uniformHash } from './counter-random';
+import { NON_FINITE_TOKEN } from './non-finite-token';
 import type { RecordTokensArgs, SamplingProblem } from './sampling';
 
 /** Row b of the logits after the repetition penalty and temperature, as the kernel's f32 math gives them. */
@@ -58,10 +59,24 @@ export function keptTokens(p: Pick<SamplingProblem, 'topK' | 'topP' | 'minP'>, s
   return kept;
 }
 
+/** Whether row b of the logits (as stored, before any processor) holds NaN or ±Infinity. */
+function rowNonFinite(p: SamplingProblem, b: number): boolean {
+  const data = cpuView(p.logits);
+  for (let i = 0; i < p.vocab; i++) {
+    const raw = data[p.logits.offset + b * p.vocab + i]!;
+    if (!Number.isFinite(p.logits.dtype === 'bf16' ? bf16BitsToF32(raw) : raw)) return true;
+  }
+  return false;
+}
+
 export function sampleTokensCpu(p: SamplingProblem, out: Tensor): void {
   const dst = cpuView(out) as Int32Array;
   const counter = (p.counter ? (cpuView(p.counter) as Int32Array)[p.counter.offset]! : 0) + p.counterOffset;
   for (let b = 0; b < p.rows; b++) {
+    if (rowNonFinite(p, b)) {
+      dst[out.offset + b] = NON_FINITE_TOKEN;
+      continue;
+    }
     const s = scores(p, b);
     if (!p.doSample) {
       dst[out.offset + b] = argmax(s);

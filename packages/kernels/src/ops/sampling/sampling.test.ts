@@ -5,7 +5,7 @@ import { Generator } from '../../random';
 import { onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { uniformHash } from './counter-random';
 import { keptTokens } from './sampling.cpu';
-import { recordTokens, sampleTokens, type SamplingOptions } from './sampling';
+import { NON_FINITE_TOKEN, recordTokens, sampleTokens, type SamplingOptions } from './sampling';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
@@ -40,6 +40,27 @@ describe('sampleTokens', () => {
       expect(penalised[0]).not.toBe(7);
       expect(penalised[0]).not.toBe(500);
       expect(penalised.slice(1)).toEqual(plain.slice(1));
+    }
+  });
+
+  test('a row with NaN or ±Infinity logits gets NON_FINITE_TOKEN; the other rows are unaffected (f32 and bf16)', async () => {
+    const shape: [number, number] = [5, 333];
+    const x = logits(5, 333, 11);
+    x[1 * 333 + 331] = NaN;
+    x[2 * 333 + 0] = Infinity;
+    x[3 * 333 + 170] = -Infinity;
+    const argmax = (r: number) => x.subarray(r * 333, (r + 1) * 333).reduce((best, v, i, a) => (v > a[best]! ? i : best), 0);
+    for (const d of devices) {
+      for (const dtype of ['f32', 'bf16'] as const) {
+        for (const options of [{}, { doSample: true, topK: 7, temperature: 1e-30, seed: 3 }] as SamplingOptions[]) {
+          const got = Array.from((await poisoned(d, () => sampleTokens(onDevice(x, shape, d, dtype), options)).data()) as Int32Array);
+          const what = { device: d.kind, dtype, sample: options.doSample ?? false };
+          expect({ ...what, got: got.slice(1, 4) }).toEqual({ ...what, got: [NON_FINITE_TOKEN, NON_FINITE_TOKEN, NON_FINITE_TOKEN] });
+          // A tiny temperature scales finite logits past f32's range: still a token, not an error.
+          if (dtype === 'f32') expect({ ...what, got: [got[0], got[4]] }).toEqual({ ...what, got: [argmax(0), argmax(4)] });
+          else expect(got[0]! >= 0 && got[4]! >= 0).toBe(true);
+        }
+      }
     }
   });
 

@@ -27,6 +27,8 @@ import type { Tensor } from '../../tensor';
 import { sampleTokensCpu, recordTokensCpu } from './sampling.cpu';
 import { recordTokensGpu, sampleTokensGpu } from './sampling.wgsl';
 
+export { NON_FINITE_TOKEN } from './non-finite-token';
+
 export interface SamplingOptions {
   /** Sample (true) or take the arg-max (false, default). */
   doSample?: boolean;
@@ -71,7 +73,10 @@ function fail(message: string): never {
   throw new Error(`sampleTokens: ${message}`);
 }
 
-/** One token id per row of `logits` [B, V] (f32 or bf16): i32 [B]. See the file header. */
+/**
+ * One token id per row of `logits` [B, V] (f32 or bf16): i32 [B]. See the file header. A row whose
+ * logits hold NaN or ±Infinity gets {@link NON_FINITE_TOKEN} (-1) instead of a token.
+ */
 export function sampleTokens(logits: Tensor, options: SamplingOptions = {}): Tensor {
   logits.assertAlive('sampleTokens logits');
   if (logits.rank !== 2 || logits.shape[1]! < 1 || logits.shape[0]! < 1) fail(`logits must be [B, V] with V ≥ 1, got ${formatShape(logits.shape)}`);

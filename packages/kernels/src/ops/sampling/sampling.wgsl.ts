@@ -16,6 +16,7 @@ import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { ORDER_WGSL } from '../topk/order';
 import { COUNTER_RANDOM_WGSL } from './counter-random';
+import { NON_FINITE_TOKEN } from './non-finite-token';
 import type { RecordTokensArgs, SamplingProblem } from './sampling';
 
 const WG = 64;
@@ -49,7 +50,12 @@ var<workgroup> sharedU: array<u32, ${WG}>;
 var<workgroup> pick: vec2<u32>;
 
 fn score(row: u32, i: u32) -> f32 {
-  var s = load_logits(P.logitsOff + row * P.vocab + i);
+  return processed(row, i, load_logits(P.logitsOff + row * P.vocab + i));
+}
+
+/** The logit after the repetition penalty and temperature. */
+fn processed(row: u32, i: u32, logit: f32) -> f32 {
+  var s = logit;
   ${p.seen ? 'if (seen[P.seenOff + row * P.vocab + i] != 0) { s = select(s / P.penalty, s * P.penalty, s < 0.0); }' : ''}
   ${sample ? 's = s / P.temperature;' : ''}
   return s;
@@ -81,10 +87,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let i0 = min(lane * P.chunk, P.vocab);
   let i1 = min(i0 + P.chunk, P.vocab);
   // Pass 1: the largest score and its lowest index.
+  // Non-finite logits are caught here, by their bits (WGSL may assume no NaN in float compares).
   var best = -3.0e38;
   var bestAt = 0xffffffffu;
+  var nonFinite = 0u;
   for (var i = i0; i < i1; i++) {
-    let s = score(row, i);
+    let logit = load_logits(P.logitsOff + row * P.vocab + i);
+    nonFinite |= select(0u, 1u, (bitcast<u32>(logit) & 0x7f800000u) == 0x7f800000u);
+    let s = processed(row, i, logit);
     if (bestAt == 0xffffffffu || s > best) { best = s; bestAt = i; }
   }
   sharedF[lane] = best;
@@ -96,6 +106,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let at = sharedU[l];
     if (at != 0xffffffffu && (arg == 0xffffffffu || sharedF[l] > m)) { m = sharedF[l]; arg = at; }
   }
+  let rowNonFinite = sum_u32(lane, nonFinite) > 0u;
   ${
     sample
       ? `// Top-k: the largest key t with count(key ≥ t) ≥ k.
@@ -177,9 +188,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (running > rest) { break; }
       }
     }
-    out[P.outOff + row] = i32(at);
+    out[P.outOff + row] = select(i32(at), ${NON_FINITE_TOKEN}, rowNonFinite);
   }`
-      : `if (lane == 0u) { out[P.outOff + row] = i32(arg); }`
+      : `if (lane == 0u) { out[P.outOff + row] = select(i32(arg), ${NON_FINITE_TOKEN}, rowNonFinite); }`
   }
 }`;
   device.run({
