@@ -17,6 +17,8 @@ export {
   type GenerateResult,
   type GenerationEvent,
   type HybridCacheOptions,
+  type MtpInputs,
+  type MtpOutput,
 } from '@nemotron-ts/core';
 export * as kernels from '@nemotron-ts/kernels';
 export * as core from '@nemotron-ts/core';

@@ -6,16 +6,20 @@
  * step within tolerance, for the case's prompt and for the padded batch — must match within the
  * README's tolerances. Decode steps clamp dt as prefill does, so where the fixture also records the
  * logits of a decode that skips the clamp (`gen_step_logits_decode_unclamped`), ours must not match
- * those. The MTP loss belongs to later work and is listed as todo.
+ * those. Cases with an MTP block also check `forwardMtp`: every depth's hidden states and targets,
+ * row 0's depth logits, and the main, per-depth, MTP and total losses, for the batch and the packed
+ * row (whose hidden states count only where a target exists: elsewhere they depend on the roll
+ * across documents).
  */
 import { describe, expect, test } from 'bun:test';
-import { noGrad, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { narrow, noGrad, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
 import { testDevices } from '@nemotron-ts/kernels/testing';
-import { NemotronHForCausalLM } from '../src';
-import { expectedArray, expectedInts, expectLoss, expectRel, fixtureNames, openFixture, relDiff } from './support/fixtures';
+import { NemotronHForCausalLM, type MtpOutput } from '../src';
+import { expectedArray, expectedInts, expectLoss, expectRel, fixtureNames, mtpScalars, openFixture, relDiff, type FixtureCase } from './support/fixtures';
 
 const devices = await testDevices();
 const names = await fixtureNames();
+const mtpNames = (await Promise.all(names.map(async (name) => ((await openFixture(name)).inputs.mtp ? name : null)))).filter((n) => n !== null);
 
 /** One summary line per case and device, for the report. */
 function report(fields: Record<string, unknown>): void {
@@ -111,7 +115,18 @@ for (const device of devices) {
         }
       });
     }
-    test.todo('MTP loss and hidden states (mtp block): later work');
+    for (const name of mtpNames) {
+      test(`${name}: multi-token prediction (mtp block)`, async () => {
+        const fixture = await openFixture(name);
+        const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+        try {
+          const row = { case: name, device: device.kind, mtp: await checkMtp(fixture, model) };
+          report(row);
+        } finally {
+          model.dispose();
+        }
+      });
+    }
   });
 }
 
@@ -119,4 +134,56 @@ function disposeOutputs(out: { logits: Tensor; loss: Tensor | null; hiddenStates
   out.logits.dispose();
   out.loss?.dispose();
   for (const t of out.hiddenStates ?? []) t.dispose();
+}
+
+/** forwardMtp on the case's MTP inputs (batch, then packed row) against the fixture; returns the worst errors. */
+async function checkMtp(fixture: FixtureCase, model: NemotronHForCausalLM): Promise<Record<string, number>> {
+  const mtp = fixture.inputs.mtp!;
+  const scalars = (await mtpScalars(fixture))!;
+  const { hiddenSize: H, vocabSize: V } = model.config;
+  const errors: Record<string, number> = {};
+  const losses = async (what: string, out: MtpOutput, want: (typeof scalars)['main']) => {
+    expect(out.labelCount).toBe(want.num_label_tokens);
+    let worst = expectLoss(`${what} main_loss`, (await out.mainLoss.data())[0]!, want.main_loss);
+    for (const [k, l] of out.depthLosses.entries()) worst = Math.max(worst, expectLoss(`${what} depth_loss[${k}]`, (await l.data())[0]!, want.depth_loss[k]!));
+    worst = Math.max(worst, expectLoss(`${what} mtp_loss`, (await out.mtpLoss.data())[0]!, want.mtp_loss));
+    return Math.max(worst, expectLoss(`${what} total_loss`, (await out.loss.data())[0]!, want.total_loss));
+  };
+
+  const out = noGrad(() => model.forwardMtp({ inputIds: mtp.input_ids, labels: mtp.labels }));
+  const D = out.depthHiddenStates.length;
+  const [B, T] = [mtp.input_ids.length, mtp.input_ids[0]!.length];
+  expect(out.depthTargets.flat(2)).toEqual(Array.from(await expectedInts(fixture, 'mtp/targets')));
+  const hidden = await expectedArray(fixture, 'mtp/hidden');
+  const logitsRow0 = await expectedArray(fixture, 'mtp/logits_row0');
+  errors.hidden = 0;
+  errors.logits_row0 = 0;
+  for (let k = 0; k < D; k++) {
+    const got = (await out.depthHiddenStates[k]!.data()) as Float32Array;
+    errors.hidden = Math.max(errors.hidden, expectRel(`mtp/hidden[${k}]`, got, hidden.subarray(k * B * T * H, (k + 1) * B * T * H)));
+    const row0 = (await noGrad(() => model.lmHead.forward(narrow(out.depthHiddenStates[k]!, 0, 0, 1))).data()) as Float32Array;
+    errors.logits_row0 = Math.max(errors.logits_row0, expectRel(`mtp/logits_row0[${k}]`, row0, logitsRow0.subarray(k * T * V, (k + 1) * T * V)));
+  }
+  errors.losses = await losses('mtp', out, scalars.main);
+  disposeMtp(out);
+
+  const p = mtp.packed;
+  const packed = noGrad(() => model.forwardMtp({ inputIds: [p.input_ids], labels: [p.labels], cuSeqlens: p.cu_seqlens }));
+  const targets = await expectedInts(fixture, 'mtp/packed_targets');
+  expect(packed.depthTargets.flat(2)).toEqual(Array.from(targets));
+  const packedHidden = await expectedArray(fixture, 'mtp/packed_hidden');
+  const L = p.input_ids.length;
+  errors.packed_hidden = 0;
+  for (let k = 0; k < D; k++) {
+    const got = (await packed.depthHiddenStates[k]!.data()) as Float32Array;
+    const counted = (i: number) => targets[k * L + Math.floor(i / H)] !== -100;
+    errors.packed_hidden = Math.max(errors.packed_hidden, expectRel(`mtp/packed_hidden[${k}]`, got, packedHidden.subarray(k * L * H, (k + 1) * L * H), counted));
+  }
+  errors.packed_losses = await losses('mtp packed', packed, scalars.packed);
+  disposeMtp(packed);
+  return errors;
+}
+
+function disposeMtp(out: MtpOutput): void {
+  for (const t of [out.logits, out.loss, out.mainLoss, out.mtpLoss, ...out.depthHiddenStates, ...out.depthLosses]) t.dispose();
 }

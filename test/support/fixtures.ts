@@ -23,6 +23,24 @@ export interface FixtureInputs {
   packed: { input_ids: number[]; cu_seqlens: number[]; labels: number[] };
   generate: { prompt: number[]; max_new_tokens: number };
   padded_generate?: { input_ids: number[][]; attention_mask: number[][]; max_new_tokens: number };
+  /** Pre-shifted labels (NeMo's convention) for the MTP loss. */
+  mtp?: { input_ids: number[][]; labels: number[][]; packed: { input_ids: number[]; cu_seqlens: number[]; labels: number[] } };
+}
+
+/** The MTP block's scalars (manifest blocks.mtp.scalars / packed_scalars). */
+export interface MtpScalars {
+  num_label_tokens: number;
+  main_loss: number;
+  depth_loss: number[];
+  mtp_loss: number;
+  total_loss: number;
+}
+
+/** The case's MTP scalars for the main batch and the packed row, or null without an MTP block. */
+export async function mtpScalars(fixture: FixtureCase): Promise<{ main: MtpScalars; packed: MtpScalars } | null> {
+  const manifest = (await Bun.file(join(fixture.dir, 'manifest.json')).json()) as { blocks?: { mtp?: { scalars: MtpScalars; packed_scalars: MtpScalars } } };
+  const block = manifest.blocks?.mtp;
+  return block ? { main: block.scalars, packed: block.packed_scalars } : null;
 }
 
 export async function fixtureNames(): Promise<string[]> {

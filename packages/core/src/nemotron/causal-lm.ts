@@ -3,7 +3,7 @@
  * the MTP head when the config enables it. Module names match HF's in-memory (v5) layout:
  * `model.embeddings`, `model.layers.{i}`, `model.norm_f`, `lm_head`, plus `mtp.layers.{j}`.
  */
-import { crossEntropy, fusedLinear, narrow, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { add, crossEntropy, fusedLinear, mul, narrow, reshape, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -11,7 +11,7 @@ import type { NemotronHybridCache } from './cache';
 import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
-import { IGNORE_INDEX, prepareInputs, prepareLabels, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
+import { checkCuSeqlens, checkLabels, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
 import { MultiTokenPrediction } from './mtp';
 
@@ -45,6 +45,38 @@ export interface CausalLMOutput {
   readonly loss: Tensor | null;
   /** With outputHiddenStates: the embeddings, blocks 0 … L−2, and the final state after norm_f (HF order). */
   readonly hiddenStates: Tensor[] | null;
+}
+
+export interface MtpInputs extends Omit<ModelInputs, 'inputsEmbeds' | 'outputHiddenStates' | 'cuSeqlens'> {
+  /** i32 [B, L] token ids, or rows of ids (each depth rolls them). */
+  inputIds: Tensor | Rows;
+  /**
+   * NeMo's pre-shifted labels, rows [B][L]: labels[t] is the target of position t (-100 = none).
+   * Unlike `forward`'s HF labels nothing is shifted inside; HF-style labels relate as
+   * labels[t] = hfLabels[t + 1].
+   */
+  labels: Rows;
+  /** Packed-row boundaries (B = 1), as an array: the per-depth targets are built from them. */
+  cuSeqlens?: readonly number[];
+}
+
+export interface MtpOutput {
+  /** f32 [B, L, V]: the backbone's logits. */
+  readonly logits: Tensor;
+  /** f32 scalar: mainLoss + mtpLoss (what NeMo trains on). */
+  readonly loss: Tensor;
+  /** f32 scalar: Σ CE(logits[t], labels[t]) / N. */
+  readonly mainLoss: Tensor;
+  /** f32 scalar: mtp_loss_scaling_factor / D · Σ_k depthLosses[k]. */
+  readonly mtpLoss: Tensor;
+  /** Per depth k: f32 [B, L, H], the depth's output after its final_layernorm. */
+  readonly depthHiddenStates: Tensor[];
+  /** Per depth k: f32 scalar Σ CE(h_k[t] · lm_headᵀ, targets[k][t]) / N. */
+  readonly depthLosses: Tensor[];
+  /** Per depth k: target rows, targets[k][b][t] = labels[b][t + k + 1], -100 past the row's end or in another packed document. */
+  readonly depthTargets: number[][][];
+  /** N: the labels that are not -100; every loss is a sum divided by it (by 1 when there are none). */
+  readonly labelCount: number;
 }
 
 export class NemotronHForCausalLM extends Module {
@@ -98,6 +130,39 @@ export class NemotronHForCausalLM extends Module {
       }
       const logits = this.lmHead.forward(keep > 0 ? narrow(lastHiddenState, 1, length - keep, keep) : lastHiddenState);
       return { logits, loss: labels ? causalLmLoss(logits, labels) : null, hiddenStates };
+    });
+  }
+
+  /**
+   * The training forward with multi-token prediction (spec §5, NeMo's recipe): the backbone, its
+   * loss on pre-shifted labels, and every MTP depth with its loss against the labels rolled k + 1
+   * further. Every loss is a cross-entropy sum divided by N, the main labels' count (NeMo's
+   * MaskedCrossEntropy with num_label_tokens). Generation never runs the MTP head.
+   */
+  forwardMtp(inputs: MtpInputs): MtpOutput {
+    const mtp = this.mtp;
+    if (!mtp) throw new Error('forwardMtp: the config has no MTP head (num_nextn_predict_layers = 0 or no mtp_hybrid_override_pattern)');
+    return tidy(() => {
+      const device = this.lmHead.weight.device;
+      const prepared = prepareInputs(this.config, device, inputs);
+      const { batch, length } = prepared;
+      const labels = checkLabels(inputs.labels, 'labels', this.config.vocabSize);
+      const [labelRows, labelLength] = rowsShape(labels);
+      if (labelRows !== batch || labelLength !== length) throw new Error(`forwardMtp: labels [${labelRows}, ${labelLength}] do not match inputIds [${batch}, ${length}]`);
+      const documents = inputs.cuSeqlens === undefined ? null : documentOf(checkCuSeqlens(inputs.cuSeqlens, 'cuSeqlens', length), length);
+      const labelCount = labels.reduce((n, row) => n + row.filter((v) => v !== IGNORE_INDEX).length, 0);
+      const perLabel = 1 / Math.max(labelCount, 1);
+      const lossOf = (logits: Tensor, targets: Rows) =>
+        mul(crossEntropy(logits, tensor(Int32Array.from(targets.flat()), [batch, length], { device }), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }), perLabel);
+
+      const { lastHiddenState } = this.model.forwardPrepared(prepared, false);
+      const logits = this.lmHead.forward(lastHiddenState);
+      const mainLoss = lossOf(logits, labels);
+      const depthHiddenStates = mtp.forward(lastHiddenState, prepared.inputIds!, (ids) => this.model.embeddings.forward(ids), prepared.sequences);
+      const depthTargets = depthHiddenStates.map((_, k) => mtpTargets(labels, k + 1, documents));
+      const depthLosses = depthHiddenStates.map((h, k) => tidy(() => lossOf(this.lmHead.forward(h), depthTargets[k]!)));
+      const mtpLoss = mul(depthLosses.slice(1).reduce((sum, l) => add(sum, l), depthLosses[0]!), this.config.mtpLossScalingFactor / mtp.numDepths);
+      return { logits, loss: add(mainLoss, mtpLoss), mainLoss, mtpLoss, depthHiddenStates, depthLosses, depthTargets, labelCount };
     });
   }
 
@@ -199,4 +264,25 @@ export class NemotronHForCausalLM extends Module {
 function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
   const length = logits.shape[1]!;
   return crossEntropy(narrow(logits, 1, 0, length - 1), narrow(labels, 1, 1, length - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'mean' });
+}
+
+/** The document of each position of a packed row. */
+function documentOf(cuSeqlens: readonly number[], length: number): Int32Array {
+  const doc = new Int32Array(length);
+  for (let d = 0; d + 1 < cuSeqlens.length; d++) doc.fill(d, cuSeqlens[d]!, cuSeqlens[d + 1]!);
+  return doc;
+}
+
+/**
+ * The targets of the MTP depth that looks `ahead` positions further (depth k: ahead = k + 1):
+ * labels[t + ahead], -100 where that runs past the row or into another packed document.
+ */
+function mtpTargets(labels: Rows, ahead: number, documents: Int32Array | null): number[][] {
+  return labels.map((row) =>
+    row.map((_, t) => {
+      const from = t + ahead;
+      if (from >= row.length || (documents && documents[from] !== documents[t])) return IGNORE_INDEX;
+      return row[from]!;
+    }),
+  );
 }

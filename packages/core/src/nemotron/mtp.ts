@@ -6,11 +6,13 @@
  * `mtp_use_repeated_layer` one physical depth is built and run D times (weights tied across depths).
  * MTP shares the backbone's embeddings and lm_head.
  */
+import { concat, narrow, tidy, zeros, type Tensor } from '@nemotron-ts/kernels';
 import type { LayerKind, NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, ModuleList, type Placement } from '../nn/module';
 import { NemotronHBlock } from './block';
 import { RMSNorm } from './rms-norm';
+import type { SequenceInfo } from './sequence';
 
 export class MtpSublayer extends NemotronHBlock {
   readonly enorm: RMSNorm | null;
@@ -59,6 +61,34 @@ export class MultiTokenPrediction extends Module {
     this.layers = this.registerModule('layers', new ModuleList(sublayers));
   }
 
+  /**
+   * Runs every depth (spec §5.2) and returns h_k, f32 [B, L, H] per depth. `hidden` is the
+   * backbone's output after norm_f, `ids` the i32 [B, L] input ids; depth k fuses the previous
+   * depth's output (the backbone's for k = 0) with the embeddings of the ids rolled left k + 1
+   * places, zero-filled — over the whole row, across packed documents too (NeMo's single-rank
+   * path; those positions have no target). The sublayers see the backbone's masks and documents.
+   */
+  forward(hidden: Tensor, ids: Tensor, embed: (ids: Tensor) => Tensor, sequences: SequenceInfo): Tensor[] {
+    return tidy(() => {
+      const outputs: Tensor[] = [];
+      let h = hidden;
+      for (let depth = 0; depth < this.numDepths; depth++) {
+        const e = embed(rollLeft(ids, depth + 1));
+        let x = h;
+        for (let s = 0; s < this.sublayersPerDepth; s++) {
+          const layer = this.sublayer(depth, s);
+          // Embedding first, then the hidden state (NeMo's concatenation order).
+          if (layer.ehProj) x = layer.ehProj.forward(concat([layer.enorm!.forward(e), layer.hnorm!.forward(x)], -1));
+          x = layer.forward(x, sequences);
+          if (layer.finalLayernorm) x = layer.finalLayernorm.forward(x);
+        }
+        outputs.push(x);
+        h = x;
+      }
+      return outputs;
+    });
+  }
+
   /** Sublayer `s` of the weights that depth `depth` runs (depth 0's when layers are repeated). */
   sublayer(depth: number, s: number): MtpSublayer {
     if (depth < 0 || depth >= this.numDepths) throw new RangeError(`MTP depth ${depth} is outside 0..${this.numDepths - 1}`);
@@ -66,4 +96,11 @@ export class MultiTokenPrediction extends Module {
     const physical = this.config.mtpUseRepeatedLayer ? 0 : depth;
     return this.layers.at(physical * this.sublayersPerDepth + s);
   }
+}
+
+/** ids [B, L] shifted left by `n` places along L, the last n filled with token 0. */
+function rollLeft(ids: Tensor, n: number): Tensor {
+  const [batch, length] = ids.shape as [number, number];
+  const fill = zeros([batch, Math.min(n, length)], { dtype: 'i32', device: ids.device });
+  return n >= length ? fill : concat([narrow(ids, 1, n, length - n), fill], 1);
 }
