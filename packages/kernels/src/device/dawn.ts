@@ -8,7 +8,7 @@
  */
 import { create, globals } from 'webgpu';
 import { NoAdapterError } from './errors';
-import { setNativeEnv } from './native-env';
+import { setNativeEnv, sharedLibraryLoads } from './native-env';
 
 export type BackendName = 'vulkan' | 'metal' | 'd3d12' | 'opengl' | 'opengles';
 
@@ -104,6 +104,11 @@ export async function openDawn(request: AdapterRequest = {}): Promise<DawnHandle
   installGlobals();
   const tried: string[] = [];
   for (const c of candidates(request)) {
+    // Without the Vulkan loader Dawn would only print a warning and find nothing.
+    if (c.backend === 'vulkan' && process.platform === 'linux' && !(await sharedLibraryLoads('libvulkan.so.1'))) {
+      tried.push('vulkan: libvulkan.so.1 not found');
+      continue;
+    }
     const gpu = create([`backend=${c.backend}`]);
     keepAlive.push(gpu);
     let adapter: GPUAdapter | null = null;

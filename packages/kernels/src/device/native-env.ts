@@ -16,3 +16,19 @@ export async function setNativeEnv(name: string, value: string): Promise<void> {
     libc.close();
   }
 }
+
+/**
+ * Whether the dynamic loader finds a shared library (Linux under Bun; elsewhere assumed present).
+ * Lets adapter probing skip a backend whose loader is missing instead of letting Dawn print a
+ * warning about it.
+ */
+export async function sharedLibraryLoads(name: string): Promise<boolean> {
+  if (!process.versions.bun || process.platform !== 'linux') return true;
+  const { dlopen } = await import('bun:ffi');
+  try {
+    dlopen(name, {}).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
