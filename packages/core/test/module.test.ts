@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
+import { add, backward, getCpuDevice, sumAll, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { testGpu } from '@nemotron-ts/kernels/testing';
 import { Embedding, Linear, Module, ModuleList, type Placement } from '../src';
 
@@ -97,6 +97,17 @@ describe('Module', () => {
     expect(m.blocks.at(1).training).toBe(true);
     m.requiresGrad_(false);
     expect(m.parameters().some((p) => p.requiresGrad)).toBe(false);
+    m.dispose();
+  });
+
+  test('zeroGrad drops every accumulated gradient', async () => {
+    const m = new Toy();
+    await fillAll(m);
+    const x = tensor(Float32Array.of(0.5, -1, 2), [1, 3], { device: cpu });
+    backward(add(sumAll(m.head.forward(x)), sumAll(m.blocks.at(0).proj.forward(x))));
+    expect(m.parameters().some((p) => p.grad !== null)).toBe(true);
+    m.zeroGrad();
+    expect(m.parameters().every((p) => p.grad === null)).toBe(true);
     m.dispose();
   });
 

@@ -7,7 +7,7 @@
  * slot (a bf16 copy has new storage), so subclasses expose them through getters that read the slot.
  * A module owns its tensors: `dispose()` releases them all.
  */
-import { cast, empty, formatShape, isFloat, noGrad, shapesEqual, tensor, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { cast, empty, formatShape, isFloat, noGrad, shapesEqual, tensor, zeroGrad, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 
 /** A trainable tensor: a leaf `Tensor` with `requiresGrad` set (unless frozen). */
 export type Parameter = Tensor;
@@ -250,6 +250,11 @@ export class Module {
   requiresGrad_(flag = true): this {
     for (const [, p] of this.namedParameters()) p.requiresGrad = flag;
     return this;
+  }
+
+  /** Drops every parameter's accumulated gradient (PyTorch's `zero_grad(set_to_none=True)`). */
+  zeroGrad(): void {
+    zeroGrad(this.parameters());
   }
 
   /**
