@@ -89,3 +89,67 @@ export function causalConv1dUpdateCpu(state: Tensor, x: Tensor, weight: Tensor, 
     }
   }
 }
+
+/** Gradients of y (not of finalState) written by {@link causalConv1dBackwardCpu}; null where not wanted. */
+export interface CausalConv1dGrads {
+  dx: Tensor; // [B, L, C]
+  dWeight: Tensor; // [C, K]
+  dBias: Tensor | null; // [C]
+  dInitialState: Tensor | null; // [B, C, K]
+}
+
+/**
+ * Backward of y = act(z), z[b,t,c] = bias[c] + Σ_k W[c,k]·in(b, t-(K-1)+k, c): dz = dy·act'(z), then
+ * every tap that reached an output sends dz·W to its input and dz·input to its weight.
+ */
+export function causalConv1dBackwardCpu(a: CausalConv1dCpuArgs, dy: Tensor, out: CausalConv1dGrads): void {
+  const [batch, length, channels] = a.x.shape as [number, number, number];
+  const taps = a.weight.shape[1]!;
+  const x = host(a.x);
+  const w = host(a.weight);
+  const bias = a.bias ? host(a.bias) : null;
+  const init = a.initialState ? host(a.initialState) : null;
+  const seq = a.seqIdx ? host(a.seqIdx) : null;
+  const g = host(dy);
+  const dx = new Float64Array(batch * length * channels);
+  const dw = new Float64Array(channels * taps);
+  const db = new Float64Array(channels);
+  const dinit = new Float64Array(batch * channels * taps);
+  const input = (b: number, s: number, c: number): number => {
+    if (s >= 0) return x[(b * length + s) * channels + c]!;
+    return init ? init[(b * channels + c) * taps + taps + s]! : 0;
+  };
+  for (let b = 0; b < batch; b++) {
+    const starts = documentStarts(seq, b, length);
+    for (let t = 0; t < length; t++) {
+      for (let c = 0; c < channels; c++) {
+        const i = (b * length + t) * channels + c;
+        let dz = g[i]!;
+        if (a.silu) {
+          let z = bias ? bias[c]! : 0;
+          for (let k = 0; k < taps; k++) {
+            const s = t - (taps - 1) + k;
+            if (s >= starts[t]!) z += w[c * taps + k]! * input(b, s, c);
+          }
+          const sig = 1 / (1 + Math.exp(-z));
+          dz *= sig * (1 + z * (1 - sig));
+        }
+        db[c] += dz;
+        for (let k = 0; k < taps; k++) {
+          const s = t - (taps - 1) + k;
+          if (s < starts[t]!) continue;
+          dw[c * taps + k] += dz * input(b, s, c);
+          if (s >= 0) dx[(b * length + s) * channels + c] += dz * w[c * taps + k]!;
+          else dinit[(b * channels + c) * taps + taps + s] += dz * w[c * taps + k]!;
+        }
+      }
+    }
+  }
+  const write = (t: Tensor | null, v: Float64Array) => {
+    if (t) (cpuView(t) as Float32Array).set(v, t.offset);
+  };
+  write(out.dx, dx);
+  write(out.dWeight, dw);
+  write(out.dBias, db);
+  write(out.dInitialState, dinit);
+}

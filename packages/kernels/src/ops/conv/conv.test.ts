@@ -3,7 +3,9 @@ import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import type { DType } from '../../dtype';
 import type { Tensor } from '../../tensor';
-import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { backward } from '../../autograd/backward';
+import { noGrad } from '../../autograd/graph';
+import { expectBackwardMatches, expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { narrow } from '../layout/layout';
 import { causalConv1d, causalConv1dUpdate, type ConvActivation } from './conv';
 
@@ -183,7 +185,82 @@ describe('causalConv1d: argument errors', () => {
     expect(() => causalConv1d(x, w, tensor(new Float32Array(4), [4], { device: cpu }))).toThrow(/bias must be \[3\]/);
     const state = tensor(new Float32Array(24), [2, 3, 4], { device: cpu });
     expect(() => causalConv1dUpdate(state, tensor(new Float32Array(6), [2, 3], { device: cpu }), tensor(new Float32Array(9), [3, 3], { device: cpu }), null)).toThrow(/K=3 taps/);
-    w.requiresGrad_();
-    expect(() => causalConv1d(x, w, null)).toThrow(/causalConv1d backward is not implemented yet/);
+  });
+});
+
+/** The differentiable inputs of a case in gradient order: x, weight, bias?, initialState?. */
+function gradInputs(c: Case, v: Inputs): { values: Float32Array; shape: number[] }[] {
+  return [
+    { values: v.x, shape: [c.B, c.L, c.C] },
+    { values: v.w, shape: [c.C, c.K] },
+    ...(v.bias ? [{ values: v.bias, shape: [c.C] }] : []),
+    ...(v.init ? [{ values: v.init, shape: [c.B, c.C, c.K] }] : []),
+  ];
+}
+
+/** y as a function of the gradient inputs (seqIdx fixed, on the inputs' device). */
+function convOf(c: Case, v: Inputs) {
+  return (...ts: Tensor[]) => {
+    const seqIdx = v.seq ? onDevice(v.seq, [c.B, c.L], ts[0]!.device) : undefined;
+    let i = 2;
+    const bias = v.bias ? ts[i++]! : null;
+    const initialState = v.init ? ts[i++] : undefined;
+    return causalConv1d(ts[0]!, ts[1]!, bias, { activation: c.activation, initialState, seqIdx }).y;
+  };
+}
+
+const gradCases: [string, Case][] = [
+  ['silu, bias, initial state, packed seqIdx', { B: 2, L: 13, C: 5, K: 4, init: true, seq: [[4, 1, 6, 2], [13]] }],
+  ['no activation, no bias, no initial state', { B: 2, L: 11, C: 3, K: 3, bias: false, activation: null }],
+  ['L < K with initial state, seqIdx starting a document at 1', { B: 1, L: 3, C: 4, K: 4, init: true, seq: [[1, 2]] }],
+];
+
+describe('causalConv1d backward: gradcheck of the CPU reference', () => {
+  for (const [name, c] of gradCases) {
+    test(name, async () => {
+      const v = inputs(c, 21);
+      await gradcheck(convOf(c, v), gradInputs(c, v), { rtol: 1e-3 });
+    });
+  }
+
+  test('finalState gets no gradient and noGrad records nothing', () => {
+    const c: Case = { B: 1, L: 5, C: 2, K: 3, init: true };
+    const v = inputs(c, 4);
+    const x = onDevice(v.x, [c.B, c.L, c.C], cpu).requiresGrad_();
+    const out = causalConv1d(x, onDevice(v.w, [c.C, c.K], cpu), null, { initialState: onDevice(v.init!, [c.B, c.C, c.K], cpu) });
+    expect(out.y.requiresGrad).toBe(true);
+    expect(out.finalState.requiresGrad).toBe(false);
+    const quiet = noGrad(() => causalConv1d(x, onDevice(v.w, [c.C, c.K], cpu), null));
+    expect(quiet.y.gradFn).toBeNull();
+  });
+});
+
+describe('causalConv1d backward: WebGPU vs CPU reference', () => {
+  const cases: [string, Case][] = [
+    ...gradCases,
+    ['odd sizes, more than one partial run of positions', { B: 3, L: 45, C: 7, K: 4, init: true, seq: [[11, 1, 17, 3, 13], [45], [2, 43]] }],
+    ['K = 1', { B: 1, L: 6, C: 3, K: 1, init: true }],
+  ];
+  for (const [name, c] of cases) {
+    test.if(gpu !== null)(name, async () => {
+      const v = inputs(c, 33);
+      await expectBackwardMatches(gpu!, convOf(c, v), gradInputs(c, v), { rtol: 2e-6, what: name });
+    });
+  }
+
+  test.if(gpu !== null)('bf16 x and weights (f32 gradients)', async () => {
+    const c: Case = { B: 2, L: 19, C: 6, K: 4, xDtype: 'bf16', wDtype: 'bf16', init: true, seq: [[7, 12], [19]] };
+    const v = inputs(c, 12);
+    const run = async (d: Device) => {
+      const x = onDevice(v.x, [c.B, c.L, c.C], d, 'bf16').requiresGrad_();
+      const w = onDevice(v.w, [c.C, c.K], d, 'bf16').requiresGrad_();
+      const bias = onDevice(v.bias!, [c.C], d, 'bf16').requiresGrad_();
+      const init = onDevice(v.init!, [c.B, c.C, c.K], d).requiresGrad_();
+      const { y } = poisoned(d, () => causalConv1d(x, w, bias, { initialState: init, seqIdx: onDevice(v.seq!, [c.B, c.L], d) }));
+      poisoned(d, () => backward(y, { grad: onDevice(randomData(y.shape, 5), y.shape, d) }));
+      return Promise.all([x, w, bias, init].map((t) => t.grad!.toFloat32()));
+    };
+    const [ref, got] = [await run(cpu), await run(gpu!)];
+    ref.forEach((r, k) => expectClose(got[k]!, r, { rtol: 2e-6, what: `gradient ${k}` }));
   });
 });

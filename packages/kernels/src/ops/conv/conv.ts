@@ -11,14 +11,19 @@
  * belong to an earlier document than the last token's, so chunked prefill of packed rows continues
  * the last document correctly.
  *
- * Forward only for now: inputs that require gradients are rejected rather than silently detached.
+ * Differentiable in x, weight, bias and initialState through y (SiLU or no activation; taps never
+ * cross a document). `finalState` is not differentiable: it only feeds the decode cache, and a
+ * gradient reaching it is dropped. The backward saves only the inputs and recomputes the
+ * pre-activation; under noGrad (or with no input requiring grad) nothing is saved.
  */
+import { record } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
-import { causalConv1dCpu, causalConv1dUpdateCpu } from './conv.cpu';
-import { causalConv1dGpu, causalConv1dUpdateGpu } from './conv.wgsl';
+import { contiguous } from '../layout/layout';
+import { causalConv1dBackwardCpu, causalConv1dCpu, causalConv1dUpdateCpu, type CausalConv1dCpuArgs } from './conv.cpu';
+import { causalConv1dBackwardGpu, causalConv1dGpu, causalConv1dUpdateGpu } from './conv.wgsl';
 
 export type ConvActivation = 'silu' | null;
 
@@ -59,7 +64,7 @@ function checkActivation(op: string, activation: unknown): boolean {
 export function causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, options: CausalConv1dOptions = {}): CausalConv1dResult {
   const op = 'causalConv1d';
   const { initialState, seqIdx } = options;
-  const device = checkInputs(op, { x, weight, bias, initialState, seqIdx }, { differentiable: false });
+  const device = checkInputs(op, { x, weight, bias, initialState, seqIdx }, { differentiable: true });
   expectRank(op, 'x', x, ['B', 'L', 'C']);
   expectFloat(op, 'x', x);
   const [batch, length, channels] = x.shape as [number, number, number];
@@ -89,10 +94,37 @@ export function causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, opt
   try {
     if (device.kind === 'cpu') causalConv1dCpu(args, y, finalState);
     else causalConv1dGpu(device, { ...args, y, finalState });
+    const inputs = [x, weight, ...(bias ? [bias] : []), ...(initialState ? [initialState] : [])];
+    const saved = [args.x, args.weight, args.bias, args.initialState, args.seqIdx].filter((t): t is Tensor => t !== null);
+    record(op, y, inputs, (g, kept) => causalConv1dGrads(restore(args, kept), g), saved);
   } finally {
     dense.dispose();
   }
   return { y, finalState };
+}
+
+/** The saved dense inputs back in their places (the saved list skips the absent ones, in order). */
+function restore(args: CausalConv1dCpuArgs, kept: readonly Tensor[]): CausalConv1dCpuArgs {
+  let i = 0;
+  const next = (present: boolean): Tensor | null => (present ? kept[i++]! : null);
+  return { x: next(true)!, weight: next(true)!, bias: next(args.bias !== null), initialState: next(args.initialState !== null), seqIdx: next(args.seqIdx !== null), silu: args.silu };
+}
+
+/** Gradients of y for [x, weight, bias?, initialState?] (the recorded inputs, in order). */
+function causalConv1dGrads(a: CausalConv1dCpuArgs, grad: Tensor): Tensor[] {
+  const device = a.x.device;
+  const [batch, length, channels] = a.x.shape as [number, number, number];
+  const taps = a.weight.shape[1]!;
+  const dy = contiguous(grad);
+  const out = {
+    dx: empty([batch, length, channels], { device }),
+    dWeight: empty([channels, taps], { device }),
+    dBias: a.bias ? empty([channels], { device }) : null,
+    dInitialState: a.initialState ? empty([batch, channels, taps], { device }) : null,
+  };
+  if (device.kind === 'cpu') causalConv1dBackwardCpu(a, dy, out);
+  else causalConv1dBackwardGpu(device, { ...a, dy, ...out });
+  return [out.dx, out.dWeight, ...(out.dBias ? [out.dBias] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
 
 /**

@@ -11,6 +11,7 @@
  * began (or -K while the row is still in its first document, which owns the initial state), and a
  * tap at position s contributes only when s >= run_start.
  */
+import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
@@ -181,4 +182,166 @@ fn main(${GRID_ARGS}) {
     workgroups: device.grid(batch * channels, WG),
     detail: `state [${state.shape.join(',')}], w ${weight.dtype}`,
   });
+}
+
+export interface CausalConv1dBackwardLaunch {
+  x: Tensor;
+  weight: Tensor;
+  bias: Tensor | null;
+  initialState: Tensor | null;
+  seqIdx: Tensor | null;
+  silu: boolean;
+  /** Dense f32 [B, L, C]: the gradient of y. */
+  dy: Tensor;
+  dx: Tensor;
+  dWeight: Tensor;
+  dBias: Tensor | null;
+  dInitialState: Tensor | null;
+}
+
+/** Flattened positions per partial sum of the weight gradient (its second pass adds the partials). */
+const ROWS_PER_PARTIAL = 64;
+
+/**
+ * `fn reach(b, s, t) -> bool`: whether the tap at position s (i32, may be negative) reaches the
+ * output at t >= s, i.e. no document starts in (s, t]. Always true without seqIdx.
+ */
+function reachFn(seq: boolean): string {
+  if (!seq) return 'fn reach(b: u32, s: i32, t: i32) -> bool { return true; }';
+  return `fn reach(b: u32, s: i32, t: i32) -> bool {
+  let row = P.seqOff + b * P.L;
+  for (var u = max(1, s + 1); u <= t; u++) {
+    if (seq[row + u32(u)] != seq[row + u32(u - 1)]) { return false; }
+  }
+  return true;
+}`;
+}
+
+/**
+ * Backward of `causal_conv1d` (gradients of y only): `causal_conv1d_dz` recomputes z and applies
+ * SiLU' (skipped without activation: dz = dy); `causal_conv1d_dx` gathers, per input position
+ * (including the initial state's columns, s < 0), the K outputs it feeds; the weight and bias
+ * gradients are sums over every (b, t): partial sums over runs of positions, then one pass adding them.
+ */
+export function causalConv1dBackwardGpu(device: WebGpuDevice, a: CausalConv1dBackwardLaunch): void {
+  const [batch, length, channels] = a.x.shape as [number, number, number];
+  const K = a.weight.shape[1]!;
+  const detail = `x [${a.x.shape.join(',')}] ${a.x.dtype}, w ${a.weight.dtype}, K=${K}${a.seqIdx ? ', seqIdx' : ''}`;
+  const seq = a.seqIdx !== null;
+  const sources: NamedBinding[] = [{ name: 'x', tensor: a.x }];
+  if (a.initialState) sources.push({ name: 'init', tensor: a.initialState });
+  if (a.seqIdx) sources.push({ name: 'seq', tensor: a.seqIdx });
+  const header = (p: Params, decls: string) => `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${decls}
+${inputFn(K, a.initialState !== null)}
+${reachFn(seq)}`;
+  const positions = batch * length * channels;
+
+  let dz = a.dy;
+  if (a.silu) {
+    dz = empty([batch, length, channels], { device });
+    const p = new Params().u32('L', length).u32('C', channels).u32('total', positions);
+    const list: NamedBinding[] = [...sources, { name: 'w', tensor: a.weight }, { name: 'dy', tensor: a.dy }, { name: 'dz', tensor: dz, writable: true }];
+    if (a.bias) list.push({ name: 'bias', tensor: a.bias });
+    const bound = bindTensors(device, 'causalConv1d backward', list, p);
+    const source = `${header(p, bound.decls)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let idx = ${flatIndex(WG)};
+  if (idx >= P.total) { return; }
+  let c = idx % P.C;
+  let t = i32((idx / P.C) % P.L);
+  let b = idx / (P.C * P.L);
+  var z = ${a.bias ? 'load_bias(P.biasOff + c)' : '0.0'};
+  ${range(K).map((k) => `if (reach(b, t - ${K - 1 - k}, t)) { z += load_w(P.wOff + c * ${K}u + ${k}u) * input(b, c, t - ${K - 1 - k}); }`).join('\n  ')}
+  let sig = 1.0 / (1.0 + exp(-z));
+  dz[P.dzOff + idx] = load_dy(P.dyOff + idx) * sig * (1.0 + z * (1.0 - sig));
+}`;
+    device.run({ name: 'causal_conv1d_dz', source, params: p, bindings: bound.ranges, workgroups: device.grid(positions, WG), detail });
+  }
+
+  try {
+    // dx (s >= 0) and the initial state's gradient (s in [-K, 0)): Σ over the outputs t = s + j the tap reaches.
+    const lead = a.dInitialState ? K : 0;
+    const total = batch * (length + lead) * channels;
+    const p = new Params().u32('L', length).u32('C', channels).u32('total', total);
+    const list: NamedBinding[] = [{ name: 'w', tensor: a.weight }, { name: 'dz', tensor: dz }, { name: 'dx', tensor: a.dx, writable: true }];
+    if (a.seqIdx) list.push({ name: 'seq', tensor: a.seqIdx });
+    if (a.dInitialState) list.push({ name: 'dinit', tensor: a.dInitialState, writable: true });
+    const bound = bindTensors(device, 'causalConv1d backward', list, p);
+    const source = `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${bound.decls}
+${reachFn(seq)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let idx = ${flatIndex(WG)};
+  if (idx >= P.total) { return; }
+  let c = idx % P.C;
+  let s = i32((idx / P.C) % (P.L + ${lead}u)) - ${lead};
+  let b = idx / (P.C * (P.L + ${lead}u));
+  var acc = 0.0;
+  ${range(K)
+    .map((j) => `if (s + ${j} >= 0 && s + ${j} < i32(P.L) && reach(b, s, s + ${j})) { acc += load_w(P.wOff + c * ${K}u + ${K - 1 - j}u) * load_dz(P.dzOff + (b * P.L + u32(s + ${j})) * P.C + c); }`)
+    .join('\n  ')}
+  if (s >= 0) { dx[P.dxOff + (b * P.L + u32(s)) * P.C + c] = acc; }
+  ${a.dInitialState ? `else { dinit[P.dinitOff + (b * P.C + c) * ${K}u + u32(${K} + s)] = acc; }` : ''}
+}`;
+    device.run({ name: 'causal_conv1d_dx', source, params: p, bindings: bound.ranges, workgroups: device.grid(total, WG), detail });
+
+    // Weight and bias: partial sums over runs of ROWS_PER_PARTIAL flattened (b, t) positions, K + 1 per channel.
+    const rows = batch * length;
+    const runs = Math.ceil(rows / ROWS_PER_PARTIAL);
+    const partial = empty([runs, channels, K + 1], { device });
+    try {
+      const pp = new Params().u32('L', length).u32('C', channels).u32('rows', rows).u32('total', runs * channels);
+      const plist: NamedBinding[] = [...sources, { name: 'dz', tensor: dz }, { name: 'partial', tensor: partial, writable: true }];
+      const pbound = bindTensors(device, 'causalConv1d backward', plist, pp);
+      const psource = `${header(pp, pbound.decls)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let idx = ${flatIndex(WG)};
+  if (idx >= P.total) { return; }
+  let c = idx % P.C;
+  let part = idx / P.C;
+  ${range(K + 1).map((k) => `var acc${k} = 0.0;`).join(' ')}
+  let end = min((part + 1u) * ${ROWS_PER_PARTIAL}u, P.rows);
+  for (var r = part * ${ROWS_PER_PARTIAL}u; r < end; r++) {
+    let b = r / P.L;
+    let t = i32(r % P.L);
+    let g = load_dz(P.dzOff + r * P.C + c);
+    ${range(K).map((k) => `if (reach(b, t - ${K - 1 - k}, t)) { acc${k} += g * input(b, c, t - ${K - 1 - k}); }`).join('\n    ')}
+    acc${K} += g;
+  }
+  let out = P.partialOff + idx * ${K + 1}u;
+  ${range(K + 1).map((k) => `partial[out + ${k}u] = acc${k};`).join(' ')}
+}`;
+      device.run({ name: 'causal_conv1d_dw_partial', source: psource, params: pp, bindings: pbound.ranges, workgroups: device.grid(runs * channels, WG), detail });
+
+      const sp = new Params().u32('C', channels).u32('runs', runs).u32('total', channels * (K + 1));
+      const slist: NamedBinding[] = [{ name: 'partial', tensor: partial }, { name: 'dw', tensor: a.dWeight, writable: true }];
+      if (a.dBias) slist.push({ name: 'dbias', tensor: a.dBias, writable: true });
+      const sbound = bindTensors(device, 'causalConv1d backward', slist, sp);
+      const ssource = `${sp.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${sbound.decls}
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let idx = ${flatIndex(WG)};
+  if (idx >= P.total) { return; }
+  var acc = 0.0;
+  for (var part = 0u; part < P.runs; part++) { acc += load_partial(P.partialOff + part * P.C * ${K + 1}u + idx); }
+  let k = idx % ${K + 1}u;
+  let c = idx / ${K + 1}u;
+  if (k < ${K}u) { dw[P.dwOff + c * ${K}u + k] = acc; }
+  ${a.dBias ? 'else { dbias[P.dbiasOff + c] = acc; }' : ''}
+}`;
+      device.run({ name: 'causal_conv1d_dw_sum', source: ssource, params: sp, bindings: sbound.ranges, workgroups: device.grid(channels * (K + 1), WG), detail });
+    } finally {
+      partial.dispose();
+    }
+  } finally {
+    if (dz !== a.dy) dz.dispose();
+  }
 }
