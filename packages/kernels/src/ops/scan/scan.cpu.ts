@@ -65,6 +65,111 @@ export function ssdScanCpu(a: SsdScanCpuArgs, y: Tensor, finalState: Tensor): vo
   }
 }
 
+/** Gradients of y (not of finalState) written by {@link ssdScanBackwardCpu}; null where the input is absent. */
+export interface SsdScanGrads {
+  dx: Tensor; // [B, L, H, P]
+  ddt: Tensor; // [B, L, H]
+  dA: Tensor; // [H]
+  dB: Tensor; // [B, L, G, N]
+  dC: Tensor; // [B, L, G, N]
+  dD: Tensor | null; // [H]
+  dInitialState: Tensor | null; // [B, H, P, N]
+}
+
+/**
+ * Backward of the recurrence above, in f64: the forward states are kept for the whole row, then the
+ * state gradient runs backwards, dS_t = dy_t ⊗ C_t + exp(dt_{t+1}·A)·dS_{t+1} (zero across a
+ * document start), and each input collects its terms of S_t = exp(dt_t·A)·S_{t−1} + dt_t·x_t ⊗ B_t.
+ */
+export function ssdScanBackwardCpu(a: SsdScanCpuArgs, dy: Tensor, out: SsdScanGrads): void {
+  const [batch, length, heads, headDim] = a.x.shape as [number, number, number, number];
+  const [, , groups, stateDim] = a.B.shape as [number, number, number, number];
+  const headsPerGroup = heads / groups;
+  const x = host(a.x);
+  const dt = host(a.dt);
+  const A = host(a.A);
+  const Bm = host(a.B);
+  const Cm = host(a.C);
+  const D = a.D ? host(a.D) : null;
+  const init = a.initialState ? host(a.initialState) : null;
+  const seq = a.seqIdx ? host(a.seqIdx) : null;
+  const g = host(dy);
+  const dx = new Float64Array(x.length);
+  const ddt = new Float64Array(dt.length);
+  const dA = new Float64Array(heads);
+  const dB = new Float64Array(Bm.length);
+  const dC = new Float64Array(Cm.length);
+  const dD = new Float64Array(heads);
+  const dinit = new Float64Array(batch * heads * headDim * stateDim);
+  const stateSize = heads * headDim * stateDim;
+  // Whether position t continues the document of t − 1 (t = 0 continues the initial state).
+  const continues = (b: number, t: number): boolean => t === 0 || !seq || seq[b * length + t] === seq[b * length + t - 1];
+  for (let b = 0; b < batch; b++) {
+    // states[t + 1] is S_t; states[0] the state before the row.
+    const states = Array.from({ length: length + 1 }, () => new Float64Array(stateSize));
+    if (init) states[0]!.set(init.subarray(b * stateSize, (b + 1) * stateSize));
+    for (let t = 0; t < length; t++) {
+      const prev = continues(b, t) ? states[t]! : new Float64Array(stateSize);
+      for (let h = 0; h < heads; h++) {
+        const bc = ((b * length + t) * groups + Math.floor(h / headsPerGroup)) * stateDim;
+        const step = dt[(b * length + t) * heads + h]!;
+        const decay = Math.exp(step * A[h]!);
+        for (let p = 0; p < headDim; p++) {
+          const xv = x[((b * length + t) * heads + h) * headDim + p]!;
+          for (let n = 0; n < stateDim; n++) {
+            const i = (h * headDim + p) * stateDim + n;
+            states[t + 1]![i] = decay * prev[i]! + step * xv * Bm[bc + n]!;
+          }
+        }
+      }
+    }
+    let dS = new Float64Array(stateSize);
+    for (let t = length - 1; t >= 0; t--) {
+      const next = dS;
+      dS = new Float64Array(stateSize);
+      const prev = continues(b, t) ? states[t]! : new Float64Array(stateSize);
+      for (let h = 0; h < heads; h++) {
+        const bc = ((b * length + t) * groups + Math.floor(h / headsPerGroup)) * stateDim;
+        const ti = (b * length + t) * heads + h;
+        const step = dt[ti]!;
+        const decay = Math.exp(step * A[h]!);
+        // exp(dt_{t+1}·A) carries dS_{t+1} back unless t + 1 starts a new document.
+        const carry = t + 1 < length && continues(b, t + 1) ? Math.exp(dt[ti + heads]! * A[h]!) : 0;
+        for (let p = 0; p < headDim; p++) {
+          const xi = ti * headDim + p;
+          const xv = x[xi]!;
+          const gy = g[xi]!;
+          if (D) {
+            dx[xi] += D[h]! * gy;
+            dD[h] += gy * xv;
+          }
+          for (let n = 0; n < stateDim; n++) {
+            const i = (h * headDim + p) * stateDim + n;
+            const ds = gy * Cm[bc + n]! + carry * next[i]!;
+            dS[i] = ds;
+            dC[bc + n] += gy * states[t + 1]![i]!;
+            dB[bc + n] += ds * step * xv;
+            dx[xi] += ds * step * Bm[bc + n]!;
+            ddt[ti] += ds * (xv * Bm[bc + n]! + A[h]! * decay * prev[i]!);
+            dA[h] += ds * step * decay * prev[i]!;
+            if (t === 0) dinit[b * stateSize + i] = decay * ds;
+          }
+        }
+      }
+    }
+  }
+  const write = (t: Tensor | null, v: Float64Array) => {
+    if (t) (cpuView(t) as Float32Array).set(v, t.offset);
+  };
+  write(out.dx, dx);
+  write(out.ddt, ddt);
+  write(out.dA, dA);
+  write(out.dB, dB);
+  write(out.dC, dC);
+  write(out.dD, dD);
+  write(out.dInitialState, dinit);
+}
+
 /** The tensors of a decode step (see `selectiveStateUpdate`); dtBias is null when not given. */
 export interface StateUpdateArgs {
   state: Tensor;

@@ -10,13 +10,19 @@
  * document continues the initial state); finalState is the state of the last document.
  *
  * On WebGPU the scan is the chunked SSD form (`scan.wgsl.ts`); on the CPU it is the sequential
- * reference. Forward only for now: inputs that require gradients are rejected.
+ * reference. `ssdScan` is differentiable through y in x, dt, A, B, C, D and initialState (backward:
+ * `scan-backward.wgsl.ts`, reference `ssdScanBackwardCpu`); it saves only its inputs, and nothing
+ * under noGrad. `finalState` is not differentiable: it only feeds the decode cache, and a gradient
+ * reaching it is dropped. `selectiveStateUpdate` is inference only.
  */
+import { record } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
-import { selectiveStateUpdateCpu, ssdScanCpu } from './scan.cpu';
+import { contiguous } from '../layout/layout';
+import { ssdScanBackwardGpu } from './scan-backward.wgsl';
+import { selectiveStateUpdateCpu, ssdScanBackwardCpu, ssdScanCpu, type SsdScanCpuArgs } from './scan.cpu';
 import { ssdScanGpu } from './scan.wgsl';
 import { selectiveStateUpdateGpu } from './state-update.wgsl';
 
@@ -55,7 +61,7 @@ function checkHeads(op: string, A: Tensor, D: Tensor | null | undefined, heads: 
 export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, options: SsdScanOptions): SsdScanResult {
   const op = 'ssdScan';
   const { D, initialState, seqIdx, chunkSize } = options;
-  const device = checkInputs(op, { x, dt, A, B, C, D, initialState, seqIdx }, { differentiable: false });
+  const device = checkInputs(op, { x, dt, A, B, C, D, initialState, seqIdx }, { differentiable: true });
   expectRank(op, 'x', x, ['B', 'L', 'H', 'P']);
   const [batch, length, heads, headDim] = x.shape as [number, number, number, number];
   if (x.size === 0) throw new Error(`${op}: x ${formatShape(x.shape)} must not be empty`);
@@ -93,10 +99,40 @@ export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
   try {
     if (device.kind === 'cpu') ssdScanCpu(args, y, finalState);
     else ssdScanGpu(device, { ...args, chunkSize, y, finalState });
+    const inputs = [x, dt, A, B, C, ...(D ? [D] : []), ...(initialState ? [initialState] : [])];
+    const saved = [args.x, args.dt, args.A, args.B, args.C, args.D, args.initialState, args.seqIdx].filter((t): t is Tensor => t !== null);
+    record(op, y, inputs, (g, kept) => ssdScanGrads(restore(args, kept), g), saved);
   } finally {
     dense.dispose();
   }
   return { y, finalState };
+}
+
+/** The saved dense inputs back in their places (the saved list skips the absent ones, in order). */
+function restore(args: SsdScanCpuArgs, kept: readonly Tensor[]): SsdScanCpuArgs {
+  let i = 0;
+  const next = (present: boolean): Tensor | null => (present ? kept[i++]! : null);
+  const [x, dt, A, B, C] = [next(true)!, next(true)!, next(true)!, next(true)!, next(true)!];
+  return { x, dt, A, B, C, D: next(args.D !== null), initialState: next(args.initialState !== null), seqIdx: next(args.seqIdx !== null) };
+}
+
+/** Gradients of y for [x, dt, A, B, C, D?, initialState?] (the recorded inputs, in order), all f32. */
+function ssdScanGrads(a: SsdScanCpuArgs, grad: Tensor): Tensor[] {
+  const device = a.x.device;
+  const f32 = (t: Tensor) => empty(t.shape, { device });
+  const dy = contiguous(grad);
+  const out = {
+    dx: f32(a.x),
+    ddt: f32(a.dt),
+    dA: f32(a.A),
+    dB: f32(a.B),
+    dC: f32(a.C),
+    dD: a.D ? f32(a.D) : null,
+    dInitialState: a.initialState ? f32(a.initialState) : null,
+  };
+  if (device.kind === 'cpu') ssdScanBackwardCpu(a, dy, out);
+  else ssdScanBackwardGpu(device, { ...a, dy, ...out });
+  return [out.dx, out.ddt, out.dA, out.dB, out.dC, ...(out.dD ? [out.dD] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
 
 /**
