@@ -1,9 +1,11 @@
-// Mamba2 kernel timings on the default WebGPU device: one JSON line per kernel and shape.
+// Mamba2 kernel timings on the default WebGPU device: one JSON line per kernel and shape
+// (`*_grad`: forward and backward of the training path at L=512, every input requiring grad).
 // Shapes are bench-small's Mamba layer (H=16 heads of P=64, G=8 groups, N=128, chunk 128, K=4);
 // `BENCH_REPS` sets the repetitions (default 5, after one warm-up run that also compiles). `ms` is
 // wall time per call; `cpuMs` the process CPU time per call (llvmpipe's threads included), which
 // is steadier than wall time on a machine shared with other work.
 import {
+  backward,
   causalConv1d,
   causalConv1dUpdate,
   dispose,
@@ -16,6 +18,7 @@ import {
   tidy,
   type Tensor,
   type WebGpuDevice,
+  zeroGrad,
 } from '@nemotron-ts/kernels';
 
 const device = await getWebGpuDevice();
@@ -29,12 +32,13 @@ function random(shape: number[], low: number, high: number): Tensor {
   return tensor(v, shape, { device });
 }
 
-async function time(d: WebGpuDevice, fn: () => void): Promise<{ ms: number; cpuMs: number }> {
-  noGrad(() => tidy(fn));
+async function time(d: WebGpuDevice, fn: () => void, options: { grad?: boolean } = {}): Promise<{ ms: number; cpuMs: number }> {
+  const once = () => (options.grad ? tidy(fn) : noGrad(() => tidy(fn)));
+  once();
   await d.sync();
   const t0 = performance.now();
   const c0 = process.cpuUsage();
-  for (let i = 0; i < reps; i++) noGrad(() => tidy(fn));
+  for (let i = 0; i < reps; i++) once();
   await d.sync();
   const cpu = process.cpuUsage(c0);
   const round = (v: number) => +v.toFixed(3);
@@ -64,6 +68,23 @@ for (const L of [512, 2048]) {
   const bias = random([channels], -0.5, 0.5);
   const conv = await time(device, () => void causalConv1d(xc, w, bias));
   console.log(JSON.stringify({ bench: 'causal_conv1d', L, C: channels, K, ...conv }));
+  if (L === 512) {
+    const scanInputs = [x, dt, A, B, C, D];
+    const convInputs = [xc, w, bias];
+    for (const t of [...scanInputs, ...convInputs]) t.requiresGrad_();
+    const scanGrad = await time(device, () => {
+      const { y } = ssdScan(x, dt, A, B, C, { chunkSize: chunk, D });
+      backward(y, { grad: y });
+      zeroGrad(scanInputs);
+    }, { grad: true });
+    console.log(JSON.stringify({ bench: 'ssd_scan_grad', L, H, P, G, N, chunk, ...scanGrad }));
+    const convGrad = await time(device, () => {
+      const { y } = causalConv1d(xc, w, bias);
+      backward(y, { grad: y });
+      zeroGrad(convInputs);
+    }, { grad: true });
+    console.log(JSON.stringify({ bench: 'causal_conv1d_grad', L, C: channels, K, ...convGrad }));
+  }
   dispose([x, dt, A, B, C, D, xc, w, bias]);
 }
 

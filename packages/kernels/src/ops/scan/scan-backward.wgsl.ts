@@ -33,6 +33,8 @@ import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 
 const WG = 64;
+/** Largest per-thread private array (P or N floats); shader compilers handle a few KiB per thread. */
+const MAX_PRIVATE = 1024;
 
 export interface SsdScanBackwardLaunch {
   x: Tensor; // [B, L, H, P]
@@ -98,6 +100,9 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
   const [batch, length, heads, headDim] = a.x.shape as [number, number, number, number];
   const [, , groups, stateDim] = a.B.shape as [number, number, number, number];
   const d: Dims = { batch, length, heads, headDim, groups, stateDim };
+  if (headDim > MAX_PRIVATE || stateDim > MAX_PRIVATE) {
+    throw new Error(`ssdScan backward: P=${headDim} and N=${stateDim} must each be at most ${MAX_PRIVATE} (one thread holds a row or column of the state)`);
+  }
   const seq: NamedBinding[] = a.seqIdx ? [{ name: 'seq', tensor: a.seqIdx }] : [];
   const dcHead = empty([batch, length, heads, stateDim], { device });
   const dbHead = empty([batch, length, heads, stateDim], { device });
