@@ -248,6 +248,14 @@ describe('causalConv1d backward: WebGPU vs CPU reference', () => {
     });
   }
 
+  test.if(gpu !== null)('x as a strided view of a wider projection (as the mixer slices it)', async () => {
+    const c: Case = { B: 2, L: 17, C: 7, K: 4, seq: [[5, 12], [17]] };
+    const v = inputs(c, 51);
+    const proj = { values: randomData([c.B, c.L, c.C + 6], 52), shape: [c.B, c.L, c.C + 6] };
+    const f = (wide: Tensor, w: Tensor, bias: Tensor) => convOf(c, v)(narrow(wide, 2, 2, c.C), w, bias);
+    await expectBackwardMatches(gpu!, f, [proj, ...gradInputs(c, v).slice(1)], { rtol: 2e-6, what: 'strided x' });
+  });
+
   test.if(gpu !== null)('bf16 x and weights (f32 gradients)', async () => {
     const c: Case = { B: 2, L: 19, C: 6, K: 4, xDtype: 'bf16', wDtype: 'bf16', init: true, seq: [[7, 12], [19]] };
     const v = inputs(c, 12);

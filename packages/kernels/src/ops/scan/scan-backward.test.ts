@@ -6,6 +6,7 @@ import type { DType } from '../../dtype';
 import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
 import { expectBackwardMatches, expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { narrow, reshape } from '../layout/layout';
 import { ssdScan } from './scan';
 
 const gpu = await testGpu();
@@ -98,12 +99,28 @@ describe('ssdScan backward: WebGPU vs CPU reference', () => {
   const gpuCases: [string, Case][] = [
     ...cases,
     ['longer rows, larger P and N', { B: 2, L: 37, H: 4, P: 9, G: 2, N: 11, chunk: 8, D: true, init: true, seq: [[11, 1, 17, 8], [37]] }],
+    ['L = 1 with initial state', { B: 2, L: 1, H: 2, P: 3, G: 1, N: 5, chunk: 4, D: true, init: true }],
   ];
   for (const [name, c] of gpuCases) {
     test.if(gpu !== null)(name, async () => {
       await expectBackwardMatches(gpu!, scanOf(c), gradInputs(c, 29), { rtol: 2e-5, what: name });
     });
   }
+
+  test.if(gpu !== null)('x, B and C as strided views of one projection (as the mixer slices them)', async () => {
+    const c: Case = { ...odd, D: true, init: false, seq: [[4, 1, 6, 2], [13]] };
+    const [, dt, A, , , D] = gradInputs(c, 17);
+    const width = c.H * c.P + 2 * c.G * c.N;
+    const proj = { values: randomData([c.B, c.L, width], 18), shape: [c.B, c.L, width] };
+    const f = (xbc: Tensor, dtt: Tensor, At: Tensor, Dt: Tensor) => {
+      const part = (start: number, n: number, shape: number[]) => reshape(narrow(xbc, 2, start, n), shape);
+      const xs = part(0, c.H * c.P, [c.B, c.L, c.H, c.P]);
+      const Bs = part(c.H * c.P, c.G * c.N, [c.B, c.L, c.G, c.N]);
+      const Cs = part(c.H * c.P + c.G * c.N, c.G * c.N, [c.B, c.L, c.G, c.N]);
+      return scanOf(c)(xs, dtt, At, Bs, Cs, Dt);
+    };
+    await expectBackwardMatches(gpu!, f, [proj, dt!, A!, D!], { rtol: 2e-5, what: 'strided views' });
+  });
 
   test.if(gpu !== null)('bf16 x, B and C (f32 gradients)', async () => {
     const c: Case = { ...odd, D: true, init: true, seq: [[4, 1, 6, 2], [13]] };
