@@ -99,6 +99,7 @@ describe('ssdScan backward: WebGPU vs CPU reference', () => {
   const gpuCases: [string, Case][] = [
     ...cases,
     ['longer rows, larger P and N', { B: 2, L: 37, H: 4, P: 9, G: 2, N: 11, chunk: 8, D: true, init: true, seq: [[11, 1, 17, 8], [37]] }],
+    ['P and N multiples of 4 (vec4 rows)', { B: 2, L: 15, H: 4, P: 8, G: 2, N: 12, chunk: 4, D: true, init: true, seq: [[3, 12], [15]] }],
     ['L = 1 with initial state', { B: 2, L: 1, H: 2, P: 3, G: 1, N: 5, chunk: 4, D: true, init: true }],
   ];
   for (const [name, c] of gpuCases) {

@@ -117,18 +117,32 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
   let g = h / P.HPG;
   let a_h = load_A(P.AOff + h);`;
 
+    // Whole vec4s along the private dimension (P for the per-column kernels, N for dx) where rows are
+    // dense f32 multiples of 4: a quarter of the loads and loop trips.
+    const vec4Rows = (width: number, ...ts: Tensor[]) => width % 4 === 0 && ts.every((t) => t.dtype === 'f32' && t.offset % 4 === 0);
+    const vp = vec4Rows(headDim, a.x, a.dy);
+    const vn = vec4Rows(stateDim, a.B, a.C);
+    // Element j4 (in lanes of 4 when vectorized) of a row starting at `row` (a multiple of 4 when vectorized).
+    const lane = (vec: boolean, name: string, row: string, j: string) => (vec ? `${name}[P.${name}Off + ${row} / 4u + ${j}]` : `load_${name}(P.${name}Off + ${row} + ${j})`);
+    const pw = vp ? 4 : 1;
+    const pt = vp ? 'vec4<f32>' : 'f32';
+    const pdot = (u: string, v: string) => (vp ? `dot(${u}, ${v})` : `${u} * ${v}`);
+    const lanes = (vec: boolean, f: (q: number) => string) => (vec ? `vec4<f32>(${[0, 1, 2, 3].map(f).join(', ')})` : f(0));
+
     kernel(device, 'ssd_bwd_dc', d, [
-      { name: 'x', tensor: a.x },
+      { name: 'x', tensor: a.x, vec4: vp },
       { name: 'dt', tensor: a.dt },
       { name: 'A', tensor: a.A },
       { name: 'B', tensor: a.B },
-      { name: 'dy', tensor: a.dy },
+      { name: 'dy', tensor: a.dy, vec4: vp },
       ...(a.initialState ? [{ name: 'init', tensor: a.initialState }] : []),
       ...seq,
       { name: 'dcHead', tensor: dcHead, writable: true },
     ], batch * heads * stateDim, `${perColumn}
-  var s: array<f32, ${headDim}>;
-  for (var p = 0u; p < P.HD; p++) { s[p] = ${a.initialState ? 'load_init(P.initOff + ((b * P.H + h) * P.HD + p) * P.N + n)' : '0.0'}; }
+  var s: array<${pt}, ${headDim / pw}>;
+  for (var j = 0u; j < ${headDim / pw}u; j++) {
+    s[j] = ${a.initialState ? lanes(vp, (q) => `load_init(P.initOff + ((b * P.H + h) * P.HD + j * ${pw}u + ${q}u) * P.N + n)`) : `${pt}(0.0)`};
+  }
   for (var t = 0u; t < P.L; t++) {
     let bt = b * P.L + t;
     // A new document starts from zero: the decay multiplies a zero state.
@@ -136,10 +150,10 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     let in_n = load_dt(P.dtOff + bt * P.H + h) * load_B(P.BOff + (bt * P.G + g) * P.N + n);
     let row = (bt * P.H + h) * P.HD;
     var acc = 0.0;
-    for (var p = 0u; p < P.HD; p++) {
-      let v = decay * s[p] + in_n * load_x(P.xOff + row + p);
-      s[p] = v;
-      acc += load_dy(P.dyOff + row + p) * v;
+    for (var j = 0u; j < ${headDim / pw}u; j++) {
+      let v = decay * s[j] + in_n * ${lane(vp, 'x', 'row', 'j')};
+      s[j] = v;
+      acc += ${pdot(lane(vp, 'dy', 'row', 'j'), 'v')};
     }
     dcHead[P.dcHeadOff + (bt * P.H + h) * P.N + n] = acc;
   }`);
@@ -149,17 +163,17 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     if (t + 1u < P.L && continues(b, t + 1u)) { carry = exp(load_dt(P.dtOff + (bt + 1u) * P.H + h) * a_h); }`;
 
     kernel(device, 'ssd_bwd_db', d, [
-      { name: 'x', tensor: a.x },
+      { name: 'x', tensor: a.x, vec4: vp },
       { name: 'dt', tensor: a.dt },
       { name: 'A', tensor: a.A },
       { name: 'C', tensor: a.C },
-      { name: 'dy', tensor: a.dy },
+      { name: 'dy', tensor: a.dy, vec4: vp },
       ...seq,
       { name: 'dbHead', tensor: dbHead, writable: true },
       ...(a.dInitialState ? [{ name: 'dinit', tensor: a.dInitialState, writable: true }] : []),
     ], batch * heads * stateDim, `${perColumn}
-  var ds: array<f32, ${headDim}>;
-  for (var p = 0u; p < P.HD; p++) { ds[p] = 0.0; }
+  var ds: array<${pt}, ${headDim / pw}>;
+  for (var j = 0u; j < ${headDim / pw}u; j++) { ds[j] = ${pt}(0.0); }
   for (var k = 0u; k < P.L; k++) {
     let t = P.L - 1u - k;
     let bt = b * P.L + t;
@@ -167,25 +181,30 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     let c_n = load_C(P.COff + (bt * P.G + g) * P.N + n);
     let row = (bt * P.H + h) * P.HD;
     var acc = 0.0;
-    for (var p = 0u; p < P.HD; p++) {
-      let v = load_dy(P.dyOff + row + p) * c_n + carry * ds[p];
-      ds[p] = v;
-      acc += v * load_x(P.xOff + row + p);
+    for (var j = 0u; j < ${headDim / pw}u; j++) {
+      let v = ${lane(vp, 'dy', 'row', 'j')} * c_n + carry * ds[j];
+      ds[j] = v;
+      acc += ${pdot('v', lane(vp, 'x', 'row', 'j'))};
     }
     dbHead[P.dbHeadOff + (bt * P.H + h) * P.N + n] = load_dt(P.dtOff + bt * P.H + h) * acc;
   }
   ${
     a.dInitialState
       ? `let decay0 = exp(load_dt(P.dtOff + b * P.L * P.H + h) * a_h);
-  for (var p = 0u; p < P.HD; p++) { dinit[P.dinitOff + ((b * P.H + h) * P.HD + p) * P.N + n] = decay0 * ds[p]; }`
+  for (var j = 0u; j < ${headDim / pw}u; j++) {
+    let v = decay0 * ds[j];
+    ${(vp ? [0, 1, 2, 3] : [0]).map((q) => `dinit[P.dinitOff + ((b * P.H + h) * P.HD + j * ${pw}u + ${q}u) * P.N + n] = v${vp ? `[${q}]` : ''};`).join('\n    ')}
+  }`
       : ''
   }`);
 
+    const nw = vn ? 4 : 1;
+    const nt = vn ? 'vec4<f32>' : 'f32';
     kernel(device, 'ssd_bwd_dx', d, [
       { name: 'dt', tensor: a.dt },
       { name: 'A', tensor: a.A },
-      { name: 'B', tensor: a.B },
-      { name: 'C', tensor: a.C },
+      { name: 'B', tensor: a.B, vec4: vn },
+      { name: 'C', tensor: a.C, vec4: vn },
       { name: 'dy', tensor: a.dy },
       ...(a.D ? [{ name: 'D', tensor: a.D }] : []),
       ...seq,
@@ -196,8 +215,8 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
   let b = idx / (P.HD * P.H);
   let g = h / P.HPG;
   let a_h = load_A(P.AOff + h);
-  var ds: array<f32, ${stateDim}>;
-  for (var n = 0u; n < P.N; n++) { ds[n] = 0.0; }
+  var ds: array<${nt}, ${stateDim / nw}>;
+  for (var j = 0u; j < ${stateDim / nw}u; j++) { ds[j] = ${nt}(0.0); }
   for (var k = 0u; k < P.L; k++) {
     let t = P.L - 1u - k;
     let bt = b * P.L + t;
@@ -206,10 +225,10 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     let gy = load_dy(P.dyOff + xi);
     let bc = (bt * P.G + g) * P.N;
     var acc = 0.0;
-    for (var n = 0u; n < P.N; n++) {
-      let v = gy * load_C(P.COff + bc + n) + carry * ds[n];
-      ds[n] = v;
-      acc += v * load_B(P.BOff + bc + n);
+    for (var j = 0u; j < ${stateDim / nw}u; j++) {
+      let v = gy * ${lane(vn, 'C', 'bc', 'j')} + carry * ds[j];
+      ds[j] = v;
+      acc += ${vn ? `dot(v, ${lane(vn, 'B', 'bc', 'j')})` : `v * ${lane(vn, 'B', 'bc', 'j')}`};
     }
     u[P.uOff + xi] = acc;
     dx[P.dxOff + xi] = load_dt(P.dtOff + bt * P.H + h) * acc${a.D ? ' + load_D(P.DOff + h) * gy' : ''};
