@@ -1,7 +1,11 @@
 /**
  * Scaled dot-product attention for Nemotron-H: grouped-query heads, no positional encoding, causal
- * by default, with an optional key-padding mask and packed-document ids. Forward only for now; the
- * per-row log-sum-exp is available (`attentionWithStats`) so a backward rule can be added later.
+ * by default, with an optional key-padding mask and packed-document ids.
+ *
+ * `attention` is differentiable in q, k and v for the training layout (`kvLayout: 'bshd'`, no
+ * `kvLength`): the node keeps q, k, v, the output and the per-row log-sum-exp — never a
+ * [B, heads, Lq, Lk] tensor — and its backward recomputes the probabilities tile by tile
+ * (FlashAttention-2). Cached/decode calls and `attentionWithStats` have no backward.
  *
  * Layouts (the last dimension of every view must be dense; other views are copied first):
  * - q: `[B, Lq, Hq, D]`; the result: `[B, Lq, Hq, Dv]` f32, contiguous.
@@ -14,12 +18,15 @@
  * A query row that can see no key at all (e.g. a left-padding position) gets zeros, and its lse is
  * +Infinity (so exp(score − lse) is 0 for every key, which a backward rule can use as is).
  */
+import { defineFunction } from '../../autograd/function';
 import { needsGrad } from '../../autograd/graph';
-import { empty } from '../../creation';
+import { empty, zeros } from '../../creation';
 import { isFloat } from '../../dtype';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { contiguous } from '../layout/layout';
+import { attentionBackwardCpu } from './attention-backward.cpu';
+import { attentionBackwardGpu } from './attention-backward.wgsl';
 import { attentionCpu } from './attention.cpu';
 import { attentionGpu } from './attention.wgsl';
 
@@ -101,21 +108,43 @@ export interface AttentionResult {
   lse: Tensor;
 }
 
-/** Attention output `[B, Lq, Hq, Dv]` (f32). See the file header for layouts and masking. */
+/** What the backward of one attention call works from. */
+export interface AttentionBackwardProblem {
+  /** The forward call, rebuilt from the saved inputs. */
+  forward: AttentionProblem;
+  /** The forward's output `[B, Lq, Hq, Dv]`, f32 contiguous. */
+  out: Tensor;
+  /** The forward's lse `[B, Lq, Hq]`, f32 contiguous (+Infinity for rows that saw no key). */
+  lse: Tensor;
+  /** dLoss/dout `[B, Lq, Hq, Dv]` (dense last dim). */
+  gradOut: HeadView;
+}
+
+/** Gradients of q, k and v (f32, contiguous, their shapes in 'bshd'), null where not computed. */
+export interface AttentionGradients {
+  q: Tensor | null;
+  k: Tensor | null;
+  v: Tensor | null;
+}
+
+/** Attention output `[B, Lq, Hq, Dv]` (f32). See the file header for layouts, masking and gradients. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  if (needsGrad([q, k, v])) {
+    if (options.kvLayout === 'bhsd') fail("kvLayout 'bhsd' (the generation cache) has no backward: call it inside noGrad(), or pass k and v as [B, Lk, Hkv, D] projections");
+    if (options.kvLength !== undefined) fail('kvLength (a cached call) has no backward: call it inside noGrad(), or pass only the valid keys');
+    return differentiableAttention(q, k, v, options);
+  }
   return run(q, k, v, options, false).out;
 }
 
-/** Attention output plus the per-row log-sum-exp of the scaled scores (what a backward rule needs). */
+/** Attention output plus the per-row log-sum-exp of the scaled scores. Not differentiable. */
 export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): AttentionResult {
+  if (needsGrad([q, k, v])) fail('attentionWithStats has no backward: use attention() for gradients, or call it inside noGrad()');
   const { out, lse } = run(q, k, v, options, true);
   return { out, lse: lse! };
 }
 
 function run(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, withLse: boolean): { out: Tensor; lse: Tensor | null } {
-  if (needsGrad([q, k, v])) {
-    throw new Error('attention backward is not implemented yet: call attention inside noGrad(), or on tensors that do not require grad');
-  }
   const copies: Tensor[] = [];
   try {
     const problem = toProblem(q, k, v, options, copies);
@@ -130,6 +159,58 @@ function run(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, withLse
   } finally {
     for (const t of copies) t.dispose();
   }
+}
+
+/** The options without their tensors (those are saved with the node). */
+type ScalarOptions = Omit<AttentionOptions, 'keyMask' | 'seqIds'>;
+
+interface NodeState {
+  options: ScalarOptions;
+  hasMask: boolean;
+  hasSeqIds: boolean;
+}
+
+/** One autograd node: saves q, k, v, out, lse (and the mask / document ids) for the backward. */
+const differentiableAttention = defineFunction<[Tensor, Tensor, Tensor, AttentionOptions], NodeState>({
+  name: 'attention',
+  forward(ctx, q, k, v, options) {
+    const { out, lse } = run(q, k, v, options, true);
+    const { keyMask, seqIds, ...scalars } = options;
+    ctx.save(q, k, v, out, lse!);
+    if (keyMask) ctx.save(keyMask);
+    if (seqIds) ctx.save(seqIds);
+    ctx.state = { options: scalars, hasMask: keyMask !== undefined, hasSeqIds: seqIds !== undefined };
+    return out;
+  },
+  backward(ctx, grad) {
+    const [q, k, v, out, lse, ...rest] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, ...Tensor[]];
+    const { options, hasMask, hasSeqIds } = ctx.state;
+    const [wantQ, wantK, wantV] = ctx.needsInputGrad;
+    const want = { q: wantQ === true, kv: wantK === true || wantV === true };
+    const copies: Tensor[] = [];
+    try {
+      const forward = toProblem(q, k, v, { ...options, keyMask: hasMask ? rest[0] : undefined, seqIds: hasSeqIds ? rest[hasMask ? 1 : 0] : undefined }, copies);
+      let grads: AttentionGradients;
+      if (out.size === 0) {
+        // No queries: nothing flows to q, k or v.
+        grads = { q: want.q ? zeros(q.shape) : null, k: want.kv ? zeros(k.shape) : null, v: want.kv ? zeros(v.shape) : null };
+      } else {
+        const problem: AttentionBackwardProblem = { forward, out, lse, gradOut: headView(grad, 1, 2, copies) };
+        const device = q.device;
+        grads = device.kind === 'cpu' ? attentionBackwardCpu(problem, want) : attentionBackwardGpu(device, problem, want);
+      }
+      return [grads.q, wantK ? grads.k : null, wantV ? grads.v : null];
+    } finally {
+      for (const t of copies) t.dispose();
+    }
+  },
+});
+
+/** `t` as a head view over (seqAxis, headAxis); a copy (pushed to `copies`) when its last dim is strided. */
+function headView(t: Tensor, seqAxis: number, headAxis: number, copies: Tensor[]): HeadView {
+  const dense = t.strides[3] === 1 || t.shape[3] === 1 ? t : contiguous(t);
+  if (dense !== t) copies.push(dense);
+  return { tensor: dense, strides: { batch: dense.strides[0]!, seq: dense.strides[seqAxis]!, head: dense.strides[headAxis]! } };
 }
 
 function fail(message: string): never {
@@ -178,11 +259,7 @@ function toProblem(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, c
     fail(`queryOffset ${offset} puts queries 0..${queries - 1} outside the ${keys} keys (need 0 ≤ queryOffset ≤ keys − Lq for causal or seqIds)`);
   }
 
-  const head = (t: Tensor, seqAxis: number, headAxis: number): HeadView => {
-    const dense = t.strides[3] === 1 || t.shape[3] === 1 ? t : contiguous(t);
-    if (dense !== t) copies.push(dense);
-    return { tensor: dense, strides: { batch: dense.strides[0]!, seq: dense.strides[seqAxis]!, head: dense.strides[headAxis]! } };
-  };
+  const head = (t: Tensor, seqAxis: number, headAxis: number): HeadView => headView(t, seqAxis, headAxis, copies);
   const [kSeqAxis, kHeadAxis] = layout === 'bshd' ? [1, 2] : [2, 1];
   const perKey = (name: 'keyMask' | 'seqIds', t: Tensor | undefined): KeyRowView | null => {
     if (t === undefined) return null;

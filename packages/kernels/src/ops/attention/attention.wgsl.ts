@@ -80,7 +80,7 @@ const NEG = '-3.0e38';
 const INF_BITS = '0x7f800000u';
 
 /** How a kernel reads one head-vector operand: f32 vec4s (from a buffer or a flat texture), bf16 packed 8 per vec4<u32>, or per element. */
-type Access = 'vec4' | 'texture' | 'bf16x8' | DType;
+export type Access = 'vec4' | 'texture' | 'bf16x8' | DType;
 
 interface KernelSpec {
   split: boolean;
@@ -101,8 +101,13 @@ interface KernelSpec {
   deviceKeys: boolean;
 }
 
+/** The launch choices in effect on `device` (defaults with any override applied). */
+export function attentionTuning(device: WebGpuDevice): AttentionTuning {
+  return { ...defaultTuning(device), ...tuningOverride };
+}
+
 export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Tensor, lse: Tensor | null): void {
-  const tuning = { ...defaultTuning(device), ...tuningOverride };
+  const tuning = attentionTuning(device);
   const group = p.qHeads / p.kvHeads;
   const pairs = p.queries * group;
   const R = Math.min(tuning.rowsPerLane, pairs);
@@ -238,13 +243,13 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
 }
 
 /** Elements spanned by a strided view, from its offset to its last element. */
-function extent(t: Tensor): number {
+export function extent(t: Tensor): number {
   let last = 0;
   t.shape.forEach((d, i) => (last += (d - 1) * t.strides[i]!));
   return t.size === 0 ? 1 : last + 1;
 }
 
-function declareHead(binding: number, name: string, access: Access): string {
+export function declareHead(binding: number, name: string, access: Access): string {
   if (access === 'vec4') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<f32>>;`;
   if (access === 'texture') {
     // P.<x>Mask / P.<x>Shift of the flat texture: params are named after the operand (q, k, v).
@@ -260,7 +265,7 @@ fn ${name}_at(i: u32) -> vec4<f32> { return textureLoad(${name}, vec2<u32>(i & P
  * Statements defining `${out}0`, `${out}1`, … as vec4<f32> chunks (zero past `dim`) of the head
  * vector that starts at element `base`, with as few loads as the access allows.
  */
-function loadHead(name: string, access: Access, base: string, dim: number, out: string): string[] {
+export function loadHead(name: string, access: Access, base: string, dim: number, out: string): string[] {
   const chunks = Math.ceil(dim / 4);
   if (access === 'vec4') return range(chunks).map((c) => `let ${out}${c} = ${name}[(${base} >> 2u) + ${c}u];`);
   if (access === 'texture') return range(chunks).map((c) => `let ${out}${c} = ${name}_at((${base} >> 2u) + ${c}u);`);
@@ -280,7 +285,7 @@ function loadHead(name: string, access: Access, base: string, dim: number, out: 
   });
 }
 
-const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 function sum(terms: string[]): string {
   return terms.join(' + ');

@@ -1,0 +1,359 @@
+/**
+ * Attention backward kernels (FlashAttention-2 style, no float atomics, no [T, T] tensor):
+ *
+ * 1. `attention_bwd_stats`: per (batch, query, q head) row, the lse in log2 units (a finite huge
+ *    value for a row that saw no key, so exp2(s − lse) is 0 without infinities in the shader) and
+ *    D = dO·O.
+ * 2. `attention_bwd_dq`: invocation owns R rows of one kv head's group (as in the forward) and walks
+ *    the keys they can see, recomputing P = exp2(s − lse) and accumulating dQ += P·(dO·v − D)·k.
+ * 3. `attention_bwd_dkv`: invocation owns R keys of one (batch, kv head) and walks every query row
+ *    that can see them (the q heads of the group included, which sums GQA) accumulating
+ *    dV += P·dO and dK += P·(dO·v − D)·q. dK and dV share one buffer (kernels stay within 8
+ *    storage bindings); the caller hands out the two halves as contiguous views.
+ *
+ * State lives in registers, unrolled over rows/keys and vec4 chunks of the head dims, as in the
+ * forward; scores are in log2 units (the dot product times scale·log2 e).
+ */
+import { empty } from '../../creation';
+import type { DType } from '../../dtype';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { KernelBinding } from '../../runtime/batch';
+import { Params } from '../../runtime/params';
+import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import type { Tensor } from '../../tensor';
+import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
+import { attentionTuning, declareHead, extent, loadHead, range, type Access } from './attention.wgsl';
+import { narrow, reshape } from '../layout/layout';
+
+/** lse (log2 units) of a row that saw no key: finite, so exp2(score − it) is exactly 0. */
+const EMPTY_ROW_LSE = '3.0e38';
+
+interface Launch {
+  device: WebGpuDevice;
+  params: Params;
+  bindings: KernelBinding[];
+}
+
+function bindHead(l: Launch, name: string, view: HeadView, dim: number): Access {
+  const t = view.tensor;
+  l.params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
+  const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
+  l.bindings.push(bound.range);
+  l.params.u32(`${name}Off`, bound.elementOffset);
+  const starts = [bound.elementOffset, view.strides.batch, view.strides.seq, view.strides.head];
+  if (t.dtype === 'f32' && dim % 4 === 0 && starts.every((x) => x % 4 === 0)) return 'vec4';
+  if (t.dtype === 'bf16' && dim % 8 === 0 && starts.every((x) => x % 8 === 0)) return 'bf16x8';
+  return t.dtype;
+}
+
+function bindKeyRow(l: Launch, name: string, view: KeyRowView): void {
+  const t = view.tensor;
+  const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
+  l.bindings.push(bound.range);
+  l.params.u32(`${name}Off`, bound.elementOffset).u32(`${name}sB`, view.batchStride).u32(`${name}sJ`, view.keyStride);
+}
+
+function bindFlat(l: Launch, name: string, t: Tensor, what: string): void {
+  const bound = l.device.bind(t.storage, t.offset, t.size, what);
+  l.bindings.push(bound.range);
+  l.params.u32(`${name}Off`, bound.elementOffset);
+}
+
+/** Gradients for q (when `want.q`) and for k and v (when `want.kv`): contiguous f32 in the shapes of q, k and v. */
+export function attentionBackwardGpu(device: WebGpuDevice, bp: AttentionBackwardProblem, want: { q: boolean; kv: boolean }): AttentionGradients {
+  const p = bp.forward;
+  const rows = p.batch * p.queries * p.qHeads;
+  const stats = empty([2 * rows], { device });
+  try {
+    launchStats(device, bp, stats);
+    const grads: AttentionGradients = { q: null, k: null, v: null };
+    if (want.q) {
+      grads.q = empty([p.batch, p.queries, p.qHeads, p.headDim], { device });
+      launchDq(device, bp, stats, grads.q);
+    }
+    if (want.kv) {
+      const kSize = p.batch * p.keys * p.kvHeads * p.headDim;
+      const vSize = p.batch * p.keys * p.kvHeads * p.valueDim;
+      const both = empty([kSize + vSize], { device });
+      launchDkv(device, bp, stats, both, kSize);
+      grads.k = reshape(narrow(both, 0, 0, kSize), [p.batch, p.keys, p.kvHeads, p.headDim]);
+      grads.v = reshape(narrow(both, 0, kSize, vSize), [p.batch, p.keys, p.kvHeads, p.valueDim]);
+      both.dispose();
+    }
+    return grads;
+  } finally {
+    stats.dispose();
+  }
+}
+
+const sources = new Map<string, string>();
+
+/** Builds a kernel's source once per variant (building the text costs more than a small launch). */
+function cached(key: string, build: () => string): string {
+  let source = sources.get(key);
+  if (source === undefined) {
+    source = build();
+    sources.set(key, source);
+  }
+  return source;
+}
+
+function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor): void {
+  const p = bp.forward;
+  const rows = p.batch * p.queries * p.qHeads;
+  const { workgroupSize: W } = attentionTuning(device);
+  const l: Launch = { device, params: new Params().u32('rows', rows).u32('queries', p.queries).u32('qHeads', p.qHeads).u32('valueDim', p.valueDim), bindings: [] };
+  const gDtype = bp.gradOut.tensor.dtype;
+  bindHead(l, 'g', bp.gradOut, p.valueDim);
+  bindFlat(l, 'o', bp.out, 'attention backward output');
+  bindFlat(l, 'lse', bp.lse, 'attention backward lse');
+  bindFlat(l, 'stats', stats, 'attention backward stats');
+  const source = cached(`stats|${gDtype}|${W}|${l.params.wgsl()}`, () => `${l.params.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${declareStorage(1, 'gradb', gDtype, 'read')}
+${loaderF32('gradb', gDtype)}
+${declareStorage(2, 'outb', 'f32', 'read')}
+${declareStorage(3, 'lseb', 'u32', 'read')}
+${declareStorage(4, 'statsb', 'f32', 'read_write')}
+@compute @workgroup_size(${W})
+fn main(${GRID_ARGS}) {
+  let r = ${flatIndex(W)};
+  if (r >= P.rows) { return; }
+  let h = r % P.qHeads;
+  let i = (r / P.qHeads) % P.queries;
+  let b = r / (P.qHeads * P.queries);
+  let gb = P.gOff + b * P.gsB + i * P.gsS + h * P.gsH;
+  let ob = P.oOff + r * P.valueDim;
+  var rowDot = 0.0;
+  for (var d = 0u; d < P.valueDim; d++) { rowDot = fma(load_gradb(gb + d), outb[ob + d], rowDot); }
+  let bits = lseb[P.lseOff + r];
+  // +Infinity marks a row that saw no key (never read it as a float: compilers may assume finite math).
+  let unseen = (bits & 0x7fffffffu) >= 0x7f800000u;
+  statsb[P.statsOff + 2u * r] = select(bitcast<f32>(select(bits, 0u, unseen)) * ${Math.LOG2E}, ${EMPTY_ROW_LSE}, unseen);
+  statsb[P.statsOff + 2u * r + 1u] = select(rowDot, 0.0, unseen);
+}`);
+  device.run({ name: 'attention_bwd_stats', source, params: l.params, bindings: l.bindings, workgroups: device.grid(rows, W), detail: `rows ${rows} Dv ${p.valueDim}` });
+}
+
+interface Variant {
+  workgroupSize: number;
+  /** Rows (dQ) or keys (dK/dV) one invocation owns. */
+  perLane: number;
+  headDim: number;
+  valueDim: number;
+  q: Access;
+  k: Access;
+  v: Access;
+  g: Access;
+  causal: boolean;
+  mask: DType | null;
+  seq: boolean;
+}
+
+/** Binds the inputs both gradient kernels read (q, k, v, dO, stats, mask, seqIds) and their common params. */
+function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, lanes: number, chunks: number, perLane: number): { l: Launch; variant: Variant } {
+  const p = bp.forward;
+  const { workgroupSize } = attentionTuning(device);
+  const group = p.qHeads / p.kvHeads;
+  const params = new Params()
+    .u32('lanes', lanes)
+    .u32('chunks', chunks)
+    .u32('pairs', p.queries * group)
+    .u32('group', group)
+    .u32('kvHeads', p.kvHeads)
+    .u32('batchHeads', p.batch * p.kvHeads)
+    .u32('qHeads', p.qHeads)
+    .u32('queries', p.queries)
+    .u32('keys', p.keys)
+    .u32('queryOffset', p.queryOffset)
+    .f32('scale', p.scale)
+    .f32('scale2', p.scale * Math.LOG2E);
+  const l: Launch = { device, params, bindings: [] };
+  const variant: Variant = {
+    workgroupSize,
+    perLane,
+    headDim: p.headDim,
+    valueDim: p.valueDim,
+    q: bindHead(l, 'q', p.q, p.headDim),
+    k: bindHead(l, 'k', p.k, p.headDim),
+    v: bindHead(l, 'v', p.v, p.valueDim),
+    g: bindHead(l, 'g', bp.gradOut, p.valueDim),
+    causal: p.causal,
+    mask: p.keyMask ? p.keyMask.tensor.dtype : null,
+    seq: p.seqIds !== null,
+  };
+  bindFlat(l, 'stats', stats, 'attention backward stats');
+  if (p.keyMask) bindKeyRow(l, 'm', p.keyMask);
+  if (p.seqIds) bindKeyRow(l, 's', p.seqIds);
+  return { l, variant };
+}
+
+/** Declarations of the inputs bound by {@link bindInputs}; returns them and the next free binding. */
+function declareInputs(v: Variant): { decls: string[]; next: number } {
+  const decls = [declareHead(1, 'qb', v.q), declareHead(2, 'kb', v.k), declareHead(3, 'vb', v.v), declareHead(4, 'gb', v.g), declareStorage(5, 'statsb', 'f32', 'read')];
+  let next = 6;
+  if (v.mask) decls.push(`${declareStorage(next++, 'maskb', v.mask, 'read')}\n${loaderF32('maskb', v.mask)}`);
+  if (v.seq) decls.push(declareStorage(next++, 'seqb', 'i32', 'read'));
+  return { decls, next };
+}
+
+/** `a0·b0 + a1·b1 + …` over the vec4 chunks of a head vector. */
+function dotChunks(a: string, b: string, chunks: number): string {
+  return range(chunks)
+    .map((c) => `dot(${a}${c}, ${b}${c})`)
+    .join(' + ');
+}
+
+/** Per-element stores of vec4 registers `${reg}0…` into a flat f32 array starting at `base`. */
+function storeChunks(array: string, base: string, reg: string, dim: number, scale: string): string[] {
+  return range(dim).map((e) => `${array}[${base} + ${e}u] = ${reg}${Math.floor(e / 4)}[${e % 4}]${scale};`);
+}
+
+function kernel(params: Params, v: Variant, decls: string[], body: string[]): string {
+  return `${params.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${decls.join('\n')}
+@compute @workgroup_size(${v.workgroupSize})
+fn main(${GRID_ARGS}) {
+${body.map((line) => `  ${line}`).join('\n')}
+}`;
+}
+
+function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, dq: Tensor): void {
+  const p = bp.forward;
+  const pairs = p.queries * (p.qHeads / p.kvHeads);
+  const R = Math.min(attentionTuning(device).rowsPerLane, pairs);
+  const chunks = Math.ceil(pairs / R);
+  const lanes = chunks * p.batch * p.kvHeads;
+  const { l, variant } = bindInputs(device, bp, stats, lanes, chunks, R);
+  bindFlat(l, 'dq', dq, 'attention backward dq');
+  const source = cached(`dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
+  device.run({ name: 'attention_bwd_dq', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
+}
+
+function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, both: Tensor, kSize: number): void {
+  const p = bp.forward;
+  const R = Math.min(attentionTuning(device).rowsPerLane, p.keys);
+  const chunks = Math.ceil(p.keys / R);
+  const lanes = chunks * p.batch * p.kvHeads;
+  const { l, variant } = bindInputs(device, bp, stats, lanes, chunks, R);
+  bindFlat(l, 'dkv', both, 'attention backward dk/dv');
+  l.params.u32('dvAt', kSize);
+  const source = cached(`dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
+  device.run({ name: 'attention_bwd_dkv', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
+}
+
+function detail(bp: AttentionBackwardProblem): string {
+  const p = bp.forward;
+  return `q[${p.batch},${p.queries},${p.qHeads},${p.headDim}] kv[${p.keys},${p.kvHeads},${p.valueDim}] ${p.q.tensor.dtype}/${p.k.tensor.dtype}`;
+}
+
+/**
+ * dQ: invocation t = (batch·Hkv + kvHead)·chunks + chunk owns rows chunk·R … chunk·R + R − 1
+ * (flat row = query·group + head-in-group) and walks the keys the last of them can see.
+ */
+function buildDq(params: Params, v: Variant): string {
+  const R = v.perLane;
+  const qc = Math.ceil(v.headDim / 4);
+  const vc = Math.ceil(v.valueDim / 4);
+  const { decls, next } = declareInputs(v);
+  decls.push(declareStorage(next, 'dqb', 'f32', 'read_write'));
+  const body: string[] = [];
+  body.push(`let t = ${flatIndex(v.workgroupSize)};`, 'if (t >= P.lanes) { return; }');
+  body.push('let chunk = t % P.chunks;', 'let bg = t / P.chunks;', 'let b = bg / P.kvHeads;', 'let g = bg % P.kvHeads;', `let first = chunk * ${R}u;`);
+  if (v.mask) body.push('let mBase = P.mOff + b * P.msB;');
+  if (v.seq) body.push('let sBase = P.sOff + b * P.ssB;');
+  for (const r of range(R)) {
+    // Rows past the last one repeat it (loads stay in range) and write nothing.
+    body.push(`let f${r} = min(first + ${r}u, P.pairs - 1u);`, `let i${r} = f${r} / P.group;`, `let h${r} = g * P.group + f${r} % P.group;`);
+    body.push(`let qpos${r} = P.queryOffset + i${r};`);
+    if (v.seq) body.push(`let qseq${r} = seqb[sBase + qpos${r} * P.ssJ];`);
+    body.push(...loadHead('qb', v.q, `(P.qOff + b * P.qsB + i${r} * P.qsS + h${r} * P.qsH)`, v.headDim, `q${r}_`));
+    body.push(...loadHead('gb', v.g, `(P.gOff + b * P.gsB + i${r} * P.gsS + h${r} * P.gsH)`, v.valueDim, `do${r}_`));
+    body.push(`let row${r} = (b * P.queries + i${r}) * P.qHeads + h${r};`);
+    body.push(`let lse${r} = statsb[P.statsOff + 2u * row${r}];`, `let rd${r} = statsb[P.statsOff + 2u * row${r} + 1u];`);
+    for (const c of range(qc)) body.push(`var dq${r}_${c} = vec4<f32>(0.0);`);
+  }
+  body.push(v.causal ? `let kEnd = min(P.keys, qpos${R - 1} + 1u);` : 'let kEnd = P.keys;');
+  body.push('let kBase = P.kOff + b * P.ksB + g * P.ksH;', 'let vBase = P.vOff + b * P.vsB + g * P.vsH;');
+  body.push('for (var j = 0u; j < kEnd; j++) {');
+  const inner: string[] = [];
+  inner.push(v.mask ? 'let keyOk = load_maskb(mBase + j * P.msJ) != 0.0;' : 'let keyOk = true;');
+  if (v.seq) inner.push('let kseq = seqb[sBase + j * P.ssJ];');
+  inner.push(...loadHead('kb', v.k, '(kBase + j * P.ksS)', v.headDim, 'k_'));
+  inner.push(...loadHead('vb', v.v, '(vBase + j * P.vsS)', v.valueDim, 'v_'));
+  for (const r of range(R)) {
+    const conds = ['keyOk'];
+    if (v.causal) conds.push(`j <= qpos${r}`);
+    if (v.seq) conds.push(`kseq == qseq${r}`);
+    inner.push(`let p${r} = select(0.0, exp2((${dotChunks(`q${r}_`, 'k_', qc)}) * P.scale2 - lse${r}), ${conds.join(' && ')});`);
+    inner.push(`let ds${r} = vec4<f32>(p${r} * ((${dotChunks(`do${r}_`, 'v_', vc)}) - rd${r}));`);
+    for (const c of range(qc)) inner.push(`dq${r}_${c} = fma(ds${r}, k_${c}, dq${r}_${c});`);
+  }
+  body.push(...inner.map((line) => `  ${line}`), '}');
+  for (const r of range(R)) {
+    body.push(`if (first + ${r}u < P.pairs) {`);
+    body.push(...storeChunks('dqb', `P.dqOff + row${r} * ${v.headDim}u`, `dq${r}_`, v.headDim, ' * P.scale').map((line) => `  ${line}`));
+    body.push('}');
+  }
+  return kernel(params, v, decls, body);
+}
+
+/**
+ * dK and dV: invocation t = (batch·Hkv + kvHead)·chunks + chunk owns keys chunk·R … chunk·R + R − 1
+ * and walks every query row (each q head of the group) from the first query that can see its first key.
+ */
+function buildDkv(params: Params, v: Variant): string {
+  const R = v.perLane;
+  const qc = Math.ceil(v.headDim / 4);
+  const vc = Math.ceil(v.valueDim / 4);
+  const { decls, next } = declareInputs(v);
+  decls.push(declareStorage(next, 'dkvb', 'f32', 'read_write'));
+  const body: string[] = [];
+  body.push(`let t = ${flatIndex(v.workgroupSize)};`, 'if (t >= P.lanes) { return; }');
+  body.push('let chunk = t % P.chunks;', 'let bg = t / P.chunks;', 'let b = bg / P.kvHeads;', 'let g = bg % P.kvHeads;', `let first = chunk * ${R}u;`);
+  if (v.mask) body.push('let mBase = P.mOff + b * P.msB;');
+  if (v.seq) body.push('let sBase = P.sOff + b * P.ssB;');
+  body.push('let kBase = P.kOff + b * P.ksB + g * P.ksH;', 'let vBase = P.vOff + b * P.vsB + g * P.vsH;');
+  for (const r of range(R)) {
+    // Keys past the last one repeat it (loads stay in range) and write nothing.
+    body.push(`let j${r} = min(first + ${r}u, P.keys - 1u);`);
+    body.push(v.mask ? `let keyOk${r} = load_maskb(mBase + j${r} * P.msJ) != 0.0;` : `let keyOk${r} = true;`);
+    if (v.seq) body.push(`let kseq${r} = seqb[sBase + j${r} * P.ssJ];`);
+    body.push(...loadHead('kb', v.k, `(kBase + j${r} * P.ksS)`, v.headDim, `k${r}_`));
+    body.push(...loadHead('vb', v.v, `(vBase + j${r} * P.vsS)`, v.valueDim, `v${r}_`));
+    for (const c of range(qc)) body.push(`var dk${r}_${c} = vec4<f32>(0.0);`);
+    for (const c of range(vc)) body.push(`var dv${r}_${c} = vec4<f32>(0.0);`);
+  }
+  // Causal: query i sits at key position queryOffset + i and sees key j from i = j − queryOffset on.
+  body.push(v.causal ? 'let iStart = max(first, P.queryOffset) - P.queryOffset;' : 'let iStart = 0u;');
+  body.push('for (var i = iStart; i < P.queries; i++) {');
+  const inner: string[] = [];
+  inner.push('let qpos = P.queryOffset + i;');
+  if (v.seq) inner.push('let qseq = seqb[sBase + qpos * P.ssJ];');
+  inner.push('for (var hh = 0u; hh < P.group; hh++) {');
+  const head: string[] = [];
+  head.push('let h = g * P.group + hh;', 'let row = (b * P.queries + i) * P.qHeads + h;');
+  head.push('let lse = statsb[P.statsOff + 2u * row];', 'let rd = statsb[P.statsOff + 2u * row + 1u];');
+  head.push(...loadHead('qb', v.q, '(P.qOff + b * P.qsB + i * P.qsS + h * P.qsH)', v.headDim, 'q_'));
+  head.push(...loadHead('gb', v.g, '(P.gOff + b * P.gsB + i * P.gsS + h * P.gsH)', v.valueDim, 'do_'));
+  for (const r of range(R)) {
+    const conds = [`keyOk${r}`];
+    if (v.causal) conds.push(`j${r} <= qpos`);
+    if (v.seq) conds.push(`kseq${r} == qseq`);
+    head.push(`let p${r} = select(0.0, exp2((${dotChunks('q_', `k${r}_`, qc)}) * P.scale2 - lse), ${conds.join(' && ')});`);
+    head.push(`let ds${r} = vec4<f32>(p${r} * ((${dotChunks('do_', `v${r}_`, vc)}) - rd));`);
+    for (const c of range(vc)) head.push(`dv${r}_${c} = fma(vec4<f32>(p${r}), do_${c}, dv${r}_${c});`);
+    for (const c of range(qc)) head.push(`dk${r}_${c} = fma(ds${r}, q_${c}, dk${r}_${c});`);
+  }
+  inner.push(...head.map((line) => `  ${line}`), '}');
+  body.push(...inner.map((line) => `  ${line}`), '}');
+  for (const r of range(R)) {
+    body.push(`if (first + ${r}u < P.keys) {`);
+    body.push(`  let kvRow = (b * P.keys + j${r}) * P.kvHeads + g;`);
+    body.push(...storeChunks('dkvb', `P.dkvOff + kvRow * ${v.headDim}u`, `dk${r}_`, v.headDim, ' * P.scale').map((line) => `  ${line}`));
+    body.push(...storeChunks('dkvb', `P.dkvOff + P.dvAt + kvRow * ${v.valueDim}u`, `dv${r}_`, v.valueDim, '').map((line) => `  ${line}`));
+    body.push('}');
+  }
+  return kernel(params, v, decls, body);
+}
