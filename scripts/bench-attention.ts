@@ -1,11 +1,12 @@
 // Attention kernel timings on the default WebGPU device, one JSON line per case (not a test).
 // Shapes are bench-small's attention layer: 8 q heads / 2 kv heads × 64, batch 1. Prefill runs the
 // 'bshd' layout (projections, causal); decode reads one query against the 'bhsd' KV cache through
-// kvLength, as generation does. `ms` is the median wall time per call over repetitions of `iters`
+// kvLength, as generation does; train runs prefill with q, k, v requiring grad plus its backward
+// (the three gradients). `ms` is the median wall time per call over repetitions of `iters`
 // back-to-back calls, `minMs` the fastest repetition; `cpuMs` the process CPU time per call
 // (llvmpipe's threads included), steadier than wall time on a machine shared with other work.
 //   bun scripts/bench-attention.ts [--iters N] [--reps N]
-import { attention, getWebGpuDevice, noGrad, randn, type Tensor } from '@nemotron-ts/kernels';
+import { attention, backward, getWebGpuDevice, noGrad, randn, type Tensor } from '@nemotron-ts/kernels';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: number) => {
@@ -64,6 +65,22 @@ await noGrad(async () => {
   }
   for (const t of [q, kCache, vCache]) t.dispose();
 });
+
+for (const length of [128, 512]) {
+  const [q, k, v] = [qHeads, kvHeads, kvHeads].map((heads) => randn([1, length, heads, headDim], { device }).requiresGrad_());
+  const grad = randn([1, length, qHeads, headDim], { device });
+  const step = () => {
+    const out = attention(q!, k!, v!);
+    backward(out, { grad });
+    for (const t of [q!, k!, v!]) {
+      t.grad!.dispose();
+      t.grad = null;
+    }
+    return out;
+  };
+  report('train', length, length, 'bshd', await time(step));
+  for (const t of [q!, k!, v!, grad]) t.dispose();
+}
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;

@@ -14,8 +14,14 @@ import { withAttentionTuning, type AttentionTuning } from './attention.wgsl';
 const gpu = await testGpu();
 const cpu = getCpuDevice();
 
-/** Both launch shapes (one row or key per invocation, wide groups; four per invocation, narrow groups). */
-const TUNINGS: Record<string, Partial<AttentionTuning>> = { wide: { workgroupSize: 64, rowsPerLane: 1 }, narrow: { workgroupSize: 8, rowsPerLane: 4 } };
+/**
+ * Both launch shapes: one row or key per invocation in wide groups, storage buffers only (real GPUs);
+ * four per invocation in narrow groups, loop operands through textures where the device reads them.
+ */
+const TUNINGS: Record<string, Partial<AttentionTuning>> = {
+  wide: { workgroupSize: 64, rowsPerLane: 1, kvTextures: false },
+  narrow: { workgroupSize: 8, rowsPerLane: 4, kvTextures: true },
+};
 
 interface Case {
   batch: number;
@@ -159,6 +165,34 @@ describe('attention backward: WebGPU vs CPU reference', () => {
     expect(q.grad).toBeNull();
     expect(k.grad!.shape).toEqual(s.k);
   });
+});
+
+describe('attention backward: memory', () => {
+  for (const device of gpu ? [cpu, gpu] : [cpu]) {
+    test(`${device.kind}: the node holds only the output and lse beyond its inputs, and backward leaks nothing`, async () => {
+      const s = shapes(small);
+      const q = onDevice(randomData(s.q, 51), s.q, device).requiresGrad_();
+      const k = onDevice(randomData(s.k, 52), s.k, device).requiresGrad_();
+      const v = onDevice(randomData(s.v, 53), s.v, device).requiresGrad_();
+      const mask = onDevice(paddingMask(11), [2, 11], device);
+      const grad = onDevice(randomData(s.q, 54), s.q, device);
+      const before = device.memoryStats().liveBytes;
+      // What an output and its lse take (in the pool's buckets).
+      const stats = noGrad(() => attentionWithStats(q, k, v, { keyMask: mask }));
+      const outAndLse = device.memoryStats().liveBytes - before;
+      stats.out.dispose();
+      stats.lse.dispose();
+      const out = attention(q, k, v, { keyMask: mask });
+      expect(device.memoryStats().liveBytes - before).toBe(outAndLse);
+      backward(out, { grad });
+      out.dispose();
+      for (const t of [q, k, v]) {
+        t.grad!.dispose();
+        t.grad = null;
+      }
+      expect(device.memoryStats().liveBytes).toBe(before);
+    });
+  }
 });
 
 describe('attention backward: what has none', () => {

@@ -24,19 +24,51 @@ import type { Tensor } from '../../tensor';
 import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
 import { attentionTuning, declareHead, extent, loadHead, range, type Access } from './attention.wgsl';
 import { narrow, reshape } from '../layout/layout';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
 
 /** lse (log2 units) of a row that saw no key: finite, so exp2(score − it) is exactly 0. */
 const EMPTY_ROW_LSE = '3.0e38';
+
+/**
+ * Most vec4 registers of per-row (dQ) or per-key (dK/dV) state one invocation unrolls: LLVM's compile
+ * time on llvmpipe grows steeply with it (head dim 128, 4 keys per invocation: 82 s; 2: 14 s; 1:
+ * 5 s, for 2× the run time), so large head dims own fewer rows or keys per invocation.
+ */
+const MAX_STATE_VEC4 = 128;
+
+/** Rows or keys per invocation: the tuning's choice, fewer when each carries `stateVec4` registers, at most `count`. */
+function perLane(device: WebGpuDevice, stateVec4: number, count: number): number {
+  return Math.max(1, Math.min(attentionTuning(device).rowsPerLane, Math.floor(MAX_STATE_VEC4 / stateVec4), count));
+}
 
 interface Launch {
   device: WebGpuDevice;
   params: Params;
   bindings: KernelBinding[];
+  /** Flat texture copies, released once every backward kernel is recorded. */
+  textures: FlatTexture[];
 }
 
-function bindHead(l: Launch, name: string, view: HeadView, dim: number): Access {
+/** Loops at least this long read their operands (when dense f32) from flat texture copies. */
+const TEXTURE_MIN_LOOP = 8;
+
+/**
+ * Binds a head operand. With `texture`, a dense f32 operand of whole vec4 rows is read through a
+ * flat texture copy (read-only storage texture; llvmpipe turns every storage-buffer load into a
+ * per-lane loop): for the operands an invocation's inner loop walks.
+ */
+function bindHead(l: Launch, name: string, view: HeadView, dim: number, texture = false): Access {
   const t = view.tensor;
   l.params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
+  if (texture && t.dtype === 'f32' && t.isContiguous && t.offset % 4 === 0 && dim % 4 === 0 && t.size / 4 <= flatCapacity(l.device)) {
+    // The copy starts at the tensor's first element: offset 0.
+    const flat = acquireTexture(l.device, 'rgba32float', t.size / 4);
+    copyDenseToFlat(l.device, t, flat);
+    l.textures.push(flat);
+    l.bindings.push({ texture: flat.view });
+    l.params.u32(`${name}Off`, 0).u32(`${name}Mask`, flat.width - 1).u32(`${name}Shift`, flat.shift);
+    return 'texture';
+  }
   const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
   l.bindings.push(bound.range);
   l.params.u32(`${name}Off`, bound.elementOffset);
@@ -64,18 +96,19 @@ export function attentionBackwardGpu(device: WebGpuDevice, bp: AttentionBackward
   const p = bp.forward;
   const rows = p.batch * p.queries * p.qHeads;
   const stats = empty([2 * rows], { device });
+  const textures: FlatTexture[] = [];
   try {
-    launchStats(device, bp, stats);
+    launchStats(device, bp, stats, textures);
     const grads: AttentionGradients = { q: null, k: null, v: null };
     if (want.q) {
       grads.q = empty([p.batch, p.queries, p.qHeads, p.headDim], { device });
-      launchDq(device, bp, stats, grads.q);
+      launchDq(device, bp, stats, grads.q, textures);
     }
     if (want.kv) {
       const kSize = p.batch * p.keys * p.kvHeads * p.headDim;
       const vSize = p.batch * p.keys * p.kvHeads * p.valueDim;
       const both = empty([kSize + vSize], { device });
-      launchDkv(device, bp, stats, both, kSize);
+      launchDkv(device, bp, stats, both, kSize, textures);
       grads.k = reshape(narrow(both, 0, 0, kSize), [p.batch, p.keys, p.kvHeads, p.headDim]);
       grads.v = reshape(narrow(both, 0, kSize, vSize), [p.batch, p.keys, p.kvHeads, p.valueDim]);
       both.dispose();
@@ -83,6 +116,7 @@ export function attentionBackwardGpu(device: WebGpuDevice, bp: AttentionBackward
     return grads;
   } finally {
     stats.dispose();
+    for (const t of textures) releaseTexture(device, t);
   }
 }
 
@@ -98,11 +132,11 @@ function cached(key: string, build: () => string): string {
   return source;
 }
 
-function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor): void {
+function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, textures: FlatTexture[]): void {
   const p = bp.forward;
   const rows = p.batch * p.queries * p.qHeads;
   const { workgroupSize: W } = attentionTuning(device);
-  const l: Launch = { device, params: new Params().u32('rows', rows).u32('queries', p.queries).u32('qHeads', p.qHeads).u32('valueDim', p.valueDim), bindings: [] };
+  const l: Launch = { device, textures, params: new Params().u32('rows', rows).u32('queries', p.queries).u32('qHeads', p.qHeads).u32('valueDim', p.valueDim), bindings: [] };
   const gDtype = bp.gradOut.tensor.dtype;
   bindHead(l, 'g', bp.gradOut, p.valueDim);
   bindFlat(l, 'o', bp.out, 'attention backward output');
@@ -151,9 +185,14 @@ interface Variant {
 }
 
 /** Binds the inputs both gradient kernels read (q, k, v, dO, stats, mask, seqIds) and their common params. */
-function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, lanes: number, chunks: number, perLane: number): { l: Launch; variant: Variant } {
+function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, launch: { lanes: number; chunks: number; perLane: number; looped: 'keys' | 'queries'; textures: FlatTexture[] }): { l: Launch; variant: Variant } {
+  const { lanes, chunks, perLane, looped } = launch;
   const p = bp.forward;
-  const { workgroupSize } = attentionTuning(device);
+  const { workgroupSize, kvTextures } = attentionTuning(device);
+  // The operands of the inner loop: keys and values (dQ) or queries and their output gradients (dK/dV).
+  const textures = kvTextures && storageReads(device) && (looped === 'keys' ? p.keys : p.queries) >= TEXTURE_MIN_LOOP;
+  const keysLooped = textures && looped === 'keys';
+  const queriesLooped = textures && looped === 'queries';
   const group = p.qHeads / p.kvHeads;
   const params = new Params()
     .u32('lanes', lanes)
@@ -168,16 +207,16 @@ function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: T
     .u32('queryOffset', p.queryOffset)
     .f32('scale', p.scale)
     .f32('scale2', p.scale * Math.LOG2E);
-  const l: Launch = { device, params, bindings: [] };
+  const l: Launch = { device, params, bindings: [], textures: launch.textures };
   const variant: Variant = {
     workgroupSize,
     perLane,
     headDim: p.headDim,
     valueDim: p.valueDim,
-    q: bindHead(l, 'q', p.q, p.headDim),
-    k: bindHead(l, 'k', p.k, p.headDim),
-    v: bindHead(l, 'v', p.v, p.valueDim),
-    g: bindHead(l, 'g', bp.gradOut, p.valueDim),
+    q: bindHead(l, 'q', p.q, p.headDim, queriesLooped),
+    k: bindHead(l, 'k', p.k, p.headDim, keysLooped),
+    v: bindHead(l, 'v', p.v, p.valueDim, keysLooped),
+    g: bindHead(l, 'g', bp.gradOut, p.valueDim, queriesLooped),
     causal: p.causal,
     mask: p.keyMask ? p.keyMask.tensor.dtype : null,
     seq: p.seqIds !== null,
@@ -210,7 +249,8 @@ function storeChunks(array: string, base: string, reg: string, dim: number, scal
 }
 
 function kernel(params: Params, v: Variant, decls: string[], body: string[]): string {
-  return `${params.wgsl()}
+  const textures = [v.q, v.k, v.v, v.g].includes('texture');
+  return `${textures ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
 @compute @workgroup_size(${v.workgroupSize})
@@ -219,24 +259,26 @@ ${body.map((line) => `  ${line}`).join('\n')}
 }`;
 }
 
-function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, dq: Tensor): void {
+function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, dq: Tensor, textures: FlatTexture[]): void {
   const p = bp.forward;
   const pairs = p.queries * (p.qHeads / p.kvHeads);
-  const R = Math.min(attentionTuning(device).rowsPerLane, pairs);
+  // Per row: q, dQ and dO.
+  const R = perLane(device, 2 * Math.ceil(p.headDim / 4) + Math.ceil(p.valueDim / 4), pairs);
   const chunks = Math.ceil(pairs / R);
   const lanes = chunks * p.batch * p.kvHeads;
-  const { l, variant } = bindInputs(device, bp, stats, lanes, chunks, R);
+  const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'keys', textures });
   bindFlat(l, 'dq', dq, 'attention backward dq');
   const source = cached(`dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
   device.run({ name: 'attention_bwd_dq', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
 }
 
-function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, both: Tensor, kSize: number): void {
+function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, both: Tensor, kSize: number, textures: FlatTexture[]): void {
   const p = bp.forward;
-  const R = Math.min(attentionTuning(device).rowsPerLane, p.keys);
+  // Per key: k, dK, v and dV.
+  const R = perLane(device, 2 * Math.ceil(p.headDim / 4) + 2 * Math.ceil(p.valueDim / 4), p.keys);
   const chunks = Math.ceil(p.keys / R);
   const lanes = chunks * p.batch * p.kvHeads;
-  const { l, variant } = bindInputs(device, bp, stats, lanes, chunks, R);
+  const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'queries', textures });
   bindFlat(l, 'dkv', both, 'attention backward dk/dv');
   l.params.u32('dvAt', kSize);
   const source = cached(`dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
