@@ -206,6 +206,15 @@ describe('attention backward: what has none', () => {
     expect(noGrad(() => attention(q(), kv, kv, { kvLength: 2 })).shape).toEqual([1, 2, 1, 8]);
   });
 
+  test('no queries: k and v get zero gradients', async () => {
+    for (const device of gpu ? [cpu, gpu] : [cpu]) {
+      const k = onDevice(randomData([1, 3, 1, 4], 61), [1, 3, 1, 4], device).requiresGrad_();
+      const out = attention(onDevice(new Float32Array(0), [1, 0, 2, 4], device), k, k);
+      backward(out, { grad: onDevice(new Float32Array(0), [1, 0, 2, 4], device) });
+      expect(Array.from(await k.grad!.toFloat32())).toEqual(new Array(12).fill(0));
+    }
+  });
+
   test('under noGrad nothing is recorded or saved', () => {
     const out = noGrad(() => attention(q(), kv, kv));
     expect(out.requiresGrad).toBe(false);

@@ -193,7 +193,8 @@ const differentiableAttention = defineFunction<[Tensor, Tensor, Tensor, Attentio
       let grads: AttentionGradients;
       if (out.size === 0) {
         // No queries: nothing flows to q, k or v.
-        grads = { q: want.q ? zeros(q.shape) : null, k: want.kv ? zeros(k.shape) : null, v: want.kv ? zeros(v.shape) : null };
+        const zerosOf = (t: Tensor, wanted: boolean) => (wanted ? zeros(t.shape, { device: t.device }) : null);
+        grads = { q: zerosOf(q, want.q), k: zerosOf(k, want.kv), v: zerosOf(v, want.kv) };
       } else {
         const problem: AttentionBackwardProblem = { forward, out, lse, gradOut: headView(grad, 1, 2, copies) };
         const device = q.device;
