@@ -129,6 +129,11 @@ describe('attention backward: WebGPU vs CPU reference', () => {
     });
   }
 
+  test.if(gpu !== null)('wide heads own fewer rows and keys per invocation (3 rows, 2 keys at D=48, Dv=40)', async () => {
+    const c: Case = { batch: 1, queries: 10, keys: 10, qHeads: 4, kvHeads: 2, headDim: 48, valueDim: 40 };
+    await compare(c, 'f32', 23, () => ({}), TUNINGS.narrow!, 'D=48');
+  });
+
   test.if(gpu !== null)('bf16 q, k, v (packed and per-element loads) with a bf16 key mask', async () => {
     await compare({ batch: 2, queries: 9, keys: 9, qHeads: 4, kvHeads: 2, headDim: 16, valueDim: 8 }, 'bf16', 21, (d) => ({ keyMask: onDevice(paddingMask(9), [2, 9], d, 'bf16') }), {}, 'bf16 D=16');
     await compare({ batch: 2, queries: 9, keys: 9, qHeads: 4, kvHeads: 2, headDim: 5, valueDim: 7 }, 'bf16', 22, () => ({}), {}, 'bf16 D=5');
