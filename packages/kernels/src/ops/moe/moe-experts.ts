@@ -1,14 +1,15 @@
 /**
  * Routed experts of a Nemotron-H MoE layer (spec §2.6): non-gated ReLU² experts, executed grouped
- * by expert. Forward only for now; the grouping (permutation, per-expert hidden rows) is built so a
- * backward can reuse it.
+ * by expert, forward and backward (the backward regroups the pairs with the same kernels).
  */
-import { needsGrad } from '../../autograd/graph';
+import { noGrad, record } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { isFloat } from '../../dtype';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { contiguous } from '../layout/layout';
+import { moeExpertsBackwardCpu } from './moe-experts-backward.cpu';
+import { moeExpertsBackwardGpu } from './moe-experts-backward.wgsl';
 import { moeExpertsCpu } from './moe-experts.cpu';
 import { moeExpertsGpu } from './moe-experts.wgsl';
 import { MOE_MAX_EXPERTS } from './moe-route';
@@ -38,6 +39,16 @@ export interface MoeExpertOperands {
   downBias: Tensor | null;
 }
 
+/** f32 gradients of the differentiable operands (null where none is wanted), shaped like them. */
+export interface MoeExpertGrads {
+  x: Tensor | null;
+  weights: Tensor | null;
+  upProj: Tensor | null;
+  downProj: Tensor | null;
+  upBias: Tensor | null;
+  downBias: Tensor | null;
+}
+
 /**
  * out[t] = Σ_s weights[t,s] · (relu(x_t·up_eᵀ + b_up)² · down_eᵀ + b_down), e = indices[t,s]
  * (HF semantics: each expert output times its fp32 weight, accumulated in f32, in slot order).
@@ -47,6 +58,9 @@ export interface MoeExpertOperands {
  * GPU nothing is read back and launch sizes do not depend on the routing; a decode step (T = 1)
  * reads only the k chosen experts' weights. An expert index outside [0, E) throws on the CPU and
  * makes that token's output NaN on the GPU (it cannot be checked there without a readback).
+ *
+ * Differentiable in x, weights, upProj, downProj and the biases (f32 gradients; indices get none).
+ * The backward saves only the operands and recomputes the hidden activations.
  *
  * @returns [T, Hout] f32.
  */
@@ -87,14 +101,10 @@ export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: 
   }
   const device = x.device;
   for (const [name, t] of named) if (t && t.device !== device) fail(`${name} is on another device than x`);
-  if (needsGrad([x, weights, upProj, downProj, upBias, downBias])) {
-    throw new Error('moeExperts backward is not implemented yet (an input requires grad); run it under noGrad()');
-  }
 
   const out = empty([tokens, hout], { device });
-  if (tokens === 0 || hout === 0) return out;
   const dense = (t: Tensor | undefined) => (t ? contiguous(t) : null);
-  const operands: MoeExpertOperands = {
+  const operands: MoeExpertOperands = noGrad(() => ({
     x: contiguous(x),
     indices: contiguous(indices),
     weights: contiguous(weights),
@@ -102,15 +112,55 @@ export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: 
     downProj: contiguous(downProj),
     upBias: dense(upBias),
     downBias: dense(downBias),
-  };
+  }));
   try {
-    if (device.kind === 'cpu') moeExpertsCpu(operands, out);
-    else moeExpertsGpu(device, operands, out);
+    if (tokens > 0 && hout > 0) {
+      if (device.kind === 'cpu') moeExpertsCpu(operands, out);
+      else moeExpertsGpu(device, operands, out);
+    }
+    const inputs = [x, weights, upProj, downProj, upBias, downBias].filter((t): t is Tensor => t !== undefined);
+    const saved = Object.values(operands).filter((t): t is Tensor => t !== null);
+    const biases = { up: upBias !== undefined, down: downBias !== undefined };
+    // Saves nothing unless an input requires grad (and recording is on).
+    record('moeExperts', out, inputs, (g, kept) => moeExpertsBackward(kept, biases, g, inputs), saved);
   } catch (e) {
     out.dispose();
     throw e;
   } finally {
     for (const t of Object.values(operands)) t?.dispose();
   }
+  return out;
+}
+
+/**
+ * The gradients for `inputs` ([x, weights, upProj, downProj, upBias?, downBias?], those given) from
+ * the saved contiguous operands ([x, indices, weights, upProj, downProj, upBias?, downBias?]).
+ */
+function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; down: boolean }, grad: Tensor, inputs: readonly Tensor[]): (Tensor | null)[] {
+  const [x, indices, weights, upProj, downProj] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
+  const upBias = biases.up ? saved[5]! : null;
+  const downBias = biases.down ? saved[biases.up ? 6 : 5]! : null;
+  const o: MoeExpertOperands = { x, indices, weights, upProj, downProj, upBias, downBias };
+  const device = x.device;
+  const wanted = (t: Tensor | undefined) => (t?.requiresGrad ? empty(t.shape, { device }) : null);
+  const [xIn, weightsIn, upIn, downIn] = inputs as [Tensor, Tensor, Tensor, Tensor];
+  const grads: MoeExpertGrads = {
+    x: wanted(xIn),
+    weights: wanted(weightsIn),
+    upProj: wanted(upIn),
+    downProj: wanted(downIn),
+    upBias: biases.up ? wanted(inputs[4]) : null,
+    downBias: biases.down ? wanted(inputs[biases.up ? 5 : 4]) : null,
+  };
+  const g = contiguous(grad);
+  try {
+    if (device.kind === 'cpu') moeExpertsBackwardCpu(o, g, grads);
+    else moeExpertsBackwardGpu(device, o, g, grads);
+  } finally {
+    g.dispose();
+  }
+  const out = [grads.x, grads.weights, grads.upProj, grads.downProj];
+  if (biases.up) out.push(grads.upBias);
+  if (biases.down) out.push(grads.downBias);
   return out;
 }

@@ -68,7 +68,7 @@ export function moeExpertsGpu(device: WebGpuDevice, o: MoeExpertOperands, out: T
  * The most tokens one pass may take so that every binding (inputs, grouped activations, grouping
  * tables) stays within maxStorageBufferBindingSize and the GEMM grid within the workgroup limit.
  */
-function tokensPerPass(device: WebGpuDevice, tokens: number, slots: number, experts: number, xRowBytes: number, inter: number, hout: number): number {
+export function tokensPerPass(device: WebGpuDevice, tokens: number, slots: number, experts: number, xRowBytes: number, inter: number, hout: number): number {
   const budget = bindingBudget(device);
   const fits = (t: number): boolean => {
     const pairs = t * slots;

@@ -2,12 +2,14 @@
  * MoE routing (Nemotron-H / DeepSeek-V3 style, spec §2.6): sigmoid scores, a correction bias used
  * for selection only, optional group-limited selection, top-k, weights from the unbiased scores.
  */
-import { needsGrad } from '../../autograd/graph';
+import { noGrad, record } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { isFloat } from '../../dtype';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { contiguous } from '../layout/layout';
+import { moeRouteBackwardCpu } from './moe-route-backward.cpu';
+import { moeRouteBackwardGpu } from './moe-route-backward.wgsl';
 import { moeRouteCpu } from './moe-route.cpu';
 import { moeRouteGpu } from './moe-route.wgsl';
 
@@ -47,6 +49,9 @@ export interface MoeRouting {
  * @param routerLogits [T, E] = x·W_gateᵀ, computed by the caller in f32.
  * @param correctionBias [E] (e_score_correction_bias) or null. It gets no gradient: it only
  *   affects which experts are chosen.
+ *
+ * The weights are differentiable with respect to the logits of the chosen experts (the others get
+ * zero gradient; the choice itself is discrete). The indices carry no gradient.
  */
 export function moeRoute(routerLogits: Tensor, correctionBias: Tensor | null, options: MoeRouteOptions): MoeRouting {
   const o = { ...options };
@@ -65,21 +70,39 @@ export function moeRoute(routerLogits: Tensor, correctionBias: Tensor | null, op
     if (correctionBias.device !== device) throw new Error('moeRoute: correction bias is on another device than the logits');
   }
   validateRouteOptions(o, experts);
-  if (needsGrad([routerLogits])) throw new Error('moeRoute backward is not implemented yet (router logits require grad); route under noGrad()');
 
   const weights = empty([tokens, o.topK], { device });
   const indices = empty([tokens, o.topK], { dtype: 'i32', device });
-  if (tokens === 0) return { weights, indices };
-  const logits = contiguous(routerLogits);
-  const bias = correctionBias ? contiguous(correctionBias) : null;
+  const logits = noGrad(() => contiguous(routerLogits));
+  const bias = correctionBias ? noGrad(() => contiguous(correctionBias)) : null;
   try {
-    if (device.kind === 'cpu') moeRouteCpu(logits, bias, o, weights, indices);
-    else moeRouteGpu(device, logits, bias, o, weights, indices);
+    if (tokens > 0) {
+      if (device.kind === 'cpu') moeRouteCpu(logits, bias, o, weights, indices);
+      else moeRouteGpu(device, logits, bias, o, weights, indices);
+    }
+    // Saves nothing unless the logits require grad (and recording is on).
+    record('moeRoute', weights, [routerLogits], (g, saved) => [moeRouteBackward(saved[0]!, saved[1]!, g, o)], [logits, indices]);
   } finally {
     logits.dispose();
     bias?.dispose();
   }
   return { weights, indices };
+}
+
+/** Gradient of the router logits [T, E] from the weights' gradient [T, k]. */
+function moeRouteBackward(logits: Tensor, indices: Tensor, gradWeights: Tensor, o: MoeRouteOptions): Tensor {
+  const [tokens, experts] = logits.shape as [number, number];
+  const device = logits.device;
+  const out = empty([tokens, experts], { device });
+  if (tokens === 0) return out;
+  const g = contiguous(gradWeights);
+  try {
+    if (device.kind === 'cpu') moeRouteBackwardCpu(logits, indices, g, o, out);
+    else moeRouteBackwardGpu(device, logits, indices, g, o, out);
+  } finally {
+    g.dispose();
+  }
+  return out;
 }
 
 function validateRouteOptions(o: MoeRouteOptions, experts: number): void {

@@ -1,5 +1,4 @@
 import { describe, expect, test } from 'bun:test';
-import { enableGrad, noGrad } from '../../autograd/graph';
 import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
@@ -358,17 +357,5 @@ describe('moe: edge cases and errors', () => {
     expect(() => moeExperts(x, idx, w, up, t([7, 5, 3]))).toThrow('downProj must be [8, outHidden, 3]');
     expect(() => moeExperts(x, idx, w, up, down, { upBias: t([8, 4]) })).toThrow('upBias must be a [8, 3] float tensor');
     expect(() => moeExperts(x, idx, w, up, down, { downBias: t([5]) })).toThrow('downBias must be a [8, 5] float tensor');
-  });
-
-  test('backward is not implemented yet: clear errors', () => {
-    const logits = tensor(new Float32Array(2 * 4), [2, 4], { device: cpu }).requiresGrad_();
-    expect(() => enableGrad(() => moeRoute(logits, null, route()))).toThrow('moeRoute backward is not implemented yet');
-    expect(() => noGrad(() => moeRoute(logits, null, route()))).not.toThrow();
-    const x = tensor(new Float32Array(2 * 3), [2, 3], { device: cpu }).requiresGrad_();
-    const r = noGrad(() => moeRoute(logits, null, route()));
-    const up = tensor(new Float32Array(4 * 2 * 3), [4, 2, 3], { device: cpu });
-    const down = tensor(new Float32Array(4 * 3 * 2), [4, 3, 2], { device: cpu });
-    expect(() => enableGrad(() => moeExperts(x, r.indices, r.weights, up, down))).toThrow('moeExperts backward is not implemented yet');
-    expect(() => noGrad(() => moeExperts(x, r.indices, r.weights, up, down))).not.toThrow();
   });
 });

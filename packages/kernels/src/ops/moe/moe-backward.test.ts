@@ -1,0 +1,229 @@
+import { describe, expect, test } from 'bun:test';
+import { backward } from '../../autograd/backward';
+import { noGrad } from '../../autograd/graph';
+import { tensor } from '../../creation';
+import { getCpuDevice, type Device } from '../../device/device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { DType } from '../../dtype';
+import { Generator } from '../../random';
+import type { Tensor } from '../../tensor';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { moeExperts } from './moe-experts';
+import { setGroupedGemmPath } from './moe-gemm.wgsl';
+import { moeRoute, type MoeRouteOptions } from './moe-route';
+
+const gpu = (await testGpu()) as WebGpuDevice | null;
+const cpu = getCpuDevice();
+
+const route = (o: Partial<MoeRouteOptions> = {}): MoeRouteOptions => ({
+  topK: 2,
+  nGroup: 1,
+  topkGroup: 1,
+  normTopkProb: true,
+  routedScalingFactor: 2.5,
+  ...o,
+});
+
+/**
+ * Router logits whose experts are at least 0.4 apart within each token (a shuffled ladder plus a
+ * little noise), so the finite differences of a gradient check never flip the selection.
+ */
+function ladderLogits(tokens: number, experts: number, seed: number): Float32Array {
+  const g = new Generator(seed);
+  const out = new Float32Array(tokens * experts);
+  for (let t = 0; t < tokens; t++) {
+    const order = Array.from({ length: experts }, (_, e) => e);
+    for (let i = experts - 1; i > 0; i--) {
+      const j = Math.floor(g.uniform() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    order.forEach((rank, e) => (out[t * experts + e] = -2 + (4 * rank) / (experts - 1) + 0.05 * g.uniform()));
+  }
+  return out;
+}
+
+describe('moeRoute backward', () => {
+  const [tokens, experts] = [13, 6];
+  for (const o of [route(), route({ normTopkProb: false, topK: 3, routedScalingFactor: 1.5 }), route({ nGroup: 3, topkGroup: 2, topK: 3 })]) {
+    test(`gradcheck: k=${o.topK} groups ${o.topkGroup}/${o.nGroup} norm=${o.normTopkProb}`, async () => {
+      const bias = tensor(randomData([experts], 5, { scale: 0.1 }), [experts], { device: cpu });
+      await gradcheck((logits) => moeRoute(logits!, bias, o).weights, [{ values: ladderLogits(tokens, experts, 3), shape: [tokens, experts] }]);
+    });
+  }
+
+  test('only the chosen logits get a gradient; the indices and the bias get none', async () => {
+    const logits = tensor(ladderLogits(3, experts, 4), [3, experts], { device: cpu }).requiresGrad_();
+    const bias = tensor(randomData([experts], 5, { scale: 0.1 }), [experts], { device: cpu }).requiresGrad_();
+    const r = moeRoute(logits, bias, route());
+    expect(r.indices.requiresGrad).toBe(false);
+    backward(r.weights, { grad: tensor(randomData([3, 2], 6), [3, 2], { device: cpu }) });
+    expect(bias.grad).toBeNull();
+    const g = await logits.grad!.data();
+    const idx = await r.indices.data();
+    for (let t = 0; t < 3; t++) {
+      for (let e = 0; e < experts; e++) {
+        const chosen = idx[t * 2] === e || idx[t * 2 + 1] === e;
+        expect(g[t * experts + e] !== 0, `token ${t} expert ${e}`).toBe(chosen);
+      }
+    }
+  });
+
+  const cases: { o: MoeRouteOptions; dtype: DType }[] = [
+    { o: route({ topK: 3 }), dtype: 'f32' },
+    { o: route({ topK: 2, nGroup: 4, topkGroup: 2, normTopkProb: false }), dtype: 'bf16' },
+  ];
+  for (const c of cases) {
+    test.if(gpu !== null)(`WebGPU vs CPU: T=37 E=12 k=${c.o.topK} norm=${c.o.normTopkProb} ${c.dtype}`, async () => {
+      const values = randomData([37, 12], 8, { scale: 2, dtype: c.dtype });
+      const upstream = randomData([37, c.o.topK], 9);
+      const run = async (d: Device) => {
+        const logits = onDevice(values, [37, 12], d, c.dtype).requiresGrad_();
+        const r = poisoned(d, () => moeRoute(logits, onDevice(randomData([12], 10, { scale: 0.1 }), [12], d), c.o));
+        poisoned(d, () => backward(r.weights, { grad: onDevice(upstream, [37, c.o.topK], d) }));
+        return logits.grad!.toFloat32();
+      };
+      expectClose(await run(gpu!), await run(cpu), { rtol: 1e-5, what: 'router logit gradient' });
+    });
+  }
+});
+
+interface ExpertCase {
+  tokens: number;
+  experts: number;
+  slots: number;
+  hin: number;
+  inter: number;
+  hout: number;
+  weightDtype: DType;
+  xDtype?: DType;
+  biases?: boolean;
+}
+
+/** Distinct experts per token; expert `unused` is in no token's slots. */
+function routingFor(c: ExpertCase, seed: number, unused: number): Int32Array {
+  const g = new Generator(seed);
+  const indices = new Int32Array(c.tokens * c.slots);
+  for (let t = 0; t < c.tokens; t++) {
+    const chosen: number[] = [];
+    while (chosen.length < c.slots) {
+      const e = Math.floor(g.uniform() * c.experts);
+      if (e !== unused && !chosen.includes(e)) chosen.push(e);
+    }
+    indices.set(chosen, t * c.slots);
+  }
+  return indices;
+}
+
+/** The differentiable operands' values and shapes, in moeExperts' argument order (biases last). */
+function expertOperands(c: ExpertCase, seed: number): { values: Float32Array; shape: number[]; dtype: DType }[] {
+  const ops = [
+    { values: randomData([c.tokens, c.hin], seed, { dtype: c.xDtype }), shape: [c.tokens, c.hin], dtype: c.xDtype ?? 'f32' },
+    { values: randomData([c.tokens, c.slots], seed + 1, { positive: true }), shape: [c.tokens, c.slots], dtype: 'f32' as DType },
+    { values: randomData([c.experts, c.inter, c.hin], seed + 2, { dtype: c.weightDtype, scale: 0.5 }), shape: [c.experts, c.inter, c.hin], dtype: c.weightDtype },
+    { values: randomData([c.experts, c.hout, c.inter], seed + 3, { dtype: c.weightDtype, scale: 0.5 }), shape: [c.experts, c.hout, c.inter], dtype: c.weightDtype },
+  ];
+  if (c.biases) {
+    ops.push(
+      { values: randomData([c.experts, c.inter], seed + 4, { scale: 0.3 }), shape: [c.experts, c.inter], dtype: 'f32' },
+      { values: randomData([c.experts, c.hout], seed + 5), shape: [c.experts, c.hout], dtype: 'f32' },
+    );
+  }
+  return ops;
+}
+
+const callExperts = (indices: Tensor, [x, w, up, down, upBias, downBias]: Tensor[]) =>
+  moeExperts(x!, indices, w!, up!, down!, upBias ? { upBias, downBias: downBias! } : {});
+
+describe('moeExperts backward: gradcheck on the CPU reference', () => {
+  for (const biases of [false, true]) {
+    test(`T=13 H=7 I=5 E=6 k=2, expert 1 unused${biases ? ', biases' : ''}`, async () => {
+      const c: ExpertCase = { tokens: 13, experts: 6, slots: 2, hin: 7, inter: 5, hout: 7, weightDtype: 'f32', biases };
+      const indices = tensor(routingFor(c, 12, 1), [c.tokens, c.slots], { dtype: 'i32', device: cpu });
+      await gradcheck((...ts) => callExperts(indices, ts), expertOperands(c, 20));
+    });
+  }
+
+  test('Hin ≠ Hout (latent experts) and only some inputs requiring grad', async () => {
+    const c: ExpertCase = { tokens: 5, experts: 4, slots: 3, hin: 6, inter: 3, hout: 4, weightDtype: 'f32' };
+    const indices = tensor(routingFor(c, 13, 0), [c.tokens, c.slots], { dtype: 'i32', device: cpu });
+    await gradcheck((...ts) => callExperts(indices, ts), expertOperands(c, 30));
+    const [x, w, up, down] = expertOperands(c, 30).map((o, i) => tensor(o.values, o.shape, { device: cpu }).requiresGrad_(i === 2));
+    backward(moeExperts(x!, indices, w!, up!, down!), { grad: tensor(randomData([c.tokens, c.hout], 3), [c.tokens, c.hout], { device: cpu }) });
+    expect([x, w, up, down].map((t) => t!.grad !== null)).toEqual([false, false, true, false]);
+  });
+});
+
+/** Forward and backward on `device` (outputs and gradients poisoned); returns the output and every gradient as f32. */
+async function expertsWithGrads(d: Device, c: ExpertCase, indices: Int32Array, ops: ReturnType<typeof expertOperands>, upstream: Float32Array) {
+  const ts = ops.map((o) => onDevice(o.values, o.shape, d, o.dtype).requiresGrad_());
+  const idx = onDevice(indices, [c.tokens, c.slots], d);
+  const out = poisoned(d, () => callExperts(idx, ts));
+  poisoned(d, () => backward(out, { grad: onDevice(upstream, [c.tokens, c.hout], d) }));
+  return { out: await out.toFloat32(), grads: await Promise.all(ts.map((t) => t.grad!.toFloat32())) };
+}
+
+async function compareBackward(c: ExpertCase, seed = 40): Promise<void> {
+  const indices = routingFor(c, seed, 1);
+  const ops = expertOperands(c, seed + 1);
+  const upstream = randomData([c.tokens, c.hout], seed + 9);
+  const ref = await expertsWithGrads(cpu, c, indices, ops, upstream);
+  const got = await expertsWithGrads(gpu!, c, indices, ops, upstream);
+  expectClose(got.out, ref.out, { rtol: 1e-5, what: 'output' });
+  const names = ['x', 'weights', 'upProj', 'downProj', 'upBias', 'downBias'];
+  ref.grads.forEach((r, i) => expectClose(got.grads[i]!, r, { rtol: 1e-5, what: `gradient of ${names[i]}` }));
+}
+
+describe('moeExperts backward: WebGPU vs CPU reference', () => {
+  const cases: ExpertCase[] = [
+    { tokens: 37, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
+    { tokens: 37, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' },
+    // Fewer pairs than experts (decode-sized): one-row tiles.
+    { tokens: 3, experts: 12, slots: 3, hin: 29, inter: 13, hout: 17, weightDtype: 'f32', biases: true },
+  ];
+  for (const c of cases) {
+    const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''}`;
+    test.if(gpu !== null)(name, async () => {
+      await compareBackward(c);
+    });
+  }
+
+  test.if(gpu !== null)('tokens across passes and weights across bindings under a small binding limit', async () => {
+    const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
+    const saved = limits.maxStorageBufferBindingSize;
+    setGroupedGemmPath('buffers');
+    // 8 KiB: 3 tokens per pass, 2 experts' f32 up gradients (3840 bytes each) per binding.
+    limits.maxStorageBufferBindingSize = 8192;
+    try {
+      await compareBackward({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 50);
+    } finally {
+      limits.maxStorageBufferBindingSize = saved;
+      setGroupedGemmPath(null);
+    }
+  });
+});
+
+describe('moe backward: lifetimes', () => {
+  const c: ExpertCase = { tokens: 13, experts: 6, slots: 2, hin: 7, inter: 5, hout: 7, weightDtype: 'f32', biases: true };
+  const devices = gpu ? [cpu, gpu] : [cpu];
+  for (const d of devices) {
+    test(`${d.kind}: under noGrad nothing is saved; after backward only the gradients stay`, async () => {
+      const indices = onDevice(routingFor(c, 12, 1), [c.tokens, c.slots], d);
+      const ts = expertOperands(c, 20).map((o) => onDevice(o.values, o.shape, d).requiresGrad_());
+      const live = d.memoryStats().liveBuffers;
+      const plain = noGrad(() => callExperts(indices, ts));
+      expect(plain.gradFn).toBeNull();
+      expect(d.memoryStats().liveBuffers).toBe(live + 1);
+      plain.dispose();
+      const out = callExperts(indices, ts);
+      const upstream = onDevice(randomData([c.tokens, c.hout], 1), [c.tokens, c.hout], d);
+      backward(out, { grad: upstream });
+      out.dispose();
+      upstream.dispose();
+      expect(d.memoryStats().liveBuffers).toBe(live + ts.length);
+      for (const t of [...ts, indices]) {
+        t.grad?.dispose();
+        t.dispose();
+      }
+    });
+  }
+});
