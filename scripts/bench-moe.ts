@@ -1,12 +1,13 @@
 // MoE kernel timings on the default device, one JSON line per case (not a test). Sizes are
 // bench-moe's MoE layer (/work/shared/bench/moe.config.json): hidden 512, 8 experts × 512, top-2,
 // sigmoid routing with a correction bias, 7 MoE layers. Routing and grouped experts (forward) for a
-// decode step (T = 1) and a prefill (T = 512), f32 and bf16 expert weights. `ms` is the median wall
+// decode step (T = 1) and a prefill (T = 512), f32 and bf16 expert weights; the experts' forward +
+// backward (every operand requiring grad) for the prefill with f32 weights. `ms` is the median wall
 // time per call over repetitions of `iters` back-to-back calls, `minMs` the fastest repetition,
 // `cpuMs` the process CPU time per call (llvmpipe's threads included; steadier than wall time on a
 // shared machine); `layersMs` scales `ms` to the model's 7 MoE layers.
 //   bun scripts/bench-moe.ts [--iters N] [--reps N]
-import { initDevice, moeExperts, moeRoute, randn, type Tensor } from '@nemotron-ts/kernels';
+import { backward, initDevice, moeExperts, moeRoute, randn, type Tensor } from '@nemotron-ts/kernels';
 
 const HIDDEN = 512;
 const EXPERTS = 8;
@@ -54,6 +55,16 @@ function report(bench: string, tokens: number, weights: string, t: Timing): void
   console.log(JSON.stringify(line));
 }
 
+/** Forward and backward with every differentiable operand requiring grad; returns what it allocated. */
+function trainStep(x: Tensor, indices: Tensor, weights: Tensor, up: Tensor, down: Tensor): Tensor[] {
+  const operands = [x, weights, up, down].map((t) => t.share().requiresGrad_()) as [Tensor, Tensor, Tensor, Tensor];
+  const out = moeExperts(operands[0], indices, operands[1], operands[2], operands[3]);
+  const upstream = randn(out.shape, { device });
+  backward(out, { grad: upstream });
+  const grads = operands.map((t) => t.grad!);
+  return [out, upstream, ...grads, ...operands];
+}
+
 const gateBias = randn([EXPERTS], { device, std: 0.01 });
 for (const dtype of ['f32', 'bf16'] as const) {
   const up = randn([EXPERTS, INTERMEDIATE, HIDDEN], { device, std: 0.02, dtype });
@@ -66,6 +77,7 @@ for (const dtype of ['f32', 'bf16'] as const) {
     const calls = tokens === 1 ? iters * 30 : iters;
     if (dtype === 'f32') report('moe_route', tokens, 'f32', await time(() => Object.values(moeRoute(logits, gateBias, ROUTE)), calls));
     report('moe_experts', tokens, dtype, await time(() => [moeExperts(x, indices, weights, up, down)], calls));
+    if (tokens > 1 && dtype === 'f32') report('moe_experts_fwd_bwd', tokens, dtype, await time(() => trainStep(x, indices, weights, up, down), calls));
     for (const t of [x, logits, weights, indices]) t.dispose();
   }
   up.dispose();

@@ -153,6 +153,18 @@ describe('moeExperts backward: gradcheck on the CPU reference', () => {
   });
 });
 
+test('gradcheck through routing and experts: the logits get gradients from the expert outputs', async () => {
+  const c: ExpertCase = { tokens: 7, experts: 6, slots: 2, hin: 5, inter: 4, hout: 5, weightDtype: 'f32' };
+  const [x, , up, down] = expertOperands(c, 60);
+  await gradcheck(
+    (logits, xs, ups, downs) => {
+      const r = moeRoute(logits!, null, route());
+      return moeExperts(xs!, r.indices, r.weights, ups!, downs!);
+    },
+    [{ values: ladderLogits(c.tokens, c.experts, 61), shape: [c.tokens, c.experts] }, x!, up!, down!],
+  );
+});
+
 /** Forward and backward on `device` (outputs and gradients poisoned); returns the output and every gradient as f32. */
 async function expertsWithGrads(d: Device, c: ExpertCase, indices: Int32Array, ops: ReturnType<typeof expertOperands>, upstream: Float32Array) {
   const ts = ops.map((o) => onDevice(o.values, o.shape, d, o.dtype).requiresGrad_());

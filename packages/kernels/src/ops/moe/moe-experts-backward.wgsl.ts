@@ -3,9 +3,12 @@
  * passes. Per pass: group the pairs by expert (the forward's kernels), recompute the pre-activations
  * a = x·upᵀ + b_up with the forward's grouped GEMM, then
  *
- * - hidden:   u = down_eᵀ·g_t per grouped row, and ∂a = w·u·2·relu(a);
+ * - hidden:   u = down_eᵀ·g_t per grouped row (the grouped GEMM, gathering g by token, against the
+ *             down weights transposed once per call), and ∂a = w·u·2·relu(a);
  * - weights:  ∂w[t,s] = u·relu(a)² + g_t·b_down,e (= g_t·y, without re-running the down GEMM);
- * - input:    ∂x_t = Σ_s up_eᵀ·∂a, a gather over the token's k rows (no scatter, no float atomics);
+ * - input:    v = up_eᵀ·∂a per grouped row (the grouped GEMM against the transposed up weights),
+ *             then ∂x_t = Σ_s v[row of (t, s)], a gather over the token's k rows (no scatter, no
+ *             float atomics);
  * - experts:  ∂down_e = Σ_rows w·g_t ⊗ relu(a)², ∂up_e = Σ_rows ∂a ⊗ x_t, and the bias sums, each
  *             gradient element summed over its expert's segment by one invocation.
  *
@@ -14,12 +17,14 @@
  * Sums run in a fixed order (segments in (token, slot) order, passes and expert ranges in turn),
  * so results are deterministic. Stacked tensors above one storage binding go in expert ranges.
  */
+import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
+import { copyInto, narrow, transpose } from '../layout/layout';
 import type { MoeExpertGrads, MoeExpertOperands } from './moe-experts';
 import { tokensPerPass } from './moe-experts.wgsl';
 import { bindingBudget, groupedGemm } from './moe-gemm.wgsl';
@@ -62,13 +67,13 @@ export function moeExpertsBackwardGpu(device: WebGpuDevice, o: MoeExpertOperands
     for (const t of Object.values(out)) if (t) fill(device, t, 0);
     return;
   }
-  // The input gradient rows are f32 whatever x's dtype, so passes are sized for 4-byte rows.
-  const perPass = tokensPerPass(device, tokens, slots, experts, hin * 4, inter, hout);
+  // The input gradient rows are f32 whatever x's dtype, and the grouped input-gradient rows are Hin wide.
+  const perPass = tokensPerPass(device, tokens, slots, experts, hin * 4, inter, Math.max(hin, hout));
   // Checked before anything is recorded, so a failure leaves no half-built pass behind.
-  const upRange = expertRange(device, inter * hin * bytesOf(o.upProj), 'moeExperts backward up weight');
-  const downRange = expertRange(device, hout * inter * bytesOf(o.downProj), 'moeExperts backward down weight');
   const upGradRange = expertRange(device, inter * hin * 4, 'moeExperts backward up gradient');
   const downGradRange = expertRange(device, hout * inter * 4, 'moeExperts backward down gradient');
+  const downT = transposedExperts(device, o.downProj, 'moe_grad_hidden');
+  const upT = out.x ? transposedExperts(device, o.upProj, 'moe_grad_input') : null;
   for (let t0 = 0; t0 < tokens; t0 += perPass) {
     const count = Math.min(perPass, tokens - t0);
     const grouping = groupByExpert(device, o.indices, t0 * slots, count * slots, experts);
@@ -82,21 +87,18 @@ export function moeExpertsBackwardGpu(device: WebGpuDevice, o: MoeExpertOperands
       gradPre: empty([rows, inter], { device }),
       accumulate: t0 > 0,
     };
-    groupedGemm(device, {
-      name: 'moe_up',
-      grouping,
-      a: o.x,
-      aFirst: t0 * hin,
-      aRows: count,
-      gather: { slots },
-      weight: o.upProj,
-      bias: o.upBias,
-      relu2: false,
-      out: pass.pre,
-    });
-    for (let e0 = 0; e0 < experts; e0 += downRange) hiddenGrad(device, z, o, grad, pass, e0, Math.min(experts, e0 + downRange));
+    const gemm = (name: string, a: Tensor, aFirst: number, aRows: number, gather: boolean, weight: Tensor, bias: Tensor | null, result: Tensor) =>
+      groupedGemm(device, { name, grouping, a, aFirst, aRows, gather: gather ? { slots } : null, weight, bias, relu2: false, out: result });
+    gemm('moe_up', o.x, t0 * hin, count, true, o.upProj, o.upBias, pass.pre);
+    gemm('moe_grad_hidden', grad, t0 * hout, count, true, downT, null, pass.u);
+    preActivationGrad(device, z, o, pass);
     if (out.weights) weightGrad(device, z, o, grad, pass, out.weights);
-    if (out.x) for (let e0 = 0; e0 < experts; e0 += upRange) inputGrad(device, z, o, pass, e0, Math.min(experts, e0 + upRange), out.x);
+    if (out.x && upT) {
+      const v = empty([rows, hin], { device });
+      gemm('moe_grad_input', pass.gradPre, 0, rows, false, upT, null, v);
+      inputGrad(device, z, pass, v, out.x);
+      v.dispose();
+    }
     const sums: [ExpertSum, Tensor | null, number][] = [
       ['down', out.downProj, downGradRange],
       ['up', out.upProj, upGradRange],
@@ -112,6 +114,25 @@ export function moeExpertsBackwardGpu(device: WebGpuDevice, o: MoeExpertOperands
     pass.gradPre.dispose();
     disposeGrouping(grouping);
   }
+  downT.dispose();
+  upT?.dispose();
+}
+
+/**
+ * [E, N, K] → a contiguous [E, K, N] copy in the same dtype, for the grouped GEMM (which reads its
+ * weight with K contiguous). Copied in expert ranges that fit one binding.
+ */
+function transposedExperts(device: WebGpuDevice, w: Tensor, name: string): Tensor {
+  const [experts, n, k] = w.shape as [number, number, number];
+  const out = empty([experts, k, n], { dtype: w.dtype, device });
+  const range = expertRange(device, n * k * bytesOf(w), name);
+  noGrad(() => {
+    for (let e0 = 0; e0 < experts; e0 += range) {
+      const count = Math.min(range, experts - e0);
+      copyInto(narrow(out, 0, e0, count), transpose(narrow(w, 0, e0, count), 1, 2));
+    }
+  });
+  return out;
 }
 
 function bytesOf(t: Tensor): number {
@@ -149,46 +170,25 @@ fn main(${GRID_ARGS}) {
   });
 }
 
-/** The expert whose segment holds `row`: the last e in [lo, hi) with starts[e] <= row. */
-const EXPERT_OF = `
-fn expert_of(row: u32, first: u32, end: u32) -> u32 {
-  var lo = first;
-  var hi = end;
-  while (hi - lo > 1u) {
-    let mid = (lo + hi) / 2u;
-    if (starts[mid] <= row) { lo = mid; } else { hi = mid; }
-  }
-  return lo;
-}`;
-
 /**
- * u[r, i] = Σ_n down[e, n, i]·g[t, n] and ∂a[r, i] = w·u·2·relu(a) for the grouped rows of experts
- * [e0, e1); padding rows are skipped (nothing reads them).
+ * ∂a[r, i] = w·u·2·relu(a) over every grouped row (zero for padding rows and rows past the last
+ * segment, which the input-gradient GEMM may read).
  */
-function hiddenGrad(device: WebGpuDevice, z: Sizes, o: MoeExpertOperands, grad: Tensor, pass: Pass, e0: number, e1: number): void {
+function preActivationGrad(device: WebGpuDevice, z: Sizes, o: MoeExpertOperands, pass: Pass): void {
   const g = pass.grouping;
-  const pairs = g.pairs;
-  // Worst case for this range: every pair, plus padding for each of its experts that gets a pair.
-  const rows = pairs + Math.min(e1 - e0, pairs) * (g.rowTile - 1);
+  const size = g.rowCapacity * z.inter;
   const starts = device.bind(g.segmentStarts.storage, 0, z.experts + 1, 'moeExperts backward segment starts');
   const rowPairs = device.bind(g.rowPairs.storage, 0, g.rowCapacity, 'moeExperts backward row pairs');
-  const gr = device.bind(grad.storage, grad.offset + pass.t0 * z.hout, pass.count * z.hout, 'moeExperts backward output gradient');
-  const w = device.bind(o.weights.storage, o.weights.offset + pass.t0 * z.slots, pairs, 'moeExperts backward routing weights');
-  const down = device.bind(o.downProj.storage, o.downProj.offset + e0 * z.hout * z.inter, (e1 - e0) * z.hout * z.inter, 'moeExperts backward down weight');
-  const grouped = (t: Tensor, what: string) => device.bind(t.storage, t.offset, g.rowCapacity * z.inter, what);
+  const w = device.bind(o.weights.storage, o.weights.offset + pass.t0 * z.slots, g.pairs, 'moeExperts backward routing weights');
+  const grouped = (t: Tensor, what: string) => device.bind(t.storage, t.offset, size, what);
   const pre = grouped(pass.pre, 'moeExperts backward pre-activations');
   const u = grouped(pass.u, 'moeExperts backward u');
   const ga = grouped(pass.gradPre, 'moeExperts backward pre-activation gradient');
   const p = new Params()
-    .u32('e0', e0)
-    .u32('e1', e1)
-    .u32('rows', rows)
+    .u32('size', size)
     .u32('inter', z.inter)
-    .u32('hout', z.hout)
-    .u32('slots', z.slots)
-    .u32('gOff', gr.elementOffset)
+    .u32('experts', z.experts)
     .u32('wOff', w.elementOffset)
-    .u32('downOff', down.elementOffset)
     .u32('preOff', pre.elementOffset)
     .u32('uOff', u.elementOffset)
     .u32('gaOff', ga.elementOffset);
@@ -196,38 +196,29 @@ function hiddenGrad(device: WebGpuDevice, z: Sizes, o: MoeExpertOperands, grad: 
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'starts', 'u32', 'read')}
 ${declareStorage(2, 'row_pairs', 'u32', 'read')}
-${declareStorage(3, 'g', 'f32', 'read')}
-${inputF32(4, 'w', o.weights.dtype)}
-${inputF32(5, 'down', o.downProj.dtype)}
-${declareStorage(6, 'pre', 'f32', 'read')}
-${declareStorage(7, 'u', 'f32', 'read_write')}
-${declareStorage(8, 'ga', 'f32', 'read_write')}
-${EXPERT_OF}
+${inputF32(3, 'w', o.weights.dtype)}
+${declareStorage(4, 'pre', 'f32', 'read')}
+${declareStorage(5, 'u', 'f32', 'read')}
+${declareStorage(6, 'ga', 'f32', 'read_write')}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
-  let local_row = idx / P.inter;
-  let i = idx % P.inter;
-  let r = starts[P.e0] + local_row;
-  if (local_row >= P.rows || r >= starts[P.e1]) { return; }
-  let pair = row_pairs[r];
-  if (pair == ${NO_ROW}u) { return; }
-  let e = expert_of(r, P.e0, P.e1);
-  let g_row = P.gOff + (pair / P.slots) * P.hout;
-  let w_col = P.downOff + (e - P.e0) * P.hout * P.inter + i;
-  var acc = 0.0;
-  for (var n = 0u; n < P.hout; n++) { acc += g[g_row + n] * load_down(w_col + n * P.inter); }
-  let at = r * P.inter + i;
-  u[P.uOff + at] = acc;
-  ga[P.gaOff + at] = load_w(P.wOff + pair) * acc * 2.0 * max(pre[P.preOff + at], 0.0);
+  if (idx >= P.size) { return; }
+  let r = idx / P.inter;
+  var value = 0.0;
+  if (r < starts[P.experts]) {
+    let pair = row_pairs[r];
+    if (pair != ${NO_ROW}u) { value = load_w(P.wOff + pair) * u[P.uOff + idx] * 2.0 * max(pre[P.preOff + idx], 0.0); }
+  }
+  ga[P.gaOff + idx] = value;
 }`;
   device.run({
-    name: 'moe_grad_hidden',
+    name: 'moe_grad_pre',
     source,
     params: p,
-    bindings: [starts.range, rowPairs.range, gr.range, w.range, down.range, pre.range, u.range, ga.range],
-    workgroups: device.grid(rows * z.inter, WG),
-    detail: `experts ${e0}..${e1 - 1} of ${z.experts} [${z.hout},${z.inter}] ${o.downProj.dtype}`,
+    bindings: [starts.range, rowPairs.range, w.range, pre.range, u.range, ga.range],
+    workgroups: device.grid(size, WG),
+    detail: `[${g.rowCapacity},${z.inter}]`,
   });
 }
 
@@ -297,68 +288,50 @@ fn main(${GRID_ARGS}) {
 }
 
 /**
- * ∂x[t, j] (+)= Σ_s Σ_i up[e_s, i, j]·∂a[r_s, i] over the token's slots whose expert is in [e0, e1):
- * a gather per token, in slot order; NaN when a slot's expert index is out of range.
+ * ∂x[t, j] = Σ_s v[row of (t, s), j]: a gather per token, in slot order; NaN when a slot's expert
+ * index is out of range.
  */
-function inputGrad(device: WebGpuDevice, z: Sizes, o: MoeExpertOperands, pass: Pass, e0: number, e1: number, out: Tensor): void {
+function inputGrad(device: WebGpuDevice, z: Sizes, pass: Pass, v: Tensor, out: Tensor): void {
   const g = pass.grouping;
-  const pairs = g.pairs;
-  const pairRows = device.bind(g.pairRows.storage, 0, pairs, 'moeExperts backward pair rows');
-  const ix = device.bind(o.indices.storage, o.indices.offset + pass.t0 * z.slots, pairs, 'moeExperts backward indices');
-  const ga = device.bind(pass.gradPre.storage, pass.gradPre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activation gradient');
-  const up = device.bind(o.upProj.storage, o.upProj.offset + e0 * z.inter * z.hin, (e1 - e0) * z.inter * z.hin, 'moeExperts backward up weight');
+  const pairRows = device.bind(g.pairRows.storage, 0, g.pairs, 'moeExperts backward pair rows');
+  const rows = device.bind(v.storage, v.offset, g.rowCapacity * z.hin, 'moeExperts backward grouped input gradient');
   const dst = device.bind(out.storage, out.offset + pass.t0 * z.hin, pass.count * z.hin, 'moeExperts backward input gradient');
   const p = new Params()
-    .u32('tokens', pass.count)
+    .u32('size', pass.count * z.hin)
     .u32('hin', z.hin)
-    .u32('inter', z.inter)
     .u32('slots', z.slots)
-    .u32('e0', e0)
-    .u32('e1', e1)
-    .u32('accumulate', e0 > 0 ? 1 : 0)
-    .u32('idxOff', ix.elementOffset)
-    .u32('gaOff', ga.elementOffset)
-    .u32('upOff', up.elementOffset)
+    .u32('rowsOff', rows.elementOffset)
     .u32('outOff', dst.elementOffset)
     .u32('nanBits', 0x7fc00000);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'pair_rows', 'u32', 'read')}
-${declareStorage(2, 'indices', 'i32', 'read')}
-${declareStorage(3, 'ga', 'f32', 'read')}
-${inputF32(4, 'up', o.upProj.dtype)}
-${declareStorage(5, 'out', 'f32', 'read_write')}
+${declareStorage(2, 'rows', 'f32', 'read')}
+${declareStorage(3, 'out', 'f32', 'read_write')}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
+  if (idx >= P.size) { return; }
   let t = idx / P.hin;
   let j = idx % P.hin;
-  if (t >= P.tokens) { return; }
   var acc = 0.0;
   for (var s = 0u; s < P.slots; s++) {
-    let q = t * P.slots + s;
-    let r = pair_rows[q];
+    let r = pair_rows[t * P.slots + s];
     if (r == ${NO_ROW}u) {
       acc = bitcast<f32>(P.nanBits);
       break;
     }
-    let e = u32(indices[P.idxOff + q]);
-    if (e < P.e0 || e >= P.e1) { continue; }
-    let w_col = P.upOff + (e - P.e0) * P.inter * P.hin + j;
-    let ga_row = P.gaOff + r * P.inter;
-    for (var i = 0u; i < P.inter; i++) { acc += load_up(w_col + i * P.hin) * ga[ga_row + i]; }
+    acc += rows[P.rowsOff + r * P.hin + j];
   }
-  let at = P.outOff + idx;
-  if (P.accumulate != 0u) { acc = out[at] + acc; }
-  out[at] = acc;
+  out[P.outOff + idx] = acc;
 }`;
   device.run({
-    name: 'moe_grad_input',
+    name: 'moe_grad_input_gather',
     source,
     params: p,
-    bindings: [pairRows.range, ix.range, ga.range, up.range, dst.range],
+    bindings: [pairRows.range, rows.range, dst.range],
     workgroups: device.grid(pass.count * z.hin, WG),
-    detail: `experts ${e0}..${e1 - 1} of ${z.experts} [${z.inter},${z.hin}] ${o.upProj.dtype}`,
+    detail: `[${pass.count},${z.hin}] k=${z.slots}`,
   });
 }
 
