@@ -338,26 +338,37 @@ fn main(${GRID_ARGS}) {
 /** Which per-expert gradient {@link expertSum} computes. */
 type ExpertSum = 'down' | 'up' | 'downBias' | 'upBias';
 
+/** Gradient rows (m) and columns (n) per expertSum invocation: each row's loads serve a TILE_M × TILE_N block. */
+const TILE_M = 4;
+const TILE_N = 4;
+
 /**
  * out[e, m, n] (+)= Σ over expert e's rows of left(r, m)·right(r, n), for e in [e0, e1): ∂down
  * (left w·g_t over Hout, right relu(a)² over I), ∂up (left ∂a over I, right x_t over Hin) and the
- * bias gradients (right 1). One invocation per gradient element, rows in segment order; a later
- * pass adds to what the earlier ones wrote.
+ * bias gradients (right 1). Each invocation sums one TILE_M × TILE_N block over the segment's rows
+ * in order; a later pass adds to what the earlier ones wrote.
  */
 function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpertOperands, grad: Tensor, pass: Pass, e0: number, e1: number, out: Tensor): void {
   const g = pass.grouping;
   const fromOutput = kind === 'down' || kind === 'downBias';
+  const bias = kind === 'downBias' || kind === 'upBias';
   const m = fromOutput ? z.hout : z.inter;
   const n = kind === 'down' ? z.inter : kind === 'up' ? z.hin : 1;
+  const tileN = bias ? 1 : TILE_N;
+  const tilesM = Math.ceil(m / TILE_M);
+  const tilesN = Math.ceil(n / tileN);
+  const invocations = (e1 - e0) * tilesM * tilesN;
   const starts = device.bind(g.segmentStarts.storage, 0, z.experts + 1, 'moeExperts backward segment starts');
   const counts = device.bind(g.counts.storage, 0, z.experts, 'moeExperts backward counts');
   const rowPairs = device.bind(g.rowPairs.storage, 0, g.rowCapacity, 'moeExperts backward row pairs');
   const dst = device.bind(out.storage, out.offset + e0 * m * n, (e1 - e0) * m * n, `moeExperts backward ${kind} gradient`);
   const p = new Params()
     .u32('e0', e0)
-    .u32('size', (e1 - e0) * m * n)
+    .u32('invocations', invocations)
     .u32('m', m)
     .u32('n', n)
+    .u32('tilesM', tilesM)
+    .u32('tilesN', tilesN)
     .u32('inter', z.inter)
     .u32('hin', z.hin)
     .u32('hout', z.hout)
@@ -366,37 +377,60 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
     .u32('outOff', dst.elementOffset);
   const bindings: BufferRange[] = [starts.range, counts.range, rowPairs.range];
   const decls = [declareStorage(1, 'starts', 'u32', 'read'), declareStorage(2, 'counts', 'u32', 'read'), declareStorage(3, 'row_pairs', 'u32', 'read')];
-  let left: string;
+  let leftRow: string;
+  let left: (mi: string) => string;
   if (fromOutput) {
     const w = device.bind(o.weights.storage, o.weights.offset + pass.t0 * z.slots, g.pairs, 'moeExperts backward routing weights');
     const gr = device.bind(grad.storage, grad.offset + pass.t0 * z.hout, pass.count * z.hout, 'moeExperts backward output gradient');
     p.u32('wOff', w.elementOffset).u32('gOff', gr.elementOffset);
     bindings.push(w.range, gr.range);
     decls.push(inputF32(4, 'w', o.weights.dtype), declareStorage(5, 'g', 'f32', 'read'));
-    left = 'load_w(P.wOff + pair) * g[P.gOff + t * P.hout + mi]';
+    leftRow = 'let ws = load_w(P.wOff + pair); let left_row = P.gOff + t * P.hout;';
+    left = (mi) => `ws * g[left_row + ${mi}]`;
   } else {
     const ga = device.bind(pass.gradPre.storage, pass.gradPre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activation gradient');
     p.u32('gaOff', ga.elementOffset);
     bindings.push(ga.range);
     decls.push(declareStorage(4, 'ga', 'f32', 'read'));
-    left = 'ga[P.gaOff + r * P.inter + mi]';
+    leftRow = 'let left_row = P.gaOff + r * P.inter;';
+    left = (mi) => `ga[left_row + ${mi}]`;
   }
-  let right = '1.0';
+  let rightRow = '';
+  let right: (ni: string) => string = () => '1.0';
   if (kind === 'down') {
     const pre = device.bind(pass.pre.storage, pass.pre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activations');
     p.u32('preOff', pre.elementOffset);
     bindings.push(pre.range);
     decls.push(declareStorage(bindings.length, 'pre', 'f32', 'read'));
-    right = 'relu2(pre[P.preOff + r * P.inter + ni])';
+    rightRow = 'let right_row = P.preOff + r * P.inter;';
+    right = (ni) => `relu2(pre[right_row + ${ni}])`;
   } else if (kind === 'up') {
     const x = device.bind(o.x.storage, o.x.offset + pass.t0 * z.hin, pass.count * z.hin, 'moeExperts backward x');
     p.u32('xOff', x.elementOffset);
     bindings.push(x.range);
     decls.push(inputF32(bindings.length, 'x', o.x.dtype));
-    right = 'load_x(P.xOff + t * P.hin + ni)';
+    rightRow = 'let right_row = P.xOff + t * P.hin;';
+    right = (ni) => `load_x(right_row + ${ni})`;
   }
   bindings.push(dst.range);
   decls.push(declareStorage(bindings.length, 'out', 'f32', 'read_write'));
+  const ms = [...Array(TILE_M).keys()];
+  const ns = [...Array(tileN).keys()];
+  // Rows and columns past the end read the last one (clamped) and are not stored.
+  const body = [
+    ...ms.map((a) => `let l${a} = ${left(`m${a}`)};`),
+    ...ns.map((b) => `let r${b} = ${right(`n${b}`)};`),
+    ...ms.flatMap((a) => ns.map((b) => `acc${a}_${b} += l${a} * r${b};`)),
+  ];
+  const stores = ms.flatMap((a) =>
+    ns.map(
+      (b) => `if (m_first + ${a}u < P.m && n_first + ${b}u < P.n) {
+    let at = P.outOff + (expert_row + m${a}) * P.n + n${b};
+    if (P.accumulate != 0u) { acc${a}_${b} += out[at]; }
+    out[at] = acc${a}_${b};
+  }`,
+    ),
+  );
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
@@ -404,28 +438,32 @@ fn relu2(v: f32) -> f32 { let r = max(v, 0.0); return r * r; }
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
-  if (idx >= P.size) { return; }
-  let e = P.e0 + idx / (P.m * P.n);
-  let mi = (idx / P.n) % P.m;
-  let ni = idx % P.n;
+  if (idx >= P.invocations) { return; }
+  let local_e = idx / (P.tilesM * P.tilesN);
+  let e = P.e0 + local_e;
+  let m_first = (idx / P.tilesN) % P.tilesM * ${TILE_M}u;
+  let n_first = idx % P.tilesN * ${tileN}u;
+  let expert_row = local_e * P.m;
+  ${ms.map((a) => `let m${a} = min(m_first + ${a}u, P.m - 1u);`).join('\n  ')}
+  ${ns.map((b) => `let n${b} = min(n_first + ${b}u, P.n - 1u);`).join('\n  ')}
+  ${ms.flatMap((a) => ns.map((b) => `var acc${a}_${b} = 0.0;`)).join('\n  ')}
   let first = starts[e];
   let end = first + counts[e];
-  var acc = 0.0;
   for (var r = first; r < end; r++) {
     let pair = row_pairs[r];
     let t = pair / P.slots;
-    acc += ${left} * ${right};
+    ${leftRow}
+    ${rightRow}
+    ${body.join('\n    ')}
   }
-  let at = P.outOff + idx;
-  if (P.accumulate != 0u) { acc = out[at] + acc; }
-  out[at] = acc;
+  ${stores.join('\n  ')}
 }`;
   device.run({
     name: `moe_grad_${kind}`,
     source,
     params: p,
     bindings,
-    workgroups: device.grid((e1 - e0) * m * n, WG),
-    detail: `experts ${e0}..${e1 - 1} of ${z.experts} [${m},${n}]`,
+    workgroups: device.grid(invocations, WG),
+    detail: `experts ${e0}..${e1 - 1} of ${z.experts} [${m},${n}] tile ${TILE_M}×${tileN}`,
   });
 }
