@@ -339,7 +339,7 @@ fn main(${GRID_ARGS}) {
 type ExpertSum = 'down' | 'up' | 'downBias' | 'upBias';
 
 /** Gradient rows (m) and columns (n) per expertSum invocation: each row's loads serve a TILE_M × TILE_N block. */
-const TILE_M = 4;
+const TILE_M = 8;
 const TILE_N = 4;
 
 /**
