@@ -214,7 +214,7 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
   });
 });
 
-describe('moe backward: lifetimes', () => {
+describe('moe backward: lifetimes and edge cases', () => {
   const c: ExpertCase = { tokens: 13, experts: 6, slots: 2, hin: 7, inter: 5, hout: 7, weightDtype: 'f32', biases: true };
   const devices = gpu ? [cpu, gpu] : [cpu];
   for (const d of devices) {
@@ -236,6 +236,18 @@ describe('moe backward: lifetimes', () => {
         t.grad?.dispose();
         t.dispose();
       }
+    });
+
+    test(`${d.kind}: zero tokens give zero gradients`, async () => {
+      const logits = tensor(new Float32Array(0), [0, 6], { device: d }).requiresGrad_();
+      const r = moeRoute(logits, null, route());
+      const up = onDevice(randomData([6, 3, 5], 1), [6, 3, 5], d).requiresGrad_();
+      const down = onDevice(randomData([6, 4, 3], 2), [6, 4, 3], d).requiresGrad_();
+      const out = moeExperts(tensor(new Float32Array(0), [0, 5], { device: d }), r.indices, r.weights, up, down);
+      backward(out, { grad: tensor(new Float32Array(0), [0, 4], { device: d }) });
+      expect(Array.from(await up.grad!.data()).every((v) => v === 0)).toBe(true);
+      expect(Array.from(await down.grad!.data()).every((v) => v === 0)).toBe(true);
+      expect(logits.grad!.shape).toEqual([0, 6]);
     });
   }
 });

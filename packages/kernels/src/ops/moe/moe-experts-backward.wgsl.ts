@@ -20,6 +20,7 @@
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import { bytesPerElement } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
@@ -56,24 +57,23 @@ interface Sizes {
   hout: number;
 }
 
-/** `grad` [T, Hout] contiguous f32; writes the non-null gradients of `out` (f32, shaped like their operands). */
+/** `grad` [T, Hout] contiguous f32 (T, Hout > 0); writes the non-null gradients of `out` (f32, shaped like their operands). */
 export function moeExpertsBackwardGpu(device: WebGpuDevice, o: MoeExpertOperands, grad: Tensor, out: MoeExpertGrads): void {
   const [tokens, hin] = o.x.shape as [number, number];
   const slots = o.indices.shape[1]!;
   const [experts, inter] = o.upProj.shape as [number, number];
   const hout = o.downProj.shape[1]!;
   const z: Sizes = { tokens, slots, experts, hin, inter, hout };
-  if (tokens === 0 || hout === 0) {
-    for (const t of Object.values(out)) if (t) fill(device, t, 0);
-    return;
-  }
   // The input gradient rows are f32 whatever x's dtype, and the grouped input-gradient rows are Hin wide.
   const perPass = tokensPerPass(device, tokens, slots, experts, hin * 4, inter, Math.max(hin, hout));
-  // Checked before anything is recorded, so a failure leaves no half-built pass behind.
+  // Checked before anything is recorded, so a failure leaves no half-built pass behind (the grouped
+  // GEMMs bind the weights, and their transposed copies, in ranges of the same size).
+  const upRange = expertRange(device, inter * hin * bytesPerElement(o.upProj.dtype), 'moe_up');
+  const downRange = expertRange(device, hout * inter * bytesPerElement(o.downProj.dtype), 'moe_grad_hidden');
   const upGradRange = expertRange(device, inter * hin * 4, 'moeExperts backward up gradient');
   const downGradRange = expertRange(device, hout * inter * 4, 'moeExperts backward down gradient');
-  const downT = transposedExperts(device, o.downProj, 'moe_grad_hidden');
-  const upT = out.x ? transposedExperts(device, o.upProj, 'moe_grad_input') : null;
+  const downT = transposedExperts(o.downProj, downRange);
+  const upT = out.x ? transposedExperts(o.upProj, upRange) : null;
   for (let t0 = 0; t0 < tokens; t0 += perPass) {
     const count = Math.min(perPass, tokens - t0);
     const grouping = groupByExpert(device, o.indices, t0 * slots, count * slots, experts);
@@ -120,23 +120,22 @@ export function moeExpertsBackwardGpu(device: WebGpuDevice, o: MoeExpertOperands
 
 /**
  * [E, N, K] → a contiguous [E, K, N] copy in the same dtype, for the grouped GEMM (which reads its
- * weight with K contiguous). Copied in expert ranges that fit one binding.
+ * weight with K contiguous). Copied `range` experts at a time, so each copy fits one binding.
  */
-function transposedExperts(device: WebGpuDevice, w: Tensor, name: string): Tensor {
+function transposedExperts(w: Tensor, range: number): Tensor {
   const [experts, n, k] = w.shape as [number, number, number];
-  const out = empty([experts, k, n], { dtype: w.dtype, device });
-  const range = expertRange(device, n * k * bytesOf(w), name);
+  const out = empty([experts, k, n], { dtype: w.dtype, device: w.device });
   noGrad(() => {
     for (let e0 = 0; e0 < experts; e0 += range) {
       const count = Math.min(range, experts - e0);
-      copyInto(narrow(out, 0, e0, count), transpose(narrow(w, 0, e0, count), 1, 2));
+      const dst = narrow(out, 0, e0, count);
+      const src = narrow(w, 0, e0, count);
+      const srcT = transpose(src, 1, 2);
+      copyInto(dst, srcT);
+      for (const view of [dst, src, srcT]) view.dispose();
     }
   });
   return out;
-}
-
-function bytesOf(t: Tensor): number {
-  return t.dtype === 'bf16' ? 2 : 4;
 }
 
 /** Experts per binding for a stacked tensor of `expertBytes` per expert; throws when not even one fits. */
@@ -146,28 +145,6 @@ function expertRange(device: WebGpuDevice, expertBytes: number, what: string): n
     throw new BindingTooLargeError(`${what}: one expert (${expertBytes} bytes) exceeds maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`);
   }
   return perBinding;
-}
-
-/** Sets every element of an f32 tensor (gradients of a call with no tokens). */
-function fill(device: WebGpuDevice, t: Tensor, value: number): void {
-  if (t.size === 0) return;
-  const dst = device.bind(t.storage, t.offset, t.size, 'moeExperts backward gradient');
-  const p = new Params().u32('n', t.size).u32('off', dst.elementOffset).f32('value', value);
-  device.run({
-    name: 'moe_grad_fill',
-    source: `${p.wgsl()}
-@group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'out', 'f32', 'read_write')}
-@compute @workgroup_size(${WG})
-fn main(${GRID_ARGS}) {
-  let i = ${flatIndex(WG)};
-  if (i < P.n) { out[P.off + i] = P.value; }
-}`,
-    params: p,
-    bindings: [dst.range],
-    workgroups: device.grid(t.size, WG),
-    detail: `${t.size}`,
-  });
 }
 
 /**

@@ -3,7 +3,7 @@
  * by expert, forward and backward (the backward regroups the pairs with the same kernels).
  */
 import { noGrad, record } from '../../autograd/graph';
-import { empty } from '../../creation';
+import { empty, zeros } from '../../creation';
 import { isFloat } from '../../dtype';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
@@ -142,7 +142,9 @@ function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; dow
   const downBias = biases.down ? saved[biases.up ? 6 : 5]! : null;
   const o: MoeExpertOperands = { x, indices, weights, upProj, downProj, upBias, downBias };
   const device = x.device;
-  const wanted = (t: Tensor | undefined) => (t?.requiresGrad ? empty(t.shape, { device }) : null);
+  // Without tokens or outputs every gradient is zero and there is nothing to run.
+  const trivial = x.shape[0] === 0 || downProj.shape[1] === 0;
+  const wanted = (t: Tensor | undefined) => (t?.requiresGrad ? (trivial ? zeros : empty)(t.shape, { device }) : null);
   const [xIn, weightsIn, upIn, downIn] = inputs as [Tensor, Tensor, Tensor, Tensor];
   const grads: MoeExpertGrads = {
     x: wanted(xIn),
@@ -152,6 +154,7 @@ function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; dow
     upBias: biases.up ? wanted(inputs[4]) : null,
     downBias: biases.down ? wanted(inputs[biases.up ? 5 : 4]) : null,
   };
+  if (trivial) return gradientList(grads, biases);
   const g = contiguous(grad);
   try {
     if (device.kind === 'cpu') moeExpertsBackwardCpu(o, g, grads);
@@ -159,6 +162,11 @@ function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; dow
   } finally {
     g.dispose();
   }
+  return gradientList(grads, biases);
+}
+
+/** The gradients in the order of the node's inputs. */
+function gradientList(grads: MoeExpertGrads, biases: { up: boolean; down: boolean }): (Tensor | null)[] {
   const out = [grads.x, grads.weights, grads.upProj, grads.downProj];
   if (biases.up) out.push(grads.upBias);
   if (biases.down) out.push(grads.downBias);
