@@ -7,7 +7,7 @@ import { empty, zeros } from '../../creation';
 import { isFloat } from '../../dtype';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
-import { contiguous } from '../layout/layout';
+import { cast, contiguous } from '../layout/layout';
 import { moeExpertsBackwardCpu } from './moe-experts-backward.cpu';
 import { moeExpertsBackwardGpu } from './moe-experts-backward.wgsl';
 import { moeExpertsCpu } from './moe-experts.cpu';
@@ -155,7 +155,8 @@ function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; dow
     downBias: biases.down ? wanted(inputs[biases.up ? 5 : 4]) : null,
   };
   if (trivial) return gradientList(grads, biases);
-  const g = contiguous(grad);
+  // The kernels read the upstream gradient as f32.
+  const g = grad.dtype === 'f32' ? contiguous(grad) : cast(grad, 'f32');
   try {
     if (device.kind === 'cpu') moeExpertsBackwardCpu(o, g, grads);
     else moeExpertsBackwardGpu(device, o, g, grads);
