@@ -189,6 +189,8 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
   const cases: ExpertCase[] = [
     { tokens: 37, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
     { tokens: 37, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' },
+    // Widths a multiple of 4 (not of 8): the expert sums' vec4 loads, with a clamped last vector.
+    { tokens: 37, experts: 8, slots: 2, hin: 44, inter: 20, hout: 36, weightDtype: 'f32', biases: true },
     // Fewer pairs than experts (decode-sized): one-row tiles.
     { tokens: 3, experts: 12, slots: 3, hin: 29, inter: 13, hout: 17, weightDtype: 'f32', biases: true },
   ];

@@ -354,51 +354,66 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
     .u32('outOff', dst.elementOffset);
   const bindings: BufferRange[] = [starts.range, counts.range, rowPairs.range];
   const decls = [declareStorage(1, 'starts', 'u32', 'read'), declareStorage(2, 'counts', 'u32', 'read'), declareStorage(3, 'row_pairs', 'u32', 'read')];
+  // Operand rows are read as vec4s where their length and binding offset allow (four loads fewer
+  // in five); columns past the end are clamped to the row's last vector and not stored.
+  const vec4Decl = (binding: number, name: string) => `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<f32>>;`;
+  const ms = [...Array(TILE_M).keys()];
+  const ns = [...Array(tileN).keys()];
   let leftRow: string;
-  let left: (mi: string) => string;
+  let leftArray: string;
+  let leftScale = '';
+  let leftOff: number;
   if (fromOutput) {
     const w = device.bind(o.weights.storage, o.weights.offset + pass.t0 * z.slots, g.pairs, 'moeExperts backward routing weights');
     const gr = device.bind(grad.storage, grad.offset + pass.t0 * z.hout, pass.count * z.hout, 'moeExperts backward output gradient');
     p.u32('wOff', w.elementOffset).u32('gOff', gr.elementOffset);
     bindings.push(w.range, gr.range);
-    decls.push(inputF32(4, 'w', o.weights.dtype), declareStorage(5, 'g', 'f32', 'read'));
+    leftOff = gr.elementOffset;
+    leftArray = 'g';
+    leftScale = 'ws * ';
+    decls.push(inputF32(4, 'w', o.weights.dtype));
     leftRow = 'let ws = load_w(P.wOff + pair); let left_row = P.gOff + t * P.hout;';
-    left = (mi) => `ws * g[left_row + ${mi}]`;
   } else {
     const ga = device.bind(pass.gradPre.storage, pass.gradPre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activation gradient');
     p.u32('gaOff', ga.elementOffset);
     bindings.push(ga.range);
-    decls.push(declareStorage(4, 'ga', 'f32', 'read'));
+    leftOff = ga.elementOffset;
+    leftArray = 'ga';
     leftRow = 'let left_row = P.gaOff + r * P.inter;';
-    left = (mi) => `ga[left_row + ${mi}]`;
   }
+  const vectorLeft = m % 4 === 0 && leftOff % 4 === 0;
+  decls.push(vectorLeft ? vec4Decl(bindings.length, leftArray) : declareStorage(bindings.length, leftArray, 'f32', 'read'));
+  const leftLoads = vectorLeft
+    ? [
+        `let left_last = (left_row + P.m) / 4u - 1u;`,
+        ...Array.from({ length: TILE_M / 4 }, (_, c) => `let lv${c} = ${leftScale}${leftArray}[min((left_row + m_first) / 4u + ${c}u, left_last)];`),
+        ...ms.map((a) => `let l${a} = lv${Math.floor(a / 4)}[${a % 4}];`),
+      ]
+    : ms.map((a) => `let l${a} = ${leftScale}${leftArray}[left_row + m${a}];`);
   let rightRow = '';
-  let right: (ni: string) => string = () => '1.0';
+  let rightLoads = ns.map((b) => `let r${b} = 1.0;`);
   if (kind === 'down') {
     const pre = device.bind(pass.pre.storage, pass.pre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activations');
     p.u32('preOff', pre.elementOffset);
     bindings.push(pre.range);
-    decls.push(declareStorage(bindings.length, 'pre', 'f32', 'read'));
+    const vector = n % 4 === 0 && pre.elementOffset % 4 === 0;
+    decls.push(vector ? vec4Decl(bindings.length, 'pre') : declareStorage(bindings.length, 'pre', 'f32', 'read'));
     rightRow = 'let right_row = P.preOff + r * P.inter;';
-    right = (ni) => `relu2(pre[right_row + ${ni}])`;
+    rightLoads = vector
+      ? ['let rh = max(pre[(right_row + n_first) / 4u], vec4<f32>(0.0)); let rv = rh * rh;', ...ns.map((b) => `let r${b} = rv[${b}];`)]
+      : ns.map((b) => `let r${b} = relu2(pre[right_row + n${b}]);`);
   } else if (kind === 'up') {
     const x = device.bind(o.x.storage, o.x.offset + pass.t0 * z.hin, pass.count * z.hin, 'moeExperts backward x');
     p.u32('xOff', x.elementOffset);
     bindings.push(x.range);
-    decls.push(inputF32(bindings.length, 'x', o.x.dtype));
+    const vector = o.x.dtype === 'f32' && n % 4 === 0 && x.elementOffset % 4 === 0;
+    decls.push(vector ? vec4Decl(bindings.length, 'x') : inputF32(bindings.length, 'x', o.x.dtype));
     rightRow = 'let right_row = P.xOff + t * P.hin;';
-    right = (ni) => `load_x(right_row + ${ni})`;
+    rightLoads = vector ? ['let rv = x[(right_row + n_first) / 4u];', ...ns.map((b) => `let r${b} = rv[${b}];`)] : ns.map((b) => `let r${b} = load_x(right_row + n${b});`);
   }
   bindings.push(dst.range);
   decls.push(declareStorage(bindings.length, 'out', 'f32', 'read_write'));
-  const ms = [...Array(TILE_M).keys()];
-  const ns = [...Array(tileN).keys()];
-  // Rows and columns past the end read the last one (clamped) and are not stored.
-  const body = [
-    ...ms.map((a) => `let l${a} = ${left(`m${a}`)};`),
-    ...ns.map((b) => `let r${b} = ${right(`n${b}`)};`),
-    ...ms.flatMap((a) => ns.map((b) => `acc${a}_${b} += l${a} * r${b};`)),
-  ];
+  const body = [...leftLoads, ...rightLoads, ...ms.flatMap((a) => ns.map((b) => `acc${a}_${b} += l${a} * r${b};`))];
   const stores = ms.flatMap((a) =>
     ns.map(
       (b) => `if (m_first + ${a}u < P.m && n_first + ${b}u < P.n) {
