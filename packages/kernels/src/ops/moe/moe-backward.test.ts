@@ -216,6 +216,17 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
   });
 });
 
+test.if(gpu !== null)('an out-of-range expert index makes only its token\'s input gradient and its pair\'s weight gradient NaN on the GPU', async () => {
+  const c: ExpertCase = { tokens: 3, experts: 4, slots: 2, hin: 5, inter: 3, hout: 2, weightDtype: 'f32' };
+  const indices = onDevice(Int32Array.from([0, 1, 2, 9, 3, -1]), [c.tokens, c.slots], gpu!);
+  const ts = expertOperands(c, 70).map((o) => onDevice(o.values, o.shape, gpu!).requiresGrad_());
+  backward(callExperts(indices, ts), { grad: onDevice(randomData([c.tokens, c.hout], 71), [c.tokens, c.hout], gpu!) });
+  const gx = await ts[0]!.grad!.data();
+  expect(Array.from(gx.slice(0, c.hin)).every(Number.isFinite)).toBe(true);
+  expect(Array.from(gx.slice(c.hin)).every(Number.isNaN)).toBe(true);
+  expect(Array.from(await ts[1]!.grad!.data()).map(Number.isNaN)).toEqual([false, false, false, true, false, true]);
+});
+
 describe('moe backward: lifetimes and edge cases', () => {
   const c: ExpertCase = { tokens: 13, experts: 6, slots: 2, hin: 7, inter: 5, hout: 7, weightDtype: 'f32', biases: true };
   const devices = gpu ? [cpu, gpu] : [cpu];
