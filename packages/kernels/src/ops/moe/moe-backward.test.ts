@@ -205,7 +205,7 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
     const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
     const saved = limits.maxStorageBufferBindingSize;
     setGroupedGemmPath('buffers');
-    // 8 KiB: 3 tokens per pass, 2 experts' f32 up gradients (3840 bytes each) per binding.
+    // 8 KiB: 2 tokens per pass (their 48 grouped rows of 40 f32), 2 experts' f32 up gradients (3840 bytes each) per binding.
     limits.maxStorageBufferBindingSize = 8192;
     try {
       await compareBackward({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 50);
