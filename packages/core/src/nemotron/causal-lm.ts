@@ -101,7 +101,8 @@ export class NemotronHForCausalLM extends Module {
   /**
    * The forward pass (spec §2): backbone, untied lm_head, and with labels HF's causal-LM loss.
    * Nothing stays allocated but the returned tensors (the caller disposes them); nothing is read
-   * back. Run under `noGrad()` for inference: the Mamba and attention kernels have no backward yet.
+   * back. Differentiable in every parameter (the training path: no cache); run inference under
+   * `noGrad()` so nothing is saved for a backward.
    */
   forward(inputs: CausalLMInputs): CausalLMOutput {
     return tidy(() => {
