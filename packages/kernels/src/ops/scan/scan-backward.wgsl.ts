@@ -31,20 +31,13 @@ import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
+import type { SsdScanOperands } from './scan.cpu';
 
 const WG = 64;
 /** Largest per-thread private array (P or N floats); shader compilers handle a few KiB per thread. */
 const MAX_PRIVATE = 1024;
 
-export interface SsdScanBackwardLaunch {
-  x: Tensor; // [B, L, H, P]
-  dt: Tensor; // [B, L, H]
-  A: Tensor; // [H]
-  B: Tensor; // [B, L, G, N]
-  C: Tensor; // [B, L, G, N]
-  D: Tensor | null; // [H]
-  initialState: Tensor | null; // [B, H, P, N]
-  seqIdx: Tensor | null; // i32 [B, L]
+export interface SsdScanBackwardLaunch extends SsdScanOperands {
   /** Dense [B, L, H, P]: the gradient of y. */
   dy: Tensor;
   dx: Tensor;

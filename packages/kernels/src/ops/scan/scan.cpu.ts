@@ -9,7 +9,8 @@
 import { cpuView, type Tensor } from '../../tensor';
 import { valuesF64 as host } from '../cpu-values';
 
-export interface SsdScanCpuArgs {
+/** The scan's operands, as every backend's forward and backward take them. */
+export interface SsdScanOperands {
   x: Tensor; // [B, L, H, P]
   dt: Tensor; // [B, L, H]
   A: Tensor; // [H]
@@ -20,19 +21,32 @@ export interface SsdScanCpuArgs {
   seqIdx: Tensor | null; // i32 [B, L]
 }
 
-/** Writes y [B, L, H, P] and finalState [B, H, P, N] (dense f32 on the CPU). */
-export function ssdScanCpu(a: SsdScanCpuArgs, y: Tensor, finalState: Tensor): void {
+/** The operands' sizes and their values in f64 (null for absent optional ones). */
+function hostOperands(a: SsdScanOperands) {
   const [batch, length, heads, headDim] = a.x.shape as [number, number, number, number];
   const [, , groups, stateDim] = a.B.shape as [number, number, number, number];
-  const headsPerGroup = heads / groups;
-  const x = host(a.x);
-  const dt = host(a.dt);
-  const A = host(a.A);
-  const Bm = host(a.B);
-  const Cm = host(a.C);
-  const D = a.D ? host(a.D) : null;
-  const init = a.initialState ? host(a.initialState) : null;
-  const seq = a.seqIdx ? host(a.seqIdx) : null;
+  return {
+    batch,
+    length,
+    heads,
+    headDim,
+    groups,
+    stateDim,
+    headsPerGroup: heads / groups,
+    x: host(a.x),
+    dt: host(a.dt),
+    A: host(a.A),
+    Bm: host(a.B),
+    Cm: host(a.C),
+    D: a.D ? host(a.D) : null,
+    init: a.initialState ? host(a.initialState) : null,
+    seq: a.seqIdx ? host(a.seqIdx) : null,
+  };
+}
+
+/** Writes y [B, L, H, P] and finalState [B, H, P, N] (dense f32 on the CPU). */
+export function ssdScanCpu(a: SsdScanOperands, y: Tensor, finalState: Tensor): void {
+  const { batch, length, heads, headDim, groups, stateDim, headsPerGroup, x, dt, A, Bm, Cm, D, init, seq } = hostOperands(a);
   const out = cpuView(y) as Float32Array;
   const fin = cpuView(finalState) as Float32Array;
   const stateSize = heads * headDim * stateDim;
@@ -81,18 +95,8 @@ export interface SsdScanGrads {
  * state gradient runs backwards, dS_t = dy_t ⊗ C_t + exp(dt_{t+1}·A)·dS_{t+1} (zero across a
  * document start), and each input collects its terms of S_t = exp(dt_t·A)·S_{t−1} + dt_t·x_t ⊗ B_t.
  */
-export function ssdScanBackwardCpu(a: SsdScanCpuArgs, dy: Tensor, out: SsdScanGrads): void {
-  const [batch, length, heads, headDim] = a.x.shape as [number, number, number, number];
-  const [, , groups, stateDim] = a.B.shape as [number, number, number, number];
-  const headsPerGroup = heads / groups;
-  const x = host(a.x);
-  const dt = host(a.dt);
-  const A = host(a.A);
-  const Bm = host(a.B);
-  const Cm = host(a.C);
-  const D = a.D ? host(a.D) : null;
-  const init = a.initialState ? host(a.initialState) : null;
-  const seq = a.seqIdx ? host(a.seqIdx) : null;
+export function ssdScanBackwardCpu(a: SsdScanOperands, dy: Tensor, out: SsdScanGrads): void {
+  const { batch, length, heads, headDim, groups, stateDim, headsPerGroup, x, dt, A, Bm, Cm, D, init, seq } = hostOperands(a);
   const g = host(dy);
   const dx = new Float64Array(x.length);
   const ddt = new Float64Array(dt.length);

@@ -22,7 +22,7 @@ import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
 import { contiguous } from '../layout/layout';
 import { ssdScanBackwardGpu } from './scan-backward.wgsl';
-import { selectiveStateUpdateCpu, ssdScanBackwardCpu, ssdScanCpu, type SsdScanCpuArgs } from './scan.cpu';
+import { selectiveStateUpdateCpu, ssdScanBackwardCpu, ssdScanCpu, type SsdScanOperands } from './scan.cpu';
 import { ssdScanGpu } from './scan.wgsl';
 import { selectiveStateUpdateGpu } from './state-update.wgsl';
 
@@ -109,7 +109,7 @@ export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
 }
 
 /** The saved dense inputs back in their places (the saved list skips the absent ones, in order). */
-function restore(args: SsdScanCpuArgs, kept: readonly Tensor[]): SsdScanCpuArgs {
+function restore(args: SsdScanOperands, kept: readonly Tensor[]): SsdScanOperands {
   let i = 0;
   const next = (present: boolean): Tensor | null => (present ? kept[i++]! : null);
   const [x, dt, A, B, C] = [next(true)!, next(true)!, next(true)!, next(true)!, next(true)!];
@@ -117,7 +117,7 @@ function restore(args: SsdScanCpuArgs, kept: readonly Tensor[]): SsdScanCpuArgs 
 }
 
 /** Gradients of y for [x, dt, A, B, C, D?, initialState?] (the recorded inputs, in order), all f32. */
-function ssdScanGrads(a: SsdScanCpuArgs, grad: Tensor): Tensor[] {
+function ssdScanGrads(a: SsdScanOperands, grad: Tensor): Tensor[] {
   const device = a.x.device;
   const f32 = (t: Tensor) => empty(t.shape, { device });
   const dy = contiguous(grad);

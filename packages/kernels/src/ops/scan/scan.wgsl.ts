@@ -33,6 +33,7 @@ import type { KernelBinding } from '../../runtime/batch';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
+import type { SsdScanOperands } from './scan.cpu';
 import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
 
 const WG = 64;
@@ -47,15 +48,7 @@ function roundUp(n: number, m: number): number {
   return Math.ceil(n / m) * m;
 }
 
-export interface SsdScanLaunch {
-  x: Tensor; // [B, L, H, P]
-  dt: Tensor; // [B, L, H]
-  A: Tensor; // [H]
-  B: Tensor; // [B, L, G, N]
-  C: Tensor; // [B, L, G, N]
-  D: Tensor | null; // [H]
-  initialState: Tensor | null; // [B, H, P, N]
-  seqIdx: Tensor | null; // i32 [B, L]
+export interface SsdScanLaunch extends SsdScanOperands {
   chunkSize: number;
   y: Tensor; // [B, L, H, P] f32
   finalState: Tensor; // [B, H, P, N] f32
