@@ -33,15 +33,25 @@ export interface CausalConv1dCpuArgs {
   silu: boolean;
 }
 
+/** The operands' sizes and their values in f64 (null for absent optional ones). */
+function hostOperands(a: CausalConv1dCpuArgs) {
+  const [batch, length, channels] = a.x.shape as [number, number, number];
+  return {
+    batch,
+    length,
+    channels,
+    taps: a.weight.shape[1]!,
+    x: host(a.x),
+    w: host(a.weight),
+    bias: a.bias ? host(a.bias) : null,
+    init: a.initialState ? host(a.initialState) : null,
+    seq: a.seqIdx ? host(a.seqIdx) : null,
+  };
+}
+
 /** y [B, L, C] and finalState [B, C, K], both dense f32 on the CPU. */
 export function causalConv1dCpu(a: CausalConv1dCpuArgs, y: Tensor, finalState: Tensor): void {
-  const [batch, length, channels] = a.x.shape as [number, number, number];
-  const taps = a.weight.shape[1]!;
-  const x = host(a.x);
-  const w = host(a.weight);
-  const bias = a.bias ? host(a.bias) : null;
-  const init = a.initialState ? host(a.initialState) : null;
-  const seq = a.seqIdx ? host(a.seqIdx) : null;
+  const { batch, length, channels, taps, x, w, bias, init, seq } = hostOperands(a);
   const out = cpuView(y) as Float32Array;
   const state = cpuView(finalState) as Float32Array;
   // Input at position s of row b, channel c; s < 0 reads the initial state (its last column is s = -1).
@@ -103,13 +113,7 @@ export interface CausalConv1dGrads {
  * every tap that reached an output sends dz·W to its input and dz·input to its weight.
  */
 export function causalConv1dBackwardCpu(a: CausalConv1dCpuArgs, dy: Tensor, out: CausalConv1dGrads): void {
-  const [batch, length, channels] = a.x.shape as [number, number, number];
-  const taps = a.weight.shape[1]!;
-  const x = host(a.x);
-  const w = host(a.weight);
-  const bias = a.bias ? host(a.bias) : null;
-  const init = a.initialState ? host(a.initialState) : null;
-  const seq = a.seqIdx ? host(a.seqIdx) : null;
+  const { batch, length, channels, taps, x, w, bias, init, seq } = hostOperands(a);
   const g = host(dy);
   const dx = new Float64Array(batch * length * channels);
   const dw = new Float64Array(channels * taps);
