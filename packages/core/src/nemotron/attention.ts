@@ -3,7 +3,7 @@
  * biases, whatever `attention_bias` says: HF's attention ignores the flag and the golden fixtures
  * follow HF (NeMo alone would add biases).
  */
-import { attention, copyInto, copyIntoAt, fusedLinear, narrow, permute, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { attention, copyInto, copyIntoAt, narrow, permute, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -80,12 +80,12 @@ export class Attention extends Module {
       const entry = cached.entry as AttentionLayerCache;
       const hs = reshape(h, [batch, H]);
       const normed = { norm: { weight: norm.weight, eps: norm.eps } };
-      const q = reshape(fusedLinear(hs, this.qProj.weight, normed), [batch, 1, nq, d]);
+      const q = reshape(this.qProj.fused(hs, normed), [batch, 1, nq, d]);
       // [B, nkv·d] is [B, nkv, 1, d] in memory: the slot's layout in the cache.
-      copyIntoAt(entry.k, reshape(fusedLinear(hs, this.kProj.weight, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
-      copyIntoAt(entry.v, reshape(fusedLinear(hs, this.vProj.weight, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
+      copyIntoAt(entry.k, reshape(this.kProj.fused(hs, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
+      copyIntoAt(entry.v, reshape(this.vProj.fused(hs, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
       const o = attention(q, entry.k, entry.v, { causal: true, scale: d ** -0.5, kvLayout: 'bhsd', kvLength: cached.position, keyMask: cached.keyMask ?? undefined });
-      return reshape(fusedLinear(reshape(o, [batch, nq * d]), this.oProj.weight, { residual: hs }), [batch, 1, H]);
+      return reshape(this.oProj.fused(reshape(o, [batch, nq * d]), { residual: hs }), [batch, 1, H]);
     });
   }
 }

@@ -3,7 +3,7 @@
  * the MTP head when the config enables it. Module names match HF's in-memory (v5) layout:
  * `model.embeddings`, `model.layers.{i}`, `model.norm_f`, `lm_head`, plus `mtp.layers.{j}`.
  */
-import { add, crossEntropy, fusedLinear, mul, narrow, reshape, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { add, crossEntropy, mul, narrow, reshape, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -202,7 +202,7 @@ export class NemotronHForCausalLM extends Module {
   /** norm_f and lm_head as one fused projection: h [B, 1, H] → f32 [B, V]. */
   private headLogits(h: Tensor): Tensor {
     const normF = this.model.normF;
-    return fusedLinear(reshape(h, [h.shape[0]!, this.config.hiddenSize]), this.lmHead.weight, { norm: { weight: normF.weight, eps: normF.eps } });
+    return this.lmHead.fused(reshape(h, [h.shape[0]!, this.config.hiddenSize]), { norm: { weight: normF.weight, eps: normF.eps } });
   }
 
   /**

@@ -5,7 +5,7 @@
  * `A_log`, `dt_bias` and `D` are kept in f32 whatever dtype the model is cast to: NeMo / Megatron /
  * mamba_ssm semantics (spec §2.3, §10 item 4). HF rounds them to bf16 when it loads in bf16; we do not.
  */
-import { add, causalConv1d, clamp, copyInto, exp, fusedLinear, linear, mambaDecodeStep, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { add, causalConv1d, clamp, copyInto, exp, mambaDecodeStep, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { DepthwiseConv1d } from '../nn/conv1d';
 import { Linear } from '../nn/linear';
@@ -76,8 +76,7 @@ export class Mamba2Mixer extends Module {
       const mask = sequences.paddingMask ? reshape(sequences.paddingMask, [batch, length, 1]) : null;
       // Padding, before in_proj: HF and NeMo agree.
       const u = mask ? mul(x, mask) : x;
-      const { weight: inW, bias: inB } = this.inProj;
-      const project = (start: number, size: number) => linear(u, narrow(inW, 0, start, size), inB ? narrow(inB, 0, start, size) : undefined);
+      const project = this.inProj.rows(u);
       const { weight: convW, bias: convB } = this.conv1d;
       const entry = cached?.entry as MambaLayerCache | undefined;
       // A fresh cache holds zeros: equal to no initial state, which the kernels take for free.
@@ -122,7 +121,7 @@ export class Mamba2Mixer extends Module {
       const batch = h.shape[0]!;
       const entry = cached.entry as MambaLayerCache;
       const hs = reshape(h, [batch, H]);
-      const zxbcdt = fusedLinear(hs, this.inProj.weight, { bias: this.inProj.bias, norm: { weight: norm.weight, eps: norm.eps } });
+      const zxbcdt = this.inProj.fused(hs, { norm: { weight: norm.weight, eps: norm.eps } });
       const gated = mambaDecodeStep(zxbcdt, entry.conv, entry.ssm, {
         convWeight: this.conv1d.weight,
         convBias: this.conv1d.bias,
@@ -134,7 +133,7 @@ export class Mamba2Mixer extends Module {
         eps: this.norm.eps,
         dtLimit: clampsDt ? timeStepLimit : null,
       });
-      return reshape(fusedLinear(gated, this.outProj.weight, { bias: this.outProj.bias, residual: hs }), [batch, 1, H]);
+      return reshape(this.outProj.fused(gated, { residual: hs }), [batch, 1, H]);
     });
   }
 }

@@ -2,7 +2,7 @@
  * Dense ReLU² MLP (spec §2.5): `down(relu(up x)²)`, no gate projection, biases when
  * `mlp_bias`. Also the MoE's shared expert (with `moe_shared_expert_intermediate_size`).
  */
-import { fusedLinear, relu2, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { relu2, reshape, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -34,8 +34,8 @@ export class MLP extends Module {
     return tidy(() => {
       const H = this.config.hiddenSize;
       const hs = reshape(h, [-1, H]);
-      const up = fusedLinear(hs, this.upProj.weight, { bias: this.upProj.bias, norm: { weight: norm.weight, eps: norm.eps }, activation: 'relu2' });
-      return reshape(fusedLinear(up, this.downProj.weight, { bias: this.downProj.bias, residual: hs }), h.shape);
+      const up = this.upProj.fused(hs, { norm: { weight: norm.weight, eps: norm.eps }, activation: 'relu2' });
+      return reshape(this.downProj.fused(up, { residual: hs }), h.shape);
     });
   }
 }

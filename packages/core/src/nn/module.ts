@@ -90,6 +90,14 @@ export class Module {
     return module;
   }
 
+  /** Removes the child module `name` and returns it (the caller owns it: it is not disposed). */
+  protected unregisterModule(name: string): Module {
+    const child = this.children.get(name);
+    if (!child) throw new Error(`${this.constructor.name} has no child module '${name}'`);
+    this.children.delete(name);
+    return child;
+  }
+
   /** The tensor in this module's own slot `name` (for subclasses' getters). */
   protected slotTensor(name: string): Tensor {
     if (this.disposed) throw new Error(`${this.constructor.name}: tensor '${name}' was read after dispose()`);
