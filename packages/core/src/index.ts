@@ -28,3 +28,9 @@ export * from './nemotron/state-dict';
 export * from './generation/generation-config';
 export * from './generation/text-stream';
 export * from './generation/generate';
+
+export * from './nn/linear-adapter';
+export * from './lora/lora-config';
+export * from './lora/lora-adapter';
+export * from './lora/apply';
+export * from './lora/peft-format';

@@ -121,7 +121,7 @@ function generate(n: number, f: (i: number) => number): Float32Array {
 }
 
 /** A 32-bit seed from the user seed and a tensor name (FNV-1a). */
-function seedFor(seed: number, name: string): number {
+export function seedFor(seed: number, name: string): number {
   let h = 0x811c9dc5;
   for (const c of `${seed}:${name}`) {
     h ^= c.charCodeAt(0);
