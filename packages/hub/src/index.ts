@@ -6,6 +6,7 @@
  */
 export { CheckpointFormatError, HubError } from './errors';
 export { parseByteSize } from './byte-size';
+export { writeFileAtomically } from './atomic-file';
 export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
 
 export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';

@@ -1,0 +1,83 @@
+/**
+ * LoRA adapters as Hugging Face PEFT folders: `adapter_model.safetensors` + `adapter_config.json`,
+ * loadable by `PeftModel.from_pretrained` on the HF base model and by {@link loadLoraAdapter}. Core
+ * knows the format (`peftTensorKeys`, `peftAdapterConfig`); the files are written here.
+ */
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  applyLora,
+  loraHandle,
+  parsePeftAdapterConfig,
+  peftAdapterConfig,
+  peftTensorKeys,
+  removeLora,
+  type LoraHandle,
+  type Module,
+} from '@nemotron-ts/core';
+import { SafetensorsReader, parseHfJson, saveSafetensors, writeFileAtomically } from '@nemotron-ts/hub';
+import { formatShape, shapesEqual, type Tensor } from '@nemotron-ts/kernels';
+
+export interface SaveLoraAdapterOptions {
+  /** `base_model_name_or_path` in adapter_config.json: the Hub id or folder of the base model. */
+  baseModelNameOrPath?: string | null;
+}
+
+/**
+ * Writes the adapters of `model` (see `applyLora`) into `folder` as a PEFT LoRA adapter, f32. Each
+ * file is written atomically (a temporary file renamed into place), the weights first, so a folder
+ * with a config always has its weights. Merged adapters are saved as well (their A and B are kept).
+ */
+export async function saveLoraAdapter(model: Module, folder: string, options: SaveLoraAdapterOptions = {}): Promise<void> {
+  const handle = loraHandle(model);
+  if (!handle) throw new Error('saveLoraAdapter: the model has no LoRA adapters (applyLora first)');
+  await mkdir(folder, { recursive: true });
+  const tensors = new Map<string, Tensor>(peftTensorKeys(handle).map(({ key, parameter }) => [key, model.getTensor(parameter)]));
+  await saveSafetensors(join(folder, ADAPTER_WEIGHTS_FILE), tensors);
+  const config = peftAdapterConfig(handle.config, options.baseModelNameOrPath ?? null);
+  await writeFileAtomically(join(folder, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/**
+ * Reads the PEFT LoRA adapter in `folder`, adds adapters to `model` as its config says and loads
+ * their weights. Every key and shape is checked before anything is loaded; a missing, unexpected or
+ * mis-shaped tensor throws an error naming the file and key, and leaves the model without adapters.
+ */
+export async function loadLoraAdapter(model: Module, folder: string): Promise<LoraHandle> {
+  const configPath = join(folder, ADAPTER_CONFIG_FILE);
+  const weightsPath = join(folder, ADAPTER_WEIGHTS_FILE);
+  const configText = await readFile(configPath, 'utf8').catch((e: unknown) => {
+    throw new Error(`loadLoraAdapter: cannot read ${configPath}: ${(e as Error).message}`);
+  });
+  const options = parsePeftAdapterConfig(parseHfJson(configText, configPath), configPath);
+  if (!(await stat(weightsPath).then((s) => s.isFile(), () => false))) throw new Error(`loadLoraAdapter: ${weightsPath} does not exist`);
+  const reader = await SafetensorsReader.open(weightsPath);
+  const handle = applyLora(model, options);
+  try {
+    const keys = peftTensorKeys(handle);
+    const expected = new Set(keys.map((k) => k.key));
+    const missing = keys.filter(({ key }) => !reader.has(key)).map(({ key }) => key);
+    if (missing.length) throw new Error(`loadLoraAdapter: ${weightsPath} lacks '${missing[0]}'${missing.length > 1 ? ` and ${missing.length - 1} more adapter tensors` : ''} (target_modules ${JSON.stringify(options.targetModules)})`);
+    const unexpected = reader.names().filter((name) => !expected.has(name));
+    if (unexpected.length) throw new Error(`loadLoraAdapter: ${weightsPath} has '${unexpected[0]}'${unexpected.length > 1 ? ` and ${unexpected.length - 1} more tensors` : ''}, which no adapted layer of this model takes`);
+    for (const { key, parameter } of keys) {
+      const want = model.getTensor(parameter).shape;
+      const got = reader.entry(key).shape;
+      if (!shapesEqual(want, got)) throw new Error(`loadLoraAdapter: ${weightsPath} has '${key}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
+    }
+    for (const { key, parameter } of keys) {
+      const t = await reader.load(key, { device: model.getTensor(parameter).device, dtype: 'f32' });
+      try {
+        model.setTensor(parameter, t);
+      } finally {
+        t.dispose();
+      }
+    }
+  } catch (e) {
+    removeLora(model);
+    throw e;
+  }
+  return handle;
+}
