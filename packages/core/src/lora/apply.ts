@@ -22,8 +22,9 @@ export interface LoraHandle {
   /** Adapted layers by module name (`model.layers.0.mixer.in_proj`, `lm_head`, …). */
   readonly adapters: ReadonlyMap<string, LoraAdapter>;
   /**
-   * Parameters a target matched that are not Linear layers and so got no adapter: the MoE's stacked
-   * routed experts (`…mixer.experts.up_proj` [E, I, H]), which PEFT cannot adapt either.
+   * What a target matched that is not a Linear layer and so got no adapter: the MoE's stacked routed
+   * experts (parameters `…mixer.experts.up_proj` [E, I, H]), which PEFT cannot adapt either, and
+   * other modules (the router `…mixer.gate`, `…mixer.conv1d`).
    */
   readonly skipped: readonly string[];
   /** The adapters' parameters (`….lora_A.weight`, `….lora_B.weight`), f32, trainable. */
@@ -48,12 +49,12 @@ export function applyLora(model: Module, options: LoraOptions): LoraHandle {
   if (states.has(model)) throw new Error('applyLora: the model already has LoRA adapters (removeLora first)');
   const config = resolveLoraOptions(options);
   const targets = model.namedModules().filter(([name, m]) => m instanceof Linear && name !== '' && matchesTarget(name, config.targetModules)) as [string, Linear][];
-  const skipped = model
-    .namedParameters()
-    .map(([name]) => name)
-    .filter((name) => matchesTarget(name, config.targetModules));
+  const skipped = [
+    ...model.namedModules().filter(([name, m]) => !(m instanceof Linear) && name !== '' && matchesTarget(name, config.targetModules)).map(([name]) => name),
+    ...model.namedParameters().map(([name]) => name).filter((name) => matchesTarget(name, config.targetModules)),
+  ];
   if (targets.length === 0) {
-    const extra = skipped.length ? ` (${skipped.length} matching parameters are not Linear layers, e.g. ${skipped[0]})` : '';
+    const extra = skipped.length ? ` (${skipped.length} matches are not Linear layers, e.g. ${skipped[0]})` : '';
     throw new Error(`applyLora: no Linear layer matches targetModules ${JSON.stringify(config.targetModules)}${extra}`);
   }
   const frozen = new Map(model.namedParameters().map(([name, p]) => [name, p.requiresGrad] as const));

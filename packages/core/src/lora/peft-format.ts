@@ -66,8 +66,8 @@ export function parsePeftAdapterConfig(json: unknown, file: string): LoraOptions
   if (typeof o.lora_alpha !== 'number') fail(`lora_alpha must be a number, got ${JSON.stringify(o.lora_alpha)}`);
   const dropout = o.lora_dropout ?? 0;
   if (typeof dropout !== 'number') fail(`lora_dropout must be a number, got ${JSON.stringify(dropout)}`);
-  let targets = o.target_modules;
-  if (typeof targets === 'string') targets = [targets];
+  const targets = o.target_modules;
+  if (typeof targets === 'string') fail(`target_modules as one string (PEFT's regular expression, ${JSON.stringify(targets)}) is not supported; list the module names`);
   if (!Array.isArray(targets) || targets.some((t) => typeof t !== 'string')) fail(`target_modules must be a list of names, got ${JSON.stringify(o.target_modules)}`);
   const unsupported: [string, boolean][] = [
     ['bias', (o.bias ?? 'none') !== 'none'],
@@ -77,6 +77,8 @@ export function parsePeftAdapterConfig(json: unknown, file: string): LoraOptions
     ['modules_to_save', Array.isArray(o.modules_to_save) && o.modules_to_save.length > 0],
     ['rank_pattern', isNonEmptyObject(o.rank_pattern)],
     ['alpha_pattern', isNonEmptyObject(o.alpha_pattern)],
+    ['layers_to_transform', o.layers_to_transform !== undefined && o.layers_to_transform !== null],
+    ['lora_bias', o.lora_bias === true],
   ];
   for (const [field, bad] of unsupported) if (bad) fail(`${field} = ${JSON.stringify(o[field])} is not supported`);
   return { r: o.r as number, alpha: o.lora_alpha as number, dropout: dropout as number, targetModules: targets as string[] };
