@@ -7,7 +7,7 @@
 import { describe, expect, test } from 'bun:test';
 import { AdamW, Generator, backward, getCpuDevice, noGrad, tensor, type Device } from '@nemotron-ts/kernels';
 import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
-import { applyLora, loraHandle, mergeLora, NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, removeLora, unmergeLora, type LoraHandle, type NemotronHConfigInit } from '../src';
+import { applyLora, loraHandle, mergeLora, peftTensorKeys, NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, removeLora, unmergeLora, type LoraHandle, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();
 const gpu = await testGpu();
@@ -309,4 +309,36 @@ describe('generation with adapters', () => {
       m.dispose();
     });
   }
+});
+
+describe('multi-token prediction and PEFT keys', () => {
+  test('MTP layers are adapted and trained through forwardMtp; PEFT keys use the HF on-disk names', async () => {
+    const mtpConfig = NemotronHConfig.create({ ...INIT, pattern: 'M*E', mtpPattern: '*E', numNextnPredictLayers: 2 });
+    const m = NemotronHForCausalLM.fromConfig(mtpConfig, { seed: 1, device: cpu });
+    const handle = applyLora(m, { r: 2, alpha: 4, targetModules: ['q_proj', 'eh_proj', 'lm_head'] });
+    expect([...handle.adapters.keys()]).toEqual(['model.layers.1.mixer.q_proj', 'lm_head', 'mtp.layers.0.mixer.q_proj', 'mtp.layers.0.eh_proj', 'mtp.layers.2.mixer.q_proj', 'mtp.layers.2.eh_proj']);
+    randomizeAdapters(m, handle, 2);
+    const inputIds = ids(2, 6, 3);
+    const out = m.forwardMtp({ inputIds, labels: inputIds.map((row) => [...row.slice(1), -100]) });
+    backward(out.loss);
+    for (const t of [out.logits, out.loss, out.mainLoss, out.mtpLoss, ...out.depthHiddenStates, ...out.depthLosses]) t.dispose();
+    for (const [name, p] of handle.namedParameters()) expect(p.grad, name).not.toBeNull();
+    expect(m.getTensor('mtp.layers.0.eh_proj.weight').grad).toBeNull();
+    const keys = peftTensorKeys(handle).map((k) => k.key);
+    expect(keys).toEqual([
+      'base_model.model.backbone.layers.1.mixer.q_proj.lora_A.weight',
+      'base_model.model.backbone.layers.1.mixer.q_proj.lora_B.weight',
+      'base_model.model.lm_head.lora_A.weight',
+      'base_model.model.lm_head.lora_B.weight',
+      'base_model.model.mtp.layers.0.mixer.q_proj.lora_A.weight',
+      'base_model.model.mtp.layers.0.mixer.q_proj.lora_B.weight',
+      'base_model.model.mtp.layers.0.eh_proj.lora_A.weight',
+      'base_model.model.mtp.layers.0.eh_proj.lora_B.weight',
+      'base_model.model.mtp.layers.2.mixer.q_proj.lora_A.weight',
+      'base_model.model.mtp.layers.2.mixer.q_proj.lora_B.weight',
+      'base_model.model.mtp.layers.2.eh_proj.lora_A.weight',
+      'base_model.model.mtp.layers.2.eh_proj.lora_B.weight',
+    ]);
+    m.dispose();
+  });
 });
