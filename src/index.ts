@@ -25,3 +25,4 @@ export * as core from '@nemotron-ts/core';
 export * as hub from '@nemotron-ts/hub';
 export { saveLoraAdapter, loadLoraAdapter, type SaveLoraAdapterOptions } from './lora-adapter';
 export { applyLora, mergeLora, unmergeLora, removeLora, loraHandle, type LoraOptions, type LoraHandle } from '@nemotron-ts/core';
+export * as train from './train';

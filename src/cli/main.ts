@@ -6,6 +6,7 @@ import { printInfo } from './info';
 import { runDemo } from './demo';
 import { FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
+import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
 
 const USAGE = `usage: nemotron <command> [flags]
 
@@ -20,6 +21,13 @@ commands:
   chat      --model DIR|REPO_ID [sampling flags]: a conversation over stdin through the chat template
   forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in
             FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
+  train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
+            [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
+            [--eval-data FILE] [--save-every N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
+            on FILE (.txt: one document; .jsonl: {"text": …} per line) with AdamW, warmup + cosine LR,
+            clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
+            ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
+            (--dtype: their weight dtype; training is f32); --resume continues from the newest one
 
 device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
 
@@ -58,6 +66,12 @@ async function main(argv: string[]): Promise<number> {
       const args = parseArgs(rest);
       checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
       await runForward(args, () => openDeviceFromFlags(args));
+      return 0;
+    }
+    case 'train': {
+      const args = parseArgs(rest, TRAIN_BOOLEAN_FLAGS);
+      checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS]);
+      await runTrain(args, () => openDeviceFromFlags(args));
       return 0;
     }
     default:

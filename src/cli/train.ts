@@ -1,0 +1,129 @@
+/**
+ * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train).
+ * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s"}, and
+ * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
+ * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly.
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { NemotronHConfig } from '@nemotron-ts/core';
+import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
+import type { Device } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../pretrained';
+import { latestCheckpoint } from '../train/trainer-state';
+import { Trainer } from '../train/trainer';
+import { loadTrainingData } from '../train/training-data';
+import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+
+export const TRAIN_FLAGS = [
+  'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
+  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype',
+] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume'] as const;
+
+interface TrainFlags {
+  steps: number;
+  batchSize: number;
+  seqLen: number;
+  lr: number;
+  minLr: number;
+  warmup: number;
+  weightDecay: number;
+  gradClip: number;
+  gradAccum: number;
+  evalEvery: number;
+  saveEvery: number;
+  seed: number;
+  dtype: 'f32' | 'bf16';
+}
+
+function readFlags(args: ParsedArgs): TrainFlags {
+  const integer = (name: string, fallback: number, min: number): number => {
+    const v = numberFlag(args, name, fallback)!;
+    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${v}`);
+    return v;
+  };
+  const real = (name: string, fallback: number, ok: (v: number) => boolean, what: string): number => {
+    const v = numberFlag(args, name, fallback)!;
+    if (!ok(v)) throw new UsageError(`--${name} must be ${what}, got ${v}`);
+    return v;
+  };
+  const steps = integer('steps', 100, 1);
+  const lr = real('lr', 1e-5, (v) => v > 0, '> 0');
+  const flags: TrainFlags = {
+    steps,
+    batchSize: integer('batch-size', 1, 1),
+    seqLen: integer('seq-len', 512, 2),
+    lr,
+    minLr: real('min-lr', 0, (v) => v >= 0 && v <= lr, `in [0, --lr ${lr}]`),
+    warmup: integer('warmup', 0, 0),
+    weightDecay: real('weight-decay', 0.01, (v) => v >= 0, '≥ 0'),
+    gradClip: real('grad-clip', 1, (v) => v >= 0, '≥ 0 (0 = no clipping)'),
+    gradAccum: integer('grad-accum', 1, 1),
+    evalEvery: integer('eval-every', 0, 0),
+    saveEvery: integer('save-every', 0, 0),
+    seed: integer('seed', 0, 0),
+    dtype: 'f32',
+  };
+  if (flags.warmup > steps) throw new UsageError(`--warmup (${flags.warmup}) must not exceed --steps (${steps})`);
+  const dtype = stringFlag(args, 'dtype', 'f32');
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new UsageError(`--dtype must be f32 or bf16, got '${dtype}'`);
+  flags.dtype = dtype;
+  return flags;
+}
+
+const round = (v: number, digits: number) => Number(v.toPrecision(digits));
+
+export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Device>): Promise<void> {
+  const modelPath = requireFlag(args, 'model');
+  const dataPath = requireFlag(args, 'data');
+  const outDir = requireFlag(args, 'out');
+  const evalDataPath = stringFlag(args, 'eval-data');
+  const resume = args.flags.has('resume');
+  const flags = readFlags(args);
+  if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
+
+  const folder = await resolveCheckpoint(modelPath);
+  const configPath = join(folder, 'config.json');
+  const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
+  if (!(await stat(join(folder, 'tokenizer.json')).then((s) => s.isFile(), () => false))) throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
+  const tokenizer = await loadTokenizer(folder);
+
+  const existing = await latestCheckpoint(outDir);
+  if (resume && !existing) throw new UsageError(`--resume: ${outDir} holds no checkpoint-<step>/ with a trainer_state.json`);
+  if (!resume && existing) throw new UsageError(`--out ${outDir} already holds ${existing}: pass --resume to continue it, or choose another --out`);
+
+  // The data is read and checked before the weights are loaded.
+  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize });
+  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}`);
+
+  const device = await openDevice();
+  // Weights train in f32 (the optimizer updates f32 parameters); --dtype is what checkpoints store.
+  const model = await NemotronHForCausalLM.fromPretrained(resume && existing ? existing : folder, { device, dtype: 'f32' });
+  const trainer = new Trainer(model, data, {
+    ...flags,
+    outDir,
+    saveDtype: flags.dtype,
+    tokenizerFrom: folder,
+    onStep: (log) => {
+      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));
+      console.error(`step ${log.step}/${flags.steps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s`);
+    },
+    onEval: (log) => {
+      console.log(JSON.stringify({ step: log.step, eval_loss: round(log.eval_loss, 7) }));
+      console.error(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
+    },
+    onCheckpoint: (dir) => console.error(`saved ${dir}`),
+  });
+  try {
+    if (resume && existing) {
+      await trainer.resumeFrom(existing);
+      console.error(`resumed from ${existing} (step ${trainer.step})`);
+    }
+    if (trainer.step === flags.steps) console.error(`nothing to do: already at step ${flags.steps}`);
+    await trainer.train();
+  } finally {
+    trainer.dispose();
+    model.dispose();
+  }
+}

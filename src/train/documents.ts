@@ -1,0 +1,48 @@
+/**
+ * Training text from a file: a UTF-8 `.txt` file is one document; a `.jsonl` file holds one
+ * `{"text": "…"}` object per line (blank lines skipped). Errors name the file and the line.
+ */
+import { readFile, stat } from 'node:fs/promises';
+
+export class DataError extends Error {
+  override name = 'DataError';
+}
+
+/** The documents of `path` (.txt: the whole file; .jsonl: each line's "text"). */
+export async function readDocuments(path: string): Promise<string[]> {
+  const info = await stat(path).catch(() => null);
+  if (!info?.isFile()) throw new DataError(`${path}: no such file`);
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(await readFile(path));
+  } catch {
+    throw new DataError(`${path}: not valid UTF-8`);
+  }
+  if (path.endsWith('.jsonl')) return jsonlDocuments(text, path);
+  if (path.endsWith('.txt')) {
+    if (text.trim() === '') throw new DataError(`${path}: the file is empty`);
+    return [text];
+  }
+  throw new DataError(`${path}: expected a .txt or .jsonl file`);
+}
+
+function jsonlDocuments(text: string, path: string): string[] {
+  const docs: string[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '') return;
+    const where = `${path}:${i + 1}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (e) {
+      throw new DataError(`${where}: not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new DataError(`${where}: expected an object {"text": "…"}`);
+    const doc = (value as Record<string, unknown>).text;
+    if (typeof doc !== 'string') throw new DataError(`${where}: "text" must be a string, got ${doc === undefined ? 'nothing' : typeof doc}`);
+    if (doc !== '') docs.push(doc);
+  });
+  if (docs.length === 0) throw new DataError(`${path}: no documents (every line is blank or has empty "text")`);
+  return docs;
+}

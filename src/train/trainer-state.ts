@@ -1,0 +1,125 @@
+/**
+ * A training checkpoint: `OUT/checkpoint-<step>/` holds the model (`savePretrained`, loadable by
+ * `fromPretrained` and transformers), `optimizer.safetensors` (AdamW moments, named
+ * `<parameter>.<buffer>`) and `trainer_state.json` (step, data position, seed, the optimizer's
+ * step counts and hyperparameters, and the settings a resumed run must share). Everything is
+ * written into a temporary folder that is renamed into place when whole.
+ */
+import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
+import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
+import type { NemotronHForCausalLM } from '../pretrained';
+
+export const TRAINER_STATE_FILE = 'trainer_state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+
+/** Settings that fix what a step means: a resumed run must use the same. */
+export interface RunSettings {
+  seqLen: number;
+  batchSize: number;
+  gradAccum: number;
+  seed: number;
+  mtp: boolean;
+}
+
+export interface TrainerState {
+  version: 1;
+  /** Optimizer updates done. */
+  step: number;
+  /** Training rows handed out so far (the data sampler's position). */
+  dataPosition: number;
+  settings: RunSettings;
+  optimizer: { stepCount: number; groups: AdamWOptions[]; params: ({ name: string; step: number } | null)[] };
+}
+
+export function checkpointDir(outDir: string, step: number): string {
+  return join(outDir, `checkpoint-${step}`);
+}
+
+export interface SaveCheckpointOptions {
+  saveDtype: 'f32' | 'bf16';
+  /** Folder whose tokenizer files are copied along. */
+  tokenizerFrom?: string;
+}
+
+/** Writes `OUT/checkpoint-<step>/` atomically (a re-save of the same step replaces it). */
+export async function saveCheckpoint(
+  outDir: string,
+  model: NemotronHForCausalLM,
+  optimizer: AdamW,
+  names: readonly string[],
+  state: Omit<TrainerState, 'optimizer' | 'version'>,
+  options: SaveCheckpointOptions,
+): Promise<string> {
+  const final = checkpointDir(outDir, state.step);
+  const temp = join(outDir, `.checkpoint-${state.step}.partial-${process.pid}`);
+  await rm(temp, { recursive: true, force: true });
+  const dict = optimizer.stateDict();
+  try {
+    await model.savePretrained(temp, { dtype: options.saveDtype, copyTokenizerFrom: options.tokenizerFrom });
+    const buffers = new Map<string, Tensor>();
+    dict.params.forEach((s, i) => {
+      if (s) for (const [key, t] of Object.entries(s.buffers)) buffers.set(`${names[i]}.${key}`, t);
+    });
+    await saveSafetensors(join(temp, OPTIMIZER_FILE), buffers);
+    const full: TrainerState = {
+      version: 1,
+      ...state,
+      optimizer: { stepCount: dict.stepCount, groups: dict.groups, params: dict.params.map((s, i) => (s ? { name: names[i]!, step: s.step } : null)) },
+    };
+    await writeFile(join(temp, TRAINER_STATE_FILE), JSON.stringify(full, null, 2));
+    await rm(final, { recursive: true, force: true });
+    await rename(temp, final);
+  } catch (e) {
+    await rm(temp, { recursive: true, force: true });
+    throw e;
+  } finally {
+    for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
+  }
+  return final;
+}
+
+/** The newest complete checkpoint folder under `outDir`, or null. */
+export async function latestCheckpoint(outDir: string): Promise<string | null> {
+  const entries = await readdir(outDir).catch(() => [] as string[]);
+  const steps = entries.map((e) => /^checkpoint-(\d+)$/.exec(e)).filter((m) => m !== null).map((m) => Number(m[1]));
+  for (const step of steps.sort((a, b) => b - a)) {
+    const dir = checkpointDir(outDir, step);
+    if (await stat(join(dir, TRAINER_STATE_FILE)).then((s) => s.isFile(), () => false)) return dir;
+  }
+  return null;
+}
+
+export async function readTrainerState(dir: string): Promise<TrainerState> {
+  const path = join(dir, TRAINER_STATE_FILE);
+  let state: TrainerState;
+  try {
+    state = (await Bun.file(path).json()) as TrainerState;
+  } catch (e) {
+    throw new Error(`${path}: cannot read the trainer state (${(e as Error).message})`);
+  }
+  if (state.version !== 1 || !Number.isInteger(state.step) || !Number.isInteger(state.dataPosition) || !state.settings || !state.optimizer) {
+    throw new Error(`${path}: not a trainer state this version writes`);
+  }
+  return state;
+}
+
+/** The optimizer state dict a checkpoint holds, its tensors on `device` (the caller disposes them). */
+export async function readOptimizerState(dir: string, state: TrainerState, names: readonly string[], device: Device): Promise<OptimizerStateDict<AdamWOptions>> {
+  const path = join(dir, OPTIMIZER_FILE);
+  const saved = state.optimizer.params;
+  if (saved.length !== names.length || saved.some((s, i) => s !== null && s.name !== names[i])) {
+    throw new Error(`${join(dir, TRAINER_STATE_FILE)}: the optimizer's parameters do not match this model's trained parameters`);
+  }
+  const reader = await SafetensorsReader.open(path);
+  const params = await Promise.all(
+    saved.map(async (s) => {
+      if (!s) return null;
+      const buffers: Record<string, Tensor> = {};
+      for (const key of ['expAvg', 'expAvgSq']) buffers[key] = await reader.load(`${s.name}.${key}`, { device });
+      return { step: s.step, buffers };
+    }),
+  );
+  return { stepCount: state.optimizer.stepCount, groups: state.optimizer.groups, params };
+}

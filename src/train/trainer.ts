@@ -1,0 +1,240 @@
+/**
+ * Full fine-tuning of a Nemotron-H model: AdamW over weight-decay groups, linear warmup then cosine
+ * decay to `minLr`, global gradient-norm clipping, gradient accumulation, the MTP loss when the
+ * model has an MTP head, periodic evaluation, and checkpoints that a resumed run continues from
+ * exactly (same losses as an uninterrupted run).
+ *
+ * One step: `gradAccum` micro-batches of `batchSize` rows; each micro-batch's mean loss, scaled by
+ * 1 / gradAccum, is backpropagated (gradients add up), then the norm is clipped and AdamW steps.
+ * Every micro-batch has the same number of targets (rows of seqLen − 1), so this equals one batch
+ * of batchSize · gradAccum rows.
+ */
+import { AdamW, backward, clipGradNorm, dispose, keep, mul, noGrad, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import type { NemotronHForCausalLM } from '../pretrained';
+import { weightDecayGroups } from './param-groups';
+import { readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
+import type { TrainingData } from './training-data';
+
+export interface TrainerOptions {
+  /** Optimizer updates in the whole run (the schedule's length). */
+  steps: number;
+  /** Rows per micro-batch. */
+  batchSize: number;
+  /** Micro-batches per update (default 1). */
+  gradAccum?: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Learning rate at the end of the cosine decay (default 0). */
+  minLr?: number;
+  /** Linear warmup updates (default 0). */
+  warmup?: number;
+  /** AdamW decoupled weight decay of the matrices (default 0.01). */
+  weightDecay?: number;
+  /** Largest global gradient norm; 0 = no clipping (default 1). */
+  gradClip?: number;
+  /** Evaluate every N updates (and at the end); 0 = never (default 0). */
+  evalEvery?: number;
+  /** Checkpoint every N updates (and at the end); 0 = only at the end (default 0). */
+  saveEvery?: number;
+  /** Where checkpoints go; null = none. */
+  outDir: string | null;
+  /** Seed of the data order (default 0). */
+  seed?: number;
+  /** Train the MTP loss too (default: when the model has an MTP head). */
+  mtp?: boolean;
+  /** dtype of saved checkpoints (default f32; training itself is f32). */
+  saveDtype?: 'f32' | 'bf16';
+  /** Folder whose tokenizer files each checkpoint gets a copy of. */
+  tokenizerFrom?: string;
+  /** Called after every update. */
+  onStep?: (log: StepLog) => void;
+  /** Called after every evaluation. */
+  onEval?: (log: EvalLog) => void;
+  /** Called when a checkpoint has been written. */
+  onCheckpoint?: (dir: string, step: number) => void;
+}
+
+export interface StepLog {
+  step: number;
+  /** Mean training loss of the update (the MTP total when MTP is on). */
+  loss: number;
+  /** Learning rate of the update. */
+  lr: number;
+  /** Global gradient norm before clipping. */
+  grad_norm: number;
+  tokens_per_s: number;
+}
+
+export interface EvalLog {
+  step: number;
+  /** Mean next-token cross-entropy over the evaluation rows (no MTP term). */
+  eval_loss: number;
+}
+
+export class NonFiniteLossError extends Error {
+  override name = 'NonFiniteLossError';
+}
+
+export class Trainer {
+  readonly optimizer: AdamW;
+  readonly schedule: LrSchedule;
+  /** Updates done. */
+  step = 0;
+  /** Training rows handed out so far. */
+  dataPosition = 0;
+  private readonly names: string[];
+  private readonly params: Tensor[];
+  private readonly settings: RunSettings;
+  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
+
+  constructor(
+    readonly model: NemotronHForCausalLM,
+    readonly data: TrainingData,
+    options: TrainerOptions,
+  ) {
+    const mtp = options.mtp ?? model.mtp !== null;
+    if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
+    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, seed: 0, saveDtype: 'f32', ...options, mtp };
+    const o = this.options;
+    const integer = (name: string, v: number, min: number) => {
+      if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
+    };
+    integer('steps', o.steps, 1);
+    integer('batchSize', o.batchSize, 1);
+    integer('gradAccum', o.gradAccum, 1);
+    integer('warmup', o.warmup, 0);
+    integer('evalEvery', o.evalEvery, 0);
+    integer('saveEvery', o.saveEvery, 0);
+    if (o.warmup > o.steps) throw new Error(`Trainer: warmup (${o.warmup}) must not exceed steps (${o.steps})`);
+    if (!(o.lr > 0)) throw new Error(`Trainer: lr must be > 0, got ${o.lr}`);
+    if (!(o.minLr >= 0 && o.minLr <= o.lr)) throw new Error(`Trainer: minLr must be in [0, lr], got ${o.minLr}`);
+    if (!(o.gradClip >= 0)) throw new Error(`Trainer: gradClip must be ≥ 0, got ${o.gradClip}`);
+    if (o.evalEvery > 0 && !data.eval) throw new Error('Trainer: evalEvery is set but the data has no evaluation rows');
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp };
+    model.train().requiresGrad_(true);
+    // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
+    const groups = weightDecayGroups(model, o.weightDecay, (name) => mtp || !name.startsWith('mtp.'));
+    this.names = groups.flatMap((g) => g.names);
+    this.params = groups.flatMap((g) => g.params);
+    this.optimizer = new AdamW(groups.map(({ params, weightDecay }) => ({ params, weightDecay })), { lr: o.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8 });
+    this.schedule = warmupCosineSchedule({ warmupSteps: o.warmup, totalSteps: o.steps, minRatio: o.minLr / o.lr });
+  }
+
+  /** Continues from a checkpoint folder: the model must already hold its weights (`fromPretrained`). */
+  async resumeFrom(dir: string): Promise<void> {
+    const state = await readTrainerState(dir);
+    for (const key of Object.keys(this.settings) as (keyof RunSettings)[]) {
+      if (state.settings[key] !== this.settings[key]) throw new Error(`${dir}: the checkpoint was trained with ${key} ${state.settings[key]}, this run has ${this.settings[key]}`);
+    }
+    if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
+    const dict = await readOptimizerState(dir, state, this.names, this.model.lmHead.weight.device);
+    try {
+      this.optimizer.loadStateDict(dict);
+    } finally {
+      for (const s of dict.params) if (s) dispose(Object.values(s.buffers));
+    }
+    this.step = state.step;
+    this.dataPosition = state.dataPosition;
+  }
+
+  /** Runs the remaining updates; returns each update's log. */
+  async train(): Promise<StepLog[]> {
+    const o = this.options;
+    const logs: StepLog[] = [];
+    while (this.step < o.steps) {
+      const log = await this.trainStep();
+      logs.push(log);
+      o.onStep?.(log);
+      const last = this.step === o.steps;
+      if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || last)) o.onEval?.({ step: this.step, eval_loss: await this.evaluate() });
+      if (o.outDir !== null && (last || (o.saveEvery > 0 && this.step % o.saveEvery === 0))) await this.saveCheckpoint();
+    }
+    return logs;
+  }
+
+  /** One update: accumulate gradAccum micro-batches, clip, step. Throws before updating on a non-finite loss. */
+  async trainStep(): Promise<StepLog> {
+    const o = this.options;
+    const started = performance.now();
+    const losses: Tensor[] = [];
+    for (let micro = 0; micro < o.gradAccum; micro++) {
+      const rows = this.data.train.rows(this.dataPosition, o.batchSize);
+      this.dataPosition += o.batchSize;
+      losses.push(
+        tidy(() => {
+          const loss = this.microBatchLoss(rows);
+          backward(mul(loss, 1 / o.gradAccum));
+          return keep(loss);
+        }),
+      );
+    }
+    const values = await Promise.all(losses.map((l) => l.item()));
+    dispose(losses);
+    const loss = values.reduce((s, v) => s + v, 0) / values.length;
+    const step = this.step + 1;
+    if (!Number.isFinite(loss)) {
+      this.model.zeroGrad();
+      throw new NonFiniteLossError(`training loss is ${loss} at step ${step} (micro-batch losses ${values.join(', ')}); stopping before the update`);
+    }
+    const normTensor = clipGradNorm(this.params, o.gradClip > 0 ? o.gradClip : Infinity);
+    const gradNorm = await normTensor.item();
+    normTensor.dispose();
+    const lrScale = this.schedule(this.optimizer.stepCount);
+    this.optimizer.step({ lrScale });
+    this.model.zeroGrad();
+    await this.model.lmHead.weight.device.sync();
+    this.step = step;
+    const seconds = (performance.now() - started) / 1000;
+    return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+  }
+
+  /** The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels with MTP. */
+  private microBatchLoss(rows: number[][]): Tensor {
+    if (!this.settings.mtp) return this.model.forward({ inputIds: rows, labels: rows }).loss!;
+    const labels = rows.map((r) => [...r.slice(1), -100]);
+    return this.model.forwardMtp({ inputIds: rows, labels }).loss;
+  }
+
+  /** Mean next-token loss over the evaluation rows, without gradients (batches of batchSize rows). */
+  async evaluate(): Promise<number> {
+    const rows = this.data.eval;
+    if (!rows) throw new Error('Trainer.evaluate: the data has no evaluation rows');
+    const batch = this.options.batchSize;
+    let total = 0;
+    this.model.eval();
+    try {
+      for (let i = 0; i < rows.length; i += batch) {
+        const ids = rows.slice(i, i + batch).map((r) => Array.from(r));
+        const loss = noGrad(() => this.model.forward({ inputIds: ids, labels: ids }).loss!);
+        // Rows have equal target counts, so the per-row mean weighs batches by their row count.
+        total += (await loss.item()) * ids.length;
+        loss.dispose();
+      }
+    } finally {
+      this.model.train();
+    }
+    return total / rows.length;
+  }
+
+  /** Writes `OUT/checkpoint-<step>/` (model, optimizer, trainer state). */
+  async saveCheckpoint(): Promise<string> {
+    const o = this.options;
+    if (o.outDir === null) throw new Error('Trainer.saveCheckpoint: no outDir');
+    const dir = await saveCheckpoint(
+      o.outDir,
+      this.model,
+      this.optimizer,
+      this.names,
+      { step: this.step, dataPosition: this.dataPosition, settings: this.settings },
+      { saveDtype: o.saveDtype, tokenizerFrom: o.tokenizerFrom },
+    );
+    o.onCheckpoint?.(dir, this.step);
+    return dir;
+  }
+
+  /** Releases the optimizer state (not the model). */
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}
+

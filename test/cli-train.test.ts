@@ -1,0 +1,84 @@
+/**
+ * `nemotron train` end to end on the tiny model: JSON step lines on stdout, checkpoints that
+ * `fromPretrained` loads, `--resume` continuing with the next step, and bad flags or data failing
+ * with a message naming the flag or file and a non-zero exit code.
+ */
+import { afterAll, describe, expect, test } from 'bun:test';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getCpuDevice } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../src/pretrained';
+import { ensureTinyModel } from '../src/tiny-model';
+
+const ROOT = join(import.meta.dir, '..');
+const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-'));
+afterAll(() => rm(scratch, { recursive: true, force: true }));
+const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
+const dataPath = join(scratch, 'data.jsonl');
+await writeFile(dataPath, Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat.` })).join('\n'));
+
+function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--lr', '1e-3', '--warmup', '1', '--device', 'cpu'];
+
+describe('nemotron train', () => {
+  test('trains, logs JSON per step, writes loadable checkpoints, resumes', async () => {
+    const out = join(scratch, 'run');
+    const first = nemotron('train', ...common, '--out', out, '--steps', '3', '--save-every', '2', '--eval-every', '2', '--dtype', 'bf16');
+    expect(first.stderr).toContain('step 3/3');
+    expect(first.code).toBe(0);
+    const lines = first.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const steps = lines.filter((l) => 'loss' in l);
+    expect(steps.map((l) => l.step)).toEqual([1, 2, 3]);
+    for (const l of steps) {
+      expect(Object.keys(l)).toEqual(['step', 'loss', 'lr', 'grad_norm', 'tokens_per_s']);
+      expect(Number.isFinite(l.loss) && l.grad_norm! > 0 && l.tokens_per_s! > 0).toBe(true);
+    }
+    expect(lines.filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2, 3]);
+    expect((await readdir(out)).sort()).toEqual(['checkpoint-2', 'checkpoint-3']);
+    const files = await readdir(join(out, 'checkpoint-3'));
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'trainer_state.json']) expect(files).toContain(f);
+
+    const saved = await NemotronHForCausalLM.fromPretrained(join(out, 'checkpoint-3'), { device: getCpuDevice() });
+    const original = await NemotronHForCausalLM.fromPretrained(modelDir, { device: getCpuDevice() });
+    try {
+      expect(saved.lmHead.weight.dtype).toBe('bf16');
+      const a = await saved.lmHead.weight.toFloat32();
+      const b = await original.lmHead.weight.toFloat32();
+      expect(a.some((v, i) => Math.abs(v - b[i]!) > 1e-4)).toBe(true);
+    } finally {
+      saved.dispose();
+      original.dispose();
+    }
+
+    const again = nemotron('train', ...common, '--out', out, '--steps', '4', '--save-every', '2', '--eval-every', '2', '--dtype', 'bf16');
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('pass --resume');
+    const resumed = nemotron('train', ...common, '--out', out, '--steps', '4', '--save-every', '2', '--eval-every', '2', '--dtype', 'bf16', '--resume');
+    expect(resumed.stderr).toContain('resumed from');
+    expect(resumed.code).toBe(0);
+    expect(resumed.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step)).toEqual([4, 4]);
+  }, 120_000);
+
+  test('bad flags and data exit non-zero naming the flag or file', async () => {
+    const out = join(scratch, 'bad');
+    const flag = nemotron('train', ...common, '--out', out, '--steps', '0');
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain('--steps must be an integer ≥ 1, got 0');
+    expect(nemotron('train', ...common, '--out', out, '--lr', 'fast').stderr).toContain("--lr must be a number, got 'fast'");
+    expect(nemotron('train', '--model', modelDir, '--out', out).stderr).toContain('missing --data');
+    expect(nemotron('train', ...common, '--out', out, '--resume').stderr).toContain(`--resume: ${out} holds no checkpoint`);
+    const badData = join(scratch, 'bad.jsonl');
+    await writeFile(badData, '{"text": "ok"}\n{"txt": "oops"}\n');
+    const data = nemotron('train', '--model', modelDir, '--data', badData, '--out', out, '--device', 'cpu');
+    expect(data.code).toBe(1);
+    expect(data.stderr).toContain(`${badData}:2: "text" must be a string, got nothing`);
+    const missing = nemotron('train', '--model', modelDir, '--data', join(scratch, 'nope.txt'), '--out', out);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('nope.txt: no such file');
+  }, 60_000);
+});
