@@ -1,0 +1,35 @@
+// Training throughput of the whole model on the default device: bench-small (bench/small.config.json,
+// the project's random init), f32, batch 1, sequence 512, random token rows. Each step is the
+// trainer's full update (forward with loss, backward, gradient clipping, AdamW, device sync).
+// Prints one JSON line:
+//   {"bench":"train","model":"bench-small","dtype":"f32","batch":1,"seq_len":512,"tokens_per_s":…,"ms":…,"device":…}
+// tokens_per_s and ms are the median over BENCH_STEPS (default 3) steps after 2 warm-up steps.
+import { join } from 'node:path';
+import { NemotronHConfig } from '@nemotron-ts/core';
+import { readConfigJson } from '@nemotron-ts/hub';
+import { Generator, initDevice } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../src';
+import { BlockSampler, Trainer } from '../src/train';
+
+const SEQ = 512;
+const WARMUP = 2;
+const STEPS = Number(process.env.BENCH_STEPS ?? 3);
+
+const device = await initDevice();
+const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
+const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
+const gen = new Generator(1);
+const rows = Array.from({ length: WARMUP + STEPS }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
+const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype: 'f32' });
+const trainer = new Trainer(model, { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ }, { steps: WARMUP + STEPS, batchSize: 1, lr: 1e-4, warmup: 1, outDir: null });
+const timed: { ms: number; tokensPerS: number }[] = [];
+for (let i = 0; i < WARMUP + STEPS; i++) {
+  const t0 = performance.now();
+  const log = await trainer.trainStep();
+  if (i >= WARMUP) timed.push({ ms: performance.now() - t0, tokensPerS: log.tokens_per_s });
+}
+trainer.dispose();
+model.dispose();
+timed.sort((a, b) => a.ms - b.ms);
+const median = timed[Math.floor(timed.length / 2)]!;
+console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype: 'f32', batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: device.describe() }));
