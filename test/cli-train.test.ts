@@ -41,7 +41,7 @@ describe('nemotron train', () => {
     expect(lines.filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2, 3]);
     expect((await readdir(out)).sort()).toEqual(['checkpoint-2', 'checkpoint-3']);
     const files = await readdir(join(out, 'checkpoint-3'));
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'trainer_state.json']) expect(files).toContain(f);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'master_weights.safetensors', 'trainer_state.json']) expect(files).toContain(f);
 
     const saved = await NemotronHForCausalLM.fromPretrained(join(out, 'checkpoint-3'), { device: getCpuDevice() });
     const original = await NemotronHForCausalLM.fromPretrained(modelDir, { device: getCpuDevice() });

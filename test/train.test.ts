@@ -30,8 +30,8 @@ async function data(seed = 3, evalHoldOut = false): Promise<TrainingData> {
   return loadTrainingData(tokenizer, { dataPath, holdOut: evalHoldOut, seqLen: SEQ, seed, vocabSize: 264 });
 }
 
-async function run(device: Device, options: Partial<TrainerOptions>, resumeFrom?: string, modelFrom = modelDir): Promise<number[]> {
-  const model = await NemotronHForCausalLM.fromPretrained(modelFrom, { device, dtype: 'f32' });
+async function run(device: Device, options: Partial<TrainerOptions>, resumeFrom?: string, modelFrom = modelDir, dtype: 'f32' | 'bf16' = 'f32'): Promise<number[]> {
+  const model = await NemotronHForCausalLM.fromPretrained(modelFrom, { device, dtype });
   const trainer = new Trainer(model, await data(), { steps: 4, batchSize: 2, lr: 3e-3, warmup: 1, outDir: null, ...options });
   try {
     if (resumeFrom) await trainer.resumeFrom(resumeFrom);
@@ -57,6 +57,15 @@ describe('Trainer', () => {
       const whole = await run(device, { outDir: out, saveEvery: 2, gradClip: 0 });
       const resumed = await run(device, { outDir: join(out, 'again'), gradClip: 0 }, join(out, 'checkpoint-2'), join(out, 'checkpoint-2'));
       expect(whole.every(Number.isFinite)).toBe(true);
+      expect(resumed).toEqual(whole.slice(2));
+    }, 120_000);
+
+    test(`${device.kind}: bf16 weights train through f32 masters; resuming restores the masters exactly`, async () => {
+      const out = join(scratch, `bf16-${device.kind}`);
+      const whole = await run(device, { outDir: out, saveEvery: 2, lr: 1e-2 }, undefined, modelDir, 'bf16');
+      expect(whole[3]!).toBeLessThan(0.7 * whole[0]!);
+      expect(await Bun.file(join(out, 'checkpoint-2', 'master_weights.safetensors')).exists()).toBe(true);
+      const resumed = await run(device, { outDir: join(out, 'again'), lr: 1e-2 }, join(out, 'checkpoint-2'), join(out, 'checkpoint-2'), 'bf16');
       expect(resumed).toEqual(whole.slice(2));
     }, 120_000);
 

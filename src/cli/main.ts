@@ -27,7 +27,8 @@ commands:
             on FILE (.txt: one document; .jsonl: {"text": …} per line) with AdamW, warmup + cosine LR,
             clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
             ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
-            (--dtype: their weight dtype; training is f32); --resume continues from the newest one
+            (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
+            --resume continues from the newest one exactly
 
 device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
 

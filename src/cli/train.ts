@@ -98,12 +98,11 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}`);
 
   const device = await openDevice();
-  // Weights train in f32 (the optimizer updates f32 parameters); --dtype is what checkpoints store.
-  const model = await NemotronHForCausalLM.fromPretrained(resume && existing ? existing : folder, { device, dtype: 'f32' });
+  // --dtype bf16: bf16 weights for compute, trained through f32 masters (see src/train/trainer.ts).
+  const model = await NemotronHForCausalLM.fromPretrained(resume && existing ? existing : folder, { device, dtype: flags.dtype });
   const trainer = new Trainer(model, data, {
     ...flags,
     outDir,
-    saveDtype: flags.dtype,
     tokenizerFrom: folder,
     onStep: (log) => {
       console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));

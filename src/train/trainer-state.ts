@@ -1,7 +1,8 @@
 /**
  * A training checkpoint: `OUT/checkpoint-<step>/` holds the model (`savePretrained`, loadable by
  * `fromPretrained` and transformers), `optimizer.safetensors` (AdamW moments, named
- * `<parameter>.<buffer>`) and `trainer_state.json` (step, data position, seed, the optimizer's
+ * `<parameter>.<buffer>`), for a bf16 model `master_weights.safetensors` (the f32 masters of its bf16
+ * weights, by parameter name) and `trainer_state.json` (step, data position, seed, the optimizer's
  * step counts and hyperparameters, and the settings a resumed run must share). Everything is
  * written into a temporary folder that is renamed into place when whole.
  */
@@ -13,6 +14,7 @@ import type { NemotronHForCausalLM } from '../pretrained';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const MASTER_WEIGHTS_FILE = 'master_weights.safetensors';
 
 /** Settings that fix what a step means: a resumed run must use the same. */
 export interface RunSettings {
@@ -21,6 +23,8 @@ export interface RunSettings {
   gradAccum: number;
   seed: number;
   mtp: boolean;
+  /** Weight dtype of the model (bf16: trained through f32 masters). */
+  dtype: 'f32' | 'bf16';
 }
 
 export interface TrainerState {
@@ -38,9 +42,10 @@ export function checkpointDir(outDir: string, step: number): string {
 }
 
 export interface SaveCheckpointOptions {
-  saveDtype: 'f32' | 'bf16';
   /** Folder whose tokenizer files are copied along. */
   tokenizerFrom?: string;
+  /** f32 masters of bf16 weights, by parameter name (written when not empty). */
+  masters: ReadonlyMap<string, Tensor>;
 }
 
 /** Writes `OUT/checkpoint-<step>/` atomically (a re-save of the same step replaces it). */
@@ -57,7 +62,8 @@ export async function saveCheckpoint(
   await rm(temp, { recursive: true, force: true });
   const dict = optimizer.stateDict();
   try {
-    await model.savePretrained(temp, { dtype: options.saveDtype, copyTokenizerFrom: options.tokenizerFrom });
+    await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
+    if (options.masters.size > 0) await saveSafetensors(join(temp, MASTER_WEIGHTS_FILE), options.masters);
     const buffers = new Map<string, Tensor>();
     dict.params.forEach((s, i) => {
       if (s) for (const [key, t] of Object.entries(s.buffers)) buffers.set(`${names[i]}.${key}`, t);
@@ -122,4 +128,13 @@ export async function readOptimizerState(dir: string, state: TrainerState, names
     }),
   );
   return { stepCount: state.optimizer.stepCount, groups: state.optimizer.groups, params };
+}
+
+/** The f32 masters `names` from a checkpoint's master_weights.safetensors, on `device` (the caller disposes them). */
+export async function readMasterWeights(dir: string, names: readonly string[], device: Device): Promise<Map<string, Tensor>> {
+  const path = join(dir, MASTER_WEIGHTS_FILE);
+  const reader = await SafetensorsReader.open(path);
+  const out = new Map<string, Tensor>();
+  for (const name of names) out.set(name, await reader.load(name, { device, dtype: 'f32' }));
+  return out;
 }

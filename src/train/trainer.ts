@@ -8,11 +8,17 @@
  * 1 / gradAccum, is backpropagated (gradients add up), then the norm is clipped and AdamW steps.
  * Every micro-batch has the same number of targets (rows of seqLen − 1), so this equals one batch
  * of batchSize · gradAccum rows.
+ *
+ * Mixed precision: a model loaded with bf16 weights trains them through f32 master copies (the
+ * optimizer updates f32 tensors): after each backward the bf16 weights' (f32) gradients move to
+ * their masters, AdamW updates the masters, and the masters are rounded back into the bf16
+ * weights. Weights that are f32 (all of them in an f32 model; A_log, D, dt_bias always) are their
+ * own masters. Checkpoints keep the masters, so resuming is exact in both precisions.
  */
-import { AdamW, backward, clipGradNorm, dispose, keep, mul, noGrad, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, keep, mul, noGrad, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
-import { readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
+import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
 import type { TrainingData } from './training-data';
 
 export interface TrainerOptions {
@@ -42,8 +48,6 @@ export interface TrainerOptions {
   seed?: number;
   /** Train the MTP loss too (default: when the model has an MTP head). */
   mtp?: boolean;
-  /** dtype of saved checkpoints (default f32; training itself is f32). */
-  saveDtype?: 'f32' | 'bf16';
   /** Folder whose tokenizer files each checkpoint gets a copy of. */
   tokenizerFrom?: string;
   /** Called after every update. */
@@ -82,8 +86,12 @@ export class Trainer {
   step = 0;
   /** Training rows handed out so far. */
   dataPosition = 0;
+  /** Trained parameters' names, in optimizer order. */
   private readonly names: string[];
+  /** The model's trained parameters (f32 or bf16), in optimizer order. */
   private readonly params: Tensor[];
+  /** What AdamW updates: the parameter itself when it is f32, else an f32 copy. */
+  private readonly masters: Tensor[];
   private readonly settings: RunSettings;
   private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
 
@@ -94,7 +102,7 @@ export class Trainer {
   ) {
     const mtp = options.mtp ?? model.mtp !== null;
     if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
-    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, seed: 0, saveDtype: 'f32', ...options, mtp };
+    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, seed: 0, ...options, mtp };
     const o = this.options;
     const integer = (name: string, v: number, min: number) => {
       if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
@@ -110,13 +118,20 @@ export class Trainer {
     if (!(o.minLr >= 0 && o.minLr <= o.lr)) throw new Error(`Trainer: minLr must be in [0, lr], got ${o.minLr}`);
     if (!(o.gradClip >= 0)) throw new Error(`Trainer: gradClip must be ≥ 0, got ${o.gradClip}`);
     if (o.evalEvery > 0 && !data.eval) throw new Error('Trainer: evalEvery is set but the data has no evaluation rows');
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp };
+    const dtype = model.lmHead.weight.dtype;
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`Trainer: the model's weights are ${dtype}; train f32 or bf16 weights`);
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype };
     model.train().requiresGrad_(true);
     // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
     const groups = weightDecayGroups(model, o.weightDecay, (name) => mtp || !name.startsWith('mtp.'));
     this.names = groups.flatMap((g) => g.names);
     this.params = groups.flatMap((g) => g.params);
-    this.optimizer = new AdamW(groups.map(({ params, weightDecay }) => ({ params, weightDecay })), { lr: o.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8 });
+    const masterOf = new Map(this.params.map((p) => [p, p.dtype === 'f32' ? p : noGrad(() => cast(p, 'f32'))]));
+    this.masters = this.params.map((p) => masterOf.get(p)!);
+    this.optimizer = new AdamW(
+      groups.map(({ params, weightDecay }) => ({ params: params.map((p) => masterOf.get(p)!), weightDecay })),
+      { lr: o.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+    );
     this.schedule = warmupCosineSchedule({ warmupSteps: o.warmup, totalSteps: o.steps, minRatio: o.minLr / o.lr });
   }
 
@@ -127,11 +142,18 @@ export class Trainer {
       if (state.settings[key] !== this.settings[key]) throw new Error(`${dir}: the checkpoint was trained with ${key} ${state.settings[key]}, this run has ${this.settings[key]}`);
     }
     if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
-    const dict = await readOptimizerState(dir, state, this.names, this.model.lmHead.weight.device);
+    const device = this.model.lmHead.weight.device;
+    const dict = await readOptimizerState(dir, state, this.names, device);
     try {
       this.optimizer.loadStateDict(dict);
     } finally {
       for (const s of dict.params) if (s) dispose(Object.values(s.buffers));
+    }
+    const masters = this.names.map((name, i) => [name, this.masters[i]!] as const).filter(([, m], i) => m !== this.params[i]);
+    if (masters.length > 0) {
+      const saved = await readMasterWeights(dir, masters.map(([name]) => name), device);
+      noGrad(() => masters.forEach(([name, m]) => copyInto(m, saved.get(name)!)));
+      dispose([...saved.values()]);
     }
     this.step = state.step;
     this.dataPosition = state.dataPosition;
@@ -176,16 +198,42 @@ export class Trainer {
       this.model.zeroGrad();
       throw new NonFiniteLossError(`training loss is ${loss} at step ${step} (micro-batch losses ${values.join(', ')}); stopping before the update`);
     }
-    const normTensor = clipGradNorm(this.params, o.gradClip > 0 ? o.gradClip : Infinity);
+    this.moveGradsToMasters();
+    const normTensor = clipGradNorm(this.masters, o.gradClip > 0 ? o.gradClip : Infinity);
     const gradNorm = await normTensor.item();
     normTensor.dispose();
     const lrScale = this.schedule(this.optimizer.stepCount);
     this.optimizer.step({ lrScale });
+    this.optimizer.zeroGrad();
     this.model.zeroGrad();
+    this.copyMastersToParams();
     await this.model.lmHead.weight.device.sync();
     this.step = step;
     const seconds = (performance.now() - started) / 1000;
     return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+  }
+
+  /** Hands each bf16 weight's (f32) gradient to its f32 master. */
+  private moveGradsToMasters(): void {
+    this.params.forEach((p, i) => {
+      const m = this.masters[i]!;
+      if (m === p || !p.grad) return;
+      m.grad = p.grad;
+      p.grad = null;
+    });
+  }
+
+  /** Rounds the updated masters into the bf16 weights. */
+  private copyMastersToParams(): void {
+    noGrad(() =>
+      this.params.forEach((p, i) => {
+        const m = this.masters[i]!;
+        if (m === p) return;
+        copyInto(p, m);
+        // Written in place: copies kept for it (packed matmul textures) are stale.
+        p.storage.invalidateDerived();
+      }),
+    );
   }
 
   /** The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels with MTP. */
@@ -226,15 +274,18 @@ export class Trainer {
       this.optimizer,
       this.names,
       { step: this.step, dataPosition: this.dataPosition, settings: this.settings },
-      { saveDtype: o.saveDtype, tokenizerFrom: o.tokenizerFrom },
+      { tokenizerFrom: o.tokenizerFrom, masters: new Map(this.names.map((name, i) => [name, this.masters[i]!] as const).filter(([, m], i) => m !== this.params[i])) },
     );
     o.onCheckpoint?.(dir, this.step);
     return dir;
   }
 
-  /** Releases the optimizer state (not the model). */
+  /** Releases the optimizer state and the f32 masters of bf16 weights (not the model). */
   dispose(): void {
     this.optimizer.dispose();
+    this.masters.forEach((m, i) => {
+      if (m !== this.params[i]) m.dispose();
+    });
   }
 }
 
