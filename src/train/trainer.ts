@@ -15,7 +15,7 @@
  * weights. Weights that are f32 (all of them in an f32 model; A_log, D, dt_bias always) are their
  * own masters. Checkpoints keep the masters, so resuming is exact in both precisions.
  */
-import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, keep, mul, noGrad, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
@@ -149,11 +149,18 @@ export class Trainer {
     } finally {
       for (const s of dict.params) if (s) dispose(Object.values(s.buffers));
     }
-    const masters = this.names.map((name, i) => [name, this.masters[i]!] as const).filter(([, m], i) => m !== this.params[i]);
-    if (masters.length > 0) {
-      const saved = await readMasterWeights(dir, masters.map(([name]) => name), device);
-      noGrad(() => masters.forEach(([name, m]) => copyInto(m, saved.get(name)!)));
-      dispose([...saved.values()]);
+    const masters = this.separateMasters();
+    if (masters.size > 0) {
+      const saved = await readMasterWeights(dir, [...masters.keys()], device);
+      try {
+        for (const [name, m] of masters) {
+          const t = saved.get(name)!;
+          if (!shapesEqual(t.shape, m.shape)) throw new Error(`${dir}: master weight '${name}' is ${formatShape(t.shape)}, the model's ${formatShape(m.shape)}`);
+          noGrad(() => copyInto(m, t));
+        }
+      } finally {
+        dispose([...saved.values()]);
+      }
     }
     this.step = state.step;
     this.dataPosition = state.dataPosition;
@@ -211,6 +218,11 @@ export class Trainer {
     this.step = step;
     const seconds = (performance.now() - started) / 1000;
     return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+  }
+
+  /** The f32 masters that are copies (of bf16 weights), by parameter name. */
+  private separateMasters(): Map<string, Tensor> {
+    return new Map(this.names.map((name, i) => [name, this.masters[i]!] as const).filter(([, m], i) => m !== this.params[i]));
   }
 
   /** Hands each bf16 weight's (f32) gradient to its f32 master. */
@@ -274,7 +286,7 @@ export class Trainer {
       this.optimizer,
       this.names,
       { step: this.step, dataPosition: this.dataPosition, settings: this.settings },
-      { tokenizerFrom: o.tokenizerFrom, masters: new Map(this.names.map((name, i) => [name, this.masters[i]!] as const).filter(([, m], i) => m !== this.params[i])) },
+      { tokenizerFrom: o.tokenizerFrom, masters: this.separateMasters() },
     );
     o.onCheckpoint?.(dir, this.step);
     return dir;
