@@ -1,9 +1,11 @@
 // Training throughput of the whole model on the default device: bench-small (bench/small.config.json,
-// the project's random init), f32, batch 1, sequence 512, random token rows. Each step is the
+// the project's random init), f32 (or --dtype bf16: bf16 weights with f32 masters), batch 1,
+// sequence 512, random token rows. Each step is the
 // trainer's full update (forward with loss, backward, gradient clipping, AdamW, device sync).
 // Prints one JSON line:
-//   {"bench":"train","model":"bench-small","dtype":"f32","batch":1,"seq_len":512,"tokens_per_s":…,"ms":…,"device":…}
+//   {"bench":"train","model":"bench-small","dtype":…,"batch":1,"seq_len":512,"tokens_per_s":…,"ms":…,"device":…}
 // tokens_per_s and ms are the median over BENCH_STEPS (default 3) steps after 2 warm-up steps.
+// Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -15,12 +17,16 @@ const SEQ = 512;
 const WARMUP = 2;
 const STEPS = Number(process.env.BENCH_STEPS ?? 3);
 
+const dtypeArg = process.argv.indexOf('--dtype');
+const dtype = dtypeArg >= 0 ? process.argv[dtypeArg + 1] : 'f32';
+if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`--dtype must be f32 or bf16, got '${dtype}'`);
+
 const device = await initDevice();
 const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
 const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
 const gen = new Generator(1);
 const rows = Array.from({ length: WARMUP + STEPS }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
-const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype: 'f32' });
+const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype });
 const trainer = new Trainer(model, { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ }, { steps: WARMUP + STEPS, batchSize: 1, lr: 1e-4, warmup: 1, outDir: null });
 const timed: { ms: number; tokensPerS: number }[] = [];
 for (let i = 0; i < WARMUP + STEPS; i++) {
@@ -32,4 +38,4 @@ trainer.dispose();
 model.dispose();
 timed.sort((a, b) => a.ms - b.ms);
 const median = timed[Math.floor(timed.length / 2)]!;
-console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype: 'f32', batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: device.describe() }));
+console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype, batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: device.describe() }));
