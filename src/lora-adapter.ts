@@ -15,10 +15,11 @@ import {
   peftTensorKeys,
   removeLora,
   type LoraHandle,
+  type LoraOptions,
   type Module,
 } from '@nemotron-ts/core';
 import { SafetensorsReader, parseHfJson, saveSafetensors, writeFileAtomically } from '@nemotron-ts/hub';
-import { formatShape, shapesEqual, type Tensor } from '@nemotron-ts/kernels';
+import { copyInto, formatShape, noGrad, shapesEqual, type Tensor } from '@nemotron-ts/kernels';
 
 export interface SaveLoraAdapterOptions {
   /** `base_model_name_or_path` in adapter_config.json: the Hub id or folder of the base model. */
@@ -46,38 +47,72 @@ export async function saveLoraAdapter(model: Module, folder: string, options: Sa
  * mis-shaped tensor throws an error naming the file and key, and leaves the model without adapters.
  */
 export async function loadLoraAdapter(model: Module, folder: string): Promise<LoraHandle> {
-  const configPath = join(folder, ADAPTER_CONFIG_FILE);
-  const weightsPath = join(folder, ADAPTER_WEIGHTS_FILE);
-  const configText = await readFile(configPath, 'utf8').catch((e: unknown) => {
-    throw new Error(`loadLoraAdapter: cannot read ${configPath}: ${(e as Error).message}`);
-  });
-  const options = parsePeftAdapterConfig(parseHfJson(configText, configPath), configPath);
-  if (!(await stat(weightsPath).then((s) => s.isFile(), () => false))) throw new Error(`loadLoraAdapter: ${weightsPath} does not exist`);
-  const reader = await SafetensorsReader.open(weightsPath);
+  const options = await readAdapterConfig(folder);
+  const reader = await openAdapterWeights(folder);
   const handle = applyLora(model, options);
   try {
-    const keys = peftTensorKeys(handle);
-    const expected = new Set(keys.map((k) => k.key));
-    const missing = keys.filter(({ key }) => !reader.has(key)).map(({ key }) => key);
-    if (missing.length) throw new Error(`loadLoraAdapter: ${weightsPath} lacks '${missing[0]}'${missing.length > 1 ? ` and ${missing.length - 1} more adapter tensors` : ''} (target_modules ${JSON.stringify(options.targetModules)})`);
-    const unexpected = reader.names().filter((name) => !expected.has(name));
-    if (unexpected.length) throw new Error(`loadLoraAdapter: ${weightsPath} has '${unexpected[0]}'${unexpected.length > 1 ? ` and ${unexpected.length - 1} more tensors` : ''}, which no adapted layer of this model takes`);
-    for (const { key, parameter } of keys) {
-      const want = model.getTensor(parameter).shape;
-      const got = reader.entry(key).shape;
-      if (!shapesEqual(want, got)) throw new Error(`loadLoraAdapter: ${weightsPath} has '${key}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
-    }
-    for (const { key, parameter } of keys) {
-      const t = await reader.load(key, { device: model.getTensor(parameter).device, dtype: 'f32' });
-      try {
-        model.setTensor(parameter, t);
-      } finally {
-        t.dispose();
-      }
-    }
+    await loadAdapterWeights(model, handle, reader, options);
   } catch (e) {
     removeLora(model);
     throw e;
   }
   return handle;
+}
+
+/**
+ * Loads the weights of the PEFT LoRA adapter in `folder` into the adapters `model` already has (as
+ * a resumed LoRA training run does, its adapters applied with the run's options): the folder's r,
+ * lora_alpha and target_modules must be the adapters'. Checks as {@link loadLoraAdapter}. The
+ * values are copied into the existing parameter tensors, so an optimizer holding them keeps working.
+ */
+export async function loadLoraAdapterWeights(model: Module, folder: string): Promise<void> {
+  const handle = loraHandle(model);
+  if (!handle) throw new Error('loadLoraAdapterWeights: the model has no LoRA adapters (applyLora first)');
+  const options = await readAdapterConfig(folder);
+  const { r, alpha, targetModules } = handle.config;
+  const same = options.r === r && options.alpha === alpha && JSON.stringify(options.targetModules) === JSON.stringify(targetModules);
+  if (!same) {
+    const describe = (o: { r: number; alpha: number; targetModules: readonly string[] }) => `r ${o.r}, alpha ${o.alpha}, target_modules ${JSON.stringify(o.targetModules)}`;
+    throw new Error(`loadLoraAdapterWeights: ${join(folder, ADAPTER_CONFIG_FILE)} has ${describe(options)}; the model's adapters have ${describe(handle.config)}`);
+  }
+  await loadAdapterWeights(model, handle, await openAdapterWeights(folder), options, 'in place');
+}
+
+async function readAdapterConfig(folder: string): Promise<LoraOptions> {
+  const configPath = join(folder, ADAPTER_CONFIG_FILE);
+  const configText = await readFile(configPath, 'utf8').catch((e: unknown) => {
+    throw new Error(`loadLoraAdapter: cannot read ${configPath}: ${(e as Error).message}`);
+  });
+  return parsePeftAdapterConfig(parseHfJson(configText, configPath), configPath);
+}
+
+async function openAdapterWeights(folder: string): Promise<SafetensorsReader> {
+  const weightsPath = join(folder, ADAPTER_WEIGHTS_FILE);
+  if (!(await stat(weightsPath).then((s) => s.isFile(), () => false))) throw new Error(`loadLoraAdapter: ${weightsPath} does not exist`);
+  return SafetensorsReader.open(weightsPath);
+}
+
+/** Checks every key and shape of the file against `handle`'s adapters, then loads them (replacing the tensors, or copying into them). */
+async function loadAdapterWeights(model: Module, handle: LoraHandle, reader: SafetensorsReader, options: LoraOptions, mode: 'replace' | 'in place' = 'replace'): Promise<void> {
+  const weightsPath = reader.file;
+  const keys = peftTensorKeys(handle);
+  const expected = new Set(keys.map((k) => k.key));
+  const missing = keys.filter(({ key }) => !reader.has(key)).map(({ key }) => key);
+  if (missing.length) throw new Error(`loadLoraAdapter: ${weightsPath} lacks '${missing[0]}'${missing.length > 1 ? ` and ${missing.length - 1} more adapter tensors` : ''} (target_modules ${JSON.stringify(options.targetModules)})`);
+  const unexpected = reader.names().filter((name) => !expected.has(name));
+  if (unexpected.length) throw new Error(`loadLoraAdapter: ${weightsPath} has '${unexpected[0]}'${unexpected.length > 1 ? ` and ${unexpected.length - 1} more tensors` : ''}, which no adapted layer of this model takes`);
+  for (const { key, parameter } of keys) {
+    const want = model.getTensor(parameter).shape;
+    const got = reader.entry(key).shape;
+    if (!shapesEqual(want, got)) throw new Error(`loadLoraAdapter: ${weightsPath} has '${key}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
+  }
+  for (const { key, parameter } of keys) {
+    const t = await reader.load(key, { device: model.getTensor(parameter).device, dtype: 'f32' });
+    try {
+      if (mode === 'replace') model.setTensor(parameter, t);
+      else noGrad(() => copyInto(model.getTensor(parameter), t));
+    } finally {
+      t.dispose();
+    }
+  }
 }

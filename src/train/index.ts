@@ -1,8 +1,8 @@
-/** Full fine-tuning: data, trainer, checkpoints. */
+/** Fine-tuning (full or LoRA): data, trainer, checkpoints. */
 export { DataError, readDocuments } from './documents';
 export { tokenizeDocuments, cutBlocks, checkVocab } from './token-blocks';
 export { BlockSampler } from './block-sampler';
 export { loadTrainingData, type TrainingData, type TrainingDataOptions } from './training-data';
 export { skipsWeightDecay, weightDecayGroups, type NamedGroup } from './param-groups';
 export { Trainer, NonFiniteLossError, type TrainerOptions, type StepLog, type EvalLog } from './trainer';
-export { checkpointDir, latestCheckpoint, readTrainerState, TRAINER_STATE_FILE, OPTIMIZER_FILE, type TrainerState, type RunSettings } from './trainer-state';
+export { checkpointDir, latestCheckpoint, readTrainerState, TRAINER_STATE_FILE, OPTIMIZER_FILE, type TrainerState, type RunSettings, type LoraRunSettings } from './trainer-state';

@@ -1,15 +1,17 @@
 /**
  * A training checkpoint: `OUT/checkpoint-<step>/` holds the model (`savePretrained`, loadable by
- * `fromPretrained` and transformers), `optimizer.safetensors` (AdamW moments, named
+ * `fromPretrained` and transformers) — or, for a LoRA run, only its adapter (`saveLoraAdapter`: a
+ * PEFT folder, the base being the run's unchanged `--model`) — `optimizer.safetensors` (AdamW moments, named
  * `<parameter>.<buffer>`), for a bf16 model `master_weights.safetensors` (the f32 masters of its bf16
  * weights, by parameter name) and `trainer_state.json` (step, data position, seed, the optimizer's
  * step counts and hyperparameters, and the settings a resumed run must share). Everything is
  * written into a temporary folder that is renamed into place when whole.
  */
-import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
+import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
+import { saveLoraAdapter } from '../lora-adapter';
 import type { NemotronHForCausalLM } from '../pretrained';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
@@ -25,6 +27,16 @@ export interface RunSettings {
   mtp: boolean;
   /** Weight dtype of the model (bf16: trained through f32 masters). */
   dtype: 'f32' | 'bf16';
+  /** The LoRA adapters' options when only adapters train, else null (absent in older states). */
+  lora: LoraRunSettings | null;
+}
+
+export interface LoraRunSettings {
+  r: number;
+  alpha: number;
+  dropout: number;
+  targetModules: string[];
+  seed: number;
 }
 
 export interface TrainerState {
@@ -46,6 +58,8 @@ export interface SaveCheckpointOptions {
   tokenizerFrom?: string;
   /** f32 masters of bf16 weights, by parameter name (written when not empty). */
   masters: ReadonlyMap<string, Tensor>;
+  /** Save only the LoRA adapter (PEFT folder) instead of the whole model. */
+  loraAdapter?: { baseModelNameOrPath: string | null };
 }
 
 /** Writes `OUT/checkpoint-<step>/` atomically (a re-save of the same step replaces it). */
@@ -62,7 +76,12 @@ export async function saveCheckpoint(
   await rm(temp, { recursive: true, force: true });
   const dict = optimizer.stateDict();
   try {
-    await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
+    if (options.loraAdapter) {
+      await saveLoraAdapter(model, temp, options.loraAdapter);
+      if (options.tokenizerFrom) await copyTokenizerFiles(options.tokenizerFrom, temp);
+    } else {
+      await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
+    }
     if (options.masters.size > 0) await saveSafetensors(join(temp, MASTER_WEIGHTS_FILE), options.masters);
     const buffers = new Map<string, Tensor>();
     dict.params.forEach((s, i) => {
@@ -84,6 +103,14 @@ export async function saveCheckpoint(
     for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
   }
   return final;
+}
+
+/** Copies the tokenizer files `from` has into `to` (as HF's Trainer keeps them beside an adapter). */
+async function copyTokenizerFiles(from: string, to: string): Promise<void> {
+  for (const name of TOKENIZER_FILES) {
+    const source = join(from, name);
+    if (await stat(source).then((s) => s.isFile(), () => false)) await copyFile(source, join(to, name));
+  }
 }
 
 /** The newest complete checkpoint folder under `outDir`, or null. */
@@ -108,6 +135,8 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
   if (state.version !== 1 || !Number.isInteger(state.step) || !Number.isInteger(state.dataPosition) || !state.settings || !state.optimizer) {
     throw new Error(`${path}: not a trainer state this version writes`);
   }
+  // States written before LoRA training existed are full fine-tuning runs.
+  state.settings.lora ??= null;
   return state;
 }
 

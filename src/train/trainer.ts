@@ -1,5 +1,5 @@
 /**
- * Full fine-tuning of a Nemotron-H model: AdamW over weight-decay groups, linear warmup then cosine
+ * Fine-tuning of a Nemotron-H model — all its weights, or only its LoRA adapters — AdamW over weight-decay groups, linear warmup then cosine
  * decay to `minLr`, global gradient-norm clipping, gradient accumulation, the MTP loss when the
  * model has an MTP head, periodic evaluation, and checkpoints that a resumed run continues from
  * exactly (same losses as an uninterrupted run).
@@ -14,8 +14,17 @@
  * their masters, AdamW updates the masters, and the masters are rounded back into the bf16
  * weights. Weights that are f32 (all of them in an f32 model; A_log, D, dt_bias always) are their
  * own masters. Checkpoints keep the masters, so resuming is exact in both precisions.
+ *
+ * LoRA: when the model has adapters (`applyLora` / `loraHandle`), only their parameters train; the
+ * base stays frozen (bit-identical) and its MTP head too. The adapters' matrices take `weightDecay`
+ * like every other matrix (as HF's Trainer does for PEFT models: it decays all weights but biases
+ * and norms). The adapters are f32 whatever the base's dtype, so they are their own masters.
+ * Checkpoints hold the adapter as a PEFT folder (not the base), and dropout masks are reseeded per
+ * step (`reseedLoraDropout`), so a resumed run draws the same masks and repeats the same losses.
  */
 import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
+import { loadLoraAdapterWeights } from '../lora-adapter';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
@@ -50,6 +59,8 @@ export interface TrainerOptions {
   mtp?: boolean;
   /** Folder whose tokenizer files each checkpoint gets a copy of. */
   tokenizerFrom?: string;
+  /** A LoRA checkpoint's `base_model_name_or_path` (the base's Hub id or folder; default null). */
+  baseModelNameOrPath?: string;
   /** Called after every update. */
   onStep?: (log: StepLog) => void;
   /** Called after every evaluation. */
@@ -93,7 +104,9 @@ export class Trainer {
   /** What AdamW updates: the parameter itself when it is f32, else an f32 copy. */
   private readonly masters: Tensor[];
   private readonly settings: RunSettings;
-  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
+  /** The model's LoRA adapters, when only they train. */
+  private readonly lora: LoraHandle | null;
+  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
 
   constructor(
     readonly model: NemotronHForCausalLM,
@@ -120,10 +133,17 @@ export class Trainer {
     if (o.evalEvery > 0 && !data.eval) throw new Error('Trainer: evalEvery is set but the data has no evaluation rows');
     const dtype = model.lmHead.weight.dtype;
     if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`Trainer: the model's weights are ${dtype}; train f32 or bf16 weights`);
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype };
-    model.train().requiresGrad_(true);
+    this.lora = loraHandle(model);
+    const lora = this.lora;
+    if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
+    const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
+    model.train();
+    // With LoRA the base stays frozen (applyLora froze it); else every weight trains.
+    if (!lora) model.requiresGrad_(true);
+    const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
     // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
-    const groups = weightDecayGroups(model, o.weightDecay, (name) => mtp || !name.startsWith('mtp.'));
+    const groups = weightDecayGroups(model, o.weightDecay, (name) => (mtp || !name.startsWith('mtp.')) && (!adapterNames || adapterNames.has(name)));
     this.names = groups.flatMap((g) => g.names);
     this.params = groups.flatMap((g) => g.params);
     const masterOf = new Map(this.params.map((p) => [p, p.dtype === 'f32' ? p : noGrad(() => cast(p, 'f32'))]));
@@ -135,13 +155,19 @@ export class Trainer {
     this.schedule = warmupCosineSchedule({ warmupSteps: o.warmup, totalSteps: o.steps, minRatio: o.minLr / o.lr });
   }
 
-  /** Continues from a checkpoint folder: the model must already hold its weights (`fromPretrained`). */
+  /**
+   * Continues from a checkpoint folder: the model must already hold its weights (`fromPretrained`
+   * of the checkpoint) — or, for a LoRA run, be the run's base with the run's adapters applied
+   * (`applyLora` with the same options), whose weights are then read from the checkpoint.
+   */
   async resumeFrom(dir: string): Promise<void> {
     const state = await readTrainerState(dir);
     for (const key of Object.keys(this.settings) as (keyof RunSettings)[]) {
-      if (state.settings[key] !== this.settings[key]) throw new Error(`${dir}: the checkpoint was trained with ${key} ${state.settings[key]}, this run has ${this.settings[key]}`);
+      const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
+      if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
     }
     if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
+    if (this.lora) await loadLoraAdapterWeights(this.model, dir);
     const device = this.model.lmHead.weight.device;
     const dict = await readOptimizerState(dir, state, this.names, device);
     try {
@@ -186,6 +212,7 @@ export class Trainer {
     const o = this.options;
     const started = performance.now();
     const losses: Tensor[] = [];
+    if (this.lora && this.lora.config.dropout > 0) reseedLoraDropout(this.model, this.step);
     for (let micro = 0; micro < o.gradAccum; micro++) {
       const rows = this.data.train.rows(this.dataPosition, o.batchSize);
       this.dataPosition += o.batchSize;
@@ -276,7 +303,7 @@ export class Trainer {
     return total / rows.length;
   }
 
-  /** Writes `OUT/checkpoint-<step>/` (model, optimizer, trainer state). */
+  /** Writes `OUT/checkpoint-<step>/` (model or LoRA adapter, optimizer, trainer state). */
   async saveCheckpoint(): Promise<string> {
     const o = this.options;
     if (o.outDir === null) throw new Error('Trainer.saveCheckpoint: no outDir');
@@ -286,7 +313,11 @@ export class Trainer {
       this.optimizer,
       this.names,
       { step: this.step, dataPosition: this.dataPosition, settings: this.settings },
-      { tokenizerFrom: o.tokenizerFrom, masters: this.separateMasters() },
+      {
+        tokenizerFrom: o.tokenizerFrom,
+        masters: this.separateMasters(),
+        loraAdapter: this.lora ? { baseModelNameOrPath: o.baseModelNameOrPath ?? null } : undefined,
+      },
     );
     o.onCheckpoint?.(dir, this.step);
     return dir;

@@ -86,6 +86,16 @@ function requireHandle(model: Module, op: string): LoraHandle {
   return handle;
 }
 
+/**
+ * Reseeds every adapter's dropout stream from (the LoRA seed, the layer's name, `step`), so the
+ * masks of a training step depend on the step alone, not on how many steps ran before in this
+ * process: a run resumed at step k draws the masks an uninterrupted run draws at step k.
+ */
+export function reseedLoraDropout(model: Module, step: number): void {
+  const handle = requireHandle(model, 'reseedLoraDropout');
+  for (const [name, a] of handle.adapters) a.reseedDropout(seedFor(handle.config.seed, `${name}@${step}`));
+}
+
 /** Folds every adapter into its base weight (W += (alpha / r) · B A); the forward is unchanged. */
 export function mergeLora(model: Module): void {
   const handle = requireHandle(model, 'mergeLora');

@@ -67,6 +67,11 @@ export class LoraAdapter implements LinearAdapter {
     return !this.isMerged;
   }
 
+  /** Restarts the dropout masks' stream from `seed` (a trainer reseeds per step, so a resumed run draws the same masks). */
+  reseedDropout(seed: number): void {
+    this.dropoutGenerator.seed(seed);
+  }
+
   /** A(dropout(x)): f32 [..., r]. The dropout mask is drawn on the host from the adapter's own generator. */
   encode(x: Tensor, training: boolean): Tensor {
     if (!training || this.dropout === 0) return linear(x, this.loraA.weight);
