@@ -28,7 +28,12 @@ commands:
             clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
             ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
             (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
-            --resume continues from the newest one exactly
+            --resume continues from the newest one exactly.
+            LoRA: --lora-r R trains only rank-R adapters (base frozen); [--lora-alpha A] (default 2·R)
+            [--lora-dropout P] (default 0) [--lora-targets in_proj,out_proj,q_proj,k_proj,v_proj,o_proj,
+            up_proj,down_proj] (the default; the MoE's stacked experts are skipped); checkpoints then
+            hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
+            needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
 
 device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
 

@@ -1,12 +1,14 @@
 /**
- * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train).
+ * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train),
+ * or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
+ * the merged model to OUT/merged/).
  * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s"}, and
  * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
  * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly.
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NemotronHConfig } from '@nemotron-ts/core';
+import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora, type LoraHandle } from '@nemotron-ts/core';
 import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
@@ -14,12 +16,13 @@ import { latestCheckpoint } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
 import { loadTrainingData } from '../train/training-data';
 import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { LORA_FLAGS, readLoraFlags } from './lora-flags';
 
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
-  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype',
+  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
 ] as const;
-export const TRAIN_BOOLEAN_FLAGS = ['resume'] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge'] as const;
 
 interface TrainFlags {
   steps: number;
@@ -82,6 +85,9 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const resume = args.flags.has('resume');
   const flags = readFlags(args);
   if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
+  const lora = readLoraFlags(args, flags.seed);
+  const merge = args.flags.has('merge');
+  if (merge && !lora) throw new UsageError('--merge needs --lora-r R: it merges the trained LoRA adapters into the model');
 
   const folder = await resolveCheckpoint(modelPath);
   const configPath = join(folder, 'config.json');
@@ -92,6 +98,11 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const existing = await latestCheckpoint(outDir);
   if (resume && !existing) throw new UsageError(`--resume: ${outDir} holds no checkpoint-<step>/ with a trainer_state.json`);
   if (!resume && existing) throw new UsageError(`--out ${outDir} already holds ${existing}: pass --resume to continue it, or choose another --out`);
+  if (resume && existing) {
+    const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then((s) => s.isFile(), () => false);
+    if (loraCheckpoint && !lora) throw new UsageError(`--resume: ${existing} holds a LoRA adapter; pass the run's --lora-r (and its other --lora-* flags)`);
+    if (!loraCheckpoint && lora) throw new UsageError(`--resume: ${existing} is a full fine-tuning checkpoint; drop --lora-r`);
+  }
 
   // The data is read and checked before the weights are loaded.
   const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize });
@@ -99,11 +110,25 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
 
   const device = await openDevice();
   // --dtype bf16: bf16 weights for compute, trained through f32 masters (see src/train/trainer.ts).
-  const model = await NemotronHForCausalLM.fromPretrained(resume && existing ? existing : folder, { device, dtype: flags.dtype });
+  // A LoRA run's checkpoints hold only the adapter: the base always comes from --model.
+  const model = await NemotronHForCausalLM.fromPretrained(resume && existing && !lora ? existing : folder, { device, dtype: flags.dtype });
+  if (lora) {
+    let handle: LoraHandle;
+    try {
+      handle = applyLora(model, lora);
+    } catch (e) {
+      model.dispose();
+      throw new UsageError(`--lora-targets ${lora.targetModules.join(',')}: ${(e as Error).message}`);
+    }
+    const count = handle.parameters().reduce((n, p) => n + p.size, 0);
+    const skipped = handle.skipped.length ? `; not Linear layers, skipped: ${handle.skipped.length} (e.g. ${handle.skipped[0]})` : '';
+    console.error(`LoRA r ${lora.r}, alpha ${lora.alpha}, dropout ${lora.dropout}: ${handle.adapters.size} adapted layers, ${count} trainable parameters${skipped}`);
+  }
   const trainer = new Trainer(model, data, {
     ...flags,
     outDir,
     tokenizerFrom: folder,
+    baseModelNameOrPath: modelPath,
     onStep: (log) => {
       console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));
       console.error(`step ${log.step}/${flags.steps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s`);
@@ -121,6 +146,13 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     }
     if (trainer.step === flags.steps) console.error(`nothing to do: already at step ${flags.steps}`);
     await trainer.train();
+    if (merge) {
+      const mergedDir = join(outDir, 'merged');
+      mergeLora(model);
+      removeLora(model);
+      await model.savePretrained(mergedDir, { copyTokenizerFrom: folder });
+      console.error(`saved the merged model to ${mergedDir}`);
+    }
   } finally {
     trainer.dispose();
     model.dispose();

@@ -1,0 +1,31 @@
+/**
+ * `nemotron train`'s LoRA flags: `--lora-r R` turns LoRA on; `--lora-alpha` (default 2·R),
+ * `--lora-dropout` (default 0, PEFT's) and `--lora-targets` (default every projection of the
+ * Mamba, attention and MLP/shared-expert layers) refine it and need `--lora-r`.
+ */
+import type { LoraOptions } from '@nemotron-ts/core';
+import { numberFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+
+export const LORA_FLAGS = ['lora-r', 'lora-alpha', 'lora-dropout', 'lora-targets'] as const;
+
+/** Mamba in_proj/out_proj, attention q/k/v/o_proj, MLP and shared-expert up/down_proj. */
+export const DEFAULT_LORA_TARGETS: readonly string[] = ['in_proj', 'out_proj', 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj'];
+
+/** The LoRA options the flags ask for (seeded by `seed`), or null when `--lora-r` is absent. */
+export function readLoraFlags(args: ParsedArgs, seed: number): LoraOptions | null {
+  if (!args.flags.has('lora-r')) {
+    const stray = LORA_FLAGS.find((name) => args.flags.has(name));
+    if (stray) throw new UsageError(`--${stray} needs --lora-r R (LoRA is on only with a rank)`);
+    return null;
+  }
+  const r = numberFlag(args, 'lora-r')!;
+  if (!Number.isInteger(r) || r < 1) throw new UsageError(`--lora-r must be an integer ≥ 1, got ${r}`);
+  const alpha = numberFlag(args, 'lora-alpha', 2 * r)!;
+  if (!(alpha > 0)) throw new UsageError(`--lora-alpha must be > 0, got ${alpha}`);
+  const dropout = numberFlag(args, 'lora-dropout', 0)!;
+  if (!(dropout >= 0 && dropout < 1)) throw new UsageError(`--lora-dropout must be in [0, 1), got ${dropout}`);
+  const list = stringFlag(args, 'lora-targets');
+  const targetModules = list === undefined ? [...DEFAULT_LORA_TARGETS] : list.split(',').map((t) => t.trim());
+  if (targetModules.some((t) => t === '')) throw new UsageError(`--lora-targets must be comma-separated module names, got '${list}'`);
+  return { r, alpha, dropout, targetModules, seed };
+}
