@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
 import { Generator, getCpuDevice, noGrad, tensor, type Device, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
-import { NemotronHConfig, NemotronHForCausalLM, applyLora, loadLoraAdapter, loraHandle, saveLoraAdapter } from '../src';
+import { NemotronHConfig, NemotronHForCausalLM, applyLora, loadLoraAdapter, loadLoraAdapterWeights, loraHandle, saveLoraAdapter } from '../src';
 
 const cpu = getCpuDevice();
 const gpu = await testGpu();
@@ -118,6 +118,26 @@ describe('loadLoraAdapter', () => {
       expectClose(await logitsOf(onGpu), expected, { rtol: 1e-4, what: 'webgpu logits' });
       onGpu.dispose();
     }
+  });
+
+  test('loadLoraAdapterWeights loads into the existing adapter tensors; other r, alpha or targets fail', async () => {
+    const source = adapted();
+    const expected = await logitsOf(source);
+    const dir = join(scratch, 'in-place');
+    await saveLoraAdapter(source, dir);
+    source.dispose();
+    const m = model();
+    await expect(loadLoraAdapterWeights(m, dir)).rejects.toThrow('loadLoraAdapterWeights: the model has no LoRA adapters');
+    const handle = applyLora(m, { r: 3, alpha: 12, targetModules: TARGETS });
+    const held = handle.parameters();
+    await loadLoraAdapterWeights(m, dir);
+    expect(handle.parameters().every((p, i) => p === held[i])).toBe(true);
+    expect(await logitsOf(m)).toEqual(expected);
+    m.dispose();
+    const other = model();
+    applyLora(other, { r: 3, alpha: 6, targetModules: TARGETS });
+    await expect(loadLoraAdapterWeights(other, dir)).rejects.toThrow(/in-place\/adapter_config\.json has r 3, alpha 12, .*; the model's adapters have r 3, alpha 6/);
+    other.dispose();
   });
 
   /** An adapter folder written by a correct save, then its weights rewritten by `edit`. */

@@ -1,6 +1,6 @@
 /**
  * LoRA fine-tuning through the Trainer on the project's tiny model: only the adapters train (every
- * base weight stays bit-identical) and the loss falls; checkpoints hold a PEFT adapter, and a run
+ * base weight stays bit-identical, f32 or bf16) and the loss falls; checkpoints hold a PEFT adapter, and a run
  * resumed from one (dropout on) repeats the uninterrupted run's losses.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
@@ -26,8 +26,8 @@ const data = () => loadTrainingData(tokenizer, { dataPath, holdOut: false, seqLe
 const LORA: LoraOptions = { r: 4, alpha: 8, dropout: 0.1, targetModules: ['in_proj', 'out_proj', 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj'], seed: 1 };
 
 /** Trains base + adapters(`lora`); returns the losses and the base's parameters before and after. */
-async function run(device: Device, options: Partial<TrainerOptions>, lora: LoraOptions = LORA, resumeFrom?: string) {
-  const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device, dtype: 'f32' });
+async function run(device: Device, options: Partial<TrainerOptions>, lora: LoraOptions = LORA, resumeFrom?: string, dtype: 'f32' | 'bf16' = 'f32') {
+  const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device, dtype });
   const base = async () => Promise.all(model.namedParameters().filter(([n]) => !n.includes('lora_')).map(async ([n, p]) => [n, await p.toFloat32()] as const));
   const before = await base();
   applyLora(model, lora);
@@ -54,6 +54,14 @@ describe('Trainer with LoRA adapters', () => {
       for (let i = 0; i < before.length; i++) expect(after[i]).toEqual(before[i]!);
     }, 120_000);
   }
+
+  test('a bf16 base: f32 adapters train without master copies; the bf16 base stays bit-identical', async () => {
+    const out = join(scratch, 'bf16');
+    const { losses, before, after } = await run(devices[0]!, { steps: 6, outDir: out }, { ...LORA, dropout: 0 }, undefined, 'bf16');
+    expect(losses[5]!).toBeLessThan(0.8 * losses[0]!);
+    for (let i = 0; i < before.length; i++) expect(after[i]).toEqual(before[i]!);
+    expect(await readdir(join(out, 'checkpoint-6'))).not.toContain('master_weights.safetensors');
+  }, 120_000);
 
   test('checkpoints hold a PEFT adapter; a resumed run (dropout on) repeats the uninterrupted losses', async () => {
     const device = devices[devices.length - 1]!;

@@ -7,7 +7,7 @@
 import { describe, expect, test } from 'bun:test';
 import { AdamW, Generator, backward, getCpuDevice, noGrad, tensor, type Device } from '@nemotron-ts/kernels';
 import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
-import { applyLora, loraHandle, mergeLora, peftTensorKeys, NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, removeLora, unmergeLora, type LoraHandle, type NemotronHConfigInit } from '../src';
+import { applyLora, loraHandle, mergeLora, peftTensorKeys, NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, removeLora, reseedLoraDropout, unmergeLora, type LoraHandle, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();
 const gpu = await testGpu();
@@ -209,6 +209,23 @@ describe('forward and gradients', () => {
     const eval1 = await logitsOf(m, inputIds);
     expect(await logitsOf(m, inputIds)).toEqual(eval1);
     expect(maxDiff(train1, eval1)).toBeGreaterThan(1e-3);
+    m.dispose();
+  });
+
+  test('reseedLoraDropout: the masks of a step depend on the step alone', async () => {
+    const m = model(cpu);
+    const handle = applyLora(m, { r: 4, alpha: 8, dropout: 0.5, targetModules: ['in_proj', 'up_proj'] });
+    randomizeAdapters(m, handle, 3);
+    const inputIds = ids(1, 6, 5);
+    reseedLoraDropout(m, 7);
+    const step7 = await logitsOf(m, inputIds);
+    expect(maxDiff(await logitsOf(m, inputIds), step7)).toBeGreaterThan(1e-3);
+    reseedLoraDropout(m, 7);
+    expect(await logitsOf(m, inputIds)).toEqual(step7);
+    reseedLoraDropout(m, 8);
+    expect(maxDiff(await logitsOf(m, inputIds), step7)).toBeGreaterThan(1e-3);
+    removeLora(m);
+    expect(() => reseedLoraDropout(m, 7)).toThrow('reseedLoraDropout: the model has no LoRA adapters');
     m.dispose();
   });
 });
