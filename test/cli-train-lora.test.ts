@@ -91,6 +91,9 @@ describe('nemotron train --lora-r', () => {
     expect(resumed.stderr).toContain('resumed from');
     expect(resumed.code).toBe(0);
     expect(losses(resumed.stdout)).toEqual(losses(whole.stdout).slice(2));
+    const otherRank = nemotron('train', ...common, ...lora, '--lora-r', '2', '--out', again, '--steps', '4', '--resume');
+    expect(otherRank.code).toBe(2);
+    expect(otherRank.stderr).toContain('checkpoint-4 was trained with --lora-r 4, this run has 2');
     const full = nemotron('train', ...common, '--out', again, '--steps', '4', '--resume');
     expect(full.code).toBe(2);
     expect(full.stderr).toContain('holds a LoRA adapter; pass the run\'s --lora-r');

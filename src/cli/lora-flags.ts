@@ -4,6 +4,7 @@
  * Mamba, attention and MLP/shared-expert layers) refine it and need `--lora-r`.
  */
 import type { LoraOptions } from '@nemotron-ts/core';
+import type { LoraRunSettings } from '../train/trainer-state';
 import { numberFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 
 export const LORA_FLAGS = ['lora-r', 'lora-alpha', 'lora-dropout', 'lora-targets'] as const;
@@ -28,4 +29,17 @@ export function readLoraFlags(args: ParsedArgs, seed: number): LoraOptions | nul
   const targetModules = list === undefined ? [...DEFAULT_LORA_TARGETS] : list.split(',').map((t) => t.trim());
   if (targetModules.some((t) => t === '')) throw new UsageError(`--lora-targets must be comma-separated module names, got '${list}'`);
   return { r, alpha, dropout, targetModules, seed };
+}
+
+/** Fails naming the first `--lora-*` flag whose value differs from the run that wrote `checkpoint`. */
+export function checkLoraResume(lora: LoraOptions, saved: LoraRunSettings, checkpoint: string): void {
+  const pairs: [string, unknown, unknown][] = [
+    ['lora-r', lora.r, saved.r],
+    ['lora-alpha', lora.alpha, saved.alpha],
+    ['lora-dropout', lora.dropout ?? 0, saved.dropout],
+    ['lora-targets', lora.targetModules.join(','), saved.targetModules.join(',')],
+  ];
+  for (const [flag, mine, theirs] of pairs) {
+    if (mine !== theirs) throw new UsageError(`--resume: ${checkpoint} was trained with --${flag} ${theirs}, this run has ${mine}`);
+  }
 }

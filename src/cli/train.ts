@@ -12,11 +12,11 @@ import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora,
 import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
-import { latestCheckpoint } from '../train/trainer-state';
+import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
 import { loadTrainingData } from '../train/training-data';
 import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
-import { LORA_FLAGS, readLoraFlags } from './lora-flags';
+import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
 
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
@@ -102,6 +102,8 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then((s) => s.isFile(), () => false);
     if (loraCheckpoint && !lora) throw new UsageError(`--resume: ${existing} holds a LoRA adapter; pass the run's --lora-r (and its other --lora-* flags)`);
     if (!loraCheckpoint && lora) throw new UsageError(`--resume: ${existing} is a full fine-tuning checkpoint; drop --lora-r`);
+    const saved = (await readTrainerState(existing)).settings.lora;
+    if (lora && saved) checkLoraResume(lora, saved, existing);
   }
 
   // The data is read and checked before the weights are loaded.

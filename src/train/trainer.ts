@@ -1,6 +1,6 @@
 /**
- * Fine-tuning of a Nemotron-H model — all its weights, or only its LoRA adapters — AdamW over weight-decay groups, linear warmup then cosine
- * decay to `minLr`, global gradient-norm clipping, gradient accumulation, the MTP loss when the
+ * Fine-tuning of a Nemotron-H model (all its weights, or only its LoRA adapters): AdamW over
+ * weight-decay groups, linear warmup then cosine decay to `minLr`, global gradient-norm clipping, gradient accumulation, the MTP loss when the
  * model has an MTP head, periodic evaluation, and checkpoints that a resumed run continues from
  * exactly (same losses as an uninterrupted run).
  *
@@ -138,9 +138,9 @@ export class Trainer {
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
     const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
     this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
-    model.train();
-    // With LoRA the base stays frozen (applyLora froze it); else every weight trains.
-    if (!lora) model.requiresGrad_(true);
+    // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
+    model.train().requiresGrad_(!lora);
+    if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
     const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
     // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
     const groups = weightDecayGroups(model, o.weightDecay, (name) => (mtp || !name.startsWith('mtp.')) && (!adapterNames || adapterNames.has(name)));
