@@ -5,25 +5,8 @@
  * dK_j += scale·dS_j·q. GQA: the q heads of a group accumulate into their kv head's dK and dV.
  */
 import { tensor } from '../../creation';
-import { bf16BitsToF32 } from '../../dtype';
-import { cpuView, type Tensor } from '../../tensor';
-import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
-
-function reader(t: Tensor): (i: number) => number {
-  const data = cpuView(t);
-  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[i]!) : (i) => data[i]!;
-}
-
-function keyReader(view: KeyRowView | null): ((b: number, j: number) => number) | null {
-  if (!view) return null;
-  const read = reader(view.tensor);
-  return (b, j) => read(view.tensor.offset + b * view.batchStride + j * view.keyStride);
-}
-
-/** Element index of [b, s, h, 0] in a head view. */
-function base(view: HeadView, b: number, s: number, h: number): number {
-  return view.tensor.offset + b * view.strides.batch + s * view.strides.seq + h * view.strides.head;
-}
+import type { AttentionBackwardProblem, AttentionGradients } from './attention';
+import { base, keyReader, reader } from './attention.cpu';
 
 /** Gradients for q (when `want.q`) and for k and v (when `want.kv`): contiguous f32 in the shapes of q, k and v. */
 export function attentionBackwardCpu(bp: AttentionBackwardProblem, want: { q: boolean; kv: boolean }): AttentionGradients {

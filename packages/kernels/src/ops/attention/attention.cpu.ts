@@ -7,19 +7,21 @@ import { bf16BitsToF32 } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
 
-function reader(t: Tensor): (i: number) => number {
+/** Element reader of a tensor's storage as f32 values (bf16 widened). */
+export function reader(t: Tensor): (i: number) => number {
   const data = cpuView(t);
   return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[i]!) : (i) => data[i]!;
 }
 
-function keyReader(view: KeyRowView | null): ((b: number, j: number) => number) | null {
+/** Reader of a per-key view (key mask or document ids) by batch row and key, or null. */
+export function keyReader(view: KeyRowView | null): ((b: number, j: number) => number) | null {
   if (!view) return null;
   const read = reader(view.tensor);
   return (b, j) => read(view.tensor.offset + b * view.batchStride + j * view.keyStride);
 }
 
 /** Element index of [b, s, h, 0] in a head view. */
-function base(view: HeadView, b: number, s: number, h: number): number {
+export function base(view: HeadView, b: number, s: number, h: number): number {
   return view.tensor.offset + b * view.strides.batch + s * view.strides.seq + h * view.strides.head;
 }
 

@@ -1,13 +1,7 @@
 /** CPU reference for the grouped experts' backward: each token's k slots recomputed directly, in f64. */
-import { bf16BitsToF32 } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MoeExpertGrads, MoeExpertOperands } from './moe-experts';
-
-function reader(t: Tensor): (i: number) => number {
-  const data = cpuView(t);
-  const base = t.offset;
-  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[base + i]!) : (i) => data[base + i]!;
-}
+import { operandReaders, reader } from './moe-experts.cpu';
 
 /** Accumulates in f64, then writes one f32 gradient tensor (when it is wanted). */
 function sink(t: Tensor | null): { acc: Float64Array; flush(): void } {
@@ -25,16 +19,7 @@ function sink(t: Tensor | null): { acc: Float64Array; flush(): void } {
  * (contiguous f32), written into the f32 tensors of `out` that are not null.
  */
 export function moeExpertsBackwardCpu(o: MoeExpertOperands, grad: Tensor, out: MoeExpertGrads): void {
-  const [tokens, hin] = o.x.shape as [number, number];
-  const slots = o.indices.shape[1]!;
-  const [experts, inter] = o.upProj.shape as [number, number];
-  const hout = o.downProj.shape[1]!;
-  const x = reader(o.x);
-  const weight = reader(o.weights);
-  const up = reader(o.upProj);
-  const down = reader(o.downProj);
-  const upBias = o.upBias ? reader(o.upBias) : () => 0;
-  const downBias = o.downBias ? reader(o.downBias) : () => 0;
+  const { tokens, hin, slots, experts, inter, hout, x, weight, up, down, upBias, downBias } = operandReaders(o);
   const g = reader(grad);
   const indices = cpuView(o.indices) as Int32Array;
   const [gx, gw, gUp, gDown, gUpBias, gDownBias] = [out.x, out.weights, out.upProj, out.downProj, out.upBias, out.downBias].map(sink) as [

@@ -3,24 +3,36 @@ import { bf16BitsToF32 } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MoeExpertOperands } from './moe-experts';
 
-function reader(t: Tensor): (i: number) => number {
+/** Reader of a contiguous tensor's elements as f32 values (bf16 widened), from its offset. */
+export function reader(t: Tensor): (i: number) => number {
   const data = cpuView(t);
   const base = t.offset;
   return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[base + i]!) : (i) => data[base + i]!;
 }
 
+/** The operands' sizes and f32 readers of their elements (absent biases read as 0). */
+export function operandReaders(o: MoeExpertOperands) {
+  const [tokens, hin] = o.x.shape as [number, number];
+  const [experts, inter] = o.upProj.shape as [number, number];
+  return {
+    tokens,
+    hin,
+    slots: o.indices.shape[1]!,
+    experts,
+    inter,
+    hout: o.downProj.shape[1]!,
+    x: reader(o.x),
+    weight: reader(o.weights),
+    up: reader(o.upProj),
+    down: reader(o.downProj),
+    upBias: o.upBias ? reader(o.upBias) : () => 0,
+    downBias: o.downBias ? reader(o.downBias) : () => 0,
+  };
+}
+
 /** Σ_s w[t,s] · (relu(x_t·up_eᵀ + b_up)² · down_eᵀ + b_down), e = indices[t,s]; operands are contiguous. */
 export function moeExpertsCpu(o: MoeExpertOperands, out: Tensor): void {
-  const [tokens, hin] = o.x.shape as [number, number];
-  const slots = o.indices.shape[1]!;
-  const [experts, inter] = o.upProj.shape as [number, number];
-  const hout = o.downProj.shape[1]!;
-  const x = reader(o.x);
-  const weight = reader(o.weights);
-  const up = reader(o.upProj);
-  const down = reader(o.downProj);
-  const upBias = o.upBias ? reader(o.upBias) : () => 0;
-  const downBias = o.downBias ? reader(o.downBias) : () => 0;
+  const { tokens, hin, slots, experts, inter, hout, x, weight, up, down, upBias, downBias } = operandReaders(o);
   const indices = cpuView(o.indices) as Int32Array;
   const dst = cpuView(out) as Float32Array;
   const hidden = new Float64Array(inter);
