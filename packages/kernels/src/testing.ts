@@ -7,6 +7,7 @@
  */
 import { expect } from 'bun:test';
 import { getCpuDevice, getWebGpuDevice, type Device } from './device/device';
+import type { WebGpuDevice } from './device/webgpu-device';
 import { tensor } from './creation';
 import { fromBf16, toBf16, type DType } from './dtype';
 import { Generator } from './random';
@@ -43,6 +44,21 @@ export function randomData(shape: readonly number[], seed: number, options: { dt
 /** The same host values as a tensor on `device` in `dtype`. */
 export function onDevice(values: Float32Array | Int32Array, shape: readonly number[], device: Device, dtype: DType = values instanceof Int32Array ? 'i32' : 'f32'): Tensor {
   return tensor(values, shape, { dtype, device });
+}
+
+/**
+ * Runs `fn` with the device's storage-binding limit lowered to `bytes`, so tensors of test size take
+ * the paths that split a tensor across bindings; the limit is restored however `fn` ends.
+ */
+export async function withBindingLimit<T>(device: Device, bytes: number, fn: () => T | Promise<T>): Promise<T> {
+  const limits = (device as WebGpuDevice).limits;
+  const saved = limits.maxStorageBufferBindingSize;
+  limits.maxStorageBufferBindingSize = bytes;
+  try {
+    return await fn();
+  } finally {
+    limits.maxStorageBufferBindingSize = saved;
+  }
 }
 
 /** Runs `fn` with fresh allocations poisoned (NaN / all-ones), so elements a kernel forgot to write fail the comparison. */

@@ -3,7 +3,7 @@ import { describe, expect, test } from 'bun:test';
 import { empty, tensor } from '../creation';
 import { add } from '../ops/elementwise/elementwise';
 import { tidy } from '../runtime/scope';
-import { testGpu } from '../testing';
+import { testGpu, withBindingLimit } from '../testing';
 import { openDawn } from './dawn';
 import { DeviceLostError, KernelValidationError, OutOfMemoryError } from './errors';
 import { BindingTooLargeError, WebGpuDevice } from './webgpu-device';
@@ -35,16 +35,12 @@ describe.if(gpu !== null)('WebGPU device errors', () => {
     expect(() => empty([gpu!.limits.maxBufferSize], { device: gpu! })).toThrow(/maxBufferSize/);
   });
 
-  test('a binding above maxStorageBufferBindingSize names the operand', () => {
-    const saved = gpu!.limits.maxStorageBufferBindingSize;
-    gpu!.limits.maxStorageBufferBindingSize = 1024;
-    try {
+  test('a binding above maxStorageBufferBindingSize names the operand', async () => {
+    await withBindingLimit(gpu!, 1024, async () => {
       const a = tensor(new Float32Array(1000), [1000], { device: gpu! });
       expect(() => add(a, 1)).toThrow(BindingTooLargeError);
       expect(() => add(a, 1)).toThrow(/add operand 0/);
-    } finally {
-      gpu!.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 
   test('use after dispose names the tensor', () => {

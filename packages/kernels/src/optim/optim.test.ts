@@ -6,7 +6,7 @@ import type { Tensor } from '../tensor';
 import { noGrad } from '../autograd/graph';
 import { transpose } from '../ops/layout/layout';
 import { linear } from '../ops/matmul/matmul';
-import { expectClose, randomData, testDevices } from '../testing';
+import { expectClose, randomData, testDevices, withBindingLimit } from '../testing';
 import { AdamW } from './adamw';
 import { clipGradNorm } from './clip';
 import { decayGroups, disposeStateDict } from './optimizer';
@@ -222,14 +222,7 @@ describe('clipGradNorm', () => {
       return { norm: clipGradNorm([p], 3), p };
     };
     const ref = run(cpu);
-    const saved = g.limits.maxStorageBufferBindingSize;
-    g.limits.maxStorageBufferBindingSize = 4096;
-    let got: ReturnType<typeof run>;
-    try {
-      got = run(g);
-    } finally {
-      g.limits.maxStorageBufferBindingSize = saved;
-    }
+    const got = await withBindingLimit(g, 4096, () => run(g));
     expectClose([await got.norm.item()], [await ref.norm.item()], { rtol: 1e-6 });
     expectClose(await got.p.grad!.data() as Float32Array, await ref.p.grad!.data() as Float32Array, { rtol: 1e-6 });
   });

@@ -4,7 +4,7 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Generator } from '../../random';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { assertValidLabels, crossEntropy, type CrossEntropyReduction } from './cross-entropy';
 
 const gpu = await testGpu();
@@ -92,18 +92,14 @@ describe('crossEntropy: WebGPU vs CPU reference vs the definition in f64', () =>
     const logits = randomData(shape, 23, { scale: 3 });
     const labels = makeLabels(37, 5000, 24);
     const ref = await forwardBackward(cpu, logits, labels, shape, 'mean', 'f32');
-    const saved = device.limits.maxStorageBufferBindingSize;
-    device.limits.maxStorageBufferBindingSize = 64 * 1024;
-    try {
+    await withBindingLimit(device, 64 * 1024, async () => {
       const got = await forwardBackward(device, logits, labels, shape, 'mean', 'f32');
       expectClose(got.loss, ref.loss, { rtol: 2e-6 });
       expectClose(got.dx, ref.dx, { rtol: 1e-5, atol: 1e-9 });
       // A single row that does not fit is refused with a clear error.
       device.limits.maxStorageBufferBindingSize = 16 * 1024;
       expect(() => crossEntropy(onDevice(logits, shape, device), onDevice(labels, [37], device))).toThrow(/crossEntropy logits \[37, 5000\]: one row takes 20000 bytes/);
-    } finally {
-      device.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 
   test.if(gpu !== null)('labels out of range: CPU throws, GPU gives NaN, assertValidLabels throws', async () => {

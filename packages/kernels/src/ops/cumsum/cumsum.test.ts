@@ -3,7 +3,7 @@ import { backward } from '../../autograd/backward';
 import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { cumsum } from './cumsum';
 
 const gpu = await testGpu();
@@ -77,15 +77,11 @@ describe('cumsum: WebGPU vs CPU reference', () => {
     const shape = [37, 5000];
     const v = randomData(shape, 6);
     const ref = await forwardBackward(cpu, v, shape, v, 'f32');
-    const saved = device.limits.maxStorageBufferBindingSize;
-    device.limits.maxStorageBufferBindingSize = 64 * 1024;
-    try {
+    await withBindingLimit(device, 64 * 1024, async () => {
       const got = await forwardBackward(device, v, shape, v, 'f32');
       expectClose(got.y, ref.y, { rtol: 1e-6, atol: sumAbsBound(v, 5000) });
       expectClose(got.dx, ref.dx, { rtol: 1e-6, atol: sumAbsBound(v, 5000) });
-    } finally {
-      device.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 });
 

@@ -4,7 +4,7 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Generator } from '../../random';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { transpose } from '../layout/layout';
 import { embedding, gather, indexSelect } from './gather';
 import { gatherCpu } from './gather.cpu';
@@ -17,17 +17,6 @@ const cpu = getCpuDevice();
 function ids(n: number, high: number, seed: number): Int32Array {
   const g = new Generator(seed);
   return Int32Array.from({ length: n }, () => Math.floor(g.uniform() * high));
-}
-
-/** Runs `fn` with the device's binding limit lowered, so tables split into windows. */
-function withBindingLimit<T>(device: WebGpuDevice, bytes: number, fn: () => T): T {
-  const saved = device.limits.maxStorageBufferBindingSize;
-  device.limits.maxStorageBufferBindingSize = bytes;
-  try {
-    return fn();
-  } finally {
-    device.limits.maxStorageBufferBindingSize = saved;
-  }
 }
 
 describe('gathers: WebGPU vs CPU reference', () => {
@@ -92,7 +81,7 @@ describe('gathers: WebGPU vs CPU reference', () => {
       idv[4] = 0;
       const ref = await embedding(onDevice(table, [301, 37], cpu, dtype), onDevice(idv, [3, 5], cpu)).data();
       // 4 KiB bindings: the 22–44 KB table takes 6–13 windows.
-      const got = await withBindingLimit(g, 4096, () => poisoned(g, () => embedding(onDevice(table, [301, 37], g, dtype), onDevice(idv, [3, 5], g)))).data();
+      const got = await (await withBindingLimit(g, 4096, () => poisoned(g, () => embedding(onDevice(table, [301, 37], g, dtype), onDevice(idv, [3, 5], g))))).data();
       expectClose(got as Float32Array, ref as Float32Array, { rtol: 0, what: dtype });
     }
   });
@@ -114,7 +103,7 @@ describe('ids outside the table', () => {
     const cpuTable = onDevice(table, [5, 3], cpu);
     const cpuIds = onDevice(idv, [5], cpu);
     gatherCpu(cpuTable, cpuIds, takeMap(cpuTable, 0, cpuIds), refOut);
-    const got = await withBindingLimit(g, 4096, () => embedding(onDevice(table, [5, 3], g), onDevice(idv, [5], g))).data() as Float32Array;
+    const got = await (await withBindingLimit(g, 4096, () => embedding(onDevice(table, [5, 3], g), onDevice(idv, [5], g)))).data() as Float32Array;
     expectClose(got, await refOut.data() as Float32Array, { rtol: 0 });
     expect(Number.isNaN(got[3])).toBe(true);
     expect(Number.isNaN(got[14])).toBe(true);
@@ -146,6 +135,6 @@ describe('gather gradients', () => {
     };
     const ref = await grad(cpu).data() as Float32Array;
     expectClose(await poisoned(g, () => grad(g)).data() as Float32Array, ref, { rtol: 1e-6 });
-    expectClose(await withBindingLimit(g, 4096, () => poisoned(g, () => grad(g))).data() as Float32Array, ref, { rtol: 1e-6, what: 'windows' });
+    expectClose(await (await withBindingLimit(g, 4096, () => poisoned(g, () => grad(g)))).data() as Float32Array, ref, { rtol: 1e-6, what: 'windows' });
   });
 });

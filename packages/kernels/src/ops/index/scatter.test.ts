@@ -3,7 +3,7 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Generator } from '../../random';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { expand, transpose } from '../layout/layout';
 import { contiguousStrides } from '../../shape';
 import { takeMap } from './index-map';
@@ -95,13 +95,9 @@ describe('scatter-adds: WebGPU vs CPU reference', () => {
     idv[0] = 300;
     const run = (d: Device) => indexAdd(onDevice(target, [301, 37], d), 0, onDevice(idv, [20], d), onDevice(source, [20, 37], d));
     const ref = await run(cpu).data() as Float32Array;
-    const saved = g.limits.maxStorageBufferBindingSize;
-    g.limits.maxStorageBufferBindingSize = 4096;
-    try {
+    await withBindingLimit(g, 4096, async () => {
       expectClose(await poisoned(g, () => run(g)).data() as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
-    } finally {
-      g.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 });
 

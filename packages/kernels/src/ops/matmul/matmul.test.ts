@@ -8,7 +8,7 @@ import type { WebGpuDevice } from '../../device/webgpu-device';
 import { tensor } from '../../creation';
 import type { DType } from '../../dtype';
 import type { Tensor } from '../../tensor';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { copyInto, narrow, transpose } from '../layout/layout';
 import { linear, matmul } from './matmul';
 import { setMatmulPath, type MatmulPathOverride } from './matmul.wgsl';
@@ -236,10 +236,7 @@ describe('linear', () => {
 describe('operands larger than one storage binding', () => {
   // A small odd problem against a binding limit a few KiB wide: every path must split it.
   test.if(gpu !== null)('split along N, M and K', async () => {
-    const limits = gpu!.limits;
-    const saved = limits.maxStorageBufferBindingSize;
-    try {
-      limits.maxStorageBufferBindingSize = 4096;
+    await withBindingLimit(gpu!, 4096, async () => {
       const cases: Case[] = [
         { name: 'weight [N, K] bigger than a binding', a: [5, 37], b: [301, 37], transB: true, bias: 'f32' },
         { name: 'bf16 weight, decode', a: [1, 37], b: [301, 37], transB: true, bType: 'bf16' },
@@ -261,9 +258,7 @@ describe('operands larger than one storage binding', () => {
       const got = await poisoned(gpu!, () => linear(onDevice(x, [2, 37], gpu!), weight)).data();
       weight.dispose();
       expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: 'cached weight in panels' });
-    } finally {
-      limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   }, COMPILE_TIMEOUT);
 });
 

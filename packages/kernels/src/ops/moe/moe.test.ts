@@ -5,7 +5,7 @@ import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { DType } from '../../dtype';
 import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
-import { expectClose, onDevice, poisoned, randomData, testDevices, testGpu } from '../../testing';
+import { expectClose, onDevice, poisoned, randomData, testDevices, testGpu, withBindingLimit } from '../../testing';
 import { narrow } from '../layout/layout';
 import { moeExperts } from './moe-experts';
 import { setGroupedGemmPath } from './moe-gemm.wgsl';
@@ -212,45 +212,34 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   });
 
   test.if(gpu !== null)('weights split across bindings and tokens across passes', async () => {
-    const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
-    const saved = limits.maxStorageBufferBindingSize;
     setGroupedGemmPath('buffers');
-    const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
-    // 8 KiB: 4 experts' up weights (1920 bytes each) per binding and 3 tokens per pass (their
-    // grouped activations need up to 72 of the 82 rows that fit); 16 KiB: 8 experts, 28 tokens.
-    for (const limit of [8192, 16384]) {
-      const before = gpu!.batch.dispatchCount;
-      limits.maxStorageBufferBindingSize = limit;
-      try {
-        await compareExperts(c, 11);
-      } finally {
-        limits.maxStorageBufferBindingSize = saved;
-      }
-      // Unsplit, a call is 4 grouping + 2 GEMM + 1 combine dispatches (plus uploads' fills when poisoned).
-      const up = Math.ceil(12 / Math.floor((limit - 260) / (24 * 40 * 2)));
-      expect(gpu!.batch.dispatchCount - before).toBeGreaterThanOrEqual(4 + 2 * up + 1);
-    }
-    // One expert's up weight alone (1920 bytes) above the limit: a clear error, not a bad binding.
-    limits.maxStorageBufferBindingSize = 2048;
     try {
-      const v = expertInputs(c, 11);
-      const r = routingFor(c, 21, 0, 1);
-      expect(() => runExperts(gpu!, c, v, r)).toThrow("moe_up: one expert's weight [24, 40] bf16 (1920 bytes) exceeds maxStorageBufferBindingSize (2048)");
+      const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
+      // 8 KiB: 4 experts' up weights (1920 bytes each) per binding and 3 tokens per pass (their
+      // grouped activations need up to 72 of the 82 rows that fit); 16 KiB: 8 experts, 28 tokens.
+      for (const limit of [8192, 16384]) {
+        const before = gpu!.batch.dispatchCount;
+        await withBindingLimit(gpu!, limit, () => compareExperts(c, 11));
+        // Unsplit, a call is 4 grouping + 2 GEMM + 1 combine dispatches (plus uploads' fills when poisoned).
+        const up = Math.ceil(12 / Math.floor((limit - 260) / (24 * 40 * 2)));
+        expect(gpu!.batch.dispatchCount - before).toBeGreaterThanOrEqual(4 + 2 * up + 1);
+      }
+      // One expert's up weight alone (1920 bytes) above the limit: a clear error, not a bad binding.
+      await withBindingLimit(gpu!, 2048, () => {
+        const v = expertInputs(c, 11);
+        const r = routingFor(c, 21, 0, 1);
+        expect(() => runExperts(gpu!, c, v, r)).toThrow("moe_up: one expert's weight [24, 40] bf16 (1920 bytes) exceeds maxStorageBufferBindingSize (2048)");
+      });
     } finally {
-      limits.maxStorageBufferBindingSize = saved;
       setGroupedGemmPath(null);
     }
   });
 
   test.if(gpu !== null)('texture tile: tokens across passes under a small binding limit', async () => {
-    const limits = gpu!.limits as { maxStorageBufferBindingSize: number };
-    const saved = limits.maxStorageBufferBindingSize;
     setGroupedGemmPath('textures');
-    limits.maxStorageBufferBindingSize = 16384;
     try {
-      await compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11);
+      await withBindingLimit(gpu!, 16384, () => compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11));
     } finally {
-      limits.maxStorageBufferBindingSize = saved;
       setGroupedGemmPath(null);
     }
   });

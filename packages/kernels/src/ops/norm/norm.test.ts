@@ -3,7 +3,7 @@ import { backward } from '../../autograd/backward';
 import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { add, mul, rsqrt, silu } from '../elementwise/elementwise';
 import { reshape } from '../layout/layout';
 import { mean } from '../reduce/reduce';
@@ -63,14 +63,10 @@ describe('norms: WebGPU vs CPU reference', () => {
 
   test.if(gpu !== null)('rows larger than one storage binding are processed in blocks', async () => {
     const device = gpu as WebGpuDevice;
-    const saved = device.limits.maxStorageBufferBindingSize;
-    device.limits.maxStorageBufferBindingSize = 64 * 1024;
-    try {
+    await withBindingLimit(device, 64 * 1024, async () => {
       await compare({ rows: 37, d: 5000, groups: 1 }, false, 'f32', 'f32');
       await compare({ rows: 37, d: 5000, groups: 5 }, true, 'f32', 'f32');
-    } finally {
-      device.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 });
 

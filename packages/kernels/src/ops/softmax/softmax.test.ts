@@ -4,7 +4,7 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { Tensor } from '../../tensor';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { logSoftmax, softmax } from './softmax';
 
 const gpu = await testGpu();
@@ -66,15 +66,11 @@ describe('softmax / logSoftmax: WebGPU vs CPU reference', () => {
     const v = randomData(shape, 8);
     const g = randomData(shape, 9);
     const ref = await forwardBackward(cpu, softmax, v, shape, g);
-    const saved = device.limits.maxStorageBufferBindingSize;
-    device.limits.maxStorageBufferBindingSize = 64 * 1024;
-    try {
+    await withBindingLimit(device, 64 * 1024, async () => {
       const got = await forwardBackward(device, softmax, v, shape, g);
       expectClose(got.y, ref.y, { rtol: 2e-6 });
       expectClose(got.dx, ref.dx, { rtol: 1e-5 });
-    } finally {
-      device.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 });
 

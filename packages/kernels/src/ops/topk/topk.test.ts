@@ -4,7 +4,7 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { fromBf16, toBf16 } from '../../dtype';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { argmax, topk } from './topk';
 
 const gpu = await testGpu();
@@ -91,13 +91,9 @@ describe('topk: WebGPU vs CPU reference', () => {
     const device = gpu as WebGpuDevice;
     const shape = [37, 5000];
     const v = randomData(shape, 5);
-    const saved = device.limits.maxStorageBufferBindingSize;
-    device.limits.maxStorageBufferBindingSize = 64 * 1024;
-    try {
+    await withBindingLimit(device, 64 * 1024, async () => {
       await expectSameTopk(v, shape, [5, 100], 'f32');
-    } finally {
-      device.limits.maxStorageBufferBindingSize = saved;
-    }
+    });
   });
 
   test.if(gpu !== null)('gradient goes to the selected positions', async () => {
