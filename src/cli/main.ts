@@ -4,7 +4,7 @@ import { parseArgs, checkFlags, UsageError } from './args';
 import { DEVICE_FLAGS, openDeviceFromFlags } from './device-flags';
 import { printInfo } from './info';
 import { runDemo } from './demo';
-import { FORWARD_FLAGS, runForward } from './forward';
+import { FORWARD_BOOLEAN_FLAGS, FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
 
@@ -69,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'forward': {
-      const args = parseArgs(rest);
+      const args = parseArgs(rest, FORWARD_BOOLEAN_FLAGS);
       checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
       await runForward(args, () => openDeviceFromFlags(args));
       return 0;

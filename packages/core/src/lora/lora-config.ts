@@ -38,6 +38,26 @@ export function resolveLoraOptions(options: LoraOptions): LoraConfig {
   return Object.freeze({ r, alpha, dropout, targetModules: Object.freeze([...targetModules]), seed });
 }
 
+/**
+ * The default targets: every projection PEFT accepts on a nemotron_h model — Mamba in_proj,
+ * attention q/k/v/o_proj, MLP and shared-expert up/down_proj (the MoE's stacked routed experts are
+ * no Linear layers, so PEFT and we leave them without adapters). Not Mamba's out_proj or conv1d:
+ * see {@link PEFT_REFUSED_MAMBA_MODULES}.
+ */
+export const DEFAULT_LORA_TARGETS: readonly string[] = Object.freeze(['in_proj', 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj']);
+
+/**
+ * Module names PEFT (≥ 0.20) refuses to adapt on Mamba-based models, nemotron_h included ("Module
+ * 'out_proj' is incompatible with Mamba-based models"): fused Mamba kernels read out_proj's weight
+ * directly. An adapter on them works here but stock PEFT will not load it.
+ */
+export const PEFT_REFUSED_MAMBA_MODULES: readonly string[] = Object.freeze(['out_proj', 'conv1d']);
+
+/** The layers among `names` that PEFT refuses to adapt on nemotron_h (their last name part is out_proj or conv1d). */
+export function peftRefusedLayers(names: Iterable<string>): string[] {
+  return [...names].filter((name) => PEFT_REFUSED_MAMBA_MODULES.includes(name.slice(name.lastIndexOf('.') + 1)));
+}
+
 /** PEFT's suffix match: `name` is a target or ends in `.<target>`. */
 export function matchesTarget(name: string, targets: readonly string[]): boolean {
   return targets.some((t) => name === t || name.endsWith(`.${t}`));
