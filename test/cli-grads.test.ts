@@ -6,10 +6,11 @@
  * manifest (relative ≤ 1e-3) and the losses (≤ 1e-4).
  */
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Checkpoint, SafetensorsReader } from '@nemotron-ts/hub';
+import { Checkpoint, SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
+import { getCpuDevice, type Tensor } from '@nemotron-ts/kernels';
 import { expectedArray, expectLoss, FIXTURES_DIR, fixtureNames, mtpScalars, openFixture, relDiff } from './support/fixtures';
 
 const ROOT = join(import.meta.dir, '..');
@@ -89,6 +90,30 @@ describe('nemotron forward --grads', () => {
       console.log(JSON.stringify(row, (_k, v: unknown) => (typeof v === 'number' ? Number(v.toPrecision(3)) : v)));
     }, 120_000);
   }
+
+  test('gradients carry the names the checkpoint uses (model.* prefix, legacy embedding name)', async () => {
+    const source = join(FIXTURES_DIR, 'dense_f32');
+    const folder = join(scratch, 'renamed');
+    await mkdir(folder, { recursive: true });
+    await copyFile(join(source, 'config.json'), join(folder, 'config.json'));
+    const checkpoint = await Checkpoint.open(source);
+    const rename = (key: string) => key.replace(/^backbone\./, 'model.').replace('model.embeddings.', 'model.embedding.');
+    const tensors = new Map<string, Tensor>();
+    for (const key of checkpoint.names()) tensors.set(rename(key), await checkpoint.load(key, { device: getCpuDevice() }));
+    await saveSafetensors(join(folder, 'model.safetensors'), tensors);
+    for (const t of tensors.values()) t.dispose();
+    const out = join(scratch, 'renamed.safetensors');
+    const r = nemotron('forward', '--model', folder, '--input', join(source, 'inputs.json'), '--out', out, '--grads', '--device', 'cpu');
+    expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+    const got = await SafetensorsReader.open(out);
+    const want = await SafetensorsReader.open(join(scratch, 'dense_f32.safetensors'));
+    const gradNames = got.names().filter((n) => n.startsWith('grad/'));
+    expect(gradNames.sort()).toEqual(checkpoint.names().map((k) => `grad/${rename(k)}`).sort());
+    expect(gradNames).toContain('grad/model.embedding.weight');
+    for (const key of checkpoint.names()) {
+      expect((await got.readHost(`grad/${rename(key)}`)).data).toEqual((await want.readHost(`grad/${key}`)).data);
+    }
+  });
 
   test('without labels, or with an mtp block for a model without MTP, it fails naming the file', async () => {
     const model = join(FIXTURES_DIR, 'dense_f32');

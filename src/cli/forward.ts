@@ -49,7 +49,7 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
     const { inputIds, labels, attentionMask, cuSeqlens } = inputs;
     if (grads) {
       for (const p of model.parameters()) p.requiresGrad = true;
-      const format = await gradientFormat(model, folder);
+      const naming = await gradientNaming(model, folder);
       if (labels) {
         model.zeroGrad();
         const { logits, loss } = model.forward({ inputIds, labels, attentionMask, cuSeqlens });
@@ -57,7 +57,7 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
         backward(loss!);
         tensors.set('loss', noGrad(() => reshape(loss!, [1])));
         loss!.dispose();
-        await collectGradients(model, format, 'grad/', tensors);
+        await collectGradients(model, naming, 'grad/', tensors);
       } else {
         tensors.set('logits', noGrad(() => model.forward({ inputIds, attentionMask, cuSeqlens }).logits));
       }
@@ -67,7 +67,7 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
         backward(out.loss);
         tensors.set('mtp/loss', noGrad(() => reshape(out.loss, [1])));
         for (const t of [out.logits, out.loss, out.mainLoss, out.mtpLoss, ...out.depthHiddenStates, ...out.depthLosses]) t.dispose();
-        await collectGradients(model, format, 'mtp/grad/', tensors);
+        await collectGradients(model, naming, 'mtp/grad/', tensors);
       }
       model.zeroGrad();
     } else {
@@ -86,20 +86,38 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
   }
 }
 
-/** The naming of the checkpoint in `folder`: per-expert keys (`hf`) unless it stacks the routed experts (`hf-v5`). */
-async function gradientFormat(model: NemotronHForCausalLM, folder: string): Promise<CheckpointFormat> {
+/** How the checkpoint in `folder` names our tensors: the export format, and each exported key's name there. */
+interface GradientNaming {
+  readonly format: CheckpointFormat;
+  readonly keyOf: (key: string) => string;
+}
+
+/**
+ * The naming of the checkpoint in `folder`: per-expert keys (`hf`) unless it stacks the routed
+ * experts (`hf-v5`), and the backbone prefix and embedding name it uses (`backbone.` or `model.`,
+ * `embeddings` or the older `embedding`), so gradients carry the checkpoint's own names.
+ */
+async function gradientNaming(model: NemotronHForCausalLM, folder: string): Promise<GradientNaming> {
   const names = new Set((await Checkpoint.open(folder)).names());
   const stacked = planCheckpointExport(
     model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
     'hf-v5',
   ).filter((e) => /\.mixer\.experts\.(up|down)_proj$/.test(e.key));
-  return stacked.length > 0 && stacked.every((e) => names.has(e.key)) ? 'hf-v5' : 'hf';
+  const format = stacked.length > 0 && stacked.every((e) => names.has(e.key)) ? 'hf-v5' : 'hf';
+  const keyOf = (key: string): string => {
+    if (names.has(key)) return key;
+    const backbone = key.replace(/^(backbone|model)\./, '');
+    if (backbone === key) return key;
+    const candidates = ['backbone.', 'model.'].flatMap((prefix) => [prefix + backbone, prefix + backbone.replace(/^embeddings\./, 'embedding.')]);
+    return candidates.find((c) => names.has(c)) ?? key;
+  };
+  return { format, keyOf };
 }
 
 /** Every checkpoint tensor's gradient (and with LoRA, every adapter tensor's) under `prefix`, copied to the host. */
-async function collectGradients(model: NemotronHForCausalLM, format: CheckpointFormat, prefix: string, into: Map<string, Tensor>): Promise<void> {
+async function collectGradients(model: NemotronHForCausalLM, naming: GradientNaming, prefix: string, into: Map<string, Tensor>): Promise<void> {
   const host = async (t: Tensor) => tensor(Float32Array.from((await t.data()) as Float32Array), t.shape, { device: getCpuDevice() });
-  for (const [key, grad] of checkpointGradients(model, format)) into.set(`${prefix}${key}`, await host(grad));
+  for (const [key, grad] of checkpointGradients(model, naming.format)) into.set(`${prefix}${naming.keyOf(key)}`, await host(grad));
   const lora = loraHandle(model);
   if (!lora) return;
   for (const { key, parameter } of peftTensorKeys(lora)) {
