@@ -88,7 +88,7 @@ export async function loadLoraAdapterWeights(model: Module, folder: string): Pro
   const { r, alpha, targetModules } = handle.config;
   const same = options.r === r && options.alpha === alpha && JSON.stringify(options.targetModules) === JSON.stringify(targetModules);
   if (!same) {
-    const describe = (o: { r: number; alpha: number; targetModules: readonly string[] }) => `r ${o.r}, alpha ${o.alpha}, target_modules ${JSON.stringify(o.targetModules)}`;
+    const describe = (o: { r: number; alpha: number; targetModules: readonly string[] | string }) => `r ${o.r}, alpha ${o.alpha}, target_modules ${JSON.stringify(o.targetModules)}`;
     throw new Error(`loadLoraAdapterWeights: ${join(folder, ADAPTER_CONFIG_FILE)} has ${describe(options)}; the model's adapters have ${describe(handle.config)}`);
   }
   await loadAdapterWeights(model, handle, await openAdapterWeights(folder), options, 'in place');

@@ -29,7 +29,7 @@ const ALPHA = 12;
 const PEFT_TARGETS = ['v_proj', 'in_proj', 'down_proj', 'q_proj', 'o_proj', 'k_proj', 'up_proj'];
 
 /** adapter_config.json as PEFT 0.20 writes it (json.dumps of LoraConfig.to_dict(), sorted keys, indent 2). */
-function peftAdapterConfigJson(): string {
+function peftAdapterConfigJson(targetModules: string[] | string = PEFT_TARGETS): string {
   const config = {
     alora_invocation_tokens: null,
     alpha_pattern: {},
@@ -62,7 +62,7 @@ function peftAdapterConfigJson(): string {
     r: R,
     rank_pattern: {},
     revision: null,
-    target_modules: PEFT_TARGETS,
+    target_modules: targetModules,
     target_parameters: null,
     task_type: 'CAUSAL_LM',
     trainable_token_indices: null,
@@ -209,6 +209,23 @@ describe('a PEFT-written adapter', () => {
     const c = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
     await expect(loadLoraAdapter(c, perExpertDir)).rejects.toThrow(/'base_model\.model\.backbone\.layers\.2\.mixer\.experts\.0\.up_proj\.lora_A\.weight', an adapter on one routed expert/);
     for (const m of [a, b, c]) m.dispose();
+  });
+
+  test('target_modules as one regular expression (PEFT\'s full match), on native or remote-code names', async () => {
+    const listed = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
+    const expected = await logitsOf((await loadLoraAdapter(listed, adapterDir), listed));
+    for (const [name, pattern] of [
+      ['native', String.raw`.*\.(in_proj|[qkvo]_proj|up_proj|down_proj)`],
+      ['remote-code', String.raw`backbone\.layers\.\d+\.mixer\.(shared_experts\.)?(in_proj|[qkvo]_proj|up_proj|down_proj)`],
+    ] as const) {
+      const dir = await writeAdapter(join(scratch, `peft-regex-${name}`), adapter.tensors, peftAdapterConfigJson(pattern));
+      const m = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
+      const handle = await loadLoraAdapter(m, dir);
+      expect(handle.config.targetModules).toBe(pattern);
+      expect(await logitsOf(m)).toEqual(expected);
+      m.dispose();
+    }
+    listed.dispose();
   });
 
   test('from the Hub by repo id (through the HF cache)', async () => {

@@ -11,8 +11,11 @@ import { numberFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 
 export const LORA_FLAGS = ['lora-r', 'lora-alpha', 'lora-dropout', 'lora-targets'] as const;
 
+/** LoRA options from flags: the targets are always a list of names. */
+export type LoraFlagOptions = LoraOptions & { targetModules: string[] };
+
 /** The LoRA options the flags ask for (seeded by `seed`), or null when `--lora-r` is absent. */
-export function readLoraFlags(args: ParsedArgs, seed: number): LoraOptions | null {
+export function readLoraFlags(args: ParsedArgs, seed: number): LoraFlagOptions | null {
   if (!args.flags.has('lora-r')) {
     const stray = LORA_FLAGS.find((name) => args.flags.has(name));
     if (stray) throw new UsageError(`--${stray} needs --lora-r R (LoRA is on only with a rank)`);
@@ -31,7 +34,7 @@ export function readLoraFlags(args: ParsedArgs, seed: number): LoraOptions | nul
 }
 
 /** Fails naming the first `--lora-*` flag whose value differs from the run that wrote `checkpoint`. */
-export function checkLoraResume(lora: LoraOptions, saved: LoraRunSettings, checkpoint: string): void {
+export function checkLoraResume(lora: LoraFlagOptions, saved: LoraRunSettings, checkpoint: string): void {
   const pairs: [string, unknown, unknown][] = [
     ['lora-r', lora.r, saved.r],
     ['lora-alpha', lora.alpha, saved.alpha],

@@ -123,6 +123,7 @@ describe('applyLora', () => {
     expect(() => applyLora(c, { r: 0, alpha: 1, targetModules: ['q_proj'] })).toThrow(/r must be a positive integer/);
     expect(() => applyLora(c, { r: 2, alpha: 1, dropout: 1, targetModules: ['q_proj'] })).toThrow(/dropout must be in \[0, 1\)/);
     expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: ['nothing'] })).toThrow(/no Linear layer matches/);
+    expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: '(' })).toThrow(/targetModules "\(" is not a regular expression JavaScript reads/);
     expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: ['experts.up_proj'] })).toThrow(/not Linear layers, e.g. model.layers.3.mixer.experts.up_proj/);
     expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: ['gate'] })).toThrow(/not Linear layers, e.g. model.layers.3.mixer.gate\b/);
     for (const m of [a, b, c]) m.dispose();

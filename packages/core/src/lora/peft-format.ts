@@ -85,7 +85,7 @@ export function peftAdapterConfig(config: LoraConfig, baseModelNameOrPath: strin
     r: config.r,
     rank_pattern: {},
     revision: null,
-    target_modules: [...config.targetModules],
+    target_modules: typeof config.targetModules === 'string' ? config.targetModules : [...config.targetModules],
     target_parameters: null,
     task_type: 'CAUSAL_LM',
     trainable_token_indices: null,
@@ -100,7 +100,8 @@ export function peftAdapterConfig(config: LoraConfig, baseModelNameOrPath: strin
 /**
  * The LoRA options an adapter_config.json describes. Errors name `file` and the field; variants
  * this implementation does not run (bias training, rsLoRA, DoRA, per-layer ranks, fan_in_fan_out,
- * extra trained modules, regular-expression targets, …) are refused rather than loaded wrongly.
+ * extra trained modules, …) are refused rather than loaded wrongly. target_modules may be a list
+ * of names or one regular expression (PEFT's full match).
  * Fields that only matter when initialising or training (init_lora_weights, loftq/eva/corda
  * configs, megatron_*, peft_version, revision, …) are ignored.
  */
@@ -117,8 +118,8 @@ export function parsePeftAdapterConfig(json: unknown, file: string): LoraOptions
   const dropout = o.lora_dropout ?? 0;
   if (typeof dropout !== 'number') fail(`lora_dropout must be a number, got ${JSON.stringify(dropout)}`);
   const targets = o.target_modules;
-  if (typeof targets === 'string') fail(`target_modules as one string (PEFT's regular expression, ${JSON.stringify(targets)}) is not supported; list the module names`);
-  if (!Array.isArray(targets) || targets.some((t) => typeof t !== 'string')) fail(`target_modules must be a list of names, got ${JSON.stringify(o.target_modules)}`);
+  const isList = Array.isArray(targets) && targets.length > 0 && targets.every((t) => typeof t === 'string');
+  if (!isList && (typeof targets !== 'string' || targets === '')) fail(`target_modules must be a list of names or one regular expression, got ${JSON.stringify(o.target_modules)}`);
   const unsupported: [string, boolean][] = [
     ['bias', (o.bias ?? 'none') !== 'none'],
     ['fan_in_fan_out', o.fan_in_fan_out === true],
@@ -139,7 +140,7 @@ export function parsePeftAdapterConfig(json: unknown, file: string): LoraOptions
     ['arrow_config', isSet(o.arrow_config)],
   ];
   for (const [field, bad] of unsupported) if (bad) fail(`${field} = ${JSON.stringify(o[field])} is not supported`);
-  return { r: o.r as number, alpha: o.lora_alpha as number, dropout: dropout as number, targetModules: targets as string[] };
+  return { r: o.r as number, alpha: o.lora_alpha as number, dropout: dropout as number, targetModules: targets as string[] | string };
 }
 
 /** A field with a value that changes what the adapter computes: not null/false, not an empty list or object. */
