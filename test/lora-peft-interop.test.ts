@@ -188,6 +188,45 @@ describe('a PEFT-written adapter', () => {
     expect(ids).not.toEqual(greedy(BASE));
   }, 120_000);
 
+  test('forward --grads --lora: base gradients equal the merged model\'s; the adapters\' follow by the chain rule', async () => {
+    const input = join(scratch, 'labelled.json');
+    await Bun.write(input, JSON.stringify({ input_ids: inputIds, labels: inputIds }));
+    const run = (model: string, out: string, ...extra: string[]) => {
+      const r = nemotron('forward', '--model', model, '--input', input, '--out', out, '--grads', '--device', 'cpu', ...extra);
+      expect({ model, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ model, code: 0, stderr: '' });
+      return SafetensorsReader.open(out);
+    };
+    const unmerged = await run(BASE, join(scratch, 'grads-lora.safetensors'), '--lora', adapterDir);
+    const merged = await run(join(scratch, 'merged'), join(scratch, 'grads-merged.safetensors'));
+    const host = async (reader: SafetensorsReader, key: string) => (await reader.readHost(key)).data as Float32Array;
+    for (const key of merged.names().filter((k) => k.startsWith('grad/'))) {
+      const [got, want] = [await host(unmerged, key), await host(merged, key)];
+      // Zero gradients (the correction bias, a buffer) must stay zero.
+      const rel = want.some((v) => v !== 0) ? relDiff(got, want) : Math.max(...got.map(Math.abs));
+      expect({ key, rel, ok: rel <= 1e-4 }).toEqual({ key, rel, ok: true });
+    }
+    // dL/dA = s · Bᵀ · dL/dW and dL/dB = s · dL/dW · Aᵀ, with dL/dW the merged weight's gradient (f64 here).
+    const layer = 'layers.1.mixer.q_proj';
+    const g = await host(merged, `grad/backbone.${layer}.weight`);
+    const { data: a, shape: [, inp] } = adapter.tensors.get(`base_model.model.model.${layer}.lora_A.weight`)!;
+    const { data: b, shape: [out] } = adapter.tensors.get(`base_model.model.model.${layer}.lora_B.weight`)!;
+    const s = ALPHA / R;
+    const gradA = new Float64Array(R * inp!);
+    const gradB = new Float64Array(out! * R);
+    for (let o = 0; o < out!; o++) {
+      for (let i = 0; i < inp!; i++) {
+        const gw = g[o * inp! + i]!;
+        for (let k = 0; k < R; k++) {
+          gradA[k * inp! + i] += s * b[o * R + k]! * gw;
+          gradB[o * R + k] += s * gw * a[k * inp! + i]!;
+        }
+      }
+    }
+    const relA = relDiff(await host(unmerged, `grad/base_model.model.model.${layer}.lora_A.weight`), gradA);
+    const relB = relDiff(await host(unmerged, `grad/base_model.model.model.${layer}.lora_B.weight`), gradB);
+    expect({ relA, relB, ok: relA <= 1e-3 && relB <= 1e-3 }).toEqual({ relA, relB, ok: true });
+  }, 120_000);
+
   test('keys of the remote-code class (base_model.model.backbone.…) load the same; per-expert adapters fail clearly', async () => {
     const remote = new Map([...adapter.tensors].map(([k, t]) => [k.replace('base_model.model.model.', 'base_model.model.backbone.'), t]));
     const remoteDir = await writeAdapter(join(scratch, 'peft-remote'), remote);
