@@ -313,6 +313,10 @@ describe("PEFT's Mamba guard", () => {
       expect(warn).toHaveBeenCalledTimes(1);
       expect(String(warn.mock.calls[0]![0])).toMatch(/out_proj .*stock PEFT refuses out_proj and conv1d on nemotron_h/);
       withOut.dispose();
+      const withConv = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
+      expect(applyLora(withConv, { r: 2, alpha: 4, targetModules: ['q_proj', 'conv1d'] }).peftRefused).toEqual(['model.layers.0.mixer.conv1d', 'model.layers.3.mixer.conv1d']);
+      expect(warn).toHaveBeenCalledTimes(2);
+      withConv.dispose();
     } finally {
       warn.mockRestore();
     }

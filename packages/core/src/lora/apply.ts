@@ -27,7 +27,7 @@ export interface LoraHandle {
    * other modules (the router `…mixer.gate`, `…mixer.conv1d`).
    */
   readonly skipped: readonly string[];
-  /** Adapted layers stock PEFT refuses on nemotron_h (Mamba out_proj); non-empty means PEFT will not load the saved adapter. */
+  /** Modules the targets select that stock PEFT refuses on nemotron_h (Mamba out_proj, adapted; conv1d, skipped); non-empty means PEFT will not load the saved adapter. */
   readonly peftRefused: readonly string[];
   /** The adapters' parameters (`….lora_A.weight`, `….lora_B.weight`), f32, trainable. */
   namedParameters(): [string, Parameter][];
@@ -60,10 +60,11 @@ export function applyLora(model: Module, options: LoraOptions): LoraHandle {
     const extra = skipped.length ? ` (${skipped.length} matches are not Linear layers, e.g. ${skipped[0]})` : '';
     throw new Error(`applyLora: no Linear layer matches targetModules ${JSON.stringify(config.targetModules)}${extra}`);
   }
-  const peftRefused = peftRefusedLayers(targets.map(([name]) => name));
+  // conv1d is no Linear (never adapted here), but PEFT would try it and refuse the whole adapter.
+  const peftRefused = peftRefusedLayers([...targets.map(([name]) => name), ...skipped]);
   if (peftRefused.length > 0) {
     console.warn(
-      `applyLora: adapting ${peftRefused.length} layer(s) named ${[...new Set(peftRefused.map((n) => n.slice(n.lastIndexOf('.') + 1)))].join('/')} (e.g. ${peftRefused[0]}); ` +
+      `applyLora: the targets select ${peftRefused.length} module(s) named ${[...new Set(peftRefused.map((n) => n.slice(n.lastIndexOf('.') + 1)))].join('/')} (e.g. ${peftRefused[0]}); ` +
         `stock PEFT refuses ${PEFT_REFUSED_MAMBA_MODULES.join(' and ')} on nemotron_h ("incompatible with Mamba-based models"), so it will not load this adapter; leave them out of the targets for PEFT`,
     );
   }
