@@ -14,6 +14,7 @@
  * State lives in registers, unrolled over rows/keys and vec4 chunks of the head dims, as in the
  * forward; scores are in log2 units (the dot product times scale·log2 e).
  */
+import { cachedSource } from '../../runtime/source-cache';
 import { empty } from '../../creation';
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
@@ -120,18 +121,6 @@ export function attentionBackwardGpu(device: WebGpuDevice, bp: AttentionBackward
   }
 }
 
-const sources = new Map<string, string>();
-
-/** Builds a kernel's source once per variant (building the text costs more than a small launch). */
-function cached(key: string, build: () => string): string {
-  let source = sources.get(key);
-  if (source === undefined) {
-    source = build();
-    sources.set(key, source);
-  }
-  return source;
-}
-
 function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, textures: FlatTexture[]): void {
   const p = bp.forward;
   const rows = p.batch * p.queries * p.qHeads;
@@ -142,7 +131,7 @@ function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: 
   bindFlat(l, 'o', bp.out, 'attention backward output');
   bindFlat(l, 'lse', bp.lse, 'attention backward lse');
   bindFlat(l, 'stats', stats, 'attention backward stats');
-  const source = cached(`stats|${gDtype}|${W}|${l.params.wgsl()}`, () => `${l.params.wgsl()}
+  const source = cachedSource(`attention-backward|stats|${gDtype}|${W}|${l.params.wgsl()}`, () => `${l.params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'gradb', gDtype, 'read')}
 ${loaderF32('gradb', gDtype)}
@@ -268,7 +257,7 @@ function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Ten
   const lanes = chunks * p.batch * p.kvHeads;
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'keys', textures });
   bindFlat(l, 'dq', dq, 'attention backward dq');
-  const source = cached(`dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
+  const source = cachedSource(`attention-backward|dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
   device.run({ name: 'attention_bwd_dq', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
 }
 
@@ -281,7 +270,7 @@ function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Te
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'queries', textures });
   bindFlat(l, 'dkv', both, 'attention backward dk/dv');
   l.params.u32('dvAt', kSize);
-  const source = cached(`dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
+  const source = cachedSource(`attention-backward|dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
   device.run({ name: 'attention_bwd_dkv', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
 }
 

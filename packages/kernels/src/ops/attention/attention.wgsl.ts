@@ -14,6 +14,7 @@
  *
  * Scores are kept in log2 units (q is pre-scaled by scale·log2 e) so the kernels use exp2.
  */
+import { cachedSource } from '../../runtime/source-cache';
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
@@ -299,17 +300,8 @@ function maxTree(xs: string[]): string {
 
 /** The flash kernel's source for `s` (built once per spec and parameter layout). */
 function flashSource(s: KernelSpec, params: Params): string {
-  const key = `${JSON.stringify(s)}|${params.wgsl()}`;
-  let source = sources.get(key);
-  if (source === undefined) {
-    source = buildFlashSource(s, params);
-    sources.set(key, source);
-  }
-  return source;
+  return cachedSource(`attention|${JSON.stringify(s)}|${params.wgsl()}`, () => buildFlashSource(s, params));
 }
-
-/** Generated kernels by spec and parameter layout: building the text costs more than a small launch. */
-const sources = new Map<string, string>();
 
 /**
  * The flash kernel. Invocation t owns rows (query, head) number chunk·R … chunk·R + R − 1 of one

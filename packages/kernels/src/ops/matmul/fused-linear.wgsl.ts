@@ -22,7 +22,7 @@ import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { bTextureLayout } from './matmul.wgsl';
 import { cachedTexture, elementsPerTexel, flatCapacity, layoutTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
 import { frozenWeight, normalizeMatmul } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 
 /** Lanes per workgroup (as the texture kernel: llvmpipe's SIMD width). */
 const LANES = 8;

@@ -12,7 +12,7 @@ import { declareStorage } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { elementsPerTexel, layerTexels, panelCount, type PackedLayout, type TexelFormat } from './packed-texture';
 import type { MatmulProblem } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 import { bindingBudget } from './split';
 import type { PackedOperand } from './texture-gemm.wgsl';
 

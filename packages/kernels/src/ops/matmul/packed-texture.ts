@@ -24,7 +24,7 @@ import type { DerivedResource } from '../../runtime/storage';
 import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { MatrixView } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 import { bindingBudget } from './split';
 
 export type TexelFormat = 'rgba32float' | 'rgba32uint';

@@ -21,7 +21,7 @@ import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { elementsPerTexel, layerTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
 import { narrowApplies, narrowMatmul } from './narrow-gemm.wgsl';
 import type { MatmulProblem } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 import { bindingBudget } from './split';
 
 /** Lanes per workgroup (llvmpipe's SIMD width for 32-bit values). */

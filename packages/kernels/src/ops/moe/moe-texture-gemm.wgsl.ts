@@ -15,7 +15,7 @@ import { declareStorage } from '../../runtime/wgsl';
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { cast, contiguous } from '../layout/layout';
-import { cachedSource } from '../matmul/sources';
+import { cachedSource } from '../../runtime/source-cache';
 import {
   acquireTexture,
   cachedTexture,
