@@ -45,7 +45,7 @@ export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';
 export * from './ops/matmul/matmul';
 export { fusedLinear, type FusedLinearOptions, type FusedActivation } from './ops/matmul/fused-linear';
-export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';
+export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './runtime/texture-pool';
 export { embedding, indexSelect, gather } from './ops/index/gather';
 export { indexAdd, scatterAdd } from './ops/index/scatter';
 export { copyIntoAt } from './ops/index/write-at';

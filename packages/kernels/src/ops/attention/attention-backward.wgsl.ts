@@ -25,7 +25,7 @@ import type { Tensor } from '../../tensor';
 import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
 import { attentionTuning, declareHead, extent, loadHead, range, type Access } from './attention.wgsl';
 import { narrow, reshape } from '../layout/layout';
-import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../../runtime/texture-pool';
 
 /** lse (log2 units) of a row that saw no key: finite, so exp2(score − it) is exactly 0. */
 const EMPTY_ROW_LSE = '3.0e38';

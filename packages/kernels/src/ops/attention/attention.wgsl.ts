@@ -23,7 +23,7 @@ import { Params } from '../../runtime/params';
 import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
-import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../../runtime/texture-pool';
 
 /** Launch shape choices; the defaults depend on whether the adapter is a software rasteriser. */
 export interface AttentionTuning {

@@ -20,7 +20,8 @@ import type { Tensor } from '../../tensor';
 import type { FusedLinearOptions } from './fused-linear';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
 import { bTextureLayout } from './matmul.wgsl';
-import { cachedTexture, elementsPerTexel, flatCapacity, layoutTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { cachedTexture, layoutTexels, panelBase, panelCount, panelWidth, type PackedLayout } from './packed-texture';
+import { elementsPerTexel, flatCapacity, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { frozenWeight, normalizeMatmul } from './problem';
 import { cachedSource } from '../../runtime/source-cache';
 

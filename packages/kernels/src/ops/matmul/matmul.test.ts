@@ -12,7 +12,7 @@ import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBi
 import { copyInto, narrow, transpose } from '../layout/layout';
 import { linear, matmul } from './matmul';
 import { setMatmulPath, type MatmulPathOverride } from './matmul.wgsl';
-import { textureMemoryStats } from './packed-texture';
+import { textureMemoryStats } from '../../runtime/texture-pool';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
 const cpu = getCpuDevice();

@@ -16,21 +16,8 @@ import type { Tensor } from '../../tensor';
 import { cast, contiguous } from '../layout/layout';
 import { launchFusedGemv } from './fused-linear.wgsl';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
-import {
-  acquireTexture,
-  cachedTexture,
-  directlyCopyable,
-  flatCapacity,
-  layoutTexels,
-  packedLayout,
-  releaseTexture,
-  storageReads,
-  stripLayout,
-  uploadMatrix,
-  type FlatTexture,
-  type PackedLayout,
-  type TexelFormat,
-} from './packed-texture';
+import { cachedTexture, directlyCopyable, layoutTexels, packedLayout, stripLayout, uploadMatrix, type PackedLayout } from './packed-texture';
+import { acquireTexture, flatCapacity, releaseTexture, storageReads, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import type { MatmulProblem, MatrixView } from './problem';
 import { B_ROW_STEP, stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 

@@ -17,7 +17,7 @@ import { Params } from '../../runtime/params';
 import { declareStorage, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
-import { storageReads } from '../matmul/packed-texture';
+import { storageReads } from '../../runtime/texture-pool';
 import { textureGroupedGemm } from './moe-texture-gemm.wgsl';
 
 /**

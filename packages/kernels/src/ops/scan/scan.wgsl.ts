@@ -34,7 +34,7 @@ import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
 import type { SsdScanOperands } from './scan.cpu';
-import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
+import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../../runtime/texture-pool';
 
 const WG = 64;
 /** Register tile edge: 8 rows × 8 columns (two vec4) per invocation. */
