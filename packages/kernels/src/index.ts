@@ -20,7 +20,8 @@ export { RecordingRefusedError } from './runtime/recording';
 export * from './device/device';
 export * from './device/errors';
 export { CpuDevice } from './device/cpu-device';
-export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, type DeviceRecording, BindingTooLargeError } from './device/webgpu-device';
+export { WebGpuDevice, type GpuLimits, type KernelLaunch, type DeviceRecording } from './device/webgpu-device';
+export { BindingTooLargeError, type BoundRange } from './runtime/bindings';
 export { isSoftwareAdapter, openDawn, type BackendName, type AdapterRequest, type DawnHandles } from './device/dawn';
 
 export { noGrad, enableGrad, isGradEnabled, record, needsGrad, type GradNode, type BackwardRule, type InputGrad } from './autograd/graph';

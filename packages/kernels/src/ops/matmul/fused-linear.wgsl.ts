@@ -12,7 +12,8 @@
  * `fusedGemvGpu` returns null when the kernel does not apply (the caller then composes the ops).
  */
 import { empty } from '../../creation';
-import type { BoundRange, WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BoundRange } from '../../runtime/bindings';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { declareStorage, loaderF32 } from '../../runtime/wgsl';

@@ -10,7 +10,8 @@
  * elements so both dtypes share one inner product. Experts whose weights do not fit one binding
  * are launched in expert ranges, one dispatch each.
  */
-import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement, type DType } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
