@@ -20,7 +20,7 @@ import { declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { FusedLinearOptions } from './fused-linear';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
-import { bTextureLayout } from './matmul.wgsl';
+import { bTextureLayout } from './texture-gemm.wgsl';
 import { cachedTexture, layoutTexels, panelBase, panelCount, panelWidth, type PackedLayout } from './packed-texture';
 import { elementsPerTexel, flatCapacity, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { frozenWeight, normalizeMatmul } from './problem';

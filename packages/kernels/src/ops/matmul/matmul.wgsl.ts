@@ -16,10 +16,10 @@ import type { Tensor } from '../../tensor';
 import { cast, contiguous } from '../layout/layout';
 import { launchFusedGemv } from './fused-linear.wgsl';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
-import { cachedTexture, directlyCopyable, layoutTexels, packedLayout, stripLayout, uploadMatrix, type PackedLayout } from './packed-texture';
-import { acquireTexture, flatCapacity, releaseTexture, storageReads, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
+import { cachedTexture, directlyCopyable, layoutTexels, packedLayout, uploadMatrix, type PackedLayout } from './packed-texture';
+import { acquireTexture, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../../runtime/texture-pool';
 import type { MatmulProblem, MatrixView } from './problem';
-import { B_ROW_STEP, stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
+import { bTextureLayout, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
 export type MatmulPath = 'tiled' | 'gemv' | 'texture';
 
@@ -102,17 +102,6 @@ function gemvRows(p: MatmulProblem): boolean {
   const denseA = a.tensor.dtype === 'f32' && a.colStride === 1 && (p.m === 1 || a.rowStride === p.k);
   const bias = p.bias === null || (p.bias.stride === 1 && p.bias.offset === p.bias.tensor.offset && p.bias.tensor.size === p.n);
   return p.batch === 1 && p.m <= GEMV_MAX_ROWS && denseA && bias;
-}
-
-/**
- * How B is packed for the texture kernels: rows padded to whole K steps of every tile (one cached
- * layout serves them all); one contiguous strip per workgroup unless B copies in as it is.
- */
-export function bTextureLayout(device: WebGpuDevice, p: MatmulProblem): PackedLayout {
-  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
-  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
-  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP);
-  return directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP, stripTexels(bFormat)) ?? wide);
 }
 
 /** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */
