@@ -24,6 +24,7 @@ import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../..
 import type { Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
 import { TextureOperands, bindTextureOperand, textureCopyFits, textureOperandWgsl } from '../../runtime/texture-operands';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
 import { storageReads } from '../../runtime/texture-pool';
 
 /** Launch shape choices; the defaults depend on whether the adapter is a software rasteriser. */
@@ -60,19 +61,6 @@ function defaultTuning(device: WebGpuDevice): AttentionTuning {
   return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures: false };
 }
 
-let tuningOverride: Partial<AttentionTuning> | null = null;
-
-/** Runs `fn` with some launch choices overridden (tests cover the other device class's shapes; benchmarks compare). */
-export function withAttentionTuning<T>(tuning: Partial<AttentionTuning>, fn: () => T): T {
-  const prev = tuningOverride;
-  tuningOverride = { ...prev, ...tuning };
-  try {
-    return fn();
-  } finally {
-    tuningOverride = prev;
-  }
-}
-
 /** Calls with more queries than this are prefill-sized (they may copy keys and values to textures). */
 const PREFILL_MIN_QUERIES = 8;
 const LOG2E = Math.LOG2E;
@@ -105,7 +93,7 @@ interface KernelSpec {
 
 /** The launch choices in effect on `device` (defaults with any override applied). */
 export function attentionTuning(device: WebGpuDevice): AttentionTuning {
-  return { ...defaultTuning(device), ...tuningOverride };
+  return { ...defaultTuning(device), ...kernelOverrides().attention };
 }
 
 export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Tensor, lse: Tensor | null): void {

@@ -7,7 +7,7 @@
  *   packing B on every call pays off (see `runTextures`);
  * - otherwise, and on real GPUs: the storage-buffer kernels, GEMV for M ≤ 8, tiled above.
  *
- * `setMatmulPath` forces a path (tests check every path against the CPU reference; benchmarks).
+ * `withKernelOverrides({ matmul })` forces a path (tests check every path against the CPU reference; benchmarks).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
@@ -18,26 +18,10 @@ import { launchFusedGemv } from './fused-linear.wgsl';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
 import { cachedTexture, directlyCopyable, layoutTexels, packedLayout, uploadMatrix, type PackedLayout } from './packed-texture';
 import { acquireTexture, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../../runtime/texture-pool';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
 import type { MatmulProblem, MatrixView } from './problem';
 import { bTextureLayout, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
-export type MatmulPath = 'tiled' | 'gemv' | 'texture';
-
-export interface MatmulPathOverride {
-  /** Kernel to use. GEMV takes at most 8 rows per dispatch (more rows run as several). */
-  path?: MatmulPath;
-  /** Parametrize the buffer kernels as for a software (true) or hardware (false) device. */
-  software?: boolean;
-  /** Let the texture kernel read storage textures where the device supports them (default true). */
-  storageReads?: boolean;
-}
-
-let forced: MatmulPathOverride = {};
-
-/** Forces a kernel path for every following matmul on WebGPU (pass `{}` to restore the automatic choice). */
-export function setMatmulPath(override: MatmulPathOverride): void {
-  forced = { ...override };
-}
 
 export interface MatmulHints {
   /** B is a weight that does not change between calls: it may be kept re-laid out. */
@@ -51,6 +35,7 @@ export interface MatmulHints {
 const COPY_MIN_MACS = 1 << 16;
 
 export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, hints: MatmulHints): void {
+  const forced = kernelOverrides().matmul ?? {};
   const software = forced.software ?? device.isSoftware;
   const path = forced.path;
   if (path === 'texture' || (path === undefined && software)) {
@@ -65,7 +50,7 @@ export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, h
 function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
   const bLayout = bTextureLayout(device, p);
   const bFormat = bLayout.format;
-  const tile = textureTile(p.m, bFormat, (forced.storageReads ?? true) && storageReads(device));
+  const tile = textureTile(p.m, bFormat, (kernelOverrides().matmul?.storageReads ?? true) && storageReads(device));
   // A rows padded to whole K steps of the tile (B's layout pads to those of every tile).
   const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k, 1, tile.kStep / 4);
   const capacity = flatCapacity(device);

@@ -35,6 +35,7 @@ import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
 import type { SsdScanOperands } from './scan.cpu';
 import { TextureOperands, bindTextureOperand, textureOperandWgsl } from '../../runtime/texture-operands';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
 import { flatCapacity, storageReads, type FlatTexture } from '../../runtime/texture-pool';
 
 const WG = 64;
@@ -99,13 +100,6 @@ interface VecOperand {
   tensor: Tensor;
   /** Its texture copy, or null: read from its storage buffer. */
   texture: FlatTexture | null;
-}
-
-let forcedReads: 'textures' | 'buffers' | null = null;
-
-/** Forces how the heavy kernels read their operands (tests cover both); null restores the automatic choice. */
-export function setSsdOperandReads(reads: 'textures' | 'buffers' | null): void {
-  forcedReads = reads;
 }
 
 /**
@@ -187,7 +181,7 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const st = empty([batch, heads, NC, NP, PP], { device });
   // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
   const fits = [xdt, bp, cp, acs, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
-  const useTextures = fits && (forcedReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const useTextures = fits && (kernelOverrides().ssdOperandReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
   const textures = new TextureOperands(device);
   const operand = (name: string, tensor: Tensor): VecOperand => ({ name, tensor, texture: useTextures ? textures.copy(tensor) : null });
   try {
