@@ -5,11 +5,12 @@
  *       blobs/<etag>                      file contents, named by sha256 (LFS) or git sha1
  *       refs/<revision>                   the commit a branch or tag pointed to
  *       snapshots/<commit>/<path>         relative symlinks into blobs/
+ *     <cache>/.locks/models--<org>--<name>/<etag>.lock   held while a blob is being downloaded
  *
  * The cache folder is `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
  */
 import { copyFile, lstat, mkdir, readFile, rm, stat, symlink } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { getHFHubCachePath, getRepoFolderName } from '@huggingface/hub';
 import { writeFileAtomically } from './atomic-file';
 import { checkRevision, isCommitHash } from './repo-id';
@@ -38,6 +39,11 @@ export class RepoCache {
 
   blobPath(etag: string): string {
     return join(this.folder, 'blobs', normalizeEtag(etag));
+  }
+
+  /** The lock file held while the blob is downloaded (where huggingface_hub keeps its own). */
+  lockPath(etag: string): string {
+    return join(this.cacheDir, '.locks', basename(this.folder), `${normalizeEtag(etag)}.lock`);
   }
 
   snapshotDir(commit: string): string {

@@ -97,11 +97,11 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
     if (bad) throw new HubError(`${repoId}@${revision}: the file listing has a path ${JSON.stringify(f.path)} that ${bad}`);
   }
 
+  // A blob of the wrong size (a broken earlier download, another tool) is fetched again, never used.
   const missing: FileToFetch[] = [];
   for (const f of files) {
-    if (await cache.hasFile(commit, f.path)) continue;
-    if ((await cache.blobSize(f.etag)) === f.size) await cache.link(commit, f.path, f.etag);
-    else missing.push(f);
+    if ((await cache.blobSize(f.etag)) !== f.size) missing.push(f);
+    else if (!(await cache.hasFile(commit, f.path))) await cache.link(commit, f.path, f.etag);
   }
   // Small files (configs, the shard index) first: once the index is in, a snapshot whose weights
   // failed to arrive is recognisably incomplete (see cachedSnapshot).
@@ -118,7 +118,7 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
         options.onProgress?.(event);
         bar?.update(event);
       };
-      await downloadBlob({ repoId, path: f.path, commit, ...access, blobPath, size: f.size, etag: f.etag, etagKind: f.etagKind, onBytes });
+      await downloadBlob({ repoId, path: f.path, commit, ...access, blobPath, lockPath: cache.lockPath(f.etag), size: f.size, etag: f.etag, etagKind: f.etagKind, onBytes });
       await cache.link(commit, f.path, f.etag);
       done += f.size;
     }
