@@ -3,7 +3,7 @@
  * loadable by `PeftModel.from_pretrained` on the HF base model and by {@link loadLoraAdapter}. Core
  * knows the format (`peftTensorKeys`, `peftAdapterConfig`); the files are written here.
  */
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ADAPTER_CONFIG_FILE,
@@ -18,7 +18,7 @@ import {
   type LoraOptions,
   type Module,
 } from '@nemotron-ts/core';
-import { SafetensorsReader, parseHfJson, saveSafetensors, writeFileAtomically } from '@nemotron-ts/hub';
+import { SafetensorsReader, parseHfJson, saveSafetensors, writeFileAtomically, writeFolderAtomically } from '@nemotron-ts/hub';
 import { copyInto, formatShape, noGrad, shapesEqual, type Tensor } from '@nemotron-ts/kernels';
 
 export interface SaveLoraAdapterOptions {
@@ -27,18 +27,23 @@ export interface SaveLoraAdapterOptions {
 }
 
 /**
- * Writes the adapters of `model` (see `applyLora`) into `folder` as a PEFT LoRA adapter, f32. Each
- * file is written atomically (a temporary file renamed into place), the weights first, so a folder
- * with a config always has its weights. Merged adapters are saved as well (their A and B are kept).
+ * Writes the adapters of `model` (see `applyLora`) into `folder` as a PEFT LoRA adapter, f32. The
+ * folder is written atomically (a temporary sibling renamed into place; other files in it are kept),
+ * so it never holds a config without its weights. Merged adapters are saved as well (their A and B are kept).
  */
 export async function saveLoraAdapter(model: Module, folder: string, options: SaveLoraAdapterOptions = {}): Promise<void> {
   const handle = loraHandle(model);
   if (!handle) throw new Error('saveLoraAdapter: the model has no LoRA adapters (applyLora first)');
-  await mkdir(folder, { recursive: true });
   const tensors = new Map<string, Tensor>(peftTensorKeys(handle).map(({ key, parameter }) => [key, model.getTensor(parameter)]));
-  await saveSafetensors(join(folder, ADAPTER_WEIGHTS_FILE), tensors);
   const config = peftAdapterConfig(handle.config, options.baseModelNameOrPath ?? null);
-  await writeFileAtomically(join(folder, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+  await writeFolderAtomically(
+    folder,
+    async (temp) => {
+      await saveSafetensors(join(temp, ADAPTER_WEIGHTS_FILE), tensors);
+      await writeFileAtomically(join(temp, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+    },
+    { keepOtherFiles: true },
+  );
 }
 
 /**

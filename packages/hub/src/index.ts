@@ -7,6 +7,7 @@
 export { CheckpointFormatError, HubError } from './errors';
 export { parseByteSize } from './byte-size';
 export { writeFileAtomically } from './atomic-file';
+export { writeFolderAtomically, recoverFolder, type AtomicFolderOptions } from './atomic-folder';
 export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
 
 export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';

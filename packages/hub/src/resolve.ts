@@ -6,6 +6,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
+import { recoverFolder } from './atomic-folder';
 import { RepoCache, normalizeEtag } from './cache';
 import { downloadBlob, type EtagKind } from './download';
 import { HubError } from './errors';
@@ -48,7 +49,9 @@ export interface ResolveOptions {
  * files `allowPatterns` selects that the cache lacks.
  */
 export async function resolveCheckpoint(pathOrRepoId: string, options: ResolveOptions = {}): Promise<string> {
-  const local = await stat(pathOrRepoId).catch(() => null);
+  let local = await stat(pathOrRepoId).catch(() => null);
+  // A folder whose save was killed between moving the old copy aside and moving the new one in.
+  if (!local && (await recoverFolder(pathOrRepoId))) local = await stat(pathOrRepoId).catch(() => null);
   if (local?.isDirectory()) return resolvePath(pathOrRepoId);
   if (local) throw new HubError(`${pathOrRepoId} is a file; give the folder that holds the checkpoint`);
   if (!isRepoId(pathOrRepoId)) throw new HubError(`${pathOrRepoId}: no such folder, and not a Hub repository id like "org/name"`);
