@@ -30,6 +30,11 @@ export interface FromPretrainedOptions {
   onProgress?: (event: DownloadProgress) => void;
   /** Throw when the checkpoint lacks a tensor or has one the model does not use (default true). */
   strict?: boolean;
+  /**
+   * Throw, naming the file and tensor, when a weight holds NaN or ±Inf (default true). The bytes are
+   * checked as they are read, before any device sees them (a GPU may turn NaN into 0 silently).
+   */
+  checkFinite?: boolean;
 }
 
 export interface SavePretrainedOptions {
@@ -70,6 +75,7 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
     const checkpoint = await Checkpoint.open(folder);
     const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
     const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
+    const checkFinite = options.checkFinite ?? true;
     const model = new NemotronHForCausalLM(config, { dtype, device });
     model.generationConfig = generationConfig;
     try {
@@ -77,7 +83,7 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
       model.loadReport = await loadCheckpoint(
         model,
         shapes,
-        (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined }),
+        (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined, checkFinite }),
         { strict: options.strict ?? true, tieWordEmbeddings: config.tieWordEmbeddings },
       );
     } catch (e) {
