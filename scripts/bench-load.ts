@@ -8,8 +8,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
-import { readConfigJson } from '@nemotron-ts/hub';
-import { firstNonFinite } from '../packages/hub/src/safetensors/non-finite';
+import { firstNonFinite, readConfigJson } from '@nemotron-ts/hub';
 import { getCpuDevice, initDevice, noGrad, sum, type Device, type FloatDType } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 

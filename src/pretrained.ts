@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GenerationConfig, NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
+import { GenerationConfig, NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkCheckpointFits, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
 import { Checkpoint, readConfigJson, readGenerationConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type JsonObject, type SavedPretrained } from '@nemotron-ts/hub';
 import { getDefaultDevice, hasDefaultDevice, initDevice, isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
 
@@ -76,15 +76,18 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
     const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
     const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
     const checkFinite = options.checkFinite ?? true;
+    const strict = options.strict ?? true;
+    // Shapes come free from the safetensors headers: a config that does not fit fails before allocating.
+    const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
+    if (strict) checkCheckpointFits(config, shapes, configPath, { tieWordEmbeddings: config.tieWordEmbeddings });
     const model = new NemotronHForCausalLM(config, { dtype, device });
     model.generationConfig = generationConfig;
     try {
-      const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
       model.loadReport = await loadCheckpoint(
         model,
         shapes,
         (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined, checkFinite }),
-        { strict: options.strict ?? true, tieWordEmbeddings: config.tieWordEmbeddings },
+        { strict, tieWordEmbeddings: config.tieWordEmbeddings },
       );
     } catch (e) {
       model.dispose();

@@ -1,12 +1,14 @@
 /**
- * Checks fromPretrained makes before trusting a checkpoint: weights holding NaN or ±Inf are refused
- * (on every device: the bytes are checked as they are read, before a GPU could turn NaN into 0).
+ * Checks fromPretrained makes before trusting a checkpoint: a config that does not fit the weights
+ * fails before anything is allocated, naming the config field and a tensor; weights holding NaN or
+ * ±Inf are refused (on every device: the bytes are checked as they are read, before a GPU could
+ * turn NaN into 0).
  */
 import { afterAll, describe, expect, test } from 'bun:test';
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Checkpoint, saveSafetensors } from '@nemotron-ts/hub';
+import { Checkpoint, readConfigJson, saveSafetensors, writeConfigJson, type JsonObject } from '@nemotron-ts/hub';
 import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { testDevices } from '@nemotron-ts/kernels/testing';
 import { NemotronHForCausalLM } from '../src';
@@ -32,6 +34,44 @@ async function poisonedCopy(fixture: string, name: string, at: number, value: nu
   for (const t of tensors.values()) (t as Tensor).dispose();
   return folder;
 }
+
+/** A fixture's weights under a config with `changes` applied. */
+async function withConfig(fixture: string, changes: JsonObject): Promise<string> {
+  const folder = join(scratch, `${fixture}-${Object.keys(changes).join('-')}`);
+  await mkdir(folder, { recursive: true });
+  await copyFile(join(FIXTURES_DIR, fixture, 'model.safetensors'), join(folder, 'model.safetensors'));
+  const config = await readConfigJson(join(FIXTURES_DIR, fixture, 'config.json'));
+  await writeConfigJson(join(folder, 'config.json'), { ...config, ...changes });
+  return folder;
+}
+
+describe('a config that does not fit its checkpoint', () => {
+  test('hidden_size 5000 times too large fails before allocating, naming the field and a tensor', async () => {
+    const config = await readConfigJson(join(FIXTURES_DIR, 'dense_f32', 'config.json'));
+    const hidden = (config.hidden_size as number) * 5000;
+    const folder = await withConfig('dense_f32', { hidden_size: hidden });
+    const before = cpu.memoryStats().liveBytes;
+    cpu.resetPeak();
+    const error = await NemotronHForCausalLM.fromPretrained(folder, { device: cpu }).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    expect(error?.message).toStartWith(
+      `${join(folder, 'config.json')} does not match the checkpoint: field hidden_size (${hidden}) gives 'backbone.embeddings.weight' the shape [${config.vocab_size}, ${hidden}], the checkpoint has [${config.vocab_size}, ${config.hidden_size}]`,
+    );
+    // Nothing was allocated on the way (the model alone would take gigabytes).
+    expect(cpu.memoryStats().peakLiveBytes - before).toBeLessThan(1 << 20);
+  });
+
+  test('a dimension set by several fields names them all; a wrong layer count names the missing tensors', async () => {
+    const grown = await withConfig('dense_f32', { mamba_head_dim: 32 });
+    await expect(NemotronHForCausalLM.fromPretrained(grown, { device: cpu })).rejects.toThrow(/field(s)? .*mamba_head_dim \(32\).* gives? 'backbone\.layers\.0\.mixer\.in_proj\.weight' the shape/);
+    const config = await readConfigJson(join(FIXTURES_DIR, 'dense_f32', 'config.json'));
+    const pattern = `${config.hybrid_override_pattern as string}M`;
+    const deeper = await withConfig('dense_f32', { hybrid_override_pattern: pattern, num_hidden_layers: pattern.length });
+    await expect(NemotronHForCausalLM.fromPretrained(deeper, { device: cpu })).rejects.toThrow(`does not match the checkpoint: missing`);
+  });
+});
 
 describe.each(devices.map((d) => [d.kind, d] as const))('non-finite weights on %s', (_kind, device) => {
   test('one NaN in an MLP up_proj (bf16 file) fails the load naming the file, tensor and element', async () => {

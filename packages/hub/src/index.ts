@@ -12,6 +12,7 @@ export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from '.
 
 export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';
 export { f16ToF32, type HostArray } from './safetensors/convert';
+export { firstNonFinite } from './safetensors/non-finite';
 export { MAX_HEADER_BYTES, parseHeader, readHeaderLength, encodeHeader, type SafetensorsHeader, type TensorEntry } from './safetensors/header';
 export { fileSource, memorySource, type ByteSource } from './safetensors/byte-source';
 export { SafetensorsReader, type LoadOptions, type HostTensor } from './safetensors/read';
