@@ -20,12 +20,14 @@ const MEANING: Readonly<Record<string, string>> = {
 
 /**
  * `e` re-worded to name `userPath` when it is a system error (`code` is kept, the original is the
- * `cause`); other errors have every mention of `tempPath` replaced by `userPath`.
+ * `cause`; a system error re-worded for a file in a temporary folder is re-worded for the folder);
+ * other errors have every mention of `tempPath` replaced by `userPath`.
  */
 export function namingUserPath(e: unknown, tempPath: string, userPath: string, action = 'cannot write'): unknown {
   if (!(e instanceof Error)) return e;
   const code = (e as NodeJS.ErrnoException).code;
-  if (typeof code === 'string' && typeof (e as NodeJS.ErrnoException).syscall === 'string') {
+  // A system error, or one already re-worded for a file inside the folder: re-worded for the user's path.
+  if (typeof code === 'string' && (typeof (e as NodeJS.ErrnoException).syscall === 'string' || code in MEANING)) {
     const wrapped = new Error(`${action} ${userPath}: ${MEANING[code] ?? e.message.replaceAll(tempPath, userPath)} (${code})`, { cause: e });
     (wrapped as NodeJS.ErrnoException).code = code;
     return wrapped;

@@ -120,6 +120,15 @@ describe('writeFolderAtomically', () => {
     expect(readdirSync(folder)).toEqual(['keep.txt']);
     expect(leftovers(parent)).toEqual([]);
 
+    // A full disk while a file inside is written (as AtomicFile reports it) names the folder.
+    const full = await failure(
+      writeFolderAtomically(folder, async (temp) => {
+        throw Object.assign(new Error(`cannot write ${join(temp, 'model.safetensors')}: no space left on the device (ENOSPC)`), { code: 'ENOSPC' });
+      }),
+    );
+    expect(full.message).toBe(`cannot write ${folder}: no space left on the device (ENOSPC)`);
+    expect((full as NodeJS.ErrnoException).code).toBe('ENOSPC');
+
     writeFileSync(join(parent, 'file'), '');
     const inFile = join(parent, 'file', 'model');
     const notDir = await failure(writeFolderAtomically(inFile, async () => {}));
