@@ -81,27 +81,43 @@ const LEFTOVER = /^\.(.+)\.(tmp|old)-(\d+)-[0-9a-f]{8}$/;
  */
 export async function recoverFolder(folder: string): Promise<boolean> {
   const target = resolve(folder);
-  const parent = dirname(target);
-  const name = basename(target);
-  const leftovers: { path: string; kind: string; mtimeMs: number }[] = [];
+  return (await recoverLeftovers(dirname(target), basename(target))).length > 0;
+}
+
+/**
+ * {@link recoverFolder} for every folder of `parent` that a killed save left leftovers of (e.g. a
+ * trainer's output folder, whose checkpoints are saved through temporary folders). Returns the
+ * folders put back.
+ */
+export async function recoverFoldersIn(parent: string): Promise<string[]> {
+  return recoverLeftovers(resolve(parent), null);
+}
+
+async function recoverLeftovers(parent: string, only: string | null): Promise<string[]> {
+  const byName = new Map<string, { path: string; kind: string; mtimeMs: number }[]>();
   for (const entry of await readdir(parent).catch(() => [] as string[])) {
     const m = LEFTOVER.exec(entry);
-    if (!m || m[1] !== name || isProcessAlive(Number(m[3]))) continue;
+    if (!m || (only !== null && m[1] !== only) || isProcessAlive(Number(m[3]))) continue;
     const s = await stat(join(parent, entry)).catch(() => null);
-    if (s) leftovers.push({ path: join(parent, entry), kind: m[2]!, mtimeMs: s.mtimeMs });
+    if (!s) continue;
+    const list = byName.get(m[1]!) ?? [];
+    list.push({ path: join(parent, entry), kind: m[2]!, mtimeMs: s.mtimeMs });
+    byName.set(m[1]!, list);
   }
-  if (leftovers.length === 0) return false;
-  let restored = false;
-  if (!(await lstat(target).then(() => true, () => false))) {
-    const aside = leftovers.filter((l) => l.kind === 'old').sort((a, b) => b.mtimeMs - a.mtimeMs)[0];
-    if (aside) {
-      renameSync(aside.path, target);
-      await syncFolder(parent);
-      leftovers.splice(leftovers.indexOf(aside), 1);
-      restored = true;
+  const restored: string[] = [];
+  for (const [name, leftovers] of byName) {
+    const target = join(parent, name);
+    if (!(await lstat(target).then(() => true, () => false))) {
+      const aside = leftovers.filter((l) => l.kind === 'old').sort((a, b) => b.mtimeMs - a.mtimeMs)[0];
+      if (aside) {
+        renameSync(aside.path, target);
+        await syncFolder(parent);
+        leftovers.splice(leftovers.indexOf(aside), 1);
+        restored.push(target);
+      }
     }
+    for (const l of leftovers) await rm(l.path, { recursive: true, force: true });
   }
-  for (const l of leftovers) await rm(l.path, { recursive: true, force: true });
   return restored;
 }
 

@@ -7,7 +7,7 @@ import { describe, expect, test } from 'bun:test';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getCpuDevice } from '@nemotron-ts/kernels';
-import { Checkpoint, readConfigJson, recoverFolder, resolveCheckpoint, writeFolderAtomically } from '../src';
+import { Checkpoint, readConfigJson, recoverFolder, recoverFoldersIn, resolveCheckpoint, writeFolderAtomically } from '../src';
 import { ELEMENTS, saveGeneration, TENSORS } from './support/save-child';
 import { tempDir } from './support/temp-dir';
 import { writeTinyTokenizer } from './support/tiny-tokenizer';
@@ -56,7 +56,7 @@ describe.skipIf(!canTrace)('a save killed at each rename', () => {
     };
     // A save that replaces the folder, traced: how many renames it makes.
     expect(run(2, null).exitCode).toBe(0);
-    const renames = readFileSync(join(parent, 'trace.log'), 'utf8').split('\n').filter((l) => /^\d+ rename(at2?)?\(/.test(l)).length;
+    const renames = readFileSync(join(parent, 'trace.log'), 'utf8').split('\n').filter((l) => /^\d+\s+rename(at2?)?\(/.test(l)).length;
     expect(renames).toBeGreaterThanOrEqual(TENSORS + 4);
     expect(await generationOf(folder)).toBe(2);
 
@@ -89,6 +89,10 @@ describe('writeFolderAtomically', () => {
     expect(readFileSync(join(folder, 'a.txt'), 'utf8')).toBe('old');
     expect(leftovers(parent).sort()).toEqual([`.other.tmp-${dead}-0123abcd`, `.out.tmp-${process.pid}-89abcdef`]);
     expect(await recoverFolder(folder)).toBe(false);
+    // Every folder of a parent at once (a trainer's output folder).
+    mkdirSync(join(parent, `.ckpt.old-${dead}-0123abcd`));
+    expect(await recoverFoldersIn(parent)).toEqual([join(parent, 'ckpt')]);
+    expect(leftovers(parent)).toEqual([`.out.tmp-${process.pid}-89abcdef`]);
   });
 
   test('files the writer does not touch are kept when asked, and replaced otherwise', async () => {
