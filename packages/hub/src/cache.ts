@@ -70,7 +70,12 @@ export class RepoCache {
 
   /** Whether the snapshot has `path` and it resolves to a file. */
   async hasFile(commit: string, path: string): Promise<boolean> {
-    return stat(join(this.snapshotDir(commit), path)).then((s) => s.isFile(), () => false);
+    return (await this.fileSize(commit, path)) !== null;
+  }
+
+  /** Size of the file the snapshot has at `path` (following its link), or null when there is none. */
+  async fileSize(commit: string, path: string): Promise<number | null> {
+    return stat(join(this.snapshotDir(commit), path)).then((s) => (s.isFile() ? s.size : null), () => null);
   }
 
   /** Size of the blob, or null when it is absent. */

@@ -103,8 +103,12 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
   // A blob of the wrong size (a broken earlier download, another tool) is fetched again, never used.
   const missing: FileToFetch[] = [];
   for (const f of files) {
-    if ((await cache.blobSize(f.etag)) !== f.size) missing.push(f);
-    else if (!(await cache.hasFile(commit, f.path))) await cache.link(commit, f.path, f.etag);
+    const blob = await cache.blobSize(f.etag);
+    if (blob === f.size) {
+      if (!(await cache.hasFile(commit, f.path))) await cache.link(commit, f.path, f.etag);
+    } else if (blob !== null || (await cache.fileSize(commit, f.path)) !== f.size) {
+      missing.push(f);
+    } // else: no blob but a snapshot file of the right size (a cache whose files were moved out of blobs/, as on Windows without symlinks)
   }
   // Small files (configs, the shard index) first: once the index is in, a snapshot whose weights
   // failed to arrive is recognisably incomplete (see cachedSnapshot).
