@@ -69,7 +69,7 @@ export async function downloadBlob(d: BlobDownload): Promise<void> {
 }
 
 /** Why the file at `path` is not the listed one (size, or content hash where the etag is one); null when it is. */
-export async function contentMismatch(d: Pick<BlobDownload, 'size' | 'etag' | 'etagKind'>, path: string): Promise<string | null> {
+async function contentMismatch(d: Pick<BlobDownload, 'size' | 'etag' | 'etagKind'>, path: string): Promise<string | null> {
   const size = (await stat(path)).size;
   if (size !== d.size) return `it has ${size} bytes, the listing ${d.size}`;
   if (d.etagKind === 'opaque') return null;
