@@ -230,6 +230,7 @@ describe('a cache shared by several processes', () => {
     const cacheDir = tempDir('cache');
     // Slow bodies (about half a second per shard), so the three downloads overlap.
     hub.slowDown({ bytes: 2048, everyMs: 20 });
+    const before = hub.requests.length;
     let results: { code: number; stdout: string; stderr: string }[];
     try {
       const child = join(import.meta.dir, 'support', 'resolve-child.ts');
@@ -247,6 +248,9 @@ describe('a cache shared by several processes', () => {
     }
     expectOneGoodBlobEach(cacheDir);
     await expectWeights(snapshot);
+    // Each file went over the wire once: the processes that waited used the finished blob.
+    const transfers = hub.downloads().filter((r) => hub.requests.indexOf(r) >= before);
+    for (const name of wanted()) expect({ name, count: transfers.filter((r) => r.path.endsWith(`/${name}`)).length }).toEqual({ name, count: 1 });
   });
 
   test('a blob of the wrong size already in the cache is downloaded again, online and not trusted', async () => {
