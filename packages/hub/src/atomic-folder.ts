@@ -19,8 +19,9 @@ import { isProcessAlive } from './process-alive';
 export interface AtomicFolderOptions {
   /**
    * Start from what the folder holds now (hard links, so nothing is copied), so that files the
-   * writer does not touch are kept, as a save into an existing folder keeps them. Default false:
-   * the folder is replaced as a whole.
+   * writer does not touch are kept, as a save into an existing folder keeps them. The writer must
+   * then replace files (write a new one and rename it, as AtomicFile does), never change one in
+   * place: it would change the old folder's copy too. Default false: the folder is replaced as a whole.
    */
   keepOtherFiles?: boolean;
 }
