@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { renameSync } from 'node:fs';
-import { copyFile, link, lstat, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, readdir, readlink, realpath, rm, stat, symlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { syncFolder } from './atomic-file';
 import { namingUserPath } from './fs-errors';
@@ -31,7 +31,8 @@ export interface AtomicFolderOptions {
  * comment). Errors name `folder`, never the temporary one; on an error the folder is as it was.
  */
 export async function writeFolderAtomically<T>(folder: string, write: (temp: string) => Promise<T>, options: AtomicFolderOptions = {}): Promise<T> {
-  const target = resolve(folder);
+  // A symlink to a folder stays: the folder it points to is the one replaced.
+  const target = await realpath(resolve(folder)).catch(() => resolve(folder));
   const parent = dirname(target);
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
   const temp = join(parent, `.${basename(target)}.tmp-${tag}`);

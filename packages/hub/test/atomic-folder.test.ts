@@ -4,7 +4,7 @@
  * mix; leftovers of killed saves are recovered; other files are kept; errors name the user's folder.
  */
 import { describe, expect, test } from 'bun:test';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getCpuDevice } from '@nemotron-ts/kernels';
 import { Checkpoint, readConfigJson, recoverFolder, recoverFoldersIn, resolveCheckpoint, writeFolderAtomically } from '../src';
@@ -107,6 +107,12 @@ describe('writeFolderAtomically', () => {
     expect(readFileSync(join(folder, 'notes', 'n.txt'), 'utf8')).toBe('n');
     await writeFolderAtomically(folder, async (temp) => writeFileSync(join(temp, 'only.bin'), 'x'));
     expect(readdirSync(folder)).toEqual(['only.bin']);
+    // Through a symlink: the folder it points to is replaced, the link stays.
+    const link = join(folder, '..', 'link');
+    symlinkSync(folder, link);
+    await writeFolderAtomically(link, async (temp) => writeFileSync(join(temp, 'via-link.bin'), 'y'));
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readdirSync(folder)).toEqual(['via-link.bin']);
   });
 
   test('a failed write leaves the folder as it was and names the folder, not the temporary one', async () => {
