@@ -262,7 +262,7 @@ describe('a cache shared by several processes', () => {
     const big = files.get(oversized!)!;
     writeFileSync(join(blobs, etagOf(oversized!)), Buffer.concat([big, big.subarray(0, 999)]));
     // Offline, appended bytes are caught by the safetensors check (there is no listing to compare with).
-    await expect(Checkpoint.open(snapshot)).rejects.toThrow('bytes after the last tensor');
+    await expect(Checkpoint.open(snapshot)).rejects.toThrow(`${join(snapshot, oversized!)}: data: the file has 999 bytes after the last tensor`);
     writeFileSync(join(blobs, etagOf(truncated!)), files.get(truncated!)!.subarray(0, 5000));
     const before = { oversized: hub.downloads(oversized).length, truncated: hub.downloads(truncated).length };
     expect(await resolveCheckpoint(REPO, options(cacheDir))).toBe(snapshot);
