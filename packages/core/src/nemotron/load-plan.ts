@@ -8,7 +8,7 @@
 import { CpuDevice, formatShape, Storage, type DType } from '@nemotron-ts/kernels';
 import { NemotronHConfig } from '../config';
 import { NemotronHForCausalLM } from './causal-lm';
-import { formatCheckpointReport, planCheckpointLoad, type LoadPlan, type PlanOptions, type TensorInfo } from './state-dict';
+import { formatCheckpointReport, planCheckpointLoad, type CheckpointReport, type LoadPlan, type PlanOptions, type TensorInfo } from './state-dict';
 
 /** A CPU device whose tensors have a shape and no memory: only for listing a model's tensors, never for computing. */
 class ShapeOnlyDevice extends CpuDevice {
@@ -36,24 +36,31 @@ export function planPretrainedLoad(config: NemotronHConfig, checkpoint: Readonly
   return planCheckpointLoad(modelTensorInfos(config), checkpoint, options);
 }
 
+export interface FitOptions extends PlanOptions {
+  /** Missing and unexpected tensors are errors too (default true); a mis-shaped one always is. */
+  strict?: boolean;
+}
+
 /**
- * Throws when `checkpoint` does not fit the model `config` describes (a missing, unexpected or
- * mis-shaped tensor), before anything is allocated. A shape mismatch names the config field(s) of
- * `configSource` that set the disagreeing dimension.
+ * Throws when `checkpoint` does not fit the model `config` describes (a mis-shaped tensor, and with
+ * `strict` a missing or unexpected one), before anything is allocated. A shape mismatch names the
+ * config field(s) of `configSource` that set the disagreeing dimension. Returns the plan's report.
  */
-export function checkCheckpointFits(config: NemotronHConfig, checkpoint: ReadonlyMap<string, readonly number[]>, configSource: string, options: PlanOptions = {}): void {
+export function checkCheckpointFits(config: NemotronHConfig, checkpoint: ReadonlyMap<string, readonly number[]>, configSource: string, options: FitOptions = {}): CheckpointReport {
   const { report } = planPretrainedLoad(config, checkpoint, options);
-  if (!report.missing.length && !report.unexpected.length && !report.mismatched.length) return;
-  const first = report.mismatched[0];
+  const strict = options.strict ?? true;
+  const faults: CheckpointReport = strict ? report : { ...report, missing: [], unexpected: [], ignored: [] };
+  if (!faults.missing.length && !faults.unexpected.length && !faults.mismatched.length) return report;
+  const first = faults.mismatched[0];
   if (first) {
     const fields = fieldsSettingShape(config, checkpoint, first.name, first.expected, options);
     const which = fields.length ? `${fields.length > 1 ? 'fields' : 'field'} ${fields.map((f) => `${f} (${String(config.toJSON()[f])})`).join(', ')}` : 'the config';
     throw new Error(
       `${configSource} does not match the checkpoint: ${which} ${fields.length > 1 ? 'give' : 'gives'} '${first.name}' the shape ${formatShape(first.expected)}, the checkpoint has ${formatShape(first.actual)}` +
-        ` (${formatCheckpointReport(report)})`,
+        ` (${formatCheckpointReport(faults)})`,
     );
   }
-  throw new Error(`${configSource} does not match the checkpoint: ${formatCheckpointReport(report)}`);
+  throw new Error(`${configSource} does not match the checkpoint: ${formatCheckpointReport(faults)}`);
 }
 
 /** The numeric config fields whose value changes the dimensions of `key` that disagree with the checkpoint. */
