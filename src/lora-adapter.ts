@@ -139,7 +139,7 @@ async function loadAdapterWeights(model: Module, handle: LoraHandle, reader: Saf
     if (!shapesEqual(want, got)) throw new Error(`loadLoraAdapter: ${weightsPath} has '${fileKeyOf.get(key)}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
   }
   for (const { key, parameter } of keys) {
-    const t = await reader.load(fileKeyOf.get(key)!, { device: model.getTensor(parameter).device, dtype: 'f32' });
+    const t = await reader.load(fileKeyOf.get(key)!, { device: model.getTensor(parameter).device, dtype: 'f32', checkFinite: true });
     try {
       if (mode === 'replace') model.setTensor(parameter, t);
       else noGrad(() => copyInto(model.getTensor(parameter), t));

@@ -1,17 +1,17 @@
 /**
  * Checks fromPretrained makes before trusting a checkpoint: a config that does not fit the weights
- * fails before anything is allocated, naming the config field and a tensor; weights holding NaN or
- * ±Inf are refused (on every device: the bytes are checked as they are read, before a GPU could
- * turn NaN into 0).
+ * fails before anything is allocated, naming the config field and a tensor; weights (and LoRA
+ * adapters) holding NaN or ±Inf are refused (on every device: the bytes are checked as they are
+ * read, before a GPU could turn NaN into 0).
  */
 import { afterAll, describe, expect, test } from 'bun:test';
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Checkpoint, readConfigJson, saveSafetensors, writeConfigJson, type JsonObject } from '@nemotron-ts/hub';
-import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
+import { full, getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { testDevices } from '@nemotron-ts/kernels/testing';
-import { NemotronHForCausalLM } from '../src';
+import { NemotronHForCausalLM, applyLora, loadLoraAdapter, loraHandle, removeLora, saveLoraAdapter } from '../src';
 import { FIXTURES_DIR } from './support/fixtures';
 
 const cpu = getCpuDevice();
@@ -94,3 +94,19 @@ describe.each(devices.map((d) => [d.kind, d] as const))('non-finite weights on %
     await expect(NemotronHForCausalLM.fromPretrained(folder, { device })).rejects.toThrow(`tensor '${name}': element 7 of 8192 is -Infinity`);
   });
 });
+
+test('a LoRA adapter holding NaN is refused naming the file and key, leaving the model without adapters', async () => {
+  const model = await NemotronHForCausalLM.fromPretrained(join(FIXTURES_DIR, 'dense_f32'), { device: cpu });
+  applyLora(model, { r: 2, alpha: 4, targetModules: ['up_proj'] });
+  const parameter = model.namedTensors().find((t) => t.name.endsWith('up_proj.lora_B.weight'))!;
+  model.setTensor(parameter.name, full(parameter.tensor.shape, Number.NaN, { device: cpu }));
+  const dir = join(scratch, 'nan-adapter');
+  await saveLoraAdapter(model, dir);
+  removeLora(model);
+  await expect(loadLoraAdapter(model, dir)).rejects.toThrow(
+    new RegExp(`${join(dir, 'adapter_model.safetensors')}: tensor 'base_model\\.model\\.model\\.layers\\.\\d+\\.mixer\\.up_proj\\.lora_B\\.weight': element 0 of \\d+ is NaN`),
+  );
+  expect(loraHandle(model)).toBeNull();
+  model.dispose();
+});
+
