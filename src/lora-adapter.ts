@@ -5,7 +5,7 @@
  * class, from a folder or a Hub repository). Core knows the format (`peftTensorKeys`,
  * `nativePeftKey`, `peftAdapterConfig`); the files are read and written here.
  */
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ADAPTER_CONFIG_FILE,
@@ -22,7 +22,7 @@ import {
   type Module,
   unsupportedPeftKey,
 } from '@nemotron-ts/core';
-import { SafetensorsReader, parseHfJson, resolveCheckpoint, saveSafetensors, writeFileAtomically, type ResolveOptions } from '@nemotron-ts/hub';
+import { SafetensorsReader, parseHfJson, resolveCheckpoint, saveSafetensors, writeFileAtomically, writeFolderAtomically, type ResolveOptions } from '@nemotron-ts/hub';
 import { copyInto, formatShape, noGrad, shapesEqual, type Tensor } from '@nemotron-ts/kernels';
 
 export interface SaveLoraAdapterOptions {
@@ -31,18 +31,23 @@ export interface SaveLoraAdapterOptions {
 }
 
 /**
- * Writes the adapters of `model` (see `applyLora`) into `folder` as a PEFT LoRA adapter, f32. Each
- * file is written atomically (a temporary file renamed into place), the weights first, so a folder
- * with a config always has its weights. Merged adapters are saved as well (their A and B are kept).
+ * Writes the adapters of `model` (see `applyLora`) into `folder` as a PEFT LoRA adapter, f32. The
+ * folder is written atomically (a temporary sibling renamed into place; other files in it are kept),
+ * so it never holds a config without its weights. Merged adapters are saved as well (their A and B are kept).
  */
 export async function saveLoraAdapter(model: Module, folder: string, options: SaveLoraAdapterOptions = {}): Promise<void> {
   const handle = loraHandle(model);
   if (!handle) throw new Error('saveLoraAdapter: the model has no LoRA adapters (applyLora first)');
-  await mkdir(folder, { recursive: true });
   const tensors = new Map<string, Tensor>(peftTensorKeys(handle).map(({ key, parameter }) => [key, model.getTensor(parameter)]));
-  await saveSafetensors(join(folder, ADAPTER_WEIGHTS_FILE), tensors);
   const config = peftAdapterConfig(handle.config, options.baseModelNameOrPath ?? null);
-  await writeFileAtomically(join(folder, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+  await writeFolderAtomically(
+    folder,
+    async (temp) => {
+      await saveSafetensors(join(temp, ADAPTER_WEIGHTS_FILE), tensors);
+      await writeFileAtomically(join(temp, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+    },
+    { keepOtherFiles: true },
+  );
 }
 
 /** Where {@link loadLoraAdapter} finds a Hub adapter (each defaults as for `fromPretrained`). */
@@ -134,7 +139,7 @@ async function loadAdapterWeights(model: Module, handle: LoraHandle, reader: Saf
     if (!shapesEqual(want, got)) throw new Error(`loadLoraAdapter: ${weightsPath} has '${fileKeyOf.get(key)}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
   }
   for (const { key, parameter } of keys) {
-    const t = await reader.load(fileKeyOf.get(key)!, { device: model.getTensor(parameter).device, dtype: 'f32' });
+    const t = await reader.load(fileKeyOf.get(key)!, { device: model.getTensor(parameter).device, dtype: 'f32', checkFinite: true });
     try {
       if (mode === 'replace') model.setTensor(parameter, t);
       else noGrad(() => copyInto(model.getTensor(parameter), t));

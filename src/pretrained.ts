@@ -9,11 +9,10 @@ import {
   GenerationConfig,
   NemotronHConfig,
   NemotronHForCausalLM as CoreNemotronHForCausalLM,
+  checkCheckpointFits,
   checkpointTensors,
-  formatCheckpointReport,
   initializeWeights,
   loadCheckpoint,
-  planCheckpointLoad,
   previewNames,
   type CheckpointReport,
 } from '@nemotron-ts/core';
@@ -52,6 +51,11 @@ export interface FromPretrainedOptions {
    * initialized". A tensor of the wrong shape is an error either way.
    */
   strict?: boolean;
+  /**
+   * Throw, naming the file and tensor, when a weight holds NaN or ±Inf (default true). The bytes are
+   * checked as they are read, before any device sees them (a GPU may turn NaN into 0 silently).
+   */
+  checkFinite?: boolean;
 }
 
 export interface SavePretrainedOptions {
@@ -94,26 +98,21 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
       : null;
     const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
     const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
+    const checkFinite = options.checkFinite ?? true;
     const strict = options.strict ?? true;
+    const loadOptions = { strict, tieWordEmbeddings: config.tieWordEmbeddings };
+    // Shapes come free from the safetensors headers: a config that does not fit fails before allocating.
+    const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
+    const planned = checkCheckpointFits(config, shapes, configPath, loadOptions);
     const model = new NemotronHForCausalLM(config, { dtype, device });
     model.generationConfig = generationConfig;
     try {
-      const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
-      const loadOptions = { strict, tieWordEmbeddings: config.tieWordEmbeddings };
-      if (!strict) {
-        const { report } = planCheckpointLoad(
-          model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
-          shapes,
-          loadOptions,
-        );
-        if (report.mismatched.length) throw new Error(`loadCheckpoint: ${formatCheckpointReport({ ...report, missing: [], unexpected: [], ignored: [] })}`);
-        // Missing tensors keep fresh initial values, not uninitialised memory.
-        if (report.missing.length) initializeWeights(model, { seed: 0 });
-      }
+      // Missing tensors (strict off) keep fresh initial values, not uninitialised memory.
+      if (planned.missing.length) initializeWeights(model, { seed: 0 });
       model.loadReport = await loadCheckpoint(
         model,
         shapes,
-        (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined }),
+        (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined, checkFinite }),
         loadOptions,
       );
       const { missing, unexpected } = model.loadReport;

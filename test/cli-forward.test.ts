@@ -66,7 +66,8 @@ describe('nemotron forward', () => {
   });
 
   test('NaN logits fail naming the tensor and the first position, and write nothing', async () => {
-    // The dense fixture with token 5's embedding row turned to NaN.
+    // The dense fixture with lm_head's row 0 at ±3e38: finite weights (they load), whose products
+    // overflow to +Inf and -Inf, summing to NaN logits for token 0 at every position.
     const dir = join(scratch, 'nan-model');
     await mkdir(dir, { recursive: true });
     await copyFile(join(FIXTURES_DIR, 'dense_f32', 'config.json'), join(dir, 'config.json'));
@@ -76,7 +77,7 @@ describe('nemotron forward', () => {
     for (const name of reader.names()) {
       const t = await reader.readHost(name);
       const values = Float32Array.from(t.data as Float32Array);
-      if (name.endsWith('embeddings.weight')) values.fill(NaN, 5 * t.shape[1]!, 6 * t.shape[1]!);
+      if (name === 'lm_head.weight') for (let i = 0; i < t.shape[1]!; i++) values[i] = i % 2 ? -3e38 : 3e38;
       tensors[name] = tensor(values, t.shape, { device: cpu });
     }
     await saveSafetensors(join(dir, 'model.safetensors'), tensors);
@@ -85,7 +86,7 @@ describe('nemotron forward', () => {
     const out = join(scratch, 'nan.safetensors');
     const r = nemotron('forward', '--model', dir, '--input', input, '--out', out, '--device', 'cpu');
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/logits holds \d+ NaN or infinite values \(the first at \[1, 1, 0\] of \[2, 3, 256\]\); nothing written/);
+    expect(r.stderr).toMatch(/logits holds \d+ NaN or infinite values \(the first at \[0, 0, 0\] of \[2, 3, 256\]\); nothing written/);
     expect(await Bun.file(out).exists()).toBe(false);
   });
 

@@ -24,6 +24,7 @@ export * from './nemotron/mtp';
 export * from './nemotron/causal-lm';
 export * from './nemotron/init';
 export * from './nemotron/state-dict';
+export * from './nemotron/load-plan';
 
 export * from './generation/generation-config';
 export * from './generation/text-stream';

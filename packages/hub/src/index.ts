@@ -7,10 +7,13 @@
 export { CheckpointFormatError, HubError } from './errors';
 export { parseByteSize } from './byte-size';
 export { writeFileAtomically } from './atomic-file';
+export { writeFolderAtomically, recoverFolder, recoverFoldersIn, type AtomicFolderOptions } from './atomic-folder';
+export { namingUserPath } from './fs-errors';
 export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
 
 export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';
 export { f16ToF32, type HostArray } from './safetensors/convert';
+export { firstNonFinite } from './safetensors/non-finite';
 export { MAX_HEADER_BYTES, parseHeader, readHeaderLength, encodeHeader, type SafetensorsHeader, type TensorEntry } from './safetensors/header';
 export { fileSource, memorySource, type ByteSource } from './safetensors/byte-source';
 export { SafetensorsReader, type LoadOptions, type HostTensor } from './safetensors/read';
