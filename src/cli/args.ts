@@ -27,6 +27,11 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/** A request refused for the state it finds (exit code 2, without the usage text), e.g. a busy `--out`. */
+export class RefusedError extends Error {
+  override name = 'RefusedError';
+}
+
 /** A string flag's value, or `fallback`; throws a usage error naming the flag when it is given without a value. */
 export function stringFlag(args: ParsedArgs, name: string, fallback?: string): string | undefined {
   const v = args.flags.get(name);

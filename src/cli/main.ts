@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /** The `nemotron` command line: one file per command under src/cli/. */
-import { parseArgs, checkFlags, UsageError } from './args';
+import { parseArgs, checkFlags, RefusedError, UsageError } from './args';
 import { DEVICE_FLAGS, openDeviceFromFlags } from './device-flags';
 import { printInfo } from './info';
 import { runDemo } from './demo';
@@ -23,12 +23,15 @@ commands:
             FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
   train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
             [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
-            [--eval-data FILE] [--save-every N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
+            [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
             on FILE (.txt: one document; .jsonl: {"text": …} per line) with AdamW, warmup + cosine LR,
             clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
             ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
             (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
-            --resume continues from the newest one exactly.
+            --resume continues from the newest one exactly (same --seq-len, --batch-size, --grad-accum,
+            --seed, --dtype; a changed --steps, --lr, --min-lr, --warmup, --weight-decay or --grad-clip
+            applies from the resumed step on); --save-total-limit N keeps the newest N checkpoints.
+            One trainer at a time per DIR (a lock file; a second one exits 2).
             LoRA: --lora-r R trains only rank-R adapters (base frozen); [--lora-alpha A] (default 2·R)
             [--lora-dropout P] (default 0) [--lora-targets in_proj,out_proj,q_proj,k_proj,v_proj,o_proj,
             up_proj,down_proj] (the default; the MoE's stacked experts are skipped); checkpoints then
@@ -90,6 +93,9 @@ try {
 } catch (e) {
   if (e instanceof UsageError) {
     console.error(`nemotron: ${e.message}\n\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (e instanceof RefusedError) {
+    console.error(`nemotron: ${e.message}`);
     process.exitCode = 2;
   } else {
     console.error(`nemotron: ${e instanceof Error ? e.message : String(e)}`);

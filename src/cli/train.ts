@@ -4,11 +4,13 @@
  * the merged model to OUT/merged/).
  * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s"}, and
  * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
- * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly.
+ * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly. The run holds a lock
+ * on OUT throughout (a second trainer on it exits 2), and `--save-total-limit N` keeps the newest N
+ * checkpoints.
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora, type LoraHandle } from '@nemotron-ts/core';
+import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora, type LoraHandle, type LoraOptions } from '@nemotron-ts/core';
 import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
@@ -17,10 +19,12 @@ import { Trainer } from '../train/trainer';
 import { loadTrainingData } from '../train/training-data';
 import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
+import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
+import { checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
-  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
+  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'save-total-limit', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
 ] as const;
 export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge'] as const;
 
@@ -36,6 +40,7 @@ interface TrainFlags {
   gradAccum: number;
   evalEvery: number;
   saveEvery: number;
+  saveTotalLimit: number;
   seed: number;
   dtype: 'f32' | 'bf16';
 }
@@ -65,6 +70,7 @@ function readFlags(args: ParsedArgs): TrainFlags {
     gradAccum: integer('grad-accum', 1, 1),
     evalEvery: integer('eval-every', 0, 0),
     saveEvery: integer('save-every', 0, 0),
+    saveTotalLimit: integer('save-total-limit', 0, 0),
     seed: integer('seed', 0, 0),
     dtype: 'f32',
   };
@@ -89,6 +95,27 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const merge = args.flags.has('merge');
   if (merge && !lora) throw new UsageError('--merge needs --lora-r R: it merges the trained LoRA adapters into the model');
 
+  // Before anything slow: a bad --out fails now, and a second trainer on it exits at once.
+  const lock = await prepareOutDir(outDir);
+  try {
+    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge }, openDevice);
+  } finally {
+    lock.release();
+  }
+}
+
+interface TrainRequest {
+  modelPath: string;
+  dataPath: string;
+  outDir: string;
+  evalDataPath: string | undefined;
+  resume: boolean;
+  flags: TrainFlags;
+  lora: LoraOptions | null;
+  merge: boolean;
+}
+
+async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
   const folder = await resolveCheckpoint(modelPath);
   const configPath = join(folder, 'config.json');
   const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
@@ -102,8 +129,9 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then((s) => s.isFile(), () => false);
     if (loraCheckpoint && !lora) throw new UsageError(`--resume: ${existing} holds a LoRA adapter; pass the run's --lora-r (and its other --lora-* flags)`);
     if (!loraCheckpoint && lora) throw new UsageError(`--resume: ${existing} is a full fine-tuning checkpoint; drop --lora-r`);
-    const saved = (await readTrainerState(existing)).settings.lora;
-    if (lora && saved) checkLoraResume(lora, saved, existing);
+    const saved = (await readTrainerState(existing)).settings;
+    checkResumeSettings(flags, saved, existing);
+    if (lora && saved.lora) checkLoraResume(lora, saved.lora, existing);
   }
 
   // The data is read and checked before the weights are loaded.
@@ -139,12 +167,14 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
       console.log(JSON.stringify({ step: log.step, eval_loss: round(log.eval_loss, 7) }));
       console.error(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
     },
-    onCheckpoint: (dir) => console.error(`saved ${dir}`),
+    onCheckpoint: (dir, _step, deleted) => console.error(`saved ${dir}${deleted.length ? `; deleted ${deleted.join(', ')} (--save-total-limit ${flags.saveTotalLimit})` : ''}`),
   });
   try {
+    await checkRoomForCheckpoint(outDir, trainer.checkpointBytes());
     if (resume && existing) {
-      await trainer.resumeFrom(existing);
+      const changes = await trainer.resumeFrom(existing);
       console.error(`resumed from ${existing} (step ${trainer.step})`);
+      for (const line of describeChanges(changes, trainer.step)) console.error(line);
     }
     if (trainer.step === flags.steps) console.error(`nothing to do: already at step ${flags.steps}`);
     await trainer.train();
