@@ -15,7 +15,7 @@
  * on the row's index).
  */
 import { NON_FINITE_TOKEN, StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
-import { checkAttentionMask, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
+import { checkAttentionMask, checkPaddingLayout, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
 import { NemotronHybridCache } from '../nemotron/cache';
 import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
 import { resolveGeneration, type DecodingOptions, type GenerationConfig, type ResolvedGeneration } from './generation-config';
@@ -99,6 +99,7 @@ async function promptRows(options: GenerateOptions, vocab: number): Promise<{ id
     mask.forEach((row, r) => {
       if (!row.includes(1)) throw new Error(`generate: row ${r} of the prompt is all padding`);
     });
+    checkPaddingLayout(mask, 'generate: attentionMask', 'left');
   }
   return { ids, mask };
 }
