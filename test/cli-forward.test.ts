@@ -107,6 +107,7 @@ describe('nemotron forward', () => {
       [['--input', await write('cu.json', '{"input_ids": [[1, 2], [3, 4]], "cu_seqlens": [0, 2]}')], 1, /cu\.json: cu_seqlens: describes one packed row, but input_ids has 2 rows/],
       [['--input', await write('ok.json', '{"input_ids": [[1, 2]]}'), '--dtype', 'f16'], 2, /--dtype must be f32 or bf16, got 'f16'/],
       [['--input', join(scratch, 'ok.json'), '--devcie', 'cpu'], 2, /unknown flag --devcie/],
+      [['--input', await write('gap.json', '{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 0, 1]]}')], 1, /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/],
     ];
     for (const [args, code, message] of cases) {
       const r = nemotron('forward', '--model', model, '--out', join(scratch, 'never.safetensors'), '--device', 'cpu', ...args);

@@ -17,7 +17,7 @@ import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
 import { loadTrainingData } from '../train/training-data';
-import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
 import { checkResumeSettings, describeChanges } from './train-resume';
@@ -46,11 +46,7 @@ interface TrainFlags {
 }
 
 function readFlags(args: ParsedArgs): TrainFlags {
-  const integer = (name: string, fallback: number, min: number): number => {
-    const v = numberFlag(args, name, fallback)!;
-    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${v}`);
-    return v;
-  };
+  const integer = (name: string, fallback: number, min: number, max?: number): number => integerFlag(args, name, min, fallback, max)!;
   const real = (name: string, fallback: number, ok: (v: number) => boolean, what: string): number => {
     const v = numberFlag(args, name, fallback)!;
     if (!ok(v)) throw new UsageError(`--${name} must be ${what}, got ${v}`);
@@ -71,7 +67,7 @@ function readFlags(args: ParsedArgs): TrainFlags {
     evalEvery: integer('eval-every', 0, 0),
     saveEvery: integer('save-every', 0, 0),
     saveTotalLimit: integer('save-total-limit', 0, 0),
-    seed: integer('seed', 0, 0),
+    seed: integer('seed', 0, 0, MAX_SEED),
     dtype: 'f32',
   };
   if (flags.warmup > steps) throw new UsageError(`--warmup (${flags.warmup}) must not exceed --steps (${steps})`);
