@@ -107,6 +107,11 @@ describe('nemotron train --out', () => {
     expect(seq.code).toBe(2);
     expect(seq.stderr).toContain(`--resume: ${join(out, 'checkpoint-2')} was trained with --seq-len 16 (this run has 12)`);
 
+    // --eval-every without --eval-data holds rows out: the training rows would change under the data position.
+    const rows = nemotron('train', ...common, '--out', out, '--steps', '3', '--eval-every', '1', '--resume');
+    expect(rows.code).toBe(2);
+    expect(rows.stderr).toMatch(/was trained on 29 rows \(hash [0-9a-f]{8}\), this run's --data .* gives 28 \(hash [0-9a-f]{8}\); a resumed run must train on the same rows/);
+
     const resumed = nemotron('train', ...common, '--out', out, '--steps', '3', '--resume', '--lr', '5e-4', '--weight-decay', '0.1');
     expect(resumed.code).toBe(0);
     expect(resumed.stderr).toContain("--lr 0.0005 applies from step 3 on (the checkpoint's run had 0.001)");

@@ -29,7 +29,7 @@ commands:
             ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
             (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
             --resume continues from the newest one exactly (same --seq-len, --batch-size, --grad-accum,
-            --seed, --dtype; a changed --steps, --lr, --min-lr, --warmup, --weight-decay or --grad-clip
+            --seed, --dtype, training rows; a changed --steps, --lr, --min-lr, --warmup, --weight-decay or --grad-clip
             applies from the resumed step on); --save-total-limit N keeps the newest N checkpoints.
             One trainer at a time per DIR (a lock file; a second one exits 2).
             LoRA: --lora-r R trains only rank-R adapters (base frozen); [--lora-alpha A] (default 2·R)

@@ -16,11 +16,11 @@ import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
-import { loadTrainingData } from '../train/training-data';
+import { dataFingerprint, loadTrainingData } from '../train/training-data';
 import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
-import { checkResumeSettings, describeChanges } from './train-resume';
+import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
@@ -119,20 +119,21 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
   const tokenizer = await loadTokenizer(folder);
 
   const existing = await latestCheckpoint(outDir);
+  const savedSettings = resume && existing ? (await readTrainerState(existing)).settings : null;
   if (resume && !existing) throw new UsageError(`--resume: ${outDir} holds no checkpoint-<step>/ with a trainer_state.json`);
   if (!resume && existing) throw new UsageError(`--out ${outDir} already holds ${existing}: pass --resume to continue it, or choose another --out`);
   if (resume && existing) {
     const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then((s) => s.isFile(), () => false);
     if (loraCheckpoint && !lora) throw new UsageError(`--resume: ${existing} holds a LoRA adapter; pass the run's --lora-r (and its other --lora-* flags)`);
     if (!loraCheckpoint && lora) throw new UsageError(`--resume: ${existing} is a full fine-tuning checkpoint; drop --lora-r`);
-    const saved = (await readTrainerState(existing)).settings;
-    checkResumeSettings(flags, saved, existing);
-    if (lora && saved.lora) checkLoraResume(lora, saved.lora, existing);
+    checkResumeSettings(flags, savedSettings!, existing);
+    if (lora && savedSettings!.lora) checkLoraResume(lora, savedSettings!.lora, existing);
   }
 
   // The data is read and checked before the weights are loaded.
   const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize });
   console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}`);
+  if (savedSettings && existing) checkResumeData(dataFingerprint(data), savedSettings, existing);
 
   const device = await openDevice();
   // --dtype bf16: bf16 weights for compute, trained through f32 masters (see src/train/trainer.ts).

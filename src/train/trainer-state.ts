@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
 import { saveLoraAdapter } from '../lora-adapter';
+import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
@@ -31,6 +32,8 @@ export interface RunSettings {
   dtype: 'f32' | 'bf16';
   /** The LoRA adapters' options when only adapters train, else null (absent in older states). */
   lora: LoraRunSettings | null;
+  /** The training rows (absent in older states: not checked). */
+  data?: DataFingerprint;
 }
 
 export interface LoraRunSettings {

@@ -33,7 +33,7 @@ import { loadLoraAdapterWeights } from '../lora-adapter';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type RunSettings } from './trainer-state';
-import type { TrainingData } from './training-data';
+import { dataFingerprint, type TrainingData } from './training-data';
 
 export interface TrainerOptions {
   /** Optimizer updates in the whole run (the schedule's length). */
@@ -152,7 +152,7 @@ export class Trainer {
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
     const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings, data: dataFingerprint(data) };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
@@ -180,6 +180,7 @@ export class Trainer {
   async resumeFrom(dir: string): Promise<ChangedHyperparameter[]> {
     const state = await readTrainerState(dir);
     for (const key of Object.keys(this.settings) as (keyof RunSettings)[]) {
+      if (state.settings[key] === undefined) continue; // written before the setting was recorded
       const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
       if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
     }
