@@ -16,7 +16,7 @@ commands:
   generate  --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
             [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R] [--seed S]
             [--ignore-eos] [--dtype f32|bf16] [--json]: streams the generated text (tokens/s on stderr);
-            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (ragged rows are left-padded);
+            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (left padding only; ragged rows are left-padded);
             --json prints {"ids": [[...]], "prompt_tokens_per_s": …, "decode_tokens_per_s": …}
   chat      --model DIR|REPO_ID [sampling flags]: a conversation over stdin through the chat template
   forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in

@@ -119,8 +119,9 @@ export async function saveCheckpoint(
   } catch (e) {
     await rm(temp, { recursive: true, force: true });
     // Name the folder the user asked for, not the temporary one.
-    const reason = (e as NodeJS.ErrnoException).code ? fsReason(e as NodeJS.ErrnoException) : (e as Error).message.replaceAll(temp, final);
-    throw new Error(`${final}: cannot save the checkpoint: ${reason}`, { cause: e });
+    const code = (e as NodeJS.ErrnoException).code;
+    const message = (e as Error).message.replaceAll(temp, final);
+    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsReason(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
   } finally {
     for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
   }
