@@ -113,6 +113,16 @@ describe('nemotron forward', () => {
       const r = nemotron('forward', '--model', model, '--out', join(scratch, 'never.safetensors'), '--device', 'cpu', ...args);
       expect({ args, code: r.code, message: message.test(r.stderr) ? 'ok' : r.stderr }).toEqual({ args, code, message: 'ok' });
     }
+    // A bad --out is found before the model loads, named as given (never a temporary file).
+    const outs: [string, string][] = [
+      [scratch, 'is a folder; give the path of a file to write'],
+      [join(scratch, 'ok.json', 'x.safetensors'), `${join(scratch, 'ok.json')} is not a folder`],
+      [join(scratch, 'nope', 'x.safetensors'), `its folder ${join(scratch, 'nope')} does not exist`],
+    ];
+    for (const [out, why] of outs) {
+      const r = nemotron('forward', '--model', model, '--input', join(scratch, 'ok.json'), '--device', 'cpu', '--out', out);
+      expect({ code: r.code, stderr: r.stderr.trim() }).toEqual({ code: 2, stderr: `nemotron: --out ${out}: ${why}` });
+    }
     const noModel = nemotron('forward', '--input', join(scratch, 'ok.json'), '--out', join(scratch, 'x.safetensors'));
     expect(noModel.code).toBe(2);
     expect(noModel.stderr).toContain('missing --model');

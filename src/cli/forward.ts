@@ -10,6 +10,7 @@ import { getCpuDevice, noGrad, reshape, tensor, tidy, type Device, type Tensor }
 import { NemotronHForCausalLM } from '../pretrained';
 import { requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { readForwardInputs } from './forward-inputs';
+import { checkOutFile, writingOutFile } from './out-file';
 
 export const FORWARD_FLAGS = ['model', 'input', 'out', 'dtype'] as const;
 
@@ -19,6 +20,7 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
   const outPath = requireFlag(args, 'out');
   const dtype = stringFlag(args, 'dtype', 'auto');
   if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'auto') throw new UsageError(`--dtype must be f32 or bf16, got '${dtype}'`);
+  checkOutFile('out', outPath);
 
   // Check the inputs against the config before the weights are loaded.
   const folder = await resolveCheckpoint(modelPath);
@@ -49,7 +51,7 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
         }
         host[name] = tensor(values, t.shape, { device: getCpuDevice() });
       }
-      await saveSafetensors(outPath, host);
+      await writingOutFile('out', outPath, () => saveSafetensors(outPath, host));
     } finally {
       for (const t of [...Object.values(outputs), ...Object.values(host)]) t.dispose();
     }

@@ -7,7 +7,8 @@
 import { statSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { lockOutDir, OutDirBusyError, type OutDirLock } from '../train/out-dir-lock';
-import { fsReason, removeUnfinishedCheckpoints } from '../train/trainer-state';
+import { fsReason } from '../fs-reason';
+import { removeUnfinishedCheckpoints } from '../train/trainer-state';
 import { RefusedError } from './args';
 
 /** Creates and locks `outDir`, then removes unfinished checkpoint folders; reports on stderr. */

@@ -13,6 +13,7 @@ import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
+import { fsReason } from '../fs-reason';
 import { saveLoraAdapter } from '../lora-adapter';
 import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
@@ -133,31 +134,6 @@ async function copyTokenizerFiles(from: string, to: string): Promise<void> {
   for (const name of TOKENIZER_FILES) {
     const source = join(from, name);
     if (await stat(source).then((s) => s.isFile(), () => false)) await copyFile(source, join(to, name));
-  }
-}
-
-/** A file-system error's reason in words, without the path it carries. */
-export function fsReason(e: NodeJS.ErrnoException): string {
-  switch (e.code) {
-    case 'ENOSPC':
-      return 'no space left on the device';
-    case 'EDQUOT':
-      return 'disk quota exceeded';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'EROFS':
-      return 'read-only file system';
-    case 'ENOTDIR':
-      return 'a part of the path is a file, not a folder';
-    case 'EEXIST':
-      return 'a file is in the way';
-    case 'EISDIR':
-      return 'is a folder';
-    case 'ENOENT':
-      return 'no such file or folder';
-    default:
-      return e.code ? `${e.code}` : e.message;
   }
 }
 
