@@ -10,7 +10,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora, type LoraHandle, type LoraOptions } from '@nemotron-ts/core';
+import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora, type LoraHandle } from '@nemotron-ts/core';
 import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
@@ -18,7 +18,7 @@ import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
 import { dataFingerprint, loadTrainingData } from '../train/training-data';
 import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
-import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
+import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from './lora-flags';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
 import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
@@ -107,7 +107,7 @@ interface TrainRequest {
   evalDataPath: string | undefined;
   resume: boolean;
   flags: TrainFlags;
-  lora: LoraOptions | null;
+  lora: LoraFlagOptions | null;
   merge: boolean;
 }
 
