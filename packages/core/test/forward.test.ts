@@ -284,6 +284,12 @@ describe('input checks', () => {
     fails({ inputsEmbeds: tensor(new Float32Array(6), [1, 2, 3], { device: cpu }) }, /inputsEmbeds \[1, 2, 3\] must end in hidden_size 44/);
   });
 
+  test('a config too large to allocate names the fields that sized the failing weight', () => {
+    const build = (init: Partial<NemotronHConfigInit> & { pattern: string }) => () => new NemotronHForCausalLM(tinyConfig(init), { device: cpu });
+    expect(build({ pattern: 'M*', vocabSize: 1e12 })).toThrow(/^the embeddings \(vocab_size 1000000000000 × hidden_size 44\): a f32 tensor of 44000000000000 elements needs/);
+    expect(build({ pattern: 'M-', intermediateSize: 1e12 })).toThrow(/^the mlp mixer's weights \(intermediate_size 1000000000000 × hidden_size 44\): a f32 tensor/);
+  });
+
   test('the checks leave nothing allocated', () => {
     const before = cpu.memoryStats().liveBytes;
     fails({ inputIds: [[1, 2]], labels: [[1, -5]], attentionMask: [[0, 1]] }, /labels/);

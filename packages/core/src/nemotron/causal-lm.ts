@@ -11,6 +11,7 @@ import type { NemotronHybridCache } from './cache';
 import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
+import { allocating } from './allocation-errors';
 import { checkCuSeqlens, checkLabels, checkPaddingLayout, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
 import { MultiTokenPrediction } from './mtp';
@@ -94,7 +95,8 @@ export class NemotronHForCausalLM extends Module {
   ) {
     super();
     this.model = this.registerModule('model', new NemotronV3Model(config, placement));
-    this.lmHead = this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, placement));
+    const lmHead = allocating(`lm_head (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Linear(config.hiddenSize, config.vocabSize, placement));
+    this.lmHead = this.registerModule('lm_head', lmHead);
     this.mtp = config.mtpEnabled ? this.registerModule('mtp', new MultiTokenPrediction(config, placement)) : null;
   }
 
