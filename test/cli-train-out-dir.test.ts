@@ -81,7 +81,7 @@ describe('nemotron train --out', () => {
     await writeFile(join(out, OUT_DIR_LOCK_FILE), JSON.stringify({ pid: 1, host: 'elsewhere', token: 't', started: '2026-01-01T00:00:00.000Z' }));
     const foreign = nemotron('train', ...common, '--out', out, '--steps', '6', '--resume');
     expect(foreign.code).toBe(2);
-    expect(foreign.stderr).toContain(`pid 1 on host elsewhere (delete ${join(out, OUT_DIR_LOCK_FILE)} if that process is gone`);
+    expect(foreign.stderr).toContain(`pid 1 on host elsewhere, since 2026-01-01T00:00:00.000Z); wait for it to finish or choose another --out (if no trainer runs there any more, delete ${join(out, OUT_DIR_LOCK_FILE)})`);
   }, 60_000);
 
   test('a bad --out fails before training, naming the flag and the path', async () => {

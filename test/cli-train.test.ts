@@ -80,6 +80,8 @@ describe('nemotron train', () => {
     const data = nemotron('train', '--model', modelDir, '--data', badData, '--out', out, '--device', 'cpu');
     expect(data.code).toBe(1);
     expect(data.stderr).toContain(`${badData}:2: "text" must be a string, got nothing`);
+    // The run failed after locking --out: the lock went with it.
+    expect(await Bun.file(join(out, '.trainer.lock')).exists()).toBe(false);
     const missing = nemotron('train', '--model', modelDir, '--data', join(scratch, 'nope.txt'), '--out', out);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('nope.txt: no such file');

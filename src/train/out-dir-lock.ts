@@ -28,8 +28,10 @@ export class OutDirBusyError extends Error {
     readonly outDir: string,
     readonly owner: LockOwner,
   ) {
-    const where = owner.host === hostname() ? `pid ${owner.pid} on this host` : `pid ${owner.pid} on host ${owner.host} (delete ${join(outDir, OUT_DIR_LOCK_FILE)} if that process is gone)`;
-    super(`${outDir} is in use by another trainer (${where}, since ${owner.started}); wait for it to finish or choose another --out`);
+    const where = owner.host === hostname() ? `pid ${owner.pid} on this host` : `pid ${owner.pid} on host ${owner.host}`;
+    super(
+      `${outDir} is in use by another trainer (${where}, since ${owner.started}); wait for it to finish or choose another --out (if no trainer runs there any more, delete ${join(outDir, OUT_DIR_LOCK_FILE)})`,
+    );
   }
 }
 
