@@ -59,6 +59,26 @@ describe('nemotron train --out', () => {
     }
   }, 60_000);
 
+  test('three trainers started at once on one --out: exactly one runs; SIGINT releases its lock', async () => {
+    const out = join(scratch, 'race');
+    const procs = Array.from({ length: 3 }, () =>
+      Bun.spawn([process.execPath, CLI, 'train', ...common, '--out', out, '--steps', '100000'], { cwd: ROOT, stdout: 'ignore', stderr: 'pipe' }),
+    );
+    try {
+      // The two that lose exit at once; the winner trains on.
+      for (let i = 0; i < 400 && procs.filter((p) => p.exitCode !== null).length < 2; i++) await Bun.sleep(50);
+      await Bun.sleep(500);
+      expect(procs.map((p) => p.exitCode).sort()).toEqual([2, 2, null]);
+      const winner = procs.find((p) => p.exitCode === null)!;
+      expect(JSON.parse(await Bun.file(join(out, OUT_DIR_LOCK_FILE)).text()).pid).toBe(winner.pid);
+      winner.kill('SIGINT');
+      expect(await winner.exited).toBe(130);
+      expect(await exists(join(out, OUT_DIR_LOCK_FILE))).toBe(false);
+    } finally {
+      for (const p of procs) p.kill('SIGKILL');
+    }
+  }, 60_000);
+
   test("a dead trainer's lock and temporary folders are taken over and removed; --save-total-limit keeps the newest", async () => {
     const out = join(scratch, 'stale');
     const pid = await deadPid();
