@@ -108,10 +108,21 @@ describe('nemotron forward', () => {
       [['--input', await write('cu.json', '{"input_ids": [[1, 2], [3, 4]], "cu_seqlens": [0, 2]}')], 1, /cu\.json: cu_seqlens: describes one packed row, but input_ids has 2 rows/],
       [['--input', await write('ok.json', '{"input_ids": [[1, 2]]}'), '--dtype', 'f16'], 2, /--dtype must be f32 or bf16, got 'f16'/],
       [['--input', join(scratch, 'ok.json'), '--devcie', 'cpu'], 2, /unknown flag --devcie/],
+      [['--input', await write('gap.json', '{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 0, 1]]}')], 1, /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/],
     ];
     for (const [args, code, message] of cases) {
       const r = nemotron('forward', '--model', model, '--out', join(scratch, 'never.safetensors'), '--device', 'cpu', ...args);
       expect({ args, code: r.code, message: message.test(r.stderr) ? 'ok' : r.stderr }).toEqual({ args, code, message: 'ok' });
+    }
+    // A bad --out is found before the model loads, named as given (never a temporary file).
+    const outs: [string, string][] = [
+      [scratch, 'is a folder; give the path of a file to write'],
+      [join(scratch, 'ok.json', 'x.safetensors'), `${join(scratch, 'ok.json')} is not a folder`],
+      [join(scratch, 'nope', 'x.safetensors'), `its folder ${join(scratch, 'nope')} does not exist`],
+    ];
+    for (const [out, why] of outs) {
+      const r = nemotron('forward', '--model', model, '--input', join(scratch, 'ok.json'), '--device', 'cpu', '--out', out);
+      expect({ code: r.code, stderr: r.stderr.trim() }).toEqual({ code: 2, stderr: `nemotron: --out ${out}: ${why}` });
     }
     const noModel = nemotron('forward', '--input', join(scratch, 'ok.json'), '--out', join(scratch, 'x.safetensors'));
     expect(noModel.code).toBe(2);

@@ -6,7 +6,7 @@
  * MTP total loss of `--grads`). Other top-level fields are ignored. Errors name the file and field.
  */
 import { stat } from 'node:fs/promises';
-import { checkAttentionMask, checkCuSeqlens, checkLabels, checkTokenIds, rowsShape, type Rows } from '@nemotron-ts/core';
+import { checkAttentionMask, checkCuSeqlens, checkLabels, checkPaddingLayout, checkTokenIds, rowsShape, type Rows } from '@nemotron-ts/core';
 import { parseHfJson } from '@nemotron-ts/hub';
 
 export interface ForwardFileInputs {
@@ -41,6 +41,7 @@ export async function readForwardInputs(path: string, vocabSize: number, options
   if (json.labels !== undefined && json.labels !== null) out.labels = sameShape('labels', checkLabels(asRows(json.labels), field('labels'), vocabSize));
   if (json.attention_mask !== undefined && json.attention_mask !== null) {
     out.attentionMask = sameShape('attention_mask', checkAttentionMask(asRows(json.attention_mask), field('attention_mask')));
+    checkPaddingLayout(out.attentionMask, field('attention_mask'), 'edges');
   }
   if (json.cu_seqlens !== undefined && json.cu_seqlens !== null) {
     if (batch !== 1) throw new Error(`${field('cu_seqlens')}: describes one packed row, but input_ids has ${batch} rows`);

@@ -21,6 +21,7 @@ import { NemotronHForCausalLM } from '../pretrained';
 import { requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { readForwardInputs } from './forward-inputs';
 import { applyLoraAdapterFlag, LORA_ADAPTER_FLAG } from './lora-flags';
+import { checkOutFile, writingOutFile } from './out-file';
 
 export const FORWARD_FLAGS = ['model', 'input', 'out', 'dtype', LORA_ADAPTER_FLAG, 'grads', 'no-strict'] as const;
 export const FORWARD_BOOLEAN_FLAGS = ['grads', 'no-strict'] as const;
@@ -32,6 +33,7 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
   const grads = args.flags.has('grads');
   const dtype = stringFlag(args, 'dtype', grads ? 'f32' : 'auto');
   if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'auto') throw new UsageError(`--dtype must be f32 or bf16, got '${dtype}'`);
+  checkOutFile('out', outPath);
 
   // Check the inputs against the config before the weights are loaded.
   const folder = await resolveCheckpoint(modelPath);
@@ -139,7 +141,7 @@ async function writeChecked(tensors: ReadonlyMap<string, Tensor>, outPath: strin
       }
       host.set(name, tensor(Float32Array.from(values), t.shape, { device: getCpuDevice() }));
     }
-    await saveSafetensors(outPath, host);
+    await writingOutFile('out', outPath, () => saveSafetensors(outPath, host));
   } finally {
     for (const t of host.values()) t.dispose();
   }

@@ -18,11 +18,11 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NemotronHConfig, checkAttentionMask, checkTokenIds, type GenerateOptions, type GenerateResult, type Rows } from '@nemotron-ts/core';
+import { NemotronHConfig, checkAttentionMask, checkPaddingLayout, checkTokenIds, type GenerateOptions, type GenerateResult, type Rows } from '@nemotron-ts/core';
 import { loadTokenizer, parseHfJson, readConfigJson, resolveCheckpoint, type ChatMessage, type HfTokenizer } from '@nemotron-ts/hub';
-import type { Device } from '@nemotron-ts/kernels';
+import { OutOfMemoryError, type Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
-import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { integerFlag, MAX_SEED, numberFlag, RefusedError, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { applyLoraAdapterFlag, LORA_ADAPTER_FLAG } from './lora-flags';
 
 const SAMPLING_FLAGS = ['max-new-tokens', 'greedy', 'temperature', 'top-p', 'top-k', 'min-p', 'repetition-penalty', 'seed', 'ignore-eos', 'dtype', LORA_ADAPTER_FLAG, 'no-strict'] as const;
@@ -33,14 +33,10 @@ export const CHAT_FLAGS = ['model', ...SAMPLING_FLAGS] as const;
 /** The decoding options the flags ask for (unset ones come from the generation config). */
 function decodingOptions(args: ParsedArgs): Partial<GenerateOptions> {
   const options: Partial<GenerateOptions> = {};
-  const integer = (name: string, min: number): number | undefined => {
-    const v = numberFlag(args, name);
-    if (v !== undefined && (!Number.isInteger(v) || v < min)) throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${v}`);
-    return v;
-  };
+  const integer = (name: string, min: number, max?: number): number | undefined => integerFlag(args, name, min, undefined, max);
   const maxNew = integer('max-new-tokens', 1);
   if (maxNew !== undefined) options.maxNewTokens = maxNew;
-  const seed = integer('seed', 0);
+  const seed = integer('seed', 0, MAX_SEED);
   if (seed !== undefined) options.seed = seed;
   const sampling = { temperature: numberFlag(args, 'temperature'), topP: numberFlag(args, 'top-p'), topK: integer('top-k', 0), minP: numberFlag(args, 'min-p') };
   const sets = Object.entries(sampling).filter(([, v]) => v !== undefined);
@@ -103,6 +99,7 @@ async function readPromptFile(path: string, vocabSize: number, padId: number): P
   if (mask.length !== ids.length || mask[0]!.length !== ids[0]!.length) {
     throw new Error(`${field('attention_mask')}: shape [${mask.length}, ${mask[0]!.length}] does not match input_ids [${ids.length}, ${ids[0]!.length}]`);
   }
+  checkPaddingLayout(mask, field('attention_mask'), 'left');
   return { ids, mask };
 }
 
@@ -145,13 +142,19 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
   const model = await loadModel(args, folder, device, dtype);
   try {
     const stream = !json && ids.length === 1 && tokenizer !== null;
-    const result = await model.generate({
-      ...options,
-      inputIds: ids,
-      attentionMask: mask ?? undefined,
-      tokenizer: tokenizer ?? undefined,
-      onToken: stream ? (e) => process.stdout.write(e.text![0]!) : undefined,
-    });
+    const result = await model
+      .generate({
+        ...options,
+        inputIds: ids,
+        attentionMask: mask ?? undefined,
+        tokenizer: tokenizer ?? undefined,
+        onToken: stream ? (e) => process.stdout.write(e.text![0]!) : undefined,
+      })
+      .catch((e: unknown) => {
+        // The cache is sized by --max-new-tokens (or the generation config's max_new_tokens).
+        if (e instanceof OutOfMemoryError) throw new RefusedError(`${options.maxNewTokens !== undefined ? `--max-new-tokens ${options.maxNewTokens}` : `max_new_tokens of ${folder}'s generation config`}: ${e.message}`);
+        throw e;
+      });
     if (json) {
       const s = result.stats;
       console.log(JSON.stringify({ ids: generatedIds(result), prompt_tokens_per_s: round(s.promptTokensPerS), decode_tokens_per_s: round(s.decodeTokensPerS) }));

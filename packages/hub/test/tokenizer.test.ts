@@ -114,5 +114,9 @@ describe('chat templates', () => {
     expect(() => none.applyChatTemplate(messages)).toThrow('has no chat template');
     const broken = await tokenizerWith({ chat_template: '{% for %}' });
     expect(() => broken.applyChatTemplate(messages)).toThrow('tokenizer_config.json: chat_template: does not parse');
+    // An unclosed block makes the parser fail internally ("tokens[current].type"): the error says what happened.
+    writeFileSync(join(dir, 'chat_template.jinja'), '{% if messages %}hi');
+    const unclosed = await loadTokenizer(dir);
+    expect(() => unclosed.applyChatTemplate(messages)).toThrow(`${join(dir, 'chat_template.jinja')}: chat_template: does not parse: unexpected end of the template (an unclosed {% … %} block or {{ … }} expression?)`);
   });
 });

@@ -11,7 +11,8 @@ import type { NemotronHybridCache } from './cache';
 import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
-import { checkCuSeqlens, checkLabels, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
+import { allocating } from './allocation-errors';
+import { checkCuSeqlens, checkLabels, checkPaddingLayout, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
 import { MultiTokenPrediction } from './mtp';
 
@@ -94,7 +95,8 @@ export class NemotronHForCausalLM extends Module {
   ) {
     super();
     this.model = this.registerModule('model', new NemotronV3Model(config, placement));
-    this.lmHead = this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, placement));
+    const lmHead = allocating(`lm_head (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Linear(config.hiddenSize, config.vocabSize, placement));
+    this.lmHead = this.registerModule('lm_head', lmHead);
     this.mtp = config.mtpEnabled ? this.registerModule('mtp', new MultiTokenPrediction(config, placement)) : null;
   }
 
@@ -107,6 +109,7 @@ export class NemotronHForCausalLM extends Module {
   forward(inputs: CausalLMInputs): CausalLMOutput {
     return tidy(() => {
       const device = this.lmHead.weight.device;
+      const cache = inputs.cache;
       const prepared = prepareInputs(this.config, device, inputs);
       const { batch, length } = prepared;
       const keep = inputs.logitsToKeep ?? 0;
@@ -114,8 +117,11 @@ export class NemotronHForCausalLM extends Module {
       if (keep > 0 && keep < length && inputs.labels !== undefined) throw new Error(`forward: labels need the logits of every position; drop logitsToKeep (${keep}) or the labels`);
       const labels = inputs.labels === undefined ? null : prepareLabels(inputs.labels, this.config, batch, length, device);
       const outputHidden = inputs.outputHiddenStates ?? false;
-      const cache = inputs.cache;
-      if (cache) this.checkCache(cache, prepared, inputs);
+      if (cache) {
+        this.checkCache(cache, prepared, inputs);
+        // The next tokens follow the last position: only the first piece may be padded, on the left.
+        if (Array.isArray(inputs.attentionMask)) checkPaddingLayout(inputs.attentionMask as Rows, 'forward: attentionMask', cache.length > 0 ? 'none' : 'left');
+      }
       if (cache && length === 1 && cache.length > 0) {
         const step = this.decodeForward(prepared, cache, outputHidden);
         return { ...step, loss: labels ? causalLmLoss(step.logits, labels) : null };
