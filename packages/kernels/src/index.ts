@@ -7,6 +7,7 @@ export { Tensor } from './tensor';
 export * from './dtype';
 export * from './shape';
 export * from './creation';
+export type { JsonValue, JsonObject } from './json';
 export { Generator, manualSeed, defaultGenerator } from './random';
 export { tidy, keep, dispose, type Disposable } from './runtime/scope';
 export { BufferPool, bucketSize, type MemoryStats, type PoolBackend } from './runtime/pool';
