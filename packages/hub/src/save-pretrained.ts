@@ -6,7 +6,7 @@
 import { mkdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomically } from './atomic-file';
-import { CONFIG_FIELDS, GENERATION_CONFIG_FIELDS, validateFields, writeConfigJson } from './config-json';
+import { writeConfigJson } from './config-json';
 import type { JsonObject } from './hf-json';
 import { saveWeights, type SavedWeights, type SaveWeightsOptions, type TensorSource } from './safetensors/sharded-write';
 
@@ -43,9 +43,6 @@ export interface SavedPretrained {
 
 /** Writes a checkpoint folder (created if needed). */
 export async function savePretrainedFiles(folder: string, options: SavePretrainedOptions): Promise<SavedPretrained> {
-  // Check the configs before anything is written, so a bad one does not leave a half-updated folder.
-  if (options.config) validateFields(options.config, CONFIG_FIELDS, join(folder, 'config.json'));
-  if (options.generationConfig) validateFields(options.generationConfig, GENERATION_CONFIG_FIELDS, join(folder, 'generation_config.json'));
   await mkdir(folder, { recursive: true });
   const weights = await saveWeights(folder, options.tensors, options);
   const files = [...weights.files, ...(weights.indexFile ? [weights.indexFile] : [])];
