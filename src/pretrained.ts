@@ -10,12 +10,13 @@ import {
   NemotronHConfig,
   NemotronHForCausalLM as CoreNemotronHForCausalLM,
   checkpointTensors,
-  formatCheckpointReport,
+  CHECKPOINT_SHAPE_LABELS,
+  formatLoadReport,
   initializeWeights,
   loadCheckpoint,
   planCheckpointLoad,
   previewNames,
-  type CheckpointReport,
+  type LoadReport,
 } from '@nemotron-ts/core';
 import { Checkpoint, readConfigJson, readGenerationConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type JsonObject, type SavedPretrained } from '@nemotron-ts/hub';
 import { getDefaultDevice, hasDefaultDevice, initDevice, isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
@@ -67,7 +68,7 @@ const TORCH_DTYPE: Readonly<Record<FloatDType, string>> = { f32: 'float32', bf16
 
 export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
   /** What the last {@link fromPretrained} load found (e.g. MTP tensors ignored by a model without MTP). */
-  loadReport: CheckpointReport | null = null;
+  loadReport: LoadReport | null = null;
 
   /**
    * Loads a checkpoint: a local folder, or a Hub repository id (`org/name`) resolved through the HF
@@ -106,7 +107,7 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
           shapes,
           loadOptions,
         );
-        if (report.mismatched.length) throw new Error(`loadCheckpoint: ${formatCheckpointReport({ ...report, missing: [], unexpected: [], ignored: [] })}`);
+        if (report.mismatched.length) throw new Error(`loadCheckpoint: ${formatLoadReport({ ...report, missing: [], unexpected: [], ignored: [] }, CHECKPOINT_SHAPE_LABELS)}`);
         // Missing tensors keep fresh initial values, not uninitialised memory.
         if (report.missing.length) initializeWeights(model, { seed: 0 });
       }
