@@ -22,6 +22,7 @@ export * from './nemotron/block';
 export * from './nemotron/model';
 export * from './nemotron/mtp';
 export * from './nemotron/causal-lm';
+export * from './nemotron/pretrained-io';
 export * from './nemotron/init';
 export * from './nemotron/state-dict';
 
