@@ -12,7 +12,7 @@ import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
 import { checkCuSeqlens, checkLabels, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
-import { NemotronV3Model } from './model';
+import { NemotronHModel } from './model';
 import { MultiTokenPrediction } from './mtp';
 import { pretrainedIO, type FromPretrainedOptions, type SavedPretrained, type SavePretrainedOptions } from './pretrained-io';
 
@@ -81,7 +81,7 @@ export interface MtpOutput {
 }
 
 export class NemotronHForCausalLM extends Module {
-  readonly model: NemotronV3Model;
+  readonly model: NemotronHModel;
   readonly lmHead: Linear;
   /** The MTP head, or null when the config has none. */
   readonly mtp: MultiTokenPrediction | null;
@@ -94,7 +94,7 @@ export class NemotronHForCausalLM extends Module {
     placement: Placement = {},
   ) {
     super();
-    this.model = this.registerModule('model', new NemotronV3Model(config, placement));
+    this.model = this.registerModule('model', new NemotronHModel(config, placement));
     this.lmHead = this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, placement));
     this.mtp = config.mtpEnabled ? this.registerModule('mtp', new MultiTokenPrediction(config, placement)) : null;
   }
