@@ -11,7 +11,7 @@ import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
-import { saveLoraAdapter } from '../lora-adapter';
+import { saveLoraAdapter } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';

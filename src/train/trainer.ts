@@ -24,7 +24,7 @@
  */
 import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
 import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
-import { loadLoraAdapterWeights } from '../lora-adapter';
+import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
