@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { readdirSync } from 'node:fs';
 import { ConfigError, GenerationConfig, NemotronHConfig, type JsonObject } from '../src';
-import { FIXTURE_CASES, fixturePath } from './safetensors';
+import { FIXTURE_CASES, fixturePath } from './support/safetensors';
 
 const SPEC_CONFIGS = new URL('./configs/', import.meta.url);
 
