@@ -35,7 +35,7 @@ export * from './ops/cross-entropy/cross-entropy';
 export * from './ops/conv/conv';
 export * from './ops/scan/scan';
 export { mambaDecodeStep, type MambaDecodeOptions } from './ops/scan/mamba-decode';
-export * from './ops/attention/attention';
+export { attention, attentionWithStats, type AttentionOptions, type AttentionResult, type KvLayout } from './ops/attention/attention';
 export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';
 export * from './ops/matmul/matmul';

@@ -17,3 +17,4 @@ export type { ElementwiseDef } from './ops/elementwise/definitions';
 export type { ElementwiseOperand } from './ops/elementwise/elementwise.cpu';
 export { reduceRows, sumTo } from './ops/reduce/reduce';
 export type { ReduceOp } from './ops/reduce/reduce.cpu';
+export type { AttentionProblem, AttentionBackwardProblem, AttentionGradients, HeadView, HeadStrides, KeyRowView } from './ops/attention/attention';
