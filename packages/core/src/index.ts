@@ -2,7 +2,7 @@
  * @packageDocumentation
  * @nemotron-ts/core: the Nemotron-H / NemotronV3 model — config, module system, module tree,
  * checkpoint (state-dict) adapter and weight initialisation. Exports are listed by name: helpers
- * the modules share (input preparation, sequence info, config kind checks, …) stay internal.
+ * the modules share (input preparation, config kind checks, …) stay internal.
  */
 export {
   ConfigError,
@@ -46,6 +46,7 @@ export {
   type CachedDecode,
 } from './nemotron/cache';
 export {
+  prepareInputs,
   checkTokenIds,
   checkLabels,
   checkAttentionMask,
@@ -54,7 +55,9 @@ export {
   IGNORE_INDEX,
   type Rows,
   type ModelInputs,
+  type PreparedInputs,
 } from './nemotron/inputs';
+export type { SequenceInfo } from './nemotron/sequence';
 export { RMSNorm, GatedRMSNorm } from './nemotron/rms-norm';
 export { Mamba2Mixer } from './nemotron/mamba2';
 export { Attention } from './nemotron/attention';
