@@ -267,7 +267,7 @@ export class NemotronHForCausalLM extends Module {
    * and streams the weights in; the model is returned in eval mode. The file I/O is the root
    * package's (see `pretrained-io.ts`), as are the options.
    */
-  static fromPretrained(pathOrRepoId: string, options: FromPretrainedOptions = {}): Promise<NemotronHForCausalLM> {
+  static async fromPretrained(pathOrRepoId: string, options: FromPretrainedOptions = {}): Promise<NemotronHForCausalLM> {
     return pretrainedIO('fromPretrained').load(pathOrRepoId, options);
   }
 
@@ -275,7 +275,7 @@ export class NemotronHForCausalLM extends Module {
    * Writes config.json, generation_config.json (when the model has one) and the weights (HF's
    * on-disk names, sharded) into `folder`, loadable by transformers and by {@link fromPretrained}.
    */
-  savePretrained(folder: string, options: SavePretrainedOptions = {}): Promise<SavedPretrained> {
+  async savePretrained(folder: string, options: SavePretrainedOptions = {}): Promise<SavedPretrained> {
     return pretrainedIO('savePretrained').save(this, folder, options);
   }
 }

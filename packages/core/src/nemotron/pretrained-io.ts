@@ -30,7 +30,10 @@ export function installPretrainedIO(io: PretrainedIO): void {
 /** The installed I/O; `method` names the caller in the error when there is none. */
 export function pretrainedIO(method: string): PretrainedIO {
   if (!installed) {
-    throw new Error(`NemotronHForCausalLM.${method}: no checkpoint I/O is installed; import the nemotron-ts package (the root, which composes core and hub) to read and write checkpoints`);
+    throw new Error(
+      `NemotronHForCausalLM.${method}: no checkpoint I/O is installed; ` +
+        'import the nemotron-ts package (the root, which composes core and hub) to read and write checkpoints',
+    );
   }
   return installed;
 }
