@@ -1,7 +1,7 @@
 /**
  * The root entry point: fromPretrained (config through the hub package, lazy weights, dtype
  * choice), savePretrained (HF names, sharding, dtype, keep-f32 tensors, config.json with bare
- * Infinity) and the round trip between them; fromConfig on the subclass.
+ * Infinity) and the round trip between them; one class whichever package it comes from.
  */
 import { afterAll, describe, expect, spyOn, test } from 'bun:test';
 import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Checkpoint, readConfigJson, saveSafetensors, writeConfigJson } from '@nemotron-ts/hub';
 import { getCpuDevice, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose } from '@nemotron-ts/kernels/testing';
+import * as core from '@nemotron-ts/core';
 import { NemotronHConfig, NemotronHForCausalLM } from '../src';
 import { FIXTURES_DIR, openFixture } from './support/fixtures';
 
@@ -25,6 +26,13 @@ async function logitsOf(model: NemotronHForCausalLM, ids: number[][]): Promise<F
 }
 
 describe('fromPretrained', () => {
+  test("core's NemotronHForCausalLM is the root's: one class, one set of methods", async () => {
+    expect(core.NemotronHForCausalLM).toBe(NemotronHForCausalLM);
+    const model = await core.NemotronHForCausalLM.fromPretrained(join(FIXTURES_DIR, 'dense_f32'), { device: cpu });
+    expect(typeof model.savePretrained).toBe('function');
+    model.dispose();
+  });
+
   test('dtype auto follows torch_dtype; keep-f32 tensors stay f32; MTP weights load', async () => {
     const bf16 = await NemotronHForCausalLM.fromPretrained(join(FIXTURES_DIR, 'hybrid_bf16'), { device: cpu });
     expect(bf16).toBeInstanceOf(NemotronHForCausalLM);
@@ -102,7 +110,7 @@ describe('savePretrained', () => {
     reloaded.dispose();
   });
 
-  test('fromConfig builds the subclass; a finite dt limit is written with a bare Infinity and read back', async () => {
+  test('fromConfig builds the model; a finite dt limit is written with a bare Infinity and read back', async () => {
     const config = NemotronHConfig.create({
       pattern: 'M*',
       vocabSize: 61,

@@ -5,7 +5,7 @@
  * out_proj, which PEFT refuses) refine it and need `--lora-r`.
  */
 import { DEFAULT_LORA_TARGETS, type LoraOptions, type Module } from '@nemotron-ts/core';
-import { loadLoraAdapter } from '../lora-adapter';
+import { loadLoraAdapter } from '../peft-files';
 import type { LoraRunSettings } from '../train/trainer-state';
 import { numberFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 

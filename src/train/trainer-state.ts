@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
 import { fsReason } from '../fs-reason';
-import { saveLoraAdapter } from '../lora-adapter';
+import { saveLoraAdapter } from '../peft-files';
 import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
 

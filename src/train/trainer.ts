@@ -29,7 +29,7 @@
  */
 import { AdamW, backward, bytesPerElement, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
 import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
-import { loadLoraAdapterWeights } from '../lora-adapter';
+import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type RunSettings } from './trainer-state';

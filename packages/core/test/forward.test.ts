@@ -8,7 +8,7 @@ import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, noGrad, tensor, tidy, type Device } from '@nemotron-ts/kernels';
 import { expectClose, randomData, testDevices, testGpu } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, type CausalLMOutput, type Mamba2Mixer, type MoE, type NemotronHConfigInit } from '../src';
-import { mambaReference, moeReference } from './reference';
+import { mambaReference, moeReference } from './support/reference';
 
 const devices = await testDevices();
 const gpu = await testGpu();

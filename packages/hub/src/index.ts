@@ -21,18 +21,7 @@ export { saveSafetensors, DEFAULT_METADATA, type SaveSafetensorsOptions } from '
 export { saveWeights, type TensorSource, type SaveWeightsOptions, type SavedWeights } from './safetensors/sharded-write';
 export { SINGLE_FILE, INDEX_FILE, parseShardIndex, encodeShardIndex, type ShardIndex } from './safetensors/shard-index';
 export { Checkpoint, type CheckpointEntry } from './checkpoint';
-export {
-  CONFIG_FIELDS,
-  GENERATION_CONFIG_FIELDS,
-  parseConfigJson,
-  readConfigJson,
-  readGenerationConfigJson,
-  validateFields,
-  writeConfigJson,
-  type FieldKind,
-  type FieldRule,
-  type FieldRules,
-} from './config-json';
+export { parseConfigJson, readConfigJson, readGenerationConfigJson, writeConfigJson } from './config-json';
 export { ChatTemplates, type ChatMessage, type ChatTemplateOptions, type TemplateSpecialTokens } from './chat';
 export {
   HfTokenizer,

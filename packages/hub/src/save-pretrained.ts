@@ -7,7 +7,7 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomically } from './atomic-file';
 import { writeFolderAtomically } from './atomic-folder';
-import { CONFIG_FIELDS, GENERATION_CONFIG_FIELDS, validateFields, writeConfigJson } from './config-json';
+import { writeConfigJson } from './config-json';
 import type { JsonObject } from './hf-json';
 import { writeWeightsInto, type SavedWeights, type SaveWeightsOptions, type TensorSource } from './safetensors/sharded-write';
 
@@ -48,9 +48,6 @@ export interface SavedPretrained {
  * old checkpoint or the new one, never a mix. Other files already in the folder are kept.
  */
 export async function savePretrainedFiles(folder: string, options: SavePretrainedOptions): Promise<SavedPretrained> {
-  // Check the configs before anything is written, so a bad one does not leave a half-updated folder.
-  if (options.config) validateFields(options.config, CONFIG_FIELDS, join(folder, 'config.json'));
-  if (options.generationConfig) validateFields(options.generationConfig, GENERATION_CONFIG_FIELDS, join(folder, 'generation_config.json'));
   const copyFrom = options.copyFrom && !(await sameFolder(options.copyFrom, folder)) ? options.copyFrom : undefined;
   return writeFolderAtomically(
     folder,

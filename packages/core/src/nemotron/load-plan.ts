@@ -5,10 +5,12 @@
  * (by building the model again with each numeric field changed), so a mistyped `hidden_size` fails
  * at once naming the field and a tensor, instead of allocating gigabytes first.
  */
-import { CpuDevice, formatShape, Storage, type DType } from '@nemotron-ts/kernels';
+import { CpuDevice, formatShape, type DType } from '@nemotron-ts/kernels';
+import { Storage } from '@nemotron-ts/kernels/internals';
 import { NemotronHConfig } from '../config';
 import { NemotronHForCausalLM } from './causal-lm';
-import { formatCheckpointReport, planCheckpointLoad, type CheckpointReport, type LoadPlan, type PlanOptions, type TensorInfo } from './state-dict';
+import { formatLoadReport, type LoadReport } from '../nn/module';
+import { CHECKPOINT_SHAPE_LABELS, planCheckpointLoad, type LoadPlan, type PlanOptions, type TensorInfo } from './state-dict';
 
 /** A CPU device whose tensors have a shape and no memory: only for listing a model's tensors, never for computing. */
 class ShapeOnlyDevice extends CpuDevice {
@@ -46,10 +48,10 @@ export interface FitOptions extends PlanOptions {
  * `strict` a missing or unexpected one), before anything is allocated. A shape mismatch names the
  * config field(s) of `configSource` that set the disagreeing dimension. Returns the plan's report.
  */
-export function checkCheckpointFits(config: NemotronHConfig, checkpoint: ReadonlyMap<string, readonly number[]>, configSource: string, options: FitOptions = {}): CheckpointReport {
+export function checkCheckpointFits(config: NemotronHConfig, checkpoint: ReadonlyMap<string, readonly number[]>, configSource: string, options: FitOptions = {}): LoadReport {
   const { report } = planPretrainedLoad(config, checkpoint, options);
   const strict = options.strict ?? true;
-  const faults: CheckpointReport = strict ? report : { ...report, missing: [], unexpected: [], ignored: [] };
+  const faults: LoadReport = strict ? report : { ...report, missing: [], unexpected: [], ignored: [] };
   if (!faults.missing.length && !faults.unexpected.length && !faults.mismatched.length) return report;
   const first = faults.mismatched[0];
   if (first) {
@@ -57,10 +59,10 @@ export function checkCheckpointFits(config: NemotronHConfig, checkpoint: Readonl
     const which = fields.length ? `${fields.length > 1 ? 'fields' : 'field'} ${fields.map((f) => `${f} (${String(config.toJSON()[f])})`).join(', ')}` : 'the config';
     throw new Error(
       `${configSource} does not match the checkpoint: ${which} ${fields.length > 1 ? 'give' : 'gives'} '${first.name}' the shape ${formatShape(first.expected)}, the checkpoint has ${formatShape(first.actual)}` +
-        ` (${formatCheckpointReport(faults)})`,
+        ` (${formatLoadReport(faults, CHECKPOINT_SHAPE_LABELS)})`,
     );
   }
-  throw new Error(`${configSource} does not match the checkpoint: ${formatCheckpointReport(faults)}`);
+  throw new Error(`${configSource} does not match the checkpoint: ${formatLoadReport(faults, CHECKPOINT_SHAPE_LABELS)}`);
 }
 
 /** The numeric config fields whose value changes the dimensions of `key` that disagree with the checkpoint. */

@@ -20,7 +20,8 @@ export interface BackboneOutput {
   readonly hiddenStates: Tensor[] | null;
 }
 
-export class NemotronV3Model extends Module {
+/** `NemotronHModel` (HF's name): the backbone under `NemotronHForCausalLM.model`. */
+export class NemotronHModel extends Module {
   readonly embeddings: Embedding;
   readonly layers: ModuleList<NemotronHBlock>;
   readonly normF: RMSNorm;
@@ -84,3 +85,8 @@ export class NemotronV3Model extends Module {
     });
   }
 }
+
+/** The seed's name for {@link NemotronHModel}. */
+export const NemotronV3Model = NemotronHModel;
+/** The seed's name for {@link NemotronHModel}. */
+export type NemotronV3Model = NemotronHModel;
