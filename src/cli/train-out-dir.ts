@@ -8,9 +8,8 @@
 import { statSync } from 'node:fs';
 import { readdir, statfs } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { recoverFoldersIn } from '@nemotron-ts/hub';
+import { fsErrorMeaning, recoverFoldersIn } from '@nemotron-ts/hub';
 import { lockOutDir, OutDirBusyError, type OutDirLock } from '../train/out-dir-lock';
-import { fsReason } from '../fs-reason';
 import { removeUnfinishedCheckpoints } from '../train/trainer-state';
 import { RefusedError } from './args';
 
@@ -24,7 +23,7 @@ export async function prepareOutDir(outDir: string): Promise<OutDirLock> {
     const code = (e as NodeJS.ErrnoException).code;
     if (!code) throw e;
     const isFile = isPlainFile(outDir);
-    const reason = isFile ? 'is a file, not a folder' : code === 'ENOENT' ? 'its parent folder cannot be created' : fsReason(e as NodeJS.ErrnoException);
+    const reason = isFile ? 'is a file, not a folder' : code === 'ENOENT' ? 'its parent folder cannot be created' : fsErrorMeaning(e as NodeJS.ErrnoException);
     throw new RefusedError(`--out ${outDir}: cannot create or write the output folder (${reason})`);
   }
   if (lock.tookOverFrom) console.error(`--out ${outDir}: took over the lock of a trainer that is gone (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started})`);

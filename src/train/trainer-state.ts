@@ -11,9 +11,8 @@
  */
 import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
+import { fsErrorMeaning, SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
-import { fsReason } from '../fs-reason';
 import { saveLoraAdapter } from '../lora-adapter';
 import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
@@ -122,7 +121,7 @@ export async function saveCheckpoint(
     // Name the folder the user asked for, not the temporary one.
     const code = (e as NodeJS.ErrnoException).code;
     const message = (e as Error).message.replaceAll(temp, final);
-    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsReason(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
+    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsErrorMeaning(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
   } finally {
     for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
   }
