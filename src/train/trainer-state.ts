@@ -40,7 +40,8 @@ export interface LoraRunSettings {
   r: number;
   alpha: number;
   dropout: number;
-  targetModules: string[];
+  /** Module names, or one regular expression the whole module name must match (PEFT's string form). */
+  targetModules: string[] | string;
   seed: number;
 }
 
