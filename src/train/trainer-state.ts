@@ -7,7 +7,8 @@
  * step counts and hyperparameters, the run's schedule and clipping, and the settings a resumed
  * run must share). Everything is written into a temporary folder (`.checkpoint-<step>.partial-<pid>`)
  * that is renamed into place when whole; an interrupted run's leftovers are removed by the next
- * run (`removeUnfinishedCheckpoints`), and `pruneCheckpoints` keeps only the newest N.
+ * `nemotron train` (`removeUnfinishedCheckpoints`, and hub's `recoverFoldersIn` for the temporary
+ * folder of a save killed inside `savePretrained`), and `pruneCheckpoints` keeps only the newest N.
  */
 import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
