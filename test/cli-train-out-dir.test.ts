@@ -82,13 +82,18 @@ describe('nemotron train --out', () => {
   test("a dead trainer's lock and temporary folders are taken over and removed; --save-total-limit keeps the newest", async () => {
     const out = join(scratch, 'stale');
     const pid = await deadPid();
-    await mkdir(join(out, `.checkpoint-7.partial-${pid}`), { recursive: true });
-    await writeFile(join(out, `.checkpoint-7.partial-${pid}`, 'model.safetensors'), 'half');
+    // Killed between saves, and killed inside a checkpoint's savePretrained (its atomic-folder temporary).
+    const partial = join(out, `.checkpoint-7.partial-${pid}`);
+    const insideSave = join(out, `..checkpoint-8.partial-${pid}.tmp-${pid}-0123abcd`);
+    for (const dir of [partial, insideSave]) {
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, 'model.safetensors'), 'half');
+    }
     await writeFile(join(out, OUT_DIR_LOCK_FILE), JSON.stringify({ pid, host: hostname(), token: 'old', started: '2026-01-01T00:00:00.000Z' }));
     const run = nemotron('train', ...common, '--out', out, '--steps', '4', '--save-every', '1', '--save-total-limit', '2');
     expect(run.code).toBe(0);
     expect(run.stderr).toContain(`took over the lock of a trainer that is gone (pid ${pid}`);
-    expect(run.stderr).toContain(`removed 1 unfinished checkpoint folder(s) of an interrupted run: ${join(out, `.checkpoint-7.partial-${pid}`)}`);
+    expect(run.stderr).toContain(`removed 2 unfinished checkpoint folder(s) of an interrupted run: ${insideSave}, ${partial}`);
     expect(run.stderr).toContain(`deleted ${join(out, 'checkpoint-2')} (--save-total-limit 2)`);
     expect((await readdir(out)).sort()).toEqual(['checkpoint-3', 'checkpoint-4']);
 

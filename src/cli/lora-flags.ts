@@ -39,7 +39,8 @@ export function checkLoraResume(lora: LoraFlagOptions, saved: LoraRunSettings, c
     ['lora-r', lora.r, saved.r],
     ['lora-alpha', lora.alpha, saved.alpha],
     ['lora-dropout', lora.dropout ?? 0, saved.dropout],
-    ['lora-targets', lora.targetModules.join(','), saved.targetModules.join(',')],
+    // A run of the library Trainer may have targeted a regular expression: given as it is.
+    ['lora-targets', lora.targetModules.join(','), typeof saved.targetModules === 'string' ? saved.targetModules : saved.targetModules.join(',')],
   ];
   for (const [flag, mine, theirs] of pairs) {
     if (mine !== theirs) throw new UsageError(`--resume: ${checkpoint} was trained with --${flag} ${theirs}, this run has ${mine}`);

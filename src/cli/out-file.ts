@@ -5,7 +5,7 @@
  */
 import { accessSync, constants, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
-import { fsReason } from '../fs-reason';
+import { fsErrorMeaning } from '@nemotron-ts/hub';
 import { RefusedError } from './args';
 
 /** Fails naming `--flag PATH` when PATH is a folder or its folder is missing, not a folder, or not writable. */
@@ -20,7 +20,7 @@ export function checkOutFile(flag: string, path: string): void {
   try {
     accessSync(parent, constants.W_OK);
   } catch (e) {
-    throw fail(`cannot write in ${parent} (${fsReason(e as NodeJS.ErrnoException)})`);
+    throw fail(`cannot write in ${parent} (${fsErrorMeaning(e as NodeJS.ErrnoException)})`);
   }
 }
 
@@ -30,7 +30,7 @@ export async function writingOutFile<T>(flag: string, path: string, write: () =>
     return await write();
   } catch (e) {
     if (!(e as NodeJS.ErrnoException).code) throw e;
-    throw new Error(`--${flag} ${path}: cannot write the file (${fsReason(e as NodeJS.ErrnoException)})`, { cause: e });
+    throw new Error(`--${flag} ${path}: cannot write the file (${fsErrorMeaning(e as NodeJS.ErrnoException)})`, { cause: e });
   }
 }
 

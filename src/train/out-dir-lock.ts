@@ -11,6 +11,7 @@ import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeF
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { isProcessAlive } from '@nemotron-ts/hub';
 
 export const OUT_DIR_LOCK_FILE = '.trainer.lock';
 
@@ -43,17 +44,6 @@ export interface OutDirLock {
   release(): void;
 }
 
-/** Whether process `pid` exists on this host (EPERM: it exists but is not ours). */
-export function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Locks `outDir` (created if missing) for this process. Throws `OutDirBusyError` when a live
  * process holds it; errors creating the folder or the lock name the folder.
@@ -75,7 +65,7 @@ export function lockOutDir(outDir: string): OutDirLock {
       }
       const owner = readOwner(path);
       if (owner === null) continue; // released meanwhile: try again
-      const stale = owner.host === me.host && (owner.pid === process.pid || !processAlive(owner.pid));
+      const stale = owner.host === me.host && (owner.pid === process.pid || !isProcessAlive(owner.pid));
       if (!stale) throw new OutDirBusyError(outDir, owner);
       // Take over: move the stale lock aside, and only drop it if it is still the one judged stale.
       const aside = `${draft}.stale`;

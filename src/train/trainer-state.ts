@@ -7,13 +7,13 @@
  * step counts and hyperparameters, the run's schedule and clipping, and the settings a resumed
  * run must share). Everything is written into a temporary folder (`.checkpoint-<step>.partial-<pid>`)
  * that is renamed into place when whole; an interrupted run's leftovers are removed by the next
- * run (`removeUnfinishedCheckpoints`), and `pruneCheckpoints` keeps only the newest N.
+ * `nemotron train` (`removeUnfinishedCheckpoints`, and hub's `recoverFoldersIn` for the temporary
+ * folder of a save killed inside `savePretrained`), and `pruneCheckpoints` keeps only the newest N.
  */
 import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
+import { fsErrorMeaning, SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
-import { fsReason } from '../fs-reason';
 import { saveLoraAdapter } from '../peft-files';
 import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
@@ -41,7 +41,8 @@ export interface LoraRunSettings {
   r: number;
   alpha: number;
   dropout: number;
-  targetModules: string[];
+  /** Module names, or one regular expression the whole module name must match (PEFT's string form). */
+  targetModules: string[] | string;
   seed: number;
 }
 
@@ -122,7 +123,7 @@ export async function saveCheckpoint(
     // Name the folder the user asked for, not the temporary one.
     const code = (e as NodeJS.ErrnoException).code;
     const message = (e as Error).message.replaceAll(temp, final);
-    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsReason(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
+    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsErrorMeaning(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
   } finally {
     for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
   }

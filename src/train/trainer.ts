@@ -28,11 +28,11 @@
  * (`resumeFrom` reports those that differ from the checkpoint's run).
  */
 import { AdamW, backward, bytesPerElement, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
-import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
+import { loraHandle, reseedLoraDropout, type LoraConfig, type LoraHandle } from '@nemotron-ts/core';
 import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
-import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type RunSettings } from './trainer-state';
+import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type LoraRunSettings, type RunSettings } from './trainer-state';
 import { dataFingerprint, type TrainingData } from './training-data';
 
 export interface TrainerOptions {
@@ -151,8 +151,7 @@ export class Trainer {
     this.lora = loraHandle(model);
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
-    const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings, data: dataFingerprint(data) };
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: lora && loraRunSettings(lora.config), data: dataFingerprint(data) };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
@@ -382,3 +381,9 @@ export class Trainer {
   }
 }
 
+/** The LoRA settings checkpoints record, as a plain copy of the adapters' options. */
+function loraRunSettings(config: LoraConfig): LoraRunSettings {
+  const { r, alpha, dropout, targetModules, seed } = config;
+  // A list of names, or one regular expression (PEFT's string form), which stays one string.
+  return { r, alpha, dropout, targetModules: typeof targetModules === 'string' ? targetModules : [...targetModules], seed };
+}

@@ -1,13 +1,14 @@
 /**
  * File-system errors as the user should read them: naming the path they gave (never the temporary
- * file or folder a write goes through) and saying what the code means.
+ * file or folder a write goes through) and saying what the code means. The one home of this
+ * wording: the root package (CLI, trainer) words its errors with {@link fsErrorMeaning}.
  */
 
 const MEANING: Readonly<Record<string, string>> = {
   ENOSPC: 'no space left on the device',
   EDQUOT: 'the disk quota is exceeded',
   EISDIR: 'a folder is in the way',
-  ENOTDIR: 'part of the path is a file, not a folder',
+  ENOTDIR: 'a part of the path is a file, not a folder',
   EEXIST: 'a file is in the way',
   ENOENT: 'a folder on the path does not exist',
   EACCES: 'permission denied',
@@ -17,6 +18,11 @@ const MEANING: Readonly<Record<string, string>> = {
   EMFILE: 'too many open files',
   EIO: 'an input/output error',
 };
+
+/** What a file-system error's code means, in words, without the (possibly temporary) path Node puts in its message. */
+export function fsErrorMeaning(e: NodeJS.ErrnoException): string {
+  return (e.code !== undefined ? MEANING[e.code] : undefined) ?? e.code ?? e.message;
+}
 
 /**
  * `e` re-worded to name `userPath` when it is a system error (`code` is kept, the original is the

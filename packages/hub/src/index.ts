@@ -8,7 +8,8 @@ export { CheckpointFormatError, HubError } from './errors';
 export { parseByteSize } from './byte-size';
 export { writeFileAtomically } from './atomic-file';
 export { writeFolderAtomically, recoverFolder, recoverFoldersIn, type AtomicFolderOptions } from './atomic-folder';
-export { namingUserPath } from './fs-errors';
+export { fsErrorMeaning, namingUserPath } from './fs-errors';
+export { isProcessAlive } from './process-alive';
 export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
 
 export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';

@@ -14,8 +14,7 @@
  *
  * The cache owns its tensors (kept out of any enclosing `tidy` scope); MLP and MoE layers have no
  * entry. Prefill and decode write into the existing tensors, so their buffers change only on growth,
- * `select`/`reorder` and the first padded prompt; `version` counts those changes, so a recorded
- * decode step knows when it must be recorded again.
+ * `select`/`reorder` and the first padded prompt.
  */
 import { bytesPerElement, copyInto, full, getDefaultDevice, incrementInPlace, indexSelect, keep, narrow, noGrad, tensor, tidy, zeros, type Device, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
@@ -87,7 +86,6 @@ export class NemotronHybridCache {
   private slots: number;
   private mask: Tensor | null = null;
   private counter: Tensor;
-  private changes = 0;
   private disposed = false;
 
   constructor(
@@ -159,11 +157,6 @@ export class NemotronHybridCache {
     return this.mask;
   }
 
-  /** Bumped whenever a tensor of the cache is replaced (growth, select/reorder, first padding). */
-  get version(): number {
-    return this.changes;
-  }
-
   /** The entry of layer `i` (null for MLP and MoE layers). */
   layer(i: number): LayerCache | null {
     this.assertAlive('layer');
@@ -187,7 +180,6 @@ export class NemotronHybridCache {
       if (this.mask) this.mask = this.grown(this.mask, 1, slots, kept, 1);
     });
     this.slots = slots;
-    this.changes++;
   }
 
   /** A copy of `t` with `axis` grown to `size`: the first `kept` positions copied, the rest `fill`. */
@@ -210,7 +202,6 @@ export class NemotronHybridCache {
     noGrad(() => {
       if (!this.mask) {
         this.mask = keep(full([this.rows, this.slots], 1, { device: this.device }));
-        this.changes++;
       }
       tidy(() => copyInto(narrow(this.mask!, 1, this.cached, count), mask));
     });
@@ -276,7 +267,6 @@ export class NemotronHybridCache {
       index.dispose();
     });
     this.rows = indices.length;
-    this.changes++;
   }
 
   /** Reorders the rows (a permutation or any same-size selection): HF's `reorder_cache(beam_idx)`. */
