@@ -36,7 +36,7 @@ export {
   type DecodeOptions,
   unknownTokenText,
 } from './tokenizer';
-export { RepoCache, defaultHubCacheDir, normalizeEtag } from './cache';
+export { RepoCache, defaultHubCacheDir, normalizeEtag } from './repo-cache';
 export { hubSettings, type HubSettings, type HubSettingsOptions } from './hub-settings';
 export { ProgressBar, formatBytes, formatDuration, type DownloadProgress, type ProgressStream } from './progress';
 export { globToRegExp, matchesAny } from './glob';

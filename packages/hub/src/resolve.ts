@@ -7,7 +7,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { recoverFolder } from './atomic-folder';
-import { RepoCache, normalizeEtag } from './cache';
+import { RepoCache, normalizeEtag } from './repo-cache';
 import { downloadBlob, type EtagKind } from './download';
 import { HubError } from './errors';
 import { matchesAny } from './glob';
