@@ -123,6 +123,37 @@ export function poisoned<T>(device: Device, fn: () => T): T {
   }
 }
 
+/**
+ * The one model of legitimate float differences between a backend's f32 result and the f64 CPU
+ * reference (GPU drivers round differently from each other, too). Each f32 operation rounds once
+ * (relative error ≤ u = 2⁻²⁴); WGSL's builtins may be off by a few ULP (the spec's allowances,
+ * {@link WGSL_ULP}); a driver may reduce in any order and may fuse a·b + c into one FMA. All of
+ * these move a result by a number of roundings times the magnitude of the TERMS it is formed from,
+ * not of the result itself: where terms cancel (a norm's gradient at d = 1), the result's own scale
+ * says nothing. So a comparison's absolute tolerance is `roundings · u · magnitude`
+ * ({@link f32Atol}), with `magnitude` the largest |term| (the formula evaluated on absolute values)
+ * and `roundings` counted along the longest path; a sum of n terms in an unknown order counts
+ * {@link sumRoundings}(n).
+ */
+export const F32_UNIT_ROUNDOFF = 2 ** -24;
+
+/** ULP allowances of the WGSL builtins the kernels use (WGSL spec, "Floating Point Accuracy"). */
+export const WGSL_ULP = { division: 2.5, inverseSqrt: 2, sqrt: 4.5, exp: 3, log: 3 } as const;
+
+/**
+ * Roundings a sum of n f32 terms may accumulate in any order, with or without FMAs: n − 1 in the
+ * worst case, λ·√n with probability ≥ 1 − 1e-7 at λ = 6 (Higham & Mary's probabilistic bound for
+ * independent rounding errors); the smaller of the two.
+ */
+export function sumRoundings(n: number): number {
+  return n <= 1 ? 0 : Math.min(n - 1, 6 * Math.sqrt(n));
+}
+
+/** Absolute tolerance for a result of `roundings` f32 rounding steps over terms of size `magnitude`. */
+export function f32Atol(roundings: number, magnitude: number): number {
+  return roundings * F32_UNIT_ROUNDOFF * magnitude;
+}
+
 export interface CloseOptions {
   /** Allowed error relative to max |expected| (default 1e-5). */
   rtol?: number;
