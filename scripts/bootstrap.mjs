@@ -21,21 +21,8 @@ const BUN_VERSION = '1.4.5';
 const MESA_PACKAGES = ['libegl1', 'libegl-mesa0', 'libgles2', 'libgl1-mesa-dri'];
 /** Mesa's Vulkan drivers (lavapipe) and the GL/EGL libraries of the same Mesa release (they must match). */
 const LAVAPIPE_PACKAGES = ['mesa-vulkan-drivers', 'libgl1-mesa-dri', 'libegl-mesa0', 'libglx-mesa0', 'libgbm1'];
-/**
- * The Vulkan pass of `npm test`: the fixtures (forward, gradients, generation), the NaN/∞ checks,
- * the device layer and a kernel subset whose shaders compile quickly on lavapipe (compiling is
- * most of a cold run there: see the README's "Vulkan" section for the per-file times).
- */
-const VULKAN_TESTS = [
-  'test/forward-fixtures.test.ts',
-  'test/gradient-fixtures.test.ts',
-  'packages/core/test/generation.test.ts',
-  'packages/kernels/src/ops/non-finite.test.ts',
-  'packages/kernels/src/device/',
-  'packages/kernels/src/ops/norm/norm.test.ts',
-  'packages/kernels/src/ops/reduce/reduce.test.ts',
-  'packages/kernels/src/ops/softmax/softmax.test.ts',
-];
+/** The Vulkan pass of `npm test` (what it holds and why: the file's `about`). */
+const VULKAN_TESTS = JSON.parse(readFileSync(join(root, 'scripts', 'vulkan-tests.json'), 'utf8')).files;
 const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless' };
 
 function log(msg) {

@@ -12,6 +12,7 @@ export { tidy, keep, dispose, type Disposable } from './runtime/scope';
 export { BufferPool, bucketSize, type MemoryStats, type PoolBackend } from './runtime/pool';
 export { CommandBatch, type BufferRange, type Dispatch } from './runtime/batch';
 export { PipelineCache, type CachedPipeline } from './runtime/pipelines';
+export { KernelProfiler, type KernelTime } from './runtime/profiler';
 export { Storage, type StorageOwner } from './runtime/storage';
 export { Params } from './runtime/params';
 export { StepProgram } from './step-program';
