@@ -4,7 +4,9 @@
  *
  * Adapter order: a real GPU through the platform's native backend (Vulkan / Metal / D3D12) at the
  * core feature level; otherwise OpenGL (ES) on Mesa llvmpipe at the compatibility feature level —
- * the embedded default on GPU-less hosts.
+ * the embedded default on GPU-less hosts; otherwise the native backend's software adapter (Mesa
+ * lavapipe, SwiftShader) at the core level. Every adapter passed over is listed with its reason in
+ * {@link DawnHandles.skipped} (`nemotron info` prints them).
  */
 import { create, globals } from 'webgpu';
 import { NoAdapterError } from './errors';
