@@ -61,6 +61,7 @@ export const LOG1P_F32 = `fn log1p_f32(x: f32) -> f32 {
  */
 export const NAN_SAFE_F32 = `fn is_nan_f32(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn is_nan_v4(v: vec4<f32>) -> vec4<bool> { return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u); }
+fn unordered_f32(a: f32, b: f32) -> bool { return is_nan_f32(a) || is_nan_f32(b); }
 fn max_nan(a: f32, b: f32) -> f32 { return select(select(max(a, b), b, is_nan_f32(b)), a, is_nan_f32(a)); }
 fn min_nan(a: f32, b: f32) -> f32 { return select(select(min(a, b), b, is_nan_f32(b)), a, is_nan_f32(a)); }
 fn clamp_nan(x: f32, lo: f32, hi: f32) -> f32 { return select(min(max(x, lo), hi), x, is_nan_f32(x)); }

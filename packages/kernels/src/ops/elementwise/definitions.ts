@@ -39,7 +39,7 @@ export const UNARY = {
   isfinite: { wgsl: 'select(0.0, 1.0, isfinite_f32(x))', cpu: (x) => (Number.isFinite(Math.fround(x)) ? 1 : 0) },
 } satisfies Record<string, ElementwiseDef>;
 
-/** Binary ops: operands `a`, `b` (either may be a scalar). Comparisons return 1 or 0. */
+/** Binary ops: operands `a`, `b` (either may be a scalar). Comparisons return 1 or 0; with a NaN operand only `ne` holds (lavapipe's compiler may treat float compares as ordered, so NaN is tested by its bits). */
 export const BINARY = {
   add: { wgsl: 'a + b', cpu: (a, b) => a + b!, integer: true },
   sub: { wgsl: 'a - b', cpu: (a, b) => a - b!, integer: true },
@@ -48,12 +48,12 @@ export const BINARY = {
   pow: { wgsl: 'pow_f32(a, b)', cpu: (a, b) => Math.pow(a, b!) },
   maximum: { wgsl: 'max_nan(a, b)', cpu: (a, b) => Math.max(a, b!), integer: true },
   minimum: { wgsl: 'min_nan(a, b)', cpu: (a, b) => Math.min(a, b!), integer: true },
-  eq: { wgsl: 'select(0.0, 1.0, a == b)', cpu: (a, b) => (a === b ? 1 : 0) },
-  ne: { wgsl: 'select(0.0, 1.0, a != b)', cpu: (a, b) => (a !== b ? 1 : 0) },
-  lt: { wgsl: 'select(0.0, 1.0, a < b)', cpu: (a, b) => (a < b! ? 1 : 0) },
-  le: { wgsl: 'select(0.0, 1.0, a <= b)', cpu: (a, b) => (a <= b! ? 1 : 0) },
-  gt: { wgsl: 'select(0.0, 1.0, a > b)', cpu: (a, b) => (a > b! ? 1 : 0) },
-  ge: { wgsl: 'select(0.0, 1.0, a >= b)', cpu: (a, b) => (a >= b! ? 1 : 0) },
+  eq: { wgsl: 'select(0.0, 1.0, a == b && !unordered_f32(a, b))', cpu: (a, b) => (a === b ? 1 : 0) },
+  ne: { wgsl: 'select(0.0, 1.0, a != b || unordered_f32(a, b))', cpu: (a, b) => (a !== b ? 1 : 0) },
+  lt: { wgsl: 'select(0.0, 1.0, a < b && !unordered_f32(a, b))', cpu: (a, b) => (a < b! ? 1 : 0) },
+  le: { wgsl: 'select(0.0, 1.0, a <= b && !unordered_f32(a, b))', cpu: (a, b) => (a <= b! ? 1 : 0) },
+  gt: { wgsl: 'select(0.0, 1.0, a > b && !unordered_f32(a, b))', cpu: (a, b) => (a > b! ? 1 : 0) },
+  ge: { wgsl: 'select(0.0, 1.0, a >= b && !unordered_f32(a, b))', cpu: (a, b) => (a >= b! ? 1 : 0) },
 } satisfies Record<string, ElementwiseDef>;
 
 /** Derivatives of the unary ops as fused (x, g) expressions: one kernel per backward step. */
