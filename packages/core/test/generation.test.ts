@@ -6,12 +6,13 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { Generator, getCpuDevice, narrow, noGrad, tensor, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
-import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
+import { deviceLabel, expectClose, testGpus } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();
-const gpu = await testGpu();
-const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
+const gpus = await testGpus();
+const gpu = gpus[0] ?? null;
+const devices: Device[] = [cpu, ...gpus];
 
 const INIT: NemotronHConfigInit = {
   pattern: 'M*-EM*',
@@ -62,7 +63,7 @@ function at(logits: Float32Array, length: number, b: number, t: number): Float32
 
 describe('decode equals recompute', () => {
   for (const device of devices) {
-    test(`${device.kind}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
+    test(`${deviceLabel(device)}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
       const m = model(device);
       const prompt = ids(2, 9, 1);
       const next = ids(2, 10, 2);
@@ -100,7 +101,7 @@ describe('decode equals recompute', () => {
 
 describe('chunked prefill', () => {
   for (const device of devices) {
-    test(`${device.kind}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
+    test(`${deviceLabel(device)}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
       const m = model(device);
       const prompt = ids(2, 13, 5);
       const whole = new NemotronHybridCache(config, { batch: 2, device });
@@ -135,7 +136,7 @@ describe('chunked prefill', () => {
 
 describe('NemotronHybridCache', () => {
   for (const device of devices) {
-    test(`${device.kind}: select and reorder keep the chosen rows' states`, async () => {
+    test(`${deviceLabel(device)}: select and reorder keep the chosen rows' states`, async () => {
       const m = model(device);
       const prompt = ids(3, 7, 6);
       const cache = new NemotronHybridCache(config, { batch: 3, device });
@@ -201,7 +202,7 @@ describe('generate', () => {
   const plain = { useBias: false }; // HF's padding semantics assume no in_proj bias
 
   for (const device of devices) {
-    test(`${device.kind}: a left-padded batch generates what each prompt alone would`, async () => {
+    test(`${deviceLabel(device)}: a left-padded batch generates what each prompt alone would`, async () => {
       const m = model(device, plain);
       const prompts = [ids(1, 3, 8)[0]!, ids(1, 9, 9)[0]!, ids(1, 6, 10)[0]!];
       const alone = await Promise.all(prompts.map(async (p) => (await m.generate({ inputIds: [p], maxNewTokens: 7, eosTokenId: null, outputStepLogits: true }))));
@@ -216,7 +217,7 @@ describe('generate', () => {
       m.dispose();
     });
 
-    test(`${device.kind}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
+    test(`${deviceLabel(device)}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
       const m = model(device, plain);
       const inputIds = ids(2, 5, 11);
       const run = (o: object) => m.generate({ inputIds, maxNewTokens: 8, eosTokenId: null, ...o }).then((r) => r.tokens);
@@ -271,32 +272,34 @@ describe('generate', () => {
     m.dispose();
   });
 
-  test.if(gpu !== null)('webgpu: the decode step is recorded once; no kernel is compiled as the cache grows', async () => {
-    const device = gpu as WebGpuDevice;
-    const m = model(device, plain);
-    const cache = new NemotronHybridCache(config, { batch: 1, device, blockSize: 4 });
-    await logitsOf(m, ids(1, 5, 13), cache);
-    for (let t = 0; t < 3; t++) await logitsOf(m, [[t]], cache);
-    const compiled = device.pipelines.size;
-    for (let t = 0; t < 20; t++) await logitsOf(m, [[t]], cache);
-    expect(device.pipelines.size).toBe(compiled);
-    cache.dispose();
-    m.dispose();
-  });
-
-  test.if(gpu !== null)('webgpu: 9 rows (beyond the fused decode GEMV) generate the CPU backend\'s tokens', async () => {
-    const inputIds = ids(9, 4, 14);
-    const run = async (device: Device) => {
+  for (const g of gpus) {
+    test(`${deviceLabel(g)}: the decode step is recorded once; no kernel is compiled as the cache grows`, async () => {
+      const device = g as WebGpuDevice;
       const m = model(device, plain);
-      const { tokens } = await m.generate({ inputIds, maxNewTokens: 4, eosTokenId: null });
+      const cache = new NemotronHybridCache(config, { batch: 1, device, blockSize: 4 });
+      await logitsOf(m, ids(1, 5, 13), cache);
+      for (let t = 0; t < 3; t++) await logitsOf(m, [[t]], cache);
+      const compiled = device.pipelines.size;
+      for (let t = 0; t < 20; t++) await logitsOf(m, [[t]], cache);
+      expect(device.pipelines.size).toBe(compiled);
+      cache.dispose();
       m.dispose();
-      return tokens;
-    };
-    expect(await run(gpu!)).toEqual(await run(cpu));
-  });
+    });
+
+    test(`${deviceLabel(g)}: 9 rows (beyond the fused decode GEMV) generate the CPU backend's tokens`, async () => {
+      const inputIds = ids(9, 4, 14);
+      const run = async (device: Device) => {
+        const m = model(device, plain);
+        const { tokens } = await m.generate({ inputIds, maxNewTokens: 4, eosTokenId: null });
+        m.dispose();
+        return tokens;
+      };
+      expect(await run(g)).toEqual(await run(cpu));
+    });
+  }
 
   for (const device of devices) {
-    test(`${device.kind}: non-finite logits stop generation with an error naming the row and step`, async () => {
+    test(`${deviceLabel(device)}: non-finite logits stop generation with an error naming the row and step`, async () => {
       const m = model(device, plain);
       // Token 7's embedding holds a NaN: only the row that contains it goes wrong.
       const table = (await m.getTensor('model.embeddings.weight').data()) as Float32Array;
@@ -304,6 +307,22 @@ describe('generate', () => {
       m.setTensor('model.embeddings.weight', tensor(table, [config.vocabSize, config.hiddenSize], { device }));
       await expect(m.generate({ inputIds: [[1, 2, 3], [4, 7, 5]], maxNewTokens: 4, eosTokenId: null })).rejects.toThrow(/logits of row 1 at step 0 hold NaN or infinite values/);
       expect((await m.generate({ inputIds: [[1, 2, 3]], maxNewTokens: 3, eosTokenId: null })).tokens[0]!.length).toBe(3);
+      m.dispose();
+    });
+  }
+
+  for (const device of devices) {
+    test(`${deviceLabel(device)}: a NaN in one entry of an MLP up_proj is reported, not hidden by relu²`, async () => {
+      const m = model(device, plain);
+      const name = 'model.layers.2.mixer.up_proj.weight'; // pattern 'M*-EM*': layer 2 is the MLP
+      const up = m.getTensor(name);
+      const values = (await up.toFloat32()).slice();
+      values[5 * config.hiddenSize + 7] = NaN;
+      m.setTensor(name, tensor(values, up.shape, { device, dtype: up.dtype }));
+      const inputIds = ids(2, 4, 15);
+      const logits = await logitsOf(m, inputIds);
+      expect(logits.some((v) => Number.isNaN(v))).toBe(true);
+      await expect(m.generate({ inputIds, maxNewTokens: 3, eosTokenId: null })).rejects.toThrow(/hold NaN or infinite values/);
       m.dispose();
     });
   }

@@ -12,6 +12,7 @@ export type { JsonValue, JsonObject } from './json';
 export { Generator, manualSeed, defaultGenerator } from './random';
 export { tidy, keep, dispose, type Disposable } from './runtime/scope';
 export type { MemoryStats } from './runtime/pool';
+export { KernelProfiler, type KernelTime } from './runtime/profiler';
 export { StepProgram } from './step-program';
 export { RecordingRefusedError } from './runtime/recording';
 

@@ -7,6 +7,7 @@ import { CommandBatch, type KernelBinding } from '../runtime/batch';
 import { BindingTooLargeError, type BoundRange } from '../runtime/bindings';
 import { Params } from '../runtime/params';
 import { PipelineCache } from '../runtime/pipelines';
+import { KernelProfiler, type KernelTime } from '../runtime/profiler';
 import { BufferPool, type MemoryStats } from '../runtime/pool';
 import { DispatchRecorder, RecordingRefusedError, prepareDispatches, type PreparedDispatch } from '../runtime/recording';
 import { Storage, type StorageOwner } from '../runtime/storage';
@@ -332,6 +333,29 @@ export class WebGpuDevice implements StorageOwner {
     this.batch.flush();
     await this.gpu.queue.onSubmittedWorkDone();
     this.throwPendingErrors();
+  }
+
+  /** Whether {@link profileKernels} works here (the device has the `timestamp-query` feature). */
+  get canProfileKernels(): boolean {
+    return this.gpu.features.has('timestamp-query');
+  }
+
+  /**
+   * Runs `fn` with every dispatch timed on the GPU (timestamp queries, one pass per dispatch; see
+   * runtime/profiler.ts) and returns its result with the GPU time per kernel name, largest first.
+   */
+  async profileKernels<T>(fn: () => T | Promise<T>): Promise<{ result: T; kernels: KernelTime[] }> {
+    this.batch.flush();
+    const profiler = new KernelProfiler(this.gpu);
+    this.batch.profiler = profiler;
+    try {
+      const result = await fn();
+      await this.sync();
+      return { result, kernels: await profiler.report() };
+    } finally {
+      this.batch.profiler = null;
+      profiler.destroy();
+    }
   }
 }
 

@@ -63,8 +63,9 @@ export function attentionCpu(p: AttentionProblem, out: Tensor, lse: Tensor | nul
           for (let d = 0; d < valueDim; d++) acc[d]! += w * readV(vb + d);
         }
         const row = (b * queries + i) * qHeads + h;
-        for (let d = 0; d < valueDim; d++) dst[out.offset + row * valueDim + d] = sum > 0 ? acc[d]! / sum : 0;
-        if (lseDst) lseDst[lse!.offset + row] = sum > 0 ? max + Math.log(sum) : Infinity;
+        // sum is 0 only without a visible key; a NaN sum (a NaN score) must reach the output.
+        for (let d = 0; d < valueDim; d++) dst[out.offset + row * valueDim + d] = sum === 0 ? 0 : acc[d]! / sum;
+        if (lseDst) lseDst[lse!.offset + row] = sum === 0 ? Infinity : max + Math.log(sum);
       }
     }
   }

@@ -46,7 +46,7 @@ export function moeExpertsCpu(o: MoeExpertOperands, out: Tensor): void {
         let h = upBias(e * inter + i);
         const w = (e * inter + i) * hin;
         for (let j = 0; j < hin; j++) h += x(t * hin + j) * up(w + j);
-        hidden[i] = h > 0 ? h * h : 0;
+        hidden[i] = Math.max(h, 0) ** 2; // Math.max keeps a NaN
       }
       const ws = weight(t * slots + s);
       for (let n = 0; n < hout; n++) {

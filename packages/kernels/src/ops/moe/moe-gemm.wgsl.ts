@@ -15,7 +15,7 @@ import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement, type DType } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage, inputF32 } from '../../runtime/wgsl';
+import { NAN_SAFE_F32, declareStorage, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
 import { kernelOverrides } from '../../runtime/kernel-overrides';
@@ -207,7 +207,8 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
-fn relu2(v: f32) -> f32 { let r = max(v, 0.0); return r * r; }
+${NAN_SAFE_F32}
+fn relu2(v: f32) -> f32 { let r = relu_nan(v); return r * r; }
 // The expert whose segment holds row: the last e in [e0, e1) with starts[e] <= row (empty segments share their start with the next one).
 fn expert_of(row: u32) -> u32 {
   var lo = P.e0;

@@ -11,7 +11,7 @@
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage } from '../../runtime/wgsl';
+import { NAN_SAFE_F32, declareStorage } from '../../runtime/wgsl';
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { cast, contiguous } from '../layout/layout';
@@ -131,9 +131,10 @@ fn put(o: u32, c: u32, v: vec4<f32>) {
   if (c + 3u < P.n) { out[o + c + 3u] = v.w; }
 }
 ${code.helpers}
+${NAN_SAFE_F32}
 // relu² when asked; a padding row of a gathered operand stores zeros.
 fn finish(v: vec4<f32>, valid: bool) -> vec4<f32> {
-  let r = max(v, vec4<f32>(0.0));
+  let r = relu_nan_v4(v);
   return select(vec4<f32>(0.0), select(v, r * r, P.relu2 != 0u), valid);
 }
 // The expert whose segment holds row: the last e with starts[e] <= row (empty segments share their start with the next one).

@@ -167,7 +167,7 @@ function kernelSource(s: Spec, p: Params, decls: string): string {
       `var xv${r} = 0.0;`,
       guardRows ? `if (lane + ${r * L}u < ${shape.rows}u) { xv${r} = conv_update(b, ch${r}); }` : `xv${r} = conv_update(b, ch${r});`,
       `var step${r} = softplus_f32(load_zx(P.zxOff + b * ${width}u + ${d.dInner + d.convDim}u + h${r}) + load_dtBias(P.dtBiasOff + h${r}));`,
-      s.clamp ? `step${r} = min(max(step${r}, P.dtLo), P.dtHi);` : '',
+      s.clamp ? `step${r} = clamp_nan(step${r}, P.dtLo, P.dtHi);` : '',
       `let decay${r} = exp(step${r} * -exp(load_aLog(P.aLogOff + h${r})));`,
       `let sx${r} = step${r} * xv${r};`,
       `let row${r} = (b * ${d.heads}u + h${r}) * ${d.headDim}u + j${r} % ${d.headDim}u;`,
