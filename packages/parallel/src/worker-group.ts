@@ -1,0 +1,245 @@
+/**
+ * A group of Bun Workers, one device each, driven by request/response calls.
+ *
+ * - Ready handshake: Bun drops messages posted to a worker whose module is still loading, so
+ *   nothing is posted before the worker says "ready".
+ * - Failure: a worker that throws out of its event loop, exits (process.exit, terminate) or stops
+ *   sending heartbeats fails the whole group: every pending call rejects with an error naming the
+ *   worker and the step it was running, and every worker is terminated (no orphans). A request
+ *   that throws inside its handler rejects just that call.
+ * - Each call may carry a timeout; `close()` terminates everything.
+ */
+import { decodeMessage, encodeMessage, tensorBytes, type WireMessage } from './wire';
+import { HEARTBEAT_INTERVAL_MS, type HostToWorker, type InitArgs, type WorkerToHost } from './protocol';
+import { resolveDevices } from './device-spec';
+
+export interface WorkerGroupOptions {
+  /** Number of workers. */
+  readonly size: number;
+  /** Service every worker runs (services.ts). */
+  readonly service: string;
+  /** Per-worker device specs (one repeats); default `cpu`. */
+  readonly devices?: readonly string[];
+  /** Service options per rank. */
+  readonly options?: (rank: number) => unknown;
+  /** A worker silent this long is declared hung (default 60 s; a CPU step that blocks longer needs more). */
+  readonly heartbeatTimeoutMs?: number;
+  /** How long a worker may take to load and open its device (default 120 s). */
+  readonly startTimeoutMs?: number;
+  /** Names workers in errors, e.g. rank → "stage 1". */
+  readonly describe?: (rank: number) => string;
+}
+
+export interface CallOptions {
+  /** What the call is doing, for errors ("forward microbatch 2"). */
+  readonly step?: string;
+  /** Reject (and fail the group) when no answer comes within this many ms. */
+  readonly timeoutMs?: number;
+}
+
+/** The group failed: a worker crashed, hung or timed out. */
+export class WorkerFailure extends Error {
+  constructor(
+    message: string,
+    readonly rank: number,
+    readonly step: string | null,
+  ) {
+    super(message);
+    this.name = 'WorkerFailure';
+  }
+}
+
+interface Pending {
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (e: Error) => void;
+  readonly step: string;
+  readonly timer: ReturnType<typeof setTimeout> | null;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  readonly pending: Map<number, Pending>;
+  lastSeen: number;
+  closed: boolean;
+}
+
+const WORKER_URL = new URL('./worker-entry.ts', import.meta.url).href;
+
+export class WorkerGroup {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  private failure: WorkerFailure | null = null;
+  private closed = false;
+  private watchdog: ReturnType<typeof setInterval> | null = null;
+  private lastTick = Date.now();
+  /** Tensor bytes posted to workers / received from them. */
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  private constructor(
+    readonly size: number,
+    readonly devices: readonly string[],
+    private readonly heartbeatTimeoutMs: number,
+    private readonly describeRank: (rank: number) => string,
+  ) {}
+
+  /** Starts `size` workers, waits for each one's ready message, then initialises its service. */
+  static async start(options: WorkerGroupOptions): Promise<WorkerGroup> {
+    const { size, service } = options;
+    if (!Number.isInteger(size) || size < 1) throw new Error(`WorkerGroup: size must be a positive integer, got ${size}`);
+    const devices = resolveDevices(options.devices, size, 'cpu');
+    const group = new WorkerGroup(size, devices, options.heartbeatTimeoutMs ?? 60_000, options.describe ?? ((r) => `worker ${r}`));
+    const startTimeout = options.startTimeoutMs ?? 120_000;
+    try {
+      await Promise.all(Array.from({ length: size }, (_, rank) => group.spawn(rank, startTimeout)));
+      group.startWatchdog();
+      await Promise.all(
+        Array.from({ length: size }, (_, rank) => {
+          const init: InitArgs = { service, device: devices[rank]!, rank, options: options.options?.(rank) ?? null };
+          return group.call(rank, 'init', init, { step: `init on ${devices[rank]}`, timeoutMs: startTimeout });
+        }),
+      );
+    } catch (e) {
+      group.close();
+      throw e;
+    }
+    return group;
+  }
+
+  private spawn(rank: number, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const worker = new Worker(WORKER_URL);
+      const slot: Slot = { worker, pending: new Map(), lastSeen: Date.now(), closed: false };
+      this.slots[rank] = slot;
+      let ready = false;
+      const timer = setTimeout(() => {
+        if (!ready) reject(this.fail(rank, `${this.describeRank(rank)} did not start within ${timeoutMs} ms`));
+      }, timeoutMs);
+      worker.addEventListener('message', (event: MessageEvent) => {
+        slot.lastSeen = Date.now();
+        const wire = event.data as WireMessage;
+        this.bytesReceived += tensorBytes(wire);
+        const msg = decodeMessage(wire) as WorkerToHost;
+        if (msg.t === 'ready') {
+          ready = true;
+          clearTimeout(timer);
+          resolve();
+        } else if (msg.t === 'res') this.settle(slot, msg);
+      });
+      worker.addEventListener('error', (event: Event) => {
+        const message = (event as ErrorEvent).message || 'an uncaught error';
+        const err = this.fail(rank, `${this.describeRank(rank)} crashed: ${message}`);
+        if (!ready) reject(err);
+      });
+      worker.addEventListener('close', (event: Event) => {
+        slot.closed = true;
+        clearTimeout(timer);
+        if (this.closed) return;
+        const code = (event as CloseEvent).code;
+        const err = this.fail(rank, `${this.describeRank(rank)} exited (code ${code})`);
+        if (!ready) reject(err);
+      });
+    });
+  }
+
+  private settle(slot: Slot, msg: Extract<WorkerToHost, { t: 'res' }>): void {
+    const p = slot.pending.get(msg.id);
+    if (!p) return;
+    slot.pending.delete(msg.id);
+    if (p.timer) clearTimeout(p.timer);
+    if (msg.ok) p.resolve(msg.value);
+    else p.reject(new Error(msg.error));
+  }
+
+  private startWatchdog(): void {
+    this.lastTick = Date.now();
+    this.watchdog = setInterval(() => {
+      const now = Date.now();
+      // When this thread itself was blocked, heartbeats are still queued: do not judge this tick.
+      const blocked = now - this.lastTick > Math.max(4 * HEARTBEAT_INTERVAL_MS, this.heartbeatTimeoutMs / 4);
+      this.lastTick = now;
+      let worst = -1;
+      this.slots.forEach((slot, rank) => {
+        if (blocked) slot.lastSeen = now;
+        else if (!slot.closed && now - slot.lastSeen > this.heartbeatTimeoutMs && (worst < 0 || slot.lastSeen < this.slots[worst]!.lastSeen)) worst = rank;
+      });
+      // The longest-silent worker is the one to blame (others may only lag behind on a busy host).
+      if (worst >= 0) this.fail(worst, `${this.describeRank(worst)} stopped responding (no heartbeat for ${now - this.slots[worst]!.lastSeen} ms)`);
+    }, HEARTBEAT_INTERVAL_MS);
+    (this.watchdog as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * Fails the group: the error names the worker and the step it was running; every pending call
+   * rejects, every worker is terminated. Returns the (first) failure.
+   */
+  private fail(rank: number, what: string): WorkerFailure {
+    if (this.failure) return this.failure;
+    const slot = this.slots[rank];
+    const running = slot ? [...slot.pending.values()][0]?.step ?? null : null;
+    this.failure = new WorkerFailure(running ? `${what} during '${running}'` : what, rank, running);
+    for (const s of this.slots) {
+      if (!s) continue;
+      for (const p of s.pending.values()) {
+        if (p.timer) clearTimeout(p.timer);
+        p.reject(this.failure);
+      }
+      s.pending.clear();
+    }
+    this.close();
+    return this.failure;
+  }
+
+  /** Calls `method` on worker `rank`; requests to one worker run one at a time, in order. */
+  call<T = unknown>(rank: number, method: string, args: unknown = null, options: CallOptions = {}): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('WorkerGroup: the group was closed'));
+    const slot = this.slots[rank];
+    if (!slot) return Promise.reject(new Error(`WorkerGroup: no worker ${rank} (the group has ${this.size})`));
+    const id = this.nextId++;
+    const step = options.step ?? method;
+    return new Promise<T>((resolve, reject) => {
+      const timer =
+        options.timeoutMs === undefined
+          ? null
+          : setTimeout(() => this.fail(rank, `${this.describeRank(rank)} timed out after ${options.timeoutMs} ms`), options.timeoutMs);
+      slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, step, timer });
+      const msg: HostToWorker = { t: 'req', id, method, args };
+      try {
+        const { message, transfer } = encodeMessage(msg);
+        this.bytesSent += tensorBytes(message);
+        slot.worker.postMessage(message, transfer);
+      } catch (e) {
+        slot.pending.delete(id);
+        if (timer) clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  }
+
+  /** Calls `method` on every worker with per-rank arguments. */
+  callAll<T = unknown>(method: string, args: (rank: number) => unknown = () => null, options: CallOptions = {}): Promise<T[]> {
+    return Promise.all(this.slots.map((_, rank) => this.call<T>(rank, method, args(rank), options)));
+  }
+
+  /** The failure that ended the group, if any. */
+  get failed(): WorkerFailure | null {
+    return this.failure;
+  }
+
+  /** Terminates every worker (idempotent). Pending calls of a closed group reject. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    for (const slot of this.slots) {
+      if (!slot) continue;
+      for (const p of slot.pending.values()) {
+        if (p.timer) clearTimeout(p.timer);
+        p.reject(this.failure ?? new Error('WorkerGroup: the group was closed'));
+      }
+      slot.pending.clear();
+      slot.worker.terminate();
+    }
+  }
+}
