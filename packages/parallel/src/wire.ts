@@ -38,7 +38,7 @@ export function encodeMessage(value: unknown): { message: WireMessage; transfer:
     return v;
   };
   const header = encode(strip(value));
-  const own = ownBuffer(header);
+  const own = header.byteOffset === 0 && header.byteLength === header.buffer.byteLength ? header : header.slice();
   return { message: { header: own, buffers }, transfer: [own.buffer as ArrayBuffer, ...buffers] };
 }
 
