@@ -72,3 +72,86 @@ describe('pipeline parallel forward', () => {
     });
   }
 });
+
+describe('pipeline parallel training', () => {
+  test('moe_group4_top2: gradients through GPipe (2 stages) and 1F1B (3 stages) equal one device', async () => {
+    const { fixture, model } = await load('moe_group4_top2');
+    const { inputs } = fixture;
+    model.train();
+    const want = await referenceGradients(model, () => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }) as { loss: import('@nemotron-ts/kernels').Tensor });
+    for (const [stages, schedule] of [[2, 'gpipe'], [3, '1f1b']] as const) {
+      const p = await pipeline(model, stages);
+      const loss = await p.forwardBackward({ inputIds: inputs.input_ids, labels: inputs.labels }, { microbatches: 2, schedule });
+      expectLoss(`loss ${schedule}`, loss, fixture.scalars.loss!);
+      await expectGradientsEqual(await p.gradients(), want);
+      // The fixture's global gradient norm (every tensor but the MTP head's).
+      let sq = 0;
+      for (const g of (await p.gradients()).values()) for (const v of g.toFloat32()) sq += v * v;
+      expect(Math.abs(Math.sqrt(sq) - fixture.scalars.grad_global_l2!) / fixture.scalars.grad_global_l2!).toBeLessThan(1e-4);
+      p.close();
+    }
+    model.dispose();
+  });
+
+  test('mtp_d2: the MTP loss through 3 stages (embeddings built on the first, head on the last) equals one device', async () => {
+    const { fixture, model } = await load('mtp_d2');
+    const mtp = fixture.inputs.mtp!;
+    const scalars = (await mtpScalars(fixture))!;
+    model.train();
+    const want = await referenceGradients(model, () => model.forwardMtp({ inputIds: mtp.input_ids, labels: mtp.labels }));
+    const p = await pipeline(model, 3);
+    const loss = await p.forwardBackward({ inputIds: mtp.input_ids, mtpLabels: mtp.labels }, { microbatches: 2 });
+    expectLoss('mtp total loss', loss, scalars.main.total_loss);
+    await expectGradientsEqual(await p.gradients(), want);
+    await p.zeroGrad();
+    const packed = await p.forwardBackward({ inputIds: [mtp.packed.input_ids], cuSeqlens: mtp.packed.cu_seqlens, mtpLabels: [mtp.packed.labels] });
+    expectLoss('mtp packed total loss', packed, scalars.packed.total_loss);
+    p.close();
+    model.dispose();
+  });
+
+  test('dense_f32: three AdamW steps through 2 stages give one device\'s losses and weights', async () => {
+    const { fixture, model } = await load('dense_f32');
+    const { inputs } = fixture;
+    const batch = { inputIds: inputs.input_ids, labels: inputs.labels };
+    const p = await pipeline(model, 2);
+    const adam = { lr: 1e-2, weightDecay: 0.1 };
+    await p.setOptimizer(adam);
+    model.train();
+    const optimizer = new AdamW(model.parameters(), adam);
+    for (let step = 0; step < 3; step++) {
+      model.zeroGrad();
+      const { loss } = model.forward(batch);
+      const want = await loss!.item();
+      backward(loss!);
+      optimizer.step();
+      const got = await p.trainStep(batch, { microbatches: 2, schedule: 'gpipe' });
+      expect(Math.abs(got - want)).toBeLessThan(1e-5);
+      if (step > 0) expect(want).toBeLessThan(fixture.scalars.loss!);
+    }
+    const weights = await p.weights();
+    // AdamW divides by √v: gradients equal up to summation order can move a weight by ~lr·1e-3.
+    let worst = 0;
+    for (const [name, t] of model.namedParameters()) worst = Math.max(worst, relDiff(weights.get(name)!.toFloat32(), await t.toFloat32()));
+    console.log(JSON.stringify({ test: 'pp adamw weights', worst }));
+    expect(worst).toBeLessThan(1e-4);
+    p.close();
+    model.dispose();
+  });
+});
+
+describe('pipeline parallel generation', () => {
+  test('padded_generation: greedy ids of the prompt and the padded batch equal one device (3 stages, 2 microbatches)', async () => {
+    const { fixture, model } = await load('padded_generation');
+    const { generate, padded_generate: padded } = fixture.inputs;
+    model.requiresGrad_(false);
+    const p = await pipeline(model, 3);
+    const single = await p.generate({ inputIds: [generate.prompt], maxNewTokens: generate.max_new_tokens });
+    expect(single.tokens[0]).toEqual([...(await expectedInts(fixture, 'gen_tokens'))]);
+    const got = await p.generate({ inputIds: padded!.input_ids, attentionMask: padded!.attention_mask, maxNewTokens: padded!.max_new_tokens, padTokenId: 0, microbatches: 2 });
+    const want = await model.generate({ inputIds: padded!.input_ids, attentionMask: padded!.attention_mask, maxNewTokens: padded!.max_new_tokens, eosTokenId: null });
+    expect(got.tokens).toEqual(want.tokens);
+    p.close();
+    model.dispose();
+  });
+});

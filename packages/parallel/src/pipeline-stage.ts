@@ -141,11 +141,12 @@ export class PipelineStage extends Module {
   /** The stage's blocks, h [B, L, H] → [B, L, H]; with a cache, a prefill of the new positions. */
   forwardLayers(h: Tensor, sequences: SequenceInfo, cache?: NemotronHybridCache): Tensor {
     return tidy(() => {
-      let x = h.share();
+      // `h` itself, not a shared handle: a shared handle would cut the graph to a leaf input.
+      let x = h;
       for (const [i, block] of this.model.layers.blocks) {
         const entry = cache?.layer(i) ?? null;
         const next = block.forward(x, sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
-        x.dispose();
+        if (x !== h) x.dispose();
         x = next;
       }
       return x;
@@ -155,11 +156,11 @@ export class PipelineStage extends Module {
   /** One decode step through the stage's blocks (the cache's device position counts the new token). */
   decodeLayers(h: Tensor, cache: NemotronHybridCache): Tensor {
     return tidy(() => {
-      let x = h.share();
+      let x = h;
       for (const [i, block] of this.model.layers.blocks) {
         const entry = cache.layer(i);
         const next = block.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
-        x.dispose();
+        if (x !== h) x.dispose();
         x = next;
       }
       return x;
@@ -188,7 +189,8 @@ export class PipelineStage extends Module {
     if (!mtp) throw new Error(`stage ${this.plan.index} has no MTP head`);
     if (embeds.length !== mtp.numDepths) throw new Error(`stage ${this.plan.index}: ${embeds.length} MTP embeddings for ${mtp.numDepths} depths`);
     let depth = 0;
-    return mtp.forward(final, ids, () => embeds[depth++]!.share(), sequences);
+    // The embeddings themselves (a shared handle would cut their gradient off).
+    return mtp.forward(final, ids, () => embeds[depth++]!, sequences);
   }
 
   private requireHead(): { normF: RMSNorm; lmHead: Linear } {
