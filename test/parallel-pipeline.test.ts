@@ -155,3 +155,17 @@ describe('pipeline parallel generation', () => {
     model.dispose();
   });
 });
+
+describe('pipeline failures', () => {
+  test('a stage worker killed mid-step ends training with an error naming the stage and the step within 10 s', async () => {
+    const { fixture, model } = await load('dense_f32');
+    const p = await pipeline(model, 2);
+    const t0 = Date.now();
+    const run = p.forwardBackward({ inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels }, { microbatches: 2, schedule: 'gpipe' });
+    setTimeout(() => p.group.kill(1), 5);
+    await expect(run).rejects.toThrow(/^pipeline stage 1 \(layers 4–7\) exited \(code \d+\) during '.*microbatch \d'/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    await expect(p.forward({ inputIds: fixture.inputs.input_ids })).rejects.toThrow('pipeline stage 1');
+    model.dispose();
+  });
+});

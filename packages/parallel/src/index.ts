@@ -19,3 +19,4 @@ export {
   type PipelineGenerateResult,
   type TransferStats,
 } from './pipeline';
+export { DataParallel, type DataParallelOptions } from './data-parallel';

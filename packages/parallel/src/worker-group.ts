@@ -120,11 +120,13 @@ export class WorkerGroup {
         const wire = event.data as WireMessage;
         this.bytesReceived += tensorBytes(wire);
         const msg = decodeMessage(wire) as WorkerToHost;
-        if (msg.t === 'ready') {
+        // A heartbeat also proves the module loaded (should the ready message itself be lost).
+        if ((msg.t === 'ready' || msg.t === 'hb') && !ready) {
           ready = true;
           clearTimeout(timer);
           resolve();
-        } else if (msg.t === 'res') this.settle(slot, msg);
+        }
+        if (msg.t === 'res') this.settle(slot, msg);
       });
       worker.addEventListener('error', (event: Event) => {
         const message = (event as ErrorEvent).message || 'an uncaught error';
@@ -158,13 +160,17 @@ export class WorkerGroup {
       // When this thread itself was blocked, heartbeats are still queued: do not judge this tick.
       const blocked = now - this.lastTick > Math.max(4 * HEARTBEAT_INTERVAL_MS, this.heartbeatTimeoutMs / 4);
       this.lastTick = now;
-      let worst = -1;
+      const silent: number[] = [];
       this.slots.forEach((slot, rank) => {
         if (blocked) slot.lastSeen = now;
-        else if (!slot.closed && now - slot.lastSeen > this.heartbeatTimeoutMs && (worst < 0 || slot.lastSeen < this.slots[worst]!.lastSeen)) worst = rank;
+        else if (!slot.closed && now - slot.lastSeen > this.heartbeatTimeoutMs) silent.push(rank);
       });
-      // The longest-silent worker is the one to blame (others may only lag behind on a busy host).
-      if (worst >= 0) this.fail(worst, `${this.describeRank(worst)} stopped responding (no heartbeat for ${now - this.slots[worst]!.lastSeen} ms)`);
+      if (silent.length === 0) return;
+      // Blame a worker that is running a request, the longest silent first: a worker spinning in
+      // a step can delay the other workers' heartbeats too (measured under Bun on a loaded host).
+      const busy = silent.filter((r) => this.slots[r]!.pending.size > 0);
+      const worst = (busy.length ? busy : silent).reduce((a, b) => (this.slots[b]!.lastSeen < this.slots[a]!.lastSeen ? b : a));
+      this.fail(worst, `${this.describeRank(worst)} stopped responding (no heartbeat for ${now - this.slots[worst]!.lastSeen} ms)`);
     }, HEARTBEAT_INTERVAL_MS);
     (this.watchdog as { unref?: () => void }).unref?.();
   }
@@ -176,8 +182,12 @@ export class WorkerGroup {
   private fail(rank: number, what: string): WorkerFailure {
     if (this.failure) return this.failure;
     const slot = this.slots[rank];
-    const running = slot ? [...slot.pending.values()][0]?.step ?? null : null;
-    this.failure = new WorkerFailure(running ? `${what} during '${running}'` : what, rank, running);
+    const own = slot ? ([...slot.pending.values()][0]?.step ?? null) : null;
+    // A worker between requests failed: name what the group was doing (another worker's step).
+    const other = own ? -1 : this.slots.findIndex((s) => s && s.pending.size > 0);
+    const running = own ?? (other >= 0 ? [...this.slots[other]!.pending.values()][0]!.step : null);
+    const during = own ? ` during '${own}'` : running ? ` during '${running}' (on ${this.describeRank(other)})` : '';
+    this.failure = new WorkerFailure(`${what}${during}`, rank, running);
     for (const s of this.slots) {
       if (!s) continue;
       for (const p of s.pending.values()) {
@@ -220,6 +230,14 @@ export class WorkerGroup {
   /** Calls `method` on every worker with per-rank arguments. */
   callAll<T = unknown>(method: string, args: (rank: number) => unknown = () => null, options: CallOptions = {}): Promise<T[]> {
     return Promise.all(this.slots.map((_, rank) => this.call<T>(rank, method, args(rank), options)));
+  }
+
+  /**
+   * Terminates worker `rank` from outside, as a crash would (fault drills and tests): the group
+   * fails as for any worker that exits.
+   */
+  kill(rank: number): void {
+    this.slots[rank]?.worker.terminate();
   }
 
   /** The failure that ended the group, if any. */

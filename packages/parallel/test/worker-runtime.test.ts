@@ -7,7 +7,7 @@ afterEach(() => {
 });
 
 async function start(size: number, heartbeatTimeoutMs?: number): Promise<WorkerGroup> {
-  const g = await WorkerGroup.start({ size, service: 'debug', devices: ['cpu'], heartbeatTimeoutMs, describe: (r) => `rank ${r}` });
+  const g = await WorkerGroup.start({ size, service: 'debug', devices: ['cpu'], heartbeatTimeoutMs, startTimeoutMs: 20_000, describe: (r) => `rank ${r}` });
   groups.push(g);
   return g;
 }
