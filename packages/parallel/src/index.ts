@@ -20,3 +20,4 @@ export {
   type TransferStats,
 } from './pipeline';
 export { DataParallel, type DataParallelOptions } from './data-parallel';
+export { ExpertParallel, type ExpertParallelOptions } from './expert-parallel';
