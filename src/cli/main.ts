@@ -7,6 +7,8 @@ import { runDemo } from './demo';
 import { FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
+import { PARALLEL_FLAGS, readParallelFlags } from './parallel-flags';
+import { runParallelForward, runParallelGenerate } from './parallel';
 
 const USAGE = `usage: nemotron <command> [flags]
 
@@ -35,7 +37,12 @@ commands:
             hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
             needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
 
-device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
+device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
+
+parallel flags (forward, generate): --pipeline-stages N | --expert-parallel N | --data-parallel N
+            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,
+            vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
+            over Bun Workers, one device each; forward writes the same --out file; generate is greedy`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -58,8 +65,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'generate': {
       const args = parseArgs(rest, GENERATE_BOOLEAN_FLAGS);
-      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS]);
-      await runGenerate(args, () => openDeviceFromFlags(args));
+      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS, ...PARALLEL_FLAGS]);
+      const parallel = readParallelFlags(args);
+      if (parallel) await runParallelGenerate(args, parallel, () => openDeviceFromFlags(args));
+      else await runGenerate(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'chat': {
@@ -70,8 +79,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'forward': {
       const args = parseArgs(rest);
-      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
-      await runForward(args, () => openDeviceFromFlags(args));
+      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS, ...PARALLEL_FLAGS]);
+      const parallel = readParallelFlags(args);
+      if (parallel) await runParallelForward(args, parallel, () => openDeviceFromFlags(args));
+      else await runForward(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'train': {
