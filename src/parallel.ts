@@ -151,10 +151,13 @@ export class ParallelModel {
     }
   }
 
-  /** Terminates the workers (and frees the model when it was loaded here). */
-  close(): void {
-    this.engine?.close();
-    if (this.ownsModel) this.model.dispose();
+  /** Ends the workers (they free their tensors first) and frees the model when it was loaded here. */
+  async close(): Promise<void> {
+    try {
+      await this.engine?.shutdown();
+    } finally {
+      if (this.ownsModel) this.model.dispose();
+    }
   }
 }
 

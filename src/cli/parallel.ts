@@ -42,7 +42,7 @@ export async function runParallelForward(args: ParsedArgs, parallel: ParallelOpt
     await saveSafetensors(outPath, host);
   } finally {
     for (const t of Object.values(host)) t.dispose();
-    model.close();
+    await model.close();
   }
 }
 
@@ -73,6 +73,6 @@ export async function runParallelGenerate(args: ParsedArgs, parallel: ParallelOp
     if (args.flags.has('json')) console.log(JSON.stringify({ ids: tokens }));
     else for (const row of tokens) console.log(tokenizer!.decode(row));
   } finally {
-    model.close();
+    await model.close();
   }
 }

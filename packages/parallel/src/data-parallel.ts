@@ -163,6 +163,12 @@ export class DataParallel {
     return loss;
   }
 
+  /** The end of a run: workers free their tensors, then are terminated one after another. */
+  shutdown(): Promise<void> {
+    return this.group.shutdown();
+  }
+
+  /** Terminates every worker now. */
   close(): void {
     this.group.close();
   }

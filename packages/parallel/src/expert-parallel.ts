@@ -171,6 +171,12 @@ export class ExpertParallel {
     return out;
   }
 
+  /** The end of a run: workers free their tensors, then are terminated one after another. */
+  shutdown(): Promise<void> {
+    return this.group.shutdown();
+  }
+
+  /** Terminates every worker now. */
   close(): void {
     this.group.close();
   }

@@ -241,6 +241,12 @@ export class PipelineParallel {
   }
 
   /** Terminates every worker. */
+  /** The end of a run: workers free their tensors, then are terminated one after another. */
+  shutdown(): Promise<void> {
+    return this.group.shutdown();
+  }
+
+  /** Terminates every worker now. */
   close(): void {
     this.group.close();
   }

@@ -1,7 +1,5 @@
 /** Messages between {@link WorkerGroup} and a worker (before MessagePack encoding). */
-export type HostToWorker =
-  | { readonly t: 'req'; readonly id: number; readonly method: string; readonly args: unknown }
-  | { readonly t: 'bye' };
+export type HostToWorker = { readonly t: 'req'; readonly id: number; readonly method: string; readonly args: unknown };
 
 export type WorkerToHost =
   | { readonly t: 'ready' }

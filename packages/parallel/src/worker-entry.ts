@@ -12,6 +12,7 @@ import { decodeMessage, encodeMessage, type WireMessage } from './wire';
 
 declare const self: Worker;
 
+
 /** The worker's device, referenced for the worker's whole life (Dawn must not be collected while it runs). */
 let device: Device | null = null;
 let service: WorkerService | null = null;
@@ -33,11 +34,19 @@ async function init(args: InitArgs): Promise<unknown> {
 
 async function handle(msg: Extract<HostToWorker, { t: 'req' }>): Promise<void> {
   try {
-    const value = msg.method === 'init' ? await init(msg.args as InitArgs) : await requireService().handle(msg.method, msg.args);
+    const value = msg.method === 'init' ? await init(msg.args as InitArgs) : msg.method === 'shutdown' ? shutdown() : await requireService().handle(msg.method, msg.args);
     post({ t: 'res', id: msg.id, ok: true, value: value ?? null });
   } catch (e) {
     post({ t: 'res', id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });
   }
+}
+
+/** Frees the service's tensors and stops the heartbeat; the host terminates the worker next. */
+function shutdown(): null {
+  service?.dispose?.();
+  service = null;
+  clearInterval(heartbeat);
+  return null;
 }
 
 function requireService(): WorkerService {
@@ -47,12 +56,8 @@ function requireService(): WorkerService {
 
 self.onmessage = (event: MessageEvent) => {
   const msg = decodeMessage(event.data as WireMessage) as HostToWorker;
-  if (msg.t === 'bye') {
-    service?.dispose?.();
-    process.exit(0);
-  }
   queue = queue.then(() => handle(msg));
 };
 
-setInterval(() => post({ t: 'hb' }), HEARTBEAT_INTERVAL_MS);
+const heartbeat = setInterval(() => post({ t: 'hb' }), HEARTBEAT_INTERVAL_MS);
 post({ t: 'ready' });

@@ -72,6 +72,8 @@ export class WorkerGroup {
   private closed = false;
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private lastTick = Date.now();
+  /** Settles once every worker has been terminated (after {@link close}). */
+  private terminated: Promise<void> = Promise.resolve();
   /** Tensor bytes posted to workers / received from them. */
   bytesSent = 0;
   bytesReceived = 0;
@@ -245,6 +247,24 @@ export class WorkerGroup {
     return this.failure;
   }
 
+  /**
+   * The end of a run: each worker finishes its queued requests and frees its tensors (and stops
+   * its heartbeat), then the workers are terminated one after another (see {@link close}).
+   */
+  async shutdown(timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return this.terminated;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+    await this.callAll('shutdown', () => null, { step: 'shutdown', timeoutMs }).catch(() => undefined);
+    this.close();
+    await this.terminated;
+  }
+
+  /** Settles when every worker of a closed group has exited (starting new workers meanwhile has hung one under `bun test`). */
+  whenTerminated(): Promise<void> {
+    return this.terminated;
+  }
+
   /** Terminates every worker (idempotent). Pending calls of a closed group reject. */
   close(): void {
     if (this.closed) return;
@@ -257,7 +277,28 @@ export class WorkerGroup {
         p.reject(this.failure ?? new Error('WorkerGroup: the group was closed'));
       }
       slot.pending.clear();
-      slot.worker.terminate();
     }
+    this.terminateAll();
+  }
+
+  /**
+   * Terminates the workers one at a time, each after the previous one closed: terminating several
+   * workers that hold Dawn devices at once can segfault Bun (measured: 2 GL devices, 2 runs of 2).
+   * The workers are unref'd first, so a process that ends meanwhile is not held up by them.
+   */
+  private terminateAll(): void {
+    const live = this.slots.filter((s) => s && !s.closed);
+    for (const s of live) (s.worker as Worker & { unref?: () => void }).unref?.();
+    const gap = this.devices.some((d) => d !== 'cpu') ? 300 : 0;
+    const sleep = (ms: number) => new Promise<void>((r) => (setTimeout(r, ms) as { unref?: () => void }).unref?.());
+    this.terminated = (async () => {
+      for (const s of live) {
+        if (s.closed) continue;
+        const closed = new Promise<void>((r) => s.worker.addEventListener('close', () => r()));
+        s.worker.terminate();
+        await Promise.race([closed, sleep(2000)]);
+        if (gap) await sleep(gap);
+      }
+    })();
   }
 }
