@@ -123,18 +123,18 @@ export class ParallelModel {
   }
 
   /** Forward and backward of a batch; gradients accumulate in the workers. Returns the batch loss. */
-  forwardBackward(batch: ParallelBatch): Promise<number> {
+  async forwardBackward(batch: ParallelBatch): Promise<number> {
     const e = this.trainer('forwardBackward');
     return e instanceof PipelineParallel ? e.forwardBackward(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.forwardBackward(batch);
   }
 
   /** AdamW in every worker (the same update as one AdamW over the whole model). */
-  setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
+  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
     return this.trainer('setOptimizer').setOptimizer(options);
   }
 
   /** Zero, forward/backward (all-reduce for data parallelism), AdamW step. Returns the batch loss. */
-  trainStep(batch: ParallelBatch): Promise<number> {
+  async trainStep(batch: ParallelBatch): Promise<number> {
     const e = this.trainer('trainStep');
     return e instanceof PipelineParallel ? e.trainStep(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.trainStep(batch);
   }
