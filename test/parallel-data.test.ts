@@ -11,6 +11,9 @@ import { expectLoss, openFixture, relDiff } from './support/fixtures';
 
 const device = getCpuDevice();
 const workerDevices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
+// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
+const sameBackend = workerDevices[0] === 'cpu';
+const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 const open: DataParallel[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
@@ -57,7 +60,7 @@ describe('data parallel', () => {
       optimizer.step();
       const got = await dp.trainStep(batch);
       losses.push([want, got]);
-      expect(Math.abs(got - want)).toBeLessThan(1e-5);
+      expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);
     }
     expect(losses[2]![0]!).toBeLessThan(losses[0]![0]!);
     const [w0, w1] = [await dp.weights(0), await dp.weights(1)];

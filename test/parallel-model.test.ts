@@ -11,6 +11,10 @@ import { openFixture, relDiff } from './support/fixtures';
 
 const device = getCpuDevice();
 const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
+// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
+const sameBackend = devices[0] === 'cpu';
+const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
+const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 
 describe('ParallelModel', () => {
   test('every mode gives one device\'s logits; pipeline training changes the synced weights', async () => {
@@ -22,7 +26,7 @@ describe('ParallelModel', () => {
     for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }]) {
       const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
       const got = await pm.forward(batch);
-      expect({ options, rel: relDiff(got.logits.toFloat32(), want.logits.toFloat32()) <= 1e-6, loss: Math.abs(got.loss! - want.loss!) < 1e-5 }).toEqual({ options, rel: true, loss: true });
+      expect({ options, rel: relDiff(got.logits.toFloat32(), want.logits.toFloat32()) <= LOGITS_TOL, loss: Math.abs(got.loss! - want.loss!) < LOSS_TOL }).toEqual({ options, rel: true, loss: true });
       if (options.expertParallel) expect((await rejection(pm.trainStep(batch))).message).toContain('expert parallelism is forward only');
       else {
         await pm.setOptimizer({ lr: 1e-2 });

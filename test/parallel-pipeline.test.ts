@@ -13,6 +13,10 @@ import { rejection } from '@nemotron-ts/parallel/testing';
 
 const device = getCpuDevice();
 const workerDevices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
+// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
+const sameBackend = workerDevices[0] === 'cpu';
+const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
+const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 const open: Pipeline[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
@@ -60,10 +64,10 @@ describe('pipeline parallel forward', () => {
       const one = noGrad(() => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }));
       const got = await p.forward({ inputIds: inputs.input_ids, labels: inputs.labels }, { microbatches: 2 });
       expect(got.logits.shape).toEqual(one.logits.shape as number[]);
-      expect(relDiff(got.logits.toFloat32(), await one.logits.toFloat32())).toBeLessThanOrEqual(1e-6);
+      expect(relDiff(got.logits.toFloat32(), await one.logits.toFloat32())).toBeLessThanOrEqual(LOGITS_TOL);
       expectRel('logits vs fixture', got.logits.toFloat32(), await expectedArray(fixture, 'logits'));
       expectLoss('loss', got.loss!, fixture.scalars.loss!);
-      expect(Math.abs(got.loss! - (await one.loss!.item()))).toBeLessThan(1e-5);
+      expect(Math.abs(got.loss! - (await one.loss!.item()))).toBeLessThan(LOSS_TOL);
 
       const packed = await p.forward({ inputIds: [inputs.packed.input_ids], cuSeqlens: inputs.packed.cu_seqlens, labels: [inputs.packed.labels] });
       expectRel('packed logits', packed.logits.toFloat32(), await expectedArray(fixture, 'packed_logits'));
@@ -127,7 +131,7 @@ describe('pipeline parallel training', () => {
       backward(loss!);
       optimizer.step();
       const got = await p.trainStep(batch, { microbatches: 2, schedule: 'gpipe' });
-      expect(Math.abs(got - want)).toBeLessThan(1e-5);
+      expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);
       if (step > 0) expect(want).toBeLessThan(fixture.scalars.loss!);
     }
     const weights = await p.weights();
