@@ -19,6 +19,7 @@ import {
   type Placement,
   type SequenceInfo,
 } from '@nemotron-ts/core';
+import { reportProgress } from './progress';
 import { planStages, type SplitOptions, type StagePlan } from './stage-plan';
 
 /** Shape and dtype of one tensor passed between stages (NeMo's meta tensors). */
@@ -146,6 +147,7 @@ export class PipelineStage extends Module {
       for (const [i, block] of this.model.layers.blocks) {
         const entry = cache?.layer(i) ?? null;
         const next = block.forward(x, sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
+        reportProgress();
         if (x !== h) x.dispose();
         x = next;
       }
@@ -160,6 +162,7 @@ export class PipelineStage extends Module {
       for (const [i, block] of this.model.layers.blocks) {
         const entry = cache.layer(i);
         const next = block.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
+        reportProgress();
         if (x !== h) x.dispose();
         x = next;
       }

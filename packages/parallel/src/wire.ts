@@ -11,6 +11,8 @@ import { HostTensor, ownBuffer } from './host-tensor';
 export interface WireMessage {
   readonly header: Uint8Array;
   readonly buffers: ArrayBuffer[];
+  /** Shared memory handed over once, with a worker's `init` (its progress counter). */
+  shared?: SharedArrayBuffer;
 }
 
 const TENSOR_TAG = '__tensor';

@@ -7,6 +7,7 @@ import { initDevice, type Device } from '@nemotron-ts/kernels';
 import { parseDeviceSpec } from './device-spec';
 import { HEARTBEAT_INTERVAL_MS, type HostToWorker, type InitArgs, type WorkerToHost } from './protocol';
 import type { WorkerService } from './service';
+import { reportProgress, setProgressCounter } from './progress';
 import { SERVICES } from './services';
 import { decodeMessage, encodeMessage, type WireMessage } from './wire';
 
@@ -33,6 +34,7 @@ async function init(args: InitArgs): Promise<unknown> {
 }
 
 async function handle(msg: Extract<HostToWorker, { t: 'req' }>): Promise<void> {
+  reportProgress();
   try {
     const value = msg.method === 'init' ? await init(msg.args as InitArgs) : msg.method === 'shutdown' ? shutdown() : await requireService().handle(msg.method, msg.args);
     post({ t: 'res', id: msg.id, ok: true, value: value ?? null });
@@ -55,7 +57,9 @@ function requireService(): WorkerService {
 }
 
 self.onmessage = (event: MessageEvent) => {
-  const msg = decodeMessage(event.data as WireMessage) as HostToWorker;
+  const wire = event.data as WireMessage;
+  if (wire.shared) setProgressCounter(wire.shared);
+  const msg = decodeMessage(wire) as HostToWorker;
   queue = queue.then(() => handle(msg));
 };
 

@@ -61,6 +61,9 @@ interface Slot {
   readonly pending: Map<number, Pending>;
   lastSeen: number;
   closed: boolean;
+  /** Bumped by the worker during long synchronous work (progress.ts). */
+  readonly progress: Int32Array;
+  lastProgress: number;
 }
 
 const WORKER_URL = new URL('./worker-entry.ts', import.meta.url).href;
@@ -111,7 +114,7 @@ export class WorkerGroup {
   private spawn(rank: number, timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const worker = new Worker(WORKER_URL);
-      const slot: Slot = { worker, pending: new Map(), lastSeen: Date.now(), closed: false };
+      const slot: Slot = { worker, pending: new Map(), lastSeen: Date.now(), closed: false, progress: new Int32Array(new SharedArrayBuffer(4)), lastProgress: 0 };
       this.slots[rank] = slot;
       let ready = false;
       const timer = setTimeout(() => {
@@ -164,6 +167,11 @@ export class WorkerGroup {
       this.lastTick = now;
       const silent: number[] = [];
       this.slots.forEach((slot, rank) => {
+        const progress = Atomics.load(slot.progress, 0);
+        if (progress !== slot.lastProgress) {
+          slot.lastProgress = progress;
+          slot.lastSeen = now;
+        }
         if (blocked) slot.lastSeen = now;
         else if (!slot.closed && now - slot.lastSeen > this.heartbeatTimeoutMs) silent.push(rank);
       });
@@ -219,6 +227,7 @@ export class WorkerGroup {
       const msg: HostToWorker = { t: 'req', id, method, args };
       try {
         const { message, transfer } = encodeMessage(msg);
+        if (method === 'init') message.shared = slot.progress.buffer as SharedArrayBuffer;
         this.bytesSent += tensorBytes(message);
         slot.worker.postMessage(message, transfer);
       } catch (e) {

@@ -82,6 +82,11 @@ describe('worker group', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
+  test('a worker busy in synchronous work longer than the heartbeat timeout is not hung while it reports progress', async () => {
+    const g = await start(1, 1000);
+    expect(await g.call(0, 'busy', 2500, { step: 'long CPU step' })).toBeNull();
+  });
+
   test('a call timeout ends a slow step', async () => {
     const g = await start(1);
     expect((await rejection(g.call(0, 'sleep', 30_000, { step: 'slow', timeoutMs: 300 }))).message).toContain("rank 0 timed out after 300 ms during 'slow'");
