@@ -7,6 +7,8 @@ import { runDemo } from './demo';
 import { FORWARD_BOOLEAN_FLAGS, FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
+import { PARALLEL_FLAGS, readParallelFlags } from './parallel-flags';
+import { runParallelForward, runParallelGenerate } from './parallel';
 
 const USAGE = `usage: nemotron <command> [flags]
 
@@ -50,6 +52,11 @@ model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, 
   (missing ones freshly initialised), not errors
 device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
 
+parallel flags (forward, generate): --pipeline-stages N | --expert-parallel N | --data-parallel N
+            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,
+            vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
+            over Bun Workers, one device each; forward writes the same --out file; generate is greedy
+
 Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the
 second form, e.g. --prompt=--hello.`;
 
@@ -74,8 +81,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'generate': {
       const args = parseArgs(rest, GENERATE_BOOLEAN_FLAGS);
-      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS]);
-      await runGenerate(args, () => openDeviceFromFlags(args));
+      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS, ...PARALLEL_FLAGS]);
+      const parallel = readParallelFlags(args);
+      if (parallel) await runParallelGenerate(args, parallel, () => openDeviceFromFlags(args));
+      else await runGenerate(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'chat': {
@@ -86,8 +95,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'forward': {
       const args = parseArgs(rest, FORWARD_BOOLEAN_FLAGS);
-      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
-      await runForward(args, () => openDeviceFromFlags(args));
+      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS, ...PARALLEL_FLAGS]);
+      const parallel = readParallelFlags(args);
+      if (parallel) await runParallelForward(args, parallel, () => openDeviceFromFlags(args));
+      else await runForward(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'train': {

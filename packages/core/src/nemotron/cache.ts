@@ -46,6 +46,11 @@ export interface HybridCacheOptions {
   blockSize?: number;
   /** Positions to allocate at once (default one block); rounded up to whole blocks. */
   capacity?: number;
+  /**
+   * Only these backbone layers get an entry (a pipeline stage's share of the cache); default all.
+   * The others answer `layer(i)` with null, like MLP and MoE layers.
+   */
+  layers?: readonly number[];
 }
 
 /** Bytes the cache holds, by part. */
@@ -103,7 +108,10 @@ export class NemotronHybridCache {
     this.slots = this.roundUp(capacity);
     const device = this.device;
     const c = config;
-    this.entries = c.layerKinds.map((kind): LayerCache | null => {
+    const only = options.layers ? new Set(options.layers) : null;
+    if (only) for (const i of only) if (!Number.isInteger(i) || i < 0 || i >= c.layerKinds.length) throw new Error(`NemotronHybridCache: layer ${i} is outside 0..${c.layerKinds.length - 1}`);
+    this.entries = c.layerKinds.map((kind, i): LayerCache | null => {
+      if (only && !only.has(i)) return null;
       if (kind === 'attention') {
         const shape = [batch, c.numKeyValueHeads, this.slots, c.headDim];
         return { kind, k: keep(zeros(shape, { device })), v: keep(zeros(shape, { device })) };

@@ -1,0 +1,189 @@
+/**
+ * Expert parallelism: every MoE layer's routed experts are sharded over `ep` workers (worker r
+ * holds experts [r·E/ep, (r+1)·E/ep)); the router, the shared expert and every other layer stay
+ * replicated on the host's device. At each MoE layer the host routes the tokens, dispatches each
+ * token row to the workers owning one of its top-k experts (all-to-all through the host, no token
+ * dropped, no capacity limit), each worker applies its experts to its rows, and the host combines
+ * the partial sums (in rank order) before the shared expert is added — the one-device result up to
+ * the order of that sum. Inference only (forward, logits and loss); backward through the
+ * dispatch is not built.
+ */
+import { add, crossEntropy, narrow, noGrad, reshape, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@nemotron-ts/core';
+import { checkBatch, type ParallelBatch } from './batch';
+import { HostTensor, toHost } from './host-tensor';
+import type { PipelineForwardResult, TransferStats } from './pipeline';
+import type { StageWorkerOptions } from './stage-workers';
+import { WorkerGroup } from './worker-group';
+
+export interface ExpertParallelOptions extends StageWorkerOptions {
+  /** Expert-parallel size: workers holding a shard of the routed experts each (must divide n_routed_experts). */
+  readonly expertParallel: number;
+}
+
+export class ExpertParallel {
+  private constructor(
+    readonly model: NemotronHForCausalLM,
+    readonly group: WorkerGroup,
+    readonly expertsPerRank: number,
+  ) {}
+
+  static async fromModel(model: NemotronHForCausalLM, options: ExpertParallelOptions): Promise<ExpertParallel> {
+    const ep = options.expertParallel;
+    const E = model.config.nRoutedExperts;
+    if (!Number.isInteger(ep) || ep < 1) throw new Error(`expertParallel must be a positive integer, got ${ep}`);
+    const moeLayers = [...model.model.layers].map((b, i) => [i, b.mixer] as const).filter((e): e is readonly [number, MoE] => e[1] instanceof MoE);
+    if (moeLayers.length === 0) throw new Error(`expertParallel: the model has no MoE layer (pattern ${model.config.pattern})`);
+    if (E % ep !== 0) throw new Error(`expertParallel: n_routed_experts (${E}) must be divisible by the expert-parallel size (${ep})`);
+    const per = E / ep;
+    const fallback = model.lmHead.weight.device.kind === 'cpu' ? 'cpu' : 'webgpu';
+    const group = await WorkerGroup.start({
+      size: ep,
+      service: 'experts',
+      devices: options.devices && options.devices.length > 0 ? options.devices : [fallback],
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      describe: (r) => `expert shard ${r} (experts ${r * per}–${(r + 1) * per - 1})`,
+    });
+    try {
+      for (const [layer, moe] of moeLayers) {
+        const [up, down] = await Promise.all([toHost(moe.experts.upProj), toHost(moe.experts.downProj)]);
+        await Promise.all(Array.from({ length: ep }, (_, r) => group.call(r, 'load', { layer, up: sliceExperts(up, r * per, per), down: sliceExperts(down, r * per, per) }, { step: `loading experts of layer ${layer}` })));
+      }
+    } catch (e) {
+      group.close();
+      throw e;
+    }
+    return new ExpertParallel(model, group, per);
+  }
+
+  get transferStats(): TransferStats {
+    return { bytesSent: this.group.bytesSent, bytesReceived: this.group.bytesReceived };
+  }
+
+  /** The forward pass with the routed experts on the workers: logits f32 [B, L, V] and the HF loss with labels. */
+  async forward(batch: ParallelBatch): Promise<PipelineForwardResult> {
+    const model = this.model;
+    const config = model.config;
+    const device = model.lmHead.weight.device;
+    checkBatch(config, batch);
+    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
+    const owned: Tensor[] = [prepared.inputIds!, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null);
+    let h = noGrad(() => model.model.embeddings.forward(prepared.inputIds!));
+    try {
+      for (const [i, block] of [...model.model.layers].entries()) {
+        const next = block.mixer instanceof MoE ? await this.moeBlock(i, block.mixer, block.norm.forward.bind(block.norm), h) : noGrad(() => tidy(() => block.forward(h, prepared.sequences)));
+        h.dispose();
+        h = next;
+      }
+      const { logits, loss } = noGrad(() =>
+        tidy(() => {
+          const logits = model.lmHead.forward(model.model.normF.forward(h));
+          if (!batch.labels) return { logits, loss: null };
+          const L = logits.shape[1]!;
+          const labels = tensor(Int32Array.from(batch.labels.flat()), [batch.labels.length, L], { device });
+          return { logits, loss: crossEntropy(narrow(logits, 1, 0, L - 1), narrow(labels, 1, 1, L - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'mean' }) };
+        }),
+      );
+      try {
+        return { logits: await toHost(logits), loss: loss ? await loss.item() : null };
+      } finally {
+        logits.dispose();
+        loss?.dispose();
+      }
+    } finally {
+      h.dispose();
+      for (const t of owned) t.dispose();
+    }
+  }
+
+  /** One MoE block, `h + moe(norm(h))`, with the routed experts dispatched to their shards. */
+  private async moeBlock(layer: number, moe: MoE, norm: (x: Tensor) => Tensor, h: Tensor): Promise<Tensor> {
+    const H = this.model.config.hiddenSize;
+    const local = noGrad(() =>
+      tidy(() => {
+        const tokens = reshape(norm(h), [-1, H]);
+        const routing = moe.gate.forward(tokens);
+        const routedIn = moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens;
+        return { routing, routedIn, shared: moe.sharedExperts.forward(tokens) };
+      }),
+    );
+    try {
+      const [indices, weights, x] = await Promise.all([local.routing.indices.data(), local.routing.weights.data(), toHost(local.routedIn)]);
+      const combined = await this.dispatch(layer, indices as Int32Array, weights as Float32Array, x);
+      return noGrad(() =>
+        tidy(() => {
+          const routed = tensor(combined, x.shape, { device: h.device });
+          const routedOut = moe.fc2LatentProj ? moe.fc2LatentProj.forward(routed) : routed;
+          return add(h, reshape(add(routedOut, local.shared), h.shape));
+        }),
+      );
+    } finally {
+      for (const t of [local.routing.indices, local.routing.weights, local.routedIn, local.shared]) t.dispose();
+    }
+  }
+
+  /** All-to-all: rows to the shards owning their experts, partial sums back, combined in rank order. */
+  private async dispatch(layer: number, indices: Int32Array, weights: Float32Array, x: HostTensor): Promise<Float32Array> {
+    const [T, Hx] = x.shape as [number, number];
+    const k = indices.length / T;
+    const xs = x.toFloat32();
+    const per = this.expertsPerRank;
+    const plans = Array.from({ length: this.group.size }, (_, r) => {
+      const rows: number[] = [];
+      for (let t = 0; t < T; t++) {
+        for (let j = 0; j < k; j++) {
+          if (Math.floor(indices[t * k + j]! / per) === r) {
+            rows.push(t);
+            break;
+          }
+        }
+      }
+      return rows;
+    });
+    const replies = await Promise.all(
+      plans.map((rows, r) => {
+        if (rows.length === 0) return Promise.resolve(null);
+        const n = rows.length;
+        const xr = new Float32Array(n * Hx);
+        const ir = new Int32Array(n * k);
+        const wr = new Float32Array(n * k);
+        rows.forEach((t, m) => {
+          xr.set(xs.subarray(t * Hx, (t + 1) * Hx), m * Hx);
+          for (let j = 0; j < k; j++) {
+            const e = indices[t * k + j]!;
+            // Slots routed to another shard point at a local expert with weight 0: they add nothing.
+            const mine = Math.floor(e / per) === r;
+            ir[m * k + j] = mine ? e - r * per : 0;
+            wr[m * k + j] = mine ? weights[t * k + j]! : 0;
+          }
+        });
+        return this.group.call<HostTensor>(r, 'experts', { layer, x: HostTensor.fromF32(xr, [n, Hx]), indices: HostTensor.fromI32(ir, [n, k]), weights: HostTensor.fromF32(wr, [n, k]) }, { step: `experts of layer ${layer}` });
+      }),
+    );
+    const out = new Float32Array(T * Hx);
+    replies.forEach((reply, r) => {
+      if (!reply) return;
+      const y = reply.toFloat32();
+      plans[r]!.forEach((t, m) => {
+        for (let c = 0; c < Hx; c++) out[t * Hx + c]! += y[m * Hx + c]!;
+      });
+    });
+    return out;
+  }
+
+  /** The end of a run: workers free their tensors, then are terminated one after another. */
+  shutdown(): Promise<void> {
+    return this.group.shutdown();
+  }
+
+  /** Terminates every worker now. */
+  close(): void {
+    this.group.close();
+  }
+}
+
+/** Experts [start, start + count) of a stacked [E, ...] tensor. */
+function sliceExperts(t: HostTensor, start: number, count: number): HostTensor {
+  const per = t.data.length / t.shape[0]!;
+  return new HostTensor(t.dtype, [count, ...t.shape.slice(1)], t.data.slice(start * per, (start + count) * per));
+}
