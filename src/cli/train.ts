@@ -2,7 +2,7 @@
  * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train),
  * or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
  * the merged model to OUT/merged/).
- * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s"}, and
+ * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}, and
  * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
  * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly.
  */
@@ -21,8 +21,9 @@ import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
   'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
+  'gradient-checkpointing',
 ] as const;
-export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge'] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing'] as const;
 
 interface TrainFlags {
   steps: number;
@@ -130,9 +131,10 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     ...flags,
     outDir,
     tokenizerFrom: folder,
+    gradientCheckpointing: args.flags.has('gradient-checkpointing'),
     baseModelNameOrPath: modelPath,
     onStep: (log) => {
-      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));
+      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4), peak_bytes: log.peak_bytes }));
       console.error(`step ${log.step}/${flags.steps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s`);
     },
     onEval: (log) => {

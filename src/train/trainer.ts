@@ -57,6 +57,8 @@ export interface TrainerOptions {
   seed?: number;
   /** Train the MTP loss too (default: when the model has an MTP head). */
   mtp?: boolean;
+  /** Recompute each block's forward during backward (`gradientCheckpointingEnable`): less memory, same gradients. */
+  gradientCheckpointing?: boolean;
   /** Folder whose tokenizer files each checkpoint gets a copy of. */
   tokenizerFrom?: string;
   /** A LoRA checkpoint's `base_model_name_or_path` (the base's Hub id or folder; default null). */
@@ -78,6 +80,8 @@ export interface StepLog {
   /** Global gradient norm before clipping. */
   grad_norm: number;
   tokens_per_s: number;
+  /** The device's high-water mark of live tensor bytes during the update (reset at its start). */
+  peak_bytes: number;
 }
 
 export interface EvalLog {
@@ -106,7 +110,7 @@ export class Trainer {
   private readonly settings: RunSettings;
   /** The model's LoRA adapters, when only they train. */
   private readonly lora: LoraHandle | null;
-  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
+  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>> & TrainerOptions;
 
   constructor(
     readonly model: NemotronHForCausalLM,
@@ -140,6 +144,11 @@ export class Trainer {
     this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
+    if (options.gradientCheckpointing) {
+      // The recompute would draw other dropout masks than the first forward did.
+      if (lora && lora.config.dropout > 0) throw new Error('Trainer: gradient checkpointing needs LoRA dropout 0 (the recomputed forward would draw other dropout masks)');
+      model.gradientCheckpointingEnable();
+    }
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
     const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
     // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
@@ -211,6 +220,9 @@ export class Trainer {
   async trainStep(): Promise<StepLog> {
     const o = this.options;
     const started = performance.now();
+    const device = this.model.device;
+    await device.sync();
+    device.resetPeak();
     const losses: Tensor[] = [];
     if (this.lora && this.lora.config.dropout > 0) reseedLoraDropout(this.model, this.step);
     for (let micro = 0; micro < o.gradAccum; micro++) {
@@ -241,10 +253,11 @@ export class Trainer {
     this.optimizer.zeroGrad();
     this.model.zeroGrad();
     this.copyMastersToParams();
-    await this.model.lmHead.weight.device.sync();
+    await device.sync();
+    const peakBytes = device.memoryStats().peakLiveBytes;
     this.step = step;
     const seconds = (performance.now() - started) / 1000;
-    return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+    return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds, peak_bytes: peakBytes };
   }
 
   /** The f32 masters that are copies (of bf16 weights), by parameter name. */
@@ -277,7 +290,7 @@ export class Trainer {
 
   /** The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels with MTP. */
   private microBatchLoss(rows: number[][]): Tensor {
-    if (!this.settings.mtp) return this.model.forward({ inputIds: rows, labels: rows }).loss!;
+    if (!this.settings.mtp) return this.model.forward({ inputIds: rows, labels: rows, outputMtp: false }).loss!;
     const labels = rows.map((r) => [...r.slice(1), -100]);
     return this.model.forwardMtp({ inputIds: rows, labels }).loss;
   }

@@ -11,6 +11,7 @@ export * from './nn/embedding';
 export * from './nn/conv1d';
 
 export * from './nemotron/sequence';
+export * from './nemotron/checkpointed';
 export * from './nemotron/cache';
 export * from './nemotron/inputs';
 export * from './nemotron/rms-norm';
