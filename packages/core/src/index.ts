@@ -22,6 +22,7 @@ export * from './nemotron/moe';
 export * from './nemotron/block';
 export * from './nemotron/model';
 export * from './nemotron/mtp';
+export * from './nemotron/output';
 export * from './nemotron/causal-lm';
 export * from './nemotron/init';
 export * from './nemotron/state-dict';

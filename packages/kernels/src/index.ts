@@ -23,7 +23,7 @@ export { CpuDevice } from './device/cpu-device';
 export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, type DeviceRecording, BindingTooLargeError } from './device/webgpu-device';
 export { isSoftwareAdapter, openDawn, type BackendName, type AdapterRequest, type DawnHandles } from './device/dawn';
 
-export { noGrad, enableGrad, isGradEnabled, record, needsGrad, type GradNode, type BackwardRule, type InputGrad } from './autograd/graph';
+export { noGrad, enableGrad, isGradEnabled, record, needsGrad, releaseGraph, type GradNode, type BackwardRule, type InputGrad } from './autograd/graph';
 export { backward, type BackwardOptions } from './autograd/backward';
 
 export * from './ops/elementwise/elementwise';

@@ -142,7 +142,7 @@ export class NemotronHForCausalLM extends Module {
     const own = inputs.useCache ? new NemotronHybridCache(this.config, { batch: batchOf(inputs), device: this.device }) : null;
     try {
       const fields = this.forwardFields(own ? { ...inputs, cache: own } : inputs, wantMtp);
-      return new NemotronHCausalLMOutputWithPast({ ...fields, pastKeyValues: own ?? inputs.cache ?? null, mtpLossScalingFactor: wantMtp ? this.config.mtpLossScalingFactor : null }, own !== null);
+      return new NemotronHCausalLMOutputWithPast({ ...fields, pastKeyValues: own ?? inputs.cache ?? null, mtpLossScalingFactor: wantMtp ? this.config.mtpLossScalingFactor : null }, own !== null, inputs.inputsEmbeds?.gradFn ?? null);
     } catch (e) {
       own?.dispose();
       throw e;

@@ -1,9 +1,10 @@
 /**
  * What `NemotronHForCausalLM.forward` returns (HF's `NemotronHCausalLMOutputWithPast`, with NeMo's
- * MTP fields). The caller owns it: `dispose()` (or `using`) releases every tensor in it, and the
- * cache when `forward` created it (`useCache` without a cache of the caller's).
+ * MTP fields). The caller owns it: `dispose()` (or `using`) releases every tensor in it, the
+ * autograd graph behind them that no backward has consumed (so backpropagate before disposing),
+ * and the cache when `forward` created it (`useCache` without a cache of the caller's).
  */
-import type { Tensor } from '@nemotron-ts/kernels';
+import { releaseGraph, type GradNode, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHybridCache } from './cache';
 
 export interface CausalLMOutputFields {
@@ -32,9 +33,12 @@ export class NemotronHCausalLMOutputWithPast implements Disposable {
   /** With `mtpPerDepthH`: the config's mtp_loss_scaling_factor (NeMo scales Σ depth losses by it / D). */
   readonly mtpLossScalingFactor: number | null;
   private readonly ownsCache: boolean;
+  private readonly graphBoundary: ReadonlySet<GradNode>;
   private disposed = false;
 
-  constructor(fields: CausalLMOutputFields, ownsCache = false) {
+  /** `ownsCache`: dispose the cache too. `inputGraph`: the caller's graph node (inputsEmbeds'), never released here. */
+  constructor(fields: CausalLMOutputFields, ownsCache = false, inputGraph: GradNode | null = null) {
+    this.graphBoundary = new Set(inputGraph ? [inputGraph] : []);
     this.logits = fields.logits;
     this.loss = fields.loss;
     this.hiddenStates = fields.hiddenStates;
@@ -48,6 +52,8 @@ export class NemotronHCausalLMOutputWithPast implements Disposable {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    const tensors = [this.logits, ...(this.loss ? [this.loss] : []), ...(this.hiddenStates ?? []), ...(this.mtpPerDepthH ?? [])];
+    releaseGraph(tensors, this.graphBoundary);
     this.logits.dispose();
     this.loss?.dispose();
     for (const t of this.hiddenStates ?? []) t.dispose();
