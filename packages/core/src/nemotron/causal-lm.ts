@@ -27,7 +27,7 @@ export interface CausalLMInputs extends ModelInputs {
    * [B, L] i32 (or rows): HF's unshifted labels — usually the input ids, -100 where a position is
    * not a target. The loss shifts them: logits at t are scored against labels[t + 1].
    */
-  labels?: Tensor | Rows;
+  labels?: Tensor | Rows | readonly number[];
   /** n > 0: logits only for the last n positions (the loss then needs all, so no labels). 0 = all (default). */
   logitsToKeep?: number;
   /**
@@ -76,7 +76,7 @@ export interface InitializeWeightsOptions {
   dtype?: FloatDType;
 }
 
-export interface MtpInputs extends Omit<ModelInputs, 'inputsEmbeds' | 'outputHiddenStates' | 'cuSeqlens'> {
+export interface MtpInputs extends Omit<ModelInputs, 'inputsEmbeds' | 'outputHiddenStates' | 'cuSeqlens' | 'cuSeqlensPadded' | 'seqIdx'> {
   /** i32 [B, L] token ids, or rows of ids (each depth rolls them). */
   inputIds: Tensor | Rows;
   /**
@@ -176,7 +176,11 @@ export class NemotronHForCausalLM extends Module {
       }
       const logits = this.lmHead.forward(keep > 0 ? narrow(lastHiddenState, 1, length - keep, keep) : lastHiddenState);
       const mtpPerDepthH = wantMtp ? this.mtp!.forward(lastHiddenState, prepared.inputIds!, (ids) => this.model.embeddings.forward(ids), prepared.sequences) : null;
-      return { logits, loss: labels ? causalLmLoss(logits, labels) : null, hiddenStates, mtpPerDepthH };
+      const loss = labels ? causalLmLoss(logits, labels) : null;
+      if (!prepared.thd) return { logits, loss, hiddenStates, mtpPerDepthH };
+      // THD in, THD out: the packed row's batch dimension is dropped again.
+      const squeeze = (t: Tensor) => reshape(t, t.shape.slice(1));
+      return { logits: squeeze(logits), loss, hiddenStates: hiddenStates?.map(squeeze) ?? null, mtpPerDepthH: mtpPerDepthH?.map(squeeze) ?? null };
     });
   }
 
@@ -463,7 +467,8 @@ function mtpTargets(labels: Rows, ahead: number, documents: Int32Array | null): 
 function batchOf(inputs: CausalLMInputs): number {
   const x = inputs.inputIds ?? inputs.inputsEmbeds;
   if (x === undefined) throw new Error('forward: give exactly one of inputIds and inputsEmbeds');
-  return 'shape' in x ? x.shape[0]! : x.length;
+  if ('shape' in x) return x.rank === 1 ? 1 : x.shape[0]!;
+  return typeof x[0] === 'number' ? 1 : x.length;
 }
 
 /** Σ over rows: [N, H] → [1, H]. */
