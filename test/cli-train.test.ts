@@ -82,6 +82,17 @@ describe('nemotron train', () => {
     });
   });
 
+  test('chat data with --pack: the loss on assistant tokens of packed conversations', async () => {
+    const chatPath = join(scratch, 'chat.jsonl');
+    const line = (q: string, a: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] });
+    await writeFile(chatPath, [line('Hi?', 'Hello.'), line('Cat?', 'Meow.'), line('Dog?', 'Woof.')].join('\n'));
+    const r = nemotron('train', ...common, '--data', chatPath, '--seq-len', '64', '--pack', '--out', join(scratch, 'chat-run'), '--steps', '1');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('chat (loss on assistant tokens), packed documents');
+    const [step] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    expect(Number.isFinite(step!.loss)).toBe(true);
+  });
+
   test('bad flags and data exit non-zero naming the flag or file', async () => {
     const out = join(scratch, 'bad');
     const flag = nemotron('train', ...common, '--out', out, '--steps', '0');

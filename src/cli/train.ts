@@ -1,5 +1,7 @@
 /**
- * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train),
+ * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train) on
+ * text or chat data (a .jsonl of {"messages"}: the loss on the assistant's tokens), `--pack` packing
+ * whole documents into rows with cu_seqlens,
  * or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
  * the merged model to OUT/merged/).
  * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}, and
@@ -21,9 +23,9 @@ import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
   'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
-  'gradient-checkpointing',
+  'gradient-checkpointing', 'pack',
 ] as const;
-export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing'] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack'] as const;
 
 interface TrainFlags {
   steps: number;
@@ -108,8 +110,10 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   }
 
   // The data is read and checked before the weights are loaded.
-  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize });
-  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}`);
+  const pack = args.flags.has('pack');
+  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
+  const what = `${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`;
+  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${what}`);
 
   const device = await openDevice();
   // --dtype bf16: bf16 weights for compute, trained through f32 masters (see src/train/trainer.ts).

@@ -29,6 +29,8 @@ export interface RunSettings {
   dtype: 'f32' | 'bf16';
   /** The LoRA adapters' options when only adapters train, else null (absent in older states). */
   lora: LoraRunSettings | null;
+  /** Rows other than plain text blocks: 'chat', 'text+pack' or 'chat+pack' (absent for plain text, and in older states). */
+  data?: string;
 }
 
 export interface LoraRunSettings {

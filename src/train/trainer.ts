@@ -28,6 +28,7 @@ import { loadLoraAdapterWeights } from '../lora-adapter';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
+import { rowBatch, type RowBatch } from './row-batch';
 import type { TrainingData } from './training-data';
 
 export interface TrainerOptions {
@@ -141,7 +142,8 @@ export class Trainer {
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
     const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
+    const dataMode = `${data.kind ?? 'text'}${data.packed ? '+pack' : ''}`;
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings, ...(dataMode === 'text' ? {} : { data: dataMode }) };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
     if (options.gradientCheckpointing) {
@@ -175,6 +177,8 @@ export class Trainer {
       const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
       if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
     }
+    const [savedData, myData] = [state.settings.data ?? 'text', this.settings.data ?? 'text'];
+    if (savedData !== myData) throw new Error(`${dir}: the checkpoint was trained on ${savedData} rows, this run has ${myData} rows`);
     if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
     if (this.lora) await loadLoraAdapterWeights(this.model, dir);
     const device = this.model.lmHead.weight.device;
@@ -226,11 +230,11 @@ export class Trainer {
     const losses: Tensor[] = [];
     if (this.lora && this.lora.config.dropout > 0) reseedLoraDropout(this.model, this.step);
     for (let micro = 0; micro < o.gradAccum; micro++) {
-      const rows = this.data.train.rows(this.dataPosition, o.batchSize);
+      const batch = this.data.train.batch(this.dataPosition, o.batchSize);
       this.dataPosition += o.batchSize;
       losses.push(
         tidy(() => {
-          const loss = this.microBatchLoss(rows);
+          const loss = this.microBatchLoss(batch);
           backward(mul(loss, 1 / o.gradAccum));
           return keep(loss);
         }),
@@ -288,32 +292,42 @@ export class Trainer {
     );
   }
 
-  /** The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels with MTP. */
-  private microBatchLoss(rows: number[][]): Tensor {
-    if (!this.settings.mtp) return this.model.forward({ inputIds: rows, labels: rows, outputMtp: false }).loss!;
-    const labels = rows.map((r) => [...r.slice(1), -100]);
-    return this.model.forwardMtp({ inputIds: rows, labels }).loss;
+  /**
+   * The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels
+   * with MTP. Chat rows score only assistant tokens; packed rows pass their documents' boundaries.
+   */
+  private microBatchLoss(batch: RowBatch): Tensor {
+    const cuSeqlens = batch.cuSeqlens ?? undefined;
+    if (!this.settings.mtp) return this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens, outputMtp: false }).loss!;
+    const labels = batch.labels.map((r) => [...r.slice(1), -100]);
+    return this.model.forwardMtp({ inputIds: batch.inputIds, labels, cuSeqlens }).loss;
   }
 
-  /** Mean next-token loss over the evaluation rows, without gradients (batches of batchSize rows). */
+  /**
+   * Mean next-token loss over the evaluation rows' targets, without gradients (batches of batchSize
+   * rows, each batch's mean weighted by its target count).
+   */
   async evaluate(): Promise<number> {
     const rows = this.data.eval;
     if (!rows) throw new Error('Trainer.evaluate: the data has no evaluation rows');
-    const batch = this.options.batchSize;
+    const targets = this.data.evalTargets ?? null;
+    const size = this.options.batchSize;
     let total = 0;
+    let count = 0;
     this.model.eval();
     try {
-      for (let i = 0; i < rows.length; i += batch) {
-        const ids = rows.slice(i, i + batch).map((r) => Array.from(r));
-        const loss = noGrad(() => this.model.forward({ inputIds: ids, labels: ids }).loss!);
-        // Rows have equal target counts, so the per-row mean weighs batches by their row count.
-        total += (await loss.item()) * ids.length;
+      for (let i = 0; i < rows.length; i += size) {
+        const batch = rowBatch(rows.slice(i, i + size), rows.slice(i, i + size).map((_, j) => targets?.[i + j] ?? null));
+        if (batch.targetCount === 0) continue;
+        const loss = noGrad(() => this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens: batch.cuSeqlens ?? undefined }).loss!);
+        total += (await loss.item()) * batch.targetCount;
+        count += batch.targetCount;
         loss.dispose();
       }
     } finally {
       this.model.train();
     }
-    return total / rows.length;
+    return total / Math.max(count, 1);
   }
 
   /** Writes `OUT/checkpoint-<step>/` (model or LoRA adapter, optimizer, trainer state). */

@@ -13,7 +13,7 @@ import { NemotronHCausalLMOutputWithPast } from './output';
 import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights as initializeModelWeights, seedFor } from './init';
-import { checkCuSeqlens, checkLabels, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
+import { checkLabels, packedLayout, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
 import { MultiTokenPrediction } from './mtp';
 
@@ -85,8 +85,11 @@ export interface MtpInputs extends Omit<ModelInputs, 'inputsEmbeds' | 'outputHid
    * labels[t] = hfLabels[t + 1].
    */
   labels: Rows;
-  /** Packed-row boundaries (B = 1), as an array: the per-depth targets are built from them. */
-  cuSeqlens?: readonly number[];
+  /**
+   * Packed-row boundaries, as arrays: one list for one row, or one list per row (as `forward`
+   * takes them); the per-depth targets are built from them.
+   */
+  cuSeqlens?: readonly number[] | Rows;
 }
 
 export interface MtpOutput {
@@ -200,7 +203,7 @@ export class NemotronHForCausalLM extends Module {
       const labels = checkLabels(inputs.labels, 'labels', this.config.vocabSize);
       const [labelRows, labelLength] = rowsShape(labels);
       if (labelRows !== batch || labelLength !== length) throw new Error(`forwardMtp: labels [${labelRows}, ${labelLength}] do not match inputIds [${batch}, ${length}]`);
-      const documents = inputs.cuSeqlens === undefined ? null : documentOf(checkCuSeqlens(inputs.cuSeqlens, 'cuSeqlens', length), length);
+      const documents = inputs.cuSeqlens === undefined ? null : documentsOf(inputs.cuSeqlens, batch, length);
       const labelCount = labels.reduce((n, row) => n + row.filter((v) => v !== IGNORE_INDEX).length, 0);
       const perLabel = 1 / Math.max(labelCount, 1);
       const lossOf = (logits: Tensor, targets: Rows) =>
@@ -442,22 +445,22 @@ function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
   return crossEntropy(narrow(logits, 1, 0, length - 1), narrow(labels, 1, 1, length - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'mean' });
 }
 
-/** The document of each position of a packed row. */
-function documentOf(cuSeqlens: readonly number[], length: number): Int32Array {
-  const doc = new Int32Array(length);
-  for (let d = 0; d + 1 < cuSeqlens.length; d++) doc.fill(d, cuSeqlens[d]!, cuSeqlens[d + 1]!);
-  return doc;
+/** The document of each position of each packed row (the boundaries checked as `forward` checks them). */
+function documentsOf(cuSeqlens: readonly number[] | Rows, batch: number, length: number): Int32Array[] {
+  const { seqIdx } = packedLayout(cuSeqlens, undefined, batch, length);
+  return Array.from({ length: batch }, (_, b) => seqIdx.subarray(b * length, (b + 1) * length));
 }
 
 /**
  * The targets of the MTP depth that looks `ahead` positions further (depth k: ahead = k + 1):
  * labels[t + ahead], -100 where that runs past the row or into another packed document.
  */
-function mtpTargets(labels: Rows, ahead: number, documents: Int32Array | null): number[][] {
-  return labels.map((row) =>
+function mtpTargets(labels: Rows, ahead: number, documents: Int32Array[] | null): number[][] {
+  return labels.map((row, b) =>
     row.map((_, t) => {
       const from = t + ahead;
-      if (from >= row.length || (documents && documents[from] !== documents[t])) return IGNORE_INDEX;
+      const doc = documents?.[b];
+      if (from >= row.length || (doc && doc[from] !== doc[t])) return IGNORE_INDEX;
       return row[from]!;
     }),
   );
