@@ -6,7 +6,7 @@
 import { describe, expect, test } from 'bun:test';
 import { backward, type Device, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose, testDevices } from '@nemotron-ts/kernels/testing';
-import { NemotronHConfig, NemotronHForCausalLM, type NemotronHConfigInit } from '../src';
+import { applyLora, NemotronHConfig, NemotronHForCausalLM, type NemotronHConfigInit } from '../src';
 
 const INIT: NemotronHConfigInit = {
   pattern: 'M*-E',
@@ -101,4 +101,22 @@ describe('gradient checkpointing', async () => {
       model.dispose();
     });
   }
+  test('LoRA dropout cannot be recomputed: a clear error; dropout 0 gives the same adapter gradients', async () => {
+    const { getCpuDevice } = await import('@nemotron-ts/kernels');
+    const cpu = getCpuDevice();
+    const config = NemotronHConfig.create({ ...INIT, mtpPattern: '', numNextnPredictLayers: 0 });
+    const model = NemotronHForCausalLM.fromConfig(config, { device: cpu, seed: 2 });
+    applyLora(model, { r: 2, alpha: 4, dropout: 0.1, targetModules: ['in_proj', 'q_proj', 'up_proj'] });
+    model.gradientCheckpointingEnable();
+    expect(() => model.forward({ inputIds: ids, labels: ids })).toThrow(/LoRA dropout \(0\.1\) would draw other masks/);
+    model.dispose();
+    const plain = NemotronHForCausalLM.fromConfig(config, { device: cpu, seed: 2 });
+    applyLora(plain, { r: 2, alpha: 4, dropout: 0, targetModules: ['in_proj', 'q_proj', 'up_proj'] });
+    const loss = () => plain.forward({ inputIds: ids, labels: ids }).loss!;
+    const a = await run(plain, cpu, loss);
+    plain.gradientCheckpointingEnable();
+    expectSameGradients(a, await run(plain, cpu, loss), 'lora');
+    expect([...a.grads.keys()].some((n) => n.includes('lora_B'))).toBe(true);
+    plain.dispose();
+  });
 });

@@ -13,6 +13,7 @@ import { NemotronHCausalLMOutputWithPast } from './output';
 import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights as initializeModelWeights, seedFor } from './init';
+import { loraHandle } from '../lora/apply';
 import { checkLabels, packedLayout, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
 import { NemotronV3Model } from './model';
 import { MultiTokenPrediction } from './mtp';
@@ -136,6 +137,7 @@ export class NemotronHForCausalLM extends Module {
    * `noGrad()` so nothing is saved for a backward.
    */
   forward(inputs: CausalLMInputs): NemotronHCausalLMOutputWithPast {
+    this.checkRecomputable();
     if (inputs.useCache && inputs.cache) throw new Error('forward: give either cache or useCache, not both');
     const mtp = this.mtp;
     const wantMtp = inputs.outputMtp ?? (mtp !== null && this.training && isGradEnabled() && !inputs.cache && !inputs.useCache && inputs.inputIds !== undefined);
@@ -196,6 +198,7 @@ export class NemotronHForCausalLM extends Module {
   forwardMtp(inputs: MtpInputs): MtpOutput {
     const mtp = this.mtp;
     if (!mtp) throw new Error('forwardMtp: the config has no MTP head (num_nextn_predict_layers = 0 or no mtp_hybrid_override_pattern)');
+    this.checkRecomputable();
     return tidy(() => {
       const device = this.lmHead.weight.device;
       const prepared = prepareInputs(this.config, device, inputs);
@@ -299,6 +302,13 @@ export class NemotronHForCausalLM extends Module {
   gradientCheckpointingEnable(): void {
     this.model.gradientCheckpointing = true;
     if (this.mtp) this.mtp.gradientCheckpointing = true;
+  }
+
+  /** Checkpointed blocks run twice: LoRA dropout would draw other masks the second time. */
+  private checkRecomputable(): void {
+    if (!this.isGradientCheckpointing || !this.training || !isGradEnabled()) return;
+    const lora = loraHandle(this);
+    if (lora && lora.config.dropout > 0) throw new Error(`forward: gradient checkpointing recomputes each block, and LoRA dropout (${lora.config.dropout}) would draw other masks the second time; use dropout 0 or gradientCheckpointingDisable()`);
   }
 
   /** Turns {@link gradientCheckpointingEnable} off (idempotent). */
