@@ -4,8 +4,19 @@
  * repositories through the hub package. Core knows nothing of files; this is where the two meet.
  */
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { GenerationConfig, NemotronHConfig, NemotronHForCausalLM as CoreNemotronHForCausalLM, checkpointTensors, loadCheckpoint, type CheckpointReport } from '@nemotron-ts/core';
+import { dirname, join } from 'node:path';
+import {
+  GenerationConfig,
+  NemotronHConfig,
+  NemotronHForCausalLM as CoreNemotronHForCausalLM,
+  checkpointTensors,
+  formatCheckpointReport,
+  initializeWeights,
+  loadCheckpoint,
+  planCheckpointLoad,
+  previewNames,
+  type CheckpointReport,
+} from '@nemotron-ts/core';
 import { Checkpoint, readConfigJson, readGenerationConfigJson, resolveCheckpoint, savePretrainedFiles, type DownloadProgress, type JsonObject, type SavedPretrained } from '@nemotron-ts/hub';
 import { getDefaultDevice, hasDefaultDevice, initDevice, isFloat, type Device, type FloatDType } from '@nemotron-ts/kernels';
 
@@ -28,7 +39,18 @@ export interface FromPretrainedOptions {
   localFilesOnly?: boolean;
   /** Download progress, as bytes arrive. */
   onProgress?: (event: DownloadProgress) => void;
-  /** Throw when the checkpoint lacks a tensor or has one the model does not use (default true). */
+  /**
+   * The config: field overrides in config.json's names merged over the folder's config.json (HF's
+   * `from_pretrained(..., **kwargs)`, e.g. `{ num_nextn_predict_layers: 0 }`), or a whole
+   * NemotronHConfig used instead of it.
+   */
+  config?: NemotronHConfig | JsonObject;
+  /**
+   * Throw when the checkpoint lacks a tensor or has one the model does not use (default true).
+   * When false, each kind is one warning line instead: unexpected tensors are ignored, and missing
+   * ones are initialised as `fromConfig` initialises them (seed 0), as HF does for weights "newly
+   * initialized". A tensor of the wrong shape is an error either way.
+   */
   strict?: boolean;
 }
 
@@ -62,24 +84,41 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
       onProgress: options.onProgress,
     });
     const configPath = join(folder, 'config.json');
-    const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
+    // config.json first: a folder without one is named for that, before the weights are looked at.
+    const configJson = options.config instanceof NemotronHConfig ? null : await readConfigJson(configPath);
+    const checkpoint = await Checkpoint.open(folder);
+    const config = configJson ? pretrainedConfig(configPath, configJson, checkpoint, options.config as JsonObject | undefined) : (options.config as NemotronHConfig);
     const generationPath = join(folder, 'generation_config.json');
     const generationConfig = (await stat(generationPath).then((s) => s.isFile(), () => false))
       ? GenerationConfig.fromJSON(await readGenerationConfigJson(generationPath), generationPath)
       : null;
-    const checkpoint = await Checkpoint.open(folder);
     const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
     const device = options.device ?? (hasDefaultDevice() ? getDefaultDevice() : await initDevice());
+    const strict = options.strict ?? true;
     const model = new NemotronHForCausalLM(config, { dtype, device });
     model.generationConfig = generationConfig;
     try {
       const shapes = new Map(checkpoint.names().map((name) => [name, checkpoint.entry(name).shape]));
+      const loadOptions = { strict, tieWordEmbeddings: config.tieWordEmbeddings };
+      if (!strict) {
+        const { report } = planCheckpointLoad(
+          model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
+          shapes,
+          loadOptions,
+        );
+        if (report.mismatched.length) throw new Error(`loadCheckpoint: ${formatCheckpointReport({ ...report, missing: [], unexpected: [], ignored: [] })}`);
+        // Missing tensors keep fresh initial values, not uninitialised memory.
+        if (report.missing.length) initializeWeights(model, { seed: 0 });
+      }
       model.loadReport = await loadCheckpoint(
         model,
         shapes,
         (key, target) => checkpoint.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined }),
-        { strict: options.strict ?? true, tieWordEmbeddings: config.tieWordEmbeddings },
+        loadOptions,
       );
+      const { missing, unexpected } = model.loadReport;
+      if (missing.length) console.warn(`nemotron-ts: ${folder} lacks ${missing.length} tensor(s) the model needs (${previewNames(missing)}); loaded with strict off, they are freshly initialised`);
+      if (unexpected.length) console.warn(`nemotron-ts: ${folder} has ${unexpected.length} tensor(s) the model does not use (${previewNames(unexpected)}); loaded with strict off, they are ignored`);
     } catch (e) {
       model.dispose();
       throw e;
@@ -103,6 +142,24 @@ export class NemotronHForCausalLM extends CoreNemotronHForCausalLM {
       copyFrom: options.copyTokenizerFrom,
     });
   }
+}
+
+/**
+ * The model's config: config.json with `overrides` merged (or the given config). A config with MTP
+ * layers over a checkpoint without a single `mtp.*` tensor (what an HF re-save leaves: transformers
+ * has no MTP head) loads with MTP off, with one warning line — unless the caller set
+ * num_nextn_predict_layers explicitly.
+ */
+function pretrainedConfig(configPath: string, configJson: JsonObject, checkpoint: Checkpoint, overrides: JsonObject | undefined): NemotronHConfig {
+  const json = { ...configJson, ...(overrides ?? {}) };
+  const source = overrides ? `${configPath} with overrides ${JSON.stringify(overrides)}` : configPath;
+  const config = NemotronHConfig.fromJSON(json, { source });
+  if (!config.mtpEnabled || overrides?.num_nextn_predict_layers !== undefined) return config;
+  if (checkpoint.names().some((name) => name.startsWith('mtp.'))) return config;
+  console.warn(
+    `nemotron-ts: ${configPath} has num_nextn_predict_layers = ${config.numNextnPredictLayers} but ${dirname(configPath)} holds no mtp.* tensors (an HF re-save drops them); loading without MTP`,
+  );
+  return NemotronHConfig.fromJSON({ ...json, num_nextn_predict_layers: 0 }, { source });
 }
 
 /** The weight dtype a config.json asks for (`torch_dtype`, or newer HF's `dtype`); f32 when absent. */

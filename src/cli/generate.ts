@@ -3,12 +3,14 @@
  *
  * generate --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
  *          [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R]
- *          [--seed S] [--ignore-eos] [--dtype f32|bf16] [--json]
+ *          [--seed S] [--ignore-eos] [--dtype f32|bf16] [--lora DIR|REPO_ID] [--no-strict] [--json]
  *   Streams the decoded text to stdout as it is generated (one row; a batch prints each row's text
  *   at the end), then the prompt and generation speed to stderr. `--chat` wraps the prompt in the
  *   tokenizer's chat template. `--input FILE` is JSON `{"input_ids": [[...]], "attention_mask"?:
  *   [[...]]}`; rows of different lengths are left-padded with the pad id. `--json` prints one
  *   object instead: `{"ids": [[new ids per row]], "prompt_tokens_per_s", "decode_tokens_per_s"}`.
+ *   `--lora` applies a PEFT LoRA adapter (folder or Hub id) unmerged, in both commands; `--no-strict`
+ *   loads a checkpoint with missing or unexpected tensors (warnings; see fromPretrained's `strict`).
  *
  * chat --model DIR|REPO_ID [sampling flags]
  *   A conversation over stdin: each line is a user turn; the whole history goes through the chat
@@ -21,10 +23,11 @@ import { loadTokenizer, parseHfJson, readConfigJson, resolveCheckpoint, type Cha
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { applyLoraAdapterFlag, LORA_ADAPTER_FLAG } from './lora-flags';
 
-const SAMPLING_FLAGS = ['max-new-tokens', 'greedy', 'temperature', 'top-p', 'top-k', 'min-p', 'repetition-penalty', 'seed', 'ignore-eos', 'dtype'] as const;
+const SAMPLING_FLAGS = ['max-new-tokens', 'greedy', 'temperature', 'top-p', 'top-k', 'min-p', 'repetition-penalty', 'seed', 'ignore-eos', 'dtype', LORA_ADAPTER_FLAG, 'no-strict'] as const;
 export const GENERATE_FLAGS = ['model', 'prompt', 'input', 'chat', 'json', ...SAMPLING_FLAGS] as const;
-export const GENERATE_BOOLEAN_FLAGS = ['chat', 'json', 'greedy', 'ignore-eos'] as const;
+export const GENERATE_BOOLEAN_FLAGS = ['chat', 'json', 'greedy', 'ignore-eos', 'no-strict'] as const;
 export const CHAT_FLAGS = ['model', ...SAMPLING_FLAGS] as const;
 
 /** The decoding options the flags ask for (unset ones come from the generation config). */
@@ -139,8 +142,7 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
   }
 
   const device = await openDevice();
-  // Frozen weights: the decode kernels keep packed copies of them.
-  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, dtype })).requiresGrad_(false);
+  const model = await loadModel(args, folder, device, dtype);
   try {
     const stream = !json && ids.length === 1 && tokenizer !== null;
     const result = await model.generate({
@@ -163,6 +165,18 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
   }
 }
 
+/** The checkpoint with the `--lora` adapter (unmerged) when given, every weight frozen: the decode kernels keep packed copies of frozen weights. */
+async function loadModel(args: ParsedArgs, folder: string, device: Device, dtype: 'f32' | 'bf16' | 'auto'): Promise<NemotronHForCausalLM> {
+  const model = await NemotronHForCausalLM.fromPretrained(folder, { device, dtype, strict: !args.flags.has('no-strict') });
+  try {
+    await applyLoraAdapterFlag(args, model);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model.requiresGrad_(false);
+}
+
 function round(v: number): number {
   return Number(v.toFixed(2));
 }
@@ -176,7 +190,7 @@ export async function runChat(args: ParsedArgs, openDevice: () => Promise<Device
   if (!tokenizer) throw new Error(`${folder} has no tokenizer.json: chat needs one`);
   if (!tokenizer.chatTemplates) throw new Error(`${folder} has no chat template (tokenizer_config.json chat_template or chat_template.jinja)`);
   const device = await openDevice();
-  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, dtype })).requiresGrad_(false);
+  const model = await loadModel(args, folder, device, dtype);
   const history: ChatMessage[] = [];
   const interactive = process.stdin.isTTY === true;
   try {

@@ -41,6 +41,7 @@ export {
   type SpecialToken,
   type EncodeOptions,
   type DecodeOptions,
+  unknownTokenText,
 } from './tokenizer';
 export { RepoCache, defaultHubCacheDir, normalizeEtag } from './cache';
 export { hubSettings, type HubSettings, type HubSettingsOptions } from './hub-settings';

@@ -20,7 +20,8 @@ export { RecordingRefusedError } from './runtime/recording';
 export * from './device/device';
 export * from './device/errors';
 export { CpuDevice } from './device/cpu-device';
-export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, type DeviceRecording, BindingTooLargeError } from './device/webgpu-device';
+export { WebGpuDevice, type GpuLimits, type KernelLaunch, type DeviceRecording } from './device/webgpu-device';
+export { BindingTooLargeError, type BoundRange } from './runtime/bindings';
 export { isSoftwareAdapter, openDawn, type BackendName, type AdapterRequest, type DawnHandles } from './device/dawn';
 
 export { noGrad, enableGrad, isGradEnabled, record, needsGrad, releaseGraph, type GradNode, type BackwardRule, type InputGrad } from './autograd/graph';
@@ -45,7 +46,7 @@ export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';
 export * from './ops/matmul/matmul';
 export { fusedLinear, type FusedLinearOptions, type FusedActivation } from './ops/matmul/fused-linear';
-export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './ops/matmul/packed-texture';
+export { textureMemoryStats as matmulTextureMemoryStats, type TextureMemoryStats as MatmulTextureMemoryStats } from './runtime/texture-pool';
 export { embedding, indexSelect, gather } from './ops/index/gather';
 export { indexAdd, scatterAdd } from './ops/index/scatter';
 export { copyIntoAt } from './ops/index/write-at';

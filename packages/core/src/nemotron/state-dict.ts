@@ -16,7 +16,7 @@
  * MTP model; a model without MTP reports them as ignored, as HF does. With `tie_word_embeddings`
  * and no `lm_head.weight`, the head is loaded from the embedding matrix (an independent copy).
  */
-import { cast, copyInto, empty, formatShape, isFloat, narrow, noGrad, reshape, shapesEqual, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { cast, copyInto, empty, formatShape, isFloat, narrow, noGrad, reshape, shapesEqual, tensor, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { previewNames, transfer, type Module, type ShapeMismatch } from '../nn/module';
 
 export type CheckpointFormat = 'hf' | 'hf-v5';
@@ -284,6 +284,32 @@ export function* checkpointTensors(model: Module, format: CheckpointFormat, opti
     const out = noGrad(() =>
       tidy(() => cast(reshape(entry.expert === undefined ? source : narrow(source, 0, entry.expert, 1), entry.shape), dtype)),
     );
+    try {
+      yield [entry.key, out];
+    } finally {
+      out.dispose();
+    }
+  }
+}
+
+/**
+ * The gradient of every checkpoint tensor of `model` in `format` (after a backward), one
+ * `[key, f32 tensor]` pair at a time in the checkpoint's shape — per-expert keys sliced from the
+ * stacked experts' gradient — and zeros where no gradient flowed (buffers such as the router's
+ * correction bias, tensors the loss does not reach). Each tensor is disposed when the next pair is
+ * requested or the iteration ends.
+ */
+export function* checkpointGradients(model: Module, format: CheckpointFormat): Generator<[string, Tensor]> {
+  const entries = planCheckpointExport(
+    model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
+    format,
+  );
+  for (const entry of entries) {
+    const source = model.getTensor(entry.source);
+    const grad = source.grad;
+    const out = grad
+      ? noGrad(() => tidy(() => cast(reshape(entry.expert === undefined ? grad : narrow(grad, 0, entry.expert, 1), entry.shape), 'f32')))
+      : tensor(new Float32Array(entry.shape.reduce((a, b) => a * b, 1)), entry.shape, { device: source.device });
     try {
       yield [entry.key, out];
     } finally {
