@@ -231,7 +231,7 @@ export class NemotronHForCausalLM extends Module {
     }
     if (cache.device !== this.lmHead.weight.device) throw new Error(`forward: the cache is on ${cache.device.kind}, the model on ${this.lmHead.weight.device.kind}`);
     if (cache.batch !== prepared.batch) throw new Error(`forward: the cache holds ${cache.batch} rows, the inputs ${prepared.batch}`);
-    if (inputs.cuSeqlens !== undefined) throw new Error('forward: packed rows (cuSeqlens) cannot use a cache');
+    if (inputs.cuSeqlens !== undefined || inputs.seqIdx !== undefined) throw new Error('forward: packed rows (cuSeqlens, seqIdx) cannot use a cache');
     if (prepared.length === 1 && cache.length > 0 && prepared.sequences.paddingMask) {
       throw new Error('forward: a decode step (one token per row after cached positions) takes no attention mask: its tokens are never padding');
     }
