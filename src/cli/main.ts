@@ -31,10 +31,14 @@ commands:
             an "mtp" block (weights f32 unless --dtype)
   train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
             [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
-            [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
-            on FILE (.txt: one document; .jsonl: {"text": …} per line) with AdamW, warmup + cosine LR,
-            clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
-            ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
+            [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16] [--pack]
+            [--gradient-checkpointing]: full fine-tuning on FILE (.txt: one document; .jsonl:
+            {"text": …} per line, or chat {"messages": [...]} per line, rendered with the chat template
+            and the loss on assistant tokens only) with AdamW, warmup + cosine LR, clipping and the MTP
+            loss when the model has MTP; --pack packs whole documents into rows with cu_seqlens (no
+            attention or Mamba state crosses a document); --gradient-checkpointing recomputes each
+            block in backward (less memory); one JSON object per step on stdout
+            ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}); checkpoints in DIR/checkpoint-<step>/
             (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
             --resume continues from the newest one exactly (same --seq-len, --batch-size, --grad-accum,
             --seed, --dtype, training rows; a changed --steps, --lr, --min-lr, --warmup, --weight-decay or --grad-clip

@@ -1,8 +1,10 @@
 /**
- * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train),
+ * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train) on
+ * text or chat data (a .jsonl of {"messages"}: the loss on the assistant's tokens), `--pack` packing
+ * whole documents into rows with cu_seqlens,
  * or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
  * the merged model to OUT/merged/).
- * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s"}, and
+ * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}, and
  * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
  * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly. The run holds a lock
  * on OUT throughout (a second trainer on it exits 2), and `--save-total-limit N` keeps the newest N
@@ -25,8 +27,9 @@ import { checkResumeData, checkResumeSettings, describeChanges } from './train-r
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
   'grad-accum', 'eval-every', 'eval-data', 'save-every', 'save-total-limit', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
+  'gradient-checkpointing', 'pack',
 ] as const;
-export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge'] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack'] as const;
 
 interface TrainFlags {
   steps: number;
@@ -89,12 +92,14 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
   const lora = readLoraFlags(args, flags.seed);
   const merge = args.flags.has('merge');
+  const pack = args.flags.has('pack');
+  const gradientCheckpointing = args.flags.has('gradient-checkpointing');
   if (merge && !lora) throw new UsageError('--merge needs --lora-r R: it merges the trained LoRA adapters into the model');
 
   // Before anything slow: a bad --out fails now, and a second trainer on it exits at once.
   const lock = await prepareOutDir(outDir);
   try {
-    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge }, openDevice);
+    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing }, openDevice);
   } finally {
     lock.release();
   }
@@ -109,9 +114,12 @@ interface TrainRequest {
   flags: TrainFlags;
   lora: LoraFlagOptions | null;
   merge: boolean;
+  /** Pack whole documents into rows (`--pack`). */
+  pack: boolean;
+  gradientCheckpointing: boolean;
 }
 
-async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
+async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
   const folder = await resolveCheckpoint(modelPath);
   const configPath = join(folder, 'config.json');
   const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
@@ -131,8 +139,9 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
   }
 
   // The data is read and checked before the weights are loaded.
-  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize });
-  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}`);
+  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
+  const what = `${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`;
+  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${what}`);
   if (savedSettings && existing) checkResumeData(dataFingerprint(data), savedSettings, existing);
 
   const device = await openDevice();
@@ -155,9 +164,10 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
     ...flags,
     outDir,
     tokenizerFrom: folder,
+    gradientCheckpointing,
     baseModelNameOrPath: modelPath,
     onStep: (log) => {
-      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));
+      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4), peak_bytes: log.peak_bytes }));
       console.error(`step ${log.step}/${flags.steps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s`);
     },
     onEval: (log) => {

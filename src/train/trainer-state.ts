@@ -35,6 +35,8 @@ export interface RunSettings {
   lora: LoraRunSettings | null;
   /** The training rows (absent in older states: not checked). */
   data?: DataFingerprint;
+  /** Rows other than plain text blocks: 'chat', 'text+pack' or 'chat+pack' (absent for plain text, and in older states). */
+  dataMode?: string;
 }
 
 export interface LoraRunSettings {

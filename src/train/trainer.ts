@@ -33,6 +33,7 @@ import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
 import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type LoraRunSettings, type RunSettings } from './trainer-state';
+import { rowBatch, type RowBatch } from './row-batch';
 import { dataFingerprint, type TrainingData } from './training-data';
 
 export interface TrainerOptions {
@@ -64,6 +65,8 @@ export interface TrainerOptions {
   seed?: number;
   /** Train the MTP loss too (default: when the model has an MTP head). */
   mtp?: boolean;
+  /** Recompute each block's forward during backward (`gradientCheckpointingEnable`): less memory, same gradients. */
+  gradientCheckpointing?: boolean;
   /** Folder whose tokenizer files each checkpoint gets a copy of. */
   tokenizerFrom?: string;
   /** A LoRA checkpoint's `base_model_name_or_path` (the base's Hub id or folder; default null). */
@@ -92,6 +95,8 @@ export interface StepLog {
   /** Global gradient norm before clipping. */
   grad_norm: number;
   tokens_per_s: number;
+  /** The device's high-water mark of live tensor bytes during the update (reset at its start). */
+  peak_bytes: number;
 }
 
 export interface EvalLog {
@@ -120,7 +125,7 @@ export class Trainer {
   private readonly settings: RunSettings;
   /** The model's LoRA adapters, when only they train. */
   private readonly lora: LoraHandle | null;
-  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
+  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>> & TrainerOptions;
 
   constructor(
     readonly model: NemotronHForCausalLM,
@@ -151,9 +156,25 @@ export class Trainer {
     this.lora = loraHandle(model);
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: lora && loraRunSettings(lora.config), data: dataFingerprint(data) };
+    const dataMode = `${data.kind ?? 'text'}${data.packed ? '+pack' : ''}`;
+    this.settings = {
+      seqLen: data.seqLen,
+      batchSize: o.batchSize,
+      gradAccum: o.gradAccum,
+      seed: o.seed,
+      mtp,
+      dtype,
+      lora: lora && loraRunSettings(lora.config),
+      data: dataFingerprint(data),
+      ...(dataMode === 'text' ? {} : { dataMode }),
+    };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
+    if (options.gradientCheckpointing) {
+      // The recompute would draw other dropout masks than the first forward did.
+      if (lora && lora.config.dropout > 0) throw new Error('Trainer: gradient checkpointing needs LoRA dropout 0 (the recomputed forward would draw other dropout masks)');
+      model.gradientCheckpointingEnable();
+    }
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
     const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
     // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
@@ -183,6 +204,8 @@ export class Trainer {
       const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
       if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
     }
+    const [savedData, myData] = [state.settings.dataMode ?? 'text', this.settings.dataMode ?? 'text'];
+    if (savedData !== myData) throw new Error(`${dir}: the checkpoint was trained on ${savedData} rows, this run has ${myData} rows`);
     if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
     if (this.lora) await loadLoraAdapterWeights(this.model, dir);
     const device = this.model.lmHead.weight.device;
@@ -250,14 +273,17 @@ export class Trainer {
   async trainStep(): Promise<StepLog> {
     const o = this.options;
     const started = performance.now();
+    const device = this.model.device;
+    await device.sync();
+    device.resetPeak();
     const losses: Tensor[] = [];
     if (this.lora && this.lora.config.dropout > 0) reseedLoraDropout(this.model, this.step);
     for (let micro = 0; micro < o.gradAccum; micro++) {
-      const rows = this.data.train.rows(this.dataPosition, o.batchSize);
+      const batch = this.data.train.batch(this.dataPosition, o.batchSize);
       this.dataPosition += o.batchSize;
       losses.push(
         tidy(() => {
-          const loss = this.microBatchLoss(rows);
+          const loss = this.microBatchLoss(batch);
           backward(mul(loss, 1 / o.gradAccum));
           return keep(loss);
         }),
@@ -282,10 +308,11 @@ export class Trainer {
     this.optimizer.zeroGrad();
     this.model.zeroGrad();
     this.copyMastersToParams();
-    await this.model.lmHead.weight.device.sync();
+    await device.sync();
+    const peakBytes = device.memoryStats().peakLiveBytes;
     this.step = step;
     const seconds = (performance.now() - started) / 1000;
-    return { step, loss, lr, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+    return { step, loss, lr, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds, peak_bytes: peakBytes };
   }
 
   /** About how many bytes one checkpoint of this run takes: weights (or the adapter), AdamW moments, f32 masters. */
@@ -322,32 +349,42 @@ export class Trainer {
     );
   }
 
-  /** The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels with MTP. */
-  private microBatchLoss(rows: number[][]): Tensor {
-    if (!this.settings.mtp) return this.model.forward({ inputIds: rows, labels: rows }).loss!;
-    const labels = rows.map((r) => [...r.slice(1), -100]);
-    return this.model.forwardMtp({ inputIds: rows, labels }).loss;
+  /**
+   * The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels
+   * with MTP. Chat rows score only assistant tokens; packed rows pass their documents' boundaries.
+   */
+  private microBatchLoss(batch: RowBatch): Tensor {
+    const cuSeqlens = batch.cuSeqlens ?? undefined;
+    if (!this.settings.mtp) return this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens, outputMtp: false }).loss!;
+    const labels = batch.labels.map((r) => [...r.slice(1), -100]);
+    return this.model.forwardMtp({ inputIds: batch.inputIds, labels, cuSeqlens }).loss;
   }
 
-  /** Mean next-token loss over the evaluation rows, without gradients (batches of batchSize rows). */
+  /**
+   * Mean next-token loss over the evaluation rows' targets, without gradients (batches of batchSize
+   * rows, each batch's mean weighted by its target count).
+   */
   async evaluate(): Promise<number> {
     const rows = this.data.eval;
     if (!rows) throw new Error('Trainer.evaluate: the data has no evaluation rows');
-    const batch = this.options.batchSize;
+    const targets = this.data.evalTargets ?? null;
+    const size = this.options.batchSize;
     let total = 0;
+    let count = 0;
     this.model.eval();
     try {
-      for (let i = 0; i < rows.length; i += batch) {
-        const ids = rows.slice(i, i + batch).map((r) => Array.from(r));
-        const loss = noGrad(() => this.model.forward({ inputIds: ids, labels: ids }).loss!);
-        // Rows have equal target counts, so the per-row mean weighs batches by their row count.
-        total += (await loss.item()) * ids.length;
+      for (let i = 0; i < rows.length; i += size) {
+        const batch = rowBatch(rows.slice(i, i + size), rows.slice(i, i + size).map((_, j) => targets?.[i + j] ?? null));
+        if (batch.targetCount === 0) continue;
+        const loss = noGrad(() => this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens: batch.cuSeqlens ?? undefined }).loss!);
+        total += (await loss.item()) * batch.targetCount;
+        count += batch.targetCount;
         loss.dispose();
       }
     } finally {
       this.model.train();
     }
-    return total / rows.length;
+    return total / Math.max(count, 1);
   }
 
   /** Writes `OUT/checkpoint-<step>/` (model or LoRA adapter, optimizer, trainer state). */

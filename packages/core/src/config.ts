@@ -306,6 +306,11 @@ export class NemotronHConfig {
     return new NemotronHConfig(validate(resolve(init, source, keys), source, keys), extra);
   }
 
+  /** This config with another vocabulary size (after resizing the token embeddings). */
+  withVocabSize(vocabSize: number): NemotronHConfig {
+    return NemotronHConfig.fromJSON({ ...this.toJSON(), vocab_size: vocabSize }, { source: 'NemotronHConfig.withVocabSize' });
+  }
+
   /** Block type of backbone layer `i`. */
   layerKind(i: number): LayerKind {
     const kind = this.layerKinds[i];

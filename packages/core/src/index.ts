@@ -75,6 +75,7 @@ export {
   type MtpInputs,
   type MtpOutput,
 } from './nemotron/causal-lm';
+export { NemotronHCausalLMOutputWithPast, type CausalLMOutputFields } from './nemotron/output';
 export {
   installPretrainedIO,
   type FromPretrainedOptions,

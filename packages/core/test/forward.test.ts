@@ -280,7 +280,7 @@ describe('input checks', () => {
     fails({ inputIds: [[1, 2, 3]], logitsToKeep: 4 }, /logitsToKeep must be an integer in \[0, 3\]/);
     fails({}, /exactly one of inputIds and inputsEmbeds/);
     fails({ inputIds: tensor([1, 2], [1, 2], { device: cpu }) }, /inputIds must be i32, got f32/);
-    fails({ inputIds: tensor(Int32Array.from([1, 2]), [2], { device: cpu }) }, /inputIds must have 2 dimensions/);
+    fails({ inputIds: tensor(Int32Array.from([1, 2]), [1, 1, 2], { device: cpu }) }, /inputIds must have 2 dimensions/); // [T] is the THD layout
     fails({ inputsEmbeds: tensor(new Float32Array(6), [1, 2, 3], { device: cpu }) }, /inputsEmbeds \[1, 2, 3\] must end in hidden_size 44/);
   });
 

@@ -23,7 +23,7 @@ export { WebGpuDevice, type GpuLimits } from './device/webgpu-device';
 export { BindingTooLargeError } from './runtime/bindings';
 export { isSoftwareAdapter, type BackendName } from './device/dawn';
 
-export { noGrad, enableGrad, isGradEnabled } from './autograd/graph';
+export { noGrad, enableGrad, isGradEnabled, releaseGraph } from './autograd/graph';
 export { backward, type BackwardOptions } from './autograd/backward';
 
 export * from './ops/elementwise/elementwise';

@@ -76,6 +76,11 @@ export class Tensor {
     this.storage.release();
   }
 
+  /** `using t = …` disposes the handle at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
   /** Throws a clear error when the tensor was disposed. */
   assertAlive(what = 'tensor'): void {
     if (this.disposed || !this.storage.alive) {

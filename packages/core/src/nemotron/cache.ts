@@ -317,4 +317,9 @@ export class NemotronHybridCache {
     this.counter.dispose();
     this.entries = [];
   }
+
+  /** `using cache = new NemotronHybridCache(…)` frees it at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 }

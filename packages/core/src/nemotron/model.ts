@@ -1,5 +1,6 @@
 /** The backbone (spec §2.0): embeddings, the pattern's blocks, and the final norm `norm_f`. */
-import { tidy, type Tensor } from '@nemotron-ts/kernels';
+import { isGradEnabled, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { checkpointed } from './checkpointed';
 import type { NemotronHConfig } from '../config';
 import type { NemotronHybridCache } from './cache';
 import { Embedding } from '../nn/embedding';
@@ -25,16 +26,39 @@ export class NemotronHModel extends Module {
   readonly embeddings: Embedding;
   readonly layers: ModuleList<NemotronHBlock>;
   readonly normF: RMSNorm;
+  /**
+   * Recompute each block's forward during backward instead of keeping its intermediates (only the
+   * blocks' inputs stay alive). Applies to differentiable forwards without a cache.
+   */
+  gradientCheckpointing = false;
 
-  constructor(
-    readonly config: NemotronHConfig,
-    placement: Placement = {},
-  ) {
+  private currentConfig: NemotronHConfig;
+
+  constructor(config: NemotronHConfig, placement: Placement = {}) {
     super();
+    this.currentConfig = config;
     const embeddings = allocating(`the embeddings (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Embedding(config.vocabSize, config.hiddenSize, placement));
     this.embeddings = this.registerModule('embeddings', embeddings);
     this.layers = this.registerModule('layers', new ModuleList(config.layerKinds.map((kind) => new NemotronHBlock(config, kind, placement))));
     this.normF = this.registerModule('norm_f', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));
+  }
+
+  get config(): NemotronHConfig {
+    return this.currentConfig;
+  }
+
+  /** After a vocabulary resize: the config the inputs are checked against. */
+  setConfig(config: NemotronHConfig): void {
+    this.currentConfig = config;
+  }
+
+  /** Puts `embeddings` in place of the table and returns the old one (the caller disposes it). */
+  replaceEmbeddings(embeddings: Embedding): Embedding {
+    const old = this.embeddings;
+    this.unregisterModule('embeddings');
+    // Registered first again, so checkpoints keep their tensor order.
+    (this as unknown as { embeddings: Embedding }).embeddings = this.registerModuleFirst('embeddings', embeddings);
+    return old;
   }
 
   /** Runs the backbone; the caller owns the returned tensors (nothing else is left allocated). */
@@ -54,7 +78,10 @@ export class NemotronHModel extends Module {
       const hiddenStates = outputHiddenStates ? [h] : null;
       for (const [i, layer] of [...this.layers].entries()) {
         const entry = cache?.layer(i) ?? null;
-        const next = layer.forward(h, inputs.sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
+        const next =
+          this.gradientCheckpointing && !cache && isGradEnabled()
+            ? checkpointed(([x], sequences) => layer.forward(x!, sequences), [h], inputs.sequences)
+            : layer.forward(h, inputs.sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
         // Free each block's input as soon as it is consumed, unless it is returned.
         if (!hiddenStates) h.dispose();
         else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);

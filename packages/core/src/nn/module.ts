@@ -104,6 +104,16 @@ export class Module {
     return module;
   }
 
+  /** {@link registerModule}, but first in the children's order (a replacement keeps its place). */
+  protected registerModuleFirst<M extends Module>(name: string, module: M): M {
+    this.checkNewName(name);
+    const rest = [...this.children];
+    this.children.clear();
+    this.children.set(name, module);
+    for (const [n, m] of rest) this.children.set(n, m);
+    return module;
+  }
+
   /** Removes the child module `name` and returns it (the caller owns it: it is not disposed). */
   protected unregisterModule(name: string): Module {
     const child = this.children.get(name);
@@ -279,6 +289,20 @@ export class Module {
     zeroGrad(this.parameters());
   }
 
+  /** Casts every floating tensor that is not keep-f32 to `dtype`, in place (the synchronous half of {@link to}). */
+  castFloating(dtype: FloatDType): this {
+    for (const [, module] of this.namedModules()) {
+      for (const slot of module.slots.values()) {
+        const old = slot.tensor;
+        if (!isFloat(old.dtype) || slot.keepF32 || old.dtype === dtype) continue;
+        slot.tensor = noGrad(() => cast(old, dtype));
+        slot.tensor.requiresGrad = old.requiresGrad;
+        old.dispose();
+      }
+    }
+    return this;
+  }
+
   /**
    * Casts floating tensors to `dtype` (keep-f32 ones stay f32) and/or moves every tensor to
    * `device`. Moving between devices reads the data back, hence async.
@@ -315,6 +339,11 @@ export class Module {
 
   get isDisposed(): boolean {
     return this.disposed;
+  }
+
+  /** `using model = …` releases the tree at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }
 
