@@ -10,7 +10,7 @@
  * loss down, each MoE layer's output gradient going to the shards, which return the gradients of
  * their rows and routing weights and keep their experts' gradients.
  */
-import { add, backward, crossEntropy, detach, keep, mul, narrow, noGrad, reshape, sum, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { AdamW, add, backward, crossEntropy, detach, keep, mul, narrow, noGrad, reshape, sum, tensor, tidy, type AdamWOptions, type Tensor } from '@nemotron-ts/kernels';
 import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, type ParallelBatch } from './batch';
 import { HostTensor, toHost } from './host-tensor';
@@ -285,8 +285,43 @@ export class ExpertParallel {
   }
 
   /** The routed experts' accumulated gradients, stacked like the model's: `model.layers.{i}.mixer.experts.{up,down}_proj`. */
-  async expertGradients(): Promise<Map<string, HostTensor>> {
-    const parts = await this.group.callAll<Record<string, HostTensor>>('gradients');
+  expertGradients(): Promise<Map<string, HostTensor>> {
+    return this.gatherExperts('gradients');
+  }
+
+  private optimizer: AdamW | null = null;
+
+  /** AdamW over the host's parameters (routed experts excepted) and one per shard over its experts. */
+  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
+    const experts = new Set([...this.model.model.layers].flatMap((b) => (b.mixer instanceof MoE ? [b.mixer.experts.upProj, b.mixer.experts.downProj] : [])));
+    this.optimizer = new AdamW(this.model.parameters().filter((p) => !experts.has(p)), options);
+    await this.group.callAll('optimizer', () => options);
+  }
+
+  async step(lrScale = 1): Promise<void> {
+    if (!this.optimizer) throw new Error('ExpertParallel.step: call setOptimizer first');
+    this.optimizer.step({ lrScale });
+    await this.group.callAll('step', () => ({ lrScale }), { step: 'optimizer step' });
+  }
+
+  /** Zero, forward and backward through the dispatch, AdamW step. Returns the batch loss. */
+  async trainStep(batch: ParallelBatch): Promise<number> {
+    await this.zeroGrad();
+    const loss = await this.forwardBackward(batch);
+    await this.step();
+    return loss;
+  }
+
+  /** Every weight by name: the host's, with the routed experts gathered from the shards. */
+  async weights(): Promise<Map<string, HostTensor>> {
+    const out = new Map<string, HostTensor>();
+    for (const t of this.model.namedTensors()) out.set(t.name, await toHost(t.tensor));
+    for (const [name, t] of await this.gatherExperts('weights')) out.set(name, t);
+    return out;
+  }
+
+  private async gatherExperts(method: 'gradients' | 'weights'): Promise<Map<string, HostTensor>> {
+    const parts = await this.group.callAll<Record<string, HostTensor>>(method);
     const out = new Map<string, HostTensor>();
     const keys = Object.keys(parts[0] ?? {});
     for (const key of keys) {

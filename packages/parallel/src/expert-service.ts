@@ -3,7 +3,7 @@
  * (experts [rank·E/ep, (rank+1)·E/ep)), applied to the token rows the host dispatched here; in
  * training it keeps each layer's inputs for the backward and accumulates its experts' gradients.
  */
-import { backward, keep, moeExperts, noGrad, tidy, type Device, type Tensor } from '@nemotron-ts/kernels';
+import { AdamW, backward, keep, moeExperts, noGrad, tidy, type AdamWOptions, type Device, type Tensor } from '@nemotron-ts/kernels';
 import { fromHost, toHost, type HostTensor } from './host-tensor';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
 
@@ -29,6 +29,7 @@ export function createExpertService(context: ServiceContext): WorkerService {
   const device: Device = context.device;
   const shards = new Map<number, { up: Tensor; down: Tensor }>();
   const saved = new Map<number, Saved>();
+  let optimizer: AdamW | null = null;
   const shard = (layer: number) => {
     const s = shards.get(layer);
     if (!s) throw new Error(`expert shard ${context.rank}: no experts of layer ${layer}`);
@@ -76,6 +77,21 @@ export function createExpertService(context: ServiceContext): WorkerService {
           for (const [layer, { up, down }] of shards) {
             if (up.grad) out[`${layer}.up_proj`] = await toHost(up.grad);
             if (down.grad) out[`${layer}.down_proj`] = await toHost(down.grad);
+          }
+          return out;
+        }
+        case 'optimizer':
+          optimizer = new AdamW([...shards.values()].flatMap((s) => [s.up, s.down]), args as Partial<AdamWOptions>);
+          return null;
+        case 'step':
+          if (!optimizer) throw new Error(`expert shard ${context.rank}: no optimizer (call 'optimizer' first)`);
+          optimizer.step({ lrScale: (args as { lrScale?: number } | null)?.lrScale });
+          return null;
+        case 'weights': {
+          const out: Record<string, HostTensor> = {};
+          for (const [layer, { up, down }] of shards) {
+            out[`${layer}.up_proj`] = await toHost(up);
+            out[`${layer}.down_proj`] = await toHost(down);
           }
           return out;
         }
