@@ -100,10 +100,12 @@ export class ParallelModel {
     }
   }
 
-  /** Greedy generation: pipelined over the stages with pipeline parallelism, else on the loaded model. */
+  /**
+   * Greedy generation: pipelined over the stages with pipeline parallelism, else on the loaded
+   * model (after training with data or expert parallelism, `syncWeights` first).
+   */
   async generate(options: PipelineGenerateOptions): Promise<PipelineGenerateResult> {
     if (this.engine instanceof PipelineParallel) return this.engine.generate({ microbatches: this.options.microbatches, ...options });
-    if (this.mode === 'expert') throw new Error('generate: expert parallelism runs forward only (generate with --pipeline-stages or on one device)');
     const eos = options.eosTokenIds ?? [];
     const result = await this.model.generate({
       inputIds: options.inputIds,
@@ -116,10 +118,10 @@ export class ParallelModel {
     return { tokens: result.tokens.map((r) => [...r]) };
   }
 
-  private trainer(what: string): PipelineParallel | DataParallel {
+  private trainer(what: string): PipelineParallel | DataParallel | ExpertParallel {
     const e = this.engine;
-    if (e instanceof PipelineParallel || e instanceof DataParallel) return e;
-    throw new Error(`${what}: training runs with pipeline or data parallelism${this.mode === 'expert' ? ' (expert parallelism is forward only)' : ' (on one device use the trainer: train.Trainer)'}`);
+    if (e) return e;
+    throw new Error(`${what}: training here runs with pipeline, data or expert parallelism (on one device use the trainer: train.Trainer)`);
   }
 
   /** Forward and backward of a batch; gradients accumulate in the workers. Returns the batch loss. */

@@ -4,7 +4,7 @@
  * the host. Logits and loss of the batch and the packed row.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
-import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
+import { backward, getCpuDevice, noGrad } from '@nemotron-ts/kernels';
 import { ExpertParallel } from '@nemotron-ts/parallel';
 import { NemotronHForCausalLM } from '../src';
 import { expectedArray, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
@@ -40,6 +40,33 @@ describe('expert parallel', () => {
       model.dispose();
     });
   }
+
+  test('moe_group4_top2: backward through the dispatch gives one device\'s gradients (host parameters and sharded experts)', async () => {
+    const fixture = await openFixture('moe_group4_top2');
+    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { inputs } = fixture;
+    model.train();
+    const { loss } = model.forward({ inputIds: inputs.input_ids, labels: inputs.labels });
+    backward(loss!);
+    const want = new Map<string, Float32Array>();
+    for (const [name, p] of model.namedParameters()) if (p.grad) want.set(name, await p.grad.toFloat32());
+    model.zeroGrad();
+    const parallel = await ExpertParallel.fromModel(model, { expertParallel: 2, devices: workerDevices });
+    open.push(parallel);
+    const got = await parallel.forwardBackward({ inputIds: inputs.input_ids, labels: inputs.labels });
+    expectLoss('loss', got, fixture.scalars.loss!);
+    const experts = await parallel.expertGradients();
+    let worst = 0;
+    for (const [name, w] of want) {
+      const g = name.includes('.experts.') ? experts.get(name)!.toFloat32() : await model.getTensor(name).grad!.toFloat32();
+      const rel = relDiff(g, w);
+      worst = Math.max(worst, rel);
+      expect({ name, ok: rel <= 1e-4 }).toEqual({ name, ok: true });
+    }
+    console.log(JSON.stringify({ test: 'ep gradients vs one device', worst }));
+    await parallel.shutdown();
+    model.dispose();
+  });
 
   test('an expert-parallel size that does not divide n_routed_experts is refused', async () => {
     const fixture = await openFixture('moe_group4_top2');

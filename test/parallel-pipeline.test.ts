@@ -68,6 +68,10 @@ describe('pipeline parallel forward', () => {
       expectRel('logits vs fixture', got.logits.toFloat32(), await expectedArray(fixture, 'logits'));
       expectLoss('loss', got.loss!, fixture.scalars.loss!);
       expect(Math.abs(got.loss! - (await one.loss!.item()))).toBeLessThan(LOSS_TOL);
+      const sent = p.transferStats.bytesReceived;
+      expect(Math.abs((await p.loss({ inputIds: inputs.input_ids, labels: inputs.labels })) - got.loss!)).toBeLessThan(1e-6);
+      // Without the logits only the stages' hidden states come back.
+      expect(p.transferStats.bytesReceived - sent).toBeLessThan(got.logits.byteLength);
 
       const packed = await p.forward({ inputIds: [inputs.packed.input_ids], cuSeqlens: inputs.packed.cu_seqlens, labels: [inputs.packed.labels] });
       expectRel('packed logits', packed.logits.toFloat32(), await expectedArray(fixture, 'packed_logits'));

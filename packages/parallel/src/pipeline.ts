@@ -93,6 +93,12 @@ export class PipelineParallel {
     return { logits: concatRows(replies.map((r) => r.logits!)), loss: sumLoss(replies) };
   }
 
+  /** The batch loss only, with no graph kept: the logits (most of the bytes a forward moves) stay on the last stage. */
+  async loss(batch: ParallelBatch, options: PipelineRunOptions = {}): Promise<number> {
+    if (!batch.labels && !batch.mtpLabels) throw new Error('loss: the batch has no labels');
+    return sumLoss(await this.run(batch, false, options, false))!;
+  }
+
   /**
    * Forward and backward of a batch through the schedule: gradients accumulate on every stage
    * (call {@link zeroGrad} between steps). Returns the batch loss.
@@ -103,7 +109,7 @@ export class PipelineParallel {
     return sumLoss(replies)!;
   }
 
-  private async run(batch: ParallelBatch, train: boolean, options: PipelineRunOptions): Promise<ForwardReply[]> {
+  private async run(batch: ParallelBatch, train: boolean, options: PipelineRunOptions, returnLogits = !train): Promise<ForwardReply[]> {
     const config = this.model.config;
     const [rows] = checkBatch(config, batch);
     const S = this.stages;
@@ -137,7 +143,7 @@ export class PipelineParallel {
               attentionMask: mb.attentionMask ?? null,
               cuSeqlens: mb.cuSeqlens ? [...mb.cuSeqlens] : null,
               ...(plan.isLast
-                ? { labels: mb.labels ? rowsTensor(mb.labels) : null, mtpLabels: mb.mtpLabels ?? null, mtpIds: mb.mtpLabels ? rowsTensor(mb.inputIds) : null, lossScale, returnLogits: !train }
+                ? { labels: mb.labels ? rowsTensor(mb.labels) : null, mtpLabels: mb.mtpLabels ?? null, mtpIds: mb.mtpLabels ? rowsTensor(mb.inputIds) : null, lossScale, returnLogits }
                 : {}),
             },
             { step: `${train ? 'training ' : ''}forward of microbatch ${op.mb}` },
