@@ -32,14 +32,14 @@ async function scalar(t: Tensor | null): Promise<number> {
 }
 
 for (const device of devices) {
-  describe(`fixtures on ${device.kind}`, () => {
+  describe(`fixtures on ${device.name}`, () => {
     for (const name of names) {
       test(name, async () => {
         const fixture = await openFixture(name);
         const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
         const { inputs } = fixture;
         const L = model.config.numHiddenLayers;
-        const row: Record<string, unknown> = { case: name, device: device.kind };
+        const row: Record<string, unknown> = { case: name, device: device.name };
         try {
           // Main batch.
           const main = noGrad(() => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels, outputHiddenStates: true }));

@@ -124,7 +124,7 @@ function comparePackedNorms(got: Map<string, Float32Array>, want: Record<string,
 }
 
 for (const device of devices) {
-  describe(`fixture gradients on ${device.kind}`, () => {
+  describe(`fixture gradients on ${device.name}`, () => {
     for (const name of names) {
       test(name, async () => {
         const fixture = await openFixture(name);

@@ -20,6 +20,8 @@ export { RecordingRefusedError } from './runtime/recording';
 export * from './device/device';
 export * from './device/errors';
 export { CpuDevice } from './device/cpu-device';
+export { NativeKernels, nativeKernels, nativeUnavailableReason } from './native/library';
+export { buildNativeLibrary, nativeLibraryPath, type NativeBuild } from './native/build';
 export { WebGpuDevice, type GpuLimits, type KernelLaunch, type BoundRange, type DeviceRecording, BindingTooLargeError } from './device/webgpu-device';
 export { isSoftwareAdapter, openDawn, type BackendName, type AdapterRequest, type DawnHandles } from './device/dawn';
 

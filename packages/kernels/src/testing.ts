@@ -2,11 +2,13 @@
  * Test support shared by every package: the devices to run on, seeded odd-sized data, poisoned
  * outputs, and comparisons relative to the largest expected magnitude.
  *
- * `NEMOTRON_TEST_DEVICES` (comma list of `cpu`, `webgpu`; default both) picks the devices. A
- * missing WebGPU adapter is an error unless the list excludes it.
+ * `NEMOTRON_TEST_DEVICES` (comma list of `cpu`, `native`, `webgpu`; default all three) picks the
+ * devices. A missing WebGPU adapter is an error unless the list excludes it; the native CPU backend
+ * is skipped when its library is unavailable, unless the list names it.
  */
 import { expect } from 'bun:test';
-import { getCpuDevice, getWebGpuDevice, type Device } from './device/device';
+import { getCpuDevice, getNativeDevice, getWebGpuDevice, type Device } from './device/device';
+import { nativeUnavailableReason } from './native/library';
 import type { WebGpuDevice } from './device/webgpu-device';
 import { tensor } from './creation';
 import { fromBf16, toBf16, type DType } from './dtype';
@@ -15,11 +17,26 @@ import { sizeOf } from './shape';
 import type { Tensor } from './tensor';
 
 export async function testDevices(): Promise<Device[]> {
-  const wanted = (process.env.NEMOTRON_TEST_DEVICES ?? 'cpu,webgpu').split(',').map((s) => s.trim());
+  const named = process.env.NEMOTRON_TEST_DEVICES;
+  const wanted = (named ?? 'cpu,native,webgpu').split(',').map((s) => s.trim());
   const out: Device[] = [];
   if (wanted.includes('cpu')) out.push(getCpuDevice());
+  const native = testNative();
+  if (native) out.push(native);
   if (wanted.includes('webgpu')) out.push(await getWebGpuDevice());
   return out;
+}
+
+/**
+ * The native CPU device, or null when the test run excludes it (or, unless NEMOTRON_TEST_DEVICES
+ * names `native`, when its library cannot be built here).
+ */
+export function testNative(): Device | null {
+  const named = process.env.NEMOTRON_TEST_DEVICES;
+  if (named !== undefined && !named.split(',').map((s) => s.trim()).includes('native')) return null;
+  const device = getNativeDevice();
+  if (!device && named !== undefined) throw new Error(`NEMOTRON_TEST_DEVICES names native but the native CPU backend is unavailable: ${nativeUnavailableReason()}`);
+  return device;
 }
 
 /** The WebGPU device, or null when the test run excludes it. */

@@ -1,0 +1,107 @@
+/**
+ * The one home of the native CPU kernel library: builds it when missing (build.ts), loads it with
+ * `bun:ffi`, checks that this CPU runs what it was compiled for, and sets its thread count
+ * (`NEMOTRON_THREADS`, default: the cores this process may use). Ops reach it through
+ * `CpuDevice.native` (see kernels.ts); when it is null they run the TypeScript reference.
+ */
+import { availableParallelism } from 'node:os';
+import { buildNativeLibrary } from './build';
+
+const FEATURE_NAMES: readonly [number, string][] = [
+  [16, 'neon'],
+  [4, 'avx512'],
+  [8, 'bf16'],
+  [1, 'avx2'],
+  [2, 'fma'],
+];
+
+const SYMBOLS = {
+  nt_set_threads: { args: ['i32'], returns: 'i32' },
+  nt_cpu_features: { args: [], returns: 'i32' },
+  nt_compiled_features: { args: [], returns: 'i32' },
+  nt_gemm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
+  nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
+} as const;
+
+type Buffers = ArrayBufferLike | ArrayBufferView | null;
+
+/** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
+export interface NativeSymbols {
+  nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
+  nt_stream_read(x: Buffers, n: number): number;
+  nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
+}
+
+export class NativeKernels {
+  constructor(
+    readonly symbols: NativeSymbols,
+    /** ISA features the library was compiled for, e.g. ['avx2', 'fma']. */
+    readonly features: readonly string[],
+    readonly threads: number,
+    readonly path: string,
+  ) {}
+
+  /** e.g. `native (avx2 fma, 2 threads)`. */
+  describe(): string {
+    return `native (${this.features.join(' ') || 'scalar'}, ${this.threads} thread${this.threads === 1 ? '' : 's'})`;
+  }
+}
+
+let loaded: NativeKernels | null | undefined;
+let failure: string | null = null;
+
+function threadCount(): number {
+  const raw = process.env.NEMOTRON_THREADS;
+  if (raw === undefined || raw === '') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`NEMOTRON_THREADS must be a positive integer, got '${raw}'`);
+  return n;
+}
+
+function featureNames(bits: number): string[] {
+  return FEATURE_NAMES.filter(([bit]) => bits & bit).map(([, name]) => name);
+}
+
+function load(): NativeKernels | null {
+  if (!process.versions.bun) {
+    failure = 'native kernels need Bun (bun:ffi)';
+    return null;
+  }
+  const threads = threadCount();
+  const build = buildNativeLibrary();
+  if (!build.ok) {
+    failure = build.error;
+    return null;
+  }
+  // bun:ffi is Bun-only; required lazily so importing this module under Node stays harmless.
+  const { dlopen } = require('bun:ffi') as typeof import('bun:ffi');
+  let lib: ReturnType<typeof dlopen<typeof SYMBOLS>>;
+  try {
+    lib = dlopen(build.path, SYMBOLS);
+  } catch (e) {
+    failure = `could not load ${build.path}: ${(e as Error).message}`;
+    return null;
+  }
+  const compiled = lib.symbols.nt_compiled_features();
+  const cpu = lib.symbols.nt_cpu_features();
+  if ((compiled & cpu) !== compiled) {
+    lib.close();
+    failure = `${build.path} was built for ${featureNames(compiled).join(' ')} but this CPU has ${featureNames(cpu).join(' ') || 'none of them'}: delete .cache/native to rebuild`;
+    return null;
+  }
+  const effective = lib.symbols.nt_set_threads(threads);
+  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path);
+}
+
+/** The native kernels, loaded (and built when missing) on first use; null when unavailable. */
+export function nativeKernels(): NativeKernels | null {
+  if (loaded === undefined) loaded = load();
+  return loaded;
+}
+
+/** Why {@link nativeKernels} returned null (null when it did not). */
+export function nativeUnavailableReason(): string | null {
+  nativeKernels();
+  return failure;
+}

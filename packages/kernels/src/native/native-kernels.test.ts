@@ -1,0 +1,68 @@
+/**
+ * Every native CPU kernel against the TypeScript reference on the same host data: odd sizes,
+ * bf16 operands, strided (transposed, sliced) and broadcast views, bias. Skipped when the native
+ * library is unavailable here (NEMOTRON_TEST_DEVICES naming `native` makes that an error).
+ */
+import { describe, expect, test } from 'bun:test';
+import { getCpuDevice, type Device } from '../device/device';
+import type { DType } from '../dtype';
+import { matmul, linear } from '../ops/matmul/matmul';
+import { narrow, transpose } from '../ops/layout/layout';
+import type { Tensor } from '../tensor';
+import { expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
+
+const native = testNative();
+const cpu = getCpuDevice();
+
+async function same(what: string, run: (d: Device) => Tensor, rtol: number): Promise<void> {
+  const ref = run(cpu);
+  const got = poisoned(native!, () => run(native!));
+  expect(got.shape).toEqual(ref.shape);
+  expectClose(await got.toFloat32(), await ref.toFloat32(), { rtol, what });
+}
+
+describe.skipIf(!native)('native matmul', () => {
+  const cases: { m: number; n: number; k: number; batch?: number[]; aType?: DType; bType?: DType; bias?: DType }[] = [
+    { m: 1, n: 37, k: 29 },
+    { m: 3, n: 45, k: 67, bType: 'bf16' },
+    { m: 7, n: 16, k: 16, bias: 'f32' },
+    { m: 9, n: 33, k: 17, bType: 'bf16', bias: 'bf16' },
+    { m: 37, n: 45, k: 29 },
+    { m: 65, n: 129, k: 300, bType: 'bf16', aType: 'bf16' },
+    { m: 101, n: 70, k: 513, bias: 'f32' },
+    { m: 5, n: 11, k: 13, batch: [3] },
+  ];
+  for (const c of cases) {
+    const tag = `${c.batch ? `[${c.batch}]×` : ''}${c.m}×${c.n}×${c.k} a ${c.aType ?? 'f32'} w ${c.bType ?? 'f32'}${c.bias ? ` bias ${c.bias}` : ''}`;
+    const batch = c.batch ?? [];
+    const operands = (d: Device) => ({
+      x: onDevice(randomData([...batch, c.m, c.k], 1, { dtype: c.aType }), [...batch, c.m, c.k], d, c.aType ?? 'f32'),
+      w: onDevice(randomData([c.n, c.k], 2, { dtype: c.bType }), [c.n, c.k], d, c.bType ?? 'f32'),
+      bias: c.bias ? onDevice(randomData([c.n], 3, { dtype: c.bias }), [c.n], d, c.bias) : undefined,
+    });
+    const rtol = 3e-6 * Math.sqrt(c.k) + 1e-6;
+    test(`linear ${tag}`, () =>
+      same(tag, (d) => {
+        const { x, w, bias } = operands(d);
+        return linear(x, w, bias);
+      }, rtol));
+    test(`matmul ${tag}, both transposed`, () =>
+      same(tag, (d) => {
+        const { x, w } = operands(d);
+        return matmul(transpose(x, -1, -2), w, { transA: true, transB: true });
+      }, rtol));
+  }
+
+  test('strided and broadcast views: sliced rows, a 2-D b shared by a batch, gradient shapes', async () => {
+    await same('sliced', (d) => {
+      const a = onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d);
+      const b = onDevice(randomData([41, 31], 6, { dtype: 'bf16' }), [41, 31], d, 'bf16');
+      return matmul(narrow(a, 2, 7, 41), narrow(b, 1, 3, 19));
+    }, 3e-5);
+    await same('transA (weight gradient layout)', (d) => {
+      const g = onDevice(randomData([70, 19], 7), [70, 19], d);
+      const x = onDevice(randomData([70, 33], 8), [70, 33], d);
+      return matmul(g, x, { transA: true });
+    }, 3e-5);
+  });
+});
