@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { Generator, initDevice } from '@nemotron-ts/kernels';
+import { deviceLabel, Generator, initDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 import { BlockSampler, Trainer } from '../src/train';
 
@@ -38,4 +38,4 @@ trainer.dispose();
 model.dispose();
 timed.sort((a, b) => a.ms - b.ms);
 const median = timed[Math.floor(timed.length / 2)]!;
-console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype, batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: device.describe() }));
+console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype, batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: deviceLabel(device), device_detail: device.describe(), rss_bytes: process.memoryUsage().rss }));

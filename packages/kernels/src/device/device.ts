@@ -101,6 +101,11 @@ export async function initDevice(options: DeviceOptions = {}): Promise<Device> {
   return device;
 }
 
+/** A short label for benchmark rows and logs: `cpu`, `cpu:native` or `webgpu:<backend>` (e.g. `webgpu:opengl`). */
+export function deviceLabel(device: Device): string {
+  return device.kind === 'cpu' ? device.name : `webgpu:${device.handles.backend}`;
+}
+
 /** The default device; throws when {@link initDevice} was not called. */
 export function getDefaultDevice(): Device {
   if (!defaultDevice) throw new Error('no default device: call `await initDevice()` first (or pass { device })');

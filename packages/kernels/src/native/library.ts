@@ -20,6 +20,7 @@ const SYMBOLS = {
   nt_cpu_features: { args: [], returns: 'i32' },
   nt_compiled_features: { args: [], returns: 'i32' },
   nt_gemm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_elementwise: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -29,6 +30,7 @@ type Buffers = ArrayBufferLike | ArrayBufferView | null;
 /** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
 export interface NativeSymbols {
   nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
+  nt_elementwise(params: Float64Array, out: Buffers, x0: Buffers, x1: Buffers, x2: Buffers): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
 }

@@ -7,6 +7,8 @@ import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../device/device';
 import type { DType } from '../dtype';
 import { matmul, linear } from '../ops/matmul/matmul';
+import { binary, unary, unaryGrad } from '../ops/elementwise/elementwise';
+import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type UnaryOp } from '../ops/elementwise/definitions';
 import { narrow, transpose } from '../ops/layout/layout';
 import type { Tensor } from '../tensor';
 import { expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
@@ -65,4 +67,27 @@ describe.skipIf(!native)('native matmul', () => {
       return matmul(g, x, { transA: true });
     }, 3e-5);
   });
+});
+
+describe.skipIf(!native)('native elementwise', () => {
+  const x = (d: Device, dtype: DType = 'f32') => onDevice(randomData([13, 37], 11, { dtype, scale: 2 }), [13, 37], d, dtype);
+  const positive = (d: Device) => onDevice(randomData([13, 37], 12, { positive: true }), [13, 37], d);
+  for (const op of Object.keys(UNARY) as UnaryOp[]) {
+    const domain = ['log', 'sqrt', 'rsqrt', 'reciprocal'].includes(op);
+    test(`unary ${op} (and its gradient), f32 and bf16 input`, async () => {
+      await same(op, (d) => unary(op, domain ? positive(d) : x(d), -0.5, 0.75), 2e-6);
+      await same(`${op} bf16`, (d) => unary(op, domain ? positive(d) : x(d, 'bf16'), -0.5, 0.75), 2e-6);
+      if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
+    });
+  }
+  for (const op of Object.keys(BINARY) as BinaryOp[]) {
+    test(`binary ${op}: broadcast row, transposed bf16 operand, scalar`, async () => {
+      const row = (d: Device) => onDevice(randomData([37], 13), [37], d);
+      const tr = (d: Device) => transpose(onDevice(randomData([37, 13], 14, { dtype: 'bf16' }), [37, 13], d, 'bf16'), 0, 1);
+      await same(op, (d) => binary(op, x(d), row(d)), 2e-6);
+      await same(`${op} transposed`, (d) => binary(op, tr(d), x(d)), 2e-6);
+      await same(`${op} scalar`, (d) => binary(op, 1.5, x(d)), 2e-6);
+      await same(`${op} batched`, (d) => binary(op, onDevice(randomData([3, 1, 5], 15), [3, 1, 5], d), onDevice(randomData([4, 5], 16), [4, 5], d)), 2e-6);
+    });
+  }
 });
