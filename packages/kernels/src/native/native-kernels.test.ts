@@ -10,6 +10,9 @@ import { matmul, linear } from '../ops/matmul/matmul';
 import { binary, unary, unaryGrad } from '../ops/elementwise/elementwise';
 import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type UnaryOp } from '../ops/elementwise/definitions';
 import { narrow, transpose } from '../ops/layout/layout';
+import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
+import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
+import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
 import { expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
 
@@ -90,4 +93,51 @@ describe.skipIf(!native)('native elementwise', () => {
       await same(`${op} batched`, (d) => binary(op, onDevice(randomData([3, 1, 5], 15), [3, 1, 5], d), onDevice(randomData([4, 5], 16), [4, 5], d)), 2e-6);
     });
   }
+});
+
+describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
+  // Odd sizes: 3 heads in 1 group... 6 heads in 3 groups, head dim 5, state dim 19 (not a vector multiple).
+  const [b, l, h, p, g, n] = [2, 23, 6, 5, 3, 19];
+  const ops = (d: Device, dtype: DType = 'f32') => ({
+    x: onDevice(randomData([b, l, h, p], 21), [b, l, h, p], d),
+    dt: onDevice(randomData([b, l, h], 22, { positive: true, scale: 0.3 }), [b, l, h], d),
+    A: onDevice(randomData([h], 23, { dtype }).map((v) => -Math.abs(v) - 0.1), [h], d, dtype),
+    B: onDevice(randomData([b, l, g, n], 24), [b, l, g, n], d),
+    C: onDevice(randomData([b, l, g, n], 25), [b, l, g, n], d),
+    D: onDevice(randomData([h], 26, { dtype }), [h], d, dtype),
+    init: onDevice(randomData([b, h, p, n], 27), [b, h, p, n], d),
+    seq: tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : i % l < 17 ? 1 : 2)), [b, l], { device: d }),
+  });
+  for (const dtype of ['f32', 'bf16'] as const) {
+    test(`ssdScan: y and final state, with D, initial state and packed documents (A, D ${dtype})`, async () => {
+      for (const packed of [false, true]) {
+        const run = (d: Device) => {
+          const o = ops(d, dtype);
+          return ssdScan(o.x, o.dt, o.A, o.B, o.C, { chunkSize: 8, D: o.D, initialState: o.init, seqIdx: packed ? o.seq : null });
+        };
+        await same(`y packed=${packed}`, (d) => run(d).y, 1e-5);
+        await same(`final state packed=${packed}`, (d) => run(d).finalState, 1e-5);
+      }
+    });
+    test(`selectiveStateUpdate: dt bias, softplus, limit, A_log (A, D ${dtype})`, async () => {
+      const step = (d: Device) => {
+        const o = ops(d, dtype);
+        const state = onDevice(randomData([b, h, p, n], 31), [b, h, p, n], d);
+        const x = onDevice(randomData([b, h, p], 32), [b, h, p], d);
+        const dt = onDevice(randomData([b, h], 33), [b, h], d);
+        const B = onDevice(randomData([b, g, n], 34), [b, g, n], d);
+        const C = onDevice(randomData([b, g, n], 35), [b, g, n], d);
+        const bias = onDevice(randomData([h], 36, { dtype }), [h], d, dtype);
+        const y = selectiveStateUpdate(state, x, dt, o.A, B, C, o.D, { dtBias: bias, dtSoftplus: true, dtLimit: [0.01, 0.9], aIsLog: true });
+        return { y, state };
+      };
+      await same('y', (d) => step(d).y, 1e-5);
+      await same('state', (d) => step(d).state, 1e-5);
+    });
+  }
+  test('rmsNorm and groupedGatedRmsNorm on odd rows, bf16 weight and input', async () => {
+    await same('rmsNorm', (d) => rmsNorm(onDevice(randomData([7, 45], 41), [7, 45], d), onDevice(randomData([45], 42, { dtype: 'bf16' }), [45], d, 'bf16'), 1e-5), 1e-5);
+    await same('rmsNorm bf16 x', (d) => rmsNorm(onDevice(randomData([3, 2, 45], 41, { dtype: 'bf16' }), [3, 2, 45], d, 'bf16'), onDevice(randomData([45], 42), [45], d), 1e-5), 1e-5);
+    await same('gated', (d) => groupedGatedRmsNorm(onDevice(randomData([2, 5, 42], 43), [2, 5, 42], d), onDevice(randomData([2, 5, 42], 44), [2, 5, 42], d), onDevice(randomData([42], 45), [42], d), { groups: 3, eps: 1e-6 }), 1e-5);
+  });
 });

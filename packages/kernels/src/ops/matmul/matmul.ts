@@ -26,8 +26,7 @@ function product(op: string, a: Tensor, b: Tensor, options: MatmulOptions, froze
   if (out.size > 0) {
     if (device.kind === 'cpu') {
       if (!device.native || !matmulNative(device.native, problem, out)) matmulCpu(problem, out);
-    }
-    else matmulGpu(device, problem, out, { frozenB });
+    } else matmulGpu(device, problem, out, { frozenB });
   }
   for (const t of temporaries) t.dispose();
   return out;
