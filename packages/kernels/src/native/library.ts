@@ -24,6 +24,8 @@ const SYMBOLS = {
   nt_ssd_scan: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_state_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_norm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_causal_conv: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_causal_conv_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -37,6 +39,8 @@ export interface NativeSymbols {
   nt_ssd_scan(params: Float64Array, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
   nt_state_update(params: Float64Array, state: Buffers, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, bias: Buffers, y: Buffers): number;
   nt_norm(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, out: Buffers): number;
+  nt_causal_conv(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
+  nt_causal_conv_update(params: Float64Array, state: Buffers, x: Buffers, w: Buffers, bias: Buffers, out: Buffers): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
 }

@@ -12,6 +12,7 @@ import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type UnaryOp } from '../ops/e
 import { narrow, transpose } from '../ops/layout/layout';
 import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
 import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
+import { causalConv1d, causalConv1dUpdate } from '../ops/conv/conv';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
 import { expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
@@ -140,4 +141,29 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
     await same('rmsNorm bf16 x', (d) => rmsNorm(onDevice(randomData([3, 2, 45], 41, { dtype: 'bf16' }), [3, 2, 45], d, 'bf16'), onDevice(randomData([45], 42), [45], d), 1e-5), 1e-5);
     await same('gated', (d) => groupedGatedRmsNorm(onDevice(randomData([2, 5, 42], 43), [2, 5, 42], d), onDevice(randomData([2, 5, 42], 44), [2, 5, 42], d), onDevice(randomData([42], 45), [42], d), { groups: 3, eps: 1e-6 }), 1e-5);
   });
+});
+
+describe.skipIf(!native)('native causal conv1d', () => {
+  const [b, l, c, k] = [2, 13, 11, 4];
+  for (const dtype of ['f32', 'bf16'] as const) {
+    test(`prefill with bias, initial state and packed documents; decode update (weights ${dtype})`, async () => {
+      const seq = (d: Device) => tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 2 ? 0 : i % l < 7 ? 1 : 2)), [b, l], { device: d });
+      const run = (d: Device, packed: boolean) =>
+        causalConv1d(onDevice(randomData([b, l, c], 51), [b, l, c], d), onDevice(randomData([c, k], 52, { dtype }), [c, k], d, dtype), onDevice(randomData([c], 53, { dtype }), [c], d, dtype), {
+          initialState: onDevice(randomData([b, c, k], 54), [b, c, k], d),
+          seqIdx: packed ? seq(d) : null,
+        });
+      for (const packed of [false, true]) {
+        await same(`y packed=${packed}`, (d) => run(d, packed).y, 1e-6);
+        await same(`final state packed=${packed}`, (d) => run(d, packed).finalState, 1e-6);
+      }
+      const step = (d: Device) => {
+        const state = onDevice(randomData([b, c, k], 55), [b, c, k], d);
+        const y = causalConv1dUpdate(state, onDevice(randomData([b, c], 56), [b, c], d), onDevice(randomData([c, k], 52, { dtype }), [c, k], d, dtype), null);
+        return { y, state };
+      };
+      await same('update y', (d) => step(d).y, 1e-6);
+      await same('update state', (d) => step(d).state, 1e-6);
+    });
+  }
 });
