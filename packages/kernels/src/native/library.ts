@@ -26,6 +26,7 @@ const SYMBOLS = {
   nt_norm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_causal_conv: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_causal_conv_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_attention: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -41,6 +42,7 @@ export interface NativeSymbols {
   nt_norm(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, out: Buffers): number;
   nt_causal_conv(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
   nt_causal_conv_update(params: Float64Array, state: Buffers, x: Buffers, w: Buffers, bias: Buffers, out: Buffers): number;
+  nt_attention(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, out: Buffers, lse: Buffers): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
 }

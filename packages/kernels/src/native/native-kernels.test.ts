@@ -13,12 +13,27 @@ import { narrow, transpose } from '../ops/layout/layout';
 import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
 import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
 import { causalConv1d, causalConv1dUpdate } from '../ops/conv/conv';
+import { attentionWithStats } from '../ops/attention/attention';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
 import { expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
 
 const native = testNative();
 const cpu = getCpuDevice();
+
+// Counts the calls into each native entry point, so a lost dispatch hook (the op silently running
+// the reference on both sides) fails the last test instead of passing every comparison.
+const calls = new Map<string, number>();
+if (native?.kind === 'cpu' && native.native) {
+  const symbols = native.native.symbols as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const [name, fn] of Object.entries(symbols)) {
+    calls.set(name, 0);
+    symbols[name] = (...args: unknown[]) => {
+      calls.set(name, calls.get(name)! + 1);
+      return fn(...args);
+    };
+  }
+}
 
 async function same(what: string, run: (d: Device) => Tensor, rtol: number): Promise<void> {
   const ref = run(cpu);
@@ -166,4 +181,55 @@ describe.skipIf(!native)('native causal conv1d', () => {
       await same('update state', (d) => step(d).state, 1e-6);
     });
   }
+});
+
+describe.skipIf(!native)('native attention', () => {
+  const [b, lq, lk, hq, hkv, dh] = [2, 7, 7, 6, 2, 19];
+  const qkv = (d: Device, dtype: DType, keys = lk, queries = lq) => ({
+    q: onDevice(randomData([b, queries, hq, dh], 61), [b, queries, hq, dh], d),
+    k: onDevice(randomData([b, keys, hkv, dh], 62, { dtype }), [b, keys, hkv, dh], d, dtype),
+    v: onDevice(randomData([b, keys, hkv, dh + 2], 63, { dtype }), [b, keys, hkv, dh + 2], d, dtype),
+  });
+  const both = async (what: string, run: (d: Device) => ReturnType<typeof attentionWithStats>) => {
+    await same(`${what} out`, (d) => run(d).out, 1e-5);
+    await same(`${what} lse`, (d) => run(d).lse, 1e-5);
+  };
+  for (const dtype of ['f32', 'bf16'] as const) {
+    test(`prefill: GQA causal, padding mask, packed documents (k, v ${dtype})`, async () => {
+      await both('causal', (d) => {
+        const { q, k, v } = qkv(d, dtype);
+        return attentionWithStats(q, k, v);
+      });
+      await both('padded', (d) => {
+        const { q, k, v } = qkv(d, dtype);
+        const mask = tensor(Int32Array.from({ length: b * lk }, (_, i) => (i < 2 || i === lk + 3 ? 0 : 1)), [b, lk], { device: d });
+        return attentionWithStats(q, k, v, { keyMask: mask });
+      });
+      await both('packed', (d) => {
+        const { q, k, v } = qkv(d, dtype);
+        const ids = tensor(Int32Array.from({ length: b * lk }, (_, i) => (i % lk < 3 ? 0 : 1)), [b, lk], { device: d });
+        return attentionWithStats(q, k, v, { seqIds: ids, causal: true });
+      });
+      await both('non-causal transposed q', (d) => {
+        const { k, v } = qkv(d, dtype);
+        const q = transpose(onDevice(randomData([b, hq, lq, dh], 64), [b, hq, lq, dh], d), 1, 2);
+        return attentionWithStats(q, k, v, { causal: false });
+      });
+    });
+    test(`decode over a cache: one query, kvLength on the host and as a tensor (k, v ${dtype})`, async () => {
+      await both('host length', (d) => {
+        const { q, k, v } = qkv(d, dtype, 23, 1);
+        return attentionWithStats(q, k, v, { kvLength: 17 });
+      });
+      await both('device length', (d) => {
+        const { q, k, v } = qkv(d, dtype, 23, 1);
+        return attentionWithStats(q, k, v, { kvLength: tensor(Int32Array.of(13), [1], { device: d }) });
+      });
+    });
+  }
+});
+
+test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {
+  expect(calls.size).toBeGreaterThan(5);
+  for (const [name, count] of calls) if (!name.startsWith('nt_stream') && name.startsWith('nt_') && !['nt_set_threads', 'nt_cpu_features', 'nt_compiled_features'].includes(name)) expect(count, name).toBeGreaterThan(0);
 });
