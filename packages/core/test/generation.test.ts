@@ -6,12 +6,12 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { Generator, getCpuDevice, narrow, noGrad, tensor, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
-import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
+import { expectClose, testDevices, testGpu } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();
 const gpu = await testGpu();
-const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
+const devices: Device[] = await testDevices();
 
 const INIT: NemotronHConfigInit = {
   pattern: 'M*-EM*',
@@ -62,7 +62,7 @@ function at(logits: Float32Array, length: number, b: number, t: number): Float32
 
 describe('decode equals recompute', () => {
   for (const device of devices) {
-    test(`${device.kind}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
+    test(`${device.name}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
       const m = model(device);
       const prompt = ids(2, 9, 1);
       const next = ids(2, 10, 2);
@@ -100,7 +100,7 @@ describe('decode equals recompute', () => {
 
 describe('chunked prefill', () => {
   for (const device of devices) {
-    test(`${device.kind}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
+    test(`${device.name}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
       const m = model(device);
       const prompt = ids(2, 13, 5);
       const whole = new NemotronHybridCache(config, { batch: 2, device });
@@ -135,7 +135,7 @@ describe('chunked prefill', () => {
 
 describe('NemotronHybridCache', () => {
   for (const device of devices) {
-    test(`${device.kind}: select and reorder keep the chosen rows' states`, async () => {
+    test(`${device.name}: select and reorder keep the chosen rows' states`, async () => {
       const m = model(device);
       const prompt = ids(3, 7, 6);
       const cache = new NemotronHybridCache(config, { batch: 3, device });
@@ -201,7 +201,7 @@ describe('generate', () => {
   const plain = { useBias: false }; // HF's padding semantics assume no in_proj bias
 
   for (const device of devices) {
-    test(`${device.kind}: a left-padded batch generates what each prompt alone would`, async () => {
+    test(`${device.name}: a left-padded batch generates what each prompt alone would`, async () => {
       const m = model(device, plain);
       const prompts = [ids(1, 3, 8)[0]!, ids(1, 9, 9)[0]!, ids(1, 6, 10)[0]!];
       const alone = await Promise.all(prompts.map(async (p) => (await m.generate({ inputIds: [p], maxNewTokens: 7, eosTokenId: null, outputStepLogits: true }))));
@@ -216,7 +216,7 @@ describe('generate', () => {
       m.dispose();
     });
 
-    test(`${device.kind}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
+    test(`${device.name}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
       const m = model(device, plain);
       const inputIds = ids(2, 5, 11);
       const run = (o: object) => m.generate({ inputIds, maxNewTokens: 8, eosTokenId: null, ...o }).then((r) => r.tokens);
@@ -296,7 +296,7 @@ describe('generate', () => {
   });
 
   for (const device of devices) {
-    test(`${device.kind}: non-finite logits stop generation with an error naming the row and step`, async () => {
+    test(`${device.name}: non-finite logits stop generation with an error naming the row and step`, async () => {
       const m = model(device, plain);
       // Token 7's embedding holds a NaN: only the row that contains it goes wrong.
       const table = (await m.getTensor('model.embeddings.weight').data()) as Float32Array;

@@ -57,7 +57,7 @@ EXPORT int nt_attention(const double *params, const void *q, const void *k, cons
   int64_t group = hq / hkv;
   size_t esize_k = k_dt == DT_BF16 ? 2 : 4;
   int failed = 0;
-#pragma omp parallel
+#pragma omp parallel if (batch * queries * hq * keys * (hd + vd) >= PARALLEL_MIN_WORK)
   {
     float *scores = malloc(sizeof(float) * (size_t)(keys > 0 ? keys : 1));
     float *qrow = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1));

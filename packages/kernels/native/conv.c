@@ -25,7 +25,7 @@ EXPORT int nt_causal_conv(const double *params, const float *x, const void *w, c
   fin += (int64_t)params[10];
   int w_dt = (int)params[11], b_dt = (int)params[12], has_bias = (int)params[13], has_init = (int)params[14], has_seq = (int)params[15];
   int silu = (int)params[16];
-#pragma omp parallel for schedule(static) if (batch * length * ch > 32768)
+#pragma omp parallel for schedule(static) if (batch > 1 && batch * length * ch * taps >= PARALLEL_MIN_WORK)
   for (int64_t b = 0; b < batch; b++) {
     int64_t start = INT64_MIN; /* first position of the current document; INT64_MIN: the first one */
     for (int64_t t = 0; t < length; t++) {

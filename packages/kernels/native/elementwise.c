@@ -81,8 +81,12 @@ EXPORT int nt_elementwise(const double *params, float *out, const void *x0, cons
   for (int d = 0; d < rank - 1; d++) rows *= shape[d];
   int contiguous = ostr[rank - 1] == 1;
   for (int o = 0; o < nops; o++) contiguous &= istr[o][rank - 1] == 1 && idt[o] == DT_F32;
-#pragma omp parallel for schedule(static) if (rows * inner > 32768)
-  for (int64_t r = 0; r < rows; r++) {
+  /* Work items: (row, block of the innermost dimension), so one long contiguous row splits too. */
+  const int64_t BLOCK = 4096;
+  int64_t blocks = (inner + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (rows * inner * 8 >= PARALLEL_MIN_WORK)
+  for (int64_t item = 0; item < rows * blocks; item++) {
+    int64_t r = item / blocks, i0 = (item % blocks) * BLOCK, i1 = i0 + BLOCK < inner ? i0 + BLOCK : inner;
     int64_t rem = r, obase = out_off, ibase[MAX_OPS];
     for (int o = 0; o < nops; o++) ibase[o] = ioff[o];
     for (int d = rank - 2; d >= 0; d--) {
@@ -94,12 +98,12 @@ EXPORT int nt_elementwise(const double *params, float *out, const void *x0, cons
     float *dst = out + obase;
     if (contiguous && nops == 2 && op >= 20 && op <= 22) {
       const float *a = (const float *)in[0] + ibase[0], *b = (const float *)in[1] + ibase[1];
-      if (op == 20) for (int64_t i = 0; i < inner; i++) dst[i] = a[i] + b[i];
-      else if (op == 21) for (int64_t i = 0; i < inner; i++) dst[i] = a[i] - b[i];
-      else for (int64_t i = 0; i < inner; i++) dst[i] = a[i] * b[i];
+      if (op == 20) for (int64_t i = i0; i < i1; i++) dst[i] = a[i] + b[i];
+      else if (op == 21) for (int64_t i = i0; i < i1; i++) dst[i] = a[i] - b[i];
+      else for (int64_t i = i0; i < i1; i++) dst[i] = a[i] * b[i];
       continue;
     }
-    for (int64_t i = 0; i < inner; i++) {
+    for (int64_t i = i0; i < i1; i++) {
       float a = read(in[0], idt[0], ibase[0] + i * istr[0][rank - 1]);
       float b = nops > 1 ? read(in[1], idt[1], ibase[1] + i * istr[1][rank - 1]) : 0.0f;
       dst[i * ostr[rank - 1]] = apply(op, a, b, p0, p1);

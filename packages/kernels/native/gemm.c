@@ -153,7 +153,7 @@ static int gemv_applies(const view_t *b, int64_t m) {
 /* c[i][j] = x[i] · W[j] with W row j at bbase + j·col_stride (K contiguous). x dense f32 [m][k]. */
 static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, float *c, int64_t n, int64_t k) {
   size_t esize = b->dtype == DT_BF16 ? 2 : 4;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (m * n * k >= PARALLEL_MIN_WORK)
   for (int64_t j = 0; j < n; j++) {
     const char *w = (const char *)b->data + (bbase + j * b->col_stride) * esize;
     float o[4];
@@ -214,7 +214,7 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
        */
       int threads = nt_threads();
       int64_t slivers = (n + NR - 1) / NR;
-      int64_t chunks = (double)m * n * k < 2e6 ? 1 : threads * 4;
+      int64_t chunks = m * n * k < PARALLEL_MIN_WORK ? 1 : threads * 4;
       if (chunks > slivers) chunks = slivers;
       int64_t chunk_slivers = (slivers + chunks - 1) / chunks;
       chunks = (slivers + chunk_slivers - 1) / chunk_slivers;

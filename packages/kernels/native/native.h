@@ -15,6 +15,12 @@
 
 enum { DT_F32 = 0, DT_BF16 = 1, DT_I32 = 2 };
 
+/*
+ * Below this many multiply-adds (or equivalent) a kernel runs on the calling thread: waking a
+ * second thread costs microseconds on a quiet machine and a scheduler quantum on a busy one.
+ */
+#define PARALLEL_MIN_WORK ((int64_t)1 << 18)
+
 #if defined(__AVX512F__)
 #define VLEN 16
 #else

@@ -16,7 +16,7 @@ EXPORT int nt_norm(const double *params, const void *x, const void *z, const voi
   int64_t x_off = (int64_t)params[4], z_off = (int64_t)params[5], w_off = (int64_t)params[6], o_off = (int64_t)params[7];
   int x_dt = (int)params[8], z_dt = (int)params[9], w_dt = (int)params[10], has_z = (int)params[11];
   int64_t n = d / groups;
-#pragma omp parallel for schedule(static) if (rows * d > 32768)
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * d * 4 >= PARALLEL_MIN_WORK)
   for (int64_t r = 0; r < rows; r++) {
     float *o = out + o_off + r * d;
     /* v written into the output row first, then scaled in place. */

@@ -51,7 +51,7 @@ EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, co
   final_state += (int64_t)params[15];
   int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
   int64_t hpg = heads / groups;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (batch * heads * length * hd * sd >= PARALLEL_MIN_WORK)
   for (int64_t b = 0; b < batch; b++) {
     for (int64_t h = 0; h < heads; h++) {
       float *S = final_state + (b * heads + h) * hd * sd;
@@ -97,7 +97,7 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
   float lo = (float)params[21], hi = (float)params[22];
   int a_is_log = (int)params[23];
   int64_t hpg = heads / groups;
-#pragma omp parallel for schedule(static) collapse(2) if (batch * heads * hd * sd > 65536)
+#pragma omp parallel for schedule(static) collapse(2) if (batch * heads * hd * sd >= PARALLEL_MIN_WORK)
   for (int64_t b = 0; b < batch; b++) {
     for (int64_t h = 0; h < heads; h++) {
       float step = dt[b * heads + h];
