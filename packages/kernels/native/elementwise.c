@@ -29,7 +29,8 @@ static inline float apply(int op, float a, float b, float p0, float p1) {
     case 11: return a > 0.0f || a != a ? a : 0.0f;
     case 12: { float r = a > 0.0f || a != a ? a : 0.0f; return r * r; }
     case 13: return tanhf(a);
-    case 14: return fminf(fmaxf(a, p0), p1);
+    case 14: return a != a ? a : fminf(fmaxf(a, p0), p1);
+    case 15: return a;
     /* binary */
     case 20: return a + b;
     case 21: return a - b;

@@ -9,6 +9,8 @@ import type { DType } from '../dtype';
 import { matmul, linear } from '../ops/matmul/matmul';
 import { binary, unary, unaryGrad } from '../ops/elementwise/elementwise';
 import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type UnaryOp } from '../ops/elementwise/definitions';
+import { contiguous, copyInto } from '../ops/layout/layout';
+import { empty } from '../creation';
 import { narrow, transpose } from '../ops/layout/layout';
 import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
 import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
@@ -99,6 +101,15 @@ describe.skipIf(!native)('native elementwise', () => {
       if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
     });
   }
+  test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
+    await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
+    await same('copyInto', (d) => {
+      const dst = empty([11, 15], { device: d });
+      copyInto(narrow(dst, 1, 2, 13), transpose(narrow(x(d), 1, 4, 11), 0, 1));
+      copyInto(narrow(dst, 1, 0, 2), onDevice(Float32Array.of(1, 2), [2], d));
+      return dst;
+    }, 0);
+  });
   for (const op of Object.keys(BINARY) as BinaryOp[]) {
     test(`binary ${op}: broadcast row, transposed bf16 operand, scalar`, async () => {
       const row = (d: Device) => onDevice(randomData([37], 13), [37], d);

@@ -6,13 +6,13 @@
 import type { NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { Tensor } from '../../tensor';
-import { BINARY, UNARY, UNARY_GRAD, type ElementwiseDef } from './definitions';
+import { BINARY, IDENTITY, UNARY, UNARY_GRAD, type ElementwiseDef } from './definitions';
 import type { ElementwiseOperand } from './elementwise.cpu';
 
 const CODES = new Map<ElementwiseDef | null, number>([
   [UNARY.neg, 0], [UNARY.abs, 1], [UNARY.exp, 2], [UNARY.log, 3], [UNARY.sqrt, 4], [UNARY.rsqrt, 5],
   [UNARY.reciprocal, 6], [UNARY.square, 7], [UNARY.sigmoid, 8], [UNARY.silu, 9], [UNARY.softplus, 10],
-  [UNARY.relu, 11], [UNARY.relu2, 12], [UNARY.tanh, 13], [UNARY.clamp, 14],
+  [UNARY.relu, 11], [UNARY.relu2, 12], [UNARY.tanh, 13], [UNARY.clamp, 14], [IDENTITY, 15],
   [BINARY.add, 20], [BINARY.sub, 21], [BINARY.mul, 22], [BINARY.div, 23], [BINARY.maximum, 24], [BINARY.minimum, 25],
   [UNARY_GRAD.sigmoid, 40], [UNARY_GRAD.silu, 41], [UNARY_GRAD.softplus, 42], [UNARY_GRAD.relu, 43],
   [UNARY_GRAD.relu2, 44], [UNARY_GRAD.tanh, 45], [UNARY_GRAD.square, 46], [UNARY_GRAD.exp, 47], [UNARY_GRAD.neg, 48],
