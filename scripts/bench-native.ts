@@ -1,8 +1,9 @@
 // Native CPU kernel benchmarks, one JSON line each: the memory-bandwidth ceiling (STREAM-like read
-// and copy over 256 MiB), the GEMM/GEMV shapes of bench-small (prefill 512 tokens, decode 1 token)
-// with f32 and bf16 weights, and the same sgemm/sgemv through the distro's OpenBLAS when it loads
-// (`apt-get install -y libopenblas0-pthread`), so the micro-kernel is compared with a BLAS on the
-// same machine and run. Usage: bun scripts/bench-native.ts   (NEMOTRON_THREADS sets the threads)
+// and copy over 256 MiB), and the GEMM/GEMV shapes of bench-small (prefill 512 tokens, decode 1
+// token) through `linear` with bf16 weights (our kernels) and f32 weights twice: our kernels
+// (`kernel: "own"`) and the distro's OpenBLAS when it loads (`apt-get install -y
+// libopenblas0-pthread`), so both are compared on one machine in one run.
+// Usage: bun scripts/bench-native.ts   (NEMOTRON_THREADS sets the threads)
 import { getNativeDevice, linear, nativeUnavailableReason, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 
 const device = getNativeDevice();
@@ -51,7 +52,9 @@ const shapes = [
 const data = (len: number) => Float32Array.from({ length: len }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
 noGrad(() => {
   for (const s of shapes) {
-    for (const dtype of ['f32', 'bf16'] as const) {
+    for (const [dtype, kernel] of [['f32', 'own'], ['f32', lib.blas], ['bf16', 'own']] as const) {
+      if (!kernel) continue;
+      lib.symbols.nt_enable_blas(kernel === 'own' ? 0 : 1);
       const x = tensor(data(s.m * s.k), [s.m, s.k], { device });
       const w = tensor(data(s.n * s.k), [s.n, s.k], { device, dtype });
       let y: Tensor | null = null;
@@ -61,39 +64,10 @@ noGrad(() => {
       });
       const flops = 2 * s.m * s.n * s.k;
       const weightBytes = s.n * s.k * (dtype === 'bf16' ? 2 : 4);
-      emit({ bench: 'linear', what: s.what, m: s.m, n: s.n, k: s.k, weights: dtype, ms: round(ms, 3), GFLOPs: round(flops / ms / 1e6), weightGBps: round(weightBytes / ms / 1e6) });
+      emit({ bench: 'linear', what: s.what, m: s.m, n: s.n, k: s.k, weights: dtype, kernel, ms: round(ms, 3), GFLOPs: round(flops / ms / 1e6), weightGBps: round(weightBytes / ms / 1e6) });
       y!.dispose();
       x.dispose();
       w.dispose();
     }
   }
 });
-
-// The distro's OpenBLAS, same shapes (f32), for comparison.
-const { dlopen } = await import('bun:ffi');
-let blas: ReturnType<typeof openBlas> | null = null;
-function openBlas() {
-  return dlopen('libopenblas.so.0', {
-    cblas_sgemm: { args: ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'ptr', 'i32', 'ptr', 'i32', 'f32', 'ptr', 'i32'], returns: 'void' },
-    cblas_sgemv: { args: ['i32', 'i32', 'i32', 'i32', 'f32', 'ptr', 'i32', 'ptr', 'i32', 'f32', 'ptr', 'i32'], returns: 'void' },
-    openblas_set_num_threads: { args: ['i32'], returns: 'void' },
-  });
-}
-try {
-  blas = openBlas();
-} catch (e) {
-  emit({ bench: 'openblas', skipped: `libopenblas.so.0 not loadable (apt-get install -y libopenblas0-pthread): ${(e as Error).message}` });
-}
-if (blas) {
-  blas.symbols.openblas_set_num_threads(lib.threads);
-  const [ROW, NOTRANS, TRANS] = [101, 111, 112];
-  for (const s of shapes) {
-    const x = data(s.m * s.k);
-    const w = data(s.n * s.k);
-    const y = new Float32Array(s.m * s.n);
-    const ms = s.m === 1
-      ? best(() => blas!.symbols.cblas_sgemv(ROW, NOTRANS, s.n, s.k, 1, w, s.k, x, 1, 0, y, 1))
-      : best(() => blas!.symbols.cblas_sgemm(ROW, NOTRANS, TRANS, s.m, s.n, s.k, 1, x, s.k, w, s.k, 0, y, s.n));
-    emit({ bench: 'openblas', what: s.what, m: s.m, n: s.n, k: s.k, weights: 'f32', ms: round(ms, 3), GFLOPs: round((2 * s.m * s.n * s.k) / ms / 1e6), weightGBps: round((s.n * s.k * 4) / ms / 1e6) });
-  }
-}

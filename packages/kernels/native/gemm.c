@@ -192,6 +192,9 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
     float *cz = c + z * m * n;
     if (k == 0) {
       memset(cz, 0, sizeof(float) * (size_t)(m * n));
+    } else if (a.dtype == DT_F32 && b.dtype == DT_F32 &&
+               nt_blas_product(m, n, k, (const float *)a.data + abase, a.row_stride, a.col_stride, (const float *)b.data + bbase, b.row_stride, b.col_stride, cz)) {
+      /* done by the system BLAS */
     } else if (use_gemv) {
       const float *x;
       if (xbuf) {

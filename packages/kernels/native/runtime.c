@@ -11,6 +11,7 @@ EXPORT int nt_set_threads(int n) {
 #ifdef _OPENMP
   omp_set_num_threads(threads);
 #endif
+  nt_blas_threads(threads);
   return threads;
 }
 

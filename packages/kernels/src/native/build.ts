@@ -40,7 +40,7 @@ export function buildNativeLibrary(): NativeBuild {
   mkdirSync(CACHE_DIR, { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
   const cfiles = sources().filter((f) => f.endsWith('.c')).map((f) => join(NATIVE_SOURCE_DIR, f));
-  const r = spawnSync(compiler(), [...FLAGS, '-o', tmp, ...cfiles, '-lm'], { encoding: 'utf8' });
+  const r = spawnSync(compiler(), [...FLAGS, '-o', tmp, ...cfiles, '-lm', '-ldl'], { encoding: 'utf8' });
   if (r.status !== 0) {
     rmSync(tmp, { force: true });
     const why = r.error ? r.error.message : (r.stderr ?? '').trim().split('\n').slice(-5).join('\n');

@@ -2,7 +2,9 @@
  * The one home of the native CPU kernel library: builds it when missing (build.ts), loads it with
  * `bun:ffi`, checks that this CPU runs what it was compiled for, and sets its thread count
  * (`NEMOTRON_THREADS`, default: the cores this process may use). Ops reach it through
- * `CpuDevice.native` (see kernels.ts); when it is null they run the TypeScript reference.
+ * `CpuDevice.native`; when it is null they run the TypeScript reference. f32 products go through
+ * the system OpenBLAS when it loads (`NEMOTRON_BLAS`: a library name or path, default
+ * libopenblas.so.0; `none` to use only our kernels).
  */
 import { availableParallelism } from 'node:os';
 import { buildNativeLibrary } from './build';
@@ -19,6 +21,8 @@ const SYMBOLS = {
   nt_set_threads: { args: ['i32'], returns: 'i32' },
   nt_cpu_features: { args: [], returns: 'i32' },
   nt_compiled_features: { args: [], returns: 'i32' },
+  nt_load_blas: { args: ['cstring'], returns: 'i32' },
+  nt_enable_blas: { args: ['i32'], returns: 'void' },
   nt_gemm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_elementwise: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_ssd_scan: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
@@ -35,6 +39,8 @@ type Buffers = ArrayBufferLike | ArrayBufferView | null;
 
 /** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
 export interface NativeSymbols {
+  /** 0 turns the loaded BLAS off (our f32 kernels run), 1 back on. */
+  nt_enable_blas(on: number): void;
   nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
   nt_elementwise(params: Float64Array, out: Buffers, x0: Buffers, x1: Buffers, x2: Buffers): number;
   nt_ssd_scan(params: Float64Array, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
@@ -54,11 +60,14 @@ export class NativeKernels {
     readonly features: readonly string[],
     readonly threads: number,
     readonly path: string,
+    /** The BLAS that f32 products use, or null (our kernels only). */
+    readonly blas: string | null,
   ) {}
 
-  /** e.g. `native (avx2 fma, 2 threads)`. */
+  /** e.g. `native (avx2 fma, 2 threads, f32 GEMM: libopenblas.so.0)`. */
   describe(): string {
-    return `native (${this.features.join(' ') || 'scalar'}, ${this.threads} thread${this.threads === 1 ? '' : 's'})`;
+    const blas = this.blas ? `, f32 GEMM: ${this.blas}` : '';
+    return `native (${this.features.join(' ') || 'scalar'}, ${this.threads} thread${this.threads === 1 ? '' : 's'}${blas})`;
   }
 }
 
@@ -104,8 +113,10 @@ function load(): NativeKernels | null {
     failure = `${build.path} was built for ${featureNames(compiled).join(' ')} but this CPU has ${featureNames(cpu).join(' ') || 'none of them'}: delete .cache/native to rebuild`;
     return null;
   }
+  const blasName = process.env.NEMOTRON_BLAS || 'libopenblas.so.0';
+  const blas = blasName !== 'none' && lib.symbols.nt_load_blas(Buffer.from(`${blasName}\0`)) === 1 ? blasName : null;
   const effective = lib.symbols.nt_set_threads(threads);
-  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path);
+  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path, blas);
 }
 
 /** The native kernels, loaded (and built when missing) on first use; null when unavailable. */

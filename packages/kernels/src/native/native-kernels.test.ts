@@ -44,6 +44,17 @@ async function same(what: string, run: (d: Device) => Tensor, rtol: number): Pro
   expectClose(await got.toFloat32(), await ref.toFloat32(), { rtol, what });
 }
 
+const lib = native?.kind === 'cpu' ? native.native : null;
+/** Runs `fn` with our own f32 GEMM/GEMV (the system BLAS, when loaded, switched off). */
+async function withoutBlas(fn: () => Promise<void>): Promise<void> {
+  lib!.symbols.nt_enable_blas(0);
+  try {
+    await fn();
+  } finally {
+    lib!.symbols.nt_enable_blas(1);
+  }
+}
+
 describe.skipIf(!native)('native matmul', () => {
   const cases: { m: number; n: number; k: number; batch?: number[]; aType?: DType; bType?: DType; bias?: DType }[] = [
     { m: 1, n: 37, k: 29 },
@@ -64,29 +75,33 @@ describe.skipIf(!native)('native matmul', () => {
       bias: c.bias ? onDevice(randomData([c.n], 3, { dtype: c.bias }), [c.n], d, c.bias) : undefined,
     });
     const rtol = 3e-6 * Math.sqrt(c.k) + 1e-6;
+    const both = async (run: (d: Device) => Tensor) => {
+      await same(`${tag} (BLAS if loaded)`, run, rtol);
+      await withoutBlas(() => same(`${tag} (own kernels)`, run, rtol));
+    };
     test(`linear ${tag}`, () =>
-      same(tag, (d) => {
+      both((d) => {
         const { x, w, bias } = operands(d);
         return linear(x, w, bias);
-      }, rtol));
+      }));
     test(`matmul ${tag}, both transposed`, () =>
-      same(tag, (d) => {
+      both((d) => {
         const { x, w } = operands(d);
         return matmul(transpose(x, -1, -2), w, { transA: true, transB: true });
-      }, rtol));
+      }));
   }
 
   test('strided and broadcast views: sliced rows, a 2-D b shared by a batch, gradient shapes', async () => {
+    await withoutBlas(() => same('sliced f32', (d) => matmul(narrow(onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d), 2, 7, 41), narrow(onDevice(randomData([41, 31], 6), [41, 31], d), 1, 3, 19)), 3e-5));
+    await same('sliced f32, BLAS if loaded', (d) => matmul(narrow(onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d), 2, 7, 41), narrow(onDevice(randomData([41, 31], 6), [41, 31], d), 1, 3, 19)), 3e-5);
     await same('sliced', (d) => {
       const a = onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d);
       const b = onDevice(randomData([41, 31], 6, { dtype: 'bf16' }), [41, 31], d, 'bf16');
       return matmul(narrow(a, 2, 7, 41), narrow(b, 1, 3, 19));
     }, 3e-5);
-    await same('transA (weight gradient layout)', (d) => {
-      const g = onDevice(randomData([70, 19], 7), [70, 19], d);
-      const x = onDevice(randomData([70, 33], 8), [70, 33], d);
-      return matmul(g, x, { transA: true });
-    }, 3e-5);
+    const gradLayout = (d: Device) => matmul(onDevice(randomData([70, 19], 7), [70, 19], d), onDevice(randomData([70, 33], 8), [70, 33], d), { transA: true });
+    await same('transA (weight gradient layout)', gradLayout, 3e-5);
+    await withoutBlas(() => same('transA (weight gradient layout), own kernels', gradLayout, 3e-5));
   });
 });
 
@@ -242,5 +257,5 @@ describe.skipIf(!native)('native attention', () => {
 
 test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {
   expect(calls.size).toBeGreaterThan(5);
-  for (const [name, count] of calls) if (!name.startsWith('nt_stream') && name.startsWith('nt_') && !['nt_set_threads', 'nt_cpu_features', 'nt_compiled_features'].includes(name)) expect(count, name).toBeGreaterThan(0);
+  for (const [name, count] of calls) if (!name.startsWith('nt_stream') && name.startsWith('nt_') && !['nt_set_threads', 'nt_cpu_features', 'nt_compiled_features', 'nt_load_blas', 'nt_enable_blas'].includes(name)) expect(count, name).toBeGreaterThan(0);
 });
