@@ -192,7 +192,7 @@ describe.skipIf(!native)('native causal conv1d', () => {
       const run = (d: Device, packed: boolean) =>
         causalConv1d(onDevice(randomData([b, l, c], 51), [b, l, c], d), onDevice(randomData([c, k], 52, { dtype }), [c, k], d, dtype), onDevice(randomData([c], 53, { dtype }), [c], d, dtype), {
           initialState: onDevice(randomData([b, c, k], 54), [b, c, k], d),
-          seqIdx: packed ? seq(d) : null,
+          seqIdx: packed ? seq(d) : undefined,
         });
       for (const packed of [false, true]) {
         await same(`y packed=${packed}`, (d) => run(d, packed).y, 1e-6);
