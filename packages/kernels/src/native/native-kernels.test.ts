@@ -18,7 +18,7 @@ import { causalConv1d, causalConv1dUpdate } from '../ops/conv/conv';
 import { attentionWithStats } from '../ops/attention/attention';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
-import { expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
+import { expectBackwardMatches, expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
 
 const native = testNative();
 const cpu = getCpuDevice();
@@ -177,6 +177,23 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
       await same('state', (d) => step(d).state, 1e-5);
     });
   }
+  test('ssdScan backward: every input gradient, with D, initial state and packed documents', async () => {
+    const inputs = [
+      { values: randomData([b, l, h, p], 21), shape: [b, l, h, p] },
+      { values: randomData([b, l, h], 22, { positive: true, scale: 0.3 }), shape: [b, l, h] },
+      { values: randomData([h], 23).map((v) => -Math.abs(v) - 0.1), shape: [h] },
+      { values: randomData([b, l, g, n], 24), shape: [b, l, g, n] },
+      { values: randomData([b, l, g, n], 25), shape: [b, l, g, n] },
+      { values: randomData([h], 26), shape: [h] },
+      { values: randomData([b, h, p, n], 27), shape: [b, h, p, n] },
+    ];
+    for (const packed of [false, true]) {
+      await expectBackwardMatches(native!, (x, dt, A, B, C, D, init) => {
+        const seqIdx = packed ? tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : 1)), [b, l], { device: x!.device }) : null;
+        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 8, D, initialState: init, seqIdx }).y;
+      }, inputs, { rtol: 2e-5, what: `ssdScan packed=${packed}` });
+    }
+  });
   test('rmsNorm and groupedGatedRmsNorm on odd rows, bf16 weight and input', async () => {
     await same('rmsNorm', (d) => rmsNorm(onDevice(randomData([7, 45], 41), [7, 45], d), onDevice(randomData([45], 42, { dtype: 'bf16' }), [45], d, 'bf16'), 1e-5), 1e-5);
     await same('rmsNorm bf16 x', (d) => rmsNorm(onDevice(randomData([3, 2, 45], 41, { dtype: 'bf16' }), [3, 2, 45], d, 'bf16'), onDevice(randomData([45], 42), [45], d), 1e-5), 1e-5);

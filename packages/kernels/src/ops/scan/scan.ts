@@ -23,7 +23,7 @@ import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '
 import { contiguous } from '../layout/layout';
 import { ssdScanBackwardGpu } from './scan-backward.wgsl';
 import { selectiveStateUpdateCpu, ssdScanBackwardCpu, ssdScanCpu, type SsdScanOperands } from './scan.cpu';
-import { ssdScanNative, stateUpdateNative } from './scan.native';
+import { ssdScanBackwardNative, ssdScanNative, stateUpdateNative } from './scan.native';
 import { ssdScanGpu } from './scan.wgsl';
 import { selectiveStateUpdateGpu } from './state-update.wgsl';
 
@@ -132,8 +132,9 @@ function ssdScanGrads(a: SsdScanOperands, grad: Tensor): Tensor[] {
     dD: a.D ? f32(a.D) : null,
     dInitialState: a.initialState ? f32(a.initialState) : null,
   };
-  if (device.kind === 'cpu') ssdScanBackwardCpu(a, dy, out);
-  else ssdScanBackwardGpu(device, { ...a, dy, ...out });
+  if (device.kind === 'cpu') {
+    if (!device.native || !ssdScanBackwardNative(device.native, a, dy, out)) ssdScanBackwardCpu(a, dy, out);
+  } else ssdScanBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.ddt, out.dA, out.dB, out.dC, ...(out.dD ? [out.dD] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
 
