@@ -194,6 +194,17 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
       }, inputs, { rtol: 2e-5, what: `ssdScan packed=${packed}` });
     }
   });
+  test('rmsNorm and groupedGatedRmsNorm backward', async () => {
+    await expectBackwardMatches(native!, (x, w) => rmsNorm(x!, w!, 1e-5), [
+      { values: randomData([9, 45], 46), shape: [9, 45] },
+      { values: randomData([45], 47), shape: [45] },
+    ], { rtol: 2e-5, what: 'rmsNorm' });
+    await expectBackwardMatches(native!, (y, z, w) => groupedGatedRmsNorm(y!, z!, w!, { groups: 3, eps: 1e-6 }), [
+      { values: randomData([2, 5, 42], 48), shape: [2, 5, 42] },
+      { values: randomData([2, 5, 42], 49), shape: [2, 5, 42] },
+      { values: randomData([42], 50), shape: [42] },
+    ], { rtol: 2e-5, what: 'groupedGatedRmsNorm' });
+  });
   test('rmsNorm and groupedGatedRmsNorm on odd rows, bf16 weight and input', async () => {
     await same('rmsNorm', (d) => rmsNorm(onDevice(randomData([7, 45], 41), [7, 45], d), onDevice(randomData([45], 42, { dtype: 'bf16' }), [45], d, 'bf16'), 1e-5), 1e-5);
     await same('rmsNorm bf16 x', (d) => rmsNorm(onDevice(randomData([3, 2, 45], 41, { dtype: 'bf16' }), [3, 2, 45], d, 'bf16'), onDevice(randomData([45], 42), [45], d), 1e-5), 1e-5);

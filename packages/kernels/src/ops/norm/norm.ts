@@ -10,7 +10,7 @@ import { formatShape, shapesEqual } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { assertFloatRows, dense, rowsOf } from '../rows';
 import { normCpu, normGradCpu } from './norm.cpu';
-import { normNative } from './norm.native';
+import { normGradNative, normNative } from './norm.native';
 import { normGpu, normGradGpu, normWeightGradGpu, sumRunsGpu, type NormLayout } from './norm.wgsl';
 
 /** y = w ⊙ x / sqrt(mean(x²) + eps) over the last dim; `weight` is [d]. Gradients for x and weight. */
@@ -81,7 +81,7 @@ function normGrad(op: string, saved: readonly Tensor[], gated: boolean, g: Tenso
   let dw: Tensor;
   if (device.kind === 'cpu') {
     dw = empty(w.shape, { device });
-    normGradCpu(xd, zd, wd, gd, l, dx, dz, dw);
+    if (!device.native || !normGradNative(device.native, xd, zd, wd, gd, l, dx, dz, dw)) normGradCpu(xd, zd, wd, gd, l, dx, dz, dw);
   } else {
     const rstd = empty([l.rows, l.groups], { device });
     normGradGpu(device, xd, zd, wd, gd, l, dx, dz, rstd, op);
