@@ -83,3 +83,57 @@ EXPORT int nt_causal_conv_update(const double *params, float *state, const void 
   }
   return 0;
 }
+
+/*
+ * Backward of nt_causal_conv's y: dz = dy·act'(z) (z recomputed), then each tap that reached an
+ * output sends dz·w to its input (x or the initial state) and dz·input to its weight. Serial: the
+ * conv is a small share of a training step and its weight gradient sums over every position.
+ * params: as nt_causal_conv's with dy's offset in place of y's (final's unused);
+ * outputs dense f32 from offset 0: dx [B, L, C], dw [C, K], db [C] (or NULL), dinit [B, C, K] (or NULL).
+ */
+EXPORT int nt_causal_conv_backward(const double *params, const float *x, const void *w, const void *bias, const float *init, const int32_t *seq,
+                                   const float *dy, float *dx, float *dw, float *db, float *dinit) {
+  int64_t batch = (int64_t)params[0], length = (int64_t)params[1], ch = (int64_t)params[2], taps = (int64_t)params[3];
+  x += (int64_t)params[4];
+  int64_t w_off = (int64_t)params[5], b_off = (int64_t)params[6];
+  init += (int64_t)params[7];
+  seq += (int64_t)params[8];
+  dy += (int64_t)params[9];
+  int w_dt = (int)params[11], b_dt = (int)params[12], has_bias = (int)params[13], has_init = (int)params[14], has_seq = (int)params[15];
+  int silu = (int)params[16];
+  memset(dx, 0, sizeof(float) * (size_t)(batch * length * ch));
+  memset(dw, 0, sizeof(float) * (size_t)(ch * taps));
+  if (db) memset(db, 0, sizeof(float) * (size_t)ch);
+  if (dinit) memset(dinit, 0, sizeof(float) * (size_t)(batch * ch * taps));
+  for (int64_t b = 0; b < batch; b++) {
+    int64_t start = INT64_MIN;
+    for (int64_t t = 0; t < length; t++) {
+      if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
+      for (int64_t c = 0; c < ch; c++) {
+        float dz = dy[(b * length + t) * ch + c];
+        if (silu) {
+          float z = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
+          for (int64_t k = 0; k < taps; k++) {
+            int64_t s = t - (taps - 1) + k;
+            if (s < start) continue;
+            float in = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
+            z += readf(w, w_dt, w_off + c * taps + k) * in;
+          }
+          float sg = 1.0f / (1.0f + expf(-z));
+          dz *= sg * (1.0f + z * (1.0f - sg));
+        }
+        if (db) db[c] += dz;
+        for (int64_t k = 0; k < taps; k++) {
+          int64_t s = t - (taps - 1) + k;
+          if (s < start) continue;
+          float wk = readf(w, w_dt, w_off + c * taps + k);
+          float in = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
+          dw[c * taps + k] += dz * in;
+          if (s >= 0) dx[(b * length + s) * ch + c] += dz * wk;
+          else if (dinit) dinit[(b * ch + c) * taps + taps + s] += dz * wk;
+        }
+      }
+    }
+  }
+  return 0;
+}

@@ -9,7 +9,8 @@ import type { DType } from '../dtype';
 import { matmul, linear } from '../ops/matmul/matmul';
 import { binary, unary, unaryGrad } from '../ops/elementwise/elementwise';
 import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type UnaryOp } from '../ops/elementwise/definitions';
-import { contiguous, copyInto } from '../ops/layout/layout';
+import { cast, contiguous, copyInto } from '../ops/layout/layout';
+import { AdamW } from '../optim/adamw';
 import { empty } from '../creation';
 import { narrow, transpose } from '../ops/layout/layout';
 import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
@@ -234,6 +235,19 @@ describe.skipIf(!native)('native causal conv1d', () => {
       await same('update y', (d) => step(d).y, 1e-6);
       await same('update state', (d) => step(d).state, 1e-6);
     });
+    test(`backward: x, weight, bias and initial state gradients, packed documents (weights ${dtype})`, async () => {
+      for (const packed of [false, true]) {
+        await expectBackwardMatches(native!, (x, w, bias, init) => {
+          const seqIdx = packed ? tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 2 ? 0 : i % l < 7 ? 1 : 2)), [b, l], { device: x!.device }) : undefined;
+          return causalConv1d(x!, dtype === 'bf16' ? cast(w!, 'bf16') : w!, bias!, { initialState: init, seqIdx }).y;
+        }, [
+          { values: randomData([b, l, c], 51), shape: [b, l, c] },
+          { values: randomData([c, k], 52, { dtype }), shape: [c, k] },
+          { values: randomData([c], 53), shape: [c] },
+          { values: randomData([b, c, k], 54), shape: [b, c, k] },
+        ], { rtol: 2e-6, what: `conv packed=${packed}` });
+      }
+    });
   }
 });
 
@@ -281,6 +295,22 @@ describe.skipIf(!native)('native attention', () => {
       });
     });
   }
+});
+
+
+describe.skipIf(!native)('native AdamW', () => {
+  test('three steps with weight decay match the reference', async () => {
+    const run = async (d: Device) => {
+      const p = onDevice(randomData([7, 13], 71), [7, 13], d).requiresGrad_();
+      const opt = new AdamW([p], { lr: 0.01, weightDecay: 0.1 });
+      for (let i = 0; i < 3; i++) {
+        p.grad = onDevice(randomData([7, 13], 72 + i), [7, 13], d);
+        opt.step();
+      }
+      return p.toFloat32();
+    };
+    expectClose(await run(native!), await run(cpu), { rtol: 1e-6, what: 'AdamW parameters' });
+  });
 });
 
 test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {

@@ -23,7 +23,7 @@ import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
 import { contiguous } from '../layout/layout';
 import { causalConv1dBackwardCpu, causalConv1dCpu, causalConv1dUpdateCpu, type CausalConv1dCpuArgs } from './conv.cpu';
-import { causalConv1dNative, causalConv1dUpdateNative } from './conv.native';
+import { causalConv1dBackwardNative, causalConv1dNative, causalConv1dUpdateNative } from './conv.native';
 import { causalConv1dBackwardGpu, causalConv1dGpu, causalConv1dUpdateGpu } from './conv.wgsl';
 
 export type ConvActivation = 'silu' | null;
@@ -124,8 +124,9 @@ function causalConv1dGrads(a: CausalConv1dCpuArgs, grad: Tensor): Tensor[] {
     dBias: a.bias ? empty([channels], { device }) : null,
     dInitialState: a.initialState ? empty([batch, channels, taps], { device }) : null,
   };
-  if (device.kind === 'cpu') causalConv1dBackwardCpu(a, dy, out);
-  else causalConv1dBackwardGpu(device, { ...a, dy, ...out });
+  if (device.kind === 'cpu') {
+    if (!device.native || !causalConv1dBackwardNative(device.native, a, dy, out)) causalConv1dBackwardCpu(a, dy, out);
+  } else causalConv1dBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.dWeight, ...(out.dBias ? [out.dBias] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
 
