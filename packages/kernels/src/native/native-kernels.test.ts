@@ -16,7 +16,7 @@ import { narrow, transpose } from '../ops/layout/layout';
 import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
 import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
 import { causalConv1d, causalConv1dUpdate } from '../ops/conv/conv';
-import { attentionWithStats } from '../ops/attention/attention';
+import { attention, attentionWithStats } from '../ops/attention/attention';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
 import { expectBackwardMatches, expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
@@ -283,6 +283,20 @@ describe.skipIf(!native)('native attention', () => {
         const q = transpose(onDevice(randomData([b, hq, lq, dh], 64), [b, hq, lq, dh], d), 1, 2);
         return attentionWithStats(q, k, v, { causal: false });
       });
+    });
+    test(`backward: GQA causal with padding, and packed documents (k, v ${dtype})`, async () => {
+      for (const variant of ['padded', 'packed'] as const) {
+        await expectBackwardMatches(native!, (q, k, v) => {
+          const d = q!.device;
+          const ids = tensor(Int32Array.from({ length: b * lk }, (_, i) => (variant === 'packed' ? (i % lk < 3 ? 0 : 1) : i < 2 ? 0 : 1)), [b, lk], { device: d });
+          const [kk, vv] = dtype === 'bf16' ? [cast(k!, 'bf16'), cast(v!, 'bf16')] : [k!, v!];
+          return attention(q!, kk, vv, variant === 'packed' ? { seqIds: ids } : { keyMask: ids });
+        }, [
+          { values: randomData([b, lq, hq, dh], 61), shape: [b, lq, hq, dh] },
+          { values: randomData([b, lk, hkv, dh], 62, { dtype }), shape: [b, lk, hkv, dh] },
+          { values: randomData([b, lk, hkv, dh + 2], 63, { dtype }), shape: [b, lk, hkv, dh + 2] },
+        ], { rtol: 2e-5, what: `attention ${variant}` });
+      }
     });
     test(`decode over a cache: one query, kvLength on the host and as a tensor (k, v ${dtype})`, async () => {
       await both('host length', (d) => {

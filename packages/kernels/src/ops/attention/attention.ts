@@ -28,7 +28,7 @@ import { contiguous } from '../layout/layout';
 import { attentionBackwardCpu } from './attention-backward.cpu';
 import { attentionBackwardGpu } from './attention-backward.wgsl';
 import { attentionCpu } from './attention.cpu';
-import { attentionNative } from './attention.native';
+import { attentionBackwardNative, attentionNative } from './attention.native';
 import { attentionGpu } from './attention.wgsl';
 
 export type KvLayout = 'bshd' | 'bhsd';
@@ -200,7 +200,8 @@ const differentiableAttention = defineFunction<[Tensor, Tensor, Tensor, Attentio
       } else {
         const problem: AttentionBackwardProblem = { forward, out, lse, gradOut: headView(grad, 1, 2, copies) };
         const device = q.device;
-        grads = device.kind === 'cpu' ? attentionBackwardCpu(problem, want) : attentionBackwardGpu(device, problem, want);
+        if (device.kind === 'cpu') grads = (device.native && attentionBackwardNative(device.native, problem, want)) || attentionBackwardCpu(problem, want);
+        else grads = attentionBackwardGpu(device, problem, want);
       }
       return [grads.q, wantK ? grads.k : null, wantV ? grads.v : null];
     } finally {
