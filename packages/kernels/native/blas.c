@@ -37,6 +37,8 @@ EXPORT int nt_load_blas(const char *path) {
   return 1;
 }
 
+int nt_blas_available(void) { return blas_sgemm != NULL && blas_enabled; }
+
 void nt_blas_threads(int n) {
   if (blas_set_threads) blas_set_threads(n);
 }

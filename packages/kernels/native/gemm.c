@@ -166,6 +166,32 @@ static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, floa
 }
 
 /*
+ * With many rows (prefill, training) the bf16 weight is widened to f32 once per call (k·n
+ * conversions against m·n·k multiply-adds) and handed to the BLAS, which outruns our micro-kernel.
+ * Returns 0 (nothing written) without a BLAS or memory for the copy.
+ */
+enum { BF16_WIDEN_MIN_ROWS = 32 };
+static int bf16_product_via_blas(const view_t *a, int64_t abase, const view_t *b, int64_t bbase, float *c, int64_t m, int64_t n, int64_t k) {
+  if (!nt_blas_available()) return 0;
+  /* Keep B's orientation: k-contiguous rows (x·Wᵀ) stay [n][k], anything else becomes [k][n]. */
+  int kmajor = b->row_stride == 1;
+  float *w = malloc(sizeof(float) * (size_t)(n * k));
+  if (!w) return 0;
+  const uint16_t *src = b->data;
+#pragma omp parallel for schedule(static) if (n * k >= PARALLEL_MIN_WORK)
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t p = 0; p < k; p++) {
+      float v = bf16_to_f32(src[bbase + p * b->row_stride + j * b->col_stride]);
+      if (kmajor) w[j * k + p] = v;
+      else w[p * n + j] = v;
+    }
+  int done = kmajor ? nt_blas_product(m, n, k, (const float *)a->data + abase, a->row_stride, a->col_stride, w, 1, k, c)
+                    : nt_blas_product(m, n, k, (const float *)a->data + abase, a->row_stride, a->col_stride, w, n, 1, c);
+  free(w);
+  return done;
+}
+
+/*
  * params (f64, exact integers): batch, m, n, k,
  *   a: dtype, offset, batch_stride, row_stride, col_stride,
  *   b: dtype, offset, batch_stride, row_stride, col_stride,
@@ -195,6 +221,8 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
     } else if (a.dtype == DT_F32 && b.dtype == DT_F32 &&
                nt_blas_product(m, n, k, (const float *)a.data + abase, a.row_stride, a.col_stride, (const float *)b.data + bbase, b.row_stride, b.col_stride, cz)) {
       /* done by the system BLAS */
+    } else if (a.dtype == DT_F32 && b.dtype == DT_BF16 && m >= BF16_WIDEN_MIN_ROWS && bf16_product_via_blas(&a, abase, &b, bbase, cz, m, n, k)) {
+      /* bf16 weights widened once per call, then the system BLAS */
     } else if (use_gemv) {
       const float *x;
       if (xbuf) {

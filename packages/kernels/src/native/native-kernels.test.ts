@@ -66,6 +66,7 @@ describe.skipIf(!native)('native matmul', () => {
     { m: 65, n: 129, k: 300, bType: 'bf16', aType: 'bf16' },
     { m: 101, n: 70, k: 513, bias: 'f32' },
     { m: 5, n: 11, k: 13, batch: [3] },
+    { m: 40, n: 27, k: 70, bType: 'bf16', bias: 'f32' },
   ];
   for (const c of cases) {
     const tag = `${c.batch ? `[${c.batch}]×` : ''}${c.m}×${c.n}×${c.k} a ${c.aType ?? 'f32'} w ${c.bType ?? 'f32'}${c.bias ? ` bias ${c.bias}` : ''}`;
@@ -100,6 +101,9 @@ describe.skipIf(!native)('native matmul', () => {
       const b = onDevice(randomData([41, 31], 6, { dtype: 'bf16' }), [41, 31], d, 'bf16');
       return matmul(narrow(a, 2, 7, 41), narrow(b, 1, 3, 19));
     }, 3e-5);
+    const bf16Rows = (d: Device) => matmul(onDevice(randomData([40, 70], 9), [40, 70], d), onDevice(randomData([70, 27], 10, { dtype: 'bf16' }), [70, 27], d, 'bf16'));
+    await same('f32 · bf16 [k, n] with many rows (widened for the BLAS if loaded)', bf16Rows, 3e-5);
+    await withoutBlas(() => same('f32 · bf16 [k, n] with many rows, own kernels', bf16Rows, 3e-5));
     const gradLayout = (d: Device) => matmul(onDevice(randomData([70, 19], 7), [70, 19], d), onDevice(randomData([70, 33], 8), [70, 33], d), { transA: true });
     await same('transA (weight gradient layout)', gradLayout, 3e-5);
     await withoutBlas(() => same('transA (weight gradient layout), own kernels', gradLayout, 3e-5));
