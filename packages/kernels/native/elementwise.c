@@ -56,19 +56,30 @@ static inline float read(const void *p, int dtype, int64_t i) {
   return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
+/* f32 → bf16 bits, round to nearest even (NaN stays a quiet NaN), as the TypeScript f32ToBf16Bits. */
+static inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 /*
- * params: op, rank, nops, p0, p1, out_offset, shape[rank], out_strides[rank],
+ * params: op, rank, nops, p0, p1, out_offset, out_dtype (f32 or bf16), shape[rank], out_strides[rank],
  *   then per operand: dtype, offset, strides[rank].
  */
-EXPORT int nt_elementwise(const double *params, float *out, const void *x0, const void *x1, const void *x2) {
+EXPORT int nt_elementwise(const double *params, void *out_data, const void *x0, const void *x1, const void *x2) {
   int op = (int)params[0], rank = (int)params[1], nops = (int)params[2];
   float p0 = (float)params[3], p1 = (float)params[4];
   if (rank < 1 || rank > MAX_RANK || nops < 1 || nops > MAX_OPS) return -1;
   int64_t out_off = (int64_t)params[5];
+  int out_dt = (int)params[6];
+  float *out = out_data;
+  uint16_t *out16 = out_data;
   int64_t shape[MAX_RANK], ostr[MAX_RANK], istr[MAX_OPS][MAX_RANK], ioff[MAX_OPS];
   int idt[MAX_OPS];
   const void *in[MAX_OPS] = {x0, x1, x2};
-  const double *q = params + 6;
+  const double *q = params + 7;
   for (int d = 0; d < rank; d++) shape[d] = (int64_t)q[d];
   for (int d = 0; d < rank; d++) ostr[d] = (int64_t)q[rank + d];
   q += 2 * rank;
@@ -80,7 +91,7 @@ EXPORT int nt_elementwise(const double *params, float *out, const void *x0, cons
   }
   int64_t inner = shape[rank - 1], rows = 1;
   for (int d = 0; d < rank - 1; d++) rows *= shape[d];
-  int contiguous = ostr[rank - 1] == 1;
+  int contiguous = ostr[rank - 1] == 1 && out_dt == DT_F32;
   for (int o = 0; o < nops; o++) contiguous &= istr[o][rank - 1] == 1 && idt[o] == DT_F32;
   /* Work items: (row, block of the innermost dimension), so one long contiguous row splits too. */
   const int64_t BLOCK = 4096;
@@ -95,6 +106,14 @@ EXPORT int nt_elementwise(const double *params, float *out, const void *x0, cons
       rem /= shape[d];
       obase += c * ostr[d];
       for (int o = 0; o < nops; o++) ibase[o] += c * istr[o][d];
+    }
+    if (out_dt == DT_BF16) {
+      for (int64_t i = i0; i < i1; i++) {
+        float a = read(in[0], idt[0], ibase[0] + i * istr[0][rank - 1]);
+        float b = nops > 1 ? read(in[1], idt[1], ibase[1] + i * istr[1][rank - 1]) : 0.0f;
+        out16[obase + i * ostr[rank - 1]] = f32_to_bf16(apply(op, a, b, p0, p1));
+      }
+      continue;
     }
     float *dst = out + obase;
     if (contiguous && nops == 2 && op >= 20 && op <= 22) {

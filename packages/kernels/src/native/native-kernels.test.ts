@@ -123,6 +123,11 @@ describe.skipIf(!native)('native elementwise', () => {
   }
   test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
     await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
+    await same('cast to bf16 (round to nearest even, NaN and ±inf kept)', (d) => {
+      const v = randomData([13, 37], 17);
+      v.set([NaN, Infinity, -Infinity, 3.4e38, 1 + 2 ** -8, 1 + 3 * 2 ** -8], 0);
+      return cast(transpose(onDevice(v, [13, 37], d), 0, 1), 'bf16');
+    }, 0);
     await same('copyInto', (d) => {
       const dst = empty([11, 15], { device: d });
       copyInto(narrow(dst, 1, 2, 13), transpose(narrow(x(d), 1, 4, 11), 0, 1));

@@ -1,7 +1,7 @@
 /**
  * Native elementwise ops (packages/kernels/native/elementwise.c): the hot subset of the definitions,
- * f32 math over f32/bf16 operands into an f32 result. Anything else (integer mode, bf16 results,
- * pow/comparisons, rank > 6) returns false and runs the reference.
+ * f32 math over f32/bf16 operands into an f32 or bf16 result (casts included). Anything else
+ * (integer mode, pow/comparisons, rank > 6) returns false and runs the reference.
  */
 import type { NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
@@ -31,9 +31,10 @@ export function elementwiseNative(
 ): boolean {
   const op = CODES.get(def);
   const rank = shape.length;
-  if (op === undefined || out.dtype !== 'f32' || operands.length > 3 || rank > 6) return false;
+  const outCode = nativeDTypeCode(out.dtype);
+  if (op === undefined || (outCode !== 0 && outCode !== 1) || operands.length > 3 || rank > 6) return false;
   if (rank === 0) return elementwiseNative(lib, def, operands, scalars, out, [1], strides.map(() => [0]));
-  const params: number[] = [op, rank, operands.length, scalars[0] ?? 0, scalars[1] ?? 0, out.offset, ...shape, ...strides[0]!];
+  const params: number[] = [op, rank, operands.length, scalars[0] ?? 0, scalars[1] ?? 0, out.offset, outCode, ...shape, ...strides[0]!];
   const buffers: (ArrayBufferLike | Float32Array)[] = [];
   let ti = 1;
   for (const o of operands) {
