@@ -70,6 +70,9 @@ describe('nemotron train', () => {
     expect(flag.code).toBe(2);
     expect(flag.stderr).toContain('--steps must be an integer ≥ 1, got 0');
     expect(nemotron('train', ...common, '--out', out, '--lr', 'fast').stderr).toContain("--lr must be a number, got 'fast'");
+    const seed = nemotron('train', ...common, '--out', out, '--seed', '1e20');
+    expect(seed.code).toBe(2);
+    expect(seed.stderr).toContain('--seed must be an integer in [0, 4294967295], got 100000000000000000000');
     expect(nemotron('train', '--model', modelDir, '--out', out).stderr).toContain('missing --data');
     expect(nemotron('train', ...common, '--out', out, '--resume').stderr).toContain(`--resume: ${out} holds no checkpoint`);
     const badData = join(scratch, 'bad.jsonl');
@@ -77,6 +80,8 @@ describe('nemotron train', () => {
     const data = nemotron('train', '--model', modelDir, '--data', badData, '--out', out, '--device', 'cpu');
     expect(data.code).toBe(1);
     expect(data.stderr).toContain(`${badData}:2: "text" must be a string, got nothing`);
+    // The run failed after locking --out: the lock went with it.
+    expect(await Bun.file(join(out, '.trainer.lock')).exists()).toBe(false);
     const missing = nemotron('train', '--model', modelDir, '--data', join(scratch, 'nope.txt'), '--out', out);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('nope.txt: no such file');

@@ -1,10 +1,10 @@
 #!/usr/bin/env bun
 /** The `nemotron` command line: one file per command under src/cli/. */
-import { parseArgs, checkFlags, UsageError } from './args';
+import { parseArgs, checkFlags, RefusedError, UsageError } from './args';
 import { DEVICE_FLAGS, openDeviceFromFlags } from './device-flags';
 import { printInfo } from './info';
 import { runDemo } from './demo';
-import { FORWARD_FLAGS, runForward } from './forward';
+import { FORWARD_BOOLEAN_FLAGS, FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
 
@@ -15,27 +15,43 @@ commands:
   demo      the main job: text from a tiny Nemotron-H the project builds (.cache/tiny-nemotron), streamed, with tokens/s
   generate  --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
             [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R] [--seed S]
-            [--ignore-eos] [--dtype f32|bf16] [--json]: streams the generated text (tokens/s on stderr);
-            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (ragged rows are left-padded);
+            [--ignore-eos] [--dtype f32|bf16] [--lora DIR|REPO_ID] [--no-strict] [--json]: streams the
+            generated text (tokens/s on stderr);
+            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (left padding only; ragged rows are left-padded);
             --json prints {"ids": [[...]], "prompt_tokens_per_s": …, "decode_tokens_per_s": …}
-  chat      --model DIR|REPO_ID [sampling flags]: a conversation over stdin through the chat template
-  forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in
-            FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
+  chat      --model DIR|REPO_ID [sampling flags] [--lora DIR|REPO_ID]: a conversation over stdin through
+            the chat template
+  forward   --model DIR --input FILE --out FILE [--dtype f32|bf16] [--lora DIR|REPO_ID] [--grads]
+            [--no-strict]: logits (and loss) of the inputs in FILE ({"input_ids": [[...]], "labels"?,
+            "attention_mask"?, "cu_seqlens"?, "mtp"?: {"input_ids", "labels" (pre-shifted)}}) as
+            safetensors; --grads also writes grad/<checkpoint name> (f32) of the loss for every
+            checkpoint tensor, and mtp/loss + mtp/grad/<name> of the MTP total loss when FILE has
+            an "mtp" block (weights f32 unless --dtype)
   train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
             [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
-            [--eval-data FILE] [--save-every N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
+            [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
             on FILE (.txt: one document; .jsonl: {"text": …} per line) with AdamW, warmup + cosine LR,
             clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
             ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
             (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
-            --resume continues from the newest one exactly.
+            --resume continues from the newest one exactly (same --seq-len, --batch-size, --grad-accum,
+            --seed, --dtype, training rows; a changed --steps, --lr, --min-lr, --warmup, --weight-decay or --grad-clip
+            applies from the resumed step on); --save-total-limit N keeps the newest N checkpoints.
+            One trainer at a time per DIR (a lock file; a second one exits 2).
             LoRA: --lora-r R trains only rank-R adapters (base frozen); [--lora-alpha A] (default 2·R)
-            [--lora-dropout P] (default 0) [--lora-targets in_proj,out_proj,q_proj,k_proj,v_proj,o_proj,
-            up_proj,down_proj] (the default; the MoE's stacked experts are skipped); checkpoints then
+            [--lora-dropout P] (default 0) [--lora-targets in_proj,q_proj,k_proj,v_proj,o_proj,up_proj,
+            down_proj] (the default, what PEFT accepts on nemotron_h: out_proj works but PEFT refuses
+            it; the MoE's stacked experts are skipped, as in PEFT); checkpoints then
             hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
             needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
 
-device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
+model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
+  --adapter, which picks the GPU); --no-strict  missing or unexpected checkpoint tensors are warnings
+  (missing ones freshly initialised), not errors
+device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
+
+Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the
+second form, e.g. --prompt=--hello.`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -69,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'forward': {
-      const args = parseArgs(rest);
+      const args = parseArgs(rest, FORWARD_BOOLEAN_FLAGS);
       checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
       await runForward(args, () => openDeviceFromFlags(args));
       return 0;
@@ -90,6 +106,9 @@ try {
 } catch (e) {
   if (e instanceof UsageError) {
     console.error(`nemotron: ${e.message}\n\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (e instanceof RefusedError) {
+    console.error(`nemotron: ${e.message}`);
     process.exitCode = 2;
   } else {
     console.error(`nemotron: ${e instanceof Error ? e.message : String(e)}`);

@@ -2,7 +2,8 @@
 export { DataError, readDocuments } from './documents';
 export { tokenizeDocuments, cutBlocks, checkVocab } from './token-blocks';
 export { BlockSampler } from './block-sampler';
-export { loadTrainingData, type TrainingData, type TrainingDataOptions } from './training-data';
+export { dataFingerprint, loadTrainingData, type DataFingerprint, type TrainingData, type TrainingDataOptions } from './training-data';
 export { skipsWeightDecay, weightDecayGroups, type NamedGroup } from './param-groups';
-export { Trainer, NonFiniteLossError, type TrainerOptions, type StepLog, type EvalLog } from './trainer';
-export { checkpointDir, latestCheckpoint, readTrainerState, TRAINER_STATE_FILE, OPTIMIZER_FILE, type TrainerState, type RunSettings, type LoraRunSettings } from './trainer-state';
+export { Trainer, NonFiniteLossError, type TrainerOptions, type StepLog, type EvalLog, type ChangedHyperparameter } from './trainer';
+export { checkpointDir, latestCheckpoint, pruneCheckpoints, readTrainerState, removeUnfinishedCheckpoints, TRAINER_STATE_FILE, OPTIMIZER_FILE, type TrainerState, type RunSettings, type LoraRunSettings, type Hyperparameters } from './trainer-state';
+export { lockOutDir, OutDirBusyError, OUT_DIR_LOCK_FILE, type OutDirLock, type LockOwner } from './out-dir-lock';

@@ -21,14 +21,19 @@
  * and norms). The adapters are f32 whatever the base's dtype, so they are their own masters.
  * Checkpoints hold the adapter as a PEFT folder (not the base), and dropout masks are reseeded per
  * step (`reseedLoraDropout`), so a resumed run draws the same masks and repeats the same losses.
+ *
+ * Resuming: the settings that fix what a step means (`RunSettings`: rows, batch, accumulation,
+ * seed, MTP, dtype, LoRA) must match the checkpoint's; the optimization hyperparameters (steps, lr,
+ * minLr, warmup, weightDecay, gradClip) are this run's, applied from the resumed step on
+ * (`resumeFrom` reports those that differ from the checkpoint's run).
  */
-import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import { AdamW, backward, bytesPerElement, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
 import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
-import { loadLoraAdapterWeights } from '../lora-adapter';
+import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
-import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
-import type { TrainingData } from './training-data';
+import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type RunSettings } from './trainer-state';
+import { dataFingerprint, type TrainingData } from './training-data';
 
 export interface TrainerOptions {
   /** Optimizer updates in the whole run (the schedule's length). */
@@ -51,6 +56,8 @@ export interface TrainerOptions {
   evalEvery?: number;
   /** Checkpoint every N updates (and at the end); 0 = only at the end (default 0). */
   saveEvery?: number;
+  /** Keep only the newest N checkpoints in `outDir`, deleting older ones after each save; 0 = keep all (default 0). */
+  saveTotalLimit?: number;
   /** Where checkpoints go; null = none. */
   outDir: string | null;
   /** Seed of the data order (default 0). */
@@ -65,15 +72,22 @@ export interface TrainerOptions {
   onStep?: (log: StepLog) => void;
   /** Called after every evaluation. */
   onEval?: (log: EvalLog) => void;
-  /** Called when a checkpoint has been written. */
-  onCheckpoint?: (dir: string, step: number) => void;
+  /** Called when a checkpoint has been written (with the older checkpoints `saveTotalLimit` deleted). */
+  onCheckpoint?: (dir: string, step: number, deleted: readonly string[]) => void;
+}
+
+/** A hyperparameter whose value differs from the resumed checkpoint's run (this run's applies). */
+export interface ChangedHyperparameter {
+  name: keyof Hyperparameters;
+  checkpoint: number;
+  applied: number;
 }
 
 export interface StepLog {
   step: number;
   /** Mean training loss of the update (the MTP total when MTP is on). */
   loss: number;
-  /** Learning rate of the update. */
+  /** Learning rate the update applied (the optimizer's, after the schedule). */
   lr: number;
   /** Global gradient norm before clipping. */
   grad_norm: number;
@@ -115,7 +129,7 @@ export class Trainer {
   ) {
     const mtp = options.mtp ?? model.mtp !== null;
     if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
-    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, seed: 0, ...options, mtp };
+    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, saveTotalLimit: 0, seed: 0, ...options, mtp };
     const o = this.options;
     const integer = (name: string, v: number, min: number) => {
       if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
@@ -126,6 +140,7 @@ export class Trainer {
     integer('warmup', o.warmup, 0);
     integer('evalEvery', o.evalEvery, 0);
     integer('saveEvery', o.saveEvery, 0);
+    integer('saveTotalLimit', o.saveTotalLimit, 0);
     if (o.warmup > o.steps) throw new Error(`Trainer: warmup (${o.warmup}) must not exceed steps (${o.steps})`);
     if (!(o.lr > 0)) throw new Error(`Trainer: lr must be > 0, got ${o.lr}`);
     if (!(o.minLr >= 0 && o.minLr <= o.lr)) throw new Error(`Trainer: minLr must be in [0, lr], got ${o.minLr}`);
@@ -137,7 +152,7 @@ export class Trainer {
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
     const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
+    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings, data: dataFingerprint(data) };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
@@ -159,10 +174,13 @@ export class Trainer {
    * Continues from a checkpoint folder: the model must already hold its weights (`fromPretrained`
    * of the checkpoint) — or, for a LoRA run, be the run's base with the run's adapters applied
    * (`applyLora` with the same options), whose weights are then read from the checkpoint.
+   * This run's hyperparameters apply from the resumed step on; returns those that differ from the
+   * checkpoint's run.
    */
-  async resumeFrom(dir: string): Promise<void> {
+  async resumeFrom(dir: string): Promise<ChangedHyperparameter[]> {
     const state = await readTrainerState(dir);
     for (const key of Object.keys(this.settings) as (keyof RunSettings)[]) {
+      if (state.settings[key] === undefined) continue; // written before the setting was recorded
       const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
       if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
     }
@@ -170,8 +188,10 @@ export class Trainer {
     if (this.lora) await loadLoraAdapterWeights(this.model, dir);
     const device = this.model.lmHead.weight.device;
     const dict = await readOptimizerState(dir, state, this.names, device);
+    // The moments and step counts come from the checkpoint; lr and weight decay stay this run's.
+    const hyper = this.optimizer.groups.map(({ params: _params, ...h }) => h);
     try {
-      this.optimizer.loadStateDict(dict);
+      this.optimizer.loadStateDict({ ...dict, groups: hyper });
     } finally {
       for (const s of dict.params) if (s) dispose(Object.values(s.buffers));
     }
@@ -190,6 +210,23 @@ export class Trainer {
     }
     this.step = state.step;
     this.dataPosition = state.dataPosition;
+    return this.changedHyperparameters(state);
+  }
+
+  /** This run's optimization hyperparameters, as checkpoints record them. */
+  get hyperparameters(): Hyperparameters {
+    const o = this.options;
+    return { steps: o.steps, lr: o.lr, minLr: o.minLr, warmup: o.warmup, weightDecay: o.weightDecay, gradClip: o.gradClip };
+  }
+
+  /** The hyperparameters of `state`'s run that differ from this run's (older states: lr and weight decay, from the optimizer's groups). */
+  private changedHyperparameters(state: Awaited<ReturnType<typeof readTrainerState>>): ChangedHyperparameter[] {
+    const mine = this.hyperparameters;
+    const decayed = state.optimizer.groups.find((g) => (g.weightDecay ?? 0) > 0);
+    const saved: Partial<Hyperparameters> = state.hyperparameters ?? { lr: state.optimizer.groups[0]?.lr, ...(decayed && { weightDecay: decayed.weightDecay }) };
+    return (Object.keys(mine) as (keyof Hyperparameters)[])
+      .filter((name) => saved[name] !== undefined && saved[name] !== mine[name])
+      .map((name) => ({ name, checkpoint: saved[name]!, applied: mine[name] }));
   }
 
   /** Runs the remaining updates; returns each update's log. */
@@ -203,6 +240,9 @@ export class Trainer {
       const last = this.step === o.steps;
       if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || last)) o.onEval?.({ step: this.step, eval_loss: await this.evaluate() });
       if (o.outDir !== null && (last || (o.saveEvery > 0 && this.step % o.saveEvery === 0))) await this.saveCheckpoint();
+      // Yield to the event loop between updates: on the CPU backend every await settles as a
+      // microtask, and signal handlers (SIGINT/SIGTERM) would never run.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     return logs;
   }
@@ -237,6 +277,8 @@ export class Trainer {
     const gradNorm = await normTensor.item();
     normTensor.dispose();
     const lrScale = this.schedule(this.optimizer.stepCount);
+    // The lr logged is the one the optimizer applies (every group shares the peak lr).
+    const lr = this.optimizer.groups[0]!.lr * lrScale;
     this.optimizer.step({ lrScale });
     this.optimizer.zeroGrad();
     this.model.zeroGrad();
@@ -244,7 +286,13 @@ export class Trainer {
     await this.model.lmHead.weight.device.sync();
     this.step = step;
     const seconds = (performance.now() - started) / 1000;
-    return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+    return { step, loss, lr, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+  }
+
+  /** About how many bytes one checkpoint of this run takes: weights (or the adapter), AdamW moments, f32 masters. */
+  checkpointBytes(): number {
+    const bytes = (ts: readonly Tensor[], each?: number) => ts.reduce((n, t) => n + t.size * (each ?? bytesPerElement(t.dtype)), 0);
+    return bytes(this.lora ? this.lora.parameters() : this.model.parameters()) + bytes(this.masters, 8) + bytes([...this.separateMasters().values()]);
   }
 
   /** The f32 masters that are copies (of bf16 weights), by parameter name. */
@@ -312,14 +360,16 @@ export class Trainer {
       this.model,
       this.optimizer,
       this.names,
-      { step: this.step, dataPosition: this.dataPosition, settings: this.settings },
+      { step: this.step, dataPosition: this.dataPosition, settings: this.settings, hyperparameters: this.hyperparameters },
       {
         tokenizerFrom: o.tokenizerFrom,
         masters: this.separateMasters(),
         loraAdapter: this.lora ? { baseModelNameOrPath: o.baseModelNameOrPath ?? null } : undefined,
       },
     );
-    o.onCheckpoint?.(dir, this.step);
+    // Older checkpoints go only once the new one is whole.
+    const deleted = o.saveTotalLimit > 0 ? await pruneCheckpoints(o.outDir, o.saveTotalLimit) : [];
+    o.onCheckpoint?.(dir, this.step, deleted);
     return dir;
   }
 

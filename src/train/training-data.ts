@@ -46,3 +46,21 @@ export async function loadTrainingData(tokenizer: HfTokenizer, options: Training
   }
   return { train: new BlockSampler(trainBlocks, options.seed), eval: evalBlocks, seqLen: options.seqLen };
 }
+
+/** The training rows a run saw, in a form a checkpoint keeps: their count and an FNV-1a hash of their tokens. */
+export interface DataFingerprint {
+  rows: number;
+  fnv1a: string;
+}
+
+/** Identifies the training rows (in their unshuffled order), so a resumed run can tell it trains on the same ones. */
+export function dataFingerprint(data: TrainingData): DataFingerprint {
+  let hash = 0x811c9dc5;
+  for (const block of data.train.blocks) {
+    for (const token of block) {
+      hash = Math.imul(hash ^ (token & 0xffff), 0x01000193);
+      hash = Math.imul(hash ^ (token >>> 16), 0x01000193);
+    }
+  }
+  return { rows: data.train.blocks.length, fnv1a: (hash >>> 0).toString(16).padStart(8, '0') };
+}

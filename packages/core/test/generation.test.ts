@@ -314,6 +314,14 @@ describe('generate', () => {
     await expect(m.generate({ inputIds: [[1, 2]], maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens must be a positive integer/);
     await expect(m.generate({ inputIds: [[1, 2]], eosTokenId: 500 })).rejects.toThrow(/outside the vocabulary/);
     await expect(m.generate({ inputIds: [[1, 2]], attentionMask: [[0, 0]] })).rejects.toThrow(/all padding/);
+    // Generation continues after the last position: padding must come first (HF's padding_side='left').
+    await expect(m.generate({ inputIds: [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], attentionMask: [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]] })).rejects.toThrow(/generate: attentionMask\[1\] is right-padded \(position 3 is padding after the last token\)/);
+    await expect(m.generate({ inputIds: [[1, 2, 3, 4]], attentionMask: [[1, 0, 1, 1]] })).rejects.toThrow(/generate: attentionMask\[0\] has padding between tokens \(position 1\)/);
+    const cache = new NemotronHybridCache(config, { batch: 1, device: cpu });
+    expect(() => m.forward({ inputIds: [[1, 2, 3]], attentionMask: [[1, 1, 0]], cache })).toThrow(/forward: attentionMask\[0\] is right-padded/);
+    await logitsOf(m, [[1, 2]], cache);
+    expect(() => m.forward({ inputIds: [[1, 2, 3]], attentionMask: [[0, 1, 1]], cache })).toThrow(/padding belongs in the first piece of a cached prompt/);
+    cache.dispose();
     await expect(m.generate({ inputIds: [[1, 2]], doSample: true, temperature: 0 })).rejects.toThrow(/temperature must be a positive number/);
     m.dispose();
   });

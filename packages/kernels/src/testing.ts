@@ -131,11 +131,6 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   return worst;
 }
 
-/** Reads a tensor back as f32 (bf16 widened). */
-export async function hostF32(t: Tensor): Promise<Float32Array> {
-  return t.toFloat32();
-}
-
 export interface GradcheckOptions {
   /** Central-difference step (default 1e-3). */
   eps?: number;

@@ -14,8 +14,8 @@
  * (see `forward`), so every row generates what its prompt alone would (greedy; draws also depend
  * on the row's index).
  */
-import { NON_FINITE_TOKEN, StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
-import { checkAttentionMask, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
+import { NON_FINITE_TOKEN, OutOfMemoryError, StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
+import { checkAttentionMask, checkPaddingLayout, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
 import { NemotronHybridCache } from '../nemotron/cache';
 import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
 import { resolveGeneration, type DecodingOptions, type GenerationConfig, type ResolvedGeneration } from './generation-config';
@@ -99,6 +99,7 @@ async function promptRows(options: GenerateOptions, vocab: number): Promise<{ id
     mask.forEach((row, r) => {
       if (!row.includes(1)) throw new Error(`generate: row ${r} of the prompt is all padding`);
     });
+    checkPaddingLayout(mask, 'generate: attentionMask', 'left');
   }
   return { ids, mask };
 }
@@ -154,8 +155,23 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
   if (stopStrings.length > 0 && !options.tokenizer) throw new Error('generate: stopStrings need a tokenizer');
   if (stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw new Error('generate: stop strings must be non-empty strings');
 
-  const cache = new NemotronHybridCache(config, { batch, device, capacity: promptLength + g.maxNewTokens });
-  const t = allocate(model, g, prompt, options.outputStepLogits ?? false);
+  const capacity = promptLength + g.maxNewTokens;
+  // A huge maxNewTokens fails here: name it, not just the tensor.
+  const tooLarge = (e: unknown) =>
+    e instanceof OutOfMemoryError ? new OutOfMemoryError(`generate: maxNewTokens ${g.maxNewTokens} needs a cache of ${capacity} positions for ${batch} row(s), too large for this device (${e.message})`) : e;
+  let cache: NemotronHybridCache;
+  try {
+    cache = new NemotronHybridCache(config, { batch, device, capacity });
+  } catch (e) {
+    throw tooLarge(e);
+  }
+  let t: StepTensors;
+  try {
+    t = allocate(model, g, prompt, options.outputStepLogits ?? false);
+  } catch (e) {
+    cache.dispose();
+    throw tooLarge(e);
+  }
   const sampling: SamplingOptions = {
     doSample: g.doSample,
     temperature: g.temperature,

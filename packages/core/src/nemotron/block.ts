@@ -6,6 +6,7 @@ import { add, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { CachedDecode, CachedPrefill } from './cache';
 import type { LayerKind, NemotronHConfig } from '../config';
 import { Module, type Placement } from '../nn/module';
+import { allocating, mixerSizes } from './allocation-errors';
 import { Attention } from './attention';
 import { Mamba2Mixer } from './mamba2';
 import { MLP } from './mlp';
@@ -16,6 +17,10 @@ import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 export type Mixer = Mamba2Mixer | Attention | MLP | MoE;
 
 export function createMixer(kind: LayerKind, config: NemotronHConfig, placement: Placement = {}): Mixer {
+  return allocating(`the ${kind} mixer's weights (${mixerSizes(kind, config)})`, () => buildMixer(kind, config, placement));
+}
+
+function buildMixer(kind: LayerKind, config: NemotronHConfig, placement: Placement): Mixer {
   switch (kind) {
     case 'mamba':
       return new Mamba2Mixer(config, placement);

@@ -6,14 +6,16 @@
 import { add, crossEntropy, mul, narrow, reshape, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
-import { Module, type Placement } from '../nn/module';
+import { Module, type LoadReport, type Placement } from '../nn/module';
 import type { NemotronHybridCache } from './cache';
 import type { GenerationConfig } from '../generation/generation-config';
 import { generate, generateStream, type GenerateOptions, type GenerateResult, type GenerationEvent } from '../generation/generate';
 import { initializeWeights } from './init';
-import { checkCuSeqlens, checkLabels, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
-import { NemotronV3Model } from './model';
+import { allocating } from './allocation-errors';
+import { checkCuSeqlens, checkLabels, checkPaddingLayout, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
+import { NemotronHModel } from './model';
 import { MultiTokenPrediction } from './mtp';
+import { pretrainedIO, type FromPretrainedOptions, type SavedPretrained, type SavePretrainedOptions } from './pretrained-io';
 
 export interface FromConfigOptions extends Placement {
   /** Seed of the weight initialisation (default 0). */
@@ -80,7 +82,7 @@ export interface MtpOutput {
 }
 
 export class NemotronHForCausalLM extends Module {
-  readonly model: NemotronV3Model;
+  readonly model: NemotronHModel;
   readonly lmHead: Linear;
   /** The MTP head, or null when the config has none. */
   readonly mtp: MultiTokenPrediction | null;
@@ -93,8 +95,9 @@ export class NemotronHForCausalLM extends Module {
     placement: Placement = {},
   ) {
     super();
-    this.model = this.registerModule('model', new NemotronV3Model(config, placement));
-    this.lmHead = this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, placement));
+    this.model = this.registerModule('model', new NemotronHModel(config, placement));
+    const lmHead = allocating(`lm_head (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Linear(config.hiddenSize, config.vocabSize, placement));
+    this.lmHead = this.registerModule('lm_head', lmHead);
     this.mtp = config.mtpEnabled ? this.registerModule('mtp', new MultiTokenPrediction(config, placement)) : null;
   }
 
@@ -107,6 +110,7 @@ export class NemotronHForCausalLM extends Module {
   forward(inputs: CausalLMInputs): CausalLMOutput {
     return tidy(() => {
       const device = this.lmHead.weight.device;
+      const cache = inputs.cache;
       const prepared = prepareInputs(this.config, device, inputs);
       const { batch, length } = prepared;
       const keep = inputs.logitsToKeep ?? 0;
@@ -114,8 +118,11 @@ export class NemotronHForCausalLM extends Module {
       if (keep > 0 && keep < length && inputs.labels !== undefined) throw new Error(`forward: labels need the logits of every position; drop logitsToKeep (${keep}) or the labels`);
       const labels = inputs.labels === undefined ? null : prepareLabels(inputs.labels, this.config, batch, length, device);
       const outputHidden = inputs.outputHiddenStates ?? false;
-      const cache = inputs.cache;
-      if (cache) this.checkCache(cache, prepared, inputs);
+      if (cache) {
+        this.checkCache(cache, prepared, inputs);
+        // The next tokens follow the last position: only the first piece may be padded, on the left.
+        if (Array.isArray(inputs.attentionMask)) checkPaddingLayout(inputs.attentionMask as Rows, 'forward: attentionMask', cache.length > 0 ? 'none' : 'left');
+      }
       if (cache && length === 1 && cache.length > 0) {
         const step = this.decodeForward(prepared, cache, outputHidden);
         return { ...step, loss: labels ? causalLmLoss(step.logits, labels) : null };
@@ -255,6 +262,27 @@ export class NemotronHForCausalLM extends Module {
       throw e;
     }
     return model;
+  }
+
+  /** What the last {@link fromPretrained} load found (e.g. MTP tensors ignored by a model without MTP). */
+  loadReport: LoadReport | null = null;
+
+  /**
+   * Loads a checkpoint: a local folder, or a Hub repository id (`org/name`) resolved through the HF
+   * cache. Reads config.json (and generation_config.json into `generationConfig`), builds the model
+   * and streams the weights in; the model is returned in eval mode. The file I/O is the root
+   * package's (see `pretrained-io.ts`), as are the options.
+   */
+  static async fromPretrained(pathOrRepoId: string, options: FromPretrainedOptions = {}): Promise<NemotronHForCausalLM> {
+    return pretrainedIO('fromPretrained').load(pathOrRepoId, options);
+  }
+
+  /**
+   * Writes config.json, generation_config.json (when the model has one) and the weights (HF's
+   * on-disk names, sharded) into `folder`, loadable by transformers and by {@link fromPretrained}.
+   */
+  async savePretrained(folder: string, options: SavePretrainedOptions = {}): Promise<SavedPretrained> {
+    return pretrainedIO('savePretrained').save(this, folder, options);
   }
 }
 

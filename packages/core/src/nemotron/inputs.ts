@@ -1,9 +1,9 @@
 /**
  * Forward inputs: token ids, embeddings, the padding mask, packed-sequence boundaries and labels,
  * given as tensors or as plain number arrays. Arrays are checked on the host (ragged rows, ids
- * outside the vocabulary, masks that are not 0/1, bad boundaries: errors name the field, row and
- * column) and converted once, on the model's device. Tensors are checked by shape, dtype and device
- * only: their values are never read back.
+ * outside the vocabulary, masks that are not 0/1 or whose padding is not where it can be honoured,
+ * bad boundaries: errors name the field, row and column) and converted once, on the model's device.
+ * Tensors are checked by shape, dtype and device only: their values are never read back.
  */
 import { arange, cast, formatShape, ge, isFloat, narrow, reshape, sum, Tensor, tensor, type Device } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
@@ -42,7 +42,17 @@ export interface PreparedInputs {
   readonly sequences: SequenceInfo;
 }
 
-/** Checks and converts `inputs` for a model of `config` on `device`. */
+/**
+ * Where a mask row's padding may be, so that each row's tokens give what they would alone:
+ * - `'edges'`: before and/or after the tokens (left or right padding; a whole forward pass is causal,
+ *   so right padding changes nothing before it). Not between tokens: Mamba's conv window and state
+ *   would carry across the gap.
+ * - `'left'`: only before them (a prompt that a cache continues: new tokens follow the last position).
+ * - `'none'`: no padding (a later piece of a cached prompt: the padding belongs in the first).
+ */
+export type PaddingLayout = 'edges' | 'left' | 'none';
+
+/** Checks and converts `inputs` for a model of `config` on `device` (array masks: padding at the row's edges only). */
 export function prepareInputs(config: NemotronHConfig, device: Device, inputs: ModelInputs): PreparedInputs {
   const { inputIds, inputsEmbeds } = inputs;
   if ((inputIds === undefined) === (inputsEmbeds === undefined)) throw new Error('forward: give exactly one of inputIds and inputsEmbeds');
@@ -100,6 +110,7 @@ function paddingMask(mask: Tensor | Rows, batch: number, length: number, device:
   }
   const rows = checkAttentionMask(mask, 'attentionMask');
   expectShape('attentionMask', rowsShape(rows), [batch, length]);
+  checkPaddingLayout(rows, 'forward: attentionMask', 'edges');
   if (rows.every((row) => row.every((v) => v === 1))) return null;
   return tensor(Float32Array.from(rows.flat()), [batch, length], { device });
 }
@@ -141,6 +152,23 @@ export function checkLabels(value: unknown, name: string, vocabSize: number): Ro
 /** Attention mask rows: rectangular, 0 or 1. */
 export function checkAttentionMask(value: unknown, name: string): Rows {
   return checkIntegerRows(value, name, (v) => (v === 0 || v === 1 ? null : 'must be 0 or 1'));
+}
+
+/** Fails naming the row and position when a mask row's padding is not where `layout` allows (see `PaddingLayout`). */
+export function checkPaddingLayout(rows: Rows, name: string, layout: PaddingLayout): void {
+  rows.forEach((row, b) => {
+    const first = row.indexOf(1);
+    if (first < 0) {
+      if (layout === 'none' && row.length > 0) throw new Error(`${name}[${b}] is all padding: padding belongs in the first piece of a cached prompt`);
+      return;
+    }
+    const last = row.lastIndexOf(1);
+    const gap = row.indexOf(0, first);
+    if (gap >= 0 && gap < last) throw new Error(`${name}[${b}] has padding between tokens (position ${gap}): pad only before the tokens (left padding)${layout === 'edges' ? ' or after them' : ''}, so the row gives what its tokens alone would`);
+    if (layout === 'edges') return;
+    if (last < row.length - 1) throw new Error(`${name}[${b}] is right-padded (position ${last + 1} is padding after the last token): generation and cached prompts need left padding (HF's padding_side='left')`);
+    if (layout === 'none' && first > 0) throw new Error(`${name}[${b}] has padding (position 0) after cached positions: padding belongs in the first piece of a cached prompt`);
+  });
 }
 
 /** cu_seqlens of a packed row of `length` positions: integers from 0, non-decreasing, to `length`. */

@@ -3,6 +3,7 @@ import { tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import type { NemotronHybridCache } from './cache';
 import { Embedding } from '../nn/embedding';
+import { allocating } from './allocation-errors';
 import { Module, ModuleList, type Placement } from '../nn/module';
 import { NemotronHBlock } from './block';
 import { prepareInputs, type ModelInputs, type PreparedInputs } from './inputs';
@@ -19,7 +20,8 @@ export interface BackboneOutput {
   readonly hiddenStates: Tensor[] | null;
 }
 
-export class NemotronV3Model extends Module {
+/** `NemotronHModel` (HF's name): the backbone under `NemotronHForCausalLM.model`. */
+export class NemotronHModel extends Module {
   readonly embeddings: Embedding;
   readonly layers: ModuleList<NemotronHBlock>;
   readonly normF: RMSNorm;
@@ -29,7 +31,8 @@ export class NemotronV3Model extends Module {
     placement: Placement = {},
   ) {
     super();
-    this.embeddings = this.registerModule('embeddings', new Embedding(config.vocabSize, config.hiddenSize, placement));
+    const embeddings = allocating(`the embeddings (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Embedding(config.vocabSize, config.hiddenSize, placement));
+    this.embeddings = this.registerModule('embeddings', embeddings);
     this.layers = this.registerModule('layers', new ModuleList(config.layerKinds.map((kind) => new NemotronHBlock(config, kind, placement))));
     this.normF = this.registerModule('norm_f', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));
   }
@@ -82,3 +85,8 @@ export class NemotronV3Model extends Module {
     });
   }
 }
+
+/** The seed's name for {@link NemotronHModel}. */
+export const NemotronV3Model = NemotronHModel;
+/** The seed's name for {@link NemotronHModel}. */
+export type NemotronV3Model = NemotronHModel;

@@ -5,6 +5,7 @@
  */
 import { bytesPerElement, type DType } from '../dtype';
 import type { NativeKernels } from '../native/library';
+import { OutOfMemoryError } from './errors';
 import type { MemoryStats } from '../runtime/pool';
 import { Storage, type StorageOwner } from '../runtime/storage';
 
@@ -22,7 +23,13 @@ export class CpuDevice implements StorageOwner {
 
   allocate(dtype: DType, length: number): Storage {
     const bytes = Math.ceil((length * bytesPerElement(dtype)) / 4) * 4;
-    const buffer = new ArrayBuffer(bytes);
+    let buffer: ArrayBuffer;
+    try {
+      buffer = new ArrayBuffer(bytes);
+    } catch (e) {
+      // The engine's bare "Out of memory" names nothing: say what was being allocated.
+      throw new OutOfMemoryError(`a ${dtype} tensor of ${length} elements needs ${bytes} bytes, more than the CPU backend could allocate (${(e as Error).message})`);
+    }
     if (this.poisonAllocations) new Uint32Array(buffer).fill(0xffffffff);
     this.stats.liveBytes += bytes;
     this.stats.liveBuffers++;

@@ -6,7 +6,8 @@ import { tidy } from '../runtime/scope';
 import { testGpu, withBindingLimit } from '../testing';
 import { openDawn } from './dawn';
 import { DeviceLostError, KernelValidationError, OutOfMemoryError } from './errors';
-import { BindingTooLargeError, WebGpuDevice } from './webgpu-device';
+import { BindingTooLargeError } from '../runtime/bindings';
+import { WebGpuDevice } from './webgpu-device';
 import { deviceOptionsFromEnv } from './device';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;

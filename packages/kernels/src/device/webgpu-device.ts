@@ -3,7 +3,8 @@
  * pipeline cache) and the error plumbing that turns Dawn's asynchronous errors into thrown ones.
  */
 import { bytesPerElement, type DType } from '../dtype';
-import { CommandBatch, type BufferRange, type KernelBinding } from '../runtime/batch';
+import { CommandBatch, type KernelBinding } from '../runtime/batch';
+import { BindingTooLargeError, type BoundRange } from '../runtime/bindings';
 import { Params } from '../runtime/params';
 import { PipelineCache } from '../runtime/pipelines';
 import { BufferPool, type MemoryStats } from '../runtime/pool';
@@ -37,17 +38,6 @@ export interface KernelLaunch {
   workgroups: readonly [number, number, number];
   /** Shapes / dtypes involved, for error messages. */
   detail?: string;
-}
-
-/** A slice of a storage buffer bound for a kernel, plus the element offset of the first element inside it. */
-export interface BoundRange {
-  range: BufferRange;
-  /** Elements between the (aligned) start of the binding and the first element requested. */
-  elementOffset: number;
-}
-
-export class BindingTooLargeError extends Error {
-  override name = 'BindingTooLargeError';
 }
 
 const FILL_SOURCE = `

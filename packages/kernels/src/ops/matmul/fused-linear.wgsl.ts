@@ -12,17 +12,19 @@
  * `fusedGemvGpu` returns null when the kernel does not apply (the caller then composes the ops).
  */
 import { empty } from '../../creation';
-import type { BoundRange, WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BoundRange } from '../../runtime/bindings';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { FusedLinearOptions } from './fused-linear';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
-import { bTextureLayout } from './matmul.wgsl';
-import { cachedTexture, elementsPerTexel, flatCapacity, layoutTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { bTextureLayout } from './texture-gemm.wgsl';
+import { cachedTexture, layoutTexels, panelBase, panelCount, panelWidth, type PackedLayout } from './packed-texture';
+import { elementsPerTexel, flatCapacity, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { frozenWeight, normalizeMatmul } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 
 /** Lanes per workgroup (as the texture kernel: llvmpipe's SIMD width). */
 const LANES = 8;

@@ -19,7 +19,8 @@
  */
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
-import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';

@@ -10,14 +10,16 @@
  * elements so both dtypes share one inner product. Experts whose weights do not fit one binding
  * are launched in expert ranges, one dispatch each.
  */
-import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement, type DType } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
 import { declareStorage, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
-import { storageReads } from '../matmul/packed-texture';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
+import { storageReads } from '../../runtime/texture-pool';
 import { textureGroupedGemm } from './moe-texture-gemm.wgsl';
 
 /**
@@ -73,16 +75,9 @@ export function expertsPerBinding(device: WebGpuDevice, weight: Tensor, name: st
   return perBinding;
 }
 
-let forcedPath: 'textures' | 'buffers' | null = null;
-
-/** Forces the grouped GEMM's kernel where both apply (tests cover both); null restores the automatic choice. */
-export function setGroupedGemmPath(path: 'textures' | 'buffers' | null): void {
-  forcedPath = path;
-}
-
 export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
   // Prefill-sized tiles on software rasterizers: the texture tile (decode keeps one-row tiles here).
-  const textures = g.grouping.rowTile > 1 && storageReads(device) && (forcedPath ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const textures = g.grouping.rowTile > 1 && storageReads(device) && (kernelOverrides().groupedGemm ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
   if (textures && textureGroupedGemm(device, g)) return;
   const [experts, n, k] = g.weight.shape as [number, number, number];
   const perBinding = expertsPerBinding(device, g.weight, g.name);

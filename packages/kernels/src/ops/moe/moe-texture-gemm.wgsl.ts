@@ -15,22 +15,9 @@ import { declareStorage } from '../../runtime/wgsl';
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { cast, contiguous } from '../layout/layout';
-import { cachedSource } from '../matmul/sources';
-import {
-  acquireTexture,
-  cachedTexture,
-  elementsPerTexel,
-  flatCapacity,
-  layerTexels,
-  layoutTexels,
-  packedLayout,
-  releaseTexture,
-  stripLayout,
-  uploadMatrix,
-  type FlatTexture,
-  type PackedLayout,
-  type TexelFormat,
-} from '../matmul/packed-texture';
+import { cachedSource } from '../../runtime/source-cache';
+import { cachedTexture, layerTexels, layoutTexels, packedLayout, stripLayout, uploadMatrix, type PackedLayout } from '../matmul/packed-texture';
+import { acquireTexture, elementsPerTexel, flatCapacity, releaseTexture, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { frozenWeight, type MatrixView } from '../matmul/problem';
 import { bindingBudget } from '../matmul/split';
 import { B_ROW_STEP, stripTexels, tileCode, type TextureTile } from '../matmul/texture-gemm.wgsl';
