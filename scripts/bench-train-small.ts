@@ -4,7 +4,8 @@
 // trainer's full update (forward with loss, backward, gradient clipping, AdamW, device sync).
 // Prints one JSON line:
 //   {"bench":"train","model":"bench-small","dtype":…,"batch":1,"seq_len":512,"tokens_per_s":…,"ms":…,"device":…}
-// tokens_per_s and ms are the median over BENCH_STEPS (default 3) steps after 2 warm-up steps.
+// tokens_per_s and ms are the median over BENCH_STEPS (default 3) steps after 2 warm-up steps;
+// cpu_ms is that step's process CPU time (all threads; steadier than wall time on a shared machine).
 // Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
@@ -28,14 +29,16 @@ const gen = new Generator(1);
 const rows = Array.from({ length: WARMUP + STEPS }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
 const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype });
 const trainer = new Trainer(model, { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ }, { steps: WARMUP + STEPS, batchSize: 1, lr: 1e-4, warmup: 1, outDir: null });
-const timed: { ms: number; tokensPerS: number }[] = [];
+const timed: { ms: number; cpuMs: number; tokensPerS: number }[] = [];
 for (let i = 0; i < WARMUP + STEPS; i++) {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const log = await trainer.trainStep();
-  if (i >= WARMUP) timed.push({ ms: performance.now() - t0, tokensPerS: log.tokens_per_s });
+  const cpu = process.cpuUsage(c0);
+  if (i >= WARMUP) timed.push({ ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000, tokensPerS: log.tokens_per_s });
 }
 trainer.dispose();
 model.dispose();
 timed.sort((a, b) => a.ms - b.ms);
 const median = timed[Math.floor(timed.length / 2)]!;
-console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype, batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: deviceLabel(device), device_detail: device.describe(), rss_bytes: process.memoryUsage().rss }));
+console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype, batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), cpu_ms: Math.round(median.cpuMs), device: deviceLabel(device), device_detail: device.describe(), rss_bytes: process.memoryUsage().rss }));
