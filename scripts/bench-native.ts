@@ -1,7 +1,7 @@
 // Native CPU kernel benchmarks, one JSON line each: the memory-bandwidth ceiling (STREAM-like read
 // and copy over 256 MiB), and the GEMM/GEMV shapes of bench-small (prefill 512 tokens, decode 1
-// token) through `linear` with bf16 weights (our kernels) and f32 weights twice: our kernels
-// (`kernel: "own"`) and the distro's OpenBLAS when it loads (`apt-get install -y
+// token) through `linear` with bf16 weights (our kernels) and f32 weights twice for the GEMM shapes:
+// our kernels (`kernel: "own"`) and the distro's OpenBLAS when it loads (`apt-get install -y
 // libopenblas0-pthread`), so both are compared on one machine in one run.
 // Usage: bun scripts/bench-native.ts   (NEMOTRON_THREADS sets the threads)
 import { getNativeDevice, linear, nativeUnavailableReason, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
@@ -53,7 +53,8 @@ const data = (len: number) => Float32Array.from({ length: len }, (_, i) => ((i *
 noGrad(() => {
   for (const s of shapes) {
     for (const [dtype, kernel] of [['f32', 'own'], ['f32', lib.blas], ['bf16', 'own']] as const) {
-      if (!kernel) continue;
+      // GEMV (≤ 8 rows) is always ours, BLAS or not (see packages/kernels/native/gemm.c).
+      if (!kernel || (kernel !== 'own' && s.m <= 8)) continue;
       lib.symbols.nt_enable_blas(kernel === 'own' ? 0 : 1);
       const x = tensor(data(s.m * s.k), [s.m, s.k], { device });
       const w = tensor(data(s.n * s.k), [s.n, s.k], { device, dtype });

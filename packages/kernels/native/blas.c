@@ -1,8 +1,8 @@
 /*
  * Optional system BLAS for f32 products: the distro's OpenBLAS (`libopenblas0-pthread`), opened
- * at run time when present so the library builds and runs without it. Measured on the target
- * machines, its sgemv streams weights faster than our GEMV and its sgemm matches or beats our
- * micro-kernel; bf16 weights always take our kernels.
+ * at run time when present so the library builds and runs without it. Its sgemm matches or beats
+ * our micro-kernel on GEMM shapes (prefill, training), so products with many rows use it; decode's
+ * GEMV stays ours (see gemm.c).
  */
 #include "native.h"
 

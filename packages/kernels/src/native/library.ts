@@ -2,8 +2,8 @@
  * The one home of the native CPU kernel library: builds it when missing (build.ts), loads it with
  * `bun:ffi`, checks that this CPU runs what it was compiled for, and sets its thread count
  * (`NEMOTRON_THREADS`, default: the cores this process may use). Ops reach it through
- * `CpuDevice.native`; when it is null they run the TypeScript reference. f32 products go through
- * the system OpenBLAS when it loads (`NEMOTRON_BLAS`: a library name or path, default
+ * `CpuDevice.native`; when it is null they run the TypeScript reference. GEMMs (not decode's GEMV) go
+ * through the system OpenBLAS when it loads (`NEMOTRON_BLAS`: a library name or path, default
  * libopenblas.so.0; `none` to use only our kernels).
  */
 import { availableParallelism } from 'node:os';
