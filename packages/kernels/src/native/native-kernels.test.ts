@@ -4,7 +4,7 @@
  * library is unavailable here (NEMOTRON_TEST_DEVICES naming `native` makes that an error).
  */
 import { describe, expect, test } from 'bun:test';
-import { getCpuDevice, type Device } from '../device/device';
+import { deviceLabel, deviceOptionsFromEnv, getCpuDevice, type Device } from '../device/device';
 import type { DType } from '../dtype';
 import { matmul, linear } from '../ops/matmul/matmul';
 import { binary, unary, unaryGrad } from '../ops/elementwise/elementwise';
@@ -334,6 +334,16 @@ describe.skipIf(!native)('native AdamW', () => {
     };
     expectClose(await run(native!), await run(cpu), { rtol: 1e-6, what: 'AdamW parameters' });
   });
+});
+
+test('device selection: NEMOTRON_DEVICE accepts native, rejects unknown names listing the choices; labels', () => {
+  expect(deviceOptionsFromEnv({ NEMOTRON_DEVICE: 'native' }).kind).toBe('native');
+  expect(() => deviceOptionsFromEnv({ NEMOTRON_DEVICE: 'nativ' })).toThrow(/webgpu, native, cpu, auto.*'nativ'/);
+  expect(deviceLabel(cpu)).toBe('cpu');
+  if (native) {
+    expect(deviceLabel(native)).toBe('cpu:native');
+    expect(native.describe()).toMatch(/^CPU native \(.*\d+ threads?/);
+  }
 });
 
 test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {
