@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { Generator, initDevice, narrow, noGrad, tensor, tidy, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { deviceLabel, Generator, initDevice, narrow, noGrad, tensor, tidy, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 
 const device = await initDevice();
@@ -46,8 +46,8 @@ for (const name of models) {
     for (let i = 0; i < reps; i++) runs.push(await prefill());
     const { ms, cpuMs } = runs.sort((a, b) => a.ms - b.ms)[Math.floor(runs.length / 2)]!;
     const bench = `bench-${name}`;
-    console.log(JSON.stringify({ bench: 'prefill', model: bench, dtype, tokens, ms: round(ms), cpu_ms: round(cpuMs), tokens_per_s: Math.round((tokens * 1000) / ms), best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms) }));
-    console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, tokens, ms: await breakdown(model, ids) }));
+    console.log(JSON.stringify({ bench: 'prefill', model: bench, dtype, device: deviceLabel(device), tokens, ms: round(ms), cpu_ms: round(cpuMs), tokens_per_s: Math.round((tokens * 1000) / ms), best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms) }));
+    console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, device: deviceLabel(device), tokens, ms: await breakdown(model, ids) }));
     if (profile) await kernelProfile(bench, dtype, () => prefill());
     ids.dispose();
     model.dispose();

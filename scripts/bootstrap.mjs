@@ -2,15 +2,19 @@
 // One-command setup for a fresh machine that has only Node and npm. `npm start` / `npm test` land here:
 //   1. find bun, or install it from the npm registry into .tools/ (no global install);
 //   2. `bun install` the workspace;
-//   3. probe for a WebGPU adapter; when none is found, install Mesa's EGL/GL packages with apt (as
+//   3. build the native CPU kernels with the system C compiler (packages/kernels/native; OpenBLAS
+//      from apt when root, else the command is printed): on a host without a hardware GPU they are
+//      the default device; when the build fails the TypeScript CPU reference is used;
+//   4. probe for a WebGPU adapter; when none is found, install Mesa's EGL/GL packages with apt (as
 //      root), or print the exact apt command and fall back to the CPU backend;
-//   4. probe for a Vulkan adapter; when none is found and the distro carries Mesa ≥ 24 (lavapipe, a
+//   5. probe for a Vulkan adapter; when none is found and the distro carries Mesa ≥ 24 (lavapipe, a
 //      CPU Vulkan driver: Debian 12 in bookworm-backports, Debian 13 and Ubuntu 24.04 in their own
 //      archive), install it with apt as root, saying each step; otherwise print a note and go on
 //      with OpenGL only (NEMOTRON_SETUP_VULKAN=0 skips this step);
-//   5. run the main job (`start`) or the test suite (`test`): every file on the default device (and
-//      the CPU backend), then — where Vulkan opens — the Vulkan pass: VULKAN_TESTS on Vulkan at the
-//      core feature level (NEMOTRON_TEST_VULKAN=all: every file; 0: none). Ends with "N passed, N failed".
+//   6. run the main job (`start`) or the test suite (`test`): every file on the default devices (the
+//      CPU reference, the native CPU backend, WebGPU), then — where Vulkan opens — the Vulkan pass:
+//      VULKAN_TESTS on Vulkan at the core feature level (NEMOTRON_TEST_VULKAN=all: every file; 0:
+//      none). Ends with "N passed, N failed".
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -23,6 +27,7 @@ const MESA_PACKAGES = ['libegl1', 'libegl-mesa0', 'libgles2', 'libgl1-mesa-dri']
 const LAVAPIPE_PACKAGES = ['mesa-vulkan-drivers', 'libgl1-mesa-dri', 'libegl-mesa0', 'libglx-mesa0', 'libgbm1'];
 /** The Vulkan pass of `npm test` (what it holds and why: the file's `about`). */
 const VULKAN_TESTS = JSON.parse(readFileSync(join(root, 'scripts', 'vulkan-tests.json'), 'utf8')).files;
+const NATIVE_PACKAGES = { compiler: ['gcc', 'libgomp1'], blas: ['libopenblas0-pthread'] };
 const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless' };
 
 function log(msg) {
@@ -62,10 +67,51 @@ function probe(bun, backend) {
   }
 }
 
+function isRoot() {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/** apt-get install as root (quietly, with one `apt-get update` retry); false when not root or it fails. */
+function aptInstall(packages) {
+  if (!isRoot() || !works('apt-get')) return false;
+  const quiet = { stdio: ['ignore', 'ignore', 'inherit'] };
+  if (run('apt-get', ['install', '-y', ...packages], quiet)) return true;
+  return run('apt-get', ['update'], quiet) && run('apt-get', ['install', '-y', ...packages], quiet);
+}
+
+function hasOpenBlas() {
+  const r = spawnSync('ldconfig', ['-p'], { encoding: 'utf8' });
+  return (r.stdout ?? '').includes('libopenblas.so.0');
+}
+
+/** Builds the native CPU kernels (scripts/build-native.ts); on failure says why and what to install. */
+function buildNative(bun) {
+  if (process.platform !== 'linux' || env.NEMOTRON_DEVICE === 'cpu') return false;
+  if (!works(env.CC ?? 'gcc') && !aptInstall(NATIVE_PACKAGES.compiler)) {
+    log(`no C compiler: the native CPU kernels are not built (the TypeScript reference is used); to build them run:\n    sudo apt-get install -y ${NATIVE_PACKAGES.compiler.join(' ')}`);
+    return false;
+  }
+  if (!hasOpenBlas() && !aptInstall(NATIVE_PACKAGES.blas)) {
+    log(`OpenBLAS not found: f32 products use the built-in kernels; for the faster sgemv run:\n    sudo apt-get install -y ${NATIVE_PACKAGES.blas.join(' ')}`);
+  }
+  const r = spawnSync(bun, ['scripts/build-native.ts'], { cwd: root, env, encoding: 'utf8', timeout: 300_000 });
+  let result;
+  try {
+    result = JSON.parse((r.stdout ?? '').trim().split('\n').pop() ?? '');
+  } catch {
+    result = { ok: false, error: (r.stderr ?? '').trim().split('\n').slice(-3).join(' ') || `exited with ${r.status}` };
+  }
+  if (result.ok && result.backend) {
+    log(`native CPU kernels: ${result.backend}`);
+    return true;
+  }
+  log(`native CPU kernels not available (the TypeScript reference is used): ${result.error ?? 'the library did not load'}`);
+  return false;
+}
+
 function installMesa() {
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   const command = `apt-get install -y ${MESA_PACKAGES.join(' ')}`;
-  if (!isRoot || !works('apt-get')) {
+  if (!isRoot() || !works('apt-get')) {
     log(`no GPU adapter and Mesa's EGL packages are missing; to use the embedded llvmpipe device run:\n    sudo ${command}`);
     return false;
   }
@@ -146,17 +192,17 @@ function hasAptSuite(suite) {
 }
 
 /** Opens the default device (installing Mesa's GL if needed); returns whether Vulkan opens too. */
-function ensureDevice(bun) {
-  if (env.NEMOTRON_DEVICE === 'cpu') return false;
+function ensureDevice(bun, native) {
+  if (env.NEMOTRON_DEVICE === 'cpu' || env.NEMOTRON_DEVICE === 'native') return false;
   let p = probe(bun);
   if (!p.ok && installMesa()) p = probe(bun);
   if (p.ok) {
     log(`device: ${p.description}`);
     return p.backend === 'vulkan' || ensureVulkan(bun);
   }
-  log(`no WebGPU adapter (${p.error}); falling back to the CPU backend`);
-  env.NEMOTRON_DEVICE = 'cpu';
-  env.NEMOTRON_TEST_DEVICES = 'cpu';
+  log(`no WebGPU adapter (${p.error}); falling back to the ${native ? 'native ' : ''}CPU backend`);
+  env.NEMOTRON_DEVICE = native ? 'native' : 'cpu';
+  env.NEMOTRON_TEST_DEVICES = native ? 'cpu,native' : 'cpu';
   return false;
 }
 
@@ -201,7 +247,7 @@ async function main() {
   // Child processes (tests spawning the CLI, `bun run` scripts) find the same bun.
   if (bun !== 'bun') env.PATH = `${dirname(bun)}:${env.PATH ?? ''}`;
   if (!run(bun, ['install', '--frozen-lockfile'], { stdio: ['ignore', 'ignore', 'inherit'] })) throw new Error('bun install failed');
-  const vulkan = ensureDevice(bun);
+  const vulkan = ensureDevice(bun, buildNative(bun));
   if (task === 'test') process.exit(await testSuite(bun, rest, vulkan));
   if (task === 'start') process.exit(run(bun, ['src/cli/main.ts', 'demo', ...rest]) ? 0 : 1);
   process.exit(run(bun, ['src/cli/main.ts', task, ...rest]) ? 0 : 1);

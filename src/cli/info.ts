@@ -5,7 +5,11 @@
 import type { Device } from '@nemotron-ts/kernels';
 
 export function deviceReport(device: Device): Record<string, unknown> {
-  if (device.kind === 'cpu') return { device: 'cpu', description: device.describe() };
+  if (device.kind === 'cpu') {
+    return device.native
+      ? { device: device.name, backend: device.native.describe(), description: device.describe(), library: device.native.path }
+      : { device: device.name, backend: 'typescript reference', description: device.describe() };
+  }
   const info = device.handles.adapter.info;
   return {
     device: 'webgpu',

@@ -54,7 +54,7 @@ commands:
 model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
   --adapter, which picks the GPU); --no-strict  missing or unexpected checkpoint tensors are warnings
   (missing ones freshly initialised), not errors
-device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
+device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
 
 parallel flags (forward, generate): --pipeline-stages N | --expert-parallel N | --data-parallel N
             [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,

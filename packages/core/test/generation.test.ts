@@ -6,13 +6,14 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { Generator, getCpuDevice, narrow, noGrad, tensor, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
-import { deviceLabel, expectClose, testGpus } from '@nemotron-ts/kernels/testing';
+import { deviceLabel, expectClose, testGpus, testNative } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();
 const gpus = await testGpus();
 const gpu = gpus[0] ?? null;
-const devices: Device[] = [cpu, ...gpus];
+const native = testNative();
+const devices: Device[] = [cpu, ...(native ? [native] : []), ...gpus];
 
 const INIT: NemotronHConfigInit = {
   pattern: 'M*-EM*',

@@ -19,6 +19,8 @@ export { RecordingRefusedError } from './runtime/recording';
 export * from './device/device';
 export * from './device/errors';
 export { CpuDevice } from './device/cpu-device';
+export { NativeKernels, nativeKernels, nativeUnavailableReason } from './native/library';
+export { buildNativeLibrary, nativeLibraryPath, type NativeBuild } from './native/build';
 export { WebGpuDevice, type GpuLimits } from './device/webgpu-device';
 export { BindingTooLargeError } from './runtime/bindings';
 export { isSoftwareAdapter, type BackendName } from './device/dawn';

@@ -3,16 +3,18 @@
  * outputs, comparisons relative to the largest expected magnitude, and the tolerance model for
  * float differences between backends.
  *
- * `NEMOTRON_TEST_DEVICES` picks the devices: a comma list of `cpu`, `webgpu` (the adapter
- * `initDevice` would pick, honouring `NEMOTRON_BACKEND` / `NEMOTRON_ADAPTER`), `webgpu:<backend>`
- * (`webgpu:opengl`, `webgpu:vulkan`, ...) and `webgpu:*` (every backend that opens here). Default
- * `cpu,webgpu`. A missing WebGPU adapter is an error unless the list excludes it (`webgpu:*` needs
- * at least one).
+ * `NEMOTRON_TEST_DEVICES` picks the devices: a comma list of `cpu` (the TypeScript reference),
+ * `native` (the CPU backend with native kernels), `webgpu` (the adapter `initDevice` would pick,
+ * honouring `NEMOTRON_BACKEND` / `NEMOTRON_ADAPTER`), `webgpu:<backend>` (`webgpu:opengl`,
+ * `webgpu:vulkan`, ...) and `webgpu:*` (every backend that opens here). Default `cpu,native,webgpu`.
+ * A missing WebGPU adapter is an error unless the list excludes it (`webgpu:*` needs at least one);
+ * the native backend is skipped when its library is unavailable, unless the list names it.
  */
 import { expect } from 'bun:test';
-import { deviceOptionsFromEnv, getCpuDevice, getWebGpuDevice, type Device } from './device/device';
+import { deviceLabel, deviceOptionsFromEnv, getCpuDevice, getNativeDevice, getWebGpuDevice, type Device } from './device/device';
 import type { BackendName } from './device/dawn';
 import { NoAdapterError } from './device/errors';
+import { nativeUnavailableReason } from './native/library';
 import type { WebGpuDevice } from './device/webgpu-device';
 import { tensor } from './creation';
 import { fromBf16, toBf16, type DType } from './dtype';
@@ -22,14 +24,15 @@ import type { Tensor } from './tensor';
 
 /** Backends `webgpu:*` tries, in this order. */
 const EVERY_BACKEND: readonly BackendName[] = ['opengl', 'vulkan', 'metal', 'd3d12'];
+const DEFAULT_TEST_DEVICES = 'cpu,native,webgpu';
 
 /** The entries of `NEMOTRON_TEST_DEVICES` (validated). */
-export function testDeviceList(text: string = process.env.NEMOTRON_TEST_DEVICES ?? 'cpu,webgpu'): string[] {
+export function testDeviceList(text: string = process.env.NEMOTRON_TEST_DEVICES ?? DEFAULT_TEST_DEVICES): string[] {
   const entries = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   for (const e of entries) {
     const backend = e.startsWith('webgpu:') ? e.slice('webgpu:'.length) : null;
-    const ok = e === 'cpu' || e === 'webgpu' || backend === '*' || (backend !== null && [...EVERY_BACKEND, 'opengles'].includes(backend));
-    if (!ok) throw new Error(`NEMOTRON_TEST_DEVICES: unknown entry '${e}' (use cpu, webgpu, webgpu:opengl, webgpu:vulkan, webgpu:metal, webgpu:d3d12 or webgpu:*)`);
+    const ok = e === 'cpu' || e === 'native' || e === 'webgpu' || backend === '*' || (backend !== null && [...EVERY_BACKEND, 'opengles'].includes(backend));
+    if (!ok) throw new Error(`NEMOTRON_TEST_DEVICES: unknown entry '${e}' (use cpu, native, webgpu, webgpu:opengl, webgpu:vulkan, webgpu:metal, webgpu:d3d12 or webgpu:*)`);
   }
   return entries;
 }
@@ -57,16 +60,30 @@ async function openEntry(entry: string): Promise<WebGpuDevice[]> {
 export async function testGpus(): Promise<WebGpuDevice[]> {
   const out: WebGpuDevice[] = [];
   for (const entry of testDeviceList()) {
-    if (entry === 'cpu') continue;
+    if (entry === 'cpu' || entry === 'native') continue;
     for (const d of await openEntry(entry)) if (!out.includes(d)) out.push(d);
   }
   return out;
 }
 
-/** Every device the test run covers: the CPU backend when listed, then {@link testGpus}. */
+/**
+ * The native CPU device, or null when the test run excludes it (or, unless NEMOTRON_TEST_DEVICES
+ * names `native`, when its library cannot be built here).
+ */
+export function testNative(): Device | null {
+  if (!testDeviceList().includes('native')) return null;
+  const device = getNativeDevice();
+  if (!device && process.env.NEMOTRON_TEST_DEVICES !== undefined) {
+    throw new Error(`NEMOTRON_TEST_DEVICES names native but the native CPU backend is unavailable: ${nativeUnavailableReason()}`);
+  }
+  return device;
+}
+
+/** Every device the test run covers: the CPU reference when listed, the native backend, then {@link testGpus}. */
 export async function testDevices(): Promise<Device[]> {
   const cpu = testDeviceList().includes('cpu') ? [getCpuDevice()] : [];
-  return [...cpu, ...(await testGpus())];
+  const native = testNative();
+  return [...cpu, ...(native ? [native] : []), ...(await testGpus())];
 }
 
 /** The first WebGPU device of the run, or null when the run excludes WebGPU. */
@@ -74,10 +91,8 @@ export async function testGpu(): Promise<Device | null> {
   return (await testGpus())[0] ?? null;
 }
 
-/** `webgpu (opengl)`, `webgpu (vulkan)` or `cpu`: a device's name in test titles. */
-export function deviceLabel(device: Device): string {
-  return device.kind === 'cpu' ? 'cpu' : `webgpu (${device.handles.backend})`;
-}
+/** A device's name in test titles: `cpu`, `cpu:native` or `webgpu:<backend>`. */
+export { deviceLabel };
 
 /** Seeded normal data; bf16 data is pre-rounded so both backends see identical values. */
 export function randomData(shape: readonly number[], seed: number, options: { dtype?: DType; scale?: number; positive?: boolean } = {}): Float32Array {

@@ -18,6 +18,9 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 const softplus = (x: number) => (x > 20 ? x : Math.log1p(Math.exp(x)));
 
 /** Unary ops: operand `x`, scalars `p0`, `p1`. */
+/** Copies, casts and makes contiguous (the value itself). */
+export const IDENTITY: ElementwiseDef = { wgsl: 'x', cpu: (x) => x };
+
 export const UNARY = {
   neg: { wgsl: '-x', cpu: (x) => -x, integer: true },
   abs: { wgsl: 'abs(x)', cpu: Math.abs, integer: true },
