@@ -71,7 +71,7 @@ export function decodeBlocks(
       const next = block.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
       afterBlock?.();
       if (hiddenStates && n < list.length - 1) outputs.push(next);
-      else if (x !== h && !outputs.includes(x)) x.dispose();
+      else if (!hiddenStates && x !== h) x.dispose();
       x = next;
     }
     return { last: x, outputs };
