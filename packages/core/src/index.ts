@@ -65,6 +65,7 @@ export { Attention } from './nemotron/attention';
 export { MLP } from './nemotron/mlp';
 export { TopkRouter, RoutedExperts, MoE } from './nemotron/moe';
 export { NemotronHBlock, type Mixer } from './nemotron/block';
+export { prefillPositions, decodePosition, decodeBlocks, decodeHeadLogits, RecordedDecode } from './nemotron/decode';
 export { NemotronHModel, NemotronV3Model, type BackboneOutput } from './nemotron/model';
 export { MtpSublayer, MultiTokenPrediction } from './nemotron/mtp';
 export {

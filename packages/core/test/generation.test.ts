@@ -86,6 +86,31 @@ describe('decode equals recompute', () => {
     });
   }
 
+  for (const device of devices) {
+    test(`${deviceLabel(device)}: a decode step's hidden states (outputHiddenStates) equal the full forward's at the last position`, async () => {
+      const m = model(device);
+      const prompt = ids(2, 6, 5);
+      const next = ids(2, 1, 6);
+      const cache = new NemotronHybridCache(config, { batch: 2, device });
+      await logitsOf(m, prompt, cache);
+      using step = noGrad(() => m.forward({ inputIds: next, cache, outputHiddenStates: true }));
+      const seen = prompt.map((row, b) => [...row, ...next[b]!]);
+      using full = noGrad(() => m.forward({ inputIds: seen, outputHiddenStates: true }));
+      const H = config.hiddenSize;
+      const L = seen[0]!.length;
+      expect(step.hiddenStates!.length).toBe(config.layerKinds.length + 1);
+      for (const [i, h] of step.hiddenStates!.entries()) {
+        expect(h.shape).toEqual([2, 1, H]);
+        const got = (await h.data()) as Float32Array;
+        const want = (await full.hiddenStates![i]!.data()) as Float32Array;
+        for (let b = 0; b < 2; b++) expectClose(got.subarray(b * H, (b + 1) * H), want.subarray((b * L + L - 1) * H, (b * L + L) * H), { rtol: 1e-5, what: `hidden state ${i} row ${b}` });
+      }
+      expectClose(at((await step.logits.data()) as Float32Array, 1, 1, 0), at((await full.logits.data()) as Float32Array, L, 1, L - 1), { rtol: 1e-5, what: 'logits' });
+      cache.dispose();
+      m.dispose();
+    });
+  }
+
   test('the finite time_step_limit matters (the test above would see a missing clamp)', async () => {
     const clamped = model(cpu);
     const free = model(cpu, { timeStepLimit: [0, Infinity] });

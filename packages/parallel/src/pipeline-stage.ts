@@ -4,8 +4,10 @@
  * optimizer states line up with the unsplit model. Modules a stage does not own are absent
  * (NeMo's splitter sets them to None): a middle stage has no embeddings, norm_f or lm_head.
  */
-import { concat, embedding, narrow, reshape, tidy, zeros, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { concat, embedding, narrow, tidy, zeros, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import {
+  decodeBlocks,
+  decodeHeadLogits,
   Embedding,
   initializeWeights,
   Linear,
@@ -155,19 +157,9 @@ export class PipelineStage extends Module {
     });
   }
 
-  /** One decode step through the stage's blocks (the cache's device position counts the new token). */
+  /** One decode step through the stage's blocks (run inside `decodePosition`, which moves the cache's counters). */
   decodeLayers(h: Tensor, cache: NemotronHybridCache): Tensor {
-    return tidy(() => {
-      let x = h;
-      for (const [i, block] of this.model.layers.blocks) {
-        const entry = cache.layer(i);
-        const next = block.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
-        reportProgress();
-        if (x !== h) x.dispose();
-        x = next;
-      }
-      return x;
-    });
+    return decodeBlocks(this.model.layers.blocks, h, cache, { afterBlock: reportProgress });
   }
 
   /** Last stage: norm_f, h → the final hidden state. */
@@ -183,7 +175,7 @@ export class PipelineStage extends Module {
   /** Last stage, decode: norm_f and lm_head fused, h [B, 1, H] → f32 [B, V] (the unsplit model's decode head). */
   decodeLogits(h: Tensor): Tensor {
     const { normF, lmHead } = this.requireHead();
-    return lmHead.fused(reshape(h, [h.shape[0]!, this.config.hiddenSize]), { norm: { weight: normF.weight, eps: normF.eps } });
+    return decodeHeadLogits(normF, lmHead, h);
   }
 
   /** Last stage with MTP: every depth's output from the final hidden state and the first stage's embeddings. */

@@ -5,7 +5,7 @@
  * for generation. Tensors cross as {@link HostTensor}s; everything else stays on this device.
  */
 import { add, AdamW, argmax, backward, crossEntropy, keep, mul, narrow, noGrad, reshape, tensor, tidy, zeros, type AdamWOptions, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
-import { IGNORE_INDEX, NemotronHConfig, NemotronHybridCache, prepareInputs, type Rows, type SequenceInfo } from '@nemotron-ts/core';
+import { decodePosition, IGNORE_INDEX, NemotronHConfig, NemotronHybridCache, prefillPositions, prepareInputs, type Rows, type SequenceInfo } from '@nemotron-ts/core';
 import { fromHost, HostTensor, toHost } from './host-tensor';
 import { PipelineStage } from './pipeline-stage';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
@@ -278,12 +278,7 @@ class StageService implements WorkerService {
         const cache = new NemotronHybridCache(stage.config, { batch, device: this.device, capacity: req.capacity, layers: plan.layers });
         this.caches.set(req.mb, cache);
         const prepared = prepareInputs(stage.config, this.device, { ...(ids ? { inputIds: ids } : { inputsEmbeds: hidden! }), attentionMask: req.attentionMask ?? undefined });
-        cache.reserve(length);
-        cache.writeKeyMask(prepared.sequences.paddingMask, length);
-        const h = ids ? stage.embed(ids) : hidden!;
-        const out = stage.forwardLayers(h, prepared.sequences, cache);
-        cache.advanceDevice(length);
-        cache.advanceHost(length);
+        const out = prefillPositions(cache, length, prepared.sequences.paddingMask, () => stage.forwardLayers(ids ? stage.embed(ids) : hidden!, prepared.sequences, cache));
         if (!plan.isLast) return { out, logits: null, tokens: null };
         const logits = stage.logits(narrow(stage.finalNorm(out), 1, length - 1, 1));
         return { out: null, logits, tokens: argmax(reshape(logits, [batch, stage.config.vocabSize]), -1) };
@@ -299,15 +294,9 @@ class StageService implements WorkerService {
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
     const result = noGrad(() =>
       tidy(() => {
-        cache.reserve(1);
-        cache.advanceDevice(1);
-        let h: Tensor;
-        if (stage.plan.isFirst) {
-          if (!req.ids || req.ids.length !== cache.batch) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
-          h = stage.embed(tensor(Int32Array.from(req.ids), [cache.batch, 1], { device: this.device }));
-        } else h = fromHost(req.hidden!, this.device);
-        const out = stage.decodeLayers(h, cache);
-        cache.advanceHost(1);
+        if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
+        const h = stage.plan.isFirst ? stage.embed(tensor(Int32Array.from(req.ids!), [cache.batch, 1], { device: this.device })) : fromHost(req.hidden!, this.device);
+        const out = decodePosition(cache, () => stage.decodeLayers(h, cache));
         if (!stage.plan.isLast) return { out, logits: null, tokens: null };
         const logits = stage.decodeLogits(out);
         return { out: null, logits, tokens: argmax(logits, -1) };

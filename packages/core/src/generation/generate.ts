@@ -6,7 +6,7 @@
  * Everything a step needs stays on the device: the sampled ids are written straight into the
  * tensor the next step embeds, the step counter is the cache's device position, and finished rows,
  * EOS, the history and the repetition-penalty set are kept by `recordTokens`. So the decode step is
- * a `StepProgram`: recorded once, replayed for every token, and the host never waits for a token
+ * a `RecordedDecode` (nemotron/decode.ts, a `StepProgram`): recorded once, replayed for every token, and the host never waits for a token
  * before recording the next step — ids are read back one step behind, for streaming, EOS and stop
  * strings. Logits are never read back (unless `outputStepLogits` asks for them, at the end).
  *
@@ -14,10 +14,11 @@
  * (see `forward`), so every row generates what its prompt alone would (greedy; draws also depend
  * on the row's index).
  */
-import { NON_FINITE_TOKEN, OutOfMemoryError, StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
+import { NON_FINITE_TOKEN, OutOfMemoryError, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
 import { checkAttentionMask, checkPaddingLayout, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
 import { NemotronHybridCache } from '../nemotron/cache';
 import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
+import { RecordedDecode } from '../nemotron/decode';
 import { resolveGeneration, type DecodingOptions, type GenerationConfig, type ResolvedGeneration } from './generation-config';
 import { TextStream, type TokenDecoder } from './text-stream';
 
@@ -211,7 +212,7 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
     recordTokens(sampled, { ids: t.ids, finished: t.finished, padId: g.padTokenId, eos: t.eos, history: t.history, position: cache.position, base: promptLength, seen: t.seen });
     if (t.logits) copyIntoAt(t.logits, reshape(logits, [batch, 1, vocab]), 1, cache.position, -promptLength);
   };
-  const program = new StepProgram(device, () => choose(model.decodeStep(t.ids, cache)));
+  const program = new RecordedDecode(model, cache, t.ids, choose);
 
   const tokens: number[][] = Array.from({ length: batch }, () => []);
   const finished = new Array<boolean>(batch).fill(false);
@@ -240,7 +241,6 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
       const recordNext = (): Promise<Int32Array> | null => {
         if (step + 1 >= g.maxNewTokens) return null;
         noGrad(() => program.run());
-        cache.advanceHost(1);
         return t.ids.data<'i32'>();
       };
       let next = overlap ? recordNext() : null;

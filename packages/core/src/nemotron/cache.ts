@@ -11,6 +11,8 @@
  *   not yet written hold 1, so decoded tokens need no mask update.
  * - `length` is the number of cached positions on the host; `position` (i32 [1]) holds the same
  *   number on the device, for recorded decode steps that read it (K/V slot, attention length).
+ *   Both move only through `decode.ts` (prefill, decode step, recorded decode step), which calls
+ *   `reserve`, `advanceDevice` and `advanceHost` in the order each path needs.
  *
  * The cache owns its tensors (kept out of any enclosing `tidy` scope); MLP and MoE layers have no
  * entry. Prefill and decode write into the existing tensors, so their buffers change only on growth,

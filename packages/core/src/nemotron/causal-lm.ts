@@ -8,6 +8,7 @@ import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type LoadReport, type Placement } from '../nn/module';
 import { NemotronHybridCache } from './cache';
+import { forwardDecodeStep, prefillPositions } from './decode';
 import { Embedding } from '../nn/embedding';
 import { NemotronHCausalLMOutputWithPast } from './output';
 import type { GenerationConfig } from '../generation/generation-config';
@@ -174,18 +175,11 @@ export class NemotronHForCausalLM extends Module {
         if (Array.isArray(inputs.attentionMask)) checkPaddingLayout(inputs.attentionMask as Rows, 'forward: attentionMask', cache.length > 0 ? 'none' : 'left');
       }
       if (cache && length === 1 && cache.length > 0) {
-        const step = this.decodeForward(prepared, cache, outputHidden);
+        const step = forwardDecodeStep(this, prepared, cache, outputHidden);
         return { ...step, loss: labels ? causalLmLoss(step.logits, labels) : null, mtpPerDepthH: null };
       }
-      if (cache) {
-        cache.reserve(length);
-        cache.writeKeyMask(prepared.sequences.paddingMask, length);
-      }
-      const { lastHiddenState, hiddenStates } = this.model.forwardPrepared(prepared, outputHidden, cache);
-      if (cache) {
-        cache.advanceDevice(length);
-        cache.advanceHost(length);
-      }
+      const backbone = () => this.model.forwardPrepared(prepared, outputHidden, cache);
+      const { lastHiddenState, hiddenStates } = cache ? prefillPositions(cache, length, prepared.sequences.paddingMask, backbone) : backbone();
       const logits = this.lmHead.forward(keep > 0 ? narrow(lastHiddenState, 1, length - keep, keep) : lastHiddenState);
       const mtpPerDepthH = wantMtp ? this.mtp!.forward(lastHiddenState, prepared.inputIds!, (ids) => this.model.embeddings.forward(ids), prepared.sequences) : null;
       const loss = labels ? causalLmLoss(logits, labels) : null;
@@ -242,48 +236,6 @@ export class NemotronHForCausalLM extends Module {
     if (prepared.length === 1 && cache.length > 0 && prepared.sequences.paddingMask) {
       throw new Error('forward: a decode step (one token per row after cached positions) takes no attention mask: its tokens are never padding');
     }
-  }
-
-  /** A decode step through `forward`: the device step plus the host bookkeeping. */
-  private decodeForward(prepared: PreparedInputs, cache: NemotronHybridCache, outputHidden: boolean): { logits: Tensor; hiddenStates: Tensor[] | null } {
-    const { batch } = prepared;
-    cache.reserve(1);
-    cache.advanceDevice(1);
-    const h = prepared.inputIds ? this.model.embeddings.forward(prepared.inputIds) : prepared.inputsEmbeds!.share();
-    const hiddenStates = outputHidden ? [h] : null;
-    const last = this.model.decodeBlocks(h, cache, hiddenStates);
-    let logits: Tensor;
-    if (hiddenStates) {
-      const final = this.model.normF.forward(last);
-      hiddenStates.push(final);
-      logits = this.lmHead.forward(final);
-    } else logits = reshape(this.headLogits(last), [batch, 1, this.config.vocabSize]);
-    cache.advanceHost(1);
-    return { logits, hiddenStates };
-  }
-
-  /** norm_f and lm_head as one fused projection: h [B, 1, H] → f32 [B, V]. */
-  private headLogits(h: Tensor): Tensor {
-    const normF = this.model.normF;
-    return this.lmHead.fused(reshape(h, [h.shape[0]!, this.config.hiddenSize]), { norm: { weight: normF.weight, eps: normF.eps } });
-  }
-
-  /**
-   * The device half of a decode step, for recorded generation loops: embeds `ids` (i32 [B], one new
-   * token per row), advances the cache's device position, runs every block's decode path and
-   * returns the logits f32 [B, V]. It reads and writes only device tensors, so it can be recorded
-   * (`StepProgram`). The caller reserves room first (`cache.reserve(1)`) and advances the host
-   * length after (`cache.advanceHost(1)`).
-   */
-  decodeStep(ids: Tensor, cache: NemotronHybridCache): Tensor {
-    return tidy(() => {
-      const batch = cache.batch;
-      if (ids.dtype !== 'i32' || ids.size !== batch) throw new Error(`decodeStep: ids must be i32 with one token per row (${batch}), got ${ids.dtype} [${ids.shape.join(', ')}]`);
-      if (cache.length + 1 > cache.capacity) throw new Error(`decodeStep: the cache is full (${cache.capacity} positions): reserve(1) first`);
-      cache.advanceDevice(1);
-      const h = this.model.embeddings.forward(reshape(ids, [batch, 1]));
-      return this.headLogits(this.model.decodeBlocks(h, cache));
-    });
   }
 
   /** The model's configuration (a new object after {@link resizeTokenEmbeddings}). */

@@ -68,8 +68,8 @@ export class NemotronHModel extends Module {
 
   /**
    * The backbone on inputs already checked and converted by {@link prepareInputs}. With a cache this
-   * is a prefill of the new positions (see `NemotronHForCausalLM.forward`): the caller reserved
-   * room and wrote the key mask; the cache's length is advanced by the caller.
+   * fills the new positions' entries; run it inside `prefillPositions` (decode.ts), which moves the
+   * cache's counters.
    */
   forwardPrepared(inputs: PreparedInputs, outputHiddenStates: boolean, cache?: NemotronHybridCache): BackboneOutput {
     return tidy(() => {
@@ -90,25 +90,6 @@ export class NemotronHModel extends Module {
       const lastHiddenState = this.normF.forward(h);
       if (hiddenStates) hiddenStates.push(lastHiddenState.share());
       return { lastHiddenState, hiddenStates };
-    });
-  }
-
-  /**
-   * One decode step through the blocks, device work only: h [B, 1, H] (the new tokens' embeddings)
-   * → the last block's output (before norm_f), with every block's output in `hiddenStates` when
-   * given. The cache's device position must already count the new token.
-   */
-  decodeBlocks(h: Tensor, cache: NemotronHybridCache, hiddenStates: Tensor[] | null = null): Tensor {
-    return tidy(() => {
-      let x = h.share();
-      for (const [i, layer] of [...this.layers].entries()) {
-        const entry = cache.layer(i);
-        const next = layer.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
-        if (!hiddenStates) x.dispose();
-        else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);
-        x = next;
-      }
-      return x;
     });
   }
 }
