@@ -66,7 +66,7 @@ function runBun(argv: string[], limitS: number, runEnv: Record<string, string | 
       for (const l of lines) onLine?.(l);
     });
     child.stderr.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-20000);
+      stderr = (stderr + chunk.toString()).slice(-2_000_000);
     });
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -98,7 +98,8 @@ if (testsMode !== 'none') {
   const testEnv = { ...env, NEMOTRON_TEST_DEVICES: 'webgpu' };
   const ran = await runBun(['test', '--timeout', '300000', ...files], testsMode === 'subset' ? 420 : 360, testEnv);
   const tail = ran.stderr + ran.stdout;
-  const count = (what: string) => Number(new RegExp(`(\\d+) ${what}\\b`).exec(tail.slice(-4000))?.[1] ?? 0);
+  // Bun's summary, or (a run cut off by its limit) the per-test lines seen so far.
+  const count = (what: string) => Number(new RegExp(`(\\d+) ${what}\\b`).exec(tail.slice(-4000))?.[1] ?? [...tail.matchAll(new RegExp(`^\\(${what}\\) `, 'gm'))].length);
   const failures = [...tail.matchAll(/^\(fail\) (.*)$/gm)].map((m) => m[1]);
   const line = { check: 'tests', files, passed: count('pass'), failed: count('fail'), seconds: ran.seconds, timed_out: ran.timedOut, failures };
   emit(line);
