@@ -66,8 +66,14 @@ export class WebGpuDevice implements StorageOwner {
   /** When set, fresh allocations are filled with all-ones bits (NaN as f32) so tests catch unwritten outputs. */
   poisonAllocations = false;
 
+  /** See {@link isSoftware}. */
+  readonly kernelTuning: 'software' | 'hardware';
+
   constructor(readonly handles: DawnHandles) {
     this.gpu = handles.device;
+    const tuning = process.env.NEMOTRON_KERNEL_TUNING;
+    if (tuning !== undefined && tuning !== 'software' && tuning !== 'hardware') throw new Error(`NEMOTRON_KERNEL_TUNING must be software or hardware, got '${tuning}'`);
+    this.kernelTuning = tuning ?? (isSoftwareAdapter(handles.adapter.info) ? 'software' : 'hardware');
     const l = this.gpu.limits;
     this.limits = {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
@@ -113,13 +119,24 @@ export class WebGpuDevice implements StorageOwner {
     return this.handles.adapter.info.description || this.handles.adapter.info.device || 'webgpu';
   }
 
+  /**
+   * Whether kernels take the paths tuned for software rasterisers (texture reads, small operands as
+   * uniforms, narrower tiles). True on llvmpipe/lavapipe/SwiftShader, false on a real GPU;
+   * `NEMOTRON_KERNEL_TUNING=hardware|software` overrides it, so lavapipe (Vulkan, core) can run the
+   * very kernels a real GPU runs.
+   */
   get isSoftware(): boolean {
+    return this.kernelTuning === 'software';
+  }
+
+  /** Whether the adapter itself is a software rasteriser (whatever the kernel tuning). */
+  get isSoftwareAdapter(): boolean {
     return isSoftwareAdapter(this.handles.adapter.info);
   }
 
   describe(): string {
     const info = this.handles.adapter.info;
-    return `${info.description || info.device} (${this.handles.backend}, ${this.handles.featureLevel}${this.isSoftware ? ', software' : ''})`;
+    return `${info.description || info.device} (${this.handles.backend}, ${this.handles.featureLevel}${this.isSoftwareAdapter ? ', software' : ''}${this.isSoftware !== this.isSoftwareAdapter ? `, ${this.kernelTuning} kernels` : ''})`;
   }
 
   private createBuffer(size: number): GPUBuffer {
