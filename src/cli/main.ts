@@ -6,13 +6,15 @@ import { printInfo } from './info';
 import { runDemo } from './demo';
 import { FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
+import { runPlot } from './plot';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
 
 const USAGE = `usage: nemotron <command> [flags]
 
 commands:
   info      the WebGPU adapter, backend, feature level, key limits
-  demo      the main job: text from a tiny Nemotron-H the project builds (.cache/tiny-nemotron), streamed, with tokens/s
+  demo      the main job: text from the tiny Nemotron-H shipped in models/tiny-nemotron (trained on the project's
+            docs by bun run make-tiny), streamed, with prompt and generation tokens/s
   generate  --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
             [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R] [--seed S]
             [--ignore-eos] [--dtype f32|bf16] [--json]: streams the generated text (tokens/s on stderr);
@@ -34,6 +36,9 @@ commands:
             up_proj,down_proj] (the default; the MoE's stacked experts are skipped); checkpoints then
             hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
             needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
+            Progress: a bar on stderr when it is a terminal (plain lines otherwise); DIR/log.jsonl keeps
+            every update, DIR/report.html and DIR/loss.svg are redrawn at each evaluation and checkpoint
+  plot      DIR: redraws DIR/report.html and DIR/loss.svg from DIR/log.jsonl (a train --out folder)
 
 device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
 
@@ -78,6 +83,12 @@ async function main(argv: string[]): Promise<number> {
       const args = parseArgs(rest, TRAIN_BOOLEAN_FLAGS);
       checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS]);
       await runTrain(args, () => openDeviceFromFlags(args));
+      return 0;
+    }
+    case 'plot': {
+      const args = parseArgs(rest);
+      checkFlags(args, []);
+      await runPlot(args);
       return 0;
     }
     default:

@@ -15,6 +15,8 @@ import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
 import { loadTrainingData } from '../train/training-data';
+import { TrainingProgress } from '../train/progress';
+import { RunReporter } from '../train/report';
 import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
 
@@ -126,6 +128,10 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     const skipped = handle.skipped.length ? `; not Linear layers, skipped: ${handle.skipped.length} (e.g. ${handle.skipped[0]})` : '';
     console.error(`LoRA r ${lora.r}, alpha ${lora.alpha}, dropout ${lora.dropout}: ${handle.adapters.size} adapted layers, ${count} trainable parameters${skipped}`);
   }
+  // Progress bar on a terminal (plain lines in a pipe), and OUT/log.jsonl + OUT/report.html + OUT/loss.svg.
+  const progress = new TrainingProgress({ totalSteps: flags.steps });
+  const reporter = new RunReporter({ outDir, resume, settings: { model: modelPath, data: dataPath, ...flags, lora: lora ? `r ${lora.r}, alpha ${lora.alpha}` : null, device: device.describe() } });
+  await reporter.start();
   const trainer = new Trainer(model, data, {
     ...flags,
     outDir,
@@ -133,13 +139,18 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     baseModelNameOrPath: modelPath,
     onStep: (log) => {
       console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));
-      console.error(`step ${log.step}/${flags.steps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s`);
+      progress.step(log);
+      reporter.step(log);
     },
     onEval: (log) => {
       console.log(JSON.stringify({ step: log.step, eval_loss: round(log.eval_loss, 7) }));
-      console.error(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
+      progress.message(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
+      reporter.eval(log);
     },
-    onCheckpoint: (dir) => console.error(`saved ${dir}`),
+    onCheckpoint: (dir) => {
+      reporter.refresh();
+      progress.message(`saved ${dir}`);
+    },
   });
   try {
     if (resume && existing) {
@@ -148,6 +159,9 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     }
     if (trainer.step === flags.steps) console.error(`nothing to do: already at step ${flags.steps}`);
     await trainer.train();
+    progress.end();
+    reporter.refresh();
+    console.error(`report: ${reporter.reportPath}`);
     if (merge) {
       const mergedDir = join(outDir, 'merged');
       mergeLora(model);
