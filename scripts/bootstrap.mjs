@@ -4,7 +4,9 @@
 //   2. `bun install` the workspace;
 //   3. probe for a WebGPU adapter; when none is found, install Mesa's EGL/GL packages with apt (as
 //      root), or print the exact apt command and fall back to the CPU backend;
-//   4. run the main job (`start`) or the test suite (`test`, ending with "N passed, N failed").
+//   4. for `test`: install Debian's `chromium` with apt (as root) when it is missing, for the docs-site
+//      and browser tests (without it they skip with a message, and the apt command is printed);
+//   5. run the main job (`start`) or the test suite (`test`, ending with "N passed, N failed").
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -65,6 +67,25 @@ function installMesa() {
   return run('apt-get', ['update'], quiet) && run('apt-get', ['install', '-y', ...MESA_PACKAGES], quiet);
 }
 
+function hasChromium() {
+  return ['chromium', 'chromium-browser', 'google-chrome'].some((name) => spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0);
+}
+
+/** The docs-site and browser tests drive headless Chromium; they skip without it. */
+function ensureChromium() {
+  if (process.env.CHROMIUM_BIN || hasChromium()) return;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot || !works('apt-get')) {
+    log('Chromium is missing: the docs-site and browser tests will skip; to run them: sudo apt-get install -y chromium');
+    return;
+  }
+  log('installing Chromium with apt for the docs-site and browser tests');
+  const quiet = { stdio: ['ignore', 'ignore', 'inherit'] };
+  if (!run('apt-get', ['install', '-y', 'chromium'], quiet) && !(run('apt-get', ['update'], quiet) && run('apt-get', ['install', '-y', 'chromium'], quiet))) {
+    log('could not install Chromium: the docs-site and browser tests will skip');
+  }
+}
+
 function ensureDevice(bun) {
   if (env.NEMOTRON_DEVICE === 'cpu') return;
   let p = probe(bun);
@@ -105,7 +126,10 @@ async function main() {
   if (bun !== 'bun') env.PATH = `${dirname(bun)}:${env.PATH ?? ''}`;
   if (!run(bun, ['install', '--frozen-lockfile'], { stdio: ['ignore', 'ignore', 'inherit'] })) throw new Error('bun install failed');
   ensureDevice(bun);
-  if (task === 'test') process.exit(await runTests(bun, rest));
+  if (task === 'test') {
+    ensureChromium();
+    process.exit(await runTests(bun, rest));
+  }
   if (task === 'start') process.exit(run(bun, ['src/cli/main.ts', 'demo', ...rest]) ? 0 : 1);
   process.exit(run(bun, ['src/cli/main.ts', task, ...rest]) ? 0 : 1);
 }
