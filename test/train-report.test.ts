@@ -32,6 +32,10 @@ describe('progress', () => {
     expect(line).toContain('lr 5.00e-3');
     expect(line).toContain('105 tok/s');
     expect(line).toContain('ETA 1:15');
+    expect(line.startsWith('█')).toBe(true);
+    // A narrow terminal keeps the numbers and drops the bar.
+    expect(progressLine(stepLog(5, 2.5), 20, 75, 60)).toBe('██░░░░░░ 5/20  loss 2.5000  lr 5.00e-3  105 tok/s  ETA 1:15');
+    expect(progressLine(stepLog(5, 2.5), 20, 75, 55)).toBe('5/20  loss 2.5000  lr 5.00e-3  105 tok/s  ETA 1:15');
     expect(formatDuration(3725)).toBe('1:02:05');
     expect(formatDuration(NaN)).toBe('?');
   });

@@ -22,12 +22,13 @@ export function formatDuration(seconds: number): string {
   return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
 }
 
-/** The progress line of an update; `eta` in seconds. */
-export function progressLine(log: StepLog, totalSteps: number, eta: number, barWidth = 24): string {
-  const done = Math.min(1, log.step / totalSteps);
-  const filled = Math.round(done * barWidth);
-  const bar = `${'█'.repeat(filled)}${'░'.repeat(barWidth - filled)}`;
-  return `${bar} ${log.step}/${totalSteps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  ${log.tokens_per_s.toFixed(0)} tok/s  ETA ${formatDuration(eta)}`;
+/** The progress line of an update; `eta` in seconds. The bar shrinks (or goes) to fit `columns`; the numbers stay. */
+export function progressLine(log: StepLog, totalSteps: number, eta: number, columns = 120): string {
+  const text = `${log.step}/${totalSteps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  ${log.tokens_per_s.toFixed(0)} tok/s  ETA ${formatDuration(eta)}`;
+  const barWidth = Math.min(24, columns - text.length - 2);
+  if (barWidth < 5) return text;
+  const filled = Math.round(Math.min(1, log.step / totalSteps) * barWidth);
+  return `${'█'.repeat(filled)}${'░'.repeat(barWidth - filled)} ${text}`;
 }
 
 export class TrainingProgress {
@@ -48,8 +49,8 @@ export class TrainingProgress {
     const seconds = (performance.now() - this.started) / 1000;
     const eta = done > 0 ? (seconds / done) * (this.options.totalSteps - log.step) : NaN;
     if (this.tty) {
-      const width = this.stream.columns ?? 120;
-      this.stream.write(`\r\x1b[2K${progressLine(log, this.options.totalSteps, eta).slice(0, Math.max(20, width - 1))}`);
+      // A pseudo-terminal may report 0 columns.
+      this.stream.write(`\r\x1b[2K${progressLine(log, this.options.totalSteps, eta, this.stream.columns || 120)}`);
       this.drawn = true;
     } else {
       this.stream.write(`step ${log.step}/${this.options.totalSteps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s  ETA ${formatDuration(eta)}\n`);
