@@ -35,7 +35,7 @@ export function reportHtml(history: RunHistory, title = 'nemotron-ts training ru
   const lastEval = history.evals.at(-1);
   const total = typeof history.settings.steps === 'number' ? history.settings.steps : null;
   const chart = (name: string, key: 'lr' | 'grad_norm' | 'tokens_per_s', color: string) =>
-    lineChartSvg([{ name, color, points: history.steps.map((s) => [s.step, s[key]] as const) }], { title: name, width: 420, height: 220 });
+    lineChartSvg([{ name, color, points: history.steps.map((s) => [s.step, s[key]] as const) }], { title: name, width: 390, height: 220 });
   const summary: [string, string][] = [
     ['step', last ? `${last.step}${total !== null ? ` / ${total}` : ''}` : '—'],
     ['training loss', last ? last.loss.toFixed(4) : '—'],
