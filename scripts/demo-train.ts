@@ -11,7 +11,7 @@ import { TINY_TRAINED_DIR } from '../src/tiny-model';
 const root = join(import.meta.dir, '..');
 const args = process.argv.slice(2);
 const stepsAt = args.indexOf('--steps');
-const steps = stepsAt >= 0 ? args.splice(stepsAt, 2)[1]! : '40';
+const steps = stepsAt >= 0 ? args.splice(stepsAt, 2)[1]! : '100';
 const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 const out = join(root, '.cache', 'demo-train', `run-${stamp}`);
 await mkdir(out, { recursive: true });
@@ -23,9 +23,10 @@ const data = join(out, 'docs.jsonl');
 await writeFile(data, texts.map((text) => JSON.stringify({ text })).join('\n') + '\n');
 
 const command = ['src/cli/main.ts', 'train', '--model', TINY_TRAINED_DIR, '--data', data, '--out', out, '--steps', steps,
-  '--batch-size', '4', '--seq-len', '128', '--lr', '1e-3', '--min-lr', '1e-4', '--warmup', '4', '--eval-every', '10', ...args];
+  '--batch-size', '4', '--seq-len', '128', '--lr', '1e-3', '--min-lr', '1e-4', '--warmup', '4', '--eval-every', '20', ...args];
 console.error(`demo:train: ${steps} steps of nemotron train on ${relative(root, TINY_TRAINED_DIR)}, into ${relative(root, out)}`);
 const child = Bun.spawn([process.execPath, ...command], { cwd: root, stdout: 'ignore', stderr: 'inherit', stdin: 'ignore' });
 const code = await child.exited;
 if (code !== 0) process.exit(code);
-console.log(`report: ${join(out, 'report.html')}\nloss curve: ${join(out, 'loss.svg')}\nlog: ${join(out, 'log.jsonl')}`);
+// `nemotron train` has printed the report's path; the rest of the run's files:
+console.log(`loss curve: ${join(out, 'loss.svg')}\nlog: ${join(out, 'log.jsonl')}\ncheckpoint: ${join(out, `checkpoint-${steps}`)}`);
