@@ -7,9 +7,9 @@
 // MTP head, trained from the project's deterministic init with the project's own Trainer on the
 // project's own prose: the README, the package READMEs and the guides in docs/guides (fenced code
 // dropped), snapshotted in models/tiny-corpus.jsonl (`--refresh-corpus` rebuilds it from the
-// current docs; the model then changes). Everything runs on the CPU backend (plain TypeScript, no GPU rounding differences), the
-// data order and init are seeded, so two runs on the same text write the same bytes (compare
-// `sha256sum models/tiny-nemotron/*`).
+// current docs; the model then changes). Everything runs on the CPU backend (plain TypeScript, no
+// GPU rounding differences), the data order and init are seeded, so two runs on the same text write
+// the same bytes (compare `sha256sum models/tiny-nemotron/*`).
 //
 // Usage: bun run make-tiny [--out DIR] [--steps N] [--report DIR] [--refresh-corpus]   (report: the run's report.html, loss.svg)
 import { createHash } from 'node:crypto';
