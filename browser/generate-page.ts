@@ -80,6 +80,9 @@ async function run(): Promise<void> {
   const inputIds = file ? (file.input_ids as number[][]) : [tokenizer.encode(prompt)];
   const attentionMask = (file?.attention_mask as number[][] | undefined) ?? undefined;
   const greedy = params.get('greedy') === '1';
+  status.textContent = `compiling the kernels on ${adapterName}…`;
+  // A couple of tokens first compile the shaders, so the speeds reported below are the steady ones.
+  await model.generate({ inputIds, attentionMask, maxNewTokens: 2, doSample: false });
   status.textContent = `generating on ${adapterName}…`;
   output.textContent = tokenizer.decode(inputIds[0]!, { skipSpecialTokens: true });
   const result = await model.generate({

@@ -35,7 +35,7 @@ const arg = (name: string): string | undefined => {
 /** Bumped when the recipe changes. */
 const RECIPE = 2;
 const SEQ_LEN = 128;
-const STEPS = Number(arg('steps') ?? 150);
+const STEPS = Number(arg('steps') ?? 300);
 const SETTINGS = { steps: STEPS, batchSize: 4, lr: 4e-3, minLr: 4e-4, warmup: Math.min(20, STEPS), weightDecay: 0.01, gradClip: 1, seed: 0, evalEvery: 40 };
 const INIT_SEED = 11;
 
