@@ -50,7 +50,7 @@ async function openPageDevice(): Promise<WebGpuDevice> {
   const features = [...adapter.features].filter((f) => f === 'subgroups' || f === 'shader-f16' || f === 'timestamp-query') as GPUFeatureName[];
   const device = await adapter.requestDevice({ requiredLimits: limits, requiredFeatures: features });
   adapterName = `${[adapter.info.vendor, adapter.info.architecture, adapter.info.description].filter(Boolean).join(' ') || 'unknown adapter'} (WebGPU in the browser)`;
-  return new WebGpuDevice({ gpu: navigator.gpu, adapter, device, backend: 'vulkan', featureLevel: 'core' });
+  return new WebGpuDevice({ gpu: navigator.gpu, adapter, device, backend: 'vulkan', featureLevel: 'core', skipped: [] });
 }
 
 async function loadModel(base: string, device: WebGpuDevice): Promise<{ model: NemotronHForCausalLM; tokenizer: HfTokenizer }> {

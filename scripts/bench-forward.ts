@@ -5,17 +5,24 @@
 // process CPU time (llvmpipe's threads included; steadier on a shared machine), tokens/s, and the
 // best run's tokens/s — then a line with the wall time per layer kind from one more run
 // synchronised after every block.
-// Usage: bun scripts/bench-forward.ts [--small-only]
+// With --profile (devices with the timestamp-query feature), one more prefill runs with every
+// dispatch timed on the GPU: one JSON line per kernel name, largest total first.
+// Usage: bun scripts/bench-forward.ts [--small-only] [--profile]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { Generator, initDevice, narrow, noGrad, tensor, tidy, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { deviceLabel, Generator, initDevice, narrow, noGrad, tensor, tidy, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 
 const device = await initDevice();
 const reps = Number(process.env.BENCH_REPS ?? 3);
 const tokens = 512;
 const models = process.argv.includes('--small-only') ? ['small'] : ['small', 'moe'];
+const profile = process.argv.includes('--profile');
+if (profile && (device.kind !== 'webgpu' || !device.canProfileKernels)) {
+  console.error(`--profile needs a WebGPU device with the 'timestamp-query' feature; ${device.describe()} has none (try NEMOTRON_BACKEND=vulkan)`);
+  process.exit(2);
+}
 
 for (const name of models) {
   const path = join(import.meta.dir, '..', 'bench', `${name}.config.json`);
@@ -39,8 +46,9 @@ for (const name of models) {
     for (let i = 0; i < reps; i++) runs.push(await prefill());
     const { ms, cpuMs } = runs.sort((a, b) => a.ms - b.ms)[Math.floor(runs.length / 2)]!;
     const bench = `bench-${name}`;
-    console.log(JSON.stringify({ bench: 'prefill', model: bench, dtype, tokens, ms: round(ms), cpu_ms: round(cpuMs), tokens_per_s: Math.round((tokens * 1000) / ms), best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms) }));
-    console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, tokens, ms: await breakdown(model, ids) }));
+    console.log(JSON.stringify({ bench: 'prefill', model: bench, dtype, device: deviceLabel(device), tokens, ms: round(ms), cpu_ms: round(cpuMs), tokens_per_s: Math.round((tokens * 1000) / ms), best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms) }));
+    console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, device: deviceLabel(device), tokens, ms: await breakdown(model, ids) }));
+    if (profile) await kernelProfile(bench, dtype, () => prefill());
     ids.dispose();
     model.dispose();
   }
@@ -66,6 +74,14 @@ async function breakdown(model: NemotronHForCausalLM, ids: Tensor): Promise<Reco
   h.dispose();
   logits.dispose();
   return out;
+}
+
+/** One prefill with every dispatch timed on the GPU: a JSON line per kernel name. */
+async function kernelProfile(model: string, dtype: string, run: () => Promise<unknown>): Promise<void> {
+  if (device.kind !== 'webgpu') return;
+  const { kernels } = await device.profileKernels(run);
+  const total = kernels.reduce((a, k) => a + k.gpuMs, 0);
+  for (const k of kernels) console.log(JSON.stringify({ bench: 'prefill_kernel_profile', model, dtype, tokens, kernel: k.kernel, calls: k.calls, gpu_ms: round(k.gpuMs), share: +(k.gpuMs / total).toFixed(3) }));
 }
 
 function round(v: number): number {

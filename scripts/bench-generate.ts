@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { Generator, initDevice, matmulTextureMemoryStats, type FloatDType } from '@nemotron-ts/kernels';
+import { deviceLabel, Generator, initDevice, matmulTextureMemoryStats, type FloatDType } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 
 const device = await initDevice();
@@ -36,7 +36,7 @@ const round = (v: number) => +v.toFixed(2);
 
 for (const dtype of dtypes) {
   const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
-  const common = { model: 'bench-small', dtype };
+  const common = { model: 'bench-small', dtype, device: deviceLabel(device) };
 
   // Prefill: the prompt and the first token.
   const prefillPrompt = prompt(512);
@@ -44,7 +44,7 @@ for (const dtype of dtypes) {
   let best = Infinity;
   device.resetPeak();
   for (let i = 0; i < reps; i++) best = Math.min(best, (await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 })).stats.prefillMs);
-  console.log(JSON.stringify({ bench: 'prefill', ...common, depth: 512, tokens_per_s: Math.round((512 * 1000) / best), ms: round(best), peak_bytes: device.memoryStats().peakLiveBytes, texture_bytes: textureBytes() }));
+  console.log(JSON.stringify({ bench: 'prefill', ...common, depth: 512, tokens_per_s: Math.round((512 * 1000) / best), ms: round(best), peak_bytes: device.memoryStats().peakLiveBytes, texture_bytes: textureBytes(), rss_bytes: process.memoryUsage().rss }));
 
   // Depths interleaved, best of BENCH_REPS runs each: contention on a shared machine hits them alike.
   const prompts = new Map(depths.map((depth) => [depth, prompt(depth)]));
@@ -77,7 +77,7 @@ for (const dtype of dtypes) {
   }
   for (const depth of depths) {
     const { ms, cpuMs } = fastest.get(depth)!;
-    console.log(JSON.stringify({ bench: 'decode', ...common, depth, tokens_per_s: round(1000 / ms), ms_per_token: round(ms), cpu_ms_per_token: round(cpuMs), peak_bytes: peaks.get(depth), texture_bytes: textureBytes() }));
+    console.log(JSON.stringify({ bench: 'decode', ...common, depth, tokens_per_s: round(1000 / ms), ms_per_token: round(ms), cpu_ms_per_token: round(cpuMs), peak_bytes: peaks.get(depth), texture_bytes: textureBytes(), rss_bytes: process.memoryUsage().rss }));
   }
   model.dispose();
 }

@@ -4,7 +4,8 @@
 // Times are wall clock around `device.sync()` after a warm-up run; reported values are medians
 // (per call; fast cases record several calls per sync, see `measure`), with the best sample as
 // `best_*` where the shared machine's speed swings between samples.
-import { Params, add, full, initDevice, linear, matmul, randn, type Tensor } from '@nemotron-ts/kernels';
+import { add, full, initDevice, linear, matmul, randn, type Tensor } from '@nemotron-ts/kernels';
+import { Params } from '@nemotron-ts/kernels/internals';
 
 const quick = process.argv.includes('--quick');
 const note = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);

@@ -3,18 +3,25 @@
 // sequence 512, random token rows. Each step is the
 // trainer's full update (forward with loss, backward, gradient clipping, AdamW, device sync).
 // Prints one JSON line:
-//   {"bench":"train","model":"bench-small","dtype":…,"batch":1,"seq_len":512,"tokens_per_s":…,"ms":…,"device":…}
-// tokens_per_s and ms are the median over BENCH_STEPS (default 3) steps after 2 warm-up steps.
-// Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16]
+//   {"bench":"train","model":"bench-small","dtype":…,"batch":1,"seq_len":512,"gradient_checkpointing":…,
+//    "tokens_per_s":…,"ms":…,"cpu_ms":…,"peak_bytes":…,"device":…,"rss_bytes":…}
+// tokens_per_s and ms are the median over BENCH_STEPS (default 3) steps after BENCH_WARMUP (default 2)
+// warm-up steps; cpu_ms is that step's process CPU time (all threads; steadier than wall time on a
+// shared machine); peak_bytes is the largest per-step high-water mark of live device memory.
+// BENCH_BATCH (default 1) sets the rows per step: activations, which checkpointing trims, grow with it,
+// while weights, gradients and AdamW's moments (4 × 205 MB in f32, the step's floor) do not.
+// Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16] [--gradient-checkpointing]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { Generator, initDevice } from '@nemotron-ts/kernels';
+import { deviceLabel, Generator, initDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 import { BlockSampler, Trainer } from '../src/train';
 
 const SEQ = 512;
-const WARMUP = 2;
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const BATCH = Number(process.env.BENCH_BATCH ?? 1);
+const checkpointing = process.argv.includes('--gradient-checkpointing');
 const STEPS = Number(process.env.BENCH_STEPS ?? 3);
 
 const dtypeArg = process.argv.indexOf('--dtype');
@@ -25,17 +32,37 @@ const device = await initDevice();
 const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
 const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
 const gen = new Generator(1);
-const rows = Array.from({ length: WARMUP + STEPS }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
+const rows = Array.from({ length: (WARMUP + STEPS) * BATCH }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
 const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype });
-const trainer = new Trainer(model, { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ }, { steps: WARMUP + STEPS, batchSize: 1, lr: 1e-4, warmup: 1, outDir: null });
-const timed: { ms: number; tokensPerS: number }[] = [];
+const trainer = new Trainer(model, { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ }, { steps: WARMUP + STEPS, batchSize: BATCH, lr: 1e-4, warmup: 1, outDir: null, gradientCheckpointing: checkpointing });
+const timed: { ms: number; cpuMs: number; tokensPerS: number }[] = [];
+let peakBytes = 0;
 for (let i = 0; i < WARMUP + STEPS; i++) {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const log = await trainer.trainStep();
-  if (i >= WARMUP) timed.push({ ms: performance.now() - t0, tokensPerS: log.tokens_per_s });
+  const cpu = process.cpuUsage(c0);
+  if (i >= WARMUP) timed.push({ ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000, tokensPerS: log.tokens_per_s });
+  peakBytes = Math.max(peakBytes, log.peak_bytes);
 }
 trainer.dispose();
 model.dispose();
 timed.sort((a, b) => a.ms - b.ms);
 const median = timed[Math.floor(timed.length / 2)]!;
-console.log(JSON.stringify({ bench: 'train', model: 'bench-small', dtype, batch: 1, seq_len: SEQ, tokens_per_s: Math.round(median.tokensPerS), ms: Math.round(median.ms), device: device.describe() }));
+console.log(
+  JSON.stringify({
+    bench: 'train',
+    model: 'bench-small',
+    dtype,
+    batch: BATCH,
+    seq_len: SEQ,
+    gradient_checkpointing: checkpointing,
+    tokens_per_s: Math.round(median.tokensPerS),
+    ms: Math.round(median.ms),
+    cpu_ms: Math.round(median.cpuMs),
+    peak_bytes: peakBytes,
+    device: deviceLabel(device),
+    device_detail: device.describe(),
+    rss_bytes: process.memoryUsage().rss,
+  }),
+);

@@ -23,6 +23,8 @@ export {
 export * as kernels from '@nemotron-ts/kernels';
 export * as core from '@nemotron-ts/core';
 export * as hub from '@nemotron-ts/hub';
-export { saveLoraAdapter, loadLoraAdapter, loadLoraAdapterWeights, type SaveLoraAdapterOptions } from './lora-adapter';
-export { applyLora, mergeLora, unmergeLora, removeLora, loraHandle, reseedLoraDropout, type LoraOptions, type LoraHandle } from '@nemotron-ts/core';
+export { saveLoraAdapter, loadLoraAdapter, loadLoraAdapterWeights, type SaveLoraAdapterOptions, type LoadLoraAdapterOptions } from './peft-files';
+export { applyLora, mergeLora, unmergeLora, removeLora, loraHandle, reseedLoraDropout, DEFAULT_LORA_TARGETS, type LoraOptions, type LoraHandle } from '@nemotron-ts/core';
 export * as train from './train';
+export { ParallelModel, type ParallelOptions, type ParallelFromPretrainedOptions, type ParallelMode } from './parallel';
+export * as parallel from '@nemotron-ts/parallel';

@@ -14,6 +14,7 @@
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GenerationConfig, NemotronHConfig } from '@nemotron-ts/core';
+import { writeFolderAtomically } from '@nemotron-ts/hub';
 import { getCpuDevice, noGrad, tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from './pretrained';
 
@@ -169,11 +170,18 @@ export async function ensureTinyModel(dir: string = TINY_MODEL_DIR): Promise<str
   try {
     await writeBigramHead(model);
     model.generationConfig = new GenerationConfig({ doSample: true, temperature: 0.7, topK: 8, maxNewTokens: 96, eosTokenId: specialId('</s>'), padTokenId: specialId('<pad>'), bosTokenId: specialId('<s>') });
-    await model.savePretrained(dir);
+    // Weights and tokenizer appear together (two first runs at once, or one killed midway, never leave a model without its tokenizer).
+    await writeFolderAtomically(dir, async (temp) => {
+      await model.savePretrained(temp);
+      await writeFile(join(temp, 'tokenizer.json'), JSON.stringify(tokenizerJson()));
+      await writeFile(
+        join(temp, 'tokenizer_config.json'),
+        JSON.stringify({ bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>', add_bos_token: true, chat_template: CHAT_TEMPLATE }, null, 2),
+      );
+    });
   } finally {
     model.dispose();
   }
-  await writeTokenizerFiles(dir);
   return dir;
 }
 

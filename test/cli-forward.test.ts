@@ -66,7 +66,8 @@ describe('nemotron forward', () => {
   });
 
   test('NaN logits fail naming the tensor and the first position, and write nothing', async () => {
-    // The dense fixture with token 5's embedding row turned to NaN.
+    // The dense fixture with lm_head's row 0 at ±3e38: finite weights (they load), whose products
+    // overflow to +Inf and -Inf, summing to NaN logits for token 0 at every position.
     const dir = join(scratch, 'nan-model');
     await mkdir(dir, { recursive: true });
     await copyFile(join(FIXTURES_DIR, 'dense_f32', 'config.json'), join(dir, 'config.json'));
@@ -76,7 +77,7 @@ describe('nemotron forward', () => {
     for (const name of reader.names()) {
       const t = await reader.readHost(name);
       const values = Float32Array.from(t.data as Float32Array);
-      if (name.endsWith('embeddings.weight')) values.fill(NaN, 5 * t.shape[1]!, 6 * t.shape[1]!);
+      if (name === 'lm_head.weight') for (let i = 0; i < t.shape[1]!; i++) values[i] = i % 2 ? -3e38 : 3e38;
       tensors[name] = tensor(values, t.shape, { device: cpu });
     }
     await saveSafetensors(join(dir, 'model.safetensors'), tensors);
@@ -85,7 +86,7 @@ describe('nemotron forward', () => {
     const out = join(scratch, 'nan.safetensors');
     const r = nemotron('forward', '--model', dir, '--input', input, '--out', out, '--device', 'cpu');
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/logits holds \d+ NaN or infinite values \(the first at \[1, 1, 0\] of \[2, 3, 256\]\); nothing written/);
+    expect(r.stderr).toMatch(/logits holds \d+ NaN or infinite values \(the first at \[0, 0, 0\] of \[2, 3, 256\]\); nothing written/);
     expect(await Bun.file(out).exists()).toBe(false);
   });
 
@@ -107,10 +108,21 @@ describe('nemotron forward', () => {
       [['--input', await write('cu.json', '{"input_ids": [[1, 2], [3, 4]], "cu_seqlens": [0, 2]}')], 1, /cu\.json: cu_seqlens: describes one packed row, but input_ids has 2 rows/],
       [['--input', await write('ok.json', '{"input_ids": [[1, 2]]}'), '--dtype', 'f16'], 2, /--dtype must be f32 or bf16, got 'f16'/],
       [['--input', join(scratch, 'ok.json'), '--devcie', 'cpu'], 2, /unknown flag --devcie/],
+      [['--input', await write('gap.json', '{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 0, 1]]}')], 1, /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/],
     ];
     for (const [args, code, message] of cases) {
       const r = nemotron('forward', '--model', model, '--out', join(scratch, 'never.safetensors'), '--device', 'cpu', ...args);
       expect({ args, code: r.code, message: message.test(r.stderr) ? 'ok' : r.stderr }).toEqual({ args, code, message: 'ok' });
+    }
+    // A bad --out is found before the model loads, named as given (never a temporary file).
+    const outs: [string, string][] = [
+      [scratch, 'is a folder; give the path of a file to write'],
+      [join(scratch, 'ok.json', 'x.safetensors'), `${join(scratch, 'ok.json')} is not a folder`],
+      [join(scratch, 'nope', 'x.safetensors'), `its folder ${join(scratch, 'nope')} does not exist`],
+    ];
+    for (const [out, why] of outs) {
+      const r = nemotron('forward', '--model', model, '--input', join(scratch, 'ok.json'), '--device', 'cpu', '--out', out);
+      expect({ code: r.code, stderr: r.stderr.trim() }).toEqual({ code: 2, stderr: `nemotron: --out ${out}: ${why}` });
     }
     const noModel = nemotron('forward', '--input', join(scratch, 'ok.json'), '--out', join(scratch, 'x.safetensors'));
     expect(noModel.code).toBe(2);

@@ -70,6 +70,11 @@ describe('nemotron generate', () => {
     const model = join(FIXTURES_DIR, 'dense_f32');
     const ok = join(scratch, 'ok.json');
     await Bun.write(ok, JSON.stringify({ input_ids: [[1, 2, 3]] }));
+    const write = async (name: string, value: unknown) => {
+      const path = join(scratch, name);
+      await Bun.write(path, JSON.stringify(value));
+      return path;
+    };
     const bad = join(scratch, 'bad.json');
     await Bun.write(bad, JSON.stringify({ input_ids: [[1, 999]] }));
     const cases: [string[], number, RegExp][] = [
@@ -84,6 +89,14 @@ describe('nemotron generate', () => {
       [['--model', model, '--prompt', 'hello'], 1, /has no tokenizer.json: give token ids with --input FILE/],
       [['--model', model, '--input', bad], 1, /bad\.json: input_ids\[0\]\[1\] = 999 is outside the vocabulary \[0, 256\)/],
       [['--model', model, '--input', join(scratch, 'missing.json')], 1, /missing\.json: no such file/],
+      // Found while parsing, before the model is even looked for.
+      [['--model', join(scratch, 'nowhere'), '--input', ok, '--seed', '1e20'], 2, /--seed must be an integer in \[0, 4294967295\], got 100000000000000000000/],
+      [['--model', join(scratch, 'nowhere'), '--input', ok, '--max-new-tokens', '1e20'], 2, /--max-new-tokens must be an integer ≥ 1, got 100000000000000000000/],
+      [['--model', model, '--input', ok, '--max-new-tokens', '1e12'], 2, /--max-new-tokens 1000000000000: generate: maxNewTokens 1000000000000 needs a cache of 1000000000003 positions for 1 row\(s\), too large for this device \(a f32 /],
+      [['--model', model, '--prompt', '--hello'], 2, /unknown flag --hello \(if it is the value of --prompt, write --prompt=--hello\)/],
+      [['--model', model, '--input'], 2, /--input needs a value \(write a value that starts with "--" as --input=VALUE\)/],
+      [['--model', model, '--input', await write('right.json', { input_ids: [[1, 2, 3], [4, 5, 6]], attention_mask: [[1, 1, 1], [1, 1, 0]] })], 1, /right\.json: attention_mask\[1\] is right-padded \(position 2 is padding after the last token\)/],
+      [['--model', model, '--input', await write('gap.json', { input_ids: [[1, 2, 3, 4]], attention_mask: [[1, 0, 1, 1]] })], 1, /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/],
     ];
     for (const [args, code, message] of cases) {
       const r = nemotron(['generate', '--device', 'cpu', ...args]);
@@ -92,5 +105,11 @@ describe('nemotron generate', () => {
     const chat = nemotron(['chat', '--model', model, '--device', 'cpu'], 'hi\n');
     expect(chat.code).toBe(1);
     expect(chat.stderr).toContain('chat needs one');
+  });
+
+  test('--prompt=--hello: a prompt that starts with "--" goes after "="', () => {
+    const r = nemotron(['generate', '--model', tiny, '--prompt=--hello', '--max-new-tokens', '2', '--greedy', '--json', '--device', 'cpu']);
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { ids: number[][] }).ids[0]!.length).toBeGreaterThan(0);
   });
 });

@@ -12,6 +12,7 @@ import { loadTokenizer } from '@nemotron-ts/hub';
 import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
 import { expectClose } from '@nemotron-ts/kernels/testing';
 import { applyLora, loadLoraAdapter } from '../src';
+import { checkLoraResume } from '../src/cli/lora-flags';
 import { NemotronHForCausalLM } from '../src/pretrained';
 import { ensureTinyModel } from '../src/tiny-model';
 import { loadTrainingData, Trainer } from '../src/train';
@@ -117,4 +118,10 @@ describe('nemotron train --lora-r', () => {
       expect(r.code).toBe(2);
     }
   }, 120_000);
+
+  test('--resume of a checkpoint whose run targeted a regular expression names it as written', () => {
+    const saved = { r: 4, alpha: 8, dropout: 0, targetModules: String.raw`.*\.(q_proj|v_proj)`, seed: 0 };
+    const flags = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj'], seed: 0 };
+    expect(() => checkLoraResume(flags, saved, 'ckpt')).toThrow(String.raw`--resume: ckpt was trained with --lora-targets .*\.(q_proj|v_proj), this run has q_proj,v_proj`);
+  });
 });

@@ -4,6 +4,7 @@
  * with a message naming the flag or file and a non-zero exit code.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +36,7 @@ describe('nemotron train', () => {
     const steps = lines.filter((l) => 'loss' in l);
     expect(steps.map((l) => l.step)).toEqual([1, 2, 3]);
     for (const l of steps) {
-      expect(Object.keys(l)).toEqual(['step', 'loss', 'lr', 'grad_norm', 'tokens_per_s']);
+      expect(Object.keys(l)).toEqual(['step', 'loss', 'lr', 'grad_norm', 'tokens_per_s', 'peak_bytes']);
       expect(Number.isFinite(l.loss) && l.grad_norm! > 0 && l.tokens_per_s! > 0).toBe(true);
     }
     expect(lines.filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2, 3]);
@@ -64,12 +65,43 @@ describe('nemotron train', () => {
     expect(resumed.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step)).toEqual([4, 4]);
   }, 120_000);
 
+  test('--gradient-checkpointing: the same losses with a lower peak_bytes', () => {
+    // Rows long enough for the activations, not the weights and AdamW's moments, to set the peak.
+    const longData = join(scratch, 'long.jsonl');
+    writeFileSync(longData, Array.from({ length: 16 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat, and the dog lay by the door.` })).join('\n'));
+    const run = (name: string, ...extra: string[]) => {
+      const r = nemotron('train', ...common, '--data', longData, '--seq-len', '160', '--out', join(scratch, name), '--steps', '1', ...extra);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    };
+    const plain = run('plain');
+    const checkpointed = run('checkpointed', '--gradient-checkpointing');
+    checkpointed.forEach((l, i) => {
+      expect(l.loss!).toBeCloseTo(plain[i]!.loss!, 5);
+      expect(l.peak_bytes!, `${l.peak_bytes} vs ${plain[i]!.peak_bytes}`).toBeLessThan(0.9 * plain[i]!.peak_bytes!);
+    });
+  });
+
+  test('chat data with --pack: the loss on assistant tokens of packed conversations', async () => {
+    const chatPath = join(scratch, 'chat.jsonl');
+    const line = (q: string, a: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] });
+    await writeFile(chatPath, [line('Hi?', 'Hello.'), line('Cat?', 'Meow.'), line('Dog?', 'Woof.')].join('\n'));
+    const r = nemotron('train', ...common, '--data', chatPath, '--seq-len', '64', '--pack', '--out', join(scratch, 'chat-run'), '--steps', '1');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('chat (loss on assistant tokens), packed documents');
+    const [step] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    expect(Number.isFinite(step!.loss)).toBe(true);
+  });
+
   test('bad flags and data exit non-zero naming the flag or file', async () => {
     const out = join(scratch, 'bad');
     const flag = nemotron('train', ...common, '--out', out, '--steps', '0');
     expect(flag.code).toBe(2);
     expect(flag.stderr).toContain('--steps must be an integer ≥ 1, got 0');
     expect(nemotron('train', ...common, '--out', out, '--lr', 'fast').stderr).toContain("--lr must be a number, got 'fast'");
+    const seed = nemotron('train', ...common, '--out', out, '--seed', '1e20');
+    expect(seed.code).toBe(2);
+    expect(seed.stderr).toContain('--seed must be an integer in [0, 4294967295], got 100000000000000000000');
     expect(nemotron('train', '--model', modelDir, '--out', out).stderr).toContain('missing --data');
     expect(nemotron('train', ...common, '--out', out, '--resume').stderr).toContain(`--resume: ${out} holds no checkpoint`);
     const badData = join(scratch, 'bad.jsonl');
@@ -77,6 +109,8 @@ describe('nemotron train', () => {
     const data = nemotron('train', '--model', modelDir, '--data', badData, '--out', out, '--device', 'cpu');
     expect(data.code).toBe(1);
     expect(data.stderr).toContain(`${badData}:2: "text" must be a string, got nothing`);
+    // The run failed after locking --out: the lock went with it.
+    expect(await Bun.file(join(out, '.trainer.lock')).exists()).toBe(false);
     const missing = nemotron('train', '--model', modelDir, '--data', join(scratch, 'nope.txt'), '--out', out);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('nope.txt: no such file');

@@ -13,7 +13,7 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { narrow, noGrad, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
-import { testDevices } from '@nemotron-ts/kernels/testing';
+import { deviceLabel, testDevices } from '@nemotron-ts/kernels/testing';
 import { NemotronHForCausalLM, type MtpOutput } from '../src';
 import { expectedArray, expectedInts, expectLoss, expectRel, fixtureNames, mtpScalars, openFixture, relDiff, type FixtureCase } from './support/fixtures';
 
@@ -32,14 +32,14 @@ async function scalar(t: Tensor | null): Promise<number> {
 }
 
 for (const device of devices) {
-  describe(`fixtures on ${device.kind}`, () => {
+  describe(`fixtures on ${deviceLabel(device)}`, () => {
     for (const name of names) {
       test(name, async () => {
         const fixture = await openFixture(name);
         const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
         const { inputs } = fixture;
         const L = model.config.numHiddenLayers;
-        const row: Record<string, unknown> = { case: name, device: device.kind };
+        const row: Record<string, unknown> = { case: name, device: deviceLabel(device) };
         try {
           // Main batch.
           const main = noGrad(() => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels, outputHiddenStates: true }));
@@ -120,7 +120,7 @@ for (const device of devices) {
         const fixture = await openFixture(name);
         const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
         try {
-          const row = { case: name, device: device.kind, mtp: await checkMtp(fixture, model) };
+          const row = { case: name, device: deviceLabel(device), mtp: await checkMtp(fixture, model) };
           report(row);
         } finally {
           model.dispose();

@@ -10,7 +10,7 @@
 import { describe, expect, test } from 'bun:test';
 import { planCheckpointExport } from '@nemotron-ts/core';
 import { backward, noGrad, narrow, reshape, tidy } from '@nemotron-ts/kernels';
-import { testDevices } from '@nemotron-ts/kernels/testing';
+import { deviceLabel, testDevices } from '@nemotron-ts/kernels/testing';
 import { NemotronHForCausalLM, type MtpInputs } from '../src';
 import { expectedArray, fixtureNames, openFixture, type FixtureCase } from './support/fixtures';
 
@@ -124,7 +124,7 @@ function comparePackedNorms(got: Map<string, Float32Array>, want: Record<string,
 }
 
 for (const device of devices) {
-  describe(`fixture gradients on ${device.kind}`, () => {
+  describe(`fixture gradients on ${deviceLabel(device)}`, () => {
     for (const name of names) {
       test(name, async () => {
         const fixture = await openFixture(name);
@@ -133,7 +133,7 @@ for (const device of devices) {
           const manifest = await gradientManifest(fixture);
           const want = manifest.gradients.params;
           const { inputs } = fixture;
-          const row: Record<string, unknown> = { case: name, device: device.kind };
+          const row: Record<string, unknown> = { case: name, device: deviceLabel(device) };
           // The main loss reaches no mtp.* tensor; every other checkpoint tensor has an entry.
           const got = await lossGradients(model, { inputIds: inputs.input_ids, labels: inputs.labels });
           const extra = [...got.keys()].filter((k) => !(k in want) && !k.endsWith('e_score_correction_bias') && !k.startsWith('mtp.'));

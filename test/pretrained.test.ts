@@ -1,15 +1,16 @@
 /**
  * The root entry point: fromPretrained (config through the hub package, lazy weights, dtype
  * choice), savePretrained (HF names, sharding, dtype, keep-f32 tensors, config.json with bare
- * Infinity) and the round trip between them; fromConfig on the subclass.
+ * Infinity) and the round trip between them; one class whichever package it comes from.
  */
-import { afterAll, describe, expect, test } from 'bun:test';
+import { afterAll, describe, expect, spyOn, test } from 'bun:test';
 import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Checkpoint, readConfigJson, writeConfigJson } from '@nemotron-ts/hub';
-import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
+import { Checkpoint, readConfigJson, saveSafetensors, writeConfigJson } from '@nemotron-ts/hub';
+import { getCpuDevice, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose } from '@nemotron-ts/kernels/testing';
+import * as core from '@nemotron-ts/core';
 import { NemotronHConfig, NemotronHForCausalLM } from '../src';
 import { FIXTURES_DIR, openFixture } from './support/fixtures';
 
@@ -25,6 +26,13 @@ async function logitsOf(model: NemotronHForCausalLM, ids: number[][]): Promise<F
 }
 
 describe('fromPretrained', () => {
+  test("core's NemotronHForCausalLM is the root's: one class, one set of methods", async () => {
+    expect(core.NemotronHForCausalLM).toBe(NemotronHForCausalLM);
+    const model = await core.NemotronHForCausalLM.fromPretrained(join(FIXTURES_DIR, 'dense_f32'), { device: cpu });
+    expect(typeof model.savePretrained).toBe('function');
+    model.dispose();
+  });
+
   test('dtype auto follows torch_dtype; keep-f32 tensors stay f32; MTP weights load', async () => {
     const bf16 = await NemotronHForCausalLM.fromPretrained(join(FIXTURES_DIR, 'hybrid_bf16'), { device: cpu });
     expect(bf16).toBeInstanceOf(NemotronHForCausalLM);
@@ -102,7 +110,7 @@ describe('savePretrained', () => {
     reloaded.dispose();
   });
 
-  test('fromConfig builds the subclass; a finite dt limit is written with a bare Infinity and read back', async () => {
+  test('fromConfig builds the model; a finite dt limit is written with a bare Infinity and read back', async () => {
     const config = NemotronHConfig.create({
       pattern: 'M*',
       vocabSize: 61,
@@ -128,5 +136,112 @@ describe('savePretrained', () => {
     expectClose(await logitsOf(reloaded, [[1, 2, 3, 4, 5]]), await logitsOf(model, [[1, 2, 3, 4, 5]]), { rtol: 0, what: 'tiny logits' });
     model.dispose();
     reloaded.dispose();
+  });
+});
+
+describe('loading what others save', () => {
+  const ROOT = join(import.meta.dir, '..');
+  const nemotron = (...args: string[]) => {
+    const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+    return { code: r.exitCode, stderr: r.stderr.toString() };
+  };
+
+  /** A copy of fixture `name` whose weights went through `edit` (keys → host f32 values). */
+  async function editedCopy(name: string, folder: string, edit: (tensors: Map<string, Tensor>) => void): Promise<string> {
+    await mkdir(folder, { recursive: true });
+    await copyFile(join(FIXTURES_DIR, name, 'config.json'), join(folder, 'config.json'));
+    const checkpoint = await Checkpoint.open(join(FIXTURES_DIR, name));
+    const tensors = new Map<string, Tensor>();
+    for (const key of checkpoint.names()) tensors.set(key, await checkpoint.load(key, { device: cpu }));
+    edit(tensors);
+    await saveSafetensors(join(folder, 'model.safetensors'), tensors);
+    for (const t of tensors.values()) t.dispose();
+    return folder;
+  }
+
+  test('MTP layers in config.json but no mtp.* tensors (an HF re-save): MTP off, one warning line', async () => {
+    const folder = await editedCopy('mtp_d2', join(scratch, 'mtp-dropped'), (t) => {
+      for (const key of [...t.keys()]) if (key.startsWith('mtp.')) t.delete(key);
+    });
+    const fixture = await openFixture('mtp_d2');
+    const warn = spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const model = await NemotronHForCausalLM.fromPretrained(folder, { device: cpu });
+      expect(model.mtp).toBeNull();
+      expect(model.config.numNextnPredictLayers).toBe(0);
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0]![0])).toMatch(/config\.json has num_nextn_predict_layers = 2 but .*mtp-dropped holds no mtp\.\* tensors .*loading without MTP/);
+      const full = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device: cpu });
+      expectClose(await logitsOf(model, fixture.inputs.input_ids), await logitsOf(full, fixture.inputs.input_ids), { rtol: 0, what: 'logits without the MTP head' });
+      model.dispose();
+      full.dispose();
+    } finally {
+      warn.mockRestore();
+    }
+    // The CLI loads it too, with exactly one warning line.
+    const input = join(scratch, 'mtp-dropped.json');
+    await Bun.write(input, JSON.stringify({ input_ids: [[1, 2, 3]] }));
+    const r = nemotron('forward', '--model', folder, '--input', input, '--out', join(scratch, 'mtp-dropped.safetensors'), '--device', 'cpu');
+    expect(r.code).toBe(0);
+    expect(r.stderr.split('\n').filter((line) => line.includes('mtp'))).toHaveLength(1);
+  });
+
+  test('config overrides: a config.json field, or a whole NemotronHConfig', async () => {
+    const dir = join(FIXTURES_DIR, 'mtp_d2');
+    const warn = spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const noMtp = await NemotronHForCausalLM.fromPretrained(dir, { device: cpu, config: { num_nextn_predict_layers: 0 } });
+      expect(noMtp.mtp).toBeNull();
+      expect(noMtp.loadReport!.ignored.length).toBeGreaterThan(0);
+      noMtp.dispose();
+      const config = NemotronHConfig.fromJSON({ ...(await readConfigJson(join(dir, 'config.json'))), num_nextn_predict_layers: 1 });
+      const oneDepth = await NemotronHForCausalLM.fromPretrained(dir, { device: cpu, config, strict: false });
+      expect(oneDepth.config).toBe(config);
+      expect(oneDepth.mtp!.numDepths).toBe(1);
+      oneDepth.dispose();
+      await expect(NemotronHForCausalLM.fromPretrained(dir, { device: cpu, config: { hidden_size: -1 } })).rejects.toThrow(/config\.json with overrides \{"hidden_size":-1\}: hidden_size/);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  test('strict off: missing tensors are initialised and unexpected ones ignored, one warning line each; wrong shapes still fail', async () => {
+    const folder = await editedCopy('dense_f32', join(scratch, 'loose'), (t) => {
+      t.get('backbone.layers.0.norm.weight')!.dispose();
+      t.delete('backbone.layers.0.norm.weight');
+      t.set('backbone.layers.0.mixer.extra.weight', tensor(new Float32Array(3), [3], { device: cpu }));
+    });
+    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu })).rejects.toThrow(/missing 1 \(backbone\.layers\.0\.norm\.weight\); unexpected 1 \(backbone\.layers\.0\.mixer\.extra\.weight\)/);
+    const warn = spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const model = await NemotronHForCausalLM.fromPretrained(folder, { device: cpu, strict: false });
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
+        expect.stringMatching(/lacks 1 tensor\(s\) the model needs \(backbone\.layers\.0\.norm\.weight\); .* freshly initialised/),
+        expect.stringMatching(/has 1 tensor\(s\) the model does not use \(backbone\.layers\.0\.mixer\.extra\.weight\); .* ignored/),
+      ]);
+      // An RMSNorm weight starts at 1; the loaded neighbours keep the checkpoint's values.
+      expect(Array.from(await model.getTensor('model.layers.0.norm.weight').toFloat32()).every((v) => v === 1)).toBe(true);
+      const reference = await Checkpoint.open(join(FIXTURES_DIR, 'dense_f32'));
+      const norm1 = await (await reference.load('backbone.layers.1.norm.weight', { device: cpu })).toFloat32();
+      expect(await model.getTensor('model.layers.1.norm.weight').toFloat32()).toEqual(norm1);
+      model.dispose();
+    } finally {
+      warn.mockRestore();
+    }
+    const config = await readConfigJson(join(folder, 'config.json'));
+    await writeConfigJson(join(folder, 'config.json'), { ...config, intermediate_size: 130 });
+    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu, strict: false })).rejects.toThrow(/mis-shaped 4 \(backbone\.layers\.3\.mixer\.up_proj\.weight/);
+    await writeConfigJson(join(folder, 'config.json'), config);
+
+    // The CLI: an error naming the tensors, or with --no-strict the warnings and a result.
+    const input = join(scratch, 'loose.json');
+    await Bun.write(input, JSON.stringify({ input_ids: [[1, 2, 3]] }));
+    const out = join(scratch, 'loose.safetensors');
+    const strict = nemotron('forward', '--model', folder, '--input', input, '--out', out, '--device', 'cpu');
+    expect(strict.code).toBe(1);
+    expect(strict.stderr).toContain('missing 1 (backbone.layers.0.norm.weight)');
+    const loose = nemotron('forward', '--model', folder, '--input', input, '--out', out, '--device', 'cpu', '--no-strict');
+    expect(loose.code).toBe(0);
+    expect(loose.stderr).toContain('freshly initialised');
   });
 });

@@ -76,4 +76,17 @@ describe('Trainer with LoRA adapters', () => {
     expect(resumed.losses).toEqual(whole.losses.slice(2));
     await expect(run(device, { outDir: null }, { ...LORA, r: 2 }, join(out, 'checkpoint-2'))).rejects.toThrow(/checkpoint-2: the checkpoint was trained with lora \{"r":4,.*this run has \{"r":2,/);
   }, 120_000);
+
+  test('a regular-expression targetModules is kept as one string in the checkpoint; resuming needs the same one', async () => {
+    const device = devices[devices.length - 1]!;
+    const out = join(scratch, `regex-${device.kind}`);
+    const regex: LoraOptions = { ...LORA, dropout: 0, targetModules: String.raw`.*\.(in_proj|q_proj|up_proj)` };
+    const whole = await run(device, { steps: 3, outDir: out, saveEvery: 2 }, regex);
+    const state = await Bun.file(join(out, 'checkpoint-2', 'trainer_state.json')).json();
+    expect(state.settings.lora.targetModules).toBe(regex.targetModules);
+    const resumed = await run(device, { steps: 3, outDir: join(out, 'again') }, regex, join(out, 'checkpoint-2'));
+    expect(resumed.losses).toEqual(whole.losses.slice(2));
+    const names = { ...regex, targetModules: ['in_proj', 'q_proj', 'up_proj'] };
+    await expect(run(device, { steps: 3, outDir: null }, names, join(out, 'checkpoint-2'))).rejects.toThrow(/checkpoint-2: the checkpoint was trained with lora .*"targetModules":".*in_proj\|q_proj\|up_proj\)".*this run has .*"targetModules":\["in_proj"/);
+  }, 120_000);
 });

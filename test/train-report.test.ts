@@ -15,7 +15,7 @@ const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-train-report-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
 
-const stepLog = (step: number, loss: number) => ({ step, loss, lr: 1e-3 * step, grad_norm: 0.5 + step / 10, tokens_per_s: 100 + step });
+const stepLog = (step: number, loss: number) => ({ step, loss, lr: 1e-3 * step, grad_norm: 0.5 + step / 10, tokens_per_s: 100 + step, peak_bytes: 1000 });
 
 /** A stand-in for process.stderr that records what is written. */
 function sink(isTTY: boolean): { stream: NodeJS.WriteStream; text: () => string } {

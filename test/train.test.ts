@@ -105,6 +105,28 @@ describe('Trainer', () => {
     }
   }, 60_000);
 
+  test('a resumed run applies its own lr and weight decay from the resumed step and logs the applied lr', async () => {
+    const device = devices[0]!;
+    const out = join(scratch, 'changed-hyperparameters');
+    await run(device, { outDir: out, saveEvery: 2, weightDecay: 0.01 });
+    const checkpoint = join(out, 'checkpoint-2');
+    const model = await NemotronHForCausalLM.fromPretrained(checkpoint, { device, dtype: 'f32' });
+    const trainer = new Trainer(model, await data(), { steps: 4, batchSize: 2, lr: 1e-3, warmup: 1, weightDecay: 0.1, outDir: null });
+    try {
+      expect(await trainer.resumeFrom(checkpoint)).toEqual([
+        { name: 'lr', checkpoint: 3e-3, applied: 1e-3 },
+        { name: 'weightDecay', checkpoint: 0.01, applied: 0.1 },
+      ]);
+      expect(trainer.optimizer.groups.map((g) => g.lr)).toEqual([1e-3, 1e-3]);
+      expect(trainer.optimizer.groups.map((g) => g.weightDecay)).toEqual([0.1, 0]);
+      const logs = await trainer.train();
+      expect(logs.map((l) => l.lr)).toEqual([2, 3].map((step) => 1e-3 * trainer.schedule(step)));
+    } finally {
+      trainer.dispose();
+      model.dispose();
+    }
+  }, 120_000);
+
   test('a non-finite loss stops with an error naming the step', async () => {
     const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device: devices[0]!, dtype: 'f32' });
     const trainer = new Trainer(model, await data(), { steps: 3, batchSize: 1, lr: 1e-3, outDir: null });

@@ -1,5 +1,5 @@
-/** The device flags every command shares: --device webgpu|cpu|auto, --backend, --adapter. */
-import { initDevice, type Device, type DeviceOptions, type BackendName } from '@nemotron-ts/kernels';
+/** The device flags every command shares: --device webgpu|native|cpu|auto, --backend, --adapter. */
+import { DEVICE_CHOICES, initDevice, type Device, type DeviceChoice, type DeviceOptions, type BackendName } from '@nemotron-ts/kernels';
 import { stringFlag, UsageError, type ParsedArgs } from './args';
 
 export const DEVICE_FLAGS = ['device', 'backend', 'adapter'] as const;
@@ -8,8 +8,8 @@ export async function openDeviceFromFlags(args: ParsedArgs): Promise<Device> {
   const options: DeviceOptions = {};
   const kind = stringFlag(args, 'device');
   if (kind !== undefined) {
-    if (kind !== 'webgpu' && kind !== 'cpu' && kind !== 'auto') throw new UsageError(`--device must be webgpu, cpu or auto, got '${kind}'`);
-    options.kind = kind;
+    if (!(DEVICE_CHOICES as readonly string[]).includes(kind)) throw new UsageError(`--device must be ${DEVICE_CHOICES.join(', ')}, got '${kind}'`);
+    options.kind = kind as DeviceChoice;
   }
   const backend = stringFlag(args, 'backend');
   if (backend !== undefined) {

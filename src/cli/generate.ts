@@ -3,12 +3,14 @@
  *
  * generate --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
  *          [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R]
- *          [--seed S] [--ignore-eos] [--dtype f32|bf16] [--json]
+ *          [--seed S] [--ignore-eos] [--dtype f32|bf16] [--lora DIR|REPO_ID] [--no-strict] [--json]
  *   Streams the decoded text to stdout as it is generated (one row; a batch prints each row's text
  *   at the end), then the prompt and generation speed to stderr. `--chat` wraps the prompt in the
  *   tokenizer's chat template. `--input FILE` is JSON `{"input_ids": [[...]], "attention_mask"?:
  *   [[...]]}`; rows of different lengths are left-padded with the pad id. `--json` prints one
  *   object instead: `{"ids": [[new ids per row]], "prompt_tokens_per_s", "decode_tokens_per_s"}`.
+ *   `--lora` applies a PEFT LoRA adapter (folder or Hub id) unmerged, in both commands; `--no-strict`
+ *   loads a checkpoint with missing or unexpected tensors (warnings; see fromPretrained's `strict`).
  *
  * chat --model DIR|REPO_ID [sampling flags]
  *   A conversation over stdin: each line is a user turn; the whole history goes through the chat
@@ -16,28 +18,25 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NemotronHConfig, checkAttentionMask, checkTokenIds, type GenerateOptions, type GenerateResult, type Rows } from '@nemotron-ts/core';
+import { NemotronHConfig, checkAttentionMask, checkPaddingLayout, checkTokenIds, type GenerateOptions, type GenerateResult, type Rows } from '@nemotron-ts/core';
 import { loadTokenizer, parseHfJson, readConfigJson, resolveCheckpoint, type ChatMessage, type HfTokenizer } from '@nemotron-ts/hub';
-import type { Device } from '@nemotron-ts/kernels';
+import { OutOfMemoryError, type Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
-import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { integerFlag, MAX_SEED, numberFlag, RefusedError, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { applyLoraAdapterFlag, LORA_ADAPTER_FLAG } from './lora-flags';
 
-const SAMPLING_FLAGS = ['max-new-tokens', 'greedy', 'temperature', 'top-p', 'top-k', 'min-p', 'repetition-penalty', 'seed', 'ignore-eos', 'dtype'] as const;
+const SAMPLING_FLAGS = ['max-new-tokens', 'greedy', 'temperature', 'top-p', 'top-k', 'min-p', 'repetition-penalty', 'seed', 'ignore-eos', 'dtype', LORA_ADAPTER_FLAG, 'no-strict'] as const;
 export const GENERATE_FLAGS = ['model', 'prompt', 'input', 'chat', 'json', ...SAMPLING_FLAGS] as const;
-export const GENERATE_BOOLEAN_FLAGS = ['chat', 'json', 'greedy', 'ignore-eos'] as const;
+export const GENERATE_BOOLEAN_FLAGS = ['chat', 'json', 'greedy', 'ignore-eos', 'no-strict'] as const;
 export const CHAT_FLAGS = ['model', ...SAMPLING_FLAGS] as const;
 
 /** The decoding options the flags ask for (unset ones come from the generation config). */
 function decodingOptions(args: ParsedArgs): Partial<GenerateOptions> {
   const options: Partial<GenerateOptions> = {};
-  const integer = (name: string, min: number): number | undefined => {
-    const v = numberFlag(args, name);
-    if (v !== undefined && (!Number.isInteger(v) || v < min)) throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${v}`);
-    return v;
-  };
+  const integer = (name: string, min: number, max?: number): number | undefined => integerFlag(args, name, min, undefined, max);
   const maxNew = integer('max-new-tokens', 1);
   if (maxNew !== undefined) options.maxNewTokens = maxNew;
-  const seed = integer('seed', 0);
+  const seed = integer('seed', 0, MAX_SEED);
   if (seed !== undefined) options.seed = seed;
   const sampling = { temperature: numberFlag(args, 'temperature'), topP: numberFlag(args, 'top-p'), topK: integer('top-k', 0), minP: numberFlag(args, 'min-p') };
   const sets = Object.entries(sampling).filter(([, v]) => v !== undefined);
@@ -100,6 +99,7 @@ async function readPromptFile(path: string, vocabSize: number, padId: number): P
   if (mask.length !== ids.length || mask[0]!.length !== ids[0]!.length) {
     throw new Error(`${field('attention_mask')}: shape [${mask.length}, ${mask[0]!.length}] does not match input_ids [${ids.length}, ${ids[0]!.length}]`);
   }
+  checkPaddingLayout(mask, field('attention_mask'), 'left');
   return { ids, mask };
 }
 
@@ -139,17 +139,22 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
   }
 
   const device = await openDevice();
-  // Frozen weights: the decode kernels keep packed copies of them.
-  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, dtype })).requiresGrad_(false);
+  const model = await loadModel(args, folder, device, dtype);
   try {
     const stream = !json && ids.length === 1 && tokenizer !== null;
-    const result = await model.generate({
-      ...options,
-      inputIds: ids,
-      attentionMask: mask ?? undefined,
-      tokenizer: tokenizer ?? undefined,
-      onToken: stream ? (e) => process.stdout.write(e.text![0]!) : undefined,
-    });
+    const result = await model
+      .generate({
+        ...options,
+        inputIds: ids,
+        attentionMask: mask ?? undefined,
+        tokenizer: tokenizer ?? undefined,
+        onToken: stream ? (e) => process.stdout.write(e.text![0]!) : undefined,
+      })
+      .catch((e: unknown) => {
+        // The cache is sized by --max-new-tokens (or the generation config's max_new_tokens).
+        if (e instanceof OutOfMemoryError) throw new RefusedError(`${options.maxNewTokens !== undefined ? `--max-new-tokens ${options.maxNewTokens}` : `max_new_tokens of ${folder}'s generation config`}: ${e.message}`);
+        throw e;
+      });
     if (json) {
       const s = result.stats;
       console.log(JSON.stringify({ ids: generatedIds(result), prompt_tokens_per_s: round(s.promptTokensPerS), decode_tokens_per_s: round(s.decodeTokensPerS) }));
@@ -161,6 +166,18 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
   } finally {
     model.dispose();
   }
+}
+
+/** The checkpoint with the `--lora` adapter (unmerged) when given, every weight frozen: the decode kernels keep packed copies of frozen weights. */
+async function loadModel(args: ParsedArgs, folder: string, device: Device, dtype: 'f32' | 'bf16' | 'auto'): Promise<NemotronHForCausalLM> {
+  const model = await NemotronHForCausalLM.fromPretrained(folder, { device, dtype, strict: !args.flags.has('no-strict') });
+  try {
+    await applyLoraAdapterFlag(args, model);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model.requiresGrad_(false);
 }
 
 function round(v: number): number {
@@ -176,7 +193,7 @@ export async function runChat(args: ParsedArgs, openDevice: () => Promise<Device
   if (!tokenizer) throw new Error(`${folder} has no tokenizer.json: chat needs one`);
   if (!tokenizer.chatTemplates) throw new Error(`${folder} has no chat template (tokenizer_config.json chat_template or chat_template.jinja)`);
   const device = await openDevice();
-  const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, dtype })).requiresGrad_(false);
+  const model = await loadModel(args, folder, device, dtype);
   const history: ChatMessage[] = [];
   const interactive = process.stdin.isTTY === true;
   try {

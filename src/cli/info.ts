@@ -1,8 +1,15 @@
-/** `nemotron info`: the adapter, backend, feature level, key limits and whether it is a software adapter. */
+/**
+ * `nemotron info`: the adapter, backend, feature level, key limits, whether it is a software adapter,
+ * and why each adapter tried before it was not used.
+ */
 import type { Device } from '@nemotron-ts/kernels';
 
 export function deviceReport(device: Device): Record<string, unknown> {
-  if (device.kind === 'cpu') return { device: 'cpu', description: device.describe() };
+  if (device.kind === 'cpu') {
+    return device.native
+      ? { device: device.name, backend: device.native.describe(), description: device.describe(), library: device.native.path }
+      : { device: device.name, backend: 'typescript reference', description: device.describe() };
+  }
   const info = device.handles.adapter.info;
   return {
     device: 'webgpu',
@@ -14,6 +21,7 @@ export function deviceReport(device: Device): Record<string, unknown> {
     software: device.isSoftware,
     features: [...device.gpu.features].sort(),
     limits: device.limits,
+    skipped: device.handles.skipped,
   };
 }
 
@@ -27,6 +35,9 @@ export function printInfo(device: Device, json: boolean): void {
     if (k === 'limits' && v && typeof v === 'object') {
       console.log('limits:');
       for (const [lk, lv] of Object.entries(v)) console.log(`  ${lk}: ${lv}`);
+    } else if (k === 'skipped' && Array.isArray(v)) {
+      console.log(`skipped: ${v.length === 0 ? '(none)' : ''}`);
+      for (const reason of v) console.log(`  ${reason}`);
     } else console.log(`${k}: ${Array.isArray(v) ? v.join(', ') || '(none)' : v}`);
   }
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bun
 /** The `nemotron` command line: one file per command under src/cli/. */
-import { parseArgs, checkFlags, UsageError } from './args';
+import { parseArgs, checkFlags, RefusedError, UsageError } from './args';
 import { DEVICE_FLAGS, openDeviceFromFlags } from './device-flags';
 import { printInfo } from './info';
 import { runDemo } from './demo';
-import { FORWARD_FLAGS, runForward } from './forward';
+import { FORWARD_BOOLEAN_FLAGS, FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
 import { runPlot } from './plot';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
+import { PARALLEL_FLAGS, readParallelFlags } from './parallel-flags';
+import { runParallelForward, runParallelGenerate } from './parallel';
 
 const USAGE = `usage: nemotron <command> [flags]
 
@@ -17,30 +19,55 @@ commands:
             docs by bun run make-tiny), streamed, with prompt and generation tokens/s
   generate  --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
             [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R] [--seed S]
-            [--ignore-eos] [--dtype f32|bf16] [--json]: streams the generated text (tokens/s on stderr);
-            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (ragged rows are left-padded);
+            [--ignore-eos] [--dtype f32|bf16] [--lora DIR|REPO_ID] [--no-strict] [--json]: streams the
+            generated text (tokens/s on stderr);
+            FILE is {"input_ids": [[...]], "attention_mask"?: [[...]]} (left padding only; ragged rows are left-padded);
             --json prints {"ids": [[...]], "prompt_tokens_per_s": …, "decode_tokens_per_s": …}
-  chat      --model DIR|REPO_ID [sampling flags]: a conversation over stdin through the chat template
-  forward   --model DIR --input FILE --out FILE [--dtype f32|bf16]: logits (and loss) of the inputs in
-            FILE ({"input_ids": [[...]], "labels"?, "attention_mask"?, "cu_seqlens"?}) as safetensors
+  chat      --model DIR|REPO_ID [sampling flags] [--lora DIR|REPO_ID]: a conversation over stdin through
+            the chat template
+  forward   --model DIR --input FILE --out FILE [--dtype f32|bf16] [--lora DIR|REPO_ID] [--grads]
+            [--no-strict]: logits (and loss) of the inputs in FILE ({"input_ids": [[...]], "labels"?,
+            "attention_mask"?, "cu_seqlens"?, "mtp"?: {"input_ids", "labels" (pre-shifted)}}) as
+            safetensors; --grads also writes grad/<checkpoint name> (f32) of the loss for every
+            checkpoint tensor, and mtp/loss + mtp/grad/<name> of the MTP total loss when FILE has
+            an "mtp" block (weights f32 unless --dtype)
   train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
             [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
-            [--eval-data FILE] [--save-every N] [--resume] [--seed S] [--dtype f32|bf16]: full fine-tuning
-            on FILE (.txt: one document; .jsonl: {"text": …} per line) with AdamW, warmup + cosine LR,
-            clipping and the MTP loss when the model has MTP; one JSON object per step on stdout
-            ({"step","loss","lr","grad_norm","tokens_per_s"}); checkpoints in DIR/checkpoint-<step>/
+            [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16] [--pack]
+            [--gradient-checkpointing]: full fine-tuning on FILE (.txt: one document; .jsonl:
+            {"text": …} per line, or chat {"messages": [...]} per line, rendered with the chat template
+            and the loss on assistant tokens only) with AdamW, warmup + cosine LR, clipping and the MTP
+            loss when the model has MTP; --pack packs whole documents into rows with cu_seqlens (no
+            attention or Mamba state crosses a document); --gradient-checkpointing recomputes each
+            block in backward (less memory); one JSON object per step on stdout
+            ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}); checkpoints in DIR/checkpoint-<step>/
             (--dtype: the weights' dtype, default f32; bf16 trains through f32 master copies);
-            --resume continues from the newest one exactly.
+            --resume continues from the newest one exactly (same --seq-len, --batch-size, --grad-accum,
+            --seed, --dtype, training rows; a changed --steps, --lr, --min-lr, --warmup, --weight-decay or --grad-clip
+            applies from the resumed step on); --save-total-limit N keeps the newest N checkpoints.
+            One trainer at a time per DIR (a lock file; a second one exits 2).
             LoRA: --lora-r R trains only rank-R adapters (base frozen); [--lora-alpha A] (default 2·R)
-            [--lora-dropout P] (default 0) [--lora-targets in_proj,out_proj,q_proj,k_proj,v_proj,o_proj,
-            up_proj,down_proj] (the default; the MoE's stacked experts are skipped); checkpoints then
+            [--lora-dropout P] (default 0) [--lora-targets in_proj,q_proj,k_proj,v_proj,o_proj,up_proj,
+            down_proj] (the default, what PEFT accepts on nemotron_h: out_proj works but PEFT refuses
+            it; the MoE's stacked experts are skipped, as in PEFT); checkpoints then
             hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
             needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
             Progress: a bar on stderr when it is a terminal (plain lines otherwise); DIR/log.jsonl keeps
             every update, DIR/report.html and DIR/loss.svg are redrawn at each evaluation and checkpoint
   plot      DIR: redraws DIR/report.html and DIR/loss.svg from DIR/log.jsonl (a train --out folder)
 
-device flags (every command): --device webgpu|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME`;
+model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
+  --adapter, which picks the GPU); --no-strict  missing or unexpected checkpoint tensors are warnings
+  (missing ones freshly initialised), not errors
+device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
+
+parallel flags (forward, generate): --pipeline-stages N | --expert-parallel N | --data-parallel N
+            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,
+            vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
+            over Bun Workers, one device each; forward writes the same --out file; generate is greedy
+
+Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the
+second form, e.g. --prompt=--hello.`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -63,8 +90,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'generate': {
       const args = parseArgs(rest, GENERATE_BOOLEAN_FLAGS);
-      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS]);
-      await runGenerate(args, () => openDeviceFromFlags(args));
+      checkFlags(args, [...DEVICE_FLAGS, ...GENERATE_FLAGS, ...PARALLEL_FLAGS]);
+      const parallel = readParallelFlags(args);
+      if (parallel) await runParallelGenerate(args, parallel, () => openDeviceFromFlags(args));
+      else await runGenerate(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'chat': {
@@ -74,9 +103,11 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'forward': {
-      const args = parseArgs(rest);
-      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS]);
-      await runForward(args, () => openDeviceFromFlags(args));
+      const args = parseArgs(rest, FORWARD_BOOLEAN_FLAGS);
+      checkFlags(args, [...DEVICE_FLAGS, ...FORWARD_FLAGS, ...PARALLEL_FLAGS]);
+      const parallel = readParallelFlags(args);
+      if (parallel) await runParallelForward(args, parallel, () => openDeviceFromFlags(args));
+      else await runForward(args, () => openDeviceFromFlags(args));
       return 0;
     }
     case 'train': {
@@ -101,6 +132,9 @@ try {
 } catch (e) {
   if (e instanceof UsageError) {
     console.error(`nemotron: ${e.message}\n\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (e instanceof RefusedError) {
+    console.error(`nemotron: ${e.message}`);
     process.exitCode = 2;
   } else {
     console.error(`nemotron: ${e instanceof Error ? e.message : String(e)}`);

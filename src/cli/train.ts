@@ -1,10 +1,14 @@
 /**
- * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train),
+ * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train) on
+ * text or chat data (a .jsonl of {"messages"}: the loss on the assistant's tokens), `--pack` packing
+ * whole documents into rows with cu_seqlens,
  * or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
  * the merged model to OUT/merged/).
- * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s"}, and
+ * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}, and
  * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
- * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly.
+ * OUT/checkpoint-<step>/; `--resume` continues from the newest one exactly. The run holds a lock
+ * on OUT throughout (a second trainer on it exits 2), and `--save-total-limit N` keeps the newest N
+ * checkpoints.
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,17 +18,20 @@ import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
-import { loadTrainingData } from '../train/training-data';
+import { dataFingerprint, loadTrainingData } from '../train/training-data';
 import { TrainingProgress } from '../train/progress';
 import { RunReporter } from '../train/report';
-import { numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
-import { checkLoraResume, LORA_FLAGS, readLoraFlags } from './lora-flags';
+import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
+import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from './lora-flags';
+import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
+import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
-  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
+  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'save-total-limit', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
+  'gradient-checkpointing', 'pack',
 ] as const;
-export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge'] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack'] as const;
 
 interface TrainFlags {
   steps: number;
@@ -38,16 +45,13 @@ interface TrainFlags {
   gradAccum: number;
   evalEvery: number;
   saveEvery: number;
+  saveTotalLimit: number;
   seed: number;
   dtype: 'f32' | 'bf16';
 }
 
 function readFlags(args: ParsedArgs): TrainFlags {
-  const integer = (name: string, fallback: number, min: number): number => {
-    const v = numberFlag(args, name, fallback)!;
-    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${v}`);
-    return v;
-  };
+  const integer = (name: string, fallback: number, min: number, max?: number): number => integerFlag(args, name, min, fallback, max)!;
   const real = (name: string, fallback: number, ok: (v: number) => boolean, what: string): number => {
     const v = numberFlag(args, name, fallback)!;
     if (!ok(v)) throw new UsageError(`--${name} must be ${what}, got ${v}`);
@@ -67,7 +71,8 @@ function readFlags(args: ParsedArgs): TrainFlags {
     gradAccum: integer('grad-accum', 1, 1),
     evalEvery: integer('eval-every', 0, 0),
     saveEvery: integer('save-every', 0, 0),
-    seed: integer('seed', 0, 0),
+    saveTotalLimit: integer('save-total-limit', 0, 0),
+    seed: integer('seed', 0, 0, MAX_SEED),
     dtype: 'f32',
   };
   if (flags.warmup > steps) throw new UsageError(`--warmup (${flags.warmup}) must not exceed --steps (${steps})`);
@@ -89,8 +94,34 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
   const lora = readLoraFlags(args, flags.seed);
   const merge = args.flags.has('merge');
+  const pack = args.flags.has('pack');
+  const gradientCheckpointing = args.flags.has('gradient-checkpointing');
   if (merge && !lora) throw new UsageError('--merge needs --lora-r R: it merges the trained LoRA adapters into the model');
 
+  // Before anything slow: a bad --out fails now, and a second trainer on it exits at once.
+  const lock = await prepareOutDir(outDir);
+  try {
+    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing }, openDevice);
+  } finally {
+    lock.release();
+  }
+}
+
+interface TrainRequest {
+  modelPath: string;
+  dataPath: string;
+  outDir: string;
+  evalDataPath: string | undefined;
+  resume: boolean;
+  flags: TrainFlags;
+  lora: LoraFlagOptions | null;
+  merge: boolean;
+  /** Pack whole documents into rows (`--pack`). */
+  pack: boolean;
+  gradientCheckpointing: boolean;
+}
+
+async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
   const folder = await resolveCheckpoint(modelPath);
   const configPath = join(folder, 'config.json');
   const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
@@ -98,19 +129,22 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const tokenizer = await loadTokenizer(folder);
 
   const existing = await latestCheckpoint(outDir);
+  const savedSettings = resume && existing ? (await readTrainerState(existing)).settings : null;
   if (resume && !existing) throw new UsageError(`--resume: ${outDir} holds no checkpoint-<step>/ with a trainer_state.json`);
   if (!resume && existing) throw new UsageError(`--out ${outDir} already holds ${existing}: pass --resume to continue it, or choose another --out`);
   if (resume && existing) {
     const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then((s) => s.isFile(), () => false);
     if (loraCheckpoint && !lora) throw new UsageError(`--resume: ${existing} holds a LoRA adapter; pass the run's --lora-r (and its other --lora-* flags)`);
     if (!loraCheckpoint && lora) throw new UsageError(`--resume: ${existing} is a full fine-tuning checkpoint; drop --lora-r`);
-    const saved = (await readTrainerState(existing)).settings.lora;
-    if (lora && saved) checkLoraResume(lora, saved, existing);
+    checkResumeSettings(flags, savedSettings!, existing);
+    if (lora && savedSettings!.lora) checkLoraResume(lora, savedSettings!.lora, existing);
   }
 
   // The data is read and checked before the weights are loaded.
-  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize });
-  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}`);
+  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
+  const what = `${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`;
+  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${what}`);
+  if (savedSettings && existing) checkResumeData(dataFingerprint(data), savedSettings, existing);
 
   const device = await openDevice();
   // --dtype bf16: bf16 weights for compute, trained through f32 masters (see src/train/trainer.ts).
@@ -136,9 +170,10 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
     ...flags,
     outDir,
     tokenizerFrom: folder,
+    gradientCheckpointing,
     baseModelNameOrPath: modelPath,
     onStep: (log) => {
-      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4) }));
+      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4), peak_bytes: log.peak_bytes }));
       progress.step(log);
       reporter.step(log);
     },
@@ -147,15 +182,17 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
       progress.message(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
       reporter.eval(log);
     },
-    onCheckpoint: (dir) => {
+    onCheckpoint: (dir, _step, deleted) => {
       reporter.refresh();
-      progress.message(`saved ${dir}`);
+      progress.message(`saved ${dir}${deleted.length ? `; deleted ${deleted.join(', ')} (--save-total-limit ${flags.saveTotalLimit})` : ''}`);
     },
   });
   try {
+    await checkRoomForCheckpoint(outDir, trainer.checkpointBytes());
     if (resume && existing) {
-      await trainer.resumeFrom(existing);
+      const changes = await trainer.resumeFrom(existing);
       console.error(`resumed from ${existing} (step ${trainer.step})`);
+      for (const line of describeChanges(changes, trainer.step)) console.error(line);
     }
     if (trainer.step === flags.steps) console.error(`nothing to do: already at step ${flags.steps}`);
     await trainer.train();

@@ -4,6 +4,7 @@
  * one integer, the number of blocks handed out so far, which is what a checkpoint stores.
  */
 import { Generator } from '@nemotron-ts/kernels';
+import { rowBatch, type RowBatch, type RowTargets } from './row-batch';
 
 export class BlockSampler {
   private epochOrder: { epoch: number; order: Uint32Array } | null = null;
@@ -11,13 +12,22 @@ export class BlockSampler {
   constructor(
     readonly blocks: readonly Int32Array[],
     readonly seed: number,
+    /** Per block, its labels and documents (chat and packed rows); absent: each block is its own labels. */
+    readonly targets: readonly RowTargets[] | null = null,
   ) {
     if (blocks.length === 0) throw new Error('BlockSampler: no blocks');
+    if (targets && targets.length !== blocks.length) throw new Error(`BlockSampler: ${targets.length} targets for ${blocks.length} blocks`);
   }
 
   /** `count` rows starting at position `position` of the endless shuffled sequence. */
   rows(position: number, count: number): number[][] {
     return Array.from({ length: count }, (_, i) => Array.from(this.blocks[this.indexAt(position + i)]!));
+  }
+
+  /** The same rows as {@link rows}, with their labels and documents, as one micro-batch. */
+  batch(position: number, count: number): RowBatch {
+    const picked = Array.from({ length: count }, (_, i) => this.indexAt(position + i));
+    return rowBatch(picked.map((k) => this.blocks[k]!), picked.map((k) => this.targets?.[k] ?? null));
   }
 
   private indexAt(position: number): number {

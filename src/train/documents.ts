@@ -10,14 +10,22 @@ export class DataError extends Error {
 
 /** The documents of `path` (.txt: the whole file; .jsonl: each line's "text"). */
 export async function readDocuments(path: string): Promise<string[]> {
+  return documentsOf(await readUtf8(path), path);
+}
+
+/** The text of a data file (errors name it). */
+export async function readUtf8(path: string): Promise<string> {
   const info = await stat(path).catch(() => null);
   if (!info?.isFile()) throw new DataError(`${path}: no such file`);
-  let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(await readFile(path));
+    return new TextDecoder('utf-8', { fatal: true }).decode(await readFile(path));
   } catch {
     throw new DataError(`${path}: not valid UTF-8`);
   }
+}
+
+/** The documents of a data file's text (see {@link readDocuments}). */
+export function documentsOf(text: string, path: string): string[] {
   if (path.endsWith('.jsonl')) return jsonlDocuments(text, path);
   if (path.endsWith('.txt')) {
     if (text.trim() === '') throw new DataError(`${path}: the file is empty`);

@@ -4,14 +4,18 @@
  * PEFT folder, the base being the run's unchanged `--model`) — `optimizer.safetensors` (AdamW moments, named
  * `<parameter>.<buffer>`), for a bf16 model `master_weights.safetensors` (the f32 masters of its bf16
  * weights, by parameter name) and `trainer_state.json` (step, data position, seed, the optimizer's
- * step counts and hyperparameters, and the settings a resumed run must share). Everything is
- * written into a temporary folder that is renamed into place when whole.
+ * step counts and hyperparameters, the run's schedule and clipping, and the settings a resumed
+ * run must share). Everything is written into a temporary folder (`.checkpoint-<step>.partial-<pid>`)
+ * that is renamed into place when whole; an interrupted run's leftovers are removed by the next
+ * `nemotron train` (`removeUnfinishedCheckpoints`, and hub's `recoverFoldersIn` for the temporary
+ * folder of a save killed inside `savePretrained`), and `pruneCheckpoints` keeps only the newest N.
  */
 import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
+import { fsErrorMeaning, SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
-import { saveLoraAdapter } from '../lora-adapter';
+import { saveLoraAdapter } from '../peft-files';
+import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
@@ -29,14 +33,32 @@ export interface RunSettings {
   dtype: 'f32' | 'bf16';
   /** The LoRA adapters' options when only adapters train, else null (absent in older states). */
   lora: LoraRunSettings | null;
+  /** The training rows (absent in older states: not checked). */
+  data?: DataFingerprint;
+  /** Rows other than plain text blocks: 'chat', 'text+pack' or 'chat+pack' (absent for plain text, and in older states). */
+  dataMode?: string;
 }
 
 export interface LoraRunSettings {
   r: number;
   alpha: number;
   dropout: number;
-  targetModules: string[];
+  /** Module names, or one regular expression the whole module name must match (PEFT's string form). */
+  targetModules: string[] | string;
   seed: number;
+}
+
+/**
+ * The optimization hyperparameters of the run that wrote a checkpoint. Unlike `RunSettings`, a
+ * resumed run may change them: its own values apply from the resumed step on.
+ */
+export interface Hyperparameters {
+  steps: number;
+  lr: number;
+  minLr: number;
+  warmup: number;
+  weightDecay: number;
+  gradClip: number;
 }
 
 export interface TrainerState {
@@ -46,6 +68,8 @@ export interface TrainerState {
   /** Training rows handed out so far (the data sampler's position). */
   dataPosition: number;
   settings: RunSettings;
+  /** Absent in states written before resumed runs could change them. */
+  hyperparameters?: Hyperparameters;
   optimizer: { stepCount: number; groups: AdamWOptions[]; params: ({ name: string; step: number } | null)[] };
 }
 
@@ -98,7 +122,10 @@ export async function saveCheckpoint(
     await rename(temp, final);
   } catch (e) {
     await rm(temp, { recursive: true, force: true });
-    throw e;
+    // Name the folder the user asked for, not the temporary one.
+    const code = (e as NodeJS.ErrnoException).code;
+    const message = (e as Error).message.replaceAll(temp, final);
+    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsErrorMeaning(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
   } finally {
     for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
   }
@@ -113,11 +140,55 @@ async function copyTokenizerFiles(from: string, to: string): Promise<void> {
   }
 }
 
+/** Steps of the `checkpoint-<step>` folders under `outDir`, oldest first. */
+async function checkpointSteps(outDir: string): Promise<number[]> {
+  const entries = await readdir(outDir).catch(() => [] as string[]);
+  return entries.map((e) => /^checkpoint-(\d+)$/.exec(e)).filter((m) => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
+}
+
+/** Temporary folders of checkpoints being written (`.partial-<pid>`) or deleted (`.deleting-<pid>`). */
+const UNFINISHED = /^\.checkpoint-\d+\.(partial|deleting)-(\d+)$/;
+
+/**
+ * Deletes the temporary checkpoint folders an interrupted run left in `outDir` (those of other
+ * processes: the caller holds the folder's lock, so no other trainer is writing them). Returns their paths.
+ */
+export async function removeUnfinishedCheckpoints(outDir: string): Promise<string[]> {
+  const entries = await readdir(outDir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const name of entries) {
+    const m = UNFINISHED.exec(name);
+    if (!m || Number(m[2]) === process.pid) continue;
+    await rm(join(outDir, name), { recursive: true, force: true });
+    removed.push(join(outDir, name));
+  }
+  return removed;
+}
+
+/**
+ * Keeps the newest `keep` checkpoints of `outDir` and deletes the older ones (HF's
+ * `save_total_limit`); call it after a save succeeded, so the newest always exists. Each is renamed
+ * aside before it is deleted, so a kill never leaves a half-deleted `checkpoint-<step>/`. Returns
+ * the deleted folders.
+ */
+export async function pruneCheckpoints(outDir: string, keep: number): Promise<string[]> {
+  if (!Number.isInteger(keep) || keep < 1) throw new Error(`pruneCheckpoints: keep must be an integer ≥ 1, got ${keep}`);
+  const steps = await checkpointSteps(outDir);
+  const deleted: string[] = [];
+  for (const step of steps.slice(0, Math.max(0, steps.length - keep))) {
+    const dir = checkpointDir(outDir, step);
+    const aside = join(outDir, `.checkpoint-${step}.deleting-${process.pid}`);
+    await rename(dir, aside);
+    await rm(aside, { recursive: true, force: true });
+    deleted.push(dir);
+  }
+  return deleted;
+}
+
 /** The newest complete checkpoint folder under `outDir`, or null. */
 export async function latestCheckpoint(outDir: string): Promise<string | null> {
-  const entries = await readdir(outDir).catch(() => [] as string[]);
-  const steps = entries.map((e) => /^checkpoint-(\d+)$/.exec(e)).filter((m) => m !== null).map((m) => Number(m[1]));
-  for (const step of steps.sort((a, b) => b - a)) {
+  const steps = await checkpointSteps(outDir);
+  for (const step of steps.reverse()) {
     const dir = checkpointDir(outDir, step);
     if (await stat(join(dir, TRAINER_STATE_FILE)).then((s) => s.isFile(), () => false)) return dir;
   }

@@ -21,14 +21,20 @@
  * and norms). The adapters are f32 whatever the base's dtype, so they are their own masters.
  * Checkpoints hold the adapter as a PEFT folder (not the base), and dropout masks are reseeded per
  * step (`reseedLoraDropout`), so a resumed run draws the same masks and repeats the same losses.
+ *
+ * Resuming: the settings that fix what a step means (`RunSettings`: rows, batch, accumulation,
+ * seed, MTP, dtype, LoRA) must match the checkpoint's; the optimization hyperparameters (steps, lr,
+ * minLr, warmup, weightDecay, gradClip) are this run's, applied from the resumed step on
+ * (`resumeFrom` reports those that differ from the checkpoint's run).
  */
-import { AdamW, backward, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
-import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
-import { loadLoraAdapterWeights } from '../lora-adapter';
+import { AdamW, backward, bytesPerElement, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import { loraHandle, reseedLoraDropout, type LoraConfig, type LoraHandle } from '@nemotron-ts/core';
+import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
-import { readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type RunSettings } from './trainer-state';
-import type { TrainingData } from './training-data';
+import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type LoraRunSettings, type RunSettings } from './trainer-state';
+import { rowBatch, type RowBatch } from './row-batch';
+import { dataFingerprint, type TrainingData } from './training-data';
 
 export interface TrainerOptions {
   /** Optimizer updates in the whole run (the schedule's length). */
@@ -51,12 +57,16 @@ export interface TrainerOptions {
   evalEvery?: number;
   /** Checkpoint every N updates (and at the end); 0 = only at the end (default 0). */
   saveEvery?: number;
+  /** Keep only the newest N checkpoints in `outDir`, deleting older ones after each save; 0 = keep all (default 0). */
+  saveTotalLimit?: number;
   /** Where checkpoints go; null = none. */
   outDir: string | null;
   /** Seed of the data order (default 0). */
   seed?: number;
   /** Train the MTP loss too (default: when the model has an MTP head). */
   mtp?: boolean;
+  /** Recompute each block's forward during backward (`gradientCheckpointingEnable`): less memory, same gradients. */
+  gradientCheckpointing?: boolean;
   /** Folder whose tokenizer files each checkpoint gets a copy of. */
   tokenizerFrom?: string;
   /** A LoRA checkpoint's `base_model_name_or_path` (the base's Hub id or folder; default null). */
@@ -65,19 +75,28 @@ export interface TrainerOptions {
   onStep?: (log: StepLog) => void;
   /** Called after every evaluation. */
   onEval?: (log: EvalLog) => void;
-  /** Called when a checkpoint has been written. */
-  onCheckpoint?: (dir: string, step: number) => void;
+  /** Called when a checkpoint has been written (with the older checkpoints `saveTotalLimit` deleted). */
+  onCheckpoint?: (dir: string, step: number, deleted: readonly string[]) => void;
+}
+
+/** A hyperparameter whose value differs from the resumed checkpoint's run (this run's applies). */
+export interface ChangedHyperparameter {
+  name: keyof Hyperparameters;
+  checkpoint: number;
+  applied: number;
 }
 
 export interface StepLog {
   step: number;
   /** Mean training loss of the update (the MTP total when MTP is on). */
   loss: number;
-  /** Learning rate of the update. */
+  /** Learning rate the update applied (the optimizer's, after the schedule). */
   lr: number;
   /** Global gradient norm before clipping. */
   grad_norm: number;
   tokens_per_s: number;
+  /** The device's high-water mark of live tensor bytes during the update (reset at its start). */
+  peak_bytes: number;
 }
 
 export interface EvalLog {
@@ -106,7 +125,7 @@ export class Trainer {
   private readonly settings: RunSettings;
   /** The model's LoRA adapters, when only they train. */
   private readonly lora: LoraHandle | null;
-  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp'>> & TrainerOptions;
+  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>> & TrainerOptions;
 
   constructor(
     readonly model: NemotronHForCausalLM,
@@ -115,7 +134,7 @@ export class Trainer {
   ) {
     const mtp = options.mtp ?? model.mtp !== null;
     if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
-    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, seed: 0, ...options, mtp };
+    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, saveTotalLimit: 0, seed: 0, ...options, mtp };
     const o = this.options;
     const integer = (name: string, v: number, min: number) => {
       if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
@@ -126,6 +145,7 @@ export class Trainer {
     integer('warmup', o.warmup, 0);
     integer('evalEvery', o.evalEvery, 0);
     integer('saveEvery', o.saveEvery, 0);
+    integer('saveTotalLimit', o.saveTotalLimit, 0);
     if (o.warmup > o.steps) throw new Error(`Trainer: warmup (${o.warmup}) must not exceed steps (${o.steps})`);
     if (!(o.lr > 0)) throw new Error(`Trainer: lr must be > 0, got ${o.lr}`);
     if (!(o.minLr >= 0 && o.minLr <= o.lr)) throw new Error(`Trainer: minLr must be in [0, lr], got ${o.minLr}`);
@@ -136,10 +156,25 @@ export class Trainer {
     this.lora = loraHandle(model);
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
-    const loraSettings = lora && { r: lora.config.r, alpha: lora.config.alpha, dropout: lora.config.dropout, targetModules: [...lora.config.targetModules], seed: lora.config.seed };
-    this.settings = { seqLen: data.seqLen, batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: loraSettings };
+    const dataMode = `${data.kind ?? 'text'}${data.packed ? '+pack' : ''}`;
+    this.settings = {
+      seqLen: data.seqLen,
+      batchSize: o.batchSize,
+      gradAccum: o.gradAccum,
+      seed: o.seed,
+      mtp,
+      dtype,
+      lora: lora && loraRunSettings(lora.config),
+      data: dataFingerprint(data),
+      ...(dataMode === 'text' ? {} : { dataMode }),
+    };
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
+    if (options.gradientCheckpointing) {
+      // The recompute would draw other dropout masks than the first forward did.
+      if (lora && lora.config.dropout > 0) throw new Error('Trainer: gradient checkpointing needs LoRA dropout 0 (the recomputed forward would draw other dropout masks)');
+      model.gradientCheckpointingEnable();
+    }
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
     const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
     // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
@@ -159,19 +194,26 @@ export class Trainer {
    * Continues from a checkpoint folder: the model must already hold its weights (`fromPretrained`
    * of the checkpoint) — or, for a LoRA run, be the run's base with the run's adapters applied
    * (`applyLora` with the same options), whose weights are then read from the checkpoint.
+   * This run's hyperparameters apply from the resumed step on; returns those that differ from the
+   * checkpoint's run.
    */
-  async resumeFrom(dir: string): Promise<void> {
+  async resumeFrom(dir: string): Promise<ChangedHyperparameter[]> {
     const state = await readTrainerState(dir);
     for (const key of Object.keys(this.settings) as (keyof RunSettings)[]) {
+      if (state.settings[key] === undefined) continue; // written before the setting was recorded
       const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
       if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
     }
+    const [savedData, myData] = [state.settings.dataMode ?? 'text', this.settings.dataMode ?? 'text'];
+    if (savedData !== myData) throw new Error(`${dir}: the checkpoint was trained on ${savedData} rows, this run has ${myData} rows`);
     if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
     if (this.lora) await loadLoraAdapterWeights(this.model, dir);
     const device = this.model.lmHead.weight.device;
     const dict = await readOptimizerState(dir, state, this.names, device);
+    // The moments and step counts come from the checkpoint; lr and weight decay stay this run's.
+    const hyper = this.optimizer.groups.map(({ params: _params, ...h }) => h);
     try {
-      this.optimizer.loadStateDict(dict);
+      this.optimizer.loadStateDict({ ...dict, groups: hyper });
     } finally {
       for (const s of dict.params) if (s) dispose(Object.values(s.buffers));
     }
@@ -190,6 +232,23 @@ export class Trainer {
     }
     this.step = state.step;
     this.dataPosition = state.dataPosition;
+    return this.changedHyperparameters(state);
+  }
+
+  /** This run's optimization hyperparameters, as checkpoints record them. */
+  get hyperparameters(): Hyperparameters {
+    const o = this.options;
+    return { steps: o.steps, lr: o.lr, minLr: o.minLr, warmup: o.warmup, weightDecay: o.weightDecay, gradClip: o.gradClip };
+  }
+
+  /** The hyperparameters of `state`'s run that differ from this run's (older states: lr and weight decay, from the optimizer's groups). */
+  private changedHyperparameters(state: Awaited<ReturnType<typeof readTrainerState>>): ChangedHyperparameter[] {
+    const mine = this.hyperparameters;
+    const decayed = state.optimizer.groups.find((g) => (g.weightDecay ?? 0) > 0);
+    const saved: Partial<Hyperparameters> = state.hyperparameters ?? { lr: state.optimizer.groups[0]?.lr, ...(decayed && { weightDecay: decayed.weightDecay }) };
+    return (Object.keys(mine) as (keyof Hyperparameters)[])
+      .filter((name) => saved[name] !== undefined && saved[name] !== mine[name])
+      .map((name) => ({ name, checkpoint: saved[name]!, applied: mine[name] }));
   }
 
   /** Runs the remaining updates; returns each update's log. */
@@ -203,6 +262,9 @@ export class Trainer {
       const last = this.step === o.steps;
       if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || last)) o.onEval?.({ step: this.step, eval_loss: await this.evaluate() });
       if (o.outDir !== null && (last || (o.saveEvery > 0 && this.step % o.saveEvery === 0))) await this.saveCheckpoint();
+      // Yield to the event loop between updates: on the CPU backend every await settles as a
+      // microtask, and signal handlers (SIGINT/SIGTERM) would never run.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     return logs;
   }
@@ -211,14 +273,17 @@ export class Trainer {
   async trainStep(): Promise<StepLog> {
     const o = this.options;
     const started = performance.now();
+    const device = this.model.device;
+    await device.sync();
+    device.resetPeak();
     const losses: Tensor[] = [];
     if (this.lora && this.lora.config.dropout > 0) reseedLoraDropout(this.model, this.step);
     for (let micro = 0; micro < o.gradAccum; micro++) {
-      const rows = this.data.train.rows(this.dataPosition, o.batchSize);
+      const batch = this.data.train.batch(this.dataPosition, o.batchSize);
       this.dataPosition += o.batchSize;
       losses.push(
         tidy(() => {
-          const loss = this.microBatchLoss(rows);
+          const loss = this.microBatchLoss(batch);
           backward(mul(loss, 1 / o.gradAccum));
           return keep(loss);
         }),
@@ -237,14 +302,23 @@ export class Trainer {
     const gradNorm = await normTensor.item();
     normTensor.dispose();
     const lrScale = this.schedule(this.optimizer.stepCount);
+    // The lr logged is the one the optimizer applies (every group shares the peak lr).
+    const lr = this.optimizer.groups[0]!.lr * lrScale;
     this.optimizer.step({ lrScale });
     this.optimizer.zeroGrad();
     this.model.zeroGrad();
     this.copyMastersToParams();
-    await this.model.lmHead.weight.device.sync();
+    await device.sync();
+    const peakBytes = device.memoryStats().peakLiveBytes;
     this.step = step;
     const seconds = (performance.now() - started) / 1000;
-    return { step, loss, lr: o.lr * lrScale, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds };
+    return { step, loss, lr, grad_norm: gradNorm, tokens_per_s: (o.gradAccum * o.batchSize * this.data.seqLen) / seconds, peak_bytes: peakBytes };
+  }
+
+  /** About how many bytes one checkpoint of this run takes: weights (or the adapter), AdamW moments, f32 masters. */
+  checkpointBytes(): number {
+    const bytes = (ts: readonly Tensor[], each?: number) => ts.reduce((n, t) => n + t.size * (each ?? bytesPerElement(t.dtype)), 0);
+    return bytes(this.lora ? this.lora.parameters() : this.model.parameters()) + bytes(this.masters, 8) + bytes([...this.separateMasters().values()]);
   }
 
   /** The f32 masters that are copies (of bf16 weights), by parameter name. */
@@ -275,32 +349,42 @@ export class Trainer {
     );
   }
 
-  /** The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels with MTP. */
-  private microBatchLoss(rows: number[][]): Tensor {
-    if (!this.settings.mtp) return this.model.forward({ inputIds: rows, labels: rows }).loss!;
-    const labels = rows.map((r) => [...r.slice(1), -100]);
-    return this.model.forwardMtp({ inputIds: rows, labels }).loss;
+  /**
+   * The training loss of one micro-batch: HF labels (shifted inside), or NeMo's pre-shifted labels
+   * with MTP. Chat rows score only assistant tokens; packed rows pass their documents' boundaries.
+   */
+  private microBatchLoss(batch: RowBatch): Tensor {
+    const cuSeqlens = batch.cuSeqlens ?? undefined;
+    if (!this.settings.mtp) return this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens, outputMtp: false }).loss!;
+    const labels = batch.labels.map((r) => [...r.slice(1), -100]);
+    return this.model.forwardMtp({ inputIds: batch.inputIds, labels, cuSeqlens }).loss;
   }
 
-  /** Mean next-token loss over the evaluation rows, without gradients (batches of batchSize rows). */
+  /**
+   * Mean next-token loss over the evaluation rows' targets, without gradients (batches of batchSize
+   * rows, each batch's mean weighted by its target count).
+   */
   async evaluate(): Promise<number> {
     const rows = this.data.eval;
     if (!rows) throw new Error('Trainer.evaluate: the data has no evaluation rows');
-    const batch = this.options.batchSize;
+    const targets = this.data.evalTargets ?? null;
+    const size = this.options.batchSize;
     let total = 0;
+    let count = 0;
     this.model.eval();
     try {
-      for (let i = 0; i < rows.length; i += batch) {
-        const ids = rows.slice(i, i + batch).map((r) => Array.from(r));
-        const loss = noGrad(() => this.model.forward({ inputIds: ids, labels: ids }).loss!);
-        // Rows have equal target counts, so the per-row mean weighs batches by their row count.
-        total += (await loss.item()) * ids.length;
+      for (let i = 0; i < rows.length; i += size) {
+        const batch = rowBatch(rows.slice(i, i + size), rows.slice(i, i + size).map((_, j) => targets?.[i + j] ?? null));
+        if (batch.targetCount === 0) continue;
+        const loss = noGrad(() => this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens: batch.cuSeqlens ?? undefined }).loss!);
+        total += (await loss.item()) * batch.targetCount;
+        count += batch.targetCount;
         loss.dispose();
       }
     } finally {
       this.model.train();
     }
-    return total / rows.length;
+    return total / Math.max(count, 1);
   }
 
   /** Writes `OUT/checkpoint-<step>/` (model or LoRA adapter, optimizer, trainer state). */
@@ -312,14 +396,16 @@ export class Trainer {
       this.model,
       this.optimizer,
       this.names,
-      { step: this.step, dataPosition: this.dataPosition, settings: this.settings },
+      { step: this.step, dataPosition: this.dataPosition, settings: this.settings, hyperparameters: this.hyperparameters },
       {
         tokenizerFrom: o.tokenizerFrom,
         masters: this.separateMasters(),
         loraAdapter: this.lora ? { baseModelNameOrPath: o.baseModelNameOrPath ?? null } : undefined,
       },
     );
-    o.onCheckpoint?.(dir, this.step);
+    // Older checkpoints go only once the new one is whole.
+    const deleted = o.saveTotalLimit > 0 ? await pruneCheckpoints(o.outDir, o.saveTotalLimit) : [];
+    o.onCheckpoint?.(dir, this.step, deleted);
     return dir;
   }
 
@@ -332,3 +418,9 @@ export class Trainer {
   }
 }
 
+/** The LoRA settings checkpoints record, as a plain copy of the adapters' options. */
+function loraRunSettings(config: LoraConfig): LoraRunSettings {
+  const { r, alpha, dropout, targetModules, seed } = config;
+  // A list of names, or one regular expression (PEFT's string form), which stays one string.
+  return { r, alpha, dropout, targetModules: typeof targetModules === 'string' ? targetModules : [...targetModules], seed };
+}

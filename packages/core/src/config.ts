@@ -25,9 +25,9 @@
  * - `n_shared_experts`: must be 1 (NeMo hard-codes one shared expert; HF's width ignores the count).
  */
 
-/** A parsed JSON value; numbers may be ±Infinity or NaN (Python's json writes them as bare tokens). */
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
-export type JsonObject = { [key: string]: JsonValue };
+import type { JsonObject, JsonValue } from '@nemotron-ts/kernels';
+
+export type { JsonObject, JsonValue };
 
 /** The four block types. Names follow NeMo / legacy HF (`mamba`, `attention`, `mlp`, `moe`). */
 export type LayerKind = 'mamba' | 'attention' | 'mlp' | 'moe';
@@ -61,27 +61,37 @@ export class ConfigError extends Error {
 // ---------------------------------------------------------------------------------------------
 // Scalar fields: one table drives parsing, validation, defaults and serialisation.
 
-type ValueKind =
+/** @internal The kinds a config field may take; also used by the generation config. */
+export type ValueKind =
   | 'positiveInt'
   | 'nonNegativeInt'
   | 'optionalPositiveInt'
   | 'optionalNonNegativeInt'
   | 'positiveNumber'
   | 'nonNegativeNumber'
+  | 'optionalNonNegativeNumber'
   | 'probability'
   | 'bool'
-  | 'string';
+  | 'string'
+  | 'optionalString'
+  | 'optionalStringList'
+  | 'tokenIds';
 
-interface KindType {
+/** @internal */
+export interface KindType {
   positiveInt: number;
   nonNegativeInt: number;
   optionalPositiveInt: number | null;
   optionalNonNegativeInt: number | null;
   positiveNumber: number;
   nonNegativeNumber: number;
+  optionalNonNegativeNumber: number | null;
   probability: number;
   bool: boolean;
   string: string;
+  optionalString: string | null;
+  optionalStringList: readonly string[] | null;
+  tokenIds: number | readonly number[] | null;
 }
 
 interface ScalarSpec {
@@ -207,6 +217,14 @@ const STRUCTURED_KEYS = [
   'mtp_layers_block_type',
 ] as const;
 
+/** Fields HF writes into configs that this model does not read: kept in `extra` as they are, kinds checked. */
+const CARRIED_FIELDS: Readonly<Record<string, ValueKind>> = {
+  architectures: 'optionalStringList',
+  torch_dtype: 'optionalString',
+  dtype: 'optionalString',
+  transformers_version: 'string',
+};
+
 /** Merges the validated fields and the derived dimensions into the config class's type. */
 export interface NemotronHConfig extends FieldValues {}
 
@@ -286,6 +304,11 @@ export class NemotronHConfig {
     }
     const { init, keys, extra } = readJson(json as Record<string, unknown>, source);
     return new NemotronHConfig(validate(resolve(init, source, keys), source, keys), extra);
+  }
+
+  /** This config with another vocabulary size (after resizing the token embeddings). */
+  withVocabSize(vocabSize: number): NemotronHConfig {
+    return NemotronHConfig.fromJSON({ ...this.toJSON(), vocab_size: vocabSize }, { source: 'NemotronHConfig.withVocabSize' });
   }
 
   /** Block type of backbone layer `i`. */
@@ -389,6 +412,7 @@ function readJson(json: Record<string, unknown>, source: string): ReadResult {
 
   const extra: Record<string, JsonValue> = {};
   for (const [k, v] of Object.entries(json)) if (!consumed.has(k) && v !== undefined) extra[k] = v as JsonValue;
+  for (const [k, kind] of Object.entries(CARRIED_FIELDS)) if (extra[k] !== undefined) checkKind(extra[k], kind, source, k);
   return { init, keys, extra };
 }
 
@@ -469,7 +493,7 @@ function resolve(init: Record<string, unknown>, source: string, keys: Map<string
   values.numKeyValueHeads = nkv === undefined ? 8 : nkv === null ? nq : checkKind(nkv, 'positiveInt', source, 'num_key_value_heads');
 
   values.timeStepLimit = init.timeStepLimit === undefined ? [0, Infinity] : checkLimit(init.timeStepLimit, source, keyOf('timeStepLimit', 'time_step_limit'));
-  values.eosTokenId = init.eosTokenId === undefined ? 2 : checkEos(init.eosTokenId, source);
+  values.eosTokenId = init.eosTokenId === undefined ? 2 : checkKind(init.eosTokenId, 'tokenIds', source, 'eos_token_id');
   return values as unknown as FieldValues & { numHiddenLayers?: number };
 }
 
@@ -527,7 +551,8 @@ function checkPattern(pattern: string, source: string, key: string): string {
   return pattern;
 }
 
-function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: string, key: string): KindType[K] {
+/** @internal `raw` as a value of `kind`, else a {@link ConfigError} naming `source` and `key`. */
+export function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: string, key: string): KindType[K] {
   const fail = (expected: string): never => {
     throw new ConfigError(source, key, `expected ${expected}, got ${describe(raw)}`);
   };
@@ -536,6 +561,19 @@ function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: string, k
       return (typeof raw === 'boolean' ? raw : fail('true or false')) as KindType[K];
     case 'string':
       return (typeof raw === 'string' ? raw : fail('a string')) as KindType[K];
+    case 'optionalString':
+      return (raw === null || typeof raw === 'string' ? raw : fail('a string or null')) as KindType[K];
+    case 'optionalStringList':
+      if (raw === null) return null as KindType[K];
+      return (Array.isArray(raw) && raw.every((x) => typeof x === 'string') ? Object.freeze([...raw]) : fail('a list of strings or null')) as KindType[K];
+    case 'tokenIds':
+      if (raw === null) return null as KindType[K];
+      if (typeof raw === 'number' && Number.isInteger(raw) && raw >= 0) return raw as KindType[K];
+      if (Array.isArray(raw) && raw.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) return Object.freeze([...(raw as number[])]) as KindType[K];
+      return fail('a token id, a list of token ids or null');
+    case 'optionalNonNegativeNumber':
+      if (raw === null) return null as KindType[K];
+      return checkKind(raw, 'nonNegativeNumber', source, key) as KindType[K];
     case 'optionalPositiveInt':
     case 'optionalNonNegativeInt':
       if (raw === null) return null as KindType[K];
@@ -565,13 +603,6 @@ function checkLimit(raw: unknown, source: string, key: string): readonly [number
   }
   if (!(lo >= 0 && lo <= hi && Number.isFinite(lo))) throw new ConfigError(source, key, `needs 0 <= lo <= hi with a finite lo, got [${lo}, ${hi}]`);
   return Object.freeze([lo, hi] as const);
-}
-
-function checkEos(raw: unknown, source: string): number | readonly number[] | null {
-  if (raw === null) return null;
-  if (typeof raw === 'number' && Number.isInteger(raw) && raw >= 0) return raw;
-  if (Array.isArray(raw) && raw.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) return Object.freeze([...(raw as number[])]);
-  throw new ConfigError(source, 'eos_token_id', `expected a token id, a list of token ids or null, got ${describe(raw)}`);
 }
 
 function describe(value: unknown): string {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { readdirSync } from 'node:fs';
-import { ConfigError, NemotronHConfig, type JsonObject } from '../src';
-import { FIXTURE_CASES, fixturePath } from './safetensors';
+import { ConfigError, GenerationConfig, NemotronHConfig, type JsonObject } from '../src';
+import { FIXTURE_CASES, fixturePath } from './support/safetensors';
 
 const SPEC_CONFIGS = new URL('./configs/', import.meta.url);
 
@@ -276,11 +276,43 @@ describe('validation errors name the field', () => {
     expect(() => NemotronHConfig.fromJSON([1, 2], { source: 'test.json' })).toThrow(/test.json: \(root\): expected a JSON object/);
   });
 
+  test('fields HF writes that the model only carries along are kind-checked too', () => {
+    expectConfigError({ ...base(), num_hidden_layers: 0 }, 'num_hidden_layers', /positive integer, got 0/);
+    expectConfigError({ ...base(), vocab_size: 1.5 }, 'vocab_size', /got 1.5/);
+    expectConfigError({ ...base(), eos_token_id: [2, 'x'] }, 'eos_token_id', /a token id, a list of token ids or null/);
+    expectConfigError({ ...base(), tie_word_embeddings: 'yes' }, 'tie_word_embeddings', /true or false/);
+    expectConfigError({ ...base(), architectures: 'NemotronHForCausalLM' }, 'architectures', /a list of strings or null/);
+    expectConfigError({ ...base(), torch_dtype: 16 }, 'torch_dtype', /a string or null/);
+    expectConfigError({ ...base(), transformers_version: null }, 'transformers_version', /expected a string/);
+    const carried = NemotronHConfig.fromJSON({ ...base(), architectures: ['NemotronHForCausalLM'], torch_dtype: 'bfloat16', rope_theta: 'kept as is' });
+    expect(carried.extra).toEqual({ architectures: ['NemotronHForCausalLM'], torch_dtype: 'bfloat16', rope_theta: 'kept as is' });
+  });
+
   test('MTP', () => {
     expectConfigError({ ...base(), mtp_hybrid_override_pattern: '*E', mtp_layers_block_type: ['moe'] }, 'mtp_layers_block_type', /pattern "E" but mtp_hybrid_override_pattern is "\*E"/);
     expectConfigError({ ...base(), num_nextn_predict_layers: 1 }, 'mtp_hybrid_override_pattern', /missing: num_nextn_predict_layers is 1/);
     expectConfigError({ ...base(), num_nextn_predict_layers: 1, mtp_hybrid_override_pattern: '*Q' }, 'mtp_hybrid_override_pattern', /unknown layer character "Q"/);
     expectConfigError({ ...base(), num_nextn_predict_layers: -1, mtp_hybrid_override_pattern: '*E' }, 'num_nextn_predict_layers', /non-negative integer/);
+  });
+});
+
+describe('generation_config.json', () => {
+  test('fields name the file and the field; unused HF fields are ignored', () => {
+    const file = '/x/generation_config.json';
+    const error = (() => {
+      try {
+        GenerationConfig.fromJSON({ eos_token_id: [2, 11], do_sample: false, temperature: 0.6, top_k: -1 }, file);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).message).toBe(`${file}: top_k: expected a non-negative integer, got -1`);
+    expect(() => GenerationConfig.fromJSON({ do_sample: 'no' }, file)).toThrow(`${file}: do_sample: expected true or false, got "no"`);
+    expect(() => GenerationConfig.fromJSON({ eos_token_id: [2, -1] }, file)).toThrow(`${file}: eos_token_id: expected a token id, a list of token ids or null`);
+    expect(() => GenerationConfig.fromJSON({ max_new_tokens: 0 }, file)).toThrow(`${file}: max_new_tokens: expected a positive integer, got 0`);
+    const config = GenerationConfig.fromJSON({ eos_token_id: [2, 11], do_sample: false, temperature: 0.6, min_p: null, num_beams: 1 }, file);
+    expect(config.toJSON()).toEqual({ eos_token_id: [2, 11], do_sample: false, temperature: 0.6, min_p: null });
   });
 });
 

@@ -8,7 +8,7 @@ import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, noGrad, tensor, tidy, type Device } from '@nemotron-ts/kernels';
 import { expectClose, randomData, testDevices, testGpu } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, type CausalLMOutput, type Mamba2Mixer, type MoE, type NemotronHConfigInit } from '../src';
-import { mambaReference, moeReference } from './reference';
+import { mambaReference, moeReference } from './support/reference';
 
 const devices = await testDevices();
 const gpu = await testGpu();
@@ -153,6 +153,24 @@ for (const device of devices) {
       model.dispose();
     });
 
+    // The kernels are the left-padded test's; on llvmpipe another 30 s of WebGPU would buy little.
+    test.if(device.kind === 'cpu')('a right-padded batch matches each row run alone before its padding', async () => {
+      const model = randomModel(config, device);
+      const rows = [randomIds(LENGTH, 1), randomIds(LENGTH - 5, 2), randomIds(2, 3)];
+      const ids = rows.map((r) => [...r, ...Array<number>(LENGTH - r.length).fill(5)]);
+      const mask = rows.map((r) => [...Array<number>(r.length).fill(1), ...Array<number>(LENGTH - r.length).fill(0)]);
+      const batch = noGrad(() => model.forward({ inputIds: ids, attentionMask: mask }));
+      const V = config.vocabSize;
+      const all = await batch.logits.data();
+      for (const [b, row] of rows.entries()) {
+        const alone = noGrad(() => model.forward({ inputIds: [row] }));
+        expectClose(all.subarray(b * LENGTH * V, (b * LENGTH + row.length) * V), await alone.logits.data(), { rtol: 1e-5, what: `row ${b}` });
+        disposeOutputs(alone);
+      }
+      disposeOutputs(batch);
+      model.dispose();
+    });
+
     test('a packed row matches its documents run alone; cuSeqlens as a tensor or an array', async () => {
       const model = randomModel(config, device);
       const docs = [randomIds(7, 4), randomIds(1, 5), randomIds(11, 6)];
@@ -251,6 +269,9 @@ describe('input checks', () => {
     fails({ inputIds: [[1, 2.5]] }, /inputIds\[0\]\[1\]: expected an integer/);
     fails({ inputIds: [[1, 2]], attentionMask: [[1, 1, 1]] }, /attentionMask \[1, 3\] does not match the batch \[1, 2\]/);
     fails({ inputIds: [[1, 2]], attentionMask: [[1, 2]] }, /attentionMask\[0\]\[1\] = 2 must be 0 or 1/);
+    // Padding between tokens would carry Mamba's conv window and state across the gap.
+    fails({ inputIds: [[1, 2, 3, 4], [1, 2, 3, 4]], attentionMask: [[1, 1, 1, 1], [1, 0, 1, 1]] }, /forward: attentionMask\[1\] has padding between tokens \(position 1\)/);
+    fails({ inputIds: [[1, 2, 3, 4, 5]], attentionMask: [[0, 1, 1, 0, 1]] }, /attentionMask\[0\] has padding between tokens \(position 3\)/);
     fails({ inputIds: [[1, 2]], labels: [[1, -5]] }, /labels\[0\]\[1\] = -5 is neither -100 nor in the vocabulary/);
     fails({ inputIds: [[1, 2], [3, 4]], cuSeqlens: [0, 2] }, /cuSeqlens describes one packed row, but the batch has 2 rows/);
     fails({ inputIds: [[1, 2, 3]], cuSeqlens: [0, 2, 1, 3] }, /cuSeqlens\[2\] = 1 is below the previous boundary 2/);
@@ -259,8 +280,14 @@ describe('input checks', () => {
     fails({ inputIds: [[1, 2, 3]], logitsToKeep: 4 }, /logitsToKeep must be an integer in \[0, 3\]/);
     fails({}, /exactly one of inputIds and inputsEmbeds/);
     fails({ inputIds: tensor([1, 2], [1, 2], { device: cpu }) }, /inputIds must be i32, got f32/);
-    fails({ inputIds: tensor(Int32Array.from([1, 2]), [2], { device: cpu }) }, /inputIds must have 2 dimensions/);
+    fails({ inputIds: tensor(Int32Array.from([1, 2]), [1, 1, 2], { device: cpu }) }, /inputIds must have 2 dimensions/); // [T] is the THD layout
     fails({ inputsEmbeds: tensor(new Float32Array(6), [1, 2, 3], { device: cpu }) }, /inputsEmbeds \[1, 2, 3\] must end in hidden_size 44/);
+  });
+
+  test('a config too large to allocate names the fields that sized the failing weight', () => {
+    const build = (init: Partial<NemotronHConfigInit> & { pattern: string }) => () => new NemotronHForCausalLM(tinyConfig(init), { device: cpu });
+    expect(build({ pattern: 'M*', vocabSize: 1e12 })).toThrow(/^the embeddings \(vocab_size 1000000000000 × hidden_size 44\): a f32 tensor of 44000000000000 elements needs/);
+    expect(build({ pattern: 'M-', intermediateSize: 1e12 })).toThrow(/^the mlp mixer's weights \(intermediate_size 1000000000000 × hidden_size 44\): a f32 tensor/);
   });
 
   test('the checks leave nothing allocated', () => {

@@ -6,12 +6,14 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { Generator, getCpuDevice, narrow, noGrad, tensor, tidy, type Device, type Tensor, type WebGpuDevice } from '@nemotron-ts/kernels';
-import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
+import { deviceLabel, expectClose, testGpus, testNative } from '@nemotron-ts/kernels/testing';
 import { NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();
-const gpu = await testGpu();
-const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
+const gpus = await testGpus();
+const gpu = gpus[0] ?? null;
+const native = testNative();
+const devices: Device[] = [cpu, ...(native ? [native] : []), ...gpus];
 
 const INIT: NemotronHConfigInit = {
   pattern: 'M*-EM*',
@@ -62,23 +64,48 @@ function at(logits: Float32Array, length: number, b: number, t: number): Float32
 
 describe('decode equals recompute', () => {
   for (const device of devices) {
-    test(`${device.kind}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
+    test(`${deviceLabel(device)}: every decode step's logits equal the full forward's last position, across cache growth`, async () => {
       const m = model(device);
       const prompt = ids(2, 9, 1);
       const next = ids(2, 10, 2);
       const cache = new NemotronHybridCache(config, { batch: 2, device, blockSize: 4 });
       await logitsOf(m, prompt, cache);
-      const versions = new Set([cache.version]);
+      const capacities = new Set([cache.capacity]);
       for (let t = 0; t < next[0]!.length; t++) {
         const step = await logitsOf(m, next.map((row) => [row[t]!]), cache);
-        versions.add(cache.version);
+        capacities.add(cache.capacity);
         const seen = prompt.map((row, b) => [...row, ...next[b]!.slice(0, t + 1)]);
         const full = await logitsOf(m, seen);
         for (let b = 0; b < 2; b++) expectClose(at(step, 1, b, 0), at(full, seen[0]!.length, b, seen[0]!.length - 1), { rtol: 1e-5, what: `step ${t} row ${b}` });
       }
       expect(cache.length).toBe(19);
       expect(cache.capacity).toBe(20);
-      expect(versions.size).toBe(3); // grew at 13 and 17 positions
+      expect([...capacities]).toEqual([12, 16, 20]); // grew at 13 and 17 positions
+      cache.dispose();
+      m.dispose();
+    });
+  }
+
+  for (const device of devices) {
+    test(`${deviceLabel(device)}: a decode step's hidden states (outputHiddenStates) equal the full forward's at the last position`, async () => {
+      const m = model(device);
+      const prompt = ids(2, 6, 5);
+      const next = ids(2, 1, 6);
+      const cache = new NemotronHybridCache(config, { batch: 2, device });
+      await logitsOf(m, prompt, cache);
+      using step = noGrad(() => m.forward({ inputIds: next, cache, outputHiddenStates: true }));
+      const seen = prompt.map((row, b) => [...row, ...next[b]!]);
+      using full = noGrad(() => m.forward({ inputIds: seen, outputHiddenStates: true }));
+      const H = config.hiddenSize;
+      const L = seen[0]!.length;
+      expect(step.hiddenStates!.length).toBe(config.layerKinds.length + 1);
+      for (const [i, h] of step.hiddenStates!.entries()) {
+        expect(h.shape).toEqual([2, 1, H]);
+        const got = (await h.data()) as Float32Array;
+        const want = (await full.hiddenStates![i]!.data()) as Float32Array;
+        for (let b = 0; b < 2; b++) expectClose(got.subarray(b * H, (b + 1) * H), want.subarray((b * L + L - 1) * H, (b * L + L) * H), { rtol: 1e-5, what: `hidden state ${i} row ${b}` });
+      }
+      expectClose(at((await step.logits.data()) as Float32Array, 1, 1, 0), at((await full.logits.data()) as Float32Array, L, 1, L - 1), { rtol: 1e-5, what: 'logits' });
       cache.dispose();
       m.dispose();
     });
@@ -100,7 +127,7 @@ describe('decode equals recompute', () => {
 
 describe('chunked prefill', () => {
   for (const device of devices) {
-    test(`${device.kind}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
+    test(`${deviceLabel(device)}: pieces of 5, 1 and 7 tokens equal one call (logits, states, the next decode step)`, async () => {
       const m = model(device);
       const prompt = ids(2, 13, 5);
       const whole = new NemotronHybridCache(config, { batch: 2, device });
@@ -135,7 +162,7 @@ describe('chunked prefill', () => {
 
 describe('NemotronHybridCache', () => {
   for (const device of devices) {
-    test(`${device.kind}: select and reorder keep the chosen rows' states`, async () => {
+    test(`${deviceLabel(device)}: select and reorder keep the chosen rows' states`, async () => {
       const m = model(device);
       const prompt = ids(3, 7, 6);
       const cache = new NemotronHybridCache(config, { batch: 3, device });
@@ -201,7 +228,7 @@ describe('generate', () => {
   const plain = { useBias: false }; // HF's padding semantics assume no in_proj bias
 
   for (const device of devices) {
-    test(`${device.kind}: a left-padded batch generates what each prompt alone would`, async () => {
+    test(`${deviceLabel(device)}: a left-padded batch generates what each prompt alone would`, async () => {
       const m = model(device, plain);
       const prompts = [ids(1, 3, 8)[0]!, ids(1, 9, 9)[0]!, ids(1, 6, 10)[0]!];
       const alone = await Promise.all(prompts.map(async (p) => (await m.generate({ inputIds: [p], maxNewTokens: 7, eosTokenId: null, outputStepLogits: true }))));
@@ -216,7 +243,7 @@ describe('generate', () => {
       m.dispose();
     });
 
-    test(`${device.kind}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
+    test(`${deviceLabel(device)}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
       const m = model(device, plain);
       const inputIds = ids(2, 5, 11);
       const run = (o: object) => m.generate({ inputIds, maxNewTokens: 8, eosTokenId: null, ...o }).then((r) => r.tokens);
@@ -271,32 +298,34 @@ describe('generate', () => {
     m.dispose();
   });
 
-  test.if(gpu !== null)('webgpu: the decode step is recorded once; no kernel is compiled as the cache grows', async () => {
-    const device = gpu as WebGpuDevice;
-    const m = model(device, plain);
-    const cache = new NemotronHybridCache(config, { batch: 1, device, blockSize: 4 });
-    await logitsOf(m, ids(1, 5, 13), cache);
-    for (let t = 0; t < 3; t++) await logitsOf(m, [[t]], cache);
-    const compiled = device.pipelines.size;
-    for (let t = 0; t < 20; t++) await logitsOf(m, [[t]], cache);
-    expect(device.pipelines.size).toBe(compiled);
-    cache.dispose();
-    m.dispose();
-  });
-
-  test.if(gpu !== null)('webgpu: 9 rows (beyond the fused decode GEMV) generate the CPU backend\'s tokens', async () => {
-    const inputIds = ids(9, 4, 14);
-    const run = async (device: Device) => {
+  for (const g of gpus) {
+    test(`${deviceLabel(g)}: the decode step is recorded once; no kernel is compiled as the cache grows`, async () => {
+      const device = g as WebGpuDevice;
       const m = model(device, plain);
-      const { tokens } = await m.generate({ inputIds, maxNewTokens: 4, eosTokenId: null });
+      const cache = new NemotronHybridCache(config, { batch: 1, device, blockSize: 4 });
+      await logitsOf(m, ids(1, 5, 13), cache);
+      for (let t = 0; t < 3; t++) await logitsOf(m, [[t]], cache);
+      const compiled = device.pipelines.size;
+      for (let t = 0; t < 20; t++) await logitsOf(m, [[t]], cache);
+      expect(device.pipelines.size).toBe(compiled);
+      cache.dispose();
       m.dispose();
-      return tokens;
-    };
-    expect(await run(gpu!)).toEqual(await run(cpu));
-  });
+    });
+
+    test(`${deviceLabel(g)}: 9 rows (beyond the fused decode GEMV) generate the CPU backend's tokens`, async () => {
+      const inputIds = ids(9, 4, 14);
+      const run = async (device: Device) => {
+        const m = model(device, plain);
+        const { tokens } = await m.generate({ inputIds, maxNewTokens: 4, eosTokenId: null });
+        m.dispose();
+        return tokens;
+      };
+      expect(await run(g)).toEqual(await run(cpu));
+    });
+  }
 
   for (const device of devices) {
-    test(`${device.kind}: non-finite logits stop generation with an error naming the row and step`, async () => {
+    test(`${deviceLabel(device)}: non-finite logits stop generation with an error naming the row and step`, async () => {
       const m = model(device, plain);
       // Token 7's embedding holds a NaN: only the row that contains it goes wrong.
       const table = (await m.getTensor('model.embeddings.weight').data()) as Float32Array;
@@ -308,12 +337,36 @@ describe('generate', () => {
     });
   }
 
+  for (const device of devices) {
+    test(`${deviceLabel(device)}: a NaN in one entry of an MLP up_proj is reported, not hidden by relu²`, async () => {
+      const m = model(device, plain);
+      const name = 'model.layers.2.mixer.up_proj.weight'; // pattern 'M*-EM*': layer 2 is the MLP
+      const up = m.getTensor(name);
+      const values = (await up.toFloat32()).slice();
+      values[5 * config.hiddenSize + 7] = NaN;
+      m.setTensor(name, tensor(values, up.shape, { device, dtype: up.dtype }));
+      const inputIds = ids(2, 4, 15);
+      const logits = await logitsOf(m, inputIds);
+      expect(logits.some((v) => Number.isNaN(v))).toBe(true);
+      await expect(m.generate({ inputIds, maxNewTokens: 3, eosTokenId: null })).rejects.toThrow(/hold NaN or infinite values/);
+      m.dispose();
+    });
+  }
+
   test('clear errors', async () => {
     const m = model(cpu, plain);
     await expect(m.generate({ inputIds: [[1, 2]], stopStrings: ['x'] })).rejects.toThrow(/stopStrings need a tokenizer/);
     await expect(m.generate({ inputIds: [[1, 2]], maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens must be a positive integer/);
     await expect(m.generate({ inputIds: [[1, 2]], eosTokenId: 500 })).rejects.toThrow(/outside the vocabulary/);
     await expect(m.generate({ inputIds: [[1, 2]], attentionMask: [[0, 0]] })).rejects.toThrow(/all padding/);
+    // Generation continues after the last position: padding must come first (HF's padding_side='left').
+    await expect(m.generate({ inputIds: [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], attentionMask: [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]] })).rejects.toThrow(/generate: attentionMask\[1\] is right-padded \(position 3 is padding after the last token\)/);
+    await expect(m.generate({ inputIds: [[1, 2, 3, 4]], attentionMask: [[1, 0, 1, 1]] })).rejects.toThrow(/generate: attentionMask\[0\] has padding between tokens \(position 1\)/);
+    const cache = new NemotronHybridCache(config, { batch: 1, device: cpu });
+    expect(() => m.forward({ inputIds: [[1, 2, 3]], attentionMask: [[1, 1, 0]], cache })).toThrow(/forward: attentionMask\[0\] is right-padded/);
+    await logitsOf(m, [[1, 2]], cache);
+    expect(() => m.forward({ inputIds: [[1, 2, 3]], attentionMask: [[0, 1, 1]], cache })).toThrow(/padding belongs in the first piece of a cached prompt/);
+    cache.dispose();
     await expect(m.generate({ inputIds: [[1, 2]], doSample: true, temperature: 0 })).rejects.toThrow(/temperature must be a positive number/);
     m.dispose();
   });

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { fromBf16, getCpuDevice, toBf16 } from '@nemotron-ts/kernels';
 import { testGpu } from '@nemotron-ts/kernels/testing';
-import { differ, expectValues } from './values';
+import { differ, expectValues } from './support/values';
 import { initializeWeights, NemotronHConfig, NemotronHForCausalLM, type NemotronHConfigInit } from '../src';
 
 const cpu = getCpuDevice();

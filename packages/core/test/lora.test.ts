@@ -123,6 +123,7 @@ describe('applyLora', () => {
     expect(() => applyLora(c, { r: 0, alpha: 1, targetModules: ['q_proj'] })).toThrow(/r must be a positive integer/);
     expect(() => applyLora(c, { r: 2, alpha: 1, dropout: 1, targetModules: ['q_proj'] })).toThrow(/dropout must be in \[0, 1\)/);
     expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: ['nothing'] })).toThrow(/no Linear layer matches/);
+    expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: '(' })).toThrow(/targetModules "\(" is not a regular expression JavaScript reads/);
     expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: ['experts.up_proj'] })).toThrow(/not Linear layers, e.g. model.layers.3.mixer.experts.up_proj/);
     expect(() => applyLora(c, { r: 2, alpha: 1, targetModules: ['gate'] })).toThrow(/not Linear layers, e.g. model.layers.3.mixer.gate\b/);
     for (const m of [a, b, c]) m.dispose();
@@ -329,7 +330,7 @@ describe('generation with adapters', () => {
 });
 
 describe('multi-token prediction and PEFT keys', () => {
-  test('MTP layers are adapted and trained through forwardMtp; PEFT keys use the HF on-disk names', async () => {
+  test('MTP layers are adapted and trained through forwardMtp; PEFT keys use the native class names', async () => {
     const mtpConfig = NemotronHConfig.create({ ...INIT, pattern: 'M*E', mtpPattern: '*E', numNextnPredictLayers: 2 });
     const m = NemotronHForCausalLM.fromConfig(mtpConfig, { seed: 1, device: cpu });
     const handle = applyLora(m, { r: 2, alpha: 4, targetModules: ['q_proj', 'eh_proj', 'lm_head'] });
@@ -343,8 +344,8 @@ describe('multi-token prediction and PEFT keys', () => {
     expect(m.getTensor('mtp.layers.0.eh_proj.weight').grad).toBeNull();
     const keys = peftTensorKeys(handle).map((k) => k.key);
     expect(keys).toEqual([
-      'base_model.model.backbone.layers.1.mixer.q_proj.lora_A.weight',
-      'base_model.model.backbone.layers.1.mixer.q_proj.lora_B.weight',
+      'base_model.model.model.layers.1.mixer.q_proj.lora_A.weight',
+      'base_model.model.model.layers.1.mixer.q_proj.lora_B.weight',
       'base_model.model.lm_head.lora_A.weight',
       'base_model.model.lm_head.lora_B.weight',
       'base_model.model.mtp.layers.0.mixer.q_proj.lora_A.weight',

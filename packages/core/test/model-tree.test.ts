@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { getCpuDevice } from '@nemotron-ts/kernels';
 import { Attention, Mamba2Mixer, MLP, MoE, NemotronHConfig, NemotronHForCausalLM, planCheckpointExport, type LayerKind } from '../src';
-import { FIXTURE_CASES, fixturePath, readSafetensors } from './safetensors';
+import { FIXTURE_CASES, fixturePath, readSafetensors } from './support/safetensors';
 
 const cpu = getCpuDevice();
 

@@ -117,7 +117,7 @@ describe('Module', () => {
     const b = new Toy({ device: cpu, dtype: 'bf16' });
     expect(b.blocks.at(0).scale.dtype).toBe('f32');
     const report = b.loadStateDict(a.stateDict());
-    expect(report).toEqual({ missing: [], unexpected: [], mismatched: [] });
+    expect(report).toEqual({ missing: [], unexpected: [], mismatched: [], ignored: [] });
     // Same dtype: shared storage. bf16 slots: a rounded copy.
     expect(b.blocks.at(0).scale.storage).toBe(a.blocks.at(0).scale.storage);
     expect(b.head.weight.dtype).toBe('bf16');

@@ -95,6 +95,33 @@ describe('forwardMtp', () => {
     model.dispose();
   });
 
+  test('several packed rows: per-row boundaries give each row what it gives alone', async () => {
+    const model = NemotronHForCausalLM.fromConfig(NemotronHConfig.create(INIT), { device: cpu, seed: 2 });
+    const rows = [
+      [4, 8, 15, 16, 23, 42, 7, 9],
+      [5, 6, 7, 8, 9, 10, 11, 12],
+    ];
+    const rowLabels = [
+      [8, 15, 16, -100, 42, 7, 9, -100],
+      [6, -100, 8, 9, 10, 11, 12, -100],
+    ];
+    const cu = [
+      [0, 4, 8],
+      [0, 2, 8],
+    ];
+    const both = noGrad(() => model.forwardMtp({ inputIds: rows, labels: rowLabels, cuSeqlens: cu }));
+    for (let b = 0; b < 2; b++) {
+      const alone = noGrad(() => model.forwardMtp({ inputIds: [rows[b]!], labels: [rowLabels[b]!], cuSeqlens: cu[b]! }));
+      for (let k = 0; k < 2; k++) {
+        expect(both.depthTargets[k]![b]).toEqual(alone.depthTargets[k]![0]!);
+        expectClose((await values(both.depthHiddenStates[k]!)).subarray(b * 8 * 24, (b + 1) * 8 * 24), await values(alone.depthHiddenStates[k]!), { rtol: 1e-5, what: `row ${b} depth ${k}` });
+      }
+      dispose(alone);
+    }
+    dispose(both);
+    model.dispose();
+  });
+
   test('clear errors', () => {
     const plain = NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, numNextnPredictLayers: 0 }), { device: cpu });
     expect(() => plain.forwardMtp({ inputIds: ids, labels })).toThrow(/has no MTP head/);

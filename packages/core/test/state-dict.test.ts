@@ -11,8 +11,8 @@ import {
   type CheckpointFormat,
   type TensorLoader,
 } from '../src';
-import { expectValues } from './values';
-import { FIXTURE_CASES, fixturePath, hostValues, loadTensor, readSafetensors, shapesOf, type SafetensorsFile } from './safetensors';
+import { expectValues } from './support/values';
+import { FIXTURE_CASES, fixturePath, hostValues, loadTensor, readSafetensors, shapesOf, type SafetensorsFile } from './support/safetensors';
 
 const cpu = getCpuDevice();
 const devices = await testDevices();

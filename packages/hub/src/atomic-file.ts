@@ -2,10 +2,16 @@
  * Files that appear complete or not at all: bytes go to a temporary file in the destination's
  * folder (same filesystem, so the rename is atomic), which is flushed to disk and then renamed over
  * the destination. A crash leaves at most a stray temporary file, never a half-written destination.
+ * Errors name the destination, not the temporary file.
+ *
+ * Renames are synchronous: they are quick metadata operations, and all of them then happen on the
+ * main thread in program order (which lets tests kill a save at its K-th rename with strace).
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { renameSync } from 'node:fs';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { namingUserPath } from './fs-errors';
 
 /** A file being written under a temporary name, renamed into place when complete. */
 export class AtomicFile {
@@ -15,13 +21,19 @@ export class AtomicFile {
   private constructor(
     /** The temporary file being written. */
     readonly tempPath: string,
+    /** The path errors name. */
+    private readonly destination: string,
     private readonly handle: FileHandle,
   ) {}
 
   /** Starts a temporary file beside `destination` (the folder must exist). */
   static async create(destination: string): Promise<AtomicFile> {
     const temp = join(dirname(destination), `.${basename(destination)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-    return new AtomicFile(temp, await open(temp, 'wx'));
+    try {
+      return new AtomicFile(temp, destination, await open(temp, 'wx'));
+    } catch (e) {
+      throw namingUserPath(e, temp, destination);
+    }
   }
 
   /** Bytes appended so far. */
@@ -32,9 +44,13 @@ export class AtomicFile {
   /** Appends bytes. */
   async write(bytes: Uint8Array): Promise<void> {
     let done = 0;
-    while (done < bytes.byteLength) {
-      const { bytesWritten } = await this.handle.write(bytes, done, bytes.byteLength - done, this.written + done);
-      done += bytesWritten;
+    try {
+      while (done < bytes.byteLength) {
+        const { bytesWritten } = await this.handle.write(bytes, done, bytes.byteLength - done, this.written + done);
+        done += bytesWritten;
+      }
+    } catch (e) {
+      throw namingUserPath(e, this.tempPath, this.destination);
     }
     this.written += bytes.byteLength;
   }
@@ -42,15 +58,23 @@ export class AtomicFile {
   /** Flushes the data to disk and closes the temporary file; it can then be renamed with {@link commitTo}. */
   async finish(): Promise<void> {
     if (this.closed) return;
-    await this.handle.sync();
-    await this.handle.close();
+    try {
+      await this.handle.sync();
+      await this.handle.close();
+    } catch (e) {
+      throw namingUserPath(e, this.tempPath, this.destination);
+    }
     this.closed = true;
   }
 
   /** Flushes, closes and renames the temporary file over `destination`, then syncs the folder. */
   async commitTo(destination: string): Promise<void> {
     await this.finish();
-    await rename(this.tempPath, destination);
+    try {
+      renameSync(this.tempPath, destination);
+    } catch (e) {
+      throw namingUserPath(e, this.tempPath, destination);
+    }
     await syncFolder(dirname(destination));
   }
 

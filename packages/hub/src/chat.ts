@@ -90,7 +90,10 @@ export class ChatTemplates {
     try {
       t = new Template(source);
     } catch (e) {
-      throw new CheckpointFormatError(this.file, name === 'default' ? 'chat_template' : `chat_template '${name}'`, `does not parse: ${(e as Error).message}`);
+      // The parser reads past its last token on an unclosed block or expression and fails with an
+      // internal TypeError (e.g. "tokens[current].type"): say what that means instead.
+      const reason = e instanceof TypeError ? 'unexpected end of the template (an unclosed {% … %} block or {{ … }} expression?)' : (e as Error).message;
+      throw new CheckpointFormatError(this.file, name === 'default' ? 'chat_template' : `chat_template '${name}'`, `does not parse: ${reason}`);
     }
     this.compiled.set(name, t);
     return t;

@@ -1,11 +1,16 @@
 /**
- * Downloading one file of a repository into the cache's blob store: resumable (ranged requests
- * append to `<blob>.incomplete`, across retries and across runs), atomic (the blob appears under
- * its final name only when complete and, where the etag is a content hash, verified).
+ * Downloading one file of a repository into the cache's blob store, safe when several processes
+ * share the cache: the blob's lock file (see file-lock.ts) is held for the whole download, so only
+ * its holder writes `<blob>.incomplete`; a process that waited finds the finished blob and uses it.
+ * Resumable (ranged requests append to `<blob>.incomplete`, across retries and across runs) and
+ * atomic: the blob appears under its final name only when complete, after the file on disk was
+ * checked against the listing (its size, and its content hash where the etag is one). A blob
+ * already there that does not check out is downloaded again, never used.
  */
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { downloadFile, fileDownloadInfo, type FileDownloadInfoOutput } from '@huggingface/hub';
 import { HubError } from './errors';
+import { FileLock } from './file-lock';
 import { hubErrorFrom } from './hub-errors';
 
 /** How the etag relates to the content: sha256 of it (LFS), git's blob sha1, or neither (xet hash). */
@@ -22,6 +27,8 @@ export interface BlobDownload {
   fetch: typeof fetch;
   /** Final blob path (…/blobs/<etag>); bytes accumulate in `<blobPath>.incomplete`. */
   blobPath: string;
+  /** The blob's lock file (…/.locks/<repo folder>/<etag>.lock). */
+  lockPath: string;
   size: number;
   etag: string;
   etagKind: EtagKind;
@@ -37,10 +44,44 @@ const MAX_ATTEMPTS = 100;
 /** A failure worth retrying (network cut, server error), as opposed to a definite answer. */
 class TransientError extends Error {}
 
-/** Fetches one file into `blobPath`, resuming a partial download and verifying the content where the etag allows. */
+/**
+ * Makes `blobPath` hold the file: waits for any other process downloading it, keeps a blob that
+ * checks out, else fetches it (resuming a partial download) and verifies it before it becomes visible.
+ */
 export async function downloadBlob(d: BlobDownload): Promise<void> {
-  const incomplete = `${d.blobPath}.incomplete`;
   const where = `${d.repoId}/${d.path}`;
+  const lock = await FileLock.acquire(d.lockPath, {
+    onWait: (owner) => console.warn(`nemotron-ts: ${where}: waiting for ${owner ? `process ${owner.pid}` : 'another program'} downloading it into the cache`),
+  });
+  try {
+    const existing = await stat(d.blobPath).catch(() => null);
+    if (existing) {
+      if (existing.isFile() && (await contentMismatch(d, d.blobPath)) === null) {
+        d.onBytes?.(d.size);
+        return;
+      }
+      await rm(d.blobPath, { force: true });
+    }
+    await fetchIntoIncomplete(d, where);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Why the file at `path` is not the listed one (size, or content hash where the etag is one); null when it is. */
+async function contentMismatch(d: Pick<BlobDownload, 'size' | 'etag' | 'etagKind'>, path: string): Promise<string | null> {
+  const size = (await stat(path)).size;
+  if (size !== d.size) return `it has ${size} bytes, the listing ${d.size}`;
+  if (d.etagKind === 'opaque') return null;
+  const hasher = new Bun.CryptoHasher(d.etagKind === 'sha256' ? 'sha256' : 'sha1');
+  if (d.etagKind === 'git-sha1') hasher.update(`blob ${d.size}\0`);
+  for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
+  const digest = hasher.digest('hex');
+  return digest === d.etag.toLowerCase() ? null : `its ${d.etagKind} is ${digest}, the listing's ${d.etag}`;
+}
+
+async function fetchIntoIncomplete(d: BlobDownload, where: string): Promise<void> {
+  const incomplete = `${d.blobPath}.incomplete`;
   const info = await fileDownloadInfo({ repo: { type: 'model', name: d.repoId }, path: d.path, revision: d.commit, hubUrl: d.hubUrl, accessToken: d.accessToken, fetch: d.fetch }).catch(
     (e: unknown) => {
       throw hubErrorFrom(e, where, d.accessToken, d.hubUrl);
@@ -56,15 +97,13 @@ export async function downloadBlob(d: BlobDownload): Promise<void> {
       await handle.truncate(0);
       offset = 0;
     }
-    const hash = contentHash(d);
-    if (hash && offset > 0) await hashPrefix(incomplete, offset, hash.update);
     d.onBytes?.(offset);
     let stalled = 0;
     for (let attempt = 0; offset < d.size; attempt++) {
       if (attempt >= MAX_ATTEMPTS) throw new HubError(`${where}: gave up after ${MAX_ATTEMPTS} attempts (${offset} of ${d.size} bytes)`);
       const before = offset;
       try {
-        offset = await transfer(d, info, handle, offset, hash);
+        offset = await transfer(d, info, handle, offset);
       } catch (e) {
         if (!(e instanceof TransientError)) throw e;
         offset = (await handle.stat()).size;
@@ -74,30 +113,28 @@ export async function downloadBlob(d: BlobDownload): Promise<void> {
       }
     }
     await handle.sync();
-    if (hash && !hash.matches()) {
-      await handle.close();
-      await rm(incomplete, { force: true });
-      throw new HubError(`${where}: the downloaded bytes do not match the file's ${d.etagKind} ${d.etag} (corrupted transfer or a changed file); the partial file was deleted, try again`);
-    }
   } finally {
     await handle.close().catch(() => {});
+  }
+  const mismatch = await contentMismatch(d, incomplete);
+  if (mismatch) {
+    await rm(incomplete, { force: true });
+    throw new HubError(`${where}: the downloaded bytes do not match the file's ${d.etagKind === 'opaque' ? 'size' : d.etagKind} ${d.etagKind === 'opaque' ? d.size : d.etag} (${mismatch}: corrupted transfer or a changed file); the partial file was deleted, try again`);
   }
   await rename(incomplete, d.blobPath);
 }
 
 /** One request from `offset` to the end; returns the new offset. Throws TransientError when worth retrying. */
-async function transfer(d: BlobDownload, info: FileDownloadInfoOutput, handle: FileHandle, offset: number, hash: ContentHash | null): Promise<number> {
+async function transfer(d: BlobDownload, info: FileDownloadInfoOutput, handle: FileHandle, offset: number): Promise<number> {
   const body = info.xet ? xetStream(d, info, offset) : await rangedBody(d, info.url, offset);
   if (body.restart) {
     await handle.truncate(0);
-    hash?.reset();
     offset = 0;
   }
   try {
     for await (const chunk of body.stream) {
       if (offset + chunk.byteLength > d.size) throw new HubError(`${d.repoId}/${d.path}: the server sent more than the ${d.size} bytes listed (file changed?)`);
       await writeAll(handle, chunk);
-      hash?.update(chunk);
       offset += chunk.byteLength;
       d.onBytes?.(offset);
     }
@@ -154,34 +191,4 @@ function xetStream(d: BlobDownload, info: FileDownloadInfoOutput, offset: number
 async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.byteLength) done += (await handle.write(bytes, done, bytes.byteLength - done)).bytesWritten;
-}
-
-interface ContentHash {
-  update(bytes: Uint8Array): void;
-  reset(): void;
-  matches(): boolean;
-}
-
-/** A running hash of the content when the etag is one (sha256 for LFS, git's sha1 of "blob <size>\0" + content). */
-function contentHash(d: BlobDownload): ContentHash | null {
-  if (d.etagKind === 'opaque') return null;
-  const algorithm = d.etagKind === 'sha256' ? 'sha256' : 'sha1';
-  const start = () => {
-    const h = new Bun.CryptoHasher(algorithm);
-    if (d.etagKind === 'git-sha1') h.update(`blob ${d.size}\0`);
-    return h;
-  };
-  let hasher = start();
-  return {
-    update: (bytes) => void hasher.update(bytes),
-    reset: () => void (hasher = start()),
-    matches: () => hasher.digest('hex') === d.etag.toLowerCase(),
-  };
-}
-
-/** Feeds the first `length` bytes already on disk to the hash (a resumed download). */
-async function hashPrefix(path: string, length: number, update: (bytes: Uint8Array) => void): Promise<void> {
-  const size = (await stat(path)).size;
-  const file = Bun.file(path).slice(0, Math.min(size, length));
-  for await (const chunk of file.stream()) update(chunk);
 }

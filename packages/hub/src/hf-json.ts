@@ -6,12 +6,9 @@
 import { CheckpointFormatError } from './errors';
 import { compareCodePoints } from './code-point-order';
 
-/** A parsed JSON value (numbers may be ±Infinity or NaN). */
-export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
-/** A parsed JSON object. */
-export interface JsonObject {
-  [key: string]: JsonValue;
-}
+import type { JsonObject, JsonValue } from '@nemotron-ts/kernels';
+
+export type { JsonObject, JsonValue };
 
 const MAX_DEPTH = 512;
 const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { HUB_URL } from '@huggingface/hub';
-import { defaultHubCacheDir } from './cache';
+import { defaultHubCacheDir } from './repo-cache';
 
 /** Explicit settings; each overrides its environment variable. */
 export interface HubSettingsOptions {

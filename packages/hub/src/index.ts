@@ -7,10 +7,14 @@
 export { CheckpointFormatError, HubError } from './errors';
 export { parseByteSize } from './byte-size';
 export { writeFileAtomically } from './atomic-file';
+export { writeFolderAtomically, recoverFolder, recoverFoldersIn, type AtomicFolderOptions } from './atomic-folder';
+export { fsErrorMeaning, namingUserPath } from './fs-errors';
+export { isProcessAlive } from './process-alive';
 export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
 
 export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';
 export { f16ToF32, type HostArray } from './safetensors/convert';
+export { firstNonFinite } from './safetensors/non-finite';
 export { MAX_HEADER_BYTES, parseHeader, readHeaderLength, encodeHeader, type SafetensorsHeader, type TensorEntry } from './safetensors/header';
 export { fileSource, memorySource, type ByteSource } from './safetensors/byte-source';
 export { SafetensorsReader, type LoadOptions, type HostTensor } from './safetensors/read';
@@ -18,18 +22,7 @@ export { saveSafetensors, DEFAULT_METADATA, type SaveSafetensorsOptions } from '
 export { saveWeights, type TensorSource, type SaveWeightsOptions, type SavedWeights } from './safetensors/sharded-write';
 export { SINGLE_FILE, INDEX_FILE, parseShardIndex, encodeShardIndex, type ShardIndex } from './safetensors/shard-index';
 export { Checkpoint, type CheckpointEntry } from './checkpoint';
-export {
-  CONFIG_FIELDS,
-  GENERATION_CONFIG_FIELDS,
-  parseConfigJson,
-  readConfigJson,
-  readGenerationConfigJson,
-  validateFields,
-  writeConfigJson,
-  type FieldKind,
-  type FieldRule,
-  type FieldRules,
-} from './config-json';
+export { parseConfigJson, readConfigJson, readGenerationConfigJson, writeConfigJson } from './config-json';
 export { ChatTemplates, type ChatMessage, type ChatTemplateOptions, type TemplateSpecialTokens } from './chat';
 export {
   HfTokenizer,
@@ -41,8 +34,9 @@ export {
   type SpecialToken,
   type EncodeOptions,
   type DecodeOptions,
+  unknownTokenText,
 } from './tokenizer';
-export { RepoCache, defaultHubCacheDir, normalizeEtag } from './cache';
+export { RepoCache, defaultHubCacheDir, normalizeEtag } from './repo-cache';
 export { hubSettings, type HubSettings, type HubSettingsOptions } from './hub-settings';
 export { ProgressBar, formatBytes, formatDuration, type DownloadProgress, type ProgressStream } from './progress';
 export { globToRegExp, matchesAny } from './glob';

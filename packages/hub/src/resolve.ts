@@ -6,7 +6,8 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
-import { RepoCache, normalizeEtag } from './cache';
+import { recoverFolder } from './atomic-folder';
+import { RepoCache, normalizeEtag } from './repo-cache';
 import { downloadBlob, type EtagKind } from './download';
 import { HubError } from './errors';
 import { matchesAny } from './glob';
@@ -48,7 +49,9 @@ export interface ResolveOptions {
  * files `allowPatterns` selects that the cache lacks.
  */
 export async function resolveCheckpoint(pathOrRepoId: string, options: ResolveOptions = {}): Promise<string> {
-  const local = await stat(pathOrRepoId).catch(() => null);
+  let local = await stat(pathOrRepoId).catch(() => null);
+  // A folder whose save was killed between moving the old copy aside and moving the new one in.
+  if (!local && (await recoverFolder(pathOrRepoId))) local = await stat(pathOrRepoId).catch(() => null);
   if (local?.isDirectory()) return resolvePath(pathOrRepoId);
   if (local) throw new HubError(`${pathOrRepoId} is a file; give the folder that holds the checkpoint`);
   if (!isRepoId(pathOrRepoId)) throw new HubError(`${pathOrRepoId}: no such folder, and not a Hub repository id like "org/name"`);
@@ -97,11 +100,15 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
     if (bad) throw new HubError(`${repoId}@${revision}: the file listing has a path ${JSON.stringify(f.path)} that ${bad}`);
   }
 
+  // A blob of the wrong size (a broken earlier download, another tool) is fetched again, never used.
   const missing: FileToFetch[] = [];
   for (const f of files) {
-    if (await cache.hasFile(commit, f.path)) continue;
-    if ((await cache.blobSize(f.etag)) === f.size) await cache.link(commit, f.path, f.etag);
-    else missing.push(f);
+    const blob = await cache.blobSize(f.etag);
+    if (blob === f.size) {
+      if (!(await cache.hasFile(commit, f.path))) await cache.link(commit, f.path, f.etag);
+    } else if (blob !== null || (await cache.fileSize(commit, f.path)) !== f.size) {
+      missing.push(f);
+    } // else: no blob but a snapshot file of the right size (a cache whose files were moved out of blobs/, as on Windows without symlinks)
   }
   // Small files (configs, the shard index) first: once the index is in, a snapshot whose weights
   // failed to arrive is recognisably incomplete (see cachedSnapshot).
@@ -118,7 +125,7 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
         options.onProgress?.(event);
         bar?.update(event);
       };
-      await downloadBlob({ repoId, path: f.path, commit, ...access, blobPath, size: f.size, etag: f.etag, etagKind: f.etagKind, onBytes });
+      await downloadBlob({ repoId, path: f.path, commit, ...access, blobPath, lockPath: cache.lockPath(f.etag), size: f.size, etag: f.etag, etagKind: f.etagKind, onBytes });
       await cache.link(commit, f.path, f.etag);
       done += f.size;
     }

@@ -1,14 +1,15 @@
 /**
  * `savePretrainedFiles`: the model-agnostic half of `save_pretrained` — weights (sharded as HF
  * does), config.json, generation_config.json and the tokenizer files — into one folder that
- * transformers and our own loader both read. Every file is written atomically.
+ * transformers and our own loader both read. The folder is written atomically.
  */
-import { mkdir, readFile, realpath, stat } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomically } from './atomic-file';
-import { CONFIG_FIELDS, GENERATION_CONFIG_FIELDS, validateFields, writeConfigJson } from './config-json';
+import { writeFolderAtomically } from './atomic-folder';
+import { writeConfigJson } from './config-json';
 import type { JsonObject } from './hf-json';
-import { saveWeights, type SavedWeights, type SaveWeightsOptions, type TensorSource } from './safetensors/sharded-write';
+import { writeWeightsInto, type SavedWeights, type SaveWeightsOptions, type TensorSource } from './safetensors/sharded-write';
 
 /** Tokenizer files copied by `copyFrom`, when the source folder has them. */
 export const TOKENIZER_FILES: readonly string[] = [
@@ -41,29 +42,41 @@ export interface SavedPretrained {
   readonly files: readonly string[];
 }
 
-/** Writes a checkpoint folder (created if needed). */
+/**
+ * Writes a checkpoint folder (created if needed) atomically: the files go into a temporary sibling
+ * that replaces the folder when complete (see atomic-folder.ts), so a save killed midway leaves the
+ * old checkpoint or the new one, never a mix. Other files already in the folder are kept.
+ */
 export async function savePretrainedFiles(folder: string, options: SavePretrainedOptions): Promise<SavedPretrained> {
-  // Check the configs before anything is written, so a bad one does not leave a half-updated folder.
-  if (options.config) validateFields(options.config, CONFIG_FIELDS, join(folder, 'config.json'));
-  if (options.generationConfig) validateFields(options.generationConfig, GENERATION_CONFIG_FIELDS, join(folder, 'generation_config.json'));
-  await mkdir(folder, { recursive: true });
-  const weights = await saveWeights(folder, options.tensors, options);
-  const files = [...weights.files, ...(weights.indexFile ? [weights.indexFile] : [])];
-  if (options.config) {
-    await writeConfigJson(join(folder, 'config.json'), options.config);
-    files.push('config.json');
-  }
-  if (options.generationConfig) {
-    await writeConfigJson(join(folder, 'generation_config.json'), options.generationConfig);
-    files.push('generation_config.json');
-  }
-  if (options.copyFrom && (await realpath(options.copyFrom)) !== (await realpath(folder))) {
-    for (const name of TOKENIZER_FILES) {
-      const source = join(options.copyFrom, name);
-      if (!(await stat(source).then((s) => s.isFile(), () => false))) continue;
-      await writeFileAtomically(join(folder, name), await readFile(source));
-      files.push(name);
-    }
-  }
-  return { weights, files };
+  const copyFrom = options.copyFrom && !(await sameFolder(options.copyFrom, folder)) ? options.copyFrom : undefined;
+  return writeFolderAtomically(
+    folder,
+    async (temp) => {
+      const weights = await writeWeightsInto(temp, options.tensors, options, folder);
+      const files = [...weights.files, ...(weights.indexFile ? [weights.indexFile] : [])];
+      if (options.config) {
+        await writeConfigJson(join(temp, 'config.json'), options.config);
+        files.push('config.json');
+      }
+      if (options.generationConfig) {
+        await writeConfigJson(join(temp, 'generation_config.json'), options.generationConfig);
+        files.push('generation_config.json');
+      }
+      if (copyFrom) {
+        for (const name of TOKENIZER_FILES) {
+          const source = join(copyFrom, name);
+          if (!(await stat(source).then((s) => s.isFile(), () => false))) continue;
+          await writeFileAtomically(join(temp, name), await readFile(source));
+          files.push(name);
+        }
+      }
+      return { weights, files };
+    },
+    { keepOtherFiles: true },
+  );
+}
+
+async function sameFolder(a: string, b: string): Promise<boolean> {
+  const [ra, rb] = await Promise.all([realpath(a).catch(() => null), realpath(b).catch(() => null)]);
+  return ra !== null && ra === rb;
 }

@@ -145,13 +145,32 @@ export class HfTokenizer {
     return [...(this.addBos ? [this.special.bos_token!.id] : []), ...ids, ...(this.addEos ? [this.special.eos_token!.id] : [])];
   }
 
-  /** Token ids → text. Ids outside the vocabulary are an error. */
+  /**
+   * Token ids → text. An id the tokenizer does not know (a model's vocab_size is often padded past
+   * the tokenizer's) decodes to the visible placeholder `<unk:ID>`, never an error: the known runs
+   * around it are decoded as usual. Ids that are not non-negative integers are an error.
+   */
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
     if (ids.length === 0) return '';
+    for (const id of ids) if (!Number.isInteger(id) || id < 0) throw new RangeError(`decode(): token id ${id} is not a non-negative integer`);
+    const skip = options.skipSpecialTokens ?? false;
+    const known = (id: number) => this.tokenizer.id_to_token(id) !== undefined;
+    if (ids.every(known)) return this.tokenizer.decode([...ids], { skip_special_tokens: skip });
+    let text = '';
+    let run: number[] = [];
+    const flush = () => {
+      if (run.length) text += this.tokenizer.decode(run, { skip_special_tokens: skip });
+      run = [];
+    };
     for (const id of ids) {
-      if (!Number.isInteger(id) || this.tokenizer.id_to_token(id) === undefined) throw new RangeError(`decode(): token id ${id} is not in the vocabulary of ${this.folder}`);
+      if (known(id)) run.push(id);
+      else {
+        flush();
+        text += unknownTokenText(id);
+      }
     }
-    return this.tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    flush();
+    return text;
   }
 
   /** Renders a conversation with the tokenizer's chat template. */
@@ -206,4 +225,9 @@ export async function loadTokenizer(folder: string): Promise<HfTokenizer> {
     ? new ChatTemplates(new Map([['default', await Bun.file(jinjaPath).text()]]), jinjaPath)
     : ChatTemplates.fromConfigValue(config.chat_template, join(folder, TOKENIZER_CONFIG_FILE));
   return new HfTokenizer(tokenizerJson, config, templates, folder);
+}
+
+/** What {@link HfTokenizer.decode} writes for an id outside the tokenizer's vocabulary. */
+export function unknownTokenText(id: number): string {
+  return `<unk:${id}>`;
 }

@@ -1,4 +1,4 @@
-/** config.json / generation_config.json: HF's non-standard float literals, validation, HF's output format. */
+/** config.json / generation_config.json: HF's non-standard float literals, file errors, HF's output format. */
 import { describe, expect, test } from 'bun:test';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -80,40 +80,15 @@ describe('config files', () => {
     expect(readFileSync(path, 'utf8')).toBe('{\n  "model_type": "nemotron_h",\n  "time_step_limit": [\n    0,\n    Infinity\n  ]\n}\n');
   });
 
-  test('wrong types name the file and the field', () => {
+  test('a file that does not hold an object names the file; field kinds are the model package\'s job', () => {
     const file = '/x/config.json';
-    const cases: [string, string, string][] = [
-      ['{"hidden_size": "128"}', "field 'hidden_size'", 'must be a positive integer, got "128"'],
-      ['{"num_hidden_layers": 0}', "field 'num_hidden_layers'", 'must be a positive integer, got 0'],
-      ['{"vocab_size": 1.5}', "field 'vocab_size'", 'got 1.5'],
-      ['{"eos_token_id": [2, "x"]}', "field 'eos_token_id'", 'must be an integer ≥ 0, a list of integers or null'],
-      ['{"tie_word_embeddings": "yes"}', "field 'tie_word_embeddings'", 'must be true or false'],
-      ['{"architectures": "NemotronHForCausalLM"}', "field 'architectures'", 'must be a list of strings or null'],
-      ['{"rms_norm_eps": -1}', "field 'rms_norm_eps'", 'must be a number ≥ 0'],
-    ];
-    for (const [text, field, detail] of cases) {
-      let error: unknown;
-      try {
-        parseConfigJson(text, file);
-      } catch (e) {
-        error = e;
-      }
-      expect(error).toBeInstanceOf(CheckpointFormatError);
-      expect((error as CheckpointFormatError).field).toBe(field);
-      expect((error as Error).message).toStartWith(`${file}: ${field}: `);
-      expect((error as Error).message).toContain(detail);
-    }
     expect(() => parseConfigJson('[1]', file)).toThrow(`${file}: must hold a JSON object`);
-    expect(() => parseConfigJson('{}', file, { mamba_num_heads: { kinds: ['positive-integer'], required: true } })).toThrow(
-      `${file}: field 'mamba_num_heads': is required (a positive integer)`,
-    );
+    expect(parseConfigJson('{"hidden_size": "128", "rms_norm_eps": -1}', file)).toEqual({ hidden_size: '128', rms_norm_eps: -1 });
   });
 
-  test('generation_config.json rules, and a missing file', async () => {
+  test('generation_config.json reads as an object, and a missing file is named', async () => {
     const dir = tempDir('config');
     const path = join(dir, 'generation_config.json');
-    writeFileSync(path, '{"eos_token_id": [2, 11], "do_sample": false, "temperature": 0.6, "top_k": -1}');
-    await expect(readGenerationConfigJson(path)).rejects.toThrow(`${path}: field 'top_k': must be an integer ≥ 0, got -1`);
     writeFileSync(path, '{"eos_token_id": [2, 11], "do_sample": false, "temperature": 0.6}');
     expect((await readGenerationConfigJson(path)).eos_token_id).toEqual([2, 11]);
     await expect(readConfigJson(join(dir, 'nope.json'))).rejects.toThrow('nope.json: does not exist');

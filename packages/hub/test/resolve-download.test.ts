@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { Checkpoint, HubError, loadTokenizer, resolveCheckpoint, saveWeights, type DownloadProgress } from '../src';
@@ -138,7 +139,6 @@ describe('first download and reuse', () => {
     const snapshot = join(cacheDir, 'models--tiny-org--tiny-model', 'snapshots', COMMIT);
     expect(readdirSync(snapshot)).toEqual(['config.json']);
     const downloads = hub.downloads('config.json').length;
-    await Bun.write(join(snapshot, 'config.json'), 'x');
     await resolveCheckpoint(REPO, options(cacheDir, { allowPatterns: ['config.json', 'original/'] }));
     expect(readdirSync(snapshot).sort()).toEqual(['config.json', 'original']);
     expect(hub.downloads('config.json').length).toBe(downloads);
@@ -210,6 +210,83 @@ describe('interrupted downloads', () => {
     expect(existsSync(join(repoFolder, 'snapshots', COMMIT, shard))).toBe(false);
     // Offline, the incomplete snapshot is not offered as a checkpoint.
     await expect(resolveCheckpoint(REPO, options(cacheDir, { localFilesOnly: true }))).rejects.toThrow('is not in the cache');
+  });
+});
+
+describe('a cache shared by several processes', () => {
+  const repoFolder = (cacheDir: string) => join(cacheDir, 'models--tiny-org--tiny-model');
+  const etagOf = (name: string) => (name.endsWith('.safetensors') ? sha256(files.get(name)!) : gitBlobSha1(files.get(name)!));
+  const wanted = () => [...files.keys()].filter((p) => !p.includes('/') && p !== 'README.md');
+
+  function expectOneGoodBlobEach(cacheDir: string): void {
+    const blobs = join(repoFolder(cacheDir), 'blobs');
+    expect(readdirSync(blobs).sort()).toEqual(wanted().map(etagOf).sort());
+    for (const name of wanted()) expect(readFileSync(join(blobs, etagOf(name))).equals(files.get(name)!)).toBe(true);
+    // Released locks: gone, or (flock, as Python leaves them) empty files.
+    const locks = join(cacheDir, '.locks', 'models--tiny-org--tiny-model');
+    for (const name of readdirSync(locks)) expect({ name, content: readFileSync(join(locks, name), 'utf8') }).toEqual({ name: expect.stringMatching(/^[0-9a-f]+\.lock$/), content: '' });
+  }
+
+  test('three processes resolving at once into an empty cache all succeed, leaving one verified blob per file', async () => {
+    const cacheDir = tempDir('cache');
+    // Slow bodies (about half a second per shard), so the three downloads overlap.
+    hub.slowDown({ bytes: 2048, everyMs: 20 });
+    const before = hub.requests.length;
+    let results: { code: number; stdout: string; stderr: string }[];
+    try {
+      const child = join(import.meta.dir, 'support', 'resolve-child.ts');
+      const runs = [0, 1, 2].map(() => Bun.spawn([process.execPath, child, REPO, cacheDir, hub.url], { stdout: 'pipe', stderr: 'pipe' }));
+      results = await Promise.all(
+        runs.map(async (p) => ({ code: await p.exited, stdout: await new Response(p.stdout).text(), stderr: await new Response(p.stderr).text() })),
+      );
+    } finally {
+      hub.slowDown(null);
+    }
+    const snapshot = join(repoFolder(cacheDir), 'snapshots', COMMIT);
+    for (const r of results) {
+      expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(r.stdout.trim()).toBe(snapshot);
+    }
+    expectOneGoodBlobEach(cacheDir);
+    await expectWeights(snapshot);
+    // Each file went over the wire once: the processes that waited used the finished blob.
+    const transfers = hub.downloads().filter((r) => hub.requests.indexOf(r) >= before);
+    for (const name of wanted()) expect({ name, count: transfers.filter((r) => r.path.endsWith(`/${name}`)).length }).toEqual({ name, count: 1 });
+  });
+
+  test('a blob of the wrong size already in the cache is downloaded again, online and not trusted', async () => {
+    const cacheDir = tempDir('cache');
+    const snapshot = await resolveCheckpoint(REPO, options(cacheDir));
+    const [oversized, truncated] = wanted().filter((p) => p.endsWith('.safetensors'));
+    const blobs = join(repoFolder(cacheDir), 'blobs');
+    const big = files.get(oversized!)!;
+    writeFileSync(join(blobs, etagOf(oversized!)), Buffer.concat([big, big.subarray(0, 999)]));
+    // Offline, appended bytes are caught by the safetensors check (there is no listing to compare with).
+    await expect(Checkpoint.open(snapshot)).rejects.toThrow(`${join(snapshot, oversized!)}: data: the file has 999 bytes after the last tensor`);
+    writeFileSync(join(blobs, etagOf(truncated!)), files.get(truncated!)!.subarray(0, 5000));
+    const before = { oversized: hub.downloads(oversized).length, truncated: hub.downloads(truncated).length };
+    expect(await resolveCheckpoint(REPO, options(cacheDir))).toBe(snapshot);
+    expect(hub.downloads(oversized).length).toBe(before.oversized + 1);
+    expect(hub.downloads(truncated).length).toBe(before.truncated + 1);
+    expectOneGoodBlobEach(cacheDir);
+    await expectWeights(snapshot);
+  });
+
+  test('the lock of a process that died mid-download is taken over, and its partial file continued', async () => {
+    const cacheDir = tempDir('cache');
+    const shard = wanted().find((p) => p.startsWith('model-00001'))!;
+    const content = files.get(shard)!;
+    const dead = Bun.spawnSync(['true']).pid;
+    const lock = join(cacheDir, '.locks', 'models--tiny-org--tiny-model', `${etagOf(shard)}.lock`);
+    mkdirSync(join(lock, '..'), { recursive: true });
+    writeFileSync(lock, JSON.stringify({ pid: dead, host: hostname() }));
+    mkdirSync(join(repoFolder(cacheDir), 'blobs'), { recursive: true });
+    writeFileSync(join(repoFolder(cacheDir), 'blobs', `${etagOf(shard)}.incomplete`), content.subarray(0, 3000));
+    const before = hub.downloads(shard).length;
+    const snapshot = await resolveCheckpoint(REPO, options(cacheDir));
+    expect(hub.downloads(shard).slice(before).map((r) => r.range)).toEqual(['bytes=3000-']);
+    expectOneGoodBlobEach(cacheDir);
+    await expectWeights(snapshot);
   });
 });
 

@@ -45,7 +45,11 @@ describe('encode / decode', () => {
     expect(ids.at(-1)).toBe(specialId('<|im_end|>'));
     expect(tok.decode(ids)).toBe('<|im_start|>hello<|im_end|>');
     expect(tok.decode(ids, { skipSpecialTokens: true })).toBe('hello');
-    expect(() => tok.decode([1, 99999])).toThrow('token id 99999 is not in the vocabulary');
+    // Ids past the tokenizer (a padded vocab_size) decode to a placeholder, between decoded runs.
+    expect(tok.decode([...ids, 99999, ...ids])).toBe(`<|im_start|>hello<|im_end|><unk:99999><|im_start|>hello<|im_end|>`);
+    expect(tok.decode([99999], { skipSpecialTokens: true })).toBe('<unk:99999>');
+    expect(() => tok.decode([1, -1])).toThrow('token id -1 is not a non-negative integer');
+    expect(() => tok.decode([1.5])).toThrow('token id 1.5 is not a non-negative integer');
   });
 
   test('add_bos_token / add_eos_token in tokenizer_config.json decide BOS and EOS', async () => {
@@ -110,5 +114,9 @@ describe('chat templates', () => {
     expect(() => none.applyChatTemplate(messages)).toThrow('has no chat template');
     const broken = await tokenizerWith({ chat_template: '{% for %}' });
     expect(() => broken.applyChatTemplate(messages)).toThrow('tokenizer_config.json: chat_template: does not parse');
+    // An unclosed block makes the parser fail internally ("tokens[current].type"): the error says what happened.
+    writeFileSync(join(dir, 'chat_template.jinja'), '{% if messages %}hi');
+    const unclosed = await loadTokenizer(dir);
+    expect(() => unclosed.applyChatTemplate(messages)).toThrow(`${join(dir, 'chat_template.jinja')}: chat_template: does not parse: unexpected end of the template (an unclosed {% … %} block or {{ … }} expression?)`);
   });
 });

@@ -2,6 +2,8 @@
  * Element types. Floating-point math always happens in f32; `bf16` is a storage format
  * (two values packed per 32-bit word on the GPU, a `Uint16Array` on the CPU — the same bytes).
  */
+import { OutOfMemoryError } from './device/errors';
+
 export type DType = 'f32' | 'bf16' | 'i32' | 'u32';
 
 export type FloatDType = 'f32' | 'bf16';
@@ -31,6 +33,16 @@ export function isDType(value: unknown): value is DType {
 
 /** Allocates a zeroed typed array for `length` elements of `dtype`. */
 export function allocArray<D extends DType>(dtype: D, length: number): DTypeArray[D] {
+  try {
+    return allocTyped(dtype, length);
+  } catch (e) {
+    // The engine's bare "Out of memory" / "Array length" RangeError names nothing: say what was being allocated.
+    if (e instanceof RangeError) throw new OutOfMemoryError(`a ${dtype} array of ${length} elements (${length * bytesPerElement(dtype)} bytes) cannot be allocated on the host (${e.message})`);
+    throw e;
+  }
+}
+
+function allocTyped<D extends DType>(dtype: D, length: number): DTypeArray[D] {
   switch (dtype) {
     case 'f32':
       return new Float32Array(length) as DTypeArray[D];

@@ -6,7 +6,6 @@
 import type { GradNode } from './autograd/graph';
 import type { Device } from './device/device';
 import { allocArray, bf16BitsToF32, bytesPerElement, type DType, type DTypeArray, type TypedArray } from './dtype';
-import { contiguous } from './ops/layout/layout';
 import { Storage } from './runtime/storage';
 import { trackTensor } from './runtime/scope';
 import { contiguousStrides, formatShape, sizeOf, type Shape } from './shape';
@@ -77,6 +76,11 @@ export class Tensor {
     this.storage.release();
   }
 
+  /** `using t = …` disposes the handle at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
   /** Throws a clear error when the tensor was disposed. */
   assertAlive(what = 'tensor'): void {
     if (this.disposed || !this.storage.alive) {
@@ -101,25 +105,25 @@ export class Tensor {
   /** Copies the elements to the host (waits for the device). bf16 comes back as its 16-bit words. */
   async data<D extends DType = DType>(): Promise<DTypeArray[D]> {
     this.assertAlive();
-    if (!this.isContiguous) {
-      const dense = contiguous(this);
-      try {
-        return await dense.data<D>();
-      } finally {
-        dense.dispose();
-      }
-    }
     const device = this.device;
     const n = this.size;
+    // A strided view reads the storage range it spans and gathers on the host (no kernel: ops are built on tensors, not the reverse).
+    const span = this.isContiguous ? n : viewSpan(this.shape, this.strides);
+    let source: TypedArray;
+    let base: number;
     if (device.kind === 'cpu') {
-      const src = cpuView(this);
-      const out = allocArray(this.dtype, n);
-      out.set(src.subarray(this.offset, this.offset + n) as never);
-      return out as DTypeArray[D];
+      source = cpuView(this);
+      base = this.offset;
+    } else {
+      const bpe = bytesPerElement(this.dtype);
+      const bytes = await device.read(this.storage, this.offset * bpe, span * bpe);
+      source = typedArrayFrom(this.dtype, bytes.buffer as ArrayBuffer, span);
+      base = 0;
     }
-    const bpe = bytesPerElement(this.dtype);
-    const bytes = await device.read(this.storage, this.offset * bpe, n * bpe);
-    return typedArrayFrom(this.dtype, bytes.buffer as ArrayBuffer, n) as DTypeArray[D];
+    const out = allocArray(this.dtype, n);
+    if (this.isContiguous) out.set(source.subarray(base, base + n) as never);
+    else gatherStrided(source, base, this.shape, this.strides, out);
+    return out as DTypeArray[D];
   }
 
   /** Copies the elements to the host as f32 (bf16 widened, integers converted). */
@@ -142,6 +146,34 @@ export class Tensor {
 
   toString(): string {
     return `Tensor(${formatShape(this.shape)}, ${this.dtype}, ${this.device.kind}${this.name ? `, '${this.name}'` : ''})`;
+  }
+}
+
+/** Elements from a view's first element to its last (strides are non-negative). */
+function viewSpan(shape: readonly number[], strides: readonly number[]): number {
+  if (sizeOf(shape) === 0) return 0;
+  let last = 0;
+  for (let i = 0; i < shape.length; i++) last += (shape[i]! - 1) * strides[i]!;
+  return last + 1;
+}
+
+/** Copies the view (shape, strides) of `source` starting at `base` into the dense `out`, in row-major order. */
+function gatherStrided(source: TypedArray, base: number, shape: readonly number[], strides: readonly number[], out: TypedArray): void {
+  const rank = shape.length;
+  const index = new Array<number>(rank).fill(0);
+  const inner = rank > 0 ? shape[rank - 1]! : 1;
+  const innerStride = rank > 0 ? strides[rank - 1]! : 0;
+  let at = base;
+  for (let o = 0; o < out.length; o += inner) {
+    for (let j = 0; j < inner; j++) out[o + j] = source[at + j * innerStride]!;
+    // Advance the outer index like an odometer.
+    for (let d = rank - 2; d >= 0; d--) {
+      index[d]!++;
+      at += strides[d]!;
+      if (index[d]! < shape[d]!) break;
+      at -= index[d]! * strides[d]!;
+      index[d] = 0;
+    }
   }
 }
 

@@ -1,12 +1,20 @@
 /**
  * Test support shared by every package: the devices to run on, seeded odd-sized data, poisoned
- * outputs, and comparisons relative to the largest expected magnitude.
+ * outputs, comparisons relative to the largest expected magnitude, and the tolerance model for
+ * float differences between backends.
  *
- * `NEMOTRON_TEST_DEVICES` (comma list of `cpu`, `webgpu`; default both) picks the devices. A
- * missing WebGPU adapter is an error unless the list excludes it.
+ * `NEMOTRON_TEST_DEVICES` picks the devices: a comma list of `cpu` (the TypeScript reference),
+ * `native` (the CPU backend with native kernels), `webgpu` (the adapter `initDevice` would pick,
+ * honouring `NEMOTRON_BACKEND` / `NEMOTRON_ADAPTER`), `webgpu:<backend>` (`webgpu:opengl`,
+ * `webgpu:vulkan`, ...) and `webgpu:*` (every backend that opens here). Default `cpu,native,webgpu`.
+ * A missing WebGPU adapter is an error unless the list excludes it (`webgpu:*` needs at least one);
+ * the native backend is skipped when its library is unavailable, unless the list names it.
  */
 import { expect } from 'bun:test';
-import { getCpuDevice, getWebGpuDevice, type Device } from './device/device';
+import { deviceLabel, deviceOptionsFromEnv, getCpuDevice, getNativeDevice, getWebGpuDevice, type Device } from './device/device';
+import type { BackendName } from './device/dawn';
+import { NoAdapterError } from './device/errors';
+import { nativeUnavailableReason } from './native/library';
 import type { WebGpuDevice } from './device/webgpu-device';
 import { tensor } from './creation';
 import { fromBf16, toBf16, type DType } from './dtype';
@@ -14,19 +22,77 @@ import { Generator } from './random';
 import { sizeOf } from './shape';
 import type { Tensor } from './tensor';
 
-export async function testDevices(): Promise<Device[]> {
-  const wanted = (process.env.NEMOTRON_TEST_DEVICES ?? 'cpu,webgpu').split(',').map((s) => s.trim());
-  const out: Device[] = [];
-  if (wanted.includes('cpu')) out.push(getCpuDevice());
-  if (wanted.includes('webgpu')) out.push(await getWebGpuDevice());
+/** Backends `webgpu:*` tries, in this order. */
+const EVERY_BACKEND: readonly BackendName[] = ['opengl', 'vulkan', 'metal', 'd3d12'];
+const DEFAULT_TEST_DEVICES = 'cpu,native,webgpu';
+
+/** The entries of `NEMOTRON_TEST_DEVICES` (validated). */
+export function testDeviceList(text: string = process.env.NEMOTRON_TEST_DEVICES ?? DEFAULT_TEST_DEVICES): string[] {
+  const entries = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  for (const e of entries) {
+    const backend = e.startsWith('webgpu:') ? e.slice('webgpu:'.length) : null;
+    const ok = e === 'cpu' || e === 'native' || e === 'webgpu' || backend === '*' || (backend !== null && [...EVERY_BACKEND, 'opengles'].includes(backend));
+    if (!ok) throw new Error(`NEMOTRON_TEST_DEVICES: unknown entry '${e}' (use cpu, native, webgpu, webgpu:opengl, webgpu:vulkan, webgpu:metal, webgpu:d3d12 or webgpu:*)`);
+  }
+  return entries;
+}
+
+async function openEntry(entry: string): Promise<WebGpuDevice[]> {
+  if (entry === 'webgpu') {
+    const { backend, adapter } = deviceOptionsFromEnv();
+    return [await getWebGpuDevice({ backend, adapter })];
+  }
+  const backend = entry.slice('webgpu:'.length);
+  if (backend !== '*') return [await getWebGpuDevice({ backend: backend as BackendName })];
+  const opened: WebGpuDevice[] = [];
+  for (const b of EVERY_BACKEND) {
+    try {
+      opened.push(await getWebGpuDevice({ backend: b }));
+    } catch (e) {
+      if (!(e instanceof NoAdapterError)) throw e;
+    }
+  }
+  if (opened.length === 0) throw new NoAdapterError(`NEMOTRON_TEST_DEVICES=webgpu:*: no backend of ${EVERY_BACKEND.join(', ')} opens here`);
+  return opened;
+}
+
+/** The WebGPU devices the test run covers (one per backend, in list order; none when the list has no `webgpu` entry). */
+export async function testGpus(): Promise<WebGpuDevice[]> {
+  const out: WebGpuDevice[] = [];
+  for (const entry of testDeviceList()) {
+    if (entry === 'cpu' || entry === 'native') continue;
+    for (const d of await openEntry(entry)) if (!out.includes(d)) out.push(d);
+  }
   return out;
 }
 
-/** The WebGPU device, or null when the test run excludes it. */
-export async function testGpu(): Promise<Device | null> {
-  const wanted = (process.env.NEMOTRON_TEST_DEVICES ?? 'cpu,webgpu').split(',');
-  return wanted.includes('webgpu') ? getWebGpuDevice() : null;
+/**
+ * The native CPU device, or null when the test run excludes it (or, unless NEMOTRON_TEST_DEVICES
+ * names `native`, when its library cannot be built here).
+ */
+export function testNative(): Device | null {
+  if (!testDeviceList().includes('native')) return null;
+  const device = getNativeDevice();
+  if (!device && process.env.NEMOTRON_TEST_DEVICES !== undefined) {
+    throw new Error(`NEMOTRON_TEST_DEVICES names native but the native CPU backend is unavailable: ${nativeUnavailableReason()}`);
+  }
+  return device;
 }
+
+/** Every device the test run covers: the CPU reference when listed, the native backend, then {@link testGpus}. */
+export async function testDevices(): Promise<Device[]> {
+  const cpu = testDeviceList().includes('cpu') ? [getCpuDevice()] : [];
+  const native = testNative();
+  return [...cpu, ...(native ? [native] : []), ...(await testGpus())];
+}
+
+/** The first WebGPU device of the run, or null when the run excludes WebGPU. */
+export async function testGpu(): Promise<Device | null> {
+  return (await testGpus())[0] ?? null;
+}
+
+/** A device's name in test titles: `cpu`, `cpu:native` or `webgpu:<backend>`. */
+export { deviceLabel };
 
 /** Seeded normal data; bf16 data is pre-rounded so both backends see identical values. */
 export function randomData(shape: readonly number[], seed: number, options: { dtype?: DType; scale?: number; positive?: boolean } = {}): Float32Array {
@@ -72,6 +138,37 @@ export function poisoned<T>(device: Device, fn: () => T): T {
   }
 }
 
+/**
+ * The one model of legitimate float differences between a backend's f32 result and the f64 CPU
+ * reference (GPU drivers round differently from each other, too). Each f32 operation rounds once
+ * (relative error ≤ u = 2⁻²⁴); WGSL's builtins may be off by a few ULP (the spec's allowances,
+ * {@link WGSL_ULP}); a driver may reduce in any order and may fuse a·b + c into one FMA. All of
+ * these move a result by a number of roundings times the magnitude of the TERMS it is formed from,
+ * not of the result itself: where terms cancel (a norm's gradient at d = 1), the result's own scale
+ * says nothing. So a comparison's absolute tolerance is `roundings · u · magnitude`
+ * ({@link f32Atol}), with `magnitude` the largest |term| (the formula evaluated on absolute values)
+ * and `roundings` counted along the longest path; a sum of n terms in an unknown order counts
+ * {@link sumRoundings}(n).
+ */
+export const F32_UNIT_ROUNDOFF = 2 ** -24;
+
+/** ULP allowances of the WGSL builtins the kernels use (WGSL spec, "Floating Point Accuracy"). */
+export const WGSL_ULP = { division: 2.5, inverseSqrt: 2, sqrt: 4.5, exp: 3, log: 3 } as const;
+
+/**
+ * Roundings a sum of n f32 terms may accumulate in any order, with or without FMAs: n − 1 in the
+ * worst case, λ·√n with probability ≥ 1 − 1e-7 at λ = 6 (Higham & Mary's probabilistic bound for
+ * independent rounding errors); the smaller of the two.
+ */
+export function sumRoundings(n: number): number {
+  return n <= 1 ? 0 : Math.min(n - 1, 6 * Math.sqrt(n));
+}
+
+/** Absolute tolerance for a result of `roundings` f32 rounding steps over terms of size `magnitude`. */
+export function f32Atol(roundings: number, magnitude: number): number {
+  return roundings * F32_UNIT_ROUNDOFF * magnitude;
+}
+
 export interface CloseOptions {
   /** Allowed error relative to max |expected| (default 1e-5). */
   rtol?: number;
@@ -112,11 +209,6 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     throw new Error(`${what}: max |diff| ${worst.toExponential(3)} at ${worstAt} (got ${actual[worstAt]}, expected ${expected[worstAt]}) exceeds ${bound.toExponential(3)}`);
   }
   return worst;
-}
-
-/** Reads a tensor back as f32 (bf16 widened). */
-export async function hostF32(t: Tensor): Promise<Float32Array> {
-  return t.toFloat32();
 }
 
 export interface GradcheckOptions {

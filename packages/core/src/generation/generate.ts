@@ -6,7 +6,7 @@
  * Everything a step needs stays on the device: the sampled ids are written straight into the
  * tensor the next step embeds, the step counter is the cache's device position, and finished rows,
  * EOS, the history and the repetition-penalty set are kept by `recordTokens`. So the decode step is
- * a `StepProgram`: recorded once, replayed for every token, and the host never waits for a token
+ * a `RecordedDecode` (nemotron/decode.ts, a `StepProgram`): recorded once, replayed for every token, and the host never waits for a token
  * before recording the next step — ids are read back one step behind, for streaming, EOS and stop
  * strings. Logits are never read back (unless `outputStepLogits` asks for them, at the end).
  *
@@ -14,16 +14,22 @@
  * (see `forward`), so every row generates what its prompt alone would (greedy; draws also depend
  * on the row's index).
  */
-import { NON_FINITE_TOKEN, StepProgram, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
-import { checkAttentionMask, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
+import { NON_FINITE_TOKEN, OutOfMemoryError, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
+import { checkAttentionMask, checkPaddingLayout, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
 import { NemotronHybridCache } from '../nemotron/cache';
 import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
+import { RecordedDecode } from '../nemotron/decode';
 import { resolveGeneration, type DecodingOptions, type GenerationConfig, type ResolvedGeneration } from './generation-config';
 import { TextStream, type TokenDecoder } from './text-stream';
 
 export interface GenerateOptions extends DecodingOptions {
-  /** i32 [B, T] or rows: the prompts (left-padded when their lengths differ). */
-  inputIds: Tensor | Rows;
+  /** i32 [B, T] or rows: the prompts (left-padded when their lengths differ). Exactly one of this and `inputsEmbeds`. */
+  inputIds?: Tensor | Rows;
+  /**
+   * f32 or bf16 [B, T, H]: prompt embeddings instead of ids (HF's `inputs_embeds`). The repetition
+   * penalty then sees only generated tokens, and `sequences` holds only them, as in HF.
+   */
+  inputsEmbeds?: Tensor;
   /** [B, T] or rows, 1 = token, 0 = padding (HF's attention_mask). */
   attentionMask?: Tensor | Rows;
   /** A row finishes once its generated text contains one of these (needs `tokenizer`). */
@@ -71,6 +77,11 @@ export interface GenerationStats {
 export interface GenerateResult {
   /** The generated tokens per row (pad after a row finished), one per step. */
   readonly tokens: number[][];
+  /**
+   * HF's `sequences`: per row, the prompt ids (padding included) followed by `tokens`; only
+   * `tokens` when the prompt was given as `inputsEmbeds`.
+   */
+  readonly sequences: number[][];
   /** Per row, the tokens up to and including the one that finished it (all of them for 'length'). */
   readonly lengths: number[];
   readonly finishReasons: FinishReason[];
@@ -82,25 +93,36 @@ export interface GenerateResult {
 }
 
 /** Host copies of the prompt, checked (tensors are read back once). */
-async function promptRows(options: GenerateOptions, vocab: number): Promise<{ ids: Rows; mask: Rows | null }> {
+async function promptRows(options: GenerateOptions, vocab: number): Promise<{ ids: Rows | null; batch: number; length: number; mask: Rows | null }> {
   const rowsOf = async (t: Tensor): Promise<number[][]> => {
     if (t.rank !== 2) throw new Error(`generate: prompt tensors must be [B, T], got [${t.shape.join(', ')}]`);
     const flat = Array.from(await t.toFloat32());
     const [b, l] = t.shape as [number, number];
     return Array.from({ length: b }, (_, r) => flat.slice(r * l, (r + 1) * l));
   };
-  const ids = checkTokenIds(options.inputIds instanceof Tensor ? await rowsOf(options.inputIds) : options.inputIds, 'generate: inputIds', vocab);
+  if ((options.inputIds === undefined) === (options.inputsEmbeds === undefined)) throw new Error('generate: give exactly one of inputIds and inputsEmbeds');
+  let ids: Rows | null = null;
+  let b: number;
+  let l: number;
+  if (options.inputIds !== undefined) {
+    ids = checkTokenIds(options.inputIds instanceof Tensor ? await rowsOf(options.inputIds) : options.inputIds, 'generate: inputIds', vocab);
+    [b, l] = rowsShape(ids);
+  } else {
+    const embeds = options.inputsEmbeds!;
+    if (embeds.rank !== 3) throw new Error(`generate: inputsEmbeds must be [B, T, H], got [${embeds.shape.join(', ')}]`);
+    [b, l] = embeds.shape as [number, number];
+  }
   const maskValue = options.attentionMask;
   const mask = maskValue === undefined ? null : checkAttentionMask(maskValue instanceof Tensor ? await rowsOf(maskValue) : maskValue, 'generate: attentionMask');
   if (mask) {
-    const [b, l] = rowsShape(ids);
     const [mb, ml] = rowsShape(mask);
-    if (mb !== b || ml !== l) throw new Error(`generate: attentionMask [${mb}, ${ml}] does not match inputIds [${b}, ${l}]`);
+    if (mb !== b || ml !== l) throw new Error(`generate: attentionMask [${mb}, ${ml}] does not match the prompt [${b}, ${l}]`);
     mask.forEach((row, r) => {
       if (!row.includes(1)) throw new Error(`generate: row ${r} of the prompt is all padding`);
     });
+    checkPaddingLayout(mask, 'generate: attentionMask', 'left');
   }
-  return { ids, mask };
+  return { ids, batch: b, length: l, mask };
 }
 
 /** The device tensors a generation keeps between steps. */
@@ -113,15 +135,15 @@ interface StepTensors {
   logits: Tensor | null;
 }
 
-function allocate(model: NemotronHForCausalLM, g: ResolvedGeneration, prompt: { ids: Rows; mask: Rows | null }, withLogits: boolean): StepTensors {
+function allocate(model: NemotronHForCausalLM, g: ResolvedGeneration, prompt: { ids: Rows | null; batch: number; mask: Rows | null }, withLogits: boolean): StepTensors {
   const device = model.lmHead.weight.device;
-  const [batch] = rowsShape(prompt.ids);
+  const batch = prompt.batch;
   const vocab = model.config.vocabSize;
   let seen: Tensor | null = null;
   if (g.repetitionPenalty !== 1) {
     // HF penalises every token of input_ids; padding is left out so a row equals its prompt alone.
     const marks = new Int32Array(batch * vocab);
-    prompt.ids.forEach((row, b) =>
+    prompt.ids?.forEach((row, b) =>
       row.forEach((id, t) => {
         if (prompt.mask?.[b]![t] !== 0) marks[b * vocab + id] = 1;
       }),
@@ -148,14 +170,29 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
   const device = model.lmHead.weight.device;
   const start = performance.now();
   const prompt = await promptRows(options, vocab);
-  const [batch, promptLength] = rowsShape(prompt.ids);
+  const { batch, length: promptLength } = prompt;
   const g = resolveGeneration(options, options.generationConfig ?? model.generationConfig, config, promptLength);
   const stopStrings = options.stopStrings ?? [];
   if (stopStrings.length > 0 && !options.tokenizer) throw new Error('generate: stopStrings need a tokenizer');
   if (stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw new Error('generate: stop strings must be non-empty strings');
 
-  const cache = new NemotronHybridCache(config, { batch, device, capacity: promptLength + g.maxNewTokens });
-  const t = allocate(model, g, prompt, options.outputStepLogits ?? false);
+  const capacity = promptLength + g.maxNewTokens;
+  // A huge maxNewTokens fails here: name it, not just the tensor.
+  const tooLarge = (e: unknown) =>
+    e instanceof OutOfMemoryError ? new OutOfMemoryError(`generate: maxNewTokens ${g.maxNewTokens} needs a cache of ${capacity} positions for ${batch} row(s), too large for this device (${e.message})`) : e;
+  let cache: NemotronHybridCache;
+  try {
+    cache = new NemotronHybridCache(config, { batch, device, capacity });
+  } catch (e) {
+    throw tooLarge(e);
+  }
+  let t: StepTensors;
+  try {
+    t = allocate(model, g, prompt, options.outputStepLogits ?? false);
+  } catch (e) {
+    cache.dispose();
+    throw tooLarge(e);
+  }
   const sampling: SamplingOptions = {
     doSample: g.doSample,
     temperature: g.temperature,
@@ -175,7 +212,7 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
     recordTokens(sampled, { ids: t.ids, finished: t.finished, padId: g.padTokenId, eos: t.eos, history: t.history, position: cache.position, base: promptLength, seen: t.seen });
     if (t.logits) copyIntoAt(t.logits, reshape(logits, [batch, 1, vocab]), 1, cache.position, -promptLength);
   };
-  const program = new StepProgram(device, () => choose(model.decodeStep(t.ids, cache)));
+  const program = new RecordedDecode(model, cache, t.ids, choose);
 
   const tokens: number[][] = Array.from({ length: batch }, () => []);
   const finished = new Array<boolean>(batch).fill(false);
@@ -190,7 +227,8 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
   try {
     noGrad(() =>
       tidy(() => {
-        const { logits } = model.forward({ inputIds: options.inputIds, attentionMask: options.attentionMask, cache, logitsToKeep: 1 });
+        const prefillInputs = options.inputsEmbeds ? { inputsEmbeds: options.inputsEmbeds } : { inputIds: options.inputIds };
+        const { logits } = model.forward({ ...prefillInputs, attentionMask: options.attentionMask, cache, logitsToKeep: 1 });
         choose(reshape(logits, [batch, vocab]));
       }),
     );
@@ -203,7 +241,6 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
       const recordNext = (): Promise<Int32Array> | null => {
         if (step + 1 >= g.maxNewTokens) return null;
         noGrad(() => program.run());
-        cache.advanceHost(1);
         return t.ids.data<'i32'>();
       };
       let next = overlap ? recordNext() : null;
@@ -243,6 +280,7 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
     const decodeMs = lastKnown - firstKnown;
     return {
       tokens,
+      sequences: tokens.map((row, b) => [...(prompt.ids?.[b] ?? []), ...row]),
       lengths: tokens.map((row, b) => (ends[b]! < 0 ? row.length : ends[b]!)),
       finishReasons: reasons,
       text,

@@ -6,7 +6,7 @@
  * is given; EOS and pad ids fall back to the model config's.
  */
 import type { SamplingOptions } from '@nemotron-ts/kernels';
-import type { JsonValue, NemotronHConfig } from '../config';
+import { checkKind, type JsonValue, type NemotronHConfig, type ValueKind } from '../config';
 
 export interface GenerationConfigFields {
   doSample?: boolean;
@@ -22,18 +22,19 @@ export interface GenerationConfigFields {
   bosTokenId?: number | null;
 }
 
-const JSON_NAMES: Readonly<Record<keyof GenerationConfigFields, string>> = {
-  doSample: 'do_sample',
-  temperature: 'temperature',
-  topK: 'top_k',
-  topP: 'top_p',
-  minP: 'min_p',
-  repetitionPenalty: 'repetition_penalty',
-  maxNewTokens: 'max_new_tokens',
-  maxLength: 'max_length',
-  eosTokenId: 'eos_token_id',
-  padTokenId: 'pad_token_id',
-  bosTokenId: 'bos_token_id',
+/** Each field's generation_config.json name and kind. */
+const FIELDS: Readonly<Record<keyof GenerationConfigFields, { readonly json: string; readonly kind: ValueKind }>> = {
+  doSample: { json: 'do_sample', kind: 'bool' },
+  temperature: { json: 'temperature', kind: 'nonNegativeNumber' },
+  topK: { json: 'top_k', kind: 'nonNegativeInt' },
+  topP: { json: 'top_p', kind: 'nonNegativeNumber' },
+  minP: { json: 'min_p', kind: 'optionalNonNegativeNumber' },
+  repetitionPenalty: { json: 'repetition_penalty', kind: 'nonNegativeNumber' },
+  maxNewTokens: { json: 'max_new_tokens', kind: 'optionalPositiveInt' },
+  maxLength: { json: 'max_length', kind: 'positiveInt' },
+  eosTokenId: { json: 'eos_token_id', kind: 'tokenIds' },
+  padTokenId: { json: 'pad_token_id', kind: 'optionalNonNegativeInt' },
+  bosTokenId: { json: 'bos_token_id', kind: 'optionalNonNegativeInt' },
 };
 
 export class GenerationConfig implements Readonly<GenerationConfigFields> {
@@ -56,31 +57,13 @@ export class GenerationConfig implements Readonly<GenerationConfigFields> {
 
   /**
    * From a parsed generation_config.json (fields HF knows but generation here does not use are
-   * ignored). `source` names the file in errors.
+   * ignored). `source` names the file in errors (a `ConfigError` naming the field).
    */
   static fromJSON(json: { readonly [key: string]: JsonValue | undefined }, source = 'generation_config.json'): GenerationConfig {
     const fields: Record<string, unknown> = {};
-    const bad = (name: string, want: string) => new Error(`${source}: ${name} must be ${want}, got ${JSON.stringify(json[name])}`);
-    for (const [key, name] of Object.entries(JSON_NAMES) as [keyof GenerationConfigFields, string][]) {
+    for (const [key, { json: name, kind }] of Object.entries(FIELDS) as [keyof GenerationConfigFields, (typeof FIELDS)[keyof GenerationConfigFields]][]) {
       const v = json[name];
-      if (v === undefined) continue;
-      switch (key) {
-        case 'doSample':
-          if (typeof v !== 'boolean') throw bad(name, 'true or false');
-          break;
-        case 'eosTokenId':
-          if (v !== null && !isTokenId(v) && !(Array.isArray(v) && v.every(isTokenId))) throw bad(name, 'a token id, a list of them, or null');
-          break;
-        case 'padTokenId':
-        case 'bosTokenId':
-        case 'maxNewTokens':
-        case 'minP':
-          if (v !== null && typeof v !== 'number') throw bad(name, 'a number or null');
-          break;
-        default:
-          if (typeof v !== 'number') throw bad(name, 'a number');
-      }
-      fields[key] = Array.isArray(v) ? [...v] : v;
+      if (v !== undefined) fields[key] = checkKind(v, kind, source, name);
     }
     return new GenerationConfig(fields as GenerationConfigFields);
   }
@@ -88,16 +71,12 @@ export class GenerationConfig implements Readonly<GenerationConfigFields> {
   /** HF's generation_config.json object (set fields only). */
   toJSON(): Record<string, JsonValue> {
     const out: Record<string, JsonValue> = {};
-    for (const [key, name] of Object.entries(JSON_NAMES) as [keyof GenerationConfigFields, string][]) {
+    for (const [key, { json: name }] of Object.entries(FIELDS) as [keyof GenerationConfigFields, (typeof FIELDS)[keyof GenerationConfigFields]][]) {
       const v = this[key];
       if (v !== undefined) out[name] = Array.isArray(v) ? [...v] : (v as JsonValue);
     }
     return out;
   }
-}
-
-function isTokenId(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
 /**

@@ -14,7 +14,7 @@ import { Linear } from '../nn/linear';
 import type { Module, Parameter } from '../nn/module';
 import { seedFor } from '../nemotron/init';
 import { LoraAdapter } from './lora-adapter';
-import { matchesTarget, resolveLoraOptions, type LoraConfig, type LoraOptions } from './lora-config';
+import { matchesTarget, PEFT_REFUSED_MAMBA_MODULES, peftRefusedLayers, resolveLoraOptions, type LoraConfig, type LoraOptions } from './lora-config';
 
 /** What `applyLora` did: the adapted layers, their trainable parameters, and what it skipped. */
 export interface LoraHandle {
@@ -27,6 +27,8 @@ export interface LoraHandle {
    * other modules (the router `…mixer.gate`, `…mixer.conv1d`).
    */
   readonly skipped: readonly string[];
+  /** Modules the targets select that stock PEFT refuses on nemotron_h (Mamba out_proj, adapted; conv1d, skipped); non-empty means PEFT will not load the saved adapter. */
+  readonly peftRefused: readonly string[];
   /** The adapters' parameters (`….lora_A.weight`, `….lora_B.weight`), f32, trainable. */
   namedParameters(): [string, Parameter][];
   parameters(): Parameter[];
@@ -44,6 +46,7 @@ const states = new WeakMap<Module, LoraState>();
  * Adds LoRA adapters to the Linear layers of `model` whose names match `targetModules`: y =
  * base(x) + (alpha / r) · B(A(dropout(x))). Every base parameter is frozen (requiresGrad false); the
  * adapters' are f32 and trainable. A's initialisation is deterministic for (seed, layer name).
+ * Adapting Mamba's out_proj works, with one warning line: stock PEFT refuses such adapters.
  */
 export function applyLora(model: Module, options: LoraOptions): LoraHandle {
   if (states.has(model)) throw new Error('applyLora: the model already has LoRA adapters (removeLora first)');
@@ -56,6 +59,14 @@ export function applyLora(model: Module, options: LoraOptions): LoraHandle {
   if (targets.length === 0) {
     const extra = skipped.length ? ` (${skipped.length} matches are not Linear layers, e.g. ${skipped[0]})` : '';
     throw new Error(`applyLora: no Linear layer matches targetModules ${JSON.stringify(config.targetModules)}${extra}`);
+  }
+  // conv1d is no Linear (never adapted here), but PEFT would try it and refuse the whole adapter.
+  const peftRefused = peftRefusedLayers([...targets.map(([name]) => name), ...skipped]);
+  if (peftRefused.length > 0) {
+    console.warn(
+      `applyLora: the targets select ${peftRefused.length} module(s) named ${[...new Set(peftRefused.map((n) => n.slice(n.lastIndexOf('.') + 1)))].join('/')} (e.g. ${peftRefused[0]}); ` +
+        `stock PEFT refuses ${PEFT_REFUSED_MAMBA_MODULES.join(' and ')} on nemotron_h ("incompatible with Mamba-based models"), so it will not load this adapter; leave them out of the targets for PEFT`,
+    );
   }
   const frozen = new Map(model.namedParameters().map(([name, p]) => [name, p.requiresGrad] as const));
   for (const p of model.parameters()) p.requiresGrad = false;
@@ -70,7 +81,7 @@ export function applyLora(model: Module, options: LoraOptions): LoraHandle {
       [`${name}.lora_A.weight`, a.loraA.weight],
       [`${name}.lora_B.weight`, a.loraB.weight],
     ]);
-  const handle: LoraHandle = { config, adapters, skipped, namedParameters, parameters: () => namedParameters().map(([, p]) => p) };
+  const handle: LoraHandle = { config, adapters, skipped, peftRefused, namedParameters, parameters: () => namedParameters().map(([, p]) => p) };
   states.set(model, { handle, frozen });
   return handle;
 }

@@ -69,11 +69,12 @@ export class Attention extends Module {
   }
 
   /**
-   * One decode step of the block around this mixer: h [B, 1, H] → f32 `h + attention(norm(h))`. The
-   * new k and v go into slot position − 1 and the query attends over `position` keys, both read on
-   * the device; the norm is fused into the projections and the residual into o_proj.
+   * One decode step with the enclosing block's norm and residual fused in (the block asks for it,
+   * see `NemotronHBlock.decode`): h [B, 1, H] → f32 `h + attention(norm(h))`, the norm run inside
+   * q/k/v_proj and h added by o_proj. The new k and v go into slot position − 1 and the query
+   * attends over `position` keys, both read on the device.
    */
-  decode(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
+  decodeWithResidual(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
     return tidy(() => {
       const { hiddenSize: H, numAttentionHeads: nq, numKeyValueHeads: nkv, headDim: d } = this.config;
       const batch = h.shape[0]!;

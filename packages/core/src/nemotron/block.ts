@@ -6,6 +6,7 @@ import { add, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { CachedDecode, CachedPrefill } from './cache';
 import type { LayerKind, NemotronHConfig } from '../config';
 import { Module, type Placement } from '../nn/module';
+import { allocating, mixerSizes } from './allocation-errors';
 import { Attention } from './attention';
 import { Mamba2Mixer } from './mamba2';
 import { MLP } from './mlp';
@@ -16,6 +17,10 @@ import { PLAIN_SEQUENCES, type SequenceInfo } from './sequence';
 export type Mixer = Mamba2Mixer | Attention | MLP | MoE;
 
 export function createMixer(kind: LayerKind, config: NemotronHConfig, placement: Placement = {}): Mixer {
+  return allocating(`the ${kind} mixer's weights (${mixerSizes(kind, config)})`, () => buildMixer(kind, config, placement));
+}
+
+function buildMixer(kind: LayerKind, config: NemotronHConfig, placement: Placement): Mixer {
   switch (kind) {
     case 'mamba':
       return new Mamba2Mixer(config, placement);
@@ -56,8 +61,11 @@ export class NemotronHBlock extends Module {
   }
 
   /**
-   * One decode step, h [B, 1, H] → f32 `h + mixer(norm(h))`, with the norm and the residual fused
-   * into the mixer's projections where it has them. `cached` is required for Mamba and attention.
+   * One decode step, h [B, 1, H] → f32 `h + mixer(norm(h))`. The block owns the norm and the residual
+   * here as in {@link forward}; mixers with fused decode kernels take both into their first and last
+   * projections (`decodeWithResidual`: a normed prologue and a residual epilogue instead of two more
+   * kernels per layer, the decode step being bound by kernel count). `cached` is required for Mamba
+   * and attention.
    */
   decode(h: Tensor, cached: CachedDecode | null): Tensor {
     const mixer = this.mixer;
@@ -65,9 +73,9 @@ export class NemotronHBlock extends Module {
       case 'mamba':
       case 'attention':
         if (!cached) throw new Error(`NemotronHBlock.decode: a ${mixer.kind} layer needs its cache entry`);
-        return mixer.decode(h, this.norm, cached);
+        return mixer.decodeWithResidual(h, this.norm, cached);
       case 'mlp':
-        return mixer.decode(h, this.norm);
+        return mixer.decodeWithResidual(h, this.norm);
       case 'moe':
         return tidy(() => add(h, mixer.forward(this.norm.forward(h))));
     }

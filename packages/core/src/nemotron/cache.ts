@@ -11,11 +11,12 @@
  *   not yet written hold 1, so decoded tokens need no mask update.
  * - `length` is the number of cached positions on the host; `position` (i32 [1]) holds the same
  *   number on the device, for recorded decode steps that read it (K/V slot, attention length).
+ *   Both move only through `decode.ts` (prefill, decode step, recorded decode step), which calls
+ *   `reserve`, `advanceDevice` and `advanceHost` in the order each path needs.
  *
  * The cache owns its tensors (kept out of any enclosing `tidy` scope); MLP and MoE layers have no
  * entry. Prefill and decode write into the existing tensors, so their buffers change only on growth,
- * `select`/`reorder` and the first padded prompt; `version` counts those changes, so a recorded
- * decode step knows when it must be recorded again.
+ * `select`/`reorder` and the first padded prompt.
  */
 import { bytesPerElement, copyInto, full, getDefaultDevice, incrementInPlace, indexSelect, keep, narrow, noGrad, tensor, tidy, zeros, type Device, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
@@ -47,6 +48,11 @@ export interface HybridCacheOptions {
   blockSize?: number;
   /** Positions to allocate at once (default one block); rounded up to whole blocks. */
   capacity?: number;
+  /**
+   * Only these backbone layers get an entry (a pipeline stage's share of the cache); default all.
+   * The others answer `layer(i)` with null, like MLP and MoE layers.
+   */
+  layers?: readonly number[];
 }
 
 /** Bytes the cache holds, by part. */
@@ -87,7 +93,6 @@ export class NemotronHybridCache {
   private slots: number;
   private mask: Tensor | null = null;
   private counter: Tensor;
-  private changes = 0;
   private disposed = false;
 
   constructor(
@@ -105,7 +110,10 @@ export class NemotronHybridCache {
     this.slots = this.roundUp(capacity);
     const device = this.device;
     const c = config;
-    this.entries = c.layerKinds.map((kind): LayerCache | null => {
+    const only = options.layers ? new Set(options.layers) : null;
+    if (only) for (const i of only) if (!Number.isInteger(i) || i < 0 || i >= c.layerKinds.length) throw new Error(`NemotronHybridCache: layer ${i} is outside 0..${c.layerKinds.length - 1}`);
+    this.entries = c.layerKinds.map((kind, i): LayerCache | null => {
+      if (only && !only.has(i)) return null;
       if (kind === 'attention') {
         const shape = [batch, c.numKeyValueHeads, this.slots, c.headDim];
         return { kind, k: keep(zeros(shape, { device })), v: keep(zeros(shape, { device })) };
@@ -159,11 +167,6 @@ export class NemotronHybridCache {
     return this.mask;
   }
 
-  /** Bumped whenever a tensor of the cache is replaced (growth, select/reorder, first padding). */
-  get version(): number {
-    return this.changes;
-  }
-
   /** The entry of layer `i` (null for MLP and MoE layers). */
   layer(i: number): LayerCache | null {
     this.assertAlive('layer');
@@ -187,7 +190,6 @@ export class NemotronHybridCache {
       if (this.mask) this.mask = this.grown(this.mask, 1, slots, kept, 1);
     });
     this.slots = slots;
-    this.changes++;
   }
 
   /** A copy of `t` with `axis` grown to `size`: the first `kept` positions copied, the rest `fill`. */
@@ -210,7 +212,6 @@ export class NemotronHybridCache {
     noGrad(() => {
       if (!this.mask) {
         this.mask = keep(full([this.rows, this.slots], 1, { device: this.device }));
-        this.changes++;
       }
       tidy(() => copyInto(narrow(this.mask!, 1, this.cached, count), mask));
     });
@@ -276,7 +277,6 @@ export class NemotronHybridCache {
       index.dispose();
     });
     this.rows = indices.length;
-    this.changes++;
   }
 
   /** Reorders the rows (a permutation or any same-size selection): HF's `reorder_cache(beam_idx)`. */
@@ -318,5 +318,10 @@ export class NemotronHybridCache {
     this.mask?.dispose();
     this.counter.dispose();
     this.entries = [];
+  }
+
+  /** `using cache = new NemotronHybridCache(…)` frees it at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }

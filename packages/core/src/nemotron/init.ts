@@ -22,7 +22,7 @@ import { DepthwiseConv1d } from '../nn/conv1d';
 import { Embedding } from '../nn/embedding';
 import type { Linear } from '../nn/linear';
 import { Attention } from './attention';
-import type { NemotronHForCausalLM } from './causal-lm';
+import type { Module } from '../nn/module';
 import { Mamba2Mixer } from './mamba2';
 import { MLP } from './mlp';
 import { MoE, RoutedExperts, TopkRouter } from './moe';
@@ -35,7 +35,16 @@ export interface InitOptions {
 
 type Fill = (g: Generator, n: number) => Float32Array;
 
-export function initializeWeights(model: NemotronHForCausalLM, options: InitOptions): void {
+/**
+ * What {@link initializeWeights} fills: a causal LM, or a part of one under the same tensor names
+ * (a pipeline stage, whose lm_head is null when it is not the last).
+ */
+export interface InitTarget extends Module {
+  readonly config: NemotronHConfig;
+  readonly lmHead: Linear | null;
+}
+
+export function initializeWeights(model: InitTarget, options: InitOptions): void {
   const { config } = model;
   const std = config.initializerRange;
   const residualScale = config.rescalePrenormResidual ? 1 / Math.sqrt(config.numHiddenLayers) : 1;
@@ -90,7 +99,7 @@ export function initializeWeights(model: NemotronHForCausalLM, options: InitOpti
       if (m.fc2LatentProj) linear(at(path, 'fc2_latent_proj'), m.fc2LatentProj, normal());
     } else if (m instanceof MtpSublayer && m.ehProj) linear(at(path, 'eh_proj'), m.ehProj, normal());
   }
-  linear('lm_head', model.lmHead, normal());
+  if (model.lmHead) linear('lm_head', model.lmHead, normal());
 
   const left = model.namedTensors().filter((t) => !done.has(t.name));
   if (left.length) throw new Error(`initializeWeights: no rule for ${left.map((t) => t.name).join(', ')}`);

@@ -108,14 +108,15 @@ export class Mamba2Mixer extends Module {
   }
 
   /**
-   * One decode step of the block around this mixer (spec §3.3): h [B, 1, H] → f32
-   * `h + mamba(norm(h))`, in three kernels: in_proj with the block's norm fused in; the mixer's
+   * One decode step with the enclosing block's norm and residual fused in (the block asks for it,
+   * see `NemotronHBlock.decode`; spec §3.3): h [B, 1, H] → f32 `h + mamba(norm(h))`, in three
+   * kernels: in_proj with the block's norm fused in; the mixer's
    * core (`mambaDecodeStep`: conv update, dt_bias + softplus + time_step_limit clamp,
    * A = −exp(A_log), state update, gate, grouped norm); out_proj adding the residual. NeMo's decode
    * kernel (selective_state_update) never clamps dt; we clamp exactly as the prefill does, so
    * decoding equals recomputing (the two differ only for a finite time_step_limit).
    */
-  decode(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
+  decodeWithResidual(h: Tensor, norm: RMSNorm, cached: CachedDecode): Tensor {
     return tidy(() => {
       const { hiddenSize: H, nGroups: g, clampsDt, timeStepLimit } = this.config;
       const batch = h.shape[0]!;

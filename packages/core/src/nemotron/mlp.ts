@@ -29,8 +29,11 @@ export class MLP extends Module {
     return tidy(() => this.downProj.forward(relu2(this.upProj.forward(x))));
   }
 
-  /** The block around this mixer for h [..., H]: f32 `h + mlp(norm(h))`, as two fused projections. */
-  decode(h: Tensor, norm: RMSNorm): Tensor {
+  /**
+   * A decode step with the enclosing block's norm and residual fused in (the block asks for it, see
+   * `NemotronHBlock.decode`): h [..., H] → f32 `h + mlp(norm(h))`, as two fused projections.
+   */
+  decodeWithResidual(h: Tensor, norm: RMSNorm): Tensor {
     return tidy(() => {
       const H = this.config.hiddenSize;
       const hs = reshape(h, [-1, H]);

@@ -1,8 +1,10 @@
 /** The backbone (spec §2.0): embeddings, the pattern's blocks, and the final norm `norm_f`. */
-import { tidy, type Tensor } from '@nemotron-ts/kernels';
+import { isGradEnabled, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { checkpointed } from './checkpointed';
 import type { NemotronHConfig } from '../config';
 import type { NemotronHybridCache } from './cache';
 import { Embedding } from '../nn/embedding';
+import { allocating } from './allocation-errors';
 import { Module, ModuleList, type Placement } from '../nn/module';
 import { NemotronHBlock } from './block';
 import { prepareInputs, type ModelInputs, type PreparedInputs } from './inputs';
@@ -19,19 +21,44 @@ export interface BackboneOutput {
   readonly hiddenStates: Tensor[] | null;
 }
 
-export class NemotronV3Model extends Module {
+/** `NemotronHModel` (HF's name): the backbone under `NemotronHForCausalLM.model`. */
+export class NemotronHModel extends Module {
   readonly embeddings: Embedding;
   readonly layers: ModuleList<NemotronHBlock>;
   readonly normF: RMSNorm;
+  /**
+   * Recompute each block's forward during backward instead of keeping its intermediates (only the
+   * blocks' inputs stay alive). Applies to differentiable forwards without a cache.
+   */
+  gradientCheckpointing = false;
 
-  constructor(
-    readonly config: NemotronHConfig,
-    placement: Placement = {},
-  ) {
+  private currentConfig: NemotronHConfig;
+
+  constructor(config: NemotronHConfig, placement: Placement = {}) {
     super();
-    this.embeddings = this.registerModule('embeddings', new Embedding(config.vocabSize, config.hiddenSize, placement));
+    this.currentConfig = config;
+    const embeddings = allocating(`the embeddings (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Embedding(config.vocabSize, config.hiddenSize, placement));
+    this.embeddings = this.registerModule('embeddings', embeddings);
     this.layers = this.registerModule('layers', new ModuleList(config.layerKinds.map((kind) => new NemotronHBlock(config, kind, placement))));
     this.normF = this.registerModule('norm_f', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));
+  }
+
+  get config(): NemotronHConfig {
+    return this.currentConfig;
+  }
+
+  /** After a vocabulary resize: the config the inputs are checked against. */
+  setConfig(config: NemotronHConfig): void {
+    this.currentConfig = config;
+  }
+
+  /** Puts `embeddings` in place of the table and returns the old one (the caller disposes it). */
+  replaceEmbeddings(embeddings: Embedding): Embedding {
+    const old = this.embeddings;
+    this.unregisterModule('embeddings');
+    // Registered first again, so checkpoints keep their tensor order.
+    (this as unknown as { embeddings: Embedding }).embeddings = this.registerModuleFirst('embeddings', embeddings);
+    return old;
   }
 
   /** Runs the backbone; the caller owns the returned tensors (nothing else is left allocated). */
@@ -41,8 +68,8 @@ export class NemotronV3Model extends Module {
 
   /**
    * The backbone on inputs already checked and converted by {@link prepareInputs}. With a cache this
-   * is a prefill of the new positions (see `NemotronHForCausalLM.forward`): the caller reserved
-   * room and wrote the key mask; the cache's length is advanced by the caller.
+   * fills the new positions' entries; run it inside `prefillPositions` (decode.ts), which moves the
+   * cache's counters.
    */
   forwardPrepared(inputs: PreparedInputs, outputHiddenStates: boolean, cache?: NemotronHybridCache): BackboneOutput {
     return tidy(() => {
@@ -51,7 +78,10 @@ export class NemotronV3Model extends Module {
       const hiddenStates = outputHiddenStates ? [h] : null;
       for (const [i, layer] of [...this.layers].entries()) {
         const entry = cache?.layer(i) ?? null;
-        const next = layer.forward(h, inputs.sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
+        const next =
+          this.gradientCheckpointing && !cache && isGradEnabled()
+            ? checkpointed(([x], sequences) => layer.forward(x!, sequences), [h], inputs.sequences)
+            : layer.forward(h, inputs.sequences, entry ? { entry, past: cache!.length, keyMask: cache!.keyMask } : undefined);
         // Free each block's input as soon as it is consumed, unless it is returned.
         if (!hiddenStates) h.dispose();
         else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);
@@ -62,23 +92,9 @@ export class NemotronV3Model extends Module {
       return { lastHiddenState, hiddenStates };
     });
   }
-
-  /**
-   * One decode step through the blocks, device work only: h [B, 1, H] (the new tokens' embeddings)
-   * → the last block's output (before norm_f), with every block's output in `hiddenStates` when
-   * given. The cache's device position must already count the new token.
-   */
-  decodeBlocks(h: Tensor, cache: NemotronHybridCache, hiddenStates: Tensor[] | null = null): Tensor {
-    return tidy(() => {
-      let x = h.share();
-      for (const [i, layer] of [...this.layers].entries()) {
-        const entry = cache.layer(i);
-        const next = layer.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
-        if (!hiddenStates) x.dispose();
-        else if (hiddenStates.length < this.layers.length) hiddenStates.push(next);
-        x = next;
-      }
-      return x;
-    });
-  }
 }
+
+/** The seed's name for {@link NemotronHModel}. */
+export const NemotronV3Model = NemotronHModel;
+/** The seed's name for {@link NemotronHModel}. */
+export type NemotronV3Model = NemotronHModel;

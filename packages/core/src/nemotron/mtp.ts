@@ -6,7 +6,8 @@
  * `mtp_use_repeated_layer` one physical depth is built and run D times (weights tied across depths).
  * MTP shares the backbone's embeddings and lm_head.
  */
-import { concat, narrow, tidy, zeros, type Tensor } from '@nemotron-ts/kernels';
+import { concat, isGradEnabled, narrow, tidy, zeros, type Tensor } from '@nemotron-ts/kernels';
+import { checkpointed } from './checkpointed';
 import type { LayerKind, NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, ModuleList, type Placement } from '../nn/module';
@@ -45,6 +46,8 @@ export class MultiTokenPrediction extends Module {
   readonly numDepths: number;
   /** P: sublayers per depth. */
   readonly sublayersPerDepth: number;
+  /** Recompute each sublayer during backward (see `NemotronV3Model.gradientCheckpointing`). */
+  gradientCheckpointing = false;
 
   constructor(
     readonly config: NemotronHConfig,
@@ -77,10 +80,13 @@ export class MultiTokenPrediction extends Module {
         let x = h;
         for (let s = 0; s < this.sublayersPerDepth; s++) {
           const layer = this.sublayer(depth, s);
-          // Embedding first, then the hidden state (NeMo's concatenation order).
-          if (layer.ehProj) x = layer.ehProj.forward(concat([layer.enorm!.forward(e), layer.hnorm!.forward(x)], -1));
-          x = layer.forward(x, sequences);
-          if (layer.finalLayernorm) x = layer.finalLayernorm.forward(x);
+          const run = (input: Tensor, embedded: Tensor, seq: SequenceInfo) => {
+            // Embedding first, then the hidden state (NeMo's concatenation order).
+            let y = layer.ehProj ? layer.ehProj.forward(concat([layer.enorm!.forward(embedded), layer.hnorm!.forward(input)], -1)) : input;
+            y = layer.forward(y, seq);
+            return layer.finalLayernorm ? layer.finalLayernorm.forward(y) : y;
+          };
+          x = this.gradientCheckpointing && isGradEnabled() ? checkpointed(([input, embedded], seq) => run(input!, embedded!, seq), [x, e], sequences) : run(x, e, sequences);
         }
         outputs.push(x);
         h = x;

@@ -16,8 +16,8 @@
  * MTP model; a model without MTP reports them as ignored, as HF does. With `tie_word_embeddings`
  * and no `lm_head.weight`, the head is loaded from the embedding matrix (an independent copy).
  */
-import { cast, copyInto, empty, formatShape, isFloat, narrow, noGrad, reshape, shapesEqual, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
-import { previewNames, transfer, type Module, type ShapeMismatch } from '../nn/module';
+import { cast, copyInto, empty, formatShape, isFloat, narrow, noGrad, reshape, shapesEqual, tensor, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { formatLoadReport, transfer, type LoadReport, type Module, type ShapeLabels, type ShapeMismatch } from '../nn/module';
 
 export type CheckpointFormat = 'hf' | 'hf-v5';
 
@@ -38,21 +38,13 @@ export interface LoadEntry {
   readonly sourceShape: readonly number[];
 }
 
-export interface CheckpointReport {
-  /** Checkpoint keys the model needs that the checkpoint lacks (in the checkpoint's naming). */
-  readonly missing: readonly string[];
-  /** Checkpoint keys nothing in the model reads. */
-  readonly unexpected: readonly string[];
-  /** Checkpoint keys with a different shape than the model needs (`name` is the checkpoint key). */
-  readonly mismatched: readonly ShapeMismatch[];
-  /** `mtp.*` keys skipped because the model has no MTP head. */
-  readonly ignored: readonly string[];
-}
+/** Shape labels of a checkpoint load's report (its names are checkpoint keys). */
+export const CHECKPOINT_SHAPE_LABELS: ShapeLabels = { expected: 'model needs', actual: 'checkpoint has' };
 
 export interface LoadPlan {
   /** Our tensors that can be loaded, in model order. */
   readonly entries: readonly LoadEntry[];
-  readonly report: CheckpointReport;
+  readonly report: LoadReport;
 }
 
 export interface PlanOptions {
@@ -172,7 +164,7 @@ export async function loadCheckpoint(
   checkpoint: ReadonlyMap<string, readonly number[]>,
   load: TensorLoader,
   options: LoadCheckpointOptions = {},
-): Promise<CheckpointReport> {
+): Promise<LoadReport> {
   const plan = planCheckpointLoad(
     model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
     checkpoint,
@@ -180,7 +172,7 @@ export async function loadCheckpoint(
   );
   const { report } = plan;
   if ((options.strict ?? true) && (report.missing.length || report.unexpected.length || report.mismatched.length)) {
-    throw new Error(`loadCheckpoint: ${formatCheckpointReport(report)}`);
+    throw new Error(`loadCheckpoint: ${formatLoadReport(report, CHECKPOINT_SHAPE_LABELS)}`);
   }
   for (const entry of plan.entries) {
     const target = model.getTensor(entry.target);
@@ -293,6 +285,32 @@ export function* checkpointTensors(model: Module, format: CheckpointFormat, opti
 }
 
 /**
+ * The gradient of every checkpoint tensor of `model` in `format` (after a backward), one
+ * `[key, f32 tensor]` pair at a time in the checkpoint's shape — per-expert keys sliced from the
+ * stacked experts' gradient — and zeros where no gradient flowed (buffers such as the router's
+ * correction bias, tensors the loss does not reach). Each tensor is disposed when the next pair is
+ * requested or the iteration ends.
+ */
+export function* checkpointGradients(model: Module, format: CheckpointFormat): Generator<[string, Tensor]> {
+  const entries = planCheckpointExport(
+    model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
+    format,
+  );
+  for (const entry of entries) {
+    const source = model.getTensor(entry.source);
+    const grad = source.grad;
+    const out = grad
+      ? noGrad(() => tidy(() => cast(reshape(entry.expert === undefined ? grad : narrow(grad, 0, entry.expert, 1), entry.shape), 'f32')))
+      : tensor(new Float32Array(entry.shape.reduce((a, b) => a * b, 1)), entry.shape, { device: source.device });
+    try {
+      yield [entry.key, out];
+    } finally {
+      out.dispose();
+    }
+  }
+}
+
+/**
  * Hands every checkpoint tensor of `model` in `format` to `sink`, one at a time (see
  * {@link checkpointTensors}); each is disposed once the sink's promise settles.
  */
@@ -305,14 +323,3 @@ export async function exportCheckpoint(
   for (const [key, tensor] of checkpointTensors(model, format, options)) await sink(key, tensor);
 }
 
-/** A one-line summary of a checkpoint report. */
-export function formatCheckpointReport(report: CheckpointReport): string {
-  const parts: string[] = [];
-  if (report.missing.length) parts.push(`missing ${report.missing.length} (${previewNames(report.missing)})`);
-  if (report.unexpected.length) parts.push(`unexpected ${report.unexpected.length} (${previewNames(report.unexpected)})`);
-  if (report.mismatched.length) {
-    parts.push(`mis-shaped ${report.mismatched.length} (${previewNames(report.mismatched.map((m) => `${m.name}: model needs ${formatShape(m.expected)}, checkpoint has ${formatShape(m.actual)}`))})`);
-  }
-  if (report.ignored.length) parts.push(`ignored ${report.ignored.length} MTP tensors (the model has no MTP head)`);
-  return parts.length ? parts.join('; ') : 'all tensors matched';
-}

@@ -42,11 +42,25 @@ export interface ShapeMismatch {
   readonly actual: readonly number[];
 }
 
-/** What `loadStateDict` found: names it lacked, names it did not know, and shape mismatches. */
+/**
+ * What a load (`loadStateDict`, or `loadCheckpoint` in the checkpoint's naming) found: names it
+ * lacked, names it did not know, shape mismatches, and names skipped on purpose.
+ */
 export interface LoadReport {
+  /** Names the model needs that the source lacks. */
   readonly missing: readonly string[];
+  /** Names in the source that nothing in the model reads. */
   readonly unexpected: readonly string[];
+  /** Names whose shape differs from what the model needs. */
   readonly mismatched: readonly ShapeMismatch[];
+  /** Names skipped on purpose (`mtp.*` tensors for a model without an MTP head); none for a state dict. */
+  readonly ignored: readonly string[];
+}
+
+/** How {@link formatLoadReport} labels the two shapes of a mismatch. */
+export interface ShapeLabels {
+  readonly expected: string;
+  readonly actual: string;
 }
 
 export interface LoadOptions {
@@ -87,6 +101,16 @@ export class Module {
   protected registerModule<M extends Module>(name: string, module: M): M {
     this.checkNewName(name);
     this.children.set(name, module);
+    return module;
+  }
+
+  /** {@link registerModule}, but first in the children's order (a replacement keeps its place). */
+  protected registerModuleFirst<M extends Module>(name: string, module: M): M {
+    this.checkNewName(name);
+    const rest = [...this.children];
+    this.children.clear();
+    this.children.set(name, module);
+    for (const [n, m] of rest) this.children.set(n, m);
     return module;
   }
 
@@ -234,7 +258,7 @@ export class Module {
       const target = own.get(name);
       if (target && !shapesEqual(target.shape, value.shape)) mismatched.push({ name, expected: [...target.shape], actual: [...value.shape] });
     }
-    const report: LoadReport = { missing, unexpected, mismatched };
+    const report: LoadReport = { missing, unexpected, mismatched, ignored: [] };
     if ((options.strict ?? true) && (missing.length || unexpected.length || mismatched.length)) {
       throw new Error(`loadStateDict: ${formatLoadReport(report)}`);
     }
@@ -263,6 +287,20 @@ export class Module {
   /** Drops every parameter's accumulated gradient (PyTorch's `zero_grad(set_to_none=True)`). */
   zeroGrad(): void {
     zeroGrad(this.parameters());
+  }
+
+  /** Casts every floating tensor that is not keep-f32 to `dtype`, in place (the synchronous half of {@link to}). */
+  castFloating(dtype: FloatDType): this {
+    for (const [, module] of this.namedModules()) {
+      for (const slot of module.slots.values()) {
+        const old = slot.tensor;
+        if (!isFloat(old.dtype) || slot.keepF32 || old.dtype === dtype) continue;
+        slot.tensor = noGrad(() => cast(old, dtype));
+        slot.tensor.requiresGrad = old.requiresGrad;
+        old.dispose();
+      }
+    }
+    return this;
   }
 
   /**
@@ -302,6 +340,11 @@ export class Module {
   get isDisposed(): boolean {
     return this.disposed;
   }
+
+  /** `using model = …` releases the tree at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 }
 
 /** An indexed list of modules (children named "0", "1", …), like `nn.ModuleList`. */
@@ -329,13 +372,15 @@ export class ModuleList<M extends Module> extends Module implements Iterable<M> 
 }
 
 /** A one-line summary of a load report. */
-export function formatLoadReport(report: LoadReport): string {
+export function formatLoadReport(report: LoadReport, labels: ShapeLabels = { expected: 'expected', actual: 'got' }): string {
   const parts: string[] = [];
   if (report.missing.length) parts.push(`missing ${report.missing.length} (${previewNames(report.missing)})`);
   if (report.unexpected.length) parts.push(`unexpected ${report.unexpected.length} (${previewNames(report.unexpected)})`);
   if (report.mismatched.length) {
-    parts.push(`mis-shaped ${report.mismatched.length} (${previewNames(report.mismatched.map((m) => `${m.name}: expected ${formatShape(m.expected)}, got ${formatShape(m.actual)}`))})`);
+    const shapes = report.mismatched.map((m) => `${m.name}: ${labels.expected} ${formatShape(m.expected)}, ${labels.actual} ${formatShape(m.actual)}`);
+    parts.push(`mis-shaped ${report.mismatched.length} (${previewNames(shapes)})`);
   }
+  if (report.ignored.length) parts.push(`ignored ${report.ignored.length} (${previewNames(report.ignored)})`);
   return parts.length ? parts.join('; ') : 'all tensors matched';
 }
 

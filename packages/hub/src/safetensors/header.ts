@@ -79,6 +79,12 @@ export function parseHeader(json: Uint8Array, fileSize: number, file: string): S
     else tensors.set(name, parseEntry(name, value, dataSize, file));
   }
   checkNoOverlap([...tensors.values()], file);
+  // As the reference reader: the tensors end where the file ends (appended bytes mean a damaged file).
+  let end = 0;
+  for (const e of tensors.values()) end = Math.max(end, e.end);
+  if (end < dataSize) {
+    throw new CheckpointFormatError(file, 'data', `the file has ${dataSize - end} bytes after the last tensor (${fileSize} bytes, the header accounts for ${dataStart + end}): the file was appended to or damaged`);
+  }
   return { tensors, metadata, dataStart, dataSize };
 }
 

@@ -7,7 +7,8 @@ import { CheckpointFormatError } from '../errors';
 import { DEFAULT_CHUNK_BYTES, writeElements } from '../tensor-io';
 import { fileSource, readExactly, type ByteSource } from './byte-source';
 import { decodeFloat, decodeHost, decodeInteger, type HostArray } from './convert';
-import { isStoredFloat, safetensorsBytesPerElement, type SafetensorsDType } from './dtype';
+import { isStoredFloat, safetensorsBytesPerElement, type SafetensorsDType, type StoredFloatDType } from './dtype';
+import { firstNonFinite } from './non-finite';
 import { parseHeader, readHeaderLength, type SafetensorsHeader, type TensorEntry } from './header';
 
 /** How tensors are loaded onto a device. */
@@ -26,6 +27,11 @@ export interface LoadOptions {
   dtypeFor?: (name: string, stored: SafetensorsDType) => FloatDType | undefined;
   /** Bytes read from the file per step (default 64 MiB): bounds host memory during a load. */
   chunkBytes?: number;
+  /**
+   * Throw a {@link CheckpointFormatError} naming the file, tensor and element when a float tensor
+   * holds NaN or ±Inf (checked on the bytes as they are read; default false).
+   */
+  checkFinite?: boolean;
 }
 
 /** A tensor read to the host: floats widened to f32 (F64 kept), integers in their stored width. */
@@ -106,6 +112,7 @@ export class SafetensorsReader {
         const count = Math.min(step, n - start);
         const at = this.header.dataStart + e.begin + start * bpe;
         const bytes = await readExactly(this.source, at, at + count * bpe, `tensor '${name}'`);
+        if (options.checkFinite && isStoredFloat(stored)) this.checkFinite(name, stored, bytes, start, n);
         const values = isStoredFloat(stored) ? decodeFloat(bytes, stored, target as FloatDType) : decodeInteger(bytes, stored as 'I32' | 'U32');
         writeElements(t, start, values);
       }
@@ -115,6 +122,14 @@ export class SafetensorsReader {
     }
     t.name = name;
     return t;
+  }
+
+  private checkFinite(name: string, stored: StoredFloatDType, bytes: Uint8Array, start: number, n: number): void {
+    const bad = firstNonFinite(bytes, stored);
+    if (bad < 0) return;
+    const bpe = safetensorsBytesPerElement(stored);
+    const value = (decodeHost(bytes.slice(bad * bpe, (bad + 1) * bpe), stored) as Float32Array)[0]!;
+    throw new CheckpointFormatError(this.file, `tensor '${name}'`, `element ${start + bad} of ${n} is ${value}: the weights are corrupted (NaN or infinite values)`);
   }
 
   /** Reads one tensor of any dtype into host memory. */

@@ -55,8 +55,9 @@ export function checkShardName(name: string, file: string, field: string): void 
 }
 
 /**
- * The real path of shard `name` in `folder`, which must lie inside the folder, or, for a snapshot
- * of the HF cache (`…/snapshots/<commit>`, whose files link to `…/blobs`), inside that repo's blobs.
+ * The path of shard `name` in `folder` (as the user sees it: a snapshot file, not the blob it links
+ * to), after checking that its real path lies inside the folder, or, for a snapshot of the HF cache
+ * (`…/snapshots/<commit>`, whose files link to `…/blobs`), inside that repo's blobs.
  */
 export async function resolveShardPath(folder: string, name: string, indexFile: string): Promise<string> {
   checkShardName(name, indexFile, `shard '${name}'`);
@@ -74,7 +75,7 @@ export async function resolveShardPath(folder: string, name: string, indexFile: 
   if (!roots.some((root) => real.startsWith(root + sep))) {
     throw new CheckpointFormatError(indexFile, `shard '${name}'`, `resolves to ${real}, outside the checkpoint folder (symlink escape)`);
   }
-  return real;
+  return join(folder, name);
 }
 
 /** The index file text HF writes: `{"metadata": {"total_size": …}, "weight_map": {…}}`, sorted keys. */

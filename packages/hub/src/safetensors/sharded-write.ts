@@ -13,6 +13,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tensor } from '@nemotron-ts/kernels';
 import { AtomicFile, writeFileAtomically } from '../atomic-file';
+import { writeFolderAtomically } from '../atomic-folder';
 import { parseByteSize } from '../byte-size';
 import { DEFAULT_CHUNK_BYTES, tensorBytes } from '../tensor-io';
 import { safetensorsDTypeOf } from './dtype';
@@ -48,8 +49,18 @@ export interface SavedWeights {
 
 const SHARD_NAME = /^model-\d{5,}-of-\d{5,}\.safetensors$/;
 
-/** Writes the weights into `folder` (which must exist) and removes weight files of an earlier save there. */
+/**
+ * Writes the weights into `folder` (created if needed) and removes weight files of an earlier save
+ * there, atomically: the folder changes all at once or not at all (see atomic-folder.ts); its other
+ * files are kept.
+ */
 export async function saveWeights(folder: string, tensors: TensorSource, options: SaveWeightsOptions = {}): Promise<SavedWeights> {
+  return writeFolderAtomically(folder, (temp) => writeWeightsInto(temp, tensors, options, folder), { keepOtherFiles: true });
+}
+
+/** Writes the weights into the existing folder `dir`, in place (errors name `shownAs`); see {@link saveWeights}. */
+export async function writeWeightsInto(dir: string, tensors: TensorSource, options: SaveWeightsOptions = {}, shownAs = dir): Promise<SavedWeights> {
+  const folder = dir;
   const maxShard = parseByteSize(options.maxShardSize ?? '5GB', 'maxShardSize');
   const metadata = options.metadata ?? DEFAULT_METADATA;
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
@@ -58,7 +69,7 @@ export async function saveWeights(folder: string, tensors: TensorSource, options
     if (isAtHand(tensors)) {
       const entries: (readonly [string, Tensor])[] =
         tensors instanceof Map ? [...tensors.entries()] : Array.isArray(tensors) ? tensors : Object.entries(tensors as Record<string, Tensor>);
-      checkNames(entries.map(([name]) => name), folder);
+      checkNames(entries.map(([name]) => name), shownAs);
       for (const group of groupByShard(entries.map(([name, t]) => tensorItem(name, t, chunkBytes)), maxShard)) {
         const file = await AtomicFile.create(join(folder, SINGLE_FILE));
         shards.push({ file, names: group.map((i) => i.name), bytes: group.reduce((s, i) => s + itemByteLength(i), 0) });
@@ -66,7 +77,7 @@ export async function saveWeights(folder: string, tensors: TensorSource, options
         await file.finish();
       }
     } else {
-      await spillAndAssemble(folder, tensors, maxShard, chunkBytes, metadata, shards);
+      await spillAndAssemble(folder, tensors, maxShard, chunkBytes, metadata, shards, shownAs);
     }
     return await commit(folder, shards);
   } catch (e) {
@@ -103,6 +114,7 @@ async function spillAndAssemble(
   chunkBytes: number,
   metadata: Readonly<Record<string, string>>,
   shards: { file: AtomicFile; names: string[]; bytes: number }[],
+  shownAs: string,
 ): Promise<void> {
   const seen = new Set<string>();
   let spill = await AtomicFile.create(join(folder, 'model.spill'));
@@ -121,8 +133,8 @@ async function spillAndAssemble(
   };
   try {
     for await (const [name, t] of tensors) {
-      checkNames([name], folder);
-      if (seen.has(name)) throw new Error(`${folder}: tensor '${name}' is given twice`);
+      checkNames([name], shownAs);
+      if (seen.has(name)) throw new Error(`${shownAs}: tensor '${name}' is given twice`);
       seen.add(name);
       const item = { name, dtype: safetensorsDTypeOf(t.dtype), shape: t.shape };
       const length = itemByteLength(item);

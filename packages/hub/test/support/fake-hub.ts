@@ -3,8 +3,8 @@
  * and our downloader call: model info (`/api/models/<id>/revision/<rev>`), the file tree
  * (`/api/models/<id>/tree/<rev>`), and `/<id>/resolve/<rev>/<path>` with ETag, X-Repo-Commit and
  * Range. As on the real Hub, LFS files redirect to a CDN on another origin, which refuses requests
- * that carry the Hub token. It can require a token, cut a connection once after N bytes, or corrupt
- * a file.
+ * that carry the Hub token. It can require a token, cut a connection once after N bytes, corrupt
+ * a file, or send file bodies slowly.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -39,6 +39,7 @@ export class FakeHub {
   readonly requests: RecordedRequest[] = [];
   private cuts = new Map<string, number>();
   private corrupt = new Set<string>();
+  private pace: { bytes: number; everyMs: number } | null = null;
 
   private constructor(
     private readonly servers: readonly Server[],
@@ -77,6 +78,11 @@ export class FakeHub {
   /** Downloads of `path` serve flipped bytes from now on. */
   corruptFile(path: string): void {
     this.corrupt.add(path);
+  }
+
+  /** File bodies go out `bytes` at a time, `everyMs` apart (null: at once). */
+  slowDown(pace: { bytes: number; everyMs: number } | null): void {
+    this.pace = pace;
   }
 
   /** Requests that transferred file contents (not API calls, redirects or the 1-byte probes). */
@@ -173,7 +179,15 @@ export class FakeHub {
       res.write(body.subarray(0, cut), () => setTimeout(() => res.destroy(), 50));
       return;
     }
-    res.end(body);
+    if (!this.pace) return void res.end(body);
+    const { bytes, everyMs } = this.pace;
+    const send = (at: number): void => {
+      if (res.destroyed) return;
+      if (at + bytes >= body.byteLength) return void res.end(body.subarray(at));
+      res.write(body.subarray(at, at + bytes));
+      setTimeout(() => send(at + bytes), everyMs);
+    };
+    send(0);
   }
 }
 

@@ -90,6 +90,22 @@ export function releaseNode(node: GradNode): void {
   node.backward = null;
 }
 
+/**
+ * Releases the saved tensors of every node reachable from `roots` that has not run its backward
+ * (a graph that will never be backpropagated), not walking past the nodes in `keep`.
+ */
+export function releaseGraph(roots: readonly Tensor[], keep: ReadonlySet<GradNode> = new Set()): void {
+  const seen = new Set<GradNode>();
+  const stack = roots.map((t) => t.gradFn).filter((n): n is GradNode => n !== null && n !== undefined);
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (seen.has(node) || keep.has(node)) continue;
+    seen.add(node);
+    for (const input of node.inputs) if (input.gradFn) stack.push(input.gradFn);
+    releaseNode(node);
+  }
+}
+
 /** Topological order of the nodes reachable from `root` (iterative: model graphs are deep). */
 export function topoOrder(root: GradNode): GradNode[] {
   const order: GradNode[] = [];

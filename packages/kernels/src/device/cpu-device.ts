@@ -1,18 +1,35 @@
-/** The CPU backend: plain TypeScript over typed arrays. It is also the reference every kernel is checked against. */
+/**
+ * The CPU backend: host ArrayBuffers. Without `native` every op runs the plain TypeScript reference
+ * (the oracle every kernel is checked against); with it (`cpu:native`) the ops that have a native
+ * kernel call it on the same buffers and the rest run the reference.
+ */
 import { bytesPerElement, type DType } from '../dtype';
+import type { NativeKernels } from '../native/library';
+import { OutOfMemoryError } from './errors';
 import type { MemoryStats } from '../runtime/pool';
 import { Storage, type StorageOwner } from '../runtime/storage';
 
 export class CpuDevice implements StorageOwner {
   readonly kind = 'cpu' as const;
-  readonly name = 'cpu';
+  /** `cpu` (reference) or `cpu:native`. */
+  readonly name: 'cpu' | 'cpu:native';
   /** When set, fresh allocations are filled with NaN / all-ones bits so tests catch unwritten outputs. */
   poisonAllocations = false;
   private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
 
+  constructor(readonly native: NativeKernels | null = null) {
+    this.name = native ? 'cpu:native' : 'cpu';
+  }
+
   allocate(dtype: DType, length: number): Storage {
     const bytes = Math.ceil((length * bytesPerElement(dtype)) / 4) * 4;
-    const buffer = new ArrayBuffer(bytes);
+    let buffer: ArrayBuffer;
+    try {
+      buffer = new ArrayBuffer(bytes);
+    } catch (e) {
+      // The engine's bare "Out of memory" names nothing: say what was being allocated.
+      throw new OutOfMemoryError(`a ${dtype} tensor of ${length} elements needs ${bytes} bytes, more than the CPU backend could allocate (${(e as Error).message})`);
+    }
     if (this.poisonAllocations) new Uint32Array(buffer).fill(0xffffffff);
     this.stats.liveBytes += bytes;
     this.stats.liveBuffers++;
@@ -36,6 +53,6 @@ export class CpuDevice implements StorageOwner {
   async sync(): Promise<void> {}
 
   describe(): string {
-    return 'CPU (plain TypeScript reference backend)';
+    return this.native ? `CPU ${this.native.describe()}` : 'CPU (plain TypeScript reference backend)';
   }
 }

@@ -5,8 +5,10 @@ import { add } from '../ops/elementwise/elementwise';
 import { tidy } from '../runtime/scope';
 import { testGpu, withBindingLimit } from '../testing';
 import { openDawn } from './dawn';
-import { DeviceLostError, KernelValidationError, OutOfMemoryError } from './errors';
-import { BindingTooLargeError, WebGpuDevice } from './webgpu-device';
+import { sharedLibraryProbe } from './native-env';
+import { DeviceLostError, KernelValidationError, NoAdapterError, OutOfMemoryError } from './errors';
+import { BindingTooLargeError } from '../runtime/bindings';
+import { WebGpuDevice } from './webgpu-device';
 import { deviceOptionsFromEnv } from './device';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
@@ -72,4 +74,27 @@ test('device options from the environment are validated', () => {
   expect(deviceOptionsFromEnv({ NEMOTRON_DEVICE: 'cpu', NEMOTRON_ADAPTER: 'llvm' })).toEqual({ kind: 'cpu', adapter: 'llvm' });
   expect(() => deviceOptionsFromEnv({ NEMOTRON_DEVICE: 'gpu' })).toThrow(/NEMOTRON_DEVICE/);
   expect(() => deviceOptionsFromEnv({ NEMOTRON_BACKEND: 'cuda' })).toThrow(/NEMOTRON_BACKEND/);
+});
+
+const vulkanLoaderPresent = process.platform === 'linux' && (await sharedLibraryProbe('libvulkan.so.1', 'vkGetInstanceProcAddr')) === null;
+
+describe.if(vulkanLoaderPresent)('Vulkan adapter selection (libvulkan.so.1 loads here)', () => {
+  test('NEMOTRON_BACKEND=vulkan reaches Dawn: a core-level device, or a reason other than a missing loader', async () => {
+    const opened = await openDawn({ backend: 'vulkan' }).then((h) => h, (e: unknown) => e);
+    if (opened instanceof NoAdapterError) {
+      expect(opened.message).not.toMatch(/does not load/);
+      return;
+    }
+    const h = opened as Awaited<ReturnType<typeof openDawn>>;
+    expect(h.backend).toBe('vulkan');
+    expect(h.featureLevel).toBe('core');
+    h.device.destroy();
+  });
+
+  test('the default choice names every adapter it passed over, and why', async () => {
+    const h = await openDawn().catch(() => null);
+    if (!h) return;
+    if (h.backend !== 'vulkan') expect(h.skipped.some((r) => r.startsWith('vulkan: '))).toBe(true);
+    h.device.destroy();
+  });
 });

@@ -1,23 +1,31 @@
 /**
  * Device selection. `initDevice()` opens the default device once per process:
- * `NEMOTRON_DEVICE=webgpu|cpu|auto` (default auto: WebGPU when an adapter exists, else the CPU
- * backend with a warning), `NEMOTRON_BACKEND` / `NEMOTRON_ADAPTER` pick the adapter.
+ * `NEMOTRON_DEVICE=webgpu|native|cpu|auto` (default auto: a hardware WebGPU adapter, else the
+ * native CPU backend, else a software WebGPU adapter, else the TypeScript CPU reference with a
+ * warning), `NEMOTRON_BACKEND` / `NEMOTRON_ADAPTER` pick the adapter, `NEMOTRON_THREADS` the native
+ * backend's threads.
  */
 import { CpuDevice } from './cpu-device';
 import { openDawn, type AdapterRequest, type BackendName } from './dawn';
+import { nativeKernels, nativeUnavailableReason } from '../native/library';
 import { NoAdapterError } from './errors';
 import { WebGpuDevice } from './webgpu-device';
 
 export type Device = CpuDevice | WebGpuDevice;
 export type DeviceKind = Device['kind'];
 
+/** What `NEMOTRON_DEVICE` / `--device` may name: `native` is the CPU backend with native kernels. */
+export type DeviceChoice = DeviceKind | 'native' | 'auto';
+export const DEVICE_CHOICES: readonly DeviceChoice[] = ['webgpu', 'native', 'cpu', 'auto'];
+
 export interface DeviceOptions extends AdapterRequest {
-  /** `auto` (default): WebGPU if an adapter is found, otherwise CPU. */
-  kind?: DeviceKind | 'auto';
+  /** `auto` (default): a hardware WebGPU adapter, else native CPU, else software WebGPU, else the CPU reference. */
+  kind?: DeviceChoice;
 }
 
 let defaultDevice: Device | null = null;
 let cpuDevice: CpuDevice | null = null;
+let nativeDevice: CpuDevice | null | undefined;
 const gpuDevices = new Map<string, Promise<WebGpuDevice>>();
 
 const BACKENDS: readonly BackendName[] = ['vulkan', 'metal', 'd3d12', 'opengl', 'opengles'];
@@ -27,8 +35,8 @@ export function deviceOptionsFromEnv(env: Record<string, string | undefined> = p
   const opts: DeviceOptions = {};
   const kind = env.NEMOTRON_DEVICE;
   if (kind) {
-    if (kind !== 'webgpu' && kind !== 'cpu' && kind !== 'auto') throw new Error(`NEMOTRON_DEVICE must be webgpu, cpu or auto, got '${kind}'`);
-    opts.kind = kind;
+    if (!(DEVICE_CHOICES as readonly string[]).includes(kind)) throw new Error(`NEMOTRON_DEVICE must be ${DEVICE_CHOICES.join(', ')}, got '${kind}'`);
+    opts.kind = kind as DeviceChoice;
   }
   const backend = env.NEMOTRON_BACKEND;
   if (backend) {
@@ -42,6 +50,15 @@ export function deviceOptionsFromEnv(env: Record<string, string | undefined> = p
 /** The CPU backend (one per process). */
 export function getCpuDevice(): CpuDevice {
   return (cpuDevice ??= new CpuDevice());
+}
+
+/** The CPU backend with native kernels (one per process), or null when the library cannot be built or loaded. */
+export function getNativeDevice(): CpuDevice | null {
+  if (nativeDevice === undefined) {
+    const lib = nativeKernels();
+    nativeDevice = lib ? new CpuDevice(lib) : null;
+  }
+  return nativeDevice;
 }
 
 /** Opens (once per adapter request) a WebGPU device. */
@@ -64,17 +81,29 @@ export async function initDevice(options: DeviceOptions = {}): Promise<Device> {
   const kind = opts.kind ?? 'auto';
   let device: Device;
   if (kind === 'cpu') device = getCpuDevice();
-  else {
+  else if (kind === 'native') {
+    const native = getNativeDevice();
+    if (!native) throw new Error(`the native CPU backend is unavailable: ${nativeUnavailableReason()}`);
+    device = native;
+  } else {
+    let gpu: WebGpuDevice | null = null;
     try {
-      device = await getWebGpuDevice(opts);
+      gpu = await getWebGpuDevice(opts);
     } catch (e) {
       if (kind === 'webgpu' || !(e instanceof NoAdapterError)) throw e;
-      console.warn(`nemotron-ts: ${(e as Error).message}; falling back to the CPU backend`);
-      device = getCpuDevice();
+      if (!getNativeDevice()) console.warn(`nemotron-ts: ${(e as Error).message}; falling back to the CPU backend`);
     }
+    // A software rasterizer is slower than the same cores running native kernels.
+    const native = kind === 'auto' && (!gpu || gpu.isSoftware) ? getNativeDevice() : null;
+    device = native ?? gpu ?? getCpuDevice();
   }
   defaultDevice = device;
   return device;
+}
+
+/** A short label for benchmark rows and logs: `cpu`, `cpu:native` or `webgpu:<backend>` (e.g. `webgpu:opengl`). */
+export function deviceLabel(device: Device): string {
+  return device.kind === 'cpu' ? device.name : `webgpu:${device.handles.backend}`;
 }
 
 /** The default device; throws when {@link initDevice} was not called. */

@@ -18,17 +18,19 @@ export async function setNativeEnv(name: string, value: string): Promise<void> {
 }
 
 /**
- * Whether the dynamic loader finds a shared library (Linux under Bun; elsewhere assumed present).
- * Lets adapter probing skip a backend whose loader is missing instead of letting Dawn print a
- * warning about it.
+ * Null when the dynamic loader finds the shared library `name` and it exports `symbol`; otherwise the
+ * loader's reason (Linux under Bun; elsewhere assumed present). Lets adapter probing skip a backend
+ * whose loader is missing instead of letting Dawn print a warning about it. Bun's `dlopen` refuses
+ * an empty symbol table ("Expected at least one symbol"), so the probe names a symbol the library
+ * is known to export.
  */
-export async function sharedLibraryLoads(name: string): Promise<boolean> {
-  if (!process.versions.bun || process.platform !== 'linux') return true;
-  const { dlopen } = await import('bun:ffi');
+export async function sharedLibraryProbe(name: string, symbol: string): Promise<string | null> {
+  if (!process.versions.bun || process.platform !== 'linux') return null;
+  const { dlopen, FFIType } = await import('bun:ffi');
   try {
-    dlopen(name, {}).close();
-    return true;
-  } catch {
-    return false;
+    dlopen(name, { [symbol]: { args: [], returns: FFIType.ptr } }).close();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
   }
 }

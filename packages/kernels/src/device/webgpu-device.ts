@@ -3,9 +3,11 @@
  * pipeline cache) and the error plumbing that turns Dawn's asynchronous errors into thrown ones.
  */
 import { bytesPerElement, type DType } from '../dtype';
-import { CommandBatch, type BufferRange, type KernelBinding } from '../runtime/batch';
+import { CommandBatch, type KernelBinding } from '../runtime/batch';
+import { BindingTooLargeError, type BoundRange } from '../runtime/bindings';
 import { Params } from '../runtime/params';
 import { PipelineCache } from '../runtime/pipelines';
+import { KernelProfiler, type KernelTime } from '../runtime/profiler';
 import { BufferPool, type MemoryStats } from '../runtime/pool';
 import { DispatchRecorder, RecordingRefusedError, prepareDispatches, type PreparedDispatch } from '../runtime/recording';
 import { Storage, type StorageOwner } from '../runtime/storage';
@@ -37,17 +39,6 @@ export interface KernelLaunch {
   workgroups: readonly [number, number, number];
   /** Shapes / dtypes involved, for error messages. */
   detail?: string;
-}
-
-/** A slice of a storage buffer bound for a kernel, plus the element offset of the first element inside it. */
-export interface BoundRange {
-  range: BufferRange;
-  /** Elements between the (aligned) start of the binding and the first element requested. */
-  elementOffset: number;
-}
-
-export class BindingTooLargeError extends Error {
-  override name = 'BindingTooLargeError';
 }
 
 const FILL_SOURCE = `
@@ -342,6 +333,29 @@ export class WebGpuDevice implements StorageOwner {
     this.batch.flush();
     await this.gpu.queue.onSubmittedWorkDone();
     this.throwPendingErrors();
+  }
+
+  /** Whether {@link profileKernels} works here (the device has the `timestamp-query` feature). */
+  get canProfileKernels(): boolean {
+    return this.gpu.features.has('timestamp-query');
+  }
+
+  /**
+   * Runs `fn` with every dispatch timed on the GPU (timestamp queries, one pass per dispatch; see
+   * runtime/profiler.ts) and returns its result with the GPU time per kernel name, largest first.
+   */
+  async profileKernels<T>(fn: () => T | Promise<T>): Promise<{ result: T; kernels: KernelTime[] }> {
+    this.batch.flush();
+    const profiler = new KernelProfiler(this.gpu);
+    this.batch.profiler = profiler;
+    try {
+      const result = await fn();
+      await this.sync();
+      return { result, kernels: await profiler.report() };
+    } finally {
+      this.batch.profiler = null;
+      profiler.destroy();
+    }
   }
 }
 

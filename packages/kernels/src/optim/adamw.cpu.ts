@@ -8,7 +8,7 @@ export function adamwStepCpu(param: Tensor, grad: Tensor, expAvg: Tensor, expAvg
   const m = cpuView(expAvg) as Float32Array;
   const v = cpuView(expAvgSq) as Float32Array;
   const [po, go, mo, vo] = [param.offset, grad.offset, expAvg.offset, expAvgSq.offset];
-  for (let i = 0; i < param.size; i++) {
+  for (let i = 0, n = param.size; i < n; i++) {
     const gi = g[go + i]!;
     const mi = c.beta1 * m[mo + i]! + (1 - c.beta1) * gi;
     const vi = c.beta2 * v[vo + i]! + (1 - c.beta2) * gi * gi;

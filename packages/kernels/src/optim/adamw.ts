@@ -7,6 +7,7 @@
  */
 import type { Tensor } from '../tensor';
 import { adamwStepCpu } from './adamw.cpu';
+import { adamwStepNative } from './adamw.native';
 import { adamwStepGpu, type AdamWCoefficients } from './adamw.wgsl';
 import { Optimizer, type ParamGroupInput, type ParamState } from './optimizer';
 
@@ -53,7 +54,8 @@ export class AdamW extends Optimizer<AdamWOptions> {
     };
     const { expAvg, expAvgSq } = state.buffers as { expAvg: Tensor; expAvgSq: Tensor };
     const device = param.device;
-    if (device.kind === 'cpu') adamwStepCpu(param, grad, expAvg, expAvgSq, c);
-    else adamwStepGpu(device, param, grad, expAvg, expAvgSq, c);
+    if (device.kind === 'cpu') {
+      if (!device.native || !adamwStepNative(device.native, param, grad, expAvg, expAvgSq, c)) adamwStepCpu(param, grad, expAvg, expAvgSq, c);
+    } else adamwStepGpu(device, param, grad, expAvg, expAvgSq, c);
   }
 }

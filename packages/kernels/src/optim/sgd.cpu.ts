@@ -7,7 +7,7 @@ export function sgdStepCpu(param: Tensor, grad: Tensor, momentumBuffer: Tensor |
   const g = cpuView(grad) as Float32Array;
   const b = momentumBuffer ? (cpuView(momentumBuffer) as Float32Array) : null;
   const bo = momentumBuffer?.offset ?? 0;
-  for (let i = 0; i < param.size; i++) {
+  for (let i = 0, n = param.size; i < n; i++) {
     const pi = p[param.offset + i]!;
     let d = g[grad.offset + i]! + c.weightDecay * pi;
     if (b) {

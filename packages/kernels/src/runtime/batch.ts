@@ -4,6 +4,7 @@
  * it is full, when the arena is full, or when someone needs the results (readback, upload).
  */
 import type { CachedPipeline } from './pipelines';
+import type { KernelProfiler } from './profiler';
 import { RecordingRefusedError, type PreparedDispatch } from './recording';
 
 export interface BufferRange {
@@ -55,6 +56,8 @@ export class CommandBatch {
   private nextResourceId = 1;
   /** Set while a device records a step: copies would run once at record time, not on replay, so they are refused. */
   recording = false;
+  /** When set, every dispatch gets its own timed compute pass (profiler.ts). */
+  profiler: KernelProfiler | null = null;
 
   constructor(
     private readonly device: GPUDevice,
@@ -68,8 +71,13 @@ export class CommandBatch {
     return this.arenas[this.arenaIndex]!;
   }
 
-  private ensurePass(): GPUComputePassEncoder {
+  private ensurePass(label: string): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'batch' });
+    if (this.profiler) {
+      // One pass per dispatch, so its timestamps time that kernel alone.
+      this.pass?.end();
+      this.pass = this.encoder.beginComputePass({ timestampWrites: this.profiler.slot(label) });
+    }
     if (!this.pass) this.pass = this.encoder.beginComputePass();
     return this.pass;
   }
@@ -90,7 +98,7 @@ export class CommandBatch {
       this.arenaUsed += size;
     }
     const bindGroup = this.bindGroup(d);
-    const pass = this.ensurePass();
+    const pass = this.ensurePass(d.label);
     pass.setPipeline(d.pipeline.pipeline);
     if (d.params) pass.setBindGroup(0, bindGroup, [paramSlot]);
     else pass.setBindGroup(0, bindGroup);
@@ -142,9 +150,9 @@ export class CommandBatch {
   /** Encodes prepared (recorded) dispatches into the current pass, in order. */
   replay(list: readonly PreparedDispatch[]): void {
     if (this.count + list.length > MAX_DISPATCHES_PER_BATCH) this.flush();
-    const pass = this.ensurePass();
     const offset = [0];
     for (const d of list) {
+      const pass = this.ensurePass(d.label);
       pass.setPipeline(d.pipeline);
       if (d.paramOffset === null) pass.setBindGroup(0, d.bindGroup);
       else {
@@ -192,7 +200,9 @@ export class CommandBatch {
     if (!this.encoder) return;
     if (this.pass) this.pass.end();
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena(), 0, this.arenaCpu, 0, this.arenaUsed);
+    const readTimes = this.profiler?.resolve(this.encoder) ?? null;
     this.device.queue.submit([this.encoder.finish()]);
+    readTimes?.();
     this.encoder = null;
     this.pass = null;
     this.arenaUsed = 0;

@@ -10,6 +10,17 @@ import type { BufferRange } from './batch';
 import type { Params } from './params';
 import { declareStorage, loaderF32 } from './wgsl';
 
+/** A slice of a storage buffer bound for a kernel, plus the element offset of the first element inside it. */
+export interface BoundRange {
+  range: BufferRange;
+  /** Elements between the (aligned) start of the binding and the first element requested. */
+  elementOffset: number;
+}
+
+export class BindingTooLargeError extends Error {
+  override name = 'BindingTooLargeError';
+}
+
 export interface NamedBinding {
   name: string;
   tensor: Tensor;

@@ -3,7 +3,8 @@
  * (`maxStorageBufferBindingSize`, 128 MiB on many adapters) is processed in blocks of rows, one
  * dispatch per block, each binding only its own rows of every per-row operand.
  */
-import { BindingTooLargeError, type BoundRange, type WebGpuDevice } from '../device/webgpu-device';
+import type { WebGpuDevice } from '../device/webgpu-device';
+import { BindingTooLargeError, type BoundRange } from './bindings';
 import { bytesPerElement } from '../dtype';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';

@@ -37,12 +37,14 @@ function collect(value: unknown, out: Set<Disposable>, depth = 0): void {
     for (const v of value.values()) collect(v, out, depth + 1);
     return;
   }
-  if (Object.getPrototypeOf(value) === Object.prototype) for (const v of Object.values(value)) collect(v, out, depth + 1);
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return;
+  // Plain objects and class instances alike (e.g. a model's output object holding its tensors).
+  for (const v of Object.values(value)) collect(v, out, depth + 1);
 }
 
 /**
  * Runs `fn` and disposes every tensor it created except those reachable from its result (tensors,
- * arrays, maps and plain objects of tensors). Synchronous only: an async function would let other
+ * arrays, maps, and objects — plain or class instances — of tensors). Synchronous only: an async function would let other
  * work's tensors land in this scope.
  */
 export function tidy<T>(fn: () => T): T {

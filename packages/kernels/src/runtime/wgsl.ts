@@ -54,11 +54,28 @@ export const LOG1P_F32 = `fn log1p_f32(x: f32) -> f32 {
 }`;
 
 /**
+ * NaN-propagating float helpers, so every kernel passes NaN on as the CPU reference does. WGSL's
+ * `max`, `min` and `clamp` need not return NaN for a NaN operand (llvmpipe and lavapipe return the
+ * other one: relu² turned a NaN weight into 0), and compilers may fold `x != x` to false, so NaN is
+ * recognised by its bits. `max_nan` / `min_nan` follow Math.max / Math.min: NaN if either is NaN.
+ */
+export const NAN_SAFE_F32 = `fn is_nan_f32(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn is_nan_v4(v: vec4<f32>) -> vec4<bool> { return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u); }
+fn unordered_f32(a: f32, b: f32) -> bool { return is_nan_f32(a) || is_nan_f32(b); }
+fn max_nan(a: f32, b: f32) -> f32 { return select(select(max(a, b), b, is_nan_f32(b)), a, is_nan_f32(a)); }
+fn min_nan(a: f32, b: f32) -> f32 { return select(select(min(a, b), b, is_nan_f32(b)), a, is_nan_f32(a)); }
+fn clamp_nan(x: f32, lo: f32, hi: f32) -> f32 { return select(min(max(x, lo), hi), x, is_nan_f32(x)); }
+fn sign_nan(x: f32) -> f32 { return select(sign(x), x, is_nan_f32(x)); }
+fn relu_nan(x: f32) -> f32 { return select(max(x, 0.0), x, is_nan_f32(x)); }
+fn relu_nan_v4(v: vec4<f32>) -> vec4<f32> { return select(max(v, vec4<f32>(0.0)), v, is_nan_v4(v)); }`;
+
+/**
  * Math with relative accuracy near the points where llvmpipe's builtins only reach absolute
  * accuracy: `log_f32` near 1, `tanh_f32` near 0 (its builtin goes through exp), `softplus_f32` with
- * PyTorch's threshold 20. Kernels that need any of these include this prelude.
+ * PyTorch's threshold 20; plus {@link NAN_SAFE_F32}. Kernels that need any of these include this prelude.
  */
 export const MATH_F32 = `${LOG1P_F32}
+${NAN_SAFE_F32}
 fn log_f32(x: f32) -> f32 {
   // x - 1 is exact for x in [0.5, 2] (Sterbenz).
   if (abs(x - 1.0) < 0.5) { return log1p_f32(x - 1.0); }
@@ -69,13 +86,14 @@ fn softplus_f32(x: f32) -> f32 {
   return max(x, 0.0) + log1p_f32(exp(-abs(x)));
 }
 fn tanh_f32(x: f32) -> f32 {
+  if (is_nan_f32(x)) { return x; }
   let a = abs(x);
   if (a < 0.3) {
     let x2 = x * x;
     return x * (1.0 + x2 * (-0.33333334 + x2 * (0.13333334 + x2 * (-0.053968254 + x2 * (0.021869488 + x2 * (-0.008863236))))));
   }
   // Clamped: tanh is ±1 in f32 beyond 9, and drivers that expand it through exp() stay finite.
-  return tanh(clamp(x, -9.0, 9.0));
+  return tanh(clamp_nan(x, -9.0, 9.0));
 }`;
 
 /** f32 → bf16 bits, round to nearest even, NaN kept quiet (matches `f32ToBf16Bits` on the host). */

@@ -6,18 +6,19 @@
  */
 import { tensor } from '../../creation';
 import type { AttentionBackwardProblem, AttentionGradients } from './attention';
-import { base, keyReader, reader } from './attention.cpu';
+import { storageReader } from '../cpu-values';
+import { base, keyReader } from './attention.cpu';
 
 /** Gradients for q (when `want.q`) and for k and v (when `want.kv`): contiguous f32 in the shapes of q, k and v. */
 export function attentionBackwardCpu(bp: AttentionBackwardProblem, want: { q: boolean; kv: boolean }): AttentionGradients {
   const p = bp.forward;
   const { batch, queries, keys, qHeads, kvHeads, headDim, valueDim, scale } = p;
-  const readQ = reader(p.q.tensor);
-  const readK = reader(p.k.tensor);
-  const readV = reader(p.v.tensor);
-  const readDo = reader(bp.gradOut.tensor);
-  const readO = reader(bp.out);
-  const readLse = reader(bp.lse);
+  const readQ = storageReader(p.q.tensor);
+  const readK = storageReader(p.k.tensor);
+  const readV = storageReader(p.v.tensor);
+  const readDo = storageReader(bp.gradOut.tensor);
+  const readO = storageReader(bp.out);
+  const readLse = storageReader(bp.lse);
   const mask = keyReader(p.keyMask);
   const seq = keyReader(p.seqIds);
   const group = qHeads / kvHeads;

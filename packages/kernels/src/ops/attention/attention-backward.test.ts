@@ -8,7 +8,8 @@ import type { DType } from '../../dtype';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { narrow, reshape } from '../layout/layout';
 import { attention, attentionWithStats, type AttentionOptions } from './attention';
-import { withAttentionTuning, type AttentionTuning } from './attention.wgsl';
+import { withKernelOverrides } from '../../runtime/kernel-overrides';
+import type { AttentionTuning } from './attention.wgsl';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
@@ -99,7 +100,7 @@ async function forwardBackward(device: Device, c: Case, dtype: DType, seed: numb
   const k = onDevice(randomData(s.k, seed + 1, { dtype }), s.k, device, dtype).requiresGrad_();
   const v = onDevice(randomData(s.v, seed + 2, { dtype }), s.v, device, dtype).requiresGrad_();
   const grad = onDevice(randomData(s.q.slice(0, 3).concat(c.valueDim), seed + 3), [c.batch, c.queries, c.qHeads, c.valueDim], device);
-  const out = withAttentionTuning(tuning, () =>
+  const out = withKernelOverrides({ attention: tuning }, () =>
     poisoned(device, () => {
       const o = attention(q, k, v, options(device));
       backward(o, { grad });

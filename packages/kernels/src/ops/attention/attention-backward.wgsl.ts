@@ -14,6 +14,7 @@
  * State lives in registers, unrolled over rows/keys and vec4 chunks of the head dims, as in the
  * forward; scores are in log2 units (the dot product times scale·log2 e).
  */
+import { cachedSource } from '../../runtime/source-cache';
 import { empty } from '../../creation';
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
@@ -24,7 +25,8 @@ import type { Tensor } from '../../tensor';
 import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
 import { attentionTuning, declareHead, extent, loadHead, range, type Access } from './attention.wgsl';
 import { narrow, reshape } from '../layout/layout';
-import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
+import { TextureOperands, bindTextureOperand, textureCopyFits } from '../../runtime/texture-operands';
+import { storageReads } from '../../runtime/texture-pool';
 
 /** lse (log2 units) of a row that saw no key: finite, so exp2(score − it) is exactly 0. */
 const EMPTY_ROW_LSE = '3.0e38';
@@ -46,7 +48,7 @@ interface Launch {
   params: Params;
   bindings: KernelBinding[];
   /** Flat texture copies, released once every backward kernel is recorded. */
-  textures: FlatTexture[];
+  textures: TextureOperands;
 }
 
 /** Loops at least this long read their operands (when dense f32) from flat texture copies. */
@@ -60,13 +62,8 @@ const TEXTURE_MIN_LOOP = 8;
 function bindHead(l: Launch, name: string, view: HeadView, dim: number, texture = false): Access {
   const t = view.tensor;
   l.params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
-  if (texture && t.dtype === 'f32' && t.isContiguous && t.offset % 4 === 0 && dim % 4 === 0 && t.size / 4 <= flatCapacity(l.device)) {
-    // The copy starts at the tensor's first element: offset 0.
-    const flat = acquireTexture(l.device, 'rgba32float', t.size / 4);
-    copyDenseToFlat(l.device, t, flat);
-    l.textures.push(flat);
-    l.bindings.push({ texture: flat.view });
-    l.params.u32(`${name}Off`, 0).u32(`${name}Mask`, flat.width - 1).u32(`${name}Shift`, flat.shift);
+  if (texture && dim % 4 === 0 && textureCopyFits(l.device, t)) {
+    l.bindings.push(bindTextureOperand(l.textures.copy(t), l.params, name));
     return 'texture';
   }
   const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
@@ -96,7 +93,7 @@ export function attentionBackwardGpu(device: WebGpuDevice, bp: AttentionBackward
   const p = bp.forward;
   const rows = p.batch * p.queries * p.qHeads;
   const stats = empty([2 * rows], { device });
-  const textures: FlatTexture[] = [];
+  const textures = new TextureOperands(device);
   try {
     launchStats(device, bp, stats, textures);
     const grads: AttentionGradients = { q: null, k: null, v: null };
@@ -116,23 +113,11 @@ export function attentionBackwardGpu(device: WebGpuDevice, bp: AttentionBackward
     return grads;
   } finally {
     stats.dispose();
-    for (const t of textures) releaseTexture(device, t);
+    textures.release();
   }
 }
 
-const sources = new Map<string, string>();
-
-/** Builds a kernel's source once per variant (building the text costs more than a small launch). */
-function cached(key: string, build: () => string): string {
-  let source = sources.get(key);
-  if (source === undefined) {
-    source = build();
-    sources.set(key, source);
-  }
-  return source;
-}
-
-function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, textures: FlatTexture[]): void {
+function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, textures: TextureOperands): void {
   const p = bp.forward;
   const rows = p.batch * p.queries * p.qHeads;
   const { workgroupSize: W } = attentionTuning(device);
@@ -142,7 +127,7 @@ function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: 
   bindFlat(l, 'o', bp.out, 'attention backward output');
   bindFlat(l, 'lse', bp.lse, 'attention backward lse');
   bindFlat(l, 'stats', stats, 'attention backward stats');
-  const source = cached(`stats|${gDtype}|${W}|${l.params.wgsl()}`, () => `${l.params.wgsl()}
+  const source = cachedSource(`attention-backward|stats|${gDtype}|${W}|${l.params.wgsl()}`, () => `${l.params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'gradb', gDtype, 'read')}
 ${loaderF32('gradb', gDtype)}
@@ -185,7 +170,7 @@ interface Variant {
 }
 
 /** Binds the inputs both gradient kernels read (q, k, v, dO, stats, mask, seqIds) and their common params. */
-function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, launch: { lanes: number; chunks: number; perLane: number; looped: 'keys' | 'queries'; textures: FlatTexture[] }): { l: Launch; variant: Variant } {
+function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, launch: { lanes: number; chunks: number; perLane: number; looped: 'keys' | 'queries'; textures: TextureOperands }): { l: Launch; variant: Variant } {
   const { lanes, chunks, perLane, looped } = launch;
   const p = bp.forward;
   const { workgroupSize, kvTextures } = attentionTuning(device);
@@ -259,7 +244,7 @@ ${body.map((line) => `  ${line}`).join('\n')}
 }`;
 }
 
-function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, dq: Tensor, textures: FlatTexture[]): void {
+function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, dq: Tensor, textures: TextureOperands): void {
   const p = bp.forward;
   const pairs = p.queries * (p.qHeads / p.kvHeads);
   // Per row: q, dQ and dO.
@@ -268,11 +253,11 @@ function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Ten
   const lanes = chunks * p.batch * p.kvHeads;
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'keys', textures });
   bindFlat(l, 'dq', dq, 'attention backward dq');
-  const source = cached(`dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
+  const source = cachedSource(`attention-backward|dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
   device.run({ name: 'attention_bwd_dq', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
 }
 
-function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, both: Tensor, kSize: number, textures: FlatTexture[]): void {
+function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, both: Tensor, kSize: number, textures: TextureOperands): void {
   const p = bp.forward;
   // Per key: k, dK, v and dV.
   const R = perLane(device, 2 * Math.ceil(p.headDim / 4) + 2 * Math.ceil(p.valueDim / 4), p.keys);
@@ -281,7 +266,7 @@ function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Te
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'queries', textures });
   bindFlat(l, 'dkv', both, 'attention backward dk/dv');
   l.params.u32('dvAt', kSize);
-  const source = cached(`dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
+  const source = cachedSource(`attention-backward|dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
   device.run({ name: 'attention_bwd_dkv', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
 }
 

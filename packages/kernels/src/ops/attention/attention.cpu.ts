@@ -3,20 +3,15 @@
  * scale·q·k in f64, a direct softmax, and the weighted sum of values. Rows with no visible key get
  * zeros and lse = +Infinity.
  */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
 
-/** Element reader of a tensor's storage as f32 values (bf16 widened). */
-export function reader(t: Tensor): (i: number) => number {
-  const data = cpuView(t);
-  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[i]!) : (i) => data[i]!;
-}
 
 /** Reader of a per-key view (key mask or document ids) by batch row and key, or null. */
 export function keyReader(view: KeyRowView | null): ((b: number, j: number) => number) | null {
   if (!view) return null;
-  const read = reader(view.tensor);
+  const read = storageReader(view.tensor);
   return (b, j) => read(view.tensor.offset + b * view.batchStride + j * view.keyStride);
 }
 
@@ -30,9 +25,9 @@ export function attentionCpu(p: AttentionProblem, out: Tensor, lse: Tensor | nul
   // A key count read "on the device": clamped to the capacity, queries at the last valid keys.
   const keys = p.keysOnDevice ? Math.max(0, Math.min(p.keys, cpuView(p.keysOnDevice)[p.keysOnDevice.offset]!)) : p.keys;
   const queryOffset = p.keysOnDevice ? Math.max(0, keys - queries) : p.queryOffset;
-  const readQ = reader(p.q.tensor);
-  const readK = reader(p.k.tensor);
-  const readV = reader(p.v.tensor);
+  const readQ = storageReader(p.q.tensor);
+  const readK = storageReader(p.k.tensor);
+  const readV = storageReader(p.v.tensor);
   const mask = keyReader(p.keyMask);
   const seq = keyReader(p.seqIds);
   const dst = cpuView(out) as Float32Array;
@@ -68,8 +63,9 @@ export function attentionCpu(p: AttentionProblem, out: Tensor, lse: Tensor | nul
           for (let d = 0; d < valueDim; d++) acc[d]! += w * readV(vb + d);
         }
         const row = (b * queries + i) * qHeads + h;
-        for (let d = 0; d < valueDim; d++) dst[out.offset + row * valueDim + d] = sum > 0 ? acc[d]! / sum : 0;
-        if (lseDst) lseDst[lse!.offset + row] = sum > 0 ? max + Math.log(sum) : Infinity;
+        // sum is 0 only without a visible key; a NaN sum (a NaN score) must reach the output.
+        for (let d = 0; d < valueDim; d++) dst[out.offset + row * valueDim + d] = sum === 0 ? 0 : acc[d]! / sum;
+        if (lseDst) lseDst[lse!.offset + row] = sum === 0 ? Infinity : max + Math.log(sum);
       }
     }
   }

@@ -8,7 +8,8 @@ import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { narrow, permute, reshape } from '../layout/layout';
 import { attention, attentionWithStats, type AttentionOptions } from './attention';
-import { withAttentionTuning, type AttentionTuning } from './attention.wgsl';
+import { withKernelOverrides } from '../../runtime/kernel-overrides';
+import type { AttentionTuning } from './attention.wgsl';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
@@ -59,7 +60,7 @@ function onDev(c: Case, x: HostInputs, d: Device): [Tensor, Tensor, Tensor] {
 /** Runs `attentionWithStats` on the CPU and (poisoned) on the GPU and compares output and lse. */
 async function compare(c: Case, x: HostInputs, options: (d: Device) => AttentionOptions = () => ({}), tuning: Partial<AttentionTuning> = {}, what = ''): Promise<Float32Array> {
   const ref = attentionWithStats(...onDev(c, x, cpu), options(cpu));
-  const got = withAttentionTuning(tuning, () => poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), options(gpu!))));
+  const got = withKernelOverrides({ attention: tuning }, () => poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), options(gpu!))));
   expect(got.out.shape).toEqual([c.batch, c.queries, c.qHeads, c.valueDim]);
   const refOut = (await ref.out.data()) as Float32Array;
   expectClose((await got.out.data()) as Float32Array, refOut, { rtol: 2e-5, what: `out ${what}` });
@@ -109,7 +110,7 @@ describe('attention: masking', () => {
     const mask = Float32Array.from({ length: 2 * 37 }, (_, i) => (i % 37 < pads[Math.floor(i / 37)]! ? 0 : 1));
     for (const tuning of Object.values(TUNINGS)) {
       const ref = await compare(c, x, (d) => ({ keyMask: onDevice(mask, [2, 37], d) }), tuning, 'left padding');
-      const got = withAttentionTuning(tuning, () => poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), { keyMask: onDevice(mask, [2, 37], gpu!) })));
+      const got = withKernelOverrides({ attention: tuning }, () => poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), { keyMask: onDevice(mask, [2, 37], gpu!) })));
       const out = (await got.out.data()) as Float32Array;
       const lse = (await got.lse.data()) as Float32Array;
       const rowSize = c.qHeads * c.valueDim;
@@ -173,7 +174,7 @@ describe('attention: decode', () => {
       const c: Case = { batch: 2, queries: 1, keys, qHeads: 8, kvHeads: 2, headDim: 16, valueDim: 16 };
       const x = inputs(c, 17 + keys);
       await compare(c, x, () => ({}), NARROW, `decode over ${keys}`);
-      withAttentionTuning(NARROW, () => attention(...onDev(c, x, gpu!)));
+      withKernelOverrides({ attention: NARROW }, () => attention(...onDev(c, x, gpu!)));
       const last = (gpu as WebGpuDevice).batch.recentLabels(1)[0]!;
       expect(last.startsWith('attention_combine')).toBe(keys >= 300);
     }
@@ -184,7 +185,7 @@ describe('attention: decode', () => {
     const tuning = { ...NARROW, targetLanes: 512 };
     const x = inputs(c, 29);
     await compare(c, x, () => ({}), tuning, 'split + textures');
-    withAttentionTuning(tuning, () => attention(...onDev(c, x, gpu!)));
+    withKernelOverrides({ attention: tuning }, () => attention(...onDev(c, x, gpu!)));
     expect((gpu as WebGpuDevice).batch.recentLabels(1)[0]!.startsWith('attention_combine')).toBe(true);
   });
 
@@ -213,7 +214,7 @@ describe('attention: decode', () => {
     const ref = (await attention(...onDev(c, x, cpu)).data()) as Float32Array;
     for (const [d, tuning] of [[cpu, {}], [gpu!, NARROW], [gpu!, WIDE]] as const) {
       const run = () => attention(onDevice(x.q, [2, 1, 6, 16], d), onDevice(kc, [2, 2, capacity, 16], d), onDevice(vc, [2, 2, capacity, 12], d), { kvLayout: 'bhsd', kvLength: keys });
-      const got = (await withAttentionTuning(tuning, () => poisoned(d, run)).data()) as Float32Array;
+      const got = (await withKernelOverrides({ attention: tuning }, () => poisoned(d, run)).data()) as Float32Array;
       expectClose(got, ref, { rtol: 2e-5, what: `bhsd on ${d.kind}` });
     }
   });
@@ -232,7 +233,7 @@ describe('attention: key count on the device', () => {
         const ref = (await attention(...onDev(c, x, cpu), options(keys, cpu)).data()) as Float32Array;
         for (const d of [cpu, gpu!]) {
           const n = onDevice(Int32Array.of(keys), [1], d);
-          const got = (await withAttentionTuning(tuning, () => poisoned(d, () => attention(...onDev(c, x, d), options(n, d)))).data()) as Float32Array;
+          const got = (await withKernelOverrides({ attention: tuning }, () => poisoned(d, () => attention(...onDev(c, x, d), options(n, d)))).data()) as Float32Array;
           expectClose(got, ref, { rtol: 2e-5, what: `${name} launch, ${keys} keys on ${d.kind}` });
         }
         const size = (gpu as WebGpuDevice).pipelines.size;

@@ -28,6 +28,7 @@ import { contiguous } from '../layout/layout';
 import { attentionBackwardCpu } from './attention-backward.cpu';
 import { attentionBackwardGpu } from './attention-backward.wgsl';
 import { attentionCpu } from './attention.cpu';
+import { attentionBackwardNative, attentionNative } from './attention.native';
 import { attentionGpu } from './attention.wgsl';
 
 export type KvLayout = 'bshd' | 'bhsd';
@@ -152,8 +153,9 @@ function run(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, withLse
     const out = empty([problem.batch, problem.queries, problem.qHeads, problem.valueDim], { device });
     const lse = withLse ? empty([problem.batch, problem.queries, problem.qHeads], { device }) : null;
     if (out.size > 0) {
-      if (device.kind === 'cpu') attentionCpu(problem, out, lse);
-      else attentionGpu(device, problem, out, lse);
+      if (device.kind === 'cpu') {
+        if (!device.native || !attentionNative(device.native, problem, out, lse)) attentionCpu(problem, out, lse);
+      } else attentionGpu(device, problem, out, lse);
     }
     return { out, lse };
   } finally {
@@ -198,7 +200,8 @@ const differentiableAttention = defineFunction<[Tensor, Tensor, Tensor, Attentio
       } else {
         const problem: AttentionBackwardProblem = { forward, out, lse, gradOut: headView(grad, 1, 2, copies) };
         const device = q.device;
-        grads = device.kind === 'cpu' ? attentionBackwardCpu(problem, want) : attentionBackwardGpu(device, problem, want);
+        if (device.kind === 'cpu') grads = (device.native && attentionBackwardNative(device.native, problem, want)) || attentionBackwardCpu(problem, want);
+        else grads = attentionBackwardGpu(device, problem, want);
       }
       return [grads.q, wantK ? grads.k : null, wantV ? grads.v : null];
     } finally {

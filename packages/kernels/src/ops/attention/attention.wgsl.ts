@@ -14,6 +14,7 @@
  *
  * Scores are kept in log2 units (q is pre-scaled by scale·log2 e) so the kernels use exp2.
  */
+import { cachedSource } from '../../runtime/source-cache';
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
@@ -22,7 +23,9 @@ import { Params } from '../../runtime/params';
 import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
-import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
+import { TextureOperands, bindTextureOperand, textureCopyFits, textureOperandWgsl } from '../../runtime/texture-operands';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
+import { storageReads } from '../../runtime/texture-pool';
 
 /** Launch shape choices; the defaults depend on whether the adapter is a software rasteriser. */
 export interface AttentionTuning {
@@ -58,19 +61,6 @@ function defaultTuning(device: WebGpuDevice): AttentionTuning {
   return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures: false };
 }
 
-let tuningOverride: Partial<AttentionTuning> | null = null;
-
-/** Runs `fn` with some launch choices overridden (tests cover the other device class's shapes; benchmarks compare). */
-export function withAttentionTuning<T>(tuning: Partial<AttentionTuning>, fn: () => T): T {
-  const prev = tuningOverride;
-  tuningOverride = { ...prev, ...tuning };
-  try {
-    return fn();
-  } finally {
-    tuningOverride = prev;
-  }
-}
-
 /** Calls with more queries than this are prefill-sized (they may copy keys and values to textures). */
 const PREFILL_MIN_QUERIES = 8;
 const LOG2E = Math.LOG2E;
@@ -103,7 +93,7 @@ interface KernelSpec {
 
 /** The launch choices in effect on `device` (defaults with any override applied). */
 export function attentionTuning(device: WebGpuDevice): AttentionTuning {
-  return { ...defaultTuning(device), ...tuningOverride };
+  return { ...defaultTuning(device), ...kernelOverrides().attention };
 }
 
 export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Tensor, lse: Tensor | null): void {
@@ -145,27 +135,22 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
     .u32('rows', rows)
     .f32('scale', p.scale * LOG2E);
   const bindings: KernelBinding[] = [];
-  const textures: FlatTexture[] = [];
+  const textures = new TextureOperands(device);
   // Keys and values through texture copies when both are dense f32 of whole vec4s, for prefill-sized
   // calls (a decode step would copy its whole cache to read it once).
-  const denseVec4 = (view: HeadView, dim: number) => view.tensor.dtype === 'f32' && view.tensor.isContiguous && view.tensor.offset % 4 === 0 && dim % 4 === 0;
   const kvTextures =
     tuning.kvTextures &&
     p.queries > PREFILL_MIN_QUERIES &&
     storageReads(device) &&
-    denseVec4(p.k, p.headDim) &&
-    denseVec4(p.v, p.valueDim) &&
-    [p.k, p.v].every((view) => view.tensor.size / 4 <= flatCapacity(device));
+    p.headDim % 4 === 0 &&
+    p.valueDim % 4 === 0 &&
+    textureCopyFits(device, p.k.tensor) &&
+    textureCopyFits(device, p.v.tensor);
   const bindHead = (name: string, view: HeadView, dim: number, texture: boolean): Access => {
     const t = view.tensor;
     params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
     if (texture) {
-      // The copy starts at the tensor's first element: offset 0.
-      const flat = acquireTexture(device, 'rgba32float', t.size / 4);
-      copyDenseToFlat(device, t, flat);
-      textures.push(flat);
-      bindings.push({ texture: flat.view });
-      params.u32(`${name}Off`, 0).u32(`${name}Mask`, flat.width - 1).u32(`${name}Shift`, flat.shift);
+      bindings.push(bindTextureOperand(textures.copy(t), params, name));
       return 'texture';
     }
     const bound = device.bind(t.storage, t.offset, extent(t), `attention ${name}`);
@@ -236,7 +221,7 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
       combineSplits(device, { splits, rows, valueDim: p.valueDim, workgroupSize: tuning.workgroupSize, partialOut, partialStats, out, lse, detail });
     }
   } finally {
-    for (const t of textures) releaseTexture(device, t);
+    textures.release();
     partialOut?.dispose();
     partialStats?.dispose();
   }
@@ -251,12 +236,8 @@ export function extent(t: Tensor): number {
 
 export function declareHead(binding: number, name: string, access: Access): string {
   if (access === 'vec4') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<f32>>;`;
-  if (access === 'texture') {
-    // P.<x>Mask / P.<x>Shift of the flat texture: params are named after the operand (q, k, v).
-    const p = name.slice(0, 1);
-    return `@group(0) @binding(${binding}) var ${name}: texture_storage_2d<rgba32float, read>;
-fn ${name}_at(i: u32) -> vec4<f32> { return textureLoad(${name}, vec2<u32>(i & P.${p}Mask, i >> P.${p}Shift)); }`;
-  }
+  // P.<x>Mask / P.<x>Shift of the flat texture: params are named after the operand (q, k, v).
+  if (access === 'texture') return textureOperandWgsl(binding, name, name.slice(0, 1), true);
   if (access === 'bf16x8') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<u32>>;`;
   return `${declareStorage(binding, name, access, 'read')}\n${loaderF32(name, access)}`;
 }
@@ -299,17 +280,8 @@ function maxTree(xs: string[]): string {
 
 /** The flash kernel's source for `s` (built once per spec and parameter layout). */
 function flashSource(s: KernelSpec, params: Params): string {
-  const key = `${JSON.stringify(s)}|${params.wgsl()}`;
-  let source = sources.get(key);
-  if (source === undefined) {
-    source = buildFlashSource(s, params);
-    sources.set(key, source);
-  }
-  return source;
+  return cachedSource(`attention|${JSON.stringify(s)}|${params.wgsl()}`, () => buildFlashSource(s, params));
 }
-
-/** Generated kernels by spec and parameter layout: building the text costs more than a small launch. */
-const sources = new Map<string, string>();
 
 /**
  * The flash kernel. Invocation t owns rows (query, head) number chunk·R … chunk·R + R − 1 of one

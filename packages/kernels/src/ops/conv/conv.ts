@@ -23,6 +23,7 @@ import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
 import { contiguous } from '../layout/layout';
 import { causalConv1dBackwardCpu, causalConv1dCpu, causalConv1dUpdateCpu, type CausalConv1dCpuArgs } from './conv.cpu';
+import { causalConv1dBackwardNative, causalConv1dNative, causalConv1dUpdateNative } from './conv.native';
 import { causalConv1dBackwardGpu, causalConv1dGpu, causalConv1dUpdateGpu } from './conv.wgsl';
 
 export type ConvActivation = 'silu' | null;
@@ -92,8 +93,9 @@ export function causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, opt
   const y = empty([batch, length, channels], { device });
   const finalState = empty([batch, channels, taps], { device });
   try {
-    if (device.kind === 'cpu') causalConv1dCpu(args, y, finalState);
-    else causalConv1dGpu(device, { ...args, y, finalState });
+    if (device.kind === 'cpu') {
+      if (!device.native || !causalConv1dNative(device.native, args, y, finalState)) causalConv1dCpu(args, y, finalState);
+    } else causalConv1dGpu(device, { ...args, y, finalState });
     const inputs = [x, weight, ...(bias ? [bias] : []), ...(initialState ? [initialState] : [])];
     const saved = [args.x, args.weight, args.bias, args.initialState, args.seqIdx].filter((t): t is Tensor => t !== null);
     record(op, y, inputs, (g, kept) => causalConv1dGrads(restore(args, kept), g), saved);
@@ -122,8 +124,9 @@ function causalConv1dGrads(a: CausalConv1dCpuArgs, grad: Tensor): Tensor[] {
     dBias: a.bias ? empty([channels], { device }) : null,
     dInitialState: a.initialState ? empty([batch, channels, taps], { device }) : null,
   };
-  if (device.kind === 'cpu') causalConv1dBackwardCpu(a, dy, out);
-  else causalConv1dBackwardGpu(device, { ...a, dy, ...out });
+  if (device.kind === 'cpu') {
+    if (!device.native || !causalConv1dBackwardNative(device.native, a, dy, out)) causalConv1dBackwardCpu(a, dy, out);
+  } else causalConv1dBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.dWeight, ...(out.dBias ? [out.dBias] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
 
@@ -147,8 +150,9 @@ export function causalConv1dUpdate(state: Tensor, x: Tensor, weight: Tensor, bia
   const [dx, dw, db] = [dense.of(x), dense.of(weight), dense.maybe(bias)];
   const out = empty([batch, channels], { device });
   try {
-    if (device.kind === 'cpu') causalConv1dUpdateCpu(state, dx, dw, db, silu, out);
-    else causalConv1dUpdateGpu(device, state, dx, dw, db, silu, out);
+    if (device.kind === 'cpu') {
+      if (!device.native || !causalConv1dUpdateNative(device.native, state, dx, dw, db, silu, out)) causalConv1dUpdateCpu(state, dx, dw, db, silu, out);
+    } else causalConv1dUpdateGpu(device, state, dx, dw, db, silu, out);
   } finally {
     dense.dispose();
   }

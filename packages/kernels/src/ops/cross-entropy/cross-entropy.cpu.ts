@@ -1,6 +1,6 @@
 /** CPU reference for the fused cross-entropy, in f64. Labels are on the host here, so bad ones throw. */
 import { cpuView, type Tensor } from '../../tensor';
-import { readerF64 } from '../rows.cpu';
+import { storageReader } from '../cpu-values';
 import { rowMaxLogSum } from '../softmax/softmax.cpu';
 import type { CrossEntropyRows } from './cross-entropy.wgsl';
 
@@ -17,7 +17,7 @@ export function assertLabelsInRange(labels: Int32Array, r: CrossEntropyRows, off
 export function crossEntropyCpu(logits: Tensor, labels: Tensor, r: CrossEntropyRows, lse: Tensor, loss: Tensor): void {
   const lab = cpuView(labels) as Int32Array;
   assertLabelsInRange(lab, r, labels.offset);
-  const read = readerF64(logits);
+  const read = storageReader(logits);
   const outLse = cpuView(lse);
   const outLoss = cpuView(loss);
   for (let i = 0; i < r.rows; i++) {
@@ -32,9 +32,9 @@ export function crossEntropyCpu(logits: Tensor, labels: Tensor, r: CrossEntropyR
 /** dlogits = (softmax − onehot) · scale (one scale, or one per row); 0 on ignored rows. */
 export function crossEntropyGradCpu(logits: Tensor, labels: Tensor, lse: Tensor, scale: Tensor, perRowScale: boolean, r: CrossEntropyRows, dx: Tensor): void {
   const lab = cpuView(labels) as Int32Array;
-  const read = readerF64(logits);
-  const readLse = readerF64(lse);
-  const readScale = readerF64(scale);
+  const read = storageReader(logits);
+  const readLse = storageReader(lse);
+  const readScale = storageReader(scale);
   const out = cpuView(dx);
   for (let i = 0; i < r.rows; i++) {
     const label = lab[labels.offset + i]!;

@@ -18,6 +18,9 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 const softplus = (x: number) => (x > 20 ? x : Math.log1p(Math.exp(x)));
 
 /** Unary ops: operand `x`, scalars `p0`, `p1`. */
+/** Copies, casts and makes contiguous (the value itself). */
+export const IDENTITY: ElementwiseDef = { wgsl: 'x', cpu: (x) => x };
+
 export const UNARY = {
   neg: { wgsl: '-x', cpu: (x) => -x, integer: true },
   abs: { wgsl: 'abs(x)', cpu: Math.abs, integer: true },
@@ -30,36 +33,36 @@ export const UNARY = {
   sigmoid: { wgsl: '1.0 / (1.0 + exp(-x))', cpu: sigmoid },
   silu: { wgsl: 'x / (1.0 + exp(-x))', cpu: (x) => x * sigmoid(x) },
   softplus: { wgsl: 'softplus_f32(x)', cpu: softplus },
-  relu: { wgsl: 'max(x, 0.0)', cpu: (x) => Math.max(x, 0) },
-  relu2: { wgsl: 'max(x, 0.0) * max(x, 0.0)', cpu: (x) => Math.max(x, 0) ** 2 },
+  relu: { wgsl: 'relu_nan(x)', cpu: (x) => Math.max(x, 0) },
+  relu2: { wgsl: 'relu_nan(x) * relu_nan(x)', cpu: (x) => Math.max(x, 0) ** 2 },
   tanh: { wgsl: 'tanh_f32(x)', cpu: Math.tanh },
-  sign: { wgsl: 'sign(x)', cpu: Math.sign },
-  clamp: { wgsl: 'min(max(x, p0), p1)', cpu: (x, lo, hi) => Math.min(Math.max(x, lo!), hi!) },
+  sign: { wgsl: 'sign_nan(x)', cpu: Math.sign },
+  clamp: { wgsl: 'clamp_nan(x, p0, p1)', cpu: (x, lo, hi) => Math.min(Math.max(x, lo!), hi!) },
   pow_scalar: { wgsl: 'pow_f32(x, p0)', cpu: (x, p) => Math.pow(x, p!) },
   isfinite: { wgsl: 'select(0.0, 1.0, isfinite_f32(x))', cpu: (x) => (Number.isFinite(Math.fround(x)) ? 1 : 0) },
 } satisfies Record<string, ElementwiseDef>;
 
-/** Binary ops: operands `a`, `b` (either may be a scalar). Comparisons return 1 or 0. */
+/** Binary ops: operands `a`, `b` (either may be a scalar). Comparisons return 1 or 0; with a NaN operand only `ne` holds (lavapipe's compiler may treat float compares as ordered, so NaN is tested by its bits). */
 export const BINARY = {
   add: { wgsl: 'a + b', cpu: (a, b) => a + b!, integer: true },
   sub: { wgsl: 'a - b', cpu: (a, b) => a - b!, integer: true },
   mul: { wgsl: 'a * b', cpu: (a, b) => a * b!, integer: true },
   div: { wgsl: 'a / b', cpu: (a, b) => a / b! },
   pow: { wgsl: 'pow_f32(a, b)', cpu: (a, b) => Math.pow(a, b!) },
-  maximum: { wgsl: 'max(a, b)', cpu: (a, b) => Math.max(a, b!), integer: true },
-  minimum: { wgsl: 'min(a, b)', cpu: (a, b) => Math.min(a, b!), integer: true },
-  eq: { wgsl: 'select(0.0, 1.0, a == b)', cpu: (a, b) => (a === b ? 1 : 0) },
-  ne: { wgsl: 'select(0.0, 1.0, a != b)', cpu: (a, b) => (a !== b ? 1 : 0) },
-  lt: { wgsl: 'select(0.0, 1.0, a < b)', cpu: (a, b) => (a < b! ? 1 : 0) },
-  le: { wgsl: 'select(0.0, 1.0, a <= b)', cpu: (a, b) => (a <= b! ? 1 : 0) },
-  gt: { wgsl: 'select(0.0, 1.0, a > b)', cpu: (a, b) => (a > b! ? 1 : 0) },
-  ge: { wgsl: 'select(0.0, 1.0, a >= b)', cpu: (a, b) => (a >= b! ? 1 : 0) },
+  maximum: { wgsl: 'max_nan(a, b)', cpu: (a, b) => Math.max(a, b!), integer: true },
+  minimum: { wgsl: 'min_nan(a, b)', cpu: (a, b) => Math.min(a, b!), integer: true },
+  eq: { wgsl: 'select(0.0, 1.0, a == b && !unordered_f32(a, b))', cpu: (a, b) => (a === b ? 1 : 0) },
+  ne: { wgsl: 'select(0.0, 1.0, a != b || unordered_f32(a, b))', cpu: (a, b) => (a !== b ? 1 : 0) },
+  lt: { wgsl: 'select(0.0, 1.0, a < b && !unordered_f32(a, b))', cpu: (a, b) => (a < b! ? 1 : 0) },
+  le: { wgsl: 'select(0.0, 1.0, a <= b && !unordered_f32(a, b))', cpu: (a, b) => (a <= b! ? 1 : 0) },
+  gt: { wgsl: 'select(0.0, 1.0, a > b && !unordered_f32(a, b))', cpu: (a, b) => (a > b! ? 1 : 0) },
+  ge: { wgsl: 'select(0.0, 1.0, a >= b && !unordered_f32(a, b))', cpu: (a, b) => (a >= b! ? 1 : 0) },
 } satisfies Record<string, ElementwiseDef>;
 
 /** Derivatives of the unary ops as fused (x, g) expressions: one kernel per backward step. */
 export const UNARY_GRAD: Record<UnaryOp, ElementwiseDef | null> = {
   neg: { wgsl: '-g', cpu: (_x, g) => -g! },
-  abs: { wgsl: 'g * sign(x)', cpu: (x, g) => g! * Math.sign(x) },
+  abs: { wgsl: 'g * sign_nan(x)', cpu: (x, g) => g! * Math.sign(x) },
   exp: { wgsl: 'g * exp(x)', cpu: (x, g) => g! * Math.exp(x) },
   log: { wgsl: 'g / x', cpu: (x, g) => g! / x },
   sqrt: { wgsl: 'g * 0.5 / sqrt(x)', cpu: (x, g) => (g! * 0.5) / Math.sqrt(x) },
@@ -73,7 +76,7 @@ export const UNARY_GRAD: Record<UnaryOp, ElementwiseDef | null> = {
   },
   softplus: { wgsl: 'select(g / (1.0 + exp(-x)), g, x > 20.0)', cpu: (x, g) => (x > 20 ? g! : g! * sigmoid(x)) },
   relu: { wgsl: 'select(0.0, g, x > 0.0)', cpu: (x, g) => (x > 0 ? g! : 0) },
-  relu2: { wgsl: '2.0 * max(x, 0.0) * g', cpu: (x, g) => 2 * Math.max(x, 0) * g! },
+  relu2: { wgsl: '2.0 * relu_nan(x) * g', cpu: (x, g) => 2 * Math.max(x, 0) * g! },
   tanh: { wgsl: 'g * (1.0 - tanh_f32(x) * tanh_f32(x))', cpu: (x, g) => g! * (1 - Math.tanh(x) ** 2) },
   sign: null,
   clamp: { wgsl: 'select(0.0, g, x >= p0 && x <= p1)', cpu: (x, g, lo, hi) => (x >= lo! && x <= hi! ? g! : 0) },
@@ -83,6 +86,15 @@ export const UNARY_GRAD: Record<UnaryOp, ElementwiseDef | null> = {
 
 export type UnaryOp = keyof typeof UNARY;
 export type BinaryOp = keyof typeof BINARY;
+
+/**
+ * The NaN-aware helpers of integer ops: integers have no NaN, so they are the builtins (the same
+ * expression then serves f32, i32 and u32 kernels).
+ */
+export function integerPrelude(type: 'i32' | 'u32'): string {
+  return `fn max_nan(a: ${type}, b: ${type}) -> ${type} { return max(a, b); }
+fn min_nan(a: ${type}, b: ${type}) -> ${type} { return min(a, b); }`;
+}
 
 /** WGSL helpers the expressions above rely on. */
 export const ELEMENTWISE_PRELUDE = `

@@ -1,5 +1,6 @@
 /** CPU reference for the elementwise family: f64 math over strided, broadcast operands. */
-import { bf16BitsToF32, f32ToBf16Bits } from '../../dtype';
+import { storageReader } from '../cpu-values';
+import { f32ToBf16Bits } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
 
 /** A tensor operand (already broadcast through strides) or a scalar. */
@@ -21,8 +22,7 @@ export function elementwiseCpu(
   const [outStrides, ...operandStrides] = strides;
   const readers = operands.map((op) => {
     if (typeof op === 'number') return null;
-    const data = cpuView(op);
-    return op.dtype === 'bf16' ? (i: number) => bf16BitsToF32(data[i]!) : (i: number) => data[i]!;
+    return storageReader(op);
   });
   const tensorStrides: (readonly number[] | null)[] = [];
   let ti = 0;

@@ -12,6 +12,7 @@ import type { Tensor } from '../../tensor';
 import { sumTo } from '../reduce/reduce';
 import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type ElementwiseDef, type UnaryOp } from './definitions';
 import { elementwiseCpu, type ElementwiseOperand } from './elementwise.cpu';
+import { elementwiseNative } from './elementwise.native';
 import { elementwiseGpu } from './elementwise.wgsl';
 
 export type { BinaryOp, UnaryOp } from './definitions';
@@ -58,7 +59,11 @@ export function elementwise(
   } else out = empty(outShape, { dtype: options.dtype ?? resultDType(def, tensors, operands), device });
   if (out.size === 0) return out;
   const collapsed = collapseDims(outShape, [out.strides, ...tensors.map((t) => broadcastStrides(t.shape, t.strides, outShape))]);
-  if (device.kind === 'cpu') elementwiseCpu(def.cpu, operands, scalars, out, collapsed.shape, collapsed.strides);
+  if (device.kind === 'cpu') {
+    if (!device.native || !elementwiseNative(device.native, def, operands, scalars, out, collapsed.shape, collapsed.strides)) {
+      elementwiseCpu(def.cpu, operands, scalars, out, collapsed.shape, collapsed.strides);
+    }
+  }
   else elementwiseGpu(device, { name, expr: def.wgsl, names, operands, scalars, out, shape: collapsed.shape, strides: collapsed.strides });
   return out;
 }

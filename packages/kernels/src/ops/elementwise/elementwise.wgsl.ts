@@ -11,7 +11,7 @@ import { Params } from '../../runtime/params';
 import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import { contiguousStrides } from '../../shape';
 import type { Tensor } from '../../tensor';
-import { ELEMENTWISE_PRELUDE } from './definitions';
+import { ELEMENTWISE_PRELUDE, integerPrelude } from './definitions';
 import type { ElementwiseOperand } from './elementwise.cpu';
 
 const WG = 256;
@@ -76,7 +76,7 @@ export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void
   const header = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
-${integerMode ? '' : ELEMENTWISE_PRELUDE}
+${integerMode ? integerPrelude(computeType as 'i32' | 'u32') : ELEMENTWISE_PRELUDE}
 ${out.dtype === 'bf16' ? F32_TO_BF16 : ''}
 fn value_at(i: u32) -> ${computeType} {
   ${coordCode(rank)}

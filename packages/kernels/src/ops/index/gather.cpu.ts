@@ -1,14 +1,13 @@
 /** CPU reference for gathers: walks the index space and copies table elements (NaN / all-ones bits for bad ids). */
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
-import { bf16BitsToF32 } from '../../dtype';
 import type { IndexMap } from './index-map';
 
 /** Fills the dense `out` (f32, or the table's integer dtype) from `table` through `map`. */
 export function gatherCpu(table: Tensor, index: Tensor, map: IndexMap, out: Tensor): void {
-  const src = cpuView(table);
   const ids = cpuView(index) as Int32Array;
   const dst = cpuView(out);
-  const read = table.dtype === 'bf16' ? (i: number) => bf16BitsToF32(src[i]!) : (i: number) => src[i]!;
+  const read = storageReader(table);
   // All-ones bits: NaN as f32, -1 as i32, 0xffffffff as u32 (what the kernel writes too).
   const invalid = out.dtype === 'f32' ? NaN : out.dtype === 'i32' ? -1 : 0xffffffff;
   const { shape, indexStrides, tableStrides, denseStrides } = map;

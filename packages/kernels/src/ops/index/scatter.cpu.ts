@@ -3,15 +3,14 @@
  * position), each run of equal targets summed in order (in f64 here) and added to the target once.
  * Entries with ids outside [0, axisSize) are skipped.
  */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { IndexMap } from './index-map';
 
 /** Adds `source` into the dense f32 `out` through `map` (the table side is `out`). */
 export function scatterAddCpu(out: Tensor, index: Tensor, source: Tensor, map: IndexMap): void {
   const ids = cpuView(index) as Int32Array;
-  const src = cpuView(source);
-  const read = source.dtype === 'bf16' ? (i: number) => bf16BitsToF32(src[i]!) : (i: number) => src[i]!;
+  const read = storageReader(source);
   const dst = cpuView(out) as Float32Array;
   const { shape, indexStrides, tableStrides, denseStrides } = map;
   const rank = shape.length;

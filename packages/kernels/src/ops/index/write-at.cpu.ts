@@ -1,12 +1,11 @@
 /** CPU reference for `copyIntoAt`: a plain loop over src's elements. */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView } from '../../tensor';
 import type { WriteAtProblem } from './write-at';
 
 export function writeAtCpu({ dst, src, axis, start, offset }: WriteAtProblem): void {
   const out = cpuView(dst);
-  const input = cpuView(src);
-  const read = src.dtype === 'bf16' ? (i: number) => bf16BitsToF32(input[i]!) : (i: number) => input[i]!;
+  const read = storageReader(src);
   const first = cpuView(start)[start.offset]! + offset;
   const coords = new Array<number>(src.rank).fill(0);
   for (let n = 0; n < src.size; n++) {

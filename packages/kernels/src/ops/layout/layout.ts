@@ -9,10 +9,9 @@ import type { DType } from '../../dtype';
 import { broadcastShapes, contiguousStrides, formatShape, normalizeAxis, resolveReshape, shapesEqual, sizeOf } from '../../shape';
 import { Tensor } from '../../tensor';
 import { elementwise } from '../elementwise/elementwise';
-import type { ElementwiseDef } from '../elementwise/definitions';
+import { IDENTITY } from '../elementwise/definitions';
 import { sumTo } from '../reduce/reduce';
 
-const IDENTITY: ElementwiseDef = { wgsl: 'x', cpu: (x) => x };
 
 function view(x: Tensor, shape: readonly number[], strides: readonly number[], offset: number): Tensor {
   x.assertAlive();

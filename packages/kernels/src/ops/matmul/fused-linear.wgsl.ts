@@ -12,17 +12,19 @@
  * `fusedGemvGpu` returns null when the kernel does not apply (the caller then composes the ops).
  */
 import { empty } from '../../creation';
-import type { BoundRange, WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BoundRange } from '../../runtime/bindings';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage, loaderF32 } from '../../runtime/wgsl';
+import { NAN_SAFE_F32, declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { FusedLinearOptions } from './fused-linear';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
-import { bTextureLayout } from './matmul.wgsl';
-import { cachedTexture, elementsPerTexel, flatCapacity, layoutTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { bTextureLayout } from './texture-gemm.wgsl';
+import { cachedTexture, layoutTexels, panelBase, panelCount, panelWidth, type PackedLayout } from './packed-texture';
+import { elementsPerTexel, flatCapacity, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { frozenWeight, normalizeMatmul } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 
 /** Lanes per workgroup (as the texture kernel: llvmpipe's SIMD width). */
 const LANES = 8;
@@ -231,7 +233,7 @@ function gemvSource(p: Params, s: SourceSpec): string {
       let value = `c${r}_${v}${s.norm ? ' * scale' : ''}`;
       if (s.bias) value = `${value} + bias${v}`;
       lines.push(`    var v${v} = ${value};`);
-      if (s.relu2) lines.push(`    v${v} = max(v${v}, vec4<f32>(0.0)) * max(v${v}, vec4<f32>(0.0));`);
+      if (s.relu2) lines.push(`    v${v} = relu_nan_v4(v${v}) * relu_nan_v4(v${v});`);
       lines.push(`    put(o, ${r}u * P.n + P.col0, col${v}, v${v}, nCols);`);
     }
     lines.push('  }');
@@ -252,6 +254,7 @@ ${xDecl}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 ${decls.join('\n')}
 ${put}
+${s.relu2 ? NAN_SAFE_F32 : ''}
 fn at(i: u32) -> vec2<u32> { return vec2<u32>(i & P.bMask, i >> P.bShift); }
 ${unpack ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }' : ''}
 ${s.xVec ? '' : '// Element i of x (column kc), zero past K.\nfn xs(i: u32, kc: u32) -> f32 { return select(0.0, X[P.xOff + min(i, P.m * P.k - 1u)], kc < P.k); }'}

@@ -17,7 +17,7 @@ import { Params } from '../../runtime/params';
 import { declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { viewExtent, type MatmulProblem, type MatrixView } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 import { bindingBudget, planChunks, type MatmulChunk } from './split';
 
 /** Most rows the GEMV kernel takes. */

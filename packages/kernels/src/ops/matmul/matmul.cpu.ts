@@ -1,16 +1,11 @@
 /** CPU reference for matmul: f64 accumulation over the strided operands of a {@link MatmulProblem}. */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MatmulProblem, MatrixView } from './problem';
 
-function reader(t: Tensor): (i: number) => number {
-  const data = cpuView(t);
-  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[i]!) : (i) => data[i]!;
-}
-
 /** Reads a strided matrix view into a dense f64 [batchEntries][rows][cols] array (for cache-friendly loops). */
 function dense(v: MatrixView, batchEntries: number, rows: number, cols: number): Float64Array {
-  const read = reader(v.tensor);
+  const read = storageReader(v.tensor);
   const out = new Float64Array(batchEntries * rows * cols);
   let o = 0;
   for (let z = 0; z < batchEntries; z++) {
@@ -32,7 +27,7 @@ export function matmulCpu(p: MatmulProblem, out: Tensor): void {
   const bT = dense({ ...p.b, rowStride: p.b.colStride, colStride: p.b.rowStride }, bBatches, n, k);
   const bias = new Float64Array(n);
   if (p.bias) {
-    const read = reader(p.bias.tensor);
+    const read = storageReader(p.bias.tensor);
     for (let j = 0; j < n; j++) bias[j] = read(p.bias.offset + j * p.bias.stride);
   }
   const dst = cpuView(out) as Float32Array;

@@ -11,13 +11,13 @@ import type { Tensor } from '../../tensor';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { copyInto, narrow, transpose } from '../layout/layout';
 import { linear, matmul } from './matmul';
-import { setMatmulPath, type MatmulPathOverride } from './matmul.wgsl';
-import { textureMemoryStats } from './packed-texture';
+import { setKernelOverrides, type KernelOverrides } from '../../runtime/kernel-overrides';
+import { textureMemoryStats } from '../../runtime/texture-pool';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
 const cpu = getCpuDevice();
 
-afterEach(() => setMatmulPath({}));
+afterEach(() => setKernelOverrides({}));
 
 interface Case {
   name: string;
@@ -89,7 +89,7 @@ const GEMV_CASES: Case[] = [
   { name: 'M=5 transA', a: [29, 5], b: [29, 45], transA: true, bType: 'bf16' },
 ];
 
-const PATHS: [string, MatmulPathOverride, Case[]][] = [
+const PATHS: [string, NonNullable<KernelOverrides['matmul']>, Case[]][] = [
   ['tiled (hardware shapes)', { path: 'tiled', software: false }, GEMM_CASES],
   ['gemv (hardware shapes)', { path: 'gemv', software: false }, GEMV_CASES],
   ['gemv (software shapes)', { path: 'gemv', software: true }, GEMV_CASES],
@@ -105,7 +105,7 @@ describe('matmul: WebGPU kernels vs CPU reference', () => {
     describe(label, () => {
       for (const c of cases) {
         test.if(gpu !== null)(c.name, async () => {
-          setMatmulPath(override);
+          setKernelOverrides({ matmul: override });
           await compare(c, matmulOf(c));
         }, COMPILE_TIMEOUT);
       }
@@ -122,7 +122,7 @@ describe('matmul: WebGPU kernels vs CPU reference', () => {
     const base = randomData([23, 40], 7);
     const other = randomData([40, 31], 8);
     for (const override of [{ path: 'tiled' as const }, { path: 'texture' as const }, { path: 'gemv' as const }]) {
-      setMatmulPath(override);
+      setKernelOverrides({ matmul: override });
       const run = (d: Device) => {
         const x = onDevice(base, [23, 40], d);
         const y = onDevice(other, [40, 31], d);
@@ -137,7 +137,7 @@ describe('matmul: WebGPU kernels vs CPU reference', () => {
 });
 
 test.if(gpu !== null)('weights read transposed: aligned row pitch with a ragged K, both dtypes, batched', async () => {
-  setMatmulPath({ path: 'texture' });
+  setKernelOverrides({ matmul: { path: 'texture' } });
   for (const dtype of ['f32', 'bf16'] as const) {
     const w = randomData([2, 37, 64], 30, { dtype });
     const x = randomData([2, 19, 61], 31);
@@ -246,11 +246,11 @@ describe('operands larger than one storage binding', () => {
         { name: 'narrow output bigger than a binding', a: [70, 9], b: [9, 20], bias: 'f32' },
       ];
       for (const path of ['tiled', 'gemv', 'texture'] as const) {
-        setMatmulPath({ path });
+        setKernelOverrides({ matmul: { path } });
         for (const c of cases) await compare({ ...c, name: `${c.name} (${path})` }, matmulOf(c));
       }
       // The frozen-weight texture is packed in panels that each fit a binding.
-      setMatmulPath({});
+      setKernelOverrides({});
       const w = randomData([301, 37], 6, { dtype: 'bf16' });
       const x = randomData([2, 37], 7);
       const ref = await linear(onDevice(x, [2, 37], cpu), onDevice(w, [301, 37], cpu, 'bf16')).data();

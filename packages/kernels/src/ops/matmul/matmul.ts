@@ -12,6 +12,7 @@ import type { Tensor } from '../../tensor';
 import { sum, sumTo } from '../reduce/reduce';
 import { reshape } from '../layout/layout';
 import { matmulCpu } from './matmul.cpu';
+import { matmulNative } from './matmul.native';
 import { matmulGpu } from './matmul.wgsl';
 import { frozenWeight, normalizeMatmul, type MatmulOptions } from './problem';
 
@@ -23,8 +24,9 @@ function product(op: string, a: Tensor, b: Tensor, options: MatmulOptions, froze
   const device = a.device;
   const out = empty(outShape, { device });
   if (out.size > 0) {
-    if (device.kind === 'cpu') matmulCpu(problem, out);
-    else matmulGpu(device, problem, out, { frozenB });
+    if (device.kind === 'cpu') {
+      if (!device.native || !matmulNative(device.native, problem, out)) matmulCpu(problem, out);
+    } else matmulGpu(device, problem, out, { frozenB });
   }
   for (const t of temporaries) t.dispose();
   return out;

@@ -7,7 +7,7 @@
  *   packing B on every call pays off (see `runTextures`);
  * - otherwise, and on real GPUs: the storage-buffer kernels, GEMV for M ≤ 8, tiled above.
  *
- * `setMatmulPath` forces a path (tests check every path against the CPU reference; benchmarks).
+ * `withKernelOverrides({ matmul })` forces a path (tests check every path against the CPU reference; benchmarks).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
@@ -16,41 +16,12 @@ import type { Tensor } from '../../tensor';
 import { cast, contiguous } from '../layout/layout';
 import { launchFusedGemv } from './fused-linear.wgsl';
 import { GEMV_MAX_ROWS, bufferMatmul, gemvShape } from './gemm.wgsl';
-import {
-  acquireTexture,
-  cachedTexture,
-  directlyCopyable,
-  flatCapacity,
-  layoutTexels,
-  packedLayout,
-  releaseTexture,
-  storageReads,
-  stripLayout,
-  uploadMatrix,
-  type FlatTexture,
-  type PackedLayout,
-  type TexelFormat,
-} from './packed-texture';
+import { cachedTexture, directlyCopyable, layoutTexels, packedLayout, uploadMatrix, type PackedLayout } from './packed-texture';
+import { acquireTexture, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../../runtime/texture-pool';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
 import type { MatmulProblem, MatrixView } from './problem';
-import { B_ROW_STEP, stripTexels, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
+import { bTextureLayout, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
-export type MatmulPath = 'tiled' | 'gemv' | 'texture';
-
-export interface MatmulPathOverride {
-  /** Kernel to use. GEMV takes at most 8 rows per dispatch (more rows run as several). */
-  path?: MatmulPath;
-  /** Parametrize the buffer kernels as for a software (true) or hardware (false) device. */
-  software?: boolean;
-  /** Let the texture kernel read storage textures where the device supports them (default true). */
-  storageReads?: boolean;
-}
-
-let forced: MatmulPathOverride = {};
-
-/** Forces a kernel path for every following matmul on WebGPU (pass `{}` to restore the automatic choice). */
-export function setMatmulPath(override: MatmulPathOverride): void {
-  forced = { ...override };
-}
 
 export interface MatmulHints {
   /** B is a weight that does not change between calls: it may be kept re-laid out. */
@@ -64,6 +35,7 @@ export interface MatmulHints {
 const COPY_MIN_MACS = 1 << 16;
 
 export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, hints: MatmulHints): void {
+  const forced = kernelOverrides().matmul ?? {};
   const software = forced.software ?? device.isSoftware;
   const path = forced.path;
   if (path === 'texture' || (path === undefined && software)) {
@@ -78,7 +50,7 @@ export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, h
 function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozenB: boolean, alwaysPack: boolean): boolean {
   const bLayout = bTextureLayout(device, p);
   const bFormat = bLayout.format;
-  const tile = textureTile(p.m, bFormat, (forced.storageReads ?? true) && storageReads(device));
+  const tile = textureTile(p.m, bFormat, (kernelOverrides().matmul?.storageReads ?? true) && storageReads(device));
   // A rows padded to whole K steps of the tile (B's layout pads to those of every tile).
   const aLayout = packedLayout(device, p.a, 'rgba32float', p.a.batchStride === 0 ? 1 : p.batch, p.m, p.k, 1, tile.kStep / 4);
   const capacity = flatCapacity(device);
@@ -115,17 +87,6 @@ function gemvRows(p: MatmulProblem): boolean {
   const denseA = a.tensor.dtype === 'f32' && a.colStride === 1 && (p.m === 1 || a.rowStride === p.k);
   const bias = p.bias === null || (p.bias.stride === 1 && p.bias.offset === p.bias.tensor.offset && p.bias.tensor.size === p.n);
   return p.batch === 1 && p.m <= GEMV_MAX_ROWS && denseA && bias;
-}
-
-/**
- * How B is packed for the texture kernels: rows padded to whole K steps of every tile (one cached
- * layout serves them all); one contiguous strip per workgroup unless B copies in as it is.
- */
-export function bTextureLayout(device: WebGpuDevice, p: MatmulProblem): PackedLayout {
-  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
-  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
-  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP);
-  return directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP, stripTexels(bFormat)) ?? wide);
 }
 
 /** The bias as a dense f32 [N] (a copy when it is bf16 or strided), or a one-element placeholder. */

@@ -10,9 +10,10 @@ import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
 import { declareStorage } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
-import { elementsPerTexel, layerTexels, panelCount, type PackedLayout, type TexelFormat } from './packed-texture';
+import { layerTexels, panelCount, type PackedLayout } from './packed-texture';
+import { elementsPerTexel, type TexelFormat } from '../../runtime/texture-pool';
 import type { MatmulProblem } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 import { bindingBudget } from './split';
 import type { PackedOperand } from './texture-gemm.wgsl';
 

@@ -1,20 +1,14 @@
 /**
- * Matrices packed into 2-D textures for the software-rasterizer matmul kernels (llvmpipe vectorizes
- * `textureLoad` but turns each storage-buffer load into a per-lane loop).
+ * Matrices packed into flat textures (runtime/texture-pool.ts) for the software-rasterizer matmul
+ * kernels: llvmpipe vectorizes `textureLoad` but turns each storage-buffer load into a per-lane loop.
  *
- * A texture is used as a flat array of 16-byte texels: texel i sits at (i mod W, i div W) with W a
- * power of two, so any dense byte stream can be copied in with at most three copies and kernels
- * address texels with a mask and a shift. A texel holds 4 f32 (`rgba32float`) or 8 bf16
- * (`rgba32uint`) consecutive columns of a row. A matrix of [layers, rows, cols] is laid out per
- * layer either in panels of at most `panelTexels` texel columns, each panel [rows][width] (panels
- * exist so that the part of a huge weight packed by one dispatch fits one storage binding), or in
- * strips of `strip` texel columns, each strip [rows][width] — one strip per workgroup of the
- * kernel, which then streams through contiguous memory (measured 15–35 % faster for decode than
- * rows thousands of texels apart, most for weights of a GiB, where page walks dominate).
- *
- * Creating a texture is slow on llvmpipe (its memory is faulted in at a few ms per MiB), so
- * transient textures are pooled by size bucket, and frozen weights keep theirs, attached to the
- * weight's storage as a derived resource (released with it, dropped when it is written).
+ * A matrix of [layers, rows, cols] is laid out per layer either in panels of at most `panelTexels`
+ * texel columns, each panel [rows][width] (panels exist so that the part of a huge weight packed by
+ * one dispatch fits one storage binding), or in strips of `strip` texel columns, each strip
+ * [rows][width] — one strip per workgroup of the kernel, which then streams through contiguous memory
+ * (measured 15–35 % faster for decode than rows thousands of texels apart, most for weights of a GiB,
+ * where page walks dominate). Frozen weights keep their packed texture, attached to the weight's
+ * storage as a derived resource (released with it, dropped when it is written).
  */
 import { bytesPerElement } from '../../dtype';
 import { empty, zeros } from '../../creation';
@@ -24,30 +18,9 @@ import type { DerivedResource } from '../../runtime/storage';
 import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { MatrixView } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
+import { TEXEL_BYTES, copyFlat, elementsPerTexel, texturePool, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { bindingBudget } from './split';
-
-export type TexelFormat = 'rgba32float' | 'rgba32uint';
-
-const TEXEL_BYTES = 16;
-
-/** Matrix elements per texel. */
-export function elementsPerTexel(format: TexelFormat): number {
-  return format === 'rgba32uint' ? 8 : 4;
-}
-
-/** A texture addressed as a flat array of texels. */
-export interface FlatTexture {
-  readonly texture: GPUTexture;
-  readonly view: GPUTextureView;
-  readonly format: TexelFormat;
-  /** Texels per texture row (a power of two). */
-  readonly width: number;
-  /** log2(width). */
-  readonly shift: number;
-  readonly capacity: number;
-  readonly bytes: number;
-}
 
 /** Where the texels of a logical [layers, rows, cols] matrix live in a flat texture. */
 export interface PackedLayout {
@@ -138,136 +111,6 @@ function stripsPerPack(device: WebGpuDevice, view: MatrixView, l: PackedLayout):
   return lo;
 }
 
-/** Largest texture side this device allows, as a power of two. */
-function maxWidth(device: WebGpuDevice): number {
-  return 2 ** Math.floor(Math.log2(device.gpu.limits.maxTextureDimension2D));
-}
-
-/** Tallest texture used: the largest height that is not a power of two (see `textureShape`). */
-function maxHeight(device: WebGpuDevice): number {
-  const h = device.gpu.limits.maxTextureDimension2D;
-  return isPowerOfTwo(h) ? h - 1 : h;
-}
-
-/** Most texels a flat texture can hold on this device. */
-export function flatCapacity(device: WebGpuDevice): number {
-  return maxWidth(device) * maxHeight(device);
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return (n & (n - 1)) === 0;
-}
-
-/**
- * Width a power of two, height never a power of two: llvmpipe compiles a shader variant per
- * combination of power-of-two-ness of its textures' sides (seconds for the large tiles), so every
- * texture has the same kind of shape.
- */
-function textureShape(device: WebGpuDevice, texels: number, bucketed: boolean): { width: number; height: number } {
-  const wMax = maxWidth(device);
-  let width = wMax;
-  if (texels <= wMax * 3) width = Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(Math.ceil(texels / 3), 1))));
-  let height = Math.max(3, Math.ceil(texels / width));
-  // Pooled textures come in height buckets at most 25 % apart, so shapes that vary a little share them.
-  if (bucketed && height > 16) {
-    const step = 2 ** (Math.floor(Math.log2(height)) - 2);
-    height = Math.ceil(height / step) * step;
-  }
-  if (isPowerOfTwo(height)) height++;
-  return { width, height: Math.min(height, maxHeight(device)) };
-}
-
-/**
- * Whether kernels can read the packed textures as read-only storage textures. llvmpipe compiles
- * those loads inline, while every `textureLoad` of a sampled 32-bit-channel texture becomes a call
- * into a generic fetch function (mip level, size and bounds recomputed lane by lane).
- */
-export function storageReads(device: WebGpuDevice): boolean {
-  return state(device).storageReads;
-}
-
-function createFlat(device: WebGpuDevice, format: TexelFormat, width: number, height: number, label: string): FlatTexture {
-  const usage = GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST | (storageReads(device) ? GPUTextureUsage.STORAGE_BINDING : 0);
-  const texture = device.gpu.createTexture({ size: [width, height], format, usage, label });
-  return { texture, view: texture.createView(), format, width, shift: Math.log2(width), capacity: width * height, bytes: width * height * TEXEL_BYTES };
-}
-
-/** Destroys a texture after submitting the commands recorded so far (which may still use it). */
-function destroyFlat(device: WebGpuDevice, t: FlatTexture): void {
-  device.batch.flush();
-  device.batch.invalidateBindGroups();
-  t.texture.destroy();
-}
-
-export interface TextureMemoryStats {
-  /** Bytes of weight textures kept for frozen weights. */
-  cachedWeightBytes: number;
-  cachedWeights: number;
-  /** Bytes of transient textures kept for reuse. */
-  pooledBytes: number;
-}
-
-class TextureState {
-  private readonly free = new Map<string, FlatTexture[]>();
-  pooledBytes = 0;
-  cachedWeightBytes = 0;
-  cachedWeights = 0;
-  readonly storageReads: boolean;
-
-  constructor(
-    private readonly device: WebGpuDevice,
-    readonly maxPooledBytes: number,
-  ) {
-    this.storageReads = device.handles.gpu.wgslLanguageFeatures?.has('readonly_and_readwrite_storage_textures') ?? false;
-  }
-
-  /** A transient texture holding at least `texels`; give it back with `release` once its uses are recorded. */
-  acquire(format: TexelFormat, texels: number): FlatTexture {
-    const { width, height } = textureShape(this.device, texels, true);
-    const key = `${format}:${width}x${height}`;
-    const hit = this.free.get(key)?.pop();
-    if (hit) {
-      this.pooledBytes -= hit.bytes;
-      return hit;
-    }
-    return createFlat(this.device, format, width, height, 'matmul-scratch');
-  }
-
-  /** Returns a transient texture; commands already recorded keep their order before any reuse. */
-  release(t: FlatTexture): void {
-    if (this.pooledBytes + t.bytes > this.maxPooledBytes) return destroyFlat(this.device, t);
-    const key = `${t.format}:${t.width}x${t.capacity / t.width}`;
-    let list = this.free.get(key);
-    if (!list) this.free.set(key, (list = []));
-    list.push(t);
-    this.pooledBytes += t.bytes;
-  }
-}
-
-const states = new WeakMap<WebGpuDevice, TextureState>();
-
-function state(device: WebGpuDevice): TextureState {
-  let s = states.get(device);
-  if (!s) {
-    s = new TextureState(device, 512 * 1024 ** 2);
-    states.set(device, s);
-  }
-  return s;
-}
-
-export function textureMemoryStats(device: WebGpuDevice): TextureMemoryStats {
-  const s = state(device);
-  return { cachedWeightBytes: s.cachedWeightBytes, cachedWeights: s.cachedWeights, pooledBytes: s.pooledBytes };
-}
-
-export function acquireTexture(device: WebGpuDevice, format: TexelFormat, texels: number): FlatTexture {
-  return state(device).acquire(format, texels);
-}
-
-export function releaseTexture(device: WebGpuDevice, t: FlatTexture): void {
-  state(device).release(t);
-}
-
 /** A frozen weight's packed texture, owned by the weight's storage. */
 class WeightEntry implements DerivedResource {
   private released = false;
@@ -281,10 +124,7 @@ class WeightEntry implements DerivedResource {
   release(): void {
     if (this.released) return;
     this.released = true;
-    const s = state(this.device);
-    s.cachedWeightBytes -= this.texture.bytes;
-    s.cachedWeights--;
-    destroyFlat(this.device, this.texture);
+    texturePool(this.device).destroyPinned(this.texture);
   }
 }
 
@@ -295,51 +135,24 @@ class WeightEntry implements DerivedResource {
  * every pass, slower than the storage-buffer kernels the rest fall back to.
  */
 export function cachedTexture(device: WebGpuDevice, view: MatrixView, layout: PackedLayout): { texture: FlatTexture; layout: PackedLayout } | null {
-  const s = state(device);
+  const pool = texturePool(device);
   const storage = view.tensor.storage;
   const key = `matmul-texture:${layout.format}:${view.offset}:${view.batchStride}:${view.rowStride}:${view.colStride}:${layout.layers}x${layout.paddedRows}x${layout.cols}:${layout.panelTexels}:${layout.strip}`;
   const hit = storage.getDerived(key);
   if (hit instanceof WeightEntry) return hit;
-  const { width, height } = textureShape(device, layoutTexels(layout), false);
-  const bytes = width * height * TEXEL_BYTES;
+  const texels = layoutTexels(layout);
   const budget = Number(process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES ?? 8 * 1024 ** 3);
-  if (s.cachedWeightBytes + bytes > budget) return null;
-  const texture = createFlat(device, layout.format, width, height, 'matmul-weight');
+  if (pool.stats().cachedWeightBytes + pool.pinnedBytes(texels) > budget) return null;
+  const texture = pool.createPinned(layout.format, texels, 'matmul-weight');
   uploadMatrix(device, view, layout, texture);
   const entry = new WeightEntry(device, texture, layout);
   storage.setDerived(key, entry);
-  s.cachedWeightBytes += bytes;
-  s.cachedWeights++;
   return entry;
 }
 
 /** A zero-filled staging buffer of `texels` texels. */
 function zerosTensor(device: WebGpuDevice, texels: number): Tensor {
   return zeros([texels * 4], { dtype: 'u32', device });
-}
-
-/** Copies texels [start, start + count) of `texture` from a dense byte stream at `byteOffset` of `buffer`. */
-function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: number, texture: FlatTexture, start: number, count: number): void {
-  const w = texture.width;
-  let t = start;
-  let src = byteOffset;
-  const end = start + count;
-  const piece = (width: number, height: number) => {
-    device.batch.copyToTexture(buffer, src, height > 1 ? w * TEXEL_BYTES : undefined, texture.texture, t % w, Math.floor(t / w), width, height);
-    t += width * height;
-    src += width * height * TEXEL_BYTES;
-  };
-  if (t % w !== 0) piece(Math.min(end - t, w - (t % w)), 1);
-  if (end - t >= w) piece(w, Math.floor((end - t) / w));
-  if (end > t) piece(end - t, 1);
-}
-
-/** Copies the dense f32 `tensor` (its first element on a 16-byte boundary) into `texture` from texel 0. */
-export function copyDenseToFlat(device: WebGpuDevice, tensor: Tensor, texture: FlatTexture): void {
-  if (tensor.dtype !== 'f32' || !tensor.isContiguous || tensor.offset % 4 !== 0 || tensor.size % 4 !== 0) {
-    throw new Error(`copyDenseToFlat: needs a dense f32 tensor of whole texels at a 16-byte offset (got ${tensor.dtype}, offset ${tensor.offset}, ${tensor.size} elements)`);
-  }
-  copyFlat(device, tensor.storage.gpu!, tensor.offset * 4, texture, 0, tensor.size / 4);
 }
 
 /** True when the view's bytes already are the texel stream of each layer (dense rows of whole texels, one panel). */

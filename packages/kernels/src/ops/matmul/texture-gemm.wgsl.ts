@@ -18,10 +18,11 @@ import { empty } from '../../creation';
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, reshape } from '../layout/layout';
 import { GEMV_MAX_ROWS } from './gemm.wgsl';
-import { elementsPerTexel, layerTexels, panelBase, panelCount, panelWidth, type FlatTexture, type PackedLayout, type TexelFormat } from './packed-texture';
+import { directlyCopyable, layerTexels, packedLayout, panelBase, panelCount, panelWidth, stripLayout, type PackedLayout } from './packed-texture';
+import { elementsPerTexel, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { narrowApplies, narrowMatmul } from './narrow-gemm.wgsl';
 import type { MatmulProblem } from './problem';
-import { cachedSource } from './sources';
+import { cachedSource } from '../../runtime/source-cache';
 import { bindingBudget } from './split';
 
 /** Lanes per workgroup (llvmpipe's SIMD width for 32-bit values). */
@@ -57,6 +58,17 @@ export function textureTile(m: number, bFormat: TexelFormat, storage: boolean): 
 
 /** B rows are padded to this multiple (the longest K step), so every tile reads whole steps. */
 export const B_ROW_STEP = 8;
+
+/**
+ * How B is packed for the texture kernels: rows padded to whole K steps of every tile (one cached
+ * layout serves them all); one contiguous strip per workgroup unless B copies in as it is.
+ */
+export function bTextureLayout(device: WebGpuDevice, p: MatmulProblem): PackedLayout {
+  const bFormat: TexelFormat = p.b.tensor.dtype === 'bf16' ? 'rgba32uint' : 'rgba32float';
+  const bLayers = p.b.batchStride === 0 ? 1 : p.batch;
+  const wide = packedLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP);
+  return directlyCopyable(p.b, wide) ? wide : (stripLayout(device, p.b, bFormat, bLayers, p.k, p.n, B_ROW_STEP, stripTexels(bFormat)) ?? wide);
+}
 
 /** Texel columns of B one workgroup covers (its strip): 256 columns. */
 export function stripTexels(bFormat: TexelFormat): number {

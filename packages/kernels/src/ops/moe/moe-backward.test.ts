@@ -9,7 +9,7 @@ import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { moeExperts } from './moe-experts';
-import { setGroupedGemmPath } from './moe-gemm.wgsl';
+import { setKernelOverrides } from '../../runtime/kernel-overrides';
 import { moeRoute, type MoeRouteOptions } from './moe-route';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
@@ -202,12 +202,12 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
   }
 
   test.if(gpu !== null)('tokens across passes and weights across bindings under a small binding limit', async () => {
-    setGroupedGemmPath('buffers');
+    setKernelOverrides({ groupedGemm: 'buffers' });
     try {
       // 8 KiB: 2 tokens per pass (their 48 grouped rows of 40 f32), 2 experts' f32 up gradients (3840 bytes each) per binding.
       await withBindingLimit(gpu!, 8192, () => compareBackward({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 50));
     } finally {
-      setGroupedGemmPath(null);
+      setKernelOverrides({});
     }
   });
 });

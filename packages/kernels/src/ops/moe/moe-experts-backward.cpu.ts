@@ -44,7 +44,7 @@ export function moeExpertsBackwardCpu(o: MoeExpertOperands, grad: Tensor, out: M
         const w = (e * inter + i) * hin;
         for (let j = 0; j < hin; j++) a += x(t * hin + j) * up(w + j);
         pre[i] = a;
-        hidden[i] = a > 0 ? a * a : 0;
+        hidden[i] = Math.max(a, 0) ** 2; // Math.max keeps a NaN
       }
       const ws = weight(t * slots + s);
       gHidden.fill(0);

@@ -19,11 +19,12 @@
  */
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
-import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, NAN_SAFE_F32, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, transpose } from '../layout/layout';
 import type { MoeExpertGrads, MoeExpertOperands } from './moe-experts';
@@ -400,7 +401,7 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
     decls.push(vector ? vec4Decl(bindings.length, 'pre') : declareStorage(bindings.length, 'pre', 'f32', 'read'));
     rightRow = 'let right_row = P.preOff + r * P.inter;';
     rightLoads = vector
-      ? ['let rh = max(pre[(right_row + n_first) / 4u], vec4<f32>(0.0)); let rv = rh * rh;', ...ns.map((b) => `let r${b} = rv[${b}];`)]
+      ? ['let rh = relu_nan_v4(pre[(right_row + n_first) / 4u]); let rv = rh * rh;', ...ns.map((b) => `let r${b} = rv[${b}];`)]
       : ns.map((b) => `let r${b} = relu2(pre[right_row + n${b}]);`);
   } else if (kind === 'up') {
     const x = device.bind(o.x.storage, o.x.offset + pass.t0 * z.hin, pass.count * z.hin, 'moeExperts backward x');
@@ -426,7 +427,8 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
-fn relu2(v: f32) -> f32 { let r = max(v, 0.0); return r * r; }
+${NAN_SAFE_F32}
+fn relu2(v: f32) -> f32 { let r = relu_nan(v); return r * r; }
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};

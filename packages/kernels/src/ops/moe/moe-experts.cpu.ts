@@ -1,13 +1,11 @@
 /** CPU reference for grouped experts: each token's k slots computed directly, in f64. */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MoeExpertOperands } from './moe-experts';
 
 /** Reader of a contiguous tensor's elements as f32 values (bf16 widened), from its offset. */
 export function reader(t: Tensor): (i: number) => number {
-  const data = cpuView(t);
-  const base = t.offset;
-  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[base + i]!) : (i) => data[base + i]!;
+  return storageReader(t, t.offset);
 }
 
 /** The operands' sizes and f32 readers of their elements (absent biases read as 0). */
@@ -48,7 +46,7 @@ export function moeExpertsCpu(o: MoeExpertOperands, out: Tensor): void {
         let h = upBias(e * inter + i);
         const w = (e * inter + i) * hin;
         for (let j = 0; j < hin; j++) h += x(t * hin + j) * up(w + j);
-        hidden[i] = h > 0 ? h * h : 0;
+        hidden[i] = Math.max(h, 0) ** 2; // Math.max keeps a NaN
       }
       const ws = weight(t * slots + s);
       for (let n = 0; n < hout; n++) {

@@ -6,7 +6,8 @@
  * intermediate fits one storage binding.
  */
 import { empty } from '../../creation';
-import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement } from '../../dtype';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';

@@ -10,14 +10,16 @@
  * elements so both dtypes share one inner product. Experts whose weights do not fit one binding
  * are launched in expert ranges, one dispatch each.
  */
-import { BindingTooLargeError, type WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import { BindingTooLargeError } from '../../runtime/bindings';
 import { bytesPerElement, type DType } from '../../dtype';
 import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage, inputF32 } from '../../runtime/wgsl';
+import { NAN_SAFE_F32, declareStorage, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
-import { storageReads } from '../matmul/packed-texture';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
+import { storageReads } from '../../runtime/texture-pool';
 import { textureGroupedGemm } from './moe-texture-gemm.wgsl';
 
 /**
@@ -73,16 +75,9 @@ export function expertsPerBinding(device: WebGpuDevice, weight: Tensor, name: st
   return perBinding;
 }
 
-let forcedPath: 'textures' | 'buffers' | null = null;
-
-/** Forces the grouped GEMM's kernel where both apply (tests cover both); null restores the automatic choice. */
-export function setGroupedGemmPath(path: 'textures' | 'buffers' | null): void {
-  forcedPath = path;
-}
-
 export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
   // Prefill-sized tiles on software rasterizers: the texture tile (decode keeps one-row tiles here).
-  const textures = g.grouping.rowTile > 1 && storageReads(device) && (forcedPath ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const textures = g.grouping.rowTile > 1 && storageReads(device) && (kernelOverrides().groupedGemm ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
   if (textures && textureGroupedGemm(device, g)) return;
   const [experts, n, k] = g.weight.shape as [number, number, number];
   const perBinding = expertsPerBinding(device, g.weight, g.name);
@@ -212,7 +207,8 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
-fn relu2(v: f32) -> f32 { let r = max(v, 0.0); return r * r; }
+${NAN_SAFE_F32}
+fn relu2(v: f32) -> f32 { let r = relu_nan(v); return r * r; }
 // The expert whose segment holds row: the last e in [e0, e1) with starts[e] <= row (empty segments share their start with the next one).
 fn expert_of(row: u32) -> u32 {
   var lo = P.e0;

@@ -7,7 +7,8 @@
  * everything computed from it) is deterministic.
  */
 import { empty } from '../../creation';
-import type { BoundRange, WebGpuDevice } from '../../device/webgpu-device';
+import type { WebGpuDevice } from '../../device/webgpu-device';
+import type { BoundRange } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, declareStorage, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';

@@ -1,5 +1,5 @@
 /** CPU reference for the routing weights' backward: f64 math over the saved logits and choices. */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MoeRouteOptions } from './moe-route';
 
@@ -10,8 +10,7 @@ import type { MoeRouteOptions } from './moe-route';
 export function moeRouteBackwardCpu(logits: Tensor, indices: Tensor, gradWeights: Tensor, o: MoeRouteOptions, out: Tensor): void {
   const [tokens, experts] = logits.shape as [number, number];
   const k = o.topK;
-  const logitData = cpuView(logits);
-  const logit = logits.dtype === 'bf16' ? (i: number) => bf16BitsToF32(logitData[i]!) : (i: number) => logitData[i]!;
+  const logit = storageReader(logits);
   const idx = cpuView(indices) as Int32Array;
   const g = cpuView(gradWeights) as Float32Array;
   const dst = cpuView(out) as Float32Array;

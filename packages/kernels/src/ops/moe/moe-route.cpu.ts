@@ -2,7 +2,7 @@
  * CPU reference for MoE routing: f64 math, the same selection order as the kernel (descending
  * biased score, lower expert index first on ties, NaN ranked highest as in torch.topk).
  */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MoeRouteOptions } from './moe-route';
 
@@ -14,17 +14,12 @@ function ranksBefore(v1: number, i1: number, v2: number, i2: number): boolean {
   return v1 > v2 || (v1 === v2 && i1 < i2);
 }
 
-function reader(t: Tensor): (i: number) => number {
-  const data = cpuView(t);
-  return t.dtype === 'bf16' ? (i) => bf16BitsToF32(data[i]!) : (i) => data[i]!;
-}
-
 /** `logits` [T, E] and `bias` [E] are contiguous; writes `weights` [T, k] f32 and `indices` [T, k] i32. */
 export function moeRouteCpu(logits: Tensor, bias: Tensor | null, o: MoeRouteOptions, weights: Tensor, indices: Tensor): void {
   const [tokens, experts] = logits.shape as [number, number];
   const k = o.topK;
-  const logit = reader(logits);
-  const biasAt = bias ? reader(bias) : () => 0;
+  const logit = storageReader(logits);
+  const biasAt = bias ? storageReader(bias) : () => 0;
   const w = cpuView(weights) as Float32Array;
   const idx = cpuView(indices) as Int32Array;
   const groupSize = experts / o.nGroup;

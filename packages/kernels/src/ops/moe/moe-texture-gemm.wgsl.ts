@@ -11,26 +11,13 @@
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { KernelBinding } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { declareStorage } from '../../runtime/wgsl';
+import { NAN_SAFE_F32, declareStorage } from '../../runtime/wgsl';
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { cast, contiguous } from '../layout/layout';
-import { cachedSource } from '../matmul/sources';
-import {
-  acquireTexture,
-  cachedTexture,
-  elementsPerTexel,
-  flatCapacity,
-  layerTexels,
-  layoutTexels,
-  packedLayout,
-  releaseTexture,
-  stripLayout,
-  uploadMatrix,
-  type FlatTexture,
-  type PackedLayout,
-  type TexelFormat,
-} from '../matmul/packed-texture';
+import { cachedSource } from '../../runtime/source-cache';
+import { cachedTexture, layerTexels, layoutTexels, packedLayout, stripLayout, uploadMatrix, type PackedLayout } from '../matmul/packed-texture';
+import { acquireTexture, elementsPerTexel, flatCapacity, releaseTexture, type FlatTexture, type TexelFormat } from '../../runtime/texture-pool';
 import { frozenWeight, type MatrixView } from '../matmul/problem';
 import { bindingBudget } from '../matmul/split';
 import { B_ROW_STEP, stripTexels, tileCode, type TextureTile } from '../matmul/texture-gemm.wgsl';
@@ -144,9 +131,10 @@ fn put(o: u32, c: u32, v: vec4<f32>) {
   if (c + 3u < P.n) { out[o + c + 3u] = v.w; }
 }
 ${code.helpers}
+${NAN_SAFE_F32}
 // relu² when asked; a padding row of a gathered operand stores zeros.
 fn finish(v: vec4<f32>, valid: bool) -> vec4<f32> {
-  let r = max(v, vec4<f32>(0.0));
+  let r = relu_nan_v4(v);
   return select(vec4<f32>(0.0), select(v, r * r, P.relu2 != 0u), valid);
 }
 // The expert whose segment holds row: the last e with starts[e] <= row (empty segments share their start with the next one).

@@ -8,7 +8,7 @@ import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testDevices, testGpu, withBindingLimit } from '../../testing';
 import { narrow } from '../layout/layout';
 import { moeExperts } from './moe-experts';
-import { setGroupedGemmPath } from './moe-gemm.wgsl';
+import { setKernelOverrides } from '../../runtime/kernel-overrides';
 import { moeRoute, type MoeRouteOptions } from './moe-route';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
@@ -184,11 +184,11 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     for (const c of cases) {
       const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''} (${path})`;
       test.if(gpu !== null)(name, async () => {
-        setGroupedGemmPath(path);
+        setKernelOverrides({ groupedGemm: path });
         try {
           await compareExperts(c);
         } finally {
-          setGroupedGemmPath(null);
+          setKernelOverrides({});
         }
       });
     }
@@ -212,7 +212,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   });
 
   test.if(gpu !== null)('weights split across bindings and tokens across passes', async () => {
-    setGroupedGemmPath('buffers');
+    setKernelOverrides({ groupedGemm: 'buffers' });
     try {
       const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
       // 8 KiB: 4 experts' up weights (1920 bytes each) per binding and 3 tokens per pass (their
@@ -231,16 +231,16 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
         expect(() => runExperts(gpu!, c, v, r)).toThrow("moe_up: one expert's weight [24, 40] bf16 (1920 bytes) exceeds maxStorageBufferBindingSize (2048)");
       });
     } finally {
-      setGroupedGemmPath(null);
+      setKernelOverrides({});
     }
   });
 
   test.if(gpu !== null)('texture tile: tokens across passes under a small binding limit', async () => {
-    setGroupedGemmPath('textures');
+    setKernelOverrides({ groupedGemm: 'textures' });
     try {
       await withBindingLimit(gpu!, 16384, () => compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11));
     } finally {
-      setGroupedGemmPath(null);
+      setKernelOverrides({});
     }
   });
 

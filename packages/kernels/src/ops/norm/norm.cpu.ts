@@ -1,15 +1,15 @@
 /** CPU reference for the (gated) group RMSNorm, forward and backward, in f64 over dense rows. */
 import { cpuView, type Tensor } from '../../tensor';
-import { readerF64 } from '../rows.cpu';
+import { storageReader } from '../cpu-values';
 import type { NormLayout } from './norm.wgsl';
 
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
 
 /** v = x, or x · silu(z) when gated, as a reader over element indices relative to the tensors' offsets. */
 function valueReader(x: Tensor, z: Tensor | null): (e: number) => number {
-  const rx = readerF64(x);
+  const rx = storageReader(x);
   if (!z) return (e) => rx(x.offset + e);
-  const rz = readerF64(z);
+  const rz = storageReader(z);
   return (e) => {
     const zv = rz(z.offset + e);
     return rx(x.offset + e) * zv * sigmoid(zv);
@@ -18,7 +18,7 @@ function valueReader(x: Tensor, z: Tensor | null): (e: number) => number {
 
 export function normCpu(x: Tensor, z: Tensor | null, w: Tensor, l: NormLayout, out: Tensor): void {
   const v = valueReader(x, z);
-  const rw = readerF64(w);
+  const rw = storageReader(w);
   const dst = cpuView(out);
   const n = l.d / l.groups;
   for (let r = 0; r < l.rows; r++) {
@@ -35,10 +35,10 @@ export function normCpu(x: Tensor, z: Tensor | null, w: Tensor, l: NormLayout, o
 /** Writes dx (and dz when gated) and returns dw as f64 sums, all from the upstream gradient `g`. */
 export function normGradCpu(x: Tensor, z: Tensor | null, w: Tensor, g: Tensor, l: NormLayout, dx: Tensor, dz: Tensor | null, dw: Tensor): void {
   const v = valueReader(x, z);
-  const rx = readerF64(x);
-  const rz = z ? readerF64(z) : null;
-  const rw = readerF64(w);
-  const rg = readerF64(g);
+  const rx = storageReader(x);
+  const rz = z ? storageReader(z) : null;
+  const rw = storageReader(w);
+  const rg = storageReader(g);
   const outX = cpuView(dx);
   const outZ = dz ? cpuView(dz) : null;
   const n = l.d / l.groups;

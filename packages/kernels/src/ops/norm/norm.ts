@@ -10,6 +10,7 @@ import { formatShape, shapesEqual } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { assertFloatRows, dense, rowsOf } from '../rows';
 import { normCpu, normGradCpu } from './norm.cpu';
+import { normGradNative, normNative } from './norm.native';
 import { normGpu, normGradGpu, normWeightGradGpu, sumRunsGpu, type NormLayout } from './norm.wgsl';
 
 /** y = w ⊙ x / sqrt(mean(x²) + eps) over the last dim; `weight` is [d]. Gradients for x and weight. */
@@ -54,7 +55,9 @@ function groupNorm(op: string, x: Tensor, z: Tensor | null, weight: Tensor, grou
     const xd = dense(x);
     const zd = z ? dense(z) : null;
     const wd = dense(weight);
-    if (x.device.kind === 'cpu') normCpu(xd, zd, wd, layout, out);
+    if (x.device.kind === 'cpu') {
+      if (!x.device.native || !normNative(x.device.native, xd, zd, wd, layout, out)) normCpu(xd, zd, wd, layout, out);
+    }
     else normGpu(x.device, xd, zd, wd, layout, out, op);
     for (const t of [xd, zd, wd]) t?.dispose();
   }
@@ -78,7 +81,7 @@ function normGrad(op: string, saved: readonly Tensor[], gated: boolean, g: Tenso
   let dw: Tensor;
   if (device.kind === 'cpu') {
     dw = empty(w.shape, { device });
-    normGradCpu(xd, zd, wd, gd, l, dx, dz, dw);
+    if (!device.native || !normGradNative(device.native, xd, zd, wd, gd, l, dx, dz, dw)) normGradCpu(xd, zd, wd, gd, l, dx, dz, dw);
   } else {
     const rstd = empty([l.rows, l.groups], { device });
     normGradGpu(device, xd, zd, wd, gd, l, dx, dz, rstd, op);

@@ -10,7 +10,7 @@ import { Params } from '../../runtime/params';
 import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
 import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
-import type { BoundRange } from '../../device/webgpu-device';
+import type { BoundRange } from '../../runtime/bindings';
 
 const WG = 64;
 

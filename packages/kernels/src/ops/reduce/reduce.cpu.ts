@@ -1,12 +1,11 @@
 /** CPU reference for row reductions: f64 accumulation over each row of a dense [rows, cols] view. */
-import { bf16BitsToF32 } from '../../dtype';
+import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 
 export type ReduceOp = 'sum' | 'max' | 'min';
 
 export function reduceRowsCpu(op: ReduceOp, x: Tensor, rows: number, cols: number, out: Tensor): void {
-  const src = cpuView(x);
-  const read = x.dtype === 'bf16' ? (i: number) => bf16BitsToF32(src[i]!) : (i: number) => src[i]!;
+  const read = storageReader(x);
   const dst = cpuView(out);
   for (let r = 0; r < rows; r++) {
     const base = x.offset + r * cols;

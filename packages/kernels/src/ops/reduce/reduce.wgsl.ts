@@ -5,7 +5,7 @@
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, NAN_SAFE_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { ReduceOp } from './reduce.cpu';
 
@@ -13,9 +13,8 @@ const WG = 64;
 
 function combine(op: ReduceOp): string {
   if (op === 'sum') return 'acc = acc + v;';
-  // NaN propagates like the CPU reference (max/min would drop it).
-  const pick = op === 'max' ? 'max(acc, v)' : 'min(acc, v)';
-  return `if (v != v || acc != acc) { acc = v + acc; } else { acc = ${pick}; }`;
+  // NaN propagates like the CPU reference (WGSL's max/min may drop it).
+  return op === 'max' ? 'acc = max_nan(acc, v);' : 'acc = min_nan(acc, v);';
 }
 
 /**
@@ -32,6 +31,7 @@ export function reduceRowsGpu(device: WebGpuDevice, op: ReduceOp, x: Tensor, row
 ${declareStorage(1, 'x', x.dtype, 'read')}
 ${loaderF32('x', x.dtype)}
 ${declareStorage(2, 'out', 'f32', 'read_write')}
+${op === 'sum' ? '' : NAN_SAFE_F32}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};

@@ -2,6 +2,7 @@
  * CPU reference for token choice: the processors by sorting (top-k, top-p) with f64 probabilities,
  * then the inverse-CDF draw in vocabulary order.
  */
+import { storageReader } from '../cpu-values';
 import { bf16BitsToF32 } from '../../dtype';
 import { cpuView, type Tensor } from '../../tensor';
 import { uniformHash } from './counter-random';
@@ -10,8 +11,7 @@ import type { RecordTokensArgs, SamplingProblem } from './sampling';
 
 /** Row b of the logits after the repetition penalty and temperature, as the kernel's f32 math gives them. */
 function scores(p: SamplingProblem, b: number): Float32Array {
-  const data = cpuView(p.logits);
-  const read = p.logits.dtype === 'bf16' ? (i: number) => bf16BitsToF32(data[i]!) : (i: number) => data[i]!;
+  const read = storageReader(p.logits);
   const seen = p.seen ? (cpuView(p.seen) as Int32Array) : null;
   const out = new Float32Array(p.vocab);
   for (let i = 0; i < p.vocab; i++) {

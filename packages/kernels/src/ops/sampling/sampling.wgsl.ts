@@ -175,6 +175,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   workgroupBarrier();
   let chosen = pick;
+  // No lane holds weight when the row's weights are NaN (a non-finite logit): lane 0 answers.
+  if (chosen.x == 0xffffffffu && lane == 0u) { out[P.outOff + row] = select(i32(arg), ${NON_FINITE_TOKEN}, rowNonFinite); }
   if (lane == chosen.x) {
     let rest = bitcast<f32>(chosen.y);
     var running = 0.0;

@@ -13,6 +13,7 @@
  * written for few memory operations: the state as vec4s (one load and one store per 4 elements), a
  * conv window of K = 4 taps as one vec4, B/C loads shared by R rows, each output written once.
  */
+import { cachedSource } from '../../runtime/source-cache';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
@@ -83,21 +84,12 @@ export function mambaDecodeGpu(device: WebGpuDevice, l: MambaDecodeLaunch): void
   const spec = { d, shape, bias: o.convBias !== null, D: o.D !== null, clamp: o.dtLimit !== null, cw: o.convWeight.dtype };
   device.run({
     name: 'mamba_decode',
-    source: sourceFor(`${JSON.stringify(spec)}|${p.wgsl()}|${bound.decls}`, () => kernelSource(spec, p, bound.decls)),
+    source: cachedSource(`mamba-decode|${JSON.stringify(spec)}|${p.wgsl()}|${bound.decls}`, () => kernelSource(spec, p, bound.decls)),
     params: p,
     bindings: bound.ranges,
     workgroups: [d.groups, d.batch, 1],
     detail: `state [${l.ssmState.shape.join(',')}], G=${d.groups}, K=${d.taps}, ${shape.rowsPerLane} rows/lane`,
   });
-}
-
-/** Generated sources by spec: building the text costs more than the kernel runs. */
-const sources = new Map<string, string>();
-
-function sourceFor(key: string, build: () => string): string {
-  let s = sources.get(key);
-  if (s === undefined) sources.set(key, (s = build()));
-  return s;
 }
 
 interface Spec {
@@ -175,7 +167,7 @@ function kernelSource(s: Spec, p: Params, decls: string): string {
       `var xv${r} = 0.0;`,
       guardRows ? `if (lane + ${r * L}u < ${shape.rows}u) { xv${r} = conv_update(b, ch${r}); }` : `xv${r} = conv_update(b, ch${r});`,
       `var step${r} = softplus_f32(load_zx(P.zxOff + b * ${width}u + ${d.dInner + d.convDim}u + h${r}) + load_dtBias(P.dtBiasOff + h${r}));`,
-      s.clamp ? `step${r} = min(max(step${r}, P.dtLo), P.dtHi);` : '',
+      s.clamp ? `step${r} = clamp_nan(step${r}, P.dtLo, P.dtHi);` : '',
       `let decay${r} = exp(step${r} * -exp(load_aLog(P.aLogOff + h${r})));`,
       `let sx${r} = step${r} * xv${r};`,
       `let row${r} = (b * ${d.heads}u + h${r}) * ${d.headDim}u + j${r} % ${d.headDim}u;`,

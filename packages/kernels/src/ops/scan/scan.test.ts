@@ -9,7 +9,7 @@ import { causalConv1d, causalConv1dUpdate } from '../conv/conv';
 import { add, clamp, exp, neg, softplus } from '../elementwise/elementwise';
 import { narrow, reshape } from '../layout/layout';
 import { selectiveStateUpdate, ssdScan } from './scan';
-import { setSsdOperandReads } from './scan.wgsl';
+import { setKernelOverrides } from '../../runtime/kernel-overrides';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
@@ -86,8 +86,8 @@ function rowsSlice(values: Float32Array | Int32Array, rows: number, L: number, i
 const odd: Dims = { B: 2, L: 37, H: 6, P: 5, G: 3, N: 7 };
 
 for (const reads of ['textures', 'buffers'] as const) describe(`ssdScan: WebGPU (chunked SSD, operands read from ${reads}) vs CPU (sequential recurrence)`, () => {
-  beforeEach(() => setSsdOperandReads(reads));
-  afterEach(() => setSsdOperandReads(null));
+  beforeEach(() => setKernelOverrides({ ssdOperandReads: reads }));
+  afterEach(() => setKernelOverrides({}));
   const cases: [string, Dims, RunOptions][] = [
     ['odd sizes, chunk 8', odd, { chunk: 8 }],
     ['odd sizes, chunk 16, initial state', odd, { chunk: 16, init: inputs(odd, 1).init }],

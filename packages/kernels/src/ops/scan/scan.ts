@@ -23,6 +23,7 @@ import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '
 import { contiguous } from '../layout/layout';
 import { ssdScanBackwardGpu } from './scan-backward.wgsl';
 import { selectiveStateUpdateCpu, ssdScanBackwardCpu, ssdScanCpu, type SsdScanOperands } from './scan.cpu';
+import { ssdScanBackwardNative, ssdScanNative, stateUpdateNative } from './scan.native';
 import { ssdScanGpu } from './scan.wgsl';
 import { selectiveStateUpdateGpu } from './state-update.wgsl';
 
@@ -97,8 +98,9 @@ export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
   const y = empty([batch, length, heads, headDim], { device });
   const finalState = empty([batch, heads, headDim, stateDim], { device });
   try {
-    if (device.kind === 'cpu') ssdScanCpu(args, y, finalState);
-    else ssdScanGpu(device, { ...args, chunkSize, y, finalState });
+    if (device.kind === 'cpu') {
+      if (!device.native || !ssdScanNative(device.native, args, y, finalState)) ssdScanCpu(args, y, finalState);
+    } else ssdScanGpu(device, { ...args, chunkSize, y, finalState });
     const inputs = [x, dt, A, B, C, ...(D ? [D] : []), ...(initialState ? [initialState] : [])];
     const saved = [args.x, args.dt, args.A, args.B, args.C, args.D, args.initialState, args.seqIdx].filter((t): t is Tensor => t !== null);
     record(op, y, inputs, (g, kept) => ssdScanGrads(restore(args, kept), g), saved);
@@ -130,8 +132,9 @@ function ssdScanGrads(a: SsdScanOperands, grad: Tensor): Tensor[] {
     dD: a.D ? f32(a.D) : null,
     dInitialState: a.initialState ? f32(a.initialState) : null,
   };
-  if (device.kind === 'cpu') ssdScanBackwardCpu(a, dy, out);
-  else ssdScanBackwardGpu(device, { ...a, dy, ...out });
+  if (device.kind === 'cpu') {
+    if (!device.native || !ssdScanBackwardNative(device.native, a, dy, out)) ssdScanBackwardCpu(a, dy, out);
+  } else ssdScanBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.ddt, out.dA, out.dB, out.dC, ...(out.dD ? [out.dD] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
 
@@ -187,8 +190,9 @@ export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Te
   const args = { state, x: dense.of(x), dt: dense.of(dt), A: dense.of(A), B: dense.of(B), C: dense.of(C), D: dense.maybe(D), dtBias: dense.maybe(dtBias) };
   const y = empty([batch, heads, headDim], { device });
   try {
-    if (device.kind === 'cpu') selectiveStateUpdateCpu(args, transform, y);
-    else selectiveStateUpdateGpu(device, { ...args, ...transform, y });
+    if (device.kind === 'cpu') {
+      if (!device.native || !stateUpdateNative(device.native, args, transform, y)) selectiveStateUpdateCpu(args, transform, y);
+    } else selectiveStateUpdateGpu(device, { ...args, ...transform, y });
   } finally {
     dense.dispose();
   }

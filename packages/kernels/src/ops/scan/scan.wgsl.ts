@@ -34,7 +34,9 @@ import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
 import type { SsdScanOperands } from './scan.cpu';
-import { acquireTexture, copyDenseToFlat, flatCapacity, releaseTexture, storageReads, type FlatTexture } from '../matmul/packed-texture';
+import { TextureOperands, bindTextureOperand, textureOperandWgsl } from '../../runtime/texture-operands';
+import { kernelOverrides } from '../../runtime/kernel-overrides';
+import { flatCapacity, storageReads, type FlatTexture } from '../../runtime/texture-pool';
 
 const WG = 64;
 /** Register tile edge: 8 rows × 8 columns (two vec4) per invocation. */
@@ -91,43 +93,13 @@ function dimValues(d: Dims): [string, number][] {
 
 /**
  * A read-only vec4 operand of the heavy kernels, read as `<name>_at(i)` (i in vec4 units, offset
- * included): from its storage buffer, or from a flat texture copy of it (offset 0).
+ * included): from its storage buffer, or from a flat texture copy of it.
  */
 interface VecOperand {
   name: string;
   tensor: Tensor;
+  /** Its texture copy, or null: read from its storage buffer. */
   texture: FlatTexture | null;
-}
-
-let forcedReads: 'textures' | 'buffers' | null = null;
-
-/** Forces how the heavy kernels read their operands (tests cover both); null restores the automatic choice. */
-export function setSsdOperandReads(reads: 'textures' | 'buffers' | null): void {
-  forcedReads = reads;
-}
-
-/** The flat texture copies of the heavy kernels' operands, or none (storage buffers). */
-class OperandTextures {
-  private readonly textures: FlatTexture[] = [];
-
-  constructor(
-    private readonly device: WebGpuDevice,
-    /** Read through textures (software rasterizers, where every storage-buffer load is a per-lane loop). */
-    readonly enabled: boolean,
-  ) {}
-
-  /** `tensor` as a vec4 operand: copied into a texture now (in queue order) when textures are enabled. */
-  of(name: string, tensor: Tensor): VecOperand {
-    if (!this.enabled) return { name, tensor, texture: null };
-    const texture = acquireTexture(this.device, 'rgba32float', tensor.size / 4);
-    copyDenseToFlat(this.device, tensor, texture);
-    this.textures.push(texture);
-    return { name, tensor, texture };
-  }
-
-  release(): void {
-    for (const t of this.textures) releaseTexture(this.device, t);
-  }
 }
 
 /**
@@ -151,15 +123,8 @@ function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly Name
       decls.push(`fn ${r.name}_at(i: u32) -> vec4<f32> { return ${r.name}[i]; }`);
       continue;
     }
-    // Offset 0: the copy starts at the tensor's first element.
-    p.u32(`${r.name}Off`, 0).u32(`${r.name}Mask`, r.texture.width - 1).u32(`${r.name}Shift`, r.texture.shift);
-    bindings.push({ texture: r.texture.view });
-    const at = `vec2<u32>(i & P.${r.name}Mask, i >> P.${r.name}Shift)`;
-    decls.push(
-      storage
-        ? `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_storage_2d<rgba32float, read>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}); }`
-        : `@group(0) @binding(${bindings.length}) var ${r.name}T: texture_2d<f32>;\nfn ${r.name}_at(i: u32) -> vec4<f32> { return textureLoad(${r.name}T, ${at}, 0); }`,
-    );
+    bindings.push(bindTextureOperand(r.texture, p, r.name));
+    decls.push(textureOperandWgsl(bindings.length, r.name, r.name, storage));
   }
   const source = `${textureCount > 0 && storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
@@ -216,19 +181,21 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const st = empty([batch, heads, NC, NP, PP], { device });
   // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
   const fits = [xdt, bp, cp, acs, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
-  const textures = new OperandTextures(device, fits && (forcedReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures');
+  const useTextures = fits && (kernelOverrides().ssdOperandReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const textures = new TextureOperands(device);
+  const operand = (name: string, tensor: Tensor): VecOperand => ({ name, tensor, texture: useTextures ? textures.copy(tensor) : null });
   try {
     prepX(device, d, a, xdt);
     prepBC(device, d, a, bp, cp);
     cumsum(device, d, a, acs, seg);
-    const xdtIn = textures.of('xdt', xdt);
-    const bpIn = textures.of('bp', bp);
-    const cpIn = textures.of('cp', cp);
+    const xdtIn = operand('xdt', xdt);
+    const bpIn = operand('bp', bp);
+    const cpIn = operand('cp', cp);
     chunkCB(device, d, bpIn, cpIn, cb);
-    const acsIn = textures.of('acs', acs);
+    const acsIn = operand('acs', acs);
     chunkState(device, d, xdtIn, bpIn, acsIn, seg, st);
     statePass(device, d, a.initialState, acs, seg, st, a.finalState);
-    output(device, d, a, xdtIn, cpIn, acsIn, seg, textures.of('cb', cb), textures.of('st', st));
+    output(device, d, a, xdtIn, cpIn, acsIn, seg, operand('cb', cb), operand('st', st));
   } finally {
     textures.release();
     for (const t of [xdt, bp, cp, acs, seg, cb, st]) t?.dispose();

@@ -10,7 +10,7 @@
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { MATH_F32 } from '../../runtime/wgsl';
+import { MATH_F32, NAN_SAFE_F32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 
 /** Lanes per workgroup: P rounded up to a power of two, 8 to 64. */
@@ -60,11 +60,11 @@ export function selectiveStateUpdateGpu(device: WebGpuDevice, a: StateUpdateLaun
   const bound = bindTensors(device, 'selectiveStateUpdate', list, p);
   const stepLines = [`var step = load_dt(P.dtOff + bh)${a.dtBias ? ' + load_dtBias(P.dtBiasOff + h)' : ''};`];
   if (a.softplus) stepLines.push('step = softplus_f32(step);');
-  if (a.limit) stepLines.push('step = min(max(step, P.dtLo), P.dtHi);');
+  if (a.limit) stepLines.push('step = clamp_nan(step, P.dtLo, P.dtHi);');
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${bound.decls}
-${a.softplus ? MATH_F32 : ''}
+${a.softplus ? MATH_F32 : a.limit ? NAN_SAFE_F32 : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let h = wg.x;

@@ -1,6 +1,6 @@
 /** CPU reference for softmax / log-softmax over the rows of dense [rows, cols] views, in f64. */
 import { cpuView, type Tensor } from '../../tensor';
-import { readerF64 } from '../rows.cpu';
+import { storageReader } from '../cpu-values';
 import type { SoftmaxKind } from './softmax.wgsl';
 
 /** Per-row max and log Σ exp(x − max) (the log-sum-exp is max + logSum). Shared with cross-entropy. */
@@ -16,7 +16,7 @@ export function rowMaxLogSum(read: (i: number) => number, base: number, cols: nu
 }
 
 export function softmaxCpu(kind: SoftmaxKind, x: Tensor, rows: number, cols: number, out: Tensor): void {
-  const read = readerF64(x);
+  const read = storageReader(x);
   const dst = cpuView(out);
   for (let r = 0; r < rows; r++) {
     const base = x.offset + r * cols;
@@ -30,8 +30,8 @@ export function softmaxCpu(kind: SoftmaxKind, x: Tensor, rows: number, cols: num
 }
 
 export function softmaxGradCpu(kind: SoftmaxKind, y: Tensor, g: Tensor, rows: number, cols: number, dx: Tensor): void {
-  const ry = readerF64(y);
-  const rg = readerF64(g);
+  const ry = storageReader(y);
+  const rg = storageReader(g);
   const dst = cpuView(dx);
   for (let r = 0; r < rows; r++) {
     const yb = y.offset + r * cols;

@@ -21,14 +21,21 @@ export type SoftmaxKind = 'softmax' | 'logSoftmax';
 
 /**
  * WGSL: a running (max m, Σ exp(v − m)) pair, merged with one exp per step. Equal maxima (two −∞
- * from masked logits included) add directly so −∞ − −∞ never appears; a NaN poisons the sum.
+ * from masked logits included) add directly so −∞ − −∞ never appears. As on the CPU, a NaN
+ * poisons the sum, and so does a +∞ maximum (exp(∞ − ∞) is NaN there); both are recognised by
+ * their bits, since float compares may assume no NaN.
  */
 export const MAX_SUM_WGSL = `
 struct MaxSum { m: f32, s: f32, }
 fn max_sum_merge(a: MaxSum, m: f32, s: f32) -> MaxSum {
-  if (m == a.m) { return MaxSum(a.m, a.s + s); }
-  if (m > a.m) { return MaxSum(m, a.s * exp(a.m - m) + s); }
-  return MaxSum(a.m, a.s + s * exp(m - a.m));
+  var r: MaxSum;
+  if (m == a.m) { r = MaxSum(a.m, a.s + s); }
+  else if (m > a.m) { r = MaxSum(m, a.s * exp(a.m - m) + s); }
+  else { r = MaxSum(a.m, a.s + s * exp(m - a.m)); }
+  let poisoned = (bitcast<u32>(m) & 0x7fffffffu) > 0x7f800000u || (bitcast<u32>(a.m) & 0x7fffffffu) > 0x7f800000u || bitcast<u32>(r.m) == 0x7f800000u;
+  var nan_bits = 0x7fc00000u;
+  if (poisoned) { r.s = bitcast<f32>(nan_bits); }
+  return r;
 }`;
 
 /** WGSL statements computing `st: MaxSum` over x[base + c0 .. base + c1) (c1 > c0). */

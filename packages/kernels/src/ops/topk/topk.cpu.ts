@@ -1,10 +1,10 @@
 /** CPU reference for top-k over the rows of a dense [rows, cols] view, and its gradient scatter. */
 import { cpuView, type Tensor } from '../../tensor';
-import { readerF64 } from '../rows.cpu';
+import { storageReader } from '../cpu-values';
 import { orderKey } from './order';
 
 export function topkCpu(x: Tensor, rows: number, cols: number, k: number, values: Tensor, indices: Tensor): void {
-  const read = readerF64(x);
+  const read = storageReader(x);
   const outV = cpuView(values);
   const outI = cpuView(indices);
   const keys = new Float64Array(cols);
@@ -25,7 +25,7 @@ export function topkCpu(x: Tensor, rows: number, cols: number, k: number, values
 
 /** dx [rows, cols] (zeroed) gets g [rows, k] at `indices` [rows, k]. */
 export function topkScatterCpu(g: Tensor, indices: Tensor, rows: number, cols: number, k: number, dx: Tensor): void {
-  const rg = readerF64(g);
+  const rg = storageReader(g);
   const idx = cpuView(indices);
   const dst = cpuView(dx);
   for (let r = 0; r < rows; r++) {

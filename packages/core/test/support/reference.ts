@@ -3,7 +3,7 @@
  * with no kernel in the loop: the sequential recurrence instead of the chunked scan, explicit loops
  * for the conv, routing and experts. Tests compare the mixers' forward against them.
  */
-import type { NemotronHConfig } from '../src';
+import type { NemotronHConfig } from '../../src';
 
 type Weights = (name: string) => Float32Array;
 

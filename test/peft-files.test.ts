@@ -4,7 +4,7 @@
  * the model without adapters.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
@@ -67,20 +67,20 @@ async function logitsOf(m: NemotronHForCausalLM): Promise<Float32Array> {
 }
 
 describe('saveLoraAdapter', () => {
-  test('writes PEFT keys (HF on-disk names) and adapter_config.json', async () => {
+  test('writes the keys PEFT writes on the native class (base_model.model.model.…) and adapter_config.json', async () => {
     const m = adapted();
     const dir = join(scratch, 'saved');
     await saveLoraAdapter(m, dir, { baseModelNameOrPath: 'nvidia/tiny' });
     expect((await readdir(dir)).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const reader = await SafetensorsReader.open(join(dir, 'adapter_model.safetensors'));
     const names = reader.names();
-    expect(names).toContain('base_model.model.backbone.layers.0.mixer.in_proj.lora_A.weight');
-    expect(names).toContain('base_model.model.backbone.layers.1.mixer.q_proj.lora_B.weight');
-    expect(names).toContain('base_model.model.backbone.layers.3.mixer.shared_experts.down_proj.lora_A.weight');
+    expect(names).toContain('base_model.model.model.layers.0.mixer.in_proj.lora_A.weight');
+    expect(names).toContain('base_model.model.model.layers.1.mixer.q_proj.lora_B.weight');
+    expect(names).toContain('base_model.model.model.layers.3.mixer.shared_experts.down_proj.lora_A.weight');
     expect(names).toContain('base_model.model.lm_head.lora_B.weight');
     expect(names.some((n) => n.includes('experts.up_proj') && !n.includes('shared'))).toBe(false);
     expect(names.length).toBe(2 * loraHandle(m)!.adapters.size);
-    expect(reader.entry('base_model.model.backbone.layers.0.mixer.in_proj.lora_B.weight').shape).toEqual([config.dInProj, 3]);
+    expect(reader.entry('base_model.model.model.layers.0.mixer.in_proj.lora_B.weight').shape).toEqual([config.dInProj, 3]);
     expect(reader.entry('base_model.model.lm_head.lora_A.weight').dtype).toBe('F32');
     const json = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
     expect(json).toMatchObject({
@@ -157,16 +157,16 @@ describe('loadLoraAdapter', () => {
   }
 
   test('a missing, unexpected or mis-shaped tensor fails naming the file and key; the model keeps no adapters', async () => {
-    const missingKey = 'base_model.model.backbone.layers.1.mixer.v_proj.lora_B.weight';
+    const missingKey = 'base_model.model.model.layers.1.mixer.v_proj.lora_B.weight';
     const missing = await brokenFolder('missing', (t) => t.delete(missingKey));
-    const extra = await brokenFolder('extra', (t) => t.set('base_model.model.backbone.layers.1.mixer.k_proj.lora_A.weight', tensor(new Float32Array(3 * 20), [3, 20], { device: cpu })));
-    const shapeKey = 'base_model.model.backbone.layers.2.mixer.up_proj.lora_A.weight';
+    const extra = await brokenFolder('extra', (t) => t.set('base_model.model.model.layers.1.mixer.k_proj.lora_A.weight', tensor(new Float32Array(3 * 20), [3, 20], { device: cpu })));
+    const shapeKey = 'base_model.model.model.layers.2.mixer.up_proj.lora_A.weight';
     const misShaped = await brokenFolder('shape', (t) => t.set(shapeKey, tensor(new Float32Array(4 * 20), [4, 20], { device: cpu })));
     const m = model();
     const base = await logitsOf(m);
     await expect(loadLoraAdapter(m, missing)).rejects.toThrow(`missing/adapter_model.safetensors lacks '${missingKey}'`);
     expect(loraHandle(m)).toBeNull();
-    await expect(loadLoraAdapter(m, extra)).rejects.toThrow(/extra\/adapter_model\.safetensors has 'base_model\.model\.backbone\.layers\.1\.mixer\.k_proj\.lora_A\.weight'.*no adapted layer/);
+    await expect(loadLoraAdapter(m, extra)).rejects.toThrow(/extra\/adapter_model\.safetensors has 'base_model\.model\.model\.layers\.1\.mixer\.k_proj\.lora_A\.weight'.*no adapted layer/);
     await expect(loadLoraAdapter(m, misShaped)).rejects.toThrow(`shape/adapter_model.safetensors has '${shapeKey}' of shape [4, 20]; this model needs [3, 20]`);
     expect(loraHandle(m)).toBeNull();
     expect(m.namedParameters().some(([n]) => n.includes('lora_'))).toBe(false);
@@ -179,6 +179,8 @@ describe('loadLoraAdapter', () => {
     const m = model();
     const empty = join(scratch, 'empty');
     await rm(empty, { recursive: true, force: true });
+    await expect(loadLoraAdapter(m, empty)).rejects.toThrow(/empty: no such folder, and not a Hub repository id/);
+    await mkdir(empty);
     await expect(loadLoraAdapter(m, empty)).rejects.toThrow(/cannot read .*empty\/adapter_config\.json/);
     const configOnly = join(scratch, 'config-only');
     const source = adapted();
@@ -191,8 +193,8 @@ describe('loadLoraAdapter', () => {
     await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: peft_type must be "LORA"/);
     await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'], use_dora: true });
     await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: use_dora = true is not supported/);
-    await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: '.*proj' });
-    await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/target_modules as one string .* is not supported/);
+    await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: '' });
+    await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: target_modules must be a list of names or one regular expression, got ""/);
     await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: 7 });
     await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: target_modules must be a list of names/);
     expect(loraHandle(m)).toBeNull();

@@ -5,11 +5,12 @@
  *       blobs/<etag>                      file contents, named by sha256 (LFS) or git sha1
  *       refs/<revision>                   the commit a branch or tag pointed to
  *       snapshots/<commit>/<path>         relative symlinks into blobs/
+ *     <cache>/.locks/models--<org>--<name>/<etag>.lock   held while a blob is being downloaded
  *
  * The cache folder is `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
  */
 import { copyFile, lstat, mkdir, readFile, rm, stat, symlink } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { getHFHubCachePath, getRepoFolderName } from '@huggingface/hub';
 import { writeFileAtomically } from './atomic-file';
 import { checkRevision, isCommitHash } from './repo-id';
@@ -40,6 +41,11 @@ export class RepoCache {
     return join(this.folder, 'blobs', normalizeEtag(etag));
   }
 
+  /** The lock file held while the blob is downloaded (where huggingface_hub keeps its own). */
+  lockPath(etag: string): string {
+    return join(this.cacheDir, '.locks', basename(this.folder), `${normalizeEtag(etag)}.lock`);
+  }
+
   snapshotDir(commit: string): string {
     return join(this.folder, 'snapshots', commit);
   }
@@ -64,7 +70,12 @@ export class RepoCache {
 
   /** Whether the snapshot has `path` and it resolves to a file. */
   async hasFile(commit: string, path: string): Promise<boolean> {
-    return stat(join(this.snapshotDir(commit), path)).then((s) => s.isFile(), () => false);
+    return (await this.fileSize(commit, path)) !== null;
+  }
+
+  /** Size of the file the snapshot has at `path` (following its link), or null when there is none. */
+  async fileSize(commit: string, path: string): Promise<number | null> {
+    return stat(join(this.snapshotDir(commit), path)).then((s) => (s.isFile() ? s.size : null), () => null);
   }
 
   /** Size of the blob, or null when it is absent. */

@@ -63,5 +63,5 @@ export function hostValues(file: SafetensorsFile, key: string): Float32Array {
 export const FIXTURE_CASES = ['dense_f32', 'hybrid_bf16', 'moe_flat_rsf2.5', 'moe_group4_top2', 'mtp_d2', 'padded_generation'] as const;
 
 export function fixturePath(name: string, file: string): URL {
-  return new URL(`../../../test/fixtures/${name}/${file}`, import.meta.url);
+  return new URL(`../../../../test/fixtures/${name}/${file}`, import.meta.url);
 }

@@ -1,0 +1,24 @@
+/* AdamW update in place on f32 parameters and moments (decoupled weight decay, bias corrections folded into the coefficients). */
+#include "native.h"
+
+#include <math.h>
+
+/* params: n, offsets p, g, m, v, beta1, beta2, eps, decay, step_size, bias2_sqrt. */
+EXPORT int nt_adamw(const double *params, float *p, const float *g, float *m, float *v) {
+  int64_t n = (int64_t)params[0];
+  p += (int64_t)params[1];
+  g += (int64_t)params[2];
+  m += (int64_t)params[3];
+  v += (int64_t)params[4];
+  float b1 = (float)params[5], b2 = (float)params[6], eps = (float)params[7], decay = (float)params[8], step = (float)params[9], bc2 = (float)params[10];
+#pragma omp parallel for schedule(static) if (n * 16 >= PARALLEL_MIN_WORK)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2 + eps);
+  }
+  return 0;
+}

@@ -1,0 +1,207 @@
+/*
+ * Attention forward over strided [B, S, H, D] views (last dim dense), f32 math: for each
+ * (batch, query, head) row the visible keys' scores, a direct softmax and the weighted sum of
+ * values — causal (with a query offset: decode over a cache), key padding mask, packed documents
+ * (seq ids) and GQA (query head h reads kv head h / (Hq / Hkv)). Rows with no visible key get zeros
+ * and lse = +inf. Threads take rows; the score buffer is per thread.
+ */
+#include "native.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static inline float readf(const void *p, int dtype, int64_t i) {
+  switch (dtype) {
+    case DT_BF16: return bf16_to_f32(((const uint16_t *)p)[i]);
+    case DT_I32: return (float)((const int32_t *)p)[i];
+    default: return ((const float *)p)[i];
+  }
+}
+
+/* Dot product of a q row (f32) with a key row (f32 or bf16), both dense. */
+static inline float dot(const float *q, const void *k, int kdt, int64_t n) {
+  vf acc = {0};
+  int64_t d = 0;
+  float r = 0.0f;
+  if (kdt == DT_F32) {
+    const float *kf = k;
+    for (; d + VLEN <= n; d += VLEN) acc += vload(q + d) * vload(kf + d);
+    r = vsum(acc);
+    for (; d < n; d++) r += q[d] * kf[d];
+  } else {
+    const uint16_t *kh = k;
+    for (; d + VLEN <= n; d += VLEN) acc += vload(q + d) * vload_bf16(kh + d);
+    r = vsum(acc);
+    for (; d < n; d++) r += q[d] * bf16_to_f32(kh[d]);
+  }
+  return r;
+}
+
+/*
+ * params: batch, queries, q_heads, kv_heads, head_dim, value_dim, keys, causal, scale, query_offset,
+ *   q: dtype, offset, strides batch/seq/head; k: same; v: same;
+ *   mask: present, dtype, offset, batch_stride, key_stride; seq: same; has lse, out offset, lse offset.
+ */
+EXPORT int nt_attention(const double *params, const void *q, const void *k, const void *v, const void *mask, const void *seq, float *out, float *lse) {
+  int64_t batch = (int64_t)params[0], queries = (int64_t)params[1], hq = (int64_t)params[2], hkv = (int64_t)params[3];
+  int64_t hd = (int64_t)params[4], vd = (int64_t)params[5], keys = (int64_t)params[6];
+  int causal = (int)params[7];
+  float scale = (float)params[8];
+  int64_t qoff = (int64_t)params[9];
+  const double *pq = params + 10, *pk = params + 15, *pv = params + 20, *pm = params + 25, *ps = params + 30;
+  int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0];
+  int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
+  int has_lse = (int)params[35];
+  out += (int64_t)params[36];
+  if (lse) lse += (int64_t)params[37];
+  int64_t group = hq / hkv;
+  size_t esize_k = k_dt == DT_BF16 ? 2 : 4;
+  int failed = 0;
+#pragma omp parallel if (batch * queries * hq * keys * (hd + vd) >= PARALLEL_MIN_WORK)
+  {
+    float *scores = malloc(sizeof(float) * (size_t)(keys > 0 ? keys : 1));
+    float *qrow = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1));
+    float *acc = malloc(sizeof(float) * (size_t)(vd > 0 ? vd : 1));
+#pragma omp for schedule(dynamic, 4) collapse(2)
+    for (int64_t b = 0; b < batch; b++) {
+      for (int64_t i = 0; i < queries; i++) {
+        if (!scores || !qrow || !acc) {
+#pragma omp atomic write
+          failed = 1;
+          continue;
+        }
+        int64_t pos = qoff + i;
+        float own = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + pos * (int64_t)ps[4]) : 0.0f;
+        for (int64_t h = 0; h < hq; h++) {
+          int64_t g = h / group;
+          int64_t qb = (int64_t)pq[1] + b * (int64_t)pq[2] + i * (int64_t)pq[3] + h * (int64_t)pq[4];
+          for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d) * scale;
+          float max = -INFINITY;
+          int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
+          for (int64_t j = 0; j < last; j++) {
+            int vis = 1;
+            if (has_mask) vis = readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) != 0.0f;
+            if (vis && has_seq) vis = readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) == own;
+            if (!vis) {
+              scores[j] = -INFINITY;
+              continue;
+            }
+            int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
+            float s = dot(qrow, (const char *)k + kb * esize_k, k_dt, hd);
+            scores[j] = s;
+            if (s > max) max = s;
+          }
+          for (int64_t d = 0; d < vd; d++) acc[d] = 0.0f;
+          float sum = 0.0f;
+          if (max > -INFINITY) {
+            for (int64_t j = 0; j < last; j++) {
+              if (scores[j] == -INFINITY) continue;
+              float w = expf(scores[j] - max);
+              sum += w;
+              int64_t vb = (int64_t)pv[1] + b * (int64_t)pv[2] + j * (int64_t)pv[3] + g * (int64_t)pv[4];
+              if (v_dt == DT_F32) {
+                const float *vr = (const float *)v + vb;
+                for (int64_t d = 0; d < vd; d++) acc[d] += w * vr[d];
+              } else {
+                for (int64_t d = 0; d < vd; d++) acc[d] += w * readf(v, v_dt, vb + d);
+              }
+            }
+          }
+          int64_t row = (b * queries + i) * hq + h;
+          for (int64_t d = 0; d < vd; d++) out[row * vd + d] = sum > 0.0f ? acc[d] / sum : 0.0f;
+          if (has_lse) lse[row] = sum > 0.0f ? max + logf(sum) : INFINITY;
+        }
+      }
+    }
+    free(scores);
+    free(qrow);
+    free(acc);
+  }
+  return failed ? -1 : 0;
+}
+
+/*
+ * Backward (FlashAttention-2 style) from the forward's out and lse: P_j = exp(scale·q·k_j − lse)
+ * over the visible keys, D = dO·O, dV_j += P_j·dO, dS_j = P_j·(dO·v_j − D), dQ += scale·dS_j·k_j,
+ * dK_j += scale·dS_j·q. One task per (batch, kv head): it owns that head's dK/dV rows and the dQ
+ * rows of its query heads, so threads never write one element.
+ * params: as nt_attention's first 35, then dO: dtype, offset, strides batch/seq/head; out offset,
+ * lse offset (dense f32). Outputs dense f32 from offset 0, zero-filled here: dq (or NULL), dk, dv (or NULL).
+ */
+EXPORT int nt_attention_backward(const double *params, const void *q, const void *k, const void *v, const void *mask, const void *seq,
+                                 const void *dout, const float *out, const float *lse, float *dq, float *dk, float *dv) {
+  int64_t batch = (int64_t)params[0], queries = (int64_t)params[1], hq = (int64_t)params[2], hkv = (int64_t)params[3];
+  int64_t hd = (int64_t)params[4], vd = (int64_t)params[5], keys = (int64_t)params[6];
+  int causal = (int)params[7];
+  float scale = (float)params[8];
+  int64_t qoff = (int64_t)params[9];
+  const double *pq = params + 10, *pk = params + 15, *pv = params + 20, *pm = params + 25, *ps = params + 30, *pg = params + 35;
+  int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0], g_dt = (int)pg[0];
+  int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
+  out += (int64_t)params[40];
+  lse += (int64_t)params[41];
+  int64_t group = hq / hkv;
+  if (dq) memset(dq, 0, sizeof(float) * (size_t)(batch * queries * hq * hd));
+  if (dk) memset(dk, 0, sizeof(float) * (size_t)(batch * keys * hkv * hd));
+  if (dv) memset(dv, 0, sizeof(float) * (size_t)(batch * keys * hkv * vd));
+  int failed = 0;
+#pragma omp parallel if (batch * hkv > 1 && batch * queries * hq * keys * (hd + vd) >= PARALLEL_MIN_WORK)
+  {
+    float *qrow = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1));
+    float *grow = malloc(sizeof(float) * (size_t)(vd > 0 ? vd : 1));
+    float *krow = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1));
+    float *vrow = malloc(sizeof(float) * (size_t)(vd > 0 ? vd : 1));
+#pragma omp for schedule(dynamic, 1) collapse(2)
+    for (int64_t b = 0; b < batch; b++) {
+      for (int64_t g = 0; g < hkv; g++) {
+        if (!qrow || !grow || !krow || !vrow) {
+#pragma omp atomic write
+          failed = 1;
+          continue;
+        }
+        for (int64_t i = 0; i < queries; i++) {
+          int64_t pos = qoff + i;
+          float own = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + pos * (int64_t)ps[4]) : 0.0f;
+          for (int64_t h = g * group; h < (g + 1) * group; h++) {
+            int64_t row = (b * queries + i) * hq + h;
+            float l = lse[row];
+            if (l == INFINITY) continue;
+            int64_t qb = (int64_t)pq[1] + b * (int64_t)pq[2] + i * (int64_t)pq[3] + h * (int64_t)pq[4];
+            int64_t gb = (int64_t)pg[1] + b * (int64_t)pg[2] + i * (int64_t)pg[3] + h * (int64_t)pg[4];
+            for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d);
+            float rowdot = 0.0f;
+            for (int64_t d = 0; d < vd; d++) {
+              grow[d] = readf(dout, g_dt, gb + d);
+              rowdot += grow[d] * out[row * vd + d];
+            }
+            float *dqr = dq ? dq + row * hd : NULL;
+            int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
+            for (int64_t j = 0; j < last; j++) {
+              if (has_mask && readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) == 0.0f) continue;
+              if (has_seq && readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) != own) continue;
+              int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
+              int64_t vb = (int64_t)pv[1] + b * (int64_t)pv[2] + j * (int64_t)pv[3] + g * (int64_t)pv[4];
+              float s = 0.0f, dp = 0.0f;
+              for (int64_t d = 0; d < hd; d++) {
+                krow[d] = readf(k, k_dt, kb + d);
+                s += qrow[d] * krow[d];
+              }
+              for (int64_t d = 0; d < vd; d++) {
+                vrow[d] = readf(v, v_dt, vb + d);
+                dp += grow[d] * vrow[d];
+              }
+              float prob = expf(s * scale - l);
+              float ds = prob * (dp - rowdot) * scale;
+              int64_t kv = (b * keys + j) * hkv + g;
+              if (dv) for (int64_t d = 0; d < vd; d++) dv[kv * vd + d] += prob * grow[d];
+              if (dk) for (int64_t d = 0; d < hd; d++) dk[kv * hd + d] += ds * qrow[d];
+              if (dqr) for (int64_t d = 0; d < hd; d++) dqr[d] += ds * krow[d];
+            }
+          }
+        }
+      }
+    }
+    free(qrow); free(grow); free(krow); free(vrow);
+  }
+  return failed ? -1 : 0;
+}

@@ -1,0 +1,113 @@
+/* (Gated) group RMSNorm over dense rows, f32 math: v = x (or x·silu(z)), out = w ⊙ v / rms(v) per group. */
+#include "native.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static inline float readf(const void *p, int dtype, int64_t i) {
+  return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/*
+ * params: rows, d, groups, eps, offsets x, z, w, out, dtypes x, z, w, has z.
+ */
+EXPORT int nt_norm(const double *params, const void *x, const void *z, const void *w, float *out) {
+  int64_t rows = (int64_t)params[0], d = (int64_t)params[1], groups = (int64_t)params[2];
+  float eps = (float)params[3];
+  int64_t x_off = (int64_t)params[4], z_off = (int64_t)params[5], w_off = (int64_t)params[6], o_off = (int64_t)params[7];
+  int x_dt = (int)params[8], z_dt = (int)params[9], w_dt = (int)params[10], has_z = (int)params[11];
+  int64_t n = d / groups;
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * d * 4 >= PARALLEL_MIN_WORK)
+  for (int64_t r = 0; r < rows; r++) {
+    float *o = out + o_off + r * d;
+    /* v written into the output row first, then scaled in place. */
+    for (int64_t j = 0; j < d; j++) {
+      float v = readf(x, x_dt, x_off + r * d + j);
+      if (has_z) {
+        float zv = readf(z, z_dt, z_off + r * d + j);
+        v *= zv / (1.0f + expf(-zv));
+      }
+      o[j] = v;
+    }
+    for (int64_t k = 0; k < groups; k++) {
+      float *og = o + k * n;
+      float ss = 0.0f;
+      for (int64_t j = 0; j < n; j++) ss += og[j] * og[j];
+      float rstd = 1.0f / sqrtf(ss / (float)n + eps);
+      for (int64_t j = 0; j < n; j++) og[j] = readf(w, w_dt, w_off + k * n + j) * og[j] * rstd;
+    }
+  }
+  return 0;
+}
+
+/*
+ * Backward of nt_norm from the upstream gradient g: dx (and dz when gated) per row, dw summed over
+ * rows (per-thread partial sums in double, added after).
+ * params: as nt_norm's (offsets x, z, w, then g's offset in place of out's), then dtypes g;
+ * outputs dense f32 from offset 0: dx [rows, d], dz [rows, d] (gated), dw [d].
+ */
+EXPORT int nt_norm_backward(const double *params, const void *x, const void *z, const void *w, const void *g, float *dx, float *dz, float *dw) {
+  int64_t rows = (int64_t)params[0], d = (int64_t)params[1], groups = (int64_t)params[2];
+  float eps = (float)params[3];
+  int64_t x_off = (int64_t)params[4], z_off = (int64_t)params[5], w_off = (int64_t)params[6], g_off = (int64_t)params[7];
+  int x_dt = (int)params[8], z_dt = (int)params[9], w_dt = (int)params[10], has_z = (int)params[11], g_dt = (int)params[12];
+  int64_t n = d / groups;
+  int threads = nt_threads();
+  double *partial = calloc((size_t)(threads * d), sizeof(double));
+  float *vbuf = malloc(sizeof(float) * (size_t)(threads * d));
+  if (!partial || !vbuf) {
+    free(partial);
+    free(vbuf);
+    return -1;
+  }
+#pragma omp parallel num_threads(threads) if (rows > 1 && rows * d * 8 >= PARALLEL_MIN_WORK)
+  {
+    int tid = omp_thread_id();
+    double *pw = partial + (int64_t)tid * d;
+    float *v = vbuf + (int64_t)tid * d;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      for (int64_t j = 0; j < d; j++) {
+        float xv = readf(x, x_dt, x_off + r * d + j);
+        if (has_z) {
+          float zv = readf(z, z_dt, z_off + r * d + j);
+          xv *= zv / (1.0f + expf(-zv));
+        }
+        v[j] = xv;
+      }
+      for (int64_t k = 0; k < groups; k++) {
+        int64_t s = k * n;
+        float ss = 0.0f, sgv = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+          float vj = v[s + j];
+          ss += vj * vj;
+          sgv += readf(g, g_dt, g_off + r * d + s + j) * readf(w, w_dt, w_off + s + j) * vj;
+        }
+        float rstd = 1.0f / sqrtf(ss / (float)n + eps);
+        float c = rstd * rstd * rstd * sgv / (float)n;
+        for (int64_t j = 0; j < n; j++) {
+          int64_t e = r * d + s + j;
+          float gj = readf(g, g_dt, g_off + e), vj = v[s + j];
+          pw[s + j] += (double)(gj * vj * rstd);
+          float dv = rstd * gj * readf(w, w_dt, w_off + s + j) - vj * c;
+          if (!has_z) {
+            dx[e] = dv;
+            continue;
+          }
+          float y = readf(x, x_dt, x_off + e), zv = readf(z, z_dt, z_off + e);
+          float sg = 1.0f / (1.0f + expf(-zv));
+          dx[e] = dv * zv * sg;
+          dz[e] = dv * y * sg * (1.0f + zv * (1.0f - sg));
+        }
+      }
+    }
+  }
+  for (int64_t j = 0; j < d; j++) {
+    double s = 0.0;
+    for (int t = 0; t < threads; t++) s += partial[(int64_t)t * d + j];
+    dw[j] = (float)s;
+  }
+  free(partial);
+  free(vbuf);
+  return 0;
+}

@@ -1,0 +1,240 @@
+/*
+ * Mamba2 SSM: the scan over a sequence (prefill) and the one-token state update (decode), f32,
+ * dense operands. One thread owns one (batch, head) pair for the whole sequence, so its state
+ * (P×N floats, 32 KiB for 64×128) stays in L1 while tokens stream through; the state dimension is
+ * the vector dimension.
+ *   S_t = exp(dt_t·A_h)·S_{t-1} + dt_t · x_t ⊗ B_t[g(h)],   y_t = S_t · C_t[g(h)] + D_h · x_t
+ */
+#include "native.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static inline float readf(const void *p, int dtype, int64_t i) {
+  return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* s[n] = decay·s[n] + k·b[n] over n, returning Σ s[n]·c[n]. */
+static inline float update_row(float *restrict s, const float *restrict b, const float *restrict c, float decay, float k, int64_t n) {
+  vf acc = {0};
+  vf vd = vbroadcast(decay), vk = vbroadcast(k);
+  int64_t i = 0;
+  for (; i + VLEN <= n; i += VLEN) {
+    vf v = vd * vload(s + i) + vk * vload(b + i);
+    vstore(s + i, v);
+    acc += v * vload(c + i);
+  }
+  float r = vsum(acc);
+  for (; i < n; i++) {
+    s[i] = decay * s[i] + k * b[i];
+    r += s[i] * c[i];
+  }
+  return r;
+}
+
+/*
+ * params: batch, length, heads, head_dim, groups, state_dim,
+ *   offsets x, dt, A, B, C, D, init, seq, y, final, dtypes A, D, has D, has init, has seq.
+ */
+EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
+                       const float *init, const int32_t *seq, float *y, float *final_state) {
+  int64_t batch = (int64_t)params[0], length = (int64_t)params[1], heads = (int64_t)params[2], hd = (int64_t)params[3];
+  int64_t groups = (int64_t)params[4], sd = (int64_t)params[5];
+  x += (int64_t)params[6];
+  dt += (int64_t)params[7];
+  int64_t a_off = (int64_t)params[8];
+  B += (int64_t)params[9];
+  C += (int64_t)params[10];
+  int64_t d_off = (int64_t)params[11];
+  int64_t init_off = (int64_t)params[12], seq_off = (int64_t)params[13];
+  y += (int64_t)params[14];
+  final_state += (int64_t)params[15];
+  int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
+  int64_t hpg = heads / groups;
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (batch * heads * length * hd * sd >= PARALLEL_MIN_WORK)
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t h = 0; h < heads; h++) {
+      float *S = final_state + (b * heads + h) * hd * sd;
+      if (has_init) memcpy(S, init + init_off + (b * heads + h) * hd * sd, sizeof(float) * (size_t)(hd * sd));
+      else memset(S, 0, sizeof(float) * (size_t)(hd * sd));
+      float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
+      int64_t g = h / hpg;
+      for (int64_t t = 0; t < length; t++) {
+        if (has_seq && t > 0 && seq[seq_off + b * length + t] != seq[seq_off + b * length + t - 1]) memset(S, 0, sizeof(float) * (size_t)(hd * sd));
+        int64_t bt = b * length + t;
+        float step = dt[bt * heads + h];
+        float decay = expf(step * a);
+        const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
+        const float *xv = x + (bt * heads + h) * hd;
+        float *yv = y + (bt * heads + h) * hd;
+        for (int64_t p = 0; p < hd; p++) yv[p] = update_row(S + p * sd, bv, cv, decay, step * xv[p], sd) + dh * xv[p];
+      }
+    }
+  }
+  return 0;
+}
+
+static inline float softplusf(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+/*
+ * One decode step on state [B, H, P, N] in place; y [B, H, P].
+ * params: batch, heads, head_dim, groups, state_dim, offsets state, x, dt, A, B, C, D, bias, y,
+ *   dtypes A, D, bias, has D, has bias, softplus, has limit, lo, hi, A is log.
+ */
+EXPORT int nt_state_update(const double *params, float *state, const float *x, const float *dt, const void *A, const float *B, const float *C,
+                           const void *D, const void *bias, float *y) {
+  int64_t batch = (int64_t)params[0], heads = (int64_t)params[1], hd = (int64_t)params[2], groups = (int64_t)params[3], sd = (int64_t)params[4];
+  state += (int64_t)params[5];
+  x += (int64_t)params[6];
+  dt += (int64_t)params[7];
+  int64_t a_off = (int64_t)params[8];
+  B += (int64_t)params[9];
+  C += (int64_t)params[10];
+  int64_t d_off = (int64_t)params[11], bias_off = (int64_t)params[12];
+  y += (int64_t)params[13];
+  int a_dt = (int)params[14], d_dt = (int)params[15], bias_dt = (int)params[16];
+  int has_d = (int)params[17], has_bias = (int)params[18], softplus = (int)params[19], has_limit = (int)params[20];
+  float lo = (float)params[21], hi = (float)params[22];
+  int a_is_log = (int)params[23];
+  int64_t hpg = heads / groups;
+#pragma omp parallel for schedule(static) collapse(2) if (batch * heads * hd * sd >= PARALLEL_MIN_WORK)
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t h = 0; h < heads; h++) {
+      float step = dt[b * heads + h];
+      if (has_bias) step += readf(bias, bias_dt, bias_off + h);
+      if (softplus) step = softplusf(step);
+      if (has_limit) step = fminf(fmaxf(step, lo), hi);
+      float a = readf(A, a_dt, a_off + h);
+      if (a_is_log) a = -expf(a);
+      float decay = expf(step * a), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
+      int64_t g = h / hpg;
+      const float *bv = B + (b * groups + g) * sd, *cv = C + (b * groups + g) * sd;
+      const float *xv = x + (b * heads + h) * hd;
+      float *S = state + (b * heads + h) * hd * sd, *yv = y + (b * heads + h) * hd;
+      for (int64_t p = 0; p < hd; p++) yv[p] = update_row(S + p * sd, bv, cv, decay, step * xv[p], sd) + dh * xv[p];
+    }
+  }
+  return 0;
+}
+
+/*
+ * Backward of nt_ssd_scan's y (spec: S_t = exp(dt_t·A)·S_{t−1} + dt_t·x_t ⊗ B_t, y_t = S_t·C_t + D·x_t).
+ * One task per (batch, head): it replays the forward keeping every S_t (L·P·N floats), then runs
+ * dS_t = dy_t ⊗ C_t + exp(dt_{t+1}·A)·dS_{t+1} backwards in place (zero across a document start).
+ * dB, dC (shared by the heads of a group) and dA, dD (shared across the batch) are summed from
+ * per-task buffers afterwards, so no two threads write one element.
+ * params: as nt_ssd_scan's first 21, then has dinit.
+ * Outputs (dense f32, offset 0): dx [B,L,H,P], ddt [B,L,H], dA [H], dB [B,L,G,N], dC [B,L,G,N], dD [H], dinit [B,H,P,N].
+ */
+EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
+                                const float *init, const int32_t *seq, const float *dy, float *dx, float *ddt, float *dA, float *dB, float *dC,
+                                float *dD, float *dinit) {
+  int64_t batch = (int64_t)params[0], length = (int64_t)params[1], heads = (int64_t)params[2], hd = (int64_t)params[3];
+  int64_t groups = (int64_t)params[4], sd = (int64_t)params[5];
+  x += (int64_t)params[6];
+  dt += (int64_t)params[7];
+  int64_t a_off = (int64_t)params[8];
+  B += (int64_t)params[9];
+  C += (int64_t)params[10];
+  int64_t d_off = (int64_t)params[11];
+  int64_t init_off = (int64_t)params[12], seq_off = (int64_t)params[13];
+  dy += (int64_t)params[14];
+  int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
+  int64_t hpg = heads / groups, tasks = batch * heads;
+  int64_t ps = hd * sd;
+  /* Per task: dB and dC contributions [L][N], dA and dD partial sums. */
+  float *tb = calloc((size_t)(tasks * length * sd), sizeof(float));
+  float *tc = calloc((size_t)(tasks * length * sd), sizeof(float));
+  double *ta = calloc((size_t)tasks, sizeof(double)), *td = calloc((size_t)tasks, sizeof(double));
+  int failed = !tb || !tc || !ta || !td;
+  if (!failed) {
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && tasks * length * ps >= PARALLEL_MIN_WORK)
+    for (int64_t task = 0; task < tasks; task++) {
+      int64_t b = task / heads, h = task % heads, g = h / hpg;
+      float *states = malloc(sizeof(float) * (size_t)((length + 1) * ps)); /* states[t+1] = S_t, states[0] = S_{-1} */
+      float *dS = calloc((size_t)ps, sizeof(float));
+      float *zero = calloc((size_t)ps, sizeof(float));
+      if (!states || !dS || !zero) {
+#pragma omp atomic write
+        failed = 1;
+        free(states); free(dS); free(zero);
+        continue;
+      }
+      float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
+#define CONTINUES(t) ((t) == 0 || !has_seq || seq[seq_off + b * length + (t)] == seq[seq_off + b * length + (t) - 1])
+      if (has_init) memcpy(states, init + init_off + (b * heads + h) * ps, sizeof(float) * (size_t)ps);
+      else memset(states, 0, sizeof(float) * (size_t)ps);
+      for (int64_t t = 0; t < length; t++) {
+        int64_t bt = b * length + t;
+        const float *prev = CONTINUES(t) ? states + t * ps : zero;
+        float *cur = states + (t + 1) * ps;
+        float step = dt[bt * heads + h], decay = expf(step * a);
+        const float *bv = B + (bt * groups + g) * sd;
+        for (int64_t p = 0; p < hd; p++) {
+          float k = step * x[(bt * heads + h) * hd + p];
+          for (int64_t n = 0; n < sd; n++) cur[p * sd + n] = decay * prev[p * sd + n] + k * bv[n];
+        }
+      }
+      double dA_acc = 0.0, dD_acc = 0.0;
+      for (int64_t t = length - 1; t >= 0; t--) {
+        int64_t bt = b * length + t, ti = bt * heads + h;
+        float step = dt[ti], decay = expf(step * a);
+        float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
+        const float *prev = CONTINUES(t) ? states + t * ps : zero;
+        const float *cur = states + (t + 1) * ps;
+        const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
+        float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
+        float ddt_acc = 0.0f;
+        for (int64_t p = 0; p < hd; p++) {
+          int64_t xi = ti * hd + p;
+          float xv = x[xi], gy = dy[xi];
+          float dxv = dh * gy;
+          dD_acc += (double)gy * xv;
+          float *ds = dS + p * sd;
+          const float *sp = prev + p * sd, *sc = cur + p * sd;
+          float dt_part = 0.0f, da_part = 0.0f;
+          for (int64_t n = 0; n < sd; n++) {
+            float d = gy * cv[n] + carry * ds[n];
+            ds[n] = d;
+            tct[n] += gy * sc[n];
+            tbt[n] += d * step * xv;
+            dxv += d * step * bv[n];
+            dt_part += d * (xv * bv[n] + a * decay * sp[n]);
+            da_part += d * sp[n];
+          }
+          dx[xi] = dxv;
+          ddt_acc += dt_part;
+          dA_acc += (double)da_part * step * decay;
+          if (t == 0 && dinit)
+            for (int64_t n = 0; n < sd; n++) dinit[(b * heads + h) * ps + p * sd + n] = decay * ds[n];
+        }
+        ddt[ti] = ddt_acc;
+      }
+#undef CONTINUES
+      ta[task] = dA_acc;
+      td[task] = dD_acc;
+      free(states); free(dS); free(zero);
+    }
+  }
+  if (!failed) {
+    for (int64_t h = 0; h < heads; h++) {
+      double sa = 0.0, sdd = 0.0;
+      for (int64_t b = 0; b < batch; b++) { sa += ta[b * heads + h]; sdd += td[b * heads + h]; }
+      dA[h] = (float)sa;
+      if (dD) dD[h] = (float)sdd;
+    }
+    for (int64_t b = 0; b < batch; b++)
+      for (int64_t t = 0; t < length; t++)
+        for (int64_t g = 0; g < groups; g++) {
+          float *ob = dB + ((b * length + t) * groups + g) * sd, *oc = dC + ((b * length + t) * groups + g) * sd;
+          memset(ob, 0, sizeof(float) * (size_t)sd);
+          memset(oc, 0, sizeof(float) * (size_t)sd);
+          for (int64_t h = g * hpg; h < (g + 1) * hpg; h++) {
+            const float *sb = tb + ((b * heads + h) * length + t) * sd, *sc = tc + ((b * heads + h) * length + t) * sd;
+            for (int64_t n = 0; n < sd; n++) { ob[n] += sb[n]; oc[n] += sc[n]; }
+          }
+        }
+  }
+  free(tb); free(tc); free(ta); free(td);
+  return failed ? -1 : 0;
+}

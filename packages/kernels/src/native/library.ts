@@ -1,0 +1,164 @@
+/**
+ * The one home of the native CPU kernel library: builds it when missing (build.ts), loads it with
+ * `bun:ffi`, checks that this CPU runs what it was compiled for, and sets its thread count
+ * (`NEMOTRON_THREADS`, default: the cores this process may use). Ops reach it through
+ * `CpuDevice.native`; when it is null they run the TypeScript reference. GEMMs (not decode's GEMV) go
+ * through the system OpenBLAS when it loads (`NEMOTRON_BLAS`: a library name or path, default
+ * libopenblas.so.0; `none` to use only our kernels).
+ */
+import { availableParallelism } from 'node:os';
+import { buildNativeLibrary } from './build';
+
+const FEATURE_NAMES: readonly [number, string][] = [
+  [16, 'neon'],
+  [4, 'avx512'],
+  [8, 'bf16'],
+  [1, 'avx2'],
+  [2, 'fma'],
+];
+
+const SYMBOLS = {
+  nt_set_threads: { args: ['i32'], returns: 'i32' },
+  nt_cpu_features: { args: [], returns: 'i32' },
+  nt_compiled_features: { args: [], returns: 'i32' },
+  nt_load_blas: { args: ['cstring'], returns: 'i32' },
+  nt_enable_blas: { args: ['i32'], returns: 'void' },
+  nt_gemm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_elementwise: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_ssd_scan: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_ssd_scan_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_state_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_norm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_norm_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_causal_conv: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_causal_conv_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_adamw: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_causal_conv_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_attention_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_attention: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
+  nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
+} as const;
+
+type Buffers = ArrayBufferLike | ArrayBufferView | null;
+
+/** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
+export interface NativeSymbols {
+  /** 0 turns the loaded BLAS off (our f32 kernels run), 1 back on. */
+  nt_enable_blas(on: number): void;
+  nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
+  nt_elementwise(params: Float64Array, out: Buffers, x0: Buffers, x1: Buffers, x2: Buffers): number;
+  nt_ssd_scan(params: Float64Array, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
+  nt_ssd_scan_backward(
+    params: Float64Array, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers, dy: Buffers,
+    dx: Buffers, ddt: Buffers, dA: Buffers, dB: Buffers, dC: Buffers, dD: Buffers, dinit: Buffers,
+  ): number;
+  nt_state_update(params: Float64Array, state: Buffers, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, bias: Buffers, y: Buffers): number;
+  nt_norm(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, out: Buffers): number;
+  nt_norm_backward(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, g: Buffers, dx: Buffers, dz: Buffers, dw: Buffers): number;
+  nt_causal_conv(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
+  nt_causal_conv_backward(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, dy: Buffers, dx: Buffers, dw: Buffers, db: Buffers, dinit: Buffers): number;
+  nt_adamw(params: Float64Array, p: Buffers, g: Buffers, m: Buffers, v: Buffers): number;
+  nt_causal_conv_update(params: Float64Array, state: Buffers, x: Buffers, w: Buffers, bias: Buffers, out: Buffers): number;
+  nt_attention_backward(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, dout: Buffers, out: Buffers, lse: Buffers, dq: Buffers, dk: Buffers, dv: Buffers): number;
+  nt_attention(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, out: Buffers, lse: Buffers): number;
+  nt_stream_read(x: Buffers, n: number): number;
+  nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
+}
+
+export class NativeKernels {
+  constructor(
+    readonly symbols: NativeSymbols,
+    /** ISA features the library was compiled for, e.g. ['avx2', 'fma']. */
+    readonly features: readonly string[],
+    readonly threads: number,
+    readonly path: string,
+    /** The BLAS that f32 products use, or null (our kernels only). */
+    readonly blas: string | null,
+  ) {}
+
+  /** e.g. `native (avx2 fma, 2 threads, f32 GEMM: libopenblas.so.0)`. */
+  describe(): string {
+    const blas = this.blas ? `, f32 GEMM: ${this.blas}` : '';
+    return `native (${this.features.join(' ') || 'scalar'}, ${this.threads} thread${this.threads === 1 ? '' : 's'}${blas})`;
+  }
+}
+
+let loaded: NativeKernels | null | undefined;
+let failure: string | null = null;
+
+function threadCount(): number {
+  const raw = process.env.NEMOTRON_THREADS;
+  if (raw === undefined || raw === '') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`NEMOTRON_THREADS must be a positive integer, got '${raw}'`);
+  return n;
+}
+
+function featureNames(bits: number): string[] {
+  return FEATURE_NAMES.filter(([bit]) => bits & bit).map(([, name]) => name);
+}
+
+function load(): NativeKernels | null {
+  if (!process.versions.bun) {
+    failure = 'native kernels need Bun (bun:ffi)';
+    return null;
+  }
+  const threads = threadCount();
+  const build = buildNativeLibrary();
+  if (!build.ok) {
+    failure = build.error;
+    return null;
+  }
+  // bun:ffi is Bun-only; required lazily so importing this module under Node stays harmless.
+  const { dlopen } = require('bun:ffi') as typeof import('bun:ffi');
+  preferSleepingThreads(dlopen);
+  let lib: ReturnType<typeof dlopen<typeof SYMBOLS>>;
+  try {
+    lib = dlopen(build.path, SYMBOLS);
+  } catch (e) {
+    failure = `could not load ${build.path}: ${(e as Error).message}`;
+    return null;
+  }
+  const compiled = lib.symbols.nt_compiled_features();
+  const cpu = lib.symbols.nt_cpu_features();
+  if ((compiled & cpu) !== compiled) {
+    lib.close();
+    failure = `${build.path} was built for ${featureNames(compiled).join(' ')} but this CPU has ${featureNames(cpu).join(' ') || 'none of them'}: delete .cache/native to rebuild`;
+    return null;
+  }
+  const blasName = process.env.NEMOTRON_BLAS || 'libopenblas.so.0';
+  const blas = blasName !== 'none' && lib.symbols.nt_load_blas(Buffer.from(`${blasName}\0`)) === 1 ? blasName : null;
+  const effective = lib.symbols.nt_set_threads(threads);
+  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path, blas);
+}
+
+/**
+ * OpenMP workers that sleep between kernels instead of spinning (unless the user chose otherwise):
+ * measured on a shared 2-core machine, decode ran 3–6× faster than with libgomp's default spin,
+ * which keeps a core busy that the next kernel's other thread needs. libgomp reads the variable
+ * when it loads (with our library), and Bun's process.env does not reach the C environment, so
+ * it is set through libc.
+ */
+function preferSleepingThreads(dlopen: typeof import('bun:ffi').dlopen): void {
+  if (process.env.OMP_WAIT_POLICY !== undefined || process.env.GOMP_SPINCOUNT !== undefined) return;
+  process.env.OMP_WAIT_POLICY = 'passive';
+  const libc = dlopen('libc.so.6', { setenv: { args: ['cstring', 'cstring', 'i32'], returns: 'i32' } });
+  try {
+    libc.symbols.setenv(Buffer.from('OMP_WAIT_POLICY\0'), Buffer.from('passive\0'), 0);
+  } finally {
+    libc.close();
+  }
+}
+
+/** The native kernels, loaded (and built when missing) on first use; null when unavailable. */
+export function nativeKernels(): NativeKernels | null {
+  if (loaded === undefined) loaded = load();
+  return loaded;
+}
+
+/** Why {@link nativeKernels} returned null (null when it did not). */
+export function nativeUnavailableReason(): string | null {
+  nativeKernels();
+  return failure;
+}

@@ -1,0 +1,52 @@
+/** Native attention forward and backward (packages/kernels/native/attention.c): the same problems as the CPU reference. */
+import { empty } from '../../creation';
+import type { NativeKernels } from '../../native/library';
+import { nativeDTypeCode } from '../../native/dtype-codes';
+import { cpuView, type Tensor } from '../../tensor';
+import type { AttentionBackwardProblem, AttentionGradients, AttentionProblem, HeadView, KeyRowView } from './attention';
+
+function head(v: HeadView): number[] | null {
+  const code = nativeDTypeCode(v.tensor.dtype);
+  if (code === null || code === 2) return null;
+  return [code, v.tensor.offset, v.strides.batch, v.strides.seq, v.strides.head];
+}
+
+function keyRow(v: KeyRowView | null): number[] | null {
+  if (!v) return [0, 0, 0, 0, 0];
+  const code = nativeDTypeCode(v.tensor.dtype);
+  return code === null ? null : [1, code, v.tensor.offset, v.batchStride, v.keyStride];
+}
+
+/** Writes out (and lse) like attentionCpu; false for operand dtypes it does not read. */
+export function attentionNative(lib: NativeKernels, p: AttentionProblem, out: Tensor, lse: Tensor | null): boolean {
+  const [q, k, v, mask, seq] = [head(p.q), head(p.k), head(p.v), keyRow(p.keyMask), keyRow(p.seqIds)];
+  if (!q || !k || !v || !mask || !seq) return false;
+  // A key count read "on the device": clamped to the capacity, queries at the last valid keys.
+  const keys = p.keysOnDevice ? Math.max(0, Math.min(p.keys, cpuView(p.keysOnDevice)[p.keysOnDevice.offset]!)) : p.keys;
+  const queryOffset = p.keysOnDevice ? Math.max(0, keys - p.queries) : p.queryOffset;
+  const params = new Float64Array([
+    p.batch, p.queries, p.qHeads, p.kvHeads, p.headDim, p.valueDim, keys, p.causal ? 1 : 0, p.scale, queryOffset,
+    ...q, ...k, ...v, ...mask, ...seq, lse ? 1 : 0, out.offset, lse?.offset ?? 0,
+  ]);
+  const rc = lib.symbols.nt_attention(params, p.q.tensor.storage.cpu, p.k.tensor.storage.cpu, p.v.tensor.storage.cpu, p.keyMask?.tensor.storage.cpu ?? null, p.seqIds?.tensor.storage.cpu ?? null, out.storage.cpu, lse?.storage.cpu ?? null);
+  if (rc !== 0) throw new Error('attention: native kernel could not allocate its score buffers');
+  return true;
+}
+
+/** Gradients like attentionBackwardCpu (contiguous f32 in the shapes of q, k, v); null when it does not apply. */
+export function attentionBackwardNative(lib: NativeKernels, bp: AttentionBackwardProblem, want: { q: boolean; kv: boolean }): AttentionGradients | null {
+  const p = bp.forward;
+  const [q, k, v, mask, seq, g] = [head(p.q), head(p.k), head(p.v), keyRow(p.keyMask), keyRow(p.seqIds), head(bp.gradOut)];
+  if (!q || !k || !v || !mask || !seq || !g || bp.out.dtype !== 'f32' || bp.lse.dtype !== 'f32') return null;
+  const device = p.q.tensor.device;
+  const dq = want.q ? empty([p.batch, p.queries, p.qHeads, p.headDim], { device }) : null;
+  const dk = want.kv ? empty([p.batch, p.keys, p.kvHeads, p.headDim], { device }) : null;
+  const dv = want.kv ? empty([p.batch, p.keys, p.kvHeads, p.valueDim], { device }) : null;
+  const params = new Float64Array([
+    p.batch, p.queries, p.qHeads, p.kvHeads, p.headDim, p.valueDim, p.keys, p.causal ? 1 : 0, p.scale, p.queryOffset,
+    ...q, ...k, ...v, ...mask, ...seq, ...g, bp.out.offset, bp.lse.offset,
+  ]);
+  const rc = lib.symbols.nt_attention_backward(params, p.q.tensor.storage.cpu, p.k.tensor.storage.cpu, p.v.tensor.storage.cpu, p.keyMask?.tensor.storage.cpu ?? null, p.seqIds?.tensor.storage.cpu ?? null, bp.gradOut.tensor.storage.cpu, bp.out.storage.cpu, bp.lse.storage.cpu, dq?.storage.cpu ?? null, dk?.storage.cpu ?? null, dv?.storage.cpu ?? null);
+  if (rc !== 0) throw new Error('attention backward: native kernel could not allocate its row buffers');
+  return { q: dq, k: dk, v: dv };
+}

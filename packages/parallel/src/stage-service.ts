@@ -1,0 +1,340 @@
+/**
+ * The worker side of pipeline and data parallelism: one {@link PipelineStage} (a data-parallel
+ * replica is the one-stage split: the whole model) and the requests the host's schedules send —
+ * forward and backward of a microbatch, gradients, the optimizer step, and cached prefill/decode
+ * for generation. Tensors cross as {@link HostTensor}s; everything else stays on this device.
+ */
+import { add, AdamW, argmax, backward, crossEntropy, keep, mul, narrow, noGrad, reshape, tensor, tidy, zeros, type AdamWOptions, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { decodePosition, IGNORE_INDEX, NemotronHConfig, NemotronHybridCache, prefillPositions, prepareInputs, type Rows, type SequenceInfo } from '@nemotron-ts/core';
+import { fromHost, HostTensor, toHost } from './host-tensor';
+import { PipelineStage } from './pipeline-stage';
+import { unknownMethod, type ServiceContext, type WorkerService } from './service';
+import type { StagePlan } from './stage-plan';
+
+export interface StageServiceOptions {
+  /** config.json of the model. */
+  readonly config: Record<string, unknown>;
+  readonly plan: StagePlan;
+  readonly dtype: FloatDType;
+  /** Initialise the weights with this seed (NeMo's init, trimmed-stage aware) instead of loading them. */
+  readonly seed?: number | null;
+}
+
+/** A microbatch's rows as sent to a stage. */
+export interface StageBatch {
+  /** Microbatch id (its saved activations and cache are kept under it). */
+  readonly mb: number;
+  /** First stage: token ids i32 [B, L]. */
+  readonly ids?: HostTensor;
+  /** Other stages: the previous stage's hidden state [B, L, H] (and the MTP embeddings). */
+  readonly hidden?: HostTensor;
+  readonly embeds?: HostTensor[];
+  readonly attentionMask?: Rows | null;
+  readonly cuSeqlens?: number[] | null;
+}
+
+export interface ForwardRequest extends StageBatch {
+  /** Keep the graph for a backward. */
+  readonly train: boolean;
+  /** Last stage: HF labels i32 [B, L] (shifted inside), or NeMo's pre-shifted MTP labels. */
+  readonly labels?: HostTensor | null;
+  readonly mtpLabels?: Rows | null;
+  /** The last stage also needs the ids for MTP targets' roll (its own stage has no embeddings). */
+  readonly mtpIds?: HostTensor | null;
+  /** 1 / (target count of the whole batch): microbatch losses are sums scaled by it, so they add up to the batch mean. */
+  readonly lossScale?: number;
+  /** Last stage: send the logits back. */
+  readonly returnLogits?: boolean;
+}
+
+export interface ForwardReply {
+  /** Non-last stages: the hidden state and MTP embeddings for the next stage. */
+  readonly outputs?: HostTensor[];
+  /** Last stage with labels. */
+  readonly loss?: number | null;
+  readonly logits?: HostTensor | null;
+}
+
+interface Saved {
+  readonly inputs: Tensor[];
+  readonly outputs: Tensor[];
+}
+
+export function createStageService(context: ServiceContext): WorkerService {
+  const options = context.options as StageServiceOptions;
+  const device = context.device;
+  const config = NemotronHConfig.fromJSON(options.config);
+  const stage = PipelineStage.create(config, options.plan, { dtype: options.dtype, device });
+  if (options.seed !== undefined && options.seed !== null) stage.initializeWeights(options.seed);
+  return new StageService(stage, device);
+}
+
+class StageService implements WorkerService {
+  private readonly saved = new Map<number, Saved>();
+  private readonly caches = new Map<number, NemotronHybridCache>();
+  private optimizer: AdamW | null = null;
+
+  constructor(
+    private readonly stage: PipelineStage,
+    private readonly device: Device,
+  ) {}
+
+  handle(method: string, args: unknown): unknown {
+    switch (method) {
+      case 'load':
+        return this.load(args as { tensors: Record<string, HostTensor> });
+      case 'names':
+        return this.stage.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype, kind: t.kind }));
+      case 'forward':
+        return this.forward(args as ForwardRequest);
+      case 'backward':
+        return this.backward(args as { mb: number; grads?: HostTensor[] });
+      case 'gradients':
+        return this.gradients(args as { names?: string[] } | null);
+      case 'setGradients':
+        return this.setGradients(args as { grads: Record<string, HostTensor> });
+      case 'zeroGrad':
+        return this.stage.zeroGrad();
+      case 'optimizer':
+        this.optimizer = new AdamW(this.stage.parameters(), args as Partial<AdamWOptions>);
+        return null;
+      case 'step':
+        return this.step(args as { lrScale?: number });
+      case 'weights':
+        return this.weights(args as { names?: string[] } | null);
+      case 'prefill':
+        return this.prefill(args as StageBatch & { capacity: number; returnLogits?: boolean });
+      case 'decode':
+        return this.decode(args as { mb: number; ids?: number[]; hidden?: HostTensor; returnLogits?: boolean });
+      case 'release':
+        this.caches.get((args as { mb: number }).mb)?.dispose();
+        this.caches.delete((args as { mb: number }).mb);
+        return null;
+      default:
+        return unknownMethod('pipeline stage', method);
+    }
+  }
+
+  private load({ tensors }: { tensors: Record<string, HostTensor> }): number {
+    let n = 0;
+    for (const [name, host] of Object.entries(tensors)) {
+      const t = fromHost(host, this.device);
+      this.stage.setTensor(name, t);
+      t.dispose();
+      n++;
+    }
+    return n;
+  }
+
+  private sequences(batch: StageBatch, first: Tensor): SequenceInfo {
+    const inputs = first.dtype === 'i32' ? { inputIds: first } : { inputsEmbeds: first };
+    return prepareInputs(this.stage.config, this.device, { ...inputs, attentionMask: batch.attentionMask ?? undefined, cuSeqlens: batch.cuSeqlens ?? undefined }).sequences;
+  }
+
+  /** The stage's input tensors: ids (first stage) or hidden state + MTP embeddings as leaves. */
+  private inputs(batch: StageBatch, train: boolean): { ids: Tensor | null; hidden: Tensor | null; embeds: Tensor[] } {
+    const plan = this.stage.plan;
+    if (plan.isFirst) {
+      if (!batch.ids) throw new Error(`stage ${plan.index}: the first stage takes token ids`);
+      return { ids: fromHost(batch.ids, this.device), hidden: null, embeds: [] };
+    }
+    if (!batch.hidden) throw new Error(`stage ${plan.index}: expected the previous stage's hidden state`);
+    const leaf = (h: HostTensor) => fromHost(h, this.device).requiresGrad_(train);
+    return { ids: null, hidden: leaf(batch.hidden), embeds: (batch.embeds ?? []).map(leaf) };
+  }
+
+  private async forward(req: ForwardRequest): Promise<ForwardReply> {
+    const stage = this.stage;
+    const plan = stage.plan;
+    if (this.saved.has(req.mb)) throw new Error(`stage ${plan.index}: microbatch ${req.mb} already ran forward without a backward`);
+    const run = () =>
+      tidy(() => {
+        const { ids, hidden, embeds: receivedEmbeds } = this.inputs(req, req.train);
+        const h = ids ? stage.embed(ids) : hidden!;
+        const sequences = this.sequences(req, ids ?? hidden!);
+        const embeds = ids && stage.mtpDepths > 0 ? stage.buildMtpEmbedInputsForPp(ids) : receivedEmbeds;
+        const out = stage.forwardLayers(h, sequences);
+        const inputs = [hidden, ...receivedEmbeds].filter((t): t is Tensor => t !== null);
+        if (!plan.isLast) return { inputs, outputs: [out, ...embeds], loss: null, logits: null };
+        const final = stage.finalNorm(out);
+        const logits = stage.logits(final);
+        const loss = this.loss(req, final, logits, embeds, sequences);
+        return { inputs, outputs: loss ? [loss] : [], loss, logits };
+      });
+    const result = req.train ? run() : noGrad(run);
+    try {
+      if (!plan.isLast) {
+        const outputs = await Promise.all(result.outputs.map((t) => toHost(t)));
+        return { outputs };
+      }
+      const loss = result.loss ? await result.loss.item() : null;
+      const logits = req.returnLogits ? await toHost(result.logits!) : null;
+      return { loss, logits };
+    } finally {
+      if (req.train) {
+        this.saved.set(req.mb, { inputs: result.inputs.map(keep), outputs: result.outputs.map(keep) });
+        result.logits?.dispose();
+      } else {
+        for (const t of [...result.inputs, ...result.outputs, result.logits]) t?.dispose();
+      }
+    }
+  }
+
+  /** Last stage: the microbatch's share of the batch loss (HF labels, or NeMo's MTP loss). */
+  private loss(req: ForwardRequest, final: Tensor, logits: Tensor, embeds: Tensor[], sequences: SequenceInfo): Tensor | null {
+    const scale = req.lossScale ?? 1;
+    const [batch, length] = logits.shape as [number, number];
+    if (req.mtpLabels) {
+      const stage = this.stage;
+      const rows = req.mtpLabels;
+      const target = (r: Rows) => tensor(Int32Array.from(r.flat()), [batch, length], { device: this.device });
+      const ce = (l: Tensor, r: Rows) => mul(crossEntropy(l, target(r), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }), scale);
+      let total = ce(logits, rows);
+      if (stage.mtp) {
+        if (!req.mtpIds) throw new Error(`stage ${stage.plan.index}: the MTP loss needs the microbatch's ids`);
+        const ids = fromHost(req.mtpIds, this.device);
+        const depths = stage.mtpHidden(final, ids, embeds, sequences);
+        const documents = req.cuSeqlens ? documentOf(req.cuSeqlens, length) : null;
+        const losses = depths.map((h, k) => ce(stage.logits(h), mtpTargets(rows, k + 1, documents)));
+        const mtpLoss = mul(losses.slice(1).reduce((s, l) => add(s, l), losses[0]!), stage.config.mtpLossScalingFactor / depths.length);
+        total = add(total, mtpLoss);
+      }
+      return total;
+    }
+    if (!req.labels) return null;
+    if (length < 2) return zeros([], { device: this.device });
+    const labels = fromHost(req.labels, this.device);
+    return mul(crossEntropy(narrow(logits, 1, 0, length - 1), narrow(labels, 1, 1, length - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }), scale);
+  }
+
+  private async backward({ mb, grads }: { mb: number; grads?: HostTensor[] }): Promise<{ grads: HostTensor[] }> {
+    const saved = this.saved.get(mb);
+    const plan = this.stage.plan;
+    if (!saved) throw new Error(`stage ${plan.index}: no forward of microbatch ${mb} to run backward through`);
+    this.saved.delete(mb);
+    try {
+      if (plan.isLast) {
+        if (saved.outputs.length !== 1) throw new Error(`stage ${plan.index}: microbatch ${mb} had no labels, so there is no loss to differentiate`);
+        backward(saved.outputs[0]!);
+      } else {
+        if (!grads || grads.length !== saved.outputs.length) throw new Error(`stage ${plan.index}: ${grads?.length ?? 0} gradients for ${saved.outputs.length} outputs`);
+        saved.outputs.forEach((out, i) => {
+          if (!out.requiresGrad) return;
+          const g = fromHost(grads[i]!, this.device);
+          // The outputs' graphs are disjoint (the hidden state; each MTP embedding), so each runs alone.
+          backward(out, { grad: g });
+          g.dispose();
+        });
+      }
+      return { grads: await Promise.all(saved.inputs.map((t) => (t.grad ? toHost(t.grad) : toHost(zeros(t.shape, { device: this.device }))))) };
+    } finally {
+      for (const t of [...saved.inputs, ...saved.outputs]) t.dispose();
+    }
+  }
+
+  /** Accumulated gradients by name (parameters without one are left out). */
+  private async gradients(args: { names?: string[] } | null): Promise<Record<string, HostTensor>> {
+    const out: Record<string, HostTensor> = {};
+    const wanted = args?.names ? new Set(args.names) : null;
+    for (const [name, p] of this.stage.namedParameters()) {
+      if (wanted && !wanted.has(name)) continue;
+      if (p.grad) out[name] = await toHost(p.grad);
+    }
+    return out;
+  }
+
+  private setGradients({ grads }: { grads: Record<string, HostTensor> }): null {
+    for (const [name, host] of Object.entries(grads)) {
+      const p = this.stage.getTensor(name);
+      p.grad?.dispose();
+      p.grad = keep(fromHost(host, this.device));
+    }
+    return null;
+  }
+
+  private step({ lrScale }: { lrScale?: number }): null {
+    if (!this.optimizer) throw new Error(`stage ${this.stage.plan.index}: no optimizer (call 'optimizer' first)`);
+    this.optimizer.step({ lrScale });
+    return null;
+  }
+
+  private async weights(args: { names?: string[] } | null): Promise<Record<string, HostTensor>> {
+    const out: Record<string, HostTensor> = {};
+    const wanted = args?.names ? new Set(args.names) : null;
+    for (const t of this.stage.namedTensors()) if (!wanted || wanted.has(t.name)) out[t.name] = await toHost(t.tensor);
+    return out;
+  }
+
+  /** Generation: the prompt of microbatch `mb` into a fresh cache holding this stage's layers. */
+  private async prefill(req: StageBatch & { capacity: number; returnLogits?: boolean }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+    const stage = this.stage;
+    const plan = stage.plan;
+    this.caches.get(req.mb)?.dispose();
+    const result = noGrad(() =>
+      tidy(() => {
+        const { ids, hidden } = this.inputs(req, false);
+        const first = ids ?? hidden!;
+        const [batch, length] = first.shape as [number, number];
+        const cache = new NemotronHybridCache(stage.config, { batch, device: this.device, capacity: req.capacity, layers: plan.layers });
+        this.caches.set(req.mb, cache);
+        const prepared = prepareInputs(stage.config, this.device, { ...(ids ? { inputIds: ids } : { inputsEmbeds: hidden! }), attentionMask: req.attentionMask ?? undefined });
+        const out = prefillPositions(cache, length, prepared.sequences.paddingMask, () => stage.forwardLayers(ids ? stage.embed(ids) : hidden!, prepared.sequences, cache));
+        if (!plan.isLast) return { out, logits: null, tokens: null };
+        const logits = stage.logits(narrow(stage.finalNorm(out), 1, length - 1, 1));
+        return { out: null, logits, tokens: argmax(reshape(logits, [batch, stage.config.vocabSize]), -1) };
+      }),
+    );
+    return this.reply(result);
+  }
+
+  /** Generation: one new token per row of microbatch `mb` (ids on the first stage, hidden states after). */
+  private async decode(req: { mb: number; ids?: number[]; hidden?: HostTensor; returnLogits?: boolean }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+    const stage = this.stage;
+    const cache = this.caches.get(req.mb);
+    if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
+    const result = noGrad(() =>
+      tidy(() => {
+        if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
+        const h = stage.plan.isFirst ? stage.embed(tensor(Int32Array.from(req.ids!), [cache.batch, 1], { device: this.device })) : fromHost(req.hidden!, this.device);
+        const out = decodePosition(cache, () => stage.decodeLayers(h, cache));
+        if (!stage.plan.isLast) return { out, logits: null, tokens: null };
+        const logits = stage.decodeLogits(out);
+        return { out: null, logits, tokens: argmax(logits, -1) };
+      }),
+    );
+    return this.reply(result, req.returnLogits);
+  }
+
+  private async reply(result: { out: Tensor | null; logits: Tensor | null; tokens: Tensor | null }, returnLogits = false): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+    try {
+      if (result.out) return { hidden: await toHost(result.out) };
+      const tokens = Array.from(await result.tokens!.data(), Number);
+      return returnLogits ? { tokens, logits: await toHost(result.logits!) } : { tokens };
+    } finally {
+      for (const t of [result.out, result.logits, result.tokens]) t?.dispose();
+    }
+  }
+
+  dispose(): void {
+    for (const c of this.caches.values()) c.dispose();
+    this.stage.dispose();
+  }
+}
+
+/** The document of each position of a packed row. */
+function documentOf(cuSeqlens: readonly number[], length: number): Int32Array {
+  const doc = new Int32Array(length);
+  for (let d = 0; d + 1 < cuSeqlens.length; d++) doc.fill(d, cuSeqlens[d]!, cuSeqlens[d + 1]!);
+  return doc;
+}
+
+/** MTP depth targets (core's rule): labels[t + ahead], -100 past the row or in another packed document. */
+function mtpTargets(labels: Rows, ahead: number, documents: Int32Array | null): number[][] {
+  return labels.map((row) =>
+    row.map((_, t) => {
+      const from = t + ahead;
+      if (from >= row.length || (documents && documents[from] !== documents[t])) return IGNORE_INDEX;
+      return row[from]!;
+    }),
+  );
+}

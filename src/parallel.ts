@@ -1,0 +1,176 @@
+/**
+ * The root's parallel entry point: a checkpoint loaded as usual, then spread over Bun Workers by
+ * `@nemotron-ts/parallel` — pipeline stages, expert shards or data-parallel replicas, one device
+ * per worker. One kind at a time (composing PP × EP × DP is not built); with none the model runs
+ * here, on one device, behind the same methods.
+ */
+import { noGrad, tidy, type AdamWOptions } from '@nemotron-ts/kernels';
+import {
+  DataParallel,
+  ExpertParallel,
+  fromHost,
+  PipelineParallel,
+  toHost,
+  type ParallelBatch,
+  type PipelineForwardResult,
+  type PipelineGenerateOptions,
+  type PipelineGenerateResult,
+  type ScheduleName,
+  type TransferStats,
+} from '@nemotron-ts/parallel';
+import { NemotronHForCausalLM, type FromPretrainedOptions } from './pretrained';
+
+export interface ParallelOptions {
+  /** Pipeline stages (NeMo's splitter; default 1 = none). */
+  pipelineStages?: number;
+  /** Layers per stage instead of a stage count. */
+  layersPerStage?: number;
+  /** Expert-parallel size (routed experts sharded over this many workers; default 1 = none). */
+  expertParallel?: number;
+  /** Data-parallel replicas (default 1 = none). */
+  dataParallel?: number;
+  /** Worker device specs: cpu, webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
+  devices?: string[];
+  /** Pipeline microbatches (default: one per stage, at most one per row). */
+  microbatches?: number;
+  /** Pipeline training schedule (default 1f1b). */
+  schedule?: ScheduleName;
+  /** A worker silent this long is declared hung (default 60 s). */
+  heartbeatTimeoutMs?: number;
+}
+
+export type ParallelFromPretrainedOptions = FromPretrainedOptions & ParallelOptions;
+
+export type ParallelMode = 'single' | 'pipeline' | 'expert' | 'data';
+
+export class ParallelModel {
+  private constructor(
+    /** The model as loaded here (weights shipped to the workers; runs the single-device mode). */
+    readonly model: NemotronHForCausalLM,
+    readonly mode: ParallelMode,
+    private readonly engine: PipelineParallel | ExpertParallel | DataParallel | null,
+    private readonly options: ParallelOptions,
+    private readonly ownsModel: boolean,
+  ) {}
+
+  /** Loads a checkpoint (see `NemotronHForCausalLM.fromPretrained`) and starts the workers the options ask for. */
+  static async fromPretrained(pathOrRepoId: string, options: ParallelFromPretrainedOptions = {}): Promise<ParallelModel> {
+    const mode = modeOf(options);
+    const model = await NemotronHForCausalLM.fromPretrained(pathOrRepoId, options);
+    try {
+      return await ParallelModel.start(model, mode, options, true);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+
+  /** Spreads a loaded model (it stays the caller's). */
+  static fromModel(model: NemotronHForCausalLM, options: ParallelOptions = {}): Promise<ParallelModel> {
+    return ParallelModel.start(model, modeOf(options), options, false);
+  }
+
+  private static async start(model: NemotronHForCausalLM, mode: ParallelMode, options: ParallelOptions, owns: boolean): Promise<ParallelModel> {
+    const common = { devices: options.devices, heartbeatTimeoutMs: options.heartbeatTimeoutMs };
+    let engine: PipelineParallel | ExpertParallel | DataParallel | null = null;
+    if (mode === 'pipeline') engine = await PipelineParallel.fromModel(model, { ...common, stages: options.layersPerStage === undefined ? options.pipelineStages : undefined, layersPerStage: options.layersPerStage });
+    else if (mode === 'expert') engine = await ExpertParallel.fromModel(model, { ...common, expertParallel: options.expertParallel! });
+    else if (mode === 'data') engine = await DataParallel.fromModel(model, { ...common, replicas: options.dataParallel! });
+    return new ParallelModel(model, mode, engine, options, owns);
+  }
+
+  /** Tensor bytes moved between this thread and the workers so far (zero on one device). */
+  get transferStats(): TransferStats {
+    return this.engine ? this.engine.transferStats : { bytesSent: 0, bytesReceived: 0 };
+  }
+
+  /** Logits f32 [B, L, V] (host) and the loss with labels (HF mean; NeMo's MTP loss with mtpLabels). */
+  async forward(batch: ParallelBatch): Promise<PipelineForwardResult> {
+    const engine = this.engine;
+    if (engine instanceof PipelineParallel) return engine.forward(batch, { microbatches: this.options.microbatches });
+    if (engine instanceof ExpertParallel) return engine.forward(batch);
+    // Data parallelism is for training; inference runs on the loaded model.
+    if (batch.mtpLabels) throw new Error('forward: mtpLabels are a training loss (use forwardBackward)');
+    const out = noGrad(() => tidy(() => this.model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens, labels: batch.labels })));
+    try {
+      return { logits: await toHost(out.logits), loss: out.loss ? await out.loss.item() : null };
+    } finally {
+      out.logits.dispose();
+      out.loss?.dispose();
+    }
+  }
+
+  /**
+   * Greedy generation: pipelined over the stages with pipeline parallelism, else on the loaded
+   * model (after training with data or expert parallelism, `syncWeights` first).
+   */
+  async generate(options: PipelineGenerateOptions): Promise<PipelineGenerateResult> {
+    if (this.engine instanceof PipelineParallel) return this.engine.generate({ microbatches: this.options.microbatches, ...options });
+    const eos = options.eosTokenIds ?? [];
+    const result = await this.model.generate({
+      inputIds: options.inputIds,
+      attentionMask: options.attentionMask,
+      maxNewTokens: options.maxNewTokens,
+      doSample: false,
+      eosTokenId: eos.length > 0 ? [...eos] : null,
+      padTokenId: options.padTokenId ?? 0,
+    });
+    return { tokens: result.tokens.map((r) => [...r]) };
+  }
+
+  private trainer(what: string): PipelineParallel | DataParallel | ExpertParallel {
+    const e = this.engine;
+    if (e) return e;
+    throw new Error(`${what}: training here runs with pipeline, data or expert parallelism (on one device use the trainer: train.Trainer)`);
+  }
+
+  /** Forward and backward of a batch; gradients accumulate in the workers. Returns the batch loss. */
+  async forwardBackward(batch: ParallelBatch): Promise<number> {
+    const e = this.trainer('forwardBackward');
+    return e instanceof PipelineParallel ? e.forwardBackward(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.forwardBackward(batch);
+  }
+
+  /** AdamW in every worker (the same update as one AdamW over the whole model). */
+  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
+    return this.trainer('setOptimizer').setOptimizer(options);
+  }
+
+  /** Zero, forward/backward (all-reduce for data parallelism), AdamW step. Returns the batch loss. */
+  async trainStep(batch: ParallelBatch): Promise<number> {
+    const e = this.trainer('trainStep');
+    return e instanceof PipelineParallel ? e.trainStep(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.trainStep(batch);
+  }
+
+  /** The workers' weights copied back into the loaded model (e.g. before `savePretrained`). */
+  async syncWeights(): Promise<void> {
+    const e = this.trainer('syncWeights');
+    const weights = await e.weights();
+    const device = this.model.lmHead.weight.device;
+    for (const [name, host] of weights) {
+      const t = fromHost(host, device);
+      this.model.setTensor(name, t);
+      t.dispose();
+    }
+  }
+
+  /** Ends the workers (they free their tensors first) and frees the model when it was loaded here. */
+  async close(): Promise<void> {
+    try {
+      await this.engine?.shutdown();
+    } finally {
+      if (this.ownsModel) this.model.dispose();
+    }
+  }
+}
+
+function modeOf(options: ParallelOptions): ParallelMode {
+  const sizes: [ParallelMode, number | undefined][] = [
+    ['pipeline', options.layersPerStage !== undefined ? 2 : options.pipelineStages],
+    ['expert', options.expertParallel],
+    ['data', options.dataParallel],
+  ];
+  for (const [mode, n] of sizes) if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new Error(`${mode} parallel size must be a positive integer, got ${n}`);
+  const active = sizes.filter(([, n]) => (n ?? 1) > 1).map(([m]) => m);
+  if (active.length > 1) throw new Error(`combine one kind of parallelism at a time (asked for ${active.join(' + ')}); composing them is not built`);
+  return active[0] ?? 'single';
+}

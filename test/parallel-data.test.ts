@@ -1,0 +1,77 @@
+/**
+ * Data parallelism against one device on the fixtures: two replicas in workers (CPU backend; see
+ * NEMOTRON_TEST_WORKER_DEVICE) with a bucketed gradient all-reduce give one device's gradients for
+ * the same global batch, and the same losses and weights over a few AdamW steps.
+ */
+import { afterAll, describe, expect, test } from 'bun:test';
+import { AdamW, backward, getCpuDevice } from '@nemotron-ts/kernels';
+import { DataParallel } from '@nemotron-ts/parallel';
+import { NemotronHForCausalLM } from '../src';
+import { expectLoss, openFixture, relDiff } from './support/fixtures';
+
+const device = getCpuDevice();
+const workerDevices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
+// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
+const sameBackend = workerDevices[0] === 'cpu';
+const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
+const open: DataParallel[] = [];
+afterAll(() => open.forEach((p) => p.close()));
+
+describe('data parallel', () => {
+  test('moe_flat_rsf2.5: 2 replicas, all-reduced in small buckets, give one device\'s gradients', async () => {
+    const fixture = await openFixture('moe_flat_rsf2.5');
+    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { inputs } = fixture;
+    model.train();
+    const { loss } = model.forward({ inputIds: inputs.input_ids, labels: inputs.labels });
+    backward(loss!);
+    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: workerDevices, bucketBytes: 64 * 1024 });
+    open.push(dp);
+    const got = await dp.forwardBackward({ inputIds: inputs.input_ids, labels: inputs.labels });
+    expectLoss('loss', got, fixture.scalars.loss!);
+    await dp.allReduceGradients();
+    for (const rank of [0, 1]) {
+      const grads = new Map(Object.entries(await dp.group.call<Record<string, import('@nemotron-ts/parallel').HostTensor>>(rank, 'gradients')));
+      for (const [name, p] of model.namedParameters()) {
+        if (!p.grad) continue;
+        expect({ rank, name, ok: relDiff(grads.get(name)!.toFloat32(), await p.grad.toFloat32()) <= 1e-4 }).toEqual({ rank, name, ok: true });
+      }
+    }
+    dp.close();
+    model.dispose();
+  });
+
+  test('dense_f32: three AdamW steps on 2 replicas give one device\'s losses; the replicas stay identical', async () => {
+    const fixture = await openFixture('dense_f32');
+    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
+    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: workerDevices });
+    open.push(dp);
+    const adam = { lr: 1e-2, weightDecay: 0.1 };
+    await dp.setOptimizer(adam);
+    model.train();
+    const optimizer = new AdamW(model.parameters(), adam);
+    const losses: number[][] = [];
+    for (let step = 0; step < 3; step++) {
+      model.zeroGrad();
+      const { loss } = model.forward(batch);
+      const want = await loss!.item();
+      backward(loss!);
+      optimizer.step();
+      const got = await dp.trainStep(batch);
+      losses.push([want, got]);
+      expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);
+    }
+    expect(losses[2]![0]!).toBeLessThan(losses[0]![0]!);
+    const [w0, w1] = [await dp.weights(0), await dp.weights(1)];
+    let worst = 0;
+    for (const [name, t] of model.namedParameters()) {
+      expect([...w0.get(name)!.data]).toEqual([...w1.get(name)!.data]);
+      worst = Math.max(worst, relDiff(w0.get(name)!.toFloat32(), await t.toFloat32()));
+    }
+    console.log(JSON.stringify({ test: 'dp adamw', losses, worst }));
+    expect(worst).toBeLessThan(1e-4);
+    dp.close();
+    model.dispose();
+  });
+});

@@ -1,0 +1,56 @@
+/**
+ * `ParallelModel.fromPretrained(path, { pipelineStages | expertParallel | dataParallel, devices })`:
+ * the same forward as one device in every mode, training entry points that move the loaded model's
+ * weights after `syncWeights`, and the refusals (composition, EP training).
+ */
+import { describe, expect, test } from 'bun:test';
+import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
+import { rejection } from '@nemotron-ts/parallel/testing';
+import { ParallelModel } from '../src';
+import { openFixture, relDiff } from './support/fixtures';
+
+const device = getCpuDevice();
+const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
+// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
+const sameBackend = devices[0] === 'cpu';
+const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
+const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
+
+describe('ParallelModel', () => {
+  test('every mode gives one device\'s logits; training in every mode changes the synced weights', async () => {
+    const fixture = await openFixture('moe_flat_rsf2.5');
+    const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
+    const single = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    expect(single.mode).toBe('single');
+    const want = await single.forward(batch);
+    for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }]) {
+      const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
+      const got = await pm.forward(batch);
+      expect({ options, rel: relDiff(got.logits.toFloat32(), want.logits.toFloat32()) <= LOGITS_TOL, loss: Math.abs(got.loss! - want.loss!) < LOSS_TOL }).toEqual({ options, rel: true, loss: true });
+      {
+        await pm.setOptimizer({ lr: 1e-2 });
+        const before = await pm.model.getTensor('lm_head.weight').toFloat32();
+        const experts = 'model.layers.2.mixer.experts.up_proj';
+        const expertsBefore = await pm.model.getTensor(experts).toFloat32();
+        const first = await pm.trainStep(batch);
+        const second = await pm.trainStep(batch);
+        expect(second).toBeLessThan(first);
+        await pm.syncWeights();
+        expect(relDiff(await pm.model.getTensor('lm_head.weight').toFloat32(), before)).toBeGreaterThan(1e-3);
+        expect(relDiff(await pm.model.getTensor(experts).toFloat32(), expertsBefore)).toBeGreaterThan(1e-4);
+        const after = noGrad(() => pm.model.forward(batch));
+        expect(await after.loss!.item()).toBeLessThan(second);
+      }
+      await pm.close();
+      expect(pm.model.isDisposed).toBe(true);
+    }
+    await single.close();
+  });
+
+  test('composing kinds, and bad sizes, are refused before anything starts', async () => {
+    const dir = (await openFixture('dense_f32')).dir;
+    expect((await rejection(ParallelModel.fromPretrained(dir, { device, pipelineStages: 2, dataParallel: 2 }))).message).toContain('combine one kind of parallelism at a time (asked for pipeline + data)');
+    expect((await rejection(ParallelModel.fromPretrained(dir, { device, expertParallel: 0 }))).message).toContain('expert parallel size must be a positive integer, got 0');
+    expect((await rejection(ParallelModel.fromPretrained(dir, { device, expertParallel: 2 }))).message).toContain('the model has no MoE layer');
+  });
+});
