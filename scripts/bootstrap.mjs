@@ -11,7 +11,9 @@
 //      CPU Vulkan driver: Debian 12 in bookworm-backports, Debian 13 and Ubuntu 24.04 in their own
 //      archive), install it with apt as root, saying each step; otherwise print a note and go on
 //      with OpenGL only (NEMOTRON_SETUP_VULKAN=0 skips this step);
-//   6. run the main job (`start`) or the test suite (`test`): every file on the default devices (the
+//   6. for `test`: install Debian's `chromium` with apt (as root) when it is missing, for the docs-site
+//      and browser tests (without it they skip with a message, and the apt command is printed);
+//   7. run the main job (`start`) or the test suite (`test`): every file on the default devices (the
 //      CPU reference, the native CPU backend, WebGPU), then — where Vulkan opens — the Vulkan pass:
 //      VULKAN_TESTS on Vulkan at the core feature level (NEMOTRON_TEST_VULKAN=all: every file; 0:
 //      none). Ends with "N passed, N failed".
@@ -119,6 +121,25 @@ function installMesa() {
   const quiet = { stdio: ['ignore', 'ignore', 'inherit'] };
   if (run('apt-get', ['install', '-y', ...MESA_PACKAGES], quiet)) return true;
   return run('apt-get', ['update'], quiet) && run('apt-get', ['install', '-y', ...MESA_PACKAGES], quiet);
+}
+
+function hasChromium() {
+  return ['chromium', 'chromium-browser', 'google-chrome'].some((name) => spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0);
+}
+
+/** The docs-site and browser tests drive headless Chromium; they skip without it. */
+function ensureChromium() {
+  if (process.env.CHROMIUM_BIN || hasChromium()) return;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot || !works('apt-get')) {
+    log('Chromium is missing: the docs-site and browser tests will skip; to run them: sudo apt-get install -y chromium');
+    return;
+  }
+  log('installing Chromium with apt for the docs-site and browser tests');
+  const quiet = { stdio: ['ignore', 'ignore', 'inherit'] };
+  if (!run('apt-get', ['install', '-y', 'chromium'], quiet) && !(run('apt-get', ['update'], quiet) && run('apt-get', ['install', '-y', 'chromium'], quiet))) {
+    log('could not install Chromium: the docs-site and browser tests will skip');
+  }
 }
 
 /** Whether Vulkan opens; installs lavapipe first where the distro allows (see the header). */
@@ -249,7 +270,10 @@ async function main() {
   if (bun !== 'bun') env.PATH = `${dirname(bun)}:${env.PATH ?? ''}`;
   if (!run(bun, ['install', '--frozen-lockfile'], { stdio: ['ignore', 'ignore', 'inherit'] })) throw new Error('bun install failed');
   const vulkan = ensureDevice(bun, buildNative(bun));
-  if (task === 'test') process.exit(await testSuite(bun, rest, vulkan));
+  if (task === 'test') {
+    ensureChromium();
+    process.exit(await testSuite(bun, rest, vulkan));
+  }
   if (task === 'start') process.exit(run(bun, ['src/cli/main.ts', 'demo', ...rest]) ? 0 : 1);
   process.exit(run(bun, ['src/cli/main.ts', task, ...rest]) ? 0 : 1);
 }

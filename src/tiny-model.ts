@@ -21,6 +21,9 @@ import { NemotronHForCausalLM } from './pretrained';
 /** Where the demo model lives. */
 export const TINY_MODEL_DIR = join(import.meta.dir, '..', '.cache', 'tiny-nemotron');
 
+/** The trained demo model shipped in the repository (built by `bun run make-tiny`, scripts/make-tiny.ts). */
+export const TINY_TRAINED_DIR = join(import.meta.dir, '..', 'models', 'tiny-nemotron');
+
 /** Bumped whenever the recipe changes, so an old folder is rebuilt. */
 const RECIPE = 1;
 
@@ -32,7 +35,7 @@ const TEXT =
 
 /** Byte tokens 0–255 (GPT-2's printable map), then the special tokens. */
 const SPECIAL = ['<pad>', '<s>', '</s>', '<|im_start|>', '<|im_end|>'] as const;
-const specialId = (token: (typeof SPECIAL)[number]) => 256 + SPECIAL.indexOf(token);
+export const specialId = (token: (typeof SPECIAL)[number]): number => 256 + SPECIAL.indexOf(token);
 
 const CHAT_TEMPLATE =
   '{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}' +
@@ -180,4 +183,13 @@ export async function ensureTinyModel(dir: string = TINY_MODEL_DIR): Promise<str
     model.dispose();
   }
   return dir;
+}
+
+/** Writes the byte-level tokenizer (tokenizer.json, tokenizer_config.json with the chat template) into `dir`. */
+export async function writeTokenizerFiles(dir: string): Promise<void> {
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson()));
+  await writeFile(
+    join(dir, 'tokenizer_config.json'),
+    JSON.stringify({ bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>', add_bos_token: true, chat_template: CHAT_TEMPLATE }, null, 2),
+  );
 }

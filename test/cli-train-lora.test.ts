@@ -49,7 +49,7 @@ describe('nemotron train --lora-r', () => {
     expect(run.stderr).toContain('LoRA r 4, alpha 8');
     expect(run.code).toBe(0);
     expect(losses(run.stdout).length).toBe(3);
-    expect((await readdir(out)).sort()).toEqual(['checkpoint-3', 'merged']);
+    expect((await readdir(out)).sort()).toEqual(['checkpoint-3', 'log.jsonl', 'loss.svg', 'merged', 'report.html']);
     const files = await readdir(join(out, 'checkpoint-3'));
     for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'tokenizer.json']) expect(files).toContain(f);
     expect(files).not.toContain('model.safetensors');

@@ -40,7 +40,7 @@ describe('nemotron train', () => {
       expect(Number.isFinite(l.loss) && l.grad_norm! > 0 && l.tokens_per_s! > 0).toBe(true);
     }
     expect(lines.filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2, 3]);
-    expect((await readdir(out)).sort()).toEqual(['checkpoint-2', 'checkpoint-3']);
+    expect((await readdir(out)).sort()).toEqual(['checkpoint-2', 'checkpoint-3', 'log.jsonl', 'loss.svg', 'report.html']);
     const files = await readdir(join(out, 'checkpoint-3'));
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'master_weights.safetensors', 'trainer_state.json']) expect(files).toContain(f);
 

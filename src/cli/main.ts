@@ -6,6 +6,7 @@ import { printInfo } from './info';
 import { runDemo } from './demo';
 import { FORWARD_BOOLEAN_FLAGS, FORWARD_FLAGS, runForward } from './forward';
 import { CHAT_FLAGS, GENERATE_BOOLEAN_FLAGS, GENERATE_FLAGS, runChat, runGenerate } from './generate';
+import { runPlot } from './plot';
 import { runTrain, TRAIN_BOOLEAN_FLAGS, TRAIN_FLAGS } from './train';
 import { PARALLEL_FLAGS, readParallelFlags } from './parallel-flags';
 import { runParallelForward, runParallelGenerate } from './parallel';
@@ -14,7 +15,8 @@ const USAGE = `usage: nemotron <command> [flags]
 
 commands:
   info      the WebGPU adapter, backend, feature level, key limits
-  demo      the main job: text from a tiny Nemotron-H the project builds (.cache/tiny-nemotron), streamed, with tokens/s
+  demo      the main job: text from the tiny Nemotron-H shipped in models/tiny-nemotron (trained on the project's
+            docs by bun run make-tiny), streamed, with prompt and generation tokens/s
   generate  --model DIR|REPO_ID (--prompt TEXT | --input FILE) [--chat] [--max-new-tokens N]
             [--greedy | --temperature T --top-p P --top-k K --min-p M] [--repetition-penalty R] [--seed S]
             [--ignore-eos] [--dtype f32|bf16] [--lora DIR|REPO_ID] [--no-strict] [--json]: streams the
@@ -50,6 +52,9 @@ commands:
             it; the MoE's stacked experts are skipped, as in PEFT); checkpoints then
             hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
             needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
+            Progress: a bar on stderr when it is a terminal (plain lines otherwise); DIR/log.jsonl keeps
+            every update, DIR/report.html and DIR/loss.svg are redrawn at each evaluation and checkpoint
+  plot      DIR: redraws DIR/report.html and DIR/loss.svg from DIR/log.jsonl (a train --out folder)
 
 model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
   --adapter, which picks the GPU); --no-strict  missing or unexpected checkpoint tensors are warnings
@@ -109,6 +114,12 @@ async function main(argv: string[]): Promise<number> {
       const args = parseArgs(rest, TRAIN_BOOLEAN_FLAGS);
       checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS]);
       await runTrain(args, () => openDeviceFromFlags(args));
+      return 0;
+    }
+    case 'plot': {
+      const args = parseArgs(rest);
+      checkFlags(args, []);
+      await runPlot(args);
       return 0;
     }
     default:

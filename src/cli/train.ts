@@ -19,6 +19,8 @@ import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
 import { Trainer } from '../train/trainer';
 import { dataFingerprint, loadTrainingData } from '../train/training-data';
+import { TrainingProgress } from '../train/progress';
+import { RunReporter } from '../train/report';
 import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from './lora-flags';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
@@ -160,6 +162,10 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
     const skipped = handle.skipped.length ? `; not Linear layers, skipped: ${handle.skipped.length} (e.g. ${handle.skipped[0]})` : '';
     console.error(`LoRA r ${lora.r}, alpha ${lora.alpha}, dropout ${lora.dropout}: ${handle.adapters.size} adapted layers, ${count} trainable parameters${skipped}`);
   }
+  // Progress bar on a terminal (plain lines in a pipe), and OUT/log.jsonl + OUT/report.html + OUT/loss.svg.
+  const progress = new TrainingProgress({ totalSteps: flags.steps });
+  const reporter = new RunReporter({ outDir, resume, settings: { model: modelPath, data: dataPath, ...flags, lora: lora ? `r ${lora.r}, alpha ${lora.alpha}` : null, device: device.describe() } });
+  await reporter.start();
   const trainer = new Trainer(model, data, {
     ...flags,
     outDir,
@@ -168,13 +174,18 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
     baseModelNameOrPath: modelPath,
     onStep: (log) => {
       console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4), peak_bytes: log.peak_bytes }));
-      console.error(`step ${log.step}/${flags.steps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s`);
+      progress.step(log);
+      reporter.step(log);
     },
     onEval: (log) => {
       console.log(JSON.stringify({ step: log.step, eval_loss: round(log.eval_loss, 7) }));
-      console.error(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
+      progress.message(`step ${log.step}: eval loss ${log.eval_loss.toFixed(4)}`);
+      reporter.eval(log);
     },
-    onCheckpoint: (dir, _step, deleted) => console.error(`saved ${dir}${deleted.length ? `; deleted ${deleted.join(', ')} (--save-total-limit ${flags.saveTotalLimit})` : ''}`),
+    onCheckpoint: (dir, _step, deleted) => {
+      reporter.refresh();
+      progress.message(`saved ${dir}${deleted.length ? `; deleted ${deleted.join(', ')} (--save-total-limit ${flags.saveTotalLimit})` : ''}`);
+    },
   });
   try {
     await checkRoomForCheckpoint(outDir, trainer.checkpointBytes());
@@ -185,6 +196,9 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
     }
     if (trainer.step === flags.steps) console.error(`nothing to do: already at step ${flags.steps}`);
     await trainer.train();
+    progress.end();
+    reporter.refresh();
+    console.error(`report: ${reporter.reportPath}`);
     if (merge) {
       const mergedDir = join(outDir, 'merged');
       mergeLora(model);
