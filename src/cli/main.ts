@@ -56,10 +56,12 @@ model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, 
   (missing ones freshly initialised), not errors
 device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
 
-parallel flags (forward, generate): --pipeline-stages N | --expert-parallel N | --data-parallel N
+parallel flags (forward, generate, train): --pipeline-stages N | --expert-parallel N | --data-parallel N
             [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,
             vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
-            over Bun Workers, one device each; forward writes the same --out file; generate is greedy
+            over Bun Workers, one device each; forward writes the same --out file; generate is greedy;
+            train makes the one-device trainer's updates (f32; no LoRA, --resume, evaluation or
+            --gradient-checkpointing) and saves DIR/checkpoint-<step>/ without optimizer state
 
 Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the
 second form, e.g. --prompt=--hello.`;
@@ -107,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'train': {
       const args = parseArgs(rest, TRAIN_BOOLEAN_FLAGS);
-      checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS]);
+      checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS, ...PARALLEL_FLAGS]);
       await runTrain(args, () => openDeviceFromFlags(args));
       return 0;
     }

@@ -21,7 +21,9 @@ import { Trainer } from '../train/trainer';
 import { dataFingerprint, loadTrainingData } from '../train/training-data';
 import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from './lora-flags';
+import { readParallelFlags } from './parallel-flags';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
+import { runParallelTrain } from './train-parallel';
 import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
@@ -31,7 +33,7 @@ export const TRAIN_FLAGS = [
 ] as const;
 export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack'] as const;
 
-interface TrainFlags {
+export interface TrainFlags {
   steps: number;
   batchSize: number;
   seqLen: number;
@@ -89,6 +91,8 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const evalDataPath = stringFlag(args, 'eval-data');
   const resume = args.flags.has('resume');
   const flags = readFlags(args);
+  const parallel = readParallelFlags(args);
+  if (parallel) return runParallelTrain(args, parallel, flags, openDevice);
   if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
   const lora = readLoraFlags(args, flags.seed);
   const merge = args.flags.has('merge');

@@ -10,6 +10,7 @@ export { planStages, stageOwns, type StagePlan, type SplitOptions } from './stag
 export { PipelineStage, splitIntoStages, isPipelineParallelStage, type TensorMeta, type StageMetas } from './pipeline-stage';
 export { scheduleOps, splitRows, type ScheduleName, type ScheduleOp } from './schedules';
 export { type ParallelBatch } from './batch';
+export { clipCoefficient, type TrainOptimizerOptions } from './gradient-ops';
 export {
   PipelineParallel,
   type PipelineOptions,
