@@ -31,7 +31,7 @@ export interface ParallelOptions {
   expertParallel?: number;
   /** Data-parallel replicas (default 1 = none). */
   dataParallel?: number;
-  /** Worker device specs: cpu, webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
+  /** Worker device specs: cpu, native[:THREADS] (cpu:native[:THREADS]; native workers without a count share the cores), webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
   devices?: string[];
   /** Pipeline microbatches (default: one per stage, at most one per row). */
   microbatches?: number;

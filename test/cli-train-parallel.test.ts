@@ -8,7 +8,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getCpuDevice } from '@nemotron-ts/kernels';
+import { getCpuDevice, getNativeDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
 import { ensureTinyModel } from '../src/tiny-model';
 import { relDiff } from './support/fixtures';
@@ -69,6 +69,13 @@ describe('nemotron train with parallel flags', () => {
       expect(await readdir(join(out, 'checkpoint-3'))).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json']));
       expect(relDiff(await lmHead(join(out, 'checkpoint-3')), want)).toBeLessThanOrEqual(1e-4);
     }
+  }, 300_000);
+
+  const native = getNativeDevice();
+  test.skipIf(!native)('data parallel on native CPU workers sharing the cores: one device\'s losses', async () => {
+    const one = run(join(scratch, 'one-for-native'));
+    const got = run(join(scratch, 'native'), '--data-parallel', '2', '--devices', 'native');
+    got.forEach((l, i) => expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-4));
   }, 300_000);
 
   test('flags that do not compose with the workers exit 2 naming the flag', () => {

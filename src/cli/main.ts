@@ -57,7 +57,8 @@ model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, 
 device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
 
 parallel flags (forward, generate, train): --pipeline-stages N | --expert-parallel N | --data-parallel N
-            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,
+            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, native[:THREADS] (or
+            cpu:native[:THREADS]; without a count the native workers share the cores), webgpu, auto,
             vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
             over Bun Workers, one device each; forward writes the same --out file; generate is greedy;
             train makes the one-device trainer's updates (f32; no LoRA, --resume, evaluation or
