@@ -32,7 +32,7 @@ commands:
   train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
             [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
             [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16] [--pack]
-            [--gradient-checkpointing]: full fine-tuning on FILE (.txt: one document; .jsonl:
+            [--gradient-checkpointing] [--no-strict]: full fine-tuning on FILE (.txt: one document; .jsonl:
             {"text": …} per line, or chat {"messages": [...]} per line, rendered with the chat template
             and the loss on assistant tokens only) with AdamW, warmup + cosine LR, clipping and the MTP
             loss when the model has MTP; --pack packs whole documents into rows with cu_seqlens (no
@@ -51,7 +51,7 @@ commands:
             hold the PEFT adapter (adapter_config.json + adapter_model.safetensors) and --resume
             needs the same --lora-* flags; --merge also writes base+adapters to DIR/merged/
 
-model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
+model flags (forward, generate, chat; train takes --no-strict): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
   --adapter, which picks the GPU); --no-strict  missing or unexpected checkpoint tensors are warnings
   (missing ones freshly initialised), not errors
 device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME

@@ -56,7 +56,7 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
     const data = await loadTrainingData(tokenizer, { dataPath, holdOut: false, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
     console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens; ${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`);
 
-    const model = await ParallelModel.fromPretrained(folder, { ...parallel, device: await openDevice(), dtype: 'f32', localFilesOnly: true });
+    const model = await ParallelModel.fromPretrained(folder, { ...parallel, device: await openDevice(), dtype: 'f32', localFilesOnly: true, strict: !args.flags.has('no-strict') });
     try {
       // The one-device trainer trains the MTP loss whenever the model has an MTP head.
       const mtp = model.model.mtp !== null;
