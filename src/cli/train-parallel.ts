@@ -14,8 +14,7 @@ import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/h
 import { warmupCosineSchedule, type Device } from '@nemotron-ts/kernels';
 import type { ParallelBatch } from '@nemotron-ts/parallel';
 import { ParallelModel, type ParallelOptions } from '../parallel';
-import { skipsWeightDecay } from '../train/param-groups';
-import type { RowBatch } from '../train/row-batch';
+import { noWeightDecayNames, parallelBatch } from '../train/parallel-batch';
 import { hasCheckpointFolders, pruneCheckpoints, writeCheckpointFolder } from '../train/trainer-state';
 import { loadTrainingData } from '../train/training-data';
 import { RefusedError, requireFlag, type ParsedArgs } from './args';
@@ -61,8 +60,7 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
       // The one-device trainer trains the MTP loss whenever the model has an MTP head.
       const mtp = model.model.mtp !== null;
       if (mtp && model.mode === 'expert') throw new RefusedError(`--expert-parallel does not train the MTP loss, and ${folder} has an MTP head (use --pipeline-stages or --data-parallel)`);
-      const noWeightDecay = model.model.namedParameters().filter(([name, p]) => skipsWeightDecay(name, p.rank)).map(([name]) => name);
-      await model.setOptimizer({ lr: flags.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: flags.weightDecay, noWeightDecay });
+      await model.setOptimizer({ lr: flags.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: flags.weightDecay, noWeightDecay: noWeightDecayNames(model.model) });
       const schedule = warmupCosineSchedule({ warmupSteps: flags.warmup, totalSteps: flags.steps, minRatio: flags.minLr / flags.lr });
       console.error(`${model.mode} parallelism over ${parallel.devices?.join(',') ?? 'the default devices'}`);
       let position = 0;
@@ -98,11 +96,4 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
   } finally {
     lock.release();
   }
-}
-
-/** A trainer micro-batch as the workers take it: HF labels, or NeMo's pre-shifted ones with MTP. */
-function parallelBatch(batch: RowBatch, mtp: boolean): ParallelBatch {
-  const cuSeqlens = batch.cuSeqlens?.[0];
-  if (mtp) return { inputIds: batch.inputIds, mtpLabels: batch.labels.map((r) => [...r.slice(1), -100]), cuSeqlens };
-  return { inputIds: batch.inputIds, labels: batch.labels, cuSeqlens };
 }
