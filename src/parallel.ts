@@ -179,7 +179,9 @@ export class ParallelModel {
   /** The workers' weights copied back into the loaded model (e.g. before `savePretrained`). */
   async syncWeights(): Promise<void> {
     const e = this.trainer('syncWeights');
-    const weights = await e.weights();
+    // Expert parallelism trains the host's own weights in place (its AdamW holds them): only the
+    // routed experts come back, so training can go on after a sync.
+    const weights = e instanceof ExpertParallel ? await e.expertWeights() : await e.weights();
     const device = this.model.lmHead.weight.device;
     for (const [name, host] of weights) {
       const t = fromHost(host, device);

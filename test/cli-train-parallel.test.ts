@@ -1,7 +1,7 @@
 /**
  * `nemotron train` with the parallel flags, end to end on the tiny model (CPU workers): data-,
  * pipeline- and expert-parallel runs log the one-device run's losses, learning rates and gradient norms
- * (clipping, weight-decay groups, accumulation and the schedule included), save weights equal to
+ * (clipping, weight-decay groups, accumulation and the schedule included) and evaluation losses, save weights equal to
  * one device's, and flags that do not compose with the workers are refused naming the flag.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
@@ -34,12 +34,15 @@ interface StepLine {
   loss: number;
   lr: number;
   grad_norm: number;
+  eval_loss?: number;
 }
 
-function run(out: string, ...flags: string[]): StepLine[] {
+/** The run's step lines (evaluation lines: `evals`). */
+function run(out: string, ...flags: string[]): StepLine[] & { evals?: StepLine[] } {
   const r = nemotron('train', ...common, '--out', out, ...flags);
   expect({ flags, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ flags, code: 0, stderr: '' });
-  return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as StepLine);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as StepLine);
+  return Object.assign(lines.filter((l) => l.eval_loss === undefined), { evals: lines.filter((l) => l.eval_loss !== undefined) });
 }
 
 async function lmHead(dir: string): Promise<Float32Array> {
@@ -53,14 +56,16 @@ async function lmHead(dir: string): Promise<Float32Array> {
 
 describe('nemotron train with parallel flags', () => {
   test('data, pipeline and expert parallel log one device\'s losses and save its weights', async () => {
-    const one = run(join(scratch, 'one'));
+    const one = run(join(scratch, 'one'), '--eval-every', '2');
+    expect(one.evals!.map((l) => l.step)).toEqual([2, 3]);
     expect(one.map((l) => l.step)).toEqual([1, 2, 3]);
     expect(one.some((l) => l.grad_norm > 0.5)).toBe(true); // clipping acted
     const want = await lmHead(join(scratch, 'one', 'checkpoint-3'));
     for (const flags of [['--data-parallel', '2'], ['--pipeline-stages', '2', '--microbatches', '2'], ['--expert-parallel', '2']]) {
       const out = join(scratch, flags[0]!.slice(2));
-      const got = run(out, '--devices', 'cpu', ...flags);
+      const got = run(out, '--devices', 'cpu', '--eval-every', '2', ...flags);
       expect(got.map((l) => l.step)).toEqual([1, 2, 3]);
+      got.evals!.forEach((l, i) => expect([l.step, Math.abs(l.eval_loss! - one.evals![i]!.eval_loss!) / one.evals![i]!.eval_loss! <= 1e-5]).toEqual([one.evals![i]!.step, true]));
       got.forEach((l, i) => {
         expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-5);
         expect(Math.abs(l.grad_norm - one[i]!.grad_norm) / one[i]!.grad_norm).toBeLessThanOrEqual(1e-4);
@@ -84,7 +89,6 @@ describe('nemotron train with parallel flags', () => {
     expect(refused('--resume')).toMatchObject({ code: 2, stderr: expect.stringContaining('--resume is not supported with --data-parallel') });
     expect(refused('--gradient-checkpointing')).toMatchObject({ code: 2, stderr: expect.stringContaining('--gradient-checkpointing is not supported') });
     expect(refused('--dtype', 'bf16')).toMatchObject({ code: 2, stderr: expect.stringContaining('--dtype bf16 is not supported with --data-parallel') });
-    expect(refused('--eval-every', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('--eval-every is not supported') });
     expect(refused('--pipeline-stages', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
   });
 });

@@ -61,7 +61,7 @@ parallel flags (forward, generate, train): --pipeline-stages N | --expert-parall
             cpu:native[:THREADS]; without a count the native workers share the cores), webgpu, auto,
             vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
             over Bun Workers, one device each; forward writes the same --out file; generate is greedy;
-            train makes the one-device trainer's updates (f32; no LoRA, --resume, evaluation or
+            train makes the one-device trainer's updates (f32; no LoRA, --resume or
             --gradient-checkpointing) and saves DIR/checkpoint-<step>/ without optimizer state
 
 Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the

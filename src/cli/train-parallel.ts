@@ -2,8 +2,8 @@
  * `nemotron train --pipeline-stages N | --data-parallel N | --expert-parallel N [--devices …]
  * [--microbatches M]`: full fine-tuning through {@link ParallelModel} with the one-device trainer's
  * data (the same rows in the same order), AdamW groups (no decay on norms, biases, A_log, D,
- * dt_bias), warmup + cosine schedule, global-norm clipping, gradient accumulation and JSON step
- * lines. `OUT/checkpoint-<step>/` holds the workers' weights (synced back and saved with
+ * dt_bias), warmup + cosine schedule, global-norm clipping, gradient accumulation, JSON step
+ * lines and evaluation (`--eval-every`, on the loaded model with the workers' weights synced back). `OUT/checkpoint-<step>/` holds the workers' weights (synced back and saved with
  * `savePretrained`, written atomically) and the tokenizer — no optimizer state: a parallel run
  * does not resume. What does not compose with the workers yet is refused (exit 2, naming the flag).
  */
@@ -17,7 +17,8 @@ import { ParallelModel, type ParallelOptions } from '../parallel';
 import { noWeightDecayNames, parallelBatch } from '../train/parallel-batch';
 import { hasCheckpointFolders, pruneCheckpoints, writeCheckpointFolder } from '../train/trainer-state';
 import { loadTrainingData } from '../train/training-data';
-import { RefusedError, requireFlag, type ParsedArgs } from './args';
+import { evaluationLoss } from '../train/trainer';
+import { RefusedError, requireFlag, stringFlag, type ParsedArgs } from './args';
 import { LORA_FLAGS } from './lora-flags';
 import type { TrainFlags } from './train';
 import { prepareOutDir } from './train-out-dir';
@@ -28,8 +29,6 @@ const REFUSED: readonly (readonly [string, string])[] = [
   ['merge', 'LoRA training runs on one device'],
   ['resume', 'parallel checkpoints hold no optimizer state, so a parallel run does not resume'],
   ['gradient-checkpointing', 'the workers keep every activation'],
-  ['eval-every', 'evaluation runs on one device'],
-  ['eval-data', 'evaluation runs on one device'],
 ];
 
 const round = (v: number, digits: number) => Number(v.toPrecision(digits));
@@ -43,6 +42,7 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
   const modelPath = requireFlag(args, 'model');
   const dataPath = requireFlag(args, 'data');
   const outDir = requireFlag(args, 'out');
+  const evalDataPath = stringFlag(args, 'eval-data');
 
   const lock = await prepareOutDir(outDir);
   try {
@@ -52,8 +52,8 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
     const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
     if (!(await stat(join(folder, 'tokenizer.json')).then((s) => s.isFile(), () => false))) throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
     const tokenizer = await loadTokenizer(folder);
-    const data = await loadTrainingData(tokenizer, { dataPath, holdOut: false, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
-    console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens; ${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`);
+    const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
+    console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`);
 
     const model = await ParallelModel.fromPretrained(folder, { ...parallel, device: await openDevice(), dtype: 'f32', localFilesOnly: true, strict: !args.flags.has('no-strict') });
     try {
@@ -79,8 +79,17 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
         // peak_bytes: the workers' memory is not reported back, so null.
         console.log(JSON.stringify({ step, loss: round(loss, 7), lr: round(lr, 6), grad_norm: round(gradNorm, 6), tokens_per_s: round(tokensPerS, 4), peak_bytes: null }));
         console.error(`step ${step}/${flags.steps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  grad norm ${gradNorm.toFixed(3)}  ${tokensPerS.toFixed(1)} tokens/s`);
-        if (step === flags.steps || (flags.saveEvery > 0 && step % flags.saveEvery === 0)) {
-          await model.syncWeights();
+        const last = step === flags.steps;
+        const evaluate = flags.evalEvery > 0 && (last || step % flags.evalEvery === 0);
+        const save = last || (flags.saveEvery > 0 && step % flags.saveEvery === 0);
+        // Evaluation and saving use the loaded model, with the workers' weights copied back.
+        if (evaluate || save) await model.syncWeights();
+        if (evaluate) {
+          const evalLoss = await evaluationLoss(model.model, data, flags.batchSize);
+          console.log(JSON.stringify({ step, eval_loss: round(evalLoss, 7) }));
+          console.error(`step ${step}: eval loss ${evalLoss.toFixed(4)}`);
+        }
+        if (save) {
           const dir = await writeCheckpointFolder(outDir, step, async (temp) => {
             await model.model.savePretrained(temp, { copyTokenizerFrom: folder });
           });

@@ -92,9 +92,9 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const evalDataPath = stringFlag(args, 'eval-data');
   const resume = args.flags.has('resume');
   const flags = readFlags(args);
+  if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
   const parallel = readParallelFlags(args);
   if (parallel) return runParallelTrain(args, parallel, flags, openDevice);
-  if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
   const lora = readLoraFlags(args, flags.seed);
   const merge = args.flags.has('merge');
   const pack = args.flags.has('pack');

@@ -332,6 +332,11 @@ export class ExpertParallel {
     return loss;
   }
 
+  /** The routed experts' weights gathered from the shards, stacked like the model's (the host's own weights are already current). */
+  expertWeights(): Promise<Map<string, HostTensor>> {
+    return this.gatherExperts('weights');
+  }
+
   /** Every weight by name: the host's, with the routed experts gathered from the shards. */
   async weights(): Promise<Map<string, HostTensor>> {
     const out = new Map<string, HostTensor>();
