@@ -4,8 +4,9 @@
  * per worker. One kind at a time (composing PP × EP × DP is not built); with none the model runs
  * here, on one device, behind the same methods.
  */
-import { noGrad, tidy, type AdamWOptions } from '@nemotron-ts/kernels';
+import { noGrad, tidy } from '@nemotron-ts/kernels';
 import {
+  clipCoefficient,
   DataParallel,
   ExpertParallel,
   fromHost,
@@ -16,6 +17,7 @@ import {
   type PipelineGenerateOptions,
   type PipelineGenerateResult,
   type ScheduleName,
+  type TrainOptimizerOptions,
   type TransferStats,
 } from '@nemotron-ts/parallel';
 import { NemotronHForCausalLM, type FromPretrainedOptions } from './pretrained';
@@ -29,7 +31,7 @@ export interface ParallelOptions {
   expertParallel?: number;
   /** Data-parallel replicas (default 1 = none). */
   dataParallel?: number;
-  /** Worker device specs: cpu, webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
+  /** Worker device specs: cpu, native[:THREADS] (cpu:native[:THREADS]; native workers without a count share the cores), webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
   devices?: string[];
   /** Pipeline microbatches (default: one per stage, at most one per row). */
   microbatches?: number;
@@ -40,6 +42,13 @@ export interface ParallelOptions {
 }
 
 export type ParallelFromPretrainedOptions = FromPretrainedOptions & ParallelOptions;
+
+export interface TrainUpdate {
+  /** Mean of the micro-batches' losses. */
+  loss: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+}
 
 export type ParallelMode = 'single' | 'pipeline' | 'expert' | 'data';
 
@@ -130,8 +139,8 @@ export class ParallelModel {
     return e instanceof PipelineParallel ? e.forwardBackward(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.forwardBackward(batch);
   }
 
-  /** AdamW in every worker (the same update as one AdamW over the whole model). */
-  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
+  /** AdamW in every worker (the same update as one AdamW over the whole model; `noWeightDecay` names parameters without decay). */
+  async setOptimizer(options: TrainOptimizerOptions): Promise<void> {
     return this.trainer('setOptimizer').setOptimizer(options);
   }
 
@@ -141,10 +150,38 @@ export class ParallelModel {
     return e instanceof PipelineParallel ? e.trainStep(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.trainStep(batch);
   }
 
+  /**
+   * One update as the one-device trainer makes it: forward/backward of each micro-batch (their
+   * gradients add up, then are averaged), the all-reduce with data parallelism, global-norm
+   * clipping across the workers (`maxGradNorm` 0 = none), and AdamW with the learning rate scaled
+   * by `lrScale`. A non-finite loss throws before the update (the gradients are zeroed).
+   */
+  async trainUpdate(batches: readonly ParallelBatch[], options: { lrScale?: number; maxGradNorm?: number; step?: number } = {}): Promise<TrainUpdate> {
+    const e = this.trainer('trainUpdate');
+    if (batches.length === 0) throw new Error('trainUpdate: no batches');
+    await e.zeroGrad();
+    const losses: number[] = [];
+    for (const batch of batches) losses.push(await this.forwardBackward(batch));
+    const loss = losses.reduce((a, b) => a + b, 0) / losses.length;
+    if (!Number.isFinite(loss)) {
+      await e.zeroGrad();
+      throw new Error(`training loss is ${loss}${options.step !== undefined ? ` at step ${options.step}` : ''} (micro-batch losses ${losses.join(', ')}); stopping before the update`);
+    }
+    if (e instanceof DataParallel) await e.allReduceGradients();
+    if (batches.length > 1) await e.scaleGradients(1 / batches.length);
+    const gradNorm = await e.gradientNorm();
+    const coef = clipCoefficient(gradNorm, options.maxGradNorm ?? 0);
+    if (coef < 1) await e.scaleGradients(coef);
+    await e.step(options.lrScale ?? 1);
+    return { loss, gradNorm };
+  }
+
   /** The workers' weights copied back into the loaded model (e.g. before `savePretrained`). */
   async syncWeights(): Promise<void> {
     const e = this.trainer('syncWeights');
-    const weights = await e.weights();
+    // Expert parallelism trains the host's own weights in place (its AdamW holds them): only the
+    // routed experts come back, so training can go on after a sync.
+    const weights = e instanceof ExpertParallel ? await e.expertWeights() : await e.weights();
     const device = this.model.lmHead.weight.device;
     for (const [name, host] of weights) {
       const t = fromHost(host, device);

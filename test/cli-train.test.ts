@@ -5,10 +5,11 @@
  */
 import { afterAll, describe, expect, test } from 'bun:test';
 import { writeFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getCpuDevice } from '@nemotron-ts/kernels';
+import { Checkpoint, saveSafetensors } from '@nemotron-ts/hub';
+import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
 import { ensureTinyModel } from '../src/tiny-model';
 
@@ -114,5 +115,28 @@ describe('nemotron train', () => {
     const missing = nemotron('train', '--model', modelDir, '--data', join(scratch, 'nope.txt'), '--out', out);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('nope.txt: no such file');
+  }, 60_000);
+
+  test('--no-strict trains a --model with a missing and an unexpected tensor (warnings); without it, an error naming them', async () => {
+    const loose = join(scratch, 'loose-model');
+    await cp(modelDir, loose, { recursive: true });
+    const checkpoint = await Checkpoint.open(loose);
+    const tensors = new Map<string, Tensor>();
+    for (const key of checkpoint.names()) tensors.set(key, await checkpoint.load(key, { device: getCpuDevice() }));
+    const dropped = [...tensors.keys()].find((k) => k.endsWith('layers.0.norm.weight'))!;
+    tensors.get(dropped)!.dispose();
+    tensors.delete(dropped);
+    tensors.set('backbone.extra.weight', tensor(new Float32Array(3), [3], { device: getCpuDevice() }));
+    await saveSafetensors(join(loose, 'model.safetensors'), tensors);
+    for (const t of tensors.values()) t.dispose();
+    const args = ['train', ...common.map((a) => (a === modelDir ? loose : a)), '--steps', '1'];
+    const strict = nemotron(...args, '--out', join(scratch, 'strict'));
+    expect(strict.code).toBe(1);
+    expect(strict.stderr).toContain(`missing 1 (${dropped}); unexpected 1 (backbone.extra.weight)`);
+    const run = nemotron(...args, '--out', join(scratch, 'not-strict'), '--no-strict');
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain('freshly initialised');
+    expect(run.stderr).toContain('does not use (backbone.extra.weight)');
+    expect(Number.isFinite((JSON.parse(run.stdout.trim()) as { loss: number }).loss)).toBe(true);
   }, 60_000);
 });

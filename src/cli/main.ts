@@ -34,7 +34,7 @@ commands:
   train     --model DIR|REPO_ID --data FILE --out DIR [--steps N] [--batch-size B] [--seq-len L] [--lr X]
             [--min-lr X] [--warmup N] [--weight-decay X] [--grad-clip X] [--grad-accum N] [--eval-every N]
             [--eval-data FILE] [--save-every N] [--save-total-limit N] [--resume] [--seed S] [--dtype f32|bf16] [--pack]
-            [--gradient-checkpointing]: full fine-tuning on FILE (.txt: one document; .jsonl:
+            [--gradient-checkpointing] [--no-strict]: full fine-tuning on FILE (.txt: one document; .jsonl:
             {"text": …} per line, or chat {"messages": [...]} per line, rendered with the chat template
             and the loss on assistant tokens only) with AdamW, warmup + cosine LR, clipping and the MTP
             loss when the model has MTP; --pack packs whole documents into rows with cu_seqlens (no
@@ -56,15 +56,18 @@ commands:
             every update, DIR/report.html and DIR/loss.svg are redrawn at each evaluation and checkpoint
   plot      DIR: redraws DIR/report.html and DIR/loss.svg from DIR/log.jsonl (a train --out folder)
 
-model flags (forward, generate, chat): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
+model flags (forward, generate, chat; train takes --no-strict): --lora DIR|REPO_ID  a PEFT LoRA adapter, applied unmerged (not
   --adapter, which picks the GPU); --no-strict  missing or unexpected checkpoint tensors are warnings
   (missing ones freshly initialised), not errors
 device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
 
-parallel flags (forward, generate): --pipeline-stages N | --expert-parallel N | --data-parallel N
-            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, webgpu, auto,
+parallel flags (forward, generate, train): --pipeline-stages N | --expert-parallel N | --data-parallel N
+            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, native[:THREADS] (or
+            cpu:native[:THREADS]; without a count the native workers share the cores), webgpu, auto,
             vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
-            over Bun Workers, one device each; forward writes the same --out file; generate is greedy
+            over Bun Workers, one device each; forward writes the same --out file; generate is greedy;
+            train makes the one-device trainer's updates (f32; no LoRA, --resume or
+            --gradient-checkpointing) and saves DIR/checkpoint-<step>/ without optimizer state
 
 Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the
 second form, e.g. --prompt=--hello.`;
@@ -112,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'train': {
       const args = parseArgs(rest, TRAIN_BOOLEAN_FLAGS);
-      checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS]);
+      checkFlags(args, [...DEVICE_FLAGS, ...TRAIN_FLAGS, ...PARALLEL_FLAGS]);
       await runTrain(args, () => openDeviceFromFlags(args));
       return 0;
     }

@@ -2,7 +2,8 @@
  * `nemotron train --model DIR|REPO_ID --data FILE --out DIR [...]`: full fine-tuning (src/train) on
  * text or chat data (a .jsonl of {"messages"}: the loss on the assistant's tokens), `--pack` packing
  * whole documents into rows with cu_seqlens,
- * or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
+ * `--no-strict` loading a --model with missing or unexpected tensors (warnings; missing ones freshly
+ * initialised), or with `--lora-r R` LoRA fine-tuning (checkpoints hold the PEFT adapter; `--merge` also writes
  * the merged model to OUT/merged/).
  * One JSON object per update on stdout ({"step","loss","lr","grad_norm","tokens_per_s","peak_bytes"}, and
  * {"step","eval_loss"} after each evaluation); human progress on stderr. Checkpoints go to
@@ -23,17 +24,19 @@ import { TrainingProgress } from '../train/progress';
 import { RunReporter } from '../train/report';
 import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from './lora-flags';
+import { readParallelFlags } from './parallel-flags';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
+import { runParallelTrain } from './train-parallel';
 import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
   'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
   'grad-accum', 'eval-every', 'eval-data', 'save-every', 'save-total-limit', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
-  'gradient-checkpointing', 'pack',
+  'gradient-checkpointing', 'pack', 'no-strict',
 ] as const;
-export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack'] as const;
+export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack', 'no-strict'] as const;
 
-interface TrainFlags {
+export interface TrainFlags {
   steps: number;
   batchSize: number;
   seqLen: number;
@@ -92,6 +95,8 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const resume = args.flags.has('resume');
   const flags = readFlags(args);
   if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
+  const parallel = readParallelFlags(args);
+  if (parallel) return runParallelTrain(args, parallel, flags, openDevice);
   const lora = readLoraFlags(args, flags.seed);
   const merge = args.flags.has('merge');
   const pack = args.flags.has('pack');
@@ -101,7 +106,7 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   // Before anything slow: a bad --out fails now, and a second trainer on it exits at once.
   const lock = await prepareOutDir(outDir);
   try {
-    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing }, openDevice);
+    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict: !args.flags.has('no-strict') }, openDevice);
   } finally {
     lock.release();
   }
@@ -119,9 +124,11 @@ interface TrainRequest {
   /** Pack whole documents into rows (`--pack`). */
   pack: boolean;
   gradientCheckpointing: boolean;
+  /** Off (`--no-strict`): --model's missing tensors are initialised and unexpected ones ignored, with warnings. */
+  strict: boolean;
 }
 
-async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
+async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
   const folder = await resolveCheckpoint(modelPath);
   const configPath = join(folder, 'config.json');
   const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
@@ -149,7 +156,7 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
   const device = await openDevice();
   // --dtype bf16: bf16 weights for compute, trained through f32 masters (see src/train/trainer.ts).
   // A LoRA run's checkpoints hold only the adapter: the base always comes from --model.
-  const model = await NemotronHForCausalLM.fromPretrained(resume && existing && !lora ? existing : folder, { device, dtype: flags.dtype });
+  const model = await NemotronHForCausalLM.fromPretrained(resume && existing && !lora ? existing : folder, { device, dtype: flags.dtype, strict });
   if (lora) {
     let handle: LoraHandle;
     try {

@@ -95,29 +95,43 @@ export async function saveCheckpoint(
   state: Omit<TrainerState, 'optimizer' | 'version'>,
   options: SaveCheckpointOptions,
 ): Promise<string> {
-  const final = checkpointDir(outDir, state.step);
-  const temp = join(outDir, `.checkpoint-${state.step}.partial-${process.pid}`);
-  await rm(temp, { recursive: true, force: true });
   const dict = optimizer.stateDict();
   try {
-    if (options.loraAdapter) {
-      await saveLoraAdapter(model, temp, options.loraAdapter);
-      if (options.tokenizerFrom) await copyTokenizerFiles(options.tokenizerFrom, temp);
-    } else {
-      await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
-    }
-    if (options.masters.size > 0) await saveSafetensors(join(temp, MASTER_WEIGHTS_FILE), options.masters);
-    const buffers = new Map<string, Tensor>();
-    dict.params.forEach((s, i) => {
-      if (s) for (const [key, t] of Object.entries(s.buffers)) buffers.set(`${names[i]}.${key}`, t);
+    return await writeCheckpointFolder(outDir, state.step, async (temp) => {
+      if (options.loraAdapter) {
+        await saveLoraAdapter(model, temp, options.loraAdapter);
+        if (options.tokenizerFrom) await copyTokenizerFiles(options.tokenizerFrom, temp);
+      } else {
+        await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
+      }
+      if (options.masters.size > 0) await saveSafetensors(join(temp, MASTER_WEIGHTS_FILE), options.masters);
+      const buffers = new Map<string, Tensor>();
+      dict.params.forEach((s, i) => {
+        if (s) for (const [key, t] of Object.entries(s.buffers)) buffers.set(`${names[i]}.${key}`, t);
+      });
+      await saveSafetensors(join(temp, OPTIMIZER_FILE), buffers);
+      const full: TrainerState = {
+        version: 1,
+        ...state,
+        optimizer: { stepCount: dict.stepCount, groups: dict.groups, params: dict.params.map((s, i) => (s ? { name: names[i]!, step: s.step } : null)) },
+      };
+      await writeFile(join(temp, TRAINER_STATE_FILE), JSON.stringify(full, null, 2));
     });
-    await saveSafetensors(join(temp, OPTIMIZER_FILE), buffers);
-    const full: TrainerState = {
-      version: 1,
-      ...state,
-      optimizer: { stepCount: dict.stepCount, groups: dict.groups, params: dict.params.map((s, i) => (s ? { name: names[i]!, step: s.step } : null)) },
-    };
-    await writeFile(join(temp, TRAINER_STATE_FILE), JSON.stringify(full, null, 2));
+  } finally {
+    for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
+  }
+}
+
+/**
+ * Writes `OUT/checkpoint-<step>/` atomically: `write` fills a temporary folder that is renamed
+ * into place when whole (a re-save of the same step replaces it). Returns the folder.
+ */
+export async function writeCheckpointFolder(outDir: string, step: number, write: (temp: string) => Promise<void>): Promise<string> {
+  const final = checkpointDir(outDir, step);
+  const temp = join(outDir, `.checkpoint-${step}.partial-${process.pid}`);
+  await rm(temp, { recursive: true, force: true });
+  try {
+    await write(temp);
     await rm(final, { recursive: true, force: true });
     await rename(temp, final);
   } catch (e) {
@@ -126,10 +140,13 @@ export async function saveCheckpoint(
     const code = (e as NodeJS.ErrnoException).code;
     const message = (e as Error).message.replaceAll(temp, final);
     throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsErrorMeaning(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
-  } finally {
-    for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
   }
   return final;
+}
+
+/** Whether `outDir` holds any `checkpoint-<step>/` folder (resumable or not). */
+export async function hasCheckpointFolders(outDir: string): Promise<boolean> {
+  return (await checkpointSteps(outDir)).length > 0;
 }
 
 /** Copies the tokenizer files `from` has into `to` (as HF's Trainer keeps them beside an adapter). */

@@ -365,26 +365,7 @@ export class Trainer {
    * rows, each batch's mean weighted by its target count).
    */
   async evaluate(): Promise<number> {
-    const rows = this.data.eval;
-    if (!rows) throw new Error('Trainer.evaluate: the data has no evaluation rows');
-    const targets = this.data.evalTargets ?? null;
-    const size = this.options.batchSize;
-    let total = 0;
-    let count = 0;
-    this.model.eval();
-    try {
-      for (let i = 0; i < rows.length; i += size) {
-        const batch = rowBatch(rows.slice(i, i + size), rows.slice(i, i + size).map((_, j) => targets?.[i + j] ?? null));
-        if (batch.targetCount === 0) continue;
-        const loss = noGrad(() => this.model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens: batch.cuSeqlens ?? undefined }).loss!);
-        total += (await loss.item()) * batch.targetCount;
-        count += batch.targetCount;
-        loss.dispose();
-      }
-    } finally {
-      this.model.train();
-    }
-    return total / Math.max(count, 1);
+    return evaluationLoss(this.model, this.data, this.options.batchSize);
   }
 
   /** Writes `OUT/checkpoint-<step>/` (model or LoRA adapter, optimizer, trainer state). */
@@ -423,4 +404,30 @@ function loraRunSettings(config: LoraConfig): LoraRunSettings {
   const { r, alpha, dropout, targetModules, seed } = config;
   // A list of names, or one regular expression (PEFT's string form), which stays one string.
   return { r, alpha, dropout, targetModules: typeof targetModules === 'string' ? targetModules : [...targetModules], seed };
+}
+
+/**
+ * Mean next-token loss of `model` over the data's evaluation rows, without gradients (batches of
+ * `batchSize` rows, each batch's mean weighted by its target count); the model is left in training mode.
+ */
+export async function evaluationLoss(model: NemotronHForCausalLM, data: TrainingData, batchSize: number): Promise<number> {
+  const rows = data.eval;
+  if (!rows) throw new Error('evaluate: the data has no evaluation rows');
+  const targets = data.evalTargets ?? null;
+  let total = 0;
+  let count = 0;
+  model.eval();
+  try {
+    for (let i = 0; i < rows.length; i += batchSize) {
+      const batch = rowBatch(rows.slice(i, i + batchSize), rows.slice(i, i + batchSize).map((_, j) => targets?.[i + j] ?? null));
+      if (batch.targetCount === 0) continue;
+      const loss = noGrad(() => model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens: batch.cuSeqlens ?? undefined }).loss!);
+      total += (await loss.item()) * batch.targetCount;
+      count += batch.targetCount;
+      loss.dispose();
+    }
+  } finally {
+    model.train();
+  }
+  return total / Math.max(count, 1);
 }

@@ -1,13 +1,21 @@
 /* Library-wide state of the native CPU kernels: thread count and the ISA this build targets. */
 #include "native.h"
 
-static int threads = 1;
+/*
+ * The count is per calling thread: Bun Workers sharing this library in one process each call
+ * nt_set_threads on their own thread (their share of the cores), as OpenMP's omp_set_num_threads
+ * is per thread too. A thread that never set it (an OpenMP team member) gets the last count set.
+ * OpenBLAS's count is process-wide: the last call sets it.
+ */
+static int last_threads = 1;
+static _Thread_local int threads = 0;
 
-int nt_threads(void) { return threads; }
+int nt_threads(void) { return threads > 0 ? threads : last_threads; }
 
-/* Sets the worker threads (≥ 1) and returns the count in effect. */
+/* Sets the calling thread's worker threads (≥ 1) and returns the count in effect. */
 EXPORT int nt_set_threads(int n) {
   threads = n < 1 ? 1 : n;
+  last_threads = threads;
 #ifdef _OPENMP
   omp_set_num_threads(threads);
 #endif

@@ -7,9 +7,9 @@
  * already queued while one is summed. Then every replica takes the same AdamW step, so the
  * replicas stay identical.
  */
-import type { AdamWOptions } from '@nemotron-ts/kernels';
 import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
+import type { TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor } from './host-tensor';
 import type { TransferStats } from './pipeline';
 import { splitRows } from './schedules';
@@ -146,8 +146,19 @@ export class DataParallel {
     await this.group.callAll('zeroGrad');
   }
 
-  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
+  /** An AdamW per replica (`noWeightDecay` names a group without decay). */
+  async setOptimizer(options: TrainOptimizerOptions): Promise<void> {
     await this.group.callAll('optimizer', () => options);
+  }
+
+  /** The global gradient norm: replica 0's (after {@link allReduceGradients} every replica holds the sum). */
+  async gradientNorm(): Promise<number> {
+    return Math.sqrt(await this.group.call<number>(0, 'gradientSumOfSquares', null, { step: 'gradient norm' }));
+  }
+
+  /** Every replica's gradients times `factor` (clipping, accumulation's mean). */
+  async scaleGradients(factor: number): Promise<void> {
+    await this.group.callAll('scaleGradients', () => ({ factor }), { step: 'gradient scaling' });
   }
 
   async step(lrScale = 1): Promise<void> {

@@ -10,9 +10,10 @@
  * loss down, each MoE layer's output gradient going to the shards, which return the gradients of
  * their rows and routing weights and keep their experts' gradients.
  */
-import { AdamW, add, backward, crossEntropy, detach, keep, mul, narrow, noGrad, reshape, sum, tensor, tidy, type AdamWOptions, type Tensor } from '@nemotron-ts/kernels';
+import { add, type AdamW, backward, crossEntropy, detach, keep, mul, narrow, noGrad, reshape, sum, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
 import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, type ParallelBatch } from './batch';
+import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor, toHost } from './host-tensor';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
 import type { StageWorkerOptions } from './stage-workers';
@@ -292,10 +293,29 @@ export class ExpertParallel {
   private optimizer: AdamW | null = null;
 
   /** AdamW over the host's parameters (routed experts excepted) and one per shard over its experts. */
-  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
-    const experts = new Set([...this.model.model.layers].flatMap((b) => (b.mixer instanceof MoE ? [b.mixer.experts.upProj, b.mixer.experts.downProj] : [])));
-    this.optimizer = new AdamW(this.model.parameters().filter((p) => !experts.has(p)), options);
+  async setOptimizer(options: TrainOptimizerOptions): Promise<void> {
+    const experts = this.routedExperts();
+    this.optimizer = groupedAdamW(this.model.namedParameters().filter(([, p]) => !experts.has(p)), options);
     await this.group.callAll('optimizer', () => options);
+  }
+
+  private routedExperts(): Set<Tensor> {
+    return new Set([...this.model.model.layers].flatMap((b) => (b.mixer instanceof MoE ? [b.mixer.experts.upProj, b.mixer.experts.downProj] : [])));
+  }
+
+  /** The global gradient norm: the host's parameters and every shard's experts. */
+  async gradientNorm(): Promise<number> {
+    const experts = this.routedExperts();
+    const here = await gradientSumOfSquares(this.model.parameters().filter((p) => !experts.has(p)));
+    const parts = await this.group.callAll<number>('gradientSumOfSquares', () => null, { step: 'gradient norm' });
+    return Math.sqrt(parts.reduce((a, b) => a + b, here));
+  }
+
+  /** Every gradient (host and shards) times `factor`. */
+  async scaleGradients(factor: number): Promise<void> {
+    const experts = this.routedExperts();
+    scaleGradients(this.model.parameters().filter((p) => !experts.has(p)), factor);
+    await this.group.callAll('scaleGradients', () => ({ factor }), { step: 'gradient scaling' });
   }
 
   async step(lrScale = 1): Promise<void> {
@@ -310,6 +330,11 @@ export class ExpertParallel {
     const loss = await this.forwardBackward(batch);
     await this.step();
     return loss;
+  }
+
+  /** The routed experts' weights gathered from the shards, stacked like the model's (the host's own weights are already current). */
+  expertWeights(): Promise<Map<string, HostTensor>> {
+    return this.gatherExperts('weights');
   }
 
   /** Every weight by name: the host's, with the routed experts gathered from the shards. */

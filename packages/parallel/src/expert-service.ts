@@ -3,7 +3,8 @@
  * (experts [rank·E/ep, (rank+1)·E/ep)), applied to the token rows the host dispatched here; in
  * training it keeps each layer's inputs for the backward and accumulates its experts' gradients.
  */
-import { AdamW, backward, keep, moeExperts, noGrad, tidy, type AdamWOptions, type Device, type Tensor } from '@nemotron-ts/kernels';
+import { AdamW, backward, keep, moeExperts, noGrad, tidy, type Device, type Tensor } from '@nemotron-ts/kernels';
+import { gradientSumOfSquares, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, toHost, type HostTensor } from './host-tensor';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
 
@@ -80,8 +81,16 @@ export function createExpertService(context: ServiceContext): WorkerService {
           }
           return out;
         }
-        case 'optimizer':
-          optimizer = new AdamW([...shards.values()].flatMap((s) => [s.up, s.down]), args as Partial<AdamWOptions>);
+        case 'optimizer': {
+          // Expert matrices always take weight decay.
+          const { noWeightDecay: _skip, ...hyper } = args as TrainOptimizerOptions;
+          optimizer = new AdamW([...shards.values()].flatMap((s) => [s.up, s.down]), hyper);
+          return null;
+        }
+        case 'gradientSumOfSquares':
+          return gradientSumOfSquares([...shards.values()].flatMap((s) => [s.up, s.down]));
+        case 'scaleGradients':
+          scaleGradients([...shards.values()].flatMap((s) => [s.up, s.down]), (args as { factor: number }).factor);
           return null;
         case 'step':
           if (!optimizer) throw new Error(`expert shard ${context.rank}: no optimizer (call 'optimizer' first)`);

@@ -5,9 +5,9 @@
  * and decode pipelined over microbatches, each stage holding its layers' share of the cache).
  * Activations travel worker → host → worker as transferred buffers.
  */
-import type { AdamWOptions } from '@nemotron-ts/kernels';
 import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, concatRows, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
+import type { TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor } from './host-tensor';
 import { scheduleOps, splitRows, type ScheduleName } from './schedules';
 import { planStages, type SplitOptions, type StagePlan } from './stage-plan';
@@ -177,8 +177,19 @@ export class PipelineParallel {
   }
 
   /** An AdamW per stage over the stage's parameters (the same update as one AdamW over the model). */
-  async setOptimizer(options: Partial<AdamWOptions>): Promise<void> {
+  async setOptimizer(options: TrainOptimizerOptions): Promise<void> {
     await this.group.callAll('optimizer', () => options);
+  }
+
+  /** The global gradient norm over every stage's parameters. */
+  async gradientNorm(): Promise<number> {
+    const parts = await this.group.callAll<number>('gradientSumOfSquares', () => null, { step: 'gradient norm' });
+    return Math.sqrt(parts.reduce((a, b) => a + b, 0));
+  }
+
+  /** Every stage's gradients times `factor` (clipping, accumulation's mean). */
+  async scaleGradients(factor: number): Promise<void> {
+    await this.group.callAll('scaleGradients', () => ({ factor }), { step: 'gradient scaling' });
   }
 
   async step(lrScale = 1): Promise<void> {

@@ -11,6 +11,13 @@ export type WorkerToHost =
 export const HEARTBEAT_INTERVAL_MS = 200;
 
 /** What a worker's first request (`init`) carries. */
+/** What a worker opened (its `init` answer): the device label (`cpu`, `cpu:native`, `webgpu:vulkan`) and native threads. */
+export interface OpenedDevice {
+  readonly device: string;
+  /** The native backend's threads in this worker; null on other devices. */
+  readonly threads: number | null;
+}
+
 export interface InitArgs {
   /** The service the worker runs (see services.ts). */
   readonly service: string;

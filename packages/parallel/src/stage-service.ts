@@ -4,8 +4,9 @@
  * forward and backward of a microbatch, gradients, the optimizer step, and cached prefill/decode
  * for generation. Tensors cross as {@link HostTensor}s; everything else stays on this device.
  */
-import { add, AdamW, argmax, backward, crossEntropy, keep, mul, narrow, noGrad, reshape, tensor, tidy, zeros, type AdamWOptions, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import { add, type AdamW, argmax, backward, crossEntropy, keep, mul, narrow, noGrad, reshape, tensor, tidy, zeros, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { decodePosition, IGNORE_INDEX, NemotronHConfig, NemotronHybridCache, prefillPositions, prepareInputs, type Rows, type SequenceInfo } from '@nemotron-ts/core';
+import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, HostTensor, toHost } from './host-tensor';
 import { PipelineStage } from './pipeline-stage';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
@@ -96,7 +97,12 @@ class StageService implements WorkerService {
       case 'zeroGrad':
         return this.stage.zeroGrad();
       case 'optimizer':
-        this.optimizer = new AdamW(this.stage.parameters(), args as Partial<AdamWOptions>);
+        this.optimizer = groupedAdamW(this.stage.namedParameters(), args as TrainOptimizerOptions);
+        return null;
+      case 'gradientSumOfSquares':
+        return gradientSumOfSquares(this.stage.parameters());
+      case 'scaleGradients':
+        scaleGradients(this.stage.parameters(), (args as { factor: number }).factor);
         return null;
       case 'step':
         return this.step(args as { lrScale?: number });

@@ -3,9 +3,9 @@
  * requests one at a time in arrival order, and sends heartbeats so the host can tell a busy worker
  * from a hung one.
  */
-import { initDevice, type Device } from '@nemotron-ts/kernels';
-import { parseDeviceSpec } from './device-spec';
-import { HEARTBEAT_INTERVAL_MS, type HostToWorker, type InitArgs, type WorkerToHost } from './protocol';
+import { deviceLabel, initDevice, nativeKernels, type Device } from '@nemotron-ts/kernels';
+import { parseWorkerDevice } from './device-spec';
+import { HEARTBEAT_INTERVAL_MS, type HostToWorker, type InitArgs, type OpenedDevice, type WorkerToHost } from './protocol';
 import type { WorkerService } from './service';
 import { reportProgress, setProgressCounter } from './progress';
 import { SERVICES } from './services';
@@ -28,9 +28,14 @@ async function init(args: InitArgs): Promise<unknown> {
   if (service) throw new Error('init: the worker was already initialised');
   const factory = SERVICES[args.service];
   if (!factory) throw new Error(`init: no service '${args.service}' (known: ${Object.keys(SERVICES).join(', ')})`);
-  device = await initDevice(parseDeviceSpec(args.device));
+  const spec = parseWorkerDevice(args.device);
+  device = await initDevice(spec.options);
+  // This worker's share of the cores (the library is shared by the process; the count is per thread).
+  const native = device.kind === 'cpu' && device.name === 'cpu:native' ? nativeKernels() : null;
+  if (native && spec.threads !== undefined) native.setThreads(spec.threads);
   service = await factory({ device, rank: args.rank, options: args.options });
-  return { device: device.kind };
+  const opened: OpenedDevice = { device: deviceLabel(device), threads: native ? native.threads : null };
+  return opened;
 }
 
 async function handle(msg: Extract<HostToWorker, { t: 'req' }>): Promise<void> {

@@ -10,7 +10,7 @@
  * - Each call may carry a timeout; `close()` terminates everything.
  */
 import { decodeMessage, encodeMessage, tensorBytes, type WireMessage } from './wire';
-import { HEARTBEAT_INTERVAL_MS, type HostToWorker, type InitArgs, type WorkerToHost } from './protocol';
+import { HEARTBEAT_INTERVAL_MS, type HostToWorker, type InitArgs, type OpenedDevice, type WorkerToHost } from './protocol';
 import { resolveDevices } from './device-spec';
 
 export interface WorkerGroupOptions {
@@ -83,10 +83,14 @@ export class WorkerGroup {
 
   private constructor(
     readonly size: number,
+    /** Each worker's device spec (native shares resolved to `native:N`). */
     readonly devices: readonly string[],
     private readonly heartbeatTimeoutMs: number,
     private readonly describeRank: (rank: number) => string,
   ) {}
+
+  /** What each worker opened: its device label and native threads. */
+  opened: readonly OpenedDevice[] = [];
 
   /** Starts `size` workers, waits for each one's ready message, then initialises its service. */
   static async start(options: WorkerGroupOptions): Promise<WorkerGroup> {
@@ -98,10 +102,10 @@ export class WorkerGroup {
     try {
       await Promise.all(Array.from({ length: size }, (_, rank) => group.spawn(rank, startTimeout)));
       group.startWatchdog();
-      await Promise.all(
+      group.opened = await Promise.all(
         Array.from({ length: size }, (_, rank) => {
           const init: InitArgs = { service, device: devices[rank]!, rank, options: options.options?.(rank) ?? null };
-          return group.call(rank, 'init', init, { step: `init on ${devices[rank]}`, timeoutMs: startTimeout });
+          return group.call<OpenedDevice>(rank, 'init', init, { step: `init on ${devices[rank]}`, timeoutMs: startTimeout });
         }),
       );
     } catch (e) {

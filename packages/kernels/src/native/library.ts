@@ -44,6 +44,8 @@ type Buffers = ArrayBufferLike | ArrayBufferView | null;
 
 /** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
 export interface NativeSymbols {
+  /** Sets the calling thread's kernel threads; returns the count in effect. */
+  nt_set_threads(n: number): number;
   /** 0 turns the loaded BLAS off (our f32 kernels run), 1 back on. */
   nt_enable_blas(on: number): void;
   nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
@@ -71,11 +73,19 @@ export class NativeKernels {
     readonly symbols: NativeSymbols,
     /** ISA features the library was compiled for, e.g. ['avx2', 'fma']. */
     readonly features: readonly string[],
-    readonly threads: number,
+    /** Threads this JS thread's kernels use (each Bun Worker sets its own: {@link setThreads}). */
+    public threads: number,
     readonly path: string,
     /** The BLAS that f32 products use, or null (our kernels only). */
     readonly blas: string | null,
   ) {}
+
+  /** Sets the threads of the kernels this JS thread (main or Worker) runs; returns the count in effect. */
+  setThreads(n: number): number {
+    if (!Number.isInteger(n) || n < 1) throw new Error(`native threads must be a positive integer, got ${n}`);
+    this.threads = this.symbols.nt_set_threads(n);
+    return this.threads;
+  }
 
   /** e.g. `native (avx2 fma, 2 threads, f32 GEMM: libopenblas.so.0)`. */
   describe(): string {

@@ -1,0 +1,94 @@
+/**
+ * `nemotron train` with the parallel flags, end to end on the tiny model (CPU workers): data-,
+ * pipeline- and expert-parallel runs log the one-device run's losses, learning rates and gradient norms
+ * (clipping, weight-decay groups, accumulation and the schedule included) and evaluation losses, save weights equal to
+ * one device's, and flags that do not compose with the workers are refused naming the flag.
+ */
+import { afterAll, describe, expect, test } from 'bun:test';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getCpuDevice, getNativeDevice } from '@nemotron-ts/kernels';
+import { NemotronHForCausalLM } from '../src/pretrained';
+import { ensureTinyModel } from '../src/tiny-model';
+import { relDiff } from './support/fixtures';
+
+const ROOT = join(import.meta.dir, '..');
+const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-parallel-'));
+afterAll(() => rm(scratch, { recursive: true, force: true }));
+const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
+const dataPath = join(scratch, 'data.jsonl');
+await writeFile(dataPath, Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat.` })).join('\n'));
+
+function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+// A small --grad-clip so clipping acts, a large --weight-decay so the no-decay group shows (each
+// changes the losses or norms beyond the tolerances below), --grad-accum 2 for accumulation's mean.
+const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--grad-accum', '2', '--lr', '1e-3', '--warmup', '1', '--steps', '3', '--grad-clip', '0.5', '--weight-decay', '0.5', '--device', 'cpu'];
+
+interface StepLine {
+  step: number;
+  loss: number;
+  lr: number;
+  grad_norm: number;
+  eval_loss?: number;
+}
+
+/** The run's step lines (evaluation lines: `evals`). */
+function run(out: string, ...flags: string[]): StepLine[] & { evals?: StepLine[] } {
+  const r = nemotron('train', ...common, '--out', out, ...flags);
+  expect({ flags, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ flags, code: 0, stderr: '' });
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as StepLine);
+  return Object.assign(lines.filter((l) => l.eval_loss === undefined), { evals: lines.filter((l) => l.eval_loss !== undefined) });
+}
+
+async function lmHead(dir: string): Promise<Float32Array> {
+  const model = await NemotronHForCausalLM.fromPretrained(dir, { device: getCpuDevice() });
+  try {
+    return await model.lmHead.weight.toFloat32();
+  } finally {
+    model.dispose();
+  }
+}
+
+describe('nemotron train with parallel flags', () => {
+  test('data, pipeline and expert parallel log one device\'s losses and save its weights', async () => {
+    const one = run(join(scratch, 'one'), '--eval-every', '2');
+    expect(one.evals!.map((l) => l.step)).toEqual([2, 3]);
+    expect(one.map((l) => l.step)).toEqual([1, 2, 3]);
+    expect(one.some((l) => l.grad_norm > 0.5)).toBe(true); // clipping acted
+    const want = await lmHead(join(scratch, 'one', 'checkpoint-3'));
+    for (const flags of [['--data-parallel', '2'], ['--pipeline-stages', '2', '--microbatches', '2'], ['--expert-parallel', '2']]) {
+      const out = join(scratch, flags[0]!.slice(2));
+      const got = run(out, '--devices', 'cpu', '--eval-every', '2', ...flags);
+      expect(got.map((l) => l.step)).toEqual([1, 2, 3]);
+      got.evals!.forEach((l, i) => expect([l.step, Math.abs(l.eval_loss! - one.evals![i]!.eval_loss!) / one.evals![i]!.eval_loss! <= 1e-5]).toEqual([one.evals![i]!.step, true]));
+      got.forEach((l, i) => {
+        expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-5);
+        expect(Math.abs(l.grad_norm - one[i]!.grad_norm) / one[i]!.grad_norm).toBeLessThanOrEqual(1e-4);
+        expect(l.lr).toBe(one[i]!.lr);
+      });
+      expect(await readdir(join(out, 'checkpoint-3'))).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json']));
+      expect(relDiff(await lmHead(join(out, 'checkpoint-3')), want)).toBeLessThanOrEqual(1e-4);
+    }
+  }, 300_000);
+
+  const native = getNativeDevice();
+  test.skipIf(!native)('data parallel on native CPU workers sharing the cores: one device\'s losses', async () => {
+    const one = run(join(scratch, 'one-for-native'));
+    const got = run(join(scratch, 'native'), '--data-parallel', '2', '--devices', 'native');
+    got.forEach((l, i) => expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-4));
+  }, 300_000);
+
+  test('flags that do not compose with the workers exit 2 naming the flag', () => {
+    const refused = (...flags: string[]) => nemotron('train', ...common, '--out', join(scratch, 'refused'), '--data-parallel', '2', ...flags);
+    expect(refused('--lora-r', '4')).toMatchObject({ code: 2, stderr: expect.stringContaining('--lora-r is not supported with --data-parallel') });
+    expect(refused('--resume')).toMatchObject({ code: 2, stderr: expect.stringContaining('--resume is not supported with --data-parallel') });
+    expect(refused('--gradient-checkpointing')).toMatchObject({ code: 2, stderr: expect.stringContaining('--gradient-checkpointing is not supported') });
+    expect(refused('--dtype', 'bf16')).toMatchObject({ code: 2, stderr: expect.stringContaining('--dtype bf16 is not supported with --data-parallel') });
+    expect(refused('--pipeline-stages', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
+  });
+});
