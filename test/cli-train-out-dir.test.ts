@@ -95,12 +95,12 @@ describe('nemotron train --out', () => {
     expect(run.stderr).toContain(`took over the lock of a trainer that is gone (pid ${pid}`);
     expect(run.stderr).toContain(`removed 2 unfinished checkpoint folder(s) of an interrupted run: ${insideSave}, ${partial}`);
     expect(run.stderr).toContain(`deleted ${join(out, 'checkpoint-2')} (--save-total-limit 2)`);
-    expect((await readdir(out)).sort()).toEqual(['checkpoint-3', 'checkpoint-4']);
+    expect((await readdir(out)).sort()).toEqual(['checkpoint-3', 'checkpoint-4', 'log.jsonl', 'loss.svg', 'report.html']);
 
     // Resumed from the newest with a limit of 1: it goes only once checkpoint-5 is whole.
     const resumed = nemotron('train', ...common, '--out', out, '--steps', '5', '--save-total-limit', '1', '--resume');
     expect(resumed.code).toBe(0);
-    expect((await readdir(out)).sort()).toEqual(['checkpoint-5']);
+    expect((await readdir(out)).sort()).toEqual(['checkpoint-5', 'log.jsonl', 'loss.svg', 'report.html']);
 
     // Another host's lock cannot be judged stale.
     await writeFile(join(out, OUT_DIR_LOCK_FILE), JSON.stringify({ pid: 1, host: 'elsewhere', token: 't', started: '2026-01-01T00:00:00.000Z' }));
