@@ -46,7 +46,15 @@ async function openPageDevice(): Promise<WebGpuDevice> {
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) throw new Error('WebGPU: no adapter');
   const limits: Record<string, number> = {};
-  for (const key of ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxStorageBuffersPerShaderStage'] as const) limits[key] = adapter.limits[key];
+  for (const key of [
+    'maxStorageBufferBindingSize',
+    'maxBufferSize',
+    'maxComputeWorkgroupStorageSize',
+    'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupSizeX',
+    'maxStorageBuffersPerShaderStage',
+  ] as const)
+    limits[key] = adapter.limits[key];
   const features = [...adapter.features].filter((f) => f === 'subgroups' || f === 'shader-f16' || f === 'timestamp-query') as GPUFeatureName[];
   const device = await adapter.requestDevice({ requiredLimits: limits, requiredFeatures: features });
   adapterName = `${[adapter.info.vendor, adapter.info.architecture, adapter.info.description].filter(Boolean).join(' ') || 'unknown adapter'} (WebGPU in the browser)`;
@@ -62,9 +70,17 @@ async function loadModel(base: string, device: WebGpuDevice): Promise<{ model: N
   if (!weights.ok) throw new Error(`${base}model.safetensors: HTTP ${weights.status}`);
   const reader = await SafetensorsReader.open(memorySource(new Uint8Array(await weights.arrayBuffer()), `${base}model.safetensors`));
   const shapes = new Map(reader.names().map((name) => [name, reader.entry(name).shape]));
-  await loadCheckpoint(model, shapes, (key, target) => reader.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined }), { strict: true, tieWordEmbeddings: config.tieWordEmbeddings });
+  await loadCheckpoint(model, shapes, (key, target) => reader.load(key, { device: target.device, dtype: isFloat(target.dtype) ? target.dtype : undefined }), {
+    strict: true,
+    tieWordEmbeddings: config.tieWordEmbeddings,
+  });
   const tokenizerConfig = await fetchJson(`${base}tokenizer_config.json`);
-  const tokenizer = new HfTokenizer(await fetchJson(`${base}tokenizer.json`), tokenizerConfig, ChatTemplates.fromConfigValue(tokenizerConfig.chat_template, `${base}tokenizer_config.json`), base);
+  const tokenizer = new HfTokenizer(
+    await fetchJson(`${base}tokenizer.json`),
+    tokenizerConfig,
+    ChatTemplates.fromConfigValue(tokenizerConfig.chat_template, `${base}tokenizer_config.json`),
+    base,
+  );
   return { model: model.eval().requiresGrad_(false), tokenizer };
 }
 
@@ -99,7 +115,12 @@ async function run(): Promise<void> {
   const s = result.stats;
   const round = (v: number) => Number(v.toFixed(2));
   // As `nemotron generate --json`: each row's tokens up to the one that finished it.
-  window.nemotronResult = { ids: result.tokens.map((row, b) => row.slice(0, result.lengths[b])), prompt_tokens_per_s: round(s.promptTokensPerS), decode_tokens_per_s: round(s.decodeTokensPerS), device: adapterName };
+  window.nemotronResult = {
+    ids: result.tokens.map((row, b) => row.slice(0, result.lengths[b])),
+    prompt_tokens_per_s: round(s.promptTokensPerS),
+    decode_tokens_per_s: round(s.decodeTokensPerS),
+    device: adapterName,
+  };
   status.textContent = `done on ${adapterName}: prompt ${s.promptTokens} tokens at ${s.promptTokensPerS.toFixed(0)} tokens/s, ${s.steps} new tokens at ${s.decodeTokensPerS.toFixed(0)} tokens/s`;
 }
 

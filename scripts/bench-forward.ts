@@ -31,7 +31,11 @@ for (const name of models) {
     // Frozen weights: inference, and the matmul keeps re-laid-out copies of weights that cannot change.
     const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
     const gen = new Generator(1);
-    const ids = tensor(Int32Array.from({ length: tokens }, () => Math.floor(gen.uniform() * config.vocabSize)), [1, tokens], { device });
+    const ids = tensor(
+      Int32Array.from({ length: tokens }, () => Math.floor(gen.uniform() * config.vocabSize)),
+      [1, tokens],
+      { device },
+    );
     const prefill = async (): Promise<{ ms: number; cpuMs: number }> => {
       const t0 = performance.now();
       const c0 = process.cpuUsage();
@@ -46,7 +50,19 @@ for (const name of models) {
     for (let i = 0; i < reps; i++) runs.push(await prefill());
     const { ms, cpuMs } = runs.sort((a, b) => a.ms - b.ms)[Math.floor(runs.length / 2)]!;
     const bench = `bench-${name}`;
-    console.log(JSON.stringify({ bench: 'prefill', model: bench, dtype, device: deviceLabel(device), tokens, ms: round(ms), cpu_ms: round(cpuMs), tokens_per_s: Math.round((tokens * 1000) / ms), best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms) }));
+    console.log(
+      JSON.stringify({
+        bench: 'prefill',
+        model: bench,
+        dtype,
+        device: deviceLabel(device),
+        tokens,
+        ms: round(ms),
+        cpu_ms: round(cpuMs),
+        tokens_per_s: Math.round((tokens * 1000) / ms),
+        best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms),
+      }),
+    );
     console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, device: deviceLabel(device), tokens, ms: await breakdown(model, ids) }));
     if (profile) await kernelProfile(bench, dtype, () => prefill());
     ids.dispose();
@@ -81,7 +97,19 @@ async function kernelProfile(model: string, dtype: string, run: () => Promise<un
   if (device.kind !== 'webgpu') return;
   const { kernels } = await device.profileKernels(run);
   const total = kernels.reduce((a, k) => a + k.gpuMs, 0);
-  for (const k of kernels) console.log(JSON.stringify({ bench: 'prefill_kernel_profile', model, dtype, tokens, kernel: k.kernel, calls: k.calls, gpu_ms: round(k.gpuMs), share: +(k.gpuMs / total).toFixed(3) }));
+  for (const k of kernels)
+    console.log(
+      JSON.stringify({
+        bench: 'prefill_kernel_profile',
+        model,
+        dtype,
+        tokens,
+        kernel: k.kernel,
+        calls: k.calls,
+        gpu_ms: round(k.gpuMs),
+        share: +(k.gpuMs / total).toFixed(3),
+      }),
+    );
 }
 
 function round(v: number): number {

@@ -44,7 +44,18 @@ for (const dtype of dtypes) {
   let best = Infinity;
   device.resetPeak();
   for (let i = 0; i < reps; i++) best = Math.min(best, (await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 })).stats.prefillMs);
-  console.log(JSON.stringify({ bench: 'prefill', ...common, depth: 512, tokens_per_s: Math.round((512 * 1000) / best), ms: round(best), peak_bytes: device.memoryStats().peakLiveBytes, texture_bytes: textureBytes(), rss_bytes: process.memoryUsage().rss }));
+  console.log(
+    JSON.stringify({
+      bench: 'prefill',
+      ...common,
+      depth: 512,
+      tokens_per_s: Math.round((512 * 1000) / best),
+      ms: round(best),
+      peak_bytes: device.memoryStats().peakLiveBytes,
+      texture_bytes: textureBytes(),
+      rss_bytes: process.memoryUsage().rss,
+    }),
+  );
 
   // Depths interleaved, best of BENCH_REPS runs each: contention on a shared machine hits them alike.
   const prompts = new Map(depths.map((depth) => [depth, prompt(depth)]));
@@ -77,7 +88,19 @@ for (const dtype of dtypes) {
   }
   for (const depth of depths) {
     const { ms, cpuMs } = fastest.get(depth)!;
-    console.log(JSON.stringify({ bench: 'decode', ...common, depth, tokens_per_s: round(1000 / ms), ms_per_token: round(ms), cpu_ms_per_token: round(cpuMs), peak_bytes: peaks.get(depth), texture_bytes: textureBytes(), rss_bytes: process.memoryUsage().rss }));
+    console.log(
+      JSON.stringify({
+        bench: 'decode',
+        ...common,
+        depth,
+        tokens_per_s: round(1000 / ms),
+        ms_per_token: round(ms),
+        cpu_ms_per_token: round(cpuMs),
+        peak_bytes: peaks.get(depth),
+        texture_bytes: textureBytes(),
+        rss_bytes: process.memoryUsage().rss,
+      }),
+    );
   }
   model.dispose();
 }

@@ -41,7 +41,16 @@ try {
       }
       scans.push(ms);
     }
-    console.log(JSON.stringify({ bench: 'load-check-scan', model: 'small', dtype, mb: +(bytes / 2 ** 20).toFixed(1), scan_ms: +median(scans).toFixed(1), gb_per_s: +(bytes / 1e6 / median(scans)).toFixed(2) }));
+    console.log(
+      JSON.stringify({
+        bench: 'load-check-scan',
+        model: 'small',
+        dtype,
+        mb: +(bytes / 2 ** 20).toFixed(1),
+        scan_ms: +median(scans).toFixed(1),
+        gb_per_s: +(bytes / 1e6 / median(scans)).toFixed(2),
+      }),
+    );
 
     for (const device of devices) {
       const times: Record<'on' | 'off', number[]> = { on: [], off: [] };
@@ -69,7 +78,19 @@ try {
       model.dispose();
       const on = median(times.on);
       const off = median(times.off);
-      console.log(JSON.stringify({ bench: 'load', model: 'small', dtype, device: device.kind, mb: +(bytes / 2 ** 20).toFixed(1), load_ms: +off.toFixed(0), load_checked_ms: +on.toFixed(0), overhead_pct: +((on / off - 1) * 100).toFixed(1), device_reduction_ms: +median(reduce).toFixed(0) }));
+      console.log(
+        JSON.stringify({
+          bench: 'load',
+          model: 'small',
+          dtype,
+          device: device.kind,
+          mb: +(bytes / 2 ** 20).toFixed(1),
+          load_ms: +off.toFixed(0),
+          load_checked_ms: +on.toFixed(0),
+          overhead_pct: +((on / off - 1) * 100).toFixed(1),
+          device_reduction_ms: +median(reduce).toFixed(0),
+        }),
+      );
     }
   }
 } finally {

@@ -72,17 +72,25 @@ for (const L of [512, 2048]) {
     const scanInputs = [x, dt, A, B, C, D];
     const convInputs = [xc, w, bias];
     for (const t of [...scanInputs, ...convInputs]) t.requiresGrad_();
-    const scanGrad = await time(device, () => {
-      const { y } = ssdScan(x, dt, A, B, C, { chunkSize: chunk, D });
-      backward(y, { grad: y });
-      zeroGrad(scanInputs);
-    }, { grad: true });
+    const scanGrad = await time(
+      device,
+      () => {
+        const { y } = ssdScan(x, dt, A, B, C, { chunkSize: chunk, D });
+        backward(y, { grad: y });
+        zeroGrad(scanInputs);
+      },
+      { grad: true },
+    );
     console.log(JSON.stringify({ bench: 'ssd_scan_grad', L, H, P, G, N, chunk, ...scanGrad }));
-    const convGrad = await time(device, () => {
-      const { y } = causalConv1d(xc, w, bias);
-      backward(y, { grad: y });
-      zeroGrad(convInputs);
-    }, { grad: true });
+    const convGrad = await time(
+      device,
+      () => {
+        const { y } = causalConv1d(xc, w, bias);
+        backward(y, { grad: y });
+        zeroGrad(convInputs);
+      },
+      { grad: true },
+    );
     console.log(JSON.stringify({ bench: 'causal_conv1d_grad', L, C: channels, K, ...convGrad }));
   }
   dispose([x, dt, A, B, C, D, xc, w, bias]);

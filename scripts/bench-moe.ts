@@ -47,11 +47,28 @@ async function time(run: () => Tensor[], callsPerRep: number): Promise<Timing> {
   }
   const cpu = process.cpuUsage(cpu0);
   samples.sort((a, b) => a - b);
-  return { ms: round(samples[Math.floor(samples.length / 2)]!), minMs: round(samples[0]!), cpuMs: round((cpu.user + cpu.system) / 1000 / (reps * callsPerRep)) };
+  return {
+    ms: round(samples[Math.floor(samples.length / 2)]!),
+    minMs: round(samples[0]!),
+    cpuMs: round((cpu.user + cpu.system) / 1000 / (reps * callsPerRep)),
+  };
 }
 
 function report(bench: string, tokens: number, weights: string, t: Timing): void {
-  const line = { bench, tokens, hidden: HIDDEN, experts: EXPERTS, intermediate: INTERMEDIATE, topK: TOP_K, weights, ...t, layersMs: round(t.ms * MOE_LAYERS), iters, reps, device: device.describe() };
+  const line = {
+    bench,
+    tokens,
+    hidden: HIDDEN,
+    experts: EXPERTS,
+    intermediate: INTERMEDIATE,
+    topK: TOP_K,
+    weights,
+    ...t,
+    layersMs: round(t.ms * MOE_LAYERS),
+    iters,
+    reps,
+    device: device.describe(),
+  };
   console.log(JSON.stringify(line));
 }
 

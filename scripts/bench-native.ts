@@ -52,7 +52,11 @@ const shapes = [
 const data = (len: number) => Float32Array.from({ length: len }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
 noGrad(() => {
   for (const s of shapes) {
-    for (const [dtype, kernel] of [['f32', 'own'], ['f32', lib.blas], ['bf16', 'own']] as const) {
+    for (const [dtype, kernel] of [
+      ['f32', 'own'],
+      ['f32', lib.blas],
+      ['bf16', 'own'],
+    ] as const) {
       // GEMV (≤ 8 rows) is always ours, BLAS or not (see packages/kernels/native/gemm.c).
       if (!kernel || (kernel !== 'own' && s.m <= 8)) continue;
       lib.symbols.nt_enable_blas(kernel === 'own' ? 0 : 1);
@@ -65,7 +69,18 @@ noGrad(() => {
       });
       const flops = 2 * s.m * s.n * s.k;
       const weightBytes = s.n * s.k * (dtype === 'bf16' ? 2 : 4);
-      emit({ bench: 'linear', what: s.what, m: s.m, n: s.n, k: s.k, weights: dtype, kernel, ms: round(ms, 3), GFLOPs: round(flops / ms / 1e6), weightGBps: round(weightBytes / ms / 1e6) });
+      emit({
+        bench: 'linear',
+        what: s.what,
+        m: s.m,
+        n: s.n,
+        k: s.k,
+        weights: dtype,
+        kernel,
+        ms: round(ms, 3),
+        GFLOPs: round(flops / ms / 1e6),
+        weightGBps: round(weightBytes / ms / 1e6),
+      });
       y!.dispose();
       x.dispose();
       w.dispose();

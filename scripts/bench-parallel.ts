@@ -62,7 +62,10 @@ const moved = (p: { transferStats: { bytesSent: number; bytesReceived: number } 
 const echo = await WorkerGroup.start({ size: 1, service: 'debug', devices: ['cpu'] });
 const transfer: { bytes: number; ms: number }[] = [];
 for (const bytes of [4096, 1 << 20, 16 << 20]) {
-  const { ms } = await time(() => echo.call(0, 'echo', HostTensor.fromF32(new Float32Array(bytes / 4), [bytes / 4])), () => 0);
+  const { ms } = await time(
+    () => echo.call(0, 'echo', HostTensor.fromF32(new Float32Array(bytes / 4), [bytes / 4])),
+    () => 0,
+  );
   transfer.push({ bytes, ms });
   line({ bench: 'parallel-transfer', bytes, round_trip_ms: ms, mb_per_s: (2 * bytes) / 2 ** 20 / (ms / 1000) });
 }
@@ -84,34 +87,88 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const m = await load('small');
   const batch = batchFor(m.config.vocabSize);
   m.requiresGrad_(false);
-  const fwd = await time(async () => {
-    const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
-    await out.loss!.item();
-    out.logits.dispose();
-    out.loss!.dispose();
-  }, () => 0);
-  line({ bench: 'parallel', model: 'bench-small', mode: 'single', n: 1, op: 'forward', tokens: TOKENS, ms: fwd.ms, tokens_per_s: (TOKENS * 1000) / fwd.ms, bytes_per_step: 0, device: device.kind });
+  const fwd = await time(
+    async () => {
+      const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
+      await out.loss!.item();
+      out.logits.dispose();
+      out.loss!.dispose();
+    },
+    () => 0,
+  );
+  line({
+    bench: 'parallel',
+    model: 'bench-small',
+    mode: 'single',
+    n: 1,
+    op: 'forward',
+    tokens: TOKENS,
+    ms: fwd.ms,
+    tokens_per_s: (TOKENS * 1000) / fwd.ms,
+    bytes_per_step: 0,
+    device: device.kind,
+  });
   m.requiresGrad_(true).train();
   const optimizer = new AdamW(m.parameters(), { lr: 1e-5 });
-  const train = await time(async () => {
-    m.zeroGrad();
-    const { loss, logits } = m.forward({ inputIds: batch.inputIds, labels: batch.labels });
-    backward(loss!);
-    optimizer.step();
-    await loss!.item();
-    logits.dispose();
-    loss!.dispose();
-  }, () => 0);
-  line({ bench: 'parallel', model: 'bench-small', mode: 'single', n: 1, op: 'train', tokens: TOKENS, ms: train.ms, tokens_per_s: (TOKENS * 1000) / train.ms, bytes_per_step: 0, device: device.kind });
+  const train = await time(
+    async () => {
+      m.zeroGrad();
+      const { loss, logits } = m.forward({ inputIds: batch.inputIds, labels: batch.labels });
+      backward(loss!);
+      optimizer.step();
+      await loss!.item();
+      logits.dispose();
+      loss!.dispose();
+    },
+    () => 0,
+  );
+  line({
+    bench: 'parallel',
+    model: 'bench-small',
+    mode: 'single',
+    n: 1,
+    op: 'train',
+    tokens: TOKENS,
+    ms: train.ms,
+    tokens_per_s: (TOKENS * 1000) / train.ms,
+    bytes_per_step: 0,
+    device: device.kind,
+  });
 
   const S = 2;
   const M = 4;
   const pp = await PipelineParallel.fromModel(m, { stages: S, devices: workerDevices });
   await pp.setOptimizer({ lr: 1e-5 });
   const ppFwd = await time(() => pp.forward(batch, { microbatches: M }), moved(pp));
-  line({ bench: 'parallel', model: 'bench-small', mode: 'pp', n: S, microbatches: M, op: 'forward', tokens: TOKENS, ms: ppFwd.ms, tokens_per_s: (TOKENS * 1000) / ppFwd.ms, bytes_per_step: ppFwd.bytesPerStep, vs_single: fwd.ms / ppFwd.ms, devices: workerDevices });
+  line({
+    bench: 'parallel',
+    model: 'bench-small',
+    mode: 'pp',
+    n: S,
+    microbatches: M,
+    op: 'forward',
+    tokens: TOKENS,
+    ms: ppFwd.ms,
+    tokens_per_s: (TOKENS * 1000) / ppFwd.ms,
+    bytes_per_step: ppFwd.bytesPerStep,
+    vs_single: fwd.ms / ppFwd.ms,
+    devices: workerDevices,
+  });
   const ppTrain = await time(() => pp.trainStep(batch, { microbatches: M, schedule: '1f1b' }), moved(pp));
-  line({ bench: 'parallel', model: 'bench-small', mode: 'pp', n: S, microbatches: M, schedule: '1f1b', op: 'train', tokens: TOKENS, ms: ppTrain.ms, tokens_per_s: (TOKENS * 1000) / ppTrain.ms, bytes_per_step: ppTrain.bytesPerStep, vs_single: train.ms / ppTrain.ms });
+  line({
+    bench: 'parallel',
+    model: 'bench-small',
+    mode: 'pp',
+    n: S,
+    microbatches: M,
+    schedule: '1f1b',
+    op: 'train',
+    tokens: TOKENS,
+    ms: ppTrain.ms,
+    tokens_per_s: (TOKENS * 1000) / ppTrain.ms,
+    bytes_per_step: ppTrain.bytesPerStep,
+    vs_single: train.ms / ppTrain.ms,
+  });
   await pp.shutdown();
   // N GPUs: each stage does 1/S of the work per microbatch; the pipeline takes M + S − 1 slots.
   // Messages: forward per microbatch and stage (request + reply); training adds the backward.
@@ -124,7 +181,18 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const dp = await DataParallel.fromModel(m, { replicas: R, devices: workerDevices });
   await dp.setOptimizer({ lr: 1e-5 });
   const dpTrain = await time(() => dp.trainStep(batch), moved(dp));
-  line({ bench: 'parallel', model: 'bench-small', mode: 'dp', n: R, op: 'train', tokens: TOKENS, ms: dpTrain.ms, tokens_per_s: (TOKENS * 1000) / dpTrain.ms, bytes_per_step: dpTrain.bytesPerStep, vs_single: train.ms / dpTrain.ms });
+  line({
+    bench: 'parallel',
+    model: 'bench-small',
+    mode: 'dp',
+    n: R,
+    op: 'train',
+    tokens: TOKENS,
+    ms: dpTrain.ms,
+    tokens_per_s: (TOKENS * 1000) / dpTrain.ms,
+    bytes_per_step: dpTrain.bytesPerStep,
+    vs_single: train.ms / dpTrain.ms,
+  });
   await dp.shutdown();
   // N GPUs: 1/N of the rows each; the all-reduce moves every gradient up and back per replica.
   const gradBytes = 4 * m.numParameters();
@@ -137,17 +205,42 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const m = await load('moe');
   m.requiresGrad_(false);
   const batch = batchFor(m.config.vocabSize);
-  const fwd = await time(async () => {
-    const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
-    await out.loss!.item();
-    out.logits.dispose();
-    out.loss!.dispose();
-  }, () => 0);
-  line({ bench: 'parallel', model: 'bench-moe', mode: 'single', n: 1, op: 'forward', tokens: TOKENS, ms: fwd.ms, tokens_per_s: (TOKENS * 1000) / fwd.ms, bytes_per_step: 0, device: device.kind });
+  const fwd = await time(
+    async () => {
+      const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
+      await out.loss!.item();
+      out.logits.dispose();
+      out.loss!.dispose();
+    },
+    () => 0,
+  );
+  line({
+    bench: 'parallel',
+    model: 'bench-moe',
+    mode: 'single',
+    n: 1,
+    op: 'forward',
+    tokens: TOKENS,
+    ms: fwd.ms,
+    tokens_per_s: (TOKENS * 1000) / fwd.ms,
+    bytes_per_step: 0,
+    device: device.kind,
+  });
   const N = 2;
   const ep = await ExpertParallel.fromModel(m, { expertParallel: N, devices: workerDevices });
   const epFwd = await time(() => ep.forward(batch), moved(ep));
-  line({ bench: 'parallel', model: 'bench-moe', mode: 'ep', n: N, op: 'forward', tokens: TOKENS, ms: epFwd.ms, tokens_per_s: (TOKENS * 1000) / epFwd.ms, bytes_per_step: epFwd.bytesPerStep, vs_single: fwd.ms / epFwd.ms });
+  line({
+    bench: 'parallel',
+    model: 'bench-moe',
+    mode: 'ep',
+    n: N,
+    op: 'forward',
+    tokens: TOKENS,
+    ms: epFwd.ms,
+    tokens_per_s: (TOKENS * 1000) / epFwd.ms,
+    bytes_per_step: epFwd.bytesPerStep,
+    vs_single: fwd.ms / epFwd.ms,
+  });
   await ep.shutdown();
   // N GPUs: the routed experts' share of the active weights is split N ways, the rest replicated.
   const c = m.config;
@@ -157,8 +250,15 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const active = m.numParameters() - c.vocabSize * c.hiddenSize - (routedAll - routedActive);
   const expertShare = routedActive / active;
   const moeCount = moeLayers;
-  for (const n of [2, 4, 8]) model('ep', n, 'forward', fwd.ms, fwd.ms * (1 - expertShare) + (fwd.ms * expertShare) / n, (epFwd.bytesPerStep * n) / N, 2 * n * moeCount);
-  line({ bench: 'parallel-model-assumptions', transfer_latency_ms: latencyMs, transfer_mb_per_s: 1 / perByteMs / 1000 / 2 ** 20 * 1e6, ep_expert_share_of_active_weights: expertShare, note: 'per-device compute = this host\'s one-device time; communication = measured host⇄worker cost × bytes and messages of the schedule' });
+  for (const n of [2, 4, 8])
+    model('ep', n, 'forward', fwd.ms, fwd.ms * (1 - expertShare) + (fwd.ms * expertShare) / n, (epFwd.bytesPerStep * n) / N, 2 * n * moeCount);
+  line({
+    bench: 'parallel-model-assumptions',
+    transfer_latency_ms: latencyMs,
+    transfer_mb_per_s: (1 / perByteMs / 1000 / 2 ** 20) * 1e6,
+    ep_expert_share_of_active_weights: expertShare,
+    note: "per-device compute = this host's one-device time; communication = measured host⇄worker cost × bytes and messages of the schedule",
+  });
   m.dispose();
 }
 process.exit(0);

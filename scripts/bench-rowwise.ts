@@ -96,5 +96,7 @@ for (const c of cases) {
   }
   times.sort((a, b) => a - b);
   const ms = times[Math.floor(times.length / 2)]!;
-  console.log(JSON.stringify({ op: c.name, shape: c.shape, ms: Number(ms.toFixed(3)), inputGBps: Number((c.bytes / ms / 1e6).toFixed(2)), device: device.describe() }));
+  console.log(
+    JSON.stringify({ op: c.name, shape: c.shape, ms: Number(ms.toFixed(3)), inputGBps: Number((c.bytes / ms / 1e6).toFixed(2)), device: device.describe() }),
+  );
 }

@@ -34,7 +34,11 @@ const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: pa
 const gen = new Generator(1);
 const rows = Array.from({ length: (WARMUP + STEPS) * BATCH }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
 const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype });
-const trainer = new Trainer(model, { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ }, { steps: WARMUP + STEPS, batchSize: BATCH, lr: 1e-4, warmup: 1, outDir: null, gradientCheckpointing: checkpointing });
+const trainer = new Trainer(
+  model,
+  { train: new BlockSampler(rows, 0), eval: null, seqLen: SEQ },
+  { steps: WARMUP + STEPS, batchSize: BATCH, lr: 1e-4, warmup: 1, outDir: null, gradientCheckpointing: checkpointing },
+);
 const timed: { ms: number; cpuMs: number; tokensPerS: number }[] = [];
 let peakBytes = 0;
 for (let i = 0; i < WARMUP + STEPS; i++) {

@@ -90,7 +90,9 @@ function hasOpenBlas() {
 function buildNative(bun) {
   if (process.platform !== 'linux' || env.NEMOTRON_DEVICE === 'cpu') return false;
   if (!works(env.CC ?? 'gcc') && !aptInstall(NATIVE_PACKAGES.compiler)) {
-    log(`no C compiler: the native CPU kernels are not built (the TypeScript reference is used); to build them run:\n    sudo apt-get install -y ${NATIVE_PACKAGES.compiler.join(' ')}`);
+    log(
+      `no C compiler: the native CPU kernels are not built (the TypeScript reference is used); to build them run:\n    sudo apt-get install -y ${NATIVE_PACKAGES.compiler.join(' ')}`,
+    );
     return false;
   }
   if (!hasOpenBlas() && !aptInstall(NATIVE_PACKAGES.blas)) {
@@ -181,7 +183,12 @@ function ensureVulkan(bun) {
 function osRelease() {
   try {
     const text = readFileSync('/etc/os-release', 'utf8');
-    return Object.fromEntries(text.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
+    return Object.fromEntries(
+      text
+        .split('\n')
+        .filter((l) => l.includes('='))
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]),
+    );
   } catch {
     return {};
   }
@@ -197,7 +204,8 @@ function lavapipePlan(os) {
     const steps = [];
     if (!hasAptSuite('bookworm-backports')) {
       const file = '/etc/apt/sources.list.d/bookworm-backports.sources';
-      const body = 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n';
+      const body =
+        'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n';
       steps.push({ show: `write ${file} (Debian's bookworm-backports suite, main)`, run: () => (writeFileSync(file, body), true) });
     }
     steps.push(apt(['update']), install(['-t', 'bookworm-backports']));
@@ -208,8 +216,18 @@ function lavapipePlan(os) {
 }
 
 function hasAptSuite(suite) {
-  const files = ['/etc/apt/sources.list', ...(existsSync('/etc/apt/sources.list.d') ? readdirSync('/etc/apt/sources.list.d').map((f) => join('/etc/apt/sources.list.d', f)) : [])];
-  return files.some((f) => (f.endsWith('.list') || f.endsWith('.sources')) && existsSync(f) && readFileSync(f, 'utf8').split('\n').some((l) => !l.trim().startsWith('#') && l.includes(suite)));
+  const files = [
+    '/etc/apt/sources.list',
+    ...(existsSync('/etc/apt/sources.list.d') ? readdirSync('/etc/apt/sources.list.d').map((f) => join('/etc/apt/sources.list.d', f)) : []),
+  ];
+  return files.some(
+    (f) =>
+      (f.endsWith('.list') || f.endsWith('.sources')) &&
+      existsSync(f) &&
+      readFileSync(f, 'utf8')
+        .split('\n')
+        .some((l) => !l.trim().startsWith('#') && l.includes(suite)),
+  );
 }
 
 /** Opens the default device (installing Mesa's GL if needed); returns whether a separate Vulkan pass applies. */

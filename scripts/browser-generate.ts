@@ -52,7 +52,10 @@ export async function browserGenerate(options: BrowserGenerateOptions): Promise<
     const { session, problems } = await browser.open(`${server.url}/index.html?${query}`, 0);
     const deadline = Date.now() + (options.timeoutMs ?? 300_000);
     for (;;) {
-      const state = await browser.evaluate<{ result?: BrowserGenerateResult; error?: string }>(session, '({ result: window.nemotronResult, error: window.nemotronError })');
+      const state = await browser.evaluate<{ result?: BrowserGenerateResult; error?: string }>(
+        session,
+        '({ result: window.nemotronResult, error: window.nemotronError })',
+      );
       if (state.error) throw new Error(`the page failed: ${state.error}`);
       if (state.result) {
         if (options.screenshot) await writeFile(options.screenshot, await browser.screenshot(session));
@@ -82,10 +85,23 @@ if (import.meta.main) {
   for (const a of argv) if (a.startsWith('--') && !known.has(a.slice(2))) throw new Error(`browser-generate: unknown flag ${a}`);
   const model = value('model');
   if (!model) throw new Error('browser-generate: missing --model DIR');
-  if ((value('input') === undefined) === (value('prompt') === undefined)) throw new Error('browser-generate: give exactly one of --input FILE and --prompt TEXT');
+  if ((value('input') === undefined) === (value('prompt') === undefined))
+    throw new Error('browser-generate: give exactly one of --input FILE and --prompt TEXT');
   const maxNewTokens = Number(value('max-new-tokens') ?? 32);
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new Error(`--max-new-tokens must be an integer ≥ 1, got ${value('max-new-tokens')}`);
-  const result = await browserGenerate({ model, input: value('input'), prompt: value('prompt'), maxNewTokens, greedy: argv.includes('--greedy'), ignoreEos: argv.includes('--ignore-eos'), screenshot: value('screenshot') });
-  if (argv.includes('--json')) console.log(JSON.stringify({ ids: result.ids, prompt_tokens_per_s: result.prompt_tokens_per_s, decode_tokens_per_s: result.decode_tokens_per_s }));
-  else console.log(`${result.ids.map((row) => row.join(' ')).join('\n')}\n(${result.device}: prompt ${result.prompt_tokens_per_s} tokens/s, generation ${result.decode_tokens_per_s} tokens/s)`);
+  const result = await browserGenerate({
+    model,
+    input: value('input'),
+    prompt: value('prompt'),
+    maxNewTokens,
+    greedy: argv.includes('--greedy'),
+    ignoreEos: argv.includes('--ignore-eos'),
+    screenshot: value('screenshot'),
+  });
+  if (argv.includes('--json'))
+    console.log(JSON.stringify({ ids: result.ids, prompt_tokens_per_s: result.prompt_tokens_per_s, decode_tokens_per_s: result.decode_tokens_per_s }));
+  else
+    console.log(
+      `${result.ids.map((row) => row.join(' ')).join('\n')}\n(${result.device}: prompt ${result.prompt_tokens_per_s} tokens/s, generation ${result.decode_tokens_per_s} tokens/s)`,
+    );
 }

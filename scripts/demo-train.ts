@@ -22,8 +22,31 @@ const texts = await Promise.all(['README.md', ...guides].map((p) => readFile(joi
 const data = join(out, 'docs.jsonl');
 await writeFile(data, texts.map((text) => JSON.stringify({ text })).join('\n') + '\n');
 
-const command = ['src/cli/main.ts', 'train', '--model', TINY_TRAINED_DIR, '--data', data, '--out', out, '--steps', steps,
-  '--batch-size', '4', '--seq-len', '128', '--lr', '1e-3', '--min-lr', '1e-4', '--warmup', '4', '--eval-every', '20', ...args];
+const command = [
+  'src/cli/main.ts',
+  'train',
+  '--model',
+  TINY_TRAINED_DIR,
+  '--data',
+  data,
+  '--out',
+  out,
+  '--steps',
+  steps,
+  '--batch-size',
+  '4',
+  '--seq-len',
+  '128',
+  '--lr',
+  '1e-3',
+  '--min-lr',
+  '1e-4',
+  '--warmup',
+  '4',
+  '--eval-every',
+  '20',
+  ...args,
+];
 console.error(`demo:train: ${steps} steps of nemotron train on ${relative(root, TINY_TRAINED_DIR)}, into ${relative(root, out)}`);
 const child = Bun.spawn([process.execPath, ...command], { cwd: root, stdout: 'ignore', stderr: 'inherit', stdin: 'ignore' });
 const code = await child.exited;

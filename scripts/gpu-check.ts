@@ -101,7 +101,8 @@ if (testsMode !== 'none') {
   const ran = await runBun(['test', '--timeout', '300000', ...files], TESTS_LIMIT_S, testEnv);
   const tail = ran.stderr + ran.stdout;
   // Bun's summary, or (a run cut off by its limit) the per-test lines seen so far.
-  const count = (what: string) => Number(new RegExp(`(\\d+) ${what}\\b`).exec(tail.slice(-4000))?.[1] ?? [...tail.matchAll(new RegExp(`^\\(${what}\\) `, 'gm'))].length);
+  const count = (what: string) =>
+    Number(new RegExp(`(\\d+) ${what}\\b`).exec(tail.slice(-4000))?.[1] ?? [...tail.matchAll(new RegExp(`^\\(${what}\\) `, 'gm'))].length);
   const failures = [...tail.matchAll(/^\(fail\) (.*)$/gm)].map((m) => m[1]);
   const line = { check: 'tests', files, passed: count('pass'), failed: count('fail'), seconds: ran.seconds, timed_out: ran.timedOut, failures };
   emit(line);

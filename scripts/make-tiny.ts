@@ -85,13 +85,16 @@ async function docsCorpus(): Promise<{ path: string; text: string }[]> {
 async function corpus(): Promise<{ path: string; text: string }[]> {
   const saved = await readFile(CORPUS_FILE, 'utf8').catch(() => null);
   if (saved !== null && !process.argv.includes('--refresh-corpus')) {
-    return saved.split('\n').filter((line) => line !== '').map((line, i) => {
-      try {
-        return JSON.parse(line) as { path: string; text: string };
-      } catch {
-        throw new Error(`${CORPUS_FILE}:${i + 1}: not valid JSON (rerun with --refresh-corpus to rebuild it from the docs)`);
-      }
-    });
+    return saved
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line, i) => {
+        try {
+          return JSON.parse(line) as { path: string; text: string };
+        } catch {
+          throw new Error(`${CORPUS_FILE}:${i + 1}: not valid JSON (rerun with --refresh-corpus to rebuild it from the docs)`);
+        }
+      });
   }
   const documents = await docsCorpus();
   await writeFile(`${CORPUS_FILE}.tmp`, documents.map((d) => JSON.stringify(d)).join('\n') + '\n');
@@ -111,15 +114,27 @@ try {
   const tokenizer = await loadTokenizer(staging);
   const documents = await corpus();
   const sources = documents.map((d) => ({ path: d.path, sha256: createHash('sha256').update(d.text).digest('hex') }));
-  const blocks = cutBlocks(tokenizeDocuments(documents.map((d) => d.text), tokenizer), SEQ_LEN, relative(root, CORPUS_FILE));
+  const blocks = cutBlocks(
+    tokenizeDocuments(
+      documents.map((d) => d.text),
+      tokenizer,
+    ),
+    SEQ_LEN,
+    relative(root, CORPUS_FILE),
+  );
   // Every 20th block held out for the eval curve (spread over the documents, never trained on).
   const evalRows = blocks.filter((_, i) => i % 20 === 10);
   const trainRows = blocks.filter((_, i) => i % 20 !== 10);
-  console.error(`make-tiny: ${sources.length} documents, ${trainRows.length} training rows and ${evalRows.length} eval rows of ${SEQ_LEN} bytes; ${SETTINGS.steps} steps on ${device.describe()}`);
+  console.error(
+    `make-tiny: ${sources.length} documents, ${trainRows.length} training rows and ${evalRows.length} eval rows of ${SEQ_LEN} bytes; ${SETTINGS.steps} steps on ${device.describe()}`,
+  );
 
   const model = NemotronHForCausalLM.fromConfig(tinyConfig(), { seed: INIT_SEED, device });
   const data = { train: new BlockSampler(trainRows, SETTINGS.seed), eval: evalRows, seqLen: SEQ_LEN };
-  const reporter = new RunReporter({ outDir: reportDir, settings: { model: 'tiny-nemotron (make-tiny)', ...SETTINGS, seq_len: SEQ_LEN, device: device.describe() } });
+  const reporter = new RunReporter({
+    outDir: reportDir,
+    settings: { model: 'tiny-nemotron (make-tiny)', ...SETTINGS, seq_len: SEQ_LEN, device: device.describe() },
+  });
   await reporter.start();
   const progress = new TrainingProgress({ totalSteps: SETTINGS.steps });
   const trainer = new Trainer(model, data, {
@@ -138,13 +153,24 @@ try {
     await trainer.train();
     progress.end();
     reporter.refresh();
-    model.generationConfig = new GenerationConfig({ doSample: true, temperature: 0.6, topK: 12, maxNewTokens: 160, eosTokenId: specialId('</s>'), padTokenId: specialId('<pad>'), bosTokenId: specialId('<s>') });
+    model.generationConfig = new GenerationConfig({
+      doSample: true,
+      temperature: 0.6,
+      topK: 12,
+      maxNewTokens: 160,
+      eosTokenId: specialId('</s>'),
+      padTokenId: specialId('<pad>'),
+      bosTokenId: specialId('<s>'),
+    });
     await model.savePretrained(staging);
   } finally {
     trainer.dispose();
     model.dispose();
   }
-  await writeFile(join(staging, 'training.json'), `${JSON.stringify({ recipe: RECIPE, script: 'scripts/make-tiny.ts', device: 'cpu', init_seed: INIT_SEED, seq_len: SEQ_LEN, ...SETTINGS, sources }, null, 2)}\n`);
+  await writeFile(
+    join(staging, 'training.json'),
+    `${JSON.stringify({ recipe: RECIPE, script: 'scripts/make-tiny.ts', device: 'cpu', init_seed: INIT_SEED, seq_len: SEQ_LEN, ...SETTINGS, sources }, null, 2)}\n`,
+  );
   // Swap the finished folder in: a failed run leaves the previous model untouched.
   const old = `${staging}.old`;
   await rename(out, old).catch(() => undefined);

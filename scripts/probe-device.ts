@@ -7,7 +7,16 @@ const backend = at >= 0 ? (process.argv[at + 1] as BackendName) : undefined;
 try {
   const device = await getWebGpuDevice({ backend });
   const features = [...device.gpu.features].sort();
-  console.log(JSON.stringify({ ok: true, description: device.describe(), backend: device.handles.backend, featureLevel: device.handles.featureLevel, software: device.isSoftwareAdapter, features }));
+  console.log(
+    JSON.stringify({
+      ok: true,
+      description: device.describe(),
+      backend: device.handles.backend,
+      featureLevel: device.handles.featureLevel,
+      software: device.isSoftwareAdapter,
+      features,
+    }),
+  );
   process.exit(0);
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: (e as Error).message }));

@@ -24,7 +24,17 @@ export * as kernels from '@nemotron-ts/kernels';
 export * as core from '@nemotron-ts/core';
 export * as hub from '@nemotron-ts/hub';
 export { saveLoraAdapter, loadLoraAdapter, loadLoraAdapterWeights, type SaveLoraAdapterOptions, type LoadLoraAdapterOptions } from './peft-files';
-export { applyLora, mergeLora, unmergeLora, removeLora, loraHandle, reseedLoraDropout, DEFAULT_LORA_TARGETS, type LoraOptions, type LoraHandle } from '@nemotron-ts/core';
+export {
+  applyLora,
+  mergeLora,
+  unmergeLora,
+  removeLora,
+  loraHandle,
+  reseedLoraDropout,
+  DEFAULT_LORA_TARGETS,
+  type LoraOptions,
+  type LoraHandle,
+} from '@nemotron-ts/core';
 export * as train from './train';
 export { ParallelModel, type ParallelOptions, type ParallelFromPretrainedOptions, type ParallelMode } from './parallel';
 export * as parallel from '@nemotron-ts/parallel';

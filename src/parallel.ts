@@ -82,7 +82,12 @@ export class ParallelModel {
   private static async start(model: NemotronHForCausalLM, mode: ParallelMode, options: ParallelOptions, owns: boolean): Promise<ParallelModel> {
     const common = { devices: options.devices, heartbeatTimeoutMs: options.heartbeatTimeoutMs };
     let engine: PipelineParallel | ExpertParallel | DataParallel | null = null;
-    if (mode === 'pipeline') engine = await PipelineParallel.fromModel(model, { ...common, stages: options.layersPerStage === undefined ? options.pipelineStages : undefined, layersPerStage: options.layersPerStage });
+    if (mode === 'pipeline')
+      engine = await PipelineParallel.fromModel(model, {
+        ...common,
+        stages: options.layersPerStage === undefined ? options.pipelineStages : undefined,
+        layersPerStage: options.layersPerStage,
+      });
     else if (mode === 'expert') engine = await ExpertParallel.fromModel(model, { ...common, expertParallel: options.expertParallel! });
     else if (mode === 'data') engine = await DataParallel.fromModel(model, { ...common, replicas: options.dataParallel! });
     return new ParallelModel(model, mode, engine, options, owns);
@@ -100,7 +105,9 @@ export class ParallelModel {
     if (engine instanceof ExpertParallel) return engine.forward(batch);
     // Data parallelism is for training; inference runs on the loaded model.
     if (batch.mtpLabels) throw new Error('forward: mtpLabels are a training loss (use forwardBackward)');
-    const out = noGrad(() => tidy(() => this.model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens, labels: batch.labels })));
+    const out = noGrad(() =>
+      tidy(() => this.model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens, labels: batch.labels })),
+    );
     try {
       return { logits: await toHost(out.logits), loss: out.loss ? await out.loss.item() : null };
     } finally {
@@ -136,7 +143,9 @@ export class ParallelModel {
   /** Forward and backward of a batch; gradients accumulate in the workers. Returns the batch loss. */
   async forwardBackward(batch: ParallelBatch): Promise<number> {
     const e = this.trainer('forwardBackward');
-    return e instanceof PipelineParallel ? e.forwardBackward(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.forwardBackward(batch);
+    return e instanceof PipelineParallel
+      ? e.forwardBackward(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule })
+      : e.forwardBackward(batch);
   }
 
   /** AdamW in every worker (the same update as one AdamW over the whole model; `noWeightDecay` names parameters without decay). */
@@ -147,7 +156,9 @@ export class ParallelModel {
   /** Zero, forward/backward (all-reduce for data parallelism), AdamW step. Returns the batch loss. */
   async trainStep(batch: ParallelBatch): Promise<number> {
     const e = this.trainer('trainStep');
-    return e instanceof PipelineParallel ? e.trainStep(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule }) : e.trainStep(batch);
+    return e instanceof PipelineParallel
+      ? e.trainStep(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule })
+      : e.trainStep(batch);
   }
 
   /**
@@ -165,7 +176,9 @@ export class ParallelModel {
     const loss = losses.reduce((a, b) => a + b, 0) / losses.length;
     if (!Number.isFinite(loss)) {
       await e.zeroGrad();
-      throw new Error(`training loss is ${loss}${options.step !== undefined ? ` at step ${options.step}` : ''} (micro-batch losses ${losses.join(', ')}); stopping before the update`);
+      throw new Error(
+        `training loss is ${loss}${options.step !== undefined ? ` at step ${options.step}` : ''} (micro-batch losses ${losses.join(', ')}); stopping before the update`,
+      );
     }
     if (e instanceof DataParallel) await e.allReduceGradients();
     if (batches.length > 1) await e.scaleGradients(1 / batches.length);
@@ -206,7 +219,8 @@ function modeOf(options: ParallelOptions): ParallelMode {
     ['expert', options.expertParallel],
     ['data', options.dataParallel],
   ];
-  for (const [mode, n] of sizes) if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new Error(`${mode} parallel size must be a positive integer, got ${n}`);
+  for (const [mode, n] of sizes)
+    if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new Error(`${mode} parallel size must be a positive integer, got ${n}`);
   const active = sizes.filter(([, n]) => (n ?? 1) > 1).map(([m]) => m);
   if (active.length > 1) throw new Error(`combine one kind of parallelism at a time (asked for ${active.join(' + ')}); composing them is not built`);
   return active[0] ?? 'single';

@@ -22,7 +22,15 @@ import {
   type Module,
   unsupportedPeftKey,
 } from '@nemotron-ts/core';
-import { SafetensorsReader, parseHfJson, resolveCheckpoint, saveSafetensors, writeFileAtomically, writeFolderAtomically, type ResolveOptions } from '@nemotron-ts/hub';
+import {
+  SafetensorsReader,
+  parseHfJson,
+  resolveCheckpoint,
+  saveSafetensors,
+  writeFileAtomically,
+  writeFolderAtomically,
+  type ResolveOptions,
+} from '@nemotron-ts/hub';
 import { copyInto, formatShape, noGrad, shapesEqual, type Tensor } from '@nemotron-ts/kernels';
 
 export interface SaveLoraAdapterOptions {
@@ -93,8 +101,11 @@ export async function loadLoraAdapterWeights(model: Module, folder: string): Pro
   const { r, alpha, targetModules } = handle.config;
   const same = options.r === r && options.alpha === alpha && JSON.stringify(options.targetModules) === JSON.stringify(targetModules);
   if (!same) {
-    const describe = (o: { r: number; alpha: number; targetModules: readonly string[] | string }) => `r ${o.r}, alpha ${o.alpha}, target_modules ${JSON.stringify(o.targetModules)}`;
-    throw new Error(`loadLoraAdapterWeights: ${join(folder, ADAPTER_CONFIG_FILE)} has ${describe(options)}; the model's adapters have ${describe(handle.config)}`);
+    const describe = (o: { r: number; alpha: number; targetModules: readonly string[] | string }) =>
+      `r ${o.r}, alpha ${o.alpha}, target_modules ${JSON.stringify(o.targetModules)}`;
+    throw new Error(
+      `loadLoraAdapterWeights: ${join(folder, ADAPTER_CONFIG_FILE)} has ${describe(options)}; the model's adapters have ${describe(handle.config)}`,
+    );
   }
   await loadAdapterWeights(model, handle, await openAdapterWeights(folder), options, 'in place');
 }
@@ -109,12 +120,24 @@ async function readAdapterConfig(folder: string): Promise<LoraOptions> {
 
 async function openAdapterWeights(folder: string): Promise<SafetensorsReader> {
   const weightsPath = join(folder, ADAPTER_WEIGHTS_FILE);
-  if (!(await stat(weightsPath).then((s) => s.isFile(), () => false))) throw new Error(`loadLoraAdapter: ${weightsPath} does not exist`);
+  if (
+    !(await stat(weightsPath).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+  )
+    throw new Error(`loadLoraAdapter: ${weightsPath} does not exist`);
   return SafetensorsReader.open(weightsPath);
 }
 
 /** Checks every key and shape of the file against `handle`'s adapters, then loads them (replacing the tensors, or copying into them). */
-async function loadAdapterWeights(model: Module, handle: LoraHandle, reader: SafetensorsReader, options: LoraOptions, mode: 'replace' | 'in place' = 'replace'): Promise<void> {
+async function loadAdapterWeights(
+  model: Module,
+  handle: LoraHandle,
+  reader: SafetensorsReader,
+  options: LoraOptions,
+  mode: 'replace' | 'in place' = 'replace',
+): Promise<void> {
   const weightsPath = reader.file;
   // The file's keys in our naming (the remote-code backbone prefix mapped to the native one).
   const fileKeyOf = new Map<string, string>();
@@ -127,16 +150,22 @@ async function loadAdapterWeights(model: Module, handle: LoraHandle, reader: Saf
   const keys = peftTensorKeys(handle);
   const expected = new Set(keys.map((k) => k.key));
   const missing = keys.filter(({ key }) => !fileKeyOf.has(key)).map(({ key }) => key);
-  if (missing.length) throw new Error(`loadLoraAdapter: ${weightsPath} lacks '${missing[0]}'${missing.length > 1 ? ` and ${missing.length - 1} more adapter tensors` : ''} (target_modules ${JSON.stringify(options.targetModules)})`);
+  if (missing.length)
+    throw new Error(
+      `loadLoraAdapter: ${weightsPath} lacks '${missing[0]}'${missing.length > 1 ? ` and ${missing.length - 1} more adapter tensors` : ''} (target_modules ${JSON.stringify(options.targetModules)})`,
+    );
   const unexpected = [...fileKeyOf].filter(([native]) => !expected.has(native)).map(([, name]) => name);
   if (unexpected.length) {
     const why = unsupportedPeftKey(unexpected[0]!);
-    throw new Error(`loadLoraAdapter: ${weightsPath} has '${unexpected[0]}'${unexpected.length > 1 ? ` and ${unexpected.length - 1} more tensors` : ''}, ${why ?? 'which no adapted layer of this model takes'}`);
+    throw new Error(
+      `loadLoraAdapter: ${weightsPath} has '${unexpected[0]}'${unexpected.length > 1 ? ` and ${unexpected.length - 1} more tensors` : ''}, ${why ?? 'which no adapted layer of this model takes'}`,
+    );
   }
   for (const { key, parameter } of keys) {
     const want = model.getTensor(parameter).shape;
     const got = reader.entry(fileKeyOf.get(key)!).shape;
-    if (!shapesEqual(want, got)) throw new Error(`loadLoraAdapter: ${weightsPath} has '${fileKeyOf.get(key)}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
+    if (!shapesEqual(want, got))
+      throw new Error(`loadLoraAdapter: ${weightsPath} has '${fileKeyOf.get(key)}' of shape ${formatShape(got)}; this model needs ${formatShape(want)}`);
   }
   for (const { key, parameter } of keys) {
     const t = await reader.load(fileKeyOf.get(key)!, { device: model.getTensor(parameter).device, dtype: 'f32', checkFinite: true });

@@ -113,9 +113,14 @@ async function fromPretrained(pathOrRepoId: string, options: FromPretrainedOptio
   // config.json first: a folder without one is named for that, before the weights are looked at.
   const configJson = options.config instanceof NemotronHConfig ? null : await readConfigJson(configPath);
   const checkpoint = await Checkpoint.open(folder);
-  const config = configJson ? pretrainedConfig(configPath, configJson, checkpoint, options.config as JsonObject | undefined) : (options.config as NemotronHConfig);
+  const config = configJson
+    ? pretrainedConfig(configPath, configJson, checkpoint, options.config as JsonObject | undefined)
+    : (options.config as NemotronHConfig);
   const generationPath = join(folder, 'generation_config.json');
-  const generationConfig = (await stat(generationPath).then((s) => s.isFile(), () => false))
+  const generationConfig = (await stat(generationPath).then(
+    (s) => s.isFile(),
+    () => false,
+  ))
     ? GenerationConfig.fromJSON(await readGenerationConfigJson(generationPath), generationPath)
     : null;
   const dtype = options.dtype === undefined || options.dtype === 'auto' ? configDtype(config) : options.dtype;
@@ -138,8 +143,14 @@ async function fromPretrained(pathOrRepoId: string, options: FromPretrainedOptio
       loadOptions,
     );
     const { missing, unexpected } = model.loadReport;
-    if (missing.length) console.warn(`nemotron-ts: ${folder} lacks ${missing.length} tensor(s) the model needs (${previewNames(missing)}); loaded with strict off, they are freshly initialised`);
-    if (unexpected.length) console.warn(`nemotron-ts: ${folder} has ${unexpected.length} tensor(s) the model does not use (${previewNames(unexpected)}); loaded with strict off, they are ignored`);
+    if (missing.length)
+      console.warn(
+        `nemotron-ts: ${folder} lacks ${missing.length} tensor(s) the model needs (${previewNames(missing)}); loaded with strict off, they are freshly initialised`,
+      );
+    if (unexpected.length)
+      console.warn(
+        `nemotron-ts: ${folder} has ${unexpected.length} tensor(s) the model does not use (${previewNames(unexpected)}); loaded with strict off, they are ignored`,
+      );
   } catch (e) {
     model.dispose();
     throw e;

@@ -53,7 +53,15 @@ function tokenizerJson(): Record<string, unknown> {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: SPECIAL.map((content) => ({ id: specialId(content), content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: SPECIAL.map((content) => ({
+      id: specialId(content),
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
     normalizer: null,
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
     post_processor: null,
@@ -147,7 +155,14 @@ async function writeBigramHead(model: NemotronHForCausalLM): Promise<void> {
   const device = model.lmHead.weight.device;
   noGrad(() => {
     // RMS 8: each block's output (its input is normalised) stays small next to the token.
-    model.setTensor('model.embeddings.weight', tensor(unit.map((x) => 8 * x * Math.sqrt(H)), [V, H], { device }));
+    model.setTensor(
+      'model.embeddings.weight',
+      tensor(
+        unit.map((x) => 8 * x * Math.sqrt(H)),
+        [V, H],
+        { device },
+      ),
+    );
     model.setTensor('lm_head.weight', tensor(head, [V, H], { device }));
   });
 }
@@ -169,7 +184,15 @@ export async function ensureTinyModel(dir: string = TINY_MODEL_DIR): Promise<str
   const model = NemotronHForCausalLM.fromConfig(tinyConfig(), { seed: 7, device: getCpuDevice() });
   try {
     await writeBigramHead(model);
-    model.generationConfig = new GenerationConfig({ doSample: true, temperature: 0.7, topK: 8, maxNewTokens: 96, eosTokenId: specialId('</s>'), padTokenId: specialId('<pad>'), bosTokenId: specialId('<s>') });
+    model.generationConfig = new GenerationConfig({
+      doSample: true,
+      temperature: 0.7,
+      topK: 8,
+      maxNewTokens: 96,
+      eosTokenId: specialId('</s>'),
+      padTokenId: specialId('<pad>'),
+      bosTokenId: specialId('<s>'),
+    });
     // Weights and tokenizer appear together (two first runs at once, or one killed midway, never leave a model without its tokenizer).
     await writeFolderAtomically(dir, async (temp) => {
       await model.savePretrained(temp);

@@ -82,7 +82,15 @@ describe('nemotron forward', () => {
     }
     await saveSafetensors(join(dir, 'model.safetensors'), tensors);
     const input = join(scratch, 'nan-input.json');
-    await Bun.write(input, JSON.stringify({ input_ids: [[1, 2, 3], [4, 5, 6]] }));
+    await Bun.write(
+      input,
+      JSON.stringify({
+        input_ids: [
+          [1, 2, 3],
+          [4, 5, 6],
+        ],
+      }),
+    );
     const out = join(scratch, 'nan.safetensors');
     const r = nemotron('forward', '--model', dir, '--input', input, '--out', out, '--device', 'cpu');
     expect(r.code).toBe(1);
@@ -102,13 +110,29 @@ describe('nemotron forward', () => {
       [['--input', await write('bad.json', '{"input_ids": [[1, 2')], 1, /bad\.json: line 1 column \d+: invalid JSON/],
       [['--input', await write('ragged.json', '{"input_ids": [[1, 2, 3], [4, 5]]}')], 1, /ragged\.json: input_ids: row 1 has 2 entries, row 0 has 3/],
       [['--input', await write('oov.json', '{"input_ids": [[1, 256]]}')], 1, /oov\.json: input_ids\[0\]\[1\] = 256 is outside the vocabulary \[0, 256\)/],
-      [['--input', await write('mask.json', '{"input_ids": [[1, 2]], "attention_mask": [[1, 1, 1]]}')], 1, /mask\.json: attention_mask: shape \[1, 3\] does not match input_ids \[1, 2\]/],
-      [['--input', await write('labels.json', '{"input_ids": [[1, 2]], "labels": [[1, "x"]]}')], 1, /labels\.json: labels\[0\]\[1\]: expected an integer, got "x"/],
+      [
+        ['--input', await write('mask.json', '{"input_ids": [[1, 2]], "attention_mask": [[1, 1, 1]]}')],
+        1,
+        /mask\.json: attention_mask: shape \[1, 3\] does not match input_ids \[1, 2\]/,
+      ],
+      [
+        ['--input', await write('labels.json', '{"input_ids": [[1, 2]], "labels": [[1, "x"]]}')],
+        1,
+        /labels\.json: labels\[0\]\[1\]: expected an integer, got "x"/,
+      ],
       [['--input', await write('noids.json', '{"labels": [[1, 2]]}')], 1, /noids\.json: input_ids: missing/],
-      [['--input', await write('cu.json', '{"input_ids": [[1, 2], [3, 4]], "cu_seqlens": [0, 2]}')], 1, /cu\.json: cu_seqlens: describes one packed row, but input_ids has 2 rows/],
+      [
+        ['--input', await write('cu.json', '{"input_ids": [[1, 2], [3, 4]], "cu_seqlens": [0, 2]}')],
+        1,
+        /cu\.json: cu_seqlens: describes one packed row, but input_ids has 2 rows/,
+      ],
       [['--input', await write('ok.json', '{"input_ids": [[1, 2]]}'), '--dtype', 'f16'], 2, /--dtype must be f32 or bf16, got 'f16'/],
       [['--input', join(scratch, 'ok.json'), '--devcie', 'cpu'], 2, /unknown flag --devcie/],
-      [['--input', await write('gap.json', '{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 0, 1]]}')], 1, /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/],
+      [
+        ['--input', await write('gap.json', '{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 0, 1]]}')],
+        1,
+        /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/,
+      ],
     ];
     for (const [args, code, message] of cases) {
       const r = nemotron('forward', '--model', model, '--out', join(scratch, 'never.safetensors'), '--device', 'cpu', ...args);

@@ -19,7 +19,12 @@ const gpu = await testGpu();
 const tiny = await ensureTinyModel(join(scratch, 'tiny'));
 
 function nemotron(args: string[], stdin?: string): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', stdin: stdin === undefined ? 'ignore' : Buffer.from(stdin) });
+  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    stdin: stdin === undefined ? 'ignore' : Buffer.from(stdin),
+  });
   return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
@@ -91,12 +96,42 @@ describe('nemotron generate', () => {
       [['--model', model, '--input', join(scratch, 'missing.json')], 1, /missing\.json: no such file/],
       // Found while parsing, before the model is even looked for.
       [['--model', join(scratch, 'nowhere'), '--input', ok, '--seed', '1e20'], 2, /--seed must be an integer in \[0, 4294967295\], got 100000000000000000000/],
-      [['--model', join(scratch, 'nowhere'), '--input', ok, '--max-new-tokens', '1e20'], 2, /--max-new-tokens must be an integer ≥ 1, got 100000000000000000000/],
-      [['--model', model, '--input', ok, '--max-new-tokens', '1e12'], 2, /--max-new-tokens 1000000000000: generate: maxNewTokens 1000000000000 needs a cache of 1000000000003 positions for 1 row\(s\), too large for this device \(a f32 /],
+      [
+        ['--model', join(scratch, 'nowhere'), '--input', ok, '--max-new-tokens', '1e20'],
+        2,
+        /--max-new-tokens must be an integer ≥ 1, got 100000000000000000000/,
+      ],
+      [
+        ['--model', model, '--input', ok, '--max-new-tokens', '1e12'],
+        2,
+        /--max-new-tokens 1000000000000: generate: maxNewTokens 1000000000000 needs a cache of 1000000000003 positions for 1 row\(s\), too large for this device \(a f32 /,
+      ],
       [['--model', model, '--prompt', '--hello'], 2, /unknown flag --hello \(if it is the value of --prompt, write --prompt=--hello\)/],
       [['--model', model, '--input'], 2, /--input needs a value \(write a value that starts with "--" as --input=VALUE\)/],
-      [['--model', model, '--input', await write('right.json', { input_ids: [[1, 2, 3], [4, 5, 6]], attention_mask: [[1, 1, 1], [1, 1, 0]] })], 1, /right\.json: attention_mask\[1\] is right-padded \(position 2 is padding after the last token\)/],
-      [['--model', model, '--input', await write('gap.json', { input_ids: [[1, 2, 3, 4]], attention_mask: [[1, 0, 1, 1]] })], 1, /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/],
+      [
+        [
+          '--model',
+          model,
+          '--input',
+          await write('right.json', {
+            input_ids: [
+              [1, 2, 3],
+              [4, 5, 6],
+            ],
+            attention_mask: [
+              [1, 1, 1],
+              [1, 1, 0],
+            ],
+          }),
+        ],
+        1,
+        /right\.json: attention_mask\[1\] is right-padded \(position 2 is padding after the last token\)/,
+      ],
+      [
+        ['--model', model, '--input', await write('gap.json', { input_ids: [[1, 2, 3, 4]], attention_mask: [[1, 0, 1, 1]] })],
+        1,
+        /gap\.json: attention_mask\[0\] has padding between tokens \(position 1\)/,
+      ],
     ];
     for (const [args, code, message] of cases) {
       const r = nemotron(['generate', '--device', 'cpu', ...args]);

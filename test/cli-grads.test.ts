@@ -108,7 +108,12 @@ describe('nemotron forward --grads', () => {
     const got = await SafetensorsReader.open(out);
     const want = await SafetensorsReader.open(join(scratch, 'dense_f32.safetensors'));
     const gradNames = got.names().filter((n) => n.startsWith('grad/'));
-    expect(gradNames.sort()).toEqual(checkpoint.names().map((k) => `grad/${rename(k)}`).sort());
+    expect(gradNames.sort()).toEqual(
+      checkpoint
+        .names()
+        .map((k) => `grad/${rename(k)}`)
+        .sort(),
+    );
     expect(gradNames).toContain('grad/model.embedding.weight');
     for (const key of checkpoint.names()) {
       expect((await got.readHost(`grad/${rename(key)}`)).data).toEqual((await want.readHost(`grad/${key}`)).data);

@@ -33,7 +33,11 @@ describe('nemotron forward with parallel flags', () => {
     const base = join(scratch, 'one.safetensors');
     expect(nemotron('forward', '--model', fixture.dir, '--input', input, '--out', base, '--device', 'cpu').code).toBe(0);
     const want = await read(base);
-    for (const flags of [['--pipeline-stages', '3', '--microbatches', '2'], ['--expert-parallel', '2'], ['--data-parallel', '2']]) {
+    for (const flags of [
+      ['--pipeline-stages', '3', '--microbatches', '2'],
+      ['--expert-parallel', '2'],
+      ['--data-parallel', '2'],
+    ]) {
       const out = join(scratch, `${flags[0]!.slice(2)}.safetensors`);
       const r = nemotron('forward', '--model', fixture.dir, '--input', input, '--out', out, '--device', 'cpu', '--devices', 'cpu', ...flags);
       expect({ flags, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ flags, code: 0, stderr: '' });
@@ -48,7 +52,8 @@ describe('nemotron forward with parallel flags', () => {
 
   test('bad parallel flags fail naming the flag', () => {
     const fixture = 'test/fixtures/dense_f32';
-    const run = (...flags: string[]) => nemotron('forward', '--model', fixture, '--input', `${fixture}/inputs.json`, '--out', join(scratch, 'x.safetensors'), ...flags);
+    const run = (...flags: string[]) =>
+      nemotron('forward', '--model', fixture, '--input', `${fixture}/inputs.json`, '--out', join(scratch, 'x.safetensors'), ...flags);
     expect(run('--pipeline-stages', '0')).toMatchObject({ code: 2, stderr: expect.stringContaining('--pipeline-stages must be an integer ≥ 1, got 0') });
     expect(run('--pipeline-stages', '2', '--data-parallel', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
     expect(run('--devices', 'cpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--devices needs --pipeline-stages') });
@@ -58,11 +63,27 @@ describe('nemotron forward with parallel flags', () => {
 });
 
 describe('nemotron generate with parallel flags', () => {
-  test('pipeline stages give the fixture\'s greedy ids', async () => {
+  test("pipeline stages give the fixture's greedy ids", async () => {
     const fixture = await openFixture('dense_f32');
     const input = join(scratch, 'prompt.json');
     await Bun.write(input, JSON.stringify({ input_ids: [fixture.inputs.generate.prompt] }));
-    const r = nemotron('generate', '--model', fixture.dir, '--input', input, '--max-new-tokens', '16', '--ignore-eos', '--json', '--device', 'cpu', '--pipeline-stages', '2', '--devices', 'cpu');
+    const r = nemotron(
+      'generate',
+      '--model',
+      fixture.dir,
+      '--input',
+      input,
+      '--max-new-tokens',
+      '16',
+      '--ignore-eos',
+      '--json',
+      '--device',
+      'cpu',
+      '--pipeline-stages',
+      '2',
+      '--devices',
+      'cpu',
+    );
     expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
     expect(JSON.parse(r.stdout).ids).toEqual([[...(await expectedInts(fixture, 'gen_tokens'))]]);
   });

@@ -33,7 +33,12 @@ function nemotron(...args: string[]): { code: number; stdout: string; stderr: st
 
 const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--lr', '1e-2', '--warmup', '1', '--device', 'cpu'];
 const lora = ['--lora-r', '4', '--lora-alpha', '8', '--lora-targets', TARGETS.join(',')];
-const losses = (stdout: string) => stdout.trim().split('\n').map((l) => JSON.parse(l) as { loss: number }).map((l) => l.loss);
+const losses = (stdout: string) =>
+  stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { loss: number })
+    .map((l) => l.loss);
 
 async function logitsOf(model: NemotronHForCausalLM): Promise<Float32Array> {
   const { logits } = noGrad(() => model.eval().forward({ inputIds: [[257, 116, 104, 101, 32, 99, 97, 116, 10, 3]] }));
@@ -51,7 +56,8 @@ describe('nemotron train --lora-r', () => {
     expect(losses(run.stdout).length).toBe(3);
     expect((await readdir(out)).sort()).toEqual(['checkpoint-3', 'log.jsonl', 'loss.svg', 'merged', 'report.html']);
     const files = await readdir(join(out, 'checkpoint-3'));
-    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'tokenizer.json']) expect(files).toContain(f);
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'tokenizer.json'])
+      expect(files).toContain(f);
     expect(files).not.toContain('model.safetensors');
     expect((await Bun.file(join(out, 'checkpoint-3', 'adapter_config.json')).json()).base_model_name_or_path).toBe(modelDir);
 
@@ -97,7 +103,7 @@ describe('nemotron train --lora-r', () => {
     expect(otherRank.stderr).toContain('checkpoint-4 was trained with --lora-r 4, this run has 2');
     const full = nemotron('train', ...common, '--out', again, '--steps', '4', '--resume');
     expect(full.code).toBe(2);
-    expect(full.stderr).toContain('holds a LoRA adapter; pass the run\'s --lora-r');
+    expect(full.stderr).toContain("holds a LoRA adapter; pass the run's --lora-r");
   }, 120_000);
 
   test('bad flag combinations exit 2 naming the flag', async () => {
@@ -122,6 +128,8 @@ describe('nemotron train --lora-r', () => {
   test('--resume of a checkpoint whose run targeted a regular expression names it as written', () => {
     const saved = { r: 4, alpha: 8, dropout: 0, targetModules: String.raw`.*\.(q_proj|v_proj)`, seed: 0 };
     const flags = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj'], seed: 0 };
-    expect(() => checkLoraResume(flags, saved, 'ckpt')).toThrow(String.raw`--resume: ckpt was trained with --lora-targets .*\.(q_proj|v_proj), this run has q_proj,v_proj`);
+    expect(() => checkLoraResume(flags, saved, 'ckpt')).toThrow(
+      String.raw`--resume: ckpt was trained with --lora-targets .*\.(q_proj|v_proj), this run has q_proj,v_proj`,
+    );
   });
 });

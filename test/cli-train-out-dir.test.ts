@@ -106,7 +106,9 @@ describe('nemotron train --out', () => {
     await writeFile(join(out, OUT_DIR_LOCK_FILE), JSON.stringify({ pid: 1, host: 'elsewhere', token: 't', started: '2026-01-01T00:00:00.000Z' }));
     const foreign = nemotron('train', ...common, '--out', out, '--steps', '6', '--resume');
     expect(foreign.code).toBe(2);
-    expect(foreign.stderr).toContain(`pid 1 on host elsewhere, since 2026-01-01T00:00:00.000Z); wait for it to finish or choose another --out (if no trainer runs there any more, delete ${join(out, OUT_DIR_LOCK_FILE)})`);
+    expect(foreign.stderr).toContain(
+      `pid 1 on host elsewhere, since 2026-01-01T00:00:00.000Z); wait for it to finish or choose another --out (if no trainer runs there any more, delete ${join(out, OUT_DIR_LOCK_FILE)})`,
+    );
   }, 60_000);
 
   test('a bad --out fails before training, naming the flag and the path', async () => {
@@ -122,7 +124,9 @@ describe('nemotron train --out', () => {
       expect(r.stderr).toContain(`--out ${out}: cannot create or write the output folder (${why})`);
       expect(r.stderr).not.toContain('step 1/');
     }
-    await expect(checkRoomForCheckpoint(scratch, 2 ** 60)).rejects.toThrow(new RegExp(`--out ${scratch}: .* MiB free on its file system, but a checkpoint of this run takes about 1099511627776\\.0 MiB`));
+    await expect(checkRoomForCheckpoint(scratch, 2 ** 60)).rejects.toThrow(
+      new RegExp(`--out ${scratch}: .* MiB free on its file system, but a checkpoint of this run takes about 1099511627776\\.0 MiB`),
+    );
   }, 60_000);
 
   test('--resume: a changed --lr or --weight-decay applies from the resumed step, said on stderr; a changed --seq-len is refused', async () => {
@@ -135,7 +139,9 @@ describe('nemotron train --out', () => {
     // --eval-every without --eval-data holds rows out: the training rows would change under the data position.
     const rows = nemotron('train', ...common, '--out', out, '--steps', '3', '--eval-every', '1', '--resume');
     expect(rows.code).toBe(2);
-    expect(rows.stderr).toMatch(/was trained on 29 rows \(hash [0-9a-f]{8}\), this run's --data .* gives 28 \(hash [0-9a-f]{8}\); a resumed run must train on the same rows/);
+    expect(rows.stderr).toMatch(
+      /was trained on 29 rows \(hash [0-9a-f]{8}\), this run's --data .* gives 28 \(hash [0-9a-f]{8}\); a resumed run must train on the same rows/,
+    );
 
     const resumed = nemotron('train', ...common, '--out', out, '--steps', '3', '--resume', '--lr', '5e-4', '--weight-decay', '0.1');
     expect(resumed.code).toBe(0);

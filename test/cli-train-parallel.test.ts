@@ -27,7 +27,30 @@ function nemotron(...args: string[]): { code: number; stdout: string; stderr: st
 
 // A small --grad-clip so clipping acts, a large --weight-decay so the no-decay group shows (each
 // changes the losses or norms beyond the tolerances below), --grad-accum 2 for accumulation's mean.
-const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--grad-accum', '2', '--lr', '1e-3', '--warmup', '1', '--steps', '3', '--grad-clip', '0.5', '--weight-decay', '0.5', '--device', 'cpu'];
+const common = [
+  '--model',
+  modelDir,
+  '--data',
+  dataPath,
+  '--seq-len',
+  '16',
+  '--batch-size',
+  '2',
+  '--grad-accum',
+  '2',
+  '--lr',
+  '1e-3',
+  '--warmup',
+  '1',
+  '--steps',
+  '3',
+  '--grad-clip',
+  '0.5',
+  '--weight-decay',
+  '0.5',
+  '--device',
+  'cpu',
+];
 
 interface StepLine {
   step: number;
@@ -41,8 +64,14 @@ interface StepLine {
 function run(out: string, ...flags: string[]): StepLine[] & { evals?: StepLine[] } {
   const r = nemotron('train', ...common, '--out', out, ...flags);
   expect({ flags, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ flags, code: 0, stderr: '' });
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as StepLine);
-  return Object.assign(lines.filter((l) => l.eval_loss === undefined), { evals: lines.filter((l) => l.eval_loss !== undefined) });
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as StepLine);
+  return Object.assign(
+    lines.filter((l) => l.eval_loss === undefined),
+    { evals: lines.filter((l) => l.eval_loss !== undefined) },
+  );
 }
 
 async function lmHead(dir: string): Promise<Float32Array> {
@@ -55,17 +84,23 @@ async function lmHead(dir: string): Promise<Float32Array> {
 }
 
 describe('nemotron train with parallel flags', () => {
-  test('data, pipeline and expert parallel log one device\'s losses and save its weights', async () => {
+  test("data, pipeline and expert parallel log one device's losses and save its weights", async () => {
     const one = run(join(scratch, 'one'), '--eval-every', '2');
     expect(one.evals!.map((l) => l.step)).toEqual([2, 3]);
     expect(one.map((l) => l.step)).toEqual([1, 2, 3]);
     expect(one.some((l) => l.grad_norm > 0.5)).toBe(true); // clipping acted
     const want = await lmHead(join(scratch, 'one', 'checkpoint-3'));
-    for (const flags of [['--data-parallel', '2'], ['--pipeline-stages', '2', '--microbatches', '2'], ['--expert-parallel', '2']]) {
+    for (const flags of [
+      ['--data-parallel', '2'],
+      ['--pipeline-stages', '2', '--microbatches', '2'],
+      ['--expert-parallel', '2'],
+    ]) {
       const out = join(scratch, flags[0]!.slice(2));
       const got = run(out, '--devices', 'cpu', '--eval-every', '2', ...flags);
       expect(got.map((l) => l.step)).toEqual([1, 2, 3]);
-      got.evals!.forEach((l, i) => expect([l.step, Math.abs(l.eval_loss! - one.evals![i]!.eval_loss!) / one.evals![i]!.eval_loss! <= 1e-5]).toEqual([one.evals![i]!.step, true]));
+      got.evals!.forEach((l, i) =>
+        expect([l.step, Math.abs(l.eval_loss! - one.evals![i]!.eval_loss!) / one.evals![i]!.eval_loss! <= 1e-5]).toEqual([one.evals![i]!.step, true]),
+      );
       got.forEach((l, i) => {
         expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-5);
         expect(Math.abs(l.grad_norm - one[i]!.grad_norm) / one[i]!.grad_norm).toBeLessThanOrEqual(1e-4);
@@ -77,11 +112,15 @@ describe('nemotron train with parallel flags', () => {
   }, 300_000);
 
   const native = getNativeDevice();
-  test.skipIf(!native)('data parallel on native CPU workers sharing the cores: one device\'s losses', async () => {
-    const one = run(join(scratch, 'one-for-native'));
-    const got = run(join(scratch, 'native'), '--data-parallel', '2', '--devices', 'native');
-    got.forEach((l, i) => expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-4));
-  }, 300_000);
+  test.skipIf(!native)(
+    "data parallel on native CPU workers sharing the cores: one device's losses",
+    async () => {
+      const one = run(join(scratch, 'one-for-native'));
+      const got = run(join(scratch, 'native'), '--data-parallel', '2', '--devices', 'native');
+      got.forEach((l, i) => expect(Math.abs(l.loss - one[i]!.loss) / one[i]!.loss).toBeLessThanOrEqual(1e-4));
+    },
+    300_000,
+  );
 
   test('flags that do not compose with the workers exit 2 naming the flag', () => {
     const refused = (...flags: string[]) => nemotron('train', ...common, '--out', join(scratch, 'refused'), '--data-parallel', '2', ...flags);

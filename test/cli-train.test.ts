@@ -33,7 +33,10 @@ describe('nemotron train', () => {
     const first = nemotron('train', ...common, '--out', out, '--steps', '3', '--save-every', '2', '--eval-every', '2', '--dtype', 'bf16');
     expect(first.stderr).toContain('step 3/3');
     expect(first.code).toBe(0);
-    const lines = first.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const lines = first.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number>);
     const steps = lines.filter((l) => 'loss' in l);
     expect(steps.map((l) => l.step)).toEqual([1, 2, 3]);
     for (const l of steps) {
@@ -43,7 +46,8 @@ describe('nemotron train', () => {
     expect(lines.filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2, 3]);
     expect((await readdir(out)).sort()).toEqual(['checkpoint-2', 'checkpoint-3', 'log.jsonl', 'loss.svg', 'report.html']);
     const files = await readdir(join(out, 'checkpoint-3'));
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'master_weights.safetensors', 'trainer_state.json']) expect(files).toContain(f);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'master_weights.safetensors', 'trainer_state.json'])
+      expect(files).toContain(f);
 
     const saved = await NemotronHForCausalLM.fromPretrained(join(out, 'checkpoint-3'), { device: getCpuDevice() });
     const original = await NemotronHForCausalLM.fromPretrained(modelDir, { device: getCpuDevice() });
@@ -63,17 +67,28 @@ describe('nemotron train', () => {
     const resumed = nemotron('train', ...common, '--out', out, '--steps', '4', '--save-every', '2', '--eval-every', '2', '--dtype', 'bf16', '--resume');
     expect(resumed.stderr).toContain('resumed from');
     expect(resumed.code).toBe(0);
-    expect(resumed.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step)).toEqual([4, 4]);
+    expect(
+      resumed.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { step: number }).step),
+    ).toEqual([4, 4]);
   }, 120_000);
 
   test('--gradient-checkpointing: the same losses with a lower peak_bytes', () => {
     // Rows long enough for the activations, not the weights and AdamW's moments, to set the peak.
     const longData = join(scratch, 'long.jsonl');
-    writeFileSync(longData, Array.from({ length: 16 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat, and the dog lay by the door.` })).join('\n'));
+    writeFileSync(
+      longData,
+      Array.from({ length: 16 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat, and the dog lay by the door.` })).join('\n'),
+    );
     const run = (name: string, ...extra: string[]) => {
       const r = nemotron('train', ...common, '--data', longData, '--seq-len', '160', '--out', join(scratch, name), '--steps', '1', ...extra);
       expect(r.code, r.stderr).toBe(0);
-      return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+      return r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, number>);
     };
     const plain = run('plain');
     const checkpointed = run('checkpointed', '--gradient-checkpointing');
@@ -85,12 +100,21 @@ describe('nemotron train', () => {
 
   test('chat data with --pack: the loss on assistant tokens of packed conversations', async () => {
     const chatPath = join(scratch, 'chat.jsonl');
-    const line = (q: string, a: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] });
+    const line = (q: string, a: string) =>
+      JSON.stringify({
+        messages: [
+          { role: 'user', content: q },
+          { role: 'assistant', content: a },
+        ],
+      });
     await writeFile(chatPath, [line('Hi?', 'Hello.'), line('Cat?', 'Meow.'), line('Dog?', 'Woof.')].join('\n'));
     const r = nemotron('train', ...common, '--data', chatPath, '--seq-len', '64', '--pack', '--out', join(scratch, 'chat-run'), '--steps', '1');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('chat (loss on assistant tokens), packed documents');
-    const [step] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const [step] = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number>);
     expect(Number.isFinite(step!.loss)).toBe(true);
   });
 

@@ -20,7 +20,7 @@ test('npm start writes words from the docs and prints the speeds and the device'
     (await readFile(join(ROOT, 'models', 'tiny-corpus.jsonl'), 'utf8'))
       .split('\n')
       .filter(Boolean)
-      .flatMap((line) => ((JSON.parse(line) as { text: string }).text.toLowerCase().match(/[a-z]+/g) ?? [])),
+      .flatMap((line) => (JSON.parse(line) as { text: string }).text.toLowerCase().match(/[a-z]+/g) ?? []),
   );
   // Words of three letters or more (one- and two-letter runs match by chance).
   const words = text.toLowerCase().match(/[a-z]{3,}/g) ?? [];

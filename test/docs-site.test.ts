@@ -33,7 +33,9 @@ describe('docs site', () => {
     for (const pkg of ['_nemotron-ts_kernels', '_nemotron-ts_core', '_nemotron-ts_hub', 'nemotron-ts']) expect(names.some((n) => n.includes(pkg))).toBe(true);
     const guides = (await readdir(join(ROOT, 'docs', 'guides'))).filter((f) => f.endsWith('.md'));
     const titles = await Promise.all(guides.map(async (g) => /^title: (.+)$/m.exec(await readFile(join(ROOT, 'docs', 'guides', g), 'utf8'))![1]!));
-    const documentTitles = await Promise.all(pages.filter((p) => relative(site, p).startsWith('documents')).map(async (p) => /<title>([^<]*)<\/title>/.exec(await readFile(p, 'utf8'))?.[1] ?? ''));
+    const documentTitles = await Promise.all(
+      pages.filter((p) => relative(site, p).startsWith('documents')).map(async (p) => /<title>([^<]*)<\/title>/.exec(await readFile(p, 'utf8'))?.[1] ?? ''),
+    );
     for (const t of titles) expect(documentTitles.some((d) => d.startsWith(t.replace(/&/g, '&amp;')))).toBe(true);
     const broken: string[] = [];
     for (const page of pages) {
@@ -41,31 +43,42 @@ describe('docs site', () => {
       for (const [, link] of html.matchAll(/(?:href|src)="([^"#?]+)[^"]*"/g)) {
         if (/^(?:[a-z]+:|\/\/)/i.test(link!)) continue;
         const target = join(dirname(page), decodeURIComponent(link!));
-        if (!(await Bun.file(target).exists()) && !(await readdir(target).then(() => true, () => false))) broken.push(`${relative(site, page)} → ${link}`);
+        if (
+          !(await Bun.file(target).exists()) &&
+          !(await readdir(target).then(
+            () => true,
+            () => false,
+          ))
+        )
+          broken.push(`${relative(site, page)} → ${link}`);
       }
     }
     expect(broken).toEqual([]);
   });
 
   const chromium = findChromium();
-  test.skipIf(!chromium)('renders in headless Chromium: no console errors, a non-blank index', async () => {
-    const server = serveFolder(site, (path) => (path === '/favicon.ico' ? new Response(null, { status: 204 }) : null));
-    const browser = await HeadlessChromium.launch(chromium!);
-    try {
-      const quickstart = (await htmlFiles(site)).find((p) => p.includes('Quickstart'))!;
-      const api = (await htmlFiles(site)).find((p) => p.includes('classes') && p.includes('NemotronHForCausalLM'))!;
-      for (const page of ['index.html', relative(site, quickstart), relative(site, api)]) {
-        const { problems } = await browser.open(`${server.url}/${page}`);
-        expect({ page, errors: problems.errors }).toEqual({ page, errors: [] });
+  test.skipIf(!chromium)(
+    'renders in headless Chromium: no console errors, a non-blank index',
+    async () => {
+      const server = serveFolder(site, (path) => (path === '/favicon.ico' ? new Response(null, { status: 204 }) : null));
+      const browser = await HeadlessChromium.launch(chromium!);
+      try {
+        const quickstart = (await htmlFiles(site)).find((p) => p.includes('Quickstart'))!;
+        const api = (await htmlFiles(site)).find((p) => p.includes('classes') && p.includes('NemotronHForCausalLM'))!;
+        for (const page of ['index.html', relative(site, quickstart), relative(site, api)]) {
+          const { problems } = await browser.open(`${server.url}/${page}`);
+          expect({ page, errors: problems.errors }).toEqual({ page, errors: [] });
+        }
+        const { session } = await browser.open(`${server.url}/index.html`, 800);
+        const png = await browser.screenshot(session);
+        expect(nonBackgroundShare(png)).toBeGreaterThan(0.02);
+        if (process.env.UPDATE_SCREENSHOTS === '1') await writeFile(join(ROOT, 'docs', 'images', 'docs-index.png'), png);
+      } finally {
+        await browser.close();
+        server.stop();
       }
-      const { session } = await browser.open(`${server.url}/index.html`, 800);
-      const png = await browser.screenshot(session);
-      expect(nonBackgroundShare(png)).toBeGreaterThan(0.02);
-      if (process.env.UPDATE_SCREENSHOTS === '1') await writeFile(join(ROOT, 'docs', 'images', 'docs-index.png'), png);
-    } finally {
-      await browser.close();
-      server.stop();
-    }
-  }, 120_000);
+    },
+    120_000,
+  );
   if (!chromium) test.skip(`Chromium: ${CHROMIUM_MISSING}`, () => undefined);
 });

@@ -74,10 +74,19 @@ for (const device of devices) {
 
           // The packed row: documents isolated.
           const packed = noGrad(() =>
-            model.forward({ inputIds: [inputs.packed.input_ids], cuSeqlens: inputs.packed.cu_seqlens, labels: [inputs.packed.labels], outputHiddenStates: true }),
+            model.forward({
+              inputIds: [inputs.packed.input_ids],
+              cuSeqlens: inputs.packed.cu_seqlens,
+              labels: [inputs.packed.labels],
+              outputHiddenStates: true,
+            }),
           );
           row.packed_logits = expectRel('packed_logits', await packed.logits.data(), await expectedArray(fixture, 'packed_logits'));
-          row.packed_last_hidden = expectRel('packed_last_hidden', await packed.hiddenStates!.at(-1)!.data(), await expectedArray(fixture, 'packed_last_hidden'));
+          row.packed_last_hidden = expectRel(
+            'packed_last_hidden',
+            await packed.hiddenStates!.at(-1)!.data(),
+            await expectedArray(fixture, 'packed_last_hidden'),
+          );
           row.packed_loss = expectLoss('packed_loss', await scalar(packed.loss), fixture.scalars.packed_loss!);
           disposeOutputs(packed);
 
@@ -87,7 +96,12 @@ for (const device of devices) {
             const out = noGrad(() => model.forward({ inputIds: padded.input_ids, attentionMask: padded.attention_mask }));
             const V = model.config.vocabSize;
             const mask = padded.attention_mask.flat();
-            row.padded_prompt_logits = expectRel('padded/prompt_logits', await out.logits.data(), await expectedArray(fixture, 'padded/prompt_logits'), (i) => mask[Math.floor(i / V)] === 1);
+            row.padded_prompt_logits = expectRel(
+              'padded/prompt_logits',
+              await out.logits.data(),
+              await expectedArray(fixture, 'padded/prompt_logits'),
+              (i) => mask[Math.floor(i / V)] === 1,
+            );
             disposeOutputs(out);
           }
           // Greedy generation of the case's prompt (EOS does not stop it).
@@ -98,12 +112,22 @@ for (const device of devices) {
           row.gen_step_logits = expectRel('gen_step_logits', stepLogits, await expectedArray(fixture, 'gen_step_logits'));
           if (fixture.expected.has('gen_step_logits_decode_unclamped')) {
             const unclamped = relDiff(stepLogits, await expectedArray(fixture, 'gen_step_logits_decode_unclamped'));
-            expect({ what: 'decode without the dt clamp', rel: unclamped, differs: unclamped > 1e-4 }).toEqual({ what: 'decode without the dt clamp', rel: unclamped, differs: true });
+            expect({ what: 'decode without the dt clamp', rel: unclamped, differs: unclamped > 1e-4 }).toEqual({
+              what: 'decode without the dt clamp',
+              rel: unclamped,
+              differs: true,
+            });
           }
 
           // The padded batch generates what each prompt alone would.
           if (padded) {
-            const out = await model.generate({ inputIds: padded.input_ids, attentionMask: padded.attention_mask, maxNewTokens: padded.max_new_tokens, eosTokenId: null, outputStepLogits: true });
+            const out = await model.generate({
+              inputIds: padded.input_ids,
+              attentionMask: padded.attention_mask,
+              maxNewTokens: padded.max_new_tokens,
+              eosTokenId: null,
+              outputStepLogits: true,
+            });
             expect(out.tokens.flat()).toEqual(Array.from(await expectedInts(fixture, 'padded/gen_tokens')));
             const all = new Float32Array(out.stepLogits!.reduce((n, r) => n + r.length, 0));
             out.stepLogits!.reduce((at, r) => (all.set(r, at), at + r.length), 0);
@@ -177,7 +201,10 @@ async function checkMtp(fixture: FixtureCase, model: NemotronHForCausalLM): Prom
   for (let k = 0; k < D; k++) {
     const got = (await packed.depthHiddenStates[k]!.data()) as Float32Array;
     const counted = (i: number) => targets[k * L + Math.floor(i / H)] !== -100;
-    errors.packed_hidden = Math.max(errors.packed_hidden, expectRel(`mtp/packed_hidden[${k}]`, got, packedHidden.subarray(k * L * H, (k + 1) * L * H), counted));
+    errors.packed_hidden = Math.max(
+      errors.packed_hidden,
+      expectRel(`mtp/packed_hidden[${k}]`, got, packedHidden.subarray(k * L * H, (k + 1) * L * H), counted),
+    );
   }
   errors.packed_losses = await losses('mtp packed', packed, scalars.packed);
   disposeMtp(packed);

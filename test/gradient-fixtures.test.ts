@@ -82,7 +82,12 @@ async function mtpLossGradients(model: NemotronHForCausalLM, inputs: MtpInputs):
  * Checks `got` against the manifest's entries (norms, samples, and full arrays stored under
  * `${fullPrefix}<name>`); returns the worst norm and full-array errors.
  */
-async function compareGradients(fixture: FixtureCase, got: Map<string, Float32Array>, want: Record<string, ParamGradient>, fullPrefix: string): Promise<{ norm: number; full: number }> {
+async function compareGradients(
+  fixture: FixtureCase,
+  got: Map<string, Float32Array>,
+  want: Record<string, ParamGradient>,
+  fullPrefix: string,
+): Promise<{ norm: number; full: number }> {
   let norm = 0;
   let full = 0;
   for (const [key, w] of Object.entries(want)) {
@@ -142,7 +147,10 @@ for (const device of devices) {
           row.grad_l2_rel = main.norm;
           row.grad_full_rel = main.full;
           const p = inputs.packed;
-          row.packed_grad_l2_rel = comparePackedNorms(await lossGradients(model, { inputIds: [p.input_ids], labels: [p.labels], cuSeqlens: p.cu_seqlens }), want);
+          row.packed_grad_l2_rel = comparePackedNorms(
+            await lossGradients(model, { inputIds: [p.input_ids], labels: [p.labels], cuSeqlens: p.cu_seqlens }),
+            want,
+          );
 
           const mtpWant = manifest.blocks?.mtp?.gradients.params;
           if (mtpWant && inputs.mtp) {
@@ -151,7 +159,10 @@ for (const device of devices) {
             row.mtp_grad_l2_rel = mtp.norm;
             row.mtp_grad_full_rel = mtp.full;
             const mp = m.packed;
-            row.mtp_packed_grad_l2_rel = comparePackedNorms(await mtpLossGradients(model, { inputIds: [mp.input_ids], labels: [mp.labels], cuSeqlens: mp.cu_seqlens }), mtpWant);
+            row.mtp_packed_grad_l2_rel = comparePackedNorms(
+              await mtpLossGradients(model, { inputIds: [mp.input_ids], labels: [mp.labels], cuSeqlens: mp.cu_seqlens }),
+              mtpWant,
+            );
           }
           console.log(JSON.stringify(row, (_k, v: unknown) => (typeof v === 'number' ? Number(v.toPrecision(3)) : v)));
         } finally {

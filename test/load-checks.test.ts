@@ -65,7 +65,9 @@ describe('a config that does not fit its checkpoint', () => {
 
   test('a dimension set by several fields names them all; a wrong layer count names the missing tensors', async () => {
     const grown = await withConfig('dense_f32', { mamba_head_dim: 32 });
-    await expect(NemotronHForCausalLM.fromPretrained(grown, { device: cpu })).rejects.toThrow(/field(s)? .*mamba_head_dim \(32\).* gives? 'backbone\.layers\.0\.mixer\.in_proj\.weight' the shape/);
+    await expect(NemotronHForCausalLM.fromPretrained(grown, { device: cpu })).rejects.toThrow(
+      /field(s)? .*mamba_head_dim \(32\).* gives? 'backbone\.layers\.0\.mixer\.in_proj\.weight' the shape/,
+    );
     const config = await readConfigJson(join(FIXTURES_DIR, 'dense_f32', 'config.json'));
     const pattern = `${config.hybrid_override_pattern as string}M`;
     const deeper = await withConfig('dense_f32', { hybrid_override_pattern: pattern, num_hidden_layers: pattern.length });
@@ -81,7 +83,9 @@ describe.each(devices.map((d) => [d.kind, d] as const))('non-finite weights on %
       () => null,
       (e: unknown) => e as Error,
     );
-    expect(error?.message).toBe(`${join(folder, 'model.safetensors')}: tensor '${name}': element 1000 of 24576 is NaN: the weights are corrupted (NaN or infinite values)`);
+    expect(error?.message).toBe(
+      `${join(folder, 'model.safetensors')}: tensor '${name}': element 1000 of 24576 is NaN: the weights are corrupted (NaN or infinite values)`,
+    );
     // Opting out loads it (for inspecting a broken checkpoint).
     const model = await NemotronHForCausalLM.fromPretrained(folder, { device, checkFinite: false });
     expect(Number.isNaN((await model.getTensor('model.layers.1.mixer.up_proj.weight').toFloat32())[1000])).toBe(true);
@@ -104,9 +108,10 @@ test('a LoRA adapter holding NaN is refused naming the file and key, leaving the
   await saveLoraAdapter(model, dir);
   removeLora(model);
   await expect(loadLoraAdapter(model, dir)).rejects.toThrow(
-    new RegExp(`${join(dir, 'adapter_model.safetensors')}: tensor 'base_model\\.model\\.model\\.layers\\.\\d+\\.mixer\\.up_proj\\.lora_B\\.weight': element 0 of \\d+ is NaN`),
+    new RegExp(
+      `${join(dir, 'adapter_model.safetensors')}: tensor 'base_model\\.model\\.model\\.layers\\.\\d+\\.mixer\\.up_proj\\.lora_B\\.weight': element 0 of \\d+ is NaN`,
+    ),
   );
   expect(loraHandle(model)).toBeNull();
   model.dispose();
 });
-

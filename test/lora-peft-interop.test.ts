@@ -179,7 +179,21 @@ describe('a PEFT-written adapter', () => {
     expect({ rel, ok: rel <= 1e-5 }).toEqual({ rel, ok: true });
 
     const greedy = (model: string, ...extra: string[]) => {
-      const r = nemotron('generate', '--model', model, '--input', input, '--greedy', '--ignore-eos', '--max-new-tokens', '8', '--json', '--device', 'cpu', ...extra);
+      const r = nemotron(
+        'generate',
+        '--model',
+        model,
+        '--input',
+        input,
+        '--greedy',
+        '--ignore-eos',
+        '--max-new-tokens',
+        '8',
+        '--json',
+        '--device',
+        'cpu',
+        ...extra,
+      );
       expect({ model, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ model, code: 0, stderr: '' });
       return (JSON.parse(r.stdout) as { ids: number[][] }).ids;
     };
@@ -188,7 +202,7 @@ describe('a PEFT-written adapter', () => {
     expect(ids).not.toEqual(greedy(BASE));
   }, 120_000);
 
-  test('forward --grads --lora: base gradients equal the merged model\'s; the adapters\' follow by the chain rule', async () => {
+  test("forward --grads --lora: base gradients equal the merged model's; the adapters' follow by the chain rule", async () => {
     const input = join(scratch, 'labelled.json');
     await Bun.write(input, JSON.stringify({ input_ids: inputIds, labels: inputIds }));
     const run = (model: string, out: string, ...extra: string[]) => {
@@ -208,8 +222,14 @@ describe('a PEFT-written adapter', () => {
     // dL/dA = s · Bᵀ · dL/dW and dL/dB = s · dL/dW · Aᵀ, with dL/dW the merged weight's gradient (f64 here).
     const layer = 'layers.1.mixer.q_proj';
     const g = await host(merged, `grad/backbone.${layer}.weight`);
-    const { data: a, shape: [, inp] } = adapter.tensors.get(`base_model.model.model.${layer}.lora_A.weight`)!;
-    const { data: b, shape: [out] } = adapter.tensors.get(`base_model.model.model.${layer}.lora_B.weight`)!;
+    const {
+      data: a,
+      shape: [, inp],
+    } = adapter.tensors.get(`base_model.model.model.${layer}.lora_A.weight`)!;
+    const {
+      data: b,
+      shape: [out],
+    } = adapter.tensors.get(`base_model.model.model.${layer}.lora_B.weight`)!;
     const s = ALPHA / R;
     const gradA = new Float64Array(R * inp!);
     const gradB = new Float64Array(out! * R);
@@ -246,11 +266,13 @@ describe('a PEFT-written adapter', () => {
     perExpert.set('base_model.model.backbone.layers.2.mixer.experts.0.up_proj.lora_A.weight', { data: new Float32Array(R * 64), shape: [R, 64] });
     const perExpertDir = await writeAdapter(join(scratch, 'peft-per-expert'), perExpert);
     const c = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
-    await expect(loadLoraAdapter(c, perExpertDir)).rejects.toThrow(/'base_model\.model\.backbone\.layers\.2\.mixer\.experts\.0\.up_proj\.lora_A\.weight', an adapter on one routed expert/);
+    await expect(loadLoraAdapter(c, perExpertDir)).rejects.toThrow(
+      /'base_model\.model\.backbone\.layers\.2\.mixer\.experts\.0\.up_proj\.lora_A\.weight', an adapter on one routed expert/,
+    );
     for (const m of [a, b, c]) m.dispose();
   });
 
-  test('target_modules as one regular expression (PEFT\'s full match), on native or remote-code names', async () => {
+  test("target_modules as one regular expression (PEFT's full match), on native or remote-code names", async () => {
     const listed = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
     const expected = await logitsOf((await loadLoraAdapter(listed, adapterDir), listed));
     for (const [name, pattern] of [
@@ -279,7 +301,9 @@ describe('a PEFT-written adapter', () => {
     const fromFolder = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
     await loadLoraAdapter(fromFolder, adapterDir);
     expect(await logitsOf(fromHub)).toEqual(await logitsOf(fromFolder));
-    await expect(loadLoraAdapter(fromHub, 'some-org/missing', { cacheDir, localFilesOnly: true })).rejects.toThrow(/some-org\/missing@main is not in the cache/);
+    await expect(loadLoraAdapter(fromHub, 'some-org/missing', { cacheDir, localFilesOnly: true })).rejects.toThrow(
+      /some-org\/missing@main is not in the cache/,
+    );
     fromHub.dispose();
     fromFolder.dispose();
   });
@@ -302,7 +326,9 @@ describe("PEFT's Mamba guard", () => {
       // Every field PEFT 0.20 writes, so stock PEFT reads it as it reads its own.
       const peftFields = Object.keys(JSON.parse(peftAdapterConfigJson()) as object).filter((k) => k !== 'peft_version');
       expect(Object.keys(config).sort()).toEqual(peftFields.sort());
-      expect((await SafetensorsReader.open(join(dir, 'adapter_model.safetensors'))).names().every((k) => k.startsWith('base_model.model.model.layers.'))).toBe(true);
+      expect((await SafetensorsReader.open(join(dir, 'adapter_model.safetensors'))).names().every((k) => k.startsWith('base_model.model.model.layers.'))).toBe(
+        true,
+      );
       expect(warn).not.toHaveBeenCalled();
       m.dispose();
 
@@ -314,7 +340,10 @@ describe("PEFT's Mamba guard", () => {
       expect(String(warn.mock.calls[0]![0])).toMatch(/out_proj .*stock PEFT refuses out_proj and conv1d on nemotron_h/);
       withOut.dispose();
       const withConv = await NemotronHForCausalLM.fromPretrained(BASE, { device: cpu });
-      expect(applyLora(withConv, { r: 2, alpha: 4, targetModules: ['q_proj', 'conv1d'] }).peftRefused).toEqual(['model.layers.0.mixer.conv1d', 'model.layers.3.mixer.conv1d']);
+      expect(applyLora(withConv, { r: 2, alpha: 4, targetModules: ['q_proj', 'conv1d'] }).peftRefused).toEqual([
+        'model.layers.0.mixer.conv1d',
+        'model.layers.3.mixer.conv1d',
+      ]);
       expect(warn).toHaveBeenCalledTimes(2);
       withConv.dispose();
     } finally {

@@ -17,13 +17,29 @@ afterAll(() => rm(scratch, { recursive: true, force: true }));
 
 async function digests(dir: string): Promise<Record<string, string>> {
   const files = (await readdir(dir)).sort();
-  return Object.fromEntries(await Promise.all(files.map(async (f) => [f, createHash('sha256').update(await readFile(join(dir, f))).digest('hex')] as const)));
+  return Object.fromEntries(
+    await Promise.all(
+      files.map(
+        async (f) =>
+          [
+            f,
+            createHash('sha256')
+              .update(await readFile(join(dir, f)))
+              .digest('hex'),
+          ] as const,
+      ),
+    ),
+  );
 }
 
 test('two runs write identical folders that fromPretrained loads', async () => {
   const outs = [join(scratch, 'a'), join(scratch, 'b')];
   for (const [i, out] of outs.entries()) {
-    const r = Bun.spawnSync([process.execPath, join(ROOT, 'scripts/make-tiny.ts'), '--steps', '2', '--out', out, '--report', join(scratch, `report-${i}`)], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+    const r = Bun.spawnSync([process.execPath, join(ROOT, 'scripts/make-tiny.ts'), '--steps', '2', '--out', out, '--report', join(scratch, `report-${i}`)], {
+      cwd: ROOT,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    });
     expect(r.stderr.toString()).toContain('make-tiny: wrote');
     expect(r.exitCode).toBe(0);
   }

@@ -106,14 +106,43 @@ for (const device of devices) {
         const fill = (list: number[]) => [...list, ...Array.from({ length: cu.length - list.length }, () => SENTINEL)];
         {
           using out = noGrad(() =>
-            model.forward({ inputIds: rowIds, cuSeqlens: [cu, fill([0, docs[0]!.length])], cuSeqlensPadded: [cuPadded, fill([0, L])], outputHiddenStates: true }),
+            model.forward({
+              inputIds: rowIds,
+              cuSeqlens: [cu, fill([0, docs[0]!.length])],
+              cuSeqlensPadded: [cuPadded, fill([0, L])],
+              outputHiddenStates: true,
+            }),
           );
           const got = await values(out.logits);
           const real = layout.map((p, i) => [p, i] as const).filter(([p]) => p >= 0);
-          expectRel('cuSeqlensPadded row 0', gather(got, V, real.map(([, i]) => i)), gather(wantLogits, V, real.map(([p]) => p)));
+          expectRel(
+            'cuSeqlensPadded row 0',
+            gather(
+              got,
+              V,
+              real.map(([, i]) => i),
+            ),
+            gather(
+              wantLogits,
+              V,
+              real.map(([p]) => p),
+            ),
+          );
           expectRel('cuSeqlensPadded row 1', got.subarray(L * V, (L + docs[0]!.length) * V), gather(wantLogits, V, docs[0]!));
           const hidden = await values(out.hiddenStates!.at(-1)!);
-          expectRel('cuSeqlensPadded hidden row 0', gather(hidden, H, real.map(([, i]) => i)), gather(wantHidden, H, real.map(([p]) => p)));
+          expectRel(
+            'cuSeqlensPadded hidden row 0',
+            gather(
+              hidden,
+              H,
+              real.map(([, i]) => i),
+            ),
+            gather(
+              wantHidden,
+              H,
+              real.map(([p]) => p),
+            ),
+          );
           for (const v of got) expect(Number.isFinite(v)).toBe(true);
         }
       });
@@ -131,13 +160,73 @@ describe('packing input errors', () => {
     ];
     const run = (inputs: Parameters<typeof model.forward>[0]) => () => noGrad(() => model.forward(inputs)).dispose();
     expect(run({ inputIds: ids, cuSeqlens: [0, 2, 4] })).toThrow(/one packed row, but the batch has 2 rows/);
-    expect(run({ inputIds: ids, cuSeqlens: [[0, 4], [0, 3, -1000]] })).toThrow(/cuSeqlens\[1\] must end at the row length 4, got 3/);
+    expect(
+      run({
+        inputIds: ids,
+        cuSeqlens: [
+          [0, 4],
+          [0, 3, -1000],
+        ],
+      }),
+    ).toThrow(/cuSeqlens\[1\] must end at the row length 4, got 3/);
     expect(run({ inputIds: ids, cuSeqlens: [[0, 4]] })).toThrow(/1 rows of boundaries, the batch 2 rows/);
-    expect(run({ inputIds: ids, cuSeqlens: [[0, 4], [0, 4]], seqIdx: [[0, 0, 0, 0], [0, 0, 1, 1]] })).toThrow(/cuSeqlens or seqIdx, not both/);
-    expect(run({ inputIds: ids, cuSeqlens: [[0, 3], [0, 4]], cuSeqlensPadded: [[0, 2], [0, 4]] })).toThrow(/cuSeqlensPadded\[0\] must end at the row length 4/);
-    expect(run({ inputIds: ids, cuSeqlens: [[0, 3, 4], [0, 4, -1000]], cuSeqlensPadded: [[0, 2, 4], [0, 4, -1000]] })).toThrow(/document 0 has 3 tokens, more than its 2 padded positions/);
-    expect(run({ inputIds: ids, cuSeqlensPadded: [[0, 4], [0, 4]] })).toThrow(/cuSeqlensPadded needs cuSeqlens/);
-    expect(run({ inputIds: ids, seqIdx: [[0, 0, 0], [0, 0, 1]] })).toThrow(/seqIdx \[2, 3\] does not match the batch \[2, 4\]/);
+    expect(
+      run({
+        inputIds: ids,
+        cuSeqlens: [
+          [0, 4],
+          [0, 4],
+        ],
+        seqIdx: [
+          [0, 0, 0, 0],
+          [0, 0, 1, 1],
+        ],
+      }),
+    ).toThrow(/cuSeqlens or seqIdx, not both/);
+    expect(
+      run({
+        inputIds: ids,
+        cuSeqlens: [
+          [0, 3],
+          [0, 4],
+        ],
+        cuSeqlensPadded: [
+          [0, 2],
+          [0, 4],
+        ],
+      }),
+    ).toThrow(/cuSeqlensPadded\[0\] must end at the row length 4/);
+    expect(
+      run({
+        inputIds: ids,
+        cuSeqlens: [
+          [0, 3, 4],
+          [0, 4, -1000],
+        ],
+        cuSeqlensPadded: [
+          [0, 2, 4],
+          [0, 4, -1000],
+        ],
+      }),
+    ).toThrow(/document 0 has 3 tokens, more than its 2 padded positions/);
+    expect(
+      run({
+        inputIds: ids,
+        cuSeqlensPadded: [
+          [0, 4],
+          [0, 4],
+        ],
+      }),
+    ).toThrow(/cuSeqlensPadded needs cuSeqlens/);
+    expect(
+      run({
+        inputIds: ids,
+        seqIdx: [
+          [0, 0, 0],
+          [0, 0, 1],
+        ],
+      }),
+    ).toThrow(/seqIdx \[2, 3\] does not match the batch \[2, 4\]/);
     expect(run({ inputIds: [1, 2, 3], labels: [1, 2] })).toThrow(/labels \[1, 2\] does not match the batch \[1, 3\]/);
   });
 });

@@ -18,7 +18,7 @@ const open: DataParallel[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
 describe('data parallel', () => {
-  test('moe_flat_rsf2.5: 2 replicas, all-reduced in small buckets, give one device\'s gradients', async () => {
+  test("moe_flat_rsf2.5: 2 replicas, all-reduced in small buckets, give one device's gradients", async () => {
     const fixture = await openFixture('moe_flat_rsf2.5');
     const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
     const { inputs } = fixture;
@@ -41,7 +41,7 @@ describe('data parallel', () => {
     model.dispose();
   });
 
-  test('dense_f32: three AdamW steps on 2 replicas give one device\'s losses; the replicas stay identical', async () => {
+  test("dense_f32: three AdamW steps on 2 replicas give one device's losses; the replicas stay identical", async () => {
     const fixture = await openFixture('dense_f32');
     const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
     const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };

@@ -19,7 +19,10 @@ const open: ExpertParallel[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
 describe('expert parallel', () => {
-  for (const [name, ep] of [['moe_group4_top2', 2], ['hybrid_bf16', 4]] as const) {
+  for (const [name, ep] of [
+    ['moe_group4_top2', 2],
+    ['hybrid_bf16', 4],
+  ] as const) {
     test(`${name}: experts over ${ep} workers equal one device`, async () => {
       const fixture = await openFixture(name);
       const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
@@ -41,7 +44,7 @@ describe('expert parallel', () => {
     });
   }
 
-  test('moe_group4_top2: backward through the dispatch gives one device\'s gradients (host parameters and sharded experts)', async () => {
+  test("moe_group4_top2: backward through the dispatch gives one device's gradients (host parameters and sharded experts)", async () => {
     const fixture = await openFixture('moe_group4_top2');
     const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
     const { inputs } = fixture;
@@ -71,7 +74,9 @@ describe('expert parallel', () => {
   test('an expert-parallel size that does not divide n_routed_experts is refused', async () => {
     const fixture = await openFixture('moe_group4_top2');
     const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
-    expect((await rejection(ExpertParallel.fromModel(model, { expertParallel: 3 }))).message).toContain(`n_routed_experts (${model.config.nRoutedExperts}) must be divisible by the expert-parallel size (3)`);
+    expect((await rejection(ExpertParallel.fromModel(model, { expertParallel: 3 }))).message).toContain(
+      `n_routed_experts (${model.config.nRoutedExperts}) must be divisible by the expert-parallel size (3)`,
+    );
     model.dispose();
   });
 });

@@ -17,7 +17,7 @@ const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
 const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 
 describe('ParallelModel', () => {
-  test('every mode gives one device\'s logits; training in every mode changes the synced weights', async () => {
+  test("every mode gives one device's logits; training in every mode changes the synced weights", async () => {
     const fixture = await openFixture('moe_flat_rsf2.5');
     const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
     const single = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true });
@@ -26,7 +26,11 @@ describe('ParallelModel', () => {
     for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }]) {
       const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
       const got = await pm.forward(batch);
-      expect({ options, rel: relDiff(got.logits.toFloat32(), want.logits.toFloat32()) <= LOGITS_TOL, loss: Math.abs(got.loss! - want.loss!) < LOSS_TOL }).toEqual({ options, rel: true, loss: true });
+      expect({
+        options,
+        rel: relDiff(got.logits.toFloat32(), want.logits.toFloat32()) <= LOGITS_TOL,
+        loss: Math.abs(got.loss! - want.loss!) < LOSS_TOL,
+      }).toEqual({ options, rel: true, loss: true });
       {
         await pm.setOptimizer({ lr: 1e-2 });
         const before = await pm.model.getTensor('lm_head.weight').toFloat32();
@@ -49,8 +53,12 @@ describe('ParallelModel', () => {
 
   test('composing kinds, and bad sizes, are refused before anything starts', async () => {
     const dir = (await openFixture('dense_f32')).dir;
-    expect((await rejection(ParallelModel.fromPretrained(dir, { device, pipelineStages: 2, dataParallel: 2 }))).message).toContain('combine one kind of parallelism at a time (asked for pipeline + data)');
-    expect((await rejection(ParallelModel.fromPretrained(dir, { device, expertParallel: 0 }))).message).toContain('expert parallel size must be a positive integer, got 0');
+    expect((await rejection(ParallelModel.fromPretrained(dir, { device, pipelineStages: 2, dataParallel: 2 }))).message).toContain(
+      'combine one kind of parallelism at a time (asked for pipeline + data)',
+    );
+    expect((await rejection(ParallelModel.fromPretrained(dir, { device, expertParallel: 0 }))).message).toContain(
+      'expert parallel size must be a positive integer, got 0',
+    );
     expect((await rejection(ParallelModel.fromPretrained(dir, { device, expertParallel: 2 }))).message).toContain('the model has no MoE layer');
   });
 });

@@ -55,7 +55,11 @@ async function expectGradientsEqual(got: Map<string, import('@nemotron-ts/parall
 }
 
 describe('pipeline parallel forward', () => {
-  for (const [name, stages] of [['dense_f32', 2], ['hybrid_bf16', 3], ['moe_flat_rsf2.5', 3]] as const) {
+  for (const [name, stages] of [
+    ['dense_f32', 2],
+    ['hybrid_bf16', 3],
+    ['moe_flat_rsf2.5', 3],
+  ] as const) {
     test(`${name}: ${stages} stages equal one device (batch and packed row)`, async () => {
       const { fixture, model } = await load(name);
       const { inputs } = fixture;
@@ -87,8 +91,14 @@ describe('pipeline parallel training', () => {
     const { fixture, model } = await load('moe_group4_top2');
     const { inputs } = fixture;
     model.train();
-    const want = await referenceGradients(model, () => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }) as { loss: import('@nemotron-ts/kernels').Tensor });
-    for (const [stages, schedule] of [[2, 'gpipe'], [3, '1f1b']] as const) {
+    const want = await referenceGradients(
+      model,
+      () => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }) as { loss: import('@nemotron-ts/kernels').Tensor },
+    );
+    for (const [stages, schedule] of [
+      [2, 'gpipe'],
+      [3, '1f1b'],
+    ] as const) {
       const p = await pipeline(model, stages);
       const loss = await p.forwardBackward({ inputIds: inputs.input_ids, labels: inputs.labels }, { microbatches: 2, schedule });
       expectLoss(`loss ${schedule}`, loss, fixture.scalars.loss!);
@@ -119,7 +129,7 @@ describe('pipeline parallel training', () => {
     model.dispose();
   });
 
-  test('dense_f32: three AdamW steps through 2 stages give one device\'s losses and weights', async () => {
+  test("dense_f32: three AdamW steps through 2 stages give one device's losses and weights", async () => {
     const { fixture, model } = await load('dense_f32');
     const { inputs } = fixture;
     const batch = { inputIds: inputs.input_ids, labels: inputs.labels };
@@ -157,8 +167,19 @@ describe('pipeline parallel generation', () => {
     const p = await pipeline(model, 3);
     const single = await p.generate({ inputIds: [generate.prompt], maxNewTokens: generate.max_new_tokens });
     expect(single.tokens[0]).toEqual([...(await expectedInts(fixture, 'gen_tokens'))]);
-    const got = await p.generate({ inputIds: padded!.input_ids, attentionMask: padded!.attention_mask, maxNewTokens: padded!.max_new_tokens, padTokenId: 0, microbatches: 2 });
-    const want = await model.generate({ inputIds: padded!.input_ids, attentionMask: padded!.attention_mask, maxNewTokens: padded!.max_new_tokens, eosTokenId: null });
+    const got = await p.generate({
+      inputIds: padded!.input_ids,
+      attentionMask: padded!.attention_mask,
+      maxNewTokens: padded!.max_new_tokens,
+      padTokenId: 0,
+      microbatches: 2,
+    });
+    const want = await model.generate({
+      inputIds: padded!.input_ids,
+      attentionMask: padded!.attention_mask,
+      maxNewTokens: padded!.max_new_tokens,
+      eosTokenId: null,
+    });
     expect(got.tokens).toEqual(want.tokens);
     p.close();
     model.dispose();

@@ -32,7 +32,14 @@ describe('parallel training equals the one-device Trainer', () => {
     for (const options of [{ pipelineStages: 2, microbatches: 2 }, { dataParallel: 2 }]) {
       const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
       try {
-        await pm.setOptimizer({ lr: hyper.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: hyper.weightDecay, noWeightDecay: noWeightDecayNames(pm.model) });
+        await pm.setOptimizer({
+          lr: hyper.lr,
+          beta1: 0.9,
+          beta2: 0.95,
+          eps: 1e-8,
+          weightDecay: hyper.weightDecay,
+          noWeightDecay: noWeightDecayNames(pm.model),
+        });
         const schedule = warmupCosineSchedule({ warmupSteps: hyper.warmup, totalSteps: hyper.steps, minRatio: 0 });
         let position = 0;
         for (let step = 0; step < hyper.steps; step++) {
@@ -43,7 +50,11 @@ describe('parallel training equals the one-device Trainer', () => {
           });
           const got = await pm.trainUpdate(batches, { lrScale: schedule(step), maxGradNorm: hyper.gradClip });
           expect({ options, step, loss: Math.abs(got.loss - want[step]!.loss) / want[step]!.loss <= TOL }).toEqual({ options, step, loss: true });
-          expect({ options, step, norm: Math.abs(got.gradNorm - want[step]!.grad_norm) / want[step]!.grad_norm <= 10 * TOL }).toEqual({ options, step, norm: true });
+          expect({ options, step, norm: Math.abs(got.gradNorm - want[step]!.grad_norm) / want[step]!.grad_norm <= 10 * TOL }).toEqual({
+            options,
+            step,
+            norm: true,
+          });
         }
         await pm.syncWeights();
         expect(relDiff(await pm.model.lmHead.weight.toFloat32(), wantHead)).toBeLessThanOrEqual(10 * TOL);

@@ -52,7 +52,11 @@ function adapted(device: Device = cpu): NemotronHForCausalLM {
   const handle = applyLora(m, { r: 3, alpha: 12, dropout: 0.05, targetModules: TARGETS, seed: 2 });
   const g = new Generator(8);
   for (const [name, p] of handle.namedParameters()) {
-    const t = tensor(Float32Array.from({ length: p.size }, () => g.normal() * 0.3), p.shape, { device });
+    const t = tensor(
+      Float32Array.from({ length: p.size }, () => g.normal() * 0.3),
+      p.shape,
+      { device },
+    );
     m.setTensor(name, t);
     t.dispose();
   }
@@ -136,7 +140,9 @@ describe('loadLoraAdapter', () => {
     m.dispose();
     const other = model();
     applyLora(other, { r: 3, alpha: 6, targetModules: TARGETS });
-    await expect(loadLoraAdapterWeights(other, dir)).rejects.toThrow(/in-place\/adapter_config\.json has r 3, alpha 12, .*; the model's adapters have r 3, alpha 6/);
+    await expect(loadLoraAdapterWeights(other, dir)).rejects.toThrow(
+      /in-place\/adapter_config\.json has r 3, alpha 12, .*; the model's adapters have r 3, alpha 6/,
+    );
     other.dispose();
   });
 
@@ -159,14 +165,18 @@ describe('loadLoraAdapter', () => {
   test('a missing, unexpected or mis-shaped tensor fails naming the file and key; the model keeps no adapters', async () => {
     const missingKey = 'base_model.model.model.layers.1.mixer.v_proj.lora_B.weight';
     const missing = await brokenFolder('missing', (t) => t.delete(missingKey));
-    const extra = await brokenFolder('extra', (t) => t.set('base_model.model.model.layers.1.mixer.k_proj.lora_A.weight', tensor(new Float32Array(3 * 20), [3, 20], { device: cpu })));
+    const extra = await brokenFolder('extra', (t) =>
+      t.set('base_model.model.model.layers.1.mixer.k_proj.lora_A.weight', tensor(new Float32Array(3 * 20), [3, 20], { device: cpu })),
+    );
     const shapeKey = 'base_model.model.model.layers.2.mixer.up_proj.lora_A.weight';
     const misShaped = await brokenFolder('shape', (t) => t.set(shapeKey, tensor(new Float32Array(4 * 20), [4, 20], { device: cpu })));
     const m = model();
     const base = await logitsOf(m);
     await expect(loadLoraAdapter(m, missing)).rejects.toThrow(`missing/adapter_model.safetensors lacks '${missingKey}'`);
     expect(loraHandle(m)).toBeNull();
-    await expect(loadLoraAdapter(m, extra)).rejects.toThrow(/extra\/adapter_model\.safetensors has 'base_model\.model\.model\.layers\.1\.mixer\.k_proj\.lora_A\.weight'.*no adapted layer/);
+    await expect(loadLoraAdapter(m, extra)).rejects.toThrow(
+      /extra\/adapter_model\.safetensors has 'base_model\.model\.model\.layers\.1\.mixer\.k_proj\.lora_A\.weight'.*no adapted layer/,
+    );
     await expect(loadLoraAdapter(m, misShaped)).rejects.toThrow(`shape/adapter_model.safetensors has '${shapeKey}' of shape [4, 20]; this model needs [3, 20]`);
     expect(loraHandle(m)).toBeNull();
     expect(m.namedParameters().some(([n]) => n.includes('lora_'))).toBe(false);
@@ -194,7 +204,9 @@ describe('loadLoraAdapter', () => {
     await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'], use_dora: true });
     await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: use_dora = true is not supported/);
     await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: '' });
-    await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: target_modules must be a list of names or one regular expression, got ""/);
+    await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(
+      /adapter_config\.json: target_modules must be a list of names or one regular expression, got ""/,
+    );
     await write({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: 7 });
     await expect(loadLoraAdapter(m, configOnly)).rejects.toThrow(/adapter_config\.json: target_modules must be a list of names/);
     expect(loraHandle(m)).toBeNull();

@@ -59,7 +59,9 @@ describe('fromPretrained', () => {
     await copyFile(join(FIXTURES_DIR, 'dense_f32', 'model.safetensors'), join(folder, 'model.safetensors'));
     const config = await readConfigJson(join(FIXTURES_DIR, 'dense_f32', 'config.json'));
     await writeConfigJson(join(folder, 'config.json'), { ...config, intermediate_size: 130 });
-    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu })).rejects.toThrow(/mis-shaped 4 \(backbone.layers.3.mixer.up_proj.weight: model needs \[130, 64\], checkpoint has \[128, 64\]/);
+    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu })).rejects.toThrow(
+      /mis-shaped 4 \(backbone.layers.3.mixer.up_proj.weight: model needs \[130, 64\], checkpoint has \[128, 64\]/,
+    );
     await writeConfigJson(join(folder, 'config.json'), { ...config, ssm_state_size: 0 });
     await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu })).rejects.toThrow(/config.json: ssm_state_size: expected a positive integer/);
   });
@@ -170,9 +172,14 @@ describe('loading what others save', () => {
       expect(model.mtp).toBeNull();
       expect(model.config.numNextnPredictLayers).toBe(0);
       expect(warn).toHaveBeenCalledTimes(1);
-      expect(String(warn.mock.calls[0]![0])).toMatch(/config\.json has num_nextn_predict_layers = 2 but .*mtp-dropped holds no mtp\.\* tensors .*loading without MTP/);
+      expect(String(warn.mock.calls[0]![0])).toMatch(
+        /config\.json has num_nextn_predict_layers = 2 but .*mtp-dropped holds no mtp\.\* tensors .*loading without MTP/,
+      );
       const full = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device: cpu });
-      expectClose(await logitsOf(model, fixture.inputs.input_ids), await logitsOf(full, fixture.inputs.input_ids), { rtol: 0, what: 'logits without the MTP head' });
+      expectClose(await logitsOf(model, fixture.inputs.input_ids), await logitsOf(full, fixture.inputs.input_ids), {
+        rtol: 0,
+        what: 'logits without the MTP head',
+      });
       model.dispose();
       full.dispose();
     } finally {
@@ -199,7 +206,9 @@ describe('loading what others save', () => {
       expect(oneDepth.config).toBe(config);
       expect(oneDepth.mtp!.numDepths).toBe(1);
       oneDepth.dispose();
-      await expect(NemotronHForCausalLM.fromPretrained(dir, { device: cpu, config: { hidden_size: -1 } })).rejects.toThrow(/config\.json with overrides \{"hidden_size":-1\}: hidden_size/);
+      await expect(NemotronHForCausalLM.fromPretrained(dir, { device: cpu, config: { hidden_size: -1 } })).rejects.toThrow(
+        /config\.json with overrides \{"hidden_size":-1\}: hidden_size/,
+      );
     } finally {
       warn.mockRestore();
     }
@@ -211,7 +220,9 @@ describe('loading what others save', () => {
       t.delete('backbone.layers.0.norm.weight');
       t.set('backbone.layers.0.mixer.extra.weight', tensor(new Float32Array(3), [3], { device: cpu }));
     });
-    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu })).rejects.toThrow(/missing 1 \(backbone\.layers\.0\.norm\.weight\); unexpected 1 \(backbone\.layers\.0\.mixer\.extra\.weight\)/);
+    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu })).rejects.toThrow(
+      /missing 1 \(backbone\.layers\.0\.norm\.weight\); unexpected 1 \(backbone\.layers\.0\.mixer\.extra\.weight\)/,
+    );
     const warn = spyOn(console, 'warn').mockImplementation(() => {});
     try {
       const model = await NemotronHForCausalLM.fromPretrained(folder, { device: cpu, strict: false });
@@ -230,7 +241,9 @@ describe('loading what others save', () => {
     }
     const config = await readConfigJson(join(folder, 'config.json'));
     await writeConfigJson(join(folder, 'config.json'), { ...config, intermediate_size: 130 });
-    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu, strict: false })).rejects.toThrow(/mis-shaped 4 \(backbone\.layers\.3\.mixer\.up_proj\.weight/);
+    await expect(NemotronHForCausalLM.fromPretrained(folder, { device: cpu, strict: false })).rejects.toThrow(
+      /mis-shaped 4 \(backbone\.layers\.3\.mixer\.up_proj\.weight/,
+    );
     await writeConfigJson(join(folder, 'config.json'), config);
 
     // The CLI: an error naming the tensors, or with --no-strict the warnings and a result.

@@ -54,7 +54,13 @@ describe('chat data', () => {
 
   test('rows: one conversation per row, right-padded with no targets, or packed with cu_seqlens', async () => {
     const path = join(scratch, 'chat.jsonl');
-    const lines = [chat, [{ role: 'user', content: 'Why?' }, { role: 'assistant', content: 'Because.' }]].map((messages) => JSON.stringify({ messages }));
+    const lines = [
+      chat,
+      [
+        { role: 'user', content: 'Why?' },
+        { role: 'assistant', content: 'Because.' },
+      ],
+    ].map((messages) => JSON.stringify({ messages }));
     await writeFile(path, lines.join('\n'));
     const options = { dataPath: path, seqLen: 256, seed: 0, vocabSize: 264, holdOut: false };
     const plain = await loadTrainingData(tokenizer, options);
@@ -94,7 +100,10 @@ describe('packed rows', () => {
     expect([...targets[0]!.labels]).toEqual([-100, 11, 12, -100, 21, 22, 23, -100]);
     expect([...targets[2]!.labels]).toEqual([-100, -100, 51, -100, -100, -100, -100, -100]);
     const padded = padRows([doc(3, 10), doc(10, 30)], 5, 7);
-    expect(padded.rows.map((r) => [...r])).toEqual([[10, 11, 12, 7, 7], [30, 31, 32, 33, 34]]);
+    expect(padded.rows.map((r) => [...r])).toEqual([
+      [10, 11, 12, 7, 7],
+      [30, 31, 32, 33, 34],
+    ]);
     expect(rowBatch(padded.rows, padded.targets).targetCount).toBe(2 + 4);
   });
 

@@ -23,7 +23,11 @@ describe('training data', () => {
 
   test('blocks overlap by one token, so every adjacent pair is a target once', () => {
     const stream = Array.from({ length: 11 }, (_, i) => i);
-    expect(cutBlocks(stream, 4, 'x').map((b) => [...b])).toEqual([[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]);
+    expect(cutBlocks(stream, 4, 'x').map((b) => [...b])).toEqual([
+      [0, 1, 2, 3],
+      [3, 4, 5, 6],
+      [6, 7, 8, 9],
+    ]);
     expect(() => cutBlocks(stream, 1, 'x')).toThrow('seq-len must be an integer ≥ 2, got 1');
     expect(() => cutBlocks([1, 2], 4, 'data.txt')).toThrow('data.txt: 2 tokens, fewer than one row of seq-len 4');
   });
@@ -56,8 +60,12 @@ describe('training data', () => {
     const withFile = await loadTrainingData(tokenizer, { ...options, holdOut: true, evalDataPath: evalPath });
     expect(withFile.train.blocks.length).toBe(all.train.blocks.length);
     expect(withFile.eval!.length).toBe(1);
-    await expect(loadTrainingData(tokenizer, { ...options, seqLen: 60, holdOut: true })).rejects.toThrow('1 row of seq-len 60, too few to hold out evaluation rows');
-    await expect(loadTrainingData(tokenizer, { ...options, holdOut: false, vocabSize: 100 })).rejects.toThrow(`${path}: token id ${BOS} is outside the model's vocabulary (100)`);
+    await expect(loadTrainingData(tokenizer, { ...options, seqLen: 60, holdOut: true })).rejects.toThrow(
+      '1 row of seq-len 60, too few to hold out evaluation rows',
+    );
+    await expect(loadTrainingData(tokenizer, { ...options, holdOut: false, vocabSize: 100 })).rejects.toThrow(
+      `${path}: token id ${BOS} is outside the model's vocabulary (100)`,
+    );
   });
 
   test('bad files name the file (and line)', async () => {
@@ -79,7 +87,13 @@ describe('training data', () => {
     expect(skipsWeightDecay('model.layers.0.mixer.in_proj.weight', 2)).toBe(false);
     expect(skipsWeightDecay('model.layers.5.mixer.experts.up_proj', 3)).toBe(false);
     expect(skipsWeightDecay('model.embeddings.weight', 2)).toBe(false);
-    for (const name of ['model.norm_f.weight', 'model.layers.0.mixer.conv1d.bias', 'model.layers.0.mixer.A_log', 'model.layers.0.mixer.D', 'model.layers.0.mixer.dt_bias']) {
+    for (const name of [
+      'model.norm_f.weight',
+      'model.layers.0.mixer.conv1d.bias',
+      'model.layers.0.mixer.A_log',
+      'model.layers.0.mixer.D',
+      'model.layers.0.mixer.dt_bias',
+    ]) {
       expect(skipsWeightDecay(name, 1)).toBe(true);
     }
     // By name, whatever the rank.

@@ -23,12 +23,24 @@ const devices = await testDevices();
 const dataPath = join(scratch, 'data.txt');
 await writeFile(dataPath, 'the cat sat on the mat. '.repeat(40));
 const data = () => loadTrainingData(tokenizer, { dataPath, holdOut: false, seqLen: 24, seed: 3, vocabSize: 264 });
-const LORA: LoraOptions = { r: 4, alpha: 8, dropout: 0.1, targetModules: ['in_proj', 'out_proj', 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj'], seed: 1 };
+const LORA: LoraOptions = {
+  r: 4,
+  alpha: 8,
+  dropout: 0.1,
+  targetModules: ['in_proj', 'out_proj', 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj'],
+  seed: 1,
+};
 
 /** Trains base + adapters(`lora`); returns the losses and the base's parameters before and after. */
 async function run(device: Device, options: Partial<TrainerOptions>, lora: LoraOptions = LORA, resumeFrom?: string, dtype: 'f32' | 'bf16' = 'f32') {
   const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device, dtype });
-  const base = async () => Promise.all(model.namedParameters().filter(([n]) => !n.includes('lora_')).map(async ([n, p]) => [n, await p.toFloat32()] as const));
+  const base = async () =>
+    Promise.all(
+      model
+        .namedParameters()
+        .filter(([n]) => !n.includes('lora_'))
+        .map(async ([n, p]) => [n, await p.toFloat32()] as const),
+    );
   const before = await base();
   applyLora(model, lora);
   const trainer = new Trainer(model, await data(), { steps: 4, batchSize: 2, lr: 2e-2, warmup: 1, outDir: null, ...options });
@@ -74,7 +86,9 @@ describe('Trainer with LoRA adapters', () => {
     const resumed = await run(device, { outDir: join(out, 'again') }, LORA, join(out, 'checkpoint-2'));
     expect(whole.losses.every(Number.isFinite)).toBe(true);
     expect(resumed.losses).toEqual(whole.losses.slice(2));
-    await expect(run(device, { outDir: null }, { ...LORA, r: 2 }, join(out, 'checkpoint-2'))).rejects.toThrow(/checkpoint-2: the checkpoint was trained with lora \{"r":4,.*this run has \{"r":2,/);
+    await expect(run(device, { outDir: null }, { ...LORA, r: 2 }, join(out, 'checkpoint-2'))).rejects.toThrow(
+      /checkpoint-2: the checkpoint was trained with lora \{"r":4,.*this run has \{"r":2,/,
+    );
   }, 120_000);
 
   test('a regular-expression targetModules is kept as one string in the checkpoint; resuming needs the same one', async () => {
@@ -87,6 +101,8 @@ describe('Trainer with LoRA adapters', () => {
     const resumed = await run(device, { steps: 3, outDir: join(out, 'again') }, regex, join(out, 'checkpoint-2'));
     expect(resumed.losses).toEqual(whole.losses.slice(2));
     const names = { ...regex, targetModules: ['in_proj', 'q_proj', 'up_proj'] };
-    await expect(run(device, { steps: 3, outDir: null }, names, join(out, 'checkpoint-2'))).rejects.toThrow(/checkpoint-2: the checkpoint was trained with lora .*"targetModules":".*in_proj\|q_proj\|up_proj\)".*this run has .*"targetModules":\["in_proj"/);
+    await expect(run(device, { steps: 3, outDir: null }, names, join(out, 'checkpoint-2'))).rejects.toThrow(
+      /checkpoint-2: the checkpoint was trained with lora .*"targetModules":".*in_proj\|q_proj\|up_proj\)".*this run has .*"targetModules":\["in_proj"/,
+    );
   }, 120_000);
 });

@@ -91,7 +91,11 @@ describe('report', () => {
     resumed.step(stepLog(2, 2.4));
     resumed.step(stepLog(3, 2.2));
     const history = await readRunLog(out);
-    expect(history.steps.map((s) => [s.step, s.loss])).toEqual([[1, 3], [2, 2.4], [3, 2.2]]);
+    expect(history.steps.map((s) => [s.step, s.loss])).toEqual([
+      [1, 3],
+      [2, 2.4],
+      [3, 2.2],
+    ]);
     expect(history.evals).toEqual([{ step: 2, eval_loss: 2.75 }]);
   });
 
@@ -114,7 +118,27 @@ describe('report', () => {
     await writeFile(data, 'the model writes words, the trainer draws curves. '.repeat(8));
     const out = join(scratch, 'cli-run');
     const run = (...args: string[]) => Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-    const train = run('train', '--model', modelDir, '--data', data, '--out', out, '--steps', '2', '--seq-len', '16', '--batch-size', '1', '--lr', '1e-3', '--eval-every', '2', '--device', 'cpu');
+    const train = run(
+      'train',
+      '--model',
+      modelDir,
+      '--data',
+      data,
+      '--out',
+      out,
+      '--steps',
+      '2',
+      '--seq-len',
+      '16',
+      '--batch-size',
+      '1',
+      '--lr',
+      '1e-3',
+      '--eval-every',
+      '2',
+      '--device',
+      'cpu',
+    );
     expect(train.stderr.toString()).toContain(`report: ${join(out, 'report.html')}`);
     expect(train.exitCode).toBe(0);
     // stdout stays JSON lines for pipes.

@@ -30,7 +30,13 @@ async function data(seed = 3, evalHoldOut = false): Promise<TrainingData> {
   return loadTrainingData(tokenizer, { dataPath, holdOut: evalHoldOut, seqLen: SEQ, seed, vocabSize: 264 });
 }
 
-async function run(device: Device, options: Partial<TrainerOptions>, resumeFrom?: string, modelFrom = modelDir, dtype: 'f32' | 'bf16' = 'f32'): Promise<number[]> {
+async function run(
+  device: Device,
+  options: Partial<TrainerOptions>,
+  resumeFrom?: string,
+  modelFrom = modelDir,
+  dtype: 'f32' | 'bf16' = 'f32',
+): Promise<number[]> {
   const model = await NemotronHForCausalLM.fromPretrained(modelFrom, { device, dtype });
   const trainer = new Trainer(model, await data(), { steps: 4, batchSize: 2, lr: 3e-3, warmup: 1, outDir: null, ...options });
   try {
@@ -82,9 +88,23 @@ describe('Trainer', () => {
 
   test('with an MTP head: the MTP total loss falls and the head is trained', async () => {
     const config = NemotronHConfig.create({
-      pattern: 'M*-', vocabSize: 264, hiddenSize: 64, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 32,
-      mambaNumHeads: 4, mambaHeadDim: 16, nGroups: 1, ssmStateSize: 8, chunkSize: 8, intermediateSize: 96,
-      numNextnPredictLayers: 1, mtpPattern: '*-', bosTokenId: 257, eosTokenId: 258, padTokenId: 256,
+      pattern: 'M*-',
+      vocabSize: 264,
+      hiddenSize: 64,
+      numAttentionHeads: 2,
+      numKeyValueHeads: 1,
+      headDim: 32,
+      mambaNumHeads: 4,
+      mambaHeadDim: 16,
+      nGroups: 1,
+      ssmStateSize: 8,
+      chunkSize: 8,
+      intermediateSize: 96,
+      numNextnPredictLayers: 1,
+      mtpPattern: '*-',
+      bosTokenId: 257,
+      eosTokenId: 258,
+      padTokenId: 256,
     });
     const model = NemotronHForCausalLM.fromConfig(config, { seed: 5, device: devices[0]! });
     const trainer = new Trainer(model, await data(), { steps: 6, batchSize: 2, lr: 1e-2, warmup: 1, outDir: null });
@@ -154,15 +174,21 @@ describe('Trainer', () => {
     await expect(readDocuments(join(scratch, 'missing.txt'))).rejects.toThrow('missing.txt: no such file');
     const short = join(scratch, 'short.txt');
     await writeFile(short, 'hi');
-    await expect(loadTrainingData(tokenizer, { dataPath: short, holdOut: false, seqLen: SEQ, seed: 0, vocabSize: 264 })).rejects.toThrow(`${short}: 4 tokens, fewer than one row of seq-len ${SEQ}`);
+    await expect(loadTrainingData(tokenizer, { dataPath: short, holdOut: false, seqLen: SEQ, seed: 0, vocabSize: 264 })).rejects.toThrow(
+      `${short}: 4 tokens, fewer than one row of seq-len ${SEQ}`,
+    );
     const good = join(scratch, 'docs.jsonl');
     await writeFile(good, '{"text": "one"}\n{"text": "two"}\n');
     const docs = await readDocuments(good);
     expect(docs).toEqual(['one', 'two']);
     const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device: devices[0]!, dtype: 'f32' });
     try {
-      expect(() => new Trainer(model, { train: null!, eval: null, seqLen: SEQ }, { steps: 2, batchSize: 1, lr: 1e-3, outDir: null, evalEvery: 1 })).toThrow('evalEvery is set but the data has no evaluation rows');
-      expect(() => new Trainer(model, { train: null!, eval: null, seqLen: SEQ }, { steps: 2, batchSize: 1, lr: 1e-3, outDir: null, warmup: 5 })).toThrow('warmup (5) must not exceed steps (2)');
+      expect(() => new Trainer(model, { train: null!, eval: null, seqLen: SEQ }, { steps: 2, batchSize: 1, lr: 1e-3, outDir: null, evalEvery: 1 })).toThrow(
+        'evalEvery is set but the data has no evaluation rows',
+      );
+      expect(() => new Trainer(model, { train: null!, eval: null, seqLen: SEQ }, { steps: 2, batchSize: 1, lr: 1e-3, outDir: null, warmup: 5 })).toThrow(
+        'warmup (5) must not exceed steps (2)',
+      );
     } finally {
       model.dispose();
     }

@@ -59,8 +59,20 @@ export class HeadlessChromium {
   static async launch(binary: string, extraFlags: readonly string[] = []): Promise<HeadlessChromium> {
     const profile = await mkdtemp(join(tmpdir(), 'nemotron-chromium-'));
     const child = Bun.spawn(
-      [binary, '--headless=new', '--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--no-default-browser-check', '--disable-extensions',
-        `--user-data-dir=${profile}`, '--remote-debugging-port=0', '--window-size=1280,900', ...extraFlags, 'about:blank'],
+      [
+        binary,
+        '--headless=new',
+        '--no-sandbox',
+        '--disable-gpu-sandbox',
+        '--no-first-run',
+        '--no-default-browser-check',
+        '--disable-extensions',
+        `--user-data-dir=${profile}`,
+        '--remote-debugging-port=0',
+        '--window-size=1280,900',
+        ...extraFlags,
+        'about:blank',
+      ],
       { stdout: 'ignore', stderr: 'pipe' },
     );
     // Chromium prints "DevTools listening on ws://…" on stderr once it is ready.
@@ -125,7 +137,10 @@ export class HeadlessChromium {
 
   /** The value of a JavaScript expression in the tab (promises awaited). */
   async evaluate<T>(session: string, expression: string): Promise<T> {
-    const r = (await this.send('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true }, session)) as { result: { value: T }; exceptionDetails?: { text: string; exception?: { description?: string } } };
+    const r = (await this.send('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true }, session)) as {
+      result: { value: T };
+      exceptionDetails?: { text: string; exception?: { description?: string } };
+    };
     if (r.exceptionDetails) throw new Error(`in the page: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
     return r.result.value;
   }

@@ -18,7 +18,12 @@ export async function runDemo(device: Device, folder: string = TINY_TRAINED_DIR)
   const report = deviceReport(device);
   const deviceName = device.kind === 'cpu' ? report.description : `${report.adapter} (${report.backend})`;
   console.log(`device: ${deviceName}`);
-  if (!(await stat(join(folder, 'model.safetensors')).then((s) => s.isFile(), () => false))) {
+  if (
+    !(await stat(join(folder, 'model.safetensors')).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+  ) {
     throw new Error(`${folder} holds no model.safetensors: rebuild the demo model with \`bun run make-tiny\``);
   }
   const model = (await NemotronHForCausalLM.fromPretrained(folder, { device, localFilesOnly: true })).requiresGrad_(false);
@@ -30,10 +35,31 @@ export async function runDemo(device: Device, folder: string = TINY_TRAINED_DIR)
     await model.generate({ inputIds, maxNewTokens: 4 });
     process.stdout.write(`\n${PROMPT}`);
     // A cool temperature: the tiny model's second guesses are mostly misspellings.
-    const result = await model.generate({ inputIds, tokenizer, doSample: true, temperature: 0.5, topK: 8, maxNewTokens: 200, seed: 1, onToken: (e) => process.stdout.write(e.text![0]!) });
+    const result = await model.generate({
+      inputIds,
+      tokenizer,
+      doSample: true,
+      temperature: 0.5,
+      topK: 8,
+      maxNewTokens: 200,
+      seed: 1,
+      onToken: (e) => process.stdout.write(e.text![0]!),
+    });
     const s = result.stats;
-    console.log(`\n\nprompt ${s.promptTokens} tokens: ${s.promptTokensPerS.toFixed(0)} tokens/s · generation ${s.steps} tokens: ${s.decodeTokensPerS.toFixed(0)} tokens/s · device: ${deviceName}`);
-    console.log(JSON.stringify({ bench: 'generate', model: 'tiny-nemotron', prompt_tokens: s.promptTokens, new_tokens: s.steps, prompt_tokens_per_s: Math.round(s.promptTokensPerS), decode_tokens_per_s: Math.round(s.decodeTokensPerS), device: deviceName }));
+    console.log(
+      `\n\nprompt ${s.promptTokens} tokens: ${s.promptTokensPerS.toFixed(0)} tokens/s · generation ${s.steps} tokens: ${s.decodeTokensPerS.toFixed(0)} tokens/s · device: ${deviceName}`,
+    );
+    console.log(
+      JSON.stringify({
+        bench: 'generate',
+        model: 'tiny-nemotron',
+        prompt_tokens: s.promptTokens,
+        new_tokens: s.steps,
+        prompt_tokens_per_s: Math.round(s.promptTokensPerS),
+        decode_tokens_per_s: Math.round(s.decodeTokensPerS),
+        device: deviceName,
+      }),
+    );
   } finally {
     model.dispose();
   }

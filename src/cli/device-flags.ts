@@ -13,7 +13,8 @@ export async function openDeviceFromFlags(args: ParsedArgs): Promise<Device> {
   }
   const backend = stringFlag(args, 'backend');
   if (backend !== undefined) {
-    if (!['vulkan', 'metal', 'd3d12', 'opengl', 'opengles'].includes(backend)) throw new UsageError(`--backend must be vulkan, metal, d3d12, opengl or opengles, got '${backend}'`);
+    if (!['vulkan', 'metal', 'd3d12', 'opengl', 'opengles'].includes(backend))
+      throw new UsageError(`--backend must be vulkan, metal, d3d12, opengl or opengles, got '${backend}'`);
     options.backend = backend as BackendName;
   }
   const adapter = stringFlag(args, 'adapter');

@@ -57,17 +57,26 @@ export async function runForward(args: ParsedArgs, openDevice: () => Promise<Dev
         const { logits, loss } = model.forward({ inputIds, labels, attentionMask, cuSeqlens });
         tensors.set('logits', logits);
         backward(loss!);
-        tensors.set('loss', noGrad(() => reshape(loss!, [1])));
+        tensors.set(
+          'loss',
+          noGrad(() => reshape(loss!, [1])),
+        );
         loss!.dispose();
         await collectGradients(model, naming, 'grad/', tensors);
       } else {
-        tensors.set('logits', noGrad(() => model.forward({ inputIds, attentionMask, cuSeqlens }).logits));
+        tensors.set(
+          'logits',
+          noGrad(() => model.forward({ inputIds, attentionMask, cuSeqlens }).logits),
+        );
       }
       if (inputs.mtp) {
         model.zeroGrad();
         const out = model.forwardMtp(inputs.mtp);
         backward(out.loss);
-        tensors.set('mtp/loss', noGrad(() => reshape(out.loss, [1])));
+        tensors.set(
+          'mtp/loss',
+          noGrad(() => reshape(out.loss, [1])),
+        );
         for (const t of [out.logits, out.loss, out.mainLoss, out.mtpLoss, ...out.depthHiddenStates, ...out.depthLosses]) t.dispose();
         await collectGradients(model, naming, 'mtp/grad/', tensors);
       }
@@ -137,7 +146,9 @@ async function writeChecked(tensors: ReadonlyMap<string, Tensor>, outPath: strin
       const bad = values.findIndex((v) => !Number.isFinite(v));
       if (bad >= 0) {
         const count = values.reduce((n, v) => n + (Number.isFinite(v) ? 0 : 1), 0);
-        throw new Error(`forward: ${name} holds ${count} NaN or infinite values (the first at [${unravel(bad, t.shape).join(', ')}] of [${t.shape.join(', ')}]); nothing written to ${outPath}`);
+        throw new Error(
+          `forward: ${name} holds ${count} NaN or infinite values (the first at [${unravel(bad, t.shape).join(', ')}] of [${t.shape.join(', ')}]); nothing written to ${outPath}`,
+        );
       }
       host.set(name, tensor(Float32Array.from(values), t.shape, { device: getCpuDevice() }));
     }

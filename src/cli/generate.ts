@@ -18,14 +18,35 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NemotronHConfig, checkAttentionMask, checkPaddingLayout, checkTokenIds, type GenerateOptions, type GenerateResult, type Rows } from '@nemotron-ts/core';
+import {
+  NemotronHConfig,
+  checkAttentionMask,
+  checkPaddingLayout,
+  checkTokenIds,
+  type GenerateOptions,
+  type GenerateResult,
+  type Rows,
+} from '@nemotron-ts/core';
 import { loadTokenizer, parseHfJson, readConfigJson, resolveCheckpoint, type ChatMessage, type HfTokenizer } from '@nemotron-ts/hub';
 import { OutOfMemoryError, type Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { integerFlag, MAX_SEED, numberFlag, RefusedError, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { applyLoraAdapterFlag, LORA_ADAPTER_FLAG } from './lora-flags';
 
-const SAMPLING_FLAGS = ['max-new-tokens', 'greedy', 'temperature', 'top-p', 'top-k', 'min-p', 'repetition-penalty', 'seed', 'ignore-eos', 'dtype', LORA_ADAPTER_FLAG, 'no-strict'] as const;
+const SAMPLING_FLAGS = [
+  'max-new-tokens',
+  'greedy',
+  'temperature',
+  'top-p',
+  'top-k',
+  'min-p',
+  'repetition-penalty',
+  'seed',
+  'ignore-eos',
+  'dtype',
+  LORA_ADAPTER_FLAG,
+  'no-strict',
+] as const;
 export const GENERATE_FLAGS = ['model', 'prompt', 'input', 'chat', 'json', ...SAMPLING_FLAGS] as const;
 export const GENERATE_BOOLEAN_FLAGS = ['chat', 'json', 'greedy', 'ignore-eos', 'no-strict'] as const;
 export const CHAT_FLAGS = ['model', ...SAMPLING_FLAGS] as const;
@@ -38,10 +59,16 @@ function decodingOptions(args: ParsedArgs): Partial<GenerateOptions> {
   if (maxNew !== undefined) options.maxNewTokens = maxNew;
   const seed = integer('seed', 0, MAX_SEED);
   if (seed !== undefined) options.seed = seed;
-  const sampling = { temperature: numberFlag(args, 'temperature'), topP: numberFlag(args, 'top-p'), topK: integer('top-k', 0), minP: numberFlag(args, 'min-p') };
+  const sampling = {
+    temperature: numberFlag(args, 'temperature'),
+    topP: numberFlag(args, 'top-p'),
+    topK: integer('top-k', 0),
+    minP: numberFlag(args, 'min-p'),
+  };
   const sets = Object.entries(sampling).filter(([, v]) => v !== undefined);
   if (args.flags.has('greedy')) {
-    if (sets.length > 0) throw new UsageError(`--greedy cannot be combined with --${sets.map(([k]) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')}`);
+    if (sets.length > 0)
+      throw new UsageError(`--greedy cannot be combined with --${sets.map(([k]) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')}`);
     options.doSample = false;
   } else if (sets.length > 0) {
     options.doSample = true;
@@ -67,7 +94,10 @@ function dtypeFlag(args: ParsedArgs): 'f32' | 'bf16' | 'auto' {
 
 /** The tokenizer of the checkpoint folder, or null when it has none. */
 async function tokenizerOf(folder: string): Promise<HfTokenizer | null> {
-  const present = await stat(join(folder, 'tokenizer.json')).then((s) => s.isFile(), () => false);
+  const present = await stat(join(folder, 'tokenizer.json')).then(
+    (s) => s.isFile(),
+    () => false,
+  );
   return present ? loadTokenizer(folder) : null;
 }
 
@@ -88,7 +118,11 @@ async function readPromptFile(path: string, vocabSize: number, padId: number): P
     if (lengths.some((n) => n !== width)) {
       if (lengths.some((n) => n === 0)) throw new Error(`${field('input_ids')}: a row is empty`);
       // Ragged rows: left-pad with the pad id and mask the padding.
-      const ids = checkTokenIds((rows as number[][]).map((r) => [...new Array<number>(width - r.length).fill(padId), ...r]), field('input_ids'), vocabSize);
+      const ids = checkTokenIds(
+        (rows as number[][]).map((r) => [...new Array<number>(width - r.length).fill(padId), ...r]),
+        field('input_ids'),
+        vocabSize,
+      );
       const mask = lengths.map((n) => [...new Array<number>(width - n).fill(0), ...new Array<number>(n).fill(1)]);
       return { ids, mask };
     }
@@ -152,12 +186,17 @@ export async function runGenerate(args: ParsedArgs, openDevice: () => Promise<De
       })
       .catch((e: unknown) => {
         // The cache is sized by --max-new-tokens (or the generation config's max_new_tokens).
-        if (e instanceof OutOfMemoryError) throw new RefusedError(`${options.maxNewTokens !== undefined ? `--max-new-tokens ${options.maxNewTokens}` : `max_new_tokens of ${folder}'s generation config`}: ${e.message}`);
+        if (e instanceof OutOfMemoryError)
+          throw new RefusedError(
+            `${options.maxNewTokens !== undefined ? `--max-new-tokens ${options.maxNewTokens}` : `max_new_tokens of ${folder}'s generation config`}: ${e.message}`,
+          );
         throw e;
       });
     if (json) {
       const s = result.stats;
-      console.log(JSON.stringify({ ids: generatedIds(result), prompt_tokens_per_s: round(s.promptTokensPerS), decode_tokens_per_s: round(s.decodeTokensPerS) }));
+      console.log(
+        JSON.stringify({ ids: generatedIds(result), prompt_tokens_per_s: round(s.promptTokensPerS), decode_tokens_per_s: round(s.decodeTokensPerS) }),
+      );
       return;
     }
     if (stream) process.stdout.write('\n');

@@ -35,7 +35,9 @@ export async function runParallelForward(args: ParsedArgs, parallel: ParallelOpt
     const values = logits.toFloat32();
     const bad = values.findIndex((v) => !Number.isFinite(v));
     if (bad >= 0 || (loss !== null && !Number.isFinite(loss))) {
-      throw new Error(`forward: the ${bad >= 0 ? `logits hold a NaN or infinite value (flat index ${bad})` : `loss is ${loss}`}; nothing written to ${outPath}`);
+      throw new Error(
+        `forward: the ${bad >= 0 ? `logits hold a NaN or infinite value (flat index ${bad})` : `loss is ${loss}`}; nothing written to ${outPath}`,
+      );
     }
     host.logits = tensor(values, logits.shape, { device: getCpuDevice() });
     if (loss !== null) host.loss = tensor(Float32Array.of(loss), [1], { device: getCpuDevice() });
@@ -68,7 +70,12 @@ export async function runParallelGenerate(args: ParsedArgs, parallel: ParallelOp
   const model = await ParallelModel.fromPretrained(folder, { ...parallel, device: await openDevice(), dtype: dtypeOf(args), localFilesOnly: true });
   try {
     // The one-device defaults: generation_config.json's EOS and pad ids (greedy whatever it says).
-    const g = resolveGeneration({ maxNewTokens, doSample: false, eosTokenId: args.flags.has('ignore-eos') ? null : undefined }, model.model.generationConfig, config, inputIds[0]!.length);
+    const g = resolveGeneration(
+      { maxNewTokens, doSample: false, eosTokenId: args.flags.has('ignore-eos') ? null : undefined },
+      model.model.generationConfig,
+      config,
+      inputIds[0]!.length,
+    );
     const { tokens } = await model.generate({ inputIds, attentionMask, maxNewTokens, eosTokenIds: g.eosTokenIds, padTokenId: g.padTokenId });
     if (args.flags.has('json')) console.log(JSON.stringify({ ids: tokens }));
     else for (const row of tokens) console.log(tokenizer!.decode(row));

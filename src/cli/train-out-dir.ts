@@ -26,7 +26,8 @@ export async function prepareOutDir(outDir: string): Promise<OutDirLock> {
     const reason = isFile ? 'is a file, not a folder' : code === 'ENOENT' ? 'its parent folder cannot be created' : fsErrorMeaning(e as NodeJS.ErrnoException);
     throw new RefusedError(`--out ${outDir}: cannot create or write the output folder (${reason})`);
   }
-  if (lock.tookOverFrom) console.error(`--out ${outDir}: took over the lock of a trainer that is gone (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started})`);
+  if (lock.tookOverFrom)
+    console.error(`--out ${outDir}: took over the lock of a trainer that is gone (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started})`);
   try {
     // A kill inside a save (a checkpoint's savePretrained, --merge) leaves `.<name>.tmp-<pid>-<tag>`
     // folders beside `.checkpoint-<step>.partial-<pid>`; clear those first, then the checkpoint ones.
@@ -37,7 +38,8 @@ export async function prepareOutDir(outDir: string): Promise<OutDirLock> {
     const asides = restored.map((folder) => `.${basename(folder)}.old-`);
     const cleared = before.filter((name) => !after.has(name) && !asides.some((aside) => name.startsWith(aside))).map((name) => join(outDir, name));
     const removed = [...cleared, ...(await removeUnfinishedCheckpoints(outDir))];
-    if (removed.length > 0) console.error(`--out ${outDir}: removed ${removed.length} unfinished checkpoint folder(s) of an interrupted run: ${removed.join(', ')}`);
+    if (removed.length > 0)
+      console.error(`--out ${outDir}: removed ${removed.length} unfinished checkpoint folder(s) of an interrupted run: ${removed.join(', ')}`);
   } catch (e) {
     lock.release();
     throw e;
@@ -49,7 +51,8 @@ export async function prepareOutDir(outDir: string): Promise<OutDirLock> {
 export async function checkRoomForCheckpoint(outDir: string, bytes: number): Promise<void> {
   const fs = await statfs(outDir);
   const free = fs.bavail * fs.bsize;
-  if (free < bytes) throw new RefusedError(`--out ${outDir}: ${megabytes(free)} free on its file system, but a checkpoint of this run takes about ${megabytes(bytes)}`);
+  if (free < bytes)
+    throw new RefusedError(`--out ${outDir}: ${megabytes(free)} free on its file system, but a checkpoint of this run takes about ${megabytes(bytes)}`);
 }
 
 function isPlainFile(path: string): boolean {

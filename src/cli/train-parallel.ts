@@ -34,11 +34,22 @@ const REFUSED: readonly (readonly [string, string])[] = [
 const round = (v: number, digits: number) => Number(v.toPrecision(digits));
 
 export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptions, flags: TrainFlags, openDevice: () => Promise<Device>): Promise<void> {
-  const mode = parallel.pipelineStages !== undefined && parallel.pipelineStages > 1 ? '--pipeline-stages' : parallel.dataParallel !== undefined && parallel.dataParallel > 1 ? '--data-parallel' : '--expert-parallel';
+  const mode =
+    parallel.pipelineStages !== undefined && parallel.pipelineStages > 1
+      ? '--pipeline-stages'
+      : parallel.dataParallel !== undefined && parallel.dataParallel > 1
+        ? '--data-parallel'
+        : '--expert-parallel';
   for (const [flag, why] of REFUSED) if (args.flags.has(flag)) throw new RefusedError(`--${flag} is not supported with ${mode} (${why})`);
-  if (flags.dtype !== 'f32') throw new RefusedError(`--dtype ${flags.dtype} is not supported with ${mode} (the workers train f32 weights; bf16 needs the one-device trainer's f32 masters)`);
+  if (flags.dtype !== 'f32')
+    throw new RefusedError(
+      `--dtype ${flags.dtype} is not supported with ${mode} (the workers train f32 weights; bf16 needs the one-device trainer's f32 masters)`,
+    );
   const pack = args.flags.has('pack');
-  if (pack && flags.batchSize > 1) throw new RefusedError(`--pack with --batch-size ${flags.batchSize} is not supported with ${mode} (packed rows go to the workers one at a time: use --batch-size 1 and --grad-accum)`);
+  if (pack && flags.batchSize > 1)
+    throw new RefusedError(
+      `--pack with --batch-size ${flags.batchSize} is not supported with ${mode} (packed rows go to the workers one at a time: use --batch-size 1 and --grad-accum)`,
+    );
   const modelPath = requireFlag(args, 'model');
   const dataPath = requireFlag(args, 'data');
   const outDir = requireFlag(args, 'out');
@@ -46,21 +57,52 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
 
   const lock = await prepareOutDir(outDir);
   try {
-    if (await hasCheckpointFolders(outDir)) throw new RefusedError(`--out ${outDir} already holds checkpoint folders; choose another --out (${mode} runs do not resume)`);
+    if (await hasCheckpointFolders(outDir))
+      throw new RefusedError(`--out ${outDir} already holds checkpoint folders; choose another --out (${mode} runs do not resume)`);
     const folder = await resolveCheckpoint(modelPath);
     const configPath = join(folder, 'config.json');
     const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
-    if (!(await stat(join(folder, 'tokenizer.json')).then((s) => s.isFile(), () => false))) throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
+    if (
+      !(await stat(join(folder, 'tokenizer.json')).then(
+        (s) => s.isFile(),
+        () => false,
+      ))
+    )
+      throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
     const tokenizer = await loadTokenizer(folder);
-    const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
-    console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`);
+    const data = await loadTrainingData(tokenizer, {
+      dataPath,
+      evalDataPath,
+      holdOut: flags.evalEvery > 0,
+      seqLen: flags.seqLen,
+      seed: flags.seed,
+      vocabSize: config.vocabSize,
+      pack,
+    });
+    console.error(
+      `data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`,
+    );
 
-    const model = await ParallelModel.fromPretrained(folder, { ...parallel, device: await openDevice(), dtype: 'f32', localFilesOnly: true, strict: !args.flags.has('no-strict') });
+    const model = await ParallelModel.fromPretrained(folder, {
+      ...parallel,
+      device: await openDevice(),
+      dtype: 'f32',
+      localFilesOnly: true,
+      strict: !args.flags.has('no-strict'),
+    });
     try {
       // The one-device trainer trains the MTP loss whenever the model has an MTP head.
       const mtp = model.model.mtp !== null;
-      if (mtp && model.mode === 'expert') throw new RefusedError(`--expert-parallel does not train the MTP loss, and ${folder} has an MTP head (use --pipeline-stages or --data-parallel)`);
-      await model.setOptimizer({ lr: flags.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: flags.weightDecay, noWeightDecay: noWeightDecayNames(model.model) });
+      if (mtp && model.mode === 'expert')
+        throw new RefusedError(`--expert-parallel does not train the MTP loss, and ${folder} has an MTP head (use --pipeline-stages or --data-parallel)`);
+      await model.setOptimizer({
+        lr: flags.lr,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weightDecay: flags.weightDecay,
+        noWeightDecay: noWeightDecayNames(model.model),
+      });
       const schedule = warmupCosineSchedule({ warmupSteps: flags.warmup, totalSteps: flags.steps, minRatio: flags.minLr / flags.lr });
       console.error(`${model.mode} parallelism over ${parallel.devices?.join(',') ?? 'the default devices'}`);
       let position = 0;
@@ -77,8 +119,12 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
         const lr = flags.lr * lrScale;
         const tokensPerS = (flags.gradAccum * flags.batchSize * flags.seqLen) / seconds;
         // peak_bytes: the workers' memory is not reported back, so null.
-        console.log(JSON.stringify({ step, loss: round(loss, 7), lr: round(lr, 6), grad_norm: round(gradNorm, 6), tokens_per_s: round(tokensPerS, 4), peak_bytes: null }));
-        console.error(`step ${step}/${flags.steps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  grad norm ${gradNorm.toFixed(3)}  ${tokensPerS.toFixed(1)} tokens/s`);
+        console.log(
+          JSON.stringify({ step, loss: round(loss, 7), lr: round(lr, 6), grad_norm: round(gradNorm, 6), tokens_per_s: round(tokensPerS, 4), peak_bytes: null }),
+        );
+        console.error(
+          `step ${step}/${flags.steps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  grad norm ${gradNorm.toFixed(3)}  ${tokensPerS.toFixed(1)} tokens/s`,
+        );
         const last = step === flags.steps;
         const evaluate = flags.evalEvery > 0 && (last || step % flags.evalEvery === 0);
         const save = last || (flags.saveEvery > 0 && step % flags.saveEvery === 0);

@@ -14,7 +14,14 @@ import { RefusedError } from './args';
 const SETTING_FLAGS = { seqLen: 'seq-len', batchSize: 'batch-size', gradAccum: 'grad-accum', seed: 'seed', dtype: 'dtype' } as const;
 type FlagSettings = Pick<RunSettings, keyof typeof SETTING_FLAGS>;
 
-const HYPERPARAMETER_FLAGS: Record<keyof Hyperparameters, string> = { steps: 'steps', lr: 'lr', minLr: 'min-lr', warmup: 'warmup', weightDecay: 'weight-decay', gradClip: 'grad-clip' };
+const HYPERPARAMETER_FLAGS: Record<keyof Hyperparameters, string> = {
+  steps: 'steps',
+  lr: 'lr',
+  minLr: 'min-lr',
+  warmup: 'warmup',
+  weightDecay: 'weight-decay',
+  gradClip: 'grad-clip',
+};
 
 /** Fails naming each flag whose value differs from the run that wrote `checkpoint`. */
 export function checkResumeSettings(mine: FlagSettings, saved: RunSettings, checkpoint: string): void {

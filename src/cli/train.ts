@@ -30,9 +30,30 @@ import { runParallelTrain } from './train-parallel';
 import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
-  'model', 'data', 'out', 'steps', 'batch-size', 'seq-len', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip',
-  'grad-accum', 'eval-every', 'eval-data', 'save-every', 'save-total-limit', 'resume', 'seed', 'dtype', ...LORA_FLAGS, 'merge',
-  'gradient-checkpointing', 'pack', 'no-strict',
+  'model',
+  'data',
+  'out',
+  'steps',
+  'batch-size',
+  'seq-len',
+  'lr',
+  'min-lr',
+  'warmup',
+  'weight-decay',
+  'grad-clip',
+  'grad-accum',
+  'eval-every',
+  'eval-data',
+  'save-every',
+  'save-total-limit',
+  'resume',
+  'seed',
+  'dtype',
+  ...LORA_FLAGS,
+  'merge',
+  'gradient-checkpointing',
+  'pack',
+  'no-strict',
 ] as const;
 export const TRAIN_BOOLEAN_FLAGS = ['resume', 'merge', 'gradient-checkpointing', 'pack', 'no-strict'] as const;
 
@@ -106,7 +127,10 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   // Before anything slow: a bad --out fails now, and a second trainer on it exits at once.
   const lock = await prepareOutDir(outDir);
   try {
-    await trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict: !args.flags.has('no-strict') }, openDevice);
+    await trainLocked(
+      { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict: !args.flags.has('no-strict') },
+      openDevice,
+    );
   } finally {
     lock.release();
   }
@@ -128,11 +152,20 @@ interface TrainRequest {
   strict: boolean;
 }
 
-async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict }: TrainRequest, openDevice: () => Promise<Device>): Promise<void> {
+async function trainLocked(
+  { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict }: TrainRequest,
+  openDevice: () => Promise<Device>,
+): Promise<void> {
   const folder = await resolveCheckpoint(modelPath);
   const configPath = join(folder, 'config.json');
   const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
-  if (!(await stat(join(folder, 'tokenizer.json')).then((s) => s.isFile(), () => false))) throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
+  if (
+    !(await stat(join(folder, 'tokenizer.json')).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+  )
+    throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
   const tokenizer = await loadTokenizer(folder);
 
   const existing = await latestCheckpoint(outDir);
@@ -140,7 +173,10 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
   if (resume && !existing) throw new UsageError(`--resume: ${outDir} holds no checkpoint-<step>/ with a trainer_state.json`);
   if (!resume && existing) throw new UsageError(`--out ${outDir} already holds ${existing}: pass --resume to continue it, or choose another --out`);
   if (resume && existing) {
-    const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then((s) => s.isFile(), () => false);
+    const loraCheckpoint = await stat(join(existing, ADAPTER_CONFIG_FILE)).then(
+      (s) => s.isFile(),
+      () => false,
+    );
     if (loraCheckpoint && !lora) throw new UsageError(`--resume: ${existing} holds a LoRA adapter; pass the run's --lora-r (and its other --lora-* flags)`);
     if (!loraCheckpoint && lora) throw new UsageError(`--resume: ${existing} is a full fine-tuning checkpoint; drop --lora-r`);
     checkResumeSettings(flags, savedSettings!, existing);
@@ -148,9 +184,19 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
   }
 
   // The data is read and checked before the weights are loaded.
-  const data = await loadTrainingData(tokenizer, { dataPath, evalDataPath, holdOut: flags.evalEvery > 0, seqLen: flags.seqLen, seed: flags.seed, vocabSize: config.vocabSize, pack });
+  const data = await loadTrainingData(tokenizer, {
+    dataPath,
+    evalDataPath,
+    holdOut: flags.evalEvery > 0,
+    seqLen: flags.seqLen,
+    seed: flags.seed,
+    vocabSize: config.vocabSize,
+    pack,
+  });
   const what = `${data.kind === 'chat' ? 'chat (loss on assistant tokens)' : 'text'}${pack ? ', packed documents' : ''}`;
-  console.error(`data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${what}`);
+  console.error(
+    `data: ${data.train.blocks.length} training rows of ${flags.seqLen} tokens${data.eval ? `, ${data.eval.length} evaluation rows` : ''}; ${what}`,
+  );
   if (savedSettings && existing) checkResumeData(dataFingerprint(data), savedSettings, existing);
 
   const device = await openDevice();
@@ -167,11 +213,17 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
     }
     const count = handle.parameters().reduce((n, p) => n + p.size, 0);
     const skipped = handle.skipped.length ? `; not Linear layers, skipped: ${handle.skipped.length} (e.g. ${handle.skipped[0]})` : '';
-    console.error(`LoRA r ${lora.r}, alpha ${lora.alpha}, dropout ${lora.dropout}: ${handle.adapters.size} adapted layers, ${count} trainable parameters${skipped}`);
+    console.error(
+      `LoRA r ${lora.r}, alpha ${lora.alpha}, dropout ${lora.dropout}: ${handle.adapters.size} adapted layers, ${count} trainable parameters${skipped}`,
+    );
   }
   // Progress bar on a terminal (plain lines in a pipe), and OUT/log.jsonl + OUT/report.html + OUT/loss.svg.
   const progress = new TrainingProgress({ totalSteps: flags.steps });
-  const reporter = new RunReporter({ outDir, resume, settings: { model: modelPath, data: dataPath, ...flags, lora: lora ? `r ${lora.r}, alpha ${lora.alpha}` : null, device: device.describe() } });
+  const reporter = new RunReporter({
+    outDir,
+    resume,
+    settings: { model: modelPath, data: dataPath, ...flags, lora: lora ? `r ${lora.r}, alpha ${lora.alpha}` : null, device: device.describe() },
+  });
   await reporter.start();
   const trainer = new Trainer(model, data, {
     ...flags,
@@ -180,7 +232,16 @@ async function trainLocked({ modelPath, dataPath, outDir, evalDataPath, resume, 
     gradientCheckpointing,
     baseModelNameOrPath: modelPath,
     onStep: (log) => {
-      console.log(JSON.stringify({ step: log.step, loss: round(log.loss, 7), lr: round(log.lr, 6), grad_norm: round(log.grad_norm, 6), tokens_per_s: round(log.tokens_per_s, 4), peak_bytes: log.peak_bytes }));
+      console.log(
+        JSON.stringify({
+          step: log.step,
+          loss: round(log.loss, 7),
+          lr: round(log.lr, 6),
+          grad_norm: round(log.grad_norm, 6),
+          tokens_per_s: round(log.tokens_per_s, 4),
+          peak_bytes: log.peak_bytes,
+        }),
+      );
       progress.step(log);
       reporter.step(log);
     },

@@ -27,7 +27,10 @@ export class BlockSampler {
   /** The same rows as {@link rows}, with their labels and documents, as one micro-batch. */
   batch(position: number, count: number): RowBatch {
     const picked = Array.from({ length: count }, (_, i) => this.indexAt(position + i));
-    return rowBatch(picked.map((k) => this.blocks[k]!), picked.map((k) => this.targets?.[k] ?? null));
+    return rowBatch(
+      picked.map((k) => this.blocks[k]!),
+      picked.map((k) => this.targets?.[k] ?? null),
+    );
   }
 
   private indexAt(position: number): number {

@@ -40,7 +40,8 @@ export function parseConversations(text: string, path: string): { messages: Chat
       throw new DataError(`${where}: not valid JSON (${(e as Error).message})`);
     }
     const messages = (value as { messages?: unknown } | null)?.messages;
-    if (!Array.isArray(messages) || messages.length === 0) throw new DataError(`${where}: expected {"messages": [{"role": …, "content": …}, …]} with at least one message`);
+    if (!Array.isArray(messages) || messages.length === 0)
+      throw new DataError(`${where}: expected {"messages": [{"role": …, "content": …}, …]} with at least one message`);
     messages.forEach((m: unknown, j) => {
       const role = (m as { role?: unknown } | null)?.role;
       if (typeof m !== 'object' || m === null || typeof role !== 'string') throw new DataError(`${where}: messages[${j}] needs a string "role"`);

@@ -9,5 +9,17 @@ export { dataFingerprint, loadTrainingData, type DataFingerprint, type TrainingD
 export { skipsWeightDecay, weightDecayGroups, type NamedGroup } from './param-groups';
 export { noWeightDecayNames, parallelBatch } from './parallel-batch';
 export { Trainer, NonFiniteLossError, type TrainerOptions, type StepLog, type EvalLog, type ChangedHyperparameter } from './trainer';
-export { checkpointDir, latestCheckpoint, pruneCheckpoints, readTrainerState, removeUnfinishedCheckpoints, TRAINER_STATE_FILE, OPTIMIZER_FILE, type TrainerState, type RunSettings, type LoraRunSettings, type Hyperparameters } from './trainer-state';
+export {
+  checkpointDir,
+  latestCheckpoint,
+  pruneCheckpoints,
+  readTrainerState,
+  removeUnfinishedCheckpoints,
+  TRAINER_STATE_FILE,
+  OPTIMIZER_FILE,
+  type TrainerState,
+  type RunSettings,
+  type LoraRunSettings,
+  type Hyperparameters,
+} from './trainer-state';
 export { lockOutDir, OutDirBusyError, OUT_DIR_LOCK_FILE, type OutDirLock, type LockOwner } from './out-dir-lock';

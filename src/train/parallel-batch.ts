@@ -18,5 +18,8 @@ export function parallelBatch(batch: RowBatch, mtp: boolean): ParallelBatch {
 
 /** The parameters the Trainer's AdamW does not decay (norms, biases, A_log, D, dt_bias), by name. */
 export function noWeightDecayNames(model: NemotronHForCausalLM): string[] {
-  return model.namedParameters().filter(([name, p]) => skipsWeightDecay(name, p.rank)).map(([name]) => name);
+  return model
+    .namedParameters()
+    .filter(([name, p]) => skipsWeightDecay(name, p.rank))
+    .map(([name]) => name);
 }

@@ -53,7 +53,9 @@ export class TrainingProgress {
       this.stream.write(`\r\x1b[2K${progressLine(log, this.options.totalSteps, eta, this.stream.columns || 120)}`);
       this.drawn = true;
     } else {
-      this.stream.write(`step ${log.step}/${this.options.totalSteps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s  ETA ${formatDuration(eta)}\n`);
+      this.stream.write(
+        `step ${log.step}/${this.options.totalSteps}  loss ${log.loss.toFixed(4)}  lr ${log.lr.toExponential(2)}  grad norm ${log.grad_norm.toFixed(3)}  ${log.tokens_per_s.toFixed(1)} tokens/s  ETA ${formatDuration(eta)}\n`,
+      );
     }
   }
 

@@ -42,7 +42,8 @@ export function reportHtml(history: RunHistory, title = 'nemotron-ts training ru
     ['eval loss', lastEval ? `${lastEval.eval_loss.toFixed(4)} (step ${lastEval.step})` : '—'],
     ['tokens/s (last update)', last ? last.tokens_per_s.toFixed(1) : '—'],
   ];
-  const rows = (pairs: readonly (readonly [string, unknown])[]) => pairs.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`).join('');
+  const rows = (pairs: readonly (readonly [string, unknown])[]) =>
+    pairs.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`).join('');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
 <style>

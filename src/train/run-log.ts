@@ -22,7 +22,10 @@ export interface RunHistory {
   evals: EvalLog[];
 }
 
-export function appendRunLog(outDir: string, record: { type: 'settings'; settings: RunSettingsRecord } | ({ type: 'step' } & StepLog) | ({ type: 'eval' } & EvalLog)): void {
+export function appendRunLog(
+  outDir: string,
+  record: { type: 'settings'; settings: RunSettingsRecord } | ({ type: 'step' } & StepLog) | ({ type: 'eval' } & EvalLog),
+): void {
   appendFileSync(join(outDir, RUN_LOG_FILE), `${JSON.stringify(record)}\n`);
 }
 
@@ -51,7 +54,15 @@ export async function readRunLog(outDir: string): Promise<RunHistory> {
       return v;
     };
     if (r.type === 'settings') settings = (r.settings ?? {}) as RunSettingsRecord;
-    else if (r.type === 'step') steps.set(num('step'), { step: num('step'), loss: num('loss'), lr: num('lr'), grad_norm: num('grad_norm'), tokens_per_s: num('tokens_per_s'), peak_bytes: typeof r.peak_bytes === 'number' ? r.peak_bytes : 0 });
+    else if (r.type === 'step')
+      steps.set(num('step'), {
+        step: num('step'),
+        loss: num('loss'),
+        lr: num('lr'),
+        grad_norm: num('grad_norm'),
+        tokens_per_s: num('tokens_per_s'),
+        peak_bytes: typeof r.peak_bytes === 'number' ? r.peak_bytes : 0,
+      });
     else if (r.type === 'eval') evals.set(num('step'), { step: num('step'), eval_loss: num('eval_loss') });
     else throw new Error(`${path}:${i + 1}: unknown record type ${JSON.stringify(r.type)}`);
   });

@@ -71,11 +71,14 @@ export function lineChartSvg(series: readonly Series[], options: ChartOptions): 
     if (s.points.length === 0) return;
     const d = s.points.map(([x, y], j) => `${j === 0 ? 'M' : 'L'}${px(x).toFixed(1)},${py(fy(y)).toFixed(1)}`).join('');
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"/>`);
-    if (s.points.length <= 40) for (const [x, y] of s.points) parts.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(fy(y)).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
+    if (s.points.length <= 40)
+      for (const [x, y] of s.points) parts.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(fy(y)).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
     if (visible.length < 2) return; // one series: the title names it
     const lx = width - m.right - 120;
     const ly = m.top + 14 + i * 15;
-    parts.push(`<line x1="${lx}" x2="${lx + 16}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"/><text x="${lx + 20}" y="${ly}">${escapeXml(s.name)}</text>`);
+    parts.push(
+      `<line x1="${lx}" x2="${lx + 16}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"/><text x="${lx + 20}" y="${ly}">${escapeXml(s.name)}</text>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('');

@@ -153,14 +153,24 @@ export async function hasCheckpointFolders(outDir: string): Promise<boolean> {
 async function copyTokenizerFiles(from: string, to: string): Promise<void> {
   for (const name of TOKENIZER_FILES) {
     const source = join(from, name);
-    if (await stat(source).then((s) => s.isFile(), () => false)) await copyFile(source, join(to, name));
+    if (
+      await stat(source).then(
+        (s) => s.isFile(),
+        () => false,
+      )
+    )
+      await copyFile(source, join(to, name));
   }
 }
 
 /** Steps of the `checkpoint-<step>` folders under `outDir`, oldest first. */
 async function checkpointSteps(outDir: string): Promise<number[]> {
   const entries = await readdir(outDir).catch(() => [] as string[]);
-  return entries.map((e) => /^checkpoint-(\d+)$/.exec(e)).filter((m) => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
+  return entries
+    .map((e) => /^checkpoint-(\d+)$/.exec(e))
+    .filter((m) => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
 }
 
 /** Temporary folders of checkpoints being written (`.partial-<pid>`) or deleted (`.deleting-<pid>`). */
@@ -207,7 +217,13 @@ export async function latestCheckpoint(outDir: string): Promise<string | null> {
   const steps = await checkpointSteps(outDir);
   for (const step of steps.reverse()) {
     const dir = checkpointDir(outDir, step);
-    if (await stat(join(dir, TRAINER_STATE_FILE)).then((s) => s.isFile(), () => false)) return dir;
+    if (
+      await stat(join(dir, TRAINER_STATE_FILE)).then(
+        (s) => s.isFile(),
+        () => false,
+      )
+    )
+      return dir;
   }
   return null;
 }
@@ -229,7 +245,12 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
 }
 
 /** The optimizer state dict a checkpoint holds, its tensors on `device` (the caller disposes them). */
-export async function readOptimizerState(dir: string, state: TrainerState, names: readonly string[], device: Device): Promise<OptimizerStateDict<AdamWOptions>> {
+export async function readOptimizerState(
+  dir: string,
+  state: TrainerState,
+  names: readonly string[],
+  device: Device,
+): Promise<OptimizerStateDict<AdamWOptions>> {
   const path = join(dir, OPTIMIZER_FILE);
   const saved = state.optimizer.params;
   if (saved.length !== names.length || saved.some((s, i) => s !== null && s.name !== names[i])) {

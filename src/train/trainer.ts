@@ -27,12 +27,38 @@
  * minLr, warmup, weightDecay, gradClip) are this run's, applied from the resumed step on
  * (`resumeFrom` reports those that differ from the checkpoint's run).
  */
-import { AdamW, backward, bytesPerElement, cast, clipGradNorm, copyInto, dispose, formatShape, keep, mul, noGrad, shapesEqual, tidy, warmupCosineSchedule, type LrSchedule, type Tensor } from '@nemotron-ts/kernels';
+import {
+  AdamW,
+  backward,
+  bytesPerElement,
+  cast,
+  clipGradNorm,
+  copyInto,
+  dispose,
+  formatShape,
+  keep,
+  mul,
+  noGrad,
+  shapesEqual,
+  tidy,
+  warmupCosineSchedule,
+  type LrSchedule,
+  type Tensor,
+} from '@nemotron-ts/kernels';
 import { loraHandle, reseedLoraDropout, type LoraConfig, type LoraHandle } from '@nemotron-ts/core';
 import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
 import { weightDecayGroups } from './param-groups';
-import { pruneCheckpoints, readMasterWeights, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type LoraRunSettings, type RunSettings } from './trainer-state';
+import {
+  pruneCheckpoints,
+  readMasterWeights,
+  readOptimizerState,
+  readTrainerState,
+  saveCheckpoint,
+  type Hyperparameters,
+  type LoraRunSettings,
+  type RunSettings,
+} from './trainer-state';
 import { rowBatch, type RowBatch } from './row-batch';
 import { dataFingerprint, type TrainingData } from './training-data';
 
@@ -125,7 +151,10 @@ export class Trainer {
   private readonly settings: RunSettings;
   /** The model's LoRA adapters, when only they train. */
   private readonly lora: LoraHandle | null;
-  private readonly options: Required<Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>> & TrainerOptions;
+  private readonly options: Required<
+    Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>
+  > &
+    TrainerOptions;
 
   constructor(
     readonly model: NemotronHForCausalLM,
@@ -134,7 +163,19 @@ export class Trainer {
   ) {
     const mtp = options.mtp ?? model.mtp !== null;
     if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
-    this.options = { gradAccum: 1, minLr: 0, warmup: 0, weightDecay: 0.01, gradClip: 1, evalEvery: 0, saveEvery: 0, saveTotalLimit: 0, seed: 0, ...options, mtp };
+    this.options = {
+      gradAccum: 1,
+      minLr: 0,
+      warmup: 0,
+      weightDecay: 0.01,
+      gradClip: 1,
+      evalEvery: 0,
+      saveEvery: 0,
+      saveTotalLimit: 0,
+      seed: 0,
+      ...options,
+      mtp,
+    };
     const o = this.options;
     const integer = (name: string, v: number, min: number) => {
       if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
@@ -155,7 +196,8 @@ export class Trainer {
     if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`Trainer: the model's weights are ${dtype}; train f32 or bf16 weights`);
     this.lora = loraHandle(model);
     const lora = this.lora;
-    if (lora && [...lora.adapters.values()].some((a) => a.merged)) throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
+    if (lora && [...lora.adapters.values()].some((a) => a.merged))
+      throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
     const dataMode = `${data.kind ?? 'text'}${data.packed ? '+pack' : ''}`;
     this.settings = {
       seqLen: data.seqLen,
@@ -172,7 +214,8 @@ export class Trainer {
     model.train().requiresGrad_(!lora);
     if (options.gradientCheckpointing) {
       // The recompute would draw other dropout masks than the first forward did.
-      if (lora && lora.config.dropout > 0) throw new Error('Trainer: gradient checkpointing needs LoRA dropout 0 (the recomputed forward would draw other dropout masks)');
+      if (lora && lora.config.dropout > 0)
+        throw new Error('Trainer: gradient checkpointing needs LoRA dropout 0 (the recomputed forward would draw other dropout masks)');
       model.gradientCheckpointingEnable();
     }
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
@@ -223,7 +266,8 @@ export class Trainer {
       try {
         for (const [name, m] of masters) {
           const t = saved.get(name)!;
-          if (!shapesEqual(t.shape, m.shape)) throw new Error(`${dir}: master weight '${name}' is ${formatShape(t.shape)}, the model's ${formatShape(m.shape)}`);
+          if (!shapesEqual(t.shape, m.shape))
+            throw new Error(`${dir}: master weight '${name}' is ${formatShape(t.shape)}, the model's ${formatShape(m.shape)}`);
           noGrad(() => copyInto(m, t));
         }
       } finally {
@@ -245,7 +289,10 @@ export class Trainer {
   private changedHyperparameters(state: Awaited<ReturnType<typeof readTrainerState>>): ChangedHyperparameter[] {
     const mine = this.hyperparameters;
     const decayed = state.optimizer.groups.find((g) => (g.weightDecay ?? 0) > 0);
-    const saved: Partial<Hyperparameters> = state.hyperparameters ?? { lr: state.optimizer.groups[0]?.lr, ...(decayed && { weightDecay: decayed.weightDecay }) };
+    const saved: Partial<Hyperparameters> = state.hyperparameters ?? {
+      lr: state.optimizer.groups[0]?.lr,
+      ...(decayed && { weightDecay: decayed.weightDecay }),
+    };
     return (Object.keys(mine) as (keyof Hyperparameters)[])
       .filter((name) => saved[name] !== undefined && saved[name] !== mine[name])
       .map((name) => ({ name, checkpoint: saved[name]!, applied: mine[name] }));
@@ -419,7 +466,10 @@ export async function evaluationLoss(model: NemotronHForCausalLM, data: Training
   model.eval();
   try {
     for (let i = 0; i < rows.length; i += batchSize) {
-      const batch = rowBatch(rows.slice(i, i + batchSize), rows.slice(i, i + batchSize).map((_, j) => targets?.[i + j] ?? null));
+      const batch = rowBatch(
+        rows.slice(i, i + batchSize),
+        rows.slice(i, i + batchSize).map((_, j) => targets?.[i + j] ?? null),
+      );
       if (batch.targetCount === 0) continue;
       const loss = noGrad(() => model.forward({ inputIds: batch.inputIds, labels: batch.labels, cuSeqlens: batch.cuSeqlens ?? undefined }).loss!);
       total += (await loss.item()) * batch.targetCount;

@@ -74,7 +74,10 @@ export async function loadTrainingData(tokenizer: HfTokenizer, options: Training
     evalRows = held.rows;
     evalTargets = held.targets;
   } else if (options.holdOut) {
-    if (trainRows.length < 2) throw new DataError(`${options.dataPath}: ${trainRows.length} row of seq-len ${options.seqLen}, too few to hold out evaluation rows (give --eval-data or more text)`);
+    if (trainRows.length < 2)
+      throw new DataError(
+        `${options.dataPath}: ${trainRows.length} row of seq-len ${options.seqLen}, too few to hold out evaluation rows (give --eval-data or more text)`,
+      );
     const held = Math.max(1, Math.round(trainRows.length * (options.evalFraction ?? 0.05)));
     const cut = trainRows.length - held;
     evalRows = trainRows.slice(cut);

@@ -381,7 +381,11 @@ function readJson(json: Record<string, unknown>, source: string): ReadResult {
   // Layer patterns: a block-type list (current HF) or a pattern string; both present must agree.
   const pattern = readPattern(json, 'layers_block_type', ['layer_types'], 'hybrid_override_pattern', source);
   if (!pattern) {
-    throw new ConfigError(source, 'hybrid_override_pattern', 'missing: a config needs hybrid_override_pattern or layers_block_type (HF versions disagree on a default)');
+    throw new ConfigError(
+      source,
+      'hybrid_override_pattern',
+      'missing: a config needs hybrid_override_pattern or layers_block_type (HF versions disagree on a default)',
+    );
   }
   init.pattern = pattern.value;
   keys.set('pattern', pattern.key);
@@ -441,7 +445,13 @@ function jsonNumbers(_key: string, v: unknown): unknown {
 }
 
 /** A pattern from a block-type list (under `listKey` or an alias) or a pattern string; null counts as absent. */
-function readPattern(json: Record<string, unknown>, listKey: string, listAliases: readonly string[], stringKey: string, source: string): { key: string; value: string } | undefined {
+function readPattern(
+  json: Record<string, unknown>,
+  listKey: string,
+  listAliases: readonly string[],
+  stringKey: string,
+  source: string,
+): { key: string; value: string } | undefined {
   const list = pickAliased(json, listKey, listAliases, source);
   const fromList = list && list.value !== null ? { key: list.key, value: layerListToPattern(list.value, list.key, source) } : undefined;
   const text = json[stringKey] ?? undefined;
@@ -569,7 +579,8 @@ export function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: st
     case 'tokenIds':
       if (raw === null) return null as KindType[K];
       if (typeof raw === 'number' && Number.isInteger(raw) && raw >= 0) return raw as KindType[K];
-      if (Array.isArray(raw) && raw.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) return Object.freeze([...(raw as number[])]) as KindType[K];
+      if (Array.isArray(raw) && raw.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0))
+        return Object.freeze([...(raw as number[])]) as KindType[K];
       return fail('a token id, a list of token ids or null');
     case 'optionalNonNegativeNumber':
       if (raw === null) return null as KindType[K];
@@ -581,14 +592,18 @@ export function checkKind<K extends ValueKind>(raw: unknown, kind: K, source: st
     case 'positiveInt':
     case 'nonNegativeInt': {
       const min = kind === 'positiveInt' ? 1 : 0;
-      return (typeof raw === 'number' && Number.isInteger(raw) && raw >= min ? raw : fail(min === 1 ? 'a positive integer' : 'a non-negative integer')) as KindType[K];
+      return (
+        typeof raw === 'number' && Number.isInteger(raw) && raw >= min ? raw : fail(min === 1 ? 'a positive integer' : 'a non-negative integer')
+      ) as KindType[K];
     }
     case 'positiveNumber':
     case 'nonNegativeNumber':
     case 'probability': {
       const n = typeof raw === 'number' ? raw : taggedFloat(raw);
       const ok = n !== undefined && Number.isFinite(n) && (kind === 'positiveNumber' ? n > 0 : n >= 0) && (kind !== 'probability' || n <= 1);
-      return (ok ? n : fail(kind === 'positiveNumber' ? 'a positive finite number' : kind === 'probability' ? 'a number in [0, 1]' : 'a non-negative finite number')) as KindType[K];
+      return (
+        ok ? n : fail(kind === 'positiveNumber' ? 'a positive finite number' : kind === 'probability' ? 'a number in [0, 1]' : 'a non-negative finite number')
+      ) as KindType[K];
     }
   }
   return fail(kind);

@@ -243,8 +243,16 @@ describe('validation errors name the field', () => {
     expectConfigError({ ...base(), hybrid_override_pattern: 'M*X-' }, 'hybrid_override_pattern', /unknown layer character "X" at position 2/);
     expectConfigError({ ...base(), hybrid_override_pattern: '' }, 'hybrid_override_pattern', /is empty/);
     expectConfigError({ ...base(), num_hidden_layers: 5 }, 'num_hidden_layers', /5 does not match the 4 layers of the pattern "M\*-E"/);
-    expectConfigError({ ...base(), layers_block_type: ['mamba', 'mlp', 'mlp', 'moe'] }, 'layers_block_type', /pattern "M--E" but hybrid_override_pattern is "M\*-E"/);
-    expectConfigError({ ...base(), hybrid_override_pattern: undefined as never, layers_block_type: ['mamba', 'ssm'] }, 'layers_block_type[1]', /unknown block type "ssm"/);
+    expectConfigError(
+      { ...base(), layers_block_type: ['mamba', 'mlp', 'mlp', 'moe'] },
+      'layers_block_type',
+      /pattern "M--E" but hybrid_override_pattern is "M\*-E"/,
+    );
+    expectConfigError(
+      { ...base(), hybrid_override_pattern: undefined as never, layers_block_type: ['mamba', 'ssm'] },
+      'layers_block_type[1]',
+      /unknown block type "ssm"/,
+    );
     expectConfigError({ ...base(), hybrid_override_pattern: 7 }, 'hybrid_override_pattern', /expected a string/);
   });
 
@@ -289,9 +297,17 @@ describe('validation errors name the field', () => {
   });
 
   test('MTP', () => {
-    expectConfigError({ ...base(), mtp_hybrid_override_pattern: '*E', mtp_layers_block_type: ['moe'] }, 'mtp_layers_block_type', /pattern "E" but mtp_hybrid_override_pattern is "\*E"/);
+    expectConfigError(
+      { ...base(), mtp_hybrid_override_pattern: '*E', mtp_layers_block_type: ['moe'] },
+      'mtp_layers_block_type',
+      /pattern "E" but mtp_hybrid_override_pattern is "\*E"/,
+    );
     expectConfigError({ ...base(), num_nextn_predict_layers: 1 }, 'mtp_hybrid_override_pattern', /missing: num_nextn_predict_layers is 1/);
-    expectConfigError({ ...base(), num_nextn_predict_layers: 1, mtp_hybrid_override_pattern: '*Q' }, 'mtp_hybrid_override_pattern', /unknown layer character "Q"/);
+    expectConfigError(
+      { ...base(), num_nextn_predict_layers: 1, mtp_hybrid_override_pattern: '*Q' },
+      'mtp_hybrid_override_pattern',
+      /unknown layer character "Q"/,
+    );
     expectConfigError({ ...base(), num_nextn_predict_layers: -1, mtp_hybrid_override_pattern: '*E' }, 'num_nextn_predict_layers', /non-negative integer/);
   });
 });

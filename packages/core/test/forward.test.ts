@@ -98,7 +98,14 @@ for (const device of devices) {
         expectClose(got, want, { rtol: 1e-4, what: `mamba ${what}` });
         if (config.clampsDt) {
           // The clamp is active here: without it the output moves far beyond the tolerance.
-          const unclamped = mambaReference(tinyConfig({ pattern: 'M', ...init, timeStepLimit: [0, Infinity] }), await mixerWeights(model, 0), x, BATCH, LENGTH, mask);
+          const unclamped = mambaReference(
+            tinyConfig({ pattern: 'M', ...init, timeStepLimit: [0, Infinity] }),
+            await mixerWeights(model, 0),
+            x,
+            BATCH,
+            LENGTH,
+            mask,
+          );
           let diff = 0;
           for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(want[i]! - unclamped[i]!));
           expect(diff).toBeGreaterThan(1e-2 * maxAbs(want));
@@ -202,14 +209,20 @@ for (const device of devices) {
       const all = await full.logits.data();
       const kept = await last.logits.data();
       for (let b = 0; b < 2; b++) {
-        expectClose(kept.subarray(b * 3 * V, (b + 1) * 3 * V), all.subarray((b * LENGTH + LENGTH - 3) * V, (b + 1) * LENGTH * V), { rtol: 1e-6, what: `kept row ${b}` });
+        expectClose(kept.subarray(b * 3 * V, (b + 1) * 3 * V), all.subarray((b * LENGTH + LENGTH - 3) * V, (b + 1) * LENGTH * V), {
+          rtol: 1e-6,
+          what: `kept row ${b}`,
+        });
       }
       // Embeddings given instead of ids: the same logits, and the first hidden state is them.
       const embeds = noGrad(() => model.model.embeddings.forward(tensor(Int32Array.from(ids.flat()), [2, LENGTH], { device })));
       const viaEmbeds = noGrad(() => model.forward({ inputsEmbeds: embeds, outputHiddenStates: true }));
       expectClose(await viaEmbeds.logits.data(), all, { rtol: 0, what: 'inputsEmbeds' });
       expectClose(await viaEmbeds.hiddenStates![0]!.data(), await embeds.data(), { rtol: 0, what: 'hiddenStates[0]' });
-      expectClose(await full.hiddenStates!.at(-1)!.data(), await noGrad(() => model.model.forward({ inputIds: ids })).lastHiddenState.data(), { rtol: 0, what: 'backbone' });
+      expectClose(await full.hiddenStates!.at(-1)!.data(), await noGrad(() => model.model.forward({ inputIds: ids })).lastHiddenState.data(), {
+        rtol: 0,
+        what: 'backbone',
+      });
       disposeOutputs(viaEmbeds);
       expect(embeds.isDisposed).toBe(false);
       embeds.dispose();
@@ -264,16 +277,45 @@ describe('input checks', () => {
   const fails = (inputs: Parameters<NemotronHForCausalLM['forward']>[0], message: RegExp) => expect(() => noGrad(() => model.forward(inputs))).toThrow(message);
 
   test('errors name the field at fault', () => {
-    fails({ inputIds: [[1, 2, 3], [4, 5]] }, /inputIds: row 1 has 2 entries, row 0 has 3/);
+    fails(
+      {
+        inputIds: [
+          [1, 2, 3],
+          [4, 5],
+        ],
+      },
+      /inputIds: row 1 has 2 entries, row 0 has 3/,
+    );
     fails({ inputIds: [[1, 2, 97]] }, /inputIds\[0\]\[2\] = 97 is outside the vocabulary \[0, 97\)/);
     fails({ inputIds: [[1, 2.5]] }, /inputIds\[0\]\[1\]: expected an integer/);
     fails({ inputIds: [[1, 2]], attentionMask: [[1, 1, 1]] }, /attentionMask \[1, 3\] does not match the batch \[1, 2\]/);
     fails({ inputIds: [[1, 2]], attentionMask: [[1, 2]] }, /attentionMask\[0\]\[1\] = 2 must be 0 or 1/);
     // Padding between tokens would carry Mamba's conv window and state across the gap.
-    fails({ inputIds: [[1, 2, 3, 4], [1, 2, 3, 4]], attentionMask: [[1, 1, 1, 1], [1, 0, 1, 1]] }, /forward: attentionMask\[1\] has padding between tokens \(position 1\)/);
+    fails(
+      {
+        inputIds: [
+          [1, 2, 3, 4],
+          [1, 2, 3, 4],
+        ],
+        attentionMask: [
+          [1, 1, 1, 1],
+          [1, 0, 1, 1],
+        ],
+      },
+      /forward: attentionMask\[1\] has padding between tokens \(position 1\)/,
+    );
     fails({ inputIds: [[1, 2, 3, 4, 5]], attentionMask: [[0, 1, 1, 0, 1]] }, /attentionMask\[0\] has padding between tokens \(position 3\)/);
     fails({ inputIds: [[1, 2]], labels: [[1, -5]] }, /labels\[0\]\[1\] = -5 is neither -100 nor in the vocabulary/);
-    fails({ inputIds: [[1, 2], [3, 4]], cuSeqlens: [0, 2] }, /cuSeqlens describes one packed row, but the batch has 2 rows/);
+    fails(
+      {
+        inputIds: [
+          [1, 2],
+          [3, 4],
+        ],
+        cuSeqlens: [0, 2],
+      },
+      /cuSeqlens describes one packed row, but the batch has 2 rows/,
+    );
     fails({ inputIds: [[1, 2, 3]], cuSeqlens: [0, 2, 1, 3] }, /cuSeqlens\[2\] = 1 is below the previous boundary 2/);
     fails({ inputIds: [[1, 2, 3]], cuSeqlens: [0, 2] }, /cuSeqlens must end at the row length 3/);
     fails({ inputIds: [[1, 2, 3]], labels: [[1, 2, 3]], logitsToKeep: 1 }, /labels need the logits of every position/);
@@ -286,8 +328,12 @@ describe('input checks', () => {
 
   test('a config too large to allocate names the fields that sized the failing weight', () => {
     const build = (init: Partial<NemotronHConfigInit> & { pattern: string }) => () => new NemotronHForCausalLM(tinyConfig(init), { device: cpu });
-    expect(build({ pattern: 'M*', vocabSize: 1e12 })).toThrow(/^the embeddings \(vocab_size 1000000000000 × hidden_size 44\): a f32 tensor of 44000000000000 elements needs/);
-    expect(build({ pattern: 'M-', intermediateSize: 1e12 })).toThrow(/^the mlp mixer's weights \(intermediate_size 1000000000000 × hidden_size 44\): a f32 tensor/);
+    expect(build({ pattern: 'M*', vocabSize: 1e12 })).toThrow(
+      /^the embeddings \(vocab_size 1000000000000 × hidden_size 44\): a f32 tensor of 44000000000000 elements needs/,
+    );
+    expect(build({ pattern: 'M-', intermediateSize: 1e12 })).toThrow(
+      /^the mlp mixer's weights \(intermediate_size 1000000000000 × hidden_size 44\): a f32 tensor/,
+    );
   });
 
   test('the checks leave nothing allocated', () => {

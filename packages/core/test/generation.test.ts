@@ -72,11 +72,16 @@ describe('decode equals recompute', () => {
       await logitsOf(m, prompt, cache);
       const capacities = new Set([cache.capacity]);
       for (let t = 0; t < next[0]!.length; t++) {
-        const step = await logitsOf(m, next.map((row) => [row[t]!]), cache);
+        const step = await logitsOf(
+          m,
+          next.map((row) => [row[t]!]),
+          cache,
+        );
         capacities.add(cache.capacity);
         const seen = prompt.map((row, b) => [...row, ...next[b]!.slice(0, t + 1)]);
         const full = await logitsOf(m, seen);
-        for (let b = 0; b < 2; b++) expectClose(at(step, 1, b, 0), at(full, seen[0]!.length, b, seen[0]!.length - 1), { rtol: 1e-5, what: `step ${t} row ${b}` });
+        for (let b = 0; b < 2; b++)
+          expectClose(at(step, 1, b, 0), at(full, seen[0]!.length, b, seen[0]!.length - 1), { rtol: 1e-5, what: `step ${t} row ${b}` });
       }
       expect(cache.length).toBe(19);
       expect(cache.capacity).toBe(20);
@@ -103,9 +108,16 @@ describe('decode equals recompute', () => {
         expect(h.shape).toEqual([2, 1, H]);
         const got = (await h.data()) as Float32Array;
         const want = (await full.hiddenStates![i]!.data()) as Float32Array;
-        for (let b = 0; b < 2; b++) expectClose(got.subarray(b * H, (b + 1) * H), want.subarray((b * L + L - 1) * H, (b * L + L) * H), { rtol: 1e-5, what: `hidden state ${i} row ${b}` });
+        for (let b = 0; b < 2; b++)
+          expectClose(got.subarray(b * H, (b + 1) * H), want.subarray((b * L + L - 1) * H, (b * L + L) * H), {
+            rtol: 1e-5,
+            what: `hidden state ${i} row ${b}`,
+          });
       }
-      expectClose(at((await step.logits.data()) as Float32Array, 1, 1, 0), at((await full.logits.data()) as Float32Array, L, 1, L - 1), { rtol: 1e-5, what: 'logits' });
+      expectClose(at((await step.logits.data()) as Float32Array, 1, 1, 0), at((await full.logits.data()) as Float32Array, L, 1, L - 1), {
+        rtol: 1e-5,
+        what: 'logits',
+      });
       cache.dispose();
       m.dispose();
     });
@@ -135,8 +147,13 @@ describe('chunked prefill', () => {
       const pieces = new NemotronHybridCache(config, { batch: 2, device, blockSize: 8 });
       let start = 0;
       for (const n of [5, 1, 7]) {
-        const part = await logitsOf(m, prompt.map((row) => row.slice(start, start + n)), pieces);
-        for (let b = 0; b < 2; b++) for (let t = 0; t < n; t++) expectClose(at(part, n, b, t), at(all, 13, b, start + t), { rtol: 1e-5, what: `position ${start + t} row ${b}` });
+        const part = await logitsOf(
+          m,
+          prompt.map((row) => row.slice(start, start + n)),
+          pieces,
+        );
+        for (let b = 0; b < 2; b++)
+          for (let t = 0; t < n; t++) expectClose(at(part, n, b, t), at(all, 13, b, start + t), { rtol: 1e-5, what: `position ${start + t} row ${b}` });
         start += n;
       }
       for (let i = 0; i < config.numHiddenLayers; i++) {
@@ -171,7 +188,10 @@ describe('NemotronHybridCache', () => {
       cache.select([0, 1]); // rows 2 and 0 of the prompt
       const direct = new NemotronHybridCache(config, { batch: 2, device });
       await logitsOf(m, [prompt[2]!, prompt[0]!], direct);
-      for (const token of [[[3], [4]], [[5], [6]]]) {
+      for (const token of [
+        [[3], [4]],
+        [[5], [6]],
+      ]) {
         expectClose(await logitsOf(m, token, cache), await logitsOf(m, token, direct), { rtol: 1e-6, what: 'after select' });
       }
       expect(cache.batch).toBe(2);
@@ -200,7 +220,10 @@ describe('NemotronHybridCache', () => {
     expectClose(await logitsOf(m, prompt, cache), fresh, { rtol: 0, what: 'after reset' });
     // Padding allocates the key mask.
     cache.reset();
-    await logitsOf(m, prompt, cache, [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]);
+    await logitsOf(m, prompt, cache, [
+      [0, 1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 1, 1],
+    ]);
     expect(cache.keyMask?.shape).toEqual([2, 16]);
     cache.dispose();
     expect(cache.isDisposed).toBe(true);
@@ -213,8 +236,17 @@ describe('NemotronHybridCache', () => {
     const m = model(cpu);
     const cache = new NemotronHybridCache(config, { batch: 2, device: cpu });
     expect(() => m.forward({ inputIds: [[1, 2]], cache })).toThrow(/cache holds 2 rows, the inputs 1/);
-    expect(() => m.forward({ inputIds: [[1, 2, 3]], cuSeqlens: [0, 1, 3], cache: new NemotronHybridCache(config, { batch: 1, device: cpu }) })).toThrow(/cuSeqlens/);
-    await logitsOf(m, [[1, 2], [3, 4]], cache);
+    expect(() => m.forward({ inputIds: [[1, 2, 3]], cuSeqlens: [0, 1, 3], cache: new NemotronHybridCache(config, { batch: 1, device: cpu }) })).toThrow(
+      /cuSeqlens/,
+    );
+    await logitsOf(
+      m,
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      cache,
+    );
     expect(() => m.forward({ inputIds: [[1], [2]], attentionMask: [[0], [1]], cache })).toThrow(/takes no attention mask/);
     const other = NemotronHConfig.create({ ...INIT, pattern: 'M-' });
     expect(() => m.forward({ inputIds: [[1], [2]], cache: new NemotronHybridCache(other, { batch: 2, device: cpu }) })).toThrow(/another model/);
@@ -231,7 +263,7 @@ describe('generate', () => {
     test(`${deviceLabel(device)}: a left-padded batch generates what each prompt alone would`, async () => {
       const m = model(device, plain);
       const prompts = [ids(1, 3, 8)[0]!, ids(1, 9, 9)[0]!, ids(1, 6, 10)[0]!];
-      const alone = await Promise.all(prompts.map(async (p) => (await m.generate({ inputIds: [p], maxNewTokens: 7, eosTokenId: null, outputStepLogits: true }))));
+      const alone = await Promise.all(prompts.map(async (p) => await m.generate({ inputIds: [p], maxNewTokens: 7, eosTokenId: null, outputStepLogits: true })));
       const width = 9;
       const padded = prompts.map((p) => [...new Array(width - p.length).fill(0), ...p]);
       const mask = prompts.map((p) => [...new Array(width - p.length).fill(0), ...new Array(p.length).fill(1)]);
@@ -331,7 +363,16 @@ describe('generate', () => {
       const table = (await m.getTensor('model.embeddings.weight').data()) as Float32Array;
       table[7 * config.hiddenSize + 3] = NaN;
       m.setTensor('model.embeddings.weight', tensor(table, [config.vocabSize, config.hiddenSize], { device }));
-      await expect(m.generate({ inputIds: [[1, 2, 3], [4, 7, 5]], maxNewTokens: 4, eosTokenId: null })).rejects.toThrow(/logits of row 1 at step 0 hold NaN or infinite values/);
+      await expect(
+        m.generate({
+          inputIds: [
+            [1, 2, 3],
+            [4, 7, 5],
+          ],
+          maxNewTokens: 4,
+          eosTokenId: null,
+        }),
+      ).rejects.toThrow(/logits of row 1 at step 0 hold NaN or infinite values/);
       expect((await m.generate({ inputIds: [[1, 2, 3]], maxNewTokens: 3, eosTokenId: null })).tokens[0]!.length).toBe(3);
       m.dispose();
     });
@@ -360,8 +401,21 @@ describe('generate', () => {
     await expect(m.generate({ inputIds: [[1, 2]], eosTokenId: 500 })).rejects.toThrow(/outside the vocabulary/);
     await expect(m.generate({ inputIds: [[1, 2]], attentionMask: [[0, 0]] })).rejects.toThrow(/all padding/);
     // Generation continues after the last position: padding must come first (HF's padding_side='left').
-    await expect(m.generate({ inputIds: [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], attentionMask: [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]] })).rejects.toThrow(/generate: attentionMask\[1\] is right-padded \(position 3 is padding after the last token\)/);
-    await expect(m.generate({ inputIds: [[1, 2, 3, 4]], attentionMask: [[1, 0, 1, 1]] })).rejects.toThrow(/generate: attentionMask\[0\] has padding between tokens \(position 1\)/);
+    await expect(
+      m.generate({
+        inputIds: [
+          [1, 2, 3, 4, 5],
+          [1, 2, 3, 4, 5],
+        ],
+        attentionMask: [
+          [1, 1, 1, 1, 1],
+          [1, 1, 1, 0, 0],
+        ],
+      }),
+    ).rejects.toThrow(/generate: attentionMask\[1\] is right-padded \(position 3 is padding after the last token\)/);
+    await expect(m.generate({ inputIds: [[1, 2, 3, 4]], attentionMask: [[1, 0, 1, 1]] })).rejects.toThrow(
+      /generate: attentionMask\[0\] has padding between tokens \(position 1\)/,
+    );
     const cache = new NemotronHybridCache(config, { batch: 1, device: cpu });
     expect(() => m.forward({ inputIds: [[1, 2, 3]], attentionMask: [[1, 1, 0]], cache })).toThrow(/forward: attentionMask\[0\] is right-padded/);
     await logitsOf(m, [[1, 2]], cache);

@@ -78,7 +78,15 @@ describe('gradient checkpointing', async () => {
       const checkpointed = await run(model, device, loss);
       expectSameGradients(plain, checkpointed, 'mtp');
       // Every parameter of every layer kind got a gradient (the MTP head and the embeddings included).
-      for (const name of ['model.layers.0.mixer.in_proj.weight', 'model.layers.1.mixer.q_proj.weight', 'model.layers.2.mixer.up_proj.weight', 'model.layers.3.mixer.experts.up_proj', 'mtp.layers.0.eh_proj.weight', 'mtp.layers.1.mixer.gate.weight', 'model.embeddings.weight']) {
+      for (const name of [
+        'model.layers.0.mixer.in_proj.weight',
+        'model.layers.1.mixer.q_proj.weight',
+        'model.layers.2.mixer.up_proj.weight',
+        'model.layers.3.mixer.experts.up_proj',
+        'mtp.layers.0.eh_proj.weight',
+        'mtp.layers.1.mixer.gate.weight',
+        'model.embeddings.weight',
+      ]) {
         expect(checkpointed.grads.has(name), name).toBe(true);
       }
       expect(checkpointed.peak).toBeLessThan(plain.peak);

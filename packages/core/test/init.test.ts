@@ -70,8 +70,17 @@ async function checkTensor(name: string, shape: readonly number[], values: Float
   const n = values.length;
   const s = stats(values);
   const what = `${name} ${JSON.stringify(e)} got ${JSON.stringify(s)}`;
-  if ('constant' in e) expect(values.every((v) => v === e.constant), what).toBe(true);
-  else if ('aLog' in e) expectValues(name, values, Float32Array.from({ length: n }, (_, i) => Math.log(i + 1)));
+  if ('constant' in e)
+    expect(
+      values.every((v) => v === e.constant),
+      what,
+    ).toBe(true);
+  else if ('aLog' in e)
+    expectValues(
+      name,
+      values,
+      Float32Array.from({ length: n }, (_, i) => Math.log(i + 1)),
+    );
   else if ('dtBias' in e) {
     for (const b of values) {
       const dt = Math.log1p(Math.exp(b));
@@ -95,7 +104,16 @@ describe('initializeWeights (NeMo, spec §7)', () => {
     const model = NemotronHForCausalLM.fromConfig(config, { device: cpu, seed: 1 });
     const names = model.namedTensors().map((t) => t.name);
     // The rescaled and latent layers really are in this model.
-    for (const n of ['model.layers.0.mixer.out_proj.weight', 'model.layers.1.mixer.o_proj.weight', 'model.layers.2.mixer.down_proj.weight', 'model.layers.3.mixer.experts.down_proj', 'model.layers.3.mixer.shared_experts.down_proj.weight', 'model.layers.3.mixer.fc2_latent_proj.weight', 'mtp.layers.0.eh_proj.weight', 'model.layers.0.mixer.in_proj.bias']) {
+    for (const n of [
+      'model.layers.0.mixer.out_proj.weight',
+      'model.layers.1.mixer.o_proj.weight',
+      'model.layers.2.mixer.down_proj.weight',
+      'model.layers.3.mixer.experts.down_proj',
+      'model.layers.3.mixer.shared_experts.down_proj.weight',
+      'model.layers.3.mixer.fc2_latent_proj.weight',
+      'mtp.layers.0.eh_proj.weight',
+      'model.layers.0.mixer.in_proj.bias',
+    ]) {
       expect(names).toContain(n);
     }
     for (const t of model.namedTensors()) await checkTensor(t.name, t.tensor.shape, await t.tensor.toFloat32());
@@ -103,7 +121,17 @@ describe('initializeWeights (NeMo, spec §7)', () => {
   });
 
   test('dt_bias is the inverse softplus of a log-uniform dt', async () => {
-    const many = NemotronHConfig.create({ ...INIT, pattern: 'M', hiddenSize: 4, numAttentionHeads: 1, numKeyValueHeads: 1, mambaNumHeads: 4096, mambaHeadDim: 1, nGroups: 1, ssmStateSize: 1 });
+    const many = NemotronHConfig.create({
+      ...INIT,
+      pattern: 'M',
+      hiddenSize: 4,
+      numAttentionHeads: 1,
+      numKeyValueHeads: 1,
+      mambaNumHeads: 4096,
+      mambaHeadDim: 1,
+      nGroups: 1,
+      ssmStateSize: 1,
+    });
     const model = NemotronHForCausalLM.fromConfig(many, { device: cpu, seed: 2 });
     const bias = await model.getTensor('model.layers.0.mixer.dt_bias').toFloat32();
     const logDt = Array.from(bias, (b) => Math.log(Math.log1p(Math.exp(b))));
@@ -117,7 +145,10 @@ describe('initializeWeights (NeMo, spec §7)', () => {
   });
 
   test('time_step_floor lifts small dt', async () => {
-    const model = NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, timeStepMin: 1e-4, timeStepMax: 1e-3, timeStepFloor: 5e-4 }), { device: cpu, seed: 2 });
+    const model = NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, timeStepMin: 1e-4, timeStepMax: 1e-3, timeStepFloor: 5e-4 }), {
+      device: cpu,
+      seed: 2,
+    });
     const dt = Array.from(await model.getTensor('model.layers.0.mixer.dt_bias').toFloat32(), (b) => Math.log1p(Math.exp(b)));
     expect(Math.min(...dt)).toBeGreaterThanOrEqual(5e-4 * (1 - 1e-4));
     model.dispose();
@@ -149,7 +180,9 @@ describe('initializeWeights (NeMo, spec §7)', () => {
     const w = await a.getTensor('model.layers.0.mixer.in_proj.weight').toFloat32();
     expect(differ(w, await cs.get('model.layers.0.mixer.in_proj.weight')!.toFloat32())).toBe(true);
     // Same-shaped tensors of different layers differ.
-    expect(differ(await a.getTensor('mtp.layers.1.mixer.experts.up_proj').toFloat32(), await a.getTensor('model.layers.3.mixer.experts.up_proj').toFloat32())).toBe(true);
+    expect(
+      differ(await a.getTensor('mtp.layers.1.mixer.experts.up_proj').toFloat32(), await a.getTensor('model.layers.3.mixer.experts.up_proj').toFloat32()),
+    ).toBe(true);
     for (const m of [a, b, c, noMtp]) m.dispose();
   });
 

@@ -71,9 +71,17 @@ describe('Linear with a LoRA adapter', () => {
       const fusedNorm = noGrad(() => linear.fused(x, { norm: { weight: norm.weight, eps: norm.eps } }));
       expectClose(await fusedNorm.toFloat32(), plain, { rtol: 1e-4, what: 'fused norm' });
       const fusedAll = noGrad(() => linear.fused(x, { norm: { weight: norm.weight, eps: norm.eps }, activation: 'relu2', residual }));
-      expectClose(await fusedAll.toFloat32(), plain.map((v, i) => residualValues[i]! + Math.max(v, 0) ** 2), { rtol: 1e-4, what: 'fused relu2 + residual' });
+      expectClose(
+        await fusedAll.toFloat32(),
+        plain.map((v, i) => residualValues[i]! + Math.max(v, 0) ** 2),
+        { rtol: 1e-4, what: 'fused relu2 + residual' },
+      );
       const fusedResidual = noGrad(() => linear.fused(x, { residual }));
-      expectClose(await fusedResidual.toFloat32(), expected.map((v, i) => v + residualValues[i]!), { rtol: 1e-5, what: 'fused residual' });
+      expectClose(
+        await fusedResidual.toFloat32(),
+        expected.map((v, i) => v + residualValues[i]!),
+        { rtol: 1e-5, what: 'fused residual' },
+      );
       for (const t of [x, forward, parts, nw, residual, normed, fusedNorm, fusedAll, fusedResidual]) t.dispose();
       norm.dispose();
       linear.dispose();

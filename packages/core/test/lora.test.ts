@@ -7,7 +7,20 @@
 import { describe, expect, test } from 'bun:test';
 import { AdamW, Generator, backward, getCpuDevice, noGrad, tensor, type Device } from '@nemotron-ts/kernels';
 import { expectClose, testGpu } from '@nemotron-ts/kernels/testing';
-import { applyLora, loraHandle, mergeLora, peftTensorKeys, NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, removeLora, reseedLoraDropout, unmergeLora, type LoraHandle, type NemotronHConfigInit } from '../src';
+import {
+  applyLora,
+  loraHandle,
+  mergeLora,
+  peftTensorKeys,
+  NemotronHConfig,
+  NemotronHForCausalLM,
+  NemotronHybridCache,
+  removeLora,
+  reseedLoraDropout,
+  unmergeLora,
+  type LoraHandle,
+  type NemotronHConfigInit,
+} from '../src';
 
 const cpu = getCpuDevice();
 const gpu = await testGpu();
@@ -309,11 +322,16 @@ describe('generation with adapters', () => {
       expectClose(prefill, await logitsOf(m, prompt), { rtol: 1e-5, what: 'prefill' });
       const V = config.vocabSize;
       for (let t = 0; t < next[0]!.length; t++) {
-        const step = await logitsOf(m, next.map((row) => [row[t]!]), cache);
+        const step = await logitsOf(
+          m,
+          next.map((row) => [row[t]!]),
+          cache,
+        );
         const seen = prompt.map((row, b) => [...row, ...next[b]!.slice(0, t + 1)]);
         const full = await logitsOf(m, seen);
         const L = seen[0]!.length;
-        for (let b = 0; b < 2; b++) expectClose(step.subarray(b * V, (b + 1) * V), full.subarray((b * L + L - 1) * V, (b * L + L) * V), { rtol: 1e-4, what: `step ${t} row ${b}` });
+        for (let b = 0; b < 2; b++)
+          expectClose(step.subarray(b * V, (b + 1) * V), full.subarray((b * L + L - 1) * V, (b * L + L) * V), { rtol: 1e-4, what: `step ${t} row ${b}` });
       }
       cache.dispose();
       const withAdapters = await m.generate({ inputIds: prompt, maxNewTokens: 6, eosTokenId: null, outputStepLogits: true });
@@ -334,7 +352,14 @@ describe('multi-token prediction and PEFT keys', () => {
     const mtpConfig = NemotronHConfig.create({ ...INIT, pattern: 'M*E', mtpPattern: '*E', numNextnPredictLayers: 2 });
     const m = NemotronHForCausalLM.fromConfig(mtpConfig, { seed: 1, device: cpu });
     const handle = applyLora(m, { r: 2, alpha: 4, targetModules: ['q_proj', 'eh_proj', 'lm_head'] });
-    expect([...handle.adapters.keys()]).toEqual(['model.layers.1.mixer.q_proj', 'lm_head', 'mtp.layers.0.mixer.q_proj', 'mtp.layers.0.eh_proj', 'mtp.layers.2.mixer.q_proj', 'mtp.layers.2.eh_proj']);
+    expect([...handle.adapters.keys()]).toEqual([
+      'model.layers.1.mixer.q_proj',
+      'lm_head',
+      'mtp.layers.0.mixer.q_proj',
+      'mtp.layers.0.eh_proj',
+      'mtp.layers.2.mixer.q_proj',
+      'mtp.layers.2.eh_proj',
+    ]);
     randomizeAdapters(m, handle, 2);
     const inputIds = ids(2, 6, 3);
     const out = m.forwardMtp({ inputIds, labels: inputIds.map((row) => [...row.slice(1), -100]) });

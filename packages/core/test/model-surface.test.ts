@@ -7,7 +7,15 @@
 import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose } from '@nemotron-ts/kernels/testing';
-import { Embedding, Linear, NemotronHCausalLMOutputWithPast, NemotronHConfig, NemotronHForCausalLM, NemotronHybridCache, type NemotronHConfigInit } from '../src';
+import {
+  Embedding,
+  Linear,
+  NemotronHCausalLMOutputWithPast,
+  NemotronHConfig,
+  NemotronHForCausalLM,
+  NemotronHybridCache,
+  type NemotronHConfigInit,
+} from '../src';
 
 const cpu = getCpuDevice();
 const INIT: NemotronHConfigInit = {
@@ -36,7 +44,8 @@ const ids = [
 ];
 
 const host = async (t: Tensor) => (await t.toFloat32()) as Float32Array;
-const model = (init: Partial<NemotronHConfigInit> = {}, seed = 1) => NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, ...init }), { device: cpu, seed });
+const model = (init: Partial<NemotronHConfigInit> = {}, seed = 1) =>
+  NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, ...init }), { device: cpu, seed });
 
 describe('forward output', () => {
   test('one disposable result: `using` releases logits, loss, hidden states and MTP states', () => {
@@ -62,8 +71,10 @@ describe('forward output', () => {
     const labels = ids.map((row) => [...row.slice(1), -100]);
     using asked = noGrad(() => m.forward({ inputIds: ids, outputMtp: true }));
     const reference = noGrad(() => m.forwardMtp({ inputIds: ids, labels }));
-    for (let k = 0; k < 2; k++) expectClose(await host(asked.mtpPerDepthH![k]!), await host(reference.depthHiddenStates[k]!), { rtol: 1e-6, what: `depth ${k}` });
-    for (const t of [reference.logits, reference.loss, reference.mainLoss, reference.mtpLoss, ...reference.depthHiddenStates, ...reference.depthLosses]) t.dispose();
+    for (let k = 0; k < 2; k++)
+      expectClose(await host(asked.mtpPerDepthH![k]!), await host(reference.depthHiddenStates[k]!), { rtol: 1e-6, what: `depth ${k}` });
+    for (const t of [reference.logits, reference.loss, reference.mainLoss, reference.mtpLoss, ...reference.depthHiddenStates, ...reference.depthLosses])
+      t.dispose();
     using inference = noGrad(() => m.forward({ inputIds: ids }));
     expect(inference.mtpPerDepthH).toBeNull();
     expect(inference.mtpLossScalingFactor).toBeNull();
@@ -72,7 +83,9 @@ describe('forward output', () => {
     expect(evaluated.mtpPerDepthH).toBeNull();
     using off = m.train().forward({ inputIds: ids, outputMtp: false });
     expect(off.mtpPerDepthH).toBeNull();
-    expect(() => m.forward({ inputsEmbeds: tensor(new Float32Array(2 * 7 * 16), [2, 7, 16], { device: cpu }), outputMtp: true })).toThrow(/outputMtp needs inputIds/);
+    expect(() => m.forward({ inputsEmbeds: tensor(new Float32Array(2 * 7 * 16), [2, 7, 16], { device: cpu }), outputMtp: true })).toThrow(
+      /outputMtp needs inputIds/,
+    );
     const plain = model({ mtpPattern: '', numNextnPredictLayers: 0 });
     expect(() => plain.forward({ inputIds: ids, outputMtp: true })).toThrow(/needs an MTP head/);
     plain.dispose();
@@ -91,7 +104,8 @@ describe('forward output', () => {
     expect(step.pastKeyValues).toBe(cache);
     const all = await host(full.logits);
     const last = await host(step.logits);
-    for (let b = 0; b < 2; b++) expectClose(last.subarray(b * 41, (b + 1) * 41), all.subarray((b * 7 + 6) * 41, (b * 7 + 7) * 41), { rtol: 1e-5, what: `row ${b}` });
+    for (let b = 0; b < 2; b++)
+      expectClose(last.subarray(b * 41, (b + 1) * 41), all.subarray((b * 7 + 6) * 41, (b * 7 + 7) * 41), { rtol: 1e-5, what: `row ${b}` });
     step.dispose();
     expect(cache.isDisposed).toBe(false); // a cache the caller passed is the caller's
     out.dispose();
@@ -152,7 +166,10 @@ describe('model surface', () => {
     expect(m.model.embeddings.weight.shape).toEqual([48, 16]);
     expect(m.lmHead.weight.shape).toEqual([48, 16]);
     expect(m.lmHead.weight.requiresGrad).toBe(true);
-    for (const [now, old] of [[await host(m.model.embeddings.weight), oldEmbed], [await host(m.lmHead.weight), oldHead]] as const) {
+    for (const [now, old] of [
+      [await host(m.model.embeddings.weight), oldEmbed],
+      [await host(m.lmHead.weight), oldHead],
+    ] as const) {
       expect(now.subarray(0, 41 * 16)).toEqual(old);
       for (let j = 0; j < 16; j++) {
         let mean = 0;

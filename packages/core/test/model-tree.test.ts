@@ -47,7 +47,10 @@ describe('module tree vs fixture checkpoints', () => {
         dtype: F32_TENSORS.test(t.name) ? 'f32' : 'bf16',
       });
     }
-    expect(model.namedBuffers().map(([n]) => n)).toEqual(['model.layers.4.mixer.gate.e_score_correction_bias', 'model.layers.7.mixer.gate.e_score_correction_bias']);
+    expect(model.namedBuffers().map(([n]) => n)).toEqual([
+      'model.layers.4.mixer.gate.e_score_correction_bias',
+      'model.layers.7.mixer.gate.e_score_correction_bias',
+    ]);
     model.dispose();
   });
 });

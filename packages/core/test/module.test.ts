@@ -36,7 +36,11 @@ class Toy extends Module {
 }
 
 function filled(t: Tensor, seed: number): Tensor {
-  return tensor(Float32Array.from({ length: t.size }, (_, i) => seed + i / 8), t.shape, { device: t.device });
+  return tensor(
+    Float32Array.from({ length: t.size }, (_, i) => seed + i / 8),
+    t.shape,
+    { device: t.device },
+  );
 }
 
 async function fillAll(m: Module): Promise<void> {
@@ -140,7 +144,9 @@ describe('Module', () => {
     const wrong = tensor(new Float32Array(6), [2, 3], { device: cpu });
     state.set('blocks.9.scale', extra);
     state.set('head.weight', wrong);
-    expect(() => m.loadStateDict(state)).toThrow(/missing 1 \(embed.weight\); unexpected 1 \(blocks.9.scale\); mis-shaped 1 \(head.weight: expected \[7, 3\], got \[2, 3\]\)/);
+    expect(() => m.loadStateDict(state)).toThrow(
+      /missing 1 \(embed.weight\); unexpected 1 \(blocks.9.scale\); mis-shaped 1 \(head.weight: expected \[7, 3\], got \[2, 3\]\)/,
+    );
     // Strict failure changed nothing.
     expect(Array.from(await m.head.weight.toFloat32())).toEqual(Array.from(before));
     const report = m.loadStateDict(state, { strict: false });

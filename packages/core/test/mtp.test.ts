@@ -114,7 +114,10 @@ describe('forwardMtp', () => {
       const alone = noGrad(() => model.forwardMtp({ inputIds: [rows[b]!], labels: [rowLabels[b]!], cuSeqlens: cu[b]! }));
       for (let k = 0; k < 2; k++) {
         expect(both.depthTargets[k]![b]).toEqual(alone.depthTargets[k]![0]!);
-        expectClose((await values(both.depthHiddenStates[k]!)).subarray(b * 8 * 24, (b + 1) * 8 * 24), await values(alone.depthHiddenStates[k]!), { rtol: 1e-5, what: `row ${b} depth ${k}` });
+        expectClose((await values(both.depthHiddenStates[k]!)).subarray(b * 8 * 24, (b + 1) * 8 * 24), await values(alone.depthHiddenStates[k]!), {
+          rtol: 1e-5,
+          what: `row ${b} depth ${k}`,
+        });
       }
       dispose(alone);
     }

@@ -58,7 +58,10 @@ function disposeMap(map: Map<string, Tensor>): void {
 
 /** The checkpoint key(s) and host values behind each of our tensors, checked against the file. */
 async function expectMatchesFile(model: NemotronHForCausalLM, file: SafetensorsFile, round: (v: Float32Array) => Float32Array = (v) => v): Promise<void> {
-  for (const entry of planCheckpointExport(model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })), 'hf')) {
+  for (const entry of planCheckpointExport(
+    model.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
+    'hf',
+  )) {
     const source = model.getTensor(entry.source);
     const got = tidy(() => (entry.expert === undefined ? reshape(source, entry.shape) : reshape(narrow(source, 0, entry.expert, 1), entry.shape)));
     const keepF32 = /\.(A_log|dt_bias|D|e_score_correction_bias)$/.test(entry.source);
@@ -177,7 +180,10 @@ describe('reports', () => {
     shapes.set('backbone.layers.1.mixer.q_proj.weight', [16, 64]);
     shapes.set('backbone.layers.2.mixer.conv1d.weight', [128, 4]); // conv without its [C, 1, K] axis
 
-    const plan = planCheckpointLoad(new NemotronHForCausalLM(config, { device: cpu }).namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })), shapes);
+    const plan = planCheckpointLoad(
+      new NemotronHForCausalLM(config, { device: cpu }).namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape })),
+      shapes,
+    );
     expect(plan.report).toEqual({
       missing: ['backbone.layers.0.mixer.A_log'],
       unexpected: ['backbone.layers.8.norm.weight'],

@@ -109,7 +109,12 @@ async function recoverLeftovers(parent: string, only: string | null): Promise<st
   const restored: string[] = [];
   for (const [name, leftovers] of byName) {
     const target = join(parent, name);
-    if (!(await lstat(target).then(() => true, () => false))) {
+    if (
+      !(await lstat(target).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       const aside = leftovers.filter((l) => l.kind === 'old').sort((a, b) => b.mtimeMs - a.mtimeMs)[0];
       if (aside) {
         renameSync(aside.path, target);

@@ -20,7 +20,8 @@ export function parseByteSize(size: number | string, what = 'size'): number {
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(size);
   const unit = m ? UNITS[(m[2] || 'b').toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new Error(`${what} ${JSON.stringify(size)} is not a size: use bytes or a number with B, KB, MB, GB, TB, KiB, MiB, GiB or TiB`);
+  if (!m || unit === undefined)
+    throw new Error(`${what} ${JSON.stringify(size)} is not a size: use bytes or a number with B, KB, MB, GB, TB, KiB, MiB, GiB or TiB`);
   const bytes = Math.floor(Number(m[1]) * unit);
   if (!(bytes > 0)) throw new Error(`${what} ${JSON.stringify(size)} must be positive`);
   return bytes;

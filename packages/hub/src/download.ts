@@ -82,11 +82,16 @@ async function contentMismatch(d: Pick<BlobDownload, 'size' | 'etag' | 'etagKind
 
 async function fetchIntoIncomplete(d: BlobDownload, where: string): Promise<void> {
   const incomplete = `${d.blobPath}.incomplete`;
-  const info = await fileDownloadInfo({ repo: { type: 'model', name: d.repoId }, path: d.path, revision: d.commit, hubUrl: d.hubUrl, accessToken: d.accessToken, fetch: d.fetch }).catch(
-    (e: unknown) => {
-      throw hubErrorFrom(e, where, d.accessToken, d.hubUrl);
-    },
-  );
+  const info = await fileDownloadInfo({
+    repo: { type: 'model', name: d.repoId },
+    path: d.path,
+    revision: d.commit,
+    hubUrl: d.hubUrl,
+    accessToken: d.accessToken,
+    fetch: d.fetch,
+  }).catch((e: unknown) => {
+    throw hubErrorFrom(e, where, d.accessToken, d.hubUrl);
+  });
   if (!info) throw new HubError(`${where}: the file is listed at commit ${d.commit} but the Hub has no such entry`, 404);
   if (info.size !== d.size) throw new HubError(`${where}: the Hub reports ${info.size} bytes, the file listing ${d.size}`);
 
@@ -108,7 +113,8 @@ async function fetchIntoIncomplete(d: BlobDownload, where: string): Promise<void
         if (!(e instanceof TransientError)) throw e;
         offset = (await handle.stat()).size;
         stalled = offset > before ? 0 : stalled + 1;
-        if (stalled >= MAX_STALLED_ATTEMPTS) throw new HubError(`${where}: download failed ${stalled} times in a row at byte ${offset} of ${d.size}: ${e.message}`);
+        if (stalled >= MAX_STALLED_ATTEMPTS)
+          throw new HubError(`${where}: download failed ${stalled} times in a row at byte ${offset} of ${d.size}: ${e.message}`);
         await Bun.sleep(Math.min(3200, 100 * 2 ** stalled));
       }
     }
@@ -119,7 +125,9 @@ async function fetchIntoIncomplete(d: BlobDownload, where: string): Promise<void
   const mismatch = await contentMismatch(d, incomplete);
   if (mismatch) {
     await rm(incomplete, { force: true });
-    throw new HubError(`${where}: the downloaded bytes do not match the file's ${d.etagKind === 'opaque' ? 'size' : d.etagKind} ${d.etagKind === 'opaque' ? d.size : d.etag} (${mismatch}: corrupted transfer or a changed file); the partial file was deleted, try again`);
+    throw new HubError(
+      `${where}: the downloaded bytes do not match the file's ${d.etagKind === 'opaque' ? 'size' : d.etagKind} ${d.etagKind === 'opaque' ? d.size : d.etag} (${mismatch}: corrupted transfer or a changed file); the partial file was deleted, try again`,
+    );
   }
   await rename(incomplete, d.blobPath);
 }
@@ -176,7 +184,15 @@ async function rangedBody(d: BlobDownload, url: string, offset: number): Promise
 
 function xetStream(d: BlobDownload, info: FileDownloadInfoOutput, offset: number): Body {
   const stream = (async function* () {
-    const blob = await downloadFile({ repo: { type: 'model', name: d.repoId }, path: d.path, revision: d.commit, hubUrl: d.hubUrl, accessToken: d.accessToken, fetch: d.fetch, downloadInfo: info });
+    const blob = await downloadFile({
+      repo: { type: 'model', name: d.repoId },
+      path: d.path,
+      revision: d.commit,
+      hubUrl: d.hubUrl,
+      accessToken: d.accessToken,
+      fetch: d.fetch,
+      downloadInfo: info,
+    });
     if (!blob) throw new HubError(`${d.repoId}/${d.path}: the Hub has no such entry`, 404);
     const reader = blob.slice(offset).stream().getReader();
     for (;;) {

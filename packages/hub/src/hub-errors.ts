@@ -16,13 +16,17 @@ export function hubErrorFrom(e: unknown, what: string, token: string | undefined
         401,
       );
     case 403:
-      return new HubError(`${what}: the Hub answered 403 Forbidden: this token has no access; for a gated model, accept its terms on the model page first${url}`, 403);
+      return new HubError(
+        `${what}: the Hub answered 403 Forbidden: this token has no access; for a gated model, accept its terms on the model page first${url}`,
+        403,
+      );
     case 404:
       return new HubError(`${what}: not found on the Hub at ${endpoint} (check the repository id and the revision)${url}`, 404);
   }
   if (status !== undefined) return new HubError(`${what}: the Hub answered ${status}: ${(e as Error).message}`, status);
   if (e instanceof TypeError && /access token/.test(e.message)) return new HubError(`${what}: ${e.message} (check HF_TOKEN or the token option)`);
-  if (isNetworkError(e)) return new HubError(`${what}: cannot reach the Hub at ${endpoint}: ${(e as Error).message}. Set HF_HUB_OFFLINE=1 to use only the local cache.`);
+  if (isNetworkError(e))
+    return new HubError(`${what}: cannot reach the Hub at ${endpoint}: ${(e as Error).message}. Set HF_HUB_OFFLINE=1 to use only the local cache.`);
   return new HubError(`${what}: unexpected answer from the Hub at ${endpoint}: ${e instanceof Error ? e.message : String(e)}`);
 }
 

@@ -75,12 +75,18 @@ export class RepoCache {
 
   /** Size of the file the snapshot has at `path` (following its link), or null when there is none. */
   async fileSize(commit: string, path: string): Promise<number | null> {
-    return stat(join(this.snapshotDir(commit), path)).then((s) => (s.isFile() ? s.size : null), () => null);
+    return stat(join(this.snapshotDir(commit), path)).then(
+      (s) => (s.isFile() ? s.size : null),
+      () => null,
+    );
   }
 
   /** Size of the blob, or null when it is absent. */
   async blobSize(etag: string): Promise<number | null> {
-    return stat(this.blobPath(etag)).then((s) => (s.isFile() ? s.size : null), () => null);
+    return stat(this.blobPath(etag)).then(
+      (s) => (s.isFile() ? s.size : null),
+      () => null,
+    );
   }
 
   /**
@@ -91,7 +97,13 @@ export class RepoCache {
     const pointer = join(this.snapshotDir(commit), path);
     const blob = this.blobPath(etag);
     await mkdir(dirname(pointer), { recursive: true });
-    if (await lstat(pointer).then(() => true, () => false)) await rm(pointer, { force: true });
+    if (
+      await lstat(pointer).then(
+        () => true,
+        () => false,
+      )
+    )
+      await rm(pointer, { force: true });
     try {
       await symlink(relative(dirname(pointer), blob), pointer);
     } catch {

@@ -11,7 +11,12 @@ export function isRepoId(value: string): boolean {
 
 /** Throws unless `revision` is a safe branch, tag or commit name (it is used as a path under refs/). */
 export function checkRevision(revision: string): void {
-  const bad = revision.length === 0 || revision.startsWith('/') || revision.includes('\\') || revision.includes('\0') || revision.split('/').some((p) => p === '..' || p === '.' || p === '');
+  const bad =
+    revision.length === 0 ||
+    revision.startsWith('/') ||
+    revision.includes('\\') ||
+    revision.includes('\0') ||
+    revision.split('/').some((p) => p === '..' || p === '.' || p === '');
   if (bad) throw new HubError(`revision ${JSON.stringify(revision)} is not a valid branch, tag or commit name`);
 }
 

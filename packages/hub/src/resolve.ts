@@ -63,7 +63,9 @@ export async function resolveCheckpoint(pathOrRepoId: string, options: ResolveOp
     const cached = await cachedSnapshot(cache, revision);
     if (cached) return cached;
     const reason = options.localFilesOnly ? 'localFilesOnly is set' : 'HF_HUB_OFFLINE is set';
-    throw new HubError(`${pathOrRepoId}@${revision} is not in the cache at ${cache.folder}, and downloads are off (${reason}); run once online or give a local folder`);
+    throw new HubError(
+      `${pathOrRepoId}@${revision} is not in the cache at ${cache.folder}, and downloads are off (${reason}); run once online or give a local folder`,
+    );
   }
   return download(cache, revision, settings, options);
 }
@@ -125,7 +127,18 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
         options.onProgress?.(event);
         bar?.update(event);
       };
-      await downloadBlob({ repoId, path: f.path, commit, ...access, blobPath, lockPath: cache.lockPath(f.etag), size: f.size, etag: f.etag, etagKind: f.etagKind, onBytes });
+      await downloadBlob({
+        repoId,
+        path: f.path,
+        commit,
+        ...access,
+        blobPath,
+        lockPath: cache.lockPath(f.etag),
+        size: f.size,
+        etag: f.etag,
+        etagKind: f.etagKind,
+        onBytes,
+      });
       await cache.link(commit, f.path, f.etag);
       done += f.size;
     }
@@ -158,7 +171,13 @@ export async function cachedSnapshot(cache: RepoCache, revision: string): Promis
   const commit = await cache.commitFor(revision);
   if (!commit) return null;
   const dir = cache.snapshotDir(commit);
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) return null;
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    return null;
   if (await cache.hasFile(commit, INDEX_FILE)) {
     const index = parseShardIndex(await Bun.file(join(dir, INDEX_FILE)).text(), join(dir, INDEX_FILE));
     for (const shard of index.shards) if (!(await cache.hasFile(commit, shard))) return null;

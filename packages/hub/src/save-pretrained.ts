@@ -65,7 +65,13 @@ export async function savePretrainedFiles(folder: string, options: SavePretraine
       if (copyFrom) {
         for (const name of TOKENIZER_FILES) {
           const source = join(copyFrom, name);
-          if (!(await stat(source).then((s) => s.isFile(), () => false))) continue;
+          if (
+            !(await stat(source).then(
+              (s) => s.isFile(),
+              () => false,
+            ))
+          )
+            continue;
           await writeFileAtomically(join(temp, name), await readFile(source));
           files.push(name);
         }

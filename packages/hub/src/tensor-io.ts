@@ -25,7 +25,8 @@ export function writeElements(t: Tensor, start: number, values: TypedArray): voi
   if (byteOffset % 4 !== 0) throw new Error(`writeElements(): byte offset ${byteOffset} into ${t} is not 4-byte aligned`);
   // GPU writes are padded to 4 bytes: a ragged end is only safe at the end of the storage.
   const end = byteOffset + values.byteLength;
-  if (end % 4 !== 0 && end < t.storage.length * bytesPerElement(t.dtype)) throw new Error(`writeElements(): a write ending at byte ${end} of ${t} would overwrite the next element`);
+  if (end % 4 !== 0 && end < t.storage.length * bytesPerElement(t.dtype))
+    throw new Error(`writeElements(): a write ending at byte ${end} of ${t} would overwrite the next element`);
   device.write(t.storage, byteOffset, values);
 }
 

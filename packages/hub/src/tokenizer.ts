@@ -201,7 +201,13 @@ function flag(value: unknown, file: string, field: string): boolean | undefined 
 }
 
 async function readJsonObject(path: string): Promise<JsonObject | null> {
-  if (!(await stat(path).then((s) => s.isFile(), () => false))) return null;
+  if (
+    !(await stat(path).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+  )
+    return null;
   const value = parseHfJson(await Bun.file(path).text(), path);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CheckpointFormatError(path, undefined, 'must hold a JSON object');
   return value;
@@ -220,7 +226,10 @@ export async function loadTokenizer(folder: string): Promise<HfTokenizer> {
   const specialMap = (await readJsonObject(join(folder, SPECIAL_TOKENS_MAP_FILE))) ?? {};
   for (const role of SPECIAL_ROLES) if (config[role] === undefined && specialMap[role] !== undefined) config[role] = specialMap[role]!;
   const jinjaPath = join(folder, CHAT_TEMPLATE_FILE);
-  const jinja = await stat(jinjaPath).then((s) => s.isFile(), () => false);
+  const jinja = await stat(jinjaPath).then(
+    (s) => s.isFile(),
+    () => false,
+  );
   const templates = jinja
     ? new ChatTemplates(new Map([['default', await Bun.file(jinjaPath).text()]]), jinjaPath)
     : ChatTemplates.fromConfigValue(config.chat_template, join(folder, TOKENIZER_CONFIG_FILE));

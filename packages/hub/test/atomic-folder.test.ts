@@ -27,7 +27,11 @@ async function generationOf(folder: string): Promise<number> {
     const values = await (await checkpoint.load(`layers.${i}.weight`, { device: cpu })).toFloat32();
     expect(values).toEqual(new Float32Array(ELEMENTS).fill(generation + i / 8));
   }
-  expect(readdirSync(resolved).filter((f) => f.startsWith('tokenizer')).sort()).toEqual(['tokenizer.json', 'tokenizer_config.json']);
+  expect(
+    readdirSync(resolved)
+      .filter((f) => f.startsWith('tokenizer'))
+      .sort(),
+  ).toEqual(['tokenizer.json', 'tokenizer_config.json']);
   return generation;
 }
 
@@ -52,11 +56,29 @@ describe.skipIf(!canTrace)('a save killed at each rename', () => {
     const env = { ...process.env, BUN_RUNTIME_TRANSPILER_CACHE_PATH: '0' };
     const run = (generation: number, inject: string | null) => {
       const injected = inject === null ? [] : ['-e', `inject=${inject}:signal=KILL`];
-      return Bun.spawnSync([strace!, '-f', '-o', join(parent, 'trace.log'), '-e', 'trace=rename,renameat,renameat2,unlink,unlinkat,rmdir', ...injected, process.execPath, CHILD, folder, String(generation), tokenizer], { env, stderr: 'pipe' });
+      return Bun.spawnSync(
+        [
+          strace!,
+          '-f',
+          '-o',
+          join(parent, 'trace.log'),
+          '-e',
+          'trace=rename,renameat,renameat2,unlink,unlinkat,rmdir',
+          ...injected,
+          process.execPath,
+          CHILD,
+          folder,
+          String(generation),
+          tokenizer,
+        ],
+        { env, stderr: 'pipe' },
+      );
     };
     // A save that replaces the folder, traced: how many renames it makes.
     expect(run(2, null).exitCode).toBe(0);
-    const renames = readFileSync(join(parent, 'trace.log'), 'utf8').split('\n').filter((l) => /^\d+\s+rename(at2?)?\(/.test(l)).length;
+    const renames = readFileSync(join(parent, 'trace.log'), 'utf8')
+      .split('\n')
+      .filter((l) => /^\d+\s+rename(at2?)?\(/.test(l)).length;
     expect(renames).toBeGreaterThanOrEqual(TENSORS + 4);
     expect(await generationOf(folder)).toBe(2);
 

@@ -17,7 +17,10 @@ import { tempDir } from './support/temp-dir';
 
 describe('HF JSON', () => {
   test('bare Infinity, -Infinity and NaN, and {"__float__": ...}', () => {
-    const v = parseHfJson('{"time_step_limit": [0.0, Infinity], "lo": -Infinity, "n": NaN, "t": {"__float__": "Infinity"}, "u": {"__float__": "-inf"}, "s": "Infinity"}', 'c.json') as JsonObject;
+    const v = parseHfJson(
+      '{"time_step_limit": [0.0, Infinity], "lo": -Infinity, "n": NaN, "t": {"__float__": "Infinity"}, "u": {"__float__": "-inf"}, "s": "Infinity"}',
+      'c.json',
+    ) as JsonObject;
     expect(v.time_step_limit).toEqual([0, Infinity]);
     expect(v.lo).toBe(-Infinity);
     expect(Number.isNaN(v.n)).toBe(true);
@@ -80,7 +83,7 @@ describe('config files', () => {
     expect(readFileSync(path, 'utf8')).toBe('{\n  "model_type": "nemotron_h",\n  "time_step_limit": [\n    0,\n    Infinity\n  ]\n}\n');
   });
 
-  test('a file that does not hold an object names the file; field kinds are the model package\'s job', () => {
+  test("a file that does not hold an object names the file; field kinds are the model package's job", () => {
     const file = '/x/config.json';
     expect(() => parseConfigJson('[1]', file)).toThrow(`${file}: must hold a JSON object`);
     expect(parseConfigJson('{"hidden_size": "128", "rms_norm_eps": -1}', file)).toEqual({ hidden_size: '128', rms_norm_eps: -1 });

@@ -13,7 +13,10 @@ test('draws file and total lines with speed and ETA, redrawing in place', () => 
   now = 1050; // within the redraw interval: not drawn
   bar.update({ file: 'model-00001-of-00002.safetensors', bytes: 1_050_000, total: 2_000_000, overallBytes: 1_050_000, overallTotal: total });
   expect(writes).toHaveLength(2);
-  const [fileLine, totalLine] = writes[1]!.replace('\x1b[1A\r', '').split('\n').map((l) => l.replace('\x1b[2K', ''));
+  const [fileLine, totalLine] = writes[1]!
+    .replace('\x1b[1A\r', '')
+    .split('\n')
+    .map((l) => l.replace('\x1b[2K', ''));
   expect(writes[1]!.startsWith('\x1b[1A\r')).toBe(true);
   expect(fileLine).toStartWith('model-00001-of-00002.safetensors ');
   expect(fileLine).toContain(' 50% 1.00 MB/2.00 MB');

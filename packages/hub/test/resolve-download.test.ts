@@ -60,7 +60,8 @@ afterAll(async () => {
 
 beforeEach(() => {
   // Nothing from the machine's own HF setup may leak in (tokens, cache, offline mode).
-  for (const key of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_HUB_OFFLINE', 'HF_ENDPOINT', 'HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE', 'HF_TOKEN_PATH']) delete process.env[key];
+  for (const key of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_HUB_OFFLINE', 'HF_ENDPOINT', 'HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE', 'HF_TOKEN_PATH'])
+    delete process.env[key];
   process.env.HF_HOME = tempDir('hf-home');
 });
 
@@ -94,7 +95,8 @@ describe('first download and reuse', () => {
     expect((await loadTokenizer(folder)).encode('the')).toHaveLength(2);
 
     // Progress: every file ends complete, and the overall count reaches the total.
-    for (const name of downloaded) expect(events.filter((e) => e.file === name).at(-1)).toMatchObject({ bytes: files.get(name)!.byteLength, total: files.get(name)!.byteLength });
+    for (const name of downloaded)
+      expect(events.filter((e) => e.file === name).at(-1)).toMatchObject({ bytes: files.get(name)!.byteLength, total: files.get(name)!.byteLength });
     const last = events.at(-1)!;
     expect(last.overallBytes).toBe(last.overallTotal);
     expect(last.overallTotal).toBe(downloaded.reduce((s, n) => s + files.get(n)!.byteLength, 0));
@@ -190,7 +192,12 @@ describe('interrupted downloads', () => {
     writeFileSync(join(blobs, `${sha256(content)}.incomplete`), content.subarray(0, 7000));
     const before = hub.downloads(shard).length;
     const folder = await resolveCheckpoint(REPO, options(cacheDir));
-    expect(hub.downloads(shard).slice(before).map((r) => r.range)).toEqual(['bytes=7000-']);
+    expect(
+      hub
+        .downloads(shard)
+        .slice(before)
+        .map((r) => r.range),
+    ).toEqual(['bytes=7000-']);
     expect(readFileSync(join(folder, shard)).equals(content)).toBe(true);
   });
 
@@ -200,7 +207,9 @@ describe('interrupted downloads', () => {
     const shard = [...files.keys()].find((p) => p.startsWith('model-00003'))!;
     corrupt.corruptFile(shard);
     try {
-      await expect(resolveCheckpoint(REPO, { ...options(cacheDir), endpoint: corrupt.url })).rejects.toThrow(`${REPO}/${shard}: the downloaded bytes do not match the file's sha256`);
+      await expect(resolveCheckpoint(REPO, { ...options(cacheDir), endpoint: corrupt.url })).rejects.toThrow(
+        `${REPO}/${shard}: the downloaded bytes do not match the file's sha256`,
+      );
     } finally {
       await corrupt.stop();
     }
@@ -224,7 +233,8 @@ describe('a cache shared by several processes', () => {
     for (const name of wanted()) expect(readFileSync(join(blobs, etagOf(name))).equals(files.get(name)!)).toBe(true);
     // Released locks: gone, or (flock, as Python leaves them) empty files.
     const locks = join(cacheDir, '.locks', 'models--tiny-org--tiny-model');
-    for (const name of readdirSync(locks)) expect({ name, content: readFileSync(join(locks, name), 'utf8') }).toEqual({ name: expect.stringMatching(/^[0-9a-f]+\.lock$/), content: '' });
+    for (const name of readdirSync(locks))
+      expect({ name, content: readFileSync(join(locks, name), 'utf8') }).toEqual({ name: expect.stringMatching(/^[0-9a-f]+\.lock$/), content: '' });
   }
 
   test('three processes resolving at once into an empty cache all succeed, leaving one verified blob per file', async () => {
@@ -284,7 +294,12 @@ describe('a cache shared by several processes', () => {
     writeFileSync(join(repoFolder(cacheDir), 'blobs', `${etagOf(shard)}.incomplete`), content.subarray(0, 3000));
     const before = hub.downloads(shard).length;
     const snapshot = await resolveCheckpoint(REPO, options(cacheDir));
-    expect(hub.downloads(shard).slice(before).map((r) => r.range)).toEqual(['bytes=3000-']);
+    expect(
+      hub
+        .downloads(shard)
+        .slice(before)
+        .map((r) => r.range),
+    ).toEqual(['bytes=3000-']);
     expectOneGoodBlobEach(cacheDir);
     await expectWeights(snapshot);
   });
@@ -296,7 +311,9 @@ describe('errors', () => {
     const wrong = await resolveCheckpoint(PRIVATE, options(cacheDir, { token: 'hf_wrong' })).catch((e: unknown) => e);
     expect(wrong).toBeInstanceOf(HubError);
     expect((wrong as HubError).status).toBe(401);
-    expect((wrong as Error).message).toContain(`${PRIVATE}@main: the Hub at ${hub.url} answered 401 Unauthorized: the access token (token option or HF_TOKEN) was rejected`);
+    expect((wrong as Error).message).toContain(
+      `${PRIVATE}@main: the Hub at ${hub.url} answered 401 Unauthorized: the access token (token option or HF_TOKEN) was rejected`,
+    );
     const none = await resolveCheckpoint(PRIVATE, options(cacheDir)).catch((e: unknown) => e);
     expect((none as Error).message).toContain('the repository is private or gated; set HF_TOKEN or pass a token');
     const malformed = await resolveCheckpoint(PRIVATE, options(cacheDir, { token: 'not-a-token' })).catch((e: unknown) => e);

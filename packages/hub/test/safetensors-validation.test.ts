@@ -87,7 +87,9 @@ describe('header validation', () => {
 
   test('holes, unsorted entries and empty tensors are fine', async () => {
     const data = bytesOf(Float32Array.of(1, 2, 3, 4, 5, 6));
-    const reader = await SafetensorsReader.open(memorySource(rawSafetensors(header({ b: entry('F32', [2], 16, 24), a: entry('F32', [1], 4, 8), z: entry('F32', [0, 3], 8, 8) }), data), FILE));
+    const reader = await SafetensorsReader.open(
+      memorySource(rawSafetensors(header({ b: entry('F32', [2], 16, 24), a: entry('F32', [1], 4, 8), z: entry('F32', [0, 3], 8, 8) }), data), FILE),
+    );
     expect(await (await reader.load('b', { device: cpu })).toFloat32()).toEqual(Float32Array.of(5, 6));
     expect(await (await reader.load('a', { device: cpu })).toFloat32()).toEqual(Float32Array.of(2));
     expect((await reader.load('z', { device: cpu })).shape).toEqual([0, 3]);

@@ -18,7 +18,13 @@ test('a fixture checkpoint saved with configs and tokenizer loads back identical
   writeTinyTokenizer(tokenizerDir);
   const out = join(tempDir('pretrained'), 'nested', 'model');
   const generationConfig = { bos_token_id: 1, eos_token_id: [2, 3], do_sample: false };
-  const saved = await savePretrainedFiles(out, { tensors, config: { ...config, time_step_limit: [0, Infinity] }, generationConfig, maxShardSize: '400KB', copyFrom: tokenizerDir });
+  const saved = await savePretrainedFiles(out, {
+    tensors,
+    config: { ...config, time_step_limit: [0, Infinity] },
+    generationConfig,
+    maxShardSize: '400KB',
+    copyFrom: tokenizerDir,
+  });
   for (const t of tensors.values()) t.dispose();
   expect(saved.weights.files.length).toBeGreaterThan(1);
   expect(readdirSync(out).sort()).toEqual([...saved.files].sort());

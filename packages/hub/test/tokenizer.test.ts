@@ -32,7 +32,14 @@ describe('encode / decode', () => {
 
   test('unicode text round trips byte for byte', async () => {
     const tok = await tokenizerWith();
-    for (const text of ['héllo wörld', 'emoji 🤖🧪 and 日本語のテキスト', ' leading  and trailing \n\t', 'a , b . c', '', 'Ω≈ç√∫˜µ≤≥÷ ' + String.fromCodePoint(0x1f600)]) {
+    for (const text of [
+      'héllo wörld',
+      'emoji 🤖🧪 and 日本語のテキスト',
+      ' leading  and trailing \n\t',
+      'a , b . c',
+      '',
+      'Ω≈ç√∫˜µ≤≥÷ ' + String.fromCodePoint(0x1f600),
+    ]) {
       const ids = tok.encode(text, { addSpecialTokens: false });
       expect(tok.decode(ids)).toBe(text);
     }
@@ -63,7 +70,9 @@ describe('encode / decode', () => {
   });
 
   test('bad tokenizer files name the file and field', async () => {
-    await expect(tokenizerWith({ bos_token: '<nope>' })).rejects.toThrow("tokenizer_config.json: bos_token: \"<nope>\" is not in the vocabulary of tokenizer.json");
+    await expect(tokenizerWith({ bos_token: '<nope>' })).rejects.toThrow(
+      'tokenizer_config.json: bos_token: "<nope>" is not in the vocabulary of tokenizer.json',
+    );
     await expect(tokenizerWith({ add_bos_token: 'yes' })).rejects.toThrow('tokenizer_config.json: add_bos_token: must be true or false');
     await expect(tokenizerWith({ eos_token: 5 })).rejects.toThrow(CheckpointFormatError);
     await expect(loadTokenizer(tempDir('empty'))).rejects.toThrow('tokenizer.json: does not exist');
@@ -97,12 +106,19 @@ describe('chat templates', () => {
 
   test('raise_exception in a template becomes a clear error', async () => {
     const tok = await tokenizerWith();
-    expect(() => tok.applyChatTemplate([{ role: 'robot', content: 'x' }])).toThrow(/chat template 'default' of .*tokenizer_config\.json failed: .*unknown role robot/);
+    expect(() => tok.applyChatTemplate([{ role: 'robot', content: 'x' }])).toThrow(
+      /chat template 'default' of .*tokenizer_config\.json failed: .*unknown role robot/,
+    );
   });
 
   test('chat_template.jinja wins over the config; named templates; no template', async () => {
     const dir = tempDir('tok');
-    writeTinyTokenizer(dir, { chat_template: [{ name: 'default', template: 'D{{ messages | length }}' }, { name: 'tool_use', template: 'T{{ tools | length }}' }] });
+    writeTinyTokenizer(dir, {
+      chat_template: [
+        { name: 'default', template: 'D{{ messages | length }}' },
+        { name: 'tool_use', template: 'T{{ tools | length }}' },
+      ],
+    });
     const named = await loadTokenizer(dir);
     expect(named.applyChatTemplate(messages)).toBe('D2');
     expect(named.applyChatTemplate(messages, { tools: [{}, {}, {}] })).toBe('T3');
@@ -117,6 +133,8 @@ describe('chat templates', () => {
     // An unclosed block makes the parser fail internally ("tokens[current].type"): the error says what happened.
     writeFileSync(join(dir, 'chat_template.jinja'), '{% if messages %}hi');
     const unclosed = await loadTokenizer(dir);
-    expect(() => unclosed.applyChatTemplate(messages)).toThrow(`${join(dir, 'chat_template.jinja')}: chat_template: does not parse: unexpected end of the template (an unclosed {% … %} block or {{ … }} expression?)`);
+    expect(() => unclosed.applyChatTemplate(messages)).toThrow(
+      `${join(dir, 'chat_template.jinja')}: chat_template: does not parse: unexpected end of the template (an unclosed {% … %} block or {{ … }} expression?)`,
+    );
   });
 });

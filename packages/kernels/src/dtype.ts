@@ -37,7 +37,10 @@ export function allocArray<D extends DType>(dtype: D, length: number): DTypeArra
     return allocTyped(dtype, length);
   } catch (e) {
     // The engine's bare "Out of memory" / "Array length" RangeError names nothing: say what was being allocated.
-    if (e instanceof RangeError) throw new OutOfMemoryError(`a ${dtype} array of ${length} elements (${length * bytesPerElement(dtype)} bytes) cannot be allocated on the host (${e.message})`);
+    if (e instanceof RangeError)
+      throw new OutOfMemoryError(
+        `a ${dtype} array of ${length} elements (${length * bytesPerElement(dtype)} bytes) cannot be allocated on the host (${e.message})`,
+      );
     throw e;
   }
 }

@@ -55,7 +55,16 @@ export { detach, zeroGrad } from './autograd/detach';
 export { defineFunction, type FunctionContext, type FunctionDefinition } from './autograd/function';
 export { checkpoint } from './autograd/checkpoint';
 
-export { Optimizer, decayGroups, disposeStateDict, type ParamState, type ParamGroup, type ParamGroupInput, type OptimizerStateDict, type StepOptions } from './optim/optimizer';
+export {
+  Optimizer,
+  decayGroups,
+  disposeStateDict,
+  type ParamState,
+  type ParamGroup,
+  type ParamGroupInput,
+  type OptimizerStateDict,
+  type StepOptions,
+} from './optim/optimizer';
 export { AdamW, ADAMW_DEFAULTS, type AdamWOptions } from './optim/adamw';
 export { SGD, SGD_DEFAULTS, type SgdOptions } from './optim/sgd';
 export { clipGradNorm, type ClipOptions } from './optim/clip';

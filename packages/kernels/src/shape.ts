@@ -78,8 +78,7 @@ export function collapseDims(shape: Shape, stridesList: readonly (readonly numbe
     const d = shape[i]!;
     if (d === 1) continue;
     const last = outShape.length - 1;
-    const canMerge =
-      last >= 0 && stridesList.every((s, k) => outStrides[k]![last] === s[i]! * d);
+    const canMerge = last >= 0 && stridesList.every((s, k) => outStrides[k]![last] === s[i]! * d);
     if (canMerge) {
       outShape[last] = outShape[last]! * d;
       stridesList.forEach((s, k) => (outStrides[k]![last] = s[i]!));

@@ -11,7 +11,11 @@ const gpu = await testGpu();
 
 /** acc += x · counter; counter += 1 — a step whose only changing value lives on the device. */
 async function counterRun(device: Device, runs: number): Promise<{ acc: Float32Array; counter: number; dispatches: number }> {
-  const x = tensor(Float32Array.from({ length: 37 }, (_, i) => i * 0.5 - 3), [37], { device });
+  const x = tensor(
+    Float32Array.from({ length: 37 }, (_, i) => i * 0.5 - 3),
+    [37],
+    { device },
+  );
   const acc = zeros([37], { device });
   const counter = full([1], 1, { device });
   const program = new StepProgram(device, () => {

@@ -28,11 +28,17 @@ const DEFAULT_TEST_DEVICES = 'cpu,native,webgpu';
 
 /** The entries of `NEMOTRON_TEST_DEVICES` (validated). */
 export function testDeviceList(text: string = process.env.NEMOTRON_TEST_DEVICES ?? DEFAULT_TEST_DEVICES): string[] {
-  const entries = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const entries = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   for (const e of entries) {
     const backend = e.startsWith('webgpu:') ? e.slice('webgpu:'.length) : null;
     const ok = e === 'cpu' || e === 'native' || e === 'webgpu' || backend === '*' || (backend !== null && [...EVERY_BACKEND, 'opengles'].includes(backend));
-    if (!ok) throw new Error(`NEMOTRON_TEST_DEVICES: unknown entry '${e}' (use cpu, native, webgpu, webgpu:opengl, webgpu:vulkan, webgpu:metal, webgpu:d3d12 or webgpu:*)`);
+    if (!ok)
+      throw new Error(
+        `NEMOTRON_TEST_DEVICES: unknown entry '${e}' (use cpu, native, webgpu, webgpu:opengl, webgpu:vulkan, webgpu:metal, webgpu:d3d12 or webgpu:*)`,
+      );
   }
   return entries;
 }
@@ -108,7 +114,12 @@ export function randomData(shape: readonly number[], seed: number, options: { dt
 }
 
 /** The same host values as a tensor on `device` in `dtype`. */
-export function onDevice(values: Float32Array | Int32Array, shape: readonly number[], device: Device, dtype: DType = values instanceof Int32Array ? 'i32' : 'f32'): Tensor {
+export function onDevice(
+  values: Float32Array | Int32Array,
+  shape: readonly number[],
+  device: Device,
+  dtype: DType = values instanceof Int32Array ? 'i32' : 'f32',
+): Tensor {
   return tensor(values, shape, { dtype, device });
 }
 
@@ -206,7 +217,9 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     }
   }
   if (worst > bound) {
-    throw new Error(`${what}: max |diff| ${worst.toExponential(3)} at ${worstAt} (got ${actual[worstAt]}, expected ${expected[worstAt]}) exceeds ${bound.toExponential(3)}`);
+    throw new Error(
+      `${what}: max |diff| ${worst.toExponential(3)} at ${worstAt} (got ${actual[worstAt]}, expected ${expected[worstAt]}) exceeds ${bound.toExponential(3)}`,
+    );
   }
   return worst;
 }
@@ -234,10 +247,11 @@ export async function gradcheck(
   const { backward } = await import('./autograd/backward');
   const device = getCpuDevice();
   const eps = options.eps ?? 1e-3;
-  const make = (vals: Float32Array[], grad: boolean) => vals.map((v, i) => {
-    const t = tensor(v, inputs[i]!.shape, { device });
-    return grad ? t.requiresGrad_() : t;
-  });
+  const make = (vals: Float32Array[], grad: boolean) =>
+    vals.map((v, i) => {
+      const t = tensor(v, inputs[i]!.shape, { device });
+      return grad ? t.requiresGrad_() : t;
+    });
   const base = inputs.map((i) => Float32Array.from(i.values));
   const ts = make(base, true);
   const out = f(...ts);

@@ -41,7 +41,13 @@ export function targetCount(batch: ParallelBatch): number {
 /** Rows [start, start + count) of the batch. */
 export function sliceBatch(batch: ParallelBatch, start: number, count: number): ParallelBatch {
   const cut = (r: Rows | undefined) => r?.slice(start, start + count);
-  return { inputIds: cut(batch.inputIds)!, attentionMask: cut(batch.attentionMask), cuSeqlens: batch.cuSeqlens, labels: cut(batch.labels), mtpLabels: cut(batch.mtpLabels) };
+  return {
+    inputIds: cut(batch.inputIds)!,
+    attentionMask: cut(batch.attentionMask),
+    cuSeqlens: batch.cuSeqlens,
+    labels: cut(batch.labels),
+    mtpLabels: cut(batch.mtpLabels),
+  };
 }
 
 /** Rows as an i32 host tensor [B, L]. */

@@ -41,7 +41,9 @@ export function parseWorkerDevice(spec: string): WorkerDeviceSpec {
     }
     return { options: { kind: 'webgpu', backend: name as BackendName } };
   }
-  throw new Error(`device '${spec}' is not one of cpu, native[:THREADS], cpu:native[:THREADS], webgpu, auto, ${BACKENDS.join(', ')} (optionally ':0') or adapter:NAME`);
+  throw new Error(
+    `device '${spec}' is not one of cpu, native[:THREADS], cpu:native[:THREADS], webgpu, auto, ${BACKENDS.join(', ')} (optionally ':0') or adapter:NAME`,
+  );
 }
 
 /** The device options of a spec (its thread count aside). */
@@ -56,7 +58,8 @@ export function parseDeviceSpec(spec: string): DeviceOptions {
 export function resolveDevices(devices: readonly string[] | undefined, count: number, fallback: string, cores = availableParallelism()): string[] {
   const given = devices && devices.length > 0 ? [...devices] : [fallback];
   const parsed = given.map(parseWorkerDevice);
-  if (given.length !== 1 && given.length !== count) throw new Error(`devices: ${given.length} given (${given.join(', ')}) for ${count} workers; give one, or one per worker`);
+  if (given.length !== 1 && given.length !== count)
+    throw new Error(`devices: ${given.length} given (${given.join(', ')}) for ${count} workers; give one, or one per worker`);
   const list = given.length === 1 ? Array.from({ length: count }, () => given[0]!) : given;
   const specs = given.length === 1 ? Array.from({ length: count }, () => parsed[0]!) : parsed;
   const shared = specs.filter((s) => s.options.kind === 'native' && s.threads === undefined).length;

@@ -50,7 +50,16 @@ export class ExpertParallel {
     try {
       for (const [layer, moe] of moeLayers) {
         const [up, down] = await Promise.all([toHost(moe.experts.upProj), toHost(moe.experts.downProj)]);
-        await Promise.all(Array.from({ length: ep }, (_, r) => group.call(r, 'load', { layer, up: sliceExperts(up, r * per, per), down: sliceExperts(down, r * per, per) }, { step: `loading experts of layer ${layer}` })));
+        await Promise.all(
+          Array.from({ length: ep }, (_, r) =>
+            group.call(
+              r,
+              'load',
+              { layer, up: sliceExperts(up, r * per, per), down: sliceExperts(down, r * per, per) },
+              { step: `loading experts of layer ${layer}` },
+            ),
+          ),
+        );
       }
     } catch (e) {
       group.close();
@@ -74,7 +83,10 @@ export class ExpertParallel {
     let h = noGrad(() => model.model.embeddings.forward(prepared.inputIds!));
     try {
       for (const [i, block] of [...model.model.layers].entries()) {
-        const next = block.mixer instanceof MoE ? await this.moeBlock(i, block.mixer, block.norm.forward.bind(block.norm), h) : noGrad(() => tidy(() => block.forward(h, prepared.sequences)));
+        const next =
+          block.mixer instanceof MoE
+            ? await this.moeBlock(i, block.mixer, block.norm.forward.bind(block.norm), h)
+            : noGrad(() => tidy(() => block.forward(h, prepared.sequences)));
         h.dispose();
         h = next;
       }
@@ -126,7 +138,13 @@ export class ExpertParallel {
   }
 
   /** All-to-all: rows to the shards owning their experts, partial sums back, combined in rank order. */
-  private async dispatch(layer: number, indices: Int32Array, weights: Float32Array, x: HostTensor, train: boolean): Promise<{ out: Float32Array; plans: number[][] }> {
+  private async dispatch(
+    layer: number,
+    indices: Int32Array,
+    weights: Float32Array,
+    x: HostTensor,
+    train: boolean,
+  ): Promise<{ out: Float32Array; plans: number[][] }> {
     const [T, Hx] = x.shape as [number, number];
     const k = indices.length / T;
     const xs = x.toFloat32();
@@ -160,7 +178,12 @@ export class ExpertParallel {
             wr[m * k + j] = mine ? weights[t * k + j]! : 0;
           }
         });
-        return this.group.call<HostTensor>(r, 'experts', { layer, train, x: HostTensor.fromF32(xr, [n, Hx]), indices: HostTensor.fromI32(ir, [n, k]), weights: HostTensor.fromF32(wr, [n, k]) }, { step: `experts of layer ${layer}` });
+        return this.group.call<HostTensor>(
+          r,
+          'experts',
+          { layer, train, x: HostTensor.fromF32(xr, [n, Hx]), indices: HostTensor.fromI32(ir, [n, k]), weights: HostTensor.fromF32(wr, [n, k]) },
+          { step: `experts of layer ${layer}` },
+        );
       }),
     );
     const out = new Float32Array(T * Hx);
@@ -191,7 +214,19 @@ export class ExpertParallel {
     const leaf = (t: Tensor) => keep(detach(t)).requiresGrad_(true);
     /** Graph pieces, in order: a segment ends at `out` (the next MoE layer's input, or the loss). */
     const segments: { out: Tensor }[] = [];
-    const moes: { layer: number; k: number; hIn: Tensor; hRes: Tensor; S: Tensor; R: Tensor; routedIn: Tensor; weights: Tensor; shared: Tensor; indices: Int32Array; plans: number[][] }[] = [];
+    const moes: {
+      layer: number;
+      k: number;
+      hIn: Tensor;
+      hRes: Tensor;
+      S: Tensor;
+      R: Tensor;
+      routedIn: Tensor;
+      weights: Tensor;
+      shared: Tensor;
+      indices: Int32Array;
+      plans: number[][];
+    }[] = [];
     try {
       let h = keep(model.model.embeddings.forward(prepared.inputIds!));
       for (const [i, block] of [...model.model.layers].entries()) {
@@ -207,7 +242,12 @@ export class ExpertParallel {
         const pre = tidy(() => {
           const tokens = reshape(block.norm.forward(hIn), [-1, H]);
           const routing = moe.gate.forward(tokens);
-          return { indices: routing.indices, weights: routing.weights, routedIn: moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens, shared: moe.sharedExperts.forward(tokens) };
+          return {
+            indices: routing.indices,
+            weights: routing.weights,
+            routedIn: moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens,
+            shared: moe.sharedExperts.forward(tokens),
+          };
         });
         for (const t of [pre.indices, pre.weights, pre.routedIn, pre.shared]) keep(t);
         const [indices, weights, x] = await Promise.all([pre.indices.data(), pre.weights.data(), toHost(pre.routedIn)]);
@@ -217,7 +257,19 @@ export class ExpertParallel {
         const S = leaf(pre.shared);
         const hRes = leaf(hIn);
         h = keep(tidy(() => add(hRes, reshape(add(moe.fc2LatentProj ? moe.fc2LatentProj.forward(R) : R, S), hRes.shape))));
-        moes.push({ layer: i, k: pre.weights.shape[1]!, hIn, hRes, S, R, routedIn: pre.routedIn, weights: pre.weights, shared: pre.shared, indices: indices as Int32Array, plans });
+        moes.push({
+          layer: i,
+          k: pre.weights.shape[1]!,
+          hIn,
+          hRes,
+          S,
+          R,
+          routedIn: pre.routedIn,
+          weights: pre.weights,
+          shared: pre.shared,
+          indices: indices as Int32Array,
+          plans,
+        });
       }
       const loss = keep(
         tidy(() => {
@@ -266,7 +318,12 @@ export class ExpertParallel {
         if (rows.length === 0) return Promise.resolve(null);
         const gr = new Float32Array(rows.length * Hx);
         rows.forEach((t, m) => gr.set(gs.subarray(t * Hx, (t + 1) * Hx), m * Hx));
-        return this.group.call<{ x: HostTensor; weights: HostTensor }>(r, 'backward', { layer, grad: HostTensor.fromF32(gr, [rows.length, Hx]) }, { step: `experts backward of layer ${layer}` });
+        return this.group.call<{ x: HostTensor; weights: HostTensor }>(
+          r,
+          'backward',
+          { layer, grad: HostTensor.fromF32(gr, [rows.length, Hx]) },
+          { step: `experts backward of layer ${layer}` },
+        );
       }),
     );
     const gx = new Float32Array(T * Hx);
@@ -295,7 +352,10 @@ export class ExpertParallel {
   /** AdamW over the host's parameters (routed experts excepted) and one per shard over its experts. */
   async setOptimizer(options: TrainOptimizerOptions): Promise<void> {
     const experts = this.routedExperts();
-    this.optimizer = groupedAdamW(this.model.namedParameters().filter(([, p]) => !experts.has(p)), options);
+    this.optimizer = groupedAdamW(
+      this.model.namedParameters().filter(([, p]) => !experts.has(p)),
+      options,
+    );
     await this.group.callAll('optimizer', () => options);
   }
 
@@ -314,7 +374,10 @@ export class ExpertParallel {
   /** Every gradient (host and shards) times `factor`. */
   async scaleGradients(factor: number): Promise<void> {
     const experts = this.routedExperts();
-    scaleGradients(this.model.parameters().filter((p) => !experts.has(p)), factor);
+    scaleGradients(
+      this.model.parameters().filter((p) => !experts.has(p)),
+      factor,
+    );
     await this.group.callAll('scaleGradients', () => ({ factor }), { step: 'gradient scaling' });
   }
 
@@ -359,7 +422,10 @@ export class ExpertParallel {
         data.set(t.toFloat32(), at);
         at += t.data.length;
       }
-      out.set(`model.layers.${layer}.mixer.experts.${proj}`, HostTensor.fromF32(data, [shards.reduce((n, t) => n + t.shape[0]!, 0), ...shards[0]!.shape.slice(1)]));
+      out.set(
+        `model.layers.${layer}.mixer.experts.${proj}`,
+        HostTensor.fromF32(data, [shards.reduce((n, t) => n + t.shape[0]!, 0), ...shards[0]!.shape.slice(1)]),
+      );
     }
     return out;
   }

@@ -84,13 +84,19 @@ export function createExpertService(context: ServiceContext): WorkerService {
         case 'optimizer': {
           // Expert matrices always take weight decay.
           const { noWeightDecay: _skip, ...hyper } = args as TrainOptimizerOptions;
-          optimizer = new AdamW([...shards.values()].flatMap((s) => [s.up, s.down]), hyper);
+          optimizer = new AdamW(
+            [...shards.values()].flatMap((s) => [s.up, s.down]),
+            hyper,
+          );
           return null;
         }
         case 'gradientSumOfSquares':
           return gradientSumOfSquares([...shards.values()].flatMap((s) => [s.up, s.down]));
         case 'scaleGradients':
-          scaleGradients([...shards.values()].flatMap((s) => [s.up, s.down]), (args as { factor: number }).factor);
+          scaleGradients(
+            [...shards.values()].flatMap((s) => [s.up, s.down]),
+            (args as { factor: number }).factor,
+          );
           return null;
         case 'step':
           if (!optimizer) throw new Error(`expert shard ${context.rank}: no optimizer (call 'optimizer' first)`);
@@ -105,10 +111,11 @@ export function createExpertService(context: ServiceContext): WorkerService {
           return out;
         }
         case 'zeroGrad':
-          for (const { up, down } of shards.values()) for (const t of [up, down]) {
-            t.grad?.dispose();
-            t.grad = null;
-          }
+          for (const { up, down } of shards.values())
+            for (const t of [up, down]) {
+              t.grad?.dispose();
+              t.grad = null;
+            }
           return null;
         default:
           return unknownMethod('expert shard', method);

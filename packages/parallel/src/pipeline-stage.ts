@@ -66,7 +66,13 @@ export class PipelineStage extends Module {
   private constructor(
     readonly config: NemotronHConfig,
     readonly plan: StagePlan,
-    parts: { embeddings: Embedding | null; blocks: Map<number, NemotronHBlock>; normF: RMSNorm | null; lmHead: Linear | null; mtp: MultiTokenPrediction | null },
+    parts: {
+      embeddings: Embedding | null;
+      blocks: Map<number, NemotronHBlock>;
+      normF: RMSNorm | null;
+      lmHead: Linear | null;
+      mtp: MultiTokenPrediction | null;
+    },
   ) {
     super();
     this.model = this.registerModule('model', new StageBackbone({ embeddings: parts.embeddings, layers: new StageLayers(parts.blocks), normF: parts.normF }));
@@ -119,7 +125,9 @@ export class PipelineStage extends Module {
     const hidden = (name: string): TensorMeta => ({ name, shape: [microbatch, seqLen, H], dtype });
     const mtp = Array.from({ length: this.mtpDepths }, (_, k) => hidden(`mtp_embeds.${k}`));
     const inputs = isFirst ? [{ name: 'input_ids', shape: [microbatch, seqLen], dtype: 'i32' as const }] : [hidden('hidden_states'), ...mtp];
-    const outputs = this.plan.isLast ? [{ name: 'logits', shape: [microbatch, seqLen, this.config.vocabSize], dtype: 'f32' as const }] : [hidden('hidden_states'), ...mtp];
+    const outputs = this.plan.isLast
+      ? [{ name: 'logits', shape: [microbatch, seqLen, this.config.vocabSize], dtype: 'f32' as const }]
+      : [hidden('hidden_states'), ...mtp];
     return { inputs, outputs };
   }
 

@@ -143,7 +143,13 @@ export class PipelineParallel {
               attentionMask: mb.attentionMask ?? null,
               cuSeqlens: mb.cuSeqlens ? [...mb.cuSeqlens] : null,
               ...(plan.isLast
-                ? { labels: mb.labels ? rowsTensor(mb.labels) : null, mtpLabels: mb.mtpLabels ?? null, mtpIds: mb.mtpLabels ? rowsTensor(mb.inputIds) : null, lossScale, returnLogits }
+                ? {
+                    labels: mb.labels ? rowsTensor(mb.labels) : null,
+                    mtpLabels: mb.mtpLabels ?? null,
+                    mtpIds: mb.mtpLabels ? rowsTensor(mb.inputIds) : null,
+                    lossScale,
+                    returnLogits,
+                  }
                 : {}),
             },
             { step: `${train ? 'training ' : ''}forward of microbatch ${op.mb}` },
@@ -227,7 +233,10 @@ export class PipelineParallel {
         const through = async (method: 'prefill' | 'decode', first: Record<string, unknown>, step: string): Promise<number[]> => {
           let hidden: HostTensor | undefined;
           for (let s = 0; s < S; s++) {
-            const args = s === 0 ? { mb: id, ...first } : { mb: id, hidden, attentionMask: method === 'prefill' ? (mb.attentionMask ?? null) : undefined, capacity: length + maxNew };
+            const args =
+              s === 0
+                ? { mb: id, ...first }
+                : { mb: id, hidden, attentionMask: method === 'prefill' ? (mb.attentionMask ?? null) : undefined, capacity: length + maxNew };
             const reply = await this.group.call<{ hidden?: HostTensor; tokens?: number[] }>(s, method, args, { step: `${step} of microbatch ${index}` });
             if (s === S - 1) return reply.tokens!;
             hidden = reply.hidden;

@@ -31,7 +31,8 @@ export function planStages(numLayers: number, options: SplitOptions, hasMtp = fa
   const { layersPerStage } = options;
   let count = options.stages;
   if (layersPerStage !== undefined) {
-    if (!Number.isInteger(layersPerStage) || layersPerStage < 1) throw new Error(`splitIntoStages: layersPerStage must be a positive integer, got ${layersPerStage}`);
+    if (!Number.isInteger(layersPerStage) || layersPerStage < 1)
+      throw new Error(`splitIntoStages: layersPerStage must be a positive integer, got ${layersPerStage}`);
     const implied = Math.ceil(numLayers / layersPerStage);
     if (count !== undefined && count !== implied) {
       throw new Error(`splitIntoStages: ${numLayers} layers with layersPerStage ${layersPerStage} make ${implied} stages, not ${count}`);

@@ -4,8 +4,34 @@
  * forward and backward of a microbatch, gradients, the optimizer step, and cached prefill/decode
  * for generation. Tensors cross as {@link HostTensor}s; everything else stays on this device.
  */
-import { add, type AdamW, argmax, backward, crossEntropy, keep, mul, narrow, noGrad, reshape, tensor, tidy, zeros, type Device, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
-import { decodePosition, IGNORE_INDEX, NemotronHConfig, NemotronHybridCache, prefillPositions, prepareInputs, type Rows, type SequenceInfo } from '@nemotron-ts/core';
+import {
+  add,
+  type AdamW,
+  argmax,
+  backward,
+  crossEntropy,
+  keep,
+  mul,
+  narrow,
+  noGrad,
+  reshape,
+  tensor,
+  tidy,
+  zeros,
+  type Device,
+  type FloatDType,
+  type Tensor,
+} from '@nemotron-ts/kernels';
+import {
+  decodePosition,
+  IGNORE_INDEX,
+  NemotronHConfig,
+  NemotronHybridCache,
+  prefillPositions,
+  prepareInputs,
+  type Rows,
+  type SequenceInfo,
+} from '@nemotron-ts/core';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, HostTensor, toHost } from './host-tensor';
 import { PipelineStage } from './pipeline-stage';
@@ -134,7 +160,11 @@ class StageService implements WorkerService {
 
   private sequences(batch: StageBatch, first: Tensor): SequenceInfo {
     const inputs = first.dtype === 'i32' ? { inputIds: first } : { inputsEmbeds: first };
-    return prepareInputs(this.stage.config, this.device, { ...inputs, attentionMask: batch.attentionMask ?? undefined, cuSeqlens: batch.cuSeqlens ?? undefined }).sequences;
+    return prepareInputs(this.stage.config, this.device, {
+      ...inputs,
+      attentionMask: batch.attentionMask ?? undefined,
+      cuSeqlens: batch.cuSeqlens ?? undefined,
+    }).sequences;
   }
 
   /** The stage's input tensors: ids (first stage) or hidden state + MTP embeddings as leaves. */
@@ -202,7 +232,10 @@ class StageService implements WorkerService {
         const depths = stage.mtpHidden(final, ids, embeds, sequences);
         const documents = req.cuSeqlens ? documentOf(req.cuSeqlens, length) : null;
         const losses = depths.map((h, k) => ce(stage.logits(h), mtpTargets(rows, k + 1, documents)));
-        const mtpLoss = mul(losses.slice(1).reduce((s, l) => add(s, l), losses[0]!), stage.config.mtpLossScalingFactor / depths.length);
+        const mtpLoss = mul(
+          losses.slice(1).reduce((s, l) => add(s, l), losses[0]!),
+          stage.config.mtpLossScalingFactor / depths.length,
+        );
         total = add(total, mtpLoss);
       }
       return total;
@@ -223,7 +256,8 @@ class StageService implements WorkerService {
         if (saved.outputs.length !== 1) throw new Error(`stage ${plan.index}: microbatch ${mb} had no labels, so there is no loss to differentiate`);
         backward(saved.outputs[0]!);
       } else {
-        if (!grads || grads.length !== saved.outputs.length) throw new Error(`stage ${plan.index}: ${grads?.length ?? 0} gradients for ${saved.outputs.length} outputs`);
+        if (!grads || grads.length !== saved.outputs.length)
+          throw new Error(`stage ${plan.index}: ${grads?.length ?? 0} gradients for ${saved.outputs.length} outputs`);
         saved.outputs.forEach((out, i) => {
           if (!out.requiresGrad) return;
           const g = fromHost(grads[i]!, this.device);
@@ -272,7 +306,9 @@ class StageService implements WorkerService {
   }
 
   /** Generation: the prompt of microbatch `mb` into a fresh cache holding this stage's layers. */
-  private async prefill(req: StageBatch & { capacity: number; returnLogits?: boolean }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+  private async prefill(
+    req: StageBatch & { capacity: number; returnLogits?: boolean },
+  ): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
     const stage = this.stage;
     const plan = stage.plan;
     this.caches.get(req.mb)?.dispose();
@@ -283,8 +319,13 @@ class StageService implements WorkerService {
         const [batch, length] = first.shape as [number, number];
         const cache = new NemotronHybridCache(stage.config, { batch, device: this.device, capacity: req.capacity, layers: plan.layers });
         this.caches.set(req.mb, cache);
-        const prepared = prepareInputs(stage.config, this.device, { ...(ids ? { inputIds: ids } : { inputsEmbeds: hidden! }), attentionMask: req.attentionMask ?? undefined });
-        const out = prefillPositions(cache, length, prepared.sequences.paddingMask, () => stage.forwardLayers(ids ? stage.embed(ids) : hidden!, prepared.sequences, cache));
+        const prepared = prepareInputs(stage.config, this.device, {
+          ...(ids ? { inputIds: ids } : { inputsEmbeds: hidden! }),
+          attentionMask: req.attentionMask ?? undefined,
+        });
+        const out = prefillPositions(cache, length, prepared.sequences.paddingMask, () =>
+          stage.forwardLayers(ids ? stage.embed(ids) : hidden!, prepared.sequences, cache),
+        );
         if (!plan.isLast) return { out, logits: null, tokens: null };
         const logits = stage.logits(narrow(stage.finalNorm(out), 1, length - 1, 1));
         return { out: null, logits, tokens: argmax(reshape(logits, [batch, stage.config.vocabSize]), -1) };
@@ -294,14 +335,21 @@ class StageService implements WorkerService {
   }
 
   /** Generation: one new token per row of microbatch `mb` (ids on the first stage, hidden states after). */
-  private async decode(req: { mb: number; ids?: number[]; hidden?: HostTensor; returnLogits?: boolean }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+  private async decode(req: {
+    mb: number;
+    ids?: number[];
+    hidden?: HostTensor;
+    returnLogits?: boolean;
+  }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
     const stage = this.stage;
     const cache = this.caches.get(req.mb);
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
     const result = noGrad(() =>
       tidy(() => {
         if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
-        const h = stage.plan.isFirst ? stage.embed(tensor(Int32Array.from(req.ids!), [cache.batch, 1], { device: this.device })) : fromHost(req.hidden!, this.device);
+        const h = stage.plan.isFirst
+          ? stage.embed(tensor(Int32Array.from(req.ids!), [cache.batch, 1], { device: this.device }))
+          : fromHost(req.hidden!, this.device);
         const out = decodePosition(cache, () => stage.decodeLayers(h, cache));
         if (!stage.plan.isLast) return { out, logits: null, tokens: null };
         const logits = stage.decodeLogits(out);
@@ -311,7 +359,10 @@ class StageService implements WorkerService {
     return this.reply(result, req.returnLogits);
   }
 
-  private async reply(result: { out: Tensor | null; logits: Tensor | null; tokens: Tensor | null }, returnLogits = false): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+  private async reply(
+    result: { out: Tensor | null; logits: Tensor | null; tokens: Tensor | null },
+    returnLogits = false,
+  ): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
     try {
       if (result.out) return { hidden: await toHost(result.out) };
       const tokens = Array.from(await result.tokens!.data(), Number);

@@ -17,7 +17,12 @@ export interface StageWorkerOptions {
 }
 
 /** Starts one stage worker per plan and copies each stage's tensors from `model` into it. */
-export async function startStageWorkers(model: NemotronHForCausalLM, plans: readonly StagePlan[], options: StageWorkerOptions, describe: (rank: number) => string): Promise<WorkerGroup> {
+export async function startStageWorkers(
+  model: NemotronHForCausalLM,
+  plans: readonly StagePlan[],
+  options: StageWorkerOptions,
+  describe: (rank: number) => string,
+): Promise<WorkerGroup> {
   const dtype = model.lmHead.weight.dtype as FloatDType;
   const fallback = model.lmHead.weight.device.kind === 'cpu' ? 'cpu' : 'webgpu';
   const group = await WorkerGroup.start({

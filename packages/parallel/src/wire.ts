@@ -23,7 +23,8 @@ export function encodeMessage(value: unknown): { message: WireMessage; transfer:
   const seen = new Set<ArrayBuffer>();
   const strip = (v: unknown): unknown => {
     if (v instanceof HostTensor) {
-      if (v.data.length !== v.shape.reduce((n, d) => n * d, 1)) throw new Error(`encodeMessage: a HostTensor ${JSON.stringify(v.shape)} was already sent (sending moves its buffer)`);
+      if (v.data.length !== v.shape.reduce((n, d) => n * d, 1))
+        throw new Error(`encodeMessage: a HostTensor ${JSON.stringify(v.shape)} was already sent (sending moves its buffer)`);
       let data = ownBuffer(v.data);
       // One buffer can be transferred once: a tensor repeated in a message is copied.
       if (seen.has(data.buffer as ArrayBuffer)) data = data.slice() as TypedArray;

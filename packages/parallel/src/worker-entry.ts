@@ -13,7 +13,6 @@ import { decodeMessage, encodeMessage, type WireMessage } from './wire';
 
 declare const self: Worker;
 
-
 /** The worker's device, referenced for the worker's whole life (Dawn must not be collected while it runs). */
 let device: Device | null = null;
 let service: WorkerService | null = null;
@@ -41,7 +40,8 @@ async function init(args: InitArgs): Promise<unknown> {
 async function handle(msg: Extract<HostToWorker, { t: 'req' }>): Promise<void> {
   reportProgress();
   try {
-    const value = msg.method === 'init' ? await init(msg.args as InitArgs) : msg.method === 'shutdown' ? shutdown() : await requireService().handle(msg.method, msg.args);
+    const value =
+      msg.method === 'init' ? await init(msg.args as InitArgs) : msg.method === 'shutdown' ? shutdown() : await requireService().handle(msg.method, msg.args);
     post({ t: 'res', id: msg.id, ok: true, value: value ?? null });
   } catch (e) {
     post({ t: 'res', id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });

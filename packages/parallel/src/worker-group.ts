@@ -118,7 +118,14 @@ export class WorkerGroup {
   private spawn(rank: number, timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const worker = new Worker(WORKER_URL);
-      const slot: Slot = { worker, pending: new Map(), lastSeen: Date.now(), closed: false, progress: new Int32Array(new SharedArrayBuffer(4)), lastProgress: 0 };
+      const slot: Slot = {
+        worker,
+        pending: new Map(),
+        lastSeen: Date.now(),
+        closed: false,
+        progress: new Int32Array(new SharedArrayBuffer(4)),
+        lastProgress: 0,
+      };
       this.slots[rank] = slot;
       let ready = false;
       const timer = setTimeout(() => {

@@ -38,19 +38,23 @@ afterEach(async () => {
 
 describe('native workers', () => {
   const native = getNativeDevice();
-  test.skipIf(!native)(`each worker opens the native backend with its threads${native ? '' : ` (skipped: ${nativeUnavailableReason()})`}`, async () => {
-    const g = await WorkerGroup.start({ size: 2, service: 'debug', devices: ['native:1', 'cpu:native:2'], startTimeoutMs: 120_000 });
-    groups.push(g);
-    expect(g.opened).toEqual([
-      { device: 'cpu:native', threads: 1 },
-      { device: 'cpu:native', threads: 2 },
-    ]);
-    const shared = await WorkerGroup.start({ size: 2, service: 'debug', devices: ['cpu', 'native'], startTimeoutMs: 120_000 });
-    groups.push(shared);
-    expect(shared.devices).toEqual(['cpu', `native:${availableParallelism()}`]);
-    expect(shared.opened).toEqual([
-      { device: 'cpu', threads: null },
-      { device: 'cpu:native', threads: availableParallelism() },
-    ]);
-  }, 180_000);
+  test.skipIf(!native)(
+    `each worker opens the native backend with its threads${native ? '' : ` (skipped: ${nativeUnavailableReason()})`}`,
+    async () => {
+      const g = await WorkerGroup.start({ size: 2, service: 'debug', devices: ['native:1', 'cpu:native:2'], startTimeoutMs: 120_000 });
+      groups.push(g);
+      expect(g.opened).toEqual([
+        { device: 'cpu:native', threads: 1 },
+        { device: 'cpu:native', threads: 2 },
+      ]);
+      const shared = await WorkerGroup.start({ size: 2, service: 'debug', devices: ['cpu', 'native'], startTimeoutMs: 120_000 });
+      groups.push(shared);
+      expect(shared.devices).toEqual(['cpu', `native:${availableParallelism()}`]);
+      expect(shared.opened).toEqual([
+        { device: 'cpu', threads: null },
+        { device: 'cpu:native', threads: availableParallelism() },
+      ]);
+    },
+    180_000,
+  );
 });

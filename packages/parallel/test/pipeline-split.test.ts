@@ -34,7 +34,11 @@ const device = getCpuDevice();
 describe('splitIntoStages (NeMo AutoModel semantics)', () => {
   test('L // S layers per stage, the remainder to the first stages; embeddings first; norm_f, lm_head, MTP last', () => {
     const plans = planStages(7, { stages: 3 }, true);
-    expect(plans.map((p) => p.layers)).toEqual([[0, 1, 2], [3, 4], [5, 6]]);
+    expect(plans.map((p) => p.layers)).toEqual([
+      [0, 1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
     expect(plans[0]!.moduleNames).toEqual(['model.embeddings', 'model.layers.0', 'model.layers.1', 'model.layers.2']);
     expect(plans[2]!.moduleNames).toEqual(['model.layers.5', 'model.layers.6', 'model.norm_f', 'lm_head', 'mtp']);
     expect(planStages(7, { layersPerStage: 3 }).map((p) => p.layers.length)).toEqual([3, 2, 2]);
@@ -43,11 +47,16 @@ describe('splitIntoStages (NeMo AutoModel semantics)', () => {
     expect(() => planStages(7, {})).toThrow('give stages or layersPerStage');
   });
 
-  test('stages share the model\'s modules under the full names; together they hold every tensor once', () => {
+  test("stages share the model's modules under the full names; together they hold every tensor once", () => {
     const model = NemotronHForCausalLM.fromConfig(config, { seed: 3, device });
     const stages = splitIntoStages(model, { stages: 3 });
     const names = stages.flatMap((s) => s.namedTensors().map((t) => t.name));
-    expect(names.sort()).toEqual(model.namedTensors().map((t) => t.name).sort());
+    expect(names.sort()).toEqual(
+      model
+        .namedTensors()
+        .map((t) => t.name)
+        .sort(),
+    );
     expect(stages[1]!.getTensor('model.layers.3.mixer.gate.weight')).toBe(model.getTensor('model.layers.3.mixer.gate.weight'));
     expect(stages.every(isPipelineParallelStage)).toBe(true);
     expect(isPipelineParallelStage(splitIntoStages(model, { stages: 1 })[0]!)).toBe(false);
@@ -78,7 +87,8 @@ describe('splitIntoStages (NeMo AutoModel semantics)', () => {
     for (const plan of planStages(config.numHiddenLayers, { stages: 3 }, true)) {
       const stage = PipelineStage.create(config, plan, { device });
       stage.initializeWeights(11);
-      for (const t of stage.namedTensors()) expect({ name: t.name, values: [...(await t.tensor.data())] }).toEqual({ name: t.name, values: [...(await model.getTensor(t.name).data())] });
+      for (const t of stage.namedTensors())
+        expect({ name: t.name, values: [...(await t.tensor.data())] }).toEqual({ name: t.name, values: [...(await model.getTensor(t.name).data())] });
       stage.dispose();
     }
     model.dispose();
@@ -97,7 +107,10 @@ describe('schedules', () => {
     expect(text(scheduleOps('1f1b', 4, 2, 0))).toBe('F0 F1 B0 B1');
   });
   test('microbatch rows: contiguous, near-equal, the larger first', () => {
-    expect(splitRows(5, 2)).toEqual([[0, 3], [3, 2]]);
+    expect(splitRows(5, 2)).toEqual([
+      [0, 3],
+      [3, 2],
+    ]);
     expect(() => splitRows(2, 3)).toThrow('3 microbatches for a batch of 2 rows');
   });
 });

@@ -8,7 +8,14 @@ afterEach(async () => {
 });
 
 async function start(size: number, heartbeatTimeoutMs?: number): Promise<WorkerGroup> {
-  const g = await WorkerGroup.start({ size, service: 'debug', devices: ['cpu'], heartbeatTimeoutMs: heartbeatTimeoutMs ?? 10_000, startTimeoutMs: 20_000, describe: (r) => `rank ${r}` });
+  const g = await WorkerGroup.start({
+    size,
+    service: 'debug',
+    devices: ['cpu'],
+    heartbeatTimeoutMs: heartbeatTimeoutMs ?? 10_000,
+    startTimeoutMs: 20_000,
+    describe: (r) => `rank ${r}`,
+  });
   groups.push(g);
   return g;
 }
@@ -78,7 +85,9 @@ describe('worker group', () => {
   test('a hung worker (blocked event loop) is detected by its missing heartbeats', async () => {
     const g = await start(2, 3000);
     const t0 = Date.now();
-    expect((await rejection(g.call(1, 'hang', null, { step: 'decode step 4' }))).message).toMatch(/rank 1 stopped responding \(no heartbeat for \d+ ms\) during 'decode step 4'/);
+    expect((await rejection(g.call(1, 'hang', null, { step: 'decode step 4' }))).message).toMatch(
+      /rank 1 stopped responding \(no heartbeat for \d+ ms\) during 'decode step 4'/,
+    );
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 

@@ -14,7 +14,20 @@
  * (see `forward`), so every row generates what its prompt alone would (greedy; draws also depend
  * on the row's index).
  */
-import { NON_FINITE_TOKEN, OutOfMemoryError, Tensor, copyIntoAt, noGrad, recordTokens, reshape, sampleTokens, tensor, tidy, zeros, type SamplingOptions } from '@nemotron-ts/kernels';
+import {
+  NON_FINITE_TOKEN,
+  OutOfMemoryError,
+  Tensor,
+  copyIntoAt,
+  noGrad,
+  recordTokens,
+  reshape,
+  sampleTokens,
+  tensor,
+  tidy,
+  zeros,
+  type SamplingOptions,
+} from '@nemotron-ts/kernels';
 import { checkAttentionMask, checkPaddingLayout, checkTokenIds, rowsShape, type Rows } from '../nemotron/inputs';
 import { NemotronHybridCache } from '../nemotron/cache';
 import type { NemotronHForCausalLM } from '../nemotron/causal-lm';
@@ -113,7 +126,8 @@ async function promptRows(options: GenerateOptions, vocab: number): Promise<{ id
     [b, l] = embeds.shape as [number, number];
   }
   const maskValue = options.attentionMask;
-  const mask = maskValue === undefined ? null : checkAttentionMask(maskValue instanceof Tensor ? await rowsOf(maskValue) : maskValue, 'generate: attentionMask');
+  const mask =
+    maskValue === undefined ? null : checkAttentionMask(maskValue instanceof Tensor ? await rowsOf(maskValue) : maskValue, 'generate: attentionMask');
   if (mask) {
     const [mb, ml] = rowsShape(mask);
     if (mb !== b || ml !== l) throw new Error(`generate: attentionMask [${mb}, ${ml}] does not match the prompt [${b}, ${l}]`);
@@ -135,7 +149,12 @@ interface StepTensors {
   logits: Tensor | null;
 }
 
-function allocate(model: NemotronHForCausalLM, g: ResolvedGeneration, prompt: { ids: Rows | null; batch: number; mask: Rows | null }, withLogits: boolean): StepTensors {
+function allocate(
+  model: NemotronHForCausalLM,
+  g: ResolvedGeneration,
+  prompt: { ids: Rows | null; batch: number; mask: Rows | null },
+  withLogits: boolean,
+): StepTensors {
   const device = model.lmHead.weight.device;
   const batch = prompt.batch;
   const vocab = model.config.vocabSize;
@@ -179,7 +198,11 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
   const capacity = promptLength + g.maxNewTokens;
   // A huge maxNewTokens fails here: name it, not just the tensor.
   const tooLarge = (e: unknown) =>
-    e instanceof OutOfMemoryError ? new OutOfMemoryError(`generate: maxNewTokens ${g.maxNewTokens} needs a cache of ${capacity} positions for ${batch} row(s), too large for this device (${e.message})`) : e;
+    e instanceof OutOfMemoryError
+      ? new OutOfMemoryError(
+          `generate: maxNewTokens ${g.maxNewTokens} needs a cache of ${capacity} positions for ${batch} row(s), too large for this device (${e.message})`,
+        )
+      : e;
   let cache: NemotronHybridCache;
   try {
     cache = new NemotronHybridCache(config, { batch, device, capacity });
@@ -209,7 +232,16 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
   /** Chooses every row's next token from logits [B, V] and records it (device work only). */
   const choose = (logits: Tensor) => {
     const sampled = sampleTokens(logits, sampling);
-    recordTokens(sampled, { ids: t.ids, finished: t.finished, padId: g.padTokenId, eos: t.eos, history: t.history, position: cache.position, base: promptLength, seen: t.seen });
+    recordTokens(sampled, {
+      ids: t.ids,
+      finished: t.finished,
+      padId: g.padTokenId,
+      eos: t.eos,
+      history: t.history,
+      position: cache.position,
+      base: promptLength,
+      seen: t.seen,
+    });
     if (t.logits) copyIntoAt(t.logits, reshape(logits, [batch, 1, vocab]), 1, cache.position, -promptLength);
   };
   const program = new RecordedDecode(model, cache, t.ids, choose);
@@ -262,7 +294,11 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
         const running = !finished[b];
         tokens[b]!.push(id);
         if (!running) return;
-        const reason: FinishReason | null = eos.has(id) ? 'eos' : stopStrings.length > 0 && stopStrings.some((s) => streams![b]!.text.includes(s)) ? 'stop_string' : null;
+        const reason: FinishReason | null = eos.has(id)
+          ? 'eos'
+          : stopStrings.length > 0 && stopStrings.some((s) => streams![b]!.text.includes(s))
+            ? 'stop_string'
+            : null;
         if (!reason) return;
         finished[b] = true;
         reasons[b] = reason;
@@ -275,7 +311,9 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
       pending = next;
     }
     const stepLogits = t.logits ? await stepLogitsOf(t.logits, batch, steps, g.maxNewTokens, vocab) : null;
-    const text = options.tokenizer ? tokens.map((row, b) => options.tokenizer!.decode(row.slice(0, ends[b]! < 0 ? row.length : ends[b]), { skipSpecialTokens: true })) : null;
+    const text = options.tokenizer
+      ? tokens.map((row, b) => options.tokenizer!.decode(row.slice(0, ends[b]! < 0 ? row.length : ends[b]), { skipSpecialTokens: true }))
+      : null;
     const prefillMs = firstKnown - start;
     const decodeMs = lastKnown - firstKnown;
     return {

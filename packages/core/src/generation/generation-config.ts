@@ -83,8 +83,7 @@ export class GenerationConfig implements Readonly<GenerationConfigFields> {
  * The options a generation call takes for decoding (each overrides the generation config); the
  * sampling ones mean what they mean for `sampleTokens`. The seed defaults to 0.
  */
-export interface DecodingOptions
-  extends Pick<SamplingOptions, 'doSample' | 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'seed'> {
+export interface DecodingOptions extends Pick<SamplingOptions, 'doSample' | 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'seed'> {
   maxNewTokens?: number;
   /** One or more end-of-sequence ids; null or [] for none. */
   eosTokenId?: number | readonly number[] | null;
@@ -130,6 +129,7 @@ export function resolveGeneration(options: DecodingOptions, config: GenerationCo
     throw new Error(`generate: ${what}`);
   };
   if (!Number.isInteger(resolved.maxNewTokens) || resolved.maxNewTokens < 1) fail(`maxNewTokens must be a positive integer, got ${resolved.maxNewTokens}`);
-  for (const id of [...eosTokenIds, padTokenId]) if (!Number.isInteger(id) || id < 0 || id >= model.vocabSize) fail(`token id ${id} (EOS or pad) is outside the vocabulary [0, ${model.vocabSize})`);
+  for (const id of [...eosTokenIds, padTokenId])
+    if (!Number.isInteger(id) || id < 0 || id >= model.vocabSize) fail(`token id ${id} (EOS or pad) is outside the vocabulary [0, ${model.vocabSize})`);
   return resolved;
 }

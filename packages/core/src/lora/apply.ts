@@ -51,10 +51,19 @@ const states = new WeakMap<Module, LoraState>();
 export function applyLora(model: Module, options: LoraOptions): LoraHandle {
   if (states.has(model)) throw new Error('applyLora: the model already has LoRA adapters (removeLora first)');
   const config = resolveLoraOptions(options);
-  const targets = model.namedModules().filter(([name, m]) => m instanceof Linear && name !== '' && matchesTarget(name, config.targetModules)) as [string, Linear][];
+  const targets = model.namedModules().filter(([name, m]) => m instanceof Linear && name !== '' && matchesTarget(name, config.targetModules)) as [
+    string,
+    Linear,
+  ][];
   const skipped = [
-    ...model.namedModules().filter(([name, m]) => !(m instanceof Linear) && name !== '' && matchesTarget(name, config.targetModules)).map(([name]) => name),
-    ...model.namedParameters().map(([name]) => name).filter((name) => matchesTarget(name, config.targetModules)),
+    ...model
+      .namedModules()
+      .filter(([name, m]) => !(m instanceof Linear) && name !== '' && matchesTarget(name, config.targetModules))
+      .map(([name]) => name),
+    ...model
+      .namedParameters()
+      .map(([name]) => name)
+      .filter((name) => matchesTarget(name, config.targetModules)),
   ];
   if (targets.length === 0) {
     const extra = skipped.length ? ` (${skipped.length} matches are not Linear layers, e.g. ${skipped[0]})` : '';

@@ -44,7 +44,8 @@ export function nativePeftKey(key: string): string {
 
 /** Why an adapter file's key cannot be loaded here, when the reason is known (else null: just unexpected). */
 export function unsupportedPeftKey(key: string): string | null {
-  if (ROUTED_EXPERT_LAYER.test(key)) return 'an adapter on one routed expert (PEFT on the remote-code class adapts each expert); the routed experts here are stacked, as in transformers\' native class, and take no adapters';
+  if (ROUTED_EXPERT_LAYER.test(key))
+    return "an adapter on one routed expert (PEFT on the remote-code class adapts each expert); the routed experts here are stacked, as in transformers' native class, and take no adapters";
   return null;
 }
 
@@ -112,14 +113,16 @@ export function parsePeftAdapterConfig(json: unknown, file: string): LoraOptions
   if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('expected a JSON object');
   const o = json as Record<string, unknown>;
   if (o.peft_type !== 'LORA') fail(`peft_type must be "LORA", got ${JSON.stringify(o.peft_type)}`);
-  if (o.task_type !== undefined && o.task_type !== null && o.task_type !== 'CAUSAL_LM') fail(`task_type must be "CAUSAL_LM", got ${JSON.stringify(o.task_type)}`);
+  if (o.task_type !== undefined && o.task_type !== null && o.task_type !== 'CAUSAL_LM')
+    fail(`task_type must be "CAUSAL_LM", got ${JSON.stringify(o.task_type)}`);
   if (typeof o.r !== 'number') fail(`r must be a number, got ${JSON.stringify(o.r)}`);
   if (typeof o.lora_alpha !== 'number') fail(`lora_alpha must be a number, got ${JSON.stringify(o.lora_alpha)}`);
   const dropout = o.lora_dropout ?? 0;
   if (typeof dropout !== 'number') fail(`lora_dropout must be a number, got ${JSON.stringify(dropout)}`);
   const targets = o.target_modules;
   const isList = Array.isArray(targets) && targets.length > 0 && targets.every((t) => typeof t === 'string');
-  if (!isList && (typeof targets !== 'string' || targets === '')) fail(`target_modules must be a list of names or one regular expression, got ${JSON.stringify(o.target_modules)}`);
+  if (!isList && (typeof targets !== 'string' || targets === ''))
+    fail(`target_modules must be a list of names or one regular expression, got ${JSON.stringify(o.target_modules)}`);
   const unsupported: [string, boolean][] = [
     ['bias', (o.bias ?? 'none') !== 'none'],
     ['fan_in_fan_out', o.fan_in_fan_out === true],

@@ -85,7 +85,13 @@ export class Attention extends Module {
       // [B, nkv·d] is [B, nkv, 1, d] in memory: the slot's layout in the cache.
       copyIntoAt(entry.k, reshape(this.kProj.fused(hs, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
       copyIntoAt(entry.v, reshape(this.vProj.fused(hs, normed), [batch, nkv, 1, d]), 2, cached.position, -1);
-      const o = attention(q, entry.k, entry.v, { causal: true, scale: d ** -0.5, kvLayout: 'bhsd', kvLength: cached.position, keyMask: cached.keyMask ?? undefined });
+      const o = attention(q, entry.k, entry.v, {
+        causal: true,
+        scale: d ** -0.5,
+        kvLayout: 'bhsd',
+        kvLength: cached.position,
+        keyMask: cached.keyMask ?? undefined,
+      });
       return reshape(this.oProj.fused(reshape(o, [batch, nq * d]), { residual: hs }), [batch, 1, H]);
     });
   }

@@ -18,7 +18,22 @@
  * entry. Prefill and decode write into the existing tensors, so their buffers change only on growth,
  * `select`/`reorder` and the first padded prompt.
  */
-import { bytesPerElement, copyInto, full, getDefaultDevice, incrementInPlace, indexSelect, keep, narrow, noGrad, tensor, tidy, zeros, type Device, type Tensor } from '@nemotron-ts/kernels';
+import {
+  bytesPerElement,
+  copyInto,
+  full,
+  getDefaultDevice,
+  incrementInPlace,
+  indexSelect,
+  keep,
+  narrow,
+  noGrad,
+  tensor,
+  tidy,
+  zeros,
+  type Device,
+  type Tensor,
+} from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 
 export interface AttentionLayerCache {
@@ -102,7 +117,8 @@ export class NemotronHybridCache {
     const batch = options.batch ?? 1;
     this.blockSize = options.blockSize ?? 256;
     if (!Number.isInteger(batch) || batch < 1) throw new Error(`NemotronHybridCache: batch must be a positive integer, got ${batch}`);
-    if (!Number.isInteger(this.blockSize) || this.blockSize < 1) throw new Error(`NemotronHybridCache: blockSize must be a positive integer, got ${this.blockSize}`);
+    if (!Number.isInteger(this.blockSize) || this.blockSize < 1)
+      throw new Error(`NemotronHybridCache: blockSize must be a positive integer, got ${this.blockSize}`);
     const capacity = options.capacity ?? this.blockSize;
     if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`NemotronHybridCache: capacity must be a positive integer, got ${capacity}`);
     this.device = options.device ?? getDefaultDevice();
@@ -111,7 +127,10 @@ export class NemotronHybridCache {
     const device = this.device;
     const c = config;
     const only = options.layers ? new Set(options.layers) : null;
-    if (only) for (const i of only) if (!Number.isInteger(i) || i < 0 || i >= c.layerKinds.length) throw new Error(`NemotronHybridCache: layer ${i} is outside 0..${c.layerKinds.length - 1}`);
+    if (only)
+      for (const i of only)
+        if (!Number.isInteger(i) || i < 0 || i >= c.layerKinds.length)
+          throw new Error(`NemotronHybridCache: layer ${i} is outside 0..${c.layerKinds.length - 1}`);
     this.entries = c.layerKinds.map((kind, i): LayerCache | null => {
       if (only && !only.has(i)) return null;
       if (kind === 'attention') {
@@ -170,7 +189,8 @@ export class NemotronHybridCache {
   /** The entry of layer `i` (null for MLP and MoE layers). */
   layer(i: number): LayerCache | null {
     this.assertAlive('layer');
-    if (!Number.isInteger(i) || i < 0 || i >= this.entries.length) throw new Error(`NemotronHybridCache.layer: no layer ${i} (the model has ${this.entries.length})`);
+    if (!Number.isInteger(i) || i < 0 || i >= this.entries.length)
+      throw new Error(`NemotronHybridCache.layer: no layer ${i} (the model has ${this.entries.length})`);
     return this.entries[i]!;
   }
 
@@ -207,7 +227,8 @@ export class NemotronHybridCache {
    */
   writeKeyMask(mask: Tensor | null, count: number): void {
     this.assertAlive('writeKeyMask');
-    if (this.cached + count > this.slots) throw new Error(`NemotronHybridCache.writeKeyMask: ${count} positions after ${this.cached} exceed the capacity ${this.slots} (reserve first)`);
+    if (this.cached + count > this.slots)
+      throw new Error(`NemotronHybridCache.writeKeyMask: ${count} positions after ${this.cached} exceed the capacity ${this.slots} (reserve first)`);
     if (!mask) return;
     noGrad(() => {
       if (!this.mask) {
@@ -256,7 +277,8 @@ export class NemotronHybridCache {
   select(indices: readonly number[]): void {
     this.assertAlive('select');
     if (indices.length === 0) throw new Error('NemotronHybridCache.select: no rows given');
-    for (const i of indices) if (!Number.isInteger(i) || i < 0 || i >= this.rows) throw new Error(`NemotronHybridCache.select: row ${i} is outside [0, ${this.rows})`);
+    for (const i of indices)
+      if (!Number.isInteger(i) || i < 0 || i >= this.rows) throw new Error(`NemotronHybridCache.select: row ${i} is outside [0, ${this.rows})`);
     noGrad(() => {
       const index = tensor(Int32Array.from(indices), [indices.length], { device: this.device });
       const pick = (t: Tensor) => {
@@ -281,7 +303,8 @@ export class NemotronHybridCache {
 
   /** Reorders the rows (a permutation or any same-size selection): HF's `reorder_cache(beam_idx)`. */
   reorder(batchIndices: readonly number[]): void {
-    if (batchIndices.length !== this.rows) throw new Error(`NemotronHybridCache.reorder: ${batchIndices.length} indices for ${this.rows} rows (use select to change the batch size)`);
+    if (batchIndices.length !== this.rows)
+      throw new Error(`NemotronHybridCache.reorder: ${batchIndices.length} indices for ${this.rows} rows (use select to change the batch size)`);
     this.select(batchIndices);
   }
 
@@ -295,7 +318,15 @@ export class NemotronHybridCache {
       else if (entry?.kind === 'mamba') mambaBytes += bytes(entry.conv) + bytes(entry.ssm);
     }
     const maskBytes = bytes(this.mask) + bytes(this.counter);
-    return { attentionBytes, mambaBytes, maskBytes, totalBytes: attentionBytes + mambaBytes + maskBytes, batch: this.rows, length: this.cached, capacity: this.slots };
+    return {
+      attentionBytes,
+      mambaBytes,
+      maskBytes,
+      totalBytes: attentionBytes + mambaBytes + maskBytes,
+      batch: this.rows,
+      length: this.cached,
+      capacity: this.slots,
+    };
   }
 
   get isDisposed(): boolean {

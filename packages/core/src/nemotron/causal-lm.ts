@@ -3,7 +3,26 @@
  * the MTP head when the config enables it. Module names match HF's in-memory (v5) layout:
  * `model.embeddings`, `model.layers.{i}`, `model.norm_f`, `lm_head`, plus `mtp.layers.{j}`.
  */
-import { add, cast, concat, crossEntropy, full, Generator, sum, isGradEnabled, mul, narrow, noGrad, reshape, tensor, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import {
+  add,
+  cast,
+  concat,
+  crossEntropy,
+  full,
+  Generator,
+  sum,
+  isGradEnabled,
+  mul,
+  narrow,
+  noGrad,
+  reshape,
+  tensor,
+  tidy,
+  type Device,
+  type DType,
+  type FloatDType,
+  type Tensor,
+} from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type LoadReport, type Placement } from '../nn/module';
@@ -16,7 +35,18 @@ import { generate, generateStream, type GenerateOptions, type GenerateResult, ty
 import { initializeWeights as initializeModelWeights, seedFor } from './init';
 import { loraHandle } from '../lora/apply';
 import { allocating } from './allocation-errors';
-import { checkLabels, checkPaddingLayout, packedLayout, IGNORE_INDEX, prepareInputs, prepareLabels, rowsShape, type ModelInputs, type PreparedInputs, type Rows } from './inputs';
+import {
+  checkLabels,
+  checkPaddingLayout,
+  packedLayout,
+  IGNORE_INDEX,
+  prepareInputs,
+  prepareLabels,
+  rowsShape,
+  type ModelInputs,
+  type PreparedInputs,
+  type Rows,
+} from './inputs';
 import { NemotronHModel } from './model';
 import { MultiTokenPrediction } from './mtp';
 import { pretrainedIO, type FromPretrainedOptions, type SavedPretrained, type SavePretrainedOptions } from './pretrained-io';
@@ -129,7 +159,10 @@ export class NemotronHForCausalLM extends Module {
     super();
     this.currentConfig = config;
     this.model = this.registerModule('model', new NemotronHModel(config, placement));
-    const lmHead = allocating(`lm_head (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Linear(config.hiddenSize, config.vocabSize, placement));
+    const lmHead = allocating(
+      `lm_head (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`,
+      () => new Linear(config.hiddenSize, config.vocabSize, placement),
+    );
     this.lmHead = this.registerModule('lm_head', lmHead);
     this.mtp = config.mtpEnabled ? this.registerModule('mtp', new MultiTokenPrediction(config, placement)) : null;
   }
@@ -144,29 +177,40 @@ export class NemotronHForCausalLM extends Module {
     this.checkRecomputable();
     if (inputs.useCache && inputs.cache) throw new Error('forward: give either cache or useCache, not both');
     const mtp = this.mtp;
-    const wantMtp = inputs.outputMtp ?? (mtp !== null && this.training && isGradEnabled() && !inputs.cache && !inputs.useCache && inputs.inputIds !== undefined);
-    if (wantMtp && !mtp) throw new Error('forward: outputMtp needs an MTP head (the config has num_nextn_predict_layers = 0 or no mtp_hybrid_override_pattern)');
+    const wantMtp =
+      inputs.outputMtp ?? (mtp !== null && this.training && isGradEnabled() && !inputs.cache && !inputs.useCache && inputs.inputIds !== undefined);
+    if (wantMtp && !mtp)
+      throw new Error('forward: outputMtp needs an MTP head (the config has num_nextn_predict_layers = 0 or no mtp_hybrid_override_pattern)');
     if (wantMtp && (inputs.cache || inputs.useCache)) throw new Error('forward: outputMtp runs without a cache (NeMo runs the MTP head in training only)');
     if (wantMtp && inputs.inputIds === undefined) throw new Error('forward: outputMtp needs inputIds (each MTP depth embeds them rolled)');
     const own = inputs.useCache ? new NemotronHybridCache(this.config, { batch: batchOf(inputs), device: this.device }) : null;
     try {
       const fields = this.forwardFields(own ? { ...inputs, cache: own } : inputs, wantMtp);
-      return new NemotronHCausalLMOutputWithPast({ ...fields, pastKeyValues: own ?? inputs.cache ?? null, mtpLossScalingFactor: wantMtp ? this.config.mtpLossScalingFactor : null }, own !== null, inputs.inputsEmbeds?.gradFn ?? null);
+      return new NemotronHCausalLMOutputWithPast(
+        { ...fields, pastKeyValues: own ?? inputs.cache ?? null, mtpLossScalingFactor: wantMtp ? this.config.mtpLossScalingFactor : null },
+        own !== null,
+        inputs.inputsEmbeds?.gradFn ?? null,
+      );
     } catch (e) {
       own?.dispose();
       throw e;
     }
   }
 
-  private forwardFields(inputs: CausalLMInputs, wantMtp: boolean): { logits: Tensor; loss: Tensor | null; hiddenStates: Tensor[] | null; mtpPerDepthH: Tensor[] | null } {
+  private forwardFields(
+    inputs: CausalLMInputs,
+    wantMtp: boolean,
+  ): { logits: Tensor; loss: Tensor | null; hiddenStates: Tensor[] | null; mtpPerDepthH: Tensor[] | null } {
     return tidy(() => {
       const device = this.lmHead.weight.device;
       const cache = inputs.cache;
       const prepared = prepareInputs(this.config, device, inputs);
       const { batch, length } = prepared;
       const keep = inputs.logitsToKeep ?? 0;
-      if (!Number.isInteger(keep) || keep < 0 || keep > length) throw new Error(`forward: logitsToKeep must be an integer in [0, ${length}] (0 = all), got ${keep}`);
-      if (keep > 0 && keep < length && inputs.labels !== undefined) throw new Error(`forward: labels need the logits of every position; drop logitsToKeep (${keep}) or the labels`);
+      if (!Number.isInteger(keep) || keep < 0 || keep > length)
+        throw new Error(`forward: logitsToKeep must be an integer in [0, ${length}] (0 = all), got ${keep}`);
+      if (keep > 0 && keep < length && inputs.labels !== undefined)
+        throw new Error(`forward: labels need the logits of every position; drop logitsToKeep (${keep}) or the labels`);
       const labels = inputs.labels === undefined ? null : prepareLabels(inputs.labels, this.config, batch, length, device);
       const outputHidden = inputs.outputHiddenStates ?? false;
       if (cache) {
@@ -181,7 +225,9 @@ export class NemotronHForCausalLM extends Module {
       const backbone = () => this.model.forwardPrepared(prepared, outputHidden, cache);
       const { lastHiddenState, hiddenStates } = cache ? prefillPositions(cache, length, prepared.sequences.paddingMask, backbone) : backbone();
       const logits = this.lmHead.forward(keep > 0 ? narrow(lastHiddenState, 1, length - keep, keep) : lastHiddenState);
-      const mtpPerDepthH = wantMtp ? this.mtp!.forward(lastHiddenState, prepared.inputIds!, (ids) => this.model.embeddings.forward(ids), prepared.sequences) : null;
+      const mtpPerDepthH = wantMtp
+        ? this.mtp!.forward(lastHiddenState, prepared.inputIds!, (ids) => this.model.embeddings.forward(ids), prepared.sequences)
+        : null;
       const loss = labels ? causalLmLoss(logits, labels) : null;
       if (!prepared.thd) return { logits, loss, hiddenStates, mtpPerDepthH };
       // THD in, THD out: the packed row's batch dimension is dropped again.
@@ -206,12 +252,16 @@ export class NemotronHForCausalLM extends Module {
       const { batch, length } = prepared;
       const labels = checkLabels(inputs.labels, 'labels', this.config.vocabSize);
       const [labelRows, labelLength] = rowsShape(labels);
-      if (labelRows !== batch || labelLength !== length) throw new Error(`forwardMtp: labels [${labelRows}, ${labelLength}] do not match inputIds [${batch}, ${length}]`);
+      if (labelRows !== batch || labelLength !== length)
+        throw new Error(`forwardMtp: labels [${labelRows}, ${labelLength}] do not match inputIds [${batch}, ${length}]`);
       const documents = inputs.cuSeqlens === undefined ? null : documentsOf(inputs.cuSeqlens, batch, length);
       const labelCount = labels.reduce((n, row) => n + row.filter((v) => v !== IGNORE_INDEX).length, 0);
       const perLabel = 1 / Math.max(labelCount, 1);
       const lossOf = (logits: Tensor, targets: Rows) =>
-        mul(crossEntropy(logits, tensor(Int32Array.from(targets.flat()), [batch, length], { device }), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }), perLabel);
+        mul(
+          crossEntropy(logits, tensor(Int32Array.from(targets.flat()), [batch, length], { device }), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }),
+          perLabel,
+        );
 
       const { lastHiddenState } = this.model.forwardPrepared(prepared, false);
       const logits = this.lmHead.forward(lastHiddenState);
@@ -219,7 +269,10 @@ export class NemotronHForCausalLM extends Module {
       const depthHiddenStates = mtp.forward(lastHiddenState, prepared.inputIds!, (ids) => this.model.embeddings.forward(ids), prepared.sequences);
       const depthTargets = depthHiddenStates.map((_, k) => mtpTargets(labels, k + 1, documents));
       const depthLosses = depthHiddenStates.map((h, k) => tidy(() => lossOf(this.lmHead.forward(h), depthTargets[k]!)));
-      const mtpLoss = mul(depthLosses.slice(1).reduce((sum, l) => add(sum, l), depthLosses[0]!), this.config.mtpLossScalingFactor / mtp.numDepths);
+      const mtpLoss = mul(
+        depthLosses.slice(1).reduce((sum, l) => add(sum, l), depthLosses[0]!),
+        this.config.mtpLossScalingFactor / mtp.numDepths,
+      );
       return { logits, loss: add(mainLoss, mtpLoss), mainLoss, mtpLoss, depthHiddenStates, depthLosses, depthTargets, labelCount };
     });
   }
@@ -227,10 +280,14 @@ export class NemotronHForCausalLM extends Module {
   private checkCache(cache: NemotronHybridCache, prepared: PreparedInputs, inputs: CausalLMInputs): void {
     if (cache.isDisposed) throw new Error('forward: the cache was disposed');
     const c = cache.config;
-    if (c !== this.config && (c.pattern !== this.config.pattern || c.hiddenSize !== this.config.hiddenSize || c.convDim !== this.config.convDim || c.headDim !== this.config.headDim)) {
+    if (
+      c !== this.config &&
+      (c.pattern !== this.config.pattern || c.hiddenSize !== this.config.hiddenSize || c.convDim !== this.config.convDim || c.headDim !== this.config.headDim)
+    ) {
       throw new Error(`forward: the cache was made for another model (pattern ${c.pattern}, this model ${this.config.pattern})`);
     }
-    if (cache.device !== this.lmHead.weight.device) throw new Error(`forward: the cache is on ${cache.device.kind}, the model on ${this.lmHead.weight.device.kind}`);
+    if (cache.device !== this.lmHead.weight.device)
+      throw new Error(`forward: the cache is on ${cache.device.kind}, the model on ${this.lmHead.weight.device.kind}`);
     if (cache.batch !== prepared.batch) throw new Error(`forward: the cache holds ${cache.batch} rows, the inputs ${prepared.batch}`);
     if (inputs.cuSeqlens !== undefined || inputs.seqIdx !== undefined) throw new Error('forward: packed rows (cuSeqlens, seqIdx) cannot use a cache');
     if (prepared.length === 1 && cache.length > 0 && prepared.sequences.paddingMask) {
@@ -267,7 +324,10 @@ export class NemotronHForCausalLM extends Module {
   private checkRecomputable(): void {
     if (!this.isGradientCheckpointing || !this.training || !isGradEnabled()) return;
     const lora = loraHandle(this);
-    if (lora && lora.config.dropout > 0) throw new Error(`forward: gradient checkpointing recomputes each block, and LoRA dropout (${lora.config.dropout}) would draw other masks the second time; use dropout 0 or gradientCheckpointingDisable()`);
+    if (lora && lora.config.dropout > 0)
+      throw new Error(
+        `forward: gradient checkpointing recomputes each block, and LoRA dropout (${lora.config.dropout}) would draw other masks the second time; use dropout 0 or gradientCheckpointingDisable()`,
+      );
   }
 
   /** Turns {@link gradientCheckpointingEnable} off (idempotent). */
@@ -288,8 +348,12 @@ export class NemotronHForCausalLM extends Module {
 
   /** Replaces the embedding table (the model takes ownership; the old one is disposed). Its width must be hidden_size. */
   setInputEmbeddings(embeddings: Embedding): void {
-    if (embeddings.embeddingDim !== this.config.hiddenSize) throw new Error(`setInputEmbeddings: the table is ${embeddings.numEmbeddings} × ${embeddings.embeddingDim}, the model's hidden_size is ${this.config.hiddenSize}`);
-    if (embeddings.weight.device !== this.device) throw new Error(`setInputEmbeddings: the table is on ${embeddings.weight.device.kind}, the model on ${this.device.kind}`);
+    if (embeddings.embeddingDim !== this.config.hiddenSize)
+      throw new Error(
+        `setInputEmbeddings: the table is ${embeddings.numEmbeddings} × ${embeddings.embeddingDim}, the model's hidden_size is ${this.config.hiddenSize}`,
+      );
+    if (embeddings.weight.device !== this.device)
+      throw new Error(`setInputEmbeddings: the table is on ${embeddings.weight.device.kind}, the model on ${this.device.kind}`);
     this.model.replaceEmbeddings(embeddings).dispose();
   }
 
@@ -300,8 +364,10 @@ export class NemotronHForCausalLM extends Module {
 
   /** Replaces lm_head (the model takes ownership; the old one is disposed). It must map hidden_size to some vocabulary. */
   setOutputEmbeddings(head: Linear): void {
-    if (head.inFeatures !== this.config.hiddenSize) throw new Error(`setOutputEmbeddings: the projection is ${head.inFeatures} → ${head.outFeatures}, the model's hidden_size is ${this.config.hiddenSize}`);
-    if (head.weight.device !== this.device) throw new Error(`setOutputEmbeddings: the projection is on ${head.weight.device.kind}, the model on ${this.device.kind}`);
+    if (head.inFeatures !== this.config.hiddenSize)
+      throw new Error(`setOutputEmbeddings: the projection is ${head.inFeatures} → ${head.outFeatures}, the model's hidden_size is ${this.config.hiddenSize}`);
+    if (head.weight.device !== this.device)
+      throw new Error(`setOutputEmbeddings: the projection is on ${head.weight.device.kind}, the model on ${this.device.kind}`);
     const old = this.lmHead;
     this.unregisterModule('lm_head');
     (this as unknown as { lmHead: Linear }).lmHead = this.registerModule('lm_head', head);
@@ -346,7 +412,10 @@ export class NemotronHForCausalLM extends Module {
     const dtype = this.model.embeddings.weight.dtype as FloatDType;
     const embeddings = new Embedding(size, this.config.hiddenSize, { ...placement, dtype });
     const head = new Linear(this.config.hiddenSize, size, { ...placement, dtype: this.lmHead.weight.dtype as FloatDType });
-    for (const [module, name, weight] of [[embeddings, 'model.embeddings.weight', this.model.embeddings.weight], [head, 'lm_head.weight', this.lmHead.weight]] as const) {
+    for (const [module, name, weight] of [
+      [embeddings, 'model.embeddings.weight', this.model.embeddings.weight],
+      [head, 'lm_head.weight', this.lmHead.weight],
+    ] as const) {
       const t = resized(name, weight);
       module.setTensor('weight', t);
       t.dispose();
@@ -389,7 +458,10 @@ export class NemotronHForCausalLM extends Module {
    * on a subclass, it builds that subclass.
    */
   static fromConfig<M extends NemotronHForCausalLM>(
-    this: new (config: NemotronHConfig, placement?: Placement) => M,
+    this: new (
+      config: NemotronHConfig,
+      placement?: Placement,
+    ) => M,
     config: NemotronHConfig,
     options: FromConfigOptions = {},
   ): M {

@@ -90,7 +90,12 @@ export function decodeHeadLogits(normF: RMSNorm, lmHead: Linear, h: Tensor): Ten
  * logits f32 [B, 1, V] and, with `outputHidden`, HF's hidden states (the embeddings, every block's
  * output but the last, the final state after norm_f; lm_head then runs unfused on that state).
  */
-export function forwardDecodeStep(lm: NemotronHForCausalLM, prepared: PreparedInputs, cache: NemotronHybridCache, outputHidden: boolean): { logits: Tensor; hiddenStates: Tensor[] | null } {
+export function forwardDecodeStep(
+  lm: NemotronHForCausalLM,
+  prepared: PreparedInputs,
+  cache: NemotronHybridCache,
+  outputHidden: boolean,
+): { logits: Tensor; hiddenStates: Tensor[] | null } {
   const { model, lmHead } = lm;
   return decodePosition(cache, () => {
     const h = prepared.inputIds ? model.embeddings.forward(prepared.inputIds) : prepared.inputsEmbeds!.share();
@@ -121,7 +126,8 @@ export class RecordedDecode {
     choose: (logits: Tensor) => void,
   ) {
     const batch = cache.batch;
-    if (ids.dtype !== 'i32' || ids.size !== batch) throw new Error(`RecordedDecode: ids must be i32 with one token per row (${batch}), got ${ids.dtype} [${ids.shape.join(', ')}]`);
+    if (ids.dtype !== 'i32' || ids.size !== batch)
+      throw new Error(`RecordedDecode: ids must be i32 with one token per row (${batch}), got ${ids.dtype} [${ids.shape.join(', ')}]`);
     const { model, lmHead } = lm;
     this.program = new StepProgram(lm.device, () => {
       cache.advanceDevice(1);
@@ -133,7 +139,8 @@ export class RecordedDecode {
   /** Runs (or replays) one step: the work is encoded, not waited for. */
   run(): void {
     const cache = this.cache;
-    if (cache.length + 1 > cache.capacity) throw new Error(`RecordedDecode: the cache is full (${cache.capacity} positions); allocate the room before recording`);
+    if (cache.length + 1 > cache.capacity)
+      throw new Error(`RecordedDecode: the cache is full (${cache.capacity} positions); allocate the room before recording`);
     this.program.run();
     cache.advanceHost(1);
   }

@@ -60,9 +60,18 @@ export function initializeWeights(model: InitTarget, options: InitOptions): void
     t.dispose();
     done.add(path);
   };
-  const normal = (scale = 1): Fill => (g, n) => generate(n, () => g.normal() * std * scale);
-  const uniform = (bound: number, scale = 1): Fill => (g, n) => generate(n, () => (2 * g.uniform() - 1) * bound * scale);
-  const constant = (value: number): Fill => (_g, n) => new Float32Array(n).fill(value);
+  const normal =
+    (scale = 1): Fill =>
+    (g, n) =>
+      generate(n, () => g.normal() * std * scale);
+  const uniform =
+    (bound: number, scale = 1): Fill =>
+    (g, n) =>
+      generate(n, () => (2 * g.uniform() - 1) * bound * scale);
+  const constant =
+    (value: number): Fill =>
+    (_g, n) =>
+      new Float32Array(n).fill(value);
   const linear = (path: string, layer: Linear, weight: Fill) => {
     set(`${path}.weight`, weight);
     if (layer.hasBias) set(`${path}.bias`, constant(0));

@@ -109,7 +109,8 @@ export function prepareInputs(config: NemotronHConfig, device: Device, inputs: M
     expectTensor('inputsEmbeds', embeds, device, 3);
     if (!isFloat(embeds.dtype)) throw new Error(`forward: inputsEmbeds must be f32 or bf16, got ${embeds.dtype}`);
     [batch, length] = embeds.shape as [number, number, number];
-    if (embeds.shape[2] !== config.hiddenSize) throw new Error(`forward: inputsEmbeds ${formatShape(embeds.shape)} must end in hidden_size ${config.hiddenSize}`);
+    if (embeds.shape[2] !== config.hiddenSize)
+      throw new Error(`forward: inputsEmbeds ${formatShape(embeds.shape)} must end in hidden_size ${config.hiddenSize}`);
   }
   if (batch < 1 || length < 1) throw new Error(`forward: the batch [${batch}, ${length}] is empty`);
   const given = [inputs.cuSeqlens, inputs.seqIdx].filter((v) => v !== undefined).length;
@@ -172,8 +173,12 @@ function seqIdxOnDevice(cuSeqlens: Tensor, batch: number, length: number, device
   cuSeqlens.assertAlive('forward: cuSeqlens');
   if (cuSeqlens.device !== device) throw new Error(`forward: cuSeqlens is on ${cuSeqlens.device.kind}, the model on ${device.kind}`);
   if (cuSeqlens.dtype !== 'i32') throw new Error(`forward: cuSeqlens must be i32, got ${cuSeqlens.dtype}`);
-  if (cuSeqlens.rank === 1 && batch !== 1) throw new Error(`forward: cuSeqlens ${formatShape(cuSeqlens.shape)} describes one packed row, but the batch has ${batch} rows (give [B, K], one row of boundaries per batch row)`);
-  if (cuSeqlens.rank !== 1 && (cuSeqlens.rank !== 2 || cuSeqlens.shape[0] !== batch)) throw new Error(`forward: cuSeqlens ${formatShape(cuSeqlens.shape)} must be [K] (one row) or [${batch}, K]`);
+  if (cuSeqlens.rank === 1 && batch !== 1)
+    throw new Error(
+      `forward: cuSeqlens ${formatShape(cuSeqlens.shape)} describes one packed row, but the batch has ${batch} rows (give [B, K], one row of boundaries per batch row)`,
+    );
+  if (cuSeqlens.rank !== 1 && (cuSeqlens.rank !== 2 || cuSeqlens.shape[0] !== batch))
+    throw new Error(`forward: cuSeqlens ${formatShape(cuSeqlens.shape)} must be [K] (one row) or [${batch}, K]`);
   const bounds = cuSeqlens.shape.at(-1)!;
   if (bounds < 2) throw new Error(`forward: cuSeqlens ${formatShape(cuSeqlens.shape)} needs at least two boundaries`);
   const ends = reshape(cast(narrow(reshape(cuSeqlens, [batch, bounds]), 1, 1, bounds - 1), 'f32'), [batch, 1, bounds - 1]);
@@ -197,7 +202,12 @@ function seqIdxTensor(value: Tensor | Rows, batch: number, length: number, devic
  * Host seq_idx (and, with cu_seqlens_padded, which positions are real tokens: 1, or padding: 0)
  * from per-row boundaries.
  */
-export function packedLayout(cuSeqlens: readonly number[] | Rows, padded: readonly number[] | Rows | undefined, batch: number, length: number): { seqIdx: Int32Array; pads: Float32Array | null } {
+export function packedLayout(
+  cuSeqlens: readonly number[] | Rows,
+  padded: readonly number[] | Rows | undefined,
+  batch: number,
+  length: number,
+): { seqIdx: Int32Array; pads: Float32Array | null } {
   const perRow = (value: readonly number[] | Rows, name: string): Rows => {
     if (!Array.isArray(value) || value.length === 0) throw new Error(`${name}: expected a list of boundaries (or one list per row), got ${describe(value)}`);
     if (!Array.isArray(value[0])) {
@@ -220,7 +230,8 @@ export function packedLayout(cuSeqlens: readonly number[] | Rows, padded: readon
     }
     const cup = checkCuSeqlens(stripSentinel(paddedRows[b]!), `cuSeqlensPadded${where}`, length);
     const cu = stripSentinel(raw);
-    if (cu.length !== cup.length) throw new Error(`cuSeqlens${where} has ${cu.length} boundaries, cuSeqlensPadded${where} ${cup.length} (one per document, plus 0)`);
+    if (cu.length !== cup.length)
+      throw new Error(`cuSeqlens${where} has ${cu.length} boundaries, cuSeqlensPadded${where} ${cup.length} (one per document, plus 0)`);
     checkCuSeqlens(cu, `cuSeqlens${where}`, cu.at(-1) as number);
     for (let doc = 0; doc + 1 < cup.length; doc++) {
       const real = cu[doc + 1]! - cu[doc]!;
@@ -255,7 +266,9 @@ export function checkTokenIds(value: unknown, name: string, vocabSize: number): 
 
 /** Label rows: rectangular, integers in [0, vocabSize) or -100 (ignored). */
 export function checkLabels(value: unknown, name: string, vocabSize: number): Rows {
-  return checkIntegerRows(value, name, (v) => (v === IGNORE_INDEX || (v >= 0 && v < vocabSize) ? null : `is neither ${IGNORE_INDEX} nor in the vocabulary [0, ${vocabSize})`));
+  return checkIntegerRows(value, name, (v) =>
+    v === IGNORE_INDEX || (v >= 0 && v < vocabSize) ? null : `is neither ${IGNORE_INDEX} nor in the vocabulary [0, ${vocabSize})`,
+  );
 }
 
 /** Attention mask rows: rectangular, 0 or 1. */
@@ -273,10 +286,17 @@ export function checkPaddingLayout(rows: Rows, name: string, layout: PaddingLayo
     }
     const last = row.lastIndexOf(1);
     const gap = row.indexOf(0, first);
-    if (gap >= 0 && gap < last) throw new Error(`${name}[${b}] has padding between tokens (position ${gap}): pad only before the tokens (left padding)${layout === 'edges' ? ' or after them' : ''}, so the row gives what its tokens alone would`);
+    if (gap >= 0 && gap < last)
+      throw new Error(
+        `${name}[${b}] has padding between tokens (position ${gap}): pad only before the tokens (left padding)${layout === 'edges' ? ' or after them' : ''}, so the row gives what its tokens alone would`,
+      );
     if (layout === 'edges') return;
-    if (last < row.length - 1) throw new Error(`${name}[${b}] is right-padded (position ${last + 1} is padding after the last token): generation and cached prompts need left padding (HF's padding_side='left')`);
-    if (layout === 'none' && first > 0) throw new Error(`${name}[${b}] has padding (position 0) after cached positions: padding belongs in the first piece of a cached prompt`);
+    if (last < row.length - 1)
+      throw new Error(
+        `${name}[${b}] is right-padded (position ${last + 1} is padding after the last token): generation and cached prompts need left padding (HF's padding_side='left')`,
+      );
+    if (layout === 'none' && first > 0)
+      throw new Error(`${name}[${b}] has padding (position 0) after cached positions: padding belongs in the first piece of a cached prompt`);
   });
 }
 

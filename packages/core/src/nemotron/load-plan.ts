@@ -48,7 +48,12 @@ export interface FitOptions extends PlanOptions {
  * `strict` a missing or unexpected one), before anything is allocated. A shape mismatch names the
  * config field(s) of `configSource` that set the disagreeing dimension. Returns the plan's report.
  */
-export function checkCheckpointFits(config: NemotronHConfig, checkpoint: ReadonlyMap<string, readonly number[]>, configSource: string, options: FitOptions = {}): LoadReport {
+export function checkCheckpointFits(
+  config: NemotronHConfig,
+  checkpoint: ReadonlyMap<string, readonly number[]>,
+  configSource: string,
+  options: FitOptions = {},
+): LoadReport {
   const { report } = planPretrainedLoad(config, checkpoint, options);
   const strict = options.strict ?? true;
   const faults: LoadReport = strict ? report : { ...report, missing: [], unexpected: [], ignored: [] };
@@ -56,7 +61,9 @@ export function checkCheckpointFits(config: NemotronHConfig, checkpoint: Readonl
   const first = faults.mismatched[0];
   if (first) {
     const fields = fieldsSettingShape(config, checkpoint, first.name, first.expected, options);
-    const which = fields.length ? `${fields.length > 1 ? 'fields' : 'field'} ${fields.map((f) => `${f} (${String(config.toJSON()[f])})`).join(', ')}` : 'the config';
+    const which = fields.length
+      ? `${fields.length > 1 ? 'fields' : 'field'} ${fields.map((f) => `${f} (${String(config.toJSON()[f])})`).join(', ')}`
+      : 'the config';
     throw new Error(
       `${configSource} does not match the checkpoint: ${which} ${fields.length > 1 ? 'give' : 'gives'} '${first.name}' the shape ${formatShape(first.expected)}, the checkpoint has ${formatShape(first.actual)}` +
         ` (${formatLoadReport(faults, CHECKPOINT_SHAPE_LABELS)})`,
@@ -66,7 +73,13 @@ export function checkCheckpointFits(config: NemotronHConfig, checkpoint: Readonl
 }
 
 /** The numeric config fields whose value changes the dimensions of `key` that disagree with the checkpoint. */
-function fieldsSettingShape(config: NemotronHConfig, checkpoint: ReadonlyMap<string, readonly number[]>, key: string, expected: readonly number[], options: PlanOptions): string[] {
+function fieldsSettingShape(
+  config: NemotronHConfig,
+  checkpoint: ReadonlyMap<string, readonly number[]>,
+  key: string,
+  expected: readonly number[],
+  options: PlanOptions,
+): string[] {
   const actual = checkpoint.get(key)!;
   const json = config.toJSON();
   const out: string[] = [];

@@ -5,7 +5,22 @@
  * `A_log`, `dt_bias` and `D` are kept in f32 whatever dtype the model is cast to: NeMo / Megatron /
  * mamba_ssm semantics (spec §2.3, §10 item 4). HF rounds them to bf16 when it loads in bf16; we do not.
  */
-import { add, causalConv1d, clamp, copyInto, exp, mambaDecodeStep, mul, narrow, neg, reshape, softplus, ssdScan, tidy, type Tensor } from '@nemotron-ts/kernels';
+import {
+  add,
+  causalConv1d,
+  clamp,
+  copyInto,
+  exp,
+  mambaDecodeStep,
+  mul,
+  narrow,
+  neg,
+  reshape,
+  softplus,
+  ssdScan,
+  tidy,
+  type Tensor,
+} from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { DepthwiseConv1d } from '../nn/conv1d';
 import { Linear } from '../nn/linear';

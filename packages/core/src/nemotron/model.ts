@@ -37,7 +37,10 @@ export class NemotronHModel extends Module {
   constructor(config: NemotronHConfig, placement: Placement = {}) {
     super();
     this.currentConfig = config;
-    const embeddings = allocating(`the embeddings (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`, () => new Embedding(config.vocabSize, config.hiddenSize, placement));
+    const embeddings = allocating(
+      `the embeddings (vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize})`,
+      () => new Embedding(config.vocabSize, config.hiddenSize, placement),
+    );
     this.embeddings = this.registerModule('embeddings', embeddings);
     this.layers = this.registerModule('layers', new ModuleList(config.layerKinds.map((kind) => new NemotronHBlock(config, kind, placement))));
     this.normF = this.registerModule('norm_f', new RMSNorm(config.hiddenSize, config.layerNormEpsilon, placement));

@@ -86,7 +86,10 @@ export class MultiTokenPrediction extends Module {
             y = layer.forward(y, seq);
             return layer.finalLayernorm ? layer.finalLayernorm.forward(y) : y;
           };
-          x = this.gradientCheckpointing && isGradEnabled() ? checkpointed(([input, embedded], seq) => run(input!, embedded!, seq), [x, e], sequences) : run(x, e, sequences);
+          x =
+            this.gradientCheckpointing && isGradEnabled()
+              ? checkpointed(([input, embedded], seq) => run(input!, embedded!, seq), [x, e], sequences)
+              : run(x, e, sequences);
         }
         outputs.push(x);
         h = x;

@@ -16,7 +16,23 @@
  * MTP model; a model without MTP reports them as ignored, as HF does. With `tie_word_embeddings`
  * and no `lm_head.weight`, the head is loaded from the embedding matrix (an independent copy).
  */
-import { cast, copyInto, empty, formatShape, isFloat, narrow, noGrad, reshape, shapesEqual, tensor, tidy, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
+import {
+  cast,
+  copyInto,
+  empty,
+  formatShape,
+  isFloat,
+  narrow,
+  noGrad,
+  reshape,
+  shapesEqual,
+  tensor,
+  tidy,
+  type Device,
+  type DType,
+  type FloatDType,
+  type Tensor,
+} from '@nemotron-ts/kernels';
 import { formatLoadReport, transfer, type LoadReport, type Module, type ShapeLabels, type ShapeMismatch } from '../nn/module';
 
 export type CheckpointFormat = 'hf' | 'hf-v5';
@@ -273,9 +289,7 @@ export function* checkpointTensors(model: Module, format: CheckpointFormat, opti
   for (const entry of entries) {
     const source = model.getTensor(entry.source);
     const dtype = options.dtype && isFloat(source.dtype) && !keepF32.has(entry.source) ? options.dtype : source.dtype;
-    const out = noGrad(() =>
-      tidy(() => cast(reshape(entry.expert === undefined ? source : narrow(source, 0, entry.expert, 1), entry.shape), dtype)),
-    );
+    const out = noGrad(() => tidy(() => cast(reshape(entry.expert === undefined ? source : narrow(source, 0, entry.expert, 1), entry.shape), dtype)));
     try {
       yield [entry.key, out];
     } finally {
@@ -322,4 +336,3 @@ export async function exportCheckpoint(
 ): Promise<void> {
   for (const [key, tensor] of checkpointTensors(model, format, options)) await sink(key, tensor);
 }
-

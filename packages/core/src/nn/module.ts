@@ -222,7 +222,8 @@ export class Module {
     const [module, name] = this.resolveSlot(path);
     const slot = module.slots.get(name)!;
     const old = slot.tensor;
-    if (!shapesEqual(value.shape, old.shape)) throw new Error(`setTensor('${path}'): shape ${formatShape(value.shape)} does not match ${formatShape(old.shape)}`);
+    if (!shapesEqual(value.shape, old.shape))
+      throw new Error(`setTensor('${path}'): shape ${formatShape(value.shape)} does not match ${formatShape(old.shape)}`);
     if (value.device !== old.device) throw new Error(`setTensor('${path}'): tensor is on ${value.device.kind}, the module on ${old.device.kind}`);
     slot.tensor = noGrad(() => (value.dtype === old.dtype && value.isContiguous ? value.share() : cast(value, old.dtype)));
     slot.tensor.requiresGrad = old.requiresGrad;

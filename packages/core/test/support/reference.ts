@@ -104,10 +104,19 @@ export function moeReference(c: NemotronHConfig, w: Weights, x: Float32Array, to
         const sorted = Array.from(sel.subarray(g * per, (g + 1) * per)).sort((a, b) => b - a);
         return sorted[0]! + sorted[1]!;
       });
-      const kept = new Set(groupScore.map((v, g) => [v, g] as const).sort((a, b) => b[0] - a[0]).slice(0, c.topkGroup).map(([, g]) => g));
+      const kept = new Set(
+        groupScore
+          .map((v, g) => [v, g] as const)
+          .sort((a, b) => b[0] - a[0])
+          .slice(0, c.topkGroup)
+          .map(([, g]) => g),
+      );
       for (let e = 0; e < E; e++) if (!kept.has(Math.floor(e / per))) sel[e] = -Infinity;
     }
-    const chosen = Array.from(sel, (v, e) => [v, e] as const).sort((a, b) => b[0] - a[0]).slice(0, k).map(([, e]) => e);
+    const chosen = Array.from(sel, (v, e) => [v, e] as const)
+      .sort((a, b) => b[0] - a[0])
+      .slice(0, k)
+      .map(([, e]) => e);
     let weights = chosen.map((e) => s[e]!);
     if (c.normTopkProb) {
       const total = weights.reduce((a, b) => a + b, 0) + 1e-20;
@@ -122,7 +131,13 @@ export function moeReference(c: NemotronHConfig, w: Weights, x: Float32Array, to
       for (let i = 0; i < Hx; i++) routed[i] = routed[i]! + weights[slot]! * y[i]!;
     });
     const routedOut = c.moeLatentSize === null ? routed : linear(w('fc2_latent_proj.weight'), mlpBias('fc2_latent_proj.bias'), routed, H, Hx);
-    const shared = linear(w('shared_experts.down_proj.weight'), mlpBias('shared_experts.down_proj.bias'), relu2(linear(w('shared_experts.up_proj.weight'), mlpBias('shared_experts.up_proj.bias'), xt, Is, H)), H, Is);
+    const shared = linear(
+      w('shared_experts.down_proj.weight'),
+      mlpBias('shared_experts.down_proj.bias'),
+      relu2(linear(w('shared_experts.up_proj.weight'), mlpBias('shared_experts.up_proj.bias'), xt, Is, H)),
+      H,
+      Is,
+    );
     for (let i = 0; i < H; i++) out[t * H + i] = routedOut[i]! + shared[i]!;
   }
   return out;

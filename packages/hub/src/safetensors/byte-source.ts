@@ -50,7 +50,11 @@ export function memorySource(bytes: Uint8Array, name: string): ByteSource {
 export async function readExactly(source: ByteSource, begin: number, end: number, what: string): Promise<Uint8Array> {
   const bytes = await source.read(begin, end);
   if (bytes.byteLength !== end - begin) {
-    throw new CheckpointFormatError(source.name, what, `read ${bytes.byteLength} of ${end - begin} bytes at offset ${begin}: the file is shorter than its header says (modified while open?)`);
+    throw new CheckpointFormatError(
+      source.name,
+      what,
+      `read ${bytes.byteLength} of ${end - begin} bytes at offset ${begin}: the file is shorter than its header says (modified while open?)`,
+    );
   }
   return bytes;
 }

@@ -40,11 +40,19 @@ const ENTRY_KEYS = new Set(['dtype', 'shape', 'data_offsets']);
  */
 export function readHeaderLength(prefix: Uint8Array, fileSize: number, file: string): number {
   if (fileSize < 8 || prefix.byteLength < 8) {
-    throw new CheckpointFormatError(file, 'header length', `truncated: the file has ${fileSize} bytes, but a safetensors file starts with an 8-byte header length`);
+    throw new CheckpointFormatError(
+      file,
+      'header length',
+      `truncated: the file has ${fileSize} bytes, but a safetensors file starts with an 8-byte header length`,
+    );
   }
   const length = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (length > BigInt(fileSize - 8)) {
-    throw new CheckpointFormatError(file, 'header length', `${length} bytes, beyond the end of the file (${fileSize} bytes): the file is truncated or not safetensors`);
+    throw new CheckpointFormatError(
+      file,
+      'header length',
+      `${length} bytes, beyond the end of the file (${fileSize} bytes): the file is truncated or not safetensors`,
+    );
   }
   if (length > BigInt(MAX_HEADER_BYTES)) {
     throw new CheckpointFormatError(file, 'header length', `${length} bytes, above the ${MAX_HEADER_BYTES}-byte limit`);
@@ -83,7 +91,11 @@ export function parseHeader(json: Uint8Array, fileSize: number, file: string): S
   let end = 0;
   for (const e of tensors.values()) end = Math.max(end, e.end);
   if (end < dataSize) {
-    throw new CheckpointFormatError(file, 'data', `the file has ${dataSize - end} bytes after the last tensor (${fileSize} bytes, the header accounts for ${dataStart + end}): the file was appended to or damaged`);
+    throw new CheckpointFormatError(
+      file,
+      'data',
+      `the file has ${dataSize - end} bytes after the last tensor (${fileSize} bytes, the header accounts for ${dataStart + end}): the file was appended to or damaged`,
+    );
   }
   return { tensors, metadata, dataStart, dataSize };
 }
@@ -143,7 +155,11 @@ function checkNoOverlap(entries: TensorEntry[], file: string): void {
     const prev = sorted[i - 1]!;
     const cur = sorted[i]!;
     if (cur.begin < prev.end) {
-      throw new CheckpointFormatError(file, `tensor '${cur.name}' data_offsets`, `[${cur.begin}, ${cur.end}] overlaps tensor '${prev.name}' at [${prev.begin}, ${prev.end}]`);
+      throw new CheckpointFormatError(
+        file,
+        `tensor '${cur.name}' data_offsets`,
+        `[${cur.begin}, ${cur.end}] overlaps tensor '${prev.name}' at [${prev.begin}, ${prev.end}]`,
+      );
     }
   }
 }

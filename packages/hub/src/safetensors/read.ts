@@ -129,7 +129,11 @@ export class SafetensorsReader {
     if (bad < 0) return;
     const bpe = safetensorsBytesPerElement(stored);
     const value = (decodeHost(bytes.slice(bad * bpe, (bad + 1) * bpe), stored) as Float32Array)[0]!;
-    throw new CheckpointFormatError(this.file, `tensor '${name}'`, `element ${start + bad} of ${n} is ${value}: the weights are corrupted (NaN or infinite values)`);
+    throw new CheckpointFormatError(
+      this.file,
+      `tensor '${name}'`,
+      `element ${start + bad} of ${n} is ${value}: the weights are corrupted (NaN or infinite values)`,
+    );
   }
 
   /** Reads one tensor of any dtype into host memory. */

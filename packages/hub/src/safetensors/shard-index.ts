@@ -33,7 +33,11 @@ export function parseShardIndex(text: string, file: string): ShardIndex {
   }
   const metadata = root.metadata ?? null;
   if (metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new CheckpointFormatError(file, 'metadata', 'must be an object');
-  if (metadata && metadata.total_size !== undefined && !(typeof metadata.total_size === 'number' && Number.isSafeInteger(metadata.total_size) && metadata.total_size >= 0)) {
+  if (
+    metadata &&
+    metadata.total_size !== undefined &&
+    !(typeof metadata.total_size === 'number' && Number.isSafeInteger(metadata.total_size) && metadata.total_size >= 0)
+  ) {
     throw new CheckpointFormatError(file, 'metadata.total_size', `must be a non-negative integer, got ${JSON.stringify(metadata.total_size)}`);
   }
   const weightMap = new Map<string, string>();

@@ -69,8 +69,14 @@ export async function writeWeightsInto(dir: string, tensors: TensorSource, optio
     if (isAtHand(tensors)) {
       const entries: (readonly [string, Tensor])[] =
         tensors instanceof Map ? [...tensors.entries()] : Array.isArray(tensors) ? tensors : Object.entries(tensors as Record<string, Tensor>);
-      checkNames(entries.map(([name]) => name), shownAs);
-      for (const group of groupByShard(entries.map(([name, t]) => tensorItem(name, t, chunkBytes)), maxShard)) {
+      checkNames(
+        entries.map(([name]) => name),
+        shownAs,
+      );
+      for (const group of groupByShard(
+        entries.map(([name, t]) => tensorItem(name, t, chunkBytes)),
+        maxShard,
+      )) {
         const file = await AtomicFile.create(join(folder, SINGLE_FILE));
         shards.push({ file, names: group.map((i) => i.name), bytes: group.reduce((s, i) => s + itemByteLength(i), 0) });
         await writeSafetensorsTo(file, group, metadata);

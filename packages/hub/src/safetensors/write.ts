@@ -38,9 +38,7 @@ export function itemByteLength(item: Pick<WriteItem, 'dtype' | 'shape'>): number
 
 /** Orders items as the reference writer does and assigns contiguous data offsets. */
 export function layout<T extends Pick<WriteItem, 'name' | 'dtype' | 'shape'>>(items: readonly T[]): { item: T; entry: TensorEntry }[] {
-  const sorted = [...items].sort(
-    (a, b) => safetensorsBytesPerElement(b.dtype) - safetensorsBytesPerElement(a.dtype) || compareCodePoints(a.name, b.name),
-  );
+  const sorted = [...items].sort((a, b) => safetensorsBytesPerElement(b.dtype) - safetensorsBytesPerElement(a.dtype) || compareCodePoints(a.name, b.name));
   let offset = 0;
   return sorted.map((item) => {
     const begin = offset;
@@ -68,9 +66,15 @@ export async function writeSafetensorsTo(
   items: readonly WriteItem[],
   metadata: Readonly<Record<string, string>> | null = DEFAULT_METADATA,
 ): Promise<void> {
-  checkNames(items.map((i) => i.name), out.tempPath);
+  checkNames(
+    items.map((i) => i.name),
+    out.tempPath,
+  );
   const planned = layout(items);
-  const header = encodeHeader(planned.map((p) => p.entry), metadata);
+  const header = encodeHeader(
+    planned.map((p) => p.entry),
+    metadata,
+  );
   await out.write(header);
   for (const { item, entry } of planned) {
     const expected = entry.end - entry.begin;

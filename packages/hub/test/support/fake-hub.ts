@@ -54,7 +54,13 @@ export class FakeHub {
     let hub: FakeHub | undefined;
     const listen = async (handler: (req: IncomingMessage, res: ServerResponse) => void) => {
       const server = createServer((req, res) => {
-        const record: RecordedRequest = { method: req.method!, path: decodeURIComponent(new URL(req.url!, 'http://x').pathname), range: req.headers.range, authorization: req.headers.authorization, status: 0 };
+        const record: RecordedRequest = {
+          method: req.method!,
+          path: decodeURIComponent(new URL(req.url!, 'http://x').pathname),
+          range: req.headers.range,
+          authorization: req.headers.authorization,
+          status: 0,
+        };
         hub!.requests.push(record);
         res.on('finish', () => (record.status = res.statusCode));
         res.on('close', () => (record.status ||= res.statusCode));
@@ -118,7 +124,16 @@ export class FakeHub {
     if (!repo || (rev !== 'main' && rev !== repo.commit)) return json(res, 404, { error: 'Repository not found' }, { 'X-Error-Code': 'RepoNotFound' });
     if (repo.private && req.headers.authorization !== `Bearer ${this.token}`) return json(res, 401, { error: 'Invalid credentials in Authorization header' });
     if (api?.[2] === 'revision') {
-      return json(res, 200, { _id: 'x', id: repoId, sha: repo.commit, private: !!repo.private, gated: false, downloads: 0, likes: 0, lastModified: '2025-01-01T00:00:00.000Z' });
+      return json(res, 200, {
+        _id: 'x',
+        id: repoId,
+        sha: repo.commit,
+        private: !!repo.private,
+        gated: false,
+        downloads: 0,
+        likes: 0,
+        lastModified: '2025-01-01T00:00:00.000Z',
+      });
     }
     if (api?.[2] === 'tree') {
       const entries = [...repo.files].map(([p, content]) => ({

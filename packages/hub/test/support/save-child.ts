@@ -18,7 +18,12 @@ export function generationTensors(generation: number): Map<string, Tensor> {
 
 export async function saveGeneration(folder: string, generation: number, tokenizerDir: string): Promise<void> {
   // One tensor per shard: several shard renames, each a point where a kill could mix generations.
-  await savePretrainedFiles(folder, { tensors: generationTensors(generation), config: { model_type: 'tiny', generation }, maxShardSize: ELEMENTS * 4, copyFrom: tokenizerDir });
+  await savePretrainedFiles(folder, {
+    tensors: generationTensors(generation),
+    config: { model_type: 'tiny', generation },
+    maxShardSize: ELEMENTS * 4,
+    copyFrom: tokenizerDir,
+  });
 }
 
 if (import.meta.main) {

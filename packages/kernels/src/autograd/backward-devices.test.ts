@@ -13,7 +13,10 @@ const input = (shape: number[], seed: number, positive = false) => ({ values: ra
 describe.if(gpu !== null)('backward on WebGPU equals backward on the CPU reference', () => {
   test('unary ops', async () => {
     const x = [input([7, 13], 1)];
-    await expectBackwardMatches(gpu!, (a) => add(add(silu(a!), softplus(a!)), add(tanh(a!), mul(sigmoid(a!), relu2(a!)))), x, { rtol: 2e-6, what: 'unary mix' });
+    await expectBackwardMatches(gpu!, (a) => add(add(silu(a!), softplus(a!)), add(tanh(a!), mul(sigmoid(a!), relu2(a!)))), x, {
+      rtol: 2e-6,
+      what: 'unary mix',
+    });
     await expectBackwardMatches(gpu!, (a) => add(exp(clamp(a!, -1, 1.5)), abs(a!)), x, { rtol: 2e-6, what: 'exp/clamp/abs' });
     await expectBackwardMatches(gpu!, (a) => add(sqrt(a!), pow(a!, 1.7)), [input([5, 9], 2, true)], { rtol: 2e-6, what: 'sqrt/pow' });
   });
@@ -30,7 +33,9 @@ describe.if(gpu !== null)('backward on WebGPU equals backward on the CPU referen
     const a = input([3, 4, 5], 5);
     const b = input([3, 2, 5], 6);
     await expectBackwardMatches(gpu!, (x, y) => concat([permute(x!, [0, 1, 2]), narrow(y!, 1, 1, 1)], 1), [a, b], { what: 'concat/narrow' });
-    await expectBackwardMatches(gpu!, (x) => mul(reshape(transpose(x!, 0, 2), [5, 12]), expand(reshape(narrow(x!, 2, 0, 1), [1, 12]), [5, 12])), [a], { what: 'transpose/reshape/expand' });
+    await expectBackwardMatches(gpu!, (x) => mul(reshape(transpose(x!, 0, 2), [5, 12]), expand(reshape(narrow(x!, 2, 0, 1), [1, 12]), [5, 12])), [a], {
+      what: 'transpose/reshape/expand',
+    });
     await expectBackwardMatches(gpu!, (x) => cast(cast(x!, 'bf16'), 'f32'), [a], { what: 'cast' });
   });
 
@@ -48,6 +53,9 @@ describe.if(gpu !== null)('backward on WebGPU equals backward on the CPU referen
     const bias = input([9], 11);
     await expectBackwardMatches(gpu!, (x, y) => matmul(x!, y!), [a, b], { rtol: 1e-5, what: 'matmul' });
     await expectBackwardMatches(gpu!, (x, y, z) => linear(x!, y!, z!), [a, w, bias], { rtol: 1e-5, what: 'linear' });
-    await expectBackwardMatches(gpu!, (x, y) => matmul(x!, y!, { transA: true, transB: true }), [input([3, 7, 5], 12), input([4, 7], 13)], { rtol: 1e-5, what: 'matmul transA/transB' });
+    await expectBackwardMatches(gpu!, (x, y) => matmul(x!, y!, { transA: true, transB: true }), [input([3, 7, 5], 12), input([4, 7], 13)], {
+      rtol: 1e-5,
+      what: 'matmul transA/transB',
+    });
   });
 });

@@ -34,10 +34,13 @@ const tanhScale = defineFunction({
 
 describe('defineFunction', () => {
   test('gradcheck of a custom backward', async () => {
-    await gradcheck((x, w) => tanhScale(x!, w!, 'a'), [
-      { values: randomData([5, 3], 1), shape: [5, 3] },
-      { values: randomData([3], 2), shape: [3] },
-    ]);
+    await gradcheck(
+      (x, w) => tanhScale(x!, w!, 'a'),
+      [
+        { values: randomData([5, 3], 1), shape: [5, 3] },
+        { values: randomData([3], 2), shape: [3] },
+      ],
+    );
   });
 
   for (const device of devices) {
@@ -54,7 +57,7 @@ describe('defineFunction', () => {
         const loss = tidy(() => sumAll(exp(y)));
         backward(loss);
         dispose([y, loss]);
-        const grads = { x: await x.grad!.data() as Float32Array, w: await w.grad!.data() as Float32Array };
+        const grads = { x: (await x.grad!.data()) as Float32Array, w: (await w.grad!.data()) as Float32Array };
         zeroGrad([x, w]);
         expect(device.memoryStats().liveBytes, `custom=${custom}`).toBe(before);
         return grads;
@@ -132,16 +135,28 @@ describe('checkpoint', () => {
       const plain = run(false);
       const ckpt = run(true);
       expect(ckpt.held).toBeLessThan(plain.held);
-      expectClose(await ckpt.grads.x.data() as Float32Array, await plain.grads.x.data() as Float32Array, { rtol: 1e-6 });
-      expectClose(await ckpt.grads.w.data() as Float32Array, await plain.grads.w.data() as Float32Array, { rtol: 1e-6 });
+      expectClose((await ckpt.grads.x.data()) as Float32Array, (await plain.grads.x.data()) as Float32Array, { rtol: 1e-6 });
+      expectClose((await ckpt.grads.w.data()) as Float32Array, (await plain.grads.w.data()) as Float32Array, { rtol: 1e-6 });
     });
   }
 
   test('gradcheck through a checkpoint; nested checkpoints', async () => {
-    await gradcheck((x, w) => checkpoint((a, b) => mul(tanh(a), checkpoint((c) => exp(c), b)), x!, w!), [
-      { values: randomData([4, 3], 7), shape: [4, 3] },
-      { values: randomData([3], 8), shape: [3] },
-    ]);
+    await gradcheck(
+      (x, w) =>
+        checkpoint(
+          (a, b) =>
+            mul(
+              tanh(a),
+              checkpoint((c) => exp(c), b),
+            ),
+          x!,
+          w!,
+        ),
+      [
+        { values: randomData([4, 3], 7), shape: [4, 3] },
+        { values: randomData([3], 8), shape: [3] },
+      ],
+    );
   });
 
   test('parameters get gradients even when no input requires grad', async () => {

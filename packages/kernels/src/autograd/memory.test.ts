@@ -33,7 +33,11 @@ describe('training steps do not leak', () => {
       const table = onDevice(randomData([50, 24], 1), [50, 24], device).requiresGrad_();
       const w = onDevice(randomData([24], 2), [24], device).requiresGrad_();
       const v = onDevice(randomData([24], 3), [24], device).requiresGrad_();
-      const ids = tensor(Int32Array.from({ length: 33 }, (_, i) => (i * 7) % 50), [33], { device });
+      const ids = tensor(
+        Int32Array.from({ length: 33 }, (_, i) => (i * 7) % 50),
+        [33],
+        { device },
+      );
       const target = onDevice(randomData([33, 24], 4, { scale: 0.3 }), [33, 24], device);
       const params = [table, w, v];
       const opt = new AdamW(params, { lr: 0.01 });

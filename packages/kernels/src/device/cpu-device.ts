@@ -28,7 +28,9 @@ export class CpuDevice implements StorageOwner {
       buffer = new ArrayBuffer(bytes);
     } catch (e) {
       // The engine's bare "Out of memory" names nothing: say what was being allocated.
-      throw new OutOfMemoryError(`a ${dtype} tensor of ${length} elements needs ${bytes} bytes, more than the CPU backend could allocate (${(e as Error).message})`);
+      throw new OutOfMemoryError(
+        `a ${dtype} tensor of ${length} elements needs ${bytes} bytes, more than the CPU backend could allocate (${(e as Error).message})`,
+      );
     }
     if (this.poisonAllocations) new Uint32Array(buffer).fill(0xffffffff);
     this.stats.liveBytes += bytes;

@@ -23,7 +23,10 @@ describe.if(gpu !== null)('WebGPU device errors', () => {
       workgroups: [1, 1, 1],
       detail: '[4]',
     });
-    const err = await gpu!.sync().then(() => null, (e: unknown) => e);
+    const err = await gpu!.sync().then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(KernelValidationError);
     expect(String((err as Error).message)).toContain("kernel 'broken_kernel' failed to build");
     out.dispose();
@@ -80,7 +83,10 @@ const vulkanLoaderPresent = process.platform === 'linux' && (await sharedLibrary
 
 describe.if(vulkanLoaderPresent)('Vulkan adapter selection (libvulkan.so.1 loads here)', () => {
   test('NEMOTRON_BACKEND=vulkan reaches Dawn: a core-level device, or a reason other than a missing loader', async () => {
-    const opened = await openDawn({ backend: 'vulkan' }).then((h) => h, (e: unknown) => e);
+    const opened = await openDawn({ backend: 'vulkan' }).then(
+      (h) => h,
+      (e: unknown) => e,
+    );
     if (opened instanceof NoAdapterError) {
       expect(opened.message).not.toMatch(/does not load/);
       return;

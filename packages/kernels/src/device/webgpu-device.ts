@@ -72,7 +72,8 @@ export class WebGpuDevice implements StorageOwner {
   constructor(readonly handles: DawnHandles) {
     this.gpu = handles.device;
     const tuning = process.env.NEMOTRON_KERNEL_TUNING;
-    if (tuning !== undefined && tuning !== 'software' && tuning !== 'hardware') throw new Error(`NEMOTRON_KERNEL_TUNING must be software or hardware, got '${tuning}'`);
+    if (tuning !== undefined && tuning !== 'software' && tuning !== 'hardware')
+      throw new Error(`NEMOTRON_KERNEL_TUNING must be software or hardware, got '${tuning}'`);
     this.kernelTuning = tuning ?? (isSoftwareAdapter(handles.adapter.info) ? 'software' : 'hardware');
     const l = this.gpu.limits;
     this.limits = {
@@ -205,7 +206,9 @@ export class WebGpuDevice implements StorageOwner {
     const leaked = recorder.leaked();
     if (leaked.length > 0) {
       this.endRecording(recorder);
-      throw new Error(`record: the step kept ${leaked.length} tensor${leaked.length === 1 ? '' : 's'} it created alive (${leaked.map((s) => `${s.dtype}[${s.length}]`).join(', ')}); a recorded step must communicate through tensors created before it`);
+      throw new Error(
+        `record: the step kept ${leaked.length} tensor${leaked.length === 1 ? '' : 's'} it created alive (${leaked.map((s) => `${s.dtype}[${s.length}]`).join(', ')}); a recorded step must communicate through tensors created before it`,
+      );
     }
     const { uniforms, prepared } = prepareDispatches(this.gpu, recorder.dispatches, this.limits.minUniformBufferOffsetAlignment);
     return { prepared, uniforms, owned: recorder.released };
@@ -254,7 +257,11 @@ export class WebGpuDevice implements StorageOwner {
       this.run({
         name: 'fill',
         source: FILL_SOURCE,
-        params: new Params().u32('count', n).u32('value', value >>> 0).u32('_p0', 0).u32('_p1', 0),
+        params: new Params()
+          .u32('count', n)
+          .u32('value', value >>> 0)
+          .u32('_p0', 0)
+          .u32('_p1', 0),
         bindings: [{ buffer, offset: (wordOffset + start) * 4, size: n * 4 }],
         workgroups: this.grid(n, 256),
       });
@@ -295,7 +302,13 @@ export class WebGpuDevice implements StorageOwner {
     if (this.recorder) {
       const [x, y, z] = k.workgroups;
       if (x > 0 && y > 0 && z > 0) {
-        this.recorder.dispatches.push({ pipeline, params: k.params ? k.params.bytes() : null, buffers: [...k.bindings], workgroups: k.workgroups, label: k.detail ? `${k.name} ${k.detail}` : k.name });
+        this.recorder.dispatches.push({
+          pipeline,
+          params: k.params ? k.params.bytes() : null,
+          buffers: [...k.bindings],
+          workgroups: k.workgroups,
+          label: k.detail ? `${k.name} ${k.detail}` : k.name,
+        });
       }
       return;
     }

@@ -20,7 +20,9 @@ function compiler(): string {
 }
 
 function sources(): string[] {
-  return readdirSync(NATIVE_SOURCE_DIR).filter((f) => f.endsWith('.c') || f.endsWith('.h')).sort();
+  return readdirSync(NATIVE_SOURCE_DIR)
+    .filter((f) => f.endsWith('.c') || f.endsWith('.h'))
+    .sort();
 }
 
 /** The library path for the current sources and compiler (whether or not it is built yet). */
@@ -39,7 +41,9 @@ export function buildNativeLibrary(): NativeBuild {
   if (existsSync(path)) return { ok: true, path, built: false };
   mkdirSync(CACHE_DIR, { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
-  const cfiles = sources().filter((f) => f.endsWith('.c')).map((f) => join(NATIVE_SOURCE_DIR, f));
+  const cfiles = sources()
+    .filter((f) => f.endsWith('.c'))
+    .map((f) => join(NATIVE_SOURCE_DIR, f));
   const r = spawnSync(compiler(), [...FLAGS, '-o', tmp, ...cfiles, '-lm', '-ldl'], { encoding: 'utf8' });
   if (r.status !== 0) {
     rmSync(tmp, { force: true });

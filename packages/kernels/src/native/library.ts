@@ -26,7 +26,10 @@ const SYMBOLS = {
   nt_gemm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_elementwise: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_ssd_scan: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
-  nt_ssd_scan_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_ssd_scan_backward: {
+    args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'],
+    returns: 'i32',
+  },
   nt_state_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_norm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_norm_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
@@ -50,19 +53,82 @@ export interface NativeSymbols {
   nt_enable_blas(on: number): void;
   nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
   nt_elementwise(params: Float64Array, out: Buffers, x0: Buffers, x1: Buffers, x2: Buffers): number;
-  nt_ssd_scan(params: Float64Array, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
-  nt_ssd_scan_backward(
-    params: Float64Array, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers, dy: Buffers,
-    dx: Buffers, ddt: Buffers, dA: Buffers, dB: Buffers, dC: Buffers, dD: Buffers, dinit: Buffers,
+  nt_ssd_scan(
+    params: Float64Array,
+    x: Buffers,
+    dt: Buffers,
+    A: Buffers,
+    B: Buffers,
+    C: Buffers,
+    D: Buffers,
+    init: Buffers,
+    seq: Buffers,
+    y: Buffers,
+    final: Buffers,
   ): number;
-  nt_state_update(params: Float64Array, state: Buffers, x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, bias: Buffers, y: Buffers): number;
+  nt_ssd_scan_backward(
+    params: Float64Array,
+    x: Buffers,
+    dt: Buffers,
+    A: Buffers,
+    B: Buffers,
+    C: Buffers,
+    D: Buffers,
+    init: Buffers,
+    seq: Buffers,
+    dy: Buffers,
+    dx: Buffers,
+    ddt: Buffers,
+    dA: Buffers,
+    dB: Buffers,
+    dC: Buffers,
+    dD: Buffers,
+    dinit: Buffers,
+  ): number;
+  nt_state_update(
+    params: Float64Array,
+    state: Buffers,
+    x: Buffers,
+    dt: Buffers,
+    A: Buffers,
+    B: Buffers,
+    C: Buffers,
+    D: Buffers,
+    bias: Buffers,
+    y: Buffers,
+  ): number;
   nt_norm(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, out: Buffers): number;
   nt_norm_backward(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, g: Buffers, dx: Buffers, dz: Buffers, dw: Buffers): number;
   nt_causal_conv(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
-  nt_causal_conv_backward(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, dy: Buffers, dx: Buffers, dw: Buffers, db: Buffers, dinit: Buffers): number;
+  nt_causal_conv_backward(
+    params: Float64Array,
+    x: Buffers,
+    w: Buffers,
+    bias: Buffers,
+    init: Buffers,
+    seq: Buffers,
+    dy: Buffers,
+    dx: Buffers,
+    dw: Buffers,
+    db: Buffers,
+    dinit: Buffers,
+  ): number;
   nt_adamw(params: Float64Array, p: Buffers, g: Buffers, m: Buffers, v: Buffers): number;
   nt_causal_conv_update(params: Float64Array, state: Buffers, x: Buffers, w: Buffers, bias: Buffers, out: Buffers): number;
-  nt_attention_backward(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, dout: Buffers, out: Buffers, lse: Buffers, dq: Buffers, dk: Buffers, dv: Buffers): number;
+  nt_attention_backward(
+    params: Float64Array,
+    q: Buffers,
+    k: Buffers,
+    v: Buffers,
+    mask: Buffers,
+    seq: Buffers,
+    dout: Buffers,
+    out: Buffers,
+    lse: Buffers,
+    dq: Buffers,
+    dk: Buffers,
+    dv: Buffers,
+  ): number;
   nt_attention(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, out: Buffers, lse: Buffers): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;

@@ -94,14 +94,29 @@ describe.skipIf(!native)('native matmul', () => {
   }
 
   test('strided and broadcast views: sliced rows, a 2-D b shared by a batch, gradient shapes', async () => {
-    await withoutBlas(() => same('sliced f32', (d) => matmul(narrow(onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d), 2, 7, 41), narrow(onDevice(randomData([41, 31], 6), [41, 31], d), 1, 3, 19)), 3e-5));
-    await same('sliced f32, BLAS if loaded', (d) => matmul(narrow(onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d), 2, 7, 41), narrow(onDevice(randomData([41, 31], 6), [41, 31], d), 1, 3, 19)), 3e-5);
-    await same('sliced', (d) => {
-      const a = onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d);
-      const b = onDevice(randomData([41, 31], 6, { dtype: 'bf16' }), [41, 31], d, 'bf16');
-      return matmul(narrow(a, 2, 7, 41), narrow(b, 1, 3, 19));
-    }, 3e-5);
-    const bf16Rows = (d: Device) => matmul(onDevice(randomData([40, 70], 9), [40, 70], d), onDevice(randomData([70, 27], 10, { dtype: 'bf16' }), [70, 27], d, 'bf16'));
+    await withoutBlas(() =>
+      same(
+        'sliced f32',
+        (d) => matmul(narrow(onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d), 2, 7, 41), narrow(onDevice(randomData([41, 31], 6), [41, 31], d), 1, 3, 19)),
+        3e-5,
+      ),
+    );
+    await same(
+      'sliced f32, BLAS if loaded',
+      (d) => matmul(narrow(onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d), 2, 7, 41), narrow(onDevice(randomData([41, 31], 6), [41, 31], d), 1, 3, 19)),
+      3e-5,
+    );
+    await same(
+      'sliced',
+      (d) => {
+        const a = onDevice(randomData([4, 23, 50], 5), [4, 23, 50], d);
+        const b = onDevice(randomData([41, 31], 6, { dtype: 'bf16' }), [41, 31], d, 'bf16');
+        return matmul(narrow(a, 2, 7, 41), narrow(b, 1, 3, 19));
+      },
+      3e-5,
+    );
+    const bf16Rows = (d: Device) =>
+      matmul(onDevice(randomData([40, 70], 9), [40, 70], d), onDevice(randomData([70, 27], 10, { dtype: 'bf16' }), [70, 27], d, 'bf16'));
     await same('f32 · bf16 [k, n] with many rows (widened for the BLAS if loaded)', bf16Rows, 3e-5);
     await withoutBlas(() => same('f32 · bf16 [k, n] with many rows, own kernels', bf16Rows, 3e-5));
     const gradLayout = (d: Device) => matmul(onDevice(randomData([70, 19], 7), [70, 19], d), onDevice(randomData([70, 33], 8), [70, 33], d), { transA: true });
@@ -123,17 +138,25 @@ describe.skipIf(!native)('native elementwise', () => {
   }
   test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
     await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
-    await same('cast to bf16 (round to nearest even, NaN and ±inf kept)', (d) => {
-      const v = randomData([13, 37], 17);
-      v.set([NaN, Infinity, -Infinity, 3.4e38, 1 + 2 ** -8, 1 + 3 * 2 ** -8], 0);
-      return cast(transpose(onDevice(v, [13, 37], d), 0, 1), 'bf16');
-    }, 0);
-    await same('copyInto', (d) => {
-      const dst = empty([11, 15], { device: d });
-      copyInto(narrow(dst, 1, 2, 13), transpose(narrow(x(d), 1, 4, 11), 0, 1));
-      copyInto(narrow(dst, 1, 0, 2), onDevice(Float32Array.of(1, 2), [2], d));
-      return dst;
-    }, 0);
+    await same(
+      'cast to bf16 (round to nearest even, NaN and ±inf kept)',
+      (d) => {
+        const v = randomData([13, 37], 17);
+        v.set([NaN, Infinity, -Infinity, 3.4e38, 1 + 2 ** -8, 1 + 3 * 2 ** -8], 0);
+        return cast(transpose(onDevice(v, [13, 37], d), 0, 1), 'bf16');
+      },
+      0,
+    );
+    await same(
+      'copyInto',
+      (d) => {
+        const dst = empty([11, 15], { device: d });
+        copyInto(narrow(dst, 1, 2, 13), transpose(narrow(x(d), 1, 4, 11), 0, 1));
+        copyInto(narrow(dst, 1, 0, 2), onDevice(Float32Array.of(1, 2), [2], d));
+        return dst;
+      },
+      0,
+    );
   });
   for (const op of Object.keys(BINARY) as BinaryOp[]) {
     test(`binary ${op}: broadcast row, transposed bf16 operand, scalar`, async () => {
@@ -153,12 +176,21 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
   const ops = (d: Device, dtype: DType = 'f32') => ({
     x: onDevice(randomData([b, l, h, p], 21), [b, l, h, p], d),
     dt: onDevice(randomData([b, l, h], 22, { positive: true, scale: 0.3 }), [b, l, h], d),
-    A: onDevice(randomData([h], 23, { dtype }).map((v) => -Math.abs(v) - 0.1), [h], d, dtype),
+    A: onDevice(
+      randomData([h], 23, { dtype }).map((v) => -Math.abs(v) - 0.1),
+      [h],
+      d,
+      dtype,
+    ),
     B: onDevice(randomData([b, l, g, n], 24), [b, l, g, n], d),
     C: onDevice(randomData([b, l, g, n], 25), [b, l, g, n], d),
     D: onDevice(randomData([h], 26, { dtype }), [h], d, dtype),
     init: onDevice(randomData([b, h, p, n], 27), [b, h, p, n], d),
-    seq: tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : i % l < 17 ? 1 : 2)), [b, l], { device: d }),
+    seq: tensor(
+      Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : i % l < 17 ? 1 : 2)),
+      [b, l],
+      { device: d },
+    ),
   });
   for (const dtype of ['f32', 'bf16'] as const) {
     test(`ssdScan: y and final state, with D, initial state and packed documents (A, D ${dtype})`, async () => {
@@ -198,27 +230,66 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
       { values: randomData([b, h, p, n], 27), shape: [b, h, p, n] },
     ];
     for (const packed of [false, true]) {
-      await expectBackwardMatches(native!, (x, dt, A, B, C, D, init) => {
-        const seqIdx = packed ? tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : 1)), [b, l], { device: x!.device }) : null;
-        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 8, D, initialState: init, seqIdx }).y;
-      }, inputs, { rtol: 2e-5, what: `ssdScan packed=${packed}` });
+      await expectBackwardMatches(
+        native!,
+        (x, dt, A, B, C, D, init) => {
+          const seqIdx = packed
+            ? tensor(
+                Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : 1)),
+                [b, l],
+                { device: x!.device },
+              )
+            : null;
+          return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 8, D, initialState: init, seqIdx }).y;
+        },
+        inputs,
+        { rtol: 2e-5, what: `ssdScan packed=${packed}` },
+      );
     }
   });
   test('rmsNorm and groupedGatedRmsNorm backward', async () => {
-    await expectBackwardMatches(native!, (x, w) => rmsNorm(x!, w!, 1e-5), [
-      { values: randomData([9, 45], 46), shape: [9, 45] },
-      { values: randomData([45], 47), shape: [45] },
-    ], { rtol: 2e-5, what: 'rmsNorm' });
-    await expectBackwardMatches(native!, (y, z, w) => groupedGatedRmsNorm(y!, z!, w!, { groups: 3, eps: 1e-6 }), [
-      { values: randomData([2, 5, 42], 48), shape: [2, 5, 42] },
-      { values: randomData([2, 5, 42], 49), shape: [2, 5, 42] },
-      { values: randomData([42], 50), shape: [42] },
-    ], { rtol: 2e-5, what: 'groupedGatedRmsNorm' });
+    await expectBackwardMatches(
+      native!,
+      (x, w) => rmsNorm(x!, w!, 1e-5),
+      [
+        { values: randomData([9, 45], 46), shape: [9, 45] },
+        { values: randomData([45], 47), shape: [45] },
+      ],
+      { rtol: 2e-5, what: 'rmsNorm' },
+    );
+    await expectBackwardMatches(
+      native!,
+      (y, z, w) => groupedGatedRmsNorm(y!, z!, w!, { groups: 3, eps: 1e-6 }),
+      [
+        { values: randomData([2, 5, 42], 48), shape: [2, 5, 42] },
+        { values: randomData([2, 5, 42], 49), shape: [2, 5, 42] },
+        { values: randomData([42], 50), shape: [42] },
+      ],
+      { rtol: 2e-5, what: 'groupedGatedRmsNorm' },
+    );
   });
   test('rmsNorm and groupedGatedRmsNorm on odd rows, bf16 weight and input', async () => {
-    await same('rmsNorm', (d) => rmsNorm(onDevice(randomData([7, 45], 41), [7, 45], d), onDevice(randomData([45], 42, { dtype: 'bf16' }), [45], d, 'bf16'), 1e-5), 1e-5);
-    await same('rmsNorm bf16 x', (d) => rmsNorm(onDevice(randomData([3, 2, 45], 41, { dtype: 'bf16' }), [3, 2, 45], d, 'bf16'), onDevice(randomData([45], 42), [45], d), 1e-5), 1e-5);
-    await same('gated', (d) => groupedGatedRmsNorm(onDevice(randomData([2, 5, 42], 43), [2, 5, 42], d), onDevice(randomData([2, 5, 42], 44), [2, 5, 42], d), onDevice(randomData([42], 45), [42], d), { groups: 3, eps: 1e-6 }), 1e-5);
+    await same(
+      'rmsNorm',
+      (d) => rmsNorm(onDevice(randomData([7, 45], 41), [7, 45], d), onDevice(randomData([45], 42, { dtype: 'bf16' }), [45], d, 'bf16'), 1e-5),
+      1e-5,
+    );
+    await same(
+      'rmsNorm bf16 x',
+      (d) => rmsNorm(onDevice(randomData([3, 2, 45], 41, { dtype: 'bf16' }), [3, 2, 45], d, 'bf16'), onDevice(randomData([45], 42), [45], d), 1e-5),
+      1e-5,
+    );
+    await same(
+      'gated',
+      (d) =>
+        groupedGatedRmsNorm(
+          onDevice(randomData([2, 5, 42], 43), [2, 5, 42], d),
+          onDevice(randomData([2, 5, 42], 44), [2, 5, 42], d),
+          onDevice(randomData([42], 45), [42], d),
+          { groups: 3, eps: 1e-6 },
+        ),
+      1e-5,
+    );
   });
 });
 
@@ -226,12 +297,22 @@ describe.skipIf(!native)('native causal conv1d', () => {
   const [b, l, c, k] = [2, 13, 11, 4];
   for (const dtype of ['f32', 'bf16'] as const) {
     test(`prefill with bias, initial state and packed documents; decode update (weights ${dtype})`, async () => {
-      const seq = (d: Device) => tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 2 ? 0 : i % l < 7 ? 1 : 2)), [b, l], { device: d });
+      const seq = (d: Device) =>
+        tensor(
+          Int32Array.from({ length: b * l }, (_, i) => (i % l < 2 ? 0 : i % l < 7 ? 1 : 2)),
+          [b, l],
+          { device: d },
+        );
       const run = (d: Device, packed: boolean) =>
-        causalConv1d(onDevice(randomData([b, l, c], 51), [b, l, c], d), onDevice(randomData([c, k], 52, { dtype }), [c, k], d, dtype), onDevice(randomData([c], 53, { dtype }), [c], d, dtype), {
-          initialState: onDevice(randomData([b, c, k], 54), [b, c, k], d),
-          seqIdx: packed ? seq(d) : undefined,
-        });
+        causalConv1d(
+          onDevice(randomData([b, l, c], 51), [b, l, c], d),
+          onDevice(randomData([c, k], 52, { dtype }), [c, k], d, dtype),
+          onDevice(randomData([c], 53, { dtype }), [c], d, dtype),
+          {
+            initialState: onDevice(randomData([b, c, k], 54), [b, c, k], d),
+            seqIdx: packed ? seq(d) : undefined,
+          },
+        );
       for (const packed of [false, true]) {
         await same(`y packed=${packed}`, (d) => run(d, packed).y, 1e-6);
         await same(`final state packed=${packed}`, (d) => run(d, packed).finalState, 1e-6);
@@ -246,15 +327,26 @@ describe.skipIf(!native)('native causal conv1d', () => {
     });
     test(`backward: x, weight, bias and initial state gradients, packed documents (weights ${dtype})`, async () => {
       for (const packed of [false, true]) {
-        await expectBackwardMatches(native!, (x, w, bias, init) => {
-          const seqIdx = packed ? tensor(Int32Array.from({ length: b * l }, (_, i) => (i % l < 2 ? 0 : i % l < 7 ? 1 : 2)), [b, l], { device: x!.device }) : undefined;
-          return causalConv1d(x!, dtype === 'bf16' ? cast(w!, 'bf16') : w!, bias!, { initialState: init, seqIdx }).y;
-        }, [
-          { values: randomData([b, l, c], 51), shape: [b, l, c] },
-          { values: randomData([c, k], 52, { dtype }), shape: [c, k] },
-          { values: randomData([c], 53), shape: [c] },
-          { values: randomData([b, c, k], 54), shape: [b, c, k] },
-        ], { rtol: 2e-6, what: `conv packed=${packed}` });
+        await expectBackwardMatches(
+          native!,
+          (x, w, bias, init) => {
+            const seqIdx = packed
+              ? tensor(
+                  Int32Array.from({ length: b * l }, (_, i) => (i % l < 2 ? 0 : i % l < 7 ? 1 : 2)),
+                  [b, l],
+                  { device: x!.device },
+                )
+              : undefined;
+            return causalConv1d(x!, dtype === 'bf16' ? cast(w!, 'bf16') : w!, bias!, { initialState: init, seqIdx }).y;
+          },
+          [
+            { values: randomData([b, l, c], 51), shape: [b, l, c] },
+            { values: randomData([c, k], 52, { dtype }), shape: [c, k] },
+            { values: randomData([c], 53), shape: [c] },
+            { values: randomData([b, c, k], 54), shape: [b, c, k] },
+          ],
+          { rtol: 2e-6, what: `conv packed=${packed}` },
+        );
       }
     });
   }
@@ -279,12 +371,20 @@ describe.skipIf(!native)('native attention', () => {
       });
       await both('padded', (d) => {
         const { q, k, v } = qkv(d, dtype);
-        const mask = tensor(Int32Array.from({ length: b * lk }, (_, i) => (i < 2 || i === lk + 3 ? 0 : 1)), [b, lk], { device: d });
+        const mask = tensor(
+          Int32Array.from({ length: b * lk }, (_, i) => (i < 2 || i === lk + 3 ? 0 : 1)),
+          [b, lk],
+          { device: d },
+        );
         return attentionWithStats(q, k, v, { keyMask: mask });
       });
       await both('packed', (d) => {
         const { q, k, v } = qkv(d, dtype);
-        const ids = tensor(Int32Array.from({ length: b * lk }, (_, i) => (i % lk < 3 ? 0 : 1)), [b, lk], { device: d });
+        const ids = tensor(
+          Int32Array.from({ length: b * lk }, (_, i) => (i % lk < 3 ? 0 : 1)),
+          [b, lk],
+          { device: d },
+        );
         return attentionWithStats(q, k, v, { seqIds: ids, causal: true });
       });
       await both('non-causal transposed q', (d) => {
@@ -295,16 +395,25 @@ describe.skipIf(!native)('native attention', () => {
     });
     test(`backward: GQA causal with padding, and packed documents (k, v ${dtype})`, async () => {
       for (const variant of ['padded', 'packed'] as const) {
-        await expectBackwardMatches(native!, (q, k, v) => {
-          const d = q!.device;
-          const ids = tensor(Int32Array.from({ length: b * lk }, (_, i) => (variant === 'packed' ? (i % lk < 3 ? 0 : 1) : i < 2 ? 0 : 1)), [b, lk], { device: d });
-          const [kk, vv] = dtype === 'bf16' ? [cast(k!, 'bf16'), cast(v!, 'bf16')] : [k!, v!];
-          return attention(q!, kk, vv, variant === 'packed' ? { seqIds: ids } : { keyMask: ids });
-        }, [
-          { values: randomData([b, lq, hq, dh], 61), shape: [b, lq, hq, dh] },
-          { values: randomData([b, lk, hkv, dh], 62, { dtype }), shape: [b, lk, hkv, dh] },
-          { values: randomData([b, lk, hkv, dh + 2], 63, { dtype }), shape: [b, lk, hkv, dh + 2] },
-        ], { rtol: 2e-5, what: `attention ${variant}` });
+        await expectBackwardMatches(
+          native!,
+          (q, k, v) => {
+            const d = q!.device;
+            const ids = tensor(
+              Int32Array.from({ length: b * lk }, (_, i) => (variant === 'packed' ? (i % lk < 3 ? 0 : 1) : i < 2 ? 0 : 1)),
+              [b, lk],
+              { device: d },
+            );
+            const [kk, vv] = dtype === 'bf16' ? [cast(k!, 'bf16'), cast(v!, 'bf16')] : [k!, v!];
+            return attention(q!, kk, vv, variant === 'packed' ? { seqIds: ids } : { keyMask: ids });
+          },
+          [
+            { values: randomData([b, lq, hq, dh], 61), shape: [b, lq, hq, dh] },
+            { values: randomData([b, lk, hkv, dh], 62, { dtype }), shape: [b, lk, hkv, dh] },
+            { values: randomData([b, lk, hkv, dh + 2], 63, { dtype }), shape: [b, lk, hkv, dh + 2] },
+          ],
+          { rtol: 2e-5, what: `attention ${variant}` },
+        );
       }
     });
     test(`decode over a cache: one query, kvLength on the host and as a tensor (k, v ${dtype})`, async () => {
@@ -319,7 +428,6 @@ describe.skipIf(!native)('native attention', () => {
     });
   }
 });
-
 
 describe.skipIf(!native)('native AdamW', () => {
   test('three steps with weight decay match the reference', async () => {
@@ -348,5 +456,11 @@ test('device selection: NEMOTRON_DEVICE accepts native, rejects unknown names li
 
 test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {
   expect(calls.size).toBeGreaterThan(5);
-  for (const [name, count] of calls) if (!name.startsWith('nt_stream') && name.startsWith('nt_') && !['nt_set_threads', 'nt_cpu_features', 'nt_compiled_features', 'nt_load_blas', 'nt_enable_blas'].includes(name)) expect(count, name).toBeGreaterThan(0);
+  for (const [name, count] of calls)
+    if (
+      !name.startsWith('nt_stream') &&
+      name.startsWith('nt_') &&
+      !['nt_set_threads', 'nt_cpu_features', 'nt_compiled_features', 'nt_load_blas', 'nt_enable_blas'].includes(name)
+    )
+      expect(count, name).toBeGreaterThan(0);
 });

@@ -88,7 +88,9 @@ for (const gpu of gpus) {
       const w = randomData([24], 4);
       await agree(gpu, 'rmsNorm', (d) => rmsNorm(onDevice(x, [4, 24], d), onDevice(w, [24], d), 1e-5));
       const z = planted([4, 24], 5, { nan: [75] });
-      await agree(gpu, 'groupedGatedRmsNorm', (d) => groupedGatedRmsNorm(onDevice(x, [4, 24], d), onDevice(z, [4, 24], d), onDevice(w, [24], d), { groups: 2, eps: 1e-5 }));
+      await agree(gpu, 'groupedGatedRmsNorm', (d) =>
+        groupedGatedRmsNorm(onDevice(x, [4, 24], d), onDevice(z, [4, 24], d), onDevice(w, [24], d), { groups: 2, eps: 1e-5 }),
+      );
     });
 
     test('top-k, argmax and MoE routing: NaN ranks highest, as on the CPU', async () => {
@@ -123,21 +125,43 @@ for (const gpu of gpus) {
       await agree(gpu, 'linear', (d) => linear(onDevice(x, [3, 20], d), onDevice(w, [13, 20], d)), 1e-5);
       for (const rows of [1, 3]) {
         const xr = x.subarray(0, rows * 20);
-        await agree(gpu, `fusedLinear relu² (${rows} rows)`, (d) =>
-          noGrad(() => fusedLinear(onDevice(xr, [rows, 20], d), onDevice(w, [13, 20], d), { activation: 'relu2', norm: { weight: onDevice(randomData([20], 12), [20], d), eps: 1e-5 }, residual: onDevice(randomData([rows, 13], 13), [rows, 13], d) })),
-        1e-5);
+        await agree(
+          gpu,
+          `fusedLinear relu² (${rows} rows)`,
+          (d) =>
+            noGrad(() =>
+              fusedLinear(onDevice(xr, [rows, 20], d), onDevice(w, [13, 20], d), {
+                activation: 'relu2',
+                norm: { weight: onDevice(randomData([20], 12), [20], d), eps: 1e-5 },
+                residual: onDevice(randomData([rows, 13], 13), [rows, 13], d),
+              }),
+            ),
+          1e-5,
+        );
       }
     });
 
-    test('MoE experts: a NaN in one expert\'s up projection survives relu²', async () => {
+    test("MoE experts: a NaN in one expert's up projection survives relu²", async () => {
       const [T, H, I, E] = [5, 12, 10, 4];
       const up = planted([E, I, H], 14, { nan: [I * H + 3 * H + 5] });
       const down = randomData([E, H, I], 15);
       const indices = Int32Array.from([0, 1, 1, 2, 3, 1, 2, 0, 1, 3]);
       const weights = randomData([T, 2], 16, { positive: true });
-      await agree(gpu, 'moeExperts', (d) =>
-        noGrad(() => moeExperts(onDevice(randomData([T, H], 17), [T, H], d), onDevice(indices, [T, 2], d), onDevice(weights, [T, 2], d), onDevice(up, [E, I, H], d), onDevice(down, [E, H, I], d))),
-      1e-5);
+      await agree(
+        gpu,
+        'moeExperts',
+        (d) =>
+          noGrad(() =>
+            moeExperts(
+              onDevice(randomData([T, H], 17), [T, H], d),
+              onDevice(indices, [T, 2], d),
+              onDevice(weights, [T, 2], d),
+              onDevice(up, [E, I, H], d),
+              onDevice(down, [E, H, I], d),
+            ),
+          ),
+        1e-5,
+      );
     });
 
     test('attention: a NaN key and an infinite query', async () => {
@@ -153,11 +177,20 @@ for (const gpu of gpus) {
       const dt = Float32Array.from([NaN, 0.1, Infinity, -Infinity]);
       const run = (d: Device) => {
         const state = onDevice(randomData([B, Hh, P, N], 21), [B, Hh, P, N], d);
-        const y = selectiveStateUpdate(state, onDevice(randomData([B, Hh, P], 22), [B, Hh, P], d), onDevice(dt, [B, Hh], d), onDevice(randomData([Hh], 23), [Hh], d), onDevice(randomData([B, G, N], 24), [B, G, N], d), onDevice(randomData([B, G, N], 25), [B, G, N], d), null, {
-          dtSoftplus: true,
-          dtLimit: [0.01, 0.5],
-          aIsLog: true,
-        });
+        const y = selectiveStateUpdate(
+          state,
+          onDevice(randomData([B, Hh, P], 22), [B, Hh, P], d),
+          onDevice(dt, [B, Hh], d),
+          onDevice(randomData([Hh], 23), [Hh], d),
+          onDevice(randomData([B, G, N], 24), [B, G, N], d),
+          onDevice(randomData([B, G, N], 25), [B, G, N], d),
+          null,
+          {
+            dtSoftplus: true,
+            dtLimit: [0.01, 0.5],
+            aIsLog: true,
+          },
+        );
         return [y, state];
       };
       await agree(gpu, 'selectiveStateUpdate', run);
@@ -168,7 +201,14 @@ for (const gpu of gpus) {
       const x = planted([B, L, Hh, P], 26, { nan: [4 * Hh * P + 2] });
       const scan = async (d: Device) =>
         noGrad(() =>
-          ssdScan(onDevice(x, [B, L, Hh, P], d), onDevice(randomData([B, L, Hh], 27, { positive: true, scale: 0.1 }), [B, L, Hh], d), onDevice(Float32Array.from([-1, -0.5, -2, -0.1]), [Hh], d), onDevice(randomData([B, L, G, N], 28), [B, L, G, N], d), onDevice(randomData([B, L, G, N], 29), [B, L, G, N], d), { chunkSize: 4 }),
+          ssdScan(
+            onDevice(x, [B, L, Hh, P], d),
+            onDevice(randomData([B, L, Hh], 27, { positive: true, scale: 0.1 }), [B, L, Hh], d),
+            onDevice(Float32Array.from([-1, -0.5, -2, -0.1]), [Hh], d),
+            onDevice(randomData([B, L, G, N], 28), [B, L, G, N], d),
+            onDevice(randomData([B, L, G, N], 29), [B, L, G, N], d),
+            { chunkSize: 4 },
+          ),
         ).finalState.toFloat32();
       const ref = await scan(cpu);
       const got = await scan(gpu);

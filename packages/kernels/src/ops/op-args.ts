@@ -34,7 +34,9 @@ export function checkInputs(op: string, named: Readonly<Record<string, Tensor | 
   }
   if (!options.differentiable && needsGrad(present.map((e) => e[1]))) {
     const which = present.filter((e) => e[1].requiresGrad).map((e) => e[0]);
-    throw new Error(`${op} backward is not implemented yet (${which.join(', ')} require${which.length === 1 ? 's' : ''} grad): run it under noGrad() or on detached tensors`);
+    throw new Error(
+      `${op} backward is not implemented yet (${which.join(', ')} require${which.length === 1 ? 's' : ''} grad): run it under noGrad() or on detached tensors`,
+    );
   }
   return device;
 }

@@ -89,7 +89,11 @@ function sgdReference(p0: Float32Array[], grads: Float32Array[][], lr: number, m
 
 /** Compares parameter updates (p − p0): a wrong update is then large against the tolerance. */
 function expectUpdates(got: Float32Array, want: Float64Array, p0: Float32Array, what: string): void {
-  expectClose(got.map((x, i) => x - p0[i]!), want.map((x, i) => x - p0[i]!), { rtol: 2e-5, what });
+  expectClose(
+    got.map((x, i) => x - p0[i]!),
+    want.map((x, i) => x - p0[i]!),
+    { rtol: 2e-5, what },
+  );
 }
 
 describe('AdamW', () => {
@@ -106,7 +110,7 @@ describe('AdamW', () => {
       const { params, grads } = problem();
       const ps = params.map((v, i) => tensor(v, SHAPES[i]!, { device }));
       const groups = decayGroups(ps, 0.1);
-      groups[1] = { ...groups[1]!, lr: 0.03 } as typeof groups[1];
+      groups[1] = { ...groups[1]!, lr: 0.03 } as (typeof groups)[1];
       const opt = new AdamW(groups, { lr: 0.01, beta1: 0.8, beta2: 0.95, eps: 1e-6 });
       const norms: number[] = [];
       for (const g of grads) {
@@ -114,15 +118,26 @@ describe('AdamW', () => {
         norms.push(await clipGradNorm(ps, 2.5).item());
         opt.step();
       }
-      const ref = adamwReference(params, grads, [{ lr: 0.01, wd: 0.1 }, { lr: 0.03, wd: 0 }], 0.8, 0.95, 1e-6, 2.5);
+      const ref = adamwReference(
+        params,
+        grads,
+        [
+          { lr: 0.01, wd: 0.1 },
+          { lr: 0.03, wd: 0 },
+        ],
+        0.8,
+        0.95,
+        1e-6,
+        2.5,
+      );
       expect(ref.norms.some((n) => n < 2.5) && ref.norms.some((n) => n > 2.5)).toBe(true);
       expectClose(norms, ref.norms, { rtol: 1e-6, what: 'norms' });
       for (let k = 0; k < ps.length; k++) {
-        expectUpdates(await ps[k]!.data() as Float32Array, ref.p[k]!, params[k]!, `param ${k}`);
+        expectUpdates((await ps[k]!.data()) as Float32Array, ref.p[k]!, params[k]!, `param ${k}`);
         const state = opt.stateOf(ps[k]!)!;
         expect(state.step).toBe(STEPS);
-        expectClose(await state.buffers.expAvg!.data() as Float32Array, ref.m[k]!, { rtol: 1e-5, what: `m ${k}` });
-        expectClose(await state.buffers.expAvgSq!.data() as Float32Array, ref.v[k]!, { rtol: 1e-5, what: `v ${k}` });
+        expectClose((await state.buffers.expAvg!.data()) as Float32Array, ref.m[k]!, { rtol: 1e-5, what: `m ${k}` });
+        expectClose((await state.buffers.expAvgSq!.data()) as Float32Array, ref.v[k]!, { rtol: 1e-5, what: `v ${k}` });
       }
       opt.dispose();
     });
@@ -149,8 +164,8 @@ describe('SGD', () => {
         }
         const ref = sgdReference(params, grads, 0.05, 0.9, damp, 0.01, nesterov);
         for (let k = 0; k < ps.length; k++) {
-          expectUpdates(await ps[k]!.data() as Float32Array, ref.p[k]!, params[k]!, `param ${k}`);
-          expectClose(await opt.stateOf(ps[k]!)!.buffers.momentum!.data() as Float32Array, ref.b[k]!, { rtol: 1e-5 });
+          expectUpdates((await ps[k]!.data()) as Float32Array, ref.p[k]!, params[k]!, `param ${k}`);
+          expectClose((await opt.stateOf(ps[k]!)!.buffers.momentum!.data()) as Float32Array, ref.b[k]!, { rtol: 1e-5 });
         }
         opt.dispose();
       });
@@ -203,13 +218,13 @@ describe('clipGradNorm', () => {
       const norm = clipGradNorm([a, b], 1);
       expect(await norm.item()).toBeCloseTo(Math.sqrt(50), 5);
       const s = 1 / (Math.sqrt(50) + 1e-6);
-      expectClose(await a.grad!.data() as Float32Array, [3 * s, 0, 4 * s, 0], { rtol: 1e-6 });
-      expectClose(await b.grad!.data() as Float32Array, [3 * s, 4 * s, 0, 0], { rtol: 1e-6 });
+      expectClose((await a.grad!.data()) as Float32Array, [3 * s, 0, 4 * s, 0], { rtol: 1e-6 });
+      expectClose((await b.grad!.data()) as Float32Array, [3 * s, 4 * s, 0, 0], { rtol: 1e-6 });
       // Scaling in place would have scaled the shared storage twice.
       expect(Array.from(await shared.data())).toEqual([3, 0, 4, 0]);
       const again = clipGradNorm([a, b], 10);
       expect(await again.item()).toBeCloseTo(1, 5);
-      expectClose(await b.grad!.data() as Float32Array, [3 * s, 4 * s, 0, 0], { rtol: 1e-6 });
+      expectClose((await b.grad!.data()) as Float32Array, [3 * s, 4 * s, 0, 0], { rtol: 1e-6 });
     });
   }
 
@@ -224,7 +239,7 @@ describe('clipGradNorm', () => {
     const ref = run(cpu);
     const got = await withBindingLimit(g, 4096, () => run(g));
     expectClose([await got.norm.item()], [await ref.norm.item()], { rtol: 1e-6 });
-    expectClose(await got.p.grad!.data() as Float32Array, await ref.p.grad!.data() as Float32Array, { rtol: 1e-6 });
+    expectClose((await got.p.grad!.data()) as Float32Array, (await ref.p.grad!.data()) as Float32Array, { rtol: 1e-6 });
   });
 });
 
@@ -241,7 +256,7 @@ describe('state dict', () => {
       }
       const dict = optA.stateDict();
       const snapshot = await dict.params[0]!.buffers.expAvg!.data();
-      const b = make(await Promise.all(a.map(async (p) => await p.data() as Float32Array)));
+      const b = make(await Promise.all(a.map(async (p) => (await p.data()) as Float32Array)));
       const optB = new AdamW(decayGroups(b, 0.5), { lr: 1 });
       optB.loadStateDict(dict);
       expect(optB.stepCount).toBe(2);

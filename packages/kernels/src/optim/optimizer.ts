@@ -145,7 +145,9 @@ export abstract class Optimizer<H extends object> {
   loadStateDict(dict: OptimizerStateDict<H>): void {
     const params = this.params;
     if (dict.groups.length !== this.groups.length || dict.params.length !== params.length) {
-      throw new Error(`${this.name}.loadStateDict: ${dict.groups.length} groups / ${dict.params.length} parameters, expected ${this.groups.length} / ${params.length}`);
+      throw new Error(
+        `${this.name}.loadStateDict: ${dict.groups.length} groups / ${dict.params.length} parameters, expected ${this.groups.length} / ${params.length}`,
+      );
     }
     dict.groups.forEach((h, i) => this.validate(h, i));
     dict.params.forEach((s, i) => {

@@ -47,7 +47,8 @@ export function warmupLinearSchedule(options: WarmupDecayOptions): LrSchedule {
 function checked(name: string, o: WarmupDecayOptions): Required<WarmupDecayOptions> {
   const minRatio = o.minRatio ?? 0;
   if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0) throw new Error(`${name}: warmupSteps must be an integer ≥ 0, got ${o.warmupSteps}`);
-  if (!Number.isInteger(o.totalSteps) || o.totalSteps < o.warmupSteps) throw new Error(`${name}: totalSteps must be an integer ≥ warmupSteps, got ${o.totalSteps}`);
+  if (!Number.isInteger(o.totalSteps) || o.totalSteps < o.warmupSteps)
+    throw new Error(`${name}: totalSteps must be an integer ≥ warmupSteps, got ${o.totalSteps}`);
   if (!(minRatio >= 0 && minRatio <= 1)) throw new Error(`${name}: minRatio must be in [0, 1], got ${minRatio}`);
   return { warmupSteps: o.warmupSteps, totalSteps: o.totalSteps, minRatio };
 }

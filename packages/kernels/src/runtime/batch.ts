@@ -123,9 +123,7 @@ export class CommandBatch {
     if (hit) return hit;
     const entries: GPUBindGroupEntry[] = [];
     if (d.params) entries.push({ binding: 0, resource: { buffer: this.arena(), offset: 0, size: d.params.byteLength } });
-    d.buffers.forEach((b, i) =>
-      entries.push({ binding: i + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }),
-    );
+    d.buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }));
     const group = this.device.createBindGroup({ layout: d.pipeline.layout, entries, label: d.label });
     if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.delete(this.bindGroups.keys().next().value!);
     this.bindGroups.set(key, group);
@@ -168,7 +166,10 @@ export class CommandBatch {
   }
 
   private refuseWhileRecording(what: string): void {
-    if (this.recording) throw new RecordingRefusedError(`${what} while recording a step: a recorded step may only dispatch kernels (run it once unrecorded first, so cached resources exist)`);
+    if (this.recording)
+      throw new RecordingRefusedError(
+        `${what} while recording a step: a recorded step may only dispatch kernels (run it once unrecorded first, so cached resources exist)`,
+      );
   }
 
   /** Records a buffer-to-buffer copy (ends the current compute pass). */
@@ -185,7 +186,16 @@ export class CommandBatch {
    * (ends the current compute pass). Rows are `bytesPerRow` apart (a multiple of 256); a single row
    * may pass undefined.
    */
-  copyToTexture(src: GPUBuffer, srcOffset: number, bytesPerRow: number | undefined, texture: GPUTexture, x: number, y: number, width: number, height: number): void {
+  copyToTexture(
+    src: GPUBuffer,
+    srcOffset: number,
+    bytesPerRow: number | undefined,
+    texture: GPUTexture,
+    x: number,
+    y: number,
+    width: number,
+    height: number,
+  ): void {
     if (width === 0 || height === 0) return;
     this.refuseWhileRecording('a copy into a texture');
     const layout: GPUTexelCopyBufferInfo = { buffer: src, offset: srcOffset };

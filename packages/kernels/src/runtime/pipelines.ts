@@ -30,7 +30,8 @@ function layoutEntry(binding: number, space: string | undefined, type: string, s
     return { binding, visibility, texture: { sampleType, viewDimension: '2d' } };
   }
   const storageTexture = /^texture_storage_2d<(\w+),read>$/.exec(type.replace(/\s+/g, ''));
-  if (!addr && storageTexture) return { binding, visibility, storageTexture: { access: 'read-only', format: storageTexture[1] as GPUTextureFormat, viewDimension: '2d' } };
+  if (!addr && storageTexture)
+    return { binding, visibility, storageTexture: { access: 'read-only', format: storageTexture[1] as GPUTextureFormat, viewDimension: '2d' } };
   throw new Error(`unsupported kernel binding ${binding} (var<${space ?? ''}> ${type}) in:\n${source.slice(0, 400)}`);
 }
 

@@ -24,7 +24,8 @@ export class KernelProfiler {
   private readonly totals = new Map<string, { calls: number; ns: bigint }>();
 
   constructor(private readonly device: GPUDevice) {
-    if (!device.features.has('timestamp-query')) throw new Error("kernel profiling needs the 'timestamp-query' feature, which this WebGPU device does not offer");
+    if (!device.features.has('timestamp-query'))
+      throw new Error("kernel profiling needs the 'timestamp-query' feature, which this WebGPU device does not offer");
     this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * SLOTS, label: 'kernel-profile' });
   }
 
@@ -69,9 +70,7 @@ export class KernelProfiler {
   /** Per-kernel totals of everything submitted so far (waits for the readbacks), largest first. */
   async report(): Promise<KernelTime[]> {
     await Promise.all(this.pending.splice(0));
-    return [...this.totals]
-      .map(([kernel, t]) => ({ kernel, calls: t.calls, gpuMs: Number(t.ns) / 1e6 }))
-      .sort((a, b) => b.gpuMs - a.gpuMs);
+    return [...this.totals].map(([kernel, t]) => ({ kernel, calls: t.calls, gpuMs: Number(t.ns) / 1e6 })).sort((a, b) => b.gpuMs - a.gpuMs);
   }
 
   destroy(): void {

@@ -68,7 +68,11 @@ export interface PreparedDispatch {
  * Builds the bind groups of recorded dispatches against one uniform buffer holding every
  * dispatch's parameters (each at a multiple of `align`). Returns the buffer and the prepared list.
  */
-export function prepareDispatches(device: GPUDevice, recorded: readonly RecordedDispatch[], align: number): { uniforms: GPUBuffer | null; prepared: PreparedDispatch[] } {
+export function prepareDispatches(
+  device: GPUDevice,
+  recorded: readonly RecordedDispatch[],
+  align: number,
+): { uniforms: GPUBuffer | null; prepared: PreparedDispatch[] } {
   let bytes = 0;
   const offsets = recorded.map((d) => {
     if (!d.params) return null;
@@ -85,9 +89,7 @@ export function prepareDispatches(device: GPUDevice, recorded: readonly Recorded
   const prepared = recorded.map((d, i): PreparedDispatch => {
     const entries: GPUBindGroupEntry[] = [];
     if (d.params) entries.push({ binding: 0, resource: { buffer: uniforms!, offset: 0, size: d.params.byteLength } });
-    d.buffers.forEach((b, j) =>
-      entries.push({ binding: j + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }),
-    );
+    d.buffers.forEach((b, j) => entries.push({ binding: j + 1, resource: 'texture' in b ? b.texture : { buffer: b.buffer, offset: b.offset, size: b.size } }));
     return {
       pipeline: d.pipeline.pipeline,
       bindGroup: device.createBindGroup({ layout: d.pipeline.layout, entries, label: d.label }),

@@ -41,7 +41,10 @@ export class TextureOperands {
  * {@link textureOperandWgsl} declares.
  */
 export function bindTextureOperand(texture: FlatTexture, params: Params, param: string): KernelBinding {
-  params.u32(`${param}Off`, 0).u32(`${param}Mask`, texture.width - 1).u32(`${param}Shift`, texture.shift);
+  params
+    .u32(`${param}Off`, 0)
+    .u32(`${param}Mask`, texture.width - 1)
+    .u32(`${param}Shift`, texture.shift);
   return { texture: texture.view };
 }
 

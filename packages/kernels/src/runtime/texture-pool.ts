@@ -209,7 +209,9 @@ export function copyFlat(device: WebGpuDevice, buffer: GPUBuffer, byteOffset: nu
 /** Copies the dense f32 `tensor` (its first element on a 16-byte boundary) into `texture` from texel 0. */
 export function copyDenseToFlat(device: WebGpuDevice, tensor: Tensor, texture: FlatTexture): void {
   if (tensor.dtype !== 'f32' || !tensor.isContiguous || tensor.offset % 4 !== 0 || tensor.size % 4 !== 0) {
-    throw new Error(`copyDenseToFlat: needs a dense f32 tensor of whole texels at a 16-byte offset (got ${tensor.dtype}, offset ${tensor.offset}, ${tensor.size} elements)`);
+    throw new Error(
+      `copyDenseToFlat: needs a dense f32 tensor of whole texels at a 16-byte offset (got ${tensor.dtype}, offset ${tensor.offset}, ${tensor.size} elements)`,
+    );
   }
   copyFlat(device, tensor.storage.gpu!, tensor.offset * 4, texture, 0, tensor.size / 4);
 }

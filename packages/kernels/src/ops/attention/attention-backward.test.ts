@@ -94,7 +94,14 @@ describe('attention backward: gradcheck of the CPU reference', () => {
 });
 
 /** Forward and backward on `device` (everything it allocates poisoned); the output and the three gradients. */
-async function forwardBackward(device: Device, c: Case, dtype: DType, seed: number, options: (d: Device) => AttentionOptions, tuning: Partial<AttentionTuning>) {
+async function forwardBackward(
+  device: Device,
+  c: Case,
+  dtype: DType,
+  seed: number,
+  options: (d: Device) => AttentionOptions,
+  tuning: Partial<AttentionTuning>,
+) {
   const s = shapes(c);
   const q = onDevice(randomData(s.q, seed, { dtype }), s.q, device, dtype).requiresGrad_();
   const k = onDevice(randomData(s.k, seed + 1, { dtype }), s.k, device, dtype).requiresGrad_();
@@ -110,7 +117,14 @@ async function forwardBackward(device: Device, c: Case, dtype: DType, seed: numb
   return Promise.all([out, q.grad!, k.grad!, v.grad!].map((t) => t.toFloat32()));
 }
 
-async function compare(c: Case, dtype: DType, seed: number, options: (d: Device) => AttentionOptions, tuning: Partial<AttentionTuning>, what: string): Promise<void> {
+async function compare(
+  c: Case,
+  dtype: DType,
+  seed: number,
+  options: (d: Device) => AttentionOptions,
+  tuning: Partial<AttentionTuning>,
+  what: string,
+): Promise<void> {
   const ref = await forwardBackward(cpu, c, dtype, seed, options, {});
   const got = await forwardBackward(gpu!, c, dtype, seed, options, tuning);
   ['out', 'dq', 'dk', 'dv'].forEach((name, i) => expectClose(got[i]!, ref[i]!, { rtol: 5e-5, what: `${name} ${what}` }));
@@ -136,7 +150,14 @@ describe('attention backward: WebGPU vs CPU reference', () => {
   });
 
   test.if(gpu !== null)('bf16 q, k, v (packed and per-element loads) with a bf16 key mask', async () => {
-    await compare({ batch: 2, queries: 9, keys: 9, qHeads: 4, kvHeads: 2, headDim: 16, valueDim: 8 }, 'bf16', 21, (d) => ({ keyMask: onDevice(paddingMask(9), [2, 9], d, 'bf16') }), {}, 'bf16 D=16');
+    await compare(
+      { batch: 2, queries: 9, keys: 9, qHeads: 4, kvHeads: 2, headDim: 16, valueDim: 8 },
+      'bf16',
+      21,
+      (d) => ({ keyMask: onDevice(paddingMask(9), [2, 9], d, 'bf16') }),
+      {},
+      'bf16 D=16',
+    );
     await compare({ batch: 2, queries: 9, keys: 9, qHeads: 4, kvHeads: 2, headDim: 5, valueDim: 7 }, 'bf16', 22, () => ({}), {}, 'bf16 D=5');
   });
 

@@ -121,13 +121,20 @@ function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: 
   const p = bp.forward;
   const rows = p.batch * p.queries * p.qHeads;
   const { workgroupSize: W } = attentionTuning(device);
-  const l: Launch = { device, textures, params: new Params().u32('rows', rows).u32('queries', p.queries).u32('qHeads', p.qHeads).u32('valueDim', p.valueDim), bindings: [] };
+  const l: Launch = {
+    device,
+    textures,
+    params: new Params().u32('rows', rows).u32('queries', p.queries).u32('qHeads', p.qHeads).u32('valueDim', p.valueDim),
+    bindings: [],
+  };
   const gDtype = bp.gradOut.tensor.dtype;
   bindHead(l, 'g', bp.gradOut, p.valueDim);
   bindFlat(l, 'o', bp.out, 'attention backward output');
   bindFlat(l, 'lse', bp.lse, 'attention backward lse');
   bindFlat(l, 'stats', stats, 'attention backward stats');
-  const source = cachedSource(`attention-backward|stats|${gDtype}|${W}|${l.params.wgsl()}`, () => `${l.params.wgsl()}
+  const source = cachedSource(
+    `attention-backward|stats|${gDtype}|${W}|${l.params.wgsl()}`,
+    () => `${l.params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'gradb', gDtype, 'read')}
 ${loaderF32('gradb', gDtype)}
@@ -150,8 +157,16 @@ fn main(${GRID_ARGS}) {
   let unseen = (bits & 0x7fffffffu) >= 0x7f800000u;
   statsb[P.statsOff + 2u * r] = select(bitcast<f32>(select(bits, 0u, unseen)) * ${Math.LOG2E}, ${EMPTY_ROW_LSE}, unseen);
   statsb[P.statsOff + 2u * r + 1u] = select(rowDot, 0.0, unseen);
-}`);
-  device.run({ name: 'attention_bwd_stats', source, params: l.params, bindings: l.bindings, workgroups: device.grid(rows, W), detail: `rows ${rows} Dv ${p.valueDim}` });
+}`,
+  );
+  device.run({
+    name: 'attention_bwd_stats',
+    source,
+    params: l.params,
+    bindings: l.bindings,
+    workgroups: device.grid(rows, W),
+    detail: `rows ${rows} Dv ${p.valueDim}`,
+  });
 }
 
 interface Variant {
@@ -170,7 +185,12 @@ interface Variant {
 }
 
 /** Binds the inputs both gradient kernels read (q, k, v, dO, stats, mask, seqIds) and their common params. */
-function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, launch: { lanes: number; chunks: number; perLane: number; looped: 'keys' | 'queries'; textures: TextureOperands }): { l: Launch; variant: Variant } {
+function bindInputs(
+  device: WebGpuDevice,
+  bp: AttentionBackwardProblem,
+  stats: Tensor,
+  launch: { lanes: number; chunks: number; perLane: number; looped: 'keys' | 'queries'; textures: TextureOperands },
+): { l: Launch; variant: Variant } {
   const { lanes, chunks, perLane, looped } = launch;
   const p = bp.forward;
   const { workgroupSize, kvTextures } = attentionTuning(device);
@@ -214,7 +234,13 @@ function bindInputs(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: T
 
 /** Declarations of the inputs bound by {@link bindInputs}; returns them and the next free binding. */
 function declareInputs(v: Variant): { decls: string[]; next: number } {
-  const decls = [declareHead(1, 'qb', v.q), declareHead(2, 'kb', v.k), declareHead(3, 'vb', v.v), declareHead(4, 'gb', v.g), declareStorage(5, 'statsb', 'f32', 'read')];
+  const decls = [
+    declareHead(1, 'qb', v.q),
+    declareHead(2, 'kb', v.k),
+    declareHead(3, 'vb', v.v),
+    declareHead(4, 'gb', v.g),
+    declareStorage(5, 'statsb', 'f32', 'read'),
+  ];
   let next = 6;
   if (v.mask) decls.push(`${declareStorage(next++, 'maskb', v.mask, 'read')}\n${loaderF32('maskb', v.mask)}`);
   if (v.seq) decls.push(declareStorage(next++, 'seqb', 'i32', 'read'));
@@ -254,7 +280,14 @@ function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Ten
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'keys', textures });
   bindFlat(l, 'dq', dq, 'attention backward dq');
   const source = cachedSource(`attention-backward|dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
-  device.run({ name: 'attention_bwd_dq', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
+  device.run({
+    name: 'attention_bwd_dq',
+    source,
+    params: l.params,
+    bindings: l.bindings,
+    workgroups: device.grid(lanes, variant.workgroupSize),
+    detail: detail(bp),
+  });
 }
 
 function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Tensor, both: Tensor, kSize: number, textures: TextureOperands): void {
@@ -267,7 +300,14 @@ function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Te
   bindFlat(l, 'dkv', both, 'attention backward dk/dv');
   l.params.u32('dvAt', kSize);
   const source = cachedSource(`attention-backward|dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
-  device.run({ name: 'attention_bwd_dkv', source, params: l.params, bindings: l.bindings, workgroups: device.grid(lanes, variant.workgroupSize), detail: detail(bp) });
+  device.run({
+    name: 'attention_bwd_dkv',
+    source,
+    params: l.params,
+    bindings: l.bindings,
+    workgroups: device.grid(lanes, variant.workgroupSize),
+    detail: detail(bp),
+  });
 }
 
 function detail(bp: AttentionBackwardProblem): string {

@@ -7,7 +7,6 @@ import { storageReader } from '../cpu-values';
 import { cpuView, type Tensor } from '../../tensor';
 import type { AttentionProblem, HeadView, KeyRowView } from './attention';
 
-
 /** Reader of a per-key view (key mask or document ids) by batch row and key, or null. */
 export function keyReader(view: KeyRowView | null): ((b: number, j: number) => number) | null {
   if (!view) return null;

@@ -25,10 +25,35 @@ export function attentionNative(lib: NativeKernels, p: AttentionProblem, out: Te
   const keys = p.keysOnDevice ? Math.max(0, Math.min(p.keys, cpuView(p.keysOnDevice)[p.keysOnDevice.offset]!)) : p.keys;
   const queryOffset = p.keysOnDevice ? Math.max(0, keys - p.queries) : p.queryOffset;
   const params = new Float64Array([
-    p.batch, p.queries, p.qHeads, p.kvHeads, p.headDim, p.valueDim, keys, p.causal ? 1 : 0, p.scale, queryOffset,
-    ...q, ...k, ...v, ...mask, ...seq, lse ? 1 : 0, out.offset, lse?.offset ?? 0,
+    p.batch,
+    p.queries,
+    p.qHeads,
+    p.kvHeads,
+    p.headDim,
+    p.valueDim,
+    keys,
+    p.causal ? 1 : 0,
+    p.scale,
+    queryOffset,
+    ...q,
+    ...k,
+    ...v,
+    ...mask,
+    ...seq,
+    lse ? 1 : 0,
+    out.offset,
+    lse?.offset ?? 0,
   ]);
-  const rc = lib.symbols.nt_attention(params, p.q.tensor.storage.cpu, p.k.tensor.storage.cpu, p.v.tensor.storage.cpu, p.keyMask?.tensor.storage.cpu ?? null, p.seqIds?.tensor.storage.cpu ?? null, out.storage.cpu, lse?.storage.cpu ?? null);
+  const rc = lib.symbols.nt_attention(
+    params,
+    p.q.tensor.storage.cpu,
+    p.k.tensor.storage.cpu,
+    p.v.tensor.storage.cpu,
+    p.keyMask?.tensor.storage.cpu ?? null,
+    p.seqIds?.tensor.storage.cpu ?? null,
+    out.storage.cpu,
+    lse?.storage.cpu ?? null,
+  );
   if (rc !== 0) throw new Error('attention: native kernel could not allocate its score buffers');
   return true;
 }
@@ -43,10 +68,39 @@ export function attentionBackwardNative(lib: NativeKernels, bp: AttentionBackwar
   const dk = want.kv ? empty([p.batch, p.keys, p.kvHeads, p.headDim], { device }) : null;
   const dv = want.kv ? empty([p.batch, p.keys, p.kvHeads, p.valueDim], { device }) : null;
   const params = new Float64Array([
-    p.batch, p.queries, p.qHeads, p.kvHeads, p.headDim, p.valueDim, p.keys, p.causal ? 1 : 0, p.scale, p.queryOffset,
-    ...q, ...k, ...v, ...mask, ...seq, ...g, bp.out.offset, bp.lse.offset,
+    p.batch,
+    p.queries,
+    p.qHeads,
+    p.kvHeads,
+    p.headDim,
+    p.valueDim,
+    p.keys,
+    p.causal ? 1 : 0,
+    p.scale,
+    p.queryOffset,
+    ...q,
+    ...k,
+    ...v,
+    ...mask,
+    ...seq,
+    ...g,
+    bp.out.offset,
+    bp.lse.offset,
   ]);
-  const rc = lib.symbols.nt_attention_backward(params, p.q.tensor.storage.cpu, p.k.tensor.storage.cpu, p.v.tensor.storage.cpu, p.keyMask?.tensor.storage.cpu ?? null, p.seqIds?.tensor.storage.cpu ?? null, bp.gradOut.tensor.storage.cpu, bp.out.storage.cpu, bp.lse.storage.cpu, dq?.storage.cpu ?? null, dk?.storage.cpu ?? null, dv?.storage.cpu ?? null);
+  const rc = lib.symbols.nt_attention_backward(
+    params,
+    p.q.tensor.storage.cpu,
+    p.k.tensor.storage.cpu,
+    p.v.tensor.storage.cpu,
+    p.keyMask?.tensor.storage.cpu ?? null,
+    p.seqIds?.tensor.storage.cpu ?? null,
+    bp.gradOut.tensor.storage.cpu,
+    bp.out.storage.cpu,
+    bp.lse.storage.cpu,
+    dq?.storage.cpu ?? null,
+    dk?.storage.cpu ?? null,
+    dv?.storage.cpu ?? null,
+  );
   if (rc !== 0) throw new Error('attention backward: native kernel could not allocate its row buffers');
   return { q: dq, k: dk, v: dv };
 }

@@ -58,7 +58,13 @@ function onDev(c: Case, x: HostInputs, d: Device): [Tensor, Tensor, Tensor] {
 }
 
 /** Runs `attentionWithStats` on the CPU and (poisoned) on the GPU and compares output and lse. */
-async function compare(c: Case, x: HostInputs, options: (d: Device) => AttentionOptions = () => ({}), tuning: Partial<AttentionTuning> = {}, what = ''): Promise<Float32Array> {
+async function compare(
+  c: Case,
+  x: HostInputs,
+  options: (d: Device) => AttentionOptions = () => ({}),
+  tuning: Partial<AttentionTuning> = {},
+  what = '',
+): Promise<Float32Array> {
   const ref = attentionWithStats(...onDev(c, x, cpu), options(cpu));
   const got = withKernelOverrides({ attention: tuning }, () => poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), options(gpu!))));
   expect(got.out.shape).toEqual([c.batch, c.queries, c.qHeads, c.valueDim]);
@@ -110,7 +116,9 @@ describe('attention: masking', () => {
     const mask = Float32Array.from({ length: 2 * 37 }, (_, i) => (i % 37 < pads[Math.floor(i / 37)]! ? 0 : 1));
     for (const tuning of Object.values(TUNINGS)) {
       const ref = await compare(c, x, (d) => ({ keyMask: onDevice(mask, [2, 37], d) }), tuning, 'left padding');
-      const got = withKernelOverrides({ attention: tuning }, () => poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), { keyMask: onDevice(mask, [2, 37], gpu!) })));
+      const got = withKernelOverrides({ attention: tuning }, () =>
+        poisoned(gpu!, () => attentionWithStats(...onDev(c, x, gpu!), { keyMask: onDevice(mask, [2, 37], gpu!) })),
+      );
       const out = (await got.out.data()) as Float32Array;
       const lse = (await got.lse.data()) as Float32Array;
       const rowSize = c.qHeads * c.valueDim;
@@ -142,7 +150,11 @@ describe('attention: masking', () => {
     const oRow = c.qHeads * c.valueDim;
     for (const n of lengths) {
       const doc: Case = { ...c, queries: n, keys: n };
-      const part = { q: x.q.slice(start * qRow, (start + n) * qRow), k: x.k.slice(start * kRow, (start + n) * kRow), v: x.v.slice(start * vRow, (start + n) * vRow) };
+      const part = {
+        q: x.q.slice(start * qRow, (start + n) * qRow),
+        k: x.k.slice(start * kRow, (start + n) * kRow),
+        v: x.v.slice(start * vRow, (start + n) * vRow),
+      };
       const alone = (await attention(...onDev(doc, part, cpu)).data()) as Float32Array;
       expectClose(packed.slice(start * oRow, (start + n) * oRow), alone, { rtol: 1e-12, what: `document at ${start}` });
       start += n;
@@ -160,7 +172,10 @@ describe('attention: masking', () => {
       for (const options of [{}, { queryOffset: 5 }]) {
         const chunk = (await poisoned(d, () => attention(chunkQ, k, v, options)).data()) as Float32Array;
         for (let b = 0; b < 2; b++) {
-          expectClose(chunk.slice(b * 7 * rowO, (b + 1) * 7 * rowO), full.slice((b * 12 + 5) * rowO, (b * 12 + 12) * rowO), { rtol: 1e-6, what: `chunk on ${d.kind}` });
+          expectClose(chunk.slice(b * 7 * rowO, (b + 1) * 7 * rowO), full.slice((b * 12 + 5) * rowO, (b * 12 + 12) * rowO), {
+            rtol: 1e-6,
+            what: `chunk on ${d.kind}`,
+          });
         }
       }
       expect(chunkQ.isContiguous).toBe(false);
@@ -204,16 +219,27 @@ describe('attention: decode', () => {
     // The cache: [B, Hkv, capacity, D], NaN in the unused positions.
     const cacheOf = (src: Float32Array, dim: number) => {
       const out = new Float32Array(2 * 2 * capacity * dim).fill(NaN);
-      for (let b = 0; b < 2; b++) for (let j = 0; j < keys; j++) for (let g = 0; g < 2; g++) for (let e = 0; e < dim; e++) {
-        out[((b * 2 + g) * capacity + j) * dim + e] = src[((b * keys + j) * 2 + g) * dim + e]!;
-      }
+      for (let b = 0; b < 2; b++)
+        for (let j = 0; j < keys; j++)
+          for (let g = 0; g < 2; g++)
+            for (let e = 0; e < dim; e++) {
+              out[((b * 2 + g) * capacity + j) * dim + e] = src[((b * keys + j) * 2 + g) * dim + e]!;
+            }
       return out;
     };
     const kc = cacheOf(x.k, 16);
     const vc = cacheOf(x.v, 12);
     const ref = (await attention(...onDev(c, x, cpu)).data()) as Float32Array;
-    for (const [d, tuning] of [[cpu, {}], [gpu!, NARROW], [gpu!, WIDE]] as const) {
-      const run = () => attention(onDevice(x.q, [2, 1, 6, 16], d), onDevice(kc, [2, 2, capacity, 16], d), onDevice(vc, [2, 2, capacity, 12], d), { kvLayout: 'bhsd', kvLength: keys });
+    for (const [d, tuning] of [
+      [cpu, {}],
+      [gpu!, NARROW],
+      [gpu!, WIDE],
+    ] as const) {
+      const run = () =>
+        attention(onDevice(x.q, [2, 1, 6, 16], d), onDevice(kc, [2, 2, capacity, 16], d), onDevice(vc, [2, 2, capacity, 12], d), {
+          kvLayout: 'bhsd',
+          kvLength: keys,
+        });
       const got = (await withKernelOverrides({ attention: tuning }, () => poisoned(d, run)).data()) as Float32Array;
       expectClose(got, ref, { rtol: 2e-5, what: `bhsd on ${d.kind}` });
     }
@@ -233,7 +259,9 @@ describe('attention: key count on the device', () => {
         const ref = (await attention(...onDev(c, x, cpu), options(keys, cpu)).data()) as Float32Array;
         for (const d of [cpu, gpu!]) {
           const n = onDevice(Int32Array.of(keys), [1], d);
-          const got = (await withKernelOverrides({ attention: tuning }, () => poisoned(d, () => attention(...onDev(c, x, d), options(n, d)))).data()) as Float32Array;
+          const got = (await withKernelOverrides({ attention: tuning }, () =>
+            poisoned(d, () => attention(...onDev(c, x, d), options(n, d))),
+          ).data()) as Float32Array;
           expectClose(got, ref, { rtol: 2e-5, what: `${name} launch, ${keys} keys on ${d.kind}` });
         }
         const size = (gpu as WebGpuDevice).pipelines.size;

@@ -131,7 +131,8 @@ export interface AttentionGradients {
 /** Attention output `[B, Lq, Hq, Dv]` (f32). See the file header for layouts, masking and gradients. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   if (needsGrad([q, k, v])) {
-    if (options.kvLayout === 'bhsd') fail("kvLayout 'bhsd' (the generation cache) has no backward: call it inside noGrad(), or pass k and v as [B, Lk, Hkv, D] projections");
+    if (options.kvLayout === 'bhsd')
+      fail("kvLayout 'bhsd' (the generation cache) has no backward: call it inside noGrad(), or pass k and v as [B, Lk, Hkv, D] projections");
     if (options.kvLength !== undefined) fail('kvLength (a cached call) has no backward: call it inside noGrad(), or pass only the valid keys');
     return differentiableAttention(q, k, v, options);
   }
@@ -234,7 +235,8 @@ function toProblem(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, c
   if (layout !== 'bshd' && layout !== 'bhsd') fail(`kvLayout must be 'bshd' or 'bhsd', got '${String(layout)}'`);
   const [batch, queries, qHeads, headDim] = q.shape as [number, number, number, number];
   // Dimensions of k and v in [B, seq, heads, dim] order whatever the layout.
-  const kvDims = (t: Tensor) => (layout === 'bshd' ? [t.shape[0]!, t.shape[1]!, t.shape[2]!, t.shape[3]!] : [t.shape[0]!, t.shape[2]!, t.shape[1]!, t.shape[3]!]);
+  const kvDims = (t: Tensor) =>
+    layout === 'bshd' ? [t.shape[0]!, t.shape[1]!, t.shape[2]!, t.shape[3]!] : [t.shape[0]!, t.shape[2]!, t.shape[1]!, t.shape[3]!];
   const [kb, kSeq, kvHeads, kDim] = kvDims(k) as [number, number, number, number];
   const [vb, vSeq, vHeads, valueDim] = kvDims(v) as [number, number, number, number];
   const shapes = `q ${formatShape(q.shape)}, k ${formatShape(k.shape)}, v ${formatShape(v.shape)} (kvLayout '${layout}')`;
@@ -247,7 +249,8 @@ function toProblem(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, c
   const keysOnDevice = typeof options.kvLength === 'object' ? options.kvLength : null;
   if (keysOnDevice) {
     keysOnDevice.assertAlive('attention kvLength');
-    if (keysOnDevice.dtype !== 'i32' || keysOnDevice.size !== 1) fail(`a kvLength tensor must be i32 with one element, got ${keysOnDevice.dtype} ${formatShape(keysOnDevice.shape)}`);
+    if (keysOnDevice.dtype !== 'i32' || keysOnDevice.size !== 1)
+      fail(`a kvLength tensor must be i32 with one element, got ${keysOnDevice.dtype} ${formatShape(keysOnDevice.shape)}`);
     if (keysOnDevice.device !== q.device) fail(`kvLength is on ${keysOnDevice.device.kind}, q on ${q.device.kind}`);
     if (options.queryOffset !== undefined) fail('queryOffset cannot be combined with a kvLength tensor (queries sit at the last valid keys)');
   }

@@ -456,10 +456,14 @@ function combineSplits(device: WebGpuDevice, c: CombineLaunch): void {
   const element = vec ? 'vec4<f32>' : 'f32';
   const partial = vec
     ? 'po[(P.poOff >> 2u) + pr * P.chunks + q]'
-    : `vec4<f32>(${range(4).map((e) => `po[P.poOff + pr * P.valueDim + min(d0 + ${e}u, P.valueDim - 1u)]`).join(', ')})`;
+    : `vec4<f32>(${range(4)
+        .map((e) => `po[P.poOff + pr * P.valueDim + min(d0 + ${e}u, P.valueDim - 1u)]`)
+        .join(', ')})`;
   const store = vec
     ? 'outb[(P.outOff >> 2u) + r * P.chunks + q] = res;'
-    : range(4).map((e) => `if (d0 + ${e}u < P.valueDim) { outb[P.outOff + r * P.valueDim + d0 + ${e}u] = res[${e}]; }`).join('\n  ');
+    : range(4)
+        .map((e) => `if (d0 + ${e}u < P.valueDim) { outb[P.outOff + r * P.valueDim + d0 + ${e}u] = res[${e}]; }`)
+        .join('\n  ');
   const source = `${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> po: array<${element}>;

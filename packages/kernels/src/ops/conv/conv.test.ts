@@ -53,11 +53,16 @@ function seqIdsOf(lengths: number[][], L: number): Int32Array {
 type Inputs = ReturnType<typeof inputs>;
 
 function run(d: Device, c: Case, v: Inputs) {
-  return causalConv1d(onDevice(v.x, [c.B, c.L, c.C], d, c.xDtype ?? 'f32'), onDevice(v.w, [c.C, c.K], d, c.wDtype ?? 'f32'), v.bias ? onDevice(v.bias, [c.C], d, c.wDtype ?? 'f32') : null, {
-    activation: c.activation,
-    initialState: v.init ? onDevice(v.init, [c.B, c.C, c.K], d) : undefined,
-    seqIdx: v.seq ? onDevice(v.seq, [c.B, c.L], d) : undefined,
-  });
+  return causalConv1d(
+    onDevice(v.x, [c.B, c.L, c.C], d, c.xDtype ?? 'f32'),
+    onDevice(v.w, [c.C, c.K], d, c.wDtype ?? 'f32'),
+    v.bias ? onDevice(v.bias, [c.C], d, c.wDtype ?? 'f32') : null,
+    {
+      activation: c.activation,
+      initialState: v.init ? onDevice(v.init, [c.B, c.C, c.K], d) : undefined,
+      seqIdx: v.seq ? onDevice(v.seq, [c.B, c.L], d) : undefined,
+    },
+  );
 }
 
 async function host(t: Tensor): Promise<Float32Array> {
@@ -181,10 +186,17 @@ describe('causalConv1d: argument errors', () => {
     const x = tensor(new Float32Array(2 * 5 * 3), [2, 5, 3], { device: cpu });
     const w = tensor(new Float32Array(3 * 4), [3, 4], { device: cpu });
     expect(() => causalConv1d(x, tensor(new Float32Array(12), [3, 1, 4], { device: cpu }), null)).toThrow(/weight must be \[C=3, K\]/);
-    expect(() => causalConv1d(x, w, null, { initialState: tensor(new Float32Array(24), [2, 3, 4], { device: cpu }), seqIdx: tensor(new Float32Array(10), [2, 5], { device: cpu }) })).toThrow(/seqIdx must be i32/);
+    expect(() =>
+      causalConv1d(x, w, null, {
+        initialState: tensor(new Float32Array(24), [2, 3, 4], { device: cpu }),
+        seqIdx: tensor(new Float32Array(10), [2, 5], { device: cpu }),
+      }),
+    ).toThrow(/seqIdx must be i32/);
     expect(() => causalConv1d(x, w, tensor(new Float32Array(4), [4], { device: cpu }))).toThrow(/bias must be \[3\]/);
     const state = tensor(new Float32Array(24), [2, 3, 4], { device: cpu });
-    expect(() => causalConv1dUpdate(state, tensor(new Float32Array(6), [2, 3], { device: cpu }), tensor(new Float32Array(9), [3, 3], { device: cpu }), null)).toThrow(/K=3 taps/);
+    expect(() =>
+      causalConv1dUpdate(state, tensor(new Float32Array(6), [2, 3], { device: cpu }), tensor(new Float32Array(9), [3, 3], { device: cpu }), null),
+    ).toThrow(/K=3 taps/);
   });
 });
 

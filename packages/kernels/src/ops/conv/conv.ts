@@ -109,7 +109,14 @@ export function causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, opt
 function restore(args: CausalConv1dCpuArgs, kept: readonly Tensor[]): CausalConv1dCpuArgs {
   let i = 0;
   const next = (present: boolean): Tensor | null => (present ? kept[i++]! : null);
-  return { x: next(true)!, weight: next(true)!, bias: next(args.bias !== null), initialState: next(args.initialState !== null), seqIdx: next(args.seqIdx !== null), silu: args.silu };
+  return {
+    x: next(true)!,
+    weight: next(true)!,
+    bias: next(args.bias !== null),
+    initialState: next(args.initialState !== null),
+    seqIdx: next(args.seqIdx !== null),
+    silu: args.silu,
+  };
 }
 
 /** Gradients of y for [x, weight, bias?, initialState?] (the recorded inputs, in order). */
@@ -138,7 +145,8 @@ export function causalConv1dUpdate(state: Tensor, x: Tensor, weight: Tensor, bia
   const op = 'causalConv1dUpdate';
   const device = checkInputs(op, { state, x, weight, bias }, { differentiable: false });
   expectRank(op, 'state', state, ['B', 'C', 'K']);
-  if (state.dtype !== 'f32' || !state.isContiguous) throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
+  if (state.dtype !== 'f32' || !state.isContiguous)
+    throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
   const [batch, channels, taps] = state.shape as [number, number, number];
   expectShape(op, 'x', x, [batch, channels]);
   expectFloat(op, 'x', x);

@@ -72,7 +72,12 @@ export function causalConv1dGpu(device: WebGpuDevice, a: CausalConv1dLaunch): vo
   if (a.bias) list.splice(2, 0, { name: 'bias', tensor: a.bias });
   const bound = bindTensors(device, 'causalConv1d', list, p);
   // Channel c..c+V-1 of a per-channel array with `stride` elements between channels.
-  const gather = (load: string, index: (q: number) => string) => (V === 4 ? `vec4<f32>(${range(4).map((q) => `${load}(${index(q)})`).join(', ')})` : `${load}(${index(0)})`);
+  const gather = (load: string, index: (q: number) => string) =>
+    V === 4
+      ? `vec4<f32>(${range(4)
+          .map((q) => `${load}(${index(q)})`)
+          .join(', ')})`
+      : `${load}(${index(0)})`;
   const zero = `${vt}(0.0)`;
   const tap = (k: number, v: string) => (seq ? `select(${zero}, ${v}, t - ${K - 1 - k} >= run_start)` : v);
   const terms = range(K).map((k) => `w${k} * ${tap(k, k === K - 1 ? 'cur' : `v${k}`)}`);
@@ -96,9 +101,13 @@ fn main(${GRID_ARGS}) {
   let rest = idx / groups;
   let t0 = i32((rest % P.tiles) * ${TILE}u);
   let b = rest / P.tiles;
-  ${range(K).map((k) => `let w${k} = ${gather('load_w', (q) => `P.wOff + (c + ${q}u) * ${K}u + ${k}u`)};`).join('\n  ')}
+  ${range(K)
+    .map((k) => `let w${k} = ${gather('load_w', (q) => `P.wOff + (c + ${q}u) * ${K}u + ${k}u`)};`)
+    .join('\n  ')}
   let bias = ${a.bias ? gather('load_bias', (q) => `P.biasOff + c + ${q}u`) : zero};
-  ${range(K - 1).map((k) => `var v${k} = input(b, c, t0 - ${K - 1 - k});`).join('\n  ')}
+  ${range(K - 1)
+    .map((k) => `var v${k} = input(b, c, t0 - ${K - 1 - k});`)
+    .join('\n  ')}
   ${
     seq
       ? `let row = P.seqOff + b * P.L;
@@ -123,7 +132,12 @@ fn main(${GRID_ARGS}) {
   // Final state: the last K inputs, zeroed where they belong to an earlier document than the last token.
   const stateCount = batch * channels * K;
   const sp = new Params().u32('L', length).u32('C', channels).u32('total', stateCount);
-  const stateBound = bindTensors(device, 'causalConv1d final state', [{ name: 'x', tensor: a.x }, ...optional, { name: 'state', tensor: a.finalState, writable: true }], sp);
+  const stateBound = bindTensors(
+    device,
+    'causalConv1d final state',
+    [{ name: 'x', tensor: a.x }, ...optional, { name: 'state', tensor: a.finalState, writable: true }],
+    sp,
+  );
   const stateSource = `${sp.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${stateBound.decls}
@@ -147,12 +161,31 @@ fn main(${GRID_ARGS}) {
   }
   state[P.stateOff + idx] = select(0.0, input(b, c, s), keep);
 }`;
-  device.run({ name: 'causal_conv1d_final_state', source: stateSource, params: sp, bindings: stateBound.ranges, workgroups: device.grid(stateCount, WG), detail });
+  device.run({
+    name: 'causal_conv1d_final_state',
+    source: stateSource,
+    params: sp,
+    bindings: stateBound.ranges,
+    workgroups: device.grid(stateCount, WG),
+    detail,
+  });
 }
 
-export function causalConv1dUpdateGpu(device: WebGpuDevice, state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, applySilu: boolean, out: Tensor): void {
+export function causalConv1dUpdateGpu(
+  device: WebGpuDevice,
+  state: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  applySilu: boolean,
+  out: Tensor,
+): void {
   const [batch, channels, K] = state.shape as [number, number, number];
-  const list: NamedBinding[] = [{ name: 'state', tensor: state, writable: true }, { name: 'x', tensor: x }, { name: 'w', tensor: weight }];
+  const list: NamedBinding[] = [
+    { name: 'state', tensor: state, writable: true },
+    { name: 'x', tensor: x },
+    { name: 'w', tensor: weight },
+  ];
   if (bias) list.push({ name: 'bias', tensor: bias });
   list.push({ name: 'y', tensor: out, writable: true });
   const p = new Params().u32('C', channels).u32('total', batch * channels);
@@ -167,11 +200,17 @@ fn main(${GRID_ARGS}) {
   if (idx >= P.total) { return; }
   let c = idx % P.C;
   let row = P.stateOff + idx * ${K}u;
-  ${range(K - 1).map((k) => `let s${k} = state[row + ${k + 1}u];`).join('\n  ')}
+  ${range(K - 1)
+    .map((k) => `let s${k} = state[row + ${k + 1}u];`)
+    .join('\n  ')}
   let s${K - 1} = load_x(P.xOff + idx);
-  ${range(K).map((k) => `state[row + ${k}u] = s${k};`).join('\n  ')}
+  ${range(K)
+    .map((k) => `state[row + ${k}u] = s${k};`)
+    .join('\n  ')}
   var acc = ${bias ? 'load_bias(P.biasOff + c)' : '0.0'};
-  ${range(K).map((k) => `acc += load_w(P.wOff + c * ${K}u + ${k}u) * s${k};`).join('\n  ')}
+  ${range(K)
+    .map((k) => `acc += load_w(P.wOff + c * ${K}u + ${k}u) * s${k};`)
+    .join('\n  ')}
   y[P.yOff + idx] = ${applySilu ? 'silu(acc)' : 'acc'};
 }`;
   device.run({
@@ -254,7 +293,9 @@ fn main(${GRID_ARGS}) {
   let t = i32((idx / P.C) % P.L);
   let b = idx / (P.C * P.L);
   var z = ${a.bias ? 'load_bias(P.biasOff + c)' : '0.0'};
-  ${range(K).map((k) => `if (reach(b, t - ${K - 1 - k}, t)) { z += load_w(P.wOff + c * ${K}u + ${k}u) * input(b, c, t - ${K - 1 - k}); }`).join('\n  ')}
+  ${range(K)
+    .map((k) => `if (reach(b, t - ${K - 1 - k}, t)) { z += load_w(P.wOff + c * ${K}u + ${k}u) * input(b, c, t - ${K - 1 - k}); }`)
+    .join('\n  ')}
   let sig = 1.0 / (1.0 + exp(-z));
   dz[P.dzOff + idx] = load_dy(P.dyOff + idx) * sig * (1.0 + z * (1.0 - sig));
 }`;
@@ -266,7 +307,11 @@ fn main(${GRID_ARGS}) {
     const lead = a.dInitialState ? K : 0;
     const total = batch * (length + lead) * channels;
     const p = new Params().u32('L', length).u32('C', channels).u32('total', total);
-    const list: NamedBinding[] = [{ name: 'w', tensor: a.weight }, { name: 'dz', tensor: dz }, { name: 'dx', tensor: a.dx, writable: true }];
+    const list: NamedBinding[] = [
+      { name: 'w', tensor: a.weight },
+      { name: 'dz', tensor: dz },
+      { name: 'dx', tensor: a.dx, writable: true },
+    ];
     if (a.seqIdx) list.push({ name: 'seq', tensor: a.seqIdx });
     if (a.dInitialState) list.push({ name: 'dinit', tensor: a.dInitialState, writable: true });
     const bound = bindTensors(device, 'causalConv1d backward', list, p);
@@ -283,7 +328,10 @@ fn main(${GRID_ARGS}) {
   let b = idx / (P.C * (P.L + ${lead}u));
   var acc = 0.0;
   ${range(K)
-    .map((j) => `if (s + ${j} >= 0 && s + ${j} < i32(P.L) && reach(b, s, s + ${j})) { acc += load_w(P.wOff + c * ${K}u + ${K - 1 - j}u) * load_dz(P.dzOff + (b * P.L + u32(s + ${j})) * P.C + c); }`)
+    .map(
+      (j) =>
+        `if (s + ${j} >= 0 && s + ${j} < i32(P.L) && reach(b, s, s + ${j})) { acc += load_w(P.wOff + c * ${K}u + ${K - 1 - j}u) * load_dz(P.dzOff + (b * P.L + u32(s + ${j})) * P.C + c); }`,
+    )
     .join('\n  ')}
   if (s >= 0) { dx[P.dxOff + (b * P.L + u32(s)) * P.C + c] = acc; }
   ${a.dInitialState ? `else { dinit[P.dinitOff + (b * P.C + c) * ${K}u + u32(${K} + s)] = acc; }` : ''}
@@ -295,7 +343,11 @@ fn main(${GRID_ARGS}) {
     const runs = Math.ceil(rows / ROWS_PER_PARTIAL);
     const partial = empty([runs, channels, K + 1], { device });
     try {
-      const pp = new Params().u32('L', length).u32('C', channels).u32('rows', rows).u32('total', runs * channels);
+      const pp = new Params()
+        .u32('L', length)
+        .u32('C', channels)
+        .u32('rows', rows)
+        .u32('total', runs * channels);
       const plist: NamedBinding[] = [...sources, { name: 'dz', tensor: dz }, { name: 'partial', tensor: partial, writable: true }];
       const pbound = bindTensors(device, 'causalConv1d backward', plist, pp);
       const psource = `${header(pp, pbound.decls)}
@@ -305,22 +357,41 @@ fn main(${GRID_ARGS}) {
   if (idx >= P.total) { return; }
   let c = idx % P.C;
   let part = idx / P.C;
-  ${range(K + 1).map((k) => `var acc${k} = 0.0;`).join(' ')}
+  ${range(K + 1)
+    .map((k) => `var acc${k} = 0.0;`)
+    .join(' ')}
   let end = min((part + 1u) * ${ROWS_PER_PARTIAL}u, P.rows);
   for (var r = part * ${ROWS_PER_PARTIAL}u; r < end; r++) {
     let b = r / P.L;
     let t = i32(r % P.L);
     let g = load_dz(P.dzOff + r * P.C + c);
-    ${range(K).map((k) => `if (reach(b, t - ${K - 1 - k}, t)) { acc${k} += g * input(b, c, t - ${K - 1 - k}); }`).join('\n    ')}
+    ${range(K)
+      .map((k) => `if (reach(b, t - ${K - 1 - k}, t)) { acc${k} += g * input(b, c, t - ${K - 1 - k}); }`)
+      .join('\n    ')}
     acc${K} += g;
   }
   let out = P.partialOff + idx * ${K + 1}u;
-  ${range(K + 1).map((k) => `partial[out + ${k}u] = acc${k};`).join(' ')}
+  ${range(K + 1)
+    .map((k) => `partial[out + ${k}u] = acc${k};`)
+    .join(' ')}
 }`;
-      device.run({ name: 'causal_conv1d_dw_partial', source: psource, params: pp, bindings: pbound.ranges, workgroups: device.grid(runs * channels, WG), detail });
+      device.run({
+        name: 'causal_conv1d_dw_partial',
+        source: psource,
+        params: pp,
+        bindings: pbound.ranges,
+        workgroups: device.grid(runs * channels, WG),
+        detail,
+      });
 
-      const sp = new Params().u32('C', channels).u32('runs', runs).u32('total', channels * (K + 1));
-      const slist: NamedBinding[] = [{ name: 'partial', tensor: partial }, { name: 'dw', tensor: a.dWeight, writable: true }];
+      const sp = new Params()
+        .u32('C', channels)
+        .u32('runs', runs)
+        .u32('total', channels * (K + 1));
+      const slist: NamedBinding[] = [
+        { name: 'partial', tensor: partial },
+        { name: 'dw', tensor: a.dWeight, writable: true },
+      ];
       if (a.dBias) slist.push({ name: 'dbias', tensor: a.dBias, writable: true });
       const sbound = bindTensors(device, 'causalConv1d backward', slist, sp);
       const ssource = `${sp.wgsl()}
@@ -337,7 +408,14 @@ fn main(${GRID_ARGS}) {
   if (k < ${K}u) { dw[P.dwOff + c * ${K}u + k] = acc; }
   ${a.dBias ? 'else { dbias[P.dbiasOff + c] = acc; }' : ''}
 }`;
-      device.run({ name: 'causal_conv1d_dw_sum', source: ssource, params: sp, bindings: sbound.ranges, workgroups: device.grid(channels * (K + 1), WG), detail });
+      device.run({
+        name: 'causal_conv1d_dw_sum',
+        source: ssource,
+        params: sp,
+        bindings: sbound.ranges,
+        workgroups: device.grid(channels * (K + 1), WG),
+        detail,
+      });
     } finally {
       partial.dispose();
     }

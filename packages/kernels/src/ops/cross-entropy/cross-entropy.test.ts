@@ -35,7 +35,14 @@ function reduce(losses: number[], labels: Int32Array, reduction: CrossEntropyRed
   return [reduction === 'sum' ? total : total / Math.max(kept, 1)];
 }
 
-async function forwardBackward(device: Device, logits: Float32Array, labels: Int32Array, shape: number[], reduction: CrossEntropyReduction, dtype: 'f32' | 'bf16') {
+async function forwardBackward(
+  device: Device,
+  logits: Float32Array,
+  labels: Int32Array,
+  shape: number[],
+  reduction: CrossEntropyReduction,
+  dtype: 'f32' | 'bf16',
+) {
   const x = onDevice(logits, shape, device, dtype).requiresGrad_();
   const loss = poisoned(device, () => crossEntropy(x, onDevice(labels, [shape[0]!], device), { reduction }));
   const g = reduction === 'none' ? randomData([shape[0]!], 17) : Float32Array.of(1.5);
@@ -44,7 +51,13 @@ async function forwardBackward(device: Device, logits: Float32Array, labels: Int
 }
 
 describe('crossEntropy: WebGPU vs CPU reference vs the definition in f64', () => {
-  const shapes = [[1, 1], [7, 13], [37, 129], [3, 5000], [2, 131072]];
+  const shapes = [
+    [1, 1],
+    [7, 13],
+    [37, 129],
+    [3, 5000],
+    [2, 131072],
+  ];
   for (const dtype of ['f32', 'bf16'] as const) {
     for (const reduction of ['mean', 'sum', 'none'] as const) {
       test.if(gpu !== null)(`${dtype} ${reduction}`, async () => {
@@ -98,19 +111,30 @@ describe('crossEntropy: WebGPU vs CPU reference vs the definition in f64', () =>
       expectClose(got.dx, ref.dx, { rtol: 1e-5, atol: 1e-9 });
       // A single row that does not fit is refused with a clear error.
       device.limits.maxStorageBufferBindingSize = 16 * 1024;
-      expect(() => crossEntropy(onDevice(logits, shape, device), onDevice(labels, [37], device))).toThrow(/crossEntropy logits \[37, 5000\]: one row takes 20000 bytes/);
+      expect(() => crossEntropy(onDevice(logits, shape, device), onDevice(labels, [37], device))).toThrow(
+        /crossEntropy logits \[37, 5000\]: one row takes 20000 bytes/,
+      );
     });
   });
 
   test.if(gpu !== null)('labels out of range: CPU throws, GPU gives NaN, assertValidLabels throws', async () => {
     const logits = randomData([3, 5], 25);
     const labels = Int32Array.from([1, 5, IGNORE]);
-    expect(() => crossEntropy(onDevice(logits, [3, 5], cpu), onDevice(labels, [3], cpu))).toThrow(/crossEntropy: label 5 at row 1 is outside \[0, 5\) and is not ignoreIndex \(-100\)/);
+    expect(() => crossEntropy(onDevice(logits, [3, 5], cpu), onDevice(labels, [3], cpu))).toThrow(
+      /crossEntropy: label 5 at row 1 is outside \[0, 5\) and is not ignoreIndex \(-100\)/,
+    );
     const x = onDevice(logits, [3, 5], gpu!).requiresGrad_();
     const perRow = crossEntropy(x, onDevice(labels, [3], gpu!), { reduction: 'none' });
     const values = await perRow.toFloat32();
     expect(Number.isNaN(values[1]!)).toBe(true);
-    expect(values[0]).toBeCloseTo(directLosses(logits, labels.map((l, i) => (i === 1 ? IGNORE : l)), 5)[0]!, 5);
+    expect(values[0]).toBeCloseTo(
+      directLosses(
+        logits,
+        labels.map((l, i) => (i === 1 ? IGNORE : l)),
+        5,
+      )[0]!,
+      5,
+    );
     expect(values[2]).toBe(0);
     expect(Number.isNaN(await crossEntropy(x, onDevice(labels, [3], gpu!)).item())).toBe(true);
     await expect(assertValidLabels(onDevice(labels, [3], gpu!), 5)).rejects.toThrow(/label 5 at row 1/);
@@ -127,16 +151,22 @@ describe('crossEntropy CPU reference and gradient', () => {
     expect(await crossEntropy(x, labels).item()).toBeCloseTo((Math.log(1.5) + Math.log(3)) / 2, 6);
     expect(await crossEntropy(x, tensor(Int32Array.from([1, 7]), [2], { device: cpu }), { ignoreIndex: 7 }).item()).toBeCloseTo(Math.log(1.5), 6);
     // Leading dims: logits [1, 2, V] with labels [1, 2].
-    const perToken = crossEntropy(tensor([0, Math.LN2, 0, Math.LN2], [1, 2, 2], { device: cpu }), tensor(Int32Array.from([1, 0]), [1, 2], { device: cpu }), { reduction: 'none' });
+    const perToken = crossEntropy(tensor([0, Math.LN2, 0, Math.LN2], [1, 2, 2], { device: cpu }), tensor(Int32Array.from([1, 0]), [1, 2], { device: cpu }), {
+      reduction: 'none',
+    });
     expect(perToken.shape).toEqual([1, 2]);
     expectClose(await perToken.toFloat32(), [Math.log(1.5), Math.log(3)], { rtol: 1e-7 });
   });
 
   test('errors name the op and shapes', () => {
     const x = tensor(new Float32Array(6), [2, 3], { device: cpu });
-    expect(() => crossEntropy(x, tensor(Int32Array.from([0, 1, 2]), [3], { device: cpu }))).toThrow(/crossEntropy: labels \[3\] must match the logits \[2, 3\] without their last dim/);
+    expect(() => crossEntropy(x, tensor(Int32Array.from([0, 1, 2]), [3], { device: cpu }))).toThrow(
+      /crossEntropy: labels \[3\] must match the logits \[2, 3\] without their last dim/,
+    );
     expect(() => crossEntropy(x, tensor([0, 1], [2], { device: cpu }))).toThrow(/labels \[2\] must be i32, got f32/);
-    expect(() => crossEntropy(tensor(new Float32Array(0), [2, 0], { device: cpu }), tensor(Int32Array.from([0, 1]), [2], { device: cpu }))).toThrow(/have no classes/);
+    expect(() => crossEntropy(tensor(new Float32Array(0), [2, 0], { device: cpu }), tensor(Int32Array.from([0, 1]), [2], { device: cpu }))).toThrow(
+      /have no classes/,
+    );
   });
 
   test('gradcheck for each reduction, with an ignored row', async () => {

@@ -71,7 +71,8 @@ function checkArgs(logits: Tensor, labels: Tensor, ignoreIndex: number, reductio
   }
   if (labels.device !== logits.device) throw new Error('crossEntropy: logits and labels are on different devices');
   if (!Number.isInteger(ignoreIndex) || Math.abs(ignoreIndex) > 2 ** 31 - 1) throw new Error(`crossEntropy: ignoreIndex must be an i32, got ${ignoreIndex}`);
-  if (reduction !== 'mean' && reduction !== 'sum' && reduction !== 'none') throw new Error(`crossEntropy: reduction must be 'mean', 'sum' or 'none', got '${reduction}'`);
+  if (reduction !== 'mean' && reduction !== 'sum' && reduction !== 'none')
+    throw new Error(`crossEntropy: reduction must be 'mean', 'sum' or 'none', got '${reduction}'`);
   const { rows, cols } = rowsOf(logits);
   if (cols === 0) throw new Error(`crossEntropy: logits ${formatShape(logits.shape)} have no classes`);
   return { rows, classes: cols, ignoreIndex };
@@ -97,7 +98,15 @@ function keptCount(labels: Tensor, ignoreIndex: number): Tensor {
   return noGrad(() => tidy(() => sum(ne(reshape(labels, [labels.size]), ignoreIndex), 0)));
 }
 
-function crossEntropyGrad(logits: Tensor, labels: Tensor, lse: Tensor, kept: Tensor | null, g: Tensor, reduction: CrossEntropyReduction, r: CrossEntropyRows): Tensor {
+function crossEntropyGrad(
+  logits: Tensor,
+  labels: Tensor,
+  lse: Tensor,
+  kept: Tensor | null,
+  g: Tensor,
+  reduction: CrossEntropyReduction,
+  r: CrossEntropyRows,
+): Tensor {
   const device = logits.device;
   const dx = empty(logits.shape, { device });
   if (dx.size === 0) return dx;

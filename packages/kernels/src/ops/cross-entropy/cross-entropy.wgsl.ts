@@ -114,7 +114,11 @@ export function crossEntropyGradGpu(
     const [bx, bl, bs, bd, bg] = operands.map((o) => bindRows(device, o, block));
     const bScale = bg ?? sharedScale!;
     const p = new Params().u32('rows', block.count).u32('cols', V).u32('chunks', chunks).i32('ignore', r.ignoreIndex);
-    p.u32('xOff', bx!.elementOffset).u32('lOff', bl!.elementOffset).u32('sOff', bs!.elementOffset).u32('dOff', bd!.elementOffset).u32('gOff', bScale.elementOffset);
+    p.u32('xOff', bx!.elementOffset)
+      .u32('lOff', bl!.elementOffset)
+      .u32('sOff', bs!.elementOffset)
+      .u32('dOff', bd!.elementOffset)
+      .u32('gOff', bScale.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'x', logits.dtype, 'read')}

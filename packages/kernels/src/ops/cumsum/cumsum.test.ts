@@ -29,7 +29,13 @@ function sumAbsBound(values: Float32Array, cols: number): number {
 
 describe('cumsum: WebGPU vs CPU reference', () => {
   // 5000 and 70001 columns take the chunked two-dispatch path.
-  const shapes = [[1, 1], [7, 13], [37, 129], [3, 5000], [2, 70001]];
+  const shapes = [
+    [1, 1],
+    [7, 13],
+    [37, 129],
+    [3, 5000],
+    [2, 70001],
+  ];
   for (const dtype of ['f32', 'bf16'] as const) {
     test.if(gpu !== null)(`${dtype} forward and backward (reversed prefix sums)`, async () => {
       for (const shape of shapes) {

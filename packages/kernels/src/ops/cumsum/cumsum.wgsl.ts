@@ -60,7 +60,14 @@ fn main(${GRID_ARGS}) {
   for (var c = c0; c < c1; c++) { s += load_x(xb + c); }
   part[P.pOff + t] = s;
 }`;
-      device.run({ name: 'cumsum_partials', source, params: p, bindings: [bx.range, bp.range], workgroups: device.grid(block.count * chunks, WG), detail: `[${rows},${cols}] ${x.dtype}` });
+      device.run({
+        name: 'cumsum_partials',
+        source,
+        params: p,
+        bindings: [bx.range, bp.range],
+        workgroups: device.grid(block.count * chunks, WG),
+        detail: `[${rows},${cols}] ${x.dtype}`,
+      });
     }
   }
   const os: RowOperand = { tensor: out, perRow: cols, what: 'cumsum output' };
@@ -92,7 +99,14 @@ fn main(${GRID_ARGS}) {
   ${scan}
 }`;
     const bindings = bp ? [bx.range, bo.range, bp.range] : [bx.range, bo.range];
-    device.run({ name: reverse ? 'cumsum_reverse' : 'cumsum', source, params: p, bindings, workgroups: device.grid(block.count * chunks, WG), detail: `[${rows},${cols}] ${x.dtype}` });
+    device.run({
+      name: reverse ? 'cumsum_reverse' : 'cumsum',
+      source,
+      params: p,
+      bindings,
+      workgroups: device.grid(block.count * chunks, WG),
+      detail: `[${rows},${cols}] ${x.dtype}`,
+    });
   }
   part?.dispose();
 }

@@ -10,12 +10,37 @@ import { BINARY, IDENTITY, UNARY, UNARY_GRAD, type ElementwiseDef } from './defi
 import type { ElementwiseOperand } from './elementwise.cpu';
 
 const CODES = new Map<ElementwiseDef | null, number>([
-  [UNARY.neg, 0], [UNARY.abs, 1], [UNARY.exp, 2], [UNARY.log, 3], [UNARY.sqrt, 4], [UNARY.rsqrt, 5],
-  [UNARY.reciprocal, 6], [UNARY.square, 7], [UNARY.sigmoid, 8], [UNARY.silu, 9], [UNARY.softplus, 10],
-  [UNARY.relu, 11], [UNARY.relu2, 12], [UNARY.tanh, 13], [UNARY.clamp, 14], [IDENTITY, 15],
-  [BINARY.add, 20], [BINARY.sub, 21], [BINARY.mul, 22], [BINARY.div, 23], [BINARY.maximum, 24], [BINARY.minimum, 25],
-  [UNARY_GRAD.sigmoid, 40], [UNARY_GRAD.silu, 41], [UNARY_GRAD.softplus, 42], [UNARY_GRAD.relu, 43],
-  [UNARY_GRAD.relu2, 44], [UNARY_GRAD.tanh, 45], [UNARY_GRAD.square, 46], [UNARY_GRAD.exp, 47], [UNARY_GRAD.neg, 48],
+  [UNARY.neg, 0],
+  [UNARY.abs, 1],
+  [UNARY.exp, 2],
+  [UNARY.log, 3],
+  [UNARY.sqrt, 4],
+  [UNARY.rsqrt, 5],
+  [UNARY.reciprocal, 6],
+  [UNARY.square, 7],
+  [UNARY.sigmoid, 8],
+  [UNARY.silu, 9],
+  [UNARY.softplus, 10],
+  [UNARY.relu, 11],
+  [UNARY.relu2, 12],
+  [UNARY.tanh, 13],
+  [UNARY.clamp, 14],
+  [IDENTITY, 15],
+  [BINARY.add, 20],
+  [BINARY.sub, 21],
+  [BINARY.mul, 22],
+  [BINARY.div, 23],
+  [BINARY.maximum, 24],
+  [BINARY.minimum, 25],
+  [UNARY_GRAD.sigmoid, 40],
+  [UNARY_GRAD.silu, 41],
+  [UNARY_GRAD.softplus, 42],
+  [UNARY_GRAD.relu, 43],
+  [UNARY_GRAD.relu2, 44],
+  [UNARY_GRAD.tanh, 45],
+  [UNARY_GRAD.square, 46],
+  [UNARY_GRAD.exp, 47],
+  [UNARY_GRAD.neg, 48],
 ]);
 CODES.delete(null);
 
@@ -33,7 +58,16 @@ export function elementwiseNative(
   const rank = shape.length;
   const outCode = nativeDTypeCode(out.dtype);
   if (op === undefined || (outCode !== 0 && outCode !== 1) || operands.length > 3 || rank > 6) return false;
-  if (rank === 0) return elementwiseNative(lib, def, operands, scalars, out, [1], strides.map(() => [0]));
+  if (rank === 0)
+    return elementwiseNative(
+      lib,
+      def,
+      operands,
+      scalars,
+      out,
+      [1],
+      strides.map(() => [0]),
+    );
   const params: number[] = [op, rank, operands.length, scalars[0] ?? 0, scalars[1] ?? 0, out.offset, outCode, ...shape, ...strides[0]!];
   const buffers: (ArrayBufferLike | Float32Array)[] = [];
   let ti = 1;

@@ -34,9 +34,15 @@ describe('unary ops: WebGPU vs CPU reference', () => {
 
 describe('binary ops with broadcasting and scalars: WebGPU vs CPU reference', () => {
   const cases: [number[], number[]][] = [
-    [[5, 9, 11], [5, 9, 11]],
+    [
+      [5, 9, 11],
+      [5, 9, 11],
+    ],
     [[5, 9, 11], [11]],
-    [[5, 1, 11], [9, 1]],
+    [
+      [5, 1, 11],
+      [9, 1],
+    ],
     [[1], [3, 7]],
   ];
   for (const op of Object.keys(BINARY) as BinaryOp[]) {
@@ -74,10 +80,14 @@ describe('binary ops with broadcasting and scalars: WebGPU vs CPU reference', ()
 describe('CPU reference sanity', () => {
   test('hand-computed values', async () => {
     const x = tensor([-30, -7, 0, 1, 25], [5], { device: cpu });
-    expectClose(await unary('softplus', x).data() as Float32Array, [Math.log1p(Math.exp(-30)), Math.log1p(Math.exp(-7)), Math.LN2, Math.log1p(Math.E), 25], { rtol: 1e-7 });
-    expectClose(await unary('silu', x).data() as Float32Array, [-30 / (1 + Math.exp(30)), -7 / (1 + Math.exp(7)), 0, 1 / (1 + Math.exp(-1)), 25], { rtol: 1e-7 });
-    expectClose(await unary('relu2', x).data() as Float32Array, [0, 0, 0, 1, 625]);
-    expectClose(await clamp(x, -1, 2).data() as Float32Array, [-1, -1, 0, 1, 2]);
+    expectClose((await unary('softplus', x).data()) as Float32Array, [Math.log1p(Math.exp(-30)), Math.log1p(Math.exp(-7)), Math.LN2, Math.log1p(Math.E), 25], {
+      rtol: 1e-7,
+    });
+    expectClose((await unary('silu', x).data()) as Float32Array, [-30 / (1 + Math.exp(30)), -7 / (1 + Math.exp(7)), 0, 1 / (1 + Math.exp(-1)), 25], {
+      rtol: 1e-7,
+    });
+    expectClose((await unary('relu2', x).data()) as Float32Array, [0, 0, 0, 1, 625]);
+    expectClose((await clamp(x, -1, 2).data()) as Float32Array, [-1, -1, 0, 1, 2]);
   });
 });
 
@@ -89,21 +99,21 @@ test.if(gpu !== null)('strided and offset operands (views) read the right elemen
     const t = narrow(transpose(x), 0, 3, 9); // [9 of 14, 9] strided view with an offset
     return binary('mul', t, unary('exp', t));
   };
-  expectClose(await run(gpu!).data() as Float32Array, await run(cpu).data() as Float32Array, { rtol: 2e-6 });
+  expectClose((await run(gpu!).data()) as Float32Array, (await run(cpu).data()) as Float32Array, { rtol: 2e-6 });
 });
 
 test.if(gpu !== null)('where with broadcast condition and scalar branch', async () => {
   const c = Float32Array.from([1, 0, 0, 1, 1]);
   const a = randomData([3, 5], 8);
   const run = (d: Device) => where(onDevice(c, [5], d), onDevice(a, [3, 5], d), -2.5);
-  expectClose(await run(gpu!).data() as Float32Array, await run(cpu).data() as Float32Array);
+  expectClose((await run(gpu!).data()) as Float32Array, (await run(cpu).data()) as Float32Array);
 });
 
 test.if(gpu !== null)('large element counts spill the grid into y', async () => {
   const n = 65535 * 256 + 777;
   const values = new Float32Array(n);
   for (let i = 0; i < n; i += 1) values[i] = (i % 1013) * 0.25;
-  const out = await binary('add', onDevice(values, [n], gpu!), 1).data() as Float32Array;
+  const out = (await binary('add', onDevice(values, [n], gpu!), 1).data()) as Float32Array;
   expect(out[0]).toBe(1);
   expect(out[n - 1]).toBe(values[n - 1]! + 1);
   expect(out[65535 * 256 + 5]).toBe(values[65535 * 256 + 5]! + 1);
@@ -143,15 +153,18 @@ describe('vec4 fast path (dense f32 operands, counts and offsets multiples of 4)
     const at = (d: Device, start: number) => narrow(onDevice(base, [131], d), 0, start, 120);
     await check('offset 8', (d) => binary('mul', at(d, 8), onDevice(other, [120], d)), true);
     await check('offset 3', (d) => binary('mul', at(d, 3), onDevice(other, [120], d)), false);
-    await check('output at offset 2', (d) => {
-      const dst = narrow(onDevice(base, [131], d), 0, 2, 120);
-      copyInto(dst, onDevice(other, [120], d));
-      return dst;
-    }, false);
+    await check(
+      'output at offset 2',
+      (d) => {
+        const dst = narrow(onDevice(base, [131], d), 0, 2, 120);
+        copyInto(dst, onDevice(other, [120], d));
+        return dst;
+      },
+      false,
+    );
     await check('odd count', (d) => unary('exp', narrow(onDevice(base, [131], d), 0, 8, 119)), false);
     await check('broadcast row', (d) => binary('add', onDevice(other, [12, 10], d), onDevice(other.subarray(0, 10), [10], d)), false);
     const bf = randomData([120], 26, { dtype: 'bf16' });
     await check('bf16 operand', (d) => binary('add', onDevice(bf, [120], d, 'bf16'), onDevice(other, [120], d)), false);
   });
 });
-

@@ -63,8 +63,7 @@ export function elementwise(
     if (!device.native || !elementwiseNative(device.native, def, operands, scalars, out, collapsed.shape, collapsed.strides)) {
       elementwiseCpu(def.cpu, operands, scalars, out, collapsed.shape, collapsed.strides);
     }
-  }
-  else elementwiseGpu(device, { name, expr: def.wgsl, names, operands, scalars, out, shape: collapsed.shape, strides: collapsed.strides });
+  } else elementwiseGpu(device, { name, expr: def.wgsl, names, operands, scalars, out, shape: collapsed.shape, strides: collapsed.strides });
   return out;
 }
 
@@ -123,13 +122,19 @@ export function binary(op: BinaryOp, a: Tensor | number, b: Tensor | number): Te
   const rule = BINARY_RULES[op];
   if (rule) {
     const inputs = [a, b].filter((o): o is Tensor => typeof o !== 'number');
-    record(op, out, inputs, (g, saved) => {
-      const [sa, sb] = resolveSaved(a, b, saved);
-      const grads: Tensor[] = [];
-      if (typeof a !== 'number') grads.push(sumTo(rule.da(g, sa, sb), a.shape));
-      if (typeof b !== 'number') grads.push(sumTo(rule.db(g, sa, sb), b.shape));
-      return grads;
-    }, SAVES_NOTHING.has(op) ? [] : inputs);
+    record(
+      op,
+      out,
+      inputs,
+      (g, saved) => {
+        const [sa, sb] = resolveSaved(a, b, saved);
+        const grads: Tensor[] = [];
+        if (typeof a !== 'number') grads.push(sumTo(rule.da(g, sa, sb), a.shape));
+        if (typeof b !== 'number') grads.push(sumTo(rule.db(g, sa, sb), b.shape));
+        return grads;
+      },
+      SAVES_NOTHING.has(op) ? [] : inputs,
+    );
   }
   return out;
 }
@@ -184,11 +189,17 @@ const WHERE: ElementwiseDef = { wgsl: 'select(b, a, c != 0.0)', cpu: (c, a, b) =
 export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
   const out = run('where', WHERE, ['c', 'a', 'b'], [cond, a, b]);
   const inputs = [a, b].filter((o): o is Tensor => typeof o !== 'number');
-  record('where', out, inputs, (g, [c]) => {
-    const grads: (Tensor | null)[] = [];
-    if (typeof a !== 'number') grads.push(sumTo(where(c!, g, 0), a.shape));
-    if (typeof b !== 'number') grads.push(sumTo(where(c!, 0, g), b.shape));
-    return grads;
-  }, [cond]);
+  record(
+    'where',
+    out,
+    inputs,
+    (g, [c]) => {
+      const grads: (Tensor | null)[] = [];
+      if (typeof a !== 'number') grads.push(sumTo(where(c!, g, 0), a.shape));
+      if (typeof b !== 'number') grads.push(sumTo(where(c!, 0, g), b.shape));
+      return grads;
+    },
+    [cond],
+  );
   return out;
 }

@@ -41,7 +41,10 @@ export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void
   const denseOut = out.isContiguous;
   if (out.dtype === 'bf16' && !denseOut) throw new Error(`${name}: a bf16 output must be contiguous`);
 
-  const p = new Params().u32('n', out.size).f32('p0', l.scalars[0] ?? 0).f32('p1', l.scalars[1] ?? 0);
+  const p = new Params()
+    .u32('n', out.size)
+    .f32('p0', l.scalars[0] ?? 0)
+    .f32('p1', l.scalars[1] ?? 0);
   const decls: string[] = [];
   const loads: string[] = [];
   const bindings: BufferRange[] = [];
@@ -149,7 +152,10 @@ const VEC4_WG = 64;
 function elementwiseVec4(device: WebGpuDevice, l: ElementwiseLaunch): void {
   const { name, out } = l;
   const count = out.size / 4;
-  const p = new Params().u32('n', count).f32('p0', l.scalars[0] ?? 0).f32('p1', l.scalars[1] ?? 0);
+  const p = new Params()
+    .u32('n', count)
+    .f32('p0', l.scalars[0] ?? 0)
+    .f32('p1', l.scalars[1] ?? 0);
   const decls: string[] = [];
   const loads: string[] = [];
   const component: string[] = [];
@@ -198,7 +204,6 @@ fn main(${GRID_ARGS}) {
     detail: `[${l.shape.join(',')}] ${l.operands.map((o) => (typeof o === 'number' ? 'scalar' : o.dtype)).join(',')}→f32 vec4`,
   });
 }
-
 
 /** Elements spanned by a strided view, from its offset to its last element. */
 function extent(t: Tensor): number {

@@ -29,7 +29,7 @@ describe('gathers: WebGPU vs CPU reference', () => {
       const got = poisoned(gpu!, () => run(gpu!));
       expect(got.shape).toEqual([5, 7, 29]);
       expect(got.dtype).toBe('f32');
-      expectClose(await got.data() as Float32Array, await ref.data() as Float32Array, { rtol: 0 });
+      expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 0 });
     });
   }
 
@@ -45,7 +45,7 @@ describe('gathers: WebGPU vs CPU reference', () => {
         const ref = run(cpu);
         const got = poisoned(gpu!, () => run(gpu!));
         expect(got.shape).toEqual(ref.shape);
-        expectClose(await got.data() as Float32Array, await ref.data() as Float32Array, { rtol: 0, what: `${dtype} axis ${axis}` });
+        expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 0, what: `${dtype} axis ${axis}` });
       }
     }
   });
@@ -63,12 +63,16 @@ describe('gathers: WebGPU vs CPU reference', () => {
     for (const axis of [0, 1, 2]) {
       const shape = [5, 8, 3];
       shape[axis] = 13;
-      const idv = ids(shape.reduce((a, b) => a * b), [6, 9, 5][axis]!, 6 + axis);
+      const idv = ids(
+        shape.reduce((a, b) => a * b),
+        [6, 9, 5][axis]!,
+        6 + axis,
+      );
       const run = (d: Device) => gather(onDevice(x, [6, 9, 5], d), axis, onDevice(idv, shape, d));
       const ref = run(cpu);
       const got = poisoned(gpu!, () => run(gpu!));
       expect(got.shape).toEqual(shape);
-      expectClose(await got.data() as Float32Array, await ref.data() as Float32Array, { rtol: 0, what: `axis ${axis}` });
+      expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 0, what: `axis ${axis}` });
     }
   });
 
@@ -81,7 +85,9 @@ describe('gathers: WebGPU vs CPU reference', () => {
       idv[4] = 0;
       const ref = await embedding(onDevice(table, [301, 37], cpu, dtype), onDevice(idv, [3, 5], cpu)).data();
       // 4 KiB bindings: the 22–44 KB table takes 6–13 windows.
-      const got = await (await withBindingLimit(g, 4096, () => poisoned(g, () => embedding(onDevice(table, [301, 37], g, dtype), onDevice(idv, [3, 5], g))))).data();
+      const got = await (
+        await withBindingLimit(g, 4096, () => poisoned(g, () => embedding(onDevice(table, [301, 37], g, dtype), onDevice(idv, [3, 5], g))))
+      ).data();
       expectClose(got as Float32Array, ref as Float32Array, { rtol: 0, what: dtype });
     }
   });
@@ -103,8 +109,8 @@ describe('ids outside the table', () => {
     const cpuTable = onDevice(table, [5, 3], cpu);
     const cpuIds = onDevice(idv, [5], cpu);
     gatherCpu(cpuTable, cpuIds, takeMap(cpuTable, 0, cpuIds), refOut);
-    const got = await (await withBindingLimit(g, 4096, () => embedding(onDevice(table, [5, 3], g), onDevice(idv, [5], g)))).data() as Float32Array;
-    expectClose(got, await refOut.data() as Float32Array, { rtol: 0 });
+    const got = (await (await withBindingLimit(g, 4096, () => embedding(onDevice(table, [5, 3], g), onDevice(idv, [5], g)))).data()) as Float32Array;
+    expectClose(got, (await refOut.data()) as Float32Array, { rtol: 0 });
     expect(Number.isNaN(got[3])).toBe(true);
     expect(Number.isNaN(got[14])).toBe(true);
     const ints = indexSelect(onDevice(Int32Array.from([7, 8, 9]), [3], g), 0, onDevice(Int32Array.from([2, 3]), [2], g));
@@ -133,8 +139,8 @@ describe('gather gradients', () => {
       backward(embedding(t, onDevice(idv, [4, 6], d)), { grad: onDevice(up, [4, 6, 37], d) });
       return t.grad!;
     };
-    const ref = await grad(cpu).data() as Float32Array;
-    expectClose(await poisoned(g, () => grad(g)).data() as Float32Array, ref, { rtol: 1e-6 });
-    expectClose(await (await withBindingLimit(g, 4096, () => poisoned(g, () => grad(g)))).data() as Float32Array, ref, { rtol: 1e-6, what: 'windows' });
+    const ref = (await grad(cpu).data()) as Float32Array;
+    expectClose((await poisoned(g, () => grad(g)).data()) as Float32Array, ref, { rtol: 1e-6 });
+    expectClose((await (await withBindingLimit(g, 4096, () => poisoned(g, () => grad(g)))).data()) as Float32Array, ref, { rtol: 1e-6, what: 'windows' });
   });
 });

@@ -41,10 +41,16 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   checkIndex('embedding', ids, table, table.shape[0]!);
   const [vocab, hidden] = table.shape as [number, number];
   const out = gatherRaw('embedding', table, ids, takeMap(table, 0, ids), [...ids.shape, hidden]);
-  record('embedding', out, [table], (g, [savedIds]) => {
-    const shape = [vocab, hidden];
-    return [scatterIntoZeros('embedding_grad', shape, savedIds!, g, takeMap({ shape, strides: contiguousStrides(shape) }, 0, savedIds!, g.strides))];
-  }, [ids]);
+  record(
+    'embedding',
+    out,
+    [table],
+    (g, [savedIds]) => {
+      const shape = [vocab, hidden];
+      return [scatterIntoZeros('embedding_grad', shape, savedIds!, g, takeMap({ shape, strides: contiguousStrides(shape) }, 0, savedIds!, g.strides))];
+    },
+    [ids],
+  );
   return out;
 }
 
@@ -58,9 +64,15 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   const out = gatherRaw('indexSelect', x, index, takeMap(x, a, index), shape);
   if (isFloat(x.dtype)) {
     const inShape = [...x.shape];
-    record('indexSelect', out, [x], (g, [idx]) => [
-      scatterIntoZeros('indexSelect_grad', inShape, idx!, g, takeMap({ shape: inShape, strides: contiguousStrides(inShape) }, a, idx!, g.strides)),
-    ], [index]);
+    record(
+      'indexSelect',
+      out,
+      [x],
+      (g, [idx]) => [
+        scatterIntoZeros('indexSelect_grad', inShape, idx!, g, takeMap({ shape: inShape, strides: contiguousStrides(inShape) }, a, idx!, g.strides)),
+      ],
+      [index],
+    );
   }
   return out;
 }
@@ -77,9 +89,15 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   const out = gatherRaw('gather', x, index, elementMap(x, a, index), index.shape);
   if (isFloat(x.dtype)) {
     const inShape = [...x.shape];
-    record('gather', out, [x], (g, [idx]) => [
-      scatterIntoZeros('gather_grad', inShape, idx!, g, elementMap({ shape: inShape, strides: contiguousStrides(inShape) }, a, idx!, g.strides)),
-    ], [index]);
+    record(
+      'gather',
+      out,
+      [x],
+      (g, [idx]) => [
+        scatterIntoZeros('gather_grad', inShape, idx!, g, elementMap({ shape: inShape, strides: contiguousStrides(inShape) }, a, idx!, g.strides)),
+      ],
+      [index],
+    );
   }
   return out;
 }

@@ -12,7 +12,8 @@ import { incrementGpu } from './increment.wgsl';
 /** t += by, elementwise; `t` is a dense i32 or u32 tensor, `by` an integer. */
 export function incrementInPlace(t: Tensor, by: number): void {
   t.assertAlive('incrementInPlace');
-  if ((t.dtype !== 'i32' && t.dtype !== 'u32') || !t.isContiguous) throw new Error(`incrementInPlace: needs a dense i32 or u32 tensor, got ${t.dtype} ${formatShape(t.shape)}`);
+  if ((t.dtype !== 'i32' && t.dtype !== 'u32') || !t.isContiguous)
+    throw new Error(`incrementInPlace: needs a dense i32 or u32 tensor, got ${t.dtype} ${formatShape(t.shape)}`);
   if (!Number.isInteger(by) || Math.abs(by) > 0x7fffffff) throw new Error(`incrementInPlace: by must be an i32, got ${by}`);
   if (t.size === 0) return;
   t.storage.invalidateDerived();

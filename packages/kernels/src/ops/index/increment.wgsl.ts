@@ -20,5 +20,12 @@ fn main(${GRID_ARGS}) {
   if (i >= P.n) { return; }
   t[P.tOff + i] = t[P.tOff + i] + ${value};
 }`;
-  device.run({ name: 'increment', source, params: p, bindings: bound.ranges, workgroups: device.grid(t.size, WG), detail: `[${t.shape.join(',')}] ${t.dtype}` });
+  device.run({
+    name: 'increment',
+    source,
+    params: p,
+    bindings: bound.ranges,
+    workgroups: device.grid(t.size, WG),
+    detail: `[${t.shape.join(',')}] ${t.dtype}`,
+  });
 }

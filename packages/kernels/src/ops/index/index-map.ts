@@ -67,7 +67,6 @@ function collapse(m: IndexMap): IndexMap {
   return { ...m, shape: c.shape, indexStrides: c.strides[0]!, tableStrides: c.strides[1]!, denseStrides: c.strides[2]! };
 }
 
-
 /** Elements a strided view spans from its offset to its last element (1 for an empty view). */
 export function extentOf(t: { shape: readonly number[]; strides: readonly number[] }): number {
   if (sizeOf(t.shape) === 0) return 1;

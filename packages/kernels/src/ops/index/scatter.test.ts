@@ -38,7 +38,7 @@ describe('scatter-adds: WebGPU vs CPU reference', () => {
         const ref = run(cpu);
         const got = poisoned(gpu!, () => run(gpu!));
         expect(got.dtype).toBe('f32');
-        expectClose(await got.data() as Float32Array, await ref.data() as Float32Array, { rtol: 0, atol: 4e-7 * absSum(source), what: `axis ${axis}` });
+        expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 0, atol: 4e-7 * absSum(source), what: `axis ${axis}` });
       }
     });
   }
@@ -49,8 +49,8 @@ describe('scatter-adds: WebGPU vs CPU reference', () => {
     const idv = new Int32Array(300).fill(2);
     // transpose gives a [300, 6] view with strides [1, 300].
     const run = (d: Device) => indexAdd(onDevice(target, [4, 6], d), 0, onDevice(idv, [300], d), transpose(onDevice(source, [6, 300], d)));
-    const ref = await run(cpu).data() as Float32Array;
-    expectClose(await poisoned(gpu!, () => run(gpu!)).data() as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
+    const ref = (await run(cpu).data()) as Float32Array;
+    expectClose((await poisoned(gpu!, () => run(gpu!)).data()) as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
   });
 
   test.if(gpu !== null)('scatterAdd along each axis, index smaller than the target', async () => {
@@ -65,25 +65,26 @@ describe('scatter-adds: WebGPU vs CPU reference', () => {
       const run = (d: Device) => scatterAdd(onDevice(target, tshape, d), axis, onDevice(idv, ishape, d), onDevice(source, ishape, d, 'bf16'));
       const ref = run(cpu);
       const got = poisoned(gpu!, () => run(gpu!));
-      expectClose(await got.data() as Float32Array, await ref.data() as Float32Array, { rtol: 0, atol: 4e-7 * absSum(source), what: `axis ${axis}` });
+      expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 0, atol: 4e-7 * absSum(source), what: `axis ${axis}` });
     }
   });
 
   test.if(gpu !== null)('scatterAdd with an index broadcast along the scatter axis (runs meet on one target)', async () => {
     const target = randomData([3, 4], 9);
     const source = randomData([5, 4], 10);
-    const run = (d: Device) => scatterAdd(onDevice(target, [3, 4], d), 0, expand(onDevice(Int32Array.from([2, 0, 1, 2]), [1, 4], d), [5, 4]), onDevice(source, [5, 4], d));
-    const ref = await run(cpu).data() as Float32Array;
-    expectClose(await poisoned(gpu!, () => run(gpu!)).data() as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
+    const run = (d: Device) =>
+      scatterAdd(onDevice(target, [3, 4], d), 0, expand(onDevice(Int32Array.from([2, 0, 1, 2]), [1, 4], d), [5, 4]), onDevice(source, [5, 4], d));
+    const ref = (await run(cpu).data()) as Float32Array;
+    expectClose((await poisoned(gpu!, () => run(gpu!)).data()) as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
   });
 
   test.if(gpu !== null)('a thousand entries on 17 rows: matches the CPU, repeated runs are bitwise identical', async () => {
     const source = randomData([1000, 3], 11);
     const idv = ids(1000, 17, 12);
     const run = (d: Device) => indexAdd(onDevice(new Float32Array(17 * 3), [17, 3], d), 0, onDevice(idv, [1000], d), onDevice(source, [1000, 3], d));
-    const first = await run(gpu!).data() as Float32Array;
-    expectClose(first, await run(cpu).data() as Float32Array, { rtol: 0, atol: 4e-7 * absSum(source) });
-    const second = await run(gpu!).data() as Float32Array;
+    const first = (await run(gpu!).data()) as Float32Array;
+    expectClose(first, (await run(cpu).data()) as Float32Array, { rtol: 0, atol: 4e-7 * absSum(source) });
+    const second = (await run(gpu!).data()) as Float32Array;
     expect(Array.from(new Uint32Array(second.buffer))).toEqual(Array.from(new Uint32Array(first.buffer)));
   });
 
@@ -94,9 +95,9 @@ describe('scatter-adds: WebGPU vs CPU reference', () => {
     const idv = ids(20, 301, 15);
     idv[0] = 300;
     const run = (d: Device) => indexAdd(onDevice(target, [301, 37], d), 0, onDevice(idv, [20], d), onDevice(source, [20, 37], d));
-    const ref = await run(cpu).data() as Float32Array;
+    const ref = (await run(cpu).data()) as Float32Array;
     await withBindingLimit(g, 4096, async () => {
-      expectClose(await poisoned(g, () => run(g)).data() as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
+      expectClose((await poisoned(g, () => run(g)).data()) as Float32Array, ref, { rtol: 0, atol: 4e-7 * absSum(source) });
     });
   });
 });
@@ -104,7 +105,9 @@ describe('scatter-adds: WebGPU vs CPU reference', () => {
 describe('ids outside the target', () => {
   test('CPU (host ids) throws', () => {
     const t = tensor(new Float32Array(6), [3, 2], { device: cpu });
-    expect(() => indexAdd(t, 0, tensor(Int32Array.from([3]), [1], { device: cpu }), tensor(new Float32Array(2), [1, 2], { device: cpu }))).toThrow(/indexAdd: index 3 .* outside \[0, 3\)/);
+    expect(() => indexAdd(t, 0, tensor(Int32Array.from([3]), [1], { device: cpu }), tensor(new Float32Array(2), [1, 2], { device: cpu }))).toThrow(
+      /indexAdd: index 3 .* outside \[0, 3\)/,
+    );
   });
 
   test.if(gpu !== null)('GPU skips their entries', async () => {
@@ -114,8 +117,8 @@ describe('ids outside the target', () => {
     const ref = onDevice(target, [3, 2], cpu);
     const cpuIds = onDevice(idv, [4], cpu);
     scatterAddCpu(ref, cpuIds, onDevice(source, [4, 2], cpu), takeMap({ shape: [3, 2], strides: contiguousStrides([3, 2]) }, 0, cpuIds, [2, 1]));
-    const got = await indexAdd(onDevice(target, [3, 2], gpu!), 0, onDevice(idv, [4], gpu!), onDevice(source, [4, 2], gpu!)).data() as Float32Array;
-    expectClose(got, await ref.data() as Float32Array, { rtol: 1e-7 });
+    const got = (await indexAdd(onDevice(target, [3, 2], gpu!), 0, onDevice(idv, [4], gpu!), onDevice(source, [4, 2], gpu!)).data()) as Float32Array;
+    expectClose(got, (await ref.data()) as Float32Array, { rtol: 1e-7 });
     expect(got[0]).toBe(target[0]!);
   });
 });
@@ -123,14 +126,20 @@ describe('ids outside the target', () => {
 describe('scatter gradients', () => {
   test('gradcheck: indexAdd and scatterAdd with respect to target and source', async () => {
     const i1 = tensor(Int32Array.from([1, 3, 1, 0, 1]), [5], { device: cpu });
-    await gradcheck((t, s) => indexAdd(t!, 1, i1, s!), [
-      { values: randomData([2, 4, 3], 1), shape: [2, 4, 3] },
-      { values: randomData([2, 5, 3], 2), shape: [2, 5, 3] },
-    ]);
+    await gradcheck(
+      (t, s) => indexAdd(t!, 1, i1, s!),
+      [
+        { values: randomData([2, 4, 3], 1), shape: [2, 4, 3] },
+        { values: randomData([2, 5, 3], 2), shape: [2, 5, 3] },
+      ],
+    );
     const i2 = tensor(Int32Array.from([2, 0, 2, 2, 1, 0]), [2, 3], { device: cpu });
-    await gradcheck((t, s) => scatterAdd(t!, 0, i2, s!), [
-      { values: randomData([3, 4], 3), shape: [3, 4] },
-      { values: randomData([2, 3], 4), shape: [2, 3] },
-    ]);
+    await gradcheck(
+      (t, s) => scatterAdd(t!, 0, i2, s!),
+      [
+        { values: randomData([3, 4], 3), shape: [3, 4] },
+        { values: randomData([2, 3], 4), shape: [2, 3] },
+      ],
+    );
   });
 });

@@ -69,7 +69,9 @@ export function indexAdd(target: Tensor, axis: number, index: Tensor, source: Te
   if (index.rank !== 1) throw new Error(`${op}: index must be 1-D, got ${formatShape(index.shape)}`);
   const expected = target.shape.map((d, i) => (i === a ? index.shape[0]! : d));
   if (!shapesEqual(source.shape, expected)) {
-    throw new Error(`${op}: source ${formatShape(source.shape)} must be ${formatShape(expected)} (target ${formatShape(target.shape)} with axis ${axis} of index length)`);
+    throw new Error(
+      `${op}: source ${formatShape(source.shape)} must be ${formatShape(expected)} (target ${formatShape(target.shape)} with axis ${axis} of index length)`,
+    );
   }
   checkIndex(op, index, target, target.shape[a]!);
   const out = denseF32Copy(target);
@@ -90,7 +92,8 @@ export function scatterAdd(target: Tensor, axis: number, index: Tensor, source: 
   checkFloat(op, source, 'source');
   checkSameDevice(op, target, source, 'source');
   const a = normalizeAxis(axis, target.rank, op);
-  if (!shapesEqual(index.shape, source.shape)) throw new Error(`${op}: index ${formatShape(index.shape)} must have the shape of source ${formatShape(source.shape)}`);
+  if (!shapesEqual(index.shape, source.shape))
+    throw new Error(`${op}: index ${formatShape(index.shape)} must have the shape of source ${formatShape(source.shape)}`);
   checkElementIndex(op, target.shape, a, index);
   checkIndex(op, index, target, target.shape[a]!);
   const out = denseF32Copy(target);

@@ -19,7 +19,11 @@ export function sortPairsGpu(device: WebGpuDevice, pairs: Tensor, slots: number)
   if (bound.elementOffset % 2 !== 0) throw new Error('sortPairsGpu: pairs must start on an 8-byte boundary');
   for (let k = 2; k <= slots; k *= 2) {
     for (let j = k / 2; j >= 1; j /= 2) {
-      const p = new Params().u32('half', slots / 2).u32('k', k).u32('j', j).u32('base', bound.elementOffset / 2);
+      const p = new Params()
+        .u32('half', slots / 2)
+        .u32('k', k)
+        .u32('j', j)
+        .u32('base', bound.elementOffset / 2);
       device.run({
         name: 'bitonic_stage',
         source: SOURCE(p),

@@ -23,12 +23,25 @@ describe('copyIntoAt', () => {
     const dstShape = [2, 3, 11, 5];
     const base = randomData(dstShape, 1);
     for (const dtype of ['f32', 'bf16', 'i32'] as const) {
-      for (const [start, offset] of [[0, 0], [3, 0], [9, 0], [-2, 0], [5, -1]] as const) {
+      for (const [start, offset] of [
+        [0, 0],
+        [3, 0],
+        [9, 0],
+        [-2, 0],
+        [5, -1],
+      ] as const) {
         const run = async (d: Device) => {
           // Far from the destination's values, so every written element shows.
           const values = randomData([2, 4, 3, 5], 2, { dtype: dtype === 'bf16' ? 'bf16' : 'f32' }).map((v) => v + 1000);
           const src = permute(onDevice(dtype === 'i32' ? Int32Array.from(values, (v) => Math.round(v * 100)) : values, [2, 4, 3, 5], d, dtype), [0, 2, 1, 3]);
-          const dst = dtype === 'i32' ? onDevice(Int32Array.from(base, (v) => Math.round(v * 100)), dstShape, d) : onDevice(base, dstShape, d);
+          const dst =
+            dtype === 'i32'
+              ? onDevice(
+                  Int32Array.from(base, (v) => Math.round(v * 100)),
+                  dstShape,
+                  d,
+                )
+              : onDevice(base, dstShape, d);
           poisoned(d, () => copyIntoAt(dst, src, 2, onDevice(Int32Array.of(start), [1], d), offset));
           return Float32Array.from(await dst.data());
         };

@@ -32,7 +32,8 @@ export function copyIntoAt(dst: Tensor, src: Tensor, axis: number, start: Tensor
   if (src.device !== dst.device || start.device !== dst.device) throw new Error(`${op}: dst, src and start must be on one device`);
   const a = normalizeAxis(axis, dst.rank, op);
   const shapes = `dst ${formatShape(dst.shape)}, src ${formatShape(src.shape)}, axis ${axis}`;
-  if (src.rank !== dst.rank || src.shape.some((d, i) => i !== a && d !== dst.shape[i])) throw new Error(`${op}: src must match dst except along the axis: ${shapes}`);
+  if (src.rank !== dst.rank || src.shape.some((d, i) => i !== a && d !== dst.shape[i]))
+    throw new Error(`${op}: src must match dst except along the axis: ${shapes}`);
   if (src.shape[a]! > dst.shape[a]!) throw new Error(`${op}: src is longer than dst along the axis: ${shapes}`);
   if (dst.dtype !== 'f32' && dst.dtype !== 'i32') throw new Error(`${op}: dst must be f32 or i32, got ${dst.dtype}`);
   if (dst.dtype === 'f32' ? !isFloat(src.dtype) : src.dtype !== 'i32') throw new Error(`${op}: src (${src.dtype}) does not match dst (${dst.dtype})`);

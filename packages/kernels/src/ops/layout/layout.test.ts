@@ -16,25 +16,27 @@ describe('views and copies', () => {
       const v = randomData(shape, 1);
       const p = poisoned(device, () => contiguous(permute(onDevice(v, shape, device), [2, 0, 1])));
       expect(p.shape).toEqual([7, 3, 5]);
-      const got = await p.data() as Float32Array;
-      for (let a = 0; a < 7; a++) for (let b = 0; b < 3; b++) for (let c = 0; c < 5; c++) {
-        expect(got[a * 15 + b * 5 + c]).toBe(v[b * 35 + c * 7 + a]!);
-      }
+      const got = (await p.data()) as Float32Array;
+      for (let a = 0; a < 7; a++)
+        for (let b = 0; b < 3; b++)
+          for (let c = 0; c < 5; c++) {
+            expect(got[a * 15 + b * 5 + c]).toBe(v[b * 35 + c * 7 + a]!);
+          }
     });
 
     test(`narrow, slice, expand, reshape of a view on ${device.kind}`, async () => {
       const v = randomData([6, 9], 2);
       const x = onDevice(v, [6, 9], device);
-      const n = await narrow(x, 1, 2, 5).data() as Float32Array;
+      const n = (await narrow(x, 1, 2, 5).data()) as Float32Array;
       expect(n[0]).toBe(v[2]!);
       expect(n[6]).toBe(v[9 + 3]!);
-      const s = await slice(x, 0, -2).data() as Float32Array;
+      const s = (await slice(x, 0, -2).data()) as Float32Array;
       expect(Array.from(s)).toEqual(Array.from(v.subarray(36)));
-      const e = await expand(reshape(narrow(x, 0, 1, 1), [1, 9]), [4, 9]).data() as Float32Array;
+      const e = (await expand(reshape(narrow(x, 0, 1, 1), [1, 9]), [4, 9]).data()) as Float32Array;
       expect(Array.from(e.subarray(27))).toEqual(Array.from(v.subarray(9, 18)));
       const r = reshape(transpose(x), [-1]);
       expect(r.shape).toEqual([54]);
-      expect((await r.data() as Float32Array)[1]).toBe(v[9]!);
+      expect(((await r.data()) as Float32Array)[1]).toBe(v[9]!);
       expect(squeeze(unsqueeze(x, 1)).shape).toEqual([6, 9]);
       expect(flatten(reshape(x, [2, 3, 9]), 1).shape).toEqual([2, 27]);
     });
@@ -71,7 +73,7 @@ describe('cast', () => {
   test.if(gpu !== null)('odd-length bf16 results and i32 ↔ f32', async () => {
     const v = randomData([1, 13], 5);
     const run = (d: Device) => cast(cast(narrow(onDevice(v, [1, 13], d), 1, 1, 11), 'bf16'), 'f32');
-    expectClose(await run(gpu!).data() as Float32Array, await run(cpu).data() as Float32Array, { rtol: 0 });
+    expectClose((await run(gpu!).data()) as Float32Array, (await run(cpu).data()) as Float32Array, { rtol: 0 });
     const ints = await cast(tensor([1.7, -2.2, 3], [3], { device: gpu! }), 'i32').data();
     expect(Array.from(ints)).toEqual([1, -2, 3]);
   });
@@ -81,6 +83,13 @@ describe('layout gradients (finite differences on the CPU reference)', () => {
   test('permute, narrow, expand, concat, reshape', async () => {
     const x = { values: randomData([3, 4], 6), shape: [3, 4] };
     const y = { values: randomData([3, 2], 7), shape: [3, 2] };
-    await gradcheck((a, b) => mul(concat([permute(reshape(a!, [2, 2, 3]), [2, 1, 0]), expand(reshape(narrow(b!, 1, 1, 1), [3, 1, 1]), [3, 2, 1])], 2), exp(a!.rank === 2 ? reshape(narrow(a!, 1, 0, 3), [3, 1, 3]) : a!)), [x, y]);
+    await gradcheck(
+      (a, b) =>
+        mul(
+          concat([permute(reshape(a!, [2, 2, 3]), [2, 1, 0]), expand(reshape(narrow(b!, 1, 1, 1), [3, 1, 1]), [3, 2, 1])], 2),
+          exp(a!.rank === 2 ? reshape(narrow(a!, 1, 0, 3), [3, 1, 3]) : a!),
+        ),
+      [x, y],
+    );
   });
 });

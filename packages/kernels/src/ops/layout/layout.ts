@@ -12,7 +12,6 @@ import { elementwise } from '../elementwise/elementwise';
 import { IDENTITY } from '../elementwise/definitions';
 import { sumTo } from '../reduce/reduce';
 
-
 function view(x: Tensor, shape: readonly number[], strides: readonly number[], offset: number): Tensor {
   x.assertAlive();
   x.storage.retain();
@@ -70,10 +69,17 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
 
 /** Removes size-1 dimensions (all, or the one at `axis`). */
 export function squeeze(x: Tensor, axis?: number): Tensor {
-  if (axis === undefined) return reshape(x, x.shape.filter((d) => d !== 1));
+  if (axis === undefined)
+    return reshape(
+      x,
+      x.shape.filter((d) => d !== 1),
+    );
   const a = normalizeAxis(axis, x.rank, 'squeeze');
   if (x.shape[a] !== 1) throw new Error(`squeeze: dimension ${axis} of ${formatShape(x.shape)} is not 1`);
-  return reshape(x, x.shape.filter((_, i) => i !== a));
+  return reshape(
+    x,
+    x.shape.filter((_, i) => i !== a),
+  );
 }
 
 /** Reorders dimensions (a view). */

@@ -68,7 +68,12 @@ describe('fusedLinear', () => {
     const w = onDevice(Float32Array.of(1, 0, 0, -1), [2, 2], cpu);
     // rms(x) = sqrt(12.5): normed = [3, 4] / 3.5355 · [1, 2]; product [0.8485, -2.2627] + bias [0.1, 0.1]; relu² → [0.8985², 0]; + [1, 1].
     const out = (await noGrad(() =>
-      fusedLinear(x, w, { norm: { weight: onDevice(Float32Array.of(1, 2), [2], cpu), eps: 0 }, bias: onDevice(Float32Array.of(0.1, 0.1), [2], cpu), activation: 'relu2', residual: onDevice(Float32Array.of(1, 1), [1, 2], cpu) }),
+      fusedLinear(x, w, {
+        norm: { weight: onDevice(Float32Array.of(1, 2), [2], cpu), eps: 0 },
+        bias: onDevice(Float32Array.of(0.1, 0.1), [2], cpu),
+        activation: 'relu2',
+        residual: onDevice(Float32Array.of(1, 1), [1, 2], cpu),
+      }),
     ).data()) as Float32Array;
     expectClose(out, [1 + (3 / Math.sqrt(12.5) + 0.1) ** 2, 1], { rtol: 1e-6 });
   });

@@ -38,12 +38,14 @@ export function fusedLinear(x: Tensor, weight: Tensor, options: FusedLinearOptio
   const { bias, norm, activation, residual } = options;
   x.assertAlive(`${op}: x`);
   weight.assertAlive(`${op}: weight`);
-  if (weight.rank !== 2 || !isFloat(weight.dtype)) throw new Error(`${op}: weight must be a 2-D f32 or bf16 tensor [out, in], got ${weight.dtype} ${formatShape(weight.shape)}`);
+  if (weight.rank !== 2 || !isFloat(weight.dtype))
+    throw new Error(`${op}: weight must be a 2-D f32 or bf16 tensor [out, in], got ${weight.dtype} ${formatShape(weight.shape)}`);
   const [outFeatures, inFeatures] = weight.shape as [number, number];
   if (x.rank < 1 || x.shape[x.rank - 1] !== inFeatures) throw new Error(`${op}: x ${formatShape(x.shape)} must end in in_features=${inFeatures}`);
   if (norm) {
     norm.weight.assertAlive(`${op}: norm weight`);
-    if (norm.weight.rank !== 1 || norm.weight.shape[0] !== inFeatures) throw new Error(`${op}: norm weight ${formatShape(norm.weight.shape)} must be [${inFeatures}]`);
+    if (norm.weight.rank !== 1 || norm.weight.shape[0] !== inFeatures)
+      throw new Error(`${op}: norm weight ${formatShape(norm.weight.shape)} must be [${inFeatures}]`);
   }
   const outShape = [...x.shape.slice(0, -1), outFeatures];
   if (residual) {
@@ -59,7 +61,10 @@ export function fusedLinear(x: Tensor, weight: Tensor, options: FusedLinearOptio
   return tidy(() => {
     if (x.device.kind === 'webgpu') {
       const rows = x.size / inFeatures;
-      const fused = fusedGemvGpu(x.device, reshape(x, [rows, inFeatures]), weight, { ...options, residual: residual ? reshape(residual, [rows, outFeatures]) : null });
+      const fused = fusedGemvGpu(x.device, reshape(x, [rows, inFeatures]), weight, {
+        ...options,
+        residual: residual ? reshape(residual, [rows, outFeatures]) : null,
+      });
       if (fused) return reshape(fused, outShape);
     }
     const normed = norm ? rmsNorm(x, norm.weight, norm.eps) : x;

@@ -85,7 +85,13 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
   const nwBound = norm ? device.bind(norm.weight.storage, norm.weight.offset, l.k, 'fusedLinear norm weight') : null;
   const nwPerVec = norm?.weight.dtype === 'bf16' ? 8 : 4;
   const nwUniform =
-    norm && nwBound && xUniform !== null && (norm.weight.dtype === 'f32' || norm.weight.dtype === 'bf16') && nwBound.elementOffset % nwPerVec === 0 && (nwBound.elementOffset + l.k) % nwPerVec === 0 && uniformFits(device, nwBound.range.size)
+    norm &&
+    nwBound &&
+    xUniform !== null &&
+    (norm.weight.dtype === 'f32' || norm.weight.dtype === 'bf16') &&
+    nwBound.elementOffset % nwPerVec === 0 &&
+    (nwBound.elementOffset + l.k) % nwPerVec === 0 &&
+    uniformFits(device, nwBound.range.size)
       ? nwBound.range.size / 16
       : null;
   const outBound = device.bind(l.out.storage, l.out.offset, l.out.size, 'fusedLinear output');
@@ -178,7 +184,8 @@ function gemvSource(p: Params, s: SourceSpec): string {
   let binding = 3;
   const decls: string[] = [];
   if (s.norm) {
-    if (s.nwUniform !== null) decls.push(`@group(0) @binding(${++binding}) var<uniform> NW: array<vec4<${s.norm === 'bf16' ? 'u32' : 'f32'}>, ${s.nwUniform}>;`);
+    if (s.nwUniform !== null)
+      decls.push(`@group(0) @binding(${++binding}) var<uniform> NW: array<vec4<${s.norm === 'bf16' ? 'u32' : 'f32'}>, ${s.nwUniform}>;`);
     else decls.push(`${declareStorage(++binding, 'nw', s.norm, 'read')}\n${loaderF32('nw', s.norm)}`);
   }
   if (s.bias) decls.push(`${declareStorage(++binding, 'bias', s.bias, 'read')}\n${loaderF32('bias', s.bias)}`);
@@ -216,7 +223,10 @@ function gemvSource(p: Params, s: SourceSpec): string {
     fma.push(`{ let raw = ${loadX(r)};`);
     if (s.norm) fma.push(`  ss${r} = fma(raw.x, raw.x, fma(raw.y, raw.y, fma(raw.z, raw.z, fma(raw.w, raw.w, ss${r}))));`);
     fma.push(`  let a = raw${s.norm ? ' * g' : ''};`);
-    for (const v of vecs) fma.push(`  c${r}_${v} = fma(vec4<f32>(a.w), b3_${v}, fma(vec4<f32>(a.z), b2_${v}, fma(vec4<f32>(a.y), b1_${v}, fma(vec4<f32>(a.x), b0_${v}, c${r}_${v}))));`);
+    for (const v of vecs)
+      fma.push(
+        `  c${r}_${v} = fma(vec4<f32>(a.w), b3_${v}, fma(vec4<f32>(a.z), b2_${v}, fma(vec4<f32>(a.y), b1_${v}, fma(vec4<f32>(a.x), b0_${v}, c${r}_${v}))));`,
+      );
     fma.push('}');
   }
   const columns = vecs.map((v) => {

@@ -135,7 +135,14 @@ interface Dtypes {
 }
 
 function declarations(p: Params, d: Dtypes): string {
-  const lines = [p.wgsl(), '@group(0) @binding(0) var<uniform> P: Params;', declareStorage(1, 'a', d.a, 'read'), loaderF32('a', d.a), declareStorage(2, 'b', d.b, 'read'), loaderF32('b', d.b)];
+  const lines = [
+    p.wgsl(),
+    '@group(0) @binding(0) var<uniform> P: Params;',
+    declareStorage(1, 'a', d.a, 'read'),
+    loaderF32('a', d.a),
+    declareStorage(2, 'b', d.b, 'read'),
+    loaderF32('b', d.b),
+  ];
   if (d.bias) lines.push(declareStorage(3, 'bias', d.bias, 'read'), loaderF32('bias', d.bias));
   lines.push(declareStorage(d.bias ? 4 : 3, 'out', 'f32', 'read_write'));
   // The epilogue: accumulate into the output (K chunks after the first) or add the bias.

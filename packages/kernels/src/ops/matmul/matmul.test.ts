@@ -104,120 +104,152 @@ describe('matmul: WebGPU kernels vs CPU reference', () => {
   for (const [label, override, cases] of PATHS) {
     describe(label, () => {
       for (const c of cases) {
-        test.if(gpu !== null)(c.name, async () => {
-          setKernelOverrides({ matmul: override });
-          await compare(c, matmulOf(c));
-        }, COMPILE_TIMEOUT);
+        test.if(gpu !== null)(
+          c.name,
+          async () => {
+            setKernelOverrides({ matmul: override });
+            await compare(c, matmulOf(c));
+          },
+          COMPILE_TIMEOUT,
+        );
       }
     });
   }
 
-  test.if(gpu !== null)('automatic choice at decode and prefill shapes', async () => {
-    for (const c of [...GEMV_CASES, GEMM_CASES[0]!, { name: 'prefill-like 40×300×64 bf16', a: [40, 64], b: [300, 64], transB: true, bType: 'bf16' as const }]) {
-      await compare(c, matmulOf(c));
-    }
-  }, COMPILE_TIMEOUT);
+  test.if(gpu !== null)(
+    'automatic choice at decode and prefill shapes',
+    async () => {
+      for (const c of [
+        ...GEMV_CASES,
+        GEMM_CASES[0]!,
+        { name: 'prefill-like 40×300×64 bf16', a: [40, 64], b: [300, 64], transB: true, bType: 'bf16' as const },
+      ]) {
+        await compare(c, matmulOf(c));
+      }
+    },
+    COMPILE_TIMEOUT,
+  );
 
-  test.if(gpu !== null)('strided views: transposes map to strides, offsets and gaps are honoured', async () => {
-    const base = randomData([23, 40], 7);
-    const other = randomData([40, 31], 8);
-    for (const override of [{ path: 'tiled' as const }, { path: 'texture' as const }, { path: 'gemv' as const }]) {
-      setKernelOverrides({ matmul: override });
-      const run = (d: Device) => {
-        const x = onDevice(base, [23, 40], d);
-        const y = onDevice(other, [40, 31], d);
-        // a = rows 3..10 of xᵀ columns 5..33 (offset, non-unit strides); b = columns 2..29 of y, transposed twice.
-        const a = narrow(narrow(x, 0, 3, 8), 1, 5, 29);
-        const b = transpose(transpose(narrow(narrow(y, 0, 6, 29), 1, 2, 27)));
-        return matmul(a, b);
-      };
-      await compare({ name: `views ${override.path}`, a: [8, 29], b: [29, 27] }, run);
-    }
-  }, COMPILE_TIMEOUT);
+  test.if(gpu !== null)(
+    'strided views: transposes map to strides, offsets and gaps are honoured',
+    async () => {
+      const base = randomData([23, 40], 7);
+      const other = randomData([40, 31], 8);
+      for (const override of [{ path: 'tiled' as const }, { path: 'texture' as const }, { path: 'gemv' as const }]) {
+        setKernelOverrides({ matmul: override });
+        const run = (d: Device) => {
+          const x = onDevice(base, [23, 40], d);
+          const y = onDevice(other, [40, 31], d);
+          // a = rows 3..10 of xᵀ columns 5..33 (offset, non-unit strides); b = columns 2..29 of y, transposed twice.
+          const a = narrow(narrow(x, 0, 3, 8), 1, 5, 29);
+          const b = transpose(transpose(narrow(narrow(y, 0, 6, 29), 1, 2, 27)));
+          return matmul(a, b);
+        };
+        await compare({ name: `views ${override.path}`, a: [8, 29], b: [29, 27] }, run);
+      }
+    },
+    COMPILE_TIMEOUT,
+  );
 });
 
-test.if(gpu !== null)('weights read transposed: aligned row pitch with a ragged K, both dtypes, batched', async () => {
-  setKernelOverrides({ matmul: { path: 'texture' } });
-  for (const dtype of ['f32', 'bf16'] as const) {
-    const w = randomData([2, 37, 64], 30, { dtype });
-    const x = randomData([2, 19, 61], 31);
-    const run = (d: Device) => {
-      // b = w[..., :61] read as [K=61, N=37]: rows 64 apart, K not a multiple of a texel.
-      const b = narrow(onDevice(w, [2, 37, 64], d, dtype), 2, 0, 61);
-      return matmul(onDevice(x, [2, 19, 61], d), b, { transB: true });
-    };
-    await compare({ name: `transposed ${dtype}`, a: [2, 19, 61], b: [2, 37, 61] }, run);
-  }
-}, COMPILE_TIMEOUT);
+test.if(gpu !== null)(
+  'weights read transposed: aligned row pitch with a ragged K, both dtypes, batched',
+  async () => {
+    setKernelOverrides({ matmul: { path: 'texture' } });
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const w = randomData([2, 37, 64], 30, { dtype });
+      const x = randomData([2, 19, 61], 31);
+      const run = (d: Device) => {
+        // b = w[..., :61] read as [K=61, N=37]: rows 64 apart, K not a multiple of a texel.
+        const b = narrow(onDevice(w, [2, 37, 64], d, dtype), 2, 0, 61);
+        return matmul(onDevice(x, [2, 19, 61], d), b, { transB: true });
+      };
+      await compare({ name: `transposed ${dtype}`, a: [2, 19, 61], b: [2, 37, 61] }, run);
+    }
+  },
+  COMPILE_TIMEOUT,
+);
 
 describe('linear', () => {
-  test.if(gpu !== null)('frozen bf16 weight: decode and prefill shapes, cached texture reused and released', async () => {
-    const before = textureMemoryStats(gpu!).cachedWeights;
-    const wValues = randomData([45, 29], 4, { dtype: 'bf16' });
-    const weight = onDevice(wValues, [45, 29], gpu!, 'bf16');
-    const weightCpu = onDevice(wValues, [45, 29], cpu, 'bf16');
-    for (const m of [1, 3, 8, 37]) {
-      const x = randomData([m, 29], m);
-      const ref = await linear(onDevice(x, [m, 29], cpu), weightCpu).data();
-      for (let rep = 0; rep < 2; rep++) {
-        const got = await poisoned(gpu!, () => linear(onDevice(x, [m, 29], gpu!), weight)).data();
-        expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: `linear M=${m} call ${rep}` });
-      }
-    }
-    if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
-    // Writing the weight in place drops the cached copy: the next call sees the new values.
-    const w2 = randomData([45, 29], 9, { dtype: 'bf16' });
-    copyInto(weight, onDevice(w2, [45, 29], gpu!, 'bf16'));
-    const x = randomData([1, 29], 5);
-    const got = await linear(onDevice(x, [1, 29], gpu!), weight).data();
-    const ref = await linear(onDevice(x, [1, 29], cpu), onDevice(w2, [45, 29], cpu, 'bf16')).data();
-    expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: 'after an in-place write' });
-    weight.dispose();
-    expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
-  }, COMPILE_TIMEOUT);
-
-  test.if(gpu !== null)('a trainable f32 weight under noGrad reuses a cached copy that an optimizer step drops', async () => {
-    const before = textureMemoryStats(gpu!).cachedWeights;
-    const wValues = randomData([23, 41], 21);
-    const weight = onDevice(wValues, [23, 41], gpu!).requiresGrad_();
-    const x = randomData([1, 41], 22);
-    const infer = async () => (await noGrad(() => linear(onDevice(x, [1, 41], gpu!), weight)).data()) as Float32Array;
-    const ref = (await linear(onDevice(x, [1, 41], cpu), onDevice(wValues, [23, 41], cpu)).data()) as Float32Array;
-    expectClose(await infer(), ref, { rtol: 2e-5, what: 'noGrad on a trainable weight' });
-    if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
-    // With grad recording on, the product must not read the cached copy (the weight may change).
-    const step = new SGD([weight], { lr: 0.5 });
-    const loss = sumAll(linear(onDevice(x, [1, 41], gpu!), weight));
-    backward(loss);
-    step.step();
-    expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
-    const updated = (await weight.data()) as Float32Array;
-    const ref2 = (await linear(onDevice(x, [1, 41], cpu), onDevice(updated, [23, 41], cpu)).data()) as Float32Array;
-    expectClose(await infer(), ref2, { rtol: 2e-5, what: 'noGrad after an optimizer step' });
-    expect(Math.max(...ref2.map((v, i) => Math.abs(v - ref[i]!)))).toBeGreaterThan(1e-3);
-    weight.dispose();
-    loss.dispose();
-    expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
-  }, COMPILE_TIMEOUT);
-
-  test.if(gpu !== null)('a weight beyond the texture cache budget is not cached and still right', async () => {
-    const saved = process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES;
-    process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES = '0';
-    try {
+  test.if(gpu !== null)(
+    'frozen bf16 weight: decode and prefill shapes, cached texture reused and released',
+    async () => {
       const before = textureMemoryStats(gpu!).cachedWeights;
-      const w = randomData([45, 29], 12, { dtype: 'bf16' });
-      for (const m of [1, 20]) {
-        const x = randomData([m, 29], 13);
-        const ref = await linear(onDevice(x, [m, 29], cpu), onDevice(w, [45, 29], cpu, 'bf16')).data();
-        const got = await poisoned(gpu!, () => linear(onDevice(x, [m, 29], gpu!), onDevice(w, [45, 29], gpu!, 'bf16'))).data();
-        expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: `uncached M=${m}` });
+      const wValues = randomData([45, 29], 4, { dtype: 'bf16' });
+      const weight = onDevice(wValues, [45, 29], gpu!, 'bf16');
+      const weightCpu = onDevice(wValues, [45, 29], cpu, 'bf16');
+      for (const m of [1, 3, 8, 37]) {
+        const x = randomData([m, 29], m);
+        const ref = await linear(onDevice(x, [m, 29], cpu), weightCpu).data();
+        for (let rep = 0; rep < 2; rep++) {
+          const got = await poisoned(gpu!, () => linear(onDevice(x, [m, 29], gpu!), weight)).data();
+          expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: `linear M=${m} call ${rep}` });
+        }
       }
+      if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
+      // Writing the weight in place drops the cached copy: the next call sees the new values.
+      const w2 = randomData([45, 29], 9, { dtype: 'bf16' });
+      copyInto(weight, onDevice(w2, [45, 29], gpu!, 'bf16'));
+      const x = randomData([1, 29], 5);
+      const got = await linear(onDevice(x, [1, 29], gpu!), weight).data();
+      const ref = await linear(onDevice(x, [1, 29], cpu), onDevice(w2, [45, 29], cpu, 'bf16')).data();
+      expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: 'after an in-place write' });
+      weight.dispose();
       expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
-    } finally {
-      if (saved === undefined) delete process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES;
-      else process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES = saved;
-    }
-  }, COMPILE_TIMEOUT);
+    },
+    COMPILE_TIMEOUT,
+  );
+
+  test.if(gpu !== null)(
+    'a trainable f32 weight under noGrad reuses a cached copy that an optimizer step drops',
+    async () => {
+      const before = textureMemoryStats(gpu!).cachedWeights;
+      const wValues = randomData([23, 41], 21);
+      const weight = onDevice(wValues, [23, 41], gpu!).requiresGrad_();
+      const x = randomData([1, 41], 22);
+      const infer = async () => (await noGrad(() => linear(onDevice(x, [1, 41], gpu!), weight)).data()) as Float32Array;
+      const ref = (await linear(onDevice(x, [1, 41], cpu), onDevice(wValues, [23, 41], cpu)).data()) as Float32Array;
+      expectClose(await infer(), ref, { rtol: 2e-5, what: 'noGrad on a trainable weight' });
+      if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
+      // With grad recording on, the product must not read the cached copy (the weight may change).
+      const step = new SGD([weight], { lr: 0.5 });
+      const loss = sumAll(linear(onDevice(x, [1, 41], gpu!), weight));
+      backward(loss);
+      step.step();
+      expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
+      const updated = (await weight.data()) as Float32Array;
+      const ref2 = (await linear(onDevice(x, [1, 41], cpu), onDevice(updated, [23, 41], cpu)).data()) as Float32Array;
+      expectClose(await infer(), ref2, { rtol: 2e-5, what: 'noGrad after an optimizer step' });
+      expect(Math.max(...ref2.map((v, i) => Math.abs(v - ref[i]!)))).toBeGreaterThan(1e-3);
+      weight.dispose();
+      loss.dispose();
+      expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
+    },
+    COMPILE_TIMEOUT,
+  );
+
+  test.if(gpu !== null)(
+    'a weight beyond the texture cache budget is not cached and still right',
+    async () => {
+      const saved = process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES;
+      process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES = '0';
+      try {
+        const before = textureMemoryStats(gpu!).cachedWeights;
+        const w = randomData([45, 29], 12, { dtype: 'bf16' });
+        for (const m of [1, 20]) {
+          const x = randomData([m, 29], 13);
+          const ref = await linear(onDevice(x, [m, 29], cpu), onDevice(w, [45, 29], cpu, 'bf16')).data();
+          const got = await poisoned(gpu!, () => linear(onDevice(x, [m, 29], gpu!), onDevice(w, [45, 29], gpu!, 'bf16'))).data();
+          expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: `uncached M=${m}` });
+        }
+        expect(textureMemoryStats(gpu!).cachedWeights).toBe(before);
+      } finally {
+        if (saved === undefined) delete process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES;
+        else process.env.NEMOTRON_MATMUL_TEXTURE_CACHE_BYTES = saved;
+      }
+    },
+    COMPILE_TIMEOUT,
+  );
 
   test.if(gpu !== null)('3-D input, 1-D input and bias', async () => {
     const w = randomData([21, 13], 1);
@@ -235,31 +267,35 @@ describe('linear', () => {
 
 describe('operands larger than one storage binding', () => {
   // A small odd problem against a binding limit a few KiB wide: every path must split it.
-  test.if(gpu !== null)('split along N, M and K', async () => {
-    await withBindingLimit(gpu!, 4096, async () => {
-      const cases: Case[] = [
-        { name: 'weight [N, K] bigger than a binding', a: [5, 37], b: [301, 37], transB: true, bias: 'f32' },
-        { name: 'bf16 weight, decode', a: [1, 37], b: [301, 37], transB: true, bType: 'bf16' },
-        { name: 'B [K, N] bigger than a binding', a: [19, 70], b: [70, 53] },
-        { name: 'batched output bigger than a binding', a: [3, 41, 9], b: [3, 9, 33] },
-        { name: 'strips of a wide weight packed a few at a time', a: [5, 3], b: [600, 3], transB: true, bType: 'bf16' },
-        { name: 'narrow output bigger than a binding', a: [70, 9], b: [9, 20], bias: 'f32' },
-      ];
-      for (const path of ['tiled', 'gemv', 'texture'] as const) {
-        setKernelOverrides({ matmul: { path } });
-        for (const c of cases) await compare({ ...c, name: `${c.name} (${path})` }, matmulOf(c));
-      }
-      // The frozen-weight texture is packed in panels that each fit a binding.
-      setKernelOverrides({});
-      const w = randomData([301, 37], 6, { dtype: 'bf16' });
-      const x = randomData([2, 37], 7);
-      const ref = await linear(onDevice(x, [2, 37], cpu), onDevice(w, [301, 37], cpu, 'bf16')).data();
-      const weight = onDevice(w, [301, 37], gpu!, 'bf16');
-      const got = await poisoned(gpu!, () => linear(onDevice(x, [2, 37], gpu!), weight)).data();
-      weight.dispose();
-      expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: 'cached weight in panels' });
-    });
-  }, COMPILE_TIMEOUT);
+  test.if(gpu !== null)(
+    'split along N, M and K',
+    async () => {
+      await withBindingLimit(gpu!, 4096, async () => {
+        const cases: Case[] = [
+          { name: 'weight [N, K] bigger than a binding', a: [5, 37], b: [301, 37], transB: true, bias: 'f32' },
+          { name: 'bf16 weight, decode', a: [1, 37], b: [301, 37], transB: true, bType: 'bf16' },
+          { name: 'B [K, N] bigger than a binding', a: [19, 70], b: [70, 53] },
+          { name: 'batched output bigger than a binding', a: [3, 41, 9], b: [3, 9, 33] },
+          { name: 'strips of a wide weight packed a few at a time', a: [5, 3], b: [600, 3], transB: true, bType: 'bf16' },
+          { name: 'narrow output bigger than a binding', a: [70, 9], b: [9, 20], bias: 'f32' },
+        ];
+        for (const path of ['tiled', 'gemv', 'texture'] as const) {
+          setKernelOverrides({ matmul: { path } });
+          for (const c of cases) await compare({ ...c, name: `${c.name} (${path})` }, matmulOf(c));
+        }
+        // The frozen-weight texture is packed in panels that each fit a binding.
+        setKernelOverrides({});
+        const w = randomData([301, 37], 6, { dtype: 'bf16' });
+        const x = randomData([2, 37], 7);
+        const ref = await linear(onDevice(x, [2, 37], cpu), onDevice(w, [301, 37], cpu, 'bf16')).data();
+        const weight = onDevice(w, [301, 37], gpu!, 'bf16');
+        const got = await poisoned(gpu!, () => linear(onDevice(x, [2, 37], gpu!), weight)).data();
+        weight.dispose();
+        expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: 'cached weight in panels' });
+      });
+    },
+    COMPILE_TIMEOUT,
+  );
 });
 
 describe('gradients', () => {

@@ -22,7 +22,6 @@ import { kernelOverrides } from '../../runtime/kernel-overrides';
 import type { MatmulProblem, MatrixView } from './problem';
 import { bTextureLayout, textureMatmul, textureTile, type PackedOperand } from './texture-gemm.wgsl';
 
-
 export interface MatmulHints {
   /** B is a weight that does not change between calls: it may be kept re-laid out. */
   frozenB: boolean;
@@ -58,7 +57,15 @@ function runTextures(device: WebGpuDevice, p: MatmulProblem, out: Tensor, frozen
   const cached = frozenB ? cachedTexture(device, p.b, bLayout) : null;
   // Decode rows against a cached weight read x straight from its buffer (no per-call packing).
   if (cached && gemvRows(p)) {
-    launchFusedGemv(device, { x: { tensor: p.a.tensor, offset: p.a.offset }, m: p.m, n: p.n, k: p.k, b: cached, options: { bias: p.bias?.tensor ?? null }, out });
+    launchFusedGemv(device, {
+      x: { tensor: p.a.tensor, offset: p.a.offset },
+      m: p.m,
+      n: p.n,
+      k: p.k,
+      b: cached,
+      options: { bias: p.bias?.tensor ?? null },
+      out,
+    });
     return true;
   }
   // Without a cached B: above 8 rows the texture kernel wins even after packing B (llvmpipe runs the

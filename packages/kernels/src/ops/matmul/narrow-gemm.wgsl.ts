@@ -30,7 +30,14 @@ export function narrowApplies(p: MatmulProblem, a: PackedLayout, b: PackedLayout
 }
 
 /** Runs `p` into the dense f32 `out` [batch, M, N]; bias as for the tile kernel. */
-export function narrowMatmul(device: WebGpuDevice, p: MatmulProblem, out: Tensor, a: PackedOperand, b: PackedOperand, bias: { tensor: Tensor; present: boolean }): void {
+export function narrowMatmul(
+  device: WebGpuDevice,
+  p: MatmulProblem,
+  out: Tensor,
+  a: PackedOperand,
+  b: PackedOperand,
+  bias: { tensor: Tensor; present: boolean },
+): void {
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
   const layerElements = p.m * p.n;
   const rowsPerGroup = LANES * ROWS;

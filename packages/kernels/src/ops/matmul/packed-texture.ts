@@ -70,7 +70,16 @@ export function panelBase(l: PackedLayout, panel: number): number {
  * fits a storage binding (only matters when columns are far apart, as in a transposed [N, K] weight
  * read as [K, N]).
  */
-export function packedLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep = 1, texelStep = 1): PackedLayout {
+export function packedLayout(
+  device: WebGpuDevice,
+  view: MatrixView,
+  format: TexelFormat,
+  layers: number,
+  rows: number,
+  cols: number,
+  rowStep = 1,
+  texelStep = 1,
+): PackedLayout {
   const cpt = elementsPerTexel(format);
   const rowTexels = Math.ceil(cols / cpt / texelStep) * texelStep;
   const limitElements = Math.floor(bindingBudget(device) / bytesPerElement(view.tensor.dtype));
@@ -83,7 +92,16 @@ export function packedLayout(device: WebGpuDevice, view: MatrixView, format: Tex
  * The strip layout of `view` ([layers, rows, cols], rows padded to `rowStep`) with strips of
  * `strip` texels, or null when the source of one strip (all rows) would not fit a storage binding.
  */
-export function stripLayout(device: WebGpuDevice, view: MatrixView, format: TexelFormat, layers: number, rows: number, cols: number, rowStep: number, strip: number): PackedLayout | null {
+export function stripLayout(
+  device: WebGpuDevice,
+  view: MatrixView,
+  format: TexelFormat,
+  layers: number,
+  rows: number,
+  cols: number,
+  rowStep: number,
+  strip: number,
+): PackedLayout | null {
   const rowTexels = Math.ceil(cols / elementsPerTexel(format));
   const layout: PackedLayout = { format, layers, rows, paddedRows: Math.ceil(rows / rowStep) * rowStep, cols, rowTexels, panelTexels: rowTexels, strip };
   return stripsPerPack(device, view, layout) > 0 ? layout : null;
@@ -358,7 +376,8 @@ fn main(${GRID_ARGS}) {
 function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: TexelFormat): string {
   const cpt = elementsPerTexel(format);
   const loads: string[] = [];
-  for (let e = 0; e < cpt; e++) loads.push(`var e${e} = 0.0; if (r < P.validRows && c0 + ${e}u < P.cols) { e${e} = load_src(base + (c0 + ${e}u) * P.colStride); }`);
+  for (let e = 0; e < cpt; e++)
+    loads.push(`var e${e} = 0.0; if (r < P.validRows && c0 + ${e}u < P.cols) { e${e} = load_src(base + (c0 + ${e}u) * P.colStride); }`);
   const words =
     format === 'rgba32float'
       ? [0, 1, 2, 3].map((e) => `dst[4u * d + ${e}u] = bitcast<u32>(e${e});`)

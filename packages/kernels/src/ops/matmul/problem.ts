@@ -57,7 +57,10 @@ export function normalizeMatmul(op: string, a: Tensor, b: Tensor, options: Matmu
   const transB = options.transB ?? false;
   a.assertAlive(`${op}: a`);
   b.assertAlive(`${op}: b`);
-  for (const [name, t] of [['a', a], ['b', b]] as const) {
+  for (const [name, t] of [
+    ['a', a],
+    ['b', b],
+  ] as const) {
     if (t.rank < 2) throw new Error(`${op}: ${name} ${formatShape(t.shape)} must have at least 2 dimensions ([..., rows, cols])`);
     if (t.dtype !== 'f32' && t.dtype !== 'bf16') throw new Error(`${op}: ${name} has dtype ${t.dtype}; matmul takes f32 or bf16`);
   }
@@ -134,7 +137,6 @@ export function normalizeMatmul(op: string, a: Tensor, b: Tensor, options: Matmu
   };
   return { problem: foldBatchIntoRows(problem), outShape, temporaries };
 }
-
 
 function materialize(t: Tensor, shape: number[], temporaries: Tensor[]): Tensor {
   const e = expand(t, shape);

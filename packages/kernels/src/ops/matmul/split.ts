@@ -69,7 +69,14 @@ export function planChunks(p: MatmulProblem, limits: ChunkLimits): MatmulChunk[]
   const bindings: Binding[] = [
     viewBinding(p.a, ['z', 'm', 'k']),
     viewBinding(p.b, ['z', 'k', 'n']),
-    { bytes: (s) => viewExtent(out, 0, s.z, 0, s.m, 0, s.n).count * 4, dims: [['z', p.m * p.n], ['m', p.n], ['n', 1]] },
+    {
+      bytes: (s) => viewExtent(out, 0, s.z, 0, s.m, 0, s.n).count * 4,
+      dims: [
+        ['z', p.m * p.n],
+        ['m', p.n],
+        ['n', 1],
+      ],
+    },
   ];
   if (p.bias) {
     const bias = p.bias;

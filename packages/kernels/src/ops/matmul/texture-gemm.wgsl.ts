@@ -243,7 +243,9 @@ export function tileCode(tile: TextureTile, bFormat: TexelFormat, aRowStart: (r:
   const fmaRows = (): string[] => {
     const lines: string[] = [];
     for (const r of rows) {
-      lines.push(`{ ${aTexels.map((t) => `let a${t} = ${load('A', `at(${aRowStart(r)} + q${t === '' || t === '0' ? '' : ` + ${t}u`}, aMask, aShift)`)};`).join(' ')}`);
+      lines.push(
+        `{ ${aTexels.map((t) => `let a${t} = ${load('A', `at(${aRowStart(r)} + q${t === '' || t === '0' ? '' : ` + ${t}u`}, aMask, aShift)`)};`).join(' ')}`,
+      );
       for (const v of vecs) {
         const terms = aTexels.flatMap((t, ti) => ['x', 'y', 'z', 'w'].map((c, e) => `a${t}.${c} * b${4 * ti + e}_${v}`));
         lines.push(`  c${r}_${v} = c${r}_${v} + ${terms.join(' + ')};`);

@@ -119,8 +119,16 @@ function expertOperands(c: ExpertCase, seed: number): { values: Float32Array; sh
   const ops = [
     { values: randomData([c.tokens, c.hin], seed, { dtype: c.xDtype }), shape: [c.tokens, c.hin], dtype: c.xDtype ?? 'f32' },
     { values: randomData([c.tokens, c.slots], seed + 1, { positive: true }), shape: [c.tokens, c.slots], dtype: 'f32' as DType },
-    { values: randomData([c.experts, c.inter, c.hin], seed + 2, { dtype: c.weightDtype, scale: 0.5 }), shape: [c.experts, c.inter, c.hin], dtype: c.weightDtype },
-    { values: randomData([c.experts, c.hout, c.inter], seed + 3, { dtype: c.weightDtype, scale: 0.5 }), shape: [c.experts, c.hout, c.inter], dtype: c.weightDtype },
+    {
+      values: randomData([c.experts, c.inter, c.hin], seed + 2, { dtype: c.weightDtype, scale: 0.5 }),
+      shape: [c.experts, c.inter, c.hin],
+      dtype: c.weightDtype,
+    },
+    {
+      values: randomData([c.experts, c.hout, c.inter], seed + 3, { dtype: c.weightDtype, scale: 0.5 }),
+      shape: [c.experts, c.hout, c.inter],
+      dtype: c.weightDtype,
+    },
   ];
   if (c.biases) {
     ops.push(
@@ -205,14 +213,16 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
     setKernelOverrides({ groupedGemm: 'buffers' });
     try {
       // 8 KiB: 2 tokens per pass (their 48 grouped rows of 40 f32), 2 experts' f32 up gradients (3840 bytes each) per binding.
-      await withBindingLimit(gpu!, 8192, () => compareBackward({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 50));
+      await withBindingLimit(gpu!, 8192, () =>
+        compareBackward({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 50),
+      );
     } finally {
       setKernelOverrides({});
     }
   });
 });
 
-test.if(gpu !== null)('an out-of-range expert index makes only its token\'s input gradient and its pair\'s weight gradient NaN on the GPU', async () => {
+test.if(gpu !== null)("an out-of-range expert index makes only its token's input gradient and its pair's weight gradient NaN on the GPU", async () => {
   const c: ExpertCase = { tokens: 3, experts: 4, slots: 2, hin: 5, inter: 3, hout: 2, weightDtype: 'f32' };
   const indices = onDevice(Int32Array.from([0, 1, 2, 9, 3, -1]), [c.tokens, c.slots], gpu!);
   const ts = expertOperands(c, 70).map((o) => onDevice(o.values, o.shape, gpu!).requiresGrad_());

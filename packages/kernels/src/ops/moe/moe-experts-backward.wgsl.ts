@@ -143,7 +143,9 @@ function transposedExperts(w: Tensor, range: number): Tensor {
 function expertRange(device: WebGpuDevice, expertBytes: number, what: string): number {
   const perBinding = Math.floor(bindingBudget(device) / Math.max(expertBytes, 1));
   if (perBinding < 1) {
-    throw new BindingTooLargeError(`${what}: one expert (${expertBytes} bytes) exceeds maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`);
+    throw new BindingTooLargeError(
+      `${what}: one expert (${expertBytes} bytes) exceeds maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`,
+    );
   }
   return perBinding;
 }
@@ -410,7 +412,9 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
     const vector = o.x.dtype === 'f32' && n % 4 === 0 && x.elementOffset % 4 === 0;
     decls.push(vector ? vec4Decl(bindings.length, 'x') : inputF32(bindings.length, 'x', o.x.dtype));
     rightRow = 'let right_row = P.xOff + t * P.hin;';
-    rightLoads = vector ? ['let rv = x[(right_row + n_first) / 4u];', ...ns.map((b) => `let r${b} = rv[${b}];`)] : ns.map((b) => `let r${b} = load_x(right_row + n${b});`);
+    rightLoads = vector
+      ? ['let rv = x[(right_row + n_first) / 4u];', ...ns.map((b) => `let r${b} = rv[${b}];`)]
+      : ns.map((b) => `let r${b} = load_x(right_row + n${b});`);
   }
   bindings.push(dst.range);
   decls.push(declareStorage(bindings.length, 'out', 'f32', 'read_write'));

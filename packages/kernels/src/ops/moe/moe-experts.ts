@@ -77,7 +77,9 @@ export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: 
   for (const [name, t] of named) t?.assertAlive(`moeExperts ${name}`);
   const shape = (t: Tensor) => `${formatShape(t.shape)} ${t.dtype}`;
   const fail = (msg: string): never => {
-    throw new Error(`moeExperts: ${msg} (x ${shape(x)}, indices ${shape(indices)}, weights ${shape(weights)}, upProj ${shape(upProj)}, downProj ${shape(downProj)})`);
+    throw new Error(
+      `moeExperts: ${msg} (x ${shape(x)}, indices ${shape(indices)}, weights ${shape(weights)}, upProj ${shape(upProj)}, downProj ${shape(downProj)})`,
+    );
   };
   if (x.rank !== 2 || !isFloat(x.dtype)) fail('x must be a [tokens, hidden] float tensor');
   if (upProj.rank !== 3 || !isFloat(upProj.dtype)) fail('upProj must be a [experts, intermediate, hidden] float tensor');
@@ -91,7 +93,8 @@ export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: 
   if (indices.rank !== 2 || indices.dtype !== 'i32' || indices.shape[0] !== tokens) fail(`indices must be a [${tokens}, k] i32 tensor`);
   const slots = indices.shape[1]!;
   if (slots < 1) fail('indices must have at least one slot per token');
-  if (weights.rank !== 2 || !isFloat(weights.dtype) || weights.shape[0] !== tokens || weights.shape[1] !== slots) fail(`weights must be a [${tokens}, ${slots}] float tensor`);
+  if (weights.rank !== 2 || !isFloat(weights.dtype) || weights.shape[0] !== tokens || weights.shape[1] !== slots)
+    fail(`weights must be a [${tokens}, ${slots}] float tensor`);
   const { upBias, downBias } = options;
   if (upBias && (upBias.rank !== 2 || upBias.shape[0] !== experts || upBias.shape[1] !== inter || !isFloat(upBias.dtype))) {
     fail(`upBias must be a [${experts}, ${inter}] float tensor, got ${shape(upBias)}`);

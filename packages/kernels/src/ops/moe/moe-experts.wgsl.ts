@@ -104,7 +104,17 @@ export function tokensPerPass(device: WebGpuDevice, tokens: number, slots: numbe
  * out-of-range expert index. Each invocation takes COMBINE_COLS columns of one token, so the
  * token's row indices and weights are loaded once for all of them.
  */
-function combine(device: WebGpuDevice, g: ExpertGrouping, rows: Tensor, weights: Tensor, t0: number, count: number, slots: number, hout: number, out: Tensor): void {
+function combine(
+  device: WebGpuDevice,
+  g: ExpertGrouping,
+  rows: Tensor,
+  weights: Tensor,
+  t0: number,
+  count: number,
+  slots: number,
+  hout: number,
+  out: Tensor,
+): void {
   const pairRows = device.bind(g.pairRows.storage, 0, g.pairs, 'moeExperts pair rows');
   const rowsB = device.bind(rows.storage, rows.offset, g.rowCapacity * hout, 'moeExperts expert outputs');
   const w = device.bind(weights.storage, weights.offset + t0 * slots, count * slots, 'moeExperts weights');

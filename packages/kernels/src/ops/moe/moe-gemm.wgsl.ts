@@ -77,7 +77,8 @@ export function expertsPerBinding(device: WebGpuDevice, weight: Tensor, name: st
 
 export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
   // Prefill-sized tiles on software rasterizers: the texture tile (decode keeps one-row tiles here).
-  const textures = g.grouping.rowTile > 1 && storageReads(device) && (kernelOverrides().groupedGemm ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const textures =
+    g.grouping.rowTile > 1 && storageReads(device) && (kernelOverrides().groupedGemm ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
   if (textures && textureGroupedGemm(device, g)) return;
   const [experts, n, k] = g.weight.shape as [number, number, number];
   const perBinding = expertsPerBinding(device, g.weight, g.name);
@@ -233,4 +234,3 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   ${store.join('\n  ')}
 }`;
 }
-

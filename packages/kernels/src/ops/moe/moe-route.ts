@@ -123,6 +123,8 @@ function validateRouteOptions(o: MoeRouteOptions, experts: number): void {
   }
   const available = o.nGroup > 1 ? o.topkGroup * groupSize : experts;
   if (o.topK > available) {
-    throw new Error(`moeRoute: topK=${o.topK} exceeds the ${available} experts available in the kept groups (E=${experts}, nGroup=${o.nGroup}, topkGroup=${o.topkGroup})`);
+    throw new Error(
+      `moeRoute: topK=${o.topK} exceeds the ${available} experts available in the kept groups (E=${experts}, nGroup=${o.nGroup}, topkGroup=${o.topkGroup})`,
+    );
   }
 }

@@ -75,7 +75,10 @@ export function textureGroupedGemm(device: WebGpuDevice, g: GroupedGemm): boolea
   // or a one-element placeholder.
   const bias = g.bias ? noGrad(() => (g.bias!.dtype === 'f32' ? contiguous(g.bias!) : cast(g.bias!, 'f32'))) : empty([1], { device });
   const b = device.bind(bias.storage, bias.offset, g.bias ? experts * n : 1, `${g.name} bias`);
-  p.u32('gather', g.gather ? 1 : 0).u32('relu2', g.relu2 ? 1 : 0).u32('hasBias', g.bias ? 1 : 0).u32('bOff', b.elementOffset);
+  p.u32('gather', g.gather ? 1 : 0)
+    .u32('relu2', g.relu2 ? 1 : 0)
+    .u32('hasBias', g.bias ? 1 : 0)
+    .u32('bOff', b.elementOffset);
   const out = device.bind(g.out.storage, g.out.offset, g.grouping.rowCapacity * n, `${g.name} output`);
   p.u32('outOff', out.elementOffset);
   const bindings: KernelBinding[] = [
@@ -108,7 +111,10 @@ function source(p: Params, tile: TextureTile, format: TexelFormat): string {
     (r) =>
       `let pair${r} = select(0u, row_pairs[row0 + ${r}u], P.gather != 0u); let valid${r} = P.gather == 0u || pair${r} != ${NO_ROW}u; let aStart${r} = select(row0 + ${r}u, select(0u, pair${r} / P.slots, valid${r}), P.gather != 0u) * aRow;`,
   );
-  const biases = vecs.map((v) => `let bias${v} = select(vec4<f32>(0.0), vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.bOff + min(e * P.n + col${v} + ${e}u, last)]`).join(', ')}), P.hasBias != 0u);`);
+  const biases = vecs.map(
+    (v) =>
+      `let bias${v} = select(vec4<f32>(0.0), vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.bOff + min(e * P.n + col${v} + ${e}u, last)]`).join(', ')}), P.hasBias != 0u);`,
+  );
   const store = rows.map(
     (r) => `{
     let o = P.outOff + (row0 + ${r}u) * P.n;

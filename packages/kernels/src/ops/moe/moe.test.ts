@@ -97,8 +97,7 @@ describe('moeRoute: WebGPU vs CPU reference', () => {
     test.if(gpu !== null)(name, async () => {
       const logits = randomData([c.tokens, c.experts], 3, { scale: 2, dtype: c.dtype });
       const bias = randomData([c.experts], 4, { scale: 0.1 });
-      const run = (d: Device) =>
-        moeRoute(onDevice(logits, [c.tokens, c.experts], d, c.dtype), c.bias ? onDevice(bias, [c.experts], d) : null, c.o);
+      const run = (d: Device) => moeRoute(onDevice(logits, [c.tokens, c.experts], d, c.dtype), c.bias ? onDevice(bias, [c.experts], d) : null, c.o);
       const ref = run(cpu);
       const got = poisoned(gpu!, () => run(gpu!));
       expect(Array.from(await got.indices.data())).toEqual(Array.from(await ref.indices.data()));
@@ -201,10 +200,17 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     const v = expertInputs({ tokens, experts, slots: 3, hin, inter, hout, weightDtype: 'f32' }, 33);
     const layer = (d: Device) => {
       const r = moeRoute(onDevice(logits, [tokens, experts], d), null, o);
-      return moeExperts(onDevice(v.x, [tokens, hin], d), r.indices, r.weights, onDevice(v.up, [experts, inter, hin], d), onDevice(v.down, [experts, hout, inter], d), {
-        upBias: onDevice(v.upBias, [experts, inter], d),
-        downBias: onDevice(v.downBias, [experts, hout], d),
-      });
+      return moeExperts(
+        onDevice(v.x, [tokens, hin], d),
+        r.indices,
+        r.weights,
+        onDevice(v.up, [experts, inter, hin], d),
+        onDevice(v.down, [experts, hout, inter], d),
+        {
+          upBias: onDevice(v.upBias, [experts, inter], d),
+          downBias: onDevice(v.downBias, [experts, hout], d),
+        },
+      );
     };
     const ref = layer(cpu);
     const got = poisoned(gpu!, () => layer(gpu!));
@@ -238,7 +244,9 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   test.if(gpu !== null)('texture tile: tokens across passes under a small binding limit', async () => {
     setKernelOverrides({ groupedGemm: 'textures' });
     try {
-      await withBindingLimit(gpu!, 16384, () => compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11));
+      await withBindingLimit(gpu!, 16384, () =>
+        compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11),
+      );
     } finally {
       setKernelOverrides({});
     }

@@ -4,19 +4,65 @@ import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { Tensor } from '../../tensor';
 import type { NormLayout } from './norm.wgsl';
 
-const floatCode = (t: Tensor | null) => (t ? nativeDTypeCode(t.dtype) ?? 0 : 0);
+const floatCode = (t: Tensor | null) => (t ? (nativeDTypeCode(t.dtype) ?? 0) : 0);
 
 /** Same contract as normCpu (out is dense f32). */
 export function normNative(lib: NativeKernels, x: Tensor, z: Tensor | null, w: Tensor, l: NormLayout, out: Tensor): boolean {
-  const params = new Float64Array([l.rows, l.d, l.groups, l.eps, x.offset, z?.offset ?? 0, w.offset, out.offset, floatCode(x), floatCode(z), floatCode(w), z ? 1 : 0]);
+  const params = new Float64Array([
+    l.rows,
+    l.d,
+    l.groups,
+    l.eps,
+    x.offset,
+    z?.offset ?? 0,
+    w.offset,
+    out.offset,
+    floatCode(x),
+    floatCode(z),
+    floatCode(w),
+    z ? 1 : 0,
+  ]);
   return lib.symbols.nt_norm(params, x.storage.cpu, z?.storage.cpu ?? null, w.storage.cpu, out.storage.cpu) === 0;
 }
 
 /** Same contract as normGradCpu (dx, dz, dw dense f32); false when an output does not start at offset 0. */
-export function normGradNative(lib: NativeKernels, x: Tensor, z: Tensor | null, w: Tensor, g: Tensor, l: NormLayout, dx: Tensor, dz: Tensor | null, dw: Tensor): boolean {
+export function normGradNative(
+  lib: NativeKernels,
+  x: Tensor,
+  z: Tensor | null,
+  w: Tensor,
+  g: Tensor,
+  l: NormLayout,
+  dx: Tensor,
+  dz: Tensor | null,
+  dw: Tensor,
+): boolean {
   if ([dx, dz, dw].some((t) => t && t.offset !== 0)) return false;
-  const params = new Float64Array([l.rows, l.d, l.groups, l.eps, x.offset, z?.offset ?? 0, w.offset, g.offset, floatCode(x), floatCode(z), floatCode(w), z ? 1 : 0, floatCode(g)]);
-  const rc = lib.symbols.nt_norm_backward(params, x.storage.cpu, z?.storage.cpu ?? null, w.storage.cpu, g.storage.cpu, dx.storage.cpu, dz?.storage.cpu ?? null, dw.storage.cpu);
+  const params = new Float64Array([
+    l.rows,
+    l.d,
+    l.groups,
+    l.eps,
+    x.offset,
+    z?.offset ?? 0,
+    w.offset,
+    g.offset,
+    floatCode(x),
+    floatCode(z),
+    floatCode(w),
+    z ? 1 : 0,
+    floatCode(g),
+  ]);
+  const rc = lib.symbols.nt_norm_backward(
+    params,
+    x.storage.cpu,
+    z?.storage.cpu ?? null,
+    w.storage.cpu,
+    g.storage.cpu,
+    dx.storage.cpu,
+    dz?.storage.cpu ?? null,
+    dw.storage.cpu,
+  );
   if (rc !== 0) throw new Error('norm backward: the native kernel could not allocate its buffers');
   return true;
 }

@@ -84,7 +84,12 @@ describe('norms: WebGPU vs CPU reference', () => {
     { rows: 3, d: 5000, groups: 8 },
   ];
   // f32 rows with groups of whole vec4s (d = 5000, 96/3) take the vec4 kernel, with an f32 or a bf16 weight.
-  for (const [dtype, wDtype] of [['f32', 'f32'], ['f32', 'bf16'], ['bf16', 'bf16'], ['bf16', 'f32']] as const) {
+  for (const [dtype, wDtype] of [
+    ['f32', 'f32'],
+    ['f32', 'bf16'],
+    ['bf16', 'bf16'],
+    ['bf16', 'f32'],
+  ] as const) {
     test.if(gpu !== null)(`rmsNorm x ${dtype}, weight ${wDtype}`, async () => {
       for (const c of rmsCases) await compare(c, false, dtype, wDtype);
       await compare({ rows: 150, d: 33, groups: 1 }, false, dtype, wDtype);
@@ -131,9 +136,13 @@ describe('norm CPU reference and gradients', () => {
   test('errors name the op and the shapes', () => {
     const x = tensor(new Float32Array(20), [2, 10], { device: cpu });
     const w = tensor(new Float32Array(10), [10], { device: cpu });
-    expect(() => groupedGatedRmsNorm(x, x, w, { groups: 3, eps: 1e-5 })).toThrow(/groupedGatedRmsNorm: the last dim 10 of \[2, 10\] is not divisible by groups = 3/);
+    expect(() => groupedGatedRmsNorm(x, x, w, { groups: 3, eps: 1e-5 })).toThrow(
+      /groupedGatedRmsNorm: the last dim 10 of \[2, 10\] is not divisible by groups = 3/,
+    );
     expect(() => rmsNorm(x, tensor(new Float32Array(4), [4], { device: cpu }), 1e-5)).toThrow(/rmsNorm: weight must be an f32 or bf16 vector \[10\]/);
-    expect(() => groupedGatedRmsNorm(x, tensor(new Float32Array(10), [10], { device: cpu }), w, { groups: 2, eps: 1e-5 })).toThrow(/y \[2, 10\] and gate z \[10\]/);
+    expect(() => groupedGatedRmsNorm(x, tensor(new Float32Array(10), [10], { device: cpu }), w, { groups: 2, eps: 1e-5 })).toThrow(
+      /y \[2, 10\] and gate z \[10\]/,
+    );
   });
 
   test('gradcheck', async () => {
@@ -146,4 +155,3 @@ describe('norm CPU reference and gradients', () => {
     await gradcheck((a, b, c) => groupedGatedRmsNorm(a!, b!, c!, { groups: 1, eps: 1e-5 }), [x, z, w]);
   });
 });
-

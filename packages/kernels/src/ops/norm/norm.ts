@@ -43,7 +43,9 @@ function groupNorm(op: string, x: Tensor, z: Tensor | null, weight: Tensor, grou
   weight.assertAlive(`${op} weight`);
   const { rows, cols: d } = rowsOf(x);
   if (weight.rank !== 1 || weight.shape[0] !== d || !isFloat(weight.dtype)) {
-    throw new Error(`${op}: weight must be an f32 or bf16 vector [${d}] matching the last dim of ${formatShape(x.shape)}, got ${weight.dtype} ${formatShape(weight.shape)}`);
+    throw new Error(
+      `${op}: weight must be an f32 or bf16 vector [${d}] matching the last dim of ${formatShape(x.shape)}, got ${weight.dtype} ${formatShape(weight.shape)}`,
+    );
   }
   if (weight.device !== x.device) throw new Error(`${op}: weight is on another device than the input`);
   if (!Number.isInteger(groups) || groups < 1) throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
@@ -57,8 +59,7 @@ function groupNorm(op: string, x: Tensor, z: Tensor | null, weight: Tensor, grou
     const wd = dense(weight);
     if (x.device.kind === 'cpu') {
       if (!x.device.native || !normNative(x.device.native, xd, zd, wd, layout, out)) normCpu(xd, zd, wd, layout, out);
-    }
-    else normGpu(x.device, xd, zd, wd, layout, out, op);
+    } else normGpu(x.device, xd, zd, wd, layout, out, op);
     for (const t of [xd, zd, wd]) t?.dispose();
   }
   const inputs = z ? [x, z, weight] : [x, weight];

@@ -55,7 +55,8 @@ export function normGpu(device: WebGpuDevice, x: Tensor, z: Tensor | null, w: Te
     const [bx, bo, bz] = operands.map((o) => bindRows(device, o, block));
     // Whole vec4s (a quarter of the storage accesses, each a per-lane loop on llvmpipe) when every
     // row operand is f32 with groups and offsets of whole vec4s.
-    const vec4 = gsize % 4 === 0 && [x, out, ...(z ? [z] : [])].every((t) => t.dtype === 'f32') && [bx!, bo!, ...(bz ? [bz] : [])].every((b) => b.elementOffset % 4 === 0);
+    const vec4 =
+      gsize % 4 === 0 && [x, out, ...(z ? [z] : [])].every((t) => t.dtype === 'f32') && [bx!, bo!, ...(bz ? [bz] : [])].every((b) => b.elementOffset % 4 === 0);
     if (vec4) {
       normVec4(device, x, z, w, l, bx!, bo!, bz ?? null, bw, block.count, op);
       continue;
@@ -85,14 +86,38 @@ fn main(${GRID_ARGS}) {
   for (var j = 0u; j < P.gsize; j++) { out[ob + j] = load_w(wb + j) * (${v} * r); }
 }`;
     const bindings = [bx!.range, bw.range, bo!.range, ...(bz ? [bz.range] : [])];
-    device.run({ name: op, source, params: p, bindings, workgroups: device.grid(block.count * l.groups, WG), detail: `[${l.rows},${l.d}]/${l.groups} ${x.dtype}` });
+    device.run({
+      name: op,
+      source,
+      params: p,
+      bindings,
+      workgroups: device.grid(block.count * l.groups, WG),
+      detail: `[${l.rows},${l.d}]/${l.groups} ${x.dtype}`,
+    });
   }
 }
 
 /** {@link normGpu} on whole vec4s of x, z and out (the weight is read as vec4s when it is f32 and aligned). */
-function normVec4(device: WebGpuDevice, x: Tensor, z: Tensor | null, w: Tensor, l: NormLayout, bx: BoundRange, bo: BoundRange, bz: BoundRange | null, bw: BoundRange, rows: number, op: string): void {
+function normVec4(
+  device: WebGpuDevice,
+  x: Tensor,
+  z: Tensor | null,
+  w: Tensor,
+  l: NormLayout,
+  bx: BoundRange,
+  bo: BoundRange,
+  bz: BoundRange | null,
+  bw: BoundRange,
+  rows: number,
+  op: string,
+): void {
   const gsize = l.d / l.groups;
-  const p = new Params().u32('rows', rows).u32('d4', l.d / 4).u32('groups', l.groups).u32('gsize4', gsize / 4).f32('eps', l.eps);
+  const p = new Params()
+    .u32('rows', rows)
+    .u32('d4', l.d / 4)
+    .u32('groups', l.groups)
+    .u32('gsize4', gsize / 4)
+    .f32('eps', l.eps);
   p.u32('xOff', bx.elementOffset / 4).u32('outOff', bo.elementOffset / 4);
   const wVec = w.dtype === 'f32' && bw.elementOffset % 4 === 0;
   p.u32('wOff', wVec ? bw.elementOffset / 4 : bw.elementOffset);
@@ -163,7 +188,11 @@ export function normGradGpu(
   for (const block of rowBlocks(device, l.rows, operands)) {
     const [bx, bg, bd, br, bz, bdz] = operands.map((o) => bindRows(device, o, block));
     const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', gsize).f32('eps', l.eps);
-    p.u32('xOff', bx!.elementOffset).u32('gOff', bg!.elementOffset).u32('dxOff', bd!.elementOffset).u32('rOff', br!.elementOffset).u32('wOff', bw.elementOffset);
+    p.u32('xOff', bx!.elementOffset)
+      .u32('gOff', bg!.elementOffset)
+      .u32('dxOff', bd!.elementOffset)
+      .u32('rOff', br!.elementOffset)
+      .u32('wOff', bw.elementOffset);
     if (bz && bdz) p.u32('zOff', bz.elementOffset).u32('dzOff', bdz.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
@@ -199,7 +228,14 @@ fn main(${GRID_ARGS}) {
   rstd[P.rOff + t] = r;
 }`;
     const bindings = [bx!.range, bw.range, bg!.range, bd!.range, br!.range, ...(bz && bdz ? [bz.range, bdz.range] : [])];
-    device.run({ name: `${op}_grad`, source, params: p, bindings, workgroups: device.grid(block.count * l.groups, WG), detail: `[${l.rows},${l.d}]/${l.groups}` });
+    device.run({
+      name: `${op}_grad`,
+      source,
+      params: p,
+      bindings,
+      workgroups: device.grid(block.count * l.groups, WG),
+      detail: `[${l.rows},${l.d}]/${l.groups}`,
+    });
   }
 }
 
@@ -220,7 +256,12 @@ export function normWeightGradGpu(device: WebGpuDevice, x: Tensor, z: Tensor | n
     const blockRuns = Math.ceil(block.count / WEIGHT_GRAD_ROWS);
     const bp = device.bind(partial.storage, partial.offset + firstRun * l.d, blockRuns * l.d, `${op} weight-gradient partials`);
     firstRun += blockRuns;
-    const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', l.d / l.groups).u32('runs', blockRuns);
+    const p = new Params()
+      .u32('rows', block.count)
+      .u32('d', l.d)
+      .u32('groups', l.groups)
+      .u32('gsize', l.d / l.groups)
+      .u32('runs', blockRuns);
     p.u32('xOff', bx!.elementOffset).u32('gOff', bg!.elementOffset).u32('rOff', br!.elementOffset).u32('pOff', bp.elementOffset);
     if (bz) p.u32('zOff', bz.elementOffset);
     const v = valueAt(z !== null, 'P.xOff + e', 'P.zOff + e');
@@ -247,7 +288,14 @@ fn main(${GRID_ARGS}) {
   partial[P.pOff + t] = acc;
 }`;
     const bindings = [bx!.range, bg!.range, br!.range, bp.range, ...(bz ? [bz.range] : [])];
-    device.run({ name: `${op}_weight_grad`, source, params: p, bindings, workgroups: device.grid(blockRuns * l.d, WG), detail: `[${l.rows},${l.d}]/${l.groups}` });
+    device.run({
+      name: `${op}_weight_grad`,
+      source,
+      params: p,
+      bindings,
+      workgroups: device.grid(blockRuns * l.d, WG),
+      detail: `[${l.rows},${l.d}]/${l.groups}`,
+    });
   }
   return partial;
 }
@@ -275,6 +323,13 @@ fn main(${GRID_ARGS}) {
   for (var k = 0u; k < P.runs; k++) { acc += partial[P.pOff + k * P.d + col]; }
   dw[P.wOff + col] = acc;
 }`;
-    device.run({ name: `${op}_weight_grad_sum`, source, params: p, bindings: [bp.range, bw.range], workgroups: device.grid(d, WG), detail: `[${partial.shape[0]},${d}]` });
+    device.run({
+      name: `${op}_weight_grad_sum`,
+      source,
+      params: p,
+      bindings: [bp.range, bw.range],
+      workgroups: device.grid(d, WG),
+      detail: `[${partial.shape[0]},${d}]`,
+    });
   }
 }

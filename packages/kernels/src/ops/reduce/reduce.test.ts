@@ -28,7 +28,7 @@ describe('reductions: WebGPU vs CPU reference', () => {
           // f32 summation error grows with Σ|x|, not with the (possibly cancelling) result.
           const absSum = v.reduce((s, x) => s + Math.abs(x), 0) / (op === 'mean' ? v.length / (ref.size || 1) : 1);
           const atol = op === 'sum' || op === 'mean' ? 1e-7 * absSum : 0;
-          expectClose(await got.data() as Float32Array, await ref.data() as Float32Array, { rtol: 2e-6, atol, what: `${op} ${c.shape}` });
+          expectClose((await got.data()) as Float32Array, (await ref.data()) as Float32Array, { rtol: 2e-6, atol, what: `${op} ${c.shape}` });
         }
       });
     }

@@ -95,7 +95,10 @@ export function sum(x: Tensor, axis?: number | readonly number[], options: Reduc
 
 /** Sum of every element (a 0-d tensor). */
 export function sumAll(x: Tensor): Tensor {
-  return sum(x, x.shape.map((_, i) => i));
+  return sum(
+    x,
+    x.shape.map((_, i) => i),
+  );
 }
 
 export function mean(x: Tensor, axis?: number | readonly number[], options: ReduceOptions = {}): Tensor {
@@ -121,13 +124,19 @@ function extremum(op: 'max' | 'min', x: Tensor, axis: number | readonly number[]
   const inShape = [...x.shape];
   const keptShape = inShape.map((d, i) => (axes.includes(i) ? 1 : d));
   // Gradient is shared equally between tied extrema (like torch.amax).
-  record(op, out, [x], (g, [sx, so]) => {
-    const o = reshape(so!, keptShape);
-    const mask = eq(sx!, o);
-    const ties = reduceAxes('sum', mask, axes, true);
-    const gk = reshape(g, keptShape);
-    return [mul(mask, div(gk, ties))];
-  }, [x, out]);
+  record(
+    op,
+    out,
+    [x],
+    (g, [sx, so]) => {
+      const o = reshape(so!, keptShape);
+      const mask = eq(sx!, o);
+      const ties = reduceAxes('sum', mask, axes, true);
+      const gk = reshape(g, keptShape);
+      return [mul(mask, div(gk, ties))];
+    },
+    [x, out],
+  );
   return out;
 }
 

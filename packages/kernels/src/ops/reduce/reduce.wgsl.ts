@@ -25,7 +25,13 @@ export function reduceRowsGpu(device: WebGpuDevice, op: ReduceOp, x: Tensor, row
   const chunks = Math.ceil(cols / chunk);
   const inp = device.bind(x.storage, x.offset, rows * cols, `${op} input`);
   const dst = device.bind(out.storage, out.offset, rows * chunks, `${op} output`);
-  const p = new Params().u32('rows', rows).u32('cols', cols).u32('chunk', chunk).u32('chunks', chunks).u32('inOff', inp.elementOffset).u32('outOff', dst.elementOffset);
+  const p = new Params()
+    .u32('rows', rows)
+    .u32('cols', cols)
+    .u32('chunk', chunk)
+    .u32('chunks', chunks)
+    .u32('inOff', inp.elementOffset)
+    .u32('outOff', dst.elementOffset);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'x', x.dtype, 'read')}
@@ -47,5 +53,12 @@ fn main(${GRID_ARGS}) {
   }
   out[P.outOff + t] = acc;
 }`;
-  device.run({ name: `reduce_${op}`, source, params: p, bindings: [inp.range, dst.range], workgroups: device.grid(rows * chunks, WG), detail: `[${rows},${cols}] ${x.dtype}` });
+  device.run({
+    name: `reduce_${op}`,
+    source,
+    params: p,
+    bindings: [inp.range, dst.range],
+    workgroups: device.grid(rows * chunks, WG),
+    detail: `[${rows},${cols}] ${x.dtype}`,
+  });
 }

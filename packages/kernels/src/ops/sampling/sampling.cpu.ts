@@ -43,7 +43,9 @@ export function keptTokens(p: Pick<SamplingProblem, 'topK' | 'topP' | 'minP'>, s
     // HF sorts ascending and drops tokens while the cumulative probability stays ≤ 1 − p: a token is
     // kept when the mass of the tokens above it is below p. Tokens tied in value go together (HF's
     // order among ties is unspecified), as in the kernel.
-    const order = Array.from({ length: n }, (_, i) => i).filter((i) => kept[i]).sort((a, b) => s[b]! - s[a]!);
+    const order = Array.from({ length: n }, (_, i) => i)
+      .filter((i) => kept[i])
+      .sort((a, b) => s[b]! - s[a]!);
     const total = order.reduce((acc, i) => acc + Math.exp(s[i]! - m), 0);
     let above = 0;
     for (let r = 0; r < order.length; ) {

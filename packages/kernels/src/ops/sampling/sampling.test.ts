@@ -16,9 +16,20 @@ function logits(rows: number, vocab: number, seed: number): Float32Array {
   return randomData([rows, vocab], seed, { scale: 3 });
 }
 
-async function choose(d: Device, values: Float32Array, shape: [number, number], options: SamplingOptions & { counterValue?: number; seenIds?: number[][] } = {}): Promise<number[]> {
+async function choose(
+  d: Device,
+  values: Float32Array,
+  shape: [number, number],
+  options: SamplingOptions & { counterValue?: number; seenIds?: number[][] } = {},
+): Promise<number[]> {
   const { counterValue, seenIds, ...rest } = options;
-  const seen = seenIds ? onDevice(Int32Array.from({ length: shape[0] * shape[1] }, (_, i) => (seenIds[Math.floor(i / shape[1])]!.includes(i % shape[1]) ? 1 : 0)), shape, d) : undefined;
+  const seen = seenIds
+    ? onDevice(
+        Int32Array.from({ length: shape[0] * shape[1] }, (_, i) => (seenIds[Math.floor(i / shape[1])]!.includes(i % shape[1]) ? 1 : 0)),
+        shape,
+        d,
+      )
+    : undefined;
   const counter = counterValue === undefined ? undefined : onDevice(Int32Array.of(counterValue), [1], d);
   const out = poisoned(d, () => sampleTokens(onDevice(values, shape, d), { ...rest, counter, seen }));
   return Array.from((await out.data()) as Int32Array);
@@ -82,7 +93,13 @@ describe('sampleTokens', () => {
           const run = async (d: Device) => {
             const t = onDevice(x, shape, d, dtype);
             const counterT = onDevice(Int32Array.of(counter), [1], d);
-            const seen = seenIds ? onDevice(Int32Array.from({ length: 3 * 777 }, (_, i) => (seenIds[Math.floor(i / 777)]!.includes(i % 777) ? 1 : 0)), shape, d) : undefined;
+            const seen = seenIds
+              ? onDevice(
+                  Int32Array.from({ length: 3 * 777 }, (_, i) => (seenIds[Math.floor(i / 777)]!.includes(i % 777) ? 1 : 0)),
+                  shape,
+                  d,
+                )
+              : undefined;
             return Array.from((await poisoned(d, () => sampleTokens(t, { ...opts, counter: counterT, seen })).data()) as Int32Array);
           };
           expect({ counter, dtype, got: await run(gpu!) }).toEqual({ counter, dtype, got: await run(cpu) });
@@ -110,7 +127,13 @@ describe('sampleTokens', () => {
     };
     await check({}, softmax([...values], [true, true, true, true, true, true]));
     await check({ topK: 2 }, softmax([...values], [true, false, false, false, true, false]));
-    await check({ temperature: 0.5, topP: 0.95 }, softmax([...values].map((v) => v / 0.5), [true, true, false, false, true, false]));
+    await check(
+      { temperature: 0.5, topP: 0.95 },
+      softmax(
+        [...values].map((v) => v / 0.5),
+        [true, true, false, false, true, false],
+      ),
+    );
   });
 
   test('top-k 1, a near-zero temperature and a tiny top-p all give the greedy token', async () => {

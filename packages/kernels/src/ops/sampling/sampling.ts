@@ -98,7 +98,10 @@ export function sampleTokens(logits: Tensor, options: SamplingOptions = {}): Ten
   const { counter, seen } = options;
   const counterOffset = options.counterOffset ?? 0;
   if (!Number.isInteger(counterOffset) || Math.abs(counterOffset) > 0x7fffffff) fail(`counterOffset must be an i32, got ${counterOffset}`);
-  for (const [name, t] of [['counter', counter], ['seen', seen]] as const) {
+  for (const [name, t] of [
+    ['counter', counter],
+    ['seen', seen],
+  ] as const) {
     if (!t) continue;
     t.assertAlive(`sampleTokens ${name}`);
     if (t.device !== logits.device) fail(`${name} is on ${t.device.kind}, logits on ${logits.device.kind}`);
@@ -161,7 +164,10 @@ export function recordTokens(sampled: Tensor, options: RecordTokensOptions): voi
   }
   const rows = sampled.size;
   if (sampled.rank !== 1) throw new Error(`${op}: sampled must be [B], got ${formatShape(sampled.shape)}`);
-  for (const [name, t] of [['ids', ids], ['finished', finished]] as const) {
+  for (const [name, t] of [
+    ['ids', ids],
+    ['finished', finished],
+  ] as const) {
     if (t.size !== rows) throw new Error(`${op}: ${name} ${formatShape(t.shape)} must have ${rows} elements`);
   }
   if (history.rank !== 2 || history.shape[0] !== rows) throw new Error(`${op}: history ${formatShape(history.shape)} must be [${rows}, S]`);

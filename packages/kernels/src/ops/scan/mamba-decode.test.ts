@@ -27,7 +27,8 @@ async function run(c: Case, d: Device): Promise<Float32Array[]> {
   const width = dInner + convDim + c.H;
   const conv = onDevice(randomData([c.B, convDim, c.K], 1), [c.B, convDim, c.K], d);
   const ssm = onDevice(randomData([c.B, c.H, c.P, c.N], 2), [c.B, c.H, c.P, c.N], d);
-  const w = (shape: number[], seed: number, opts: { scale?: number; positive?: boolean } = {}) => onDevice(randomData(shape, seed, { dtype: c.dtype, ...opts }), shape, d, c.dtype);
+  const w = (shape: number[], seed: number, opts: { scale?: number; positive?: boolean } = {}) =>
+    onDevice(randomData(shape, seed, { dtype: c.dtype, ...opts }), shape, d, c.dtype);
   const options: MambaDecodeOptions = {
     convWeight: w([convDim, c.K], 3, { scale: 0.5 }),
     convBias: c.bias ? w([convDim], 4) : null,
@@ -67,7 +68,17 @@ describe('mambaDecodeStep', () => {
 
   test('clear errors', () => {
     const t = (shape: number[]) => onDevice(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, cpu);
-    const options: MambaDecodeOptions = { convWeight: t([24, 4]), convBias: null, dtBias: t([2]), aLog: t([2]), D: null, normWeight: t([8]), groups: 2, eps: 1e-5, dtLimit: null };
+    const options: MambaDecodeOptions = {
+      convWeight: t([24, 4]),
+      convBias: null,
+      dtBias: t([2]),
+      aLog: t([2]),
+      D: null,
+      normWeight: t([8]),
+      groups: 2,
+      eps: 1e-5,
+      dtLimit: null,
+    };
     expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), options)).not.toThrow();
     expect(() => mambaDecodeStep(t([1, 33]), t([1, 24, 4]), t([1, 2, 4, 4]), options)).toThrow(/zxbcdt must be \[1, 34\]/);
     expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, groups: 3 })).toThrow(/multiple of 3 groups/);

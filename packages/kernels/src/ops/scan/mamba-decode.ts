@@ -57,7 +57,11 @@ export interface MambaDecodeDims {
  */
 export function mambaDecodeStep(zxbcdt: Tensor, convState: Tensor, ssmState: Tensor, o: MambaDecodeOptions): Tensor {
   const op = 'mambaDecodeStep';
-  const device = checkInputs(op, { zxbcdt, convState, ssmState, convWeight: o.convWeight, convBias: o.convBias, dtBias: o.dtBias, aLog: o.aLog, D: o.D, normWeight: o.normWeight }, { differentiable: false });
+  const device = checkInputs(
+    op,
+    { zxbcdt, convState, ssmState, convWeight: o.convWeight, convBias: o.convBias, dtBias: o.dtBias, aLog: o.aLog, D: o.D, normWeight: o.normWeight },
+    { differentiable: false },
+  );
   expectRank(op, 'ssmState', ssmState, ['B', 'H', 'P', 'N']);
   const [batch, heads, headDim, stateDim] = ssmState.shape as [number, number, number, number];
   const groups = o.groups;
@@ -70,11 +74,29 @@ export function mambaDecodeStep(zxbcdt: Tensor, convState: Tensor, ssmState: Ten
   expectShape(op, 'zxbcdt', zxbcdt, [batch, dInner + convDim + heads]);
   expectShape(op, 'convWeight', o.convWeight, [convDim, taps]);
   if (o.convBias) expectShape(op, 'convBias', o.convBias, [convDim]);
-  for (const [name, t] of [['dtBias', o.dtBias], ['aLog', o.aLog], ['D', o.D]] as const) if (t) expectShape(op, name, t, [heads]);
+  for (const [name, t] of [
+    ['dtBias', o.dtBias],
+    ['aLog', o.aLog],
+    ['D', o.D],
+  ] as const)
+    if (t) expectShape(op, name, t, [heads]);
   expectShape(op, 'normWeight', o.normWeight, [dInner]);
-  for (const [name, t] of Object.entries({ zxbcdt, convWeight: o.convWeight, convBias: o.convBias, dtBias: o.dtBias, aLog: o.aLog, D: o.D, normWeight: o.normWeight })) if (t) expectFloat(op, name, t);
-  for (const [name, t] of [['convState', convState], ['ssmState', ssmState]] as const) {
-    if (t.dtype !== 'f32' || !t.isContiguous) throw new Error(`${op}: ${name} is updated in place and must be a dense f32 tensor, got ${t.dtype} ${formatShape(t.shape)}`);
+  for (const [name, t] of Object.entries({
+    zxbcdt,
+    convWeight: o.convWeight,
+    convBias: o.convBias,
+    dtBias: o.dtBias,
+    aLog: o.aLog,
+    D: o.D,
+    normWeight: o.normWeight,
+  }))
+    if (t) expectFloat(op, name, t);
+  for (const [name, t] of [
+    ['convState', convState],
+    ['ssmState', ssmState],
+  ] as const) {
+    if (t.dtype !== 'f32' || !t.isContiguous)
+      throw new Error(`${op}: ${name} is updated in place and must be a dense f32 tensor, got ${t.dtype} ${formatShape(t.shape)}`);
   }
   if (!Number.isFinite(o.eps) || o.eps < 0) throw new Error(`${op}: eps must be a finite number ≥ 0, got ${o.eps}`);
   const dims: MambaDecodeDims = { batch, heads, headDim, groups, stateDim, taps, dInner, convDim };
@@ -85,18 +107,18 @@ export function mambaDecodeStep(zxbcdt: Tensor, convState: Tensor, ssmState: Ten
   }
   // The CPU reference: the separate ops, in the order the kernel fuses them.
   return tidy(() => {
-  const xBC = causalConv1dUpdate(convState, narrow(zxbcdt, 1, dInner, convDim), o.convWeight, o.convBias, { activation: 'silu' });
-  const part = (start: number, size: number, shape: number[]) => reshape(narrow(xBC, 1, start, size), shape);
-  const y = selectiveStateUpdate(
-    ssmState,
-    part(0, dInner, [batch, heads, headDim]),
-    narrow(zxbcdt, 1, dInner + convDim, heads),
-    o.aLog,
-    part(dInner, groups * stateDim, [batch, groups, stateDim]),
-    part(dInner + groups * stateDim, groups * stateDim, [batch, groups, stateDim]),
-    o.D,
-    { dtBias: o.dtBias, dtSoftplus: true, dtLimit: o.dtLimit, aIsLog: true },
-  );
-  return groupedGatedRmsNorm(reshape(y, [batch, dInner]), narrow(zxbcdt, 1, 0, dInner), o.normWeight, { groups, eps: o.eps });
+    const xBC = causalConv1dUpdate(convState, narrow(zxbcdt, 1, dInner, convDim), o.convWeight, o.convBias, { activation: 'silu' });
+    const part = (start: number, size: number, shape: number[]) => reshape(narrow(xBC, 1, start, size), shape);
+    const y = selectiveStateUpdate(
+      ssmState,
+      part(0, dInner, [batch, heads, headDim]),
+      narrow(zxbcdt, 1, dInner + convDim, heads),
+      o.aLog,
+      part(dInner, groups * stateDim, [batch, groups, stateDim]),
+      part(dInner + groups * stateDim, groups * stateDim, [batch, groups, stateDim]),
+      o.D,
+      { dtBias: o.dtBias, dtSoftplus: true, dtLimit: o.dtLimit, aIsLog: true },
+    );
+    return groupedGatedRmsNorm(reshape(y, [batch, dInner]), narrow(zxbcdt, 1, 0, dInner), o.normWeight, { groups, eps: o.eps });
   });
 }

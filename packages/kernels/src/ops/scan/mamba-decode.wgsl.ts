@@ -118,17 +118,25 @@ function kernelSource(s: Spec, p: Params, decls: string): string {
   let old = conv[at];
   let win = vec4<f32>(old.y, old.z, old.w, load_zx(P.zxOff + b * ${width}u + ${d.dInner}u + ch));
   conv[at] = win;
-  let w = vec4<f32>(${range(4).map((k) => `load_cw(P.cwOff + ch * 4u + ${k}u)`).join(', ')});
+  let w = vec4<f32>(${range(4)
+    .map((k) => `load_cw(P.cwOff + ch * 4u + ${k}u)`)
+    .join(', ')});
   let acc = dot(w, win)${s.bias ? ' + load_cb(P.cbOff + ch)' : ''};
   return acc / (1.0 + exp(-acc));
 }`
     : `fn conv_update(b: u32, ch: u32) -> f32 {
   let row = P.convOff + (b * ${d.convDim}u + ch) * ${K}u;
-  ${range(K - 1).map((k) => `let s${k} = conv[row + ${k + 1}u];`).join('\n  ')}
+  ${range(K - 1)
+    .map((k) => `let s${k} = conv[row + ${k + 1}u];`)
+    .join('\n  ')}
   let s${K - 1} = load_zx(P.zxOff + b * ${width}u + ${d.dInner}u + ch);
-  ${range(K).map((k) => `conv[row + ${k}u] = s${k};`).join('\n  ')}
+  ${range(K)
+    .map((k) => `conv[row + ${k}u] = s${k};`)
+    .join('\n  ')}
   var acc = ${s.bias ? 'load_cb(P.cbOff + ch)' : '0.0'};
-  ${range(K).map((k) => `acc += load_cw(P.cwOff + ch * ${K}u + ${k}u) * s${k};`).join('\n  ')}
+  ${range(K)
+    .map((k) => `acc += load_cw(P.cwOff + ch * ${K}u + ${k}u) * s${k};`)
+    .join('\n  ')}
   return acc / (1.0 + exp(-acc));
 }`;
 
@@ -185,12 +193,16 @@ function kernelSource(s: Spec, p: Params, decls: string): string {
     ? `for (var n4 = 0u; n4 < ${N / 4}u; n4++) {
     let bv = bc[n4];
     let cv = bc[${N / 4}u + n4];
-    ${range(R).map((r) => update(r, `P.ssmOff + row${r} * ${N / 4}u + n4`, 'bv', 'cv')).join('\n    ')}
+    ${range(R)
+      .map((r) => update(r, `P.ssmOff + row${r} * ${N / 4}u + n4`, 'bv', 'cv'))
+      .join('\n    ')}
   }`
     : `for (var n = 0u; n < ${N}u; n++) {
     let bv = bc[n];
     let cv = bc[${N}u + n];
-    ${range(R).map((r) => update(r, `P.ssmOff + row${r} * ${N}u + n`, 'bv', 'cv')).join('\n    ')}
+    ${range(R)
+      .map((r) => update(r, `P.ssmOff + row${r} * ${N}u + n`, 'bv', 'cv'))
+      .join('\n    ')}
   }`;
   const outputs = range(R).map((r) => {
     const total = shape.stateVec ? `acc${r}.x + acc${r}.y + acc${r}.z + acc${r}.w` : `acc${r}`;

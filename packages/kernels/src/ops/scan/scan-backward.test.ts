@@ -72,7 +72,18 @@ const odd = { B: 2, L: 13, H: 6, P: 5, G: 3, N: 7, chunk: 4 };
 const cases: [string, Case][] = [
   ['D, initial state, packed seqIdx row', { ...odd, D: true, init: true, seq: [[4, 1, 6, 2], [13]] }],
   ['no D, no initial state', { ...odd, D: false, init: false }],
-  ['D, seqIdx with one-token documents, no initial state', { ...odd, D: true, init: false, seq: [[1, 5, 1, 6], [7, 6]] }],
+  [
+    'D, seqIdx with one-token documents, no initial state',
+    {
+      ...odd,
+      D: true,
+      init: false,
+      seq: [
+        [1, 5, 1, 6],
+        [7, 6],
+      ],
+    },
+  ],
   ['one group, initial state', { B: 1, L: 9, H: 3, P: 2, G: 1, N: 4, chunk: 3, D: false, init: true }],
 ];
 

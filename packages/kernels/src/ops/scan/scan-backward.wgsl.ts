@@ -64,7 +64,15 @@ interface Dims {
  * position t (u32) is in the document of t − 1 (always for t = 0, which continues the initial state).
  */
 function kernel(device: WebGpuDevice, name: string, d: Dims, list: NamedBinding[], total: number, body: string): void {
-  const p = new Params().u32('B', d.batch).u32('L', d.length).u32('H', d.heads).u32('HD', d.headDim).u32('G', d.groups).u32('N', d.stateDim).u32('HPG', d.heads / d.groups).u32('total', total);
+  const p = new Params()
+    .u32('B', d.batch)
+    .u32('L', d.length)
+    .u32('H', d.heads)
+    .u32('HD', d.headDim)
+    .u32('G', d.groups)
+    .u32('N', d.stateDim)
+    .u32('HPG', d.heads / d.groups)
+    .u32('total', total);
   const bound = bindTensors(device, name, list, p);
   const seq = list.some((b) => b.name === 'seq');
   const source = `${p.wgsl()}
@@ -116,22 +124,29 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     const vp = vec4Rows(headDim, a.x, a.dy);
     const vn = vec4Rows(stateDim, a.B, a.C);
     // Element j4 (in lanes of 4 when vectorized) of a row starting at `row` (a multiple of 4 when vectorized).
-    const lane = (vec: boolean, name: string, row: string, j: string) => (vec ? `${name}[P.${name}Off + ${row} / 4u + ${j}]` : `load_${name}(P.${name}Off + ${row} + ${j})`);
+    const lane = (vec: boolean, name: string, row: string, j: string) =>
+      vec ? `${name}[P.${name}Off + ${row} / 4u + ${j}]` : `load_${name}(P.${name}Off + ${row} + ${j})`;
     const pw = vp ? 4 : 1;
     const pt = vp ? 'vec4<f32>' : 'f32';
     const pdot = (u: string, v: string) => (vp ? `dot(${u}, ${v})` : `${u} * ${v}`);
     const lanes = (vec: boolean, f: (q: number) => string) => (vec ? `vec4<f32>(${[0, 1, 2, 3].map(f).join(', ')})` : f(0));
 
-    kernel(device, 'ssd_bwd_dc', d, [
-      { name: 'x', tensor: a.x, vec4: vp },
-      { name: 'dt', tensor: a.dt },
-      { name: 'A', tensor: a.A },
-      { name: 'B', tensor: a.B },
-      { name: 'dy', tensor: a.dy, vec4: vp },
-      ...(a.initialState ? [{ name: 'init', tensor: a.initialState }] : []),
-      ...seq,
-      { name: 'dcHead', tensor: dcHead, writable: true },
-    ], batch * heads * stateDim, `${perColumn}
+    kernel(
+      device,
+      'ssd_bwd_dc',
+      d,
+      [
+        { name: 'x', tensor: a.x, vec4: vp },
+        { name: 'dt', tensor: a.dt },
+        { name: 'A', tensor: a.A },
+        { name: 'B', tensor: a.B },
+        { name: 'dy', tensor: a.dy, vec4: vp },
+        ...(a.initialState ? [{ name: 'init', tensor: a.initialState }] : []),
+        ...seq,
+        { name: 'dcHead', tensor: dcHead, writable: true },
+      ],
+      batch * heads * stateDim,
+      `${perColumn}
   var s: array<${pt}, ${headDim / pw}>;
   for (var j = 0u; j < ${headDim / pw}u; j++) {
     s[j] = ${a.initialState ? lanes(vp, (q) => `load_init(P.initOff + ((b * P.H + h) * P.HD + j * ${pw}u + ${q}u) * P.N + n)`) : `${pt}(0.0)`};
@@ -149,22 +164,29 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
       acc += ${pdot(lane(vp, 'dy', 'row', 'j'), 'v')};
     }
     dcHead[P.dcHeadOff + (bt * P.H + h) * P.N + n] = acc;
-  }`);
+  }`,
+    );
 
     // exp(dt_{t+1}·A) carrying dS_{t+1} back to t, zero where t + 1 starts a document or is past the row.
     const carry = `var carry = 0.0;
     if (t + 1u < P.L && continues(b, t + 1u)) { carry = exp(load_dt(P.dtOff + (bt + 1u) * P.H + h) * a_h); }`;
 
-    kernel(device, 'ssd_bwd_db', d, [
-      { name: 'x', tensor: a.x, vec4: vp },
-      { name: 'dt', tensor: a.dt },
-      { name: 'A', tensor: a.A },
-      { name: 'C', tensor: a.C },
-      { name: 'dy', tensor: a.dy, vec4: vp },
-      ...seq,
-      { name: 'dbHead', tensor: dbHead, writable: true },
-      ...(a.dInitialState ? [{ name: 'dinit', tensor: a.dInitialState, writable: true }] : []),
-    ], batch * heads * stateDim, `${perColumn}
+    kernel(
+      device,
+      'ssd_bwd_db',
+      d,
+      [
+        { name: 'x', tensor: a.x, vec4: vp },
+        { name: 'dt', tensor: a.dt },
+        { name: 'A', tensor: a.A },
+        { name: 'C', tensor: a.C },
+        { name: 'dy', tensor: a.dy, vec4: vp },
+        ...seq,
+        { name: 'dbHead', tensor: dbHead, writable: true },
+        ...(a.dInitialState ? [{ name: 'dinit', tensor: a.dInitialState, writable: true }] : []),
+      ],
+      batch * heads * stateDim,
+      `${perColumn}
   var ds: array<${pt}, ${headDim / pw}>;
   for (var j = 0u; j < ${headDim / pw}u; j++) { ds[j] = ${pt}(0.0); }
   for (var k = 0u; k < P.L; k++) {
@@ -189,21 +211,28 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     ${(vp ? [0, 1, 2, 3] : [0]).map((q) => `dinit[P.dinitOff + ((b * P.H + h) * P.HD + j * ${pw}u + ${q}u) * P.N + n] = v${vp ? `[${q}]` : ''};`).join('\n    ')}
   }`
       : ''
-  }`);
+  }`,
+    );
 
     const nw = vn ? 4 : 1;
     const nt = vn ? 'vec4<f32>' : 'f32';
-    kernel(device, 'ssd_bwd_dx', d, [
-      { name: 'dt', tensor: a.dt },
-      { name: 'A', tensor: a.A },
-      { name: 'B', tensor: a.B, vec4: vn },
-      { name: 'C', tensor: a.C, vec4: vn },
-      { name: 'dy', tensor: a.dy },
-      ...(a.D ? [{ name: 'D', tensor: a.D }] : []),
-      ...seq,
-      { name: 'u', tensor: u, writable: true },
-      { name: 'dx', tensor: a.dx, writable: true },
-    ], batch * heads * headDim, `let p = idx % P.HD;
+    kernel(
+      device,
+      'ssd_bwd_dx',
+      d,
+      [
+        { name: 'dt', tensor: a.dt },
+        { name: 'A', tensor: a.A },
+        { name: 'B', tensor: a.B, vec4: vn },
+        { name: 'C', tensor: a.C, vec4: vn },
+        { name: 'dy', tensor: a.dy },
+        ...(a.D ? [{ name: 'D', tensor: a.D }] : []),
+        ...seq,
+        { name: 'u', tensor: u, writable: true },
+        { name: 'dx', tensor: a.dx, writable: true },
+      ],
+      batch * heads * headDim,
+      `let p = idx % P.HD;
   let h = (idx / P.HD) % P.H;
   let b = idx / (P.HD * P.H);
   let g = h / P.HPG;
@@ -225,14 +254,21 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     }
     u[P.uOff + xi] = acc;
     dx[P.dxOff + xi] = load_dt(P.dtOff + bt * P.H + h) * acc${a.D ? ' + load_D(P.DOff + h) * gy' : ''};
-  }`);
+  }`,
+    );
 
-    kernel(device, 'ssd_bwd_group', d, [
-      { name: 'dbHead', tensor: dbHead },
-      { name: 'dcHead', tensor: dcHead },
-      { name: 'dB', tensor: a.dB, writable: true },
-      { name: 'dC', tensor: a.dC, writable: true },
-    ], batch * length * groups * stateDim, `let n = idx % P.N;
+    kernel(
+      device,
+      'ssd_bwd_group',
+      d,
+      [
+        { name: 'dbHead', tensor: dbHead },
+        { name: 'dcHead', tensor: dcHead },
+        { name: 'dB', tensor: a.dB, writable: true },
+        { name: 'dC', tensor: a.dC, writable: true },
+      ],
+      batch * length * groups * stateDim,
+      `let n = idx % P.N;
   let g = (idx / P.N) % P.G;
   let bt = idx / (P.N * P.G);
   var sb = 0.0;
@@ -243,18 +279,25 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     sc += load_dcHead(P.dcHeadOff + i);
   }
   dB[P.dBOff + idx] = sb;
-  dC[P.dCOff + idx] = sc;`);
+  dC[P.dCOff + idx] = sc;`,
+    );
 
     // rows[b,t,h] = (Σ_p x·u, q − z, Σ_p dy·x) with q = Σ_n C·dcHead and z = dt·Σ_p x·u.
-    kernel(device, 'ssd_bwd_rows', d, [
-      { name: 'x', tensor: a.x },
-      { name: 'dt', tensor: a.dt },
-      { name: 'C', tensor: a.C },
-      { name: 'dy', tensor: a.dy },
-      { name: 'u', tensor: u },
-      { name: 'dcHead', tensor: dcHead },
-      { name: 'rows', tensor: rows, writable: true },
-    ], batch * length * heads, `let h = idx % P.H;
+    kernel(
+      device,
+      'ssd_bwd_rows',
+      d,
+      [
+        { name: 'x', tensor: a.x },
+        { name: 'dt', tensor: a.dt },
+        { name: 'C', tensor: a.C },
+        { name: 'dy', tensor: a.dy },
+        { name: 'u', tensor: u },
+        { name: 'dcHead', tensor: dcHead },
+        { name: 'rows', tensor: rows, writable: true },
+      ],
+      batch * length * heads,
+      `let h = idx % P.H;
   let bt = idx / P.H;
   let g = h / P.HPG;
   var xu = 0.0;
@@ -268,16 +311,23 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
   for (var n = 0u; n < P.N; n++) { q += load_C(P.COff + (bt * P.G + g) * P.N + n) * load_dcHead(P.dcHeadOff + idx * P.N + n); }
   rows[P.rowsOff + idx * 3u] = xu;
   rows[P.rowsOff + idx * 3u + 1u] = q - load_dt(P.dtOff + idx) * xu;
-  rows[P.rowsOff + idx * 3u + 2u] = dyx;`);
+  rows[P.rowsOff + idx * 3u + 2u] = dyx;`,
+    );
 
-    kernel(device, 'ssd_bwd_dt', d, [
-      { name: 'dt', tensor: a.dt },
-      { name: 'A', tensor: a.A },
-      { name: 'rows', tensor: rows },
-      ...seq,
-      { name: 'ddt', tensor: a.ddt, writable: true },
-      { name: 'headParts', tensor: headParts, writable: true },
-    ], batch * heads, `let h = idx % P.H;
+    kernel(
+      device,
+      'ssd_bwd_dt',
+      d,
+      [
+        { name: 'dt', tensor: a.dt },
+        { name: 'A', tensor: a.A },
+        { name: 'rows', tensor: rows },
+        ...seq,
+        { name: 'ddt', tensor: a.ddt, writable: true },
+        { name: 'headParts', tensor: headParts, writable: true },
+      ],
+      batch * heads,
+      `let h = idx % P.H;
   let b = idx / P.H;
   let a_h = load_A(P.AOff + h);
   var e = 0.0;
@@ -294,20 +344,24 @@ export function ssdScanBackwardGpu(device: WebGpuDevice, a: SsdScanBackwardLaunc
     dd += load_rows(P.rowsOff + i * 3u + 2u);
   }
   headParts[P.headPartsOff + idx * 2u] = da;
-  headParts[P.headPartsOff + idx * 2u + 1u] = dd;`);
+  headParts[P.headPartsOff + idx * 2u + 1u] = dd;`,
+    );
 
-    kernel(device, 'ssd_bwd_heads', d, [
-      { name: 'headParts', tensor: headParts },
-      { name: 'dA', tensor: a.dA, writable: true },
-      ...(a.dD ? [{ name: 'dD', tensor: a.dD, writable: true }] : []),
-    ], heads, `var da = 0.0;
+    kernel(
+      device,
+      'ssd_bwd_heads',
+      d,
+      [{ name: 'headParts', tensor: headParts }, { name: 'dA', tensor: a.dA, writable: true }, ...(a.dD ? [{ name: 'dD', tensor: a.dD, writable: true }] : [])],
+      heads,
+      `var da = 0.0;
   var dd = 0.0;
   for (var b = 0u; b < P.B; b++) {
     da += load_headParts(P.headPartsOff + (b * P.H + idx) * 2u);
     dd += load_headParts(P.headPartsOff + (b * P.H + idx) * 2u + 1u);
   }
   dA[P.dAOff + idx] = da;
-  ${a.dD ? 'dD[P.dDOff + idx] = dd;' : ''}`);
+  ${a.dD ? 'dD[P.dDOff + idx] = dd;' : ''}`,
+    );
   } finally {
     for (const t of [dcHead, dbHead, u, rows, headParts]) t.dispose();
   }

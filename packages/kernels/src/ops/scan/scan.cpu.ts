@@ -62,7 +62,7 @@ export function ssdScanCpu(a: SsdScanOperands, y: Tensor, finalState: Tensor): v
         const decay = Math.exp(step * A[h]!);
         const bc = ((b * length + t) * groups + g) * stateDim;
         for (let p = 0; p < headDim; p++) {
-          const xi = (((b * length + t) * heads + h) * headDim) + p;
+          const xi = ((b * length + t) * heads + h) * headDim + p;
           const xv = x[xi]!;
           const row = (h * headDim + p) * stateDim;
           let acc = 0;
@@ -195,7 +195,11 @@ function softplus(v: number): number {
  * One decode step (spec §3.3) on `state` [B, H, P, N] (f32, updated in place): returns y [B, H, P]
  * into `y`, with x [B, H, P], dt [B, H] (transformed: bias, softplus, clamp), B and C [B, G, N].
  */
-export function selectiveStateUpdateCpu(a: StateUpdateArgs, transform: { softplus: boolean; limit: readonly [number, number] | null; aIsLog: boolean }, y: Tensor): void {
+export function selectiveStateUpdateCpu(
+  a: StateUpdateArgs,
+  transform: { softplus: boolean; limit: readonly [number, number] | null; aIsLog: boolean },
+  y: Tensor,
+): void {
   const { state } = a;
   const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
   const groups = a.B.shape[1]!;

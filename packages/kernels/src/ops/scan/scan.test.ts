@@ -55,12 +55,19 @@ interface RunOptions {
 function run(dev: Device, d: Dims, v: Inputs, o: RunOptions) {
   const t = (values: Float32Array, shape: number[], dtype: DType = 'f32') => onDevice(values, shape, dev, dtype);
   const init = o.init instanceof Float32Array ? t(o.init, [d.B, d.H, d.P, d.N]) : (o.init ?? null);
-  return ssdScan(t(v.x, [d.B, d.L, d.H, d.P], o.dtype), t(v.dt, [d.B, d.L, d.H]), t(v.A, [d.H]), t(v.Bm, [d.B, d.L, d.G, d.N], o.dtype), t(v.Cm, [d.B, d.L, d.G, d.N], o.dtype), {
-    chunkSize: o.chunk,
-    D: o.D === false ? null : t(v.D, [d.H]),
-    initialState: init,
-    seqIdx: o.seq ? onDevice(o.seq, [d.B, d.L], dev) : null,
-  });
+  return ssdScan(
+    t(v.x, [d.B, d.L, d.H, d.P], o.dtype),
+    t(v.dt, [d.B, d.L, d.H]),
+    t(v.A, [d.H]),
+    t(v.Bm, [d.B, d.L, d.G, d.N], o.dtype),
+    t(v.Cm, [d.B, d.L, d.G, d.N], o.dtype),
+    {
+      chunkSize: o.chunk,
+      D: o.D === false ? null : t(v.D, [d.H]),
+      initialState: init,
+      seqIdx: o.seq ? onDevice(o.seq, [d.B, d.L], dev) : null,
+    },
+  );
 }
 
 /** seqIdx rows from document lengths (each row's lengths sum to L). */
@@ -85,43 +92,52 @@ function rowsSlice(values: Float32Array | Int32Array, rows: number, L: number, i
 
 const odd: Dims = { B: 2, L: 37, H: 6, P: 5, G: 3, N: 7 };
 
-for (const reads of ['textures', 'buffers'] as const) describe(`ssdScan: WebGPU (chunked SSD, operands read from ${reads}) vs CPU (sequential recurrence)`, () => {
-  beforeEach(() => setKernelOverrides({ ssdOperandReads: reads }));
-  afterEach(() => setKernelOverrides({}));
-  const cases: [string, Dims, RunOptions][] = [
-    ['odd sizes, chunk 8', odd, { chunk: 8 }],
-    ['odd sizes, chunk 16, initial state', odd, { chunk: 16, init: inputs(odd, 1).init }],
-    ['odd sizes, chunk 5 (rows padded inside each chunk), no D', odd, { chunk: 5, D: false }],
-    ['L = 1 with initial state', { ...odd, L: 1 }, { chunk: 8, init: inputs({ ...odd, L: 1 }, 1).init }],
-    ['P and N multiples of 8 (vector rows), one group', { B: 1, L: 29, H: 2, P: 16, G: 1, N: 8 }, { chunk: 8, init: inputs({ B: 1, L: 29, H: 2, P: 16, G: 1, N: 8 }, 1).init }],
-    ['bf16 x, B, C', odd, { chunk: 8, dtype: 'bf16' }],
-    ['several 128-long chunks, P = 64', { B: 1, L: 300, H: 2, P: 64, G: 1, N: 16 }, { chunk: 128, init: inputs({ B: 1, L: 300, H: 2, P: 64, G: 1, N: 16 }, 1).init }],
-  ];
-  for (const [name, d, o] of cases) {
-    test.if(gpu !== null)(name, async () => {
-      const v = inputs(d, 11, o.dtype);
-      const ref = run(cpu, d, v, o);
-      const got = poisoned(gpu!, () => run(gpu!, d, v, o));
-      expect(got.y.shape).toEqual([d.B, d.L, d.H, d.P]);
-      expect(got.finalState.shape).toEqual([d.B, d.H, d.P, d.N]);
-      expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: `${name}: y` });
-      expectClose(await got.finalState.toFloat32(), await ref.finalState.toFloat32(), { rtol: 1e-5, what: `${name}: finalState` });
-    });
-  }
+for (const reads of ['textures', 'buffers'] as const)
+  describe(`ssdScan: WebGPU (chunked SSD, operands read from ${reads}) vs CPU (sequential recurrence)`, () => {
+    beforeEach(() => setKernelOverrides({ ssdOperandReads: reads }));
+    afterEach(() => setKernelOverrides({}));
+    const cases: [string, Dims, RunOptions][] = [
+      ['odd sizes, chunk 8', odd, { chunk: 8 }],
+      ['odd sizes, chunk 16, initial state', odd, { chunk: 16, init: inputs(odd, 1).init }],
+      ['odd sizes, chunk 5 (rows padded inside each chunk), no D', odd, { chunk: 5, D: false }],
+      ['L = 1 with initial state', { ...odd, L: 1 }, { chunk: 8, init: inputs({ ...odd, L: 1 }, 1).init }],
+      [
+        'P and N multiples of 8 (vector rows), one group',
+        { B: 1, L: 29, H: 2, P: 16, G: 1, N: 8 },
+        { chunk: 8, init: inputs({ B: 1, L: 29, H: 2, P: 16, G: 1, N: 8 }, 1).init },
+      ],
+      ['bf16 x, B, C', odd, { chunk: 8, dtype: 'bf16' }],
+      [
+        'several 128-long chunks, P = 64',
+        { B: 1, L: 300, H: 2, P: 64, G: 1, N: 16 },
+        { chunk: 128, init: inputs({ B: 1, L: 300, H: 2, P: 64, G: 1, N: 16 }, 1).init },
+      ],
+    ];
+    for (const [name, d, o] of cases) {
+      test.if(gpu !== null)(name, async () => {
+        const v = inputs(d, 11, o.dtype);
+        const ref = run(cpu, d, v, o);
+        const got = poisoned(gpu!, () => run(gpu!, d, v, o));
+        expect(got.y.shape).toEqual([d.B, d.L, d.H, d.P]);
+        expect(got.finalState.shape).toEqual([d.B, d.H, d.P, d.N]);
+        expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: `${name}: y` });
+        expectClose(await got.finalState.toFloat32(), await ref.finalState.toFloat32(), { rtol: 1e-5, what: `${name}: finalState` });
+      });
+    }
 
-  const docs = [11, 1, 17, 3, 13];
-  const packed: Dims = { B: 2, L: 45, H: 6, P: 5, G: 3, N: 7 };
-  for (const chunk of [8, 16]) {
-    test.if(gpu !== null)(`seqIdx (documents ${docs.join(', ')}) with initial state, chunk ${chunk}`, async () => {
-      const v = inputs(packed, 5);
-      const o: RunOptions = { chunk, init: v.init, seq: seqIdsOf([docs, [20, 25]], packed.L) };
-      const ref = run(cpu, packed, v, o);
-      const got = poisoned(gpu!, () => run(gpu!, packed, v, o));
-      expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: 'y' });
-      expectClose(await got.finalState.toFloat32(), await ref.finalState.toFloat32(), { rtol: 1e-5, what: 'finalState' });
-    });
-  }
-});
+    const docs = [11, 1, 17, 3, 13];
+    const packed: Dims = { B: 2, L: 45, H: 6, P: 5, G: 3, N: 7 };
+    for (const chunk of [8, 16]) {
+      test.if(gpu !== null)(`seqIdx (documents ${docs.join(', ')}) with initial state, chunk ${chunk}`, async () => {
+        const v = inputs(packed, 5);
+        const o: RunOptions = { chunk, init: v.init, seq: seqIdsOf([docs, [20, 25]], packed.L) };
+        const ref = run(cpu, packed, v, o);
+        const got = poisoned(gpu!, () => run(gpu!, packed, v, o));
+        expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: 'y' });
+        expectClose(await got.finalState.toFloat32(), await ref.finalState.toFloat32(), { rtol: 1e-5, what: 'finalState' });
+      });
+    }
+  });
 
 describe('ssdScan: CPU reference', () => {
   test('hand-computed single head', async () => {
@@ -154,13 +170,18 @@ describe('ssdScan: CPU reference', () => {
     let start = 0;
     for (const [k, n] of docs.entries()) {
       const one: Dims = { ...d, L: n };
-      const part = run(cpu, one, {
-        ...v,
-        x: rowsSlice(v.x, 1, d.L, d.H * d.P, start, n),
-        dt: rowsSlice(v.dt, 1, d.L, d.H, start, n),
-        Bm: rowsSlice(v.Bm, 1, d.L, d.G * d.N, start, n),
-        Cm: rowsSlice(v.Cm, 1, d.L, d.G * d.N, start, n),
-      }, { chunk: 8, init: k === 0 ? v.init : null });
+      const part = run(
+        cpu,
+        one,
+        {
+          ...v,
+          x: rowsSlice(v.x, 1, d.L, d.H * d.P, start, n),
+          dt: rowsSlice(v.dt, 1, d.L, d.H, start, n),
+          Bm: rowsSlice(v.Bm, 1, d.L, d.G * d.N, start, n),
+          Cm: rowsSlice(v.Cm, 1, d.L, d.G * d.N, start, n),
+        },
+        { chunk: 8, init: k === 0 ? v.init : null },
+      );
       const inner = d.H * d.P;
       expectClose(y.slice(start * inner, (start + n) * inner), await part.y.toFloat32(), { rtol: 1e-7, what: `document ${k}` });
       if (k === docs.length - 1) expectClose(await whole.finalState.toFloat32(), await part.finalState.toFloat32(), { rtol: 1e-7, what: 'final state' });
@@ -181,13 +202,18 @@ describe('ssdScan: chunked prefill and decode', () => {
       let start = 0;
       for (const n of [5, 1, 7, 2, 13, 9]) {
         const piece: Dims = { ...d, L: n };
-        const part = run(dev, piece, {
-          ...v,
-          x: rowsSlice(v.x, d.B, d.L, d.H * d.P, start, n),
-          dt: rowsSlice(v.dt, d.B, d.L, d.H, start, n),
-          Bm: rowsSlice(v.Bm, d.B, d.L, d.G * d.N, start, n),
-          Cm: rowsSlice(v.Cm, d.B, d.L, d.G * d.N, start, n),
-        }, { chunk: 8, init: state, seq: Int32Array.from(rowsSlice(seq, d.B, d.L, 1, start, n)) });
+        const part = run(
+          dev,
+          piece,
+          {
+            ...v,
+            x: rowsSlice(v.x, d.B, d.L, d.H * d.P, start, n),
+            dt: rowsSlice(v.dt, d.B, d.L, d.H, start, n),
+            Bm: rowsSlice(v.Bm, d.B, d.L, d.G * d.N, start, n),
+            Cm: rowsSlice(v.Cm, d.B, d.L, d.G * d.N, start, n),
+          },
+          { chunk: 8, init: state, seq: Int32Array.from(rowsSlice(seq, d.B, d.L, 1, start, n)) },
+        );
         expectClose(await part.y.toFloat32(), rowsSlice(wholeY, d.B, d.L, d.H * d.P, start, n), { rtol: 1e-5, what: `piece at ${start}` });
         state = part.finalState;
         start += n;
@@ -206,12 +232,36 @@ describe('ssdScan: chunked prefill and decode', () => {
           const state = onDevice(v.init, [d.B, d.H, d.P, d.N], dev);
           const dtRaw = onDevice(raw, [d.B, d.H], dev);
           const biasT = onDevice(bias, [d.H], dev);
-          const args = [onDevice(v.x, [d.B, d.H, d.P], dev), onDevice(v.A, [d.H], dev), onDevice(v.Bm, [d.B, d.G, d.N], dev), onDevice(v.Cm, [d.B, d.G, d.N], dev)] as const;
+          const args = [
+            onDevice(v.x, [d.B, d.H, d.P], dev),
+            onDevice(v.A, [d.H], dev),
+            onDevice(v.Bm, [d.B, d.G, d.N], dev),
+            onDevice(v.Cm, [d.B, d.G, d.N], dev),
+          ] as const;
           // The fused call gets A_log = log(−A).
-          const aLog = onDevice(v.A.map((a) => Math.log(-a)), [d.H], dev);
+          const aLog = onDevice(
+            v.A.map((a) => Math.log(-a)),
+            [d.H],
+            dev,
+          );
           const y = transformed
-            ? poisoned(dev, () => selectiveStateUpdate(state, args[0], dtRaw, aLog, args[2], args[3], onDevice(v.D, [d.H], dev), { dtBias: biasT, dtSoftplus: true, dtLimit: limit, aIsLog: true }))
-            : selectiveStateUpdate(state, args[0], limit ? clamp(softplus(add(dtRaw, biasT)), limit[0], limit[1]) : softplus(add(dtRaw, biasT)), neg(exp(aLog)), args[2], args[3], onDevice(v.D, [d.H], dev));
+            ? poisoned(dev, () =>
+                selectiveStateUpdate(state, args[0], dtRaw, aLog, args[2], args[3], onDevice(v.D, [d.H], dev), {
+                  dtBias: biasT,
+                  dtSoftplus: true,
+                  dtLimit: limit,
+                  aIsLog: true,
+                }),
+              )
+            : selectiveStateUpdate(
+                state,
+                args[0],
+                limit ? clamp(softplus(add(dtRaw, biasT)), limit[0], limit[1]) : softplus(add(dtRaw, biasT)),
+                neg(exp(aLog)),
+                args[2],
+                args[3],
+                onDevice(v.D, [d.H], dev),
+              );
           return { y, state };
         };
         const fused = run(true);
@@ -221,8 +271,12 @@ describe('ssdScan: chunked prefill and decode', () => {
       }
       const s = onDevice(v.init, [d.B, d.H, d.P, d.N], dev);
       const one = (shape: number[]) => onDevice(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, dev);
-      expect(() => selectiveStateUpdate(s, one([2, 6, 5]), one([2, 6]), one([6]), one([2, 3, 8]), one([2, 3, 8]), null, { dtBias: one([5]) })).toThrow(/dtBias must be \[6\]/);
-      expect(() => selectiveStateUpdate(s, one([2, 6, 5]), one([2, 6]), one([6]), one([2, 3, 8]), one([2, 3, 8]), null, { dtLimit: [1, 0] })).toThrow(/not a range/);
+      expect(() => selectiveStateUpdate(s, one([2, 6, 5]), one([2, 6]), one([6]), one([2, 3, 8]), one([2, 3, 8]), null, { dtBias: one([5]) })).toThrow(
+        /dtBias must be \[6\]/,
+      );
+      expect(() => selectiveStateUpdate(s, one([2, 6, 5]), one([2, 6]), one([6]), one([2, 3, 8]), one([2, 3, 8]), null, { dtLimit: [1, 0] })).toThrow(
+        /not a range/,
+      );
     });
 
     test(`${dev.kind}: selectiveStateUpdate steps equal the last positions of a prefill`, async () => {
@@ -230,18 +284,31 @@ describe('ssdScan: chunked prefill and decode', () => {
       const v = inputs(d, 31);
       const whole = run(dev, d, v, { chunk: 8, init: v.init });
       const wholeY = await whole.y.toFloat32();
-      const pre = run(dev, { ...d, L: d.L - 3 }, {
-        ...v,
-        x: rowsSlice(v.x, d.B, d.L, d.H * d.P, 0, d.L - 3),
-        dt: rowsSlice(v.dt, d.B, d.L, d.H, 0, d.L - 3),
-        Bm: rowsSlice(v.Bm, d.B, d.L, d.G * d.N, 0, d.L - 3),
-        Cm: rowsSlice(v.Cm, d.B, d.L, d.G * d.N, 0, d.L - 3),
-      }, { chunk: 8, init: v.init });
+      const pre = run(
+        dev,
+        { ...d, L: d.L - 3 },
+        {
+          ...v,
+          x: rowsSlice(v.x, d.B, d.L, d.H * d.P, 0, d.L - 3),
+          dt: rowsSlice(v.dt, d.B, d.L, d.H, 0, d.L - 3),
+          Bm: rowsSlice(v.Bm, d.B, d.L, d.G * d.N, 0, d.L - 3),
+          Cm: rowsSlice(v.Cm, d.B, d.L, d.G * d.N, 0, d.L - 3),
+        },
+        { chunk: 8, init: v.init },
+      );
       const state = pre.finalState;
       for (let t = d.L - 3; t < d.L; t++) {
         const at = (values: Float32Array, inner: number, shape: number[]) => onDevice(rowsSlice(values, d.B, d.L, inner, t, 1), shape, dev);
         const y = poisoned(dev, () =>
-          selectiveStateUpdate(state, at(v.x, d.H * d.P, [d.B, d.H, d.P]), at(v.dt, d.H, [d.B, d.H]), onDevice(v.A, [d.H], dev), at(v.Bm, d.G * d.N, [d.B, d.G, d.N]), at(v.Cm, d.G * d.N, [d.B, d.G, d.N]), onDevice(v.D, [d.H], dev)),
+          selectiveStateUpdate(
+            state,
+            at(v.x, d.H * d.P, [d.B, d.H, d.P]),
+            at(v.dt, d.H, [d.B, d.H]),
+            onDevice(v.A, [d.H], dev),
+            at(v.Bm, d.G * d.N, [d.B, d.G, d.N]),
+            at(v.Cm, d.G * d.N, [d.B, d.G, d.N]),
+            onDevice(v.D, [d.H], dev),
+          ),
         );
         expectClose(await y.toFloat32(), rowsSlice(wholeY, d.B, d.L, d.H * d.P, t, 1), { rtol: 1e-5, what: `decode position ${t}` });
       }
@@ -272,7 +339,10 @@ describe('ssdScan: chunked prefill and decode', () => {
       const prefill = (L: number) => {
         const conv = causalConv1d(onDevice(rowsSlice(xbc, d.B, d.L, channels, 0, L), [d.B, L, channels], dev), wT, bT);
         const s = split(conv.y, L);
-        const scan = ssdScan(s.x, onDevice(rowsSlice(dt, d.B, d.L, d.H, 0, L), [d.B, L, d.H], dev), onDevice(A, [d.H], dev), s.B, s.C, { chunkSize: 8, D: onDevice(Dv, [d.H], dev) });
+        const scan = ssdScan(s.x, onDevice(rowsSlice(dt, d.B, d.L, d.H, 0, L), [d.B, L, d.H], dev), onDevice(A, [d.H], dev), s.B, s.C, {
+          chunkSize: 8,
+          D: onDevice(Dv, [d.H], dev),
+        });
         return { convState: conv.finalState, ssmState: scan.finalState, y: scan.y };
       };
       const whole = prefill(d.L);
@@ -280,7 +350,15 @@ describe('ssdScan: chunked prefill and decode', () => {
       const t = d.L - 1;
       const convOut = causalConv1dUpdate(pre.convState, onDevice(rowsSlice(xbc, d.B, d.L, channels, t, 1), [d.B, channels], dev), wT, bT);
       const s = split(reshape(convOut, [d.B, 1, channels]), 1);
-      const y = selectiveStateUpdate(pre.ssmState, reshape(s.x, [d.B, d.H, d.P]), onDevice(rowsSlice(dt, d.B, d.L, d.H, t, 1), [d.B, d.H], dev), onDevice(A, [d.H], dev), reshape(s.B, [d.B, d.G, d.N]), reshape(s.C, [d.B, d.G, d.N]), onDevice(Dv, [d.H], dev));
+      const y = selectiveStateUpdate(
+        pre.ssmState,
+        reshape(s.x, [d.B, d.H, d.P]),
+        onDevice(rowsSlice(dt, d.B, d.L, d.H, t, 1), [d.B, d.H], dev),
+        onDevice(A, [d.H], dev),
+        reshape(s.B, [d.B, d.G, d.N]),
+        reshape(s.C, [d.B, d.G, d.N]),
+        onDevice(Dv, [d.H], dev),
+      );
       expectClose(await y.toFloat32(), rowsSlice(await whole.y.toFloat32(), d.B, d.L, d.H * d.P, t, 1), { rtol: 1e-5, what: 'decoded y' });
       expectClose(await pre.ssmState.toFloat32(), await whole.ssmState.toFloat32(), { rtol: 1e-5, what: 'SSM state' });
       expectClose(await pre.convState.toFloat32(), await whole.convState.toFloat32(), { rtol: 0, what: 'conv state' });
@@ -303,7 +381,15 @@ describe('ssdScan: chunked prefill and decode', () => {
       const D = randomData([d.H], 57);
       const go = (dev: Device) => {
         const s = onDevice(state, [d.B, d.H, d.P, d.N], dev);
-        const y = selectiveStateUpdate(s, onDevice(x, [d.B, d.H, d.P], dev), onDevice(dt, [d.B, d.H], dev), onDevice(A, [d.H], dev), onDevice(Bm, [d.B, d.G, d.N], dev, dtype), onDevice(Cm, [d.B, d.G, d.N], dev, dtype), withD ? onDevice(D, [d.H], dev) : null);
+        const y = selectiveStateUpdate(
+          s,
+          onDevice(x, [d.B, d.H, d.P], dev),
+          onDevice(dt, [d.B, d.H], dev),
+          onDevice(A, [d.H], dev),
+          onDevice(Bm, [d.B, d.G, d.N], dev, dtype),
+          onDevice(Cm, [d.B, d.G, d.N], dev, dtype),
+          withD ? onDevice(D, [d.H], dev) : null,
+        );
         return { s, y };
       };
       const ref = go(cpu);
@@ -329,15 +415,31 @@ describe('ssdScan: argument errors', () => {
     const B3 = t(randomData([1, 4, 3, 3], 2), [1, 4, 3, 3]);
     expect(() => ssdScan(x, dt, A, B3, B3, { chunkSize: 8 })).toThrow(/H=4 heads must be a multiple of G=3 groups/);
     const state = t(v.init.slice(0, 24), [1, 4, 2, 3]);
-    expect(() => selectiveStateUpdate(state, t(v.x.slice(0, 8), [1, 4, 2]), t(v.dt.slice(0, 4), [1, 4]), A, t(v.Bm.slice(0, 6), [1, 2, 3]), t(v.Cm.slice(0, 8), [1, 2, 4]))).toThrow(/C must be \[1, 2, 3\]/);
+    expect(() =>
+      selectiveStateUpdate(
+        state,
+        t(v.x.slice(0, 8), [1, 4, 2]),
+        t(v.dt.slice(0, 4), [1, 4]),
+        A,
+        t(v.Bm.slice(0, 6), [1, 2, 3]),
+        t(v.Cm.slice(0, 8), [1, 2, 4]),
+      ),
+    ).toThrow(/C must be \[1, 2, 3\]/);
   });
 
   test('the decode step rejects inputs that require gradients', () => {
     const [, , A] = args();
     A.requiresGrad_();
     const state = t(v.init.slice(0, 24), [1, 4, 2, 3]);
-    expect(() => selectiveStateUpdate(state, t(v.x.slice(0, 8), [1, 4, 2]), t(v.dt.slice(0, 4), [1, 4]), A, t(v.Bm.slice(0, 6), [1, 2, 3]), t(v.Cm.slice(0, 6), [1, 2, 3]))).toThrow(
-      /selectiveStateUpdate backward is not implemented yet \(A requires grad\)/,
-    );
+    expect(() =>
+      selectiveStateUpdate(
+        state,
+        t(v.x.slice(0, 8), [1, 4, 2]),
+        t(v.dt.slice(0, 4), [1, 4]),
+        A,
+        t(v.Bm.slice(0, 6), [1, 2, 3]),
+        t(v.Cm.slice(0, 6), [1, 2, 3]),
+      ),
+    ).toThrow(/selectiveStateUpdate backward is not implemented yet \(A requires grad\)/);
   });
 });

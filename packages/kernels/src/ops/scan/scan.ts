@@ -73,7 +73,13 @@ export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
   expectShape(op, 'C', C, [batch, length, groups, stateDim]);
   expectShape(op, 'dt', dt, [batch, length, heads]);
   checkHeads(op, A, D, heads, groups);
-  for (const [what, t] of [['x', x], ['dt', dt], ['B', B], ['C', C]] as const) expectFloat(op, what, t);
+  for (const [what, t] of [
+    ['x', x],
+    ['dt', dt],
+    ['B', B],
+    ['C', C],
+  ] as const)
+    expectFloat(op, what, t);
   if (initialState) {
     expectShape(op, 'initialState', initialState, [batch, heads, headDim, stateDim]);
     expectFloat(op, 'initialState', initialState);
@@ -163,12 +169,22 @@ export interface StateUpdateOptions extends DtTransform {
  * `options`, dt is the raw time step and is transformed in the kernel (see {@link DtTransform}),
  * and A may be given as A_log.
  */
-export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D?: Tensor | null, options: StateUpdateOptions = {}): Tensor {
+export function selectiveStateUpdate(
+  state: Tensor,
+  x: Tensor,
+  dt: Tensor,
+  A: Tensor,
+  B: Tensor,
+  C: Tensor,
+  D?: Tensor | null,
+  options: StateUpdateOptions = {},
+): Tensor {
   const op = 'selectiveStateUpdate';
   const dtBias = options.dtBias ?? null;
   const device = checkInputs(op, { state, x, dt, A, B, C, D, dtBias }, { differentiable: false });
   expectRank(op, 'state', state, ['B', 'H', 'P', 'N']);
-  if (state.dtype !== 'f32' || !state.isContiguous) throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
+  if (state.dtype !== 'f32' || !state.isContiguous)
+    throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
   const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
   expectRank(op, 'B', B, ['B', 'G', 'N']);
   const groups = B.shape[1]!;
@@ -177,7 +193,13 @@ export function selectiveStateUpdate(state: Tensor, x: Tensor, dt: Tensor, A: Te
   expectShape(op, 'x', x, [batch, heads, headDim]);
   expectShape(op, 'dt', dt, [batch, heads]);
   checkHeads(op, A, D, heads, groups);
-  for (const [what, t] of [['x', x], ['dt', dt], ['B', B], ['C', C]] as const) expectFloat(op, what, t);
+  for (const [what, t] of [
+    ['x', x],
+    ['dt', dt],
+    ['B', B],
+    ['C', C],
+  ] as const)
+    expectFloat(op, what, t);
   if (dtBias) {
     expectShape(op, 'dtBias', dtBias, [heads]);
     expectFloat(op, 'dtBias', dtBias);

@@ -108,8 +108,21 @@ interface VecOperand {
  * `dimValues` by name, P.L, P.NC (chunk count) and P.carryIn, and `<name>_at(i)` for each vec4
  * operand in `reads`.
  */
-function launch(device: WebGpuDevice, name: string, d: Dims, list: readonly NamedBinding[], inner: number, chunks: number, body: string, reads: readonly VecOperand[] = []): void {
-  const p = new Params().u32('L', d.length).u32('NC', d.chunks).u32('inner', inner).u32('carryIn', d.carryIn ? 1 : 0);
+function launch(
+  device: WebGpuDevice,
+  name: string,
+  d: Dims,
+  list: readonly NamedBinding[],
+  inner: number,
+  chunks: number,
+  body: string,
+  reads: readonly VecOperand[] = [],
+): void {
+  const p = new Params()
+    .u32('L', d.length)
+    .u32('NC', d.chunks)
+    .u32('inner', inner)
+    .u32('carryIn', d.carryIn ? 1 : 0);
   const dims = dimValues(d);
   for (const [k, v] of dims) p.u32(k, v);
   const buffers = reads.filter((r) => r.texture === null).map((r): NamedBinding => ({ name: r.name, tensor: r.tensor, vec4: true }));
@@ -222,11 +235,19 @@ function prepX(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: Tensor): vo
     }
     xdt[dst + p4] = v;
   }`;
-  launch(device, 'ssd_prep_x', d, [
-    { name: 'x', tensor: a.x, vec4: vec },
-    { name: 'dt', tensor: a.dt },
-    { name: 'xdt', tensor: xdt, writable: true, vec4: true },
-  ], d.heads * d.QP, d.chunks, body);
+  launch(
+    device,
+    'ssd_prep_x',
+    d,
+    [
+      { name: 'x', tensor: a.x, vec4: vec },
+      { name: 'dt', tensor: a.dt },
+      { name: 'xdt', tensor: xdt, writable: true, vec4: true },
+    ],
+    d.heads * d.QP,
+    d.chunks,
+    body,
+  );
 }
 
 /** bp / cp[b,g,c,i,n] = B / C at position c·Q+i, zero on padding. One padded row of N per invocation. */
@@ -246,18 +267,30 @@ function prepBC(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, bp: Tensor, cp:
       ${
         vec
           ? 'if (n4 * 4u < N) { vb = B[P.BOff + src + n4]; vc = C[P.COff + src + n4]; }'
-          : R(4, (q) => `if (n4 * 4u + ${q}u < N) { vb[${q}] = load_B(P.BOff + src + n4 * 4u + ${q}u); vc[${q}] = load_C(P.COff + src + n4 * 4u + ${q}u); }`, '\n      ')
+          : R(
+              4,
+              (q) => `if (n4 * 4u + ${q}u < N) { vb[${q}] = load_B(P.BOff + src + n4 * 4u + ${q}u); vc[${q}] = load_C(P.COff + src + n4 * 4u + ${q}u); }`,
+              '\n      ',
+            )
       }
     }
     bp[P.bpOff + dst + n4] = vb;
     cp[P.cpOff + dst + n4] = vc;
   }`;
-  launch(device, 'ssd_prep_bc', d, [
-    { name: 'B', tensor: a.B, vec4: vec },
-    { name: 'C', tensor: a.C, vec4: vec },
-    { name: 'bp', tensor: bp, writable: true, vec4: true },
-    { name: 'cp', tensor: cp, writable: true, vec4: true },
-  ], d.groups * d.QP, d.chunks, body);
+  launch(
+    device,
+    'ssd_prep_bc',
+    d,
+    [
+      { name: 'B', tensor: a.B, vec4: vec },
+      { name: 'C', tensor: a.C, vec4: vec },
+      { name: 'bp', tensor: bp, writable: true, vec4: true },
+      { name: 'cp', tensor: cp, writable: true, vec4: true },
+    ],
+    d.groups * d.QP,
+    d.chunks,
+    body,
+  );
 }
 
 /** acs[b,h,c,i]: cumsum of dt·A inside each chunk (padding adds 0); seg: document number inside the chunk. */
@@ -336,9 +369,7 @@ function chunkCB(device: WebGpuDevice, d: Dims, bp: VecOperand, cp: VecOperand, 
 function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOperand, acs: VecOperand, seg: Tensor | null, st: Tensor): void {
   const pt = d.PP / T;
   const nt = d.NP / T;
-  const list: NamedBinding[] = [
-    { name: 'st', tensor: st, writable: true, vec4: true },
-  ];
+  const list: NamedBinding[] = [{ name: 'st', tensor: st, writable: true, vec4: true }];
   if (seg) list.push({ name: 'seg', tensor: seg });
   const body = `
   let pt = PP / 8u;
@@ -359,14 +390,18 @@ function chunkState(device: WebGpuDevice, d: Dims, xdt: VecOperand, bp: VecOpera
   for (var j4 = 0u; j4 < j4max; j4++) {
     var w = exp(vec4<f32>(a_last) - acs_at(arow + j4));
     ${seg ? R(4, (q) => `w[${q}] = select(0.0, w[${q}], seg[srow + j4 * 4u + ${q}u] == seg_last);`, '\n    ') : ''}
-    ${R(4, (q) => `{
+    ${R(
+      4,
+      (q) => `{
       let j = j4 * 4u + ${q}u;
       let b_lo = bp_at(brow + j * NP4) * w[${q}];
       let b_hi = bp_at(brow + j * NP4 + 1u) * w[${q}];
       let xa = xdt_at(xrow + j * PP4);
       let xb = xdt_at(xrow + j * PP4 + 1u);
       ${R(T, (r) => `acc${r}a += ${r < 4 ? 'b_lo' : 'b_hi'}[${r % 4}] * xa; acc${r}b += ${r < 4 ? 'b_lo' : 'b_hi'}[${r % 4}] * xb;`, '\n      ')}
-    }`, '\n    ')}
+    }`,
+      '\n    ',
+    )}
   }
   let out = P.stOff + (bhc * NP + n0) * PP4 + p0 / 4u;
   ${R(T, (r) => `st[out + ${r}u * PP4] = acc${r}a; st[out + ${r}u * PP4 + 1u] = acc${r}b;`)}`;
@@ -408,15 +443,23 @@ function statePass(device: WebGpuDevice, d: Dims, init: Tensor | null, acs: Tens
 }
 
 /** y = exp(acs_i)·C_i·S_c (inter-chunk) + causal CB-weighted sum over the chunk (intra-chunk) + D·x. */
-function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand, cp: VecOperand, acs: VecOperand, seg: Tensor | null, cb: VecOperand, st: VecOperand): void {
+function output(
+  device: WebGpuDevice,
+  d: Dims,
+  a: SsdScanLaunch,
+  xdt: VecOperand,
+  cp: VecOperand,
+  acs: VecOperand,
+  seg: Tensor | null,
+  cb: VecOperand,
+  st: VecOperand,
+): void {
   const pt = d.PP / T;
   const tiles = d.QP / T;
   // Whole vec4 rows of y (and of x for the D term) when P is a multiple of 8 and x is dense f32.
   const vecRows = d.headDim % T === 0;
   const vecX = vecRows && a.x.dtype === 'f32' && a.x.offset % 4 === 0;
-  const list: NamedBinding[] = [
-    { name: 'y', tensor: a.y, writable: true, vec4: vecRows },
-  ];
+  const list: NamedBinding[] = [{ name: 'y', tensor: a.y, writable: true, vec4: vecRows }];
   if (a.D) list.push({ name: 'x', tensor: a.x, vec4: vecX }, { name: 'D', tensor: a.D });
   if (seg) list.push({ name: 'seg', tensor: seg });
   // Row r of the tile accumulates columns p0..p0+3 in acc{r}a and p0+4..p0+7 in acc{r}b.
@@ -425,17 +468,22 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand
     const t = `c * Q + i0 + ${r}u`;
     const guard = `if (i0 + ${r}u < Q && ${t} < P.L)`;
     if (vecRows) {
-      const skip = (half: number) => (a.D ? ` + skip * ${vecX ? `x[P.xOff + base / 4u + ${half}u]` : `vec4<f32>(${R(4, (q) => `load_x(P.xOff + base + ${half * 4 + q}u)`, ', ')})`}` : '');
+      const skip = (half: number) =>
+        a.D ? ` + skip * ${vecX ? `x[P.xOff + base / 4u + ${half}u]` : `vec4<f32>(${R(4, (q) => `load_x(P.xOff + base + ${half * 4 + q}u)`, ', ')})`}` : '';
       return `${guard} {
     let base = ((b * P.L + ${t}) * H + h) * HD + p0;
     y[P.yOff + base / 4u] = acc${r}a${skip(0)};
     y[P.yOff + base / 4u + 1u] = acc${r}b${skip(1)};
   }`;
     }
-    const cols = R(T, (q) => {
-      const v = `acc${r}${q < 4 ? 'a' : 'b'}[${q % 4}]`;
-      return `if (p0 + ${q}u < HD) { y[P.yOff + base + ${q}u] = ${v}${a.D ? ` + skip * load_x(P.xOff + base + ${q}u)` : ''}; }`;
-    }, '\n    ');
+    const cols = R(
+      T,
+      (q) => {
+        const v = `acc${r}${q < 4 ? 'a' : 'b'}[${q % 4}]`;
+        return `if (p0 + ${q}u < HD) { y[P.yOff + base + ${q}u] = ${v}${a.D ? ` + skip * load_x(P.xOff + base + ${q}u)` : ''}; }`;
+      },
+      '\n    ',
+    );
     return `${guard} {
     let base = ((b * P.L + ${t}) * H + h) * HD + p0;
     ${cols}
@@ -496,10 +544,14 @@ function output(device: WebGpuDevice, d: Dims, a: SsdScanLaunch, xdt: VecOperand
     ${seg ? 'let sk = seg[srow + i0 + k];' : ''}
     let xa = xdt_at(xrow + (i0 + k) * PP4);
     let xb = xdt_at(xrow + (i0 + k) * PP4 + 1u);
-    ${R(T, (r) => {
-      const keep = seg ? `${r}u >= k && sr${r} == sk` : `${r}u >= k`;
-      return `{ let w = select(0.0, cb_at(cbrow + ${r}u * QP4 + it * 2u + k / 4u)[k % 4u] * exp(min(ar${r} - ak, 0.0)), ${keep}); ${fma(r, 'w', 'xa', 'xb')} }`;
-    }, '\n    ')}
+    ${R(
+      T,
+      (r) => {
+        const keep = seg ? `${r}u >= k && sr${r} == sk` : `${r}u >= k`;
+        return `{ let w = select(0.0, cb_at(cbrow + ${r}u * QP4 + it * 2u + k / 4u)[k % 4u] * exp(min(ar${r} - ak, 0.0)), ${keep}); ${fma(r, 'w', 'xa', 'xb')} }`;
+      },
+      '\n    ',
+    )}
   }
 
   // y = acc + D·x for the rows inside the sequence and the columns inside P.

@@ -42,7 +42,12 @@ export function selectiveStateUpdateGpu(device: WebGpuDevice, a: StateUpdateLaun
   const [batch, heads, headDim, stateDim] = a.state.shape as [number, number, number, number];
   const groups = a.B.shape[1]!;
   const WG = workgroupSize(headDim);
-  const p = new Params().u32('H', heads).u32('HD', headDim).u32('G', groups).u32('N', stateDim).u32('HPG', heads / groups);
+  const p = new Params()
+    .u32('H', heads)
+    .u32('HD', headDim)
+    .u32('G', groups)
+    .u32('N', stateDim)
+    .u32('HPG', heads / groups);
   const aligned = (t: Tensor) => t.dtype === 'f32' && t.offset % 4 === 0;
   const vec = stateDim % 4 === 0 && aligned(a.state) && aligned(a.B) && aligned(a.C);
   const list: NamedBinding[] = [

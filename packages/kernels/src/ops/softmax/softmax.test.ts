@@ -12,7 +12,14 @@ const cpu = getCpuDevice();
 const ops = { softmax, logSoftmax };
 
 /** Runs `f` on `device` with x requiring grad, backpropagates `gValues`, returns output and input gradient. */
-async function forwardBackward(device: Device, f: (x: Tensor) => Tensor, values: Float32Array, shape: number[], gValues: Float32Array, dtype: 'f32' | 'bf16' = 'f32') {
+async function forwardBackward(
+  device: Device,
+  f: (x: Tensor) => Tensor,
+  values: Float32Array,
+  shape: number[],
+  gValues: Float32Array,
+  dtype: 'f32' | 'bf16' = 'f32',
+) {
   const x = onDevice(values, shape, device, dtype).requiresGrad_();
   const y = poisoned(device, () => f(x));
   poisoned(device, () => backward(y, { grad: onDevice(gValues, y.shape, device) }));
@@ -21,7 +28,13 @@ async function forwardBackward(device: Device, f: (x: Tensor) => Tensor, values:
 
 describe('softmax / logSoftmax: WebGPU vs CPU reference', () => {
   // 5000 and 131072 columns take the chunked two-dispatch path.
-  const shapes = [[1, 1], [7, 13], [37, 129], [3, 5000], [1, 131072]];
+  const shapes = [
+    [1, 1],
+    [7, 13],
+    [37, 129],
+    [3, 5000],
+    [1, 131072],
+  ];
   for (const kind of ['softmax', 'logSoftmax'] as const) {
     for (const dtype of ['f32', 'bf16'] as const) {
       test.if(gpu !== null)(`${kind} ${dtype} forward and backward`, async () => {

@@ -88,7 +88,14 @@ fn main(${GRID_ARGS}) {
   part[P.partOff + 2u * t] = st.m;
   part[P.partOff + 2u * t + 1u] = st.s;
 }`;
-    device.run({ name: 'max_sum_partials', source, params: p, bindings: [bx.range, bp.range], workgroups: device.grid(block.count * chunks, WG), detail: `[${rows},${cols}] ${x.dtype}` });
+    device.run({
+      name: 'max_sum_partials',
+      source,
+      params: p,
+      bindings: [bx.range, bp.range],
+      workgroups: device.grid(block.count * chunks, WG),
+      detail: `[${rows},${cols}] ${x.dtype}`,
+    });
   }
 }
 
@@ -161,7 +168,12 @@ ${loaderF32('g', g.dtype)}`;
     const operands = needsY ? [gs, ps, ys] : [gs, ps];
     for (const block of rowBlocks(device, rows, operands)) {
       const bound = operands.map((o) => bindRows(device, o, block));
-      const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks).u32('gOff', bound[0]!.elementOffset).u32('partOff', bound[1]!.elementOffset);
+      const p = new Params()
+        .u32('rows', block.count)
+        .u32('cols', cols)
+        .u32('chunks', chunks)
+        .u32('gOff', bound[0]!.elementOffset)
+        .u32('partOff', bound[1]!.elementOffset);
       if (needsY) p.u32('yOff', bound[2]!.elementOffset);
       const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
@@ -178,7 +190,14 @@ fn main(${GRID_ARGS}) {
   for (var c = c0; c < c1; c++) { acc += ${term}; }
   part[P.partOff + t] = acc;
 }`;
-      device.run({ name: `${kind}_grad_partials`, source, params: p, bindings: bound.map((b) => b.range), workgroups: device.grid(block.count * chunks, WG), detail: `[${rows},${cols}]` });
+      device.run({
+        name: `${kind}_grad_partials`,
+        source,
+        params: p,
+        bindings: bound.map((b) => b.range),
+        workgroups: device.grid(block.count * chunks, WG),
+        detail: `[${rows},${cols}]`,
+      });
     }
   }
   const ds: RowOperand = { tensor: dx, perRow: cols, what: `${kind} input gradient` };
@@ -192,7 +211,13 @@ fn main(${GRID_ARGS}) {
     const bg = bindRows(device, gs, block);
     const bd = bindRows(device, ds, block);
     const bp = ps ? bindRows(device, ps, block) : null;
-    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks).u32('yOff', by.elementOffset).u32('gOff', bg.elementOffset).u32('dxOff', bd.elementOffset);
+    const p = new Params()
+      .u32('rows', block.count)
+      .u32('cols', cols)
+      .u32('chunks', chunks)
+      .u32('yOff', by.elementOffset)
+      .u32('gOff', bg.elementOffset)
+      .u32('dxOff', bd.elementOffset);
     if (bp) p.u32('partOff', bp.elementOffset);
     const total = bp
       ? `var s = 0.0;

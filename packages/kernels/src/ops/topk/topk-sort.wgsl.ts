@@ -40,7 +40,11 @@ function keysPass(device: WebGpuDevice, x: Tensor, rows: number, cols: number, o
   for (const block of rowBlocks(device, rows, [xs, os])) {
     const bx = bindRows(device, xs, block);
     const bo = bindRows(device, os, block);
-    const p = new Params().u32('n', block.count * cols).u32('cols', cols).u32('xOff', bx.elementOffset).u32('oOff', bo.elementOffset);
+    const p = new Params()
+      .u32('n', block.count * cols)
+      .u32('cols', cols)
+      .u32('xOff', bx.elementOffset)
+      .u32('oOff', bo.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'x', x.dtype, 'read')}
@@ -54,7 +58,14 @@ fn main(${GRID_ARGS}) {
   out[P.oOff + 2u * i] = order_key(load_x(P.xOff + i));
   out[P.oOff + 2u * i + 1u] = i % P.cols;
 }`;
-    device.run({ name: 'topk_sort_keys', source, params: p, bindings: [bx.range, bo.range], workgroups: device.grid(block.count * cols, WG), detail: `[${rows},${cols}]` });
+    device.run({
+      name: 'topk_sort_keys',
+      source,
+      params: p,
+      bindings: [bx.range, bo.range],
+      workgroups: device.grid(block.count * cols, WG),
+      detail: `[${rows},${cols}]`,
+    });
   }
 }
 
@@ -65,7 +76,12 @@ function mergePass(device: WebGpuDevice, src: Tensor, dst: Tensor, rows: number,
   for (const block of rowBlocks(device, rows, [ss, ds])) {
     const bs = bindRows(device, ss, block);
     const bd = bindRows(device, ds, block);
-    const p = new Params().u32('n', block.count * cols).u32('cols', cols).u32('run', run).u32('sOff', bs.elementOffset).u32('dOff', bd.elementOffset);
+    const p = new Params()
+      .u32('n', block.count * cols)
+      .u32('cols', cols)
+      .u32('run', run)
+      .u32('sOff', bs.elementOffset)
+      .u32('dOff', bd.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'src', 'u32', 'read')}
@@ -97,7 +113,14 @@ fn main(${GRID_ARGS}) {
   dst[P.dOff + 2u * (rowStart + place)] = key;
   dst[P.dOff + 2u * (rowStart + place) + 1u] = idx;
 }`;
-    device.run({ name: 'topk_sort_merge', source, params: p, bindings: [bs.range, bd.range], workgroups: device.grid(block.count * cols, WG), detail: `[${rows},${cols}] run=${run}` });
+    device.run({
+      name: 'topk_sort_merge',
+      source,
+      params: p,
+      bindings: [bs.range, bd.range],
+      workgroups: device.grid(block.count * cols, WG),
+      detail: `[${rows},${cols}] run=${run}`,
+    });
   }
 }
 
@@ -108,7 +131,13 @@ export function firstKGpu(device: WebGpuDevice, sorted: Tensor, rows: number, co
   const is: RowOperand = { tensor: indices, perRow: k, what: 'topk indices' };
   for (const block of rowBlocks(device, rows, [ss, vs, is])) {
     const [bs, bv, bi] = [ss, vs, is].map((o) => bindRows(device, o, block));
-    const p = new Params().u32('n', block.count * k).u32('cols', cols).u32('k', k).u32('sOff', bs!.elementOffset).u32('vOff', bv!.elementOffset).u32('iOff', bi!.elementOffset);
+    const p = new Params()
+      .u32('n', block.count * k)
+      .u32('cols', cols)
+      .u32('k', k)
+      .u32('sOff', bs!.elementOffset)
+      .u32('vOff', bv!.elementOffset)
+      .u32('iOff', bi!.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'sorted', 'u32', 'read')}
@@ -123,6 +152,13 @@ fn main(${GRID_ARGS}) {
   values[P.vOff + i] = key_value(sorted[e]);
   indices[P.iOff + i] = i32(sorted[e + 1u]);
 }`;
-    device.run({ name: 'topk_sort_first_k', source, params: p, bindings: [bs!.range, bv!.range, bi!.range], workgroups: device.grid(block.count * k, WG), detail: `[${rows},${cols}] k=${k}` });
+    device.run({
+      name: 'topk_sort_first_k',
+      source,
+      params: p,
+      bindings: [bs!.range, bv!.range, bi!.range],
+      workgroups: device.grid(block.count * k, WG),
+      detail: `[${rows},${cols}] k=${k}`,
+    });
   }
 }

@@ -61,7 +61,17 @@ describe('topk: WebGPU vs CPU reference', () => {
   }
 
   test.if(gpu !== null)('ties go to the lower index (selection, candidate merging and sort paths)', async () => {
-    for (const [shape, ks] of [[[7, 129], [3, 64, 129]], [[3, 5000], [1, 22, 300]], [[37, 512], [22]]] as const) {
+    for (const [shape, ks] of [
+      [
+        [7, 129],
+        [3, 64, 129],
+      ],
+      [
+        [3, 5000],
+        [1, 22, 300],
+      ],
+      [[37, 512], [22]],
+    ] as const) {
       await expectSameTopk(tied([...shape], 3), shape, ks, 'f32');
     }
   });

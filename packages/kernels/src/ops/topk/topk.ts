@@ -41,7 +41,10 @@ export function argmax(x: Tensor, axis = -1): Tensor {
     const others = x.shape.map((_, i) => i).filter((i) => i !== a);
     const moved = a === x.rank - 1 ? x : permute(x, [...others, a]);
     const { values, indices } = select(moved, 1);
-    const out = reshape(indices, others.map((i) => x.shape[i]!));
+    const out = reshape(
+      indices,
+      others.map((i) => x.shape[i]!),
+    );
     for (const t of [values, indices]) t.dispose();
     if (moved !== x) moved.dispose();
     return out;

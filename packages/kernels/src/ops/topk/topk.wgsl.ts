@@ -56,9 +56,7 @@ function selectPass(device: WebGpuDevice, from: Source, rows: number, length: nu
   const chunks = Math.ceil(length / SELECT_CHUNK);
   const capacity = k <= EXACT_MAX_K ? k : 2 ** Math.ceil(Math.log2(k));
   const input: RowOperand =
-    from.kind === 'values'
-      ? { tensor: from.tensor, perRow: length, what: 'topk input' }
-      : { tensor: from.tensor, perRow: 2 * length, what: 'topk candidates' };
+    from.kind === 'values' ? { tensor: from.tensor, perRow: length, what: 'topk input' } : { tensor: from.tensor, perRow: 2 * length, what: 'topk candidates' };
   const output: RowOperand = { tensor: out, perRow: 2 * chunks * k, what: 'topk candidates' };
   const inputDecl =
     from.kind === 'values'
@@ -81,13 +79,22 @@ function selectPass(device: WebGpuDevice, from: Source, rows: number, length: nu
     ...slots
       .slice(1)
       .reverse()
-      .map((j) => `kv[${j}] = select(kv[${j}], select(key, kv[${j - 1}], b${j - 1}), b${j}); ki[${j}] = select(ki[${j}], select(idx, ki[${j - 1}], b${j - 1}), b${j});`),
+      .map(
+        (j) =>
+          `kv[${j}] = select(kv[${j}], select(key, kv[${j - 1}], b${j - 1}), b${j}); ki[${j}] = select(ki[${j}], select(idx, ki[${j - 1}], b${j - 1}), b${j});`,
+      ),
     'kv[0] = select(kv[0], key, b0); ki[0] = select(ki[0], idx, b0);',
   ];
   for (const block of rowBlocks(device, rows, [input, output])) {
     const bin = bindRows(device, input, block);
     const bout = bindRows(device, output, block);
-    const p = new Params().u32('rows', block.count).u32('len', length).u32('chunks', chunks).u32('k', k).u32('xOff', bin.elementOffset).u32('oOff', bout.elementOffset);
+    const p = new Params()
+      .u32('rows', block.count)
+      .u32('len', length)
+      .u32('chunks', chunks)
+      .u32('k', k)
+      .u32('xOff', bin.elementOffset)
+      .u32('oOff', bout.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${inputDecl}
@@ -132,7 +139,13 @@ export function topkScatterGpu(device: WebGpuDevice, g: Tensor, indices: Tensor,
   ];
   for (const block of rowBlocks(device, rows, operands)) {
     const [bg, bi, bd] = operands.map((o) => bindRows(device, o, block));
-    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('k', k).u32('gOff', bg!.elementOffset).u32('iOff', bi!.elementOffset).u32('dOff', bd!.elementOffset);
+    const p = new Params()
+      .u32('rows', block.count)
+      .u32('cols', cols)
+      .u32('k', k)
+      .u32('gOff', bg!.elementOffset)
+      .u32('iOff', bi!.elementOffset)
+      .u32('dOff', bd!.elementOffset);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareStorage(1, 'g', g.dtype, 'read')}
@@ -146,6 +159,13 @@ fn main(${GRID_ARGS}) {
   let row = t / P.k;
   dx[P.dOff + row * P.cols + u32(indices[P.iOff + t])] = load_g(P.gOff + t);
 }`;
-    device.run({ name: 'topk_scatter', source, params: p, bindings: [bg!.range, bi!.range, bd!.range], workgroups: device.grid(block.count * k, WG), detail: `[${rows},${cols}] k=${k}` });
+    device.run({
+      name: 'topk_scatter',
+      source,
+      params: p,
+      bindings: [bg!.range, bi!.range, bd!.range],
+      workgroups: device.grid(block.count * k, WG),
+      detail: `[${rows},${cols}] k=${k}`,
+    });
   }
 }
