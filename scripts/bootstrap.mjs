@@ -266,9 +266,23 @@ function runTests(bun, extra, runEnv = env) {
   });
 }
 
-/** The suite, then the Vulkan pass where Vulkan opens (see the header). */
+/** A static check counted as one test: the type checker or the formatter and linter. */
+function staticCheck(bun, name, args) {
+  log(`${name}: ${['bun', ...args].join(' ')}`);
+  const ok = run(bun, args);
+  log(`${name}: ${ok ? 'ok' : 'FAILED'}`);
+  return { passed: ok ? 1 : 0, failed: ok ? 0 : 1, ok };
+}
+
+/** The static checks, the suite, then the Vulkan pass where Vulkan opens (see the header). */
 async function testSuite(bun, extra, vulkan) {
-  const results = [await runTests(bun, extra)];
+  const results = [];
+  // With no file arguments (the whole suite, as CI runs it) the types, formatting and lint are checked too.
+  if (extra.length === 0) {
+    results.push(staticCheck(bun, 'typecheck', ['x', 'tsc', '-b']));
+    results.push(staticCheck(bun, 'format and lint', ['x', 'biome', 'ci', '--colors=off', '.']));
+  }
+  results.push(await runTests(bun, extra));
   const which = env.NEMOTRON_TEST_VULKAN ?? 'subset';
   const files = which === 'all' ? extra : which === '0' || extra.length > 0 ? null : VULKAN_TESTS;
   if (vulkan && files) {

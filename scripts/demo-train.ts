@@ -20,7 +20,7 @@ await mkdir(out, { recursive: true });
 const guides = [...new Glob('docs/guides/*.md').scanSync({ cwd: root })].sort();
 const texts = await Promise.all(['README.md', ...guides].map((p) => readFile(join(root, p), 'utf8')));
 const data = join(out, 'docs.jsonl');
-await writeFile(data, texts.map((text) => JSON.stringify({ text })).join('\n') + '\n');
+await writeFile(data, `${texts.map((text) => JSON.stringify({ text })).join('\n')}\n`);
 
 const command = [
   'src/cli/main.ts',

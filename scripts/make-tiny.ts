@@ -97,7 +97,7 @@ async function corpus(): Promise<{ path: string; text: string }[]> {
       });
   }
   const documents = await docsCorpus();
-  await writeFile(`${CORPUS_FILE}.tmp`, documents.map((d) => JSON.stringify(d)).join('\n') + '\n');
+  await writeFile(`${CORPUS_FILE}.tmp`, `${documents.map((d) => JSON.stringify(d)).join('\n')}\n`);
   await rename(`${CORPUS_FILE}.tmp`, CORPUS_FILE);
   console.error(`make-tiny: wrote ${relative(root, CORPUS_FILE)} from ${documents.length} documents`);
   return documents;

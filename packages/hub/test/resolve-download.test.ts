@@ -15,7 +15,7 @@ import { writeTinyTokenizer } from './support/tiny-tokenizer';
 
 const REPO = 'tiny-org/tiny-model';
 const PRIVATE = 'tiny-org/private-model';
-const COMMIT = 'a'.repeat(39) + '1';
+const COMMIT = `${'a'.repeat(39)}1`;
 const TOKEN = 'hf_valid_token';
 const cpu = getCpuDevice();
 

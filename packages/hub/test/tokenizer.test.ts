@@ -38,7 +38,7 @@ describe('encode / decode', () => {
       ' leading  and trailing \n\t',
       'a , b . c',
       '',
-      'Ω≈ç√∫˜µ≤≥÷ ' + String.fromCodePoint(0x1f600),
+      `Ω≈ç√∫˜µ≤≥÷ ${String.fromCodePoint(0x1f600)}`,
     ]) {
       const ids = tok.encode(text, { addSpecialTokens: false });
       expect(tok.decode(ids)).toBe(text);

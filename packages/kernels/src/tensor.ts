@@ -6,7 +6,7 @@
 import type { GradNode } from './autograd/graph';
 import type { Device } from './device/device';
 import { allocArray, bf16BitsToF32, bytesPerElement, type DType, type DTypeArray, type TypedArray } from './dtype';
-import { Storage } from './runtime/storage';
+import type { Storage } from './runtime/storage';
 import { trackTensor } from './runtime/scope';
 import { contiguousStrides, formatShape, sizeOf, type Shape } from './shape';
 

@@ -6,11 +6,11 @@ export { HostTensor, toHost, fromHost } from './host-tensor';
 export { encodeMessage, decodeMessage, tensorBytes, type WireMessage } from './wire';
 export { parseDeviceSpec, parseWorkerDevice, resolveDevices, type WorkerDeviceSpec } from './device-spec';
 export { WorkerGroup, WorkerFailure, type WorkerGroupOptions, type CallOptions } from './worker-group';
-export { type OpenedDevice } from './protocol';
+export type { OpenedDevice } from './protocol';
 export { planStages, stageOwns, type StagePlan, type SplitOptions } from './stage-plan';
 export { PipelineStage, splitIntoStages, isPipelineParallelStage, type TensorMeta, type StageMetas } from './pipeline-stage';
 export { scheduleOps, splitRows, type ScheduleName, type ScheduleOp } from './schedules';
-export { type ParallelBatch } from './batch';
+export type { ParallelBatch } from './batch';
 export { clipCoefficient, type TrainOptimizerOptions } from './gradient-ops';
 export {
   PipelineParallel,

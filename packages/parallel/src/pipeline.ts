@@ -8,7 +8,7 @@
 import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, concatRows, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
 import type { TrainOptimizerOptions } from './gradient-ops';
-import { HostTensor } from './host-tensor';
+import type { HostTensor } from './host-tensor';
 import { scheduleOps, splitRows, type ScheduleName } from './schedules';
 import { planStages, type SplitOptions, type StagePlan } from './stage-plan';
 import type { ForwardReply } from './stage-service';

@@ -33,7 +33,7 @@ import {
   type SequenceInfo,
 } from '@nemotron-ts/core';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
-import { fromHost, HostTensor, toHost } from './host-tensor';
+import { fromHost, type HostTensor, toHost } from './host-tensor';
 import { PipelineStage } from './pipeline-stage';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
 import type { StagePlan } from './stage-plan';

@@ -18,7 +18,7 @@
  */
 import { Generator, tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
-import { DepthwiseConv1d } from '../nn/conv1d';
+import type { DepthwiseConv1d } from '../nn/conv1d';
 import { Embedding } from '../nn/embedding';
 import type { Linear } from '../nn/linear';
 import { Attention } from './attention';

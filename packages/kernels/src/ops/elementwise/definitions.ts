@@ -38,7 +38,7 @@ export const UNARY = {
   tanh: { wgsl: 'tanh_f32(x)', cpu: Math.tanh },
   sign: { wgsl: 'sign_nan(x)', cpu: Math.sign },
   clamp: { wgsl: 'clamp_nan(x, p0, p1)', cpu: (x, lo, hi) => Math.min(Math.max(x, lo!), hi!) },
-  pow_scalar: { wgsl: 'pow_f32(x, p0)', cpu: (x, p) => Math.pow(x, p!) },
+  pow_scalar: { wgsl: 'pow_f32(x, p0)', cpu: (x, p) => x ** p! },
   isfinite: { wgsl: 'select(0.0, 1.0, isfinite_f32(x))', cpu: (x) => (Number.isFinite(Math.fround(x)) ? 1 : 0) },
 } satisfies Record<string, ElementwiseDef>;
 
@@ -48,7 +48,7 @@ export const BINARY = {
   sub: { wgsl: 'a - b', cpu: (a, b) => a - b!, integer: true },
   mul: { wgsl: 'a * b', cpu: (a, b) => a * b!, integer: true },
   div: { wgsl: 'a / b', cpu: (a, b) => a / b! },
-  pow: { wgsl: 'pow_f32(a, b)', cpu: (a, b) => Math.pow(a, b!) },
+  pow: { wgsl: 'pow_f32(a, b)', cpu: (a, b) => a ** b! },
   maximum: { wgsl: 'max_nan(a, b)', cpu: (a, b) => Math.max(a, b!), integer: true },
   minimum: { wgsl: 'min_nan(a, b)', cpu: (a, b) => Math.min(a, b!), integer: true },
   eq: { wgsl: 'select(0.0, 1.0, a == b && !unordered_f32(a, b))', cpu: (a, b) => (a === b ? 1 : 0) },
@@ -80,7 +80,7 @@ export const UNARY_GRAD: Record<UnaryOp, ElementwiseDef | null> = {
   tanh: { wgsl: 'g * (1.0 - tanh_f32(x) * tanh_f32(x))', cpu: (x, g) => g! * (1 - Math.tanh(x) ** 2) },
   sign: null,
   clamp: { wgsl: 'select(0.0, g, x >= p0 && x <= p1)', cpu: (x, g, lo, hi) => (x >= lo! && x <= hi! ? g! : 0) },
-  pow_scalar: { wgsl: 'g * p0 * pow_f32(x, p0 - 1.0)', cpu: (x, g, p) => g! * p! * Math.pow(x, p! - 1) },
+  pow_scalar: { wgsl: 'g * p0 * pow_f32(x, p0 - 1.0)', cpu: (x, g, p) => g! * p! * x ** (p! - 1) },
   isfinite: null,
 };
 
