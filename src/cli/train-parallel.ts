@@ -7,10 +7,6 @@
  * `savePretrained`, written atomically) and the tokenizer — no optimizer state: a parallel run
  * does not resume. What does not compose with the workers yet is refused (exit 2, naming the flag).
  */
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { NemotronHConfig } from '@nemotron-ts/core';
-import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
 import { warmupCosineSchedule, type Device } from '@nemotron-ts/kernels';
 import type { ParallelBatch } from '@nemotron-ts/parallel';
 import { ParallelModel, type ParallelOptions } from '../parallel';
@@ -21,6 +17,7 @@ import { evaluationLoss } from '../train/trainer';
 import { RefusedError, requireFlag, stringFlag, type ParsedArgs } from './args';
 import { LORA_FLAGS } from './lora-flags';
 import type { TrainFlags } from './train';
+import { openTrainingCheckpoint } from './train-checkpoint';
 import { prepareOutDir } from './train-out-dir';
 
 /** Trainer flags that do not compose with the workers yet, and why. */
@@ -59,17 +56,7 @@ export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptio
   try {
     if (await hasCheckpointFolders(outDir))
       throw new RefusedError(`--out ${outDir} already holds checkpoint folders; choose another --out (${mode} runs do not resume)`);
-    const folder = await resolveCheckpoint(modelPath);
-    const configPath = join(folder, 'config.json');
-    const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
-    if (
-      !(await stat(join(folder, 'tokenizer.json')).then(
-        (s) => s.isFile(),
-        () => false,
-      ))
-    )
-      throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
-    const tokenizer = await loadTokenizer(folder);
+    const { folder, config, tokenizer } = await openTrainingCheckpoint(modelPath);
     const data = await loadTrainingData(tokenizer, {
       dataPath,
       evalDataPath,

@@ -13,8 +13,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, NemotronHConfig, removeLora, type LoraHandle } from '@nemotron-ts/core';
-import { loadTokenizer, readConfigJson, resolveCheckpoint } from '@nemotron-ts/hub';
+import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, removeLora, type LoraHandle } from '@nemotron-ts/core';
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
@@ -25,6 +24,7 @@ import { RunReporter } from '../train/report';
 import { integerFlag, MAX_SEED, numberFlag, requireFlag, stringFlag, UsageError, type ParsedArgs } from './args';
 import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from './lora-flags';
 import { readParallelFlags } from './parallel-flags';
+import { openTrainingCheckpoint } from './train-checkpoint';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
 import { runParallelTrain } from './train-parallel';
 import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
@@ -156,17 +156,7 @@ async function trainLocked(
   { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict }: TrainRequest,
   openDevice: () => Promise<Device>,
 ): Promise<void> {
-  const folder = await resolveCheckpoint(modelPath);
-  const configPath = join(folder, 'config.json');
-  const config = NemotronHConfig.fromJSON(await readConfigJson(configPath), { source: configPath });
-  if (
-    !(await stat(join(folder, 'tokenizer.json')).then(
-      (s) => s.isFile(),
-      () => false,
-    ))
-  )
-    throw new Error(`${folder} has no tokenizer.json: training reads text through the checkpoint's tokenizer`);
-  const tokenizer = await loadTokenizer(folder);
+  const { folder, config, tokenizer } = await openTrainingCheckpoint(modelPath);
 
   const existing = await latestCheckpoint(outDir);
   const savedSettings = resume && existing ? (await readTrainerState(existing)).settings : null;
