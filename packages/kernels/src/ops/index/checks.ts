@@ -20,3 +20,11 @@ export function checkFloat(op: string, t: Tensor, what: string): void {
 export function checkSameDevice(op: string, a: Tensor, b: Tensor, what: string): void {
   if (a.device !== b.device) throw new Error(`${op}: ${what} is on ${b.device.kind}, the target on ${a.device.kind}`);
 }
+
+/** The element-pattern shape rule shared by gather and scatterAdd. */
+/** The element-pattern shape rule shared by gather and scatterAdd. */
+export function checkElementIndex(op: string, shape: readonly number[], axis: number, index: Tensor): void {
+  if (index.rank !== shape.length || index.shape.some((d, i) => i !== axis && d > shape[i]!)) {
+    throw new Error(`${op}: index ${formatShape(index.shape)} must have rank ${shape.length} and fit ${formatShape(shape)} outside axis ${axis}`);
+  }
+}

@@ -8,25 +8,13 @@
  * Gradients flow to the table / input through deterministic scatter-adds.
  */
 import { record } from '../../autograd/graph';
-import { empty } from '../../creation';
 import { isFloat } from '../../dtype';
 import { contiguousStrides, formatShape, normalizeAxis } from '../../shape';
 import type { Tensor } from '../../tensor';
-import { checkIndex } from './checks';
-import { gatherCpu } from './gather.cpu';
-import { gatherGpu } from './gather.wgsl';
-import { elementMap, takeMap, type IndexMap } from './index-map';
+import { checkElementIndex, checkIndex } from './checks';
+import { gatherRaw } from './gather-raw';
+import { elementMap, takeMap } from './index-map';
 import { scatterIntoZeros } from './scatter';
-
-/** Gathers `table` through `map` into a new dense tensor of `shape` (not recorded). */
-export function gatherRaw(op: string, table: Tensor, index: Tensor, map: IndexMap, shape: readonly number[]): Tensor {
-  const device = table.device;
-  const out = empty(shape, { dtype: isFloat(table.dtype) ? 'f32' : table.dtype, device });
-  if (out.size === 0) return out;
-  if (device.kind === 'cpu') gatherCpu(table, index, map, out);
-  else gatherGpu(device, op, table, index, map, out);
-  return out;
-}
 
 /**
  * Rows of `table` [V, H] (f32 or bf16) for each id of `ids` (i32, any shape): f32 [...ids.shape, H].
@@ -100,11 +88,4 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
     );
   }
   return out;
-}
-
-/** The element-pattern shape rule shared by gather and scatterAdd. */
-export function checkElementIndex(op: string, shape: readonly number[], axis: number, index: Tensor): void {
-  if (index.rank !== shape.length || index.shape.some((d, i) => i !== axis && d > shape[i]!)) {
-    throw new Error(`${op}: index ${formatShape(index.shape)} must have rank ${shape.length} and fit ${formatShape(shape)} outside axis ${axis}`);
-  }
 }

@@ -14,8 +14,8 @@ import { contiguousStrides, formatShape, normalizeAxis, shapesEqual } from '../.
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, reshape } from '../layout/layout';
 import { bindingWindows } from '../../runtime/binding-windows';
-import { checkFloat, checkIndex, checkSameDevice } from './checks';
-import { checkElementIndex, gatherRaw } from './gather';
+import { checkElementIndex, checkFloat, checkIndex, checkSameDevice } from './checks';
+import { gatherRaw } from './gather-raw';
 import { elementMap, takeMap, type IndexMap } from './index-map';
 import { scatterAddCpu } from './scatter.cpu';
 import { scatterAddGpu } from './scatter.wgsl';
