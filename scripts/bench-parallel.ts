@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig, MoE } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { AdamW, backward, initDevice, noGrad } from '@nemotron-ts/kernels';
+import { AdamW, backward, deviceLabel, initDevice, noGrad } from '@nemotron-ts/kernels';
 import { DataParallel, ExpertParallel, HostTensor, PipelineParallel, WorkerGroup, type ParallelBatch } from '@nemotron-ts/parallel';
 import { NemotronHForCausalLM } from '../src';
 
@@ -25,10 +25,43 @@ const SEQ = 128;
 const TOKENS = BATCH * SEQ;
 const devicesArg = process.argv.indexOf('--devices');
 const device = await initDevice();
-const workerDevices = [devicesArg >= 0 ? process.argv[devicesArg + 1]! : device.kind === 'cpu' ? 'cpu' : 'webgpu'];
+// Workers default to the host's kind of device: native CPU kernels, the TypeScript reference, or WebGPU.
+const hostKind = device.kind === 'webgpu' ? 'webgpu' : device.name === 'cpu:native' ? 'native' : 'cpu';
+const workerDevices = [devicesArg >= 0 ? process.argv[devicesArg + 1]! : hostKind];
 
 function line(fields: Record<string, unknown>): void {
   console.log(JSON.stringify(fields, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v)));
+}
+
+/** One JSON line of a one-device baseline (no bytes moved). */
+function singleLine(model: string, op: string, ms: number): void {
+  line({
+    bench: 'parallel',
+    model,
+    mode: 'single',
+    n: 1,
+    op,
+    tokens: TOKENS,
+    ms,
+    tokens_per_s: (TOKENS * 1000) / ms,
+    bytes_per_step: 0,
+    device: deviceLabel(device),
+  });
+}
+
+/** The one-device forward baseline (with the loss) of `m`, timed and printed. */
+async function singleForward(m: NemotronHForCausalLM, model: string, batch: ParallelBatch): Promise<number> {
+  const { ms } = await time(
+    async () => {
+      const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
+      await out.loss!.item();
+      out.logits.dispose();
+      out.loss!.dispose();
+    },
+    () => 0,
+  );
+  singleLine(model, 'forward', ms);
+  return ms;
 }
 
 async function load(name: string): Promise<NemotronHForCausalLM> {
@@ -87,27 +120,7 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const m = await load('small');
   const batch = batchFor(m.config.vocabSize);
   m.requiresGrad_(false);
-  const fwd = await time(
-    async () => {
-      const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
-      await out.loss!.item();
-      out.logits.dispose();
-      out.loss!.dispose();
-    },
-    () => 0,
-  );
-  line({
-    bench: 'parallel',
-    model: 'bench-small',
-    mode: 'single',
-    n: 1,
-    op: 'forward',
-    tokens: TOKENS,
-    ms: fwd.ms,
-    tokens_per_s: (TOKENS * 1000) / fwd.ms,
-    bytes_per_step: 0,
-    device: device.kind,
-  });
+  const fwd = { ms: await singleForward(m, 'bench-small', batch) };
   m.requiresGrad_(true).train();
   const optimizer = new AdamW(m.parameters(), { lr: 1e-5 });
   const train = await time(
@@ -122,18 +135,7 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
     },
     () => 0,
   );
-  line({
-    bench: 'parallel',
-    model: 'bench-small',
-    mode: 'single',
-    n: 1,
-    op: 'train',
-    tokens: TOKENS,
-    ms: train.ms,
-    tokens_per_s: (TOKENS * 1000) / train.ms,
-    bytes_per_step: 0,
-    device: device.kind,
-  });
+  singleLine('bench-small', 'train', train.ms);
 
   const S = 2;
   const M = 4;
@@ -205,27 +207,7 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const m = await load('moe');
   m.requiresGrad_(false);
   const batch = batchFor(m.config.vocabSize);
-  const fwd = await time(
-    async () => {
-      const out = noGrad(() => m.forward({ inputIds: batch.inputIds, labels: batch.labels }));
-      await out.loss!.item();
-      out.logits.dispose();
-      out.loss!.dispose();
-    },
-    () => 0,
-  );
-  line({
-    bench: 'parallel',
-    model: 'bench-moe',
-    mode: 'single',
-    n: 1,
-    op: 'forward',
-    tokens: TOKENS,
-    ms: fwd.ms,
-    tokens_per_s: (TOKENS * 1000) / fwd.ms,
-    bytes_per_step: 0,
-    device: device.kind,
-  });
+  const fwd = { ms: await singleForward(m, 'bench-moe', batch) };
   const N = 2;
   const ep = await ExpertParallel.fromModel(m, { expertParallel: N, devices: workerDevices });
   const epFwd = await time(() => ep.forward(batch), moved(ep));
