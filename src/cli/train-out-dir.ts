@@ -29,8 +29,8 @@ export async function prepareOutDir(outDir: string): Promise<OutDirLock> {
   if (lock.tookOverFrom)
     console.error(`--out ${outDir}: took over the lock of a trainer that is gone (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started})`);
   try {
-    // A kill inside a save (a checkpoint's savePretrained, --merge) leaves `.<name>.tmp-<pid>-<tag>`
-    // folders beside `.checkpoint-<step>.partial-<pid>`; clear those first, then the checkpoint ones.
+    // A kill inside a save (a checkpoint, its savePretrained, --merge) leaves `.<name>.tmp-<pid>-<tag>`
+    // folders; older versions left `.checkpoint-<step>.partial-<pid>`. Clear the first, then the others.
     const before = await readdir(outDir);
     const restored = await recoverFoldersIn(outDir);
     for (const folder of restored) console.error(`--out ${outDir}: put back ${folder}, which an interrupted save had moved aside`);

@@ -5,14 +5,15 @@
  * `<parameter>.<buffer>`), for a bf16 model `master_weights.safetensors` (the f32 masters of its bf16
  * weights, by parameter name) and `trainer_state.json` (step, data position, seed, the optimizer's
  * step counts and hyperparameters, the run's schedule and clipping, and the settings a resumed
- * run must share). Everything is written into a temporary folder (`.checkpoint-<step>.partial-<pid>`)
- * that is renamed into place when whole; an interrupted run's leftovers are removed by the next
- * `nemotron train` (`removeUnfinishedCheckpoints`, and hub's `recoverFoldersIn` for the temporary
- * folder of a save killed inside `savePretrained`), and `pruneCheckpoints` keeps only the newest N.
+ * run must share). Everything is written through hub's `writeFolderAtomically` (a temporary sibling
+ * renamed into place when whole); an interrupted run's leftovers are removed by the next
+ * `nemotron train` (hub's `recoverFoldersIn`, and `removeUnfinishedCheckpoints` for the
+ * `.checkpoint-<step>.partial-<pid>` folders of older versions and the `.deleting-<pid>` ones of
+ * `pruneCheckpoints`), and `pruneCheckpoints` keeps only the newest N.
  */
 import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsErrorMeaning, SafetensorsReader, saveSafetensors, TOKENIZER_FILES } from '@nemotron-ts/hub';
+import { fsErrorMeaning, SafetensorsReader, saveSafetensors, TOKENIZER_FILES, writeFolderAtomically } from '@nemotron-ts/hub';
 import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
 import { saveLoraAdapter } from '../peft-files';
 import type { DataFingerprint } from './training-data';
@@ -128,18 +129,14 @@ export async function saveCheckpoint(
  */
 export async function writeCheckpointFolder(outDir: string, step: number, write: (temp: string) => Promise<void>): Promise<string> {
   const final = checkpointDir(outDir, step);
-  const temp = join(outDir, `.checkpoint-${step}.partial-${process.pid}`);
-  await rm(temp, { recursive: true, force: true });
   try {
-    await write(temp);
-    await rm(final, { recursive: true, force: true });
-    await rename(temp, final);
+    await writeFolderAtomically(final, write);
   } catch (e) {
-    await rm(temp, { recursive: true, force: true });
-    // Name the folder the user asked for, not the temporary one.
+    // The hub names the folder the user asked for, never the temporary one.
     const code = (e as NodeJS.ErrnoException).code;
-    const message = (e as Error).message.replaceAll(temp, final);
-    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsErrorMeaning(e as NodeJS.ErrnoException)})` : ''}: ${message}`, { cause: e });
+    throw new Error(`${final}: cannot save the checkpoint${code ? ` (${fsErrorMeaning(e as NodeJS.ErrnoException)})` : ''}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   return final;
 }
@@ -173,7 +170,7 @@ async function checkpointSteps(outDir: string): Promise<number[]> {
     .sort((a, b) => a - b);
 }
 
-/** Temporary folders of checkpoints being written (`.partial-<pid>`) or deleted (`.deleting-<pid>`). */
+/** Temporary folders of checkpoints being deleted (`.deleting-<pid>`) or, by older versions, written (`.partial-<pid>`). */
 const UNFINISHED = /^\.checkpoint-\d+\.(partial|deleting)-(\d+)$/;
 
 /**
