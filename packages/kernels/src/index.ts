@@ -39,6 +39,15 @@ export * from './ops/cross-entropy/cross-entropy';
 export * from './ops/conv/conv';
 export * from './ops/scan/scan';
 export { mambaDecodeStep, type MambaDecodeOptions } from './ops/scan/mamba-decode';
+export {
+  NativeDecodeStep,
+  type DecodeStepPlan,
+  type DecodeLayerPlan,
+  type DecodeNorm,
+  type DecodeProjection,
+  type MambaDecodeState,
+  type AttentionDecodeState,
+} from './ops/decode/native-decode';
 export { attention, attentionWithStats, type AttentionOptions, type AttentionResult, type KvLayout } from './ops/attention/attention';
 export * from './ops/moe/moe-route';
 export { moeExperts, type MoeExpertsOptions } from './ops/moe/moe-experts';

@@ -14,12 +14,13 @@
  * The blocks' decode keeps the fusion of the kernels: each block asks its mixer for
  * `decodeWithResidual` (see `block.ts`), and the head runs norm_f inside lm_head.
  */
-import { reshape, StepProgram, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { empty, keep, reshape, StepProgram, tidy, type Tensor } from '@nemotron-ts/kernels';
 import type { Linear } from '../nn/linear';
 import type { NemotronHBlock } from './block';
 import type { NemotronHybridCache } from './cache';
 import type { NemotronHForCausalLM } from './causal-lm';
 import type { PreparedInputs } from './inputs';
+import { nativeDecodeStep } from './native-decode-plan';
 import type { RMSNorm } from './rms-norm';
 
 /**
@@ -118,6 +119,8 @@ export function forwardDecodeStep(
  */
 export class RecordedDecode {
   private readonly program: StepProgram;
+  /** The whole-step native kernel's logits (reused every step), when it runs the step. */
+  private readonly nativeLogits: Tensor | null = null;
 
   constructor(
     lm: NemotronHForCausalLM,
@@ -129,6 +132,19 @@ export class RecordedDecode {
     if (ids.dtype !== 'i32' || ids.size !== batch)
       throw new Error(`RecordedDecode: ids must be i32 with one token per row (${batch}), got ${ids.dtype} [${ids.shape.join(', ')}]`);
     const { model, lmHead } = lm;
+    // On the native CPU backend one native call runs the whole step (see native-decode-plan.ts).
+    const native = nativeDecodeStep(lm, cache);
+    if (native) {
+      const logits = keep(empty([batch, lm.config.vocabSize], { device: lm.device }));
+      this.nativeLogits = logits;
+      const idRow = new Int32Array(ids.storage.cpu!, ids.offset * 4, 1);
+      this.program = new StepProgram(lm.device, () => {
+        cache.advanceDevice(1);
+        native.run(idRow[0]!, cache.length + 1, cache.keyMask, logits);
+        choose(logits);
+      });
+      return;
+    }
     this.program = new StepProgram(lm.device, () => {
       cache.advanceDevice(1);
       const h = model.embeddings.forward(reshape(ids, [batch, 1]));
@@ -147,5 +163,6 @@ export class RecordedDecode {
 
   dispose(): void {
     this.program.dispose();
+    this.nativeLogits?.dispose();
   }
 }

@@ -39,6 +39,8 @@ const SYMBOLS = {
   nt_causal_conv_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_attention_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_attention: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_decode_step: { args: ['ptr'], returns: 'i32' },
+  nt_decode_scratch_floats: { args: ['ptr', 'i32'], returns: 'f64' },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -130,6 +132,9 @@ export interface NativeSymbols {
     dv: Buffers,
   ): number;
   nt_attention(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, out: Buffers, lse: Buffers): number;
+  /** One whole decode step from a pointer table (native/decode.c); 0 when it ran. */
+  nt_decode_step(table: Float64Array): number;
+  nt_decode_scratch_floats(table: Float64Array, threads: number): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
 }
@@ -144,6 +149,8 @@ export class NativeKernels {
     readonly path: string,
     /** The BLAS that f32 products use, or null (our kernels only). */
     readonly blas: string | null,
+    /** The address of a host buffer's first byte (for pointer tables such as the decode step's). */
+    readonly addressOf: (buffer: ArrayBuffer) => number,
   ) {}
 
   /** Sets the threads of the kernels this JS thread (main or Worker) runs; returns the count in effect. */
@@ -187,7 +194,7 @@ function load(): NativeKernels | null {
     return null;
   }
   // bun:ffi is Bun-only; required lazily so importing this module under Node stays harmless.
-  const { dlopen } = require('bun:ffi') as typeof import('bun:ffi');
+  const { dlopen, ptr } = require('bun:ffi') as typeof import('bun:ffi');
   preferSleepingThreads(dlopen);
   let lib: ReturnType<typeof dlopen<typeof SYMBOLS>>;
   try {
@@ -206,7 +213,7 @@ function load(): NativeKernels | null {
   const blasName = process.env.NEMOTRON_BLAS || 'libopenblas.so.0';
   const blas = blasName !== 'none' && lib.symbols.nt_load_blas(Buffer.from(`${blasName}\0`)) === 1 ? blasName : null;
   const effective = lib.symbols.nt_set_threads(threads);
-  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path, blas);
+  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path, blas, (buffer) => ptr(buffer));
 }
 
 /**

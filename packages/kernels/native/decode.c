@@ -1,0 +1,475 @@
+/*
+ * One whole decode step of a hybrid Mamba2 / attention / MLP model for one sequence (batch 1), in
+ * one call and one thread team: embedding row → every block (pre-norm, mixer, residual) → norm_f →
+ * lm_head logits. Decode is bound by the bytes of the weights (each read once per token), and as
+ * separate ops the step was ~60 kernel calls, each with its TS glue, temporaries and a wake-up of
+ * the second thread: here the team is woken once per step and passes ~3 barriers per layer that
+ * spin briefly before sleeping on a futex (a shared machine may preempt the other thread).
+ *
+ * Work inside a phase is handed out in chunks through an atomic counter, so a preempted thread
+ * delays one chunk, not half the phase. Every thread normalises the residual for itself (a few
+ * hundred floats) rather than waiting at one more barrier.
+ *
+ * The table (f64, exact integers and pointers) is described next to nt_decode_step; the TS side
+ * (ops/decode/native-decode.ts) builds it. The composition of the separate ops is the reference it
+ * is tested against.
+ */
+#include "native.h"
+
+#include <linux/futex.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { KIND_MAMBA = 0, KIND_ATTENTION = 1, KIND_MLP = 2 };
+enum { HEADER_SLOTS = 32, LAYER_SLOTS = 48, GEMV_CHUNK = 16, MAX_SEGMENTS = 8 };
+enum { EPI_STORE = 0, EPI_ADD = 1, EPI_RELU2 = 2 };
+
+static inline const void *ptr_at(const double *t, int i) { return (const void *)(uintptr_t)t[i]; }
+
+static inline float rd(const void *p, int dt, int64_t i) {
+  return dt == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline float siluf(float v) { return v / (1.0f + expf(-v)); }
+static inline float softplusf(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+/* ---- team synchronisation ---------------------------------------------------------------- */
+
+typedef struct {
+  _Atomic int arrived;
+  _Atomic int sense;
+  _Atomic int sleepers;
+} barrier_t;
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
+/* Spin this long before sleeping: phases are balanced, so the other thread is usually microseconds away. */
+#define SPIN_US 50.0
+
+static void barrier_wait(barrier_t *b, int nthreads, int *local_sense) {
+  if (nthreads == 1) return;
+  int s = !*local_sense;
+  *local_sense = s;
+  if (atomic_fetch_add(&b->arrived, 1) == nthreads - 1) {
+    atomic_store(&b->arrived, 0);
+    atomic_store(&b->sense, s);
+    if (atomic_load(&b->sleepers) > 0) syscall(SYS_futex, (int *)&b->sense, FUTEX_WAKE_PRIVATE, nthreads, NULL, NULL, 0);
+    return;
+  }
+  double start = 0.0;
+  for (int spins = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s; spins++) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+    if ((spins & 255) != 255) continue;
+    if (start == 0.0) start = now_us();
+    else if (now_us() - start > SPIN_US) {
+      atomic_fetch_add(&b->sleepers, 1);
+      while (atomic_load(&b->sense) != s) syscall(SYS_futex, (int *)&b->sense, FUTEX_WAIT_PRIVATE, !s, NULL, NULL, 0);
+      atomic_fetch_sub(&b->sleepers, 1);
+      break;
+    }
+  }
+}
+
+typedef struct {
+  barrier_t barrier;
+  _Atomic int *counters; /* one per phase, zero at the start */
+} team_t;
+
+typedef struct {
+  team_t *team;
+  int tid, nthreads, sense, phase;
+} member_t;
+
+/* Ends a phase: every thread waits for the others, then the next phase's counter is used. */
+static void phase_end(member_t *m) {
+  barrier_wait(&m->team->barrier, m->nthreads, &m->sense);
+  m->phase++;
+}
+
+static inline int claim(member_t *m) { return atomic_fetch_add_explicit(&m->team->counters[m->phase], 1, memory_order_relaxed); }
+
+/* ---- GEMV --------------------------------------------------------------------------------- */
+
+/* Dot products of x with 4 consecutive weight rows (row stride k). */
+static inline void dot4(const float *restrict x, const void *w, int wdt, int64_t k, float out[4]) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+  int64_t p = 0;
+  if (wdt == DT_BF16) {
+    const uint16_t *w0 = w, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+    for (; p + 2 * VLEN <= k; p += 2 * VLEN) {
+      vf x0 = vload(x + p), x1 = vload(x + p + VLEN);
+      a0 += x0 * vload_bf16(w0 + p); b0 += x1 * vload_bf16(w0 + p + VLEN);
+      a1 += x0 * vload_bf16(w1 + p); b1 += x1 * vload_bf16(w1 + p + VLEN);
+      a2 += x0 * vload_bf16(w2 + p); b2 += x1 * vload_bf16(w2 + p + VLEN);
+      a3 += x0 * vload_bf16(w3 + p); b3 += x1 * vload_bf16(w3 + p + VLEN);
+    }
+    out[0] = vsum(a0 + b0); out[1] = vsum(a1 + b1); out[2] = vsum(a2 + b2); out[3] = vsum(a3 + b3);
+    for (; p < k; p++) {
+      out[0] += x[p] * bf16_to_f32(w0[p]); out[1] += x[p] * bf16_to_f32(w1[p]);
+      out[2] += x[p] * bf16_to_f32(w2[p]); out[3] += x[p] * bf16_to_f32(w3[p]);
+    }
+  } else {
+    const float *w0 = w, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+    for (; p + 2 * VLEN <= k; p += 2 * VLEN) {
+      vf x0 = vload(x + p), x1 = vload(x + p + VLEN);
+      a0 += x0 * vload(w0 + p); b0 += x1 * vload(w0 + p + VLEN);
+      a1 += x0 * vload(w1 + p); b1 += x1 * vload(w1 + p + VLEN);
+      a2 += x0 * vload(w2 + p); b2 += x1 * vload(w2 + p + VLEN);
+      a3 += x0 * vload(w3 + p); b3 += x1 * vload(w3 + p + VLEN);
+    }
+    out[0] = vsum(a0 + b0); out[1] = vsum(a1 + b1); out[2] = vsum(a2 + b2); out[3] = vsum(a3 + b3);
+    for (; p < k; p++) {
+      out[0] += x[p] * w0[p]; out[1] += x[p] * w1[p];
+      out[2] += x[p] * w2[p]; out[3] += x[p] * w3[p];
+    }
+  }
+}
+
+static inline float dot1(const float *restrict x, const void *w, int wdt, int64_t k) {
+  vf a = {0}, b = {0};
+  int64_t p = 0;
+  float r;
+  if (wdt == DT_BF16) {
+    const uint16_t *wh = w;
+    for (; p + 2 * VLEN <= k; p += 2 * VLEN) {
+      a += vload(x + p) * vload_bf16(wh + p);
+      b += vload(x + p + VLEN) * vload_bf16(wh + p + VLEN);
+    }
+    r = vsum(a + b);
+    for (; p < k; p++) r += x[p] * bf16_to_f32(wh[p]);
+  } else {
+    const float *wf = w;
+    for (; p + 2 * VLEN <= k; p += 2 * VLEN) {
+      a += vload(x + p) * vload(wf + p);
+      b += vload(x + p + VLEN) * vload(wf + p + VLEN);
+    }
+    r = vsum(a + b);
+    for (; p < k; p++) r += x[p] * wf[p];
+  }
+  return r;
+}
+
+/* A weight [rows, k] (dense) whose product with x lands in out[0..rows) with an epilogue. */
+typedef struct {
+  const void *w;
+  int wdt;
+  const void *bias;
+  int bdt;
+  int64_t rows;
+  float *out;
+  int epilogue;
+} segment_t;
+
+static inline float epilogue(const segment_t *s, int64_t j, float v) {
+  if (s->bias) v += rd(s->bias, s->bdt, j);
+  switch (s->epilogue) {
+    case EPI_ADD: return s->out[j] + v;
+    case EPI_RELU2: {
+      float r = v > 0.0f || v != v ? v : 0.0f;
+      return r * r;
+    }
+    default: return v;
+  }
+}
+
+static void gemv_rows(const segment_t *s, const float *x, int64_t k, int64_t r0, int64_t r1) {
+  size_t esize = s->wdt == DT_BF16 ? 2 : 4;
+  int64_t j = r0;
+  for (; j + 4 <= r1; j += 4) {
+    float o[4];
+    dot4(x, (const char *)s->w + (size_t)(j * k) * esize, s->wdt, k, o);
+    for (int q = 0; q < 4; q++) s->out[j + q] = epilogue(s, j + q, o[q]);
+  }
+  for (; j < r1; j++) s->out[j] = epilogue(s, j, dot1(x, (const char *)s->w + (size_t)(j * k) * esize, s->wdt, k));
+}
+
+/* One phase: x · Wᵀ for every segment (all with inner size k), chunks of rows claimed by the threads. */
+static void gemv_phase(member_t *m, const segment_t *segs, int nsegs, const float *x, int64_t k) {
+  int64_t first[MAX_SEGMENTS + 1];
+  first[0] = 0;
+  for (int i = 0; i < nsegs; i++) first[i + 1] = first[i] + (segs[i].rows + GEMV_CHUNK - 1) / GEMV_CHUNK;
+  for (int64_t item = claim(m); item < first[nsegs]; item = claim(m)) {
+    int i = 0;
+    while (item >= first[i + 1]) i++;
+    int64_t r0 = (item - first[i]) * GEMV_CHUNK, r1 = r0 + GEMV_CHUNK;
+    if (r1 > segs[i].rows) r1 = segs[i].rows;
+    gemv_rows(&segs[i], x, k, r0, r1);
+  }
+  phase_end(m);
+}
+
+/* xn = w ⊙ h / rms(h), on the calling thread into its own buffer. */
+static void rms_norm(const float *h, const void *w, int wdt, float eps, int64_t n, float *xn) {
+  float ss = 0.0f;
+  for (int64_t i = 0; i < n; i++) ss += h[i] * h[i];
+  float r = 1.0f / sqrtf(ss / (float)n + eps);
+  for (int64_t i = 0; i < n; i++) xn[i] = h[i] * r * rd(w, wdt, i);
+}
+
+/* ---- layers -------------------------------------------------------------------------------- */
+
+typedef struct {
+  float *h;       /* [H] residual stream */
+  float *xn;      /* [threads][H] each thread's normed input */
+  float *a;       /* [max projection rows] */
+  float *b;       /* [max of conv_dim, attention q width] */
+  float *y;       /* [max of d_inner, attention width] */
+  float *scores;  /* [threads][max kv length] */
+  int64_t hidden, max_keys;
+} scratch_t;
+
+/* Mamba2 mixer: in_proj, conv update + SiLU, dt, state update, gated group norm, out_proj + residual. */
+static void mamba_layer(member_t *m, const double *L, const scratch_t *s, float *xn) {
+  int64_t H = s->hidden;
+  int64_t heads = (int64_t)L[23], P = (int64_t)L[24], G = (int64_t)L[25], N = (int64_t)L[26], K = (int64_t)L[27];
+  int64_t dInner = heads * P, convDim = dInner + 2 * G * N, inRows = dInner + convDim + heads, hpg = heads / G;
+  segment_t in = {ptr_at(L, 4), (int)L[5], ptr_at(L, 31), (int)L[32], inRows, s->a, EPI_STORE};
+  gemv_phase(m, &in, 1, xn, H);
+
+  const float *zx = s->a;
+  const void *convW = ptr_at(L, 8), *convB = ptr_at(L, 10), *dtBias = ptr_at(L, 12), *aLog = ptr_at(L, 14), *D = ptr_at(L, 16), *gw = ptr_at(L, 18);
+  int convWdt = (int)L[9], convBdt = (int)L[11], dtBiasDt = (int)L[13], aLogDt = (int)L[15], Ddt = (int)L[17], gwdt = (int)L[19];
+  float geps = (float)L[20];
+  float *convState = (float *)ptr_at(L, 21), *ssm = (float *)ptr_at(L, 22);
+  int hasLimit = (int)L[28];
+  float lo = (float)L[29], hi = (float)L[30];
+  float *xbc = s->b, *y = s->y;
+  for (int64_t g = claim(m); g < G; g = claim(m)) {
+    /* The group's conv channels: its heads' x, its B and its C. */
+    int64_t ranges[3][2] = {{g * hpg * P, (g + 1) * hpg * P}, {dInner + g * N, dInner + (g + 1) * N}, {dInner + G * N + g * N, dInner + G * N + (g + 1) * N}};
+    for (int r = 0; r < 3; r++) {
+      for (int64_t c = ranges[r][0]; c < ranges[r][1]; c++) {
+        float *row = convState + c * K;
+        for (int64_t t = 0; t < K - 1; t++) row[t] = row[t + 1];
+        row[K - 1] = zx[dInner + c];
+        float acc = convB ? rd(convB, convBdt, c) : 0.0f;
+        for (int64_t t = 0; t < K; t++) acc += rd(convW, convWdt, c * K + t) * row[t];
+        xbc[c] = siluf(acc);
+      }
+    }
+    const float *Bv = xbc + dInner + g * N, *Cv = xbc + dInner + G * N + g * N;
+    for (int64_t hh = g * hpg; hh < (g + 1) * hpg; hh++) {
+      float step = softplusf(zx[dInner + convDim + hh] + rd(dtBias, dtBiasDt, hh));
+      if (hasLimit) step = fminf(fmaxf(step, lo), hi);
+      float decay = expf(step * -expf(rd(aLog, aLogDt, hh))), dh = D ? rd(D, Ddt, hh) : 0.0f;
+      const float *xv = xbc + hh * P;
+      float *S = ssm + hh * P * N, *yv = y + hh * P;
+      vf vd = vbroadcast(decay);
+      for (int64_t p = 0; p < P; p++) {
+        float *sr = S + p * N;
+        float kx = step * xv[p];
+        vf vk = vbroadcast(kx), acc = {0};
+        int64_t i = 0;
+        for (; i + VLEN <= N; i += VLEN) {
+          vf v = vd * vload(sr + i) + vk * vload(Bv + i);
+          vstore(sr + i, v);
+          acc += v * vload(Cv + i);
+        }
+        float r = vsum(acc);
+        for (; i < N; i++) {
+          sr[i] = decay * sr[i] + kx * Bv[i];
+          r += sr[i] * Cv[i];
+        }
+        yv[p] = r + dh * xv[p];
+      }
+    }
+    /* Gate and group norm over the group's d_inner channels (the same range as its heads). */
+    int64_t c0 = g * hpg * P, n = hpg * P;
+    float ss = 0.0f;
+    for (int64_t c = c0; c < c0 + n; c++) {
+      float v = y[c] * siluf(zx[c]);
+      y[c] = v;
+      ss += v * v;
+    }
+    float rstd = 1.0f / sqrtf(ss / (float)n + geps);
+    for (int64_t c = c0; c < c0 + n; c++) y[c] = rd(gw, gwdt, c) * y[c] * rstd;
+  }
+  phase_end(m);
+
+  segment_t out = {ptr_at(L, 6), (int)L[7], ptr_at(L, 33), (int)L[34], H, s->h, EPI_ADD};
+  gemv_phase(m, &out, 1, y, dInner);
+}
+
+/* Attention: q | k | v (k, v straight into the cache slot), attention over the cache per q head, o_proj + residual. */
+static void attention_layer(member_t *m, const double *L, const scratch_t *s, float *xn) {
+  int64_t H = s->hidden;
+  int64_t nq = (int64_t)L[14], nkv = (int64_t)L[15], d = (int64_t)L[16], cap = (int64_t)L[17], keys = (int64_t)L[18];
+  float scale = (float)L[19];
+  const float *mask = ptr_at(L, 20);
+  float *kc = (float *)ptr_at(L, 12), *vc = (float *)ptr_at(L, 13);
+  int64_t slot = keys - 1;
+  segment_t segs[MAX_SEGMENTS];
+  int n = 0;
+  segs[n++] = (segment_t){ptr_at(L, 4), (int)L[5], ptr_at(L, 21), (int)L[22], nq * d, s->b, EPI_STORE};
+  size_t kesize = (int)L[7] == DT_BF16 ? 2 : 4, vesize = (int)L[9] == DT_BF16 ? 2 : 4;
+  size_t kbesize = (int)L[24] == DT_BF16 ? 2 : 4, vbesize = (int)L[26] == DT_BF16 ? 2 : 4;
+  for (int64_t g = 0; g < nkv; g++) {
+    const void *kb = ptr_at(L, 23), *vb = ptr_at(L, 25);
+    segs[n++] = (segment_t){(const char *)ptr_at(L, 6) + (size_t)(g * d * H) * kesize, (int)L[7], kb ? (const char *)kb + (size_t)(g * d) * kbesize : NULL,
+                            (int)L[24], d, kc + (g * cap + slot) * d, EPI_STORE};
+    segs[n++] = (segment_t){(const char *)ptr_at(L, 8) + (size_t)(g * d * H) * vesize, (int)L[9], vb ? (const char *)vb + (size_t)(g * d) * vbesize : NULL,
+                            (int)L[26], d, vc + (g * cap + slot) * d, EPI_STORE};
+  }
+  gemv_phase(m, segs, n, xn, H);
+
+  float *scores = s->scores + m->tid * s->max_keys;
+  int64_t group = nq / nkv;
+  for (int64_t qh = claim(m); qh < nq; qh = claim(m)) {
+    const float *q = s->b + qh * d;
+    const float *K = kc + (qh / group) * cap * d, *V = vc + (qh / group) * cap * d;
+    float qs[d];
+    for (int64_t i = 0; i < d; i++) qs[i] = q[i] * scale;
+    float max = -INFINITY;
+    for (int64_t j = 0; j < keys; j++) {
+      if (mask && mask[j] == 0.0f) {
+        scores[j] = -INFINITY;
+        continue;
+      }
+      float v = dot1(qs, K + j * d, DT_F32, d);
+      scores[j] = v;
+      if (v > max) max = v;
+    }
+    float *o = s->y + qh * d;
+    for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
+    float sum = 0.0f;
+    if (max > -INFINITY) {
+      for (int64_t j = 0; j < keys; j++) {
+        if (scores[j] == -INFINITY) continue;
+        float w = expf(scores[j] - max);
+        sum += w;
+        const float *vr = V + j * d;
+        int64_t i = 0;
+        vf vw = vbroadcast(w);
+        for (; i + VLEN <= d; i += VLEN) vstore(o + i, vload(o + i) + vw * vload(vr + i));
+        for (; i < d; i++) o[i] += w * vr[i];
+      }
+    }
+    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int64_t i = 0; i < d; i++) o[i] = sum > 0.0f ? o[i] * inv : 0.0f;
+  }
+  phase_end(m);
+
+  segment_t out = {ptr_at(L, 10), (int)L[11], ptr_at(L, 27), (int)L[28], H, s->h, EPI_ADD};
+  gemv_phase(m, &out, 1, s->y, nq * d);
+}
+
+/* MLP: relu²(up) then down + residual. */
+static void mlp_layer(member_t *m, const double *L, const scratch_t *s, float *xn) {
+  int64_t H = s->hidden, inter = (int64_t)L[8];
+  segment_t up = {ptr_at(L, 4), (int)L[5], ptr_at(L, 9), (int)L[10], inter, s->a, EPI_RELU2};
+  gemv_phase(m, &up, 1, xn, H);
+  segment_t down = {ptr_at(L, 6), (int)L[7], ptr_at(L, 11), (int)L[12], H, s->h, EPI_ADD};
+  gemv_phase(m, &down, 1, s->a, inter);
+}
+
+/* ---- the step ------------------------------------------------------------------------------ */
+
+/* Scratch sizes (floats) from the table: a, b, y widths and the longest key range. */
+static void scratch_widths(const double *hdr, const double *layers, int64_t *wa, int64_t *wb, int64_t *wy, int64_t *keys) {
+  int64_t n = (int64_t)hdr[0];
+  *wa = *wb = *wy = *keys = 1;
+#define GROW(v, x) do { if ((x) > *(v)) *(v) = (x); } while (0)
+  for (int64_t i = 0; i < n; i++) {
+    const double *L = layers + i * LAYER_SLOTS;
+    int kind = (int)L[0];
+    if (kind == KIND_MAMBA) {
+      int64_t heads = (int64_t)L[23], P = (int64_t)L[24], G = (int64_t)L[25], N = (int64_t)L[26];
+      int64_t dInner = heads * P, convDim = dInner + 2 * G * N;
+      GROW(wa, dInner + convDim + heads);
+      GROW(wb, convDim);
+      GROW(wy, dInner);
+    } else if (kind == KIND_ATTENTION) {
+      int64_t width = (int64_t)L[14] * (int64_t)L[16];
+      GROW(wb, width);
+      GROW(wy, width);
+      GROW(keys, (int64_t)L[18]);
+    } else {
+      GROW(wa, (int64_t)L[8]);
+    }
+  }
+#undef GROW
+}
+
+/* Floats of scratch a step with this table needs on `threads` threads. */
+EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
+  int64_t wa, wb, wy, keys, H = (int64_t)table[1];
+  scratch_widths(table, table + HEADER_SLOTS, &wa, &wb, &wy, &keys);
+  return (double)(H + threads * H + wa + wb + wy + threads * keys);
+}
+
+/*
+ * table (f64): header [HEADER_SLOTS], then LAYER_SLOTS per layer. Pointers are addresses; a "dt"
+ * is a dtype code (f32 0, bf16 1); an absent optional pointer is 0.
+ * header: 0 layers, 1 hidden H, 2 vocab V, 3 token id, 4 embedding [V, H], 5 its dt,
+ *   6 norm_f weight, 7 dt, 8 eps, 9 lm_head [V, H], 10 dt, 11 lm_head bias, 12 dt,
+ *   13 logits (f32 [V]), 14 scratch (f32), 15 scratch floats.
+ * every layer: 0 kind (0 mamba, 1 attention, 2 mlp), 1 pre-norm weight, 2 dt, 3 eps.
+ * mamba: 4 in_proj [d_inner+conv_dim+heads, H], 5 dt, 6 out_proj [H, d_inner], 7 dt, 8 conv weight
+ *   [conv_dim, K], 9 dt, 10 conv bias, 11 dt, 12 dt_bias [heads], 13 dt, 14 A_log, 15 dt, 16 D, 17 dt,
+ *   18 gated norm weight [d_inner], 19 dt, 20 eps, 21 conv state f32 [conv_dim, K], 22 ssm state
+ *   f32 [heads, P, N], 23 heads, 24 P, 25 groups, 26 N, 27 K, 28 clamp dt, 29 lo, 30 hi,
+ *   31 in_proj bias, 32 dt, 33 out_proj bias, 34 dt.
+ * attention: 4 q [nq·d, H], 5 dt, 6 k [nkv·d, H], 7 dt, 8 v, 9 dt, 10 o [H, nq·d], 11 dt, 12 K cache,
+ *   13 V cache (f32 [nkv, capacity, d]), 14 nq, 15 nkv, 16 d, 17 capacity, 18 keys (cached positions
+ *   including the new token, whose slot is keys − 1), 19 scale, 20 key mask (f32 [capacity], 1 =
+ *   token) or 0, 21/22 q bias/dt, 23/24 k bias/dt, 25/26 v bias/dt, 27/28 o bias/dt.
+ * mlp: 4 up [I, H], 5 dt, 6 down [H, I], 7 dt, 8 I, 9/10 up bias/dt, 11/12 down bias/dt.
+ * Returns 0, -1 (token id outside the vocabulary) or -2 (scratch too small).
+ */
+EXPORT int nt_decode_step(const double *table) {
+  int64_t layers = (int64_t)table[0], H = (int64_t)table[1], V = (int64_t)table[2], id = (int64_t)table[3];
+  if (id < 0 || id >= V) return -1;
+  int threads = nt_threads();
+  if (table[15] < nt_decode_scratch_floats(table, threads)) return -2;
+  const double *lt = table + HEADER_SLOTS;
+  int64_t wa, wb, wy, keys;
+  scratch_widths(table, lt, &wa, &wb, &wy, &keys);
+  float *base = (float *)ptr_at(table, 14);
+  scratch_t s = {.h = base, .xn = base + H, .hidden = H, .max_keys = keys};
+  s.a = s.xn + threads * H;
+  s.b = s.a + wa;
+  s.y = s.b + wb;
+  s.scores = s.y + wy;
+
+  const void *emb = ptr_at(table, 4);
+  int embdt = (int)table[5];
+  for (int64_t i = 0; i < H; i++) s.h[i] = rd(emb, embdt, id * H + i);
+
+  int phases = (int)(3 * layers + 2);
+  _Atomic int counters[phases];
+  for (int i = 0; i < phases; i++) atomic_init(&counters[i], 0);
+  team_t team = {.counters = counters};
+  atomic_init(&team.barrier.arrived, 0);
+  atomic_init(&team.barrier.sense, 0);
+  atomic_init(&team.barrier.sleepers, 0);
+#pragma omp parallel num_threads(threads)
+  {
+    member_t m = {&team, omp_thread_id(), 1, 0, 0};
+#ifdef _OPENMP
+    m.nthreads = omp_get_num_threads();
+#endif
+    float *xn = s.xn + m.tid * H;
+    for (int64_t i = 0; i < layers; i++) {
+      const double *L = lt + i * LAYER_SLOTS;
+      rms_norm(s.h, ptr_at(L, 1), (int)L[2], (float)L[3], H, xn);
+      switch ((int)L[0]) {
+        case KIND_MAMBA: mamba_layer(&m, L, &s, xn); break;
+        case KIND_ATTENTION: attention_layer(&m, L, &s, xn); break;
+        default: mlp_layer(&m, L, &s, xn); break;
+      }
+    }
+    rms_norm(s.h, ptr_at(table, 6), (int)table[7], (float)table[8], H, xn);
+    segment_t head = {ptr_at(table, 9), (int)table[10], ptr_at(table, 11), (int)table[12], V, (float *)ptr_at(table, 13), EPI_STORE};
+    gemv_phase(&m, &head, 1, xn, H);
+  }
+  return 0;
+}
