@@ -134,6 +134,80 @@ static inline void dot4(const float *restrict x, const void *w, int wdt, int64_t
   }
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+/*
+ * bf16 rows on AVX2: 16 weights are one 256-bit load whose 32-bit lanes hold the pairs (2i, 2i+1);
+ * a shift widens the even ones and a mask the odd ones, against x reordered once per phase into
+ * [evens | odds] per block of 16 (permute_x) — two ALU ops per 16 weights instead of a zero-extend,
+ * shuffle and shift per 8 (what GCC makes of the generic widening).
+ */
+#define BF16_PAIRS 1
+static void permute_x(const float *x, int64_t k, float *xp) {
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16)
+    for (int i = 0; i < 8; i++) {
+      xp[p + i] = x[p + 2 * i];
+      xp[p + 8 + i] = x[p + 2 * i + 1];
+    }
+  for (; p < k; p++) xp[p] = x[p];
+}
+
+static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+#define BF16_EVEN(r) _mm256_castsi256_ps(_mm256_slli_epi32((r), 16))
+#define BF16_ODD(r) _mm256_castsi256_ps(_mm256_and_si256((r), hi_mask))
+
+/* Dot products of the reordered x with 4 consecutive bf16 rows (row stride k). */
+static inline void dot4_bf16(const float *restrict xp, const uint16_t *w0, int64_t k, float out[4]) {
+  const __m256i hi_mask = _mm256_set1_epi32((int)0xFFFF0000u);
+  const uint16_t *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    __m256 xe = _mm256_loadu_ps(xp + p), xo = _mm256_loadu_ps(xp + p + 8);
+    __m256i r0 = _mm256_loadu_si256((const __m256i *)(w0 + p)), r1 = _mm256_loadu_si256((const __m256i *)(w1 + p));
+    __m256i r2 = _mm256_loadu_si256((const __m256i *)(w2 + p)), r3 = _mm256_loadu_si256((const __m256i *)(w3 + p));
+    a0 = _mm256_fmadd_ps(BF16_EVEN(r0), xe, a0);
+    b0 = _mm256_fmadd_ps(BF16_ODD(r0), xo, b0);
+    a1 = _mm256_fmadd_ps(BF16_EVEN(r1), xe, a1);
+    b1 = _mm256_fmadd_ps(BF16_ODD(r1), xo, b1);
+    a2 = _mm256_fmadd_ps(BF16_EVEN(r2), xe, a2);
+    b2 = _mm256_fmadd_ps(BF16_ODD(r2), xo, b2);
+    a3 = _mm256_fmadd_ps(BF16_EVEN(r3), xe, a3);
+    b3 = _mm256_fmadd_ps(BF16_ODD(r3), xo, b3);
+  }
+  out[0] = hsum256(_mm256_add_ps(a0, b0));
+  out[1] = hsum256(_mm256_add_ps(a1, b1));
+  out[2] = hsum256(_mm256_add_ps(a2, b2));
+  out[3] = hsum256(_mm256_add_ps(a3, b3));
+  for (; p < k; p++) {
+    out[0] += xp[p] * bf16_to_f32(w0[p]); out[1] += xp[p] * bf16_to_f32(w1[p]);
+    out[2] += xp[p] * bf16_to_f32(w2[p]); out[3] += xp[p] * bf16_to_f32(w3[p]);
+  }
+}
+
+static inline float dot1_bf16(const float *restrict xp, const uint16_t *w, int64_t k) {
+  const __m256i hi_mask = _mm256_set1_epi32((int)0xFFFF0000u);
+  __m256 a = _mm256_setzero_ps(), b = a;
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    __m256i r = _mm256_loadu_si256((const __m256i *)(w + p));
+    a = _mm256_fmadd_ps(BF16_EVEN(r), _mm256_loadu_ps(xp + p), a);
+    b = _mm256_fmadd_ps(BF16_ODD(r), _mm256_loadu_ps(xp + p + 8), b);
+  }
+  float r = hsum256(_mm256_add_ps(a, b));
+  for (; p < k; p++) r += xp[p] * bf16_to_f32(w[p]);
+  return r;
+}
+#else
+#define BF16_PAIRS 0
+#endif
+
 static inline float dot1(const float *restrict x, const void *w, int wdt, int64_t k) {
   vf a = {0}, b = {0};
   int64_t p = 0;
@@ -181,9 +255,24 @@ static inline float epilogue(const segment_t *s, int64_t j, float v) {
   }
 }
 
-static void gemv_rows(const segment_t *s, const float *x, int64_t k, int64_t r0, int64_t r1) {
+/* xp: x reordered by permute_x, read by bf16 rows when BF16_PAIRS. */
+static void gemv_rows(const segment_t *s, const float *x, const float *xp, int64_t k, int64_t r0, int64_t r1) {
   size_t esize = s->wdt == DT_BF16 ? 2 : 4;
   int64_t j = r0;
+#if BF16_PAIRS
+  if (s->wdt == DT_BF16) {
+    const uint16_t *w = s->w;
+    for (; j + 4 <= r1; j += 4) {
+      float o[4];
+      dot4_bf16(xp, w + j * k, k, o);
+      for (int q = 0; q < 4; q++) s->out[j + q] = epilogue(s, j + q, o[q]);
+    }
+    for (; j < r1; j++) s->out[j] = epilogue(s, j, dot1_bf16(xp, w + j * k, k));
+    return;
+  }
+#else
+  (void)xp;
+#endif
   for (; j + 4 <= r1; j += 4) {
     float o[4];
     dot4(x, (const char *)s->w + (size_t)(j * k) * esize, s->wdt, k, o);
@@ -192,8 +281,18 @@ static void gemv_rows(const segment_t *s, const float *x, int64_t k, int64_t r0,
   for (; j < r1; j++) s->out[j] = epilogue(s, j, dot1(x, (const char *)s->w + (size_t)(j * k) * esize, s->wdt, k));
 }
 
-/* One phase: x · Wᵀ for every segment (all with inner size k), chunks of rows claimed by the threads. */
-static void gemv_phase(member_t *m, const segment_t *segs, int nsegs, const float *x, int64_t k) {
+/*
+ * One phase: x · Wᵀ for every segment (all with inner size k), chunks of rows claimed by the
+ * threads. `xp` is the thread's buffer for x reordered for bf16 rows.
+ */
+static void gemv_phase(member_t *m, const segment_t *segs, int nsegs, const float *x, int64_t k, float *xp) {
+#if BF16_PAIRS
+  for (int i = 0; i < nsegs; i++)
+    if (segs[i].wdt == DT_BF16) {
+      permute_x(x, k, xp);
+      break;
+    }
+#endif
   int64_t first[MAX_SEGMENTS + 1];
   first[0] = 0;
   for (int i = 0; i < nsegs; i++) first[i + 1] = first[i] + (segs[i].rows + GEMV_CHUNK - 1) / GEMV_CHUNK;
@@ -202,7 +301,7 @@ static void gemv_phase(member_t *m, const segment_t *segs, int nsegs, const floa
     while (item >= first[i + 1]) i++;
     int64_t r0 = (item - first[i]) * GEMV_CHUNK, r1 = r0 + GEMV_CHUNK;
     if (r1 > segs[i].rows) r1 = segs[i].rows;
-    gemv_rows(&segs[i], x, k, r0, r1);
+    gemv_rows(&segs[i], x, xp, k, r0, r1);
   }
   phase_end(m);
 }
@@ -217,6 +316,8 @@ static void rms_norm(const float *h, const void *w, int wdt, float eps, int64_t 
 
 /* ---- layers -------------------------------------------------------------------------------- */
 
+#define XP (s->xp + m->tid * s->max_inner)
+
 typedef struct {
   float *h;       /* [H] residual stream */
   float *xn;      /* [threads][H] each thread's normed input */
@@ -224,7 +325,8 @@ typedef struct {
   float *b;       /* [max of conv_dim, attention q width] */
   float *y;       /* [max of d_inner, attention width] */
   float *scores;  /* [threads][max kv length] */
-  int64_t hidden, max_keys;
+  float *xp;      /* [threads][max inner size] x reordered for bf16 rows */
+  int64_t hidden, max_keys, max_inner;
 } scratch_t;
 
 /* Mamba2 mixer: in_proj, conv update + SiLU, dt, state update, gated group norm, out_proj + residual. */
@@ -233,7 +335,7 @@ static void mamba_layer(member_t *m, const double *L, const scratch_t *s, float 
   int64_t heads = (int64_t)L[23], P = (int64_t)L[24], G = (int64_t)L[25], N = (int64_t)L[26], K = (int64_t)L[27];
   int64_t dInner = heads * P, convDim = dInner + 2 * G * N, inRows = dInner + convDim + heads, hpg = heads / G;
   segment_t in = {ptr_at(L, 4), (int)L[5], ptr_at(L, 31), (int)L[32], inRows, s->a, EPI_STORE};
-  gemv_phase(m, &in, 1, xn, H);
+  gemv_phase(m, &in, 1, xn, H, XP);
 
   const float *zx = s->a;
   const void *convW = ptr_at(L, 8), *convB = ptr_at(L, 10), *dtBias = ptr_at(L, 12), *aLog = ptr_at(L, 14), *D = ptr_at(L, 16), *gw = ptr_at(L, 18);
@@ -296,7 +398,7 @@ static void mamba_layer(member_t *m, const double *L, const scratch_t *s, float 
   phase_end(m);
 
   segment_t out = {ptr_at(L, 6), (int)L[7], ptr_at(L, 33), (int)L[34], H, s->h, EPI_ADD};
-  gemv_phase(m, &out, 1, y, dInner);
+  gemv_phase(m, &out, 1, y, dInner, XP);
 }
 
 /* Attention: q | k | v (k, v straight into the cache slot), attention over the cache per q head, o_proj + residual. */
@@ -319,7 +421,7 @@ static void attention_layer(member_t *m, const double *L, const scratch_t *s, fl
     segs[n++] = (segment_t){(const char *)ptr_at(L, 8) + (size_t)(g * d * H) * vesize, (int)L[9], vb ? (const char *)vb + (size_t)(g * d) * vbesize : NULL,
                             (int)L[26], d, vc + (g * cap + slot) * d, EPI_STORE};
   }
-  gemv_phase(m, segs, n, xn, H);
+  gemv_phase(m, segs, n, xn, H, XP);
 
   float *scores = s->scores + m->tid * s->max_keys;
   int64_t group = nq / nkv;
@@ -359,24 +461,25 @@ static void attention_layer(member_t *m, const double *L, const scratch_t *s, fl
   phase_end(m);
 
   segment_t out = {ptr_at(L, 10), (int)L[11], ptr_at(L, 27), (int)L[28], H, s->h, EPI_ADD};
-  gemv_phase(m, &out, 1, s->y, nq * d);
+  gemv_phase(m, &out, 1, s->y, nq * d, XP);
 }
 
 /* MLP: relu²(up) then down + residual. */
 static void mlp_layer(member_t *m, const double *L, const scratch_t *s, float *xn) {
   int64_t H = s->hidden, inter = (int64_t)L[8];
   segment_t up = {ptr_at(L, 4), (int)L[5], ptr_at(L, 9), (int)L[10], inter, s->a, EPI_RELU2};
-  gemv_phase(m, &up, 1, xn, H);
+  gemv_phase(m, &up, 1, xn, H, XP);
   segment_t down = {ptr_at(L, 6), (int)L[7], ptr_at(L, 11), (int)L[12], H, s->h, EPI_ADD};
-  gemv_phase(m, &down, 1, s->a, inter);
+  gemv_phase(m, &down, 1, s->a, inter, XP);
 }
 
 /* ---- the step ------------------------------------------------------------------------------ */
 
 /* Scratch sizes (floats) from the table: a, b, y widths and the longest key range. */
-static void scratch_widths(const double *hdr, const double *layers, int64_t *wa, int64_t *wb, int64_t *wy, int64_t *keys) {
+static void scratch_widths(const double *hdr, const double *layers, int64_t *wa, int64_t *wb, int64_t *wy, int64_t *keys, int64_t *wk) {
   int64_t n = (int64_t)hdr[0];
   *wa = *wb = *wy = *keys = 1;
+  *wk = (int64_t)hdr[1];
 #define GROW(v, x) do { if ((x) > *(v)) *(v) = (x); } while (0)
   for (int64_t i = 0; i < n; i++) {
     const double *L = layers + i * LAYER_SLOTS;
@@ -387,13 +490,16 @@ static void scratch_widths(const double *hdr, const double *layers, int64_t *wa,
       GROW(wa, dInner + convDim + heads);
       GROW(wb, convDim);
       GROW(wy, dInner);
+      GROW(wk, dInner);
     } else if (kind == KIND_ATTENTION) {
       int64_t width = (int64_t)L[14] * (int64_t)L[16];
       GROW(wb, width);
       GROW(wy, width);
+      GROW(wk, width);
       GROW(keys, (int64_t)L[18]);
     } else {
       GROW(wa, (int64_t)L[8]);
+      GROW(wk, (int64_t)L[8]);
     }
   }
 #undef GROW
@@ -401,9 +507,9 @@ static void scratch_widths(const double *hdr, const double *layers, int64_t *wa,
 
 /* Floats of scratch a step with this table needs on `threads` threads. */
 EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
-  int64_t wa, wb, wy, keys, H = (int64_t)table[1];
-  scratch_widths(table, table + HEADER_SLOTS, &wa, &wb, &wy, &keys);
-  return (double)(H + threads * H + wa + wb + wy + threads * keys);
+  int64_t wa, wb, wy, keys, wk, H = (int64_t)table[1];
+  scratch_widths(table, table + HEADER_SLOTS, &wa, &wb, &wy, &keys, &wk);
+  return (double)(H + threads * H + wa + wb + wy + threads * keys + threads * wk);
 }
 
 /*
@@ -431,14 +537,15 @@ EXPORT int nt_decode_step(const double *table) {
   int threads = nt_threads();
   if (table[15] < nt_decode_scratch_floats(table, threads)) return -2;
   const double *lt = table + HEADER_SLOTS;
-  int64_t wa, wb, wy, keys;
-  scratch_widths(table, lt, &wa, &wb, &wy, &keys);
+  int64_t wa, wb, wy, keys, wk;
+  scratch_widths(table, lt, &wa, &wb, &wy, &keys, &wk);
   float *base = (float *)ptr_at(table, 14);
-  scratch_t s = {.h = base, .xn = base + H, .hidden = H, .max_keys = keys};
+  scratch_t s = {.h = base, .xn = base + H, .hidden = H, .max_keys = keys, .max_inner = wk};
   s.a = s.xn + threads * H;
   s.b = s.a + wa;
   s.y = s.b + wb;
   s.scores = s.y + wy;
+  s.xp = s.scores + threads * keys;
 
   const void *emb = ptr_at(table, 4);
   int embdt = (int)table[5];
@@ -469,7 +576,7 @@ EXPORT int nt_decode_step(const double *table) {
     }
     rms_norm(s.h, ptr_at(table, 6), (int)table[7], (float)table[8], H, xn);
     segment_t head = {ptr_at(table, 9), (int)table[10], ptr_at(table, 11), (int)table[12], V, (float *)ptr_at(table, 13), EPI_STORE};
-    gemv_phase(&m, &head, 1, xn, H);
+    gemv_phase(&m, &head, 1, xn, H, s.xp + m.tid * s.max_inner);
   }
   return 0;
 }
