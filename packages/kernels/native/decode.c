@@ -515,9 +515,9 @@ EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
 /*
  * table (f64): header [HEADER_SLOTS], then LAYER_SLOTS per layer. Pointers are addresses; a "dt"
  * is a dtype code (f32 0, bf16 1); an absent optional pointer is 0.
- * header: 0 layers, 1 hidden H, 2 vocab V, 3 token id, 4 embedding [V, H], 5 its dt,
+ * header: 0 layers, 1 hidden H, 2 lm_head rows V, 3 token id, 4 embedding [E, H], 5 its dt,
  *   6 norm_f weight, 7 dt, 8 eps, 9 lm_head [V, H], 10 dt, 11 lm_head bias, 12 dt,
- *   13 logits (f32 [V]), 14 scratch (f32), 15 scratch floats.
+ *   13 logits (f32 [V]), 14 scratch (f32), 15 scratch floats, 16 embedding rows E.
  * every layer: 0 kind (0 mamba, 1 attention, 2 mlp), 1 pre-norm weight, 2 dt, 3 eps.
  * mamba: 4 in_proj [d_inner+conv_dim+heads, H], 5 dt, 6 out_proj [H, d_inner], 7 dt, 8 conv weight
  *   [conv_dim, K], 9 dt, 10 conv bias, 11 dt, 12 dt_bias [heads], 13 dt, 14 A_log, 15 dt, 16 D, 17 dt,
@@ -533,7 +533,7 @@ EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
  */
 EXPORT int nt_decode_step(const double *table) {
   int64_t layers = (int64_t)table[0], H = (int64_t)table[1], V = (int64_t)table[2], id = (int64_t)table[3];
-  if (id < 0 || id >= V) return -1;
+  if (id < 0 || id >= (int64_t)table[16]) return -1;
   int threads = nt_threads();
   if (table[15] < nt_decode_scratch_floats(table, threads)) return -2;
   const double *lt = table + HEADER_SLOTS;

@@ -69,7 +69,7 @@ export function nativeDecodeStep(lm: NemotronHForCausalLM, cache: NemotronHybrid
     }
   }
   const lmHead = projection(lm.lmHead);
-  if (!lmHead) return null;
+  if (!lmHead || lm.lmHead.outFeatures !== config.vocabSize) return null;
   const step = NativeDecodeStep.create(device.native, {
     embedding: model.embeddings.weight,
     layers,

@@ -196,4 +196,14 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
     });
     expect(why).toBe('embedding is i32');
   });
+
+  test('a projection whose shape does not fit the plan is named', () => {
+    const plan = buildPlan(cases[0]!, native!);
+    const layers = [...plan.layers];
+    const mlp = layers[1]!;
+    if (mlp.kind !== 'mlp') throw new Error('layer 1 should be the MLP');
+    layers[1] = { ...mlp, down: { weight: onDevice(new Float32Array(37 * 28), [37, 28], native!), bias: null } };
+    const why = NativeDecodeStep.create(native!.kind === 'cpu' ? native!.native! : (null as never), { ...plan, layers });
+    expect(why).toBe('layer 1 down_proj is [37, 28], expected [37, 29]');
+  });
 });

@@ -80,8 +80,58 @@ const HEADER_SLOTS = 32;
 const LAYER_SLOTS = 48;
 const KIND = { mamba: 0, attention: 1, mlp: 2 } as const;
 
+/** The first tensor whose shape does not fit the plan's sizes, described; null when all fit. */
+function shapeMismatch(plan: DecodeStepPlan): string | null {
+  const H = plan.embedding.shape[1] ?? -1;
+  const checks: [string, Tensor | null, number[]][] = [
+    ['embedding', plan.embedding, [plan.embedding.shape[0] ?? -1, H]],
+    ['norm_f', plan.normF.weight, [H]],
+    ['lm_head', plan.lmHead.weight, [plan.lmHead.weight.shape[0] ?? -1, H]],
+    ['lm_head bias', plan.lmHead.bias, [plan.lmHead.weight.shape[0] ?? -1]],
+  ];
+  const proj = (name: string, p: DecodeProjection, out: number, inp: number) => checks.push([name, p.weight, [out, inp]], [`${name} bias`, p.bias, [out]]);
+  for (const [i, l] of plan.layers.entries()) {
+    const at = `layer ${i}`;
+    checks.push([`${at} norm`, l.norm.weight, [H]]);
+    if (l.kind === 'mamba') {
+      const [, heads = -1, P = -1, N = -1] = l.state.ssm.shape;
+      const K = l.state.conv.shape[2] ?? -1;
+      if (l.state.ssm.rank !== 4 || l.state.conv.rank !== 3 || heads % l.groups !== 0) return `${at}: the Mamba states or groups do not fit`;
+      const dInner = heads * P;
+      const convDim = dInner + 2 * l.groups * N;
+      proj(`${at} in_proj`, l.inProj, dInner + convDim + heads, H);
+      proj(`${at} out_proj`, l.outProj, H, dInner);
+      checks.push(
+        [`${at} conv state`, l.state.conv, [1, convDim, K]],
+        [`${at} conv weight`, l.convWeight, [convDim, K]],
+        [`${at} conv bias`, l.convBias, [convDim]],
+        [`${at} dt_bias`, l.dtBias, [heads]],
+        [`${at} A_log`, l.aLog, [heads]],
+        [`${at} D`, l.D, [heads]],
+        [`${at} norm weight`, l.gatedNorm.weight, [dInner]],
+      );
+    } else if (l.kind === 'attention') {
+      if (l.heads % l.kvHeads !== 0) return `${at}: ${l.heads} heads are not a multiple of ${l.kvHeads} KV heads`;
+      proj(`${at} q_proj`, l.q, l.heads * l.headDim, H);
+      proj(`${at} k_proj`, l.k, l.kvHeads * l.headDim, H);
+      proj(`${at} v_proj`, l.v, l.kvHeads * l.headDim, H);
+      proj(`${at} o_proj`, l.o, H, l.heads * l.headDim);
+    } else {
+      const inter = l.up.weight.shape[0] ?? -1;
+      proj(`${at} up_proj`, l.up, inter, H);
+      proj(`${at} down_proj`, l.down, H, inter);
+    }
+  }
+  for (const [name, t, shape] of checks)
+    if (t && (t.rank !== shape.length || t.shape.some((d, j) => d !== shape[j]))) return `${name} is ${formatShape(t.shape)}, expected ${formatShape(shape)}`;
+  return null;
+}
+
 /** Why `plan` cannot run natively, or null when it can. */
 function unsupported(plan: DecodeStepPlan): string | null {
+  if (plan.embedding.rank !== 2) return `the embedding must be [vocab, hidden], got ${formatShape(plan.embedding.shape)}`;
+  const shapes = shapeMismatch(plan);
+  if (shapes) return shapes;
   const tensors: [string, Tensor | null][] = [
     ['embedding', plan.embedding],
     ['norm_f', plan.normF.weight],
@@ -163,10 +213,11 @@ export class NativeDecodeStep {
 
   private fillStatic(): void {
     const { plan, table } = this;
-    const [vocab, hidden] = plan.embedding.shape as [number, number];
+    const [rows, hidden] = plan.embedding.shape as [number, number];
     table[0] = plan.layers.length;
     table[1] = hidden;
-    table[2] = vocab;
+    table[2] = plan.lmHead.weight.shape[0]!;
+    table[16] = rows;
     this.putTensor(4, plan.embedding);
     this.putTensor(6, plan.normF.weight);
     table[8] = plan.normF.eps;
@@ -229,8 +280,9 @@ export class NativeDecodeStep {
   run(tokenId: number, keys: number, keyMask: Tensor | null, logits: Tensor): void {
     const { table, plan } = this;
     const vocab = table[2]!;
-    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= vocab)
-      throw new Error(`NativeDecodeStep: token id ${tokenId} is outside the vocabulary (0..${vocab - 1})`);
+    const rows = table[16]!;
+    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= rows)
+      throw new Error(`NativeDecodeStep: token id ${tokenId} is outside the vocabulary (0..${rows - 1})`);
     if (logits.dtype !== 'f32' || !logits.isContiguous || logits.size !== vocab || !logits.storage.cpu)
       throw new Error(`NativeDecodeStep: logits must be a dense f32 host tensor of ${vocab} elements, got ${logits.dtype} ${formatShape(logits.shape)}`);
     table[3] = tokenId;
@@ -247,6 +299,11 @@ export class NativeDecodeStep {
         const why = stateUnsupported(k, 'K cache') ?? stateUnsupported(v, 'V cache');
         if (why) throw new Error(`NativeDecodeStep: layer ${i}: ${why}`);
         const capacity = k.shape[2]!;
+        const kvShape = [1, l.kvHeads, capacity, l.headDim];
+        if ([k, v].some((t) => t.rank !== 4 || t.shape.some((d, j) => d !== kvShape[j])))
+          throw new Error(
+            `NativeDecodeStep: layer ${i}: the K/V caches must be ${formatShape(kvShape)}, got ${formatShape(k.shape)} and ${formatShape(v.shape)}`,
+          );
         if (keys < 1 || keys > capacity) throw new Error(`NativeDecodeStep: ${keys} positions do not fit the cache's ${capacity}`);
         if (keyMask && (keyMask.dtype !== 'f32' || !keyMask.isContiguous || keyMask.size !== capacity))
           throw new Error(`NativeDecodeStep: the key mask must be dense f32 [1, ${capacity}], got ${keyMask.dtype} ${formatShape(keyMask.shape)}`);
