@@ -324,9 +324,9 @@ typedef struct {
   float *a;       /* [max projection rows] */
   float *b;       /* [max of conv_dim, attention q width] */
   float *y;       /* [max of d_inner, attention width] */
-  float *scores;  /* [threads][max kv length] */
+  float *scores;  /* [threads][max of query heads per KV head × kv length] */
   float *xp;      /* [threads][max inner size] x reordered for bf16 rows */
-  int64_t hidden, max_keys, max_inner;
+  int64_t hidden, max_scores, max_inner;
 } scratch_t;
 
 /* Mamba2 mixer: in_proj, conv update + SiLU, dt, state update, gated group norm, out_proj + residual. */
@@ -423,40 +423,57 @@ static void attention_layer(member_t *m, const double *L, const scratch_t *s, fl
   }
   gemv_phase(m, segs, n, xn, H, XP);
 
-  float *scores = s->scores + m->tid * s->max_keys;
-  int64_t group = nq / nkv;
-  for (int64_t qh = claim(m); qh < nq; qh = claim(m)) {
-    const float *q = s->b + qh * d;
-    const float *K = kc + (qh / group) * cap * d, *V = vc + (qh / group) * cap * d;
-    float qs[d];
-    for (int64_t i = 0; i < d; i++) qs[i] = q[i] * scale;
-    float max = -INFINITY;
-    for (int64_t j = 0; j < keys; j++) {
-      if (mask && mask[j] == 0.0f) {
-        scores[j] = -INFINITY;
-        continue;
-      }
-      float v = dot1(qs, K + j * d, DT_F32, d);
-      scores[j] = v;
-      if (v > max) max = v;
+  /*
+   * A work item is a KV head with some of its query heads (all of them unless threads outnumber KV
+   * heads): each key and value row is read once for the item's heads.
+   */
+  int64_t group = nq / nkv, splits = m->nthreads > nkv ? (m->nthreads + nkv - 1) / nkv : 1;
+  if (splits > group) splits = group;
+  int64_t per = (group + splits - 1) / splits;
+  float *scores = s->scores + m->tid * s->max_scores;
+  for (int64_t item = claim(m); item < nkv * splits; item = claim(m)) {
+    int64_t g = item / splits, r0 = (item % splits) * per, r1 = r0 + per < group ? r0 + per : group;
+    if (r0 >= r1) continue;
+    int64_t rows = r1 - r0;
+    const float *K = kc + g * cap * d, *V = vc + g * cap * d;
+    float qs[rows][d], max[rows], sum[rows];
+    for (int64_t r = 0; r < rows; r++) {
+      const float *q = s->b + (g * group + r0 + r) * d;
+      for (int64_t i = 0; i < d; i++) qs[r][i] = q[i] * scale;
+      max[r] = -INFINITY;
+      sum[r] = 0.0f;
     }
-    float *o = s->y + qh * d;
-    for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-    float sum = 0.0f;
-    if (max > -INFINITY) {
-      for (int64_t j = 0; j < keys; j++) {
-        if (scores[j] == -INFINITY) continue;
-        float w = expf(scores[j] - max);
-        sum += w;
-        const float *vr = V + j * d;
+    for (int64_t j = 0; j < keys; j++) {
+      int masked = mask && mask[j] == 0.0f;
+      for (int64_t r = 0; r < rows; r++) {
+        float v = masked ? -INFINITY : dot1(qs[r], K + j * d, DT_F32, d);
+        scores[r * keys + j] = v;
+        if (v > max[r]) max[r] = v;
+      }
+    }
+    for (int64_t r = 0; r < rows; r++) {
+      float *o = s->y + (g * group + r0 + r) * d;
+      for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
+    }
+    for (int64_t j = 0; j < keys; j++) {
+      if (mask && mask[j] == 0.0f) continue;
+      const float *vr = V + j * d;
+      for (int64_t r = 0; r < rows; r++) {
+        if (max[r] == -INFINITY) continue;
+        float w = expf(scores[r * keys + j] - max[r]);
+        sum[r] += w;
+        float *o = s->y + (g * group + r0 + r) * d;
         int64_t i = 0;
         vf vw = vbroadcast(w);
         for (; i + VLEN <= d; i += VLEN) vstore(o + i, vload(o + i) + vw * vload(vr + i));
         for (; i < d; i++) o[i] += w * vr[i];
       }
     }
-    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int64_t i = 0; i < d; i++) o[i] = sum > 0.0f ? o[i] * inv : 0.0f;
+    for (int64_t r = 0; r < rows; r++) {
+      float *o = s->y + (g * group + r0 + r) * d;
+      float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+      for (int64_t i = 0; i < d; i++) o[i] = sum[r] > 0.0f ? o[i] * inv : 0.0f;
+    }
   }
   phase_end(m);
 
@@ -496,7 +513,7 @@ static void scratch_widths(const double *hdr, const double *layers, int64_t *wa,
       GROW(wb, width);
       GROW(wy, width);
       GROW(wk, width);
-      GROW(keys, (int64_t)L[18]);
+      GROW(keys, (int64_t)L[18] * ((int64_t)L[14] / (int64_t)L[15]));
     } else {
       GROW(wa, (int64_t)L[8]);
       GROW(wk, (int64_t)L[8]);
@@ -540,7 +557,7 @@ EXPORT int nt_decode_step(const double *table) {
   int64_t wa, wb, wy, keys, wk;
   scratch_widths(table, lt, &wa, &wb, &wy, &keys, &wk);
   float *base = (float *)ptr_at(table, 14);
-  scratch_t s = {.h = base, .xn = base + H, .hidden = H, .max_keys = keys, .max_inner = wk};
+  scratch_t s = {.h = base, .xn = base + H, .hidden = H, .max_scores = keys, .max_inner = wk};
   s.a = s.xn + threads * H;
   s.b = s.a + wa;
   s.y = s.b + wb;
