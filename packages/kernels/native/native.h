@@ -49,6 +49,10 @@ static inline vf vbroadcast(float x) {
 #endif
 }
 static inline vf vload_bf16(const uint16_t *p) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  /* One zero-extending load and a shift (GCC's generic widening below becomes five instructions on AVX2). */
+  return (vf)_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+#endif
   vh h = *(const vh_unaligned *)p;
   vu w = __builtin_convertvector(h, vu) << 16;
   vf out;
