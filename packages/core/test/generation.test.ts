@@ -394,6 +394,45 @@ describe('generate', () => {
     });
   }
 
+  test.skipIf(!native)(
+    'cpu:native: the whole-step native decode (one call per token) generates what the per-op path does (padding, biases, dt clamp, f32 and bf16)',
+    async () => {
+      const lib = native?.kind === 'cpu' ? native.native! : null;
+      if (!lib) throw new Error('the native device has no library');
+      const original = lib.symbols.nt_decode_step;
+      let calls = 0;
+      lib.symbols.nt_decode_step = (table) => {
+        calls++;
+        return original(table);
+      };
+      try {
+        for (const dtype of ['f32', 'bf16'] as const) {
+          const m = NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, pattern: 'M*-M*-' }), { seed: 4, device: native!, dtype }).requiresGrad_(
+            false,
+          );
+          const options = {
+            inputIds: [[0, 0, ...ids(1, 6, 21)[0]!]],
+            attentionMask: [[0, 0, 1, 1, 1, 1, 1, 1]],
+            maxNewTokens: 9,
+            eosTokenId: null,
+            outputStepLogits: true,
+          };
+          calls = 0;
+          const fused = await m.generate(options);
+          expect(calls, 'native decode steps').toBe(options.maxNewTokens - 1);
+          process.env.NEMOTRON_FUSED_DECODE = '0';
+          const perOp = await m.generate(options).finally(() => delete process.env.NEMOTRON_FUSED_DECODE);
+          expect(calls, 'the per-op path made no whole-step call').toBe(options.maxNewTokens - 1);
+          expect(fused.tokens).toEqual(perOp.tokens);
+          expectClose(fused.stepLogits![0]!, perOp.stepLogits![0]!, { rtol: 1e-4, what: `${dtype} step logits` });
+          m.dispose();
+        }
+      } finally {
+        lib.symbols.nt_decode_step = original;
+      }
+    },
+  );
+
   test('clear errors', async () => {
     const m = model(cpu, plain);
     await expect(m.generate({ inputIds: [[1, 2]], stopStrings: ['x'] })).rejects.toThrow(/stopStrings need a tokenizer/);
