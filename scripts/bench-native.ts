@@ -2,9 +2,10 @@
 // and copy over 256 MiB), and the GEMM/GEMV shapes of bench-small (prefill 512 tokens, decode 1
 // token) through `linear` with bf16 weights (our kernels) and f32 weights twice for the GEMM shapes:
 // our kernels (`kernel: "own"`) and the distro's OpenBLAS when it loads (`apt-get install -y
-// libopenblas0-pthread`), so both are compared on one machine in one run.
+// libopenblas0-pthread`), so both are compared on one machine in one run; then the GEMV of the
+// whole-step decode kernel alone (`decode_gemv`), to set against the bandwidth ceiling.
 // Usage: bun scripts/bench-native.ts   (NEMOTRON_THREADS sets the threads)
-import { getNativeDevice, linear, nativeUnavailableReason, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
+import { empty, getNativeDevice, linear, NativeDecodeStep, nativeUnavailableReason, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 
 const device = getNativeDevice();
 if (!device) {
@@ -87,3 +88,26 @@ noGrad(() => {
     }
   }
 });
+
+// The GEMV of generation's whole-step decode (native/decode.c) in isolation: a NativeDecodeStep with
+// no layers runs norm_f and one product, lm_head-shaped and one too large for the L3 cache.
+for (const [n, k] of [
+  [16384, 512],
+  [16384, 4096],
+] as const) {
+  for (const dtype of ['f32', 'bf16'] as const) {
+    const w = tensor(data(n * k), [n, k], { device, dtype });
+    const step = NativeDecodeStep.create(lib, {
+      embedding: tensor(data(2 * k), [2, k], { device }),
+      layers: [],
+      normF: { weight: tensor(new Float32Array(k).fill(1), [k], { device }), eps: 1e-5 },
+      lmHead: { weight: w, bias: null },
+    });
+    if (typeof step === 'string') throw new Error(step);
+    const logits = empty([1, n], { device });
+    const ms = best(() => step.run(1, 1, null, logits));
+    emit({ bench: 'decode_gemv', n, k, weights: dtype, ms: round(ms, 3), weightGBps: round((n * k * (dtype === 'bf16' ? 2 : 4)) / ms / 1e6) });
+    w.dispose();
+    logits.dispose();
+  }
+}

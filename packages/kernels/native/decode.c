@@ -204,9 +204,47 @@ static inline float dot1_bf16(const float *restrict xp, const uint16_t *w, int64
   for (; p < k; p++) r += xp[p] * bf16_to_f32(w[p]);
   return r;
 }
+
+/* e^x for 8 lanes (Cephes' expf: range reduction by ln 2, degree-5 polynomial; ~1 ulp), x ≤ 88.3. */
+static inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
 #else
 #define BF16_PAIRS 0
 #endif
+
+/* w[j] = e^(w[j] − max) in place (0 where w[j] is −∞: a masked key); returns Σ w. */
+static float softmax_weights(float *w, int64_t n, float max) {
+  float sum = 0.0f;
+  int64_t j = 0;
+#if BF16_PAIRS
+  __m256 vmax = _mm256_set1_ps(max), acc = _mm256_setzero_ps(), ninf = _mm256_set1_ps(-INFINITY);
+  for (; j + 8 <= n; j += 8) {
+    __m256 v = _mm256_loadu_ps(w + j);
+    __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(v, vmax)), _mm256_cmp_ps(v, ninf, _CMP_NEQ_OQ));
+    _mm256_storeu_ps(w + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  sum = hsum256(acc);
+#endif
+  for (; j < n; j++) {
+    w[j] = w[j] == -INFINITY ? 0.0f : expf(w[j] - max);
+    sum += w[j];
+  }
+  return sum;
+}
 
 static inline float dot1(const float *restrict x, const void *w, int wdt, int64_t k) {
   vf a = {0}, b = {0};
@@ -455,13 +493,14 @@ static void attention_layer(member_t *m, const double *L, const scratch_t *s, fl
       float *o = s->y + (g * group + r0 + r) * d;
       for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
     }
+    for (int64_t r = 0; r < rows; r++)
+      if (max[r] > -INFINITY) sum[r] = softmax_weights(scores + r * keys, keys, max[r]);
     for (int64_t j = 0; j < keys; j++) {
       if (mask && mask[j] == 0.0f) continue;
       const float *vr = V + j * d;
       for (int64_t r = 0; r < rows; r++) {
         if (max[r] == -INFINITY) continue;
-        float w = expf(scores[r * keys + j] - max[r]);
-        sum[r] += w;
+        float w = scores[r * keys + j];
         float *o = s->y + (g * group + r0 + r) * d;
         int64_t i = 0;
         vf vw = vbroadcast(w);
