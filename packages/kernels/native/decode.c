@@ -2,9 +2,10 @@
  * One whole decode step of a hybrid Mamba2 / attention / MLP model for one sequence (batch 1), in
  * one call and one thread team: embedding row → every block (pre-norm, mixer, residual) → norm_f →
  * lm_head logits. Decode is bound by the bytes of the weights (each read once per token), and as
- * separate ops the step was ~60 kernel calls, each with its TS glue, temporaries and a wake-up of
- * the second thread: here the team is woken once per step and passes ~3 barriers per layer that
- * spin briefly before sleeping on a futex (a shared machine may preempt the other thread).
+ * separate ops bench-small's step was ~100 native calls (36 of them GEMVs), each with its TS glue,
+ * temporaries and a wake-up of the second thread: here the team is woken once per step and passes
+ * 2–3 barriers per layer that spin briefly before sleeping on a futex (a shared machine may preempt
+ * the other thread).
  *
  * Work inside a phase is handed out in chunks through an atomic counter, so a preempted thread
  * delays one chunk, not half the phase. Every thread normalises the residual for itself (a few
