@@ -7,6 +7,7 @@
  * token, the position, cache buffers that grew). The same math as the separate ops (fusedLinear,
  * mambaDecodeStep, attention), which it is tested against; inference only.
  */
+import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { NativeKernels } from '../../native/library';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
@@ -183,7 +184,6 @@ function stateUnsupported(t: Tensor, name: string): string | null {
 export class NativeDecodeStep {
   private readonly table: Float64Array;
   private scratch = new Float32Array(0);
-  private readonly code: (t: Tensor) => number = (t) => (t.dtype === 'bf16' ? 1 : 0);
 
   private constructor(
     private readonly lib: NativeKernels,
@@ -193,7 +193,7 @@ export class NativeDecodeStep {
     this.fillStatic();
   }
 
-  /** The step for `plan`, or null (with the reason) when some tensor is not a dense f32/bf16 host tensor. */
+  /** The step for `plan`, or why it cannot run natively (a tensor that is not a dense f32/bf16 host tensor, or a shape that does not fit). */
   static create(lib: NativeKernels, plan: DecodeStepPlan): NativeDecodeStep | string {
     const why = unsupported(plan);
     return why ?? new NativeDecodeStep(lib, plan);
@@ -208,7 +208,7 @@ export class NativeDecodeStep {
 
   private putTensor(at: number, t: Tensor | null): void {
     this.table[at] = this.address(t);
-    this.table[at + 1] = t ? this.code(t) : 0;
+    this.table[at + 1] = t ? (nativeDTypeCode(t.dtype) ?? 0) : 0;
   }
 
   private fillStatic(): void {
