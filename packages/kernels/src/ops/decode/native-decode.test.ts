@@ -153,6 +153,9 @@ const cases: Case[] = [
     past: 9,
   },
   { name: 'f32, heads = kv heads, wide rows', dtype: 'f32', pattern: 'M*-', hidden: 72, heads: 3, kvHeads: 3, headDim: 16, bias: false, mask: true, past: 1 },
+  // Rows of ≥ 4 KiB take the four-rows-at-once GEMV (shorter ones stream one row at a time).
+  { name: 'f32, rows of 4 KiB and more', dtype: 'f32', pattern: 'M*-', hidden: 1030, heads: 4, kvHeads: 2, headDim: 16, bias: true, mask: false, past: 3 },
+  { name: 'bf16, rows of 4 KiB and more', dtype: 'bf16', pattern: '-*M', hidden: 2051, heads: 4, kvHeads: 2, headDim: 16, bias: false, mask: false, past: 3 },
 ];
 
 describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
