@@ -1,14 +1,21 @@
 /**
- * Binding a list of named tensors for one kernel: each gets storage binding 1, 2, ... in order, a
- * `<name>Off` element offset in the Params (bindings start on aligned bytes, see `device.bind`), and
- * for read-only float tensors a `load_<name>(i) -> f32` loader. Kernels then index
- * `<name>[P.<name>Off + i]` or call `load_<name>(P.<name>Off + i)`.
+ * Binding the operands of one kernel from one list: entry i gets binding i + 1 (the uniform `P` is
+ * binding 0), and the binder writes its WGSL declaration and its buffer range, so the numbering in
+ * the source and in the bind group can never disagree. A storage entry also gets a `<name>Off`
+ * element offset in the Params (bindings start on aligned bytes, see `device.bind`), and a read-only
+ * float one a `load_<name>(i) -> f32` loader. Kernels then index `<name>[P.<name>Off + i]` or call
+ * `load_<name>(P.<name>Off + i)`.
+ *
+ * A storage entry binds a tensor's dense extent, a window of it (a block of rows), or a range bound
+ * once and shared by several launches; a texture entry binds a texture view with its WGSL type.
  */
 import type { WebGpuDevice } from '../device/webgpu-device';
+import { bytesPerElement, type DType } from '../dtype';
 import type { Tensor } from '../tensor';
-import type { BufferRange } from './batch';
+import type { BufferRange, KernelBinding } from './batch';
+import type { BindingWindow } from './binding-windows';
 import type { Params } from './params';
-import { declareStorage, loaderF32 } from './wgsl';
+import { declareStorage, loaderF32, storageElement } from './wgsl';
 
 /** A slice of a storage buffer bound for a kernel, plus the element offset of the first element inside it. */
 export interface BoundRange {
@@ -21,42 +28,88 @@ export class BindingTooLargeError extends Error {
   override name = 'BindingTooLargeError';
 }
 
-export interface NamedBinding {
+interface StorageOptions {
   name: string;
-  tensor: Tensor;
   /** Written by the kernel (declared read_write, no loader). */
   writable?: boolean;
   /**
-   * Declared `array<vec4<f32>>` with `<name>Off` in vec4 units (f32 only; the tensor's first element
-   * must fall on a 16-byte boundary of its binding, as it does for freshly allocated tensors).
+   * Declared `array<vec4<…>>` with `<name>Off` in vec4 units (f32, i32 or u32; the first element
+   * must fall on a 16-byte boundary of its binding, as it does for freshly allocated tensors). No loader.
    */
   vec4?: boolean;
+  /**
+   * The dtype the array is declared with, when it differs from the operand's (e.g. `u32` to move f32
+   * bits unchanged); same element size. The loader, if any, follows it.
+   */
+  as?: DType;
 }
+
+/** A tensor's dense extent, or `window` of it (elements relative to its offset). */
+export interface NamedTensor extends StorageOptions {
+  tensor: Tensor;
+  window?: BindingWindow;
+  /** Names the operand in binding errors (default `<op>: <name>`). */
+  what?: string;
+}
+
+/** A range bound already (shared by several launches of one op), holding elements of `dtype`. */
+export interface NamedRange extends StorageOptions {
+  bound: BoundRange;
+  dtype: DType;
+}
+
+/** A texture view, declared `var <name>: <type>;` (e.g. `texture_storage_2d<rgba32float, read>`). */
+export interface NamedTexture {
+  name: string;
+  texture: GPUTextureView;
+  type: string;
+}
+
+export type NamedBinding = NamedTensor | NamedRange | NamedTexture;
 
 export interface BoundTensors {
-  /** WGSL declarations of the storage bindings and loaders. */
+  /** WGSL declarations of the bindings and loaders. */
   decls: string;
-  /** Buffer ranges in binding order, for `device.run`. */
-  ranges: BufferRange[];
+  /** Bindings in order, for `device.run`. */
+  ranges: KernelBinding[];
 }
 
-/** Binds the dense extent of each tensor and adds its `<name>Off` field to `params`. */
+/** Binds every entry of `list` in order and adds the `<name>Off` field of each storage entry to `params`. */
 export function bindTensors(device: WebGpuDevice, op: string, list: readonly NamedBinding[], params: Params): BoundTensors {
   const decls: string[] = [];
-  const ranges: BufferRange[] = [];
-  list.forEach(({ name, tensor, writable, vec4 }, i) => {
-    const bound = device.bind(tensor.storage, tensor.offset, tensor.size, `${op}: ${name}`);
+  const ranges: KernelBinding[] = [];
+  list.forEach((entry, i) => {
+    const binding = i + 1;
+    if ('texture' in entry) {
+      ranges.push({ texture: entry.texture });
+      decls.push(`@group(0) @binding(${binding}) var ${entry.name}: ${entry.type};`);
+      return;
+    }
+    const { name, writable, vec4 } = entry;
+    let bound: BoundRange;
+    let dtype: DType;
+    if ('tensor' in entry) {
+      const { tensor, window } = entry;
+      const start = tensor.offset + (window?.start ?? 0);
+      bound = device.bind(tensor.storage, start, window ? window.length : tensor.size, entry.what ?? `${op}: ${name}`);
+      dtype = tensor.dtype;
+    } else {
+      bound = entry.bound;
+      dtype = entry.dtype;
+    }
+    const declared = entry.as ?? dtype;
+    if (bytesPerElement(declared) !== bytesPerElement(dtype)) throw new Error(`${op}: ${name} (${dtype}) cannot be declared as ${declared}`);
     ranges.push(bound.range);
     const access = writable ? 'read_write' : 'read';
     if (vec4) {
-      if (tensor.dtype !== 'f32' || bound.elementOffset % 4 !== 0) throw new Error(`${op}: ${name} (${tensor.dtype}) cannot be bound as vec4<f32>`);
+      if (declared === 'bf16' || bound.elementOffset % 4 !== 0) throw new Error(`${op}: ${name} (${declared}) cannot be bound as vec4`);
       params.u32(`${name}Off`, bound.elementOffset / 4);
-      decls.push(`@group(0) @binding(${i + 1}) var<storage, ${access}> ${name}: array<vec4<f32>>;`);
+      decls.push(`@group(0) @binding(${binding}) var<storage, ${access}> ${name}: array<vec4<${storageElement(declared)}>>;`);
       return;
     }
     params.u32(`${name}Off`, bound.elementOffset);
-    decls.push(declareStorage(i + 1, name, tensor.dtype, access));
-    if (!writable && (tensor.dtype === 'f32' || tensor.dtype === 'bf16')) decls.push(loaderF32(name, tensor.dtype));
+    decls.push(declareStorage(binding, name, declared, access));
+    if (!writable && (declared === 'f32' || declared === 'bf16')) decls.push(loaderF32(name, declared));
   });
   return { decls: decls.join('\n'), ranges };
 }
