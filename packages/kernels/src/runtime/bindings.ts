@@ -67,6 +67,14 @@ export interface NamedTexture {
 
 export type NamedBinding = NamedTensor | NamedRange | NamedTexture;
 
+/**
+ * Whether an entry's first element falls on a vec4 of its binding, so it can be bound `vec4` (given
+ * an f32 / i32 / u32 tensor): bindings start on multiples of 16 bytes.
+ */
+export function startsOnVec4(entry: NamedTensor): boolean {
+  return (entry.tensor.offset + (entry.window?.start ?? 0)) % 4 === 0;
+}
+
 export interface BoundTensors {
   /** WGSL declarations of the bindings and loaders. */
   decls: string;

@@ -20,7 +20,7 @@
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import { BindingTooLargeError, bindTensors, type NamedBinding, type NamedTensor } from '../../runtime/bindings';
+import { BindingTooLargeError, bindTensors, startsOnVec4, type NamedBinding, type NamedTensor } from '../../runtime/bindings';
 import { bytesPerElement } from '../../dtype';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, NAN_SAFE_F32, flatIndex } from '../../runtime/wgsl';
@@ -152,11 +152,6 @@ function outputGradient(z: Sizes, grad: Tensor, pass: Pass): NamedTensor {
 
 function preActivations(z: Sizes, pass: Pass): NamedTensor {
   return { name: 'pre', tensor: pass.pre, window: { start: 0, length: pass.grouping.rowCapacity * z.inter }, what: 'moeExperts backward pre-activations' };
-}
-
-/** Whether a window's first element falls on a vec4 of its binding (bindings start on 16-byte multiples). */
-function startsOnVec4(t: NamedTensor): boolean {
-  return (t.tensor.offset + (t.window?.start ?? 0)) % 4 === 0;
 }
 
 /** Experts per binding for a stacked tensor of `expertBytes` per expert; throws when not even one fits. */
