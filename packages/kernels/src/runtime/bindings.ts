@@ -37,6 +37,8 @@ interface StorageOptions {
    * must fall on a 16-byte boundary of its binding, as it does for freshly allocated tensors). No loader.
    */
   vec4?: boolean;
+  /** Declared `array<vec2<…>>`, like `vec4` with two lanes (e.g. (key, index) pairs). */
+  vec2?: boolean;
   /**
    * The dtype the array is declared with, when it differs from the operand's (e.g. `u32` to move f32
    * bits unchanged); same element size. The loader, if any, follows it.
@@ -93,7 +95,7 @@ export function bindTensors(device: WebGpuDevice, op: string, list: readonly Nam
       decls.push(`@group(0) @binding(${binding}) var ${entry.name}: ${entry.type};`);
       return;
     }
-    const { name, writable, vec4 } = entry;
+    const { name, writable } = entry;
     let bound: BoundRange;
     let dtype: DType;
     if ('tensor' in entry) {
@@ -109,10 +111,12 @@ export function bindTensors(device: WebGpuDevice, op: string, list: readonly Nam
     if (bytesPerElement(declared) !== bytesPerElement(dtype)) throw new Error(`${op}: ${name} (${dtype}) cannot be declared as ${declared}`);
     ranges.push(bound.range);
     const access = writable ? 'read_write' : 'read';
-    if (vec4) {
-      if (declared === 'bf16' || bound.elementOffset % 4 !== 0) throw new Error(`${op}: ${name} (${declared}) cannot be bound as vec4`);
-      params.u32(`${name}Off`, bound.elementOffset / 4);
-      decls.push(`@group(0) @binding(${binding}) var<storage, ${access}> ${name}: array<vec4<${storageElement(declared)}>>;`);
+    const lanes = entry.vec4 ? 4 : entry.vec2 ? 2 : 1;
+    if (entry.vec4 && entry.vec2) throw new Error(`${op}: ${name} cannot be bound both vec4 and vec2`);
+    if (lanes > 1) {
+      if (declared === 'bf16' || bound.elementOffset % lanes !== 0) throw new Error(`${op}: ${name} (${declared}) cannot be bound as vec${lanes}`);
+      params.u32(`${name}Off`, bound.elementOffset / lanes);
+      decls.push(`@group(0) @binding(${binding}) var<storage, ${access}> ${name}: array<vec${lanes}<${storageElement(declared)}>>;`);
       return;
     }
     params.u32(`${name}Off`, bound.elementOffset);
