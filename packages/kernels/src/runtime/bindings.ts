@@ -7,7 +7,8 @@
  * `load_<name>(P.<name>Off + i)`.
  *
  * A storage entry binds a tensor's dense extent, a window of it (a block of rows), or a range bound
- * once and shared by several launches; a texture entry binds a texture view with its WGSL type.
+ * once and shared by several launches; a texture entry binds a texture view with its WGSL type; a
+ * custom entry brings its own declaration.
  */
 import type { WebGpuDevice } from '../device/webgpu-device';
 import { bytesPerElement, type DType } from '../dtype';
@@ -67,7 +68,17 @@ export interface NamedTexture {
   type: string;
 }
 
-export type NamedBinding = NamedTensor | NamedRange | NamedTexture;
+/**
+ * A binding a kernel family declares its own way (attention's head vectors: vec4s, packed bf16 or a
+ * texture, with offsets in elements): `declare(n)` is its WGSL at binding n; no Params field.
+ */
+export interface NamedCustom {
+  name: string;
+  binding: KernelBinding;
+  declare: (binding: number) => string;
+}
+
+export type NamedBinding = NamedTensor | NamedRange | NamedTexture | NamedCustom;
 
 /**
  * Whether an entry's first element falls on a vec4 of its binding, so it can be bound `vec4` (given
@@ -90,6 +101,11 @@ export function bindTensors(device: WebGpuDevice, op: string, list: readonly Nam
   const ranges: KernelBinding[] = [];
   list.forEach((entry, i) => {
     const binding = i + 1;
+    if ('declare' in entry) {
+      ranges.push(entry.binding);
+      decls.push(entry.declare(binding));
+      return;
+    }
     if ('texture' in entry) {
       ranges.push({ texture: entry.texture });
       decls.push(`@group(0) @binding(${binding}) var ${entry.name}: ${entry.type};`);

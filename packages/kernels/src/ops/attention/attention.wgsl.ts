@@ -19,6 +19,7 @@ import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
 import type { KernelBinding } from '../../runtime/batch';
+import { bindTensors, startsOnVec4, type NamedBinding, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
@@ -432,44 +433,35 @@ interface CombineLaunch {
  * normalises. One invocation per (row, 4 value dims) — vec4 loads when the value dim allows.
  */
 function combineSplits(device: WebGpuDevice, c: CombineLaunch): void {
-  const po = device.bind(c.partialOut.storage, c.partialOut.offset, c.partialOut.size, 'attention partial output');
-  const ps = device.bind(c.partialStats.storage, c.partialStats.offset, c.partialStats.size, 'attention partial stats');
-  const o = device.bind(c.out.storage, c.out.offset, c.out.size, 'attention output');
-  const vec = c.valueDim % 4 === 0 && po.elementOffset % 4 === 0 && o.elementOffset % 4 === 0;
-  if (ps.elementOffset % 2 !== 0) throw new Error('attention: partial stats must start on an even element');
+  const po: NamedTensor = { name: 'po', tensor: c.partialOut, what: 'attention partial output' };
+  const o: NamedTensor = { name: 'outb', tensor: c.out, what: 'attention output', writable: true };
+  const vec = c.valueDim % 4 === 0 && startsOnVec4(po) && startsOnVec4(o);
   const chunks = Math.ceil(c.valueDim / 4);
-  const params = new Params()
-    .u32('splits', c.splits)
-    .u32('rows', c.rows)
-    .u32('valueDim', c.valueDim)
-    .u32('chunks', chunks)
-    .u32('poOff', po.elementOffset)
-    .u32('psOff', ps.elementOffset)
-    .u32('outOff', o.elementOffset);
-  const bindings = [po.range, ps.range, o.range];
-  if (c.lse) {
-    const l = device.bind(c.lse.storage, c.lse.offset, c.lse.size, 'attention lse');
-    bindings.push(l.range);
-    params.u32('lseOff', l.elementOffset);
-  }
+  const params = new Params().u32('splits', c.splits).u32('rows', c.rows).u32('valueDim', c.valueDim).u32('chunks', chunks);
+  // (max, sum) pairs; with vec, P.poOff and P.outbOff count vec4s.
+  const list: NamedBinding[] = [
+    { ...po, vec4: vec },
+    { name: 'ps', tensor: c.partialStats, what: 'attention partial stats', vec2: true },
+    { ...o, vec4: vec },
+  ];
+  // lse is written as bits (+Infinity for a row that saw no key).
+  if (c.lse) list.push({ name: 'lseb', tensor: c.lse, what: 'attention lse', writable: true, as: 'u32' });
+  const bound = bindTensors(device, 'attention', list, params);
   const W = c.workgroupSize;
-  const element = vec ? 'vec4<f32>' : 'f32';
   const partial = vec
-    ? 'po[(P.poOff >> 2u) + pr * P.chunks + q]'
+    ? 'po[P.poOff + pr * P.chunks + q]'
     : `vec4<f32>(${range(4)
         .map((e) => `po[P.poOff + pr * P.valueDim + min(d0 + ${e}u, P.valueDim - 1u)]`)
         .join(', ')})`;
   const store = vec
-    ? 'outb[(P.outOff >> 2u) + r * P.chunks + q] = res;'
+    ? 'outb[P.outbOff + r * P.chunks + q] = res;'
     : range(4)
-        .map((e) => `if (d0 + ${e}u < P.valueDim) { outb[P.outOff + r * P.valueDim + d0 + ${e}u] = res[${e}]; }`)
+        .map((e) => `if (d0 + ${e}u < P.valueDim) { outb[P.outbOff + r * P.valueDim + d0 + ${e}u] = res[${e}]; }`)
         .join('\n  ');
   const source = `${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> po: array<${element}>;
-@group(0) @binding(2) var<storage, read> ps: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> outb: array<${element}>;
-${c.lse ? `${declareStorage(4, 'lseb', 'u32', 'read_write')}\n${MATH_F32}` : ''}
+${bound.decls}
+${c.lse ? MATH_F32 : ''}
 @compute @workgroup_size(${W})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(W)};
@@ -477,7 +469,7 @@ fn main(${GRID_ARGS}) {
   let r = t / P.chunks;
   let q = t % P.chunks;
   let d0 = 4u * q;
-  let stats = P.psOff >> 1u;
+  let stats = P.psOff;
   var mMax = ${NEG};
   for (var s = 0u; s < P.splits; s++) { mMax = max(mMax, ps[stats + s * P.rows + r].x); }
   var l = 0.0;
@@ -491,7 +483,7 @@ fn main(${GRID_ARGS}) {
   }
   let res = o * select(0.0, 1.0 / l, l > 0.0);
   ${store}
-  ${c.lse ? `if (q == 0u) { lseb[P.lseOff + r] = select(${INF_BITS}, bitcast<u32>(mMax * ${Math.LN2} + log_f32(l)), l > 0.0); }` : ''}
+  ${c.lse ? `if (q == 0u) { lseb[P.lsebOff + r] = select(${INF_BITS}, bitcast<u32>(mMax * ${Math.LN2} + log_f32(l)), l > 0.0); }` : ''}
 }`;
-  device.run({ name: 'attention_combine', source, params, bindings, workgroups: device.grid(c.rows * chunks, W), detail: c.detail });
+  device.run({ name: 'attention_combine', source, params, bindings: bound.ranges, workgroups: device.grid(c.rows * chunks, W), detail: c.detail });
 }
