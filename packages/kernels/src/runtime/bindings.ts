@@ -6,9 +6,9 @@
  * float one a `load_<name>(i) -> f32` loader. Kernels then index `<name>[P.<name>Off + i]` or call
  * `load_<name>(P.<name>Off + i)`.
  *
- * A storage entry binds a tensor's dense extent, a window of it (a block of rows), or a range bound
- * once and shared by several launches; a texture entry binds a texture view with its WGSL type; a
- * custom entry brings its own declaration.
+ * A tensor entry binds the tensor's dense extent or a window of it (a block of rows, a slice of a
+ * scratch buffer); a texture entry binds a texture view with its WGSL type; a custom entry brings
+ * its own declaration.
  */
 import type { WebGpuDevice } from '../device/webgpu-device';
 import { bytesPerElement, type DType } from '../dtype';
@@ -29,8 +29,14 @@ export class BindingTooLargeError extends Error {
   override name = 'BindingTooLargeError';
 }
 
-interface StorageOptions {
+/** A tensor's dense extent, or `window` of it (elements relative to its offset), as a storage array. */
+export interface NamedTensor {
+  /** Declared as `<name>`, with `P.<name>Off`. */
   name: string;
+  tensor: Tensor;
+  window?: BindingWindow;
+  /** Names the operand in binding errors (default `<op>: <name>`). */
+  what?: string;
   /** Written by the kernel (declared read_write, no loader). */
   writable?: boolean;
   /**
@@ -45,20 +51,6 @@ interface StorageOptions {
    * bits unchanged); same element size. The loader, if any, follows it.
    */
   as?: DType;
-}
-
-/** A tensor's dense extent, or `window` of it (elements relative to its offset). */
-export interface NamedTensor extends StorageOptions {
-  tensor: Tensor;
-  window?: BindingWindow;
-  /** Names the operand in binding errors (default `<op>: <name>`). */
-  what?: string;
-}
-
-/** A range bound already (shared by several launches of one op), holding elements of `dtype`. */
-export interface NamedRange extends StorageOptions {
-  bound: BoundRange;
-  dtype: DType;
 }
 
 /** A texture view, declared `var <name>: <type>;` (e.g. `texture_storage_2d<rgba32float, read>`). */
@@ -78,7 +70,7 @@ export interface NamedCustom {
   declare: (binding: number) => string;
 }
 
-export type NamedBinding = NamedTensor | NamedRange | NamedTexture | NamedCustom;
+export type NamedBinding = NamedTensor | NamedTexture | NamedCustom;
 
 /**
  * Whether an entry's first element falls on a vec4 of its binding, so it can be bound `vec4` (given
@@ -111,18 +103,9 @@ export function bindTensors(device: WebGpuDevice, op: string, list: readonly Nam
       decls.push(`@group(0) @binding(${binding}) var ${entry.name}: ${entry.type};`);
       return;
     }
-    const { name, writable } = entry;
-    let bound: BoundRange;
-    let dtype: DType;
-    if ('tensor' in entry) {
-      const { tensor, window } = entry;
-      const start = tensor.offset + (window?.start ?? 0);
-      bound = device.bind(tensor.storage, start, window ? window.length : tensor.size, entry.what ?? `${op}: ${name}`);
-      dtype = tensor.dtype;
-    } else {
-      bound = entry.bound;
-      dtype = entry.dtype;
-    }
+    const { name, writable, tensor, window } = entry;
+    const bound = device.bind(tensor.storage, tensor.offset + (window?.start ?? 0), window ? window.length : tensor.size, entry.what ?? `${op}: ${name}`);
+    const dtype = tensor.dtype;
     const declared = entry.as ?? dtype;
     if (bytesPerElement(declared) !== bytesPerElement(dtype)) throw new Error(`${op}: ${name} (${dtype}) cannot be declared as ${declared}`);
     ranges.push(bound.range);

@@ -4,7 +4,7 @@
  * dispatch per block, each binding only its own rows of every per-row operand.
  */
 import type { WebGpuDevice } from '../device/webgpu-device';
-import { BindingTooLargeError, type BoundRange, type NamedTensor } from './bindings';
+import { BindingTooLargeError, type NamedTensor } from './bindings';
 import { bytesPerElement } from '../dtype';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
@@ -44,11 +44,6 @@ export function rowBlocks(device: WebGpuDevice, rows: number, operands: readonly
   const blocks: RowBlock[] = [];
   for (let start = 0; start < rows; start += perBlock) blocks.push({ start, count: Math.min(perBlock, rows - start) });
   return blocks;
-}
-
-/** Binds the rows of `block` of a row operand. */
-export function bindRows(device: WebGpuDevice, o: RowOperand, block: RowBlock): BoundRange {
-  return device.bind(o.tensor.storage, o.tensor.offset + block.start * o.perRow, block.count * o.perRow, o.what);
 }
 
 /** The entry binding the rows of `block` of a row operand as `name` (see `bindTensors`). */
