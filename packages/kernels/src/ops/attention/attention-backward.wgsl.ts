@@ -20,10 +20,10 @@ import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
-import { attentionTuning, declareHead, extent, loadHead, range, type Access } from './attention.wgsl';
+import { attentionTuning, declareHead, extent, keyRowBinding, loadHead, range, type Access } from './attention.wgsl';
 import { narrow, reshape } from '../layout/layout';
 import { TextureOperands, bindTextureOperand, textureCopyFits } from '../../runtime/texture-operands';
 import { storageReads } from '../../runtime/texture-pool';
@@ -87,11 +87,7 @@ function bindKeyRow(l: Launch, name: 'm' | 's', view: KeyRowView): void {
   const t = view.tensor;
   const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
   l.params.u32(`${name}Off`, bound.elementOffset).u32(`${name}sB`, view.batchStride).u32(`${name}sJ`, view.keyStride);
-  const declare =
-    name === 'm'
-      ? (n: number) => `${declareStorage(n, 'maskb', t.dtype, 'read')}\n${loaderF32('maskb', t.dtype)}`
-      : (n: number) => declareStorage(n, 'seqb', 'i32', 'read');
-  l.list.push({ name: name === 'm' ? 'maskb' : 'seqb', binding: bound.range, declare });
+  l.list.push(keyRowBinding(name, t.dtype, bound.range));
 }
 
 /** Gradients for q (when `want.q`) and for k and v (when `want.kv`): contiguous f32 in the shapes of q, k and v. */
