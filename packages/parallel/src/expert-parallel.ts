@@ -16,8 +16,9 @@ import { checkBatch, type ParallelBatch } from './batch';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor, toHost } from './host-tensor';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
-import type { StageWorkerOptions } from './stage-workers';
-import { WorkerGroup } from './worker-group';
+import { startWorkers, type StageWorkerOptions } from './stage-workers';
+import type { WorkerGroup } from './worker-group';
+import { concatExperts, dispatchExperts, expertsBackward, type ExpertRoute, type ShardCall } from './expert-dispatch';
 
 export interface ExpertParallelOptions extends StageWorkerOptions {
   /** Expert-parallel size: workers holding a shard of the routed experts each (must divide n_routed_experts). */
@@ -39,32 +40,13 @@ export class ExpertParallel {
     if (moeLayers.length === 0) throw new Error(`expertParallel: the model has no MoE layer (pattern ${model.config.pattern})`);
     if (E % ep !== 0) throw new Error(`expertParallel: n_routed_experts (${E}) must be divisible by the expert-parallel size (${ep})`);
     const per = E / ep;
-    const fallback = model.lmHead.weight.device.kind === 'cpu' ? 'cpu' : 'webgpu';
-    const group = await WorkerGroup.start({
-      size: ep,
-      service: 'experts',
-      devices: options.devices && options.devices.length > 0 ? options.devices : [fallback],
-      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
-      describe: (r) => `expert shard ${r} (experts ${r * per}–${(r + 1) * per - 1})`,
-    });
-    try {
-      for (const [layer, moe] of moeLayers) {
-        const [up, down] = await Promise.all([toHost(moe.experts.upProj), toHost(moe.experts.downProj)]);
-        await Promise.all(
-          Array.from({ length: ep }, (_, r) =>
-            group.call(
-              r,
-              'load',
-              { layer, up: sliceExperts(up, r * per, per), down: sliceExperts(down, r * per, per) },
-              { step: `loading experts of layer ${layer}` },
-            ),
-          ),
-        );
-      }
-    } catch (e) {
-      group.close();
-      throw e;
-    }
+    const layers = moeLayers.map(([i]) => i);
+    const group = await startWorkers(
+      model,
+      Array.from({ length: ep }, (_, shard) => ({ plan: null, experts: { layers, shard, shards: ep } })),
+      options,
+      (r) => `expert shard ${r} (experts ${r * per}–${(r + 1) * per - 1})`,
+    );
     return new ExpertParallel(model, group, per);
   }
 
@@ -137,6 +119,8 @@ export class ExpertParallel {
     }
   }
 
+  private readonly callShard: ShardCall = (shard, method, args, step) => this.group.call(shard, method, args, { step });
+
   /** All-to-all: rows to the shards owning their experts, partial sums back, combined in rank order. */
   private async dispatch(
     layer: number,
@@ -144,57 +128,8 @@ export class ExpertParallel {
     weights: Float32Array,
     x: HostTensor,
     train: boolean,
-  ): Promise<{ out: Float32Array; plans: number[][] }> {
-    const [T, Hx] = x.shape as [number, number];
-    const k = indices.length / T;
-    const xs = x.toFloat32();
-    const per = this.expertsPerRank;
-    const plans = Array.from({ length: this.group.size }, (_, r) => {
-      const rows: number[] = [];
-      for (let t = 0; t < T; t++) {
-        for (let j = 0; j < k; j++) {
-          if (Math.floor(indices[t * k + j]! / per) === r) {
-            rows.push(t);
-            break;
-          }
-        }
-      }
-      return rows;
-    });
-    const replies = await Promise.all(
-      plans.map((rows, r) => {
-        if (rows.length === 0) return Promise.resolve(null);
-        const n = rows.length;
-        const xr = new Float32Array(n * Hx);
-        const ir = new Int32Array(n * k);
-        const wr = new Float32Array(n * k);
-        rows.forEach((t, m) => {
-          xr.set(xs.subarray(t * Hx, (t + 1) * Hx), m * Hx);
-          for (let j = 0; j < k; j++) {
-            const e = indices[t * k + j]!;
-            // Slots routed to another shard point at a local expert with weight 0: they add nothing.
-            const mine = Math.floor(e / per) === r;
-            ir[m * k + j] = mine ? e - r * per : 0;
-            wr[m * k + j] = mine ? weights[t * k + j]! : 0;
-          }
-        });
-        return this.group.call<HostTensor>(
-          r,
-          'experts',
-          { layer, train, x: HostTensor.fromF32(xr, [n, Hx]), indices: HostTensor.fromI32(ir, [n, k]), weights: HostTensor.fromF32(wr, [n, k]) },
-          { step: `experts of layer ${layer}` },
-        );
-      }),
-    );
-    const out = new Float32Array(T * Hx);
-    replies.forEach((reply, r) => {
-      if (!reply) return;
-      const y = reply.toFloat32();
-      plans[r]!.forEach((t, m) => {
-        for (let c = 0; c < Hx; c++) out[t * Hx + c]! += y[m * Hx + c]!;
-      });
-    });
-    return { out, plans };
+  ): Promise<{ out: Float32Array; route: ExpertRoute }> {
+    return dispatchExperts(this.callShard, this.group.size, this.expertsPerRank, { layer, indices, weights, x, train });
   }
 
   /**
@@ -216,7 +151,6 @@ export class ExpertParallel {
     const segments: { out: Tensor }[] = [];
     const moes: {
       layer: number;
-      k: number;
       hIn: Tensor;
       hRes: Tensor;
       S: Tensor;
@@ -224,8 +158,7 @@ export class ExpertParallel {
       routedIn: Tensor;
       weights: Tensor;
       shared: Tensor;
-      indices: Int32Array;
-      plans: number[][];
+      route: ExpertRoute;
     }[] = [];
     try {
       let h = keep(model.model.embeddings.forward(prepared.inputIds!));
@@ -252,14 +185,13 @@ export class ExpertParallel {
         for (const t of [pre.indices, pre.weights, pre.routedIn, pre.shared]) keep(t);
         const [indices, weights, x] = await Promise.all([pre.indices.data(), pre.weights.data(), toHost(pre.routedIn)]);
         pre.indices.dispose();
-        const { out, plans } = await this.dispatch(i, indices as Int32Array, weights as Float32Array, x, true);
+        const { out, route } = await this.dispatch(i, indices as Int32Array, weights as Float32Array, x, true);
         const R = keep(tensor(out, x.shape, { device })).requiresGrad_(true);
         const S = leaf(pre.shared);
         const hRes = leaf(hIn);
         h = keep(tidy(() => add(hRes, reshape(add(moe.fc2LatentProj ? moe.fc2LatentProj.forward(R) : R, S), hRes.shape))));
         moes.push({
           layer: i,
-          k: pre.weights.shape[1]!,
           hIn,
           hRes,
           S,
@@ -267,8 +199,7 @@ export class ExpertParallel {
           routedIn: pre.routedIn,
           weights: pre.weights,
           shared: pre.shared,
-          indices: indices as Int32Array,
-          plans,
+          route,
         });
       }
       const loss = keep(
@@ -290,7 +221,7 @@ export class ExpertParallel {
         grad = null;
         if (j === 0) break;
         const m = moes[j - 1]!;
-        const grads = await this.expertsBackward(m.layer, m.k, m.R.grad!, m.indices, m.plans);
+        const grads = await this.expertsBackward(m.layer, m.R.grad!, m.route);
         // One pass through the layer's pre-expert graph: Σ output ⊙ its gradient, for each output.
         const dot = (a: Tensor, b: Tensor) => sum(reshape(mul(a, b), [-1]), 0);
         const seedSum = tidy(() => add(add(dot(m.routedIn, grads.x), dot(m.weights, grads.weights)), dot(m.shared, m.S.grad!)));
@@ -308,38 +239,12 @@ export class ExpertParallel {
   }
 
   /** The shards' backward of one MoE layer: d/d(routed input rows) [T, Hx] and d/d(routing weights) [T, k], combined. */
-  private async expertsBackward(layer: number, k: number, gradOut: Tensor, indices: Int32Array, plans: number[][]): Promise<{ x: Tensor; weights: Tensor }> {
-    const g = await toHost(gradOut);
-    const gs = g.toFloat32();
-    const [T, Hx] = g.shape as [number, number];
-    const per = this.expertsPerRank;
-    const replies = await Promise.all(
-      plans.map((rows, r) => {
-        if (rows.length === 0) return Promise.resolve(null);
-        const gr = new Float32Array(rows.length * Hx);
-        rows.forEach((t, m) => gr.set(gs.subarray(t * Hx, (t + 1) * Hx), m * Hx));
-        return this.group.call<{ x: HostTensor; weights: HostTensor }>(
-          r,
-          'backward',
-          { layer, grad: HostTensor.fromF32(gr, [rows.length, Hx]) },
-          { step: `experts backward of layer ${layer}` },
-        );
-      }),
-    );
-    const gx = new Float32Array(T * Hx);
-    const gw = new Float32Array(T * k);
-    replies.forEach((reply, r) => {
-      if (!reply) return;
-      const x = reply.x.toFloat32();
-      const w = reply.weights.toFloat32();
-      plans[r]!.forEach((t, m) => {
-        for (let c = 0; c < Hx; c++) gx[t * Hx + c]! += x[m * Hx + c]!;
-        // A slot's weight gradient comes from the shard that owns its expert only.
-        for (let j = 0; j < k; j++) if (Math.floor(indices[t * k + j]! / per) === r) gw[t * k + j] = w[m * k + j]!;
-      });
-    });
+  private async expertsBackward(layer: number, gradOut: Tensor, route: ExpertRoute): Promise<{ x: Tensor; weights: Tensor }> {
+    const grad = await toHost(gradOut);
+    const { x, weights } = await expertsBackward(this.callShard, this.expertsPerRank, { layer, grad, route });
     const device = gradOut.device;
-    return { x: keep(tensor(gx, [T, Hx], { device })), weights: keep(tensor(gw, [T, k], { device })) };
+    const [T, Hx] = grad.shape as [number, number];
+    return { x: keep(tensor(x, [T, Hx], { device })), weights: keep(tensor(weights, [T, route.k], { device })) };
   }
 
   /** The routed experts' accumulated gradients, stacked like the model's: `model.layers.{i}.mixer.experts.{up,down}_proj`. */
@@ -410,24 +315,7 @@ export class ExpertParallel {
 
   private async gatherExperts(method: 'gradients' | 'weights'): Promise<Map<string, HostTensor>> {
     const parts = await this.group.callAll<Record<string, HostTensor>>(method);
-    const out = new Map<string, HostTensor>();
-    const keys = Object.keys(parts[0] ?? {});
-    for (const key of keys) {
-      const [layer, proj] = key.split('.') as [string, string];
-      const shards = parts.map((p) => p[key]!);
-      const total = shards.reduce((n, t) => n + t.data.length, 0);
-      const data = new Float32Array(total);
-      let at = 0;
-      for (const t of shards) {
-        data.set(t.toFloat32(), at);
-        at += t.data.length;
-      }
-      out.set(
-        `model.layers.${layer}.mixer.experts.${proj}`,
-        HostTensor.fromF32(data, [shards.reduce((n, t) => n + t.shape[0]!, 0), ...shards[0]!.shape.slice(1)]),
-      );
-    }
-    return out;
+    return new Map(Object.keys(parts[0] ?? {}).map((name) => [name, concatExperts(parts.map((p) => p[name]!))]));
   }
 
   async zeroGrad(): Promise<void> {
@@ -444,10 +332,4 @@ export class ExpertParallel {
   close(): void {
     this.group.close();
   }
-}
-
-/** Experts [start, start + count) of a stacked [E, ...] tensor. */
-function sliceExperts(t: HostTensor, start: number, count: number): HostTensor {
-  const per = t.data.length / t.shape[0]!;
-  return new HostTensor(t.dtype, [count, ...t.shape.slice(1)], t.data.slice(start * per, (start + count) * per));
 }
