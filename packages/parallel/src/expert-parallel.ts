@@ -14,7 +14,7 @@ import { add, type AdamW, backward, crossEntropy, detach, keep, mul, narrow, noG
 import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, type ParallelBatch } from './batch';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
-import { HostTensor, toHost } from './host-tensor';
+import { type HostTensor, toHost } from './host-tensor';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
 import { startWorkers, type StageWorkerOptions } from './stage-workers';
 import type { WorkerGroup } from './worker-group';
