@@ -1,0 +1,130 @@
+/**
+ * Composed parallelism against one device on the MoE fixture: pipeline stages whose MoE layers
+ * dispatch to each stage's expert group (PP × EP), replicated pipelines (PP × DP), replicated
+ * expert groups (EP × DP) and all three, workers on the CPU backend (NEMOTRON_TEST_WORKER_DEVICE
+ * overrides). Logits and loss (batch and packed row), gradients, a few AdamW steps' losses, and a
+ * killed worker mid-step.
+ */
+import { afterAll, describe, expect, test } from 'bun:test';
+import { AdamW, backward, getCpuDevice, noGrad, type Tensor } from '@nemotron-ts/kernels';
+import { PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
+import { rejection } from '@nemotron-ts/parallel/testing';
+import { NemotronHForCausalLM } from '../src';
+import { expectedArray, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
+
+const device = getCpuDevice();
+const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
+// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
+const sameBackend = devices[0] === 'cpu';
+const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
+const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
+const open: PipelineParallel[] = [];
+afterAll(() => open.forEach((p) => p.close()));
+
+const LAYOUTS: { name: string; options: Pick<PipelineOptions, 'stages' | 'expertParallel' | 'replicas'>; workers: number }[] = [
+  { name: 'PP2×EP2', options: { stages: 2, expertParallel: 2 }, workers: 4 },
+  { name: 'PP2×DP2', options: { stages: 2, replicas: 2 }, workers: 4 },
+  { name: 'EP2×DP2', options: { stages: 1, expertParallel: 2, replicas: 2 }, workers: 4 },
+];
+
+async function load() {
+  const fixture = await openFixture('moe_group4_top2');
+  const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+  return { fixture, model };
+}
+
+async function start(model: NemotronHForCausalLM, options: PipelineOptions): Promise<PipelineParallel> {
+  const p = await PipelineParallel.fromModel(model, { devices, ...options });
+  open.push(p);
+  return p;
+}
+
+describe('composed parallelism', () => {
+  for (const { name, options, workers } of LAYOUTS) {
+    test(`moe_group4_top2 ${name}: logits, losses and gradients equal one device`, async () => {
+      const { fixture, model } = await load();
+      const { inputs } = fixture;
+      const p = await start(model, options);
+      expect(p.group.size).toBe(workers);
+      const batch = { inputIds: inputs.input_ids, labels: inputs.labels };
+      const one = noGrad(() => model.forward(batch));
+      const got = await p.forward(batch, { microbatches: 2 });
+      const rel = relDiff(got.logits.toFloat32(), await one.logits.toFloat32());
+      expect(rel).toBeLessThanOrEqual(LOGITS_TOL * 10);
+      expectRel('logits vs fixture', got.logits.toFloat32(), await expectedArray(fixture, 'logits'));
+      expectLoss('loss', got.loss!, fixture.scalars.loss!);
+      const packed = await p.forward({ inputIds: [inputs.packed.input_ids], cuSeqlens: inputs.packed.cu_seqlens, labels: [inputs.packed.labels] });
+      expectRel('packed logits', packed.logits.toFloat32(), await expectedArray(fixture, 'packed_logits'));
+      expectLoss('packed loss', packed.loss!, fixture.scalars.packed_loss!);
+
+      model.train();
+      const want = new Map<string, Float32Array>();
+      const { loss } = model.forward(batch);
+      backward(loss as Tensor);
+      for (const [n, t] of model.namedParameters()) if (t.grad) want.set(n, await t.grad.toFloat32());
+      model.zeroGrad();
+      const trained = await p.forwardBackward(batch, { microbatches: 2, schedule: '1f1b' });
+      expectLoss('training loss', trained, fixture.scalars.loss!);
+      await p.allReduceGradients();
+      const grads = await p.gradients();
+      expect([...grads.keys()].sort()).toEqual([...want.keys()].sort());
+      let worst = 0;
+      for (const [n, w] of want) {
+        const r = relDiff(grads.get(n)!.toFloat32(), w);
+        worst = Math.max(worst, r);
+        expect({ n, ok: r <= 1e-4 }).toEqual({ n, ok: true });
+      }
+      console.log(JSON.stringify({ test: 'composed vs one device', layout: name, logitsRel: rel, gradientsWorst: worst, bytes: p.transferStats }));
+      p.close();
+      model.dispose();
+    });
+  }
+
+  test("moe_group4_top2 PP2×EP2×DP2 (8 workers): three AdamW steps give one device's losses and weights", async () => {
+    const { fixture, model } = await load();
+    const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
+    const p = await start(model, { stages: 2, expertParallel: 2, replicas: 2 });
+    expect(p.group.size).toBe(8);
+    const adam = { lr: 1e-2, weightDecay: 0.1 };
+    await p.setOptimizer(adam);
+    model.train();
+    const optimizer = new AdamW(model.parameters(), adam);
+    const losses: [number, number][] = [];
+    for (let step = 0; step < 3; step++) {
+      model.zeroGrad();
+      const { loss } = model.forward(batch);
+      const want = await loss!.item();
+      backward(loss!);
+      optimizer.step();
+      const got = await p.trainStep(batch, { microbatches: 2, schedule: 'gpipe' });
+      losses.push([want, got]);
+      expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);
+    }
+    expect(losses[2]![0]).toBeLessThan(losses[0]![0]);
+    const weights = await p.weights();
+    // AdamW divides by √v: gradients equal up to summation order can move a weight by ~lr·1e-3.
+    let worst = 0;
+    let worstName = '';
+    for (const [n, t] of model.namedParameters()) {
+      const r = relDiff(weights.get(n)!.toFloat32(), await t.toFloat32());
+      if (r > worst) [worst, worstName] = [r, n];
+    }
+    console.log(JSON.stringify({ test: 'composed adamw', losses, worst, worstName }));
+    expect(worst).toBeLessThan(1e-3);
+    p.close();
+    model.dispose();
+  });
+
+  test('an expert shard worker of a stage killed mid-step ends training with an error naming it and the step within 10 s', async () => {
+    const { fixture, model } = await load();
+    const p = await start(model, { stages: 2, expertParallel: 2 });
+    const t0 = Date.now();
+    const run = p.forwardBackward({ inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels }, { microbatches: 2, schedule: 'gpipe' });
+    // Stage 1's expert shard 1 (rank 3): stage 1 starts with an MoE layer.
+    setTimeout(() => p.group.kill(p.rank(0, 1, 1)), 5);
+    const message = (await rejection(run)).message;
+    expect(message).toMatch(/^expert shard 1 \(experts 4–7\) of pipeline stage 1 \(layers 4–6\) exited \(code \d+\) during '.*microbatch \d/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    model.dispose();
+  });
+});
