@@ -128,6 +128,9 @@ describe('nemotron train with parallel flags', () => {
     expect(refused('--resume')).toMatchObject({ code: 2, stderr: expect.stringContaining('--resume is not supported with --data-parallel') });
     expect(refused('--gradient-checkpointing')).toMatchObject({ code: 2, stderr: expect.stringContaining('--gradient-checkpointing is not supported') });
     expect(refused('--dtype', 'bf16')).toMatchObject({ code: 2, stderr: expect.stringContaining('--dtype bf16 is not supported with --data-parallel') });
-    expect(refused('--pipeline-stages', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
+    expect(refused('--pipeline-stages', '2', '--lora-r', '4')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--lora-r is not supported with --pipeline-stages with --data-parallel'),
+    });
   });
 });
