@@ -115,6 +115,20 @@ describe('composed parallelism', () => {
     model.dispose();
   });
 
+  test('padded_generation PP2×DP2: greedy ids of the padded batch equal one device (microbatches round the replicas)', async () => {
+    const fixture = await openFixture('padded_generation');
+    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    model.requiresGrad_(false);
+    const padded = fixture.inputs.padded_generate!;
+    const p = await start(model, { stages: 2, replicas: 2 });
+    const request = { inputIds: padded.input_ids, attentionMask: padded.attention_mask, maxNewTokens: padded.max_new_tokens };
+    const got = await p.generate({ ...request, padTokenId: 0, microbatches: 2 });
+    const want = await model.generate({ ...request, eosTokenId: null });
+    expect(got.tokens).toEqual(want.tokens);
+    p.close();
+    model.dispose();
+  });
+
   test('an expert shard worker of a stage killed mid-step ends training with an error naming it and the step within 10 s', async () => {
     const { fixture, model } = await load();
     const p = await start(model, { stages: 2, expertParallel: 2 });
