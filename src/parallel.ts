@@ -144,13 +144,12 @@ export class ParallelModel {
   }
 
   /**
-   * Greedy generation: pipelined over the stages (and replicas) with pipeline parallelism without
-   * expert parallelism, else on the loaded model (after training, `syncWeights` first).
+   * Greedy generation: pipelined over the stages (microbatches going round the replicas, MoE layers
+   * dispatching to each stage's expert group) when pipeline parallelism or a composition runs,
+   * else on the loaded model (after training with data or expert parallelism alone, `syncWeights` first).
    */
   async generate(options: PipelineGenerateOptions): Promise<PipelineGenerateResult> {
-    const e = this.engine;
-    if (e instanceof PipelineParallel && e.layout.expertParallel === 1 && (e.layout.stages > 1 || e.layout.replicas > 1))
-      return e.generate({ microbatches: this.options.microbatches, ...options });
+    if (this.engine instanceof PipelineParallel) return this.engine.generate({ microbatches: this.options.microbatches, ...options });
     const eos = options.eosTokenIds ?? [];
     const result = await this.model.generate({
       inputIds: options.inputIds,

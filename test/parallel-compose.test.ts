@@ -10,7 +10,7 @@ import { AdamW, backward, getCpuDevice, noGrad, type Tensor } from '@nemotron-ts
 import { PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
 import { rejection } from '@nemotron-ts/parallel/testing';
 import { NemotronHForCausalLM } from '../src';
-import { expectedArray, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
+import { expectedArray, expectedInts, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
 
 const device = getCpuDevice();
 const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
@@ -128,6 +128,25 @@ describe('composed parallelism', () => {
     p.close();
     model.dispose();
   });
+
+  for (const { name, options } of LAYOUTS.filter((l) => (l.options.expertParallel ?? 1) > 1)) {
+    test(`moe_group4_top2 ${name}: greedy ids of the fixture's prompt and a padded batch equal one device (MoE layers dispatched while decoding)`, async () => {
+      const { fixture, model } = await load();
+      model.requiresGrad_(false);
+      const { generate, input_ids } = fixture.inputs;
+      const p = await start(model, options);
+      const single = await p.generate({ inputIds: [generate.prompt], maxNewTokens: generate.max_new_tokens });
+      expect(single.tokens[0]).toEqual([...(await expectedInts(fixture, 'gen_tokens'))]);
+      // Row 1 left-padded by 3 tokens.
+      const inputIds = input_ids.map((row) => row.slice(0, 12));
+      const attentionMask = inputIds.map((row, r) => row.map((_, t) => (r === 1 && t < 3 ? 0 : 1)));
+      const got = await p.generate({ inputIds, attentionMask, maxNewTokens: 5, padTokenId: 0, microbatches: 2 });
+      const want = await model.generate({ inputIds, attentionMask, maxNewTokens: 5, eosTokenId: null });
+      expect(got.tokens).toEqual(want.tokens.map((r) => [...r]));
+      p.close();
+      model.dispose();
+    });
+  }
 
   test('an expert shard worker of a stage killed mid-step ends training with an error naming it and the step within 10 s', async () => {
     const { fixture, model } = await load();

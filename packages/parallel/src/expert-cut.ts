@@ -11,7 +11,7 @@
  * with the first question (or the result), each `resume` call with the next one.
  */
 import { add, backward, detach, keep, mul, noGrad, reshape, sum, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
-import { MoE, type NemotronHBlock, type SequenceInfo } from '@nemotron-ts/core';
+import { MoE, type NemotronHBlock } from '@nemotron-ts/core';
 import { HostTensor, toHost } from './host-tensor';
 import { reportProgress } from './progress';
 
@@ -112,8 +112,16 @@ export class ExpertCutRun {
     this.owned.push(t);
   }
 
-  /** h [B, L, H] through the blocks; the result is the caller's (and outlives dispose). */
-  async forward(blocks: ReadonlyMap<number, NemotronHBlock>, h: Tensor, sequences: SequenceInfo, ask: Ask): Promise<Tensor> {
+  /**
+   * h [B, L, H] through the blocks; the result is the caller's (and outlives dispose). Blocks
+   * other than MoE run `runBlock` (a forward, a cached prefill or a decode step).
+   */
+  async forward(
+    blocks: ReadonlyMap<number, NemotronHBlock>,
+    h: Tensor,
+    ask: Ask,
+    runBlock: (block: NemotronHBlock, index: number, x: Tensor) => Tensor,
+  ): Promise<Tensor> {
     const train = this.train;
     const graph = <T>(f: () => T): T => (train ? f() : noGrad(f));
     const leaf = (t: Tensor) => keep(detach(t)).requiresGrad_(true);
@@ -127,7 +135,7 @@ export class ExpertCutRun {
       const moe = block.mixer;
       if (!(moe instanceof MoE)) {
         const input = x;
-        advance(keep(graph(() => tidy(() => block.forward(input, sequences)))));
+        advance(keep(graph(() => tidy(() => runBlock(block, i, input)))));
         reportProgress();
         continue;
       }

@@ -86,6 +86,8 @@ export class PipelineParallel {
   private nextMb = 0;
   /** Training forwards' expert routes, kept for their backward (by replica, stage, microbatch, layer). */
   private readonly routes = new Map<string, ExpertRoute>();
+  /** With expert parallelism: each stage worker's last exchange (the next one starts after it). */
+  private readonly turns = new Map<number, Promise<void>>();
   private readonly allReduce: GradientAllReduce;
 
   private constructor(
@@ -155,7 +157,29 @@ export class PipelineParallel {
    * expert group until it is done: the host dispatches each MoE layer's rows to the stage's shards
    * (or their gradients back) and resumes the stage with the combined answer.
    */
-  private async stageCall<T>(
+  private stageCall<T>(
+    replica: number,
+    stage: number,
+    method: string,
+    args: { readonly mb: number; readonly [key: string]: unknown },
+    step: string,
+    train: boolean,
+  ): Promise<T> {
+    if (this.layout.expertParallel === 1) return this.group.call<T>(this.rank(replica, stage), method, args, { step });
+    // A stage runs one such exchange at a time (generation interleaves microbatches): later calls wait their turn.
+    const rank = this.rank(replica, stage);
+    const turn = (this.turns.get(rank) ?? Promise.resolve()).then(() => this.exchange<T>(replica, stage, method, args, step, train));
+    this.turns.set(
+      rank,
+      turn.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    return turn;
+  }
+
+  private async exchange<T>(
     replica: number,
     stage: number,
     method: string,
@@ -164,9 +188,7 @@ export class PipelineParallel {
     train: boolean,
   ): Promise<T> {
     const rank = this.rank(replica, stage);
-    const reply = await this.group.call<unknown>(rank, method, args, { step });
-    if (this.layout.expertParallel === 1) return reply as T;
-    let next = reply as ExchangeStep<T>;
+    let next = await this.group.call<ExchangeStep<T>>(rank, method, args, { step });
     const mb = args.mb;
     const call: ShardCall = (shard, m, a, s) => this.group.call(this.rank(replica, stage, shard), m, a, { step: `${s} (${step})` });
     while ('ask' in next) {
@@ -365,8 +387,6 @@ export class PipelineParallel {
    * previous. Each stage caches only its own layers.
    */
   async generate(options: PipelineGenerateOptions): Promise<PipelineGenerateResult> {
-    if (this.layout.expertParallel > 1)
-      throw new Error('generate: with expert parallelism generation runs on the loaded model (syncWeights, then generate there)');
     const batch: ParallelBatch = { inputIds: options.inputIds, attentionMask: options.attentionMask };
     const [rows, length] = checkBatch(this.model.config, batch);
     const maxNew = options.maxNewTokens;
@@ -390,9 +410,7 @@ export class PipelineParallel {
               s === 0
                 ? { mb: id, ...first }
                 : { mb: id, hidden, attentionMask: method === 'prefill' ? (mb.attentionMask ?? null) : undefined, capacity: length + maxNew };
-            const reply = await this.group.call<{ hidden?: HostTensor; tokens?: number[] }>(this.rank(replica, s), method, args, {
-              step: `${step} of microbatch ${index}`,
-            });
+            const reply = await this.stageCall<{ hidden?: HostTensor; tokens?: number[] }>(replica, s, method, args, `${step} of microbatch ${index}`, false);
             if (s === S - 1) return reply.tokens!;
             hidden = reply.hidden;
           }

@@ -82,6 +82,16 @@ export interface ForwardRequest extends StageBatch {
   readonly returnLogits?: boolean;
 }
 
+/** A decode step's request: the new ids (first stage) or the previous stage's hidden state. */
+interface DecodeRequest {
+  readonly mb: number;
+  readonly ids?: number[];
+  readonly hidden?: HostTensor;
+  readonly returnLogits?: boolean;
+}
+
+type GenerationReply = { hidden?: HostTensor; tokens?: number[]; logits?: HostTensor };
+
 export interface ForwardReply {
   /** Non-last stages: the hidden state and MTP embeddings for the next stage. */
   readonly outputs?: HostTensor[];
@@ -192,10 +202,14 @@ class StageService implements WorkerService {
         return this.step(args as { lrScale?: number });
       case 'weights':
         return this.weights(args as { names?: string[] } | null);
-      case 'prefill':
-        return this.prefill(args as StageBatch & { capacity: number; returnLogits?: boolean });
-      case 'decode':
-        return this.decode(args as { mb: number; ids?: number[]; hidden?: HostTensor; returnLogits?: boolean });
+      case 'prefill': {
+        const req = args as StageBatch & { capacity: number; returnLogits?: boolean };
+        return this.shards ? this.exchange.start((ask) => this.prefillCut(req, ask)) : this.prefill(req);
+      }
+      case 'decode': {
+        const req = args as DecodeRequest;
+        return this.shards ? this.exchange.start((ask) => this.decodeCut(req, ask)) : this.decode(req);
+      }
       case 'release':
         this.caches.get((args as { mb: number }).mb)?.dispose();
         this.caches.delete((args as { mb: number }).mb);
@@ -282,7 +296,7 @@ class StageService implements WorkerService {
       const h = ids ? keep(graph(() => stage.embed(ids))) : hidden!;
       if (ids) cut.adopt(h);
       const embeds = ids && stage.mtpDepths > 0 ? graph(() => stage.buildMtpEmbedInputsForPp(ids)).map(keep) : receivedEmbeds;
-      const out = await cut.forward(stage.model.layers.blocks, h, prepared, ask);
+      const out = await cut.forward(stage.model.layers.blocks, h, ask, (block, _, x) => block.forward(x, prepared));
       const inputs = [hidden, ...receivedEmbeds].filter((t): t is Tensor => t !== null);
       if (!plan.isLast) return await this.forwardReply(req, { inputs, outputs: [out, ...embeds], loss: null, logits: null }, cut);
       if (out !== h) temporaries.push(out);
@@ -436,7 +450,6 @@ class StageService implements WorkerService {
   ): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
     const stage = this.stage;
     const plan = stage.plan;
-    if (this.shards) throw new Error(`${this.label}: generation with expert parallelism runs on the loaded model (its stages hold a shard of the experts)`);
     this.caches.get(req.mb)?.dispose();
     const result = noGrad(() =>
       tidy(() => {
@@ -460,13 +473,91 @@ class StageService implements WorkerService {
     return this.reply(result);
   }
 
+  /** {@link prefill} with the stage's routed experts held by its expert group (asked through the host at each MoE layer). */
+  private async prefillCut(req: StageBatch & { capacity: number }, ask: Ask): Promise<GenerationReply> {
+    const stage = this.stage;
+    const plan = stage.plan;
+    this.caches.get(req.mb)?.dispose();
+    this.caches.delete(req.mb);
+    const { ids, hidden } = this.inputs(req, false);
+    const first = ids ?? hidden!;
+    const [batch, length] = first.shape as [number, number];
+    const sequences = this.prepare(req, first);
+    const run = new ExpertCutRun(false);
+    const temporaries = [ids, hidden, sequences.paddingMask, sequences.seqIdx];
+    try {
+      const cache = new NemotronHybridCache(stage.config, { batch, device: this.device, capacity: req.capacity, layers: plan.layers });
+      this.caches.set(req.mb, cache);
+      // prefillPositions, around an asynchronous fill.
+      cache.reserve(length);
+      cache.writeKeyMask(sequences.paddingMask, length);
+      const h = ids ? noGrad(() => stage.embed(ids)) : hidden!;
+      if (ids) run.adopt(h);
+      const out = await run.forward(stage.model.layers.blocks, h, ask, (block, i, x) => {
+        const entry = cache.layer(i);
+        return block.forward(x, sequences, entry ? { entry, past: cache.length, keyMask: cache.keyMask } : undefined);
+      });
+      cache.advanceDevice(length);
+      cache.advanceHost(length);
+      if (!plan.isLast) return await this.reply({ out, logits: null, tokens: null });
+      temporaries.push(out);
+      const result = noGrad(() =>
+        tidy(() => {
+          const logits = stage.logits(narrow(stage.finalNorm(out), 1, length - 1, 1));
+          return { out: null, logits, tokens: argmax(reshape(logits, [batch, stage.config.vocabSize]), -1) };
+        }),
+      );
+      return await this.reply(result);
+    } finally {
+      run.dispose();
+      for (const t of temporaries) t?.dispose();
+    }
+  }
+
+  /** {@link decode} with the stage's routed experts held by its expert group. */
+  private async decodeCut(req: DecodeRequest, ask: Ask): Promise<GenerationReply> {
+    const stage = this.stage;
+    const cache = this.caches.get(req.mb);
+    if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
+    if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
+    const h = noGrad(() =>
+      stage.plan.isFirst
+        ? tidy(() => stage.embed(tensor(Int32Array.from(req.ids!), [cache.batch, 1], { device: this.device })))
+        : fromHost(req.hidden!, this.device),
+    );
+    const run = new ExpertCutRun(false);
+    run.adopt(h);
+    let out: Tensor | null = null;
+    try {
+      // decodePosition, around an asynchronous step.
+      cache.reserve(1);
+      cache.advanceDevice(1);
+      out = await run.forward(stage.model.layers.blocks, h, ask, (block, i, x) => {
+        const entry = cache.layer(i);
+        return block.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
+      });
+      cache.advanceHost(1);
+      if (!stage.plan.isLast) {
+        const reply = this.reply({ out, logits: null, tokens: null });
+        out = null;
+        return await reply;
+      }
+      const o = out;
+      const result = noGrad(() =>
+        tidy(() => {
+          const logits = stage.decodeLogits(o);
+          return { out: null, logits, tokens: argmax(logits, -1) };
+        }),
+      );
+      return await this.reply(result, req.returnLogits);
+    } finally {
+      run.dispose();
+      if (out !== h) out?.dispose();
+    }
+  }
+
   /** Generation: one new token per row of microbatch `mb` (ids on the first stage, hidden states after). */
-  private async decode(req: {
-    mb: number;
-    ids?: number[];
-    hidden?: HostTensor;
-    returnLogits?: boolean;
-  }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+  private async decode(req: DecodeRequest): Promise<GenerationReply> {
     const stage = this.stage;
     const cache = this.caches.get(req.mb);
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
