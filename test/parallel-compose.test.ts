@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, test } from 'bun:test';
 import { AdamW, backward, getCpuDevice, noGrad, type Tensor } from '@nemotron-ts/kernels';
-import { PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
+import { HostTensor, PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
 import { rejection } from '@nemotron-ts/parallel/testing';
 import { NemotronHForCausalLM } from '../src';
 import { expectedArray, expectedInts, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
@@ -147,6 +147,27 @@ describe('composed parallelism', () => {
       model.dispose();
     });
   }
+
+  test('a failed dispatch fails the call and frees the waiting stage: the next call runs', async () => {
+    const { fixture, model } = await load();
+    const batch = { inputIds: fixture.inputs.input_ids };
+    const p = await start(model, { stages: 2, expertParallel: 2 });
+    const shard = p.rank(0, 0, 1);
+    const good = await p.group.call<Record<string, HostTensor>>(shard, 'weights');
+    const [up, down] = ['model.layers.1.mixer.experts.up_proj', 'model.layers.1.mixer.experts.down_proj'].map((n) => good[n]!);
+    const zeros = (shape: number[]) => HostTensor.fromF32(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+    // Stage 0's shard 1 gets experts whose projections do not fit each other: its dispatch throws.
+    await p.group.call(shard, 'loadExperts', { layer: 1, up: zeros([up!.shape[0]!, 2, up!.shape[2]!]), down: zeros([down!.shape[0]!, down!.shape[1]!, 3]) });
+    const failed = await rejection(p.forward(batch));
+    expect(failed.name).not.toBe('WorkerFailure');
+    expect(p.group.failed).toBeNull();
+    await p.group.call(shard, 'loadExperts', { layer: 1, up, down });
+    const got = await p.forward(batch);
+    const one = noGrad(() => model.forward(batch));
+    expect(relDiff(got.logits.toFloat32(), await one.logits.toFloat32())).toBeLessThanOrEqual(LOGITS_TOL * 10);
+    p.close();
+    model.dispose();
+  });
 
   test('an expert shard worker of a stage killed mid-step ends training with an error naming it and the step within 10 s', async () => {
     const { fixture, model } = await load();

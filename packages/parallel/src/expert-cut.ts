@@ -72,6 +72,21 @@ export class HostExchange {
     return next.promise;
   }
 
+  /**
+   * The host gave up on the pending question (its dispatch failed): the run fails with `reason`
+   * and frees what it holds. Settles when it has; nothing to do when no run waits.
+   */
+  async abandon(reason: string): Promise<null> {
+    const pending = this.answer;
+    if (!pending) return null;
+    this.answer = null;
+    const next = deferred<ExchangeStep<unknown>>();
+    this.next = next;
+    pending.reject(new Error(reason));
+    await next.promise.catch(() => undefined);
+    return null;
+  }
+
   private ask(question: ExpertQuestion): Promise<ExpertAnswer> {
     const answer = deferred<ExpertAnswer>();
     this.answer = answer;

@@ -15,7 +15,7 @@ import type { ForwardReply } from './stage-service';
 import { startWorkers, type StageWorkerOptions, type WorkerRole } from './stage-workers';
 import { GradientAllReduce } from './all-reduce';
 import { concatExperts, dispatchExperts, expertsBackward, type ExpertRoute, type ShardCall } from './expert-dispatch';
-import type { ExchangeStep, ExpertAnswer } from './expert-cut';
+import type { ExchangeStep, ExpertAnswer, ExpertQuestion } from './expert-cut';
 import type { WorkerGroup } from './worker-group';
 
 export interface PipelineOptions extends SplitOptions, StageWorkerOptions {
@@ -193,30 +193,42 @@ export class PipelineParallel {
     const call: ShardCall = (shard, m, a, s) => this.group.call(this.rank(replica, stage, shard), m, a, { step: `${s} (${step})` });
     while ('ask' in next) {
       const q = next.ask;
-      const key = `${replica}:${stage}:${mb}:${q.layer}`;
       let answer: ExpertAnswer;
-      if (q.kind === 'experts') {
-        const indices = q.indices.data as Int32Array;
-        const { out, route } = await dispatchExperts(call, this.layout.expertParallel, this.layout.expertsPerShard, {
-          mb,
-          layer: q.layer,
-          indices,
-          weights: q.weights.toFloat32(),
-          x: q.x,
-          train,
-        });
-        if (train) this.routes.set(key, route);
-        answer = { out: HostTensor.fromF32(out, q.x.shape) };
-      } else {
-        const route = this.routes.get(key);
-        if (!route) throw new Error(`${step}: no expert route of layer ${q.layer} kept from the forward`);
-        this.routes.delete(key);
-        const grads = await expertsBackward(call, this.layout.expertsPerShard, { mb, layer: q.layer, grad: q.grad, route });
-        answer = { x: HostTensor.fromF32(grads.x, q.grad.shape), weights: HostTensor.fromF32(grads.weights, [q.grad.shape[0]!, route.k]) };
+      try {
+        answer = await this.answer(q, call, replica, stage, mb, step, train);
+      } catch (e) {
+        // The stage waits for an answer that will not come: let its run fail and free its tensors.
+        const reason = `${step}: ${e instanceof Error ? e.message : String(e)}`;
+        if (!this.group.failed) await this.group.call(rank, 'abandon', { reason }, { step: `${step} (abandoning)` }).catch(() => undefined);
+        throw e;
       }
       next = await this.group.call<ExchangeStep<T>>(rank, 'resume', answer, { step: `${step}, layer ${q.layer}` });
     }
     return next.done;
+  }
+
+  /** The host's answer to a stage's question: its expert group's output or backward for one MoE layer. */
+  private async answer(q: ExpertQuestion, call: ShardCall, replica: number, stage: number, mb: number, step: string, train: boolean): Promise<ExpertAnswer> {
+    const key = `${replica}:${stage}:${mb}:${q.layer}`;
+    if (q.kind === 'experts') {
+      const indices = q.indices.data as Int32Array;
+      const { out, route } = await dispatchExperts(call, this.layout.expertParallel, this.layout.expertsPerShard, {
+        mb,
+        layer: q.layer,
+        indices,
+        weights: q.weights.toFloat32(),
+        x: q.x,
+        train,
+      });
+      if (train) this.routes.set(key, route);
+      return { out: HostTensor.fromF32(out, q.x.shape) };
+    } else {
+      const route = this.routes.get(key);
+      if (!route) throw new Error(`${step}: no expert route of layer ${q.layer} kept from the forward`);
+      this.routes.delete(key);
+      const grads = await expertsBackward(call, this.layout.expertsPerShard, { mb, layer: q.layer, grad: q.grad, route });
+      return { x: HostTensor.fromF32(grads.x, q.grad.shape), weights: HostTensor.fromF32(grads.weights, [q.grad.shape[0]!, route.k]) };
+    }
   }
 
   get stages(): number {

@@ -112,7 +112,9 @@ export function createStageService(context: ServiceContext): WorkerService {
   const device = context.device;
   const config = NemotronHConfig.fromJSON(options.config);
   const label = options.label ?? (options.plan ? `stage ${options.plan.index}` : `expert shard ${context.rank}`);
-  const stage = options.plan ? PipelineStage.create(config, options.plan, { dtype: options.dtype, device }) : null;
+  const stage = options.plan
+    ? PipelineStage.create(config, options.plan, { dtype: options.dtype, device }, { shardedExperts: options.expertParallel ?? false })
+    : null;
   if (stage && options.seed !== undefined && options.seed !== null) stage.initializeWeights(options.seed);
   const shards = !stage || options.expertParallel ? new ExpertShards(device, label) : null;
   return new StageService(stage, shards, device, label);
@@ -179,6 +181,8 @@ class StageService implements WorkerService {
       }
       case 'resume':
         return this.exchange.resume(args as ExpertAnswer);
+      case 'abandon':
+        return this.exchange.abandon((args as { reason: string }).reason);
       case 'experts':
         return this.requireShards().forward(args as ExpertShardRequest);
       case 'expertsBackward':
