@@ -177,7 +177,22 @@ describe('composed parallelism', () => {
     // Stage 1's expert shard 1 (rank 3): stage 1 starts with an MoE layer.
     setTimeout(() => p.group.kill(p.rank(0, 1, 1)), 5);
     const message = (await rejection(run)).message;
+    console.log(JSON.stringify({ test: 'composed kill', message, ms: Date.now() - t0 }));
     expect(message).toMatch(/^expert shard 1 \(experts 4–7\) of pipeline stage 1 \(layers 4–6\) exited \(code \d+\) during '.*microbatch \d/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    model.dispose();
+  });
+
+  test('a replica worker killed mid-step of a replicated pipeline ends the all-reduced step with an error naming it within 10 s', async () => {
+    const { fixture, model } = await load();
+    const p = await start(model, { stages: 2, replicas: 2 });
+    await p.setOptimizer({ lr: 1e-2 });
+    const t0 = Date.now();
+    const run = p.trainStep({ inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels });
+    setTimeout(() => p.group.kill(p.rank(1, 1)), 5);
+    const message = (await rejection(run)).message;
+    console.log(JSON.stringify({ test: 'composed kill', message, ms: Date.now() - t0 }));
+    expect(message).toMatch(/^pipeline stage 1 \(layers 4–6\) of data-parallel replica 1 exited \(code \d+\) during '/);
     expect(Date.now() - t0).toBeLessThan(10_000);
     model.dispose();
   });
