@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, test } from 'bun:test';
 import { AdamW, backward, getCpuDevice, noGrad, type Tensor } from '@nemotron-ts/kernels';
-import { HostTensor, PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
+import { type CallOptions, HostTensor, PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
 import { rejection } from '@nemotron-ts/parallel/testing';
 import { NemotronHForCausalLM } from '../src';
 import { expectedArray, expectedInts, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
@@ -37,6 +37,21 @@ async function start(model: NemotronHForCausalLM, options: PipelineOptions): Pro
   const p = await PipelineParallel.fromModel(model, { devices, ...options });
   open.push(p);
   return p;
+}
+
+/** Kills worker `target` as the host sends it its first `method` call (a crash at a known step); `at` is when. */
+function killOn(p: PipelineParallel, target: number, method: string): { at: number } {
+  const killed = { at: 0 };
+  const call = p.group.call.bind(p.group);
+  p.group.call = <T>(rank: number, m: string, args?: unknown, options?: CallOptions): Promise<T> => {
+    const reply = call<T>(rank, m, args, options);
+    if (rank === target && m === method && !killed.at) {
+      killed.at = Date.now();
+      p.group.kill(target);
+    }
+    return reply;
+  };
+  return killed;
 }
 
 describe('composed parallelism', () => {
@@ -169,31 +184,36 @@ describe('composed parallelism', () => {
     model.dispose();
   });
 
-  test('an expert shard worker of a stage killed mid-step ends training with an error naming it and the step within 10 s', async () => {
+  test('an expert shard worker of a stage killed during its experts backward ends training with an error naming it and the step within 10 s', async () => {
     const { fixture, model } = await load();
     const p = await start(model, { stages: 2, expertParallel: 2 });
-    const t0 = Date.now();
+    // Stage 1's expert shard 1 is killed as the host sends it its first experts backward (stage 1 waits for the answer).
+    const killed = killOn(p, p.rank(0, 1, 1), 'expertsBackward');
     const run = p.forwardBackward({ inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels }, { microbatches: 2, schedule: 'gpipe' });
-    // Stage 1's expert shard 1 (rank 3): stage 1 starts with an MoE layer.
-    setTimeout(() => p.group.kill(p.rank(0, 1, 1)), 5);
     const message = (await rejection(run)).message;
-    console.log(JSON.stringify({ test: 'composed kill', message, ms: Date.now() - t0 }));
-    expect(message).toMatch(/^expert shard 1 \(experts 4–7\) of pipeline stage 1 \(layers 4–6\) exited \(code \d+\) during '.*microbatch \d/);
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    const ms = Date.now() - killed.at;
+    console.log(JSON.stringify({ test: 'composed kill', message, msAfterKill: ms }));
+    expect(message).toMatch(
+      /^expert shard 1 \(experts 4–7\) of pipeline stage 1 \(layers 4–6\) exited \(code \d+\) during 'experts backward of layer \d \(backward of microbatch \d\)'/,
+    );
+    expect(ms).toBeLessThan(10_000);
     model.dispose();
   });
 
-  test('a replica worker killed mid-step of a replicated pipeline ends the all-reduced step with an error naming it within 10 s', async () => {
+  test('a replica worker killed during the gradient all-reduce of a replicated pipeline ends the all-reduced step with an error naming it within 10 s', async () => {
     const { fixture, model } = await load();
     const p = await start(model, { stages: 2, replicas: 2 });
     await p.setOptimizer({ lr: 1e-2 });
-    const t0 = Date.now();
+    // Replica 1's stage 1 is killed as the all-reduce sends it the summed gradients.
+    const killed = killOn(p, p.rank(1, 1), 'setGradients');
     const run = p.trainStep({ inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels });
-    setTimeout(() => p.group.kill(p.rank(1, 1)), 5);
     const message = (await rejection(run)).message;
-    console.log(JSON.stringify({ test: 'composed kill', message, ms: Date.now() - t0 }));
-    expect(message).toMatch(/^pipeline stage 1 \(layers 4–6\) of data-parallel replica 1 exited \(code \d+\) during '/);
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    const ms = Date.now() - killed.at;
+    console.log(JSON.stringify({ test: 'composed kill', message, msAfterKill: ms }));
+    expect(message).toMatch(
+      /^pipeline stage 1 \(layers 4–6\) of data-parallel replica 1 exited \(code \d+\) during 'all-reduce bucket 0 of ranks 1, 3 \(scatter\)'/,
+    );
+    expect(ms).toBeLessThan(10_000);
     model.dispose();
   });
 });
