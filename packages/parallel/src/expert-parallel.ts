@@ -10,11 +10,12 @@
  * loss down, each MoE layer's output gradient going to the shards, which return the gradients of
  * their rows and routing weights and keep their experts' gradients.
  */
-import { add, type AdamW, backward, crossEntropy, detach, keep, mul, narrow, noGrad, reshape, sum, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
-import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@nemotron-ts/core';
+import { type AdamW, backward, crossEntropy, keep, narrow, noGrad, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHBlock, type NemotronHForCausalLM, type PreparedInputs } from '@nemotron-ts/core';
 import { checkBatch, type ParallelBatch } from './batch';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
-import { type HostTensor, toHost } from './host-tensor';
+import { HostTensor, toHost } from './host-tensor';
+import { type Ask, ExpertCutRun } from './expert-cut';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
 import { startWorkers, type StageWorkerOptions } from './stage-workers';
 import type { WorkerGroup } from './worker-group';
@@ -57,24 +58,18 @@ export class ExpertParallel {
   /** The forward pass with the routed experts on the workers: logits f32 [B, L, V] and the HF loss with labels. */
   async forward(batch: ParallelBatch): Promise<PipelineForwardResult> {
     const model = this.model;
-    const config = model.config;
     const device = model.lmHead.weight.device;
-    checkBatch(config, batch);
-    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
-    const owned: Tensor[] = [prepared.inputIds!, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null);
-    let h = noGrad(() => model.model.embeddings.forward(prepared.inputIds!));
+    const { prepared, owned } = this.prepare(batch);
+    const run = new ExpertCutRun(false);
+    const h = noGrad(() => model.model.embeddings.forward(prepared.inputIds!));
+    run.adopt(h);
+    let out: Tensor | null = null;
     try {
-      for (const [i, block] of [...model.model.layers].entries()) {
-        const next =
-          block.mixer instanceof MoE
-            ? await this.moeBlock(i, block.mixer, block.norm.forward.bind(block.norm), h)
-            : noGrad(() => tidy(() => block.forward(h, prepared.sequences)));
-        h.dispose();
-        h = next;
-      }
+      out = await run.forward(this.blocks(), h, this.ask(false), (block, _, x) => block.forward(x, prepared.sequences));
+      const final = out;
       const { logits, loss } = noGrad(() =>
         tidy(() => {
-          const logits = model.lmHead.forward(model.model.normF.forward(h));
+          const logits = model.lmHead.forward(model.model.normF.forward(final));
           if (!batch.labels) return { logits, loss: null };
           const L = logits.shape[1]!;
           const labels = tensor(Int32Array.from(batch.labels.flat()), [batch.labels.length, L], { device });
@@ -88,48 +83,52 @@ export class ExpertParallel {
         loss?.dispose();
       }
     } finally {
-      h.dispose();
+      if (out !== h) out?.dispose();
+      run.dispose();
       for (const t of owned) t.dispose();
     }
   }
 
-  /** One MoE block, `h + moe(norm(h))`, with the routed experts dispatched to their shards. */
-  private async moeBlock(layer: number, moe: MoE, norm: (x: Tensor) => Tensor, h: Tensor): Promise<Tensor> {
-    const H = this.model.config.hiddenSize;
-    const local = noGrad(() =>
-      tidy(() => {
-        const tokens = reshape(norm(h), [-1, H]);
-        const routing = moe.gate.forward(tokens);
-        const routedIn = moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens;
-        return { routing, routedIn, shared: moe.sharedExperts.forward(tokens) };
-      }),
-    );
-    try {
-      const [indices, weights, x] = await Promise.all([local.routing.indices.data(), local.routing.weights.data(), toHost(local.routedIn)]);
-      const { out: combined } = await this.dispatch(layer, indices as Int32Array, weights as Float32Array, x, false);
-      return noGrad(() =>
-        tidy(() => {
-          const routed = tensor(combined, x.shape, { device: h.device });
-          const routedOut = moe.fc2LatentProj ? moe.fc2LatentProj.forward(routed) : routed;
-          return add(h, reshape(add(routedOut, local.shared), h.shape));
-        }),
-      );
-    } finally {
-      for (const t of [local.routing.indices, local.routing.weights, local.routedIn, local.shared]) t.dispose();
-    }
+  /** The model's blocks by backbone index. */
+  private blocks(): Map<number, NemotronHBlock> {
+    return new Map([...this.model.model.layers].map((b, i) => [i, b]));
+  }
+
+  private prepare(batch: ParallelBatch): { prepared: PreparedInputs; owned: Tensor[] } {
+    const config = this.model.config;
+    checkBatch(config, batch);
+    const device = this.model.lmHead.weight.device;
+    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
+    const owned = [prepared.inputIds, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null && t !== undefined);
+    return { prepared, owned };
   }
 
   private readonly callShard: ShardCall = (shard, method, args, step) => this.group.call(shard, method, args, { step });
 
-  /** All-to-all: rows to the shards owning their experts, partial sums back, combined in rank order. */
-  private async dispatch(
-    layer: number,
-    indices: Int32Array,
-    weights: Float32Array,
-    x: HostTensor,
-    train: boolean,
-  ): Promise<{ out: Float32Array; route: ExpertRoute }> {
-    return dispatchExperts(this.callShard, this.group.size, this.expertsPerRank, { layer, indices, weights, x, train });
+  /**
+   * The host side of {@link ExpertCutRun}'s questions, answered here (the dense layers run on this
+   * thread): each MoE layer's rows dispatched to the shards, and their backward.
+   */
+  private ask(train: boolean): Ask {
+    const routes = new Map<number, ExpertRoute>();
+    return async (q) => {
+      if (q.kind === 'experts') {
+        const { out, route } = await dispatchExperts(this.callShard, this.group.size, this.expertsPerRank, {
+          layer: q.layer,
+          indices: q.indices.data as Int32Array,
+          weights: q.weights.toFloat32(),
+          x: q.x,
+          train,
+        });
+        if (train) routes.set(q.layer, route);
+        return { out: HostTensor.fromF32(out, q.x.shape) };
+      }
+      const route = routes.get(q.layer);
+      if (!route) throw new Error(`experts backward of layer ${q.layer}: no route kept from the forward`);
+      routes.delete(q.layer);
+      const grads = await expertsBackward(this.callShard, this.expertsPerRank, { layer: q.layer, grad: q.grad, route });
+      return { x: HostTensor.fromF32(grads.x, q.grad.shape), weights: HostTensor.fromF32(grads.weights, [q.grad.shape[0]!, route.k]) };
+    };
   }
 
   /**
@@ -139,112 +138,37 @@ export class ExpertParallel {
    */
   async forwardBackward(batch: ParallelBatch): Promise<number> {
     const model = this.model;
-    const config = model.config;
     const device = model.lmHead.weight.device;
-    checkBatch(config, batch);
     if (!batch.labels) throw new Error('forwardBackward: the batch has no labels (HF labels; mtpLabels are not supported with expert parallelism)');
-    const H = config.hiddenSize;
-    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
-    const owned: Tensor[] = [prepared.inputIds!, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null);
-    const leaf = (t: Tensor) => keep(detach(t)).requiresGrad_(true);
-    /** Graph pieces, in order: a segment ends at `out` (the next MoE layer's input, or the loss). */
-    const segments: { out: Tensor }[] = [];
-    const moes: {
-      layer: number;
-      hIn: Tensor;
-      hRes: Tensor;
-      S: Tensor;
-      R: Tensor;
-      routedIn: Tensor;
-      weights: Tensor;
-      shared: Tensor;
-      route: ExpertRoute;
-    }[] = [];
+    const { prepared, owned } = this.prepare(batch);
+    const run = new ExpertCutRun(true);
+    const ask = this.ask(true);
+    const h = keep(model.model.embeddings.forward(prepared.inputIds!));
+    run.adopt(h);
+    let out: Tensor | null = null;
+    let loss: Tensor | null = null;
     try {
-      let h = keep(model.model.embeddings.forward(prepared.inputIds!));
-      for (const [i, block] of [...model.model.layers].entries()) {
-        const moe = block.mixer;
-        if (!(moe instanceof MoE)) {
-          const next = keep(tidy(() => block.forward(h, prepared.sequences)));
-          h.dispose();
-          h = next;
-          continue;
-        }
-        segments.push({ out: h });
-        const hIn = leaf(h);
-        const pre = tidy(() => {
-          const tokens = reshape(block.norm.forward(hIn), [-1, H]);
-          const routing = moe.gate.forward(tokens);
-          return {
-            indices: routing.indices,
-            weights: routing.weights,
-            routedIn: moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens,
-            shared: moe.sharedExperts.forward(tokens),
-          };
-        });
-        for (const t of [pre.indices, pre.weights, pre.routedIn, pre.shared]) keep(t);
-        const [indices, weights, x] = await Promise.all([pre.indices.data(), pre.weights.data(), toHost(pre.routedIn)]);
-        pre.indices.dispose();
-        const { out, route } = await this.dispatch(i, indices as Int32Array, weights as Float32Array, x, true);
-        const R = keep(tensor(out, x.shape, { device })).requiresGrad_(true);
-        const S = leaf(pre.shared);
-        const hRes = leaf(hIn);
-        h = keep(tidy(() => add(hRes, reshape(add(moe.fc2LatentProj ? moe.fc2LatentProj.forward(R) : R, S), hRes.shape))));
-        moes.push({
-          layer: i,
-          hIn,
-          hRes,
-          S,
-          R,
-          routedIn: pre.routedIn,
-          weights: pre.weights,
-          shared: pre.shared,
-          route,
-        });
-      }
-      const loss = keep(
+      out = await run.forward(this.blocks(), h, ask, (block, _, x) => block.forward(x, prepared.sequences));
+      const final = out;
+      loss = keep(
         tidy(() => {
-          const logits = model.lmHead.forward(model.model.normF.forward(h));
+          const logits = model.lmHead.forward(model.model.normF.forward(final));
           const L = logits.shape[1]!;
           const labels = tensor(Int32Array.from(batch.labels!.flat()), [batch.labels!.length, L], { device });
           return crossEntropy(narrow(logits, 1, 0, L - 1), narrow(labels, 1, 1, L - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'mean' });
         }),
       );
-      segments.push({ out: loss });
       const value = await loss.item();
-      // Backward, segment by segment from the loss down.
-      let grad: Tensor | null = null;
-      for (let j = segments.length - 1; j >= 0; j--) {
-        const seg = segments[j]!;
-        backward(seg.out, grad ? { grad } : {});
-        grad?.dispose();
-        grad = null;
-        if (j === 0) break;
-        const m = moes[j - 1]!;
-        const grads = await this.expertsBackward(m.layer, m.R.grad!, m.route);
-        // One pass through the layer's pre-expert graph: Σ output ⊙ its gradient, for each output.
-        const dot = (a: Tensor, b: Tensor) => sum(reshape(mul(a, b), [-1]), 0);
-        const seedSum = tidy(() => add(add(dot(m.routedIn, grads.x), dot(m.weights, grads.weights)), dot(m.shared, m.S.grad!)));
-        grads.x.dispose();
-        grads.weights.dispose();
-        backward(seedSum);
-        grad = keep(noGrad(() => add(m.hIn.grad!, m.hRes.grad!)));
-      }
+      // Backward from the loss to the last cut, then cut by cut down to the embeddings.
+      backward(loss);
+      await run.backwardCuts(ask);
       return value;
     } finally {
-      for (const s of segments) s.out.dispose();
-      for (const m of moes) for (const t of [m.hIn, m.hRes, m.S, m.R, m.routedIn, m.weights, m.shared]) t.dispose();
+      loss?.dispose();
+      if (out !== h) out?.dispose();
+      run.dispose();
       for (const t of owned) t.dispose();
     }
-  }
-
-  /** The shards' backward of one MoE layer: d/d(routed input rows) [T, Hx] and d/d(routing weights) [T, k], combined. */
-  private async expertsBackward(layer: number, gradOut: Tensor, route: ExpertRoute): Promise<{ x: Tensor; weights: Tensor }> {
-    const grad = await toHost(gradOut);
-    const { x, weights } = await expertsBackward(this.callShard, this.expertsPerRank, { layer, grad, route });
-    const device = gradOut.device;
-    const [T, Hx] = grad.shape as [number, number];
-    return { x: keep(tensor(x, [T, Hx], { device })), weights: keep(tensor(weights, [T, route.k], { device })) };
   }
 
   /** The routed experts' accumulated gradients, stacked like the model's: `model.layers.{i}.mixer.experts.{up,down}_proj`. */
