@@ -1,8 +1,11 @@
 /**
- * The worker side of pipeline and data parallelism: one {@link PipelineStage} (a data-parallel
- * replica is the one-stage split: the whole model) and the requests the host's schedules send —
- * forward and backward of a microbatch, gradients, the optimizer step, and cached prefill/decode
- * for generation. Tensors cross as {@link HostTensor}s; everything else stays on this device.
+ * The worker side of pipeline, data and expert parallelism: one {@link PipelineStage} (a
+ * data-parallel replica is the one-stage split: the whole model) and/or a shard of routed experts
+ * ({@link ExpertShards}), and the requests the host's schedules send — forward and backward of a
+ * microbatch, the experts of dispatched rows, gradients, the optimizer step, and cached
+ * prefill/decode for generation. With expert parallelism the stage's MoE layers ask the host for
+ * their experts mid-request ({@link HostExchange}: `resume` answers). Tensors cross as
+ * {@link HostTensor}s; everything else stays on this device.
  */
 import {
   add,
