@@ -15,6 +15,7 @@ export { clipCoefficient, type TrainOptimizerOptions } from './gradient-ops';
 export {
   PipelineParallel,
   type PipelineOptions,
+  type PipelineLayout,
   type PipelineRunOptions,
   type PipelineForwardResult,
   type PipelineGenerateOptions,
