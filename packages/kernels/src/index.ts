@@ -30,6 +30,7 @@ export { backward, type BackwardOptions } from './autograd/backward';
 
 export * from './ops/elementwise/elementwise';
 export * from './ops/layout/layout';
+export { expand } from './ops/layout/broadcast';
 export { sum, sumAll, mean, max, min, type ReduceOptions } from './ops/reduce/reduce';
 export * from './ops/softmax/softmax';
 export * from './ops/norm/norm';
