@@ -83,5 +83,9 @@ describe('mambaDecodeStep', () => {
     expect(() => mambaDecodeStep(t([1, 33]), t([1, 24, 4]), t([1, 2, 4, 4]), options)).toThrow(/zxbcdt must be \[1, 34\]/);
     expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, groups: 3 })).toThrow(/multiple of 3 groups/);
     expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 3]), t([1, 2, 4, 4]), options)).toThrow(/convWeight must be \[24, 3\]/);
+    expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, dtLimit: [1, 0] })).toThrow(/dtLimit \[1, 0\] is not a range/);
+    expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, aLog: t([2]).requiresGrad_() })).toThrow(
+      /mambaDecodeStep backward is not implemented yet \(aLog requires grad\)/,
+    );
   });
 });
