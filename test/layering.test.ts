@@ -42,6 +42,13 @@ const layerRules: IForbiddenRuleType[] = [
     to: { path: '^packages/kernels/src/ops/', dependencyTypesNot: ['type-only'] },
   },
   {
+    // Kernels choose paths by the device's tuning table (device/kernel-tuning.ts), not the adapter's name.
+    name: 'ops-read-adapter-kind',
+    severity: 'error',
+    from: { path: '^packages/kernels/src/(ops|runtime)/', pathNot: '\\.test\\.ts$' },
+    to: { path: '^packages/kernels/src/device/dawn\\.ts$' },
+  },
+  {
     name: 'ops-imports-backward-engine',
     severity: 'error',
     from: { path: '^packages/kernels/src/ops/', pathNot: '\\.test\\.ts$' },
@@ -106,6 +113,7 @@ describe('import layering', () => {
   test('nothing below kernels/ops value-imports ops/, and ops do not import the backward engine', async () => {
     expect(violationLines(await whole, 'below-ops-imports-ops')).toEqual([]);
     expect(violationLines(await whole, 'ops-imports-backward-engine')).toEqual([]);
+    expect(violationLines(await whole, 'ops-read-adapter-kind')).toEqual([]);
   });
 
   test('packages import only the packages below them, through their exported entry points', async () => {
