@@ -22,6 +22,7 @@ export { CpuDevice } from './device/cpu-device';
 export { NativeKernels, nativeKernels, nativeUnavailableReason } from './native/library';
 export { buildNativeLibrary, nativeLibraryPath, type NativeBuild } from './native/build';
 export { WebGpuDevice, type GpuLimits } from './device/webgpu-device';
+export type { KernelTuning, KernelTuningName } from './device/kernel-tuning';
 export { BindingTooLargeError } from './runtime/bindings';
 export { isSoftwareAdapter, type BackendName } from './device/dawn';
 
