@@ -87,7 +87,7 @@ function violationLines(result: ICruiseResult, rule: string): string[] {
 function packageOf(path: string): PackageName | 'root' | undefined {
   const match = /^packages\/([^/]+)\//.exec(path);
   if (match) return match[1] as PackageName;
-  return /^(src|test|scripts)\//.test(path) ? 'root' : undefined;
+  return /^(src|test|scripts|browser)\//.test(path) ? 'root' : undefined;
 }
 
 function exportedEntries(name: PackageName): Set<string> {
@@ -99,7 +99,7 @@ function exportedEntries(name: PackageName): Set<string> {
 
 describe('import layering', () => {
   // Source and test files of every package and the root: tests must respect package borders too.
-  const folders = [...packages.flatMap((p) => [`packages/${p}/src`, `packages/${p}/test`]), 'src', 'test'];
+  const folders = [...packages.flatMap((p) => [`packages/${p}/src`, `packages/${p}/test`]), 'src', 'test', 'scripts', 'browser'];
   const whole = cruiseTree(
     root,
     folders.filter((folder) => existsSync(join(root, folder))),
