@@ -56,26 +56,21 @@ const layerRules: IForbiddenRuleType[] = [
   },
 ];
 
-async function cruiseTree(cwd: string, paths: string[], rules: IForbiddenRuleType[]): Promise<ICruiseResult> {
-  const previous = process.cwd();
-  process.chdir(cwd);
-  try {
-    const { output } = await cruise(
-      paths,
-      {
-        tsPreCompilationDeps: true,
-        doNotFollow: { path: 'node_modules' },
-        validate: true,
-        ruleSet: { forbidden: rules },
-      },
-      { exportsFields: ['exports'], conditionNames: ['import', 'default'] },
-      { tsConfig: { fileName: 'tsconfig.json' } },
-    );
-    if (typeof output === 'string') throw new Error('dependency-cruiser returned text instead of a result');
-    return output;
-  } finally {
-    process.chdir(previous);
-  }
+async function cruiseTree(baseDir: string, paths: string[], rules: IForbiddenRuleType[]): Promise<ICruiseResult> {
+  const { output } = await cruise(
+    paths,
+    {
+      baseDir,
+      tsPreCompilationDeps: true,
+      doNotFollow: { path: 'node_modules' },
+      validate: true,
+      ruleSet: { forbidden: rules },
+    },
+    { exportsFields: ['exports'], conditionNames: ['import', 'default'] },
+    { tsConfig: { fileName: join(baseDir, 'tsconfig.json') } },
+  );
+  if (typeof output === 'string') throw new Error('dependency-cruiser returned text instead of a result');
+  return output;
 }
 
 function violationLines(result: ICruiseResult, rule: string): string[] {
