@@ -31,17 +31,18 @@ for model in small moe; do
     [ -f "$gguf" ] || PYTHONPATH="$work/src/gguf-py" python3 "$here/make-bench-gguf.py" "$root/bench/$model.config.json" "$gguf" "$dtype"
     for run in "-p 512 -n 0" "-p 0 -n 64 -d 128" "-p 0 -n 64 -d 2048"; do
       # shellcheck disable=SC2086
-      /usr/bin/time -f '%M' -o "$work/rss" "$work/src/build/bin/llama-bench" -m "$gguf" -t "$threads" -r 3 $run -o jsonl 2>/dev/null |
-        python3 -c '
+      /usr/bin/time -f '%M' -o "$work/rss" "$work/src/build/bin/llama-bench" -m "$gguf" -t "$threads" -r 3 $run -o jsonl >"$work/rows" 2>/dev/null
+      python3 - "$model" "$dtype" "$threads" "$work/rss" "$work/rows" <<'PY'
 import json, sys
-rss = int(open(sys.argv[4]).read().split()[-1]) * 1024
-for line in sys.stdin:
+model, dtype, threads, rss_file, rows_file = sys.argv[1:]
+rss = int(open(rss_file).read().split()[-1]) * 1024  # GNU time's %M is KiB
+for line in open(rows_file):
     r = json.loads(line)
     prefill = r["n_prompt"] > 0
     print(json.dumps({"bench": "prefill" if prefill else "decode", "engine": "llama.cpp", "build": r["build_commit"], "cpu": r["cpu_info"],
-      "model": "bench-" + sys.argv[1], "dtype": sys.argv[2], "depth": r["n_prompt"] if prefill else r["n_depth"],
-      "threads": int(sys.argv[3]), "tokens_per_s": round(r["avg_ts"], 2), "stddev": round(r["stddev_ts"], 2), "peak_rss_bytes": rss}))
-' "$model" "$dtype" "$threads" "$work/rss"
+                      "model": "bench-" + model, "dtype": dtype, "depth": r["n_prompt"] if prefill else r["n_depth"], "threads": int(threads),
+                      "tokens_per_s": round(r["avg_ts"], 2), "stddev": round(r["stddev_ts"], 2), "peak_rss_bytes": rss}))
+PY
     done
   done
 done
