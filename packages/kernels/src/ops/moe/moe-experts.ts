@@ -11,6 +11,7 @@ import { cast, contiguous } from '../layout/layout';
 import { moeExpertsBackwardCpu } from './moe-experts-backward.cpu';
 import { moeExpertsBackwardGpu } from './moe-experts-backward.wgsl';
 import { moeExpertsCpu } from './moe-experts.cpu';
+import { moeExpertsBackwardNative, moeExpertsNative } from './moe-experts.native';
 import { moeExpertsGpu } from './moe-experts.wgsl';
 import { MOE_MAX_EXPERTS } from './moe-route';
 
@@ -118,8 +119,9 @@ export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: 
   }));
   try {
     if (tokens > 0 && hout > 0) {
-      if (device.kind === 'cpu') moeExpertsCpu(operands, out);
-      else moeExpertsGpu(device, operands, out);
+      if (device.kind === 'cpu') {
+        if (!device.native || !moeExpertsNative(device.native, operands, out)) moeExpertsCpu(operands, out);
+      } else moeExpertsGpu(device, operands, out);
     }
     const inputs = [x, weights, upProj, downProj, upBias, downBias].filter((t): t is Tensor => t !== undefined);
     const saved = Object.values(operands).filter((t): t is Tensor => t !== null);
@@ -161,8 +163,9 @@ function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; dow
   // The kernels read the upstream gradient as f32.
   const g = grad.dtype === 'f32' ? contiguous(grad) : cast(grad, 'f32');
   try {
-    if (device.kind === 'cpu') moeExpertsBackwardCpu(o, g, grads);
-    else moeExpertsBackwardGpu(device, o, g, grads);
+    if (device.kind === 'cpu') {
+      if (!device.native || !moeExpertsBackwardNative(device.native, o, g, grads)) moeExpertsBackwardCpu(o, g, grads);
+    } else moeExpertsBackwardGpu(device, o, g, grads);
   } finally {
     g.dispose();
   }
