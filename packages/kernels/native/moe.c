@@ -347,10 +347,14 @@ EXPORT double nt_moe_experts(const double *params, const void *x, const int32_t 
  * Gradients of nt_moe_experts from grad [T, hout] (f32, offset params[21]) into the dense f32 outputs
  * that are not NULL (each from offset 0): gx [T, hin], gw [T, k], gup [E, inter, hin],
  * gdown [E, hout, inter], gub [E, inter], gdb [E, hout]. Same return codes as nt_moe_experts.
+ *
+ * Per expert, with G its pairs' upstream rows (unweighted) and w their weights: gh = G·down_e gives
+ * gw = gh·hidden + G·b_down (the expert's output dotted with g, without recomputing it) and
+ * ga = w·gh ⊙ 2·relu(pre); gdown_e = Gᵀ·(w∘hidden), gup_e = gaᵀ·x_e, the pairs' dx rows = ga·up_e.
  */
 EXPORT double nt_moe_experts_backward(const double *params, const void *x, const int32_t *indices, const void *weights, const void *up, const void *down,
-                                       const void *up_bias, const void *down_bias, const float *grad, float *gx, float *gw, float *gup, float *gdown,
-                                       float *gub, float *gdb) {
+                                      const void *up_bias, const void *down_bias, const float *grad, float *gx, float *gw, float *gup, float *gdown,
+                                      float *gub, float *gdb) {
   moe_operands o = read_operands(params, x, indices, weights, up, down, up_bias, down_bias);
   grad += (int64_t)params[21];
   moe_groups g;
@@ -358,14 +362,14 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
   if (rc != 0) return (double)rc;
   int64_t pairs = o.tokens * o.slots, maxr = g.max_rows;
   int need_ga = gx || gup || gub; /* the gradient through the up projection */
+  int need_gh = need_ga || gw;
   float *xg = malloc(sizeof(float) * (size_t)(maxr * o.hin + 1));
   float *pre = malloc(sizeof(float) * (size_t)(maxr * o.inter + 1));
   float *hidden = malloc(sizeof(float) * (size_t)(maxr * o.inter + 1));
-  float *ga = malloc(sizeof(float) * (size_t)(maxr * o.inter + 1));
-  float *y = malloc(sizeof(float) * (size_t)(maxr * o.hout + 1));
-  float *gy = malloc(sizeof(float) * (size_t)(maxr * o.hout + 1));
+  float *gh = malloc(sizeof(float) * (size_t)(maxr * o.inter + 1));
+  float *gg = malloc(sizeof(float) * (size_t)(maxr * o.hout + 1));
   float *gxp = gx ? malloc(sizeof(float) * (size_t)(pairs * o.hin + 1)) : NULL;
-  int failed = !xg || !pre || !hidden || !ga || !y || !gy || (gx && !gxp);
+  int failed = !xg || !pre || !hidden || !gh || !gg || (gx && !gxp);
   for (int64_t e = 0; e < o.experts && !failed; e++) {
     int64_t r0 = g.start[e], rows = g.start[e + 1] - r0;
     if (rows == 0) {
@@ -377,51 +381,49 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
       continue;
     }
     gather_x(&o, &g, e, xg);
-    if (up_projection(&o, e, rows, xg, pre, hidden)) {
+    for (int64_t r = 0; r < rows; r++) memcpy(gg + r * o.hout, grad + g.pair[r0 + r] / o.slots * o.hout, sizeof(float) * (size_t)o.hout);
+    if (up_projection(&o, e, rows, xg, pre, hidden) ||
+        (need_gh && product(rows, o.inter, o.hout, gg, o.hout, 1, o.down, o.downdt, o.downoff + e * o.hout * o.inter, o.inter, 1, gh))) {
       failed = 1;
       break;
     }
-    if (gw && down_projection(&o, e, rows, hidden, y)) {
-      failed = 1;
-      break;
-    }
-    /* gy[r] = w[t,s]·g[t]; gw[t,s] = g[t]·y[r] (the expert's output, bias included). */
-#pragma omp parallel for schedule(static) if (rows * o.hout >= PARALLEL_MIN_WORK)
+    /* gw, then hidden and gh scaled by each pair's weight (w∘hidden for gdown, w·gh for ga). */
+#pragma omp parallel for schedule(static) if (rows * (o.inter + o.hout) >= PARALLEL_MIN_WORK)
     for (int64_t r = 0; r < rows; r++) {
-      int64_t q = g.pair[r0 + r], t = q / o.slots;
+      int64_t q = g.pair[r0 + r];
       float w = load_float(o.weights, o.wdt, o.woff + q);
-      const float *gt = grad + t * o.hout;
-      float dot = 0.0f;
-      for (int64_t n = 0; n < o.hout; n++) {
-        gy[r * o.hout + n] = w * gt[n];
-        if (gw) dot += gt[n] * y[r * o.hout + n];
+      float *hr = hidden + r * o.inter, *ghr = gh + r * o.inter;
+      if (gw) {
+        float dot = 0.0f;
+        for (int64_t i = 0; i < o.inter; i++) dot += ghr[i] * hr[i];
+        if (o.down_bias)
+          for (int64_t n = 0; n < o.hout; n++) dot += gg[r * o.hout + n] * load_float(o.down_bias, o.dbdt, o.dboff + e * o.hout + n);
+        gw[q] = dot;
       }
-      if (gw) gw[q] = dot;
+      for (int64_t i = 0; i < o.inter; i++) hr[i] *= w;
+      if (need_ga)
+        for (int64_t i = 0; i < o.inter; i++) ghr[i] *= w * relu2_grad(pre[r * o.inter + i]);
     }
     if (gdb) {
       float *d = gdb + e * o.hout;
       memset(d, 0, sizeof(float) * (size_t)o.hout);
-      for (int64_t r = 0; r < rows; r++)
-        for (int64_t n = 0; n < o.hout; n++) d[n] += gy[r * o.hout + n];
+      for (int64_t r = 0; r < rows; r++) {
+        float w = load_float(o.weights, o.wdt, o.woff + g.pair[r0 + r]);
+        for (int64_t n = 0; n < o.hout; n++) d[n] += w * gg[r * o.hout + n];
+      }
     }
-    /* gdown_e [hout, inter] = gyᵀ · hidden. */
-    if (gdown && product(o.hout, o.inter, rows, gy, 1, o.hout, hidden, DT_F32, 0, o.inter, 1, gdown + e * o.hout * o.inter)) failed = 1;
+    /* gdown_e [hout, inter] = Gᵀ · (w∘hidden). */
+    if (gdown && product(o.hout, o.inter, rows, gg, 1, o.hout, hidden, DT_F32, 0, o.inter, 1, gdown + e * o.hout * o.inter)) failed = 1;
     if (!need_ga || failed) continue;
-    /* ga [rows, inter] = (gy · down_e) ⊙ 2·relu(pre). */
-    if (product(rows, o.inter, o.hout, gy, o.hout, 1, o.down, o.downdt, o.downoff + e * o.hout * o.inter, o.inter, 1, ga)) {
-      failed = 1;
-      break;
-    }
-    for (int64_t i = 0; i < rows * o.inter; i++) ga[i] *= relu2_grad(pre[i]);
     if (gub) {
       float *d = gub + e * o.inter;
       memset(d, 0, sizeof(float) * (size_t)o.inter);
       for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < o.inter; i++) d[i] += ga[r * o.inter + i];
+        for (int64_t i = 0; i < o.inter; i++) d[i] += gh[r * o.inter + i];
     }
     /* gup_e [inter, hin] = gaᵀ · x_e; the pairs' dx rows = ga · up_e. */
-    if (gup && product(o.inter, o.hin, rows, ga, 1, o.inter, xg, DT_F32, 0, o.hin, 1, gup + e * o.inter * o.hin)) failed = 1;
-    if (gx && !failed && product(rows, o.hin, o.inter, ga, o.inter, 1, o.up, o.updt, o.upoff + e * o.inter * o.hin, o.hin, 1, gxp + r0 * o.hin)) failed = 1;
+    if (gup && product(o.inter, o.hin, rows, gh, 1, o.inter, xg, DT_F32, 0, o.hin, 1, gup + e * o.inter * o.hin)) failed = 1;
+    if (gx && !failed && product(rows, o.hin, o.inter, gh, o.inter, 1, o.up, o.updt, o.upoff + e * o.inter * o.hin, o.hin, 1, gxp + r0 * o.hin)) failed = 1;
   }
   if (gx && !failed) {
 #pragma omp parallel for schedule(static) if (pairs * o.hin >= PARALLEL_MIN_WORK)
@@ -437,9 +439,8 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
   free(xg);
   free(pre);
   free(hidden);
-  free(ga);
-  free(y);
-  free(gy);
+  free(gh);
+  free(gg);
   free(gxp);
   free_groups(&g);
   return failed ? -1 : 0;
