@@ -301,6 +301,57 @@ static int down_projection(const moe_operands *o, int64_t e, int64_t rows, const
   return 0;
 }
 
+/* x · w for f32 x and one weight row (f32 or bf16) of k contiguous elements from `off`. */
+static inline float dot_row(const float *x, const void *w, int wdt, int64_t off, int64_t k) {
+  vf s0 = {0}, s1 = {0};
+  int64_t p = 0;
+  if (wdt == DT_BF16) {
+    const uint16_t *wr = (const uint16_t *)w + off;
+    for (; p + 2 * VLEN <= k; p += 2 * VLEN) {
+      s0 += vload(x + p) * vload_bf16(wr + p);
+      s1 += vload(x + p + VLEN) * vload_bf16(wr + p + VLEN);
+    }
+  } else {
+    const float *wr = (const float *)w + off;
+    for (; p + 2 * VLEN <= k; p += 2 * VLEN) {
+      s0 += vload(x + p) * vload(wr + p);
+      s1 += vload(x + p + VLEN) * vload(wr + p + VLEN);
+    }
+  }
+  float r = vsum(s0 + s1);
+  for (; p < k; p++) r += x[p] * load_float(w, wdt, off + p);
+  return r;
+}
+
+/*
+ * Decode (each expert has at most one row): the pairs' up and down GEMVs in one parallel region, so
+ * a step wakes the threads once instead of twice per expert. Writes y [pairs, hout] by row.
+ */
+static void single_row_experts(const moe_operands *o, const moe_groups *g, float *xg, float *hidden, float *y) {
+  int64_t rows = o->tokens * o->slots;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t t = g->pair[r] / o->slots;
+    for (int64_t j = 0; j < o->hin; j++) xg[r * o->hin + j] = load_float(o->x, o->xdt, o->xoff + t * o->hin + j);
+  }
+#pragma omp parallel if (rows * o->inter * (o->hin + o->hout) >= PARALLEL_MIN_WORK)
+  {
+#pragma omp for schedule(static)
+    for (int64_t ri = 0; ri < rows * o->inter; ri++) {
+      int64_t r = ri / o->inter, i = ri % o->inter, e = o->indices[g->pair[r]];
+      float a = dot_row(xg + r * o->hin, o->up, o->updt, o->upoff + (e * o->inter + i) * o->hin, o->hin);
+      if (o->up_bias) a += load_float(o->up_bias, o->ubdt, o->uboff + e * o->inter + i);
+      hidden[ri] = relu2(a);
+    }
+#pragma omp for schedule(static)
+    for (int64_t rn = 0; rn < rows * o->hout; rn++) {
+      int64_t r = rn / o->hout, n = rn % o->hout, e = o->indices[g->pair[r]];
+      float v = dot_row(hidden + r * o->inter, o->down, o->downdt, o->downoff + (e * o->hout + n) * o->inter, o->inter);
+      if (o->down_bias) v += load_float(o->down_bias, o->dbdt, o->dboff + e * o->hout + n);
+      y[rn] = v;
+    }
+  }
+}
+
 /*
  * out [T, hout] f32 (from out offset params[21]) = Σ_s w[t,s] · expert_e(x_t). Returns 0; 1 + the
  * first pair (t·k + s) whose expert is out of range; -1 when out of memory.
@@ -313,11 +364,15 @@ EXPORT double nt_moe_experts(const double *params, const void *x, const int32_t 
   int64_t rc = group_pairs(&o, &g);
   if (rc != 0) return (double)rc;
   int64_t pairs = o.tokens * o.slots;
-  float *xg = malloc(sizeof(float) * (size_t)(g.max_rows * o.hin + 1));
-  float *hidden = malloc(sizeof(float) * (size_t)(g.max_rows * o.inter + 1));
+  /* Every expert with at most one row (decode): all pairs at once, see single_row_experts. */
+  int single = g.max_rows == 1;
+  int64_t buffered = single ? pairs : g.max_rows;
+  float *xg = malloc(sizeof(float) * (size_t)(buffered * o.hin + 1));
+  float *hidden = malloc(sizeof(float) * (size_t)(buffered * o.inter + 1));
   float *y = malloc(sizeof(float) * (size_t)(pairs * o.hout + 1));
   int failed = !xg || !hidden || !y;
-  for (int64_t e = 0; e < o.experts && !failed; e++) {
+  if (!failed && single) single_row_experts(&o, &g, xg, hidden, y);
+  for (int64_t e = 0; e < o.experts && !failed && !single; e++) {
     int64_t rows = g.start[e + 1] - g.start[e];
     if (rows == 0) continue;
     gather_x(&o, &g, e, xg);

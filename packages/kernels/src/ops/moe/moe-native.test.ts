@@ -169,6 +169,19 @@ describe.skipIf(!native)('native moeExperts forward and backward vs the referenc
     });
   }
 
+  for (const weightDtype of ['f32', 'bf16'] as const) {
+    test(`decode path (every expert at most one row): 2 tokens, 6 distinct experts of 9, ${weightDtype}, biases`, async () => {
+      const c: ExpertCase = { tokens: 2, experts: 9, slots: 3, hin: 83, inter: 37, hout: 83, weightDtype, biases: true };
+      const indices = Int32Array.from([0, 4, 8, 2, 6, 3]);
+      const ops = expertOperands(c, 71);
+      const upstream = randomData([c.tokens, c.hout], 79);
+      const ref = await expertsWithGrads(cpu, c, indices, ops, upstream);
+      const got = await expertsWithGrads(native!, c, indices, ops, upstream);
+      expectClose(got.out, ref.out, { rtol: 1e-5, what: 'output' });
+      ref.grads.forEach((r, i) => expectClose(got.grads[i]!, r, { rtol: 2e-5, what: `gradient ${i}` }));
+    });
+  }
+
   test('without the system BLAS: our GEMM on the transposed gradient operands', async () => {
     const lib = native?.kind === 'cpu' ? native.native : null;
     const c: ExpertCase = { tokens: 301, experts: 6, slots: 2, hin: 67, inter: 45, hout: 67, weightDtype: 'bf16', biases: true };
