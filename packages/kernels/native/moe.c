@@ -8,9 +8,11 @@
  * Experts: a counting sort of the (token, slot) pairs by expert (stable, so each expert's rows keep
  * token order), then per expert with rows: gather its tokens' x rows, one GEMM through the up
  * weight, bias and relu², one GEMM through the down weight (nt_gemm: the system BLAS for many rows,
- * our GEMV for a few, so a decode step reads only the chosen experts' weights). Each pair's output
- * row is kept and the tokens combine their slots in slot order, so the result does not depend on
- * thread timing. The backward runs the same groups: dW = Gᵀ·H per expert, dx rows combined per token.
+ * our GEMV for a few), whose rows are then added into their tokens' outputs, experts in order, so
+ * the result does not depend on thread timing and the buffers hold one expert's rows, not every
+ * pair's. A decode step (every expert at most one row) runs all its experts' GEMVs in one parallel
+ * region and reads only the chosen experts' weights. The backward runs the same groups: dW = Gᵀ·H
+ * per expert, dx rows added per token.
  */
 #include "native.h"
 
@@ -369,17 +371,11 @@ EXPORT double nt_moe_experts(const double *params, const void *x, const int32_t 
   int64_t buffered = single ? pairs : g.max_rows;
   float *xg = malloc(sizeof(float) * (size_t)(buffered * o.hin + 1));
   float *hidden = malloc(sizeof(float) * (size_t)(buffered * o.inter + 1));
-  float *y = malloc(sizeof(float) * (size_t)(pairs * o.hout + 1));
+  float *y = malloc(sizeof(float) * (size_t)(buffered * o.hout + 1));
   int failed = !xg || !hidden || !y;
-  if (!failed && single) single_row_experts(&o, &g, xg, hidden, y);
-  for (int64_t e = 0; e < o.experts && !failed && !single; e++) {
-    int64_t rows = g.start[e + 1] - g.start[e];
-    if (rows == 0) continue;
-    gather_x(&o, &g, e, xg);
-    failed = up_projection(&o, e, rows, xg, hidden, hidden) || down_projection(&o, e, rows, hidden, y + g.start[e] * o.hout);
-  }
-  if (!failed) {
-#pragma omp parallel for schedule(static) if (pairs * o.hout >= PARALLEL_MIN_WORK)
+  if (!failed && single) {
+    /* Each token's slots in slot order. */
+    single_row_experts(&o, &g, xg, hidden, y);
     for (int64_t t = 0; t < o.tokens; t++) {
       float *dst = out + t * o.hout;
       memset(dst, 0, sizeof(float) * (size_t)o.hout);
@@ -387,6 +383,22 @@ EXPORT double nt_moe_experts(const double *params, const void *x, const int32_t 
         int64_t q = t * o.slots + s;
         float w = load_float(o.weights, o.wdt, o.woff + q);
         const float *src = y + g.pos[q] * o.hout;
+        for (int64_t n = 0; n < o.hout; n++) dst[n] += w * src[n];
+      }
+    }
+  } else if (!failed) {
+    /* Each expert's rows added into their tokens' outputs, experts in order (deterministic). */
+    memset(out, 0, sizeof(float) * (size_t)(o.tokens * o.hout));
+    for (int64_t e = 0; e < o.experts && !failed; e++) {
+      int64_t r0 = g.start[e], rows = g.start[e + 1] - r0;
+      if (rows == 0) continue;
+      gather_x(&o, &g, e, xg);
+      failed = up_projection(&o, e, rows, xg, hidden, hidden) || down_projection(&o, e, rows, hidden, y);
+      for (int64_t r = 0; r < rows && !failed; r++) {
+        int64_t q = g.pair[r0 + r];
+        float w = load_float(o.weights, o.wdt, o.woff + q);
+        float *dst = out + q / o.slots * o.hout;
+        const float *src = y + r * o.hout;
         for (int64_t n = 0; n < o.hout; n++) dst[n] += w * src[n];
       }
     }
@@ -415,7 +427,7 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
   moe_groups g;
   int64_t rc = group_pairs(&o, &g);
   if (rc != 0) return (double)rc;
-  int64_t pairs = o.tokens * o.slots, maxr = g.max_rows;
+  int64_t maxr = g.max_rows;
   int need_ga = gx || gup || gub; /* the gradient through the up projection */
   int need_gh = need_ga || gw;
   float *xg = malloc(sizeof(float) * (size_t)(maxr * o.hin + 1));
@@ -423,8 +435,9 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
   float *hidden = malloc(sizeof(float) * (size_t)(maxr * o.inter + 1));
   float *gh = malloc(sizeof(float) * (size_t)(maxr * o.inter + 1));
   float *gg = malloc(sizeof(float) * (size_t)(maxr * o.hout + 1));
-  float *gxp = gx ? malloc(sizeof(float) * (size_t)(pairs * o.hin + 1)) : NULL;
-  int failed = !xg || !pre || !hidden || !gh || !gg || (gx && !gxp);
+  float *gxe = gx ? malloc(sizeof(float) * (size_t)(maxr * o.hin + 1)) : NULL;
+  int failed = !xg || !pre || !hidden || !gh || !gg || (gx && !gxe);
+  if (gx) memset(gx, 0, sizeof(float) * (size_t)(o.tokens * o.hin));
   for (int64_t e = 0; e < o.experts && !failed; e++) {
     int64_t r0 = g.start[e], rows = g.start[e + 1] - r0;
     if (rows == 0) {
@@ -478,17 +491,14 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
     }
     /* gup_e [inter, hin] = gaᵀ · x_e; the pairs' dx rows = ga · up_e. */
     if (gup && product(o.inter, o.hin, rows, gh, 1, o.inter, xg, DT_F32, 0, o.hin, 1, gup + e * o.inter * o.hin)) failed = 1;
-    if (gx && !failed && product(rows, o.hin, o.inter, gh, o.inter, 1, o.up, o.updt, o.upoff + e * o.inter * o.hin, o.hin, 1, gxp + r0 * o.hin)) failed = 1;
-  }
-  if (gx && !failed) {
-#pragma omp parallel for schedule(static) if (pairs * o.hin >= PARALLEL_MIN_WORK)
-    for (int64_t t = 0; t < o.tokens; t++) {
-      float *dst = gx + t * o.hin;
-      memset(dst, 0, sizeof(float) * (size_t)o.hin);
-      for (int64_t s = 0; s < o.slots; s++) {
-        const float *src = gxp + g.pos[t * o.slots + s] * o.hin;
-        for (int64_t j = 0; j < o.hin; j++) dst[j] += src[j];
-      }
+    if (!gx || failed) continue;
+    if (product(rows, o.hin, o.inter, gh, o.inter, 1, o.up, o.updt, o.upoff + e * o.inter * o.hin, o.hin, 1, gxe)) {
+      failed = 1;
+      break;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+      float *dst = gx + g.pair[r0 + r] / o.slots * o.hin;
+      for (int64_t j = 0; j < o.hin; j++) dst[j] += gxe[r * o.hin + j];
     }
   }
   free(xg);
@@ -496,7 +506,7 @@ EXPORT double nt_moe_experts_backward(const double *params, const void *x, const
   free(hidden);
   free(gh);
   free(gg);
-  free(gxp);
+  free(gxe);
   free_groups(&g);
   return failed ? -1 : 0;
 }
