@@ -57,8 +57,11 @@ export interface MoeExpertGrads {
  * Weights are stacked like HF's in-memory layout: `upProj` [E, I, Hin], `downProj` [E, Hout, I],
  * f32 or bf16; expert tensors larger than one storage binding are split into expert ranges. On the
  * GPU nothing is read back and launch sizes do not depend on the routing; a decode step (T = 1)
- * reads only the k chosen experts' weights. An expert index outside [0, E) throws on the CPU and
- * makes that token's output NaN on the GPU (it cannot be checked there without a readback).
+ * reads only the k chosen experts' weights. The native CPU backend groups the token–expert pairs by
+ * expert, runs each expert's rows as two GEMMs and adds them to the outputs in expert order (a
+ * decode step: only the chosen experts' GEMVs, combined in slot order). An expert index outside
+ * [0, E) throws on the CPU (both backends) and makes that token's output NaN on the GPU (it cannot be
+ * checked there without a readback).
  *
  * Differentiable in x, weights, upProj, downProj and the biases (f32 gradients; indices get none).
  * The backward saves only the operands and recomputes the hidden activations.

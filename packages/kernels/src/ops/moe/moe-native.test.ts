@@ -246,6 +246,15 @@ describe.skipIf(!native)('native moeExperts forward and backward vs the referenc
     const got = await run(native!);
     expect(Array.from(got).every(Number.isFinite)).toBe(true);
     expectClose(got, await run(cpu), { rtol: 1e-5 });
+    // Decode (one token, each expert one row): the single-region GEMV path.
+    const step = await moeExperts(
+      onDevice(x!.values.subarray(0, c.hin), [1, c.hin], native!),
+      onDevice(Int32Array.from([5, 3]), [1, 2], native!),
+      onDevice(Float32Array.from([0.5, 1.5]), [1, 2], native!),
+      onDevice(up!.values, up!.shape, native!),
+      onDevice(down!.values, down!.shape, native!),
+    ).toFloat32();
+    expect(Array.from(step).every(Number.isFinite)).toBe(true);
   });
 
   test('an out-of-range expert index is the same clear error as on the reference', () => {
