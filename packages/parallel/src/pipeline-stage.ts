@@ -37,7 +37,7 @@ export interface StageMetas {
 }
 
 /** The layers of a stage, registered under their backbone indices ("3", "4", …). */
-class StageLayers extends Module {
+export class StageLayers extends Module {
   constructor(readonly blocks: ReadonlyMap<number, NemotronHBlock>) {
     super();
     for (const [i, block] of blocks) this.registerModule(String(i), block);
@@ -45,7 +45,7 @@ class StageLayers extends Module {
 }
 
 /** The backbone part of a stage (`model.*`). */
-class StageBackbone extends Module {
+export class StageBackbone extends Module {
   readonly embeddings: Embedding | null;
   readonly layers: StageLayers;
   readonly normF: RMSNorm | null;
