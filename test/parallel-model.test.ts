@@ -25,6 +25,7 @@ describe('ParallelModel', () => {
     const want = await single.forward(batch);
     for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }, { pipelineStages: 2, expertParallel: 2 }]) {
       const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
+      expect(pm.sizes).toEqual({ pipelineStages: 1, expertParallel: 1, dataParallel: 1, ...options });
       const got = await pm.forward(batch);
       expect({
         options,
