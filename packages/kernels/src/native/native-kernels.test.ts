@@ -136,6 +136,11 @@ describe.skipIf(!native)('native elementwise', () => {
       if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
     });
   }
+  test('vector unary ops (exp, SiLU, ReLU, relu²) at the edges of the f32 range: NaN, ±inf, overflow, underflow', async () => {
+    const v = randomData([3, 41], 18, { scale: 30 });
+    v.set([NaN, Infinity, -Infinity, 88.5, 88.8, -87.2, -87.5, -100, 100, 0, -0, 1e-30, -1e-30, 20.5, -20.5, 0.5], 0);
+    for (const op of ['exp', 'silu', 'relu', 'relu2'] as const) await same(`${op} edges`, (d) => unary(op, onDevice(v, [3, 41], d)), 2e-6);
+  });
   test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
     await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
     await same(
@@ -294,6 +299,20 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
 });
 
 describe.skipIf(!native)('native causal conv1d', () => {
+  test('prefill over more channels than one block (133: a full block and a ragged one), packed documents', async () => {
+    const [b, l, c, k] = [2, 9, 133, 4];
+    const run = (d: Device) =>
+      causalConv1d(onDevice(randomData([b, l, c], 57), [b, l, c], d), onDevice(randomData([c, k], 58, { dtype: 'bf16' }), [c, k], d, 'bf16'), null, {
+        initialState: onDevice(randomData([b, c, k], 59), [b, c, k], d),
+        seqIdx: tensor(
+          Int32Array.from({ length: b * l }, (_, i) => (i % l < 3 ? 0 : 1)),
+          [b, l],
+          { device: d },
+        ),
+      });
+    await same('y', (d) => run(d).y, 1e-6);
+    await same('final state', (d) => run(d).finalState, 1e-6);
+  });
   const [b, l, c, k] = [2, 13, 11, 4];
   for (const dtype of ['f32', 'bf16'] as const) {
     test(`prefill with bias, initial state and packed documents; decode update (weights ${dtype})`, async () => {
