@@ -4,7 +4,8 @@
 // run (which also compiles every kernel): the median of BENCH_REPS runs (default 3) — wall time,
 // process CPU time (llvmpipe's threads included; steadier on a shared machine), tokens/s, and the
 // best run's tokens/s — then a line with the wall time per layer kind from one more run
-// synchronised after every block.
+// synchronised after every block. peak_rss_bytes: the process's resident high-water mark so far
+// (getrusage maxrss; models run in one process, so later rows include earlier peaks).
 // With --profile (devices with the timestamp-query feature), one more prefill runs with every
 // dispatch timed on the GPU: one JSON line per kernel name, largest total first. On cpu:native,
 // every native call is timed instead (wall and process CPU ms per entry point and GEMM shape), and a
@@ -66,6 +67,7 @@ for (const name of models) {
         cpu_ms: round(cpuMs),
         tokens_per_s: Math.round((tokens * 1000) / ms),
         best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms),
+        peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
       }),
     );
     console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, device: deviceLabel(device), tokens, ms: await breakdown(model, ids) }));
