@@ -8,6 +8,7 @@
  * lavapipe, SwiftShader) at the core level. Every adapter passed over is listed with its reason in
  * {@link DawnHandles.skipped} (`nemotron info` prints them).
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { create, globals } from 'webgpu';
 import { NoAdapterError } from './errors';
 import { sharedLibraryProbe, setNativeEnv } from './native-env';
@@ -19,6 +20,8 @@ export interface AdapterRequest {
   backend?: BackendName;
   /** Substring matched (case-insensitively) against the adapter's description, device, vendor or backend. */
   adapter?: string;
+  /** Only a real GPU on the platform's native backend: no software adapter is opened (it would hold memory and threads). */
+  hardwareOnly?: boolean;
 }
 
 export interface DawnHandles {
@@ -50,6 +53,21 @@ function nativeBackend(): BackendName {
   if (process.platform === 'darwin') return 'metal';
   if (process.platform === 'win32') return 'd3d12';
   return 'vulkan';
+}
+
+/**
+ * False when this host cannot have a GPU a driver could expose: on Linux every hardware Vulkan driver
+ * opens a device node (a DRM render node, NVIDIA's, WSL's /dev/dxg), so without one asking Dawn
+ * would only load its library and the Vulkan loader to find software adapters. True elsewhere.
+ */
+export function mayHaveHardwareGpu(): boolean {
+  if (process.platform !== 'linux') return true;
+  if (existsSync('/dev/dxg') || existsSync('/dev/nvidiactl')) return true;
+  try {
+    return readdirSync('/dev/dri').some((name) => name.startsWith('renderD') || name.startsWith('card'));
+  } catch {
+    return false;
+  }
 }
 
 /** The software rasterisers Dawn can land on; a "real GPU" request must not accept them. */
@@ -84,9 +102,9 @@ function candidates(request: AdapterRequest): Candidate[] {
   ];
   if (request.backend) {
     const level = request.backend === 'opengl' || request.backend === 'opengles' ? 'compatibility' : 'core';
-    return [{ backend: request.backend, featureLevel: level, accepts: 'any' }];
+    return [{ backend: request.backend, featureLevel: level, accepts: request.hardwareOnly ? 'hardware' : 'any' }];
   }
-  return all;
+  return request.hardwareOnly ? all.filter((c) => c.accepts === 'hardware') : all;
 }
 
 /** A library each backend's loader must export; checked before Dawn is asked, so a missing one is a reason, not a warning. */
