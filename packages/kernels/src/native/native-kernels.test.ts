@@ -67,6 +67,8 @@ describe.skipIf(!native)('native matmul', () => {
     { m: 101, n: 70, k: 513, bias: 'f32' },
     { m: 5, n: 11, k: 13, batch: [3] },
     { m: 40, n: 27, k: 70, bType: 'bf16', bias: 'f32' },
+    // bf16 weights widened for the BLAS a column block at a time (2¹⁸ floats: 97 columns of k = 2700).
+    { m: 33, n: 100, k: 2700, bType: 'bf16' },
   ];
   for (const c of cases) {
     const tag = `${c.batch ? `[${c.batch}]×` : ''}${c.m}×${c.n}×${c.k} a ${c.aType ?? 'f32'} w ${c.bType ?? 'f32'}${c.bias ? ` bias ${c.bias}` : ''}`;
@@ -119,6 +121,11 @@ describe.skipIf(!native)('native matmul', () => {
       matmul(onDevice(randomData([40, 70], 9), [40, 70], d), onDevice(randomData([70, 27], 10, { dtype: 'bf16' }), [70, 27], d, 'bf16'));
     await same('f32 · bf16 [k, n] with many rows (widened for the BLAS if loaded)', bf16Rows, 3e-5);
     await withoutBlas(() => same('f32 · bf16 [k, n] with many rows, own kernels', bf16Rows, 3e-5));
+    await same(
+      'f32 · bf16 [k, n] in several widened column blocks',
+      (d) => matmul(onDevice(randomData([33, 2700], 19), [33, 2700], d), onDevice(randomData([2700, 100], 20, { dtype: 'bf16' }), [2700, 100], d, 'bf16')),
+      3e-4,
+    );
     const gradLayout = (d: Device) => matmul(onDevice(randomData([70, 19], 7), [70, 19], d), onDevice(randomData([70, 33], 8), [70, 33], d), { transA: true });
     await same('transA (weight gradient layout)', gradLayout, 3e-5);
     await withoutBlas(() => same('transA (weight gradient layout), own kernels', gradLayout, 3e-5));
