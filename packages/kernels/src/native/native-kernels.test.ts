@@ -419,6 +419,40 @@ describe.skipIf(!native)('native attention', () => {
         return attentionWithStats(q, k, v, { causal: false });
       });
     });
+    test(`prefill with many queries and vector-wide values (the vector path): causal, padded, packed, continuing a cache (k, v ${dtype})`, async () => {
+      const [queries, keys, vd] = [37, 37, 16];
+      const wide = (d: Device, n = queries, m = keys) => ({
+        q: onDevice(randomData([b, n, hq, dh], 65), [b, n, hq, dh], d),
+        k: onDevice(randomData([b, m, hkv, dh], 66, { dtype }), [b, m, hkv, dh], d, dtype),
+        v: onDevice(randomData([b, m, hkv, vd], 67, { dtype }), [b, m, hkv, vd], d, dtype),
+      });
+      const ids = (d: Device, f: (i: number) => number) =>
+        tensor(
+          Int32Array.from({ length: b * keys }, (_, i) => f(i)),
+          [b, keys],
+          { device: d },
+        );
+      await both('wide causal', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v);
+      });
+      await both('wide padded (rows with no visible key)', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { keyMask: ids(d, (i) => (i % keys < 3 || i === keys + 20 ? 0 : 1)) });
+      });
+      await both('wide packed', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { seqIds: ids(d, (i) => (i % keys < 11 ? 0 : i % keys < 30 ? 1 : 2)) });
+      });
+      await both('wide non-causal', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { causal: false });
+      });
+      await both('wide continuing a cache', (d) => {
+        const { q, k, v } = wide(d, 12, 40);
+        return attentionWithStats(q, k, v, { kvLength: 33 });
+      });
+    });
     test(`backward: GQA causal with padding, and packed documents (k, v ${dtype})`, async () => {
       for (const variant of ['padded', 'packed'] as const) {
         await expectBackwardMatches(
