@@ -74,6 +74,7 @@ for (const name of models) {
     if (profile) await kernelProfile(bench, dtype, () => prefill());
     ids.dispose();
     model.dispose();
+    Bun.gc(true); // the next model's peak_rss_bytes should not include this one's freed weights
   }
 }
 

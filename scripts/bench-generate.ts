@@ -64,6 +64,7 @@ for (const dtype of dtypes) {
 
   if (process.argv.includes('--prefill-only')) {
     model.dispose();
+    Bun.gc(true); // the next model's peak_rss_bytes should not include this one's freed weights
     continue;
   }
   // Depths interleaved, best of BENCH_REPS runs each: contention on a shared machine hits them alike.
@@ -113,4 +114,5 @@ for (const dtype of dtypes) {
     );
   }
   model.dispose();
+  Bun.gc(true); // the next model's peak_rss_bytes should not include this one's freed weights
 }

@@ -10,8 +10,11 @@ import { HostBufferPool } from './host-buffer-pool';
 import type { MemoryStats } from '../runtime/pool';
 import { Storage, type StorageOwner } from '../runtime/storage';
 
-/** Freed bytes kept for reuse at most: a prefill's temporaries of bench-small are ~60 MB. */
-const POOLED_BYTES_LIMIT = 256 * 1024 * 1024;
+/**
+ * Freed bytes kept for reuse at most: bench-small's prefill reuses ~38 MB; a disposed model's
+ * weights beyond this are returned to the GC instead of held.
+ */
+const POOLED_BYTES_LIMIT = 64 * 1024 * 1024;
 
 export class CpuDevice implements StorageOwner {
   readonly kind = 'cpu' as const;

@@ -11,11 +11,12 @@ const MIN_POOLED_BYTES = 4096;
 
 export class HostBufferPool {
   private readonly free = new Map<number, ArrayBuffer[]>();
+  /** Every pooled buffer, oldest release first: the first to go when the pool is over its limit. */
+  private readonly order = new Set<ArrayBuffer>();
   private pooled = 0;
-  private count = 0;
 
   constructor(
-    /** Pooled bytes above this are dropped (left to the GC) instead of kept. */
+    /** Pooled bytes above this evict the oldest pooled buffers (left to the GC). */
     private readonly maxPooledBytes: number,
   ) {}
 
@@ -24,30 +25,42 @@ export class HostBufferPool {
     if (bytes >= MIN_POOLED_BYTES) {
       const buffer = this.free.get(bytes)?.pop();
       if (buffer) {
+        this.order.delete(buffer);
         this.pooled -= bytes;
-        this.count--;
         return buffer;
       }
     }
     return new ArrayBuffer(bytes);
   }
 
-  /** Takes back a buffer no tensor uses any more. */
+  /**
+   * Takes back a buffer no tensor uses any more. Over the limit, the oldest pooled buffers are
+   * dropped first: the sizes a loop keeps asking for stay, and those of a disposed model age out.
+   */
   release(buffer: ArrayBuffer): void {
     const bytes = buffer.byteLength;
-    if (bytes < MIN_POOLED_BYTES || this.pooled + bytes > this.maxPooledBytes) return;
+    if (bytes < MIN_POOLED_BYTES || bytes > this.maxPooledBytes) return;
+    while (this.pooled + bytes > this.maxPooledBytes) this.evictOldest();
     let list = this.free.get(bytes);
     if (!list) this.free.set(bytes, (list = []));
     list.push(buffer);
+    this.order.add(buffer);
     this.pooled += bytes;
-    this.count++;
+  }
+
+  private evictOldest(): void {
+    const oldest = this.order.values().next().value as ArrayBuffer;
+    this.order.delete(oldest);
+    const list = this.free.get(oldest.byteLength)!;
+    list.splice(list.indexOf(oldest), 1);
+    this.pooled -= oldest.byteLength;
   }
 
   /** Drops every pooled buffer (the GC frees them). */
   trim(): void {
     this.free.clear();
+    this.order.clear();
     this.pooled = 0;
-    this.count = 0;
   }
 
   get pooledBytes(): number {
@@ -55,6 +68,6 @@ export class HostBufferPool {
   }
 
   get pooledBuffers(): number {
-    return this.count;
+    return this.order.size;
   }
 }
