@@ -68,7 +68,22 @@ static void weighted_rows_8(const float *w, int64_t n, const void *v, int v_dt, 
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
 }
 
-/* The same for nu < 8 vectors. */
+/* The same with four accumulators (a 64-wide head on AVX-512). */
+static void weighted_rows_4(const float *w, int64_t n, const void *v, int v_dt, int64_t base, int64_t stride, vf *acc) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+  for (int64_t j = 0; j < n; j++) {
+    if (w[j] == 0.0f) continue;
+    vf vw = vbroadcast(w[j]);
+    int64_t r = base + j * stride;
+    a0 += vw * vrow(v, v_dt, r);
+    a1 += vw * vrow(v, v_dt, r + VLEN);
+    a2 += vw * vrow(v, v_dt, r + 2 * VLEN);
+    a3 += vw * vrow(v, v_dt, r + 3 * VLEN);
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* The same for any other count of vectors (below 8). */
 static void weighted_rows(const float *w, int64_t n, const void *v, int v_dt, int64_t base, int64_t stride, int64_t nu, vf *acc) {
   for (int64_t u = 0; u < nu; u++) acc[u] = vbroadcast(0.0f);
   for (int64_t j = 0; j < n; j++) {
@@ -180,6 +195,8 @@ static int attention_prefill(const double *params, const void *q, const void *k,
             int64_t vbase = (int64_t)pv[1] + b * (int64_t)pv[2] + g * (int64_t)pv[4] + u0 * VLEN;
             if (nu == 8)
               weighted_rows_8(scores, last, v, v_dt, vbase, (int64_t)pv[3], acc + u0);
+            else if (nu == 4)
+              weighted_rows_4(scores, last, v, v_dt, vbase, (int64_t)pv[3], acc + u0);
             else
               weighted_rows(scores, last, v, v_dt, vbase, (int64_t)pv[3], nu, acc + u0);
           }

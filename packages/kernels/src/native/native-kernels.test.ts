@@ -420,8 +420,8 @@ describe.skipIf(!native)('native attention', () => {
       });
     });
     test(`prefill with many queries and vector-wide values (the vector path): causal, padded, packed, continuing a cache (k, v ${dtype})`, async () => {
-      const [queries, keys, vd] = [37, 37, 16];
-      const wide = (d: Device, n = queries, m = keys) => ({
+      const [queries, keys] = [37, 37];
+      const wide = (d: Device, n = queries, m = keys, vd = 32) => ({
         q: onDevice(randomData([b, n, hq, dh], 65), [b, n, hq, dh], d),
         k: onDevice(randomData([b, m, hkv, dh], 66, { dtype }), [b, m, hkv, dh], d, dtype),
         v: onDevice(randomData([b, m, hkv, vd], 67, { dtype }), [b, m, hkv, vd], d, dtype),
@@ -432,10 +432,12 @@ describe.skipIf(!native)('native attention', () => {
           [b, keys],
           { device: d },
         );
-      await both('wide causal', (d) => {
-        const { q, k, v } = wide(d);
-        return attentionWithStats(q, k, v);
-      });
+      // 16, 32, 64 values: 2, 4, 8 vectors of AVX2 (1, 2, 4 of AVX-512), each accumulator count the kernel has.
+      for (const vd of [16, 32, 64])
+        await both(`wide causal, ${vd} values`, (d) => {
+          const { q, k, v } = wide(d, queries, keys, vd);
+          return attentionWithStats(q, k, v);
+        });
       await both('wide padded (rows with no visible key)', (d) => {
         const { q, k, v } = wide(d);
         return attentionWithStats(q, k, v, { keyMask: ids(d, (i) => (i % keys < 3 || i === keys + 20 ? 0 : 1)) });
