@@ -10,11 +10,12 @@
 // shared machine); peak_bytes is the largest per-step high-water mark of live device memory.
 // BENCH_BATCH (default 1) sets the rows per step: activations, which checkpointing trims, grow with it,
 // while weights, gradients and AdamW's moments (4 × 205 MB in f32, the step's floor) do not.
+// NEMOTRON_PROFILE_OPS=1 also prints (stderr) the time per op and phase of the timed steps (runtime/op-profile.ts).
 // Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16] [--gradient-checkpointing]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import { deviceLabel, Generator, initDevice } from '@nemotron-ts/kernels';
+import { deviceLabel, formatOpProfile, Generator, initDevice, opProfiling, resetOpProfile } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 import { BlockSampler, Trainer } from '../src/train';
 
@@ -42,6 +43,7 @@ const trainer = new Trainer(
 const timed: { ms: number; cpuMs: number; tokensPerS: number }[] = [];
 let peakBytes = 0;
 for (let i = 0; i < WARMUP + STEPS; i++) {
+  if (i === WARMUP) resetOpProfile();
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const log = await trainer.trainStep();
@@ -51,6 +53,7 @@ for (let i = 0; i < WARMUP + STEPS; i++) {
 }
 trainer.dispose();
 model.dispose();
+if (opProfiling) console.error(formatOpProfile(STEPS));
 timed.sort((a, b) => a.ms - b.ms);
 const median = timed[Math.floor(timed.length / 2)]!;
 console.log(

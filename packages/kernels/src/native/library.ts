@@ -8,6 +8,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { buildNativeLibrary } from './build';
+import { nativeRowName, opProfiling, profileSpan } from '../runtime/op-profile';
 
 const FEATURE_NAMES: readonly [number, string][] = [
   [16, 'neon'],
@@ -206,7 +207,17 @@ function load(): NativeKernels | null {
   const blasName = process.env.NEMOTRON_BLAS || 'libopenblas.so.0';
   const blas = blasName !== 'none' && lib.symbols.nt_load_blas(Buffer.from(`${blasName}\0`)) === 1 ? blasName : null;
   const effective = lib.symbols.nt_set_threads(threads);
-  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path, blas);
+  const symbols = lib.symbols as unknown as NativeSymbols;
+  return new NativeKernels(opProfiling ? timedSymbols(symbols) : symbols, featureNames(compiled), effective, build.path, blas);
+}
+
+/** The symbols, each call timed as an op-profile span (NEMOTRON_PROFILE_OPS=1). */
+function timedSymbols(symbols: NativeSymbols): NativeSymbols {
+  const timed: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(symbols) as [string, (...args: unknown[]) => unknown][]) {
+    timed[name] = (...args: unknown[]) => profileSpan(nativeRowName(name), () => fn(...args));
+  }
+  return timed as unknown as NativeSymbols;
 }
 
 /**
