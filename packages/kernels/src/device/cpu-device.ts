@@ -6,8 +6,15 @@
 import { bytesPerElement, type DType } from '../dtype';
 import type { NativeKernels } from '../native/library';
 import { OutOfMemoryError } from './errors';
+import { HostBufferPool } from './host-buffer-pool';
 import type { MemoryStats } from '../runtime/pool';
 import { Storage, type StorageOwner } from '../runtime/storage';
+
+/**
+ * Pooled bytes kept at most: a training step's activations and gradients are reused by the next
+ * step instead of being fresh pages again.
+ */
+const DEFAULT_POOL_BYTES = 2 * 1024 ** 3;
 
 export class CpuDevice implements StorageOwner {
   readonly kind = 'cpu' as const;
@@ -16,16 +23,23 @@ export class CpuDevice implements StorageOwner {
   /** When set, fresh allocations are filled with NaN / all-ones bits so tests catch unwritten outputs. */
   poisonAllocations = false;
   private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
+  /** Freed buffers for reuse (see host-buffer-pool.ts). */
+  private readonly pool = new HostBufferPool(DEFAULT_POOL_BYTES);
 
   constructor(readonly native: NativeKernels | null = null) {
     this.name = native ? 'cpu:native' : 'cpu';
   }
 
-  allocate(dtype: DType, length: number): Storage {
+  /**
+   * A storage of `length` elements. Its contents are undefined (a reused buffer keeps its old
+   * bytes) unless `zeroed`, which a fresh buffer is already and a reused one is made.
+   */
+  allocate(dtype: DType, length: number, zeroed = false): Storage {
     const bytes = Math.ceil((length * bytesPerElement(dtype)) / 4) * 4;
-    let buffer: ArrayBuffer;
+    let buffer = this.pool.take(bytes);
+    if (buffer && zeroed) new Uint32Array(buffer).fill(0);
     try {
-      buffer = new ArrayBuffer(bytes);
+      buffer ??= new ArrayBuffer(bytes);
     } catch (e) {
       // The engine's bare "Out of memory" names nothing: say what was being allocated.
       throw new OutOfMemoryError(
@@ -42,10 +56,16 @@ export class CpuDevice implements StorageOwner {
   freeStorage(storage: Storage): void {
     this.stats.liveBytes -= storage.cpu!.byteLength;
     this.stats.liveBuffers--;
+    this.pool.give(storage.cpu!);
   }
 
   memoryStats(): MemoryStats {
-    return { ...this.stats };
+    return { ...this.stats, pooledBytes: this.pool.pooledBytes, pooledBuffers: this.pool.pooledBuffers };
+  }
+
+  /** Lets the garbage collector have the pooled buffers. */
+  releasePooled(): void {
+    this.pool.clear();
   }
 
   resetPeak(): void {
