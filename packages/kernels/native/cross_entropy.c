@@ -5,53 +5,10 @@
  * checked against [0, classes) by the caller (they are on the host).
  */
 #include "native.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-/* Lane-wise m ? a : b for a comparison mask m (C has no vector ?:). */
-static inline vf vselect(vi m, vf a, vf b) {
-  vi ai, bi, r;
-  memcpy(&ai, &a, sizeof ai);
-  memcpy(&bi, &b, sizeof bi);
-  r = (ai & m) | (bi & ~m);
-  vf out;
-  memcpy(&out, &r, sizeof out);
-  return out;
-}
-
-/* exp(x) for each lane, within ~2 ulp: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2 (Cephes' polynomial). */
-static inline vf vexp(vf x) {
-  const vf hi = vbroadcast(88.3762626647949f), lo = vbroadcast(-103.972639f);
-  vf xc = vselect(x < hi, x, hi);
-  xc = vselect(xc > lo, xc, lo);
-  vf n = xc * vbroadcast(1.44269504088896341f);
-  /* round to nearest: add and subtract 1.5·2^23 */
-  const vf magic = vbroadcast(12582912.0f);
-  n = (n + magic) - magic;
-  vf r = xc - n * vbroadcast(0.693359375f);
-  r = r - n * vbroadcast(-2.12194440e-4f);
-  vf p = vbroadcast(1.9875691500e-4f);
-  p = p * r + vbroadcast(1.3981999507e-3f);
-  p = p * r + vbroadcast(8.3334519073e-3f);
-  p = p * r + vbroadcast(4.1665795894e-2f);
-  p = p * r + vbroadcast(1.6666665459e-1f);
-  p = p * r + vbroadcast(5.0000001201e-1f);
-  p = p * r * r + r + vbroadcast(1.0f);
-  /* 2^n in two factors so n down to -150 (denormal results) stays exact */
-  vi ni = __builtin_convertvector(n, vi);
-  vi half = ni >> 1;
-  vi e1 = (half + 127) << 23, e2 = (ni - half + 127) << 23;
-  vf s1, s2;
-  memcpy(&s1, &e1, sizeof s1);
-  memcpy(&s2, &e2, sizeof s2);
-  vf out = p * s1 * s2;
-  /* x above the clamp is +inf, below it 0, NaN stays NaN (the clamps above turned it into a number) */
-  vf inf = vbroadcast(INFINITY), zero = {0};
-  out = vselect(x > hi, inf, out);
-  out = vselect(x < lo, zero, out);
-  return vselect(x != x, x, out);
-}
 
 /* One row of logits as f32: a pointer into f32 data, or widened from bf16 into `buf`. */
 static const float *row_f32(const void *data, int dtype, int64_t base, int64_t n, float *buf) {
