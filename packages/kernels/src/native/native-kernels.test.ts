@@ -139,6 +139,19 @@ describe.skipIf(!native)('native elementwise', () => {
       if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
     });
   }
+  test('dense f32 fast paths (vector loops and tails) keep NaN, ±inf and −0 as the reference does', async () => {
+    const special = (d: Device, seed: number) => {
+      const v = randomData([3, 37], seed, { scale: 2 });
+      v.set([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0, 1e-30, -1e-30], 3);
+      v.set([Number.NaN, -0, Number.NEGATIVE_INFINITY], 70);
+      return onDevice(v, [3, 37], d);
+    };
+    for (const op of ['neg', 'square', 'relu', 'relu2'] as const) {
+      await same(`dense ${op}`, (d) => unary(op, special(d, 18)), 0);
+      await same(`dense ${op} grad`, (d) => unaryGrad(op, special(d, 18), special(d, 19)), 0);
+    }
+    await same('dense div', (d) => binary('div', special(d, 18), special(d, 19)), 0);
+  });
   test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
     await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
     await same(
