@@ -63,11 +63,6 @@ export class CpuDevice implements StorageOwner {
     return { ...this.stats, pooledBytes: this.pool.pooledBytes, pooledBuffers: this.pool.pooledBuffers };
   }
 
-  /** Lets the garbage collector have the pooled buffers. */
-  releasePooled(): void {
-    this.pool.clear();
-  }
-
   resetPeak(): void {
     this.stats.peakLiveBytes = this.stats.liveBytes;
   }

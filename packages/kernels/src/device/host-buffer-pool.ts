@@ -39,11 +39,4 @@ export class HostBufferPool {
     this.pooledBytes += bytes;
     this.pooledBuffers++;
   }
-
-  /** Drops every pooled buffer (the garbage collector frees them). */
-  clear(): void {
-    this.free.clear();
-    this.pooledBytes = 0;
-    this.pooledBuffers = 0;
-  }
 }
