@@ -118,17 +118,20 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
 }
 
 /* One step of the backward for one head row p (vectors over the state dimension n); see nt_ssd_scan_backward. */
-static inline void backward_row(int64_t sd, float gy, float carry, float step, float xv, float a_decay, const float *restrict cv, const float *restrict bv,
-                                const float *restrict sp, const float *restrict sc, float *restrict ds, float *restrict tct, float *restrict tbt,
+static inline void backward_row(int64_t sd, float gy, float carry, float step, float xv, float decay, float a_decay, const float *restrict cv,
+                                const float *restrict bv, const float *restrict sp, float *restrict ds, float *restrict tct, float *restrict tbt,
                                 float *dx_dot, float *dt_part, float *da_part) {
   vf vgy = vbroadcast(gy), vcarry = vbroadcast(carry), vsx = vbroadcast(step * xv), vx = vbroadcast(xv), vad = vbroadcast(a_decay);
+  vf vdecay = vbroadcast(decay);
   vf adx = {0}, adt = {0}, ada = {0};
   int64_t n = 0;
   for (; n + VLEN <= sd; n += VLEN) {
     vf d = vgy * vload(cv + n) + vcarry * vload(ds + n);
     vf b = vload(bv + n), prev = vload(sp + n);
+    /* S_t = decay·S_{t−1} + dt·x·B, recomputed here instead of read (half the state traffic) */
+    vf cur = vdecay * prev + vsx * b;
     vstore(ds + n, d);
-    vstore(tct + n, vload(tct + n) + vgy * vload(sc + n));
+    vstore(tct + n, vload(tct + n) + vgy * cur);
     vstore(tbt + n, vload(tbt + n) + d * vsx);
     adx += d * b;
     adt += d * (vx * b + vad * prev);
@@ -138,7 +141,7 @@ static inline void backward_row(int64_t sd, float gy, float carry, float step, f
   for (; n < sd; n++) {
     float d = gy * cv[n] + carry * ds[n];
     ds[n] = d;
-    tct[n] += gy * sc[n];
+    tct[n] += gy * (decay * sp[n] + step * xv * bv[n]);
     tbt[n] += d * step * xv;
     rdx += d * bv[n];
     rdt += d * (xv * bv[n] + a_decay * sp[n]);
@@ -239,7 +242,6 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
             float step = dt[ti], decay = expf(step * a);
             float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
             const float *prev = CONTINUES(t) ? states + (t - t0) * ps : zero;
-            const float *cur = states + (t - t0 + 1) * ps;
             const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
             float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
             float ddt_acc = 0.0f;
@@ -248,7 +250,7 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
               float xv = x[xi], gy = dy[xi];
               dD_acc += (double)gy * xv;
               float dx_dot, dt_part, da_part;
-              backward_row(sd, gy, carry, step, xv, a * decay, cv, bv, prev + p * sd, cur + p * sd, dS + p * sd, tct, tbt, &dx_dot, &dt_part, &da_part);
+              backward_row(sd, gy, carry, step, xv, decay, a * decay, cv, bv, prev + p * sd, dS + p * sd, tct, tbt, &dx_dot, &dt_part, &da_part);
               dx[xi] = dh * gy + dx_dot * step;
               ddt_acc += dt_part;
               dA_acc += (double)da_part * step * decay;
