@@ -10,6 +10,9 @@ static inline float readf(const void *p, int dtype, int64_t i) {
 }
 static inline float siluf(float v) { return v / (1.0f + expf(-v)); }
 
+/* Channels per forward task (batch row × channel block). */
+enum { CONV_CHANNELS = 256 };
+
 /*
  * y [B, L, C], final state [B, C, K]. A tap at position s reaches t only inside t's document
  * (seq ids; the first document also sees the initial state, whose last column is s = -1).
@@ -27,36 +30,41 @@ EXPORT int nt_causal_conv(const double *params, const float *x, const void *w, c
   fin += (int64_t)params[10];
   int w_dt = (int)params[11], b_dt = (int)params[12], has_bias = (int)params[13], has_init = (int)params[14], has_seq = (int)params[15];
   int silu = (int)params[16];
-#pragma omp parallel for schedule(static) if (batch > 1 && batch * length * ch * taps >= PARALLEL_MIN_WORK)
+  /* Tasks: (batch row, block of channels) — depthwise, so blocks are independent and one row splits too. */
+  int64_t blocks = (ch + CONV_CHANNELS - 1) / CONV_CHANNELS;
+#pragma omp parallel for schedule(static) collapse(2) if (batch * blocks > 1 && batch * length * ch * taps >= PARALLEL_MIN_WORK)
   for (int64_t b = 0; b < batch; b++) {
-    int64_t start = INT64_MIN; /* first position of the current document; INT64_MIN: the first one */
-    for (int64_t t = 0; t < length; t++) {
-      if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
-      float *yr = y + (b * length + t) * ch;
-      for (int64_t c = 0; c < ch; c++) yr[c] = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
-      for (int64_t k = 0; k < taps; k++) {
-        int64_t s = t - (taps - 1) + k;
-        if (s < start) continue;
-        if (s >= 0) {
-          const float *xr = x + (b * length + s) * ch;
-          if (w_dt == DT_F32) {
-            const float *wf = (const float *)w + w_off + k;
-            for (int64_t c = 0; c < ch; c++) yr[c] += wf[c * taps] * xr[c];
-          } else {
-            for (int64_t c = 0; c < ch; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * xr[c];
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      int64_t c0 = blk * CONV_CHANNELS, c1 = c0 + CONV_CHANNELS < ch ? c0 + CONV_CHANNELS : ch;
+      int64_t start = INT64_MIN; /* first position of the current document; INT64_MIN: the first one */
+      for (int64_t t = 0; t < length; t++) {
+        if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
+        float *yr = y + (b * length + t) * ch;
+        for (int64_t c = c0; c < c1; c++) yr[c] = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
+        for (int64_t k = 0; k < taps; k++) {
+          int64_t s = t - (taps - 1) + k;
+          if (s < start) continue;
+          if (s >= 0) {
+            const float *xr = x + (b * length + s) * ch;
+            if (w_dt == DT_F32) {
+              const float *wf = (const float *)w + w_off + k;
+              for (int64_t c = c0; c < c1; c++) yr[c] += wf[c * taps] * xr[c];
+            } else {
+              for (int64_t c = c0; c < c1; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * xr[c];
+            }
+          } else if (has_init) {
+            for (int64_t c = c0; c < c1; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * init[(b * ch + c) * taps + taps + s];
           }
-        } else if (has_init) {
-          for (int64_t c = 0; c < ch; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * init[(b * ch + c) * taps + taps + s];
         }
+        if (silu) for (int64_t c = c0; c < c1; c++) yr[c] = siluf(yr[c]);
       }
-      if (silu) for (int64_t c = 0; c < ch; c++) yr[c] = siluf(yr[c]);
-    }
-    for (int64_t c = 0; c < ch; c++) {
-      for (int64_t k = 0; k < taps; k++) {
-        int64_t s = length - taps + k;
-        float v = 0.0f;
-        if (s >= start) v = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
-        fin[(b * ch + c) * taps + k] = v;
+      for (int64_t c = c0; c < c1; c++) {
+        for (int64_t k = 0; k < taps; k++) {
+          int64_t s = length - taps + k;
+          float v = 0.0f;
+          if (s >= start) v = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
+          fin[(b * ch + c) * taps + k] = v;
+        }
       }
     }
   }

@@ -392,9 +392,22 @@ describe.skipIf(!native)('native causal conv1d', () => {
       }
     });
   }
-  test('backward over channel blocks with vector tails, threaded; with and without SiLU and initial state', async () => {
-    // 150 channels: blocks of 64, 64 and 22 (vector loops and their tails); 450 positions × 150 × 4 taps is threaded work.
-    const [bb, ll, cc, kk] = [1, 450, 150, 4];
+  test('forward and backward over channel blocks with vector tails, threaded; with and without SiLU and initial state', async () => {
+    // 300 channels: forward blocks of 256 and 44, backward blocks of 64 with a tail of 44; 450 positions × 300 × 4 taps is threaded work.
+    const [bb, ll, cc, kk] = [1, 450, 300, 4];
+    await same(
+      'final state over channel blocks',
+      (d) =>
+        causalConv1d(onDevice(randomData([bb, ll, cc], 65), [bb, ll, cc], d), onDevice(randomData([cc, kk], 66), [cc, kk], d), null, {
+          initialState: onDevice(randomData([bb, cc, kk], 67), [bb, cc, kk], d),
+          seqIdx: tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (i < 448 ? 0 : 1)),
+            [bb, ll],
+            { device: d },
+          ),
+        }).finalState,
+      0,
+    );
     for (const [activation, withInit] of [
       ['silu', true],
       [null, false],
