@@ -13,7 +13,8 @@
 // NEMOTRON_PROFILE_OPS=1 also prints (stderr) the time per op and phase of the timed steps (runtime/op-profile.ts).
 // --ceiling adds gemm_gflops (this device's GEMM rate on the model's training shapes, measured after
 // the steps), train_gflop_per_step (6 × linear weights × tokens) and gemm_ceiling_tokens_per_s.
-// Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16] [--gradient-checkpointing] [--ceiling]
+// --model moe trains bench-moe (bench/moe.config.json) instead.
+// Usage: bun scripts/bench-train-small.ts [--model small|moe] [--dtype f32|bf16] [--gradient-checkpointing] [--ceiling]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -45,7 +46,10 @@ const dtype = dtypeArg >= 0 ? process.argv[dtypeArg + 1] : 'f32';
 if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`--dtype must be f32 or bf16, got '${dtype}'`);
 
 const device = await initDevice();
-const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
+const modelArg = process.argv.indexOf('--model');
+const modelName = modelArg >= 0 ? process.argv[modelArg + 1] : 'small';
+if (modelName !== 'small' && modelName !== 'moe') throw new Error(`--model must be small or moe, got '${modelName}'`);
+const path = join(import.meta.dir, '..', 'bench', `${modelName}.config.json`);
 const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
 const gen = new Generator(1);
 const rows = Array.from({ length: (WARMUP + STEPS) * BATCH }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
@@ -79,7 +83,7 @@ const median = timed[Math.floor(timed.length / 2)]!;
 console.log(
   JSON.stringify({
     bench: 'train',
-    model: 'bench-small',
+    model: `bench-${modelName}`,
     dtype,
     batch: BATCH,
     seq_len: SEQ,

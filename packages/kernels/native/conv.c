@@ -10,12 +10,20 @@ static inline float readf(const void *p, int dtype, int64_t i) {
 }
 static inline float siluf(float v) { return v / (1.0f + expf(-v)); }
 
-/* Channels per forward task (batch row × channel block). */
-enum { CONV_CHANNELS = 256 };
+/* x·sigmoid(x) over n contiguous floats, in place. */
+static void silu_row(float *p, int64_t n) {
+  int64_t i = 0;
+  for (; i + VLEN <= n; i += VLEN) vstore(p + i, vsilu(vload(p + i)));
+  for (; i < n; i++) p[i] = siluf(p[i]);
+}
+
+enum { CONV_BLOCK = 128 };
 
 /*
  * y [B, L, C], final state [B, C, K]. A tap at position s reaches t only inside t's document
  * (seq ids; the first document also sees the initial state, whose last column is s = -1).
+ * Work items are (batch, block of CONV_BLOCK channels), so one sequence splits across threads; a
+ * block's weights are transposed to [K][channels] first so every tap is a contiguous vector FMA.
  * params: batch, length, channels, taps, offsets x, w, bias, init, seq, y, final,
  *   dtypes w, bias, has bias, has init, has seq, silu.
  */
@@ -30,44 +38,47 @@ EXPORT int nt_causal_conv(const double *params, const float *x, const void *w, c
   fin += (int64_t)params[10];
   int w_dt = (int)params[11], b_dt = (int)params[12], has_bias = (int)params[13], has_init = (int)params[14], has_seq = (int)params[15];
   int silu = (int)params[16];
-  /* Tasks: (batch row, block of channels) — depthwise, so blocks are independent and one row splits too. */
-  int64_t blocks = (ch + CONV_CHANNELS - 1) / CONV_CHANNELS;
-#pragma omp parallel for schedule(static) collapse(2) if (batch * blocks > 1 && batch * length * ch * taps >= PARALLEL_MIN_WORK)
-  for (int64_t b = 0; b < batch; b++) {
-    for (int64_t blk = 0; blk < blocks; blk++) {
-      int64_t c0 = blk * CONV_CHANNELS, c1 = c0 + CONV_CHANNELS < ch ? c0 + CONV_CHANNELS : ch;
-      int64_t start = INT64_MIN; /* first position of the current document; INT64_MIN: the first one */
-      for (int64_t t = 0; t < length; t++) {
-        if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
-        float *yr = y + (b * length + t) * ch;
-        for (int64_t c = c0; c < c1; c++) yr[c] = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
-        for (int64_t k = 0; k < taps; k++) {
-          int64_t s = t - (taps - 1) + k;
-          if (s < start) continue;
-          if (s >= 0) {
-            const float *xr = x + (b * length + s) * ch;
-            if (w_dt == DT_F32) {
-              const float *wf = (const float *)w + w_off + k;
-              for (int64_t c = c0; c < c1; c++) yr[c] += wf[c * taps] * xr[c];
-            } else {
-              for (int64_t c = c0; c < c1; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * xr[c];
-            }
-          } else if (has_init) {
-            for (int64_t c = c0; c < c1; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * init[(b * ch + c) * taps + taps + s];
-          }
+  int64_t blocks = (ch + CONV_BLOCK - 1) / CONV_BLOCK;
+  float *wt_all = malloc(sizeof(float) * (size_t)(taps * CONV_BLOCK * nt_threads() + 1));
+  if (!wt_all) return -1;
+#pragma omp parallel for schedule(dynamic, 1) if (batch * length * ch * taps >= PARALLEL_MIN_WORK)
+  for (int64_t item = 0; item < batch * blocks; item++) {
+    int64_t b = item / blocks, c0 = (item % blocks) * CONV_BLOCK;
+    int64_t cn = ch - c0 < CONV_BLOCK ? ch - c0 : CONV_BLOCK;
+    float *wt = wt_all + (int64_t)omp_thread_id() * taps * CONV_BLOCK;
+    float bias_row[CONV_BLOCK];
+    for (int64_t c = 0; c < cn; c++) {
+      for (int64_t k = 0; k < taps; k++) wt[k * CONV_BLOCK + c] = readf(w, w_dt, w_off + (c0 + c) * taps + k);
+      bias_row[c] = has_bias ? readf(bias, b_dt, b_off + c0 + c) : 0.0f;
+    }
+    int64_t start = INT64_MIN; /* first position of the current document; INT64_MIN: the first one */
+    for (int64_t t = 0; t < length; t++) {
+      if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
+      float *restrict yr = y + (b * length + t) * ch + c0;
+      for (int64_t c = 0; c < cn; c++) yr[c] = bias_row[c];
+      for (int64_t k = 0; k < taps; k++) {
+        int64_t s = t - (taps - 1) + k;
+        if (s < start) continue;
+        const float *restrict wk = wt + k * CONV_BLOCK;
+        if (s >= 0) {
+          const float *restrict xr = x + (b * length + s) * ch + c0;
+          for (int64_t c = 0; c < cn; c++) yr[c] += wk[c] * xr[c];
+        } else if (has_init) {
+          for (int64_t c = 0; c < cn; c++) yr[c] += wk[c] * init[(b * ch + c0 + c) * taps + taps + s];
         }
-        if (silu) for (int64_t c = c0; c < c1; c++) yr[c] = siluf(yr[c]);
       }
-      for (int64_t c = c0; c < c1; c++) {
-        for (int64_t k = 0; k < taps; k++) {
-          int64_t s = length - taps + k;
-          float v = 0.0f;
-          if (s >= start) v = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
-          fin[(b * ch + c) * taps + k] = v;
-        }
+      if (silu) silu_row(yr, cn);
+    }
+    for (int64_t c = c0; c < c0 + cn; c++) {
+      for (int64_t k = 0; k < taps; k++) {
+        int64_t s = length - taps + k;
+        float v = 0.0f;
+        if (s >= start) v = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
+        fin[(b * ch + c) * taps + k] = v;
       }
     }
   }
+  free(wt_all);
   return 0;
 }
 

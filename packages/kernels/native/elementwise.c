@@ -66,8 +66,9 @@ static inline uint16_t f32_to_bf16(float f) {
 }
 
 /*
- * Dense f32 rows [i0, i1) of the ops that training runs most, one loop per op (the op chosen once,
- * not per element), so the compiler vectorises them. Returns 0 for other ops.
+ * Dense f32 rows [i0, i1) of the hot ops, one loop per op (the op chosen once, not per element), so
+ * the compiler vectorises them: training's gradients, relu² after every MLP up projection, SiLU after
+ * every conv, exp. Returns 0 for other ops.
  */
 static int contiguous_op(int op, int nops, float *restrict dst, const float *restrict a, const float *restrict b, int64_t i0, int64_t i1, float p0, float p1) {
 #define EACH(expr)                                  \
@@ -77,6 +78,16 @@ static int contiguous_op(int op, int nops, float *restrict dst, const float *res
   if (nops == 1) {
     switch (op) {
       case 0: EACH(-a[i]); return 1;
+      case 2:
+      case 9: {
+        int64_t i = i0;
+        for (; i + VLEN <= i1; i += VLEN) {
+          vf x = vload(a + i);
+          vstore(dst + i, op == 2 ? vexp(x) : vsilu(x));
+        }
+        for (; i < i1; i++) dst[i] = apply(op, a[i], 0.0f, p0, p1);
+        return 1;
+      }
       case 7: EACH(a[i] * a[i]); return 1;
       /* !(a <= 0): a for positive and NaN, one comparison (vectorises) */
       case 11: EACH(!(a[i] <= 0.0f) ? a[i] : 0.0f); return 1;

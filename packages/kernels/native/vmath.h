@@ -1,4 +1,4 @@
-/* Vector math on the native kernels' vf lanes (GCC vector extensions): select and exp. */
+/* Vector math on the native kernels' vf lanes (GCC vector extensions): select, exp, sqrt, sigmoid, SiLU, dot, axpy. */
 #ifndef NEMOTRON_VMATH_H
 #define NEMOTRON_VMATH_H
 
@@ -17,9 +17,12 @@ static inline vf vselect(vi m, vf a, vf b) {
   return out;
 }
 
-/* exp(x) for each lane, within ~2 ulp: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2 (Cephes' polynomial). */
+/*
+ * exp(x) for each lane, within ~2 ulp: 2^n · p(r) with x = n·ln2 + r, |r| ≤ ln2/2 (Cephes' polynomial).
+ * Finite up to FLT_MAX (hi is the float just above ln FLT_MAX), denormal results down to lo, then 0.
+ */
 static inline vf vexp(vf x) {
-  const vf hi = vbroadcast(88.3762626647949f), lo = vbroadcast(-103.972639f);
+  const vf hi = vbroadcast(88.72283935546875f), lo = vbroadcast(-103.972639f);
   vf xc = vselect(x < hi, x, hi);
   xc = vselect(xc > lo, xc, lo);
   vf n = xc * vbroadcast(1.44269504088896341f);
@@ -64,6 +67,9 @@ static inline vf vsqrt(vf x) {
 
 /* 1 / (1 + exp(−x)) for each lane. */
 static inline vf vsigmoid(vf x) { return vbroadcast(1.0f) / (vbroadcast(1.0f) + vexp(-x)); }
+
+/* x·sigmoid(x) = x / (1 + exp(−x)) for each lane (−0 for x far below zero, as the scalar form). */
+static inline vf vsilu(vf x) { return x / (vbroadcast(1.0f) + vexp(-x)); }
 
 /* Σ a[i]·b[i] over n floats (vector accumulators; the tail in scalars). */
 static inline float vdot(const float *restrict a, const float *restrict b, int64_t n) {

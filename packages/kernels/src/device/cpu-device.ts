@@ -11,10 +11,11 @@ import type { MemoryStats } from '../runtime/pool';
 import { Storage, type StorageOwner } from '../runtime/storage';
 
 /**
- * Pooled bytes kept at most: a training step's activations and gradients are reused by the next
- * step instead of being fresh pages again.
+ * Freed host bytes kept for reuse: as many as are live, at least 64 MiB (a bench-small prefill reuses
+ * ~38 MB) and at most 2 GiB (a training step reuses its activations and gradients); see
+ * host-buffer-pool.ts for why.
  */
-const DEFAULT_POOL_BYTES = 2 * 1024 ** 3;
+const POOL_LIMITS = { floorBytes: 64 * 1024 ** 2, ceilingBytes: 2 * 1024 ** 3 };
 
 export class CpuDevice implements StorageOwner {
   readonly kind = 'cpu' as const;
@@ -23,8 +24,8 @@ export class CpuDevice implements StorageOwner {
   /** When set, fresh allocations are filled with NaN / all-ones bits so tests catch unwritten outputs. */
   poisonAllocations = false;
   private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
-  /** Freed buffers for reuse (see host-buffer-pool.ts). */
-  private readonly pool = new HostBufferPool(DEFAULT_POOL_BYTES);
+  /** Freed buffers reused by the next allocation of the same size (a model step repeats its sizes). */
+  private readonly pool = new HostBufferPool(POOL_LIMITS);
 
   constructor(readonly native: NativeKernels | null = null) {
     this.name = native ? 'cpu:native' : 'cpu';
@@ -56,11 +57,16 @@ export class CpuDevice implements StorageOwner {
   freeStorage(storage: Storage): void {
     this.stats.liveBytes -= storage.cpu!.byteLength;
     this.stats.liveBuffers--;
-    this.pool.give(storage.cpu!);
+    this.pool.give(storage.cpu!, this.stats.liveBytes);
   }
 
   memoryStats(): MemoryStats {
     return { ...this.stats, pooledBytes: this.pool.pooledBytes, pooledBuffers: this.pool.pooledBuffers };
+  }
+
+  /** Drops the buffers kept for reuse. */
+  trimPool(): void {
+    this.pool.trim();
   }
 
   resetPeak(): void {
