@@ -6,6 +6,7 @@
  * and lse = +inf. Threads take rows; the score buffer is per thread.
  */
 #include "native.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -301,8 +302,9 @@ EXPORT int nt_attention(const double *params, const void *q, const void *k, cons
 /*
  * Backward (FlashAttention-2 style) from the forward's out and lse: P_j = exp(scale·q·k_j − lse)
  * over the visible keys, D = dO·O, dV_j += P_j·dO, dS_j = P_j·(dO·v_j − D), dQ += scale·dS_j·k_j,
- * dK_j += scale·dS_j·q. One task per (batch, kv head): it owns that head's dK/dV rows and the dQ
- * rows of its query heads, so threads never write one element.
+ * dK_j += scale·dS_j·q. One task per (batch, kv head): it widens that head's K and V to dense f32
+ * once, accumulates its dK/dV rows in dense local buffers and owns the dQ rows of its query heads,
+ * so threads never write one element and the inner loops are contiguous vectors.
  * params: as nt_attention's first 35, then dO: dtype, offset, strides batch/seq/head; out offset,
  * lse offset (dense f32). Outputs dense f32 from offset 0, zero-filled here: dq (or NULL), dk, dv (or NULL).
  */
@@ -323,20 +325,35 @@ EXPORT int nt_attention_backward(const double *params, const void *q, const void
   if (dk) memset(dk, 0, sizeof(float) * (size_t)(batch * keys * hkv * hd));
   if (dv) memset(dv, 0, sizeof(float) * (size_t)(batch * keys * hkv * vd));
   int failed = 0;
+  size_t rows = (size_t)(keys > 0 ? keys : 1);
 #pragma omp parallel if (batch * hkv > 1 && batch * queries * hq * keys * (hd + vd) >= PARALLEL_MIN_WORK)
   {
     float *qrow = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1));
     float *grow = malloc(sizeof(float) * (size_t)(vd > 0 ? vd : 1));
-    float *krow = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1));
-    float *vrow = malloc(sizeof(float) * (size_t)(vd > 0 ? vd : 1));
+    float *kf = malloc(sizeof(float) * rows * (size_t)(hd > 0 ? hd : 1));
+    float *vf_ = malloc(sizeof(float) * rows * (size_t)(vd > 0 ? vd : 1));
+    float *dkl = malloc(sizeof(float) * rows * (size_t)(hd > 0 ? hd : 1));
+    float *dvl = malloc(sizeof(float) * rows * (size_t)(vd > 0 ? vd : 1));
+    float *kseq = malloc(sizeof(float) * rows);
+    unsigned char *visible = malloc(rows);
 #pragma omp for schedule(dynamic, 1) collapse(2)
     for (int64_t b = 0; b < batch; b++) {
       for (int64_t g = 0; g < hkv; g++) {
-        if (!qrow || !grow || !krow || !vrow) {
+        if (!qrow || !grow || !kf || !vf_ || !dkl || !dvl || !kseq || !visible) {
 #pragma omp atomic write
           failed = 1;
           continue;
         }
+        for (int64_t j = 0; j < keys; j++) {
+          int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
+          int64_t vb = (int64_t)pv[1] + b * (int64_t)pv[2] + j * (int64_t)pv[3] + g * (int64_t)pv[4];
+          for (int64_t d = 0; d < hd; d++) kf[j * hd + d] = readf(k, k_dt, kb + d);
+          for (int64_t d = 0; d < vd; d++) vf_[j * vd + d] = readf(v, v_dt, vb + d);
+          visible[j] = !has_mask || readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) != 0.0f;
+          kseq[j] = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) : 0.0f;
+        }
+        memset(dkl, 0, sizeof(float) * rows * (size_t)hd);
+        memset(dvl, 0, sizeof(float) * rows * (size_t)vd);
         for (int64_t i = 0; i < queries; i++) {
           int64_t pos = qoff + i;
           float own = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + pos * (int64_t)ps[4]) : 0.0f;
@@ -347,39 +364,29 @@ EXPORT int nt_attention_backward(const double *params, const void *q, const void
             int64_t qb = (int64_t)pq[1] + b * (int64_t)pq[2] + i * (int64_t)pq[3] + h * (int64_t)pq[4];
             int64_t gb = (int64_t)pg[1] + b * (int64_t)pg[2] + i * (int64_t)pg[3] + h * (int64_t)pg[4];
             for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d);
-            float rowdot = 0.0f;
-            for (int64_t d = 0; d < vd; d++) {
-              grow[d] = readf(dout, g_dt, gb + d);
-              rowdot += grow[d] * out[row * vd + d];
-            }
+            for (int64_t d = 0; d < vd; d++) grow[d] = readf(dout, g_dt, gb + d);
+            float rowdot = vdot(grow, out + row * vd, vd);
             float *dqr = dq ? dq + row * hd : NULL;
             int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
             for (int64_t j = 0; j < last; j++) {
-              if (has_mask && readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) == 0.0f) continue;
-              if (has_seq && readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) != own) continue;
-              int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
-              int64_t vb = (int64_t)pv[1] + b * (int64_t)pv[2] + j * (int64_t)pv[3] + g * (int64_t)pv[4];
-              float s = 0.0f, dp = 0.0f;
-              for (int64_t d = 0; d < hd; d++) {
-                krow[d] = readf(k, k_dt, kb + d);
-                s += qrow[d] * krow[d];
-              }
-              for (int64_t d = 0; d < vd; d++) {
-                vrow[d] = readf(v, v_dt, vb + d);
-                dp += grow[d] * vrow[d];
-              }
-              float prob = expf(s * scale - l);
-              float ds = prob * (dp - rowdot) * scale;
-              int64_t kv = (b * keys + j) * hkv + g;
-              if (dv) for (int64_t d = 0; d < vd; d++) dv[kv * vd + d] += prob * grow[d];
-              if (dk) for (int64_t d = 0; d < hd; d++) dk[kv * hd + d] += ds * qrow[d];
-              if (dqr) for (int64_t d = 0; d < hd; d++) dqr[d] += ds * krow[d];
+              if (!visible[j] || (has_seq && kseq[j] != own)) continue;
+              const float *kr = kf + j * hd;
+              float prob = expf(vdot(qrow, kr, hd) * scale - l);
+              float ds = prob * (vdot(grow, vf_ + j * vd, vd) - rowdot) * scale;
+              if (dv) vaxpy(dvl + j * vd, prob, grow, vd);
+              if (dk) vaxpy(dkl + j * hd, ds, qrow, hd);
+              if (dqr) vaxpy(dqr, ds, kr, hd);
             }
           }
         }
+        for (int64_t j = 0; j < keys; j++) {
+          int64_t kv = (b * keys + j) * hkv + g;
+          if (dk) memcpy(dk + kv * hd, dkl + j * hd, sizeof(float) * (size_t)hd);
+          if (dv) memcpy(dv + kv * vd, dvl + j * vd, sizeof(float) * (size_t)vd);
+        }
       }
     }
-    free(qrow); free(grow); free(krow); free(vrow);
+    free(qrow); free(grow); free(kf); free(vf_); free(dkl); free(dvl); free(kseq); free(visible);
   }
   return failed ? -1 : 0;
 }

@@ -1,5 +1,6 @@
 /* (Gated) group RMSNorm over dense rows, f32 math: v = x (or x·silu(z)), out = w ⊙ v / rms(v) per group. */
 #include "native.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>

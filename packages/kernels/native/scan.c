@@ -173,9 +173,48 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
   return 0;
 }
 
+/* One step of the backward for one head row p (vectors over the state dimension n); see nt_ssd_scan_backward. */
+static inline void backward_row(int64_t sd, float gy, float carry, float step, float xv, float decay, float a_decay, const float *restrict cv,
+                                const float *restrict bv, const float *restrict sp, float *restrict ds, float *restrict tct, float *restrict tbt,
+                                float *dx_dot, float *dt_part, float *da_part) {
+  vf vgy = vbroadcast(gy), vcarry = vbroadcast(carry), vsx = vbroadcast(step * xv), vx = vbroadcast(xv), vad = vbroadcast(a_decay);
+  vf vdecay = vbroadcast(decay);
+  vf adx = {0}, adt = {0}, ada = {0};
+  int64_t n = 0;
+  for (; n + VLEN <= sd; n += VLEN) {
+    vf d = vgy * vload(cv + n) + vcarry * vload(ds + n);
+    vf b = vload(bv + n), prev = vload(sp + n);
+    /* S_t = decay·S_{t−1} + dt·x·B, recomputed here instead of read (half the state traffic) */
+    vf cur = vdecay * prev + vsx * b;
+    vstore(ds + n, d);
+    vstore(tct + n, vload(tct + n) + vgy * cur);
+    vstore(tbt + n, vload(tbt + n) + d * vsx);
+    adx += d * b;
+    adt += d * (vx * b + vad * prev);
+    ada += d * prev;
+  }
+  float rdx = vsum(adx), rdt = vsum(adt), rda = vsum(ada);
+  for (; n < sd; n++) {
+    float d = gy * cv[n] + carry * ds[n];
+    ds[n] = d;
+    tct[n] += gy * (decay * sp[n] + step * xv * bv[n]);
+    tbt[n] += d * step * xv;
+    rdx += d * bv[n];
+    rdt += d * (xv * bv[n] + a_decay * sp[n]);
+    rda += d * sp[n];
+  }
+  *dx_dot = rdx;
+  *dt_part = rdt;
+  *da_part = rda;
+}
+
+/* Positions per recomputed chunk: its states (CHUNK+1 of P×N floats, ~1 MiB for 64×128) stay in cache. */
+enum { SCAN_BWD_CHUNK = 32 };
+
 /*
  * Backward of nt_ssd_scan's y (spec: S_t = exp(dt_t·A)·S_{t−1} + dt_t·x_t ⊗ B_t, y_t = S_t·C_t + D·x_t).
- * One task per (batch, head): it replays the forward keeping every S_t (L·P·N floats), then runs
+ * One task per (batch, head): it replays the forward keeping the state at each chunk's start, then
+ * walks the chunks backwards, recomputing a chunk's states from its checkpoint and running
  * dS_t = dy_t ⊗ C_t + exp(dt_{t+1}·A)·dS_{t+1} backwards in place (zero across a document start).
  * dB, dC (shared by the heads of a group) and dA, dD (shared across the batch) are summed from
  * per-task buffers afterwards, so no two threads write one element.
@@ -198,78 +237,91 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
   int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
   int64_t hpg = heads / groups, tasks = batch * heads;
   int64_t ps = hd * sd;
+  int64_t chunks = (length + SCAN_BWD_CHUNK - 1) / SCAN_BWD_CHUNK;
   /* Per task: dB and dC contributions [L][N], dA and dD partial sums. */
   float *tb = calloc((size_t)(tasks * length * sd), sizeof(float));
   float *tc = calloc((size_t)(tasks * length * sd), sizeof(float));
   double *ta = calloc((size_t)tasks, sizeof(double)), *td = calloc((size_t)tasks, sizeof(double));
   int failed = !tb || !tc || !ta || !td;
   if (!failed) {
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && tasks * length * ps >= PARALLEL_MIN_WORK)
-    for (int64_t task = 0; task < tasks; task++) {
-      int64_t b = task / heads, h = task % heads, g = h / hpg;
-      float *states = malloc(sizeof(float) * (size_t)((length + 1) * ps)); /* states[t+1] = S_t, states[0] = S_{-1} */
-      float *dS = calloc((size_t)ps, sizeof(float));
+#pragma omp parallel if (tasks > 1 && tasks * length * ps >= PARALLEL_MIN_WORK)
+    {
+      /* Per thread, reused across its tasks: chunk-start states, one chunk's states, dS, zeros. */
+      float *marks = malloc(sizeof(float) * (size_t)((chunks > 0 ? chunks : 1) * ps));
+      float *states = malloc(sizeof(float) * (size_t)((SCAN_BWD_CHUNK + 1) * ps));
+      float *dS = malloc(sizeof(float) * (size_t)ps);
       float *zero = calloc((size_t)ps, sizeof(float));
-      if (!states || !dS || !zero) {
+      if (!marks || !states || !dS || !zero) {
 #pragma omp atomic write
         failed = 1;
-        free(states); free(dS); free(zero);
-        continue;
       }
-      float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; task++) {
+        if (failed) continue;
+        int64_t b = task / heads, h = task % heads, g = h / hpg;
+        float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
 #define CONTINUES(t) ((t) == 0 || !has_seq || seq[seq_off + b * length + (t)] == seq[seq_off + b * length + (t) - 1])
-      if (has_init) memcpy(states, init + init_off + (b * heads + h) * ps, sizeof(float) * (size_t)ps);
-      else memset(states, 0, sizeof(float) * (size_t)ps);
-      for (int64_t t = 0; t < length; t++) {
-        int64_t bt = b * length + t;
-        const float *prev = CONTINUES(t) ? states + t * ps : zero;
-        float *cur = states + (t + 1) * ps;
-        float step = dt[bt * heads + h], decay = expf(step * a);
-        const float *bv = B + (bt * groups + g) * sd;
-        for (int64_t p = 0; p < hd; p++) {
-          float k = step * x[(bt * heads + h) * hd + p];
-          for (int64_t n = 0; n < sd; n++) cur[p * sd + n] = decay * prev[p * sd + n] + k * bv[n];
-        }
-      }
-      double dA_acc = 0.0, dD_acc = 0.0;
-      for (int64_t t = length - 1; t >= 0; t--) {
-        int64_t bt = b * length + t, ti = bt * heads + h;
-        float step = dt[ti], decay = expf(step * a);
-        float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
-        const float *prev = CONTINUES(t) ? states + t * ps : zero;
-        const float *cur = states + (t + 1) * ps;
-        const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
-        float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
-        float ddt_acc = 0.0f;
-        for (int64_t p = 0; p < hd; p++) {
-          int64_t xi = ti * hd + p;
-          float xv = x[xi], gy = dy[xi];
-          float dxv = dh * gy;
-          dD_acc += (double)gy * xv;
-          float *ds = dS + p * sd;
-          const float *sp = prev + p * sd, *sc = cur + p * sd;
-          float dt_part = 0.0f, da_part = 0.0f;
-          for (int64_t n = 0; n < sd; n++) {
-            float d = gy * cv[n] + carry * ds[n];
-            ds[n] = d;
-            tct[n] += gy * sc[n];
-            tbt[n] += d * step * xv;
-            dxv += d * step * bv[n];
-            dt_part += d * (xv * bv[n] + a * decay * sp[n]);
-            da_part += d * sp[n];
+        /* S_{t} from S_{t-1} (or zeros at a document start) into `cur`. */
+#define FORWARD_STEP(t, prev_state, cur)                                                             \
+  do {                                                                                               \
+    int64_t bt_ = b * length + (t);                                                                  \
+    const float *pv_ = CONTINUES(t) ? (prev_state) : zero;                                           \
+    float st_ = dt[bt_ * heads + h], dc_ = expf(st_ * a);                                            \
+    const float *bv_ = B + (bt_ * groups + g) * sd;                                                  \
+    for (int64_t p_ = 0; p_ < hd; p_++) {                                                            \
+      float k_ = st_ * x[(bt_ * heads + h) * hd + p_];                                               \
+      for (int64_t n_ = 0; n_ < sd; n_++) (cur)[p_ * sd + n_] = dc_ * pv_[p_ * sd + n_] + k_ * bv_[n_]; \
+    }                                                                                                \
+  } while (0)
+        /* marks[c] = S_{c·CHUNK − 1}: the state before chunk c. */
+        if (has_init) memcpy(marks, init + init_off + (b * heads + h) * ps, sizeof(float) * (size_t)ps);
+        else memset(marks, 0, sizeof(float) * (size_t)ps);
+        for (int64_t c = 0; c + 1 < chunks; c++) {
+          float *run = states;
+          memcpy(run, marks + c * ps, sizeof(float) * (size_t)ps);
+          for (int64_t t = c * SCAN_BWD_CHUNK; t < (c + 1) * SCAN_BWD_CHUNK; t++) {
+            float *next = run == states ? states + ps : states;
+            FORWARD_STEP(t, run, next);
+            run = next;
           }
-          dx[xi] = dxv;
-          ddt_acc += dt_part;
-          dA_acc += (double)da_part * step * decay;
-          if (t == 0 && dinit)
-            for (int64_t n = 0; n < sd; n++) dinit[(b * heads + h) * ps + p * sd + n] = decay * ds[n];
+          memcpy(marks + (c + 1) * ps, run, sizeof(float) * (size_t)ps);
         }
-        ddt[ti] = ddt_acc;
-      }
+        memset(dS, 0, sizeof(float) * (size_t)ps);
+        double dA_acc = 0.0, dD_acc = 0.0;
+        for (int64_t c = chunks - 1; c >= 0; c--) {
+          int64_t t0 = c * SCAN_BWD_CHUNK, t1 = t0 + SCAN_BWD_CHUNK < length ? t0 + SCAN_BWD_CHUNK : length;
+          /* states[i] = S_{t0 − 1 + i} */
+          memcpy(states, marks + c * ps, sizeof(float) * (size_t)ps);
+          for (int64_t t = t0; t < t1; t++) FORWARD_STEP(t, states + (t - t0) * ps, states + (t - t0 + 1) * ps);
+          for (int64_t t = t1 - 1; t >= t0; t--) {
+            int64_t bt = b * length + t, ti = bt * heads + h;
+            float step = dt[ti], decay = expf(step * a);
+            float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
+            const float *prev = CONTINUES(t) ? states + (t - t0) * ps : zero;
+            const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
+            float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
+            float ddt_acc = 0.0f;
+            for (int64_t p = 0; p < hd; p++) {
+              int64_t xi = ti * hd + p;
+              float xv = x[xi], gy = dy[xi];
+              dD_acc += (double)gy * xv;
+              float dx_dot, dt_part, da_part;
+              backward_row(sd, gy, carry, step, xv, decay, a * decay, cv, bv, prev + p * sd, dS + p * sd, tct, tbt, &dx_dot, &dt_part, &da_part);
+              dx[xi] = dh * gy + dx_dot * step;
+              ddt_acc += dt_part;
+              dA_acc += (double)da_part * step * decay;
+              if (t == 0 && dinit)
+                for (int64_t n = 0; n < sd; n++) dinit[(b * heads + h) * ps + p * sd + n] = decay * dS[p * sd + n];
+            }
+            ddt[ti] = ddt_acc;
+          }
+        }
+#undef FORWARD_STEP
 #undef CONTINUES
-      ta[task] = dA_acc;
-      td[task] = dD_acc;
-      free(states); free(dS); free(zero);
+        ta[task] = dA_acc;
+        td[task] = dD_acc;
+      }
+      free(marks); free(states); free(dS); free(zero);
     }
   }
   if (!failed) {

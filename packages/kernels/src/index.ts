@@ -13,6 +13,7 @@ export { Generator, manualSeed, defaultGenerator } from './random';
 export { tidy, keep, dispose, type Disposable } from './runtime/scope';
 export type { MemoryStats } from './runtime/pool';
 export { KernelProfiler, type KernelTime } from './runtime/profiler';
+export { opProfiling, profilePhase, formatOpProfile, resetOpProfile, opProfileRows, type OpProfileRow } from './runtime/op-profile';
 export { StepProgram } from './step-program';
 export { RecordingRefusedError } from './runtime/recording';
 

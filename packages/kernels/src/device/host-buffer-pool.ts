@@ -1,13 +1,28 @@
 /**
  * Freed host ArrayBuffers kept for reuse by the next allocation of the same byte size. A model step
  * asks for the same sizes every time, so reuse skips what a fresh `new ArrayBuffer` costs on every
- * op: the engine's zero-fill, the kernel's page faults on first touch (a few ms per MB-sized output
- * on a busy host), and garbage waiting for the GC to return it (RSS grew to ~1 GB without reuse).
- * Exact sizes only: no bucket rounding, so long-lived tensors (weights) waste nothing.
+ * op: the engine's zero-fill, the kernel's page faults on first touch (faulting in an 8 MB buffer
+ * took 3–4× the write itself on a busy 2-core Zen 3), and garbage waiting for the GC to return it
+ * (RSS grew to ~1 GB without reuse). Exact sizes only: no bucket rounding, so long-lived tensors
+ * (weights) waste nothing.
+ *
+ * How much to keep: as much as is live, between a floor and a ceiling. Training frees on the order
+ * of what stays live every step (activations against weights, gradients and AdamW's moments: ~1 GB
+ * for bench-small in f32) and ran up to 1.6–2.7× faster keeping it; inference holds its weights live
+ * but frees only a step's activations (~38 MB for a bench-small prefill), so the pool stays that
+ * small and peak RSS near llama.cpp's. A disposed model's weights find the live bytes gone, so the
+ * limit falls and they are dropped (oldest first) instead of held.
  */
 
 /** Buffers below this size are left to the GC: cheap to create, not worth the bookkeeping. */
 const MIN_POOLED_BYTES = 4096;
+
+export interface HostBufferPoolLimits {
+  /** Bytes the pool may keep however little is live (a prefill's activations fit). */
+  floorBytes: number;
+  /** Bytes the pool keeps at most however much is live. */
+  ceilingBytes: number;
+}
 
 export class HostBufferPool {
   private readonly free = new Map<number, ArrayBuffer[]>();
@@ -15,32 +30,29 @@ export class HostBufferPool {
   private readonly order = new Set<ArrayBuffer>();
   private pooled = 0;
 
-  constructor(
-    /** Pooled bytes above this evict the oldest pooled buffers (left to the GC). */
-    private readonly maxPooledBytes: number,
-  ) {}
+  constructor(private readonly limits: HostBufferPoolLimits) {}
 
-  /** A buffer of exactly `bytes` bytes: a pooled one (old contents) or a fresh zeroed one. */
-  acquire(bytes: number): ArrayBuffer {
-    if (bytes >= MIN_POOLED_BYTES) {
-      const buffer = this.free.get(bytes)?.pop();
-      if (buffer) {
-        this.order.delete(buffer);
-        this.pooled -= bytes;
-        return buffer;
-      }
-    }
-    return new ArrayBuffer(bytes);
+  /** A pooled buffer of exactly `bytes` (contents left from its last use), or null: allocate a fresh one. */
+  take(bytes: number): ArrayBuffer | null {
+    if (bytes < MIN_POOLED_BYTES) return null;
+    const buffer = this.free.get(bytes)?.pop();
+    if (!buffer) return null;
+    this.order.delete(buffer);
+    this.pooled -= bytes;
+    return buffer;
   }
 
   /**
-   * Takes back a buffer no tensor uses any more. Over the limit, the oldest pooled buffers are
-   * dropped first: the sizes a loop keeps asking for stay, and those of a disposed model age out.
+   * Takes back a buffer no tensor uses any more while `liveBytes` are still in use. Over the limit,
+   * the oldest pooled buffers are dropped first: the sizes a loop keeps asking for stay, and those of
+   * a disposed model age out. A transferred (detached) buffer has no bytes left and is not kept.
    */
-  release(buffer: ArrayBuffer): void {
+  give(buffer: ArrayBuffer, liveBytes: number): void {
     const bytes = buffer.byteLength;
-    if (bytes < MIN_POOLED_BYTES || bytes > this.maxPooledBytes) return;
-    while (this.pooled + bytes > this.maxPooledBytes) this.evictOldest();
+    const limit = Math.min(this.limits.ceilingBytes, Math.max(this.limits.floorBytes, liveBytes));
+    const keep = bytes >= MIN_POOLED_BYTES && bytes <= limit;
+    while (this.pooled + (keep ? bytes : 0) > limit) this.evictOldest();
+    if (!keep) return;
     let list = this.free.get(bytes);
     if (!list) this.free.set(bytes, (list = []));
     list.push(buffer);

@@ -18,6 +18,9 @@ import { causalConv1dUpdate, selectiveStateUpdate } from '../ops/scan/mamba-deco
 import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
 import { causalConv1d } from '../ops/conv/conv';
 import { attention, attentionWithStats } from '../ops/attention/attention';
+import { crossEntropy } from '../ops/cross-entropy/cross-entropy';
+import { embedding } from '../ops/index/gather';
+import { clipGradNorm } from '../optim/clip';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
 import { expectBackwardMatches, expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
@@ -144,6 +147,19 @@ describe.skipIf(!native)('native elementwise', () => {
       if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
     });
   }
+  test('dense f32 fast paths (vector loops and tails) keep NaN, ±inf and −0 as the reference does', async () => {
+    const special = (d: Device, seed: number) => {
+      const v = randomData([3, 37], seed, { scale: 2 });
+      v.set([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0, 1e-30, -1e-30], 3);
+      v.set([Number.NaN, -0, Number.NEGATIVE_INFINITY], 70);
+      return onDevice(v, [3, 37], d);
+    };
+    for (const op of ['neg', 'square', 'relu', 'relu2'] as const) {
+      await same(`dense ${op}`, (d) => unary(op, special(d, 18)), 0);
+      await same(`dense ${op} grad`, (d) => unaryGrad(op, special(d, 18), special(d, 19)), 0);
+    }
+    await same('dense div', (d) => binary('div', special(d, 18), special(d, 19)), 0);
+  });
   test('vector unary ops (exp, SiLU, ReLU, relu²) at the edges of the f32 range: NaN, ±inf, overflow, underflow', async () => {
     const v = randomData([3, 41], 18, { scale: 30 });
     v.set([NaN, Infinity, -Infinity, 88.5, 88.8, -87.2, -87.5, -100, 100, 0, -0, 1e-30, -1e-30, 20.5, -20.5, 0.5], 0);
@@ -259,6 +275,32 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
         { rtol: 2e-5, what: `ssdScan packed=${packed}` },
       );
     }
+  });
+  test('ssdScan backward over several recomputed chunks, threaded, documents crossing chunk starts', async () => {
+    // 75 positions: chunks of 32 with a partial last one; state dim 67 has a vector tail; enough work for threads.
+    const [bb, ll, hh, pp, gg, nn] = [1, 75, 8, 8, 2, 67];
+    const inputs = [
+      { values: randomData([bb, ll, hh, pp], 41), shape: [bb, ll, hh, pp] },
+      { values: randomData([bb, ll, hh], 42, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
+      { values: randomData([hh], 43).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
+      { values: randomData([bb, ll, gg, nn], 44), shape: [bb, ll, gg, nn] },
+      { values: randomData([bb, ll, gg, nn], 45), shape: [bb, ll, gg, nn] },
+      { values: randomData([hh], 46), shape: [hh] },
+      { values: randomData([bb, hh, pp, nn], 47), shape: [bb, hh, pp, nn] },
+    ];
+    await expectBackwardMatches(
+      native!,
+      (x, dt, A, B, C, D, init) => {
+        const seqIdx = tensor(
+          Int32Array.from({ length: bb * ll }, (_, i) => (i < 31 ? 0 : i < 64 ? 1 : 2)),
+          [bb, ll],
+          { device: x!.device },
+        );
+        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 16, D, initialState: init, seqIdx }).y;
+      },
+      inputs,
+      { rtol: 2e-5, what: 'ssdScan chunks' },
+    );
   });
   test('rmsNorm and groupedGatedRmsNorm backward', async () => {
     await expectBackwardMatches(
@@ -377,6 +419,46 @@ describe.skipIf(!native)('native causal conv1d', () => {
       }
     });
   }
+  test('forward and backward over channel blocks with vector tails, threaded; with and without SiLU and initial state', async () => {
+    // 300 channels: forward blocks of 256 and 44, backward blocks of 64 with a tail of 44; 450 positions × 300 × 4 taps is threaded work.
+    const [bb, ll, cc, kk] = [1, 450, 300, 4];
+    await same(
+      'final state over channel blocks',
+      (d) =>
+        causalConv1d(onDevice(randomData([bb, ll, cc], 65), [bb, ll, cc], d), onDevice(randomData([cc, kk], 66), [cc, kk], d), null, {
+          initialState: onDevice(randomData([bb, cc, kk], 67), [bb, cc, kk], d),
+          seqIdx: tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (i < 448 ? 0 : 1)),
+            [bb, ll],
+            { device: d },
+          ),
+        }).finalState,
+      0,
+    );
+    for (const [activation, withInit] of [
+      ['silu', true],
+      [null, false],
+    ] as const) {
+      await expectBackwardMatches(
+        native!,
+        (x, w, bias, init) => {
+          const seqIdx = tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (i < 200 ? 0 : 1)),
+            [bb, ll],
+            { device: x!.device },
+          );
+          return causalConv1d(x!, w!, bias!, { initialState: withInit ? init : undefined, seqIdx, activation }).y;
+        },
+        [
+          { values: randomData([bb, ll, cc], 61), shape: [bb, ll, cc] },
+          { values: randomData([cc, kk], 62), shape: [cc, kk] },
+          { values: randomData([cc], 63), shape: [cc] },
+          { values: randomData([bb, cc, kk], 64), shape: [bb, cc, kk] },
+        ],
+        { rtol: 2e-6, what: `conv ${activation} init=${withInit}` },
+      );
+    }
+  });
 });
 
 describe.skipIf(!native)('native attention', () => {
@@ -490,15 +572,29 @@ describe.skipIf(!native)('native attention', () => {
       });
     });
   }
+  test('backward threaded: 2 kv-head tasks, 45 causal positions, head dim 40 (vector loops and tails)', async () => {
+    const [bb, ll, hqq, hkk, dd] = [1, 45, 4, 2, 40];
+    await expectBackwardMatches(
+      native!,
+      (q, k, v) => attention(q!, k!, v!, { causal: true }),
+      [
+        { values: randomData([bb, ll, hqq, dd], 71), shape: [bb, ll, hqq, dd] },
+        { values: randomData([bb, ll, hkk, dd], 72), shape: [bb, ll, hkk, dd] },
+        { values: randomData([bb, ll, hkk, dd + 3], 73), shape: [bb, ll, hkk, dd + 3] },
+      ],
+      { rtol: 2e-5, what: 'attention threaded' },
+    );
+  });
 });
 
 describe.skipIf(!native)('native AdamW', () => {
-  test('three steps with weight decay match the reference', async () => {
+  test('three steps with weight decay match the reference (threaded, vector tail)', async () => {
     const run = async (d: Device) => {
-      const p = onDevice(randomData([7, 13], 71), [7, 13], d).requiresGrad_();
+      // 131 × 129 = 16 899 elements: split across threads, 3 past the last whole vector.
+      const p = onDevice(randomData([131, 129], 71), [131, 129], d).requiresGrad_();
       const opt = new AdamW([p], { lr: 0.01, weightDecay: 0.1 });
       for (let i = 0; i < 3; i++) {
-        p.grad = onDevice(randomData([7, 13], 72 + i), [7, 13], d);
+        p.grad = onDevice(randomData([131, 129], 72 + i), [131, 129], d);
         opt.step();
       }
       return p.toFloat32();
@@ -515,6 +611,40 @@ test('device selection: NEMOTRON_DEVICE accepts native, rejects unknown names li
     expect(deviceLabel(native)).toBe('cpu:native');
     expect(native.describe()).toMatch(/^CPU native \(.*\d+ threads?/);
   }
+});
+
+describe.skipIf(!native)('native training kernels (each also tested in its op family)', () => {
+  test('cross-entropy forward and backward, embedding gradient, gradient-norm clipping', async () => {
+    const labels = (d: Device) =>
+      tensor(
+        Int32Array.from({ length: 9 }, (_, i) => (i === 4 ? -100 : (i * 7) % 37)),
+        [9],
+        { device: d },
+      );
+    await expectBackwardMatches(
+      native!,
+      (x) => crossEntropy(x!, labels(x!.device), { reduction: 'none' }),
+      [{ values: randomData([9, 37], 81), shape: [9, 37] }],
+      {
+        rtol: 2e-5,
+        what: 'crossEntropy',
+      },
+    );
+    const ids = (d: Device) => tensor(Int32Array.from([3, 0, 3, 5, 3, 1]), [2, 3], { device: d });
+    await expectBackwardMatches(native!, (t) => embedding(t!, ids(t!.device)), [{ values: randomData([7, 13], 82), shape: [7, 13] }], {
+      rtol: 1e-6,
+      what: 'embedding',
+    });
+    const clipped = async (d: Device) => {
+      const p = tensor(new Float32Array(21), [3, 7], { device: d });
+      p.grad = tensor(randomData([3, 7], 83, { scale: 3 }), [3, 7], { device: d });
+      const norm = await clipGradNorm([p], 1).item();
+      return { norm, grad: await p.grad.toFloat32() };
+    };
+    const [ref, got] = [await clipped(cpu), await clipped(native!)];
+    expect(got.norm).toBeCloseTo(ref.norm, 4);
+    expectClose(got.grad, ref.grad, { rtol: 1e-6, what: 'clipGradNorm' });
+  });
 });
 
 test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {
