@@ -1,6 +1,6 @@
 /**
  * `nemotron train` with the parallel flags, end to end on the tiny model (CPU workers): data-,
- * pipeline- and expert-parallel runs log the one-device run's losses, learning rates and gradient norms
+ * pipeline- and expert-parallel runs, and the three composed (8 workers), log the one-device run's losses, learning rates and gradient norms
  * (clipping, weight-decay groups, accumulation and the schedule included) and evaluation losses, save weights equal to
  * one device's, and flags that do not compose with the workers are refused naming the flag.
  */
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getCpuDevice, getNativeDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { relDiff } from './support/fixtures';
 
 const ROOT = join(import.meta.dir, '..');
@@ -84,7 +84,7 @@ async function lmHead(dir: string): Promise<Float32Array> {
 }
 
 describe('nemotron train with parallel flags', () => {
-  test("data, pipeline and expert parallel log one device's losses and save its weights", async () => {
+  test("data, pipeline and expert parallel, alone and composed, log one device's losses and save its weights", async () => {
     const one = run(join(scratch, 'one'), '--eval-every', '2');
     expect(one.evals!.map((l) => l.step)).toEqual([2, 3]);
     expect(one.map((l) => l.step)).toEqual([1, 2, 3]);
@@ -94,8 +94,15 @@ describe('nemotron train with parallel flags', () => {
       ['--data-parallel', '2'],
       ['--pipeline-stages', '2', '--microbatches', '2'],
       ['--expert-parallel', '2'],
+      ['--pipeline-stages', '2', '--expert-parallel', '2', '--data-parallel', '2'],
     ]) {
-      const out = join(scratch, flags[0]!.slice(2));
+      const out = join(
+        scratch,
+        flags
+          .filter((f) => f.startsWith('--'))
+          .join('')
+          .slice(2),
+      );
       const got = run(out, '--devices', 'cpu', '--eval-every', '2', ...flags);
       expect(got.map((l) => l.step)).toEqual([1, 2, 3]);
       got.evals!.forEach((l, i) =>
@@ -128,6 +135,9 @@ describe('nemotron train with parallel flags', () => {
     expect(refused('--resume')).toMatchObject({ code: 2, stderr: expect.stringContaining('--resume is not supported with --data-parallel') });
     expect(refused('--gradient-checkpointing')).toMatchObject({ code: 2, stderr: expect.stringContaining('--gradient-checkpointing is not supported') });
     expect(refused('--dtype', 'bf16')).toMatchObject({ code: 2, stderr: expect.stringContaining('--dtype bf16 is not supported with --data-parallel') });
-    expect(refused('--pipeline-stages', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
+    expect(refused('--pipeline-stages', '2', '--lora-r', '4')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--lora-r is not supported with --pipeline-stages with --data-parallel'),
+    });
   });
 });

@@ -31,12 +31,15 @@ const REFUSED: readonly (readonly [string, string])[] = [
 const round = (v: number, digits: number) => Number(v.toPrecision(digits));
 
 export async function runParallelTrain(args: ParsedArgs, parallel: ParallelOptions, flags: TrainFlags, openDevice: () => Promise<Device>): Promise<void> {
-  const mode =
-    parallel.pipelineStages !== undefined && parallel.pipelineStages > 1
-      ? '--pipeline-stages'
-      : parallel.dataParallel !== undefined && parallel.dataParallel > 1
-        ? '--data-parallel'
-        : '--expert-parallel';
+  const sizes = [
+    ['--pipeline-stages', parallel.pipelineStages],
+    ['--expert-parallel', parallel.expertParallel],
+    ['--data-parallel', parallel.dataParallel],
+  ] as const;
+  const mode = sizes
+    .filter(([, n]) => (n ?? 1) > 1)
+    .map(([flag]) => flag)
+    .join(' with ');
   for (const [flag, why] of REFUSED) if (args.flags.has(flag)) throw new RefusedError(`--${flag} is not supported with ${mode} (${why})`);
   if (flags.dtype !== 'f32')
     throw new RefusedError(

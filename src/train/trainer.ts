@@ -39,6 +39,7 @@ import {
   keep,
   mul,
   noGrad,
+  profilePhase,
   shapesEqual,
   tidy,
   warmupCosineSchedule,
@@ -330,8 +331,8 @@ export class Trainer {
       this.dataPosition += o.batchSize;
       losses.push(
         tidy(() => {
-          const loss = this.microBatchLoss(batch);
-          backward(mul(loss, 1 / o.gradAccum));
+          const loss = profilePhase('forward', () => this.microBatchLoss(batch));
+          profilePhase('backward', () => backward(mul(loss, 1 / o.gradAccum)));
           return keep(loss);
         }),
       );
@@ -345,16 +346,18 @@ export class Trainer {
       throw new NonFiniteLossError(`training loss is ${loss} at step ${step} (micro-batch losses ${values.join(', ')}); stopping before the update`);
     }
     this.moveGradsToMasters();
-    const normTensor = clipGradNorm(this.masters, o.gradClip > 0 ? o.gradClip : Infinity);
+    const normTensor = profilePhase('clip', () => clipGradNorm(this.masters, o.gradClip > 0 ? o.gradClip : Infinity));
     const gradNorm = await normTensor.item();
     normTensor.dispose();
     const lrScale = this.schedule(this.optimizer.stepCount);
     // The lr logged is the one the optimizer applies (every group shares the peak lr).
     const lr = this.optimizer.groups[0]!.lr * lrScale;
-    this.optimizer.step({ lrScale });
-    this.optimizer.zeroGrad();
-    this.model.zeroGrad();
-    this.copyMastersToParams();
+    profilePhase('optimizer', () => {
+      this.optimizer.step({ lrScale });
+      this.optimizer.zeroGrad();
+      this.model.zeroGrad();
+      this.copyMastersToParams();
+    });
     await device.sync();
     const peakBytes = device.memoryStats().peakLiveBytes;
     this.step = step;

@@ -1,16 +1,29 @@
 /* Depthwise causal conv1d of the Mamba2 mixer (prefill and the decode update), f32 activations. */
 #include "native.h"
+#include "vmath.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 static inline float readf(const void *p, int dtype, int64_t i) {
   return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 static inline float siluf(float v) { return v / (1.0f + expf(-v)); }
 
+/* x·sigmoid(x) over n contiguous floats, in place. */
+static void silu_row(float *p, int64_t n) {
+  int64_t i = 0;
+  for (; i + VLEN <= n; i += VLEN) vstore(p + i, vsilu(vload(p + i)));
+  for (; i < n; i++) p[i] = siluf(p[i]);
+}
+
+enum { CONV_BLOCK = 128 };
+
 /*
  * y [B, L, C], final state [B, C, K]. A tap at position s reaches t only inside t's document
  * (seq ids; the first document also sees the initial state, whose last column is s = -1).
+ * Work items are (batch, block of CONV_BLOCK channels), so one sequence splits across threads; a
+ * block's weights are transposed to [K][channels] first so every tap is a contiguous vector FMA.
  * params: batch, length, channels, taps, offsets x, w, bias, init, seq, y, final,
  *   dtypes w, bias, has bias, has init, has seq, silu.
  */
@@ -25,31 +38,38 @@ EXPORT int nt_causal_conv(const double *params, const float *x, const void *w, c
   fin += (int64_t)params[10];
   int w_dt = (int)params[11], b_dt = (int)params[12], has_bias = (int)params[13], has_init = (int)params[14], has_seq = (int)params[15];
   int silu = (int)params[16];
-#pragma omp parallel for schedule(static) if (batch > 1 && batch * length * ch * taps >= PARALLEL_MIN_WORK)
-  for (int64_t b = 0; b < batch; b++) {
+  int64_t blocks = (ch + CONV_BLOCK - 1) / CONV_BLOCK;
+  float *wt_all = malloc(sizeof(float) * (size_t)(taps * CONV_BLOCK * nt_threads() + 1));
+  if (!wt_all) return -1;
+#pragma omp parallel for schedule(dynamic, 1) if (batch * length * ch * taps >= PARALLEL_MIN_WORK)
+  for (int64_t item = 0; item < batch * blocks; item++) {
+    int64_t b = item / blocks, c0 = (item % blocks) * CONV_BLOCK;
+    int64_t cn = ch - c0 < CONV_BLOCK ? ch - c0 : CONV_BLOCK;
+    float *wt = wt_all + (int64_t)omp_thread_id() * taps * CONV_BLOCK;
+    float bias_row[CONV_BLOCK];
+    for (int64_t c = 0; c < cn; c++) {
+      for (int64_t k = 0; k < taps; k++) wt[k * CONV_BLOCK + c] = readf(w, w_dt, w_off + (c0 + c) * taps + k);
+      bias_row[c] = has_bias ? readf(bias, b_dt, b_off + c0 + c) : 0.0f;
+    }
     int64_t start = INT64_MIN; /* first position of the current document; INT64_MIN: the first one */
     for (int64_t t = 0; t < length; t++) {
       if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
-      float *yr = y + (b * length + t) * ch;
-      for (int64_t c = 0; c < ch; c++) yr[c] = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
+      float *restrict yr = y + (b * length + t) * ch + c0;
+      for (int64_t c = 0; c < cn; c++) yr[c] = bias_row[c];
       for (int64_t k = 0; k < taps; k++) {
         int64_t s = t - (taps - 1) + k;
         if (s < start) continue;
+        const float *restrict wk = wt + k * CONV_BLOCK;
         if (s >= 0) {
-          const float *xr = x + (b * length + s) * ch;
-          if (w_dt == DT_F32) {
-            const float *wf = (const float *)w + w_off + k;
-            for (int64_t c = 0; c < ch; c++) yr[c] += wf[c * taps] * xr[c];
-          } else {
-            for (int64_t c = 0; c < ch; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * xr[c];
-          }
+          const float *restrict xr = x + (b * length + s) * ch + c0;
+          for (int64_t c = 0; c < cn; c++) yr[c] += wk[c] * xr[c];
         } else if (has_init) {
-          for (int64_t c = 0; c < ch; c++) yr[c] += readf(w, w_dt, w_off + c * taps + k) * init[(b * ch + c) * taps + taps + s];
+          for (int64_t c = 0; c < cn; c++) yr[c] += wk[c] * init[(b * ch + c0 + c) * taps + taps + s];
         }
       }
-      if (silu) for (int64_t c = 0; c < ch; c++) yr[c] = siluf(yr[c]);
+      if (silu) silu_row(yr, cn);
     }
-    for (int64_t c = 0; c < ch; c++) {
+    for (int64_t c = c0; c < c0 + cn; c++) {
       for (int64_t k = 0; k < taps; k++) {
         int64_t s = length - taps + k;
         float v = 0.0f;
@@ -58,6 +78,7 @@ EXPORT int nt_causal_conv(const double *params, const float *x, const void *w, c
       }
     }
   }
+  free(wt_all);
   return 0;
 }
 
@@ -84,10 +105,14 @@ EXPORT int nt_causal_conv_update(const double *params, float *state, const void 
   return 0;
 }
 
+/* Channels per backward task: a task owns its channels' dx, dw and db, so threads never share an element. */
+enum { CONV_BWD_CHANNELS = 64 };
+
 /*
  * Backward of nt_causal_conv's y: dz = dy·act'(z) (z recomputed), then each tap that reached an
- * output sends dz·w to its input (x or the initial state) and dz·input to its weight. Serial: the
- * conv is a small share of a training step and its weight gradient sums over every position.
+ * output sends dz·w to its input (x or the initial state) and dz·input to its weight. Tasks are
+ * blocks of channels (the conv is depthwise); inside one, positions run in order and the loops over
+ * the block's channels are contiguous vectors (weights transposed to [K][C] once per call).
  * params: as nt_causal_conv's with dy's offset in place of y's (final's unused);
  * outputs dense f32 from offset 0: dx [B, L, C], dw [C, K], db [C] (or NULL), dinit [B, C, K] (or NULL).
  */
@@ -101,39 +126,92 @@ EXPORT int nt_causal_conv_backward(const double *params, const float *x, const v
   dy += (int64_t)params[9];
   int w_dt = (int)params[11], b_dt = (int)params[12], has_bias = (int)params[13], has_init = (int)params[14], has_seq = (int)params[15];
   int silu = (int)params[16];
-  memset(dx, 0, sizeof(float) * (size_t)(batch * length * ch));
-  memset(dw, 0, sizeof(float) * (size_t)(ch * taps));
-  if (db) memset(db, 0, sizeof(float) * (size_t)ch);
+  float *wt = malloc(sizeof(float) * (size_t)(taps * ch + 1)), *bf = malloc(sizeof(float) * (size_t)(ch + 1));
+  if (!wt || !bf) {
+    free(wt);
+    free(bf);
+    return -1;
+  }
+  for (int64_t c = 0; c < ch; c++) {
+    for (int64_t k = 0; k < taps; k++) wt[k * ch + c] = readf(w, w_dt, w_off + c * taps + k);
+    bf[c] = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
+  }
   if (dinit) memset(dinit, 0, sizeof(float) * (size_t)(batch * ch * taps));
-  for (int64_t b = 0; b < batch; b++) {
-    int64_t start = INT64_MIN;
-    for (int64_t t = 0; t < length; t++) {
-      if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
-      for (int64_t c = 0; c < ch; c++) {
-        float dz = dy[(b * length + t) * ch + c];
+  int64_t blocks = (ch + CONV_BWD_CHANNELS - 1) / CONV_BWD_CHANNELS;
+  int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1 && batch * length * ch * taps >= PARALLEL_MIN_WORK)
+  for (int64_t blk = 0; blk < blocks; blk++) {
+    int64_t c0 = blk * CONV_BWD_CHANNELS, nc = ch - c0 < CONV_BWD_CHANNELS ? ch - c0 : CONV_BWD_CHANNELS;
+    float *dwl = calloc((size_t)(taps * CONV_BWD_CHANNELS), sizeof(float));
+    float dbl[CONV_BWD_CHANNELS] = {0}, z[CONV_BWD_CHANNELS], dz[CONV_BWD_CHANNELS];
+    if (!dwl) {
+#pragma omp atomic write
+      failed = 1;
+      continue;
+    }
+    for (int64_t b = 0; b < batch; b++) {
+      for (int64_t t = 0; t < length; t++) memset(dx + (b * length + t) * ch + c0, 0, sizeof(float) * (size_t)nc);
+      int64_t start = INT64_MIN;
+      for (int64_t t = 0; t < length; t++) {
+        if (has_seq && t > 0 && seq[b * length + t] != seq[b * length + t - 1]) start = t;
+        const float *dyr = dy + (b * length + t) * ch + c0;
         if (silu) {
-          float z = has_bias ? readf(bias, b_dt, b_off + c) : 0.0f;
+          for (int64_t c = 0; c < nc; c++) z[c] = bf[c0 + c];
           for (int64_t k = 0; k < taps; k++) {
             int64_t s = t - (taps - 1) + k;
             if (s < start) continue;
-            float in = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
-            z += readf(w, w_dt, w_off + c * taps + k) * in;
+            const float *wk = wt + k * ch + c0;
+            if (s >= 0) {
+              const float *xr = x + (b * length + s) * ch + c0;
+              for (int64_t c = 0; c < nc; c++) z[c] += wk[c] * xr[c];
+            } else if (has_init) {
+              for (int64_t c = 0; c < nc; c++) z[c] += wk[c] * init[(b * ch + c0 + c) * taps + taps + s];
+            }
           }
-          float sg = 1.0f / (1.0f + expf(-z));
-          dz *= sg * (1.0f + z * (1.0f - sg));
+          int64_t c = 0;
+          for (; c + VLEN <= nc; c += VLEN) {
+            vf zv = vload(z + c), sg = vsigmoid(zv);
+            vstore(dz + c, vload(dyr + c) * sg * (vbroadcast(1.0f) + zv * (vbroadcast(1.0f) - sg)));
+          }
+          for (; c < nc; c++) {
+            float sg = 1.0f / (1.0f + expf(-z[c]));
+            dz[c] = dyr[c] * sg * (1.0f + z[c] * (1.0f - sg));
+          }
+        } else {
+          memcpy(dz, dyr, sizeof(float) * (size_t)nc);
         }
-        if (db) db[c] += dz;
+        for (int64_t c = 0; c < nc; c++) dbl[c] += dz[c];
         for (int64_t k = 0; k < taps; k++) {
           int64_t s = t - (taps - 1) + k;
           if (s < start) continue;
-          float wk = readf(w, w_dt, w_off + c * taps + k);
-          float in = s >= 0 ? x[(b * length + s) * ch + c] : has_init ? init[(b * ch + c) * taps + taps + s] : 0.0f;
-          dw[c * taps + k] += dz * in;
-          if (s >= 0) dx[(b * length + s) * ch + c] += dz * wk;
-          else if (dinit) dinit[(b * ch + c) * taps + taps + s] += dz * wk;
+          const float *wk = wt + k * ch + c0;
+          float *dwk = dwl + k * CONV_BWD_CHANNELS;
+          if (s >= 0) {
+            const float *xr = x + (b * length + s) * ch + c0;
+            float *dxr = dx + (b * length + s) * ch + c0;
+            for (int64_t c = 0; c < nc; c++) {
+              dwk[c] += dz[c] * xr[c];
+              dxr[c] += dz[c] * wk[c];
+            }
+          } else if (has_init) {
+            for (int64_t c = 0; c < nc; c++) {
+              int64_t at = (b * ch + c0 + c) * taps + taps + s;
+              dwk[c] += dz[c] * init[at];
+              if (dinit) dinit[at] += dz[c] * wk[c];
+            }
+          } else if (dinit) {
+            for (int64_t c = 0; c < nc; c++) dinit[(b * ch + c0 + c) * taps + taps + s] += dz[c] * wk[c];
+          }
         }
       }
     }
+    for (int64_t c = 0; c < nc; c++) {
+      for (int64_t k = 0; k < taps; k++) dw[(c0 + c) * taps + k] = dwl[k * CONV_BWD_CHANNELS + c];
+      if (db) db[c0 + c] = dbl[c];
+    }
+    free(dwl);
   }
-  return 0;
+  free(wt);
+  free(bf);
+  return failed ? -1 : 0;
 }

@@ -33,6 +33,41 @@ static inline float update_row(float *restrict s, const float *restrict b, const
 }
 
 /*
+ * Four consecutive tokens on one state row: s is read and written once for the four updates (the
+ * row stays in a register), where four update_row calls would stream it four times. Each token's
+ * arithmetic and sum order is update_row's, so the results are the same bits.
+ */
+static inline void update_row4(float *restrict s, const float *const *b, const float *const *c, const float *decay, const float *k, int64_t n,
+                               float *out) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+  vf d0 = vbroadcast(decay[0]), d1 = vbroadcast(decay[1]), d2 = vbroadcast(decay[2]), d3 = vbroadcast(decay[3]);
+  vf k0 = vbroadcast(k[0]), k1 = vbroadcast(k[1]), k2 = vbroadcast(k[2]), k3 = vbroadcast(k[3]);
+  int64_t i = 0;
+  for (; i + VLEN <= n; i += VLEN) {
+    vf v = vload(s + i);
+    v = d0 * v + k0 * vload(b[0] + i);
+    a0 += v * vload(c[0] + i);
+    v = d1 * v + k1 * vload(b[1] + i);
+    a1 += v * vload(c[1] + i);
+    v = d2 * v + k2 * vload(b[2] + i);
+    a2 += v * vload(c[2] + i);
+    v = d3 * v + k3 * vload(b[3] + i);
+    a3 += v * vload(c[3] + i);
+    vstore(s + i, v);
+  }
+  float r[4] = {vsum(a0), vsum(a1), vsum(a2), vsum(a3)};
+  for (; i < n; i++) {
+    float v = s[i];
+    for (int t = 0; t < 4; t++) {
+      v = decay[t] * v + k[t] * b[t][i];
+      r[t] += v * c[t][i];
+    }
+    s[i] = v;
+  }
+  for (int t = 0; t < 4; t++) out[t] = r[t];
+}
+
+/*
  * params: batch, length, heads, head_dim, groups, state_dim,
  *   offsets x, dt, A, B, C, D, init, seq, y, final, dtypes A, D, has D, has init, has seq.
  */
@@ -59,8 +94,29 @@ EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, co
       else memset(S, 0, sizeof(float) * (size_t)(hd * sd));
       float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
       int64_t g = h / hpg;
+      const int32_t *ids = seq + seq_off + b * length;
       for (int64_t t = 0; t < length; t++) {
-        if (has_seq && t > 0 && seq[seq_off + b * length + t] != seq[seq_off + b * length + t - 1]) memset(S, 0, sizeof(float) * (size_t)(hd * sd));
+        if (has_seq && t > 0 && ids[t] != ids[t - 1]) memset(S, 0, sizeof(float) * (size_t)(hd * sd));
+        /* Four tokens at once when no document starts inside them. */
+        if (t + 4 <= length && (!has_seq || (ids[t + 1] == ids[t] && ids[t + 2] == ids[t] && ids[t + 3] == ids[t]))) {
+          const float *bv[4], *cv[4], *xv[4];
+          float decay[4], step[4], kx[4], yo[4];
+          for (int q = 0; q < 4; q++) {
+            int64_t bt = b * length + t + q;
+            step[q] = dt[bt * heads + h];
+            decay[q] = expf(step[q] * a);
+            bv[q] = B + (bt * groups + g) * sd;
+            cv[q] = C + (bt * groups + g) * sd;
+            xv[q] = x + (bt * heads + h) * hd;
+          }
+          for (int64_t p = 0; p < hd; p++) {
+            for (int q = 0; q < 4; q++) kx[q] = step[q] * xv[q][p];
+            update_row4(S + p * sd, bv, cv, decay, kx, sd, yo);
+            for (int q = 0; q < 4; q++) y[((b * length + t + q) * heads + h) * hd + p] = yo[q] + dh * xv[q][p];
+          }
+          t += 3;
+          continue;
+        }
         int64_t bt = b * length + t;
         float step = dt[bt * heads + h];
         float decay = expf(step * a);
@@ -117,9 +173,48 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
   return 0;
 }
 
+/* One step of the backward for one head row p (vectors over the state dimension n); see nt_ssd_scan_backward. */
+static inline void backward_row(int64_t sd, float gy, float carry, float step, float xv, float decay, float a_decay, const float *restrict cv,
+                                const float *restrict bv, const float *restrict sp, float *restrict ds, float *restrict tct, float *restrict tbt,
+                                float *dx_dot, float *dt_part, float *da_part) {
+  vf vgy = vbroadcast(gy), vcarry = vbroadcast(carry), vsx = vbroadcast(step * xv), vx = vbroadcast(xv), vad = vbroadcast(a_decay);
+  vf vdecay = vbroadcast(decay);
+  vf adx = {0}, adt = {0}, ada = {0};
+  int64_t n = 0;
+  for (; n + VLEN <= sd; n += VLEN) {
+    vf d = vgy * vload(cv + n) + vcarry * vload(ds + n);
+    vf b = vload(bv + n), prev = vload(sp + n);
+    /* S_t = decay·S_{t−1} + dt·x·B, recomputed here instead of read (half the state traffic) */
+    vf cur = vdecay * prev + vsx * b;
+    vstore(ds + n, d);
+    vstore(tct + n, vload(tct + n) + vgy * cur);
+    vstore(tbt + n, vload(tbt + n) + d * vsx);
+    adx += d * b;
+    adt += d * (vx * b + vad * prev);
+    ada += d * prev;
+  }
+  float rdx = vsum(adx), rdt = vsum(adt), rda = vsum(ada);
+  for (; n < sd; n++) {
+    float d = gy * cv[n] + carry * ds[n];
+    ds[n] = d;
+    tct[n] += gy * (decay * sp[n] + step * xv * bv[n]);
+    tbt[n] += d * step * xv;
+    rdx += d * bv[n];
+    rdt += d * (xv * bv[n] + a_decay * sp[n]);
+    rda += d * sp[n];
+  }
+  *dx_dot = rdx;
+  *dt_part = rdt;
+  *da_part = rda;
+}
+
+/* Positions per recomputed chunk: its states (CHUNK+1 of P×N floats, ~1 MiB for 64×128) stay in cache. */
+enum { SCAN_BWD_CHUNK = 32 };
+
 /*
  * Backward of nt_ssd_scan's y (spec: S_t = exp(dt_t·A)·S_{t−1} + dt_t·x_t ⊗ B_t, y_t = S_t·C_t + D·x_t).
- * One task per (batch, head): it replays the forward keeping every S_t (L·P·N floats), then runs
+ * One task per (batch, head): it replays the forward keeping the state at each chunk's start, then
+ * walks the chunks backwards, recomputing a chunk's states from its checkpoint and running
  * dS_t = dy_t ⊗ C_t + exp(dt_{t+1}·A)·dS_{t+1} backwards in place (zero across a document start).
  * dB, dC (shared by the heads of a group) and dA, dD (shared across the batch) are summed from
  * per-task buffers afterwards, so no two threads write one element.
@@ -142,78 +237,91 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
   int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
   int64_t hpg = heads / groups, tasks = batch * heads;
   int64_t ps = hd * sd;
+  int64_t chunks = (length + SCAN_BWD_CHUNK - 1) / SCAN_BWD_CHUNK;
   /* Per task: dB and dC contributions [L][N], dA and dD partial sums. */
   float *tb = calloc((size_t)(tasks * length * sd), sizeof(float));
   float *tc = calloc((size_t)(tasks * length * sd), sizeof(float));
   double *ta = calloc((size_t)tasks, sizeof(double)), *td = calloc((size_t)tasks, sizeof(double));
   int failed = !tb || !tc || !ta || !td;
   if (!failed) {
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && tasks * length * ps >= PARALLEL_MIN_WORK)
-    for (int64_t task = 0; task < tasks; task++) {
-      int64_t b = task / heads, h = task % heads, g = h / hpg;
-      float *states = malloc(sizeof(float) * (size_t)((length + 1) * ps)); /* states[t+1] = S_t, states[0] = S_{-1} */
-      float *dS = calloc((size_t)ps, sizeof(float));
+#pragma omp parallel if (tasks > 1 && tasks * length * ps >= PARALLEL_MIN_WORK)
+    {
+      /* Per thread, reused across its tasks: chunk-start states, one chunk's states, dS, zeros. */
+      float *marks = malloc(sizeof(float) * (size_t)((chunks > 0 ? chunks : 1) * ps));
+      float *states = malloc(sizeof(float) * (size_t)((SCAN_BWD_CHUNK + 1) * ps));
+      float *dS = malloc(sizeof(float) * (size_t)ps);
       float *zero = calloc((size_t)ps, sizeof(float));
-      if (!states || !dS || !zero) {
+      if (!marks || !states || !dS || !zero) {
 #pragma omp atomic write
         failed = 1;
-        free(states); free(dS); free(zero);
-        continue;
       }
-      float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; task++) {
+        if (failed) continue;
+        int64_t b = task / heads, h = task % heads, g = h / hpg;
+        float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
 #define CONTINUES(t) ((t) == 0 || !has_seq || seq[seq_off + b * length + (t)] == seq[seq_off + b * length + (t) - 1])
-      if (has_init) memcpy(states, init + init_off + (b * heads + h) * ps, sizeof(float) * (size_t)ps);
-      else memset(states, 0, sizeof(float) * (size_t)ps);
-      for (int64_t t = 0; t < length; t++) {
-        int64_t bt = b * length + t;
-        const float *prev = CONTINUES(t) ? states + t * ps : zero;
-        float *cur = states + (t + 1) * ps;
-        float step = dt[bt * heads + h], decay = expf(step * a);
-        const float *bv = B + (bt * groups + g) * sd;
-        for (int64_t p = 0; p < hd; p++) {
-          float k = step * x[(bt * heads + h) * hd + p];
-          for (int64_t n = 0; n < sd; n++) cur[p * sd + n] = decay * prev[p * sd + n] + k * bv[n];
-        }
-      }
-      double dA_acc = 0.0, dD_acc = 0.0;
-      for (int64_t t = length - 1; t >= 0; t--) {
-        int64_t bt = b * length + t, ti = bt * heads + h;
-        float step = dt[ti], decay = expf(step * a);
-        float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
-        const float *prev = CONTINUES(t) ? states + t * ps : zero;
-        const float *cur = states + (t + 1) * ps;
-        const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
-        float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
-        float ddt_acc = 0.0f;
-        for (int64_t p = 0; p < hd; p++) {
-          int64_t xi = ti * hd + p;
-          float xv = x[xi], gy = dy[xi];
-          float dxv = dh * gy;
-          dD_acc += (double)gy * xv;
-          float *ds = dS + p * sd;
-          const float *sp = prev + p * sd, *sc = cur + p * sd;
-          float dt_part = 0.0f, da_part = 0.0f;
-          for (int64_t n = 0; n < sd; n++) {
-            float d = gy * cv[n] + carry * ds[n];
-            ds[n] = d;
-            tct[n] += gy * sc[n];
-            tbt[n] += d * step * xv;
-            dxv += d * step * bv[n];
-            dt_part += d * (xv * bv[n] + a * decay * sp[n]);
-            da_part += d * sp[n];
+        /* S_{t} from S_{t-1} (or zeros at a document start) into `cur`. */
+#define FORWARD_STEP(t, prev_state, cur)                                                             \
+  do {                                                                                               \
+    int64_t bt_ = b * length + (t);                                                                  \
+    const float *pv_ = CONTINUES(t) ? (prev_state) : zero;                                           \
+    float st_ = dt[bt_ * heads + h], dc_ = expf(st_ * a);                                            \
+    const float *bv_ = B + (bt_ * groups + g) * sd;                                                  \
+    for (int64_t p_ = 0; p_ < hd; p_++) {                                                            \
+      float k_ = st_ * x[(bt_ * heads + h) * hd + p_];                                               \
+      for (int64_t n_ = 0; n_ < sd; n_++) (cur)[p_ * sd + n_] = dc_ * pv_[p_ * sd + n_] + k_ * bv_[n_]; \
+    }                                                                                                \
+  } while (0)
+        /* marks[c] = S_{c·CHUNK − 1}: the state before chunk c. */
+        if (has_init) memcpy(marks, init + init_off + (b * heads + h) * ps, sizeof(float) * (size_t)ps);
+        else memset(marks, 0, sizeof(float) * (size_t)ps);
+        for (int64_t c = 0; c + 1 < chunks; c++) {
+          float *run = states;
+          memcpy(run, marks + c * ps, sizeof(float) * (size_t)ps);
+          for (int64_t t = c * SCAN_BWD_CHUNK; t < (c + 1) * SCAN_BWD_CHUNK; t++) {
+            float *next = run == states ? states + ps : states;
+            FORWARD_STEP(t, run, next);
+            run = next;
           }
-          dx[xi] = dxv;
-          ddt_acc += dt_part;
-          dA_acc += (double)da_part * step * decay;
-          if (t == 0 && dinit)
-            for (int64_t n = 0; n < sd; n++) dinit[(b * heads + h) * ps + p * sd + n] = decay * ds[n];
+          memcpy(marks + (c + 1) * ps, run, sizeof(float) * (size_t)ps);
         }
-        ddt[ti] = ddt_acc;
-      }
+        memset(dS, 0, sizeof(float) * (size_t)ps);
+        double dA_acc = 0.0, dD_acc = 0.0;
+        for (int64_t c = chunks - 1; c >= 0; c--) {
+          int64_t t0 = c * SCAN_BWD_CHUNK, t1 = t0 + SCAN_BWD_CHUNK < length ? t0 + SCAN_BWD_CHUNK : length;
+          /* states[i] = S_{t0 − 1 + i} */
+          memcpy(states, marks + c * ps, sizeof(float) * (size_t)ps);
+          for (int64_t t = t0; t < t1; t++) FORWARD_STEP(t, states + (t - t0) * ps, states + (t - t0 + 1) * ps);
+          for (int64_t t = t1 - 1; t >= t0; t--) {
+            int64_t bt = b * length + t, ti = bt * heads + h;
+            float step = dt[ti], decay = expf(step * a);
+            float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
+            const float *prev = CONTINUES(t) ? states + (t - t0) * ps : zero;
+            const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
+            float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
+            float ddt_acc = 0.0f;
+            for (int64_t p = 0; p < hd; p++) {
+              int64_t xi = ti * hd + p;
+              float xv = x[xi], gy = dy[xi];
+              dD_acc += (double)gy * xv;
+              float dx_dot, dt_part, da_part;
+              backward_row(sd, gy, carry, step, xv, decay, a * decay, cv, bv, prev + p * sd, dS + p * sd, tct, tbt, &dx_dot, &dt_part, &da_part);
+              dx[xi] = dh * gy + dx_dot * step;
+              ddt_acc += dt_part;
+              dA_acc += (double)da_part * step * decay;
+              if (t == 0 && dinit)
+                for (int64_t n = 0; n < sd; n++) dinit[(b * heads + h) * ps + p * sd + n] = decay * dS[p * sd + n];
+            }
+            ddt[ti] = ddt_acc;
+          }
+        }
+#undef FORWARD_STEP
 #undef CONTINUES
-      ta[task] = dA_acc;
-      td[task] = dD_acc;
-      free(states); free(dS); free(zero);
+        ta[task] = dA_acc;
+        td[task] = dD_acc;
+      }
+      free(marks); free(states); free(dS); free(zero);
     }
   }
   if (!failed) {

@@ -76,9 +76,12 @@ export function full(shape: Shape, value: number, options: CreateOptions = {}): 
     if (words > 0) device.fillWords(t.storage.gpu!, 0, words, fillWord(value, dtype));
     return t;
   }
-  const values = allocArray(dtype === 'bf16' ? 'f32' : dtype, sizeOf(shape));
-  values.fill(value);
-  return tensor(values, shape, { ...options, dtype });
+  // Host memory: a zeroed buffer, filled in place unless the value is 0 (and allocations are not poisoned).
+  assertValidShape(shape);
+  const t = new Tensor(device.allocate(dtype, sizeOf(shape), true), shape);
+  const words = Math.ceil((t.size * bytesPerElement(dtype)) / 4);
+  if (!Object.is(value, 0) || device.poisonAllocations) new Uint32Array(t.storage.cpu!, 0, words).fill(fillWord(value, dtype));
+  return t;
 }
 
 /** The 32-bit word that repeats `value` in `dtype` (two copies for bf16). */

@@ -13,6 +13,7 @@ export { Generator, manualSeed, defaultGenerator } from './random';
 export { tidy, keep, dispose, type Disposable } from './runtime/scope';
 export type { MemoryStats } from './runtime/pool';
 export { KernelProfiler, type KernelTime } from './runtime/profiler';
+export { opProfiling, profilePhase, formatOpProfile, resetOpProfile, opProfileRows, type OpProfileRow } from './runtime/op-profile';
 export { StepProgram } from './step-program';
 export { RecordingRefusedError } from './runtime/recording';
 
@@ -22,6 +23,7 @@ export { CpuDevice } from './device/cpu-device';
 export { NativeKernels, nativeKernels, nativeUnavailableReason } from './native/library';
 export { buildNativeLibrary, nativeLibraryPath, type NativeBuild } from './native/build';
 export { WebGpuDevice, type GpuLimits } from './device/webgpu-device';
+export type { KernelTuning, KernelTuningName } from './device/kernel-tuning';
 export { BindingTooLargeError } from './runtime/bindings';
 export { isSoftwareAdapter, type BackendName } from './device/dawn';
 
@@ -30,6 +32,7 @@ export { backward, type BackwardOptions } from './autograd/backward';
 
 export * from './ops/elementwise/elementwise';
 export * from './ops/layout/layout';
+export { expand } from './ops/layout/broadcast';
 export { sum, sumAll, mean, max, min, type ReduceOptions } from './ops/reduce/reduce';
 export * from './ops/softmax/softmax';
 export * from './ops/norm/norm';

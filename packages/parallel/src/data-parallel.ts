@@ -10,7 +10,8 @@
 import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
 import type { TrainOptimizerOptions } from './gradient-ops';
-import { HostTensor } from './host-tensor';
+import { GradientAllReduce } from './all-reduce';
+import type { HostTensor } from './host-tensor';
 import type { TransferStats } from './pipeline';
 import { splitRows } from './schedules';
 import { planStages } from './stage-plan';
@@ -27,13 +28,15 @@ export interface DataParallelOptions extends StageWorkerOptions {
 
 export class DataParallel {
   private nextMb = 0;
-  private buckets: string[][] | null = null;
+  private readonly allReduce: GradientAllReduce;
 
   private constructor(
     readonly model: NemotronHForCausalLM,
     readonly group: WorkerGroup,
-    private readonly bucketBytes: number,
-  ) {}
+    bucketBytes: number,
+  ) {
+    this.allReduce = new GradientAllReduce(group, [Array.from({ length: group.size }, (_, r) => r)], bucketBytes);
+  }
 
   static async fromModel(model: NemotronHForCausalLM, options: DataParallelOptions): Promise<DataParallel> {
     const { replicas } = options;
@@ -50,26 +53,6 @@ export class DataParallel {
 
   get transferStats(): TransferStats {
     return { bytesSent: this.group.bytesSent, bytesReceived: this.group.bytesReceived };
-  }
-
-  /** Parameter names in buckets of about `bucketBytes`, last parameters first (the order backward produces them). */
-  private async gradientBuckets(): Promise<string[][]> {
-    if (this.buckets) return this.buckets;
-    const names = await this.group.call<{ name: string; shape: number[]; kind: string }[]>(0, 'names');
-    const buckets: string[][] = [];
-    let current: string[] = [];
-    let bytes = 0;
-    for (const t of names.filter((n) => n.kind === 'parameter').reverse()) {
-      current.push(t.name);
-      bytes += 4 * t.shape.reduce((n, d) => n * d, 1);
-      if (bytes >= this.bucketBytes) {
-        buckets.push(current);
-        current = [];
-        bytes = 0;
-      }
-    }
-    if (current.length) buckets.push(current);
-    return (this.buckets = buckets);
   }
 
   /** Forward and backward of each replica's rows; gradients stay local until {@link allReduceGradients}. Returns the batch loss. */
@@ -108,29 +91,7 @@ export class DataParallel {
 
   /** Sums every replica's gradients, bucket by bucket, and gives each replica the sum. */
   async allReduceGradients(): Promise<void> {
-    const buckets = await this.gradientBuckets();
-    await Promise.all(
-      buckets.map(async (names, b) => {
-        const parts = await this.group.callAll<Record<string, HostTensor>>('gradients', () => ({ names }), { step: `all-reduce bucket ${b} (gather)` });
-        const sums: Record<string, Float32Array> = {};
-        const shapes: Record<string, readonly number[]> = {};
-        for (const part of parts) {
-          for (const [name, g] of Object.entries(part)) {
-            const values = g.toFloat32();
-            const sum = sums[name];
-            if (!sum) {
-              sums[name] = Float32Array.from(values);
-              shapes[name] = g.shape;
-            } else for (let i = 0; i < sum.length; i++) sum[i]! += values[i]!;
-          }
-        }
-        await this.group.callAll(
-          'setGradients',
-          () => ({ grads: Object.fromEntries(Object.entries(sums).map(([name, v]) => [name, HostTensor.fromF32(v.slice(), shapes[name]!)])) }),
-          { step: `all-reduce bucket ${b} (scatter)` },
-        );
-      }),
-    );
+    await this.allReduce.run();
   }
 
   /** Replica 0's gradients (after the all-reduce, every replica's), by name. */

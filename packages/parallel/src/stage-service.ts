@@ -1,8 +1,11 @@
 /**
- * The worker side of pipeline and data parallelism: one {@link PipelineStage} (a data-parallel
- * replica is the one-stage split: the whole model) and the requests the host's schedules send —
- * forward and backward of a microbatch, gradients, the optimizer step, and cached prefill/decode
- * for generation. Tensors cross as {@link HostTensor}s; everything else stays on this device.
+ * The worker side of pipeline, data and expert parallelism: one {@link PipelineStage} (a
+ * data-parallel replica is the one-stage split: the whole model) and/or a shard of routed experts
+ * ({@link ExpertShards}), and the requests the host's schedules send — forward and backward of a
+ * microbatch, the experts of dispatched rows, gradients, the optimizer step, and cached
+ * prefill/decode for generation. With expert parallelism the stage's MoE layers ask the host for
+ * their experts mid-request ({@link HostExchange}: `resume` answers). Tensors cross as
+ * {@link HostTensor}s; everything else stays on this device.
  */
 import {
   add,
@@ -17,6 +20,7 @@ import {
   reshape,
   tensor,
   tidy,
+  zeroGrad,
   zeros,
   type Device,
   type FloatDType,
@@ -34,6 +38,8 @@ import {
 } from '@nemotron-ts/core';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, type HostTensor, toHost } from './host-tensor';
+import { ExpertCutRun, HostExchange, type Ask, type ExpertAnswer } from './expert-cut';
+import { ExpertShards, isRoutedExpert, type ExpertShardBackward, type ExpertShardRequest } from './expert-shards';
 import { PipelineStage } from './pipeline-stage';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
 import type { StagePlan } from './stage-plan';
@@ -41,7 +47,12 @@ import type { StagePlan } from './stage-plan';
 export interface StageServiceOptions {
   /** config.json of the model. */
   readonly config: Record<string, unknown>;
-  readonly plan: StagePlan;
+  /** The stage this worker runs; null for a worker holding only an expert shard. */
+  readonly plan: StagePlan | null;
+  /** The stage's routed experts are sharded over its expert group (its MoE layers ask the host for them; `loadExperts` gives this worker its shard). */
+  readonly expertParallel?: boolean;
+  /** Names the worker in errors ("pipeline stage 1", "expert shard 1 of stage 0"). */
+  readonly label?: string;
   readonly dtype: FloatDType;
   /** Initialise the weights with this seed (NeMo's init, trimmed-stage aware) instead of loading them. */
   readonly seed?: number | null;
@@ -74,6 +85,16 @@ export interface ForwardRequest extends StageBatch {
   readonly returnLogits?: boolean;
 }
 
+/** A decode step's request: the new ids (first stage) or the previous stage's hidden state. */
+interface DecodeRequest {
+  readonly mb: number;
+  readonly ids?: number[];
+  readonly hidden?: HostTensor;
+  readonly returnLogits?: boolean;
+}
+
+type GenerationReply = { hidden?: HostTensor; tokens?: number[]; logits?: HostTensor };
+
 export interface ForwardReply {
   /** Non-last stages: the hidden state and MTP embeddings for the next stage. */
   readonly outputs?: HostTensor[];
@@ -85,59 +106,117 @@ export interface ForwardReply {
 interface Saved {
   readonly inputs: Tensor[];
   readonly outputs: Tensor[];
+  /** With expert parallelism: the cuts at the MoE layers, for the rest of the backward. */
+  readonly cut: ExpertCutRun | null;
 }
 
 export function createStageService(context: ServiceContext): WorkerService {
   const options = context.options as StageServiceOptions;
   const device = context.device;
   const config = NemotronHConfig.fromJSON(options.config);
-  const stage = PipelineStage.create(config, options.plan, { dtype: options.dtype, device });
-  if (options.seed !== undefined && options.seed !== null) stage.initializeWeights(options.seed);
-  return new StageService(stage, device);
+  const label = options.label ?? (options.plan ? `stage ${options.plan.index}` : `expert shard ${context.rank}`);
+  const stage = options.plan
+    ? PipelineStage.create(config, options.plan, { dtype: options.dtype, device }, { shardedExperts: options.expertParallel ?? false })
+    : null;
+  if (stage && options.seed !== undefined && options.seed !== null) stage.initializeWeights(options.seed);
+  const shards = !stage || options.expertParallel ? new ExpertShards(device, label) : null;
+  return new StageService(stage, shards, device, label);
 }
 
 class StageService implements WorkerService {
   private readonly saved = new Map<number, Saved>();
   private readonly caches = new Map<number, NemotronHybridCache>();
   private optimizer: AdamW | null = null;
+  private readonly exchange = new HostExchange();
 
   constructor(
-    private readonly stage: PipelineStage,
+    private readonly maybeStage: PipelineStage | null,
+    /** This worker's expert shard (with expert parallelism; the stage's own routed experts then go unused). */
+    private readonly shards: ExpertShards | null,
     private readonly device: Device,
+    private readonly label: string,
   ) {}
+
+  private requireShards(): ExpertShards {
+    if (!this.shards) throw new Error(`${this.label} holds no expert shard (expert parallelism is off)`);
+    return this.shards;
+  }
+
+  private get stage(): PipelineStage {
+    if (!this.maybeStage) throw new Error(`${this.label} holds experts only (no stage)`);
+    return this.maybeStage;
+  }
+
+  /** The parameters this worker trains, by full-model name: the stage's (routed experts excepted with expert parallelism) and the expert shard's. */
+  private namedParameters(): [string, Tensor][] {
+    const own = this.maybeStage?.namedParameters() ?? [];
+    const stageParams = this.shards ? own.filter(([name]) => !isRoutedExpert(name)) : own;
+    return [...stageParams, ...(this.shards?.namedParameters() ?? [])];
+  }
+
+  private parameters(): Tensor[] {
+    return this.namedParameters().map(([, p]) => p);
+  }
+
+  /** Every tensor this worker holds for the model, by name (parameters and buffers). */
+  private namedTensors(): { name: string; tensor: Tensor; kind: string }[] {
+    const own = this.maybeStage?.namedTensors() ?? [];
+    const stageTensors = this.shards ? own.filter((t) => !isRoutedExpert(t.name)) : own;
+    return [
+      ...stageTensors.map((t) => ({ name: t.name, tensor: t.tensor, kind: t.kind as string })),
+      ...(this.shards?.namedParameters() ?? []).map(([name, tensor]) => ({ name, tensor, kind: 'parameter' })),
+    ];
+  }
 
   handle(method: string, args: unknown): unknown {
     switch (method) {
       case 'load':
         return this.load(args as { tensors: Record<string, HostTensor> });
+      case 'loadExperts':
+        return this.requireShards().load(args as { layer: number; up: HostTensor; down: HostTensor });
       case 'names':
-        return this.stage.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype, kind: t.kind }));
+        return this.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype, kind: t.kind }));
       case 'forward':
-        return this.forward(args as ForwardRequest);
-      case 'backward':
-        return this.backward(args as { mb: number; grads?: HostTensor[] });
+        return this.shards ? this.exchange.start((ask) => this.forwardCut(args as ForwardRequest, ask)) : this.forward(args as ForwardRequest);
+      case 'backward': {
+        const req = args as { mb: number; grads?: HostTensor[] };
+        return this.saved.get(req.mb)?.cut ? this.exchange.start((ask) => this.backward(req, ask)) : this.backward(req);
+      }
+      case 'resume':
+        return this.exchange.resume(args as ExpertAnswer);
+      case 'abandon':
+        return this.exchange.abandon((args as { reason: string }).reason);
+      case 'experts':
+        return this.requireShards().forward(args as ExpertShardRequest);
+      case 'expertsBackward':
+        return this.requireShards().backward(args as ExpertShardBackward);
       case 'gradients':
         return this.gradients(args as { names?: string[] } | null);
       case 'setGradients':
         return this.setGradients(args as { grads: Record<string, HostTensor> });
       case 'zeroGrad':
-        return this.stage.zeroGrad();
+        zeroGrad(this.parameters());
+        return null;
       case 'optimizer':
-        this.optimizer = groupedAdamW(this.stage.namedParameters(), args as TrainOptimizerOptions);
+        this.optimizer = groupedAdamW(this.namedParameters(), args as TrainOptimizerOptions);
         return null;
       case 'gradientSumOfSquares':
-        return gradientSumOfSquares(this.stage.parameters());
+        return gradientSumOfSquares(this.parameters());
       case 'scaleGradients':
-        scaleGradients(this.stage.parameters(), (args as { factor: number }).factor);
+        scaleGradients(this.parameters(), (args as { factor: number }).factor);
         return null;
       case 'step':
         return this.step(args as { lrScale?: number });
       case 'weights':
         return this.weights(args as { names?: string[] } | null);
-      case 'prefill':
-        return this.prefill(args as StageBatch & { capacity: number; returnLogits?: boolean });
-      case 'decode':
-        return this.decode(args as { mb: number; ids?: number[]; hidden?: HostTensor; returnLogits?: boolean });
+      case 'prefill': {
+        const req = args as StageBatch & { capacity: number; returnLogits?: boolean };
+        return this.shards ? this.exchange.start((ask) => this.prefillCut(req, ask)) : this.prefill(req);
+      }
+      case 'decode': {
+        const req = args as DecodeRequest;
+        return this.shards ? this.exchange.start((ask) => this.decodeCut(req, ask)) : this.decode(req);
+      }
       case 'release':
         this.caches.get((args as { mb: number }).mb)?.dispose();
         this.caches.delete((args as { mb: number }).mb);
@@ -159,12 +238,19 @@ class StageService implements WorkerService {
   }
 
   private sequences(batch: StageBatch, first: Tensor): SequenceInfo {
+    return this.prepare(batch, first);
+  }
+
+  /** The batch's sequence layout (padding mask, packed documents); its tensors are the caller's. */
+  private prepare(batch: StageBatch, first: Tensor): SequenceInfo {
     const inputs = first.dtype === 'i32' ? { inputIds: first } : { inputsEmbeds: first };
-    return prepareInputs(this.stage.config, this.device, {
-      ...inputs,
-      attentionMask: batch.attentionMask ?? undefined,
-      cuSeqlens: batch.cuSeqlens ?? undefined,
-    }).sequences;
+    return noGrad(() =>
+      prepareInputs(this.stage.config, this.device, {
+        ...inputs,
+        attentionMask: batch.attentionMask ?? undefined,
+        cuSeqlens: batch.cuSeqlens ?? undefined,
+      }),
+    ).sequences;
   }
 
   /** The stage's input tensors: ids (first stage) or hidden state + MTP embeddings as leaves. */
@@ -197,7 +283,54 @@ class StageService implements WorkerService {
         const loss = this.loss(req, final, logits, embeds, sequences);
         return { inputs, outputs: loss ? [loss] : [], loss, logits };
       });
-    const result = req.train ? run() : noGrad(run);
+    return this.forwardReply(req, req.train ? run() : noGrad(run), null);
+  }
+
+  /**
+   * The forward with the stage's routed experts held by its expert group: the MoE layers ask the
+   * host for their experts' output ({@link ExpertCutRun}); in training the cuts are kept for the backward.
+   */
+  private async forwardCut(req: ForwardRequest, ask: Ask): Promise<ForwardReply> {
+    const stage = this.stage;
+    const plan = stage.plan;
+    if (this.saved.has(req.mb)) throw new Error(`stage ${plan.index}: microbatch ${req.mb} already ran forward without a backward`);
+    const graph = <T>(f: () => T): T => (req.train ? f() : noGrad(f));
+    const cut = new ExpertCutRun(req.train);
+    const { ids, hidden, embeds: receivedEmbeds } = this.inputs(req, req.train);
+    const prepared = this.prepare(req, ids ?? hidden!);
+    const temporaries: Tensor[] = [ids, prepared.paddingMask, prepared.seqIdx].filter((t): t is Tensor => t !== null);
+    try {
+      const h = ids ? keep(graph(() => stage.embed(ids))) : hidden!;
+      if (ids) cut.adopt(h);
+      const embeds = ids && stage.mtpDepths > 0 ? graph(() => stage.buildMtpEmbedInputsForPp(ids)).map(keep) : receivedEmbeds;
+      const out = await cut.forward(stage.model.layers.blocks, h, ask, (block, _, x) => block.forward(x, prepared));
+      const inputs = [hidden, ...receivedEmbeds].filter((t): t is Tensor => t !== null);
+      if (!plan.isLast) return await this.forwardReply(req, { inputs, outputs: [out, ...embeds], loss: null, logits: null }, cut);
+      if (out !== h) temporaries.push(out);
+      if (ids) temporaries.push(...embeds);
+      const { loss, logits } = graph(() =>
+        tidy(() => {
+          const final = stage.finalNorm(out);
+          const logits = stage.logits(final);
+          return { logits, loss: this.loss(req, final, logits, embeds, prepared) };
+        }),
+      );
+      return await this.forwardReply(req, { inputs, outputs: loss ? [loss] : [], loss, logits }, cut);
+    } catch (e) {
+      cut.dispose();
+      throw e;
+    } finally {
+      for (const t of temporaries) t.dispose();
+    }
+  }
+
+  /** A forward's answer to the host; in training the microbatch's graph is kept for its backward. */
+  private async forwardReply(
+    req: ForwardRequest,
+    result: { inputs: Tensor[]; outputs: Tensor[]; loss: Tensor | null; logits: Tensor | null },
+    cut: ExpertCutRun | null,
+  ): Promise<ForwardReply> {
+    const plan = this.stage.plan;
     try {
       if (!plan.isLast) {
         const outputs = await Promise.all(result.outputs.map((t) => toHost(t)));
@@ -208,10 +341,11 @@ class StageService implements WorkerService {
       return { loss, logits };
     } finally {
       if (req.train) {
-        this.saved.set(req.mb, { inputs: result.inputs.map(keep), outputs: result.outputs.map(keep) });
+        this.saved.set(req.mb, { inputs: result.inputs.map(keep), outputs: result.outputs.map(keep), cut });
         result.logits?.dispose();
       } else {
         for (const t of [...result.inputs, ...result.outputs, result.logits]) t?.dispose();
+        cut?.dispose();
       }
     }
   }
@@ -246,7 +380,12 @@ class StageService implements WorkerService {
     return mul(crossEntropy(narrow(logits, 1, 0, length - 1), narrow(labels, 1, 1, length - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }), scale);
   }
 
-  private async backward({ mb, grads }: { mb: number; grads?: HostTensor[] }): Promise<{ grads: HostTensor[] }> {
+  /**
+   * Backward of a training forward: from the loss (last stage) or the next stage's gradients of
+   * this stage's outputs, then (expert parallelism) through the MoE cuts, asking the host for the
+   * experts' backward. Returns the gradients of the stage's inputs.
+   */
+  private async backward({ mb, grads }: { mb: number; grads?: HostTensor[] }, ask?: Ask): Promise<{ grads: HostTensor[] }> {
     const saved = this.saved.get(mb);
     const plan = this.stage.plan;
     if (!saved) throw new Error(`stage ${plan.index}: no forward of microbatch ${mb} to run backward through`);
@@ -266,9 +405,14 @@ class StageService implements WorkerService {
           g.dispose();
         });
       }
+      if (saved.cut) {
+        if (!ask) throw new Error(`stage ${plan.index}: microbatch ${mb} has expert-parallel layers, so its backward needs the host`);
+        await saved.cut.backwardCuts(ask);
+      }
       return { grads: await Promise.all(saved.inputs.map((t) => (t.grad ? toHost(t.grad) : toHost(zeros(t.shape, { device: this.device }))))) };
     } finally {
       for (const t of [...saved.inputs, ...saved.outputs]) t.dispose();
+      saved.cut?.dispose();
     }
   }
 
@@ -276,7 +420,7 @@ class StageService implements WorkerService {
   private async gradients(args: { names?: string[] } | null): Promise<Record<string, HostTensor>> {
     const out: Record<string, HostTensor> = {};
     const wanted = args?.names ? new Set(args.names) : null;
-    for (const [name, p] of this.stage.namedParameters()) {
+    for (const [name, p] of this.namedParameters()) {
       if (wanted && !wanted.has(name)) continue;
       if (p.grad) out[name] = await toHost(p.grad);
     }
@@ -284,8 +428,10 @@ class StageService implements WorkerService {
   }
 
   private setGradients({ grads }: { grads: Record<string, HostTensor> }): null {
+    const params = new Map(this.namedParameters());
     for (const [name, host] of Object.entries(grads)) {
-      const p = this.stage.getTensor(name);
+      const p = params.get(name);
+      if (!p) throw new Error(`${this.label}: no parameter ${name}`);
       p.grad?.dispose();
       p.grad = keep(fromHost(host, this.device));
     }
@@ -293,7 +439,7 @@ class StageService implements WorkerService {
   }
 
   private step({ lrScale }: { lrScale?: number }): null {
-    if (!this.optimizer) throw new Error(`stage ${this.stage.plan.index}: no optimizer (call 'optimizer' first)`);
+    if (!this.optimizer) throw new Error(`${this.label}: no optimizer (call 'optimizer' first)`);
     this.optimizer.step({ lrScale });
     return null;
   }
@@ -301,7 +447,7 @@ class StageService implements WorkerService {
   private async weights(args: { names?: string[] } | null): Promise<Record<string, HostTensor>> {
     const out: Record<string, HostTensor> = {};
     const wanted = args?.names ? new Set(args.names) : null;
-    for (const t of this.stage.namedTensors()) if (!wanted || wanted.has(t.name)) out[t.name] = await toHost(t.tensor);
+    for (const t of this.namedTensors()) if (!wanted || wanted.has(t.name)) out[t.name] = await toHost(t.tensor);
     return out;
   }
 
@@ -334,13 +480,91 @@ class StageService implements WorkerService {
     return this.reply(result);
   }
 
+  /** {@link prefill} with the stage's routed experts held by its expert group (asked through the host at each MoE layer). */
+  private async prefillCut(req: StageBatch & { capacity: number }, ask: Ask): Promise<GenerationReply> {
+    const stage = this.stage;
+    const plan = stage.plan;
+    this.caches.get(req.mb)?.dispose();
+    this.caches.delete(req.mb);
+    const { ids, hidden } = this.inputs(req, false);
+    const first = ids ?? hidden!;
+    const [batch, length] = first.shape as [number, number];
+    const sequences = this.prepare(req, first);
+    const run = new ExpertCutRun(false);
+    const temporaries = [ids, hidden, sequences.paddingMask, sequences.seqIdx];
+    try {
+      const cache = new NemotronHybridCache(stage.config, { batch, device: this.device, capacity: req.capacity, layers: plan.layers });
+      this.caches.set(req.mb, cache);
+      // prefillPositions, around an asynchronous fill.
+      cache.reserve(length);
+      cache.writeKeyMask(sequences.paddingMask, length);
+      const h = ids ? noGrad(() => stage.embed(ids)) : hidden!;
+      if (ids) run.adopt(h);
+      const out = await run.forward(stage.model.layers.blocks, h, ask, (block, i, x) => {
+        const entry = cache.layer(i);
+        return block.forward(x, sequences, entry ? { entry, past: cache.length, keyMask: cache.keyMask } : undefined);
+      });
+      cache.advanceDevice(length);
+      cache.advanceHost(length);
+      if (!plan.isLast) return await this.reply({ out, logits: null, tokens: null });
+      temporaries.push(out);
+      const result = noGrad(() =>
+        tidy(() => {
+          const logits = stage.logits(narrow(stage.finalNorm(out), 1, length - 1, 1));
+          return { out: null, logits, tokens: argmax(reshape(logits, [batch, stage.config.vocabSize]), -1) };
+        }),
+      );
+      return await this.reply(result);
+    } finally {
+      run.dispose();
+      for (const t of temporaries) t?.dispose();
+    }
+  }
+
+  /** {@link decode} with the stage's routed experts held by its expert group. */
+  private async decodeCut(req: DecodeRequest, ask: Ask): Promise<GenerationReply> {
+    const stage = this.stage;
+    const cache = this.caches.get(req.mb);
+    if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
+    if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
+    const h = noGrad(() =>
+      stage.plan.isFirst
+        ? tidy(() => stage.embed(tensor(Int32Array.from(req.ids!), [cache.batch, 1], { device: this.device })))
+        : fromHost(req.hidden!, this.device),
+    );
+    const run = new ExpertCutRun(false);
+    run.adopt(h);
+    let out: Tensor | null = null;
+    try {
+      // decodePosition, around an asynchronous step.
+      cache.reserve(1);
+      cache.advanceDevice(1);
+      out = await run.forward(stage.model.layers.blocks, h, ask, (block, i, x) => {
+        const entry = cache.layer(i);
+        return block.decode(x, entry ? { entry, position: cache.position, keyMask: cache.keyMask } : null);
+      });
+      cache.advanceHost(1);
+      if (!stage.plan.isLast) {
+        const reply = this.reply({ out, logits: null, tokens: null });
+        out = null;
+        return await reply;
+      }
+      const o = out;
+      const result = noGrad(() =>
+        tidy(() => {
+          const logits = stage.decodeLogits(o);
+          return { out: null, logits, tokens: argmax(logits, -1) };
+        }),
+      );
+      return await this.reply(result, req.returnLogits);
+    } finally {
+      run.dispose();
+      if (out !== h) out?.dispose();
+    }
+  }
+
   /** Generation: one new token per row of microbatch `mb` (ids on the first stage, hidden states after). */
-  private async decode(req: {
-    mb: number;
-    ids?: number[];
-    hidden?: HostTensor;
-    returnLogits?: boolean;
-  }): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
+  private async decode(req: DecodeRequest): Promise<GenerationReply> {
     const stage = this.stage;
     const cache = this.caches.get(req.mb);
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
@@ -374,7 +598,12 @@ class StageService implements WorkerService {
 
   dispose(): void {
     for (const c of this.caches.values()) c.dispose();
-    this.stage.dispose();
+    for (const saved of this.saved.values()) {
+      for (const t of [...saved.inputs, ...saved.outputs]) t.dispose();
+      saved.cut?.dispose();
+    }
+    this.shards?.dispose();
+    this.maybeStage?.dispose();
   }
 }
 

@@ -503,8 +503,14 @@ export class NemotronHForCausalLM extends Module {
  * remaining targets (0 when there are none).
  */
 function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
-  const length = logits.shape[1]!;
-  return crossEntropy(narrow(logits, 1, 0, length - 1), narrow(labels, 1, 1, length - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'mean' });
+  const [batch, length] = labels.shape as [number, number];
+  // Position t scores label t + 1 and the last position nothing (ignored): the same loss and
+  // gradient, without a copy of the logits minus their last position and its zero-padded gradient.
+  return tidy(() => {
+    const none = full([batch, 1], IGNORE_INDEX, { dtype: 'i32', device: labels.device });
+    const next = length > 1 ? concat([narrow(labels, 1, 1, length - 1), none], 1) : none;
+    return crossEntropy(logits, next, { ignoreIndex: IGNORE_INDEX, reduction: 'mean' });
+  });
 }
 
 /** The document of each position of each packed row (the boundaries checked as `forward` checks them). */

@@ -1,6 +1,7 @@
 /** `backward()`: runs the recorded rules in reverse topological order and accumulates gradients. */
 import { add } from '../ops/elementwise/elementwise';
 import { onesLike } from '../creation';
+import { profileSpan } from '../runtime/op-profile';
 import { keep, tidy } from '../runtime/scope';
 import { formatShape, shapesEqual } from '../shape';
 import type { Tensor } from '../tensor';
@@ -32,7 +33,7 @@ export function backward(output: Tensor, options: BackwardOptions = {}): void {
 
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   if (leaf.grad) {
-    const sum = keep(add(leaf.grad, g));
+    const sum = keep(profileSpan('backward accumulate', () => add(leaf.grad!, g)));
     leaf.grad.dispose();
     g.dispose();
     leaf.grad = sum;
@@ -48,7 +49,7 @@ function run(output: Tensor, seed: Tensor): void {
   const accumulateNode = (node: GradNode, g: Tensor) => {
     const prev = pending.get(node);
     if (!prev) return void pending.set(node, g);
-    pending.set(node, keep(add(prev, g)));
+    pending.set(node, keep(profileSpan('backward accumulate', () => add(prev, g))));
     prev.dispose();
     g.dispose();
   };
@@ -61,7 +62,7 @@ function run(output: Tensor, seed: Tensor): void {
     }
     const rule = node.backward;
     if (!rule) throw new Error(`backward(): the graph through '${node.name}' was already freed (backward runs once per forward)`);
-    const grads = tidy(() => rule(g, node.saved));
+    const grads = profileSpan(`backward ${node.name}`, () => tidy(() => rule(g, node.saved)));
     // A rule may pass its input gradient through or return one tensor for several inputs: give each
     // consumer its own handle so every handle is disposed exactly once.
     const seen = new Set<Tensor>([g, ...node.saved]);

@@ -3,6 +3,7 @@
  * its backward rule and the tensors it saved. `backward()` walks the nodes in reverse topological
  * order, accumulates gradients, and releases every saved tensor as soon as its node has run.
  */
+import { markForwardOp } from '../runtime/op-profile';
 import { keep } from '../runtime/scope';
 import type { Tensor } from '../tensor';
 
@@ -80,6 +81,7 @@ export function needsGrad(inputs: readonly (Tensor | null | undefined)[]): boole
  */
 export function record(name: string, output: Tensor, inputs: readonly Tensor[], backward: BackwardRule, saved: readonly Tensor[] = []): void {
   if (!needsGrad(inputs)) return;
+  markForwardOp(name);
   output.requiresGrad = true;
   output.gradFn = { name, inputs: [...inputs], outputShape: [...output.shape], saved: saved.map((t) => keep(t.share())), backward };
 }

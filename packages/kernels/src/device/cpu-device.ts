@@ -6,8 +6,16 @@
 import { bytesPerElement, type DType } from '../dtype';
 import type { NativeKernels } from '../native/library';
 import { OutOfMemoryError } from './errors';
+import { HostBufferPool } from './host-buffer-pool';
 import type { MemoryStats } from '../runtime/pool';
 import { Storage, type StorageOwner } from '../runtime/storage';
+
+/**
+ * Freed host bytes kept for reuse: as many as are live, at least 64 MiB (a bench-small prefill reuses
+ * ~38 MB) and at most 2 GiB (a training step reuses its activations and gradients); see
+ * host-buffer-pool.ts for why.
+ */
+const POOL_LIMITS = { floorBytes: 64 * 1024 ** 2, ceilingBytes: 2 * 1024 ** 3 };
 
 export class CpuDevice implements StorageOwner {
   readonly kind = 'cpu' as const;
@@ -16,16 +24,23 @@ export class CpuDevice implements StorageOwner {
   /** When set, fresh allocations are filled with NaN / all-ones bits so tests catch unwritten outputs. */
   poisonAllocations = false;
   private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
+  /** Freed buffers reused by the next allocation of the same size (a model step repeats its sizes). */
+  private readonly pool = new HostBufferPool(POOL_LIMITS);
 
   constructor(readonly native: NativeKernels | null = null) {
     this.name = native ? 'cpu:native' : 'cpu';
   }
 
-  allocate(dtype: DType, length: number): Storage {
+  /**
+   * A storage of `length` elements. Its contents are undefined (a reused buffer keeps its old
+   * bytes) unless `zeroed`, which a fresh buffer is already and a reused one is made.
+   */
+  allocate(dtype: DType, length: number, zeroed = false): Storage {
     const bytes = Math.ceil((length * bytesPerElement(dtype)) / 4) * 4;
-    let buffer: ArrayBuffer;
+    let buffer = this.pool.take(bytes);
+    if (buffer && zeroed) new Uint32Array(buffer).fill(0);
     try {
-      buffer = new ArrayBuffer(bytes);
+      buffer ??= new ArrayBuffer(bytes);
     } catch (e) {
       // The engine's bare "Out of memory" names nothing: say what was being allocated.
       throw new OutOfMemoryError(
@@ -42,10 +57,16 @@ export class CpuDevice implements StorageOwner {
   freeStorage(storage: Storage): void {
     this.stats.liveBytes -= storage.cpu!.byteLength;
     this.stats.liveBuffers--;
+    this.pool.give(storage.cpu!, this.stats.liveBytes);
   }
 
   memoryStats(): MemoryStats {
-    return { ...this.stats };
+    return { ...this.stats, pooledBytes: this.pool.pooledBytes, pooledBuffers: this.pool.pooledBuffers };
+  }
+
+  /** Drops the buffers kept for reuse. */
+  trimPool(): void {
+    this.pool.trim();
   }
 
   resetPeak(): void {

@@ -8,6 +8,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { buildNativeLibrary } from './build';
+import { nativeRowName, opProfiling, profileSpan } from '../runtime/op-profile';
 
 const FEATURE_NAMES: readonly [number, string][] = [
   [16, 'neon'],
@@ -36,11 +37,23 @@ const SYMBOLS = {
   nt_causal_conv: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_causal_conv_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_adamw: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_sum_squares: { args: ['ptr', 'ptr'], returns: 'f64' },
+  nt_embedding_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_cross_entropy: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_cross_entropy_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_scale: { args: ['ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_causal_conv_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_attention_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_attention: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_decode_step: { args: ['ptr'], returns: 'i32' },
   nt_decode_scratch_floats: { args: ['ptr', 'i32'], returns: 'f64' },
+  nt_moe_route: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_moe_route_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_moe_experts: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'f64' },
+  nt_moe_experts_backward: {
+    args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'],
+    returns: 'f64',
+  },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -116,6 +129,13 @@ export interface NativeSymbols {
     dinit: Buffers,
   ): number;
   nt_adamw(params: Float64Array, p: Buffers, g: Buffers, m: Buffers, v: Buffers): number;
+  nt_embedding_backward(params: Float64Array, ids: Buffers, g: Buffers, out: Buffers): number;
+  nt_cross_entropy(params: Float64Array, logits: Buffers, labels: Buffers, lse: Buffers, loss: Buffers): number;
+  nt_cross_entropy_backward(params: Float64Array, logits: Buffers, labels: Buffers, lse: Buffers, scale: Buffers, dx: Buffers): number;
+  /** Σ x² in f64 over a dense f32 range (params: n, offset). */
+  nt_sum_squares(params: Float64Array, x: Buffers): number;
+  /** out = x · coef over dense f32 ranges (params: n, offset x, offset out, coef). */
+  nt_scale(params: Float64Array, x: Buffers, out: Buffers): number;
   nt_causal_conv_update(params: Float64Array, state: Buffers, x: Buffers, w: Buffers, bias: Buffers, out: Buffers): number;
   nt_attention_backward(
     params: Float64Array,
@@ -135,6 +155,37 @@ export interface NativeSymbols {
   /** One whole decode step from a pointer table (native/decode.c); 0 when it ran. */
   nt_decode_step(table: Float64Array): number;
   nt_decode_scratch_floats(table: Float64Array, threads: number): number;
+  nt_moe_route(params: Float64Array, logits: Buffers, bias: Buffers, weights: Buffers, indices: Buffers): number;
+  nt_moe_route_backward(params: Float64Array, logits: Buffers, indices: Buffers, grad: Buffers, out: Buffers): number;
+  /** 0; 1 + the first (token·k + slot) routed outside [0, E); -1 out of memory. */
+  nt_moe_experts(
+    params: Float64Array,
+    x: Buffers,
+    indices: Buffers,
+    weights: Buffers,
+    up: Buffers,
+    down: Buffers,
+    upBias: Buffers,
+    downBias: Buffers,
+    out: Buffers,
+  ): number;
+  nt_moe_experts_backward(
+    params: Float64Array,
+    x: Buffers,
+    indices: Buffers,
+    weights: Buffers,
+    up: Buffers,
+    down: Buffers,
+    upBias: Buffers,
+    downBias: Buffers,
+    grad: Buffers,
+    gx: Buffers,
+    gw: Buffers,
+    gUp: Buffers,
+    gDown: Buffers,
+    gUpBias: Buffers,
+    gDownBias: Buffers,
+  ): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
 }
@@ -213,7 +264,17 @@ function load(): NativeKernels | null {
   const blasName = process.env.NEMOTRON_BLAS || 'libopenblas.so.0';
   const blas = blasName !== 'none' && lib.symbols.nt_load_blas(Buffer.from(`${blasName}\0`)) === 1 ? blasName : null;
   const effective = lib.symbols.nt_set_threads(threads);
-  return new NativeKernels(lib.symbols as unknown as NativeSymbols, featureNames(compiled), effective, build.path, blas, (buffer) => ptr(buffer));
+  const symbols = lib.symbols as unknown as NativeSymbols;
+  return new NativeKernels(opProfiling ? timedSymbols(symbols) : symbols, featureNames(compiled), effective, build.path, blas, (buffer) => ptr(buffer));
+}
+
+/** The symbols, each call timed as an op-profile span (NEMOTRON_PROFILE_OPS=1). */
+function timedSymbols(symbols: NativeSymbols): NativeSymbols {
+  const timed: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(symbols) as [string, (...args: unknown[]) => unknown][]) {
+    timed[name] = (...args: unknown[]) => profileSpan(nativeRowName(name), () => fn(...args));
+  }
+  return timed as unknown as NativeSymbols;
 }
 
 /**

@@ -13,10 +13,14 @@ import { cast, contiguous, copyInto } from '../ops/layout/layout';
 import { AdamW } from '../optim/adamw';
 import { empty } from '../creation';
 import { narrow, transpose } from '../ops/layout/layout';
-import { ssdScan, selectiveStateUpdate } from '../ops/scan/scan';
+import { ssdScan } from '../ops/scan/scan';
+import { causalConv1dUpdate, selectiveStateUpdate } from '../ops/scan/mamba-decode-host';
 import { groupedGatedRmsNorm, rmsNorm } from '../ops/norm/norm';
-import { causalConv1d, causalConv1dUpdate } from '../ops/conv/conv';
+import { causalConv1d } from '../ops/conv/conv';
 import { attention, attentionWithStats } from '../ops/attention/attention';
+import { crossEntropy } from '../ops/cross-entropy/cross-entropy';
+import { embedding } from '../ops/index/gather';
+import { clipGradNorm } from '../optim/clip';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
 import { expectBackwardMatches, expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
@@ -67,6 +71,8 @@ describe.skipIf(!native)('native matmul', () => {
     { m: 101, n: 70, k: 513, bias: 'f32' },
     { m: 5, n: 11, k: 13, batch: [3] },
     { m: 40, n: 27, k: 70, bType: 'bf16', bias: 'f32' },
+    // bf16 weights widened for the BLAS a column block at a time (2¹⁸ floats: 97 columns of k = 2700).
+    { m: 33, n: 100, k: 2700, bType: 'bf16' },
   ];
   for (const c of cases) {
     const tag = `${c.batch ? `[${c.batch}]×` : ''}${c.m}×${c.n}×${c.k} a ${c.aType ?? 'f32'} w ${c.bType ?? 'f32'}${c.bias ? ` bias ${c.bias}` : ''}`;
@@ -119,6 +125,11 @@ describe.skipIf(!native)('native matmul', () => {
       matmul(onDevice(randomData([40, 70], 9), [40, 70], d), onDevice(randomData([70, 27], 10, { dtype: 'bf16' }), [70, 27], d, 'bf16'));
     await same('f32 · bf16 [k, n] with many rows (widened for the BLAS if loaded)', bf16Rows, 3e-5);
     await withoutBlas(() => same('f32 · bf16 [k, n] with many rows, own kernels', bf16Rows, 3e-5));
+    await same(
+      'f32 · bf16 [k, n] in several widened column blocks',
+      (d) => matmul(onDevice(randomData([33, 2700], 19), [33, 2700], d), onDevice(randomData([2700, 100], 20, { dtype: 'bf16' }), [2700, 100], d, 'bf16')),
+      3e-4,
+    );
     const gradLayout = (d: Device) => matmul(onDevice(randomData([70, 19], 7), [70, 19], d), onDevice(randomData([70, 33], 8), [70, 33], d), { transA: true });
     await same('transA (weight gradient layout)', gradLayout, 3e-5);
     await withoutBlas(() => same('transA (weight gradient layout), own kernels', gradLayout, 3e-5));
@@ -136,6 +147,24 @@ describe.skipIf(!native)('native elementwise', () => {
       if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
     });
   }
+  test('dense f32 fast paths (vector loops and tails) keep NaN, ±inf and −0 as the reference does', async () => {
+    const special = (d: Device, seed: number) => {
+      const v = randomData([3, 37], seed, { scale: 2 });
+      v.set([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0, 1e-30, -1e-30], 3);
+      v.set([Number.NaN, -0, Number.NEGATIVE_INFINITY], 70);
+      return onDevice(v, [3, 37], d);
+    };
+    for (const op of ['neg', 'square', 'relu', 'relu2'] as const) {
+      await same(`dense ${op}`, (d) => unary(op, special(d, 18)), 0);
+      await same(`dense ${op} grad`, (d) => unaryGrad(op, special(d, 18), special(d, 19)), 0);
+    }
+    await same('dense div', (d) => binary('div', special(d, 18), special(d, 19)), 0);
+  });
+  test('vector unary ops (exp, SiLU, ReLU, relu²) at the edges of the f32 range: NaN, ±inf, overflow, underflow', async () => {
+    const v = randomData([3, 41], 18, { scale: 30 });
+    v.set([NaN, Infinity, -Infinity, 88.5, 88.8, -87.2, -87.5, -100, 100, 0, -0, 1e-30, -1e-30, 20.5, -20.5, 0.5], 0);
+    for (const op of ['exp', 'silu', 'relu', 'relu2'] as const) await same(`${op} edges`, (d) => unary(op, onDevice(v, [3, 41], d)), 2e-6);
+  });
   test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
     await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
     await same(
@@ -247,6 +276,32 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
       );
     }
   });
+  test('ssdScan backward over several recomputed chunks, threaded, documents crossing chunk starts', async () => {
+    // 75 positions: chunks of 32 with a partial last one; state dim 67 has a vector tail; enough work for threads.
+    const [bb, ll, hh, pp, gg, nn] = [1, 75, 8, 8, 2, 67];
+    const inputs = [
+      { values: randomData([bb, ll, hh, pp], 41), shape: [bb, ll, hh, pp] },
+      { values: randomData([bb, ll, hh], 42, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
+      { values: randomData([hh], 43).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
+      { values: randomData([bb, ll, gg, nn], 44), shape: [bb, ll, gg, nn] },
+      { values: randomData([bb, ll, gg, nn], 45), shape: [bb, ll, gg, nn] },
+      { values: randomData([hh], 46), shape: [hh] },
+      { values: randomData([bb, hh, pp, nn], 47), shape: [bb, hh, pp, nn] },
+    ];
+    await expectBackwardMatches(
+      native!,
+      (x, dt, A, B, C, D, init) => {
+        const seqIdx = tensor(
+          Int32Array.from({ length: bb * ll }, (_, i) => (i < 31 ? 0 : i < 64 ? 1 : 2)),
+          [bb, ll],
+          { device: x!.device },
+        );
+        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 16, D, initialState: init, seqIdx }).y;
+      },
+      inputs,
+      { rtol: 2e-5, what: 'ssdScan chunks' },
+    );
+  });
   test('rmsNorm and groupedGatedRmsNorm backward', async () => {
     await expectBackwardMatches(
       native!,
@@ -294,6 +349,20 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
 });
 
 describe.skipIf(!native)('native causal conv1d', () => {
+  test('prefill over more channels than one block (133: a full block and a ragged one), packed documents', async () => {
+    const [b, l, c, k] = [2, 9, 133, 4];
+    const run = (d: Device) =>
+      causalConv1d(onDevice(randomData([b, l, c], 57), [b, l, c], d), onDevice(randomData([c, k], 58, { dtype: 'bf16' }), [c, k], d, 'bf16'), null, {
+        initialState: onDevice(randomData([b, c, k], 59), [b, c, k], d),
+        seqIdx: tensor(
+          Int32Array.from({ length: b * l }, (_, i) => (i % l < 3 ? 0 : 1)),
+          [b, l],
+          { device: d },
+        ),
+      });
+    await same('y', (d) => run(d).y, 1e-6);
+    await same('final state', (d) => run(d).finalState, 1e-6);
+  });
   const [b, l, c, k] = [2, 13, 11, 4];
   for (const dtype of ['f32', 'bf16'] as const) {
     test(`prefill with bias, initial state and packed documents; decode update (weights ${dtype})`, async () => {
@@ -350,6 +419,46 @@ describe.skipIf(!native)('native causal conv1d', () => {
       }
     });
   }
+  test('forward and backward over channel blocks with vector tails, threaded; with and without SiLU and initial state', async () => {
+    // 300 channels: forward blocks of 256 and 44, backward blocks of 64 with a tail of 44; 450 positions × 300 × 4 taps is threaded work.
+    const [bb, ll, cc, kk] = [1, 450, 300, 4];
+    await same(
+      'final state over channel blocks',
+      (d) =>
+        causalConv1d(onDevice(randomData([bb, ll, cc], 65), [bb, ll, cc], d), onDevice(randomData([cc, kk], 66), [cc, kk], d), null, {
+          initialState: onDevice(randomData([bb, cc, kk], 67), [bb, cc, kk], d),
+          seqIdx: tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (i < 448 ? 0 : 1)),
+            [bb, ll],
+            { device: d },
+          ),
+        }).finalState,
+      0,
+    );
+    for (const [activation, withInit] of [
+      ['silu', true],
+      [null, false],
+    ] as const) {
+      await expectBackwardMatches(
+        native!,
+        (x, w, bias, init) => {
+          const seqIdx = tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (i < 200 ? 0 : 1)),
+            [bb, ll],
+            { device: x!.device },
+          );
+          return causalConv1d(x!, w!, bias!, { initialState: withInit ? init : undefined, seqIdx, activation }).y;
+        },
+        [
+          { values: randomData([bb, ll, cc], 61), shape: [bb, ll, cc] },
+          { values: randomData([cc, kk], 62), shape: [cc, kk] },
+          { values: randomData([cc], 63), shape: [cc] },
+          { values: randomData([bb, cc, kk], 64), shape: [bb, cc, kk] },
+        ],
+        { rtol: 2e-6, what: `conv ${activation} init=${withInit}` },
+      );
+    }
+  });
 });
 
 describe.skipIf(!native)('native attention', () => {
@@ -393,6 +502,42 @@ describe.skipIf(!native)('native attention', () => {
         return attentionWithStats(q, k, v, { causal: false });
       });
     });
+    test(`prefill with many queries and vector-wide values (the vector path): causal, padded, packed, continuing a cache (k, v ${dtype})`, async () => {
+      const [queries, keys] = [37, 37];
+      const wide = (d: Device, n = queries, m = keys, vd = 32) => ({
+        q: onDevice(randomData([b, n, hq, dh], 65), [b, n, hq, dh], d),
+        k: onDevice(randomData([b, m, hkv, dh], 66, { dtype }), [b, m, hkv, dh], d, dtype),
+        v: onDevice(randomData([b, m, hkv, vd], 67, { dtype }), [b, m, hkv, vd], d, dtype),
+      });
+      const ids = (d: Device, f: (i: number) => number) =>
+        tensor(
+          Int32Array.from({ length: b * keys }, (_, i) => f(i)),
+          [b, keys],
+          { device: d },
+        );
+      // 16, 32, 64 values: 2, 4, 8 vectors of AVX2 (1, 2, 4 of AVX-512), each accumulator count the kernel has.
+      for (const vd of [16, 32, 64])
+        await both(`wide causal, ${vd} values`, (d) => {
+          const { q, k, v } = wide(d, queries, keys, vd);
+          return attentionWithStats(q, k, v);
+        });
+      await both('wide padded (rows with no visible key)', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { keyMask: ids(d, (i) => (i % keys < 3 || i === keys + 20 ? 0 : 1)) });
+      });
+      await both('wide packed', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { seqIds: ids(d, (i) => (i % keys < 11 ? 0 : i % keys < 30 ? 1 : 2)) });
+      });
+      await both('wide non-causal', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { causal: false });
+      });
+      await both('wide continuing a cache', (d) => {
+        const { q, k, v } = wide(d, 12, 40);
+        return attentionWithStats(q, k, v, { kvLength: 33 });
+      });
+    });
     test(`backward: GQA causal with padding, and packed documents (k, v ${dtype})`, async () => {
       for (const variant of ['padded', 'packed'] as const) {
         await expectBackwardMatches(
@@ -427,15 +572,29 @@ describe.skipIf(!native)('native attention', () => {
       });
     });
   }
+  test('backward threaded: 2 kv-head tasks, 45 causal positions, head dim 40 (vector loops and tails)', async () => {
+    const [bb, ll, hqq, hkk, dd] = [1, 45, 4, 2, 40];
+    await expectBackwardMatches(
+      native!,
+      (q, k, v) => attention(q!, k!, v!, { causal: true }),
+      [
+        { values: randomData([bb, ll, hqq, dd], 71), shape: [bb, ll, hqq, dd] },
+        { values: randomData([bb, ll, hkk, dd], 72), shape: [bb, ll, hkk, dd] },
+        { values: randomData([bb, ll, hkk, dd + 3], 73), shape: [bb, ll, hkk, dd + 3] },
+      ],
+      { rtol: 2e-5, what: 'attention threaded' },
+    );
+  });
 });
 
 describe.skipIf(!native)('native AdamW', () => {
-  test('three steps with weight decay match the reference', async () => {
+  test('three steps with weight decay match the reference (threaded, vector tail)', async () => {
     const run = async (d: Device) => {
-      const p = onDevice(randomData([7, 13], 71), [7, 13], d).requiresGrad_();
+      // 131 × 129 = 16 899 elements: split across threads, 3 past the last whole vector.
+      const p = onDevice(randomData([131, 129], 71), [131, 129], d).requiresGrad_();
       const opt = new AdamW([p], { lr: 0.01, weightDecay: 0.1 });
       for (let i = 0; i < 3; i++) {
-        p.grad = onDevice(randomData([7, 13], 72 + i), [7, 13], d);
+        p.grad = onDevice(randomData([131, 129], 72 + i), [131, 129], d);
         opt.step();
       }
       return p.toFloat32();
@@ -454,13 +613,49 @@ test('device selection: NEMOTRON_DEVICE accepts native, rejects unknown names li
   }
 });
 
+describe.skipIf(!native)('native training kernels (each also tested in its op family)', () => {
+  test('cross-entropy forward and backward, embedding gradient, gradient-norm clipping', async () => {
+    const labels = (d: Device) =>
+      tensor(
+        Int32Array.from({ length: 9 }, (_, i) => (i === 4 ? -100 : (i * 7) % 37)),
+        [9],
+        { device: d },
+      );
+    await expectBackwardMatches(
+      native!,
+      (x) => crossEntropy(x!, labels(x!.device), { reduction: 'none' }),
+      [{ values: randomData([9, 37], 81), shape: [9, 37] }],
+      {
+        rtol: 2e-5,
+        what: 'crossEntropy',
+      },
+    );
+    const ids = (d: Device) => tensor(Int32Array.from([3, 0, 3, 5, 3, 1]), [2, 3], { device: d });
+    await expectBackwardMatches(native!, (t) => embedding(t!, ids(t!.device)), [{ values: randomData([7, 13], 82), shape: [7, 13] }], {
+      rtol: 1e-6,
+      what: 'embedding',
+    });
+    const clipped = async (d: Device) => {
+      const p = tensor(new Float32Array(21), [3, 7], { device: d });
+      p.grad = tensor(randomData([3, 7], 83, { scale: 3 }), [3, 7], { device: d });
+      const norm = await clipGradNorm([p], 1).item();
+      return { norm, grad: await p.grad.toFloat32() };
+    };
+    const [ref, got] = [await clipped(cpu), await clipped(native!)];
+    expect(got.norm).toBeCloseTo(ref.norm, 4);
+    expectClose(got.grad, ref.grad, { rtol: 1e-6, what: 'clipGradNorm' });
+  });
+});
+
 test.skipIf(!native)('every op kernel was reached through its dispatch hook', () => {
   expect(calls.size).toBeGreaterThan(5);
+  // The MoE kernels are tested (and their hooks counted) in ops/moe/moe-native.test.ts.
   for (const [name, count] of calls)
     if (
       !name.startsWith('nt_stream') &&
       // The whole-step decode kernel has its own test (ops/decode/native-decode.test.ts).
       !name.startsWith('nt_decode') &&
+      !name.startsWith('nt_moe_') &&
       name.startsWith('nt_') &&
       !['nt_set_threads', 'nt_cpu_features', 'nt_compiled_features', 'nt_load_blas', 'nt_enable_blas'].includes(name)
     )

@@ -15,6 +15,7 @@ import { sumAll } from '../ops/reduce/reduce';
 import { bindingWindows } from '../runtime/binding-windows';
 import type { Tensor } from '../tensor';
 import { scaleCpu, sumSquaresCpu } from './clip.cpu';
+import { scaleNative, sumSquaresNative } from './clip.native';
 import { partialsFor, scaleByNormGpu, sumSquaresGpu } from './clip.wgsl';
 
 export interface ClipOptions {
@@ -39,10 +40,11 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, options:
     const grads = withGrad.map((p) => (p.grad!.isContiguous ? p.grad! : contiguous(p.grad!)));
     let norm: Tensor;
     if (device.kind === 'cpu') {
-      const total = Math.sqrt(grads.reduce((s, g) => s + sumSquaresCpu(g), 0));
+      const lib = device.native;
+      const total = Math.sqrt(grads.reduce((s, g) => s + (lib ? sumSquaresNative(lib, g) : sumSquaresCpu(g)), 0));
       norm = tensor([total], [], { device });
       const coef = Math.min(1, maxNorm / (total + eps));
-      withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => scaleCpu(g, out, coef)));
+      withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => (lib ? scaleNative(lib, g, out, coef) : scaleCpu(g, out, coef))));
     } else {
       const count = grads.reduce((n, g) => n + bindingWindows(device, g.size, 4).reduce((k, w) => k + partialsFor(w), 0), 0);
       const partials = empty([count], { device });

@@ -4,7 +4,7 @@ import { getCpuDevice, type Device } from '../device/device';
 import type { WebGpuDevice } from '../device/webgpu-device';
 import type { Tensor } from '../tensor';
 import { noGrad } from '../autograd/graph';
-import { transpose } from '../ops/layout/layout';
+import { narrow, transpose } from '../ops/layout/layout';
 import { linear } from '../ops/matmul/matmul';
 import { expectClose, randomData, testDevices, withBindingLimit } from '../testing';
 import { AdamW } from './adamw';
@@ -225,6 +225,24 @@ describe('clipGradNorm', () => {
       const again = clipGradNorm([a, b], 10);
       expect(await again.item()).toBeCloseTo(1, 5);
       expectClose((await b.grad!.data()) as Float32Array, [3 * s, 4 * s, 0, 0], { rtol: 1e-6 });
+    });
+  }
+
+  for (const device of devices.filter((d) => d.kind === 'cpu' && d.native)) {
+    test('native: gradients large enough to split across threads, at an offset, match the reference', async () => {
+      // 300 001 elements: above the native kernels' threading threshold, odd, and read at offset 3.
+      const values = randomData([300_004], 7);
+      const run = (d: Device) => {
+        const p = tensor(new Float32Array(300_001), [300_001], { device: d });
+        const storage = tensor(values, [300_004], { device: d });
+        p.grad = narrow(storage, 0, 3, 300_001);
+        storage.dispose();
+        return { norm: clipGradNorm([p], 3), p };
+      };
+      const ref = run(cpu);
+      const got = run(device);
+      expect(await got.norm.item()).toBeCloseTo(await ref.norm.item(), 3);
+      expectClose((await got.p.grad!.data()) as Float32Array, (await ref.p.grad!.data()) as Float32Array, { rtol: 1e-6 });
     });
   }
 

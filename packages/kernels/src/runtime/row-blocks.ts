@@ -4,7 +4,7 @@
  * dispatch per block, each binding only its own rows of every per-row operand.
  */
 import type { WebGpuDevice } from '../device/webgpu-device';
-import { BindingTooLargeError, type BoundRange } from './bindings';
+import { BindingTooLargeError, type NamedTensor } from './bindings';
 import { bytesPerElement } from '../dtype';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
@@ -46,7 +46,7 @@ export function rowBlocks(device: WebGpuDevice, rows: number, operands: readonly
   return blocks;
 }
 
-/** Binds the rows of `block` of a row operand. */
-export function bindRows(device: WebGpuDevice, o: RowOperand, block: RowBlock): BoundRange {
-  return device.bind(o.tensor.storage, o.tensor.offset + block.start * o.perRow, block.count * o.perRow, o.what);
+/** The entry binding the rows of `block` of a row operand as `name` (see `bindTensors`). */
+export function rowBinding(name: string, o: RowOperand, block: RowBlock, writable = false): NamedTensor {
+  return { name, tensor: o.tensor, window: { start: block.start * o.perRow, length: block.count * o.perRow }, what: o.what, writable };
 }

@@ -18,12 +18,12 @@ import { cachedSource } from '../../runtime/source-cache';
 import { empty } from '../../creation';
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { KernelBinding } from '../../runtime/batch';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { AttentionBackwardProblem, AttentionGradients, HeadView, KeyRowView } from './attention';
-import { attentionTuning, declareHead, extent, loadHead, range, type Access } from './attention.wgsl';
+import { attentionTuning, declareHead, extent, keyRowBinding, loadHead, range, type Access } from './attention.wgsl';
 import { narrow, reshape } from '../layout/layout';
 import { TextureOperands, bindTextureOperand, textureCopyFits } from '../../runtime/texture-operands';
 import { storageReads } from '../../runtime/texture-pool';
@@ -46,7 +46,8 @@ function perLane(device: WebGpuDevice, stateVec4: number, count: number): number
 interface Launch {
   device: WebGpuDevice;
   params: Params;
-  bindings: KernelBinding[];
+  /** The bindings in order; `bindTensors` numbers and declares them. */
+  list: NamedBinding[];
   /** Flat texture copies, released once every backward kernel is recorded. */
   textures: TextureOperands;
 }
@@ -62,30 +63,31 @@ const TEXTURE_MIN_LOOP = 8;
 function bindHead(l: Launch, name: string, view: HeadView, dim: number, texture = false): Access {
   const t = view.tensor;
   l.params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
+  // Declared `<name>b`, read by `loadHead` with P.<name>Off in elements.
+  const wgslName = `${name}b`;
   if (texture && dim % 4 === 0 && textureCopyFits(l.device, t)) {
-    l.bindings.push(bindTextureOperand(l.textures.copy(t), l.params, name));
+    l.list.push({ name: wgslName, binding: bindTextureOperand(l.textures.copy(t), l.params, name), declare: (n) => declareHead(n, wgslName, 'texture') });
     return 'texture';
   }
   const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
-  l.bindings.push(bound.range);
   l.params.u32(`${name}Off`, bound.elementOffset);
   const starts = [bound.elementOffset, view.strides.batch, view.strides.seq, view.strides.head];
-  if (t.dtype === 'f32' && dim % 4 === 0 && starts.every((x) => x % 4 === 0)) return 'vec4';
-  if (t.dtype === 'bf16' && dim % 8 === 0 && starts.every((x) => x % 8 === 0)) return 'bf16x8';
-  return t.dtype;
+  const access: Access =
+    t.dtype === 'f32' && dim % 4 === 0 && starts.every((x) => x % 4 === 0)
+      ? 'vec4'
+      : t.dtype === 'bf16' && dim % 8 === 0 && starts.every((x) => x % 8 === 0)
+        ? 'bf16x8'
+        : t.dtype;
+  l.list.push({ name: wgslName, binding: bound.range, declare: (n) => declareHead(n, wgslName, access) });
+  return access;
 }
 
-function bindKeyRow(l: Launch, name: string, view: KeyRowView): void {
+/** Binds a per-key row operand (mask `m` as `maskb`, sequence ids `s` as `seqb`), read with P.<name>Off in elements. */
+function bindKeyRow(l: Launch, name: 'm' | 's', view: KeyRowView): void {
   const t = view.tensor;
   const bound = l.device.bind(t.storage, t.offset, extent(t), `attention backward ${name}`);
-  l.bindings.push(bound.range);
   l.params.u32(`${name}Off`, bound.elementOffset).u32(`${name}sB`, view.batchStride).u32(`${name}sJ`, view.keyStride);
-}
-
-function bindFlat(l: Launch, name: string, t: Tensor, what: string): void {
-  const bound = l.device.bind(t.storage, t.offset, t.size, what);
-  l.bindings.push(bound.range);
-  l.params.u32(`${name}Off`, bound.elementOffset);
+  l.list.push(keyRowBinding(name, t.dtype, bound.range));
 }
 
 /** Gradients for q (when `want.q`) and for k and v (when `want.kv`): contiguous f32 in the shapes of q, k and v. */
@@ -125,22 +127,24 @@ function launchStats(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: 
     device,
     textures,
     params: new Params().u32('rows', rows).u32('queries', p.queries).u32('qHeads', p.qHeads).u32('valueDim', p.valueDim),
-    bindings: [],
+    list: [],
   };
-  const gDtype = bp.gradOut.tensor.dtype;
-  bindHead(l, 'g', bp.gradOut, p.valueDim);
-  bindFlat(l, 'o', bp.out, 'attention backward output');
-  bindFlat(l, 'lse', bp.lse, 'attention backward lse');
-  bindFlat(l, 'stats', stats, 'attention backward stats');
+  const g = bp.gradOut;
+  l.params.u32('gsB', g.strides.batch).u32('gsS', g.strides.seq).u32('gsH', g.strides.head);
+  // dO per element (P.gradbOff), whatever its layout.
+  l.list.push(
+    { name: 'gradb', tensor: g.tensor, window: { start: 0, length: extent(g.tensor) }, what: 'attention backward g' },
+    { name: 'outb', tensor: bp.out, what: 'attention backward output' },
+    // lse is read as bits (+Infinity marks a row that saw no key).
+    { name: 'lseb', tensor: bp.lse, what: 'attention backward lse', as: 'u32' },
+    { name: 'statsb', tensor: stats, what: 'attention backward stats', writable: true },
+  );
+  const bound = bindTensors(device, 'attention backward', l.list, l.params);
   const source = cachedSource(
-    `attention-backward|stats|${gDtype}|${W}|${l.params.wgsl()}`,
+    `attention-backward|stats|${W}|${l.params.wgsl()}|${bound.decls}`,
     () => `${l.params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'gradb', gDtype, 'read')}
-${loaderF32('gradb', gDtype)}
-${declareStorage(2, 'outb', 'f32', 'read')}
-${declareStorage(3, 'lseb', 'u32', 'read')}
-${declareStorage(4, 'statsb', 'f32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${W})
 fn main(${GRID_ARGS}) {
   let r = ${flatIndex(W)};
@@ -148,22 +152,22 @@ fn main(${GRID_ARGS}) {
   let h = r % P.qHeads;
   let i = (r / P.qHeads) % P.queries;
   let b = r / (P.qHeads * P.queries);
-  let gb = P.gOff + b * P.gsB + i * P.gsS + h * P.gsH;
-  let ob = P.oOff + r * P.valueDim;
+  let gb = P.gradbOff + b * P.gsB + i * P.gsS + h * P.gsH;
+  let ob = P.outbOff + r * P.valueDim;
   var rowDot = 0.0;
   for (var d = 0u; d < P.valueDim; d++) { rowDot = fma(load_gradb(gb + d), outb[ob + d], rowDot); }
-  let bits = lseb[P.lseOff + r];
+  let bits = lseb[P.lsebOff + r];
   // +Infinity marks a row that saw no key (never read it as a float: compilers may assume finite math).
   let unseen = (bits & 0x7fffffffu) >= 0x7f800000u;
-  statsb[P.statsOff + 2u * r] = select(bitcast<f32>(select(bits, 0u, unseen)) * ${Math.LOG2E}, ${EMPTY_ROW_LSE}, unseen);
-  statsb[P.statsOff + 2u * r + 1u] = select(rowDot, 0.0, unseen);
+  statsb[P.statsbOff + 2u * r] = select(bitcast<f32>(select(bits, 0u, unseen)) * ${Math.LOG2E}, ${EMPTY_ROW_LSE}, unseen);
+  statsb[P.statsbOff + 2u * r + 1u] = select(rowDot, 0.0, unseen);
 }`,
   );
   device.run({
     name: 'attention_bwd_stats',
     source,
     params: l.params,
-    bindings: l.bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(rows, W),
     detail: `rows ${rows} Dv ${p.valueDim}`,
   });
@@ -212,7 +216,7 @@ function bindInputs(
     .u32('queryOffset', p.queryOffset)
     .f32('scale', p.scale)
     .f32('scale2', p.scale * Math.LOG2E);
-  const l: Launch = { device, params, bindings: [], textures: launch.textures };
+  const l: Launch = { device, params, list: [], textures: launch.textures };
   const variant: Variant = {
     workgroupSize,
     perLane,
@@ -226,25 +230,10 @@ function bindInputs(
     mask: p.keyMask ? p.keyMask.tensor.dtype : null,
     seq: p.seqIds !== null,
   };
-  bindFlat(l, 'stats', stats, 'attention backward stats');
+  l.list.push({ name: 'statsb', tensor: stats, what: 'attention backward stats' });
   if (p.keyMask) bindKeyRow(l, 'm', p.keyMask);
   if (p.seqIds) bindKeyRow(l, 's', p.seqIds);
   return { l, variant };
-}
-
-/** Declarations of the inputs bound by {@link bindInputs}; returns them and the next free binding. */
-function declareInputs(v: Variant): { decls: string[]; next: number } {
-  const decls = [
-    declareHead(1, 'qb', v.q),
-    declareHead(2, 'kb', v.k),
-    declareHead(3, 'vb', v.v),
-    declareHead(4, 'gb', v.g),
-    declareStorage(5, 'statsb', 'f32', 'read'),
-  ];
-  let next = 6;
-  if (v.mask) decls.push(`${declareStorage(next++, 'maskb', v.mask, 'read')}\n${loaderF32('maskb', v.mask)}`);
-  if (v.seq) decls.push(declareStorage(next++, 'seqb', 'i32', 'read'));
-  return { decls, next };
 }
 
 /** `a0·b0 + a1·b1 + …` over the vec4 chunks of a head vector. */
@@ -259,11 +248,11 @@ function storeChunks(array: string, base: string, reg: string, dim: number, scal
   return range(dim).map((e) => `${array}[${base} + ${e}u] = ${reg}${Math.floor(e / 4)}[${e % 4}]${scale};`);
 }
 
-function kernel(params: Params, v: Variant, decls: string[], body: string[]): string {
+function kernel(params: Params, v: Variant, decls: string, body: string[]): string {
   const textures = [v.q, v.k, v.v, v.g].includes('texture');
   return `${textures ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${decls}
 @compute @workgroup_size(${v.workgroupSize})
 fn main(${GRID_ARGS}) {
 ${body.map((line) => `  ${line}`).join('\n')}
@@ -278,13 +267,16 @@ function launchDq(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Ten
   const chunks = Math.ceil(pairs / R);
   const lanes = chunks * p.batch * p.kvHeads;
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'keys', textures });
-  bindFlat(l, 'dq', dq, 'attention backward dq');
-  const source = cachedSource(`attention-backward|dq|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDq(l.params, variant));
+  l.list.push({ name: 'dqb', tensor: dq, what: 'attention backward dq', writable: true });
+  const bound = bindTensors(device, 'attention backward', l.list, l.params);
+  const source = cachedSource(`attention-backward|dq|${JSON.stringify(variant)}|${l.params.wgsl()}|${bound.decls}`, () =>
+    buildDq(l.params, bound.decls, variant),
+  );
   device.run({
     name: 'attention_bwd_dq',
     source,
     params: l.params,
-    bindings: l.bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(lanes, variant.workgroupSize),
     detail: detail(bp),
   });
@@ -297,14 +289,17 @@ function launchDkv(device: WebGpuDevice, bp: AttentionBackwardProblem, stats: Te
   const chunks = Math.ceil(p.keys / R);
   const lanes = chunks * p.batch * p.kvHeads;
   const { l, variant } = bindInputs(device, bp, stats, { lanes, chunks, perLane: R, looped: 'queries', textures });
-  bindFlat(l, 'dkv', both, 'attention backward dk/dv');
+  l.list.push({ name: 'dkvb', tensor: both, what: 'attention backward dk/dv', writable: true });
   l.params.u32('dvAt', kSize);
-  const source = cachedSource(`attention-backward|dkv|${JSON.stringify(variant)}|${l.params.wgsl()}`, () => buildDkv(l.params, variant));
+  const bound = bindTensors(device, 'attention backward', l.list, l.params);
+  const source = cachedSource(`attention-backward|dkv|${JSON.stringify(variant)}|${l.params.wgsl()}|${bound.decls}`, () =>
+    buildDkv(l.params, bound.decls, variant),
+  );
   device.run({
     name: 'attention_bwd_dkv',
     source,
     params: l.params,
-    bindings: l.bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(lanes, variant.workgroupSize),
     detail: detail(bp),
   });
@@ -319,12 +314,10 @@ function detail(bp: AttentionBackwardProblem): string {
  * dQ: invocation t = (batch·Hkv + kvHead)·chunks + chunk owns rows chunk·R … chunk·R + R − 1
  * (flat row = query·group + head-in-group) and walks the keys the last of them can see.
  */
-function buildDq(params: Params, v: Variant): string {
+function buildDq(params: Params, decls: string, v: Variant): string {
   const R = v.perLane;
   const qc = Math.ceil(v.headDim / 4);
   const vc = Math.ceil(v.valueDim / 4);
-  const { decls, next } = declareInputs(v);
-  decls.push(declareStorage(next, 'dqb', 'f32', 'read_write'));
   const body: string[] = [];
   body.push(`let t = ${flatIndex(v.workgroupSize)};`, 'if (t >= P.lanes) { return; }');
   body.push('let chunk = t % P.chunks;', 'let bg = t / P.chunks;', 'let b = bg / P.kvHeads;', 'let g = bg % P.kvHeads;', `let first = chunk * ${R}u;`);
@@ -338,7 +331,7 @@ function buildDq(params: Params, v: Variant): string {
     body.push(...loadHead('qb', v.q, `(P.qOff + b * P.qsB + i${r} * P.qsS + h${r} * P.qsH)`, v.headDim, `q${r}_`));
     body.push(...loadHead('gb', v.g, `(P.gOff + b * P.gsB + i${r} * P.gsS + h${r} * P.gsH)`, v.valueDim, `do${r}_`));
     body.push(`let row${r} = (b * P.queries + i${r}) * P.qHeads + h${r};`);
-    body.push(`let lse${r} = statsb[P.statsOff + 2u * row${r}];`, `let rd${r} = statsb[P.statsOff + 2u * row${r} + 1u];`);
+    body.push(`let lse${r} = statsb[P.statsbOff + 2u * row${r}];`, `let rd${r} = statsb[P.statsbOff + 2u * row${r} + 1u];`);
     for (const c of range(qc)) body.push(`var dq${r}_${c} = vec4<f32>(0.0);`);
   }
   body.push(v.causal ? `let kEnd = min(P.keys, qpos${R - 1} + 1u);` : 'let kEnd = P.keys;');
@@ -360,7 +353,7 @@ function buildDq(params: Params, v: Variant): string {
   body.push(...inner.map((line) => `  ${line}`), '}');
   for (const r of range(R)) {
     body.push(`if (first + ${r}u < P.pairs) {`);
-    body.push(...storeChunks('dqb', `P.dqOff + row${r} * ${v.headDim}u`, `dq${r}_`, v.headDim, ' * P.scale').map((line) => `  ${line}`));
+    body.push(...storeChunks('dqb', `P.dqbOff + row${r} * ${v.headDim}u`, `dq${r}_`, v.headDim, ' * P.scale').map((line) => `  ${line}`));
     body.push('}');
   }
   return kernel(params, v, decls, body);
@@ -370,12 +363,10 @@ function buildDq(params: Params, v: Variant): string {
  * dK and dV: invocation t = (batch·Hkv + kvHead)·chunks + chunk owns keys chunk·R … chunk·R + R − 1
  * and walks every query row (each q head of the group) from the first query that can see its first key.
  */
-function buildDkv(params: Params, v: Variant): string {
+function buildDkv(params: Params, decls: string, v: Variant): string {
   const R = v.perLane;
   const qc = Math.ceil(v.headDim / 4);
   const vc = Math.ceil(v.valueDim / 4);
-  const { decls, next } = declareInputs(v);
-  decls.push(declareStorage(next, 'dkvb', 'f32', 'read_write'));
   const body: string[] = [];
   body.push(`let t = ${flatIndex(v.workgroupSize)};`, 'if (t >= P.lanes) { return; }');
   body.push('let chunk = t % P.chunks;', 'let bg = t / P.chunks;', 'let b = bg / P.kvHeads;', 'let g = bg % P.kvHeads;', `let first = chunk * ${R}u;`);
@@ -401,7 +392,7 @@ function buildDkv(params: Params, v: Variant): string {
   inner.push('for (var hh = 0u; hh < P.group; hh++) {');
   const head: string[] = [];
   head.push('let h = g * P.group + hh;', 'let row = (b * P.queries + i) * P.qHeads + h;');
-  head.push('let lse = statsb[P.statsOff + 2u * row];', 'let rd = statsb[P.statsOff + 2u * row + 1u];');
+  head.push('let lse = statsb[P.statsbOff + 2u * row];', 'let rd = statsb[P.statsbOff + 2u * row + 1u];');
   head.push(...loadHead('qb', v.q, '(P.qOff + b * P.qsB + i * P.qsS + h * P.qsH)', v.headDim, 'q_'));
   head.push(...loadHead('gb', v.g, '(P.gOff + b * P.gsB + i * P.gsS + h * P.gsH)', v.valueDim, 'do_'));
   for (const r of range(R)) {
@@ -418,8 +409,8 @@ function buildDkv(params: Params, v: Variant): string {
   for (const r of range(R)) {
     body.push(`if (first + ${r}u < P.keys) {`);
     body.push(`  let kvRow = (b * P.keys + j${r}) * P.kvHeads + g;`);
-    body.push(...storeChunks('dkvb', `P.dkvOff + kvRow * ${v.headDim}u`, `dk${r}_`, v.headDim, ' * P.scale').map((line) => `  ${line}`));
-    body.push(...storeChunks('dkvb', `P.dkvOff + P.dvAt + kvRow * ${v.valueDim}u`, `dv${r}_`, v.valueDim, '').map((line) => `  ${line}`));
+    body.push(...storeChunks('dkvb', `P.dkvbOff + kvRow * ${v.headDim}u`, `dk${r}_`, v.headDim, ' * P.scale').map((line) => `  ${line}`));
+    body.push(...storeChunks('dkvb', `P.dkvbOff + P.dvAt + kvRow * ${v.valueDim}u`, `dv${r}_`, v.valueDim, '').map((line) => `  ${line}`));
     body.push('}');
   }
   return kernel(params, v, decls, body);

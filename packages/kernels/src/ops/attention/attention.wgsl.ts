@@ -19,6 +19,7 @@ import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { empty } from '../../creation';
 import type { KernelBinding } from '../../runtime/batch';
+import { bindTensors, startsOnVec4, type NamedBinding, type NamedCustom, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
@@ -27,7 +28,7 @@ import { TextureOperands, bindTextureOperand, textureCopyFits, textureOperandWgs
 import { kernelOverrides } from '../../runtime/kernel-overrides';
 import { storageReads } from '../../runtime/texture-pool';
 
-/** Launch shape choices; the defaults depend on whether the adapter is a software rasteriser. */
+/** Launch shape choices; the defaults follow the device's kernel tuning (device/kernel-tuning.ts). */
 export interface AttentionTuning {
   /** Invocations per workgroup. */
   workgroupSize: number;
@@ -47,18 +48,19 @@ export interface AttentionTuning {
 }
 
 /**
- * llvmpipe (Mesa 22) turns every storage-buffer load into a per-lane loop, uniform address or not,
- * so loads cost far more than math: an invocation owns 4 rows (with GQA 4:1, the q heads of one
- * query) to reuse every key and value it loads, and workgroups are one 8-lane vector. More rows
- * per invocation or bigger key blocks run a little faster but take LLVM tens of seconds to compile.
- * Real GPUs want one row per invocation (registers) and wide workgroups.
+ * On CPU-SIMD launch shapes (llvmpipe: every storage-buffer load is a per-lane loop, so loads cost
+ * far more than math) an invocation owns 4 rows (with GQA 4:1, the q heads of one query) to reuse
+ * every key and value it loads, and workgroups are one 8-lane vector. More rows per invocation or
+ * bigger key blocks run a little faster but take LLVM tens of seconds to compile. Real GPUs want
+ * one row per invocation (registers) and wide workgroups.
  */
 function defaultTuning(device: WebGpuDevice): AttentionTuning {
-  if (device.isSoftware) {
+  const kvTextures = device.tuning.textureOperands;
+  if (device.tuning.launchShape === 'cpu-simd') {
     const cores = typeof navigator !== 'undefined' ? navigator.hardwareConcurrency || 2 : 2;
-    return { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 32 * cores, minSplitKeys: 64, kvTextures: true };
+    return { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 32 * cores, minSplitKeys: 64, kvTextures };
   }
-  return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures: false };
+  return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures };
 }
 
 /** Calls with more queries than this are prefill-sized (they may copy keys and values to textures). */
@@ -134,7 +136,8 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
     .u32('splits', splits)
     .u32('rows', rows)
     .f32('scale', p.scale * LOG2E);
-  const bindings: KernelBinding[] = [];
+  // The bindings in order: heads and key rows declare themselves (read with P.<x>Off in elements).
+  const list: NamedBinding[] = [];
   const textures = new TextureOperands(device);
   // Keys and values through texture copies when both are dense f32 of whole vec4s, for prefill-sized
   // calls (a decode step would copy its whole cache to read it once).
@@ -149,54 +152,49 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
   const bindHead = (name: string, view: HeadView, dim: number, texture: boolean): Access => {
     const t = view.tensor;
     params.u32(`${name}sB`, view.strides.batch).u32(`${name}sS`, view.strides.seq).u32(`${name}sH`, view.strides.head);
+    const wgslName = `${name}b`;
     if (texture) {
-      bindings.push(bindTextureOperand(textures.copy(t), params, name));
+      list.push({ name: wgslName, binding: bindTextureOperand(textures.copy(t), params, name), declare: (n) => declareHead(n, wgslName, 'texture') });
       return 'texture';
     }
     const bound = device.bind(t.storage, t.offset, extent(t), `attention ${name}`);
-    bindings.push(bound.range);
     params.u32(`${name}Off`, bound.elementOffset);
     const starts = [bound.elementOffset, view.strides.batch, view.strides.seq, view.strides.head];
-    if (t.dtype === 'f32' && dim % 4 === 0 && starts.every((x) => x % 4 === 0)) return 'vec4';
-    if (t.dtype === 'bf16' && dim % 8 === 0 && starts.every((x) => x % 8 === 0)) return 'bf16x8';
-    return t.dtype;
+    const access: Access =
+      t.dtype === 'f32' && dim % 4 === 0 && starts.every((x) => x % 4 === 0)
+        ? 'vec4'
+        : t.dtype === 'bf16' && dim % 8 === 0 && starts.every((x) => x % 8 === 0)
+          ? 'bf16x8'
+          : t.dtype;
+    list.push({ name: wgslName, binding: bound.range, declare: (n) => declareHead(n, wgslName, access) });
+    return access;
   };
-  const bindKeyRow = (name: string, view: KeyRowView): void => {
+  const bindKeyRow = (name: 'm' | 's', view: KeyRowView): void => {
     const t = view.tensor;
     const bound = device.bind(t.storage, t.offset, extent(t), `attention ${name}`);
-    bindings.push(bound.range);
     params.u32(`${name}Off`, bound.elementOffset).u32(`${name}sB`, view.batchStride).u32(`${name}sJ`, view.keyStride);
+    list.push(keyRowBinding(name, t.dtype, bound.range));
   };
   const qAccess = bindHead('q', p.q, p.headDim, false);
   const kAccess = bindHead('k', p.k, p.headDim, kvTextures);
   const vAccess = bindHead('v', p.v, p.valueDim, kvTextures);
   if (p.keyMask) bindKeyRow('m', p.keyMask);
   if (p.seqIds) bindKeyRow('s', p.seqIds);
-  if (p.keysOnDevice) {
-    const n = p.keysOnDevice;
-    const bound = device.bind(n.storage, n.offset, 1, 'attention kvLength');
-    bindings.push(bound.range);
-    params.u32('nOff', bound.elementOffset);
-  }
+  if (p.keysOnDevice) list.push({ name: 'keysb', tensor: p.keysOnDevice, window: { start: 0, length: 1 }, what: 'attention kvLength' });
 
   const split = splits > 1;
   // With split keys the flash kernel writes unnormalised partials (and running max/sum) for the combine.
   const partialOut = split ? empty([splits * rows * p.valueDim], { device }) : null;
   const partialStats = split ? empty([splits * rows * 2], { device }) : null;
   try {
-    const dst = partialOut ?? out;
-    const o = device.bind(dst.storage, dst.offset, dst.size, split ? 'attention partial output' : 'attention output');
-    bindings.push(o.range);
-    params.u32('outOff', o.elementOffset);
-    if (partialStats) {
-      const ps = device.bind(partialStats.storage, partialStats.offset, partialStats.size, 'attention partial stats');
-      bindings.push(ps.range);
-      params.u32('statsOff', ps.elementOffset);
-    } else if (lse) {
-      const l = device.bind(lse.storage, lse.offset, lse.size, 'attention lse');
-      bindings.push(l.range);
-      params.u32('lseOff', l.elementOffset);
-    }
+    const o: NamedTensor = { name: 'outb', tensor: partialOut ?? out, what: split ? 'attention partial output' : 'attention output', writable: true };
+    // Whole vec4s of output (P.outbOff then counts vec4s) when the rows allow.
+    const vecOut = p.valueDim % 4 === 0 && startsOnVec4(o);
+    list.push({ ...o, vec4: vecOut });
+    if (partialStats) list.push({ name: 'statsb', tensor: partialStats, what: 'attention partial stats', writable: true });
+    // lse is written as bits (+Infinity for a row that saw no key).
+    else if (lse) list.push({ name: 'lseb', tensor: lse, what: 'attention lse', writable: true, as: 'u32' });
+    const bound = bindTensors(device, 'attention', list, params);
     const spec: KernelSpec = {
       split,
       workgroupSize: tuning.workgroupSize,
@@ -207,7 +205,7 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
       q: qAccess,
       k: kAccess,
       v: vAccess,
-      out: p.valueDim % 4 === 0 && o.elementOffset % 4 === 0 ? 'vec4' : 'f32',
+      out: vecOut ? 'vec4' : 'f32',
       causal: p.causal,
       mask: p.keyMask ? p.keyMask.tensor.dtype : null,
       seq: p.seqIds !== null,
@@ -216,7 +214,14 @@ export function attentionGpu(device: WebGpuDevice, p: AttentionProblem, out: Ten
     };
     const detail = `q[${p.batch},${p.queries},${p.qHeads},${p.headDim}] kv[${p.keys},${p.kvHeads},${p.valueDim}] ${p.q.tensor.dtype}/${p.k.tensor.dtype}${split ? ` ${splits} splits` : ''}`;
     const name = split ? 'attention_split' : 'attention';
-    device.run({ name, source: flashSource(spec, params), params, bindings, workgroups: device.grid(lanes, tuning.workgroupSize), detail });
+    device.run({
+      name,
+      source: flashSource(spec, params, bound.decls),
+      params,
+      bindings: bound.ranges,
+      workgroups: device.grid(lanes, tuning.workgroupSize),
+      detail,
+    });
     if (partialOut && partialStats) {
       combineSplits(device, { splits, rows, valueDim: p.valueDim, workgroupSize: tuning.workgroupSize, partialOut, partialStats, out, lse, detail });
     }
@@ -279,8 +284,15 @@ function maxTree(xs: string[]): string {
 }
 
 /** The flash kernel's source for `s` (built once per spec and parameter layout). */
-function flashSource(s: KernelSpec, params: Params): string {
-  return cachedSource(`attention|${JSON.stringify(s)}|${params.wgsl()}`, () => buildFlashSource(s, params));
+function flashSource(s: KernelSpec, params: Params, decls: string): string {
+  return cachedSource(`attention|${JSON.stringify(s)}|${params.wgsl()}|${decls}`, () => buildFlashSource(s, params, decls));
+}
+
+/** A per-key row operand (mask `m` as `maskb`, sequence ids `s` as `seqb`), read with P.<name>Off in elements. */
+export function keyRowBinding(name: 'm' | 's', dtype: DType, binding: KernelBinding): NamedCustom {
+  return name === 'm'
+    ? { name: 'maskb', binding, declare: (n) => `${declareStorage(n, 'maskb', dtype, 'read')}\n${loaderF32('maskb', dtype)}` }
+    : { name: 'seqb', binding, declare: (n) => declareStorage(n, 'seqb', 'i32', 'read') };
 }
 
 /**
@@ -289,19 +301,11 @@ function flashSource(s: KernelSpec, params: Params): string {
  * t = ((split · B·Hkv) + batch·Hkv + kvHead) · chunks + chunk. Everything is unrolled over the R
  * rows, the key block and the head dims, so all state stays in named registers.
  */
-function buildFlashSource(s: KernelSpec, params: Params): string {
+function buildFlashSource(s: KernelSpec, params: Params, decls: string): string {
   const R = s.rowsPerLane;
   const KB = s.keyBlock;
   const qChunks = Math.ceil(s.headDim / 4);
   const vChunks = Math.ceil(s.valueDim / 4);
-  const decls: string[] = [declareHead(1, 'qb', s.q), declareHead(2, 'kb', s.k), declareHead(3, 'vb', s.v)];
-  let binding = 4;
-  if (s.mask) decls.push(`${declareStorage(binding++, 'maskb', s.mask, 'read')}\n${loaderF32('maskb', s.mask)}`);
-  if (s.seq) decls.push(declareStorage(binding++, 'seqb', 'i32', 'read'));
-  if (s.deviceKeys) decls.push(declareStorage(binding++, 'keysb', 'i32', 'read'));
-  decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> outb: array<${s.out === 'vec4' ? 'vec4<f32>' : 'f32'}>;`);
-  if (s.split) decls.push(declareStorage(binding++, 'statsb', 'f32', 'read_write'));
-  else if (s.lse) decls.push(declareStorage(binding++, 'lseb', 'u32', 'read_write'));
 
   const lines: string[] = [];
   const emit = (line: string, indent = 1) => lines.push(`${'  '.repeat(indent)}${line}`);
@@ -316,7 +320,7 @@ function buildFlashSource(s: KernelSpec, params: Params): string {
   emit(`let first = chunk * ${R}u;`);
   if (s.deviceKeys) {
     // The valid key count from the device (at most the capacity P.keys); queries sit at the last keys.
-    emit('let keys = min(u32(max(keysb[P.nOff], 0)), P.keys);');
+    emit('let keys = min(u32(max(keysb[P.keysbOff], 0)), P.keys);');
     emit('let queryOffset = max(keys, P.queries) - P.queries;');
     emit(`let splitKeys = ((keys + P.splits - 1u) / P.splits + ${KB - 1}u) / ${KB}u * ${KB}u;`);
   } else {
@@ -390,24 +394,24 @@ function buildFlashSource(s: KernelSpec, params: Params): string {
     if (s.split) {
       // Unnormalised partial output and the split's running max (log2 units) and sum.
       emit('let pr = split * P.rows + row;', 2);
-      emit(`statsb[P.statsOff + 2u * pr] = m${r};`, 2);
-      emit(`statsb[P.statsOff + 2u * pr + 1u] = l${r};`, 2);
+      emit(`statsb[P.statsbOff + 2u * pr] = m${r};`, 2);
+      emit(`statsb[P.statsbOff + 2u * pr + 1u] = l${r};`, 2);
       at = 'pr';
     } else {
       emit(`let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);`, 2);
-      if (s.lse) emit(`lseb[P.lseOff + row] = select(${INF_BITS}, bitcast<u32>(m${r} * ${Math.LN2} + log_f32(l${r})), l${r} > 0.0);`, 2);
+      if (s.lse) emit(`lseb[P.lsebOff + row] = select(${INF_BITS}, bitcast<u32>(m${r} * ${Math.LN2} + log_f32(l${r})), l${r} > 0.0);`, 2);
       norm = ' * inv';
     }
     for (const c of range(vChunks)) {
-      if (s.out === 'vec4') emit(`outb[(P.outOff >> 2u) + ${at} * ${vChunks}u + ${c}u] = o${r}_${c}${norm};`, 2);
-      else for (const e of range(4)) if (4 * c + e < s.valueDim) emit(`outb[P.outOff + ${at} * ${s.valueDim}u + ${4 * c + e}u] = o${r}_${c}[${e}]${norm};`, 2);
+      if (s.out === 'vec4') emit(`outb[P.outbOff + ${at} * ${vChunks}u + ${c}u] = o${r}_${c}${norm};`, 2);
+      else for (const e of range(4)) if (4 * c + e < s.valueDim) emit(`outb[P.outbOff + ${at} * ${s.valueDim}u + ${4 * c + e}u] = o${r}_${c}[${e}]${norm};`, 2);
     }
     emit('}');
   }
   const textures = s.k === 'texture' || s.v === 'texture';
   return `${textures ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${decls}
 ${s.lse ? MATH_F32 : ''}
 @compute @workgroup_size(${s.workgroupSize})
 fn main(${GRID_ARGS}) {
@@ -432,44 +436,35 @@ interface CombineLaunch {
  * normalises. One invocation per (row, 4 value dims) — vec4 loads when the value dim allows.
  */
 function combineSplits(device: WebGpuDevice, c: CombineLaunch): void {
-  const po = device.bind(c.partialOut.storage, c.partialOut.offset, c.partialOut.size, 'attention partial output');
-  const ps = device.bind(c.partialStats.storage, c.partialStats.offset, c.partialStats.size, 'attention partial stats');
-  const o = device.bind(c.out.storage, c.out.offset, c.out.size, 'attention output');
-  const vec = c.valueDim % 4 === 0 && po.elementOffset % 4 === 0 && o.elementOffset % 4 === 0;
-  if (ps.elementOffset % 2 !== 0) throw new Error('attention: partial stats must start on an even element');
+  const po: NamedTensor = { name: 'po', tensor: c.partialOut, what: 'attention partial output' };
+  const o: NamedTensor = { name: 'outb', tensor: c.out, what: 'attention output', writable: true };
+  const vec = c.valueDim % 4 === 0 && startsOnVec4(po) && startsOnVec4(o);
   const chunks = Math.ceil(c.valueDim / 4);
-  const params = new Params()
-    .u32('splits', c.splits)
-    .u32('rows', c.rows)
-    .u32('valueDim', c.valueDim)
-    .u32('chunks', chunks)
-    .u32('poOff', po.elementOffset)
-    .u32('psOff', ps.elementOffset)
-    .u32('outOff', o.elementOffset);
-  const bindings = [po.range, ps.range, o.range];
-  if (c.lse) {
-    const l = device.bind(c.lse.storage, c.lse.offset, c.lse.size, 'attention lse');
-    bindings.push(l.range);
-    params.u32('lseOff', l.elementOffset);
-  }
+  const params = new Params().u32('splits', c.splits).u32('rows', c.rows).u32('valueDim', c.valueDim).u32('chunks', chunks);
+  // (max, sum) pairs; with vec, P.poOff and P.outbOff count vec4s.
+  const list: NamedBinding[] = [
+    { ...po, vec4: vec },
+    { name: 'ps', tensor: c.partialStats, what: 'attention partial stats', vec2: true },
+    { ...o, vec4: vec },
+  ];
+  // lse is written as bits (+Infinity for a row that saw no key).
+  if (c.lse) list.push({ name: 'lseb', tensor: c.lse, what: 'attention lse', writable: true, as: 'u32' });
+  const bound = bindTensors(device, 'attention', list, params);
   const W = c.workgroupSize;
-  const element = vec ? 'vec4<f32>' : 'f32';
   const partial = vec
-    ? 'po[(P.poOff >> 2u) + pr * P.chunks + q]'
+    ? 'po[P.poOff + pr * P.chunks + q]'
     : `vec4<f32>(${range(4)
         .map((e) => `po[P.poOff + pr * P.valueDim + min(d0 + ${e}u, P.valueDim - 1u)]`)
         .join(', ')})`;
   const store = vec
-    ? 'outb[(P.outOff >> 2u) + r * P.chunks + q] = res;'
+    ? 'outb[P.outbOff + r * P.chunks + q] = res;'
     : range(4)
-        .map((e) => `if (d0 + ${e}u < P.valueDim) { outb[P.outOff + r * P.valueDim + d0 + ${e}u] = res[${e}]; }`)
+        .map((e) => `if (d0 + ${e}u < P.valueDim) { outb[P.outbOff + r * P.valueDim + d0 + ${e}u] = res[${e}]; }`)
         .join('\n  ');
   const source = `${params.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> po: array<${element}>;
-@group(0) @binding(2) var<storage, read> ps: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> outb: array<${element}>;
-${c.lse ? `${declareStorage(4, 'lseb', 'u32', 'read_write')}\n${MATH_F32}` : ''}
+${bound.decls}
+${c.lse ? MATH_F32 : ''}
 @compute @workgroup_size(${W})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(W)};
@@ -477,7 +472,7 @@ fn main(${GRID_ARGS}) {
   let r = t / P.chunks;
   let q = t % P.chunks;
   let d0 = 4u * q;
-  let stats = P.psOff >> 1u;
+  let stats = P.psOff;
   var mMax = ${NEG};
   for (var s = 0u; s < P.splits; s++) { mMax = max(mMax, ps[stats + s * P.rows + r].x); }
   var l = 0.0;
@@ -491,7 +486,7 @@ fn main(${GRID_ARGS}) {
   }
   let res = o * select(0.0, 1.0 / l, l > 0.0);
   ${store}
-  ${c.lse ? `if (q == 0u) { lseb[P.lseOff + r] = select(${INF_BITS}, bitcast<u32>(mMax * ${Math.LN2} + log_f32(l)), l > 0.0); }` : ''}
+  ${c.lse ? `if (q == 0u) { lseb[P.lsebOff + r] = select(${INF_BITS}, bitcast<u32>(mMax * ${Math.LN2} + log_f32(l)), l > 0.0); }` : ''}
 }`;
-  device.run({ name: 'attention_combine', source, params, bindings, workgroups: device.grid(c.rows * chunks, W), detail: c.detail });
+  device.run({ name: 'attention_combine', source, params, bindings: bound.ranges, workgroups: device.grid(c.rows * chunks, W), detail: c.detail });
 }

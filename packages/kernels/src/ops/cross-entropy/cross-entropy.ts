@@ -21,6 +21,7 @@ import { reshape } from '../layout/layout';
 import { sum } from '../reduce/reduce';
 import { assertFloatRows, dense, rowsOf } from '../rows';
 import { assertLabelsInRange, crossEntropyCpu, crossEntropyGradCpu } from './cross-entropy.cpu';
+import { crossEntropyGradNative, crossEntropyNative } from './cross-entropy.native';
 import { crossEntropyGpu, crossEntropyGradGpu, type CrossEntropyRows } from './cross-entropy.wgsl';
 
 export type CrossEntropyReduction = 'mean' | 'sum' | 'none';
@@ -86,8 +87,9 @@ function rowLosses(logits: Tensor, labels: Tensor, r: CrossEntropyRows): { lse: 
   if (r.rows === 0) return { lse, perRow };
   const ld = dense(logits);
   const lab = dense(labels);
-  if (device.kind === 'cpu') crossEntropyCpu(ld, lab, r, lse, perRow);
-  else crossEntropyGpu(device, ld, lab, r, lse, perRow);
+  if (device.kind === 'cpu') {
+    if (!device.native || !crossEntropyNative(device.native, ld, lab, r, lse, perRow)) crossEntropyCpu(ld, lab, r, lse, perRow);
+  } else crossEntropyGpu(device, ld, lab, r, lse, perRow);
   ld.dispose();
   lab.dispose();
   return { lse, perRow };
@@ -115,8 +117,10 @@ function crossEntropyGrad(
   const perRowScale = reduction === 'none';
   const ld = dense(logits);
   const lab = dense(labels);
-  if (device.kind === 'cpu') crossEntropyGradCpu(ld, lab, lse, scale, perRowScale, r, dx);
-  else crossEntropyGradGpu(device, ld, lab, lse, scale, perRowScale, r, dx);
+  if (device.kind === 'cpu') {
+    if (!device.native || !crossEntropyGradNative(device.native, ld, lab, lse, scale, perRowScale, r, dx))
+      crossEntropyGradCpu(ld, lab, lse, scale, perRowScale, r, dx);
+  } else crossEntropyGradGpu(device, ld, lab, lse, scale, perRowScale, r, dx);
   for (const t of [scale, ld, lab]) t.dispose();
   return dx;
 }

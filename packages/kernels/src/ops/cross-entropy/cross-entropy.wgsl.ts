@@ -8,8 +8,9 @@
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
-import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
+import { rowBinding, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, MATH_F32, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { MAX_SUM_WGSL, SOFTMAX_CHUNK, chunksOf, maxSumPartialsGpu, mergeMaxSum, scanMaxSum } from '../softmax/softmax.wgsl';
 
@@ -36,26 +37,24 @@ export function crossEntropyGpu(device: WebGpuDevice, logits: Tensor, labels: Te
     part = empty([r.rows, chunks, 2], { device });
     maxSumPartialsGpu(device, logits, r.rows, V, part, 'crossEntropy logits');
   }
-  const operands: RowOperand[] = [
-    { tensor: logits, perRow: V, what: 'crossEntropy logits' },
-    { tensor: labels, perRow: 1, what: 'crossEntropy labels' },
-    { tensor: lse, perRow: 1, what: 'crossEntropy log-sum-exp' },
-    { tensor: loss, perRow: 1, what: 'crossEntropy loss' },
-  ];
-  if (part) operands.push({ tensor: part, perRow: 2 * chunks, what: 'crossEntropy partials' });
-  for (const block of rowBlocks(device, r.rows, operands)) {
-    const [bx, bl, bs, bo, bp] = operands.map((o) => bindRows(device, o, block));
+  const xs: RowOperand = { tensor: logits, perRow: V, what: 'crossEntropy logits' };
+  const ls: RowOperand = { tensor: labels, perRow: 1, what: 'crossEntropy labels' };
+  const ss: RowOperand = { tensor: lse, perRow: 1, what: 'crossEntropy log-sum-exp' };
+  const os: RowOperand = { tensor: loss, perRow: 1, what: 'crossEntropy loss' };
+  const ps: RowOperand | null = part ? { tensor: part, perRow: 2 * chunks, what: 'crossEntropy partials' } : null;
+  for (const block of rowBlocks(device, r.rows, ps ? [xs, ls, ss, os, ps] : [xs, ls, ss, os])) {
     const p = new Params().u32('rows', block.count).u32('cols', V).u32('chunks', chunks).i32('ignore', r.ignoreIndex);
-    p.u32('xOff', bx!.elementOffset).u32('lOff', bl!.elementOffset).u32('sOff', bs!.elementOffset).u32('oOff', bo!.elementOffset);
-    if (bp) p.u32('partOff', bp.elementOffset);
+    const list: NamedBinding[] = [
+      rowBinding('x', xs, block),
+      rowBinding('labels', ls, block),
+      rowBinding('lse', ss, block, true),
+      rowBinding('loss', os, block, true),
+    ];
+    if (ps) list.push(rowBinding('part', ps, block));
+    const bound = bindTensors(device, 'crossEntropy', list, p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'x', logits.dtype, 'read')}
-${loaderF32('x', logits.dtype)}
-${declareStorage(2, 'labels', 'i32', 'read')}
-${declareStorage(3, 'lse', 'f32', 'read_write')}
-${declareStorage(4, 'loss', 'f32', 'read_write')}
-${bp ? declareStorage(5, 'part', 'f32', 'read') : ''}
+${bound.decls}
 ${MAX_SUM_WGSL}
 ${MATH_F32}
 ${NAN_WGSL}
@@ -64,10 +63,10 @@ fn main(${GRID_ARGS}) {
   let row = ${flatIndex(WG)};
   if (row >= P.rows) { return; }
   let xb = P.xOff + row * P.cols;
-  ${bp ? mergeMaxSum('P.partOff + 2u * row * P.chunks', 'P.chunks') : scanMaxSum('load_x', 'xb', '0u', 'P.cols')}
+  ${ps ? mergeMaxSum('P.partOff + 2u * row * P.chunks', 'P.chunks') : scanMaxSum('load_x', 'xb', '0u', 'P.cols')}
   let log_s = log_f32(st.s);
-  lse[P.sOff + row] = st.m + log_s;
-  let label = labels[P.lOff + row];
+  lse[P.lseOff + row] = st.m + log_s;
+  let label = labels[P.labelsOff + row];
   var l = 0.0;
   if (label != P.ignore) {
     if (label < 0 || u32(label) >= P.cols) {
@@ -76,10 +75,16 @@ fn main(${GRID_ARGS}) {
       l = (st.m - load_x(xb + u32(label))) + log_s;
     }
   }
-  loss[P.oOff + row] = l;
+  loss[P.lossOff + row] = l;
 }`;
-    const bindings = [bx!.range, bl!.range, bs!.range, bo!.range, ...(bp ? [bp.range] : [])];
-    device.run({ name: 'cross_entropy', source, params: p, bindings, workgroups: device.grid(block.count, WG), detail: `[${r.rows},${V}] ${logits.dtype}` });
+    device.run({
+      name: 'cross_entropy',
+      source,
+      params: p,
+      bindings: bound.ranges,
+      workgroups: device.grid(block.count, WG),
+      detail: `[${r.rows},${V}] ${logits.dtype}`,
+    });
   }
   part?.dispose();
 }
@@ -101,33 +106,29 @@ export function crossEntropyGradGpu(
 ): void {
   const V = r.classes;
   const chunks = chunksOf(V);
-  const operands: RowOperand[] = [
-    { tensor: logits, perRow: V, what: 'crossEntropy logits' },
-    { tensor: labels, perRow: 1, what: 'crossEntropy labels' },
-    { tensor: lse, perRow: 1, what: 'crossEntropy log-sum-exp' },
-    { tensor: dx, perRow: V, what: 'crossEntropy logits gradient' },
-  ];
-  const scaleOperand: RowOperand = { tensor: scale, perRow: 1, what: 'crossEntropy gradient scale' };
-  if (perRowScale) operands.push(scaleOperand);
-  const sharedScale = perRowScale ? null : device.bind(scale.storage, scale.offset, 1, scaleOperand.what);
-  for (const block of rowBlocks(device, r.rows, operands)) {
-    const [bx, bl, bs, bd, bg] = operands.map((o) => bindRows(device, o, block));
-    const bScale = bg ?? sharedScale!;
+  const xs: RowOperand = { tensor: logits, perRow: V, what: 'crossEntropy logits' };
+  const ls: RowOperand = { tensor: labels, perRow: 1, what: 'crossEntropy labels' };
+  const ss: RowOperand = { tensor: lse, perRow: 1, what: 'crossEntropy log-sum-exp' };
+  const ds: RowOperand = { tensor: dx, perRow: V, what: 'crossEntropy logits gradient' };
+  const gs: RowOperand = { tensor: scale, perRow: 1, what: 'crossEntropy gradient scale' };
+  for (const block of rowBlocks(device, r.rows, perRowScale ? [xs, ls, ss, ds, gs] : [xs, ls, ss, ds])) {
     const p = new Params().u32('rows', block.count).u32('cols', V).u32('chunks', chunks).i32('ignore', r.ignoreIndex);
-    p.u32('xOff', bx!.elementOffset)
-      .u32('lOff', bl!.elementOffset)
-      .u32('sOff', bs!.elementOffset)
-      .u32('dOff', bd!.elementOffset)
-      .u32('gOff', bScale.elementOffset);
+    const bound = bindTensors(
+      device,
+      'crossEntropy backward',
+      [
+        rowBinding('x', xs, block),
+        rowBinding('labels', ls, block),
+        rowBinding('lse', ss, block),
+        rowBinding('dx', ds, block, true),
+        // One value for every row, or the rows of the block.
+        perRowScale ? rowBinding('scale', gs, block) : { name: 'scale', tensor: scale, window: { start: 0, length: 1 }, what: gs.what },
+      ],
+      p,
+    );
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'x', logits.dtype, 'read')}
-${loaderF32('x', logits.dtype)}
-${declareStorage(2, 'labels', 'i32', 'read')}
-${declareStorage(3, 'lse', 'f32', 'read')}
-${declareStorage(4, 'dx', 'f32', 'read_write')}
-${declareStorage(5, 'scale', scale.dtype, 'read')}
-${loaderF32('scale', scale.dtype)}
+${bound.decls}
 ${NAN_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -137,8 +138,8 @@ fn main(${GRID_ARGS}) {
   let c0 = (t % P.chunks) * ${SOFTMAX_CHUNK}u;
   let c1 = min(c0 + ${SOFTMAX_CHUNK}u, P.cols);
   let xb = P.xOff + row * P.cols;
-  let db = P.dOff + row * P.cols;
-  let label = labels[P.lOff + row];
+  let db = P.dxOff + row * P.cols;
+  let label = labels[P.labelsOff + row];
   if (label == P.ignore) {
     for (var c = c0; c < c1; c++) { dx[db + c] = 0.0; }
     return;
@@ -147,8 +148,8 @@ fn main(${GRID_ARGS}) {
     for (var c = c0; c < c1; c++) { dx[db + c] = nan_f32(); }
     return;
   }
-  let m = lse[P.sOff + row];
-  let g = load_scale(P.gOff${perRowScale ? ' + row' : ''});
+  let m = lse[P.lseOff + row];
+  let g = load_scale(P.scaleOff${perRowScale ? ' + row' : ''});
   for (var c = c0; c < c1; c++) {
     let onehot = select(0.0, 1.0, c == u32(label));
     dx[db + c] = (exp(load_x(xb + c) - m) - onehot) * g;
@@ -158,7 +159,7 @@ fn main(${GRID_ARGS}) {
       name: 'cross_entropy_grad',
       source,
       params: p,
-      bindings: [bx!.range, bl!.range, bs!.range, bd!.range, bScale.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * chunks, WG),
       detail: `[${r.rows},${V}] ${logits.dtype}`,
     });

@@ -9,8 +9,9 @@ import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { DType } from '../../dtype';
 import { Params } from '../../runtime/params';
-import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32, storageElement } from '../../runtime/wgsl';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
+import { rowBinding, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, flatIndex, storageElement } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 
 const WG = 64;
@@ -38,33 +39,32 @@ export function cumsumGpu(device: WebGpuDevice, x: Tensor, rows: number, cols: n
   const chunks = Math.ceil(cols / CUMSUM_CHUNK);
   const acc = storageElement(out.dtype);
   const zero = `${acc}(0)`;
-  const load = out.dtype === 'f32' ? loaderF32('x', x.dtype) : `fn load_x(i: u32) -> ${acc} { return x[i]; }`;
-  const input = `${declareStorage(1, 'x', x.dtype, 'read')}\n${load}`;
+  // The binder gives float inputs their f32 loader; integers are summed as they are.
+  const intLoader = out.dtype === 'f32' ? '' : `fn load_x(i: u32) -> ${acc} { return x[i]; }`;
   const xs: RowOperand = { tensor: x, perRow: cols, what: 'cumsum input' };
   let part: Tensor | null = null;
   if (chunks > 1) {
     part = empty([rows, chunks], { dtype: out.dtype, device });
     const ps: RowOperand = { tensor: part, perRow: chunks, what: 'cumsum partials' };
     for (const block of rowBlocks(device, rows, [xs, ps])) {
-      const bx = bindRows(device, xs, block);
-      const bp = bindRows(device, ps, block);
-      const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks).u32('xOff', bx.elementOffset).u32('pOff', bp.elementOffset);
+      const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks);
+      const bound = bindTensors(device, 'cumsum', [rowBinding('x', xs, block), rowBinding('part', ps, block, true)], p);
       const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${input}
-${declareStorage(2, 'part', out.dtype, 'read_write')}
+${bound.decls}
+${intLoader}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   ${chunkPrologue()}
   var s = ${zero};
   for (var c = c0; c < c1; c++) { s += load_x(xb + c); }
-  part[P.pOff + t] = s;
+  part[P.partOff + t] = s;
 }`;
       device.run({
         name: 'cumsum_partials',
         source,
         params: p,
-        bindings: [bx.range, bp.range],
+        bindings: bound.ranges,
         workgroups: device.grid(block.count * chunks, WG),
         detail: `[${rows},${cols}] ${x.dtype}`,
       });
@@ -74,36 +74,33 @@ fn main(${GRID_ARGS}) {
   const ps: RowOperand | null = part ? { tensor: part, perRow: chunks, what: 'cumsum partials' } : null;
   // The chunks before this one in scan order: lower chunks forward, higher ones reversed.
   const carry = reverse
-    ? 'for (var k = chunk + 1u; k < P.chunks; k++) { s += part[P.pOff + row * P.chunks + k]; }'
-    : 'for (var k = 0u; k < chunk; k++) { s += part[P.pOff + row * P.chunks + k]; }';
+    ? 'for (var k = chunk + 1u; k < P.chunks; k++) { s += part[P.partOff + row * P.chunks + k]; }'
+    : 'for (var k = 0u; k < chunk; k++) { s += part[P.partOff + row * P.chunks + k]; }';
   const scan = reverse
     ? 'for (var c = c1; c > c0; c--) { s += load_x(xb + c - 1u); out[ob + c - 1u] = s; }'
     : 'for (var c = c0; c < c1; c++) { s += load_x(xb + c); out[ob + c] = s; }';
   for (const block of rowBlocks(device, rows, ps ? [xs, os, ps] : [xs, os])) {
-    const bx = bindRows(device, xs, block);
-    const bo = bindRows(device, os, block);
-    const bp = ps ? bindRows(device, ps, block) : null;
-    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks).u32('xOff', bx.elementOffset).u32('outOff', bo.elementOffset);
-    if (bp) p.u32('pOff', bp.elementOffset);
+    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks);
+    const list: NamedBinding[] = [rowBinding('x', xs, block), rowBinding('out', os, block, true)];
+    if (ps) list.push(rowBinding('part', ps, block));
+    const bound = bindTensors(device, 'cumsum', list, p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${input}
-${declareStorage(2, 'out', out.dtype, 'read_write')}
-${bp ? declareStorage(3, 'part', out.dtype, 'read') : ''}
+${bound.decls}
+${intLoader}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   ${chunkPrologue()}
   let ob = P.outOff + row * P.cols;
   var s = ${zero};
-  ${bp ? carry : ''}
+  ${ps ? carry : ''}
   ${scan}
 }`;
-    const bindings = bp ? [bx.range, bo.range, bp.range] : [bx.range, bo.range];
     device.run({
       name: reverse ? 'cumsum_reverse' : 'cumsum',
       source,
       params: p,
-      bindings,
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * chunks, WG),
       detail: `[${rows},${cols}] ${x.dtype}`,
     });

@@ -6,9 +6,9 @@
  */
 import type { DType } from '../../dtype';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { BufferRange } from '../../runtime/batch';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { F32_TO_BF16, GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import { contiguousStrides } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { ELEMENTWISE_PRELUDE, integerPrelude } from './definitions';
@@ -45,10 +45,8 @@ export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void
     .u32('n', out.size)
     .f32('p0', l.scalars[0] ?? 0)
     .f32('p1', l.scalars[1] ?? 0);
-  const decls: string[] = [];
+  const list: NamedBinding[] = [];
   const loads: string[] = [];
-  const bindings: BufferRange[] = [];
-  let binding = 1;
   let tensorIndex = 0;
   l.operands.forEach((op, k) => {
     const v = l.names[k]!;
@@ -59,26 +57,22 @@ export function elementwiseGpu(device: WebGpuDevice, l: ElementwiseLaunch): void
       loads.push(`let ${v} = ${computeType === 'f32' ? `P.s${k}` : `${computeType}(P.s${k})`};`);
       return;
     }
-    const bound = device.bind(op.storage, op.offset, extent(op), `${name} operand ${k}`);
-    bindings.push(bound.range);
     const buf = `in${k}`;
-    decls.push(declareStorage(binding++, buf, op.dtype, 'read'));
-    if (op.dtype === 'bf16') decls.push(loaderF32(buf, 'bf16'));
-    p.u32(`off${k}`, bound.elementOffset);
+    list.push({ name: buf, tensor: op, window: { start: 0, length: extent(op) }, what: `${name} operand ${k}` });
     p.u32Array(`st${k}`, operandStrides[tensorIndex++]!, MAX_RANK);
     const st = operandStrides[tensorIndex - 1]!;
-    loads.push(`let ${v} = ${loadExpr(buf, op.dtype, indexExpr(`P.off${k}`, `P.st${k}`, st), computeType)};`);
+    loads.push(`let ${v} = ${loadExpr(buf, op.dtype, indexExpr(`P.${buf}Off`, `P.st${k}`, st), computeType)};`);
   });
   p.u32Array('shape', shape, MAX_RANK);
-  const outBound = device.bind(out.storage, out.offset, extent(out), `${name} output`);
-  p.u32('outOff', outBound.elementOffset);
   if (!denseOut) p.u32Array('ost', outStrides!, MAX_RANK);
-  bindings.push(outBound.range);
-  decls.push(declareStorage(binding, 'out', out.dtype, 'read_write'));
+  // bf16 results are stored two per 32-bit word.
+  if (out.dtype === 'bf16' && out.offset % 2 !== 0) throw new Error(`${name}: bf16 output must start on a 32-bit word`);
+  list.push({ name: 'out', tensor: out, window: { start: 0, length: extent(out) }, what: `${name} output`, writable: true });
+  const bound = bindTensors(device, name, list, p);
 
   const header = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${bound.decls}
 ${integerMode ? integerPrelude(computeType as 'i32' | 'u32') : ELEMENTWISE_PRELUDE}
 ${out.dtype === 'bf16' ? F32_TO_BF16 : ''}
 fn value_at(i: u32) -> ${computeType} {
@@ -90,7 +84,6 @@ fn value_at(i: u32) -> ${computeType} {
   let body: string;
   let invocations = out.size;
   if (out.dtype === 'bf16') {
-    if (outBound.elementOffset % 2 !== 0) throw new Error(`${name}: bf16 output must start on a 32-bit word`);
     invocations = Math.ceil(out.size / 2);
     body = `
   let w = ${flatIndex(WG)};
@@ -120,7 +113,7 @@ fn main(${GRID_ARGS}) {${body}
     name,
     source,
     params: p,
-    bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(invocations, WG),
     detail: `[${shape.join(',')}] ${l.operands.map((o) => (typeof o === 'number' ? 'scalar' : o.dtype)).join(',')}→${out.dtype}`,
   });
@@ -156,10 +149,9 @@ function elementwiseVec4(device: WebGpuDevice, l: ElementwiseLaunch): void {
     .u32('n', count)
     .f32('p0', l.scalars[0] ?? 0)
     .f32('p1', l.scalars[1] ?? 0);
-  const decls: string[] = [];
+  const list: NamedBinding[] = [];
   const loads: string[] = [];
   const component: string[] = [];
-  const bindings: BufferRange[] = [];
   l.operands.forEach((op, k) => {
     const v = l.names[k]!;
     if (typeof op === 'number') {
@@ -167,21 +159,16 @@ function elementwiseVec4(device: WebGpuDevice, l: ElementwiseLaunch): void {
       component.push(`let ${v} = P.s${k};`);
       return;
     }
-    const bound = device.bind(op.storage, op.offset, op.size, `${name} operand ${k}`);
-    bindings.push(bound.range);
-    decls.push(`@group(0) @binding(${bindings.length}) var<storage, read> in${k}: array<vec4<f32>>;`);
-    p.u32(`off${k}`, bound.elementOffset / 4);
-    loads.push(`let ${v}4 = in${k}[P.off${k} + i];`);
+    list.push({ name: `in${k}`, tensor: op, what: `${name} operand ${k}`, vec4: true });
+    loads.push(`let ${v}4 = in${k}[P.in${k}Off + i];`);
     component.push(`let ${v} = ${v}4[c];`);
   });
-  const outBound = device.bind(out.storage, out.offset, out.size, `${name} output`);
-  p.u32('outOff', outBound.elementOffset / 4);
-  bindings.push(outBound.range);
-  decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<vec4<f32>>;`);
+  list.push({ name: 'out', tensor: out, what: `${name} output`, writable: true, vec4: true });
+  const bound = bindTensors(device, name, list, p);
   const params = l.expr.includes('p0') || l.expr.includes('p1') ? 'let p0 = P.p0; let p1 = P.p1;' : '';
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${bound.decls}
 ${ELEMENTWISE_PRELUDE}
 fn value_at(c: u32${l.operands.map((op, k) => (typeof op === 'number' ? '' : `, ${l.names[k]}4: vec4<f32>`)).join('')}) -> f32 {
   ${component.join('\n  ')}
@@ -199,7 +186,7 @@ fn main(${GRID_ARGS}) {
     name,
     source,
     params: p,
-    bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(count, VEC4_WG),
     detail: `[${l.shape.join(',')}] ${l.operands.map((o) => (typeof o === 'number' ? 'scalar' : o.dtype)).join(',')}→f32 vec4`,
   });

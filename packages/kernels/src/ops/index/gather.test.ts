@@ -4,13 +4,14 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Generator } from '../../random';
-import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
-import { transpose } from '../layout/layout';
+import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, testNative, withBindingLimit } from '../../testing';
+import { narrow, transpose } from '../layout/layout';
 import { embedding, gather, indexSelect } from './gather';
 import { gatherCpu } from './gather.cpu';
 import { takeMap } from './index-map';
 
 const gpu = await testGpu();
+const native = testNative();
 const cpu = getCpuDevice();
 
 /** Seeded ids in [0, high) with plenty of duplicates. */
@@ -142,5 +143,25 @@ describe('gather gradients', () => {
     const ref = (await grad(cpu).data()) as Float32Array;
     expectClose((await poisoned(g, () => grad(g)).data()) as Float32Array, ref, { rtol: 1e-6 });
     expectClose((await (await withBindingLimit(g, 4096, () => poisoned(g, () => grad(g)))).data()) as Float32Array, ref, { rtol: 1e-6, what: 'windows' });
+  });
+
+  test.if(native !== null)('embedding gradient on the native backend matches the CPU: threaded, ids at an offset, strided upstream', async () => {
+    // 600 ids × 515 columns: enough work for the kernel's threads; one id repeated many times.
+    const [V, H, N] = [1001, 515, 600];
+    const table = randomData([V, H], 12);
+    const idv = ids(N + 3, V, 13);
+    idv.fill(42, 100, 180);
+    const up = randomData([N, H], 14);
+    const grad = (d: Device, strided: boolean) => {
+      const t = onDevice(table, [V, H], d).requiresGrad_();
+      const idsAt = narrow(onDevice(idv, [N + 3], d), 0, 3, N);
+      const g = strided ? transpose(onDevice(up, [H, N], d)) : onDevice(up, [N, H], d);
+      backward(embedding(t, idsAt), { grad: g });
+      return t.grad!;
+    };
+    for (const strided of [false, true]) {
+      const ref = (await grad(cpu, strided).data()) as Float32Array;
+      expectClose((await poisoned(native!, () => grad(native!, strided)).data()) as Float32Array, ref, { rtol: 1e-6, what: `strided ${strided}` });
+    }
   });
 });

@@ -8,12 +8,14 @@
  * Gradients flow to the table / input through deterministic scatter-adds.
  */
 import { record } from '../../autograd/graph';
+import { zeros } from '../../creation';
 import { isFloat } from '../../dtype';
 import { contiguousStrides, formatShape, normalizeAxis } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { checkElementIndex, checkIndex } from './checks';
 import { gatherRaw } from './gather-raw';
 import { elementMap, takeMap } from './index-map';
+import { embeddingGradNative } from './embedding-grad.native';
 import { scatterIntoZeros } from './scatter';
 
 /**
@@ -35,6 +37,12 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
     [table],
     (g, [savedIds]) => {
       const shape = [vocab, hidden];
+      const lib = g.device.kind === 'cpu' ? g.device.native : null;
+      if (lib) {
+        const out = zeros(shape, { device: g.device });
+        if (embeddingGradNative(lib, out, savedIds!, g)) return [out];
+        out.dispose();
+      }
       return [scatterIntoZeros('embedding_grad', shape, savedIds!, g, takeMap({ shape, strides: contiguousStrides(shape) }, 0, savedIds!, g.strides))];
     },
     [ids],

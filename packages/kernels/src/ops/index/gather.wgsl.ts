@@ -7,8 +7,9 @@
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { bytesPerElement } from '../../dtype';
+import { bindTensors, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { bindingWindows } from '../../runtime/binding-windows';
 import { extentOf, type IndexMap } from './index-map';
@@ -23,14 +24,13 @@ export function gatherGpu(device: WebGpuDevice, op: string, table: Tensor, index
   if (n === 0) return;
   const rank = map.shape.length;
   if (rank > MAX_INDEX_RANK) throw new Error(`${op}: index space of rank ${rank} above ${MAX_INDEX_RANK} after collapsing dimensions`);
-  const ids = device.bind(index.storage, index.offset, extentOf(index), `${op} index`);
-  const dst = device.bind(out.storage, out.offset, n, `${op} output`);
+  const ids: NamedTensor = { name: 'ids', tensor: index, window: { start: 0, length: extentOf(index) }, what: `${op} index` };
+  const dst: NamedTensor = { name: 'out', tensor: out, window: { start: 0, length: n }, what: `${op} output`, writable: true };
   const float = out.dtype === 'f32';
   const read = float ? 'load_table(P.tableOff + pos - P.winStart)' : 'table[P.tableOff + pos - P.winStart]';
   const invalid = float ? 'bitcast<f32>(P.invalidBits)' : out.dtype === 'i32' ? 'bitcast<i32>(P.invalidBits)' : 'P.invalidBits';
   const windows = bindingWindows(device, extentOf(table), bytesPerElement(table.dtype));
   windows.forEach((w, k) => {
-    const src = device.bind(table.storage, table.offset + w.start, w.length, `${op} table window`);
     const p = new Params()
       .u32('n', n)
       .u32('axisSize', map.axisSize)
@@ -39,23 +39,18 @@ export function gatherGpu(device: WebGpuDevice, op: string, table: Tensor, index
       .u32('writeInvalid', k === 0 ? 1 : 0)
       .u32('winStart', w.start)
       .u32('winLen', w.length)
-      .u32('tableOff', src.elementOffset)
-      .u32('indexOff', ids.elementOffset)
-      .u32('outOff', dst.elementOffset)
       .u32Array('shape', map.shape, MAX_INDEX_RANK)
       .u32Array('ist', map.indexStrides, MAX_INDEX_RANK)
       .u32Array('tst', map.tableStrides, MAX_INDEX_RANK);
+    const bound = bindTensors(device, op, [{ name: 'table', tensor: table, window: w, what: `${op} table window` }, ids, dst], p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'table', table.dtype, 'read')}
-${float ? loaderF32('table', table.dtype) : ''}
-${declareStorage(2, 'ids', 'i32', 'read')}
-${declareStorage(3, 'out', out.dtype, 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
   if (i >= P.n) { return; }
-  var at = P.indexOff;
+  var at = P.idsOff;
   var pos = 0u;
   ${accumulateCoords('i', 'P.shape', rank, [
     { variable: 'at', field: 'P.ist', strides: map.indexStrides },
@@ -74,7 +69,7 @@ fn main(${GRID_ARGS}) {
       name: op,
       source,
       params: p,
-      bindings: [src.range, ids.range, dst.range],
+      bindings: bound.ranges,
       workgroups: device.grid(n, WG),
       detail: `[${map.shape.join(',')}] ${table.dtype}→${out.dtype}${windows.length > 1 ? ` window ${k + 1}/${windows.length}` : ''}`,
     });

@@ -10,8 +10,9 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
+import { bindTensors, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import { sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { bindingWindows } from '../../runtime/binding-windows';
@@ -34,47 +35,54 @@ export function scatterAddGpu(device: WebGpuDevice, op: string, out: Tensor, ind
   const slots = 2 ** Math.ceil(Math.log2(entries));
   const pairs = empty([2 * slots], { dtype: 'u32', device });
   try {
-    const ids = device.bind(index.storage, index.offset, extentOf(index), `${op} index`);
-    const pairRange = device.bind(pairs.storage, 0, 2 * slots, `${op} sort pairs`);
+    // (target, source offset) pairs, allocated here: they start at element 0 of their binding.
+    const sortPairs: NamedTensor = { name: 'pairs', tensor: pairs, what: `${op} sort pairs`, vec2: true };
     const kp = new Params()
       .u32('slots', slots)
       .u32('entries', entries)
       .u32('axisSize', map.axisSize)
       .u32('axisStride', map.axisStride)
-      .u32('indexOff', ids.elementOffset)
       .u32Array('shape', keyed.shape, MAX_INDEX_RANK)
       .u32Array('ist', keyed.indexStrides, MAX_INDEX_RANK)
       .u32Array('tst', keyed.tableStrides, MAX_INDEX_RANK)
       .u32Array('dst', keyed.denseStrides, MAX_INDEX_RANK);
+    const keys = bindTensors(
+      device,
+      op,
+      [
+        { name: 'ids', tensor: index, window: { start: 0, length: extentOf(index) }, what: `${op} index` },
+        { ...sortPairs, writable: true },
+      ],
+      kp,
+    );
     device.run({
       name: `${op}_keys`,
-      source: keysSource(kp, keyed),
+      source: keysSource(kp, keys.decls, keyed),
       params: kp,
-      bindings: [ids.range, pairRange.range],
+      bindings: keys.ranges,
       workgroups: device.grid(slots, WG),
       detail: `${entries} entries`,
     });
     sortPairsGpu(device, pairs, slots);
 
-    const src = device.bind(source.storage, source.offset, extentOf(source), `${op} source`);
+    const src: NamedTensor = { name: 'src', tensor: source, window: { start: 0, length: extentOf(source) }, what: `${op} source` };
     const windows = bindingWindows(device, out.size, 4);
     windows.forEach((w, k) => {
-      const dst = device.bind(out.storage, out.offset + w.start, w.length, `${op} output window`);
       const sp = new Params()
         .u32('entries', entries)
         .u32('free', freeSize)
         .u32('winStart', w.start)
         .u32('winLen', w.length)
-        .u32('sourceOff', src.elementOffset)
-        .u32('outOff', dst.elementOffset)
         .u32Array('shape', free.shape, MAX_INDEX_RANK)
         .u32Array('tst', free.tableStrides, MAX_INDEX_RANK)
         .u32Array('dst', free.denseStrides, MAX_INDEX_RANK);
+      const dst: NamedTensor = { name: 'out', tensor: out, window: w, what: `${op} output window`, writable: true };
+      const bound = bindTensors(device, op, [sortPairs, src, dst], sp);
       device.run({
         name: `${op}_sum`,
-        source: sumSource(sp, free, source),
+        source: sumSource(sp, bound.decls, free),
         params: sp,
-        bindings: [pairRange.range, src.range, dst.range],
+        bindings: bound.ranges,
         workgroups: device.grid(entries * freeSize, WG),
         detail: `${entries}×${freeSize} ${source.dtype}${windows.length > 1 ? ` window ${k + 1}/${windows.length}` : ''}`,
       });
@@ -84,17 +92,16 @@ export function scatterAddGpu(device: WebGpuDevice, op: string, out: Tensor, ind
   }
 }
 
-function keysSource(p: Params, keyed: ScatterSplit['keyed']): string {
+function keysSource(p: Params, decls: string, keyed: ScatterSplit['keyed']): string {
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'ids', 'i32', 'read')}
-@group(0) @binding(2) var<storage, read_write> pairs: array<vec2<u32>>;
+${decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let e = ${flatIndex(WG)};
   if (e >= P.slots) { return; }
   if (e >= P.entries) { pairs[e] = vec2<u32>(${INVALID}u, ${INVALID}u); return; }
-  var at = P.indexOff;
+  var at = P.idsOff;
   var dest = 0u;
   var origin = 0u;
   ${accumulateCoords('e', 'P.shape', keyed.shape.length, [
@@ -108,13 +115,10 @@ fn main(${GRID_ARGS}) {
 }`;
 }
 
-function sumSource(p: Params, free: ScatterSplit['free'], source: Tensor): string {
+function sumSource(p: Params, decls: string, free: ScatterSplit['free']): string {
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> pairs: array<vec2<u32>>;
-${declareStorage(2, 'src', source.dtype, 'read')}
-${loaderF32('src', source.dtype)}
-${declareStorage(3, 'out', 'f32', 'read_write')}
+${decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};
@@ -136,7 +140,7 @@ fn main(${GRID_ARGS}) {
     if (q >= P.entries) { break; }
     let entry = pairs[q];
     if (entry.x != head.x) { break; }
-    acc += load_src(P.sourceOff + entry.y + offset);
+    acc += load_src(P.srcOff + entry.y + offset);
     q++;
   }
   let o = P.outOff + dest - P.winStart;

@@ -13,8 +13,7 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { BoundRange } from '../../runtime/bindings';
-import type { KernelBinding } from '../../runtime/batch';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import { NAN_SAFE_F32, declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
@@ -31,11 +30,11 @@ const LANES = 8;
 
 /**
  * Runs `fusedLinear` for x [M, K] (dense f32) as one kernel per B panel into a new f32 [M, N], when
- * the device is a software rasterizer, M ≤ 8, the weight is frozen with a cached texture and the
+ * the device reads operands from textures, M ≤ 8, the weight is frozen with a cached texture and the
  * residual (if any) is a dense f32 [M, N]. Returns null when it does not apply.
  */
 export function fusedGemvGpu(device: WebGpuDevice, x: Tensor, weight: Tensor, options: FusedLinearOptions): Tensor | null {
-  if (!device.isSoftware || !frozenWeight(weight)) return null;
+  if (!device.tuning.textureOperands || !frozenWeight(weight)) return null;
   const [m, k] = x.shape as [number, number];
   const n = weight.shape[0]!;
   if (m > GEMV_MAX_ROWS || x.dtype !== 'f32' || !x.isContiguous || k === 0) return null;
@@ -94,7 +93,6 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
     uniformFits(device, nwBound.range.size)
       ? nwBound.range.size / 16
       : null;
-  const outBound = device.bind(l.out.storage, l.out.offset, l.out.size, 'fusedLinear output');
   for (let panel = 0; panel < panelCount(b.layout); panel++) {
     const w = panelWidth(b.layout, panel);
     const col0 = panel * b.layout.panelTexels * cpt;
@@ -116,19 +114,36 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
       .u32('bMask', b.texture.width - 1)
       .u32('bShift', b.texture.shift)
       .u32('xOff', xVec ? xBound.elementOffset / 4 : xBound.elementOffset)
-      .u32('outOff', outBound.elementOffset)
       .f32('eps', norm?.eps ?? 0)
       .f32('invK', 1 / l.k);
-    const bindings: KernelBinding[] = [{ texture: b.texture.view }, xBound.range, outBound.range];
-    const extra: { name: string; tensor: Tensor; bound?: BoundRange }[] = [];
-    if (norm) extra.push({ name: 'nw', tensor: norm.weight, bound: nwBound! });
-    if (bias) extra.push({ name: 'bias', tensor: bias });
-    if (residual) extra.push({ name: 'res', tensor: residual });
-    for (const e of extra) {
-      const bound = e.bound ?? device.bind(e.tensor.storage, e.tensor.offset, e.tensor.size, `fusedLinear ${e.name}`);
-      bindings.push(bound.range);
-      params.u32(`${e.name}Off`, e.name === 'nw' && nwUniform !== null ? bound.elementOffset / nwPerVec : bound.elementOffset);
+    // x and the norm weight may be uniforms (P.xOff, P.nwOff count their vec4s then).
+    const list: NamedBinding[] = [
+      { name: 'B', texture: b.texture.view, type: `texture_2d<${format === 'rgba32uint' ? 'u32' : 'f32'}>` },
+      {
+        name: 'X',
+        binding: xBound.range,
+        declare: (n) =>
+          xUniform !== null
+            ? `@group(0) @binding(${n}) var<uniform> XU: array<vec4<f32>, ${xUniform}>;`
+            : `@group(0) @binding(${n}) var<storage, read> X: array<${xVec ? 'vec4<f32>' : 'f32'}>;`,
+      },
+      { name: 'out', tensor: l.out, what: 'fusedLinear output', writable: true },
+    ];
+    if (norm && nwBound) {
+      const dtype = norm.weight.dtype;
+      params.u32('nwOff', nwUniform !== null ? nwBound.elementOffset / nwPerVec : nwBound.elementOffset);
+      list.push({
+        name: 'nw',
+        binding: nwBound.range,
+        declare: (n) =>
+          nwUniform !== null
+            ? `@group(0) @binding(${n}) var<uniform> NW: array<vec4<${dtype === 'bf16' ? 'u32' : 'f32'}>, ${nwUniform}>;`
+            : `${declareStorage(n, 'nw', dtype, 'read')}\n${loaderF32('nw', dtype)}`,
+      });
     }
+    if (bias) list.push({ name: 'bias', tensor: bias, what: 'fusedLinear bias' });
+    if (residual) list.push({ name: 'res', tensor: residual, what: 'fusedLinear res' });
+    const bound = bindTensors(device, 'fusedLinear', list, params);
     const spec: SourceSpec = {
       rows,
       texelsPerLane,
@@ -143,9 +158,10 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
     };
     device.run({
       name: 'fused_linear',
-      source: cachedSource(`fused-gemv|${params.wgsl()}|${JSON.stringify(spec)}`, () => gemvSource(params, spec)),
+      // The spec determines the declarations.
+      source: cachedSource(`fused-gemv|${params.wgsl()}|${JSON.stringify(spec)}`, () => gemvSource(params, bound.decls, spec)),
       params,
-      bindings,
+      bindings: bound.ranges,
       workgroups: [stripCount, 1, 1],
       detail: `[${l.m}×${l.k}]·[${l.k}×${nCols}] ${format}${norm ? ' norm' : ''}${bias ? ' bias' : ''}${spec.relu2 ? ' relu2' : ''}${residual ? ' residual' : ''}`,
     });
@@ -154,7 +170,7 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
 
 /** True when a binding of `bytes` (whole vec4s) can be a uniform buffer on this device. */
 function uniformFits(device: WebGpuDevice, bytes: number): boolean {
-  return device.isSoftware && bytes % 16 === 0 && bytes <= device.limits.maxUniformBufferBindingSize;
+  return device.tuning.uniformOperands && bytes % 16 === 0 && bytes <= device.limits.maxUniformBufferBindingSize;
 }
 
 interface SourceSpec {
@@ -173,7 +189,7 @@ interface SourceSpec {
   relu2: boolean;
 }
 
-function gemvSource(p: Params, s: SourceSpec): string {
+function gemvSource(p: Params, decls: string, s: SourceSpec): string {
   const R = s.rows;
   const CT = s.texelsPerLane;
   const packed = s.format === 'rgba32uint';
@@ -181,15 +197,6 @@ function gemvSource(p: Params, s: SourceSpec): string {
   const V = CT * perTexel;
   const rows = [...Array(R).keys()];
   const vecs = [...Array(V).keys()];
-  let binding = 3;
-  const decls: string[] = [];
-  if (s.norm) {
-    if (s.nwUniform !== null)
-      decls.push(`@group(0) @binding(${++binding}) var<uniform> NW: array<vec4<${s.norm === 'bf16' ? 'u32' : 'f32'}>, ${s.nwUniform}>;`);
-    else decls.push(`${declareStorage(++binding, 'nw', s.norm, 'read')}\n${loaderF32('nw', s.norm)}`);
-  }
-  if (s.bias) decls.push(`${declareStorage(++binding, 'bias', s.bias, 'read')}\n${loaderF32('bias', s.bias)}`);
-  if (s.residual) decls.push(declareStorage(++binding, 'res', 'f32', 'read'));
 
   const loadB: string[] = [];
   for (let kk = 0; kk < 4; kk++) {
@@ -252,17 +259,10 @@ function gemvSource(p: Params, s: SourceSpec): string {
   const put = `fn put(o: u32, r: u32, c: u32, v: vec4<f32>, nCols: u32) {
   ${[0, 1, 2, 3].map((e) => `if (c + ${e}u < nCols) { out[o + c + ${e}u] = v[${e}]${s.residual ? ` + res[P.resOff + r + c + ${e}u]` : ''}; }`).join('\n  ')}
 }`;
-  const xDecl =
-    s.xUniform !== null
-      ? `@group(0) @binding(2) var<uniform> XU: array<vec4<f32>, ${s.xUniform}>;`
-      : `@group(0) @binding(2) var<storage, read> X: array<${s.xVec ? 'vec4<f32>' : 'f32'}>;`;
   const unpack = packed || (s.norm === 'bf16' && s.nwUniform !== null);
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var B: texture_2d<${packed ? 'u32' : 'f32'}>;
-${xDecl}
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-${decls.join('\n')}
+${decls}
 ${put}
 ${s.relu2 ? NAN_SAFE_F32 : ''}
 fn at(i: u32) -> vec2<u32> { return vec2<u32>(i & P.bMask, i >> P.bShift); }

@@ -12,9 +12,8 @@
  * widened on load. Problems whose bindings exceed the device limit run as chunks (see split.ts).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { BufferRange } from '../../runtime/batch';
+import { bindTensors, type NamedBinding, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { declareStorage, loaderF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { viewExtent, type MatmulProblem, type MatrixView } from './problem';
 import { cachedSource } from '../../runtime/source-cache';
@@ -33,9 +32,9 @@ export interface GemvShape {
   kLanes: number;
 }
 
-/** GEMV workgroup shape: K split across lanes on real GPUs; one invocation per column on software rasterizers. */
-export function gemvShape(software: boolean): GemvShape {
-  return software ? { workgroup: 64, kLanes: 1 } : { workgroup: 256, kLanes: 32 };
+/** GEMV workgroup shape: K split across lanes on real GPUs; one invocation per column on CPU-SIMD launch shapes. */
+export function gemvShape(cpuSimd: boolean): GemvShape {
+  return cpuSimd ? { workgroup: 64, kLanes: 1 } : { workgroup: 256, kLanes: 32 };
 }
 
 export type BufferKernel = { kind: 'tiled' } | { kind: 'gemv'; shape: GemvShape };
@@ -79,11 +78,8 @@ function launchChunk(device: WebGpuDevice, p: MatmulProblem, out: Tensor, kernel
   const k = c.k1 - c.k0;
   const a = sub(p.a, c.z0, c.m0, c.k0);
   const b = sub(p.b, c.z0, c.k0, c.n0);
-  const bindA = bindView(device, a, batch, m, k, 'matmul A');
-  const bindB = bindView(device, b, batch, k, n, 'matmul B');
   const outStart = out.offset + c.z0 * p.m * p.n + c.m0 * p.n + c.n0;
   const outView: MatrixView = { tensor: out, offset: outStart, batchStride: p.m * p.n, rowStride: p.n, colStride: 1 };
-  const bindOut = bindView(device, outView, batch, m, n, 'matmul output');
   const accumulate = c.k0 > 0;
   const bias = p.bias && !accumulate ? p.bias : null;
   const params = new Params()
@@ -91,69 +87,60 @@ function launchChunk(device: WebGpuDevice, p: MatmulProblem, out: Tensor, kernel
     .u32('n', n)
     .u32('k', k)
     .u32('accumulate', accumulate ? 1 : 0)
-    .u32('aOff', bindA.elementOffset)
     .u32('aBatch', a.batchStride)
     .u32('aRow', a.rowStride)
     .u32('aCol', a.colStride)
-    .u32('bOff', bindB.elementOffset)
     .u32('bBatch', b.batchStride)
     .u32('bRow', b.rowStride)
     .u32('bCol', b.colStride)
-    .u32('outOff', bindOut.elementOffset)
     .u32('outBatch', p.m * p.n)
     .u32('outRow', p.n);
-  const bindings: BufferRange[] = [bindA.range, bindB.range];
+  const list: NamedBinding[] = [viewBinding('a', a, batch, m, k, 'matmul A'), viewBinding('b', b, batch, k, n, 'matmul B')];
   if (bias) {
-    const bound = device.bind(bias.tensor.storage, bias.offset + c.n0 * bias.stride, (n - 1) * bias.stride + 1, 'matmul bias');
-    params.u32('biasOff', bound.elementOffset).u32('biasStride', bias.stride);
-    bindings.push(bound.range);
+    params.u32('biasStride', bias.stride);
+    list.push({
+      name: 'bias',
+      tensor: bias.tensor,
+      window: { start: bias.offset - bias.tensor.offset + c.n0 * bias.stride, length: (n - 1) * bias.stride + 1 },
+      what: 'matmul bias',
+    });
   }
-  bindings.push(bindOut.range);
-  const dtypes = { a: p.a.tensor.dtype, b: p.b.tensor.dtype, bias: bias?.tensor.dtype ?? null };
-  const detail = `[${batch}×${m}×${k}]·[${k}×${n}] ${dtypes.a}·${dtypes.b}${bias ? '+bias' : ''}${accumulate ? ' (accumulate)' : ''}`;
+  list.push({ ...viewBinding('out', outView, batch, m, n, 'matmul output'), writable: true });
+  const bound = bindTensors(device, 'matmul', list, params);
+  const hasBias = bias !== null;
+  const detail = `[${batch}×${m}×${k}]·[${k}×${n}] ${p.a.tensor.dtype}·${p.b.tensor.dtype}${bias ? '+bias' : ''}${accumulate ? ' (accumulate)' : ''}`;
+  // The declarations carry the operands' dtypes, so they key the source with the layout.
+  const bindings = bound.ranges;
   if (kernel.kind === 'tiled') {
     const layout = { aKContiguous: a.colStride === 1, bNContiguous: b.colStride === 1 };
-    const source = cachedSource(`tiled|${params.wgsl()}|${JSON.stringify(dtypes)}|${JSON.stringify(layout)}`, () => tiledSource(params, dtypes, layout));
+    const source = cachedSource(`tiled|${params.wgsl()}|${bound.decls}|${JSON.stringify(layout)}`, () => tiledSource(params, bound.decls, hasBias, layout));
     device.run({ name: 'matmul_tiled', source, params, bindings, workgroups: [Math.ceil(n / TILE), Math.ceil(m / TILE), batch], detail });
   } else {
     const layout = gemvLayout(b, kernel.shape);
     const shape = { rows: m, workgroup: kernel.shape.workgroup, ...layout };
-    const source = cachedSource(`gemv|${params.wgsl()}|${JSON.stringify(dtypes)}|${JSON.stringify(shape)}`, () => gemvSource(params, dtypes, shape));
+    const source = cachedSource(`gemv|${params.wgsl()}|${bound.decls}|${JSON.stringify(shape)}`, () => gemvSource(params, bound.decls, hasBias, shape));
     device.run({ name: 'matmul_gemv', source, params, bindings, workgroups: [Math.ceil(n / layout.cols), 1, batch], detail });
   }
 }
 
-function bindView(device: WebGpuDevice, v: MatrixView, batch: number, rows: number, cols: number, what: string) {
+/** The elements a view of `batch` × `rows` × `cols` spans, as a binding entry. */
+function viewBinding(name: string, v: MatrixView, batch: number, rows: number, cols: number, what: string): NamedTensor {
   const { start, count } = viewExtent(v, 0, batch, 0, rows, 0, cols);
-  return device.bind(v.tensor.storage, start, Math.max(count, 1), what);
+  return { name, tensor: v.tensor, window: { start: start - v.tensor.offset, length: Math.max(count, 1) }, what };
 }
 
-interface Dtypes {
-  a: Tensor['dtype'];
-  b: Tensor['dtype'];
-  bias: Tensor['dtype'] | null;
-}
-
-function declarations(p: Params, d: Dtypes): string {
-  const lines = [
-    p.wgsl(),
-    '@group(0) @binding(0) var<uniform> P: Params;',
-    declareStorage(1, 'a', d.a, 'read'),
-    loaderF32('a', d.a),
-    declareStorage(2, 'b', d.b, 'read'),
-    loaderF32('b', d.b),
-  ];
-  if (d.bias) lines.push(declareStorage(3, 'bias', d.bias, 'read'), loaderF32('bias', d.bias));
-  lines.push(declareStorage(d.bias ? 4 : 3, 'out', 'f32', 'read_write'));
-  // The epilogue: accumulate into the output (K chunks after the first) or add the bias.
-  lines.push(`fn finish(o: u32, n: u32, v: f32) -> f32 {
+/** The uniform, the bindings and the epilogue: accumulate into the output (K chunks after the first) or add the bias. */
+function declarations(p: Params, decls: string, hasBias: boolean): string {
+  return `${p.wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;
+${decls}
+fn finish(o: u32, n: u32, v: f32) -> f32 {
   if (P.accumulate != 0u) { return out[o] + v; }
-  ${d.bias ? 'return v + load_bias(P.biasOff + n * P.biasStride);' : 'return v;'}
-}`);
-  return lines.join('\n');
+  ${hasBias ? 'return v + load_bias(P.biasOff + n * P.biasStride);' : 'return v;'}
+}`;
 }
 
-function tiledSource(p: Params, d: Dtypes, layout: { aKContiguous: boolean; bNContiguous: boolean }): string {
+function tiledSource(p: Params, decls: string, hasBias: boolean, layout: { aKContiguous: boolean; bNContiguous: boolean }): string {
   const per = TILE / 16;
   const acc: string[] = [];
   const fma: string[] = [];
@@ -172,7 +159,7 @@ function tiledSource(p: Params, d: Dtypes, layout: { aKContiguous: boolean; bNCo
   const aIndex = layout.aKContiguous ? `let am = idx / ${BK}u; let ak = idx % ${BK}u;` : `let am = idx % ${TILE}u; let ak = idx / ${TILE}u;`;
   const bIndex = layout.bNContiguous ? `let bn = idx % ${TILE}u; let bk = idx / ${TILE}u;` : `let bn = idx / ${BK}u; let bk = idx % ${BK}u;`;
   const loads = (TILE * BK) / 256;
-  return `${declarations(p, d)}
+  return `${declarations(p, decls, hasBias)}
 var<workgroup> As: array<f32, ${BK * TILE}>;
 var<workgroup> Bs: array<f32, ${BK * TILE}>;
 @compute @workgroup_size(16, 16)
@@ -206,7 +193,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 }`;
 }
 
-function gemvSource(p: Params, d: Dtypes, s: GemvLayout & { rows: number; workgroup: number }): string {
+function gemvSource(p: Params, decls: string, hasBias: boolean, s: GemvLayout & { rows: number; workgroup: number }): string {
   const { rows, workgroup, kLanes, cols } = s;
   const r = [...Array(rows).keys()];
   // Lanes along K are adjacent invocations when K is B's contiguous direction, columns otherwise.
@@ -224,7 +211,7 @@ function gemvSource(p: Params, d: Dtypes, s: GemvLayout & { rows: number; workgr
     workgroupBarrier();
   }
   ${r.map((i) => `acc${i} = red[${i * workgroup}u + li];`).join(' ')}`;
-  return `${declarations(p, d)}
+  return `${declarations(p, decls, hasBias)}
 ${kLanes > 1 ? `var<workgroup> red: array<f32, ${rows * workgroup}>;` : ''}
 @compute @workgroup_size(${workgroup})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

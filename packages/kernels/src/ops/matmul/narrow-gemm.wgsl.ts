@@ -7,8 +7,8 @@
  * 8-wide K steps, B rows `[paddedRows][w]` per layer: one strip, or one panel of a dense copy).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
+import { bindTensors } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { declareStorage } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { layerTexels, panelCount, type PackedLayout } from './packed-texture';
 import { elementsPerTexel, type TexelFormat } from '../../runtime/texture-pool';
@@ -56,10 +56,6 @@ export function narrowMatmul(
     const zc = Math.min(zChunk, p.batch - z0);
     for (let m0 = 0; m0 < p.m; m0 += mChunk) {
       const mc = Math.min(mChunk, p.m - m0);
-      const outBound = device.bind(out.storage, out.offset + z0 * layerElements + m0 * p.n, (zc - 1) * layerElements + mc * p.n, 'matmul output');
-      const biasBound = bias.present
-        ? device.bind(bias.tensor.storage, bias.tensor.offset, p.n, 'matmul bias')
-        : device.bind(bias.tensor.storage, bias.tensor.offset, 1, 'matmul bias placeholder');
       const params = new Params()
         .u32('m', mc)
         .u32('kPad', b.layout.paddedRows)
@@ -74,17 +70,34 @@ export function narrowMatmul(
         .u32('bRow', b.layout.rowTexels)
         .u32('bMask', b.texture.width - 1)
         .u32('bShift', b.texture.shift)
-        .u32('outOff', outBound.elementOffset)
         .u32('outLayer', layerElements)
         .u32('outRow', p.n)
-        .u32('biasOff', biasBound.elementOffset)
         .u32('hasBias', bias.present ? 1 : 0);
       const format = b.layout.format;
+      const bound = bindTensors(
+        device,
+        'matmul',
+        [
+          { name: 'A', texture: a.texture.view, type: 'texture_storage_2d<rgba32float, read>' },
+          { name: 'B', texture: b.texture.view, type: `texture_storage_2d<${format}, read>` },
+          bias.present
+            ? { name: 'bias', tensor: bias.tensor, window: { start: 0, length: p.n }, what: 'matmul bias' }
+            : { name: 'bias', tensor: bias.tensor, window: { start: 0, length: 1 }, what: 'matmul bias placeholder' },
+          {
+            name: 'out',
+            tensor: out,
+            window: { start: z0 * layerElements + m0 * p.n, length: (zc - 1) * layerElements + mc * p.n },
+            what: 'matmul output',
+            writable: true,
+          },
+        ],
+        params,
+      );
       device.run({
         name: 'matmul_narrow',
-        source: cachedSource(`narrow|${params.wgsl()}|${texels}|${format}`, () => narrowSource(params, texels, format)),
+        source: cachedSource(`narrow|${params.wgsl()}|${bound.decls}|${texels}`, () => narrowSource(params, bound.decls, texels, format)),
         params,
-        bindings: [{ texture: a.texture.view }, { texture: b.texture.view }, biasBound.range, outBound.range],
+        bindings: bound.ranges,
         workgroups: [Math.ceil(mc / rowsPerGroup), 1, zc],
         detail: `[${zc}×${mc}×${p.k}]·[${p.k}×${p.n}] ${ROWS} rows × ${texels * elementsPerTexel(format)} columns per lane, ${format}`,
       });
@@ -92,7 +105,7 @@ export function narrowMatmul(
   }
 }
 
-function narrowSource(p: Params, texels: number, bFormat: TexelFormat): string {
+function narrowSource(p: Params, decls: string, texels: number, bFormat: TexelFormat): string {
   const packed = bFormat === 'rgba32uint';
   const perTexel = packed ? 2 : 1; // vec4 column groups per B texel
   const rows = [...Array(ROWS).keys()];
@@ -129,10 +142,7 @@ function narrowSource(p: Params, texels: number, bFormat: TexelFormat): string {
   return `requires readonly_and_readwrite_storage_textures;
 ${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var A: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(2) var B: texture_storage_2d<${bFormat}, read>;
-${declareStorage(3, 'bias', 'f32', 'read')}
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+${decls}
 fn at(i: u32, mask: u32, shift: u32) -> vec2<u32> { return vec2<u32>(i & mask, i >> shift); }
 fn bias_at(c: u32) -> f32 {
   if (P.hasBias == 0u) { return 0.0; }

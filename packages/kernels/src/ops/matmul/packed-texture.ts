@@ -15,7 +15,8 @@ import { empty, zeros } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
 import type { DerivedResource } from '../../runtime/storage';
-import { F32_TO_BF16, GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { F32_TO_BF16, GRID_ARGS, flatIndex } from '../../runtime/wgsl';
+import { bindTensors, type NamedTensor } from '../../runtime/bindings';
 import type { Tensor } from '../../tensor';
 import type { MatrixView } from './problem';
 import { cachedSource } from '../../runtime/source-cache';
@@ -272,8 +273,6 @@ const PACK_DEST = `fn dest(r: u32, t: u32) -> u32 {
 function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcCount: number, r: PackRegion, texture: FlatTexture, start: number): void {
   const count = r.rows * r.w;
   const staging = empty([count * 4], { dtype: 'u32', device });
-  const src = device.bind(view.tensor.storage, srcStart, srcCount, 'matmul pack source');
-  const dst = device.bind(staging.storage, 0, count * 4, 'matmul pack staging');
   const params = new Params()
     .u32('count', count)
     .u32('w', r.w)
@@ -281,14 +280,16 @@ function packRows(device: WebGpuDevice, view: MatrixView, srcStart: number, srcC
     .u32('strip', r.strip)
     .u32('validRows', r.validRows)
     .u32('cols', r.cols)
-    .u32('srcOff', src.elementOffset)
     .u32('rowStride', view.rowStride)
     .u32('colStride', view.colStride);
+  const src: NamedTensor = { name: 'src', tensor: view.tensor, window: { start: srcStart - view.tensor.offset, length: srcCount }, what: 'matmul pack source' };
+  const bound = bindTensors(device, 'matmul pack', [src, stagingBinding(staging, count)], params);
   device.run({
     name: 'matmul_pack',
-    source: cachedSource(`pack|${view.tensor.dtype}|${r.format}`, () => packSource(params, view.tensor.dtype, r.format)),
+    // The layout of `params` and the declarations are the same for every call with this key.
+    source: cachedSource(`pack|${view.tensor.dtype}|${r.format}`, () => packSource(params, bound.decls, r.format)),
     params,
-    bindings: [src.range, dst.range],
+    bindings: bound.ranges,
     workgroups: device.grid(count, 64),
     detail: `${r.rows}×${r.cols} ${view.tensor.dtype}→${r.format}`,
   });
@@ -322,7 +323,6 @@ function packTransposed(device: WebGpuDevice, view: MatrixView, srcStart: number
   const blocks = Math.ceil(r.rows / cpt) * r.w;
   const staging = empty([count * 4], { dtype: 'u32', device });
   const src = device.bind(view.tensor.storage, srcStart, Math.ceil(srcCount / cpt) * cpt, 'matmul pack source');
-  const dst = device.bind(staging.storage, 0, count * 4, 'matmul pack staging');
   const params = new Params()
     .u32('blocks', blocks)
     .u32('w', r.w)
@@ -332,11 +332,14 @@ function packTransposed(device: WebGpuDevice, view: MatrixView, srcStart: number
     .u32('cols', r.cols)
     .u32('srcOff', src.elementOffset / cpt)
     .u32('colStride', view.colStride / cpt);
+  // The source is read as 16-byte words of f32 or bf16 bits, P.srcOff counting them.
+  const words = { name: 'src', binding: src.range, declare: (n: number) => `@group(0) @binding(${n}) var<storage, read> src: array<vec4<u32>>;` };
+  const bound = bindTensors(device, 'matmul pack', [words, { ...stagingBinding(staging, count), vec4: true }], params);
   device.run({
     name: 'matmul_pack_transposed',
-    source: cachedSource(`pack-t|${r.format}`, () => packTransposedSource(params, r.format)),
+    source: cachedSource(`pack-t|${r.format}`, () => packTransposedSource(params, bound.decls, r.format)),
     params,
-    bindings: [src.range, dst.range],
+    bindings: bound.ranges,
     workgroups: device.grid(blocks, 64),
     detail: `${r.rows}×${r.cols} ${view.tensor.dtype}ᵀ→${r.format}`,
   });
@@ -344,7 +347,12 @@ function packTransposed(device: WebGpuDevice, view: MatrixView, srcStart: number
   staging.dispose();
 }
 
-function packTransposedSource(p: Params, format: TexelFormat): string {
+/** The staging buffer a pack kernel writes (`count` texels from its start). */
+function stagingBinding(staging: Tensor, count: number): NamedTensor {
+  return { name: 'dst', tensor: staging, window: { start: 0, length: count * 4 }, what: 'matmul pack staging', writable: true };
+}
+
+function packTransposedSource(p: Params, decls: string, format: TexelFormat): string {
   const cpt = elementsPerTexel(format);
   const cols = [...Array(cpt).keys()];
   const loads = cols.map((e) => `var v${e} = vec4<u32>(0u); if (c0 + ${e}u < P.cols) { v${e} = src[base + ${e}u * P.colStride]; }`);
@@ -356,8 +364,7 @@ function packTransposedSource(p: Params, format: TexelFormat): string {
   });
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+${decls}
 ${PACK_DEST}
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
@@ -373,7 +380,7 @@ fn main(${GRID_ARGS}) {
 }`;
 }
 
-function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: TexelFormat): string {
+function packSource(p: Params, decls: string, format: TexelFormat): string {
   const cpt = elementsPerTexel(format);
   const loads: string[] = [];
   for (let e = 0; e < cpt; e++)
@@ -384,9 +391,7 @@ function packSource(p: Params, dtype: MatrixView['tensor']['dtype'], format: Tex
       : [0, 1, 2, 3].map((j) => `dst[4u * d + ${j}u] = f32_to_bf16(e${2 * j}) | (f32_to_bf16(e${2 * j + 1}) << 16u);`);
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'src', dtype, 'read')}
-${loaderF32('src', dtype)}
-${declareStorage(2, 'dst', 'u32', 'read_write')}
+${decls}
 ${format === 'rgba32uint' ? F32_TO_BF16 : ''}
 ${PACK_DEST}
 @compute @workgroup_size(64)

@@ -11,9 +11,8 @@
  * half the code to compile).
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { KernelBinding } from '../../runtime/batch';
+import { bindTensors, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { declareStorage } from '../../runtime/wgsl';
 import { empty } from '../../creation';
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, reshape } from '../layout/layout';
@@ -141,7 +140,15 @@ function dispatchTiles(
     const zc = Math.min(zChunk, p.batch - z0);
     for (let m0 = 0; m0 < p.m; m0 += mChunk) {
       const mc = Math.min(mChunk, p.m - m0);
-      const outBound = device.bind(out.storage, out.offset + z0 * layerElements + m0 * outRow, (zc - 1) * layerElements + mc * outRow, 'matmul output');
+      // Vec4 stores count P.outOff in vec4s (the binder's unit for a vec4 entry).
+      const outRows: NamedTensor = {
+        name: 'out',
+        tensor: out,
+        window: { start: z0 * layerElements + m0 * outRow, length: (zc - 1) * layerElements + mc * outRow },
+        what: 'matmul output',
+        writable: true,
+        vec4: tile.vecStores,
+      };
       for (let panel = 0; panel < panelCount(b.layout); panel++) {
         const w = panelWidth(b.layout, panel);
         const col0 = panel * b.layout.panelTexels * cpt;
@@ -169,19 +176,30 @@ function dispatchTiles(
           .u32('lastStrip', stripCount - 1)
           .u32('bMask', b.texture.width - 1)
           .u32('bShift', b.texture.shift)
-          .u32('outOff', outBound.elementOffset + col0)
+          .u32('col0', col0)
           .u32('outLayer', layerElements)
-          .u32('outRow', outRow);
-        const biasBound = bias.present
-          ? device.bind(bias.tensor.storage, bias.tensor.offset + col0, nCols, 'matmul bias')
-          : device.bind(bias.tensor.storage, bias.tensor.offset, 1, 'matmul bias placeholder');
-        params.u32('biasOff', biasBound.elementOffset).u32('hasBias', bias.present ? 1 : 0);
-        const bindings: KernelBinding[] = [{ texture: a.texture.view }, { texture: b.texture.view }, biasBound.range, outBound.range];
+          .u32('outRow', outRow)
+          .u32('hasBias', bias.present ? 1 : 0);
+        const bound = bindTensors(
+          device,
+          'matmul',
+          [
+            { name: 'A', texture: a.texture.view, type: tile.storage ? 'texture_storage_2d<rgba32float, read>' : 'texture_2d<f32>' },
+            { name: 'B', texture: b.texture.view, type: bTextureType(tile, b.layout.format) },
+            bias.present
+              ? { name: 'bias', tensor: bias.tensor, window: { start: col0, length: nCols }, what: 'matmul bias' }
+              : { name: 'bias', tensor: bias.tensor, window: { start: 0, length: 1 }, what: 'matmul bias placeholder' },
+            outRows,
+          ],
+          params,
+        );
         device.run({
           name: 'matmul_texture',
-          source: cachedSource(`texture|${params.wgsl()}|${JSON.stringify(tile)}|${b.layout.format}`, () => textureSource(params, tile, b.layout.format)),
+          source: cachedSource(`texture|${params.wgsl()}|${bound.decls}|${JSON.stringify(tile)}`, () =>
+            textureSource(params, bound.decls, tile, b.layout.format),
+          ),
           params,
-          bindings,
+          bindings: bound.ranges,
           workgroups: [stripCount, Math.ceil(mc / tile.rows), zc],
           detail: `[${zc}×${mc}×${p.k}]·[${p.k}×${nCols}] tile ${tile.rows}×${tile.texelsPerLane * cpt}×${tile.kStep}${tile.storage ? ' storage' : ''} ${b.layout.format}`,
         });
@@ -272,10 +290,14 @@ ${packed ? 'fn lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }\nfn hi(w: u3
   };
 }
 
-function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): string {
+/** The WGSL type B is read through: a read-only storage texture, or a sampled one. */
+function bTextureType(tile: TextureTile, bFormat: TexelFormat): string {
+  return tile.storage ? `texture_storage_2d<${bFormat}, read>` : `texture_2d<${bFormat === 'rgba32uint' ? 'u32' : 'f32'}>`;
+}
+
+function textureSource(p: Params, decls: string, tile: TextureTile, bFormat: TexelFormat): string {
   const R = tile.rows;
   const CT = tile.texelsPerLane;
-  const packed = bFormat === 'rgba32uint';
   const rows = [...Array(R).keys()];
   const code = tileCode(tile, bFormat, (r) => `aRow0 + ${r}u * aRow`);
   const vecs = [...Array(code.groups).keys()];
@@ -298,14 +320,9 @@ function textureSource(p: Params, tile: TextureTile, bFormat: TexelFormat): stri
   if (c + 2u < nCols) { out[o + c + 2u] = v.z; }
   if (c + 3u < nCols) { out[o + c + 3u] = v.w; }
 }`;
-  const aType = tile.storage ? 'texture_storage_2d<rgba32float, read>' : 'texture_2d<f32>';
-  const bType = tile.storage ? `texture_storage_2d<${bFormat}, read>` : `texture_2d<${packed ? 'u32' : 'f32'}>`;
   return `${tile.storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var A: ${aType};
-@group(0) @binding(2) var B: ${bType};
-${declareStorage(3, 'bias', 'f32', 'read')}
-@group(0) @binding(4) var<storage, read_write> out: array<${tile.vecStores ? 'vec4<f32>' : 'f32'}>;
+${decls}
 ${put}
 ${code.helpers}
 @compute @workgroup_size(${LANES})
@@ -325,7 +342,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let bCol0 = P.bBase + z * P.bLayer + wg.x * P.bStrip + lane;
   ${code.accumulators}
   ${code.loop}
-  let outBase = P.outOff + z * P.outLayer;
+  let outBase = ${tile.vecStores ? 'P.outOff * 4u' : 'P.outOff'} + P.col0 + z * P.outLayer;
   let nCols = P.nCols;
   ${code.columns}
   ${vecs.map((v) => `var bias${v} = vec4<f32>(0.0);`).join(' ')}

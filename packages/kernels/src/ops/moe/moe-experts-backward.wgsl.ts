@@ -20,11 +20,10 @@
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import { BindingTooLargeError } from '../../runtime/bindings';
+import { BindingTooLargeError, bindTensors, startsOnVec4, type NamedBinding, type NamedTensor } from '../../runtime/bindings';
 import { bytesPerElement } from '../../dtype';
-import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, NAN_SAFE_F32, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, NAN_SAFE_F32, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { copyInto, narrow, transpose } from '../layout/layout';
 import type { MoeExpertGrads, MoeExpertOperands } from './moe-experts';
@@ -139,6 +138,22 @@ function transposedExperts(w: Tensor, range: number): Tensor {
   return out;
 }
 
+const segmentStarts = (g: ExpertGrouping): NamedTensor => ({ name: 'starts', tensor: g.segmentStarts, what: 'moeExperts backward segment starts' });
+const rowPairs = (g: ExpertGrouping): NamedTensor => ({ name: 'row_pairs', tensor: g.rowPairs, what: 'moeExperts backward row pairs' });
+const pairRowsOf = (g: ExpertGrouping): NamedTensor => ({ name: 'pair_rows', tensor: g.pairRows, what: 'moeExperts backward pair rows' });
+
+function routingWeights(z: Sizes, o: MoeExpertOperands, pass: Pass): NamedTensor {
+  return { name: 'w', tensor: o.weights, window: { start: pass.t0 * z.slots, length: pass.grouping.pairs }, what: 'moeExperts backward routing weights' };
+}
+
+function outputGradient(z: Sizes, grad: Tensor, pass: Pass): NamedTensor {
+  return { name: 'g', tensor: grad, window: { start: pass.t0 * z.hout, length: pass.count * z.hout }, what: 'moeExperts backward output gradient' };
+}
+
+function preActivations(z: Sizes, pass: Pass): NamedTensor {
+  return { name: 'pre', tensor: pass.pre, window: { start: 0, length: pass.grouping.rowCapacity * z.inter }, what: 'moeExperts backward pre-activations' };
+}
+
 /** Experts per binding for a stacked tensor of `expertBytes` per expert; throws when not even one fits. */
 function expertRange(device: WebGpuDevice, expertBytes: number, what: string): number {
   const perBinding = Math.floor(bindingBudget(device) / Math.max(expertBytes, 1));
@@ -157,29 +172,23 @@ function expertRange(device: WebGpuDevice, expertBytes: number, what: string): n
 function preActivationGrad(device: WebGpuDevice, z: Sizes, o: MoeExpertOperands, pass: Pass): void {
   const g = pass.grouping;
   const size = g.rowCapacity * z.inter;
-  const starts = device.bind(g.segmentStarts.storage, 0, z.experts + 1, 'moeExperts backward segment starts');
-  const rowPairs = device.bind(g.rowPairs.storage, 0, g.rowCapacity, 'moeExperts backward row pairs');
-  const w = device.bind(o.weights.storage, o.weights.offset + pass.t0 * z.slots, g.pairs, 'moeExperts backward routing weights');
-  const grouped = (t: Tensor, what: string) => device.bind(t.storage, t.offset, size, what);
-  const pre = grouped(pass.pre, 'moeExperts backward pre-activations');
-  const u = grouped(pass.u, 'moeExperts backward u');
-  const ga = grouped(pass.gradPre, 'moeExperts backward pre-activation gradient');
-  const p = new Params()
-    .u32('size', size)
-    .u32('inter', z.inter)
-    .u32('experts', z.experts)
-    .u32('wOff', w.elementOffset)
-    .u32('preOff', pre.elementOffset)
-    .u32('uOff', u.elementOffset)
-    .u32('gaOff', ga.elementOffset);
+  const p = new Params().u32('size', size).u32('inter', z.inter).u32('experts', z.experts);
+  const bound = bindTensors(
+    device,
+    'moeExperts backward',
+    [
+      segmentStarts(g),
+      rowPairs(g),
+      routingWeights(z, o, pass),
+      preActivations(z, pass),
+      { name: 'u', tensor: pass.u, window: { start: 0, length: size }, what: 'moeExperts backward u' },
+      { name: 'ga', tensor: pass.gradPre, window: { start: 0, length: size }, what: 'moeExperts backward pre-activation gradient', writable: true },
+    ],
+    p,
+  );
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'starts', 'u32', 'read')}
-${declareStorage(2, 'row_pairs', 'u32', 'read')}
-${inputF32(3, 'w', o.weights.dtype)}
-${declareStorage(4, 'pre', 'f32', 'read')}
-${declareStorage(5, 'u', 'f32', 'read')}
-${declareStorage(6, 'ga', 'f32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
@@ -196,7 +205,7 @@ fn main(${GRID_ARGS}) {
     name: 'moe_grad_pre',
     source,
     params: p,
-    bindings: [starts.range, rowPairs.range, w.range, pre.range, u.range, ga.range],
+    bindings: bound.ranges,
     workgroups: device.grid(size, WG),
     detail: `[${g.rowCapacity},${z.inter}]`,
   });
@@ -206,41 +215,35 @@ fn main(${GRID_ARGS}) {
 function weightGrad(device: WebGpuDevice, z: Sizes, o: MoeExpertOperands, grad: Tensor, pass: Pass, out: Tensor): void {
   const g = pass.grouping;
   const pairs = g.pairs;
-  const pairRows = device.bind(g.pairRows.storage, 0, pairs, 'moeExperts backward pair rows');
-  const pre = device.bind(pass.pre.storage, pass.pre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activations');
-  const u = device.bind(pass.u.storage, pass.u.offset, g.rowCapacity * z.inter, 'moeExperts backward u');
-  const dst = device.bind(out.storage, out.offset + pass.t0 * z.slots, pairs, 'moeExperts backward weight gradient');
   const p = new Params()
     .u32('pairs', pairs)
     .u32('inter', z.inter)
     .u32('hout', z.hout)
     .u32('slots', z.slots)
-    .u32('preOff', pre.elementOffset)
-    .u32('uOff', u.elementOffset)
-    .u32('outOff', dst.elementOffset)
     // NaN cannot be a WGSL constant; it comes in as bits.
     .u32('nanBits', 0x7fc00000);
-  const bindings: BufferRange[] = [pairRows.range, pre.range, u.range];
-  const decls = [declareStorage(1, 'pair_rows', 'u32', 'read'), declareStorage(2, 'pre', 'f32', 'read'), declareStorage(3, 'u', 'f32', 'read')];
+  const list: NamedBinding[] = [
+    pairRowsOf(g),
+    preActivations(z, pass),
+    { name: 'u', tensor: pass.u, window: { start: 0, length: g.rowCapacity * z.inter }, what: 'moeExperts backward u' },
+  ];
   let biasTerm = '';
   if (o.downBias) {
-    const ix = device.bind(o.indices.storage, o.indices.offset + pass.t0 * z.slots, pairs, 'moeExperts backward indices');
-    const gr = device.bind(grad.storage, grad.offset + pass.t0 * z.hout, pass.count * z.hout, 'moeExperts backward output gradient');
-    const b = device.bind(o.downBias.storage, o.downBias.offset, z.experts * z.hout, 'moeExperts backward down bias');
-    p.u32('idxOff', ix.elementOffset).u32('gOff', gr.elementOffset).u32('bOff', b.elementOffset);
-    bindings.push(ix.range, gr.range, b.range);
-    decls.push(declareStorage(4, 'indices', 'i32', 'read'), declareStorage(5, 'g', 'f32', 'read'), inputF32(6, 'bias', o.downBias.dtype));
+    list.push(
+      { name: 'indices', tensor: o.indices, window: { start: pass.t0 * z.slots, length: pairs }, what: 'moeExperts backward indices' },
+      outputGradient(z, grad, pass),
+      { name: 'bias', tensor: o.downBias, window: { start: 0, length: z.experts * z.hout }, what: 'moeExperts backward down bias' },
+    );
     biasTerm = `
-    let e = u32(indices[P.idxOff + q]);
+    let e = u32(indices[P.indicesOff + q]);
     let g_row = P.gOff + (q / P.slots) * P.hout;
-    for (var n = 0u; n < P.hout; n++) { acc += g[g_row + n] * load_bias(P.bOff + e * P.hout + n); }`;
+    for (var n = 0u; n < P.hout; n++) { acc += g[g_row + n] * load_bias(P.biasOff + e * P.hout + n); }`;
   }
-  const outBinding = bindings.length + 1;
-  decls.push(declareStorage(outBinding, 'out', 'f32', 'read_write'));
-  bindings.push(dst.range);
+  list.push({ name: 'out', tensor: out, window: { start: pass.t0 * z.slots, length: pairs }, what: 'moeExperts backward weight gradient', writable: true });
+  const bound = bindTensors(device, 'moeExperts backward', list, p);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let q = ${flatIndex(WG)};
@@ -261,7 +264,7 @@ fn main(${GRID_ARGS}) {
     name: 'moe_grad_weights',
     source,
     params: p,
-    bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(pairs, WG),
     detail: `pairs=${pairs} I=${z.inter}${o.downBias ? ' bias' : ''}`,
   });
@@ -273,21 +276,24 @@ fn main(${GRID_ARGS}) {
  */
 function inputGrad(device: WebGpuDevice, z: Sizes, pass: Pass, v: Tensor, out: Tensor): void {
   const g = pass.grouping;
-  const pairRows = device.bind(g.pairRows.storage, 0, g.pairs, 'moeExperts backward pair rows');
-  const rows = device.bind(v.storage, v.offset, g.rowCapacity * z.hin, 'moeExperts backward grouped input gradient');
-  const dst = device.bind(out.storage, out.offset + pass.t0 * z.hin, pass.count * z.hin, 'moeExperts backward input gradient');
   const p = new Params()
     .u32('size', pass.count * z.hin)
     .u32('hin', z.hin)
     .u32('slots', z.slots)
-    .u32('rowsOff', rows.elementOffset)
-    .u32('outOff', dst.elementOffset)
     .u32('nanBits', 0x7fc00000);
+  const bound = bindTensors(
+    device,
+    'moeExperts backward',
+    [
+      pairRowsOf(g),
+      { name: 'rows', tensor: v, window: { start: 0, length: g.rowCapacity * z.hin }, what: 'moeExperts backward grouped input gradient' },
+      { name: 'out', tensor: out, window: { start: pass.t0 * z.hin, length: pass.count * z.hin }, what: 'moeExperts backward input gradient', writable: true },
+    ],
+    p,
+  );
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'pair_rows', 'u32', 'read')}
-${declareStorage(2, 'rows', 'f32', 'read')}
-${declareStorage(3, 'out', 'f32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let idx = ${flatIndex(WG)};
@@ -309,7 +315,7 @@ fn main(${GRID_ARGS}) {
     name: 'moe_grad_input_gather',
     source,
     params: p,
-    bindings: [pairRows.range, rows.range, dst.range],
+    bindings: bound.ranges,
     workgroups: device.grid(pass.count * z.hin, WG),
     detail: `[${pass.count},${z.hin}] k=${z.slots}`,
   });
@@ -338,10 +344,6 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
   const tilesM = Math.ceil(m / TILE_M);
   const tilesN = Math.ceil(n / tileN);
   const invocations = (e1 - e0) * tilesM * tilesN;
-  const starts = device.bind(g.segmentStarts.storage, 0, z.experts + 1, 'moeExperts backward segment starts');
-  const counts = device.bind(g.counts.storage, 0, z.experts, 'moeExperts backward counts');
-  const rowPairs = device.bind(g.rowPairs.storage, 0, g.rowCapacity, 'moeExperts backward row pairs');
-  const dst = device.bind(out.storage, out.offset + e0 * m * n, (e1 - e0) * m * n, `moeExperts backward ${kind} gradient`);
   const p = new Params()
     .u32('e0', e0)
     .u32('invocations', invocations)
@@ -353,71 +355,67 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
     .u32('hin', z.hin)
     .u32('hout', z.hout)
     .u32('slots', z.slots)
-    .u32('accumulate', pass.accumulate ? 1 : 0)
-    .u32('outOff', dst.elementOffset);
-  const bindings: BufferRange[] = [starts.range, counts.range, rowPairs.range];
-  const decls = [declareStorage(1, 'starts', 'u32', 'read'), declareStorage(2, 'counts', 'u32', 'read'), declareStorage(3, 'row_pairs', 'u32', 'read')];
-  // Operand rows are read as vec4s where their length and binding offset allow (four loads fewer
-  // in five); columns past the end are clamped to the row's last vector and not stored.
-  const vec4Decl = (binding: number, name: string) => `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<f32>>;`;
+    .u32('accumulate', pass.accumulate ? 1 : 0);
+  const list: NamedBinding[] = [segmentStarts(g), { name: 'counts', tensor: g.counts, what: 'moeExperts backward counts' }, rowPairs(g)];
+  // Operand rows are read as vec4s (P.<name>Off then counts vec4s) where their length and first
+  // element allow (four loads fewer in five); columns past the end are clamped to the row's last
+  // vector and not stored.
   const ms = [...Array(TILE_M).keys()];
   const ns = [...Array(tileN).keys()];
   let leftRow: string;
   let leftArray: string;
   let leftScale = '';
-  let leftOff: number;
+  let left: NamedTensor;
   if (fromOutput) {
-    const w = device.bind(o.weights.storage, o.weights.offset + pass.t0 * z.slots, g.pairs, 'moeExperts backward routing weights');
-    const gr = device.bind(grad.storage, grad.offset + pass.t0 * z.hout, pass.count * z.hout, 'moeExperts backward output gradient');
-    p.u32('wOff', w.elementOffset).u32('gOff', gr.elementOffset);
-    bindings.push(w.range, gr.range);
-    leftOff = gr.elementOffset;
+    list.push(routingWeights(z, o, pass));
+    left = outputGradient(z, grad, pass);
     leftArray = 'g';
     leftScale = 'ws * ';
-    decls.push(inputF32(4, 'w', o.weights.dtype));
-    leftRow = 'let ws = load_w(P.wOff + pair); let left_row = P.gOff + t * P.hout;';
+    leftRow = 'let ws = load_w(P.wOff + pair); let left_row = t * P.hout;';
   } else {
-    const ga = device.bind(pass.gradPre.storage, pass.gradPre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activation gradient');
-    p.u32('gaOff', ga.elementOffset);
-    bindings.push(ga.range);
-    leftOff = ga.elementOffset;
+    left = { name: 'ga', tensor: pass.gradPre, window: { start: 0, length: g.rowCapacity * z.inter }, what: 'moeExperts backward pre-activation gradient' };
     leftArray = 'ga';
-    leftRow = 'let left_row = P.gaOff + r * P.inter;';
+    leftRow = 'let left_row = r * P.inter;';
   }
-  const vectorLeft = m % 4 === 0 && leftOff % 4 === 0;
-  decls.push(vectorLeft ? vec4Decl(bindings.length, leftArray) : declareStorage(bindings.length, leftArray, 'f32', 'read'));
+  const vectorLeft = m % 4 === 0 && startsOnVec4(left);
+  list.push({ ...left, vec4: vectorLeft });
   const leftLoads = vectorLeft
     ? [
-        `let left_last = (left_row + P.m) / 4u - 1u;`,
-        ...Array.from({ length: TILE_M / 4 }, (_, c) => `let lv${c} = ${leftScale}${leftArray}[min((left_row + m_first) / 4u + ${c}u, left_last)];`),
+        `let left_last = P.${leftArray}Off + (left_row + P.m) / 4u - 1u;`,
+        ...Array.from(
+          { length: TILE_M / 4 },
+          (_, c) => `let lv${c} = ${leftScale}${leftArray}[min(P.${leftArray}Off + (left_row + m_first) / 4u + ${c}u, left_last)];`,
+        ),
         ...ms.map((a) => `let l${a} = lv${Math.floor(a / 4)}[${a % 4}];`),
       ]
-    : ms.map((a) => `let l${a} = ${leftScale}${leftArray}[left_row + m${a}];`);
+    : ms.map((a) => `let l${a} = ${leftScale}${leftArray}[P.${leftArray}Off + left_row + m${a}];`);
   let rightRow = '';
   let rightLoads = ns.map((b) => `let r${b} = 1.0;`);
   if (kind === 'down') {
-    const pre = device.bind(pass.pre.storage, pass.pre.offset, g.rowCapacity * z.inter, 'moeExperts backward pre-activations');
-    p.u32('preOff', pre.elementOffset);
-    bindings.push(pre.range);
-    const vector = n % 4 === 0 && pre.elementOffset % 4 === 0;
-    decls.push(vector ? vec4Decl(bindings.length, 'pre') : declareStorage(bindings.length, 'pre', 'f32', 'read'));
-    rightRow = 'let right_row = P.preOff + r * P.inter;';
+    const pre = preActivations(z, pass);
+    const vector = n % 4 === 0 && startsOnVec4(pre);
+    list.push({ ...pre, vec4: vector });
+    rightRow = 'let right_row = r * P.inter;';
     rightLoads = vector
-      ? ['let rh = relu_nan_v4(pre[(right_row + n_first) / 4u]); let rv = rh * rh;', ...ns.map((b) => `let r${b} = rv[${b}];`)]
-      : ns.map((b) => `let r${b} = relu2(pre[right_row + n${b}]);`);
+      ? ['let rh = relu_nan_v4(pre[P.preOff + (right_row + n_first) / 4u]); let rv = rh * rh;', ...ns.map((b) => `let r${b} = rv[${b}];`)]
+      : ns.map((b) => `let r${b} = relu2(pre[P.preOff + right_row + n${b}]);`);
   } else if (kind === 'up') {
-    const x = device.bind(o.x.storage, o.x.offset + pass.t0 * z.hin, pass.count * z.hin, 'moeExperts backward x');
-    p.u32('xOff', x.elementOffset);
-    bindings.push(x.range);
-    const vector = o.x.dtype === 'f32' && n % 4 === 0 && x.elementOffset % 4 === 0;
-    decls.push(vector ? vec4Decl(bindings.length, 'x') : inputF32(bindings.length, 'x', o.x.dtype));
-    rightRow = 'let right_row = P.xOff + t * P.hin;';
+    const x: NamedTensor = { name: 'x', tensor: o.x, window: { start: pass.t0 * z.hin, length: pass.count * z.hin }, what: 'moeExperts backward x' };
+    const vector = o.x.dtype === 'f32' && n % 4 === 0 && startsOnVec4(x);
+    list.push({ ...x, vec4: vector });
+    rightRow = 'let right_row = t * P.hin;';
     rightLoads = vector
-      ? ['let rv = x[(right_row + n_first) / 4u];', ...ns.map((b) => `let r${b} = rv[${b}];`)]
-      : ns.map((b) => `let r${b} = load_x(right_row + n${b});`);
+      ? ['let rv = x[P.xOff + (right_row + n_first) / 4u];', ...ns.map((b) => `let r${b} = rv[${b}];`)]
+      : ns.map((b) => `let r${b} = load_x(P.xOff + right_row + n${b});`);
   }
-  bindings.push(dst.range);
-  decls.push(declareStorage(bindings.length, 'out', 'f32', 'read_write'));
+  list.push({
+    name: 'out',
+    tensor: out,
+    window: { start: e0 * m * n, length: (e1 - e0) * m * n },
+    what: `moeExperts backward ${kind} gradient`,
+    writable: true,
+  });
+  const bound = bindTensors(device, 'moeExperts backward', list, p);
   const body = [...leftLoads, ...rightLoads, ...ms.flatMap((a) => ns.map((b) => `acc${a}_${b} += l${a} * r${b};`))];
   const stores = ms.flatMap((a) =>
     ns.map(
@@ -430,7 +428,7 @@ function expertSum(device: WebGpuDevice, kind: ExpertSum, z: Sizes, o: MoeExpert
   );
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${bound.decls}
 ${NAN_SAFE_F32}
 fn relu2(v: f32) -> f32 { let r = relu_nan(v); return r * r; }
 @compute @workgroup_size(${WG})
@@ -460,7 +458,7 @@ fn main(${GRID_ARGS}) {
     name: `moe_grad_${kind}`,
     source,
     params: p,
-    bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(invocations, WG),
     detail: `experts ${e0}..${e1 - 1} of ${z.experts} [${m},${n}] tile ${TILE_M}×${tileN}`,
   });

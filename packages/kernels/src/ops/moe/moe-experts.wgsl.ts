@@ -7,10 +7,10 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import { BindingTooLargeError } from '../../runtime/bindings';
+import { BindingTooLargeError, bindTensors } from '../../runtime/bindings';
 import { bytesPerElement } from '../../dtype';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { MoeExpertOperands } from './moe-experts';
 import { bindingBudget, expertsPerBinding, groupedGemm } from './moe-gemm.wgsl';
@@ -115,27 +115,28 @@ function combine(
   hout: number,
   out: Tensor,
 ): void {
-  const pairRows = device.bind(g.pairRows.storage, 0, g.pairs, 'moeExperts pair rows');
-  const rowsB = device.bind(rows.storage, rows.offset, g.rowCapacity * hout, 'moeExperts expert outputs');
-  const w = device.bind(weights.storage, weights.offset + t0 * slots, count * slots, 'moeExperts weights');
-  const dst = device.bind(out.storage, out.offset + t0 * hout, count * hout, 'moeExperts output');
   const groups = Math.ceil(hout / COMBINE_COLS);
   const p = new Params()
     .u32('tokens', count)
     .u32('n', hout)
     .u32('groups', groups)
-    .u32('rowsOff', rowsB.elementOffset)
-    .u32('wOff', w.elementOffset)
-    .u32('outOff', dst.elementOffset)
     // NaN cannot be a WGSL constant; it comes in as bits.
     .u32('nanBits', 0x7fc00000);
+  const bound = bindTensors(
+    device,
+    'moeExperts',
+    [
+      { name: 'pair_rows', tensor: g.pairRows, what: 'moeExperts pair rows' },
+      { name: 'rows', tensor: rows, window: { start: 0, length: g.rowCapacity * hout }, what: 'moeExperts expert outputs' },
+      { name: 'weights', tensor: weights, window: { start: t0 * slots, length: count * slots }, what: 'moeExperts weights' },
+      { name: 'out', tensor: out, window: { start: t0 * hout, length: count * hout }, what: 'moeExperts output', writable: true },
+    ],
+    p,
+  );
   const cols = Array.from({ length: COMBINE_COLS }, (_, c) => c);
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'pair_rows', 'u32', 'read')}
-${declareStorage(2, 'rows', 'f32', 'read')}
-${inputF32(3, 'weights', weights.dtype)}
-${declareStorage(4, 'out', 'f32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
@@ -151,7 +152,7 @@ fn main(${GRID_ARGS}) {
       ${cols.map((c) => `acc${c} = bitcast<f32>(P.nanBits);`).join(' ')}
       break;
     }
-    let ws = load_weights(P.wOff + t * ${slots}u + s);
+    let ws = load_weights(P.weightsOff + t * ${slots}u + s);
     let base = P.rowsOff + r * P.n;
     ${cols.map((c) => `acc${c} += ws * rows[base + c${c}];`).join('\n    ')}
   }
@@ -162,7 +163,7 @@ fn main(${GRID_ARGS}) {
     name: 'moe_combine',
     source,
     params: p,
-    bindings: [pairRows.range, rowsB.range, w.range, dst.range],
+    bindings: bound.ranges,
     workgroups: device.grid(count * groups, WG),
     detail: `[${count},${hout}] k=${slots}`,
   });

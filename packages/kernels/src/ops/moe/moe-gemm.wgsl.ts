@@ -11,11 +11,10 @@
  * are launched in expert ranges, one dispatch each.
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import { BindingTooLargeError } from '../../runtime/bindings';
+import { BindingTooLargeError, bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { bytesPerElement, type DType } from '../../dtype';
-import type { BufferRange } from '../../runtime/batch';
 import { Params } from '../../runtime/params';
-import { NAN_SAFE_F32, declareStorage, inputF32 } from '../../runtime/wgsl';
+import { NAN_SAFE_F32, inputF32 } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { NO_ROW, type ExpertGrouping } from './moe-grouping.wgsl';
 import { kernelOverrides } from '../../runtime/kernel-overrides';
@@ -57,9 +56,9 @@ export interface GroupedGemm {
   out: Tensor;
 }
 
-/** Invocations per workgroup: llvmpipe runs 8-wide SIMD and gains from many small workgroups. */
+/** Invocations per workgroup: CPU-SIMD devices gain from many small workgroups. */
 function lanesFor(device: WebGpuDevice): number {
-  return device.isSoftware ? 16 : 64;
+  return device.tuning.launchShape === 'cpu-simd' ? 16 : 64;
 }
 
 /** How many experts of a stacked [E, N, K] weight one binding holds; throws when not even one fits. */
@@ -76,27 +75,24 @@ export function expertsPerBinding(device: WebGpuDevice, weight: Tensor, name: st
 }
 
 export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
-  // Prefill-sized tiles on software rasterizers: the texture tile (decode keeps one-row tiles here).
+  // Prefill-sized tiles on devices that read operands from textures: the texture tile (decode keeps one-row tiles here).
   const textures =
-    g.grouping.rowTile > 1 && storageReads(device) && (kernelOverrides().groupedGemm ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+    g.grouping.rowTile > 1 &&
+    storageReads(device) &&
+    (kernelOverrides().groupedGemm ?? (device.tuning.textureOperands ? 'textures' : 'buffers')) === 'textures';
   if (textures && textureGroupedGemm(device, g)) return;
   const [experts, n, k] = g.weight.shape as [number, number, number];
   const perBinding = expertsPerBinding(device, g.weight, g.name);
   const lanes = lanesFor(device);
   const vector = k % 8 === 0 && (g.a.offset + g.aFirst) % 8 === 0 && g.weight.offset % 8 === 0;
-  const source = gemmSource(g, lanes, vector);
-  const starts = device.bind(g.grouping.segmentStarts.storage, 0, experts + 1, `${g.name} segment starts`);
   const a = device.bind(g.a.storage, g.a.offset + g.aFirst, g.aRows * k, `${g.name} input`);
-  const out = device.bind(g.out.storage, g.out.offset, g.grouping.rowCapacity * n, `${g.name} output`);
-  const rowPairs = g.gather ? device.bind(g.grouping.rowPairs.storage, 0, g.grouping.rowCapacity, `${g.name} row pairs`) : null;
   const pairs = g.grouping.pairs;
   const tile = g.grouping.rowTile;
+  // Every expert range has the same bindings and parameter layout: one source for all of them.
+  let source: string | null = null;
   for (let e0 = 0; e0 < experts; e0 += perBinding) {
     const e1 = Math.min(experts, e0 + perBinding);
     const w = device.bind(g.weight.storage, g.weight.offset + e0 * n * k, (e1 - e0) * n * k, `${g.name} weight experts ${e0}..${e1 - 1}`);
-    const bindings: BufferRange[] = [starts.range];
-    if (rowPairs) bindings.push(rowPairs.range);
-    bindings.push(a.range, w.range);
     const p = new Params()
       .u32('e0', e0)
       .u32('e1', e1)
@@ -104,21 +100,25 @@ export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
       .u32('k', k)
       .u32('slots', g.gather?.slots ?? 1)
       .u32('aOff', a.elementOffset)
-      .u32('wOff', w.elementOffset)
-      .u32('outOff', out.elementOffset);
-    if (g.bias) {
-      const b = device.bind(g.bias.storage, g.bias.offset + e0 * n, (e1 - e0) * n, `${g.name} bias`);
-      p.u32('bOff', b.elementOffset);
-      bindings.push(b.range);
-    }
-    bindings.push(out.range);
+      .u32('wOff', w.elementOffset);
+    const list: NamedBinding[] = [{ name: 'starts', tensor: g.grouping.segmentStarts, what: `${g.name} segment starts` }];
+    if (g.gather) list.push({ name: 'row_pairs', tensor: g.grouping.rowPairs, what: `${g.name} row pairs` });
+    // A and W: P.aOff / P.wOff count elements; vector reads take 8 per step.
+    list.push(
+      { name: 'A', binding: a.range, declare: (b) => (vector ? vectorStorage(b, 'A', g.a.dtype) : inputF32(b, 'A', g.a.dtype)) },
+      { name: 'W', binding: w.range, declare: (b) => (vector ? vectorStorage(b, 'W', g.weight.dtype) : inputF32(b, 'W', g.weight.dtype)) },
+    );
+    if (g.bias) list.push({ name: 'bias', tensor: g.bias, window: { start: e0 * n, length: (e1 - e0) * n }, what: `${g.name} bias` });
+    list.push({ name: 'out', tensor: g.out, window: { start: 0, length: g.grouping.rowCapacity * n }, what: `${g.name} output`, writable: true });
+    const bound = bindTensors(device, g.name, list, p);
+    source ??= gemmSource(g, lanes, vector, p, bound.decls);
     // Worst case for this range: every pair, plus padding for each of its experts that gets a pair.
     const rows = pairs + Math.min(e1 - e0, pairs) * (tile - 1);
     device.run({
       name: g.name,
       source,
       params: p,
-      bindings,
+      bindings: bound.ranges,
       workgroups: [Math.ceil(rows / tile), Math.ceil(n / (lanes * colsFor(tile))), 1],
       detail: `experts ${e0}..${e1 - 1} of ${experts} [${n},${k}] ${g.a.dtype}·${g.weight.dtype}${vector ? ' vec8' : ''}`,
     });
@@ -138,20 +138,11 @@ function load8(name: string, dtype: DType, v: string, base: string): string {
   return `let ${v}l = ${name}[${base} + 2u * j]; let ${v}h = ${name}[${base} + 2u * j + 1u]; let ${v}e = vec4<f32>(${v}l.xz, ${v}h.xz); let ${v}o = vec4<f32>(${v}l.yw, ${v}h.yw);`;
 }
 
-function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
+function gemmSource(g: GroupedGemm, lanes: number, vector: boolean, p: Params, decls: string): string {
   const rows = g.grouping.rowTile;
   const cols = colsFor(rows);
   const aType = g.a.dtype;
   const wType = g.weight.dtype;
-  const p = new Params().u32('e0', 0).u32('e1', 0).u32('n', 0).u32('k', 0).u32('slots', 0).u32('aOff', 0).u32('wOff', 0).u32('outOff', 0);
-  if (g.bias) p.u32('bOff', 0);
-  let binding = 1;
-  const decls = [declareStorage(binding++, 'starts', 'u32', 'read')];
-  if (g.gather) decls.push(declareStorage(binding++, 'row_pairs', 'u32', 'read'));
-  if (vector) decls.push(vectorStorage(binding++, 'A', aType), vectorStorage(binding++, 'W', wType));
-  else decls.push(inputF32(binding++, 'A', aType), inputF32(binding++, 'W', wType));
-  if (g.bias) decls.push(inputF32(binding++, 'bias', g.bias.dtype));
-  decls.push(declareStorage(binding, 'out', 'f32', 'read_write'));
 
   // Per-row start of A (elements), and whether the row holds a pair.
   const rowSetup: string[] = [];
@@ -193,7 +184,7 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
   const store: string[] = [];
   for (let c = 0; c < cols; c++) {
     const stores: string[] = [];
-    if (g.bias) stores.push(`let b${c} = load_bias(P.bOff + (expert_base + col0 + ${c}u));`);
+    if (g.bias) stores.push(`let b${c} = load_bias(P.biasOff + (expert_base + col0 + ${c}u));`);
     for (let r = 0; r < rows; r++) {
       let v = `acc${r}_${c}`;
       if (g.bias) v = `${v} + b${c}`;
@@ -207,7 +198,7 @@ function gemmSource(g: GroupedGemm, lanes: number, vector: boolean): string {
 
   return `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${decls}
 ${NAN_SAFE_F32}
 fn relu2(v: f32) -> f32 { let r = relu_nan(v); return r * r; }
 // The expert whose segment holds row: the last e in [e0, e1) with starts[e] <= row (empty segments share their start with the next one).

@@ -8,9 +8,9 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { BoundRange } from '../../runtime/bindings';
+import { bindTensors, type NamedTensor } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 
 /** Rows per grouped-GEMM workgroup for prefill-sized calls; expert segments are padded to it. */
@@ -88,21 +88,21 @@ export function groupByExpert(device: WebGpuDevice, indices: Tensor, first: numb
     rowPairs: empty([capacity], { dtype: 'u32', device }),
     pairRows: empty([pairs], { dtype: 'u32', device }),
   };
-  const idx = device.bind(indices.storage, indices.offset + first, pairs, 'moeExperts indices');
-  const starts = device.bind(grouping.segmentStarts.storage, 0, experts + 1, 'moeExperts segment starts');
-  const counts = device.bind(grouping.counts.storage, 0, experts, 'moeExperts counts');
-  const rowPairs = device.bind(grouping.rowPairs.storage, 0, capacity, 'moeExperts row pairs');
-  const pairRows = device.bind(grouping.pairRows.storage, 0, pairs, 'moeExperts pair rows');
+  const idx: NamedTensor = { name: 'idx', tensor: indices, window: { start: first, length: pairs }, what: 'moeExperts indices' };
+  const starts: NamedTensor = { name: 'starts', tensor: grouping.segmentStarts, what: 'moeExperts segment starts' };
+  const counts: NamedTensor = { name: 'counts', tensor: grouping.counts, what: 'moeExperts counts' };
+  const rowPairs: NamedTensor = { name: 'row_pairs', tensor: grouping.rowPairs, what: 'moeExperts row pairs' };
+  const pairRows: NamedTensor = { name: 'pair_rows', tensor: grouping.pairRows, what: 'moeExperts pair rows' };
   const detail = `pairs=${pairs} experts=${experts}`;
   if (chunks === 1) {
     groupOneChunk(device, { idx, starts, counts, rowPairs, pairRows }, pairs, experts, rowTile, detail);
     return grouping;
   }
-  const hist = empty([chunks * experts], { dtype: 'u32', device });
-  const histB = device.bind(hist.storage, 0, chunks * experts, 'moeExperts histogram');
+  const histogram = empty([chunks * experts], { dtype: 'u32', device });
+  const hist: NamedTensor = { name: 'hist', tensor: histogram, what: 'moeExperts histogram' };
   // Loop bounds come from the uniform so the compiler does not unroll E-long loops; only the private
   // array sizes are baked into the sources.
-  const chunkParams = () => new Params().u32('pairs', pairs).u32('chunks', chunks).u32('idxOff', idx.elementOffset).u32('experts', experts);
+  const chunkParams = () => new Params().u32('pairs', pairs).u32('chunks', chunks).u32('experts', experts);
   const chunkRange = `
   let c = ${flatIndex(WG)};
   if (c >= P.chunks) { return; }
@@ -110,12 +110,12 @@ export function groupByExpert(device: WebGpuDevice, indices: Tensor, first: numb
 
   // 1. Per-chunk histogram of expert indices.
   let p = chunkParams();
+  let bound = bindTensors(device, 'moeExperts', [idx, { ...hist, writable: true }], p);
   device.run({
     name: 'moe_histogram',
     source: `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'idx', 'i32', 'read')}
-${declareStorage(2, 'hist', 'u32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {${chunkRange}
   var count: array<u32, ${experts}>;
@@ -126,19 +126,27 @@ fn main(${GRID_ARGS}) {${chunkRange}
   for (var e = 0u; e < P.experts; e++) { hist[c * P.experts + e] = count[e]; }
 }`,
     params: p,
-    bindings: [idx.range, histB.range],
+    bindings: bound.ranges,
     workgroups: device.grid(chunks, WG),
     detail,
   });
 
   // 2. Per expert: exclusive scan over chunks (in place) and the expert's total.
   p = new Params().u32('chunks', chunks).u32('experts', experts);
+  bound = bindTensors(
+    device,
+    'moeExperts',
+    [
+      { ...hist, writable: true },
+      { ...counts, writable: true },
+    ],
+    p,
+  );
   device.run({
     name: 'moe_expert_scan',
     source: `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'hist', 'u32', 'read_write')}
-${declareStorage(2, 'counts', 'u32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let e = ${flatIndex(WG)};
@@ -152,20 +160,19 @@ fn main(${GRID_ARGS}) {
   counts[e] = running;
 }`,
     params: p,
-    bindings: [histB.range, counts.range],
+    bindings: bound.ranges,
     workgroups: device.grid(experts, WG),
     detail,
   });
 
   // 3. Padded segment starts and padding markers: one invocation, E iterations.
   p = new Params().u32('experts', experts).u32('rowTile', rowTile);
+  bound = bindTensors(device, 'moeExperts', [counts, { ...starts, writable: true }, { ...rowPairs, writable: true }], p);
   device.run({
     name: 'moe_segments',
     source: `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'counts', 'u32', 'read')}
-${declareStorage(2, 'starts', 'u32', 'read_write')}
-${declareStorage(3, 'row_pairs', 'u32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(1)
 fn main() {
   var start = 0u;
@@ -178,22 +185,19 @@ fn main() {
   starts[P.experts] = start;
 }`,
     params: p,
-    bindings: [counts.range, starts.range, rowPairs.range],
+    bindings: bound.ranges,
     workgroups: [1, 1, 1],
     detail,
   });
 
   // 4. Stable scatter: each chunk places its pairs after the earlier chunks' pairs of the same expert.
   p = chunkParams();
+  bound = bindTensors(device, 'moeExperts', [idx, hist, starts, { ...rowPairs, writable: true }, { ...pairRows, writable: true }], p);
   device.run({
     name: 'moe_scatter',
     source: `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'idx', 'i32', 'read')}
-${declareStorage(2, 'hist', 'u32', 'read')}
-${declareStorage(3, 'starts', 'u32', 'read')}
-${declareStorage(4, 'row_pairs', 'u32', 'read_write')}
-${declareStorage(5, 'pair_rows', 'u32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {${chunkRange}
   var next: array<u32, ${experts}>;
@@ -211,20 +215,20 @@ fn main(${GRID_ARGS}) {${chunkRange}
   }
 }`,
     params: p,
-    bindings: [idx.range, histB.range, starts.range, rowPairs.range, pairRows.range],
+    bindings: bound.ranges,
     workgroups: device.grid(chunks, WG),
     detail,
   });
-  hist.dispose();
+  histogram.dispose();
   return grouping;
 }
 
 interface GroupingBindings {
-  idx: BoundRange;
-  starts: BoundRange;
-  counts: BoundRange;
-  rowPairs: BoundRange;
-  pairRows: BoundRange;
+  idx: NamedTensor;
+  starts: NamedTensor;
+  counts: NamedTensor;
+  rowPairs: NamedTensor;
+  pairRows: NamedTensor;
 }
 
 /**
@@ -232,16 +236,14 @@ interface GroupingBindings {
  * dispatches of the general path would cost more than their work on software adapters.
  */
 function groupOneChunk(device: WebGpuDevice, b: GroupingBindings, pairs: number, experts: number, rowTile: number, detail: string): void {
-  const p = new Params().u32('pairs', pairs).u32('idxOff', b.idx.elementOffset).u32('experts', experts).u32('rowTile', rowTile);
+  const p = new Params().u32('pairs', pairs).u32('experts', experts).u32('rowTile', rowTile);
+  const written = [b.starts, b.counts, b.rowPairs, b.pairRows].map((t) => ({ ...t, writable: true }));
+  const bound = bindTensors(device, 'moeExperts', [b.idx, ...written], p);
   device.run({
     name: 'moe_group_small',
     source: `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'idx', 'i32', 'read')}
-${declareStorage(2, 'starts', 'u32', 'read_write')}
-${declareStorage(3, 'counts', 'u32', 'read_write')}
-${declareStorage(4, 'row_pairs', 'u32', 'read_write')}
-${declareStorage(5, 'pair_rows', 'u32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(1)
 fn main() {
   var next: array<u32, ${experts}>;
@@ -273,7 +275,7 @@ fn main() {
   }
 }`,
     params: p,
-    bindings: [b.idx.range, b.starts.range, b.counts.range, b.rowPairs.range, b.pairRows.range],
+    bindings: bound.ranges,
     workgroups: [1, 1, 1],
     detail,
   });

@@ -4,8 +4,9 @@
  * other kernel has to clear the output.
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
+import { bindTensors } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { MoeRouteOptions } from './moe-route';
 
@@ -14,26 +15,27 @@ const WG = 64;
 export function moeRouteBackwardGpu(device: WebGpuDevice, logits: Tensor, indices: Tensor, gradWeights: Tensor, o: MoeRouteOptions, out: Tensor): void {
   const [tokens, experts] = logits.shape as [number, number];
   const k = o.topK;
-  const lg = device.bind(logits.storage, logits.offset, tokens * experts, 'moeRoute backward logits');
-  const ix = device.bind(indices.storage, indices.offset, tokens * k, 'moeRoute backward indices');
-  const g = device.bind(gradWeights.storage, gradWeights.offset, tokens * k, 'moeRoute backward weight gradient');
-  const dst = device.bind(out.storage, out.offset, tokens * experts, 'moeRoute backward logit gradient');
+  const window = (length: number) => ({ start: 0, length });
   const p = new Params()
     .u32('tokens', tokens)
     .u32('experts', experts)
     .u32('k', k)
-    .u32('logitsOff', lg.elementOffset)
-    .u32('indicesOff', ix.elementOffset)
-    .u32('gOff', g.elementOffset)
-    .u32('outOff', dst.elementOffset)
     .f32('scale', o.routedScalingFactor)
     .u32('normalize', o.normTopkProb ? 1 : 0);
+  const bound = bindTensors(
+    device,
+    'moeRoute backward',
+    [
+      { name: 'logits', tensor: logits, window: window(tokens * experts), what: 'moeRoute backward logits' },
+      { name: 'indices', tensor: indices, window: window(tokens * k), what: 'moeRoute backward indices' },
+      { name: 'g', tensor: gradWeights, window: window(tokens * k), what: 'moeRoute backward weight gradient' },
+      { name: 'out', tensor: out, window: window(tokens * experts), what: 'moeRoute backward logit gradient', writable: true },
+    ],
+    p,
+  );
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${inputF32(1, 'logits', logits.dtype)}
-${declareStorage(2, 'indices', 'i32', 'read')}
-${inputF32(3, 'g', gradWeights.dtype)}
-${declareStorage(4, 'out', 'f32', 'read_write')}
+${bound.decls}
 fn sigmoid_f32(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -62,7 +64,7 @@ fn main(${GRID_ARGS}) {
     name: 'moe_route_backward',
     source,
     params: p,
-    bindings: [lg.range, ix.range, g.range, dst.range],
+    bindings: bound.ranges,
     workgroups: device.grid(tokens, WG),
     detail: `[${tokens},${experts}] k=${k}`,
   });

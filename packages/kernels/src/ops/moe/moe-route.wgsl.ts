@@ -5,7 +5,8 @@
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, declareStorage, flatIndex, inputF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import type { Tensor } from '../../tensor';
 import type { MoeRouteOptions } from './moe-route';
 
@@ -56,14 +57,8 @@ export function moeRouteGpu(device: WebGpuDevice, logits: Tensor, bias: Tensor |
   const [tokens, experts] = logits.shape as [number, number];
   const k = o.topK;
   const groupSize = experts / o.nGroup;
-  const lg = device.bind(logits.storage, logits.offset, tokens * experts, 'moeRoute logits');
-  const w = device.bind(weights.storage, weights.offset, tokens * k, 'moeRoute weights');
-  const ix = device.bind(indices.storage, indices.offset, tokens * k, 'moeRoute indices');
   const p = new Params()
     .u32('tokens', tokens)
-    .u32('logitsOff', lg.elementOffset)
-    .u32('weightsOff', w.elementOffset)
-    .u32('indicesOff', ix.elementOffset)
     .f32('scale', o.routedScalingFactor)
     // Loop bounds come from the uniform so the compiler does not unroll E-long loops; only the
     // private array sizes are baked into the source.
@@ -72,23 +67,21 @@ export function moeRouteGpu(device: WebGpuDevice, logits: Tensor, bias: Tensor |
     .u32('groups', o.nGroup)
     .u32('groupSize', groupSize)
     .u32('topkGroup', o.topkGroup);
-  const bindings = [lg.range];
-  const decls = [inputF32(1, 'logits', logits.dtype)];
+  const list: NamedBinding[] = [{ name: 'logits', tensor: logits, window: { start: 0, length: tokens * experts }, what: 'moeRoute logits' }];
   let biasTerm = '0.0';
   if (bias) {
-    const b = device.bind(bias.storage, bias.offset, experts, 'moeRoute correction bias');
-    p.u32('biasOff', b.elementOffset);
-    bindings.push(b.range);
-    decls.push(inputF32(2, 'bias', bias.dtype));
+    list.push({ name: 'bias', tensor: bias, window: { start: 0, length: experts }, what: 'moeRoute correction bias' });
     biasTerm = 'load_bias(P.biasOff + e)';
   }
-  const out = bindings.length + 1;
-  decls.push(declareStorage(out, 'weights', 'f32', 'read_write'), declareStorage(out + 1, 'indices', 'i32', 'read_write'));
-  bindings.push(w.range, ix.range);
+  list.push(
+    { name: 'weights', tensor: weights, window: { start: 0, length: tokens * k }, what: 'moeRoute weights', writable: true },
+    { name: 'indices', tensor: indices, window: { start: 0, length: tokens * k }, what: 'moeRoute indices', writable: true },
+  );
+  const bound = bindTensors(device, 'moeRoute', list, p);
   const grouped = o.nGroup > 1;
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${decls.join('\n')}
+${bound.decls}
 ${SELECTION_HELPERS}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -123,7 +116,7 @@ fn main(${GRID_ARGS}) {
     name: 'moe_route',
     source,
     params: p,
-    bindings,
+    bindings: bound.ranges,
     workgroups: device.grid(tokens, WG),
     detail: `[${tokens},${experts}] k=${k} groups=${o.topkGroup}/${o.nGroup} ${logits.dtype}`,
   });

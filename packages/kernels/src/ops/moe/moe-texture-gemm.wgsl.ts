@@ -9,9 +9,9 @@
  * experts go in one dispatch: textures have no binding-size limit.
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { KernelBinding } from '../../runtime/batch';
+import { bindTensors } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { NAN_SAFE_F32, declareStorage } from '../../runtime/wgsl';
+import { NAN_SAFE_F32 } from '../../runtime/wgsl';
 import { noGrad } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { cast, contiguous } from '../layout/layout';
@@ -74,26 +74,27 @@ export function textureGroupedGemm(device: WebGpuDevice, g: GroupedGemm): boolea
   // weight dtype (each variant takes llvmpipe seconds to compile). The bias is bound as f32 [E, N],
   // or a one-element placeholder.
   const bias = g.bias ? noGrad(() => (g.bias!.dtype === 'f32' ? contiguous(g.bias!) : cast(g.bias!, 'f32'))) : empty([1], { device });
-  const b = device.bind(bias.storage, bias.offset, g.bias ? experts * n : 1, `${g.name} bias`);
   p.u32('gather', g.gather ? 1 : 0)
     .u32('relu2', g.relu2 ? 1 : 0)
-    .u32('hasBias', g.bias ? 1 : 0)
-    .u32('bOff', b.elementOffset);
-  const out = device.bind(g.out.storage, g.out.offset, g.grouping.rowCapacity * n, `${g.name} output`);
-  p.u32('outOff', out.elementOffset);
-  const bindings: KernelBinding[] = [
-    device.bind(g.grouping.segmentStarts.storage, 0, experts + 1, `${g.name} segment starts`).range,
-    device.bind(g.grouping.rowPairs.storage, 0, g.grouping.rowCapacity, `${g.name} row pairs`).range,
-    { texture: a.view },
-    { texture: w.view },
-    b.range,
-    out.range,
-  ];
+    .u32('hasBias', g.bias ? 1 : 0);
+  const bound = bindTensors(
+    device,
+    g.name,
+    [
+      { name: 'starts', tensor: g.grouping.segmentStarts, what: `${g.name} segment starts` },
+      { name: 'row_pairs', tensor: g.grouping.rowPairs, what: `${g.name} row pairs` },
+      { name: 'A', texture: a.view, type: 'texture_storage_2d<rgba32float, read>' },
+      { name: 'B', texture: w.view, type: `texture_storage_2d<${format}, read>` },
+      { name: 'bias', tensor: bias, window: { start: 0, length: g.bias ? experts * n : 1 }, what: `${g.name} bias` },
+      { name: 'out', tensor: g.out, window: { start: 0, length: g.grouping.rowCapacity * n }, what: `${g.name} output`, writable: true },
+    ],
+    p,
+  );
   device.run({
     name: g.name,
-    source: cachedSource(`moe-texture|${p.wgsl()}|${JSON.stringify(tile)}|${format}`, () => source(p, tile, format)),
+    source: cachedSource(`moe-texture|${p.wgsl()}|${bound.decls}|${JSON.stringify(tile)}|${format}`, () => source(p, bound.decls, tile, format)),
     params: p,
-    bindings,
+    bindings: bound.ranges,
     workgroups: [strips, Math.ceil(g.grouping.rowCapacity / tile.rows), 1],
     detail: `${experts} experts [${n},${k}] ${g.a.dtype}·${g.weight.dtype} texture tile ${tile.rows}×32`,
   });
@@ -102,7 +103,7 @@ export function textureGroupedGemm(device: WebGpuDevice, g: GroupedGemm): boolea
   return true;
 }
 
-function source(p: Params, tile: TextureTile, format: TexelFormat): string {
+function source(p: Params, decls: string, tile: TextureTile, format: TexelFormat): string {
   const rows = [...Array(tile.rows).keys()];
   const code = tileCode(tile, format, (r) => `aStart${r}`);
   const vecs = [...Array(code.groups).keys()];
@@ -113,7 +114,7 @@ function source(p: Params, tile: TextureTile, format: TexelFormat): string {
   );
   const biases = vecs.map(
     (v) =>
-      `let bias${v} = select(vec4<f32>(0.0), vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.bOff + min(e * P.n + col${v} + ${e}u, last)]`).join(', ')}), P.hasBias != 0u);`,
+      `let bias${v} = select(vec4<f32>(0.0), vec4<f32>(${[0, 1, 2, 3].map((e) => `bias[P.biasOff + min(e * P.n + col${v} + ${e}u, last)]`).join(', ')}), P.hasBias != 0u);`,
   );
   const store = rows.map(
     (r) => `{
@@ -124,12 +125,7 @@ function source(p: Params, tile: TextureTile, format: TexelFormat): string {
   return `requires readonly_and_readwrite_storage_textures;
 ${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'starts', 'u32', 'read')}
-${declareStorage(2, 'row_pairs', 'u32', 'read')}
-@group(0) @binding(3) var A: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(4) var B: texture_storage_2d<${format}, read>;
-${declareStorage(5, 'bias', 'f32', 'read')}
-${declareStorage(6, 'out', 'f32', 'read_write')}
+${decls}
 fn put(o: u32, c: u32, v: vec4<f32>) {
   if (c < P.n) { out[o + c] = v.x; }
   if (c + 1u < P.n) { out[o + c + 1u] = v.y; }

@@ -7,10 +7,10 @@
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { rowBinding, rowBlocks, type RowBlock, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
-import type { BoundRange } from '../../runtime/bindings';
+import { bindTensors, startsOnVec4, type NamedBinding, type NamedTensor } from '../../runtime/bindings';
 
 const WG = 64;
 
@@ -39,8 +39,9 @@ function valueAt(gated: boolean, xi: string, zi: string): string {
   return gated ? `gated(load_x(${xi}), load_z(${zi}))` : `load_x(${xi})`;
 }
 
-function inputDecl(binding: number, name: string, t: Tensor): string {
-  return `${declareStorage(binding, name, t.dtype, 'read')}\n${loaderF32(name, t.dtype)}`;
+/** The weight's d channels, bound whole for every row block. */
+function weightBinding(w: Tensor, d: number, op: string): NamedTensor {
+  return { name: 'w', tensor: w, window: { start: 0, length: d }, what: `${op} weight` };
 }
 
 /** out = w ⊙ v / sqrt(mean over the group of v² + eps), v = x or x · silu(z); `out` is f32. */
@@ -49,28 +50,25 @@ export function normGpu(device: WebGpuDevice, x: Tensor, z: Tensor | null, w: Te
   const xs: RowOperand = { tensor: x, perRow: l.d, what: `${op} input` };
   const os: RowOperand = { tensor: out, perRow: l.d, what: `${op} output` };
   const zs: RowOperand | null = z ? { tensor: z, perRow: l.d, what: `${op} gate` } : null;
-  const bw = device.bind(w.storage, w.offset, l.d, `${op} weight`);
   const operands = zs ? [xs, os, zs] : [xs, os];
   for (const block of rowBlocks(device, l.rows, operands)) {
-    const [bx, bo, bz] = operands.map((o) => bindRows(device, o, block));
+    const rows = { x: rowBinding('x', xs, block), out: rowBinding('out', os, block, true), z: zs ? rowBinding('z', zs, block) : null };
     // Whole vec4s (a quarter of the storage accesses, each a per-lane loop on llvmpipe) when every
     // row operand is f32 with groups and offsets of whole vec4s.
-    const vec4 =
-      gsize % 4 === 0 && [x, out, ...(z ? [z] : [])].every((t) => t.dtype === 'f32') && [bx!, bo!, ...(bz ? [bz] : [])].every((b) => b.elementOffset % 4 === 0);
+    const vec4 = gsize % 4 === 0 && [rows.x, rows.out, ...(rows.z ? [rows.z] : [])].every((r) => r.tensor.dtype === 'f32' && startsOnVec4(r));
     if (vec4) {
-      normVec4(device, x, z, w, l, bx!, bo!, bz ?? null, bw, block.count, op);
+      normVec4(device, rows, w, l, block, op);
       continue;
     }
     const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', gsize).f32('eps', l.eps);
-    p.u32('xOff', bx!.elementOffset).u32('outOff', bo!.elementOffset).u32('wOff', bw.elementOffset);
-    if (bz) p.u32('zOff', bz.elementOffset);
+    const list: NamedBinding[] = [rows.x, weightBinding(w, l.d, op), rows.out];
+    if (rows.z) list.push(rows.z);
+    const bound = bindTensors(device, op, list, p);
     const v = valueAt(z !== null, 'xb + j', 'zb + j');
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${inputDecl(1, 'x', x)}
-${inputDecl(2, 'w', w)}
-${declareStorage(3, 'out', 'f32', 'read_write')}
-${z ? `${inputDecl(4, 'z', z)}\n${GATE_WGSL}` : ''}
+${bound.decls}
+${z ? GATE_WGSL : ''}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};
@@ -85,12 +83,11 @@ fn main(${GRID_ARGS}) {
   let r = 1.0 / sqrt(ss / f32(P.gsize) + P.eps);
   for (var j = 0u; j < P.gsize; j++) { out[ob + j] = load_w(wb + j) * (${v} * r); }
 }`;
-    const bindings = [bx!.range, bw.range, bo!.range, ...(bz ? [bz.range] : [])];
     device.run({
       name: op,
       source,
       params: p,
-      bindings,
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * l.groups, WG),
       detail: `[${l.rows},${l.d}]/${l.groups} ${x.dtype}`,
     });
@@ -100,39 +97,37 @@ fn main(${GRID_ARGS}) {
 /** {@link normGpu} on whole vec4s of x, z and out (the weight is read as vec4s when it is f32 and aligned). */
 function normVec4(
   device: WebGpuDevice,
-  x: Tensor,
-  z: Tensor | null,
+  rows: { x: NamedTensor; out: NamedTensor; z: NamedTensor | null },
   w: Tensor,
   l: NormLayout,
-  bx: BoundRange,
-  bo: BoundRange,
-  bz: BoundRange | null,
-  bw: BoundRange,
-  rows: number,
+  block: RowBlock,
   op: string,
 ): void {
   const gsize = l.d / l.groups;
+  const z = rows.z;
   const p = new Params()
-    .u32('rows', rows)
+    .u32('rows', block.count)
     .u32('d4', l.d / 4)
     .u32('groups', l.groups)
     .u32('gsize4', gsize / 4)
     .f32('eps', l.eps);
-  p.u32('xOff', bx.elementOffset / 4).u32('outOff', bo.elementOffset / 4);
-  const wVec = w.dtype === 'f32' && bw.elementOffset % 4 === 0;
-  p.u32('wOff', wVec ? bw.elementOffset / 4 : bw.elementOffset);
-  if (bz) p.u32('zOff', bz.elementOffset / 4);
+  const weight = weightBinding(w, l.d, op);
+  const wVec = w.dtype === 'f32' && startsOnVec4(weight);
+  const list: NamedBinding[] = [
+    { ...rows.x, vec4: true },
+    { ...weight, vec4: wVec },
+    { ...rows.out, vec4: true },
+  ];
+  if (z) list.push({ ...z, vec4: true });
+  const bound = bindTensors(device, op, list, p);
   const v = z ? 'gated4(x[xb + j], z[zb + j])' : 'x[xb + j]';
-  const weight = wVec ? 'w[wb + j]' : 'vec4<f32>(load_w(wb + 4u * j), load_w(wb + 4u * j + 1u), load_w(wb + 4u * j + 2u), load_w(wb + 4u * j + 3u))';
+  const weightAt = wVec ? 'w[wb + j]' : 'vec4<f32>(load_w(wb + 4u * j), load_w(wb + 4u * j + 1u), load_w(wb + 4u * j + 2u), load_w(wb + 4u * j + 3u))';
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-${wVec ? '@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;' : inputDecl(2, 'w', w)}
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+${bound.decls}
 ${
   z
-    ? `@group(0) @binding(4) var<storage, read> z: array<vec4<f32>>;
-${GATE_WGSL}
+    ? `${GATE_WGSL}
 fn gated4(y: vec4<f32>, g: vec4<f32>) -> vec4<f32> { return vec4<f32>(gated(y.x, g.x), gated(y.y, g.y), gated(y.z, g.z), gated(y.w, g.w)); }`
     : ''
 }
@@ -148,10 +143,16 @@ fn main(${GRID_ARGS}) {
   var ss = vec4<f32>(0.0);
   for (var j = 0u; j < P.gsize4; j++) { let v = ${v}; ss += v * v; }
   let r = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / f32(P.gsize4 * 4u) + P.eps);
-  for (var j = 0u; j < P.gsize4; j++) { out[ob + j] = ${weight} * (${v} * r); }
+  for (var j = 0u; j < P.gsize4; j++) { out[ob + j] = ${weightAt} * (${v} * r); }
 }`;
-  const bindings = [bx.range, bw.range, bo.range, ...(bz ? [bz.range] : [])];
-  device.run({ name: op, source, params: p, bindings, workgroups: device.grid(rows * l.groups, WG), detail: `[${l.rows},${l.d}]/${l.groups} ${x.dtype} vec4` });
+  device.run({
+    name: op,
+    source,
+    params: p,
+    bindings: bound.ranges,
+    workgroups: device.grid(block.count * l.groups, WG),
+    detail: `[${l.rows},${l.d}]/${l.groups} ${rows.x.tensor.dtype} vec4`,
+  });
 }
 
 /**
@@ -172,9 +173,9 @@ export function normGradGpu(
 ): void {
   const gsize = l.d / l.groups;
   const row = (tensor: Tensor, what: string): RowOperand => ({ tensor, perRow: l.d, what: `${op} ${what}` });
-  const operands = [row(x, 'input'), row(g, 'gradient'), row(dx, 'input gradient'), { tensor: rstd, perRow: l.groups, what: `${op} rstd` }];
-  if (z && dz) operands.push(row(z, 'gate'), row(dz, 'gate gradient'));
-  const bw = device.bind(w.storage, w.offset, l.d, `${op} weight`);
+  const [xs, gs, dxs, rs] = [row(x, 'input'), row(g, 'gradient'), row(dx, 'input gradient'), { tensor: rstd, perRow: l.groups, what: `${op} rstd` }];
+  const gate = z && dz ? { z: row(z, 'gate'), dz: row(dz, 'gate gradient') } : null;
+  const operands = gate ? [xs, gs, dxs, rs, gate.z, gate.dz] : [xs, gs, dxs, rs];
   const v = valueAt(z !== null, 'xb + j', 'zb + j');
   // dv = r·(g⊙w) − v·r³·Σ(g⊙w⊙v)/n; through the gate: dy = dv·silu(z), dz = dv·y·σ(z)(1 + z(1 − σ(z))).
   const write = z
@@ -186,22 +187,20 @@ export function normGradGpu(
     dz[P.dzOff + start + j] = dv * y * s * (1.0 + zv * (1.0 - s));`
     : `dx[db + j] = r * load_g(gb + j) * load_w(wb + j) - load_x(xb + j) * c;`;
   for (const block of rowBlocks(device, l.rows, operands)) {
-    const [bx, bg, bd, br, bz, bdz] = operands.map((o) => bindRows(device, o, block));
     const p = new Params().u32('rows', block.count).u32('d', l.d).u32('groups', l.groups).u32('gsize', gsize).f32('eps', l.eps);
-    p.u32('xOff', bx!.elementOffset)
-      .u32('gOff', bg!.elementOffset)
-      .u32('dxOff', bd!.elementOffset)
-      .u32('rOff', br!.elementOffset)
-      .u32('wOff', bw.elementOffset);
-    if (bz && bdz) p.u32('zOff', bz.elementOffset).u32('dzOff', bdz.elementOffset);
+    const list: NamedBinding[] = [
+      rowBinding('x', xs, block),
+      weightBinding(w, l.d, op),
+      rowBinding('g', gs, block),
+      rowBinding('dx', dxs, block, true),
+      rowBinding('rstd', rs, block, true),
+    ];
+    if (gate) list.push(rowBinding('z', gate.z, block), rowBinding('dz', gate.dz, block, true));
+    const bound = bindTensors(device, `${op} backward`, list, p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${inputDecl(1, 'x', x)}
-${inputDecl(2, 'w', w)}
-${inputDecl(3, 'g', g)}
-${declareStorage(4, 'dx', 'f32', 'read_write')}
-${declareStorage(5, 'rstd', 'f32', 'read_write')}
-${z ? `${inputDecl(6, 'z', z)}\n${declareStorage(7, 'dz', 'f32', 'read_write')}\n${GATE_WGSL}` : ''}
+${bound.decls}
+${z ? GATE_WGSL : ''}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};
@@ -225,14 +224,13 @@ fn main(${GRID_ARGS}) {
   for (var j = 0u; j < P.gsize; j++) {
     ${write}
   }
-  rstd[P.rOff + t] = r;
+  rstd[P.rstdOff + t] = r;
 }`;
-    const bindings = [bx!.range, bw.range, bg!.range, bd!.range, br!.range, ...(bz && bdz ? [bz.range, bdz.range] : [])];
     device.run({
       name: `${op}_grad`,
       source,
       params: p,
-      bindings,
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * l.groups, WG),
       detail: `[${l.rows},${l.d}]/${l.groups}`,
     });
@@ -245,16 +243,22 @@ fn main(${GRID_ARGS}) {
  */
 export function normWeightGradGpu(device: WebGpuDevice, x: Tensor, z: Tensor | null, g: Tensor, rstd: Tensor, l: NormLayout, op: string): Tensor {
   const row = (tensor: Tensor, what: string): RowOperand => ({ tensor, perRow: l.d, what: `${op} ${what}` });
-  const operands = [row(x, 'input'), row(g, 'gradient'), { tensor: rstd, perRow: l.groups, what: `${op} rstd` }];
-  if (z) operands.push(row(z, 'gate'));
+  const [xs, gs, rs] = [row(x, 'input'), row(g, 'gradient'), { tensor: rstd, perRow: l.groups, what: `${op} rstd` }];
+  const zs = z ? row(z, 'gate') : null;
+  const operands = zs ? [xs, gs, rs, zs] : [xs, gs, rs];
   const blocks = rowBlocks(device, l.rows, operands);
   const runs = blocks.reduce((n, b) => n + Math.ceil(b.count / WEIGHT_GRAD_ROWS), 0);
   const partial = empty([runs, l.d], { device });
   let firstRun = 0;
   for (const block of blocks) {
-    const [bx, bg, br, bz] = operands.map((o) => bindRows(device, o, block));
     const blockRuns = Math.ceil(block.count / WEIGHT_GRAD_ROWS);
-    const bp = device.bind(partial.storage, partial.offset + firstRun * l.d, blockRuns * l.d, `${op} weight-gradient partials`);
+    const partials: NamedTensor = {
+      name: 'partial',
+      tensor: partial,
+      window: { start: firstRun * l.d, length: blockRuns * l.d },
+      what: `${op} weight-gradient partials`,
+      writable: true,
+    };
     firstRun += blockRuns;
     const p = new Params()
       .u32('rows', block.count)
@@ -262,16 +266,14 @@ export function normWeightGradGpu(device: WebGpuDevice, x: Tensor, z: Tensor | n
       .u32('groups', l.groups)
       .u32('gsize', l.d / l.groups)
       .u32('runs', blockRuns);
-    p.u32('xOff', bx!.elementOffset).u32('gOff', bg!.elementOffset).u32('rOff', br!.elementOffset).u32('pOff', bp.elementOffset);
-    if (bz) p.u32('zOff', bz.elementOffset);
+    const list: NamedBinding[] = [rowBinding('x', xs, block), rowBinding('g', gs, block), rowBinding('rstd', rs, block), partials];
+    if (zs) list.push(rowBinding('z', zs, block));
+    const bound = bindTensors(device, `${op} backward`, list, p);
     const v = valueAt(z !== null, 'P.xOff + e', 'P.zOff + e');
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${inputDecl(1, 'x', x)}
-${inputDecl(2, 'g', g)}
-${declareStorage(3, 'rstd', 'f32', 'read')}
-${declareStorage(4, 'partial', 'f32', 'read_write')}
-${z ? `${inputDecl(5, 'z', z)}\n${GATE_WGSL}` : ''}
+${bound.decls}
+${z ? GATE_WGSL : ''}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};
@@ -283,16 +285,15 @@ fn main(${GRID_ARGS}) {
   var acc = 0.0;
   for (var r = r0; r < r1; r++) {
     let e = r * P.d + col;
-    acc += load_g(P.gOff + e) * ${v} * rstd[P.rOff + r * P.groups + grp];
+    acc += load_g(P.gOff + e) * ${v} * rstd[P.rstdOff + r * P.groups + grp];
   }
-  partial[P.pOff + t] = acc;
+  partial[P.partialOff + t] = acc;
 }`;
-    const bindings = [bx!.range, bg!.range, br!.range, bp.range, ...(bz ? [bz.range] : [])];
     device.run({
       name: `${op}_weight_grad`,
       source,
       params: p,
-      bindings,
+      bindings: bound.ranges,
       workgroups: device.grid(blockRuns * l.d, WG),
       detail: `[${l.rows},${l.d}]/${l.groups}`,
     });
@@ -306,28 +307,27 @@ fn main(${GRID_ARGS}) {
  */
 export function sumRunsGpu(device: WebGpuDevice, partial: Tensor, d: number, dw: Tensor, op: string): void {
   const ps: RowOperand = { tensor: partial, perRow: d, what: `${op} weight-gradient partials` };
-  const bw = device.bind(dw.storage, dw.offset, d, `${op} weight gradient`);
   for (const block of rowBlocks(device, partial.shape[0]!, [ps])) {
-    const bp = bindRows(device, ps, block);
-    const p = new Params().u32('runs', block.count).u32('d', d).u32('pOff', bp.elementOffset).u32('wOff', bw.elementOffset);
+    const p = new Params().u32('runs', block.count).u32('d', d);
+    const dwBinding: NamedTensor = { name: 'dw', tensor: dw, window: { start: 0, length: d }, what: `${op} weight gradient`, writable: true };
+    const bound = bindTensors(device, `${op} backward`, [rowBinding('partial', ps, block), dwBinding], p);
     const accumulate = block.start > 0;
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'partial', 'f32', 'read')}
-${declareStorage(2, 'dw', 'f32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let col = ${flatIndex(WG)};
   if (col >= P.d) { return; }
-  var acc = ${accumulate ? 'dw[P.wOff + col]' : '0.0'};
-  for (var k = 0u; k < P.runs; k++) { acc += partial[P.pOff + k * P.d + col]; }
-  dw[P.wOff + col] = acc;
+  var acc = ${accumulate ? 'dw[P.dwOff + col]' : '0.0'};
+  for (var k = 0u; k < P.runs; k++) { acc += partial[P.partialOff + k * P.d + col]; }
+  dw[P.dwOff + col] = acc;
 }`;
     device.run({
       name: `${op}_weight_grad_sum`,
       source,
       params: p,
-      bindings: [bp.range, bw.range],
+      bindings: bound.ranges,
       workgroups: device.grid(d, WG),
       detail: `[${partial.shape[0]},${d}]`,
     });

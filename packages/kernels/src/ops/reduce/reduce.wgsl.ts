@@ -4,8 +4,9 @@
  * whose partial results are reduced again, which also keeps f32 sums pairwise-accurate.
  */
 import type { WebGpuDevice } from '../../device/webgpu-device';
+import { bindTensors } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
-import { GRID_ARGS, NAN_SAFE_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { GRID_ARGS, NAN_SAFE_F32, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import type { ReduceOp } from './reduce.cpu';
 
@@ -23,20 +24,19 @@ function combine(op: ReduceOp): string {
  */
 export function reduceRowsGpu(device: WebGpuDevice, op: ReduceOp, x: Tensor, rows: number, cols: number, chunk: number, out: Tensor): void {
   const chunks = Math.ceil(cols / chunk);
-  const inp = device.bind(x.storage, x.offset, rows * cols, `${op} input`);
-  const dst = device.bind(out.storage, out.offset, rows * chunks, `${op} output`);
-  const p = new Params()
-    .u32('rows', rows)
-    .u32('cols', cols)
-    .u32('chunk', chunk)
-    .u32('chunks', chunks)
-    .u32('inOff', inp.elementOffset)
-    .u32('outOff', dst.elementOffset);
+  const p = new Params().u32('rows', rows).u32('cols', cols).u32('chunk', chunk).u32('chunks', chunks);
+  const bound = bindTensors(
+    device,
+    op,
+    [
+      { name: 'x', tensor: x, window: { start: 0, length: rows * cols }, what: `${op} input` },
+      { name: 'out', tensor: out, window: { start: 0, length: rows * chunks }, what: `${op} output`, writable: true },
+    ],
+    p,
+  );
   const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'x', x.dtype, 'read')}
-${loaderF32('x', x.dtype)}
-${declareStorage(2, 'out', 'f32', 'read_write')}
+${bound.decls}
 ${op === 'sum' ? '' : NAN_SAFE_F32}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -45,7 +45,7 @@ fn main(${GRID_ARGS}) {
   let row = t / P.chunks;
   let c0 = (t % P.chunks) * P.chunk;
   let c1 = min(c0 + P.chunk, P.cols);
-  let base = P.inOff + row * P.cols;
+  let base = P.xOff + row * P.cols;
   ${op === 'sum' ? 'var acc: f32 = 0.0; var c = c0;' : 'var acc: f32 = load_x(base + c0); var c = c0 + 1u;'}
   for (; c < c1; c++) {
     let v = load_x(base + c);
@@ -57,7 +57,7 @@ fn main(${GRID_ARGS}) {
     name: `reduce_${op}`,
     source,
     params: p,
-    bindings: [inp.range, dst.range],
+    bindings: bound.ranges,
     workgroups: device.grid(rows * chunks, WG),
     detail: `[${rows},${cols}] ${x.dtype}`,
   });

@@ -29,7 +29,6 @@
  */
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
-import type { KernelBinding } from '../../runtime/batch';
 import { bindTensors, type NamedBinding } from '../../runtime/bindings';
 import { Params } from '../../runtime/params';
 import type { Tensor } from '../../tensor';
@@ -126,19 +125,15 @@ function launch(
   const dims = dimValues(d);
   for (const [k, v] of dims) p.u32(k, v);
   const buffers = reads.filter((r) => r.texture === null).map((r): NamedBinding => ({ name: r.name, tensor: r.tensor, vec4: true }));
-  const bound = bindTensors(device, name, [...list, ...buffers], p);
-  const bindings: KernelBinding[] = [...bound.ranges];
-  const decls = [bound.decls];
   const textureCount = reads.filter((r) => r.texture !== null).length;
   const storage = storageReads(device) && textureCount <= device.gpu.limits.maxStorageTexturesPerShaderStage;
-  for (const r of reads) {
-    if (r.texture === null) {
-      decls.push(`fn ${r.name}_at(i: u32) -> vec4<f32> { return ${r.name}[i]; }`);
-      continue;
-    }
-    bindings.push(bindTextureOperand(r.texture, p, r.name));
-    decls.push(textureOperandWgsl(bindings.length, r.name, r.name, storage));
-  }
+  const textures = reads.flatMap(({ name: read, texture }): NamedBinding[] =>
+    texture === null ? [] : [{ name: read, binding: bindTextureOperand(texture, p, read), declare: (n) => textureOperandWgsl(n, read, read, storage) }],
+  );
+  const bound = bindTensors(device, name, [...list, ...buffers, ...textures], p);
+  const bindings = bound.ranges;
+  // Buffer reads get the same `<name>_at` reader the texture operands declare.
+  const decls = [bound.decls, ...reads.filter((r) => r.texture === null).map((r) => `fn ${r.name}_at(i: u32) -> vec4<f32> { return ${r.name}[i]; }`)];
   const source = `${textureCount > 0 && storage ? 'requires readonly_and_readwrite_storage_textures;\n' : ''}${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
 ${decls.join('\n')}
@@ -192,9 +187,9 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const seg = a.seqIdx ? empty([batch, NC, QP], { device, dtype: 'i32' }) : null;
   const cb = empty([batch, groups, NC, QP, QP], { device });
   const st = empty([batch, heads, NC, NP, PP], { device });
-  // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
+  // The heavy kernels read their operands through texture copies when the tuning says so and they fit.
   const fits = [xdt, bp, cp, acs, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
-  const useTextures = fits && (kernelOverrides().ssdOperandReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const useTextures = fits && (kernelOverrides().ssdOperandReads ?? (device.tuning.textureOperands ? 'textures' : 'buffers')) === 'textures';
   const textures = new TextureOperands(device);
   const operand = (name: string, tensor: Tensor): VecOperand => ({ name, tensor, texture: useTextures ? textures.copy(tensor) : null });
   try {

@@ -8,8 +8,9 @@
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
-import { GRID_ARGS, MATH_F32, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { bindTensors, type NamedBinding } from '../../runtime/bindings';
+import { rowBinding, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, MATH_F32, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 
 const WG = 64;
@@ -72,14 +73,11 @@ export function maxSumPartialsGpu(device: WebGpuDevice, x: Tensor, rows: number,
   const xs: RowOperand = { tensor: x, perRow: cols, what };
   const ps: RowOperand = { tensor: part, perRow: 2 * chunks, what: `${what} partials` };
   for (const block of rowBlocks(device, rows, [xs, ps])) {
-    const bx = bindRows(device, xs, block);
-    const bp = bindRows(device, ps, block);
-    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks).u32('xOff', bx.elementOffset).u32('partOff', bp.elementOffset);
+    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks);
+    const bound = bindTensors(device, 'maxSumPartials', [rowBinding('x', xs, block), rowBinding('part', ps, block, true)], p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'x', x.dtype, 'read')}
-${loaderF32('x', x.dtype)}
-${declareStorage(2, 'part', 'f32', 'read_write')}
+${bound.decls}
 ${MAX_SUM_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -92,7 +90,7 @@ fn main(${GRID_ARGS}) {
       name: 'max_sum_partials',
       source,
       params: p,
-      bindings: [bx.range, bp.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * chunks, WG),
       detail: `[${rows},${cols}] ${x.dtype}`,
     });
@@ -118,17 +116,13 @@ export function softmaxGpu(device: WebGpuDevice, kind: SoftmaxKind, x: Tensor, r
       : `let log_s = log_f32(st.s);
   for (var c = c0; c < c1; c++) { out[o + c] = (load_x(xb + c) - st.m) - log_s; }`;
   for (const block of rowBlocks(device, rows, ps ? [xs, os, ps] : [xs, os])) {
-    const bx = bindRows(device, xs, block);
-    const bo = bindRows(device, os, block);
-    const bp = ps ? bindRows(device, ps, block) : null;
-    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks).u32('xOff', bx.elementOffset).u32('outOff', bo.elementOffset);
-    if (bp) p.u32('partOff', bp.elementOffset);
+    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks);
+    const list: NamedBinding[] = [rowBinding('x', xs, block), rowBinding('out', os, block, true)];
+    if (ps) list.push(rowBinding('part', ps, block));
+    const bound = bindTensors(device, kind, list, p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'x', x.dtype, 'read')}
-${loaderF32('x', x.dtype)}
-${declareStorage(2, 'out', 'f32', 'read_write')}
-${bp ? declareStorage(3, 'part', 'f32', 'read') : ''}
+${bound.decls}
 ${MAX_SUM_WGSL}
 ${kind === 'logSoftmax' ? MATH_F32 : ''}
 @compute @workgroup_size(${WG})
@@ -136,11 +130,17 @@ fn main(${GRID_ARGS}) {
   ${chunkPrologue()}
   let xb = P.xOff + row * P.cols;
   let o = P.outOff + row * P.cols;
-  ${bp ? mergeMaxSum('P.partOff + 2u * row * P.chunks', 'P.chunks') : scanMaxSum('load_x', 'xb', '0u', 'P.cols')}
+  ${ps ? mergeMaxSum('P.partOff + 2u * row * P.chunks', 'P.chunks') : scanMaxSum('load_x', 'xb', '0u', 'P.cols')}
   ${write}
 }`;
-    const bindings = bp ? [bx.range, bo.range, bp.range] : [bx.range, bo.range];
-    device.run({ name: kind, source, params: p, bindings, workgroups: device.grid(block.count * chunks, WG), detail: `[${rows},${cols}] ${x.dtype}` });
+    device.run({
+      name: kind,
+      source,
+      params: p,
+      bindings: bound.ranges,
+      workgroups: device.grid(block.count * chunks, WG),
+      detail: `[${rows},${cols}] ${x.dtype}`,
+    });
   }
   part?.dispose();
 }
@@ -155,10 +155,6 @@ export function softmaxGradGpu(device: WebGpuDevice, kind: SoftmaxKind, y: Tenso
   const term = kind === 'softmax' ? 'load_g(gb + c) * load_y(yb + c)' : 'load_g(gb + c)';
   const ys: RowOperand = { tensor: y, perRow: cols, what: `${kind} output` };
   const gs: RowOperand = { tensor: g, perRow: cols, what: `${kind} gradient` };
-  const inputs = `${declareStorage(1, 'y', y.dtype, 'read')}
-${loaderF32('y', y.dtype)}
-${declareStorage(2, 'g', g.dtype, 'read')}
-${loaderF32('g', g.dtype)}`;
   let part: Tensor | null = null;
   if (!fused) {
     // Log-softmax's row sum needs only g: every declared binding must be used.
@@ -167,20 +163,13 @@ ${loaderF32('g', g.dtype)}`;
     const ps: RowOperand = { tensor: part, perRow: chunks, what: `${kind} gradient partials` };
     const operands = needsY ? [gs, ps, ys] : [gs, ps];
     for (const block of rowBlocks(device, rows, operands)) {
-      const bound = operands.map((o) => bindRows(device, o, block));
-      const p = new Params()
-        .u32('rows', block.count)
-        .u32('cols', cols)
-        .u32('chunks', chunks)
-        .u32('gOff', bound[0]!.elementOffset)
-        .u32('partOff', bound[1]!.elementOffset);
-      if (needsY) p.u32('yOff', bound[2]!.elementOffset);
+      const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks);
+      const list = [rowBinding('g', gs, block), rowBinding('part', ps, block, true)];
+      if (needsY) list.push(rowBinding('y', ys, block));
+      const bound = bindTensors(device, `${kind} backward`, list, p);
       const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'g', g.dtype, 'read')}
-${loaderF32('g', g.dtype)}
-${declareStorage(2, 'part', 'f32', 'read_write')}
-${needsY ? `${declareStorage(3, 'y', y.dtype, 'read')}\n${loaderF32('y', y.dtype)}` : ''}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   ${chunkPrologue()}
@@ -194,7 +183,7 @@ fn main(${GRID_ARGS}) {
         name: `${kind}_grad_partials`,
         source,
         params: p,
-        bindings: bound.map((b) => b.range),
+        bindings: bound.ranges,
         workgroups: device.grid(block.count * chunks, WG),
         detail: `[${rows},${cols}]`,
       });
@@ -207,28 +196,18 @@ fn main(${GRID_ARGS}) {
       ? 'for (var c = c0; c < c1; c++) { let yv = load_y(yb + c); dx[o + c] = yv * (load_g(gb + c) - s); }'
       : 'for (var c = c0; c < c1; c++) { dx[o + c] = load_g(gb + c) - exp(load_y(yb + c)) * s; }';
   for (const block of rowBlocks(device, rows, ps ? [ys, gs, ds, ps] : [ys, gs, ds])) {
-    const by = bindRows(device, ys, block);
-    const bg = bindRows(device, gs, block);
-    const bd = bindRows(device, ds, block);
-    const bp = ps ? bindRows(device, ps, block) : null;
-    const p = new Params()
-      .u32('rows', block.count)
-      .u32('cols', cols)
-      .u32('chunks', chunks)
-      .u32('yOff', by.elementOffset)
-      .u32('gOff', bg.elementOffset)
-      .u32('dxOff', bd.elementOffset);
-    if (bp) p.u32('partOff', bp.elementOffset);
-    const total = bp
+    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('chunks', chunks);
+    const list = [rowBinding('y', ys, block), rowBinding('g', gs, block), rowBinding('dx', ds, block, true)];
+    if (ps) list.push(rowBinding('part', ps, block));
+    const bound = bindTensors(device, `${kind} backward`, list, p);
+    const total = ps
       ? `var s = 0.0;
   for (var k = 0u; k < P.chunks; k++) { s += part[P.partOff + row * P.chunks + k]; }`
       : `var s = 0.0;
   for (var c = 0u; c < P.cols; c++) { s += ${term}; }`;
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${inputs}
-${declareStorage(3, 'dx', 'f32', 'read_write')}
-${bp ? declareStorage(4, 'part', 'f32', 'read') : ''}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   ${chunkPrologue()}
@@ -238,8 +217,14 @@ fn main(${GRID_ARGS}) {
   ${total}
   ${write}
 }`;
-    const bindings = bp ? [by.range, bg.range, bd.range, bp.range] : [by.range, bg.range, bd.range];
-    device.run({ name: `${kind}_grad`, source, params: p, bindings, workgroups: device.grid(block.count * chunks, WG), detail: `[${rows},${cols}]` });
+    device.run({
+      name: `${kind}_grad`,
+      source,
+      params: p,
+      bindings: bound.ranges,
+      workgroups: device.grid(block.count * chunks, WG),
+      detail: `[${rows},${cols}]`,
+    });
   }
   part?.dispose();
 }

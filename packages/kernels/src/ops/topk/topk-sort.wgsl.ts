@@ -8,8 +8,9 @@
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { bindTensors } from '../../runtime/bindings';
+import { rowBinding, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { ORDER_WGSL } from './order';
 
@@ -38,31 +39,24 @@ function keysPass(device: WebGpuDevice, x: Tensor, rows: number, cols: number, o
   const xs: RowOperand = { tensor: x, perRow: cols, what: 'topk input' };
   const os = pairs(out, cols, 'topk sort buffer');
   for (const block of rowBlocks(device, rows, [xs, os])) {
-    const bx = bindRows(device, xs, block);
-    const bo = bindRows(device, os, block);
-    const p = new Params()
-      .u32('n', block.count * cols)
-      .u32('cols', cols)
-      .u32('xOff', bx.elementOffset)
-      .u32('oOff', bo.elementOffset);
+    const p = new Params().u32('n', block.count * cols).u32('cols', cols);
+    const bound = bindTensors(device, 'topk', [rowBinding('x', xs, block), rowBinding('out', os, block, true)], p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'x', x.dtype, 'read')}
-${loaderF32('x', x.dtype)}
-${declareStorage(2, 'out', 'u32', 'read_write')}
+${bound.decls}
 ${ORDER_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
   if (i >= P.n) { return; }
-  out[P.oOff + 2u * i] = order_key(load_x(P.xOff + i));
-  out[P.oOff + 2u * i + 1u] = i % P.cols;
+  out[P.outOff + 2u * i] = order_key(load_x(P.xOff + i));
+  out[P.outOff + 2u * i + 1u] = i % P.cols;
 }`;
     device.run({
       name: 'topk_sort_keys',
       source,
       params: p,
-      bindings: [bx.range, bo.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * cols, WG),
       detail: `[${rows},${cols}]`,
     });
@@ -74,18 +68,14 @@ function mergePass(device: WebGpuDevice, src: Tensor, dst: Tensor, rows: number,
   const ss = pairs(src, cols, 'topk sort buffer');
   const ds = pairs(dst, cols, 'topk sort buffer');
   for (const block of rowBlocks(device, rows, [ss, ds])) {
-    const bs = bindRows(device, ss, block);
-    const bd = bindRows(device, ds, block);
     const p = new Params()
       .u32('n', block.count * cols)
       .u32('cols', cols)
-      .u32('run', run)
-      .u32('sOff', bs.elementOffset)
-      .u32('dOff', bd.elementOffset);
+      .u32('run', run);
+    const bound = bindTensors(device, 'topk', [rowBinding('src', ss, block), rowBinding('dst', ds, block, true)], p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'src', 'u32', 'read')}
-${declareStorage(2, 'dst', 'u32', 'read_write')}
+${bound.decls}
 ${ORDER_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -93,8 +83,8 @@ fn main(${GRID_ARGS}) {
   if (i >= P.n) { return; }
   let rowStart = (i / P.cols) * P.cols;
   let p = i % P.cols;
-  let key = src[P.sOff + 2u * i];
-  let idx = src[P.sOff + 2u * i + 1u];
+  let key = src[P.srcOff + 2u * i];
+  let idx = src[P.srcOff + 2u * i + 1u];
   let runIndex = p / P.run;
   let runStart = runIndex * P.run;
   var s0 = runStart + P.run;
@@ -105,19 +95,19 @@ fn main(${GRID_ARGS}) {
   var hi = s1;
   while (lo < hi) {
     let mid = (lo + hi) / 2u;
-    let m = P.sOff + 2u * (rowStart + mid);
+    let m = P.srcOff + 2u * (rowStart + mid);
     if (beats(src[m], src[m + 1u], key, idx)) { lo = mid + 1u; } else { hi = mid; }
   }
   let before = lo - min(s0, P.cols);
   let place = min(runStart, s0) + (p - runStart) + before;
-  dst[P.dOff + 2u * (rowStart + place)] = key;
-  dst[P.dOff + 2u * (rowStart + place) + 1u] = idx;
+  dst[P.dstOff + 2u * (rowStart + place)] = key;
+  dst[P.dstOff + 2u * (rowStart + place) + 1u] = idx;
 }`;
     device.run({
       name: 'topk_sort_merge',
       source,
       params: p,
-      bindings: [bs.range, bd.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * cols, WG),
       detail: `[${rows},${cols}] run=${run}`,
     });
@@ -130,33 +120,29 @@ export function firstKGpu(device: WebGpuDevice, sorted: Tensor, rows: number, co
   const vs: RowOperand = { tensor: values, perRow: k, what: 'topk values' };
   const is: RowOperand = { tensor: indices, perRow: k, what: 'topk indices' };
   for (const block of rowBlocks(device, rows, [ss, vs, is])) {
-    const [bs, bv, bi] = [ss, vs, is].map((o) => bindRows(device, o, block));
     const p = new Params()
       .u32('n', block.count * k)
       .u32('cols', cols)
-      .u32('k', k)
-      .u32('sOff', bs!.elementOffset)
-      .u32('vOff', bv!.elementOffset)
-      .u32('iOff', bi!.elementOffset);
+      .u32('k', k);
+    const list = [rowBinding('sorted', ss, block), rowBinding('values', vs, block, true), rowBinding('indices', is, block, true)];
+    const bound = bindTensors(device, 'topk', list, p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'sorted', 'u32', 'read')}
-${declareStorage(2, 'values', 'f32', 'read_write')}
-${declareStorage(3, 'indices', 'i32', 'read_write')}
+${bound.decls}
 ${ORDER_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${flatIndex(WG)};
   if (i >= P.n) { return; }
-  let e = P.sOff + 2u * ((i / P.k) * P.cols + i % P.k);
-  values[P.vOff + i] = key_value(sorted[e]);
-  indices[P.iOff + i] = i32(sorted[e + 1u]);
+  let e = P.sortedOff + 2u * ((i / P.k) * P.cols + i % P.k);
+  values[P.valuesOff + i] = key_value(sorted[e]);
+  indices[P.indicesOff + i] = i32(sorted[e + 1u]);
 }`;
     device.run({
       name: 'topk_sort_first_k',
       source,
       params: p,
-      bindings: [bs!.range, bv!.range, bi!.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * k, WG),
       detail: `[${rows},${cols}] k=${k}`,
     });

@@ -13,8 +13,9 @@
 import { empty } from '../../creation';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import { Params } from '../../runtime/params';
-import { bindRows, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
-import { GRID_ARGS, declareStorage, flatIndex, loaderF32 } from '../../runtime/wgsl';
+import { bindTensors } from '../../runtime/bindings';
+import { rowBinding, rowBlocks, type RowOperand } from '../../runtime/row-blocks';
+import { GRID_ARGS, flatIndex } from '../../runtime/wgsl';
 import type { Tensor } from '../../tensor';
 import { ORDER_WGSL, SENTINEL_WGSL } from './order';
 import { firstKGpu } from './topk-sort.wgsl';
@@ -58,10 +59,6 @@ function selectPass(device: WebGpuDevice, from: Source, rows: number, length: nu
   const input: RowOperand =
     from.kind === 'values' ? { tensor: from.tensor, perRow: length, what: 'topk input' } : { tensor: from.tensor, perRow: 2 * length, what: 'topk candidates' };
   const output: RowOperand = { tensor: out, perRow: 2 * chunks * k, what: 'topk candidates' };
-  const inputDecl =
-    from.kind === 'values'
-      ? `${declareStorage(1, 'x', from.tensor.dtype, 'read')}\n${loaderF32('x', from.tensor.dtype)}`
-      : declareStorage(1, 'x', 'u32', 'read');
   const readEntry =
     from.kind === 'values'
       ? 'let key = order_key(load_x(P.xOff + row * P.len + c)); let idx = c;'
@@ -86,19 +83,11 @@ function selectPass(device: WebGpuDevice, from: Source, rows: number, length: nu
     'kv[0] = select(kv[0], key, b0); ki[0] = select(ki[0], idx, b0);',
   ];
   for (const block of rowBlocks(device, rows, [input, output])) {
-    const bin = bindRows(device, input, block);
-    const bout = bindRows(device, output, block);
-    const p = new Params()
-      .u32('rows', block.count)
-      .u32('len', length)
-      .u32('chunks', chunks)
-      .u32('k', k)
-      .u32('xOff', bin.elementOffset)
-      .u32('oOff', bout.elementOffset);
+    const p = new Params().u32('rows', block.count).u32('len', length).u32('chunks', chunks).u32('k', k);
+    const bound = bindTensors(device, 'topk', [rowBinding('x', input, block), rowBinding('cand', output, block, true)], p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${inputDecl}
-${declareStorage(2, 'cand', 'u32', 'read_write')}
+${bound.decls}
 ${ORDER_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -116,14 +105,14 @@ fn main(${GRID_ARGS}) {
     if (!beats(key, idx, kv[${capacity - 1}], ki[${capacity - 1}])) { continue; }
     ${insert.join('\n    ')}
   }
-  let o = P.oOff + 2u * t * P.k;
+  let o = P.candOff + 2u * t * P.k;
   ${write.join('\n  ')}
 }`;
     device.run({
       name: 'topk_select',
       source,
       params: p,
-      bindings: [bin.range, bout.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * chunks, WG),
       detail: `[${rows},${length}] k=${k}`,
     });
@@ -132,38 +121,28 @@ fn main(${GRID_ARGS}) {
 
 /** dx [rows, cols] (zeroed by the caller) gets g [rows, k] at the selected `indices` [rows, k]. */
 export function topkScatterGpu(device: WebGpuDevice, g: Tensor, indices: Tensor, rows: number, cols: number, k: number, dx: Tensor): void {
-  const operands: RowOperand[] = [
-    { tensor: g, perRow: k, what: 'topk gradient' },
-    { tensor: indices, perRow: k, what: 'topk indices' },
-    { tensor: dx, perRow: cols, what: 'topk input gradient' },
-  ];
-  for (const block of rowBlocks(device, rows, operands)) {
-    const [bg, bi, bd] = operands.map((o) => bindRows(device, o, block));
-    const p = new Params()
-      .u32('rows', block.count)
-      .u32('cols', cols)
-      .u32('k', k)
-      .u32('gOff', bg!.elementOffset)
-      .u32('iOff', bi!.elementOffset)
-      .u32('dOff', bd!.elementOffset);
+  const gs: RowOperand = { tensor: g, perRow: k, what: 'topk gradient' };
+  const is: RowOperand = { tensor: indices, perRow: k, what: 'topk indices' };
+  const ds: RowOperand = { tensor: dx, perRow: cols, what: 'topk input gradient' };
+  for (const block of rowBlocks(device, rows, [gs, is, ds])) {
+    const p = new Params().u32('rows', block.count).u32('cols', cols).u32('k', k);
+    const list = [rowBinding('g', gs, block), rowBinding('indices', is, block), rowBinding('dx', ds, block, true)];
+    const bound = bindTensors(device, 'topk backward', list, p);
     const source = `${p.wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;
-${declareStorage(1, 'g', g.dtype, 'read')}
-${loaderF32('g', g.dtype)}
-${declareStorage(2, 'indices', 'i32', 'read')}
-${declareStorage(3, 'dx', 'f32', 'read_write')}
+${bound.decls}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let t = ${flatIndex(WG)};
   if (t >= P.rows * P.k) { return; }
   let row = t / P.k;
-  dx[P.dOff + row * P.cols + u32(indices[P.iOff + t])] = load_g(P.gOff + t);
+  dx[P.dxOff + row * P.cols + u32(indices[P.indicesOff + t])] = load_g(P.gOff + t);
 }`;
     device.run({
       name: 'topk_scatter',
       source,
       params: p,
-      bindings: [bg!.range, bi!.range, bd!.range],
+      bindings: bound.ranges,
       workgroups: device.grid(block.count * k, WG),
       detail: `[${rows},${cols}] k=${k}`,
     });
