@@ -16,6 +16,8 @@ import {
   type PipelineForwardResult,
   type PipelineGenerateOptions,
   type PipelineGenerateResult,
+  type HostTensor,
+  type NamedOptimizerState,
   type ScheduleName,
   type TrainOptimizerOptions,
   type TransferStats,
@@ -189,12 +191,38 @@ export class ParallelModel {
     return { loss, gradNorm };
   }
 
-  /** The workers' weights copied back into the loaded model (e.g. before `savePretrained`). */
+  /** The AdamW state by full-model parameter name (what a checkpoint keeps): the stages', replica 0's, or the host's and the expert shards' (stacked). */
+  optimizerState(): Promise<NamedOptimizerState> {
+    return this.trainer('optimizerState').optimizerState();
+  }
+
+  /** Replaces the AdamW state (a resumed run's); each parameter's state goes to the workers that train it. Sending moves `state`'s buffers. */
+  loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    return this.trainer('loadOptimizerState').loadOptimizerState(state);
+  }
+
+  /** Replaces tensors in the workers that hold them (e.g. a resumed run's LoRA adapters); sending moves their buffers. */
+  setWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    return this.stagedTrainer('setWeights').setWeights(tensors);
+  }
+
+  /** Reseeds the workers' LoRA dropout for training step `step` (the one-device trainer's `reseedLoraDropout`). */
+  reseedDropout(step: number): Promise<void> {
+    return this.stagedTrainer('reseedDropout').reseedDropout(step);
+  }
+
+  private stagedTrainer(what: string): PipelineParallel | DataParallel {
+    const e = this.trainer(what);
+    if (e instanceof ExpertParallel) throw new Error(`${what}: not built for expert parallelism (pipeline or data parallelism)`);
+    return e;
+  }
+
+  /** The trained weights (every parameter, or the LoRA adapters) copied back from the workers into the loaded model (e.g. before `savePretrained`). */
   async syncWeights(): Promise<void> {
     const e = this.trainer('syncWeights');
     // Expert parallelism trains the host's own weights in place (its AdamW holds them): only the
     // routed experts come back, so training can go on after a sync.
-    const weights = e instanceof ExpertParallel ? await e.expertWeights() : await e.weights();
+    const weights = e instanceof ExpertParallel ? await e.expertWeights() : await e.trainedWeights();
     const device = this.model.lmHead.weight.device;
     for (const [name, host] of weights) {
       const t = fromHost(host, device);

@@ -11,6 +11,7 @@ import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
 import type { TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor } from './host-tensor';
+import type { NamedOptimizerState } from './optimizer-state';
 import type { TransferStats } from './pipeline';
 import { splitRows } from './schedules';
 import { planStages } from './stage-plan';
@@ -55,11 +56,11 @@ export class DataParallel {
   /** Parameter names in buckets of about `bucketBytes`, last parameters first (the order backward produces them). */
   private async gradientBuckets(): Promise<string[][]> {
     if (this.buckets) return this.buckets;
-    const names = await this.group.call<{ name: string; shape: number[]; kind: string }[]>(0, 'names');
+    const names = await this.group.call<{ name: string; shape: number[]; trained: boolean }[]>(0, 'names');
     const buckets: string[][] = [];
     let current: string[] = [];
     let bytes = 0;
-    for (const t of names.filter((n) => n.kind === 'parameter').reverse()) {
+    for (const t of names.filter((n) => n.trained).reverse()) {
       current.push(t.name);
       bytes += 4 * t.shape.reduce((n, d) => n * d, 1);
       if (bytes >= this.bucketBytes) {
@@ -138,8 +139,39 @@ export class DataParallel {
     return new Map(Object.entries(await this.group.call<Record<string, HostTensor>>(0, 'gradients')));
   }
 
-  async weights(rank = 0): Promise<Map<string, HostTensor>> {
-    return new Map(Object.entries(await this.group.call<Record<string, HostTensor>>(rank, 'weights')));
+  /** Replica `rank`'s tensors (`names`, default all), by name. */
+  async weights(rank = 0, names?: readonly string[]): Promise<Map<string, HostTensor>> {
+    return new Map(Object.entries(await this.group.call<Record<string, HostTensor>>(rank, 'weights', names ? { names } : null)));
+  }
+
+  /** The parameters training updates (all, or only LoRA adapters) of replica 0, by name. */
+  async trainedWeights(): Promise<Map<string, HostTensor>> {
+    return new Map(Object.entries(await this.group.call<Record<string, HostTensor>>(0, 'weights', { trained: true })));
+  }
+
+  /** Every replica's tensors `tensors` replaced (e.g. a resumed run's LoRA adapters). */
+  async setWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    // Sending moves a tensor's buffer: each replica gets its own copy.
+    await this.group.callAll('load', () => ({ tensors: Object.fromEntries([...tensors].map(([n, t]) => [n, t.clone()])) }), { step: 'loading weights' });
+  }
+
+  /** Replica 0's AdamW state (every replica holds the same), by parameter name. */
+  optimizerState(): Promise<NamedOptimizerState> {
+    return this.group.call<NamedOptimizerState>(0, 'optimizerState', null, { step: 'reading the optimizer state' });
+  }
+
+  /** Every replica's AdamW state replaced by `state` (a resumed run's). */
+  async loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    const copy = (): NamedOptimizerState => ({
+      stepCount: state.stepCount,
+      params: Object.fromEntries(Object.entries(state.params).map(([n, s]) => [n, { step: s.step, expAvg: s.expAvg.clone(), expAvgSq: s.expAvgSq.clone() }])),
+    });
+    await this.group.callAll('loadOptimizerState', copy, { step: 'loading the optimizer state' });
+  }
+
+  /** LoRA dropout masks of training step `step` (the one-device trainer's reseeding). */
+  async reseedDropout(step: number): Promise<void> {
+    await this.group.callAll('reseedDropout', () => ({ step }));
   }
 
   async zeroGrad(): Promise<void> {

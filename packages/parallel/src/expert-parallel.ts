@@ -15,6 +15,7 @@ import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@ne
 import { checkBatch, type ParallelBatch } from './batch';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor, toHost } from './host-tensor';
+import { exportOptimizerState, importOptimizerState, type AdamParamState, type NamedOptimizerState } from './optimizer-state';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
 import type { StageWorkerOptions } from './stage-workers';
 import { WorkerGroup } from './worker-group';
@@ -411,23 +412,60 @@ export class ExpertParallel {
   private async gatherExperts(method: 'gradients' | 'weights'): Promise<Map<string, HostTensor>> {
     const parts = await this.group.callAll<Record<string, HostTensor>>(method);
     const out = new Map<string, HostTensor>();
-    const keys = Object.keys(parts[0] ?? {});
-    for (const key of keys) {
-      const [layer, proj] = key.split('.') as [string, string];
-      const shards = parts.map((p) => p[key]!);
-      const total = shards.reduce((n, t) => n + t.data.length, 0);
-      const data = new Float32Array(total);
-      let at = 0;
-      for (const t of shards) {
-        data.set(t.toFloat32(), at);
-        at += t.data.length;
-      }
-      out.set(
-        `model.layers.${layer}.mixer.experts.${proj}`,
-        HostTensor.fromF32(data, [shards.reduce((n, t) => n + t.shape[0]!, 0), ...shards[0]!.shape.slice(1)]),
-      );
-    }
+    for (const key of Object.keys(parts[0] ?? {})) out.set(expertTensorName(key), stackExperts(parts.map((p) => p[key]!)));
     return out;
+  }
+
+  /** The AdamW state of the host's parameters and of every shard's experts (stacked like the model's), by full-model name. */
+  async optimizerState(): Promise<NamedOptimizerState> {
+    if (!this.optimizer) throw new Error('ExpertParallel.optimizerState: call setOptimizer first');
+    const experts = this.routedExperts();
+    const here = await exportOptimizerState(
+      this.optimizer,
+      this.model.namedParameters().filter(([, p]) => !experts.has(p)),
+    );
+    const parts = await this.group.callAll<NamedOptimizerState>('optimizerState', () => null, { step: 'reading the optimizer state' });
+    const params: Record<string, AdamParamState> = { ...here.params };
+    for (const key of Object.keys(parts[0]!.params)) {
+      const shards = parts.map((p) => p.params[key]!);
+      if (shards.some((s) => s === undefined || s.step !== shards[0]!.step)) throw new Error(`ExpertParallel.optimizerState: the shards of '${key}' disagree`);
+      params[expertTensorName(key)] = {
+        step: shards[0]!.step,
+        expAvg: stackExperts(shards.map((s) => s.expAvg)),
+        expAvgSq: stackExperts(shards.map((s) => s.expAvgSq)),
+      };
+    }
+    return { stepCount: here.stepCount, params };
+  }
+
+  /** Replaces the host's and the shards' AdamW state (a resumed run's): each shard gets its experts' rows. */
+  async loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    if (!this.optimizer) throw new Error('ExpertParallel.loadOptimizerState: call setOptimizer first');
+    const experts = this.routedExperts();
+    const here = this.model.namedParameters().filter(([, p]) => !experts.has(p));
+    const hostNames = new Set(here.map(([n]) => n));
+    const hostPart = Object.fromEntries(Object.entries(state.params).filter(([n]) => hostNames.has(n)));
+    const expertPart = Object.entries(state.params).filter(([n]) => !hostNames.has(n));
+    const shardKey = (name: string): string => {
+      const m = /^model\.layers\.(\d+)\.mixer\.experts\.(up_proj|down_proj)$/.exec(name);
+      if (!m) throw new Error(`ExpertParallel.loadOptimizerState: no parameter '${name}'`);
+      return `${m[1]}.${m[2]}`;
+    };
+    importOptimizerState(this.optimizer, here, { stepCount: state.stepCount, params: hostPart }, this.model.lmHead.weight.device, 'expert parallelism host');
+    const per = this.expertsPerRank;
+    await this.group.callAll(
+      'loadOptimizerState',
+      (r) => ({
+        stepCount: state.stepCount,
+        params: Object.fromEntries(
+          expertPart.map(([name, s]) => [
+            shardKey(name),
+            { step: s.step, expAvg: sliceExperts(s.expAvg, r * per, per), expAvgSq: sliceExperts(s.expAvgSq, r * per, per) },
+          ]),
+        ),
+      }),
+      { step: 'loading the optimizer state' },
+    );
   }
 
   async zeroGrad(): Promise<void> {
@@ -444,6 +482,23 @@ export class ExpertParallel {
   close(): void {
     this.group.close();
   }
+}
+
+/** A shard's key (`<layer>.up_proj`) as the model names the stacked tensor. */
+function expertTensorName(key: string): string {
+  const [layer, proj] = key.split('.') as [string, string];
+  return `model.layers.${layer}.mixer.experts.${proj}`;
+}
+
+/** The shards' [E/ep, ...] tensors stacked (rank order) into [E, ...] f32. */
+function stackExperts(shards: readonly HostTensor[]): HostTensor {
+  const data = new Float32Array(shards.reduce((n, t) => n + t.data.length, 0));
+  let at = 0;
+  for (const t of shards) {
+    data.set(t.toFloat32(), at);
+    at += t.data.length;
+  }
+  return HostTensor.fromF32(data, [shards.reduce((n, t) => n + t.shape[0]!, 0), ...shards[0]!.shape.slice(1)]);
 }
 
 /** Experts [start, start + count) of a stacked [E, ...] tensor. */

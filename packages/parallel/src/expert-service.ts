@@ -6,6 +6,7 @@
 import { AdamW, backward, keep, moeExperts, noGrad, tidy, type Device, type Tensor } from '@nemotron-ts/kernels';
 import { gradientSumOfSquares, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, toHost, type HostTensor } from './host-tensor';
+import { exportOptimizerState, importOptimizerState, type NamedOptimizerState } from './optimizer-state';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
 
 export interface ExpertShardRequest {
@@ -31,6 +32,12 @@ export function createExpertService(context: ServiceContext): WorkerService {
   const shards = new Map<number, { up: Tensor; down: Tensor }>();
   const saved = new Map<number, Saved>();
   let optimizer: AdamW | null = null;
+  /** The shard's experts under the names its messages use (`<layer>.up_proj`). */
+  const named = (): [string, Tensor][] =>
+    [...shards].flatMap(([layer, { up, down }]) => [
+      [`${layer}.up_proj`, up],
+      [`${layer}.down_proj`, down],
+    ]);
   const shard = (layer: number) => {
     const s = shards.get(layer);
     if (!s) throw new Error(`expert shard ${context.rank}: no experts of layer ${layer}`);
@@ -98,6 +105,14 @@ export function createExpertService(context: ServiceContext): WorkerService {
             (args as { factor: number }).factor,
           );
           return null;
+        case 'optimizerState': {
+          if (!optimizer) throw new Error(`expert shard ${context.rank}: no optimizer (call 'optimizer' first)`);
+          return exportOptimizerState(optimizer, named());
+        }
+        case 'loadOptimizerState': {
+          if (!optimizer) throw new Error(`expert shard ${context.rank}: no optimizer (call 'optimizer' first)`);
+          return importOptimizerState(optimizer, named(), args as NamedOptimizerState, device, `expert shard ${context.rank}`);
+        }
         case 'step':
           if (!optimizer) throw new Error(`expert shard ${context.rank}: no optimizer (call 'optimizer' first)`);
           optimizer.step({ lrScale: (args as { lrScale?: number } | null)?.lrScale });

@@ -12,6 +12,7 @@ export { PipelineStage, splitIntoStages, isPipelineParallelStage, type TensorMet
 export { scheduleOps, splitRows, type ScheduleName, type ScheduleOp } from './schedules';
 export type { ParallelBatch } from './batch';
 export { clipCoefficient, type TrainOptimizerOptions } from './gradient-ops';
+export type { AdamParamState, NamedOptimizerState } from './optimizer-state';
 export {
   PipelineParallel,
   type PipelineOptions,

@@ -10,7 +10,8 @@ import { checkBatch, concatRows, rowsTensor, sliceBatch, targetCount, type Paral
 import type { TrainOptimizerOptions } from './gradient-ops';
 import type { HostTensor } from './host-tensor';
 import { scheduleOps, splitRows, type ScheduleName } from './schedules';
-import { planStages, type SplitOptions, type StagePlan } from './stage-plan';
+import type { NamedOptimizerState } from './optimizer-state';
+import { planStages, stageOwns, type SplitOptions, type StagePlan } from './stage-plan';
 import type { ForwardReply } from './stage-service';
 import { startStageWorkers, type StageWorkerOptions } from './stage-workers';
 import type { WorkerGroup } from './worker-group';
@@ -172,10 +173,47 @@ export class PipelineParallel {
     return new Map(parts.flatMap((p) => Object.entries(p)));
   }
 
-  /** Every stage's weights, by full-model name. */
-  async weights(): Promise<Map<string, HostTensor>> {
-    const parts = await this.group.callAll<Record<string, HostTensor>>('weights');
+  /** Every stage's tensors (`names`, default all), by full-model name. */
+  async weights(names?: readonly string[]): Promise<Map<string, HostTensor>> {
+    const parts = await this.group.callAll<Record<string, HostTensor>>('weights', (s) =>
+      names ? { names: names.filter((n) => stageOwns(this.plans[s]!, n)) } : null,
+    );
     return new Map(parts.flatMap((p) => Object.entries(p)));
+  }
+
+  /** The parameters training updates (all, or only LoRA adapters), by full-model name. */
+  async trainedWeights(): Promise<Map<string, HostTensor>> {
+    const parts = await this.group.callAll<Record<string, HostTensor>>('weights', () => ({ trained: true }));
+    return new Map(parts.flatMap((p) => Object.entries(p)));
+  }
+
+  /** Tensors replaced on the stages that own them (e.g. a resumed run's LoRA adapters). */
+  async setWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    await this.group.callAll('load', (s) => ({ tensors: Object.fromEntries([...tensors].filter(([n]) => stageOwns(this.plans[s]!, n))) }), {
+      step: 'loading weights',
+    });
+  }
+
+  /** Every stage's AdamW state, by full-model parameter name. */
+  async optimizerState(): Promise<NamedOptimizerState> {
+    const parts = await this.group.callAll<NamedOptimizerState>('optimizerState', () => null, { step: 'reading the optimizer state' });
+    return { stepCount: parts[0]!.stepCount, params: Object.assign({}, ...parts.map((p) => p.params)) };
+  }
+
+  /** Each stage's AdamW state replaced by its parameters' part of `state` (a resumed run's). */
+  async loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    const unowned = Object.keys(state.params).find((n) => !this.plans.some((p) => stageOwns(p, n)));
+    if (unowned !== undefined) throw new Error(`loadOptimizerState: no stage owns '${unowned}'`);
+    await this.group.callAll(
+      'loadOptimizerState',
+      (s) => ({ stepCount: state.stepCount, params: Object.fromEntries(Object.entries(state.params).filter(([n]) => stageOwns(this.plans[s]!, n))) }),
+      { step: 'loading the optimizer state' },
+    );
+  }
+
+  /** LoRA dropout masks of training step `step` (the one-device trainer's reseeding). */
+  async reseedDropout(step: number): Promise<void> {
+    await this.group.callAll('reseedDropout', () => ({ step }));
   }
 
   async zeroGrad(): Promise<void> {

@@ -7,6 +7,10 @@
 import {
   add,
   type AdamW,
+  cast,
+  copyInto,
+  formatShape,
+  shapesEqual,
   argmax,
   backward,
   crossEntropy,
@@ -28,12 +32,19 @@ import {
   NemotronHConfig,
   NemotronHybridCache,
   prefillPositions,
+  applyLora,
+  matchesTarget,
+  Linear,
+  reseedLoraDropout,
+  loraHandle,
+  type LoraConfig,
   prepareInputs,
   type Rows,
   type SequenceInfo,
 } from '@nemotron-ts/core';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, type HostTensor, toHost } from './host-tensor';
+import { exportOptimizerState, importOptimizerState, type NamedOptimizerState } from './optimizer-state';
 import { PipelineStage } from './pipeline-stage';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
 import type { StagePlan } from './stage-plan';
@@ -45,6 +56,8 @@ export interface StageServiceOptions {
   readonly dtype: FloatDType;
   /** Initialise the weights with this seed (NeMo's init, trimmed-stage aware) instead of loading them. */
   readonly seed?: number | null;
+  /** LoRA adapters on the stage's matching Linear layers (the host model's options: the same initial A per layer name). */
+  readonly lora?: LoraConfig | null;
 }
 
 /** A microbatch's rows as sent to a stage. */
@@ -93,7 +106,13 @@ export function createStageService(context: ServiceContext): WorkerService {
   const config = NemotronHConfig.fromJSON(options.config);
   const stage = PipelineStage.create(config, options.plan, { dtype: options.dtype, device });
   if (options.seed !== undefined && options.seed !== null) stage.initializeWeights(options.seed);
-  return new StageService(stage, device);
+  // A stage without a targeted layer (say targets [lm_head] on the first stage) trains nothing.
+  const lora = options.lora;
+  if (lora) {
+    if (stage.namedModules().some(([name, m]) => m instanceof Linear && matchesTarget(name, lora.targetModules))) applyLora(stage, lora);
+    else stage.requiresGrad_(false);
+  }
+  return new StageService(stage, device, lora ?? null);
 }
 
 class StageService implements WorkerService {
@@ -104,14 +123,22 @@ class StageService implements WorkerService {
   constructor(
     private readonly stage: PipelineStage,
     private readonly device: Device,
+    private readonly lora: LoraConfig | null,
   ) {}
+
+  /** The parameters training updates: every one, or only the LoRA adapters' (the base is frozen). */
+  private trained(): [string, Tensor][] {
+    return this.stage.namedParameters().filter(([, p]) => p.requiresGrad);
+  }
 
   handle(method: string, args: unknown): unknown {
     switch (method) {
       case 'load':
         return this.load(args as { tensors: Record<string, HostTensor> });
       case 'names':
-        return this.stage.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype, kind: t.kind }));
+        return this.stage
+          .namedTensors()
+          .map((t) => ({ name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype, kind: t.kind, trained: t.kind === 'parameter' && t.tensor.requiresGrad }));
       case 'forward':
         return this.forward(args as ForwardRequest);
       case 'backward':
@@ -123,7 +150,16 @@ class StageService implements WorkerService {
       case 'zeroGrad':
         return this.stage.zeroGrad();
       case 'optimizer':
-        this.optimizer = groupedAdamW(this.stage.namedParameters(), args as TrainOptimizerOptions);
+        this.optimizer?.dispose();
+        this.optimizer = groupedAdamW(this.trained(), args as TrainOptimizerOptions);
+        return null;
+      case 'optimizerState':
+        return exportOptimizerState(this.requireOptimizer(), this.trained());
+      case 'loadOptimizerState':
+        return importOptimizerState(this.requireOptimizer(), this.trained(), args as NamedOptimizerState, this.device, `stage ${this.stage.plan.index}`);
+      case 'reseedDropout':
+        // LoRA dropout masks per step, as the one-device trainer draws them.
+        if (this.lora && this.lora.dropout > 0 && loraHandle(this.stage)) reseedLoraDropout(this.stage, (args as { step: number }).step);
         return null;
       case 'gradientSumOfSquares':
         return gradientSumOfSquares(this.stage.parameters());
@@ -133,7 +169,7 @@ class StageService implements WorkerService {
       case 'step':
         return this.step(args as { lrScale?: number });
       case 'weights':
-        return this.weights(args as { names?: string[] } | null);
+        return this.weights(args as { names?: string[]; trained?: boolean } | null);
       case 'prefill':
         return this.prefill(args as StageBatch & { capacity: number; returnLogits?: boolean });
       case 'decode':
@@ -151,7 +187,14 @@ class StageService implements WorkerService {
     let n = 0;
     for (const [name, host] of Object.entries(tensors)) {
       const t = fromHost(host, this.device);
-      this.stage.setTensor(name, t);
+      if (this.optimizer) {
+        // The optimizer holds the parameters themselves: write into them, not new tensors beside them.
+        const p = this.stage.getTensor(name);
+        if (!shapesEqual(p.shape, t.shape))
+          throw new Error(`stage ${this.stage.plan.index}: '${name}' is ${formatShape(p.shape)}, got ${formatShape(t.shape)}`);
+        noGrad(() => tidy(() => copyInto(p, t.dtype === p.dtype ? t : cast(t, p.dtype))));
+        p.storage.invalidateDerived();
+      } else this.stage.setTensor(name, t);
       t.dispose();
       n++;
     }
@@ -183,6 +226,8 @@ class StageService implements WorkerService {
     const stage = this.stage;
     const plan = stage.plan;
     if (this.saved.has(req.mb)) throw new Error(`stage ${plan.index}: microbatch ${req.mb} already ran forward without a backward`);
+    // Dropout (LoRA's) only in a training forward.
+    stage.train(req.train);
     const run = () =>
       tidy(() => {
         const { ids, hidden, embeds: receivedEmbeds } = this.inputs(req, req.train);
@@ -292,14 +337,23 @@ class StageService implements WorkerService {
     return null;
   }
 
-  private step({ lrScale }: { lrScale?: number }): null {
+  private requireOptimizer(): AdamW {
     if (!this.optimizer) throw new Error(`stage ${this.stage.plan.index}: no optimizer (call 'optimizer' first)`);
-    this.optimizer.step({ lrScale });
+    return this.optimizer;
+  }
+
+  private step({ lrScale }: { lrScale?: number }): null {
+    this.requireOptimizer().step({ lrScale });
     return null;
   }
 
-  private async weights(args: { names?: string[] } | null): Promise<Record<string, HostTensor>> {
+  /** Tensors by name: `names`, or with `trained` the parameters training updates, else all. */
+  private async weights(args: { names?: string[]; trained?: boolean } | null): Promise<Record<string, HostTensor>> {
     const out: Record<string, HostTensor> = {};
+    if (args?.trained) {
+      for (const [name, p] of this.trained()) out[name] = await toHost(p);
+      return out;
+    }
     const wanted = args?.names ? new Set(args.names) : null;
     for (const t of this.stage.namedTensors()) if (!wanted || wanted.has(t.name)) out[t.name] = await toHost(t.tensor);
     return out;
@@ -311,6 +365,7 @@ class StageService implements WorkerService {
   ): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
     const stage = this.stage;
     const plan = stage.plan;
+    stage.eval();
     this.caches.get(req.mb)?.dispose();
     const result = noGrad(() =>
       tidy(() => {
@@ -344,6 +399,7 @@ class StageService implements WorkerService {
     const stage = this.stage;
     const cache = this.caches.get(req.mb);
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
+    stage.eval();
     const result = noGrad(() =>
       tidy(() => {
         if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
@@ -373,6 +429,7 @@ class StageService implements WorkerService {
   }
 
   dispose(): void {
+    this.optimizer?.dispose();
     for (const c of this.caches.values()) c.dispose();
     this.stage.dispose();
   }
