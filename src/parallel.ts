@@ -206,6 +206,16 @@ export class ParallelModel {
     return this.stagedTrainer('setWeights').setWeights(tensors);
   }
 
+  /** The workers' f32 masters of their bf16 trained parameters (a bf16 model's mixed precision; none for f32 weights), by name. */
+  masterWeights(): Promise<Map<string, HostTensor>> {
+    return this.stagedTrainer('masterWeights').masterWeights();
+  }
+
+  /** Writes a resumed run's f32 masters into the workers' (sending moves the buffers). */
+  loadMasterWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    return this.stagedTrainer('loadMasterWeights').loadMasterWeights(tensors);
+  }
+
   /** Reseeds the workers' LoRA dropout for training step `step` (the one-device trainer's `reseedLoraDropout`). */
   reseedDropout(step: number): Promise<void> {
     return this.stagedTrainer('reseedDropout').reseedDropout(step);

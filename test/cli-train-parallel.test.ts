@@ -184,7 +184,10 @@ describe('nemotron train with parallel flags', () => {
       stderr: expect.stringContaining('--lora-r is not supported with --expert-parallel'),
     });
     expect(refused('--gradient-checkpointing')).toMatchObject({ code: 2, stderr: expect.stringContaining('--gradient-checkpointing is not supported') });
-    expect(refused('--dtype', 'bf16')).toMatchObject({ code: 2, stderr: expect.stringContaining('--dtype bf16 is not supported with --data-parallel') });
+    expect(nemotron('train', ...common, '--out', join(scratch, 'refused'), '--expert-parallel', '2', '--dtype', 'bf16')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--dtype bf16 is not supported with --expert-parallel'),
+    });
     expect(refused('--pipeline-stages', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
   });
 });

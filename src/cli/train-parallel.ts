@@ -24,7 +24,8 @@ export function checkParallelTrainFlags(args: ParsedArgs, parallel: ParallelOpti
     throw new RefusedError(`${what} is not supported with ${mode} (${why})`);
   };
   if (args.flags.has('gradient-checkpointing')) refuse('--gradient-checkpointing', 'the workers keep every activation');
-  if (flags.dtype !== 'f32') refuse(`--dtype ${flags.dtype}`, "the workers train f32 weights; bf16 needs the one-device trainer's f32 masters");
+  if (flags.dtype !== 'f32' && mode === '--expert-parallel')
+    refuse(`--dtype ${flags.dtype}`, "the host's and the expert shards' AdamW have no f32 masters; use --pipeline-stages or --data-parallel");
   if (args.flags.has('pack') && flags.batchSize > 1)
     refuse(`--pack with --batch-size ${flags.batchSize}`, 'packed rows go to the workers one at a time: use --batch-size 1 and --grad-accum');
   if (lora && mode === '--expert-parallel')

@@ -1,7 +1,7 @@
 /**
  * The {@link Trainer}'s run through a {@link ParallelModel} (pipeline stages, data-parallel
  * replicas or expert shards in workers): the same rows in the same order, AdamW groups, warmup + cosine schedule,
- * clipping, accumulation, LoRA (adapters built in the workers that own the targeted layers; only
+ * clipping, accumulation, bf16 weights through f32 masters (kept in the workers), LoRA (adapters built in the workers that own the targeted layers; only
  * they train, and only their gradients are all-reduced) and per-step dropout reseeding — and the
  * same checkpoints. A checkpoint holds the model (or the PEFT adapter) synced back from the
  * workers, the workers' AdamW moments and step counts under the one-device names and order, and
@@ -26,7 +26,15 @@ import type { ParallelModel } from '../parallel';
 import { noWeightDecayNames, parallelBatch } from './parallel-batch';
 import { changedHyperparameters, checkResumable, runSettings, type ChangedHyperparameter } from './run-settings';
 import { evaluationLoss, resolveTrainerOptions, trainedGroups, type ResolvedTrainerOptions, type StepLog, type TrainerOptions } from './trainer';
-import { pruneCheckpoints, readOptimizerState, readTrainerState, saveCheckpoint, type Hyperparameters, type RunSettings } from './trainer-state';
+import {
+  pruneCheckpoints,
+  readMasterWeights,
+  readOptimizerState,
+  readTrainerState,
+  saveCheckpoint,
+  type Hyperparameters,
+  type RunSettings,
+} from './trainer-state';
 import type { TrainingData } from './training-data';
 
 /** The one-device trainer's AdamW moments (beta1, beta2, eps). */
@@ -47,6 +55,8 @@ export class ParallelTrainer {
     private readonly options: ResolvedTrainerOptions,
     /** Trained parameters' names in the one-device optimizer's order (its groups: decayed, then not). */
     private readonly names: readonly string[],
+    /** The trained parameters that are bf16: the workers keep f32 masters of them, which checkpoints hold. */
+    private readonly masterNames: readonly string[],
     private readonly settings: RunSettings,
     private readonly lora: LoraHandle | null,
   ) {
@@ -65,7 +75,9 @@ export class ParallelTrainer {
     if (options.gradientCheckpointing) throw new Error('ParallelTrainer: gradient checkpointing is not built for the workers (they keep every activation)');
     const o = resolveTrainerOptions(model, data, options);
     const dtype = model.lmHead.weight.dtype;
-    if (dtype !== 'f32') throw new Error(`ParallelTrainer: the model's weights are ${dtype}; the workers train f32 weights`);
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`ParallelTrainer: the model's weights are ${dtype}; train f32 or bf16 weights`);
+    if (dtype === 'bf16' && parallel.mode === 'expert')
+      throw new Error("ParallelTrainer: bf16 weights with expert parallelism are not built (the host's and the shards' AdamW need f32 masters)");
     const lora = loraHandle(model);
     if (lora && parallel.mode === 'expert')
       throw new Error('ParallelTrainer: LoRA with expert parallelism is not built (the shards would train the frozen routed experts)');
@@ -78,9 +90,23 @@ export class ParallelTrainer {
     model.train().requiresGrad_(!lora);
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
     const names = trainedGroups(model, o.weightDecay, o.mtp, lora).flatMap((g) => g.names);
+    const bf16 = new Set(
+      model
+        .namedParameters()
+        .filter(([, p]) => p.dtype !== 'f32')
+        .map(([n]) => n),
+    );
     const settings = runSettings(data, { batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp: o.mtp, dtype, lora: lora?.config ?? null });
     await parallel.setOptimizer({ lr: o.lr, ...ADAM, weightDecay: o.weightDecay, noWeightDecay: noWeightDecayNames(model) });
-    return new ParallelTrainer(parallel, data, o, names, settings, lora);
+    return new ParallelTrainer(
+      parallel,
+      data,
+      o,
+      names,
+      names.filter((n) => bf16.has(n)),
+      settings,
+      lora,
+    );
   }
 
   /** This run's optimization hyperparameters, as checkpoints record them. */
@@ -115,6 +141,16 @@ export class ParallelTrainer {
       await this.parallel.loadOptimizerState({ stepCount: dict.stepCount, params });
     } finally {
       disposeStateDict(dict);
+    }
+    if (this.masterNames.length > 0) {
+      const saved = await readMasterWeights(dir, this.masterNames, model.lmHead.weight.device);
+      const masters = new Map<string, HostTensor>();
+      try {
+        for (const [name, t] of saved) masters.set(name, await toHost(t));
+      } finally {
+        for (const t of saved.values()) t.dispose();
+      }
+      await this.parallel.loadMasterWeights(masters);
     }
     this.step = state.step;
     this.dataPosition = state.dataPosition;
@@ -171,6 +207,7 @@ export class ParallelTrainer {
     if (o.outDir === null) throw new Error('ParallelTrainer.saveCheckpoint: no outDir');
     await this.sync();
     const dict = this.optimizerStateDict(await this.parallel.optimizerState());
+    const masters = await this.masters();
     let dir: string;
     try {
       dir = await saveCheckpoint(
@@ -181,19 +218,20 @@ export class ParallelTrainer {
         { step: this.step, dataPosition: this.dataPosition, settings: this.settings, hyperparameters: this.hyperparameters },
         {
           tokenizerFrom: o.tokenizerFrom,
-          masters: new Map(),
+          masters,
           loraAdapter: this.lora ? { baseModelNameOrPath: o.baseModelNameOrPath ?? null } : undefined,
         },
       );
     } finally {
       disposeStateDict(dict);
+      for (const t of masters.values()) t.dispose();
     }
     const deleted = o.saveTotalLimit > 0 ? await pruneCheckpoints(o.outDir, o.saveTotalLimit) : [];
     o.onCheckpoint?.(dir, this.step, deleted);
     return dir;
   }
 
-  /** About how many bytes one checkpoint of this run takes: weights (or the adapter) and AdamW moments. */
+  /** About how many bytes one checkpoint of this run takes: weights (or the adapter), AdamW moments, f32 masters. */
   checkpointBytes(): number {
     const model = this.parallel.model;
     const trained = new Set(this.names);
@@ -204,6 +242,10 @@ export class ParallelTrainer {
       bytes(
         params.filter(([n]) => trained.has(n)).map(([, p]) => p),
         8,
+      ) +
+      bytes(
+        params.filter(([n]) => this.masterNames.includes(n)).map(([, p]) => p),
+        4,
       )
     );
   }
@@ -216,6 +258,17 @@ export class ParallelTrainer {
     if (this.syncedAt === this.step) return;
     await this.parallel.syncWeights();
     this.syncedAt = this.step;
+  }
+
+  /** The workers' f32 masters of the bf16 trained parameters, on the loaded model's device (the caller disposes them). */
+  private async masters(): Promise<Map<string, Tensor>> {
+    if (this.masterNames.length === 0) return new Map();
+    const hosts = await this.parallel.masterWeights();
+    const missing = this.masterNames.find((n) => !hosts.has(n));
+    if (missing !== undefined || hosts.size !== this.masterNames.length)
+      throw new Error(`ParallelTrainer: the workers' master weights do not match this run's bf16 parameters${missing ? ` ('${missing}' missing)` : ''}`);
+    const device = this.parallel.model.lmHead.weight.device;
+    return new Map(this.masterNames.map((n) => [n, fromHost(hosts.get(n)!, device)]));
   }
 
   /** The workers' AdamW state as the one-device trainer's state dict (its two groups, its parameter order), on the loaded model's device. */

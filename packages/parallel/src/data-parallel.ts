@@ -169,6 +169,18 @@ export class DataParallel {
     await this.group.callAll('loadOptimizerState', copy, { step: 'loading the optimizer state' });
   }
 
+  /** Replica 0's f32 masters of its bf16 trained parameters (none for f32 weights; every replica holds the same), by name. */
+  async masterWeights(): Promise<Map<string, HostTensor>> {
+    return new Map(Object.entries(await this.group.call<Record<string, HostTensor>>(0, 'masterWeights', null, { step: 'reading the master weights' })));
+  }
+
+  /** A resumed run's f32 masters, into every replica. */
+  async loadMasterWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    await this.group.callAll('loadMasterWeights', () => ({ tensors: Object.fromEntries([...tensors].map(([n, t]) => [n, t.clone()])) }), {
+      step: 'loading the master weights',
+    });
+  }
+
   /** LoRA dropout masks of training step `step` (the one-device trainer's reseeding). */
   async reseedDropout(step: number): Promise<void> {
     await this.group.callAll('reseedDropout', () => ({ step }));

@@ -211,6 +211,19 @@ export class PipelineParallel {
     );
   }
 
+  /** The f32 masters of the stages' bf16 trained parameters (none for f32 weights), by full-model name. */
+  async masterWeights(): Promise<Map<string, HostTensor>> {
+    const parts = await this.group.callAll<Record<string, HostTensor>>('masterWeights', () => null, { step: 'reading the master weights' });
+    return new Map(parts.flatMap((p) => Object.entries(p)));
+  }
+
+  /** A resumed run's f32 masters, each to the stage that owns it. */
+  async loadMasterWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    await this.group.callAll('loadMasterWeights', (s) => ({ tensors: Object.fromEntries([...tensors].filter(([n]) => stageOwns(this.plans[s]!, n))) }), {
+      step: 'loading the master weights',
+    });
+  }
+
   /** LoRA dropout masks of training step `step` (the one-device trainer's reseeding). */
   async reseedDropout(step: number): Promise<void> {
     await this.group.callAll('reseedDropout', () => ({ step }));

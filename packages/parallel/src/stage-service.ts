@@ -44,6 +44,7 @@ import {
 } from '@nemotron-ts/core';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { fromHost, type HostTensor, toHost } from './host-tensor';
+import { MasterWeights } from './master-weights';
 import { exportOptimizerState, importOptimizerState, type NamedOptimizerState } from './optimizer-state';
 import { PipelineStage } from './pipeline-stage';
 import { unknownMethod, type ServiceContext, type WorkerService } from './service';
@@ -119,6 +120,8 @@ class StageService implements WorkerService {
   private readonly saved = new Map<number, Saved>();
   private readonly caches = new Map<number, NemotronHybridCache>();
   private optimizer: AdamW | null = null;
+  /** f32 masters of bf16 trained parameters (what the optimizer updates), with the optimizer. */
+  private masters: MasterWeights | null = null;
 
   constructor(
     private readonly stage: PipelineStage,
@@ -151,12 +154,18 @@ class StageService implements WorkerService {
         return this.stage.zeroGrad();
       case 'optimizer':
         this.optimizer?.dispose();
-        this.optimizer = groupedAdamW(this.trained(), args as TrainOptimizerOptions);
+        this.masters?.dispose();
+        this.masters = new MasterWeights(this.trained());
+        this.optimizer = groupedAdamW(this.masters.named(), args as TrainOptimizerOptions);
         return null;
       case 'optimizerState':
-        return exportOptimizerState(this.requireOptimizer(), this.trained());
+        return exportOptimizerState(this.requireOptimizer(), this.masters!.named());
       case 'loadOptimizerState':
-        return importOptimizerState(this.requireOptimizer(), this.trained(), args as NamedOptimizerState, this.device, `stage ${this.stage.plan.index}`);
+        return importOptimizerState(this.requireOptimizer(), this.masters!.named(), args as NamedOptimizerState, this.device, `stage ${this.stage.plan.index}`);
+      case 'masterWeights':
+        return this.masterWeights();
+      case 'loadMasterWeights':
+        return this.loadMasterWeights(args as { tensors: Record<string, HostTensor> });
       case 'reseedDropout':
         // LoRA dropout masks per step, as the one-device trainer draws them.
         if (this.lora && this.lora.dropout > 0 && loraHandle(this.stage)) reseedLoraDropout(this.stage, (args as { step: number }).step);
@@ -194,6 +203,8 @@ class StageService implements WorkerService {
           throw new Error(`stage ${this.stage.plan.index}: '${name}' is ${formatShape(p.shape)}, got ${formatShape(t.shape)}`);
         noGrad(() => tidy(() => copyInto(p, t.dtype === p.dtype ? t : cast(t, p.dtype))));
         p.storage.invalidateDerived();
+        const master = this.masters!.copyOf(p);
+        if (master) noGrad(() => tidy(() => copyInto(master, t.dtype === 'f32' ? t : cast(t, 'f32'))));
       } else this.stage.setTensor(name, t);
       t.dispose();
       n++;
@@ -343,8 +354,35 @@ class StageService implements WorkerService {
   }
 
   private step({ lrScale }: { lrScale?: number }): null {
-    this.requireOptimizer().step({ lrScale });
+    const optimizer = this.requireOptimizer();
+    this.masters!.moveGradients();
+    optimizer.step({ lrScale });
+    this.masters!.copyBack();
     return null;
+  }
+
+  /** The f32 masters of the bf16 trained parameters (none in an f32 stage), by name. */
+  private async masterWeights(): Promise<Record<string, HostTensor>> {
+    this.requireOptimizer();
+    const out: Record<string, HostTensor> = {};
+    for (const [name, m] of this.masters!.separate()) out[name] = await toHost(m);
+    return out;
+  }
+
+  /** A resumed run's masters (a checkpoint's master_weights), each written into this stage's master. */
+  private loadMasterWeights({ tensors }: { tensors: Record<string, HostTensor> }): number {
+    this.requireOptimizer();
+    const masters = new Map(this.masters!.separate());
+    for (const [name, host] of Object.entries(tensors)) {
+      const m = masters.get(name);
+      if (!m) throw new Error(`stage ${this.stage.plan.index}: no f32 master weight '${name}' (only bf16 trained parameters have one)`);
+      if (!shapesEqual(m.shape, host.shape))
+        throw new Error(`stage ${this.stage.plan.index}: master '${name}' is ${formatShape(m.shape)}, got ${formatShape(host.shape)}`);
+      const t = fromHost(host, this.device);
+      noGrad(() => tidy(() => copyInto(m, t.dtype === 'f32' ? t : cast(t, 'f32'))));
+      t.dispose();
+    }
+    return Object.keys(tensors).length;
   }
 
   /** Tensors by name: `names`, or with `trained` the parameters training updates, else all. */
@@ -430,6 +468,7 @@ class StageService implements WorkerService {
 
   dispose(): void {
     this.optimizer?.dispose();
+    this.masters?.dispose();
     for (const c of this.caches.values()) c.dispose();
     this.stage.dispose();
   }
