@@ -174,7 +174,9 @@ export class ParallelModel {
     if (batches.length === 0) throw new Error('trainUpdate: no batches');
     await e.zeroGrad();
     const losses: number[] = [];
-    for (const batch of batches) losses.push(await this.forwardBackward(batch));
+    // Data parallelism all-reduces during the last micro-batch's backward (its gradients are then final).
+    for (const [i, batch] of batches.entries())
+      losses.push(e instanceof DataParallel ? await e.forwardBackward(batch, { allReduce: i === batches.length - 1 }) : await this.forwardBackward(batch));
     const loss = losses.reduce((a, b) => a + b, 0) / losses.length;
     if (!Number.isFinite(loss)) {
       await e.zeroGrad();
@@ -182,7 +184,6 @@ export class ParallelModel {
         `training loss is ${loss}${options.step !== undefined ? ` at step ${options.step}` : ''} (micro-batch losses ${losses.join(', ')}); stopping before the update`,
       );
     }
-    if (e instanceof DataParallel) await e.allReduceGradients();
     if (batches.length > 1) await e.scaleGradients(1 / batches.length);
     const gradNorm = await e.gradientNorm();
     const coef = clipCoefficient(gradNorm, options.maxGradNorm ?? 0);

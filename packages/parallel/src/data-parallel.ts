@@ -3,9 +3,11 @@
  * running forward and backward on its share of the batch rows with the loss scaled by the whole
  * batch's target count, so the replicas' gradients sum to the one-device gradient. Gradients are
  * all-reduced in buckets (DDP's reverse parameter order, about `bucketBytes` each): every bucket
- * is gathered from all replicas, summed in rank order, and sent back, the next bucket's gather
- * already queued while one is summed. Then every replica takes the same AdamW step, so the
- * replicas stay identical.
+ * is gathered from all replicas, summed in rank order, and sent back. With `allReduce` a replica
+ * sends each bucket during its backward as soon as the bucket's gradients are final (gradient
+ * hooks), so gathering and summing overlap the rest of the backward; otherwise (gradient
+ * accumulation's earlier micro-batches) {@link DataParallel.allReduceGradients} runs after it. Then every replica
+ * takes the same AdamW step, so the replicas stay identical.
  */
 import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
@@ -73,12 +75,21 @@ export class DataParallel {
     return (this.buckets = buckets);
   }
 
-  /** Forward and backward of each replica's rows; gradients stay local until {@link allReduceGradients}. Returns the batch loss. */
-  async forwardBackward(batch: ParallelBatch): Promise<number> {
+  /**
+   * Forward and backward of each replica's rows. Returns the batch loss. Without `allReduce` the
+   * gradients stay local (accumulating) until {@link allReduceGradients}; with it they are summed
+   * over the replicas before this returns, each bucket as soon as every replica's backward has
+   * finished its gradients (DDP's overlap: the gather and the sum run while the backward goes on;
+   * a batch with fewer rows than replicas all-reduces after the backward instead).
+   */
+  async forwardBackward(batch: ParallelBatch, options: { allReduce?: boolean } = {}): Promise<number> {
     const [rows] = checkBatch(this.model.config, batch);
     if (!batch.labels && !batch.mtpLabels) throw new Error('forwardBackward: the batch has no labels');
     const shards = splitRows(rows, Math.min(this.replicas, rows));
     const lossScale = 1 / Math.max(targetCount(batch), 1);
+    const overlap = options.allReduce === true && shards.length === this.replicas;
+    const buckets = overlap ? await this.gradientBuckets() : null;
+    const reduction = buckets ? this.bucketReduction(buckets) : null;
     const losses = await Promise.all(
       shards.map(async ([start, n], r) => {
         const mb = sliceBatch(batch, start, n);
@@ -99,37 +110,62 @@ export class DataParallel {
           },
           { step: `forward of rows ${start}–${start + n - 1}` },
         );
-        await this.group.call(r, 'backward', { mb: id }, { step: `backward of rows ${start}–${start + n - 1}` });
+        await this.group.call(
+          r,
+          'backward',
+          { mb: id, buckets },
+          { step: `backward of rows ${start}–${start + n - 1}`, onPart: reduction ? (part) => reduction.receive(r, part as GradientBucket) : undefined },
+        );
         return reply.loss!;
       }),
     );
+    if (reduction) await reduction.done();
+    else if (options.allReduce) await this.allReduceGradients();
     // Replicas without rows (a batch smaller than the replica count) contribute no gradient.
     return losses.reduce((a, b) => a + b, 0);
   }
 
-  /** Sums every replica's gradients, bucket by bucket, and gives each replica the sum. */
+  /**
+   * The all-reduce of buckets the replicas send during their backward: when every replica has sent
+   * bucket b, its sum (in rank order) goes back to every replica (queued behind the backward).
+   */
+  private bucketReduction(buckets: readonly string[][]): { receive(rank: number, part: GradientBucket): void; done(): Promise<void> } {
+    // Filled with undefined, not holes (`some` skips holes); null once the bucket is reduced.
+    const received: ((Record<string, HostTensor> | undefined)[] | null)[] = buckets.map(() => new Array(this.replicas).fill(undefined));
+    const scatters: Promise<unknown>[] = [];
+    let reduced = 0;
+    return {
+      receive: (rank, { bucket, grads }) => {
+        const parts = received[bucket];
+        if (!parts || parts[rank]) throw new Error(`all-reduce: replica ${rank} sent bucket ${bucket} twice or out of range`);
+        parts[rank] = grads;
+        if (parts.some((p) => p === undefined)) return;
+        received[bucket] = null;
+        reduced++;
+        scatters.push(this.scatter(bucket, sumInRankOrder(parts as Record<string, HostTensor>[])));
+      },
+      done: async () => {
+        await Promise.all(scatters);
+        if (reduced !== buckets.length) throw new Error(`all-reduce: ${reduced} of ${buckets.length} gradient buckets arrived from every replica`);
+      },
+    };
+  }
+
+  /** Every replica's gradients of a bucket replaced by their sum. */
+  private scatter(bucket: number, sums: Record<string, HostTensor>): Promise<unknown> {
+    // Sending moves a tensor's buffer: each replica gets its own copy.
+    return this.group.callAll('setGradients', () => ({ grads: Object.fromEntries(Object.entries(sums).map(([name, t]) => [name, t.clone()])) }), {
+      step: `all-reduce bucket ${bucket} (scatter)`,
+    });
+  }
+
+  /** Sums every replica's gradients, bucket by bucket, and gives each replica the sum (after the backward). */
   async allReduceGradients(): Promise<void> {
     const buckets = await this.gradientBuckets();
     await Promise.all(
       buckets.map(async (names, b) => {
         const parts = await this.group.callAll<Record<string, HostTensor>>('gradients', () => ({ names }), { step: `all-reduce bucket ${b} (gather)` });
-        const sums: Record<string, Float32Array> = {};
-        const shapes: Record<string, readonly number[]> = {};
-        for (const part of parts) {
-          for (const [name, g] of Object.entries(part)) {
-            const values = g.toFloat32();
-            const sum = sums[name];
-            if (!sum) {
-              sums[name] = Float32Array.from(values);
-              shapes[name] = g.shape;
-            } else for (let i = 0; i < sum.length; i++) sum[i]! += values[i]!;
-          }
-        }
-        await this.group.callAll(
-          'setGradients',
-          () => ({ grads: Object.fromEntries(Object.entries(sums).map(([name, v]) => [name, HostTensor.fromF32(v.slice(), shapes[name]!)])) }),
-          { step: `all-reduce bucket ${b} (scatter)` },
-        );
+        await this.scatter(b, sumInRankOrder(parts));
       }),
     );
   }
@@ -209,11 +245,10 @@ export class DataParallel {
     await this.group.callAll('step', () => ({ lrScale }), { step: 'optimizer step' });
   }
 
-  /** One training step: zero, forward/backward on every replica, all-reduce, update. Returns the batch loss. */
+  /** One training step: zero, forward/backward on every replica with the all-reduce overlapped, update. Returns the batch loss. */
   async trainStep(batch: ParallelBatch): Promise<number> {
     await this.zeroGrad();
-    const loss = await this.forwardBackward(batch);
-    await this.allReduceGradients();
+    const loss = await this.forwardBackward(batch, { allReduce: true });
     await this.step();
     return loss;
   }
@@ -227,4 +262,27 @@ export class DataParallel {
   close(): void {
     this.group.close();
   }
+}
+
+/** A bucket of finished gradients a replica sends during its backward. */
+export interface GradientBucket {
+  readonly bucket: number;
+  readonly grads: Record<string, HostTensor>;
+}
+
+/** The replicas' gradients summed name by name, in rank order (a name some replica lacks sums over the others). */
+function sumInRankOrder(parts: readonly Record<string, HostTensor>[]): Record<string, HostTensor> {
+  const sums: Record<string, Float32Array> = {};
+  const shapes: Record<string, readonly number[]> = {};
+  for (const part of parts) {
+    for (const [name, g] of Object.entries(part)) {
+      const values = g.toFloat32();
+      const sum = sums[name];
+      if (!sum) {
+        sums[name] = Float32Array.from(values);
+        shapes[name] = g.shape;
+      } else for (let i = 0; i < sum.length; i++) sum[i]! += values[i]!;
+    }
+  }
+  return Object.fromEntries(Object.entries(sums).map(([name, v]) => [name, HostTensor.fromF32(v, shapes[name]!)]));
 }

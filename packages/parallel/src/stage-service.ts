@@ -13,6 +13,7 @@ import {
   shapesEqual,
   argmax,
   backward,
+  backwardAsync,
   crossEntropy,
   keep,
   mul,
@@ -47,7 +48,7 @@ import { fromHost, type HostTensor, toHost } from './host-tensor';
 import { MasterWeights } from './master-weights';
 import { exportOptimizerState, importOptimizerState, type NamedOptimizerState } from './optimizer-state';
 import { PipelineStage } from './pipeline-stage';
-import { unknownMethod, type ServiceContext, type WorkerService } from './service';
+import { unknownMethod, type EmitPart, type ServiceContext, type WorkerService } from './service';
 import type { StagePlan } from './stage-plan';
 
 export interface StageServiceOptions {
@@ -134,7 +135,7 @@ class StageService implements WorkerService {
     return this.stage.namedParameters().filter(([, p]) => p.requiresGrad);
   }
 
-  handle(method: string, args: unknown): unknown {
+  handle(method: string, args: unknown, emit: EmitPart): unknown {
     switch (method) {
       case 'load':
         return this.load(args as { tensors: Record<string, HostTensor> });
@@ -145,7 +146,7 @@ class StageService implements WorkerService {
       case 'forward':
         return this.forward(args as ForwardRequest);
       case 'backward':
-        return this.backward(args as { mb: number; grads?: HostTensor[] });
+        return this.backward(args as { mb: number; grads?: HostTensor[]; buckets?: string[][] | null }, emit);
       case 'gradients':
         return this.gradients(args as { names?: string[] } | null);
       case 'setGradients':
@@ -302,7 +303,15 @@ class StageService implements WorkerService {
     return mul(crossEntropy(narrow(logits, 1, 0, length - 1), narrow(labels, 1, 1, length - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'sum' }), scale);
   }
 
-  private async backward({ mb, grads }: { mb: number; grads?: HostTensor[] }): Promise<{ grads: HostTensor[] }> {
+  /**
+   * The backward of microbatch `mb`. With `buckets` (data parallelism's all-reduce buckets, last
+   * stage) each bucket's gradients are sent to the host (`emit`) as soon as they are all final, while
+   * the backward goes on; buckets the graph does not reach are sent at the end.
+   */
+  private async backward(
+    { mb, grads, buckets }: { mb: number; grads?: HostTensor[]; buckets?: string[][] | null },
+    emit: EmitPart,
+  ): Promise<{ grads: HostTensor[] }> {
     const saved = this.saved.get(mb);
     const plan = this.stage.plan;
     if (!saved) throw new Error(`stage ${plan.index}: no forward of microbatch ${mb} to run backward through`);
@@ -310,7 +319,8 @@ class StageService implements WorkerService {
     try {
       if (plan.isLast) {
         if (saved.outputs.length !== 1) throw new Error(`stage ${plan.index}: microbatch ${mb} had no labels, so there is no loss to differentiate`);
-        backward(saved.outputs[0]!);
+        if (buckets) await this.backwardSendingBuckets(saved.outputs[0]!, buckets, emit);
+        else backward(saved.outputs[0]!);
       } else {
         if (!grads || grads.length !== saved.outputs.length)
           throw new Error(`stage ${plan.index}: ${grads?.length ?? 0} gradients for ${saved.outputs.length} outputs`);
@@ -326,6 +336,37 @@ class StageService implements WorkerService {
     } finally {
       for (const t of [...saved.inputs, ...saved.outputs]) t.dispose();
     }
+  }
+
+  private async backwardSendingBuckets(loss: Tensor, buckets: readonly string[][], emit: EmitPart): Promise<void> {
+    const named = new Map(this.stage.namedParameters());
+    const bucketOf = new Map<Tensor, number>();
+    const left = buckets.map((names, b) => {
+      for (const name of names) {
+        const p = named.get(name);
+        if (!p) throw new Error(`stage ${this.stage.plan.index}: no parameter '${name}' (all-reduce bucket ${b})`);
+        bucketOf.set(p, b);
+      }
+      return new Set(names.map((n) => named.get(n)!));
+    });
+    const send = async (b: number) => {
+      left[b]!.clear();
+      const out: Record<string, HostTensor> = {};
+      for (const name of buckets[b]!) {
+        const g = named.get(name)!.grad;
+        if (g) out[name] = await toHost(g);
+      }
+      emit({ bucket: b, grads: out });
+    };
+    await backwardAsync(loss, {
+      onLeafGrad: (leaf) => {
+        const b = bucketOf.get(leaf);
+        if (b === undefined || !left[b]!.delete(leaf) || left[b]!.size > 0) return;
+        return send(b);
+      },
+    });
+    // Parameters the graph did not reach (their gradients, if any, come from earlier micro-batches).
+    for (let b = 0; b < buckets.length; b++) if (left[b]!.size > 0) await send(b);
   }
 
   /** Accumulated gradients by name (parameters without one are left out). */
