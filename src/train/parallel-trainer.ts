@@ -25,7 +25,7 @@ import { loadLoraAdapterWeights } from '../peft-files';
 import type { ParallelModel } from '../parallel';
 import { noWeightDecayNames, parallelBatch } from './parallel-batch';
 import { changedHyperparameters, checkResumable, runSettings, type ChangedHyperparameter } from './run-settings';
-import { evaluationLoss, resolveTrainerOptions, trainedGroups, type ResolvedTrainerOptions, type StepLog, type TrainerOptions } from './trainer';
+import { ADAMW_BETAS, evaluationLoss, resolveTrainerOptions, trainedGroups, type ResolvedTrainerOptions, type StepLog, type TrainerOptions } from './trainer';
 import {
   pruneCheckpoints,
   readMasterWeights,
@@ -36,9 +36,6 @@ import {
   type RunSettings,
 } from './trainer-state';
 import type { TrainingData } from './training-data';
-
-/** The one-device trainer's AdamW moments (beta1, beta2, eps). */
-const ADAM = { beta1: 0.9, beta2: 0.95, eps: 1e-8 } as const;
 
 export class ParallelTrainer {
   /** Updates done. */
@@ -97,7 +94,7 @@ export class ParallelTrainer {
         .map(([n]) => n),
     );
     const settings = runSettings(data, { batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp: o.mtp, dtype, lora: lora?.config ?? null });
-    await parallel.setOptimizer({ lr: o.lr, ...ADAM, weightDecay: o.weightDecay, noWeightDecay: noWeightDecayNames(model) });
+    await parallel.setOptimizer({ lr: o.lr, ...ADAMW_BETAS, weightDecay: o.weightDecay, noWeightDecay: noWeightDecayNames(model) });
     return new ParallelTrainer(
       parallel,
       data,
@@ -277,7 +274,7 @@ export class ParallelTrainer {
     const stray = Object.keys(state.params).find((n) => !known.has(n));
     if (stray !== undefined) throw new Error(`ParallelTrainer: the workers hold optimizer state for '${stray}', which this run does not train`);
     const device = this.parallel.model.lmHead.weight.device;
-    const hyper = { lr: this.options.lr, ...ADAM };
+    const hyper = { lr: this.options.lr, ...ADAMW_BETAS };
     return {
       stepCount: state.stepCount,
       groups: [

@@ -173,6 +173,9 @@ export function resolveTrainerOptions(model: NemotronHForCausalLM, data: Trainin
   return o;
 }
 
+/** AdamW's betas and eps in every run (Megatron/NeMo's beta2 0.95). */
+export const ADAMW_BETAS = { beta1: 0.9, beta2: 0.95, eps: 1e-8 } as const;
+
 export class NonFiniteLossError extends Error {
   override name = 'NonFiniteLossError';
 }
@@ -226,7 +229,7 @@ export class Trainer {
     this.masters = this.params.map((p) => masterOf.get(p)!);
     this.optimizer = new AdamW(
       groups.map(({ params, weightDecay }) => ({ params: params.map((p) => masterOf.get(p)!), weightDecay })),
-      { lr: o.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+      { lr: o.lr, ...ADAMW_BETAS },
     );
     this.schedule = warmupCosineSchedule({ warmupSteps: o.warmup, totalSteps: o.steps, minRatio: o.minLr / o.lr });
   }
