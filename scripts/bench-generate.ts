@@ -9,7 +9,8 @@
 // BENCH_REPS each, so contention on a shared machine hits every depth alike. Also wall and process CPU ms per token (llvmpipe's
 // threads included) and the device pool's peak bytes (weights, cache, temporaries) plus the cached
 // weight textures.
-// Usage: bun scripts/bench-generate.ts [--dtype f32|bf16] [--depth N]
+// --model moe runs bench-moe (bench/moe.config.json) instead.
+// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -27,7 +28,9 @@ const reps = Number(process.env.BENCH_REPS ?? 3);
 const DECODE_TOKENS = 64;
 const SKIP = 3;
 
-const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
+const modelName = arg('model') ?? 'small';
+if (modelName !== 'small' && modelName !== 'moe') throw new Error(`--model must be small or moe, got '${modelName}'`);
+const path = join(import.meta.dir, '..', 'bench', `${modelName}.config.json`);
 const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
 const gen = new Generator(1);
 const prompt = (n: number) => [Array.from({ length: n }, () => Math.floor(gen.uniform() * config.vocabSize))];
@@ -36,7 +39,7 @@ const round = (v: number) => +v.toFixed(2);
 
 for (const dtype of dtypes) {
   const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
-  const common = { model: 'bench-small', dtype, device: deviceLabel(device) };
+  const common = { model: `bench-${modelName}`, dtype, device: deviceLabel(device) };
 
   // Prefill: the prompt and the first token.
   const prefillPrompt = prompt(512);

@@ -7,12 +7,12 @@
 import {
   backward,
   causalConv1d,
-  causalConv1dUpdate,
   dispose,
   Generator,
   getWebGpuDevice,
+  mambaDecodeStep,
+  type MambaDecodeOptions,
   noGrad,
-  selectiveStateUpdate,
   ssdScan,
   tensor,
   tidy,
@@ -97,18 +97,24 @@ for (const L of [512, 2048]) {
 }
 
 {
-  const state = random([1, H, P, N], -1, 1);
-  const x = random([1, H, P], -1, 1);
-  const dt = random([1, H], 1e-3, 0.1);
-  const A = random([H], -16, -1);
-  const B = random([1, G, N], -1, 1);
-  const C = random([1, G, N], -1, 1);
-  const step = await time(device, () => void selectiveStateUpdate(state, x, dt, A, B, C));
-  console.log(JSON.stringify({ bench: 'selective_state_update', B: 1, H, P, G, N, ...step }));
+  // One decode step as the model runs it on WebGPU: the fused conv update, dt transform, state
+  // update, gate and grouped RMSNorm (the separate decode kernels it replaced are gone).
+  const dInner = H * P;
+  const zxbcdt = random([1, dInner + channels + H], -1, 1);
   const convState = random([1, channels, K], -1, 1);
-  const xc = random([1, channels], -1, 1);
-  const w = random([channels, K], -0.5, 0.5);
-  const convStep = await time(device, () => void causalConv1dUpdate(convState, xc, w, null));
-  console.log(JSON.stringify({ bench: 'causal_conv1d_update', B: 1, C: channels, K, ...convStep }));
+  const ssmState = random([1, H, P, N], -1, 1);
+  const options: MambaDecodeOptions = {
+    convWeight: random([channels, K], -0.5, 0.5),
+    convBias: random([channels], -0.5, 0.5),
+    dtBias: random([H], -1, 1),
+    aLog: random([H], 0, 2),
+    D: random([H], -1, 1),
+    normWeight: random([dInner], 0.5, 1.5),
+    groups: G,
+    eps: 1e-5,
+    dtLimit: null,
+  };
+  const step = await time(device, () => void mambaDecodeStep(zxbcdt, convState, ssmState, options));
+  console.log(JSON.stringify({ bench: 'mamba_decode_step', B: 1, H, P, G, N, K, ...step }));
 }
 process.exit(0);

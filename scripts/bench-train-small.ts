@@ -10,7 +10,8 @@
 // shared machine); peak_bytes is the largest per-step high-water mark of live device memory.
 // BENCH_BATCH (default 1) sets the rows per step: activations, which checkpointing trims, grow with it,
 // while weights, gradients and AdamW's moments (4 × 205 MB in f32, the step's floor) do not.
-// Usage: bun scripts/bench-train-small.ts [--dtype f32|bf16] [--gradient-checkpointing]
+// --model moe trains bench-moe (bench/moe.config.json) instead.
+// Usage: bun scripts/bench-train-small.ts [--model small|moe] [--dtype f32|bf16] [--gradient-checkpointing]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -29,7 +30,10 @@ const dtype = dtypeArg >= 0 ? process.argv[dtypeArg + 1] : 'f32';
 if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`--dtype must be f32 or bf16, got '${dtype}'`);
 
 const device = await initDevice();
-const path = join(import.meta.dir, '..', 'bench', 'small.config.json');
+const modelArg = process.argv.indexOf('--model');
+const modelName = modelArg >= 0 ? process.argv[modelArg + 1] : 'small';
+if (modelName !== 'small' && modelName !== 'moe') throw new Error(`--model must be small or moe, got '${modelName}'`);
+const path = join(import.meta.dir, '..', 'bench', `${modelName}.config.json`);
 const config = NemotronHConfig.fromJSON(await readConfigJson(path), { source: path });
 const gen = new Generator(1);
 const rows = Array.from({ length: (WARMUP + STEPS) * BATCH }, () => Int32Array.from({ length: SEQ }, () => gen.nextU32() % config.vocabSize));
@@ -56,7 +60,7 @@ const median = timed[Math.floor(timed.length / 2)]!;
 console.log(
   JSON.stringify({
     bench: 'train',
-    model: 'bench-small',
+    model: `bench-${modelName}`,
     dtype,
     batch: BATCH,
     seq_len: SEQ,

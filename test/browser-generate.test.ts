@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { browserGenerate } from '../scripts/browser-generate';
 import { CHROMIUM_MISSING, findChromium } from '../scripts/support/headless-chromium';
-import { ensureTinyModel, TINY_TRAINED_DIR } from '../src/tiny-model';
+import { TINY_TRAINED_DIR } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 
 const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-browser-test-'));

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testGpu } from '@nemotron-ts/kernels/testing';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { expectedInts, FIXTURES_DIR, openFixture } from './support/fixtures';
 
 const ROOT = join(import.meta.dir, '..');

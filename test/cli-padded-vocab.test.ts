@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getCpuDevice, tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 
 const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-padded-vocab-'));

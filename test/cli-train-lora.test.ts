@@ -14,7 +14,7 @@ import { expectClose } from '@nemotron-ts/kernels/testing';
 import { applyLora, loadLoraAdapter } from '../src';
 import { checkLoraResume } from '../src/cli/lora-flags';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { loadTrainingData, Trainer } from '../src/train';
 
 const ROOT = join(import.meta.dir, '..');

@@ -10,7 +10,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { warmupCosineSchedule } from '@nemotron-ts/kernels';
 import { checkRoomForCheckpoint } from '../src/cli/train-out-dir';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { OUT_DIR_LOCK_FILE } from '../src/train';
 
 const ROOT = join(import.meta.dir, '..');

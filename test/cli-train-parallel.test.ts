@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getCpuDevice, getNativeDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { relDiff } from './support/fixtures';
 
 const ROOT = join(import.meta.dir, '..');

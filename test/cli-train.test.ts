@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Checkpoint, saveSafetensors } from '@nemotron-ts/hub';
 import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 
 const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-'));

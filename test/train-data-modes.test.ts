@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { loadTokenizer } from '@nemotron-ts/hub';
 import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { encodeConversation, loadTrainingData, packRows, padRows, parseConversations, rowBatch, Trainer } from '../src/train';
 
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-train-modes-'));

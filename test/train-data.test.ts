@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadTokenizer } from '@nemotron-ts/hub';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { BlockSampler, cutBlocks, loadTrainingData, readDocuments, skipsWeightDecay, tokenizeDocuments } from '../src/train';
 
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-train-data-'));

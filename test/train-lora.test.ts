@@ -12,7 +12,7 @@ import type { Device } from '@nemotron-ts/kernels';
 import { testDevices } from '@nemotron-ts/kernels/testing';
 import { applyLora, loraHandle, type LoraOptions } from '../src';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { loadTrainingData, Trainer, type TrainerOptions } from '../src/train';
 
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-train-lora-'));

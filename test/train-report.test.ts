@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { formatDuration, progressLine, TrainingProgress } from '../src/train/progress';
 import { redrawReport, RunReporter } from '../src/train/report';
 import { readRunLog } from '../src/train/run-log';

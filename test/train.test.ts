@@ -12,7 +12,7 @@ import { NemotronHConfig } from '@nemotron-ts/core';
 import { dispose, full, noGrad, type Device } from '@nemotron-ts/kernels';
 import { testDevices } from '@nemotron-ts/kernels/testing';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { loadTrainingData, NonFiniteLossError, readDocuments, Trainer, type TrainerOptions, type TrainingData } from '../src/train';
 
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-train-'));

@@ -55,6 +55,7 @@ export {
   rowsShape,
   IGNORE_INDEX,
   type Rows,
+  type PaddingLayout,
   type ModelInputs,
   type PreparedInputs,
 } from './nemotron/inputs';
@@ -71,6 +72,8 @@ export { MtpSublayer, MultiTokenPrediction } from './nemotron/mtp';
 export {
   NemotronHForCausalLM,
   type FromConfigOptions,
+  type InitializeWeightsOptions,
+  type ResizeTokenEmbeddingsOptions,
   type CausalLMInputs,
   type CausalLMOutput,
   type MtpInputs,
@@ -84,7 +87,7 @@ export {
   type SavedPretrained,
   type PretrainedIO,
 } from './nemotron/pretrained-io';
-export { initializeWeights, type InitOptions } from './nemotron/init';
+export { initializeWeights, type InitOptions, type InitTarget } from './nemotron/init';
 export {
   planCheckpointLoad,
   loadCheckpoint,

@@ -12,7 +12,7 @@ export { fsErrorMeaning, namingUserPath } from './fs-errors';
 export { isProcessAlive } from './process-alive';
 export { parseHfJson, stringifyHfJson, type JsonValue, type JsonObject } from './hf-json';
 
-export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType } from './safetensors/dtype';
+export { SAFETENSORS_DTYPES, isSafetensorsDType, safetensorsBytesPerElement, type SafetensorsDType, type StoredFloatDType } from './safetensors/dtype';
 export { f16ToF32, type HostArray } from './safetensors/convert';
 export { firstNonFinite } from './safetensors/non-finite';
 export { MAX_HEADER_BYTES, parseHeader, readHeaderLength, encodeHeader, type SafetensorsHeader, type TensorEntry } from './safetensors/header';

@@ -22,6 +22,7 @@ export { CpuDevice } from './device/cpu-device';
 export { NativeKernels, nativeKernels, nativeUnavailableReason } from './native/library';
 export { buildNativeLibrary, nativeLibraryPath, type NativeBuild } from './native/build';
 export { WebGpuDevice, type GpuLimits } from './device/webgpu-device';
+export type { KernelTuning, KernelTuningName } from './device/kernel-tuning';
 export { BindingTooLargeError } from './runtime/bindings';
 export { isSoftwareAdapter, type BackendName } from './device/dawn';
 
@@ -30,6 +31,7 @@ export { backward, backwardAsync, type BackwardOptions, type BackwardAsyncOption
 
 export * from './ops/elementwise/elementwise';
 export * from './ops/layout/layout';
+export { expand } from './ops/layout/broadcast';
 export { sum, sumAll, mean, max, min, type ReduceOptions } from './ops/reduce/reduce';
 export * from './ops/softmax/softmax';
 export * from './ops/norm/norm';

@@ -3,7 +3,8 @@
 import { describe, test } from 'bun:test';
 import { expectBackwardMatches, randomData, testGpu } from '../testing';
 import { add, clamp, div, exp, maximum, mul, pow, silu, softplus, sub, tanh, where, gt, relu2, sigmoid, sqrt, abs } from '../ops/elementwise/elementwise';
-import { cast, concat, expand, narrow, permute, reshape, transpose } from '../ops/layout/layout';
+import { expand } from '../ops/layout/broadcast';
+import { cast, concat, narrow, permute, reshape, transpose } from '../ops/layout/layout';
 import { max, mean, sum } from '../ops/reduce/reduce';
 import { linear, matmul } from '../ops/matmul/matmul';
 

@@ -93,8 +93,7 @@ export async function initDevice(options: DeviceOptions = {}): Promise<Device> {
       if (kind === 'webgpu' || !(e instanceof NoAdapterError)) throw e;
       if (!getNativeDevice()) console.warn(`nemotron-ts: ${(e as Error).message}; falling back to the CPU backend`);
     }
-    // A software rasterizer is slower than the same cores running native kernels.
-    const native = kind === 'auto' && (!gpu || gpu.isSoftware) ? getNativeDevice() : null;
+    const native = kind === 'auto' && (!gpu || gpu.tuning.preferNativeCpu) ? getNativeDevice() : null;
     device = native ?? gpu ?? getCpuDevice();
   }
   defaultDevice = device;

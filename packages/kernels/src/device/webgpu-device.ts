@@ -13,6 +13,7 @@ import { DispatchRecorder, RecordingRefusedError, prepareDispatches, type Prepar
 import { Storage, type StorageOwner } from '../runtime/storage';
 import type { DawnHandles } from './dawn';
 import { isSoftwareAdapter } from './dawn';
+import { kernelTuningFor, type KernelTuning, type KernelTuningName } from './kernel-tuning';
 import { DeviceLostError, KernelValidationError, OutOfMemoryError } from './errors';
 
 export interface GpuLimits {
@@ -66,15 +67,12 @@ export class WebGpuDevice implements StorageOwner {
   /** When set, fresh allocations are filled with all-ones bits (NaN as f32) so tests catch unwritten outputs. */
   poisonAllocations = false;
 
-  /** See {@link isSoftware}. */
-  readonly kernelTuning: 'software' | 'hardware';
+  /** The kernel paths and launch shapes this device runs (see kernel-tuning.ts for why). */
+  readonly tuning: KernelTuning;
 
   constructor(readonly handles: DawnHandles) {
     this.gpu = handles.device;
-    const tuning = process.env.NEMOTRON_KERNEL_TUNING;
-    if (tuning !== undefined && tuning !== 'software' && tuning !== 'hardware')
-      throw new Error(`NEMOTRON_KERNEL_TUNING must be software or hardware, got '${tuning}'`);
-    this.kernelTuning = tuning ?? (isSoftwareAdapter(handles.adapter.info) ? 'software' : 'hardware');
+    this.tuning = kernelTuningFor(handles.adapter.info);
     const l = this.gpu.limits;
     this.limits = {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
@@ -88,9 +86,8 @@ export class WebGpuDevice implements StorageOwner {
       minUniformBufferOffsetAlignment: Math.max(256, l.minUniformBufferOffsetAlignment),
       maxUniformBufferBindingSize: l.maxUniformBufferBindingSize,
     };
-    // llvmpipe reads uniform buffers with vector gathers but storage buffers one lane at a time:
-    // kernels for software devices may bind small tensors (a decode step's activations) as uniforms.
-    this.bufferUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | (this.isSoftware ? GPUBufferUsage.UNIFORM : 0);
+    // Kernels may bind small tensors (a decode step's activations) as uniforms where the tuning says so.
+    this.bufferUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | (this.tuning.uniformOperands ? GPUBufferUsage.UNIFORM : 0);
     const poolLimit = Number(process.env.NEMOTRON_POOL_LIMIT_BYTES ?? 4 * 1024 ** 3);
     this.pool = new BufferPool<GPUBuffer>(
       {
@@ -120,14 +117,9 @@ export class WebGpuDevice implements StorageOwner {
     return this.handles.adapter.info.description || this.handles.adapter.info.device || 'webgpu';
   }
 
-  /**
-   * Whether kernels take the paths tuned for software rasterisers (texture reads, small operands as
-   * uniforms, narrower tiles). True on llvmpipe/lavapipe/SwiftShader, false on a real GPU;
-   * `NEMOTRON_KERNEL_TUNING=hardware|software` overrides it, so lavapipe (Vulkan, core) can run the
-   * very kernels a real GPU runs.
-   */
-  get isSoftware(): boolean {
-    return this.kernelTuning === 'software';
+  /** The name of the tuning row in force (`software` or `hardware`). */
+  get kernelTuning(): KernelTuningName {
+    return this.tuning.name;
   }
 
   /** Whether the adapter itself is a software rasteriser (whatever the kernel tuning). */
@@ -137,7 +129,7 @@ export class WebGpuDevice implements StorageOwner {
 
   describe(): string {
     const info = this.handles.adapter.info;
-    return `${info.description || info.device} (${this.handles.backend}, ${this.handles.featureLevel}${this.isSoftwareAdapter ? ', software' : ''}${this.isSoftware !== this.isSoftwareAdapter ? `, ${this.kernelTuning} kernels` : ''})`;
+    return `${info.description || info.device} (${this.handles.backend}, ${this.handles.featureLevel}${this.isSoftwareAdapter ? ', software' : ''}${(this.kernelTuning === 'software') !== this.isSoftwareAdapter ? `, ${this.kernelTuning} kernels` : ''})`;
   }
 
   private createBuffer(size: number): GPUBuffer {

@@ -39,6 +39,13 @@ const SYMBOLS = {
   nt_causal_conv_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_attention_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_attention: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_moe_route: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_moe_route_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_moe_experts: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'f64' },
+  nt_moe_experts_backward: {
+    args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'],
+    returns: 'f64',
+  },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -130,6 +137,37 @@ export interface NativeSymbols {
     dv: Buffers,
   ): number;
   nt_attention(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, out: Buffers, lse: Buffers): number;
+  nt_moe_route(params: Float64Array, logits: Buffers, bias: Buffers, weights: Buffers, indices: Buffers): number;
+  nt_moe_route_backward(params: Float64Array, logits: Buffers, indices: Buffers, grad: Buffers, out: Buffers): number;
+  /** 0; 1 + the first (token·k + slot) routed outside [0, E); -1 out of memory. */
+  nt_moe_experts(
+    params: Float64Array,
+    x: Buffers,
+    indices: Buffers,
+    weights: Buffers,
+    up: Buffers,
+    down: Buffers,
+    upBias: Buffers,
+    downBias: Buffers,
+    out: Buffers,
+  ): number;
+  nt_moe_experts_backward(
+    params: Float64Array,
+    x: Buffers,
+    indices: Buffers,
+    weights: Buffers,
+    up: Buffers,
+    down: Buffers,
+    upBias: Buffers,
+    downBias: Buffers,
+    grad: Buffers,
+    gx: Buffers,
+    gw: Buffers,
+    gUp: Buffers,
+    gDown: Buffers,
+    gUpBias: Buffers,
+    gDownBias: Buffers,
+  ): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
 }

@@ -19,7 +19,8 @@ import { moeRoute } from './moe/moe-route';
 import { groupedGatedRmsNorm, rmsNorm } from './norm/norm';
 import { max, mean, min, sum } from './reduce/reduce';
 import { NON_FINITE_TOKEN, sampleTokens } from './sampling/sampling';
-import { selectiveStateUpdate, ssdScan } from './scan/scan';
+import { mambaDecodeStep } from './scan/mamba-decode';
+import { ssdScan } from './scan/scan';
 import { logSoftmax, softmax } from './softmax/softmax';
 import { argmax, topk } from './topk/topk';
 
@@ -172,28 +173,30 @@ for (const gpu of gpus) {
       await agree(gpu, 'attention', (d) => attention(onDevice(q, [B, L, Hh, D], d), onDevice(k, [B, L, Hh, D], d), onDevice(v, [B, L, Hh, D], d)));
     });
 
-    test('Mamba: a NaN time step through the clamped decode update, a NaN input through the scan', async () => {
-      const [B, Hh, P, G, N] = [1, 4, 3, 2, 5];
-      const dt = Float32Array.from([NaN, 0.1, Infinity, -Infinity]);
+    test('Mamba: a NaN time step through the clamped decode step, a NaN input through the scan', async () => {
+      const [B, Hh, P, G, N, K] = [1, 4, 3, 2, 5, 4];
+      const dInner = Hh * P;
+      const convDim = dInner + 2 * G * N;
+      // in_proj's output z | x | B | C | dt with a NaN, +Infinity and −Infinity raw time step.
+      const zxbcdt = randomData([B, dInner + convDim + Hh], 21);
+      zxbcdt.set([Number.NaN, 0.1, Infinity, -Infinity], dInner + convDim);
       const run = (d: Device) => {
-        const state = onDevice(randomData([B, Hh, P, N], 21), [B, Hh, P, N], d);
-        const y = selectiveStateUpdate(
-          state,
-          onDevice(randomData([B, Hh, P], 22), [B, Hh, P], d),
-          onDevice(dt, [B, Hh], d),
-          onDevice(randomData([Hh], 23), [Hh], d),
-          onDevice(randomData([B, G, N], 24), [B, G, N], d),
-          onDevice(randomData([B, G, N], 25), [B, G, N], d),
-          null,
-          {
-            dtSoftplus: true,
-            dtLimit: [0.01, 0.5],
-            aIsLog: true,
-          },
-        );
-        return [y, state];
+        const convState = onDevice(randomData([B, convDim, K], 22), [B, convDim, K], d);
+        const ssmState = onDevice(randomData([B, Hh, P, N], 23), [B, Hh, P, N], d);
+        const y = mambaDecodeStep(onDevice(zxbcdt, [B, dInner + convDim + Hh], d), convState, ssmState, {
+          convWeight: onDevice(randomData([convDim, K], 24, { scale: 0.5 }), [convDim, K], d),
+          convBias: null,
+          dtBias: onDevice(randomData([Hh], 25), [Hh], d),
+          aLog: onDevice(randomData([Hh], 30), [Hh], d),
+          D: null,
+          normWeight: onDevice(randomData([dInner], 31), [dInner], d),
+          groups: G,
+          eps: 1e-5,
+          dtLimit: [0.01, 0.5],
+        });
+        return [y, convState, ssmState];
       };
-      await agree(gpu, 'selectiveStateUpdate', run);
+      await agree(gpu, 'mambaDecodeStep', run);
       // The chunked scan mixes positions inside a chunk (masked terms are multiplied by 0, and
       // 0·NaN is NaN), so it may mark more positions than the sequential reference: compare only
       // that every non-finite reference value is non-finite here too.

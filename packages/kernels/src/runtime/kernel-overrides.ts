@@ -11,7 +11,7 @@ export interface KernelOverrides {
   matmul?: {
     /** Kernel to use. GEMV takes at most 8 rows per dispatch (more rows run as several). */
     path?: 'tiled' | 'gemv' | 'texture';
-    /** Parametrize the buffer kernels as for a software (true) or hardware (false) device. */
+    /** Choose paths and shapes as the software (true) or hardware (false) kernel tuning does. */
     software?: boolean;
     /** Let the texture kernel read storage textures where the device supports them (default true). */
     storageReads?: boolean;

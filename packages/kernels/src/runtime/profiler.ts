@@ -1,7 +1,7 @@
 /**
  * Per-kernel GPU time from timestamp queries, for devices that offer the `timestamp-query`
  * feature (chosen by the feature, never by the adapter's name). While a profiler is attached to a
- * {@link CommandBatch}, every dispatch runs in its own compute pass whose beginning and end write
+ * `CommandBatch` (runtime/batch.ts), every dispatch runs in its own compute pass whose beginning and end write
  * timestamps; each submit resolves them into a buffer that is read back asynchronously. Costs a pass
  * per dispatch, so it is for `--profile` runs, not for timing totals.
  */

@@ -27,7 +27,7 @@ import { TextureOperands, bindTextureOperand, textureCopyFits, textureOperandWgs
 import { kernelOverrides } from '../../runtime/kernel-overrides';
 import { storageReads } from '../../runtime/texture-pool';
 
-/** Launch shape choices; the defaults depend on whether the adapter is a software rasteriser. */
+/** Launch shape choices; the defaults follow the device's kernel tuning (device/kernel-tuning.ts). */
 export interface AttentionTuning {
   /** Invocations per workgroup. */
   workgroupSize: number;
@@ -47,18 +47,19 @@ export interface AttentionTuning {
 }
 
 /**
- * llvmpipe (Mesa 22) turns every storage-buffer load into a per-lane loop, uniform address or not,
- * so loads cost far more than math: an invocation owns 4 rows (with GQA 4:1, the q heads of one
- * query) to reuse every key and value it loads, and workgroups are one 8-lane vector. More rows
- * per invocation or bigger key blocks run a little faster but take LLVM tens of seconds to compile.
- * Real GPUs want one row per invocation (registers) and wide workgroups.
+ * On CPU-SIMD launch shapes (llvmpipe: every storage-buffer load is a per-lane loop, so loads cost
+ * far more than math) an invocation owns 4 rows (with GQA 4:1, the q heads of one query) to reuse
+ * every key and value it loads, and workgroups are one 8-lane vector. More rows per invocation or
+ * bigger key blocks run a little faster but take LLVM tens of seconds to compile. Real GPUs want
+ * one row per invocation (registers) and wide workgroups.
  */
 function defaultTuning(device: WebGpuDevice): AttentionTuning {
-  if (device.isSoftware) {
+  const kvTextures = device.tuning.textureOperands;
+  if (device.tuning.launchShape === 'cpu-simd') {
     const cores = typeof navigator !== 'undefined' ? navigator.hardwareConcurrency || 2 : 2;
-    return { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 32 * cores, minSplitKeys: 64, kvTextures: true };
+    return { workgroupSize: 8, rowsPerLane: 4, keyBlock: 1, targetLanes: 32 * cores, minSplitKeys: 64, kvTextures };
   }
-  return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures: false };
+  return { workgroupSize: 64, rowsPerLane: 1, keyBlock: 4, targetLanes: 32768, minSplitKeys: 64, kvTextures };
 }
 
 /** Calls with more queries than this are prefill-sized (they may copy keys and values to textures). */

@@ -1,7 +1,7 @@
 /**
  * Depthwise causal conv1d of the Mamba2 mixer (spec §2.3.2, §3.2, §3.3, §4): the prefill form over a
- * whole sequence, which also returns the decode cache (the last K pre-conv inputs), and the
- * single-token update that rolls that cache in place.
+ * whole sequence, which also returns the decode cache (the last K pre-conv inputs). The
+ * single-token update that rolls that cache is part of the Mamba decode (scan/mamba-decode-host.ts).
  *
  *   y[b,t,c] = act(bias[c] + Σ_k W[c,k] · x[b, t-(K-1)+k, c])     (tap K-1 is the current token)
  *
@@ -22,9 +22,9 @@ import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
 import { contiguous } from '../layout/layout';
-import { causalConv1dBackwardCpu, causalConv1dCpu, causalConv1dUpdateCpu, type CausalConv1dCpuArgs } from './conv.cpu';
-import { causalConv1dBackwardNative, causalConv1dNative, causalConv1dUpdateNative } from './conv.native';
-import { causalConv1dBackwardGpu, causalConv1dGpu, causalConv1dUpdateGpu } from './conv.wgsl';
+import { causalConv1dBackwardCpu, causalConv1dCpu, type CausalConv1dCpuArgs } from './conv.cpu';
+import { causalConv1dBackwardNative, causalConv1dNative } from './conv.native';
+import { causalConv1dBackwardGpu, causalConv1dGpu } from './conv.wgsl';
 
 export type ConvActivation = 'silu' | null;
 
@@ -135,34 +135,4 @@ function causalConv1dGrads(a: CausalConv1dCpuArgs, grad: Tensor): Tensor[] {
     if (!device.native || !causalConv1dBackwardNative(device.native, a, dy, out)) causalConv1dBackwardCpu(a, dy, out);
   } else causalConv1dBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.dWeight, ...(out.dBias ? [out.dBias] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
-}
-
-/**
- * One decode step (spec §3.3): rolls `state` [B, C, K] (f32, dense, updated in place) left by one,
- * puts x [B, C] in column K-1, and returns the conv output for this token [B, C] (f32).
- */
-export function causalConv1dUpdate(state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, options: { activation?: ConvActivation } = {}): Tensor {
-  const op = 'causalConv1dUpdate';
-  const device = checkInputs(op, { state, x, weight, bias }, { differentiable: false });
-  expectRank(op, 'state', state, ['B', 'C', 'K']);
-  if (state.dtype !== 'f32' || !state.isContiguous)
-    throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
-  const [batch, channels, taps] = state.shape as [number, number, number];
-  expectShape(op, 'x', x, [batch, channels]);
-  expectFloat(op, 'x', x);
-  const k = checkWeights(op, weight, bias, channels);
-  if (k !== taps) throw new Error(`${op}: weight has K=${k} taps but the state ${formatShape(state.shape)} holds ${taps}`);
-  const silu = checkActivation(op, options.activation === undefined ? 'silu' : options.activation);
-
-  const dense = new DenseInputs();
-  const [dx, dw, db] = [dense.of(x), dense.of(weight), dense.maybe(bias)];
-  const out = empty([batch, channels], { device });
-  try {
-    if (device.kind === 'cpu') {
-      if (!device.native || !causalConv1dUpdateNative(device.native, state, dx, dw, db, silu, out)) causalConv1dUpdateCpu(state, dx, dw, db, silu, out);
-    } else causalConv1dUpdateGpu(device, state, dx, dw, db, silu, out);
-  } finally {
-    dense.dispose();
-  }
-  return out;
 }

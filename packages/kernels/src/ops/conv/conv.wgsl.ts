@@ -5,7 +5,6 @@
  * - `causal_conv1d`: one invocation per (row, run of TILE positions, channel), channel fastest; it
  *   slides a K-wide window down the run, so each input is read once per run instead of K times.
  * - `causal_conv1d_final_state`: one invocation per (row, channel, tap) gathers the last K inputs.
- * - `causal_conv1d_update`: one invocation per (row, channel) rolls the state in place and convolves.
  *
  * With seqIdx, a document is a maximal run of equal ids; `run_start` tracks where the current one
  * began (or -K while the row is still in its first document, which owns the initial state), and a
@@ -21,8 +20,6 @@ import type { Tensor } from '../../tensor';
 const WG = 64;
 /** Positions per invocation of the prefill kernel. */
 const TILE = 16;
-
-const SILU = 'fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }';
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
@@ -168,58 +165,6 @@ fn main(${GRID_ARGS}) {
     bindings: stateBound.ranges,
     workgroups: device.grid(stateCount, WG),
     detail,
-  });
-}
-
-export function causalConv1dUpdateGpu(
-  device: WebGpuDevice,
-  state: Tensor,
-  x: Tensor,
-  weight: Tensor,
-  bias: Tensor | null,
-  applySilu: boolean,
-  out: Tensor,
-): void {
-  const [batch, channels, K] = state.shape as [number, number, number];
-  const list: NamedBinding[] = [
-    { name: 'state', tensor: state, writable: true },
-    { name: 'x', tensor: x },
-    { name: 'w', tensor: weight },
-  ];
-  if (bias) list.push({ name: 'bias', tensor: bias });
-  list.push({ name: 'y', tensor: out, writable: true });
-  const p = new Params().u32('C', channels).u32('total', batch * channels);
-  const bound = bindTensors(device, 'causalConv1dUpdate', list, p);
-  const source = `${p.wgsl()}
-@group(0) @binding(0) var<uniform> P: Params;
-${bound.decls}
-${SILU}
-@compute @workgroup_size(${WG})
-fn main(${GRID_ARGS}) {
-  let idx = ${flatIndex(WG)};
-  if (idx >= P.total) { return; }
-  let c = idx % P.C;
-  let row = P.stateOff + idx * ${K}u;
-  ${range(K - 1)
-    .map((k) => `let s${k} = state[row + ${k + 1}u];`)
-    .join('\n  ')}
-  let s${K - 1} = load_x(P.xOff + idx);
-  ${range(K)
-    .map((k) => `state[row + ${k}u] = s${k};`)
-    .join('\n  ')}
-  var acc = ${bias ? 'load_bias(P.biasOff + c)' : '0.0'};
-  ${range(K)
-    .map((k) => `acc += load_w(P.wOff + c * ${K}u + ${k}u) * s${k};`)
-    .join('\n  ')}
-  y[P.yOff + idx] = ${applySilu ? 'silu(acc)' : 'acc'};
-}`;
-  device.run({
-    name: 'causal_conv1d_update',
-    source,
-    params: p,
-    bindings: bound.ranges,
-    workgroups: device.grid(batch * channels, WG),
-    detail: `state [${state.shape.join(',')}], w ${weight.dtype}`,
   });
 }
 

@@ -3,7 +3,8 @@ import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testDevices, testGpu } from '../../testing';
 import { mul, exp } from '../elementwise/elementwise';
-import { cast, concat, contiguous, expand, flatten, narrow, permute, reshape, slice, squeeze, transpose, unsqueeze } from './layout';
+import { expand } from './broadcast';
+import { cast, concat, contiguous, flatten, narrow, permute, reshape, slice, squeeze, transpose, unsqueeze } from './layout';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();

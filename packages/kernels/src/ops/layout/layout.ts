@@ -1,22 +1,17 @@
 /**
- * Layout ops. Views (reshape of dense data, permute/transpose, narrow, expand, squeeze/unsqueeze)
+ * Layout ops. Views (reshape of dense data, permute/transpose, narrow, squeeze/unsqueeze; `expand`
+ * is in broadcast.ts beside its adjoint `sumTo`)
  * share storage and cost nothing; `contiguous`, `cast`, `concat` and `copyInto` run the elementwise
  * identity kernel (so every dtype pair, strided reads and bf16 word-pair writes come for free).
  */
 import { record } from '../../autograd/graph';
 import { empty, zeros } from '../../creation';
 import type { DType } from '../../dtype';
-import { broadcastShapes, contiguousStrides, formatShape, normalizeAxis, resolveReshape, shapesEqual, sizeOf } from '../../shape';
-import { Tensor } from '../../tensor';
-import { elementwise } from '../elementwise/elementwise';
+import { contiguousStrides, formatShape, normalizeAxis, resolveReshape, sizeOf } from '../../shape';
+import type { Tensor } from '../../tensor';
 import { IDENTITY } from '../elementwise/definitions';
-import { sumTo } from '../reduce/reduce';
-
-function view(x: Tensor, shape: readonly number[], strides: readonly number[], offset: number): Tensor {
-  x.assertAlive();
-  x.storage.retain();
-  return new Tensor(x.storage, shape, strides, offset);
-}
+import { elementwise } from '../elementwise/elementwise-kernel';
+import { view } from './view';
 
 /** A dense copy of `x` (a new handle to the same data when it is already dense). */
 export function contiguous(x: Tensor): Tensor {
@@ -143,22 +138,6 @@ export function slice(x: Tensor, axis: number, start = 0, end?: number): Tensor 
   const s = norm(start);
   const e = Math.max(s, norm(end ?? size));
   return narrow(x, a, s, e - s);
-}
-
-/** Broadcasts size-1 dimensions to `shape` without copying (stride 0). */
-export function expand(x: Tensor, shape: readonly number[]): Tensor {
-  const target = broadcastShapes(x.shape, shape, 'expand');
-  if (!shapesEqual(target, shape)) throw new Error(`expand: ${formatShape(x.shape)} cannot expand to ${formatShape(shape)}`);
-  const offset = shape.length - x.rank;
-  const strides = shape.map((d, i) => {
-    const j = i - offset;
-    if (j < 0) return 0;
-    return x.shape[j] === 1 && d !== 1 ? 0 : x.strides[j]!;
-  });
-  const out = view(x, shape, strides, x.offset);
-  const from = [...x.shape];
-  record('expand', out, [x], (g) => [sumTo(g, from)]);
-  return out;
 }
 
 /** Joins tensors along `axis` (all must share dtype, device and the other dimensions). */

@@ -31,11 +31,11 @@ const LANES = 8;
 
 /**
  * Runs `fusedLinear` for x [M, K] (dense f32) as one kernel per B panel into a new f32 [M, N], when
- * the device is a software rasterizer, M ≤ 8, the weight is frozen with a cached texture and the
+ * the device reads operands from textures, M ≤ 8, the weight is frozen with a cached texture and the
  * residual (if any) is a dense f32 [M, N]. Returns null when it does not apply.
  */
 export function fusedGemvGpu(device: WebGpuDevice, x: Tensor, weight: Tensor, options: FusedLinearOptions): Tensor | null {
-  if (!device.isSoftware || !frozenWeight(weight)) return null;
+  if (!device.tuning.textureOperands || !frozenWeight(weight)) return null;
   const [m, k] = x.shape as [number, number];
   const n = weight.shape[0]!;
   if (m > GEMV_MAX_ROWS || x.dtype !== 'f32' || !x.isContiguous || k === 0) return null;
@@ -154,7 +154,7 @@ export function launchFusedGemv(device: WebGpuDevice, l: GemvLaunch): void {
 
 /** True when a binding of `bytes` (whole vec4s) can be a uniform buffer on this device. */
 function uniformFits(device: WebGpuDevice, bytes: number): boolean {
-  return device.isSoftware && bytes % 16 === 0 && bytes <= device.limits.maxUniformBufferBindingSize;
+  return device.tuning.uniformOperands && bytes % 16 === 0 && bytes <= device.limits.maxUniformBufferBindingSize;
 }
 
 interface SourceSpec {

@@ -33,9 +33,9 @@ export interface GemvShape {
   kLanes: number;
 }
 
-/** GEMV workgroup shape: K split across lanes on real GPUs; one invocation per column on software rasterizers. */
-export function gemvShape(software: boolean): GemvShape {
-  return software ? { workgroup: 64, kLanes: 1 } : { workgroup: 256, kLanes: 32 };
+/** GEMV workgroup shape: K split across lanes on real GPUs; one invocation per column on CPU-SIMD launch shapes. */
+export function gemvShape(cpuSimd: boolean): GemvShape {
+  return cpuSimd ? { workgroup: 64, kLanes: 1 } : { workgroup: 256, kLanes: 32 };
 }
 
 export type BufferKernel = { kind: 'tiled' } | { kind: 'gemv'; shape: GemvShape };

@@ -186,7 +186,7 @@ describe('linear', () => {
           expectClose(got as Float32Array, ref as Float32Array, { rtol: 2e-5, what: `linear M=${m} call ${rep}` });
         }
       }
-      if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
+      if (gpu!.tuning.textureOperands) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
       // Writing the weight in place drops the cached copy: the next call sees the new values.
       const w2 = randomData([45, 29], 9, { dtype: 'bf16' });
       copyInto(weight, onDevice(w2, [45, 29], gpu!, 'bf16'));
@@ -210,7 +210,7 @@ describe('linear', () => {
       const infer = async () => (await noGrad(() => linear(onDevice(x, [1, 41], gpu!), weight)).data()) as Float32Array;
       const ref = (await linear(onDevice(x, [1, 41], cpu), onDevice(wValues, [23, 41], cpu)).data()) as Float32Array;
       expectClose(await infer(), ref, { rtol: 2e-5, what: 'noGrad on a trainable weight' });
-      if (gpu!.isSoftware) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
+      if (gpu!.tuning.textureOperands) expect(textureMemoryStats(gpu!).cachedWeights).toBe(before + 1);
       // With grad recording on, the product must not read the cached copy (the weight may change).
       const step = new SGD([weight], { lr: 0.5 });
       const loss = sumAll(linear(onDevice(x, [1, 41], gpu!), weight));

@@ -35,14 +35,16 @@ const COPY_MIN_MACS = 1 << 16;
 
 export function matmulGpu(device: WebGpuDevice, p: MatmulProblem, out: Tensor, hints: MatmulHints): void {
   const forced = kernelOverrides().matmul ?? {};
-  const software = forced.software ?? device.isSoftware;
+  // `software` forces both choices the device's tuning makes (device/kernel-tuning.ts).
+  const textures = forced.software ?? device.tuning.textureOperands;
+  const cpuSimd = forced.software ?? device.tuning.launchShape === 'cpu-simd';
   const path = forced.path;
-  if (path === 'texture' || (path === undefined && software)) {
+  if (path === 'texture' || (path === undefined && textures)) {
     const alwaysPack = path === 'texture';
     if (runTextures(device, p, out, hints.frozenB, alwaysPack)) return;
   }
   const gemv = path === 'gemv' || (path === undefined && p.m <= GEMV_MAX_ROWS);
-  bufferMatmul(device, p, out, gemv ? { kind: 'gemv', shape: gemvShape(software) } : { kind: 'tiled' });
+  bufferMatmul(device, p, out, gemv ? { kind: 'gemv', shape: gemvShape(cpuSimd) } : { kind: 'tiled' });
 }
 
 /** Runs the texture kernel when the operands fit textures and it pays off; false to fall back to buffers. */

@@ -6,7 +6,8 @@
 import { isGradEnabled } from '../../autograd/graph';
 import { formatShape, broadcastShapes, broadcastStrides, collapseDims, contiguousStrides, sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
-import { contiguous, expand } from '../layout/layout';
+import { expand } from '../layout/broadcast';
+import { contiguous } from '../layout/layout';
 
 /** One operand as a batch of matrices read through strides (in elements of its storage). */
 export interface MatrixView {

@@ -11,6 +11,7 @@ import { cast, contiguous } from '../layout/layout';
 import { moeExpertsBackwardCpu } from './moe-experts-backward.cpu';
 import { moeExpertsBackwardGpu } from './moe-experts-backward.wgsl';
 import { moeExpertsCpu } from './moe-experts.cpu';
+import { moeExpertsBackwardNative, moeExpertsNative } from './moe-experts.native';
 import { moeExpertsGpu } from './moe-experts.wgsl';
 import { MOE_MAX_EXPERTS } from './moe-route';
 
@@ -56,8 +57,11 @@ export interface MoeExpertGrads {
  * Weights are stacked like HF's in-memory layout: `upProj` [E, I, Hin], `downProj` [E, Hout, I],
  * f32 or bf16; expert tensors larger than one storage binding are split into expert ranges. On the
  * GPU nothing is read back and launch sizes do not depend on the routing; a decode step (T = 1)
- * reads only the k chosen experts' weights. An expert index outside [0, E) throws on the CPU and
- * makes that token's output NaN on the GPU (it cannot be checked there without a readback).
+ * reads only the k chosen experts' weights. The native CPU backend groups the token–expert pairs by
+ * expert, runs each expert's rows as two GEMMs and adds them to the outputs in expert order (a
+ * decode step: only the chosen experts' GEMVs, combined in slot order). An expert index outside
+ * [0, E) throws on the CPU (both backends) and makes that token's output NaN on the GPU (it cannot be
+ * checked there without a readback).
  *
  * Differentiable in x, weights, upProj, downProj and the biases (f32 gradients; indices get none).
  * The backward saves only the operands and recomputes the hidden activations.
@@ -118,8 +122,9 @@ export function moeExperts(x: Tensor, indices: Tensor, weights: Tensor, upProj: 
   }));
   try {
     if (tokens > 0 && hout > 0) {
-      if (device.kind === 'cpu') moeExpertsCpu(operands, out);
-      else moeExpertsGpu(device, operands, out);
+      if (device.kind === 'cpu') {
+        if (!device.native || !moeExpertsNative(device.native, operands, out)) moeExpertsCpu(operands, out);
+      } else moeExpertsGpu(device, operands, out);
     }
     const inputs = [x, weights, upProj, downProj, upBias, downBias].filter((t): t is Tensor => t !== undefined);
     const saved = Object.values(operands).filter((t): t is Tensor => t !== null);
@@ -161,8 +166,9 @@ function moeExpertsBackward(saved: readonly Tensor[], biases: { up: boolean; dow
   // The kernels read the upstream gradient as f32.
   const g = grad.dtype === 'f32' ? contiguous(grad) : cast(grad, 'f32');
   try {
-    if (device.kind === 'cpu') moeExpertsBackwardCpu(o, g, grads);
-    else moeExpertsBackwardGpu(device, o, g, grads);
+    if (device.kind === 'cpu') {
+      if (!device.native || !moeExpertsBackwardNative(device.native, o, g, grads)) moeExpertsBackwardCpu(o, g, grads);
+    } else moeExpertsBackwardGpu(device, o, g, grads);
   } finally {
     g.dispose();
   }

@@ -57,9 +57,9 @@ export interface GroupedGemm {
   out: Tensor;
 }
 
-/** Invocations per workgroup: llvmpipe runs 8-wide SIMD and gains from many small workgroups. */
+/** Invocations per workgroup: CPU-SIMD devices gain from many small workgroups. */
 function lanesFor(device: WebGpuDevice): number {
-  return device.isSoftware ? 16 : 64;
+  return device.tuning.launchShape === 'cpu-simd' ? 16 : 64;
 }
 
 /** How many experts of a stacked [E, N, K] weight one binding holds; throws when not even one fits. */
@@ -76,9 +76,11 @@ export function expertsPerBinding(device: WebGpuDevice, weight: Tensor, name: st
 }
 
 export function groupedGemm(device: WebGpuDevice, g: GroupedGemm): void {
-  // Prefill-sized tiles on software rasterizers: the texture tile (decode keeps one-row tiles here).
+  // Prefill-sized tiles on devices that read operands from textures: the texture tile (decode keeps one-row tiles here).
   const textures =
-    g.grouping.rowTile > 1 && storageReads(device) && (kernelOverrides().groupedGemm ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+    g.grouping.rowTile > 1 &&
+    storageReads(device) &&
+    (kernelOverrides().groupedGemm ?? (device.tuning.textureOperands ? 'textures' : 'buffers')) === 'textures';
   if (textures && textureGroupedGemm(device, g)) return;
   const [experts, n, k] = g.weight.shape as [number, number, number];
   const perBinding = expertsPerBinding(device, g.weight, g.name);

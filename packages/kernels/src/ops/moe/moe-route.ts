@@ -11,6 +11,7 @@ import { contiguous } from '../layout/layout';
 import { moeRouteBackwardCpu } from './moe-route-backward.cpu';
 import { moeRouteBackwardGpu } from './moe-route-backward.wgsl';
 import { moeRouteCpu } from './moe-route.cpu';
+import { moeRouteBackwardNative, moeRouteNative } from './moe-route.native';
 import { moeRouteGpu } from './moe-route.wgsl';
 
 /** Most experts a router may have: the kernel keeps one score per expert in private memory. */
@@ -77,8 +78,9 @@ export function moeRoute(routerLogits: Tensor, correctionBias: Tensor | null, op
   const bias = correctionBias ? noGrad(() => contiguous(correctionBias)) : null;
   try {
     if (tokens > 0) {
-      if (device.kind === 'cpu') moeRouteCpu(logits, bias, o, weights, indices);
-      else moeRouteGpu(device, logits, bias, o, weights, indices);
+      if (device.kind === 'cpu') {
+        if (!device.native || !moeRouteNative(device.native, logits, bias, o, weights, indices)) moeRouteCpu(logits, bias, o, weights, indices);
+      } else moeRouteGpu(device, logits, bias, o, weights, indices);
     }
     // Saves nothing unless the logits require grad (and recording is on).
     record('moeRoute', weights, [routerLogits], (g, saved) => [moeRouteBackward(saved[0]!, saved[1]!, g, o)], [logits, indices]);
@@ -97,8 +99,9 @@ function moeRouteBackward(logits: Tensor, indices: Tensor, gradWeights: Tensor, 
   if (tokens === 0) return out;
   const g = contiguous(gradWeights);
   try {
-    if (device.kind === 'cpu') moeRouteBackwardCpu(logits, indices, g, o, out);
-    else moeRouteBackwardGpu(device, logits, indices, g, o, out);
+    if (device.kind === 'cpu') {
+      if (!device.native || !moeRouteBackwardNative(device.native, logits, indices, g, o, out)) moeRouteBackwardCpu(logits, indices, g, o, out);
+    } else moeRouteBackwardGpu(device, logits, indices, g, o, out);
   } finally {
     g.dispose();
   }

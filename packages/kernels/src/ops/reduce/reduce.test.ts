@@ -2,7 +2,8 @@ import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
-import { max, mean, min, sum, sumAll, sumTo } from './reduce';
+import { sumTo } from '../layout/broadcast';
+import { max, mean, min, sum, sumAll } from './reduce';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();

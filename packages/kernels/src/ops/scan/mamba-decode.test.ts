@@ -1,11 +1,19 @@
 import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { DType } from '../../dtype';
-import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { noGrad } from '../../autograd/graph';
+import type { Tensor } from '../../tensor';
+import { expectClose, onDevice, poisoned, randomData, testGpu, testNative } from '../../testing';
+import { causalConv1d } from '../conv/conv';
+import { add, clamp, exp, neg, softplus } from '../elementwise/elementwise';
+import { narrow, reshape } from '../layout/layout';
+import { groupedGatedRmsNorm } from '../norm/norm';
 import { mambaDecodeStep, type MambaDecodeOptions } from './mamba-decode';
+import { ssdScan } from './scan';
 
 const gpu = await testGpu();
 const cpu = getCpuDevice();
+const devices = [cpu, testNative(), gpu].filter((d): d is Device => d !== null);
 
 interface Case {
   B: number;
@@ -83,5 +91,72 @@ describe('mambaDecodeStep', () => {
     expect(() => mambaDecodeStep(t([1, 33]), t([1, 24, 4]), t([1, 2, 4, 4]), options)).toThrow(/zxbcdt must be \[1, 34\]/);
     expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, groups: 3 })).toThrow(/multiple of 3 groups/);
     expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 3]), t([1, 2, 4, 4]), options)).toThrow(/convWeight must be \[24, 3\]/);
+    expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, dtLimit: [1, 0] })).toThrow(/dtLimit \[1, 0\] is not a range/);
+    expect(() => mambaDecodeStep(t([1, 34]), t([1, 24, 4]), t([1, 2, 4, 4]), { ...options, aLog: t([2]).requiresGrad_() })).toThrow(
+      /mambaDecodeStep backward is not implemented yet \(aLog requires grad\)/,
+    );
   });
+});
+
+// What the model runs on every device: a decode step continues a prefill of the same mixer core
+// (conv + SiLU, dt bias + softplus + clamp, A = −exp(A_log), the chunked scan with D, the gated
+// grouped RMSNorm), so decoding the last tokens gives the prefill's last rows and final states.
+describe('mambaDecodeStep continues a prefill', () => {
+  const c = { B: 2, L: 11, H: 6, P: 5, G: 3, N: 7, K: 4, limit: [0.05, 3] as const };
+  const dInner = c.H * c.P;
+  const convDim = dInner + 2 * c.G * c.N;
+  const width = dInner + convDim + c.H;
+  const zx = randomData([c.B, c.L, width], 61);
+  const rows = (from: number, n: number) => {
+    const out = new Float32Array(c.B * n * width);
+    for (let b = 0; b < c.B; b++) out.set(zx.subarray((b * c.L + from) * width, (b * c.L + from + n) * width), b * n * width);
+    return out;
+  };
+  for (const d of devices) {
+    test(`${d.kind}${d.kind === 'cpu' && d.native ? ':native' : ''}: the last two tokens decoded equal the prefill's last rows`, async () => {
+      const w = (shape: number[], seed: number, scale = 1) => onDevice(randomData(shape, seed, { scale }), shape, d);
+      const o: MambaDecodeOptions = {
+        convWeight: w([convDim, c.K], 62, 0.5),
+        convBias: w([convDim], 63),
+        dtBias: w([c.H], 64),
+        aLog: w([c.H], 65, 0.5),
+        D: w([c.H], 66),
+        normWeight: w([dInner], 67),
+        groups: c.G,
+        eps: 1e-5,
+        dtLimit: c.limit,
+      };
+      const prefill = (L: number) =>
+        noGrad(() => {
+          const input = onDevice(rows(0, L), [c.B, L, width], d);
+          const conv = causalConv1d(narrow(input, 2, dInner, convDim), o.convWeight, o.convBias);
+          const part = (start: number, size: number, shape: number[]) => reshape(narrow(conv.y, 2, start, size), shape);
+          const dt = clamp(softplus(add(narrow(input, 2, dInner + convDim, c.H), o.dtBias)), c.limit[0], c.limit[1]);
+          const scan = ssdScan(
+            part(0, dInner, [c.B, L, c.H, c.P]),
+            dt,
+            neg(exp(o.aLog)),
+            part(dInner, c.G * c.N, [c.B, L, c.G, c.N]),
+            part(dInner + c.G * c.N, c.G * c.N, [c.B, L, c.G, c.N]),
+            { chunkSize: 4, D: o.D },
+          );
+          const y = groupedGatedRmsNorm(reshape(scan.y, [c.B * L, dInner]), reshape(narrow(input, 2, 0, dInner), [c.B * L, dInner]), o.normWeight, {
+            groups: c.G,
+            eps: o.eps,
+          });
+          return { y, convState: conv.finalState, ssmState: scan.finalState };
+        });
+      const whole = prefill(c.L);
+      const wholeY = await whole.y.toFloat32();
+      const pre = prefill(c.L - 2);
+      for (const t of [c.L - 2, c.L - 1]) {
+        const step: Tensor = poisoned(d, () => mambaDecodeStep(onDevice(rows(t, 1), [c.B, width], d), pre.convState, pre.ssmState, o));
+        const expected = new Float32Array(c.B * dInner);
+        for (let b = 0; b < c.B; b++) expected.set(wholeY.subarray((b * c.L + t) * dInner, (b * c.L + t + 1) * dInner), b * dInner);
+        expectClose(await step.toFloat32(), expected, { rtol: 1e-5, what: `decoded position ${t}` });
+      }
+      expectClose(await pre.convState.toFloat32(), await whole.convState.toFloat32(), { rtol: 0, what: 'conv state' });
+      expectClose(await pre.ssmState.toFloat32(), await whole.ssmState.toFloat32(), { rtol: 1e-5, what: 'SSM state' });
+    });
+  }
 });

@@ -7,19 +7,18 @@
  *
  * The norm groups must be whole B/C groups (Nemotron-H: both are n_groups): one workgroup owns a
  * (row, group) — its B and C channels, its heads' x channels and output channels — so nothing is
- * shared between workgroups. The CPU path composes the separate reference ops, which is what the
- * kernel is checked against. Forward only.
+ * shared between workgroups. The host path composes the separate steps (mamba-decode-host.ts, then
+ * the grouped gated RMSNorm op), which is what the kernel is checked against. Forward only.
  */
 import { empty } from '../../creation';
 import { tidy } from '../../runtime/scope';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
-import { causalConv1dUpdate } from '../conv/conv';
 import { narrow, reshape } from '../layout/layout';
 import { groupedGatedRmsNorm } from '../norm/norm';
 import { checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
+import { causalConv1dUpdate, selectiveStateUpdate } from './mamba-decode-host';
 import { mambaDecodeGpu } from './mamba-decode.wgsl';
-import { selectiveStateUpdate } from './scan';
 
 export interface MambaDecodeOptions {
   /** [conv_dim, K] depthwise conv weight and [conv_dim] bias (or null). */
@@ -99,13 +98,14 @@ export function mambaDecodeStep(zxbcdt: Tensor, convState: Tensor, ssmState: Ten
       throw new Error(`${op}: ${name} is updated in place and must be a dense f32 tensor, got ${t.dtype} ${formatShape(t.shape)}`);
   }
   if (!Number.isFinite(o.eps) || o.eps < 0) throw new Error(`${op}: eps must be a finite number ≥ 0, got ${o.eps}`);
+  if (o.dtLimit && !(o.dtLimit[0] <= o.dtLimit[1])) throw new Error(`${op}: dtLimit [${o.dtLimit[0]}, ${o.dtLimit[1]}] is not a range`);
   const dims: MambaDecodeDims = { batch, heads, headDim, groups, stateDim, taps, dInner, convDim };
   if (device.kind === 'webgpu') {
     const out = empty([batch, dInner], { device });
     mambaDecodeGpu(device, { zxbcdt, convState, ssmState, options: o, dims, out });
     return out;
   }
-  // The CPU reference: the separate ops, in the order the kernel fuses them.
+  // The host path: the separate steps, in the order the kernel fuses them.
   return tidy(() => {
     const xBC = causalConv1dUpdate(convState, narrow(zxbcdt, 1, dInner, convDim), o.convWeight, o.convBias, { activation: 'silu' });
     const part = (start: number, size: number, shape: number[]) => reshape(narrow(xBC, 1, start, size), shape);

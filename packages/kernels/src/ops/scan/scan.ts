@@ -1,6 +1,6 @@
 /**
  * The Mamba2 SSM scan (spec §2.3.4–2.3.5, §3.3, §4): `ssdScan` over a whole sequence (prefill,
- * training forward) and `selectiveStateUpdate` for one decode step.
+ * training forward). One decode step is `mambaDecodeStep` (mamba-decode.ts).
  *
  *   S_t = exp(dt_t·A_h)·S_{t-1} + dt_t · x_t ⊗ B_t[g(h)],   y_t = S_t · C_t[g(h)] + D_h · x_t
  *
@@ -13,7 +13,7 @@
  * reference. `ssdScan` is differentiable through y in x, dt, A, B, C, D and initialState (backward:
  * `scan-backward.wgsl.ts`, reference `ssdScanBackwardCpu`); it saves only its inputs, and nothing
  * under noGrad. `finalState` is not differentiable: it only feeds the decode cache, and a gradient
- * reaching it is dropped. `selectiveStateUpdate` is inference only.
+ * reaching it is dropped.
  */
 import { record } from '../../autograd/graph';
 import { empty } from '../../creation';
@@ -22,10 +22,9 @@ import type { Tensor } from '../../tensor';
 import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '../op-args';
 import { contiguous } from '../layout/layout';
 import { ssdScanBackwardGpu } from './scan-backward.wgsl';
-import { selectiveStateUpdateCpu, ssdScanBackwardCpu, ssdScanCpu, type SsdScanOperands } from './scan.cpu';
-import { ssdScanBackwardNative, ssdScanNative, stateUpdateNative } from './scan.native';
+import { ssdScanBackwardCpu, ssdScanCpu, type SsdScanOperands } from './scan.cpu';
+import { ssdScanBackwardNative, ssdScanNative } from './scan.native';
 import { ssdScanGpu } from './scan.wgsl';
-import { selectiveStateUpdateGpu } from './state-update.wgsl';
 
 export interface SsdScanOptions {
   /** Chunk length Q of the chunked form (the config's chunk_size; any positive integer). */
@@ -142,81 +141,4 @@ function ssdScanGrads(a: SsdScanOperands, grad: Tensor): Tensor[] {
     if (!device.native || !ssdScanBackwardNative(device.native, a, dy, out)) ssdScanBackwardCpu(a, dy, out);
   } else ssdScanBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.ddt, out.dA, out.dB, out.dC, ...(out.dD ? [out.dD] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
-}
-
-/**
- * How a decode step turns the raw time step into dt (mamba_ssm's `dt_bias` / `dt_softplus`, plus
- * the `time_step_limit` clamp): dt = clamp(softplus(dt_raw + dtBias), lo, hi), each part optional,
- * applied in that order, with the same f32 math as the elementwise ops a prefill uses.
- */
-export interface DtTransform {
-  /** [H] added to the raw time step. */
-  dtBias?: Tensor | null;
-  /** Apply softplus (threshold 20) after the bias (default false: dt arrives ready). */
-  dtSoftplus?: boolean;
-  /** Clamp range `[lo, hi]` after softplus (Nemotron-H clamps in decode as in prefill; null: no clamp). */
-  dtLimit?: readonly [number, number] | null;
-}
-
-export interface StateUpdateOptions extends DtTransform {
-  /** A is given as A_log: the kernel uses A = −exp(A_log) (default false). */
-  aIsLog?: boolean;
-}
-
-/**
- * One decode step on `state` [B, H, P, N] (dense f32, updated in place) with x [B, H, P],
- * dt [B, H], A [H], B and C [B, G, N] and optional D [H]. Returns y [B, H, P] (f32). With
- * `options`, dt is the raw time step and is transformed in the kernel (see {@link DtTransform}),
- * and A may be given as A_log.
- */
-export function selectiveStateUpdate(
-  state: Tensor,
-  x: Tensor,
-  dt: Tensor,
-  A: Tensor,
-  B: Tensor,
-  C: Tensor,
-  D?: Tensor | null,
-  options: StateUpdateOptions = {},
-): Tensor {
-  const op = 'selectiveStateUpdate';
-  const dtBias = options.dtBias ?? null;
-  const device = checkInputs(op, { state, x, dt, A, B, C, D, dtBias }, { differentiable: false });
-  expectRank(op, 'state', state, ['B', 'H', 'P', 'N']);
-  if (state.dtype !== 'f32' || !state.isContiguous)
-    throw new Error(`${op}: state is updated in place and must be a dense f32 tensor, got ${state.dtype}${state.isContiguous ? '' : ' (strided)'}`);
-  const [batch, heads, headDim, stateDim] = state.shape as [number, number, number, number];
-  expectRank(op, 'B', B, ['B', 'G', 'N']);
-  const groups = B.shape[1]!;
-  expectShape(op, 'B', B, [batch, groups, stateDim]);
-  expectShape(op, 'C', C, [batch, groups, stateDim]);
-  expectShape(op, 'x', x, [batch, heads, headDim]);
-  expectShape(op, 'dt', dt, [batch, heads]);
-  checkHeads(op, A, D, heads, groups);
-  for (const [what, t] of [
-    ['x', x],
-    ['dt', dt],
-    ['B', B],
-    ['C', C],
-  ] as const)
-    expectFloat(op, what, t);
-  if (dtBias) {
-    expectShape(op, 'dtBias', dtBias, [heads]);
-    expectFloat(op, 'dtBias', dtBias);
-  }
-  const limit = options.dtLimit ?? null;
-  if (limit && !(limit[0] <= limit[1])) throw new Error(`${op}: dtLimit [${limit[0]}, ${limit[1]}] is not a range`);
-  const transform = { softplus: options.dtSoftplus ?? false, limit, aIsLog: options.aIsLog ?? false };
-
-  const dense = new DenseInputs();
-  const args = { state, x: dense.of(x), dt: dense.of(dt), A: dense.of(A), B: dense.of(B), C: dense.of(C), D: dense.maybe(D), dtBias: dense.maybe(dtBias) };
-  const y = empty([batch, heads, headDim], { device });
-  try {
-    if (device.kind === 'cpu') {
-      if (!device.native || !stateUpdateNative(device.native, args, transform, y)) selectiveStateUpdateCpu(args, transform, y);
-    } else selectiveStateUpdateGpu(device, { ...args, ...transform, y });
-  } finally {
-    dense.dispose();
-  }
-  return y;
 }

@@ -192,9 +192,9 @@ export function ssdScanGpu(device: WebGpuDevice, a: SsdScanLaunch): void {
   const seg = a.seqIdx ? empty([batch, NC, QP], { device, dtype: 'i32' }) : null;
   const cb = empty([batch, groups, NC, QP, QP], { device });
   const st = empty([batch, heads, NC, NP, PP], { device });
-  // Software rasterizers read the heavy kernels' operands through texture copies when they fit.
+  // The heavy kernels read their operands through texture copies when the tuning says so and they fit.
   const fits = [xdt, bp, cp, acs, cb, st].every((t) => t.size / 4 <= flatCapacity(device));
-  const useTextures = fits && (kernelOverrides().ssdOperandReads ?? (device.isSoftware ? 'textures' : 'buffers')) === 'textures';
+  const useTextures = fits && (kernelOverrides().ssdOperandReads ?? (device.tuning.textureOperands ? 'textures' : 'buffers')) === 'textures';
   const textures = new TextureOperands(device);
   const operand = (name: string, tensor: Tensor): VecOperand => ({ name, tensor, texture: useTextures ? textures.copy(tensor) : null });
   try {
