@@ -12,7 +12,7 @@ import { loadTokenizer, SafetensorsReader } from '@nemotron-ts/hub';
 import { getCpuDevice } from '@nemotron-ts/kernels';
 import { ParallelModel, type ParallelOptions } from '../src';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { loadTrainingData, ParallelTrainer, Trainer, type TrainerOptions } from '../src/train';
 import { relDiff } from './support/fixtures';
 

@@ -13,7 +13,7 @@ import { getCpuDevice } from '@nemotron-ts/kernels';
 import { applyLora, loraHandle, ParallelModel, type LoraOptions, type ParallelOptions } from '../src';
 import { loadLoraAdapter } from '../src/peft-files';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from '../src/tiny-model';
+import { ensureTinyModel } from './support/tiny-model';
 import { loadTrainingData, ParallelTrainer, Trainer, type TrainerOptions } from '../src/train';
 import { relDiff } from './support/fixtures';
 
