@@ -358,15 +358,20 @@ class StageService implements WorkerService {
       }
       emit({ bucket: b, grads: out });
     };
+    // A finished bucket's read and send start at once, and the backward goes on after one turn of the
+    // event loop (which lets them out): it does not wait for the read (a GPU readback) to complete.
+    const sending: Promise<void>[] = [];
     await backwardAsync(loss, {
       onLeafGrad: (leaf) => {
         const b = bucketOf.get(leaf);
         if (b === undefined || !left[b]!.delete(leaf) || left[b]!.size > 0) return;
-        return send(b);
+        sending.push(send(b));
+        return new Promise((resolve) => setTimeout(resolve, 0));
       },
     });
     // Parameters the graph did not reach (their gradients, if any, come from earlier micro-batches).
-    for (let b = 0; b < buckets.length; b++) if (left[b]!.size > 0) await send(b);
+    for (let b = 0; b < buckets.length; b++) if (left[b]!.size > 0) sending.push(send(b));
+    await Promise.all(sending);
   }
 
   /** Accumulated gradients by name (parameters without one are left out). */
