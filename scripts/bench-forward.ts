@@ -4,23 +4,29 @@
 // run (which also compiles every kernel): the median of BENCH_REPS runs (default 3) — wall time,
 // process CPU time (llvmpipe's threads included; steadier on a shared machine), tokens/s, and the
 // best run's tokens/s — then a line with the wall time per layer kind from one more run
-// synchronised after every block.
+// synchronised after every block. peak_rss_bytes: the process's resident high-water mark so far
+// (getrusage maxrss; models run in one process, so later rows include earlier peaks).
 // With --profile (devices with the timestamp-query feature), one more prefill runs with every
-// dispatch timed on the GPU: one JSON line per kernel name, largest total first.
+// dispatch timed on the GPU: one JSON line per kernel name, largest total first. On cpu:native,
+// every native call is timed instead (wall and process CPU ms per entry point and GEMM shape), and a
+// line "outside native" holds the rest of the run (TypeScript ops, allocation, dispatch).
 // Usage: bun scripts/bench-forward.ts [--small-only] [--profile]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
 import { deviceLabel, Generator, initDevice, narrow, noGrad, tensor, tidy, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
+import { profileNativeCalls } from './support/native-profile';
 
 const device = await initDevice();
 const reps = Number(process.env.BENCH_REPS ?? 3);
 const tokens = 512;
 const models = process.argv.includes('--small-only') ? ['small'] : ['small', 'moe'];
 const profile = process.argv.includes('--profile');
-if (profile && (device.kind !== 'webgpu' || !device.canProfileKernels)) {
-  console.error(`--profile needs a WebGPU device with the 'timestamp-query' feature; ${device.describe()} has none (try NEMOTRON_BACKEND=vulkan)`);
+if (profile && !(device.kind === 'cpu' && device.native) && (device.kind !== 'webgpu' || !device.canProfileKernels)) {
+  console.error(
+    `--profile needs cpu:native or a WebGPU device with the 'timestamp-query' feature; ${device.describe()} has neither (try NEMOTRON_BACKEND=vulkan)`,
+  );
   process.exit(2);
 }
 
@@ -61,12 +67,14 @@ for (const name of models) {
         cpu_ms: round(cpuMs),
         tokens_per_s: Math.round((tokens * 1000) / ms),
         best_tokens_per_s: Math.round((tokens * 1000) / runs[0]!.ms),
+        peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
       }),
     );
     console.log(JSON.stringify({ bench: 'prefill_breakdown', model: bench, dtype, device: deviceLabel(device), tokens, ms: await breakdown(model, ids) }));
     if (profile) await kernelProfile(bench, dtype, () => prefill());
     ids.dispose();
     model.dispose();
+    Bun.gc(true); // the next model's peak_rss_bytes should not include this one's freed weights
   }
 }
 
@@ -92,9 +100,36 @@ async function breakdown(model: NemotronHForCausalLM, ids: Tensor): Promise<Reco
   return out;
 }
 
-/** One prefill with every dispatch timed on the GPU: a JSON line per kernel name. */
-async function kernelProfile(model: string, dtype: string, run: () => Promise<unknown>): Promise<void> {
-  if (device.kind !== 'webgpu') return;
+/** One prefill with every dispatch timed on the GPU (or every native call): a JSON line per kernel name. */
+async function kernelProfile(model: string, dtype: string, run: () => Promise<{ ms: number; cpuMs: number }>): Promise<void> {
+  if (device.kind === 'cpu') {
+    if (!device.native) return;
+    let total = { ms: 0, cpuMs: 0 };
+    const calls = await profileNativeCalls(device.native, async () => {
+      total = await run();
+    });
+    const outside = {
+      key: 'outside native',
+      calls: 0,
+      ms: total.ms - calls.reduce((a, c) => a + c.ms, 0),
+      cpuMs: total.cpuMs - calls.reduce((a, c) => a + c.cpuMs, 0),
+    };
+    for (const c of [...calls, outside])
+      console.log(
+        JSON.stringify({
+          bench: 'prefill_kernel_profile',
+          model,
+          dtype,
+          tokens,
+          kernel: c.key,
+          calls: c.calls,
+          ms: round(c.ms),
+          cpu_ms: round(c.cpuMs),
+          share: +(c.ms / total.ms).toFixed(3),
+        }),
+      );
+    return;
+  }
   const { kernels } = await device.profileKernels(run);
   const total = kernels.reduce((a, k) => a + k.gpuMs, 0);
   for (const k of kernels)

@@ -8,9 +8,10 @@
 // tokens (the first steps compile, run unrecorded and record); depths interleaved, best of
 // BENCH_REPS each, so contention on a shared machine hits every depth alike. Also wall and process CPU ms per token (llvmpipe's
 // threads included) and the device pool's peak bytes (weights, cache, temporaries) plus the cached
-// weight textures.
-// --model moe runs bench-moe (bench/moe.config.json) instead.
-// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N]
+// weight textures. rss_bytes is the resident set when the row is printed, peak_rss_bytes the process's
+// high-water mark so far (getrusage maxrss: weights, Bun's heap, native buffers; run one --dtype per
+// process for that dtype's own peak). --model moe runs bench-moe (bench/moe.config.json) instead.
+// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N] [--prefill-only]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -36,6 +37,8 @@ const gen = new Generator(1);
 const prompt = (n: number) => [Array.from({ length: n }, () => Math.floor(gen.uniform() * config.vocabSize))];
 const textureBytes = () => (device.kind === 'webgpu' ? matmulTextureMemoryStats(device).cachedWeightBytes : 0);
 const round = (v: number) => +v.toFixed(2);
+/** The process's peak resident set so far (maxrss is in KiB). */
+const peakRssBytes = () => process.resourceUsage().maxRSS * 1024;
 
 for (const dtype of dtypes) {
   const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
@@ -57,9 +60,15 @@ for (const dtype of dtypes) {
       peak_bytes: device.memoryStats().peakLiveBytes,
       texture_bytes: textureBytes(),
       rss_bytes: process.memoryUsage().rss,
+      peak_rss_bytes: peakRssBytes(),
     }),
   );
 
+  if (process.argv.includes('--prefill-only')) {
+    model.dispose();
+    Bun.gc(true); // the next model's peak_rss_bytes should not include this one's freed weights
+    continue;
+  }
   // Depths interleaved, best of BENCH_REPS runs each: contention on a shared machine hits them alike.
   const prompts = new Map(depths.map((depth) => [depth, prompt(depth)]));
   const decode = async (depth: number) => {
@@ -102,8 +111,10 @@ for (const dtype of dtypes) {
         peak_bytes: peaks.get(depth),
         texture_bytes: textureBytes(),
         rss_bytes: process.memoryUsage().rss,
+        peak_rss_bytes: peakRssBytes(),
       }),
     );
   }
   model.dispose();
+  Bun.gc(true); // the next model's peak_rss_bytes should not include this one's freed weights
 }

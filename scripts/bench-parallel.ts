@@ -7,7 +7,7 @@
 // llvmpipe, which all workers share), or --devices SPEC (e.g. cpu). On this 2-core host the workers
 // share the cores: no speed-up is possible, the numbers measure the overhead.
 // One JSON line per measurement:
-//   {"bench":"parallel","model","mode":"single|pp|dp|ep","n","op":"forward|train","tokens","ms","tokens_per_s","bytes_per_step","vs_single"}
+//   {"bench":"parallel","model","mode":"single|pp|dp|ep|pp×ep","n","op":"forward|train","tokens","ms","tokens_per_s","bytes_per_step","vs_single"}
 //   (dp rows carry "allreduce": "overlapped" with the backward, or "after-backward")
 //   {"bench":"parallel-transfer","bytes","round_trip_ms","mb_per_s"}          (host ⇄ worker, both ways)
 //   {"bench":"parallel-model","mode","n","op","modeled_ms","modeled_tokens_per_s","modeled_speedup","comm_ms"}
@@ -238,6 +238,22 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
     vs_single: fwd.ms / epFwd.ms,
   });
   await ep.shutdown();
+  // Composed: 2 pipeline stages, each sharding its experts over 2 workers (4 workers; the stages' MoE layers dispatch through the host).
+  const ppep = await PipelineParallel.fromModel(m, { stages: 2, expertParallel: 2, devices: workerDevices });
+  const ppepFwd = await time(() => ppep.forward(batch, { microbatches: 4 }), moved(ppep));
+  line({
+    bench: 'parallel',
+    model: 'bench-moe',
+    mode: 'pp×ep',
+    n: 4,
+    op: 'forward',
+    tokens: TOKENS,
+    ms: ppepFwd.ms,
+    tokens_per_s: (TOKENS * 1000) / ppepFwd.ms,
+    bytes_per_step: ppepFwd.bytesPerStep,
+    vs_single: fwd.ms / ppepFwd.ms,
+  });
+  await ppep.shutdown();
   // N GPUs: the routed experts' share of the active weights is split N ways, the rest replicated.
   const c = m.config;
   const moeLayers = [...m.model.layers].filter((b) => b.mixer instanceof MoE).length;

@@ -36,5 +36,5 @@ export {
   type LoraHandle,
 } from '@nemotron-ts/core';
 export * as train from './train';
-export { ParallelModel, type ParallelOptions, type ParallelFromPretrainedOptions, type ParallelMode } from './parallel';
+export { ParallelModel, type ParallelOptions, type ParallelFromPretrainedOptions, type ParallelMode, type ParallelSizes } from './parallel';
 export * as parallel from '@nemotron-ts/parallel';

@@ -1,8 +1,9 @@
 /**
  * The root's parallel entry point: a checkpoint loaded as usual, then spread over Bun Workers by
  * `@nemotron-ts/parallel` — pipeline stages, expert shards or data-parallel replicas, one device
- * per worker. One kind at a time (composing PP × EP × DP is not built); with none the model runs
- * here, on one device, behind the same methods.
+ * per worker, or any product of them (replicated pipelines whose stages shard their experts over
+ * their own workers: PP × EP × DP workers); with none the model runs here, on one device, behind
+ * the same methods.
  */
 import { noGrad, tidy } from '@nemotron-ts/kernels';
 import {
@@ -33,7 +34,7 @@ export interface ParallelOptions {
   expertParallel?: number;
   /** Data-parallel replicas (default 1 = none). */
   dataParallel?: number;
-  /** Worker device specs: cpu, native[:THREADS] (cpu:native[:THREADS]; native workers without a count share the cores), webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
+  /** Worker device specs, one per worker (rank = (replica · stages + stage) · ep + shard) or one for all: cpu, native[:THREADS] (cpu:native[:THREADS]; native workers without a count share the cores), webgpu, auto, vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME (one repeats). */
   devices?: string[];
   /** Pipeline microbatches (default: one per stage, at most one per row). */
   microbatches?: number;
@@ -52,7 +53,15 @@ export interface TrainUpdate {
   gradNorm: number;
 }
 
-export type ParallelMode = 'single' | 'pipeline' | 'expert' | 'data';
+/** One kind of parallelism, or `composed` for a product of two or three (see {@link ParallelModel.sizes}). */
+export type ParallelMode = 'single' | 'pipeline' | 'expert' | 'data' | 'composed';
+
+/** The parallel sizes; the workers number their product. */
+export interface ParallelSizes {
+  readonly pipelineStages: number;
+  readonly expertParallel: number;
+  readonly dataParallel: number;
+}
 
 export class ParallelModel {
   private constructor(
@@ -92,7 +101,25 @@ export class ParallelModel {
       });
     else if (mode === 'expert') engine = await ExpertParallel.fromModel(model, { ...common, expertParallel: options.expertParallel! });
     else if (mode === 'data') engine = await DataParallel.fromModel(model, { ...common, replicas: options.dataParallel! });
+    else if (mode === 'composed')
+      // One pipeline (a single stage without pipeline parallelism) per replica, each stage with its expert group.
+      engine = await PipelineParallel.fromModel(model, {
+        ...common,
+        stages: options.layersPerStage === undefined ? (options.pipelineStages ?? 1) : undefined,
+        layersPerStage: options.layersPerStage,
+        expertParallel: options.expertParallel,
+        replicas: options.dataParallel,
+      });
     return new ParallelModel(model, mode, engine, options, owns);
+  }
+
+  /** The parallel sizes (1 for each kind not used). */
+  get sizes(): ParallelSizes {
+    const e = this.engine;
+    if (e instanceof PipelineParallel) return { pipelineStages: e.layout.stages, expertParallel: e.layout.expertParallel, dataParallel: e.layout.replicas };
+    if (e instanceof ExpertParallel) return { pipelineStages: 1, expertParallel: e.group.size, dataParallel: 1 };
+    if (e instanceof DataParallel) return { pipelineStages: 1, expertParallel: 1, dataParallel: e.replicas };
+    return { pipelineStages: 1, expertParallel: 1, dataParallel: 1 };
   }
 
   /** Tensor bytes moved between this thread and the workers so far (zero on one device). */
@@ -119,8 +146,9 @@ export class ParallelModel {
   }
 
   /**
-   * Greedy generation: pipelined over the stages with pipeline parallelism, else on the loaded
-   * model (after training with data or expert parallelism, `syncWeights` first).
+   * Greedy generation: pipelined over the stages (microbatches going round the replicas, MoE layers
+   * dispatching to each stage's expert group) when pipeline parallelism or a composition runs,
+   * else on the loaded model (after training with data or expert parallelism alone, `syncWeights` first).
    */
   async generate(options: PipelineGenerateOptions): Promise<PipelineGenerateResult> {
     if (this.engine instanceof PipelineParallel) return this.engine.generate({ microbatches: this.options.microbatches, ...options });
@@ -155,14 +183,6 @@ export class ParallelModel {
     return this.trainer('setOptimizer').setOptimizer(options);
   }
 
-  /** Zero, forward/backward (all-reduce for data parallelism), AdamW step. Returns the batch loss. */
-  async trainStep(batch: ParallelBatch): Promise<number> {
-    const e = this.trainer('trainStep');
-    return e instanceof PipelineParallel
-      ? e.trainStep(batch, { microbatches: this.options.microbatches, schedule: this.options.schedule })
-      : e.trainStep(batch);
-  }
-
   /**
    * One update as the one-device trainer makes it: forward/backward of each micro-batch (their
    * gradients add up, then are averaged), the all-reduce with data parallelism, global-norm
@@ -184,6 +204,8 @@ export class ParallelModel {
         `training loss is ${loss}${options.step !== undefined ? ` at step ${options.step}` : ''} (micro-batch losses ${losses.join(', ')}); stopping before the update`,
       );
     }
+    // Composed replicas of a pipeline all-reduce after the backward.
+    if (e instanceof PipelineParallel) await e.allReduceGradients();
     if (batches.length > 1) await e.scaleGradients(1 / batches.length);
     const gradNorm = await e.gradientNorm();
     const coef = clipCoefficient(gradNorm, options.maxGradNorm ?? 0);
@@ -261,6 +283,6 @@ function modeOf(options: ParallelOptions): ParallelMode {
   for (const [mode, n] of sizes)
     if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new Error(`${mode} parallel size must be a positive integer, got ${n}`);
   const active = sizes.filter(([, n]) => (n ?? 1) > 1).map(([m]) => m);
-  if (active.length > 1) throw new Error(`combine one kind of parallelism at a time (asked for ${active.join(' + ')}); composing them is not built`);
+  if (active.length > 1) return 'composed';
   return active[0] ?? 'single';
 }

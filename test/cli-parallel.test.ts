@@ -37,6 +37,7 @@ describe('nemotron forward with parallel flags', () => {
       ['--pipeline-stages', '3', '--microbatches', '2'],
       ['--expert-parallel', '2'],
       ['--data-parallel', '2'],
+      ['--pipeline-stages', '2', '--expert-parallel', '2'],
     ]) {
       const out = join(scratch, `${flags[0]!.slice(2)}.safetensors`);
       const r = nemotron('forward', '--model', fixture.dir, '--input', input, '--out', out, '--device', 'cpu', '--devices', 'cpu', ...flags);
@@ -55,7 +56,10 @@ describe('nemotron forward with parallel flags', () => {
     const run = (...flags: string[]) =>
       nemotron('forward', '--model', fixture, '--input', `${fixture}/inputs.json`, '--out', join(scratch, 'x.safetensors'), ...flags);
     expect(run('--pipeline-stages', '0')).toMatchObject({ code: 2, stderr: expect.stringContaining('--pipeline-stages must be an integer ≥ 1, got 0') });
-    expect(run('--pipeline-stages', '2', '--data-parallel', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
+    expect(run('--pipeline-stages', '2', '--data-parallel', '2', '--devices', 'cpu,cpu')).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('2 given (cpu, cpu) for 4 workers'),
+    });
     expect(run('--devices', 'cpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--devices needs --pipeline-stages') });
     expect(run('--pipeline-stages', '2', '--devices', 'tpu')).toMatchObject({ code: 1, stderr: expect.stringContaining("device 'tpu' is not one of") });
     expect(run('--pipeline-stages', '9')).toMatchObject({ code: 1, stderr: expect.stringContaining('9 stages exceed the model') });

@@ -1,6 +1,6 @@
 /**
  * `nemotron train` with the parallel flags, end to end on the tiny model (CPU workers): data-,
- * pipeline- and expert-parallel runs log the one-device run's losses, learning rates and gradient norms
+ * pipeline- and expert-parallel runs, and the three composed (8 workers), log the one-device run's losses, learning rates and gradient norms
  * (clipping, weight-decay groups, accumulation and the schedule included) and evaluation losses, save weights equal to
  * one device's; a run resumed from its step-2 checkpoint repeats the uninterrupted one exactly, and
  * checkpoints cross between one device and workers; flags that do not compose with the workers are
@@ -100,7 +100,7 @@ async function lmHead(dir: string): Promise<Float32Array> {
 }
 
 describe('nemotron train with parallel flags', () => {
-  test("data, pipeline and expert parallel log one device's losses and save its weights", async () => {
+  test("data, pipeline and expert parallel, alone and composed, log one device's losses and save its weights", async () => {
     const one = run(join(scratch, 'one'), '--eval-every', '2');
     expect(one.evals!.map((l) => l.step)).toEqual([2, 4]);
     expect(one.map((l) => l.step)).toEqual([1, 2, 3, 4]);
@@ -111,11 +111,16 @@ describe('nemotron train with parallel flags', () => {
       ['--data-parallel', '2'],
       ['--pipeline-stages', '2', '--microbatches', '2'],
       ['--expert-parallel', '2'],
+      ['--pipeline-stages', '2', '--expert-parallel', '2', '--data-parallel', '2'],
     ]) {
-      const out = join(scratch, flags[0]!.slice(2));
+      const name = flags
+        .filter((f) => f.startsWith('--'))
+        .join('')
+        .slice(2);
+      const out = join(scratch, name);
       const got = run(out, '--devices', 'cpu', '--eval-every', '2', ...flags);
       expect(got.map((l) => l.step)).toEqual([1, 2, 3, 4]);
-      straight.set(flags[0]!.slice(2), got);
+      straight.set(name, got);
       got.evals!.forEach((l, i) =>
         expect([l.step, Math.abs(l.eval_loss! - one.evals![i]!.eval_loss!) / one.evals![i]!.eval_loss! <= 1e-5]).toEqual([one.evals![i]!.step, true]),
       );
@@ -188,6 +193,18 @@ describe('nemotron train with parallel flags', () => {
       code: 2,
       stderr: expect.stringContaining('--dtype bf16 is not supported with --expert-parallel'),
     });
-    expect(refused('--pipeline-stages', '2')).toMatchObject({ code: 2, stderr: expect.stringContaining('give one of --pipeline-stages') });
+    // Composed parallelism trains and checkpoints, but neither resumes nor takes LoRA or bf16 masters.
+    expect(refused('--pipeline-stages', '2', '--lora-r', '4')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--lora-r is not supported with --pipeline-stages with --data-parallel'),
+    });
+    expect(refused('--pipeline-stages', '2', '--resume')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--resume is not supported with --pipeline-stages with --data-parallel'),
+    });
+    expect(refused('--expert-parallel', '2', '--dtype', 'bf16')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--dtype bf16 is not supported with --expert-parallel with --data-parallel'),
+    });
   });
 });

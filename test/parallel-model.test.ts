@@ -1,7 +1,7 @@
 /**
  * `ParallelModel.fromPretrained(path, { pipelineStages | expertParallel | dataParallel, devices })`:
  * the same forward as one device in every mode, training entry points that move the loaded model's
- * weights after `syncWeights`, and the refusals (composition, EP training).
+ * weights after `syncWeights` (PP × EP composed too), and the refusals.
  */
 import { describe, expect, test } from 'bun:test';
 import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
@@ -23,8 +23,9 @@ describe('ParallelModel', () => {
     const single = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true });
     expect(single.mode).toBe('single');
     const want = await single.forward(batch);
-    for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }]) {
+    for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }, { pipelineStages: 2, expertParallel: 2 }]) {
       const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
+      expect(pm.sizes).toEqual({ pipelineStages: 1, expertParallel: 1, dataParallel: 1, ...options });
       const got = await pm.forward(batch);
       expect({
         options,
@@ -36,8 +37,8 @@ describe('ParallelModel', () => {
         const before = await pm.model.getTensor('lm_head.weight').toFloat32();
         const experts = 'model.layers.2.mixer.experts.up_proj';
         const expertsBefore = await pm.model.getTensor(experts).toFloat32();
-        const first = await pm.trainStep(batch);
-        const second = await pm.trainStep(batch);
+        const { loss: first } = await pm.trainUpdate([batch]);
+        const { loss: second } = await pm.trainUpdate([batch]);
         expect(second).toBeLessThan(first);
         await pm.syncWeights();
         expect(relDiff(await pm.model.getTensor('lm_head.weight').toFloat32(), before)).toBeGreaterThan(1e-3);
@@ -51,11 +52,11 @@ describe('ParallelModel', () => {
     await single.close();
   });
 
-  test('composing kinds, and bad sizes, are refused before anything starts', async () => {
+  test('bad sizes and a device list that does not match the worker count are refused', async () => {
     const dir = (await openFixture('dense_f32')).dir;
-    expect((await rejection(ParallelModel.fromPretrained(dir, { device, pipelineStages: 2, dataParallel: 2 }))).message).toContain(
-      'combine one kind of parallelism at a time (asked for pipeline + data)',
-    );
+    expect(
+      (await rejection(ParallelModel.fromPretrained(dir, { device, pipelineStages: 2, dataParallel: 2, devices: ['cpu', 'cpu', 'cpu'] }))).message,
+    ).toContain('devices: 3 given (cpu, cpu, cpu) for 4 workers');
     expect((await rejection(ParallelModel.fromPretrained(dir, { device, expertParallel: 0 }))).message).toContain(
       'expert parallel size must be a positive integer, got 0',
     );

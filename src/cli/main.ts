@@ -61,8 +61,10 @@ model flags (forward, generate, chat; train takes --no-strict): --lora DIR|REPO_
   (missing ones freshly initialised), not errors
 device flags (every command): --device webgpu|native|cpu|auto  --backend vulkan|metal|d3d12|opengl|opengles  --adapter NAME
 
-parallel flags (forward, generate, train): --pipeline-stages N | --expert-parallel N | --data-parallel N
-            [--devices SPEC[,SPEC…]] (one per worker or one for all: cpu, native[:THREADS] (or
+parallel flags (forward, generate, train): --pipeline-stages N --expert-parallel N --data-parallel N
+            (any of them; together they compose: PP × EP × DP workers, each stage sharding its experts
+            over its own workers, each replica a whole pipeline)
+            [--devices SPEC[,SPEC…]] (one per worker, rank = (replica·stages + stage)·ep + shard, or one for all: cpu, native[:THREADS] (or
             cpu:native[:THREADS]; without a count the native workers share the cores), webgpu, auto,
             vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
             over Bun Workers, one device each; forward writes the same --out file; generate is greedy;

@@ -1,7 +1,8 @@
 /**
  * The parallelism flags of `nemotron forward` and `nemotron generate`: `--pipeline-stages N`,
  * `--expert-parallel N`, `--data-parallel N`, `--devices cpu,webgpu,…` (one per worker, or one for
- * all) and `--microbatches M`. With none of them (or all 1) the command runs on one device as before.
+ * all) and `--microbatches M`. Several compose (PP × EP × DP workers, `--devices` one per worker). With none of them (or all 1)
+ * the command runs on one device as before.
  */
 import type { ParallelOptions } from '../parallel';
 import { numberFlag, stringFlag, UsageError, type ParsedArgs } from './args';
@@ -27,7 +28,6 @@ export function readParallelFlags(args: ParsedArgs): ParallelOptions | null {
     if (options.devices.some((d) => d === '')) throw new UsageError(`--devices must be comma-separated device specs, got '${devices}'`);
   }
   const active = [options.pipelineStages, options.expertParallel, options.dataParallel].filter((n) => (n ?? 1) > 1);
-  if (active.length > 1) throw new UsageError('give one of --pipeline-stages, --expert-parallel and --data-parallel (composing them is not built)');
   if (active.length === 0) {
     const stray = (['devices', 'microbatches'] as const).find((name) => args.flags.has(name));
     if (stray) throw new UsageError(`--${stray} needs --pipeline-stages, --expert-parallel or --data-parallel above 1`);

@@ -10,11 +10,17 @@ import { RefusedError, type ParsedArgs } from './args';
 import type { LoraFlagOptions } from './lora-flags';
 import type { TrainFlags } from './train';
 
-/** The flag that chose the parallelism (named in refusals). */
+/** The flags that chose the parallelism, as refusals name them (`--pipeline-stages with --data-parallel` when composed). */
 export function parallelModeFlag(parallel: ParallelOptions): string {
-  if ((parallel.pipelineStages ?? 1) > 1) return '--pipeline-stages';
-  if ((parallel.dataParallel ?? 1) > 1) return '--data-parallel';
-  return '--expert-parallel';
+  const sizes = [
+    ['--pipeline-stages', parallel.layersPerStage !== undefined ? 2 : parallel.pipelineStages],
+    ['--expert-parallel', parallel.expertParallel],
+    ['--data-parallel', parallel.dataParallel],
+  ] as const;
+  return sizes
+    .filter(([, n]) => (n ?? 1) > 1)
+    .map(([flag]) => flag)
+    .join(' with ');
 }
 
 /** Refuses (exit 2) the training flags that do not compose with the parallelism asked for. */
@@ -24,6 +30,13 @@ export function checkParallelTrainFlags(args: ParsedArgs, parallel: ParallelOpti
     throw new RefusedError(`${what} is not supported with ${mode} (${why})`);
   };
   if (args.flags.has('gradient-checkpointing')) refuse('--gradient-checkpointing', 'the workers keep every activation');
+  if (mode.includes(' with ')) {
+    // A composition's workers hold a stage's or an expert shard's part per replica: its checkpoints hold the weights and AdamW moments, but resuming, LoRA and bf16 masters are not built for it.
+    const single = 'use one of --pipeline-stages, --data-parallel or --expert-parallel';
+    if (args.flags.has('resume')) refuse('--resume', `a composed run does not resume; ${single}`);
+    if (lora) refuse('--lora-r', `LoRA is not built for composed parallelism; ${single}`);
+    if (flags.dtype !== 'f32') refuse(`--dtype ${flags.dtype}`, `f32 masters are not built for composed parallelism; ${single}`);
+  }
   if (flags.dtype !== 'f32' && mode === '--expert-parallel')
     refuse(`--dtype ${flags.dtype}`, "the host's and the expert shards' AdamW have no f32 masters; use --pipeline-stages or --data-parallel");
   if (args.flags.has('pack') && flags.batchSize > 1)

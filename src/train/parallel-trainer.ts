@@ -8,7 +8,8 @@
  * the trainer state (step, data position, settings), so a parallel run resumes exactly, and a
  * one-device run can continue a parallel run's checkpoint and the other way round.
  * Expert parallelism (the host's AdamW and the shards' over their experts) checkpoints and
- * resumes the same way; it takes neither LoRA nor the MTP loss.
+ * resumes the same way; it takes neither LoRA nor the MTP loss. Composed parallelism (PP × EP × DP)
+ * trains f32 weights and writes the same checkpoints, but neither resumes nor takes LoRA or bf16.
  */
 import { loraHandle, type LoraHandle } from '@nemotron-ts/core';
 import {
@@ -73,9 +74,13 @@ export class ParallelTrainer {
     const o = resolveTrainerOptions(model, data, options);
     const dtype = model.lmHead.weight.dtype;
     if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`ParallelTrainer: the model's weights are ${dtype}; train f32 or bf16 weights`);
+    const lora = loraHandle(model);
+    if (parallel.mode === 'composed' && (dtype !== 'f32' || lora))
+      throw new Error(
+        `ParallelTrainer: ${lora ? 'LoRA (--lora-r)' : `${dtype} weights (--dtype ${dtype})`} with composed parallelism (--pipeline-stages, --expert-parallel, --data-parallel together) is not built; use one kind of parallelism`,
+      );
     if (dtype === 'bf16' && parallel.mode === 'expert')
       throw new Error("ParallelTrainer: bf16 weights with expert parallelism are not built (the host's and the shards' AdamW need f32 masters)");
-    const lora = loraHandle(model);
     if (lora && parallel.mode === 'expert')
       throw new Error('ParallelTrainer: LoRA with expert parallelism is not built (the shards would train the frozen routed experts)');
     if (o.mtp && parallel.mode === 'expert') throw new Error('ParallelTrainer: expert parallelism does not train the MTP loss');
@@ -119,6 +124,10 @@ export class ParallelTrainer {
    * Returns the hyperparameters that differ from the checkpoint's run (this run's apply).
    */
   async resumeFrom(dir: string): Promise<ChangedHyperparameter[]> {
+    if (this.parallel.mode === 'composed')
+      throw new Error(
+        'ParallelTrainer: resuming (--resume) a composed run (--pipeline-stages, --expert-parallel, --data-parallel together) is not built; use one kind of parallelism',
+      );
     const state = await readTrainerState(dir);
     checkResumable(dir, state, this.settings, this.options.steps);
     const model = this.parallel.model;

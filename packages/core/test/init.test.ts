@@ -1,8 +1,9 @@
 import { describe, expect, test } from 'bun:test';
-import { fromBf16, getCpuDevice, toBf16 } from '@nemotron-ts/kernels';
+import { fromBf16, Generator, getCpuDevice, toBf16 } from '@nemotron-ts/kernels';
 import { testGpu } from '@nemotron-ts/kernels/testing';
 import { differ, expectValues } from './support/values';
 import { initializeWeights, NemotronHConfig, NemotronHForCausalLM, type NemotronHConfigInit } from '../src';
+import { seedFor } from '../src/nemotron/init';
 
 const cpu = getCpuDevice();
 const gpu = await testGpu();
@@ -199,6 +200,20 @@ describe('initializeWeights (NeMo, spec §7)', () => {
     bf16.dispose();
   });
 
+  test('a tensor larger than one written chunk (1 Mi elements) continues its draws across chunks, in f32 and bf16', async () => {
+    const wide = NemotronHConfig.create({ ...INIT, pattern: 'M', vocabSize: 11_000, numNextnPredictLayers: 0 });
+    const name = 'model.embeddings.weight';
+    const g = new Generator(seedFor(5, name));
+    const want = Float32Array.from({ length: 11_000 * INIT.hiddenSize! }, () => g.normal() * 0.02);
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const model = NemotronHForCausalLM.fromConfig(wide, { device: cpu, seed: 5, dtype });
+      const got = await model.getTensor(name).toFloat32();
+      expect(got.length).toBeGreaterThan(1 << 20);
+      expectValues(`${name} ${dtype}`, got, dtype === 'bf16' ? fromBf16(toBf16(want)) : want);
+      model.dispose();
+    }
+  });
+
   test('a tensor without a rule is an error', () => {
     class Extended extends NemotronHForCausalLM {
       constructor() {
@@ -214,15 +229,17 @@ describe('initializeWeights (NeMo, spec §7)', () => {
   if (gpu) {
     test('the same weights on WebGPU as on the CPU', async () => {
       const small = NemotronHConfig.create({ ...INIT, vocabSize: 50 });
-      const onCpu = NemotronHForCausalLM.fromConfig(small, { device: cpu, seed: 4 });
-      const onGpu = NemotronHForCausalLM.fromConfig(small, { device: gpu, seed: 4 });
-      const ref = onCpu.stateDict();
-      for (const [name, t] of onGpu.stateDict()) {
-        expect(t.device).toBe(gpu);
-        expectValues(name, await t.toFloat32(), await ref.get(name)!.toFloat32());
+      for (const dtype of ['f32', 'bf16'] as const) {
+        const onCpu = NemotronHForCausalLM.fromConfig(small, { device: cpu, seed: 4, dtype });
+        const onGpu = NemotronHForCausalLM.fromConfig(small, { device: gpu, seed: 4, dtype });
+        const ref = onCpu.stateDict();
+        for (const [name, t] of onGpu.stateDict()) {
+          expect(t.device).toBe(gpu);
+          expectValues(`${name} ${dtype}`, await t.toFloat32(), await ref.get(name)!.toFloat32());
+        }
+        onCpu.dispose();
+        onGpu.dispose();
       }
-      onCpu.dispose();
-      onGpu.dispose();
     });
   }
 });

@@ -38,6 +38,182 @@ static inline float dot(const float *q, const void *k, int kdt, int64_t n) {
 }
 
 /*
+ * Prefill rows (many queries): K is first transposed per (batch, kv head) into f32 [D][keys], so a
+ * query's scores come out VLEN keys at a time with no horizontal sums, the softmax's exponentials are
+ * vector ones, and the value rows are summed into vector accumulators. Returns 0 (nothing written)
+ * when the shapes do not fit its vectors or the transposed copy cannot be allocated.
+ */
+enum { MAX_VALUE_VECTORS = 32 };
+
+static inline vf vrow(const void *v, int v_dt, int64_t i) {
+  return v_dt == DT_F32 ? vload((const float *)v + i) : vload_bf16((const uint16_t *)v + i);
+}
+
+/* acc[0..8) = Σ_j w[j] · v[base + j·stride + u·VLEN]: eight accumulators held in registers. */
+static void weighted_rows_8(const float *w, int64_t n, const void *v, int v_dt, int64_t base, int64_t stride, vf *acc) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+  for (int64_t j = 0; j < n; j++) {
+    if (w[j] == 0.0f) continue;
+    vf vw = vbroadcast(w[j]);
+    int64_t r = base + j * stride;
+    a0 += vw * vrow(v, v_dt, r);
+    a1 += vw * vrow(v, v_dt, r + VLEN);
+    a2 += vw * vrow(v, v_dt, r + 2 * VLEN);
+    a3 += vw * vrow(v, v_dt, r + 3 * VLEN);
+    a4 += vw * vrow(v, v_dt, r + 4 * VLEN);
+    a5 += vw * vrow(v, v_dt, r + 5 * VLEN);
+    a6 += vw * vrow(v, v_dt, r + 6 * VLEN);
+    a7 += vw * vrow(v, v_dt, r + 7 * VLEN);
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+}
+
+/* The same with four accumulators (a 64-wide head on AVX-512). */
+static void weighted_rows_4(const float *w, int64_t n, const void *v, int v_dt, int64_t base, int64_t stride, vf *acc) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+  for (int64_t j = 0; j < n; j++) {
+    if (w[j] == 0.0f) continue;
+    vf vw = vbroadcast(w[j]);
+    int64_t r = base + j * stride;
+    a0 += vw * vrow(v, v_dt, r);
+    a1 += vw * vrow(v, v_dt, r + VLEN);
+    a2 += vw * vrow(v, v_dt, r + 2 * VLEN);
+    a3 += vw * vrow(v, v_dt, r + 3 * VLEN);
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* The same for any other count of vectors (below 8). */
+static void weighted_rows(const float *w, int64_t n, const void *v, int v_dt, int64_t base, int64_t stride, int64_t nu, vf *acc) {
+  for (int64_t u = 0; u < nu; u++) acc[u] = vbroadcast(0.0f);
+  for (int64_t j = 0; j < n; j++) {
+    if (w[j] == 0.0f) continue;
+    vf vw = vbroadcast(w[j]);
+    for (int64_t u = 0; u < nu; u++) acc[u] += vw * vrow(v, v_dt, base + j * stride + u * VLEN);
+  }
+}
+
+static int attention_prefill(const double *params, const void *q, const void *k, const void *v, const void *mask, const void *seq, float *out,
+                             float *lse) {
+  int64_t batch = (int64_t)params[0], queries = (int64_t)params[1], hq = (int64_t)params[2], hkv = (int64_t)params[3];
+  int64_t hd = (int64_t)params[4], vd = (int64_t)params[5], keys = (int64_t)params[6];
+  int causal = (int)params[7];
+  float scale = (float)params[8];
+  int64_t qoff = (int64_t)params[9];
+  const double *pq = params + 10, *pk = params + 15, *pv = params + 20, *pm = params + 25, *ps = params + 30;
+  int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0];
+  int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
+  int has_lse = (int)params[35];
+  if (queries < 8 || vd % VLEN != 0 || vd / VLEN > MAX_VALUE_VECTORS || keys < 1 || hd < 1) return 0;
+  out += (int64_t)params[36];
+  if (lse) lse += (int64_t)params[37];
+  int64_t group = hq / hkv;
+  int64_t kp = (keys + 4 * VLEN - 1) / (4 * VLEN) * (4 * VLEN); /* padded key count: whole 4-vector steps */
+  float *kt = malloc(sizeof(float) * (size_t)(batch * hkv * hd * kp));
+  if (!kt) return 0;
+  int failed = 0;
+#pragma omp parallel if (batch * queries * hq * keys * (hd + vd) >= PARALLEL_MIN_WORK)
+  {
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t b = 0; b < batch; b++) {
+      for (int64_t g = 0; g < hkv; g++) {
+        float *dst = kt + (b * hkv + g) * hd * kp;
+        for (int64_t j = 0; j < kp; j++) {
+          int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
+          for (int64_t d = 0; d < hd; d++) dst[d * kp + j] = j < keys ? readf(k, k_dt, kb + d) : 0.0f;
+        }
+      }
+    }
+    float *scores = malloc(sizeof(float) * (size_t)kp);
+    float *qrow = malloc(sizeof(float) * (size_t)hd);
+#pragma omp for schedule(dynamic, 4) collapse(2)
+    for (int64_t b = 0; b < batch; b++) {
+      for (int64_t i = 0; i < queries; i++) {
+        if (!scores || !qrow) {
+#pragma omp atomic write
+          failed = 1;
+          continue;
+        }
+        int64_t pos = qoff + i;
+        float own = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + pos * (int64_t)ps[4]) : 0.0f;
+        int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
+        for (int64_t h = 0; h < hq; h++) {
+          int64_t g = h / group;
+          const float *kg = kt + (b * hkv + g) * hd * kp;
+          int64_t qb = (int64_t)pq[1] + b * (int64_t)pq[2] + i * (int64_t)pq[3] + h * (int64_t)pq[4];
+          for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d) * scale;
+          /* Scores of keys [0, last), 4 vectors of keys per step (independent FMA chains). */
+          for (int64_t j = 0; j < last; j += 4 * VLEN) {
+            vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            const float *kc = kg + j;
+            for (int64_t d = 0; d < hd; d++, kc += kp) {
+              vf qd = vbroadcast(qrow[d]);
+              s0 += qd * vload(kc);
+              s1 += qd * vload(kc + VLEN);
+              s2 += qd * vload(kc + 2 * VLEN);
+              s3 += qd * vload(kc + 3 * VLEN);
+            }
+            vstore(scores + j, s0);
+            vstore(scores + j + VLEN, s1);
+            vstore(scores + j + 2 * VLEN, s2);
+            vstore(scores + j + 3 * VLEN, s3);
+          }
+          if (has_mask || has_seq) {
+            for (int64_t j = 0; j < last; j++) {
+              int vis = 1;
+              if (has_mask) vis = readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) != 0.0f;
+              if (vis && has_seq) vis = readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) == own;
+              if (!vis) scores[j] = -INFINITY;
+            }
+          }
+          float max = -INFINITY;
+          for (int64_t j = 0; j < last; j++) max = scores[j] > max ? scores[j] : max;
+          int64_t row = (b * queries + i) * hq + h;
+          float *o = out + row * vd;
+          if (max == -INFINITY) {
+            for (int64_t d = 0; d < vd; d++) o[d] = 0.0f;
+            if (has_lse) lse[row] = INFINITY;
+            continue;
+          }
+          /* exp(s − max), a vector at a time; masked keys (−inf) give 0. */
+          vf vmax = vbroadcast(max), vsumv = {0};
+          int64_t j = 0;
+          for (; j + VLEN <= last; j += VLEN) {
+            vf e = vexp(vload(scores + j) - vmax);
+            vstore(scores + j, e);
+            vsumv += e;
+          }
+          float sum = vsum(vsumv);
+          for (; j < last; j++) {
+            scores[j] = expf(scores[j] - max);
+            sum += scores[j];
+          }
+          vf acc[MAX_VALUE_VECTORS];
+          int64_t nv = vd / VLEN;
+          for (int64_t u0 = 0; u0 < nv; u0 += 8) {
+            int64_t nu = nv - u0 < 8 ? nv - u0 : 8;
+            int64_t vbase = (int64_t)pv[1] + b * (int64_t)pv[2] + g * (int64_t)pv[4] + u0 * VLEN;
+            if (nu == 8)
+              weighted_rows_8(scores, last, v, v_dt, vbase, (int64_t)pv[3], acc + u0);
+            else if (nu == 4)
+              weighted_rows_4(scores, last, v, v_dt, vbase, (int64_t)pv[3], acc + u0);
+            else
+              weighted_rows(scores, last, v, v_dt, vbase, (int64_t)pv[3], nu, acc + u0);
+          }
+          vf inv = vbroadcast(1.0f / sum);
+          for (int64_t u = 0; u < nv; u++) vstore(o + u * VLEN, acc[u] * inv);
+          if (has_lse) lse[row] = max + logf(sum);
+        }
+      }
+    }
+    free(scores);
+    free(qrow);
+  }
+  free(kt);
+  return failed ? -1 : 1;
+}
+
+/*
  * params: batch, queries, q_heads, kv_heads, head_dim, value_dim, keys, causal, scale, query_offset,
  *   q: dtype, offset, strides batch/seq/head; k: same; v: same;
  *   mask: present, dtype, offset, batch_stride, key_stride; seq: same; has lse, out offset, lse offset.
@@ -54,6 +230,8 @@ EXPORT int nt_attention(const double *params, const void *q, const void *k, cons
   int has_lse = (int)params[35];
   out += (int64_t)params[36];
   if (lse) lse += (int64_t)params[37];
+  int prefill = attention_prefill(params, q, k, v, mask, seq, out, lse);
+  if (prefill != 0) return prefill < 0 ? -1 : 0;
   int64_t group = hq / hkv;
   size_t esize_k = k_dt == DT_BF16 ? 2 : 4;
   int failed = 0;

@@ -65,6 +65,24 @@ static inline uint16_t f32_to_bf16(float f) {
 }
 
 /*
+ * The hot unary ops over contiguous f32 [i0, i1), a vector at a time (relu² follows every MLP's up
+ * projection, SiLU every conv); returns 0 for ops without a vector form here.
+ */
+static int unary_contiguous(int op, const float *a, float *dst, int64_t i0, int64_t i1) {
+  if (op != 9 && op != 11 && op != 12 && op != 15 && op != 2) return 0;
+  int64_t i = i0;
+  const vf zero = vbroadcast(0.0f);
+  for (; i + VLEN <= i1; i += VLEN) {
+    vf v = vload(a + i);
+    /* v != v keeps NaN, as the scalar ops do. */
+    vf r = op == 9 ? vsilu(v) : op == 2 ? vexp(v) : op == 15 ? v : vselect((v > zero) | (v != v), v, zero);
+    vstore(dst + i, op == 12 ? r * r : r);
+  }
+  for (; i < i1; i++) dst[i] = apply(op, a[i], 0.0f, 0.0f, 0.0f);
+  return 1;
+}
+
+/*
  * params: op, rank, nops, p0, p1, out_offset, out_dtype (f32 or bf16), shape[rank], out_strides[rank],
  *   then per operand: dtype, offset, strides[rank].
  */
@@ -123,6 +141,7 @@ EXPORT int nt_elementwise(const double *params, void *out_data, const void *x0, 
       else for (int64_t i = i0; i < i1; i++) dst[i] = a[i] * b[i];
       continue;
     }
+    if (contiguous && nops == 1 && unary_contiguous(op, (const float *)in[0] + ibase[0], dst, i0, i1)) continue;
     for (int64_t i = i0; i < i1; i++) {
       float a = read(in[0], idt[0], ibase[0] + i * istr[0][rank - 1]);
       float b = nops > 1 ? read(in[1], idt[1], ibase[1] + i * istr[1][rank - 1]) : 0.0f;

@@ -167,27 +167,38 @@ static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, floa
 }
 
 /*
- * With many rows (prefill, training) the bf16 weight is widened to f32 once per call (k·n
- * conversions against m·n·k multiply-adds) and handed to the BLAS, which outruns our micro-kernel.
- * Returns 0 (nothing written) without a BLAS or memory for the copy.
+ * With many rows (prefill, training) the bf16 weight is widened to f32 (k·n conversions against
+ * m·n·k multiply-adds) and handed to the BLAS, which outruns our micro-kernel. A block of columns at
+ * a time (WIDEN_FLOATS of f32, 1 MiB): the block stays in cache between its widening and the BLAS
+ * reading it, and no weight-sized copy is allocated per call (which held RSS in malloc's heap).
+ * Returns 0 (nothing written) without a BLAS or memory for the block.
  */
-enum { BF16_WIDEN_MIN_ROWS = 32 };
+enum { BF16_WIDEN_MIN_ROWS = 32, WIDEN_FLOATS = 1 << 18 };
 static int bf16_product_via_blas(const view_t *a, int64_t abase, const view_t *b, int64_t bbase, float *c, int64_t m, int64_t n, int64_t k) {
   if (!nt_blas_available()) return 0;
   /* Keep B's orientation: k-contiguous rows (x·Wᵀ) stay [n][k], anything else becomes [k][n]. */
   int kmajor = b->row_stride == 1;
-  float *w = malloc(sizeof(float) * (size_t)(n * k));
+  int64_t cols = WIDEN_FLOATS / k;
+  if (cols < NR) cols = NR;
+  if (cols > n) cols = n;
+  float *w = malloc(sizeof(float) * (size_t)(cols * k));
   if (!w) return 0;
   const uint16_t *src = b->data;
-#pragma omp parallel for schedule(static) if (n * k >= PARALLEL_MIN_WORK)
-  for (int64_t j = 0; j < n; j++)
-    for (int64_t p = 0; p < k; p++) {
-      float v = bf16_to_f32(src[bbase + p * b->row_stride + j * b->col_stride]);
-      if (kmajor) w[j * k + p] = v;
-      else w[p * n + j] = v;
+  const float *ap = (const float *)a->data + abase;
+  int done = 1;
+  for (int64_t j0 = 0; j0 < n && done; j0 += cols) {
+    int64_t nc = n - j0 < cols ? n - j0 : cols;
+#pragma omp parallel for schedule(static) if (nc * k >= PARALLEL_MIN_WORK)
+    for (int64_t j = 0; j < nc; j++) {
+      const uint16_t *col = src + bbase + (j0 + j) * b->col_stride;
+      if (kmajor)
+        for (int64_t p = 0; p < k; p++) w[j * k + p] = bf16_to_f32(col[p]);
+      else
+        for (int64_t p = 0; p < k; p++) w[p * nc + j] = bf16_to_f32(col[p * b->row_stride]);
     }
-  int done = kmajor ? nt_blas_product(m, n, k, (const float *)a->data + abase, a->row_stride, a->col_stride, w, 1, k, c)
-                    : nt_blas_product(m, n, k, (const float *)a->data + abase, a->row_stride, a->col_stride, w, n, 1, c);
+    done = kmajor ? nt_blas_product_ldc(m, nc, k, ap, a->row_stride, a->col_stride, w, 1, k, c + j0, n)
+                  : nt_blas_product_ldc(m, nc, k, ap, a->row_stride, a->col_stride, w, nc, 1, c + j0, n);
+  }
   free(w);
   return done;
 }

@@ -8,6 +8,10 @@ static inline float readf(const void *p, int dtype, int64_t i) {
   return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
+static inline vf vread(const void *p, int dtype, int64_t i) {
+  return dtype == DT_BF16 ? vload_bf16((const uint16_t *)p + i) : vload((const float *)p + i);
+}
+
 /*
  * params: rows, d, groups, eps, offsets x, z, w, out, dtypes x, z, w, has z.
  */
@@ -20,8 +24,14 @@ EXPORT int nt_norm(const double *params, const void *x, const void *z, const voi
 #pragma omp parallel for schedule(static) if (rows > 1 && rows * d * 4 >= PARALLEL_MIN_WORK)
   for (int64_t r = 0; r < rows; r++) {
     float *o = out + o_off + r * d;
-    /* v written into the output row first, then scaled in place. */
-    for (int64_t j = 0; j < d; j++) {
+    /* v written into the output row first, then scaled in place; a vector at a time. */
+    int64_t j = 0;
+    for (; j + VLEN <= d; j += VLEN) {
+      vf v = vread(x, x_dt, x_off + r * d + j);
+      if (has_z) v *= vsilu(vread(z, z_dt, z_off + r * d + j));
+      vstore(o + j, v);
+    }
+    for (; j < d; j++) {
       float v = readf(x, x_dt, x_off + r * d + j);
       if (has_z) {
         float zv = readf(z, z_dt, z_off + r * d + j);
@@ -31,10 +41,16 @@ EXPORT int nt_norm(const double *params, const void *x, const void *z, const voi
     }
     for (int64_t k = 0; k < groups; k++) {
       float *og = o + k * n;
-      float ss = 0.0f;
-      for (int64_t j = 0; j < n; j++) ss += og[j] * og[j];
+      vf acc = {0};
+      int64_t i = 0;
+      for (; i + VLEN <= n; i += VLEN) acc += vload(og + i) * vload(og + i);
+      float ss = vsum(acc);
+      for (; i < n; i++) ss += og[i] * og[i];
       float rstd = 1.0f / sqrtf(ss / (float)n + eps);
-      for (int64_t j = 0; j < n; j++) og[j] = readf(w, w_dt, w_off + k * n + j) * og[j] * rstd;
+      vf vr = vbroadcast(rstd);
+      i = 0;
+      for (; i + VLEN <= n; i += VLEN) vstore(og + i, vread(w, w_dt, w_off + k * n + i) * vload(og + i) * vr);
+      for (; i < n; i++) og[i] = readf(w, w_dt, w_off + k * n + i) * og[i] * rstd;
     }
   }
   return 0;

@@ -33,6 +33,41 @@ static inline float update_row(float *restrict s, const float *restrict b, const
 }
 
 /*
+ * Four consecutive tokens on one state row: s is read and written once for the four updates (the
+ * row stays in a register), where four update_row calls would stream it four times. Each token's
+ * arithmetic and sum order is update_row's, so the results are the same bits.
+ */
+static inline void update_row4(float *restrict s, const float *const *b, const float *const *c, const float *decay, const float *k, int64_t n,
+                               float *out) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+  vf d0 = vbroadcast(decay[0]), d1 = vbroadcast(decay[1]), d2 = vbroadcast(decay[2]), d3 = vbroadcast(decay[3]);
+  vf k0 = vbroadcast(k[0]), k1 = vbroadcast(k[1]), k2 = vbroadcast(k[2]), k3 = vbroadcast(k[3]);
+  int64_t i = 0;
+  for (; i + VLEN <= n; i += VLEN) {
+    vf v = vload(s + i);
+    v = d0 * v + k0 * vload(b[0] + i);
+    a0 += v * vload(c[0] + i);
+    v = d1 * v + k1 * vload(b[1] + i);
+    a1 += v * vload(c[1] + i);
+    v = d2 * v + k2 * vload(b[2] + i);
+    a2 += v * vload(c[2] + i);
+    v = d3 * v + k3 * vload(b[3] + i);
+    a3 += v * vload(c[3] + i);
+    vstore(s + i, v);
+  }
+  float r[4] = {vsum(a0), vsum(a1), vsum(a2), vsum(a3)};
+  for (; i < n; i++) {
+    float v = s[i];
+    for (int t = 0; t < 4; t++) {
+      v = decay[t] * v + k[t] * b[t][i];
+      r[t] += v * c[t][i];
+    }
+    s[i] = v;
+  }
+  for (int t = 0; t < 4; t++) out[t] = r[t];
+}
+
+/*
  * params: batch, length, heads, head_dim, groups, state_dim,
  *   offsets x, dt, A, B, C, D, init, seq, y, final, dtypes A, D, has D, has init, has seq.
  */
@@ -59,8 +94,29 @@ EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, co
       else memset(S, 0, sizeof(float) * (size_t)(hd * sd));
       float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
       int64_t g = h / hpg;
+      const int32_t *ids = seq + seq_off + b * length;
       for (int64_t t = 0; t < length; t++) {
-        if (has_seq && t > 0 && seq[seq_off + b * length + t] != seq[seq_off + b * length + t - 1]) memset(S, 0, sizeof(float) * (size_t)(hd * sd));
+        if (has_seq && t > 0 && ids[t] != ids[t - 1]) memset(S, 0, sizeof(float) * (size_t)(hd * sd));
+        /* Four tokens at once when no document starts inside them. */
+        if (t + 4 <= length && (!has_seq || (ids[t + 1] == ids[t] && ids[t + 2] == ids[t] && ids[t + 3] == ids[t]))) {
+          const float *bv[4], *cv[4], *xv[4];
+          float decay[4], step[4], kx[4], yo[4];
+          for (int q = 0; q < 4; q++) {
+            int64_t bt = b * length + t + q;
+            step[q] = dt[bt * heads + h];
+            decay[q] = expf(step[q] * a);
+            bv[q] = B + (bt * groups + g) * sd;
+            cv[q] = C + (bt * groups + g) * sd;
+            xv[q] = x + (bt * heads + h) * hd;
+          }
+          for (int64_t p = 0; p < hd; p++) {
+            for (int q = 0; q < 4; q++) kx[q] = step[q] * xv[q][p];
+            update_row4(S + p * sd, bv, cv, decay, kx, sd, yo);
+            for (int q = 0; q < 4; q++) y[((b * length + t + q) * heads + h) * hd + p] = yo[q] + dh * xv[q][p];
+          }
+          t += 3;
+          continue;
+        }
         int64_t bt = b * length + t;
         float step = dt[bt * heads + h];
         float decay = expf(step * a);

@@ -12,7 +12,8 @@
 import type { NemotronHForCausalLM } from '@nemotron-ts/core';
 import { checkBatch, rowsTensor, sliceBatch, targetCount, type ParallelBatch } from './batch';
 import type { TrainOptimizerOptions } from './gradient-ops';
-import { HostTensor } from './host-tensor';
+import { GradientAllReduce, type GradientBucket } from './all-reduce';
+import type { HostTensor } from './host-tensor';
 import type { NamedOptimizerState } from './optimizer-state';
 import type { TransferStats } from './pipeline';
 import { splitRows } from './schedules';
@@ -30,13 +31,15 @@ export interface DataParallelOptions extends StageWorkerOptions {
 
 export class DataParallel {
   private nextMb = 0;
-  private buckets: string[][] | null = null;
+  private readonly allReduce: GradientAllReduce;
 
   private constructor(
     readonly model: NemotronHForCausalLM,
     readonly group: WorkerGroup,
-    private readonly bucketBytes: number,
-  ) {}
+    bucketBytes: number,
+  ) {
+    this.allReduce = new GradientAllReduce(group, [Array.from({ length: group.size }, (_, r) => r)], bucketBytes);
+  }
 
   static async fromModel(model: NemotronHForCausalLM, options: DataParallelOptions): Promise<DataParallel> {
     const { replicas } = options;
@@ -55,26 +58,6 @@ export class DataParallel {
     return { bytesSent: this.group.bytesSent, bytesReceived: this.group.bytesReceived };
   }
 
-  /** Parameter names in buckets of about `bucketBytes`, last parameters first (the order backward produces them). */
-  private async gradientBuckets(): Promise<string[][]> {
-    if (this.buckets) return this.buckets;
-    const names = await this.group.call<{ name: string; shape: number[]; trained: boolean }[]>(0, 'names');
-    const buckets: string[][] = [];
-    let current: string[] = [];
-    let bytes = 0;
-    for (const t of names.filter((n) => n.trained).reverse()) {
-      current.push(t.name);
-      bytes += 4 * t.shape.reduce((n, d) => n * d, 1);
-      if (bytes >= this.bucketBytes) {
-        buckets.push(current);
-        current = [];
-        bytes = 0;
-      }
-    }
-    if (current.length) buckets.push(current);
-    return (this.buckets = buckets);
-  }
-
   /**
    * Forward and backward of each replica's rows. Returns the batch loss. Without `allReduce` the
    * gradients stay local (accumulating) until {@link allReduceGradients}; with it they are summed
@@ -88,8 +71,8 @@ export class DataParallel {
     const shards = splitRows(rows, Math.min(this.replicas, rows));
     const lossScale = 1 / Math.max(targetCount(batch), 1);
     const overlap = options.allReduce === true && shards.length === this.replicas;
-    const buckets = overlap ? await this.gradientBuckets() : null;
-    const reduction = buckets ? this.bucketReduction(buckets) : null;
+    const buckets = overlap ? await this.allReduce.bucketsOf(0) : null;
+    const reduction = buckets ? this.allReduce.reduction(0, buckets) : null;
     const losses = await Promise.all(
       shards.map(async ([start, n], r) => {
         const mb = sliceBatch(batch, start, n);
@@ -125,49 +108,9 @@ export class DataParallel {
     return losses.reduce((a, b) => a + b, 0);
   }
 
-  /**
-   * The all-reduce of buckets the replicas send during their backward: when every replica has sent
-   * bucket b, its sum (in rank order) goes back to every replica (queued behind the backward).
-   */
-  private bucketReduction(buckets: readonly string[][]): { receive(rank: number, part: GradientBucket): void; done(): Promise<void> } {
-    // Filled with undefined, not holes (`some` skips holes); null once the bucket is reduced.
-    const received: ((Record<string, HostTensor> | undefined)[] | null)[] = buckets.map(() => new Array(this.replicas).fill(undefined));
-    const scatters: Promise<unknown>[] = [];
-    let reduced = 0;
-    return {
-      receive: (rank, { bucket, grads }) => {
-        const parts = received[bucket];
-        if (!parts || parts[rank]) throw new Error(`all-reduce: replica ${rank} sent bucket ${bucket} twice or out of range`);
-        parts[rank] = grads;
-        if (parts.some((p) => p === undefined)) return;
-        received[bucket] = null;
-        reduced++;
-        scatters.push(this.scatter(bucket, sumInRankOrder(parts as Record<string, HostTensor>[])));
-      },
-      done: async () => {
-        await Promise.all(scatters);
-        if (reduced !== buckets.length) throw new Error(`all-reduce: ${reduced} of ${buckets.length} gradient buckets arrived from every replica`);
-      },
-    };
-  }
-
-  /** Every replica's gradients of a bucket replaced by their sum. */
-  private scatter(bucket: number, sums: Record<string, HostTensor>): Promise<unknown> {
-    // Sending moves a tensor's buffer: each replica gets its own copy.
-    return this.group.callAll('setGradients', () => ({ grads: Object.fromEntries(Object.entries(sums).map(([name, t]) => [name, t.clone()])) }), {
-      step: `all-reduce bucket ${bucket} (scatter)`,
-    });
-  }
-
   /** Sums every replica's gradients, bucket by bucket, and gives each replica the sum (after the backward). */
   async allReduceGradients(): Promise<void> {
-    const buckets = await this.gradientBuckets();
-    await Promise.all(
-      buckets.map(async (names, b) => {
-        const parts = await this.group.callAll<Record<string, HostTensor>>('gradients', () => ({ names }), { step: `all-reduce bucket ${b} (gather)` });
-        await this.scatter(b, sumInRankOrder(parts));
-      }),
-    );
+    await this.allReduce.run();
   }
 
   /** Replica 0's gradients (after the all-reduce, every replica's), by name. */
@@ -262,27 +205,4 @@ export class DataParallel {
   close(): void {
     this.group.close();
   }
-}
-
-/** A bucket of finished gradients a replica sends during its backward. */
-export interface GradientBucket {
-  readonly bucket: number;
-  readonly grads: Record<string, HostTensor>;
-}
-
-/** The replicas' gradients summed name by name, in rank order (a name some replica lacks sums over the others). */
-function sumInRankOrder(parts: readonly Record<string, HostTensor>[]): Record<string, HostTensor> {
-  const sums: Record<string, Float32Array> = {};
-  const shapes: Record<string, readonly number[]> = {};
-  for (const part of parts) {
-    for (const [name, g] of Object.entries(part)) {
-      const values = g.toFloat32();
-      const sum = sums[name];
-      if (!sum) {
-        sums[name] = Float32Array.from(values);
-        shapes[name] = g.shape;
-      } else for (let i = 0; i < sum.length; i++) sum[i]! += values[i]!;
-    }
-  }
-  return Object.fromEntries(Object.entries(sums).map(([name, v]) => [name, HostTensor.fromF32(v, shapes[name]!)]));
 }

@@ -10,15 +10,18 @@
  * loss down, each MoE layer's output gradient going to the shards, which return the gradients of
  * their rows and routing weights and keep their experts' gradients.
  */
-import { add, type AdamW, backward, crossEntropy, detach, keep, mul, narrow, noGrad, reshape, sum, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
-import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHForCausalLM } from '@nemotron-ts/core';
+import { type AdamW, backward, crossEntropy, keep, narrow, noGrad, tensor, tidy, type Tensor } from '@nemotron-ts/kernels';
+import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHBlock, type NemotronHForCausalLM, type PreparedInputs } from '@nemotron-ts/core';
 import { checkBatch, type ParallelBatch } from './batch';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor, toHost } from './host-tensor';
 import { exportOptimizerState, importOptimizerState, type AdamParamState, type NamedOptimizerState } from './optimizer-state';
+import { type Ask, ExpertCutRun } from './expert-cut';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
-import type { StageWorkerOptions } from './stage-workers';
-import { WorkerGroup } from './worker-group';
+import { startWorkers, type StageWorkerOptions } from './stage-workers';
+import type { WorkerGroup } from './worker-group';
+import { concatExperts, dispatchExperts, expertsBackward, sliceExperts, type ExpertRoute, type ShardCall } from './expert-dispatch';
+import { isRoutedExpert } from './expert-shards';
 
 export interface ExpertParallelOptions extends StageWorkerOptions {
   /** Expert-parallel size: workers holding a shard of the routed experts each (must divide n_routed_experts). */
@@ -40,32 +43,13 @@ export class ExpertParallel {
     if (moeLayers.length === 0) throw new Error(`expertParallel: the model has no MoE layer (pattern ${model.config.pattern})`);
     if (E % ep !== 0) throw new Error(`expertParallel: n_routed_experts (${E}) must be divisible by the expert-parallel size (${ep})`);
     const per = E / ep;
-    const fallback = model.lmHead.weight.device.kind === 'cpu' ? 'cpu' : 'webgpu';
-    const group = await WorkerGroup.start({
-      size: ep,
-      service: 'experts',
-      devices: options.devices && options.devices.length > 0 ? options.devices : [fallback],
-      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
-      describe: (r) => `expert shard ${r} (experts ${r * per}–${(r + 1) * per - 1})`,
-    });
-    try {
-      for (const [layer, moe] of moeLayers) {
-        const [up, down] = await Promise.all([toHost(moe.experts.upProj), toHost(moe.experts.downProj)]);
-        await Promise.all(
-          Array.from({ length: ep }, (_, r) =>
-            group.call(
-              r,
-              'load',
-              { layer, up: sliceExperts(up, r * per, per), down: sliceExperts(down, r * per, per) },
-              { step: `loading experts of layer ${layer}` },
-            ),
-          ),
-        );
-      }
-    } catch (e) {
-      group.close();
-      throw e;
-    }
+    const layers = moeLayers.map(([i]) => i);
+    const group = await startWorkers(
+      model,
+      Array.from({ length: ep }, (_, shard) => ({ plan: null, experts: { layers, shard, shards: ep } })),
+      options,
+      (r) => `expert shard ${r} (experts ${r * per}–${(r + 1) * per - 1})`,
+    );
     return new ExpertParallel(model, group, per);
   }
 
@@ -76,24 +60,18 @@ export class ExpertParallel {
   /** The forward pass with the routed experts on the workers: logits f32 [B, L, V] and the HF loss with labels. */
   async forward(batch: ParallelBatch): Promise<PipelineForwardResult> {
     const model = this.model;
-    const config = model.config;
     const device = model.lmHead.weight.device;
-    checkBatch(config, batch);
-    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
-    const owned: Tensor[] = [prepared.inputIds!, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null);
-    let h = noGrad(() => model.model.embeddings.forward(prepared.inputIds!));
+    const { prepared, owned } = this.prepare(batch);
+    const run = new ExpertCutRun(false);
+    const h = noGrad(() => model.model.embeddings.forward(prepared.inputIds!));
+    run.adopt(h);
+    let out: Tensor | null = null;
     try {
-      for (const [i, block] of [...model.model.layers].entries()) {
-        const next =
-          block.mixer instanceof MoE
-            ? await this.moeBlock(i, block.mixer, block.norm.forward.bind(block.norm), h)
-            : noGrad(() => tidy(() => block.forward(h, prepared.sequences)));
-        h.dispose();
-        h = next;
-      }
+      out = await run.forward(this.blocks(), h, this.ask(false), (block, _, x) => block.forward(x, prepared.sequences));
+      const final = out;
       const { logits, loss } = noGrad(() =>
         tidy(() => {
-          const logits = model.lmHead.forward(model.model.normF.forward(h));
+          const logits = model.lmHead.forward(model.model.normF.forward(final));
           if (!batch.labels) return { logits, loss: null };
           const L = logits.shape[1]!;
           const labels = tensor(Int32Array.from(batch.labels.flat()), [batch.labels.length, L], { device });
@@ -107,95 +85,52 @@ export class ExpertParallel {
         loss?.dispose();
       }
     } finally {
-      h.dispose();
+      if (out !== h) out?.dispose();
+      run.dispose();
       for (const t of owned) t.dispose();
     }
   }
 
-  /** One MoE block, `h + moe(norm(h))`, with the routed experts dispatched to their shards. */
-  private async moeBlock(layer: number, moe: MoE, norm: (x: Tensor) => Tensor, h: Tensor): Promise<Tensor> {
-    const H = this.model.config.hiddenSize;
-    const local = noGrad(() =>
-      tidy(() => {
-        const tokens = reshape(norm(h), [-1, H]);
-        const routing = moe.gate.forward(tokens);
-        const routedIn = moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens;
-        return { routing, routedIn, shared: moe.sharedExperts.forward(tokens) };
-      }),
-    );
-    try {
-      const [indices, weights, x] = await Promise.all([local.routing.indices.data(), local.routing.weights.data(), toHost(local.routedIn)]);
-      const { out: combined } = await this.dispatch(layer, indices as Int32Array, weights as Float32Array, x, false);
-      return noGrad(() =>
-        tidy(() => {
-          const routed = tensor(combined, x.shape, { device: h.device });
-          const routedOut = moe.fc2LatentProj ? moe.fc2LatentProj.forward(routed) : routed;
-          return add(h, reshape(add(routedOut, local.shared), h.shape));
-        }),
-      );
-    } finally {
-      for (const t of [local.routing.indices, local.routing.weights, local.routedIn, local.shared]) t.dispose();
-    }
+  /** The model's blocks by backbone index. */
+  private blocks(): Map<number, NemotronHBlock> {
+    return new Map([...this.model.model.layers].map((b, i) => [i, b]));
   }
 
-  /** All-to-all: rows to the shards owning their experts, partial sums back, combined in rank order. */
-  private async dispatch(
-    layer: number,
-    indices: Int32Array,
-    weights: Float32Array,
-    x: HostTensor,
-    train: boolean,
-  ): Promise<{ out: Float32Array; plans: number[][] }> {
-    const [T, Hx] = x.shape as [number, number];
-    const k = indices.length / T;
-    const xs = x.toFloat32();
-    const per = this.expertsPerRank;
-    const plans = Array.from({ length: this.group.size }, (_, r) => {
-      const rows: number[] = [];
-      for (let t = 0; t < T; t++) {
-        for (let j = 0; j < k; j++) {
-          if (Math.floor(indices[t * k + j]! / per) === r) {
-            rows.push(t);
-            break;
-          }
-        }
-      }
-      return rows;
-    });
-    const replies = await Promise.all(
-      plans.map((rows, r) => {
-        if (rows.length === 0) return Promise.resolve(null);
-        const n = rows.length;
-        const xr = new Float32Array(n * Hx);
-        const ir = new Int32Array(n * k);
-        const wr = new Float32Array(n * k);
-        rows.forEach((t, m) => {
-          xr.set(xs.subarray(t * Hx, (t + 1) * Hx), m * Hx);
-          for (let j = 0; j < k; j++) {
-            const e = indices[t * k + j]!;
-            // Slots routed to another shard point at a local expert with weight 0: they add nothing.
-            const mine = Math.floor(e / per) === r;
-            ir[m * k + j] = mine ? e - r * per : 0;
-            wr[m * k + j] = mine ? weights[t * k + j]! : 0;
-          }
+  private prepare(batch: ParallelBatch): { prepared: PreparedInputs; owned: Tensor[] } {
+    const config = this.model.config;
+    checkBatch(config, batch);
+    const device = this.model.lmHead.weight.device;
+    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
+    const owned = [prepared.inputIds, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null && t !== undefined);
+    return { prepared, owned };
+  }
+
+  private readonly callShard: ShardCall = (shard, method, args, step) => this.group.call(shard, method, args, { step });
+
+  /**
+   * The host side of {@link ExpertCutRun}'s questions, answered here (the dense layers run on this
+   * thread): each MoE layer's rows dispatched to the shards, and their backward.
+   */
+  private ask(train: boolean): Ask {
+    const routes = new Map<number, ExpertRoute>();
+    return async (q) => {
+      if (q.kind === 'experts') {
+        const { out, route } = await dispatchExperts(this.callShard, this.group.size, this.expertsPerRank, {
+          layer: q.layer,
+          indices: q.indices.data as Int32Array,
+          weights: q.weights.toFloat32(),
+          x: q.x,
+          train,
         });
-        return this.group.call<HostTensor>(
-          r,
-          'experts',
-          { layer, train, x: HostTensor.fromF32(xr, [n, Hx]), indices: HostTensor.fromI32(ir, [n, k]), weights: HostTensor.fromF32(wr, [n, k]) },
-          { step: `experts of layer ${layer}` },
-        );
-      }),
-    );
-    const out = new Float32Array(T * Hx);
-    replies.forEach((reply, r) => {
-      if (!reply) return;
-      const y = reply.toFloat32();
-      plans[r]!.forEach((t, m) => {
-        for (let c = 0; c < Hx; c++) out[t * Hx + c]! += y[m * Hx + c]!;
-      });
-    });
-    return { out, plans };
+        if (train) routes.set(q.layer, route);
+        return { out: HostTensor.fromF32(out, q.x.shape) };
+      }
+      const route = routes.get(q.layer);
+      if (!route) throw new Error(`experts backward of layer ${q.layer}: no route kept from the forward`);
+      routes.delete(q.layer);
+      const grads = await expertsBackward(this.callShard, this.expertsPerRank, { layer: q.layer, grad: q.grad, route });
+      return { x: HostTensor.fromF32(grads.x, q.grad.shape), weights: HostTensor.fromF32(grads.weights, [q.grad.shape[0]!, route.k]) };
+    };
   }
 
   /**
@@ -205,142 +140,37 @@ export class ExpertParallel {
    */
   async forwardBackward(batch: ParallelBatch): Promise<number> {
     const model = this.model;
-    const config = model.config;
     const device = model.lmHead.weight.device;
-    checkBatch(config, batch);
     if (!batch.labels) throw new Error('forwardBackward: the batch has no labels (HF labels; mtpLabels are not supported with expert parallelism)');
-    const H = config.hiddenSize;
-    const prepared = noGrad(() => prepareInputs(config, device, { inputIds: batch.inputIds, attentionMask: batch.attentionMask, cuSeqlens: batch.cuSeqlens }));
-    const owned: Tensor[] = [prepared.inputIds!, prepared.sequences.paddingMask, prepared.sequences.seqIdx].filter((t): t is Tensor => t !== null);
-    const leaf = (t: Tensor) => keep(detach(t)).requiresGrad_(true);
-    /** Graph pieces, in order: a segment ends at `out` (the next MoE layer's input, or the loss). */
-    const segments: { out: Tensor }[] = [];
-    const moes: {
-      layer: number;
-      k: number;
-      hIn: Tensor;
-      hRes: Tensor;
-      S: Tensor;
-      R: Tensor;
-      routedIn: Tensor;
-      weights: Tensor;
-      shared: Tensor;
-      indices: Int32Array;
-      plans: number[][];
-    }[] = [];
+    const { prepared, owned } = this.prepare(batch);
+    const run = new ExpertCutRun(true);
+    const ask = this.ask(true);
+    const h = keep(model.model.embeddings.forward(prepared.inputIds!));
+    run.adopt(h);
+    let out: Tensor | null = null;
+    let loss: Tensor | null = null;
     try {
-      let h = keep(model.model.embeddings.forward(prepared.inputIds!));
-      for (const [i, block] of [...model.model.layers].entries()) {
-        const moe = block.mixer;
-        if (!(moe instanceof MoE)) {
-          const next = keep(tidy(() => block.forward(h, prepared.sequences)));
-          h.dispose();
-          h = next;
-          continue;
-        }
-        segments.push({ out: h });
-        const hIn = leaf(h);
-        const pre = tidy(() => {
-          const tokens = reshape(block.norm.forward(hIn), [-1, H]);
-          const routing = moe.gate.forward(tokens);
-          return {
-            indices: routing.indices,
-            weights: routing.weights,
-            routedIn: moe.fc1LatentProj ? moe.fc1LatentProj.forward(tokens) : tokens,
-            shared: moe.sharedExperts.forward(tokens),
-          };
-        });
-        for (const t of [pre.indices, pre.weights, pre.routedIn, pre.shared]) keep(t);
-        const [indices, weights, x] = await Promise.all([pre.indices.data(), pre.weights.data(), toHost(pre.routedIn)]);
-        pre.indices.dispose();
-        const { out, plans } = await this.dispatch(i, indices as Int32Array, weights as Float32Array, x, true);
-        const R = keep(tensor(out, x.shape, { device })).requiresGrad_(true);
-        const S = leaf(pre.shared);
-        const hRes = leaf(hIn);
-        h = keep(tidy(() => add(hRes, reshape(add(moe.fc2LatentProj ? moe.fc2LatentProj.forward(R) : R, S), hRes.shape))));
-        moes.push({
-          layer: i,
-          k: pre.weights.shape[1]!,
-          hIn,
-          hRes,
-          S,
-          R,
-          routedIn: pre.routedIn,
-          weights: pre.weights,
-          shared: pre.shared,
-          indices: indices as Int32Array,
-          plans,
-        });
-      }
-      const loss = keep(
+      out = await run.forward(this.blocks(), h, ask, (block, _, x) => block.forward(x, prepared.sequences));
+      const final = out;
+      loss = keep(
         tidy(() => {
-          const logits = model.lmHead.forward(model.model.normF.forward(h));
+          const logits = model.lmHead.forward(model.model.normF.forward(final));
           const L = logits.shape[1]!;
           const labels = tensor(Int32Array.from(batch.labels!.flat()), [batch.labels!.length, L], { device });
           return crossEntropy(narrow(logits, 1, 0, L - 1), narrow(labels, 1, 1, L - 1), { ignoreIndex: IGNORE_INDEX, reduction: 'mean' });
         }),
       );
-      segments.push({ out: loss });
       const value = await loss.item();
-      // Backward, segment by segment from the loss down.
-      let grad: Tensor | null = null;
-      for (let j = segments.length - 1; j >= 0; j--) {
-        const seg = segments[j]!;
-        backward(seg.out, grad ? { grad } : {});
-        grad?.dispose();
-        grad = null;
-        if (j === 0) break;
-        const m = moes[j - 1]!;
-        const grads = await this.expertsBackward(m.layer, m.k, m.R.grad!, m.indices, m.plans);
-        // One pass through the layer's pre-expert graph: Σ output ⊙ its gradient, for each output.
-        const dot = (a: Tensor, b: Tensor) => sum(reshape(mul(a, b), [-1]), 0);
-        const seedSum = tidy(() => add(add(dot(m.routedIn, grads.x), dot(m.weights, grads.weights)), dot(m.shared, m.S.grad!)));
-        grads.x.dispose();
-        grads.weights.dispose();
-        backward(seedSum);
-        grad = keep(noGrad(() => add(m.hIn.grad!, m.hRes.grad!)));
-      }
+      // Backward from the loss to the last cut, then cut by cut down to the embeddings.
+      backward(loss);
+      await run.backwardCuts(ask);
       return value;
     } finally {
-      for (const s of segments) s.out.dispose();
-      for (const m of moes) for (const t of [m.hIn, m.hRes, m.S, m.R, m.routedIn, m.weights, m.shared]) t.dispose();
+      loss?.dispose();
+      if (out !== h) out?.dispose();
+      run.dispose();
       for (const t of owned) t.dispose();
     }
-  }
-
-  /** The shards' backward of one MoE layer: d/d(routed input rows) [T, Hx] and d/d(routing weights) [T, k], combined. */
-  private async expertsBackward(layer: number, k: number, gradOut: Tensor, indices: Int32Array, plans: number[][]): Promise<{ x: Tensor; weights: Tensor }> {
-    const g = await toHost(gradOut);
-    const gs = g.toFloat32();
-    const [T, Hx] = g.shape as [number, number];
-    const per = this.expertsPerRank;
-    const replies = await Promise.all(
-      plans.map((rows, r) => {
-        if (rows.length === 0) return Promise.resolve(null);
-        const gr = new Float32Array(rows.length * Hx);
-        rows.forEach((t, m) => gr.set(gs.subarray(t * Hx, (t + 1) * Hx), m * Hx));
-        return this.group.call<{ x: HostTensor; weights: HostTensor }>(
-          r,
-          'backward',
-          { layer, grad: HostTensor.fromF32(gr, [rows.length, Hx]) },
-          { step: `experts backward of layer ${layer}` },
-        );
-      }),
-    );
-    const gx = new Float32Array(T * Hx);
-    const gw = new Float32Array(T * k);
-    replies.forEach((reply, r) => {
-      if (!reply) return;
-      const x = reply.x.toFloat32();
-      const w = reply.weights.toFloat32();
-      plans[r]!.forEach((t, m) => {
-        for (let c = 0; c < Hx; c++) gx[t * Hx + c]! += x[m * Hx + c]!;
-        // A slot's weight gradient comes from the shard that owns its expert only.
-        for (let j = 0; j < k; j++) if (Math.floor(indices[t * k + j]! / per) === r) gw[t * k + j] = w[m * k + j]!;
-      });
-    });
-    const device = gradOut.device;
-    return { x: keep(tensor(gx, [T, Hx], { device })), weights: keep(tensor(gw, [T, k], { device })) };
   }
 
   /** The routed experts' accumulated gradients, stacked like the model's: `model.layers.{i}.mixer.experts.{up,down}_proj`. */
@@ -411,9 +241,7 @@ export class ExpertParallel {
 
   private async gatherExperts(method: 'gradients' | 'weights'): Promise<Map<string, HostTensor>> {
     const parts = await this.group.callAll<Record<string, HostTensor>>(method);
-    const out = new Map<string, HostTensor>();
-    for (const key of Object.keys(parts[0] ?? {})) out.set(expertTensorName(key), stackExperts(parts.map((p) => p[key]!)));
-    return out;
+    return new Map(Object.keys(parts[0] ?? {}).map((name) => [name, concatExperts(parts.map((p) => p[name]!))]));
   }
 
   /** The AdamW state of the host's parameters and of every shard's experts (stacked like the model's), by full-model name. */
@@ -426,14 +254,11 @@ export class ExpertParallel {
     );
     const parts = await this.group.callAll<NamedOptimizerState>('optimizerState', () => null, { step: 'reading the optimizer state' });
     const params: Record<string, AdamParamState> = { ...here.params };
-    for (const key of Object.keys(parts[0]!.params)) {
-      const shards = parts.map((p) => p.params[key]!);
-      if (shards.some((s) => s === undefined || s.step !== shards[0]!.step)) throw new Error(`ExpertParallel.optimizerState: the shards of '${key}' disagree`);
-      params[expertTensorName(key)] = {
-        step: shards[0]!.step,
-        expAvg: stackExperts(shards.map((s) => s.expAvg)),
-        expAvgSq: stackExperts(shards.map((s) => s.expAvgSq)),
-      };
+    for (const name of Object.keys(parts[0]!.params)) {
+      const shards = parts.map((p) => p.params[name]);
+      if (shards.some((s) => s === undefined || s.step !== shards[0]!.step)) throw new Error(`ExpertParallel.optimizerState: the shards of '${name}' disagree`);
+      const all = shards as AdamParamState[];
+      params[name] = { step: all[0]!.step, expAvg: concatExperts(all.map((s) => s.expAvg)), expAvgSq: concatExperts(all.map((s) => s.expAvgSq)) };
     }
     return { stepCount: here.stepCount, params };
   }
@@ -446,11 +271,8 @@ export class ExpertParallel {
     const hostNames = new Set(here.map(([n]) => n));
     const hostPart = Object.fromEntries(Object.entries(state.params).filter(([n]) => hostNames.has(n)));
     const expertPart = Object.entries(state.params).filter(([n]) => !hostNames.has(n));
-    const shardKey = (name: string): string => {
-      const m = /^model\.layers\.(\d+)\.mixer\.experts\.(up_proj|down_proj)$/.exec(name);
-      if (!m) throw new Error(`ExpertParallel.loadOptimizerState: no parameter '${name}'`);
-      return `${m[1]}.${m[2]}`;
-    };
+    const stray = expertPart.find(([n]) => !isRoutedExpert(n));
+    if (stray) throw new Error(`ExpertParallel.loadOptimizerState: no parameter '${stray[0]}'`);
     importOptimizerState(this.optimizer, here, { stepCount: state.stepCount, params: hostPart }, this.model.lmHead.weight.device, 'expert parallelism host');
     const per = this.expertsPerRank;
     await this.group.callAll(
@@ -459,7 +281,7 @@ export class ExpertParallel {
         stepCount: state.stepCount,
         params: Object.fromEntries(
           expertPart.map(([name, s]) => [
-            shardKey(name),
+            name,
             { step: s.step, expAvg: sliceExperts(s.expAvg, r * per, per), expAvgSq: sliceExperts(s.expAvgSq, r * per, per) },
           ]),
         ),
@@ -482,27 +304,4 @@ export class ExpertParallel {
   close(): void {
     this.group.close();
   }
-}
-
-/** A shard's key (`<layer>.up_proj`) as the model names the stacked tensor. */
-function expertTensorName(key: string): string {
-  const [layer, proj] = key.split('.') as [string, string];
-  return `model.layers.${layer}.mixer.experts.${proj}`;
-}
-
-/** The shards' [E/ep, ...] tensors stacked (rank order) into [E, ...] f32. */
-function stackExperts(shards: readonly HostTensor[]): HostTensor {
-  const data = new Float32Array(shards.reduce((n, t) => n + t.data.length, 0));
-  let at = 0;
-  for (const t of shards) {
-    data.set(t.toFloat32(), at);
-    at += t.data.length;
-  }
-  return HostTensor.fromF32(data, [shards.reduce((n, t) => n + t.shape[0]!, 0), ...shards[0]!.shape.slice(1)]);
-}
-
-/** Experts [start, start + count) of a stacked [E, ...] tensor. */
-function sliceExperts(t: HostTensor, start: number, count: number): HostTensor {
-  const per = t.data.length / t.shape[0]!;
-  return new HostTensor(t.dtype, [count, ...t.shape.slice(1)], t.data.slice(start * per, (start + count) * per));
 }

@@ -8,7 +8,15 @@ export { parseDeviceSpec, parseWorkerDevice, resolveDevices, type WorkerDeviceSp
 export { WorkerGroup, WorkerFailure, type WorkerGroupOptions, type CallOptions } from './worker-group';
 export type { OpenedDevice } from './protocol';
 export { planStages, stageOwns, type StagePlan, type SplitOptions } from './stage-plan';
-export { PipelineStage, splitIntoStages, isPipelineParallelStage, type TensorMeta, type StageMetas } from './pipeline-stage';
+export {
+  PipelineStage,
+  splitIntoStages,
+  isPipelineParallelStage,
+  type StageBackbone,
+  type StageLayers,
+  type TensorMeta,
+  type StageMetas,
+} from './pipeline-stage';
 export { scheduleOps, splitRows, type ScheduleName, type ScheduleOp } from './schedules';
 export type { ParallelBatch } from './batch';
 export { clipCoefficient, type TrainOptimizerOptions } from './gradient-ops';
@@ -16,6 +24,7 @@ export type { AdamParamState, NamedOptimizerState } from './optimizer-state';
 export {
   PipelineParallel,
   type PipelineOptions,
+  type PipelineLayout,
   type PipelineRunOptions,
   type PipelineForwardResult,
   type PipelineGenerateOptions,

@@ -15,7 +15,7 @@ import {
   MultiTokenPrediction,
   NemotronHBlock,
   RMSNorm,
-  type NemotronHConfig,
+  NemotronHConfig,
   type NemotronHForCausalLM,
   type NemotronHybridCache,
   type Placement,
@@ -37,7 +37,7 @@ export interface StageMetas {
 }
 
 /** The layers of a stage, registered under their backbone indices ("3", "4", …). */
-class StageLayers extends Module {
+export class StageLayers extends Module {
   constructor(readonly blocks: ReadonlyMap<number, NemotronHBlock>) {
     super();
     for (const [i, block] of blocks) this.registerModule(String(i), block);
@@ -45,7 +45,7 @@ class StageLayers extends Module {
 }
 
 /** The backbone part of a stage (`model.*`). */
-class StageBackbone extends Module {
+export class StageBackbone extends Module {
   readonly embeddings: Embedding | null;
   readonly layers: StageLayers;
   readonly normF: RMSNorm | null;
@@ -92,12 +92,18 @@ export class PipelineStage extends Module {
     });
   }
 
-  /** A stage with freshly allocated (uninitialised) tensors; load or {@link initializeWeights} them. */
-  static create(config: NemotronHConfig, plan: StagePlan, placement: Placement = {}): PipelineStage {
+  /**
+   * A stage with freshly allocated (uninitialised) tensors; load or {@link initializeWeights} them.
+   * With `shardedExperts` the backbone's MoE layers get placeholder routed experts (one
+   * intermediate row each): their experts live in the stage's expert group, and allocating them
+   * here would defeat expert parallelism's memory split.
+   */
+  static create(config: NemotronHConfig, plan: StagePlan, placement: Placement = {}, options: { shardedExperts?: boolean } = {}): PipelineStage {
     const H = config.hiddenSize;
+    const blockConfig = options.shardedExperts ? NemotronHConfig.fromJSON({ ...config.toJSON(), moe_intermediate_size: 1 }) : config;
     return new PipelineStage(config, plan, {
       embeddings: plan.isFirst ? new Embedding(config.vocabSize, H, placement) : null,
-      blocks: new Map(plan.layers.map((i) => [i, new NemotronHBlock(config, config.layerKinds[i]!, placement)])),
+      blocks: new Map(plan.layers.map((i) => [i, new NemotronHBlock(blockConfig, config.layerKinds[i]!, placement)])),
       normF: plan.isLast ? new RMSNorm(H, config.layerNormEpsilon, placement) : null,
       lmHead: plan.isLast ? new Linear(H, config.vocabSize, placement) : null,
       mtp: plan.isLast && config.mtpEnabled ? new MultiTokenPrediction(config, placement) : null,

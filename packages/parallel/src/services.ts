@@ -1,11 +1,9 @@
 /** The services a worker can run, by name. */
 import { createDebugService } from './debug-service';
-import { createExpertService } from './expert-service';
 import type { ServiceFactory } from './service';
 import { createStageService } from './stage-service';
 
 export const SERVICES: Readonly<Record<string, ServiceFactory>> = {
   debug: createDebugService,
-  experts: createExpertService,
   stage: createStageService,
 };

@@ -6,6 +6,8 @@ import type { StagePlan } from './stage-plan';
 import { stageOwns } from './stage-plan';
 import type { StageServiceOptions } from './stage-service';
 import { WorkerGroup } from './worker-group';
+import { sliceExperts } from './expert-dispatch';
+import { expertNames, isRoutedExpert } from './expert-shards';
 
 export interface StageWorkerOptions {
   /** Per-worker device specs (device-spec.ts); default: `cpu` for a model on the CPU backend, else `webgpu`. */
@@ -16,10 +18,33 @@ export interface StageWorkerOptions {
   readonly chunkBytes?: number;
 }
 
+/** What one worker of a layout holds. */
+export interface WorkerRole {
+  /** Its pipeline stage (the whole model for a one-stage split); null for a worker holding only experts. */
+  readonly plan: StagePlan | null;
+  /** With expert parallelism: the MoE layers whose routed experts it holds a shard of, and which shard. */
+  readonly experts: { readonly layers: readonly number[]; readonly shard: number; readonly shards: number } | null;
+}
+
 /** Starts one stage worker per plan and copies each stage's tensors from `model` into it. */
-export async function startStageWorkers(
+export function startStageWorkers(
   model: NemotronHForCausalLM,
   plans: readonly StagePlan[],
+  options: StageWorkerOptions,
+  describe: (rank: number) => string,
+): Promise<WorkerGroup> {
+  return startWorkers(
+    model,
+    plans.map((plan) => ({ plan, experts: null })),
+    options,
+    describe,
+  );
+}
+
+/** Starts a worker per role (the stage service) and copies its stage's tensors and its expert shard from `model` into it. */
+export async function startWorkers(
+  model: NemotronHForCausalLM,
+  roles: readonly WorkerRole[],
   options: StageWorkerOptions,
   describe: (rank: number) => string,
 ): Promise<WorkerGroup> {
@@ -31,17 +56,24 @@ export async function startStageWorkers(
   if (handle && [...handle.adapters.values()].some((a) => a.merged))
     throw new Error('the LoRA adapters are merged into the weights; unmergeLora before spreading the model over workers');
   const group = await WorkerGroup.start({
-    size: plans.length,
+    size: roles.length,
     service: 'stage',
     devices: options.devices && options.devices.length > 0 ? options.devices : [fallback],
     heartbeatTimeoutMs: options.heartbeatTimeoutMs,
     describe,
-    options: (rank): StageServiceOptions => ({ config: model.config.toJSON() as Record<string, unknown>, plan: plans[rank]!, dtype, lora }),
+    options: (rank): StageServiceOptions => ({
+      config: model.config.toJSON() as Record<string, unknown>,
+      plan: roles[rank]!.plan,
+      expertParallel: roles[rank]!.experts !== null,
+      label: describe(rank),
+      dtype,
+      lora,
+    }),
   });
   try {
     const limit = options.chunkBytes ?? 64 * 2 ** 20;
     await Promise.all(
-      plans.map(async (plan, rank) => {
+      roles.map(async ({ plan, experts }, rank) => {
         let chunk: Record<string, HostTensor> = {};
         let bytes = 0;
         const flush = async () => {
@@ -50,14 +82,29 @@ export async function startStageWorkers(
           chunk = {};
           bytes = 0;
         };
-        for (const t of model.namedTensors()) {
-          if (!stageOwns(plan, t.name)) continue;
-          const host = await toHost(t.tensor);
-          chunk[t.name] = host;
-          bytes += host.byteLength;
-          if (bytes >= limit) await flush();
+        if (plan) {
+          for (const t of model.namedTensors()) {
+            // With expert parallelism the stage's routed experts come as its shard (below).
+            if (!stageOwns(plan, t.name) || (experts && isRoutedExpert(t.name))) continue;
+            const host = await toHost(t.tensor);
+            chunk[t.name] = host;
+            bytes += host.byteLength;
+            if (bytes >= limit) await flush();
+          }
+          await flush();
         }
-        await flush();
+        for (const layer of experts?.layers ?? []) {
+          const [up, down] = expertNames(layer).map((name) => model.getTensor(name));
+          const E = up!.shape[0]!;
+          const per = E / experts!.shards;
+          const [upHost, downHost] = await Promise.all([toHost(up!), toHost(down!)]);
+          await group.call(
+            rank,
+            'loadExperts',
+            { layer, up: sliceExperts(upHost, experts!.shard * per, per), down: sliceExperts(downHost, experts!.shard * per, per) },
+            { step: `loading experts of layer ${layer}` },
+          );
+        }
       }),
     );
   } catch (e) {

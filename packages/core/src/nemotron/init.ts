@@ -16,7 +16,7 @@
  * Each tensor draws from its own generator, seeded by (seed, tensor name): the same seed gives the
  * same weights on every device, and one tensor's values do not depend on which others exist.
  */
-import { Generator, tensor } from '@nemotron-ts/kernels';
+import { bytesPerElement, f32ToBf16Bits, Generator, tensor, toBf16, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import type { DepthwiseConv1d } from '../nn/conv1d';
 import { Embedding } from '../nn/embedding';
@@ -33,7 +33,8 @@ export interface InitOptions {
   seed: number;
 }
 
-type Fill = (g: Generator, n: number) => Float32Array;
+/** Writes `out.length` values of a tensor from element `start` on (called in order, one generator per tensor). */
+type Fill = (g: Generator, out: Float32Array, start: number) => void;
 
 /**
  * What {@link initializeWeights} fills: a causal LM, or a part of one under the same tensor names
@@ -54,24 +55,31 @@ export function initializeWeights(model: InitTarget, options: InitOptions): void
     if (done.has(path)) throw new Error(`initializeWeights: '${path}' would be initialised twice`);
     const target = model.getTensor(path);
     const g = new Generator(seedFor(options.seed, path));
-    const values = fill(g, target.size);
-    const t = tensor(values, target.shape, { dtype: 'f32', device: target.device });
-    model.setTensor(path, t);
-    t.dispose();
+    if (target.isContiguous && target.storage.length === target.size && target.dtype !== 'i32' && target.dtype !== 'u32') {
+      // Written in place a chunk at a time, in the slot's dtype: no whole-tensor host array and no
+      // second device tensor (f32, then cast), garbage that set the peak memory of a model build.
+      target.storage.invalidateDerived();
+      for (let start = 0; start < target.size; start += INIT_CHUNK) {
+        const chunk = (scratch ??= new Float32Array(INIT_CHUNK)).subarray(0, Math.min(INIT_CHUNK, target.size - start));
+        fill(g, chunk, start);
+        writeChunk(target, start, chunk);
+      }
+    } else {
+      const values = new Float32Array(target.size);
+      fill(g, values, 0);
+      const t = tensor(values, target.shape, { dtype: 'f32', device: target.device });
+      model.setTensor(path, t);
+      t.dispose();
+    }
     done.add(path);
   };
-  const normal =
-    (scale = 1): Fill =>
-    (g, n) =>
-      generate(n, () => g.normal() * std * scale);
-  const uniform =
-    (bound: number, scale = 1): Fill =>
-    (g, n) =>
-      generate(n, () => (2 * g.uniform() - 1) * bound * scale);
+  let scratch: Float32Array | undefined;
+  const normal = (scale = 1): Fill => values((g) => g.normal() * std * scale);
+  const uniform = (bound: number, scale = 1): Fill => values((g) => (2 * g.uniform() - 1) * bound * scale);
   const constant =
     (value: number): Fill =>
-    (_g, n) =>
-      new Float32Array(n).fill(value);
+    (_g, out) =>
+      out.fill(value);
   const linear = (path: string, layer: Linear, weight: Fill) => {
     set(`${path}.weight`, weight);
     if (layer.hasBias) set(`${path}.bias`, constant(0));
@@ -86,7 +94,10 @@ export function initializeWeights(model: InitTarget, options: InitOptions): void
       defaultLinear(at(path, 'in_proj'), m.inProj);
       initConv(at(path, 'conv1d'), m.conv1d, set, uniform);
       set(at(path, 'dt_bias'), dtBiasFill(config));
-      set(at(path, 'A_log'), (_g, n) => generate(n, (i) => Math.log(i + 1)));
+      set(
+        at(path, 'A_log'),
+        values((_g, i) => Math.log(i + 1)),
+      );
       set(at(path, 'D'), constant(1));
       defaultLinear(at(path, 'out_proj'), m.outProj, residualScale);
     } else if (m instanceof Attention) {
@@ -125,17 +136,33 @@ function initConv(path: string, conv: DepthwiseConv1d, set: (path: string, fill:
 function dtBiasFill(config: NemotronHConfig): Fill {
   const lo = Math.log(config.timeStepMin);
   const hi = Math.log(config.timeStepMax);
-  return (g, n) =>
-    generate(n, () => {
-      const dt = Math.max(Math.exp(g.uniform() * (hi - lo) + lo), config.timeStepFloor);
-      return dt + Math.log(-Math.expm1(-dt));
-    });
+  return values((g) => {
+    const dt = Math.max(Math.exp(g.uniform() * (hi - lo) + lo), config.timeStepFloor);
+    return dt + Math.log(-Math.expm1(-dt));
+  });
 }
 
-function generate(n: number, f: (i: number) => number): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = f(i);
-  return out;
+/** Elements written per step: bounds the host scratch of initialisation (4 MiB). */
+const INIT_CHUNK = 1 << 20;
+
+/** A fill from a per-element rule (element `i` of the whole tensor), drawing from `g` in element order. */
+function values(f: (g: Generator, i: number) => number): Fill {
+  return (g, out, start) => {
+    for (let j = 0; j < out.length; j++) out[j] = f(g, start + j);
+  };
+}
+
+/** Writes f32 values into elements [start, start + n) of a dense, unshared tensor, converted to its dtype. */
+function writeChunk(t: Tensor, start: number, chunk: Float32Array): void {
+  const device = t.device;
+  if (device.kind === 'webgpu') {
+    device.write(t.storage, start * bytesPerElement(t.dtype), t.dtype === 'bf16' ? toBf16(chunk) : chunk);
+  } else if (t.dtype === 'bf16') {
+    const words = new Uint16Array(t.storage.cpu!, start * 2, chunk.length);
+    for (let j = 0; j < chunk.length; j++) words[j] = f32ToBf16Bits(chunk[j]!);
+  } else {
+    new Float32Array(t.storage.cpu!, start * 4, chunk.length).set(chunk);
+  }
 }
 
 /** A 32-bit seed from the user seed and a tensor name (FNV-1a). */

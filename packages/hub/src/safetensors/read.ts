@@ -5,7 +5,7 @@
 import { empty, getDefaultDevice, sizeOf, type Device, type DType, type FloatDType, type Tensor } from '@nemotron-ts/kernels';
 import { CheckpointFormatError } from '../errors';
 import { DEFAULT_CHUNK_BYTES, writeElements } from '../tensor-io';
-import { fileSource, readExactly, type ByteSource } from './byte-source';
+import { fileSource, readExactly, readExactlyInto, type ByteSource } from './byte-source';
 import { decodeFloat, decodeHost, decodeInteger, type HostArray } from './convert';
 import { isStoredFloat, safetensorsBytesPerElement, type SafetensorsDType, type StoredFloatDType } from './dtype';
 import { firstNonFinite } from './non-finite';
@@ -108,6 +108,18 @@ export class SafetensorsReader {
     const n = sizeOf(e.shape);
     const t = empty(e.shape, { dtype: target, device: options.device ?? getDefaultDevice() });
     try {
+      // Host memory in the file's own dtype: the bytes are read straight into the tensor.
+      if (t.device.kind === 'cpu' && t.storage.cpu && this.source.readInto && storedAs(stored) === target) {
+        const source = this.source as ByteSource & Required<Pick<ByteSource, 'readInto'>>;
+        for (let start = 0; start < n; start += step) {
+          const count = Math.min(step, n - start);
+          const dst = new Uint8Array(t.storage.cpu, (t.offset + start) * bpe, count * bpe);
+          await readExactlyInto(source, this.header.dataStart + e.begin + start * bpe, dst, `tensor '${name}'`);
+          if (options.checkFinite && isStoredFloat(stored)) this.checkFinite(name, stored, dst, start, n);
+        }
+        t.name = name;
+        return t;
+      }
       for (let start = 0; start < n; start += step) {
         const count = Math.min(step, n - start);
         const at = this.header.dataStart + e.begin + start * bpe;
@@ -143,4 +155,9 @@ export class SafetensorsReader {
     const bytes = await readExactly(this.source, at, at + (e.end - e.begin), `tensor '${name}'`);
     return { name, dtype: e.dtype, shape: e.shape, data: decodeHost(bytes, e.dtype) };
   }
+}
+
+/** The device dtype whose bytes equal the stored ones (none for F16, whose values are widened). */
+function storedAs(stored: string): DType | null {
+  return stored === 'F32' ? 'f32' : stored === 'BF16' ? 'bf16' : stored === 'I32' ? 'i32' : stored === 'U32' ? 'u32' : null;
 }

@@ -8,7 +8,7 @@
  * lavapipe, SwiftShader) at the core level. Every adapter passed over is listed with its reason in
  * {@link DawnHandles.skipped} (`nemotron info` prints them).
  */
-import { create, globals } from 'webgpu';
+import { existsSync, readdirSync } from 'node:fs';
 import { NoAdapterError } from './errors';
 import { sharedLibraryProbe, setNativeEnv } from './native-env';
 
@@ -19,6 +19,8 @@ export interface AdapterRequest {
   backend?: BackendName;
   /** Substring matched (case-insensitively) against the adapter's description, device, vendor or backend. */
   adapter?: string;
+  /** Only a real GPU on the platform's native backend: no software adapter is opened (it would hold memory and threads). */
+  hardwareOnly?: boolean;
 }
 
 export interface DawnHandles {
@@ -38,7 +40,16 @@ export interface DawnHandles {
 const keepAlive: unknown[] = [];
 let globalsInstalled = false;
 
-function installGlobals(): void {
+/** Dawn's module, loaded on the first request: a host running the native CPU backend never maps it (~9 MB of RSS). */
+type Dawn = typeof import('webgpu');
+let dawn: Dawn | undefined;
+
+async function loadDawn(): Promise<Dawn> {
+  dawn ??= await import('webgpu');
+  return dawn;
+}
+
+function installGlobals({ globals }: Dawn): void {
   if (globalsInstalled) return;
   // GPUBufferUsage, GPUMapMode, GPUShaderStage... are needed as globals by WebGPU code.
   const g = globalThis as Record<string, unknown>;
@@ -50,6 +61,21 @@ function nativeBackend(): BackendName {
   if (process.platform === 'darwin') return 'metal';
   if (process.platform === 'win32') return 'd3d12';
   return 'vulkan';
+}
+
+/**
+ * False when this host cannot have a GPU a driver could expose: on Linux every hardware Vulkan driver
+ * opens a device node (a DRM render node, NVIDIA's, WSL's /dev/dxg), so without one asking Dawn
+ * would only load its library and the Vulkan loader to find software adapters. True elsewhere.
+ */
+export function mayHaveHardwareGpu(): boolean {
+  if (process.platform !== 'linux') return true;
+  if (existsSync('/dev/dxg') || existsSync('/dev/nvidiactl')) return true;
+  try {
+    return readdirSync('/dev/dri').some((name) => name.startsWith('renderD') || name.startsWith('card'));
+  } catch {
+    return false;
+  }
 }
 
 /** The software rasterisers Dawn can land on; a "real GPU" request must not accept them. */
@@ -84,9 +110,9 @@ function candidates(request: AdapterRequest): Candidate[] {
   ];
   if (request.backend) {
     const level = request.backend === 'opengl' || request.backend === 'opengles' ? 'compatibility' : 'core';
-    return [{ backend: request.backend, featureLevel: level, accepts: 'any' }];
+    return [{ backend: request.backend, featureLevel: level, accepts: request.hardwareOnly ? 'hardware' : 'any' }];
   }
-  return all;
+  return request.hardwareOnly ? all.filter((c) => c.accepts === 'hardware') : all;
 }
 
 /** A library each backend's loader must export; checked before Dawn is asked, so a missing one is a reason, not a warning. */
@@ -120,7 +146,7 @@ async function requestAdapter(c: Candidate): Promise<AdapterAnswer> {
     const failure = await sharedLibraryProbe(probe.library, probe.symbol);
     if (failure !== null) return { reason: `${probe.library} does not load (${failure})` };
   }
-  const gpu = create([`backend=${c.backend}`]);
+  const gpu = (await loadDawn()).create([`backend=${c.backend}`]);
   keepAlive.push(gpu);
   try {
     const adapter = await gpu.requestAdapter({ featureLevel: c.featureLevel, powerPreference: 'high-performance' });
@@ -134,7 +160,7 @@ async function requestAdapter(c: Candidate): Promise<AdapterAnswer> {
 export async function openDawn(request: AdapterRequest = {}): Promise<DawnHandles> {
   // EGL would otherwise look for an X11 display and fail on a headless host.
   if (!process.env.EGL_PLATFORM) await setNativeEnv('EGL_PLATFORM', 'surfaceless');
-  installGlobals();
+  installGlobals(await loadDawn());
   const skipped: string[] = [];
   const answers = new Map<string, AdapterAnswer>();
   for (const c of candidates(request)) {

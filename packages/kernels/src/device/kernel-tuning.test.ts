@@ -5,14 +5,13 @@ const adapter = (description: string, isFallbackAdapter = false): GPUAdapterInfo
   ({ description, device: '', vendor: '', architecture: '', isFallbackAdapter }) as unknown as GPUAdapterInfo;
 
 describe('kernelTuningFor', () => {
-  test('software rasterisers get texture operands, uniform operands, CPU-SIMD launches and the native CPU preferred', () => {
+  test('software rasterisers get texture operands, uniform operands, CPU-SIMD launches', () => {
     for (const info of [adapter('llvmpipe (LLVM 15.0.6, 256 bits)'), adapter('lavapipe'), adapter('SwiftShader Device'), adapter('x', true)]) {
       expect(kernelTuningFor(info, undefined)).toEqual({
         name: 'software',
         textureOperands: true,
         uniformOperands: true,
         launchShape: 'cpu-simd',
-        preferNativeCpu: true,
       });
     }
   });
@@ -23,7 +22,6 @@ describe('kernelTuningFor', () => {
       textureOperands: false,
       uniformOperands: false,
       launchShape: 'gpu',
-      preferNativeCpu: false,
     });
   });
 

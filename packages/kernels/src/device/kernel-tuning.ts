@@ -34,13 +34,11 @@ export interface KernelTuning {
    * workgroups, one row per invocation, as many invocations as the problem gives.
    */
   readonly launchShape: 'cpu-simd' | 'gpu';
-  /** `getDevice('auto')` prefers the native CPU backend: the same cores run native kernels faster. */
-  readonly preferNativeCpu: boolean;
 }
 
 const TUNINGS: Record<KernelTuningName, KernelTuning> = {
-  software: { name: 'software', textureOperands: true, uniformOperands: true, launchShape: 'cpu-simd', preferNativeCpu: true },
-  hardware: { name: 'hardware', textureOperands: false, uniformOperands: false, launchShape: 'gpu', preferNativeCpu: false },
+  software: { name: 'software', textureOperands: true, uniformOperands: true, launchShape: 'cpu-simd' },
+  hardware: { name: 'hardware', textureOperands: false, uniformOperands: false, launchShape: 'gpu' },
 };
 
 /**

@@ -68,6 +68,8 @@ describe.skipIf(!native)('native matmul', () => {
     { m: 101, n: 70, k: 513, bias: 'f32' },
     { m: 5, n: 11, k: 13, batch: [3] },
     { m: 40, n: 27, k: 70, bType: 'bf16', bias: 'f32' },
+    // bf16 weights widened for the BLAS a column block at a time (2¹⁸ floats: 97 columns of k = 2700).
+    { m: 33, n: 100, k: 2700, bType: 'bf16' },
   ];
   for (const c of cases) {
     const tag = `${c.batch ? `[${c.batch}]×` : ''}${c.m}×${c.n}×${c.k} a ${c.aType ?? 'f32'} w ${c.bType ?? 'f32'}${c.bias ? ` bias ${c.bias}` : ''}`;
@@ -120,6 +122,11 @@ describe.skipIf(!native)('native matmul', () => {
       matmul(onDevice(randomData([40, 70], 9), [40, 70], d), onDevice(randomData([70, 27], 10, { dtype: 'bf16' }), [70, 27], d, 'bf16'));
     await same('f32 · bf16 [k, n] with many rows (widened for the BLAS if loaded)', bf16Rows, 3e-5);
     await withoutBlas(() => same('f32 · bf16 [k, n] with many rows, own kernels', bf16Rows, 3e-5));
+    await same(
+      'f32 · bf16 [k, n] in several widened column blocks',
+      (d) => matmul(onDevice(randomData([33, 2700], 19), [33, 2700], d), onDevice(randomData([2700, 100], 20, { dtype: 'bf16' }), [2700, 100], d, 'bf16')),
+      3e-4,
+    );
     const gradLayout = (d: Device) => matmul(onDevice(randomData([70, 19], 7), [70, 19], d), onDevice(randomData([70, 33], 8), [70, 33], d), { transA: true });
     await same('transA (weight gradient layout)', gradLayout, 3e-5);
     await withoutBlas(() => same('transA (weight gradient layout), own kernels', gradLayout, 3e-5));
@@ -137,6 +144,11 @@ describe.skipIf(!native)('native elementwise', () => {
       if (UNARY_GRAD[op]) await same(`${op} grad`, (d) => unaryGrad(op, domain ? positive(d) : x(d), x(d, 'bf16'), -0.5, 0.75), 2e-6);
     });
   }
+  test('vector unary ops (exp, SiLU, ReLU, relu²) at the edges of the f32 range: NaN, ±inf, overflow, underflow', async () => {
+    const v = randomData([3, 41], 18, { scale: 30 });
+    v.set([NaN, Infinity, -Infinity, 88.5, 88.8, -87.2, -87.5, -100, 100, 0, -0, 1e-30, -1e-30, 20.5, -20.5, 0.5], 0);
+    for (const op of ['exp', 'silu', 'relu', 'relu2'] as const) await same(`${op} edges`, (d) => unary(op, onDevice(v, [3, 41], d)), 2e-6);
+  });
   test('copies: contiguous of a transposed bf16 view, copyInto a strided f32 destination', async () => {
     await same('contiguous', (d) => contiguous(transpose(x(d, 'bf16'), 0, 1)), 0);
     await same(
@@ -295,6 +307,20 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
 });
 
 describe.skipIf(!native)('native causal conv1d', () => {
+  test('prefill over more channels than one block (133: a full block and a ragged one), packed documents', async () => {
+    const [b, l, c, k] = [2, 9, 133, 4];
+    const run = (d: Device) =>
+      causalConv1d(onDevice(randomData([b, l, c], 57), [b, l, c], d), onDevice(randomData([c, k], 58, { dtype: 'bf16' }), [c, k], d, 'bf16'), null, {
+        initialState: onDevice(randomData([b, c, k], 59), [b, c, k], d),
+        seqIdx: tensor(
+          Int32Array.from({ length: b * l }, (_, i) => (i % l < 3 ? 0 : 1)),
+          [b, l],
+          { device: d },
+        ),
+      });
+    await same('y', (d) => run(d).y, 1e-6);
+    await same('final state', (d) => run(d).finalState, 1e-6);
+  });
   const [b, l, c, k] = [2, 13, 11, 4];
   for (const dtype of ['f32', 'bf16'] as const) {
     test(`prefill with bias, initial state and packed documents; decode update (weights ${dtype})`, async () => {
@@ -392,6 +418,42 @@ describe.skipIf(!native)('native attention', () => {
         const { k, v } = qkv(d, dtype);
         const q = transpose(onDevice(randomData([b, hq, lq, dh], 64), [b, hq, lq, dh], d), 1, 2);
         return attentionWithStats(q, k, v, { causal: false });
+      });
+    });
+    test(`prefill with many queries and vector-wide values (the vector path): causal, padded, packed, continuing a cache (k, v ${dtype})`, async () => {
+      const [queries, keys] = [37, 37];
+      const wide = (d: Device, n = queries, m = keys, vd = 32) => ({
+        q: onDevice(randomData([b, n, hq, dh], 65), [b, n, hq, dh], d),
+        k: onDevice(randomData([b, m, hkv, dh], 66, { dtype }), [b, m, hkv, dh], d, dtype),
+        v: onDevice(randomData([b, m, hkv, vd], 67, { dtype }), [b, m, hkv, vd], d, dtype),
+      });
+      const ids = (d: Device, f: (i: number) => number) =>
+        tensor(
+          Int32Array.from({ length: b * keys }, (_, i) => f(i)),
+          [b, keys],
+          { device: d },
+        );
+      // 16, 32, 64 values: 2, 4, 8 vectors of AVX2 (1, 2, 4 of AVX-512), each accumulator count the kernel has.
+      for (const vd of [16, 32, 64])
+        await both(`wide causal, ${vd} values`, (d) => {
+          const { q, k, v } = wide(d, queries, keys, vd);
+          return attentionWithStats(q, k, v);
+        });
+      await both('wide padded (rows with no visible key)', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { keyMask: ids(d, (i) => (i % keys < 3 || i === keys + 20 ? 0 : 1)) });
+      });
+      await both('wide packed', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { seqIds: ids(d, (i) => (i % keys < 11 ? 0 : i % keys < 30 ? 1 : 2)) });
+      });
+      await both('wide non-causal', (d) => {
+        const { q, k, v } = wide(d);
+        return attentionWithStats(q, k, v, { causal: false });
+      });
+      await both('wide continuing a cache', (d) => {
+        const { q, k, v } = wide(d, 12, 40);
+        return attentionWithStats(q, k, v, { kvLength: 33 });
       });
     });
     test(`backward: GQA causal with padding, and packed documents (k, v ${dtype})`, async () => {

@@ -33,7 +33,7 @@ function convParams(a: CausalConv1dCpuArgs, yOffset: number, finalOffset: number
 /** Same contract as causalConv1dCpu; false when x or the initial state is not f32. */
 export function causalConv1dNative(lib: NativeKernels, a: CausalConv1dCpuArgs, y: Tensor, finalState: Tensor): boolean {
   if (a.x.dtype !== 'f32' || (a.initialState && a.initialState.dtype !== 'f32')) return false;
-  lib.symbols.nt_causal_conv(
+  const rc = lib.symbols.nt_causal_conv(
     convParams(a, y.offset, finalState.offset),
     buf(a.x),
     buf(a.weight),
@@ -43,6 +43,7 @@ export function causalConv1dNative(lib: NativeKernels, a: CausalConv1dCpuArgs, y
     buf(y),
     buf(finalState),
   );
+  if (rc !== 0) throw new Error(`causalConv1d: native kernel failed (out of memory?) for x ${a.x}`);
   return true;
 }
 
