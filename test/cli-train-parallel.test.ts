@@ -10,6 +10,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SafetensorsReader } from '@nemotron-ts/hub';
 import { getCpuDevice, getNativeDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
 import { ensureTinyModel } from './support/tiny-model';
@@ -90,6 +91,18 @@ async function resumeFrom(from: string, out: string, ...flags: string[]): Promis
   return run(out, '--resume', '--eval-every', '2', ...flags).map((l) => l.loss);
 }
 
+/** A checkpoint's AdamW moments (`<name>.expAvg`, `<name>.expAvgSq`), by tensor name. */
+async function moments(dir: string): Promise<Map<string, Float32Array>> {
+  const reader = await SafetensorsReader.open(join(dir, 'optimizer.safetensors'));
+  const out = new Map<string, Float32Array>();
+  for (const name of reader.names()) {
+    const t = await reader.load(name, { device: getCpuDevice(), dtype: 'f32' });
+    out.set(name, await t.toFloat32());
+    t.dispose();
+  }
+  return out;
+}
+
 async function lmHead(dir: string): Promise<Float32Array> {
   const model = await NemotronHForCausalLM.fromPretrained(dir, { device: getCpuDevice() });
   try {
@@ -107,14 +120,16 @@ describe('nemotron train with parallel flags', () => {
     straight.set('one', one);
     expect(one.some((l) => l.grad_norm > 0.5)).toBe(true); // clipping acted
     const want = await lmHead(join(scratch, 'one', 'checkpoint-4'));
+    const wantMoments = join(scratch, 'one', 'checkpoint-4');
     for (const flags of [
       ['--data-parallel', '2'],
       ['--pipeline-stages', '2', '--microbatches', '2'],
       ['--expert-parallel', '2'],
       ['--pipeline-stages', '2', '--expert-parallel', '2', '--data-parallel', '2'],
     ]) {
+      // Named by its parallel flags ('pipeline-stages', 'pipeline-stages--expert-parallel--data-parallel').
       const name = flags
-        .filter((f) => f.startsWith('--'))
+        .filter((f) => f.startsWith('--') && f !== '--microbatches')
         .join('')
         .slice(2);
       const out = join(scratch, name);
@@ -133,6 +148,14 @@ describe('nemotron train with parallel flags', () => {
         expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', 'trainer_state.json']),
       );
       expect(relDiff(await lmHead(join(out, 'checkpoint-4')), want)).toBeLessThanOrEqual(1e-4);
+      // The workers' AdamW moments (expert shards stacked, replica 0's) are one device's, under its names.
+      const [mine, theirs] = [await moments(join(out, 'checkpoint-4')), await moments(wantMoments)];
+      expect([...mine.keys()]).toEqual([...theirs.keys()]);
+      for (const [key, m] of mine) {
+        const w = theirs.get(key)!;
+        const close = w.every((v) => v === 0) ? m.every((v) => v === 0) : relDiff(m, w) <= 1e-3;
+        expect({ name, key, close }).toEqual({ name, key, close: true });
+      }
     }
   }, 300_000);
 
