@@ -163,6 +163,7 @@ describe('nemotron train with parallel flags', () => {
     'data-parallel': ['--data-parallel', '2'],
     'pipeline-stages': ['--pipeline-stages', '2', '--microbatches', '2'],
     'expert-parallel': ['--expert-parallel', '2'],
+    'pipeline-stages--expert-parallel--data-parallel': ['--pipeline-stages', '2', '--expert-parallel', '2', '--data-parallel', '2'],
   };
 
   test('a parallel run resumed at step 2 repeats the uninterrupted run; checkpoints cross between one device and workers', async () => {
@@ -216,14 +217,10 @@ describe('nemotron train with parallel flags', () => {
       code: 2,
       stderr: expect.stringContaining('--dtype bf16 is not supported with --expert-parallel'),
     });
-    // Composed parallelism trains and checkpoints, but neither resumes nor takes LoRA or bf16 masters.
+    // Composed parallelism trains, checkpoints and resumes, but takes neither LoRA nor bf16 masters.
     expect(refused('--pipeline-stages', '2', '--lora-r', '4')).toMatchObject({
       code: 2,
       stderr: expect.stringContaining('--lora-r is not supported with --pipeline-stages with --data-parallel'),
-    });
-    expect(refused('--pipeline-stages', '2', '--resume')).toMatchObject({
-      code: 2,
-      stderr: expect.stringContaining('--resume is not supported with --pipeline-stages with --data-parallel'),
     });
     expect(refused('--expert-parallel', '2', '--dtype', 'bf16')).toMatchObject({
       code: 2,

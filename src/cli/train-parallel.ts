@@ -31,9 +31,8 @@ export function checkParallelTrainFlags(args: ParsedArgs, parallel: ParallelOpti
   };
   if (args.flags.has('gradient-checkpointing')) refuse('--gradient-checkpointing', 'the workers keep every activation');
   if (mode.includes(' with ')) {
-    // A composition's workers hold a stage's or an expert shard's part per replica: its checkpoints hold the weights and AdamW moments, but resuming, LoRA and bf16 masters are not built for it.
+    // A composition's workers hold a stage's or an expert shard's part per replica: it trains, checkpoints and resumes f32 weights, but LoRA and bf16 masters are not built for it.
     const single = 'use one of --pipeline-stages, --data-parallel or --expert-parallel';
-    if (args.flags.has('resume')) refuse('--resume', `a composed run does not resume; ${single}`);
     if (lora) refuse('--lora-r', `LoRA is not built for composed parallelism; ${single}`);
     if (flags.dtype !== 'f32') refuse(`--dtype ${flags.dtype}`, `f32 masters are not built for composed parallelism; ${single}`);
   }

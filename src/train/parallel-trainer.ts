@@ -9,7 +9,7 @@
  * one-device run can continue a parallel run's checkpoint and the other way round.
  * Expert parallelism (the host's AdamW and the shards' over their experts) checkpoints and
  * resumes the same way; it takes neither LoRA nor the MTP loss. Composed parallelism (PP × EP × DP)
- * trains f32 weights and writes the same checkpoints, but neither resumes nor takes LoRA or bf16.
+ * trains, checkpoints and resumes f32 weights the same way, but takes neither LoRA nor bf16.
  */
 import { loraHandle, type LoraHandle } from '@nemotron-ts/core';
 import {
@@ -124,10 +124,6 @@ export class ParallelTrainer {
    * Returns the hyperparameters that differ from the checkpoint's run (this run's apply).
    */
   async resumeFrom(dir: string): Promise<ChangedHyperparameter[]> {
-    if (this.parallel.mode === 'composed')
-      throw new Error(
-        'ParallelTrainer: resuming (--resume) a composed run (--pipeline-stages, --expert-parallel, --data-parallel together) is not built; use one kind of parallelism',
-      );
     const state = await readTrainerState(dir);
     checkResumable(dir, state, this.settings, this.options.steps);
     const model = this.parallel.model;
