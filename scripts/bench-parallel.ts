@@ -8,6 +8,7 @@
 // share the cores: no speed-up is possible, the numbers measure the overhead.
 // One JSON line per measurement:
 //   {"bench":"parallel","model","mode":"single|pp|dp|ep|pp×ep","n","op":"forward|train","tokens","ms","tokens_per_s","bytes_per_step","vs_single"}
+//   (dp rows carry "allreduce": "overlapped" with the backward, or "after-backward")
 //   {"bench":"parallel-transfer","bytes","round_trip_ms","mb_per_s"}          (host ⇄ worker, both ways)
 //   {"bench":"parallel-model","mode","n","op","modeled_ms","modeled_tokens_per_s","modeled_speedup","comm_ms"}
 // ms is the median of BENCH_STEPS (default 2) timed steps after one warm-up.
@@ -182,19 +183,32 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const R = 2;
   const dp = await DataParallel.fromModel(m, { replicas: R, devices: workerDevices });
   await dp.setOptimizer({ lr: 1e-5 });
-  const dpTrain = await time(() => dp.trainStep(batch), moved(dp));
-  line({
-    bench: 'parallel',
-    model: 'bench-small',
-    mode: 'dp',
-    n: R,
-    op: 'train',
-    tokens: TOKENS,
-    ms: dpTrain.ms,
-    tokens_per_s: (TOKENS * 1000) / dpTrain.ms,
-    bytes_per_step: dpTrain.bytesPerStep,
-    vs_single: train.ms / dpTrain.ms,
-  });
+  // The all-reduce overlapped with the backward (trainStep), and after it (the same sums), timed in turn.
+  const afterBackward = async () => {
+    await dp.zeroGrad();
+    await dp.forwardBackward(batch);
+    await dp.allReduceGradients();
+    await dp.step();
+  };
+  for (const [allreduce, run] of [
+    ['overlapped', () => dp.trainStep(batch)],
+    ['after-backward', afterBackward],
+  ] as const) {
+    const dpTrain = await time(run, moved(dp));
+    line({
+      bench: 'parallel',
+      model: 'bench-small',
+      mode: 'dp',
+      n: R,
+      op: 'train',
+      allreduce,
+      tokens: TOKENS,
+      ms: dpTrain.ms,
+      tokens_per_s: (TOKENS * 1000) / dpTrain.ms,
+      bytes_per_step: dpTrain.bytesPerStep,
+      vs_single: train.ms / dpTrain.ms,
+    });
+  }
   await dp.shutdown();
   // N GPUs: 1/N of the rows each; the all-reduce moves every gradient up and back per replica.
   const gradBytes = 4 * m.numParameters();

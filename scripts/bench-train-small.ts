@@ -68,7 +68,7 @@ for (let i = 0; i < WARMUP + STEPS; i++) {
   const log = await trainer.trainStep();
   const cpu = process.cpuUsage(c0);
   if (i >= WARMUP) timed.push({ ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000, tokensPerS: log.tokens_per_s });
-  peakBytes = Math.max(peakBytes, log.peak_bytes);
+  peakBytes = Math.max(peakBytes, log.peak_bytes ?? 0);
 }
 timed.sort((a, b) => a.ms - b.ms);
 // Training FLOPs of the linear layers (6 per weight per token: forward, input and weight gradients),

@@ -17,6 +17,8 @@ import {
   type PipelineForwardResult,
   type PipelineGenerateOptions,
   type PipelineGenerateResult,
+  type HostTensor,
+  type NamedOptimizerState,
   type ScheduleName,
   type TrainOptimizerOptions,
   type TransferStats,
@@ -192,7 +194,9 @@ export class ParallelModel {
     if (batches.length === 0) throw new Error('trainUpdate: no batches');
     await e.zeroGrad();
     const losses: number[] = [];
-    for (const batch of batches) losses.push(await this.forwardBackward(batch));
+    // Data parallelism all-reduces during the last micro-batch's backward (its gradients are then final).
+    for (const [i, batch] of batches.entries())
+      losses.push(e instanceof DataParallel ? await e.forwardBackward(batch, { allReduce: i === batches.length - 1 }) : await this.forwardBackward(batch));
     const loss = losses.reduce((a, b) => a + b, 0) / losses.length;
     if (!Number.isFinite(loss)) {
       await e.zeroGrad();
@@ -200,7 +204,8 @@ export class ParallelModel {
         `training loss is ${loss}${options.step !== undefined ? ` at step ${options.step}` : ''} (micro-batch losses ${losses.join(', ')}); stopping before the update`,
       );
     }
-    if (e instanceof DataParallel || e instanceof PipelineParallel) await e.allReduceGradients();
+    // Composed replicas of a pipeline all-reduce after the backward.
+    if (e instanceof PipelineParallel) await e.allReduceGradients();
     if (batches.length > 1) await e.scaleGradients(1 / batches.length);
     const gradNorm = await e.gradientNorm();
     const coef = clipCoefficient(gradNorm, options.maxGradNorm ?? 0);
@@ -209,12 +214,48 @@ export class ParallelModel {
     return { loss, gradNorm };
   }
 
-  /** The workers' weights copied back into the loaded model (e.g. before `savePretrained`). */
+  /** The AdamW state by full-model parameter name (what a checkpoint keeps): the stages', replica 0's, or the host's and the expert shards' (stacked). */
+  optimizerState(): Promise<NamedOptimizerState> {
+    return this.trainer('optimizerState').optimizerState();
+  }
+
+  /** Replaces the AdamW state (a resumed run's); each parameter's state goes to the workers that train it. Sending moves `state`'s buffers. */
+  loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    return this.trainer('loadOptimizerState').loadOptimizerState(state);
+  }
+
+  /** Replaces tensors in the workers that hold them (e.g. a resumed run's LoRA adapters); sending moves their buffers. */
+  setWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    return this.stagedTrainer('setWeights').setWeights(tensors);
+  }
+
+  /** The workers' f32 masters of their bf16 trained parameters (a bf16 model's mixed precision; none for f32 weights), by name. */
+  masterWeights(): Promise<Map<string, HostTensor>> {
+    return this.stagedTrainer('masterWeights').masterWeights();
+  }
+
+  /** Writes a resumed run's f32 masters into the workers' (sending moves the buffers). */
+  loadMasterWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    return this.stagedTrainer('loadMasterWeights').loadMasterWeights(tensors);
+  }
+
+  /** Reseeds the workers' LoRA dropout for training step `step` (the one-device trainer's `reseedLoraDropout`). */
+  reseedDropout(step: number): Promise<void> {
+    return this.stagedTrainer('reseedDropout').reseedDropout(step);
+  }
+
+  private stagedTrainer(what: string): PipelineParallel | DataParallel {
+    const e = this.trainer(what);
+    if (e instanceof ExpertParallel) throw new Error(`${what}: not built for expert parallelism (pipeline or data parallelism)`);
+    return e;
+  }
+
+  /** The trained weights (every parameter, or the LoRA adapters) copied back from the workers into the loaded model (e.g. before `savePretrained`). */
   async syncWeights(): Promise<void> {
     const e = this.trainer('syncWeights');
     // Expert parallelism trains the host's own weights in place (its AdamW holds them): only the
     // routed experts come back, so training can go on after a sync.
-    const weights = e instanceof ExpertParallel ? await e.expertWeights() : await e.weights();
+    const weights = e instanceof ExpertParallel ? await e.expertWeights() : await e.trainedWeights();
     const device = this.model.lmHead.weight.device;
     for (const [name, host] of weights) {
       const t = fromHost(host, device);

@@ -1,11 +1,12 @@
 /**
  * Data parallelism against one device on the fixtures: two replicas in workers (CPU backend; see
  * NEMOTRON_TEST_WORKER_DEVICE) with a bucketed gradient all-reduce give one device's gradients for
- * the same global batch, and the same losses and weights over a few AdamW steps.
+ * the same global batch (the all-reduce after the backward, or overlapped with it: each bucket sent
+ * by gradient hooks as soon as it is final), and the same losses and weights over a few AdamW steps.
  */
 import { afterAll, describe, expect, test } from 'bun:test';
 import { AdamW, backward, getCpuDevice } from '@nemotron-ts/kernels';
-import { DataParallel } from '@nemotron-ts/parallel';
+import { DataParallel, type CallOptions, type HostTensor } from '@nemotron-ts/parallel';
 import { NemotronHForCausalLM } from '../src';
 import { expectLoss, openFixture, relDiff } from './support/fixtures';
 
@@ -37,6 +38,41 @@ describe('data parallel', () => {
         expect({ rank, name, ok: relDiff(grads.get(name)!.toFloat32(), await p.grad.toFloat32()) <= 1e-4 }).toEqual({ rank, name, ok: true });
       }
     }
+    dp.close();
+    model.dispose();
+  });
+
+  test('moe_flat_rsf2.5: the all-reduce overlapped with the backward sends every bucket during it and sums exactly as after it', async () => {
+    const fixture = await openFixture('moe_flat_rsf2.5');
+    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
+    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: workerDevices, bucketBytes: 64 * 1024 });
+    open.push(dp);
+    const gradients = async () => new Map(Object.entries(await dp.group.call<Record<string, HostTensor>>(1, 'gradients')));
+    await dp.forwardBackward(batch);
+    await dp.allReduceGradients();
+    const after = await gradients();
+    await dp.zeroGrad();
+    // Which buckets each replica sent before its backward answered.
+    const sent: number[][] = [[], []];
+    const answered = [false, false];
+    const call = dp.group.call.bind(dp.group);
+    dp.group.call = (<T>(rank: number, method: string, args?: unknown, options: CallOptions = {}) => {
+      const onPart = options.onPart;
+      const wrapped = onPart
+        ? { ...options, onPart: (part: unknown) => (answered[rank] || sent[rank]!.push((part as { bucket: number }).bucket), onPart(part)) }
+        : options;
+      const reply = call<T>(rank, method, args, wrapped);
+      if (method === 'backward') void reply.then(() => (answered[rank] = true));
+      return reply;
+    }) as typeof dp.group.call;
+    await dp.forwardBackward(batch, { allReduce: true });
+    const buckets = Math.max(...sent.flat()) + 1;
+    expect(buckets).toBeGreaterThan(2);
+    for (const s of sent) expect([...s].sort((a, b) => a - b)).toEqual(Array.from({ length: buckets }, (_, b) => b));
+    const overlapped = await gradients();
+    expect([...overlapped.keys()].sort()).toEqual([...after.keys()].sort());
+    for (const [name, g] of after) expect({ name, same: [...overlapped.get(name)!.data].every((v, i) => v === g.data[i]) }).toEqual({ name, same: true });
     dp.close();
     model.dispose();
   });

@@ -68,8 +68,10 @@ parallel flags (forward, generate, train): --pipeline-stages N --expert-parallel
             cpu:native[:THREADS]; without a count the native workers share the cores), webgpu, auto,
             vulkan|metal|d3d12|opengl|opengles[:0], adapter:NAME) [--microbatches M]: the work spread
             over Bun Workers, one device each; forward writes the same --out file; generate is greedy;
-            train makes the one-device trainer's updates (f32; no LoRA, --resume or
-            --gradient-checkpointing) and saves DIR/checkpoint-<step>/ without optimizer state
+            train makes the one-device trainer's updates and checkpoints (optimizer state included:
+            --resume continues exactly, on one device or in parallel); LoRA with --pipeline-stages or
+            --data-parallel (dropout 0 there); --dtype bf16 through the workers' f32 masters (not with
+            --expert-parallel); no --gradient-checkpointing
 
 Flags take their value as --flag VALUE or --flag=VALUE; a value that starts with "--" needs the
 second form, e.g. --prompt=--hello.`;

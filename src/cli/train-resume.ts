@@ -6,7 +6,7 @@
  * flags (--steps, --lr, --min-lr, --warmup, --weight-decay, --grad-clip) apply from the resumed step
  * on, each change said on stderr (the logged lr is the applied one).
  */
-import type { ChangedHyperparameter } from '../train/trainer';
+import type { ChangedHyperparameter } from '../train/run-settings';
 import type { Hyperparameters, RunSettings } from '../train/trainer-state';
 import type { DataFingerprint } from '../train/training-data';
 import { RefusedError } from './args';

@@ -17,7 +17,9 @@ import { ADAPTER_CONFIG_FILE, applyLora, mergeLora, removeLora, type LoraHandle 
 import type { Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../pretrained';
 import { latestCheckpoint, readTrainerState } from '../train/trainer-state';
-import { Trainer } from '../train/trainer';
+import { Trainer, type TrainerOptions } from '../train/trainer';
+import { ParallelTrainer } from '../train/parallel-trainer';
+import { ParallelModel, type ParallelOptions } from '../parallel';
 import { dataFingerprint, loadTrainingData } from '../train/training-data';
 import { TrainingProgress } from '../train/progress';
 import { RunReporter } from '../train/report';
@@ -26,7 +28,7 @@ import { checkLoraResume, LORA_FLAGS, readLoraFlags, type LoraFlagOptions } from
 import { readParallelFlags } from './parallel-flags';
 import { openTrainingCheckpoint } from './train-checkpoint';
 import { checkRoomForCheckpoint, prepareOutDir } from './train-out-dir';
-import { runParallelTrain } from './train-parallel';
+import { checkParallelTrainFlags } from './train-parallel';
 import { checkResumeData, checkResumeSettings, describeChanges } from './train-resume';
 
 export const TRAIN_FLAGS = [
@@ -117,18 +119,18 @@ export async function runTrain(args: ParsedArgs, openDevice: () => Promise<Devic
   const flags = readFlags(args);
   if (evalDataPath !== undefined && flags.evalEvery === 0) throw new UsageError('--eval-data needs --eval-every N');
   const parallel = readParallelFlags(args);
-  if (parallel) return runParallelTrain(args, parallel, flags, openDevice);
   const lora = readLoraFlags(args, flags.seed);
   const merge = args.flags.has('merge');
   const pack = args.flags.has('pack');
   const gradientCheckpointing = args.flags.has('gradient-checkpointing');
   if (merge && !lora) throw new UsageError('--merge needs --lora-r R: it merges the trained LoRA adapters into the model');
+  if (parallel) checkParallelTrainFlags(args, parallel, flags, lora);
 
   // Before anything slow: a bad --out fails now, and a second trainer on it exits at once.
   const lock = await prepareOutDir(outDir);
   try {
     await trainLocked(
-      { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict: !args.flags.has('no-strict') },
+      { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict: !args.flags.has('no-strict'), parallel },
       openDevice,
     );
   } finally {
@@ -150,10 +152,12 @@ interface TrainRequest {
   gradientCheckpointing: boolean;
   /** Off (`--no-strict`): --model's missing tensors are initialised and unexpected ones ignored, with warnings. */
   strict: boolean;
+  /** Train through workers (`--pipeline-stages`, `--data-parallel`, `--expert-parallel`), or null. */
+  parallel: ParallelOptions | null;
 }
 
 async function trainLocked(
-  { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict }: TrainRequest,
+  { modelPath, dataPath, outDir, evalDataPath, resume, flags, lora, merge, pack, gradientCheckpointing, strict, parallel }: TrainRequest,
   openDevice: () => Promise<Device>,
 ): Promise<void> {
   const { folder, config, tokenizer } = await openTrainingCheckpoint(modelPath);
@@ -215,7 +219,7 @@ async function trainLocked(
     settings: { model: modelPath, data: dataPath, ...flags, lora: lora ? `r ${lora.r}, alpha ${lora.alpha}` : null, device: device.describe() },
   });
   await reporter.start();
-  const trainer = new Trainer(model, data, {
+  const trainerOptions: TrainerOptions = {
     ...flags,
     outDir,
     tokenizerFrom: folder,
@@ -244,7 +248,20 @@ async function trainLocked(
       reporter.refresh();
       progress.message(`saved ${dir}${deleted.length ? `; deleted ${deleted.join(', ')} (--save-total-limit ${flags.saveTotalLimit})` : ''}`);
     },
-  });
+  };
+  let workers: ParallelModel | null = null;
+  let trainer: Trainer | ParallelTrainer;
+  try {
+    if (parallel) {
+      workers = await ParallelModel.fromModel(model, parallel);
+      console.error(`${workers.mode} parallelism over ${parallel.devices?.join(',') ?? 'the default devices'}`);
+      trainer = await ParallelTrainer.create(workers, data, trainerOptions);
+    } else trainer = new Trainer(model, data, trainerOptions);
+  } catch (e) {
+    await workers?.close();
+    model.dispose();
+    throw e;
+  }
   try {
     await checkRoomForCheckpoint(outDir, trainer.checkpointBytes());
     if (resume && existing) {
@@ -266,6 +283,7 @@ async function trainLocked(
     }
   } finally {
     trainer.dispose();
+    await workers?.close();
     model.dispose();
   }
 }

@@ -8,7 +8,9 @@ export { BlockSampler } from './block-sampler';
 export { dataFingerprint, loadTrainingData, type DataFingerprint, type TrainingData, type TrainingDataKind, type TrainingDataOptions } from './training-data';
 export { skipsWeightDecay, weightDecayGroups, type NamedGroup } from './param-groups';
 export { noWeightDecayNames, parallelBatch } from './parallel-batch';
-export { Trainer, NonFiniteLossError, type TrainerOptions, type StepLog, type EvalLog, type ChangedHyperparameter } from './trainer';
+export { ParallelTrainer } from './parallel-trainer';
+export { Trainer, NonFiniteLossError, type TrainerOptions, type StepLog, type EvalLog } from './trainer';
+export { changedHyperparameters, checkResumable, runSettings, type ChangedHyperparameter, type RunShape } from './run-settings';
 export {
   checkpointDir,
   latestCheckpoint,

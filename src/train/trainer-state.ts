@@ -14,7 +14,7 @@
 import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsErrorMeaning, SafetensorsReader, saveSafetensors, TOKENIZER_FILES, writeFolderAtomically } from '@nemotron-ts/hub';
-import type { AdamW, AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
+import type { AdamWOptions, Device, OptimizerStateDict, Tensor } from '@nemotron-ts/kernels';
 import { saveLoraAdapter } from '../peft-files';
 import type { DataFingerprint } from './training-data';
 import type { NemotronHForCausalLM } from '../pretrained';
@@ -87,40 +87,39 @@ export interface SaveCheckpointOptions {
   loraAdapter?: { baseModelNameOrPath: string | null };
 }
 
-/** Writes `OUT/checkpoint-<step>/` atomically (a re-save of the same step replaces it). */
+/**
+ * Writes `OUT/checkpoint-<step>/` atomically (a re-save of the same step replaces it): the model
+ * (or its LoRA adapter), `dict` (an AdamW's state, its parameters named by `names`; the caller
+ * keeps and disposes it) and the trainer state.
+ */
 export async function saveCheckpoint(
   outDir: string,
   model: NemotronHForCausalLM,
-  optimizer: AdamW,
+  dict: OptimizerStateDict<AdamWOptions>,
   names: readonly string[],
   state: Omit<TrainerState, 'optimizer' | 'version'>,
   options: SaveCheckpointOptions,
 ): Promise<string> {
-  const dict = optimizer.stateDict();
-  try {
-    return await writeCheckpointFolder(outDir, state.step, async (temp) => {
-      if (options.loraAdapter) {
-        await saveLoraAdapter(model, temp, options.loraAdapter);
-        if (options.tokenizerFrom) await copyTokenizerFiles(options.tokenizerFrom, temp);
-      } else {
-        await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
-      }
-      if (options.masters.size > 0) await saveSafetensors(join(temp, MASTER_WEIGHTS_FILE), options.masters);
-      const buffers = new Map<string, Tensor>();
-      dict.params.forEach((s, i) => {
-        if (s) for (const [key, t] of Object.entries(s.buffers)) buffers.set(`${names[i]}.${key}`, t);
-      });
-      await saveSafetensors(join(temp, OPTIMIZER_FILE), buffers);
-      const full: TrainerState = {
-        version: 1,
-        ...state,
-        optimizer: { stepCount: dict.stepCount, groups: dict.groups, params: dict.params.map((s, i) => (s ? { name: names[i]!, step: s.step } : null)) },
-      };
-      await writeFile(join(temp, TRAINER_STATE_FILE), JSON.stringify(full, null, 2));
+  return writeCheckpointFolder(outDir, state.step, async (temp) => {
+    if (options.loraAdapter) {
+      await saveLoraAdapter(model, temp, options.loraAdapter);
+      if (options.tokenizerFrom) await copyTokenizerFiles(options.tokenizerFrom, temp);
+    } else {
+      await model.savePretrained(temp, { copyTokenizerFrom: options.tokenizerFrom });
+    }
+    if (options.masters.size > 0) await saveSafetensors(join(temp, MASTER_WEIGHTS_FILE), options.masters);
+    const buffers = new Map<string, Tensor>();
+    dict.params.forEach((s, i) => {
+      if (s) for (const [key, t] of Object.entries(s.buffers)) buffers.set(`${names[i]}.${key}`, t);
     });
-  } finally {
-    for (const s of dict.params) if (s) for (const t of Object.values(s.buffers)) t.dispose();
-  }
+    await saveSafetensors(join(temp, OPTIMIZER_FILE), buffers);
+    const full: TrainerState = {
+      version: 1,
+      ...state,
+      optimizer: { stepCount: dict.stepCount, groups: dict.groups, params: dict.params.map((s, i) => (s ? { name: names[i]!, step: s.step } : null)) },
+    };
+    await writeFile(join(temp, TRAINER_STATE_FILE), JSON.stringify(full, null, 2));
+  });
 }
 
 /**

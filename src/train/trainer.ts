@@ -35,6 +35,7 @@ import {
   clipGradNorm,
   copyInto,
   dispose,
+  disposeStateDict,
   formatShape,
   keep,
   mul,
@@ -46,10 +47,10 @@ import {
   type LrSchedule,
   type Tensor,
 } from '@nemotron-ts/kernels';
-import { loraHandle, reseedLoraDropout, type LoraConfig, type LoraHandle } from '@nemotron-ts/core';
+import { loraHandle, reseedLoraDropout, type LoraHandle } from '@nemotron-ts/core';
 import { loadLoraAdapterWeights } from '../peft-files';
 import type { NemotronHForCausalLM } from '../pretrained';
-import { weightDecayGroups } from './param-groups';
+import { weightDecayGroups, type NamedGroup } from './param-groups';
 import {
   pruneCheckpoints,
   readMasterWeights,
@@ -57,11 +58,11 @@ import {
   readTrainerState,
   saveCheckpoint,
   type Hyperparameters,
-  type LoraRunSettings,
   type RunSettings,
 } from './trainer-state';
+import { changedHyperparameters, checkResumable, runSettings, type ChangedHyperparameter } from './run-settings';
 import { rowBatch, type RowBatch } from './row-batch';
-import { dataFingerprint, type TrainingData } from './training-data';
+import type { TrainingData } from './training-data';
 
 export interface TrainerOptions {
   /** Optimizer updates in the whole run (the schedule's length). */
@@ -106,13 +107,6 @@ export interface TrainerOptions {
   onCheckpoint?: (dir: string, step: number, deleted: readonly string[]) => void;
 }
 
-/** A hyperparameter whose value differs from the resumed checkpoint's run (this run's applies). */
-export interface ChangedHyperparameter {
-  name: keyof Hyperparameters;
-  checkpoint: number;
-  applied: number;
-}
-
 export interface StepLog {
   step: number;
   /** Mean training loss of the update (the MTP total when MTP is on). */
@@ -122,8 +116,8 @@ export interface StepLog {
   /** Global gradient norm before clipping. */
   grad_norm: number;
   tokens_per_s: number;
-  /** The device's high-water mark of live tensor bytes during the update (reset at its start). */
-  peak_bytes: number;
+  /** The device's high-water mark of live tensor bytes during the update (reset at its start); null where it is not known (the parallel trainer's workers). */
+  peak_bytes: number | null;
 }
 
 export interface EvalLog {
@@ -131,6 +125,57 @@ export interface EvalLog {
   /** Mean next-token cross-entropy over the evaluation rows (no MTP term). */
   eval_loss: number;
 }
+
+/** The weight-decay groups of the parameters a run trains: every one or only the LoRA adapters', the MTP head only with `mtp`. */
+export function trainedGroups(model: NemotronHForCausalLM, weightDecay: number, mtp: boolean, lora: LoraHandle | null): NamedGroup[] {
+  const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
+  // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
+  return weightDecayGroups(model, weightDecay, (name) => (mtp || !name.startsWith('mtp.')) && (!adapterNames || adapterNames.has(name)));
+}
+
+/** {@link TrainerOptions} with the defaults filled in and `mtp` decided. */
+export type ResolvedTrainerOptions = Required<
+  Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>
+> &
+  TrainerOptions & { mtp: boolean };
+
+/** Checks `options` (errors name the option) and fills in the defaults; shared with the parallel trainer. */
+export function resolveTrainerOptions(model: NemotronHForCausalLM, data: TrainingData, options: TrainerOptions): ResolvedTrainerOptions {
+  const mtp = options.mtp ?? model.mtp !== null;
+  if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
+  const o: ResolvedTrainerOptions = {
+    gradAccum: 1,
+    minLr: 0,
+    warmup: 0,
+    weightDecay: 0.01,
+    gradClip: 1,
+    evalEvery: 0,
+    saveEvery: 0,
+    saveTotalLimit: 0,
+    seed: 0,
+    ...options,
+    mtp,
+  };
+  const integer = (name: string, v: number, min: number) => {
+    if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
+  };
+  integer('steps', o.steps, 1);
+  integer('batchSize', o.batchSize, 1);
+  integer('gradAccum', o.gradAccum, 1);
+  integer('warmup', o.warmup, 0);
+  integer('evalEvery', o.evalEvery, 0);
+  integer('saveEvery', o.saveEvery, 0);
+  integer('saveTotalLimit', o.saveTotalLimit, 0);
+  if (o.warmup > o.steps) throw new Error(`Trainer: warmup (${o.warmup}) must not exceed steps (${o.steps})`);
+  if (!(o.lr > 0)) throw new Error(`Trainer: lr must be > 0, got ${o.lr}`);
+  if (!(o.minLr >= 0 && o.minLr <= o.lr)) throw new Error(`Trainer: minLr must be in [0, lr], got ${o.minLr}`);
+  if (!(o.gradClip >= 0)) throw new Error(`Trainer: gradClip must be ≥ 0, got ${o.gradClip}`);
+  if (o.evalEvery > 0 && !data.eval) throw new Error('Trainer: evalEvery is set but the data has no evaluation rows');
+  return o;
+}
+
+/** AdamW's betas and eps in every run (Megatron/NeMo's beta2 0.95). */
+export const ADAMW_BETAS = { beta1: 0.9, beta2: 0.95, eps: 1e-8 } as const;
 
 export class NonFiniteLossError extends Error {
   override name = 'NonFiniteLossError';
@@ -152,65 +197,23 @@ export class Trainer {
   private readonly settings: RunSettings;
   /** The model's LoRA adapters, when only they train. */
   private readonly lora: LoraHandle | null;
-  private readonly options: Required<
-    Omit<TrainerOptions, 'outDir' | 'tokenizerFrom' | 'baseModelNameOrPath' | 'onStep' | 'onEval' | 'onCheckpoint' | 'mtp' | 'gradientCheckpointing'>
-  > &
-    TrainerOptions;
+  private readonly options: ResolvedTrainerOptions;
 
   constructor(
     readonly model: NemotronHForCausalLM,
     readonly data: TrainingData,
     options: TrainerOptions,
   ) {
-    const mtp = options.mtp ?? model.mtp !== null;
-    if (mtp && !model.mtp) throw new Error('Trainer: mtp is on but the model has no MTP head');
-    this.options = {
-      gradAccum: 1,
-      minLr: 0,
-      warmup: 0,
-      weightDecay: 0.01,
-      gradClip: 1,
-      evalEvery: 0,
-      saveEvery: 0,
-      saveTotalLimit: 0,
-      seed: 0,
-      ...options,
-      mtp,
-    };
+    this.options = resolveTrainerOptions(model, data, options);
     const o = this.options;
-    const integer = (name: string, v: number, min: number) => {
-      if (!Number.isInteger(v) || v < min) throw new Error(`Trainer: ${name} must be an integer ≥ ${min}, got ${v}`);
-    };
-    integer('steps', o.steps, 1);
-    integer('batchSize', o.batchSize, 1);
-    integer('gradAccum', o.gradAccum, 1);
-    integer('warmup', o.warmup, 0);
-    integer('evalEvery', o.evalEvery, 0);
-    integer('saveEvery', o.saveEvery, 0);
-    integer('saveTotalLimit', o.saveTotalLimit, 0);
-    if (o.warmup > o.steps) throw new Error(`Trainer: warmup (${o.warmup}) must not exceed steps (${o.steps})`);
-    if (!(o.lr > 0)) throw new Error(`Trainer: lr must be > 0, got ${o.lr}`);
-    if (!(o.minLr >= 0 && o.minLr <= o.lr)) throw new Error(`Trainer: minLr must be in [0, lr], got ${o.minLr}`);
-    if (!(o.gradClip >= 0)) throw new Error(`Trainer: gradClip must be ≥ 0, got ${o.gradClip}`);
-    if (o.evalEvery > 0 && !data.eval) throw new Error('Trainer: evalEvery is set but the data has no evaluation rows');
+    const mtp = o.mtp;
     const dtype = model.lmHead.weight.dtype;
     if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`Trainer: the model's weights are ${dtype}; train f32 or bf16 weights`);
     this.lora = loraHandle(model);
     const lora = this.lora;
     if (lora && [...lora.adapters.values()].some((a) => a.merged))
       throw new Error('Trainer: the LoRA adapters are merged into the weights; unmergeLora before training');
-    const dataMode = `${data.kind ?? 'text'}${data.packed ? '+pack' : ''}`;
-    this.settings = {
-      seqLen: data.seqLen,
-      batchSize: o.batchSize,
-      gradAccum: o.gradAccum,
-      seed: o.seed,
-      mtp,
-      dtype,
-      lora: lora && loraRunSettings(lora.config),
-      data: dataFingerprint(data),
-      ...(dataMode === 'text' ? {} : { dataMode }),
-    };
+    this.settings = runSettings(data, { batchSize: o.batchSize, gradAccum: o.gradAccum, seed: o.seed, mtp, dtype, lora: lora?.config ?? null });
     // With LoRA only the adapters take gradients (the base stays frozen, as applyLora left it); else every weight.
     model.train().requiresGrad_(!lora);
     if (options.gradientCheckpointing) {
@@ -220,16 +223,14 @@ export class Trainer {
       model.gradientCheckpointingEnable();
     }
     if (lora) for (const p of lora.parameters()) p.requiresGrad = true;
-    const adapterNames = lora && new Set(lora.namedParameters().map(([name]) => name));
-    // Without MTP the MTP head gets no gradient: leave it out of the optimizer.
-    const groups = weightDecayGroups(model, o.weightDecay, (name) => (mtp || !name.startsWith('mtp.')) && (!adapterNames || adapterNames.has(name)));
+    const groups = trainedGroups(model, o.weightDecay, mtp, lora);
     this.names = groups.flatMap((g) => g.names);
     this.params = groups.flatMap((g) => g.params);
     const masterOf = new Map(this.params.map((p) => [p, p.dtype === 'f32' ? p : noGrad(() => cast(p, 'f32'))]));
     this.masters = this.params.map((p) => masterOf.get(p)!);
     this.optimizer = new AdamW(
       groups.map(({ params, weightDecay }) => ({ params: params.map((p) => masterOf.get(p)!), weightDecay })),
-      { lr: o.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+      { lr: o.lr, ...ADAMW_BETAS },
     );
     this.schedule = warmupCosineSchedule({ warmupSteps: o.warmup, totalSteps: o.steps, minRatio: o.minLr / o.lr });
   }
@@ -243,14 +244,7 @@ export class Trainer {
    */
   async resumeFrom(dir: string): Promise<ChangedHyperparameter[]> {
     const state = await readTrainerState(dir);
-    for (const key of Object.keys(this.settings) as (keyof RunSettings)[]) {
-      if (state.settings[key] === undefined) continue; // written before the setting was recorded
-      const [saved, mine] = [JSON.stringify(state.settings[key]), JSON.stringify(this.settings[key])];
-      if (saved !== mine) throw new Error(`${dir}: the checkpoint was trained with ${key} ${saved}, this run has ${mine}`);
-    }
-    const [savedData, myData] = [state.settings.dataMode ?? 'text', this.settings.dataMode ?? 'text'];
-    if (savedData !== myData) throw new Error(`${dir}: the checkpoint was trained on ${savedData} rows, this run has ${myData} rows`);
-    if (state.step > this.options.steps) throw new Error(`${dir}: the checkpoint is at step ${state.step}, past this run's ${this.options.steps} steps`);
+    checkResumable(dir, state, this.settings, this.options.steps);
     if (this.lora) await loadLoraAdapterWeights(this.model, dir);
     const device = this.model.lmHead.weight.device;
     const dict = await readOptimizerState(dir, state, this.names, device);
@@ -277,26 +271,13 @@ export class Trainer {
     }
     this.step = state.step;
     this.dataPosition = state.dataPosition;
-    return this.changedHyperparameters(state);
+    return changedHyperparameters(state, this.hyperparameters);
   }
 
   /** This run's optimization hyperparameters, as checkpoints record them. */
   get hyperparameters(): Hyperparameters {
     const o = this.options;
     return { steps: o.steps, lr: o.lr, minLr: o.minLr, warmup: o.warmup, weightDecay: o.weightDecay, gradClip: o.gradClip };
-  }
-
-  /** The hyperparameters of `state`'s run that differ from this run's (older states: lr and weight decay, from the optimizer's groups). */
-  private changedHyperparameters(state: Awaited<ReturnType<typeof readTrainerState>>): ChangedHyperparameter[] {
-    const mine = this.hyperparameters;
-    const decayed = state.optimizer.groups.find((g) => (g.weightDecay ?? 0) > 0);
-    const saved: Partial<Hyperparameters> = state.hyperparameters ?? {
-      lr: state.optimizer.groups[0]?.lr,
-      ...(decayed && { weightDecay: decayed.weightDecay }),
-    };
-    return (Object.keys(mine) as (keyof Hyperparameters)[])
-      .filter((name) => saved[name] !== undefined && saved[name] !== mine[name])
-      .map((name) => ({ name, checkpoint: saved[name]!, applied: mine[name] }));
   }
 
   /** Runs the remaining updates; returns each update's log. */
@@ -422,10 +403,11 @@ export class Trainer {
   async saveCheckpoint(): Promise<string> {
     const o = this.options;
     if (o.outDir === null) throw new Error('Trainer.saveCheckpoint: no outDir');
+    const optimizerState = this.optimizer.stateDict();
     const dir = await saveCheckpoint(
       o.outDir,
       this.model,
-      this.optimizer,
+      optimizerState,
       this.names,
       { step: this.step, dataPosition: this.dataPosition, settings: this.settings, hyperparameters: this.hyperparameters },
       {
@@ -433,7 +415,7 @@ export class Trainer {
         masters: this.separateMasters(),
         loraAdapter: this.lora ? { baseModelNameOrPath: o.baseModelNameOrPath ?? null } : undefined,
       },
-    );
+    ).finally(() => disposeStateDict(optimizerState));
     // Older checkpoints go only once the new one is whole.
     const deleted = o.saveTotalLimit > 0 ? await pruneCheckpoints(o.outDir, o.saveTotalLimit) : [];
     o.onCheckpoint?.(dir, this.step, deleted);
@@ -447,13 +429,6 @@ export class Trainer {
       if (m !== this.params[i]) m.dispose();
     });
   }
-}
-
-/** The LoRA settings checkpoints record, as a plain copy of the adapters' options. */
-function loraRunSettings(config: LoraConfig): LoraRunSettings {
-  const { r, alpha, dropout, targetModules, seed } = config;
-  // A list of names, or one regular expression (PEFT's string form), which stays one string.
-  return { r, alpha, dropout, targetModules: typeof targetModules === 'string' ? targetModules : [...targetModules], seed };
 }
 
 /**

@@ -28,7 +28,7 @@ export { BindingTooLargeError } from './runtime/bindings';
 export { isSoftwareAdapter, type BackendName } from './device/dawn';
 
 export { noGrad, enableGrad, isGradEnabled, releaseGraph } from './autograd/graph';
-export { backward, type BackwardOptions } from './autograd/backward';
+export { backward, backwardAsync, type BackwardOptions, type BackwardAsyncOptions } from './autograd/backward';
 
 export * from './ops/elementwise/elementwise';
 export * from './ops/layout/layout';

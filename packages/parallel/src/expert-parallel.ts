@@ -15,11 +15,13 @@ import { IGNORE_INDEX, MoE, prepareInputs, type NemotronHBlock, type NemotronHFo
 import { checkBatch, type ParallelBatch } from './batch';
 import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor, toHost } from './host-tensor';
+import { exportOptimizerState, importOptimizerState, type AdamParamState, type NamedOptimizerState } from './optimizer-state';
 import { type Ask, ExpertCutRun } from './expert-cut';
 import type { PipelineForwardResult, TransferStats } from './pipeline';
 import { startWorkers, type StageWorkerOptions } from './stage-workers';
 import type { WorkerGroup } from './worker-group';
-import { concatExperts, dispatchExperts, expertsBackward, type ExpertRoute, type ShardCall } from './expert-dispatch';
+import { concatExperts, dispatchExperts, expertsBackward, sliceExperts, type ExpertRoute, type ShardCall } from './expert-dispatch';
+import { isRoutedExpert } from './expert-shards';
 
 export interface ExpertParallelOptions extends StageWorkerOptions {
   /** Expert-parallel size: workers holding a shard of the routed experts each (must divide n_routed_experts). */
@@ -240,6 +242,52 @@ export class ExpertParallel {
   private async gatherExperts(method: 'gradients' | 'weights'): Promise<Map<string, HostTensor>> {
     const parts = await this.group.callAll<Record<string, HostTensor>>(method);
     return new Map(Object.keys(parts[0] ?? {}).map((name) => [name, concatExperts(parts.map((p) => p[name]!))]));
+  }
+
+  /** The AdamW state of the host's parameters and of every shard's experts (stacked like the model's), by full-model name. */
+  async optimizerState(): Promise<NamedOptimizerState> {
+    if (!this.optimizer) throw new Error('ExpertParallel.optimizerState: call setOptimizer first');
+    const experts = this.routedExperts();
+    const here = await exportOptimizerState(
+      this.optimizer,
+      this.model.namedParameters().filter(([, p]) => !experts.has(p)),
+    );
+    const parts = await this.group.callAll<NamedOptimizerState>('optimizerState', () => null, { step: 'reading the optimizer state' });
+    const params: Record<string, AdamParamState> = { ...here.params };
+    for (const name of Object.keys(parts[0]!.params)) {
+      const shards = parts.map((p) => p.params[name]);
+      if (shards.some((s) => s === undefined || s.step !== shards[0]!.step)) throw new Error(`ExpertParallel.optimizerState: the shards of '${name}' disagree`);
+      const all = shards as AdamParamState[];
+      params[name] = { step: all[0]!.step, expAvg: concatExperts(all.map((s) => s.expAvg)), expAvgSq: concatExperts(all.map((s) => s.expAvgSq)) };
+    }
+    return { stepCount: here.stepCount, params };
+  }
+
+  /** Replaces the host's and the shards' AdamW state (a resumed run's): each shard gets its experts' rows. */
+  async loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    if (!this.optimizer) throw new Error('ExpertParallel.loadOptimizerState: call setOptimizer first');
+    const experts = this.routedExperts();
+    const here = this.model.namedParameters().filter(([, p]) => !experts.has(p));
+    const hostNames = new Set(here.map(([n]) => n));
+    const hostPart = Object.fromEntries(Object.entries(state.params).filter(([n]) => hostNames.has(n)));
+    const expertPart = Object.entries(state.params).filter(([n]) => !hostNames.has(n));
+    const stray = expertPart.find(([n]) => !isRoutedExpert(n));
+    if (stray) throw new Error(`ExpertParallel.loadOptimizerState: no parameter '${stray[0]}'`);
+    importOptimizerState(this.optimizer, here, { stepCount: state.stepCount, params: hostPart }, this.model.lmHead.weight.device, 'expert parallelism host');
+    const per = this.expertsPerRank;
+    await this.group.callAll(
+      'loadOptimizerState',
+      (r) => ({
+        stepCount: state.stepCount,
+        params: Object.fromEntries(
+          expertPart.map(([name, s]) => [
+            name,
+            { step: s.step, expAvg: sliceExperts(s.expAvg, r * per, per), expAvgSq: sliceExperts(s.expAvgSq, r * per, per) },
+          ]),
+        ),
+      }),
+      { step: 'loading the optimizer state' },
+    );
   }
 
   async zeroGrad(): Promise<void> {

@@ -52,13 +52,16 @@ export class ExpertShards {
   constructor(
     private readonly device: Device,
     private readonly label: string,
+    /** Whether the experts train (not with LoRA: it freezes them). */
+    private readonly options: { readonly trainable: boolean } = { trainable: true },
   ) {}
 
   /** This shard of layer `layer`'s experts (up [per, …], down [per, …]). */
   load({ layer, up, down }: { layer: number; up: HostTensor; down: HostTensor }): null {
     const old = this.layers.get(layer);
     if (old) for (const t of [old.up, old.down]) t.dispose();
-    this.layers.set(layer, { up: keep(fromHost(up, this.device)).requiresGrad_(true), down: keep(fromHost(down, this.device)).requiresGrad_(true) });
+    const trainable = this.options.trainable;
+    this.layers.set(layer, { up: keep(fromHost(up, this.device)).requiresGrad_(trainable), down: keep(fromHost(down, this.device)).requiresGrad_(trainable) });
     return null;
   }
 

@@ -33,6 +33,11 @@ export class HostTensor {
     return Float32Array.from(this.data);
   }
 
+  /** A copy with a buffer of its own (sending a tensor moves its buffer: send a copy to each further worker). */
+  clone(): HostTensor {
+    return new HostTensor(this.dtype, this.shape, this.data.slice());
+  }
+
   static fromF32(values: Float32Array, shape: readonly number[]): HostTensor {
     return new HostTensor('f32', shape, values);
   }

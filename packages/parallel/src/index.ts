@@ -20,6 +20,7 @@ export {
 export { scheduleOps, splitRows, type ScheduleName, type ScheduleOp } from './schedules';
 export type { ParallelBatch } from './batch';
 export { clipCoefficient, type TrainOptimizerOptions } from './gradient-ops';
+export type { AdamParamState, NamedOptimizerState } from './optimizer-state';
 export {
   PipelineParallel,
   type PipelineOptions,

@@ -10,11 +10,13 @@ import { checkBatch, concatRows, rowsTensor, sliceBatch, targetCount, type Paral
 import type { TrainOptimizerOptions } from './gradient-ops';
 import { HostTensor } from './host-tensor';
 import { scheduleOps, splitRows, type ScheduleName } from './schedules';
-import { planStages, type SplitOptions, type StagePlan } from './stage-plan';
+import type { AdamParamState, NamedOptimizerState } from './optimizer-state';
+import { planStages, stageOwns, type SplitOptions, type StagePlan } from './stage-plan';
 import type { ForwardReply } from './stage-service';
 import { startWorkers, type StageWorkerOptions, type WorkerRole } from './stage-workers';
 import { GradientAllReduce } from './all-reduce';
-import { concatExperts, dispatchExperts, expertsBackward, type ExpertRoute, type ShardCall } from './expert-dispatch';
+import { concatExperts, dispatchExperts, expertsBackward, sliceExperts, type ExpertRoute, type ShardCall } from './expert-dispatch';
+import { isRoutedExpert } from './expert-shards';
 import type { ExchangeStep, ExpertAnswer, ExpertQuestion } from './expert-cut';
 import type { WorkerGroup } from './worker-group';
 
@@ -346,12 +348,96 @@ export class PipelineParallel {
     return this.gather('weights');
   }
 
-  private async gather(method: 'gradients' | 'weights'): Promise<Map<string, HostTensor>> {
-    const parts = await Promise.all(this.firstReplica().map((rank) => this.group.call<Record<string, HostTensor>>(rank, method)));
-    // A name held by several workers is a routed experts' stack, sharded in shard order.
+  /** The parameters training updates (all, or only LoRA adapters; replica 0's), by full-model name. */
+  trainedWeights(): Promise<Map<string, HostTensor>> {
+    return this.gather('weights', { trained: true });
+  }
+
+  /** The f32 masters of the workers' bf16 trained parameters (none for f32 weights; replica 0's), by full-model name. */
+  masterWeights(): Promise<Map<string, HostTensor>> {
+    return this.gather('masterWeights');
+  }
+
+  /** Replica 0's workers' answers to `method`, by full-model name: a name held by several workers is a routed experts' stack, sharded in shard order. */
+  private async gather(method: 'gradients' | 'weights' | 'masterWeights', args: unknown = null): Promise<Map<string, HostTensor>> {
+    const parts = await Promise.all(
+      this.firstReplica().map((rank) => this.group.call<Record<string, HostTensor>>(rank, method, args, { step: `reading ${method}` })),
+    );
     const byName = new Map<string, HostTensor[]>();
     for (const part of parts) for (const [name, t] of Object.entries(part)) byName.set(name, [...(byName.get(name) ?? []), t]);
     return new Map([...byName].map(([name, shards]) => [name, shards.length === 1 ? shards[0]! : concatExperts(shards)]));
+  }
+
+  /** Tensors replaced in every worker that holds them (e.g. a resumed run's LoRA adapters). */
+  async setWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    await this.group.callAll('load', (rank) => ({ tensors: this.partOf(rank, tensors, 'setWeights') }), { step: 'loading weights' });
+  }
+
+  /** A resumed run's f32 masters, each to the workers that hold its parameter. */
+  async loadMasterWeights(tensors: ReadonlyMap<string, HostTensor>): Promise<void> {
+    await this.group.callAll('loadMasterWeights', (rank) => ({ tensors: this.partOf(rank, tensors, 'loadMasterWeights') }), {
+      step: 'loading the master weights',
+    });
+  }
+
+  /** Every stage's AdamW state (replica 0's), by full-model parameter name; expert shards' moments stacked like the model's. */
+  async optimizerState(): Promise<NamedOptimizerState> {
+    const parts = await Promise.all(
+      this.firstReplica().map((rank) => this.group.call<NamedOptimizerState>(rank, 'optimizerState', null, { step: 'reading the optimizer state' })),
+    );
+    const byName = new Map<string, AdamParamState[]>();
+    for (const part of parts) for (const [name, st] of Object.entries(part.params)) byName.set(name, [...(byName.get(name) ?? []), st]);
+    const params: Record<string, AdamParamState> = {};
+    for (const [name, shards] of byName) {
+      if (shards.length === 1) params[name] = shards[0]!;
+      else {
+        if (shards.some((st) => st.step !== shards[0]!.step)) throw new Error(`optimizerState: the expert shards of '${name}' disagree on the step`);
+        params[name] = {
+          step: shards[0]!.step,
+          expAvg: concatExperts(shards.map((st) => st.expAvg)),
+          expAvgSq: concatExperts(shards.map((st) => st.expAvgSq)),
+        };
+      }
+    }
+    return { stepCount: parts[0]!.stepCount, params };
+  }
+
+  /** Each worker's AdamW state replaced by its parameters' part of `state` (a resumed run's). */
+  async loadOptimizerState(state: NamedOptimizerState): Promise<void> {
+    const names = Object.keys(state.params);
+    const parts = (rank: number) => {
+      const expAvg = this.partOf(rank, new Map(names.map((n) => [n, state.params[n]!.expAvg])), 'loadOptimizerState');
+      const expAvgSq = this.partOf(rank, new Map(names.map((n) => [n, state.params[n]!.expAvgSq])), 'loadOptimizerState');
+      return {
+        stepCount: state.stepCount,
+        params: Object.fromEntries(Object.keys(expAvg).map((n) => [n, { step: state.params[n]!.step, expAvg: expAvg[n]!, expAvgSq: expAvgSq[n]! }])),
+      };
+    };
+    await this.group.callAll('loadOptimizerState', parts, { step: 'loading the optimizer state' });
+  }
+
+  /**
+   * The part of full-model `tensors` worker `rank` holds: its stage's tensors (the stage worker),
+   * or with expert parallelism its rows of the stage's routed experts. Each part is a copy
+   * (sending moves a buffer).
+   */
+  private partOf(rank: number, tensors: ReadonlyMap<string, HostTensor>, what: string): Record<string, HostTensor> {
+    const { expertParallel: ep, expertsPerShard: per, stages } = this.layout;
+    const shard = rank % ep;
+    const plan = this.plans[Math.floor(rank / ep) % stages]!;
+    const out: Record<string, HostTensor> = {};
+    for (const [name, t] of tensors) {
+      if (!this.plans.some((p) => stageOwns(p, name))) throw new Error(`${what}: no stage owns '${name}'`);
+      if (!stageOwns(plan, name)) continue;
+      if (ep > 1 && isRoutedExpert(name)) out[name] = sliceExperts(t, shard * per, per);
+      else if (shard === 0) out[name] = t.clone();
+    }
+    return out;
+  }
+
+  /** LoRA dropout masks of training step `step` (the one-device trainer's reseeding). */
+  async reseedDropout(step: number): Promise<void> {
+    await this.group.callAll('reseedDropout', () => ({ step }));
   }
 
   async zeroGrad(): Promise<void> {

@@ -4,6 +4,8 @@ export type HostToWorker = { readonly t: 'req'; readonly id: number; readonly me
 export type WorkerToHost =
   | { readonly t: 'ready' }
   | { readonly t: 'hb' }
+  /** A partial result of request `id`, sent while it runs (e.g. a gradient bucket finished during a backward). */
+  | { readonly t: 'part'; readonly id: number; readonly value: unknown }
   | { readonly t: 'res'; readonly id: number; readonly ok: true; readonly value: unknown }
   | { readonly t: 'res'; readonly id: number; readonly ok: false; readonly error: string };
 

@@ -1,8 +1,11 @@
 /** What a worker runs: a service answering method calls on its own device. */
 import type { Device } from '@nemotron-ts/kernels';
 
+/** Sends a partial result of the running request to the host (its call's `onPart`). */
+export type EmitPart = (value: unknown) => void;
+
 export interface WorkerService {
-  handle(method: string, args: unknown): unknown;
+  handle(method: string, args: unknown, emit: EmitPart): unknown;
   dispose?(): void;
 }
 

@@ -12,6 +12,11 @@ import {
   type AdamW,
   argmax,
   backward,
+  backwardAsync,
+  cast,
+  copyInto,
+  formatShape,
+  shapesEqual,
   crossEntropy,
   keep,
   mul,
@@ -27,8 +32,14 @@ import {
   type Tensor,
 } from '@nemotron-ts/kernels';
 import {
+  applyLora,
   decodePosition,
   IGNORE_INDEX,
+  Linear,
+  loraHandle,
+  matchesTarget,
+  reseedLoraDropout,
+  type LoraConfig,
   NemotronHConfig,
   NemotronHybridCache,
   prefillPositions,
@@ -40,8 +51,10 @@ import { gradientSumOfSquares, groupedAdamW, scaleGradients, type TrainOptimizer
 import { fromHost, type HostTensor, toHost } from './host-tensor';
 import { ExpertCutRun, HostExchange, type Ask, type ExpertAnswer } from './expert-cut';
 import { ExpertShards, isRoutedExpert, type ExpertShardBackward, type ExpertShardRequest } from './expert-shards';
+import { MasterWeights } from './master-weights';
+import { exportOptimizerState, importOptimizerState, type NamedOptimizerState } from './optimizer-state';
 import { PipelineStage } from './pipeline-stage';
-import { unknownMethod, type ServiceContext, type WorkerService } from './service';
+import { unknownMethod, type EmitPart, type ServiceContext, type WorkerService } from './service';
 import type { StagePlan } from './stage-plan';
 
 export interface StageServiceOptions {
@@ -56,6 +69,8 @@ export interface StageServiceOptions {
   readonly dtype: FloatDType;
   /** Initialise the weights with this seed (NeMo's init, trimmed-stage aware) instead of loading them. */
   readonly seed?: number | null;
+  /** LoRA adapters on the stage's matching Linear layers (the host model's options: the same initial A per layer name). */
+  readonly lora?: LoraConfig | null;
 }
 
 /** A microbatch's rows as sent to a stage. */
@@ -103,6 +118,13 @@ export interface ForwardReply {
   readonly logits?: HostTensor | null;
 }
 
+/** A backward's request: the next stage's gradients, and (data parallelism, last stage) the all-reduce buckets to send as they finish. */
+interface BackwardRequest {
+  readonly mb: number;
+  readonly grads?: HostTensor[];
+  readonly buckets?: string[][] | null;
+}
+
 interface Saved {
   readonly inputs: Tensor[];
   readonly outputs: Tensor[];
@@ -119,14 +141,23 @@ export function createStageService(context: ServiceContext): WorkerService {
     ? PipelineStage.create(config, options.plan, { dtype: options.dtype, device }, { shardedExperts: options.expertParallel ?? false })
     : null;
   if (stage && options.seed !== undefined && options.seed !== null) stage.initializeWeights(options.seed);
-  const shards = !stage || options.expertParallel ? new ExpertShards(device, label) : null;
-  return new StageService(stage, shards, device, label);
+  // A stage without a targeted layer (say targets [lm_head] on the first stage) trains nothing.
+  const lora = options.lora ?? null;
+  if (stage && lora) {
+    if (stage.namedModules().some(([name, m]) => m instanceof Linear && matchesTarget(name, lora.targetModules))) applyLora(stage, lora);
+    else stage.requiresGrad_(false);
+  }
+  // With LoRA the routed experts (no Linear layers) stay frozen.
+  const shards = !stage || options.expertParallel ? new ExpertShards(device, label, { trainable: !lora }) : null;
+  return new StageService(stage, shards, device, label, lora);
 }
 
 class StageService implements WorkerService {
   private readonly saved = new Map<number, Saved>();
   private readonly caches = new Map<number, NemotronHybridCache>();
   private optimizer: AdamW | null = null;
+  /** f32 masters of bf16 trained parameters (what the optimizer updates), with the optimizer. */
+  private masters: MasterWeights | null = null;
   private readonly exchange = new HostExchange();
 
   constructor(
@@ -135,6 +166,7 @@ class StageService implements WorkerService {
     private readonly shards: ExpertShards | null,
     private readonly device: Device,
     private readonly label: string,
+    private readonly lora: LoraConfig | null,
   ) {}
 
   private requireShards(): ExpertShards {
@@ -154,6 +186,11 @@ class StageService implements WorkerService {
     return [...stageParams, ...(this.shards?.namedParameters() ?? [])];
   }
 
+  /** The parameters training updates: every one, or only the LoRA adapters' (the base is frozen). */
+  private trained(): [string, Tensor][] {
+    return this.namedParameters().filter(([, p]) => p.requiresGrad);
+  }
+
   private parameters(): Tensor[] {
     return this.namedParameters().map(([, p]) => p);
   }
@@ -168,19 +205,26 @@ class StageService implements WorkerService {
     ];
   }
 
-  handle(method: string, args: unknown): unknown {
+  handle(method: string, args: unknown, emit: EmitPart): unknown {
     switch (method) {
       case 'load':
         return this.load(args as { tensors: Record<string, HostTensor> });
       case 'loadExperts':
         return this.requireShards().load(args as { layer: number; up: HostTensor; down: HostTensor });
       case 'names':
-        return this.namedTensors().map((t) => ({ name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype, kind: t.kind }));
+        return this.namedTensors().map((t) => ({
+          name: t.name,
+          shape: t.tensor.shape,
+          dtype: t.tensor.dtype,
+          kind: t.kind,
+          trained: t.kind === 'parameter' && t.tensor.requiresGrad,
+        }));
       case 'forward':
         return this.shards ? this.exchange.start((ask) => this.forwardCut(args as ForwardRequest, ask)) : this.forward(args as ForwardRequest);
       case 'backward': {
-        const req = args as { mb: number; grads?: HostTensor[] };
-        return this.saved.get(req.mb)?.cut ? this.exchange.start((ask) => this.backward(req, ask)) : this.backward(req);
+        const req = args as BackwardRequest;
+        // Gradient buckets are sent during the backward only without expert cuts (data parallelism's overlap).
+        return this.saved.get(req.mb)?.cut ? this.exchange.start((ask) => this.backward(req, emit, ask)) : this.backward(req, emit);
       }
       case 'resume':
         return this.exchange.resume(args as ExpertAnswer);
@@ -198,7 +242,23 @@ class StageService implements WorkerService {
         zeroGrad(this.parameters());
         return null;
       case 'optimizer':
-        this.optimizer = groupedAdamW(this.namedParameters(), args as TrainOptimizerOptions);
+        this.optimizer?.dispose();
+        this.masters?.dispose();
+        this.masters = new MasterWeights(this.trained());
+        this.optimizer = groupedAdamW(this.masters.named(), args as TrainOptimizerOptions);
+        return null;
+      case 'optimizerState':
+        return exportOptimizerState(this.requireOptimizer(), this.masters!.named());
+      case 'loadOptimizerState':
+        return importOptimizerState(this.requireOptimizer(), this.masters!.named(), args as NamedOptimizerState, this.device, this.label);
+      case 'masterWeights':
+        return this.masterWeights();
+      case 'loadMasterWeights':
+        return this.loadMasterWeights(args as { tensors: Record<string, HostTensor> });
+      case 'reseedDropout':
+        // LoRA dropout masks per step, as the one-device trainer draws them.
+        if (this.lora && this.lora.dropout > 0 && this.maybeStage && loraHandle(this.maybeStage))
+          reseedLoraDropout(this.maybeStage, (args as { step: number }).step);
         return null;
       case 'gradientSumOfSquares':
         return gradientSumOfSquares(this.parameters());
@@ -208,7 +268,7 @@ class StageService implements WorkerService {
       case 'step':
         return this.step(args as { lrScale?: number });
       case 'weights':
-        return this.weights(args as { names?: string[] } | null);
+        return this.weights(args as { names?: string[]; trained?: boolean } | null);
       case 'prefill': {
         const req = args as StageBatch & { capacity: number; returnLogits?: boolean };
         return this.shards ? this.exchange.start((ask) => this.prefillCut(req, ask)) : this.prefill(req);
@@ -230,7 +290,15 @@ class StageService implements WorkerService {
     let n = 0;
     for (const [name, host] of Object.entries(tensors)) {
       const t = fromHost(host, this.device);
-      this.stage.setTensor(name, t);
+      if (this.optimizer) {
+        // The optimizer holds the parameters themselves: write into them, not new tensors beside them.
+        const p = this.stage.getTensor(name);
+        if (!shapesEqual(p.shape, t.shape)) throw new Error(`${this.label}: '${name}' is ${formatShape(p.shape)}, got ${formatShape(t.shape)}`);
+        noGrad(() => tidy(() => copyInto(p, t.dtype === p.dtype ? t : cast(t, p.dtype))));
+        p.storage.invalidateDerived();
+        const master = this.masters!.copyOf(p);
+        if (master) noGrad(() => tidy(() => copyInto(master, t.dtype === 'f32' ? t : cast(t, 'f32'))));
+      } else this.stage.setTensor(name, t);
       t.dispose();
       n++;
     }
@@ -269,6 +337,8 @@ class StageService implements WorkerService {
     const stage = this.stage;
     const plan = stage.plan;
     if (this.saved.has(req.mb)) throw new Error(`stage ${plan.index}: microbatch ${req.mb} already ran forward without a backward`);
+    // Dropout (LoRA's) only in a training forward.
+    stage.train(req.train);
     const run = () =>
       tidy(() => {
         const { ids, hidden, embeds: receivedEmbeds } = this.inputs(req, req.train);
@@ -294,6 +364,8 @@ class StageService implements WorkerService {
     const stage = this.stage;
     const plan = stage.plan;
     if (this.saved.has(req.mb)) throw new Error(`stage ${plan.index}: microbatch ${req.mb} already ran forward without a backward`);
+    // Dropout (LoRA's) only in a training forward.
+    stage.train(req.train);
     const graph = <T>(f: () => T): T => (req.train ? f() : noGrad(f));
     const cut = new ExpertCutRun(req.train);
     const { ids, hidden, embeds: receivedEmbeds } = this.inputs(req, req.train);
@@ -385,7 +457,7 @@ class StageService implements WorkerService {
    * this stage's outputs, then (expert parallelism) through the MoE cuts, asking the host for the
    * experts' backward. Returns the gradients of the stage's inputs.
    */
-  private async backward({ mb, grads }: { mb: number; grads?: HostTensor[] }, ask?: Ask): Promise<{ grads: HostTensor[] }> {
+  private async backward({ mb, grads, buckets }: BackwardRequest, emit: EmitPart, ask?: Ask): Promise<{ grads: HostTensor[] }> {
     const saved = this.saved.get(mb);
     const plan = this.stage.plan;
     if (!saved) throw new Error(`stage ${plan.index}: no forward of microbatch ${mb} to run backward through`);
@@ -393,7 +465,8 @@ class StageService implements WorkerService {
     try {
       if (plan.isLast) {
         if (saved.outputs.length !== 1) throw new Error(`stage ${plan.index}: microbatch ${mb} had no labels, so there is no loss to differentiate`);
-        backward(saved.outputs[0]!);
+        if (buckets && !saved.cut) await this.backwardSendingBuckets(saved.outputs[0]!, buckets, emit);
+        else backward(saved.outputs[0]!);
       } else {
         if (!grads || grads.length !== saved.outputs.length)
           throw new Error(`stage ${plan.index}: ${grads?.length ?? 0} gradients for ${saved.outputs.length} outputs`);
@@ -414,6 +487,47 @@ class StageService implements WorkerService {
       for (const t of [...saved.inputs, ...saved.outputs]) t.dispose();
       saved.cut?.dispose();
     }
+  }
+
+  /**
+   * The last stage's backward from `loss` with data parallelism's all-reduce `buckets`: each
+   * bucket's gradients are sent to the host (`emit`) as soon as they are all final, while the
+   * backward goes on; buckets the graph does not reach are sent at the end.
+   */
+  private async backwardSendingBuckets(loss: Tensor, buckets: readonly string[][], emit: EmitPart): Promise<void> {
+    const named = new Map(this.namedParameters());
+    const bucketOf = new Map<Tensor, number>();
+    const left = buckets.map((names, b) => {
+      for (const name of names) {
+        const p = named.get(name);
+        if (!p) throw new Error(`${this.label}: no parameter '${name}' (all-reduce bucket ${b})`);
+        bucketOf.set(p, b);
+      }
+      return new Set(names.map((n) => named.get(n)!));
+    });
+    const send = async (b: number) => {
+      left[b]!.clear();
+      const out: Record<string, HostTensor> = {};
+      for (const name of buckets[b]!) {
+        const g = named.get(name)!.grad;
+        if (g) out[name] = await toHost(g);
+      }
+      emit({ bucket: b, grads: out });
+    };
+    // A finished bucket's read and send start at once, and the backward goes on after one turn of the
+    // event loop (which lets them out): it does not wait for the read (a GPU readback) to complete.
+    const sending: Promise<void>[] = [];
+    await backwardAsync(loss, {
+      onLeafGrad: (leaf) => {
+        const b = bucketOf.get(leaf);
+        if (b === undefined || !left[b]!.delete(leaf) || left[b]!.size > 0) return;
+        sending.push(send(b));
+        return new Promise((resolve) => setTimeout(resolve, 0));
+      },
+    });
+    // Parameters the graph did not reach (their gradients, if any, come from earlier micro-batches).
+    for (let b = 0; b < buckets.length; b++) if (left[b]!.size > 0) sending.push(send(b));
+    await Promise.all(sending);
   }
 
   /** Accumulated gradients by name (parameters without one are left out). */
@@ -438,14 +552,49 @@ class StageService implements WorkerService {
     return null;
   }
 
-  private step({ lrScale }: { lrScale?: number }): null {
+  private requireOptimizer(): AdamW {
     if (!this.optimizer) throw new Error(`${this.label}: no optimizer (call 'optimizer' first)`);
-    this.optimizer.step({ lrScale });
+    return this.optimizer;
+  }
+
+  private step({ lrScale }: { lrScale?: number }): null {
+    const optimizer = this.requireOptimizer();
+    this.masters!.moveGradients();
+    optimizer.step({ lrScale });
+    this.masters!.copyBack();
     return null;
   }
 
-  private async weights(args: { names?: string[] } | null): Promise<Record<string, HostTensor>> {
+  /** The f32 masters of the bf16 trained parameters (none for f32 weights), by name. */
+  private async masterWeights(): Promise<Record<string, HostTensor>> {
+    this.requireOptimizer();
     const out: Record<string, HostTensor> = {};
+    for (const [name, m] of this.masters!.separate()) out[name] = await toHost(m);
+    return out;
+  }
+
+  /** A resumed run's masters (a checkpoint's master_weights), each written into this worker's master. */
+  private loadMasterWeights({ tensors }: { tensors: Record<string, HostTensor> }): number {
+    this.requireOptimizer();
+    const masters = new Map(this.masters!.separate());
+    for (const [name, host] of Object.entries(tensors)) {
+      const m = masters.get(name);
+      if (!m) throw new Error(`${this.label}: no f32 master weight '${name}' (only bf16 trained parameters have one)`);
+      if (!shapesEqual(m.shape, host.shape)) throw new Error(`${this.label}: master '${name}' is ${formatShape(m.shape)}, got ${formatShape(host.shape)}`);
+      const t = fromHost(host, this.device);
+      noGrad(() => tidy(() => copyInto(m, t.dtype === 'f32' ? t : cast(t, 'f32'))));
+      t.dispose();
+    }
+    return Object.keys(tensors).length;
+  }
+
+  /** Tensors by name: `names`, or with `trained` the parameters training updates, else all. */
+  private async weights(args: { names?: string[]; trained?: boolean } | null): Promise<Record<string, HostTensor>> {
+    const out: Record<string, HostTensor> = {};
+    if (args?.trained) {
+      for (const [name, p] of this.trained()) out[name] = await toHost(p);
+      return out;
+    }
     const wanted = args?.names ? new Set(args.names) : null;
     for (const t of this.namedTensors()) if (!wanted || wanted.has(t.name)) out[t.name] = await toHost(t.tensor);
     return out;
@@ -456,6 +605,7 @@ class StageService implements WorkerService {
     req: StageBatch & { capacity: number; returnLogits?: boolean },
   ): Promise<{ hidden?: HostTensor; tokens?: number[]; logits?: HostTensor }> {
     const stage = this.stage;
+    stage.eval();
     const plan = stage.plan;
     this.caches.get(req.mb)?.dispose();
     const result = noGrad(() =>
@@ -483,6 +633,7 @@ class StageService implements WorkerService {
   /** {@link prefill} with the stage's routed experts held by its expert group (asked through the host at each MoE layer). */
   private async prefillCut(req: StageBatch & { capacity: number }, ask: Ask): Promise<GenerationReply> {
     const stage = this.stage;
+    stage.eval();
     const plan = stage.plan;
     this.caches.get(req.mb)?.dispose();
     this.caches.delete(req.mb);
@@ -524,6 +675,7 @@ class StageService implements WorkerService {
   /** {@link decode} with the stage's routed experts held by its expert group. */
   private async decodeCut(req: DecodeRequest, ask: Ask): Promise<GenerationReply> {
     const stage = this.stage;
+    stage.eval();
     const cache = this.caches.get(req.mb);
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
     if (stage.plan.isFirst && (!req.ids || req.ids.length !== cache.batch)) throw new Error(`stage 0: decode takes one id per row (${cache.batch})`);
@@ -566,6 +718,7 @@ class StageService implements WorkerService {
   /** Generation: one new token per row of microbatch `mb` (ids on the first stage, hidden states after). */
   private async decode(req: DecodeRequest): Promise<GenerationReply> {
     const stage = this.stage;
+    stage.eval();
     const cache = this.caches.get(req.mb);
     if (!cache) throw new Error(`stage ${stage.plan.index}: no cache for microbatch ${req.mb} (prefill first)`);
     const result = noGrad(() =>
@@ -597,6 +750,8 @@ class StageService implements WorkerService {
   }
 
   dispose(): void {
+    this.optimizer?.dispose();
+    this.masters?.dispose();
     for (const c of this.caches.values()) c.dispose();
     for (const saved of this.saved.values()) {
       for (const t of [...saved.inputs, ...saved.outputs]) t.dispose();

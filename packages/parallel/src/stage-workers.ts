@@ -1,6 +1,6 @@
 /** Starting stage workers and moving a model's weights into them. */
 import type { FloatDType } from '@nemotron-ts/kernels';
-import type { NemotronHForCausalLM } from '@nemotron-ts/core';
+import { loraHandle, type NemotronHForCausalLM } from '@nemotron-ts/core';
 import { toHost, type HostTensor } from './host-tensor';
 import type { StagePlan } from './stage-plan';
 import { stageOwns } from './stage-plan';
@@ -50,6 +50,11 @@ export async function startWorkers(
 ): Promise<WorkerGroup> {
   const dtype = model.lmHead.weight.dtype as FloatDType;
   const fallback = model.lmHead.weight.device.kind === 'cpu' ? 'cpu' : 'webgpu';
+  // The host's LoRA adapters are built again in the workers (same options), then their weights copied like the rest.
+  const handle = loraHandle(model);
+  const lora = handle?.config ?? null;
+  if (handle && [...handle.adapters.values()].some((a) => a.merged))
+    throw new Error('the LoRA adapters are merged into the weights; unmergeLora before spreading the model over workers');
   const group = await WorkerGroup.start({
     size: roles.length,
     service: 'stage',
@@ -62,6 +67,7 @@ export async function startWorkers(
       expertParallel: roles[rank]!.experts !== null,
       label: describe(rank),
       dtype,
+      lora,
     }),
   });
   try {

@@ -1,6 +1,6 @@
 /**
  * The module every worker runs: opens its device on `init`, runs the requested service, answers
- * requests one at a time in arrival order, and sends heartbeats so the host can tell a busy worker
+ * requests one at a time in arrival order (a request may send partial results before its answer), and sends heartbeats so the host can tell a busy worker
  * from a hung one.
  */
 import { deviceLabel, initDevice, nativeKernels, type Device } from '@nemotron-ts/kernels';
@@ -41,7 +41,11 @@ async function handle(msg: Extract<HostToWorker, { t: 'req' }>): Promise<void> {
   reportProgress();
   try {
     const value =
-      msg.method === 'init' ? await init(msg.args as InitArgs) : msg.method === 'shutdown' ? shutdown() : await requireService().handle(msg.method, msg.args);
+      msg.method === 'init'
+        ? await init(msg.args as InitArgs)
+        : msg.method === 'shutdown'
+          ? shutdown()
+          : await requireService().handle(msg.method, msg.args, (value) => post({ t: 'part', id: msg.id, value }));
     post({ t: 'res', id: msg.id, ok: true, value: value ?? null });
   } catch (e) {
     post({ t: 'res', id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });

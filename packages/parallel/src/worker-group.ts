@@ -35,6 +35,8 @@ export interface CallOptions {
   readonly step?: string;
   /** Reject (and fail the group) when no answer comes within this many ms. */
   readonly timeoutMs?: number;
+  /** Receives the partial results the worker sends while the request runs, in order, before it settles. */
+  readonly onPart?: (value: unknown) => void;
 }
 
 /** The group failed: a worker crashed, hung or timed out. */
@@ -54,6 +56,7 @@ interface Pending {
   readonly reject: (e: Error) => void;
   readonly step: string;
   readonly timer: ReturnType<typeof setTimeout> | null;
+  readonly onPart?: (value: unknown) => void;
 }
 
 interface Slot {
@@ -143,6 +146,7 @@ export class WorkerGroup {
           resolve();
         }
         if (msg.t === 'res') this.settle(slot, msg);
+        else if (msg.t === 'part') this.deliverPart(rank, slot, msg);
       });
       worker.addEventListener('error', (event: Event) => {
         const message = (event as ErrorEvent).message || 'an uncaught error';
@@ -167,6 +171,17 @@ export class WorkerGroup {
     if (p.timer) clearTimeout(p.timer);
     if (msg.ok) p.resolve(msg.value);
     else p.reject(new Error(msg.error));
+  }
+
+  private deliverPart(rank: number, slot: Slot, msg: Extract<WorkerToHost, { t: 'part' }>): void {
+    const p = slot.pending.get(msg.id);
+    if (!p?.onPart) return;
+    try {
+      p.onPart(msg.value);
+    } catch (e) {
+      // A host-side error in the handler fails the group: the worker would wait for its outcome.
+      this.fail(rank, `handling a partial result of ${this.describeRank(rank)} failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
   }
 
   private startWatchdog(): void {
@@ -234,7 +249,7 @@ export class WorkerGroup {
         options.timeoutMs === undefined
           ? null
           : setTimeout(() => this.fail(rank, `${this.describeRank(rank)} timed out after ${options.timeoutMs} ms`), options.timeoutMs);
-      slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, step, timer });
+      slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, step, timer, onPart: options.onPart });
       const msg: HostToWorker = { t: 'req', id, method, args };
       try {
         const { message, transfer } = encodeMessage(msg);

@@ -10,6 +10,17 @@ import { noGrad, releaseNode, topoOrder, type GradNode } from './graph';
 export interface BackwardOptions {
   /** Upstream gradient; defaults to one for a one-element `output`. */
   grad?: Tensor;
+  /**
+   * Called with each leaf requiring grad as soon as its gradient is complete — no node left to run
+   * adds to it — in that order (DDP's gradient hooks: roughly the parameters in reverse order of use).
+   * Leaves the graph does not reach are not reported.
+   */
+  onLeafGrad?: (leaf: Tensor) => void;
+}
+
+export interface BackwardAsyncOptions extends Omit<BackwardOptions, 'onLeafGrad'> {
+  /** As in {@link BackwardOptions}; a returned promise is awaited before the next node runs. */
+  onLeafGrad?: (leaf: Tensor) => void | Promise<void>;
 }
 
 /**
@@ -17,6 +28,27 @@ export interface BackwardOptions {
  * `leaf.grad` (always f32). Saved tensors are released node by node; the graph can be walked once.
  */
 export function backward(output: Tensor, options: BackwardOptions = {}): void {
+  const steps = start(output, options);
+  noGrad(() => {
+    for (const ready of steps) for (const leaf of ready) options.onLeafGrad?.(leaf);
+  });
+}
+
+/**
+ * {@link backward} that awaits `onLeafGrad`'s promises between nodes, so a hook can ship a
+ * finished gradient (an all-reduce bucket) while the rest of the backward goes on.
+ */
+export async function backwardAsync(output: Tensor, options: BackwardAsyncOptions = {}): Promise<void> {
+  const steps = start(output, options);
+  for (;;) {
+    const next = noGrad(() => steps.next());
+    if (next.done) return;
+    for (const leaf of next.value) await options.onLeafGrad?.(leaf);
+  }
+}
+
+/** Checks `output` and the seed gradient; the returned steps each yield the leaves whose gradients just completed. */
+function start(output: Tensor, options: { grad?: Tensor }): Generator<Tensor[], void> {
   if (!output.requiresGrad) throw new Error(`backward(): ${output} does not require grad (no input of its graph requires grad)`);
   let seed: Tensor;
   if (options.grad) {
@@ -28,7 +60,7 @@ export function backward(output: Tensor, options: BackwardOptions = {}): void {
     if (output.size !== 1) throw new Error(`backward(): ${output} is not a scalar; pass { grad } with the upstream gradient`);
     seed = keep(onesLike(output, 'f32'));
   }
-  noGrad(() => run(output, seed));
+  return run(output, seed);
 }
 
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
@@ -40,11 +72,29 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   } else leaf.grad = g;
 }
 
-function run(output: Tensor, seed: Tensor): void {
+function* run(output: Tensor, seed: Tensor): Generator<Tensor[], void> {
   if (!output.gradFn) {
     accumulateLeaf(output, seed);
+    yield [output];
     return;
   }
+  const order = topoOrder(output.gradFn);
+  // Edges still to run into each leaf: its gradient is complete when none is left.
+  const remaining = new Map<Tensor, number>();
+  for (const node of order) for (const input of node.inputs) if (!input.gradFn && input.requiresGrad) remaining.set(input, (remaining.get(input) ?? 0) + 1);
+  const completed = (node: GradNode): Tensor[] => {
+    const done: Tensor[] = [];
+    for (const input of node.inputs) {
+      const left = remaining.get(input);
+      if (left === undefined) continue;
+      if (left > 1) remaining.set(input, left - 1);
+      else {
+        remaining.delete(input);
+        done.push(input);
+      }
+    }
+    return done;
+  };
   const pending = new Map<GradNode, Tensor>([[output.gradFn, seed]]);
   const accumulateNode = (node: GradNode, g: Tensor) => {
     const prev = pending.get(node);
@@ -53,11 +103,13 @@ function run(output: Tensor, seed: Tensor): void {
     prev.dispose();
     g.dispose();
   };
-  for (const node of topoOrder(output.gradFn)) {
+  for (const node of order) {
     const g = pending.get(node);
     pending.delete(node);
     if (!g) {
       releaseNode(node);
+      const done = completed(node);
+      if (done.length > 0) yield done;
       continue;
     }
     const rule = node.backward;
@@ -85,6 +137,8 @@ function run(output: Tensor, seed: Tensor): void {
       else accumulateLeaf(input, gi);
     });
     for (let i = node.inputs.length; i < owned.length; i++) owned[i]?.dispose();
+    const done = completed(node);
+    if (done.length > 0) yield done;
   }
   for (const g of pending.values()) g.dispose();
 }
