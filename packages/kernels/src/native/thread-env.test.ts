@@ -1,0 +1,31 @@
+// Loading the native kernels sets the worker-thread variables in the C environment (where libgomp
+// and OpenBLAS read them), unless the user set them: each case runs in a fresh process, because
+// the libraries read them once, when they load.
+import { expect, test } from 'bun:test';
+import { nativeKernels } from './library';
+
+const script = `
+  const { nativeKernels } = await import(${JSON.stringify(`${import.meta.dir}/library.ts`)});
+  if (!nativeKernels()) throw new Error('native kernels unavailable');
+  const { dlopen } = require('bun:ffi');
+  const libc = dlopen('libc.so.6', { getenv: { args: ['cstring'], returns: 'cstring' } });
+  const get = (name) => String(libc.symbols.getenv(Buffer.from(name + '\\0')));
+  console.log(JSON.stringify({ omp: get('OMP_WAIT_POLICY'), openblas: get('OPENBLAS_THREAD_TIMEOUT') }));
+`;
+
+function cEnvironment(env: Record<string, string>): { omp: string; openblas: string } {
+  const clean = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => k !== 'OMP_WAIT_POLICY' && k !== 'OPENBLAS_THREAD_TIMEOUT' && k !== 'GOMP_SPINCOUNT'),
+  );
+  const r = Bun.spawnSync([process.execPath, '-e', script], { env: { ...clean, ...env } });
+  if (r.exitCode !== 0) throw new Error(r.stderr.toString());
+  return JSON.parse(r.stdout.toString().trim().split('\n').at(-1) ?? '{}');
+}
+
+test.skipIf(!nativeKernels())('threads sleep between kernels by default: OpenMP passive, OpenBLAS spin 2^4 cycles', () => {
+  expect(cEnvironment({})).toEqual({ omp: 'passive', openblas: '4' });
+});
+
+test.skipIf(!nativeKernels())("the user's own settings are kept", () => {
+  expect(cEnvironment({ OMP_WAIT_POLICY: 'active', OPENBLAS_THREAD_TIMEOUT: '20' })).toEqual({ omp: 'active', openblas: '20' });
+});
