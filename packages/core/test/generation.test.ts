@@ -395,7 +395,7 @@ describe('generate', () => {
   }
 
   test.skipIf(!native)(
-    'cpu:native: the whole-step native decode (one call per token) generates what the per-op path does (padding, biases, dt clamp, f32 and bf16)',
+    'cpu:native: the whole-step native decode (one call per token) generates what the per-op path does (padding, biases, dt clamp, MoE with group top-k, f32 and bf16)',
     async () => {
       const lib = native?.kind === 'cpu' ? native.native! : null;
       if (!lib) throw new Error('the native device has no library');
@@ -406,10 +406,15 @@ describe('generate', () => {
         return original(table);
       };
       try {
-        for (const dtype of ['f32', 'bf16'] as const) {
-          const m = NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, pattern: 'M*-M*-' }), { seed: 4, device: native!, dtype }).requiresGrad_(
-            false,
-          );
+        // Odd MoE sizes: 9 experts in 3 groups (top 2 groups), 3 per token.
+        const moe = { nRoutedExperts: 9, numExpertsPerTok: 3, moeIntermediateSize: 13, moeSharedExpertIntermediateSize: 19, nGroup: 3, topkGroup: 2 };
+        for (const [dtype, init] of [
+          ['f32', { pattern: 'M*-M*-' }],
+          ['bf16', { pattern: 'M*-M*-' }],
+          ['f32', { pattern: 'ME*E-', ...moe, routedScalingFactor: 2.5 }],
+          ['bf16', { pattern: 'ME*E-', ...moe, normTopkProb: false }],
+        ] as const) {
+          const m = NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, ...init }), { seed: 4, device: native!, dtype }).requiresGrad_(false);
           const options = {
             inputIds: [[0, 0, ...ids(1, 6, 21)[0]!]],
             attentionMask: [[0, 0, 1, 1, 1, 1, 1, 1]],
@@ -424,7 +429,7 @@ describe('generate', () => {
           const perOp = await m.generate(options).finally(() => delete process.env.NEMOTRON_FUSED_DECODE);
           expect(calls, 'the per-op path made no whole-step call').toBe(options.maxNewTokens - 1);
           expect(fused.tokens).toEqual(perOp.tokens);
-          expectClose(fused.stepLogits![0]!, perOp.stepLogits![0]!, { rtol: 1e-4, what: `${dtype} step logits` });
+          expectClose(fused.stepLogits![0]!, perOp.stepLogits![0]!, { rtol: 1e-4, what: `${dtype} ${init.pattern} step logits` });
           m.dispose();
         }
       } finally {

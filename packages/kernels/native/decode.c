@@ -24,8 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { KIND_MAMBA = 0, KIND_ATTENTION = 1, KIND_MLP = 2 };
-enum { HEADER_SLOTS = 32, LAYER_SLOTS = 48, GEMV_CHUNK = 16, MAX_SEGMENTS = 8 };
+enum { KIND_MAMBA = 0, KIND_ATTENTION = 1, KIND_MLP = 2, KIND_MOE = 3 };
+enum { HEADER_SLOTS = 32, LAYER_SLOTS = 48, GEMV_CHUNK = 16, MAX_SEGMENTS = 64 };
 enum { EPI_STORE = 0, EPI_ADD = 1, EPI_RELU2 = 2 };
 
 static inline const void *ptr_at(const double *t, int i) { return (const void *)(uintptr_t)t[i]; }
@@ -92,6 +92,7 @@ static void barrier_wait(barrier_t *b, int nthreads, int *local_sense) {
 typedef struct {
   barrier_t barrier;
   _Atomic int *counters; /* one per phase, zero at the start */
+  _Atomic int failed;    /* a MoE routing ran short */
 } team_t;
 
 typedef struct {
@@ -606,6 +607,68 @@ static void mlp_layer(member_t *m, const double *L, const scratch_t *s, float *x
   gemv_phase(m, &down, 1, s->a, inter, XP);
 }
 
+/* One row's dot product with x (xp: x reordered by permute_x, for bf16 rows). */
+static inline float row_dot(const float *x, const float *xp, const void *w, int wdt, int64_t k) {
+#if BF16_PAIRS
+  if (wdt == DT_BF16) return row_bf16(xp, w, k);
+#else
+  (void)xp;
+#endif
+  if (wdt == DT_F32) return row_f32(x, w, k);
+  return dot1(x, w, wdt, k);
+}
+
+/*
+ * MoE (moe.ts): router logits and the shared expert's up (one phase); every thread routes the token
+ * itself from the logits (nt_moe_route_token, the per-op path's routing: a few hundred flops, no
+ * barrier); the chosen experts' ups with relu² (one phase); then per hidden row the weighted sum of
+ * the experts' down rows in slot order, plus the shared expert's down row, plus the residual — one
+ * phase that reads only the chosen experts' weights.
+ */
+static void moe_layer(member_t *m, const double *L, const scratch_t *s, float *xn) {
+  int64_t H = s->hidden, E = (int64_t)L[8], k = (int64_t)L[9], I = (int64_t)L[18], Is = (int64_t)L[23];
+  float *logits = s->a, *act = s->a + E, *shared = act + k * I;
+  segment_t first[2] = {{ptr_at(L, 4), (int)L[5], NULL, DT_F32, E, logits, EPI_STORE}, {ptr_at(L, 19), (int)L[20], ptr_at(L, 24), (int)L[25], Is, shared, EPI_RELU2}};
+  gemv_phase(m, first, 2, xn, H, XP);
+
+  moe_route_config rc = {(int)E, (int)k, (int)L[10], (int)L[11], (int)L[12], L[13]};
+  float weight[k];
+  int32_t expert[k];
+  if (nt_moe_route_token(&rc, logits, DT_F32, 0, ptr_at(L, 6), (int)L[7], 0, weight, expert)) {
+    atomic_store(&m->team->failed, 1);
+    for (int64_t q = 0; q < k; q++) weight[q] = 0.0f, expert[q] = 0;
+  }
+  const void *up = ptr_at(L, 14), *down = ptr_at(L, 16);
+  int updt = (int)L[15], downdt = (int)L[17];
+  size_t upsize = updt == DT_BF16 ? 2 : 4, downsize = downdt == DT_BF16 ? 2 : 4;
+  segment_t ups[MAX_SEGMENTS];
+  for (int64_t q = 0; q < k; q++)
+    ups[q] = (segment_t){(const char *)up + (size_t)(expert[q] * I * H) * upsize, updt, NULL, DT_F32, I, act + q * I, EPI_RELU2};
+  gemv_phase(m, ups, (int)k, xn, H, XP);
+
+  float *xp = XP;
+#if BF16_PAIRS
+  for (int64_t q = 0; q < k; q++)
+    if (downdt == DT_BF16) permute_x(act + q * I, I, xp + q * I);
+  if ((int)L[22] == DT_BF16) permute_x(shared, Is, xp + k * I);
+#endif
+  const void *sdown = ptr_at(L, 21), *sbias = ptr_at(L, 26);
+  int sdt = (int)L[22], sbdt = (int)L[27];
+  size_t ssize = sdt == DT_BF16 ? 2 : 4;
+  for (int64_t item = claim(m); item * GEMV_CHUNK < H; item = claim(m)) {
+    int64_t r1 = (item + 1) * GEMV_CHUNK < H ? (item + 1) * GEMV_CHUNK : H;
+    for (int64_t j = item * GEMV_CHUNK; j < r1; j++) {
+      float routed = 0.0f;
+      for (int64_t q = 0; q < k; q++)
+        routed += weight[q] * row_dot(act + q * I, xp + q * I, (const char *)down + (size_t)((expert[q] * H + j) * I) * downsize, downdt, I);
+      float sh = row_dot(shared, xp + k * I, (const char *)sdown + (size_t)(j * Is) * ssize, sdt, Is);
+      if (sbias) sh += rd(sbias, sbdt, j);
+      s->h[j] += routed + sh;
+    }
+  }
+  phase_end(m);
+}
+
 /* ---- the step ------------------------------------------------------------------------------ */
 
 /* Scratch sizes (floats) from the table: a, b, y widths and the longest key range. */
@@ -630,6 +693,10 @@ static void scratch_widths(const double *hdr, const double *layers, int64_t *wa,
       GROW(wy, width);
       GROW(wk, width);
       GROW(keys, (int64_t)L[18] * ((int64_t)L[14] / (int64_t)L[15]));
+    } else if (kind == KIND_MOE) {
+      int64_t routedRows = (int64_t)L[9] * (int64_t)L[18] + (int64_t)L[23];
+      GROW(wa, (int64_t)L[8] + routedRows);
+      GROW(wk, routedRows);
     } else {
       GROW(wa, (int64_t)L[8]);
       GROW(wk, (int64_t)L[8]);
@@ -662,7 +729,12 @@ EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
  *   including the new token, whose slot is keys − 1), 19 scale, 20 key mask (f32 [capacity], 1 =
  *   token) or 0, 21/22 q bias/dt, 23/24 k bias/dt, 25/26 v bias/dt, 27/28 o bias/dt.
  * mlp: 4 up [I, H], 5 dt, 6 down [H, I], 7 dt, 8 I, 9/10 up bias/dt, 11/12 down bias/dt.
- * Returns 0, -1 (token id outside the vocabulary) or -2 (scratch too small).
+ * moe: 4 router [E, H], 5 dt, 6 correction bias [E] or 0, 7 dt, 8 E, 9 k (≤ 64), 10 n_group,
+ *   11 topk_group, 12 norm_topk_prob, 13 routed scaling, 14 experts' up [E, I, H], 15 dt, 16 experts'
+ *   down [E, H, I], 17 dt, 18 I, 19 shared up [Is, H], 20 dt, 21 shared down [H, Is], 22 dt, 23 Is,
+ *   24/25 shared up bias/dt, 26/27 shared down bias/dt.
+ * Returns 0, -1 (token id outside the vocabulary), -2 (scratch too small) or -3 (a MoE routing ran
+ * short).
  */
 EXPORT int nt_decode_step(const double *table) {
   int64_t layers = (int64_t)table[0], H = (int64_t)table[1], V = (int64_t)table[2], id = (int64_t)table[3];
@@ -691,6 +763,7 @@ EXPORT int nt_decode_step(const double *table) {
   atomic_init(&team.barrier.arrived, 0);
   atomic_init(&team.barrier.sense, 0);
   atomic_init(&team.barrier.sleepers, 0);
+  atomic_init(&team.failed, 0);
 #pragma omp parallel num_threads(threads)
   {
     member_t m = {&team, omp_thread_id(), 1, 0, 0};
@@ -704,6 +777,7 @@ EXPORT int nt_decode_step(const double *table) {
       switch ((int)L[0]) {
         case KIND_MAMBA: mamba_layer(&m, L, &s, xn); break;
         case KIND_ATTENTION: attention_layer(&m, L, &s, xn); break;
+        case KIND_MOE: moe_layer(&m, L, &s, xn); break;
         default: mlp_layer(&m, L, &s, xn); break;
       }
     }
@@ -711,5 +785,5 @@ EXPORT int nt_decode_step(const double *table) {
     segment_t head = {ptr_at(table, 9), (int)table[10], ptr_at(table, 11), (int)table[12], V, (float *)ptr_at(table, 13), EPI_STORE};
     gemv_phase(&m, &head, 1, xn, H, s.xp + m.tid * s.max_inner);
   }
-  return 0;
+  return atomic_load(&team.failed) ? -3 : 0;
 }

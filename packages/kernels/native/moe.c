@@ -21,7 +21,6 @@
 
 int nt_gemm(const double *params, const void *a_data, const void *b_data, const void *bias_data, float *c_data);
 
-enum { MAX_EXPERTS = 1024 };
 
 static inline float load_float(const void *data, int dtype, int64_t i) {
   return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)data)[i]) : ((const float *)data)[i];
@@ -73,57 +72,66 @@ static int pick_in_order(int count, int start, int end, const double *value, con
 }
 
 /*
+ * One token's routing from its router logits row (`ldt`, starting at `loff`): writes its k weights
+ * and expert indices. Shared with the whole-step decode (decode.c). Returns 0, or -1 when a
+ * selection ran short.
+ */
+int nt_moe_route_token(const moe_route_config *c, const void *logits, int ldt, int64_t loff, const void *bias, int bdt, int64_t boff, float *weights,
+                       int32_t *indices) {
+  int experts = c->experts, k = c->k, n_group = c->n_group, topk_group = c->topk_group;
+  if (experts > MAX_EXPERTS || k > experts || n_group > experts || n_group < 1) return -1;
+  int group_size = experts / n_group;
+  double score[MAX_EXPERTS], selection[MAX_EXPERTS], group_score[MAX_EXPERTS];
+  uint8_t allowed[MAX_EXPERTS];
+  int chosen[MAX_EXPERTS], top[MAX_EXPERTS];
+  for (int e = 0; e < experts; e++) {
+    score[e] = 1.0 / (1.0 + exp(-(double)load_float(logits, ldt, loff + e)));
+    selection[e] = score[e] + (bias ? (double)load_float(bias, bdt, boff + e) : 0.0);
+  }
+  const uint8_t *mask = NULL;
+  int failed = 0;
+  if (n_group > 1) {
+    for (int g = 0; g < n_group; g++) {
+      int top2[2];
+      if (!pick_in_order(2, g * group_size, (g + 1) * group_size, selection, NULL, top2)) return -1;
+      group_score[g] = selection[top2[0]] + selection[top2[1]];
+    }
+    memset(allowed, 0, (size_t)experts);
+    if (!pick_in_order(topk_group, 0, n_group, group_score, NULL, top)) failed = 1;
+    else
+      for (int j = 0; j < topk_group; j++) memset(allowed + top[j] * group_size, 1, (size_t)group_size);
+    mask = allowed;
+  }
+  if (failed || !pick_in_order(k, 0, experts, selection, mask, chosen)) return -1;
+  double total = 0;
+  for (int j = 0; j < k; j++) total += score[chosen[j]];
+  for (int j = 0; j < k; j++) {
+    double s = c->norm ? score[chosen[j]] / (total + 1e-20) : score[chosen[j]];
+    weights[j] = (float)(s * c->scale);
+    indices[j] = chosen[j];
+  }
+  return 0;
+}
+
+/*
  * params: tokens, experts, k, n_group, topk_group, norm_topk_prob, routed_scaling_factor,
  *   logits dtype, logits offset, has bias, bias dtype, bias offset, weights offset, indices offset.
  * Writes weights [T, k] f32 and indices [T, k] i32. Returns 0, or -1 when a selection ran short.
  */
 EXPORT int nt_moe_route(const double *params, const void *logits, const void *bias, float *weights, int32_t *indices) {
   int64_t tokens = (int64_t)params[0];
-  int experts = (int)params[1], k = (int)params[2], n_group = (int)params[3], topk_group = (int)params[4];
-  int norm = (int)params[5];
-  double scale = params[6];
+  moe_route_config c = {(int)params[1], (int)params[2], (int)params[3], (int)params[4], (int)params[5], params[6]};
   int ldt = (int)params[7];
   int64_t loff = (int64_t)params[8];
   int has_bias = (int)params[9], bdt = (int)params[10];
   int64_t boff = (int64_t)params[11];
   weights += (int64_t)params[12];
   indices += (int64_t)params[13];
-  if (experts > MAX_EXPERTS || k > experts || n_group > experts) return -1;
-  int group_size = experts / n_group;
+  if (c.experts > MAX_EXPERTS || c.k > c.experts || c.n_group > c.experts) return -1;
   int failed = 0;
-#pragma omp parallel for schedule(static) if (tokens * experts * k >= PARALLEL_MIN_WORK)
-  for (int64_t t = 0; t < tokens; t++) {
-    double score[MAX_EXPERTS], selection[MAX_EXPERTS], group_score[MAX_EXPERTS];
-    uint8_t allowed[MAX_EXPERTS];
-    int chosen[MAX_EXPERTS], top[MAX_EXPERTS];
-    for (int e = 0; e < experts; e++) {
-      score[e] = 1.0 / (1.0 + exp(-(double)load_float(logits, ldt, loff + t * experts + e)));
-      selection[e] = score[e] + (has_bias ? (double)load_float(bias, bdt, boff + e) : 0.0);
-    }
-    const uint8_t *mask = NULL;
-    if (n_group > 1) {
-      for (int g = 0; g < n_group; g++) {
-        int top2[2];
-        if (!pick_in_order(2, g * group_size, (g + 1) * group_size, selection, NULL, top2)) failed = 1;
-        group_score[g] = selection[top2[0]] + selection[top2[1]];
-      }
-      memset(allowed, 0, (size_t)experts);
-      if (!pick_in_order(topk_group, 0, n_group, group_score, NULL, top)) failed = 1;
-      for (int j = 0; j < topk_group; j++) memset(allowed + top[j] * group_size, 1, (size_t)group_size);
-      mask = allowed;
-    }
-    if (!pick_in_order(k, 0, experts, selection, mask, chosen)) {
-      failed = 1;
-      continue;
-    }
-    double total = 0;
-    for (int j = 0; j < k; j++) total += score[chosen[j]];
-    for (int j = 0; j < k; j++) {
-      double s = norm ? score[chosen[j]] / (total + 1e-20) : score[chosen[j]];
-      weights[t * k + j] = (float)(s * scale);
-      indices[t * k + j] = chosen[j];
-    }
-  }
+#pragma omp parallel for schedule(static) if (tokens * c.experts * c.k >= PARALLEL_MIN_WORK)
+  for (int64_t t = 0; t < tokens; t++)
+    if (nt_moe_route_token(&c, logits, ldt, loff + t * c.experts, has_bias ? bias : NULL, bdt, boff, weights + t * c.k, indices + t * c.k)) failed = 1;
   return failed ? -1 : 0;
 }
 

@@ -73,6 +73,15 @@ static inline float bf16_to_f32(uint16_t h) {
 }
 
 int nt_threads(void);
+
+/* Sigmoid top-k MoE routing (moe.c); decode.c routes its one token with it. */
+enum { MAX_EXPERTS = 1024 };
+typedef struct {
+  int experts, k, n_group, topk_group, norm;
+  double scale;
+} moe_route_config;
+int nt_moe_route_token(const moe_route_config *c, const void *logits, int ldt, int64_t loff, const void *bias, int bdt, int64_t boff, float *weights,
+                       int32_t *indices);
 void nt_blas_threads(int n);
 int nt_blas_available(void);
 int nt_blas_product(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs, float *c);

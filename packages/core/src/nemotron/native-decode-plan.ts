@@ -1,8 +1,9 @@
 /**
  * The model as a `DecodeStepPlan` for the native CPU backend's whole-step decode kernel
  * (`NativeDecodeStep`: one native call per token instead of the blocks' separate ops). Only where it
- * applies: a `cpu:native` device, one sequence, Mamba / attention / MLP layers (no MoE), no active
- * adapter; anything else keeps the per-op path (which is also what the kernel is tested against).
+ * applies: a `cpu:native` device, one sequence, Mamba / attention / MLP / MoE layers (MoE without
+ * latent projections: they would need two more phases), no active adapter; anything else keeps the
+ * per-op path (which is also what the kernel is tested against).
  * `NEMOTRON_FUSED_DECODE=0` turns it off (to compare the two paths).
  */
 import { NativeDecodeStep, type DecodeLayerPlan, type DecodeProjection } from '@nemotron-ts/kernels';
@@ -64,6 +65,25 @@ export function nativeDecodeStep(lm: NemotronHForCausalLM, cache: NemotronHybrid
       const down = projection(mixer.downProj);
       if (!up || !down) return null;
       layers.push({ kind: 'mlp', norm, up, down });
+    } else if (mixer.kind === 'moe') {
+      const up = projection(mixer.sharedExperts.upProj);
+      const down = projection(mixer.sharedExperts.downProj);
+      if (!up || !down || mixer.fc1LatentProj || mixer.fc2LatentProj) return null;
+      layers.push({
+        kind: 'moe',
+        norm,
+        router: mixer.gate.weight,
+        correctionBias: mixer.gate.eScoreCorrectionBias,
+        routing: {
+          topK: config.numExpertsPerTok,
+          nGroup: config.nGroup,
+          topkGroup: config.topkGroup,
+          normTopkProb: config.normTopkProb,
+          routedScalingFactor: config.routedScalingFactor,
+        },
+        experts: { up: mixer.experts.upProj, down: mixer.experts.downProj },
+        shared: { up, down },
+      });
     } else {
       return null;
     }

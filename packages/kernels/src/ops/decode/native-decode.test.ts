@@ -9,6 +9,10 @@ import { attention } from '../attention/attention';
 import { copyIntoAt } from '../index/write-at';
 import { narrow, reshape } from '../layout/layout';
 import { fusedLinear } from '../matmul/fused-linear';
+import { add } from '../elementwise/elementwise';
+import { moeExperts } from '../moe/moe-experts';
+import { moeRoute, type MoeRouteOptions } from '../moe/moe-route';
+import { rmsNorm } from '../norm/norm';
 import { mambaDecodeStep } from '../scan/mamba-decode';
 import { NativeDecodeStep, type DecodeLayerPlan, type DecodeStepPlan } from './native-decode';
 
@@ -18,7 +22,7 @@ const cpu = getCpuDevice();
 interface Case {
   name: string;
   dtype: DType;
-  /** Layer kinds, M mamba, * attention, - mlp. */
+  /** Layer kinds, M mamba, * attention, - mlp, E moe. */
   pattern: string;
   hidden: number;
   heads: number;
@@ -28,11 +32,15 @@ interface Case {
   mask: boolean;
   /** Positions cached before the first step; the steps fill the cache up to its capacity. */
   past: number;
+  /** The MoE layers' routing (experts: E). */
+  moe?: MoeRouteOptions & { experts: number };
 }
 
 const STEPS = 3;
 const M = { heads: 6, P: 5, G: 3, N: 9, K: 4 };
 const INTER = 29;
+const EXPERT_INTER = 11;
+const ROUTING = { experts: 7, topK: 3, nGroup: 1, topkGroup: 1, normTopkProb: true, routedScalingFactor: 2.5 };
 const VOCAB = 53;
 
 /** The plan's tensors on `d` from seeded values (the same on every device). */
@@ -79,6 +87,18 @@ function buildPlan(c: Case, d: Device): DecodeStepPlan {
         state: { k: f32(kv), v: f32(kv) },
       };
     }
+    if (kind === 'E') {
+      const { experts: E, ...routing } = c.moe ?? ROUTING;
+      return {
+        kind: 'moe',
+        norm: norm(),
+        router: w([E, c.hidden]),
+        correctionBias: f32([E], 0.1),
+        routing,
+        experts: { up: w([E, EXPERT_INTER, c.hidden]), down: w([E, c.hidden, EXPERT_INTER]) },
+        shared: { up: proj(INTER, c.hidden), down: proj(c.hidden, INTER) },
+      };
+    }
     return { kind: 'mlp', norm: norm(), up: proj(INTER, c.hidden), down: proj(c.hidden, INTER) };
   });
   return { embedding: w([VOCAB, c.hidden], 1), layers, normF: norm(), lmHead: proj(VOCAB, c.hidden) };
@@ -120,6 +140,13 @@ function referenceStep(plan: DecodeStepPlan, id: number, keys: number, keyMask: 
         copyIntoAt(l.state.v, reshape(fusedLinear(h, l.v.weight, { ...norm, bias: l.v.bias }), [1, l.kvHeads, 1, l.headDim]), 2, position, -1);
         const o = attention(q, l.state.k, l.state.v, { causal: true, scale: l.scale, kvLayout: 'bhsd', kvLength: position, keyMask: keyMask ?? undefined });
         h = fusedLinear(reshape(o, [1, l.heads * l.headDim]), l.o.weight, { bias: l.o.bias, residual: h });
+      } else if (l.kind === 'moe') {
+        // moe.ts: the router and the routed experts on norm(h), plus the shared expert, plus h.
+        const x = rmsNorm(h, l.norm.weight, l.norm.eps);
+        const routing = moeRoute(fusedLinear(x, l.router), l.correctionBias, l.routing);
+        const routed = moeExperts(x, routing.indices, routing.weights, l.experts.up, l.experts.down);
+        const up = fusedLinear(x, l.shared.up.weight, { bias: l.shared.up.bias, activation: 'relu2' });
+        h = add(h, add(routed, fusedLinear(up, l.shared.down.weight, { bias: l.shared.down.bias })));
       } else {
         const up = fusedLinear(h, l.up.weight, { ...norm, bias: l.up.bias, activation: 'relu2' });
         h = fusedLinear(up, l.down.weight, { bias: l.down.bias, residual: h });
@@ -156,6 +183,20 @@ const cases: Case[] = [
   // Rows of ≥ 4 KiB take the four-rows-at-once GEMV (shorter ones stream one row at a time).
   { name: 'f32, rows of 4 KiB and more', dtype: 'f32', pattern: 'M*-', hidden: 1030, heads: 4, kvHeads: 2, headDim: 16, bias: true, mask: false, past: 3 },
   { name: 'bf16, rows of 4 KiB and more', dtype: 'bf16', pattern: '-*M', hidden: 2051, heads: 4, kvHeads: 2, headDim: 16, bias: false, mask: false, past: 3 },
+  { name: 'f32, MoE, odd sizes', dtype: 'f32', pattern: 'ME*E', hidden: 37, heads: 6, kvHeads: 2, headDim: 12, bias: false, mask: false, past: 2 },
+  {
+    name: 'bf16, MoE with group top-k, shared-expert biases',
+    dtype: 'bf16',
+    pattern: 'E*ME',
+    hidden: 45,
+    heads: 4,
+    kvHeads: 1,
+    headDim: 17,
+    bias: true,
+    mask: true,
+    past: 4,
+    moe: { experts: 12, topK: 4, nGroup: 4, topkGroup: 2, normTopkProb: false, routedScalingFactor: 1.5 },
+  },
 ];
 
 describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {

@@ -1,5 +1,5 @@
 /**
- * `NativeDecodeStep`: a whole decode step of a hybrid Mamba2 / attention / MLP model (one sequence)
+ * `NativeDecodeStep`: a whole decode step of a hybrid Mamba2 / attention / MLP / MoE model (one sequence)
  * as one call into the native library (native/decode.c) — embedding row, every block's pre-norm,
  * mixer and residual, norm_f and lm_head — instead of ~60 separate ops, each with its TS glue,
  * temporaries and thread wake-up. The model describes itself as a {@link DecodeStepPlan} once; the
@@ -11,6 +11,7 @@ import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { NativeKernels } from '../../native/library';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
+import type { MoeRouteOptions } from '../moe/moe-route';
 
 /** An RMSNorm's weight [n] and eps. */
 export interface DecodeNorm {
@@ -66,7 +67,19 @@ export type DecodeLayerPlan =
       scale: number;
       state: AttentionDecodeState;
     }
-  | { kind: 'mlp'; norm: DecodeNorm; up: DecodeProjection; down: DecodeProjection };
+  | { kind: 'mlp'; norm: DecodeNorm; up: DecodeProjection; down: DecodeProjection }
+  | {
+      kind: 'moe';
+      norm: DecodeNorm;
+      /** [E, H] (no bias) */
+      router: Tensor;
+      /** [E], added to the sigmoid scores for the selection only, or null. */
+      correctionBias: Tensor | null;
+      routing: MoeRouteOptions;
+      /** The routed experts stacked: up [E, I, H], down [E, H, I] (no biases). */
+      experts: { up: Tensor; down: Tensor };
+      shared: { up: DecodeProjection; down: DecodeProjection };
+    };
 
 export interface DecodeStepPlan {
   /** [V, H] */
@@ -79,7 +92,9 @@ export interface DecodeStepPlan {
 // Must match native/decode.c.
 const HEADER_SLOTS = 32;
 const LAYER_SLOTS = 48;
-const KIND = { mamba: 0, attention: 1, mlp: 2 } as const;
+const KIND = { mamba: 0, attention: 1, mlp: 2, moe: 3 } as const;
+/** The most experts a token may choose (decode.c's MAX_SEGMENTS). */
+const MAX_TOP_K = 64;
 
 /** The first tensor whose shape does not fit the plan's sizes, described; null when all fit. */
 function shapeMismatch(plan: DecodeStepPlan): string | null {
@@ -117,6 +132,31 @@ function shapeMismatch(plan: DecodeStepPlan): string | null {
       proj(`${at} k_proj`, l.k, l.kvHeads * l.headDim, H);
       proj(`${at} v_proj`, l.v, l.kvHeads * l.headDim, H);
       proj(`${at} o_proj`, l.o, H, l.heads * l.headDim);
+    } else if (l.kind === 'moe') {
+      const E = l.router.shape[0] ?? -1;
+      const I = l.experts.up.shape[1] ?? -1;
+      const Is = l.shared.up.weight.shape[0] ?? -1;
+      const { topK, nGroup, topkGroup } = l.routing;
+      if (!Number.isInteger(topK) || topK < 1 || topK > Math.min(E, MAX_TOP_K))
+        return `${at}: ${topK} experts per token do not fit (1..${Math.min(E, MAX_TOP_K)})`;
+      if (
+        !Number.isInteger(nGroup) ||
+        nGroup < 1 ||
+        E % nGroup !== 0 ||
+        topkGroup < 1 ||
+        topkGroup > nGroup ||
+        topkGroup * (E / nGroup) < topK ||
+        (nGroup > 1 && E / nGroup < 2)
+      )
+        return `${at}: ${nGroup} groups (top ${topkGroup}) do not fit ${E} experts choosing ${topK}`;
+      checks.push(
+        [`${at} router`, l.router, [E, H]],
+        [`${at} correction bias`, l.correctionBias, [E]],
+        [`${at} experts up_proj`, l.experts.up, [E, I, H]],
+        [`${at} experts down_proj`, l.experts.down, [E, H, I]],
+      );
+      proj(`${at} shared up_proj`, l.shared.up, Is, H);
+      proj(`${at} shared down_proj`, l.shared.down, H, Is);
     } else {
       const inter = l.up.weight.shape[0] ?? -1;
       proj(`${at} up_proj`, l.up, inter, H);
@@ -161,6 +201,15 @@ function unsupported(plan: DecodeStepPlan): string | null {
         ['o', l.o],
       ] as const)
         proj(`layer ${i} ${n}_proj`, p);
+    } else if (l.kind === 'moe') {
+      tensors.push(
+        [`layer ${i} router`, l.router],
+        [`layer ${i} correction bias`, l.correctionBias],
+        [`layer ${i} experts up_proj`, l.experts.up],
+        [`layer ${i} experts down_proj`, l.experts.down],
+      );
+      proj(`layer ${i} shared up_proj`, l.shared.up);
+      proj(`layer ${i} shared down_proj`, l.shared.down);
     } else {
       proj(`layer ${i} up_proj`, l.up);
       proj(`layer ${i} down_proj`, l.down);
@@ -262,6 +311,23 @@ export class NativeDecodeStep {
         this.putTensor(b + 23, l.k.bias);
         this.putTensor(b + 25, l.v.bias);
         this.putTensor(b + 27, l.o.bias);
+      } else if (l.kind === 'moe') {
+        this.putTensor(b + 4, l.router);
+        this.putTensor(b + 6, l.correctionBias);
+        table[b + 8] = l.router.shape[0]!;
+        table[b + 9] = l.routing.topK;
+        table[b + 10] = l.routing.nGroup;
+        table[b + 11] = l.routing.topkGroup;
+        table[b + 12] = l.routing.normTopkProb ? 1 : 0;
+        table[b + 13] = l.routing.routedScalingFactor;
+        this.putTensor(b + 14, l.experts.up);
+        this.putTensor(b + 16, l.experts.down);
+        table[b + 18] = l.experts.up.shape[1]!;
+        this.putTensor(b + 19, l.shared.up.weight);
+        this.putTensor(b + 21, l.shared.down.weight);
+        table[b + 23] = l.shared.up.weight.shape[0]!;
+        this.putTensor(b + 24, l.shared.up.bias);
+        this.putTensor(b + 26, l.shared.down.bias);
       } else {
         this.putTensor(b + 4, l.up.weight);
         this.putTensor(b + 6, l.down.weight);
@@ -320,6 +386,7 @@ export class NativeDecodeStep {
     table[14] = lib.addressOf(this.scratch.buffer as ArrayBuffer);
     table[15] = this.scratch.length;
     const rc = lib.symbols.nt_decode_step(table);
+    if (rc === -3) throw new Error('NativeDecodeStep: a MoE layer ran short of experts to choose (its groups hold fewer than top_k)');
     if (rc !== 0) throw new Error(`NativeDecodeStep: the native step failed (code ${rc})`);
   }
 }
