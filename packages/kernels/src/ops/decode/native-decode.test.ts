@@ -183,6 +183,8 @@ const cases: Case[] = [
   // Rows of ≥ 4 KiB take the four-rows-at-once GEMV (shorter ones stream one row at a time).
   { name: 'f32, rows of 4 KiB and more', dtype: 'f32', pattern: 'M*-', hidden: 1030, heads: 4, kvHeads: 2, headDim: 16, bias: true, mask: false, past: 3 },
   { name: 'bf16, rows of 4 KiB and more', dtype: 'bf16', pattern: '-*M', hidden: 2051, heads: 4, kvHeads: 2, headDim: 16, bias: false, mask: false, past: 3 },
+  // 17 projections in the q/k/v phase (more than the 8 the step once had room for).
+  { name: 'f32, 8 KV heads', dtype: 'f32', pattern: '*-', hidden: 37, heads: 8, kvHeads: 8, headDim: 5, bias: true, mask: false, past: 2 },
   { name: 'f32, MoE, odd sizes', dtype: 'f32', pattern: 'ME*E', hidden: 37, heads: 6, kvHeads: 2, headDim: 12, bias: false, mask: false, past: 2 },
   {
     name: 'bf16, MoE with group top-k, shared-expert biases',

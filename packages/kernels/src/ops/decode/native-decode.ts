@@ -93,8 +93,8 @@ export interface DecodeStepPlan {
 const HEADER_SLOTS = 32;
 const LAYER_SLOTS = 48;
 const KIND = { mamba: 0, attention: 1, mlp: 2, moe: 3 } as const;
-/** The most experts a token may choose (decode.c's MAX_SEGMENTS). */
-const MAX_TOP_K = 64;
+/** The most projections one phase of decode.c computes (its MAX_SEGMENTS): a token's experts, or q and each KV head's k and v. */
+const MAX_PHASE_PROJECTIONS = 64;
 
 /** The first tensor whose shape does not fit the plan's sizes, described; null when all fit. */
 function shapeMismatch(plan: DecodeStepPlan): string | null {
@@ -128,6 +128,8 @@ function shapeMismatch(plan: DecodeStepPlan): string | null {
       );
     } else if (l.kind === 'attention') {
       if (l.heads % l.kvHeads !== 0) return `${at}: ${l.heads} heads are not a multiple of ${l.kvHeads} KV heads`;
+      // q plus every KV head's k and v rows are one phase's projections (decode.c's MAX_SEGMENTS).
+      if (1 + 2 * l.kvHeads > MAX_PHASE_PROJECTIONS) return `${at}: ${l.kvHeads} KV heads are more than the native step takes in one phase`;
       proj(`${at} q_proj`, l.q, l.heads * l.headDim, H);
       proj(`${at} k_proj`, l.k, l.kvHeads * l.headDim, H);
       proj(`${at} v_proj`, l.v, l.kvHeads * l.headDim, H);
@@ -137,8 +139,8 @@ function shapeMismatch(plan: DecodeStepPlan): string | null {
       const I = l.experts.up.shape[1] ?? -1;
       const Is = l.shared.up.weight.shape[0] ?? -1;
       const { topK, nGroup, topkGroup } = l.routing;
-      if (!Number.isInteger(topK) || topK < 1 || topK > Math.min(E, MAX_TOP_K))
-        return `${at}: ${topK} experts per token do not fit (1..${Math.min(E, MAX_TOP_K)})`;
+      if (!Number.isInteger(topK) || topK < 1 || topK > Math.min(E, MAX_PHASE_PROJECTIONS))
+        return `${at}: ${topK} experts per token do not fit (1..${Math.min(E, MAX_PHASE_PROJECTIONS)})`;
       if (
         !Number.isInteger(nGroup) ||
         nGroup < 1 ||
