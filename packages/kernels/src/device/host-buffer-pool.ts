@@ -95,5 +95,12 @@ export class HostBufferPool {
 
 /** Frees a buffer's memory now instead of when the GC gets to it; the buffer is left detached. */
 function release(buffer: ArrayBuffer): void {
-  if (!buffer.detached) buffer.transfer(0);
+  const transferable = buffer as TransferableArrayBuffer;
+  if (!transferable.detached) transferable.transfer(0);
+}
+
+/** ES2024's ArrayBuffer members (Bun has them; the project's `lib` predates them). */
+interface TransferableArrayBuffer extends ArrayBuffer {
+  readonly detached: boolean;
+  transfer(newByteLength?: number): ArrayBuffer;
 }
