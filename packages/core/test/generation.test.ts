@@ -289,6 +289,16 @@ describe('generate', () => {
       m.dispose();
     });
 
+    if (device.kind === 'cpu') {
+      test(`${deviceLabel(device)}: generate leaves no freed buffers pooled (its cache and temporaries go back)`, async () => {
+        const m = model(device, plain);
+        const live = device.memoryStats().liveBytes;
+        await m.generate({ inputIds: ids(2, 40, 13), maxNewTokens: 3, eosTokenId: null, prefillPiece: 16 });
+        expect(device.memoryStats()).toMatchObject({ liveBytes: live, pooledBytes: 0, pooledBuffers: 0 });
+        m.dispose();
+      });
+    }
+
     test(`${deviceLabel(device)}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
       const m = model(device, plain);
       const inputIds = ids(2, 5, 11);
