@@ -76,12 +76,14 @@ export class HostBufferPool {
     release(oldest);
   }
 
-  /** Drops every pooled buffer, returning its memory now. */
-  trim(): void {
-    for (const buffer of this.order) release(buffer);
-    this.free.clear();
-    this.order.clear();
-    this.pooled = 0;
+  /** Drops pooled buffers, oldest first, until at most `keepBytes` stay; their memory returns now. */
+  trim(keepBytes = 0): void {
+    while (this.pooled > keepBytes) this.evictOldest();
+  }
+
+  /** Trims to the floor: what one inference step reuses stays, a larger working set's leftovers go. */
+  trimToFloor(): void {
+    this.trim(this.limits.floorBytes);
   }
 
   get pooledBytes(): number {
