@@ -69,14 +69,6 @@ export class CpuDevice implements StorageOwner {
     this.pool.trim();
   }
 
-  /**
-   * Drops the oldest buffers kept for reuse down to the pool's floor (64 MiB): the end of a
-   * generation, whose cache and long-prompt leftovers the next call need not repeat.
-   */
-  trimPoolToFloor(): void {
-    this.pool.trimToFloor();
-  }
-
   resetPeak(): void {
     this.stats.peakLiveBytes = this.stats.liveBytes;
   }

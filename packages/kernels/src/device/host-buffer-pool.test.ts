@@ -59,18 +59,6 @@ describe('HostBufferPool', () => {
     expect([pool.pooledBuffers, pool.pooledBytes]).toEqual([0, 0]);
   });
 
-  test('trimToFloor drops the oldest buffers down to the floor; trim(n) down to n bytes', () => {
-    const pool = new HostBufferPool({ floorBytes: 2 * 8192, ceilingBytes: 6 * 8192 });
-    const buffers = [0, 1, 2, 3, 4].map(() => new ArrayBuffer(8192));
-    for (const x of buffers) pool.give(x, 100 * 8192);
-    expect(pool.pooledBuffers).toBe(5);
-    pool.trim(4 * 8192);
-    expect(buffers.map((x) => x.byteLength === 0)).toEqual([true, false, false, false, false]);
-    pool.trimToFloor();
-    expect(buffers.map((x) => x.byteLength === 0)).toEqual([true, true, true, false, false]);
-    expect(pool.pooledBytes).toBe(2 * 8192);
-  });
-
   test('a dropped buffer frees its bytes at once (detached) instead of waiting for the GC', () => {
     const pool = fixed(2 * 8192);
     const [a, b, c] = [0, 1, 2].map(() => new ArrayBuffer(8192));

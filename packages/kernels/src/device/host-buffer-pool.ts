@@ -76,14 +76,12 @@ export class HostBufferPool {
     release(oldest);
   }
 
-  /** Drops pooled buffers, oldest first, until at most `keepBytes` stay; their memory returns now. */
-  trim(keepBytes = 0): void {
-    while (this.pooled > keepBytes) this.evictOldest();
-  }
-
-  /** Trims to the floor: what one inference step reuses stays, a larger working set's leftovers go. */
-  trimToFloor(): void {
-    this.trim(this.limits.floorBytes);
+  /** Drops every pooled buffer, returning its memory now. */
+  trim(): void {
+    for (const buffer of this.order) release(buffer);
+    this.free.clear();
+    this.order.clear();
+    this.pooled = 0;
   }
 
   get pooledBytes(): number {
