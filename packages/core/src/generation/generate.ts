@@ -371,8 +371,10 @@ export async function* generateStream(model: NemotronHForCausalLM, options: Gene
     cache.dispose();
     // The CPU pool keeps up to the live bytes (the weights) of freed buffers: this call's cache and
     // temporaries, whose sizes the next prompt length need not repeat. Dropping them costs the next
-    // prefill no measurable time (its layers reuse each other's buffers) and held ~130 MB of RSS
-    // across bench-small calls of three prompt lengths.
+    // prefill no measurable time (its layers reuse each other's buffers) and held ~60 MiB of peak
+    // RSS across bench-small calls of three prompt lengths. (Trimming only to the pool's floor kept
+    // those; trimming all costs a repeated short call ~10–30 MiB of peak, the freed pages returning
+    // to the OS a little after the next call allocates its own.)
     if (device.kind === 'cpu') device.trimPool();
   }
 }
