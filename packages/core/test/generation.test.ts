@@ -275,6 +275,30 @@ describe('generate', () => {
       m.dispose();
     });
 
+    test(`${deviceLabel(device)}: a prompt prefilled in pieces generates what one piece does`, async () => {
+      const m = model(device, plain);
+      const inputIds = ids(2, 21, 12);
+      const run = (prefillPiece: number) => m.generate({ inputIds, maxNewTokens: 5, eosTokenId: null, outputStepLogits: true, prefillPiece });
+      const whole = await run(64);
+      for (const piece of [8, 5]) {
+        const pieced = await run(piece);
+        expect(pieced.tokens).toEqual(whole.tokens);
+        pieced.stepLogits!.forEach((row, b) => expectClose(row, whole.stepLogits![b]!, { rtol: 1e-4, what: `piece ${piece}, row ${b}` }));
+      }
+      await expect(m.generate({ inputIds, maxNewTokens: 1, prefillPiece: 0 })).rejects.toThrow(/prefillPiece must be a positive integer, got 0/);
+      m.dispose();
+    });
+
+    if (device.kind === 'cpu') {
+      test(`${deviceLabel(device)}: generate leaves no freed buffers pooled (its cache and temporaries go back)`, async () => {
+        const m = model(device, plain);
+        const live = device.memoryStats().liveBytes;
+        await m.generate({ inputIds: ids(2, 40, 13), maxNewTokens: 3, eosTokenId: null, prefillPiece: 16 });
+        expect(device.memoryStats()).toMatchObject({ liveBytes: live, pooledBytes: 0, pooledBuffers: 0 });
+        m.dispose();
+      });
+    }
+
     test(`${deviceLabel(device)}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {
       const m = model(device, plain);
       const inputIds = ids(2, 5, 11);

@@ -52,11 +52,29 @@ describe('HostBufferPool', () => {
     pool.give(new ArrayBuffer(3 * 8192), 0);
     expect(pool.pooledBuffers).toBe(2);
     expect([pool.take(8192), pool.take(8192)]).toEqual(expect.arrayContaining([buffers[5], buffers[6]]));
-    // In between, the live bytes are the limit.
-    for (const x of buffers) pool.give(x, 4 * 8192);
+    // In between, the live bytes are the limit (fresh buffers: evicted ones were freed).
+    for (const _ of buffers) pool.give(new ArrayBuffer(8192), 4 * 8192);
     expect(pool.pooledBytes).toBe(4 * 8192);
     pool.trim();
     expect([pool.pooledBuffers, pool.pooledBytes]).toEqual([0, 0]);
+  });
+
+  test('a dropped buffer frees its bytes at once (detached) instead of waiting for the GC', () => {
+    const pool = fixed(2 * 8192);
+    const [a, b, c] = [0, 1, 2].map(() => new ArrayBuffer(8192));
+    const big = new ArrayBuffer(3 * 8192);
+    const small = new ArrayBuffer(1024);
+    for (const x of [a, b, c, big, small]) pool.give(x!, 0);
+    // a evicted by c, big over the limit: both freed; small is the GC's, b and c stay usable.
+    const detached = (x: ArrayBuffer) => x.byteLength === 0;
+    expect([a!, big, small, b!, c!].map(detached)).toEqual([true, true, false, false, false]);
+    pool.trim();
+    expect([b!, c!].map(detached)).toEqual([true, true]);
+    // A buffer already detached elsewhere (sent to a worker) is skipped, not an error.
+    const sent = new ArrayBuffer(8192);
+    structuredClone(sent, { transfer: [sent] });
+    expect(() => pool.give(sent, 0)).not.toThrow();
+    expect(pool.pooledBuffers).toBe(0);
   });
 });
 
