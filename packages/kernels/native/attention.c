@@ -105,9 +105,8 @@ static int attention_prefill(const double *params, const void *q, const void *k,
   int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0];
   int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
   int has_lse = (int)params[35];
+  /* out and lse arrive already moved to their offsets (params[36], params[37]) by nt_attention. */
   if (queries < 8 || vd % VLEN != 0 || vd / VLEN > MAX_VALUE_VECTORS || keys < 1 || hd < 1) return 0;
-  out += (int64_t)params[36];
-  if (lse) lse += (int64_t)params[37];
   int64_t group = hq / hkv;
   int64_t kp = (keys + 4 * VLEN - 1) / (4 * VLEN) * (4 * VLEN); /* padded key count: whole 4-vector steps */
   float *kt = malloc(sizeof(float) * (size_t)(batch * hkv * hd * kp));
