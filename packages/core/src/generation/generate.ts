@@ -56,7 +56,7 @@ export interface GenerateOptions extends DecodingOptions {
   /** Also return the logits each token was chosen from (read back once, at the end). */
   outputStepLogits?: boolean;
   /**
-   * Prompt positions per prefill piece (default {@link PREFILL_PIECE}): a longer unpadded prompt of
+   * Prompt positions per prefill piece (default 512): a longer unpadded prompt of
    * ids goes through the cache in pieces, so only a piece's temporaries are live at once.
    */
   prefillPiece?: number;
