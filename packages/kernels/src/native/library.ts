@@ -54,6 +54,7 @@ const SYMBOLS = {
     args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'],
     returns: 'f64',
   },
+  nt_sample_tokens: { args: ['ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
 } as const;
@@ -130,6 +131,8 @@ export interface NativeSymbols {
   ): number;
   nt_adamw(params: Float64Array, p: Buffers, g: Buffers, m: Buffers, v: Buffers): number;
   nt_embedding_backward(params: Float64Array, ids: Buffers, g: Buffers, out: Buffers): number;
+  /** One token per row of the logits (sampling.c); 0, or -1 when scratch memory ran out. */
+  nt_sample_tokens(params: Float64Array, logits: Buffers, seen: Buffers, out: Buffers): number;
   nt_cross_entropy(params: Float64Array, logits: Buffers, labels: Buffers, lse: Buffers, loss: Buffers): number;
   nt_cross_entropy_backward(params: Float64Array, logits: Buffers, labels: Buffers, lse: Buffers, scale: Buffers, dx: Buffers): number;
   /** Σ x² in f64 over a dense f32 range (params: n, offset). */

@@ -2,14 +2,16 @@ import { describe, expect, test } from 'bun:test';
 import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import { Generator } from '../../random';
-import { onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { narrow } from '../layout/layout';
+import { onDevice, poisoned, randomData, testGpu, testNative } from '../../testing';
 import { uniformHash } from './counter-random';
 import { keptTokens } from './sampling.cpu';
 import { NON_FINITE_TOKEN, recordTokens, sampleTokens, type SamplingOptions } from './sampling';
 
 const gpu = await testGpu();
+const native = testNative();
 const cpu = getCpuDevice();
-const devices: Device[] = gpu ? [cpu, gpu] : [cpu];
+const devices: Device[] = [cpu, ...(native ? [native] : []), ...(gpu ? [gpu] : [])];
 
 /** Logits [rows, vocab] with a spread like a model's (a few large values, a long tail). */
 function logits(rows: number, vocab: number, seed: number): Float32Array {
@@ -107,6 +109,49 @@ describe('sampleTokens', () => {
       }
     });
   }
+
+  test.if(native !== null)('native: the reference tokens for every processor, with ties, -0, bf16 and a row offset (odd vocabularies)', async () => {
+    const options: SamplingOptions[] = [
+      {},
+      { doSample: true },
+      { doSample: true, temperature: 0.7 },
+      { doSample: true, topK: 1 },
+      { doSample: true, topK: 20 },
+      { doSample: true, topK: 4000 },
+      { doSample: true, topP: 0.6 },
+      { doSample: true, topP: 0.95 },
+      { doSample: true, minP: 0.05 },
+      { doSample: true, temperature: 1.3, topK: 50, topP: 0.9, minP: 0.02, repetitionPenalty: 1.3 },
+      { repetitionPenalty: 2 },
+    ];
+    for (const vocab of [777, 4099]) {
+      const rows = 3;
+      const random = logits(rows + 1, vocab, vocab);
+      // Half-unit steps: many equal values, so top-k's k-th value and top-p's groups hold ties.
+      const tied = random.map((v, i) => (i % 5 === 0 ? -0 : Math.round(v * 2) / 2));
+      const seen = Int32Array.from({ length: rows * vocab }, (_, i) => (i % 97 === 3 || i % vocab === 5 ? 1 : 0));
+      for (const [name, values] of [
+        ['random', random],
+        ['tied', tied],
+      ] as const) {
+        for (const dtype of ['f32', 'bf16'] as const) {
+          for (const option of options) {
+            for (const counterValue of [0, 1, 7]) {
+              const run = async (d: Device) => {
+                // Rows 1..3 of 4: the logits start at an offset into their storage.
+                const x = narrow(onDevice(values, [rows + 1, vocab], d, dtype), 0, 1, rows);
+                const counter = onDevice(Int32Array.of(counterValue), [1], d);
+                const seenT = option.repetitionPenalty ? onDevice(seen, [rows, vocab], d) : undefined;
+                return Array.from((await sampleTokens(x, { ...option, seed: 99, counter, counterOffset: 3, seen: seenT }).data()) as Int32Array);
+              };
+              const what = { vocab, name, dtype, option, counterValue };
+              expect({ ...what, got: await run(native!) }).toEqual({ ...what, got: await run(cpu) });
+            }
+          }
+        }
+      }
+    }
+  });
 
   test('the CPU draws follow the kept distribution (frequencies over 3000 counters)', async () => {
     const values = Float32Array.of(2, 1, 0.5, -1, 3, 0.2);

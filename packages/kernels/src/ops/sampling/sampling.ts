@@ -25,6 +25,7 @@ import { empty } from '../../creation';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { sampleTokensCpu, recordTokensCpu } from './sampling.cpu';
+import { sampleTokensNative } from './sampling.native';
 import { recordTokensGpu, sampleTokensGpu } from './sampling.wgsl';
 
 export { NON_FINITE_TOKEN } from './non-finite-token';
@@ -128,8 +129,9 @@ export function sampleTokens(logits: Tensor, options: SamplingOptions = {}): Ten
     seen: penalty !== 1 ? seen! : null,
   };
   const out = empty([rows], { dtype: 'i32', device: logits.device });
-  if (logits.device.kind === 'cpu') sampleTokensCpu(problem, out);
-  else sampleTokensGpu(logits.device, problem, out);
+  if (logits.device.kind === 'cpu') {
+    if (!logits.device.native || !sampleTokensNative(logits.device.native, problem, out)) sampleTokensCpu(problem, out);
+  } else sampleTokensGpu(logits.device, problem, out);
   return out;
 }
 
