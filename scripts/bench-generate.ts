@@ -11,7 +11,7 @@
 // weight textures. rss_bytes is the resident set when the row is printed, peak_rss_bytes the process's
 // high-water mark so far (getrusage maxrss: weights, Bun's heap, native buffers; run one --dtype per
 // process for that dtype's own peak). --model moe runs bench-moe (bench/moe.config.json) instead.
-// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N] [--prefill-only]
+// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N[,N…]] [--prefill-only]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -24,7 +24,8 @@ const arg = (name: string) => {
   return i >= 0 ? process.argv[i + 1] : undefined;
 };
 const dtypes = (arg('dtype') ? [arg('dtype')] : ['f32', 'bf16']) as FloatDType[];
-const depths = arg('depth') ? [Number(arg('depth'))] : [128, 512, 2048];
+const depths = arg('depth') ? arg('depth')!.split(',').map(Number) : [128, 512, 2048];
+if (depths.some((d) => !Number.isInteger(d) || d < 1)) throw new Error(`--depth must be positive integers separated by commas, got '${arg('depth')}'`);
 const reps = Number(process.env.BENCH_REPS ?? 3);
 const DECODE_TOKENS = 64;
 const SKIP = 3;

@@ -5,7 +5,8 @@
 # bench-moe (make-bench-gguf.py; needs python3 with numpy), and prints one JSON line per row:
 #   {"bench":"prefill"|"decode","engine":"llama.cpp","model":…,"dtype":…,"depth":…,"tokens_per_s":…,"peak_rss_bytes":…}
 # prefill: a 512-token prompt; decode: 64 tokens after DEPTH cached positions (128, 2048).
-# Usage: scripts/llama-cpp/bench.sh [WORK_DIR]   (default .cache/llama-cpp; THREADS default 2)
+# Usage: scripts/llama-cpp/bench.sh [WORK_DIR]   (default .cache/llama-cpp; THREADS default 2;
+#   BUILD_ONLY=1 stops after building llama-bench and writing the GGUFs, for scripts/llama-cpp/compare.ts)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -29,6 +30,7 @@ for model in small moe; do
   for dtype in f32 bf16; do
     gguf="$work/bench-$model-$dtype.gguf"
     [ -f "$gguf" ] || PYTHONPATH="$work/src/gguf-py" python3 "$here/make-bench-gguf.py" "$root/bench/$model.config.json" "$gguf" "$dtype"
+    [ "${BUILD_ONLY:-0}" = 1 ] && continue
     for run in "-p 512 -n 0" "-p 0 -n 64 -d 128" "-p 0 -n 64 -d 2048"; do
       # shellcheck disable=SC2086
       /usr/bin/time -f '%M' -o "$work/rss" "$work/src/build/bin/llama-bench" -m "$gguf" -t "$threads" -r 3 $run -o jsonl >"$work/rows" 2>/dev/null

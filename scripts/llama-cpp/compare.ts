@@ -1,0 +1,115 @@
+// Ours against llama.cpp, interleaved: each round runs our bench-generate rows for one dtype and then
+// llama-bench's for the same model and dtype, so both see the same minutes of a machine whose speed
+// drifts (a shared VM moved 2× between passes minutes apart). Both sides report their best of 3
+// (llama-bench's fastest sample), and the summary gives the median ratio over the rounds with its
+// range, for prefill 512 and decode at depths 128 and 2048 (2 threads unless THREADS is set).
+// Needs scripts/llama-cpp/bench.sh to have built llama-bench and the GGUFs (BUILD_ONLY=1 does only that).
+// One JSON line per measurement and per summary:
+//   {"bench":"compare","model":…,"dtype":…,"row":"prefill"|"decode","depth":…,"round":…,"ours":…,"llama_cpp":…,"ratio":…}
+//   {"bench":"compare_summary",…,"rounds":…,"ratio_median":…,"ratio_min":…,"ratio_max":…,"ours_median":…,"llama_cpp_median":…,"cpu":…}
+// Usage: bun scripts/llama-cpp/compare.ts [--model small|moe] [--dtype f32|bf16] [--rounds N] [--work DIR]
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = join(import.meta.dir, '..', '..');
+const arg = (name: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const model = arg('model') ?? 'small';
+if (model !== 'small' && model !== 'moe') throw new Error(`--model must be small or moe, got '${model}'`);
+const dtypes = arg('dtype') ? [arg('dtype')!] : ['f32', 'bf16'];
+if (dtypes.some((d) => d !== 'f32' && d !== 'bf16')) throw new Error(`--dtype must be f32 or bf16, got '${arg('dtype')}'`);
+const rounds = Number(arg('rounds') ?? 3);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got '${arg('rounds')}'`);
+const work = arg('work') ?? join(root, '.cache', 'llama-cpp');
+const threads = process.env.THREADS ?? '2';
+const llamaBench = join(work, 'src', 'build', 'bin', 'llama-bench');
+if (!existsSync(llamaBench)) throw new Error(`${llamaBench} is missing: run BUILD_ONLY=1 scripts/llama-cpp/bench.sh first`);
+
+type Row = { row: 'prefill' | 'decode'; depth: number };
+const ROWS: Row[] = [
+  { row: 'prefill', depth: 512 },
+  { row: 'decode', depth: 128 },
+  { row: 'decode', depth: 2048 },
+];
+const key = (dtype: string, r: Row) => `${dtype} ${r.row} ${r.depth}`;
+
+function run(cmd: string[], env: Record<string, string> = {}): string {
+  const p = Bun.spawnSync(cmd, { cwd: root, env: { ...process.env, ...env }, stderr: 'pipe' });
+  if (p.exitCode !== 0) throw new Error(`${cmd.join(' ')} failed (exit ${p.exitCode}): ${p.stderr.toString().slice(-2000)}`);
+  return p.stdout.toString();
+}
+const jsonLines = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+
+/** Our tokens/s per row (bench-generate: best of 3 after a warm-up). */
+function ours(dtype: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const rows = jsonLines(run(['bun', 'scripts/bench-generate.ts', '--model', model, '--dtype', dtype, '--depth', '128,2048'], { NEMOTRON_THREADS: threads }));
+  for (const r of rows) out.set(`${dtype} ${r.bench} ${r.depth}`, r.tokens_per_s as number);
+  return out;
+}
+
+let cpu = '';
+/** llama.cpp's tokens/s per row: the fastest of 3 samples, like ours. */
+function llama(dtype: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const gguf = join(work, `bench-${model}-${dtype}.gguf`);
+  for (const r of ROWS) {
+    const shape = r.row === 'prefill' ? ['-p', '512', '-n', '0'] : ['-p', '0', '-n', '64', '-d', String(r.depth)];
+    const [row] = jsonLines(run([llamaBench, '-m', gguf, '-t', threads, '-r', '3', ...shape, '-o', 'jsonl']));
+    cpu = String(row!.cpu_info);
+    out.set(key(dtype, r), Math.max(...(row!.samples_ts as number[])));
+  }
+  return out;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const round2 = (v: number) => Math.round(v * 100) / 100;
+const seen = new Map<string, { ours: number[]; llama: number[]; ratio: number[] }>();
+for (let i = 0; i < rounds; i++) {
+  for (const dtype of dtypes) {
+    const a = ours(dtype);
+    const b = llama(dtype);
+    for (const r of ROWS) {
+      const k = key(dtype, r);
+      const o = a.get(k);
+      const l = b.get(k);
+      if (o === undefined || l === undefined) throw new Error(`no ${k} row from ${o === undefined ? 'bench-generate' : 'llama-bench'}`);
+      const s = seen.get(k) ?? { ours: [], llama: [], ratio: [] };
+      s.ours.push(o);
+      s.llama.push(l);
+      s.ratio.push(o / l);
+      seen.set(k, s);
+      console.log(JSON.stringify({ bench: 'compare', model: `bench-${model}`, dtype, ...r, round: i, ours: o, llama_cpp: round2(l), ratio: round2(o / l) }));
+    }
+  }
+}
+for (const dtype of dtypes) {
+  for (const r of ROWS) {
+    const s = seen.get(key(dtype, r))!;
+    console.log(
+      JSON.stringify({
+        bench: 'compare_summary',
+        model: `bench-${model}`,
+        dtype,
+        ...r,
+        threads: Number(threads),
+        rounds,
+        ratio_median: round2(median(s.ratio)),
+        ratio_min: round2(Math.min(...s.ratio)),
+        ratio_max: round2(Math.max(...s.ratio)),
+        ours_median: round2(median(s.ours)),
+        llama_cpp_median: round2(median(s.llama)),
+        cpu,
+      }),
+    );
+  }
+}
