@@ -7,7 +7,9 @@
 // One JSON line per measurement and per summary:
 //   {"bench":"compare","model":…,"dtype":…,"row":"prefill"|"decode","depth":…,"round":…,"ours":…,"llama_cpp":…,"ratio":…}
 //   {"bench":"compare_summary",…,"rounds":…,"ratio_median":…,"ratio_min":…,"ratio_max":…,"ours_median":…,"llama_cpp_median":…,"cpu":…}
-// Usage: bun scripts/llama-cpp/compare.ts [--model small|moe] [--dtype f32|bf16] [--rounds N] [--work DIR]
+// --busy N runs N busy-looping processes at nice 10 meanwhile, the same for both sides: a host shared
+// with other work (a build, another job), where threads that spin at barriers lose their core.
+// Usage: bun scripts/llama-cpp/compare.ts [--model small|moe] [--dtype f32|bf16] [--rounds N] [--busy N] [--work DIR]
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -22,6 +24,8 @@ const dtypes = arg('dtype') ? [arg('dtype')!] : ['f32', 'bf16'];
 if (dtypes.some((d) => d !== 'f32' && d !== 'bf16')) throw new Error(`--dtype must be f32 or bf16, got '${arg('dtype')}'`);
 const rounds = Number(arg('rounds') ?? 3);
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got '${arg('rounds')}'`);
+const busy = Number(arg('busy') ?? 0);
+if (!Number.isInteger(busy) || busy < 0) throw new Error(`--busy must be an integer ≥ 0, got '${arg('busy')}'`);
 const work = arg('work') ?? join(root, '.cache', 'llama-cpp');
 const threads = process.env.THREADS ?? '2';
 const llamaBench = join(work, 'src', 'build', 'bin', 'llama-bench');
@@ -74,23 +78,33 @@ const median = (xs: number[]) => {
 };
 const round2 = (v: number) => Math.round(v * 100) / 100;
 const seen = new Map<string, { ours: number[]; llama: number[]; ratio: number[] }>();
-for (let i = 0; i < rounds; i++) {
-  for (const dtype of dtypes) {
-    const a = ours(dtype);
-    const b = llama(dtype);
-    for (const r of ROWS) {
-      const k = key(dtype, r);
-      const o = a.get(k);
-      const l = b.get(k);
-      if (o === undefined || l === undefined) throw new Error(`no ${k} row from ${o === undefined ? 'bench-generate' : 'llama-bench'}`);
-      const s = seen.get(k) ?? { ours: [], llama: [], ratio: [] };
-      s.ours.push(o);
-      s.llama.push(l);
-      s.ratio.push(o / l);
-      seen.set(k, s);
-      console.log(JSON.stringify({ bench: 'compare', model: `bench-${model}`, dtype, ...r, round: i, ours: o, llama_cpp: round2(l), ratio: round2(o / l) }));
+const spinners = Array.from({ length: busy }, () => Bun.spawn(['nice', '-n', '10', process.execPath, '-e', 'for (;;) {}'], { stdout: 'ignore' }));
+const stopSpinners = () => {
+  for (const p of spinners) p.kill();
+};
+process.on('exit', stopSpinners);
+process.on('SIGINT', () => process.exit(130));
+try {
+  for (let i = 0; i < rounds; i++) {
+    for (const dtype of dtypes) {
+      const a = ours(dtype);
+      const b = llama(dtype);
+      for (const r of ROWS) {
+        const k = key(dtype, r);
+        const o = a.get(k);
+        const l = b.get(k);
+        if (o === undefined || l === undefined) throw new Error(`no ${k} row from ${o === undefined ? 'bench-generate' : 'llama-bench'}`);
+        const s = seen.get(k) ?? { ours: [], llama: [], ratio: [] };
+        s.ours.push(o);
+        s.llama.push(l);
+        s.ratio.push(o / l);
+        seen.set(k, s);
+        console.log(JSON.stringify({ bench: 'compare', model: `bench-${model}`, dtype, ...r, round: i, ours: o, llama_cpp: round2(l), ratio: round2(o / l) }));
+      }
     }
   }
+} finally {
+  stopSpinners();
 }
 for (const dtype of dtypes) {
   for (const r of ROWS) {
@@ -102,6 +116,7 @@ for (const dtype of dtypes) {
         dtype,
         ...r,
         threads: Number(threads),
+        busy,
         rounds,
         ratio_median: round2(median(s.ratio)),
         ratio_min: round2(Math.min(...s.ratio)),

@@ -422,6 +422,103 @@ static void gemv_phase(member_t *m, const segment_t *segs, int nsegs, const floa
   phase_end(m);
 }
 
+/* ---- attention over the cache ---------------------------------------------------------------- */
+
+#if BF16_PAIRS
+/* Lane t of the result is the sum of a_t's lanes (eight horizontal sums for the price of ~one). */
+static inline __m256 reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+#endif
+
+/*
+ * scores[r][j] = q_r · K_j for `rows` query rows (row stride d) against keys [0, n) (row stride d),
+ * −∞ where the mask is 0; max[r] the row's largest. Eight keys at a time per query row: eight
+ * accumulators reduced together, the eight key rows (2 KiB at d = 64) staying in L1 across the rows.
+ */
+static void attention_scores(const float *qs, int64_t rows, int64_t d, const float *K, int64_t n, const float *mask, float *scores, float *max) {
+  int64_t j = 0;
+#if BF16_PAIRS
+  if (d % 8 == 0)
+    for (; j + 8 <= n; j += 8) {
+      const float *k0 = K + j * d;
+      for (int64_t r = 0; r < rows; r++) {
+        const float *q = qs + r * d;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int64_t i = 0; i < d; i += 8) {
+          __m256 qv = _mm256_loadu_ps(q + i);
+          a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+          a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d + i), a1);
+          a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * d + i), a2);
+          a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * d + i), a3);
+          a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 4 * d + i), a4);
+          a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 5 * d + i), a5);
+          a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 6 * d + i), a6);
+          a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 7 * d + i), a7);
+        }
+        _mm256_storeu_ps(scores + r * n + j, reduce8(a0, a1, a2, a3, a4, a5, a6, a7));
+      }
+    }
+#endif
+  for (; j < n; j++)
+    for (int64_t r = 0; r < rows; r++) scores[r * n + j] = dot1(qs + r * d, K + j * d, DT_F32, d);
+  for (int64_t r = 0; r < rows; r++) {
+    float *sr = scores + r * n, m = -INFINITY;
+    for (int64_t k = 0; k < n; k++) {
+      if (mask && mask[k] == 0.0f) sr[k] = -INFINITY;
+      if (sr[k] > m) m = sr[k];
+    }
+    max[r] = m;
+  }
+}
+
+/*
+ * o_r = Σ_j w[r][j] · V_j over unmasked keys, for the rows with a finite max. Keys go in blocks
+ * whose value rows stay in L1 while every query row passes over them; a row's output slice is kept
+ * in registers (eight vectors) across a block instead of being loaded and stored per key.
+ */
+enum { VALUE_BLOCK = 64 };
+static void attention_values(const float *w, int64_t rows, const float *max, int64_t d, const float *V, int64_t n, const float *mask, float *out) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t i = 0; i < d; i++) out[r * d + i] = 0.0f;
+  for (int64_t j0 = 0; j0 < n; j0 += VALUE_BLOCK) {
+    int64_t j1 = j0 + VALUE_BLOCK < n ? j0 + VALUE_BLOCK : n;
+    for (int64_t r = 0; r < rows; r++) {
+      if (max[r] == -INFINITY) continue;
+      const float *wr = w + r * n;
+      float *o = out + r * d;
+      int64_t c = 0;
+      for (; c + 8 * VLEN <= d; c += 8 * VLEN) {
+        vf a0 = vload(o + c), a1 = vload(o + c + VLEN), a2 = vload(o + c + 2 * VLEN), a3 = vload(o + c + 3 * VLEN);
+        vf a4 = vload(o + c + 4 * VLEN), a5 = vload(o + c + 5 * VLEN), a6 = vload(o + c + 6 * VLEN), a7 = vload(o + c + 7 * VLEN);
+        for (int64_t j = j0; j < j1; j++) {
+          if (mask && mask[j] == 0.0f) continue;
+          const float *v = V + j * d + c;
+          vf vw = vbroadcast(wr[j]);
+          a0 += vw * vload(v); a1 += vw * vload(v + VLEN); a2 += vw * vload(v + 2 * VLEN); a3 += vw * vload(v + 3 * VLEN);
+          a4 += vw * vload(v + 4 * VLEN); a5 += vw * vload(v + 5 * VLEN); a6 += vw * vload(v + 6 * VLEN); a7 += vw * vload(v + 7 * VLEN);
+        }
+        vstore(o + c, a0); vstore(o + c + VLEN, a1); vstore(o + c + 2 * VLEN, a2); vstore(o + c + 3 * VLEN, a3);
+        vstore(o + c + 4 * VLEN, a4); vstore(o + c + 5 * VLEN, a5); vstore(o + c + 6 * VLEN, a6); vstore(o + c + 7 * VLEN, a7);
+      }
+      for (; c + VLEN <= d; c += VLEN) {
+        vf a = vload(o + c);
+        for (int64_t j = j0; j < j1; j++)
+          if (!mask || mask[j] != 0.0f) a += vbroadcast(wr[j]) * vload(V + j * d + c);
+        vstore(o + c, a);
+      }
+      for (; c < d; c++) {
+        float a = o[c];
+        for (int64_t j = j0; j < j1; j++)
+          if (!mask || mask[j] != 0.0f) a += wr[j] * V[j * d + c];
+        o[c] = a;
+      }
+    }
+  }
+}
+
 /* xn = w ⊙ h / rms(h), on the calling thread into its own buffer. */
 static void rms_norm(const float *h, const void *w, int wdt, float eps, int64_t n, float *xn) {
   float ss = 0.0f;
@@ -552,45 +649,22 @@ static void attention_layer(member_t *m, const double *L, const scratch_t *s, fl
     if (r0 >= r1) continue;
     int64_t rows = r1 - r0;
     const float *K = kc + g * cap * d, *V = vc + g * cap * d;
-    float qs[rows][d], max[rows], sum[rows];
+    float qs[rows * d], max[rows];
     for (int64_t r = 0; r < rows; r++) {
       const float *q = s->b + (g * group + r0 + r) * d;
-      for (int64_t i = 0; i < d; i++) qs[r][i] = q[i] * scale;
-      max[r] = -INFINITY;
-      sum[r] = 0.0f;
+      for (int64_t i = 0; i < d; i++) qs[r * d + i] = q[i] * scale;
     }
-    for (int64_t j = 0; j < keys; j++) {
-      int masked = mask && mask[j] == 0.0f;
-      for (int64_t r = 0; r < rows; r++) {
-        float v = masked ? -INFINITY : dot1(qs[r], K + j * d, DT_F32, d);
-        scores[r * keys + j] = v;
-        if (v > max[r]) max[r] = v;
-      }
-    }
+    /* The item's heads are consecutive, so their outputs are one [rows, d] block of y. */
+    float *o = s->y + (g * group + r0) * d;
+    attention_scores(qs, rows, d, K, keys, mask, scores, max);
+    float inv[rows];
     for (int64_t r = 0; r < rows; r++) {
-      float *o = s->y + (g * group + r0 + r) * d;
-      for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
+      float sum = max[r] > -INFINITY ? softmax_weights(scores + r * keys, keys, max[r]) : 0.0f;
+      inv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
     }
+    attention_values(scores, rows, max, d, V, keys, mask, o);
     for (int64_t r = 0; r < rows; r++)
-      if (max[r] > -INFINITY) sum[r] = softmax_weights(scores + r * keys, keys, max[r]);
-    for (int64_t j = 0; j < keys; j++) {
-      if (mask && mask[j] == 0.0f) continue;
-      const float *vr = V + j * d;
-      for (int64_t r = 0; r < rows; r++) {
-        if (max[r] == -INFINITY) continue;
-        float w = scores[r * keys + j];
-        float *o = s->y + (g * group + r0 + r) * d;
-        int64_t i = 0;
-        vf vw = vbroadcast(w);
-        for (; i + VLEN <= d; i += VLEN) vstore(o + i, vload(o + i) + vw * vload(vr + i));
-        for (; i < d; i++) o[i] += w * vr[i];
-      }
-    }
-    for (int64_t r = 0; r < rows; r++) {
-      float *o = s->y + (g * group + r0 + r) * d;
-      float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
-      for (int64_t i = 0; i < d; i++) o[i] = sum[r] > 0.0f ? o[i] * inv : 0.0f;
-    }
+      for (int64_t i = 0; i < d; i++) o[r * d + i] = inv[r] > 0.0f ? o[r * d + i] * inv[r] : 0.0f;
   }
   phase_end(m);
 

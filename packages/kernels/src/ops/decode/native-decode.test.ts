@@ -183,6 +183,21 @@ const cases: Case[] = [
   // Rows of ≥ 4 KiB take the four-rows-at-once GEMV (shorter ones stream one row at a time).
   { name: 'f32, rows of 4 KiB and more', dtype: 'f32', pattern: 'M*-', hidden: 1030, heads: 4, kvHeads: 2, headDim: 16, bias: true, mask: false, past: 3 },
   { name: 'bf16, rows of 4 KiB and more', dtype: 'bf16', pattern: '-*M', hidden: 2051, heads: 4, kvHeads: 2, headDim: 16, bias: false, mask: false, past: 3 },
+  // Longer caches: keys in blocks of 8 and a remainder; head dims of 8 + 1 vectors, 8 vectors, and not a multiple of 8.
+  {
+    name: 'f32, 38+ keys, head dim 72, 4 heads per KV head, key mask',
+    dtype: 'f32',
+    pattern: '*-*',
+    hidden: 45,
+    heads: 8,
+    kvHeads: 2,
+    headDim: 72,
+    bias: false,
+    mask: true,
+    past: 37,
+  },
+  { name: 'bf16, 22+ keys, head dim 64', dtype: 'bf16', pattern: 'M*', hidden: 37, heads: 4, kvHeads: 1, headDim: 64, bias: false, mask: false, past: 21 },
+  { name: 'f32, 31+ keys, head dim 20', dtype: 'f32', pattern: '*', hidden: 37, heads: 6, kvHeads: 3, headDim: 20, bias: true, mask: true, past: 30 },
   // 17 projections in the q/k/v phase (more than the 8 the step once had room for).
   { name: 'f32, 8 KV heads', dtype: 'f32', pattern: '*-', hidden: 37, heads: 8, kvHeads: 8, headDim: 5, bias: true, mask: false, past: 2 },
   { name: 'f32, MoE, odd sizes', dtype: 'f32', pattern: 'ME*E', hidden: 37, heads: 6, kvHeads: 2, headDim: 12, bias: false, mask: false, past: 2 },
