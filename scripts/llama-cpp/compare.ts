@@ -5,12 +5,17 @@
 // range, for prefill 512 and decode at depths 128 and 2048 (2 threads unless THREADS is set).
 // Needs scripts/llama-cpp/bench.sh to have built llama-bench and the GGUFs (BUILD_ONLY=1 does only that).
 // One JSON line per measurement and per summary:
-//   {"bench":"compare","model":…,"dtype":…,"row":"prefill"|"decode","depth":…,"round":…,"ours":…,"llama_cpp":…,"ratio":…}
-//   {"bench":"compare_summary",…,"rounds":…,"ratio_median":…,"ratio_min":…,"ratio_max":…,"ours_median":…,"llama_cpp_median":…,"cpu":…}
+//   {"bench":"compare","model":…,"dtype":…,"row":"prefill"|"decode","depth":…,"round":…,"ours":…,"llama_cpp":…,"ratio":…,
+//    "ours_peak_rss_mib":…,"llama_cpp_peak_rss_mib":…}
+//   {"bench":"compare_summary",…,"rounds":…,"ratio_median":…,"ratio_min":…,"ratio_max":…,"ours_median":…,"llama_cpp_median":…,
+//    "rss_ratio_max":…,"cpu":…}
+// Peak RSS: ours is the bench process's high-water mark when the row is printed (a decode row's
+// includes its prompt's prefill, as llama-bench's -d does), llama.cpp's that of the llama-bench run for
+// the row (GNU time's %M).
 // --busy N runs N busy-looping processes at nice 10 meanwhile, the same for both sides: a host shared
 // with other work (a build, another job), where threads that spin at barriers lose their core.
 // Usage: bun scripts/llama-cpp/compare.ts [--model small|moe] [--dtype f32|bf16] [--rounds N] [--busy N] [--work DIR]
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = join(import.meta.dir, '..', '..');
@@ -32,6 +37,7 @@ const llamaBench = join(work, 'src', 'build', 'bin', 'llama-bench');
 if (!existsSync(llamaBench)) throw new Error(`${llamaBench} is missing: run BUILD_ONLY=1 scripts/llama-cpp/bench.sh first`);
 
 type Row = { row: 'prefill' | 'decode'; depth: number };
+type Measured = { tokensPerS: number; peakRssMiB: number };
 const ROWS: Row[] = [
   { row: 'prefill', depth: 512 },
   { row: 'decode', depth: 128 },
@@ -50,24 +56,27 @@ const jsonLines = (text: string) =>
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
-/** Our tokens/s per row (bench-generate: best of 3 after a warm-up). */
-function ours(dtype: string): Map<string, number> {
-  const out = new Map<string, number>();
+const MIB = 1024 * 1024;
+/** Our tokens/s per row (bench-generate: best of 3 after a warm-up) and the peak RSS so far. */
+function ours(dtype: string): Map<string, Measured> {
+  const out = new Map<string, Measured>();
   const rows = jsonLines(run(['bun', 'scripts/bench-generate.ts', '--model', model, '--dtype', dtype, '--depth', '128,2048'], { NEMOTRON_THREADS: threads }));
-  for (const r of rows) out.set(`${dtype} ${r.bench} ${r.depth}`, r.tokens_per_s as number);
+  for (const r of rows) out.set(`${dtype} ${r.bench} ${r.depth}`, { tokensPerS: r.tokens_per_s as number, peakRssMiB: (r.peak_rss_bytes as number) / MIB });
   return out;
 }
 
 let cpu = '';
-/** llama.cpp's tokens/s per row: the fastest of 3 samples, like ours. */
-function llama(dtype: string): Map<string, number> {
-  const out = new Map<string, number>();
+/** llama.cpp's tokens/s per row (the fastest of 3 samples, like ours) and the run's peak RSS. */
+function llama(dtype: string): Map<string, Measured> {
+  const out = new Map<string, Measured>();
   const gguf = join(work, `bench-${model}-${dtype}.gguf`);
+  const rssFile = join(work, 'compare-rss');
   for (const r of ROWS) {
     const shape = r.row === 'prefill' ? ['-p', '512', '-n', '0'] : ['-p', '0', '-n', '64', '-d', String(r.depth)];
-    const [row] = jsonLines(run([llamaBench, '-m', gguf, '-t', threads, '-r', '3', ...shape, '-o', 'jsonl']));
+    const [row] = jsonLines(run(['/usr/bin/time', '-f', '%M', '-o', rssFile, llamaBench, '-m', gguf, '-t', threads, '-r', '3', ...shape, '-o', 'jsonl']));
     cpu = String(row!.cpu_info);
-    out.set(key(dtype, r), Math.max(...(row!.samples_ts as number[])));
+    const rssKiB = Number(readFileSync(rssFile, 'utf8').trim().split(/\s+/).at(-1));
+    out.set(key(dtype, r), { tokensPerS: Math.max(...(row!.samples_ts as number[])), peakRssMiB: rssKiB / 1024 });
   }
   return out;
 }
@@ -77,7 +86,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const round2 = (v: number) => Math.round(v * 100) / 100;
-const seen = new Map<string, { ours: number[]; llama: number[]; ratio: number[] }>();
+const seen = new Map<string, { ours: number[]; llama: number[]; ratio: number[]; rssRatio: number[] }>();
 const spinners = Array.from({ length: busy }, () => Bun.spawn(['nice', '-n', '10', process.execPath, '-e', 'for (;;) {}'], { stdout: 'ignore' }));
 const stopSpinners = () => {
   for (const p of spinners) p.kill();
@@ -94,12 +103,26 @@ try {
         const o = a.get(k);
         const l = b.get(k);
         if (o === undefined || l === undefined) throw new Error(`no ${k} row from ${o === undefined ? 'bench-generate' : 'llama-bench'}`);
-        const s = seen.get(k) ?? { ours: [], llama: [], ratio: [] };
-        s.ours.push(o);
-        s.llama.push(l);
-        s.ratio.push(o / l);
+        const s = seen.get(k) ?? { ours: [], llama: [], ratio: [], rssRatio: [] };
+        s.ours.push(o.tokensPerS);
+        s.llama.push(l.tokensPerS);
+        s.ratio.push(o.tokensPerS / l.tokensPerS);
+        s.rssRatio.push(o.peakRssMiB / l.peakRssMiB);
         seen.set(k, s);
-        console.log(JSON.stringify({ bench: 'compare', model: `bench-${model}`, dtype, ...r, round: i, ours: o, llama_cpp: round2(l), ratio: round2(o / l) }));
+        console.log(
+          JSON.stringify({
+            bench: 'compare',
+            model: `bench-${model}`,
+            dtype,
+            ...r,
+            round: i,
+            ours: o.tokensPerS,
+            llama_cpp: round2(l.tokensPerS),
+            ratio: round2(o.tokensPerS / l.tokensPerS),
+            ours_peak_rss_mib: Math.round(o.peakRssMiB),
+            llama_cpp_peak_rss_mib: Math.round(l.peakRssMiB),
+          }),
+        );
       }
     }
   }
@@ -123,6 +146,7 @@ for (const dtype of dtypes) {
         ratio_max: round2(Math.max(...s.ratio)),
         ours_median: round2(median(s.ours)),
         llama_cpp_median: round2(median(s.llama)),
+        rss_ratio_max: round2(Math.max(...s.rssRatio)),
         cpu,
       }),
     );
