@@ -4,10 +4,11 @@
  * HF_HUB_OFFLINE, HF_HUB_CACHE / HF_HOME, HF_HUB_DISABLE_PROGRESS_BARS.
  */
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { HUB_URL } from '@huggingface/hub';
-import { defaultHubCacheDir } from './repo-cache';
+import { defaultHubCacheDir, huggingFaceHome } from './repo-cache';
+
+/** huggingface_hub's default endpoint (the JS library's HUB_URL, not imported here: see hub-library.ts). */
+const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
 /** Explicit settings; each overrides its environment variable. */
 export interface HubSettingsOptions {
@@ -35,7 +36,7 @@ export function envFlag(name: string): boolean {
 /** Options merged over the environment (read at call time). */
 export function hubSettings(options: HubSettingsOptions = {}): HubSettings {
   return {
-    endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? HUB_URL).replace(/\/+$/, ''),
+    endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, ''),
     token: options.token ?? (process.env.HF_TOKEN || process.env.HUGGING_FACE_HUB_TOKEN || storedToken()),
     offline: options.localFilesOnly ?? envFlag('HF_HUB_OFFLINE'),
     cacheDir: options.cacheDir ?? defaultHubCacheDir(),
@@ -45,7 +46,7 @@ export function hubSettings(options: HubSettingsOptions = {}): HubSettings {
 
 /** The token saved by `huggingface-cli login` (HF_TOKEN_PATH, else <HF_HOME>/token). */
 function storedToken(): string | undefined {
-  const home = process.env.HF_HOME ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
+  const home = huggingFaceHome();
   const path = process.env.HF_TOKEN_PATH ?? join(home, 'token');
   try {
     return readFileSync(path, 'utf8').trim() || undefined;

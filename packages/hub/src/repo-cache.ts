@@ -7,17 +7,25 @@
  *       snapshots/<commit>/<path>         relative symlinks into blobs/
  *     <cache>/.locks/models--<org>--<name>/<etag>.lock   held while a blob is being downloaded
  *
- * The cache folder is `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+ * The cache folder is `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `HF_HOME/hub`, else
+ * `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub` (huggingface_hub's order; the JS
+ * library's getHFHubCachePath and getRepoFolderName are these two lines, written here so that reading
+ * the cache does not load the library: see hub-library.ts).
  */
 import { copyFile, lstat, mkdir, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
-import { getHFHubCachePath, getRepoFolderName } from '@huggingface/hub';
 import { writeFileAtomically } from './atomic-file';
 import { checkRevision, isCommitHash } from './repo-id';
 
+/** `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface` (read at call time). */
+export function huggingFaceHome(): string {
+  return process.env.HF_HOME ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
+}
+
 /** The hub cache folder from the environment (read at call time). */
 export function defaultHubCacheDir(): string {
-  return getHFHubCachePath();
+  return process.env.HF_HUB_CACHE ?? process.env.HUGGINGFACE_HUB_CACHE ?? join(huggingFaceHome(), 'hub');
 }
 
 /** An etag as a blob name: without weak marker and quotes. */
@@ -34,7 +42,7 @@ export class RepoCache {
     readonly cacheDir: string,
     readonly repoId: string,
   ) {
-    this.folder = join(cacheDir, getRepoFolderName({ type: 'model', name: repoId }));
+    this.folder = join(cacheDir, ['models', ...repoId.split('/')].join('--'));
   }
 
   blobPath(etag: string): string {
