@@ -1,5 +1,5 @@
 // Native CPU kernel benchmarks, one JSON line each: the memory-bandwidth ceiling (STREAM-like read
-// and copy over 256 MiB), and the GEMM/GEMV shapes of bench-small (prefill 512 tokens, decode 1
+// and copy over 256 MiB), the multiply-add peak of the threads (register-only FMAs), and the GEMM/GEMV shapes of bench-small (prefill 512 tokens, decode 1
 // token) through `linear` with bf16 weights (our kernels) and f32 weights twice for the GEMM shapes:
 // our kernels (`kernel: "own"`) and the distro's OpenBLAS when it loads (`apt-get install -y
 // libopenblas0-pthread`), so both are compared on one machine in one run; then the GEMV of the
@@ -39,6 +39,12 @@ const readMs = best(() => lib.symbols.nt_stream_read(src, n));
 emit({ bench: 'stream_read', mib: 256, ms: round(readMs, 2), GBps: round((n * 4) / readMs / 1e6) });
 const copyMs = best(() => lib.symbols.nt_stream_copy(dst, src, n));
 emit({ bench: 'stream_copy', mib: 256, ms: round(copyMs, 2), GBps: round((n * 8) / copyMs / 1e6) });
+// Compute ceiling: register-only multiply-adds on every thread (no GEMM can run faster).
+let fmaFlops = 0;
+const fmaMs = best(() => {
+  fmaFlops = lib.symbols.nt_fma_peak(2e6);
+});
+emit({ bench: 'fma_peak', ms: round(fmaMs, 2), GFLOPs: round(fmaFlops / fmaMs / 1e6) });
 
 // GEMM / GEMV through `linear` (the op the model calls), f32 and bf16 weights.
 const shapes = [

@@ -24,3 +24,29 @@ EXPORT void nt_stream_copy(float *dst, const float *src, double n_) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) dst[i] = src[i];
 }
+
+/*
+ * The cores' multiply-add peak: each thread runs `iters` rounds of 12 independent vector FMA chains
+ * (more than latency × pipes on current x86 and Arm cores), on registers only. Returns the
+ * floating-point operations done (2 per lane per FMA, all threads), the ceiling every GEMM rate is
+ * measured against.
+ */
+static volatile float fma_sink;
+EXPORT double nt_fma_peak(double iters_) {
+  int64_t iters = (int64_t)iters_;
+  double flops = 0.0;
+#pragma omp parallel reduction(+ : flops)
+  {
+    vf a[12], m = vbroadcast(0.999999f), c = vbroadcast(1e-7f);
+    for (int i = 0; i < 12; i++) a[i] = vbroadcast((float)(i + omp_thread_id()));
+    for (int64_t r = 0; r < iters; r++) {
+#pragma GCC unroll 12
+      for (int i = 0; i < 12; i++) a[i] = a[i] * m + c;
+    }
+    vf s = a[0];
+    for (int i = 1; i < 12; i++) s += a[i];
+    fma_sink = vsum(s);
+    flops += (double)iters * 12 * VLEN * 2;
+  }
+  return flops;
+}

@@ -57,6 +57,7 @@ const SYMBOLS = {
   nt_sample_tokens: { args: ['ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_stream_read: { args: ['ptr', 'f64'], returns: 'f32' },
   nt_stream_copy: { args: ['ptr', 'ptr', 'f64'], returns: 'void' },
+  nt_fma_peak: { args: ['f64'], returns: 'f64' },
 } as const;
 
 type Buffers = ArrayBufferLike | ArrayBufferView | null;
@@ -191,6 +192,8 @@ export interface NativeSymbols {
   ): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;
+  /** Rounds of register-only multiply-adds on every thread; returns the floating-point operations done. */
+  nt_fma_peak(iters: number): number;
 }
 
 export class NativeKernels {
