@@ -302,6 +302,33 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
       { rtol: 2e-5, what: 'ssdScan chunks' },
     );
   });
+  test('ssdScan backward with one group split across threads, documents starting on a chunk start', async () => {
+    // One group of 4 heads in one row on 2 threads: the heads are split in two slices summed into dB and dC;
+    // 70 positions are chunks of 32, 32 and 6; documents start at 32 (a chunk start) and 45.
+    const [bb, ll, hh, pp, gg, nn] = [1, 70, 4, 16, 1, 67];
+    const inputs = [
+      { values: randomData([bb, ll, hh, pp], 51), shape: [bb, ll, hh, pp] },
+      { values: randomData([bb, ll, hh], 52, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
+      { values: randomData([hh], 53).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
+      { values: randomData([bb, ll, gg, nn], 54), shape: [bb, ll, gg, nn] },
+      { values: randomData([bb, ll, gg, nn], 55), shape: [bb, ll, gg, nn] },
+      { values: randomData([hh], 56), shape: [hh] },
+      { values: randomData([bb, hh, pp, nn], 57), shape: [bb, hh, pp, nn] },
+    ];
+    await expectBackwardMatches(
+      native!,
+      (x, dt, A, B, C, D, init) => {
+        const seqIdx = tensor(
+          Int32Array.from({ length: bb * ll }, (_, i) => (i < 32 ? 0 : i < 45 ? 1 : 2)),
+          [bb, ll],
+          { device: x!.device },
+        );
+        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 16, D, initialState: init, seqIdx }).y;
+      },
+      inputs,
+      { rtol: 2e-5, what: 'ssdScan one group' },
+    );
+  });
   test('rmsNorm and groupedGatedRmsNorm backward', async () => {
     await expectBackwardMatches(
       native!,
