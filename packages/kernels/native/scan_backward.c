@@ -13,40 +13,11 @@
  * threads write one element and the result does not depend on timing.
  */
 #include "native.h"
+#include "ssd_chunk.h"
 #include "tile_gemm.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-/* Positions per chunk: the Q×Q tiles stay small next to the P×N products that dominate. */
-enum { SCAN_BWD_CHUNK = 32 };
-
-static inline float read_param(const void *p, int dtype, int64_t i) {
-  return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-
-/* A chunk's positions [t0, t0+q): their dt, inclusive log-decay sums and document segments (0 = continues the incoming state). */
-typedef struct {
-  int64_t t0, q;
-  float dt[SCAN_BWD_CHUNK];
-  double cum[SCAN_BWD_CHUNK];
-  int seg[SCAN_BWD_CHUNK];
-} chunk_t;
-
-static void chunk_setup(chunk_t *k, int64_t c, int64_t length, const float *dt_row, int64_t dt_stride, float a, const int32_t *ids) {
-  k->t0 = c * SCAN_BWD_CHUNK;
-  k->q = length - k->t0 < SCAN_BWD_CHUNK ? length - k->t0 : SCAN_BWD_CHUNK;
-  double run = 0.0;
-  int seg = 0;
-  for (int64_t i = 0; i < k->q; i++) {
-    int64_t t = k->t0 + i;
-    k->dt[i] = dt_row[t * dt_stride];
-    run += (double)k->dt[i] * a;
-    k->cum[i] = run;
-    if (ids && t > 0 && ids[t] != ids[t - 1]) seg++;
-    k->seg[i] = seg;
-  }
-}
 
 /* Per-thread scratch, sized for one (batch, head) task. */
 typedef struct {
@@ -57,7 +28,7 @@ typedef struct {
 } scratch_t;
 
 static int scratch_alloc(scratch_t *s, int64_t chunks, int64_t hd, int64_t sd) {
-  const int64_t Q = SCAN_BWD_CHUNK, ps = hd * sd;
+  const int64_t Q = SSD_CHUNK, ps = hd * sd;
   s->marks = malloc(sizeof(float) * (size_t)(chunks * ps));
   s->dS = malloc(sizeof(float) * (size_t)ps);
   s->dSn = malloc(sizeof(float) * (size_t)ps);
@@ -108,11 +79,6 @@ static double dot_f64(const float *a, const float *b, int64_t n) {
   return r;
 }
 
-/* Rows [t0, t0+q) of a strided operand into a dense [q][w] tile. */
-static void gather_rows(float *dst, const float *src, int64_t stride, int64_t q, int64_t w) {
-  for (int64_t i = 0; i < q; i++) memcpy(dst + i * w, src + i * stride, sizeof(float) * (size_t)w);
-}
-
 /* marks[c] = the state entering chunk c (marks[0] = the initial state, already there). */
 static void forward_marks(const task_t *k, int64_t chunks, scratch_t *s) {
   const int64_t hd = k->hd, sd = k->sd, ps = hd * sd;
@@ -140,7 +106,7 @@ static void forward_marks(const task_t *k, int64_t chunks, scratch_t *s) {
  * chunk); dSn receives the gradient of the state entering it. Returns the chunk's dA term.
  */
 static double backward_chunk(const task_t *k, int64_t c, int have_dS, scratch_t *s, double *dD_acc) {
-  const int64_t Q = SCAN_BWD_CHUNK, hd = k->hd, sd = k->sd, sx = k->sx, sb = k->sb, ps = hd * sd;
+  const int64_t Q = SSD_CHUNK, hd = k->hd, sd = k->sd, sx = k->sx, sb = k->sb, ps = hd * sd;
   chunk_t ch = {0};
   chunk_setup(&ch, c, k->length, k->dt, k->heads, k->a, k->ids);
   const int64_t q = ch.q, t0 = ch.t0;
@@ -150,8 +116,8 @@ static double backward_chunk(const task_t *k, int64_t c, int have_dS, scratch_t 
   gather_rows(dY, k->dy + t0 * sx, sx, q, hd);
   gather_rows(Bm, k->B + t0 * sb, sb, q, sd);
   gather_rows(Cm, k->C + t0 * sb, sb, q, sd);
-  float ddt_part[SCAN_BWD_CHUNK];
-  double dcum[SCAN_BWD_CHUNK];
+  float ddt_part[SSD_CHUNK];
+  double dcum[SSD_CHUNK];
   for (int64_t i = 0; i < q; i++) ddt_part[i] = 0.0f, dcum[i] = 0.0;
 
   /* Within the chunk: CB[t][s] = C_t·B_s and DM[t][s] = dy_t·x_s (the gradient of M[t][s]). */
@@ -163,13 +129,14 @@ static double backward_chunk(const task_t *k, int64_t c, int have_dS, scratch_t 
   tile_gemm(q, q, hd, dY, hd, 1, s->Xt, Q, s->DM, Q, 0);
   /* CB becomes M, DM the gradient of CB; dt and the exponents collect their terms. */
   for (int64_t t = 0; t < q; t++) {
-    float *cb = s->CB + t * Q, *dm = s->DM + t * Q;
+    float *cb = s->CB + t * Q, *dm = s->DM + t * Q, Lrow[SSD_CHUNK];
+    chunk_decay_row(&ch, t, Lrow);
     for (int64_t j = 0; j < q; j++) {
-      if (j > t || ch.seg[j] != ch.seg[t]) {
+      if (Lrow[j] == 0.0f) {
         cb[j] = dm[j] = 0.0f;
         continue;
       }
-      float L = expf((float)(ch.cum[t] - ch.cum[j])), cbl = cb[j] * L, g = dm[j] * cbl;
+      float L = Lrow[j], cbl = cb[j] * L, g = dm[j] * cbl;
       ddt_part[j] += g;
       if (j < t) {
         double z = (double)g * ch.dt[j];
@@ -271,7 +238,7 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
   dy += (int64_t)params[14];
   int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
   int64_t hpg = heads / groups, ps = hd * sd;
-  int64_t chunks = (length + SCAN_BWD_CHUNK - 1) / SCAN_BWD_CHUNK;
+  int64_t chunks = (length + SSD_CHUNK - 1) / SSD_CHUNK;
   int64_t rows = batch * length * groups;
   if (length <= 0 || batch <= 0) {
     for (int64_t h = 0; h < heads; h++) {
