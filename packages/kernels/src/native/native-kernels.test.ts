@@ -612,6 +612,35 @@ describe.skipIf(!native)('native attention', () => {
       { rtol: 2e-5, what: 'attention threaded' },
     );
   });
+  test('backward tiles: 150 positions (blocks of 32 queries and 64 keys with tails), causal, packed, padded, a query offset', async () => {
+    const [bb, ll, hqq, hkk, dd] = [2, 150, 4, 2, 20];
+    const inputs = (lq: number) => [
+      { values: randomData([bb, lq, hqq, dd], 81), shape: [bb, lq, hqq, dd] },
+      { values: randomData([bb, ll, hkk, dd], 82), shape: [bb, ll, hkk, dd] },
+      { values: randomData([bb, ll, hkk, dd + 3], 83), shape: [bb, ll, hkk, dd + 3] },
+    ];
+    for (const variant of ['packed', 'padded'] as const) {
+      await expectBackwardMatches(
+        native!,
+        (q, k, v) => {
+          // Documents start at 70 and 131; the second row pads its first 9 keys.
+          const ids = tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (variant === 'packed' ? (i % ll < 70 ? 0 : i % ll < 131 ? 1 : 2) : i >= ll && i < ll + 9 ? 0 : 1)),
+            [bb, ll],
+            { device: q!.device },
+          );
+          return attention(q!, k!, v!, { causal: true, ...(variant === 'packed' ? { seqIds: ids } : { keyMask: ids }) });
+        },
+        inputs(ll),
+        { rtol: 2e-5, what: `attention tiles ${variant}` },
+      );
+    }
+    // 41 queries continuing 109 cached positions.
+    await expectBackwardMatches(native!, (q, k, v) => attention(q!, k!, v!, { causal: true, queryOffset: ll - 41 }), inputs(41), {
+      rtol: 2e-5,
+      what: 'attention tiles offset',
+    });
+  });
 });
 
 describe.skipIf(!native)('native AdamW', () => {
