@@ -32,6 +32,7 @@ import {
   backward,
   bytesPerElement,
   cast,
+  clipCoefficient,
   clipGradNorm,
   copyInto,
   dispose,
@@ -327,14 +328,19 @@ export class Trainer {
       throw new NonFiniteLossError(`training loss is ${loss} at step ${step} (micro-batch losses ${values.join(', ')}); stopping before the update`);
     }
     this.moveGradsToMasters();
-    const normTensor = profilePhase('clip', () => clipGradNorm(this.masters, o.gradClip > 0 ? o.gradClip : Infinity));
+    // On the CPU the clipping factor is applied inside AdamW's pass over the gradients instead of a
+    // pass of its own writing scaled copies (the factor from the norm as logged, an f32).
+    const maxNorm = o.gradClip > 0 ? o.gradClip : Infinity;
+    const foldClip = device.kind === 'cpu';
+    const normTensor = profilePhase('clip', () => clipGradNorm(this.masters, maxNorm, { scale: !foldClip }));
     const gradNorm = await normTensor.item();
     normTensor.dispose();
+    const gradScale = foldClip ? clipCoefficient(gradNorm, maxNorm) : 1;
     const lrScale = this.schedule(this.optimizer.stepCount);
     // The lr logged is the one the optimizer applies (every group shares the peak lr).
     const lr = this.optimizer.groups[0]!.lr * lrScale;
     profilePhase('optimizer', () => {
-      this.optimizer.step({ lrScale });
+      this.optimizer.step({ lrScale, gradScale });
       this.optimizer.zeroGrad();
       this.model.zeroGrad();
       this.copyMastersToParams();

@@ -1,18 +1,16 @@
 /*
- * Mamba2 SSM: the scan over a sequence (prefill) and the one-token state update (decode), f32,
- * dense operands. One thread owns one (batch, head) pair for the whole sequence, so its state
- * (P×N floats, 32 KiB for 64×128) stays in L1 while tokens stream through; the state dimension is
- * the vector dimension.
+ * Mamba2 SSM: the scan over a sequence (prefill, chunked) and the one-token state update (decode),
+ * f32, dense operands. The decode update: one thread owns one (batch, head) pair, its state row by
+ * row with the state dimension as the vector dimension.
  *   S_t = exp(dt_t·A_h)·S_{t-1} + dt_t · x_t ⊗ B_t[g(h)],   y_t = S_t · C_t[g(h)] + D_h · x_t
  */
 #include "native.h"
+#include "ssd_chunk.h"
+#include "tile_gemm.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-static inline float readf(const void *p, int dtype, int64_t i) {
-  return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
 
 /* s[n] = decay·s[n] + k·b[n] over n, returning Σ s[n]·c[n]. */
 static inline float update_row(float *restrict s, const float *restrict b, const float *restrict c, float decay, float k, int64_t n) {
@@ -33,43 +31,15 @@ static inline float update_row(float *restrict s, const float *restrict b, const
 }
 
 /*
- * Four consecutive tokens on one state row: s is read and written once for the four updates (the
- * row stays in a register), where four update_row calls would stream it four times. Each token's
- * arithmetic and sum order is update_row's, so the results are the same bits.
- */
-static inline void update_row4(float *restrict s, const float *const *b, const float *const *c, const float *decay, const float *k, int64_t n,
-                               float *out) {
-  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-  vf d0 = vbroadcast(decay[0]), d1 = vbroadcast(decay[1]), d2 = vbroadcast(decay[2]), d3 = vbroadcast(decay[3]);
-  vf k0 = vbroadcast(k[0]), k1 = vbroadcast(k[1]), k2 = vbroadcast(k[2]), k3 = vbroadcast(k[3]);
-  int64_t i = 0;
-  for (; i + VLEN <= n; i += VLEN) {
-    vf v = vload(s + i);
-    v = d0 * v + k0 * vload(b[0] + i);
-    a0 += v * vload(c[0] + i);
-    v = d1 * v + k1 * vload(b[1] + i);
-    a1 += v * vload(c[1] + i);
-    v = d2 * v + k2 * vload(b[2] + i);
-    a2 += v * vload(c[2] + i);
-    v = d3 * v + k3 * vload(b[3] + i);
-    a3 += v * vload(c[3] + i);
-    vstore(s + i, v);
-  }
-  float r[4] = {vsum(a0), vsum(a1), vsum(a2), vsum(a3)};
-  for (; i < n; i++) {
-    float v = s[i];
-    for (int t = 0; t < 4; t++) {
-      v = decay[t] * v + k[t] * b[t][i];
-      r[t] += v * c[t][i];
-    }
-    s[i] = v;
-  }
-  for (int t = 0; t < 4; t++) out[t] = r[t];
-}
-
-/*
  * params: batch, length, heads, head_dim, groups, state_dim,
  *   offsets x, dt, A, B, C, D, init, seq, y, final, dtypes A, D, has D, has init, has seq.
+ *
+ * Chunked (the SSD form, ssd_chunk.h): per chunk of Q positions,
+ *   y_t = Σ_{s≤t} (C_t·B_s)·e^{cum_t − cum_s}·dt_s·x_s + e^{cum_t}·S_in·C_t + D·x_t
+ *   S_out = e^{cum_end}·S_in + Σ_s e^{cum_end − cum_s}·dt_s·x_s ⊗ B_s,
+ * four products of small tiles (tile_gemm.h), ~2·P·N + Q·N + Q·P multiply-adds per position and
+ * head where the recurrence streams the P×N state through every position. One task per
+ * (batch, head); its state is kept transposed (N×P) so both state products read it by rows.
  */
 EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
                        const float *init, const int32_t *seq, float *y, float *final_state) {
@@ -85,49 +55,83 @@ EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, co
   y += (int64_t)params[14];
   final_state += (int64_t)params[15];
   int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
-  int64_t hpg = heads / groups;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (batch * heads * length * hd * sd >= PARALLEL_MIN_WORK)
-  for (int64_t b = 0; b < batch; b++) {
-    for (int64_t h = 0; h < heads; h++) {
-      float *S = final_state + (b * heads + h) * hd * sd;
-      if (has_init) memcpy(S, init + init_off + (b * heads + h) * hd * sd, sizeof(float) * (size_t)(hd * sd));
-      else memset(S, 0, sizeof(float) * (size_t)(hd * sd));
-      float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
-      int64_t g = h / hpg;
-      const int32_t *ids = seq + seq_off + b * length;
-      for (int64_t t = 0; t < length; t++) {
-        if (has_seq && t > 0 && ids[t] != ids[t - 1]) memset(S, 0, sizeof(float) * (size_t)(hd * sd));
-        /* Four tokens at once when no document starts inside them. */
-        if (t + 4 <= length && (!has_seq || (ids[t + 1] == ids[t] && ids[t + 2] == ids[t] && ids[t + 3] == ids[t]))) {
-          const float *bv[4], *cv[4], *xv[4];
-          float decay[4], step[4], kx[4], yo[4];
-          for (int q = 0; q < 4; q++) {
-            int64_t bt = b * length + t + q;
-            step[q] = dt[bt * heads + h];
-            decay[q] = expf(step[q] * a);
-            bv[q] = B + (bt * groups + g) * sd;
-            cv[q] = C + (bt * groups + g) * sd;
-            xv[q] = x + (bt * heads + h) * hd;
+  const int64_t Q = SSD_CHUNK, hpg = heads / groups, ps = hd * sd, sx = heads * hd, sb = groups * sd;
+  const int64_t chunks = (length + Q - 1) / Q;
+  int failed = 0;
+#pragma omp parallel if (batch * heads > 1 && batch * heads * length * ps >= PARALLEL_MIN_WORK)
+  {
+    /* Per thread: the transposed state, the chunk's x (scaled for the state), B, C·e^{cum}, Bᵀ, M, y. */
+    float *St = malloc(sizeof(float) * (size_t)ps), *Xw = malloc(sizeof(float) * (size_t)(Q * hd));
+    float *Bk = malloc(sizeof(float) * (size_t)(Q * sd)), *Ce = malloc(sizeof(float) * (size_t)(Q * sd));
+    float *Bt = malloc(sizeof(float) * (size_t)(Q * sd)), *M = malloc(sizeof(float) * (size_t)(Q * Q));
+    float *Xk = malloc(sizeof(float) * (size_t)(Q * hd)), *Yk = malloc(sizeof(float) * (size_t)(Q * hd));
+    float *Ck = malloc(sizeof(float) * (size_t)(Q * sd));
+    if (!St || !Xw || !Bk || !Ce || !Bt || !M || !Xk || !Yk || !Ck) {
+#pragma omp atomic write
+      failed = 1;
+    }
+#pragma omp for schedule(dynamic, 1) collapse(2)
+    for (int64_t b = 0; b < batch; b++) {
+      for (int64_t h = 0; h < heads; h++) {
+        int stop;
+#pragma omp atomic read
+        stop = failed;
+        if (stop) continue;
+        const int64_t bh = b * heads + h, g = h / hpg;
+        const float a = read_param(A, a_dt, a_off + h), dh = has_d ? read_param(D, d_dt, d_off + h) : 0.0f;
+        const float *xb = x + (b * length * heads + h) * hd, *Bb = B + (b * length * groups + g) * sd, *Cb = C + (b * length * groups + g) * sd;
+        float *yb = y + (b * length * heads + h) * hd;
+        const int32_t *ids = has_seq ? seq + seq_off + b * length : NULL;
+        if (has_init) {
+          const float *S0 = init + init_off + bh * ps;
+          for (int64_t p = 0; p < hd; p++)
+            for (int64_t n = 0; n < sd; n++) St[n * hd + p] = S0[p * sd + n];
+        } else memset(St, 0, sizeof(float) * (size_t)ps);
+        chunk_t ch;
+        for (int64_t c = 0; c < chunks; c++) {
+          chunk_setup(&ch, c, length, dt + b * length * heads + h, heads, a, ids);
+          const int64_t q = ch.q, t0 = ch.t0;
+          const int end = ch.seg[q - 1];
+          gather_rows(Xk, xb + t0 * sx, sx, q, hd);
+          gather_rows(Bk, Bb + t0 * sb, sb, q, sd);
+          gather_rows(Ck, Cb + t0 * sb, sb, q, sd);
+          for (int64_t i = 0; i < q; i++) {
+            float e = ch.seg[i] == 0 ? expf((float)ch.cum[i]) : 0.0f;
+            const float *cr = Ck + i * sd;
+            for (int64_t n = 0; n < sd; n++) {
+              Ce[i * sd + n] = e * cr[n];
+              Bt[n * Q + i] = Bk[i * sd + n];
+            }
           }
-          for (int64_t p = 0; p < hd; p++) {
-            for (int q = 0; q < 4; q++) kx[q] = step[q] * xv[q][p];
-            update_row4(S + p * sd, bv, cv, decay, kx, sd, yo);
-            for (int q = 0; q < 4; q++) y[((b * length + t + q) * heads + h) * hd + p] = yo[q] + dh * xv[q][p];
+          /* M[t][s] = (C_t·B_s)·e^{cum_t − cum_s}·dt_s for s ≤ t in one document (from C, not Ce: e^{cum_t} may underflow). */
+          tile_gemm(q, q, sd, Ck, sd, 1, Bt, Q, M, Q, 0);
+          for (int64_t t = 0; t < q; t++) {
+            float L[SSD_CHUNK];
+            chunk_decay_row(&ch, t, L);
+            for (int64_t s = 0; s < q; s++) M[t * Q + s] *= L[s] * ch.dt[s];
           }
-          t += 3;
-          continue;
+          for (int64_t i = 0; i < q * hd; i++) Yk[i] = dh * Xk[i];
+          tile_gemm(q, hd, q, M, Q, 1, Xk, hd, Yk, hd, 1);    /* y_t += Σ_s M[t][s]·x_s */
+          if (ch.seg[0] == 0) tile_gemm(q, hd, sd, Ce, sd, 1, St, hd, Yk, hd, 1); /* y_t += e^{cum_t}·S_in·C_t */
+          for (int64_t i = 0; i < q; i++) memcpy(yb + (t0 + i) * sx, Yk + i * hd, sizeof(float) * (size_t)hd);
+          /* Sᵀ_out = e^{cum_end}·Sᵀ_in + Σ_s Bᵀ_s ⊗ (e^{cum_end − cum_s}·dt_s·x_s) */
+          float fe = end == 0 ? expf((float)ch.cum[q - 1]) : 0.0f;
+          if (fe != 1.0f)
+            for (int64_t i = 0; i < ps; i++) St[i] *= fe;
+          for (int64_t i = 0; i < q; i++) {
+            float w = ch.seg[i] == end ? expf((float)(ch.cum[q - 1] - ch.cum[i])) * ch.dt[i] : 0.0f;
+            for (int64_t p = 0; p < hd; p++) Xw[i * hd + p] = w * Xk[i * hd + p];
+          }
+          tile_gemm(sd, hd, q, Bk, 1, sd, Xw, hd, St, hd, 1);
         }
-        int64_t bt = b * length + t;
-        float step = dt[bt * heads + h];
-        float decay = expf(step * a);
-        const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
-        const float *xv = x + (bt * heads + h) * hd;
-        float *yv = y + (bt * heads + h) * hd;
-        for (int64_t p = 0; p < hd; p++) yv[p] = update_row(S + p * sd, bv, cv, decay, step * xv[p], sd) + dh * xv[p];
+        float *Sf = final_state + bh * ps;
+        for (int64_t p = 0; p < hd; p++)
+          for (int64_t n = 0; n < sd; n++) Sf[p * sd + n] = St[n * hd + p];
       }
     }
+    free(St), free(Xw), free(Bk), free(Ce), free(Bt), free(M), free(Xk), free(Yk), free(Ck);
   }
-  return 0;
+  return failed ? -1 : 0;
 }
 
 static inline float softplusf(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
@@ -157,12 +161,12 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
   for (int64_t b = 0; b < batch; b++) {
     for (int64_t h = 0; h < heads; h++) {
       float step = dt[b * heads + h];
-      if (has_bias) step += readf(bias, bias_dt, bias_off + h);
+      if (has_bias) step += read_param(bias, bias_dt, bias_off + h);
       if (softplus) step = softplusf(step);
       if (has_limit) step = fminf(fmaxf(step, lo), hi);
-      float a = readf(A, a_dt, a_off + h);
+      float a = read_param(A, a_dt, a_off + h);
       if (a_is_log) a = -expf(a);
-      float decay = expf(step * a), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
+      float decay = expf(step * a), dh = has_d ? read_param(D, d_dt, d_off + h) : 0.0f;
       int64_t g = h / hpg;
       const float *bv = B + (b * groups + g) * sd, *cv = C + (b * groups + g) * sd;
       const float *xv = x + (b * heads + h) * hd;
@@ -171,178 +175,4 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
     }
   }
   return 0;
-}
-
-/* One step of the backward for one head row p (vectors over the state dimension n); see nt_ssd_scan_backward. */
-static inline void backward_row(int64_t sd, float gy, float carry, float step, float xv, float decay, float a_decay, const float *restrict cv,
-                                const float *restrict bv, const float *restrict sp, float *restrict ds, float *restrict tct, float *restrict tbt,
-                                float *dx_dot, float *dt_part, float *da_part) {
-  vf vgy = vbroadcast(gy), vcarry = vbroadcast(carry), vsx = vbroadcast(step * xv), vx = vbroadcast(xv), vad = vbroadcast(a_decay);
-  vf vdecay = vbroadcast(decay);
-  vf adx = {0}, adt = {0}, ada = {0};
-  int64_t n = 0;
-  for (; n + VLEN <= sd; n += VLEN) {
-    vf d = vgy * vload(cv + n) + vcarry * vload(ds + n);
-    vf b = vload(bv + n), prev = vload(sp + n);
-    /* S_t = decay·S_{t−1} + dt·x·B, recomputed here instead of read (half the state traffic) */
-    vf cur = vdecay * prev + vsx * b;
-    vstore(ds + n, d);
-    vstore(tct + n, vload(tct + n) + vgy * cur);
-    vstore(tbt + n, vload(tbt + n) + d * vsx);
-    adx += d * b;
-    adt += d * (vx * b + vad * prev);
-    ada += d * prev;
-  }
-  float rdx = vsum(adx), rdt = vsum(adt), rda = vsum(ada);
-  for (; n < sd; n++) {
-    float d = gy * cv[n] + carry * ds[n];
-    ds[n] = d;
-    tct[n] += gy * (decay * sp[n] + step * xv * bv[n]);
-    tbt[n] += d * step * xv;
-    rdx += d * bv[n];
-    rdt += d * (xv * bv[n] + a_decay * sp[n]);
-    rda += d * sp[n];
-  }
-  *dx_dot = rdx;
-  *dt_part = rdt;
-  *da_part = rda;
-}
-
-/* Positions per recomputed chunk: its states (CHUNK+1 of P×N floats, ~1 MiB for 64×128) stay in cache. */
-enum { SCAN_BWD_CHUNK = 32 };
-
-/*
- * Backward of nt_ssd_scan's y (spec: S_t = exp(dt_t·A)·S_{t−1} + dt_t·x_t ⊗ B_t, y_t = S_t·C_t + D·x_t).
- * One task per (batch, head): it replays the forward keeping the state at each chunk's start, then
- * walks the chunks backwards, recomputing a chunk's states from its checkpoint and running
- * dS_t = dy_t ⊗ C_t + exp(dt_{t+1}·A)·dS_{t+1} backwards in place (zero across a document start).
- * dB, dC (shared by the heads of a group) and dA, dD (shared across the batch) are summed from
- * per-task buffers afterwards, so no two threads write one element.
- * params: as nt_ssd_scan's first 21, then has dinit.
- * Outputs (dense f32, offset 0): dx [B,L,H,P], ddt [B,L,H], dA [H], dB [B,L,G,N], dC [B,L,G,N], dD [H], dinit [B,H,P,N].
- */
-EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
-                                const float *init, const int32_t *seq, const float *dy, float *dx, float *ddt, float *dA, float *dB, float *dC,
-                                float *dD, float *dinit) {
-  int64_t batch = (int64_t)params[0], length = (int64_t)params[1], heads = (int64_t)params[2], hd = (int64_t)params[3];
-  int64_t groups = (int64_t)params[4], sd = (int64_t)params[5];
-  x += (int64_t)params[6];
-  dt += (int64_t)params[7];
-  int64_t a_off = (int64_t)params[8];
-  B += (int64_t)params[9];
-  C += (int64_t)params[10];
-  int64_t d_off = (int64_t)params[11];
-  int64_t init_off = (int64_t)params[12], seq_off = (int64_t)params[13];
-  dy += (int64_t)params[14];
-  int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
-  int64_t hpg = heads / groups, tasks = batch * heads;
-  int64_t ps = hd * sd;
-  int64_t chunks = (length + SCAN_BWD_CHUNK - 1) / SCAN_BWD_CHUNK;
-  /* Per task: dB and dC contributions [L][N], dA and dD partial sums. */
-  float *tb = calloc((size_t)(tasks * length * sd), sizeof(float));
-  float *tc = calloc((size_t)(tasks * length * sd), sizeof(float));
-  double *ta = calloc((size_t)tasks, sizeof(double)), *td = calloc((size_t)tasks, sizeof(double));
-  int failed = !tb || !tc || !ta || !td;
-  if (!failed) {
-#pragma omp parallel if (tasks > 1 && tasks * length * ps >= PARALLEL_MIN_WORK)
-    {
-      /* Per thread, reused across its tasks: chunk-start states, one chunk's states, dS, zeros. */
-      float *marks = malloc(sizeof(float) * (size_t)((chunks > 0 ? chunks : 1) * ps));
-      float *states = malloc(sizeof(float) * (size_t)((SCAN_BWD_CHUNK + 1) * ps));
-      float *dS = malloc(sizeof(float) * (size_t)ps);
-      float *zero = calloc((size_t)ps, sizeof(float));
-      if (!marks || !states || !dS || !zero) {
-#pragma omp atomic write
-        failed = 1;
-      }
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < tasks; task++) {
-        if (failed) continue;
-        int64_t b = task / heads, h = task % heads, g = h / hpg;
-        float a = readf(A, a_dt, a_off + h), dh = has_d ? readf(D, d_dt, d_off + h) : 0.0f;
-#define CONTINUES(t) ((t) == 0 || !has_seq || seq[seq_off + b * length + (t)] == seq[seq_off + b * length + (t) - 1])
-        /* S_{t} from S_{t-1} (or zeros at a document start) into `cur`. */
-#define FORWARD_STEP(t, prev_state, cur)                                                             \
-  do {                                                                                               \
-    int64_t bt_ = b * length + (t);                                                                  \
-    const float *pv_ = CONTINUES(t) ? (prev_state) : zero;                                           \
-    float st_ = dt[bt_ * heads + h], dc_ = expf(st_ * a);                                            \
-    const float *bv_ = B + (bt_ * groups + g) * sd;                                                  \
-    for (int64_t p_ = 0; p_ < hd; p_++) {                                                            \
-      float k_ = st_ * x[(bt_ * heads + h) * hd + p_];                                               \
-      for (int64_t n_ = 0; n_ < sd; n_++) (cur)[p_ * sd + n_] = dc_ * pv_[p_ * sd + n_] + k_ * bv_[n_]; \
-    }                                                                                                \
-  } while (0)
-        /* marks[c] = S_{c·CHUNK − 1}: the state before chunk c. */
-        if (has_init) memcpy(marks, init + init_off + (b * heads + h) * ps, sizeof(float) * (size_t)ps);
-        else memset(marks, 0, sizeof(float) * (size_t)ps);
-        for (int64_t c = 0; c + 1 < chunks; c++) {
-          float *run = states;
-          memcpy(run, marks + c * ps, sizeof(float) * (size_t)ps);
-          for (int64_t t = c * SCAN_BWD_CHUNK; t < (c + 1) * SCAN_BWD_CHUNK; t++) {
-            float *next = run == states ? states + ps : states;
-            FORWARD_STEP(t, run, next);
-            run = next;
-          }
-          memcpy(marks + (c + 1) * ps, run, sizeof(float) * (size_t)ps);
-        }
-        memset(dS, 0, sizeof(float) * (size_t)ps);
-        double dA_acc = 0.0, dD_acc = 0.0;
-        for (int64_t c = chunks - 1; c >= 0; c--) {
-          int64_t t0 = c * SCAN_BWD_CHUNK, t1 = t0 + SCAN_BWD_CHUNK < length ? t0 + SCAN_BWD_CHUNK : length;
-          /* states[i] = S_{t0 − 1 + i} */
-          memcpy(states, marks + c * ps, sizeof(float) * (size_t)ps);
-          for (int64_t t = t0; t < t1; t++) FORWARD_STEP(t, states + (t - t0) * ps, states + (t - t0 + 1) * ps);
-          for (int64_t t = t1 - 1; t >= t0; t--) {
-            int64_t bt = b * length + t, ti = bt * heads + h;
-            float step = dt[ti], decay = expf(step * a);
-            float carry = t + 1 < length && CONTINUES(t + 1) ? expf(dt[ti + heads] * a) : 0.0f;
-            const float *prev = CONTINUES(t) ? states + (t - t0) * ps : zero;
-            const float *bv = B + (bt * groups + g) * sd, *cv = C + (bt * groups + g) * sd;
-            float *tbt = tb + (task * length + t) * sd, *tct = tc + (task * length + t) * sd;
-            float ddt_acc = 0.0f;
-            for (int64_t p = 0; p < hd; p++) {
-              int64_t xi = ti * hd + p;
-              float xv = x[xi], gy = dy[xi];
-              dD_acc += (double)gy * xv;
-              float dx_dot, dt_part, da_part;
-              backward_row(sd, gy, carry, step, xv, decay, a * decay, cv, bv, prev + p * sd, dS + p * sd, tct, tbt, &dx_dot, &dt_part, &da_part);
-              dx[xi] = dh * gy + dx_dot * step;
-              ddt_acc += dt_part;
-              dA_acc += (double)da_part * step * decay;
-              if (t == 0 && dinit)
-                for (int64_t n = 0; n < sd; n++) dinit[(b * heads + h) * ps + p * sd + n] = decay * dS[p * sd + n];
-            }
-            ddt[ti] = ddt_acc;
-          }
-        }
-#undef FORWARD_STEP
-#undef CONTINUES
-        ta[task] = dA_acc;
-        td[task] = dD_acc;
-      }
-      free(marks); free(states); free(dS); free(zero);
-    }
-  }
-  if (!failed) {
-    for (int64_t h = 0; h < heads; h++) {
-      double sa = 0.0, sdd = 0.0;
-      for (int64_t b = 0; b < batch; b++) { sa += ta[b * heads + h]; sdd += td[b * heads + h]; }
-      dA[h] = (float)sa;
-      if (dD) dD[h] = (float)sdd;
-    }
-    for (int64_t b = 0; b < batch; b++)
-      for (int64_t t = 0; t < length; t++)
-        for (int64_t g = 0; g < groups; g++) {
-          float *ob = dB + ((b * length + t) * groups + g) * sd, *oc = dC + ((b * length + t) * groups + g) * sd;
-          memset(ob, 0, sizeof(float) * (size_t)sd);
-          memset(oc, 0, sizeof(float) * (size_t)sd);
-          for (int64_t h = g * hpg; h < (g + 1) * hpg; h++) {
-            const float *sb = tb + ((b * heads + h) * length + t) * sd, *sc = tc + ((b * heads + h) * length + t) * sd;
-            for (int64_t n = 0; n < sd; n++) { ob[n] += sb[n]; oc[n] += sc[n]; }
-          }
-        }
-  }
-  free(tb); free(tc); free(ta); free(td);
-  return failed ? -1 : 0;
 }

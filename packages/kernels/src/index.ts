@@ -79,5 +79,5 @@ export {
 } from './optim/optimizer';
 export { AdamW, ADAMW_DEFAULTS, type AdamWOptions } from './optim/adamw';
 export { SGD, SGD_DEFAULTS, type SgdOptions } from './optim/sgd';
-export { clipGradNorm, type ClipOptions } from './optim/clip';
+export { clipCoefficient, clipGradNorm, type ClipOptions } from './optim/clip';
 export { constantSchedule, warmupCosineSchedule, warmupLinearSchedule, type LrSchedule, type WarmupDecayOptions } from './optim/schedule';

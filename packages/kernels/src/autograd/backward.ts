@@ -1,6 +1,9 @@
 /** `backward()`: runs the recorded rules in reverse topological order and accumulates gradients. */
 import { add } from '../ops/elementwise/elementwise';
-import { onesLike } from '../creation';
+import { BINARY, IDENTITY } from '../ops/elementwise/definitions';
+import { elementwise } from '../ops/elementwise/elementwise-kernel';
+import { copyInto, narrowRaw } from '../ops/layout/layout';
+import { onesLike, zeros } from '../creation';
 import { profileSpan } from '../runtime/op-profile';
 import { keep, tidy } from '../runtime/scope';
 import { formatShape, shapesEqual } from '../shape';
@@ -103,6 +106,36 @@ function* run(output: Tensor, seed: Tensor): Generator<Tensor[], void> {
     prev.dispose();
     g.dispose();
   };
+  // Gradients this run made for slices (narrow) to write into: the only ones written in place.
+  const sliceBuffers = new Set<Tensor>();
+  /** Adds a slice node's gradient into its input's accumulating gradient; false: take the rule's path. */
+  const intoSlice = (node: GradNode, g: Tensor): boolean => {
+    const input = node.inputs[0]!;
+    const slice = node.slice!;
+    if (node.inputs.length !== 1 || !input.requiresGrad || g.dtype !== 'f32') return false;
+    const target = input.gradFn ? pending.get(input.gradFn) : input.grad;
+    if (target && !sliceBuffers.has(target) && (target.dtype !== 'f32' || !shapesEqual(target.shape, input.shape))) return false;
+    profileSpan('backward narrow', () => {
+      let buffer = target;
+      if (!buffer || !sliceBuffers.has(buffer)) {
+        // A fresh buffer: zeros, or a copy of a gradient that came from elsewhere (never written in place).
+        buffer = keep(buffer ? elementwise('copy', IDENTITY, ['x'], [buffer]) : zeros(input.shape, { device: g.device }));
+        sliceBuffers.add(buffer);
+        target?.dispose();
+        if (input.gradFn) pending.set(input.gradFn, buffer);
+        else input.grad = buffer;
+      }
+      const into = buffer;
+      tidy(() => {
+        const view = narrowRaw(into, slice.axis, slice.start, slice.length);
+        if (!target) copyInto(view, g);
+        // WebGPU may not bind one buffer as both an input and the output.
+        else if (g.device.kind === 'cpu') elementwise('add', BINARY.add, ['a', 'b'], [view, g], [], { into: view });
+        else copyInto(view, add(view, g));
+      });
+    });
+    return true;
+  };
   for (const node of order) {
     const g = pending.get(node);
     pending.delete(node);
@@ -114,6 +147,13 @@ function* run(output: Tensor, seed: Tensor): Generator<Tensor[], void> {
     }
     const rule = node.backward;
     if (!rule) throw new Error(`backward(): the graph through '${node.name}' was already freed (backward runs once per forward)`);
+    if (node.slice && intoSlice(node, g)) {
+      g.dispose();
+      releaseNode(node);
+      const done = completed(node);
+      if (done.length > 0) yield done;
+      continue;
+    }
     const grads = profileSpan(`backward ${node.name}`, () => tidy(() => rule(g, node.saved)));
     // A rule may pass its input gradient through or return one tensor for several inputs: give each
     // consumer its own handle so every handle is disposed exactly once.

@@ -13,12 +13,25 @@ export type InputGrad = Tensor | null;
 /** Backward rule: receives the output gradient and the saved tensors, returns one gradient per input. */
 export type BackwardRule = (grad: Tensor, saved: readonly Tensor[]) => readonly InputGrad[];
 
+/**
+ * Marks a node whose one input's gradient is zero except along `axis` at [start, start + length),
+ * where it is the node's output gradient (narrow): `backward()` may then write that gradient into
+ * the slice of the input's gradient it is accumulating, instead of a full-size zero tensor per slice.
+ */
+export interface SliceGrad {
+  readonly axis: number;
+  readonly start: number;
+  readonly length: number;
+}
+
 export interface GradNode {
   readonly name: string;
   readonly inputs: readonly Tensor[];
   readonly outputShape: readonly number[];
   saved: Tensor[];
   backward: BackwardRule | null;
+  /** Set for a slice of its one input (see {@link SliceGrad}); the rule stays the general path. */
+  readonly slice?: SliceGrad;
 }
 
 let gradEnabled = true;
@@ -77,13 +90,28 @@ export function needsGrad(inputs: readonly (Tensor | null | undefined)[]): boole
 
 /**
  * Records the op that produced `output` from `inputs`. `saved` tensors stay alive (own references)
- * until the node's backward has run, even if the caller disposes them.
+ * until the node's backward has run, even if the caller disposes them. `slice` marks a slice of the
+ * one input (see {@link SliceGrad}).
  */
-export function record(name: string, output: Tensor, inputs: readonly Tensor[], backward: BackwardRule, saved: readonly Tensor[] = []): void {
+export function record(
+  name: string,
+  output: Tensor,
+  inputs: readonly Tensor[],
+  backward: BackwardRule,
+  saved: readonly Tensor[] = [],
+  slice?: SliceGrad,
+): void {
   if (!needsGrad(inputs)) return;
   markForwardOp(name);
   output.requiresGrad = true;
-  output.gradFn = { name, inputs: [...inputs], outputShape: [...output.shape], saved: saved.map((t) => keep(t.share())), backward };
+  output.gradFn = {
+    name,
+    inputs: [...inputs],
+    outputShape: [...output.shape],
+    saved: saved.map((t) => keep(t.share())),
+    backward,
+    ...(slice ? { slice } : {}),
+  };
 }
 
 export function releaseNode(node: GradNode): void {

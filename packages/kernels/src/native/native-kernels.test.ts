@@ -302,6 +302,33 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
       { rtol: 2e-5, what: 'ssdScan chunks' },
     );
   });
+  test('ssdScan backward with one group split across threads, documents starting on a chunk start', async () => {
+    // One group of 4 heads in one row on 2 threads: the heads are split in two slices summed into dB and dC;
+    // 70 positions are chunks of 32, 32 and 6; documents start at 32 (a chunk start) and 45.
+    const [bb, ll, hh, pp, gg, nn] = [1, 70, 4, 16, 1, 67];
+    const inputs = [
+      { values: randomData([bb, ll, hh, pp], 51), shape: [bb, ll, hh, pp] },
+      { values: randomData([bb, ll, hh], 52, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
+      { values: randomData([hh], 53).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
+      { values: randomData([bb, ll, gg, nn], 54), shape: [bb, ll, gg, nn] },
+      { values: randomData([bb, ll, gg, nn], 55), shape: [bb, ll, gg, nn] },
+      { values: randomData([hh], 56), shape: [hh] },
+      { values: randomData([bb, hh, pp, nn], 57), shape: [bb, hh, pp, nn] },
+    ];
+    await expectBackwardMatches(
+      native!,
+      (x, dt, A, B, C, D, init) => {
+        const seqIdx = tensor(
+          Int32Array.from({ length: bb * ll }, (_, i) => (i < 32 ? 0 : i < 45 ? 1 : 2)),
+          [bb, ll],
+          { device: x!.device },
+        );
+        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 16, D, initialState: init, seqIdx }).y;
+      },
+      inputs,
+      { rtol: 2e-5, what: 'ssdScan one group' },
+    );
+  });
   test('rmsNorm and groupedGatedRmsNorm backward', async () => {
     await expectBackwardMatches(
       native!,
@@ -584,6 +611,35 @@ describe.skipIf(!native)('native attention', () => {
       ],
       { rtol: 2e-5, what: 'attention threaded' },
     );
+  });
+  test('backward tiles: 150 positions (blocks of 32 queries and 64 keys with tails), causal, packed, padded, a query offset', async () => {
+    const [bb, ll, hqq, hkk, dd] = [2, 150, 4, 2, 20];
+    const inputs = (lq: number) => [
+      { values: randomData([bb, lq, hqq, dd], 81), shape: [bb, lq, hqq, dd] },
+      { values: randomData([bb, ll, hkk, dd], 82), shape: [bb, ll, hkk, dd] },
+      { values: randomData([bb, ll, hkk, dd + 3], 83), shape: [bb, ll, hkk, dd + 3] },
+    ];
+    for (const variant of ['packed', 'padded'] as const) {
+      await expectBackwardMatches(
+        native!,
+        (q, k, v) => {
+          // Documents start at 70 and 131; the second row pads its first 9 keys.
+          const ids = tensor(
+            Int32Array.from({ length: bb * ll }, (_, i) => (variant === 'packed' ? (i % ll < 70 ? 0 : i % ll < 131 ? 1 : 2) : i >= ll && i < ll + 9 ? 0 : 1)),
+            [bb, ll],
+            { device: q!.device },
+          );
+          return attention(q!, k!, v!, { causal: true, ...(variant === 'packed' ? { seqIds: ids } : { keyMask: ids }) });
+        },
+        inputs(ll),
+        { rtol: 2e-5, what: `attention tiles ${variant}` },
+      );
+    }
+    // 41 queries continuing 109 cached positions.
+    await expectBackwardMatches(native!, (q, k, v) => attention(q!, k!, v!, { causal: true, queryOffset: ll - 41 }), inputs(41), {
+      rtol: 2e-5,
+      what: 'attention tiles offset',
+    });
   });
 });
 

@@ -19,6 +19,7 @@ export function adamwStepNative(lib: NativeKernels, param: Tensor, grad: Tensor,
     c.decay,
     c.stepSize,
     c.bias2Sqrt,
+    c.gradScale ?? 1,
   ]);
   lib.symbols.nt_adamw(params, param.storage.cpu, grad.storage.cpu, expAvg.storage.cpu, expAvgSq.storage.cpu);
   return true;

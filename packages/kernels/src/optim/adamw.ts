@@ -41,7 +41,12 @@ export class AdamW extends Optimizer<AdamWOptions> {
     return { expAvg: this.zerosLike(param), expAvgSq: this.zerosLike(param) };
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParamState, h: AdamWOptions, lrScale: number): void {
+  /** The CPU kernels scale the gradient as they read it; WebGPU's get a scaled copy. */
+  protected override foldsGradScale(param: Tensor): boolean {
+    return param.device.kind === 'cpu';
+  }
+
+  protected update(param: Tensor, grad: Tensor, state: ParamState, h: AdamWOptions, lrScale: number, gradScale: number): void {
     const lr = h.lr * lrScale;
     const t = state.step;
     const c: AdamWCoefficients = {
@@ -51,6 +56,7 @@ export class AdamW extends Optimizer<AdamWOptions> {
       decay: 1 - lr * h.weightDecay,
       stepSize: lr / (1 - h.beta1 ** t),
       bias2Sqrt: Math.sqrt(1 - h.beta2 ** t),
+      gradScale,
     };
     const { expAvg, expAvgSq } = state.buffers as { expAvg: Tensor; expAvgSq: Tensor };
     const device = param.device;

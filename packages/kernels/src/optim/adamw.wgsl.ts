@@ -22,6 +22,8 @@ export interface AdamWCoefficients {
   stepSize: number;
   /** sqrt(1 − beta2^t). */
   bias2Sqrt: number;
+  /** Multiplies the gradient first (a folded clipping coefficient; CPU kernels only, default 1). */
+  gradScale?: number;
 }
 
 export function adamwStepGpu(device: WebGpuDevice, param: Tensor, grad: Tensor, expAvg: Tensor, expAvgSq: Tensor, c: AdamWCoefficients): void {

@@ -21,6 +21,17 @@ import { partialsFor, scaleByNormGpu, sumSquaresGpu } from './clip.wgsl';
 export interface ClipOptions {
   /** Added to the norm before dividing (default 1e-6, as in PyTorch). */
   eps?: number;
+  /**
+   * false: only measure: the gradients stay as they are, and the caller applies
+   * {@link clipCoefficient} of the returned norm itself, e.g. as the optimizer's `gradScale`, which
+   * saves a pass writing scaled copies. Default true.
+   */
+  scale?: boolean;
+}
+
+/** The factor clipGradNorm scales the gradients by: min(1, maxNorm / (norm + eps)). */
+export function clipCoefficient(norm: number, maxNorm: number, eps = 1e-6): number {
+  return Math.min(1, maxNorm / (norm + eps));
 }
 
 export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, options: ClipOptions = {}): Tensor {
@@ -43,8 +54,9 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, options:
       const lib = device.native;
       const total = Math.sqrt(grads.reduce((s, g) => s + (lib ? sumSquaresNative(lib, g) : sumSquaresCpu(g)), 0));
       norm = tensor([total], [], { device });
-      const coef = Math.min(1, maxNorm / (total + eps));
-      withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => (lib ? scaleNative(lib, g, out, coef) : scaleCpu(g, out, coef))));
+      const coef = clipCoefficient(total, maxNorm, eps);
+      if (options.scale === false) grads.forEach((g, i) => g !== withGrad[i]!.grad && g.dispose());
+      else withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => (lib ? scaleNative(lib, g, out, coef) : scaleCpu(g, out, coef))));
     } else {
       const count = grads.reduce((n, g) => n + bindingWindows(device, g.size, 4).reduce((k, w) => k + partialsFor(w), 0), 0);
       const partials = empty([count], { device });
@@ -54,7 +66,8 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, options:
       norm = sqrt(squared);
       partials.dispose();
       squared.dispose();
-      withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => scaleByNormGpu(device, g, norm, out, maxNorm, eps)));
+      if (options.scale === false) grads.forEach((g, i) => g !== withGrad[i]!.grad && g.dispose());
+      else withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => scaleByNormGpu(device, g, norm, out, maxNorm, eps)));
     }
     return norm;
   });

@@ -8,7 +8,7 @@ import { narrow, transpose } from '../ops/layout/layout';
 import { linear } from '../ops/matmul/matmul';
 import { expectClose, randomData, testDevices, withBindingLimit } from '../testing';
 import { AdamW } from './adamw';
-import { clipGradNorm } from './clip';
+import { clipCoefficient, clipGradNorm } from './clip';
 import { decayGroups, disposeStateDict } from './optimizer';
 import { SGD } from './sgd';
 
@@ -225,6 +225,42 @@ describe('clipGradNorm', () => {
       const again = clipGradNorm([a, b], 10);
       expect(await again.item()).toBeCloseTo(1, 5);
       expectClose((await b.grad!.data()) as Float32Array, [3 * s, 4 * s, 0, 0], { rtol: 1e-6 });
+    });
+  }
+
+  for (const device of devices) {
+    test(`${device.kind}${device.kind === 'cpu' && device.native ? ':native' : ''}: scale: false only measures; AdamW's gradScale equals stepping on scaled gradients`, async () => {
+      const { params, grads } = problem();
+      const run = async (fold: boolean) => {
+        const ps = params.map((v, i) => tensor(v, SHAPES[i]!, { device }));
+        const opt = new AdamW(ps, { lr: 0.05, weightDecay: 0.1 });
+        const norms: number[] = [];
+        for (let t = 0; t < STEPS; t++) {
+          setGrads(ps, grads[t]!);
+          const norm = clipGradNorm(ps, 1, { scale: false });
+          norms.push(await norm.item());
+          norm.dispose();
+          // scale: false left the gradients as they were.
+          for (const [i, p] of ps.entries()) expect(Array.from(await p.grad!.toFloat32())).toEqual(Array.from(grads[t]![i]!));
+          const coef = clipCoefficient(norms[t]!, 1);
+          if (fold) opt.step({ gradScale: coef });
+          else {
+            // As the clip's kernels scale: the reference in f64, native and WebGPU by the coefficient as an f32.
+            const f32Coef = device.kind === 'cpu' && !device.native ? coef : Math.fround(coef);
+            setGrads(
+              ps,
+              grads[t]!.map((g) => g.map((v) => Math.fround(v * f32Coef))),
+            );
+            opt.step();
+          }
+        }
+        return { norms, values: await Promise.all(ps.map((p) => p.toFloat32())) };
+      };
+      const [folded, scaled] = [await run(true), await run(false)];
+      expect(folded.norms.some((n) => n > 1) && folded.norms.some((n) => n < 1)).toBe(true);
+      // Bit for bit on the CPU kernels (the same f32 products); WebGPU scales a copy first.
+      folded.values.forEach((v, i) => expect(Array.from(v)).toEqual(Array.from(scaled.values[i]!)));
+      expect(() => new AdamW([tensor([1], [1], { device })]).step({ gradScale: -1 })).toThrow(/gradScale must be finite and ≥ 0, got -1/);
     });
   }
 

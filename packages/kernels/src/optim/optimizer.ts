@@ -10,6 +10,7 @@
 import { zeroGrad } from '../autograd/detach';
 import { noGrad } from '../autograd/graph';
 import { zeros } from '../creation';
+import { mul } from '../ops/elementwise/elementwise';
 import { contiguous } from '../ops/layout/layout';
 import { formatShape, shapesEqual } from '../shape';
 import type { Tensor } from '../tensor';
@@ -41,6 +42,12 @@ export interface OptimizerStateDict<H> {
 export interface StepOptions {
   /** Multiplies every group's learning rate for this step (the value of an LR schedule). */
   lrScale?: number;
+  /**
+   * Multiplies every gradient before the update (default 1): a clipping coefficient (see
+   * `clipGradNorm`'s `scale: false`) applied inside the update where the optimizer can, saving the
+   * pass that writes scaled gradients; the gradients themselves are left as they are.
+   */
+  gradScale?: number;
 }
 
 export abstract class Optimizer<H extends object> {
@@ -73,8 +80,16 @@ export abstract class Optimizer<H extends object> {
   protected abstract validate(group: H, index: number): void;
   /** The zero-initialised buffers a parameter's state starts with. */
   protected abstract initialBuffers(param: Tensor, group: H): Record<string, Tensor>;
-  /** Updates `param` (and `state.buffers`) in place; `state.step` already counts this step. */
-  protected abstract update(param: Tensor, grad: Tensor, state: ParamState, group: H, lrScale: number): void;
+  /**
+   * Updates `param` (and `state.buffers`) in place; `state.step` already counts this step. The
+   * gradient to apply is `gradScale · grad` (gradScale is 1 unless {@link foldsGradScale}).
+   */
+  protected abstract update(param: Tensor, grad: Tensor, state: ParamState, group: H, lrScale: number, gradScale: number): void;
+
+  /** Whether `update` applies a gradScale ≠ 1 itself for this parameter; otherwise `step` scales a copy of the gradient first. */
+  protected foldsGradScale(_param: Tensor): boolean {
+    return false;
+  }
 
   /** Every parameter, groups in order. */
   get params(): Tensor[] {
@@ -93,6 +108,8 @@ export abstract class Optimizer<H extends object> {
   step(options: StepOptions = {}): void {
     const lrScale = options.lrScale ?? 1;
     if (!(lrScale >= 0)) throw new Error(`${this.name}.step: lrScale must be ≥ 0, got ${lrScale}`);
+    const gradScale = options.gradScale ?? 1;
+    if (!(gradScale >= 0 && gradScale < Infinity)) throw new Error(`${this.name}.step: gradScale must be finite and ≥ 0, got ${gradScale}`);
     noGrad(() => {
       for (const group of this.groups) {
         for (const p of group.params) {
@@ -106,9 +123,10 @@ export abstract class Optimizer<H extends object> {
           let state = this.state.get(p);
           if (!state) this.state.set(p, (state = { step: 0, buffers: this.initialBuffers(p, group) }));
           state.step++;
-          const dense = grad.isContiguous ? grad : contiguous(grad);
+          const folds = gradScale === 1 || this.foldsGradScale(p);
+          const dense = !folds ? mul(grad, gradScale) : grad.isContiguous ? grad : contiguous(grad);
           try {
-            this.update(p, dense, state, group, lrScale);
+            this.update(p, dense, state, group, lrScale, folds ? gradScale : 1);
             // Written in place: copies kept for it (e.g. a frozen weight's packed matmul texture) are stale.
             p.storage.invalidateDerived();
           } finally {

@@ -37,7 +37,7 @@ export class SGD extends Optimizer<SgdOptions> {
     return h.momentum !== 0 ? { momentum: this.zerosLike(param) } : {};
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParamState, h: SgdOptions, lrScale: number): void {
+  protected update(param: Tensor, grad: Tensor, state: ParamState, h: SgdOptions, lrScale: number, _gradScale: number): void {
     let buffer = h.momentum !== 0 ? (state.buffers.momentum ?? null) : null;
     let first = state.step === 1;
     // Momentum switched on after this parameter's first steps: its buffer starts now, like PyTorch's.

@@ -9,7 +9,9 @@
  * - `forward <op>`: the time outside native kernels between one recorded op and the next, named by
  *   the op that ends the interval (the forward's TypeScript work, fallbacks included).
  *
- * Spans nest; a row's total includes nested spans, its self time does not.
+ * Spans nest; a row's total includes nested spans, its self time does not. `cpu ms` is the process's
+ * CPU time (all threads) over a row's spans, nested ones included: on a machine shared with other
+ * work it moves less than wall time, so it compares builds better (a spinning thread counts too).
  */
 
 export const opProfiling = process.env.NEMOTRON_PROFILE_OPS === '1';
@@ -19,6 +21,7 @@ export interface OpProfileRow {
   calls: number;
   totalMs: number;
   selfMs: number;
+  cpuMs: number;
 }
 
 const rows = new Map<string, OpProfileRow>();
@@ -28,25 +31,33 @@ let phase = 'other';
 let markAt = 0;
 let markChild = 0;
 
-function add(name: string, totalMs: number, selfMs: number): void {
+function add(name: string, totalMs: number, selfMs: number, cpuMs = 0): void {
   let r = rows.get(name);
-  if (!r) rows.set(name, (r = { name, calls: 0, totalMs: 0, selfMs: 0 }));
+  if (!r) rows.set(name, (r = { name, calls: 0, totalMs: 0, selfMs: 0, cpuMs: 0 }));
   r.calls++;
   r.totalMs += totalMs;
   r.selfMs += selfMs;
+  r.cpuMs += cpuMs;
+}
+
+/** Process CPU time (user + system, all threads) in ms. */
+function cpuNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /** Runs `fn` as a timed span named `name` (only `fn()` when profiling is off). */
 export function profileSpan<T>(name: string, fn: () => T): T {
   if (!opProfiling) return fn();
   const frame = { start: performance.now(), child: 0 };
+  const cpu = cpuNow();
   stack.push(frame);
   try {
     return fn();
   } finally {
     stack.pop();
     const dt = performance.now() - frame.start;
-    add(name, dt, dt - frame.child);
+    add(name, dt, dt - frame.child, cpuNow() - cpu);
     const parent = stack[stack.length - 1];
     if (parent) parent.child += dt;
     else markChild += dt;
@@ -59,12 +70,13 @@ export function profilePhase<T>(name: string, fn: () => T): T {
   const prev = phase;
   phase = name;
   const start = performance.now();
+  const cpu = cpuNow();
   markAt = start;
   markChild = 0;
   try {
     return fn();
   } finally {
-    add(`phase ${name}`, performance.now() - start, 0);
+    add(`phase ${name}`, performance.now() - start, 0, cpuNow() - cpu);
     phase = prev;
   }
 }
@@ -97,10 +109,11 @@ export function formatOpProfile(steps = 1): string {
   const all = opProfileRows();
   const phases = all.filter((r) => r.name.startsWith('phase '));
   const ops = all.filter((r) => !r.name.startsWith('phase ') && r.totalMs / steps >= 0.5);
+  const ms = (v: number) => (v / steps).toFixed(1).padStart(10);
   const line = (r: OpProfileRow, self: boolean) =>
-    `${r.name.padEnd(48)} ${String(Math.round(r.calls / steps)).padStart(7)} ${(r.totalMs / steps).toFixed(1).padStart(10)} ${self ? (r.selfMs / steps).toFixed(1).padStart(10) : ''}`;
+    `${r.name.padEnd(48)} ${String(Math.round(r.calls / steps)).padStart(7)} ${ms(r.totalMs)} ${self ? ms(r.selfMs) : ''.padStart(10)} ${ms(r.cpuMs)}`;
   return [
-    `${'op (per step)'.padEnd(48)} ${'calls'.padStart(7)} ${'total ms'.padStart(10)} ${'self ms'.padStart(10)}`,
+    `${'op (per step)'.padEnd(48)} ${'calls'.padStart(7)} ${'total ms'.padStart(10)} ${'self ms'.padStart(10)} ${'cpu ms'.padStart(10)}`,
     ...ops.map((r) => line(r, true)),
     ...phases.map((r) => line(r, false)),
   ].join('\n');

@@ -1,4 +1,4 @@
-/** Native attention forward and backward (packages/kernels/native/attention.c): the same problems as the CPU reference. */
+/** Native attention forward and backward (packages/kernels/native/attention.c, attention_backward.c): the same problems as the CPU reference. */
 import { empty } from '../../creation';
 import type { NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';

@@ -115,16 +115,23 @@ export function narrow(x: Tensor, axis: number, start: number, length: number): 
   shape[a] = length;
   const out = view(x, shape, x.strides, x.offset + start * x.strides[a]!);
   const full = [...x.shape];
-  record('narrow', out, [x], (g) => {
-    const z = zeros(full, { device: g.device });
-    copyInto(narrowRaw(z, a, start, length), g);
-    return [z];
-  });
+  record(
+    'narrow',
+    out,
+    [x],
+    (g) => {
+      const z = zeros(full, { device: g.device });
+      copyInto(narrowRaw(z, a, start, length), g);
+      return [z];
+    },
+    [],
+    { axis: a, start, length },
+  );
   return out;
 }
 
 /** `narrow` without autograd, for writing into a slice of a fresh tensor. */
-function narrowRaw(x: Tensor, axis: number, start: number, length: number): Tensor {
+export function narrowRaw(x: Tensor, axis: number, start: number, length: number): Tensor {
   const shape = [...x.shape];
   shape[axis] = length;
   return view(x, shape, x.strides, x.offset + start * x.strides[axis]!);

@@ -1,4 +1,4 @@
-/** Native Mamba2 scan and decode state update (packages/kernels/native/scan.c) on dense host operands. */
+/** Native Mamba2 scan (scan.c, its backward scan_backward.c) and decode state update on dense host operands. */
 import type { NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { Tensor } from '../../tensor';
@@ -40,7 +40,20 @@ function scanParams(a: SsdScanOperands, outOffsets: [number, number]): Float64Ar
 export function ssdScanNative(lib: NativeKernels, a: SsdScanOperands, y: Tensor, finalState: Tensor): boolean {
   if (![a.x, a.dt, a.B, a.C, a.initialState].every(isF32)) return false;
   const params = scanParams(a, [y.offset, finalState.offset]);
-  lib.symbols.nt_ssd_scan(params, buf(a.x), buf(a.dt), buf(a.A), buf(a.B), buf(a.C), buf(a.D), buf(a.initialState), buf(a.seqIdx), buf(y), buf(finalState));
+  const rc = lib.symbols.nt_ssd_scan(
+    params,
+    buf(a.x),
+    buf(a.dt),
+    buf(a.A),
+    buf(a.B),
+    buf(a.C),
+    buf(a.D),
+    buf(a.initialState),
+    buf(a.seqIdx),
+    buf(y),
+    buf(finalState),
+  );
+  if (rc !== 0) throw new Error('ssdScan: the native kernel could not allocate its chunk buffers');
   return true;
 }
 
