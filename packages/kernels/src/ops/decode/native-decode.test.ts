@@ -240,6 +240,27 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
     });
   }
 
+  test('1, 3 and 5 threads (uneven shares of every phase, items taken from other threads) match the reference', async () => {
+    const lib = native!.kind === 'cpu' ? native!.native! : (null as never);
+    const before = lib.threads;
+    const c = cases.find((x) => x.name.startsWith('f32, 38+ keys'))!;
+    try {
+      for (const threads of [1, 3, 5]) {
+        lib.setThreads(threads);
+        const ref = buildPlan(c, cpu);
+        const step = NativeDecodeStep.create(lib, buildPlan(c, native!));
+        if (typeof step === 'string') throw new Error(step);
+        const logits = onDevice(new Float32Array(VOCAB), [1, VOCAB], native!);
+        const keys = c.past + 1;
+        step.run(11, keys, keyMaskOf(c, native!), logits);
+        const expected = noGrad(() => referenceStep(ref, 11, keys, keyMaskOf(c, cpu)));
+        expectClose(await logits.toFloat32(), await expected.toFloat32(), { rtol: 2e-4, atol: 1e-5, what: `${threads} threads` });
+      }
+    } finally {
+      lib.setThreads(before);
+    }
+  });
+
   test('a token outside the vocabulary or a full cache is refused with the reason', () => {
     const c = cases[0]!;
     const step = NativeDecodeStep.create(native!.kind === 'cpu' ? native!.native! : (null as never), buildPlan(c, native!));
