@@ -8,10 +8,11 @@
  * already there that does not check out is downloaded again, never used.
  */
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { downloadFile, fileDownloadInfo, type FileDownloadInfoOutput } from '@huggingface/hub';
+import type { FileDownloadInfoOutput } from '@huggingface/hub';
 import { HubError } from './errors';
 import { FileLock } from './file-lock';
 import { hubErrorFrom } from './hub-errors';
+import { hubLibrary } from './hub-library';
 
 /** How the etag relates to the content: sha256 of it (LFS), git's blob sha1, or neither (xet hash). */
 export type EtagKind = 'sha256' | 'git-sha1' | 'opaque';
@@ -82,6 +83,7 @@ async function contentMismatch(d: Pick<BlobDownload, 'size' | 'etag' | 'etagKind
 
 async function fetchIntoIncomplete(d: BlobDownload, where: string): Promise<void> {
   const incomplete = `${d.blobPath}.incomplete`;
+  const { fileDownloadInfo } = await hubLibrary();
   const info = await fileDownloadInfo({
     repo: { type: 'model', name: d.repoId },
     path: d.path,
@@ -184,6 +186,7 @@ async function rangedBody(d: BlobDownload, url: string, offset: number): Promise
 
 function xetStream(d: BlobDownload, info: FileDownloadInfoOutput, offset: number): Body {
   const stream = (async function* () {
+    const { downloadFile } = await hubLibrary();
     const blob = await downloadFile({
       repo: { type: 'model', name: d.repoId },
       path: d.path,

@@ -1,12 +1,19 @@
 /** Turning the Hub's HTTP answers into messages that say what to do. */
-import { HubApiError } from '@huggingface/hub';
+import type { HubApiError } from '@huggingface/hub';
 import { HubError } from './errors';
+import { loadedHubLibrary } from './hub-library';
+
+/** Whether `e` is the library's HTTP error (only possible once it was loaded). */
+function isHubApiError(e: unknown): e is HubApiError {
+  const library = loadedHubLibrary();
+  return library !== null && e instanceof library.HubApiError;
+}
 
 /** A clear HubError for a failure while accessing `what` (a repo or repo/file). */
 export function hubErrorFrom(e: unknown, what: string, token: string | undefined, endpoint: string): HubError {
   if (e instanceof HubError && e.status === undefined) return e;
-  const status = e instanceof HubApiError ? e.statusCode : e instanceof HubError ? e.status : undefined;
-  const url = e instanceof HubApiError ? ` (${e.url})` : '';
+  const status = isHubApiError(e) ? e.statusCode : e instanceof HubError ? e.status : undefined;
+  const url = isHubApiError(e) ? ` (${e.url})` : '';
   switch (status) {
     case 401:
       return new HubError(
@@ -32,5 +39,5 @@ export function hubErrorFrom(e: unknown, what: string, token: string | undefined
 
 /** A failure to connect or a dropped connection (fetch rejects these with a TypeError). */
 export function isNetworkError(e: unknown): boolean {
-  return e instanceof TypeError && !(e instanceof HubApiError);
+  return e instanceof TypeError && !isHubApiError(e);
 }

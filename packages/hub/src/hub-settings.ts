@@ -6,8 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { HUB_URL } from '@huggingface/hub';
 import { defaultHubCacheDir } from './repo-cache';
+
+/** `@huggingface/hub`'s HUB_URL (held equal by a test; the library is loaded only to reach the Hub, see hub-library.ts). */
+export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
 
 /** Explicit settings; each overrides its environment variable. */
 export interface HubSettingsOptions {
@@ -35,7 +37,7 @@ export function envFlag(name: string): boolean {
 /** Options merged over the environment (read at call time). */
 export function hubSettings(options: HubSettingsOptions = {}): HubSettings {
   return {
-    endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? HUB_URL).replace(/\/+$/, ''),
+    endpoint: (options.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_HUB_ENDPOINT).replace(/\/+$/, ''),
     token: options.token ?? (process.env.HF_TOKEN || process.env.HUGGING_FACE_HUB_TOKEN || storedToken()),
     offline: options.localFilesOnly ?? envFlag('HF_HUB_OFFLINE'),
     cacheDir: options.cacheDir ?? defaultHubCacheDir(),

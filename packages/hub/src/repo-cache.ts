@@ -10,14 +10,25 @@
  * The cache folder is `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
  */
 import { copyFile, lstat, mkdir, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
-import { getHFHubCachePath, getRepoFolderName } from '@huggingface/hub';
 import { writeFileAtomically } from './atomic-file';
 import { checkRevision, isCommitHash } from './repo-id';
 
-/** The hub cache folder from the environment (read at call time). */
+/**
+ * The hub cache folder from the environment (read at call time), resolved as `@huggingface/hub`'s
+ * getHFHubCachePath does (a test holds the two equal; the library is not imported for it, see
+ * hub-library.ts).
+ */
 export function defaultHubCacheDir(): string {
-  return getHFHubCachePath();
+  const env = process.env;
+  const home = env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
+  return env.HF_HUB_CACHE ?? env.HUGGINGFACE_HUB_CACHE ?? join(home, 'hub');
+}
+
+/** `models--<org>--<name>`, the library's getRepoFolderName for a model (held equal by a test). */
+export function repoFolderName(repoId: string): string {
+  return ['models', ...repoId.split('/')].join('--');
 }
 
 /** An etag as a blob name: without weak marker and quotes. */
@@ -34,7 +45,7 @@ export class RepoCache {
     readonly cacheDir: string,
     readonly repoId: string,
   ) {
-    this.folder = join(cacheDir, getRepoFolderName({ type: 'model', name: repoId }));
+    this.folder = join(cacheDir, repoFolderName(repoId));
   }
 
   blobPath(etag: string): string {

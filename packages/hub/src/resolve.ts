@@ -5,13 +5,14 @@
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
-import { listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
+import type { ListFileEntry } from '@huggingface/hub';
 import { recoverFolder } from './atomic-folder';
 import { RepoCache, normalizeEtag } from './repo-cache';
 import { downloadBlob, type EtagKind } from './download';
 import { HubError } from './errors';
 import { matchesAny } from './glob';
 import { hubErrorFrom, isNetworkError } from './hub-errors';
+import { hubLibrary } from './hub-library';
 import { hubSettings, type HubSettings } from './hub-settings';
 import { ProgressBar, type DownloadProgress } from './progress';
 import { unsafeRelativePath } from './relative-path';
@@ -76,6 +77,7 @@ async function download(cache: RepoCache, revision: string, settings: HubSetting
   let commit: string;
   let entries: ListFileEntry[];
   try {
+    const { listFiles, modelInfo } = await hubLibrary();
     const info = await modelInfo({ ...access, name: repoId, revision, additionalFields: ['sha'] });
     if (typeof info.sha !== 'string' || !isCommitHash(info.sha)) throw new HubError(`${repoId}@${revision}: the Hub did not return a commit id`);
     commit = info.sha;
