@@ -26,7 +26,7 @@ export class CpuDevice implements StorageOwner {
   private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
   /** Freed buffers reused by the next allocation of the same size (a model step repeats its sizes). */
   private readonly pool = new HostBufferPool(POOL_LIMITS);
-  /** How long the last full collection of {@link releaseIdleMemory} took (0: none yet). */
+  /** How long the last full collection of {@link collectGarbage} took (0: none yet). */
   private lastCollectionMs = 0;
 
   constructor(readonly native: NativeKernels | null = null) {
@@ -72,17 +72,24 @@ export class CpuDevice implements StorageOwner {
   }
 
   /**
-   * After a long piece of work (a generation that took `workMs`): drops the pooled buffers and, when
-   * it costs at most ~5 % of that work, runs a full garbage collection. The engine sizes its
-   * collections by the heap, which counts the weights' ArrayBuffers, so the small JS garbage of every
-   * op (shape arrays, closures, tensor handles) piled up across calls: bench-small's peak RSS grew
-   * ~5–15 MiB per generation and reached 308 MiB (bf16) over a benchmark's runs where one run peaks
-   * near 200. A collection takes ~20 ms there.
+   * After a long piece of work (a generation or a model build that took `workMs`): drops the pooled
+   * buffers and collects garbage (see {@link collectGarbage}).
    */
   releaseIdleMemory(workMs: number): void {
     this.pool.trim();
+    this.collectGarbage(workMs);
+  }
+
+  /**
+   * A full garbage collection, when the last one took at most `maxShare` of `workMs` (the work since
+   * the last chance to collect). The engine sizes its collections by the heap, which counts the
+   * weights' ArrayBuffers, so the small JS garbage of every op (shape arrays, closures, tensor
+   * handles) piled up: bench-small's peak RSS grew ~5–15 MiB per generation, to 308 MiB (bf16) over
+   * a benchmark's runs where one run peaks near 200. A collection takes 5–25 ms there.
+   */
+  collectGarbage(workMs: number, maxShare = 0.05): void {
     const gc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
-    if (!gc || workMs < 20 * this.lastCollectionMs) return;
+    if (!gc || workMs * maxShare < this.lastCollectionMs) return;
     const start = performance.now();
     gc(true);
     this.lastCollectionMs = performance.now() - start;
