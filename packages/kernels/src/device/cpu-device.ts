@@ -12,7 +12,7 @@ import { Storage, type StorageOwner } from '../runtime/storage';
 
 /**
  * Freed host bytes kept for reuse: as many as are live, at least 64 MiB (a bench-small prefill reuses
- * ~38 MB) and at most 2 GiB (a training step reuses its activations and gradients); see
+ * ~20–25 MB) and at most 2 GiB (a training step reuses its activations and gradients); see
  * host-buffer-pool.ts for why.
  */
 const POOL_LIMITS = { floorBytes: 64 * 1024 ** 2, ceilingBytes: 2 * 1024 ** 3 };
