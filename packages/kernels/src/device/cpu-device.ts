@@ -72,14 +72,12 @@ export class CpuDevice implements StorageOwner {
   }
 
   /**
-   * After a long piece of work (a generation or a model build that took `workMs`): collects garbage
-   * (see {@link collectGarbage}), then drops the pooled buffers. In that order: the allocator keeps
-   * freed pages for a moment before returning them, so a call right after this one (a benchmark's
-   * loop) reuses them instead of faulting fresh ones after a collection's 5–25 ms.
+   * After a long piece of work (a generation or a model build that took `workMs`): drops the pooled
+   * buffers and collects garbage (see {@link collectGarbage}).
    */
   releaseIdleMemory(workMs: number): void {
-    this.collectGarbage(workMs);
     this.pool.trim();
+    this.collectGarbage(workMs);
   }
 
   /**
