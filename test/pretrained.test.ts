@@ -8,7 +8,7 @@ import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Checkpoint, readConfigJson, saveSafetensors, writeConfigJson } from '@nemotron-ts/hub';
-import { getCpuDevice, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
+import { CpuDevice, getCpuDevice, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose } from '@nemotron-ts/kernels/testing';
 import * as core from '@nemotron-ts/core';
 import { NemotronHConfig, NemotronHForCausalLM } from '../src';
@@ -48,6 +48,15 @@ describe('fromPretrained', () => {
     expect(mtp.mtp).not.toBeNull();
     expect(mtp.loadReport).toEqual({ missing: [], unexpected: [], mismatched: [], ignored: [] });
     mtp.dispose();
+  });
+
+  test("loading keeps one copy of the weights: the model's own bytes live, none left in the CPU pool", async () => {
+    const device = new CpuDevice();
+    const model = await NemotronHForCausalLM.fromPretrained(join(FIXTURES_DIR, 'hybrid_bf16'), { device });
+    const storages = new Set(model.namedTensors().map((t) => t.tensor.storage));
+    const weightBytes = [...storages].reduce((sum, s) => sum + s.cpu!.byteLength, 0);
+    expect(device.memoryStats()).toMatchObject({ liveBytes: weightBytes, pooledBytes: 0 });
+    model.dispose();
   });
 
   test('errors name the folder, field or tensor at fault', async () => {

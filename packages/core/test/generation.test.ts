@@ -297,6 +297,23 @@ describe('generate', () => {
         expect(device.memoryStats()).toMatchObject({ liveBytes: live, pooledBytes: 0, pooledBuffers: 0 });
         m.dispose();
       });
+
+      test(`${deviceLabel(device)}: the prefill's freed temporaries leave the pool before the decode steps run`, async () => {
+        const m = model(device, plain);
+        const pooled: number[] = [];
+        // The prefill's activations ([2, 37, 40] f32 and wider) are pooled sizes; a decode step's
+        // ([2, 1, …]) are below the pool's minimum, so nothing should be pooled while decoding.
+        await m.generate({
+          inputIds: ids(2, 37, 17),
+          maxNewTokens: 4,
+          eosTokenId: null,
+          onToken: () => {
+            pooled.push(device.memoryStats().pooledBytes);
+          },
+        });
+        expect(pooled).toEqual([0, 0, 0, 0]);
+        m.dispose();
+      });
     }
 
     test(`${deviceLabel(device)}: seeded sampling is reproducible; top-k 1 and a near-zero temperature are greedy`, async () => {

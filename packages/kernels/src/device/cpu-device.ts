@@ -12,7 +12,7 @@ import { Storage, type StorageOwner } from '../runtime/storage';
 
 /**
  * Freed host bytes kept for reuse: as many as are live, at least 64 MiB (a bench-small prefill reuses
- * ~38 MB) and at most 2 GiB (a training step reuses its activations and gradients); see
+ * ~20–25 MB) and at most 2 GiB (a training step reuses its activations and gradients); see
  * host-buffer-pool.ts for why.
  */
 const POOL_LIMITS = { floorBytes: 64 * 1024 ** 2, ceilingBytes: 2 * 1024 ** 3 };
@@ -26,6 +26,8 @@ export class CpuDevice implements StorageOwner {
   private stats: MemoryStats = { liveBytes: 0, pooledBytes: 0, peakLiveBytes: 0, liveBuffers: 0, pooledBuffers: 0 };
   /** Freed buffers reused by the next allocation of the same size (a model step repeats its sizes). */
   private readonly pool = new HostBufferPool(POOL_LIMITS);
+  /** How long the last full collection of {@link collectGarbage} took (0: none yet). */
+  private lastCollectionMs = 0;
 
   constructor(readonly native: NativeKernels | null = null) {
     this.name = native ? 'cpu:native' : 'cpu';
@@ -67,6 +69,30 @@ export class CpuDevice implements StorageOwner {
   /** Drops the buffers kept for reuse. */
   trimPool(): void {
     this.pool.trim();
+  }
+
+  /**
+   * After a long piece of work (a generation or a model build that took `workMs`): drops the pooled
+   * buffers and collects garbage (see {@link collectGarbage}).
+   */
+  releaseIdleMemory(workMs: number): void {
+    this.pool.trim();
+    this.collectGarbage(workMs);
+  }
+
+  /**
+   * A full garbage collection, when the last one took at most `maxShare` of `workMs` (the work since
+   * the last chance to collect). The engine sizes its collections by the heap, which counts the
+   * weights' ArrayBuffers, so the small JS garbage of every op (shape arrays, closures, tensor
+   * handles) piled up: bench-small's peak RSS grew ~5–15 MiB per generation, to 308 MiB (bf16) over
+   * a benchmark's runs where one run peaks near 200. A collection takes 5–25 ms there.
+   */
+  collectGarbage(workMs: number, maxShare = 0.05): void {
+    const gc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
+    if (!gc || workMs * maxShare < this.lastCollectionMs) return;
+    const start = performance.now();
+    gc(true);
+    this.lastCollectionMs = performance.now() - start;
   }
 
   resetPeak(): void {

@@ -9,7 +9,7 @@
  * How much to keep: as much as is live, between a floor and a ceiling. Training frees on the order
  * of what stays live every step (activations against weights, gradients and AdamW's moments: ~1 GB
  * for bench-small in f32) and ran up to 1.6–2.7× faster keeping it; inference holds its weights live
- * but frees only a step's activations (~38 MB for a bench-small prefill), so the pool stays that
+ * but frees only a step's activations (~20–25 MB for a bench-small prefill piece), so the pool stays that
  * small and peak RSS near llama.cpp's. A disposed model's weights find the live bytes gone, so the
  * limit falls and they are dropped (oldest first) instead of held.
  *

@@ -384,7 +384,9 @@ export class NativeDecodeStep {
     }
     const lib = this.lib;
     const needed = lib.symbols.nt_decode_scratch_floats(table, lib.threads);
-    if (this.scratch.length < needed) this.scratch = new Float32Array(needed);
+    // The need grows with the cached keys, one more every step: doubling keeps it to a few
+    // allocations per generation instead of a fresh buffer (garbage until the GC) per step.
+    if (this.scratch.length < needed) this.scratch = new Float32Array(Math.max(needed, 2 * this.scratch.length));
     table[14] = lib.addressOf(this.scratch.buffer as ArrayBuffer);
     table[15] = this.scratch.length;
     const rc = lib.symbols.nt_decode_step(table);

@@ -3,7 +3,9 @@ import { getCpuDevice, type Device } from '../../device/device';
 import { expectClose, onDevice, poisoned, randomData, testGpu } from '../../testing';
 import { tensor } from '../../creation';
 import { BINARY, UNARY, type BinaryOp, type UnaryOp } from './definitions';
-import { binary, clamp, unary, where } from './elementwise';
+import { binary, clamp, unary, unaryInPlace, where } from './elementwise';
+import { noGrad } from '../../autograd/graph';
+import { testNative } from '../../testing';
 import { copyInto, transpose, narrow } from '../layout/layout';
 import type { Tensor } from '../../tensor';
 
@@ -166,5 +168,27 @@ describe('vec4 fast path (dense f32 operands, counts and offsets multiples of 4)
     await check('broadcast row', (d) => binary('add', onDevice(other, [12, 10], d), onDevice(other.subarray(0, 10), [10], d)), false);
     const bf = randomData([120], 26, { dtype: 'bf16' });
     await check('bf16 operand', (d) => binary('add', onDevice(bf, [120], d, 'bf16'), onDevice(other, [120], d)), false);
+  });
+});
+
+describe('unaryInPlace', () => {
+  const native = testNative();
+  for (const device of [cpu, ...(native ? [native] : [])]) {
+    test(`${device.name}: writes what the op gives into x itself, on an odd size`, async () => {
+      const values = randomData([5, 37], 11).map((v) => v * 3);
+      const x = tensor(values, [5, 37], { device });
+      const expected = await unary('relu2', tensor(values, [5, 37], { device })).toFloat32();
+      const out = noGrad(() => unaryInPlace('relu2', x));
+      expect(out).toBe(x);
+      expectClose(await x.toFloat32(), expected, { rtol: 0, what: 'relu2 in place' });
+    });
+  }
+
+  test('refuses a tensor a graph could hold, a strided one, and WebGPU', () => {
+    const x = tensor(randomData([4, 6], 2), [4, 6], { device: cpu });
+    expect(() => unaryInPlace('relu2', x)).toThrow(/inference only: run it under noGrad/);
+    expect(() => noGrad(() => unaryInPlace('relu2', transpose(x, 0, 1)))).toThrow(/dense f32 tensor, got f32 \(strided\)/);
+    if (gpu)
+      expect(() => noGrad(() => unaryInPlace('relu2', tensor(randomData([4, 6], 2), [4, 6], { device: gpu })))).toThrow(/host tensor, got one on webgpu/);
   });
 });

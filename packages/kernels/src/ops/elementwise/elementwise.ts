@@ -4,7 +4,7 @@
  * fused derivative kernels their backward rules use. Float results are f32; integer ops on integer
  * tensors keep their dtype.
  */
-import { record } from '../../autograd/graph';
+import { isGradEnabled, record } from '../../autograd/graph';
 import type { Tensor } from '../../tensor';
 import { sumTo } from '../layout/broadcast';
 import { BINARY, UNARY, UNARY_GRAD, type BinaryOp, type ElementwiseDef, type UnaryOp } from './definitions';
@@ -17,6 +17,21 @@ export function unary(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
   const out = run(op, UNARY[op], ['x'], [x], [p0, p1]);
   if (UNARY_GRAD[op]) record(op, out, [x], (g, [sx]) => [unaryGrad(op, sx!, g, p0, p1)], [x]);
   return out;
+}
+
+/**
+ * Applies a unary op to a dense host tensor in place and returns it: inference only (no graph may
+ * hold `x`, so it runs only under noGrad), and not on WebGPU, where one buffer cannot be both the
+ * input and the output of a dispatch. Saves the output buffer, e.g. the MLP's [L, intermediate]
+ * activation, a prefill's widest.
+ */
+export function unaryInPlace(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
+  x.assertAlive(`${op} in place`);
+  if (isGradEnabled()) throw new Error(`${op} in place is inference only: run it under noGrad()`);
+  if (x.device.kind !== 'cpu') throw new Error(`${op} in place needs a host tensor, got one on ${x.device.kind}`);
+  if (!x.isContiguous || x.dtype !== 'f32') throw new Error(`${op} in place needs a dense f32 tensor, got ${x.dtype}${x.isContiguous ? '' : ' (strided)'}`);
+  run(op, UNARY[op], ['x'], [x], [p0, p1], { into: x });
+  return x;
 }
 
 /** d(op(x))/dx · g as one fused kernel. */

@@ -9,11 +9,14 @@ import { uniformHash } from './counter-random';
 import { NON_FINITE_TOKEN } from './non-finite-token';
 import type { RecordTokensArgs, SamplingProblem } from './sampling';
 
-/** Row b of the logits after the repetition penalty and temperature, as the kernel's f32 math gives them. */
-function scores(p: SamplingProblem, b: number): Float32Array {
+/**
+ * Row b of the logits after the repetition penalty and temperature, as the kernel's f32 math gives
+ * them, in `out` (one buffer reused across rows and steps: a fresh one per step was garbage the GC
+ * left lying for many generations).
+ */
+function scores(p: SamplingProblem, b: number, out: Float32Array): Float32Array {
   const read = storageReader(p.logits);
   const seen = p.seen ? (cpuView(p.seen) as Int32Array) : null;
-  const out = new Float32Array(p.vocab);
   for (let i = 0; i < p.vocab; i++) {
     let s = read(p.logits.offset + b * p.vocab + i);
     if (seen && seen[p.seen!.offset + b * p.vocab + i] !== 0) s = Math.fround(s < 0 ? s * p.penalty : s / p.penalty);
@@ -22,6 +25,8 @@ function scores(p: SamplingProblem, b: number): Float32Array {
   }
   return out;
 }
+
+let scoreScratch = new Float32Array(0);
 
 /** Lowest index of the largest value. */
 function argmax(s: Float32Array): number {
@@ -79,7 +84,8 @@ export function sampleTokensCpu(p: SamplingProblem, out: Tensor): void {
       dst[out.offset + b] = NON_FINITE_TOKEN;
       continue;
     }
-    const s = scores(p, b);
+    if (scoreScratch.length !== p.vocab) scoreScratch = new Float32Array(p.vocab);
+    const s = scores(p, b, scoreScratch);
     if (!p.doSample) {
       dst[out.offset + b] = argmax(s);
       continue;
