@@ -11,7 +11,7 @@
 // weight textures. rss_bytes is the resident set when the row is printed, peak_rss_bytes the process's
 // high-water mark so far (getrusage maxrss: weights, Bun's heap, native buffers; run one --dtype per
 // process for that dtype's own peak). --model moe runs bench-moe (bench/moe.config.json) instead.
-// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N[,N…]] [--prefill-only]
+// Usage: bun scripts/bench-generate.ts [--model small|moe] [--dtype f32|bf16] [--depth N[,N…]] [--prefill-only | --decode-only]
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
@@ -30,6 +30,7 @@ const reps = Number(process.env.BENCH_REPS ?? 3);
 const DECODE_TOKENS = 64;
 const SKIP = 3;
 
+const decodeOnly = process.argv.includes('--decode-only');
 const modelName = arg('model') ?? 'small';
 if (modelName !== 'small' && modelName !== 'moe') throw new Error(`--model must be small or moe, got '${modelName}'`);
 const path = join(import.meta.dir, '..', 'bench', `${modelName}.config.json`);
@@ -45,25 +46,29 @@ for (const dtype of dtypes) {
   const model = NemotronHForCausalLM.fromConfig(config, { seed: 0, device, dtype }).eval().requiresGrad_(false);
   const common = { model: `bench-${modelName}`, dtype, device: deviceLabel(device) };
 
-  // Prefill: the prompt and the first token.
-  const prefillPrompt = prompt(512);
-  await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 });
-  let best = Infinity;
-  device.resetPeak();
-  for (let i = 0; i < reps; i++) best = Math.min(best, (await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 })).stats.prefillMs);
-  console.log(
-    JSON.stringify({
-      bench: 'prefill',
-      ...common,
-      depth: 512,
-      tokens_per_s: Math.round((512 * 1000) / best),
-      ms: round(best),
-      peak_bytes: device.memoryStats().peakLiveBytes,
-      texture_bytes: textureBytes(),
-      rss_bytes: process.memoryUsage().rss,
-      peak_rss_bytes: peakRssBytes(),
-    }),
-  );
+  // Prefill: the prompt and the first token (skipped with --decode-only, so that a process's peak
+  // RSS covers only its decode rows, as llama-bench's -d runs do).
+  if (!decodeOnly) {
+    // Prefill: the prompt and the first token.
+    const prefillPrompt = prompt(512);
+    await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 });
+    let best = Infinity;
+    device.resetPeak();
+    for (let i = 0; i < reps; i++) best = Math.min(best, (await model.generate({ inputIds: prefillPrompt, maxNewTokens: 1 })).stats.prefillMs);
+    console.log(
+      JSON.stringify({
+        bench: 'prefill',
+        ...common,
+        depth: 512,
+        tokens_per_s: Math.round((512 * 1000) / best),
+        ms: round(best),
+        peak_bytes: device.memoryStats().peakLiveBytes,
+        texture_bytes: textureBytes(),
+        rss_bytes: process.memoryUsage().rss,
+        peak_rss_bytes: peakRssBytes(),
+      }),
+    );
+  }
 
   if (process.argv.includes('--prefill-only')) {
     model.dispose();

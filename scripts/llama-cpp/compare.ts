@@ -9,9 +9,9 @@
 //    "ours_peak_rss_mib":…,"llama_cpp_peak_rss_mib":…}
 //   {"bench":"compare_summary",…,"rounds":…,"ratio_median":…,"ratio_min":…,"ratio_max":…,"ours_median":…,"llama_cpp_median":…,
 //    "rss_ratio_max":…,"cpu":…}
-// Peak RSS: ours is the bench process's high-water mark when the row is printed (a decode row's
-// includes its prompt's prefill, as llama-bench's -d does), llama.cpp's that of the llama-bench run for
-// the row (GNU time's %M).
+// Peak RSS: each side's process high-water mark for the row alone (ours: one bench-generate process
+// per row; a decode row's includes its prompt's prefill, as llama-bench's -d does; llama.cpp: GNU
+// time's %M of the row's llama-bench run).
 // --busy N runs N busy-looping processes at nice 10 meanwhile, the same for both sides: a host shared
 // with other work (a build, another job), where threads that spin at barriers lose their core.
 // Usage: bun scripts/llama-cpp/compare.ts [--model small|moe] [--dtype f32|bf16] [--rounds N] [--busy N] [--work DIR]
@@ -57,11 +57,18 @@ const jsonLines = (text: string) =>
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 const MIB = 1024 * 1024;
-/** Our tokens/s per row (bench-generate: best of 3 after a warm-up) and the peak RSS so far. */
+/**
+ * Our tokens/s per row (bench-generate: best of 3 after a warm-up) and peak RSS, one process per row
+ * (--prefill-only, --decode-only --depth N), so each peak covers what llama-bench's run for the row does.
+ */
 function ours(dtype: string): Map<string, Measured> {
   const out = new Map<string, Measured>();
-  const rows = jsonLines(run(['bun', 'scripts/bench-generate.ts', '--model', model, '--dtype', dtype, '--depth', '128,2048'], { NEMOTRON_THREADS: threads }));
-  for (const r of rows) out.set(`${dtype} ${r.bench} ${r.depth}`, { tokensPerS: r.tokens_per_s as number, peakRssMiB: (r.peak_rss_bytes as number) / MIB });
+  for (const r of ROWS) {
+    const only = r.row === 'prefill' ? ['--prefill-only'] : ['--decode-only', '--depth', String(r.depth)];
+    const rows = jsonLines(run(['bun', 'scripts/bench-generate.ts', '--model', model, '--dtype', dtype, ...only], { NEMOTRON_THREADS: threads }));
+    const row = rows.find((x) => x.bench === r.row && x.depth === r.depth);
+    if (row) out.set(key(dtype, r), { tokensPerS: row.tokens_per_s as number, peakRssMiB: (row.peak_rss_bytes as number) / MIB });
+  }
   return out;
 }
 
