@@ -226,17 +226,11 @@ static double backward_chunk(const task_t *k, int64_t c, int have_dS, scratch_t 
 EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
                                 const float *init, const int32_t *seq, const float *dy, float *dx, float *ddt, float *dA, float *dB, float *dC,
                                 float *dD, float *dinit) {
-  int64_t batch = (int64_t)params[0], length = (int64_t)params[1], heads = (int64_t)params[2], hd = (int64_t)params[3];
-  int64_t groups = (int64_t)params[4], sd = (int64_t)params[5];
-  x += (int64_t)params[6];
-  dt += (int64_t)params[7];
-  int64_t a_off = (int64_t)params[8];
-  B += (int64_t)params[9];
-  C += (int64_t)params[10];
-  int64_t d_off = (int64_t)params[11];
-  int64_t init_off = (int64_t)params[12], seq_off = (int64_t)params[13];
-  dy += (int64_t)params[14];
-  int a_dt = (int)params[16], d_dt = (int)params[17], has_d = (int)params[18], has_init = (int)params[19], has_seq = (int)params[20];
+  ssd_params q = ssd_read_params(params);
+  int64_t batch = q.batch, length = q.length, heads = q.heads, hd = q.hd, groups = q.groups, sd = q.sd;
+  int64_t a_off = q.a_off, d_off = q.d_off, init_off = q.init_off, seq_off = q.seq_off;
+  int a_dt = q.a_dt, d_dt = q.d_dt, has_d = q.has_d, has_init = q.has_init, has_seq = q.has_seq;
+  x += q.x_off, dt += q.dt_off, B += q.b_off, C += q.c_off, dy += q.out_off; /* y's offset is dy's */
   int64_t hpg = heads / groups, ps = hd * sd;
   int64_t chunks = (length + SSD_CHUNK - 1) / SSD_CHUNK;
   int64_t rows = batch * length * groups;

@@ -12,6 +12,22 @@
 /* Positions per chunk: the Q×Q tiles stay small next to the P×N products that dominate. */
 enum { SSD_CHUNK = 32 };
 
+/* The params (f64) of nt_ssd_scan and its backward: shapes, operand offsets (in elements), dtypes, flags. */
+typedef struct {
+  int64_t batch, length, heads, hd, groups, sd;
+  int64_t x_off, dt_off, a_off, b_off, c_off, d_off, init_off, seq_off, out_off, final_off;
+  int a_dt, d_dt, has_d, has_init, has_seq;
+} ssd_params;
+
+static inline ssd_params ssd_read_params(const double *p) {
+  ssd_params q;
+  int64_t *shape[] = {&q.batch, &q.length, &q.heads, &q.hd, &q.groups, &q.sd, &q.x_off, &q.dt_off,
+                      &q.a_off, &q.b_off, &q.c_off, &q.d_off, &q.init_off, &q.seq_off, &q.out_off, &q.final_off};
+  for (int i = 0; i < 16; i++) *shape[i] = (int64_t)p[i];
+  q.a_dt = (int)p[16], q.d_dt = (int)p[17], q.has_d = (int)p[18], q.has_init = (int)p[19], q.has_seq = (int)p[20];
+  return q;
+}
+
 static inline float read_param(const void *p, int dtype, int64_t i) {
   return dtype == DT_BF16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }

@@ -36,23 +36,24 @@ function scanParams(a: SsdScanOperands, outOffsets: [number, number]): Float64Ar
   ]);
 }
 
+type Buffer = ArrayBufferLike | null;
+/** The scan's input buffers in nt_ssd_scan*'s argument order: x, dt, A, B, C, D, initial state, seq ids. */
+const scanInputs = (a: SsdScanOperands): [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer] => [
+  buf(a.x),
+  buf(a.dt),
+  buf(a.A),
+  buf(a.B),
+  buf(a.C),
+  buf(a.D),
+  buf(a.initialState),
+  buf(a.seqIdx),
+];
+
 /** Writes y and finalState like ssdScanCpu; false when an activation operand is not f32. */
 export function ssdScanNative(lib: NativeKernels, a: SsdScanOperands, y: Tensor, finalState: Tensor): boolean {
   if (![a.x, a.dt, a.B, a.C, a.initialState].every(isF32)) return false;
   const params = scanParams(a, [y.offset, finalState.offset]);
-  const rc = lib.symbols.nt_ssd_scan(
-    params,
-    buf(a.x),
-    buf(a.dt),
-    buf(a.A),
-    buf(a.B),
-    buf(a.C),
-    buf(a.D),
-    buf(a.initialState),
-    buf(a.seqIdx),
-    buf(y),
-    buf(finalState),
-  );
+  const rc = lib.symbols.nt_ssd_scan(params, ...scanInputs(a), buf(y), buf(finalState));
   if (rc !== 0) throw new Error('ssdScan: the native kernel could not allocate its chunk buffers');
   return true;
 }
@@ -64,24 +65,9 @@ export function ssdScanBackwardNative(lib: NativeKernels, a: SsdScanOperands, dy
   if (grads.some((t) => t && t.offset !== 0)) return false;
   const rc = lib.symbols.nt_ssd_scan_backward(
     scanParams(a, [dy.offset, 0]),
-    buf(a.x),
-    buf(a.dt),
-    buf(a.A),
-    buf(a.B),
-    buf(a.C),
-    buf(a.D),
-    buf(a.initialState),
-    buf(a.seqIdx),
+    ...scanInputs(a),
     buf(dy),
-    ...(grads.map(buf) as [
-      ArrayBufferLike | null,
-      ArrayBufferLike | null,
-      ArrayBufferLike | null,
-      ArrayBufferLike | null,
-      ArrayBufferLike | null,
-      ArrayBufferLike | null,
-      ArrayBufferLike | null,
-    ]),
+    ...(grads.map(buf) as [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer]),
   );
   if (rc !== 0) throw new Error('ssdScan backward: the native kernel could not allocate its state buffers');
   return true;
