@@ -7,6 +7,7 @@
  */
 #include "native.h"
 #include "vmath.h"
+#include "attention_params.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -94,18 +95,14 @@ static void weighted_rows(const float *w, int64_t n, const void *v, int v_dt, in
   }
 }
 
-static int attention_prefill(const double *params, const void *q, const void *k, const void *v, const void *mask, const void *seq, float *out,
-                             float *lse) {
-  int64_t batch = (int64_t)params[0], queries = (int64_t)params[1], hq = (int64_t)params[2], hkv = (int64_t)params[3];
-  int64_t hd = (int64_t)params[4], vd = (int64_t)params[5], keys = (int64_t)params[6];
-  int causal = (int)params[7];
-  float scale = (float)params[8];
-  int64_t qoff = (int64_t)params[9];
-  const double *pq = params + 10, *pk = params + 15, *pv = params + 20, *pm = params + 25, *ps = params + 30;
-  int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0];
-  int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
-  int has_lse = (int)params[35];
-  /* out and lse arrive already moved to their offsets (params[36], params[37]) by nt_attention. */
+static int attention_prefill(const att_params *a, int has_lse, const void *q, const void *k, const void *v, const void *mask, const void *seq,
+                             float *out, float *lse) {
+  int64_t batch = a->batch, queries = a->queries, hq = a->hq, hkv = a->hkv, hd = a->hd, vd = a->vd, keys = a->keys, qoff = a->qoff;
+  int causal = a->causal;
+  float scale = a->scale;
+  int q_dt = a->q.dtype, k_dt = a->k.dtype, v_dt = a->v.dtype;
+  int has_mask = a->mask.present, m_dt = a->mask.dtype, has_seq = a->seq.present, s_dt = a->seq.dtype;
+  /* out and lse arrive already moved to their offsets by nt_attention. */
   if (queries < 8 || vd % VLEN != 0 || vd / VLEN > MAX_VALUE_VECTORS || keys < 1 || hd < 1) return 0;
   int64_t group = hq / hkv;
   int64_t kp = (keys + 4 * VLEN - 1) / (4 * VLEN) * (4 * VLEN); /* padded key count: whole 4-vector steps */
@@ -119,7 +116,7 @@ static int attention_prefill(const double *params, const void *q, const void *k,
       for (int64_t g = 0; g < hkv; g++) {
         float *dst = kt + (b * hkv + g) * hd * kp;
         for (int64_t j = 0; j < kp; j++) {
-          int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
+          int64_t kb = att_at(&a->k, b, j, g);
           for (int64_t d = 0; d < hd; d++) dst[d * kp + j] = j < keys ? readf(k, k_dt, kb + d) : 0.0f;
         }
       }
@@ -135,12 +132,12 @@ static int attention_prefill(const double *params, const void *q, const void *k,
           continue;
         }
         int64_t pos = qoff + i;
-        float own = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + pos * (int64_t)ps[4]) : 0.0f;
+        float own = has_seq ? readf(seq, s_dt, att_key(&a->seq, b, pos)) : 0.0f;
         int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
         for (int64_t h = 0; h < hq; h++) {
           int64_t g = h / group;
           const float *kg = kt + (b * hkv + g) * hd * kp;
-          int64_t qb = (int64_t)pq[1] + b * (int64_t)pq[2] + i * (int64_t)pq[3] + h * (int64_t)pq[4];
+          int64_t qb = att_at(&a->q, b, i, h);
           for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d) * scale;
           /* Scores of keys [0, last), 4 vectors of keys per step (independent FMA chains). */
           for (int64_t j = 0; j < last; j += 4 * VLEN) {
@@ -161,8 +158,8 @@ static int attention_prefill(const double *params, const void *q, const void *k,
           if (has_mask || has_seq) {
             for (int64_t j = 0; j < last; j++) {
               int vis = 1;
-              if (has_mask) vis = readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) != 0.0f;
-              if (vis && has_seq) vis = readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) == own;
+              if (has_mask) vis = readf(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
+              if (vis && has_seq) vis = readf(seq, s_dt, att_key(&a->seq, b, j)) == own;
               if (!vis) scores[j] = -INFINITY;
             }
           }
@@ -192,13 +189,13 @@ static int attention_prefill(const double *params, const void *q, const void *k,
           int64_t nv = vd / VLEN;
           for (int64_t u0 = 0; u0 < nv; u0 += 8) {
             int64_t nu = nv - u0 < 8 ? nv - u0 : 8;
-            int64_t vbase = (int64_t)pv[1] + b * (int64_t)pv[2] + g * (int64_t)pv[4] + u0 * VLEN;
+            int64_t vbase = att_at(&a->v, b, 0, g) + u0 * VLEN;
             if (nu == 8)
-              weighted_rows_8(scores, last, v, v_dt, vbase, (int64_t)pv[3], acc + u0);
+              weighted_rows_8(scores, last, v, v_dt, vbase, a->v.pos, acc + u0);
             else if (nu == 4)
-              weighted_rows_4(scores, last, v, v_dt, vbase, (int64_t)pv[3], acc + u0);
+              weighted_rows_4(scores, last, v, v_dt, vbase, a->v.pos, acc + u0);
             else
-              weighted_rows(scores, last, v, v_dt, vbase, (int64_t)pv[3], nu, acc + u0);
+              weighted_rows(scores, last, v, v_dt, vbase, a->v.pos, nu, acc + u0);
           }
           vf inv = vbroadcast(1.0f / sum);
           for (int64_t u = 0; u < nv; u++) vstore(o + u * VLEN, acc[u] * inv);
@@ -219,18 +216,16 @@ static int attention_prefill(const double *params, const void *q, const void *k,
  *   mask: present, dtype, offset, batch_stride, key_stride; seq: same; has lse, out offset, lse offset.
  */
 EXPORT int nt_attention(const double *params, const void *q, const void *k, const void *v, const void *mask, const void *seq, float *out, float *lse) {
-  int64_t batch = (int64_t)params[0], queries = (int64_t)params[1], hq = (int64_t)params[2], hkv = (int64_t)params[3];
-  int64_t hd = (int64_t)params[4], vd = (int64_t)params[5], keys = (int64_t)params[6];
-  int causal = (int)params[7];
-  float scale = (float)params[8];
-  int64_t qoff = (int64_t)params[9];
-  const double *pq = params + 10, *pk = params + 15, *pv = params + 20, *pm = params + 25, *ps = params + 30;
-  int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0];
-  int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
+  const att_params parsed = att_read_params(params), *a = &parsed;
+  int64_t batch = a->batch, queries = a->queries, hq = a->hq, hkv = a->hkv, hd = a->hd, vd = a->vd, keys = a->keys, qoff = a->qoff;
+  int causal = a->causal;
+  float scale = a->scale;
+  int q_dt = a->q.dtype, k_dt = a->k.dtype, v_dt = a->v.dtype;
+  int has_mask = a->mask.present, m_dt = a->mask.dtype, has_seq = a->seq.present, s_dt = a->seq.dtype;
   int has_lse = (int)params[35];
   out += (int64_t)params[36];
   if (lse) lse += (int64_t)params[37];
-  int prefill = attention_prefill(params, q, k, v, mask, seq, out, lse);
+  int prefill = attention_prefill(a, has_lse, q, k, v, mask, seq, out, lse);
   if (prefill != 0) return prefill < 0 ? -1 : 0;
   int64_t group = hq / hkv;
   size_t esize_k = k_dt == DT_BF16 ? 2 : 4;
@@ -249,22 +244,22 @@ EXPORT int nt_attention(const double *params, const void *q, const void *k, cons
           continue;
         }
         int64_t pos = qoff + i;
-        float own = has_seq ? readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + pos * (int64_t)ps[4]) : 0.0f;
+        float own = has_seq ? readf(seq, s_dt, att_key(&a->seq, b, pos)) : 0.0f;
         for (int64_t h = 0; h < hq; h++) {
           int64_t g = h / group;
-          int64_t qb = (int64_t)pq[1] + b * (int64_t)pq[2] + i * (int64_t)pq[3] + h * (int64_t)pq[4];
+          int64_t qb = att_at(&a->q, b, i, h);
           for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d) * scale;
           float max = -INFINITY;
           int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
           for (int64_t j = 0; j < last; j++) {
             int vis = 1;
-            if (has_mask) vis = readf(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) != 0.0f;
-            if (vis && has_seq) vis = readf(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) == own;
+            if (has_mask) vis = readf(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
+            if (vis && has_seq) vis = readf(seq, s_dt, att_key(&a->seq, b, j)) == own;
             if (!vis) {
               scores[j] = -INFINITY;
               continue;
             }
-            int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
+            int64_t kb = att_at(&a->k, b, j, g);
             float s = dot(qrow, (const char *)k + kb * esize_k, k_dt, hd);
             scores[j] = s;
             if (s > max) max = s;
@@ -276,7 +271,7 @@ EXPORT int nt_attention(const double *params, const void *q, const void *k, cons
               if (scores[j] == -INFINITY) continue;
               float w = expf(scores[j] - max);
               sum += w;
-              int64_t vb = (int64_t)pv[1] + b * (int64_t)pv[2] + j * (int64_t)pv[3] + g * (int64_t)pv[4];
+              int64_t vb = att_at(&a->v, b, j, g);
               if (v_dt == DT_F32) {
                 const float *vr = (const float *)v + vb;
                 for (int64_t d = 0; d < vd; d++) acc[d] += w * vr[d];

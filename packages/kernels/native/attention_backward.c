@@ -11,6 +11,7 @@
  * lse offset (dense f32). Outputs dense f32 from offset 0, zero-filled here: dq (or NULL), dk, dv (or NULL).
  */
 #include "native.h"
+#include "attention_params.h"
 #include "tile_gemm.h"
 #include "vmath.h"
 
@@ -34,14 +35,14 @@ typedef struct {
 
 EXPORT int nt_attention_backward(const double *params, const void *q, const void *k, const void *v, const void *mask, const void *seq,
                                  const void *dout, const float *out, const float *lse, float *dq, float *dk, float *dv) {
-  int64_t batch = (int64_t)params[0], queries = (int64_t)params[1], hq = (int64_t)params[2], hkv = (int64_t)params[3];
-  int64_t hd = (int64_t)params[4], vd = (int64_t)params[5], keys = (int64_t)params[6];
-  int causal = (int)params[7];
-  float scale = (float)params[8];
-  int64_t qoff = (int64_t)params[9];
-  const double *pq = params + 10, *pk = params + 15, *pv = params + 20, *pm = params + 25, *ps = params + 30, *pg = params + 35;
-  int q_dt = (int)pq[0], k_dt = (int)pk[0], v_dt = (int)pv[0], g_dt = (int)pg[0];
-  int has_mask = (int)pm[0], m_dt = (int)pm[1], has_seq = (int)ps[0], s_dt = (int)ps[1];
+  const att_params parsed = att_read_params(params), *a = &parsed;
+  int64_t batch = a->batch, queries = a->queries, hq = a->hq, hkv = a->hkv, hd = a->hd, vd = a->vd, keys = a->keys, qoff = a->qoff;
+  int causal = a->causal;
+  float scale = a->scale;
+  int q_dt = a->q.dtype, k_dt = a->k.dtype, v_dt = a->v.dtype;
+  int has_mask = a->mask.present, m_dt = a->mask.dtype, has_seq = a->seq.present, s_dt = a->seq.dtype;
+  const att_operand gout = att_read_operand(params + 35); /* dout: dtype, offset, strides */
+  int g_dt = gout.dtype;
   out += (int64_t)params[40];
   lse += (int64_t)params[41];
   const int64_t group = hq / hkv, QB = ATT_BWD_QUERIES, KB = ATT_BWD_KEYS;
@@ -82,12 +83,12 @@ EXPORT int nt_attention_backward(const double *params, const void *q, const void
           continue;
         }
         for (int64_t j = 0; j < keys; j++) {
-          int64_t kb = (int64_t)pk[1] + b * (int64_t)pk[2] + j * (int64_t)pk[3] + g * (int64_t)pk[4];
-          int64_t vb = (int64_t)pv[1] + b * (int64_t)pv[2] + j * (int64_t)pv[3] + g * (int64_t)pv[4];
+          int64_t kb = att_at(&a->k, b, j, g);
+          int64_t vb = att_at(&a->v, b, j, g);
           for (int64_t d = 0; d < hd; d++) s.kt[d * keys + j] = s.kf[j * hd + d] = read_value(k, k_dt, kb + d);
           for (int64_t d = 0; d < vd; d++) s.vt[d * keys + j] = s.vf[j * vd + d] = read_value(v, v_dt, vb + d);
-          s.visible[j] = !has_mask || read_value(mask, m_dt, (int64_t)pm[2] + b * (int64_t)pm[3] + j * (int64_t)pm[4]) != 0.0f;
-          s.kseq[j] = has_seq ? read_value(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + j * (int64_t)ps[4]) : 0.0f;
+          s.visible[j] = !has_mask || read_value(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
+          s.kseq[j] = has_seq ? read_value(seq, s_dt, att_key(&a->seq, b, j)) : 0.0f;
         }
         memset(s.dkl, 0, sizeof(float) * kh);
         memset(s.dvl, 0, sizeof(float) * kv);
@@ -98,13 +99,13 @@ EXPORT int nt_attention_backward(const double *params, const void *q, const void
             int any = 0;
             for (int64_t i = 0; i < nq; i++) {
               int64_t row = (b * queries + i0 + i) * hq + h;
-              int64_t qbase = (int64_t)pq[1] + b * (int64_t)pq[2] + (i0 + i) * (int64_t)pq[3] + h * (int64_t)pq[4];
-              int64_t gbase = (int64_t)pg[1] + b * (int64_t)pg[2] + (i0 + i) * (int64_t)pg[3] + h * (int64_t)pg[4];
+              int64_t qbase = att_at(&a->q, b, i0 + i, h);
+              int64_t gbase = att_at(&gout, b, i0 + i, h);
               for (int64_t d = 0; d < hd; d++) s.qb[i * hd + d] = read_value(q, q_dt, qbase + d);
               for (int64_t d = 0; d < vd; d++) s.gb[i * vd + d] = read_value(dout, g_dt, gbase + d);
               s.lse[i] = lse[row];
               s.rowdot[i] = vdot(s.gb + i * vd, out + row * vd, vd);
-              s.own[i] = has_seq ? read_value(seq, s_dt, (int64_t)ps[2] + b * (int64_t)ps[3] + (qoff + i0 + i) * (int64_t)ps[4]) : 0.0f;
+              s.own[i] = has_seq ? read_value(seq, s_dt, att_key(&a->seq, b, qoff + i0 + i)) : 0.0f;
               any |= s.lse[i] != INFINITY;
             }
             if (!any) continue;
