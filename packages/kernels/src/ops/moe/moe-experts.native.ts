@@ -56,22 +56,23 @@ function check(rc: number, o: MoeExpertOperands, what: string): void {
 }
 
 const buf = (t: Tensor | null) => t?.storage.cpu ?? null;
+type Buffer = ArrayBufferLike | null;
+/** The experts' input buffers in nt_moe_experts*'s argument order: x, indices, weights, up, down, up bias, down bias. */
+const expertInputs = (o: MoeExpertOperands): [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer] => [
+  buf(o.x),
+  buf(o.indices),
+  buf(o.weights),
+  buf(o.upProj),
+  buf(o.downProj),
+  buf(o.upBias),
+  buf(o.downBias),
+];
 
 /** Same contract as moeExpertsCpu; false when a dtype is not supported. */
 export function moeExpertsNative(lib: NativeKernels, o: MoeExpertOperands, out: Tensor): boolean {
   const params = operandParams(o, out.offset);
   if (!params) return false;
-  const rc = lib.symbols.nt_moe_experts(
-    params,
-    buf(o.x),
-    buf(o.indices),
-    buf(o.weights),
-    buf(o.upProj),
-    buf(o.downProj),
-    buf(o.upBias),
-    buf(o.downBias),
-    buf(out),
-  );
+  const rc = lib.symbols.nt_moe_experts(params, ...expertInputs(o), buf(out));
   check(rc, o, 'moeExperts');
   return true;
 }
@@ -84,13 +85,7 @@ export function moeExpertsBackwardNative(lib: NativeKernels, o: MoeExpertOperand
   if (!params) return false;
   const rc = lib.symbols.nt_moe_experts_backward(
     params,
-    buf(o.x),
-    buf(o.indices),
-    buf(o.weights),
-    buf(o.upProj),
-    buf(o.downProj),
-    buf(o.upBias),
-    buf(o.downBias),
+    ...expertInputs(o),
     buf(grad),
     buf(out.x),
     buf(out.weights),
