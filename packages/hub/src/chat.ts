@@ -2,8 +2,9 @@
  * Chat templates: the Jinja templates HF tokenizers carry (`chat_template` in tokenizer_config.json,
  * or chat_template.jinja), rendered with `@huggingface/jinja` and the variables transformers passes.
  */
-import { Template } from '@huggingface/jinja';
+import type { Template } from '@huggingface/jinja';
 import { CheckpointFormatError } from './errors';
+import { jinjaLibrary } from './libraries';
 
 /** One chat message. `content` is usually a string; templates may also read tool calls and more. */
 export interface ChatMessage {
@@ -88,7 +89,7 @@ export class ChatTemplates {
     const source = this.sources.get(name);
     if (source === undefined) throw new Error(`${this.file} has no chat template named '${name}' (it has: ${this.names.join(', ')})`);
     try {
-      t = new Template(source);
+      t = new (jinjaLibrary().Template)(source);
     } catch (e) {
       // The parser reads past its last token on an unclosed block or expression and fails with an
       // internal TypeError (e.g. "tokens[current].type"): say what that means instead.

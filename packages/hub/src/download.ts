@@ -12,7 +12,7 @@ import type { FileDownloadInfoOutput } from '@huggingface/hub';
 import { HubError } from './errors';
 import { FileLock } from './file-lock';
 import { hubErrorFrom } from './hub-errors';
-import { hubLibrary } from './hub-library';
+import { hubLibrary } from './libraries';
 
 /** How the etag relates to the content: sha256 of it (LFS), git's blob sha1, or neither (xet hash). */
 export type EtagKind = 'sha256' | 'git-sha1' | 'opaque';

@@ -1,7 +1,7 @@
 /** Turning the Hub's HTTP answers into messages that say what to do. */
 import type { HubApiError } from '@huggingface/hub';
 import { HubError } from './errors';
-import { hubLibraryIfLoaded } from './hub-library';
+import { hubLibraryIfLoaded } from './libraries';
 
 function isHubApiError(e: unknown): e is HubApiError {
   const lib = hubLibraryIfLoaded();

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultHubCacheDir, huggingFaceHome } from './repo-cache';
 
-/** huggingface_hub's default endpoint (the JS library's HUB_URL, not imported here: see hub-library.ts). */
+/** huggingface_hub's default endpoint (the JS library's HUB_URL, not imported here: see libraries.ts). */
 const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
 /** Explicit settings; each overrides its environment variable. */

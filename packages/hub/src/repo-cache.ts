@@ -10,7 +10,7 @@
  * The cache folder is `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `HF_HOME/hub`, else
  * `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub` (huggingface_hub's order; the JS
  * library's getHFHubCachePath and getRepoFolderName are these two lines, written here so that reading
- * the cache does not load the library: see hub-library.ts).
+ * the cache does not load the library: see libraries.ts).
  */
 import { copyFile, lstat, mkdir, readFile, rm, stat, symlink } from 'node:fs/promises';
 import { homedir } from 'node:os';

@@ -9,7 +9,7 @@ import type { ListFileEntry } from '@huggingface/hub';
 import { recoverFolder } from './atomic-folder';
 import { RepoCache, normalizeEtag } from './repo-cache';
 import { downloadBlob, type EtagKind } from './download';
-import { hubLibrary } from './hub-library';
+import { hubLibrary } from './libraries';
 import { HubError } from './errors';
 import { matchesAny } from './glob';
 import { hubErrorFrom, isNetworkError } from './hub-errors';

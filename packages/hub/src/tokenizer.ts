@@ -8,10 +8,11 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Tokenizer } from '@huggingface/tokenizers';
+import type { Tokenizer } from '@huggingface/tokenizers';
 import { ChatTemplates, type ChatMessage, type ChatTemplateOptions, type TemplateSpecialTokens } from './chat';
 import { CheckpointFormatError } from './errors';
 import { parseHfJson, type JsonObject } from './hf-json';
+import { tokenizersLibrary } from './libraries';
 
 /** The tokenizer itself (vocabulary, merges, pre-/post-processing), run by `@huggingface/tokenizers`. */
 export const TOKENIZER_FILE = 'tokenizer.json';
@@ -68,7 +69,7 @@ export class HfTokenizer {
       if (content !== null) tokens[role] = content;
     }
     try {
-      this.tokenizer = new Tokenizer(tokenizerJson, {
+      this.tokenizer = new (tokenizersLibrary().Tokenizer)(tokenizerJson, {
         ...config,
         ...tokens,
         // transformers no longer cleans up spaces by default; byte-level round trips need it off.
