@@ -1,16 +1,21 @@
 /**
  * Builds the native CPU kernel library (packages/kernels/native/*.c) with the system C compiler for
- * the host it runs on (`-O3 -march=native -fopenmp`) into `.cache/native/`, named by a hash of the
- * sources, flags and compiler so a changed source or a new compiler rebuilds. The file appears
- * atomically (compiled to a temporary name, then renamed).
+ * the host it runs on (`-O3 -march=native -fopenmp`), named by a hash of the sources, flags and
+ * compiler so a changed source or a new compiler rebuilds. The file appears atomically (compiled to a
+ * temporary name, then renamed), so processes building at once each get a whole library.
+ *
+ * Where: `NEMOTRON_NATIVE_CACHE` when set; else the checkout's `.cache/native/`, or, where that
+ * cannot be written (a read-only install), the user's cache (`$XDG_CACHE_HOME` or `~/.cache`,
+ * under `nemotron-ts/native`).
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 export const NATIVE_SOURCE_DIR = join(import.meta.dir, '..', '..', 'native');
-const CACHE_DIR = join(import.meta.dir, '..', '..', '..', '..', '.cache', 'native');
+const CHECKOUT_CACHE_DIR = join(import.meta.dir, '..', '..', '..', '..', '.cache', 'native');
 const FLAGS = ['-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-fvisibility=hidden', '-std=gnu11'];
 
 export type NativeBuild = { ok: true; path: string; built: boolean } | { ok: false; error: string };
@@ -25,31 +30,69 @@ function sources(): string[] {
     .sort();
 }
 
-/** The library path for the current sources and compiler (whether or not it is built yet). */
-export function nativeLibraryPath(): string {
+/** The folders a library may live in, most preferred first. */
+function cacheDirs(): string[] {
+  const chosen = process.env.NEMOTRON_NATIVE_CACHE;
+  if (chosen) return [chosen];
+  return [CHECKOUT_CACHE_DIR, join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'nemotron-ts', 'native')];
+}
+
+/** The library's file name for the current sources, flags and compiler. */
+function libraryName(): string {
   const hash = createHash('sha256');
   const version = spawnSync(compiler(), ['--version'], { encoding: 'utf8' });
   hash.update(`${compiler()}\n${version.stdout ?? ''}\n${FLAGS.join(' ')}\n`);
   for (const f of sources()) hash.update(`${f}\n`).update(readFileSync(join(NATIVE_SOURCE_DIR, f)));
-  return join(CACHE_DIR, `libnemotron-kernels-${hash.digest('hex').slice(0, 16)}.so`);
+  return `libnemotron-kernels-${hash.digest('hex').slice(0, 16)}.so`;
 }
 
-/** Returns the built library, compiling it first when missing. Never throws: a failure says why. */
-export function buildNativeLibrary(): NativeBuild {
+/** The library path for the current sources and compiler: where it is built, else where it would be. */
+export function nativeLibraryPath(): string {
+  const name = libraryName();
+  const dirs = cacheDirs();
+  return dirs.map((dir) => join(dir, name)).find((path) => existsSync(path)) ?? join(dirs[0]!, name);
+}
+
+/**
+ * Returns the built library, compiling it first when missing, in the first of `dirs` that can be
+ * written (default: the folders above). Never throws: a failure says why.
+ */
+export function buildNativeLibrary(dirs: readonly string[] = cacheDirs()): NativeBuild {
   if (process.platform !== 'linux') return { ok: false, error: `native kernels are built on Linux only (this is ${process.platform})` };
-  const path = nativeLibraryPath();
-  if (existsSync(path)) return { ok: true, path, built: false };
-  mkdirSync(CACHE_DIR, { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  const cfiles = sources()
-    .filter((f) => f.endsWith('.c'))
-    .map((f) => join(NATIVE_SOURCE_DIR, f));
-  const r = spawnSync(compiler(), [...FLAGS, '-o', tmp, ...cfiles, '-lm', '-ldl'], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    rmSync(tmp, { force: true });
-    const why = r.error ? r.error.message : (r.stderr ?? '').trim().split('\n').slice(-5).join('\n');
-    return { ok: false, error: `${compiler()} ${FLAGS.join(' ')} failed (install gcc, e.g. \`apt-get install -y gcc\`): ${why}` };
+  const name = libraryName();
+  const built = dirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
+  if (built) return { ok: true, path: built, built: false };
+  const unwritable: string[] = [];
+  for (const dir of dirs) {
+    try {
+      mkdirSync(dir, { recursive: true });
+      accessSync(dir, constants.W_OK);
+    } catch (e) {
+      unwritable.push(`${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      continue;
+    }
+    const path = join(dir, name);
+    const tmp = `${path}.${process.pid}.tmp`;
+    const cfiles = sources()
+      .filter((f) => f.endsWith('.c'))
+      .map((f) => join(NATIVE_SOURCE_DIR, f));
+    const r = spawnSync(compiler(), [...FLAGS, '-o', tmp, ...cfiles, '-lm', '-ldl'], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      rmSync(tmp, { force: true });
+      const why = r.error ? r.error.message : (r.stderr ?? '').trim().split('\n').slice(-5).join('\n');
+      return { ok: false, error: `${compiler()} ${FLAGS.join(' ')} failed (install gcc, e.g. \`apt-get install -y gcc\`): ${why}` };
+    }
+    try {
+      renameSync(tmp, path);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      unwritable.push(`${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      continue;
+    }
+    return { ok: true, path, built: true };
   }
-  renameSync(tmp, path);
-  return { ok: true, path, built: true };
+  return {
+    ok: false,
+    error: `no folder to build the native kernels in could be written: ${unwritable.join(', ')}; set NEMOTRON_NATIVE_CACHE to a writable folder`,
+  };
 }
