@@ -3,10 +3,11 @@
  * compiler (it writes an empty file where `-o` says) stands in for gcc, so no test compiles for real.
  */
 import { afterAll, afterEach, beforeAll, expect, test } from 'bun:test';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildNativeLibrary } from './build';
+import { Worker } from 'node:worker_threads';
+import { buildNativeLibrary, type NativeBuild } from './build';
 
 const scratch = mkdtempSync(join(tmpdir(), 'nemotron-native-build-'));
 const fakeCompiler = join(scratch, 'fake-cc');
@@ -80,4 +81,31 @@ test('a compiler that fails is reported with its message, and leaves no temporar
   } finally {
     process.env.CC = fakeCompiler;
   }
+});
+
+test('Workers building at once each get a whole library (a temporary name per build, not per process)', async () => {
+  // Each compile writes its output in two halves with a pause between: two compilers sharing one
+  // temporary file would interleave them.
+  const slow = join(scratch, 'slow-cc');
+  writeFileSync(
+    slow,
+    '#!/bin/sh\n[ "$1" = --version ] && { echo "slow-cc 1"; exit 0; }\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\nprintf start >> "$out"; sleep 0.3; printf end >> "$out"\n',
+  );
+  chmodSync(slow, 0o755);
+  const dir = join(scratch, 'shared');
+  const build = () =>
+    new Promise<NativeBuild>((resolve, reject) => {
+      const worker = new Worker(join(import.meta.dir, 'build.test-worker.ts'), { workerData: { compiler: slow, dir } });
+      worker.once('message', (result: NativeBuild) => {
+        resolve(result);
+        void worker.terminate();
+      });
+      worker.once('error', reject);
+    });
+  const results = await Promise.all([build(), build()]);
+  for (const result of results) {
+    expect(result.ok).toBe(true);
+    if (result.ok) expect(readFileSync(result.path, 'utf8')).toBe('startend');
+  }
+  expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
 });

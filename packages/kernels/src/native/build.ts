@@ -9,7 +9,7 @@
  * under `nemotron-ts/native`).
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -72,7 +72,9 @@ export function buildNativeLibrary(dirs: readonly string[] = cacheDirs()): Nativ
       continue;
     }
     const path = join(dir, name);
-    const tmp = `${path}.${process.pid}.tmp`;
+    // Unique per build: Workers (threads of one process) may build at once, and a shared name would
+    // let two compilers write one file.
+    const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
     const cfiles = sources()
       .filter((f) => f.endsWith('.c'))
       .map((f) => join(NATIVE_SOURCE_DIR, f));
