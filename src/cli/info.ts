@@ -2,14 +2,15 @@
  * `nemotron info`: the adapter, backend, feature level, key limits, whether it is a software adapter,
  * and why each adapter tried before it was not used.
  */
-import type { Device } from '@nemotron-ts/kernels';
+import { type Device, nativeUnavailableReason } from '@nemotron-ts/kernels';
 
 export function deviceReport(device: Device): Record<string, unknown> {
-  if (device.kind === 'cpu') {
-    return device.native
-      ? { device: device.name, backend: device.native.describe(), description: device.describe(), library: device.native.path }
-      : { device: device.name, backend: 'typescript reference', description: device.describe() };
-  }
+  if (device.kind === 'cpu' && device.native)
+    return { device: device.name, backend: device.native.describe(), description: device.describe(), library: device.native.path };
+  // Any other device: say why the native kernels are not in use when they could not be built or loaded.
+  const why = nativeUnavailableReason();
+  const native = why ? { native: `unavailable: ${why}` } : {};
+  if (device.kind === 'cpu') return { device: device.name, backend: 'typescript reference', description: device.describe(), ...native };
   const info = device.handles.adapter.info;
   return {
     device: 'webgpu',
@@ -23,6 +24,7 @@ export function deviceReport(device: Device): Record<string, unknown> {
     features: [...device.gpu.features].sort(),
     limits: device.limits,
     skipped: device.handles.skipped,
+    ...native,
   };
 }
 

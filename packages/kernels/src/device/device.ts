@@ -99,6 +99,12 @@ export async function initDevice(options: DeviceOptions = {}): Promise<Device> {
       console.warn(`nemotron-ts: ${(e as Error).message}; falling back to the CPU backend`);
     }
     device = gpu ?? getCpuDevice();
+    // Say why the fast CPU path is not used (no compiler, not Linux …): silently landing on a software
+    // adapter or the reference would cost the user 3× or more without a hint.
+    if (kind === 'auto' && (!gpu || gpu.isSoftwareAdapter))
+      console.warn(
+        `nemotron-ts: native CPU kernels unavailable (${nativeUnavailableReason()}); running on ${gpu ? 'a software GPU adapter' : 'the TypeScript reference'}, which is slower`,
+      );
   }
   defaultDevice = device;
   return device;
