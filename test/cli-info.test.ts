@@ -14,7 +14,12 @@ afterAll(() => rm(scratch, { recursive: true, force: true }));
 
 /** `nemotron info --json …` in an environment without a usable C compiler. */
 function infoWithoutCompiler(...args: string[]): { code: number; report: Record<string, unknown>; stderr: string } {
-  const env = { ...process.env, CC: join(scratch, 'no-such-cc'), NEMOTRON_NATIVE_CACHE: join(scratch, 'native'), EGL_PLATFORM: 'surfaceless' };
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    CC: join(scratch, 'no-such-cc'),
+    NEMOTRON_NATIVE_CACHE: join(scratch, 'native'),
+    EGL_PLATFORM: 'surfaceless',
+  };
   delete env.NEMOTRON_DEVICE;
   const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), 'info', '--json', ...args], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
   return { code: r.exitCode, report: JSON.parse(r.stdout.toString()) as Record<string, unknown>, stderr: r.stderr.toString() };
