@@ -267,8 +267,12 @@ function load(): NativeKernels | null {
     failure = `${build.path} was built for ${featureNames(compiled).join(' ')} but this CPU has ${featureNames(cpu).join(' ') || 'none of them'}: delete .cache/native to rebuild`;
     return null;
   }
-  const blasName = process.env.NEMOTRON_BLAS || 'libopenblas.so.0';
+  const chosenBlas = process.env.NEMOTRON_BLAS;
+  const blasName = chosenBlas || 'libopenblas.so.0';
   const blas = blasName !== 'none' && lib.symbols.nt_load_blas(Buffer.from(`${blasName}\0`)) === 1 ? blasName : null;
+  // The distro's OpenBLAS is optional; a library the user named is not, so its absence is said.
+  if (chosenBlas && chosenBlas !== 'none' && !blas)
+    console.warn(`nemotron-ts: NEMOTRON_BLAS='${chosenBlas}' could not be opened or has no cblas_sgemm/cblas_sgemv; GEMMs run on the built-in kernels`);
   const effective = lib.symbols.nt_set_threads(threads);
   const symbols = lib.symbols as unknown as NativeSymbols;
   return new NativeKernels(opProfiling ? timedSymbols(symbols) : symbols, featureNames(compiled), effective, build.path, blas, (buffer) => ptr(buffer));

@@ -1,6 +1,6 @@
 // Loading the native kernels sets the worker-thread variables in the C environment (where libgomp
 // and OpenBLAS read them), unless the user set them: each case runs in a fresh process, because
-// the libraries read them once, when they load.
+// the libraries read them once, when they load. Also what loading says about a BLAS the user named.
 import { expect, test } from 'bun:test';
 import { nativeKernels } from './library';
 
@@ -28,4 +28,15 @@ test.skipIf(!nativeKernels())('threads sleep between kernels by default: OpenMP 
 
 test.skipIf(!nativeKernels())("the user's own settings are kept", () => {
   expect(cEnvironment({ OMP_WAIT_POLICY: 'active', OPENBLAS_THREAD_TIMEOUT: '20' })).toEqual({ omp: 'active', openblas: '20' });
+});
+
+test.skipIf(!nativeKernels())('a BLAS named in NEMOTRON_BLAS that cannot be opened is reported, and the built-in GEMM runs', () => {
+  const probe = `const { nativeKernels } = await import(${JSON.stringify(`${import.meta.dir}/library.ts`)}); console.log(nativeKernels().describe());`;
+  const r = Bun.spawnSync([process.execPath, '-e', probe], { env: { ...process.env, NEMOTRON_BLAS: '/no/such/libblas.so' }, stderr: 'pipe' });
+  expect(r.exitCode).toBe(0);
+  expect(r.stderr.toString()).toContain("NEMOTRON_BLAS='/no/such/libblas.so' could not be opened");
+  expect(r.stdout.toString()).not.toContain('f32 GEMM');
+  // The default library missing is no news (it is optional), and 'none' is a choice.
+  const none = Bun.spawnSync([process.execPath, '-e', probe], { env: { ...process.env, NEMOTRON_BLAS: 'none' }, stderr: 'pipe' });
+  expect(none.stderr.toString()).toBe('');
 });
