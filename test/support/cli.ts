@@ -4,10 +4,12 @@ import { join } from 'node:path';
 
 /** The repository root: the CLI's working directory. */
 export const ROOT = join(import.meta.dir, '..', '..');
+/** The CLI's entry point. */
+export const CLI = join(ROOT, 'src/cli/main.ts');
 
 /** `nemotron ...args` run to completion: its exit code and output. */
 export function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+  const r = Bun.spawnSync([process.execPath, CLI, ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
   return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
