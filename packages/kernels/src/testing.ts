@@ -113,6 +113,28 @@ export function randomData(shape: readonly number[], seed: number, options: { dt
   return options.dtype === 'bf16' ? fromBf16(toBf16(values)) : values;
 }
 
+/** Seeded uniform data in [low, high). */
+export function uniformData(n: number, seed: number, low: number, high: number): Float32Array {
+  const g = new Generator(seed);
+  return Float32Array.from({ length: n }, () => low + (high - low) * g.uniform());
+}
+
+/**
+ * Sequence-id rows (`seqIdx`) from each row's document lengths, which must sum to `length`:
+ * document d of a row gets the id `first + step·d`.
+ */
+export function seqIdsFromLengths(lengths: readonly (readonly number[])[], length: number, first = 0, step = 1): Int32Array {
+  const out = new Int32Array(lengths.length * length);
+  lengths.forEach((row, b) => {
+    expect(row.reduce((s, n) => s + n, 0)).toBe(length);
+    let t = 0;
+    row.forEach((n, doc) => {
+      for (let i = 0; i < n; i++) out[b * length + t++] = first + step * doc;
+    });
+  });
+  return out;
+}
+
 /** The same host values as a tensor on `device` in `dtype`. */
 export function onDevice(
   values: Float32Array | Int32Array,
