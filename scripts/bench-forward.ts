@@ -100,6 +100,12 @@ async function breakdown(model: NemotronHForCausalLM, ids: Tensor): Promise<Reco
   return out;
 }
 
+/** One kernel's line of a profile: its calls, `times` (ms, rounded) and its share of the total. */
+function profileLine(model: string, dtype: string, kernel: string, calls: number, times: Record<string, number>, share: number): void {
+  const rounded = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, round(v)]));
+  console.log(JSON.stringify({ bench: 'prefill_kernel_profile', model, dtype, tokens, kernel, calls, ...rounded, share: +share.toFixed(3) }));
+}
+
 /** One prefill with every dispatch timed on the GPU (or every native call): a JSON line per kernel name. */
 async function kernelProfile(model: string, dtype: string, run: () => Promise<{ ms: number; cpuMs: number }>): Promise<void> {
   if (device.kind === 'cpu') {
@@ -114,37 +120,12 @@ async function kernelProfile(model: string, dtype: string, run: () => Promise<{ 
       ms: total.ms - calls.reduce((a, c) => a + c.ms, 0),
       cpuMs: total.cpuMs - calls.reduce((a, c) => a + c.cpuMs, 0),
     };
-    for (const c of [...calls, outside])
-      console.log(
-        JSON.stringify({
-          bench: 'prefill_kernel_profile',
-          model,
-          dtype,
-          tokens,
-          kernel: c.key,
-          calls: c.calls,
-          ms: round(c.ms),
-          cpu_ms: round(c.cpuMs),
-          share: +(c.ms / total.ms).toFixed(3),
-        }),
-      );
+    for (const c of [...calls, outside]) profileLine(model, dtype, c.key, c.calls, { ms: c.ms, cpu_ms: c.cpuMs }, c.ms / total.ms);
     return;
   }
   const { kernels } = await device.profileKernels(run);
   const total = kernels.reduce((a, k) => a + k.gpuMs, 0);
-  for (const k of kernels)
-    console.log(
-      JSON.stringify({
-        bench: 'prefill_kernel_profile',
-        model,
-        dtype,
-        tokens,
-        kernel: k.kernel,
-        calls: k.calls,
-        gpu_ms: round(k.gpuMs),
-        share: +(k.gpuMs / total).toFixed(3),
-      }),
-    );
+  for (const k of kernels) profileLine(model, dtype, k.kernel, k.calls, { gpu_ms: k.gpuMs }, k.gpuMs / total);
 }
 
 function round(v: number): number {

@@ -34,20 +34,43 @@ function line(fields: Record<string, unknown>): void {
   console.log(JSON.stringify(fields, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v)));
 }
 
-/** One JSON line of a one-device baseline (no bytes moved). */
-function singleLine(model: string, op: string, ms: number): void {
+/** A timed step: the median ms and the tensor bytes one step moves. */
+interface Timing {
+  ms: number;
+  bytesPerStep: number;
+}
+
+/**
+ * One JSON line of a measured step of `mode` on `n` devices: `setup` (microbatches, schedule,
+ * all-reduce) after n, the speed-up over the one-device `singleMs` where there is one, `extra` last.
+ */
+function row(
+  model: string,
+  mode: string,
+  n: number,
+  op: string,
+  t: Timing,
+  o: { setup?: Record<string, unknown>; singleMs?: number; extra?: Record<string, unknown> } = {},
+): void {
   line({
     bench: 'parallel',
     model,
-    mode: 'single',
-    n: 1,
+    mode,
+    n,
+    ...o.setup,
     op,
     tokens: TOKENS,
-    ms,
-    tokens_per_s: (TOKENS * 1000) / ms,
-    bytes_per_step: 0,
-    device: deviceLabel(device),
+    ms: t.ms,
+    tokens_per_s: (TOKENS * 1000) / t.ms,
+    bytes_per_step: t.bytesPerStep,
+    ...(o.singleMs === undefined ? {} : { vs_single: o.singleMs / t.ms }),
+    ...o.extra,
   });
+}
+
+/** One JSON line of a one-device baseline (no bytes moved). */
+function singleRow(model: string, op: string, ms: number): void {
+  row(model, 'single', 1, op, { ms, bytesPerStep: 0 }, { extra: { device: deviceLabel(device) } });
 }
 
 /** The one-device forward baseline (with the loss) of `m`, timed and printed. */
@@ -61,7 +84,7 @@ async function singleForward(m: NemotronHForCausalLM, model: string, batch: Para
     },
     () => 0,
   );
-  singleLine(model, 'forward', ms);
+  singleRow(model, 'forward', ms);
   return ms;
 }
 
@@ -77,7 +100,7 @@ function batchFor(vocab: number): ParallelBatch {
 }
 
 /** Median ms of `STEPS` runs after a warm-up, and the tensor bytes one step moves. */
-async function time(run: () => Promise<unknown>, bytes: () => number): Promise<{ ms: number; bytesPerStep: number }> {
+async function time(run: () => Promise<unknown>, bytes: () => number): Promise<Timing> {
   await run();
   const times: number[] = [];
   const before = bytes();
@@ -136,42 +159,16 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
     },
     () => 0,
   );
-  singleLine('bench-small', 'train', train.ms);
+  singleRow('bench-small', 'train', train.ms);
 
   const S = 2;
   const M = 4;
   const pp = await PipelineParallel.fromModel(m, { stages: S, devices: workerDevices });
   await pp.setOptimizer({ lr: 1e-5 });
   const ppFwd = await time(() => pp.forward(batch, { microbatches: M }), moved(pp));
-  line({
-    bench: 'parallel',
-    model: 'bench-small',
-    mode: 'pp',
-    n: S,
-    microbatches: M,
-    op: 'forward',
-    tokens: TOKENS,
-    ms: ppFwd.ms,
-    tokens_per_s: (TOKENS * 1000) / ppFwd.ms,
-    bytes_per_step: ppFwd.bytesPerStep,
-    vs_single: fwd.ms / ppFwd.ms,
-    devices: workerDevices,
-  });
+  row('bench-small', 'pp', S, 'forward', ppFwd, { setup: { microbatches: M }, singleMs: fwd.ms, extra: { devices: workerDevices } });
   const ppTrain = await time(() => pp.trainStep(batch, { microbatches: M, schedule: '1f1b' }), moved(pp));
-  line({
-    bench: 'parallel',
-    model: 'bench-small',
-    mode: 'pp',
-    n: S,
-    microbatches: M,
-    schedule: '1f1b',
-    op: 'train',
-    tokens: TOKENS,
-    ms: ppTrain.ms,
-    tokens_per_s: (TOKENS * 1000) / ppTrain.ms,
-    bytes_per_step: ppTrain.bytesPerStep,
-    vs_single: train.ms / ppTrain.ms,
-  });
+  row('bench-small', 'pp', S, 'train', ppTrain, { setup: { microbatches: M, schedule: '1f1b' }, singleMs: train.ms });
   await pp.shutdown();
   // N GPUs: each stage does 1/S of the work per microbatch; the pipeline takes M + S − 1 slots.
   // Messages: forward per microbatch and stage (request + reply); training adds the backward.
@@ -194,20 +191,7 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
     ['overlapped', () => dp.trainStep(batch)],
     ['after-backward', afterBackward],
   ] as const) {
-    const dpTrain = await time(run, moved(dp));
-    line({
-      bench: 'parallel',
-      model: 'bench-small',
-      mode: 'dp',
-      n: R,
-      op: 'train',
-      allreduce,
-      tokens: TOKENS,
-      ms: dpTrain.ms,
-      tokens_per_s: (TOKENS * 1000) / dpTrain.ms,
-      bytes_per_step: dpTrain.bytesPerStep,
-      vs_single: train.ms / dpTrain.ms,
-    });
+    row('bench-small', 'dp', R, 'train', await time(run, moved(dp)), { setup: { allreduce }, singleMs: train.ms });
   }
   await dp.shutdown();
   // N GPUs: 1/N of the rows each; the all-reduce moves every gradient up and back per replica.
@@ -225,34 +209,11 @@ function model(mode: string, n: number, op: string, singleMs: number, computeMs:
   const N = 2;
   const ep = await ExpertParallel.fromModel(m, { expertParallel: N, devices: workerDevices });
   const epFwd = await time(() => ep.forward(batch), moved(ep));
-  line({
-    bench: 'parallel',
-    model: 'bench-moe',
-    mode: 'ep',
-    n: N,
-    op: 'forward',
-    tokens: TOKENS,
-    ms: epFwd.ms,
-    tokens_per_s: (TOKENS * 1000) / epFwd.ms,
-    bytes_per_step: epFwd.bytesPerStep,
-    vs_single: fwd.ms / epFwd.ms,
-  });
+  row('bench-moe', 'ep', N, 'forward', epFwd, { singleMs: fwd.ms });
   await ep.shutdown();
   // Composed: 2 pipeline stages, each sharding its experts over 2 workers (4 workers; the stages' MoE layers dispatch through the host).
   const ppep = await PipelineParallel.fromModel(m, { stages: 2, expertParallel: 2, devices: workerDevices });
-  const ppepFwd = await time(() => ppep.forward(batch, { microbatches: 4 }), moved(ppep));
-  line({
-    bench: 'parallel',
-    model: 'bench-moe',
-    mode: 'pp×ep',
-    n: 4,
-    op: 'forward',
-    tokens: TOKENS,
-    ms: ppepFwd.ms,
-    tokens_per_s: (TOKENS * 1000) / ppepFwd.ms,
-    bytes_per_step: ppepFwd.bytesPerStep,
-    vs_single: fwd.ms / ppepFwd.ms,
-  });
+  row('bench-moe', 'pp×ep', 4, 'forward', await time(() => ppep.forward(batch, { microbatches: 4 }), moved(ppep)), { singleMs: fwd.ms });
   await ppep.shutdown();
   // N GPUs: the routed experts' share of the active weights is split N ways, the rest replicated.
   const c = m.config;

@@ -11,16 +11,11 @@ import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
 import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { testGpu } from '@nemotron-ts/kernels/testing';
 import { expectedArray, expectLoss, expectRel, FIXTURES_DIR, openFixture } from './support/fixtures';
+import { nemotron } from './support/cli';
 
-const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
 const gpu = await testGpu();
-
-function nemotron(...args: string[]): { code: number; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stderr: r.stderr.toString() };
-}
 
 async function outputs(path: string): Promise<{ logits: Float32Array; shape: readonly number[]; loss: number | null }> {
   const reader = await SafetensorsReader.open(path);
@@ -37,7 +32,7 @@ describe('nemotron forward', () => {
       const fixture = await openFixture('moe_flat_rsf2.5');
       const out = join(scratch, `main-${device}.safetensors`);
       const main = nemotron('forward', '--model', fixture.dir, '--input', join(fixture.dir, 'inputs.json'), '--out', out, '--device', device);
-      expect(main).toEqual({ code: 0, stderr: expect.any(String) });
+      expect(main).toEqual({ code: 0, stdout: expect.any(String), stderr: expect.any(String) });
       const got = await outputs(out);
       expect(got.shape).toEqual([2, 37, 256]);
       expectRel('logits', got.logits, await expectedArray(fixture, 'logits'));

@@ -12,16 +12,11 @@ import { join } from 'node:path';
 import { Checkpoint, SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
 import { getCpuDevice, type Tensor } from '@nemotron-ts/kernels';
 import { expectedArray, expectLoss, FIXTURES_DIR, fixtureNames, mtpScalars, openFixture, relDiff } from './support/fixtures';
+import { nemotron } from './support/cli';
 
-const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-grads-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
 const names = await fixtureNames();
-
-function nemotron(...args: string[]): { code: number; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stderr: r.stderr.toString() };
-}
 
 interface Manifest {
   gradients: { params: Record<string, { l2: number }> };

@@ -10,15 +10,10 @@ import { join } from 'node:path';
 import { getCpuDevice, tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 import { ensureTinyModel } from './support/tiny-model';
+import { nemotron } from './support/cli';
 
-const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-padded-vocab-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
 
 test('ids past the tokenizer decode to <unk:ID> in generate (text and --json)', async () => {
   // The tiny model's tokenizer has 261 tokens, its vocab_size is 264. lm_head rows 262 = u and

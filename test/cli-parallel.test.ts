@@ -9,15 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafetensorsReader } from '@nemotron-ts/hub';
 import { expectedInts, openFixture, relDiff } from './support/fixtures';
+import { nemotron } from './support/cli';
 
-const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-parallel-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
 
 async function read(path: string) {
   const reader = await SafetensorsReader.open(path);

@@ -4,9 +4,8 @@
  * in-process; `--merge` writes a model whose logits equal base + adapter; `--resume` repeats the
  * uninterrupted losses; bad flag combinations exit 2 naming the flag.
  */
-import { afterAll, describe, expect, test } from 'bun:test';
-import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { describe, expect, test } from 'bun:test';
+import { cp, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadTokenizer } from '@nemotron-ts/hub';
 import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
@@ -14,22 +13,14 @@ import { expectClose } from '@nemotron-ts/kernels/testing';
 import { applyLora, loadLoraAdapter } from '../src';
 import { checkLoraResume } from '../src/cli/lora-flags';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from './support/tiny-model';
 import { loadTrainingData, Trainer } from '../src/train';
+import { nemotron, writeCatDocuments } from './support/cli';
+import { scratchWithTinyModel } from './support/scratch';
 
-const ROOT = join(import.meta.dir, '..');
 const cpu = getCpuDevice();
-const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-lora-'));
-afterAll(() => rm(scratch, { recursive: true, force: true }));
-const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
-const dataPath = join(scratch, 'data.jsonl');
-await writeFile(dataPath, Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat.` })).join('\n'));
+const { scratch, modelDir } = await scratchWithTinyModel('cli-train-lora');
+const dataPath = await writeCatDocuments(join(scratch, 'data.jsonl'));
 const TARGETS = ['in_proj', 'out_proj', 'q_proj', 'v_proj', 'up_proj', 'down_proj'];
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
 
 const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--lr', '1e-2', '--warmup', '1', '--device', 'cpu'];
 const lora = ['--lora-r', '4', '--lora-alpha', '8', '--lora-targets', TARGETS.join(',')];

@@ -4,27 +4,18 @@
  * lock is taken over), an interrupted run's temporary folders removed, `--save-total-limit`, a bad
  * `--out` found before training, and `--resume` with changed flags (refused or applied, said so).
  */
-import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { hostname, tmpdir } from 'node:os';
+import { describe, expect, test } from 'bun:test';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { warmupCosineSchedule } from '@nemotron-ts/kernels';
 import { checkRoomForCheckpoint } from '../src/cli/train-out-dir';
-import { ensureTinyModel } from './support/tiny-model';
 import { OUT_DIR_LOCK_FILE } from '../src/train';
+import { CLI, nemotron, ROOT, writeCatDocuments } from './support/cli';
+import { scratchWithTinyModel } from './support/scratch';
 
-const ROOT = join(import.meta.dir, '..');
-const CLI = join(ROOT, 'src/cli/main.ts');
-const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-out-'));
-afterAll(() => rm(scratch, { recursive: true, force: true }));
-const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
-const dataPath = join(scratch, 'data.jsonl');
-await writeFile(dataPath, Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat.` })).join('\n'));
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, CLI, ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
+const { scratch, modelDir } = await scratchWithTinyModel('cli-train-out');
+const dataPath = await writeCatDocuments(join(scratch, 'data.jsonl'));
 
 const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--lr', '1e-3', '--warmup', '1', '--device', 'cpu'];
 

@@ -6,27 +6,18 @@
  * checkpoints cross between one device and workers; flags that do not compose with the workers are
  * refused naming the flag.
  */
-import { afterAll, describe, expect, test } from 'bun:test';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { describe, expect, test } from 'bun:test';
+import { cp, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SafetensorsReader } from '@nemotron-ts/hub';
 import { getCpuDevice, getNativeDevice } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from './support/tiny-model';
+import { nemotron, writeCatDocuments } from './support/cli';
+import { scratchWithTinyModel } from './support/scratch';
 import { relDiff } from './support/fixtures';
 
-const ROOT = join(import.meta.dir, '..');
-const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-parallel-'));
-afterAll(() => rm(scratch, { recursive: true, force: true }));
-const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
-const dataPath = join(scratch, 'data.jsonl');
-await writeFile(dataPath, Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat.` })).join('\n'));
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
+const { scratch, modelDir } = await scratchWithTinyModel('cli-train-parallel');
+const dataPath = await writeCatDocuments(join(scratch, 'data.jsonl'));
 
 // A small --grad-clip so clipping acts, a large --weight-decay so the no-decay group shows (each
 // changes the losses or norms beyond the tolerances below), --grad-accum 2 for accumulation's mean;

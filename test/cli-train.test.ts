@@ -3,27 +3,18 @@
  * `fromPretrained` loads, `--resume` continuing with the next step, and bad flags or data failing
  * with a message naming the flag or file and a non-zero exit code.
  */
-import { afterAll, describe, expect, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import { writeFileSync } from 'node:fs';
-import { cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint, saveSafetensors } from '@nemotron-ts/hub';
 import { getCpuDevice, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from './support/tiny-model';
+import { nemotron, writeCatDocuments } from './support/cli';
+import { scratchWithTinyModel } from './support/scratch';
 
-const ROOT = join(import.meta.dir, '..');
-const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-train-'));
-afterAll(() => rm(scratch, { recursive: true, force: true }));
-const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
-const dataPath = join(scratch, 'data.jsonl');
-await writeFile(dataPath, Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: `document ${i}: the cat sat on the mat.` })).join('\n'));
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
+const { scratch, modelDir } = await scratchWithTinyModel('cli-train');
+const dataPath = await writeCatDocuments(join(scratch, 'data.jsonl'));
 
 const common = ['--model', modelDir, '--data', dataPath, '--seq-len', '16', '--batch-size', '2', '--lr', '1e-3', '--warmup', '1', '--device', 'cpu'];
 

@@ -15,8 +15,8 @@ import { SafetensorsReader, saveSafetensors } from '@nemotron-ts/hub';
 import { Generator, getCpuDevice, noGrad, tensor, type Tensor } from '@nemotron-ts/kernels';
 import { DEFAULT_LORA_TARGETS, NemotronHForCausalLM, applyLora, loadLoraAdapter, saveLoraAdapter } from '../src';
 import { FIXTURES_DIR, relDiff } from './support/fixtures';
+import { nemotron } from './support/cli';
 
-const ROOT = join(import.meta.dir, '..');
 const cpu = getCpuDevice();
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-peft-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
@@ -130,11 +130,6 @@ async function writeAdapter(dir: string, tensors: Map<string, HostTensor>, confi
   await writeTensors(join(dir, 'adapter_model.safetensors'), tensors);
   await writeFile(join(dir, 'adapter_config.json'), configJson);
   return dir;
-}
-
-function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
 async function logitsFile(path: string): Promise<Float32Array> {

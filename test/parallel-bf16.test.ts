@@ -4,46 +4,24 @@
  * same losses and checkpoint the same f32 masters (master_weights.safetensors), and a pipeline run
  * resumed from its step-2 checkpoint restores the masters exactly (same losses, same masters).
  */
-import { afterAll, describe, expect, test } from 'bun:test';
-import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { describe, expect, test } from 'bun:test';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadTokenizer, SafetensorsReader } from '@nemotron-ts/hub';
+import { SafetensorsReader } from '@nemotron-ts/hub';
 import { getCpuDevice } from '@nemotron-ts/kernels';
-import { ParallelModel, type ParallelOptions } from '../src';
+import type { ParallelOptions } from '../src';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from './support/tiny-model';
-import { loadTrainingData, ParallelTrainer, Trainer, type TrainerOptions } from '../src/train';
 import { relDiff } from './support/fixtures';
+import { checkpoint2Copy, tinyTraining, trainedLosses } from './support/worker-training';
 
 const device = getCpuDevice();
-const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-const scratch = await mkdtemp(join(tmpdir(), 'nemotron-parallel-bf16-'));
-afterAll(() => rm(scratch, { recursive: true, force: true }));
-const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
-const tokenizer = await loadTokenizer(modelDir);
-const dataPath = join(scratch, 'data.txt');
-await writeFile(dataPath, 'the cat sat on the mat. '.repeat(40));
-const data = () => loadTrainingData(tokenizer, { dataPath, holdOut: false, seqLen: 11, seed: 3, vocabSize: 264 });
+const { scratch, modelDir, data } = await tinyTraining('parallel-bf16');
 const OPTIONS = { steps: 4, batchSize: 2, gradAccum: 2, lr: 1e-2, warmup: 1, gradClip: 0.5, weightDecay: 0.5, saveEvery: 2 } as const;
 
 /** bf16 full fine-tuning into `outDir`, on one device (`parallel` null) or through workers; the losses. */
 async function run(outDir: string, parallel: ParallelOptions | null, resumeFrom?: string): Promise<number[]> {
   const model = await NemotronHForCausalLM.fromPretrained(resumeFrom ?? modelDir, { device, dtype: 'bf16' });
-  const options: TrainerOptions = { ...OPTIONS, outDir };
-  const workers = parallel ? await ParallelModel.fromModel(model, { devices, ...parallel }) : null;
-  try {
-    const trainer = workers ? await ParallelTrainer.create(workers, await data(), options) : new Trainer(model, await data(), options);
-    try {
-      if (resumeFrom) await trainer.resumeFrom(resumeFrom);
-      return (await trainer.train()).map((l) => l.loss);
-    } finally {
-      trainer.dispose();
-    }
-  } finally {
-    await workers?.close();
-    model.dispose();
-  }
+  return trainedLosses(model, data, { ...OPTIONS, outDir }, parallel, resumeFrom);
 }
 
 /** The f32 masters a checkpoint holds, by name. */
@@ -76,9 +54,7 @@ describe('bf16 weights through the workers', () => {
       for (const [key, w] of mine) expect({ key, close: relDiff(w, wantMasters.get(key)!) <= 2e-3 }).toEqual({ key, close: true });
       if (name === 'pipeline') {
         const out = join(scratch, 'pipeline-resumed');
-        await mkdir(out);
-        await cp(join(scratch, name, 'checkpoint-2'), join(out, 'checkpoint-2'), { recursive: true });
-        expect(await run(out, parallel, join(out, 'checkpoint-2'))).toEqual(got.slice(2));
+        expect(await run(out, parallel, await checkpoint2Copy(join(scratch, name), out))).toEqual(got.slice(2));
         const resumed = await masters(join(out, 'checkpoint-4'));
         for (const [key, w] of mine) expect({ key, diff: relDiff(resumed.get(key)!, w) }).toEqual({ key, diff: 0 });
         expect(await readdir(join(out, 'checkpoint-4'))).toContain('model.safetensors');

@@ -10,15 +10,11 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { AdamW, backward, getCpuDevice, noGrad, type Tensor } from '@nemotron-ts/kernels';
 import { type CallOptions, HostTensor, PipelineParallel, type PipelineOptions } from '@nemotron-ts/parallel';
 import { rejection } from '@nemotron-ts/parallel/testing';
-import { NemotronHForCausalLM } from '../src';
-import { expectedArray, expectedInts, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
+import type { NemotronHForCausalLM } from '../src';
+import { expectedArray, expectedInts, expectLoss, expectRel, relDiff } from './support/fixtures';
+import { LOGITS_TOL, loadFixtureModel, LOSS_TOL, oneDeviceTrainStep, SAME_BACKEND, WORKER_DEVICES } from './support/workers';
 
 const device = getCpuDevice();
-const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
-const sameBackend = devices[0] === 'cpu';
-const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
-const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 const open: PipelineParallel[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
@@ -28,14 +24,10 @@ const LAYOUTS: { name: string; options: Pick<PipelineOptions, 'stages' | 'expert
   { name: 'EP2×DP2', options: { stages: 1, expertParallel: 2, replicas: 2 }, workers: 4 },
 ];
 
-async function load() {
-  const fixture = await openFixture('moe_group4_top2');
-  const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
-  return { fixture, model };
-}
+const load = () => loadFixtureModel('moe_group4_top2', device);
 
 async function start(model: NemotronHForCausalLM, options: PipelineOptions): Promise<PipelineParallel> {
-  const p = await PipelineParallel.fromModel(model, { devices, ...options });
+  const p = await PipelineParallel.fromModel(model, { devices: WORKER_DEVICES, ...options });
   open.push(p);
   return p;
 }
@@ -107,11 +99,7 @@ describe('composed parallelism', () => {
     const optimizer = new AdamW(model.parameters(), adam);
     const losses: [number, number][] = [];
     for (let step = 0; step < 3; step++) {
-      model.zeroGrad();
-      const { loss } = model.forward(batch);
-      const want = await loss!.item();
-      backward(loss!);
-      optimizer.step();
+      const want = await oneDeviceTrainStep(model, optimizer, batch);
       const got = await p.trainStep(batch, { microbatches: 2, schedule: 'gpipe' });
       losses.push([want, got]);
       expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);
@@ -127,7 +115,7 @@ describe('composed parallelism', () => {
     }
     console.log(JSON.stringify({ test: 'composed adamw', losses, worst, worstName }));
     // (Native workers beside the TypeScript host measured 7.8e-4 on layer 5's MLP.)
-    expect(worst).toBeLessThan(sameBackend ? 1e-3 : 1e-2);
+    expect(worst).toBeLessThan(SAME_BACKEND ? 1e-3 : 1e-2);
     p.close();
     model.dispose();
   });

@@ -7,26 +7,21 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { AdamW, backward, getCpuDevice } from '@nemotron-ts/kernels';
 import { DataParallel, type CallOptions, type HostTensor } from '@nemotron-ts/parallel';
-import { NemotronHForCausalLM } from '../src';
-import { expectLoss, openFixture, relDiff } from './support/fixtures';
+import { expectLoss, relDiff } from './support/fixtures';
+import { loadFixtureModel, LOSS_TOL, oneDeviceTrainStep, WORKER_DEVICES } from './support/workers';
 
 const device = getCpuDevice();
-const workerDevices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
-const sameBackend = workerDevices[0] === 'cpu';
-const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 const open: DataParallel[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
 describe('data parallel', () => {
   test("moe_flat_rsf2.5: 2 replicas, all-reduced in small buckets, give one device's gradients", async () => {
-    const fixture = await openFixture('moe_flat_rsf2.5');
-    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { fixture, model } = await loadFixtureModel('moe_flat_rsf2.5', device);
     const { inputs } = fixture;
     model.train();
     const { loss } = model.forward({ inputIds: inputs.input_ids, labels: inputs.labels });
     backward(loss!);
-    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: workerDevices, bucketBytes: 64 * 1024 });
+    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: WORKER_DEVICES, bucketBytes: 64 * 1024 });
     open.push(dp);
     const got = await dp.forwardBackward({ inputIds: inputs.input_ids, labels: inputs.labels });
     expectLoss('loss', got, fixture.scalars.loss!);
@@ -43,10 +38,9 @@ describe('data parallel', () => {
   });
 
   test('moe_flat_rsf2.5: the all-reduce overlapped with the backward sends every bucket during it and sums exactly as after it', async () => {
-    const fixture = await openFixture('moe_flat_rsf2.5');
-    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { fixture, model } = await loadFixtureModel('moe_flat_rsf2.5', device);
     const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
-    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: workerDevices, bucketBytes: 64 * 1024 });
+    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: WORKER_DEVICES, bucketBytes: 64 * 1024 });
     open.push(dp);
     const gradients = async () => new Map(Object.entries(await dp.group.call<Record<string, HostTensor>>(1, 'gradients')));
     await dp.forwardBackward(batch);
@@ -78,10 +72,9 @@ describe('data parallel', () => {
   });
 
   test("dense_f32: three AdamW steps on 2 replicas give one device's losses; the replicas stay identical", async () => {
-    const fixture = await openFixture('dense_f32');
-    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { fixture, model } = await loadFixtureModel('dense_f32', device);
     const batch = { inputIds: fixture.inputs.input_ids, labels: fixture.inputs.labels };
-    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: workerDevices });
+    const dp = await DataParallel.fromModel(model, { replicas: 2, devices: WORKER_DEVICES });
     open.push(dp);
     const adam = { lr: 1e-2, weightDecay: 0.1 };
     await dp.setOptimizer(adam);
@@ -89,11 +82,7 @@ describe('data parallel', () => {
     const optimizer = new AdamW(model.parameters(), adam);
     const losses: number[][] = [];
     for (let step = 0; step < 3; step++) {
-      model.zeroGrad();
-      const { loss } = model.forward(batch);
-      const want = await loss!.item();
-      backward(loss!);
-      optimizer.step();
+      const want = await oneDeviceTrainStep(model, optimizer, batch);
       const got = await dp.trainStep(batch);
       losses.push([want, got]);
       expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);

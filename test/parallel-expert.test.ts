@@ -6,15 +6,11 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { backward, getCpuDevice, noGrad } from '@nemotron-ts/kernels';
 import { ExpertParallel } from '@nemotron-ts/parallel';
-import { NemotronHForCausalLM } from '../src';
-import { expectedArray, expectLoss, expectRel, openFixture, relDiff } from './support/fixtures';
+import { expectedArray, expectLoss, expectRel, relDiff } from './support/fixtures';
+import { LOGITS_TOL, loadFixtureModel, WORKER_DEVICES } from './support/workers';
 import { rejection } from '@nemotron-ts/parallel/testing';
 
 const device = getCpuDevice();
-const workerDevices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
-const sameBackend = workerDevices[0] === 'cpu';
-const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
 const open: ExpertParallel[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
@@ -24,10 +20,9 @@ describe('expert parallel', () => {
     ['hybrid_bf16', 4],
   ] as const) {
     test(`${name}: experts over ${ep} workers equal one device`, async () => {
-      const fixture = await openFixture(name);
-      const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+      const { fixture, model } = await loadFixtureModel(name, device);
       const { inputs } = fixture;
-      const parallel = await ExpertParallel.fromModel(model, { expertParallel: ep, devices: workerDevices });
+      const parallel = await ExpertParallel.fromModel(model, { expertParallel: ep, devices: WORKER_DEVICES });
       open.push(parallel);
       const one = noGrad(() => model.forward({ inputIds: inputs.input_ids, labels: inputs.labels }));
       const got = await parallel.forward({ inputIds: inputs.input_ids, labels: inputs.labels });
@@ -45,8 +40,7 @@ describe('expert parallel', () => {
   }
 
   test("moe_group4_top2: backward through the dispatch gives one device's gradients (host parameters and sharded experts)", async () => {
-    const fixture = await openFixture('moe_group4_top2');
-    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { fixture, model } = await loadFixtureModel('moe_group4_top2', device);
     const { inputs } = fixture;
     model.train();
     const { loss } = model.forward({ inputIds: inputs.input_ids, labels: inputs.labels });
@@ -54,7 +48,7 @@ describe('expert parallel', () => {
     const want = new Map<string, Float32Array>();
     for (const [name, p] of model.namedParameters()) if (p.grad) want.set(name, await p.grad.toFloat32());
     model.zeroGrad();
-    const parallel = await ExpertParallel.fromModel(model, { expertParallel: 2, devices: workerDevices });
+    const parallel = await ExpertParallel.fromModel(model, { expertParallel: 2, devices: WORKER_DEVICES });
     open.push(parallel);
     const got = await parallel.forwardBackward({ inputIds: inputs.input_ids, labels: inputs.labels });
     expectLoss('loss', got, fixture.scalars.loss!);
@@ -72,8 +66,7 @@ describe('expert parallel', () => {
   });
 
   test('an expert-parallel size that does not divide n_routed_experts is refused', async () => {
-    const fixture = await openFixture('moe_group4_top2');
-    const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
+    const { model } = await loadFixtureModel('moe_group4_top2', device);
     expect((await rejection(ExpertParallel.fromModel(model, { expertParallel: 3 }))).message).toContain(
       `n_routed_experts (${model.config.nRoutedExperts}) must be divisible by the expert-parallel size (3)`,
     );

@@ -4,28 +4,20 @@
  * (dropout 0) log the same losses, train only the adapters, and save the PEFT adapter one device saves, which loads back; a pipeline LoRA run
  * resumed from its step-2 checkpoint repeats the uninterrupted losses.
  */
-import { afterAll, describe, expect, test } from 'bun:test';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { describe, expect, test } from 'bun:test';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadTokenizer } from '@nemotron-ts/hub';
 import { getCpuDevice } from '@nemotron-ts/kernels';
 import { applyLora, loraHandle, ParallelModel, type LoraOptions, type ParallelOptions } from '../src';
 import { loadLoraAdapter } from '../src/peft-files';
 import { NemotronHForCausalLM } from '../src/pretrained';
-import { ensureTinyModel } from './support/tiny-model';
-import { loadTrainingData, ParallelTrainer, Trainer, type TrainerOptions } from '../src/train';
+import { ParallelTrainer } from '../src/train';
 import { relDiff } from './support/fixtures';
+import { WORKER_DEVICES } from './support/workers';
+import { checkpoint2Copy, tinyTraining, trainedLosses } from './support/worker-training';
 
 const device = getCpuDevice();
-const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-const scratch = await mkdtemp(join(tmpdir(), 'nemotron-parallel-lora-'));
-afterAll(() => rm(scratch, { recursive: true, force: true }));
-const modelDir = await ensureTinyModel(join(scratch, 'tiny'));
-const tokenizer = await loadTokenizer(modelDir);
-const dataPath = join(scratch, 'data.txt');
-await writeFile(dataPath, 'the cat sat on the mat. '.repeat(40));
-const data = () => loadTrainingData(tokenizer, { dataPath, holdOut: false, seqLen: 11, seed: 3, vocabSize: 264 });
+const { scratch, modelDir, data } = await tinyTraining('parallel-lora');
 const LORA: LoraOptions = { r: 4, alpha: 8, dropout: 0.1, targetModules: ['in_proj', 'q_proj', 'v_proj', 'up_proj', 'down_proj', 'lm_head'], seed: 1 };
 const OPTIONS = { steps: 4, batchSize: 2, gradAccum: 2, lr: 2e-2, warmup: 1, gradClip: 0.05, weightDecay: 0.5, saveEvery: 2 } as const;
 
@@ -33,21 +25,7 @@ const OPTIONS = { steps: 4, batchSize: 2, gradAccum: 2, lr: 2e-2, warmup: 1, gra
 async function run(outDir: string, lora: LoraOptions, parallel: ParallelOptions | null, resumeFrom?: string): Promise<number[]> {
   const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device });
   applyLora(model, lora);
-  const options: TrainerOptions = { ...OPTIONS, outDir, tokenizerFrom: modelDir, baseModelNameOrPath: modelDir };
-  const workers = parallel ? await ParallelModel.fromModel(model, { devices, ...parallel }) : null;
-  try {
-    const trainer = workers ? await ParallelTrainer.create(workers, await data(), options) : new Trainer(model, await data(), options);
-    try {
-      if (resumeFrom) await trainer.resumeFrom(resumeFrom);
-      const losses = (await trainer.train()).map((l) => l.loss);
-      return losses;
-    } finally {
-      trainer.dispose();
-    }
-  } finally {
-    await workers?.close();
-    model.dispose();
-  }
+  return trainedLosses(model, data, { ...OPTIONS, outDir, tokenizerFrom: modelDir, baseModelNameOrPath: modelDir }, parallel, resumeFrom);
 }
 
 /** The adapter a checkpoint holds, loaded onto the base: its tensors by name. */
@@ -79,9 +57,7 @@ describe('LoRA through the workers', () => {
       expect(await config(name)).toEqual(await config(`${name}-one`));
       if (name === 'pipeline') {
         const out = join(scratch, 'pipeline-resumed');
-        await mkdir(out);
-        await cp(join(scratch, name, 'checkpoint-2'), join(out, 'checkpoint-2'), { recursive: true });
-        expect(await run(out, lora, parallel, join(out, 'checkpoint-2'))).toEqual(got.slice(2));
+        expect(await run(out, lora, parallel, await checkpoint2Copy(join(scratch, name), out))).toEqual(got.slice(2));
       }
     }
   }, 300_000);
@@ -89,7 +65,7 @@ describe('LoRA through the workers', () => {
   test('a worker adapts only the targeted layers it owns; the loaded model keeps its adapters', async () => {
     const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device });
     applyLora(model, { ...LORA, targetModules: ['lm_head'] });
-    const workers = await ParallelModel.fromModel(model, { devices, pipelineStages: 2 });
+    const workers = await ParallelModel.fromModel(model, { devices: WORKER_DEVICES, pipelineStages: 2 });
     try {
       const trainer = await ParallelTrainer.create(workers, await data(), { ...OPTIONS, steps: 1, outDir: null });
       await trainer.train();
@@ -104,7 +80,7 @@ describe('LoRA through the workers', () => {
 
   test('composed parallelism refuses LoRA, naming the flag', async () => {
     const model = await NemotronHForCausalLM.fromPretrained(modelDir, { device });
-    const workers = await ParallelModel.fromModel(model, { devices, pipelineStages: 2, dataParallel: 2 });
+    const workers = await ParallelModel.fromModel(model, { devices: WORKER_DEVICES, pipelineStages: 2, dataParallel: 2 });
     try {
       expect(workers.mode).toBe('composed');
       // LoRA applied on the loaded model: the workers would have to build it too.

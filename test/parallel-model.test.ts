@@ -8,13 +8,9 @@ import { getCpuDevice, noGrad } from '@nemotron-ts/kernels';
 import { rejection } from '@nemotron-ts/parallel/testing';
 import { ParallelModel } from '../src';
 import { openFixture, relDiff } from './support/fixtures';
+import { LOGITS_TOL, LOSS_TOL, WORKER_DEVICES } from './support/workers';
 
 const device = getCpuDevice();
-const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
-const sameBackend = devices[0] === 'cpu';
-const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
-const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 
 describe('ParallelModel', () => {
   test("every mode gives one device's logits; training in every mode changes the synced weights", async () => {
@@ -24,7 +20,7 @@ describe('ParallelModel', () => {
     expect(single.mode).toBe('single');
     const want = await single.forward(batch);
     for (const options of [{ pipelineStages: 2 }, { expertParallel: 2 }, { dataParallel: 2 }, { pipelineStages: 2, expertParallel: 2 }]) {
-      const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
+      const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices: WORKER_DEVICES, ...options });
       expect(pm.sizes).toEqual({ pipelineStages: 1, expertParallel: 1, dataParallel: 1, ...options });
       const got = await pm.forward(batch);
       expect({

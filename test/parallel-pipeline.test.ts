@@ -7,27 +7,19 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { AdamW, backward, getCpuDevice, noGrad } from '@nemotron-ts/kernels';
 import { PipelineParallel, type PipelineParallel as Pipeline } from '@nemotron-ts/parallel';
-import { NemotronHForCausalLM } from '../src';
-import { expectedArray, expectedInts, expectLoss, expectRel, mtpScalars, openFixture, relDiff } from './support/fixtures';
+import type { NemotronHForCausalLM } from '../src';
+import { expectedArray, expectedInts, expectLoss, expectRel, mtpScalars, relDiff } from './support/fixtures';
+import { LOGITS_TOL, loadFixtureModel, LOSS_TOL, oneDeviceTrainStep, WORKER_DEVICES } from './support/workers';
 import { rejection } from '@nemotron-ts/parallel/testing';
 
 const device = getCpuDevice();
-const workerDevices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-// Workers on the host's backend (CPU) agree to rounding; on another backend, to the fixtures' tolerance.
-const sameBackend = workerDevices[0] === 'cpu';
-const LOGITS_TOL = sameBackend ? 1e-6 : 1e-4;
-const LOSS_TOL = sameBackend ? 1e-5 : 1e-4;
 const open: Pipeline[] = [];
 afterAll(() => open.forEach((p) => p.close()));
 
-async function load(name: string) {
-  const fixture = await openFixture(name);
-  const model = await NemotronHForCausalLM.fromPretrained(fixture.dir, { device, localFilesOnly: true });
-  return { fixture, model };
-}
+const load = (name: string) => loadFixtureModel(name, device);
 
 async function pipeline(model: NemotronHForCausalLM, stages: number): Promise<Pipeline> {
-  const p = await PipelineParallel.fromModel(model, { stages, devices: workerDevices });
+  const p = await PipelineParallel.fromModel(model, { stages, devices: WORKER_DEVICES });
   open.push(p);
   return p;
 }
@@ -139,11 +131,7 @@ describe('pipeline parallel training', () => {
     model.train();
     const optimizer = new AdamW(model.parameters(), adam);
     for (let step = 0; step < 3; step++) {
-      model.zeroGrad();
-      const { loss } = model.forward(batch);
-      const want = await loss!.item();
-      backward(loss!);
-      optimizer.step();
+      const want = await oneDeviceTrainStep(model, optimizer, batch);
       const got = await p.trainStep(batch, { microbatches: 2, schedule: 'gpipe' });
       expect(Math.abs(got - want)).toBeLessThan(LOSS_TOL);
       if (step > 0) expect(want).toBeLessThan(fixture.scalars.loss!);

@@ -10,10 +10,10 @@ import { getCpuDevice, warmupCosineSchedule } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM, ParallelModel, type ParallelOptions } from '../src';
 import { BlockSampler, noWeightDecayNames, parallelBatch, Trainer, type TrainingData } from '../src/train';
 import { openFixture, relDiff } from './support/fixtures';
+import { SAME_BACKEND, WORKER_DEVICES } from './support/workers';
 
 const device = getCpuDevice();
-const devices = [process.env.NEMOTRON_TEST_WORKER_DEVICE ?? 'cpu'];
-const TOL = devices[0] === 'cpu' ? 1e-5 : 1e-4;
+const TOL = SAME_BACKEND ? 1e-5 : 1e-4;
 
 /**
  * The Trainer's run on `fixtureName`, then the same updates through `ParallelModel.trainUpdate`
@@ -35,7 +35,7 @@ async function expectTrainerUpdates(fixtureName: string, layouts: readonly Paral
   reference.dispose();
 
   for (const options of layouts) {
-    const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices, ...options });
+    const pm = await ParallelModel.fromPretrained(fixture.dir, { device, localFilesOnly: true, devices: WORKER_DEVICES, ...options });
     try {
       await pm.setOptimizer({
         lr: hyper.lr,

@@ -6,7 +6,7 @@
  * piece by piece, so every token belongs wholly to one side.
  */
 import type { ChatMessage, HfTokenizer } from '@nemotron-ts/hub';
-import { DataError } from './documents';
+import { DataError, jsonlLines } from './documents';
 
 /** One encoded conversation: ids and HF labels (the id on assistant tokens, -100 elsewhere). */
 export interface EncodedConversation {
@@ -29,16 +29,7 @@ export function isChatJsonl(text: string): boolean {
 /** The conversations of a chat .jsonl text; errors name `path` and the line. */
 export function parseConversations(text: string, path: string): { messages: ChatMessage[]; where: string }[] {
   const out: { messages: ChatMessage[]; where: string }[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '') return;
-    const where = `${path}:${i + 1}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (e) {
-      throw new DataError(`${where}: not valid JSON (${(e as Error).message})`);
-    }
+  for (const { value, where } of jsonlLines(text, path)) {
     const messages = (value as { messages?: unknown } | null)?.messages;
     if (!Array.isArray(messages) || messages.length === 0)
       throw new DataError(`${where}: expected {"messages": [{"role": …, "content": …}, …]} with at least one message`);
@@ -48,7 +39,7 @@ export function parseConversations(text: string, path: string): { messages: Chat
     });
     if (!messages.some((m: ChatMessage) => m.role === 'assistant')) throw new DataError(`${where}: no assistant message, so nothing to train on`);
     out.push({ messages: messages as ChatMessage[], where });
-  });
+  }
   if (out.length === 0) throw new DataError(`${path}: no conversations (every line is blank)`);
   return out;
 }

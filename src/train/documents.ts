@@ -34,11 +34,14 @@ export function documentsOf(text: string, path: string): string[] {
   throw new DataError(`${path}: expected a .txt or .jsonl file`);
 }
 
-function jsonlDocuments(text: string, path: string): string[] {
-  const docs: string[] = [];
-  text.split('\n').forEach((raw, i) => {
+/**
+ * The non-blank lines of a .jsonl text, parsed one at a time as they are taken (so a caller's check
+ * of one line fails before a later line is parsed), each with its `path:line` for errors.
+ */
+export function* jsonlLines(text: string, path: string): Generator<{ value: unknown; where: string }> {
+  for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
-    if (line === '') return;
+    if (line === '') continue;
     const where = `${path}:${i + 1}`;
     let value: unknown;
     try {
@@ -46,11 +49,18 @@ function jsonlDocuments(text: string, path: string): string[] {
     } catch (e) {
       throw new DataError(`${where}: not valid JSON (${(e as Error).message})`);
     }
+    yield { value, where };
+  }
+}
+
+function jsonlDocuments(text: string, path: string): string[] {
+  const docs: string[] = [];
+  for (const { value, where } of jsonlLines(text, path)) {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new DataError(`${where}: expected an object {"text": "…"}`);
     const doc = (value as Record<string, unknown>).text;
     if (typeof doc !== 'string') throw new DataError(`${where}: "text" must be a string, got ${doc === undefined ? 'nothing' : typeof doc}`);
     if (doc !== '') docs.push(doc);
-  });
+  }
   if (docs.length === 0) throw new DataError(`${path}: no documents (every line is blank or has empty "text")`);
   return docs;
 }

@@ -26,7 +26,17 @@ import { loadLoraAdapterWeights } from '../peft-files';
 import type { ParallelModel } from '../parallel';
 import { noWeightDecayNames, parallelBatch } from './parallel-batch';
 import { changedHyperparameters, checkResumable, runSettings, type ChangedHyperparameter } from './run-settings';
-import { ADAMW_BETAS, evaluationLoss, resolveTrainerOptions, trainedGroups, type ResolvedTrainerOptions, type StepLog, type TrainerOptions } from './trainer';
+import {
+  ADAMW_BETAS,
+  evaluationLoss,
+  hyperparametersOf,
+  resolveTrainerOptions,
+  runUpdates,
+  trainedGroups,
+  type ResolvedTrainerOptions,
+  type StepLog,
+  type TrainerOptions,
+} from './trainer';
 import {
   pruneCheckpoints,
   readMasterWeights,
@@ -113,8 +123,7 @@ export class ParallelTrainer {
 
   /** This run's optimization hyperparameters, as checkpoints record them. */
   get hyperparameters(): Hyperparameters {
-    const o = this.options;
-    return { steps: o.steps, lr: o.lr, minLr: o.minLr, warmup: o.warmup, weightDecay: o.weightDecay, gradClip: o.gradClip };
+    return hyperparametersOf(this.options);
   }
 
   /**
@@ -162,18 +171,7 @@ export class ParallelTrainer {
 
   /** Runs the remaining updates; returns each update's log. The loaded model ends with the trained weights. */
   async train(): Promise<StepLog[]> {
-    const o = this.options;
-    const logs: StepLog[] = [];
-    while (this.step < o.steps) {
-      const log = await this.trainStep();
-      logs.push(log);
-      o.onStep?.(log);
-      const last = this.step === o.steps;
-      if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || last)) o.onEval?.({ step: this.step, eval_loss: await this.evaluate() });
-      if (o.outDir !== null && (last || (o.saveEvery > 0 && this.step % o.saveEvery === 0))) await this.saveCheckpoint();
-      // Let signal handlers run between updates.
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    const logs = await runUpdates(this, this.options);
     await this.sync();
     return logs;
   }

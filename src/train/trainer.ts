@@ -175,6 +175,36 @@ export function resolveTrainerOptions(model: NemotronHForCausalLM, data: Trainin
   return o;
 }
 
+/** A run's optimization hyperparameters, as checkpoints record them. */
+export function hyperparametersOf(o: ResolvedTrainerOptions): Hyperparameters {
+  return { steps: o.steps, lr: o.lr, minLr: o.minLr, warmup: o.warmup, weightDecay: o.weightDecay, gradClip: o.gradClip };
+}
+
+/** A trainer as the update loop drives it (this one, or the parallel one over workers). */
+interface Updates {
+  readonly step: number;
+  trainStep(): Promise<StepLog>;
+  evaluate(): Promise<number>;
+  saveCheckpoint(): Promise<string>;
+}
+
+/** Runs `t`'s remaining updates with the evaluations, checkpoints and callbacks `o` asks for; each update's log. */
+export async function runUpdates(t: Updates, o: ResolvedTrainerOptions): Promise<StepLog[]> {
+  const logs: StepLog[] = [];
+  while (t.step < o.steps) {
+    const log = await t.trainStep();
+    logs.push(log);
+    o.onStep?.(log);
+    const last = t.step === o.steps;
+    if (o.evalEvery > 0 && (t.step % o.evalEvery === 0 || last)) o.onEval?.({ step: t.step, eval_loss: await t.evaluate() });
+    if (o.outDir !== null && (last || (o.saveEvery > 0 && t.step % o.saveEvery === 0))) await t.saveCheckpoint();
+    // Yield to the event loop between updates: on the CPU backend every await settles as a
+    // microtask, and signal handlers (SIGINT/SIGTERM) would never run.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return logs;
+}
+
 /** AdamW's betas and eps in every run (Megatron/NeMo's beta2 0.95). */
 export const ADAMW_BETAS = { beta1: 0.9, beta2: 0.95, eps: 1e-8 } as const;
 
@@ -277,26 +307,12 @@ export class Trainer {
 
   /** This run's optimization hyperparameters, as checkpoints record them. */
   get hyperparameters(): Hyperparameters {
-    const o = this.options;
-    return { steps: o.steps, lr: o.lr, minLr: o.minLr, warmup: o.warmup, weightDecay: o.weightDecay, gradClip: o.gradClip };
+    return hyperparametersOf(this.options);
   }
 
   /** Runs the remaining updates; returns each update's log. */
-  async train(): Promise<StepLog[]> {
-    const o = this.options;
-    const logs: StepLog[] = [];
-    while (this.step < o.steps) {
-      const log = await this.trainStep();
-      logs.push(log);
-      o.onStep?.(log);
-      const last = this.step === o.steps;
-      if (o.evalEvery > 0 && (this.step % o.evalEvery === 0 || last)) o.onEval?.({ step: this.step, eval_loss: await this.evaluate() });
-      if (o.outDir !== null && (last || (o.saveEvery > 0 && this.step % o.saveEvery === 0))) await this.saveCheckpoint();
-      // Yield to the event loop between updates: on the CPU backend every await settles as a
-      // microtask, and signal handlers (SIGINT/SIGTERM) would never run.
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    return logs;
+  train(): Promise<StepLog[]> {
+    return runUpdates(this, this.options);
   }
 
   /** One update: accumulate gradAccum micro-batches, clip, step. Throws before updating on a non-finite loss. */

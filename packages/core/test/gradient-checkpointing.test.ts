@@ -7,27 +7,10 @@ import { describe, expect, test } from 'bun:test';
 import { backward, type Device, type Tensor } from '@nemotron-ts/kernels';
 import { expectClose, testDevices } from '@nemotron-ts/kernels/testing';
 import { applyLora, NemotronHConfig, NemotronHForCausalLM, type NemotronHConfigInit } from '../src';
+import { TINY_MTP_INIT } from './support/tiny-mtp-config';
 
-const INIT: NemotronHConfigInit = {
-  pattern: 'M*-E',
-  mtpPattern: '*E',
-  numNextnPredictLayers: 1,
-  vocabSize: 37,
-  hiddenSize: 16,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  headDim: 8,
-  mambaNumHeads: 2,
-  mambaHeadDim: 8,
-  nGroups: 1,
-  ssmStateSize: 4,
-  chunkSize: 4,
-  intermediateSize: 20,
-  nRoutedExperts: 4,
-  numExpertsPerTok: 2,
-  moeIntermediateSize: 12,
-  moeSharedExpertIntermediateSize: 10,
-};
+// One MTP depth, and a vocabulary the ids below (up to 36) just fit.
+const INIT: NemotronHConfigInit = { ...TINY_MTP_INIT, numNextnPredictLayers: 1, vocabSize: 37 };
 const ids = [
   [3, 9, 27, 5, 34, 12, 8, 1, 30],
   [7, 1, 36, 33, 2, 19, 0, 22, 11],

@@ -16,28 +16,9 @@ import {
   NemotronHybridCache,
   type NemotronHConfigInit,
 } from '../src';
+import { TINY_MTP_INIT } from './support/tiny-mtp-config';
 
 const cpu = getCpuDevice();
-const INIT: NemotronHConfigInit = {
-  pattern: 'M*-E',
-  mtpPattern: '*E',
-  numNextnPredictLayers: 2,
-  vocabSize: 41,
-  hiddenSize: 16,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  headDim: 8,
-  mambaNumHeads: 2,
-  mambaHeadDim: 8,
-  nGroups: 1,
-  ssmStateSize: 4,
-  chunkSize: 4,
-  intermediateSize: 20,
-  nRoutedExperts: 4,
-  numExpertsPerTok: 2,
-  moeIntermediateSize: 12,
-  moeSharedExpertIntermediateSize: 10,
-};
 const ids = [
   [3, 9, 27, 5, 34, 12, 8],
   [7, 1, 40, 33, 2, 19, 11],
@@ -45,7 +26,7 @@ const ids = [
 
 const host = async (t: Tensor) => (await t.toFloat32()) as Float32Array;
 const model = (init: Partial<NemotronHConfigInit> = {}, seed = 1) =>
-  NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...INIT, ...init }), { device: cpu, seed });
+  NemotronHForCausalLM.fromConfig(NemotronHConfig.create({ ...TINY_MTP_INIT, ...init }), { device: cpu, seed });
 
 describe('forward output', () => {
   test('one disposable result: `using` releases logits, loss, hidden states and MTP states', () => {

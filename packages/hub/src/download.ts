@@ -81,17 +81,15 @@ async function contentMismatch(d: Pick<BlobDownload, 'size' | 'etag' | 'etagKind
   return digest === d.etag.toLowerCase() ? null : `its ${d.etagKind} is ${digest}, the listing's ${d.etag}`;
 }
 
+/** The listed file at its commit, and how to reach the Hub: what the @huggingface/hub calls here take. */
+function hubFile(d: BlobDownload) {
+  return { repo: { type: 'model' as const, name: d.repoId }, path: d.path, revision: d.commit, hubUrl: d.hubUrl, accessToken: d.accessToken, fetch: d.fetch };
+}
+
 async function fetchIntoIncomplete(d: BlobDownload, where: string): Promise<void> {
   const incomplete = `${d.blobPath}.incomplete`;
   const { fileDownloadInfo } = await hubLibrary();
-  const info = await fileDownloadInfo({
-    repo: { type: 'model', name: d.repoId },
-    path: d.path,
-    revision: d.commit,
-    hubUrl: d.hubUrl,
-    accessToken: d.accessToken,
-    fetch: d.fetch,
-  }).catch((e: unknown) => {
+  const info = await fileDownloadInfo(hubFile(d)).catch((e: unknown) => {
     throw hubErrorFrom(e, where, d.accessToken, d.hubUrl);
   });
   if (!info) throw new HubError(`${where}: the file is listed at commit ${d.commit} but the Hub has no such entry`, 404);
@@ -187,15 +185,7 @@ async function rangedBody(d: BlobDownload, url: string, offset: number): Promise
 function xetStream(d: BlobDownload, info: FileDownloadInfoOutput, offset: number): Body {
   const stream = (async function* () {
     const { downloadFile } = await hubLibrary();
-    const blob = await downloadFile({
-      repo: { type: 'model', name: d.repoId },
-      path: d.path,
-      revision: d.commit,
-      hubUrl: d.hubUrl,
-      accessToken: d.accessToken,
-      fetch: d.fetch,
-      downloadInfo: info,
-    });
+    const blob = await downloadFile({ ...hubFile(d), downloadInfo: info });
     if (!blob) throw new HubError(`${d.repoId}/${d.path}: the Hub has no such entry`, 404);
     const reader = blob.slice(offset).stream().getReader();
     for (;;) {

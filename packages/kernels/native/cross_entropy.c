@@ -18,6 +18,35 @@ static const float *row_f32(const void *data, int dtype, int64_t base, int64_t n
   return buf;
 }
 
+/*
+ * The params (f64) both entry points start with: 0 rows, 1 classes, 2 ignore_index, 3 logits dtype,
+ * 4 logits offset, 5 labels offset, 6 lse offset (offsets in elements). What follows slot 6 differs
+ * between the two and is read there.
+ */
+typedef struct {
+  int64_t rows, classes, logits_off, labels_off, lse_off;
+  int32_t ignore;
+  int dtype;
+} ce_params;
+
+static ce_params ce_read_params(const double *p) {
+  return (ce_params){(int64_t)p[0], (int64_t)p[1], (int64_t)p[4], (int64_t)p[5], (int64_t)p[6], (int32_t)p[2], (int)p[3]};
+}
+
+/*
+ * A thread's buffer for one row widened from bf16 (NULL for f32 logits, read in place). Called inside
+ * the parallel region; a failed allocation sets *failed, and the threads skip their rows.
+ */
+static float *row_buffer(int dtype, int64_t classes, int *failed) {
+  if (dtype == DT_F32) return NULL;
+  float *buf = malloc(sizeof(float) * (size_t)classes);
+  if (!buf) {
+#pragma omp atomic write
+    *failed = 1;
+  }
+  return buf;
+}
+
 /* max and log Σ exp(x − max) of one row; NaN anywhere gives NaN. */
 static void row_max_log_sum(const float *x, int64_t n, float *max_out, float *log_sum_out) {
   vf vmax = vbroadcast(-INFINITY);
@@ -46,31 +75,25 @@ static void row_max_log_sum(const float *x, int64_t n, float *max_out, float *lo
   *log_sum_out = logf(sum);
 }
 
-/* params: rows, classes, ignore_index, logits dtype, logits offset, labels offset, lse offset, loss offset. */
+/* params: ce_params (slots 0–6), then 7 loss offset. */
 EXPORT int nt_cross_entropy(const double *params, const void *logits, const int32_t *labels, float *lse, float *loss) {
-  int64_t rows = (int64_t)params[0], classes = (int64_t)params[1];
-  int32_t ignore = (int32_t)params[2];
-  int dtype = (int)params[3];
-  int64_t loff = (int64_t)params[4];
-  labels += (int64_t)params[5];
-  lse += (int64_t)params[6];
+  ce_params p = ce_read_params(params);
+  int64_t rows = p.rows, classes = p.classes;
+  labels += p.labels_off;
+  lse += p.lse_off;
   loss += (int64_t)params[7];
   int failed = 0;
 #pragma omp parallel if (rows * classes >= PARALLEL_MIN_WORK)
   {
-    float *buf = dtype == DT_F32 ? NULL : malloc(sizeof(float) * (size_t)classes);
-    if (dtype != DT_F32 && !buf) {
-#pragma omp atomic write
-      failed = 1;
-    }
+    float *buf = row_buffer(p.dtype, classes, &failed);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < rows; i++) {
       if (failed) continue;
-      const float *x = row_f32(logits, dtype, loff + i * classes, classes, buf);
+      const float *x = row_f32(logits, p.dtype, p.logits_off + i * classes, classes, buf);
       float max, log_sum;
       row_max_log_sum(x, classes, &max, &log_sum);
       lse[i] = max + log_sum;
-      loss[i] = labels[i] == ignore ? 0.0f : max - x[labels[i]] + log_sum;
+      loss[i] = labels[i] == p.ignore ? 0.0f : max - x[labels[i]] + log_sum;
     }
     free(buf);
   }
@@ -79,37 +102,30 @@ EXPORT int nt_cross_entropy(const double *params, const void *logits, const int3
 
 /*
  * dx = (softmax − onehot) · scale, 0 on ignored rows.
- * params: rows, classes, ignore_index, logits dtype, logits offset, labels offset, lse offset,
- *   scale offset, per-row scale (0/1), dx offset.
+ * params: ce_params (slots 0–6), then 7 scale offset, 8 per-row scale (0/1), 9 dx offset.
  */
 EXPORT int nt_cross_entropy_backward(const double *params, const void *logits, const int32_t *labels, const float *lse, const float *scale, float *dx) {
-  int64_t rows = (int64_t)params[0], classes = (int64_t)params[1];
-  int32_t ignore = (int32_t)params[2];
-  int dtype = (int)params[3];
-  int64_t loff = (int64_t)params[4];
-  labels += (int64_t)params[5];
-  lse += (int64_t)params[6];
+  ce_params p = ce_read_params(params);
+  int64_t rows = p.rows, classes = p.classes;
+  labels += p.labels_off;
+  lse += p.lse_off;
   scale += (int64_t)params[7];
   int per_row = (int)params[8];
   dx += (int64_t)params[9];
   int failed = 0;
 #pragma omp parallel if (rows * classes >= PARALLEL_MIN_WORK)
   {
-    float *buf = dtype == DT_F32 ? NULL : malloc(sizeof(float) * (size_t)classes);
-    if (dtype != DT_F32 && !buf) {
-#pragma omp atomic write
-      failed = 1;
-    }
+    float *buf = row_buffer(p.dtype, classes, &failed);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < rows; i++) {
       if (failed) continue;
       float *d = dx + i * classes;
       int32_t label = labels[i];
-      if (label == ignore) {
+      if (label == p.ignore) {
         memset(d, 0, sizeof(float) * (size_t)classes);
         continue;
       }
-      const float *x = row_f32(logits, dtype, loff + i * classes, classes, buf);
+      const float *x = row_f32(logits, p.dtype, p.logits_off + i * classes, classes, buf);
       float m = lse[i], g = scale[per_row ? i : 0];
       vf vm = vbroadcast(m), vg = vbroadcast(g);
       int64_t c = 0;

@@ -16,9 +16,9 @@
  * is tested against.
  */
 #include "native.h"
+#include "ssm_update.h"
 
 #include <linux/futex.h>
-#include <stdlib.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
@@ -90,8 +90,17 @@ static void barrier_wait(barrier_t *b, int nthreads, int *local_sense) {
   spin_limit_us = spin_limit_us * 1.25 > 50.0 ? 50.0 : spin_limit_us * 1.25;
 }
 
-/* A phase's counters: one per thread, each on its own 64-byte line. */
-enum { COUNTER_STRIDE = 16 };
+/* A phase's counters: one per thread, each on its own 64-byte line (16 ints). */
+enum { COUNTER_STRIDE = 16, LINE_BYTES = 64 };
+_Static_assert(sizeof(_Atomic int) == sizeof(float), "the counters live in the f32 scratch");
+
+/* Counted phases of a step: at most 3 per layer (a mixer's input GEMVs, its own work, its output), then lm_head's (and one spare). */
+static inline int64_t step_phases(int64_t layers) { return 3 * layers + 2; }
+
+/* Scratch floats for the counters, [phases][threads][COUNTER_STRIDE], and the room to align them to a line. */
+static inline int64_t counter_floats(int64_t layers, int threads) {
+  return step_phases(layers) * threads * COUNTER_STRIDE + LINE_BYTES / (int64_t)sizeof(float);
+}
 
 typedef struct {
   barrier_t barrier;
@@ -600,24 +609,7 @@ static void mamba_layer(member_t *m, const double *L, const scratch_t *s, float 
       float decay = expf(step * -expf(rd(aLog, aLogDt, hh))), dh = D ? rd(D, Ddt, hh) : 0.0f;
       const float *xv = xbc + hh * P;
       float *S = ssm + hh * P * N, *yv = y + hh * P;
-      vf vd = vbroadcast(decay);
-      for (int64_t p = 0; p < P; p++) {
-        float *sr = S + p * N;
-        float kx = step * xv[p];
-        vf vk = vbroadcast(kx), acc = {0};
-        int64_t i = 0;
-        for (; i + VLEN <= N; i += VLEN) {
-          vf v = vd * vload(sr + i) + vk * vload(Bv + i);
-          vstore(sr + i, v);
-          acc += v * vload(Cv + i);
-        }
-        float r = vsum(acc);
-        for (; i < N; i++) {
-          sr[i] = decay * sr[i] + kx * Bv[i];
-          r += sr[i] * Cv[i];
-        }
-        yv[p] = r + dh * xv[p];
-      }
+      for (int64_t p = 0; p < P; p++) yv[p] = ssm_update_row(S + p * N, Bv, Cv, decay, step * xv[p], N) + dh * xv[p];
     }
     /* Gate and group norm over the group's d_inner channels (the same range as its heads). */
     int64_t c0 = g * hpg * P, n = hpg * P;
@@ -802,11 +794,11 @@ static void scratch_widths(const double *hdr, const double *layers, int64_t *wa,
 #undef GROW
 }
 
-/* Floats of scratch a step with this table needs on `threads` threads. */
+/* Floats of scratch a step with this table needs on `threads` threads: the buffers of scratch_t, then the work counters. */
 EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
   int64_t wa, wb, wy, keys, wk, H = (int64_t)table[1];
   scratch_widths(table, table + HEADER_SLOTS, &wa, &wb, &wy, &keys, &wk);
-  return (double)(H + threads * H + wa + wb + wy + threads * keys + threads * wk);
+  return (double)(H + threads * H + wa + wb + wy + threads * keys + threads * wk + counter_floats((int64_t)table[0], threads));
 }
 
 /*
@@ -830,8 +822,9 @@ EXPORT double nt_decode_scratch_floats(const double *table, int threads) {
  *   11 topk_group, 12 norm_topk_prob, 13 routed scaling, 14 experts' up [E, I, H], 15 dt, 16 experts'
  *   down [E, H, I], 17 dt, 18 I, 19 shared up [Is, H], 20 dt, 21 shared down [H, Is], 22 dt, 23 Is,
  *   24/25 shared up bias/dt, 26/27 shared down bias/dt.
- * Returns 0, -1 (token id outside the vocabulary), -2 (scratch too small), -3 (a MoE routing ran
- * short) or -4 (no memory for the work counters).
+ * Returns 0, -1 (token id outside the vocabulary), -2 (scratch too small) or -3 (a MoE routing ran
+ * short). The step allocates nothing: its buffers and work counters are in the caller's scratch, so
+ * steps on different threads (Bun Workers) with their own scratch run concurrently.
  */
 EXPORT int nt_decode_step(const double *table) {
   int64_t layers = (int64_t)table[0], H = (int64_t)table[1], V = (int64_t)table[2], id = (int64_t)table[3];
@@ -853,11 +846,10 @@ EXPORT int nt_decode_step(const double *table) {
   int embdt = (int)table[5];
   for (int64_t i = 0; i < H; i++) s.h[i] = rd(emb, embdt, id * H + i);
 
-  int phases = (int)(3 * layers + 2);
-  size_t counter_bytes = sizeof(_Atomic int) * (size_t)phases * (size_t)threads * COUNTER_STRIDE;
-  _Atomic int *counters = aligned_alloc(64, counter_bytes);
-  if (!counters) return -4;
-  memset(counters, 0, counter_bytes);
+  /* The counters follow the buffers, on a line of their own; zero at the start of every step. */
+  uintptr_t after = (uintptr_t)(s.xp + threads * wk);
+  _Atomic int *counters = (_Atomic int *)((after + LINE_BYTES - 1) & ~(uintptr_t)(LINE_BYTES - 1));
+  memset(counters, 0, sizeof(_Atomic int) * (size_t)(step_phases(layers) * threads * COUNTER_STRIDE));
   team_t team = {.counters = counters};
   atomic_init(&team.barrier.arrived, 0);
   atomic_init(&team.barrier.sense, 0);
@@ -884,6 +876,5 @@ EXPORT int nt_decode_step(const double *table) {
     segment_t head = {ptr_at(table, 9), (int)table[10], ptr_at(table, 11), (int)table[12], V, (float *)ptr_at(table, 13), EPI_STORE};
     gemv_phase(&m, &head, 1, xn, H, s.xp + m.tid * s.max_inner);
   }
-  free(counters);
   return atomic_load(&team.failed) ? -3 : 0;
 }

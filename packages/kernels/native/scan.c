@@ -6,29 +6,11 @@
  */
 #include "native.h"
 #include "ssd_chunk.h"
+#include "ssm_update.h"
 #include "tile_gemm.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-
-/* s[n] = decay·s[n] + k·b[n] over n, returning Σ s[n]·c[n]. */
-static inline float update_row(float *restrict s, const float *restrict b, const float *restrict c, float decay, float k, int64_t n) {
-  vf acc = {0};
-  vf vd = vbroadcast(decay), vk = vbroadcast(k);
-  int64_t i = 0;
-  for (; i + VLEN <= n; i += VLEN) {
-    vf v = vd * vload(s + i) + vk * vload(b + i);
-    vstore(s + i, v);
-    acc += v * vload(c + i);
-  }
-  float r = vsum(acc);
-  for (; i < n; i++) {
-    s[i] = decay * s[i] + k * b[i];
-    r += s[i] * c[i];
-  }
-  return r;
-}
 
 /*
  * params: batch, length, heads, head_dim, groups, state_dim,
@@ -164,7 +146,7 @@ EXPORT int nt_state_update(const double *params, float *state, const float *x, c
       const float *bv = B + (b * groups + g) * sd, *cv = C + (b * groups + g) * sd;
       const float *xv = x + (b * heads + h) * hd;
       float *S = state + (b * heads + h) * hd * sd, *yv = y + (b * heads + h) * hd;
-      for (int64_t p = 0; p < hd; p++) yv[p] = update_row(S + p * sd, bv, cv, decay, step * xv[p], sd) + dh * xv[p];
+      for (int64_t p = 0; p < hd; p++) yv[p] = ssm_update_row(S + p * sd, bv, cv, decay, step * xv[p], sd) + dh * xv[p];
     }
   }
   return 0;

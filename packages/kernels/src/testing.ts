@@ -113,6 +113,28 @@ export function randomData(shape: readonly number[], seed: number, options: { dt
   return options.dtype === 'bf16' ? fromBf16(toBf16(values)) : values;
 }
 
+/** Seeded uniform data in [low, high). */
+export function uniformData(n: number, seed: number, low: number, high: number): Float32Array {
+  const g = new Generator(seed);
+  return Float32Array.from({ length: n }, () => low + (high - low) * g.uniform());
+}
+
+/**
+ * Sequence-id rows (`seqIdx`) from each row's document lengths, which must sum to `length`:
+ * document d of a row gets the id `first + step·d`.
+ */
+export function seqIdsFromLengths(lengths: readonly (readonly number[])[], length: number, first = 0, step = 1): Int32Array {
+  const out = new Int32Array(lengths.length * length);
+  lengths.forEach((row, b) => {
+    expect(row.reduce((s, n) => s + n, 0)).toBe(length);
+    let t = 0;
+    row.forEach((n, doc) => {
+      for (let i = 0; i < n; i++) out[b * length + t++] = first + step * doc;
+    });
+  });
+  return out;
+}
+
 /** The same host values as a tensor on `device` in `dtype`. */
 export function onDevice(
   values: Float32Array | Int32Array,
@@ -288,6 +310,26 @@ export async function gradcheck(
 }
 
 /**
+ * `f` forward and backward on `device` with fresh allocations poisoned: the inputs made from
+ * `inputs` (each in its dtype, f32 by default) requiring grad, the upstream gradient
+ * `upstream(output shape)`; the output and each input's gradient (null where it got none) as f32.
+ */
+export async function outputAndGradients(
+  device: Device,
+  f: (...inputs: Tensor[]) => Tensor,
+  inputs: readonly { values: Float32Array; shape: readonly number[]; dtype?: DType }[],
+  upstream: (shape: readonly number[]) => Float32Array,
+): Promise<{ out: Float32Array; grads: (Float32Array | null)[] }> {
+  const { backward } = await import('./autograd/backward');
+  const ts = inputs.map((i) => onDevice(i.values, i.shape, device, i.dtype).requiresGrad_());
+  const out = poisoned(device, () => f(...ts));
+  const g = upstream(out.shape);
+  poisoned(device, () => backward(out, { grad: tensor(g, out.shape, { device }) }));
+  const grads = await Promise.all(ts.map((t) => (t.grad ? t.grad.toFloat32() : Promise.resolve(null))));
+  return { out: await out.toFloat32(), grads };
+}
+
+/**
  * Runs `f` forward and backward on the CPU reference and on `gpu` with identical inputs and a
  * fixed random upstream gradient, and checks outputs and every input gradient agree.
  */
@@ -297,15 +339,7 @@ export async function expectBackwardMatches(
   inputs: { values: Float32Array; shape: readonly number[] }[],
   options: CloseOptions & { seed?: number } = {},
 ): Promise<void> {
-  const { backward } = await import('./autograd/backward');
-  const run = async (device: Device) => {
-    const ts = inputs.map((i) => tensor(i.values, i.shape, { device }).requiresGrad_());
-    const out = poisoned(device, () => f(...ts));
-    const g = randomData(out.shape, options.seed ?? 77);
-    poisoned(device, () => backward(out, { grad: tensor(g, out.shape, { device }) }));
-    const grads = await Promise.all(ts.map((t) => (t.grad ? t.grad.toFloat32() : Promise.resolve(null))));
-    return { out: await out.toFloat32(), grads };
-  };
+  const run = (device: Device) => outputAndGradients(device, f, inputs, (shape) => randomData(shape, options.seed ?? 77));
   const ref = await run(getCpuDevice());
   const got = await run(gpu);
   const tol = { rtol: options.rtol ?? 1e-5, atol: options.atol ?? 0 };

@@ -62,6 +62,12 @@ const SYMBOLS = {
 
 type Buffers = ArrayBufferLike | ArrayBufferView | null;
 
+// The inputs a forward entry point and its backward both take first, in their order.
+type ScanInputs = [x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers];
+type ConvInputs = [x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers];
+type AttentionInputs = [q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers];
+type ExpertInputs = [x: Buffers, indices: Buffers, weights: Buffers, up: Buffers, down: Buffers, upBias: Buffers, downBias: Buffers];
+
 /** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
 export interface NativeSymbols {
   /** Sets the calling thread's kernel threads; returns the count in effect. */
@@ -70,37 +76,10 @@ export interface NativeSymbols {
   nt_enable_blas(on: number): void;
   nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
   nt_elementwise(params: Float64Array, out: Buffers, x0: Buffers, x1: Buffers, x2: Buffers): number;
-  nt_ssd_scan(
-    params: Float64Array,
-    x: Buffers,
-    dt: Buffers,
-    A: Buffers,
-    B: Buffers,
-    C: Buffers,
-    D: Buffers,
-    init: Buffers,
-    seq: Buffers,
-    y: Buffers,
-    final: Buffers,
-  ): number;
+  nt_ssd_scan(params: Float64Array, ...buffers: [...ScanInputs, y: Buffers, final: Buffers]): number;
   nt_ssd_scan_backward(
     params: Float64Array,
-    x: Buffers,
-    dt: Buffers,
-    A: Buffers,
-    B: Buffers,
-    C: Buffers,
-    D: Buffers,
-    init: Buffers,
-    seq: Buffers,
-    dy: Buffers,
-    dx: Buffers,
-    ddt: Buffers,
-    dA: Buffers,
-    dB: Buffers,
-    dC: Buffers,
-    dD: Buffers,
-    dinit: Buffers,
+    ...buffers: [...ScanInputs, dy: Buffers, dx: Buffers, ddt: Buffers, dA: Buffers, dB: Buffers, dC: Buffers, dD: Buffers, dinit: Buffers]
   ): number;
   nt_state_update(
     params: Float64Array,
@@ -116,20 +95,8 @@ export interface NativeSymbols {
   ): number;
   nt_norm(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, out: Buffers): number;
   nt_norm_backward(params: Float64Array, x: Buffers, z: Buffers, w: Buffers, g: Buffers, dx: Buffers, dz: Buffers, dw: Buffers): number;
-  nt_causal_conv(params: Float64Array, x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers, y: Buffers, final: Buffers): number;
-  nt_causal_conv_backward(
-    params: Float64Array,
-    x: Buffers,
-    w: Buffers,
-    bias: Buffers,
-    init: Buffers,
-    seq: Buffers,
-    dy: Buffers,
-    dx: Buffers,
-    dw: Buffers,
-    db: Buffers,
-    dinit: Buffers,
-  ): number;
+  nt_causal_conv(params: Float64Array, ...buffers: [...ConvInputs, y: Buffers, final: Buffers]): number;
+  nt_causal_conv_backward(params: Float64Array, ...buffers: [...ConvInputs, dy: Buffers, dx: Buffers, dw: Buffers, db: Buffers, dinit: Buffers]): number;
   nt_adamw(params: Float64Array, p: Buffers, g: Buffers, m: Buffers, v: Buffers): number;
   nt_embedding_backward(params: Float64Array, ids: Buffers, g: Buffers, out: Buffers): number;
   /** One token per row of the logits (sampling.c); 0, or -1 when scratch memory ran out. */
@@ -143,52 +110,19 @@ export interface NativeSymbols {
   nt_causal_conv_update(params: Float64Array, state: Buffers, x: Buffers, w: Buffers, bias: Buffers, out: Buffers): number;
   nt_attention_backward(
     params: Float64Array,
-    q: Buffers,
-    k: Buffers,
-    v: Buffers,
-    mask: Buffers,
-    seq: Buffers,
-    dout: Buffers,
-    out: Buffers,
-    lse: Buffers,
-    dq: Buffers,
-    dk: Buffers,
-    dv: Buffers,
+    ...buffers: [...AttentionInputs, dout: Buffers, out: Buffers, lse: Buffers, dq: Buffers, dk: Buffers, dv: Buffers]
   ): number;
-  nt_attention(params: Float64Array, q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers, out: Buffers, lse: Buffers): number;
+  nt_attention(params: Float64Array, ...buffers: [...AttentionInputs, out: Buffers, lse: Buffers]): number;
   /** One whole decode step from a pointer table (native/decode.c); 0 when it ran. */
   nt_decode_step(table: Float64Array): number;
   nt_decode_scratch_floats(table: Float64Array, threads: number): number;
   nt_moe_route(params: Float64Array, logits: Buffers, bias: Buffers, weights: Buffers, indices: Buffers): number;
   nt_moe_route_backward(params: Float64Array, logits: Buffers, indices: Buffers, grad: Buffers, out: Buffers): number;
   /** 0; 1 + the first (token·k + slot) routed outside [0, E); -1 out of memory. */
-  nt_moe_experts(
-    params: Float64Array,
-    x: Buffers,
-    indices: Buffers,
-    weights: Buffers,
-    up: Buffers,
-    down: Buffers,
-    upBias: Buffers,
-    downBias: Buffers,
-    out: Buffers,
-  ): number;
+  nt_moe_experts(params: Float64Array, ...buffers: [...ExpertInputs, out: Buffers]): number;
   nt_moe_experts_backward(
     params: Float64Array,
-    x: Buffers,
-    indices: Buffers,
-    weights: Buffers,
-    up: Buffers,
-    down: Buffers,
-    upBias: Buffers,
-    downBias: Buffers,
-    grad: Buffers,
-    gx: Buffers,
-    gw: Buffers,
-    gUp: Buffers,
-    gDown: Buffers,
-    gUpBias: Buffers,
-    gDownBias: Buffers,
+    ...buffers: [...ExpertInputs, grad: Buffers, gx: Buffers, gw: Buffers, gUp: Buffers, gDown: Buffers, gUpBias: Buffers, gDownBias: Buffers]
   ): number;
   nt_stream_read(x: Buffers, n: number): number;
   nt_stream_copy(dst: Buffers, src: Buffers, n: number): void;

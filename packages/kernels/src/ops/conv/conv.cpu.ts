@@ -33,41 +33,51 @@ export interface CausalConv1dCpuArgs {
   silu: boolean;
 }
 
-/** The operands' sizes and their values in f64 (null for absent optional ones). */
+/** The operands' sizes, the weights, bias and seqIdx in f64 (null when absent), and the conv's input (x, then the initial state). */
 function hostOperands(a: CausalConv1dCpuArgs) {
   const [batch, length, channels] = a.x.shape as [number, number, number];
-  return {
-    batch,
-    length,
-    channels,
-    taps: a.weight.shape[1]!,
-    x: host(a.x),
-    w: host(a.weight),
-    bias: a.bias ? host(a.bias) : null,
-    init: a.initialState ? host(a.initialState) : null,
-    seq: a.seqIdx ? host(a.seqIdx) : null,
-  };
-}
-
-/** y [B, L, C] and finalState [B, C, K], both dense f32 on the CPU. */
-export function causalConv1dCpu(a: CausalConv1dCpuArgs, y: Tensor, finalState: Tensor): void {
-  const { batch, length, channels, taps, x, w, bias, init, seq } = hostOperands(a);
-  const out = cpuView(y) as Float32Array;
-  const state = cpuView(finalState) as Float32Array;
+  const taps = a.weight.shape[1]!;
+  const x = host(a.x);
+  const init = a.initialState ? host(a.initialState) : null;
   // Input at position s of row b, channel c; s < 0 reads the initial state (its last column is s = -1).
   const input = (b: number, s: number, c: number): number => {
     if (s >= 0) return x[(b * length + s) * channels + c]!;
     return init ? init[(b * channels + c) * taps + taps + s]! : 0;
   };
+  return {
+    batch,
+    length,
+    channels,
+    taps,
+    w: host(a.weight),
+    bias: a.bias ? host(a.bias) : null,
+    seq: a.seqIdx ? host(a.seqIdx) : null,
+    input,
+  };
+}
+
+/** z[b,t,c] = bias[c] + Σ_k W[c,k]·input(b, t-(K-1)+k, c), over the taps in t's document (it starts at `start`). */
+function preActivation(o: ReturnType<typeof hostOperands>, b: number, t: number, c: number, start: number): number {
+  const { taps, w, bias, input } = o;
+  let z = bias ? bias[c]! : 0;
+  for (let k = 0; k < taps; k++) {
+    const s = t - (taps - 1) + k;
+    if (s >= start) z += w[c * taps + k]! * input(b, s, c);
+  }
+  return z;
+}
+
+/** y [B, L, C] and finalState [B, C, K], both dense f32 on the CPU. */
+export function causalConv1dCpu(a: CausalConv1dCpuArgs, y: Tensor, finalState: Tensor): void {
+  const o = hostOperands(a);
+  const { batch, length, channels, taps, seq, input } = o;
+  const out = cpuView(y) as Float32Array;
+  const state = cpuView(finalState) as Float32Array;
   for (let b = 0; b < batch; b++) {
     const starts = documentStarts(seq, b, length);
     for (let t = 0; t < length; t++) {
       for (let c = 0; c < channels; c++) {
-        let acc = bias ? bias[c]! : 0;
-        for (let k = 0; k < taps; k++) {
-          const s = t - (taps - 1) + k;
-          if (s >= starts[t]!) acc += w[c * taps + k]! * input(b, s, c);
-        }
+        const acc = preActivation(o, b, t, c, starts[t]!);
         out[y.offset + (b * length + t) * channels + c] = a.silu ? silu(acc) : acc;
       }
     }
@@ -113,16 +123,13 @@ export interface CausalConv1dGrads {
  * every tap that reached an output sends dz·W to its input and dz·input to its weight.
  */
 export function causalConv1dBackwardCpu(a: CausalConv1dCpuArgs, dy: Tensor, out: CausalConv1dGrads): void {
-  const { batch, length, channels, taps, x, w, bias, init, seq } = hostOperands(a);
+  const o = hostOperands(a);
+  const { batch, length, channels, taps, w, seq, input } = o;
   const g = host(dy);
   const dx = new Float64Array(batch * length * channels);
   const dw = new Float64Array(channels * taps);
   const db = new Float64Array(channels);
   const dinit = new Float64Array(batch * channels * taps);
-  const input = (b: number, s: number, c: number): number => {
-    if (s >= 0) return x[(b * length + s) * channels + c]!;
-    return init ? init[(b * channels + c) * taps + taps + s]! : 0;
-  };
   for (let b = 0; b < batch; b++) {
     const starts = documentStarts(seq, b, length);
     for (let t = 0; t < length; t++) {
@@ -130,11 +137,7 @@ export function causalConv1dBackwardCpu(a: CausalConv1dCpuArgs, dy: Tensor, out:
         const i = (b * length + t) * channels + c;
         let dz = g[i]!;
         if (a.silu) {
-          let z = bias ? bias[c]! : 0;
-          for (let k = 0; k < taps; k++) {
-            const s = t - (taps - 1) + k;
-            if (s >= starts[t]!) z += w[c * taps + k]! * input(b, s, c);
-          }
+          const z = preActivation(o, b, t, c, starts[t]!);
           const sig = 1 / (1 + Math.exp(-z));
           dz *= sig * (1 + z * (1 - sig));
         }

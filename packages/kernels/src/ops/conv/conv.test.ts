@@ -5,7 +5,7 @@ import type { DType } from '../../dtype';
 import type { Tensor } from '../../tensor';
 import { backward } from '../../autograd/backward';
 import { noGrad } from '../../autograd/graph';
-import { expectBackwardMatches, expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, testNative } from '../../testing';
+import { expectBackwardMatches, expectClose, gradcheck, onDevice, poisoned, randomData, seqIdsFromLengths, testGpu, testNative } from '../../testing';
 import { narrow } from '../layout/layout';
 import { causalConv1dUpdate } from '../scan/mamba-decode-host';
 import { causalConv1d, type ConvActivation } from './conv';
@@ -35,21 +35,8 @@ function inputs(c: Case, seed: number) {
     w: randomData([c.C, c.K], seed + 1, { dtype: c.wDtype, scale: 0.5 }),
     bias: c.bias === false ? null : randomData([c.C], seed + 2, { dtype: c.wDtype }),
     init: c.init ? randomData([c.B, c.C, c.K], seed + 3) : null,
-    seq: c.seq ? seqIdsOf(c.seq, c.L) : null,
+    seq: c.seq ? seqIdsFromLengths(c.seq, c.L, 3) : null,
   };
-}
-
-/** seqIdx rows from document lengths (each row's lengths sum to L). */
-function seqIdsOf(lengths: number[][], L: number): Int32Array {
-  const out = new Int32Array(lengths.length * L);
-  lengths.forEach((row, b) => {
-    expect(row.reduce((s, n) => s + n, 0)).toBe(L);
-    let t = 0;
-    row.forEach((n, doc) => {
-      for (let i = 0; i < n; i++) out[b * L + t++] = doc + 3;
-    });
-  });
-  return out;
 }
 
 type Inputs = ReturnType<typeof inputs>;

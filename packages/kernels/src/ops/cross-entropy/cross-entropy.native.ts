@@ -10,12 +10,17 @@ function logitsCode(logits: Tensor): number | null {
   return code === 0 || code === 1 ? code : null;
 }
 
+/** The params both kernels start with (cross_entropy.c's ce_params): sizes, ignore index, logits dtype, then the logits', labels' and lse's offsets. */
+function rowParams(r: CrossEntropyRows, code: number, logits: Tensor, labels: Tensor, lse: Tensor): number[] {
+  return [r.rows, r.classes, r.ignoreIndex, code, logits.offset, labels.offset, lse.offset];
+}
+
 /** Per-row log-sum-exp and loss from dense logits and labels; false when the logits' dtype has no kernel. */
 export function crossEntropyNative(lib: NativeKernels, logits: Tensor, labels: Tensor, r: CrossEntropyRows, lse: Tensor, loss: Tensor): boolean {
   const code = logitsCode(logits);
   if (code === null) return false;
   assertLabelsInRange(cpuView(labels) as Int32Array, r, labels.offset);
-  const params = new Float64Array([r.rows, r.classes, r.ignoreIndex, code, logits.offset, labels.offset, lse.offset, loss.offset]);
+  const params = new Float64Array([...rowParams(r, code, logits, labels, lse), loss.offset]);
   if (lib.symbols.nt_cross_entropy(params, logits.storage.cpu, labels.storage.cpu, lse.storage.cpu, loss.storage.cpu) !== 0)
     throw new Error(`crossEntropy: native kernel failed (out of memory?) for ${r.rows} rows of ${r.classes} classes`);
   return true;
@@ -34,18 +39,7 @@ export function crossEntropyGradNative(
 ): boolean {
   const code = logitsCode(logits);
   if (code === null || scale.dtype !== 'f32' || lse.dtype !== 'f32') return false;
-  const params = new Float64Array([
-    r.rows,
-    r.classes,
-    r.ignoreIndex,
-    code,
-    logits.offset,
-    labels.offset,
-    lse.offset,
-    scale.offset,
-    perRowScale ? 1 : 0,
-    dx.offset,
-  ]);
+  const params = new Float64Array([...rowParams(r, code, logits, labels, lse), scale.offset, perRowScale ? 1 : 0, dx.offset]);
   const rc = lib.symbols.nt_cross_entropy_backward(params, logits.storage.cpu, labels.storage.cpu, lse.storage.cpu, scale.storage.cpu, dx.storage.cpu);
   if (rc !== 0) throw new Error(`crossEntropy backward: native kernel failed (out of memory?) for ${r.rows} rows of ${r.classes} classes`);
   return true;

@@ -17,7 +17,18 @@ import { mambaDecodeStep } from '../scan/mamba-decode';
 import { NativeDecodeStep, type DecodeLayerPlan, type DecodeStepPlan } from './native-decode';
 
 const native = testNative();
+const lib = native?.kind === 'cpu' ? native.native : null;
 const cpu = getCpuDevice();
+
+/** The native step for `plan`, or the plan's refusal. */
+const create = (plan: DecodeStepPlan) => NativeDecodeStep.create(lib!, plan);
+
+/** The native step for `plan`; a refused plan fails the test. */
+function stepFor(plan: DecodeStepPlan): NativeDecodeStep {
+  const step = create(plan);
+  if (typeof step === 'string') throw new Error(step);
+  return step;
+}
 
 interface Case {
   name: string;
@@ -223,8 +234,7 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
       const ref = buildPlan(c, cpu);
       const mask = keyMaskOf(c, native!);
       const refMask = keyMaskOf(c, cpu);
-      const step = NativeDecodeStep.create(native!.kind === 'cpu' ? native!.native! : (null as never), ours);
-      if (typeof step === 'string') throw new Error(step);
+      const step = stepFor(ours);
       const logits = onDevice(new Float32Array(VOCAB), [1, VOCAB], native!);
       for (let s = 0; s < STEPS; s++) {
         const id = (7 + 13 * s) % VOCAB;
@@ -241,15 +251,13 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
   }
 
   test('1, 3 and 5 threads (uneven shares of every phase, items taken from other threads) match the reference', async () => {
-    const lib = native!.kind === 'cpu' ? native!.native! : (null as never);
-    const before = lib.threads;
+    const before = lib!.threads;
     const c = cases.find((x) => x.name.startsWith('f32, 38+ keys'))!;
     try {
       for (const threads of [1, 3, 5]) {
-        lib.setThreads(threads);
+        lib!.setThreads(threads);
         const ref = buildPlan(c, cpu);
-        const step = NativeDecodeStep.create(lib, buildPlan(c, native!));
-        if (typeof step === 'string') throw new Error(step);
+        const step = stepFor(buildPlan(c, native!));
         const logits = onDevice(new Float32Array(VOCAB), [1, VOCAB], native!);
         const keys = c.past + 1;
         step.run(11, keys, keyMaskOf(c, native!), logits);
@@ -257,14 +265,13 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
         expectClose(await logits.toFloat32(), await expected.toFloat32(), { rtol: 2e-4, atol: 1e-5, what: `${threads} threads` });
       }
     } finally {
-      lib.setThreads(before);
+      lib!.setThreads(before);
     }
   });
 
   test('a token outside the vocabulary or a full cache is refused with the reason', () => {
     const c = cases[0]!;
-    const step = NativeDecodeStep.create(native!.kind === 'cpu' ? native!.native! : (null as never), buildPlan(c, native!));
-    if (typeof step === 'string') throw new Error(step);
+    const step = stepFor(buildPlan(c, native!));
     const logits = onDevice(new Float32Array(VOCAB), [1, VOCAB], native!);
     expect(() => step.run(VOCAB, c.past + 1, null, logits)).toThrow(/token id 53 is outside the vocabulary/);
     expect(() => step.run(0, c.past + STEPS + 1, null, logits)).toThrow(/do not fit the cache/);
@@ -272,10 +279,7 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
 
   test('a plan with an i32 weight is not taken (the per-op path runs)', () => {
     const plan = buildPlan(cases[0]!, native!);
-    const why = NativeDecodeStep.create(native!.kind === 'cpu' ? native!.native! : (null as never), {
-      ...plan,
-      embedding: onDevice(new Int32Array(VOCAB * 37), [VOCAB, 37], native!),
-    });
+    const why = create({ ...plan, embedding: onDevice(new Int32Array(VOCAB * 37), [VOCAB, 37], native!) });
     expect(why).toBe('embedding is i32');
   });
 
@@ -285,7 +289,7 @@ describe.skipIf(!native)('NativeDecodeStep on cpu:native', () => {
     const mlp = layers[1]!;
     if (mlp.kind !== 'mlp') throw new Error('layer 1 should be the MLP');
     layers[1] = { ...mlp, down: { weight: onDevice(new Float32Array(37 * 28), [37, 28], native!), bias: null } };
-    const why = NativeDecodeStep.create(native!.kind === 'cpu' ? native!.native! : (null as never), { ...plan, layers });
+    const why = create({ ...plan, layers });
     expect(why).toBe('layer 1 down_proj is [37, 28], expected [37, 29]');
   });
 });

@@ -6,23 +6,14 @@ import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { DType } from '../../dtype';
 import { Generator } from '../../random';
-import type { Tensor } from '../../tensor';
 import { expectClose, gradcheck, onDevice, poisoned, randomData, testGpu, withBindingLimit } from '../../testing';
 import { moeExperts } from './moe-experts';
-import { setKernelOverrides } from '../../runtime/kernel-overrides';
+import { withKernelOverrides } from '../../runtime/kernel-overrides';
 import { moeRoute, type MoeRouteOptions } from './moe-route';
+import { callExperts, type ExpertCase, expertCaseName, expertOperands, expectExpertsWithGradsMatch, route, routingFor } from './moe-test-cases';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
 const cpu = getCpuDevice();
-
-const route = (o: Partial<MoeRouteOptions> = {}): MoeRouteOptions => ({
-  topK: 2,
-  nGroup: 1,
-  topkGroup: 1,
-  normTopkProb: true,
-  routedScalingFactor: 2.5,
-  ...o,
-});
 
 /**
  * Router logits whose experts are at least 0.4 apart within each token (a shuffled ladder plus a
@@ -87,61 +78,6 @@ describe('moeRoute backward', () => {
   }
 });
 
-interface ExpertCase {
-  tokens: number;
-  experts: number;
-  slots: number;
-  hin: number;
-  inter: number;
-  hout: number;
-  weightDtype: DType;
-  xDtype?: DType;
-  biases?: boolean;
-}
-
-/** Distinct experts per token; expert `unused` is in no token's slots. */
-function routingFor(c: ExpertCase, seed: number, unused: number): Int32Array {
-  const g = new Generator(seed);
-  const indices = new Int32Array(c.tokens * c.slots);
-  for (let t = 0; t < c.tokens; t++) {
-    const chosen: number[] = [];
-    while (chosen.length < c.slots) {
-      const e = Math.floor(g.uniform() * c.experts);
-      if (e !== unused && !chosen.includes(e)) chosen.push(e);
-    }
-    indices.set(chosen, t * c.slots);
-  }
-  return indices;
-}
-
-/** The differentiable operands' values and shapes, in moeExperts' argument order (biases last). */
-function expertOperands(c: ExpertCase, seed: number): { values: Float32Array; shape: number[]; dtype: DType }[] {
-  const ops = [
-    { values: randomData([c.tokens, c.hin], seed, { dtype: c.xDtype }), shape: [c.tokens, c.hin], dtype: c.xDtype ?? 'f32' },
-    { values: randomData([c.tokens, c.slots], seed + 1, { positive: true }), shape: [c.tokens, c.slots], dtype: 'f32' as DType },
-    {
-      values: randomData([c.experts, c.inter, c.hin], seed + 2, { dtype: c.weightDtype, scale: 0.5 }),
-      shape: [c.experts, c.inter, c.hin],
-      dtype: c.weightDtype,
-    },
-    {
-      values: randomData([c.experts, c.hout, c.inter], seed + 3, { dtype: c.weightDtype, scale: 0.5 }),
-      shape: [c.experts, c.hout, c.inter],
-      dtype: c.weightDtype,
-    },
-  ];
-  if (c.biases) {
-    ops.push(
-      { values: randomData([c.experts, c.inter], seed + 4, { scale: 0.3 }), shape: [c.experts, c.inter], dtype: 'f32' },
-      { values: randomData([c.experts, c.hout], seed + 5), shape: [c.experts, c.hout], dtype: 'f32' },
-    );
-  }
-  return ops;
-}
-
-const callExperts = (indices: Tensor, [x, w, up, down, upBias, downBias]: Tensor[]) =>
-  moeExperts(x!, indices, w!, up!, down!, upBias ? { upBias, downBias: downBias! } : {});
-
 describe('moeExperts backward: gradcheck on the CPU reference', () => {
   for (const biases of [false, true]) {
     test(`T=13 H=7 I=5 E=6 k=2, expert 1 unused${biases ? ', biases' : ''}`, async () => {
@@ -173,24 +109,8 @@ test('gradcheck through routing and experts: the logits get gradients from the e
   );
 });
 
-/** Forward and backward on `device` (outputs and gradients poisoned); returns the output and every gradient as f32. */
-async function expertsWithGrads(d: Device, c: ExpertCase, indices: Int32Array, ops: ReturnType<typeof expertOperands>, upstream: Float32Array) {
-  const ts = ops.map((o) => onDevice(o.values, o.shape, d, o.dtype).requiresGrad_());
-  const idx = onDevice(indices, [c.tokens, c.slots], d);
-  const out = poisoned(d, () => callExperts(idx, ts));
-  poisoned(d, () => backward(out, { grad: onDevice(upstream, [c.tokens, c.hout], d) }));
-  return { out: await out.toFloat32(), grads: await Promise.all(ts.map((t) => t.grad!.toFloat32())) };
-}
-
 async function compareBackward(c: ExpertCase, seed = 40): Promise<void> {
-  const indices = routingFor(c, seed, 1);
-  const ops = expertOperands(c, seed + 1);
-  const upstream = randomData([c.tokens, c.hout], seed + 9);
-  const ref = await expertsWithGrads(cpu, c, indices, ops, upstream);
-  const got = await expertsWithGrads(gpu!, c, indices, ops, upstream);
-  expectClose(got.out, ref.out, { rtol: 1e-5, what: 'output' });
-  const names = ['x', 'weights', 'upProj', 'downProj', 'upBias', 'downBias'];
-  ref.grads.forEach((r, i) => expectClose(got.grads[i]!, r, { rtol: 1e-5, what: `gradient of ${names[i]}` }));
+  await expectExpertsWithGradsMatch(gpu!, c, routingFor(c, seed, 1), expertOperands(c, seed + 1), randomData([c.tokens, c.hout], seed + 9), 1e-5);
 }
 
 describe('moeExperts backward: WebGPU vs CPU reference', () => {
@@ -203,22 +123,18 @@ describe('moeExperts backward: WebGPU vs CPU reference', () => {
     { tokens: 3, experts: 12, slots: 3, hin: 29, inter: 13, hout: 17, weightDtype: 'f32', biases: true },
   ];
   for (const c of cases) {
-    const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''}`;
-    test.if(gpu !== null)(name, async () => {
+    test.if(gpu !== null)(expertCaseName(c), async () => {
       await compareBackward(c);
     });
   }
 
   test.if(gpu !== null)('tokens across passes and weights across bindings under a small binding limit', async () => {
-    setKernelOverrides({ groupedGemm: 'buffers' });
-    try {
-      // 8 KiB: 2 tokens per pass (their 48 grouped rows of 40 f32), 2 experts' f32 up gradients (3840 bytes each) per binding.
-      await withBindingLimit(gpu!, 8192, () =>
+    // 8 KiB: 2 tokens per pass (their 48 grouped rows of 40 f32), 2 experts' f32 up gradients (3840 bytes each) per binding.
+    await withKernelOverrides({ groupedGemm: 'buffers' }, () =>
+      withBindingLimit(gpu!, 8192, () =>
         compareBackward({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 50),
-      );
-    } finally {
-      setKernelOverrides({});
-    }
+      ),
+    );
   });
 });
 

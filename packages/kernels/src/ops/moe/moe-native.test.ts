@@ -8,13 +8,22 @@ import { describe, expect, test } from 'bun:test';
 import { backward } from '../../autograd/backward';
 import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
-import type { DType } from '../../dtype';
-import { Generator } from '../../random';
-import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testNative } from '../../testing';
 import { narrow } from '../layout/layout';
 import { moeExperts } from './moe-experts';
-import { moeRoute, type MoeRouteOptions } from './moe-route';
+import { moeRoute } from './moe-route';
+import {
+  type ExpertCase,
+  expertCaseName,
+  expertOperands,
+  expectExpertsWithGradsMatch,
+  poisonExpertsExcept,
+  ROUTE_CASES,
+  type RouteCase,
+  route,
+  routeCaseName,
+  routingFor,
+} from './moe-test-cases';
 
 const native = testNative();
 const cpu = getCpuDevice();
@@ -34,28 +43,14 @@ if (native?.kind === 'cpu' && native.native) {
   }
 }
 
-const route = (o: Partial<MoeRouteOptions> = {}): MoeRouteOptions => ({
-  topK: 2,
-  nGroup: 1,
-  topkGroup: 1,
-  normTopkProb: true,
-  routedScalingFactor: 2.5,
-  ...o,
-});
-
 describe.skipIf(!native)('native moeRoute vs the reference', () => {
-  const cases: { tokens: number; experts: number; o: MoeRouteOptions; bias: boolean; dtype?: DType }[] = [
-    { tokens: 37, experts: 8, o: route({ topK: 1 }), bias: true },
-    { tokens: 37, experts: 12, o: route({ topK: 3, normTopkProb: false, routedScalingFactor: 1 }), bias: false },
-    { tokens: 37, experts: 8, o: route({ topK: 3, nGroup: 4, topkGroup: 2 }), bias: true },
-    { tokens: 37, experts: 12, o: route({ topK: 2, nGroup: 4, topkGroup: 2, normTopkProb: false }), bias: true, dtype: 'bf16' },
-    { tokens: 5, experts: 512, o: route({ topK: 22, nGroup: 8, topkGroup: 4 }), bias: true },
+  const cases: RouteCase[] = [
+    ...ROUTE_CASES,
     // Enough tokens for the kernel's threads.
     { tokens: 1031, experts: 128, o: route({ topK: 6 }), bias: true },
   ];
   for (const c of cases) {
-    const name = `T=${c.tokens} E=${c.experts} k=${c.o.topK} groups ${c.o.topkGroup}/${c.o.nGroup} norm=${c.o.normTopkProb}${c.bias ? ' bias' : ''}${c.dtype ? ` ${c.dtype}` : ''}`;
-    test(name, async () => {
+    test(routeCaseName(c), async () => {
       const logits = randomData([c.tokens, c.experts], 3, { scale: 2, dtype: c.dtype });
       // Ties (equal logits) and a NaN: the selection order must match too.
       logits[5] = logits[6]!;
@@ -78,70 +73,6 @@ describe.skipIf(!native)('native moeRoute vs the reference', () => {
   }
 });
 
-interface ExpertCase {
-  tokens: number;
-  experts: number;
-  slots: number;
-  hin: number;
-  inter: number;
-  hout: number;
-  weightDtype: DType;
-  xDtype?: DType;
-  biases?: boolean;
-}
-
-/** Distinct experts per token; expert `unused` is in no token's slots. */
-function routingFor(c: ExpertCase, seed: number, unused: number): Int32Array {
-  const g = new Generator(seed);
-  const indices = new Int32Array(c.tokens * c.slots);
-  for (let t = 0; t < c.tokens; t++) {
-    const chosen: number[] = [];
-    while (chosen.length < c.slots) {
-      const e = Math.floor(g.uniform() * c.experts);
-      if (e !== unused && !chosen.includes(e)) chosen.push(e);
-    }
-    indices.set(chosen, t * c.slots);
-  }
-  return indices;
-}
-
-/** The differentiable operands in moeExperts' argument order (biases last). */
-function expertOperands(c: ExpertCase, seed: number): { values: Float32Array; shape: number[]; dtype: DType }[] {
-  const ops = [
-    { values: randomData([c.tokens, c.hin], seed, { dtype: c.xDtype }), shape: [c.tokens, c.hin], dtype: c.xDtype ?? 'f32' },
-    { values: randomData([c.tokens, c.slots], seed + 1, { positive: true }), shape: [c.tokens, c.slots], dtype: 'f32' as DType },
-    {
-      values: randomData([c.experts, c.inter, c.hin], seed + 2, { dtype: c.weightDtype, scale: 0.5 }),
-      shape: [c.experts, c.inter, c.hin],
-      dtype: c.weightDtype,
-    },
-    {
-      values: randomData([c.experts, c.hout, c.inter], seed + 3, { dtype: c.weightDtype, scale: 0.5 }),
-      shape: [c.experts, c.hout, c.inter],
-      dtype: c.weightDtype,
-    },
-  ];
-  if (c.biases) {
-    ops.push(
-      { values: randomData([c.experts, c.inter], seed + 4, { scale: 0.3 }), shape: [c.experts, c.inter], dtype: 'f32' },
-      { values: randomData([c.experts, c.hout], seed + 5), shape: [c.experts, c.hout], dtype: 'f32' },
-    );
-  }
-  return ops;
-}
-
-const callExperts = (indices: Tensor, [x, w, up, down, upBias, downBias]: Tensor[]) =>
-  moeExperts(x!, indices, w!, up!, down!, upBias ? { upBias, downBias: downBias! } : {});
-
-/** Forward and backward on `device` (outputs and gradients poisoned); the output and every gradient as f32. */
-async function expertsWithGrads(d: Device, c: ExpertCase, indices: Int32Array, ops: ReturnType<typeof expertOperands>, upstream: Float32Array) {
-  const ts = ops.map((o) => onDevice(o.values, o.shape, d, o.dtype).requiresGrad_());
-  const idx = onDevice(indices, [c.tokens, c.slots], d);
-  const out = poisoned(d, () => callExperts(idx, ts));
-  poisoned(d, () => backward(out, { grad: onDevice(upstream, [c.tokens, c.hout], d) }));
-  return { out: await out.toFloat32(), grads: await Promise.all(ts.map((t) => t.grad!.toFloat32())) };
-}
-
 describe.skipIf(!native)('native moeExperts forward and backward vs the reference', () => {
   const cases: ExpertCase[] = [
     { tokens: 37, experts: 12, slots: 3, hin: 29, inter: 13, hout: 31, weightDtype: 'f32', biases: true },
@@ -156,16 +87,8 @@ describe.skipIf(!native)('native moeExperts forward and backward vs the referenc
     { tokens: 301, experts: 6, slots: 2, hin: 67, inter: 45, hout: 67, weightDtype: 'bf16', xDtype: 'bf16' },
   ];
   for (const c of cases) {
-    const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''}, expert 1 unused`;
-    test(name, async () => {
-      const indices = routingFor(c, 40, 1);
-      const ops = expertOperands(c, 41);
-      const upstream = randomData([c.tokens, c.hout], 49);
-      const ref = await expertsWithGrads(cpu, c, indices, ops, upstream);
-      const got = await expertsWithGrads(native!, c, indices, ops, upstream);
-      expectClose(got.out, ref.out, { rtol: 1e-5, what: 'output' });
-      const names = ['x', 'weights', 'upProj', 'downProj', 'upBias', 'downBias'];
-      ref.grads.forEach((r, i) => expectClose(got.grads[i]!, r, { rtol: 2e-5, what: `gradient of ${names[i]}` }));
+    test(`${expertCaseName(c)}, expert 1 unused`, async () => {
+      await expectExpertsWithGradsMatch(native!, c, routingFor(c, 40, 1), expertOperands(c, 41), randomData([c.tokens, c.hout], 49), 2e-5);
     });
   }
 
@@ -173,27 +96,16 @@ describe.skipIf(!native)('native moeExperts forward and backward vs the referenc
     test(`decode path (every expert at most one row): 2 tokens, 6 distinct experts of 9, ${weightDtype}, biases`, async () => {
       const c: ExpertCase = { tokens: 2, experts: 9, slots: 3, hin: 83, inter: 37, hout: 83, weightDtype, biases: true };
       const indices = Int32Array.from([0, 4, 8, 2, 6, 3]);
-      const ops = expertOperands(c, 71);
-      const upstream = randomData([c.tokens, c.hout], 79);
-      const ref = await expertsWithGrads(cpu, c, indices, ops, upstream);
-      const got = await expertsWithGrads(native!, c, indices, ops, upstream);
-      expectClose(got.out, ref.out, { rtol: 1e-5, what: 'output' });
-      ref.grads.forEach((r, i) => expectClose(got.grads[i]!, r, { rtol: 2e-5, what: `gradient ${i}` }));
+      await expectExpertsWithGradsMatch(native!, c, indices, expertOperands(c, 71), randomData([c.tokens, c.hout], 79), 2e-5);
     });
   }
 
   test('without the system BLAS: our GEMM on the transposed gradient operands', async () => {
     const lib = native?.kind === 'cpu' ? native.native : null;
     const c: ExpertCase = { tokens: 301, experts: 6, slots: 2, hin: 67, inter: 45, hout: 67, weightDtype: 'bf16', biases: true };
-    const indices = routingFor(c, 50, 2);
-    const ops = expertOperands(c, 51);
-    const upstream = randomData([c.tokens, c.hout], 59);
-    const ref = await expertsWithGrads(cpu, c, indices, ops, upstream);
     lib!.symbols.nt_enable_blas(0);
     try {
-      const got = await expertsWithGrads(native!, c, indices, ops, upstream);
-      expectClose(got.out, ref.out, { rtol: 1e-5, what: 'output' });
-      ref.grads.forEach((r, i) => expectClose(got.grads[i]!, r, { rtol: 2e-5, what: `gradient ${i}` }));
+      await expectExpertsWithGradsMatch(native!, c, routingFor(c, 50, 2), expertOperands(c, 51), randomData([c.tokens, c.hout], 59), 2e-5);
     } finally {
       lib!.symbols.nt_enable_blas(1);
     }
@@ -230,11 +142,7 @@ describe.skipIf(!native)('native moeExperts forward and backward vs the referenc
   test("a token's output reads only its own experts (the others hold NaN)", async () => {
     const c: ExpertCase = { tokens: 3, experts: 8, slots: 2, hin: 40, inter: 24, hout: 16, weightDtype: 'f32' };
     const [x, , up, down] = expertOperands(c, 21);
-    for (let e = 0; e < c.experts; e++) {
-      if (e === 3 || e === 5) continue;
-      up!.values.fill(NaN, e * c.inter * c.hin, (e + 1) * c.inter * c.hin);
-      down!.values.fill(NaN, e * c.hout * c.inter, (e + 1) * c.hout * c.inter);
-    }
+    poisonExpertsExcept(c, up!.values, down!.values, [3, 5]);
     const run = (d: Device) =>
       moeExperts(
         onDevice(x!.values, x!.shape, d),

@@ -3,26 +3,17 @@ import { tensor } from '../../creation';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { WebGpuDevice } from '../../device/webgpu-device';
 import type { DType } from '../../dtype';
-import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
 import { expectClose, onDevice, poisoned, randomData, testDevices, testGpu, withBindingLimit } from '../../testing';
 import { narrow } from '../layout/layout';
 import { moeExperts } from './moe-experts';
-import { setKernelOverrides } from '../../runtime/kernel-overrides';
+import { withKernelOverrides } from '../../runtime/kernel-overrides';
 import { moeRoute, type MoeRouteOptions } from './moe-route';
+import { type ExpertCase, expertCaseName, poisonExpertsExcept, ROUTE_CASES, route, routeCaseName, routingFor } from './moe-test-cases';
 
 const gpu = (await testGpu()) as WebGpuDevice | null;
 const cpu = getCpuDevice();
 const devices = await testDevices();
-
-const route = (o: Partial<MoeRouteOptions> = {}): MoeRouteOptions => ({
-  topK: 2,
-  nGroup: 1,
-  topkGroup: 1,
-  normTopkProb: true,
-  routedScalingFactor: 2.5,
-  ...o,
-});
 
 const logit = (s: number) => Math.log(s / (1 - s));
 
@@ -85,16 +76,8 @@ describe('moeRoute: hand-checked', () => {
 });
 
 describe('moeRoute: WebGPU vs CPU reference', () => {
-  const cases: { tokens: number; experts: number; o: MoeRouteOptions; bias: boolean; dtype?: DType }[] = [
-    { tokens: 37, experts: 8, o: route({ topK: 1 }), bias: true },
-    { tokens: 37, experts: 12, o: route({ topK: 3, normTopkProb: false, routedScalingFactor: 1 }), bias: false },
-    { tokens: 37, experts: 8, o: route({ topK: 3, nGroup: 4, topkGroup: 2 }), bias: true },
-    { tokens: 37, experts: 12, o: route({ topK: 2, nGroup: 4, topkGroup: 2, normTopkProb: false }), bias: true, dtype: 'bf16' },
-    { tokens: 5, experts: 512, o: route({ topK: 22, nGroup: 8, topkGroup: 4 }), bias: true },
-  ];
-  for (const c of cases) {
-    const name = `T=${c.tokens} E=${c.experts} k=${c.o.topK} groups ${c.o.topkGroup}/${c.o.nGroup} norm=${c.o.normTopkProb}${c.bias ? ' bias' : ''}${c.dtype ? ` ${c.dtype}` : ''}`;
-    test.if(gpu !== null)(name, async () => {
+  for (const c of ROUTE_CASES) {
+    test.if(gpu !== null)(routeCaseName(c), async () => {
       const logits = randomData([c.tokens, c.experts], 3, { scale: 2, dtype: c.dtype });
       const bias = randomData([c.experts], 4, { scale: 0.1 });
       const run = (d: Device) => moeRoute(onDevice(logits, [c.tokens, c.experts], d, c.dtype), c.bias ? onDevice(bias, [c.experts], d) : null, c.o);
@@ -106,33 +89,9 @@ describe('moeRoute: WebGPU vs CPU reference', () => {
   }
 });
 
-interface ExpertCase {
-  tokens: number;
-  experts: number;
-  slots: number;
-  hin: number;
-  inter: number;
-  hout: number;
-  weightDtype: DType;
-  xDtype?: DType;
-  biases?: boolean;
-}
-
-/** Distinct experts per token; `everyToken` is in every token's slots and `unused` in none. */
-function routingFor(c: ExpertCase, seed: number, everyToken: number, unused: number): { indices: Int32Array; weights: Float32Array } {
-  const g = new Generator(seed);
-  const indices = new Int32Array(c.tokens * c.slots);
-  for (let t = 0; t < c.tokens; t++) {
-    const chosen = [everyToken];
-    while (chosen.length < c.slots) {
-      const e = Math.floor(g.uniform() * c.experts);
-      if (e !== unused && !chosen.includes(e)) chosen.push(e);
-    }
-    // The always-chosen expert sits in a different slot for each token.
-    const rot = t % c.slots;
-    chosen.forEach((e, s) => (indices[t * c.slots + ((s + rot) % c.slots)] = e));
-  }
-  return { indices, weights: randomData([c.tokens, c.slots], seed + 1, { positive: true }) };
+/** Distinct experts per token, `everyToken` in every token's slots and `unused` in none, with positive weights. */
+function routed(c: ExpertCase, seed: number, everyToken: number, unused: number): { indices: Int32Array; weights: Float32Array } {
+  return { indices: routingFor(c, seed, unused, everyToken), weights: randomData([c.tokens, c.slots], seed + 1, { positive: true }) };
 }
 
 function expertInputs(c: ExpertCase, seed: number) {
@@ -158,7 +117,7 @@ function runExperts(d: Device, c: ExpertCase, v: ReturnType<typeof expertInputs>
 
 async function compareExperts(c: ExpertCase, seed = 7): Promise<void> {
   const v = expertInputs(c, seed);
-  const r = routingFor(c, seed + 10, c.experts - 1, 1);
+  const r = routed(c, seed + 10, c.experts - 1, 1);
   const ref = runExperts(cpu, c, v, r);
   const got = poisoned(gpu!, () => runExperts(gpu!, c, v, r));
   expect(got.shape).toEqual([c.tokens, c.hout]);
@@ -181,14 +140,8 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   // Prefill-sized calls run the texture tile on software rasterizers, the storage-buffer kernel elsewhere: both, everywhere.
   for (const path of ['textures', 'buffers'] as const) {
     for (const c of cases) {
-      const name = `T=${c.tokens} E=${c.experts} k=${c.slots} ${c.hin}→${c.inter}→${c.hout} ${c.xDtype ?? 'f32'}·${c.weightDtype}${c.biases ? ' biases' : ''} (${path})`;
-      test.if(gpu !== null)(name, async () => {
-        setKernelOverrides({ groupedGemm: path });
-        try {
-          await compareExperts(c);
-        } finally {
-          setKernelOverrides({});
-        }
+      test.if(gpu !== null)(`${expertCaseName(c)} (${path})`, async () => {
+        await withKernelOverrides({ groupedGemm: path }, () => compareExperts(c));
       });
     }
   }
@@ -218,8 +171,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   });
 
   test.if(gpu !== null)('weights split across bindings and tokens across passes', async () => {
-    setKernelOverrides({ groupedGemm: 'buffers' });
-    try {
+    await withKernelOverrides({ groupedGemm: 'buffers' }, async () => {
       const c: ExpertCase = { tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
       // 8 KiB: 4 experts' up weights (1920 bytes each) per binding and 3 tokens per pass (their
       // grouped activations need up to 72 of the 82 rows that fit); 16 KiB: 8 experts, 28 tokens.
@@ -233,23 +185,18 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
       // One expert's up weight alone (1920 bytes) above the limit: a clear error, not a bad binding.
       await withBindingLimit(gpu!, 2048, () => {
         const v = expertInputs(c, 11);
-        const r = routingFor(c, 21, 0, 1);
+        const r = routed(c, 21, 0, 1);
         expect(() => runExperts(gpu!, c, v, r)).toThrow("moe_up: one expert's weight [24, 40] bf16 (1920 bytes) exceeds maxStorageBufferBindingSize (2048)");
       });
-    } finally {
-      setKernelOverrides({});
-    }
+    });
   });
 
   test.if(gpu !== null)('texture tile: tokens across passes under a small binding limit', async () => {
-    setKernelOverrides({ groupedGemm: 'textures' });
-    try {
-      await withBindingLimit(gpu!, 16384, () =>
+    await withKernelOverrides({ groupedGemm: 'textures' }, () =>
+      withBindingLimit(gpu!, 16384, () =>
         compareExperts({ tokens: 37, experts: 12, slots: 3, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16', biases: true }, 11),
-      );
-    } finally {
-      setKernelOverrides({});
-    }
+      ),
+    );
   });
 
   test.if(gpu !== null)("a token's output reads only its own experts", async () => {
@@ -257,11 +204,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     const c: ExpertCase = { tokens: 3, experts: 8, slots: 2, hin: 40, inter: 24, hout: 16, weightDtype: 'bf16', xDtype: 'bf16' };
     const v = expertInputs(c, 21);
     const r = { indices: Int32Array.from([3, 5, 5, 3, 3, 5]), weights: Float32Array.from([0.5, 1.5, 1, 2, 0.25, 0.75]) };
-    for (let e = 0; e < c.experts; e++) {
-      if (e === 3 || e === 5) continue;
-      v.up.fill(NaN, e * c.inter * c.hin, (e + 1) * c.inter * c.hin);
-      v.down.fill(NaN, e * c.hout * c.inter, (e + 1) * c.hout * c.inter);
-    }
+    poisonExpertsExcept(c, v.up, v.down, [3, 5]);
     const ref = await runExperts(cpu, c, v, r).data();
     const got = await poisoned(gpu!, () => runExperts(gpu!, c, v, r)).data();
     expectClose(got as Float32Array, ref as Float32Array, { rtol: 1e-5 });
@@ -273,7 +216,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
     for (const hin of [40, 29]) {
       const c: ExpertCase = { tokens: 37, experts: 8, slots: 2, hin, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
       const v = expertInputs({ ...c, tokens: c.tokens + 1, experts: c.experts + 1 }, 9);
-      const r = routingFor(c, 19, 2, 5);
+      const r = routed(c, 19, 2, 5);
       const run = (d: Device) =>
         moeExperts(
           narrow(onDevice(v.x, [c.tokens + 1, hin], d, 'bf16'), 0, 1, c.tokens),
@@ -291,7 +234,7 @@ describe('moeExperts: WebGPU vs CPU reference', () => {
   test.if(gpu !== null)('intermediates are released: only the output stays allocated', async () => {
     const c: ExpertCase = { tokens: 37, experts: 8, slots: 2, hin: 40, inter: 24, hout: 21, weightDtype: 'bf16', xDtype: 'bf16' };
     const v = expertInputs(c, 3);
-    const r = routingFor(c, 4, 0, 1);
+    const r = routed(c, 4, 0, 1);
     const inputs = [
       onDevice(v.x, [c.tokens, c.hin], gpu!, 'bf16'),
       onDevice(r.indices, [c.tokens, c.slots], gpu!),

@@ -6,22 +6,17 @@ import type { NormLayout } from './norm.wgsl';
 
 const floatCode = (t: Tensor | null) => (t ? (nativeDTypeCode(t.dtype) ?? 0) : 0);
 
+/**
+ * The params both kernels take (norm.c): the layout, the offsets of x, z, w and `fourth` (the
+ * forward's output, the backward's upstream gradient), the dtypes of x, z, w, and whether z gates.
+ */
+function normParams(l: NormLayout, x: Tensor, z: Tensor | null, w: Tensor, fourth: Tensor): number[] {
+  return [l.rows, l.d, l.groups, l.eps, x.offset, z?.offset ?? 0, w.offset, fourth.offset, floatCode(x), floatCode(z), floatCode(w), z ? 1 : 0];
+}
+
 /** Same contract as normCpu (out is dense f32). */
 export function normNative(lib: NativeKernels, x: Tensor, z: Tensor | null, w: Tensor, l: NormLayout, out: Tensor): boolean {
-  const params = new Float64Array([
-    l.rows,
-    l.d,
-    l.groups,
-    l.eps,
-    x.offset,
-    z?.offset ?? 0,
-    w.offset,
-    out.offset,
-    floatCode(x),
-    floatCode(z),
-    floatCode(w),
-    z ? 1 : 0,
-  ]);
+  const params = new Float64Array(normParams(l, x, z, w, out));
   return lib.symbols.nt_norm(params, x.storage.cpu, z?.storage.cpu ?? null, w.storage.cpu, out.storage.cpu) === 0;
 }
 
@@ -38,21 +33,7 @@ export function normGradNative(
   dw: Tensor,
 ): boolean {
   if ([dx, dz, dw].some((t) => t && t.offset !== 0)) return false;
-  const params = new Float64Array([
-    l.rows,
-    l.d,
-    l.groups,
-    l.eps,
-    x.offset,
-    z?.offset ?? 0,
-    w.offset,
-    g.offset,
-    floatCode(x),
-    floatCode(z),
-    floatCode(w),
-    z ? 1 : 0,
-    floatCode(g),
-  ]);
+  const params = new Float64Array([...normParams(l, x, z, w, g), floatCode(g)]);
   const rc = lib.symbols.nt_norm_backward(
     params,
     x.storage.cpu,

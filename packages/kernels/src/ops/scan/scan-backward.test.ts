@@ -3,9 +3,8 @@ import { backward } from '../../autograd/backward';
 import { noGrad } from '../../autograd/graph';
 import { getCpuDevice, type Device } from '../../device/device';
 import type { DType } from '../../dtype';
-import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
-import { expectBackwardMatches, expectClose, gradcheck, onDevice, poisoned, randomData, testGpu } from '../../testing';
+import { expectBackwardMatches, expectClose, gradcheck, onDevice, poisoned, randomData, seqIdsFromLengths, testGpu, uniformData } from '../../testing';
 import { narrow, reshape } from '../layout/layout';
 import { ssdScan } from './scan';
 
@@ -26,30 +25,13 @@ interface Case {
   seq?: number[][];
 }
 
-function uniform(n: number, seed: number, low: number, high: number): Float32Array {
-  const g = new Generator(seed);
-  return Float32Array.from({ length: n }, () => low + (high - low) * g.uniform());
-}
-
-function seqIdsOf(lengths: number[][], L: number): Int32Array {
-  const out = new Int32Array(lengths.length * L);
-  lengths.forEach((row, b) => {
-    expect(row.reduce((s, n) => s + n, 0)).toBe(L);
-    let t = 0;
-    row.forEach((n, doc) => {
-      for (let i = 0; i < n; i++) out[b * L + t++] = 5 + doc;
-    });
-  });
-  return out;
-}
-
 /** The differentiable inputs in gradient order: x, dt, A, B, C, D?, initialState? (dt in [1e-3, 0.3], A in [-4, -0.5]). */
 function gradInputs(c: Case, seed: number, dtype: DType = 'f32'): { values: Float32Array; shape: number[] }[] {
   const bc = [c.B, c.L, c.G, c.N];
   return [
     { values: randomData([c.B, c.L, c.H, c.P], seed, { dtype }), shape: [c.B, c.L, c.H, c.P] },
-    { values: uniform(c.B * c.L * c.H, seed + 1, 1e-3, 0.3), shape: [c.B, c.L, c.H] },
-    { values: uniform(c.H, seed + 2, -4, -0.5), shape: [c.H] },
+    { values: uniformData(c.B * c.L * c.H, seed + 1, 1e-3, 0.3), shape: [c.B, c.L, c.H] },
+    { values: uniformData(c.H, seed + 2, -4, -0.5), shape: [c.H] },
     { values: randomData(bc, seed + 3, { dtype }), shape: bc },
     { values: randomData(bc, seed + 4, { dtype }), shape: bc },
     ...(c.D ? [{ values: randomData([c.H], seed + 5), shape: [c.H] }] : []),
@@ -60,7 +42,7 @@ function gradInputs(c: Case, seed: number, dtype: DType = 'f32'): { values: Floa
 /** y as a function of the gradient inputs (seqIdx fixed, on the inputs' device). */
 function scanOf(c: Case) {
   return (...ts: Tensor[]) => {
-    const seqIdx = c.seq ? onDevice(seqIdsOf(c.seq, c.L), [c.B, c.L], ts[0]!.device) : null;
+    const seqIdx = c.seq ? onDevice(seqIdsFromLengths(c.seq, c.L, 5), [c.B, c.L], ts[0]!.device) : null;
     let i = 5;
     const D = c.D ? ts[i++]! : null;
     const initialState = c.init ? ts[i++]! : null;

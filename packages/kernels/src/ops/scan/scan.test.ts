@@ -2,9 +2,8 @@ import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { getCpuDevice, type Device } from '../../device/device';
 import { tensor } from '../../creation';
 import type { DType } from '../../dtype';
-import { Generator } from '../../random';
 import type { Tensor } from '../../tensor';
-import { expectClose, onDevice, poisoned, randomData, testGpu, testNative } from '../../testing';
+import { expectClose, onDevice, poisoned, randomData, seqIdsFromLengths, testGpu, testNative, uniformData } from '../../testing';
 import { causalConv1d } from '../conv/conv';
 import { add, clamp, exp, neg, softplus } from '../elementwise/elementwise';
 import { narrow, reshape } from '../layout/layout';
@@ -26,18 +25,12 @@ interface Dims {
   N: number;
 }
 
-/** Uniform values in [low, high), seeded. */
-function uniform(n: number, seed: number, low: number, high: number): Float32Array {
-  const g = new Generator(seed);
-  return Float32Array.from({ length: n }, () => low + (high - low) * g.uniform());
-}
-
 /** Realistic magnitudes: dt in [1e-3, 0.1], A in [-16, -1], x, B, C, D and the initial state ~ N(0, 1). */
 function inputs(d: Dims, seed: number, dtype: DType = 'f32') {
   return {
     x: randomData([d.B, d.L, d.H, d.P], seed, { dtype }),
-    dt: uniform(d.B * d.L * d.H, seed + 1, 1e-3, 0.1),
-    A: uniform(d.H, seed + 2, -16, -1),
+    dt: uniformData(d.B * d.L * d.H, seed + 1, 1e-3, 0.1),
+    A: uniformData(d.H, seed + 2, -16, -1),
     Bm: randomData([d.B, d.L, d.G, d.N], seed + 3, { dtype }),
     Cm: randomData([d.B, d.L, d.G, d.N], seed + 4, { dtype }),
     D: randomData([d.H], seed + 5),
@@ -70,19 +63,6 @@ function run(dev: Device, d: Dims, v: Inputs, o: RunOptions) {
       seqIdx: o.seq ? onDevice(o.seq, [d.B, d.L], dev) : null,
     },
   );
-}
-
-/** seqIdx rows from document lengths (each row's lengths sum to L). */
-function seqIdsOf(lengths: number[][], L: number): Int32Array {
-  const out = new Int32Array(lengths.length * L);
-  lengths.forEach((row, b) => {
-    expect(row.reduce((s, n) => s + n, 0)).toBe(L);
-    let t = 0;
-    row.forEach((n, doc) => {
-      for (let i = 0; i < n; i++) out[b * L + t++] = 10 * doc;
-    });
-  });
-  return out;
 }
 
 /** Elements [start, start+n) of axis 1 of a host array shaped [rows, L, inner]. */
@@ -132,7 +112,7 @@ for (const reads of ['textures', 'buffers'] as const)
     for (const chunk of [8, 16]) {
       test.if(gpu !== null)(`seqIdx (documents ${docs.join(', ')}) with initial state, chunk ${chunk}`, async () => {
         const v = inputs(packed, 5);
-        const o: RunOptions = { chunk, init: v.init, seq: seqIdsOf([docs, [20, 25]], packed.L) };
+        const o: RunOptions = { chunk, init: v.init, seq: seqIdsFromLengths([docs, [20, 25]], packed.L, 0, 10) };
         const ref = run(cpu, packed, v, o);
         const got = poisoned(gpu!, () => run(gpu!, packed, v, o));
         expectClose(await got.y.toFloat32(), await ref.y.toFloat32(), { rtol: 1e-5, what: 'y' });
@@ -167,7 +147,7 @@ describe('ssdScan: CPU reference', () => {
     const d: Dims = { B: 1, L: 45, H: 4, P: 3, G: 2, N: 5 };
     const docs = [11, 1, 17, 3, 13];
     const v = inputs(d, 8);
-    const whole = run(cpu, d, v, { chunk: 8, init: v.init, seq: seqIdsOf([docs], d.L) });
+    const whole = run(cpu, d, v, { chunk: 8, init: v.init, seq: seqIdsFromLengths([docs], d.L, 0, 10) });
     const y = await whole.y.toFloat32();
     let start = 0;
     for (const [k, n] of docs.entries()) {
@@ -197,7 +177,7 @@ describe('ssdScan: chunked prefill and decode', () => {
     test(`${dev.kind}: pieces 5,1,7,2,13,9 chained through finalState equal one call (with seqIdx)`, async () => {
       const d: Dims = odd;
       const v = inputs(d, 21);
-      const seq = seqIdsOf([[11, 1, 17, 3, 5], [37]], d.L);
+      const seq = seqIdsFromLengths([[11, 1, 17, 3, 5], [37]], d.L, 0, 10);
       const whole = run(dev, d, v, { chunk: 8, init: v.init, seq });
       const wholeY = await whole.y.toFloat32();
       let state: Tensor = onDevice(v.init, [d.B, d.H, d.P, d.N], dev);
@@ -322,8 +302,8 @@ describe('selectiveStateUpdate: the host decode step', () => {
       const xbc = randomData([d.B, d.L, channels], 41);
       const w = randomData([channels, K], 42, { dtype: 'bf16', scale: 0.5 });
       const bias = randomData([channels], 43);
-      const dt = uniform(d.B * d.L * d.H, 44, 1e-3, 0.1);
-      const A = uniform(d.H, 45, -16, -1);
+      const dt = uniformData(d.B * d.L * d.H, 44, 1e-3, 0.1);
+      const A = uniformData(d.H, 45, -16, -1);
       const Dv = randomData([d.H], 46);
       const wT = onDevice(w, [channels, K], dev, 'bf16');
       const bT = onDevice(bias, [channels], dev);
