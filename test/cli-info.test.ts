@@ -7,8 +7,8 @@ import { afterAll, expect, test } from 'bun:test';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { nemotron, nemotronWith } from './support/cli';
 
-const ROOT = join(import.meta.dir, '..');
 const scratch = await mkdtemp(join(tmpdir(), 'nemotron-cli-info-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
 
@@ -21,8 +21,8 @@ function infoWithoutCompiler(...args: string[]): { code: number; report: Record<
     EGL_PLATFORM: 'surfaceless',
   };
   delete env.NEMOTRON_DEVICE;
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), 'info', '--json', ...args], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
-  return { code: r.exitCode, report: JSON.parse(r.stdout.toString()) as Record<string, unknown>, stderr: r.stderr.toString() };
+  const r = nemotronWith(env, 'info', '--json', ...args);
+  return { code: r.code, report: JSON.parse(r.stdout) as Record<string, unknown>, stderr: r.stderr };
 }
 
 test('without native kernels, info on the TypeScript reference says why', () => {
@@ -44,14 +44,10 @@ test('without native kernels, the automatic choice warns when it lands on a soft
 });
 
 test('with native kernels, info names the library and says nothing about unavailability', () => {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, 'src/cli/main.ts'), 'info', '--json', '--device', 'native'], {
-    cwd: ROOT,
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
-  expect(r.exitCode).toBe(0);
-  const report = JSON.parse(r.stdout.toString()) as Record<string, unknown>;
+  const r = nemotron('info', '--json', '--device', 'native');
+  expect(r.code).toBe(0);
+  const report = JSON.parse(r.stdout) as Record<string, unknown>;
   expect(report.device).toBe('cpu:native');
   expect(report.native).toBeUndefined();
-  expect(r.stderr.toString()).not.toContain('unavailable');
+  expect(r.stderr).not.toContain('unavailable');
 });

@@ -9,7 +9,12 @@ export const CLI = join(ROOT, 'src/cli/main.ts');
 
 /** `nemotron ...args` run to completion: its exit code and output. */
 export function nemotron(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, CLI, ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+  return nemotronWith(process.env, ...args);
+}
+
+/** `nemotron ...args` run to completion in the environment `env` (in place of this process's). */
+export function nemotronWith(env: Record<string, string | undefined>, ...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = Bun.spawnSync([process.execPath, CLI, ...args], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
   return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
