@@ -94,6 +94,52 @@ describe('gathers: WebGPU vs CPU reference', () => {
   });
 });
 
+describe('CPU gathers against a plain lookup', () => {
+  // An embedding's rows are copied a run at a time (gather.cpu.ts copyRows); strided tables take the element loop.
+  const [vocab, hidden] = [11, 37];
+  const table = randomData([vocab, hidden], 3);
+  const lookup = (idv: Int32Array, rowOf: (id: number) => (j: number) => number, width: number) =>
+    Float32Array.from({ length: idv.length * width }, (_, i) => {
+      const id = idv[Math.floor(i / width)]!;
+      return id >= 0 && id < vocab ? rowOf(id)(i % width) : NaN;
+    });
+  test('embedding rows, a narrowed (offset) table, a transposed table, a column slice', async () => {
+    const idv = ids(13, vocab, 4);
+    const t = tensor(table, [vocab, hidden], { device: cpu });
+    const plain = (id: number) => (j: number) => table[id * hidden + j]!;
+    expectClose((await embedding(t, tensor(idv, [13], { device: cpu })).data()) as Float32Array, lookup(idv, plain, hidden), { rtol: 0 });
+    const tail = narrow(t, 0, 2, vocab - 2);
+    const tailIds = ids(13, vocab - 2, 5);
+    expectClose(
+      (await embedding(tail, tensor(tailIds, [13], { device: cpu })).data()) as Float32Array,
+      lookup(tailIds, (id) => plain(id + 2), hidden),
+      { rtol: 0 },
+    );
+    const columns = narrow(t, 1, 3, 5);
+    expectClose(
+      (await embedding(columns, tensor(idv, [13], { device: cpu })).data()) as Float32Array,
+      lookup(idv, (id) => (j) => plain(id)(j + 3), 5),
+      { rtol: 0 },
+    );
+    const tr = transpose(tensor(table, [hidden, vocab], { device: cpu }), 0, 1);
+    expectClose(
+      (await embedding(tr, tensor(idv, [13], { device: cpu })).data()) as Float32Array,
+      lookup(idv, (id) => (j) => table[j * vocab + id]!, hidden),
+      { rtol: 0 },
+    );
+  });
+  test('ids outside the table give NaN rows in the kernel itself', async () => {
+    const idv = Int32Array.from([2, vocab, -1, 0, 1 << 30, 7]);
+    const t = tensor(table, [vocab, hidden], { device: cpu });
+    const ix = tensor(idv, [2, 3], { device: cpu });
+    const out = tensor(new Float32Array(idv.length * hidden), [2, 3, hidden], { device: cpu });
+    gatherCpu(t, ix, takeMap(t, 0, ix), out);
+    const got = (await out.data()) as Float32Array;
+    const want = lookup(idv, (id) => (j) => table[id * hidden + j]!, hidden);
+    for (let i = 0; i < want.length; i++) expect(Number.isNaN(want[i]!) ? Number.isNaN(got[i]!) : got[i] === want[i]).toBe(true);
+  });
+});
+
 describe('ids outside the table', () => {
   test('CPU (host ids) throws naming the op and the id', () => {
     const table = tensor(randomData([4, 3], 1), [4, 3], { device: cpu });
