@@ -18,18 +18,7 @@
 import { join } from 'node:path';
 import { NemotronHConfig } from '@nemotron-ts/core';
 import { readConfigJson } from '@nemotron-ts/hub';
-import {
-  deviceLabel,
-  formatOpProfile,
-  Generator,
-  initDevice,
-  linear,
-  noGrad,
-  opProfiling,
-  randn,
-  resetOpProfile,
-  type Device,
-} from '@nemotron-ts/kernels';
+import { deviceLabel, formatOpProfile, Generator, initDevice, linear, noGrad, opProfiling, randn, resetOpProfile, type Device } from '@nemotron-ts/kernels';
 import { NemotronHForCausalLM } from '../src';
 import { BlockSampler, Trainer } from '../src/train';
 
