@@ -3,7 +3,7 @@
  * compiler (it writes an empty file where `-o` says) stands in for gcc, so no test compiles for real.
  */
 import { afterAll, afterEach, beforeAll, expect, test } from 'bun:test';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -108,4 +108,17 @@ test('Workers building at once each get a whole library (a temporary name per bu
     if (result.ok) expect(readFileSync(result.path, 'utf8')).toBe('startend');
   }
   expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+});
+
+test('an install without the C sources reports it instead of throwing', () => {
+  // build.ts copied where its ../../native folder does not exist.
+  const copy = join(scratch, 'pkg', 'src', 'native');
+  mkdirSync(copy, { recursive: true });
+  copyFileSync(join(import.meta.dir, 'build.ts'), join(copy, 'build.ts'));
+  const probe = `const { buildNativeLibrary } = await import(${JSON.stringify(join(copy, 'build.ts'))}); console.log(JSON.stringify(buildNativeLibrary([${JSON.stringify(join(scratch, 'out'))}])));`;
+  const r = Bun.spawnSync([process.execPath, '-e', probe], { stderr: 'pipe' });
+  expect(r.stderr.toString()).toBe('');
+  const result = JSON.parse(r.stdout.toString()) as NativeBuild;
+  expect(result.ok).toBe(false);
+  if (!result.ok) expect(result.error).toContain(`the native kernel sources in ${join(scratch, 'pkg', 'native')} cannot be read`);
 });

@@ -59,7 +59,13 @@ export function nativeLibraryPath(): string {
  */
 export function buildNativeLibrary(dirs: readonly string[] = cacheDirs()): NativeBuild {
   if (process.platform !== 'linux') return { ok: false, error: `native kernels are built on Linux only (this is ${process.platform})` };
-  const name = libraryName();
+  let name: string;
+  try {
+    name = libraryName();
+  } catch (e) {
+    // An install without the C sources (packaged without packages/kernels/native).
+    return { ok: false, error: `the native kernel sources in ${NATIVE_SOURCE_DIR} cannot be read: ${(e as Error).message}` };
+  }
   const built = dirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
   if (built) return { ok: true, path: built, built: false };
   const unwritable: string[] = [];
