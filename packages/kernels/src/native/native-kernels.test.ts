@@ -23,10 +23,48 @@ import { embedding } from '../ops/index/gather';
 import { clipGradNorm } from '../optim/clip';
 import { tensor } from '../creation';
 import type { Tensor } from '../tensor';
-import { expectBackwardMatches, expectClose, onDevice, poisoned, randomData, testNative } from '../testing';
+import { expectBackwardMatches, expectClose, onDevice, poisoned, randomData, seqIdsFromLengths, testNative } from '../testing';
 
 const native = testNative();
 const cpu = getCpuDevice();
+
+/**
+ * ssdScan's gradients on the native device against the reference, for shape [batch, length, heads,
+ * head dim, groups, state dim]: x, dt (> 0), A (< 0), B, C, D and an initial state from seeds
+ * `seed` … `seed + 6`; `documents`: each row's document lengths (null: one sequence per row).
+ */
+async function expectScanBackwardMatches(
+  [bb, ll, hh, pp, gg, nn]: readonly [number, number, number, number, number, number],
+  seed: number,
+  documents: readonly number[] | null,
+  chunkSize: number,
+  what: string,
+): Promise<void> {
+  const inputs = [
+    { values: randomData([bb, ll, hh, pp], seed), shape: [bb, ll, hh, pp] },
+    { values: randomData([bb, ll, hh], seed + 1, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
+    { values: randomData([hh], seed + 2).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
+    { values: randomData([bb, ll, gg, nn], seed + 3), shape: [bb, ll, gg, nn] },
+    { values: randomData([bb, ll, gg, nn], seed + 4), shape: [bb, ll, gg, nn] },
+    { values: randomData([hh], seed + 5), shape: [hh] },
+    { values: randomData([bb, hh, pp, nn], seed + 6), shape: [bb, hh, pp, nn] },
+  ];
+  const ids = documents
+    ? seqIdsFromLengths(
+        Array.from({ length: bb }, () => documents),
+        ll,
+      )
+    : null;
+  await expectBackwardMatches(
+    native!,
+    (x, dt, A, B, C, D, init) => {
+      const seqIdx = ids ? tensor(ids, [bb, ll], { device: x!.device }) : null;
+      return ssdScan(x!, dt!, A!, B!, C!, { chunkSize, D, initialState: init, seqIdx }).y;
+    },
+    inputs,
+    { rtol: 2e-5, what },
+  );
+}
 
 // Counts the calls into each native entry point, so a lost dispatch hook (the op silently running
 // the reference on both sides) fails the last test instead of passing every comparison.
@@ -249,85 +287,16 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
     });
   }
   test('ssdScan backward: every input gradient, with D, initial state and packed documents', async () => {
-    const inputs = [
-      { values: randomData([b, l, h, p], 21), shape: [b, l, h, p] },
-      { values: randomData([b, l, h], 22, { positive: true, scale: 0.3 }), shape: [b, l, h] },
-      { values: randomData([h], 23).map((v) => -Math.abs(v) - 0.1), shape: [h] },
-      { values: randomData([b, l, g, n], 24), shape: [b, l, g, n] },
-      { values: randomData([b, l, g, n], 25), shape: [b, l, g, n] },
-      { values: randomData([h], 26), shape: [h] },
-      { values: randomData([b, h, p, n], 27), shape: [b, h, p, n] },
-    ];
-    for (const packed of [false, true]) {
-      await expectBackwardMatches(
-        native!,
-        (x, dt, A, B, C, D, init) => {
-          const seqIdx = packed
-            ? tensor(
-                Int32Array.from({ length: b * l }, (_, i) => (i % l < 9 ? 0 : 1)),
-                [b, l],
-                { device: x!.device },
-              )
-            : null;
-          return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 8, D, initialState: init, seqIdx }).y;
-        },
-        inputs,
-        { rtol: 2e-5, what: `ssdScan packed=${packed}` },
-      );
-    }
+    for (const packed of [false, true]) await expectScanBackwardMatches([b, l, h, p, g, n], 21, packed ? [9, l - 9] : null, 8, `ssdScan packed=${packed}`);
   });
   test('ssdScan backward over several recomputed chunks, threaded, documents crossing chunk starts', async () => {
     // 75 positions: chunks of 32 with a partial last one; state dim 67 has a vector tail; enough work for threads.
-    const [bb, ll, hh, pp, gg, nn] = [1, 75, 8, 8, 2, 67];
-    const inputs = [
-      { values: randomData([bb, ll, hh, pp], 41), shape: [bb, ll, hh, pp] },
-      { values: randomData([bb, ll, hh], 42, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
-      { values: randomData([hh], 43).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
-      { values: randomData([bb, ll, gg, nn], 44), shape: [bb, ll, gg, nn] },
-      { values: randomData([bb, ll, gg, nn], 45), shape: [bb, ll, gg, nn] },
-      { values: randomData([hh], 46), shape: [hh] },
-      { values: randomData([bb, hh, pp, nn], 47), shape: [bb, hh, pp, nn] },
-    ];
-    await expectBackwardMatches(
-      native!,
-      (x, dt, A, B, C, D, init) => {
-        const seqIdx = tensor(
-          Int32Array.from({ length: bb * ll }, (_, i) => (i < 31 ? 0 : i < 64 ? 1 : 2)),
-          [bb, ll],
-          { device: x!.device },
-        );
-        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 16, D, initialState: init, seqIdx }).y;
-      },
-      inputs,
-      { rtol: 2e-5, what: 'ssdScan chunks' },
-    );
+    await expectScanBackwardMatches([1, 75, 8, 8, 2, 67], 41, [31, 33, 11], 16, 'ssdScan chunks');
   });
   test('ssdScan backward with one group split across threads, documents starting on a chunk start', async () => {
     // One group of 4 heads in one row on 2 threads: the heads are split in two slices summed into dB and dC;
     // 70 positions are chunks of 32, 32 and 6; documents start at 32 (a chunk start) and 45.
-    const [bb, ll, hh, pp, gg, nn] = [1, 70, 4, 16, 1, 67];
-    const inputs = [
-      { values: randomData([bb, ll, hh, pp], 51), shape: [bb, ll, hh, pp] },
-      { values: randomData([bb, ll, hh], 52, { positive: true, scale: 0.3 }), shape: [bb, ll, hh] },
-      { values: randomData([hh], 53).map((v) => -Math.abs(v) - 0.1), shape: [hh] },
-      { values: randomData([bb, ll, gg, nn], 54), shape: [bb, ll, gg, nn] },
-      { values: randomData([bb, ll, gg, nn], 55), shape: [bb, ll, gg, nn] },
-      { values: randomData([hh], 56), shape: [hh] },
-      { values: randomData([bb, hh, pp, nn], 57), shape: [bb, hh, pp, nn] },
-    ];
-    await expectBackwardMatches(
-      native!,
-      (x, dt, A, B, C, D, init) => {
-        const seqIdx = tensor(
-          Int32Array.from({ length: bb * ll }, (_, i) => (i < 32 ? 0 : i < 45 ? 1 : 2)),
-          [bb, ll],
-          { device: x!.device },
-        );
-        return ssdScan(x!, dt!, A!, B!, C!, { chunkSize: 16, D, initialState: init, seqIdx }).y;
-      },
-      inputs,
-      { rtol: 2e-5, what: 'ssdScan one group' },
-    );
+    await expectScanBackwardMatches([1, 70, 4, 16, 1, 67], 51, [32, 13, 25], 16, 'ssdScan one group');
   });
   test('rmsNorm and groupedGatedRmsNorm backward', async () => {
     await expectBackwardMatches(
