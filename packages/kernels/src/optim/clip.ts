@@ -50,13 +50,14 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, options:
     if (withGrad.length === 0) return zeros([], { device });
     const grads = withGrad.map((p) => (p.grad!.isContiguous ? p.grad! : contiguous(p.grad!)));
     let norm: Tensor;
+    /** Writes a gradient scaled by the clip coefficient into `out`. */
+    let scaled: (g: Tensor, out: Tensor) => void;
     if (device.kind === 'cpu') {
       const lib = device.native;
       const total = Math.sqrt(grads.reduce((s, g) => s + (lib ? sumSquaresNative(lib, g) : sumSquaresCpu(g)), 0));
       norm = tensor([total], [], { device });
       const coef = clipCoefficient(total, maxNorm, eps);
-      if (options.scale === false) grads.forEach((g, i) => g !== withGrad[i]!.grad && g.dispose());
-      else withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => (lib ? scaleNative(lib, g, out, coef) : scaleCpu(g, out, coef))));
+      scaled = (g, out) => (lib ? scaleNative(lib, g, out, coef) : scaleCpu(g, out, coef));
     } else {
       const count = grads.reduce((n, g) => n + bindingWindows(device, g.size, 4).reduce((k, w) => k + partialsFor(w), 0), 0);
       const partials = empty([count], { device });
@@ -66,9 +67,10 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, options:
       norm = sqrt(squared);
       partials.dispose();
       squared.dispose();
-      if (options.scale === false) grads.forEach((g, i) => g !== withGrad[i]!.grad && g.dispose());
-      else withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, (g, out) => scaleByNormGpu(device, g, norm, out, maxNorm, eps)));
+      scaled = (g, out) => scaleByNormGpu(device, g, norm, out, maxNorm, eps);
     }
+    if (options.scale === false) grads.forEach((g, i) => g !== withGrad[i]!.grad && g.dispose());
+    else withGrad.forEach((p, i) => replaceGrad(p, grads[i]!, scaled));
     return norm;
   });
 }
