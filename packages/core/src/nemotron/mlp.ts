@@ -2,7 +2,7 @@
  * Dense ReLU² MLP (spec §2.5): `down(relu(up x)²)`, no gate projection, biases when
  * `mlp_bias`. Also the MoE's shared expert (with `moe_shared_expert_intermediate_size`).
  */
-import { isGradEnabled, relu2, reshape, tidy, unaryInPlace, type Tensor } from '@nemotron-ts/kernels';
+import { inPlaceRefusal, relu2, reshape, tidy, unaryInPlace, type Tensor } from '@nemotron-ts/kernels';
 import type { NemotronHConfig } from '../config';
 import { Linear } from '../nn/linear';
 import { Module, type Placement } from '../nn/module';
@@ -30,8 +30,7 @@ export class MLP extends Module {
       const up = this.upProj.forward(x);
       // Inference on the host squares in place: one [L, intermediate] buffer instead of two, the
       // widest activation of a prefill (bench-small bf16 prefill peak RSS 191 → 187 MiB).
-      const inPlace = up.device.kind === 'cpu' && !isGradEnabled() && up.dtype === 'f32' && up.isContiguous;
-      const activated = inPlace ? unaryInPlace('relu2', up) : relu2(up);
+      const activated = inPlaceRefusal(up) === null ? unaryInPlace('relu2', up) : relu2(up);
       return this.downProj.forward(activated);
     });
   }

@@ -20,16 +20,25 @@ export function unary(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
 }
 
 /**
- * Applies a unary op to a dense host tensor in place and returns it: inference only (no graph may
- * hold `x`, so it runs only under noGrad), and not on WebGPU, where one buffer cannot be both the
- * input and the output of a dispatch. Saves the output buffer, e.g. the MLP's [L, intermediate]
- * activation, a prefill's widest.
+ * Why {@link unaryInPlace} cannot write `x`, or null when it can: inference only (no graph may hold
+ * `x`, so only under noGrad), a dense f32 host tensor (on WebGPU one buffer cannot be both the input
+ * and the output of a dispatch).
+ */
+export function inPlaceRefusal(x: Tensor): string | null {
+  if (isGradEnabled()) return 'is inference only: run it under noGrad()';
+  if (x.device.kind !== 'cpu') return `needs a host tensor, got one on ${x.device.kind}`;
+  if (!x.isContiguous || x.dtype !== 'f32') return `needs a dense f32 tensor, got ${x.dtype}${x.isContiguous ? '' : ' (strided)'}`;
+  return null;
+}
+
+/**
+ * Applies a unary op to `x` in place and returns it; throws where {@link inPlaceRefusal} says it
+ * cannot. Saves the output buffer, e.g. the MLP's [L, intermediate] activation, a prefill's widest.
  */
 export function unaryInPlace(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
   x.assertAlive(`${op} in place`);
-  if (isGradEnabled()) throw new Error(`${op} in place is inference only: run it under noGrad()`);
-  if (x.device.kind !== 'cpu') throw new Error(`${op} in place needs a host tensor, got one on ${x.device.kind}`);
-  if (!x.isContiguous || x.dtype !== 'f32') throw new Error(`${op} in place needs a dense f32 tensor, got ${x.dtype}${x.isContiguous ? '' : ' (strided)'}`);
+  const refusal = inPlaceRefusal(x);
+  if (refusal) throw new Error(`${op} in place ${refusal}`);
   run(op, UNARY[op], ['x'], [x], [p0, p1], { into: x });
   return x;
 }
