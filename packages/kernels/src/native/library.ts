@@ -9,6 +9,7 @@
 import { availableParallelism } from 'node:os';
 import { buildNativeLibrary } from './build';
 import { nativeRowName, opProfiling, profileSpan } from '../runtime/op-profile';
+import type { Tensor } from '../tensor';
 
 const FEATURE_NAMES: readonly [number, string][] = [
   [16, 'neon'],
@@ -60,13 +61,17 @@ const SYMBOLS = {
   nt_fma_peak: { args: ['f64'], returns: 'f64' },
 } as const;
 
-type Buffers = ArrayBufferLike | ArrayBufferView | null;
+/** A buffer argument: a host ArrayBuffer or a view of one, passed as a pointer (null: absent). */
+export type Buffers = ArrayBufferLike | ArrayBufferView | null;
+
+/** A tensor's host buffer as a kernel argument (null for an absent operand). */
+export const hostBuffer = (t: Tensor | null): ArrayBufferLike | null => t?.storage.cpu ?? null;
 
 // The inputs a forward entry point and its backward both take first, in their order.
-type ScanInputs = [x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers];
-type ConvInputs = [x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers];
-type AttentionInputs = [q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers];
-type ExpertInputs = [x: Buffers, indices: Buffers, weights: Buffers, up: Buffers, down: Buffers, upBias: Buffers, downBias: Buffers];
+export type ScanInputs = [x: Buffers, dt: Buffers, A: Buffers, B: Buffers, C: Buffers, D: Buffers, init: Buffers, seq: Buffers];
+export type ConvInputs = [x: Buffers, w: Buffers, bias: Buffers, init: Buffers, seq: Buffers];
+export type AttentionInputs = [q: Buffers, k: Buffers, v: Buffers, mask: Buffers, seq: Buffers];
+export type ExpertInputs = [x: Buffers, indices: Buffers, weights: Buffers, up: Buffers, down: Buffers, upBias: Buffers, downBias: Buffers];
 
 /** The loaded library's entry points (host ArrayBuffers are passed as pointers). */
 export interface NativeSymbols {

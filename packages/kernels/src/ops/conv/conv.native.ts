@@ -1,11 +1,10 @@
 /** Native causal conv1d and its decode update (packages/kernels/native/conv.c) on dense host operands. */
-import type { NativeKernels } from '../../native/library';
+import { hostBuffer as buf, type NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { Tensor } from '../../tensor';
 import type { CausalConv1dCpuArgs, CausalConv1dGrads } from './conv.cpu';
 
 const floatCode = (t: Tensor | null) => (t ? (nativeDTypeCode(t.dtype) ?? 0) : 0);
-const buf = (t: Tensor | null) => t?.storage.cpu ?? null;
 
 function convParams(a: CausalConv1dCpuArgs, yOffset: number, finalOffset: number): Float64Array {
   const [batch, length, channels] = a.x.shape as [number, number, number];

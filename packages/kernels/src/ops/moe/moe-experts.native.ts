@@ -1,5 +1,5 @@
 /** Native grouped MoE experts and their backward (packages/kernels/native/moe.c), same contract as the CPU reference. */
-import type { NativeKernels } from '../../native/library';
+import { hostBuffer as buf, type ExpertInputs, type NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
 import { cpuView, type Tensor } from '../../tensor';
 import type { MoeExpertGrads, MoeExpertOperands } from './moe-experts';
@@ -55,10 +55,8 @@ function check(rc: number, o: MoeExpertOperands, what: string): void {
   throw new Error(`${what}: token ${t} slot ${s} routes to expert ${e}, outside [0, ${o.upProj.shape[0]})`);
 }
 
-const buf = (t: Tensor | null) => t?.storage.cpu ?? null;
-type Buffer = ArrayBufferLike | null;
 /** The experts' input buffers in nt_moe_experts*'s argument order: x, indices, weights, up, down, up bias, down bias. */
-const expertInputs = (o: MoeExpertOperands): [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer] => [
+const expertInputs = (o: MoeExpertOperands): ExpertInputs => [
   buf(o.x),
   buf(o.indices),
   buf(o.weights),

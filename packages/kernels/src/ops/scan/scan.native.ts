@@ -1,12 +1,11 @@
 /** Native Mamba2 scan (scan.c, its backward scan_backward.c) and decode state update on dense host operands. */
-import type { NativeKernels } from '../../native/library';
+import { hostBuffer as buf, type Buffers, type NativeKernels, type ScanInputs } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
 import type { Tensor } from '../../tensor';
 import type { SsdScanGrads, SsdScanOperands, StateUpdateArgs } from './scan.cpu';
 
 const isF32 = (t: Tensor | null) => !t || t.dtype === 'f32';
 const floatCode = (t: Tensor | null) => (t ? (nativeDTypeCode(t.dtype) ?? 0) : 0);
-const buf = (t: Tensor | null) => t?.storage.cpu ?? null;
 
 /** The scan's sizes, offsets and flags as nt_ssd_scan* read them; `outOffsets` are y's / dy's and the final state's. */
 function scanParams(a: SsdScanOperands, outOffsets: [number, number]): Float64Array {
@@ -36,18 +35,8 @@ function scanParams(a: SsdScanOperands, outOffsets: [number, number]): Float64Ar
   ]);
 }
 
-type Buffer = ArrayBufferLike | null;
 /** The scan's input buffers in nt_ssd_scan*'s argument order: x, dt, A, B, C, D, initial state, seq ids. */
-const scanInputs = (a: SsdScanOperands): [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer] => [
-  buf(a.x),
-  buf(a.dt),
-  buf(a.A),
-  buf(a.B),
-  buf(a.C),
-  buf(a.D),
-  buf(a.initialState),
-  buf(a.seqIdx),
-];
+const scanInputs = (a: SsdScanOperands): ScanInputs => [buf(a.x), buf(a.dt), buf(a.A), buf(a.B), buf(a.C), buf(a.D), buf(a.initialState), buf(a.seqIdx)];
 
 /** Writes y and finalState like ssdScanCpu; false when an activation operand is not f32. */
 export function ssdScanNative(lib: NativeKernels, a: SsdScanOperands, y: Tensor, finalState: Tensor): boolean {
@@ -67,7 +56,7 @@ export function ssdScanBackwardNative(lib: NativeKernels, a: SsdScanOperands, dy
     scanParams(a, [dy.offset, 0]),
     ...scanInputs(a),
     buf(dy),
-    ...(grads.map(buf) as [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer]),
+    ...(grads.map(buf) as [Buffers, Buffers, Buffers, Buffers, Buffers, Buffers, Buffers]),
   );
   if (rc !== 0) throw new Error('ssdScan backward: the native kernel could not allocate its state buffers');
   return true;
