@@ -7,6 +7,7 @@
  * libopenblas.so.0; `none` to use only our kernels).
  */
 import { availableParallelism } from 'node:os';
+import { isMainThread } from 'node:worker_threads';
 import { buildNativeLibrary } from './build';
 import { nativeRowName, opProfiling, profileSpan } from '../runtime/op-profile';
 import type { Tensor } from '../tensor';
@@ -166,11 +167,23 @@ export class NativeKernels {
 let loaded: NativeKernels | null | undefined;
 let failure: string | null = null;
 
+/** More threads than any host we run on has; beyond it a value is a typo, not a setting. */
+const MAX_THREADS = 1024;
+
 function threadCount(): number {
   const raw = process.env.NEMOTRON_THREADS;
-  if (raw === undefined || raw === '') return availableParallelism();
+  const cpus = availableParallelism();
+  if (raw === undefined || raw === '') return cpus;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) throw new Error(`NEMOTRON_THREADS must be a positive integer, got '${raw}'`);
+  if (n > MAX_THREADS) throw new Error(`NEMOTRON_THREADS must be at most ${MAX_THREADS}, got '${raw}' (this process may use ${cpus} CPUs)`);
+  // Threads beyond the CPUs take turns at every barrier: on 2 CPUs decode ran 4× slower with 8
+  // threads and 20× slower with 64. Said once, from the main thread (Workers load their own copy).
+  if (n > cpus && isMainThread) {
+    console.warn(
+      `nemotron-ts: NEMOTRON_THREADS=${n} is more than the ${cpus} CPUs this process may use; the extra threads wait on each other and every kernel slows down (unset it to use ${cpus})`,
+    );
+  }
   return n;
 }
 

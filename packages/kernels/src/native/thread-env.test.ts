@@ -2,6 +2,7 @@
 // and OpenBLAS read them), unless the user set them: each case runs in a fresh process, because
 // the libraries read them once, when they load. Also what loading says about a BLAS the user named.
 import { expect, test } from 'bun:test';
+import { availableParallelism } from 'node:os';
 import { nativeKernels } from './library';
 
 const script = `
@@ -39,4 +40,19 @@ test.skipIf(!nativeKernels())('a BLAS named in NEMOTRON_BLAS that cannot be open
   // The default library missing is no news (it is optional), and 'none' is a choice.
   const none = Bun.spawnSync([process.execPath, '-e', probe], { env: { ...process.env, NEMOTRON_BLAS: 'none' }, stderr: 'pipe' });
   expect(none.stderr.toString()).toBe('');
+});
+
+test.skipIf(!nativeKernels())('NEMOTRON_THREADS above the CPUs is used but warned about; above the maximum it is refused', () => {
+  const cpus = availableParallelism();
+  const probe = `const { nativeKernels } = await import(${JSON.stringify(`${import.meta.dir}/library.ts`)}); console.log(nativeKernels().describe());`;
+  const run = (threads: string) => Bun.spawnSync([process.execPath, '-e', probe], { env: { ...process.env, NEMOTRON_THREADS: threads }, stderr: 'pipe' });
+  const over = run(String(cpus + 1));
+  expect(over.exitCode).toBe(0);
+  expect(over.stdout.toString()).toContain(`${cpus + 1} threads`);
+  expect(over.stderr.toString()).toContain(`NEMOTRON_THREADS=${cpus + 1} is more than the ${cpus} CPUs`);
+  const fits = run(String(cpus));
+  expect(fits.stderr.toString()).toBe('');
+  const absurd = run('20000');
+  expect(absurd.exitCode).not.toBe(0);
+  expect(absurd.stderr.toString()).toContain("NEMOTRON_THREADS must be at most 1024, got '20000'");
 });
