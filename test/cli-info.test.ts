@@ -1,7 +1,8 @@
 /**
  * `nemotron info` and device selection when the native CPU kernels cannot be built (here: a compiler
  * that does not exist, and an empty library folder): `info` says why, and choosing the device
- * automatically warns that the slower path is in use instead of landing on it silently.
+ * automatically warns that the slower path is in use instead of landing on it silently. Also: opening
+ * a software GPU adapter leaves stderr free of Dawn's notes about its limits.
  */
 import { afterAll, expect, test } from 'bun:test';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -50,4 +51,11 @@ test('with native kernels, info names the library and says nothing about unavail
   expect(report.device).toBe('cpu:native');
   expect(report.native).toBeUndefined();
   expect(r.stderr).not.toContain('unavailable');
+});
+
+test("opening a software GPU adapter prints nothing of Dawn's limit notes", () => {
+  const r = nemotronWith({ ...process.env, EGL_PLATFORM: 'surfaceless' }, 'info', '--json', '--device', 'webgpu');
+  expect(r.code).toBe(0);
+  expect(r.stderr).not.toContain('artificially reduced');
+  expect((JSON.parse(r.stdout) as Record<string, unknown>).device).toBe('webgpu');
 });

@@ -10,7 +10,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { NoAdapterError } from './errors';
-import { sharedLibraryProbe, setNativeEnv } from './native-env';
+import { sharedLibraryProbe, setNativeEnv, withStderrFiltered } from './native-env';
 
 export type BackendName = 'vulkan' | 'metal' | 'd3d12' | 'opengl' | 'opengles';
 
@@ -149,12 +149,20 @@ async function requestAdapter(c: Candidate): Promise<AdapterAnswer> {
   const gpu = (await loadDawn()).create([`backend=${c.backend}`]);
   keepAlive.push(gpu);
   try {
-    const adapter = await gpu.requestAdapter({ featureLevel: c.featureLevel, powerPreference: 'high-performance' });
+    const options: GPURequestAdapterOptions = { featureLevel: c.featureLevel, powerPreference: 'high-performance' };
+    const adapter = await withStderrFiltered(() => gpu.requestAdapter(options), DAWN_LIMIT_NOTES);
     return adapter ? { gpu, adapter } : { reason: 'no adapter' };
   } catch (e) {
     return { reason: (e as Error).message };
   }
 }
+
+/**
+ * What Dawn prints while opening a software adapter whose limits exceed its own bookkeeping
+ * ("maxDynamic…BuffersPerPipelineLayout artificially reduced from 1000000 to 16…"): four lines on
+ * every run on llvmpipe or lavapipe, about limits we never use.
+ */
+const DAWN_LIMIT_NOTES = /^Warning: maxDynamic\w+PerPipelineLayout artificially reduced from \d+ to \d+/;
 
 /** Opens a Dawn device, trying backends in order. Throws {@link NoAdapterError} when none fits. */
 export async function openDawn(request: AdapterRequest = {}): Promise<DawnHandles> {
