@@ -22,11 +22,9 @@
  * four products of small tiles (tile_gemm.h), ~2·P·N + Q·N + Q·P multiply-adds per position and
  * head where the recurrence streams the P×N state through every position. One task per
  * (batch, head); its state is kept transposed (N×P) so both state products read it by rows.
- * With `chunk_states` (training), the state entering each chunk is kept there, [B][H][chunks][P][N]
- * (chunks of nt_ssd_chunk_length() positions), so the backward need not run the chunks again.
  */
 EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
-                       const float *init, const int32_t *seq, float *y, float *final_state, float *chunk_states) {
+                       const float *init, const int32_t *seq, float *y, float *final_state) {
   ssd_params q = ssd_read_params(params);
   int64_t batch = q.batch, length = q.length, heads = q.heads, hd = q.hd, groups = q.groups, sd = q.sd;
   int64_t a_off = q.a_off, d_off = q.d_off, init_off = q.init_off, seq_off = q.seq_off;
@@ -69,11 +67,6 @@ EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, co
           chunk_setup(&ch, c, length, dt + b * length * heads + h, heads, a, ids);
           const int64_t q = ch.q, t0 = ch.t0;
           const int end = ch.seg[q - 1];
-          if (chunk_states) {
-            float *Sc = chunk_states + (bh * chunks + c) * ps;
-            for (int64_t p = 0; p < hd; p++)
-              for (int64_t n = 0; n < sd; n++) Sc[p * sd + n] = St[n * hd + p];
-          }
           gather_rows(Xk, xb + t0 * sx, sx, q, hd);
           gather_rows(Bk, Bb + t0 * sb, sb, q, sd);
           gather_rows(Ck, Cb + t0 * sb, sb, q, sd);
@@ -115,9 +108,6 @@ EXPORT int nt_ssd_scan(const double *params, const float *x, const float *dt, co
   }
   return failed ? -1 : 0;
 }
-
-/* The chunk length of nt_ssd_scan's chunk_states. */
-EXPORT int nt_ssd_chunk_length(void) { return SSD_CHUNK; }
 
 static inline float softplusf(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 

@@ -7,8 +7,8 @@
  * position: ~5·P·N + 3·Q·N + 2·Q·P multiply-adds per position and head instead of ~15·P·N.
  * The gradients of the exponents gather in dcum; a_t = dt_t·A feeds cum_r for r ≥ t, so
  * d a_t = Σ_{r≥t} dcum_r, ddt_t gets A·d a_t and dA gets dt_t·d a_t.
- * Per (batch, head): from the state entering each chunk (nt_ssd_scan's chunk_states) the chunks
- * run backwards carrying dS (the gradient of the state leaving the chunk). A group's heads
+ * Per (batch, head): a forward pass over the chunks keeps each chunk's incoming state, then the
+ * chunks run backwards carrying dS (the gradient of the state leaving the chunk). A group's heads
  * run in one task, adding into its rows of dB and dC; dA and dD gather in per-head sums, so no two
  * threads write one element and the result does not depend on timing.
  */
@@ -21,14 +21,15 @@
 
 /* Per-thread scratch, sized for one (batch, head) task. */
 typedef struct {
-  float *dS, *dSn, *Xt, *Bt, *CB, *DM, *Xw, *dYe, *VT, *Ci;
+  float *marks, *dS, *dSn, *Xt, *Bt, *CB, *DM, *Xw, *dYe, *VT, *Ci;
   /* The chunk's rows of x, dy, B, C and its dx, dB, dC, dense: the operands' rows are H·P and G·N
      floats apart (4 KiB in bench-small), so a chunk's rows in place would share one set of L1. */
   float *Xk, *dYk, *Bk, *Ck, *dXk, *dBk, *dCk;
 } scratch_t;
 
-static int scratch_alloc(scratch_t *s, int64_t hd, int64_t sd) {
+static int scratch_alloc(scratch_t *s, int64_t chunks, int64_t hd, int64_t sd) {
   const int64_t Q = SSD_CHUNK, ps = hd * sd;
+  s->marks = malloc(sizeof(float) * (size_t)(chunks * ps));
   s->dS = malloc(sizeof(float) * (size_t)ps);
   s->dSn = malloc(sizeof(float) * (size_t)ps);
   s->Xt = malloc(sizeof(float) * (size_t)(hd * Q));
@@ -46,11 +47,11 @@ static int scratch_alloc(scratch_t *s, int64_t hd, int64_t sd) {
   s->Ck = malloc(sizeof(float) * (size_t)(Q * sd));
   s->dBk = malloc(sizeof(float) * (size_t)(Q * sd));
   s->dCk = malloc(sizeof(float) * (size_t)(Q * sd));
-  return s->dS && s->dSn && s->Xt && s->Bt && s->CB && s->DM && s->Xw && s->dYe && s->VT && s->Ci && s->Xk && s->dYk && s->dXk && s->Bk && s->Ck && s->dBk && s->dCk;
+  return s->marks && s->dS && s->dSn && s->Xt && s->Bt && s->CB && s->DM && s->Xw && s->dYe && s->VT && s->Ci && s->Xk && s->dYk && s->dXk && s->Bk && s->Ck && s->dBk && s->dCk;
 }
 
 static void scratch_free(scratch_t *s) {
-  free(s->dS), free(s->dSn), free(s->Xt), free(s->Bt), free(s->CB), free(s->DM);
+  free(s->marks), free(s->dS), free(s->dSn), free(s->Xt), free(s->Bt), free(s->CB), free(s->DM);
   free(s->Xw), free(s->dYe), free(s->VT), free(s->Ci);
   free(s->Xk), free(s->dYk), free(s->dXk), free(s->Bk), free(s->Ck), free(s->dBk), free(s->dCk);
 }
@@ -78,11 +79,33 @@ static double dot_f64(const float *a, const float *b, int64_t n) {
   return r;
 }
 
+/* marks[c] = the state entering chunk c (marks[0] = the initial state, already there). */
+static void forward_marks(const task_t *k, int64_t chunks, scratch_t *s) {
+  const int64_t hd = k->hd, sd = k->sd, ps = hd * sd;
+  chunk_t ch;
+  for (int64_t c = 0; c + 1 < chunks; c++) {
+    chunk_setup(&ch, c, k->length, k->dt, k->heads, k->a, k->ids);
+    int64_t q = ch.q, end = ch.seg[q - 1];
+    const float *Sin = s->marks + c * ps;
+    float *Sout = s->marks + (c + 1) * ps;
+    float fe = end == 0 ? expf((float)ch.cum[q - 1]) : 0.0f;
+    for (int64_t i = 0; i < ps; i++) Sout[i] = fe * Sin[i];
+    for (int64_t i = 0; i < q; i++) {
+      float w = ch.seg[i] == end ? expf((float)(ch.cum[q - 1] - ch.cum[i])) * ch.dt[i] : 0.0f;
+      const float *xr = k->x + (ch.t0 + i) * k->sx;
+      for (int64_t p = 0; p < hd; p++) s->Xw[i * hd + p] = w * xr[p];
+    }
+    gather_rows(s->Bk, k->B + ch.t0 * k->sb, k->sb, q, sd);
+    /* S_out[p][n] += Σ_s Xw[s][p]·B_s[n] */
+    tile_gemm(hd, sd, q, s->Xw, 1, hd, s->Bk, sd, Sout, sd, 1);
+  }
+}
+
 /*
  * Chunk c backwards: dS holds the gradient of the state leaving it (have_dS = 0: none, the last
  * chunk); dSn receives the gradient of the state entering it. Returns the chunk's dA term.
  */
-static double backward_chunk(const task_t *k, const float *marks, int64_t c, int have_dS, scratch_t *s, double *dD_acc) {
+static double backward_chunk(const task_t *k, int64_t c, int have_dS, scratch_t *s, double *dD_acc) {
   const int64_t Q = SSD_CHUNK, hd = k->hd, sd = k->sd, sx = k->sx, sb = k->sb, ps = hd * sd;
   chunk_t ch = {0};
   chunk_setup(&ch, c, k->length, k->dt, k->heads, k->a, k->ids);
@@ -131,7 +154,7 @@ static double backward_chunk(const task_t *k, const float *marks, int64_t c, int
   tile_gemm(q, sd, q, s->DM, 1, Q, Cm, sd, dBm, sd, 0); /* dB_s = Σ_t dCB[t][s]·C_t */
 
   /* The incoming state's terms e^{cum_t}·S_in·C_t, for positions before any document start. */
-  const float *Sin = marks + c * ps;
+  const float *Sin = s->marks + c * ps;
   if (ch.seg[0] == 0) {
     for (int64_t i = 0; i < q; i++) {
       float e = ch.seg[i] == 0 ? expf((float)ch.cum[i]) : 0.0f;
@@ -174,7 +197,7 @@ static double backward_chunk(const task_t *k, const float *marks, int64_t c, int
       dcum[i] -= (double)wd * xv;
     }
     tile_gemm(q, sd, hd, s->Xw, hd, 1, s->dS, sd, dBm, sd, 1); /* dB_s += wd_s·x_sᵀ·dS */
-    const float *Sout = marks + (c + 1) * ps;
+    const float *Sout = s->marks + (c + 1) * ps;
     dcum[q - 1] += dot_f64(s->dS, Sout, ps);
   }
 
@@ -197,17 +220,16 @@ static double backward_chunk(const task_t *k, const float *marks, int64_t c, int
 }
 
 /*
- * params: as nt_ssd_scan's first 21 (y's offset is dy's). chunk_states: what nt_ssd_scan kept for these operands.
+ * params: as nt_ssd_scan's first 21 (y's offset is dy's).
  * Outputs (dense f32, offset 0): dx [B,L,H,P], ddt [B,L,H], dA [H], dB [B,L,G,N], dC [B,L,G,N], dD [H] (or null), dinit [B,H,P,N] (or null).
  */
 EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const float *dt, const void *A, const float *B, const float *C, const void *D,
                                 const float *init, const int32_t *seq, const float *dy, float *dx, float *ddt, float *dA, float *dB, float *dC,
-                                float *dD, float *dinit, const float *chunk_states) {
+                                float *dD, float *dinit) {
   ssd_params q = ssd_read_params(params);
   int64_t batch = q.batch, length = q.length, heads = q.heads, hd = q.hd, groups = q.groups, sd = q.sd;
-  int64_t a_off = q.a_off, d_off = q.d_off, seq_off = q.seq_off;
-  int a_dt = q.a_dt, d_dt = q.d_dt, has_d = q.has_d, has_seq = q.has_seq;
-  (void)init; /* the initial state is chunk_states' first */
+  int64_t a_off = q.a_off, d_off = q.d_off, init_off = q.init_off, seq_off = q.seq_off;
+  int a_dt = q.a_dt, d_dt = q.d_dt, has_d = q.has_d, has_init = q.has_init, has_seq = q.has_seq;
   x += q.x_off, dt += q.dt_off, B += q.b_off, C += q.c_off, dy += q.out_off; /* y's offset is dy's */
   int64_t hpg = heads / groups, ps = hd * sd;
   int64_t chunks = (length + SSD_CHUNK - 1) / SSD_CHUNK;
@@ -236,7 +258,7 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
 #pragma omp parallel if (parallel && tasks > 1)
     {
       scratch_t s = {0};
-      if (!scratch_alloc(&s, hd, sd)) {
+      if (!scratch_alloc(&s, chunks, hd, sd)) {
 #pragma omp atomic write
         failed = 1;
       }
@@ -276,10 +298,12 @@ EXPORT int nt_ssd_scan_backward(const double *params, const float *x, const floa
               .dB = outB,
               .dC = outC,
           };
-          const float *marks = chunk_states + bh * chunks * ps;
+          if (has_init) memcpy(s.marks, init + init_off + bh * ps, sizeof(float) * (size_t)ps);
+          else memset(s.marks, 0, sizeof(float) * (size_t)ps);
+          forward_marks(&k, chunks, &s);
           double dA_acc = 0.0, dD_acc = 0.0;
           for (int64_t c = chunks - 1; c >= 0; c--) {
-            dA_acc += backward_chunk(&k, marks, c, c + 1 < chunks, &s, &dD_acc);
+            dA_acc += backward_chunk(&k, c, c + 1 < chunks, &s, &dD_acc);
             float *swap = s.dS;
             s.dS = s.dSn;
             s.dSn = swap;

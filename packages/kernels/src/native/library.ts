@@ -27,12 +27,11 @@ const SYMBOLS = {
   nt_enable_blas: { args: ['i32'], returns: 'void' },
   nt_gemm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_elementwise: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
-  nt_ssd_scan: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+  nt_ssd_scan: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_ssd_scan_backward: {
-    args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'],
+    args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'],
     returns: 'i32',
   },
-  nt_ssd_chunk_length: { args: [], returns: 'i32' },
   nt_state_update: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_norm: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
   nt_norm_backward: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
@@ -82,24 +81,11 @@ export interface NativeSymbols {
   nt_enable_blas(on: number): void;
   nt_gemm(params: Float64Array, a: Buffers, b: Buffers, bias: Buffers, c: Buffers): number;
   nt_elementwise(params: Float64Array, out: Buffers, x0: Buffers, x1: Buffers, x2: Buffers): number;
-  /** chunkStates (or null): the state entering each chunk, [B, H, chunks, P, N] (chunks of nt_ssd_chunk_length positions). */
-  nt_ssd_scan(params: Float64Array, ...buffers: [...ScanInputs, y: Buffers, final: Buffers, chunkStates: Buffers]): number;
+  nt_ssd_scan(params: Float64Array, ...buffers: [...ScanInputs, y: Buffers, final: Buffers]): number;
   nt_ssd_scan_backward(
     params: Float64Array,
-    ...buffers: [
-      ...ScanInputs,
-      dy: Buffers,
-      dx: Buffers,
-      ddt: Buffers,
-      dA: Buffers,
-      dB: Buffers,
-      dC: Buffers,
-      dD: Buffers,
-      dinit: Buffers,
-      chunkStates: Buffers,
-    ]
+    ...buffers: [...ScanInputs, dy: Buffers, dx: Buffers, ddt: Buffers, dA: Buffers, dB: Buffers, dC: Buffers, dD: Buffers, dinit: Buffers]
   ): number;
-  nt_ssd_chunk_length(): number;
   nt_state_update(
     params: Float64Array,
     state: Buffers,

@@ -289,7 +289,7 @@ describe.skipIf(!native)('native Mamba2 scan, state update and norms', () => {
   test('ssdScan backward: every input gradient, with D, initial state and packed documents', async () => {
     for (const packed of [false, true]) await expectScanBackwardMatches([b, l, h, p, g, n], 21, packed ? [9, l - 9] : null, 8, `ssdScan packed=${packed}`);
   });
-  test('ssdScan backward over several chunks (their entering states kept by the forward), threaded, documents crossing chunk starts', async () => {
+  test('ssdScan backward over several recomputed chunks, threaded, documents crossing chunk starts', async () => {
     // 75 positions: chunks of 32 with a partial last one; state dim 67 has a vector tail; enough work for threads.
     await expectScanBackwardMatches([1, 75, 8, 8, 2, 67], 41, [31, 33, 11], 16, 'ssdScan chunks');
   });

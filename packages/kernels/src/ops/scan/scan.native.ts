@@ -38,37 +38,18 @@ function scanParams(a: SsdScanOperands, outOffsets: [number, number]): Float64Ar
 /** The scan's input buffers in nt_ssd_scan*'s argument order: x, dt, A, B, C, D, initial state, seq ids. */
 const scanInputs = (a: SsdScanOperands): ScanInputs => [buf(a.x), buf(a.dt), buf(a.A), buf(a.B), buf(a.C), buf(a.D), buf(a.initialState), buf(a.seqIdx)];
 
-/** Whether the native scan takes these operands (f32 activations). */
-export const nativeScanApplies = (a: SsdScanOperands): boolean => [a.x, a.dt, a.B, a.C, a.initialState].every(isF32);
-
-/**
- * The shape of the states the native forward keeps for its backward: the state entering each of
- * its chunks, [B, H, chunks, P, N].
- */
-export function nativeChunkStatesShape(lib: NativeKernels, x: Tensor, stateDim: number): number[] {
-  const [batch, length, heads, headDim] = x.shape as [number, number, number, number];
-  return [batch, heads, Math.ceil(length / lib.symbols.nt_ssd_chunk_length()), headDim, stateDim];
-}
-
-/**
- * Writes y and finalState like ssdScanCpu, and with `chunkStates` (dense, shaped by
- * {@link nativeChunkStatesShape}) what the backward reuses; false when {@link nativeScanApplies} is false.
- */
-export function ssdScanNative(lib: NativeKernels, a: SsdScanOperands, y: Tensor, finalState: Tensor, chunkStates: Tensor | null = null): boolean {
-  if (!nativeScanApplies(a)) return false;
-  if (chunkStates && chunkStates.offset !== 0) throw new Error('ssdScan: the native chunk states must start at offset 0');
+/** Writes y and finalState like ssdScanCpu; false when an activation operand is not f32. */
+export function ssdScanNative(lib: NativeKernels, a: SsdScanOperands, y: Tensor, finalState: Tensor): boolean {
+  if (![a.x, a.dt, a.B, a.C, a.initialState].every(isF32)) return false;
   const params = scanParams(a, [y.offset, finalState.offset]);
-  const rc = lib.symbols.nt_ssd_scan(params, ...scanInputs(a), buf(y), buf(finalState), buf(chunkStates));
+  const rc = lib.symbols.nt_ssd_scan(params, ...scanInputs(a), buf(y), buf(finalState));
   if (rc !== 0) throw new Error('ssdScan: the native kernel could not allocate its chunk buffers');
   return true;
 }
 
-/**
- * Writes the gradients like ssdScanBackwardCpu (outputs dense f32 from offset 0) from the
- * `chunkStates` {@link ssdScanNative} kept for these operands; false when it does not apply.
- */
-export function ssdScanBackwardNative(lib: NativeKernels, a: SsdScanOperands, dy: Tensor, out: SsdScanGrads, chunkStates: Tensor | null): boolean {
-  if (!chunkStates || chunkStates.offset !== 0 || ![a.x, a.dt, a.B, a.C, a.initialState, dy].every(isF32)) return false;
+/** Writes the gradients like ssdScanBackwardCpu (outputs dense f32 from offset 0); false when it does not apply. */
+export function ssdScanBackwardNative(lib: NativeKernels, a: SsdScanOperands, dy: Tensor, out: SsdScanGrads): boolean {
+  if (![a.x, a.dt, a.B, a.C, a.initialState, dy].every(isF32)) return false;
   const grads = [out.dx, out.ddt, out.dA, out.dB, out.dC, out.dD, out.dInitialState];
   if (grads.some((t) => t && t.offset !== 0)) return false;
   const rc = lib.symbols.nt_ssd_scan_backward(
@@ -76,7 +57,6 @@ export function ssdScanBackwardNative(lib: NativeKernels, a: SsdScanOperands, dy
     ...scanInputs(a),
     buf(dy),
     ...(grads.map(buf) as [Buffers, Buffers, Buffers, Buffers, Buffers, Buffers, Buffers]),
-    buf(chunkStates),
   );
   if (rc !== 0) throw new Error('ssdScan backward: the native kernel could not allocate its state buffers');
   return true;

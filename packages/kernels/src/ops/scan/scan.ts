@@ -11,11 +11,11 @@
  *
  * On WebGPU the scan is the chunked SSD form (`scan.wgsl.ts`); on the CPU it is the sequential
  * reference. `ssdScan` is differentiable through y in x, dt, A, B, C, D and initialState (backward:
- * `scan-backward.wgsl.ts`, reference `ssdScanBackwardCpu`); it saves its inputs (and on the native
- * backend the state entering each chunk), and nothing under noGrad. `finalState` is not differentiable: it only feeds the decode cache, and a gradient
+ * `scan-backward.wgsl.ts`, reference `ssdScanBackwardCpu`); it saves only its inputs, and nothing
+ * under noGrad. `finalState` is not differentiable: it only feeds the decode cache, and a gradient
  * reaching it is dropped.
  */
-import { isGradEnabled, record } from '../../autograd/graph';
+import { record } from '../../autograd/graph';
 import { empty } from '../../creation';
 import { formatShape } from '../../shape';
 import type { Tensor } from '../../tensor';
@@ -23,7 +23,7 @@ import { DenseInputs, checkInputs, expectFloat, expectRank, expectShape } from '
 import { contiguous } from '../layout/layout';
 import { ssdScanBackwardGpu } from './scan-backward.wgsl';
 import { ssdScanBackwardCpu, ssdScanCpu, type SsdScanOperands } from './scan.cpu';
-import { nativeChunkStatesShape, nativeScanApplies, ssdScanBackwardNative, ssdScanNative } from './scan.native';
+import { ssdScanBackwardNative, ssdScanNative } from './scan.native';
 import { ssdScanGpu } from './scan.wgsl';
 
 export interface SsdScanOptions {
@@ -102,36 +102,29 @@ export function ssdScan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
   };
   const y = empty([batch, length, heads, headDim], { device });
   const finalState = empty([batch, heads, headDim, stateDim], { device });
-  const inputs = [x, dt, A, B, C, ...(D ? [D] : []), ...(initialState ? [initialState] : [])];
-  // The native forward keeps the state entering each chunk for the backward (which would otherwise
-  // run the chunks again): 8 MiB per bench-small layer, only while a gradient is recorded.
-  const lib = device.kind === 'cpu' ? device.native : null;
-  const keepStates = lib !== null && isGradEnabled() && inputs.some((t) => t.requiresGrad) && nativeScanApplies(args);
-  const chunkStates = keepStates ? empty(nativeChunkStatesShape(lib, x, stateDim), { device }) : null;
   try {
     if (device.kind === 'cpu') {
-      if (!lib || !ssdScanNative(lib, args, y, finalState, chunkStates)) ssdScanCpu(args, y, finalState);
+      if (!device.native || !ssdScanNative(device.native, args, y, finalState)) ssdScanCpu(args, y, finalState);
     } else ssdScanGpu(device, { ...args, chunkSize, y, finalState });
-    const saved = [args.x, args.dt, args.A, args.B, args.C, args.D, args.initialState, args.seqIdx, chunkStates].filter((t): t is Tensor => t !== null);
-    record(op, y, inputs, (g, kept) => ssdScanGrads(restore(args, chunkStates !== null, kept), g), saved);
+    const inputs = [x, dt, A, B, C, ...(D ? [D] : []), ...(initialState ? [initialState] : [])];
+    const saved = [args.x, args.dt, args.A, args.B, args.C, args.D, args.initialState, args.seqIdx].filter((t): t is Tensor => t !== null);
+    record(op, y, inputs, (g, kept) => ssdScanGrads(restore(args, kept), g), saved);
   } finally {
     dense.dispose();
-    chunkStates?.dispose();
   }
   return { y, finalState };
 }
 
-/** The saved dense inputs back in their places (the saved list skips the absent ones, in order), and the native chunk states. */
-function restore(args: SsdScanOperands, hasStates: boolean, kept: readonly Tensor[]): SsdScanOperands & { chunkStates: Tensor | null } {
+/** The saved dense inputs back in their places (the saved list skips the absent ones, in order). */
+function restore(args: SsdScanOperands, kept: readonly Tensor[]): SsdScanOperands {
   let i = 0;
   const next = (present: boolean): Tensor | null => (present ? kept[i++]! : null);
   const [x, dt, A, B, C] = [next(true)!, next(true)!, next(true)!, next(true)!, next(true)!];
-  const [D, initialState, seqIdx] = [next(args.D !== null), next(args.initialState !== null), next(args.seqIdx !== null)];
-  return { x, dt, A, B, C, D, initialState, seqIdx, chunkStates: next(hasStates) };
+  return { x, dt, A, B, C, D: next(args.D !== null), initialState: next(args.initialState !== null), seqIdx: next(args.seqIdx !== null) };
 }
 
 /** Gradients of y for [x, dt, A, B, C, D?, initialState?] (the recorded inputs, in order), all f32. */
-function ssdScanGrads({ chunkStates, ...a }: SsdScanOperands & { chunkStates: Tensor | null }, grad: Tensor): Tensor[] {
+function ssdScanGrads(a: SsdScanOperands, grad: Tensor): Tensor[] {
   const device = a.x.device;
   const f32 = (t: Tensor) => empty(t.shape, { device });
   const dy = contiguous(grad);
@@ -145,7 +138,7 @@ function ssdScanGrads({ chunkStates, ...a }: SsdScanOperands & { chunkStates: Te
     dInitialState: a.initialState ? f32(a.initialState) : null,
   };
   if (device.kind === 'cpu') {
-    if (!device.native || !ssdScanBackwardNative(device.native, a, dy, out, chunkStates)) ssdScanBackwardCpu(a, dy, out);
+    if (!device.native || !ssdScanBackwardNative(device.native, a, dy, out)) ssdScanBackwardCpu(a, dy, out);
   } else ssdScanBackwardGpu(device, { ...a, dy, ...out });
   return [out.dx, out.ddt, out.dA, out.dB, out.dC, ...(out.dD ? [out.dD] : []), ...(out.dInitialState ? [out.dInitialState] : [])];
 }
