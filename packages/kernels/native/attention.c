@@ -42,7 +42,9 @@ static inline float dot(const float *q, const void *k, int kdt, int64_t n) {
 /*
  * Prefill rows (many queries): K is first transposed per (batch, kv head) into f32 [D][keys], so a
  * query's scores come out VLEN keys at a time with no horizontal sums, the softmax's exponentials are
- * vector ones, and the value rows are summed into vector accumulators. Returns 0 (nothing written)
+ * vector ones, and the value rows are summed into vector accumulators. The query heads of one kv
+ * head (GQA) go through the keys and values together, up to HEAD_BLOCK at a time, so each vector
+ * of K or V loaded serves all of them. Returns 0 (nothing written)
  * when the shapes do not fit its vectors or the transposed copy cannot be allocated.
  */
 enum { MAX_VALUE_VECTORS = 32 };
@@ -95,6 +97,78 @@ static void weighted_rows(const float *w, int64_t n, const void *v, int v_dt, in
   }
 }
 
+/*
+ * Scores of keys [0, last) for NB query heads of one kv head at once (GQA): each key vector loaded
+ * serves NB heads, where one head at a time loads four per broadcast. scores[hb·kp + j]; qrows[hb·hd + d].
+ */
+static inline __attribute__((always_inline)) void block_scores(const int nb, const float *qrows, const float *kg, int64_t kp, int64_t hd, int64_t last,
+                                                                float *scores) {
+  for (int64_t j = 0; j < last; j += 2 * VLEN) {
+    vf s0[4] = {{0}}, s1[4] = {{0}};
+    const float *kc = kg + j;
+    for (int64_t d = 0; d < hd; d++, kc += kp) {
+      vf k0 = vload(kc), k1 = vload(kc + VLEN);
+      for (int hb = 0; hb < nb; hb++) {
+        vf qd = vbroadcast(qrows[hb * hd + d]);
+        s0[hb] += qd * k0;
+        s1[hb] += qd * k1;
+      }
+    }
+    for (int hb = 0; hb < nb; hb++) {
+      vstore(scores + hb * kp + j, s0[hb]);
+      vstore(scores + hb * kp + j + VLEN, s1[hb]);
+    }
+  }
+}
+
+/*
+ * acc[hb·nv + u0 + {0,1}] = Σ_j w[hb·kp + j] · v[base + j·stride + (u0 + {0,1})·VLEN] for NB heads:
+ * each pair of value vectors loaded serves NB heads. A key every head gives weight 0 (masked) is
+ * skipped, as the one-head kernels do.
+ */
+static inline __attribute__((always_inline)) void block_weighted_pair(const int nb, const float *w, int64_t kp, int64_t n, const void *v, int v_dt,
+                                                                       int64_t base, int64_t stride, int64_t u0, int64_t nv, vf *acc) {
+  vf a0[4] = {{0}}, a1[4] = {{0}};
+  for (int64_t j = 0; j < n; j++) {
+    int any = 0;
+    for (int hb = 0; hb < nb; hb++) any |= w[hb * kp + j] != 0.0f;
+    if (!any) continue;
+    int64_t r = base + j * stride;
+    vf v0 = vrow(v, v_dt, r), v1 = vrow(v, v_dt, r + VLEN);
+    for (int hb = 0; hb < nb; hb++) {
+      vf vw = vbroadcast(w[hb * kp + j]);
+      a0[hb] += vw * v0;
+      a1[hb] += vw * v1;
+    }
+  }
+  for (int hb = 0; hb < nb; hb++) {
+    acc[hb * nv + u0] = a0[hb];
+    acc[hb * nv + u0 + 1] = a1[hb];
+  }
+}
+
+static void block_scores_n(int nb, const float *qrows, const float *kg, int64_t kp, int64_t hd, int64_t last, float *scores) {
+  switch (nb) {
+    case 4: block_scores(4, qrows, kg, kp, hd, last, scores); break;
+    case 3: block_scores(3, qrows, kg, kp, hd, last, scores); break;
+    case 2: block_scores(2, qrows, kg, kp, hd, last, scores); break;
+    default: block_scores(1, qrows, kg, kp, hd, last, scores); break;
+  }
+}
+
+static void block_weighted_pair_n(int nb, const float *w, int64_t kp, int64_t n, const void *v, int v_dt, int64_t base, int64_t stride, int64_t u0,
+                                  int64_t nv, vf *acc) {
+  switch (nb) {
+    case 4: block_weighted_pair(4, w, kp, n, v, v_dt, base, stride, u0, nv, acc); break;
+    case 3: block_weighted_pair(3, w, kp, n, v, v_dt, base, stride, u0, nv, acc); break;
+    case 2: block_weighted_pair(2, w, kp, n, v, v_dt, base, stride, u0, nv, acc); break;
+    default: block_weighted_pair(1, w, kp, n, v, v_dt, base, stride, u0, nv, acc); break;
+  }
+}
+
+/* Query heads per block: the heads of one kv head that share each key and value load. */
+enum { HEAD_BLOCK = 4 };
+
 static int attention_prefill(const att_params *a, int has_lse, const void *q, const void *k, const void *v, const void *mask, const void *seq,
                              float *out, float *lse) {
   int64_t batch = a->batch, queries = a->queries, hq = a->hq, hkv = a->hkv, hd = a->hd, vd = a->vd, keys = a->keys, qoff = a->qoff;
@@ -121,12 +195,12 @@ static int attention_prefill(const att_params *a, int has_lse, const void *q, co
         }
       }
     }
-    float *scores = malloc(sizeof(float) * (size_t)kp);
-    float *qrow = malloc(sizeof(float) * (size_t)hd);
+    float *scores = malloc(sizeof(float) * (size_t)(HEAD_BLOCK * kp));
+    float *qrows = malloc(sizeof(float) * (size_t)(HEAD_BLOCK * hd));
 #pragma omp for schedule(dynamic, 4) collapse(2)
     for (int64_t b = 0; b < batch; b++) {
       for (int64_t i = 0; i < queries; i++) {
-        if (!scores || !qrow) {
+        if (!scores || !qrows) {
 #pragma omp atomic write
           failed = 1;
           continue;
@@ -134,77 +208,107 @@ static int attention_prefill(const att_params *a, int has_lse, const void *q, co
         int64_t pos = qoff + i;
         float own = has_seq ? readf(seq, s_dt, att_key(&a->seq, b, pos)) : 0.0f;
         int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
-        for (int64_t h = 0; h < hq; h++) {
-          int64_t g = h / group;
+        for (int64_t h0 = 0; h0 < hq; ) {
+          int64_t g = h0 / group;
+          int nb = (g + 1) * group - h0 < HEAD_BLOCK ? (int)((g + 1) * group - h0) : HEAD_BLOCK;
           const float *kg = kt + (b * hkv + g) * hd * kp;
-          int64_t qb = att_at(&a->q, b, i, h);
-          for (int64_t d = 0; d < hd; d++) qrow[d] = readf(q, q_dt, qb + d) * scale;
-          /* Scores of keys [0, last), 4 vectors of keys per step (independent FMA chains). */
-          for (int64_t j = 0; j < last; j += 4 * VLEN) {
-            vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-            const float *kc = kg + j;
-            for (int64_t d = 0; d < hd; d++, kc += kp) {
-              vf qd = vbroadcast(qrow[d]);
-              s0 += qd * vload(kc);
-              s1 += qd * vload(kc + VLEN);
-              s2 += qd * vload(kc + 2 * VLEN);
-              s3 += qd * vload(kc + 3 * VLEN);
-            }
-            vstore(scores + j, s0);
-            vstore(scores + j + VLEN, s1);
-            vstore(scores + j + 2 * VLEN, s2);
-            vstore(scores + j + 3 * VLEN, s3);
+          for (int hb = 0; hb < nb; hb++) {
+            int64_t qb = att_at(&a->q, b, i, h0 + hb);
+            for (int64_t d = 0; d < hd; d++) qrows[hb * hd + d] = readf(q, q_dt, qb + d) * scale;
           }
-          if (has_mask || has_seq) {
-            for (int64_t j = 0; j < last; j++) {
-              int vis = 1;
-              if (has_mask) vis = readf(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
-              if (vis && has_seq) vis = readf(seq, s_dt, att_key(&a->seq, b, j)) == own;
-              if (!vis) scores[j] = -INFINITY;
+          if (nb > 1) {
+            block_scores_n(nb, qrows, kg, kp, hd, last, scores);
+          } else {
+            /* Scores of keys [0, last), 4 vectors of keys per step (independent FMA chains). */
+            for (int64_t j = 0; j < last; j += 4 * VLEN) {
+              vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+              const float *kc = kg + j;
+              for (int64_t d = 0; d < hd; d++, kc += kp) {
+                vf qd = vbroadcast(qrows[d]);
+                s0 += qd * vload(kc);
+                s1 += qd * vload(kc + VLEN);
+                s2 += qd * vload(kc + 2 * VLEN);
+                s3 += qd * vload(kc + 3 * VLEN);
+              }
+              vstore(scores + j, s0);
+              vstore(scores + j + VLEN, s1);
+              vstore(scores + j + 2 * VLEN, s2);
+              vstore(scores + j + 3 * VLEN, s3);
             }
           }
-          float max = -INFINITY;
-          for (int64_t j = 0; j < last; j++) max = scores[j] > max ? scores[j] : max;
-          int64_t row = (b * queries + i) * hq + h;
-          float *o = out + row * vd;
-          if (max == -INFINITY) {
-            for (int64_t d = 0; d < vd; d++) o[d] = 0.0f;
-            if (has_lse) lse[row] = INFINITY;
-            continue;
+          float sums[HEAD_BLOCK], maxes[HEAD_BLOCK];
+          for (int hb = 0; hb < nb; hb++) {
+            float *sc = scores + hb * kp;
+            if (has_mask || has_seq) {
+              for (int64_t j = 0; j < last; j++) {
+                int vis = 1;
+                if (has_mask) vis = readf(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
+                if (vis && has_seq) vis = readf(seq, s_dt, att_key(&a->seq, b, j)) == own;
+                if (!vis) sc[j] = -INFINITY;
+              }
+            }
+            float max = -INFINITY;
+            for (int64_t j = 0; j < last; j++) max = sc[j] > max ? sc[j] : max;
+            maxes[hb] = max;
+            if (max == -INFINITY) {
+              /* No visible key: weights 0 (its output is zeros), so the value sums skip every key. */
+              for (int64_t j = 0; j < last; j++) sc[j] = 0.0f;
+              sums[hb] = 0.0f;
+              continue;
+            }
+            /* exp(s − max), a vector at a time; masked keys (−inf) give 0. */
+            vf vmax = vbroadcast(max), vsumv = {0};
+            int64_t j = 0;
+            for (; j + VLEN <= last; j += VLEN) {
+              vf e = vexp(vload(sc + j) - vmax);
+              vstore(sc + j, e);
+              vsumv += e;
+            }
+            float sum = vsum(vsumv);
+            for (; j < last; j++) {
+              sc[j] = expf(sc[j] - max);
+              sum += sc[j];
+            }
+            sums[hb] = sum;
           }
-          /* exp(s − max), a vector at a time; masked keys (−inf) give 0. */
-          vf vmax = vbroadcast(max), vsumv = {0};
-          int64_t j = 0;
-          for (; j + VLEN <= last; j += VLEN) {
-            vf e = vexp(vload(scores + j) - vmax);
-            vstore(scores + j, e);
-            vsumv += e;
-          }
-          float sum = vsum(vsumv);
-          for (; j < last; j++) {
-            scores[j] = expf(scores[j] - max);
-            sum += scores[j];
-          }
-          vf acc[MAX_VALUE_VECTORS];
+          vf acc[HEAD_BLOCK * MAX_VALUE_VECTORS];
           int64_t nv = vd / VLEN;
-          for (int64_t u0 = 0; u0 < nv; u0 += 8) {
-            int64_t nu = nv - u0 < 8 ? nv - u0 : 8;
-            int64_t vbase = att_at(&a->v, b, 0, g) + u0 * VLEN;
-            if (nu == 8)
-              weighted_rows_8(scores, last, v, v_dt, vbase, a->v.pos, acc + u0);
-            else if (nu == 4)
-              weighted_rows_4(scores, last, v, v_dt, vbase, a->v.pos, acc + u0);
-            else
-              weighted_rows(scores, last, v, v_dt, vbase, a->v.pos, nu, acc + u0);
+          int64_t vrow0 = att_at(&a->v, b, 0, g);
+          if (nb > 1 && nv % 2 == 0) {
+            for (int64_t u0 = 0; u0 < nv; u0 += 2) block_weighted_pair_n(nb, scores, kp, last, v, v_dt, vrow0 + u0 * VLEN, a->v.pos, u0, nv, acc);
+          } else {
+            for (int hb = 0; hb < nb; hb++) {
+              for (int64_t u0 = 0; u0 < nv; u0 += 8) {
+                int64_t nu = nv - u0 < 8 ? nv - u0 : 8;
+                const float *w = scores + hb * kp;
+                vf *au = acc + hb * nv + u0;
+                if (nu == 8)
+                  weighted_rows_8(w, last, v, v_dt, vrow0 + u0 * VLEN, a->v.pos, au);
+                else if (nu == 4)
+                  weighted_rows_4(w, last, v, v_dt, vrow0 + u0 * VLEN, a->v.pos, au);
+                else
+                  weighted_rows(w, last, v, v_dt, vrow0 + u0 * VLEN, a->v.pos, nu, au);
+              }
+            }
           }
-          vf inv = vbroadcast(1.0f / sum);
-          for (int64_t u = 0; u < nv; u++) vstore(o + u * VLEN, acc[u] * inv);
-          if (has_lse) lse[row] = max + logf(sum);
+          for (int hb = 0; hb < nb; hb++) {
+            int64_t row = (b * queries + i) * hq + h0 + hb;
+            float *o = out + row * vd;
+            if (sums[hb] == 0.0f) {
+              for (int64_t d = 0; d < vd; d++) o[d] = 0.0f;
+              if (has_lse) lse[row] = INFINITY;
+              continue;
+            }
+            vf inv = vbroadcast(1.0f / sums[hb]);
+            for (int64_t u = 0; u < nv; u++) vstore(o + u * VLEN, acc[hb * nv + u] * inv);
+            if (has_lse) lse[row] = maxes[hb] + logf(sums[hb]);
+          }
+          h0 += nb;
         }
       }
     }
     free(scores);
-    free(qrow);
+    free(qrows);
   }
   free(kt);
   return failed ? -1 : 1;

@@ -61,24 +61,22 @@ static int blas_operand(int64_t rs, int64_t cs, int64_t rows, int64_t cols, int 
 }
 
 /*
- * c (dense m×n, row-major) = a · b through the BLAS when both are f32 with a unit stride; returns 0
- * (nothing written) when it does not apply.
+ * c (m×n, row-major, rows ldc floats apart: ldc > n is a column block of a wider product) = a · b
+ * through the BLAS when both are f32 with a unit stride; with `accumulate`, c += a · b (the BLAS's
+ * beta = 1: a backward's gradient sum without a temporary). Returns 0 (nothing written) when it
+ * does not apply.
  */
-int nt_blas_product(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs, float *c) {
-  return nt_blas_product_ldc(m, n, k, a, ars, acs, b, brs, bcs, c, n);
-}
-
-/* As nt_blas_product, with c's rows ldc floats apart (a column block of a wider product). */
 int nt_blas_product_ldc(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs, float *c,
-                        int64_t ldc) {
+                        int64_t ldc, int accumulate) {
   if (!blas_sgemm || !blas_enabled || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff || ldc > 0x7fffffff) return 0;
   int ta, lda, tb, ldb;
   if (!blas_operand(ars, acs, m, k, &ta, &lda) || !blas_operand(brs, bcs, k, n, &tb, &ldb)) return 0;
+  float beta = accumulate ? 1.0f : 0.0f;
   if (m == 1 && tb == TRANS && ldc == n) {
     /* y = W x with W [n×k] row-major: the GEMV of decode. */
-    blas_sgemv(ROW_MAJOR, NO_TRANS, (int)n, (int)k, 1.0f, b, ldb, a, (int)(ta == NO_TRANS ? 1 : lda), 0.0f, c, 1);
+    blas_sgemv(ROW_MAJOR, NO_TRANS, (int)n, (int)k, 1.0f, b, ldb, a, (int)(ta == NO_TRANS ? 1 : lda), beta, c, 1);
     return 1;
   }
-  blas_sgemm(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, lda, b, ldb, 0.0f, c, (int)ldc);
+  blas_sgemm(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, lda, b, ldb, beta, c, (int)ldc);
   return 1;
 }

@@ -101,7 +101,7 @@ static inline void micro_kernel(int64_t kc, const float *restrict a, const float
 
 /* One batch entry, columns [j0, j1): blocked over k and rows, B panel packed once per k block. */
 static void gemm_columns(const view_t *a, int64_t abase, const view_t *b, int64_t bbase, float *c, int64_t m, int64_t n, int64_t k,
-                         int64_t j0, int64_t j1, float *apack, float *bpack) {
+                         int64_t j0, int64_t j1, float *apack, float *bpack, int accumulate) {
   int64_t nc = j1 - j0;
   for (int64_t p0 = 0; p0 < k; p0 += KC) {
     int64_t kc = k - p0 < KC ? k - p0 : KC;
@@ -113,7 +113,7 @@ static void gemm_columns(const view_t *a, int64_t abase, const view_t *b, int64_
         int nr = nc - js < NR ? (int)(nc - js) : NR;
         for (int64_t is = 0; is < mc; is += MR) {
           int mr = mc - is < MR ? (int)(mc - is) : MR;
-          micro_kernel(kc, apack + is * kc, bpack + js * kc, c + (i0 + is) * n + j0 + js, n, mr, nr, p0 > 0);
+          micro_kernel(kc, apack + is * kc, bpack + js * kc, c + (i0 + is) * n + j0 + js, n, mr, nr, accumulate || p0 > 0);
         }
       }
     }
@@ -152,7 +152,7 @@ static int gemv_applies(const view_t *b, int64_t m) {
 }
 
 /* c[i][j] = x[i] · W[j] with W row j at bbase + j·col_stride (K contiguous). x dense f32 [m][k]. */
-static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, float *c, int64_t n, int64_t k) {
+static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, float *c, int64_t n, int64_t k, int accumulate) {
   size_t esize = b->dtype == DT_BF16 ? 2 : 4;
 #pragma omp parallel for schedule(dynamic, 16) if (m * n * k >= PARALLEL_MIN_WORK)
   for (int64_t j = 0; j < n; j++) {
@@ -161,7 +161,7 @@ static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, floa
     for (int64_t i = 0; i < m; i += 4) {
       int rows = m - i < 4 ? (int)(m - i) : 4;
       dot_rows(x + i * k, k, rows, w, b->dtype, k, o);
-      for (int q = 0; q < rows; q++) c[(i + q) * n + j] = o[q];
+      for (int q = 0; q < rows; q++) c[(i + q) * n + j] = (accumulate ? c[(i + q) * n + j] : 0.0f) + o[q];
     }
   }
 }
@@ -174,7 +174,8 @@ static void gemv(const float *x, int64_t m, const view_t *b, int64_t bbase, floa
  * Returns 0 (nothing written) without a BLAS or memory for the block.
  */
 enum { BF16_WIDEN_MIN_ROWS = 32, WIDEN_FLOATS = 1 << 18 };
-static int bf16_product_via_blas(const view_t *a, int64_t abase, const view_t *b, int64_t bbase, float *c, int64_t m, int64_t n, int64_t k) {
+static int bf16_product_via_blas(const view_t *a, int64_t abase, const view_t *b, int64_t bbase, float *c, int64_t m, int64_t n, int64_t k,
+                                 int accumulate) {
   if (!nt_blas_available()) return 0;
   /* Keep B's orientation: k-contiguous rows (x·Wᵀ) stay [n][k], anything else becomes [k][n]. */
   int kmajor = b->row_stride == 1;
@@ -196,8 +197,8 @@ static int bf16_product_via_blas(const view_t *a, int64_t abase, const view_t *b
       else
         for (int64_t p = 0; p < k; p++) w[p * nc + j] = bf16_to_f32(col[p * b->row_stride]);
     }
-    done = kmajor ? nt_blas_product_ldc(m, nc, k, ap, a->row_stride, a->col_stride, w, 1, k, c + j0, n)
-                  : nt_blas_product_ldc(m, nc, k, ap, a->row_stride, a->col_stride, w, nc, 1, c + j0, n);
+    done = kmajor ? nt_blas_product_ldc(m, nc, k, ap, a->row_stride, a->col_stride, w, 1, k, c + j0, n, accumulate)
+                  : nt_blas_product_ldc(m, nc, k, ap, a->row_stride, a->col_stride, w, nc, 1, c + j0, n, accumulate);
   }
   free(w);
   return done;
@@ -208,7 +209,8 @@ static int bf16_product_via_blas(const view_t *a, int64_t abase, const view_t *b
  *   a: dtype, offset, batch_stride, row_stride, col_stride,
  *   b: dtype, offset, batch_stride, row_stride, col_stride,
  *   bias: present, dtype, offset, stride,
- *   c offset (dense [batch][m][n] f32).
+ *   c offset (dense [batch][m][n] f32),
+ *   accumulate (1: c += product (+ bias), the backward's gradient sums; 0: c = product (+ bias)).
  */
 EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data, const void *bias_data, float *c_data) {
   int64_t batch = (int64_t)params[0], m = (int64_t)params[1], n = (int64_t)params[2], k = (int64_t)params[3];
@@ -217,6 +219,7 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
   int has_bias = (int)params[14];
   view_t bias = {bias_data, (int)params[15], (int64_t)params[16], 0, 0, (int64_t)params[17]};
   float *c = c_data + (int64_t)params[18];
+  int accumulate = (int)params[19];
 
   int use_gemv = gemv_applies(&b, m);
   float *xbuf = NULL;
@@ -229,11 +232,11 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
     int64_t abase = a.offset + z * a.batch_stride, bbase = b.offset + z * b.batch_stride;
     float *cz = c + z * m * n;
     if (k == 0) {
-      memset(cz, 0, sizeof(float) * (size_t)(m * n));
+      if (!accumulate) memset(cz, 0, sizeof(float) * (size_t)(m * n));
     } else if (!use_gemv && a.dtype == DT_F32 && b.dtype == DT_F32 &&
-               nt_blas_product(m, n, k, (const float *)a.data + abase, a.row_stride, a.col_stride, (const float *)b.data + bbase, b.row_stride, b.col_stride, cz)) {
+               nt_blas_product_ldc(m, n, k, (const float *)a.data + abase, a.row_stride, a.col_stride, (const float *)b.data + bbase, b.row_stride, b.col_stride, cz, n, accumulate)) {
       /* done by the system BLAS */
-    } else if (a.dtype == DT_F32 && b.dtype == DT_BF16 && m >= BF16_WIDEN_MIN_ROWS && bf16_product_via_blas(&a, abase, &b, bbase, cz, m, n, k)) {
+    } else if (a.dtype == DT_F32 && b.dtype == DT_BF16 && m >= BF16_WIDEN_MIN_ROWS && bf16_product_via_blas(&a, abase, &b, bbase, cz, m, n, k, accumulate)) {
       /* bf16 weights widened once per call, then the system BLAS */
     } else if (use_gemv) {
       const float *x;
@@ -249,7 +252,7 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
         for (int64_t i = 0; i < m; i++) memcpy(xbuf + i * k, (const float *)a.data + abase + i * a.row_stride, sizeof(float) * (size_t)k);
         x = xbuf;
       }
-      gemv(x, m, &b, bbase, cz, n, k);
+      gemv(x, m, &b, bbase, cz, n, k, accumulate);
     } else {
       /*
        * Column chunks of whole NR slivers, several per thread and handed out dynamically, so a
@@ -274,7 +277,7 @@ EXPORT int nt_gemm(const double *params, const void *a_data, const void *b_data,
           }
           int64_t j0 = t * chunk_slivers * NR, j1 = (t + 1) * chunk_slivers * NR;
           if (j1 > n) j1 = n;
-          gemm_columns(&a, abase, &b, bbase, cz, m, n, k, j0, j1, apack, bpack);
+          gemm_columns(&a, abase, &b, bbase, cz, m, n, k, j0, j1, apack, bpack, accumulate);
         }
         free(apack);
         free(bpack);

@@ -37,8 +37,8 @@ static inline float relu2_grad(float a) { return a > 0.0f ? 2.0f * a : (a != a ?
  */
 static int product(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const void *b, int bdtype, int64_t boff, int64_t brs, int64_t bcs,
                    float *c) {
-  const double params[19] = {1, (double)m, (double)n, (double)k, DT_F32, 0, 0, (double)ars, (double)acs, bdtype, (double)boff, 0, (double)brs, (double)bcs,
-                             0, 0, 0, 0, 0};
+  const double params[20] = {1, (double)m, (double)n, (double)k, DT_F32, 0, 0, (double)ars, (double)acs, bdtype, (double)boff, 0, (double)brs, (double)bcs,
+                             0, 0, 0, 0, 0, 0};
   return nt_gemm(params, a, b, NULL, c);
 }
 

@@ -84,9 +84,8 @@ int nt_moe_route_token(const moe_route_config *c, const void *logits, int ldt, i
                        int32_t *indices);
 void nt_blas_threads(int n);
 int nt_blas_available(void);
-int nt_blas_product(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs, float *c);
 int nt_blas_product_ldc(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs, float *c,
-                        int64_t ldc);
+                        int64_t ldc, int accumulate);
 #ifdef _OPENMP
 static inline int omp_thread_id(void) { return omp_get_thread_num(); }
 #else

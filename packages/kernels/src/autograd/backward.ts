@@ -3,12 +3,12 @@ import { add } from '../ops/elementwise/elementwise';
 import { BINARY, IDENTITY } from '../ops/elementwise/definitions';
 import { elementwise } from '../ops/elementwise/elementwise-kernel';
 import { copyInto, narrowRaw } from '../ops/layout/layout';
-import { onesLike, zeros } from '../creation';
+import { empty, onesLike, zeros } from '../creation';
 import { profileSpan } from '../runtime/op-profile';
 import { keep, tidy } from '../runtime/scope';
 import { formatShape, shapesEqual } from '../shape';
 import type { Tensor } from '../tensor';
-import { noGrad, releaseNode, topoOrder, type GradNode } from './graph';
+import { noGrad, releaseNode, topoOrder, type GradNode, type GradTarget, type GradTargets } from './graph';
 
 export interface BackwardOptions {
   /** Upstream gradient; defaults to one for a one-element `output`. */
@@ -98,44 +98,82 @@ function* run(output: Tensor, seed: Tensor): Generator<Tensor[], void> {
     }
     return done;
   };
+  // Edges into each node: a slice with one consumer can hand that consumer its rows of the input's gradient.
+  const consumers = new Map<GradNode, number>();
+  for (const node of order) for (const input of node.inputs) if (input.gradFn) consumers.set(input.gradFn, (consumers.get(input.gradFn) ?? 0) + 1);
   const pending = new Map<GradNode, Tensor>([[output.gradFn, seed]]);
+  // Gradients this run made and alone holds (slice targets, rules' targets, sums): the only ones written in place.
+  const writable = new Set<Tensor>();
   const accumulateNode = (node: GradNode, g: Tensor) => {
     const prev = pending.get(node);
     if (!prev) return void pending.set(node, g);
-    pending.set(node, keep(profileSpan('backward accumulate', () => add(prev, g))));
+    const sum = keep(profileSpan('backward accumulate', () => add(prev, g)));
+    writable.add(sum);
+    pending.set(node, sum);
     prev.dispose();
     g.dispose();
   };
-  // Gradients this run made for slices (narrow) to write into: the only ones written in place.
-  const sliceBuffers = new Set<Tensor>();
+  const current = (input: Tensor): Tensor | undefined => (input.gradFn ? pending.get(input.gradFn) : (input.grad ?? undefined));
+  const setCurrent = (input: Tensor, buffer: Tensor) => {
+    writable.add(buffer);
+    if (input.gradFn) pending.set(input.gradFn, buffer);
+    else input.grad = buffer;
+  };
+  /**
+   * `input`'s accumulating gradient as a buffer this run may write in place: zeros when there is
+   * none yet, a copy of one that came from elsewhere; null when it cannot be (not f32 or misshapen).
+   */
+  const writableGrad = (input: Tensor): Tensor | null => {
+    const target = current(input);
+    if (target && writable.has(target)) return target;
+    if (target && (target.dtype !== 'f32' || !shapesEqual(target.shape, input.shape))) return null;
+    const buffer = keep(target ? elementwise('copy', IDENTITY, ['x'], [target]) : zeros(input.shape, { device: input.device }));
+    target?.dispose();
+    setCurrent(input, buffer);
+    return buffer;
+  };
   /** Adds a slice node's gradient into its input's accumulating gradient; false: take the rule's path. */
   const intoSlice = (node: GradNode, g: Tensor): boolean => {
     const input = node.inputs[0]!;
     const slice = node.slice!;
     if (node.inputs.length !== 1 || !input.requiresGrad || g.dtype !== 'f32') return false;
-    const target = input.gradFn ? pending.get(input.gradFn) : input.grad;
-    if (target && !sliceBuffers.has(target) && (target.dtype !== 'f32' || !shapesEqual(target.shape, input.shape))) return false;
-    profileSpan('backward narrow', () => {
-      let buffer = target;
-      if (!buffer || !sliceBuffers.has(buffer)) {
-        // A fresh buffer: zeros, or a copy of a gradient that came from elsewhere (never written in place).
-        buffer = keep(buffer ? elementwise('copy', IDENTITY, ['x'], [buffer]) : zeros(input.shape, { device: g.device }));
-        sliceBuffers.add(buffer);
-        target?.dispose();
-        if (input.gradFn) pending.set(input.gradFn, buffer);
-        else input.grad = buffer;
-      }
-      const into = buffer;
+    const fresh = current(input) === undefined;
+    return profileSpan('backward narrow', () => {
+      const into = writableGrad(input);
+      if (!into) return false;
       tidy(() => {
         const view = narrowRaw(into, slice.axis, slice.start, slice.length);
-        if (!target) copyInto(view, g);
+        if (fresh) copyInto(view, g);
         // WebGPU may not bind one buffer as both an input and the output.
         else if (g.device.kind === 'cpu') elementwise('add', BINARY.add, ['a', 'b'], [view, g], [], { into: view });
         else copyInto(view, add(view, g));
       });
+      return true;
     });
-    return true;
   };
+  /** Input `i` of `node`'s buffer for its rule to write (see GradTargets). */
+  const targetsOf = (node: GradNode): GradTargets => ({
+    into(i: number): GradTarget | null {
+      const input = node.inputs[i];
+      if (!input?.requiresGrad) return null;
+      const target = current(input);
+      if (target) return writable.has(target) ? { buffer: target, fresh: false } : null;
+      const slice = input.gradFn?.slice;
+      if (slice && input.gradFn!.inputs.length === 1 && consumers.get(input.gradFn!) === 1) {
+        // The slice's only consumer: its rows of the parent's gradient, and the slice node then has nothing to do.
+        const parent = input.gradFn!.inputs[0]!;
+        const rows = parent.requiresGrad ? writableGrad(parent) : null;
+        if (!rows) return null;
+        const view = narrowRaw(rows, slice.axis, slice.start, slice.length);
+        if (view.isContiguous) return { buffer: view, fresh: false };
+        view.dispose();
+        return null;
+      }
+      const buffer = keep(empty(input.shape, { device: input.device }));
+      setCurrent(input, buffer);
+      return { buffer, fresh: true };
+    },
+  });
   for (const node of order) {
     const g = pending.get(node);
     pending.delete(node);
@@ -154,7 +192,7 @@ function* run(output: Tensor, seed: Tensor): Generator<Tensor[], void> {
       if (done.length > 0) yield done;
       continue;
     }
-    const grads = profileSpan(`backward ${node.name}`, () => tidy(() => rule(g, node.saved)));
+    const grads = profileSpan(`backward ${node.name}`, () => tidy(() => rule(g, node.saved, targetsOf(node))));
     // A rule may pass its input gradient through or return one tensor for several inputs: give each
     // consumer its own handle so every handle is disposed exactly once.
     const seen = new Set<Tensor>([g, ...node.saved]);

@@ -10,8 +10,32 @@ import type { Tensor } from '../tensor';
 /** Gradient of one input, or null when that input gets none. */
 export type InputGrad = Tensor | null;
 
-/** Backward rule: receives the output gradient and the saved tensors, returns one gradient per input. */
-export type BackwardRule = (grad: Tensor, saved: readonly Tensor[]) => readonly InputGrad[];
+/**
+ * A buffer `backward()` offers a rule to write input `i`'s gradient into (see {@link GradTargets}):
+ * dense f32 of the input's shape; `fresh` when it holds nothing yet (overwrite it), otherwise it holds
+ * the gradient accumulated so far (add to it).
+ */
+export interface GradTarget {
+  readonly buffer: Tensor;
+  readonly fresh: boolean;
+}
+
+/**
+ * Lets a rule write a gradient where it ends up instead of returning it for `backward()` to sum: a
+ * GEMM adds its product into the sum (its beta = 1), and the gradient of a row slice of a weight
+ * (Mamba's in_proj) lands in those rows of the weight's gradient. `into(i)` gives input `i`'s
+ * buffer, or null where none is offered (return the gradient as usual). A rule that takes a buffer
+ * must write it before asking for another and returns null for that input.
+ */
+export interface GradTargets {
+  into(input: number): GradTarget | null;
+}
+
+/**
+ * Backward rule: receives the output gradient and the saved tensors, returns one gradient per input
+ * (or writes it into a buffer of `targets`).
+ */
+export type BackwardRule = (grad: Tensor, saved: readonly Tensor[], targets: GradTargets) => readonly InputGrad[];
 
 /**
  * Marks a node whose one input's gradient is zero except along `axis` at [start, start + length),

@@ -534,6 +534,36 @@ describe.skipIf(!native)('native attention', () => {
         return attentionWithStats(q, k, v, { kvLength: 33 });
       });
     });
+    test(`prefill heads taken in blocks per kv head: 1, 4 and 5 heads per kv head, even and odd value vectors, padded rows (k, v ${dtype})`, async () => {
+      const [queries, keys] = [37, 37];
+      // 8 values: one AVX2 vector (odd: each head on its own); 48: six (pairs shared by the block).
+      for (const [heads, kvHeads] of [
+        [3, 3],
+        [8, 2],
+        [5, 1],
+      ] as const) {
+        for (const vd of [8, 48]) {
+          const operands = (d: Device) => ({
+            q: onDevice(randomData([b, queries, heads, dh], 68), [b, queries, heads, dh], d),
+            k: onDevice(randomData([b, keys, kvHeads, dh], 69, { dtype }), [b, keys, kvHeads, dh], d, dtype),
+            v: onDevice(randomData([b, keys, kvHeads, vd], 70, { dtype }), [b, keys, kvHeads, vd], d, dtype),
+          });
+          await both(`${heads}/${kvHeads} heads, ${vd} values, causal`, (d) => {
+            const { q, k, v } = operands(d);
+            return attentionWithStats(q, k, v);
+          });
+          await both(`${heads}/${kvHeads} heads, ${vd} values, padded`, (d) => {
+            const { q, k, v } = operands(d);
+            const mask = tensor(
+              Int32Array.from({ length: b * keys }, (_, i) => (i % keys < 4 || i === keys + 20 ? 0 : 1)),
+              [b, keys],
+              { device: d },
+            );
+            return attentionWithStats(q, k, v, { keyMask: mask });
+          });
+        }
+      }
+    });
     test(`backward: GQA causal with padding, and packed documents (k, v ${dtype})`, async () => {
       for (const variant of ['padded', 'packed'] as const) {
         await expectBackwardMatches(

@@ -17,8 +17,8 @@ function dense(v: MatrixView, batchEntries: number, rows: number, cols: number):
   return out;
 }
 
-/** Writes `out` (dense f32 [batch, M, N]) = A · B (+ bias). */
-export function matmulCpu(p: MatmulProblem, out: Tensor): void {
+/** Writes `out` (dense f32 [batch, M, N] from its offset) = A · B (+ bias), or adds that to it with `accumulate`. */
+export function matmulCpu(p: MatmulProblem, out: Tensor, accumulate = false): void {
   const { batch, m, n, k } = p;
   const aBatches = p.a.batchStride === 0 ? 1 : batch;
   const bBatches = p.b.batchStride === 0 ? 1 : batch;
@@ -41,7 +41,8 @@ export function matmulCpu(p: MatmulProblem, out: Tensor): void {
         const bj = bBase + j * k;
         let s = 0;
         for (let q = 0; q < k; q++) s += a[ai + q]! * bT[bj + q]!;
-        dst[o++] = s + bias[j]!;
+        dst[o] = (accumulate ? dst[o]! : 0) + s + bias[j]!;
+        o++;
       }
     }
   }

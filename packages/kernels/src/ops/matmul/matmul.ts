@@ -5,9 +5,9 @@
  * are read through their strides: no contiguous copy is made (the software-rasterizer path packs
  * operands into textures, and a transposed view is packed as cheaply as a dense one).
  */
-import { record } from '../../autograd/graph';
+import { record, type GradTargets } from '../../autograd/graph';
 import { empty } from '../../creation';
-import { formatShape } from '../../shape';
+import { formatShape, sizeOf } from '../../shape';
 import type { Tensor } from '../../tensor';
 import { sumTo } from '../layout/broadcast';
 import { sum } from '../reduce/reduce';
@@ -31,6 +31,32 @@ function product(op: string, a: Tensor, b: Tensor, options: MatmulOptions, froze
   }
   for (const t of temporaries) t.dispose();
   return out;
+}
+
+/**
+ * `into` (f32, dense, the product's element count) = op(a) · op(b), or += with `accumulate`: a
+ * backward's product written where it ends up, with no temporary and no separate sum. CPU devices
+ * only (the native GEMM's beta = 1, or the reference's loop); records no autograd.
+ */
+function productInto(into: Tensor, a: Tensor, b: Tensor, options: MatmulOptions, accumulate: boolean): void {
+  const { problem, outShape, temporaries } = normalizeMatmul('matmul', a, b, options);
+  const device = a.device;
+  if (device.kind !== 'cpu' || into.device !== device || into.dtype !== 'f32' || !into.isContiguous || into.size !== sizeOf(outShape)) {
+    throw new Error(`matmul: cannot write a ${formatShape(outShape)} product into ${into} (needs a dense f32 CPU tensor of that size)`);
+  }
+  if (into.size > 0 && (!device.native || !matmulNative(device.native, problem, into, accumulate))) matmulCpu(problem, into, accumulate);
+  for (const t of temporaries) t.dispose();
+}
+
+/**
+ * A backward's product op(a) · op(b) as input `i`'s gradient (shaped `shape`): on CPU devices written
+ * into the buffer `backward()` offers (see GradTargets) and null returned; otherwise returned.
+ */
+function gradProduct(targets: GradTargets, i: number, shape: readonly number[], a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor | null {
+  const target = a.device.kind === 'cpu' ? targets.into(i) : null;
+  if (!target) return reshape(matmul(a, b, options), shape);
+  productInto(target.buffer, a, b, options, !target.fresh);
+  return null;
 }
 
 /**
@@ -103,11 +129,11 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     'linear',
     out,
     bias ? [x, weight, bias] : [x, weight],
-    (g, [sx, sw]) => {
+    (g, [sx, sw], targets) => {
       const g2 = reshape(g, [-1, outFeatures]);
       const grads: (Tensor | null)[] = [
-        wants[0] ? reshape(matmul(g2, sw!), sx!.shape) : null,
-        wants[1] ? matmul(g2, reshape(sx!, [-1, inFeatures]), { transA: true }) : null,
+        wants[0] ? gradProduct(targets, 0, sx!.shape, g2, sw!) : null,
+        wants[1] ? gradProduct(targets, 1, sw!.shape, g2, reshape(sx!, [-1, inFeatures]), { transA: true }) : null,
       ];
       if (bias) grads.push(wants[2] ? sum(g2, 0) : null);
       return grads;
