@@ -9,7 +9,7 @@ export { CommandBatch, type BufferRange, type Dispatch } from './runtime/batch';
 export { PipelineCache, type CachedPipeline } from './runtime/pipelines';
 export { Storage, type StorageOwner } from './runtime/storage';
 export { Params } from './runtime/params';
-export { record, needsGrad, type GradNode, type BackwardRule, type InputGrad, type SliceGrad } from './autograd/graph';
+export { record, needsGrad, type GradNode, type BackwardRule, type GradTarget, type GradTargets, type InputGrad, type SliceGrad } from './autograd/graph';
 export { openDawn, type AdapterRequest, type DawnHandles } from './device/dawn';
 export type { KernelLaunch, DeviceRecording } from './device/webgpu-device';
 export type { BoundRange } from './runtime/bindings';
