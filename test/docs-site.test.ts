@@ -1,6 +1,7 @@
 /**
  * The docs site (`bun run docs`: typedoc API of every package plus the guides in docs/guides)
- * builds on its own (no prior `tsc -b`), every internal link and asset resolves, and headless
+ * builds on its own (no prior `tsc -b`) without a warning (an exported type naming one that is not
+ * exported, a broken doc link), every internal link and asset resolves, and headless
  * Chromium renders the index, a guide and an API page with no console errors and a non-blank index.
  * Skips the browser part, with a message, when Chromium is not installed.
  * UPDATE_SCREENSHOTS=1 also writes docs/images/docs-index.png.
@@ -23,7 +24,11 @@ async function htmlFiles(dir: string): Promise<string[]> {
 
 describe('docs site', () => {
   beforeAll(() => {
-    const r = Bun.spawnSync([process.execPath, 'x', 'typedoc', '--out', site, '--logLevel', 'Warn'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' });
+    const r = Bun.spawnSync([process.execPath, 'x', 'typedoc', '--out', site, '--logLevel', 'Warn', '--treatWarningsAsErrors'], {
+      cwd: ROOT,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    });
     if (r.exitCode !== 0) throw new Error(`typedoc failed (${r.exitCode}):\n${r.stdout}\n${r.stderr}`);
   }, 600_000);
 
