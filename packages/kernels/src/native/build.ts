@@ -50,7 +50,12 @@ function libraryName(): string {
 export function nativeLibraryPath(): string {
   const name = libraryName();
   const dirs = cacheDirs();
-  return dirs.map((dir) => join(dir, name)).find((path) => existsSync(path)) ?? join(dirs[0]!, name);
+  return builtIn(dirs, name) ?? join(dirs[0]!, name);
+}
+
+/** The library `name` in the first of `dirs` that holds it, or undefined. */
+function builtIn(dirs: readonly string[], name: string): string | undefined {
+  return dirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
 }
 
 /**
@@ -66,7 +71,7 @@ export function buildNativeLibrary(dirs: readonly string[] = cacheDirs()): Nativ
     // An install without the C sources (packaged without packages/kernels/native).
     return { ok: false, error: `the native kernel sources in ${NATIVE_SOURCE_DIR} cannot be read: ${(e as Error).message}` };
   }
-  const built = dirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
+  const built = builtIn(dirs, name);
   if (built) return { ok: true, path: built, built: false };
   const unwritable: string[] = [];
   for (const dir of dirs) {

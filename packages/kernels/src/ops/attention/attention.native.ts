@@ -1,6 +1,6 @@
 /** Native attention forward and backward (packages/kernels/native/attention.c, attention_backward.c): the same problems as the CPU reference. */
 import { empty } from '../../creation';
-import type { NativeKernels } from '../../native/library';
+import { hostBuffer, type NativeKernels } from '../../native/library';
 import { nativeDTypeCode } from '../../native/dtype-codes';
 import { cpuView, type Tensor } from '../../tensor';
 import type { AttentionBackwardProblem, AttentionGradients, AttentionProblem, HeadView, KeyRowView } from './attention';
@@ -31,11 +31,11 @@ function operandSlots(p: AttentionProblem): number[] | null {
 /** The buffers both kernels take first: q, k, v, key mask, sequence ids. */
 const inputBuffers = (p: AttentionProblem) =>
   [
-    p.q.tensor.storage.cpu,
-    p.k.tensor.storage.cpu,
-    p.v.tensor.storage.cpu,
-    p.keyMask?.tensor.storage.cpu ?? null,
-    p.seqIds?.tensor.storage.cpu ?? null,
+    hostBuffer(p.q.tensor),
+    hostBuffer(p.k.tensor),
+    hostBuffer(p.v.tensor),
+    hostBuffer(p.keyMask?.tensor ?? null),
+    hostBuffer(p.seqIds?.tensor ?? null),
   ] as const;
 
 /** Writes out (and lse) like attentionCpu; false for operand dtypes it does not read. */
