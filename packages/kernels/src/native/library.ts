@@ -216,7 +216,7 @@ function load(): NativeKernels | null {
   const cpu = lib.symbols.nt_cpu_features();
   if ((compiled & cpu) !== compiled) {
     lib.close();
-    failure = `${build.path} was built for ${featureNames(compiled).join(' ')} but this CPU has ${featureNames(cpu).join(' ') || 'none of them'}: delete .cache/native to rebuild`;
+    failure = `${build.path} was built for ${featureNames(compiled).join(' ')} but this CPU has ${featureNames(cpu).join(' ') || 'none of them'}: delete ${build.path} to rebuild it for this CPU`;
     return null;
   }
   const chosenBlas = process.env.NEMOTRON_BLAS;
