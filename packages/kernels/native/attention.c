@@ -197,10 +197,12 @@ static int attention_prefill(const att_params *a, int has_lse, const void *q, co
     }
     float *scores = malloc(sizeof(float) * (size_t)(HEAD_BLOCK * kp));
     float *qrows = malloc(sizeof(float) * (size_t)(HEAD_BLOCK * hd));
+    /* Which keys a query row may see (mask, same document): one answer for all its heads. */
+    unsigned char *visible = has_mask || has_seq ? malloc((size_t)kp) : NULL;
 #pragma omp for schedule(dynamic, 4) collapse(2)
     for (int64_t b = 0; b < batch; b++) {
       for (int64_t i = 0; i < queries; i++) {
-        if (!scores || !qrows) {
+        if (!scores || !qrows || ((has_mask || has_seq) && !visible)) {
 #pragma omp atomic write
           failed = 1;
           continue;
@@ -208,6 +210,14 @@ static int attention_prefill(const att_params *a, int has_lse, const void *q, co
         int64_t pos = qoff + i;
         float own = has_seq ? readf(seq, s_dt, att_key(&a->seq, b, pos)) : 0.0f;
         int64_t last = causal && pos + 1 < keys ? pos + 1 : keys;
+        if (visible) {
+          for (int64_t j = 0; j < last; j++) {
+            int vis = 1;
+            if (has_mask) vis = readf(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
+            if (vis && has_seq) vis = readf(seq, s_dt, att_key(&a->seq, b, j)) == own;
+            visible[j] = (unsigned char)vis;
+          }
+        }
         for (int64_t h0 = 0; h0 < hq; ) {
           int64_t g = h0 / group;
           int nb = (g + 1) * group - h0 < HEAD_BLOCK ? (int)((g + 1) * group - h0) : HEAD_BLOCK;
@@ -239,14 +249,9 @@ static int attention_prefill(const att_params *a, int has_lse, const void *q, co
           float sums[HEAD_BLOCK], maxes[HEAD_BLOCK];
           for (int hb = 0; hb < nb; hb++) {
             float *sc = scores + hb * kp;
-            if (has_mask || has_seq) {
-              for (int64_t j = 0; j < last; j++) {
-                int vis = 1;
-                if (has_mask) vis = readf(mask, m_dt, att_key(&a->mask, b, j)) != 0.0f;
-                if (vis && has_seq) vis = readf(seq, s_dt, att_key(&a->seq, b, j)) == own;
-                if (!vis) sc[j] = -INFINITY;
-              }
-            }
+            if (visible)
+              for (int64_t j = 0; j < last; j++)
+                if (!visible[j]) sc[j] = -INFINITY;
             float max = -INFINITY;
             for (int64_t j = 0; j < last; j++) max = sc[j] > max ? sc[j] : max;
             maxes[hb] = max;
@@ -309,6 +314,7 @@ static int attention_prefill(const att_params *a, int has_lse, const void *q, co
     }
     free(scores);
     free(qrows);
+    free(visible);
   }
   free(kt);
   return failed ? -1 : 1;
